@@ -1,0 +1,3 @@
+module github.com/herald-im/herald
+
+go 1.26.8

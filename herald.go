@@ -1,0 +1,229 @@
+package herald
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// MaxUserIDLen is the longest user ID accepted, in bytes.
+const MaxUserIDLen = 64
+
+// ValidateUserID reports whether id is a valid user ID: 1-64 bytes of ASCII
+// letters, digits and "_-.@". The alphabet leaves ':' free, so conversation
+// keys built from user IDs are unambiguous.
+func ValidateUserID(id string) error {
+	if id == "" {
+		return Errorf(CodeInvalidArgument, "user ID is empty")
+	}
+	if len(id) > MaxUserIDLen {
+		return Errorf(CodeInvalidArgument, "user ID is %d bytes; the limit is %d", len(id), MaxUserIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == '@') {
+			return Errorf(CodeInvalidArgument, "user ID %q has character %q; allowed are letters, digits and _-.@", id, c)
+		}
+	}
+	return nil
+}
+
+// ValidateDeviceID checks a client-chosen device ID: 1-64 bytes, same
+// alphabet as user IDs.
+func ValidateDeviceID(id string) error {
+	if err := ValidateUserID(id); err != nil {
+		return Errorf(CodeInvalidArgument, "device ID: %s", strings.Replace(ErrorMessage(err), "user ID ", "", 1))
+	}
+	return nil
+}
+
+// ConversationType tells peer (1:1) conversations from group ones.
+type ConversationType int
+
+const (
+	ConversationPeer  ConversationType = 0
+	ConversationGroup ConversationType = 2 // reserved for groups; ZIM uses the same numbers
+)
+
+func (t ConversationType) String() string {
+	switch t {
+	case ConversationPeer:
+		return "peer"
+	case ConversationGroup:
+		return "group"
+	}
+	return "unknown"
+}
+
+// PeerConversationKey is the storage key of the 1:1 conversation between a
+// and b; the same for both orders.
+func PeerConversationKey(a, b string) string {
+	if a > b {
+		a, b = b, a
+	}
+	return "p:" + a + ":" + b
+}
+
+// ParseConversationKey splits a key made by PeerConversationKey. ok is false
+// for any other form.
+func ParseConversationKey(key string) (t ConversationType, a, b string, ok bool) {
+	rest, found := strings.CutPrefix(key, "p:")
+	if !found {
+		return 0, "", "", false
+	}
+	a, b, found = strings.Cut(rest, ":")
+	if !found || a == "" || b == "" {
+		return 0, "", "", false
+	}
+	return ConversationPeer, a, b, true
+}
+
+// PeerOf returns, for a peer conversation key that includes user, the other
+// participant; ok is false when user is not part of it.
+func PeerOf(key, user string) (peer string, ok bool) {
+	t, a, b, ok := ParseConversationKey(key)
+	if !ok || t != ConversationPeer {
+		return "", false
+	}
+	switch user {
+	case a:
+		return b, true
+	case b:
+		return a, true
+	}
+	return "", false
+}
+
+// MessageType is the kind of a message's body.
+type MessageType int
+
+const (
+	MessageText    MessageType = 1   // UTF-8 text in Text
+	MessageCommand MessageType = 2   // signalling: delivered live only, never stored
+	MessageCustom  MessageType = 200 // opaque bytes in Data with an app-defined SubType
+)
+
+func (t MessageType) String() string {
+	switch t {
+	case MessageText:
+		return "text"
+	case MessageCommand:
+		return "command"
+	case MessageCustom:
+		return "custom"
+	}
+	return "unknown"
+}
+
+// ParseMessageType maps the wire names back to types.
+func ParseMessageType(s string) (MessageType, bool) {
+	switch s {
+	case "text":
+		return MessageText, true
+	case "command":
+		return MessageCommand, true
+	case "custom":
+		return MessageCustom, true
+	}
+	return 0, false
+}
+
+// Message is one message as stored. ID, Seq and CreatedAt are assigned by the
+// server; Seq increases by one per stored message of a conversation, with no gaps.
+type Message struct {
+	ID        int64            // server message ID, unique per server
+	ConvType  ConversationType // peer or group
+	Conv      string           // conversation key (PeerConversationKey)
+	Seq       int64            // position in the conversation, 1-based; 0 for command messages
+	From      string           // sender user ID
+	To        string           // receiver user ID (peer) or group ID
+	LocalID   string           // the sender's own ID for the message; retries with it are deduplicated
+	Type      MessageType
+	Text      string // MessageText
+	Data      []byte // MessageCustom and MessageCommand
+	SubType   int32  // MessageCustom: app-defined
+	Extended  string // extendedData: app metadata, not interpreted
+	CreatedAt time.Time
+}
+
+// Limits bounds what a message may carry. Zero fields take the defaults below.
+type Limits struct {
+	MaxTextBytes     int // zero means 8 KiB (ZIM: 2 KB default, 32 KB maximum)
+	MaxCustomBytes   int // zero means 32 KiB of decoded data
+	MaxCommandBytes  int // zero means 4 KiB
+	MaxExtendedBytes int // zero means 1 KiB (ZIM's extendedData limit)
+	MaxLocalIDBytes  int // zero means 64
+}
+
+// WithDefaults returns l with zero fields replaced by their defaults.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxTextBytes == 0 {
+		l.MaxTextBytes = 8 << 10
+	}
+	if l.MaxCustomBytes == 0 {
+		l.MaxCustomBytes = 32 << 10
+	}
+	if l.MaxCommandBytes == 0 {
+		l.MaxCommandBytes = 4 << 10
+	}
+	if l.MaxExtendedBytes == 0 {
+		l.MaxExtendedBytes = 1 << 10
+	}
+	if l.MaxLocalIDBytes == 0 {
+		l.MaxLocalIDBytes = 64
+	}
+	return l
+}
+
+// Validate checks the client-supplied fields of m against l, which must have
+// its defaults applied. It names the field at fault.
+func (l Limits) Validate(m *Message) error {
+	if m.LocalID == "" {
+		return Errorf(CodeInvalidArgument, "local_id is required: it makes a retried send safe")
+	}
+	if len(m.LocalID) > l.MaxLocalIDBytes {
+		return Errorf(CodeTooLarge, "local_id is %d bytes; the limit is %d", len(m.LocalID), l.MaxLocalIDBytes)
+	}
+	if len(m.Extended) > l.MaxExtendedBytes {
+		return Errorf(CodeTooLarge, "extended_data is %d bytes; the limit is %d", len(m.Extended), l.MaxExtendedBytes)
+	}
+	if !utf8.ValidString(m.Extended) {
+		return Errorf(CodeInvalidArgument, "extended_data is not valid UTF-8")
+	}
+	switch m.Type {
+	case MessageText:
+		if m.Text == "" {
+			return Errorf(CodeInvalidArgument, "text message has empty text")
+		}
+		if len(m.Text) > l.MaxTextBytes {
+			return Errorf(CodeTooLarge, "text is %d bytes; the limit is %d", len(m.Text), l.MaxTextBytes)
+		}
+		if !utf8.ValidString(m.Text) {
+			return Errorf(CodeInvalidArgument, "text is not valid UTF-8")
+		}
+		if len(m.Data) > 0 {
+			return Errorf(CodeInvalidArgument, "text message must not carry data")
+		}
+	case MessageCustom:
+		if len(m.Data) > l.MaxCustomBytes {
+			return Errorf(CodeTooLarge, "custom data is %d bytes; the limit is %d", len(m.Data), l.MaxCustomBytes)
+		}
+	case MessageCommand:
+		if len(m.Data) > l.MaxCommandBytes {
+			return Errorf(CodeTooLarge, "command data is %d bytes; the limit is %d", len(m.Data), l.MaxCommandBytes)
+		}
+	default:
+		return Errorf(CodeInvalidArgument, "unknown message type %d", m.Type)
+	}
+	return nil
+}
+
+// Conversation is one entry of a user's conversation list.
+type Conversation struct {
+	Type        ConversationType
+	Key         string   // storage key
+	ID          string   // as the user sees it: the other user for peer conversations
+	LastMessage *Message // nil when the conversation has no stored message
+	ReadSeq     int64    // the user has read everything up to this seq
+	Unread      int      // messages from others after ReadSeq
+}

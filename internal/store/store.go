@@ -1,0 +1,87 @@
+// Package store defines Herald's storage contract: one interface that every
+// backend (sqlite/, later postgres/) implements, and that the conformance
+// suite in storetest/ checks. Consumers declare the narrower interfaces they
+// need in their own packages.
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+// Appended is the outcome of storing one message.
+type Appended struct {
+	// Message is the stored message: the new one with ID and Seq assigned,
+	// or, when Duplicate, the original stored under the same (From, LocalID).
+	Message   *herald.Message
+	Duplicate bool
+}
+
+// Direction orders a history query.
+type Direction int
+
+const (
+	Backward Direction = iota // seq < FromSeq (0: from the newest), newest first
+	Forward                   // seq > FromSeq, oldest first
+)
+
+// HistoryQuery selects a page of one conversation.
+type HistoryQuery struct {
+	FromSeq   int64
+	Direction Direction
+	Limit     int // > 0
+}
+
+// Store is the storage contract. Every method is safe for concurrent use and
+// blocks on I/O. Errors are *herald.Error where the caller did something
+// wrong (CodeInvalidArgument, CodeNotFound); anything else is an internal
+// failure, wrapped with context.
+type Store interface {
+	// AppendMessages stores msgs in one transaction, in order: all or none.
+	// For each message it assigns ID and the next Seq of its conversation
+	// (starting at 1, increasing by one, never reused, no gaps), unless a
+	// message with the same From and LocalID is already stored (earlier or
+	// earlier in msgs): then nothing is stored for it and the result is
+	// the original with Duplicate set. Conv, ConvType, From, To, LocalID,
+	// Type and CreatedAt must be set. It also records the conversation in
+	// both participants' conversation lists. The result has one entry per
+	// message, in order. On error nothing is stored and no seq is used.
+	AppendMessages(ctx context.Context, msgs []*herald.Message) ([]Appended, error)
+
+	// MessagesAfter returns up to limit messages of conv with seq > after
+	// and CreatedAt >= since, in ascending seq order.
+	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
+
+	// History returns a page of conv as q says.
+	History(ctx context.Context, conv string, q HistoryQuery) ([]*herald.Message, error)
+
+	// LastSeqs returns, for each conversation in user's list, the seq of its
+	// newest message (conversations without messages are left out).
+	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
+
+	// Conversations returns up to limit of user's conversations, the most
+	// recently active first, each with its last message and unread count
+	// (messages from others after the user's read seq).
+	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
+
+	// SetReadSeq records that user has read conv up to seq. The read seq
+	// never goes down; a seq past the conversation's last is clamped to it.
+	// CodeNotFound when conv is not in user's list.
+	SetReadSeq(ctx context.Context, user, conv string, seq int64) error
+
+	// Cursors returns how far device of user has acknowledged each
+	// conversation (empty for a device never seen).
+	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
+
+	// SaveCursors raises the device's cursors to the given seqs; a cursor
+	// never goes down.
+	SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error
+
+	// Ping checks that the store can serve requests.
+	Ping(ctx context.Context) error
+
+	// Close flushes and releases the store. Calls after Close fail.
+	Close() error
+}

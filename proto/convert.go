@@ -1,0 +1,66 @@
+package proto
+
+import (
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+// ConvTypeName maps a conversation type to its wire name.
+func ConvTypeName(t herald.ConversationType) string {
+	if t == herald.ConversationGroup {
+		return ConvGroup
+	}
+	return ConvPeer
+}
+
+// ParseConvType maps a wire name to a conversation type; "" means peer.
+func ParseConvType(s string) (herald.ConversationType, error) {
+	switch s {
+	case ConvPeer, "":
+		return herald.ConversationPeer, nil
+	case ConvGroup:
+		return herald.ConversationGroup, nil
+	}
+	return 0, herald.Errorf(herald.CodeInvalidArgument, "unknown conv_type %q; want %q", s, ConvPeer)
+}
+
+// FromMessage renders a stored message for viewer, the user who receives the
+// frame: ConvID is the other user of a peer conversation.
+func FromMessage(m *herald.Message, viewer string, offline bool) Message {
+	convID := m.To
+	if m.ConvType == herald.ConversationPeer && viewer == m.To {
+		convID = m.From
+	}
+	return Message{
+		ID:       m.ID,
+		ConvType: ConvTypeName(m.ConvType),
+		ConvID:   convID,
+		Seq:      m.Seq,
+		From:     m.From,
+		To:       m.To,
+		LocalID:  m.LocalID,
+		Type:     m.Type.String(),
+		Text:     m.Text,
+		Data:     m.Data,
+		SubType:  m.SubType,
+		Extended: m.Extended,
+		Time:     m.CreatedAt.UnixMilli(),
+		Offline:  offline,
+	}
+}
+
+// ToMessage turns a wire message back into the domain form (used by the SDK).
+func (w *Message) ToMessage() *herald.Message {
+	ct, _ := ParseConvType(w.ConvType)
+	mt, _ := herald.ParseMessageType(w.Type)
+	m := &herald.Message{
+		ID: w.ID, ConvType: ct, Seq: w.Seq, From: w.From, To: w.To, LocalID: w.LocalID,
+		Type: mt, Text: w.Text, Data: w.Data, SubType: w.SubType, Extended: w.Extended,
+		CreatedAt: time.UnixMilli(w.Time),
+	}
+	if ct == herald.ConversationPeer {
+		m.Conv = herald.PeerConversationKey(w.From, w.To)
+	}
+	return m
+}

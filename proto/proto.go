@@ -1,0 +1,263 @@
+// Package proto is Herald's client wire protocol: frame shapes, operation and
+// event names, payloads and close codes. It is shared by the server
+// (internal/gateway) and the Go SDK (client), and docs/protocol.md describes
+// it for clients in other languages. The encoding lives in codec.go alone, so
+// a binary encoding can be added beside JSON without touching either side.
+package proto
+
+import "time"
+
+// Version is the protocol version. A client names it as the WebSocket
+// subprotocol (Subprotocol) and in its login request.
+const Version = 1
+
+// Subprotocol is the WebSocket subprotocol of this version with JSON frames.
+const Subprotocol = "herald.v1.json"
+
+// Path is where the server accepts client WebSocket connections.
+const Path = "/ws"
+
+// Operations: requests from the client, each answered by one reply with the
+// same ID (unless the ID is zero; see Frame).
+const (
+	OpLogin         = "login"         // LoginRequest -> LoginReply, then EvSync* and EvSyncDone
+	OpLogout        = "logout"        // {} -> {}; then the server closes with CloseNormal
+	OpPing          = "ping"          // {} -> PingReply; the heartbeat
+	OpRenewToken    = "renew_token"   // RenewTokenRequest -> RenewTokenReply
+	OpSend          = "send"          // SendRequest -> SendReply
+	OpAck           = "ack"           // AckRequest -> {}; usually sent with ID 0
+	OpHistory       = "history"       // HistoryRequest -> HistoryReply
+	OpConversations = "conversations" // ConversationsRequest -> ConversationsReply
+	OpMarkRead      = "mark_read"     // MarkReadRequest -> {}
+)
+
+// Events: frames the server sends on its own.
+const (
+	EvMessage         = "message"           // Message: a live message
+	EvSync            = "sync"              // SyncEvent: a page of missed messages after login
+	EvSyncDone        = "sync_done"         // SyncDone: the offline sync is complete; live messages follow
+	EvTokenWillExpire = "token_will_expire" // TokenWillExpire
+	EvError           = "error"             // Error: a request with ID 0, or a frame that could not be read, failed
+)
+
+// Frame is the envelope of every message in either direction.
+//
+// A request has Op (and ID, chosen by the client, unique among its requests
+// in flight). A reply repeats the request's ID and has Data or Err. An event
+// has Ev and Data. A request with ID 0 gets no reply when it succeeds; when it
+// fails, the error comes as an EvError event.
+type Frame struct {
+	ID   uint64
+	Op   string
+	Ev   string
+	Data []byte // the payload, in the codec's encoding; nil when empty
+	Err  *Error
+}
+
+// Error is the body of a failed reply or an EvError event. Code is one of
+// the herald.Code strings; Message is for people.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Op      string `json:"op,omitempty"` // in EvError: the operation that failed, when known
+}
+
+// Close codes. 4000-4499 mean "reconnect" (with backoff, resuming from the
+// last seq); 4500-4999 mean "stop": the client must not reconnect by itself.
+const (
+	CloseNormal = 1000 // after logout: stop
+
+	CloseServerShutdown  = 4000 // the server is draining: reconnect (to another node if any)
+	CloseSlowConsumer    = 4001 // the client fell behind its send queue: reconnect and resync
+	CloseHeartbeatTimout = 4002 // no frame within the heartbeat timeout: reconnect
+	CloseInternal        = 4003 // a server fault: reconnect
+
+	CloseBadRequest    = 4500 // the client broke the protocol (e.g. binary frame with JSON codec): stop
+	CloseFrameTooLarge = 4501 // a frame exceeded the limit: stop
+	CloseLoginTimeout  = 4502 // no successful login soon enough after connecting: stop
+	CloseTokenExpired  = 4503 // the session's token expired without renewal: stop, get a new token
+	CloseKickedOut     = 4504 // another login replaced this session (multi-login policy): stop
+)
+
+// Reconnectable tells whether a client may reconnect after the close code.
+func Reconnectable(code int) bool {
+	if code >= 4000 && code < 4500 {
+		return true
+	}
+	// Abnormal closures without a code (network loss, 1006) and "going away".
+	return code == 1001 || code == 1006 || code == 1011 || code == 1012 || code == 1013
+}
+
+// Conversation types on the wire.
+const (
+	ConvPeer  = "peer"
+	ConvGroup = "group"
+)
+
+// LoginRequest logs the connection in as UserID.
+type LoginRequest struct {
+	Version  int    `json:"version"`   // must be Version
+	UserID   string `json:"user_id"`   // must match the token's user
+	Token    string `json:"token"`     // see package token
+	DeviceID string `json:"device_id"` // stable per app installation; 1-64 chars of [A-Za-z0-9_.@-]
+	Platform string `json:"platform,omitempty"`
+	// Cursors, when given, say how far the client already has each
+	// conversation; the offline sync sends what comes after. Conversations
+	// not listed sync from the server's record of this device (its acks), or
+	// from the start of the retention window for a new device.
+	Cursors []Cursor `json:"cursors,omitempty"`
+}
+
+// Cursor names a conversation and a seq in it.
+type Cursor struct {
+	ConvType string `json:"conv_type"`
+	ConvID   string `json:"conv_id"`
+	Seq      int64  `json:"seq"`
+}
+
+// LoginReply answers a successful login.
+type LoginReply struct {
+	UserID            string `json:"user_id"`
+	SessionID         string `json:"session_id"`
+	ServerTime        int64  `json:"server_time"`      // ms since the Unix epoch
+	TokenExpiresAt    int64  `json:"token_expires_at"` // ms
+	HeartbeatInterval int64  `json:"heartbeat_interval_ms"`
+	HeartbeatTimeout  int64  `json:"heartbeat_timeout_ms"`
+	Limits            Limits `json:"limits"`
+}
+
+// Limits tells the client the server's limits in force.
+type Limits struct {
+	MaxFrameBytes    int `json:"max_frame_bytes"`
+	MaxTextBytes     int `json:"max_text_bytes"`
+	MaxCustomBytes   int `json:"max_custom_bytes"`
+	MaxCommandBytes  int `json:"max_command_bytes"`
+	MaxExtendedBytes int `json:"max_extended_data_bytes"`
+	SendsPerSecond   int `json:"sends_per_second"`
+}
+
+// PingReply answers a heartbeat.
+type PingReply struct {
+	ServerTime int64 `json:"server_time"`
+}
+
+// RenewTokenRequest replaces the session's token with a fresher one for the
+// same user.
+type RenewTokenRequest struct {
+	Token string `json:"token"`
+}
+
+// RenewTokenReply confirms the new expiry.
+type RenewTokenReply struct {
+	TokenExpiresAt int64 `json:"token_expires_at"`
+}
+
+// TokenWillExpire warns that the session's token expires soon.
+type TokenWillExpire struct {
+	ExpiresAt   int64 `json:"expires_at"`
+	RemainingMS int64 `json:"remaining_ms"`
+}
+
+// SendRequest sends a message.
+type SendRequest struct {
+	ConvType string `json:"conv_type"` // "peer"
+	To       string `json:"to"`        // the receiving user
+	LocalID  string `json:"local_id"`  // required; a resend with the same ID returns the original
+	Type     string `json:"type"`      // "text", "custom" or "command"
+	Text     string `json:"text,omitempty"`
+	Data     []byte `json:"data,omitempty"` // base64 in JSON
+	SubType  int32  `json:"sub_type,omitempty"`
+	Extended string `json:"extended_data,omitempty"`
+}
+
+// SendReply returns the stored message (or, for a resend, the original).
+type SendReply struct {
+	Message   Message `json:"message"`
+	Duplicate bool    `json:"duplicate,omitempty"`
+}
+
+// Message is a message as a client sees it. ConvID is from the receiving
+// user's point of view: for a peer conversation, the other user.
+type Message struct {
+	ID       int64  `json:"id,omitempty"` // 0 for command messages
+	ConvType string `json:"conv_type"`
+	ConvID   string `json:"conv_id"`
+	Seq      int64  `json:"seq,omitempty"` // 0 for command messages
+	From     string `json:"from"`
+	To       string `json:"to"`
+	LocalID  string `json:"local_id"`
+	Type     string `json:"type"`
+	Text     string `json:"text,omitempty"`
+	Data     []byte `json:"data,omitempty"`
+	SubType  int32  `json:"sub_type,omitempty"`
+	Extended string `json:"extended_data,omitempty"`
+	Time     int64  `json:"ts"`                // server time, ms since the Unix epoch
+	Offline  bool   `json:"offline,omitempty"` // delivered by the offline sync
+}
+
+// SyncEvent carries a page of messages the device missed, in seq order within
+// each conversation. Offline is set on every message.
+type SyncEvent struct {
+	Messages []Message `json:"messages"`
+}
+
+// SyncDone ends the offline sync.
+type SyncDone struct {
+	Count int `json:"count"` // messages sent by the sync
+}
+
+// AckRequest acknowledges every message of a conversation up to Seq
+// (cumulative) on this device.
+type AckRequest struct {
+	ConvType string `json:"conv_type"`
+	ConvID   string `json:"conv_id"`
+	Seq      int64  `json:"seq"`
+}
+
+// HistoryRequest pages through a conversation. With Direction "backward"
+// (the default) it returns messages with seq < FromSeq, newest first
+// (FromSeq 0: from the newest); with "forward", seq > FromSeq, oldest first.
+type HistoryRequest struct {
+	ConvType  string `json:"conv_type"`
+	ConvID    string `json:"conv_id"`
+	FromSeq   int64  `json:"from_seq"`
+	Direction string `json:"direction,omitempty"`
+	Limit     int    `json:"limit,omitempty"` // default 50, at most 200
+}
+
+// HistoryReply holds one page; HasMore says whether another page exists in
+// that direction.
+type HistoryReply struct {
+	Messages []Message `json:"messages"`
+	HasMore  bool      `json:"has_more"`
+}
+
+// ConversationsRequest lists the user's conversations, most recent first.
+type ConversationsRequest struct {
+	Limit int `json:"limit,omitempty"` // default 100, at most 1000
+}
+
+// ConversationsReply is the conversation list.
+type ConversationsReply struct {
+	Conversations []Conversation `json:"conversations"`
+}
+
+// Conversation is one entry in the list.
+type Conversation struct {
+	ConvType    string   `json:"conv_type"`
+	ConvID      string   `json:"conv_id"`
+	LastMessage *Message `json:"last_message,omitempty"`
+	ReadSeq     int64    `json:"read_seq"`
+	Unread      int      `json:"unread"`
+}
+
+// MarkReadRequest marks a conversation read up to Seq for the user (all
+// devices); unread counts drop accordingly.
+type MarkReadRequest struct {
+	ConvType string `json:"conv_type"`
+	ConvID   string `json:"conv_id"`
+	Seq      int64  `json:"seq"`
+}
+
+// Millis converts t to the protocol's millisecond timestamps.
+func Millis(t time.Time) int64 { return t.UnixMilli() }

@@ -1,0 +1,109 @@
+// Package token mints and verifies Herald login tokens. An app's backend
+// holds the server secret and mints a token for a user when that user signs
+// in to the app; the client passes it to Herald's login. It plays the role of
+// ZIM's Token04: an HMAC-SHA256 signature over the user ID and the expiry.
+//
+// Format: "h1." + base64url(JSON claims) + "." + base64url(HMAC-SHA256(secret, "h1." + claims)),
+// with claims {"u": user ID, "iat": issued-at seconds, "exp": expiry seconds, "n": random nonce}.
+package token
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+// MaxTTL is the longest lifetime a token may have (ZIM's limit is 24 days).
+const MaxTTL = 24 * 24 * time.Hour
+
+// MinSecretLen is the shortest accepted secret, in bytes.
+const MinSecretLen = 16
+
+const prefix = "h1."
+
+var enc = base64.RawURLEncoding
+
+// Claims are what a token says.
+type Claims struct {
+	UserID    string    // whom the token logs in
+	IssuedAt  time.Time // when it was minted
+	ExpiresAt time.Time // when it stops being accepted
+}
+
+type wireClaims struct {
+	U   string `json:"u"`
+	Iat int64  `json:"iat"`
+	Exp int64  `json:"exp"`
+	N   string `json:"n"`
+}
+
+// Mint returns a token for user valid from now for ttl.
+func Mint(secret []byte, user string, now time.Time, ttl time.Duration) (string, error) {
+	if len(secret) < MinSecretLen {
+		return "", herald.Errorf(herald.CodeInvalidArgument, "secret is %d bytes; at least %d are needed", len(secret), MinSecretLen)
+	}
+	if err := herald.ValidateUserID(user); err != nil {
+		return "", err
+	}
+	if ttl <= 0 || ttl > MaxTTL {
+		return "", herald.Errorf(herald.CodeInvalidArgument, "ttl %s is out of range (0, %s]", ttl, MaxTTL)
+	}
+	var nonce [9]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return "", err
+	}
+	c := wireClaims{U: user, Iat: now.Unix(), Exp: now.Add(ttl).Unix(), N: enc.EncodeToString(nonce[:])}
+	body, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	signed := prefix + enc.EncodeToString(body)
+	return signed + "." + enc.EncodeToString(sign(secret, signed)), nil
+}
+
+// Verify checks tok's signature and expiry at now and returns its claims.
+// Errors: herald.CodeTokenMalformed (cannot be parsed), CodeTokenInvalid
+// (signature does not match: forged, or minted with another secret),
+// CodeTokenExpired (expiry passed).
+func Verify(secret []byte, tok string, now time.Time) (Claims, error) {
+	if !strings.HasPrefix(tok, prefix) {
+		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token does not start with %q", prefix)
+	}
+	dot := strings.LastIndexByte(tok, '.')
+	if dot <= len(prefix) {
+		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token has no signature part")
+	}
+	signed, sigPart := tok[:dot], tok[dot+1:]
+	body, err := enc.DecodeString(signed[len(prefix):])
+	if err != nil {
+		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token claims are not base64url")
+	}
+	sig, err := enc.DecodeString(sigPart)
+	if err != nil {
+		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token signature is not base64url")
+	}
+	var c wireClaims
+	if err := json.Unmarshal(body, &c); err != nil || c.U == "" || c.Exp == 0 {
+		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token claims are not a valid object with u and exp")
+	}
+	if !hmac.Equal(sig, sign(secret, signed)) {
+		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token signature does not match this server's secret")
+	}
+	claims := Claims{UserID: c.U, IssuedAt: time.Unix(c.Iat, 0), ExpiresAt: time.Unix(c.Exp, 0)}
+	if !now.Before(claims.ExpiresAt) {
+		return Claims{}, herald.Errorf(herald.CodeTokenExpired, "token expired at %s", claims.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return claims, nil
+}
+
+func sign(secret []byte, signed string) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(signed))
+	return m.Sum(nil)
+}

@@ -1,0 +1,91 @@
+package token
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+var secret = []byte("0123456789abcdef0123456789abcdef")
+
+func TestMintVerify(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	tok, err := Mint(secret, "alice", now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Verify(secret, tok, now.Add(59*time.Minute))
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if c.UserID != "alice" || !c.ExpiresAt.Equal(now.Add(time.Hour)) {
+		t.Errorf("claims = %+v, want alice expiring %v", c, now.Add(time.Hour))
+	}
+
+	forged := tok[:len(tok)-2] + "AA"
+	tampered := strings.Replace(tok, tok[3:10], "eyJ1Ijoi", 1)
+	tests := []struct {
+		name string
+		tok  string
+		sec  []byte
+		at   time.Time
+		want herald.Code
+	}{
+		{"expired", tok, secret, now.Add(time.Hour), herald.CodeTokenExpired},
+		{"forged signature", forged, secret, now, herald.CodeTokenInvalid},
+		{"other secret", tok, []byte("ffffffffffffffffffffffffffffffff"), now, herald.CodeTokenInvalid},
+		{"tampered claims", tampered, secret, now, herald.CodeTokenMalformed},
+		{"empty", "", secret, now, herald.CodeTokenMalformed},
+		{"no signature", "h1.abc", secret, now, herald.CodeTokenMalformed},
+		{"bad base64", "h1.***.***", secret, now, herald.CodeTokenMalformed},
+		{"wrong prefix", "x" + tok, secret, now, herald.CodeTokenMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Verify(tt.sec, tt.tok, tt.at)
+			if got := herald.ErrorCode(err); got != tt.want {
+				t.Errorf("Verify error = %v (code %q), want code %q", err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMintRejects(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name   string
+		secret []byte
+		user   string
+		ttl    time.Duration
+	}{
+		{"short secret", []byte("short"), "alice", time.Hour},
+		{"bad user", secret, "al ice", time.Hour},
+		{"zero ttl", secret, "alice", 0},
+		{"ttl too long", secret, "alice", MaxTTL + time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := Mint(tt.secret, tt.user, now, tt.ttl); herald.ErrorCode(err) != herald.CodeInvalidArgument {
+				t.Errorf("Mint error = %v, want invalid_argument", err)
+			}
+		})
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	tok, _ := Mint(secret, "alice", time.Unix(1_700_000_000, 0), time.Hour)
+	f.Add(tok)
+	f.Add("h1..")
+	f.Add("h1.e30.")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Verify(secret, s, time.Unix(1_700_000_000, 0))
+		if err == nil && c.UserID == "" {
+			t.Fatalf("accepted token with empty user: %q", s)
+		}
+		if err != nil && herald.ErrorCode(err) == herald.CodeInternal {
+			t.Fatalf("internal error for %q: %v", s, err)
+		}
+	})
+}
