@@ -1,0 +1,371 @@
+// Package chat owns messages and conversations: validation, the group-commit
+// write path, fan-out to live sessions, the offline sync, history and the
+// conversation list. It knows no WebSocket: the gateway hands it requests and
+// receives deliveries through the Deliverer interface.
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// Store is what chat needs of the storage contract.
+type Store interface {
+	AppendMessages(ctx context.Context, msgs []*herald.Message) ([]store.Appended, error)
+	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
+	History(ctx context.Context, conv string, q store.HistoryQuery) ([]*herald.Message, error)
+	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
+	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
+	SetReadSeq(ctx context.Context, user, conv string, seq int64) error
+	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
+	SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error
+}
+
+// SessionID names one live session; the gateway assigns them.
+type SessionID uint64
+
+// Deliverer hands stored (or command) messages to live sessions.
+type Deliverer interface {
+	// DeliverMessage gives m to every live session of each user in to,
+	// except the session origin. It must not block: slow sessions are the
+	// deliverer's problem. Calls come from one goroutine, in commit order.
+	DeliverMessage(m *herald.Message, to []string, origin SessionID)
+}
+
+// SendResult is the outcome of a send.
+type SendResult struct {
+	Message   *herald.Message
+	Duplicate bool // a message with the same LocalID was stored before; this is it
+}
+
+// Config tunes the service. Zero values take the defaults on each field.
+type Config struct {
+	Limits           herald.Limits // defaults as herald.Limits.WithDefaults
+	MaxBatch         int           // messages per store transaction; zero means 256
+	OfflineRetention time.Duration // how far back the login sync reaches; zero means 7 days
+	SyncPage         int           // messages per store read during sync; zero means 200
+	Now              func() time.Time
+	Logger           *slog.Logger
+}
+
+// Service is the chat component.
+type Service struct {
+	st     Store
+	deliv  Deliverer
+	cfg    Config
+	log    *slog.Logger
+	in     chan *pending
+	fanout chan []*pending
+
+	mu     sync.RWMutex // guards closed against sends on a closed channel
+	closed bool
+	done   chan struct{}
+}
+
+type pending struct {
+	msg    *herald.Message
+	origin SessionID
+	done   func(SendResult, error)
+	res    store.Appended
+}
+
+// New returns a service; Start runs its write path.
+func New(st Store, d Deliverer, cfg Config) *Service {
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.OfflineRetention <= 0 {
+		cfg.OfflineRetention = 7 * 24 * time.Hour
+	}
+	if cfg.SyncPage <= 0 {
+		cfg.SyncPage = 200
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		st: st, deliv: d, cfg: cfg, log: cfg.Logger,
+		in:     make(chan *pending, 8*cfg.MaxBatch),
+		fanout: make(chan []*pending, 64),
+		done:   make(chan struct{}),
+	}
+}
+
+// Start runs the writer (group commit) and the fan-out stage.
+func (s *Service) Start() {
+	go s.writeLoop()
+	go s.fanoutLoop()
+}
+
+// Close stops accepting sends, waits until every accepted send is stored and
+// delivered (or ctx ends), and returns.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.in)
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("chat: close: %w", ctx.Err())
+	}
+}
+
+// Send validates m (From is set to from: a session can only send as its
+// own user), stores it and delivers it to the recipient's sessions and the
+// sender's other sessions. done is called exactly once, after the message is
+// durable (or with the error), from the fan-out goroutine: it must not block.
+// Command messages are delivered live and never stored.
+func (s *Service) Send(from string, origin SessionID, m *herald.Message, done func(SendResult, error)) {
+	if err := s.prepare(from, m); err != nil {
+		done(SendResult{}, err)
+		return
+	}
+	if m.Type == herald.MessageCommand {
+		s.deliv.DeliverMessage(m, []string{m.To, m.From}, origin)
+		done(SendResult{Message: m}, nil)
+		return
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		done(SendResult{}, herald.Errorf(herald.CodeUnavailable, "server is shutting down"))
+		return
+	}
+	s.in <- &pending{msg: m, origin: origin, done: done}
+}
+
+func (s *Service) prepare(from string, m *herald.Message) error {
+	if m.ConvType != herald.ConversationPeer {
+		return herald.Errorf(herald.CodeInvalidArgument, "only peer conversations are supported")
+	}
+	if err := herald.ValidateUserID(m.To); err != nil {
+		return herald.Errorf(herald.CodeInvalidArgument, "to: %s", herald.ErrorMessage(err))
+	}
+	if m.To == from {
+		return herald.Errorf(herald.CodeInvalidArgument, "cannot send a peer message to yourself")
+	}
+	if err := s.cfg.Limits.Validate(m); err != nil {
+		return err
+	}
+	m.From = from
+	m.Conv = herald.PeerConversationKey(from, m.To)
+	m.CreatedAt = s.cfg.Now().Truncate(time.Millisecond)
+	m.ID, m.Seq = 0, 0
+	return nil
+}
+
+// writeLoop is the group commit: it takes every send waiting (up to
+// MaxBatch) and stores them in one transaction. While one batch commits, the
+// next accumulates, so batches grow with load without a linger timer.
+func (s *Service) writeLoop() {
+	defer close(s.fanout)
+	batch := make([]*pending, 0, s.cfg.MaxBatch)
+	msgs := make([]*herald.Message, 0, s.cfg.MaxBatch)
+	for {
+		p, ok := <-s.in
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], p)
+	fill:
+		for len(batch) < s.cfg.MaxBatch {
+			select {
+			case p, ok := <-s.in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		msgs = msgs[:0]
+		for _, p := range batch {
+			msgs = append(msgs, p.msg)
+		}
+		res, err := s.st.AppendMessages(context.Background(), msgs)
+		if err == nil && len(res) != len(batch) {
+			err = fmt.Errorf("store returned %d results for %d messages", len(res), len(batch))
+		}
+		if err != nil {
+			s.log.Error("store append failed", "messages", len(batch), "err", err)
+			for _, p := range batch {
+				p.done(SendResult{}, herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"))
+			}
+			continue
+		}
+		out := make([]*pending, len(batch))
+		for i, p := range batch {
+			p.res = res[i]
+			out[i] = p
+		}
+		s.fanout <- out
+	}
+}
+
+// fanoutLoop delivers committed batches in commit order, then answers the
+// senders.
+func (s *Service) fanoutLoop() {
+	defer close(s.done)
+	var to [2]string
+	for batch := range s.fanout {
+		for _, p := range batch {
+			m := p.res.Message
+			if !p.res.Duplicate {
+				to[0], to[1] = m.To, m.From
+				s.deliv.DeliverMessage(m, to[:], p.origin)
+			}
+			p.done(SendResult{Message: m, Duplicate: p.res.Duplicate}, nil)
+		}
+	}
+}
+
+// Sync sends device what it missed: for each of user's conversations, the
+// messages after the device's cursor (given overrides what the server
+// recorded from acks) and within the offline retention window, in seq order,
+// through page. It returns, per conversation, the seq the device is known
+// to have after the sync (its cursor or the last message sent), so the
+// caller can drop live messages the sync already covered.
+func (s *Service) Sync(ctx context.Context, user, device string, given map[string]int64, page func([]*herald.Message) error) (covered map[string]int64, count int, err error) {
+	stored, err := s.st.Cursors(ctx, user, device)
+	if err != nil {
+		return nil, 0, fmt.Errorf("sync: cursors: %w", err)
+	}
+	covered = stored
+	for k, v := range given {
+		covered[k] = v
+	}
+	last, err := s.st.LastSeqs(ctx, user)
+	if err != nil {
+		return nil, 0, fmt.Errorf("sync: last seqs: %w", err)
+	}
+	convs := make([]string, 0, len(last))
+	for k, seq := range last {
+		if seq > covered[k] {
+			convs = append(convs, k)
+		}
+	}
+	sort.Strings(convs)
+	since := s.cfg.Now().Add(-s.cfg.OfflineRetention)
+	for _, conv := range convs {
+		after := covered[conv]
+		for {
+			msgs, err := s.st.MessagesAfter(ctx, conv, after, since, s.cfg.SyncPage)
+			if err != nil {
+				return nil, count, fmt.Errorf("sync: %s: %w", conv, err)
+			}
+			if len(msgs) == 0 {
+				break
+			}
+			if err := page(msgs); err != nil {
+				return nil, count, err
+			}
+			count += len(msgs)
+			after = msgs[len(msgs)-1].Seq
+			covered[conv] = after
+			if len(msgs) < s.cfg.SyncPage {
+				break
+			}
+		}
+	}
+	return covered, count, nil
+}
+
+// ConversationKey maps a client's (type, id) to the key of a conversation
+// user is part of. For peer conversations the key always includes user, so
+// a user cannot name a conversation of others.
+func ConversationKey(user string, t herald.ConversationType, id string) (string, error) {
+	if t != herald.ConversationPeer {
+		return "", herald.Errorf(herald.CodeInvalidArgument, "only peer conversations are supported")
+	}
+	if err := herald.ValidateUserID(id); err != nil {
+		return "", herald.Errorf(herald.CodeInvalidArgument, "conv_id: %s", herald.ErrorMessage(err))
+	}
+	return herald.PeerConversationKey(user, id), nil
+}
+
+// History pages through one of user's conversations. limit 0 means 50; at
+// most 200.
+func (s *Service) History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error) {
+	key, err := ConversationKey(user, t, id)
+	if err != nil {
+		return nil, false, err
+	}
+	switch {
+	case q.Limit == 0:
+		q.Limit = 50
+	case q.Limit < 0 || q.Limit > 200:
+		return nil, false, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-200", q.Limit)
+	}
+	if q.FromSeq < 0 {
+		return nil, false, herald.Errorf(herald.CodeInvalidArgument, "from_seq %d is negative", q.FromSeq)
+	}
+	want := q.Limit
+	q.Limit++
+	msgs, err := s.st.History(ctx, key, q)
+	if err != nil {
+		return nil, false, fmt.Errorf("history: %w", err)
+	}
+	if len(msgs) > want {
+		return msgs[:want], true, nil
+	}
+	return msgs, false, nil
+}
+
+// Conversations lists user's conversations. limit 0 means 100; at most 1000.
+func (s *Service) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
+	switch {
+	case limit == 0:
+		limit = 100
+	case limit < 0 || limit > 1000:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit)
+	}
+	cs, err := s.st.Conversations(ctx, user, limit)
+	if err != nil {
+		return nil, fmt.Errorf("conversations: %w", err)
+	}
+	return cs, nil
+}
+
+// MarkRead records that user read a conversation up to seq.
+func (s *Service) MarkRead(ctx context.Context, user string, t herald.ConversationType, id string, seq int64) error {
+	key, err := ConversationKey(user, t, id)
+	if err != nil {
+		return err
+	}
+	if seq < 0 {
+		return herald.Errorf(herald.CodeInvalidArgument, "seq %d is negative", seq)
+	}
+	if err := s.st.SetReadSeq(ctx, user, key, seq); err != nil {
+		var he *herald.Error
+		if errors.As(err, &he) {
+			return err
+		}
+		return fmt.Errorf("mark read: %w", err)
+	}
+	return nil
+}
+
+// SaveCursors records how far a device has acknowledged its conversations.
+func (s *Service) SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error {
+	if err := s.st.SaveCursors(ctx, user, device, cursors); err != nil {
+		return fmt.Errorf("save cursors: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,369 @@
+// Package config holds Herald's one Config struct and loads it: defaults,
+// then an optional file, then HERALD_* environment variables, then flags
+// (later wins). Every key has one name: the file and the environment use
+// HERALD_NAME, flags use --name. docs/configuration.md lists them all.
+package config
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the server's whole configuration. Zero values are never relied
+// on: Default fills every field, and Validate names the key at fault.
+type Config struct {
+	Addr    string // HERALD_ADDR: listen address for clients, /healthz and /readyz
+	DataDir string // HERALD_DATA: folder of the embedded store and generated secret
+	Secret  string // HERALD_SECRET: token signing secret; generated into DataDir/secret when empty. Never logged.
+
+	LogLevel  string // HERALD_LOG_LEVEL: debug, info, warn, error
+	LogFormat string // HERALD_LOG_FORMAT: text or json
+
+	HeartbeatInterval time.Duration // HERALD_HEARTBEAT_INTERVAL: how often clients ping (told to them at login)
+	HeartbeatTimeout  time.Duration // HERALD_HEARTBEAT_TIMEOUT: a session silent this long is offline
+	LoginTimeout      time.Duration // HERALD_LOGIN_TIMEOUT: time allowed from connect to successful login
+	TokenWarning      time.Duration // HERALD_TOKEN_WARNING: how long before expiry token_will_expire is sent
+
+	MultiLogin string // HERALD_MULTI_LOGIN: "single" (a new login kicks the others) or "multi"
+	MaxDevices int    // HERALD_MAX_DEVICES: sessions per user with multi; the oldest is kicked beyond it
+
+	OfflineRetention time.Duration // HERALD_OFFLINE_RETENTION: how far back the login sync reaches
+
+	MaxFrameBytes    int // HERALD_MAX_FRAME_BYTES: largest client frame
+	SendQueueBytes   int // HERALD_SEND_QUEUE_BYTES: per-session outbound queue; beyond it the session is closed (4001)
+	SendsPerSecond   int // HERALD_SENDS_PER_SECOND: per-session send rate (token bucket)
+	SendBurst        int // HERALD_SEND_BURST: per-session send burst
+	MaxTextBytes     int // HERALD_MAX_TEXT_BYTES
+	MaxCustomBytes   int // HERALD_MAX_CUSTOM_BYTES
+	MaxCommandBytes  int // HERALD_MAX_COMMAND_BYTES
+	MaxExtendedBytes int // HERALD_MAX_EXTENDED_BYTES
+	MaxBatch         int // HERALD_MAX_BATCH: messages per store transaction (group commit)
+
+	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		Addr:              "127.0.0.1:7400",
+		DataDir:           "herald-data",
+		LogLevel:          "info",
+		LogFormat:         "text",
+		HeartbeatInterval: 10 * time.Second,
+		HeartbeatTimeout:  30 * time.Second,
+		LoginTimeout:      10 * time.Second,
+		TokenWarning:      30 * time.Second,
+		MultiLogin:        "multi",
+		MaxDevices:        10,
+		OfflineRetention:  7 * 24 * time.Hour,
+		MaxFrameBytes:     64 << 10,
+		SendQueueBytes:    4 << 20,
+		SendsPerSecond:    100,
+		SendBurst:         200,
+		MaxTextBytes:      8 << 10,
+		MaxCustomBytes:    32 << 10,
+		MaxCommandBytes:   4 << 10,
+		MaxExtendedBytes:  1 << 10,
+		MaxBatch:          256,
+		ShutdownTimeout:   10 * time.Second,
+	}
+}
+
+// key describes one configuration key.
+type key struct {
+	name string // flag name; the env/file name is HERALD_ + upper(name with - as _)
+	help string
+	ptr  any // *string, *int or *time.Duration
+}
+
+func (k key) env() string {
+	return "HERALD_" + strings.ToUpper(strings.ReplaceAll(k.name, "-", "_"))
+}
+
+func (c *Config) keys() []key {
+	return []key{
+		{"addr", "listen address (host:port) for clients, /healthz and /readyz", &c.Addr},
+		{"data", "data folder: embedded store and generated secret", &c.DataDir},
+		{"secret", "token signing secret (at least 16 bytes); generated when empty", &c.Secret},
+		{"log-level", "debug, info, warn or error", &c.LogLevel},
+		{"log-format", "text or json", &c.LogFormat},
+		{"heartbeat-interval", "client ping interval", &c.HeartbeatInterval},
+		{"heartbeat-timeout", "a session silent this long is offline", &c.HeartbeatTimeout},
+		{"login-timeout", "time from connect to login", &c.LoginTimeout},
+		{"token-warning", "token_will_expire lead time", &c.TokenWarning},
+		{"multi-login", "single or multi", &c.MultiLogin},
+		{"max-devices", "sessions per user with multi-login", &c.MaxDevices},
+		{"offline-retention", "how far back the login sync reaches", &c.OfflineRetention},
+		{"max-frame-bytes", "largest client frame", &c.MaxFrameBytes},
+		{"send-queue-bytes", "per-session outbound queue", &c.SendQueueBytes},
+		{"sends-per-second", "per-session message send rate", &c.SendsPerSecond},
+		{"send-burst", "per-session send burst", &c.SendBurst},
+		{"max-text-bytes", "largest text message", &c.MaxTextBytes},
+		{"max-custom-bytes", "largest custom message data", &c.MaxCustomBytes},
+		{"max-command-bytes", "largest command message data", &c.MaxCommandBytes},
+		{"max-extended-bytes", "largest extended_data", &c.MaxExtendedBytes},
+		{"max-batch", "messages per store transaction", &c.MaxBatch},
+		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
+	}
+}
+
+func set(k key, v string) error {
+	switch p := k.ptr.(type) {
+	case *string:
+		*p = v
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%s: %q is not an integer", k.env(), v)
+		}
+		*p = n
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a duration (like 30s or 168h)", k.env(), v)
+		}
+		*p = d
+	}
+	return nil
+}
+
+// Load builds the configuration for a command: defaults, then the file named
+// by --config or HERALD_CONFIG, then the environment, then the flags in args.
+// fs receives one flag per key plus --config; flags it already has are kept.
+func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (Config, error) {
+	c := Default()
+	keys := c.keys()
+	byEnv := make(map[string]key, len(keys))
+	for _, k := range keys {
+		byEnv[k.env()] = k
+	}
+	// Flags are recorded first and applied last, so they win.
+	type flagVal struct {
+		k key
+		v string
+	}
+	var flagVals []flagVal
+	configPath := getenv("HERALD_CONFIG")
+	fs.Func("config", "configuration file of HERALD_KEY=value lines (also HERALD_CONFIG)", func(v string) error {
+		configPath = v
+		return nil
+	})
+	for _, k := range keys {
+		k := k
+		fs.Func(k.name, fmt.Sprintf("%s (%s, default %s)", k.help, k.env(), show(k)), func(v string) error {
+			flagVals = append(flagVals, flagVal{k, v})
+			return nil
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if configPath != "" {
+		f, err := os.Open(configPath)
+		if err != nil {
+			return c, fmt.Errorf("config file: %w", err)
+		}
+		err = parseFile(f, configPath, byEnv)
+		f.Close()
+		if err != nil {
+			return c, err
+		}
+	}
+	for _, k := range keys {
+		if v := getenv(k.env()); v != "" {
+			if err := set(k, v); err != nil {
+				return c, err
+			}
+		}
+	}
+	for _, fv := range flagVals {
+		if err := set(fv.k, fv.v); err != nil {
+			return c, fmt.Errorf("--%s: %w", fv.k.name, err)
+		}
+	}
+	return c, c.Validate()
+}
+
+func parseFile(r io.Reader, path string, byEnv map[string]key) error {
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return fmt.Errorf("%s:%d: want HERALD_KEY=value", path, n)
+		}
+		name = strings.TrimSpace(name)
+		k, known := byEnv[name]
+		if !known {
+			return fmt.Errorf("%s:%d: unknown key %s", path, n, name)
+		}
+		if err := set(k, strings.Trim(strings.TrimSpace(v), `"`)); err != nil {
+			return fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+	}
+	return sc.Err()
+}
+
+func show(k key) string {
+	switch p := k.ptr.(type) {
+	case *string:
+		if *p == "" {
+			return `""`
+		}
+		return *p
+	case *int:
+		return strconv.Itoa(*p)
+	case *time.Duration:
+		return p.String()
+	}
+	return ""
+}
+
+// Validate checks every field and names the key at fault.
+func (c *Config) Validate() error {
+	pos := func(name string, v int) error {
+		if v <= 0 {
+			return fmt.Errorf("%s must be positive, got %d", name, v)
+		}
+		return nil
+	}
+	posDur := func(name string, v time.Duration) error {
+		if v <= 0 {
+			return fmt.Errorf("%s must be positive, got %s", name, v)
+		}
+		return nil
+	}
+	if c.Addr == "" {
+		return fmt.Errorf("HERALD_ADDR is empty")
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("HERALD_DATA is empty")
+	}
+	if c.Secret != "" && len(c.Secret) < 16 {
+		return fmt.Errorf("HERALD_SECRET must be at least 16 bytes, got %d", len(c.Secret))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("HERALD_LOG_LEVEL must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("HERALD_LOG_FORMAT must be text or json, got %q", c.LogFormat)
+	}
+	switch c.MultiLogin {
+	case "single", "multi":
+	default:
+		return fmt.Errorf("HERALD_MULTI_LOGIN must be single or multi, got %q", c.MultiLogin)
+	}
+	for _, d := range []struct {
+		n string
+		v time.Duration
+	}{
+		{"HERALD_HEARTBEAT_INTERVAL", c.HeartbeatInterval}, {"HERALD_HEARTBEAT_TIMEOUT", c.HeartbeatTimeout},
+		{"HERALD_LOGIN_TIMEOUT", c.LoginTimeout}, {"HERALD_TOKEN_WARNING", c.TokenWarning},
+		{"HERALD_OFFLINE_RETENTION", c.OfflineRetention}, {"HERALD_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+	} {
+		if err := posDur(d.n, d.v); err != nil {
+			return err
+		}
+	}
+	if c.HeartbeatTimeout <= c.HeartbeatInterval {
+		return fmt.Errorf("HERALD_HEARTBEAT_TIMEOUT (%s) must exceed HERALD_HEARTBEAT_INTERVAL (%s)", c.HeartbeatTimeout, c.HeartbeatInterval)
+	}
+	for _, v := range []struct {
+		n string
+		v int
+	}{
+		{"HERALD_MAX_DEVICES", c.MaxDevices}, {"HERALD_MAX_FRAME_BYTES", c.MaxFrameBytes},
+		{"HERALD_SEND_QUEUE_BYTES", c.SendQueueBytes}, {"HERALD_SENDS_PER_SECOND", c.SendsPerSecond},
+		{"HERALD_SEND_BURST", c.SendBurst}, {"HERALD_MAX_TEXT_BYTES", c.MaxTextBytes},
+		{"HERALD_MAX_CUSTOM_BYTES", c.MaxCustomBytes}, {"HERALD_MAX_COMMAND_BYTES", c.MaxCommandBytes},
+		{"HERALD_MAX_EXTENDED_BYTES", c.MaxExtendedBytes}, {"HERALD_MAX_BATCH", c.MaxBatch},
+	} {
+		if err := pos(v.n, v.v); err != nil {
+			return err
+		}
+	}
+	if c.MaxTextBytes > 32<<10 {
+		return fmt.Errorf("HERALD_MAX_TEXT_BYTES must be at most 32768, got %d", c.MaxTextBytes)
+	}
+	// A frame must hold the largest message: custom data grows by 4/3 in base64.
+	if need := c.MaxCustomBytes*4/3 + c.MaxExtendedBytes + 1024; c.MaxFrameBytes < need {
+		return fmt.Errorf("HERALD_MAX_FRAME_BYTES (%d) is too small for HERALD_MAX_CUSTOM_BYTES (%d) in base64; need at least %d", c.MaxFrameBytes, c.MaxCustomBytes, need)
+	}
+	if c.SendQueueBytes < 2*c.MaxFrameBytes {
+		return fmt.Errorf("HERALD_SEND_QUEUE_BYTES (%d) must be at least twice HERALD_MAX_FRAME_BYTES (%d)", c.SendQueueBytes, c.MaxFrameBytes)
+	}
+	return nil
+}
+
+// Keys lists every key with its flag, environment name, default and help,
+// sorted by name; docs and `herald serve --help` use it.
+func Keys() [][4]string {
+	c := Default()
+	var out [][4]string
+	for _, k := range c.keys() {
+		out = append(out, [4]string{"--" + k.name, k.env(), show(k), k.help})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
+}
+
+// SecretPath is where a generated secret is kept inside the data folder.
+func (c *Config) SecretPath() string { return filepath.Join(c.DataDir, "secret") }
+
+// ResolveSecret returns the token secret: HERALD_SECRET when set, else the
+// one kept in DataDir/secret, generating that file (mode 0600) when create is
+// true and it does not exist. generated reports a new secret.
+func (c *Config) ResolveSecret(create bool) (secret []byte, generated bool, err error) {
+	if c.Secret != "" {
+		return []byte(c.Secret), false, nil
+	}
+	path := c.SecretPath()
+	b, err := os.ReadFile(path)
+	if err == nil {
+		s := strings.TrimSpace(string(b))
+		if len(s) < 16 {
+			return nil, false, fmt.Errorf("secret file %s holds %d bytes; at least 16 are needed", path, len(s))
+		}
+		return []byte(s), false, nil
+	}
+	if !os.IsNotExist(err) || !create {
+		return nil, false, fmt.Errorf("no HERALD_SECRET and no secret file: %w (start `herald serve` once with this data folder, or set HERALD_SECRET)", err)
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("data folder: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, false, err
+	}
+	s := hex.EncodeToString(raw[:])
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, false, fmt.Errorf("secret file: %w", err)
+	}
+	if _, err := f.WriteString(s + "\n"); err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("secret file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, false, fmt.Errorf("secret file: %w", err)
+	}
+	return []byte(s), true, nil
+}

@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/proto"
+)
+
+// liveMessages reads n live message events.
+func (c *rawConn) liveMessages(n int) []proto.Message {
+	c.t.Helper()
+	var out []proto.Message
+	for len(out) < n {
+		f := c.until(func(f proto.Frame) bool { return f.Ev == proto.EvMessage })
+		var m proto.Message
+		json.Unmarshal(f.Data, &m)
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestOfflineSyncAndDelivery(t *testing.T) {
+	srv := startServer(t, nil)
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+
+	// bob is offline: three messages wait for him.
+	for i := 1; i <= 3; i++ {
+		var r proto.SendReply
+		alice.call(proto.OpSend, text("bob", fmt.Sprint("m", i), fmt.Sprint("hello ", i)), &r)
+		if r.Message.Seq != int64(i) || r.Message.ID == 0 || r.Message.ConvID != "bob" {
+			t.Fatalf("send %d: reply %+v, want seq %d in conversation bob", i, r.Message, i)
+		}
+	}
+	bob := dialRaw(t, srv.URL())
+	got := bob.login("bob", "phone")
+	if len(got) != 3 {
+		t.Fatalf("synced %d messages, want 3", len(got))
+	}
+	for i, m := range got {
+		if m.Seq != int64(i+1) || m.Text != fmt.Sprint("hello ", i+1) || !m.Offline || m.ConvID != "alice" || m.From != "alice" {
+			t.Errorf("synced[%d] = %+v, want offline seq %d from alice", i, m, i+1)
+		}
+	}
+
+	// bob on a second device: live messages reach both; alice's other device sees her own.
+	bob2 := dialRaw(t, srv.URL())
+	bob2.login("bob", "laptop")
+	alice2 := dialRaw(t, srv.URL())
+	alice2.login("alice", "laptop")
+	var r proto.SendReply
+	alice.call(proto.OpSend, text("bob", "m4", "live"), &r)
+	for name, c := range map[string]*rawConn{"bob phone": bob, "bob laptop": bob2} {
+		m := c.liveMessages(1)[0]
+		if m.Seq != 4 || m.Text != "live" || m.Offline || m.ConvID != "alice" {
+			t.Errorf("%s got %+v, want live seq 4 in conversation alice", name, m)
+		}
+	}
+	if m := alice2.liveMessages(1)[0]; m.Seq != 4 || m.ConvID != "bob" {
+		t.Errorf("alice's other device got %+v, want seq 4 in conversation bob", m)
+	}
+
+	// A resend with the same local ID returns the original and stores nothing.
+	var dup proto.SendReply
+	alice.call(proto.OpSend, text("bob", "m4", "live again"), &dup)
+	if !dup.Duplicate || dup.Message.ID != r.Message.ID || dup.Message.Seq != 4 || dup.Message.Text != "live" {
+		t.Errorf("resend reply %+v, want duplicate of %+v", dup, r.Message)
+	}
+	var next proto.SendReply
+	alice.call(proto.OpSend, text("bob", "m5", "after"), &next)
+	if next.Message.Seq != 5 {
+		t.Errorf("seq after a duplicate = %d, want 5 (no gap)", next.Message.Seq)
+	}
+	if m := bob.liveMessages(1)[0]; m.Seq != 5 {
+		t.Errorf("bob's next live message seq %d, want 5: the duplicate must not be delivered", m.Seq)
+	}
+
+	// Conversation list, unread and read marks.
+	var convs proto.ConversationsReply
+	bob.call(proto.OpConversations, proto.ConversationsRequest{}, &convs)
+	if len(convs.Conversations) != 1 || convs.Conversations[0].ConvID != "alice" || convs.Conversations[0].Unread != 5 ||
+		convs.Conversations[0].LastMessage == nil || convs.Conversations[0].LastMessage.Seq != 5 {
+		t.Fatalf("bob's conversations = %+v, want alice with 5 unread, last seq 5", convs.Conversations)
+	}
+	bob.call(proto.OpMarkRead, proto.MarkReadRequest{ConvType: "peer", ConvID: "alice", Seq: 3}, nil)
+	bob2.call(proto.OpConversations, proto.ConversationsRequest{}, &convs)
+	if c := convs.Conversations[0]; c.Unread != 2 || c.ReadSeq != 3 {
+		t.Errorf("after mark_read 3 on another device: unread %d read_seq %d, want 2 and 3", c.Unread, c.ReadSeq)
+	}
+
+	// History pages both ways.
+	var h proto.HistoryReply
+	bob.call(proto.OpHistory, proto.HistoryRequest{ConvType: "peer", ConvID: "alice", Limit: 2}, &h)
+	if len(h.Messages) != 2 || h.Messages[0].Seq != 5 || h.Messages[1].Seq != 4 || !h.HasMore {
+		t.Errorf("backward page = %v more=%v, want seqs 5,4 and more", seqs(h.Messages), h.HasMore)
+	}
+	bob.call(proto.OpHistory, proto.HistoryRequest{ConvType: "peer", ConvID: "alice", FromSeq: 3, Direction: "forward", Limit: 10}, &h)
+	if got := seqs(h.Messages); fmt.Sprint(got) != "[4 5]" || h.HasMore {
+		t.Errorf("forward page from 3 = %v more=%v, want [4 5] and no more", got, h.HasMore)
+	}
+}
+
+func seqs(ms []proto.Message) []int64 {
+	out := make([]int64, len(ms))
+	for i, m := range ms {
+		out[i] = m.Seq
+	}
+	return out
+}
+
+func TestAcksMoveTheSyncCursor(t *testing.T) {
+	srv := startServer(t, nil)
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	for i := 1; i <= 4; i++ {
+		alice.call(proto.OpSend, text("bob", fmt.Sprint(i), "x"), nil)
+	}
+	bob := dialRaw(t, srv.URL())
+	if got := bob.login("bob", "phone"); len(got) != 4 {
+		t.Fatalf("first sync: %d messages, want 4", len(got))
+	}
+	bob.call(proto.OpAck, proto.AckRequest{ConvType: "peer", ConvID: "alice", Seq: 3}, nil)
+	bob.call(proto.OpLogout, struct{}{}, nil) // stores acks at once
+	bob.expectClose()
+
+	again := dialRaw(t, srv.URL())
+	if got := again.login("bob", "phone"); fmt.Sprint(seqs(got)) != "[4]" {
+		t.Errorf("sync after ack 3: %v, want [4]", seqs(got))
+	}
+	// Explicit cursors from the client win over the server's record.
+	other := dialRaw(t, srv.URL())
+	other.call(proto.OpLogin, proto.LoginRequest{Version: 1, UserID: "bob", Token: mint(t, "bob", time.Hour), DeviceID: "tablet",
+		Cursors: []proto.Cursor{{ConvType: "peer", ConvID: "alice", Seq: 2}}}, nil)
+	var synced []proto.Message
+	for {
+		f := other.until(func(f proto.Frame) bool { return f.Ev == proto.EvSync || f.Ev == proto.EvSyncDone })
+		if f.Ev == proto.EvSyncDone {
+			break
+		}
+		var ev proto.SyncEvent
+		json.Unmarshal(f.Data, &ev)
+		synced = append(synced, ev.Messages...)
+	}
+	if fmt.Sprint(seqs(synced)) != "[3 4]" {
+		t.Errorf("sync with cursor 2: %v, want [3 4]", seqs(synced))
+	}
+}
+
+func TestCommandMessagesAreLiveOnly(t *testing.T) {
+	srv := startServer(t, nil)
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	bob := dialRaw(t, srv.URL())
+	bob.login("bob", "phone")
+	var r proto.SendReply
+	alice.call(proto.OpSend, proto.SendRequest{ConvType: "peer", To: "bob", LocalID: "c1", Type: "command", Data: []byte{0, 1, 255}}, &r)
+	if r.Message.Seq != 0 || r.Message.ID != 0 {
+		t.Errorf("command reply %+v, want no seq and no ID", r.Message)
+	}
+	m := bob.liveMessages(1)[0]
+	if m.Type != "command" || string(m.Data) != "\x00\x01\xff" {
+		t.Errorf("bob got %+v, want the command with its bytes", m)
+	}
+	var h proto.HistoryReply
+	bob.call(proto.OpHistory, proto.HistoryRequest{ConvID: "alice"}, &h)
+	if len(h.Messages) != 0 {
+		t.Errorf("history has %d messages, want 0: commands are not stored", len(h.Messages))
+	}
+}
+
+// TestLoginDuringTraffic checks the hand-over from the offline sync to live
+// delivery: messages sent while bob logs in arrive once each, in order.
+func TestLoginDuringTraffic(t *testing.T) {
+	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst = 1e6, 1e6 })
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	const n = 600
+	started := make(chan struct{})
+	go func() {
+		for i := 1; i <= n; i++ {
+			if i == n/3 {
+				close(started)
+			}
+			data, _ := json.Marshal(text("bob", fmt.Sprint(i), "x"))
+			b, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: uint64(i), Op: proto.OpSend, Data: data})
+			if err := wsutil.WriteClientText(alice.conn, b); err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	<-started
+	bob := dialRaw(t, srv.URL())
+	got := seqs(bob.login("bob", "phone"))
+	for len(got) < n {
+		f, err := bob.read(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(got), err)
+		}
+		if f.Ev == proto.EvMessage {
+			var m proto.Message
+			json.Unmarshal(f.Data, &m)
+			got = append(got, m.Seq)
+		}
+	}
+	for i, s := range got {
+		if s != int64(i+1) {
+			t.Fatalf("message %d has seq %d, want %d (got %v...)", i, s, i+1, got[:min(len(got), i+5)])
+		}
+	}
+}

@@ -1,0 +1,325 @@
+// Package gateway owns client WebSocket sessions: the upgrade, the read
+// loop, a bounded per-session send queue drained by a writer goroutine that
+// exists only while there is something to write, heartbeats, login and token
+// expiry, multi-login policy, and the offline sync hand-off. It knows no SQL:
+// everything about messages goes through the Chat interface.
+//
+// Lock order: a hub shard's mu may be held while taking a session's mu,
+// never the reverse.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/chat"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/proto"
+)
+
+// Chat is what the gateway needs of the chat service.
+type Chat interface {
+	Send(from string, origin chat.SessionID, m *herald.Message, done func(chat.SendResult, error))
+	Sync(ctx context.Context, user, device string, given map[string]int64, page func([]*herald.Message) error) (map[string]int64, int, error)
+	History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error)
+	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
+	MarkRead(ctx context.Context, user string, t herald.ConversationType, id string, seq int64) error
+	SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error
+}
+
+// Config tunes the gateway. Zero values take the defaults on each field.
+type Config struct {
+	Secret            []byte        // token secret; required
+	HeartbeatInterval time.Duration // told to clients; zero means 10s
+	HeartbeatTimeout  time.Duration // zero means 30s
+	LoginTimeout      time.Duration // zero means 10s
+	TokenWarning      time.Duration // zero means 30s
+	SingleLogin       bool          // a new login kicks every other session of the user
+	MaxDevices        int           // sessions per user otherwise; zero means 10
+	MaxFrameBytes     int           // zero means 64 KiB
+	SendQueueBytes    int           // zero means 4 MiB
+	SendsPerSecond    int           // zero means 100
+	SendBurst         int           // zero means 200
+	WriteTimeout      time.Duration // zero means 10s
+	CursorFlush       time.Duration // how long acks may wait before being stored; zero means 2s
+	Limits            herald.Limits // reported to clients at login
+	Now               func() time.Time
+	Logger            *slog.Logger
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatInterval, 10*time.Second)
+	def(&c.HeartbeatTimeout, 30*time.Second)
+	def(&c.LoginTimeout, 10*time.Second)
+	def(&c.TokenWarning, 30*time.Second)
+	def(&c.WriteTimeout, 10*time.Second)
+	def(&c.CursorFlush, 2*time.Second)
+	defInt(&c.MaxDevices, 10)
+	defInt(&c.MaxFrameBytes, 64<<10)
+	defInt(&c.SendQueueBytes, 4<<20)
+	defInt(&c.SendsPerSecond, 100)
+	defInt(&c.SendBurst, 200)
+	c.Limits = c.Limits.WithDefaults()
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Stats are the gateway's counters.
+type Stats struct {
+	Connections  int64 // open WebSocket connections
+	Sessions     int64 // logged-in sessions
+	SlowClosed   int64 // sessions closed because their send queue overflowed
+	Kicked       int64 // sessions closed by the multi-login policy
+	FramesBad    int64 // frames that could not be decoded
+	SendsLimited int64 // sends refused by the rate limit
+}
+
+// Gateway accepts and runs client sessions. It implements chat.Deliverer.
+type Gateway struct {
+	cfg   Config
+	chat  Chat
+	codec proto.Codec
+	log   *slog.Logger
+	seed  maphash.Seed
+
+	shards [64]shard
+	nextID atomic.Uint64
+
+	connsMu sync.Mutex
+	conns   map[*session]struct{}
+	closing bool
+	drained chan struct{} // closed when closing and conns is empty
+
+	stats struct {
+		connections, sessions, slowClosed, kicked, framesBad, sendsLimited atomic.Int64
+	}
+}
+
+type shard struct {
+	mu    sync.Mutex
+	users map[string][]*session // logged-in sessions, oldest first
+}
+
+// New returns a gateway that hands messages to c. Set it as c's Deliverer.
+func New(c Chat, cfg Config) *Gateway {
+	cfg.defaults()
+	g := &Gateway{cfg: cfg, chat: c, codec: proto.JSON, log: cfg.Logger, seed: maphash.MakeSeed(),
+		conns: make(map[*session]struct{}), drained: make(chan struct{})}
+	for i := range g.shards {
+		g.shards[i].users = make(map[string][]*session)
+	}
+	return g
+}
+
+// SetChat wires the chat service after construction (the two refer to each other).
+func (g *Gateway) SetChat(c Chat) { g.chat = c }
+
+// Stats returns a snapshot of the counters.
+func (g *Gateway) Stats() Stats {
+	return Stats{
+		Connections: g.stats.connections.Load(), Sessions: g.stats.sessions.Load(),
+		SlowClosed: g.stats.slowClosed.Load(), Kicked: g.stats.kicked.Load(),
+		FramesBad: g.stats.framesBad.Load(), SendsLimited: g.stats.sendsLimited.Load(),
+	}
+}
+
+func (g *Gateway) shardOf(user string) *shard {
+	return &g.shards[maphash.String(g.seed, user)%uint64(len(g.shards))]
+}
+
+// ServeHTTP upgrades a request on proto.Path to a WebSocket session and runs
+// it until it ends.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.connsMu.Lock()
+	closing := g.closing
+	g.connsMu.Unlock()
+	if closing {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	up := ws.HTTPUpgrader{
+		Timeout:  g.cfg.WriteTimeout,
+		Protocol: func(p string) bool { return p == proto.Subprotocol },
+	}
+	conn, rw, _, err := up.Upgrade(r, w)
+	if err != nil {
+		g.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	s := newSession(g, conn)
+	if !g.track(s) {
+		s.closeWith(proto.CloseServerShutdown, "server is shutting down")
+		s.waitWriter()
+		conn.Close()
+		return
+	}
+	defer g.untrack(s)
+	s.run(rw.Reader)
+}
+
+func (g *Gateway) track(s *session) bool {
+	g.connsMu.Lock()
+	defer g.connsMu.Unlock()
+	if g.closing {
+		return false
+	}
+	g.conns[s] = struct{}{}
+	g.stats.connections.Add(1)
+	return true
+}
+
+func (g *Gateway) untrack(s *session) {
+	g.connsMu.Lock()
+	defer g.connsMu.Unlock()
+	delete(g.conns, s)
+	g.stats.connections.Add(-1)
+	if g.closing && len(g.conns) == 0 {
+		select {
+		case <-g.drained:
+		default:
+			close(g.drained)
+		}
+	}
+}
+
+// Shutdown refuses new connections, closes every session with
+// CloseServerShutdown (clients reconnect, to another node if there is one),
+// and waits until their read loops have ended and acks are stored, or ctx ends.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.connsMu.Lock()
+	g.closing = true
+	all := make([]*session, 0, len(g.conns))
+	for s := range g.conns {
+		all = append(all, s)
+	}
+	if len(g.conns) == 0 {
+		select {
+		case <-g.drained:
+		default:
+			close(g.drained)
+		}
+	}
+	g.connsMu.Unlock()
+	for _, s := range all {
+		s.closeWith(proto.CloseServerShutdown, "server is shutting down")
+	}
+	select {
+	case <-g.drained:
+		return nil
+	case <-ctx.Done():
+		return errors.Join(errors.New("gateway: sessions still open at shutdown"), ctx.Err())
+	}
+}
+
+// register adds s to its user's sessions and returns those the multi-login
+// policy displaces, with the reason to tell them.
+func (g *Gateway) register(s *session) (kick []*session, reason string) {
+	sh := g.shardOf(s.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old := sh.users[s.user]
+	keep := make([]*session, 0, len(old)+1)
+	for _, o := range old {
+		switch {
+		case g.cfg.SingleLogin:
+			kick, reason = append(kick, o), "logged in on another device"
+		case o.device == s.device:
+			kick, reason = append(kick, o), "logged in again on the same device"
+		default:
+			keep = append(keep, o)
+		}
+	}
+	if !g.cfg.SingleLogin && len(keep) >= g.cfg.MaxDevices {
+		n := len(keep) - g.cfg.MaxDevices + 1
+		kick, reason = append(kick, keep[:n]...), "too many devices logged in; the oldest session was closed"
+		keep = keep[n:]
+	}
+	sh.users[s.user] = append(keep, s)
+	return kick, reason
+}
+
+// unregister removes s from the hub if it is still there.
+func (g *Gateway) unregister(s *session) {
+	sh := g.shardOf(s.user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	list := sh.users[s.user]
+	for i, o := range list {
+		if o == s {
+			rest := make([]*session, 0, len(list)-1)
+			rest = append(append(rest, list[:i]...), list[i+1:]...)
+			if len(rest) == 0 {
+				delete(sh.users, s.user)
+			} else {
+				sh.users[s.user] = rest
+			}
+			return
+		}
+	}
+}
+
+// DeliverMessage implements chat.Deliverer: it encodes m once per viewing
+// user (the conversation ID depends on who looks) and queues it on every
+// live session of each user in to, except origin. It never blocks on a
+// client: a full queue closes that session (CloseSlowConsumer).
+func (g *Gateway) DeliverMessage(m *herald.Message, to []string, origin chat.SessionID) {
+	for _, user := range to {
+		sh := g.shardOf(user)
+		sh.mu.Lock()
+		var frame []byte
+		for _, s := range sh.users[user] {
+			if s.id == origin {
+				continue
+			}
+			if frame == nil {
+				var err error
+				frame, err = g.encodeEvent(proto.EvMessage, proto.FromMessage(m, user, false))
+				if err != nil {
+					g.log.Error("encode message", "err", err)
+					break
+				}
+			}
+			s.deliver(m.Conv, m.Seq, frame)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// SessionsOf reports how many live sessions user has (for tests and metrics).
+func (g *Gateway) SessionsOf(user string) int {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return len(sh.users[user])
+}
+
+func (g *Gateway) encodeEvent(ev string, v any) ([]byte, error) {
+	data, err := g.codec.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return g.codec.EncodeFrame(nil, &proto.Frame{Ev: ev, Data: data})
+}

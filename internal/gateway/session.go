@@ -1,0 +1,750 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/chat"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/proto"
+	"github.com/herald-im/herald/token"
+)
+
+// syncFrameBytes bounds one sync event frame; a page of the store is split
+// into frames no larger than this (one message may exceed it alone).
+const syncFrameBytes = 256 << 10
+
+// maxAckedConversations bounds the per-session ack map.
+const maxAckedConversations = 10000
+
+// session is one WebSocket connection. The read loop runs in the goroutine
+// that accepted it; a writer goroutine runs only while frames are queued.
+type session struct {
+	g    *Gateway
+	id   chat.SessionID
+	conn net.Conn
+
+	// Set by the read loop at login, before the session is visible to
+	// other goroutines through the hub; read-only afterwards.
+	user, device string
+	loggedIn     bool // read loop only
+
+	// Send rate limit: a token bucket used by the read loop only.
+	tokens     float64
+	lastRefill time.Time
+
+	mu          sync.Mutex
+	cond        sync.Cond // on mu: the writer drained the queue or stopped
+	queue       []outFrame
+	queued      int // bytes in queue
+	writing     bool
+	closeCode   int // set once: the writer sends it after the queue, then closes the conn
+	closeReason string
+	closed      bool // the connection is closed; nothing more is written
+
+	syncing      bool // live messages wait in pending until the offline sync is sent
+	pending      []liveMsg
+	pendingBytes int
+
+	acked      map[string]int64 // conversation -> highest seq this device acknowledged
+	ackDirty   bool
+	flushTimer *time.Timer
+
+	tokenExp   time.Time
+	tokenTimer *time.Timer
+	warned     bool
+}
+
+type outFrame struct {
+	op      ws.OpCode
+	payload []byte
+}
+
+type liveMsg struct {
+	conv  string
+	seq   int64
+	frame []byte
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func newSession(g *Gateway, conn net.Conn) *session {
+	s := &session{g: g, id: chat.SessionID(g.nextID.Add(1)), conn: conn}
+	s.cond.L = &s.mu
+	return s
+}
+
+func (s *session) logger() []any {
+	return []any{"conn_id", uint64(s.id), "user_id", s.user, "device_id", s.device}
+}
+
+// run is the read loop.
+func (s *session) run(br *bufio.Reader) {
+	defer s.teardown()
+	cfg := &s.g.cfg
+	s.conn.SetReadDeadline(cfg.Now().Add(cfg.LoginTimeout))
+	onPing := func(p []byte) {
+		s.mu.Lock()
+		s.enqueueLocked(ws.OpPong, p)
+		s.mu.Unlock()
+	}
+	for {
+		op, payload, err := readMessage(br, cfg.MaxFrameBytes, onPing)
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		if op != ws.OpText {
+			s.closeWith(proto.CloseBadRequest, "binary frames are not part of the JSON protocol")
+			return
+		}
+		s.handle(payload)
+		if s.loggedIn {
+			s.conn.SetReadDeadline(cfg.Now().Add(cfg.HeartbeatTimeout))
+		}
+	}
+}
+
+func (s *session) readFailed(err error) {
+	var ne net.Error
+	var pc peerClosed
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		if s.loggedIn {
+			s.closeWith(proto.CloseHeartbeatTimout, "no heartbeat within the timeout")
+		} else {
+			s.closeWith(proto.CloseLoginTimeout, "no login within the timeout")
+		}
+	case errors.Is(err, errTooLarge):
+		s.closeWith(proto.CloseFrameTooLarge, "frame exceeds "+strconv.Itoa(s.g.cfg.MaxFrameBytes)+" bytes")
+	case errors.Is(err, errProtocol):
+		s.closeWith(int(ws.StatusProtocolError), err.Error())
+	case errors.As(err, &pc):
+		s.closeWith(proto.CloseNormal, "")
+	default:
+		// The connection is gone (EOF, reset): nothing to tell.
+	}
+}
+
+// teardown runs when the read loop ends: the session leaves the hub, its
+// acks are stored, and the connection closes once the writer is done.
+func (s *session) teardown() {
+	if s.loggedIn {
+		s.g.unregister(s)
+		s.g.stats.sessions.Add(-1)
+	}
+	s.mu.Lock()
+	if s.tokenTimer != nil {
+		s.tokenTimer.Stop()
+	}
+	if s.flushTimer != nil {
+		s.flushTimer.Stop()
+	}
+	s.mu.Unlock()
+	if s.loggedIn {
+		s.flushCursors()
+	}
+	s.waitWriter()
+	s.mu.Lock()
+	s.closed = true
+	s.queue, s.pending = nil, nil
+	s.mu.Unlock()
+	s.conn.Close()
+}
+
+// closeWith asks the writer to send a close frame with code after what is
+// queued and then close the connection. The first call wins.
+func (s *session) closeWith(code int, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked(code, reason)
+}
+
+// closeLocked is closeWith; s.mu must be held.
+func (s *session) closeLocked(code int, reason string) {
+	if s.closed || s.closeCode != 0 {
+		return
+	}
+	s.closeCode, s.closeReason = code, reason
+	s.startWriterLocked()
+}
+
+// enqueueLocked queues a frame for the writer; s.mu must be held. A queue
+// over its byte limit closes the session with CloseSlowConsumer: the client
+// reconnects and resyncs rather than holding the server's memory.
+func (s *session) enqueueLocked(op ws.OpCode, payload []byte) bool {
+	if s.closed || s.closeCode != 0 {
+		return false
+	}
+	if s.queued+len(payload) > s.g.cfg.SendQueueBytes {
+		s.slowLocked()
+		return false
+	}
+	s.queue = append(s.queue, outFrame{op, payload})
+	s.queued += len(payload)
+	s.startWriterLocked()
+	return true
+}
+
+func (s *session) slowLocked() {
+	s.g.stats.slowClosed.Add(1)
+	s.queue, s.queued = nil, 0
+	s.pending, s.pendingBytes = nil, 0
+	s.closeLocked(proto.CloseSlowConsumer, "send queue full; reconnect and resync")
+}
+
+func (s *session) startWriterLocked() {
+	if !s.writing && !s.closed {
+		s.writing = true
+		go s.writeLoop()
+	}
+}
+
+// waitWriter blocks until the writer goroutine has stopped.
+func (s *session) waitWriter() {
+	s.mu.Lock()
+	for s.writing {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+}
+
+// writeLoop drains the queue, coalescing every queued frame into one write,
+// and exits when the queue is empty, so an idle session holds no goroutine
+// and no buffer. After a close request it writes the close frame and closes
+// the connection.
+func (s *session) writeLoop() {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for {
+		s.mu.Lock()
+		q := s.queue
+		s.queue, s.queued = nil, 0
+		code, reason := s.closeCode, s.closeReason
+		if len(q) == 0 && (code == 0 || s.closed) {
+			s.writing = false
+			s.cond.Broadcast()
+			s.mu.Unlock()
+			return
+		}
+		s.cond.Broadcast()
+		s.mu.Unlock()
+
+		buf := (*bp)[:0]
+		for _, f := range q {
+			buf = appendFrame(buf, f.op, f.payload)
+		}
+		last := len(q) == 0 // only the close frame is left
+		if last {
+			buf = appendFrame(buf, ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), reason))
+		}
+		s.conn.SetWriteDeadline(s.g.cfg.Now().Add(s.g.cfg.WriteTimeout))
+		_, err := s.conn.Write(buf)
+		if cap(buf) <= 1<<20 {
+			*bp = buf
+		}
+		if err != nil || last {
+			s.conn.Close()
+			s.mu.Lock()
+			s.closed = true
+			s.queue, s.queued = nil, 0
+			s.writing = false
+			s.cond.Broadcast()
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// deliver queues a live message; during the offline sync it waits in
+// pending so the client sees the sync first and nothing twice.
+func (s *session) deliver(conv string, seq int64, frame []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.syncing {
+		if s.closed || s.closeCode != 0 {
+			return
+		}
+		s.pending = append(s.pending, liveMsg{conv, seq, frame})
+		s.pendingBytes += len(frame)
+		if s.pendingBytes > s.g.cfg.SendQueueBytes {
+			s.slowLocked()
+		}
+		return
+	}
+	s.enqueueLocked(ws.OpText, frame)
+}
+
+// enqueueWait queues a frame, first waiting while the queue is over half
+// full: the offline sync uses it to stream at the client's pace.
+func (s *session) enqueueWait(frame []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.queued > 0 && s.queued+len(frame) > s.g.cfg.SendQueueBytes/2 && !s.closed && s.closeCode == 0 {
+		s.cond.Wait()
+	}
+	if !s.enqueueLocked(ws.OpText, frame) {
+		return errSessionClosed
+	}
+	return nil
+}
+
+var errSessionClosed = errors.New("session closed")
+
+func (s *session) reply(id uint64, v any) {
+	if id == 0 {
+		return
+	}
+	data, err := s.g.codec.Marshal(v)
+	if err != nil {
+		s.fail(id, "", err)
+		return
+	}
+	frame, _ := s.g.codec.EncodeFrame(nil, &proto.Frame{ID: id, Data: data})
+	s.mu.Lock()
+	s.enqueueLocked(ws.OpText, frame)
+	s.mu.Unlock()
+}
+
+// fail answers a request with an error; internal errors are logged here, the
+// edge, and reach the client without their details.
+func (s *session) fail(id uint64, op string, err error) {
+	code := herald.ErrorCode(err)
+	if code == herald.CodeInternal {
+		s.g.log.Error("request failed", append(s.logger(), "op", op, "err", err)...)
+	}
+	e := &proto.Error{Code: string(code), Message: herald.ErrorMessage(err)}
+	f := proto.Frame{ID: id, Err: e}
+	if id == 0 {
+		e.Op = op
+		f = proto.Frame{Ev: proto.EvError, Data: mustMarshal(s.g.codec, e)}
+	}
+	frame, _ := s.g.codec.EncodeFrame(nil, &f)
+	s.mu.Lock()
+	s.enqueueLocked(ws.OpText, frame)
+	s.mu.Unlock()
+}
+
+func mustMarshal(c proto.Codec, v any) []byte {
+	b, err := c.Marshal(v)
+	if err != nil {
+		panic(err) // only called with protocol types, which always encode
+	}
+	return b
+}
+
+// handle dispatches one request.
+func (s *session) handle(payload []byte) {
+	f, err := s.g.codec.DecodeFrame(payload)
+	if err != nil {
+		s.g.stats.framesBad.Add(1)
+		s.fail(0, "", herald.Errorf(herald.CodeInvalidArgument, "%v", err))
+		return
+	}
+	if f.Op == "" {
+		s.fail(f.ID, "", herald.Errorf(herald.CodeInvalidArgument, "frame has no op"))
+		return
+	}
+	if !s.loggedIn && f.Op != proto.OpLogin && f.Op != proto.OpPing {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeUnauthorized, "log in first"))
+		return
+	}
+	ctx := context.Background()
+	switch f.Op {
+	case proto.OpLogin:
+		s.login(ctx, f)
+	case proto.OpPing:
+		s.reply(f.ID, proto.PingReply{ServerTime: proto.Millis(s.g.cfg.Now())})
+	case proto.OpLogout:
+		s.flushCursors() // before the reply: a quick relogin must see these acks
+		s.reply(f.ID, struct{}{})
+		s.closeWith(proto.CloseNormal, "logged out")
+	case proto.OpRenewToken:
+		s.renewToken(f)
+	case proto.OpSend:
+		s.send(f)
+	case proto.OpAck:
+		s.ack(f)
+	case proto.OpHistory:
+		s.history(ctx, f)
+	case proto.OpConversations:
+		s.conversations(ctx, f)
+	case proto.OpMarkRead:
+		var req proto.MarkReadRequest
+		if !s.decode(f, &req) {
+			return
+		}
+		ct, err := proto.ParseConvType(req.ConvType)
+		if err == nil {
+			err = s.g.chat.MarkRead(ctx, s.user, ct, req.ConvID, req.Seq)
+		}
+		if err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
+		}
+		s.reply(f.ID, struct{}{})
+	default:
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "unknown op %q", f.Op))
+	}
+}
+
+func (s *session) decode(f proto.Frame, v any) bool {
+	if err := s.g.codec.Unmarshal(f.Data, v); err != nil {
+		s.g.stats.framesBad.Add(1)
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "%v", err))
+		return false
+	}
+	return true
+}
+
+func (s *session) login(ctx context.Context, f proto.Frame) {
+	if s.loggedIn {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeConflict, "already logged in on this connection"))
+		return
+	}
+	var req proto.LoginRequest
+	if !s.decode(f, &req) {
+		return
+	}
+	cfg := &s.g.cfg
+	if req.Version != proto.Version {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "protocol version %d is not supported; this server speaks %d", req.Version, proto.Version))
+		return
+	}
+	if err := herald.ValidateUserID(req.UserID); err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	if err := herald.ValidateDeviceID(req.DeviceID); err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	claims, err := token.Verify(cfg.Secret, req.Token, cfg.Now())
+	if err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	if claims.UserID != req.UserID {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeForbidden, "the token was minted for another user"))
+		return
+	}
+	given := make(map[string]int64, len(req.Cursors))
+	for _, c := range req.Cursors {
+		ct, err := proto.ParseConvType(c.ConvType)
+		var key string
+		if err == nil {
+			key, err = chat.ConversationKey(req.UserID, ct, c.ConvID)
+		}
+		if err != nil {
+			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "cursors: %s", herald.ErrorMessage(err)))
+			return
+		}
+		given[key] = c.Seq
+	}
+
+	s.mu.Lock()
+	s.user, s.device = req.UserID, req.DeviceID
+	s.tokenExp = claims.ExpiresAt
+	s.syncing = true
+	s.mu.Unlock()
+	s.loggedIn = true
+	s.g.stats.sessions.Add(1)
+	kick, reason := s.g.register(s)
+	for _, k := range kick {
+		s.g.stats.kicked.Add(1)
+		k.closeWith(proto.CloseKickedOut, reason)
+		if k.device == s.device {
+			k.flushCursors() // the sync below starts from what that session acknowledged
+		}
+	}
+	s.reply(f.ID, proto.LoginReply{
+		UserID:            s.user,
+		SessionID:         strconv.FormatUint(uint64(s.id), 10),
+		ServerTime:        proto.Millis(cfg.Now()),
+		TokenExpiresAt:    proto.Millis(claims.ExpiresAt),
+		HeartbeatInterval: cfg.HeartbeatInterval.Milliseconds(),
+		HeartbeatTimeout:  cfg.HeartbeatTimeout.Milliseconds(),
+		Limits: proto.Limits{
+			MaxFrameBytes: cfg.MaxFrameBytes, MaxTextBytes: cfg.Limits.MaxTextBytes,
+			MaxCustomBytes: cfg.Limits.MaxCustomBytes, MaxCommandBytes: cfg.Limits.MaxCommandBytes,
+			MaxExtendedBytes: cfg.Limits.MaxExtendedBytes, SendsPerSecond: cfg.SendsPerSecond,
+		},
+	})
+	s.mu.Lock()
+	s.armTokenTimerLocked()
+	s.mu.Unlock()
+	s.g.log.Debug("login", s.logger()...)
+
+	covered, count, err := s.g.chat.Sync(ctx, s.user, s.device, given, s.sendSyncPage)
+	if err != nil {
+		if !errors.Is(err, errSessionClosed) {
+			s.g.log.Error("offline sync failed", append(s.logger(), "err", err)...)
+			s.closeWith(proto.CloseInternal, "offline sync failed")
+		}
+		return
+	}
+	done, _ := s.g.encodeEvent(proto.EvSyncDone, proto.SyncDone{Count: count})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.enqueueLocked(ws.OpText, done)
+	for _, p := range s.pending {
+		if p.seq == 0 || p.seq > covered[p.conv] {
+			s.enqueueLocked(ws.OpText, p.frame)
+		}
+	}
+	s.pending, s.pendingBytes, s.syncing = nil, 0, false
+}
+
+// sendSyncPage encodes messages as sync events no larger than
+// syncFrameBytes each and streams them at the client's pace.
+func (s *session) sendSyncPage(msgs []*herald.Message) error {
+	ev := proto.SyncEvent{Messages: make([]proto.Message, 0, len(msgs))}
+	size := 0
+	flush := func() error {
+		if len(ev.Messages) == 0 {
+			return nil
+		}
+		frame, err := s.g.encodeEvent(proto.EvSync, ev)
+		if err != nil {
+			return err
+		}
+		ev.Messages, size = ev.Messages[:0], 0
+		return s.enqueueWait(frame)
+	}
+	for _, m := range msgs {
+		w := proto.FromMessage(m, s.user, true)
+		n := len(m.Text) + len(m.Data)*4/3 + len(m.Extended) + 256
+		if size > 0 && size+n > syncFrameBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		ev.Messages = append(ev.Messages, w)
+		size += n
+	}
+	return flush()
+}
+
+// armTokenTimerLocked schedules the expiry warning and the expiry itself;
+// s.mu must be held.
+func (s *session) armTokenTimerLocked() {
+	if s.tokenTimer != nil {
+		s.tokenTimer.Stop()
+	}
+	exp := s.tokenExp
+	d := exp.Add(-s.g.cfg.TokenWarning).Sub(s.g.cfg.Now())
+	s.tokenTimer = time.AfterFunc(max(d, 0), func() { s.tokenTick(exp) })
+}
+
+func (s *session) tokenTick(exp time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.tokenExp.Equal(exp) || s.closed {
+		return // renewed or gone
+	}
+	now := s.g.cfg.Now()
+	if !now.Before(exp) {
+		s.closeLocked(proto.CloseTokenExpired, "token expired; log in with a new token")
+		return
+	}
+	if !s.warned {
+		s.warned = true
+		frame, _ := s.g.encodeEvent(proto.EvTokenWillExpire, proto.TokenWillExpire{
+			ExpiresAt: proto.Millis(exp), RemainingMS: exp.Sub(now).Milliseconds(),
+		})
+		s.enqueueLocked(ws.OpText, frame)
+	}
+	s.tokenTimer = time.AfterFunc(exp.Sub(now), func() { s.tokenTick(exp) })
+}
+
+func (s *session) renewToken(f proto.Frame) {
+	var req proto.RenewTokenRequest
+	if !s.decode(f, &req) {
+		return
+	}
+	claims, err := token.Verify(s.g.cfg.Secret, req.Token, s.g.cfg.Now())
+	if err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	if claims.UserID != s.user {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeForbidden, "the token was minted for another user"))
+		return
+	}
+	s.mu.Lock()
+	s.tokenExp, s.warned = claims.ExpiresAt, false
+	s.armTokenTimerLocked()
+	s.mu.Unlock()
+	s.reply(f.ID, proto.RenewTokenReply{TokenExpiresAt: proto.Millis(claims.ExpiresAt)})
+}
+
+// allowSend takes a token from the session's send bucket.
+func (s *session) allowSend() bool {
+	cfg := &s.g.cfg
+	now := cfg.Now()
+	if s.lastRefill.IsZero() {
+		s.tokens = float64(cfg.SendBurst)
+	} else {
+		s.tokens = min(float64(cfg.SendBurst), s.tokens+now.Sub(s.lastRefill).Seconds()*float64(cfg.SendsPerSecond))
+	}
+	s.lastRefill = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
+
+func (s *session) send(f proto.Frame) {
+	var req proto.SendRequest
+	if !s.decode(f, &req) {
+		return
+	}
+	if !s.allowSend() {
+		s.g.stats.sendsLimited.Add(1)
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeRateLimited, "more than %d sends per second", s.g.cfg.SendsPerSecond))
+		return
+	}
+	ct, err := proto.ParseConvType(req.ConvType)
+	if err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	mt, ok := herald.ParseMessageType(req.Type)
+	if !ok {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "unknown message type %q; want text, custom or command", req.Type))
+		return
+	}
+	m := &herald.Message{
+		ConvType: ct, To: req.To, LocalID: req.LocalID, Type: mt,
+		Text: req.Text, Data: req.Data, SubType: req.SubType, Extended: req.Extended,
+	}
+	id, op, user := f.ID, f.Op, s.user
+	s.g.chat.Send(user, s.id, m, func(res chat.SendResult, err error) {
+		if err != nil {
+			s.fail(id, op, err)
+			return
+		}
+		s.reply(id, proto.SendReply{Message: proto.FromMessage(res.Message, user, false), Duplicate: res.Duplicate})
+	})
+}
+
+func (s *session) ack(f proto.Frame) {
+	var req proto.AckRequest
+	if !s.decode(f, &req) {
+		return
+	}
+	ct, err := proto.ParseConvType(req.ConvType)
+	var key string
+	if err == nil {
+		key, err = chat.ConversationKey(s.user, ct, req.ConvID)
+	}
+	if err == nil && req.Seq < 0 {
+		err = herald.Errorf(herald.CodeInvalidArgument, "seq %d is negative", req.Seq)
+	}
+	if err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	s.mu.Lock()
+	if s.acked == nil {
+		s.acked = make(map[string]int64)
+	}
+	_, known := s.acked[key]
+	if !known && len(s.acked) >= maxAckedConversations {
+		s.mu.Unlock()
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeTooLarge, "more than %d conversations acknowledged in one session", maxAckedConversations))
+		return
+	}
+	if req.Seq > s.acked[key] {
+		s.acked[key] = req.Seq
+		if !s.ackDirty {
+			s.ackDirty = true
+			s.flushTimer = time.AfterFunc(s.g.cfg.CursorFlush, s.flushCursors)
+		}
+	}
+	s.mu.Unlock()
+	s.reply(f.ID, struct{}{})
+}
+
+// flushCursors stores the acks gathered since the last flush.
+func (s *session) flushCursors() {
+	s.mu.Lock()
+	if !s.ackDirty {
+		s.mu.Unlock()
+		return
+	}
+	cur := make(map[string]int64, len(s.acked))
+	for k, v := range s.acked {
+		cur[k] = v
+	}
+	s.ackDirty = false
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.g.chat.SaveCursors(ctx, s.user, s.device, cur); err != nil {
+		s.g.log.Error("storing acks failed", append(s.logger(), "err", err)...)
+	}
+}
+
+func (s *session) history(ctx context.Context, f proto.Frame) {
+	var req proto.HistoryRequest
+	if !s.decode(f, &req) {
+		return
+	}
+	ct, err := proto.ParseConvType(req.ConvType)
+	if err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	q := store.HistoryQuery{FromSeq: req.FromSeq, Limit: req.Limit}
+	switch req.Direction {
+	case "", "backward":
+		q.Direction = store.Backward
+	case "forward":
+		q.Direction = store.Forward
+	default:
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "direction %q; want backward or forward", req.Direction))
+		return
+	}
+	msgs, more, err := s.g.chat.History(ctx, s.user, ct, req.ConvID, q)
+	if err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	out := proto.HistoryReply{Messages: make([]proto.Message, len(msgs)), HasMore: more}
+	for i, m := range msgs {
+		out.Messages[i] = proto.FromMessage(m, s.user, false)
+	}
+	s.reply(f.ID, out)
+}
+
+func (s *session) conversations(ctx context.Context, f proto.Frame) {
+	var req proto.ConversationsRequest
+	if !s.decode(f, &req) {
+		return
+	}
+	cs, err := s.g.chat.Conversations(ctx, s.user, req.Limit)
+	if err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	out := proto.ConversationsReply{Conversations: make([]proto.Conversation, len(cs))}
+	for i, c := range cs {
+		pc := proto.Conversation{ConvType: proto.ConvTypeName(c.Type), ConvID: c.ID, ReadSeq: c.ReadSeq, Unread: c.Unread}
+		if c.LastMessage != nil {
+			w := proto.FromMessage(c.LastMessage, s.user, false)
+			pc.LastMessage = &w
+		}
+		out.Conversations[i] = pc
+	}
+	s.reply(f.ID, out)
+}

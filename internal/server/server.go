@@ -1,0 +1,158 @@
+// Package server wires Herald together: configuration -> store -> chat ->
+// gateway -> HTTP listener. It is the only package that knows every concrete
+// type; cmd/herald and the end-to-end tests start servers through it.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/chat"
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/gateway"
+	"github.com/herald-im/herald/internal/store/sqlite"
+	"github.com/herald-im/herald/proto"
+)
+
+// DBFile is the embedded store's file name inside the data folder.
+const DBFile = "herald.db"
+
+// Server is one running Herald node.
+type Server struct {
+	cfg   config.Config
+	log   *slog.Logger
+	store *sqlite.Store
+	chat  *chat.Service
+	gw    *gateway.Gateway
+	http  *http.Server
+	ln    net.Listener
+	ready atomic.Bool
+	done  chan error
+}
+
+// New opens the store (applying migrations) and builds the components. The
+// secret signs and verifies login tokens (config.Config.ResolveSecret).
+func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, DBFile), sqlite.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	limits := herald.Limits{
+		MaxTextBytes: cfg.MaxTextBytes, MaxCustomBytes: cfg.MaxCustomBytes,
+		MaxCommandBytes: cfg.MaxCommandBytes, MaxExtendedBytes: cfg.MaxExtendedBytes,
+	}.WithDefaults()
+	gw := gateway.New(nil, gateway.Config{
+		Secret:            secret,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		HeartbeatTimeout:  cfg.HeartbeatTimeout,
+		LoginTimeout:      cfg.LoginTimeout,
+		TokenWarning:      cfg.TokenWarning,
+		SingleLogin:       cfg.MultiLogin == "single",
+		MaxDevices:        cfg.MaxDevices,
+		MaxFrameBytes:     cfg.MaxFrameBytes,
+		SendQueueBytes:    cfg.SendQueueBytes,
+		SendsPerSecond:    cfg.SendsPerSecond,
+		SendBurst:         cfg.SendBurst,
+		Limits:            limits,
+		Logger:            log,
+	})
+	ch := chat.New(st, gw, chat.Config{
+		Limits:           limits,
+		MaxBatch:         cfg.MaxBatch,
+		OfflineRetention: cfg.OfflineRetention,
+		Logger:           log,
+	})
+	gw.SetChat(ch)
+	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, done: make(chan error, 1)}
+	mux := http.NewServeMux()
+	mux.Handle(proto.Path, gw)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", s.readyz)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	return s, nil
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if !s.ready.Load() {
+		http.Error(w, "not ready: starting or draining", http.StatusServiceUnavailable)
+		return
+	}
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Error("readiness: store", "err", err)
+		http.Error(w, "not ready: store unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+// Start listens on the configured address and serves in the background.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (HERALD_ADDR): %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	s.chat.Start()
+	s.ready.Store(true)
+	go func() {
+		err := s.http.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.done <- err
+	}()
+	s.log.Info("herald listening", "addr", ln.Addr().String(), "data", s.cfg.DataDir, "ws", proto.Path)
+	return nil
+}
+
+// Addr is the address the server listens on (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is the client WebSocket endpoint.
+func (s *Server) URL() string { return "ws://" + s.Addr() + proto.Path }
+
+// Gateway exposes the gateway for tests and metrics.
+func (s *Server) Gateway() *gateway.Gateway { return s.gw }
+
+// Done reports the HTTP server's end.
+func (s *Server) Done() <-chan error { return s.done }
+
+// Shutdown drains: readiness goes false, new connections are refused,
+// sessions are closed with "reconnect", every accepted message is stored and
+// delivered, acks are flushed, and the store is closed cleanly.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	var errs []error
+	if err := s.http.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	if err := s.gw.Shutdown(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.chat.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	return errors.Join(errs...)
+}

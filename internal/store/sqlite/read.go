@@ -1,0 +1,296 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// msgCols and msgFrom select a message for scanMessage.
+const (
+	msgCols = `m.id, c.conv_key, c.type, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
+		coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at`
+	msgFrom = ` FROM messages m JOIN conversations c ON c.id = m.conv_id `
+)
+
+func (s *Store) prepareReads(ctx context.Context) error {
+	stmts := []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&s.stmtAfter, "SELECT " + msgCols + msgFrom +
+			"WHERE c.conv_key = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"},
+		// The subquery finds, through created_max (which never decreases
+		// along seq), the first seq that can have created_at >= since; when
+		// no message can, it is NULL, max() is NULL and nothing matches.
+		{&s.stmtAfterSince, "SELECT " + msgCols + msgFrom +
+			`WHERE c.conv_key = ?1
+			AND m.seq > max(?2, (SELECT f.seq - 1 FROM messages f
+				WHERE f.conv_id = c.id AND f.created_max >= ?3 ORDER BY f.created_max, f.id LIMIT 1))
+			AND m.created_at >= ?3
+			ORDER BY m.seq LIMIT ?4`},
+		{&s.stmtBackward, "SELECT " + msgCols + msgFrom +
+			"WHERE c.conv_key = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3"},
+		{&s.stmtForward, "SELECT " + msgCols + msgFrom +
+			"WHERE c.conv_key = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"},
+		{&s.stmtLastSeqs, `SELECT c.conv_key, (SELECT max(seq) FROM messages WHERE conv_id = mb.conv_id)
+			FROM members mb JOIN conversations c ON c.id = mb.conv_id
+			WHERE mb.user_id = ?`},
+		// The newest message of a conversation is its highest seq, and has
+		// its highest id too (the writer hands out both in order), so
+		// ordering by that id is ordering by last activity. The page is
+		// picked first so unread counts are only computed for it.
+		{&s.stmtConversations, `WITH page AS (
+				SELECT mb.conv_id, mb.read_seq,
+					(SELECT l.id FROM messages l WHERE l.conv_id = mb.conv_id ORDER BY l.seq DESC LIMIT 1) AS last_id
+				FROM members mb
+				WHERE mb.user_id = ?1
+				ORDER BY last_id IS NULL, last_id DESC, mb.conv_id
+				LIMIT ?2)
+			SELECT c.conv_key, c.type, p.read_seq,
+				(SELECT count(*) FROM messages u WHERE u.conv_id = p.conv_id AND u.seq > p.read_seq AND u.sender <> ?1),
+				m.id, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
+				coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at
+			FROM page p
+			JOIN conversations c ON c.id = p.conv_id
+			LEFT JOIN messages m ON m.id = p.last_id
+			ORDER BY p.last_id IS NULL, p.last_id DESC, p.conv_id`},
+		{&s.stmtCursors, "SELECT conv_key, seq FROM cursors WHERE user_id = ? AND device = ?"},
+	}
+	for _, st := range stmts {
+		p, err := s.read.PrepareContext(ctx, st.query)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", st.query, err)
+		}
+		*st.dst = p
+	}
+	return nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanMessage reads the msgCols of one row.
+func scanMessage(sc scanner) (*herald.Message, error) {
+	var (
+		m                     herald.Message
+		convType, typ, subTyp int64
+		createdAt             int64
+	)
+	err := sc.Scan(&m.ID, &m.Conv, &convType, &m.Seq, &m.From, &m.To, &m.LocalID, &typ, &subTyp,
+		&m.Text, &m.Data, &m.Extended, &createdAt)
+	if err != nil {
+		return nil, err
+	}
+	m.ConvType = herald.ConversationType(convType)
+	m.Type = herald.MessageType(typ)
+	m.SubType = int32(subTyp)
+	m.CreatedAt = time.UnixMilli(createdAt).UTC()
+	return &m, nil
+}
+
+// queryMessages runs a message query on the read pool.
+func (s *Store) queryMessages(ctx context.Context, st *sql.Stmt, args ...any) ([]*herald.Message, error) {
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	msgs := []*herald.Message{}
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, rows.Err()
+}
+
+// MessagesAfter implements store.Store. An unknown conversation has no
+// messages.
+func (s *Store) MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error) {
+	switch {
+	case conv == "":
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case after < 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "after seq %d is negative", after)
+	case limit <= 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	var (
+		msgs []*herald.Message
+		err  error
+	)
+	if since.IsZero() {
+		msgs, err = s.queryMessages(ctx, s.stmtAfter, conv, after, limit)
+	} else {
+		msgs, err = s.queryMessages(ctx, s.stmtAfterSince, conv, after, sinceMilli(since), limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: messages after: %w", err)
+	}
+	return msgs, nil
+}
+
+// sinceMilli is the smallest stored created_at at or after t: stored times
+// are whole milliseconds, so a t inside a millisecond rounds up.
+func sinceMilli(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if time.UnixMilli(ms).Before(t) {
+		ms++
+	}
+	return ms
+}
+
+// History implements store.Store. An unknown conversation has no messages.
+func (s *Store) History(ctx context.Context, conv string, q store.HistoryQuery) ([]*herald.Message, error) {
+	switch {
+	case conv == "":
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case q.FromSeq < 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "from seq %d is negative", q.FromSeq)
+	case q.Limit <= 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	var (
+		msgs []*herald.Message
+		err  error
+	)
+	switch q.Direction {
+	case store.Backward:
+		from := q.FromSeq
+		if from == 0 {
+			from = math.MaxInt64
+		}
+		msgs, err = s.queryMessages(ctx, s.stmtBackward, conv, from, q.Limit)
+	case store.Forward:
+		msgs, err = s.queryMessages(ctx, s.stmtForward, conv, q.FromSeq, q.Limit)
+	default:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "unknown history direction %d", q.Direction)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: history: %w", err)
+	}
+	return msgs, nil
+}
+
+// LastSeqs implements store.Store.
+func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, error) {
+	if user == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.stmtLastSeqs.QueryContext(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: last seqs: %w", err)
+	}
+	defer rows.Close()
+	seqs := map[string]int64{}
+	for rows.Next() {
+		var (
+			conv string
+			seq  sql.NullInt64
+		)
+		if err := rows.Scan(&conv, &seq); err != nil {
+			return nil, fmt.Errorf("sqlite: last seqs: %w", err)
+		}
+		if seq.Valid {
+			seqs[conv] = seq.Int64
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: last seqs: %w", err)
+	}
+	return seqs, nil
+}
+
+// Conversations implements store.Store.
+func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
+	switch {
+	case user == "":
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	case limit <= 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.stmtConversations.QueryContext(ctx, user, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: conversations: %w", err)
+	}
+	defer rows.Close()
+	convs := []herald.Conversation{}
+	for rows.Next() {
+		var (
+			c                             herald.Conversation
+			convType                      int64
+			id, seq, typ, subTyp, created sql.NullInt64
+			from, to, localID, text, ext  sql.NullString
+			data                          []byte
+		)
+		if err := rows.Scan(&c.Key, &convType, &c.ReadSeq, &c.Unread,
+			&id, &seq, &from, &to, &localID, &typ, &subTyp, &text, &data, &ext, &created); err != nil {
+			return nil, fmt.Errorf("sqlite: conversations: %w", err)
+		}
+		c.Type = herald.ConversationType(convType)
+		c.ID, _ = herald.PeerOf(c.Key, user)
+		if id.Valid {
+			c.LastMessage = &herald.Message{
+				ID: id.Int64, ConvType: c.Type, Conv: c.Key, Seq: seq.Int64,
+				From: from.String, To: to.String, LocalID: localID.String,
+				Type: herald.MessageType(typ.Int64), SubType: int32(subTyp.Int64),
+				Text: text.String, Data: data, Extended: ext.String,
+				CreatedAt: time.UnixMilli(created.Int64).UTC(),
+			}
+		}
+		convs = append(convs, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: conversations: %w", err)
+	}
+	return convs, nil
+}
+
+// Cursors implements store.Store.
+func (s *Store) Cursors(ctx context.Context, user, device string) (map[string]int64, error) {
+	if user == "" || device == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.stmtCursors.QueryContext(ctx, user, device)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: cursors: %w", err)
+	}
+	defer rows.Close()
+	cursors := map[string]int64{}
+	for rows.Next() {
+		var (
+			conv string
+			seq  int64
+		)
+		if err := rows.Scan(&conv, &seq); err != nil {
+			return nil, fmt.Errorf("sqlite: cursors: %w", err)
+		}
+		cursors[conv] = seq
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: cursors: %w", err)
+	}
+	return cursors, nil
+}

@@ -1,0 +1,260 @@
+// Package sqlite is Herald's embedded storage backend: it implements
+// store.Store on one SQLite database file through modernc.org/sqlite (pure
+// Go, no cgo).
+//
+// It owns the database file, its schema (the migrations/ folder, embedded
+// and applied at Open) and the write path. The design, explained in
+// README.md beside this file:
+//
+//   - One write connection does every write, serialised by a one-slot
+//     channel; reads use a separate pool, and WAL mode lets them run while
+//     the writer commits. A lock file keeps a second Store (in this or
+//     another process) off the same database.
+//   - The writer owns the sequence numbers: it keeps each conversation's
+//     last seq in memory (loaded from the index on first use), assigns seqs
+//     and message IDs itself, and forgets the whole cache when a
+//     transaction fails, so seqs stay gap-free.
+//   - A batch costs one transaction, one fsync (synchronous=FULL) and one
+//     multi-row INSERT per Options.InsertRows messages. Duplicates
+//     (sender, local_id) are caught by a UNIQUE index with ON CONFLICT DO
+//     NOTHING; only a batch that hits one falls back to a row-by-row insert.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// Options tunes a Store. Zero fields take the documented defaults.
+type Options struct {
+	// Logger receives schema migrations and write-path recoveries. Nil
+	// means discard.
+	Logger *slog.Logger
+
+	// ReadConns is the number of read connections. Zero means 4.
+	ReadConns int
+
+	// BusyTimeout is how long a connection waits for a lock held by
+	// another (a checkpoint, or a tool attached to the file) before
+	// failing. Zero means 5s.
+	BusyTimeout time.Duration
+
+	// CacheKiB is the page cache of each connection, in KiB. Zero means
+	// 65536 (64 MiB) for the writer and a quarter of it for each reader.
+	CacheKiB int
+
+	// ConvCache is how many conversations the writer keeps the last seq of
+	// in memory (about 150 bytes each). Past it, arbitrary entries are
+	// dropped after a commit and read again on next use. Zero means
+	// 100,000.
+	ConvCache int
+
+	// InsertRows is how many messages go into one multi-row INSERT
+	// statement. Zero means 64; 1 means one single-row INSERT per message.
+	InsertRows int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReadConns <= 0 {
+		o.ReadConns = 4
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 5 * time.Second
+	}
+	if o.CacheKiB <= 0 {
+		o.CacheKiB = 64 << 10
+	}
+	if o.ConvCache <= 0 {
+		o.ConvCache = 100_000
+	}
+	if o.InsertRows <= 0 {
+		o.InsertRows = 64
+	}
+	return o
+}
+
+// Store is a store.Store on one SQLite database file. It is safe for
+// concurrent use.
+type Store struct {
+	opts   Options
+	log    *slog.Logger
+	read   *sql.DB // the read pool, query_only
+	wdb    *sql.DB // holds the one write connection
+	w      *writer
+	lock   *fileLock
+	closed atomic.Bool
+
+	// Read statements, prepared on the pool.
+	stmtAfter, stmtAfterSince, stmtBackward, stmtForward *sql.Stmt
+	stmtLastSeqs, stmtConversations, stmtCursors         *sql.Stmt
+}
+
+var _ store.Store = (*Store)(nil)
+
+// errClosed is returned by every call after Close.
+var errClosed = herald.Errorf(herald.CodeUnavailable, "store is closed")
+
+// Open opens (creating if needed) the database at path, a file name, and
+// brings its schema up to date. It fails if another Store has the file
+// open, or if the file's schema is newer than this build knows.
+func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: path %q: want a plain file name", path)
+	}
+	opts = opts.withDefaults()
+	s := &Store{opts: opts, log: opts.Logger}
+	defer func() {
+		if err != nil {
+			s.release()
+		}
+	}()
+
+	if s.lock, err = lockFile(path + ".lock"); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+
+	// The writer connection: it sets the persistent journal mode, so it
+	// opens first.
+	busy := opts.BusyTimeout.Milliseconds()
+	xp := []string{fmt.Sprintf("busy_timeout(%d)", busy)}
+	if v := os.Getenv("XP_PAGE"); v != "" {
+		xp = append(xp, "page_size("+v+")")
+	}
+	if v := os.Getenv("XP_CKPT"); v != "" {
+		xp = append(xp, "wal_autocheckpoint("+v+")")
+	}
+	s.wdb, err = sql.Open("sqlite", dsn(path, append(xp,
+		"journal_mode(WAL)",
+		"synchronous(FULL)",
+		"foreign_keys(1)",
+		"temp_store(MEMORY)",
+		fmt.Sprintf("cache_size(%d)", -opts.CacheKiB),
+	)...))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s.wdb.SetMaxOpenConns(1)
+	s.wdb.SetMaxIdleConns(1)
+	s.wdb.SetConnMaxLifetime(0)
+	s.wdb.SetConnMaxIdleTime(0)
+	wconn, err := s.wdb.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s.w = &writer{conn: wconn, sem: make(chan struct{}, 1), log: s.log, maxConvs: opts.ConvCache, insertRows: opts.InsertRows}
+
+	ms, err := loadMigrations(migrationFS)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	if err := s.migrate(ctx, wconn, ms); err != nil {
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	if err := s.w.prepare(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+
+	s.read, err = sql.Open("sqlite", dsn(path,
+		fmt.Sprintf("busy_timeout(%d)", busy),
+		"query_only(1)",
+		"temp_store(MEMORY)",
+		fmt.Sprintf("cache_size(%d)", -max(opts.CacheKiB/4, 1024)),
+	))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s.read.SetMaxOpenConns(opts.ReadConns)
+	s.read.SetMaxIdleConns(opts.ReadConns)
+	s.read.SetConnMaxLifetime(0)
+	s.read.SetConnMaxIdleTime(0)
+	if err := s.prepareReads(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	return s, nil
+}
+
+// dsn builds a modernc.org/sqlite data source name: a URI file name with
+// the characters URIs reserve escaped, and each pragma run on every new
+// connection.
+func dsn(path string, pragmas ...string) string {
+	var b strings.Builder
+	b.WriteString("file:")
+	b.WriteString(strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path))
+	for i, p := range pragmas {
+		if i == 0 {
+			b.WriteByte('?')
+		} else {
+			b.WriteByte('&')
+		}
+		b.WriteString("_pragma=")
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// Ping checks that a read connection answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	var one int
+	if err := s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	return nil
+}
+
+// Close waits for the write in progress, if any, then closes every
+// connection; the last one to close checkpoints the WAL into the database
+// file. Calls after Close, Close included, return a CodeUnavailable error.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return errClosed
+	}
+	s.w.sem <- struct{}{} // wait for the write in progress
+	err := s.release()
+	<-s.w.sem // waiters see closed and fail
+	return err
+}
+
+// release closes whatever Open managed to open.
+func (s *Store) release() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.stmtAfter, s.stmtAfterSince, s.stmtBackward, s.stmtForward,
+		s.stmtLastSeqs, s.stmtConversations, s.stmtCursors} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if s.read != nil {
+		errs = append(errs, s.read.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.close())
+	}
+	if s.wdb != nil {
+		errs = append(errs, s.wdb.Close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.unlock())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sqlite: close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,359 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/storetest"
+)
+
+func openTemp(t testing.TB, opts Options) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "herald.db")
+	s, err := Open(context.Background(), path, opts)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	return s, path
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, _ := openTemp(t, Options{})
+		return s
+	})
+}
+
+// TestConformanceRowByRow runs the suite on the single-row insert path,
+// which the default path falls back to when a batch holds a duplicate.
+func TestConformanceRowByRow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, _ := openTemp(t, Options{InsertRows: 1})
+		return s
+	})
+}
+
+func BenchmarkAppend1(b *testing.B)    { benchmarkAppend(b, 1, Options{}) }
+func BenchmarkAppend16(b *testing.B)   { benchmarkAppend(b, 16, Options{}) }
+func BenchmarkAppend128(b *testing.B)  { benchmarkAppend(b, 128, Options{}) }
+func BenchmarkAppend1024(b *testing.B) { benchmarkAppend(b, 1024, Options{}) }
+
+// BenchmarkAppend128RowByRow is the alternative to multi-row INSERTs.
+func BenchmarkAppend128RowByRow(b *testing.B) { benchmarkAppend(b, 128, Options{InsertRows: 1}) }
+
+func benchmarkAppend(b *testing.B, batch int, opts Options) {
+	storetest.BenchmarkAppend(b, func(b *testing.B) store.Store {
+		s, _ := openTemp(b, opts)
+		return s
+	}, batch)
+}
+
+var t0 = time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
+
+func msg(from, to, localID string) *herald.Message {
+	return &herald.Message{
+		ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey(from, to),
+		From: from, To: to, LocalID: localID, Type: herald.MessageText, Text: "hi " + localID, CreatedAt: t0,
+	}
+}
+
+func mustAppend(t *testing.T, s *Store, msgs ...*herald.Message) []store.Appended {
+	t.Helper()
+	res, err := s.AppendMessages(context.Background(), msgs)
+	if err != nil {
+		t.Fatalf("AppendMessages: %v", err)
+	}
+	return res
+}
+
+func storedSeqs(t *testing.T, s *Store, conv string) []int64 {
+	t.Helper()
+	msgs, err := s.MessagesAfter(context.Background(), conv, 0, time.Time{}, 1000)
+	if err != nil {
+		t.Fatalf("MessagesAfter: %v", err)
+	}
+	var seqs []int64
+	for _, m := range msgs {
+		seqs = append(seqs, m.Seq)
+	}
+	return seqs
+}
+
+func seqs(from, to int64) []int64 {
+	var s []int64
+	for i := from; i <= to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+func TestReopenKeepsEverything(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTemp(t, Options{})
+	first := mustAppend(t, s, msg("alice", "bob", "1"), msg("bob", "alice", "2"), msg("carol", "alice", "3"))
+	if err := s.SetReadSeq(ctx, "alice", "p:alice:bob", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveCursors(ctx, "alice", "phone", map[string]int64{"p:alice:bob": 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	res := mustAppend(t, s, msg("alice", "bob", "4"), msg("alice", "carol", "5"), msg("alice", "bob", "1"))
+	if got, want := []int64{res[0].Message.Seq, res[1].Message.Seq}, []int64{3, 2}; !slices.Equal(got, want) {
+		t.Errorf("seqs after reopen = %v, want %v", got, want)
+	}
+	if res[0].Message.ID <= first[2].Message.ID || res[1].Message.ID <= res[0].Message.ID {
+		t.Errorf("IDs after reopen %d, %d do not follow %d", res[0].Message.ID, res[1].Message.ID, first[2].Message.ID)
+	}
+	if !res[2].Duplicate || res[2].Message.ID != first[0].Message.ID {
+		t.Errorf("resend of a message stored before reopen: Duplicate %v ID %d, want true %d", res[2].Duplicate, res[2].Message.ID, first[0].Message.ID)
+	}
+	if got, want := storedSeqs(t, s, "p:alice:bob"), seqs(1, 3); !slices.Equal(got, want) {
+		t.Errorf("stored seqs = %v, want %v", got, want)
+	}
+	convs, err := s.Conversations(ctx, "alice", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(convs) != 2 || convs[0].Key != "p:alice:carol" || convs[1].Key != "p:alice:bob" || convs[1].ReadSeq != 1 {
+		t.Errorf("conversations after reopen = %+v", convs)
+	}
+	cur, err := s.Cursors(ctx, "alice", "phone")
+	if err != nil || cur["p:alice:bob"] != 2 {
+		t.Errorf("cursors after reopen = %v, %v; want p:alice:bob at 2", cur, err)
+	}
+}
+
+// TestFailedTransactionKeepsSeqsGapFree makes a transaction fail after the
+// writer has advanced its cached seqs and created a conversation: a row
+// written behind the store's back takes the seq the writer would use next.
+func TestFailedTransactionKeepsSeqsGapFree(t *testing.T) {
+	for _, rows := range []int{0, 1} {
+		t.Run(fmt.Sprintf("InsertRows=%d", rows), func(t *testing.T) {
+			ctx := context.Background()
+			s, path := openTemp(t, Options{InsertRows: rows})
+			defer s.Close()
+			mustAppend(t, s, msg("alice", "bob", "1"), msg("alice", "bob", "2"))
+
+			raw, err := sql.Open("sqlite", dsn(path, "busy_timeout(5000)"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			_, err = raw.Exec(`INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id, type, sub_type, created_at, created_max)
+				SELECT 1000, id, 3, 'bob', 'alice', 'sneaked', 1, 0, 0, 0 FROM conversations WHERE conv_key = 'p:alice:bob'`)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			_, err = s.AppendMessages(ctx, []*herald.Message{msg("dave", "erin", "3"), msg("alice", "bob", "4"), msg("alice", "bob", "5")})
+			if err == nil {
+				t.Fatal("AppendMessages over a taken seq succeeded")
+			}
+			if got := storedSeqs(t, s, "p:dave:erin"); len(got) != 0 {
+				t.Errorf("failed batch left seqs %v in a new conversation", got)
+			}
+			if convs, _ := s.Conversations(ctx, "dave", 10); len(convs) != 0 {
+				t.Errorf("failed batch left %d conversations in dave's list", len(convs))
+			}
+
+			res := mustAppend(t, s, msg("dave", "erin", "3"), msg("alice", "bob", "4"))
+			if got, want := []int64{res[0].Message.Seq, res[1].Message.Seq}, []int64{1, 4}; !slices.Equal(got, want) {
+				t.Errorf("seqs after the failure = %v, want %v", got, want)
+			}
+			if convs, _ := s.Conversations(ctx, "erin", 10); len(convs) != 1 {
+				t.Errorf("erin has %d conversations, want 1", len(convs))
+			}
+			if got, want := storedSeqs(t, s, "p:alice:bob"), seqs(1, 4); !slices.Equal(got, want) {
+				t.Errorf("stored seqs = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// TestDuplicateAfterSeveralChunks puts a resend at the end of a batch that
+// spans several multi-row INSERTs, so the fallback undoes more than one.
+func TestDuplicateAfterSeveralChunks(t *testing.T) {
+	s, _ := openTemp(t, Options{InsertRows: 16})
+	defer s.Close()
+	orig := mustAppend(t, s, msg("alice", "bob", "orig"))[0].Message
+	var batch []*herald.Message
+	for i := range 40 {
+		batch = append(batch, msg("alice", "bob", fmt.Sprint(i)), msg("carol", "bob", fmt.Sprint(i)))
+	}
+	batch = append(batch, msg("alice", "bob", "orig"), msg("alice", "bob", "last"))
+	res := mustAppend(t, s, batch...)
+	if !res[80].Duplicate || res[80].Message.ID != orig.ID {
+		t.Errorf("resend: Duplicate %v ID %d, want true %d", res[80].Duplicate, res[80].Message.ID, orig.ID)
+	}
+	if got := res[81].Message.Seq; got != 42 {
+		t.Errorf("last seq = %d, want 42", got)
+	}
+	if got, want := storedSeqs(t, s, "p:alice:bob"), seqs(1, 42); !slices.Equal(got, want) {
+		t.Errorf("stored seqs = %v, want %v", got, want)
+	}
+	if got, want := storedSeqs(t, s, "p:bob:carol"), seqs(1, 40); !slices.Equal(got, want) {
+		t.Errorf("stored seqs = %v, want %v", got, want)
+	}
+}
+
+func TestAppendRejects(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	defer s.Close()
+	tests := []struct {
+		name   string
+		modify func(m *herald.Message)
+	}{
+		{"command message", func(m *herald.Message) { m.Type = herald.MessageCommand }},
+		{"sender outside the conversation", func(m *herald.Message) { m.From = "mallory" }},
+		{"receiver outside the conversation", func(m *herald.Message) { m.To = "mallory" }},
+		{"malformed key", func(m *herald.Message) { m.Conv = "alice-bob" }},
+		{"group conversation", func(m *herald.Message) { m.ConvType = herald.ConversationGroup }},
+		{"nil", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var m *herald.Message
+			if tt.modify != nil {
+				m = msg("alice", "bob", "x")
+				tt.modify(m)
+			}
+			_, err := s.AppendMessages(context.Background(), []*herald.Message{m})
+			if got := herald.ErrorCode(err); got != herald.CodeInvalidArgument {
+				t.Errorf("AppendMessages: error %v, want code %q", err, herald.CodeInvalidArgument)
+			}
+		})
+	}
+}
+
+func TestSecondOpenRefused(t *testing.T) {
+	s, path := openTemp(t, Options{})
+	if _, err := Open(context.Background(), path, Options{}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second Open: %v, want an in-use error", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	s.Close()
+}
+
+func TestCloseTwice(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); herald.ErrorCode(err) != herald.CodeUnavailable {
+		t.Errorf("second Close: %v, want code %q", err, herald.CodeUnavailable)
+	}
+}
+
+func TestSchemaVersion(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTemp(t, Options{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	var versions []int
+	rows, err := raw.Query("SELECT version FROM schema_version ORDER BY version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		versions = append(versions, v)
+	}
+	ms, err := loadMigrations(migrationFS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(versions) != len(ms) || versions[len(versions)-1] != len(ms) {
+		t.Errorf("schema_version holds %v, want 1..%d", versions, len(ms))
+	}
+
+	// Reopening applies nothing again.
+	s, err = Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	s.Close()
+
+	if _, err := raw.Exec("INSERT INTO schema_version (version, name, applied_at) VALUES (?, 'future.sql', 0)", len(ms)+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(ctx, path, Options{})
+	if err == nil || !strings.Contains(err.Error(), "newer") {
+		t.Errorf("Open of a newer schema: %v, want a schema version error", err)
+	}
+}
+
+func TestLoadMigrations(t *testing.T) {
+	tests := []struct {
+		name    string
+		files   []string
+		wantErr bool
+	}{
+		{"in order", []string{"0001_a.sql", "0002_b.sql"}, false},
+		{"gap", []string{"0001_a.sql", "0003_c.sql"}, true},
+		{"not from one", []string{"0002_b.sql"}, true},
+		{"twice", []string{"0001_a.sql", "001_b.sql"}, true},
+		{"unnumbered", []string{"init.sql"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fsys := fstest.MapFS{}
+			for _, f := range tt.files {
+				fsys["migrations/"+f] = &fstest.MapFile{Data: []byte("SELECT 1;")}
+			}
+			_, err := loadMigrations(fsys)
+			if (err != nil) != tt.wantErr {
+				t.Errorf("loadMigrations(%v) error = %v, want error %v", tt.files, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestPathWithURICharacters(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "odd?name#1%.db")
+	s, err := Open(context.Background(), path, Options{})
+	if err != nil {
+		t.Fatalf("Open(%q): %v", path, err)
+	}
+	defer s.Close()
+	mustAppend(t, s, msg("alice", "bob", "1"))
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("database file: %v", err)
+	}
+}

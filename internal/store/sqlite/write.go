@@ -1,0 +1,542 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// writer owns the database's one write connection and the state only the
+// writer may touch: the seq cache and the next message ID. Holding sem (a
+// one-slot channel, so waiting for it honours contexts) is holding the
+// writer; every field below sem requires it.
+//
+// Statements inside a write transaction run with a context that cannot be
+// cancelled: the caller's context is checked between steps instead. An
+// interrupted SQLite statement may roll back the transaction behind our
+// back, and a cancellable context costs a goroutine per statement in the
+// driver.
+type writer struct {
+	sem        chan struct{}
+	log        *slog.Logger
+	maxConvs   int
+	insertRows int
+
+	conn *sql.Conn
+	// convs caches, per conversation key, the conversation's row id and
+	// last seq. It is cleared whenever a transaction fails, so it never
+	// holds a seq (or a conversation) that did not commit.
+	convs map[string]*convState
+	// nextID is the next message ID. It only grows: a failed transaction
+	// wastes IDs, never reuses them.
+	nextID int64
+
+	begin, commit, rollback                   *sql.Stmt
+	savepoint, releaseSavepoint, rollbackTo   *sql.Stmt
+	convByKey, lastOfConv, insertConv         *sql.Stmt
+	insertMembers, original, setRead, upsertC *sql.Stmt
+	insertOne                                 *sql.Stmt
+	insertMany                                map[int]*sql.Stmt // by row count
+}
+
+// convState is what the writer knows of one conversation.
+type convState struct {
+	id    int64 // conversations.id
+	seq   int64 // last seq stored; 0 when none
+	maxAt int64 // created_max of the last message; math.MinInt64 when none
+}
+
+const (
+	insertHead = `INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id, type, sub_type,
+		text, data, extended, created_at, created_max) VALUES `
+	insertRow  = `(?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	insertTail = ` ON CONFLICT (sender, local_id) DO NOTHING`
+	insertArgs = 13
+)
+
+func (w *writer) prepare(ctx context.Context) error {
+	stmts := []struct {
+		dst   **sql.Stmt
+		query string
+	}{
+		{&w.begin, "BEGIN IMMEDIATE"},
+		{&w.commit, "COMMIT"},
+		{&w.rollback, "ROLLBACK"},
+		{&w.savepoint, "SAVEPOINT batch"},
+		{&w.releaseSavepoint, "RELEASE batch"},
+		{&w.rollbackTo, "ROLLBACK TO batch"},
+		{&w.convByKey, "SELECT id FROM conversations WHERE conv_key = ?"},
+		{&w.lastOfConv, "SELECT seq, created_max FROM messages WHERE conv_id = ? ORDER BY seq DESC LIMIT 1"},
+		{&w.insertConv, "INSERT INTO conversations (conv_key, type) VALUES (?, ?)"},
+		{&w.insertMembers, "INSERT INTO members (user_id, conv_id) VALUES (?, ?), (?, ?) ON CONFLICT DO NOTHING"},
+		{&w.original, "SELECT " + msgCols + msgFrom + "WHERE m.sender = ? AND m.local_id = ?"},
+		{&w.setRead, `UPDATE members
+			SET read_seq = max(read_seq, min(?3, coalesce((SELECT max(seq) FROM messages WHERE conv_id = members.conv_id), 0)))
+			WHERE user_id = ?1 AND conv_id = (SELECT id FROM conversations WHERE conv_key = ?2)`},
+		{&w.upsertC, `INSERT INTO cursors (user_id, device, conv_key, seq) VALUES (?, ?, ?, ?)
+			ON CONFLICT (user_id, device, conv_key) DO UPDATE SET seq = max(seq, excluded.seq)`},
+		{&w.insertOne, insertHead + insertRow + insertTail},
+	}
+	for _, s := range stmts {
+		st, err := w.conn.PrepareContext(ctx, s.query)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", s.query, err)
+		}
+		*s.dst = st
+	}
+	w.insertMany = make(map[int]*sql.Stmt)
+	w.convs = make(map[string]*convState)
+	var last int64
+	if err := w.conn.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM messages").Scan(&last); err != nil {
+		return fmt.Errorf("read last message ID: %w", err)
+	}
+	w.nextID = last + 1
+	return nil
+}
+
+// close closes the statements and the connection; w.sem must be held.
+func (w *writer) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.savepoint, w.releaseSavepoint,
+		w.rollbackTo, w.convByKey, w.lastOfConv, w.insertConv, w.insertMembers, w.original,
+		w.setRead, w.upsertC, w.insertOne} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	for _, st := range w.insertMany {
+		errs = append(errs, st.Close())
+	}
+	if w.conn != nil {
+		errs = append(errs, w.conn.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// acquire takes the writer, or fails when ctx ends first or the store is
+// closed.
+func (s *Store) acquire(ctx context.Context) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case s.w.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if s.closed.Load() {
+		<-s.w.sem
+		return errClosed
+	}
+	return nil
+}
+
+func (s *Store) releaseWriter() { <-s.w.sem }
+
+// AppendMessages implements store.Store. Inputs are not modified: each
+// result is a copy with ID and Seq set and CreatedAt cut to the
+// millisecond, as it will read back.
+func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]store.Appended, error) {
+	for i, m := range msgs {
+		if err := validateMessage(m); err != nil {
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "message %d: %s", i, err.Message)
+		}
+	}
+	if err := s.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: append messages: %w", err)
+	}
+	defer s.releaseWriter()
+	if len(msgs) == 0 {
+		return []store.Appended{}, nil
+	}
+	res, err := s.w.append(ctx, msgs)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: append messages: %w", err)
+	}
+	return res, nil
+}
+
+// validateMessage checks what the store relies on; content limits are the
+// caller's business (herald.Limits).
+func validateMessage(m *herald.Message) *herald.Error {
+	switch {
+	case m == nil:
+		return herald.Errorf(herald.CodeInvalidArgument, "message is nil")
+	case m.Conv == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case m.ConvType != herald.ConversationPeer:
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation type %s is not supported", m.ConvType)
+	case m.From == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "sender is empty")
+	case m.To == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "receiver is empty")
+	case m.LocalID == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "local_id is empty")
+	case m.CreatedAt.IsZero():
+		return herald.Errorf(herald.CodeInvalidArgument, "created_at is not set")
+	case m.Type == herald.MessageCommand:
+		return herald.Errorf(herald.CodeInvalidArgument, "command messages are never stored")
+	case m.Type != herald.MessageText && m.Type != herald.MessageCustom:
+		return herald.Errorf(herald.CodeInvalidArgument, "message type %d is not stored", m.Type)
+	}
+	if peer, ok := herald.PeerOf(m.Conv, m.From); !ok || peer != m.To {
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation %q is not between sender %q and receiver %q", m.Conv, m.From, m.To)
+	}
+	return nil
+}
+
+// append stores msgs in one transaction; w.sem must be held.
+func (w *writer) append(ctx context.Context, msgs []*herald.Message) (res []store.Appended, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ectx := context.WithoutCancel(ctx)
+	if _, err := w.begin.ExecContext(ectx); err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			w.abort(ectx)
+		}
+	}()
+
+	convs := make([]*convState, len(msgs))
+	for i, m := range msgs {
+		if convs[i], err = w.conv(ectx, m); err != nil {
+			return nil, err
+		}
+	}
+	res = make([]store.Appended, len(msgs))
+	done := false
+	if w.insertRows > 1 && len(msgs) > 1 && !repeatsKey(msgs) {
+		if done, err = w.insertBatch(ectx, msgs, convs, res); err != nil {
+			return nil, err
+		}
+	}
+	if !done {
+		if err := w.insertEach(ectx, msgs, convs, res); err != nil {
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // nothing is stored for a caller that gave up
+	}
+	if _, err := w.commit.ExecContext(ectx); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	w.trimCache()
+	return res, nil
+}
+
+// abort rolls the transaction back and forgets every cached seq, which may
+// now be ahead of the database.
+func (w *writer) abort(ctx context.Context) {
+	clear(w.convs)
+	if _, err := w.rollback.ExecContext(ctx); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
+		w.log.Error("sqlite: rollback failed", "err", err)
+	}
+}
+
+// trimCache drops arbitrary conversations once the cache is over its size.
+func (w *writer) trimCache() {
+	for k := range w.convs {
+		if len(w.convs) <= w.maxConvs {
+			return
+		}
+		delete(w.convs, k)
+	}
+}
+
+// conv returns the writer's state for m's conversation, reading it or
+// creating the conversation (and both participants' list entries) on
+// first use.
+func (w *writer) conv(ctx context.Context, m *herald.Message) (*convState, error) {
+	if cs := w.convs[m.Conv]; cs != nil {
+		return cs, nil
+	}
+	cs := &convState{maxAt: math.MinInt64}
+	err := w.convByKey.QueryRowContext(ctx, m.Conv).Scan(&cs.id)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		r, err := w.insertConv.ExecContext(ctx, m.Conv, int64(m.ConvType))
+		if err != nil {
+			return nil, fmt.Errorf("create conversation: %w", err)
+		}
+		if cs.id, err = r.LastInsertId(); err != nil {
+			return nil, fmt.Errorf("create conversation: %w", err)
+		}
+		_, a, b, _ := herald.ParseConversationKey(m.Conv)
+		if _, err := w.insertMembers.ExecContext(ctx, a, cs.id, b, cs.id); err != nil {
+			return nil, fmt.Errorf("add conversation to lists: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("read conversation: %w", err)
+	default:
+		err := w.lastOfConv.QueryRowContext(ctx, cs.id).Scan(&cs.seq, &cs.maxAt)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("read last seq: %w", err)
+		}
+	}
+	w.convs[m.Conv] = cs
+	return cs, nil
+}
+
+// repeatsKey reports whether two of msgs share (From, LocalID).
+func repeatsKey(msgs []*herald.Message) bool {
+	type key struct{ from, localID string }
+	seen := make(map[key]struct{}, len(msgs))
+	for _, m := range msgs {
+		k := key{m.From, m.LocalID}
+		if _, ok := seen[k]; ok {
+			return true
+		}
+		seen[k] = struct{}{}
+	}
+	return false
+}
+
+// stamp copies m with the ID, seq and created time it is stored with, and
+// returns the copy's created_max.
+func (w *writer) stamp(dst *herald.Message, m *herald.Message, cs *convState) (createdMax int64) {
+	*dst = *m
+	ms := m.CreatedAt.UnixMilli()
+	dst.ID = w.nextID
+	dst.Seq = cs.seq + 1
+	dst.CreatedAt = time.UnixMilli(ms).UTC()
+	return max(cs.maxAt, ms)
+}
+
+// insertBatch inserts msgs, whose (From, LocalID) keys are distinct, with
+// multi-row INSERTs. If one of them turns out to be stored already, it
+// undoes its work and returns false: insertEach then goes row by row.
+func (w *writer) insertBatch(ctx context.Context, msgs []*herald.Message, convs []*convState, res []store.Appended) (bool, error) {
+	if _, err := w.savepoint.ExecContext(ctx); err != nil {
+		return false, fmt.Errorf("savepoint: %w", err)
+	}
+	firstID := w.nextID
+	type undo struct{ seq, maxAt int64 }
+	undos := make([]undo, len(msgs))
+	stored := make([]herald.Message, len(msgs))
+	maxAts := make([]int64, len(msgs))
+	for i, m := range msgs {
+		cs := convs[i]
+		undos[i] = undo{cs.seq, cs.maxAt}
+		maxAts[i] = w.stamp(&stored[i], m, cs)
+		w.nextID++
+		cs.seq++
+		cs.maxAt = maxAts[i]
+		res[i] = store.Appended{Message: &stored[i]}
+	}
+	args := make([]any, 0, insertArgs*min(len(msgs), w.insertRows))
+	all := true
+	for off := 0; off < len(msgs) && all; off += w.insertRows {
+		end := min(off+w.insertRows, len(msgs))
+		st, err := w.insertStmt(ctx, end-off)
+		if err != nil {
+			return false, err
+		}
+		args = args[:0]
+		for i := off; i < end; i++ {
+			args = appendInsertArgs(args, &stored[i], convs[i].id, maxAts[i])
+		}
+		r, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return false, fmt.Errorf("insert messages: %w", err)
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return false, fmt.Errorf("insert messages: %w", err)
+		}
+		all = n == int64(end-off)
+	}
+	if all {
+		if _, err := w.releaseSavepoint.ExecContext(ctx); err != nil {
+			return false, fmt.Errorf("release savepoint: %w", err)
+		}
+		return true, nil
+	}
+	if _, err := w.rollbackTo.ExecContext(ctx); err != nil {
+		return false, fmt.Errorf("roll back to savepoint: %w", err)
+	}
+	if _, err := w.releaseSavepoint.ExecContext(ctx); err != nil {
+		return false, fmt.Errorf("release savepoint: %w", err)
+	}
+	for i := len(msgs) - 1; i >= 0; i-- { // backwards: the oldest state wins
+		convs[i].seq, convs[i].maxAt = undos[i].seq, undos[i].maxAt
+	}
+	w.nextID = firstID
+	clear(res)
+	return false, nil
+}
+
+// insertEach inserts msgs one by one, resolving duplicates of stored
+// messages and of earlier ones in msgs.
+func (w *writer) insertEach(ctx context.Context, msgs []*herald.Message, convs []*convState, res []store.Appended) error {
+	type key struct{ from, localID string }
+	var seen map[key]*herald.Message
+	stored := make([]herald.Message, len(msgs))
+	args := make([]any, 0, insertArgs)
+	for i, m := range msgs {
+		k := key{m.From, m.LocalID}
+		if orig := seen[k]; orig != nil {
+			c := *orig
+			res[i] = store.Appended{Message: &c, Duplicate: true}
+			continue
+		}
+		cs := convs[i]
+		st := &stored[i]
+		maxAt := w.stamp(st, m, cs)
+		r, err := w.insertOne.ExecContext(ctx, appendInsertArgs(args[:0], st, cs.id, maxAt)...)
+		if err != nil {
+			return fmt.Errorf("insert message: %w", err)
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("insert message: %w", err)
+		}
+		if n == 1 {
+			w.nextID++
+			cs.seq++
+			cs.maxAt = maxAt
+			res[i] = store.Appended{Message: st}
+		} else {
+			orig, err := scanMessage(w.original.QueryRowContext(ctx, m.From, m.LocalID))
+			if err != nil {
+				return fmt.Errorf("read original of duplicate: %w", err)
+			}
+			res[i] = store.Appended{Message: orig, Duplicate: true}
+		}
+		if seen == nil {
+			seen = make(map[key]*herald.Message)
+		}
+		seen[k] = res[i].Message
+	}
+	return nil
+}
+
+// insertStmt returns the prepared INSERT of n rows.
+func (w *writer) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
+	if st := w.insertMany[n]; st != nil {
+		return st, nil
+	}
+	var b strings.Builder
+	b.WriteString(insertHead)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(insertRow)
+	}
+	b.WriteString(insertTail)
+	st, err := w.conn.PrepareContext(ctx, b.String())
+	if err != nil {
+		return nil, fmt.Errorf("prepare insert of %d rows: %w", n, err)
+	}
+	w.insertMany[n] = st
+	return st, nil
+}
+
+func appendInsertArgs(args []any, m *herald.Message, convID, createdMax int64) []any {
+	return append(args, m.ID, convID, m.Seq, m.From, m.To, m.LocalID, int64(m.Type), int64(m.SubType),
+		nullString(m.Text), nullBytes(m.Data), nullString(m.Extended), m.CreatedAt.UnixMilli(), createdMax)
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// SetReadSeq implements store.Store.
+func (s *Store) SetReadSeq(ctx context.Context, user, conv string, seq int64) error {
+	switch {
+	case user == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	case conv == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case seq < 0:
+		return herald.Errorf(herald.CodeInvalidArgument, "read seq %d is negative", seq)
+	}
+	if err := s.acquire(ctx); err != nil {
+		return fmt.Errorf("sqlite: set read seq: %w", err)
+	}
+	defer s.releaseWriter()
+	r, err := s.w.setRead.ExecContext(context.WithoutCancel(ctx), user, conv, seq)
+	if err != nil {
+		return fmt.Errorf("sqlite: set read seq: %w", err)
+	}
+	n, err := r.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("sqlite: set read seq: %w", err)
+	}
+	if n == 0 {
+		return herald.Errorf(herald.CodeNotFound, "conversation %q is not in the list of %q", conv, user)
+	}
+	return nil
+}
+
+// SaveCursors implements store.Store.
+func (s *Store) SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error {
+	if user == "" || device == "" {
+		return herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
+	}
+	for conv, seq := range cursors {
+		if conv == "" || seq < 0 {
+			return herald.Errorf(herald.CodeInvalidArgument, "cursor %q: %d is not a conversation and seq", conv, seq)
+		}
+	}
+	if err := s.acquire(ctx); err != nil {
+		return fmt.Errorf("sqlite: save cursors: %w", err)
+	}
+	defer s.releaseWriter()
+	if len(cursors) == 0 {
+		return nil
+	}
+	if err := s.w.saveCursors(ctx, user, device, cursors); err != nil {
+		return fmt.Errorf("sqlite: save cursors: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) saveCursors(ctx context.Context, user, device string, cursors map[string]int64) (err error) {
+	ectx := context.WithoutCancel(ctx)
+	if _, err := w.begin.ExecContext(ectx); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			w.abort(ectx)
+		}
+	}()
+	for conv, seq := range cursors {
+		if _, err := w.upsertC.ExecContext(ectx, user, device, conv, seq); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := w.commit.ExecContext(ectx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
