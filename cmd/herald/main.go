@@ -45,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "gentoken":
 		return gentoken(args[1:], stdout, stderr)
 	case "bench":
-		return bench(args[1:], stdout, stderr)
+		return benchCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -50,6 +50,7 @@ type Config struct {
 	MaxBatch         int // HERALD_MAX_BATCH: messages per store transaction (group commit)
 
 	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
+	PprofAddr       string        // HERALD_PPROF_ADDR: serve Go's net/http/pprof here; empty (default) is off
 }
 
 // Default returns the configuration used when nothing is set.
@@ -114,6 +115,7 @@ func (c *Config) keys() []key {
 		{"max-extended-bytes", "largest extended_data", &c.MaxExtendedBytes},
 		{"max-batch", "messages per store transaction", &c.MaxBatch},
 		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
+		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
 	}
 }
 

@@ -156,3 +156,35 @@ func TestSIGKILLLosesNoAckedMessage(t *testing.T) {
 	}
 	t.Logf("%d acked messages survived SIGKILL", total)
 }
+
+// TestSIGTERMDrains checks a clean stop: sessions are told to reconnect
+// (4000), the process exits 0, and what was stored is there after a restart.
+func TestSIGTERMDrains(t *testing.T) {
+	bin, err := buildHerald()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, data := freeAddr(t), t.TempDir()
+	url := "ws://" + addr + proto.Path
+	cmd := startProcess(t, bin, addr, data)
+	alice := dialRaw(t, url)
+	alice.login("alice", "phone")
+	alice.call(proto.OpSend, text("bob", "1", "before the stop"), nil)
+
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if got := alice.expectClose(); got != proto.CloseServerShutdown {
+		t.Errorf("close code %d, want %d (reconnect)", got, proto.CloseServerShutdown)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("herald exited with %v, want a clean exit", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("drain took %s", d)
+	}
+	startProcess(t, bin, addr, data)
+	bob := dialRaw(t, url)
+	if got := bob.login("bob", "phone"); len(got) != 1 || got[0].Text != "before the stop" {
+		t.Errorf("after restart bob synced %+v, want the one message", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -35,6 +36,7 @@ type Server struct {
 	gw    *gateway.Gateway
 	http  *http.Server
 	ln    net.Listener
+	pprof *http.Server // nil unless HERALD_PPROF_ADDR is set
 	ready atomic.Bool
 	done  chan error
 }
@@ -120,7 +122,30 @@ func (s *Server) Start() error {
 		}
 		s.done <- err
 	}()
+	if s.cfg.PprofAddr != "" {
+		if err := s.startPprof(); err != nil {
+			return err
+		}
+	}
 	s.log.Info("herald listening", "addr", ln.Addr().String(), "data", s.cfg.DataDir, "ws", proto.Path)
+	return nil
+}
+
+// startPprof serves the profiling endpoints on their own listener, so they
+// are never reachable on the client address.
+func (s *Server) startPprof() error {
+	ln, err := net.Listen("tcp", s.cfg.PprofAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (HERALD_PPROF_ADDR): %w", s.cfg.PprofAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go s.pprof.Serve(ln)
+	s.log.Info("profiling endpoints listening", "addr", ln.Addr().String())
 	return nil
 }
 
@@ -144,6 +169,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if err := s.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	if s.pprof != nil {
+		s.pprof.Close()
 	}
 	if err := s.gw.Shutdown(ctx); err != nil {
 		errs = append(errs, err)

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald/token"
+)
+
+func TestGentokenPrintsOnlyAToken(t *testing.T) {
+	dir := t.TempDir()
+	secret := "0123456789abcdef0123456789abcdef"
+	os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
+	t.Setenv("HERALD_SECRET", "")
+	var out, errOut bytes.Buffer
+	if err := run([]string{"gentoken", "--data", dir, "--user", "alice", "--ttl", "1h"}, &out, &errOut); err != nil {
+		t.Fatalf("gentoken: %v (%s)", err, errOut.String())
+	}
+	tok := strings.TrimSuffix(out.String(), "\n")
+	if strings.ContainsAny(tok, " \n") {
+		t.Fatalf("stdout = %q, want only the token", out.String())
+	}
+	c, err := token.Verify([]byte(secret), tok, time.Now())
+	if err != nil || c.UserID != "alice" {
+		t.Fatalf("token does not verify with the data folder's secret: %v %+v", err, c)
+	}
+	if d := time.Until(c.ExpiresAt); d < 59*time.Minute || d > time.Hour {
+		t.Errorf("expiry in %s, want 1h", d)
+	}
+}
+
+func TestGentokenErrors(t *testing.T) {
+	t.Setenv("HERALD_SECRET", "")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no user", []string{"gentoken", "--data", t.TempDir()}, "--user is required"},
+		{"no secret", []string{"gentoken", "--data", t.TempDir(), "--user", "a"}, "no HERALD_SECRET"},
+		{"bad ttl", []string{"gentoken", "--secret", "0123456789abcdef", "--user", "a", "--ttl", "1000h"}, "ttl"},
+		{"unknown command", []string{"fly"}, "unknown command"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(tt.args, &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want one containing %q", err, tt.want)
+			}
+			if out.Len() != 0 {
+				t.Errorf("stdout = %q, want nothing on failure", out.String())
+			}
+		})
+	}
+}

@@ -1,0 +1,131 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/herald-im/herald/proto"
+	"github.com/herald-im/herald/token"
+)
+
+// client is a lean protocol client: one connection, a reader goroutine that
+// hands every frame to onFrame, and a mutex-guarded writer. The bench uses it
+// rather than the SDK so the load generator spends little of the CPU it
+// shares with the server.
+type client struct {
+	conn    net.Conn
+	br      *bufio.Reader
+	wmu     sync.Mutex
+	wbuf    []byte
+	nextID  uint64
+	onFrame func(proto.Frame)
+}
+
+// dialLogin connects, logs in as user and waits for the end of the sync.
+func dialLogin(ctx context.Context, t *Target, user string) (*client, error) {
+	d := ws.Dialer{Protocols: []string{proto.Subprotocol}, Timeout: 10 * time.Second}
+	conn, br, _, err := d.Dial(ctx, t.URL)
+	if err != nil {
+		return nil, err
+	}
+	if br == nil {
+		br = bufio.NewReaderSize(conn, 4096)
+	}
+	c := &client{conn: conn, br: br}
+	tok, err := token.Mint(t.Secret, user, time.Now(), 2*time.Hour)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := c.send(proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: user, Token: tok, DeviceID: "bench"}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for {
+		f, err := c.read()
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("login %s: %w", user, err)
+		}
+		if f.Err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("login %s: %s: %s", user, f.Err.Code, f.Err.Message)
+		}
+		if f.Ev == proto.EvSyncDone {
+			conn.SetReadDeadline(time.Time{})
+			return c, nil
+		}
+	}
+}
+
+func (c *client) read() (proto.Frame, error) {
+	for {
+		b, op, err := wsutil.ReadData(rw{c.br, c.conn}, ws.StateClientSide)
+		if err != nil {
+			return proto.Frame{}, err
+		}
+		if op == ws.OpText {
+			return proto.JSON.DecodeFrame(b)
+		}
+	}
+}
+
+// rw reads through the buffered reader and answers control frames on the conn.
+type rw struct {
+	r *bufio.Reader
+	w net.Conn
+}
+
+func (x rw) Read(p []byte) (int, error)  { return x.r.Read(p) }
+func (x rw) Write(p []byte) (int, error) { return x.w.Write(p) }
+
+// readLoop delivers frames to onFrame until the connection ends.
+func (c *client) readLoop() error {
+	for {
+		f, err := c.read()
+		if err != nil {
+			var ce wsutil.ClosedError
+			if errors.As(err, &ce) {
+				return fmt.Errorf("server closed the connection: %d %s", ce.Code, ce.Reason)
+			}
+			return err
+		}
+		c.onFrame(f)
+	}
+}
+
+// send writes a request with a fresh ID and returns it.
+func (c *client) send(op string, v any) error {
+	_, err := c.request(op, v, true)
+	return err
+}
+
+// request writes op; withID false sends ID 0 (no reply on success).
+func (c *client) request(op string, v any, withID bool) (uint64, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var id uint64
+	if withID {
+		c.nextID++
+		id = c.nextID
+	}
+	c.wbuf, _ = proto.JSON.EncodeFrame(c.wbuf[:0], &proto.Frame{ID: id, Op: op, Data: data})
+	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return id, wsutil.WriteClientText(c.conn, c.wbuf)
+}
+
+func (c *client) close() { c.conn.Close() }

@@ -1,0 +1,112 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald/proto"
+)
+
+// ConnOptions configures the idle-connection scenario.
+type ConnOptions struct {
+	Conns    int           // logged-in idle connections to hold
+	Settle   time.Duration // wait before each memory reading; zero means 3s
+	Progress io.Writer
+}
+
+// ConnResult is the report; JSON names are a contract for tools.
+type ConnResult struct {
+	Conns        int   `json:"conns"`
+	BaselineRSS  int64 `json:"baseline_rss_bytes"`
+	ServerRSS    int64 `json:"server_rss_bytes"`
+	BytesPerConn int64 `json:"bytes_per_conn"`
+}
+
+// Conn opens Conns logged-in connections (each its own user), keeps them
+// alive with heartbeats, and reports the server's memory per connection:
+// (RSS with them - RSS before them) / Conns.
+func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
+	if o.Conns <= 0 {
+		return ConnResult{}, fmt.Errorf("conns must be positive")
+	}
+	if o.Settle <= 0 {
+		o.Settle = 3 * time.Second
+	}
+	// Warm the server's paths once, then read the baseline.
+	if c, err := dialLogin(ctx, t, "bench-warmup"); err == nil {
+		c.close()
+	}
+	time.Sleep(o.Settle)
+	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS()}
+
+	clients := make([]*client, o.Conns)
+	var opened atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for w := 0; w < 4*runtime.NumCPU(); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				c, err := dialLogin(ctx, t, fmt.Sprintf("bench-idle-%d", i))
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				c.onFrame = func(proto.Frame) {}
+				go c.readLoop()
+				clients[i] = c
+				if n := opened.Add(1); o.Progress != nil && n%1000 == 0 {
+					fmt.Fprintf(o.Progress, "%d connections open, server rss %.1f MiB\n", n, float64(t.RSS())/(1<<20))
+				}
+			}
+		}()
+	}
+	for i := 0; i < o.Conns; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.close()
+			}
+		}
+	}()
+	if firstErr != nil {
+		return res, fmt.Errorf("opened %d of %d connections: %w", opened.Load(), o.Conns, firstErr)
+	}
+	// Heartbeats keep the sessions alive while we wait.
+	stopPing := make(chan struct{})
+	defer close(stopPing)
+	go func() {
+		tk := time.NewTicker(5 * time.Second)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stopPing:
+				return
+			case <-tk.C:
+				for _, c := range clients {
+					c.request(proto.OpPing, struct{}{}, false)
+				}
+			}
+		}
+	}()
+	time.Sleep(o.Settle)
+	res.ServerRSS = t.RSS()
+	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
+	return res, nil
+}

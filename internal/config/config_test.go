@@ -1,0 +1,108 @@
+package config
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultsAreValid(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "herald.conf")
+	os.WriteFile(file, []byte("# comment\nHERALD_ADDR=file:1\nHERALD_MAX_DEVICES=3\nHERALD_LOG_LEVEL=debug\n"), 0o600)
+	env := map[string]string{"HERALD_CONFIG": file, "HERALD_MAX_DEVICES": "4", "HERALD_HEARTBEAT_TIMEOUT": "45s"}
+	c, err := Load(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--max-devices", "5"}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "file:1" || c.LogLevel != "debug" {
+		t.Errorf("file values: addr %q level %q, want file:1 and debug", c.Addr, c.LogLevel)
+	}
+	if c.HeartbeatTimeout != 45*time.Second {
+		t.Errorf("env value: heartbeat timeout %s, want 45s", c.HeartbeatTimeout)
+	}
+	if c.MaxDevices != 5 {
+		t.Errorf("flag over env over file: max devices %d, want 5", c.MaxDevices)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"bad duration", map[string]string{"HERALD_HEARTBEAT_TIMEOUT": "soon"}, nil, "HERALD_HEARTBEAT_TIMEOUT"},
+		{"bad int flag", nil, []string{"--max-devices", "many"}, "max-devices"},
+		{"timeout below interval", map[string]string{"HERALD_HEARTBEAT_TIMEOUT": "5s"}, nil, "HERALD_HEARTBEAT_TIMEOUT"},
+		{"multi login", map[string]string{"HERALD_MULTI_LOGIN": "some"}, nil, "HERALD_MULTI_LOGIN"},
+		{"short secret", map[string]string{"HERALD_SECRET": "short"}, nil, "HERALD_SECRET"},
+		{"negative", map[string]string{"HERALD_MAX_BATCH": "0"}, nil, "HERALD_MAX_BATCH"},
+		{"frame too small", map[string]string{"HERALD_MAX_FRAME_BYTES": "1000"}, nil, "HERALD_MAX_FRAME_BYTES"},
+		{"text over 32 KiB", map[string]string{"HERALD_MAX_TEXT_BYTES": "40000"}, nil, "HERALD_MAX_TEXT_BYTES"},
+		{"unknown file key", map[string]string{"HERALD_CONFIG": "testdata-bad"}, nil, "HERALD_NOPE"},
+	}
+	bad := filepath.Join(t.TempDir(), "bad.conf")
+	os.WriteFile(bad, []byte("HERALD_NOPE=1\n"), 0o600)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.env["HERALD_CONFIG"] != "" {
+				tt.env["HERALD_CONFIG"] = bad
+			}
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(new(strings.Builder))
+			_, err := Load(fs, tt.args, func(k string) string { return tt.env[k] })
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load error = %v, want one naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestResolveSecret(t *testing.T) {
+	c := Default()
+	c.DataDir = t.TempDir()
+	if _, _, err := c.ResolveSecret(false); err == nil {
+		t.Fatal("ResolveSecret(false) with no secret: want an error")
+	}
+	s1, gen, err := c.ResolveSecret(true)
+	if err != nil || !gen || len(s1) < 16 {
+		t.Fatalf("first ResolveSecret(true) = %q, %v, %v; want a generated secret", s1, gen, err)
+	}
+	if fi, _ := os.Stat(c.SecretPath()); fi.Mode().Perm() != 0o600 {
+		t.Errorf("secret file mode %v, want 0600", fi.Mode().Perm())
+	}
+	s2, gen, _ := c.ResolveSecret(false)
+	if gen || string(s2) != string(s1) {
+		t.Errorf("second ResolveSecret = %q (generated %v), want the stored %q", s2, gen, s1)
+	}
+	c.Secret = "explicit-secret-0123"
+	if s3, _, _ := c.ResolveSecret(true); string(s3) != c.Secret {
+		t.Errorf("HERALD_SECRET set: got %q, want it", s3)
+	}
+}
+
+// TestDocsListEveryKey keeps docs/configuration.md in step with the code.
+func TestDocsListEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range Keys() {
+		row := "| `" + k[1] + "` | `" + k[0] + "` | `" + k[2] + "` |"
+		if !strings.Contains(string(doc), row) {
+			t.Errorf("docs/configuration.md lacks the row %s", row)
+		}
+	}
+}
