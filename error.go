@@ -13,7 +13,7 @@ const (
 	CodeInvalidArgument Code = "invalid_argument" // the request is malformed or a field is out of range
 	CodeNotFound        Code = "not_found"        // the named thing does not exist
 	CodeConflict        Code = "conflict"         // the request conflicts with stored state
-	CodeUnauthorized    Code = "unauthorized"     // no valid credentials (login first, bad token)
+	CodeUnauthorized    Code = "unauthorized"     // not logged in: log in first
 	CodeForbidden       Code = "forbidden"        // authenticated, but not allowed to do this
 	CodeRateLimited     Code = "rate_limited"     // too many requests; retry later
 	CodeTooLarge        Code = "too_large"        // a frame or field exceeds its documented limit

@@ -201,9 +201,17 @@ func (l Limits) Validate(m *Message) error {
 		if !utf8.ValidString(m.Text) {
 			return Errorf(CodeInvalidArgument, "text is not valid UTF-8")
 		}
-		if len(m.Data) > 0 {
-			return Errorf(CodeInvalidArgument, "text message must not carry data")
+		if len(m.Data) > 0 || m.SubType != 0 {
+			return Errorf(CodeInvalidArgument, "text message must not carry data or sub_type")
 		}
+	case MessageCustom, MessageCommand:
+		if m.Text != "" {
+			return Errorf(CodeInvalidArgument, "%s message must not carry text; put its content in data", m.Type)
+		}
+	default:
+		return Errorf(CodeInvalidArgument, "unknown message type %d", m.Type)
+	}
+	switch m.Type {
 	case MessageCustom:
 		if len(m.Data) > l.MaxCustomBytes {
 			return Errorf(CodeTooLarge, "custom data is %d bytes; the limit is %d", len(m.Data), l.MaxCustomBytes)
@@ -212,8 +220,6 @@ func (l Limits) Validate(m *Message) error {
 		if len(m.Data) > l.MaxCommandBytes {
 			return Errorf(CodeTooLarge, "command data is %d bytes; the limit is %d", len(m.Data), l.MaxCommandBytes)
 		}
-	default:
-		return Errorf(CodeInvalidArgument, "unknown message type %d", m.Type)
 	}
 	return nil
 }

@@ -67,14 +67,16 @@ type Error struct {
 const (
 	CloseNormal = 1000 // after logout: stop
 
-	CloseServerShutdown  = 4000 // the server is draining: reconnect (to another node if any)
-	CloseSlowConsumer    = 4001 // the client fell behind its send queue: reconnect and resync
-	CloseHeartbeatTimout = 4002 // no frame within the heartbeat timeout: reconnect
-	CloseInternal        = 4003 // a server fault: reconnect
+	CloseProtocolError = 1002 // a WebSocket framing violation (unmasked frame, bad opcode): stop
+
+	CloseServerShutdown   = 4000 // the server is draining: reconnect (to another node if any)
+	CloseSlowConsumer     = 4001 // the client fell behind its send queue: reconnect and resync
+	CloseHeartbeatTimeout = 4002 // no frame within the heartbeat timeout: reconnect
+	CloseInternal         = 4003 // a server fault: reconnect
+	CloseLoginTimeout     = 4004 // no successful login soon enough after connecting (slow network): reconnect
 
 	CloseBadRequest    = 4500 // the client broke the protocol (e.g. binary frame with JSON codec): stop
 	CloseFrameTooLarge = 4501 // a frame exceeded the limit: stop
-	CloseLoginTimeout  = 4502 // no successful login soon enough after connecting: stop
 	CloseTokenExpired  = 4503 // the session's token expired without renewal: stop, get a new token
 	CloseKickedOut     = 4504 // another login replaced this session (multi-login policy): stop
 )
@@ -84,8 +86,9 @@ func Reconnectable(code int) bool {
 	if code >= 4000 && code < 4500 {
 		return true
 	}
-	// Abnormal closures without a code (network loss, 1006) and "going away".
-	return code == 1001 || code == 1006 || code == 1011 || code == 1012 || code == 1013
+	// Going away, no status (1005), abnormal closure (network loss, 1006),
+	// server error, restart and try-again-later.
+	return code == 1001 || code == 1005 || code == 1006 || code == 1011 || code == 1012 || code == 1013
 }
 
 // Conversation types on the wire.
@@ -133,7 +136,9 @@ type Limits struct {
 	MaxCustomBytes   int `json:"max_custom_bytes"`
 	MaxCommandBytes  int `json:"max_command_bytes"`
 	MaxExtendedBytes int `json:"max_extended_data_bytes"`
+	MaxLocalIDBytes  int `json:"max_local_id_bytes"`
 	SendsPerSecond   int `json:"sends_per_second"`
+	SendBurst        int `json:"send_burst"`
 }
 
 // PingReply answers a heartbeat.
@@ -162,7 +167,7 @@ type TokenWillExpire struct {
 type SendRequest struct {
 	ConvType string `json:"conv_type"` // "peer"
 	To       string `json:"to"`        // the receiving user
-	LocalID  string `json:"local_id"`  // required; a resend with the same ID returns the original
+	LocalID  string `json:"local_id"`  // required, unique per sender: a resend with the same ID returns the original
 	Type     string `json:"type"`      // "text", "custom" or "command"
 	Text     string `json:"text,omitempty"`
 	Data     []byte `json:"data,omitempty"` // base64 in JSON
@@ -224,6 +229,12 @@ type HistoryRequest struct {
 	Direction string `json:"direction,omitempty"`
 	Limit     int    `json:"limit,omitempty"` // default 50, at most 200
 }
+
+// History directions.
+const (
+	Backward = "backward"
+	Forward  = "forward"
+)
 
 // HistoryReply holds one page; HasMore says whether another page exists in
 // that direction.

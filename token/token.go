@@ -96,6 +96,9 @@ func Verify(secret []byte, tok string, now time.Time) (Claims, error) {
 		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token signature does not match this server's secret")
 	}
 	claims := Claims{UserID: c.U, IssuedAt: time.Unix(c.Iat, 0), ExpiresAt: time.Unix(c.Exp, 0)}
+	if life := claims.ExpiresAt.Sub(claims.IssuedAt); life > MaxTTL {
+		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token lifetime %s exceeds the maximum %s", life, MaxTTL)
+	}
 	if !now.Before(claims.ExpiresAt) {
 		return Claims{}, herald.Errorf(herald.CodeTokenExpired, "token expired at %s", claims.ExpiresAt.UTC().Format(time.RFC3339))
 	}

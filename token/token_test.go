@@ -1,6 +1,7 @@
 package token
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -88,4 +89,16 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("internal error for %q: %v", s, err)
 		}
 	})
+}
+
+func TestVerifyRejectsOverlongLifetime(t *testing.T) {
+	// A backend in another language may mint by hand; the server still holds
+	// tokens to the documented maximum lifetime.
+	now := time.Unix(1_700_000_000, 0)
+	body, _ := json.Marshal(wireClaims{U: "alice", Iat: now.Unix(), Exp: now.Add(MaxTTL + time.Hour).Unix(), N: "x"})
+	signed := prefix + enc.EncodeToString(body)
+	tok := signed + "." + enc.EncodeToString(sign(secret, signed))
+	if _, err := Verify(secret, tok, now); herald.ErrorCode(err) != herald.CodeTokenInvalid {
+		t.Errorf("Verify = %v, want token_invalid", err)
+	}
 }

@@ -49,6 +49,8 @@ type Config struct {
 	MaxExtendedBytes int // HERALD_MAX_EXTENDED_BYTES
 	MaxBatch         int // HERALD_MAX_BATCH: messages per store transaction (group commit)
 
+	ReadDriver string // HERALD_READ_DRIVER: "epoll" (Linux; no goroutine per idle session) or "goroutine"
+
 	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
 	PprofAddr       string        // HERALD_PPROF_ADDR: serve Go's net/http/pprof here; empty (default) is off
 }
@@ -76,6 +78,7 @@ func Default() Config {
 		MaxCommandBytes:   4 << 10,
 		MaxExtendedBytes:  1 << 10,
 		MaxBatch:          256,
+		ReadDriver:        "epoll",
 		ShutdownTimeout:   10 * time.Second,
 	}
 }
@@ -114,6 +117,7 @@ func (c *Config) keys() []key {
 		{"max-command-bytes", "largest command message data", &c.MaxCommandBytes},
 		{"max-extended-bytes", "largest extended_data", &c.MaxExtendedBytes},
 		{"max-batch", "messages per store transaction", &c.MaxBatch},
+		{"read-driver", "epoll (Linux; falls back to goroutine elsewhere) or goroutine", &c.ReadDriver},
 		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
 	}
@@ -266,6 +270,11 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("HERALD_LOG_FORMAT must be text or json, got %q", c.LogFormat)
+	}
+	switch c.ReadDriver {
+	case "epoll", "goroutine":
+	default:
+		return fmt.Errorf("HERALD_READ_DRIVER must be epoll or goroutine, got %q", c.ReadDriver)
 	}
 	switch c.MultiLogin {
 	case "single", "multi":

@@ -43,6 +43,13 @@ func startServer(t *testing.T, mutate func(*config.Config)) *testServer {
 	return startServerWith(t, cfg)
 }
 
+// forEachReadDriver runs test against both ways of reading sessions.
+func forEachReadDriver(t *testing.T, test func(t *testing.T, driver string)) {
+	for _, d := range []string{"epoll", "goroutine"} {
+		t.Run(d, func(t *testing.T) { test(t, d) })
+	}
+}
+
 func startServerWith(t *testing.T, cfg config.Config) *testServer {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)

@@ -25,8 +25,10 @@ func (c *rawConn) liveMessages(n int) []proto.Message {
 	return out
 }
 
-func TestOfflineSyncAndDelivery(t *testing.T) {
-	srv := startServer(t, nil)
+func TestOfflineSyncAndDelivery(t *testing.T) { forEachReadDriver(t, testOfflineSyncAndDelivery) }
+
+func testOfflineSyncAndDelivery(t *testing.T, driver string) {
+	srv := startServer(t, func(c *config.Config) { c.ReadDriver = driver })
 	alice := dialRaw(t, srv.URL())
 	alice.login("alice", "phone")
 
@@ -176,8 +178,10 @@ func TestCommandMessagesAreLiveOnly(t *testing.T) {
 
 // TestLoginDuringTraffic checks the hand-over from the offline sync to live
 // delivery: messages sent while bob logs in arrive once each, in order.
-func TestLoginDuringTraffic(t *testing.T) {
-	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst = 1e6, 1e6 })
+func TestLoginDuringTraffic(t *testing.T) { forEachReadDriver(t, testLoginDuringTraffic) }
+
+func testLoginDuringTraffic(t *testing.T, driver string) {
+	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst, c.ReadDriver = 1e6, 1e6, driver })
 	alice := dialRaw(t, srv.URL())
 	alice.login("alice", "phone")
 	const n = 600

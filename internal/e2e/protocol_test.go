@@ -50,6 +50,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"text over limit", proto.OpSend, text("bob", "5", strings.Repeat("x", 8<<10+1)), "too_large"},
 		{"extended data over limit", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "6", Type: "text", Text: "x", Extended: strings.Repeat("e", 1025)}, "too_large"},
 		{"custom data over limit", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "7", Type: "custom", Data: bytes.Repeat([]byte{1}, 32<<10+1)}, "too_large"},
+		{"custom message with text", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "9", Type: "custom", Text: "x"}, "invalid_argument"},
+		{"negative ack", proto.OpAck, proto.AckRequest{ConvID: "bob", Seq: -1}, "invalid_argument"},
 		{"group not supported yet", proto.OpSend, proto.SendRequest{ConvType: "group", To: "g1", LocalID: "8", Type: "text", Text: "x"}, "invalid_argument"},
 		{"unknown conv type", proto.OpHistory, proto.HistoryRequest{ConvType: "room", ConvID: "bob"}, "invalid_argument"},
 		{"history limit out of range", proto.OpHistory, proto.HistoryRequest{ConvID: "bob", Limit: 1000}, "invalid_argument"},
@@ -86,6 +88,8 @@ func TestLoginRefusals(t *testing.T) {
 		{"malformed token", proto.LoginRequest{Version: 1, UserID: "alice", Token: "not-a-token", DeviceID: "d"}, "token_malformed"},
 		{"token of another user", proto.LoginRequest{Version: 1, UserID: "mallory", Token: mint(t, "alice", time.Hour), DeviceID: "d"}, "forbidden"},
 		{"wrong protocol version", proto.LoginRequest{Version: 99, UserID: "alice", Token: mint(t, "alice", time.Hour), DeviceID: "d"}, "invalid_argument"},
+		{"negative cursor", proto.LoginRequest{Version: 1, UserID: "alice", Token: mint(t, "alice", time.Hour), DeviceID: "d",
+			Cursors: []proto.Cursor{{ConvType: "peer", ConvID: "bob", Seq: -5}}}, "invalid_argument"},
 		{"bad device id", proto.LoginRequest{Version: 1, UserID: "alice", Token: mint(t, "alice", time.Hour), DeviceID: ""}, "invalid_argument"},
 	}
 	for _, tt := range tests {
@@ -98,8 +102,11 @@ func TestLoginRefusals(t *testing.T) {
 	}
 }
 
-func TestCloseCodes(t *testing.T) {
+func TestCloseCodes(t *testing.T) { forEachReadDriver(t, testCloseCodes) }
+
+func testCloseCodes(t *testing.T, driver string) {
 	srv := startServer(t, func(c *config.Config) {
+		c.ReadDriver = driver
 		c.LoginTimeout = 300 * time.Millisecond
 		c.HeartbeatInterval = 100 * time.Millisecond
 		c.HeartbeatTimeout = 400 * time.Millisecond
@@ -127,8 +134,8 @@ func TestCloseCodes(t *testing.T) {
 	t.Run("heartbeat timeout", func(t *testing.T) {
 		c := dialRaw(t, srv.URL())
 		c.login("alice", "phone")
-		if got := c.expectClose(); got != proto.CloseHeartbeatTimout {
-			t.Errorf("close code %d, want %d", got, proto.CloseHeartbeatTimout)
+		if got := c.expectClose(); got != proto.CloseHeartbeatTimeout {
+			t.Errorf("close code %d, want %d", got, proto.CloseHeartbeatTimeout)
 		}
 	})
 	t.Run("heartbeats keep a session alive", func(t *testing.T) {

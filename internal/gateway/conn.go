@@ -1,89 +1,144 @@
 package gateway
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"slices"
 
 	"github.com/gobwas/ws"
 )
 
-// errTooLarge is returned by readMessage for a message over the frame limit.
+// errTooLarge is returned for a message over the frame limit.
 var errTooLarge = errors.New("message exceeds the frame limit")
 
 // errProtocol wraps WebSocket protocol violations by the client.
 var errProtocol = errors.New("websocket protocol violation")
 
-// peerClosed is returned by readMessage when the client sent a close frame.
+// peerClosed is returned when the client sent a close frame.
 type peerClosed struct{ code ws.StatusCode }
 
 func (p peerClosed) Error() string { return fmt.Sprintf("client closed the connection (%d)", p.code) }
 
-// readMessage reads one whole data message (joining fragments) of at most
-// max bytes, answering pings on the way through onPing. Control frames never
-// reach the caller, except close, which ends the read with peerClosed.
-func readMessage(br *bufio.Reader, max int, onPing func(payload []byte)) (ws.OpCode, []byte, error) {
-	var (
-		op    ws.OpCode
-		msg   []byte
-		inMsg bool
-	)
+// frameReader parses client frames from a byte stream that arrives in
+// pieces of any size, joining fragmented messages. Between calls it holds
+// only the bytes of an incomplete frame, so an idle connection holds nothing.
+type frameReader struct {
+	max   int       // largest message, in bytes
+	rest  []byte    // bytes of an incomplete frame
+	msg   []byte    // fragments of a message in progress
+	op    ws.OpCode // opcode of the message in progress
+	inMsg bool
+}
+
+// feed parses data. It calls onPing for each ping and onMessage for each
+// complete data message; payloads are valid only during the call. onMessage
+// returns false to stop parsing (the session is ending). feed returns
+// errTooLarge, an errProtocol error or peerClosed when the connection must end.
+func (r *frameReader) feed(data []byte, onPing func([]byte), onMessage func(ws.OpCode, []byte) bool) error {
+	b := data
+	if len(r.rest) > 0 {
+		r.rest = append(r.rest, data...)
+		b = r.rest
+	}
 	for {
-		h, err := ws.ReadHeader(br)
+		h, hl, ok, err := parseHeader(b)
 		if err != nil {
-			return 0, nil, err
+			return err
+		}
+		if !ok {
+			break
 		}
 		state := ws.StateServerSide
-		if inMsg {
+		if r.inMsg {
 			state = state.Set(ws.StateFragmented)
 		}
 		if err := ws.CheckHeader(h, state); err != nil {
-			return 0, nil, fmt.Errorf("%w: %v", errProtocol, err)
+			return fmt.Errorf("%w: %v", errProtocol, err)
 		}
 		if !h.Masked {
-			return 0, nil, fmt.Errorf("%w: client frame is not masked", errProtocol)
+			return fmt.Errorf("%w: client frame is not masked", errProtocol)
 		}
-		if h.OpCode.IsControl() {
-			p := make([]byte, h.Length)
-			if _, err := io.ReadFull(br, p); err != nil {
-				return 0, nil, err
-			}
-			ws.Cipher(p, h.Mask, 0)
-			switch h.OpCode {
-			case ws.OpPing:
-				onPing(p)
-			case ws.OpClose:
-				code, _ := ws.ParseCloseFrameData(p)
-				return 0, nil, peerClosed{code}
-			}
+		if !h.OpCode.IsControl() && int64(len(r.msg))+h.Length > int64(r.max) {
+			return errTooLarge
+		}
+		end := hl + int(h.Length)
+		if len(b) < end {
+			break
+		}
+		payload := b[hl:end]
+		b = b[end:]
+		ws.Cipher(payload, h.Mask, 0)
+		switch {
+		case h.OpCode == ws.OpPing:
+			onPing(payload)
+			continue
+		case h.OpCode == ws.OpClose:
+			code, _ := ws.ParseCloseFrameData(payload)
+			return peerClosed{code}
+		case h.OpCode.IsControl(): // pong
 			continue
 		}
-		if h.OpCode == ws.OpContinuation {
-			if !inMsg {
-				return 0, nil, fmt.Errorf("%w: continuation frame without a message", errProtocol)
-			}
-		} else {
-			if inMsg {
-				return 0, nil, fmt.Errorf("%w: new message inside a fragmented one", errProtocol)
-			}
-			op, inMsg = h.OpCode, true
+		if h.OpCode != ws.OpContinuation {
+			r.op, r.inMsg = h.OpCode, true
 		}
-		if int64(len(msg))+h.Length > int64(max) {
-			return 0, nil, errTooLarge
+		if !h.Fin {
+			r.msg = append(r.msg, payload...)
+			continue
 		}
-		start := len(msg)
-		msg = slices.Grow(msg, int(h.Length))[:start+int(h.Length)]
-		if _, err := io.ReadFull(br, msg[start:]); err != nil {
-			return 0, nil, err
+		msg := payload
+		if len(r.msg) > 0 {
+			msg = append(r.msg, payload...)
 		}
-		ws.Cipher(msg[start:], h.Mask, 0)
-		if h.Fin {
-			return op, msg, nil
+		r.msg, r.inMsg = nil, false
+		if !onMessage(r.op, msg) {
+			return nil
 		}
 	}
+	if len(b) == 0 {
+		r.rest = nil
+	} else {
+		r.rest = append([]byte(nil), b...)
+	}
+	return nil
+}
+
+// parseHeader reads a frame header at the start of b; ok is false when b
+// does not hold a whole header yet.
+func parseHeader(b []byte) (h ws.Header, n int, ok bool, err error) {
+	if len(b) < 2 {
+		return h, 0, false, nil
+	}
+	h.Fin = b[0]&0x80 != 0
+	h.Rsv = (b[0] & 0x70) >> 4
+	h.OpCode = ws.OpCode(b[0] & 0x0f)
+	h.Masked = b[1]&0x80 != 0
+	n = 2
+	switch l := b[1] & 0x7f; l {
+	case 126:
+		if len(b) < 4 {
+			return h, 0, false, nil
+		}
+		h.Length, n = int64(binary.BigEndian.Uint16(b[2:4])), 4
+	case 127:
+		if len(b) < 10 {
+			return h, 0, false, nil
+		}
+		u := binary.BigEndian.Uint64(b[2:10])
+		if u>>63 != 0 {
+			return h, 0, false, fmt.Errorf("%w: frame length has the top bit set", errProtocol)
+		}
+		h.Length, n = int64(u), 10
+	default:
+		h.Length = int64(l)
+	}
+	if h.Masked {
+		if len(b) < n+4 {
+			return h, 0, false, nil
+		}
+		copy(h.Mask[:], b[n:n+4])
+		n += 4
+	}
+	return h, n, true, nil
 }
 
 // appendFrame appends an unmasked server frame holding payload.

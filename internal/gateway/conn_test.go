@@ -1,9 +1,10 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/gobwas/ws"
@@ -18,49 +19,70 @@ func clientFrame(op ws.OpCode, fin bool, payload []byte) []byte {
 	return b.Bytes()
 }
 
-func TestReadMessage(t *testing.T) {
-	var pings [][]byte
-	onPing := func(p []byte) { pings = append(pings, append([]byte(nil), p...)) }
+// feedAll feeds the stream in chunks of size n and returns the messages.
+func feedAll(stream []byte, n, max int, onPing func([]byte)) ([]string, error) {
+	r := frameReader{max: max}
+	var msgs []string
+	for len(stream) > 0 {
+		k := min(n, len(stream))
+		chunk := append([]byte(nil), stream[:k]...)
+		stream = stream[k:]
+		err := r.feed(chunk, onPing, func(_ ws.OpCode, p []byte) bool {
+			msgs = append(msgs, string(p))
+			return true
+		})
+		if err != nil {
+			return msgs, err
+		}
+	}
+	if len(r.rest) > 0 || len(r.msg) > 0 {
+		return msgs, fmt.Errorf("%d bytes left over", len(r.rest)+len(r.msg))
+	}
+	return msgs, nil
+}
+
+func TestFrameReader(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      [][]byte
-		want    string
+		want    []string
 		wantErr error
 	}{
-		{"text", [][]byte{clientFrame(ws.OpText, true, []byte("hello"))}, "hello", nil},
+		{"text", [][]byte{clientFrame(ws.OpText, true, []byte("hello"))}, []string{"hello"}, nil},
+		{"two in one read", [][]byte{clientFrame(ws.OpText, true, []byte("a")), clientFrame(ws.OpText, true, []byte("b"))}, []string{"a", "b"}, nil},
 		{"fragmented with ping between", [][]byte{
 			clientFrame(ws.OpText, false, []byte("hel")),
 			clientFrame(ws.OpPing, true, []byte("p")),
 			clientFrame(ws.OpContinuation, true, []byte("lo")),
-		}, "hello", nil},
-		{"too large", [][]byte{clientFrame(ws.OpText, true, bytes.Repeat([]byte("x"), 65))}, "", errTooLarge},
+		}, []string{"hello"}, nil},
+		{"16-bit length", [][]byte{clientFrame(ws.OpText, true, bytes.Repeat([]byte("y"), 300))}, []string{strings.Repeat("y", 300)}, nil},
+		{"too large", [][]byte{clientFrame(ws.OpText, true, bytes.Repeat([]byte("x"), 1025))}, nil, errTooLarge},
 		{"too large across fragments", [][]byte{
-			clientFrame(ws.OpText, false, bytes.Repeat([]byte("x"), 40)),
-			clientFrame(ws.OpContinuation, true, bytes.Repeat([]byte("x"), 40)),
-		}, "", errTooLarge},
-		{"stray continuation", [][]byte{clientFrame(ws.OpContinuation, true, []byte("x"))}, "", errProtocol},
-		{"unmasked", [][]byte{ws.MustCompileFrame(ws.NewTextFrame([]byte("x")))}, "", errProtocol},
+			clientFrame(ws.OpText, false, bytes.Repeat([]byte("x"), 600)),
+			clientFrame(ws.OpContinuation, true, bytes.Repeat([]byte("x"), 600)),
+		}, nil, errTooLarge},
+		{"stray continuation", [][]byte{clientFrame(ws.OpContinuation, true, []byte("x"))}, nil, errProtocol},
+		{"new message inside a fragmented one", [][]byte{clientFrame(ws.OpText, false, []byte("x")), clientFrame(ws.OpText, true, []byte("y"))}, nil, errProtocol},
+		{"unmasked", [][]byte{ws.MustCompileFrame(ws.NewTextFrame([]byte("x")))}, nil, errProtocol},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			br := bufio.NewReader(bytes.NewReader(bytes.Join(tt.in, nil)))
-			_, got, err := readMessage(br, 64, onPing)
-			if !errors.Is(err, tt.wantErr) {
-				t.Fatalf("err = %v, want %v", err, tt.wantErr)
-			}
-			if string(got) != tt.want {
-				t.Errorf("message = %q, want %q", got, tt.want)
-			}
-		})
-	}
-	if len(pings) != 1 || string(pings[0]) != "p" {
-		t.Errorf("pings = %q, want one \"p\"", pings)
+		for _, chunk := range []int{1, 3, 64 << 10} {
+			t.Run(fmt.Sprintf("%s/chunks of %d", tt.name, chunk), func(t *testing.T) {
+				var pings []string
+				got, err := feedAll(bytes.Join(tt.in, nil), chunk, 1024, func(p []byte) { pings = append(pings, string(p)) })
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				if tt.wantErr == nil && fmt.Sprint(got) != fmt.Sprint(tt.want) {
+					t.Errorf("messages = %q, want %q", got, tt.want)
+				}
+			})
+		}
 	}
 }
 
-func TestReadMessageClose(t *testing.T) {
-	br := bufio.NewReader(bytes.NewReader(clientFrame(ws.OpClose, true, ws.NewCloseFrameBody(1000, "bye"))))
-	_, _, err := readMessage(br, 64, func([]byte) {})
+func TestFrameReaderClose(t *testing.T) {
+	_, err := feedAll(clientFrame(ws.OpClose, true, ws.NewCloseFrameBody(1000, "bye")), 2, 64, func([]byte) {})
 	var pc peerClosed
 	if !errors.As(err, &pc) || pc.code != 1000 {
 		t.Fatalf("err = %v, want peerClosed(1000)", err)
@@ -81,15 +103,22 @@ func TestAppendFrameLengths(t *testing.T) {
 	}
 }
 
-func FuzzReadMessage(f *testing.F) {
-	f.Add(clientFrame(ws.OpText, true, []byte(`{"id":1,"op":"ping"}`)))
-	f.Add(append(clientFrame(ws.OpText, false, []byte("a")), clientFrame(ws.OpContinuation, true, []byte("b"))...))
-	f.Add(clientFrame(ws.OpClose, true, []byte{3, 232}))
-	f.Add([]byte{0x81, 0xff, 0, 0, 0, 0, 0, 0, 0, 1})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		_, msg, err := readMessage(bufio.NewReader(bytes.NewReader(b)), 1024, func([]byte) {})
-		if err == nil && len(msg) > 1024 {
-			t.Fatalf("message of %d bytes passed the 1024 limit", len(msg))
+func FuzzFrameReader(f *testing.F) {
+	f.Add(clientFrame(ws.OpText, true, []byte(`{"id":1,"op":"ping"}`)), uint8(7))
+	f.Add(append(clientFrame(ws.OpText, false, []byte("a")), clientFrame(ws.OpContinuation, true, []byte("b"))...), uint8(1))
+	f.Add(clientFrame(ws.OpClose, true, []byte{3, 232}), uint8(2))
+	f.Add([]byte{0x81, 0xff, 0, 0, 0, 0, 0, 0, 0, 1}, uint8(3))
+	f.Fuzz(func(t *testing.T, b []byte, chunk uint8) {
+		// Whatever the chunking, the same stream yields the same messages.
+		whole, errWhole := feedAll(b, len(b)+1, 1024, func([]byte) {})
+		parts, errParts := feedAll(b, int(chunk)+1, 1024, func([]byte) {})
+		for _, m := range append(whole, parts...) {
+			if len(m) > 1024 {
+				t.Fatalf("message of %d bytes passed the 1024 limit", len(m))
+			}
+		}
+		if (errWhole == nil) != (errParts == nil) || fmt.Sprint(whole) != fmt.Sprint(parts) {
+			t.Fatalf("chunking changed the result: whole %q %v, chunks of %d %q %v", whole, errWhole, chunk+1, parts, errParts)
 		}
 	})
 }

@@ -51,6 +51,7 @@ type Config struct {
 	SendBurst         int           // zero means 200
 	WriteTimeout      time.Duration // zero means 10s
 	CursorFlush       time.Duration // how long acks may wait before being stored; zero means 2s
+	BlockingReads     bool          // read with a goroutine per session even where epoll is available
 	Limits            herald.Limits // reported to clients at login
 	Now               func() time.Time
 	Logger            *slog.Logger
@@ -113,6 +114,10 @@ type Gateway struct {
 	closing bool
 	drained chan struct{} // closed when closing and conns is empty
 
+	poller    *poller // nil: every session reads with its own goroutine
+	stopSweep chan struct{}
+	swept     chan struct{}
+
 	stats struct {
 		connections, sessions, slowClosed, kicked, framesBad, sendsLimited atomic.Int64
 	}
@@ -131,7 +136,54 @@ func New(c Chat, cfg Config) *Gateway {
 	for i := range g.shards {
 		g.shards[i].users = make(map[string][]*session)
 	}
+	if !cfg.BlockingReads {
+		p, err := newPoller(cfg.Logger)
+		if err != nil {
+			cfg.Logger.Warn("epoll unavailable; reading with a goroutine per session", "err", err)
+		}
+		g.poller = p
+	}
+	g.stopSweep, g.swept = make(chan struct{}), make(chan struct{})
+	go g.sweepLoop()
 	return g
+}
+
+// ReadDriver names how sessions are read: "epoll" or "goroutine".
+func (g *Gateway) ReadDriver() string {
+	if g.poller != nil {
+		return "epoll"
+	}
+	return "goroutine"
+}
+
+// sweepLoop closes sessions whose login or heartbeat deadline has passed.
+// One sweep over all sessions replaces a timer per session.
+func (g *Gateway) sweepLoop() {
+	defer close(g.swept)
+	every := min(g.cfg.LoginTimeout, g.cfg.HeartbeatTimeout) / 4
+	every = min(max(every, 20*time.Millisecond), time.Second)
+	tk := time.NewTicker(every)
+	defer tk.Stop()
+	var expired []*session
+	for {
+		select {
+		case <-g.stopSweep:
+			return
+		case <-tk.C:
+		}
+		now := g.cfg.Now().UnixNano()
+		expired = expired[:0]
+		g.connsMu.Lock()
+		for s := range g.conns {
+			if s.deadline.Load() < now {
+				expired = append(expired, s)
+			}
+		}
+		g.connsMu.Unlock()
+		for _, s := range expired {
+			s.timedOut()
+		}
+	}
 }
 
 // SetChat wires the chat service after construction (the two refer to each other).
@@ -176,8 +228,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		conn.Close()
 		return
 	}
-	defer g.untrack(s)
-	s.run(rw.Reader)
+	// Bytes the client sent right after the handshake may sit in the
+	// HTTP server's buffer; they are handled first.
+	var buffered []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		b, _ := rw.Reader.Peek(n)
+		buffered = append([]byte(nil), b...)
+	}
+	if g.poller.attach(s, buffered) {
+		return // this goroutine ends; the poller reads from now on
+	}
+	s.readLoop(buffered)
 }
 
 func (g *Gateway) track(s *session) bool {
@@ -226,12 +287,16 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	for _, s := range all {
 		s.closeWith(proto.CloseServerShutdown, "server is shutting down")
 	}
+	var err error
 	select {
 	case <-g.drained:
-		return nil
 	case <-ctx.Done():
-		return errors.Join(errors.New("gateway: sessions still open at shutdown"), ctx.Err())
+		err = errors.Join(errors.New("gateway: sessions still open at shutdown"), ctx.Err())
 	}
+	close(g.stopSweep)
+	<-g.swept
+	g.poller.close()
+	return err
 }
 
 // register adds s to its user's sessions and returns those the multi-login

@@ -1,12 +1,13 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"errors"
+	"math"
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -25,21 +26,31 @@ const syncFrameBytes = 256 << 10
 // maxAckedConversations bounds the per-session ack map.
 const maxAckedConversations = 10000
 
-// session is one WebSocket connection. The read loop runs in the goroutine
-// that accepted it; a writer goroutine runs only while frames are queued.
+// session is one WebSocket connection. Reading is driven by the poller
+// (Linux: a goroutine exists only while bytes are being handled) or by a
+// blocking read goroutine elsewhere; both feed the same frame parser. A
+// writer goroutine runs only while frames are queued.
 type session struct {
 	g    *Gateway
 	id   chat.SessionID
 	conn net.Conn
+	fr   frameReader // read side only (one reader at a time)
 
-	// Set by the read loop at login, before the session is visible to
-	// other goroutines through the hub; read-only afterwards.
+	// Set by the reader at login, before the session is visible to other
+	// goroutines through the hub; read-only afterwards.
 	user, device string
-	loggedIn     bool // read loop only
+	loggedIn     atomic.Bool
 
-	// Send rate limit: a token bucket used by the read loop only.
+	// deadline is when the session times out (Unix ns): the login timeout
+	// until login, then the heartbeat timeout after the last frame read.
+	deadline atomic.Int64
+
+	// Send rate limit: a token bucket used by the reader only.
 	tokens     float64
 	lastRefill time.Time
+
+	poll     pollState // the poller's registration (poll_linux.go)
+	teardown func()    // runs once, when the session ends (sync.OnceFunc)
 
 	mu          sync.Mutex
 	cond        sync.Cond // on mu: the writer drained the queue or stopped
@@ -48,7 +59,7 @@ type session struct {
 	writing     bool
 	closeCode   int // set once: the writer sends it after the queue, then closes the conn
 	closeReason string
-	closed      bool // the connection is closed; nothing more is written
+	closed      bool // the connection is closed; nothing more is read or written
 
 	syncing      bool // live messages wait in pending until the offline sync is sent
 	pending      []liveMsg
@@ -79,6 +90,9 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 func newSession(g *Gateway, conn net.Conn) *session {
 	s := &session{g: g, id: chat.SessionID(g.nextID.Add(1)), conn: conn}
 	s.cond.L = &s.mu
+	s.fr.max = g.cfg.MaxFrameBytes
+	s.deadline.Store(g.cfg.Now().Add(g.cfg.LoginTimeout).UnixNano())
+	s.teardown = sync.OnceFunc(s.end)
 	return s
 }
 
@@ -86,47 +100,74 @@ func (s *session) logger() []any {
 	return []any{"conn_id", uint64(s.id), "user_id", s.user, "device_id", s.device}
 }
 
-// run is the read loop.
-func (s *session) run(br *bufio.Reader) {
+// readLoop is the portable read driver: a goroutine blocked in Read.
+func (s *session) readLoop(buffered []byte) {
 	defer s.teardown()
-	cfg := &s.g.cfg
-	s.conn.SetReadDeadline(cfg.Now().Add(cfg.LoginTimeout))
-	onPing := func(p []byte) {
-		s.mu.Lock()
-		s.enqueueLocked(ws.OpPong, p)
-		s.mu.Unlock()
+	if len(buffered) > 0 && !s.consume(buffered) {
+		return
 	}
+	buf := make([]byte, 4096)
 	for {
-		op, payload, err := readMessage(br, cfg.MaxFrameBytes, onPing)
+		n, err := s.conn.Read(buf)
+		if n > 0 && !s.consume(buf[:n]) {
+			return
+		}
 		if err != nil {
 			s.readFailed(err)
 			return
 		}
+	}
+}
+
+// consume parses and handles the bytes read; false means stop reading.
+func (s *session) consume(data []byte) bool {
+	if s.loggedIn.Load() {
+		s.deadline.Store(s.g.cfg.Now().Add(s.g.cfg.HeartbeatTimeout).UnixNano())
+	}
+	err := s.fr.feed(data, s.onPing, func(op ws.OpCode, payload []byte) bool {
 		if op != ws.OpText {
 			s.closeWith(proto.CloseBadRequest, "binary frames are not part of the JSON protocol")
-			return
+			return false
 		}
 		s.handle(payload)
-		if s.loggedIn {
-			s.conn.SetReadDeadline(cfg.Now().Add(cfg.HeartbeatTimeout))
-		}
+		return !s.ending()
+	})
+	if err != nil {
+		s.readFailed(err)
+		return false
+	}
+	return !s.ending()
+}
+
+func (s *session) onPing(p []byte) {
+	s.mu.Lock()
+	s.enqueueLocked(ws.OpPong, append([]byte(nil), p...))
+	s.mu.Unlock()
+}
+
+// ending reports whether the session is closing or closed.
+func (s *session) ending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed || s.closeCode != 0
+}
+
+// timedOut is called by the sweeper when the deadline has passed.
+func (s *session) timedOut() {
+	if s.loggedIn.Load() {
+		s.closeWith(proto.CloseHeartbeatTimeout, "no heartbeat within the timeout")
+	} else {
+		s.closeWith(proto.CloseLoginTimeout, "no login within the timeout")
 	}
 }
 
 func (s *session) readFailed(err error) {
-	var ne net.Error
 	var pc peerClosed
 	switch {
-	case errors.As(err, &ne) && ne.Timeout():
-		if s.loggedIn {
-			s.closeWith(proto.CloseHeartbeatTimout, "no heartbeat within the timeout")
-		} else {
-			s.closeWith(proto.CloseLoginTimeout, "no login within the timeout")
-		}
 	case errors.Is(err, errTooLarge):
 		s.closeWith(proto.CloseFrameTooLarge, "frame exceeds "+strconv.Itoa(s.g.cfg.MaxFrameBytes)+" bytes")
 	case errors.Is(err, errProtocol):
-		s.closeWith(int(ws.StatusProtocolError), err.Error())
+		s.closeWith(proto.CloseProtocolError, err.Error())
 	case errors.As(err, &pc):
 		s.closeWith(proto.CloseNormal, "")
 	default:
@@ -134,10 +175,11 @@ func (s *session) readFailed(err error) {
 	}
 }
 
-// teardown runs when the read loop ends: the session leaves the hub, its
-// acks are stored, and the connection closes once the writer is done.
-func (s *session) teardown() {
-	if s.loggedIn {
+// end runs once (through teardown) when reading has ended or the writer
+// closed the connection: the session leaves the hub, its acks are stored,
+// and the connection closes once the writer is done.
+func (s *session) end() {
+	if s.loggedIn.Load() {
 		s.g.unregister(s)
 		s.g.stats.sessions.Add(-1)
 	}
@@ -149,14 +191,26 @@ func (s *session) teardown() {
 		s.flushTimer.Stop()
 	}
 	s.mu.Unlock()
-	if s.loggedIn {
+	if s.loggedIn.Load() {
 		s.flushCursors()
 	}
 	s.waitWriter()
 	s.mu.Lock()
-	s.closed = true
+	s.closeConnLocked()
 	s.queue, s.pending = nil, nil
 	s.mu.Unlock()
+	s.g.untrack(s)
+}
+
+// closeConnLocked is the one place the connection is closed; s.mu must be
+// held. The poller forgets the descriptor first, so a reused descriptor
+// number is never touched.
+func (s *session) closeConnLocked() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.g.poller.forget(s)
 	s.conn.Close()
 }
 
@@ -251,14 +305,40 @@ func (s *session) writeLoop() {
 		if cap(buf) <= 1<<20 {
 			*bp = buf
 		}
+		if err == nil && last {
+			s.awaitPeerClose()
+		}
 		if err != nil || last {
-			s.conn.Close()
 			s.mu.Lock()
-			s.closed = true
+			s.closeConnLocked()
 			s.queue, s.queued = nil, 0
 			s.writing = false
 			s.cond.Broadcast()
 			s.mu.Unlock()
+			// No read will notice a connection closed from this side when
+			// the poller drives reading, so end the session here.
+			go s.teardown()
+			return
+		}
+	}
+}
+
+// closeLinger bounds the wait for the client's side of the closing handshake.
+const closeLinger = 2 * time.Second
+
+// awaitPeerClose half-closes the connection after our close frame and
+// drains what the client still sends until it closes too (or closeLinger
+// passes). Closing at once with unread bytes would make the kernel send a
+// reset, and the client could lose our close frame and its code.
+func (s *session) awaitPeerClose() {
+	cw, ok := s.conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	s.conn.SetReadDeadline(s.g.cfg.Now().Add(closeLinger))
+	buf := make([]byte, 512)
+	for {
+		if _, err := s.conn.Read(buf); err != nil {
 			return
 		}
 	}
@@ -353,7 +433,7 @@ func (s *session) handle(payload []byte) {
 		s.fail(f.ID, "", herald.Errorf(herald.CodeInvalidArgument, "frame has no op"))
 		return
 	}
-	if !s.loggedIn && f.Op != proto.OpLogin && f.Op != proto.OpPing {
+	if !s.loggedIn.Load() && f.Op != proto.OpLogin && f.Op != proto.OpPing {
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeUnauthorized, "log in first"))
 		return
 	}
@@ -406,7 +486,7 @@ func (s *session) decode(f proto.Frame, v any) bool {
 }
 
 func (s *session) login(ctx context.Context, f proto.Frame) {
-	if s.loggedIn {
+	if s.loggedIn.Load() {
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeConflict, "already logged in on this connection"))
 		return
 	}
@@ -443,6 +523,9 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		if err == nil {
 			key, err = chat.ConversationKey(req.UserID, ct, c.ConvID)
 		}
+		if err == nil && c.Seq < 0 {
+			err = herald.Errorf(herald.CodeInvalidArgument, "seq %d is negative", c.Seq)
+		}
 		if err != nil {
 			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "cursors: %s", herald.ErrorMessage(err)))
 			return
@@ -455,7 +538,10 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	s.tokenExp = claims.ExpiresAt
 	s.syncing = true
 	s.mu.Unlock()
-	s.loggedIn = true
+	s.loggedIn.Store(true)
+	// The sync below may outlast a heartbeat interval, and frames are not
+	// read meanwhile: the heartbeat clock starts when it is done.
+	s.deadline.Store(math.MaxInt64)
 	s.g.stats.sessions.Add(1)
 	kick, reason := s.g.register(s)
 	for _, k := range kick {
@@ -475,7 +561,8 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		Limits: proto.Limits{
 			MaxFrameBytes: cfg.MaxFrameBytes, MaxTextBytes: cfg.Limits.MaxTextBytes,
 			MaxCustomBytes: cfg.Limits.MaxCustomBytes, MaxCommandBytes: cfg.Limits.MaxCommandBytes,
-			MaxExtendedBytes: cfg.Limits.MaxExtendedBytes, SendsPerSecond: cfg.SendsPerSecond,
+			MaxExtendedBytes: cfg.Limits.MaxExtendedBytes, MaxLocalIDBytes: cfg.Limits.MaxLocalIDBytes,
+			SendsPerSecond: cfg.SendsPerSecond, SendBurst: cfg.SendBurst,
 		},
 	})
 	s.mu.Lock()
@@ -484,6 +571,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	s.g.log.Debug("login", s.logger()...)
 
 	covered, count, err := s.g.chat.Sync(ctx, s.user, s.device, given, s.sendSyncPage)
+	s.deadline.Store(cfg.Now().Add(cfg.HeartbeatTimeout).UnixNano())
 	if err != nil {
 		if !errors.Is(err, errSessionClosed) {
 			s.g.log.Error("offline sync failed", append(s.logger(), "err", err)...)
@@ -707,9 +795,9 @@ func (s *session) history(ctx context.Context, f proto.Frame) {
 	}
 	q := store.HistoryQuery{FromSeq: req.FromSeq, Limit: req.Limit}
 	switch req.Direction {
-	case "", "backward":
+	case "", proto.Backward:
 		q.Direction = store.Backward
-	case "forward":
+	case proto.Forward:
 		q.Direction = store.Forward
 	default:
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "direction %q; want backward or forward", req.Direction))

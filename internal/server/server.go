@@ -70,6 +70,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		SendQueueBytes:    cfg.SendQueueBytes,
 		SendsPerSecond:    cfg.SendsPerSecond,
 		SendBurst:         cfg.SendBurst,
+		BlockingReads:     cfg.ReadDriver == "goroutine",
 		Limits:            limits,
 		Logger:            log,
 	})
@@ -127,7 +128,7 @@ func (s *Server) Start() error {
 			return err
 		}
 	}
-	s.log.Info("herald listening", "addr", ln.Addr().String(), "data", s.cfg.DataDir, "ws", proto.Path)
+	s.log.Info("herald listening", "addr", ln.Addr().String(), "data", s.cfg.DataDir, "ws", proto.Path, "read_driver", s.gw.ReadDriver())
 	return nil
 }
 

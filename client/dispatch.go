@@ -1,0 +1,67 @@
+package client
+
+import "sync"
+
+// dispatcher runs the app's handlers on one goroutine, in the order they were
+// queued. The queue is unbounded so that no goroutine of the SDK ever waits
+// for a handler: the reader must keep reading replies while a handler runs.
+type dispatcher struct {
+	mu     sync.Mutex
+	queue  []func()
+	closed bool
+	wake   chan struct{} // capacity 1: something was queued, or closed
+}
+
+func newDispatcher() *dispatcher {
+	return &dispatcher{wake: make(chan struct{}, 1)}
+}
+
+// push queues f. After close it drops f.
+func (d *dispatcher) push(f func()) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	d.queue = append(d.queue, f)
+	d.mu.Unlock()
+	d.signal()
+}
+
+func (d *dispatcher) signal() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run calls the queued functions until close.
+func (d *dispatcher) run() {
+	for {
+		d.mu.Lock()
+		for len(d.queue) == 0 && !d.closed {
+			d.mu.Unlock()
+			<-d.wake
+			d.mu.Lock()
+		}
+		if d.closed {
+			d.mu.Unlock()
+			return
+		}
+		f := d.queue[0]
+		d.queue[0] = nil
+		d.queue = d.queue[1:]
+		d.mu.Unlock()
+		f()
+	}
+}
+
+// close drops what is queued; no function starts after it returns. It does
+// not wait for one that is running, so a handler may call it.
+func (d *dispatcher) close() {
+	d.mu.Lock()
+	d.closed = true
+	d.queue = nil
+	d.mu.Unlock()
+	d.signal()
+}

@@ -1,0 +1,81 @@
+// Package client is Herald's Go SDK: it logs a user in to a Herald server
+// over a WebSocket (package proto), receives messages, sends them, and keeps
+// the session alive across network loss. Its shape follows ZEGO ZIM: a
+// Client with login/logout, connection states and events, handlers for
+// received messages, and token renewal.
+//
+// # Model
+//
+// New makes a Client for one server; it does not connect. Login(ctx, user,
+// token) connects, logs in and returns once the offline sync, the messages
+// that arrived while this device was away, has been handed to
+// Handlers.MessageReceived (each batch with ReceiveInfo.Offline set). From
+// then on, live messages arrive through the same handler, and the session
+// lasts until Logout, Close, or a stop event. Requests (SendPeerMessage,
+// QueryHistoryMessage, QueryConversationList, MarkConversationRead,
+// RenewToken) may be made from any goroutine.
+//
+// Every message has a per-conversation seq ("larger is newer"). The SDK hands
+// each conversation's messages to the app in seq order, each seq once, without
+// gaps: it drops a message it already delivered, and when a seq skips ahead it
+// fetches the missing ones from history before delivering. Command messages
+// (seq 0, never stored) bypass this and are delivered as they come. A
+// conversation's first message seen by the Client is its baseline: the SDK
+// does not fetch what came before it (use QueryHistoryMessage). Messages the
+// Client sent itself are returned by SendPeerMessage and not delivered again.
+//
+// When MessageReceived returns, its messages count as handed to the app: the
+// SDK acknowledges them (an "ack" per conversation, coalesced over
+// Options.AckInterval). The server uses acks to decide offline pushes: a
+// message not acknowledged in time is pushed even though the socket looks
+// alive, as for an app frozen in the background. A slow handler thus delays
+// acks, not the reading of the connection.
+//
+// # Threading
+//
+// Handlers are called from one goroutine owned by the Client, one call at a
+// time, in the order the events happened: a state change, then the messages
+// that followed it, and so on. Events queue in memory while a handler runs,
+// so handlers should return quickly. A handler may call any method of the
+// Client except Login, which waits for the handler goroutine (start a
+// goroutine for it). Close called from a handler returns without waiting for
+// that handler.
+//
+// # Reconnecting
+//
+// The server closes a connection with a code that says what to do
+// (proto.Reconnectable). After a reconnectable close (4000-4499), a network
+// loss, or a missed heartbeat (the SDK pings every heartbeat interval the
+// server announced at login, and gives up on a connection that sent nothing
+// for the heartbeat timeout), the state goes to StateReconnecting with
+// EventLoginInterrupted, and the SDK reconnects with exponential backoff and
+// full jitter (Options.ReconnectMin, Options.ReconnectMax). It logs in again
+// with the same token (or the one given to RenewToken) and the same device
+// ID, telling the server, per conversation, the highest seq handed to the
+// app, so the offline sync sends only what is newer; then the state is
+// StateConnected with EventSuccess again. Requests wait during the reconnect;
+// one whose connection dropped before its reply is sent again on the next
+// connection (a send keeps its LocalID, which the server deduplicates), until
+// its context ends.
+//
+// The SDK does not log in again by itself after a stop: kicked out by another
+// login (EventKickedOut, close 4504), token expired (EventTokenExpired, close
+// 4503, or a reconnect refused with token_expired), another refusal of the
+// login (EventLoginFailed), or another stop code (EventServerClosed). The
+// state is then StateDisconnected; call Login again, with a new token where
+// needed. TokenWillExpire warns before the token expires; RenewToken replaces
+// it in place without reconnecting.
+//
+// # Errors
+//
+// Errors the server reports keep the server's *herald.Error (code and
+// message) in their chain and match the sentinel of their code: errors.Is(err,
+// ErrTooLarge), errors.Is(err, ErrTokenExpired), and so on; errors.As(err,
+// &herr) with herr *herald.Error gives the server's message. The SDK checks
+// arguments before sending and reports them the same way (ErrInvalidArgument,
+// ErrTooLarge). A session that stopped because the server closed the
+// connection reports a *CloseError, which matches ErrKickedOut or
+// ErrTokenExpired where those apply. ErrNotLoggedIn, ErrAlreadyLoggedIn and
+// ErrClosed describe the Client itself. A request whose context ended returns
+// an error matching the context's error.
+package client

@@ -1,0 +1,316 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/proto"
+)
+
+// OutgoingMessage is a message to send. Build it with TextMessage,
+// CustomMessage or CommandMessage, then set the optional fields.
+type OutgoingMessage struct {
+	Type    herald.MessageType
+	Text    string // herald.MessageText
+	Data    []byte // herald.MessageCustom and herald.MessageCommand
+	SubType int32  // herald.MessageCustom: app-defined
+
+	// Extended is app metadata carried with the message (ZIM's extendedData).
+	Extended string
+
+	// LocalID is the sender's own ID for the message (1-64 bytes). A send
+	// retried with the same LocalID is stored once; the SDK relies on this
+	// to retry across reconnects. Empty means a random ID.
+	LocalID string
+}
+
+// TextMessage returns a text message.
+func TextMessage(text string) OutgoingMessage {
+	return OutgoingMessage{Type: herald.MessageText, Text: text}
+}
+
+// CustomMessage returns a message of app-defined bytes with an app-defined
+// subType.
+func CustomMessage(data []byte, subType int32) OutgoingMessage {
+	return OutgoingMessage{Type: herald.MessageCustom, Data: data, SubType: subType}
+}
+
+// CommandMessage returns a signalling message: delivered to sessions online
+// now, never stored, so it has no seq and no offline push.
+func CommandMessage(data []byte) OutgoingMessage {
+	return OutgoingMessage{Type: herald.MessageCommand, Data: data}
+}
+
+// SendPeerMessage sends msg to user to and returns it as stored (ID, Seq,
+// CreatedAt set; for a repeated LocalID, the original). When the connection
+// drops before the reply, the send is retried with the same LocalID after the
+// reconnect, until ctx ends (or RequestTimeout, when ctx has no deadline). An
+// error the server reports is returned at once: ErrTooLarge,
+// ErrInvalidArgument, ErrRateLimited, ErrForbidden, ... Limits the server
+// announced at login are checked before sending.
+//
+// The sent message is not passed to MessageReceived; the app has it from
+// here.
+func (c *Client) SendPeerMessage(ctx context.Context, to string, msg OutgoingMessage) (*herald.Message, error) {
+	const op = "send"
+	if err := herald.ValidateUserID(to); err != nil {
+		return nil, opError(op, err)
+	}
+	s, err := c.session()
+	if err != nil {
+		return nil, err
+	}
+	if msg.LocalID == "" {
+		msg.LocalID = randomHex(16)
+	}
+	c.mu.Lock()
+	limits := herald.Limits{
+		MaxTextBytes:     s.limits.MaxTextBytes,
+		MaxCustomBytes:   s.limits.MaxCustomBytes,
+		MaxCommandBytes:  s.limits.MaxCommandBytes,
+		MaxExtendedBytes: s.limits.MaxExtendedBytes,
+	}.WithDefaults()
+	c.mu.Unlock()
+	check := herald.Message{
+		LocalID: msg.LocalID, Type: msg.Type, Text: msg.Text, Data: msg.Data,
+		SubType: msg.SubType, Extended: msg.Extended,
+	}
+	if err := limits.Validate(&check); err != nil {
+		return nil, opError(op, err)
+	}
+	req := proto.SendRequest{
+		ConvType: proto.ConvPeer,
+		To:       to,
+		LocalID:  msg.LocalID,
+		Type:     msg.Type.String(),
+		Text:     msg.Text,
+		Data:     msg.Data,
+		SubType:  msg.SubType,
+		Extended: msg.Extended,
+	}
+	// The hook runs on the reader goroutine before any later frame is read,
+	// so the message's seq is known to the tracker before an incoming message
+	// with the next seq is looked at: it is not mistaken for a gap.
+	hook := func(r *proto.SendReply) {
+		if r.Message.Seq <= 0 {
+			return
+		}
+		k := convKey{proto.ConvPeer, to}
+		if r.Message.ConvID != "" {
+			k.id = r.Message.ConvID
+		}
+		if c.track.markOwn(s.gen, k, r.Message.Seq) {
+			c.scheduleAck()
+		}
+	}
+	c.beginSend(msg.LocalID)
+	defer c.endSend(msg.LocalID)
+	reply, err := request(ctx, c, s, proto.OpSend, req, hook)
+	if err != nil {
+		return nil, err
+	}
+	return reply.Message.ToMessage(), nil
+}
+
+// beginSend and endSend track the LocalIDs of sends in flight. A send whose
+// reply was lost with its connection may come back in the offline sync after
+// the reconnect, before the resend's reply: it must not be delivered as a
+// received message (the app gets it from SendPeerMessage).
+func (c *Client) beginSend(localID string) {
+	c.sendMu.Lock()
+	c.inflight[localID]++
+	c.sendMu.Unlock()
+}
+
+func (c *Client) endSend(localID string) {
+	c.sendMu.Lock()
+	if c.inflight[localID]--; c.inflight[localID] <= 0 {
+		delete(c.inflight, localID)
+	}
+	c.sendMu.Unlock()
+}
+
+// sending tells whether a send with localID is in flight.
+func (c *Client) sending(localID string) bool {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	return c.inflight[localID] > 0
+}
+
+// HistoryQuery selects a page of a conversation's history.
+type HistoryQuery struct {
+	// FromSeq is where the page starts, exclusive. Backward: messages with
+	// seq < FromSeq, 0 meaning from the newest. Forward: seq > FromSeq.
+	FromSeq int64
+	// Forward pages from old to new (oldest first). The default pages
+	// backward, newest first.
+	Forward bool
+	// Limit is the page size. Zero means the server's default (50); the
+	// server returns at most 200.
+	Limit int
+}
+
+// QueryHistoryMessage returns a page of the stored messages of a
+// conversation (convType ConvPeer, convID the other user), in the query's
+// order, and whether another page exists in that direction. Like every
+// request it blocks until the reply, waiting out reconnects, until ctx ends
+// (RequestTimeout if ctx has no deadline).
+func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID string, q HistoryQuery) ([]*herald.Message, bool, error) {
+	const op = "history"
+	k, err := checkConv(op, convType, convID)
+	if err != nil {
+		return nil, false, err
+	}
+	if q.Limit < 0 || q.FromSeq < 0 {
+		return nil, false, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit and from_seq must not be negative"))
+	}
+	s, err := c.session()
+	if err != nil {
+		return nil, false, err
+	}
+	req := proto.HistoryRequest{ConvType: k.typ, ConvID: k.id, FromSeq: q.FromSeq, Direction: dirBackward, Limit: q.Limit}
+	if q.Forward {
+		req.Direction = dirForward
+	}
+	reply, err := request[proto.HistoryReply](ctx, c, s, proto.OpHistory, req, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	msgs := make([]*herald.Message, len(reply.Messages))
+	for i := range reply.Messages {
+		msgs[i] = reply.Messages[i].ToMessage()
+	}
+	return msgs, reply.HasMore, nil
+}
+
+// Conversation is an entry of the conversation list.
+type Conversation struct {
+	ConvType    string          // ConvPeer or ConvGroup
+	ConvID      string          // for a peer conversation, the other user
+	LastMessage *herald.Message // nil when the conversation has no stored message
+	ReadSeq     int64           // the user has read up to this seq (MarkConversationRead)
+	Unread      int             // messages from others after ReadSeq
+}
+
+// QueryConversationList returns up to limit of the user's conversations,
+// most recent first. Zero means the server's default (100); at most 1000. It
+// blocks like QueryHistoryMessage.
+func (c *Client) QueryConversationList(ctx context.Context, limit int) ([]Conversation, error) {
+	const op = "conversations"
+	if limit < 0 {
+		return nil, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit must not be negative"))
+	}
+	s, err := c.session()
+	if err != nil {
+		return nil, err
+	}
+	reply, err := request[proto.ConversationsReply](ctx, c, s, proto.OpConversations, proto.ConversationsRequest{Limit: limit}, nil)
+	if err != nil {
+		return nil, err
+	}
+	convs := make([]Conversation, len(reply.Conversations))
+	for i, w := range reply.Conversations {
+		convs[i] = Conversation{ConvType: w.ConvType, ConvID: w.ConvID, ReadSeq: w.ReadSeq, Unread: w.Unread}
+		if w.LastMessage != nil {
+			convs[i].LastMessage = w.LastMessage.ToMessage()
+		}
+	}
+	return convs, nil
+}
+
+// MarkConversationRead marks a conversation read up to seq for the user, on
+// all devices: its unread count drops accordingly. It is unrelated to the
+// SDK's delivery acknowledgements, which it sends by itself. It blocks like
+// QueryHistoryMessage.
+func (c *Client) MarkConversationRead(ctx context.Context, convType, convID string, seq int64) error {
+	const op = "mark_read"
+	k, err := checkConv(op, convType, convID)
+	if err != nil {
+		return err
+	}
+	if seq < 0 {
+		return opError(op, herald.Errorf(herald.CodeInvalidArgument, "seq must not be negative"))
+	}
+	s, err := c.session()
+	if err != nil {
+		return err
+	}
+	_, err = request[struct{}](ctx, c, s, proto.OpMarkRead, proto.MarkReadRequest{ConvType: k.typ, ConvID: k.id, Seq: seq}, nil)
+	return err
+}
+
+func checkConv(op, convType, convID string) (convKey, error) {
+	ct, err := proto.ParseConvType(convType)
+	if err != nil {
+		return convKey{}, opError(op, err)
+	}
+	if convID == "" {
+		return convKey{}, opError(op, herald.Errorf(herald.CodeInvalidArgument, "conversation ID is empty"))
+	}
+	return convKey{proto.ConvTypeName(ct), convID}, nil
+}
+
+// request sends req as op on the session's connection and decodes the reply.
+// While the session is reconnecting it waits; when a connection ends before
+// the reply, it sends again on the next one (every operation is safe to
+// repeat: sends are deduplicated by LocalID, the rest are reads or
+// cumulative). It gives up when ctx ends, when RequestTimeout passes if ctx
+// has no deadline, or when the session ends. hook, if not nil, runs on the
+// reader goroutine with the decoded reply.
+func request[R any](ctx context.Context, c *Client, s *session, op string, req any, hook func(*R)) (*R, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.RequestTimeout)
+		defer cancel()
+	}
+	for {
+		cn, err := c.waitConn(ctx, op, s)
+		if err != nil {
+			return nil, err
+		}
+		resp := new(R)
+		var h func()
+		if hook != nil {
+			h = func() { hook(resp) }
+		}
+		err = cn.roundTrip(ctx, c.ids.Add(1), op, req, resp, h)
+		var lost *connLostError
+		switch {
+		case err == nil:
+			return resp, nil
+		case errors.As(err, &lost):
+			c.resends.Add(1)
+			s.log.Debug("request interrupted; retrying on the next connection", "op", op, "err", err)
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("client: %s: %w", op, err)
+		default:
+			return nil, err
+		}
+	}
+}
+
+// waitConn returns the session's live connection, waiting while it
+// reconnects. When the session ends first, the error is why it ended.
+func (c *Client) waitConn(ctx context.Context, op string, s *session) (*conn, error) {
+	for {
+		c.mu.Lock()
+		if s.ended {
+			err := s.err
+			c.mu.Unlock()
+			return nil, err
+		}
+		cn, changed := s.conn, s.changed
+		c.mu.Unlock()
+		if cn != nil && !cn.isDone() {
+			return cn, nil
+		}
+		select {
+		case <-changed:
+		case <-s.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("client: %s: waiting for a connection: %w", op, ctx.Err())
+		}
+	}
+}

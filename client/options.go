@@ -1,0 +1,202 @@
+package client
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+// Defaults of Options.
+const (
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultDialTimeout    = 10 * time.Second
+	DefaultReconnectMin   = 500 * time.Millisecond
+	DefaultReconnectMax   = 30 * time.Second
+	DefaultAckInterval    = 50 * time.Millisecond
+)
+
+// Heartbeat settings used when a login reply leaves them out (ZIM's values).
+const (
+	defaultHeartbeatInterval = 10 * time.Second
+	defaultHeartbeatTimeout  = 30 * time.Second
+)
+
+// Options configure a Client. The zero value works.
+type Options struct {
+	// DeviceID identifies this installation to the server: 1-64 characters of
+	// [A-Za-z0-9_.@-], stable across runs of the app so the server can resume
+	// its offline sync and target its pushes. Empty means a random ID made by
+	// New, stable for the Client's life only.
+	DeviceID string
+
+	// Platform is sent at login ("ios", "android", "web", ...). Empty sends none.
+	Platform string
+
+	// Handlers receive messages and state changes; nil fields are ignored.
+	Handlers Handlers
+
+	// Logger receives the SDK's diagnostics. Nil means none.
+	Logger *slog.Logger
+
+	// RequestTimeout bounds a request whose context has no deadline, across
+	// reconnects. It also bounds each wait for a login reply, each history
+	// fetch that fills a gap, and each write. Zero means 10s.
+	RequestTimeout time.Duration
+
+	// DialTimeout bounds the TCP connect and WebSocket handshake of each
+	// connection attempt. Zero means 10s.
+	DialTimeout time.Duration
+
+	// ReconnectMin and ReconnectMax bound the delay before each reconnect
+	// attempt: attempt n waits a random time in [0, min(ReconnectMax,
+	// ReconnectMin*2^n)] ("full jitter"). Zero means 500ms and 30s; a
+	// ReconnectMax below ReconnectMin is raised to it.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+
+	// AckInterval is the shortest time between two acknowledgements of the
+	// same conversation: acks for messages handed to the app are coalesced
+	// over it. Zero means 50ms.
+	AckInterval time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.ReconnectMin <= 0 {
+		o.ReconnectMin = DefaultReconnectMin
+	}
+	if o.ReconnectMax <= 0 {
+		o.ReconnectMax = DefaultReconnectMax
+	}
+	if o.ReconnectMax < o.ReconnectMin {
+		o.ReconnectMax = o.ReconnectMin
+	}
+	if o.AckInterval <= 0 {
+		o.AckInterval = DefaultAckInterval
+	}
+	return o
+}
+
+// Handlers are the app's callbacks. Every non-nil handler is called from one
+// goroutine owned by the Client, one call at a time, in the order the events
+// happened; see the package documentation.
+type Handlers struct {
+	// MessageReceived gets new messages of one conversation, in seq order,
+	// each seq once. When it returns, the messages count as handed to the
+	// app: the SDK acknowledges them to the server, which then sends no
+	// offline push for them, and resumes after them on reconnect.
+	MessageReceived func(msgs []*herald.Message, info ReceiveInfo)
+
+	// ConnectionStateChanged reports each change of State. err says why the
+	// connection was lost or the session ended; it is nil otherwise.
+	ConnectionStateChanged func(state ConnectionState, event ConnectionEvent, err error)
+
+	// TokenWillExpire warns that the session's token expires in remaining;
+	// call RenewToken with a fresh one (from another goroutine if fetching it
+	// takes time).
+	TokenWillExpire func(remaining time.Duration)
+}
+
+// ReceiveInfo describes a batch of received messages.
+type ReceiveInfo struct {
+	ConvType string // "peer" (ConvPeer) or "group" (ConvGroup)
+	ConvID   string // for a peer conversation, the other user
+	Offline  bool   // delivered by the offline sync after a login
+}
+
+// Conversation types, as in ReceiveInfo and the query methods.
+const (
+	ConvPeer  = "peer"
+	ConvGroup = "group"
+)
+
+// ConnectionState is the state of a Client's session (ZIM's ZIMConnectionState).
+type ConnectionState int
+
+const (
+	StateDisconnected ConnectionState = iota // no session: before Login, after Logout, or after the session stopped
+	StateConnecting                          // Login is connecting and logging in
+	StateConnected                           // logged in; messages flow
+	StateReconnecting                        // the connection was lost; the SDK is reconnecting by itself
+)
+
+func (s ConnectionState) String() string {
+	switch s {
+	case StateDisconnected:
+		return "disconnected"
+	case StateConnecting:
+		return "connecting"
+	case StateConnected:
+		return "connected"
+	case StateReconnecting:
+		return "reconnecting"
+	}
+	return "unknown"
+}
+
+// ConnectionEvent says why the state changed (ZIM's ZIMConnectionEvent; the
+// first six have ZIM's numbers).
+type ConnectionEvent int
+
+const (
+	// EventSuccess: logged in (StateConnected), at Login or after a reconnect.
+	EventSuccess ConnectionEvent = iota
+	// EventActiveLogin: Login was called (StateConnecting).
+	EventActiveLogin
+	// EventLoginTimeout: Login's connection attempt timed out, its context
+	// ended (StateDisconnected), or the server closed with 4004 before the
+	// login completed (StateReconnecting: the SDK tries again).
+	EventLoginTimeout
+	// EventLoginInterrupted: the connection was lost (StateReconnecting), or
+	// Login's only attempt failed on the network (StateDisconnected).
+	EventLoginInterrupted
+	// EventKickedOut: another login replaced this session, close code 4504
+	// (StateDisconnected). The SDK does not log in again by itself.
+	EventKickedOut
+	// EventTokenExpired: the token expired, close code 4503 or a login
+	// refused with token_expired (StateDisconnected). Log in with a new token.
+	EventTokenExpired
+	// EventLogout: Logout ended the session (StateDisconnected). Close
+	// ends it too but calls no handler. Herald's addition.
+	EventLogout
+	// EventLoginFailed: the server refused a login for a reason other than
+	// an expired token, e.g. token_invalid (StateDisconnected). Herald's addition.
+	EventLoginFailed
+	// EventServerClosed: the server closed the connection with a stop code
+	// no other event names, e.g. 4500 bad request or 1000 (StateDisconnected).
+	// Herald's addition.
+	EventServerClosed
+)
+
+func (e ConnectionEvent) String() string {
+	switch e {
+	case EventSuccess:
+		return "success"
+	case EventActiveLogin:
+		return "active_login"
+	case EventLoginTimeout:
+		return "login_timeout"
+	case EventLoginInterrupted:
+		return "login_interrupted"
+	case EventKickedOut:
+		return "kicked_out"
+	case EventTokenExpired:
+		return "token_expired"
+	case EventLogout:
+		return "logout"
+	case EventLoginFailed:
+		return "login_failed"
+	case EventServerClosed:
+		return "server_closed"
+	}
+	return "unknown"
+}

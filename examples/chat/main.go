@@ -1,0 +1,86 @@
+// Command chat is a terminal chat client built on Herald's Go SDK: it logs in,
+// prints what it missed and what arrives, and sends each line you type.
+//
+//	go run ./examples/chat --user bob --token "$(go run ./cmd/herald gentoken --user bob)"
+//	go run ./examples/chat --user alice --to bob --token "$(go run ./cmd/herald gentoken --user alice)"
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
+)
+
+func main() {
+	url := flag.String("url", "ws://127.0.0.1:7400/ws", "server WebSocket endpoint")
+	user := flag.String("user", "", "your user ID")
+	tok := flag.String("token", "", "login token (herald gentoken --user ID)")
+	to := flag.String("to", "", "send typed lines to this user")
+	device := flag.String("device", "", "device ID; keep it the same across runs to resume where you left off")
+	flag.Parse()
+	if *user == "" || *tok == "" {
+		log.Fatal("--user and --token are required")
+	}
+	if *device == "" {
+		*device = "terminal-" + *user
+	}
+	c := client.New(*url, client.Options{
+		DeviceID: *device,
+		Handlers: client.Handlers{
+			MessageReceived: func(msgs []*herald.Message, info client.ReceiveInfo) {
+				for _, m := range msgs {
+					tag := ""
+					if info.Offline {
+						tag = " (while you were away)"
+					}
+					fmt.Printf("[%s #%d] %s: %s%s\n", m.CreatedAt.Format(time.TimeOnly), m.Seq, m.From, m.Text, tag)
+				}
+			},
+			ConnectionStateChanged: func(s client.ConnectionState, ev client.ConnectionEvent, err error) {
+				fmt.Printf("-- %s (%s)", s, ev)
+				if err != nil {
+					fmt.Printf(": %v", err)
+				}
+				fmt.Println()
+			},
+		},
+	})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	err := c.Login(ctx, *user, *tok)
+	cancel()
+	if err != nil {
+		log.Fatalf("login: %v", err)
+	}
+	if *to == "" {
+		fmt.Println("-- listening; Ctrl-D to quit")
+	} else {
+		fmt.Printf("-- type a line to send it to %s; Ctrl-D to quit\n", *to)
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || *to == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		m, err := c.SendPeerMessage(ctx, *to, client.TextMessage(line))
+		cancel()
+		if err != nil {
+			fmt.Println("-- not sent:", err)
+			continue
+		}
+		fmt.Printf("-- stored as #%d\n", m.Seq)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.Logout(ctx)
+}
