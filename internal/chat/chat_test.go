@@ -1,0 +1,284 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/sqlite"
+)
+
+// recorder is a Deliverer that records every delivery.
+type recorder struct {
+	mu  sync.Mutex
+	got []delivery
+}
+
+type delivery struct {
+	seq    int64
+	conv   string
+	to     []string
+	origin SessionID
+}
+
+func (r *recorder) DeliverMessage(m *herald.Message, to []string, origin SessionID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, delivery{m.Seq, m.Conv, append([]string(nil), to...), origin})
+}
+
+func (r *recorder) all() []delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]delivery(nil), r.got...)
+}
+
+func openStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "h.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func newService(t *testing.T, st Store, cfg Config) (*Service, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	s := New(st, rec, cfg)
+	s.Start()
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s, rec
+}
+
+// send sends synchronously.
+func send(s *Service, from string, origin SessionID, m *herald.Message) (SendResult, error) {
+	type out struct {
+		r   SendResult
+		err error
+	}
+	c := make(chan out, 1)
+	s.Send(from, origin, m, func(r SendResult, err error) { c <- out{r, err} })
+	o := <-c
+	return o.r, o.err
+}
+
+func text(to, local, body string) *herald.Message {
+	return &herald.Message{Type: herald.MessageText, To: to, LocalID: local, Text: body}
+}
+
+func TestSendStoresThenDelivers(t *testing.T) {
+	s, rec := newService(t, openStore(t), Config{})
+	r, err := send(s, "alice", 7, text("bob", "l1", "hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Message.Seq != 1 || r.Message.From != "alice" || r.Message.Conv != "p:alice:bob" || r.Duplicate {
+		t.Errorf("result %+v, want seq 1 from alice in p:alice:bob", r)
+	}
+	got := rec.all()
+	if len(got) != 1 || fmt.Sprint(got[0].to) != "[bob alice]" || got[0].origin != 7 {
+		t.Errorf("deliveries %+v, want one to bob and alice's other sessions (not 7)", got)
+	}
+	// done ran after the store had the message: a history read sees it.
+	msgs, _, err := s.History(context.Background(), "bob", herald.ConversationPeer, "alice", store.HistoryQuery{})
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("history = %d messages, %v; want 1", len(msgs), err)
+	}
+
+	dup, err := send(s, "alice", 7, text("bob", "l1", "again"))
+	if err != nil || !dup.Duplicate || dup.Message.ID != r.Message.ID {
+		t.Errorf("resend = %+v, %v; want the original marked duplicate", dup, err)
+	}
+	if n := len(rec.all()); n != 1 {
+		t.Errorf("deliveries after a duplicate = %d, want 1: duplicates are not delivered again", n)
+	}
+}
+
+func TestCommandIsDeliveredNotStored(t *testing.T) {
+	st := openStore(t)
+	s, rec := newService(t, st, Config{})
+	r, err := send(s, "alice", 1, &herald.Message{Type: herald.MessageCommand, To: "bob", LocalID: "c", Data: []byte{1}})
+	if err != nil || r.Message.Seq != 0 {
+		t.Fatalf("command = %+v, %v; want no seq", r, err)
+	}
+	if got := rec.all(); len(got) != 1 || got[0].seq != 0 {
+		t.Errorf("deliveries %+v, want the command once", got)
+	}
+	if last, _ := st.LastSeqs(context.Background(), "bob"); len(last) != 0 {
+		t.Errorf("bob's conversations %v, want none: commands are not stored", last)
+	}
+}
+
+func TestConcurrentSendsStayOrdered(t *testing.T) {
+	s, rec := newService(t, openStore(t), Config{MaxBatch: 32})
+	const senders, each = 16, 50
+	var wg sync.WaitGroup
+	for i := 0; i < senders; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			from := fmt.Sprintf("u%d", i)
+			to := fmt.Sprintf("u%d", (i+1)%4+100) // several senders share receivers
+			for j := 0; j < each; j++ {
+				if _, err := send(s, from, SessionID(i), text(to, fmt.Sprint(j), "x")); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	last := map[string]int64{}
+	for _, d := range rec.all() {
+		if d.seq != last[d.conv]+1 {
+			t.Fatalf("conversation %s delivered seq %d after %d: deliveries must follow commit order without gaps", d.conv, d.seq, last[d.conv])
+		}
+		last[d.conv] = d.seq
+	}
+	if len(rec.all()) != senders*each {
+		t.Errorf("%d deliveries, want %d", len(rec.all()), senders*each)
+	}
+}
+
+// failingStore fails every append; reads go to the real store.
+type failingStore struct{ Store }
+
+func (failingStore) AppendMessages(context.Context, []*herald.Message) ([]store.Appended, error) {
+	return nil, errors.New("disk full")
+}
+
+func TestStoreFailureReachesSenderAndDeliversNothing(t *testing.T) {
+	s, rec := newService(t, failingStore{openStore(t)}, Config{})
+	_, err := send(s, "alice", 1, text("bob", "l", "x"))
+	if herald.ErrorCode(err) != herald.CodeInternal {
+		t.Errorf("error = %v, want internal", err)
+	}
+	if len(rec.all()) != 0 {
+		t.Errorf("delivered %v, want nothing when the store failed", rec.all())
+	}
+}
+
+func TestSendValidation(t *testing.T) {
+	s, _ := newService(t, openStore(t), Config{})
+	tests := []struct {
+		name string
+		m    *herald.Message
+		want herald.Code
+	}{
+		{"to yourself", text("alice", "1", "x"), herald.CodeInvalidArgument},
+		{"bad recipient", text("", "1", "x"), herald.CodeInvalidArgument},
+		{"group", &herald.Message{ConvType: herald.ConversationGroup, Type: herald.MessageText, To: "g", LocalID: "1", Text: "x"}, herald.CodeInvalidArgument},
+		{"too large", text("bob", "1", string(make([]byte, 9000))), herald.CodeTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := send(s, "alice", 1, tt.m); herald.ErrorCode(err) != tt.want {
+				t.Errorf("error = %v, want %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCloseDrainsThenRefuses(t *testing.T) {
+	rec := &recorder{}
+	s := New(openStore(t), rec, Config{})
+	s.Start()
+	var wg sync.WaitGroup
+	var stored sync.Map
+	for i := 0; i < 100; i++ {
+		wg.Add(1)
+		s.Send("alice", 1, text("bob", fmt.Sprint(i), "x"), func(r SendResult, err error) {
+			if err == nil {
+				stored.Store(r.Message.Seq, true)
+			}
+			wg.Done()
+		})
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	n := 0
+	stored.Range(func(any, any) bool { n++; return true })
+	if n != 100 || len(rec.all()) != 100 {
+		t.Errorf("after Close: %d stored, %d delivered; want every accepted send finished (100)", n, len(rec.all()))
+	}
+	if _, err := send(s, "alice", 1, text("bob", "late", "x")); herald.ErrorCode(err) != herald.CodeUnavailable {
+		t.Errorf("send after Close = %v, want unavailable", err)
+	}
+}
+
+func TestSyncCursorsAndRetention(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	s, _ := newService(t, openStore(t), Config{Now: clock, SyncPage: 2, OfflineRetention: time.Hour})
+	for i := 0; i < 3; i++ { // old messages: outside the window later
+		send(s, "alice", 1, text("bob", fmt.Sprint("old", i), "old"))
+	}
+	now = now.Add(2 * time.Hour)
+	for i := 0; i < 5; i++ {
+		send(s, "alice", 1, text("bob", fmt.Sprint("new", i), "new"))
+	}
+	send(s, "carol", 2, text("bob", "c1", "from carol"))
+	ctx := context.Background()
+
+	var pages [][]int64
+	covered, count, err := s.Sync(ctx, "bob", "phone", nil, func(msgs []*herald.Message) error {
+		var seqs []int64
+		for _, m := range msgs {
+			seqs = append(seqs, m.Seq)
+		}
+		pages = append(pages, seqs)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// alice's conversation: seqs 4-8 (1-3 are outside the window) in pages of 2; carol's: 1.
+	if fmt.Sprint(pages) != "[[4 5] [6 7] [8] [1]]" || count != 6 {
+		t.Errorf("pages %v count %d, want [[4 5] [6 7] [8] [1]] and 6", pages, count)
+	}
+	if covered["p:alice:bob"] != 8 || covered["p:bob:carol"] != 1 {
+		t.Errorf("covered %v, want alice 8 and carol 1", covered)
+	}
+
+	// A device's acks and a client's explicit cursors move the start.
+	s.SaveCursors(ctx, "bob", "phone", map[string]int64{"p:alice:bob": 6})
+	pages = nil
+	s.Sync(ctx, "bob", "phone", map[string]int64{"p:bob:carol": 1}, func(msgs []*herald.Message) error {
+		pages = append(pages, []int64{msgs[0].Seq, msgs[len(msgs)-1].Seq})
+		return nil
+	})
+	if fmt.Sprint(pages) != "[[7 8]]" {
+		t.Errorf("pages after acks = %v, want [[7 8]]", pages)
+	}
+}
+
+func TestHistoryPaging(t *testing.T) {
+	s, _ := newService(t, openStore(t), Config{})
+	for i := 0; i < 5; i++ {
+		send(s, "alice", 1, text("bob", fmt.Sprint(i), "x"))
+	}
+	ctx := context.Background()
+	msgs, more, err := s.History(ctx, "bob", herald.ConversationPeer, "alice", store.HistoryQuery{Limit: 2})
+	if err != nil || len(msgs) != 2 || msgs[0].Seq != 5 || !more {
+		t.Errorf("newest page = %d msgs (first seq %d), more %v, %v; want 5,4 and more", len(msgs), msgs[0].Seq, more, err)
+	}
+	msgs, more, _ = s.History(ctx, "bob", herald.ConversationPeer, "alice", store.HistoryQuery{FromSeq: 3, Direction: store.Forward, Limit: 2})
+	if len(msgs) != 2 || msgs[0].Seq != 4 || more {
+		t.Errorf("forward page = %d msgs, more %v; want 4,5 and no more", len(msgs), more)
+	}
+	for _, q := range []store.HistoryQuery{{Limit: 201}, {Limit: -1}, {FromSeq: -1}} {
+		if _, _, err := s.History(ctx, "bob", herald.ConversationPeer, "alice", q); herald.ErrorCode(err) != herald.CodeInvalidArgument {
+			t.Errorf("History(%+v) = %v, want invalid_argument", q, err)
+		}
+	}
+}
