@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -18,22 +19,22 @@ const (
 	msgFrom = ` FROM messages m JOIN conversations c ON c.id = m.conv_id `
 )
 
-func (s *Store) prepareReads(ctx context.Context) error {
-	stmts := []struct {
-		dst   **sql.Stmt
-		query string
-	}{
+// statement is a prepared statement to be, and where to keep it.
+type statement struct {
+	dst   **sql.Stmt
+	query string
+}
+
+// readStatements are the statements of the read pool.
+func (s *Store) readStatements() []statement {
+	return []statement{
 		{&s.stmtAfter, "SELECT " + msgCols + msgFrom +
 			"WHERE c.conv_key = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"},
-		// The subquery finds, through created_max (which never decreases
-		// along seq), the first seq that can have created_at >= since; when
-		// no message can, it is NULL, max() is NULL and nothing matches.
+		{&s.stmtConvLast, `SELECT c.id, coalesce((SELECT max(seq) FROM messages WHERE conv_id = c.id), 0)
+			FROM conversations c WHERE c.conv_key = ?`},
+		{&s.stmtCreatedMax, "SELECT created_max FROM messages WHERE conv_id = ? AND seq = ?"},
 		{&s.stmtAfterSince, "SELECT " + msgCols + msgFrom +
-			`WHERE c.conv_key = ?1
-			AND m.seq > max(?2, (SELECT f.seq - 1 FROM messages f
-				WHERE f.conv_id = c.id AND f.created_max >= ?3 ORDER BY f.created_max, f.id LIMIT 1))
-			AND m.created_at >= ?3
-			ORDER BY m.seq LIMIT ?4`},
+			"WHERE m.conv_id = ?1 AND m.seq > ?2 AND m.created_at >= ?3 ORDER BY m.seq LIMIT ?4"},
 		{&s.stmtBackward, "SELECT " + msgCols + msgFrom +
 			"WHERE c.conv_key = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3"},
 		{&s.stmtForward, "SELECT " + msgCols + msgFrom +
@@ -46,9 +47,10 @@ func (s *Store) prepareReads(ctx context.Context) error {
 		// ordering by that id is ordering by last activity. The page is
 		// picked first so unread counts are only computed for it.
 		{&s.stmtConversations, `WITH page AS (
-				SELECT mb.conv_id, mb.read_seq,
-					(SELECT l.id FROM messages l WHERE l.conv_id = mb.conv_id ORDER BY l.seq DESC LIMIT 1) AS last_id
+				SELECT mb.conv_id, mb.read_seq, l.id AS last_id
 				FROM members mb
+				LEFT JOIN messages l ON l.conv_id = mb.conv_id
+					AND l.seq = (SELECT max(seq) FROM messages WHERE conv_id = mb.conv_id)
 				WHERE mb.user_id = ?1
 				ORDER BY last_id IS NULL, last_id DESC, mb.conv_id
 				LIMIT ?2)
@@ -62,8 +64,12 @@ func (s *Store) prepareReads(ctx context.Context) error {
 			ORDER BY p.last_id IS NULL, p.last_id DESC, p.conv_id`},
 		{&s.stmtCursors, "SELECT conv_key, seq FROM cursors WHERE user_id = ? AND device = ?"},
 	}
+}
+
+// prepare prepares stmts with prep, a PrepareContext.
+func prepare(ctx context.Context, prep func(context.Context, string) (*sql.Stmt, error), stmts []statement) error {
 	for _, st := range stmts {
-		p, err := s.read.PrepareContext(ctx, st.query)
+		p, err := prep(ctx, st.query)
 		if err != nil {
 			return fmt.Errorf("prepare %q: %w", st.query, err)
 		}
@@ -132,12 +138,53 @@ func (s *Store) MessagesAfter(ctx context.Context, conv string, after int64, sin
 	if since.IsZero() {
 		msgs, err = s.queryMessages(ctx, s.stmtAfter, conv, after, limit)
 	} else {
-		msgs, err = s.queryMessages(ctx, s.stmtAfterSince, conv, after, sinceMilli(since), limit)
+		msgs, err = s.messagesSince(ctx, conv, after, sinceMilli(since), limit)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: messages after: %w", err)
 	}
 	return msgs, nil
+}
+
+// messagesSince is MessagesAfter with a since filter. created_max never
+// decreases along seq, and seqs have no gaps, so a binary search over seq
+// finds the first message that can match; the query starts there. Stored
+// rows never change, so the steps need not share a snapshot.
+func (s *Store) messagesSince(ctx context.Context, conv string, after, since int64, limit int) ([]*herald.Message, error) {
+	var convID, last int64
+	err := s.stmtConvLast.QueryRowContext(ctx, conv).Scan(&convID, &last)
+	if errors.Is(err, sql.ErrNoRows) {
+		return []*herald.Message{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	reaches := func(seq int64) (bool, error) {
+		var createdMax int64
+		err := s.stmtCreatedMax.QueryRowContext(ctx, convID, seq).Scan(&createdMax)
+		return createdMax >= since, err
+	}
+	lo, hi := after+1, last
+	if lo > hi {
+		return []*herald.Message{}, nil
+	}
+	if ok, err := reaches(hi); err != nil || !ok {
+		return []*herald.Message{}, err
+	}
+	// Invariant: hi reaches since; every seq before lo is excluded.
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		ok, err := reaches(mid)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return s.queryMessages(ctx, s.stmtAfterSince, convID, lo-1, since, limit)
 }
 
 // sinceMilli is the smallest stored created_at at or after t: stored times

@@ -3,21 +3,24 @@
 // Go, no cgo).
 //
 // It owns the database file, its schema (the migrations/ folder, embedded
-// and applied at Open) and the write path. The design, explained in
-// README.md beside this file:
+// and applied at Open) and the write path. In short (README.md beside this
+// file has the measurements behind each choice):
 //
 //   - One write connection does every write, serialised by a one-slot
 //     channel; reads use a separate pool, and WAL mode lets them run while
-//     the writer commits. A lock file keeps a second Store (in this or
-//     another process) off the same database.
+//     the writer commits. A lock file keeps a second Store, in this or
+//     another process, off the same database.
 //   - The writer owns the sequence numbers: it keeps each conversation's
-//     last seq in memory (loaded from the index on first use), assigns seqs
-//     and message IDs itself, and forgets the whole cache when a
-//     transaction fails, so seqs stay gap-free.
+//     last seq in memory (read from the (conv_id, seq) index on first use),
+//     assigns seqs and message IDs itself, and forgets the cache whenever
+//     a transaction fails, so seqs stay gap-free.
 //   - A batch costs one transaction, one fsync (synchronous=FULL) and one
-//     multi-row INSERT per Options.InsertRows messages. Duplicates
-//     (sender, local_id) are caught by a UNIQUE index with ON CONFLICT DO
-//     NOTHING; only a batch that hits one falls back to a row-by-row insert.
+//     multi-row INSERT per Options.InsertRows messages. Retries are caught
+//     by a UNIQUE (sender, local_id) index with ON CONFLICT DO NOTHING; only
+//     a batch that hits one falls back to inserting row by row.
+//   - A background connection checkpoints the WAL every
+//     Options.CheckpointInterval, so commits do not wait for the copy into
+//     the database file, and a page changed by many commits is copied once.
 package sqlite
 
 import (
@@ -26,7 +29,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -64,6 +66,19 @@ type Options struct {
 	// InsertRows is how many messages go into one multi-row INSERT
 	// statement. Zero means 64; 1 means one single-row INSERT per message.
 	InsertRows int
+
+	// CheckpointInterval is how often, when there were commits, a
+	// background connection copies the WAL into the database file. Zero
+	// means 250ms.
+	CheckpointInterval time.Duration
+
+	// WALPages is the WAL length, in 4 KiB pages, past which the
+	// background checkpoint restarts the WAL from the beginning (the
+	// writer pauses between two transactions for it), and the size the
+	// WAL file is cut back to. Should background checkpoints fall behind,
+	// the writer checkpoints in its own commits past twice this. Zero
+	// means 16384 (64 MiB).
+	WALPages int
 }
 
 func (o Options) withDefaults() Options {
@@ -85,6 +100,12 @@ func (o Options) withDefaults() Options {
 	if o.InsertRows <= 0 {
 		o.InsertRows = 64
 	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 250 * time.Millisecond
+	}
+	if o.WALPages <= 0 {
+		o.WALPages = 16384
+	}
 	return o
 }
 
@@ -96,11 +117,14 @@ type Store struct {
 	read   *sql.DB // the read pool, query_only
 	wdb    *sql.DB // holds the one write connection
 	w      *writer
+	cdb    *sql.DB // the checkpointer's connection
+	ckpt   *checkpointer
 	lock   *fileLock
 	closed atomic.Bool
 
 	// Read statements, prepared on the pool.
 	stmtAfter, stmtAfterSince, stmtBackward, stmtForward *sql.Stmt
+	stmtConvLast, stmtCreatedMax                         *sql.Stmt
 	stmtLastSeqs, stmtConversations, stmtCursors         *sql.Stmt
 }
 
@@ -128,35 +152,33 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 
-	// The writer connection: it sets the persistent journal mode, so it
-	// opens first.
-	busy := opts.BusyTimeout.Milliseconds()
-	xp := []string{fmt.Sprintf("busy_timeout(%d)", busy)}
-	if v := os.Getenv("XP_PAGE"); v != "" {
-		xp = append(xp, "page_size("+v+")")
-	}
-	if v := os.Getenv("XP_CKPT"); v != "" {
-		xp = append(xp, "wal_autocheckpoint("+v+")")
-	}
-	s.wdb, err = sql.Open("sqlite", dsn(path, append(xp,
-		"journal_mode(WAL)",
-		"synchronous(FULL)",
+	// The write connection. synchronous=FULL makes each commit fsync the
+	// WAL: an append that returned survives a power cut.
+	common := []string{
+		fmt.Sprintf("busy_timeout(%d)", opts.BusyTimeout.Milliseconds()),
 		"foreign_keys(1)",
 		"temp_store(MEMORY)",
+	}
+	s.wdb, err = sql.Open("sqlite", dsn(path, append(common,
+		"synchronous(FULL)",
 		fmt.Sprintf("cache_size(%d)", -opts.CacheKiB),
+		fmt.Sprintf("wal_autocheckpoint(%d)", 2*opts.WALPages),
+		fmt.Sprintf("journal_size_limit(%d)", opts.WALPages*4096),
 	)...))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	s.wdb.SetMaxOpenConns(1)
 	s.wdb.SetMaxIdleConns(1)
-	s.wdb.SetConnMaxLifetime(0)
-	s.wdb.SetConnMaxIdleTime(0)
 	wconn, err := s.wdb.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	s.w = &writer{conn: wconn, sem: make(chan struct{}, 1), log: s.log, maxConvs: opts.ConvCache, insertRows: opts.InsertRows}
+	var mode string
+	if err := wconn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil || mode != "wal" {
+		return nil, fmt.Errorf("sqlite: %s: cannot switch to WAL mode (mode %q): %v", path, mode, err)
+	}
 
 	ms, err := loadMigrations(migrationFS)
 	if err != nil {
@@ -169,22 +191,26 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 
-	s.read, err = sql.Open("sqlite", dsn(path,
-		fmt.Sprintf("busy_timeout(%d)", busy),
+	s.read, err = sql.Open("sqlite", dsn(path, append(common,
 		"query_only(1)",
-		"temp_store(MEMORY)",
 		fmt.Sprintf("cache_size(%d)", -max(opts.CacheKiB/4, 1024)),
-	))
+	)...))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	s.read.SetMaxOpenConns(opts.ReadConns)
 	s.read.SetMaxIdleConns(opts.ReadConns)
-	s.read.SetConnMaxLifetime(0)
-	s.read.SetConnMaxIdleTime(0)
-	if err := s.prepareReads(ctx); err != nil {
+	if err := prepare(ctx, s.read.PrepareContext, s.readStatements()); err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
+
+	s.cdb, err = sql.Open("sqlite", dsn(path, "busy_timeout(100)", "synchronous(FULL)"))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	s.cdb.SetMaxOpenConns(1)
+	s.cdb.SetMaxIdleConns(1)
+	s.ckpt = startCheckpointer(s.cdb, s.w, opts.CheckpointInterval, opts.WALPages, s.log)
 	return s, nil
 }
 
@@ -236,10 +262,16 @@ func (s *Store) Close() error {
 func (s *Store) release() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{s.stmtAfter, s.stmtAfterSince, s.stmtBackward, s.stmtForward,
-		s.stmtLastSeqs, s.stmtConversations, s.stmtCursors} {
+		s.stmtConvLast, s.stmtCreatedMax, s.stmtLastSeqs, s.stmtConversations, s.stmtCursors} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
+	}
+	if s.ckpt != nil {
+		s.ckpt.close()
+	}
+	if s.cdb != nil {
+		errs = append(errs, s.cdb.Close())
 	}
 	if s.read != nil {
 		errs = append(errs, s.read.Close())

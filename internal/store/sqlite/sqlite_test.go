@@ -357,3 +357,40 @@ func TestPathWithURICharacters(t *testing.T) {
 		t.Errorf("database file: %v", err)
 	}
 }
+
+// TestQueryPlans fails when a statement would scan a table rather than
+// search an index: a dropped or unused index shows up here, not in
+// production.
+func TestQueryPlans(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	defer s.Close()
+	mustAppend(t, s, msg("alice", "bob", "1"))
+	stmts := append(s.readStatements(), s.w.statements()...)
+	for _, st := range stmts {
+		q := strings.TrimSpace(st.query)
+		if !strings.HasPrefix(q, "SELECT") && !strings.HasPrefix(q, "UPDATE") && !strings.HasPrefix(q, "WITH") {
+			continue
+		}
+		rows, err := s.w.conn.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q, "x", 1, 2, 3)
+		if err != nil {
+			t.Fatalf("explain %q: %v", q, err)
+		}
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		rows.Close()
+		for _, step := range plan {
+			// The only scan allowed is of the Conversations query's page.
+			if strings.HasPrefix(step, "SCAN ") && step != "SCAN p" {
+				t.Errorf("query scans a table:\n%s\nplan:\n  %s", q, strings.Join(plan, "\n  "))
+				break
+			}
+		}
+	}
+}

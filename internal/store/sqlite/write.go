@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -17,7 +18,8 @@ import (
 // writer owns the database's one write connection and the state only the
 // writer may touch: the seq cache and the next message ID. Holding sem (a
 // one-slot channel, so waiting for it honours contexts) is holding the
-// writer; every field below sem requires it.
+// writer; every field below conn requires it. The checkpointer also takes
+// sem, briefly, to restart the WAL between two transactions.
 //
 // Statements inside a write transaction run with a context that cannot be
 // cancelled: the caller's context is checked between steps instead. An
@@ -35,6 +37,9 @@ type writer struct {
 	// last seq. It is cleared whenever a transaction fails, so it never
 	// holds a seq (or a conversation) that did not commit.
 	convs map[string]*convState
+	// committed is raised after every commit, for the checkpointer; it is
+	// atomic and needs no sem.
+	committed atomic.Bool
 	// nextID is the next message ID. It only grows: a failed transaction
 	// wastes IDs, never reuses them.
 	nextID int64
@@ -62,11 +67,9 @@ const (
 	insertArgs = 13
 )
 
-func (w *writer) prepare(ctx context.Context) error {
-	stmts := []struct {
-		dst   **sql.Stmt
-		query string
-	}{
+// statements are the writer's statements, but for the multi-row INSERTs.
+func (w *writer) statements() []statement {
+	return []statement{
 		{&w.begin, "BEGIN IMMEDIATE"},
 		{&w.commit, "COMMIT"},
 		{&w.rollback, "ROLLBACK"},
@@ -85,12 +88,12 @@ func (w *writer) prepare(ctx context.Context) error {
 			ON CONFLICT (user_id, device, conv_key) DO UPDATE SET seq = max(seq, excluded.seq)`},
 		{&w.insertOne, insertHead + insertRow + insertTail},
 	}
-	for _, s := range stmts {
-		st, err := w.conn.PrepareContext(ctx, s.query)
-		if err != nil {
-			return fmt.Errorf("prepare %q: %w", s.query, err)
-		}
-		*s.dst = st
+}
+
+// prepare readies the writer once the schema is up to date.
+func (w *writer) prepare(ctx context.Context) error {
+	if err := prepare(ctx, w.conn.PrepareContext, w.statements()); err != nil {
+		return err
 	}
 	w.insertMany = make(map[int]*sql.Stmt)
 	w.convs = make(map[string]*convState)
@@ -232,8 +235,8 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message) (res []stor
 	if err := ctx.Err(); err != nil {
 		return nil, err // nothing is stored for a caller that gave up
 	}
-	if _, err := w.commit.ExecContext(ectx); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
+	if err := w.commitTx(ectx); err != nil {
+		return nil, err
 	}
 	w.trimCache()
 	return res, nil
@@ -484,6 +487,7 @@ func (s *Store) SetReadSeq(ctx context.Context, user, conv string, seq int64) er
 	if err != nil {
 		return fmt.Errorf("sqlite: set read seq: %w", err)
 	}
+	s.w.committed.Store(true)
 	n, err := r.RowsAffected()
 	if err != nil {
 		return fmt.Errorf("sqlite: set read seq: %w", err)
@@ -535,8 +539,13 @@ func (w *writer) saveCursors(ctx context.Context, user, device string, cursors m
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if _, err := w.commit.ExecContext(ectx); err != nil {
+	return w.commitTx(ectx)
+}
+
+func (w *writer) commitTx(ctx context.Context) error {
+	if _, err := w.commit.ExecContext(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	w.committed.Store(true)
 	return nil
 }
