@@ -363,8 +363,24 @@ func (s *Service) MarkRead(ctx context.Context, user string, t herald.Conversati
 }
 
 // SaveCursors records how far a device has acknowledged its conversations.
+// An ack past a conversation's last message is clamped to it (and one for a
+// conversation without messages dropped): a device cannot skip messages
+// that do not exist yet by acknowledging them in advance.
 func (s *Service) SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error {
-	if err := s.st.SaveCursors(ctx, user, device, cursors); err != nil {
+	last, err := s.st.LastSeqs(ctx, user)
+	if err != nil {
+		return fmt.Errorf("save cursors: %w", err)
+	}
+	clamped := make(map[string]int64, len(cursors))
+	for k, v := range cursors {
+		if v = min(v, last[k]); v > 0 {
+			clamped[k] = v
+		}
+	}
+	if len(clamped) == 0 {
+		return nil
+	}
+	if err := s.st.SaveCursors(ctx, user, device, clamped); err != nil {
 		return fmt.Errorf("save cursors: %w", err)
 	}
 	return nil

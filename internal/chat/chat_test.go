@@ -282,3 +282,31 @@ func TestHistoryPaging(t *testing.T) {
 		}
 	}
 }
+
+func TestAcksPastTheEndAreClamped(t *testing.T) {
+	st := openStore(t)
+	s, _ := newService(t, st, Config{})
+	for i := 0; i < 3; i++ {
+		send(s, "alice", 1, text("bob", fmt.Sprint(i), "x"))
+	}
+	ctx := context.Background()
+	if err := s.SaveCursors(ctx, "bob", "phone", map[string]int64{"p:alice:bob": 1000, "p:bob:nobody": 5}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := st.Cursors(ctx, "bob", "phone")
+	if fmt.Sprint(got) != "map[p:alice:bob:3]" {
+		t.Fatalf("cursors = %v, want alice's clamped to 3 and none for a conversation without messages", got)
+	}
+	// A message sent after the over-eager ack still reaches the device.
+	send(s, "alice", 1, text("bob", "later", "x"))
+	var synced []int64
+	s.Sync(ctx, "bob", "phone", nil, func(msgs []*herald.Message) error {
+		for _, m := range msgs {
+			synced = append(synced, m.Seq)
+		}
+		return nil
+	})
+	if fmt.Sprint(synced) != "[4]" {
+		t.Errorf("sync after the clamped ack = %v, want [4]", synced)
+	}
+}

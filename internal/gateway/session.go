@@ -518,14 +518,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	}
 	given := make(map[string]int64, len(req.Cursors))
 	for _, c := range req.Cursors {
-		ct, err := proto.ParseConvType(c.ConvType)
-		var key string
-		if err == nil {
-			key, err = chat.ConversationKey(req.UserID, ct, c.ConvID)
-		}
-		if err == nil && c.Seq < 0 {
-			err = herald.Errorf(herald.CodeInvalidArgument, "seq %d is negative", c.Seq)
-		}
+		key, err := cursorKey(req.UserID, c.ConvType, c.ConvID, c.Seq)
 		if err != nil {
 			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "cursors: %s", herald.ErrorMessage(err)))
 			return
@@ -725,19 +718,25 @@ func (s *session) send(f proto.Frame) {
 	})
 }
 
+// cursorKey validates a (conversation, seq) position named by user and
+// returns the conversation's key.
+func cursorKey(user, convType, convID string, seq int64) (string, error) {
+	ct, err := proto.ParseConvType(convType)
+	if err != nil {
+		return "", err
+	}
+	if seq < 0 {
+		return "", herald.Errorf(herald.CodeInvalidArgument, "seq %d is negative", seq)
+	}
+	return chat.ConversationKey(user, ct, convID)
+}
+
 func (s *session) ack(f proto.Frame) {
 	var req proto.AckRequest
 	if !s.decode(f, &req) {
 		return
 	}
-	ct, err := proto.ParseConvType(req.ConvType)
-	var key string
-	if err == nil {
-		key, err = chat.ConversationKey(s.user, ct, req.ConvID)
-	}
-	if err == nil && req.Seq < 0 {
-		err = herald.Errorf(herald.CodeInvalidArgument, "seq %d is negative", req.Seq)
-	}
+	key, err := cursorKey(s.user, req.ConvType, req.ConvID, req.Seq)
 	if err != nil {
 		s.fail(f.ID, f.Op, err)
 		return
