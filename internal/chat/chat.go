@@ -130,15 +130,11 @@ func (s *Service) Close(ctx context.Context) error {
 // own user), stores it and delivers it to the recipient's sessions and the
 // sender's other sessions. done is called exactly once, after the message is
 // durable (or with the error), from the fan-out goroutine: it must not block.
-// Command messages are delivered live and never stored.
+// Command messages are never stored; they go through the same pipeline so
+// they are delivered in order with the messages around them.
 func (s *Service) Send(from string, origin SessionID, m *herald.Message, done func(SendResult, error)) {
 	if err := s.prepare(from, m); err != nil {
 		done(SendResult{}, err)
-		return
-	}
-	if m.Type == herald.MessageCommand {
-		s.deliv.DeliverMessage(m, []string{m.To, m.From}, origin)
-		done(SendResult{Message: m}, nil)
 		return
 	}
 	s.mu.RLock()
@@ -197,23 +193,33 @@ func (s *Service) writeLoop() {
 		}
 		msgs = msgs[:0]
 		for _, p := range batch {
-			msgs = append(msgs, p.msg)
+			if p.msg.Type != herald.MessageCommand {
+				msgs = append(msgs, p.msg)
+			}
 		}
-		res, err := s.st.AppendMessages(context.Background(), msgs)
-		if err == nil && len(res) != len(batch) {
-			err = fmt.Errorf("store returned %d results for %d messages", len(res), len(batch))
+		var res []store.Appended
+		var err error
+		if len(msgs) > 0 {
+			res, err = s.st.AppendMessages(context.Background(), msgs)
+			if err == nil && len(res) != len(msgs) {
+				err = fmt.Errorf("store returned %d results for %d messages", len(res), len(msgs))
+			}
+		}
+		out := make([]*pending, 0, len(batch))
+		for _, p := range batch {
+			switch {
+			case p.msg.Type == herald.MessageCommand:
+				p.res = store.Appended{Message: p.msg}
+			case err != nil:
+				p.done(SendResult{}, herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"))
+				continue
+			default:
+				p.res, res = res[0], res[1:]
+			}
+			out = append(out, p)
 		}
 		if err != nil {
-			s.log.Error("store append failed", "messages", len(batch), "err", err)
-			for _, p := range batch {
-				p.done(SendResult{}, herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"))
-			}
-			continue
-		}
-		out := make([]*pending, len(batch))
-		for i, p := range batch {
-			p.res = res[i]
-			out[i] = p
+			s.log.Error("store append failed", "messages", len(msgs), "err", err)
 		}
 		s.fanout <- out
 	}

@@ -310,3 +310,24 @@ func TestAcksPastTheEndAreClamped(t *testing.T) {
 		t.Errorf("sync after the clamped ack = %v, want [4]", synced)
 	}
 }
+
+func TestCommandsKeepOrderWithMessages(t *testing.T) {
+	s, rec := newService(t, openStore(t), Config{})
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(2)
+		s.Send("alice", 1, text("bob", fmt.Sprint("t", i), "x"), func(SendResult, error) { wg.Done() })
+		s.Send("alice", 1, &herald.Message{Type: herald.MessageCommand, To: "bob", LocalID: fmt.Sprint("c", i), Data: []byte{byte(i)}}, func(SendResult, error) { wg.Done() })
+	}
+	wg.Wait()
+	got := rec.all()
+	if len(got) != 100 {
+		t.Fatalf("%d deliveries, want 100", len(got))
+	}
+	for i, d := range got {
+		wantCommand := i%2 == 1
+		if (d.seq == 0) != wantCommand || (!wantCommand && d.seq != int64(i/2+1)) {
+			t.Fatalf("delivery %d has seq %d: a command must come right after the message sent before it", i, d.seq)
+		}
+	}
+}

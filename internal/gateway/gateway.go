@@ -255,6 +255,9 @@ func (g *Gateway) track(s *session) bool {
 func (g *Gateway) untrack(s *session) {
 	g.connsMu.Lock()
 	defer g.connsMu.Unlock()
+	if _, tracked := g.conns[s]; !tracked {
+		return // refused at track
+	}
 	delete(g.conns, s)
 	g.stats.connections.Add(-1)
 	if g.closing && len(g.conns) == 0 {
@@ -300,11 +303,18 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 }
 
 // register adds s to its user's sessions and returns those the multi-login
-// policy displaces, with the reason to tell them.
-func (g *Gateway) register(s *session) (kick []*session, reason string) {
+// policy displaces, with the reason to tell them. ok is false when s has
+// already ended: it must not be registered then.
+func (g *Gateway) register(s *session) (kick []*session, reason string, ok bool) {
 	sh := g.shardOf(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	s.mu.Lock() // lock order: shard, then session
+	ended := s.ended
+	s.mu.Unlock()
+	if ended {
+		return nil, "", false
+	}
 	old := sh.users[s.user]
 	keep := make([]*session, 0, len(old)+1)
 	for _, o := range old {
@@ -323,7 +333,8 @@ func (g *Gateway) register(s *session) (kick []*session, reason string) {
 		keep = keep[n:]
 	}
 	sh.users[s.user] = append(keep, s)
-	return kick, reason
+	g.stats.sessions.Add(int64(1 - len(kick)))
+	return kick, reason, true
 }
 
 // unregister removes s from the hub if it is still there.
@@ -334,6 +345,7 @@ func (g *Gateway) unregister(s *session) {
 	list := sh.users[s.user]
 	for i, o := range list {
 		if o == s {
+			g.stats.sessions.Add(-1)
 			rest := make([]*session, 0, len(list)-1)
 			rest = append(append(rest, list[:i]...), list[i+1:]...)
 			if len(rest) == 0 {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -33,8 +34,9 @@ type poller struct {
 	mu   sync.Mutex
 	byID map[uint64]*session
 
-	bufs sync.Pool
-	done chan struct{}
+	bufs   sync.Pool
+	done   chan struct{}
+	closed atomic.Bool // the epoll set is released: no more EpollCtl on its number
 }
 
 var errWouldBlock = errors.New("would block")
@@ -80,15 +82,20 @@ func (p *poller) attach(s *session, buffered []byte) bool {
 	if fd < 0 {
 		return false
 	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return true // closed already (shutdown raced the handshake): nothing to read
+	}
 	s.poll = pollState{raw: raw, fd: fd}
 	p.mu.Lock()
 	p.byID[uint64(s.id)] = s
 	p.mu.Unlock()
 	if len(buffered) > 0 {
+		s.mu.Unlock()
 		go p.process(s, buffered)
 		return true
 	}
-	s.mu.Lock()
 	err = p.armLocked(s)
 	s.mu.Unlock()
 	if err != nil {
@@ -100,7 +107,7 @@ func (p *poller) attach(s *session, buffered []byte) bool {
 
 // armLocked (re-)enables one readiness event for s; s.mu must be held.
 func (p *poller) armLocked(s *session) error {
-	if s.closed {
+	if s.closed || p.closed.Load() {
 		return nil
 	}
 	id := uint64(s.id)
@@ -124,10 +131,10 @@ func (p *poller) forget(s *session) {
 	p.mu.Lock()
 	delete(p.byID, uint64(s.id))
 	p.mu.Unlock()
-	if s.poll.armed {
+	if s.poll.armed && !p.closed.Load() {
 		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, s.poll.fd, nil)
-		s.poll.armed = false
 	}
+	s.poll.armed = false
 }
 
 func (p *poller) loop() {
@@ -218,6 +225,7 @@ func (p *poller) close() {
 	var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
 	unix.Write(p.wake, one)
 	<-p.done
+	p.closed.Store(true)
 	unix.Close(p.epfd)
 	unix.Close(p.wake)
 }

@@ -19,9 +19,18 @@ import (
 	"github.com/herald-im/herald/token"
 )
 
-// syncFrameBytes bounds one sync event frame; a page of the store is split
-// into frames no larger than this (one message may exceed it alone).
-const syncFrameBytes = 256 << 10
+// maxReplyBytes bounds one sync event or history reply (and a quarter of
+// the send queue, if that is less); a larger page is split (sync) or cut
+// short with has_more (history). One message may exceed it alone.
+const maxReplyBytes = 256 << 10
+
+func (g *Gateway) replyBudget() int { return min(maxReplyBytes, g.cfg.SendQueueBytes/4) }
+
+// wireSize estimates a message's encoded size: base64 grows data by 4/3 and
+// JSON escaping can grow text up to 6 times.
+func wireSize(m *herald.Message) int {
+	return 6*(len(m.Text)+len(m.Extended)) + len(m.Data)*4/3 + 256
+}
 
 // maxAckedConversations bounds the per-session ack map.
 const maxAckedConversations = 10000
@@ -55,11 +64,12 @@ type session struct {
 	mu          sync.Mutex
 	cond        sync.Cond // on mu: the writer drained the queue or stopped
 	queue       []outFrame
-	queued      int // bytes in queue
+	queued      int // cost of the frames in queue and being written (see frameCost)
 	writing     bool
 	closeCode   int // set once: the writer sends it after the queue, then closes the conn
 	closeReason string
 	closed      bool // the connection is closed; nothing more is read or written
+	ended       bool // end has run or is running: no login, timer or ack may start anything new
 
 	syncing      bool // live messages wait in pending until the offline sync is sent
 	pending      []liveMsg
@@ -68,6 +78,7 @@ type session struct {
 	acked      map[string]int64 // conversation -> highest seq this device acknowledged
 	ackDirty   bool
 	flushTimer *time.Timer
+	flushMu    sync.Mutex // serialises cursor flushes: a flush that returned has stored every ack before it
 
 	tokenExp   time.Time
 	tokenTimer *time.Timer
@@ -179,10 +190,10 @@ func (s *session) readFailed(err error) {
 // closed the connection: the session leaves the hub, its acks are stored,
 // and the connection closes once the writer is done.
 func (s *session) end() {
-	if s.loggedIn.Load() {
-		s.g.unregister(s)
-		s.g.stats.sessions.Add(-1)
-	}
+	s.mu.Lock()
+	s.ended = true
+	s.mu.Unlock()
+	s.g.unregister(s) // after ended is set, register refuses s
 	s.mu.Lock()
 	if s.tokenTimer != nil {
 		s.tokenTimer.Stop()
@@ -231,26 +242,34 @@ func (s *session) closeLocked(code int, reason string) {
 	s.startWriterLocked()
 }
 
+// frameCost is what a queued frame counts against the send queue limit:
+// its payload plus the memory of its queue entry and header, so a flood of
+// empty frames (pongs for empty pings) is bounded too.
+func frameCost(payload []byte) int { return len(payload) + 64 }
+
 // enqueueLocked queues a frame for the writer; s.mu must be held. A queue
-// over its byte limit closes the session with CloseSlowConsumer: the client
-// reconnects and resyncs rather than holding the server's memory.
+// over its limit closes the session with CloseSlowConsumer: the client
+// reconnects and resyncs rather than holding the server's memory. One frame
+// larger than the limit is let into an empty queue, so a large reply
+// cannot make a client that keeps up reconnect for ever.
 func (s *session) enqueueLocked(op ws.OpCode, payload []byte) bool {
 	if s.closed || s.closeCode != 0 {
 		return false
 	}
-	if s.queued+len(payload) > s.g.cfg.SendQueueBytes {
+	cost := frameCost(payload)
+	if s.queued > 0 && s.queued+cost > s.g.cfg.SendQueueBytes {
 		s.slowLocked()
 		return false
 	}
 	s.queue = append(s.queue, outFrame{op, payload})
-	s.queued += len(payload)
+	s.queued += cost
 	s.startWriterLocked()
 	return true
 }
 
 func (s *session) slowLocked() {
 	s.g.stats.slowClosed.Add(1)
-	s.queue, s.queued = nil, 0
+	s.queue = nil
 	s.pending, s.pendingBytes = nil, 0
 	s.closeLocked(proto.CloseSlowConsumer, "send queue full; reconnect and resync")
 }
@@ -281,7 +300,7 @@ func (s *session) writeLoop() {
 	for {
 		s.mu.Lock()
 		q := s.queue
-		s.queue, s.queued = nil, 0
+		s.queue = nil
 		code, reason := s.closeCode, s.closeReason
 		if len(q) == 0 && (code == 0 || s.closed) {
 			s.writing = false
@@ -289,12 +308,13 @@ func (s *session) writeLoop() {
 			s.mu.Unlock()
 			return
 		}
-		s.cond.Broadcast()
 		s.mu.Unlock()
 
 		buf := (*bp)[:0]
+		written := 0
 		for _, f := range q {
 			buf = appendFrame(buf, f.op, f.payload)
+			written += frameCost(f.payload)
 		}
 		last := len(q) == 0 // only the close frame is left
 		if last {
@@ -305,6 +325,12 @@ func (s *session) writeLoop() {
 		if cap(buf) <= 1<<20 {
 			*bp = buf
 		}
+		// Frames count against the queue until written: a client that
+		// stalls a write cannot make the server hold more than the limit.
+		s.mu.Lock()
+		s.queued = max(s.queued-written, 0)
+		s.cond.Broadcast()
+		s.mu.Unlock()
 		if err == nil && last {
 			s.awaitPeerClose()
 		}
@@ -368,7 +394,7 @@ func (s *session) deliver(conv string, seq int64, frame []byte) {
 func (s *session) enqueueWait(frame []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.queued > 0 && s.queued+len(frame) > s.g.cfg.SendQueueBytes/2 && !s.closed && s.closeCode == 0 {
+	for s.queued > 0 && s.queued+frameCost(frame) > s.g.cfg.SendQueueBytes/2 && !s.closed && s.closeCode == 0 {
 		s.cond.Wait()
 	}
 	if !s.enqueueLocked(ws.OpText, frame) {
@@ -527,6 +553,10 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	}
 
 	s.mu.Lock()
+	if s.ended || s.closeCode != 0 {
+		s.mu.Unlock()
+		return // the session ended while this login was being checked
+	}
 	s.user, s.device = req.UserID, req.DeviceID
 	s.tokenExp = claims.ExpiresAt
 	s.syncing = true
@@ -535,8 +565,10 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	// The sync below may outlast a heartbeat interval, and frames are not
 	// read meanwhile: the heartbeat clock starts when it is done.
 	s.deadline.Store(math.MaxInt64)
-	s.g.stats.sessions.Add(1)
-	kick, reason := s.g.register(s)
+	kick, reason, ok := s.g.register(s)
+	if !ok {
+		return // ended meanwhile: end has run or will find nothing to remove
+	}
 	for _, k := range kick {
 		s.g.stats.kicked.Add(1)
 		k.closeWith(proto.CloseKickedOut, reason)
@@ -588,7 +620,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 // syncFrameBytes each and streams them at the client's pace.
 func (s *session) sendSyncPage(msgs []*herald.Message) error {
 	ev := proto.SyncEvent{Messages: make([]proto.Message, 0, len(msgs))}
-	size := 0
+	size, budget := 0, s.g.replyBudget()
 	flush := func() error {
 		if len(ev.Messages) == 0 {
 			return nil
@@ -602,8 +634,8 @@ func (s *session) sendSyncPage(msgs []*herald.Message) error {
 	}
 	for _, m := range msgs {
 		w := proto.FromMessage(m, s.user, true)
-		n := len(m.Text) + len(m.Data)*4/3 + len(m.Extended) + 256
-		if size > 0 && size+n > syncFrameBytes {
+		n := wireSize(m)
+		if size > 0 && size+n > budget {
 			if err := flush(); err != nil {
 				return err
 			}
@@ -620,6 +652,9 @@ func (s *session) armTokenTimerLocked() {
 	if s.tokenTimer != nil {
 		s.tokenTimer.Stop()
 	}
+	if s.ended {
+		return
+	}
 	exp := s.tokenExp
 	d := exp.Add(-s.g.cfg.TokenWarning).Sub(s.g.cfg.Now())
 	s.tokenTimer = time.AfterFunc(max(d, 0), func() { s.tokenTick(exp) })
@@ -628,7 +663,7 @@ func (s *session) armTokenTimerLocked() {
 func (s *session) tokenTick(exp time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.tokenExp.Equal(exp) || s.closed {
+	if !s.tokenExp.Equal(exp) || s.closed || s.ended {
 		return // renewed or gone
 	}
 	now := s.g.cfg.Now()
@@ -753,7 +788,7 @@ func (s *session) ack(f proto.Frame) {
 	}
 	if req.Seq > s.acked[key] {
 		s.acked[key] = req.Seq
-		if !s.ackDirty {
+		if !s.ackDirty && !s.ended {
 			s.ackDirty = true
 			s.flushTimer = time.AfterFunc(s.g.cfg.CursorFlush, s.flushCursors)
 		}
@@ -764,6 +799,8 @@ func (s *session) ack(f proto.Frame) {
 
 // flushCursors stores the acks gathered since the last flush.
 func (s *session) flushCursors() {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	s.mu.Lock()
 	if !s.ackDirty {
 		s.mu.Unlock()
@@ -807,9 +844,14 @@ func (s *session) history(ctx context.Context, f proto.Frame) {
 		s.fail(f.ID, f.Op, err)
 		return
 	}
-	out := proto.HistoryReply{Messages: make([]proto.Message, len(msgs)), HasMore: more}
-	for i, m := range msgs {
-		out.Messages[i] = proto.FromMessage(m, s.user, false)
+	out := proto.HistoryReply{Messages: make([]proto.Message, 0, len(msgs)), HasMore: more}
+	size, budget := 0, s.g.replyBudget()
+	for _, m := range msgs {
+		if size += wireSize(m); size > budget && len(out.Messages) > 0 {
+			out.HasMore = true // the client pages on from the last message it got
+			break
+		}
+		out.Messages = append(out.Messages, proto.FromMessage(m, s.user, false))
 	}
 	s.reply(f.ID, out)
 }

@@ -1,0 +1,75 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/chat"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/proto"
+	"github.com/herald-im/herald/token"
+)
+
+// noChat fails the test if the gateway reaches the chat service.
+type noChat struct{ t *testing.T }
+
+func (c noChat) Send(string, chat.SessionID, *herald.Message, func(chat.SendResult, error)) {
+	c.t.Error("unexpected Send")
+}
+func (c noChat) Sync(context.Context, string, string, map[string]int64, func([]*herald.Message) error) (map[string]int64, int, error) {
+	c.t.Error("unexpected Sync")
+	return nil, 0, nil
+}
+func (c noChat) History(context.Context, string, herald.ConversationType, string, store.HistoryQuery) ([]*herald.Message, bool, error) {
+	c.t.Error("unexpected History")
+	return nil, false, nil
+}
+func (c noChat) Conversations(context.Context, string, int) ([]herald.Conversation, error) {
+	c.t.Error("unexpected Conversations")
+	return nil, nil
+}
+func (c noChat) MarkRead(context.Context, string, herald.ConversationType, string, int64) error {
+	c.t.Error("unexpected MarkRead")
+	return nil
+}
+func (c noChat) SaveCursors(context.Context, string, string, map[string]int64) error { return nil }
+
+// TestLoginAfterEndRegistersNothing: a login whose session ended while the
+// login was being checked (login timeout, shutdown) must not leave the
+// session in the hub.
+func TestLoginAfterEndRegistersNothing(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	g := New(noChat{t}, Config{Secret: secret, BlockingReads: true})
+	defer g.Shutdown(context.Background())
+	server, client := net.Pipe()
+	defer client.Close()
+	go func() { // drain what the session writes
+		buf := make([]byte, 4096)
+		for {
+			if _, err := client.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	s := newSession(g, server)
+	s.teardown()
+	tok, _ := token.Mint(secret, "bob", time.Now(), time.Hour)
+	data, _ := proto.JSON.Marshal(proto.LoginRequest{Version: proto.Version, UserID: "bob", Token: tok, DeviceID: "d"})
+	frame, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: 1, Op: proto.OpLogin, Data: data})
+	s.handle(frame)
+	if n := g.SessionsOf("bob"); n != 0 {
+		t.Errorf("bob has %d sessions after a login on an ended session, want 0", n)
+	}
+	if st := g.Stats(); st.Sessions != 0 || st.Connections != 0 {
+		t.Errorf("stats = %+v, want no sessions and no connections", st)
+	}
+	s.mu.Lock()
+	timer := s.tokenTimer
+	s.mu.Unlock()
+	if timer != nil {
+		t.Error("a token timer was armed on an ended session")
+	}
+}
