@@ -459,8 +459,9 @@ func (c *Client) endSession(s *session, ev ConnectionEvent, err error) {
 	}
 }
 
-// Logout logs out: the server forgets this device's binding to the user (no
-// more pushes for the user reach it), then the session ends with
+// Logout logs out (once offline push exists, this also ends the device's
+// binding to the user, so no more pushes for the user reach it), then the
+// session ends with
 // StateDisconnected and EventLogout. Acknowledgements still owed are sent
 // first. The session ends even when the server cannot be reached; the error
 // then says so. Logout without a session does nothing.
@@ -513,8 +514,8 @@ func (c *Client) RenewToken(ctx context.Context, token string) (time.Time, error
 	return time.UnixMilli(reply.TokenExpiresAt), nil
 }
 
-// Close ends the session without logging out (the server keeps this device
-// bound to the user, so pushes continue) and releases the Client. No handler
+// Close ends the session without logging out (once offline push exists, the
+// device stays bound to the user, so pushes continue) and releases the Client. No handler
 // is called after Close returns, not even for the state change; a handler
 // already running may still be finishing, and may itself call Close. Methods
 // called after Close return ErrClosed.

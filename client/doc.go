@@ -26,8 +26,9 @@
 //
 // When MessageReceived returns, its messages count as handed to the app: the
 // SDK acknowledges them (an "ack" per conversation, coalesced over
-// Options.AckInterval). The server uses acks to decide offline pushes: a
-// message not acknowledged in time is pushed even though the socket looks
+// Options.AckInterval). The server records them per device: the next login's
+// offline sync starts after them, and offline push (not built yet) will use
+// them to push a message not acknowledged in time even though the socket looks
 // alive, as for an app frozen in the background. A slow handler thus delays
 // acks, not the reading of the connection.
 //

@@ -92,8 +92,8 @@ func (o Options) withDefaults() Options {
 type Handlers struct {
 	// MessageReceived gets new messages of one conversation, in seq order,
 	// each seq once. When it returns, the messages count as handed to the
-	// app: the SDK acknowledges them to the server, which then sends no
-	// offline push for them, and resumes after them on reconnect.
+	// app: the SDK acknowledges them to the server, which resumes after them
+	// on reconnect (and, once offline push exists, pushes nothing for them).
 	MessageReceived func(msgs []*herald.Message, info ReceiveInfo)
 
 	// ConnectionStateChanged reports each change of State. err says why the
