@@ -24,6 +24,7 @@ import (
 type Config struct {
 	Addr    string // HERALD_ADDR: listen address for clients, /healthz and /readyz
 	DataDir string // HERALD_DATA: folder of the embedded store and generated secret
+	Store   string // HERALD_STORE: embedded engine, "sqlite" or "pebble" (see docs/benchmarks.md)
 	Secret  string // HERALD_SECRET: token signing secret; generated into DataDir/secret when empty. Never logged.
 
 	LogLevel  string // HERALD_LOG_LEVEL: debug, info, warn, error
@@ -60,6 +61,7 @@ func Default() Config {
 	return Config{
 		Addr:              "127.0.0.1:7400",
 		DataDir:           "herald-data",
+		Store:             "sqlite",
 		LogLevel:          "info",
 		LogFormat:         "text",
 		HeartbeatInterval: 10 * time.Second,
@@ -98,6 +100,7 @@ func (c *Config) keys() []key {
 	return []key{
 		{"addr", "listen address (host:port) for clients, /healthz and /readyz", &c.Addr},
 		{"data", "data folder: embedded store and generated secret", &c.DataDir},
+		{"store", "embedded store engine: sqlite or pebble", &c.Store},
 		{"secret", "token signing secret (at least 16 bytes); generated when empty", &c.Secret},
 		{"log-level", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "text or json", &c.LogFormat},
@@ -270,6 +273,11 @@ func (c *Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("HERALD_LOG_FORMAT must be text or json, got %q", c.LogFormat)
+	}
+	switch c.Store {
+	case "sqlite", "pebble":
+	default:
+		return fmt.Errorf("HERALD_STORE must be sqlite or pebble, got %q", c.Store)
 	}
 	switch c.ReadDriver {
 	case "epoll", "goroutine":

@@ -43,9 +43,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // startProcess runs `herald serve` and waits until /readyz answers.
-func startProcess(t *testing.T, bin, addr, data string) *exec.Cmd {
+func startProcess(t *testing.T, bin, addr, data string, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--addr", addr, "--data", data, "--log-level", "warn")
+	cmd := exec.Command(bin, append([]string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}, args...)...)
 	cmd.Env = append(os.Environ(), "HERALD_SECRET="+string(testSecret))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -71,13 +71,19 @@ func startProcess(t *testing.T, bin, addr, data string) *exec.Cmd {
 // after a restart every message whose ack reached its sender is there, with
 // the seq the ack named, and every conversation's seqs run 1..N without gaps.
 func TestSIGKILLLosesNoAckedMessage(t *testing.T) {
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) { testSIGKILL(t, engine) })
+	}
+}
+
+func testSIGKILL(t *testing.T, engine string) {
 	bin, err := buildHerald()
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr, data := freeAddr(t), t.TempDir()
 	url := "ws://" + addr + proto.Path
-	cmd := startProcess(t, bin, addr, data)
+	cmd := startProcess(t, bin, addr, data, "--store", engine)
 
 	const pairs = 8
 	var mu sync.Mutex
@@ -127,7 +133,7 @@ func TestSIGKILLLosesNoAckedMessage(t *testing.T) {
 	cmd.Wait()
 	wg.Wait()
 
-	startProcess(t, bin, addr, data)
+	startProcess(t, bin, addr, data, "--store", engine)
 	total := 0
 	for p := 0; p < pairs; p++ {
 		sender := fmt.Sprintf("s%d", p)

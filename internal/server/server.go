@@ -20,18 +20,23 @@ import (
 	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/gateway"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/pebble"
 	"github.com/herald-im/herald/internal/store/sqlite"
 	"github.com/herald-im/herald/proto"
 )
 
-// DBFile is the embedded store's file name inside the data folder.
-const DBFile = "herald.db"
+// Where each embedded engine keeps its data inside the data folder.
+const (
+	SQLiteFile = "herald.db"
+	PebbleDir  = "pebble"
+)
 
 // Server is one running Herald node.
 type Server struct {
 	cfg   config.Config
 	log   *slog.Logger
-	store *sqlite.Store
+	store store.Store
 	chat  *chat.Service
 	gw    *gateway.Gateway
 	http  *http.Server
@@ -50,7 +55,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, DBFile), sqlite.Options{Logger: log})
+	st, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +95,16 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	mux.HandleFunc("/readyz", s.readyz)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
+}
+
+// openStore opens the configured embedded engine in the data folder.
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.Store, error) {
+	switch cfg.Store {
+	case "pebble":
+		return pebble.Open(ctx, filepath.Join(cfg.DataDir, PebbleDir), pebble.Options{Logger: log})
+	default:
+		return sqlite.Open(ctx, filepath.Join(cfg.DataDir, SQLiteFile), sqlite.Options{Logger: log})
+	}
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

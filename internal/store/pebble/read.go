@@ -1,0 +1,479 @@
+package pebble
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"time"
+
+	pebbledb "github.com/cockroachdb/pebble/v2"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// reader is what reads need of a *pebbledb.DB or a *pebbledb.Snapshot.
+type reader interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+	NewIter(o *pebbledb.IterOptions) (*pebbledb.Iterator, error)
+}
+
+// getMessage reads the message of conv at seq; nil when there is none.
+func getMessage(r reader, conv string, seq int64) (*herald.Message, head, error) {
+	v, closer, err := r.Get(messageKey(conv, seq))
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return nil, head{}, nil
+	}
+	if err != nil {
+		return nil, head{}, err
+	}
+	defer closer.Close()
+	return decodeMessage(conv, seq, v)
+}
+
+// has reports whether key is stored.
+func has(r reader, key []byte) (bool, error) {
+	_, closer, err := r.Get(key)
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// getUvarint reads a uvarint value; found is false when key is absent.
+func getUvarint(r reader, key []byte) (v int64, found bool, err error) {
+	b, closer, err := r.Get(key)
+	if errors.Is(err, pebbledb.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer closer.Close()
+	v, err = uvarintValue(b)
+	return v, err == nil, err
+}
+
+// scan calls fn with the rest of the key after prefix and the value of
+// every key starting with prefix, in key order, until fn returns false or
+// an error. The slices are only valid during the call.
+func scan(r reader, prefix []byte, fn func(rest, value []byte) (bool, error)) error {
+	it, err := r.NewIter(&pebbledb.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return errors.Join(err, it.Close())
+		}
+		more, err := fn(it.Key()[len(prefix):], v)
+		if err != nil || !more {
+			return errors.Join(err, it.Close())
+		}
+	}
+	return errors.Join(it.Error(), it.Close())
+}
+
+// messageRange iterates over conv's messages with from <= seq < to; to 0
+// means no end.
+func messageRange(r reader, conv string, from, to int64) (*pebbledb.Iterator, error) {
+	prefix := convPrefix(conv)
+	o := &pebbledb.IterOptions{LowerBound: appendSeq(prefix, from), UpperBound: prefixEnd(prefix)}
+	if to > 0 {
+		o.UpperBound = appendSeq(prefix[:len(prefix):len(prefix)], to)
+	}
+	return r.NewIter(o)
+}
+
+// decodeAt decodes the message the iterator is at.
+func decodeAt(it *pebbledb.Iterator, conv string) (*herald.Message, head, error) {
+	seq, err := seqOfKey(it.Key())
+	if err != nil {
+		return nil, head{}, err
+	}
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return nil, head{}, err
+	}
+	return decodeMessage(conv, seq, v)
+}
+
+// MessagesAfter implements store.Store. An unknown conversation has no
+// messages.
+func (s *Store) MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error) {
+	switch {
+	case conv == "":
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case after < 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "after seq %d is negative", after)
+	case limit <= 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	msgs, err := messagesAfter(s.db, conv, after, since, limit)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: messages after: %w", err)
+	}
+	return msgs, nil
+}
+
+func messagesAfter(r reader, conv string, after int64, since time.Time, limit int) (_ []*herald.Message, err error) {
+	msgs := []*herald.Message{}
+	if after == math.MaxInt64 {
+		return msgs, nil
+	}
+	it, err := messageRange(r, conv, after+1, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	var sinceMs int64
+	ok := it.First()
+	if !since.IsZero() {
+		sinceMs = sinceMilli(since)
+		ok, err = seekSince(it, conv, after+1, sinceMs)
+		if err != nil {
+			return nil, err
+		}
+	}
+	for ; ok && len(msgs) < limit; ok = it.Next() {
+		m, _, err := decodeAt(it, conv)
+		if err != nil {
+			return nil, err
+		}
+		if since.IsZero() || m.CreatedAt.UnixMilli() >= sinceMs {
+			msgs = append(msgs, m)
+		}
+	}
+	return msgs, it.Error()
+}
+
+// seekSince moves it, over seqs from first on, to the first message whose
+// head.maxAt reaches since: no message before it can match. maxAt never
+// decreases along seq, and seqs have no gaps, so it binary-searches with
+// seeks instead of reading every message.
+func seekSince(it *pebbledb.Iterator, conv string, first, since int64) (bool, error) {
+	prefix := convPrefix(conv)
+	maxAtOf := func(seq int64) (int64, error) {
+		if !it.SeekGE(appendSeq(prefix[:len(prefix):len(prefix)], seq)) {
+			return 0, errors.Join(it.Error(), fmt.Errorf("%w: %s has no seq %d", errCorrupt, conv, seq))
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, err
+		}
+		h, _, err := decodeHead(v)
+		return h.maxAt, err
+	}
+	if !it.Last() {
+		return false, it.Error()
+	}
+	last, err := seqOfKey(it.Key())
+	if err != nil {
+		return false, err
+	}
+	if maxAt, err := maxAtOf(last); err != nil || maxAt < since {
+		return false, err
+	}
+	lo, hi := first, last // hi reaches since; every seq before lo is excluded
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		maxAt, err := maxAtOf(mid)
+		if err != nil {
+			return false, err
+		}
+		if maxAt >= since {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return it.SeekGE(appendSeq(prefix, lo)), it.Error()
+}
+
+// sinceMilli is the smallest stored CreatedAt at or after t: stored times
+// are whole milliseconds, so a t inside a millisecond rounds up.
+func sinceMilli(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if time.UnixMilli(ms).Before(t) {
+		ms++
+	}
+	return ms
+}
+
+// History implements store.Store. An unknown conversation has no messages.
+func (s *Store) History(ctx context.Context, conv string, q store.HistoryQuery) (_ []*herald.Message, err error) {
+	switch {
+	case conv == "":
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case q.FromSeq < 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "from seq %d is negative", q.FromSeq)
+	case q.Limit <= 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
+	case q.Direction != store.Backward && q.Direction != store.Forward:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "unknown history direction %d", q.Direction)
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	msgs, err := history(s.db, conv, q)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: history: %w", err)
+	}
+	return msgs, nil
+}
+
+func history(r reader, conv string, q store.HistoryQuery) (_ []*herald.Message, err error) {
+	msgs := []*herald.Message{}
+	var (
+		it   *pebbledb.Iterator
+		ok   bool
+		step func() bool
+	)
+	if q.Direction == store.Backward {
+		if it, err = messageRange(r, conv, 0, q.FromSeq); err != nil {
+			return nil, err
+		}
+		ok, step = it.Last(), it.Prev
+	} else {
+		if q.FromSeq == math.MaxInt64 {
+			return msgs, nil
+		}
+		if it, err = messageRange(r, conv, q.FromSeq+1, 0); err != nil {
+			return nil, err
+		}
+		ok, step = it.First(), it.Next
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	for ; ok && len(msgs) < q.Limit; ok = step() {
+		m, _, err := decodeAt(it, conv)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, it.Error()
+}
+
+// listed returns the conversations in user's list.
+func listed(r reader, user string) ([]string, error) {
+	var convs []string
+	err := scan(r, userPrefix(tagMember, user), func(rest, _ []byte) (bool, error) {
+		conv, _, err := readString(rest)
+		convs = append(convs, conv)
+		return err == nil, err
+	})
+	return convs, err
+}
+
+// lastMessage is where a conversation stands: the seq and head of its
+// newest message.
+type lastMessage struct {
+	conv string
+	seq  int64
+	head
+}
+
+// lastMessages finds the newest message of each of convs with one
+// iterator, seeking to the end of each conversation's keys; a conversation
+// without messages is left out.
+func lastMessages(r reader, convs []string) (_ []lastMessage, err error) {
+	it, err := r.NewIter(&pebbledb.IterOptions{LowerBound: []byte{tagMessage}, UpperBound: []byte{tagMessage + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	last := make([]lastMessage, 0, len(convs))
+	for _, conv := range convs {
+		prefix := convPrefix(conv)
+		if !it.SeekLT(prefixEnd(prefix)) || !bytes.HasPrefix(it.Key(), prefix) || len(it.Key()) != len(prefix)+8 {
+			if err := it.Error(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		l := lastMessage{conv: conv}
+		if l.seq, err = seqOfKey(it.Key()); err != nil {
+			return nil, err
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		if l.head, _, err = decodeHead(v); err != nil {
+			return nil, err
+		}
+		last = append(last, l)
+	}
+	return last, nil
+}
+
+// LastSeqs implements store.Store. It costs a seek per conversation in
+// user's list.
+func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, error) {
+	if user == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	convs, err := listed(s.db, user)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: last seqs: %w", err)
+	}
+	last, err := lastMessages(s.db, convs)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: last seqs: %w", err)
+	}
+	seqs := make(map[string]int64, len(last))
+	for _, l := range last {
+		seqs[l.conv] = l.seq
+	}
+	return seqs, nil
+}
+
+// Conversations implements store.Store. It finds the newest message of
+// every conversation in user's list (a seek each), sorts them by ID, and
+// reads the last message, read seq and unread count of the page only, all
+// from one snapshot.
+func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
+	switch {
+	case user == "":
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	case limit <= 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	convs, err := conversations(ctx, snap, user, limit)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: conversations: %w", err)
+	}
+	return convs, nil
+}
+
+func conversations(ctx context.Context, r reader, user string, limit int) ([]herald.Conversation, error) {
+	keys, err := listed(r, user)
+	if err != nil {
+		return nil, err
+	}
+	last, err := lastMessages(r, keys)
+	if err != nil {
+		return nil, err
+	}
+	// The writer hands out IDs in order, so the conversation whose newest
+	// message was stored last has the highest newest ID.
+	slices.SortFunc(last, func(a, b lastMessage) int {
+		return cmp.Or(cmp.Compare(b.id, a.id), cmp.Compare(a.conv, b.conv))
+	})
+	last = last[:min(limit, len(last))]
+
+	convs := make([]herald.Conversation, 0, len(last))
+	for _, l := range last {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c := herald.Conversation{Key: l.conv}
+		c.ID, _ = herald.PeerOf(l.conv, user)
+		_, first, _, _ := herald.ParseConversationKey(l.conv)
+		readSeq, _, err := getUvarint(r, readKey(user, l.conv))
+		if err != nil {
+			return nil, err
+		}
+		c.ReadSeq = min(readSeq, l.seq)
+		if c.LastMessage, _, err = getMessage(r, l.conv, l.seq); err != nil {
+			return nil, err
+		}
+		if c.LastMessage == nil {
+			return nil, fmt.Errorf("%w: %s has no message at its last seq %d", errCorrupt, l.conv, l.seq)
+		}
+		c.Type = c.LastMessage.ConvType
+		readHead := head{}
+		switch {
+		case c.ReadSeq == l.seq:
+			readHead = l.head
+		case c.ReadSeq > 0:
+			var m *herald.Message
+			if m, readHead, err = getMessage(r, l.conv, c.ReadSeq); err != nil {
+				return nil, err
+			}
+			if m == nil {
+				return nil, fmt.Errorf("%w: %s has no message at seq %d", errCorrupt, l.conv, c.ReadSeq)
+			}
+		}
+		c.Unread = int(othersUpTo(user, first, l.seq, l.head) - othersUpTo(user, first, c.ReadSeq, readHead))
+		convs = append(convs, c)
+	}
+	return convs, nil
+}
+
+// othersUpTo counts the messages up to and including seq, of a peer
+// conversation whose first participant is first, that user did not send;
+// h is the head of the message at seq (zero for seq 0).
+func othersUpTo(user, first string, seq int64, h head) int64 {
+	if user == first {
+		return seq - h.fromFirst
+	}
+	return h.fromFirst
+}
+
+// Cursors implements store.Store.
+func (s *Store) Cursors(ctx context.Context, user, device string) (map[string]int64, error) {
+	if user == "" || device == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cursors := map[string]int64{}
+	err := scan(s.db, cursorPrefix(user, device), func(rest, v []byte) (bool, error) {
+		conv, _, err := readString(rest)
+		if err != nil {
+			return false, err
+		}
+		seq, err := uvarintValue(v)
+		if err != nil {
+			return false, err
+		}
+		cursors[conv] = seq
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pebble: cursors: %w", err)
+	}
+	return cursors, nil
+}

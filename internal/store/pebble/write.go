@@ -1,0 +1,357 @@
+package pebble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	pebbledb "github.com/cockroachdb/pebble/v2"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// writer is the state only the writer may touch: the seq cache and the
+// next message ID. Holding sem (a one-slot channel, so waiting for it
+// honours contexts) is holding the writer; convs and nextID require it.
+type writer struct {
+	sem      chan struct{}
+	db       *pebbledb.DB
+	maxConvs int
+
+	// convs caches, per conversation key, where the conversation stands.
+	// A failed batch forgets every conversation it touched, so the cache
+	// never holds a seq that did not commit.
+	convs map[string]*convState
+	// nextID is the next message ID. It only grows while the store is
+	// open: a failed batch wastes IDs, never reuses them.
+	nextID int64
+
+	dedup *dedup
+
+	// commit commits a batch of messages with Sync; tests replace it to
+	// make commits fail.
+	commit func(b *pebbledb.Batch) error
+}
+
+// convState is what the writer knows of one conversation: the head of
+// its newest message, and that message's seq.
+type convState struct {
+	first string // the conversation's first participant (head.fromFirst counts their messages)
+	seq   int64  // last seq stored; 0 when none
+	head         // of the message at seq; maxAt is math.MinInt64 when none
+}
+
+// acquire takes the writer and enters the store, or fails when ctx ends
+// first or the store is closed.
+func (s *Store) acquire(ctx context.Context) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case s.w.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := s.enter(); err != nil {
+		<-s.w.sem
+		return err
+	}
+	return nil
+}
+
+func (s *Store) releaseWriter() {
+	s.leave()
+	<-s.w.sem
+}
+
+// AppendMessages implements store.Store. Inputs are not modified: each
+// result is a copy with ID and Seq set and CreatedAt cut to the
+// millisecond, as it will read back.
+func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]store.Appended, error) {
+	for i, m := range msgs {
+		if err := validateMessage(m); err != nil {
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "message %d: %s", i, err.Message)
+		}
+	}
+	if err := s.acquire(ctx); err != nil {
+		return nil, fmt.Errorf("pebble: append messages: %w", err)
+	}
+	defer s.releaseWriter()
+	if len(msgs) == 0 {
+		return []store.Appended{}, nil
+	}
+	res, err := s.w.append(ctx, msgs)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: append messages: %w", err)
+	}
+	return res, nil
+}
+
+// validateMessage checks what the store relies on; content limits are the
+// caller's business (herald.Limits).
+func validateMessage(m *herald.Message) *herald.Error {
+	switch {
+	case m == nil:
+		return herald.Errorf(herald.CodeInvalidArgument, "message is nil")
+	case m.Conv == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case m.ConvType != herald.ConversationPeer:
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation type %s is not supported", m.ConvType)
+	case m.From == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "sender is empty")
+	case m.To == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "receiver is empty")
+	case m.LocalID == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "local_id is empty")
+	case m.CreatedAt.IsZero():
+		return herald.Errorf(herald.CodeInvalidArgument, "created_at is not set")
+	case m.Type == herald.MessageCommand:
+		return herald.Errorf(herald.CodeInvalidArgument, "command messages are never stored")
+	case m.Type != herald.MessageText && m.Type != herald.MessageCustom:
+		return herald.Errorf(herald.CodeInvalidArgument, "message type %d is not stored", m.Type)
+	}
+	if peer, ok := herald.PeerOf(m.Conv, m.From); !ok || peer != m.To {
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation %q is not between sender %q and receiver %q", m.Conv, m.From, m.To)
+	}
+	return nil
+}
+
+// dupKey identifies a message for retries.
+type dupKey struct{ from, localID string }
+
+// append stores msgs in one batch committed with Sync; w.sem must be held.
+func (w *writer) append(ctx context.Context, msgs []*herald.Message) (_ []store.Appended, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b := w.db.NewBatchWithSize(len(msgs) * 256)
+	defer b.Close()
+	// touched holds the conversations this batch stores messages in.
+	touched := make(map[string]*convState)
+	defer func() {
+		if err != nil {
+			for conv := range touched {
+				delete(w.convs, conv) // read again from what did commit
+			}
+		}
+	}()
+
+	w.dedup.prune()
+	origs, err := w.dedup.originals(msgs)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		seen   = make(map[dupKey]*herald.Message, len(msgs))
+		stored = make([]herald.Message, len(msgs))
+		res    = make([]store.Appended, len(msgs))
+		buf    []byte // scratch for keys and values: Set copies them
+		fresh  []string
+	)
+	for i, m := range msgs {
+		k := dupKey{m.From, m.LocalID}
+		if orig := seen[k]; orig != nil {
+			c := *orig
+			res[i] = store.Appended{Message: &c, Duplicate: true}
+			continue
+		}
+		if orig := origs[i]; orig != nil {
+			res[i] = store.Appended{Message: orig, Duplicate: true}
+			seen[k] = orig
+			continue
+		}
+		dk := appendDedupKey(buf[:0], m.From, m.LocalID)
+		cs, err := w.conv(m.Conv)
+		if err != nil {
+			return nil, err
+		}
+		if cs.seq == 0 && touched[m.Conv] == nil {
+			fresh = append(fresh, m.Conv)
+		}
+		touched[m.Conv] = cs
+		st := &stored[i]
+		*st = *m
+		ms := m.CreatedAt.UnixMilli()
+		st.ID, st.Seq, st.CreatedAt = w.nextID, cs.seq+1, time.UnixMilli(ms).UTC()
+		h := head{id: st.ID, maxAt: max(cs.maxAt, ms), fromFirst: cs.fromFirst}
+		if m.From == cs.first {
+			h.fromFirst++
+		}
+		ks := len(dk)
+		buf = appendDedupValue(dk, m.Conv, st.Seq)
+		if err := b.Set(buf[:ks], buf[ks:], nil); err != nil {
+			return nil, err
+		}
+		buf = appendSeq(appendConvPrefix(buf[:0], m.Conv), st.Seq)
+		ks = len(buf)
+		buf = encodeMessage(buf, st, h)
+		if err := b.Set(buf[:ks], buf[ks:], nil); err != nil {
+			return nil, err
+		}
+		w.nextID++
+		cs.seq, cs.head = st.Seq, h
+		res[i] = store.Appended{Message: st}
+		seen[k] = st
+	}
+	if len(touched) == 0 {
+		return res, nil // only retries: their originals are stored already
+	}
+	// A conversation's first message puts it in both participants' lists.
+	for _, conv := range fresh {
+		_, a, bb, _ := herald.ParseConversationKey(conv)
+		users := []string{a, bb}
+		if a == bb {
+			users = users[:1] // a conversation with oneself
+		}
+		for _, user := range users {
+			if err := b.Set(memberKey(user, conv), nil, nil); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := b.Set(keyLastID, uvarintBytes(w.nextID-1), nil); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // nothing is stored for a caller that gave up
+	}
+	if err := w.commit(b); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	w.dedup.committed(b, msgs, res)
+	w.trimCache()
+	return res, nil
+}
+
+// conv returns the writer's state for conv, reading its newest message on
+// first use.
+func (w *writer) conv(conv string) (*convState, error) {
+	if cs := w.convs[conv]; cs != nil {
+		return cs, nil
+	}
+	_, first, _, ok := herald.ParseConversationKey(conv)
+	if !ok {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "conversation key %q is malformed", conv)
+	}
+	cs := &convState{first: first, head: head{maxAt: math.MinInt64}}
+	prefix := convPrefix(conv)
+	it, err := w.db.NewIter(&pebbledb.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, fmt.Errorf("read last seq: %w", err)
+	}
+	if it.Last() {
+		if cs.seq, err = seqOfKey(it.Key()); err == nil {
+			cs.head, _, err = decodeHead(it.Value())
+		}
+	}
+	err = errors.Join(err, it.Close())
+	if err != nil {
+		return nil, fmt.Errorf("read last seq of %s: %w", conv, err)
+	}
+	w.convs[conv] = cs
+	return cs, nil
+}
+
+// trimCache drops arbitrary conversations once the cache is over its size.
+func (w *writer) trimCache() {
+	for k := range w.convs {
+		if len(w.convs) <= w.maxConvs {
+			return
+		}
+		delete(w.convs, k)
+	}
+}
+
+// SetReadSeq implements store.Store.
+func (s *Store) SetReadSeq(ctx context.Context, user, conv string, seq int64) error {
+	switch {
+	case user == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	case conv == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case seq < 0:
+		return herald.Errorf(herald.CodeInvalidArgument, "read seq %d is negative", seq)
+	}
+	if err := s.acquire(ctx); err != nil {
+		return fmt.Errorf("pebble: set read seq: %w", err)
+	}
+	defer s.releaseWriter()
+	listed, err := has(s.db, memberKey(user, conv))
+	if err != nil {
+		return fmt.Errorf("pebble: set read seq: %w", err)
+	}
+	if !listed {
+		return herald.Errorf(herald.CodeNotFound, "conversation %q is not in the list of %q", conv, user)
+	}
+	cs, err := s.w.conv(conv)
+	if err != nil {
+		return fmt.Errorf("pebble: set read seq: %w", err)
+	}
+	key := readKey(user, conv)
+	cur, _, err := getUvarint(s.db, key)
+	if err != nil {
+		return fmt.Errorf("pebble: set read seq: %w", err)
+	}
+	seq = min(seq, cs.seq)
+	if seq <= cur {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pebble: set read seq: %w", err)
+	}
+	if err := s.db.Set(key, uvarintBytes(seq), pebbledb.Sync); err != nil {
+		return fmt.Errorf("pebble: set read seq: %w", err)
+	}
+	return nil
+}
+
+// SaveCursors implements store.Store.
+func (s *Store) SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error {
+	if user == "" || device == "" {
+		return herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
+	}
+	for conv, seq := range cursors {
+		if conv == "" || seq < 0 {
+			return herald.Errorf(herald.CodeInvalidArgument, "cursor %q: %d is not a conversation and seq", conv, seq)
+		}
+	}
+	if err := s.acquire(ctx); err != nil {
+		return fmt.Errorf("pebble: save cursors: %w", err)
+	}
+	defer s.releaseWriter()
+	if len(cursors) == 0 {
+		return nil
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	prefix := cursorPrefix(user, device)
+	for conv, seq := range cursors {
+		key := appendString(prefix[:len(prefix):len(prefix)], conv)
+		cur, found, err := getUvarint(s.db, key)
+		if err != nil {
+			return fmt.Errorf("pebble: save cursors: %w", err)
+		}
+		if found && seq <= cur {
+			continue
+		}
+		if err := b.Set(key, uvarintBytes(seq), nil); err != nil {
+			return fmt.Errorf("pebble: save cursors: %w", err)
+		}
+	}
+	if b.Empty() {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pebble: save cursors: %w", err)
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return fmt.Errorf("pebble: save cursors: %w", err)
+	}
+	return nil
+}
