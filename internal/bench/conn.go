@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -27,7 +28,7 @@ type client struct {
 	wmu     sync.Mutex
 	wbuf    []byte
 	nextID  uint64
-	onFrame func(proto.Frame)
+	onFrame func(payload []byte) // a text message as received; valid during the call
 }
 
 // dialLogin connects, logs in as user and waits for the end of the sync.
@@ -89,10 +90,11 @@ type rw struct {
 func (x rw) Read(p []byte) (int, error)  { return x.r.Read(p) }
 func (x rw) Write(p []byte) (int, error) { return x.w.Write(p) }
 
-// readLoop delivers frames to onFrame until the connection ends.
+// readLoop hands text messages to onFrame, undecoded, until the
+// connection ends: the scenarios look only at the bytes they need.
 func (c *client) readLoop() error {
 	for {
-		f, err := c.read()
+		b, op, err := wsutil.ReadData(rw{c.br, c.conn}, ws.StateClientSide)
 		if err != nil {
 			var ce wsutil.ClosedError
 			if errors.As(err, &ce) {
@@ -100,8 +102,36 @@ func (c *client) readLoop() error {
 			}
 			return err
 		}
-		c.onFrame(f)
+		if op == ws.OpText {
+			c.onFrame(b)
+		}
 	}
+}
+
+// writeFrames writes several request payloads in one system call.
+func (c *client) writeFrames(payloads [][]byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	buf := c.wbuf[:0]
+	for _, p := range payloads {
+		buf = appendClientFrame(buf, p)
+	}
+	c.wbuf = buf
+	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.conn.Write(buf)
+	return err
+}
+
+// appendClientFrame appends a masked text frame holding p.
+func appendClientFrame(b, p []byte) []byte {
+	h := ws.Header{Fin: true, OpCode: ws.OpText, Masked: true, Mask: ws.NewMask(), Length: int64(len(p))}
+	var hb bytes.Buffer
+	ws.WriteHeader(&hb, h)
+	b = append(b, hb.Bytes()...)
+	start := len(b)
+	b = append(b, p...)
+	ws.Cipher(b[start:], h.Mask, 0)
+	return b
 }
 
 // send writes a request with a fresh ID and returns it.

@@ -64,7 +64,7 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 					mu.Unlock()
 					continue
 				}
-				c.onFrame = func(proto.Frame) {}
+				c.onFrame = func([]byte) {}
 				go c.readLoop()
 				clients[i] = c
 				if n := opened.Add(1); o.Progress != nil && n%1000 == 0 {
