@@ -26,7 +26,7 @@ type Store interface {
 	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
 	SetReadSeq(ctx context.Context, user, conv string, seq int64) error
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
-	SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error
+	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
 }
 
 // SessionID names one live session; the gateway assigns them.
@@ -368,25 +368,37 @@ func (s *Service) MarkRead(ctx context.Context, user string, t herald.Conversati
 	return nil
 }
 
-// SaveCursors records how far a device has acknowledged its conversations.
-// An ack past a conversation's last message is clamped to it (and one for a
-// conversation without messages dropped): a device cannot skip messages
-// that do not exist yet by acknowledging them in advance.
-func (s *Service) SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error {
-	last, err := s.st.LastSeqs(ctx, user)
-	if err != nil {
-		return fmt.Errorf("save cursors: %w", err)
-	}
-	clamped := make(map[string]int64, len(cursors))
-	for k, v := range cursors {
-		if v = min(v, last[k]); v > 0 {
-			clamped[k] = v
+// SaveCursors records how far devices have acknowledged their
+// conversations, in one store write. An ack past a conversation's last
+// message is clamped to it (and one for a conversation without messages
+// dropped): a device cannot skip messages that do not exist yet by
+// acknowledging them in advance.
+func (s *Service) SaveCursors(ctx context.Context, batch []store.DeviceCursors) error {
+	lasts := make(map[string]map[string]int64) // per user
+	out := make([]store.DeviceCursors, 0, len(batch))
+	for _, d := range batch {
+		last, ok := lasts[d.User]
+		if !ok {
+			var err error
+			if last, err = s.st.LastSeqs(ctx, d.User); err != nil {
+				return fmt.Errorf("save cursors: %w", err)
+			}
+			lasts[d.User] = last
+		}
+		clamped := make(map[string]int64, len(d.Cursors))
+		for k, v := range d.Cursors {
+			if v = min(v, last[k]); v > 0 {
+				clamped[k] = v
+			}
+		}
+		if len(clamped) > 0 {
+			out = append(out, store.DeviceCursors{User: d.User, Device: d.Device, Cursors: clamped})
 		}
 	}
-	if len(clamped) == 0 {
+	if len(out) == 0 {
 		return nil
 	}
-	if err := s.st.SaveCursors(ctx, user, device, clamped); err != nil {
+	if err := s.st.SaveCursors(ctx, out); err != nil {
 		return fmt.Errorf("save cursors: %w", err)
 	}
 	return nil

@@ -251,7 +251,7 @@ func TestSyncCursorsAndRetention(t *testing.T) {
 	}
 
 	// A device's acks and a client's explicit cursors move the start.
-	s.SaveCursors(ctx, "bob", "phone", map[string]int64{"p:alice:bob": 6})
+	s.SaveCursors(ctx, []store.DeviceCursors{{User: "bob", Device: "phone", Cursors: map[string]int64{"p:alice:bob": 6}}})
 	pages = nil
 	s.Sync(ctx, "bob", "phone", map[string]int64{"p:bob:carol": 1}, func(msgs []*herald.Message) error {
 		pages = append(pages, []int64{msgs[0].Seq, msgs[len(msgs)-1].Seq})
@@ -290,7 +290,7 @@ func TestAcksPastTheEndAreClamped(t *testing.T) {
 		send(s, "alice", 1, text("bob", fmt.Sprint(i), "x"))
 	}
 	ctx := context.Background()
-	if err := s.SaveCursors(ctx, "bob", "phone", map[string]int64{"p:alice:bob": 1000, "p:bob:nobody": 5}); err != nil {
+	if err := s.SaveCursors(ctx, []store.DeviceCursors{{User: "bob", Device: "phone", Cursors: map[string]int64{"p:alice:bob": 1000, "p:bob:nobody": 5}}}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := st.Cursors(ctx, "bob", "phone")

@@ -33,7 +33,7 @@ type Chat interface {
 	History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error)
 	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
 	MarkRead(ctx context.Context, user string, t herald.ConversationType, id string, seq int64) error
-	SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error
+	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
 }
 
 // Config tunes the gateway. Zero values take the defaults on each field.
@@ -50,7 +50,7 @@ type Config struct {
 	SendsPerSecond    int           // zero means 100
 	SendBurst         int           // zero means 200
 	WriteTimeout      time.Duration // zero means 10s
-	CursorFlush       time.Duration // how long acks may wait before being stored; zero means 2s
+	CursorFlush       time.Duration // how often acks are stored, all sessions in one write; zero means 1s
 	BlockingReads     bool          // read with a goroutine per session even where epoll is available
 	Limits            herald.Limits // reported to clients at login
 	Now               func() time.Time
@@ -73,7 +73,7 @@ func (c *Config) defaults() {
 	def(&c.LoginTimeout, 10*time.Second)
 	def(&c.TokenWarning, 30*time.Second)
 	def(&c.WriteTimeout, 10*time.Second)
-	def(&c.CursorFlush, 2*time.Second)
+	def(&c.CursorFlush, time.Second)
 	defInt(&c.MaxDevices, 10)
 	defInt(&c.MaxFrameBytes, 64<<10)
 	defInt(&c.SendQueueBytes, 4<<20)
@@ -118,6 +118,14 @@ type Gateway struct {
 	stopSweep chan struct{}
 	swept     chan struct{}
 
+	// Acks are stored by one flusher for all sessions: one store write per
+	// CursorFlush, not one per session. cursorMu serialises flushes, so a
+	// flush that returned has stored every ack taken before it (lock order:
+	// cursorMu, then a session's mu, then dirtyMu).
+	cursorMu sync.Mutex
+	dirtyMu  sync.Mutex
+	dirty    map[*session]struct{}
+
 	stats struct {
 		connections, sessions, slowClosed, kicked, framesBad, sendsLimited atomic.Int64
 	}
@@ -132,7 +140,7 @@ type shard struct {
 func New(c Chat, cfg Config) *Gateway {
 	cfg.defaults()
 	g := &Gateway{cfg: cfg, chat: c, codec: proto.JSON, log: cfg.Logger, seed: maphash.MakeSeed(),
-		conns: make(map[*session]struct{}), drained: make(chan struct{})}
+		conns: make(map[*session]struct{}), drained: make(chan struct{}), dirty: make(map[*session]struct{})}
 	for i := range g.shards {
 		g.shards[i].users = make(map[string][]*session)
 	}
@@ -148,6 +156,42 @@ func New(c Chat, cfg Config) *Gateway {
 	return g
 }
 
+// markDirty queues s for the next cursor flush.
+func (g *Gateway) markDirty(s *session) {
+	g.dirtyMu.Lock()
+	g.dirty[s] = struct{}{}
+	g.dirtyMu.Unlock()
+}
+
+// flushCursors stores the acks of every session marked dirty, in one write.
+func (g *Gateway) flushCursors() {
+	g.cursorMu.Lock()
+	defer g.cursorMu.Unlock()
+	g.dirtyMu.Lock()
+	dirty := g.dirty
+	g.dirty = make(map[*session]struct{})
+	g.dirtyMu.Unlock()
+	batch := make([]store.DeviceCursors, 0, len(dirty))
+	for s := range dirty {
+		if d, ok := s.takeCursors(); ok {
+			batch = append(batch, d)
+		}
+	}
+	g.saveCursors(batch)
+}
+
+// saveCursors writes a batch; cursorMu must be held.
+func (g *Gateway) saveCursors(batch []store.DeviceCursors) {
+	if len(batch) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.chat.SaveCursors(ctx, batch); err != nil {
+		g.log.Error("storing acks failed", "devices", len(batch), "err", err)
+	}
+}
+
 // ReadDriver names how sessions are read: "epoll" or "goroutine".
 func (g *Gateway) ReadDriver() string {
 	if g.poller != nil {
@@ -156,19 +200,26 @@ func (g *Gateway) ReadDriver() string {
 	return "goroutine"
 }
 
-// sweepLoop closes sessions whose login or heartbeat deadline has passed.
-// One sweep over all sessions replaces a timer per session.
+// sweepLoop closes sessions whose login or heartbeat deadline has passed
+// (one sweep over all sessions replaces a timer per session) and stores
+// the acks of every session in one write each CursorFlush.
 func (g *Gateway) sweepLoop() {
 	defer close(g.swept)
 	every := min(g.cfg.LoginTimeout, g.cfg.HeartbeatTimeout) / 4
 	every = min(max(every, 20*time.Millisecond), time.Second)
 	tk := time.NewTicker(every)
 	defer tk.Stop()
+	flush := time.NewTicker(g.cfg.CursorFlush)
+	defer flush.Stop()
 	var expired []*session
 	for {
 		select {
 		case <-g.stopSweep:
+			g.flushCursors()
 			return
+		case <-flush.C:
+			g.flushCursors()
+			continue
 		case <-tk.C:
 		}
 		now := g.cfg.Now().UnixNano()

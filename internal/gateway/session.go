@@ -75,10 +75,8 @@ type session struct {
 	pending      []liveMsg
 	pendingBytes int
 
-	acked      map[string]int64 // conversation -> highest seq this device acknowledged
-	ackDirty   bool
-	flushTimer *time.Timer
-	flushMu    sync.Mutex // serialises cursor flushes: a flush that returned has stored every ack before it
+	acked    map[string]int64 // conversation -> highest seq this device acknowledged
+	ackDirty bool             // acked has changed since the last flush
 
 	tokenExp   time.Time
 	tokenTimer *time.Timer
@@ -197,9 +195,6 @@ func (s *session) end() {
 	s.mu.Lock()
 	if s.tokenTimer != nil {
 		s.tokenTimer.Stop()
-	}
-	if s.flushTimer != nil {
-		s.flushTimer.Stop()
 	}
 	s.mu.Unlock()
 	if s.loggedIn.Load() {
@@ -790,32 +785,35 @@ func (s *session) ack(f proto.Frame) {
 		s.acked[key] = req.Seq
 		if !s.ackDirty && !s.ended {
 			s.ackDirty = true
-			s.flushTimer = time.AfterFunc(s.g.cfg.CursorFlush, s.flushCursors)
+			s.g.markDirty(s)
 		}
 	}
 	s.mu.Unlock()
 	s.reply(f.ID, struct{}{})
 }
 
-// flushCursors stores the acks gathered since the last flush.
-func (s *session) flushCursors() {
-	s.flushMu.Lock()
-	defer s.flushMu.Unlock()
+// takeCursors returns the acks gathered since the last flush, if any.
+func (s *session) takeCursors() (store.DeviceCursors, bool) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if !s.ackDirty {
-		s.mu.Unlock()
-		return
+		return store.DeviceCursors{}, false
 	}
 	cur := make(map[string]int64, len(s.acked))
 	for k, v := range s.acked {
 		cur[k] = v
 	}
 	s.ackDirty = false
-	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.g.chat.SaveCursors(ctx, s.user, s.device, cur); err != nil {
-		s.g.log.Error("storing acks failed", append(s.logger(), "err", err)...)
+	return store.DeviceCursors{User: s.user, Device: s.device, Cursors: cur}, true
+}
+
+// flushCursors stores this session's acks now (logout, relogin on the same
+// device, end), after any flush already in flight.
+func (s *session) flushCursors() {
+	s.g.cursorMu.Lock()
+	defer s.g.cursorMu.Unlock()
+	if d, ok := s.takeCursors(); ok {
+		s.g.saveCursors([]store.DeviceCursors{d})
 	}
 }
 

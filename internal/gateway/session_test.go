@@ -35,7 +35,7 @@ func (c noChat) MarkRead(context.Context, string, herald.ConversationType, strin
 	c.t.Error("unexpected MarkRead")
 	return nil
 }
-func (c noChat) SaveCursors(context.Context, string, string, map[string]int64) error { return nil }
+func (c noChat) SaveCursors(context.Context, []store.DeviceCursors) error { return nil }
 
 // TestLoginAfterEndRegistersNothing: a login whose session ended while the
 // login was being checked (login timeout, shutdown) must not leave the

@@ -19,6 +19,13 @@ type Appended struct {
 	Duplicate bool
 }
 
+// DeviceCursors is how far one device of a user has acknowledged its
+// conversations: conversation key -> seq.
+type DeviceCursors struct {
+	User, Device string
+	Cursors      map[string]int64
+}
+
 // Direction orders a history query.
 type Direction int
 
@@ -75,13 +82,28 @@ type Store interface {
 	// conversation (empty for a device never seen).
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
 
-	// SaveCursors raises the device's cursors to the given seqs; a cursor
-	// never goes down.
-	SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error
+	// SaveCursors raises each device's cursors to the given seqs, all in
+	// one durable write (callers batch many devices into one call); a
+	// cursor never goes down. CodeInvalidArgument, and nothing stored, for
+	// an empty user, device or conversation, or a negative seq.
+	SaveCursors(ctx context.Context, batch []DeviceCursors) error
 
 	// Ping checks that the store can serve requests.
 	Ping(ctx context.Context) error
 
 	// Close flushes and releases the store. Calls after Close fail.
 	Close() error
+}
+
+// ValidateCursors checks one entry of a SaveCursors batch, for backends.
+func ValidateCursors(d DeviceCursors) error {
+	if d.User == "" || d.Device == "" {
+		return herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
+	}
+	for conv, seq := range d.Cursors {
+		if conv == "" || seq < 0 {
+			return herald.Errorf(herald.CodeInvalidArgument, "cursor %q: %d is not a conversation and seq", conv, seq)
+		}
+	}
+	return nil
 }

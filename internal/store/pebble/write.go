@@ -312,36 +312,32 @@ func (s *Store) SetReadSeq(ctx context.Context, user, conv string, seq int64) er
 }
 
 // SaveCursors implements store.Store.
-func (s *Store) SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error {
-	if user == "" || device == "" {
-		return herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
-	}
-	for conv, seq := range cursors {
-		if conv == "" || seq < 0 {
-			return herald.Errorf(herald.CodeInvalidArgument, "cursor %q: %d is not a conversation and seq", conv, seq)
+func (s *Store) SaveCursors(ctx context.Context, batch []store.DeviceCursors) error {
+	for _, d := range batch {
+		if err := store.ValidateCursors(d); err != nil {
+			return err
 		}
 	}
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("pebble: save cursors: %w", err)
 	}
 	defer s.releaseWriter()
-	if len(cursors) == 0 {
-		return nil
-	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	prefix := cursorPrefix(user, device)
-	for conv, seq := range cursors {
-		key := appendString(prefix[:len(prefix):len(prefix)], conv)
-		cur, found, err := getUvarint(s.db, key)
-		if err != nil {
-			return fmt.Errorf("pebble: save cursors: %w", err)
-		}
-		if found && seq <= cur {
-			continue
-		}
-		if err := b.Set(key, uvarintBytes(seq), nil); err != nil {
-			return fmt.Errorf("pebble: save cursors: %w", err)
+	for _, d := range batch {
+		prefix := cursorPrefix(d.User, d.Device)
+		for conv, seq := range d.Cursors {
+			key := appendString(prefix[:len(prefix):len(prefix)], conv)
+			cur, found, err := getUvarint(s.db, key)
+			if err != nil {
+				return fmt.Errorf("pebble: save cursors: %w", err)
+			}
+			if found && seq <= cur {
+				continue
+			}
+			if err := b.Set(key, uvarintBytes(seq), nil); err != nil {
+				return fmt.Errorf("pebble: save cursors: %w", err)
+			}
 		}
 	}
 	if b.Empty() {

@@ -107,7 +107,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if err := s.SetReadSeq(ctx, "alice", "p:alice:bob", 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SaveCursors(ctx, "alice", "phone", map[string]int64{"p:alice:bob": 2}); err != nil {
+	if err := s.SaveCursors(ctx, []store.DeviceCursors{{User: "alice", Device: "phone", Cursors: map[string]int64{"p:alice:bob": 2}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {

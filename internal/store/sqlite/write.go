@@ -499,29 +499,28 @@ func (s *Store) SetReadSeq(ctx context.Context, user, conv string, seq int64) er
 }
 
 // SaveCursors implements store.Store.
-func (s *Store) SaveCursors(ctx context.Context, user, device string, cursors map[string]int64) error {
-	if user == "" || device == "" {
-		return herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
-	}
-	for conv, seq := range cursors {
-		if conv == "" || seq < 0 {
-			return herald.Errorf(herald.CodeInvalidArgument, "cursor %q: %d is not a conversation and seq", conv, seq)
+func (s *Store) SaveCursors(ctx context.Context, batch []store.DeviceCursors) error {
+	n := 0
+	for _, d := range batch {
+		if err := store.ValidateCursors(d); err != nil {
+			return err
 		}
+		n += len(d.Cursors)
 	}
 	if err := s.acquire(ctx); err != nil {
 		return fmt.Errorf("sqlite: save cursors: %w", err)
 	}
 	defer s.releaseWriter()
-	if len(cursors) == 0 {
+	if n == 0 {
 		return nil
 	}
-	if err := s.w.saveCursors(ctx, user, device, cursors); err != nil {
+	if err := s.w.saveCursors(ctx, batch); err != nil {
 		return fmt.Errorf("sqlite: save cursors: %w", err)
 	}
 	return nil
 }
 
-func (w *writer) saveCursors(ctx context.Context, user, device string, cursors map[string]int64) (err error) {
+func (w *writer) saveCursors(ctx context.Context, batch []store.DeviceCursors) (err error) {
 	ectx := context.WithoutCancel(ctx)
 	if _, err := w.begin.ExecContext(ectx); err != nil {
 		return fmt.Errorf("begin: %w", err)
@@ -531,9 +530,11 @@ func (w *writer) saveCursors(ctx context.Context, user, device string, cursors m
 			w.abort(ectx)
 		}
 	}()
-	for conv, seq := range cursors {
-		if _, err := w.upsertC.ExecContext(ectx, user, device, conv, seq); err != nil {
-			return err
+	for _, d := range batch {
+		for conv, seq := range d.Cursors {
+			if _, err := w.upsertC.ExecContext(ectx, d.User, d.Device, conv, seq); err != nil {
+				return err
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {

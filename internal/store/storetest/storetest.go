@@ -839,7 +839,7 @@ func testCursors(t *testing.T, f *fixture) {
 		{map[string]int64{}, map[string]int64{"p:alice:bob": 5, "p:alice:carol": 7, "p:alice:dave": 1}},
 	}
 	for i, st := range steps {
-		if err := f.s.SaveCursors(ctx, "alice", "phone", st.save); err != nil {
+		if err := f.s.SaveCursors(ctx, []store.DeviceCursors{{User: "alice", Device: "phone", Cursors: st.save}}); err != nil {
 			t.Fatalf("step %d: SaveCursors: %v", i, err)
 		}
 		got, err := f.s.Cursors(ctx, "alice", "phone")
@@ -855,6 +855,32 @@ func testCursors(t *testing.T, f *fixture) {
 		if err != nil || len(got) != 0 {
 			t.Errorf("Cursors(%q, %q) = %v, %v; want empty (cursors are per user and device)", other.user, other.device, got, err)
 		}
+	}
+
+	// One call stores several devices; an invalid entry stores nothing.
+	batch := []store.DeviceCursors{
+		{User: "bob", Device: "phone", Cursors: map[string]int64{"p:alice:bob": 2}},
+		{User: "bob", Device: "laptop", Cursors: map[string]int64{"p:alice:bob": 9}},
+		{User: "carol", Device: "phone", Cursors: map[string]int64{"p:alice:carol": 4}},
+	}
+	if err := f.s.SaveCursors(ctx, batch); err != nil {
+		t.Fatalf("SaveCursors(batch): %v", err)
+	}
+	for _, d := range batch {
+		got, err := f.s.Cursors(ctx, d.User, d.Device)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(d.Cursors) {
+			t.Errorf("Cursors(%q, %q) after a batch = %v, %v; want %v", d.User, d.Device, got, err, d.Cursors)
+		}
+	}
+	bad := []store.DeviceCursors{
+		{User: "dave", Device: "phone", Cursors: map[string]int64{"p:alice:dave": 1}},
+		{User: "dave", Device: "", Cursors: map[string]int64{"p:alice:dave": 1}},
+	}
+	if err := f.s.SaveCursors(ctx, bad); herald.ErrorCode(err) != herald.CodeInvalidArgument {
+		t.Errorf("SaveCursors with an empty device = %v, want invalid_argument", err)
+	}
+	if got, _ := f.s.Cursors(ctx, "dave", "phone"); len(got) != 0 {
+		t.Errorf("a rejected batch stored %v, want nothing", got)
 	}
 }
 
@@ -949,7 +975,9 @@ func testClose(t *testing.T, f *fixture) {
 		{"Conversations", func() error { _, err := f.s.Conversations(ctx, "alice", 10); return err }},
 		{"SetReadSeq", func() error { return f.s.SetReadSeq(ctx, "alice", m.Conv, 1) }},
 		{"Cursors", func() error { _, err := f.s.Cursors(ctx, "alice", "phone"); return err }},
-		{"SaveCursors", func() error { return f.s.SaveCursors(ctx, "alice", "phone", map[string]int64{m.Conv: 1}) }},
+		{"SaveCursors", func() error {
+			return f.s.SaveCursors(ctx, []store.DeviceCursors{{User: "alice", Device: "phone", Cursors: map[string]int64{m.Conv: 1}}})
+		}},
 		{"Ping", func() error { return f.s.Ping(ctx) }},
 	}
 	for _, c := range calls {
