@@ -1,0 +1,67 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/server"
+	"github.com/herald-im/herald/proto"
+)
+
+func TestSendFrameIsTheProtocol(t *testing.T) {
+	b := sendFrame(7, "bench-r1", 42, 1700000000123456789)
+	f, err := proto.JSON.DecodeFrame(b)
+	if err != nil {
+		t.Fatalf("DecodeFrame(%s): %v", b, err)
+	}
+	var req proto.SendRequest
+	if err := json.Unmarshal(f.Data, &req); err != nil {
+		t.Fatal(err)
+	}
+	if f.ID != 7 || f.Op != proto.OpSend || req.To != "bench-r1" || req.LocalID != "42" || req.Text != "42:1700000000123456789" || req.Type != "text" {
+		t.Errorf("frame %s decodes to %+v %+v", b, f, req)
+	}
+	if got := scanInt([]byte(`{"seq":123,"text":"42:99"}`), `"text":"42:`); got != 99 {
+		t.Errorf("scanInt = %d, want 99", got)
+	}
+}
+
+// TestScenariosAgainstAServer runs both scenarios briefly against an
+// in-process server: the figures they report must add up.
+func TestScenariosAgainstAServer(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	cfg.SendsPerSecond, cfg.SendBurst = 100000, 100000
+	secret := []byte("bench-test-secret-0123456789")
+	srv, err := server.New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	target := &Target{URL: srv.URL(), Secret: secret}
+
+	res, err := Peer(context.Background(), target, PeerOptions{Pairs: 4, Rate: 400, Duration: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent < 300 || res.Acked != res.Sent || res.Delivered != res.Sent || res.Lost != 0 || res.Duplicated != 0 || res.Errors != 0 {
+		t.Errorf("peer result %+v: want ~400 sent, all acked and delivered once", res)
+	}
+	if res.P50ms <= 0 || res.P99ms < res.P50ms || res.P999ms < res.P99ms {
+		t.Errorf("latencies p50 %.2f p99 %.2f p999 %.2f: want 0 < p50 <= p99 <= p999", res.P50ms, res.P99ms, res.P999ms)
+	}
+	c, err := Conn(context.Background(), target, ConnOptions{Conns: 20, Settle: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Conns != 20 {
+		t.Errorf("conn result %+v, want 20 connections", c)
+	}
+}
