@@ -107,3 +107,32 @@ func ValidateCursors(d DeviceCursors) error {
 	}
 	return nil
 }
+
+// ValidateMessage checks what every backend relies on before storing m;
+// content limits are the caller's business (herald.Limits).
+func ValidateMessage(m *herald.Message) *herald.Error {
+	switch {
+	case m == nil:
+		return herald.Errorf(herald.CodeInvalidArgument, "message is nil")
+	case m.Conv == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
+	case m.ConvType != herald.ConversationPeer:
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation type %s is not supported", m.ConvType)
+	case m.From == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "sender is empty")
+	case m.To == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "receiver is empty")
+	case m.LocalID == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "local_id is empty")
+	case m.CreatedAt.IsZero():
+		return herald.Errorf(herald.CodeInvalidArgument, "created_at is not set")
+	case m.Type == herald.MessageCommand:
+		return herald.Errorf(herald.CodeInvalidArgument, "command messages are never stored")
+	case m.Type != herald.MessageText && m.Type != herald.MessageCustom:
+		return herald.Errorf(herald.CodeInvalidArgument, "message type %d is not stored", m.Type)
+	}
+	if peer, ok := herald.PeerOf(m.Conv, m.From); !ok || peer != m.To {
+		return herald.Errorf(herald.CodeInvalidArgument, "conversation %q is not between sender %q and receiver %q", m.Conv, m.From, m.To)
+	}
+	return nil
+}

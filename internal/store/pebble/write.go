@@ -75,7 +75,7 @@ func (s *Store) releaseWriter() {
 // millisecond, as it will read back.
 func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]store.Appended, error) {
 	for i, m := range msgs {
-		if err := validateMessage(m); err != nil {
+		if err := store.ValidateMessage(m); err != nil {
 			return nil, herald.Errorf(herald.CodeInvalidArgument, "message %d: %s", i, err.Message)
 		}
 	}
@@ -91,35 +91,6 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]s
 		return nil, fmt.Errorf("pebble: append messages: %w", err)
 	}
 	return res, nil
-}
-
-// validateMessage checks what the store relies on; content limits are the
-// caller's business (herald.Limits).
-func validateMessage(m *herald.Message) *herald.Error {
-	switch {
-	case m == nil:
-		return herald.Errorf(herald.CodeInvalidArgument, "message is nil")
-	case m.Conv == "":
-		return herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
-	case m.ConvType != herald.ConversationPeer:
-		return herald.Errorf(herald.CodeInvalidArgument, "conversation type %s is not supported", m.ConvType)
-	case m.From == "":
-		return herald.Errorf(herald.CodeInvalidArgument, "sender is empty")
-	case m.To == "":
-		return herald.Errorf(herald.CodeInvalidArgument, "receiver is empty")
-	case m.LocalID == "":
-		return herald.Errorf(herald.CodeInvalidArgument, "local_id is empty")
-	case m.CreatedAt.IsZero():
-		return herald.Errorf(herald.CodeInvalidArgument, "created_at is not set")
-	case m.Type == herald.MessageCommand:
-		return herald.Errorf(herald.CodeInvalidArgument, "command messages are never stored")
-	case m.Type != herald.MessageText && m.Type != herald.MessageCustom:
-		return herald.Errorf(herald.CodeInvalidArgument, "message type %d is not stored", m.Type)
-	}
-	if peer, ok := herald.PeerOf(m.Conv, m.From); !ok || peer != m.To {
-		return herald.Errorf(herald.CodeInvalidArgument, "conversation %q is not between sender %q and receiver %q", m.Conv, m.From, m.To)
-	}
-	return nil
 }
 
 // dupKey identifies a message for retries.
