@@ -88,25 +88,32 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 	if firstErr != nil {
 		return res, fmt.Errorf("opened %d of %d connections: %w", opened.Load(), o.Conns, firstErr)
 	}
-	// Heartbeats keep the sessions alive while we wait.
-	stopPing := make(chan struct{})
-	defer close(stopPing)
+	defer keepAlive(clients)()
+	time.Sleep(o.Settle)
+	res.ServerRSS = t.RSS()
+	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
+	return res, nil
+}
+
+// keepAlive pings every client each 5 s (the server's heartbeat interval is
+// 10 s by default) until the returned function is called.
+func keepAlive(clients []*client) (stop func()) {
+	done := make(chan struct{})
 	go func() {
 		tk := time.NewTicker(5 * time.Second)
 		defer tk.Stop()
 		for {
 			select {
-			case <-stopPing:
+			case <-done:
 				return
 			case <-tk.C:
 				for _, c := range clients {
-					c.request(proto.OpPing, struct{}{}, false)
+					if c != nil {
+						c.request(proto.OpPing, struct{}{}, false)
+					}
 				}
 			}
 		}
 	}()
-	time.Sleep(o.Settle)
-	res.ServerRSS = t.RSS()
-	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
-	return res, nil
+	return func() { close(done) }
 }

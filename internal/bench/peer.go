@@ -167,6 +167,9 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		go func() { defer wg.Done(); sc.readLoop() }()
 	}
 
+	// Receivers may be silent for longer than the heartbeat timeout.
+	defer keepAlive(clients)()
+
 	// Senders: each sends what is due every tick, so pacing holds at any rate.
 	each := o.Rate / float64(o.Pairs)
 	tick := max(time.Duration(float64(time.Second)/each), 5*time.Millisecond)
