@@ -32,7 +32,7 @@ type PeerResult struct {
 	Acked         int64   `json:"acked"`
 	Errors        int64   `json:"errors"`
 	Delivered     int64   `json:"delivered"`
-	Lost          int64   `json:"lost"`
+	Lost          int64   `json:"lost"` // sent, not refused, and never delivered
 	Duplicated    int64   `json:"duplicated"`
 	MsgsPerSec    float64 `json:"msgs_per_sec"`
 	P50ms         float64 `json:"p50_ms"`
@@ -95,6 +95,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	}
 	res := PeerResult{Pairs: o.Pairs, Rate: o.Rate}
 	var sent, acked, errs, delivered atomic.Int64
+	var lastAck atomic.Int64 // Unix ns of the latest ack
 	var firstErr atomic.Value
 	recvs := make([]*receiver, o.Pairs)
 	senders := make([]*client, o.Pairs)
@@ -156,6 +157,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 			}
 			if !bytes.HasPrefix(p[bytes.IndexByte(p, ',')+1:], []byte(`"err":`)) {
 				acked.Add(1)
+				lastAck.Store(time.Now().UnixNano())
 				return
 			}
 			errs.Add(1)
@@ -194,10 +196,13 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 				// Everything due goes out in one write, as a client with a
 				// backlog would send it; each frame is built by hand
 				// (the fields are digits and IDs: nothing to escape).
+				// Each message carries the time it became due, not the time
+				// it was written: a late tick or a blocked write counts in
+				// its latency rather than being left out.
 				frames = frames[:0]
-				ts := time.Now().UnixNano()
 				for due := int64(now.Sub(start).Seconds() * each); n < due; n++ {
-					frames = append(frames, sendFrame(uint64(n+1), to, n, ts))
+					dueAt := start.UnixNano() + int64(float64(n+1)/each*float64(time.Second))
+					frames = append(frames, sendFrame(uint64(n+1), to, n, dueAt))
 				}
 				if len(frames) == 0 {
 					continue
@@ -256,9 +261,13 @@ wait:
 	}
 	res.DurationSec = sendTime.Seconds()
 	res.Sent, res.Acked, res.Errors, res.Delivered = sent.Load(), acked.Load(), errs.Load(), delivered.Load()
-	res.Lost = res.Sent - res.Delivered
+	res.Lost = res.Sent - res.Errors - res.Delivered // refused sends are errors, not losses
 	res.Duplicated = dups
-	res.MsgsPerSec = float64(res.Acked) / sendTime.Seconds()
+	// Persisted per second over the time until the last ack: acks that
+	// trickle in while a backlog drains do not inflate the rate.
+	if last := lastAck.Load(); last > start.UnixNano() {
+		res.MsgsPerSec = float64(res.Acked) / time.Duration(last-start.UnixNano()).Seconds()
+	}
 	res.P50ms, res.P99ms, res.P999ms = pct(0.50), pct(0.99), pct(0.999)
 	res.ServerRSS = t.RSS()
 	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))

@@ -1,13 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -15,6 +18,8 @@ import (
 
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/server"
 	"github.com/herald-im/herald/proto"
 )
 
@@ -192,5 +197,19 @@ func TestSIGTERMDrains(t *testing.T) {
 	bob := dialRaw(t, url)
 	if got := bob.login("bob", "phone"); len(got) != 1 || got[0].Text != "before the stop" {
 		t.Errorf("after restart bob synced %+v, want the one message", got)
+	}
+}
+
+// TestStoreEngineSwitchRefused: a data folder written by one engine is not
+// opened as an empty store of the other.
+func TestStoreEngineSwitchRefused(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	srv := startServerWith(t, cfg)
+	srv.stop(t)
+	cfg.Store = "pebble"
+	_, err := server.New(context.Background(), cfg, testSecret, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "HERALD_STORE") {
+		t.Fatalf("server.New on sqlite data with HERALD_STORE=pebble: %v; want an error naming HERALD_STORE", err)
 	}
 }

@@ -172,23 +172,35 @@ func (g *Gateway) flushCursors() {
 	g.dirty = make(map[*session]struct{})
 	g.dirtyMu.Unlock()
 	batch := make([]store.DeviceCursors, 0, len(dirty))
+	sessions := make([]*session, 0, len(dirty))
 	for s := range dirty {
 		if d, ok := s.takeCursors(); ok {
 			batch = append(batch, d)
+			sessions = append(sessions, s)
 		}
 	}
-	g.saveCursors(batch)
+	g.saveCursors(batch, sessions)
 }
 
-// saveCursors writes a batch; cursorMu must be held.
-func (g *Gateway) saveCursors(batch []store.DeviceCursors) {
+// saveCursors writes a batch taken from sessions; cursorMu must be held.
+// When the write fails, the sessions are marked dirty again, so the next
+// flush retries their acks.
+func (g *Gateway) saveCursors(batch []store.DeviceCursors, sessions []*session) {
 	if len(batch) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := g.chat.SaveCursors(ctx, batch); err != nil {
-		g.log.Error("storing acks failed", "devices", len(batch), "err", err)
+		g.log.Error("storing acks failed; retrying at the next flush", "devices", len(batch), "err", err)
+		for _, s := range sessions {
+			s.mu.Lock()
+			if !s.ackDirty {
+				s.ackDirty = true
+				g.markDirty(s)
+			}
+			s.mu.Unlock()
+		}
 	}
 }
 

@@ -189,17 +189,17 @@ func (s *session) readFailed(err error) {
 // and the connection closes once the writer is done.
 func (s *session) end() {
 	s.mu.Lock()
-	s.ended = true
-	s.mu.Unlock()
-	s.g.unregister(s) // after ended is set, register refuses s
-	s.mu.Lock()
+	s.ended = true // from now on register refuses s
 	if s.tokenTimer != nil {
 		s.tokenTimer.Stop()
 	}
 	s.mu.Unlock()
 	if s.loggedIn.Load() {
+		// Store the acks while s is still in the hub: a relogin from the same
+		// device kicks s and waits for this flush before its sync.
 		s.flushCursors()
 	}
+	s.g.unregister(s)
 	s.waitWriter()
 	s.mu.Lock()
 	s.closeConnLocked()
@@ -813,7 +813,7 @@ func (s *session) flushCursors() {
 	s.g.cursorMu.Lock()
 	defer s.g.cursorMu.Unlock()
 	if d, ok := s.takeCursors(); ok {
-		s.g.saveCursors([]store.DeviceCursors{d})
+		s.g.saveCursors([]store.DeviceCursors{d}, []*session{s})
 	}
 }
 

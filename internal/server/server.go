@@ -97,8 +97,14 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	return s, nil
 }
 
-// openStore opens the configured embedded engine in the data folder.
+// openStore opens the configured embedded engine in the data folder. It
+// refuses a folder that holds the other engine's data: starting on an empty
+// store there would restart every seq at 1 under clients' old cursors.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.Store, error) {
+	other := map[string]string{"sqlite": PebbleDir, "pebble": SQLiteFile}[cfg.Store]
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, other)); err == nil {
+		return nil, fmt.Errorf("data folder %s holds %s data, but HERALD_STORE is %s: set HERALD_STORE to the engine that wrote it, or use another folder", cfg.DataDir, other, cfg.Store)
+	}
 	switch cfg.Store {
 	case "pebble":
 		return pebble.Open(ctx, filepath.Join(cfg.DataDir, PebbleDir), pebble.Options{Logger: log})

@@ -195,7 +195,17 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message) (_ []store.
 	if err := w.commit(b); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
-	w.dedup.committed(b, msgs, res)
+	if b.SeqNum() == 0 {
+		// A batch over about half a memtable is committed as its own
+		// flushable and its sequence number is no longer readable, so the
+		// dedup log cannot tell when it reaches the tables. Flush now: the
+		// duplicate check then finds its keys on disk.
+		if err := w.db.Flush(); err != nil {
+			return nil, fmt.Errorf("flush a large batch: %w", err)
+		}
+	} else {
+		w.dedup.committed(b, msgs, res)
+	}
 	w.trimCache()
 	return res, nil
 }
@@ -295,6 +305,7 @@ func (s *Store) SaveCursors(ctx context.Context, batch []store.DeviceCursors) er
 	defer s.releaseWriter()
 	b := s.db.NewBatch()
 	defer b.Close()
+	pending := make(map[string]int64) // keys already set in this batch
 	for _, d := range batch {
 		prefix := cursorPrefix(d.User, d.Device)
 		for conv, seq := range d.Cursors {
@@ -303,9 +314,13 @@ func (s *Store) SaveCursors(ctx context.Context, batch []store.DeviceCursors) er
 			if err != nil {
 				return fmt.Errorf("pebble: save cursors: %w", err)
 			}
+			if p, ok := pending[string(key)]; ok {
+				cur, found = max(cur, p), true
+			}
 			if found && seq <= cur {
 				continue
 			}
+			pending[string(key)] = seq
 			if err := b.Set(key, uvarintBytes(seq), nil); err != nil {
 				return fmt.Errorf("pebble: save cursors: %w", err)
 			}

@@ -872,6 +872,17 @@ func testCursors(t *testing.T, f *fixture) {
 			t.Errorf("Cursors(%q, %q) after a batch = %v, %v; want %v", d.User, d.Device, got, err, d.Cursors)
 		}
 	}
+	// The same device twice in a batch: the higher seq wins, in either order.
+	twice := []store.DeviceCursors{
+		{User: "erin", Device: "phone", Cursors: map[string]int64{"p:alice:erin": 9}},
+		{User: "erin", Device: "phone", Cursors: map[string]int64{"p:alice:erin": 5}},
+	}
+	if err := f.s.SaveCursors(ctx, twice); err != nil {
+		t.Fatalf("SaveCursors(same device twice): %v", err)
+	}
+	if got, _ := f.s.Cursors(ctx, "erin", "phone"); got["p:alice:erin"] != 9 {
+		t.Errorf("cursor after 9 then 5 in one batch = %d, want 9", got["p:alice:erin"])
+	}
 	bad := []store.DeviceCursors{
 		{User: "dave", Device: "phone", Cursors: map[string]int64{"p:alice:dave": 1}},
 		{User: "dave", Device: "", Cursors: map[string]int64{"p:alice:dave": 1}},
