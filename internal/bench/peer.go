@@ -196,13 +196,13 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 				// Everything due goes out in one write, as a client with a
 				// backlog would send it; each frame is built by hand
 				// (the fields are digits and IDs: nothing to escape).
-				// Each message carries the time it became due, not the time
-				// it was written: a late tick or a blocked write counts in
-				// its latency rather than being left out.
+				// Messages carry the tick's scheduled time, not the time they
+				// were written: a late tick (the ticker keeps the oldest one)
+				// or a blocked write counts in their latency instead of being
+				// left out, while the tick's own granularity does not.
 				frames = frames[:0]
 				for due := int64(now.Sub(start).Seconds() * each); n < due; n++ {
-					dueAt := start.UnixNano() + int64(float64(n+1)/each*float64(time.Second))
-					frames = append(frames, sendFrame(uint64(n+1), to, n, dueAt))
+					frames = append(frames, sendFrame(uint64(n+1), to, n, now.UnixNano()))
 				}
 				if len(frames) == 0 {
 					continue
