@@ -16,7 +16,7 @@ import (
 )
 
 const benchUsage = `Usage:
-  herald bench peer [--pairs N] [--rate R] [--duration D] [--json] [--target URL --secret S]
+  herald bench peer [--pairs N] [--rate R] [--duration D] [--json] [--target URL --secret S [--users PREFIX]]
   herald bench conn [--conns N] [--json] [--target URL --secret S]
 
 With no --target, a server is started as a child process on a free loopback
@@ -36,6 +36,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	target := fs.String("target", "", "server to load (ws://host:port/ws); default: start one")
 	secret := fs.String("secret", os.Getenv("HERALD_SECRET"), "the target's token secret (HERALD_SECRET)")
 	pid := fs.Int("server-pid", 0, "the target's process ID, to read its memory")
+	users := fs.String("users", "bench", "user ID prefix: give each generator its own to load one target from several processes")
 	var pairs, conns int
 	var rate float64
 	var duration time.Duration
@@ -78,7 +79,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var err error
 	switch scenario {
 	case "peer":
-		report, err = bench.Peer(ctx, t, bench.PeerOptions{Pairs: pairs, Rate: rate, Duration: duration, Progress: stderr})
+		report, err = bench.Peer(ctx, t, bench.PeerOptions{Pairs: pairs, Rate: rate, Duration: duration, Progress: stderr, Users: *users})
 	case "conn":
 		report, err = bench.Conn(ctx, t, bench.ConnOptions{Conns: conns, Progress: stderr})
 	}

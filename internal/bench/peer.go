@@ -21,6 +21,7 @@ type PeerOptions struct {
 	Duration time.Duration // how long senders send
 	Drain    time.Duration // how long to wait afterwards for deliveries; zero means 10s
 	Progress io.Writer     // a line per second while running; nil for none
+	Users    string        // user ID prefix, so several generators can load one server; empty means "bench"
 }
 
 // PeerResult is the report; JSON names are a contract for tools.
@@ -93,6 +94,9 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	if o.Drain <= 0 {
 		o.Drain = 10 * time.Second
 	}
+	if o.Users == "" {
+		o.Users = "bench"
+	}
 	res := PeerResult{Pairs: o.Pairs, Rate: o.Rate}
 	var sent, acked, errs, delivered atomic.Int64
 	var lastAck atomic.Int64 // Unix ns of the latest ack
@@ -109,12 +113,12 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	for i := 0; i < o.Pairs; i++ {
 		r := &receiver{seen: make(map[int64]struct{})}
 		recvs[i] = r
-		rc, err := dialLogin(ctx, t, fmt.Sprintf("bench-r%d", i))
+		rc, err := dialLogin(ctx, t, fmt.Sprintf("%s-r%d", o.Users, i))
 		if err != nil {
 			return res, err
 		}
 		clients = append(clients, rc)
-		peer := fmt.Sprintf("bench-s%d", i)
+		peer := fmt.Sprintf("%s-s%d", o.Users, i)
 		rc.onFrame = func(p []byte) {
 			if !bytes.HasPrefix(p, []byte(`{"ev":"message"`)) {
 				return
@@ -145,7 +149,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		go func() { defer wg.Done(); rc.readLoop() }()
 	}
 	for i := 0; i < o.Pairs; i++ {
-		sc, err := dialLogin(ctx, t, fmt.Sprintf("bench-s%d", i))
+		sc, err := dialLogin(ctx, t, fmt.Sprintf("%s-s%d", o.Users, i))
 		if err != nil {
 			return res, err
 		}
@@ -182,7 +186,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		swg.Add(1)
 		go func() {
 			defer swg.Done()
-			to := fmt.Sprintf("bench-r%d", i)
+			to := fmt.Sprintf("%s-r%d", o.Users, i)
 			tk := time.NewTicker(tick)
 			defer tk.Stop()
 			var n int64
