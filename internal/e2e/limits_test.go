@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -73,5 +74,28 @@ func TestLargeRepliesAreCutNotFatal(t *testing.T) {
 	}
 	if got := srv.Gateway().Stats().SlowClosed; got != 0 {
 		t.Errorf("slow consumers closed = %d, want 0", got)
+	}
+}
+
+// TestAckedConversationsBounded: a session may acknowledge at most 10,000
+// distinct conversations; the next one is refused, earlier ones still work.
+func TestAckedConversationsBounded(t *testing.T) {
+	srv := startServer(t, nil)
+	c := dialRaw(t, srv.URL())
+	c.login("alice", "phone")
+	var burst []byte
+	for i := 0; i < 10000; i++ {
+		data, _ := json.Marshal(proto.AckRequest{ConvType: "peer", ConvID: fmt.Sprint("u", i), Seq: 1})
+		f, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{Op: proto.OpAck, Data: data})
+		burst = append(burst, ws.MustCompileFrame(ws.MaskFrame(ws.NewTextFrame(f)))...)
+	}
+	if _, err := c.conn.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.callErr(proto.OpAck, proto.AckRequest{ConvType: "peer", ConvID: "one-too-many", Seq: 1}); got != "too_large" {
+		t.Errorf("ack of conversation 10,001: code %q, want too_large", got)
+	}
+	if got := c.callErr(proto.OpAck, proto.AckRequest{ConvType: "peer", ConvID: "u5", Seq: 2}); got != "" {
+		t.Errorf("ack of a conversation already acked: code %q, want success", got)
 	}
 }

@@ -97,52 +97,14 @@ func seqs(from, to int64) []int64 {
 	return s
 }
 
-func TestReopenKeepsEverything(t *testing.T) {
-	ctx := context.Background()
-	s, dir := openTemp(t, testOptions)
-	first := mustAppend(t, s, msg("alice", "bob", "1"), msg("bob", "alice", "2"), msg("carol", "alice", "3"))
-	if err := s.SetReadSeq(ctx, "alice", "p:alice:bob", 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SaveCursors(ctx, []store.DeviceCursors{{User: "alice", Device: "phone", Cursors: map[string]int64{"p:alice:bob": 2}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-
-	s, err := Open(ctx, dir, testOptions)
-	if err != nil {
-		t.Fatalf("reopen: %v", err)
-	}
-	defer s.Close()
-	res := mustAppend(t, s, msg("alice", "bob", "4"), msg("alice", "carol", "5"), msg("alice", "bob", "1"), msg("bob", "alice", "1"))
-	if got, want := []int64{res[0].Message.Seq, res[1].Message.Seq, res[3].Message.Seq}, []int64{3, 2, 4}; !slices.Equal(got, want) {
-		t.Errorf("seqs after reopen = %v, want %v", got, want)
-	}
-	if res[0].Message.ID <= first[2].Message.ID || res[1].Message.ID <= res[0].Message.ID {
-		t.Errorf("IDs after reopen %d, %d do not follow %d", res[0].Message.ID, res[1].Message.ID, first[2].Message.ID)
-	}
-	if !res[2].Duplicate || res[2].Message.ID != first[0].Message.ID || res[2].Message.Text != "hi 1" {
-		t.Errorf("resend of a message stored before reopen: Duplicate %v ID %d, want true %d", res[2].Duplicate, res[2].Message.ID, first[0].Message.ID)
-	}
-	if res[3].Duplicate {
-		t.Errorf("bob's LocalID 1 taken for a duplicate of alice's")
-	}
-	if got, want := storedSeqs(t, s, "p:alice:bob"), seqs(1, 4); !slices.Equal(got, want) {
-		t.Errorf("stored seqs = %v, want %v", got, want)
-	}
-	convs, err := s.Conversations(ctx, "alice", 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(convs) != 2 || convs[0].Key != "p:alice:bob" || convs[1].Key != "p:alice:carol" || convs[0].ReadSeq != 1 || convs[0].Unread != 2 {
-		t.Errorf("conversations after reopen = %+v", convs)
-	}
-	cur, err := s.Cursors(ctx, "alice", "phone")
-	if err != nil || cur["p:alice:bob"] != 2 {
-		t.Errorf("cursors after reopen = %v, %v; want p:alice:bob at 2", cur, err)
-	}
+func TestReopen(t *testing.T) {
+	storetest.RunReopen(t, func(t *testing.T, dir string) store.Store {
+		s, err := Open(context.Background(), filepath.Join(dir, "herald"), testOptions)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	})
 }
 
 // TestFailedCommitKeepsSeqsGapFree makes commits fail after the writer has
