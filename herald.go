@@ -144,6 +144,10 @@ type Message struct {
 	SubType   int32  // MessageCustom: app-defined
 	Extended  string // extendedData: app metadata, not interpreted
 	CreatedAt time.Time
+	// Push is the sender's offline push configuration: it decides whether
+	// and how the recipient's devices are pushed. It is not part of the
+	// stored message (the outbox keeps what a push needs).
+	Push *PushConfig
 }
 
 // Limits bounds what a message may carry. Zero fields take the defaults below.

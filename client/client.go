@@ -50,6 +50,9 @@ type Client struct {
 	state  ConnectionState
 	sess   *session // nil when Disconnected
 	closed bool
+	// pushRegs are the push registrations made on this Client, by
+	// provider: registered again after each Login.
+	pushRegs map[herald.PushProvider]PushRegistration
 }
 
 // session is one Login's life: connections come and go under it until
@@ -90,6 +93,7 @@ func New(url string, opts Options) *Client {
 		disp:     newDispatcher(),
 		track:    newTracker(opts.Logger),
 		inflight: make(map[string]int),
+		pushRegs: make(map[herald.PushProvider]PushRegistration),
 	}
 	c.url, c.urlErr = normalizeURL(url)
 	if c.deviceID == "" {
@@ -241,6 +245,7 @@ func (c *Client) Login(ctx context.Context, userID, token string) error {
 
 	select {
 	case <-s.ready:
+		c.reregisterPush(ctx, s)
 		return nil
 	case <-s.done:
 		select {

@@ -24,6 +24,11 @@ type OutgoingMessage struct {
 	// retried with the same LocalID is stored once; the SDK relies on this
 	// to retry across reconnects. Empty means a random ID.
 	LocalID string
+
+	// Push, when set, is the offline push the receiver's devices get when
+	// they do not receive the message live (ZIMPushConfig): title, content,
+	// payload, resourcesID, badge. Nil: no push. Not allowed on commands.
+	Push *herald.PushConfig
 }
 
 // TextMessage returns a text message.
@@ -80,6 +85,11 @@ func (c *Client) SendPeerMessage(ctx context.Context, to string, msg OutgoingMes
 	if err := limits.Validate(&check); err != nil {
 		return nil, opError(op, err)
 	}
+	if msg.Push != nil {
+		if err := msg.Push.Validate(); err != nil {
+			return nil, opError(op, err)
+		}
+	}
 	req := proto.SendRequest{
 		ConvType: proto.ConvPeer,
 		To:       to,
@@ -89,6 +99,7 @@ func (c *Client) SendPeerMessage(ctx context.Context, to string, msg OutgoingMes
 		Data:     msg.Data,
 		SubType:  msg.SubType,
 		Extended: msg.Extended,
+		Push:     msg.Push,
 	}
 	// The hook runs on the reader goroutine before any later frame is read,
 	// so the message's seq is known to the tracker before an incoming message

@@ -5,7 +5,11 @@
 // a binary encoding can be added beside JSON without touching either side.
 package proto
 
-import "time"
+import (
+	"time"
+
+	"github.com/herald-im/herald"
+)
 
 // Version is the protocol version. A client names it as the WebSocket
 // subprotocol (Subprotocol) and in its login request.
@@ -29,6 +33,10 @@ const (
 	OpHistory       = "history"       // HistoryRequest -> HistoryReply
 	OpConversations = "conversations" // ConversationsRequest -> ConversationsReply
 	OpMarkRead      = "mark_read"     // MarkReadRequest -> {}
+
+	OpRegisterPush   = "register_push"   // RegisterPushRequest -> RegisterPushReply
+	OpUnregisterPush = "unregister_push" // UnregisterPushRequest -> {}
+	OpPushDevices    = "push_devices"    // {} -> PushDevicesReply: the user's own devices
 )
 
 // Events: frames the server sends on its own.
@@ -173,6 +181,9 @@ type SendRequest struct {
 	Data     []byte `json:"data,omitempty"` // base64 in JSON
 	SubType  int32  `json:"sub_type,omitempty"`
 	Extended string `json:"extended_data,omitempty"`
+	// Push, when set, is pushed to the receiver's devices that do not get
+	// the message live (see docs/push.md). Not allowed on commands.
+	Push *herald.PushConfig `json:"push,omitempty"`
 }
 
 // SendReply returns the stored message (or, for a resend, the original).
@@ -272,3 +283,39 @@ type MarkReadRequest struct {
 
 // Millis converts t to the protocol's millisecond timestamps.
 func Millis(t time.Time) int64 { return t.UnixMilli() }
+
+// RegisterPushRequest registers this device's push token (ZPNs' register)
+// and binds it to the logged-in user.
+type RegisterPushRequest struct {
+	Provider    string `json:"provider"`    // "apns" or "apns-voip"
+	Token       string `json:"token"`       // the vendor's device token (APNs: hex)
+	App         string `json:"app"`         // bundle ID / package name, configured on the server
+	Environment string `json:"environment"` // "production" or "development" (ZPNs' isProduct)
+}
+
+// RegisterPushReply carries the device's push ID: stable for this device
+// and app, the same when the same token is registered again.
+type RegisterPushReply struct {
+	PushID string `json:"push_id"`
+}
+
+// UnregisterPushRequest removes one of the user's push devices: it gets no
+// push of any kind any more.
+type UnregisterPushRequest struct {
+	PushID string `json:"push_id"`
+}
+
+// PushDevicesReply lists the user's bound push devices.
+type PushDevicesReply struct {
+	Devices []PushDevice `json:"devices"`
+}
+
+// PushDevice is one registered token as its owner sees it.
+type PushDevice struct {
+	PushID       string `json:"push_id"`
+	Provider     string `json:"provider"`
+	App          string `json:"app"`
+	Environment  string `json:"environment"`
+	DeviceID     string `json:"device_id"`
+	RegisteredAt int64  `json:"registered_at"` // ms
+}

@@ -41,10 +41,34 @@ type wireClaims struct {
 	Iat int64  `json:"iat"`
 	Exp int64  `json:"exp"`
 	N   string `json:"n"`
+	K   string `json:"k,omitempty"` // "admin" for admin tokens; absent for login tokens
 }
+
+const kindAdmin = "admin"
 
 // Mint returns a token for user valid from now for ttl.
 func Mint(secret []byte, user string, now time.Time, ttl time.Duration) (string, error) {
+	return mint(secret, user, "", now, ttl)
+}
+
+// MintAdmin returns a token for the server's admin API (herald push test,
+// the delivery log), valid from now for ttl. It cannot log in as a user,
+// and a login token cannot call the admin API.
+func MintAdmin(secret []byte, now time.Time, ttl time.Duration) (string, error) {
+	return mint(secret, kindAdmin, kindAdmin, now, ttl)
+}
+
+// VerifyAdmin checks an admin token as Verify checks a login token;
+// CodeTokenInvalid for a login token.
+func VerifyAdmin(secret []byte, tok string, now time.Time) error {
+	_, kind, err := verify(secret, tok, now)
+	if err == nil && kind != kindAdmin {
+		return herald.Errorf(herald.CodeTokenInvalid, "token is a login token, not an admin token")
+	}
+	return err
+}
+
+func mint(secret []byte, user, kind string, now time.Time, ttl time.Duration) (string, error) {
 	if len(secret) < MinSecretLen {
 		return "", herald.Errorf(herald.CodeInvalidArgument, "secret is %d bytes; at least %d are needed", len(secret), MinSecretLen)
 	}
@@ -58,7 +82,7 @@ func Mint(secret []byte, user string, now time.Time, ttl time.Duration) (string,
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return "", err
 	}
-	c := wireClaims{U: user, Iat: now.Unix(), Exp: now.Add(ttl).Unix(), N: enc.EncodeToString(nonce[:])}
+	c := wireClaims{U: user, Iat: now.Unix(), Exp: now.Add(ttl).Unix(), N: enc.EncodeToString(nonce[:]), K: kind}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return "", err
@@ -72,37 +96,45 @@ func Mint(secret []byte, user string, now time.Time, ttl time.Duration) (string,
 // (signature does not match: forged, or minted with another secret),
 // CodeTokenExpired (expiry passed).
 func Verify(secret []byte, tok string, now time.Time) (Claims, error) {
+	c, kind, err := verify(secret, tok, now)
+	if err == nil && kind != "" {
+		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token is an admin token, not a login token")
+	}
+	return c, err
+}
+
+func verify(secret []byte, tok string, now time.Time) (Claims, string, error) {
 	if !strings.HasPrefix(tok, prefix) {
-		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token does not start with %q", prefix)
+		return Claims{}, "", herald.Errorf(herald.CodeTokenMalformed, "token does not start with %q", prefix)
 	}
 	dot := strings.LastIndexByte(tok, '.')
 	if dot <= len(prefix) {
-		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token has no signature part")
+		return Claims{}, "", herald.Errorf(herald.CodeTokenMalformed, "token has no signature part")
 	}
 	signed, sigPart := tok[:dot], tok[dot+1:]
 	body, err := enc.DecodeString(signed[len(prefix):])
 	if err != nil {
-		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token claims are not base64url")
+		return Claims{}, "", herald.Errorf(herald.CodeTokenMalformed, "token claims are not base64url")
 	}
 	sig, err := enc.DecodeString(sigPart)
 	if err != nil {
-		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token signature is not base64url")
+		return Claims{}, "", herald.Errorf(herald.CodeTokenMalformed, "token signature is not base64url")
 	}
 	var c wireClaims
 	if err := json.Unmarshal(body, &c); err != nil || c.U == "" || c.Exp == 0 {
-		return Claims{}, herald.Errorf(herald.CodeTokenMalformed, "token claims are not a valid object with u and exp")
+		return Claims{}, "", herald.Errorf(herald.CodeTokenMalformed, "token claims are not a valid object with u and exp")
 	}
 	if !hmac.Equal(sig, sign(secret, signed)) {
-		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token signature does not match this server's secret")
+		return Claims{}, "", herald.Errorf(herald.CodeTokenInvalid, "token signature does not match this server's secret")
 	}
 	claims := Claims{UserID: c.U, IssuedAt: time.Unix(c.Iat, 0), ExpiresAt: time.Unix(c.Exp, 0)}
 	if life := claims.ExpiresAt.Sub(claims.IssuedAt); life > MaxTTL {
-		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token lifetime %s exceeds the maximum %s", life, MaxTTL)
+		return Claims{}, "", herald.Errorf(herald.CodeTokenInvalid, "token lifetime %s exceeds the maximum %s", life, MaxTTL)
 	}
 	if !now.Before(claims.ExpiresAt) {
-		return Claims{}, herald.Errorf(herald.CodeTokenExpired, "token expired at %s", claims.ExpiresAt.UTC().Format(time.RFC3339))
+		return Claims{}, "", herald.Errorf(herald.CodeTokenExpired, "token expired at %s", claims.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	return claims, nil
+	return claims, c.K, nil
 }
 
 func sign(secret []byte, signed string) []byte {

@@ -102,3 +102,31 @@ func TestVerifyRejectsOverlongLifetime(t *testing.T) {
 		t.Errorf("Verify = %v, want token_invalid", err)
 	}
 }
+
+func TestAdminTokensAreNotLoginTokens(t *testing.T) {
+	secret := []byte("0123456789abcdef0123")
+	now := time.Unix(1_800_000_000, 0)
+	admin, err := MintAdmin(secret, now, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyAdmin(secret, admin, now); err != nil {
+		t.Errorf("VerifyAdmin(admin token) = %v, want nil", err)
+	}
+	if _, err := Verify(secret, admin, now); herald.ErrorCode(err) != herald.CodeTokenInvalid {
+		t.Errorf("Verify(admin token) = %v, want %s", err, herald.CodeTokenInvalid)
+	}
+	login, err := Mint(secret, "admin", now, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyAdmin(secret, login, now); herald.ErrorCode(err) != herald.CodeTokenInvalid {
+		t.Errorf("VerifyAdmin(login token for user admin) = %v, want %s", err, herald.CodeTokenInvalid)
+	}
+	if err := VerifyAdmin(secret, admin, now.Add(time.Hour)); herald.ErrorCode(err) != herald.CodeTokenExpired {
+		t.Errorf("VerifyAdmin(expired) = %v, want %s", err, herald.CodeTokenExpired)
+	}
+	if err := VerifyAdmin([]byte("another-secret-0123456"), admin, now); herald.ErrorCode(err) != herald.CodeTokenInvalid {
+		t.Errorf("VerifyAdmin(other secret) = %v, want %s", err, herald.CodeTokenInvalid)
+	}
+}

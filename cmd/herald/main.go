@@ -20,6 +20,8 @@ Usage:
   herald serve    [--addr HOST:PORT] [--data DIR] [--config FILE] [...]
   herald gentoken [--data DIR] --user ID [--ttl 24h]
   herald bench    peer|conn [flags]
+  herald push     test|log [flags]
+  herald emulator [--addr HOST:PORT] [--sandbox-addr HOST:PORT] [--dir DIR] [--delay D]
 
 Run "herald COMMAND --help" for a command's flags. Configuration keys are in
 docs/configuration.md; every flag also has a HERALD_* environment variable.
@@ -46,6 +48,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return gentoken(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "emulator":
+		return emulatorCmd(args[1:], stdout, stderr)
+	case "push":
+		return pushCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

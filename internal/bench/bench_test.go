@@ -34,7 +34,7 @@ func TestSendFrameIsTheProtocol(t *testing.T) {
 // in-process server: the figures they report must add up.
 func TestScenariosAgainstAServer(t *testing.T) {
 	cfg := config.Default()
-	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
 	cfg.SendsPerSecond, cfg.SendBurst = 100000, 100000
 	secret := []byte("bench-test-secret-0123456789")
 	srv, err := server.New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))

@@ -54,6 +54,7 @@ func StartServer(ctx context.Context, exe string, extraEnv []string, logs io.Wri
 	cmd.Env = append(os.Environ(),
 		"HERALD_SECRET="+secret,
 		"HERALD_LOG_LEVEL=warn",
+		"HERALD_PUSH_EMULATOR_ADDR=127.0.0.1:0",
 		"HERALD_SENDS_PER_SECOND=1000000",
 		"HERALD_SEND_BURST=1000000",
 	)

@@ -19,7 +19,7 @@ import (
 
 // Store is what chat needs of the storage contract.
 type Store interface {
-	AppendMessages(ctx context.Context, msgs []*herald.Message) ([]store.Appended, error)
+	AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error)
 	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
 	History(ctx context.Context, conv string, q store.HistoryQuery) ([]*herald.Message, error)
 	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
@@ -40,6 +40,19 @@ type Deliverer interface {
 	DeliverMessage(m *herald.Message, to []string, origin SessionID)
 }
 
+// Pusher is the push decision, made while messages are stored so that the
+// pushes they need are stored with them (internal/push implements it).
+type Pusher interface {
+	// Check validates a message's push configuration before it is
+	// accepted; the error names what is wrong.
+	Check(m *herald.Message) error
+	// Plan appends the pushes m needs (m is index i of the batch being
+	// stored) to jobs. It must not block on I/O.
+	Plan(m *herald.Message, i int, jobs []store.PushJob) []store.PushJob
+	// Enqueue hands jobs that were just stored to the dispatcher.
+	Enqueue(jobs []store.PushJob)
+}
+
 // SendResult is the outcome of a send.
 type SendResult struct {
 	Message   *herald.Message
@@ -52,6 +65,7 @@ type Config struct {
 	MaxBatch         int           // messages per store transaction; zero means 256
 	OfflineRetention time.Duration // how far back the login sync reaches; zero means 7 days
 	SyncPage         int           // messages per store read during sync; zero means 200
+	Push             Pusher        // nil: sends with a push configuration are refused
 	Now              func() time.Time
 	Logger           *slog.Logger
 }
@@ -159,6 +173,17 @@ func (s *Service) prepare(from string, m *herald.Message) error {
 	if err := s.cfg.Limits.Validate(m); err != nil {
 		return err
 	}
+	if m.Push != nil {
+		if s.cfg.Push == nil {
+			return herald.Errorf(herald.CodeInvalidArgument, "offline push is not configured on this server")
+		}
+		if m.Type == herald.MessageCommand {
+			return herald.Errorf(herald.CodeInvalidArgument, "command messages are never pushed: they are delivered live only")
+		}
+		if err := s.cfg.Push.Check(m); err != nil {
+			return err
+		}
+	}
 	m.From = from
 	m.Conv = herald.PeerConversationKey(from, m.To)
 	m.CreatedAt = s.cfg.Now().Truncate(time.Millisecond)
@@ -173,6 +198,7 @@ func (s *Service) writeLoop() {
 	defer close(s.fanout)
 	batch := make([]*pending, 0, s.cfg.MaxBatch)
 	msgs := make([]*herald.Message, 0, s.cfg.MaxBatch)
+	var jobs []store.PushJob
 	for {
 		p, ok := <-s.in
 		if !ok {
@@ -191,18 +217,24 @@ func (s *Service) writeLoop() {
 				break fill
 			}
 		}
-		msgs = msgs[:0]
+		msgs, jobs = msgs[:0], jobs[:0]
 		for _, p := range batch {
 			if p.msg.Type != herald.MessageCommand {
+				if s.cfg.Push != nil {
+					jobs = s.cfg.Push.Plan(p.msg, len(msgs), jobs)
+				}
 				msgs = append(msgs, p.msg)
 			}
 		}
 		var res []store.Appended
 		var err error
 		if len(msgs) > 0 {
-			res, err = s.st.AppendMessages(context.Background(), msgs)
+			res, err = s.st.AppendMessages(context.Background(), msgs, jobs)
 			if err == nil && len(res) != len(msgs) {
 				err = fmt.Errorf("store returned %d results for %d messages", len(res), len(msgs))
+			}
+			if err == nil && len(jobs) > 0 {
+				s.cfg.Push.Enqueue(storedJobs(jobs, res))
 			}
 		}
 		out := make([]*pending, 0, len(batch))
@@ -223,6 +255,21 @@ func (s *Service) writeLoop() {
 		}
 		s.fanout <- out
 	}
+}
+
+// storedJobs returns the jobs the store kept (those of new messages), with
+// their message's ID and seq.
+func storedJobs(jobs []store.PushJob, res []store.Appended) []store.PushJob {
+	out := jobs[:0:0]
+	for _, j := range jobs {
+		r := res[j.Msg]
+		if r.Duplicate {
+			continue
+		}
+		j.MsgID, j.Seq = r.Message.ID, r.Message.Seq
+		out = append(out, j)
+	}
+	return out
 }
 
 // fanoutLoop delivers committed batches in commit order, then answers the

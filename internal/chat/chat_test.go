@@ -151,7 +151,7 @@ func TestConcurrentSendsStayOrdered(t *testing.T) {
 // failingStore fails every append; reads go to the real store.
 type failingStore struct{ Store }
 
-func (failingStore) AppendMessages(context.Context, []*herald.Message) ([]store.Appended, error) {
+func (failingStore) AppendMessages(context.Context, []*herald.Message, []store.PushJob) ([]store.Appended, error) {
 	return nil, errors.New("disk full")
 }
 

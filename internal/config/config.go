@@ -52,6 +52,17 @@ type Config struct {
 
 	ReadDriver string // HERALD_READ_DRIVER: "epoll" (Linux; no goroutine per idle session) or "goroutine"
 
+	// Offline push (docs/push.md).
+	PushConfig        string        // HERALD_PUSH_CONFIG: JSON file of apps, credentials and strategies; empty: the built-in emulator
+	PushEmulatorAddr  string        // HERALD_PUSH_EMULATOR_ADDR: where the built-in APNs emulator listens when HERALD_PUSH_CONFIG is empty
+	PushAckWindow     time.Duration // HERALD_PUSH_ACK_WINDOW: a live session that has not acknowledged a message this long is pushed
+	PushTTL           time.Duration // HERALD_PUSH_TTL: how long a message's push is worth sending (apns-expiration)
+	PushRetryBase     time.Duration // HERALD_PUSH_RETRY_BASE: first backoff after a transient failure (doubles, with jitter)
+	PushRetryMax      time.Duration // HERALD_PUSH_RETRY_MAX: longest backoff
+	PushInFlight      int           // HERALD_PUSH_IN_FLIGHT: pushes awaiting a vendor's answer at once
+	PushConnections   int           // HERALD_PUSH_CONNECTIONS: HTTP/2 connections per app credential and environment
+	PushLogRetention  time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
+
 	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
 	PprofAddr       string        // HERALD_PPROF_ADDR: serve Go's net/http/pprof here; empty (default) is off
 }
@@ -81,6 +92,14 @@ func Default() Config {
 		MaxExtendedBytes:  1 << 10,
 		MaxBatch:          256,
 		ReadDriver:        "epoll",
+		PushEmulatorAddr:  "127.0.0.1:7402",
+		PushAckWindow:     5 * time.Second,
+		PushTTL:           24 * time.Hour,
+		PushRetryBase:     time.Second,
+		PushRetryMax:      5 * time.Minute,
+		PushInFlight:      4096,
+		PushConnections:   4,
+		PushLogRetention:  7 * 24 * time.Hour,
 		ShutdownTimeout:   10 * time.Second,
 	}
 }
@@ -121,6 +140,15 @@ func (c *Config) keys() []key {
 		{"max-extended-bytes", "largest extended_data", &c.MaxExtendedBytes},
 		{"max-batch", "messages per store transaction", &c.MaxBatch},
 		{"read-driver", "epoll (Linux; falls back to goroutine elsewhere) or goroutine", &c.ReadDriver},
+		{"push-config", "JSON file of push apps, credentials and strategies (docs/push.md); empty uses the built-in APNs emulator", &c.PushConfig},
+		{"push-emulator-addr", "listen address of the built-in APNs emulator (only without push-config; port 0 picks one)", &c.PushEmulatorAddr},
+		{"push-ack-window", "a live session that has not acknowledged a message this long gets a push anyway", &c.PushAckWindow},
+		{"push-ttl", "how long a message push stays worth sending (apns-expiration)", &c.PushTTL},
+		{"push-retry-base", "first backoff after a transient push failure; doubles with jitter", &c.PushRetryBase},
+		{"push-retry-max", "longest backoff between push attempts", &c.PushRetryMax},
+		{"push-in-flight", "pushes awaiting a vendor answer at once", &c.PushInFlight},
+		{"push-connections", "HTTP/2 connections per app credential and environment", &c.PushConnections},
+		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
 		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
 	}
@@ -296,6 +324,9 @@ func (c *Config) Validate() error {
 		{"HERALD_HEARTBEAT_INTERVAL", c.HeartbeatInterval}, {"HERALD_HEARTBEAT_TIMEOUT", c.HeartbeatTimeout},
 		{"HERALD_LOGIN_TIMEOUT", c.LoginTimeout}, {"HERALD_TOKEN_WARNING", c.TokenWarning},
 		{"HERALD_OFFLINE_RETENTION", c.OfflineRetention}, {"HERALD_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
+		{"HERALD_PUSH_ACK_WINDOW", c.PushAckWindow}, {"HERALD_PUSH_TTL", c.PushTTL},
+		{"HERALD_PUSH_RETRY_BASE", c.PushRetryBase}, {"HERALD_PUSH_RETRY_MAX", c.PushRetryMax},
+		{"HERALD_PUSH_LOG_RETENTION", c.PushLogRetention},
 	} {
 		if err := posDur(d.n, d.v); err != nil {
 			return err
@@ -313,10 +344,20 @@ func (c *Config) Validate() error {
 		{"HERALD_SEND_BURST", c.SendBurst}, {"HERALD_MAX_TEXT_BYTES", c.MaxTextBytes},
 		{"HERALD_MAX_CUSTOM_BYTES", c.MaxCustomBytes}, {"HERALD_MAX_COMMAND_BYTES", c.MaxCommandBytes},
 		{"HERALD_MAX_EXTENDED_BYTES", c.MaxExtendedBytes}, {"HERALD_MAX_BATCH", c.MaxBatch},
+		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
 	} {
 		if err := pos(v.n, v.v); err != nil {
 			return err
 		}
+	}
+	if c.PushRetryMax < c.PushRetryBase {
+		return fmt.Errorf("HERALD_PUSH_RETRY_MAX (%s) must be at least HERALD_PUSH_RETRY_BASE (%s)", c.PushRetryMax, c.PushRetryBase)
+	}
+	if c.PushTTL > 30*24*time.Hour {
+		return fmt.Errorf("HERALD_PUSH_TTL must be at most 720h (APNs keeps a notification at most 30 days), got %s", c.PushTTL)
+	}
+	if c.PushConfig == "" && c.PushEmulatorAddr == "" {
+		return fmt.Errorf("HERALD_PUSH_EMULATOR_ADDR is empty: without HERALD_PUSH_CONFIG pushes go to the built-in emulator, which needs an address")
 	}
 	if c.MaxTextBytes > 32<<10 {
 		return fmt.Errorf("HERALD_MAX_TEXT_BYTES must be at most 32768, got %d", c.MaxTextBytes)

@@ -51,7 +51,7 @@ func freeAddr(t *testing.T) string {
 func startProcess(t *testing.T, bin, addr, data string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}, args...)...)
-	cmd.Env = append(os.Environ(), "HERALD_SECRET="+string(testSecret))
+	cmd.Env = append(os.Environ(), "HERALD_SECRET="+string(testSecret), "HERALD_PUSH_EMULATOR_ADDR=127.0.0.1:0")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -204,7 +204,7 @@ func TestSIGTERMDrains(t *testing.T) {
 // opened as an empty store of the other.
 func TestStoreEngineSwitchRefused(t *testing.T) {
 	cfg := config.Default()
-	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
 	srv := startServerWith(t, cfg)
 	srv.stop(t)
 	cfg.Store = "pebble"

@@ -37,6 +37,7 @@ func startServer(t *testing.T, mutate func(*config.Config)) *testServer {
 	cfg := config.Default()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
+	cfg.PushEmulatorAddr = "127.0.0.1:0"
 	if mutate != nil {
 		mutate(&cfg)
 	}

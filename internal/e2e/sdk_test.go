@@ -163,7 +163,7 @@ func TestSDKEndToEnd(t *testing.T) {
 // sees every message once, in order.
 func TestSDKReconnectAcrossRestart(t *testing.T) {
 	cfg := config.Default()
-	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
 	srv := startServerWith(t, cfg)
 	cfg.Addr = srv.Addr()
 	url := srv.URL()

@@ -36,6 +36,16 @@ type Chat interface {
 	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
 }
 
+// Push is what the gateway needs of the push service: the registration
+// operations and the logout hook.
+type Push interface {
+	Register(ctx context.Context, user, device string, p herald.PushProvider, token, app string, env herald.PushEnvironment) (herald.PushDevice, error)
+	Unregister(ctx context.Context, user, pushID string) error
+	Logout(ctx context.Context, user, device string) error
+	Devices(user string) []herald.PushDevice
+	DeviceActive(user, device string)
+}
+
 // Config tunes the gateway. Zero values take the defaults on each field.
 type Config struct {
 	Secret            []byte        // token secret; required
@@ -53,6 +63,7 @@ type Config struct {
 	CursorFlush       time.Duration // how often acks are stored, all sessions in one write; zero means 1s
 	BlockingReads     bool          // read with a goroutine per session even where epoll is available
 	Limits            herald.Limits // reported to clients at login
+	Push              Push          // nil: the push operations answer that push is not configured
 	Now               func() time.Time
 	Logger            *slog.Logger
 }
@@ -446,6 +457,36 @@ func (g *Gateway) DeliverMessage(m *herald.Message, to []string, origin chat.Ses
 		}
 		sh.mu.Unlock()
 	}
+}
+
+// Live reports whether user has a logged-in session on device (push.Presence).
+func (g *Gateway) Live(user, device string) bool {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, s := range sh.users[user] {
+		if s.device == device {
+			return true
+		}
+	}
+	return false
+}
+
+// Acked returns how far user's live session on device has acknowledged
+// conv (push.Presence).
+func (g *Gateway) Acked(user, device, conv string) (int64, bool) {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, s := range sh.users[user] {
+		if s.device == device {
+			s.mu.Lock()
+			seq := s.acked[conv]
+			s.mu.Unlock()
+			return seq, true
+		}
+	}
+	return 0, false
 }
 
 // SessionsOf reports how many live sessions user has (for tests and metrics).

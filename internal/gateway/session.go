@@ -466,6 +466,13 @@ func (s *session) handle(payload []byte) {
 		s.reply(f.ID, proto.PingReply{ServerTime: proto.Millis(s.g.cfg.Now())})
 	case proto.OpLogout:
 		s.flushCursors() // before the reply: a quick relogin must see these acks
+		if p := s.g.cfg.Push; p != nil {
+			// Before the reply: once logged out, the device gets no push of this user's.
+			if err := p.Logout(ctx, s.user, s.device); err != nil {
+				s.fail(f.ID, f.Op, err)
+				return
+			}
+		}
 		s.reply(f.ID, struct{}{})
 		s.closeWith(proto.CloseNormal, "logged out")
 	case proto.OpRenewToken:
@@ -478,6 +485,8 @@ func (s *session) handle(payload []byte) {
 		s.history(ctx, f)
 	case proto.OpConversations:
 		s.conversations(ctx, f)
+	case proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpPushDevices:
+		s.pushOp(ctx, f)
 	case proto.OpMarkRead:
 		var req proto.MarkReadRequest
 		if !s.decode(f, &req) {
@@ -589,6 +598,9 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	s.armTokenTimerLocked()
 	s.mu.Unlock()
 	s.g.log.Debug("login", s.logger()...)
+	if p := cfg.Push; p != nil {
+		p.DeviceActive(s.user, s.device)
+	}
 
 	covered, count, err := s.g.chat.Sync(ctx, s.user, s.device, given, s.sendSyncPage)
 	s.deadline.Store(cfg.Now().Add(cfg.HeartbeatTimeout).UnixNano())
@@ -737,6 +749,7 @@ func (s *session) send(f proto.Frame) {
 	m := &herald.Message{
 		ConvType: ct, To: req.To, LocalID: req.LocalID, Type: mt,
 		Text: req.Text, Data: req.Data, SubType: req.SubType, Extended: req.Extended,
+		Push: req.Push,
 	}
 	id, op, user := f.ID, f.Op, s.user
 	s.g.chat.Send(user, s.id, m, func(res chat.SendResult, err error) {
@@ -874,4 +887,47 @@ func (s *session) conversations(ctx context.Context, f proto.Frame) {
 		out.Conversations[i] = pc
 	}
 	s.reply(f.ID, out)
+}
+
+// pushOp runs the push registration operations, always for the session's
+// own user and device.
+func (s *session) pushOp(ctx context.Context, f proto.Frame) {
+	p := s.g.cfg.Push
+	if p == nil {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeUnavailable, "offline push is not configured on this server"))
+		return
+	}
+	switch f.Op {
+	case proto.OpRegisterPush:
+		var req proto.RegisterPushRequest
+		if !s.decode(f, &req) {
+			return
+		}
+		d, err := p.Register(ctx, s.user, s.device, herald.PushProvider(req.Provider), req.Token, req.App, herald.PushEnvironment(req.Environment))
+		if err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
+		}
+		s.reply(f.ID, proto.RegisterPushReply{PushID: d.PushID})
+	case proto.OpUnregisterPush:
+		var req proto.UnregisterPushRequest
+		if !s.decode(f, &req) {
+			return
+		}
+		if err := p.Unregister(ctx, s.user, req.PushID); err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
+		}
+		s.reply(f.ID, struct{}{})
+	case proto.OpPushDevices:
+		devs := p.Devices(s.user)
+		out := proto.PushDevicesReply{Devices: make([]proto.PushDevice, 0, len(devs))}
+		for _, d := range devs {
+			out.Devices = append(out.Devices, proto.PushDevice{
+				PushID: d.PushID, Provider: string(d.Provider), App: d.App, Environment: string(d.Env),
+				DeviceID: d.Device, RegisteredAt: proto.Millis(d.RegisteredAt),
+			})
+		}
+		s.reply(f.ID, out)
+	}
 }

@@ -17,9 +17,12 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/api"
 	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/gateway"
+	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/pebble"
 	"github.com/herald-im/herald/internal/store/sqlite"
@@ -39,6 +42,9 @@ type Server struct {
 	store store.Store
 	chat  *chat.Service
 	gw    *gateway.Gateway
+	push  *push.Service
+	emu   *emulator.APNs // the built-in APNs emulator when no push credentials are configured
+	provs map[herald.PushProvider]push.Provider
 	http  *http.Server
 	ln    net.Listener
 	pprof *http.Server // nil unless HERALD_PPROF_ADDR is set
@@ -59,6 +65,17 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if err != nil {
 		return nil, err
 	}
+	providers, strategies, emu, err := pushSetup(cfg, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	ps := push.New(st, nil, providers, push.Config{
+		AckWindow: cfg.PushAckWindow, TTL: cfg.PushTTL,
+		RetryBase: cfg.PushRetryBase, RetryMax: cfg.PushRetryMax,
+		InFlight: cfg.PushInFlight, LogRetention: cfg.PushLogRetention,
+		Strategies: strategies, Logger: log,
+	})
 	limits := herald.Limits{
 		MaxTextBytes: cfg.MaxTextBytes, MaxCustomBytes: cfg.MaxCustomBytes,
 		MaxCommandBytes: cfg.MaxCommandBytes, MaxExtendedBytes: cfg.MaxExtendedBytes,
@@ -77,18 +94,22 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		SendBurst:         cfg.SendBurst,
 		BlockingReads:     cfg.ReadDriver == "goroutine",
 		Limits:            limits,
+		Push:              ps,
 		Logger:            log,
 	})
+	ps.SetPresence(gw)
 	ch := chat.New(st, gw, chat.Config{
 		Limits:           limits,
 		MaxBatch:         cfg.MaxBatch,
 		OfflineRetention: cfg.OfflineRetention,
+		Push:             ps,
 		Logger:           log,
 	})
 	gw.SetChat(ch)
-	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, done: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, emu: emu, provs: providers, done: make(chan error, 1)}
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
+	mux.Handle("/api/", api.New(secret, ps, log))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -135,6 +156,10 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen on %s (HERALD_ADDR): %w", s.cfg.Addr, err)
 	}
 	s.ln = ln
+	if err := s.push.Start(context.Background()); err != nil {
+		ln.Close()
+		return err
+	}
 	s.chat.Start()
 	s.ready.Store(true)
 	go func() {
@@ -177,6 +202,13 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // URL is the client WebSocket endpoint.
 func (s *Server) URL() string { return "ws://" + s.Addr() + proto.Path }
 
+// Push exposes the push service for tests, benches and metrics.
+func (s *Server) Push() *push.Service { return s.push }
+
+// Emulator is the built-in APNs emulator, nil when push credentials are
+// configured.
+func (s *Server) Emulator() *emulator.APNs { return s.emu }
+
 // Gateway exposes the gateway for tests and metrics.
 func (s *Server) Gateway() *gateway.Gateway { return s.gw }
 
@@ -201,8 +233,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.chat.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if err := s.push.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	closed := map[push.Provider]bool{}
+	for _, p := range s.provs {
+		if !closed[p] {
+			closed[p] = true
+			p.Close()
+		}
+	}
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	if s.emu != nil {
+		s.emu.Close()
 	}
 	return errors.Join(errs...)
 }

@@ -55,7 +55,15 @@ type Store interface {
 	// Type and CreatedAt must be set. It also records the conversation in
 	// both participants' conversation lists. The result has one entry per
 	// message, in order. On error nothing is stored and no seq is used.
-	AppendMessages(ctx context.Context, msgs []*herald.Message) ([]Appended, error)
+	//
+	// jobs are offline pushes to store in the same transaction (the
+	// outbox), so a crash between storing a message and pushing it loses
+	// no push. Each job names its message by index (PushJob.Msg); the store
+	// fills MsgID and Seq from the stored message, and stores no job for a
+	// Duplicate. A job whose (PushID, MsgID) is already pending is left as
+	// it is. CodeInvalidArgument, and nothing stored, for a job with an
+	// index out of range or an empty PushID or User.
+	AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []PushJob) ([]Appended, error)
 
 	// MessagesAfter returns up to limit messages of conv with seq > after
 	// and CreatedAt >= since, in ascending seq order.
@@ -88,11 +96,100 @@ type Store interface {
 	// an empty user, device or conversation, or a negative seq.
 	SaveCursors(ctx context.Context, batch []DeviceCursors) error
 
+	// PendingPush returns up to limit jobs of the outbox in (Due, PushID,
+	// MsgID) order, starting after the job after (the zero key: from the
+	// first).
+	PendingPush(ctx context.Context, after PushKey, limit int) ([]PushJob, error)
+
+	// FinishPush records what the dispatcher did, in one durable write:
+	// the jobs in done leave the outbox, the jobs in retry replace their
+	// pending versions (new Due and Attempt; one not pending any more is
+	// ignored), the attempts are appended to the delivery log, and the
+	// badges (push ID -> count) are stored on their devices (a device that
+	// is gone is ignored).
+	FinishPush(ctx context.Context, done []PushKey, retry []PushJob, log []herald.PushAttempt, badges map[string]int) error
+
+	// PushLog returns up to limit delivery-log entries matching q, newest
+	// first. At least one of q's User, PushID, MsgID must be set.
+	PushLog(ctx context.Context, q PushLogQuery) ([]herald.PushAttempt, error)
+
+	// PrunePushLog deletes delivery-log entries older than before and
+	// returns how many.
+	PrunePushLog(ctx context.Context, before time.Time) (int, error)
+
+	// RegisterPushDevice stores d (User and Device set; PushID and
+	// RegisteredAt are the store's) and returns it as stored. The same
+	// (Provider, App, Token) as a stored device keeps that device's PushID
+	// and moves it to d's user and device. Else a device of d's (User,
+	// Device, Provider, App) gets the new token under its PushID. Else a
+	// new PushID (random, unguessable) is assigned. RegisteredAt is set to
+	// now (millisecond precision) in every case; Badge is kept.
+	RegisterPushDevice(ctx context.Context, d herald.PushDevice) (herald.PushDevice, error)
+
+	// UnregisterPushDevice deletes the device pushID. CodeNotFound unless it
+	// exists and is bound to user: no user can see or remove another's.
+	UnregisterPushDevice(ctx context.Context, user, pushID string) error
+
+	// UnbindPushDevices unbinds (User set to "") every device bound to user
+	// through the session device, as logout does, and returns their push
+	// IDs. The devices stay registered.
+	UnbindPushDevices(ctx context.Context, user, device string) ([]string, error)
+
+	// DropPushDevice deletes device pushID because its provider said the
+	// token is gone at time at, unless it was registered after at. It
+	// reports whether it deleted it; a missing device is not an error.
+	DropPushDevice(ctx context.Context, pushID string, at time.Time) (bool, error)
+
+	// PushDevices returns every registered device (bound or not), in PushID
+	// order: the push service loads them at start.
+	PushDevices(ctx context.Context) ([]herald.PushDevice, error)
+
 	// Ping checks that the store can serve requests.
 	Ping(ctx context.Context) error
 
 	// Close flushes and releases the store. Calls after Close fail.
 	Close() error
+}
+
+// PushKey names a job of the outbox: one message to one device.
+type PushKey struct {
+	Due    time.Time // only for PendingPush's after
+	PushID string
+	MsgID  int64
+}
+
+// PushJob is one pending push in the outbox.
+type PushJob struct {
+	PushID  string
+	MsgID   int64 // set by AppendMessages from the stored message
+	Msg     int   // AppendMessages only: index of the message in its msgs
+	User    string
+	Conv    string
+	Seq     int64 // set by AppendMessages from the stored message
+	Due     time.Time
+	Expires time.Time // when it is no use any more
+	Attempt int       // attempts made so far
+	Data    []byte    // what to push, opaque to the store
+}
+
+// Key returns j's key.
+func (j *PushJob) Key() PushKey { return PushKey{Due: j.Due, PushID: j.PushID, MsgID: j.MsgID} }
+
+// PushLogQuery selects delivery-log entries: those matching every field
+// that is set.
+type PushLogQuery struct {
+	User   string
+	PushID string
+	MsgID  int64
+	Limit  int // > 0
+}
+
+// ValidatePushJob checks a job for backends.
+func ValidatePushJob(j *PushJob) error {
+	if j.PushID == "" || j.User == "" {
+		return herald.Errorf(herald.CodeInvalidArgument, "push job: push ID or user is empty")
+	}
+	return nil
 }
 
 // ValidateCursors checks one entry of a SaveCursors batch, for backends.

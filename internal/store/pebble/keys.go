@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
 )
 
 // Key tags: the first byte of every key says what it holds. README.md has
@@ -29,8 +30,9 @@ var (
 )
 
 // formatVersion is the layout this build writes. Open refuses a directory
-// written with a newer one.
-const formatVersion = 1
+// written with a newer one, and records this one in an older one (each
+// version only adds keys). 2 added offline push: devices, outbox, log.
+const formatVersion = 2
 
 // errCorrupt marks stored bytes that do not decode.
 var errCorrupt = errors.New("pebble: corrupt record")
@@ -281,4 +283,316 @@ func decodeMessage(conv string, seq int64, b []byte) (*herald.Message, head, err
 	m.SubType = int32(subType)
 	m.CreatedAt = time.UnixMilli(created).UTC()
 	return m, h, nil
+}
+
+// Offline push keys (README.md, "Offline push"). Push IDs sort in
+// PushDevices and PendingPush order, so where one is followed by more key
+// it is encoded with appendOrdered, not length-prefixed: a length prefix
+// would sort "pb" before "pab".
+const (
+	tagPushDevice  = 'p' // p pushID(raw)                            -> device
+	tagPushToken   = 't' // t provider app token                     -> pushID
+	tagPushBinding = 'b' // b user device provider app               -> pushID (bound devices only)
+	tagOutbox      = 'o' // o msgID(8) pushID                        -> due (varint, ms)
+	tagPushQueue   = 'q' // q due(8) pushID(ordered) msgID(8)        -> job
+	tagPushLog     = 'l' // l at(8) logID(8)                         -> attempt
+	tagPushLogBy   = 'x' // x kind value at(8) logID(8)              -> (empty)
+)
+
+// Kinds of delivery-log index keys (tagPushLogBy).
+const (
+	logByUser = 'u' // value: user (length-prefixed)
+	logByPush = 'p' // value: push ID (length-prefixed)
+	logByMsg  = 'm' // value: msg ID (8 bytes)
+)
+
+// keyLastLogID holds the highest delivery-log ID committed (uvarint): log
+// IDs order entries of the same millisecond by insertion.
+var keyLastLogID = []byte{tagMeta, 'l'}
+
+// appendInt64 appends v so that keys sort by it, negative values first:
+// big-endian with the sign bit flipped.
+func appendInt64(b []byte, v int64) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(v)^(1<<63))
+}
+
+func readInt64(b []byte) (int64, []byte, error) {
+	if len(b) < 8 {
+		return 0, nil, errCorrupt
+	}
+	return int64(binary.BigEndian.Uint64(b) ^ (1 << 63)), b[8:], nil
+}
+
+// appendOrdered appends s so that encoded strings sort as the strings do,
+// and what follows in the key sorts after the whole string: each 0x00 byte
+// becomes 0x00 0xff, and 0x00 0x01 ends the string.
+func appendOrdered(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		b = append(b, s[i])
+		if s[i] == 0 {
+			b = append(b, 0xff)
+		}
+	}
+	return append(b, 0, 1)
+}
+
+// readOrdered reads a string written by appendOrdered.
+func readOrdered(b []byte) (string, []byte, error) {
+	var s []byte
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] != 0 {
+			continue
+		}
+		switch b[i+1] {
+		case 1:
+			return string(append(s, b[:i]...)), b[i+2:], nil
+		case 0xff:
+			s = append(s, b[:i+1]...)
+			b, i = b[i+2:], -1
+		default:
+			return "", nil, errCorrupt
+		}
+	}
+	return "", nil, errCorrupt
+}
+
+func deviceKey(pushID string) []byte {
+	return append(append(make([]byte, 0, 1+len(pushID)), tagPushDevice), pushID...)
+}
+
+func tokenKey(p herald.PushProvider, app, token string) []byte {
+	b := make([]byte, 0, 4+len(p)+len(app)+len(token))
+	return appendString(appendString(appendString(append(b, tagPushToken), string(p)), app), token)
+}
+
+// bindingPrefix is the prefix of the binding keys of user's device.
+func bindingPrefix(user, device string) []byte {
+	b := make([]byte, 0, 3+len(user)+len(device)+32)
+	return appendString(appendString(append(b, tagPushBinding), user), device)
+}
+
+func bindingKey(user, device string, p herald.PushProvider, app string) []byte {
+	return appendString(appendString(bindingPrefix(user, device), string(p)), app)
+}
+
+func appendOutboxKey(b []byte, msgID int64, pushID string) []byte {
+	return appendString(binary.BigEndian.AppendUint64(append(b, tagOutbox), uint64(msgID)), pushID)
+}
+
+func appendQueueKey(b []byte, due int64, pushID string, msgID int64) []byte {
+	return appendInt64(appendOrdered(appendInt64(append(b, tagPushQueue), due), pushID), msgID)
+}
+
+// decodeQueueKey reads due, push ID and message ID off a queue key.
+func decodeQueueKey(k []byte) (due int64, pushID string, msgID int64, err error) {
+	if len(k) == 0 || k[0] != tagPushQueue {
+		return 0, "", 0, errCorrupt
+	}
+	if due, k, err = readInt64(k[1:]); err != nil {
+		return 0, "", 0, err
+	}
+	if pushID, k, err = readOrdered(k); err != nil {
+		return 0, "", 0, err
+	}
+	if msgID, k, err = readInt64(k); err != nil || len(k) != 0 {
+		return 0, "", 0, errCorrupt
+	}
+	return due, pushID, msgID, nil
+}
+
+// logSuffix is the end of every delivery-log key: when, then insertion
+// order.
+func appendLogSuffix(b []byte, at, id int64) []byte {
+	return binary.BigEndian.AppendUint64(appendInt64(b, at), uint64(id))
+}
+
+func logKey(at, id int64) []byte {
+	return appendLogSuffix(append(make([]byte, 0, 17), tagPushLog), at, id)
+}
+
+// userLogPrefix, pushLogPrefix and msgLogPrefix are the prefixes of the
+// log index keys of one user, push ID or message.
+func userLogPrefix(user string) []byte {
+	return appendString(append(make([]byte, 0, 40), tagPushLogBy, logByUser), user)
+}
+
+func pushLogPrefix(pushID string) []byte {
+	return appendString(append(make([]byte, 0, 48), tagPushLogBy, logByPush), pushID)
+}
+
+func msgLogPrefix(msgID int64) []byte {
+	return appendInt64(append(make([]byte, 0, 26), tagPushLogBy, logByMsg), msgID)
+}
+
+// Value encodings, each led by a version byte.
+const (
+	jobVersion     = 1
+	deviceVersion  = 1
+	attemptVersion = 1
+)
+
+// encodeJob appends the part of j not in its queue key: user, conv, seq,
+// expires, attempt, data.
+func encodeJob(b []byte, j *store.PushJob) []byte {
+	b = append(b, jobVersion)
+	b = appendString(b, j.User)
+	b = appendString(b, j.Conv)
+	b = binary.AppendVarint(b, j.Seq)
+	b = binary.AppendVarint(b, j.Expires.UnixMilli())
+	b = binary.AppendVarint(b, int64(j.Attempt))
+	return appendBytes(b, j.Data)
+}
+
+// decodeJob decodes a queue entry into j. It copies what it keeps.
+func decodeJob(key, value []byte, j *store.PushJob) error {
+	due, pushID, msgID, err := decodeQueueKey(key)
+	if err != nil {
+		return err
+	}
+	if len(value) == 0 || value[0] != jobVersion {
+		return fmt.Errorf("%w: unknown push job version", errCorrupt)
+	}
+	b := value[1:]
+	var expires, attempt int64
+	var data []byte
+	if j.User, b, err = readString(b); err != nil {
+		return err
+	}
+	if j.Conv, b, err = readString(b); err != nil {
+		return err
+	}
+	if j.Seq, b, err = readVarint(b); err != nil {
+		return err
+	}
+	if expires, b, err = readVarint(b); err != nil {
+		return err
+	}
+	if attempt, b, err = readVarint(b); err != nil {
+		return err
+	}
+	if data, b, err = readBytes(b); err != nil {
+		return err
+	}
+	if len(b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(b))
+	}
+	j.PushID, j.MsgID, j.Due = pushID, msgID, time.UnixMilli(due).UTC()
+	j.Expires, j.Attempt, j.Data = time.UnixMilli(expires).UTC(), int(attempt), nil
+	if len(data) > 0 {
+		j.Data = append([]byte(nil), data...)
+	}
+	return nil
+}
+
+// encodeDevice appends d but for its push ID, which is in the key.
+func encodeDevice(b []byte, d *herald.PushDevice) []byte {
+	b = append(b, deviceVersion)
+	b = appendString(b, string(d.Provider))
+	b = appendString(b, d.Token)
+	b = appendString(b, d.App)
+	b = appendString(b, string(d.Env))
+	b = appendString(b, d.User)
+	b = appendString(b, d.Device)
+	b = binary.AppendVarint(b, d.RegisteredAt.UnixMilli())
+	return binary.AppendVarint(b, int64(d.Badge))
+}
+
+func decodeDevice(pushID string, b []byte) (herald.PushDevice, error) {
+	d := herald.PushDevice{PushID: pushID}
+	if len(b) == 0 || b[0] != deviceVersion {
+		return d, fmt.Errorf("%w: unknown push device version", errCorrupt)
+	}
+	b = b[1:]
+	var (
+		provider, env string
+		at, badge     int64
+		err           error
+	)
+	for _, dst := range []*string{&provider, &d.Token, &d.App, &env, &d.User, &d.Device} {
+		if *dst, b, err = readString(b); err != nil {
+			return d, err
+		}
+	}
+	if at, b, err = readVarint(b); err != nil {
+		return d, err
+	}
+	if badge, b, err = readVarint(b); err != nil {
+		return d, err
+	}
+	if len(b) != 0 {
+		return d, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(b))
+	}
+	d.Provider, d.Env = herald.PushProvider(provider), herald.PushEnvironment(env)
+	d.RegisteredAt, d.Badge = time.UnixMilli(at).UTC(), int(badge)
+	return d, nil
+}
+
+// encodeAttempt appends a but for At, which is in the key. Latency is in
+// nanoseconds.
+func encodeAttempt(b []byte, a *herald.PushAttempt) []byte {
+	b = append(b, attemptVersion)
+	b = appendString(b, a.PushID)
+	b = appendString(b, a.User)
+	b = binary.AppendVarint(b, a.MsgID)
+	b = appendString(b, a.Conv)
+	b = appendString(b, string(a.Provider))
+	b = appendString(b, a.App)
+	b = appendString(b, string(a.Env))
+	b = binary.AppendVarint(b, int64(a.Attempt))
+	b = appendString(b, a.Outcome)
+	b = binary.AppendVarint(b, int64(a.Status))
+	b = appendString(b, a.Reason)
+	b = appendString(b, a.Body)
+	b = appendString(b, a.NotifID)
+	return binary.AppendVarint(b, int64(a.Latency))
+}
+
+func decodeAttempt(at int64, b []byte) (herald.PushAttempt, error) {
+	a := herald.PushAttempt{At: time.UnixMilli(at).UTC()}
+	if len(b) == 0 || b[0] != attemptVersion {
+		return a, fmt.Errorf("%w: unknown push attempt version", errCorrupt)
+	}
+	b = b[1:]
+	var (
+		provider, env            string
+		attempt, status, latency int64
+		err                      error
+	)
+	if a.PushID, b, err = readString(b); err != nil {
+		return a, err
+	}
+	if a.User, b, err = readString(b); err != nil {
+		return a, err
+	}
+	if a.MsgID, b, err = readVarint(b); err != nil {
+		return a, err
+	}
+	for _, dst := range []*string{&a.Conv, &provider, &a.App, &env} {
+		if *dst, b, err = readString(b); err != nil {
+			return a, err
+		}
+	}
+	if attempt, b, err = readVarint(b); err != nil {
+		return a, err
+	}
+	if a.Outcome, b, err = readString(b); err != nil {
+		return a, err
+	}
+	if status, b, err = readVarint(b); err != nil {
+		return a, err
+	}
+	for _, dst := range []*string{&a.Reason, &a.Body, &a.NotifID} {
+		if *dst, b, err = readString(b); err != nil {
+			return a, err
+		}
+	}
+	if latency, b, err = readVarint(b); err != nil {
+		return a, err
+	}
+	if len(b) != 0 {
+		return a, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(b))
+	}
+	a.Provider, a.Env = herald.PushProvider(provider), herald.PushEnvironment(env)
+	a.Attempt, a.Status, a.Latency = int(attempt), int(status), time.Duration(latency)
+	return a, nil
 }

@@ -23,6 +23,9 @@
 //     process, off the directory.
 //   - Options default to a tuning that avoids write stalls on a small
 //     machine: large memtables, several of them, and no L0 write stop.
+//   - Offline push (push.go): outbox jobs are two more keys each in the
+//     messages' batch; devices and FinishPush have a writer slot of their
+//     own, so the dispatcher does not queue behind appends.
 package pebble
 
 import (
@@ -85,6 +88,10 @@ type Options struct {
 	// dropped after a commit and read again on next use. Zero means
 	// 100,000.
 	ConvCache int
+
+	// Now is the clock of push device registrations (RegisteredAt). Nil
+	// means time.Now.
+	Now func() time.Time
 }
 
 func (o Options) withDefaults() Options {
@@ -112,6 +119,9 @@ func (o Options) withDefaults() Options {
 	if o.ConvCache <= 0 {
 		o.ConvCache = 100_000
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return o
 }
 
@@ -130,6 +140,7 @@ type Store struct {
 
 	w     *writer
 	dedup *dedup // the writer's, and Pebble's FlushEnd listener's
+	push  *pushWriter
 
 	stalls    atomic.Int64
 	stallNs   atomic.Int64
@@ -193,6 +204,11 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 		dedup:    s.dedup,
 		commit:   func(b *pebbledb.Batch) error { return b.Commit(pebbledb.Sync) },
 	}
+	lastLogID, err := s.metaValue(keyLastLogID)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: %s: read last push log ID: %w", dir, err)
+	}
+	s.push = &pushWriter{sem: make(chan struct{}, 1), now: opts.Now, nextLogID: lastLogID + 1}
 	return s, nil
 }
 

@@ -69,7 +69,7 @@ func msg(from, to, localID string) *herald.Message {
 
 func mustAppend(t *testing.T, s *Store, msgs ...*herald.Message) []store.Appended {
 	t.Helper()
-	res, err := s.AppendMessages(context.Background(), msgs)
+	res, err := s.AppendMessages(context.Background(), msgs, nil)
 	if err != nil {
 		t.Fatalf("AppendMessages: %v", err)
 	}
@@ -119,10 +119,14 @@ func TestFailedCommitKeepsSeqsGapFree(t *testing.T) {
 	commit := s.w.commit
 	s.w.commit = func(*pebbledb.Batch) error { return errors.New("disk on fire") }
 	batch := []*herald.Message{msg("dave", "erin", "3"), msg("alice", "bob", "4"), msg("alice", "bob", "5")}
-	if _, err := s.AppendMessages(ctx, batch); err == nil {
+	jobs := []store.PushJob{{PushID: "pd_erin", Msg: 0, User: "erin", Due: t0}, {PushID: "pd_bob", Msg: 2, User: "bob", Due: t0}}
+	if _, err := s.AppendMessages(ctx, batch, jobs); err == nil {
 		t.Fatal("AppendMessages with a failing commit succeeded")
 	}
 	s.w.commit = commit
+	if jobs, err := s.PendingPush(ctx, store.PushKey{}, 10); err != nil || len(jobs) != 0 {
+		t.Errorf("failed batch left %d push jobs (%v), want none", len(jobs), err)
+	}
 
 	if got := storedSeqs(t, s, "p:dave:erin"); len(got) != 0 {
 		t.Errorf("failed batch left seqs %v in a new conversation", got)
@@ -168,7 +172,7 @@ func TestAppendRejects(t *testing.T) {
 				m = msg("alice", "bob", "x")
 				tt.modify(m)
 			}
-			_, err := s.AppendMessages(context.Background(), []*herald.Message{m})
+			_, err := s.AppendMessages(context.Background(), []*herald.Message{m}, nil)
 			if got := herald.ErrorCode(err); got != herald.CodeInvalidArgument {
 				t.Errorf("AppendMessages: error %v, want code %q", err, herald.CodeInvalidArgument)
 			}
@@ -312,7 +316,7 @@ func TestCloseTwice(t *testing.T) {
 	if err := s.Close(); herald.ErrorCode(err) != herald.CodeUnavailable {
 		t.Errorf("second Close: %v, want code %q", err, herald.CodeUnavailable)
 	}
-	_, err := s.AppendMessages(context.Background(), []*herald.Message{msg("alice", "bob", "1")})
+	_, err := s.AppendMessages(context.Background(), []*herald.Message{msg("alice", "bob", "1")}, nil)
 	if herald.ErrorCode(err) != herald.CodeUnavailable {
 		t.Errorf("AppendMessages after Close: %v, want code %q", err, herald.CodeUnavailable)
 	}
@@ -332,7 +336,7 @@ func TestCloseWhileBusy(t *testing.T) {
 			for i := 0; ; i++ {
 				var err error
 				if c%2 == 0 {
-					_, err = s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", fmt.Sprintf("%d-%d", c, i))})
+					_, err = s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", fmt.Sprintf("%d-%d", c, i))}, nil)
 				} else {
 					_, err = s.Conversations(ctx, "alice", 10)
 				}
@@ -484,7 +488,7 @@ func TestKillHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 1; ; i++ {
-		if _, err := s.AppendMessages(context.Background(), []*herald.Message{msg("alice", "bob", strconv.Itoa(i))}); err != nil {
+		if _, err := s.AppendMessages(context.Background(), []*herald.Message{msg("alice", "bob", strconv.Itoa(i))}, nil); err != nil {
 			t.Fatal(err)
 		}
 		fmt.Println(i)

@@ -477,3 +477,148 @@ func (s *Store) Cursors(ctx context.Context, user, device string) (map[string]in
 	}
 	return cursors, nil
 }
+
+// PendingPush implements store.Store: one scan of the queue keys, which
+// sort by (due, push ID, message ID).
+func (s *Store) PendingPush(ctx context.Context, after store.PushKey, limit int) (_ []store.PushJob, err error) {
+	if limit <= 0 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	it, err := s.db.NewIter(&pebbledb.IterOptions{LowerBound: pendingFrom(after), UpperBound: []byte{tagPushQueue + 1}})
+	if err != nil {
+		return nil, fmt.Errorf("pebble: pending push: %w", err)
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	jobs := []store.PushJob{}
+	for ok := it.First(); ok && len(jobs) < limit; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("pebble: pending push: %w", err)
+		}
+		var j store.PushJob
+		if err := decodeJob(it.Key(), v, &j); err != nil {
+			return nil, fmt.Errorf("pebble: pending push: %w", err)
+		}
+		jobs = append(jobs, j)
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("pebble: pending push: %w", err)
+	}
+	return jobs, nil
+}
+
+// pendingFrom is the smallest queue key after k: k's own key followed by
+// a zero byte. Stored dues are whole milliseconds, so a k.Due inside a
+// millisecond starts at the next one; the zero key starts at the first.
+func pendingFrom(k store.PushKey) []byte {
+	if k.Due.IsZero() && k.PushID == "" && k.MsgID == 0 {
+		return []byte{tagPushQueue}
+	}
+	ms := k.Due.UnixMilli()
+	if time.UnixMilli(ms).Before(k.Due) {
+		return appendInt64([]byte{tagPushQueue}, ms+1)
+	}
+	return append(appendQueueKey(nil, ms, k.PushID, k.MsgID), 0)
+}
+
+// PushLog implements store.Store. It scans one index backwards, the most
+// selective of the set fields' (a message has a few entries, a device
+// many, a user more), reads each entry from the same snapshot and
+// filters it by the other fields.
+func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error) {
+	var prefix []byte
+	switch {
+	case q.MsgID != 0:
+		prefix = msgLogPrefix(q.MsgID)
+	case q.PushID != "":
+		prefix = pushLogPrefix(q.PushID)
+	case q.User != "":
+		prefix = userLogPrefix(q.User)
+	default:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "push log query: set a user, push ID or message ID")
+	}
+	if q.Limit <= 0 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	log, err := pushLog(ctx, snap, prefix, q)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: push log: %w", err)
+	}
+	return log, nil
+}
+
+func pushLog(ctx context.Context, r reader, prefix []byte, q store.PushLogQuery) (_ []herald.PushAttempt, err error) {
+	it, err := r.NewIter(&pebbledb.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	log := []herald.PushAttempt{}
+	key := []byte{tagPushLog}
+	for ok := it.Last(); ok && len(log) < q.Limit; ok = it.Prev() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		suffix := it.Key()[len(prefix):] // at, log ID
+		if len(suffix) != 16 {
+			return nil, fmt.Errorf("%w: log index key of %d bytes", errCorrupt, len(it.Key()))
+		}
+		at, _, _ := readInt64(suffix)
+		key = append(key[:1], suffix...)
+		v, closer, err := r.Get(key)
+		if errors.Is(err, pebbledb.ErrNotFound) {
+			return nil, fmt.Errorf("%w: log index key without its entry", errCorrupt)
+		}
+		if err != nil {
+			return nil, err
+		}
+		a, err := decodeAttempt(at, v)
+		closer.Close()
+		if err != nil {
+			return nil, err
+		}
+		if q.User != "" && a.User != q.User || q.PushID != "" && a.PushID != q.PushID || q.MsgID != 0 && a.MsgID != q.MsgID {
+			continue
+		}
+		log = append(log, a)
+	}
+	return log, it.Error()
+}
+
+// PushDevices implements store.Store: one scan of the device keys, which
+// sort by push ID.
+func (s *Store) PushDevices(ctx context.Context) ([]herald.PushDevice, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	devices := []herald.PushDevice{}
+	err := scan(s.db, []byte{tagPushDevice}, func(rest, v []byte) (bool, error) {
+		d, err := decodeDevice(string(rest), v)
+		devices = append(devices, d)
+		return err == nil, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pebble: push devices: %w", err)
+	}
+	return devices, nil
+}

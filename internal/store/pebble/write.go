@@ -72,12 +72,16 @@ func (s *Store) releaseWriter() {
 
 // AppendMessages implements store.Store. Inputs are not modified: each
 // result is a copy with ID and Seq set and CreatedAt cut to the
-// millisecond, as it will read back.
-func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]store.Appended, error) {
+// millisecond, as it will read back. The jobs are two more keys each in
+// the messages' batch (appendJobs).
+func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error) {
 	for i, m := range msgs {
 		if err := store.ValidateMessage(m); err != nil {
 			return nil, herald.Errorf(herald.CodeInvalidArgument, "message %d: %s", i, err.Message)
 		}
+	}
+	if err := store.ValidatePushJobs(jobs, len(msgs)); err != nil {
+		return nil, err
 	}
 	if err := s.acquire(ctx); err != nil {
 		return nil, fmt.Errorf("pebble: append messages: %w", err)
@@ -86,7 +90,7 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]s
 	if len(msgs) == 0 {
 		return []store.Appended{}, nil
 	}
-	res, err := s.w.append(ctx, msgs)
+	res, err := s.w.append(ctx, msgs, jobs)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: append messages: %w", err)
 	}
@@ -96,12 +100,13 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]s
 // dupKey identifies a message for retries.
 type dupKey struct{ from, localID string }
 
-// append stores msgs in one batch committed with Sync; w.sem must be held.
-func (w *writer) append(ctx context.Context, msgs []*herald.Message) (_ []store.Appended, err error) {
+// append stores msgs and their jobs in one batch committed with Sync;
+// w.sem must be held.
+func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) (_ []store.Appended, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b := w.db.NewBatchWithSize(len(msgs) * 256)
+	b := w.db.NewBatchWithSize(len(msgs)*256 + len(jobs)*320)
 	defer b.Close()
 	// touched holds the conversations this batch stores messages in.
 	touched := make(map[string]*convState)
@@ -171,7 +176,10 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message) (_ []store.
 		seen[k] = st
 	}
 	if len(touched) == 0 {
-		return res, nil // only retries: their originals are stored already
+		return res, nil // only retries: their originals are stored already, and they get no jobs
+	}
+	if buf, err = appendJobs(b, buf, jobs, res); err != nil {
+		return nil, err
 	}
 	// A conversation's first message puts it in both participants' lists.
 	for _, conv := range fresh {

@@ -21,6 +21,10 @@
 //   - A background connection checkpoints the WAL every
 //     Options.CheckpointInterval, so commits do not wait for the copy into
 //     the database file, and a page changed by many commits is copied once.
+//   - Offline push (push.go, migrations/0002_push.sql): outbox jobs are
+//     inserted in the messages' transaction, with multi-row INSERTs too;
+//     devices, FinishPush and the delivery log are writer transactions of
+//     their own.
 package sqlite
 
 import (
@@ -79,6 +83,10 @@ type Options struct {
 	// the writer checkpoints in its own commits past twice this. Zero
 	// means 16384 (64 MiB).
 	WALPages int
+
+	// Now is the clock of push device registrations (RegisteredAt). Nil
+	// means time.Now.
+	Now func() time.Time
 }
 
 func (o Options) withDefaults() Options {
@@ -106,6 +114,9 @@ func (o Options) withDefaults() Options {
 	if o.WALPages <= 0 {
 		o.WALPages = 16384
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return o
 }
 
@@ -126,6 +137,8 @@ type Store struct {
 	stmtAfter, stmtAfterSince, stmtBackward, stmtForward *sql.Stmt
 	stmtConvLast, stmtCreatedMax                         *sql.Stmt
 	stmtLastSeqs, stmtConversations, stmtCursors         *sql.Stmt
+	stmtPending, stmtDevices                             *sql.Stmt
+	stmtPushLog                                          [8]*sql.Stmt // by logBy* mask; 0 unused
 }
 
 var _ store.Store = (*Store)(nil)
@@ -200,7 +213,7 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	}
 	s.read.SetMaxOpenConns(opts.ReadConns)
 	s.read.SetMaxIdleConns(opts.ReadConns)
-	if err := prepare(ctx, s.read.PrepareContext, s.readStatements()); err != nil {
+	if err := prepare(ctx, s.read.PrepareContext, append(s.readStatements(), s.pushReadStatements()...)); err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 
@@ -261,10 +274,9 @@ func (s *Store) Close() error {
 // release closes whatever Open managed to open.
 func (s *Store) release() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.stmtAfter, s.stmtAfterSince, s.stmtBackward, s.stmtForward,
-		s.stmtConvLast, s.stmtCreatedMax, s.stmtLastSeqs, s.stmtConversations, s.stmtCursors} {
-		if st != nil {
-			errs = append(errs, st.Close())
+	for _, st := range append(s.readStatements(), s.pushReadStatements()...) {
+		if *st.dst != nil {
+			errs = append(errs, (*st.dst).Close())
 		}
 	}
 	if s.ckpt != nil {

@@ -50,6 +50,12 @@ type writer struct {
 	insertMembers, original, setRead, upsertC *sql.Stmt
 	insertOne                                 *sql.Stmt
 	insertMany                                map[int]*sql.Stmt // by row count
+
+	// Push statements (push.go).
+	jobDone, jobRetry, logInsert, logPrune, setBadge         *sql.Stmt
+	devByToken, devByBinding, devDelete, devMove             *sql.Stmt
+	devRetoken, devInsert, devUnregister, devUnbind, devDrop *sql.Stmt
+	insertJobsN                                              map[int]*sql.Stmt // by row count
 }
 
 // convState is what the writer knows of one conversation.
@@ -90,12 +96,19 @@ func (w *writer) statements() []statement {
 	}
 }
 
+// allStatements are the writer's statements, push included, but for the
+// multi-row INSERTs.
+func (w *writer) allStatements() []statement {
+	return append(w.statements(), w.pushStatements()...)
+}
+
 // prepare readies the writer once the schema is up to date.
 func (w *writer) prepare(ctx context.Context) error {
-	if err := prepare(ctx, w.conn.PrepareContext, w.statements()); err != nil {
+	if err := prepare(ctx, w.conn.PrepareContext, w.allStatements()); err != nil {
 		return err
 	}
 	w.insertMany = make(map[int]*sql.Stmt)
+	w.insertJobsN = make(map[int]*sql.Stmt)
 	w.convs = make(map[string]*convState)
 	var last int64
 	if err := w.conn.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM messages").Scan(&last); err != nil {
@@ -108,14 +121,15 @@ func (w *writer) prepare(ctx context.Context) error {
 // close closes the statements and the connection; w.sem must be held.
 func (w *writer) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{w.begin, w.commit, w.rollback, w.savepoint, w.releaseSavepoint,
-		w.rollbackTo, w.convByKey, w.lastOfConv, w.insertConv, w.insertMembers, w.original,
-		w.setRead, w.upsertC, w.insertOne} {
-		if st != nil {
-			errs = append(errs, st.Close())
+	for _, st := range w.allStatements() {
+		if *st.dst != nil {
+			errs = append(errs, (*st.dst).Close())
 		}
 	}
 	for _, st := range w.insertMany {
+		errs = append(errs, st.Close())
+	}
+	for _, st := range w.insertJobsN {
 		errs = append(errs, st.Close())
 	}
 	if w.conn != nil {
@@ -149,12 +163,16 @@ func (s *Store) releaseWriter() { <-s.w.sem }
 
 // AppendMessages implements store.Store. Inputs are not modified: each
 // result is a copy with ID and Seq set and CreatedAt cut to the
-// millisecond, as it will read back.
-func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]store.Appended, error) {
+// millisecond, as it will read back. The jobs go into the outbox in the
+// messages' transaction (insertJobs).
+func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error) {
 	for i, m := range msgs {
 		if err := store.ValidateMessage(m); err != nil {
 			return nil, herald.Errorf(herald.CodeInvalidArgument, "message %d: %s", i, err.Message)
 		}
+	}
+	if err := store.ValidatePushJobs(jobs, len(msgs)); err != nil {
+		return nil, err
 	}
 	if err := s.acquire(ctx); err != nil {
 		return nil, fmt.Errorf("sqlite: append messages: %w", err)
@@ -163,15 +181,16 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message) ([]s
 	if len(msgs) == 0 {
 		return []store.Appended{}, nil
 	}
-	res, err := s.w.append(ctx, msgs)
+	res, err := s.w.append(ctx, msgs, jobs)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: append messages: %w", err)
 	}
 	return res, nil
 }
 
-// append stores msgs in one transaction; w.sem must be held.
-func (w *writer) append(ctx context.Context, msgs []*herald.Message) (res []store.Appended, err error) {
+// append stores msgs and their jobs in one transaction; w.sem must be
+// held.
+func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) (res []store.Appended, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -200,6 +219,11 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message) (res []stor
 	}
 	if !done {
 		if err := w.insertEach(ectx, msgs, convs, res); err != nil {
+			return nil, err
+		}
+	}
+	if len(jobs) > 0 {
+		if err := w.insertJobs(ectx, jobs, res); err != nil {
 			return nil, err
 		}
 	}

@@ -27,11 +27,28 @@ const (
 
 var benchText = strings.Repeat("Lorem ipsum dolor sit amet, consectetur adipiscing elit. ", 2)[:100]
 
+// benchPushData stands for a rendered push payload (title, body, badge,
+// custom data) in an outbox job.
+var benchPushData = []byte(strings.Repeat(`{"aps":{"alert":{"title":"user0001","body":"Lorem ipsum"}}}`, 4)[:200])
+
 // BenchmarkAppend measures AppendMessages with batch messages per call on
-// the store open returns, reporting msgs/s and the p99 call latency. Each
-// of the 1,000 conversations gets one message before the clock starts, so
-// the figures are for conversations the store already knows.
+// the store open returns, reporting msgs/s and the p99 call latency, in two
+// sub-benchmarks: "jobs=0" stores messages only, "jobs=1" also one outbox
+// job per message (an offline receiver with one device), as the chat
+// service does with push on. Each of the 1,000 conversations gets one
+// message before the clock starts, so the figures are for conversations
+// the store already knows.
 func BenchmarkAppend(b *testing.B, open func(b *testing.B) store.Store, batch int) {
+	for _, jobs := range []bool{false, true} {
+		name := "jobs=0"
+		if jobs {
+			name = "jobs=1"
+		}
+		b.Run(name, func(b *testing.B) { benchmarkAppend(b, open, batch, jobs) })
+	}
+}
+
+func benchmarkAppend(b *testing.B, open func(b *testing.B) store.Store, batch int, withJobs bool) {
 	s := open(b)
 	b.Cleanup(func() { _ = s.Close() })
 	ctx := context.Background()
@@ -57,7 +74,7 @@ func BenchmarkAppend(b *testing.B, open func(b *testing.B) store.Store, batch in
 		for c := start; c < start+100; c++ {
 			msgs = append(msgs, next(c))
 		}
-		if _, err := s.AppendMessages(ctx, msgs); err != nil {
+		if _, err := s.AppendMessages(ctx, msgs, nil); err != nil {
 			b.Fatalf("warm-up: %v", err)
 		}
 	}
@@ -72,12 +89,23 @@ func BenchmarkAppend(b *testing.B, open func(b *testing.B) store.Store, batch in
 	b.RunParallel(func(pb *testing.PB) {
 		var mine []time.Duration
 		msgs := make([]*herald.Message, batch)
+		var jobs []store.PushJob
 		for pb.Next() {
+			jobs = jobs[:0]
+			now := time.Now()
 			for i := range msgs {
-				msgs[i] = next(int(conv.Add(7919) % benchConvs)) // a prime stride visits every conversation
+				m := next(int(conv.Add(7919) % benchConvs)) // a prime stride visits every conversation
+				msgs[i] = m
+				if withJobs {
+					jobs = append(jobs, store.PushJob{
+						PushID: "pd_" + m.To + "aaaaaaaaaaaaaaaaaa", // 29 characters, as store.NewPushID's
+						Msg:    i, User: m.To, Conv: m.Conv, Due: now, Expires: now.Add(24 * time.Hour),
+						Data: benchPushData,
+					})
+				}
 			}
 			start := time.Now()
-			if _, err := s.AppendMessages(ctx, msgs); err != nil {
+			if _, err := s.AppendMessages(ctx, msgs, jobs); err != nil {
 				b.Errorf("AppendMessages: %v", err)
 				return
 			}

@@ -4,13 +4,16 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store"
 )
 
 // RunReopen checks what must survive closing a store and opening it again
 // on the same data: messages, seqs that continue without gaps, IDs that keep
-// growing, duplicate detection, read seqs, cursors and conversation lists.
+// growing, duplicate detection, read seqs, cursors and conversation lists;
+// push devices, the outbox and the delivery log, whose order continues.
 // open must open the store kept in dir; it is called twice with the same dir.
 func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	ctx := context.Background()
@@ -18,7 +21,23 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	s := open(t, dir)
 	f := &fixture{s: s, at: baseTime}
 	ab, ba, ca := f.text("alice", "bob"), f.text("bob", "alice"), f.text("carol", "alice")
-	first := f.append(t, ab, ba, ca)
+	phone := f.register(t, pushDevice("bob", "phone", "b0b0"))
+	tablet := f.register(t, pushDevice("bob", "tablet", "b0b1"))
+	f.register(t, pushDevice("carol", "phone", "c0c0"))
+	if _, err := s.UnbindPushDevices(ctx, "carol", "phone"); err != nil {
+		t.Fatal(err)
+	}
+	first := f.appendJobs(t, []*herald.Message{ab, ba, ca}, []store.PushJob{
+		job(phone.PushID, 0, ab, baseTime), job(tablet.PushID, 0, ab, baseTime), job("pd_alice", 1, ba, baseTime),
+	})
+	retried := storedJob(job(tablet.PushID, 0, ab, baseTime), first[0].Message)
+	retried.Due, retried.Attempt = baseTime.Add(time.Minute), 1
+	logAt := baseTime.Add(time.Second)
+	f.finish(t, nil, []store.PushJob{retried}, []herald.PushAttempt{
+		{At: logAt, User: "bob", PushID: tablet.PushID, MsgID: first[0].Message.ID, Outcome: herald.PushRetry, Reason: "before 1"},
+		{At: logAt, User: "bob", PushID: phone.PushID, MsgID: first[0].Message.ID, Outcome: herald.PushRetry, Reason: "before 2", Latency: 1234567},
+	}, map[string]int{phone.PushID: 3})
+	pushBefore := takePushSnapshot(t, f, "bob")
 	if err := s.SetReadSeq(ctx, "alice", ab.Conv, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -33,10 +52,25 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	s = open(t, dir)
 	defer s.Close()
 	f.s = s
+	if got := takePushSnapshot(t, f, "bob"); got != pushBefore {
+		t.Errorf("push state after reopen:\ndevices%s\noutbox%s\nlog%s\nwant\ndevices%s\noutbox%s\nlog%s",
+			got.devices, got.outbox, got.log, pushBefore.devices, pushBefore.outbox, pushBefore.log)
+	}
+	// The log's insertion order continues: a new entry of the same time is
+	// the newest.
+	f.finish(t, nil, nil, []herald.PushAttempt{{At: logAt, User: "bob", PushID: phone.PushID, Reason: "after"}}, nil)
+	if got, want := reasons(f.pushLog(t, store.PushLogQuery{User: "bob", Limit: 10})), []string{"after", "before 2", "before 1"}; !slices.Equal(got, want) {
+		t.Errorf("log after reopen = %q, want %q", got, want)
+	}
+	if again := f.register(t, pushDevice("bob", "phone", "b0b0")); again.PushID != phone.PushID || again.Badge != 3 {
+		t.Errorf("registering a token again after reopen = %s, want %s with badge 3", deviceString(again), phone.PushID)
+	}
 	next, other := f.text("alice", "bob"), f.text("alice", "carol")
 	sameLocalOtherSender := f.text("bob", "alice")
 	sameLocalOtherSender.LocalID = ab.LocalID
-	res := f.append(t, next, other, retry(ab), sameLocalOtherSender)
+	res := f.appendJobs(t, []*herald.Message{next, other, retry(ab), sameLocalOtherSender}, []store.PushJob{
+		job(phone.PushID, 0, next, baseTime), job(phone.PushID, 2, ab, baseTime),
+	})
 	if got, want := resultSeqs(res), []int64{3, 2, 1, 4}; !slices.Equal(got, want) {
 		t.Errorf("seqs after reopen = %v, want %v (continuing, the retry keeping its original)", got, want)
 	}
@@ -57,6 +91,16 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	}
 	if convs := f.conversations(t, "alice", 10); len(convs) != 2 {
 		t.Errorf("alice has %d conversations after reopen, want 2", len(convs))
+	}
+	var outbox []store.PushJob
+	for _, j := range f.pending(t) {
+		if j.PushID == phone.PushID {
+			outbox = append(outbox, j)
+		}
+	}
+	if len(outbox) != 2 || outbox[0].MsgID != first[0].Message.ID || outbox[1].MsgID != res[0].Message.ID {
+		t.Errorf("bob's phone's jobs after reopen and an append:%s\nwant the jobs of messages %d and %d",
+			jobStrings(outbox), first[0].Message.ID, res[0].Message.ID)
 	}
 	got, err := s.Cursors(ctx, "alice", "phone")
 	if err != nil || got[ab.Conv] != 2 {

@@ -47,6 +47,22 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SetReadSeq/ClampedToLastSeq", testReadSeqClamped},
 		{"SetReadSeq/NotInList", testReadSeqNotFound},
 		{"Cursors", testCursors},
+		{"Push/AppendStoresJobs", testJobsStored},
+		{"Push/AppendFailureStoresNoJob", testJobsAllOrNothing},
+		{"Push/NoJobForDuplicate", testNoJobForDuplicate},
+		{"Push/PendingJobLeftAlone", testJobIdempotent},
+		{"Push/PendingOrderAndPaging", testPendingOrder},
+		{"Push/FinishPush", testFinishPush},
+		{"Push/LogQueries", testPushLog},
+		{"Push/LogRoundTrip", testPushLogFields},
+		{"Push/PruneLog", testPruneLog},
+		{"Push/Register", testRegister},
+		{"Push/RegisterInvalid", testRegisterInvalid},
+		{"Push/Unregister", testUnregister},
+		{"Push/Unbind", testUnbind},
+		{"Push/Drop", testDrop},
+		{"Push/Devices", testPushDevices},
+		{"Push/ConcurrentAppendAndDispatch", testPushConcurrent},
 		{"RoundTrip/BinaryData", testBinaryData},
 		{"RoundTrip/Fields", testFields},
 		{"Ping", testPing},
@@ -106,7 +122,7 @@ func retry(m *herald.Message) *herald.Message {
 
 func (f *fixture) append(t *testing.T, msgs ...*herald.Message) []store.Appended {
 	t.Helper()
-	res, err := f.s.AppendMessages(context.Background(), msgs)
+	res, err := f.s.AppendMessages(context.Background(), msgs, nil)
 	if err != nil {
 		t.Fatalf("AppendMessages(%d messages): %v", len(msgs), err)
 	}
@@ -295,7 +311,7 @@ func testAppendResult(t *testing.T, f *fixture) {
 }
 
 func testAppendEmpty(t *testing.T, f *fixture) {
-	res, err := f.s.AppendMessages(context.Background(), nil)
+	res, err := f.s.AppendMessages(context.Background(), nil, nil)
 	if err != nil {
 		t.Fatalf("AppendMessages(nil): %v", err)
 	}
@@ -428,7 +444,7 @@ func testInvalidInput(t *testing.T, f *fixture) {
 			bad := f.text("alice", "bob")
 			tt.break_(bad)
 			good := f.text("bob", "alice")
-			res, err := f.s.AppendMessages(context.Background(), []*herald.Message{good, bad})
+			res, err := f.s.AppendMessages(context.Background(), []*herald.Message{good, bad}, nil)
 			if err == nil {
 				t.Fatalf("AppendMessages with %s succeeded (%d results), want an error", tt.name, len(res))
 			}
@@ -448,7 +464,7 @@ func testCancelled(t *testing.T, f *fixture) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	msgs := []*herald.Message{f.text("alice", "bob"), f.text("alice", "dave")}
-	if _, err := f.s.AppendMessages(ctx, msgs); err == nil {
+	if _, err := f.s.AppendMessages(ctx, msgs, nil); err == nil {
 		t.Fatalf("AppendMessages with a cancelled context succeeded")
 	}
 	if got := seqsOf(f.all(t, msgs[0].Conv)); !slices.Equal(got, []int64{1}) {
@@ -489,7 +505,7 @@ func testConcurrent(t *testing.T, f *fixture) {
 	for w := range workers {
 		wg.Go(func() {
 			for _, msgs := range work[w] {
-				res, err := f.s.AppendMessages(context.Background(), msgs)
+				res, err := f.s.AppendMessages(context.Background(), msgs, nil)
 				if err != nil {
 					t.Errorf("worker %d: AppendMessages: %v", w, err)
 					return
@@ -971,7 +987,7 @@ func testClose(t *testing.T, f *fixture) {
 		call func() error
 	}{
 		{"AppendMessages", func() error {
-			_, err := f.s.AppendMessages(ctx, []*herald.Message{f.text("alice", "bob")})
+			_, err := f.s.AppendMessages(ctx, []*herald.Message{f.text("alice", "bob")}, nil)
 			return err
 		}},
 		{"MessagesAfter", func() error {
@@ -989,6 +1005,17 @@ func testClose(t *testing.T, f *fixture) {
 		{"SaveCursors", func() error {
 			return f.s.SaveCursors(ctx, []store.DeviceCursors{{User: "alice", Device: "phone", Cursors: map[string]int64{m.Conv: 1}}})
 		}},
+		{"PendingPush", func() error { _, err := f.s.PendingPush(ctx, store.PushKey{}, 10); return err }},
+		{"FinishPush", func() error {
+			return f.s.FinishPush(ctx, nil, nil, []herald.PushAttempt{{At: baseTime, User: "alice", PushID: "pd_x", MsgID: 1}}, nil)
+		}},
+		{"PushLog", func() error { _, err := f.s.PushLog(ctx, store.PushLogQuery{User: "alice", Limit: 10}); return err }},
+		{"PrunePushLog", func() error { _, err := f.s.PrunePushLog(ctx, baseTime); return err }},
+		{"RegisterPushDevice", func() error { _, err := f.s.RegisterPushDevice(ctx, pushDevice("alice", "phone", "aa")); return err }},
+		{"UnregisterPushDevice", func() error { return f.s.UnregisterPushDevice(ctx, "alice", "pd_x") }},
+		{"UnbindPushDevices", func() error { _, err := f.s.UnbindPushDevices(ctx, "alice", "phone"); return err }},
+		{"DropPushDevice", func() error { _, err := f.s.DropPushDevice(ctx, "pd_x", baseTime); return err }},
+		{"PushDevices", func() error { _, err := f.s.PushDevices(ctx); return err }},
 		{"Ping", func() error { return f.s.Ping(ctx) }},
 	}
 	for _, c := range calls {

@@ -1,0 +1,124 @@
+package client
+
+import (
+	"context"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/proto"
+)
+
+// PushRegistration is a device's push token, as the platform gave it to
+// the app (ZPNs' register).
+type PushRegistration struct {
+	Provider    herald.PushProvider    // herald.ProviderAPNs, or herald.ProviderAPNsVoIP for a PushKit token
+	Token       string                 // the vendor's device token (APNs: hex)
+	App         string                 // bundle ID, as configured on the server
+	Environment herald.PushEnvironment // herald.EnvProduction or herald.EnvDevelopment (a debug build)
+}
+
+// PushDevice is one of the user's registered push devices.
+type PushDevice struct {
+	PushID       string
+	Provider     herald.PushProvider
+	App          string
+	Environment  herald.PushEnvironment
+	DeviceID     string
+	RegisteredAt time.Time
+}
+
+// RegisterPush registers this device's push token and binds it to the
+// logged-in user; it returns the push ID (ZPNs' onRegistered). The push ID
+// is stable: registering the same token again, or a new token for the same
+// device and app, returns the same one. The SDK registers again after
+// every later Login of this Client, so a user who logs in on this device
+// takes the device over (Logout unbinds it). Errors: ErrInvalidArgument
+// naming the field (unknown provider or app, malformed token).
+func (c *Client) RegisterPush(ctx context.Context, r PushRegistration) (string, error) {
+	const op = proto.OpRegisterPush
+	if err := herald.ValidatePushRegistration(r.Provider, r.Token, r.App, r.Environment); err != nil {
+		return "", opError(op, err)
+	}
+	s, err := c.session()
+	if err != nil {
+		return "", err
+	}
+	id, err := c.registerPush(ctx, s, r)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	c.pushRegs[r.Provider] = r
+	c.mu.Unlock()
+	return id, nil
+}
+
+func (c *Client) registerPush(ctx context.Context, s *session, r PushRegistration) (string, error) {
+	reply, err := request[proto.RegisterPushReply](ctx, c, s, proto.OpRegisterPush, proto.RegisterPushRequest{
+		Provider: string(r.Provider), Token: r.Token, App: r.App, Environment: string(r.Environment),
+	}, nil)
+	if err != nil {
+		return "", err
+	}
+	return reply.PushID, nil
+}
+
+// UnregisterPush removes one of the user's push devices: it gets no push
+// of any kind any more, and the SDK stops registering it after logins.
+// ErrNotFound when pushID is not a device of this user.
+func (c *Client) UnregisterPush(ctx context.Context, pushID string) error {
+	const op = proto.OpUnregisterPush
+	if pushID == "" {
+		return opError(op, herald.Errorf(herald.CodeInvalidArgument, "push ID is empty"))
+	}
+	s, err := c.session()
+	if err != nil {
+		return err
+	}
+	if _, err := request[struct{}](ctx, c, s, op, proto.UnregisterPushRequest{PushID: pushID}, nil); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.pushRegs = make(map[herald.PushProvider]PushRegistration)
+	c.mu.Unlock()
+	return nil
+}
+
+// QueryPushDevices lists the user's registered push devices, on every
+// device the user logged in from.
+func (c *Client) QueryPushDevices(ctx context.Context) ([]PushDevice, error) {
+	s, err := c.session()
+	if err != nil {
+		return nil, err
+	}
+	reply, err := request[proto.PushDevicesReply](ctx, c, s, proto.OpPushDevices, struct{}{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PushDevice, 0, len(reply.Devices))
+	for _, d := range reply.Devices {
+		out = append(out, PushDevice{
+			PushID: d.PushID, Provider: herald.PushProvider(d.Provider), App: d.App,
+			Environment: herald.PushEnvironment(d.Environment), DeviceID: d.DeviceID,
+			RegisteredAt: time.UnixMilli(d.RegisteredAt),
+		})
+	}
+	return out, nil
+}
+
+// reregisterPush binds the registrations made on this Client to the user
+// that just logged in. Failures are logged: the app can call RegisterPush
+// itself.
+func (c *Client) reregisterPush(ctx context.Context, s *session) {
+	c.mu.Lock()
+	regs := make([]PushRegistration, 0, len(c.pushRegs))
+	for _, r := range c.pushRegs {
+		regs = append(regs, r)
+	}
+	c.mu.Unlock()
+	for _, r := range regs {
+		if _, err := c.registerPush(ctx, s, r); err != nil {
+			s.log.Warn("registering push after login failed", "provider", r.Provider, "err", err)
+		}
+	}
+}

@@ -1,0 +1,607 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/emulator"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/proto"
+	"github.com/herald-im/herald/token"
+)
+
+const testApp = "com.example.chat"
+
+// apnsToken returns a distinct 32-byte hex device token.
+func apnsToken(n int) string { return fmt.Sprintf("%064x", 0xA0000+n) }
+
+// startPushServer runs a server whose pushes go to its built-in emulator,
+// with a short ack window and fast retries.
+func startPushServer(t *testing.T, mutate func(*config.Config)) *testServer {
+	t.Helper()
+	return startServer(t, func(c *config.Config) {
+		c.PushAckWindow = 300 * time.Millisecond
+		c.PushRetryBase = 20 * time.Millisecond
+		c.PushRetryMax = 100 * time.Millisecond
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// waitInbox waits until the emulator holds n notifications for tok and
+// returns them.
+func waitInbox(t *testing.T, emu *emulator.APNs, tok string, n int) []emulator.Notification {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := emu.Inbox(tok)
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("emulator inbox for %s…: %d notifications, want %d", tok[:8], len(got), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitLog waits until the delivery log holds an entry for msgID with one of
+// the outcomes, and returns the entries for it.
+func waitLog(t *testing.T, srv *testServer, msgID int64, outcome string) []herald.PushAttempt {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := srv.Push().Log(context.Background(), store.PushLogQuery{MsgID: msgID, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range got {
+			if e.Outcome == outcome {
+				return got
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("delivery log for message %d: %+v; want an entry with outcome %s", msgID, got, outcome)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func registerPush(t *testing.T, c *client.Client, tok string, env herald.PushEnvironment) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id, err := c.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: tok, App: testApp, Environment: env})
+	if err != nil {
+		t.Fatalf("RegisterPush: %v", err)
+	}
+	return id
+}
+
+func pushMessage(text string) client.OutgoingMessage {
+	m := client.TextMessage(text)
+	m.Push = &herald.PushConfig{Title: "Alice", Content: text, Payload: `{"room":"42"}`, ThreadID: "chat-alice"}
+	return m
+}
+
+// TestPushOfflineRecipient is the product's main flow: bob registers a
+// token and goes offline; alice's message reaches his phone as exactly one
+// push with what she set, and his app finds the message when it opens.
+func TestPushOfflineRecipient(t *testing.T) {
+	srv := startPushServer(t, nil)
+	emu := srv.Emulator()
+	ctx := context.Background()
+	tok := apnsToken(1)
+
+	bob := newClient(t, srv.URL(), "bob-phone", newInbox())
+	login(t, bob, "bob")
+	pushID := registerPush(t, bob, tok, herald.EnvDevelopment)
+	if again := registerPush(t, bob, tok, herald.EnvDevelopment); again != pushID {
+		t.Errorf("registering the same token again gave push ID %s, want the first one %s", again, pushID)
+	}
+	bob.Close() // offline, still bound
+
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	sent, err := alice.SendPeerMessage(ctx, "bob", pushMessage("dinner at 8?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitInbox(t, emu, tok, 1)
+	n := got[0]
+	if n.Topic != testApp || n.PushType != "alert" || n.Env != "development" || n.KeyID == "" || n.TeamID == "" {
+		t.Errorf("notification topic %q type %q env %q key %q team %q; want %s, alert, development, and the JWT's key and team",
+			n.Topic, n.PushType, n.Env, n.KeyID, n.TeamID, testApp)
+	}
+	var body struct {
+		APS struct {
+			Alert struct{ Title, Body string } `json:"alert"`
+			Thread string                      `json:"thread-id"`
+		} `json:"aps"`
+		Payload string `json:"payload"`
+		Herald  struct {
+			Conv  string `json:"conv"`
+			MsgID int64  `json:"msg_id"`
+			Seq   int64  `json:"seq"`
+			From  string `json:"from"`
+		} `json:"herald"`
+	}
+	if err := json.Unmarshal(n.Payload, &body); err != nil {
+		t.Fatalf("payload %s: %v", n.Payload, err)
+	}
+	if body.APS.Alert.Title != "Alice" || body.APS.Alert.Body != "dinner at 8?" || body.Payload != `{"room":"42"}` ||
+		body.APS.Thread != "chat-alice" || body.Herald.MsgID != sent.ID || body.Herald.From != "alice" || body.Herald.Seq != sent.Seq {
+		t.Errorf("payload = %s; want title Alice, body, payload, thread-id and herald ids of message %d", n.Payload, sent.ID)
+	}
+
+	// The app opens: the message is there, as an offline message.
+	in := newInbox()
+	bob = newClient(t, srv.URL(), "bob-phone", in)
+	login(t, bob, "bob")
+	msgs := in.wait(t, 1)
+	if msgs[0].ID != sent.ID || !in.offl[0] {
+		t.Errorf("bob got %+v (offline %v) at login, want message %d as offline", msgs[0], in.offl[0], sent.ID)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got := emu.Inbox(tok); len(got) != 1 {
+		t.Errorf("emulator holds %d notifications for bob, want exactly 1", len(got))
+	}
+	log := waitLog(t, srv, sent.ID, herald.PushSent)
+	if e := log[0]; e.PushID != pushID || e.Status != 200 || e.User != "bob" || e.NotifID != n.ID || e.Attempt != 1 {
+		t.Errorf("delivery log entry %+v; want push ID %s, status 200, user bob, apns-id %s, attempt 1", e, pushID, n.ID)
+	}
+}
+
+// TestPushDecision covers the rules for a recipient with a session: acking
+// in time means no push, a frozen app (live socket, no ack) gets one push
+// after the ack window, and a logged-out device gets nothing.
+func TestPushDecision(t *testing.T) {
+	srv := startPushServer(t, nil)
+	emu := srv.Emulator()
+	ctx := context.Background()
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+
+	t.Run("online and acking: no push", func(t *testing.T) {
+		tok := apnsToken(10)
+		in := newInbox()
+		bob := newClient(t, srv.URL(), "bob-phone", in)
+		login(t, bob, "bob")
+		registerPush(t, bob, tok, herald.EnvProduction)
+		sent, err := alice.SendPeerMessage(ctx, "bob", pushMessage("you there?"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.wait(t, 1)
+		log := waitLog(t, srv, sent.ID, herald.PushSkipped)
+		if got := emu.Inbox(tok); len(got) != 0 {
+			t.Errorf("emulator got %d pushes for a device that acked live, want 0", len(got))
+		}
+		if !strings.Contains(log[0].Reason, "acknowledged") {
+			t.Errorf("delivery log reason %q, want it to say the message was acknowledged", log[0].Reason)
+		}
+	})
+
+	t.Run("online but frozen: one push after the ack window", func(t *testing.T) {
+		tok := apnsToken(11)
+		frozen := dialRaw(t, srv.URL())
+		frozen.login("carol", "carol-phone")
+		frozen.call(proto.OpRegisterPush, proto.RegisterPushRequest{Provider: "apns", Token: tok, App: testApp, Environment: "production"}, nil)
+		start := time.Now()
+		sent, err := alice.SendPeerMessage(ctx, "carol", pushMessage("frozen?"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := waitInbox(t, emu, tok, 1)
+		if waited := got[0].ReceivedAt.Sub(start); waited < 300*time.Millisecond {
+			t.Errorf("push came %s after the send; want it only after the 300ms ack window", waited)
+		}
+		waitLog(t, srv, sent.ID, herald.PushSent)
+		time.Sleep(200 * time.Millisecond)
+		if got := emu.Inbox(tok); len(got) != 1 {
+			t.Errorf("emulator got %d pushes, want exactly 1", len(got))
+		}
+	})
+
+	t.Run("logged out: no push", func(t *testing.T) {
+		tok := apnsToken(12)
+		dave := newClient(t, srv.URL(), "dave-phone", newInbox())
+		login(t, dave, "dave")
+		registerPush(t, dave, tok, herald.EnvProduction)
+		if err := dave.Logout(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.SendPeerMessage(ctx, "dave", pushMessage("still there?")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		if got := emu.Inbox(tok); len(got) != 0 {
+			t.Errorf("emulator got %d pushes for a logged-out device, want 0", len(got))
+		}
+		if devs := srv.Push().Devices("dave"); len(devs) != 0 {
+			t.Errorf("dave has %d bound devices after logout, want 0", len(devs))
+		}
+	})
+
+	t.Run("the sender's own devices are never pushed", func(t *testing.T) {
+		tok := apnsToken(13)
+		alice2 := newClient(t, srv.URL(), "alice-tablet", newInbox())
+		login(t, alice2, "alice")
+		registerPush(t, alice2, tok, herald.EnvProduction)
+		alice2.Close()
+		if _, err := alice.SendPeerMessage(ctx, "erin", pushMessage("hi erin")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if got := emu.Inbox(tok); len(got) != 0 {
+			t.Errorf("alice's own tablet got %d pushes for her message, want 0", len(got))
+		}
+	})
+
+	t.Run("a message without a push config is not pushed", func(t *testing.T) {
+		tok := apnsToken(14)
+		fred := newClient(t, srv.URL(), "fred-phone", newInbox())
+		login(t, fred, "fred")
+		registerPush(t, fred, tok, herald.EnvProduction)
+		fred.Close()
+		if _, err := alice.SendPeerMessage(ctx, "fred", client.TextMessage("no push")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if got := emu.Inbox(tok); len(got) != 0 {
+			t.Errorf("got %d pushes for a message without push config, want 0", len(got))
+		}
+	})
+}
+
+// TestPushRegistrationErrors: bad registrations get a clear error, and a
+// user can neither see nor remove another user's device.
+func TestPushRegistrationErrors(t *testing.T) {
+	emu, file := standaloneEmulator(t)
+	_ = emu
+	srv := startPushServer(t, func(c *config.Config) { c.PushConfig = file })
+	ctx := context.Background()
+	bob := newClient(t, srv.URL(), "bob-phone", newInbox())
+	login(t, bob, "bob")
+	for _, tc := range []struct {
+		name string
+		reg  client.PushRegistration
+		want string // in the message
+	}{
+		{"unknown provider", client.PushRegistration{Provider: "pigeon", Token: apnsToken(1), App: testApp, Environment: herald.EnvProduction}, "provider"},
+		{"empty token", client.PushRegistration{Provider: herald.ProviderAPNs, Token: "", App: testApp, Environment: herald.EnvProduction}, "token is empty"},
+		{"malformed token", client.PushRegistration{Provider: herald.ProviderAPNs, Token: "not-hex!", App: testApp, Environment: herald.EnvProduction}, "token"},
+		{"unknown app", client.PushRegistration{Provider: herald.ProviderAPNs, Token: apnsToken(1), App: "com.example.unknown", Environment: herald.EnvProduction}, "com.example.unknown"},
+		{"unknown environment", client.PushRegistration{Provider: herald.ProviderAPNs, Token: apnsToken(1), App: testApp, Environment: "staging"}, "environment"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := bob.RegisterPush(ctx, tc.reg)
+			if !errors.Is(err, client.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("RegisterPush = %v; want ErrInvalidArgument mentioning %q", err, tc.want)
+			}
+		})
+	}
+	// The server checks too, whatever the client library does.
+	raw := dialRaw(t, srv.URL())
+	raw.login("mallory", "m-phone")
+	if code := raw.callErr(proto.OpRegisterPush, proto.RegisterPushRequest{Provider: "apns", Token: "zz", App: testApp, Environment: "production"}); code != string(herald.CodeInvalidArgument) {
+		t.Errorf("raw register with a malformed token: code %q, want invalid_argument", code)
+	}
+	if code := raw.callErr(proto.OpRegisterPush, proto.RegisterPushRequest{Provider: "apns", Token: apnsToken(5), App: "com.example.unknown", Environment: "production"}); code != string(herald.CodeInvalidArgument) {
+		t.Errorf("raw register with an unknown app: code %q, want invalid_argument", code)
+	}
+
+	bobID := registerPush(t, bob, apnsToken(2), herald.EnvProduction)
+	if code := raw.callErr(proto.OpUnregisterPush, proto.UnregisterPushRequest{PushID: bobID}); code != string(herald.CodeNotFound) {
+		t.Errorf("mallory unregistering bob's push ID: code %q, want not_found", code)
+	}
+	var devs proto.PushDevicesReply
+	raw.call(proto.OpPushDevices, struct{}{}, &devs)
+	if len(devs.Devices) != 0 {
+		t.Errorf("mallory sees %d push devices, want none of bob's", len(devs.Devices))
+	}
+	if got := srv.Push().Devices("bob"); len(got) != 1 || got[0].PushID != bobID {
+		t.Errorf("bob's devices after mallory's attempt: %+v, want his one device", got)
+	}
+	mine, err := bob.QueryPushDevices(ctx)
+	if err != nil || len(mine) != 1 || mine[0].PushID != bobID || mine[0].App != testApp {
+		t.Errorf("QueryPushDevices = %+v, %v; want bob's one device", mine, err)
+	}
+	if err := bob.UnregisterPush(ctx, bobID); err != nil {
+		t.Errorf("bob unregistering his own device: %v", err)
+	}
+	if err := bob.UnregisterPush(ctx, bobID); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("unregistering twice = %v, want ErrNotFound", err)
+	}
+	// A push config too large for APNs is refused before the message is stored.
+	big := client.TextMessage("hi")
+	big.Push = &herald.PushConfig{Title: strings.Repeat("t", 1000), Content: strings.Repeat("c", 1000), Payload: strings.Repeat("p", 2048)}
+	if _, err := bob.SendPeerMessage(ctx, "alice", big); !errors.Is(err, client.ErrTooLarge) || !strings.Contains(err.Error(), "4096") {
+		t.Errorf("send with a 4 KiB push = %v; want ErrTooLarge naming the 4096-byte limit", err)
+	}
+	unknown := pushMessage("hi")
+	unknown.Push.ResourcesID = "nope"
+	if _, err := bob.SendPeerMessage(ctx, "alice", unknown); !errors.Is(err, client.ErrInvalidArgument) || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("send with an unknown resources_id = %v; want ErrInvalidArgument naming it", err)
+	}
+}
+
+// standaloneEmulator runs an APNs emulator in the test process, as a real
+// deployment would reach Apple, and writes a push configuration file that
+// points one app at it with a .p8 key (token auth).
+func standaloneEmulator(t *testing.T) (*emulator.APNs, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu := emulator.New(emulator.Config{Keys: map[string]emulator.Key{"KEY1234567": {TeamID: "TEAM123456", Public: &key.PublicKey}}})
+	if err := emu.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	dir := t.TempDir()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("AuthKey_KEY1234567.p8", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	write("ca.pem", emu.CACertPEM())
+	conf := fmt.Sprintf(`{
+  "apns": [{"bundle_id": %q, "team_id": "TEAM123456", "key_id": "KEY1234567", "key_file": "AuthKey_KEY1234567.p8",
+            "production_url": %q, "development_url": %q, "ca_file": "ca.pem"}],
+  "strategies": {"call": {"type": "voip"}, "chat": {"sound": "default", "category": "MESSAGE"}}
+}`, testApp, emu.URL(), emu.URL())
+	write("push.json", []byte(conf))
+	return emu, filepath.Join(dir, "push.json")
+}
+
+// TestPushRetriesUntilDelivered: APNs answers 503 for a while, then 200:
+// the push arrives exactly once, and the log shows the retries.
+func TestPushRetriesUntilDelivered(t *testing.T) {
+	srv := startPushServer(t, nil)
+	emu := srv.Emulator()
+	tok := apnsToken(20)
+	emu.Script(tok, emulator.Step{Status: 503, Reason: "ServiceUnavailable", Times: 3})
+	bob := newClient(t, srv.URL(), "bob-phone", newInbox())
+	login(t, bob, "bob")
+	registerPush(t, bob, tok, herald.EnvProduction)
+	bob.Close()
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	sent, err := alice.SendPeerMessage(context.Background(), "bob", pushMessage("retry me"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitInbox(t, emu, tok, 1)
+	log := waitLog(t, srv, sent.ID, herald.PushSent)
+	time.Sleep(200 * time.Millisecond)
+	if got := emu.Inbox(tok); len(got) != 1 {
+		t.Errorf("emulator holds %d notifications, want exactly 1", len(got))
+	}
+	if st := emu.Stats(); st.Duplicates != 0 {
+		t.Errorf("emulator counted %d duplicate apns-ids, want 0", st.Duplicates)
+	}
+	var retries int
+	for _, e := range log {
+		if e.Outcome == herald.PushRetry {
+			retries++
+			if e.Status != 503 || e.Reason != "ServiceUnavailable" {
+				t.Errorf("retry entry %+v: want status 503 ServiceUnavailable", e)
+			}
+		}
+	}
+	if retries != 3 || log[0].Attempt != 4 {
+		t.Errorf("log has %d retries and the last attempt is %d; want 3 retries, then attempt 4 sent", retries, log[0].Attempt)
+	}
+}
+
+// TestPushGoneTokenIsDropped: APNs answers 410 Unregistered: the device is
+// removed and no further push is attempted.
+func TestPushGoneTokenIsDropped(t *testing.T) {
+	srv := startPushServer(t, nil)
+	emu := srv.Emulator()
+	tok := apnsToken(30)
+	bob := newClient(t, srv.URL(), "bob-phone", newInbox())
+	login(t, bob, "bob")
+	pushID := registerPush(t, bob, tok, herald.EnvProduction)
+	bob.Close()
+	// Apple says the app was removed a minute after it registered.
+	emu.Script(tok, emulator.Step{Status: 410, Reason: "Unregistered", Timestamp: time.Now().Add(time.Minute), Forever: true})
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	ctx := context.Background()
+	first, err := alice.SendPeerMessage(ctx, "bob", pushMessage("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := waitLog(t, srv, first.ID, herald.PushDropped)
+	if e := log[0]; e.Status != 410 || e.Reason != "Unregistered" || !strings.Contains(e.Body, "timestamp") {
+		t.Errorf("log entry %+v; want status 410 Unregistered with the raw body", e)
+	}
+	if _, ok := srv.Push().Device(pushID); ok {
+		t.Error("device still registered after 410 Unregistered")
+	}
+	second, err := alice.SendPeerMessage(ctx, "bob", pushMessage("two"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got, _ := srv.Push().Log(ctx, store.PushLogQuery{MsgID: second.ID, Limit: 10}); len(got) != 0 {
+		t.Errorf("delivery log for the message after the drop: %+v, want no attempt", got)
+	}
+	if st := emu.Stats(); st.Received != 1 {
+		t.Errorf("emulator received %d requests, want 1 (none after the drop)", st.Received)
+	}
+}
+
+// TestPushSurvivesSIGKILL kills the server while pushes wait in the outbox
+// (APNs is answering 503): after the restart every push is sent, none twice.
+func TestPushSurvivesSIGKILL(t *testing.T) {
+	bin, err := buildHerald()
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu, file := standaloneEmulator(t)
+	addr, data := freeAddr(t), t.TempDir()
+	url := "ws://" + addr + proto.Path
+	args := []string{"--push-config", file, "--push-retry-base", "200ms", "--push-retry-max", "400ms"}
+	cmd := startProcess(t, bin, addr, data, args...)
+
+	const users = 20
+	toks := make([]string, users)
+	for i := range toks {
+		toks[i] = apnsToken(100 + i)
+		emu.Script(toks[i], emulator.Step{Status: 503, Reason: "ServiceUnavailable", Forever: true})
+		c := dialRaw(t, url)
+		c.login(fmt.Sprintf("u%d", i), "phone")
+		c.call(proto.OpRegisterPush, proto.RegisterPushRequest{Provider: "apns", Token: toks[i], App: testApp, Environment: "production"}, nil)
+		c.conn.Close()
+	}
+	sender := dialRaw(t, url)
+	sender.login("sender", "desk")
+	const perUser = 3
+	for k := 0; k < perUser; k++ {
+		for i := 0; i < users; i++ {
+			var rep proto.SendReply
+			sender.call(proto.OpSend, proto.SendRequest{To: fmt.Sprintf("u%d", i), LocalID: fmt.Sprintf("m%d-%d", i, k), Type: "text", Text: "hi",
+				Push: &herald.PushConfig{Title: "t", Content: fmt.Sprint(k)}}, &rep)
+		}
+	}
+	// Every job has been tried at least once and is waiting to retry.
+	deadline := time.Now().Add(10 * time.Second)
+	for emu.Stats().Received < users*perUser && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	for _, tok := range toks {
+		emu.Script(tok) // answer normally from now on
+	}
+	startProcess(t, bin, addr, data, args...)
+	for i, tok := range toks {
+		got := waitInbox(t, emu, tok, perUser)
+		seen := map[string]bool{}
+		for _, n := range got {
+			seen[n.ID] = true
+		}
+		if len(seen) != perUser {
+			t.Errorf("user %d: %d distinct pushes, want %d", i, len(seen), perUser)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st := emu.Stats(); st.Duplicates != 0 || st.Accepted != users*perUser {
+		t.Errorf("emulator accepted %d pushes with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, users*perUser)
+	}
+}
+
+// TestPushTestAndLogAPI drives the push debugging API: a test push reaches
+// the device through the real path and is logged; the log answers per user,
+// push ID and message; only admin tokens get in.
+func TestPushTestAndLogAPI(t *testing.T) {
+	srv := startPushServer(t, nil)
+	emu := srv.Emulator()
+	tok := apnsToken(40)
+	bob := newClient(t, srv.URL(), "bob-phone", newInbox())
+	login(t, bob, "bob")
+	pushID := registerPush(t, bob, tok, herald.EnvProduction)
+	base := "http://" + srv.Addr()
+	admin, err := token.MintAdmin(testSecret, time.Now(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, path, tok string, body any) (int, []byte) {
+		t.Helper()
+		var rd io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			rd = bytes.NewReader(b)
+		}
+		req, _ := http.NewRequest(method, base+path, rd)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+
+	for name, tk := range map[string]string{"no token": "", "a login token": mint(t, "bob", time.Hour), "garbage": "h1.x.y"} {
+		if st, body := do("GET", "/api/v1/push/log?user_id=bob", tk, nil); st != http.StatusUnauthorized {
+			t.Errorf("log with %s: %d %s, want 401", name, st, body)
+		}
+	}
+
+	st, body := do("POST", "/api/v1/push/test", admin, map[string]any{"push_id": pushID, "title": "Hello", "content": "From the console"})
+	if st != http.StatusOK {
+		t.Fatalf("push test: %d %s", st, body)
+	}
+	var rep struct {
+		Stages []struct {
+			Name string
+			OK   bool
+		}
+		Attempt herald.PushAttempt
+	}
+	if err := json.Unmarshal(body, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Stages) == 0 || !rep.Stages[len(rep.Stages)-1].OK || rep.Attempt.Status != 200 {
+		t.Errorf("test push report %s; want every stage ok and status 200", body)
+	}
+	if got := waitInbox(t, emu, tok, 1); !strings.Contains(string(got[0].Payload), "From the console") {
+		t.Errorf("emulator got %s, want the test push", got[0].Payload)
+	}
+
+	st, body = do("POST", "/api/v1/push/test", admin, map[string]any{"push_id": "pd_nope"})
+	if st != http.StatusOK || !strings.Contains(string(body), "is not registered") {
+		t.Errorf("test push to an unknown device: %d %s; want a report whose device stage failed", st, body)
+	}
+	if st, body := do("POST", "/api/v1/push/test", admin, map[string]any{"push_id": pushID, "badge_increment": 500}); st != http.StatusBadRequest {
+		t.Errorf("test push with badge_increment 500: %d %s, want 400", st, body)
+	}
+
+	for _, q := range []string{"user_id=bob", "push_id=" + pushID, "msg_id=0&user_id=bob"} {
+		st, body := do("GET", "/api/v1/push/log?"+q, admin, nil)
+		var out struct{ Entries []herald.PushAttempt }
+		json.Unmarshal(body, &out)
+		if st != http.StatusOK || len(out.Entries) != 1 || out.Entries[0].Status != 200 || out.Entries[0].PushID != pushID {
+			t.Errorf("log?%s: %d %s; want the one test push", q, st, body)
+		}
+	}
+	if st, body := do("GET", "/api/v1/push/log", admin, nil); st != http.StatusBadRequest {
+		t.Errorf("log with no filter: %d %s, want 400", st, body)
+	}
+	if st, body := do("GET", "/api/v1/push/devices?user_id=bob", admin, nil); st != http.StatusOK || !strings.Contains(string(body), pushID) {
+		t.Errorf("devices of bob: %d %s, want his push ID", st, body)
+	}
+}

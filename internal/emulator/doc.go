@@ -1,0 +1,16 @@
+// Package emulator owns stand-ins for the push vendors' services, so that
+// tests, `herald serve` in development mode, the push benchmark and
+// `herald emulator` exercise the real offline-push path without Apple.
+//
+// APNs emulates Apple's HTTP/2 provider API (POST /3/device/<token>): TLS
+// with a self-signed certificate, token (ES256 JWT) and certificate
+// authentication, header and payload validation answered with Apple's
+// reason codes, SETTINGS_MAX_CONCURRENT_STREAMS, graceful GOAWAY, and
+// per-device scripted answers (410 Unregistered, 429, 503 ...). Accepted
+// pushes land in a bounded per-device inbox: what the phone would have
+// shown. README.md in this folder lists what is emulated and what is not.
+//
+// An unauthenticated control API under /_emulator/ on the same listener
+// reads inboxes and statistics and scripts answers; an emulator must
+// therefore listen on loopback only, which is the default everywhere.
+package emulator

@@ -1,0 +1,166 @@
+package push
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// jobData is what a job carries in store.PushJob.Data: enough to render
+// the push without reading the message back.
+type jobData struct {
+	Config herald.PushConfig `json:"c"`
+	From   string            `json:"f,omitempty"`
+	// Live: the device had a live session when the message was stored, so
+	// the job waits for the ack window and checks the acknowledgement.
+	Live bool `json:"l,omitempty"`
+}
+
+// Check validates a send's push configuration before the message is
+// accepted: every field within its limit, the strategy configured, and the
+// rendered payload within every configured provider's limit, with the
+// largest values the server could add (IDs, badge).
+func (s *Service) Check(m *herald.Message) error {
+	if m.Push == nil {
+		return nil
+	}
+	if err := m.Push.Validate(); err != nil {
+		return err
+	}
+	st, err := s.strategy(m.Push.ResourcesID)
+	if err != nil {
+		return err
+	}
+	c := Content{
+		Config: *m.Push, Strategy: st, Badge: 99999, HasBadge: m.Push.EnableBadge,
+		Conv: "p:" + strings.Repeat("x", 2*herald.MaxUserIDLen+1), MsgID: math.MaxInt64, Seq: math.MaxInt64,
+		From: strings.Repeat("x", herald.MaxUserIDLen),
+	}
+	for p, prov := range s.providers {
+		if p == herald.ProviderAPNsVoIP {
+			continue // messages never go to VoIP tokens: Apple requires those to report a call
+		}
+		d := herald.PushDevice{Provider: p}
+		if _, err := prov.Render(&c, &d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) strategy(id string) (Strategy, error) {
+	if id == "" {
+		return Strategy{}, nil
+	}
+	st, ok := s.strategies[id]
+	if !ok {
+		return Strategy{}, herald.Errorf(herald.CodeInvalidArgument, "push.resources_id %q names no push strategy configured on this server", id)
+	}
+	return st, nil
+}
+
+// Plan is the push decision for one message being stored: it appends a job
+// for each device of the recipient that may need a push, to be stored with
+// the message (index i of its batch). A device with no live session is due
+// at once; one with a live session is due when the ack window ends, and is
+// skipped then if it acknowledged the message. The sender's own devices
+// and VoIP tokens are never planned for messages.
+func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) []store.PushJob {
+	if m.Push == nil || m.Type == herald.MessageCommand {
+		return jobs
+	}
+	now := m.CreatedAt
+	var data, liveData []byte
+	s.reg.each(m.To, func(d *herald.PushDevice) {
+		if d.Provider == herald.ProviderAPNsVoIP {
+			return
+		}
+		live := s.pres != nil && s.pres.Live(m.To, d.Device)
+		j := store.PushJob{
+			PushID: d.PushID, Msg: i, User: m.To, Conv: m.Conv,
+			Due: now, Expires: now.Add(s.cfg.TTL),
+		}
+		if live {
+			if liveData == nil {
+				liveData, _ = json.Marshal(jobData{Config: *m.Push, From: m.From, Live: true})
+			}
+			j.Due, j.Data = now.Add(s.cfg.AckWindow), liveData
+		} else {
+			if data == nil {
+				data, _ = json.Marshal(jobData{Config: *m.Push, From: m.From})
+			}
+			j.Data = data
+		}
+		jobs = append(jobs, j)
+	})
+	return jobs
+}
+
+// Enqueue hands jobs just stored with their messages to the dispatcher.
+// It never blocks on I/O.
+func (s *Service) Enqueue(jobs []store.PushJob) {
+	if len(jobs) == 0 {
+		return
+	}
+	s.stats.planned.Add(int64(len(jobs)))
+	s.dsp.add(jobs)
+}
+
+// acked reports whether the device acknowledged the job's message: from its
+// live session, else (when it had one at planning time, which may have
+// ended since) from the acknowledgements the store holds.
+func (s *Service) acked(ctx context.Context, d *herald.PushDevice, j *store.PushJob, wasLive bool) bool {
+	if s.pres != nil {
+		seq, live := s.pres.Acked(d.User, d.Device, j.Conv)
+		if seq >= j.Seq {
+			return true
+		}
+		if live || !wasLive {
+			return false
+		}
+	}
+	cur, err := s.st.Cursors(ctx, d.User, d.Device)
+	if err != nil {
+		s.log.Warn("push: reading acknowledgements failed; pushing", "push_id", d.PushID, "err", err)
+		return false
+	}
+	return cur[j.Conv] >= j.Seq
+}
+
+// NotificationID is the apns-id of (device, message): stable across
+// retries and restarts, so a vendor (or the emulator) can tell a retry
+// from a second push. UUID-shaped, from SHA-256.
+func NotificationID(pushID string, msgID int64) string {
+	h := sha256.New()
+	h.Write([]byte(pushID))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.FormatInt(msgID, 10)))
+	var sum [32]byte
+	b := h.Sum(sum[:0])
+	b[6] = b[6]&0x0f | 0x80 // version 8: custom
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	return formatUUID(b)
+}
+
+// formatUUID writes 16 bytes in the 8-4-4-4-12 form, upper case as APNs
+// echoes it.
+func formatUUID(b []byte) string {
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:36], b[10:16])
+	return strings.ToUpper(string(out[:]))
+}

@@ -1,0 +1,121 @@
+package push
+
+import (
+	"context"
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+// Provider sends pushes to one vendor service (APNs, later FCM, HMS, Web
+// Push). The dispatcher holds one per herald.PushProvider; one value may
+// serve several (APNs serves apns and apns-voip). Implementations hold
+// their own credentials per app and are safe for concurrent use.
+type Provider interface {
+	// HasApp reports whether app is configured, so registration can refuse
+	// an unknown one.
+	HasApp(app string) bool
+
+	// Render builds the vendor payload of c for device d. It fails with
+	// herald.CodeTooLarge when the payload exceeds the vendor's limit
+	// (APNs: 4096 bytes, 5120 for VoIP), naming the size and the limit.
+	Render(c *Content, d *herald.PushDevice) ([]byte, error)
+
+	// Send delivers n and reports the vendor's answer. It blocks for one
+	// round trip (bounded by ctx) and never retries by itself, except
+	// where the vendor protocol demands it (a refreshed credential after
+	// an expired-credential answer). Transport failures come back as a
+	// Result with Verdict Retry and Err set.
+	Send(ctx context.Context, n *Notification) Result
+
+	// Close releases connections. Send after Close fails.
+	Close() error
+}
+
+// PushType is the kind of notification, as APNs names them.
+type PushType string
+
+const (
+	TypeAlert      PushType = "alert"
+	TypeBackground PushType = "background" // silent: content-available, priority 5
+	TypeVoIP       PushType = "voip"       // PushKit: rings through CallKit
+)
+
+// Strategy is a push strategy: what a resourcesID names in the server's
+// push configuration (sound, category, alert or silent or VoIP, and so on).
+// Unset fields take the plain-alert defaults.
+type Strategy struct {
+	Type           PushType `json:"type,omitempty"`     // default TypeAlert (TypeVoIP when the device is a VoIP token)
+	Sound          string   `json:"sound,omitempty"`    // e.g. "default" or a file in the app bundle
+	Category       string   `json:"category,omitempty"` // APNs category (actions)
+	Priority       int      `json:"priority,omitempty"` // 10, 5 or 1; default 10 (5 for background)
+	MutableContent bool     `json:"mutable_content,omitempty"`
+	// InterruptionLevel: passive, active, time-sensitive, critical.
+	InterruptionLevel string `json:"interruption_level,omitempty"`
+}
+
+// Content is what a push says, before a provider renders it.
+type Content struct {
+	Config   herald.PushConfig
+	Strategy Strategy
+	Badge    int  // the absolute badge to show
+	HasBadge bool // whether to carry Badge (Config.EnableBadge)
+	// Herald's own keys, passed to the app beside Config.Payload so it can
+	// open the right conversation: {"conv": ..., "msg_id": ..., "seq": ..., "from": ...}.
+	Conv  string
+	MsgID int64
+	Seq   int64
+	From  string
+}
+
+// Notification is one rendered push, ready to send.
+type Notification struct {
+	// ID is stable per (device, message) and sent as apns-id (UUID form),
+	// so a retry is recognisable as the same push.
+	ID         string
+	Device     herald.PushDevice
+	Type       PushType
+	Priority   int       // 0: the type's default
+	Expiration time.Time // zero: deliver now or never
+	CollapseID string    // "" for none; at most 64 bytes
+	Payload    []byte    // from Render
+}
+
+// Verdict is what to do after a Send.
+type Verdict int
+
+const (
+	Delivered   Verdict = iota // accepted by the vendor
+	Retry                      // transient (5xx, 429, transport): retry later, honouring RetryAfter
+	DropToken                  // the token is gone (410 Unregistered, BadDeviceToken, DeviceTokenNotForTopic)
+	Permanent                  // our payload or request is wrong: record, never retry
+	Credentials                // the app's credentials are refused: stop sending for the app
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Delivered:
+		return "delivered"
+	case Retry:
+		return "retry"
+	case DropToken:
+		return "drop_token"
+	case Permanent:
+		return "permanent"
+	case Credentials:
+		return "credentials"
+	}
+	return "unknown"
+}
+
+// Result is a vendor's answer to one Send.
+type Result struct {
+	Verdict    Verdict
+	Status     int           // HTTP status; 0 when no answer came
+	Reason     string        // the vendor's reason (APNs: "BadDeviceToken"), or the transport error
+	Body       []byte        // the raw answer body
+	Timestamp  time.Time     // DropToken: when the vendor says the token became invalid (410)
+	RetryAfter time.Duration // Retry: the vendor's Retry-After, zero if none
+	Err        error         // a transport failure
+	Latency    time.Duration // the round trip
+}

@@ -1,0 +1,180 @@
+package push
+
+import (
+	"slices"
+	"sync"
+
+	"github.com/herald-im/herald"
+)
+
+// registry mirrors the store's push devices in memory, so the push decision
+// made for every message costs no store read. The store stays the truth:
+// every change is written there first, then applied here.
+type registry struct {
+	mu      sync.RWMutex
+	byID    map[string]*herald.PushDevice
+	byToken map[tokenKey]string   // (provider, app, token) -> push ID
+	byUser  map[string][]string // bound user -> push IDs
+}
+
+type tokenKey struct {
+	p          herald.PushProvider
+	app, token string
+}
+
+func (r *registry) init() {
+	r.byID = make(map[string]*herald.PushDevice)
+	r.byToken = make(map[tokenKey]string)
+	r.byUser = make(map[string][]string)
+}
+
+func (r *registry) load(devs []herald.PushDevice) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.init()
+	for _, d := range devs {
+		r.putLocked(d)
+	}
+}
+
+// put records d as the store returned it from a registration: another
+// device holding the same token, or the same (user, device, provider, app),
+// was replaced by it.
+func (r *registry) put(d herald.PushDevice) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id, ok := r.byToken[tokenKey{d.Provider, d.App, d.Token}]; ok && id != d.PushID {
+		r.removeLocked(id)
+	}
+	if d.User != "" {
+		for _, id := range slices.Clone(r.byUser[d.User]) {
+			o := r.byID[id]
+			if id != d.PushID && o.Device == d.Device && o.Provider == d.Provider && o.App == d.App {
+				r.removeLocked(id)
+			}
+		}
+	}
+	r.removeLocked(d.PushID)
+	r.putLocked(d)
+}
+
+// mu must be held.
+func (r *registry) putLocked(d herald.PushDevice) {
+	dd := d
+	r.byID[d.PushID] = &dd
+	r.byToken[tokenKey{d.Provider, d.App, d.Token}] = d.PushID
+	if d.User != "" {
+		r.byUser[d.User] = append(r.byUser[d.User], d.PushID)
+	}
+}
+
+func (r *registry) remove(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removeLocked(id)
+}
+
+// mu must be held.
+func (r *registry) removeLocked(id string) {
+	d, ok := r.byID[id]
+	if !ok {
+		return
+	}
+	delete(r.byID, id)
+	if k := (tokenKey{d.Provider, d.App, d.Token}); r.byToken[k] == id {
+		delete(r.byToken, k)
+	}
+	r.unbindLocked(d)
+}
+
+// mu must be held.
+func (r *registry) unbindLocked(d *herald.PushDevice) {
+	if d.User == "" {
+		return
+	}
+	ids := slices.DeleteFunc(r.byUser[d.User], func(x string) bool { return x == d.PushID })
+	if len(ids) == 0 {
+		delete(r.byUser, d.User)
+	} else {
+		r.byUser[d.User] = ids
+	}
+	d.User = ""
+}
+
+func (r *registry) unbind(ids []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		if d, ok := r.byID[id]; ok {
+			r.unbindLocked(d)
+		}
+	}
+}
+
+func (r *registry) get(id string) (herald.PushDevice, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	d, ok := r.byID[id]
+	if !ok {
+		return herald.PushDevice{}, false
+	}
+	return *d, true
+}
+
+func (r *registry) ofUser(user string) []herald.PushDevice {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	ids := r.byUser[user]
+	out := make([]herald.PushDevice, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, *r.byID[id])
+	}
+	return out
+}
+
+// each calls fn for every device bound to user, under the read lock: fn
+// must not call back into the registry.
+func (r *registry) each(user string, fn func(d *herald.PushDevice)) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, id := range r.byUser[user] {
+		fn(r.byID[id])
+	}
+}
+
+// addBadge raises device id's badge by inc and returns the new count.
+func (r *registry) addBadge(id string, inc int) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.byID[id]
+	if !ok {
+		return 0, false
+	}
+	d.Badge += inc
+	return d.Badge, true
+}
+
+// resetBadges zeroes the badges of user's devices registered through
+// device and returns the IDs that changed.
+func (r *registry) resetBadges(user, device string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ids []string
+	for _, id := range r.byUser[user] {
+		if d := r.byID[id]; d.Device == device && d.Badge != 0 {
+			d.Badge = 0
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (r *registry) badge(id string) (int, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	d, ok := r.byID[id]
+	if !ok {
+		return 0, false
+	}
+	return d.Badge, true
+}

@@ -1,0 +1,291 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// Store is what the push service needs of the storage contract.
+type Store interface {
+	PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error)
+	FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error
+	PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error)
+	PrunePushLog(ctx context.Context, before time.Time) (int, error)
+	RegisterPushDevice(ctx context.Context, d herald.PushDevice) (herald.PushDevice, error)
+	UnregisterPushDevice(ctx context.Context, user, pushID string) error
+	UnbindPushDevices(ctx context.Context, user, device string) ([]string, error)
+	DropPushDevice(ctx context.Context, pushID string, at time.Time) (bool, error)
+	PushDevices(ctx context.Context) ([]herald.PushDevice, error)
+	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
+}
+
+// Presence tells the push decision about live sessions; the gateway
+// implements it. Both methods are cheap and never block on I/O.
+type Presence interface {
+	// Live reports whether user has a logged-in session on device.
+	Live(user, device string) bool
+	// Acked returns the highest seq of conv the live session of user on
+	// device has acknowledged, and whether there is such a session.
+	Acked(user, device, conv string) (seq int64, live bool)
+}
+
+// Config tunes the service. Zero values take the defaults on each field.
+type Config struct {
+	// AckWindow is how long a live session has to acknowledge a message
+	// before its device is pushed anyway (a frozen app's socket looks
+	// alive); zero means 5s.
+	AckWindow time.Duration
+	// TTL is how long a message's push stays worth sending (APNs'
+	// apns-expiration); zero means 24h.
+	TTL time.Duration
+	// RetryBase and RetryMax bound the exponential backoff between
+	// attempts (with jitter); zero means 1s and 5 min.
+	RetryBase, RetryMax time.Duration
+	// InFlight bounds pushes waiting for a vendor's answer; zero means
+	// 4096 (about what 25k pushes/s need at 50 ms round trip... x 3).
+	InFlight int
+	// MaxPending bounds the jobs held in memory; the rest wait in the
+	// store's outbox and are read back as these drain. Zero means 100,000.
+	MaxPending int
+	// FinishBatch bounds the outcomes stored in one write; zero means 1024.
+	FinishBatch int
+	// LogRetention is how long delivery-log entries are kept; zero means
+	// 7 days.
+	LogRetention time.Duration
+	// Strategies are the push strategies by resourcesID.
+	Strategies map[string]Strategy
+	Now        func() time.Time
+	Logger     *slog.Logger
+}
+
+func (c *Config) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.AckWindow, 5*time.Second)
+	def(&c.TTL, 24*time.Hour)
+	def(&c.RetryBase, time.Second)
+	def(&c.RetryMax, 5*time.Minute)
+	def(&c.LogRetention, 7*24*time.Hour)
+	if c.InFlight <= 0 {
+		c.InFlight = 4096
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 100_000
+	}
+	if c.FinishBatch <= 0 {
+		c.FinishBatch = 1024
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Stats are the service's counters.
+type Stats struct {
+	Planned   int64 // jobs written to the outbox with their message
+	Sent      int64 // pushes the vendor accepted
+	Retried   int64 // transient failures, tried again later
+	Dropped   int64 // devices removed because the vendor said the token is gone
+	Failed    int64 // permanent failures
+	Expired   int64 // jobs whose time to live ran out
+	Skipped   int64 // not sent: acknowledged live, unbound, or the app suspended
+	Pending   int64 // jobs in memory, waiting or in flight
+	Overflows int64 // times the in-memory queue was full and jobs were left to the store
+}
+
+// Service is the push component: registry of devices, push decision, and
+// the durable dispatcher.
+type Service struct {
+	st         Store
+	pres       Presence
+	providers  map[herald.PushProvider]Provider
+	cfg        Config
+	log        *slog.Logger
+	strategies map[string]Strategy
+
+	reg registry
+	dsp dispatcher
+
+	suspendMu sync.Mutex
+	suspended map[string]string // provider/app -> why its credentials were refused
+
+	stats struct {
+		planned, sent, retried, dropped, failed, expired, skipped, overflows atomic.Int64
+	}
+}
+
+// New returns a service pushing through providers (one per provider name;
+// a name missing means that provider is not configured). Start loads the
+// registry and the outbox.
+func New(st Store, pres Presence, providers map[herald.PushProvider]Provider, cfg Config) *Service {
+	cfg.defaults()
+	s := &Service{
+		st: st, pres: pres, providers: providers, cfg: cfg, log: cfg.Logger,
+		strategies: cfg.Strategies,
+		suspended:  make(map[string]string),
+	}
+	s.reg.init()
+	s.dsp.init(s)
+	return s
+}
+
+// SetPresence sets the presence source (the gateway, built after the
+// service).
+func (s *Service) SetPresence(p Presence) { s.pres = p }
+
+// Start loads the devices and the pending outbox, and starts dispatching.
+func (s *Service) Start(ctx context.Context) error {
+	devs, err := s.st.PushDevices(ctx)
+	if err != nil {
+		return fmt.Errorf("push: load devices: %w", err)
+	}
+	s.reg.load(devs)
+	if err := s.dsp.start(ctx); err != nil {
+		return err
+	}
+	s.log.Info("push started", "devices", len(devs), "pending", s.dsp.pendingCount())
+	return nil
+}
+
+// Close stops dispatching: pushes in flight finish and their outcomes are
+// stored, or ctx ends. Jobs not yet sent stay in the outbox for the next
+// start.
+func (s *Service) Close(ctx context.Context) error {
+	return s.dsp.stop(ctx)
+}
+
+// Stats returns the counters.
+func (s *Service) Stats() Stats {
+	return Stats{
+		Planned: s.stats.planned.Load(), Sent: s.stats.sent.Load(), Retried: s.stats.retried.Load(),
+		Dropped: s.stats.dropped.Load(), Failed: s.stats.failed.Load(), Expired: s.stats.expired.Load(),
+		Skipped: s.stats.skipped.Load(), Pending: int64(s.dsp.pendingCount()), Overflows: s.stats.overflows.Load(),
+	}
+}
+
+// Register stores a device's push token for user, logged in on device, and
+// returns it with its push ID. An unknown provider or app, or a malformed
+// token, is CodeInvalidArgument naming what was wrong.
+func (s *Service) Register(ctx context.Context, user, device string, p herald.PushProvider, tok, app string, env herald.PushEnvironment) (herald.PushDevice, error) {
+	if err := herald.ValidatePushRegistration(p, tok, app, env); err != nil {
+		return herald.PushDevice{}, err
+	}
+	prov, ok := s.providers[p]
+	if !ok {
+		return herald.PushDevice{}, herald.Errorf(herald.CodeInvalidArgument, "provider %q is not configured on this server", p)
+	}
+	if !prov.HasApp(app) {
+		return herald.PushDevice{}, herald.Errorf(herald.CodeInvalidArgument, "app %q is not configured for provider %s on this server", app, p)
+	}
+	d, err := s.st.RegisterPushDevice(ctx, herald.PushDevice{Provider: p, Token: tok, App: app, Env: env, User: user, Device: device})
+	if err != nil {
+		return herald.PushDevice{}, storeErr("register push device", err)
+	}
+	s.reg.put(d)
+	s.log.Info("push device registered", "user_id", user, "push_id", d.PushID, "provider", p, "app", app, "env", env)
+	return d, nil
+}
+
+// Unregister removes one of user's devices. CodeNotFound when pushID is not
+// a device bound to user.
+func (s *Service) Unregister(ctx context.Context, user, pushID string) error {
+	if pushID == "" {
+		return herald.Errorf(herald.CodeInvalidArgument, "push_id is empty")
+	}
+	if err := s.st.UnregisterPushDevice(ctx, user, pushID); err != nil {
+		return storeErr("unregister push device", err)
+	}
+	s.reg.remove(pushID)
+	return nil
+}
+
+// Logout unbinds the devices user registered through device: they get no
+// more pushes for user (a next user of the phone rebinds by registering).
+func (s *Service) Logout(ctx context.Context, user, device string) error {
+	ids, err := s.st.UnbindPushDevices(ctx, user, device)
+	if err != nil {
+		return storeErr("unbind push devices", err)
+	}
+	s.reg.unbind(ids)
+	return nil
+}
+
+// Devices returns user's bound devices.
+func (s *Service) Devices(user string) []herald.PushDevice { return s.reg.ofUser(user) }
+
+// Device returns a device by push ID.
+func (s *Service) Device(pushID string) (herald.PushDevice, bool) { return s.reg.get(pushID) }
+
+// DeviceActive tells the service that user opened the app on device (a
+// login): the badge the server keeps for its push devices starts again
+// from zero.
+func (s *Service) DeviceActive(user, device string) {
+	if ids := s.reg.resetBadges(user, device); len(ids) > 0 {
+		s.dsp.saveBadges(ids)
+	}
+}
+
+// Log returns delivery-log entries, newest first.
+func (s *Service) Log(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error) {
+	if q.Limit == 0 {
+		q.Limit = 100
+	}
+	if q.Limit < 0 || q.Limit > 1000 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", q.Limit)
+	}
+	if q.User == "" && q.PushID == "" && q.MsgID == 0 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "name a user, a push_id or a msg_id")
+	}
+	out, err := s.st.PushLog(ctx, q)
+	if err != nil {
+		return nil, storeErr("push log", err)
+	}
+	return out, nil
+}
+
+// storeErr passes domain errors through and wraps the rest.
+func storeErr(what string, err error) error {
+	var he *herald.Error
+	if errors.As(err, &he) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func appKey(d *herald.PushDevice) string {
+	return string(d.Provider) + "/" + d.App + "/" + string(d.Env)
+}
+
+// suspend stops sending for an app in one environment (a sandbox
+// certificate may be bad while the production one works) whose credentials
+// the vendor refused, until the server restarts with new ones.
+func (s *Service) suspend(d *herald.PushDevice, why string) {
+	s.suspendMu.Lock()
+	defer s.suspendMu.Unlock()
+	k := appKey(d)
+	if _, ok := s.suspended[k]; !ok {
+		s.suspended[k] = why
+		s.log.Error("push credentials refused: sending stopped for this app until restart", "provider", d.Provider, "app", d.App, "env", d.Env, "reason", why)
+	}
+}
+
+func (s *Service) suspendedWhy(d *herald.PushDevice) (string, bool) {
+	s.suspendMu.Lock()
+	defer s.suspendMu.Unlock()
+	why, ok := s.suspended[appKey(d)]
+	return why, ok
+}

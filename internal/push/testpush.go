@@ -1,0 +1,125 @@
+package push
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+
+	"github.com/herald-im/herald"
+)
+
+// Stage is one step of a test push and how it went.
+type Stage struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// TestReport is what a test push did, stage by stage, with the vendor's raw
+// answer: what ZEGO's console shows for a test push, and more.
+type TestReport struct {
+	PushID  string             `json:"push_id"`
+	Stages  []Stage            `json:"stages"`
+	Attempt herald.PushAttempt `json:"attempt"`
+	Payload string             `json:"payload,omitempty"`
+}
+
+// OK reports whether every stage passed.
+func (r *TestReport) OK() bool {
+	for _, s := range r.Stages {
+		if !s.OK {
+			return false
+		}
+	}
+	return len(r.Stages) > 0
+}
+
+// Test sends cfg to device pushID now, through the same rendering and
+// provider as a message's push (no outbox, no retry: the answer is the
+// point), records it in the delivery log (message ID 0), and reports each
+// stage. It fails only when the request itself is invalid; a push that the
+// vendor refused is a report with a failed stage.
+func (s *Service) Test(ctx context.Context, pushID string, cfg herald.PushConfig) (*TestReport, error) {
+	if pushID == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "push_id is empty")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &TestReport{PushID: pushID}
+	stage := func(name string, ok bool, format string, args ...any) bool {
+		r.Stages = append(r.Stages, Stage{Name: name, OK: ok, Detail: fmt.Sprintf(format, args...)})
+		return ok
+	}
+	dev, ok := s.reg.get(pushID)
+	if !stage("device", ok, "push ID %s %s", pushID, map[bool]string{true: "is registered", false: "is not registered"}[ok]) {
+		return r, nil
+	}
+	bound := "not bound to a user (logged out): messages would not push it"
+	if dev.User != "" {
+		bound = "bound to user " + dev.User
+	}
+	stage("binding", true, "%s; provider %s, app %s, environment %s, registered %s", bound, dev.Provider, dev.App, dev.Env, dev.RegisteredAt.UTC().Format("2006-01-02T15:04:05Z"))
+	prov, ok := s.providers[dev.Provider]
+	if !stage("provider", ok && prov.HasApp(dev.App), "provider %s configured: %v; app %s configured: %v", dev.Provider, ok, dev.App, ok && prov.HasApp(dev.App)) {
+		return r, nil
+	}
+	if why, bad := s.suspendedWhy(&dev); bad {
+		stage("credentials", false, "sending is suspended for this app since the vendor refused its credentials: %s (fix them and restart)", why)
+		return r, nil
+	}
+	st, err := s.strategy(cfg.ResourcesID)
+	if !stage("strategy", err == nil, "%s", strategyDetail(cfg.ResourcesID, st, err)) {
+		return r, nil
+	}
+	c := Content{Config: cfg, Strategy: st}
+	if cfg.EnableBadge {
+		c.Badge, c.HasBadge = dev.Badge+cfg.BadgeIncrement, true
+	}
+	payload, err := prov.Render(&c, &dev)
+	if !stage("render", err == nil, "%s", renderDetail(payload, err)) {
+		return r, nil
+	}
+	r.Payload = string(payload)
+	var idb [16]byte
+	rand.Read(idb[:])
+	idb[6] = idb[6]&0x0f | 0x40 // version 4: random
+	idb[8] = idb[8]&0x3f | 0x80
+	n := Notification{
+		ID: formatUUID(idb[:]), Device: dev,
+		Type: pushType(&dev, st), Priority: st.Priority, Expiration: s.cfg.Now().Add(s.cfg.TTL), Payload: payload,
+	}
+	res := prov.Send(ctx, &n)
+	o := outcome{log: herald.PushAttempt{
+		At: s.cfg.Now(), PushID: pushID, User: dev.User, Provider: dev.Provider, App: dev.App, Env: dev.Env,
+		Attempt: 1, NotifID: n.ID,
+	}}
+	s.record(&o, &res)
+	o.log.Outcome = herald.PushSent
+	if res.Verdict != Delivered {
+		o.log.Outcome = herald.PushFailed
+	}
+	r.Attempt = o.log
+	stage("send", res.Verdict == Delivered, "HTTP %d %s in %s (verdict %s)", res.Status, res.Reason, res.Latency.Round(1e5), res.Verdict)
+	if err := s.st.FinishPush(ctx, nil, nil, []herald.PushAttempt{o.log}, nil); err != nil {
+		s.log.Warn("push test: recording the attempt failed", "push_id", pushID, "err", err)
+	}
+	return r, nil
+}
+
+func strategyDetail(id string, st Strategy, err error) string {
+	if err != nil {
+		return herald.ErrorMessage(err)
+	}
+	if id == "" {
+		return "no resources_id: a plain alert"
+	}
+	return fmt.Sprintf("resources_id %q: %+v", id, st)
+}
+
+func renderDetail(payload []byte, err error) string {
+	if err != nil {
+		return herald.ErrorMessage(err)
+	}
+	return fmt.Sprintf("%d bytes", len(payload))
+}

@@ -1,0 +1,53 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"strings"
+
+	"github.com/herald-im/herald"
+)
+
+// pushIDEncoding is lowercase-able base32 without padding: 16 bytes make
+// 26 characters.
+var pushIDEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// NewPushID returns a new push ID for backends: "pd_" and 26 lowercase
+// base32 characters of 128 random bits, so it cannot be guessed from
+// another (an ID names a device in UnregisterPushDevice and the delivery
+// log).
+func NewPushID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return "pd_" + strings.ToLower(pushIDEncoding.EncodeToString(b[:]))
+}
+
+// ValidatePushDevice checks, for backends, what RegisterPushDevice relies
+// on: the provider, token and app that identify the token, and the user
+// and device it is bound to. Whether provider, token and app make sense is
+// the push service's business (herald.ValidatePushRegistration).
+func ValidatePushDevice(d *herald.PushDevice) error {
+	switch {
+	case d.User == "" || d.Device == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "push device: user or device is empty")
+	case d.Provider == "" || d.App == "" || d.Token == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "push device: provider, app or token is empty")
+	}
+	return nil
+}
+
+// ValidatePushJobs checks, for backends, the jobs of an AppendMessages call
+// of n messages: each names one of them and passes ValidatePushJob.
+func ValidatePushJobs(jobs []PushJob, n int) error {
+	for i := range jobs {
+		j := &jobs[i]
+		if j.Msg < 0 || j.Msg >= n {
+			return herald.Errorf(herald.CodeInvalidArgument, "push job %d: message index %d is out of range (%d messages)", i, j.Msg, n)
+		}
+		if err := ValidatePushJob(j); err != nil {
+			return fmt.Errorf("push job %d: %w", i, err)
+		}
+	}
+	return nil
+}

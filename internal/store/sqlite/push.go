@@ -1,0 +1,546 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// Offline push: the outbox (push_outbox), the delivery log (push_log) and
+// registered devices (push_devices); migrations/0002_push.sql has the
+// schema. Jobs are written by AppendMessages in the messages' transaction
+// (insertJobs); everything else here is its own transaction on the writer.
+
+const (
+	jobInsertHead = `INSERT INTO push_outbox (msg_id, push_id, due, user_id, conv_key, seq, expires, attempt, data) VALUES `
+	jobInsertRow  = `(?,?,?,?,?,?,?,?,?)`
+	jobInsertTail = ` ON CONFLICT (msg_id, push_id) DO NOTHING`
+	jobInsertArgs = 9
+
+	deviceCols = `push_id, provider, token, app, env, user_id, device, registered_at, badge`
+	jobCols    = `push_id, msg_id, user_id, conv_key, seq, due, expires, attempt, data`
+	logCols    = `at, push_id, user_id, msg_id, conv_key, provider, app, env, attempt, outcome, status, reason, body, notif_id, latency`
+)
+
+// pushStatements are the writer's push statements.
+func (w *writer) pushStatements() []statement {
+	return []statement{
+		{&w.jobDone, "DELETE FROM push_outbox WHERE msg_id = ? AND push_id = ?"},
+		{&w.jobRetry, "UPDATE push_outbox SET due = ?, attempt = ? WHERE msg_id = ? AND push_id = ?"},
+		{&w.logInsert, "INSERT INTO push_log (" + logCols + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"},
+		{&w.logPrune, "DELETE FROM push_log WHERE id IN (SELECT id FROM push_log WHERE at < ?1 ORDER BY at LIMIT ?2)"},
+		{&w.setBadge, "UPDATE push_devices SET badge = ? WHERE push_id = ?"},
+		{&w.devByToken, "SELECT " + deviceCols + " FROM push_devices WHERE provider = ? AND app = ? AND token = ?"},
+		{&w.devByBinding, "SELECT " + deviceCols + ` FROM push_devices
+			WHERE user_id = ?1 AND device = ?2 AND provider = ?3 AND app = ?4 AND user_id <> ''`},
+		{&w.devDelete, "DELETE FROM push_devices WHERE push_id = ?"},
+		{&w.devMove, "UPDATE push_devices SET user_id = ?, device = ?, env = ?, registered_at = ? WHERE push_id = ?"},
+		{&w.devRetoken, "UPDATE push_devices SET token = ?, env = ?, registered_at = ? WHERE push_id = ?"},
+		{&w.devInsert, "INSERT INTO push_devices (" + deviceCols + ") VALUES (?,?,?,?,?,?,?,?,?)"},
+		{&w.devUnregister, "DELETE FROM push_devices WHERE push_id = ? AND user_id = ? AND user_id <> ''"},
+		{&w.devUnbind, `UPDATE push_devices SET user_id = '' WHERE user_id = ?1 AND device = ?2 AND user_id <> ''
+			RETURNING push_id`},
+		{&w.devDrop, "DELETE FROM push_devices WHERE push_id = ? AND registered_at <= ?"},
+	}
+}
+
+// pushReadStatements are the read pool's push statements.
+func (s *Store) pushReadStatements() []statement {
+	stmts := []statement{
+		{&s.stmtPending, "SELECT " + jobCols + ` FROM push_outbox
+			WHERE (due, push_id, msg_id) > (?1, ?2, ?3) ORDER BY due, push_id, msg_id LIMIT ?4`},
+		{&s.stmtDevices, "SELECT " + deviceCols + " FROM push_devices ORDER BY push_id"},
+	}
+	for mask := 1; mask < len(s.stmtPushLog); mask++ {
+		stmts = append(stmts, statement{&s.stmtPushLog[mask], pushLogQuery(mask)})
+	}
+	return stmts
+}
+
+// Fields of a PushLogQuery, as bits of the index of Store.stmtPushLog.
+const (
+	logByUser = 1 << iota
+	logByPush
+	logByMsg
+)
+
+// pushLogQuery is the PushLog query for the set fields in mask, with
+// parameters ?1 user, ?2 push ID, ?3 msg ID, ?4 limit. It names its index:
+// the most selective set field's (a message has a few entries, a device
+// many, a user more), so the planner cannot pick one that sorts.
+func pushLogQuery(mask int) string {
+	var index string
+	switch {
+	case mask&logByMsg != 0:
+		index = "push_log_msg"
+	case mask&logByPush != 0:
+		index = "push_log_push"
+	default:
+		index = "push_log_user"
+	}
+	var conds []string
+	if mask&logByUser != 0 {
+		conds = append(conds, "user_id = ?1")
+	}
+	if mask&logByPush != 0 {
+		conds = append(conds, "push_id = ?2")
+	}
+	if mask&logByMsg != 0 {
+		conds = append(conds, "msg_id = ?3")
+	}
+	// A parameter the query does not use is bound all the same: SQLite
+	// counts parameters up to the highest number, ?4.
+	return "SELECT " + logCols + " FROM push_log INDEXED BY " + index +
+		" WHERE " + strings.Join(conds, " AND ") + " ORDER BY at DESC, id DESC LIMIT ?4"
+}
+
+// millis is t as stored: Unix milliseconds.
+func millis(t time.Time) int64 { return t.UnixMilli() }
+
+// fromMillis is a stored time; the zero time reads back as one whose
+// IsZero is true.
+func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+// insertJobs writes the jobs of the messages res stored, with multi-row
+// INSERTs; w.sem must be held, inside the messages' transaction. A job of
+// a duplicate is dropped; a job already pending is left as it is (ON
+// CONFLICT DO NOTHING), which in one batch means the first of two jobs for
+// the same device and message wins.
+func (w *writer) insertJobs(ctx context.Context, jobs []store.PushJob, res []store.Appended) error {
+	args := make([]any, 0, jobInsertArgs*min(len(jobs), w.insertRows))
+	rows := 0
+	flush := func() error {
+		if rows == 0 {
+			return nil
+		}
+		st, err := w.jobInsertStmt(ctx, rows)
+		if err != nil {
+			return err
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("insert push jobs: %w", err)
+		}
+		args, rows = args[:0], 0
+		return nil
+	}
+	for i := range jobs {
+		j := &jobs[i]
+		r := res[j.Msg]
+		if r.Duplicate {
+			continue
+		}
+		args = append(args, r.Message.ID, j.PushID, millis(j.Due), j.User, j.Conv, r.Message.Seq,
+			millis(j.Expires), int64(j.Attempt), nullBytes(j.Data))
+		if rows++; rows == w.insertRows {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// jobInsertStmt returns the prepared INSERT of n jobs.
+func (w *writer) jobInsertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
+	if st := w.insertJobsN[n]; st != nil {
+		return st, nil
+	}
+	var b strings.Builder
+	b.WriteString(jobInsertHead)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(jobInsertRow)
+	}
+	b.WriteString(jobInsertTail)
+	st, err := w.conn.PrepareContext(ctx, b.String())
+	if err != nil {
+		return nil, fmt.Errorf("prepare insert of %d push jobs: %w", n, err)
+	}
+	w.insertJobsN[n] = st
+	return st, nil
+}
+
+// tx runs fn in one write transaction and commits it, unless fn fails or
+// ctx ends first. It leaves the seq cache alone: push statements do not
+// touch messages.
+func (s *Store) tx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	defer s.releaseWriter()
+	w := s.w
+	ectx := context.WithoutCancel(ctx)
+	if _, err := w.begin.ExecContext(ectx); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if _, rerr := w.rollback.ExecContext(ectx); rerr != nil && !strings.Contains(rerr.Error(), "no transaction is active") {
+				w.log.Error("sqlite: rollback failed", "err", rerr)
+			}
+		}
+	}()
+	if err := fn(ectx); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return w.commitTx(ectx)
+}
+
+// PendingPush implements store.Store.
+func (s *Store) PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error) {
+	if limit <= 0 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	due, pushID, msgID := afterKey(after)
+	rows, err := s.stmtPending.QueryContext(ctx, due, pushID, msgID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: pending push: %w", err)
+	}
+	defer rows.Close()
+	jobs := []store.PushJob{}
+	for rows.Next() {
+		var (
+			j                     store.PushJob
+			due, expires, attempt int64
+		)
+		if err := rows.Scan(&j.PushID, &j.MsgID, &j.User, &j.Conv, &j.Seq, &due, &expires, &attempt, &j.Data); err != nil {
+			return nil, fmt.Errorf("sqlite: pending push: %w", err)
+		}
+		j.Due, j.Expires, j.Attempt = fromMillis(due), fromMillis(expires), int(attempt)
+		jobs = append(jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: pending push: %w", err)
+	}
+	return jobs, nil
+}
+
+// afterKey is PendingPush's after as stored columns: jobs strictly after
+// the returned (due, push ID, msg ID) are the ones after k. Stored dues
+// are whole milliseconds, so a k.Due inside a millisecond starts at the
+// next one; the zero key starts before everything.
+func afterKey(k store.PushKey) (due int64, pushID string, msgID int64) {
+	if k.Due.IsZero() && k.PushID == "" && k.MsgID == 0 {
+		return math.MinInt64, "", math.MinInt64
+	}
+	ms := millis(k.Due)
+	if time.UnixMilli(ms).Before(k.Due) {
+		return ms + 1, "", math.MinInt64 // every stored push ID is longer than ""
+	}
+	return ms, k.PushID, k.MsgID
+}
+
+// FinishPush implements store.Store: one transaction. done is applied
+// before retry, so a job in both leaves the outbox.
+func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error {
+	if len(done)+len(retry)+len(log)+len(badges) == 0 {
+		if s.closed.Load() {
+			return errClosed
+		}
+		return nil
+	}
+	err := s.tx(ctx, func(ctx context.Context) error {
+		w := s.w
+		for _, k := range done {
+			if _, err := w.jobDone.ExecContext(ctx, k.MsgID, k.PushID); err != nil {
+				return fmt.Errorf("delete job: %w", err)
+			}
+		}
+		for i := range retry {
+			j := &retry[i]
+			if _, err := w.jobRetry.ExecContext(ctx, millis(j.Due), int64(j.Attempt), j.MsgID, j.PushID); err != nil {
+				return fmt.Errorf("reschedule job: %w", err)
+			}
+		}
+		for i := range log {
+			a := &log[i]
+			if _, err := w.logInsert.ExecContext(ctx, millis(a.At), a.PushID, a.User, a.MsgID, a.Conv,
+				string(a.Provider), a.App, string(a.Env), int64(a.Attempt), a.Outcome, int64(a.Status),
+				a.Reason, a.Body, a.NotifID, int64(a.Latency)); err != nil {
+				return fmt.Errorf("log attempt: %w", err)
+			}
+		}
+		for pushID, badge := range badges {
+			if _, err := w.setBadge.ExecContext(ctx, int64(badge), pushID); err != nil {
+				return fmt.Errorf("set badge: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: finish push: %w", err)
+	}
+	return nil
+}
+
+// PushLog implements store.Store.
+func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error) {
+	mask := 0
+	if q.User != "" {
+		mask |= logByUser
+	}
+	if q.PushID != "" {
+		mask |= logByPush
+	}
+	if q.MsgID != 0 {
+		mask |= logByMsg
+	}
+	switch {
+	case mask == 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "push log query: set a user, push ID or message ID")
+	case q.Limit <= 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.stmtPushLog[mask].QueryContext(ctx, q.User, q.PushID, q.MsgID, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: push log: %w", err)
+	}
+	defer rows.Close()
+	log := []herald.PushAttempt{}
+	for rows.Next() {
+		var (
+			a                            herald.PushAttempt
+			at, attempt, status, latency int64
+			provider, env                string
+		)
+		if err := rows.Scan(&at, &a.PushID, &a.User, &a.MsgID, &a.Conv, &provider, &a.App, &env,
+			&attempt, &a.Outcome, &status, &a.Reason, &a.Body, &a.NotifID, &latency); err != nil {
+			return nil, fmt.Errorf("sqlite: push log: %w", err)
+		}
+		a.At, a.Provider, a.Env = fromMillis(at), herald.PushProvider(provider), herald.PushEnvironment(env)
+		a.Attempt, a.Status, a.Latency = int(attempt), int(status), time.Duration(latency)
+		log = append(log, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: push log: %w", err)
+	}
+	return log, nil
+}
+
+// pruneChunk is how many delivery-log rows one transaction of PrunePushLog
+// deletes: the writer is free for appends between two, however large the
+// backlog.
+const pruneChunk = 2048
+
+// PrunePushLog implements store.Store, in transactions of pruneChunk rows;
+// on error it returns how many the committed ones deleted.
+func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error) {
+	// Stored times are whole milliseconds: at < before is at < the first
+	// whole millisecond at or after before.
+	at := sinceMilli(before)
+	total := 0
+	for {
+		var n int64
+		err := s.tx(ctx, func(ctx context.Context) error {
+			r, err := s.w.logPrune.ExecContext(ctx, at, pruneChunk)
+			if err != nil {
+				return err
+			}
+			n, err = r.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("sqlite: prune push log: %w", err)
+		}
+		total += int(n)
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
+}
+
+func scanDevice(sc scanner) (herald.PushDevice, error) {
+	var (
+		d             herald.PushDevice
+		provider, env string
+		at, badge     int64
+	)
+	err := sc.Scan(&d.PushID, &provider, &d.Token, &d.App, &env, &d.User, &d.Device, &at, &badge)
+	d.Provider, d.Env = herald.PushProvider(provider), herald.PushEnvironment(env)
+	d.RegisteredAt, d.Badge = fromMillis(at), int(badge)
+	return d, err
+}
+
+// deviceRow reads one device; found is false when there is none.
+func deviceRow(row *sql.Row) (d herald.PushDevice, found bool, err error) {
+	d, err = scanDevice(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, false, nil
+	}
+	return d, err == nil, err
+}
+
+// RegisterPushDevice implements store.Store, in one transaction.
+func (s *Store) RegisterPushDevice(ctx context.Context, d herald.PushDevice) (herald.PushDevice, error) {
+	if err := store.ValidatePushDevice(&d); err != nil {
+		return herald.PushDevice{}, err
+	}
+	var stored herald.PushDevice
+	err := s.tx(ctx, func(ctx context.Context) error {
+		w := s.w
+		now := millis(s.opts.Now())
+		byToken, tokenFound, err := deviceRow(w.devByToken.QueryRowContext(ctx, string(d.Provider), d.App, d.Token))
+		if err != nil {
+			return fmt.Errorf("look up token: %w", err)
+		}
+		bound, boundFound, err := deviceRow(w.devByBinding.QueryRowContext(ctx, d.User, d.Device, string(d.Provider), d.App))
+		if err != nil {
+			return fmt.Errorf("look up device: %w", err)
+		}
+		switch {
+		case tokenFound:
+			// The token moves to d's user and device. That device's own
+			// record for this app, if another, goes: one record per
+			// device, app and provider.
+			if boundFound && bound.PushID != byToken.PushID {
+				if _, err := w.devDelete.ExecContext(ctx, bound.PushID); err != nil {
+					return fmt.Errorf("delete replaced device: %w", err)
+				}
+			}
+			if _, err := w.devMove.ExecContext(ctx, d.User, d.Device, string(d.Env), now, byToken.PushID); err != nil {
+				return fmt.Errorf("move device: %w", err)
+			}
+			stored = byToken
+			stored.User, stored.Device = d.User, d.Device
+		case boundFound:
+			if _, err := w.devRetoken.ExecContext(ctx, d.Token, string(d.Env), now, bound.PushID); err != nil {
+				return fmt.Errorf("replace token: %w", err)
+			}
+			stored = bound
+			stored.Token = d.Token
+		default:
+			stored = d
+			stored.PushID, stored.Badge = store.NewPushID(), 0
+			if _, err := w.devInsert.ExecContext(ctx, stored.PushID, string(d.Provider), d.Token, d.App,
+				string(d.Env), d.User, d.Device, now, 0); err != nil {
+				return fmt.Errorf("insert device: %w", err)
+			}
+		}
+		stored.Env, stored.RegisteredAt = d.Env, fromMillis(now)
+		return nil
+	})
+	if err != nil {
+		return herald.PushDevice{}, fmt.Errorf("sqlite: register push device: %w", err)
+	}
+	return stored, nil
+}
+
+// UnregisterPushDevice implements store.Store.
+func (s *Store) UnregisterPushDevice(ctx context.Context, user, pushID string) error {
+	if user == "" || pushID == "" {
+		return herald.Errorf(herald.CodeInvalidArgument, "user or push ID is empty")
+	}
+	var n int64
+	err := s.tx(ctx, func(ctx context.Context) error {
+		r, err := s.w.devUnregister.ExecContext(ctx, pushID, user)
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: unregister push device: %w", err)
+	}
+	if n == 0 {
+		// The same answer whether it is missing or someone else's.
+		return herald.Errorf(herald.CodeNotFound, "user %q has no push device %q", user, pushID)
+	}
+	return nil
+}
+
+// UnbindPushDevices implements store.Store. The IDs are in PushID order.
+func (s *Store) UnbindPushDevices(ctx context.Context, user, device string) ([]string, error) {
+	if user == "" || device == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
+	}
+	ids := []string{}
+	err := s.tx(ctx, func(ctx context.Context) error {
+		rows, err := s.w.devUnbind.QueryContext(ctx, user, device)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: unbind push devices: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// DropPushDevice implements store.Store. The device's pending jobs stay in
+// the outbox: the dispatcher skips (and logs) jobs whose device is gone,
+// and deleting them would need an index on push_id that every append pays
+// for.
+func (s *Store) DropPushDevice(ctx context.Context, pushID string, at time.Time) (bool, error) {
+	if pushID == "" {
+		return false, herald.Errorf(herald.CodeInvalidArgument, "push ID is empty")
+	}
+	var n int64
+	err := s.tx(ctx, func(ctx context.Context) error {
+		// registered_at <= at: registered_at is whole milliseconds, so
+		// comparing with at cut to its millisecond is exact.
+		r, err := s.w.devDrop.ExecContext(ctx, pushID, millis(at))
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("sqlite: drop push device: %w", err)
+	}
+	return n > 0, nil
+}
+
+// PushDevices implements store.Store.
+func (s *Store) PushDevices(ctx context.Context) ([]herald.PushDevice, error) {
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.stmtDevices.QueryContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: push devices: %w", err)
+	}
+	defer rows.Close()
+	devices := []herald.PushDevice{}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: push devices: %w", err)
+		}
+		devices = append(devices, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: push devices: %w", err)
+	}
+	return devices, nil
+}
