@@ -33,6 +33,10 @@ type dispatcher struct {
 	overflow bool               // some pending jobs are only in the store
 	gen      uint64             // bumped on every overflow; a refill that saw none clears it
 	badges   map[string]int     // badge counts to store with the next outcomes
+	// finishedInRefill holds jobs finished while a refill runs (nil
+	// otherwise): the refill may have read them from the store just before
+	// their outcome was written, and must not take them again.
+	finishedInRefill map[jobID]struct{}
 
 	wake     chan struct{}
 	sem      chan struct{}
@@ -40,6 +44,8 @@ type dispatcher struct {
 	flushReq chan struct{}
 
 	stopping chan struct{}
+	stopOnce sync.Once
+	finished chan struct{} // closed when stopped: loop, jobs and finisher all done
 	loopDone chan struct{}
 	running  sync.WaitGroup // job goroutines
 	finDone  chan struct{}
@@ -66,6 +72,7 @@ func (d *dispatcher) init(s *Service) {
 	d.outcomes = make(chan outcome, s.cfg.FinishBatch)
 	d.flushReq = make(chan struct{}, 1)
 	d.stopping = make(chan struct{})
+	d.finished = make(chan struct{})
 	d.loopDone = make(chan struct{})
 	d.finDone = make(chan struct{})
 }
@@ -139,11 +146,19 @@ func (d *dispatcher) poke() {
 // refill reads pending jobs from the store into the heap, up to
 // MaxPending, skipping those already known. It reports whether it read
 // them all.
+//
+// Only one refill runs at a time (at start, then from the loop).
 func (d *dispatcher) refill(ctx context.Context) (bool, error) {
 	d.mu.Lock()
 	gen := d.gen
 	room := d.s.cfg.MaxPending - len(d.h)
+	d.finishedInRefill = make(map[jobID]struct{})
 	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.finishedInRefill = nil
+		d.mu.Unlock()
+	}()
 	var after store.PushKey
 	const page = 1000
 	for room > 0 {
@@ -155,6 +170,9 @@ func (d *dispatcher) refill(ctx context.Context) (bool, error) {
 		for i := range jobs {
 			id := jobID{jobs[i].PushID, jobs[i].MsgID}
 			if _, ok := d.known[id]; ok {
+				continue
+			}
+			if _, ok := d.finishedInRefill[id]; ok {
 				continue
 			}
 			if room == 0 {
@@ -312,7 +330,11 @@ func (d *dispatcher) store(batch []outcome) {
 		if o.retry {
 			heap.Push(&d.h, o.job)
 		} else {
-			delete(d.known, jobID{o.job.PushID, o.job.MsgID})
+			id := jobID{o.job.PushID, o.job.MsgID}
+			delete(d.known, id)
+			if d.finishedInRefill != nil {
+				d.finishedInRefill[id] = struct{}{}
+			}
 		}
 	}
 	d.mu.Unlock()
@@ -337,22 +359,23 @@ func (d *dispatcher) saveBadges(ids []string) {
 }
 
 // stop ends dispatching: no new job starts, jobs in flight finish and
-// their outcomes are stored.
+// their outcomes are stored. Later calls wait for the same end.
 func (d *dispatcher) stop(ctx context.Context) error {
 	if !d.started {
 		return nil
 	}
-	close(d.stopping)
-	finished := make(chan struct{})
-	go func() {
-		<-d.loopDone
-		d.running.Wait()
-		close(d.outcomes)
-		<-d.finDone
-		close(finished)
-	}()
+	d.stopOnce.Do(func() {
+		close(d.stopping)
+		go func() {
+			<-d.loopDone
+			d.running.Wait()
+			close(d.outcomes)
+			<-d.finDone
+			close(d.finished)
+		}()
+	})
 	select {
-	case <-finished:
+	case <-d.finished:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("push: close: %w", ctx.Err())

@@ -1,0 +1,323 @@
+package push_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/emulator"
+	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/push/apns"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/sqlite"
+)
+
+const app = "com.example.chat"
+
+// presence is the gateway's part in the tests: which devices have a live
+// session and how far each acknowledged.
+type presence struct {
+	mu    sync.Mutex
+	live  map[string]bool             // user/device
+	acked map[string]map[string]int64 // user/device -> conv -> seq
+}
+
+func (p *presence) Live(user, device string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.live[user+"/"+device]
+}
+
+func (p *presence) Acked(user, device, conv string) (int64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.acked[user+"/"+device][conv], p.live[user+"/"+device]
+}
+
+// harness is a push service on a real store, pushing through the real APNs
+// provider to an emulator.
+type harness struct {
+	t    *testing.T
+	st   store.Store
+	emu  *emulator.APNs
+	prov *apns.Provider
+	svc  *push.Service
+	pres *presence
+	cfg  push.Config
+	key  *ecdsa.PrivateKey
+	n    int
+}
+
+func newHarness(t *testing.T, cfg push.Config, emuKey *ecdsa.PublicKey) *harness {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "h.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if emuKey == nil {
+		emuKey = &key.PublicKey
+	}
+	emu := emulator.New(emulator.Config{Keys: map[string]emulator.Key{"KEY1234567": {TeamID: "TEAM123456", Public: emuKey}}})
+	if err := emu.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	prov, err := apns.New(apns.Config{Apps: []apns.AppConfig{{
+		BundleID: app, TeamID: "TEAM123456", KeyID: "KEY1234567", Key: key,
+		ProductionURL: emu.URL(), DevelopmentURL: emu.URL(), RootCAs: emu.CertPool(),
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prov.Close() })
+	h := &harness{t: t, st: st, emu: emu, prov: prov, pres: &presence{live: map[string]bool{}, acked: map[string]map[string]int64{}}, cfg: cfg, key: key}
+	h.start()
+	return h
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	h.svc = push.New(h.st, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, h.cfg)
+	if err := h.svc.Start(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	svc := h.svc
+	h.t.Cleanup(func() { svc.Close(context.Background()) })
+}
+
+func (h *harness) stop() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.svc.Close(ctx); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func token(n int) string { return fmt.Sprintf("%064x", 0xB0000+n) }
+
+// device registers a token for user.
+func (h *harness) device(user string, n int) string {
+	h.t.Helper()
+	d, err := h.svc.Register(context.Background(), user, "phone", herald.ProviderAPNs, token(n), app, herald.EnvProduction)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d.PushID
+}
+
+// send stores a message from alice to user with a push config, the way the
+// chat writer does: planned, stored with its jobs, then enqueued.
+func (h *harness) send(user string) *herald.Message {
+	h.t.Helper()
+	h.n++
+	m := &herald.Message{
+		ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", user), From: "alice", To: user,
+		LocalID: fmt.Sprint("l", h.n), Type: herald.MessageText, Text: "hi", CreatedAt: time.Now().Truncate(time.Millisecond),
+		Push: &herald.PushConfig{Title: "Alice", Content: fmt.Sprint("message ", h.n)},
+	}
+	if err := h.svc.Check(m); err != nil {
+		h.t.Fatal(err)
+	}
+	jobs := h.svc.Plan(m, 0, nil)
+	res, err := h.st.AppendMessages(context.Background(), []*herald.Message{m}, jobs)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for i := range jobs {
+		jobs[i].MsgID, jobs[i].Seq = res[0].Message.ID, res[0].Message.Seq
+	}
+	h.svc.Enqueue(jobs)
+	return res[0].Message
+}
+
+// waitLog waits for the delivery log of msg to hold an entry with outcome.
+func (h *harness) waitLog(msg int64, outcome string) []herald.PushAttempt {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := h.svc.Log(context.Background(), store.PushLogQuery{MsgID: msg, Limit: 100})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, e := range got {
+			if e.Outcome == outcome {
+				return got
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("log of message %d: %+v; want outcome %s", msg, got, outcome)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (h *harness) waitAccepted(n int64) {
+	h.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for h.emu.Stats().Accepted < n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("emulator accepted %d pushes, want %d", h.emu.Stats().Accepted, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestOverflowLeavesJobsInTheStore: more jobs than MaxPending are all sent,
+// once each, the rest being read back from the outbox as the heap drains.
+func TestOverflowLeavesJobsInTheStore(t *testing.T) {
+	h := newHarness(t, push.Config{MaxPending: 8, InFlight: 2}, nil)
+	h.emu.SetDelay(20 * time.Millisecond) // the heap fills while two pushes are in flight
+	const users, per = 10, 6
+	for u := range users {
+		h.device(fmt.Sprint("u", u), u)
+	}
+	for range per {
+		for u := range users {
+			h.send(fmt.Sprint("u", u))
+		}
+	}
+	h.waitAccepted(users * per)
+	time.Sleep(100 * time.Millisecond)
+	st := h.emu.Stats()
+	if st.Accepted != users*per || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, users*per)
+	}
+	if s := h.svc.Stats(); s.Overflows == 0 || s.Sent != users*per {
+		t.Errorf("stats %+v; want overflows > 0 and %d sent", s, users*per)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left, err := h.st.PendingPush(context.Background(), store.PushKey{}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox still holds %d jobs after every push was sent", len(left))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRefusedCredentialsSuspendTheApp: APNs refuses the key: the first push
+// fails, the app is suspended, and later pushes are recorded as failed
+// without reaching APNs.
+func TestRefusedCredentialsSuspendTheApp(t *testing.T) {
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	h := newHarness(t, push.Config{}, &other.PublicKey) // the emulator knows another key
+	h.device("bob", 1)
+	first := h.send("bob")
+	log := h.waitLog(first.ID, herald.PushFailed)
+	if log[0].Status != 403 || log[0].Reason != "InvalidProviderToken" {
+		t.Errorf("first attempt %+v; want 403 InvalidProviderToken", log[0])
+	}
+	second := h.send("bob")
+	log = h.waitLog(second.ID, herald.PushFailed)
+	if log[0].Status != 0 || log[0].Reason == "" {
+		t.Errorf("second attempt %+v; want failed without a request, naming the suspension", log[0])
+	}
+	if got := h.emu.Stats().Received; got != 1 {
+		t.Errorf("emulator received %d requests, want 1: a suspended app sends nothing", got)
+	}
+}
+
+// TestRetriesStopAtExpiry: a push APNs keeps refusing with 503 ends
+// expired when its time to live runs out, and is not retried after.
+func TestRetriesStopAtExpiry(t *testing.T) {
+	h := newHarness(t, push.Config{TTL: 300 * time.Millisecond, RetryBase: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond}, nil)
+	h.device("bob", 2)
+	h.emu.Script(token(2), emulator.Step{Status: 503, Reason: "ServiceUnavailable", Forever: true})
+	m := h.send("bob")
+	log := h.waitLog(m.ID, herald.PushExpired)
+	if len(log) < 3 {
+		t.Errorf("log %+v; want several retries before it expired", log)
+	}
+	n := h.emu.Stats().Received
+	time.Sleep(200 * time.Millisecond)
+	if got := h.emu.Stats().Received; got != n {
+		t.Errorf("emulator received %d more requests after the push expired", got-n)
+	}
+}
+
+// TestRestartSendsWhatWasPending: jobs left in the outbox when the service
+// stops are sent by the next one, once.
+func TestRestartSendsWhatWasPending(t *testing.T) {
+	h := newHarness(t, push.Config{RetryBase: time.Hour, RetryMax: time.Hour}, nil)
+	h.device("bob", 3)
+	h.emu.Script(token(3), emulator.Step{Status: 503, Reason: "ServiceUnavailable"})
+	m := h.send("bob")
+	h.waitLog(m.ID, herald.PushRetry) // waiting an hour to retry
+	h.stop()
+	h.emu.Script(token(3))
+	h.cfg = push.Config{RetryBase: time.Hour, RetryMax: time.Hour}
+	// The retry is due in an hour: the restarted service keeps that time.
+	h.start()
+	if s := h.svc.Stats(); s.Pending != 1 {
+		t.Fatalf("after restart %d jobs pending, want the one waiting to retry", s.Pending)
+	}
+	// A job due now is sent at once after a restart.
+	h.device("carol", 4)
+	h.stop()
+	c := h.send("carol") // stored while no service runs: Enqueue on a stopped service is harmless
+	h.start()
+	h.waitLog(c.ID, herald.PushSent)
+	if got := h.emu.Inbox(token(4)); len(got) != 1 {
+		t.Errorf("carol's phone got %d pushes, want 1", len(got))
+	}
+}
+
+// TestLiveDeviceAckWindow: a device with a live session is pushed only if
+// it did not acknowledge within the window; the acknowledgement may come
+// from the session or, once the session ended, from the store.
+func TestLiveDeviceAckWindow(t *testing.T) {
+	h := newHarness(t, push.Config{AckWindow: 100 * time.Millisecond}, nil)
+	for _, tc := range []struct {
+		name     string
+		ack      func(m *herald.Message)
+		want     string
+		inbox    int
+		deviceNo int
+	}{
+		{"acked live", func(m *herald.Message) {
+			h.pres.mu.Lock()
+			h.pres.acked["dave/phone"] = map[string]int64{m.Conv: m.Seq}
+			h.pres.mu.Unlock()
+		}, herald.PushSkipped, 0, 5},
+		{"acked, then the session ended", func(m *herald.Message) {
+			h.pres.mu.Lock()
+			delete(h.pres.live, "dave/phone")
+			h.pres.mu.Unlock()
+			if err := h.st.SaveCursors(context.Background(), []store.DeviceCursors{{User: "dave", Device: "phone", Cursors: map[string]int64{m.Conv: m.Seq}}}); err != nil {
+				t.Fatal(err)
+			}
+		}, herald.PushSkipped, 0, 5},
+		{"never acked", func(*herald.Message) {}, herald.PushSent, 1, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.pres.mu.Lock()
+			h.pres.live["dave/phone"] = true
+			h.pres.acked = map[string]map[string]int64{}
+			h.pres.mu.Unlock()
+			h.device("dave", tc.deviceNo)
+			before := len(h.emu.Inbox(token(tc.deviceNo)))
+			m := h.send("dave")
+			tc.ack(m)
+			h.waitLog(m.ID, tc.want)
+			if got := len(h.emu.Inbox(token(tc.deviceNo))) - before; got != tc.inbox {
+				t.Errorf("%d pushes, want %d", got, tc.inbox)
+			}
+		})
+	}
+}
