@@ -53,15 +53,15 @@ type Config struct {
 	ReadDriver string // HERALD_READ_DRIVER: "epoll" (Linux; no goroutine per idle session) or "goroutine"
 
 	// Offline push (docs/push.md).
-	PushConfig        string        // HERALD_PUSH_CONFIG: JSON file of apps, credentials and strategies; empty: the built-in emulator
-	PushEmulatorAddr  string        // HERALD_PUSH_EMULATOR_ADDR: where the built-in APNs emulator listens when HERALD_PUSH_CONFIG is empty
-	PushAckWindow     time.Duration // HERALD_PUSH_ACK_WINDOW: a live session that has not acknowledged a message this long is pushed
-	PushTTL           time.Duration // HERALD_PUSH_TTL: how long a message's push is worth sending (apns-expiration)
-	PushRetryBase     time.Duration // HERALD_PUSH_RETRY_BASE: first backoff after a transient failure (doubles, with jitter)
-	PushRetryMax      time.Duration // HERALD_PUSH_RETRY_MAX: longest backoff
-	PushInFlight      int           // HERALD_PUSH_IN_FLIGHT: pushes awaiting a vendor's answer at once
-	PushConnections   int           // HERALD_PUSH_CONNECTIONS: HTTP/2 connections per app credential and environment
-	PushLogRetention  time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
+	PushConfig       string        // HERALD_PUSH_CONFIG: JSON file of apps, credentials and strategies; empty: the built-in emulator
+	PushEmulatorAddr string        // HERALD_PUSH_EMULATOR_ADDR: where the built-in APNs emulator listens when HERALD_PUSH_CONFIG is empty
+	PushAckWindow    time.Duration // HERALD_PUSH_ACK_WINDOW: a live session that has not acknowledged a message this long is pushed
+	PushTTL          time.Duration // HERALD_PUSH_TTL: how long a message's push is worth sending (apns-expiration)
+	PushRetryBase    time.Duration // HERALD_PUSH_RETRY_BASE: first backoff after a transient failure (doubles, with jitter)
+	PushRetryMax     time.Duration // HERALD_PUSH_RETRY_MAX: longest backoff
+	PushInFlight     int           // HERALD_PUSH_IN_FLIGHT: pushes awaiting a vendor's answer at once
+	PushConnections  int           // HERALD_PUSH_CONNECTIONS: HTTP/2 connections per app credential and environment
+	PushLogRetention time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
 
 	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
 	PprofAddr       string        // HERALD_PPROF_ADDR: serve Go's net/http/pprof here; empty (default) is off

@@ -135,8 +135,8 @@ func TestPushOfflineRecipient(t *testing.T) {
 	}
 	var body struct {
 		APS struct {
-			Alert struct{ Title, Body string } `json:"alert"`
-			Thread string                      `json:"thread-id"`
+			Alert  struct{ Title, Body string } `json:"alert"`
+			Thread string                       `json:"thread-id"`
 		} `json:"aps"`
 		Payload string `json:"payload"`
 		Herald  struct {

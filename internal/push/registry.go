@@ -13,7 +13,7 @@ import (
 type registry struct {
 	mu      sync.RWMutex
 	byID    map[string]*herald.PushDevice
-	byToken map[tokenKey]string   // (provider, app, token) -> push ID
+	byToken map[tokenKey]string // (provider, app, token) -> push ID
 	byUser  map[string][]string // bound user -> push IDs
 }
 

@@ -184,4 +184,3 @@ func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]pus
 	}
 	return map[herald.PushProvider]push.Provider{herald.ProviderAPNs: p, herald.ProviderAPNsVoIP: p}, strategies, emu, nil
 }
-
