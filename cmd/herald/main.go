@@ -2,7 +2,9 @@
 //
 //	herald serve     run the server (embedded store, defaults work out of the box)
 //	herald gentoken  mint a login token for a user
-//	herald bench     load scenarios: peer messages, idle connections
+//	herald push      push debugging: a test push to a device, the delivery log
+//	herald emulator  run the APNs emulator alone
+//	herald bench     load scenarios: peer messages, idle connections, pushes
 package main
 
 import (

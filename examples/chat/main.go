@@ -3,6 +3,11 @@
 //
 //	go run ./examples/chat --user bob --token "$(go run ./cmd/herald gentoken --user bob)"
 //	go run ./examples/chat --user alice --to bob --token "$(go run ./cmd/herald gentoken --user alice)"
+//
+// With --push-token the client registers an APNs device token for the user
+// (as an iPhone app would) and quits without logging out, like a phone
+// going offline: messages sent with --push then reach that token as pushes
+// (the built-in emulator shows them when no Apple credentials are set).
 package main
 
 import (
@@ -25,6 +30,9 @@ func main() {
 	tok := flag.String("token", "", "login token (herald gentoken --user ID)")
 	to := flag.String("to", "", "send typed lines to this user")
 	device := flag.String("device", "", "device ID; keep it the same across runs to resume where you left off")
+	pushToken := flag.String("push-token", "", "register this APNs device token (hex) for the user; quit without logging out")
+	app := flag.String("app", "com.example.chat", "bundle ID the push token belongs to")
+	withPush := flag.Bool("push", false, "send each line with an offline push (title: your user ID)")
 	flag.Parse()
 	if *user == "" || *tok == "" {
 		log.Fatal("--user and --token are required")
@@ -60,6 +68,17 @@ func main() {
 	if err != nil {
 		log.Fatalf("login: %v", err)
 	}
+	if *pushToken != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		id, err := c.RegisterPush(ctx, client.PushRegistration{
+			Provider: herald.ProviderAPNs, Token: *pushToken, App: *app, Environment: herald.EnvDevelopment,
+		})
+		cancel()
+		if err != nil {
+			log.Fatalf("register push: %v", err)
+		}
+		fmt.Printf("-- push ID %s: quit (Ctrl-D) to go offline and get pushes\n", id)
+	}
 	if *to == "" {
 		fmt.Println("-- listening; Ctrl-D to quit")
 	} else {
@@ -72,13 +91,20 @@ func main() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		m, err := c.SendPeerMessage(ctx, *to, client.TextMessage(line))
+		msg := client.TextMessage(line)
+		if *withPush {
+			msg.Push = &herald.PushConfig{Title: *user, Content: line}
+		}
+		m, err := c.SendPeerMessage(ctx, *to, msg)
 		cancel()
 		if err != nil {
 			fmt.Println("-- not sent:", err)
 			continue
 		}
 		fmt.Printf("-- stored as #%d\n", m.Seq)
+	}
+	if *pushToken != "" {
+		return // offline but still bound: the phone gets pushes
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/server"
+	"github.com/herald-im/herald/token"
+)
+
+// TestPushCommands runs `herald push test` and `herald push log` against a
+// server with its built-in emulator, as the README's tour does.
+func TestPushCommands(t *testing.T) {
+	secret := "push-cmd-secret-0123456789"
+	t.Setenv("HERALD_SECRET", secret)
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr, cfg.Secret = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0", secret
+	srv, err := server.New(context.Background(), cfg, []byte(secret), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+
+	c := client.New(srv.URL(), client.Options{DeviceID: "phone"})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, _ := token.Mint([]byte(secret), "bob", time.Now(), time.Hour)
+	if err := c.Login(ctx, "bob", tok); err != nil {
+		t.Fatal(err)
+	}
+	const devTok = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	pushID, err := c.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: devTok, App: "com.example.chat", Environment: herald.EnvDevelopment})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var out, errOut bytes.Buffer
+	if err := run([]string{"push", "test", "--addr", srv.Addr(), "--push-id", pushID, "--title", "Hi", "--content", "there"}, &out, &errOut); err != nil {
+		t.Fatalf("push test: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	for _, want := range []string{"ok   send", "HTTP 200", `"title":"Hi"`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("push test output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if got := srv.Emulator().Inbox(devTok); len(got) != 1 {
+		t.Errorf("emulator inbox holds %d notifications, want the test push", len(got))
+	}
+
+	out.Reset()
+	if err := run([]string{"push", "log", "--addr", srv.Addr(), "--user", "bob"}, &out, &errOut); err != nil {
+		t.Fatalf("push log: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "sent") || !strings.Contains(out.String(), pushID) {
+		t.Errorf("push log output lacks the test push:\n%s", out.String())
+	}
+
+	out.Reset()
+	err = run([]string{"push", "test", "--addr", srv.Addr(), "--push-id", "pd_unknown"}, &out, &errOut)
+	if err == nil || !strings.Contains(out.String(), "FAIL device") {
+		t.Errorf("push test to an unknown push ID: err %v, output:\n%s\nwant an error and the device stage failed", err, out.String())
+	}
+	if err := run([]string{"push", "log", "--addr", srv.Addr()}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "--user") {
+		t.Errorf("push log without a filter: %v, want an error naming the filters", err)
+	}
+}
