@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -18,16 +21,24 @@ import (
 const benchUsage = `Usage:
   herald bench peer [--pairs N] [--rate R] [--duration D] [--json] [--target URL --secret S [--users PREFIX]]
   herald bench conn [--conns N] [--json] [--target URL --secret S]
+  herald bench push [--recipients N] [--messages M] [--senders S] [--rate R] [--rtt D]
+                    [--window W] [--drain D] [--in-flight N] [--connections N]
+                    [--max-streams N] [--store sqlite|pebble] [--cpuprofile FILE] [--json]
 
 With no --target, a server is started as a child process on a free loopback
 port with a temporary data folder, and its memory is read from /proc.
+bench push always starts its own server (no --target): the server must
+push to an APNs emulator that runs inside the bench process, which times
+each push's arrival; the child gets HERALD_PUSH_CONFIG pointing at it.
+Other HERALD_* variables in the environment (HERALD_PPROF_ADDR ...) reach
+the child too.
 Progress goes to stderr; the report to stdout (JSON with --json).
 `
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, benchUsage)
-		return errors.New("bench: name a scenario: peer or conn")
+		return errors.New("bench: name a scenario: peer, conn or push")
 	}
 	scenario := args[0]
 	fs := flag.NewFlagSet("herald bench "+scenario, flag.ContinueOnError)
@@ -40,6 +51,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var pairs, conns int
 	var rate float64
 	var duration time.Duration
+	var po bench.PushOptions
+	var pushEnv pushServerFlags
 	switch scenario {
 	case "peer":
 		fs.IntVar(&pairs, "pairs", 100, "sender/receiver pairs")
@@ -47,6 +60,19 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&duration, "duration", 10*time.Second, "how long to send")
 	case "conn":
 		fs.IntVar(&conns, "conns", 5000, "idle logged-in connections (keep under the open-file limit)")
+	case "push":
+		fs.IntVar(&po.Recipients, "recipients", 1000, "offline users, one APNs device each")
+		fs.IntVar(&po.Messages, "messages", 50000, "messages with a push configuration, all senders together")
+		fs.IntVar(&po.Senders, "senders", 16, "sender connections")
+		fs.Float64Var(&po.Rate, "rate", 0, "messages per second, all senders together; 0: as fast as the server acknowledges")
+		fs.IntVar(&po.Window, "window", 64, "unacknowledged sends per sender (with --rate 0, the load)")
+		fs.DurationVar(&po.RTT, "rtt", 50*time.Millisecond, "the APNs emulator's answer delay: the round trip to Apple")
+		fs.DurationVar(&po.Drain, "drain", 30*time.Second, "how long to wait for pushes after the last send")
+		fs.IntVar(&pushEnv.inFlight, "in-flight", 0, "the server's HERALD_PUSH_IN_FLIGHT (0: its default)")
+		fs.IntVar(&pushEnv.connections, "connections", 0, "the server's HERALD_PUSH_CONNECTIONS (0: its default)")
+		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite or pebble")
+		fs.UintVar(&pushEnv.maxStreams, "max-streams", 0, "the emulator's SETTINGS_MAX_CONCURRENT_STREAMS (0: its default, 1000)")
+		fs.StringVar(&pushEnv.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (generator and emulator) during the load to this file")
 	default:
 		fmt.Fprint(stderr, benchUsage)
 		return fmt.Errorf("bench: unknown scenario %q", scenario)
@@ -59,6 +85,17 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	bench.RaiseFileLimit()
 
 	var t *bench.Target
+	var apns *bench.APNs
+	if scenario == "push" {
+		if *target != "" {
+			return errors.New("bench push: --target is not supported: the server must push to the emulator this command runs")
+		}
+		var err error
+		if apns, err = bench.StartAPNs(po.RTT, uint32(pushEnv.maxStreams)); err != nil {
+			return fmt.Errorf("bench push: start the APNs emulator: %w", err)
+		}
+		defer apns.Close()
+	}
 	if *target != "" {
 		if *secret == "" {
 			return errors.New("bench: --target needs --secret (or HERALD_SECRET) to mint tokens")
@@ -69,7 +106,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		t, err = bench.StartServer(ctx, exe, nil, stderr)
+		var env []string
+		if apns != nil {
+			env = pushEnv.env(apns.ConfigFile)
+		}
+		t, err = bench.StartServer(ctx, exe, env, stderr)
 		if err != nil {
 			return err
 		}
@@ -82,6 +123,20 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		report, err = bench.Peer(ctx, t, bench.PeerOptions{Pairs: pairs, Rate: rate, Duration: duration, Progress: stderr, Users: *users})
 	case "conn":
 		report, err = bench.Conn(ctx, t, bench.ConnOptions{Conns: conns, Progress: stderr})
+	case "push":
+		po.Progress, po.Users = stderr, *users
+		if pushEnv.cpuProfile != "" {
+			f, ferr := os.Create(pushEnv.cpuProfile)
+			if ferr != nil {
+				return ferr
+			}
+			defer f.Close()
+			if ferr := pprof.StartCPUProfile(f); ferr != nil {
+				return ferr
+			}
+			defer pprof.StopCPUProfile()
+		}
+		report, err = bench.Push(ctx, t, apns.APNs, po)
 	}
 	if err != nil {
 		return fmt.Errorf("bench %s: %w", scenario, err)
@@ -103,9 +158,41 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  throughput %.0f msgs/s persisted\n", r.MsgsPerSec)
 		fmt.Fprintf(w, "  send->delivery p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms\n", r.P50ms, r.P99ms, r.P999ms)
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))
+	case bench.PushResult:
+		rate := "as fast as acknowledged"
+		if r.Rate > 0 {
+			rate = fmt.Sprintf("%.0f msgs/s offered", r.Rate)
+		}
+		fmt.Fprintf(w, "push: %d recipients offline, %d senders, %s, APNs round trip %.0f ms\n", r.Recipients, r.Senders, rate, r.RTTms)
+		fmt.Fprintf(w, "  sent %d  errors %d  pushes expected %d  delivered %d  missed %d  duplicated %d  unexpected %d\n",
+			r.Sent, r.Errors, r.Pushes, r.Delivered, r.Missed, r.Duplicated, r.Unexpected)
+		fmt.Fprintf(w, "  throughput %.0f pushes/s end to end over %.1fs (sends acknowledged at %.0f/s)\n", r.PushesPerS, r.DurationSec, r.AcksPerSec)
+		fmt.Fprintf(w, "  send->push p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms\n", r.P50ms, r.P99ms, r.P999ms, r.MaxMs)
+		fmt.Fprintf(w, "  emulator: accepted %d  rejected %d  duplicates %d  connections %d  max streams in flight %d\n",
+			r.EmulatorAccepted, r.EmulatorRejected, r.EmulatorDuplicates, r.Connections, r.MaxStreams)
+		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))
 	case bench.ConnResult:
 		fmt.Fprintf(w, "conn: %d idle connections\n", r.Conns)
 		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20))
 		fmt.Fprintf(w, "  %.1f KiB per connection\n", float64(r.BytesPerConn)/1024)
 	}
+}
+
+// pushServerFlags are the server settings bench push passes to its child.
+type pushServerFlags struct {
+	inFlight, connections int
+	store                 string
+	maxStreams            uint
+	cpuProfile            string
+}
+
+func (f pushServerFlags) env(configFile string) []string {
+	env := []string{"HERALD_PUSH_CONFIG=" + configFile, "HERALD_STORE=" + f.store}
+	if f.inFlight > 0 {
+		env = append(env, "HERALD_PUSH_IN_FLIGHT="+strconv.Itoa(f.inFlight))
+	}
+	if f.connections > 0 {
+		env = append(env, "HERALD_PUSH_CONNECTIONS="+strconv.Itoa(f.connections))
+	}
+	return env
 }

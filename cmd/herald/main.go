@@ -21,7 +21,7 @@ const usage = `herald: a self-hosted messaging server with offline push
 Usage:
   herald serve    [--addr HOST:PORT] [--data DIR] [--config FILE] [...]
   herald gentoken [--data DIR] --user ID [--ttl 24h]
-  herald bench    peer|conn [flags]
+  herald bench    peer|conn|push [flags]
   herald push     test|log [flags]
   herald emulator [--addr HOST:PORT] [--sandbox-addr HOST:PORT] [--dir DIR] [--delay D]
 
