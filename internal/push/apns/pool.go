@@ -23,6 +23,13 @@ import (
 // at most maxDialBackoff. APNs treats rapid reconnects as abuse.
 const maxDialBackoff = 30 * time.Second
 
+// stateEvery is how often acquire asks http2 for a connection's state
+// (stream limit, closing). State takes the connection's write lock, which
+// a write in progress holds; asking on every request made requests queue
+// on the pool's lock behind one busy connection. A connection that closes
+// meanwhile fails requests with an error that is resent elsewhere.
+const stateEvery = 20 * time.Millisecond
+
 // dialPatience is how long a request waits for a connection being dialed
 // rather than queue on one whose streams are all busy.
 const dialPatience = time.Second
@@ -72,6 +79,11 @@ type slot struct {
 type conn struct {
 	cc       *http2.ClientConn
 	inflight atomic.Int64
+
+	// The last State, refreshed every stateEvery; guarded by pool.mu.
+	checked time.Time
+	limit   int
+	closing bool
 }
 
 type poolConfig struct {
@@ -150,18 +162,19 @@ func (p *pool) acquire(ctx context.Context) (*conn, error) {
 		now := time.Now()
 		for i := range n {
 			s := &p.slots[(start+i)%n]
-			if s.c != nil {
+			if s.c != nil && now.Sub(s.c.checked) >= stateEvery {
 				st := s.c.cc.State()
-				if st.Closed || st.Closing {
+				s.c.checked, s.c.closing = now, st.Closed || st.Closing
+				s.c.limit = int(st.MaxConcurrentStreams)
+				if s.c.limit == 0 { // no SETTINGS yet: http2 assumes 100
+					s.c.limit = 100
+				}
+			}
+			if s.c != nil {
+				if s.c.closing {
 					p.retireLocked(s, "closing")
-				} else {
-					limit := int(st.MaxConcurrentStreams)
-					if limit == 0 { // no SETTINGS yet: http2 assumes 100
-						limit = 100
-					}
-					if free := limit - int(s.c.inflight.Load()); free > bestFree {
-						best, bestFree = s.c, free
-					}
+				} else if free := s.c.limit - int(s.c.inflight.Load()); free > bestFree {
+					best, bestFree = s.c, free
 				}
 			}
 			if s.c == nil && !s.dialing && !now.Before(s.retryAt) {
