@@ -235,5 +235,10 @@ type Conversation struct {
 	ID          string   // as the user sees it: the other user for peer conversations
 	LastMessage *Message // nil when the conversation has no stored message
 	ReadSeq     int64    // the user has read everything up to this seq
-	Unread      int      // messages from others after ReadSeq
+	Unread      int      // messages from others after ReadSeq; counted whether muted or not
+	// Muted is the user's notification status for the conversation (ZIM's
+	// do-not-disturb): no offline push for its messages. It silences
+	// pushes only: the messages are stored, delivered live and counted in
+	// Unread as usual.
+	Muted bool
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -671,6 +672,71 @@ func TestQueries(t *testing.T) {
 	}
 	if err := c.MarkConversationRead(ctx, ConvPeer, "", 1); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("empty conv ID: %v", err)
+	}
+}
+
+// TestConversationNotificationStatus: the request the SDK sends, the
+// status in the conversation list, and the arguments it refuses itself.
+func TestConversationNotificationStatus(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	c := newTestClient(t, srv, r)
+	fc := loggedIn(t, c, srv, r)
+	ctx := context.Background()
+
+	done := make(chan error, 1)
+	go func() { done <- c.SetConversationNotificationStatus(ctx, ConvPeer, "bob", NotificationDoNotDisturb) }()
+	f := fc.expect(t, proto.OpSetConversationNotification)
+	want := proto.SetConversationNotificationRequest{ConvType: "peer", ConvID: "bob", Status: "do_not_disturb"}
+	if got := decode[proto.SetConversationNotificationRequest](t, f); got != want {
+		t.Errorf("request = %+v, want %+v", got, want)
+	}
+	fc.reply(f.ID, struct{}{})
+	if err := wait(t, done); err != nil {
+		t.Errorf("SetConversationNotificationStatus = %v", err)
+	}
+
+	type convResult struct {
+		convs []Conversation
+		err   error
+	}
+	cr := make(chan convResult, 1)
+	go func() {
+		convs, err := c.QueryConversationList(ctx, 10)
+		cr <- convResult{convs, err}
+	}()
+	f = fc.expect(t, proto.OpConversations)
+	fc.reply(f.ID, proto.ConversationsReply{Conversations: []proto.Conversation{
+		{ConvType: "peer", ConvID: "bob", NotificationStatus: "do_not_disturb"},
+		{ConvType: "peer", ConvID: "carol", NotificationStatus: "notify"},
+	}})
+	cv := wait(t, cr)
+	if cv.err != nil {
+		t.Fatal(cv.err)
+	}
+	var got []NotificationStatus
+	for _, c := range cv.convs {
+		got = append(got, c.NotificationStatus)
+	}
+	if want := []NotificationStatus{NotificationDoNotDisturb, NotificationNotify}; !slices.Equal(got, want) {
+		t.Errorf("statuses = %v, want %v", got, want)
+	}
+
+	for _, tt := range []struct {
+		name             string
+		convType, convID string
+		status           NotificationStatus
+	}{
+		{"unknown status", ConvPeer, "bob", "mute"},
+		{"empty status", ConvPeer, "bob", ""},
+		{"empty conversation", ConvPeer, "", NotificationNotify},
+		{"unknown conversation type", "room", "bob", NotificationNotify},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := c.SetConversationNotificationStatus(ctx, tt.convType, tt.convID, tt.status); !errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("SetConversationNotificationStatus(%q, %q, %q) = %v, want ErrInvalidArgument", tt.convType, tt.convID, tt.status, err)
+			}
+		})
 	}
 }
 

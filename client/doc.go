@@ -13,7 +13,8 @@
 // then on, live messages arrive through the same handler, and the session
 // lasts until Logout, Close, or a stop event. Requests (SendPeerMessage,
 // QueryHistoryMessage, QueryConversationList, MarkConversationRead,
-// RenewToken) may be made from any goroutine.
+// SetConversationNotificationStatus, RegisterPush, RenewToken) may be made
+// from any goroutine.
 //
 // Every message has a per-conversation seq ("larger is newer"). The SDK hands
 // each conversation's messages to the app in seq order, each seq once, without
@@ -27,10 +28,11 @@
 // When MessageReceived returns, its messages count as handed to the app: the
 // SDK acknowledges them (an "ack" per conversation, coalesced over
 // Options.AckInterval). The server records them per device: the next login's
-// offline sync starts after them, and offline push (not built yet) will use
-// them to push a message not acknowledged in time even though the socket looks
-// alive, as for an app frozen in the background. A slow handler thus delays
-// acks, not the reading of the connection.
+// offline sync starts after them, and offline push uses them to push a message
+// not acknowledged in time even though the socket looks alive, as for an app
+// frozen in the background. A slow handler thus delays acks, not the reading
+// of the connection. A conversation set to NotificationDoNotDisturb
+// (SetConversationNotificationStatus) is never pushed.
 //
 // # Threading
 //

@@ -202,7 +202,11 @@ type Conversation struct {
 	ConvID      string          // for a peer conversation, the other user
 	LastMessage *herald.Message // nil when the conversation has no stored message
 	ReadSeq     int64           // the user has read up to this seq (MarkConversationRead)
-	Unread      int             // messages from others after ReadSeq
+	Unread      int             // messages from others after ReadSeq, muted or not
+	// NotificationStatus is the user's status for the conversation
+	// (SetConversationNotificationStatus): NotificationNotify, or
+	// NotificationDoNotDisturb when it is muted.
+	NotificationStatus NotificationStatus
 }
 
 // QueryConversationList returns up to limit of the user's conversations,
@@ -223,7 +227,10 @@ func (c *Client) QueryConversationList(ctx context.Context, limit int) ([]Conver
 	}
 	convs := make([]Conversation, len(reply.Conversations))
 	for i, w := range reply.Conversations {
-		convs[i] = Conversation{ConvType: w.ConvType, ConvID: w.ConvID, ReadSeq: w.ReadSeq, Unread: w.Unread}
+		convs[i] = Conversation{
+			ConvType: w.ConvType, ConvID: w.ConvID, ReadSeq: w.ReadSeq, Unread: w.Unread,
+			NotificationStatus: NotificationStatus(w.NotificationStatus),
+		}
 		if w.LastMessage != nil {
 			convs[i].LastMessage = w.LastMessage.ToMessage()
 		}

@@ -122,3 +122,44 @@ func (c *Client) reregisterPush(ctx context.Context, s *session) {
 		}
 	}
 }
+
+// NotificationStatus is the user's notification status for a conversation
+// (ZIM's ZIMConversationNotificationStatus).
+type NotificationStatus string
+
+const (
+	// NotificationNotify: the user's devices are pushed for the
+	// conversation's messages as usual (the default).
+	NotificationNotify NotificationStatus = proto.NotificationNotify
+	// NotificationDoNotDisturb mutes the conversation: no offline push for
+	// its messages. They are still stored, delivered live, synced and
+	// counted as unread.
+	NotificationDoNotDisturb NotificationStatus = proto.NotificationDoNotDisturb
+)
+
+// SetConversationNotificationStatus sets the user's notification status for
+// a conversation (convType ConvPeer, convID the other user), for all of the
+// user's devices (ZIM's setConversationNotificationStatus). The
+// conversation need not have any message yet. Once it returns, no push is
+// sent for the conversation's messages while it is
+// NotificationDoNotDisturb, including those stored earlier whose push was
+// still waiting; NotificationNotify restores pushes for new messages. The
+// status shows in QueryConversationList. It blocks like
+// QueryHistoryMessage. Errors: ErrInvalidArgument for a bad conversation or
+// status; ErrUnavailable when the server has no offline push.
+func (c *Client) SetConversationNotificationStatus(ctx context.Context, convType, convID string, status NotificationStatus) error {
+	const op = proto.OpSetConversationNotification
+	k, err := checkConv(op, convType, convID)
+	if err != nil {
+		return err
+	}
+	if _, err := proto.ParseNotificationStatus(string(status)); err != nil {
+		return opError(op, err)
+	}
+	s, err := c.session()
+	if err != nil {
+		return err
+	}
+	_, err = request[struct{}](ctx, c, s, op, proto.SetConversationNotificationRequest{ConvType: k.typ, ConvID: k.id, Status: string(status)}, nil)
+	return err
+}

@@ -25,6 +25,27 @@ func ParseConvType(s string) (herald.ConversationType, error) {
 	return 0, herald.Errorf(herald.CodeInvalidArgument, "unknown conv_type %q; want %q", s, ConvPeer)
 }
 
+// NotificationStatusName maps a conversation's mute to its wire status.
+func NotificationStatusName(muted bool) string {
+	if muted {
+		return NotificationDoNotDisturb
+	}
+	return NotificationNotify
+}
+
+// ParseNotificationStatus maps a wire status to whether the conversation is
+// muted. The status is required: "" is CodeInvalidArgument like any other
+// unknown one.
+func ParseNotificationStatus(s string) (muted bool, err error) {
+	switch s {
+	case NotificationNotify:
+		return false, nil
+	case NotificationDoNotDisturb:
+		return true, nil
+	}
+	return false, herald.Errorf(herald.CodeInvalidArgument, "unknown notification status %q; want %q or %q", s, NotificationNotify, NotificationDoNotDisturb)
+}
+
 // FromMessage renders a stored message for viewer, the user who receives the
 // frame: ConvID is the other user of a peer conversation.
 func FromMessage(m *herald.Message, viewer string, offline bool) Message {

@@ -34,6 +34,8 @@ const (
 	OpConversations = "conversations" // ConversationsRequest -> ConversationsReply
 	OpMarkRead      = "mark_read"     // MarkReadRequest -> {}
 
+	OpSetConversationNotification = "set_conversation_notification" // SetConversationNotificationRequest -> {}
+
 	OpRegisterPush   = "register_push"   // RegisterPushRequest -> RegisterPushReply
 	OpUnregisterPush = "unregister_push" // UnregisterPushRequest -> {}
 	OpPushDevices    = "push_devices"    // {} -> PushDevicesReply: the user's own devices
@@ -270,7 +272,26 @@ type Conversation struct {
 	ConvID      string   `json:"conv_id"`
 	LastMessage *Message `json:"last_message,omitempty"`
 	ReadSeq     int64    `json:"read_seq"`
-	Unread      int      `json:"unread"`
+	Unread      int      `json:"unread"` // counted whether muted or not
+	// NotificationStatus is the user's status for the conversation:
+	// NotificationNotify or NotificationDoNotDisturb.
+	NotificationStatus string `json:"notification_status"`
+}
+
+// Notification statuses of a conversation (ZIM's
+// ZIMConversationNotificationStatus).
+const (
+	NotificationNotify       = "notify"         // offline pushes as usual
+	NotificationDoNotDisturb = "do_not_disturb" // muted: no offline push for its messages
+)
+
+// SetConversationNotificationRequest sets the user's notification status
+// for one of their conversations (ZIM's setConversationNotificationStatus),
+// for all of the user's devices. The conversation need not have messages.
+type SetConversationNotificationRequest struct {
+	ConvType string `json:"conv_type"`
+	ConvID   string `json:"conv_id"`
+	Status   string `json:"status"` // NotificationNotify or NotificationDoNotDisturb
 }
 
 // MarkReadRequest marks a conversation read up to Seq for the user (all

@@ -605,3 +605,104 @@ func TestPushTestAndLogAPI(t *testing.T) {
 		t.Errorf("devices of bob: %d %s, want his push ID", st, body)
 	}
 }
+
+// TestPushMutedConversation: bob mutes his conversation with alice
+// (do-not-disturb) and goes offline: her message reaches him by sync but
+// not by push, and his conversation list says do_not_disturb; once he
+// unmutes, her next message is pushed, once.
+func TestPushMutedConversation(t *testing.T) {
+	srv := startPushServer(t, nil)
+	emu := srv.Emulator()
+	ctx := context.Background()
+	tok := apnsToken(40)
+
+	bob := newClient(t, srv.URL(), "bob-phone", newInbox())
+	login(t, bob, "bob")
+	registerPush(t, bob, tok, herald.EnvProduction)
+	// The conversation has no message yet: it can be muted all the same.
+	if err := bob.SetConversationNotificationStatus(ctx, client.ConvPeer, "alice", client.NotificationDoNotDisturb); err != nil {
+		t.Fatalf("muting: %v", err)
+	}
+	bob.Close() // offline, still bound
+
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	skips := srv.Push().Stats().MutedSkips
+	muted, err := alice.SendPeerMessage(ctx, "bob", pushMessage("muted?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Push().Stats().MutedSkips - skips; got != 1 {
+		t.Errorf("MutedSkips rose by %d for the message, want 1", got)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := emu.Inbox(tok); len(got) != 0 {
+		t.Errorf("bob's phone got %d pushes for a muted conversation, want 0", len(got))
+	}
+	if got, _ := srv.Push().Log(ctx, store.PushLogQuery{MsgID: muted.ID, Limit: 10}); len(got) != 0 {
+		t.Errorf("delivery log for the muted message: %+v, want no attempt", got)
+	}
+
+	// Each user's list has their own status; muting keeps the unread count.
+	in := newInbox()
+	bob = newClient(t, srv.URL(), "bob-phone", in)
+	login(t, bob, "bob")
+	if msgs := in.wait(t, 1); msgs[0].ID != muted.ID {
+		t.Errorf("bob synced message %d, want the muted one %d", msgs[0].ID, muted.ID)
+	}
+	for _, tt := range []struct {
+		name       string
+		c          *client.Client
+		peer       string
+		wantStatus client.NotificationStatus
+		wantUnread int
+	}{
+		{"bob's", bob, "alice", client.NotificationDoNotDisturb, 1},
+		{"alice's", alice, "bob", client.NotificationNotify, 0},
+	} {
+		convs, err := tt.c.QueryConversationList(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(convs) != 1 || convs[0].ConvID != tt.peer || convs[0].NotificationStatus != tt.wantStatus || convs[0].Unread != tt.wantUnread {
+			t.Errorf("%s conversation list = %+v; want %s with status %q and %d unread", tt.name, convs, tt.peer, tt.wantStatus, tt.wantUnread)
+		}
+	}
+
+	if err := bob.SetConversationNotificationStatus(ctx, client.ConvPeer, "alice", client.NotificationNotify); err != nil {
+		t.Fatalf("unmuting: %v", err)
+	}
+	bob.Close()
+	sent, err := alice.SendPeerMessage(ctx, "bob", pushMessage("and now?"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitInbox(t, emu, tok, 1)
+	waitLog(t, srv, sent.ID, herald.PushSent)
+	time.Sleep(100 * time.Millisecond)
+	if got := emu.Inbox(tok); len(got) != 1 {
+		t.Errorf("bob's phone got %d pushes after unmuting, want exactly 1 (for the message after)", len(got))
+	}
+
+	// The server checks the request whatever the client library does.
+	raw := dialRaw(t, srv.URL())
+	raw.login("mallory", "m-phone")
+	for _, tt := range []struct {
+		name string
+		req  proto.SetConversationNotificationRequest
+		want herald.Code
+	}{
+		{"unknown status", proto.SetConversationNotificationRequest{ConvType: "peer", ConvID: "alice", Status: "loud"}, herald.CodeInvalidArgument},
+		{"no status", proto.SetConversationNotificationRequest{ConvType: "peer", ConvID: "alice"}, herald.CodeInvalidArgument},
+		{"bad conv_id", proto.SetConversationNotificationRequest{ConvType: "peer", ConvID: "a:b", Status: "notify"}, herald.CodeInvalidArgument},
+		{"empty conv_id", proto.SetConversationNotificationRequest{ConvType: "peer", Status: "notify"}, herald.CodeInvalidArgument},
+		{"bad conv_type", proto.SetConversationNotificationRequest{ConvType: "room", ConvID: "alice", Status: "notify"}, herald.CodeInvalidArgument},
+		{"valid", proto.SetConversationNotificationRequest{ConvType: "peer", ConvID: "alice", Status: "do_not_disturb"}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := raw.callErr(proto.OpSetConversationNotification, tt.req); got != string(tt.want) {
+				t.Errorf("set_conversation_notification %+v: code %q, want %q", tt.req, got, tt.want)
+			}
+		})
+	}
+}

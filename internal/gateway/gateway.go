@@ -37,13 +37,17 @@ type Chat interface {
 }
 
 // Push is what the gateway needs of the push service: the registration
-// operations and the logout hook.
+// operations, conversation mutes and the logout hook.
 type Push interface {
 	Register(ctx context.Context, user, device string, p herald.PushProvider, token, app string, env herald.PushEnvironment) (herald.PushDevice, error)
 	Unregister(ctx context.Context, user, pushID string) error
 	Logout(ctx context.Context, user, device string) error
 	Devices(user string) []herald.PushDevice
 	DeviceActive(user, device string)
+	// SetMuted records user's notification status for conv, a key of one
+	// of user's conversations; it blocks on the store. CodeInvalidArgument
+	// when conv is not user's.
+	SetMuted(ctx context.Context, user, conv string, muted bool) error
 }
 
 // Config tunes the gateway. Zero values take the defaults on each field.

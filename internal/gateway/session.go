@@ -485,7 +485,7 @@ func (s *session) handle(payload []byte) {
 		s.history(ctx, f)
 	case proto.OpConversations:
 		s.conversations(ctx, f)
-	case proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpPushDevices:
+	case proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpPushDevices, proto.OpSetConversationNotification:
 		s.pushOp(ctx, f)
 	case proto.OpMarkRead:
 		var req proto.MarkReadRequest
@@ -879,7 +879,10 @@ func (s *session) conversations(ctx context.Context, f proto.Frame) {
 	}
 	out := proto.ConversationsReply{Conversations: make([]proto.Conversation, len(cs))}
 	for i, c := range cs {
-		pc := proto.Conversation{ConvType: proto.ConvTypeName(c.Type), ConvID: c.ID, ReadSeq: c.ReadSeq, Unread: c.Unread}
+		pc := proto.Conversation{
+			ConvType: proto.ConvTypeName(c.Type), ConvID: c.ID, ReadSeq: c.ReadSeq, Unread: c.Unread,
+			NotificationStatus: proto.NotificationStatusName(c.Muted),
+		}
 		if c.LastMessage != nil {
 			w := proto.FromMessage(c.LastMessage, s.user, false)
 			pc.LastMessage = &w
@@ -890,7 +893,9 @@ func (s *session) conversations(ctx context.Context, f proto.Frame) {
 }
 
 // pushOp runs the push registration operations, always for the session's
-// own user and device.
+// own user and device, and sets the notification status of the user's own
+// conversations (the key is built from the session's user, so no one can
+// mute another user's conversation).
 func (s *session) pushOp(ctx context.Context, f proto.Frame) {
 	p := s.g.cfg.Push
 	if p == nil {
@@ -909,6 +914,16 @@ func (s *session) pushOp(ctx context.Context, f proto.Frame) {
 			return
 		}
 		s.reply(f.ID, proto.RegisterPushReply{PushID: d.PushID})
+	case proto.OpSetConversationNotification:
+		var req proto.SetConversationNotificationRequest
+		if !s.decode(f, &req) {
+			return
+		}
+		if err := s.setNotification(ctx, p, &req); err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
+		}
+		s.reply(f.ID, struct{}{})
 	case proto.OpUnregisterPush:
 		var req proto.UnregisterPushRequest
 		if !s.decode(f, &req) {
@@ -930,4 +945,22 @@ func (s *session) pushOp(ctx context.Context, f proto.Frame) {
 		}
 		s.reply(f.ID, out)
 	}
+}
+
+// setNotification mutes or unmutes one of the session user's
+// conversations.
+func (s *session) setNotification(ctx context.Context, p Push, req *proto.SetConversationNotificationRequest) error {
+	ct, err := proto.ParseConvType(req.ConvType)
+	if err != nil {
+		return err
+	}
+	key, err := chat.ConversationKey(s.user, ct, req.ConvID)
+	if err != nil {
+		return err
+	}
+	muted, err := proto.ParseNotificationStatus(req.Status)
+	if err != nil {
+		return err
+	}
+	return p.SetMuted(ctx, s.user, key, muted)
 }

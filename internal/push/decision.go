@@ -71,9 +71,14 @@ func (s *Service) strategy(id string) (Strategy, error) {
 // the message (index i of its batch). A device with no live session is due
 // at once; one with a live session is due when the ack window ends, and is
 // skipped then if it acknowledged the message. The sender's own devices
-// and VoIP tokens are never planned for messages.
+// and VoIP tokens are never planned for messages, nor any device of a
+// recipient who muted the message's conversation (SetMuted).
 func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) []store.PushJob {
 	if m.Push == nil || m.Type == herald.MessageCommand {
+		return jobs
+	}
+	if s.mutes.has(m.To, m.Conv) {
+		s.stats.mutedSkips.Add(1)
 		return jobs
 	}
 	now := m.CreatedAt

@@ -412,6 +412,11 @@ func (s *Service) process(j store.PushJob) outcome {
 	if dev.User != j.User {
 		return skip(herald.PushSkipped, "device no longer bound to the recipient")
 	}
+	if s.mutes.has(j.User, j.Conv) {
+		// Muted after the job was planned (during the ack window, or
+		// between retries): a muted conversation is never pushed.
+		return skip(herald.PushSkipped, "conversation muted by the recipient")
+	}
 	if !now.Before(j.Expires) {
 		return skip(herald.PushExpired, "time to live ran out before it could be sent")
 	}

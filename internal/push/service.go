@@ -25,6 +25,8 @@ type Store interface {
 	DropPushDevice(ctx context.Context, pushID string, at time.Time) (bool, error)
 	PushDevices(ctx context.Context) ([]herald.PushDevice, error)
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
+	SetConversationMuted(ctx context.Context, user, conv string, muted bool) error
+	MutedConversations(ctx context.Context) (map[string][]string, error)
 }
 
 // Presence tells the push decision about live sessions; the gateway
@@ -102,9 +104,13 @@ type Stats struct {
 	Dropped   int64 // devices removed because the vendor said the token is gone
 	Failed    int64 // permanent failures
 	Expired   int64 // jobs whose time to live ran out
-	Skipped   int64 // not sent: acknowledged live, unbound, or the app suspended
+	Skipped   int64 // not sent: acknowledged live, unbound, muted after planning, or the app suspended
 	Pending   int64 // jobs in memory, waiting or in flight
 	Overflows int64 // times the in-memory queue was full and jobs were left to the store
+	// MutedSkips counts messages with a push configuration that planned no
+	// job because the recipient muted the conversation (one per message,
+	// whatever the recipient's device count). They leave no log entry.
+	MutedSkips int64
 }
 
 // Service is the push component: registry of devices, push decision, and
@@ -117,14 +123,17 @@ type Service struct {
 	log        *slog.Logger
 	strategies map[string]Strategy
 
-	reg registry
-	dsp dispatcher
+	reg   registry
+	mutes mutes
+	dsp   dispatcher
+
+	muteMu sync.Mutex // serialises SetMuted (mute.go)
 
 	suspendMu sync.Mutex
 	suspended map[string]string // provider/app -> why its credentials were refused
 
 	stats struct {
-		planned, sent, retried, dropped, failed, expired, skipped, overflows atomic.Int64
+		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips atomic.Int64
 	}
 }
 
@@ -147,17 +156,23 @@ func New(st Store, pres Presence, providers map[herald.PushProvider]Provider, cf
 // service).
 func (s *Service) SetPresence(p Presence) { s.pres = p }
 
-// Start loads the devices and the pending outbox, and starts dispatching.
+// Start loads the devices, the muted conversations and the pending outbox,
+// and starts dispatching.
 func (s *Service) Start(ctx context.Context) error {
 	devs, err := s.st.PushDevices(ctx)
 	if err != nil {
 		return fmt.Errorf("push: load devices: %w", err)
 	}
 	s.reg.load(devs)
+	muted, err := s.st.MutedConversations(ctx)
+	if err != nil {
+		return fmt.Errorf("push: load muted conversations: %w", err)
+	}
+	nMuted := s.mutes.load(muted)
 	if err := s.dsp.start(ctx); err != nil {
 		return err
 	}
-	s.log.Info("push started", "devices", len(devs), "pending", s.dsp.pendingCount())
+	s.log.Info("push started", "devices", len(devs), "muted", nMuted, "pending", s.dsp.pendingCount())
 	return nil
 }
 
@@ -174,6 +189,7 @@ func (s *Service) Stats() Stats {
 		Planned: s.stats.planned.Load(), Sent: s.stats.sent.Load(), Retried: s.stats.retried.Load(),
 		Dropped: s.stats.dropped.Load(), Failed: s.stats.failed.Load(), Expired: s.stats.expired.Load(),
 		Skipped: s.stats.skipped.Load(), Pending: int64(s.dsp.pendingCount()), Overflows: s.stats.overflows.Load(),
+		MutedSkips: s.stats.mutedSkips.Load(),
 	}
 }
 

@@ -77,9 +77,25 @@ type Store interface {
 	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
 
 	// Conversations returns up to limit of user's conversations, the most
-	// recently active first, each with its last message and unread count
-	// (messages from others after the user's read seq).
+	// recently active first, each with its last message, unread count
+	// (messages from others after the user's read seq) and whether user
+	// muted it (SetConversationMuted). A muted conversation still reports
+	// its unread count: mute only silences pushes.
 	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
+
+	// SetConversationMuted records user's notification status for conv, a
+	// conversation key (herald.PeerConversationKey): muted (ZIM's
+	// do-not-disturb) or not. The conversation need not have messages, nor
+	// be in user's list; the store does not interpret the key. Setting the
+	// status it already has is a no-op. CodeInvalidArgument for an empty
+	// user or conv. It blocks until the change is durable.
+	SetConversationMuted(ctx context.Context, user, conv string, muted bool) error
+
+	// MutedConversations returns every user's muted conversation keys,
+	// each user's in ascending order; users with none are left out (an
+	// empty map when nobody muted anything). It reads them all: it is meant
+	// for the push service to load them at start, not for a request path.
+	MutedConversations(ctx context.Context) (map[string][]string, error)
 
 	// SetReadSeq records that user has read conv up to seq. The read seq
 	// never goes down; a seq past the conversation's last is clamped to it.

@@ -21,6 +21,7 @@ const (
 	tagMessage = 'm' // m conv seq(8 bytes, big-endian) -> message
 	tagRead    = 'r' // r user conv                     -> read seq (uvarint)
 	tagMember  = 'u' // u user conv                     -> (empty)
+	tagMute    = 'n' // n user conv                     -> (empty): user muted conv
 )
 
 // Meta keys.
@@ -31,8 +32,11 @@ var (
 
 // formatVersion is the layout this build writes. Open refuses a directory
 // written with a newer one, and records this one in an older one (each
-// version only adds keys). 2 added offline push: devices, outbox, log.
-const formatVersion = 2
+// version only adds keys). 2 added offline push: devices, outbox, log. 3
+// added conversation mutes: a build that knows only 2 would not fail on
+// them but ignore them, pushing conversations their users muted, so it
+// must refuse the directory rather than misread it.
+const formatVersion = 3
 
 // errCorrupt marks stored bytes that do not decode.
 var errCorrupt = errors.New("pebble: corrupt record")
@@ -89,6 +93,7 @@ func userPrefix(tag byte, user string) []byte {
 
 func memberKey(user, conv string) []byte { return appendString(userPrefix(tagMember, user), conv) }
 func readKey(user, conv string) []byte   { return appendString(userPrefix(tagRead, user), conv) }
+func muteKey(user, conv string) []byte   { return appendString(userPrefix(tagMute, user), conv) }
 
 func cursorPrefix(user, device string) []byte {
 	return appendString(userPrefix(tagCursor, user), device)

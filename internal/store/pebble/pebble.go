@@ -26,6 +26,8 @@
 //   - Offline push (push.go): outbox jobs are two more keys each in the
 //     messages' batch; devices and FinishPush have a writer slot of their
 //     own, so the dispatcher does not queue behind appends.
+//   - Conversation mutes (mute.go): one key per muted (user, conversation),
+//     written with a plain synced Set or Delete.
 package pebble
 
 import (

@@ -357,8 +357,8 @@ func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, er
 
 // Conversations implements store.Store. It finds the newest message of
 // every conversation in user's list (a seek each), sorts them by ID, and
-// reads the last message, read seq and unread count of the page only, all
-// from one snapshot.
+// reads the last message, read seq, mute and unread count of the page
+// only, all from one snapshot.
 func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
 	switch {
 	case user == "":
@@ -411,6 +411,9 @@ func conversations(ctx context.Context, r reader, user string, limit int) ([]her
 			return nil, err
 		}
 		c.ReadSeq = min(readSeq, l.seq)
+		if c.Muted, err = has(r, muteKey(user, l.conv)); err != nil {
+			return nil, err
+		}
 		if c.LastMessage, _, err = getMessage(r, l.conv, l.seq); err != nil {
 			return nil, err
 		}

@@ -56,6 +56,7 @@ func (s *Store) readStatements() []statement {
 				LIMIT ?2)
 			SELECT c.conv_key, c.type, p.read_seq,
 				(SELECT count(*) FROM messages u WHERE u.conv_id = p.conv_id AND u.seq > p.read_seq AND u.sender <> ?1),
+				EXISTS (SELECT 1 FROM mutes WHERE user_id = ?1 AND conv_key = c.conv_key),
 				m.id, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
 				coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at
 			FROM page p
@@ -63,6 +64,7 @@ func (s *Store) readStatements() []statement {
 			LEFT JOIN messages m ON m.id = p.last_id
 			ORDER BY p.last_id IS NULL, p.last_id DESC, p.conv_id`},
 		{&s.stmtCursors, "SELECT conv_key, seq FROM cursors WHERE user_id = ? AND device = ?"},
+		{&s.stmtMuted, "SELECT user_id, conv_key FROM mutes ORDER BY user_id, conv_key"},
 	}
 }
 
@@ -289,7 +291,7 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 			from, to, localID, text, ext  sql.NullString
 			data                          []byte
 		)
-		if err := rows.Scan(&c.Key, &convType, &c.ReadSeq, &c.Unread,
+		if err := rows.Scan(&c.Key, &convType, &c.ReadSeq, &c.Unread, &c.Muted,
 			&id, &seq, &from, &to, &localID, &typ, &subTyp, &text, &data, &ext, &created); err != nil {
 			return nil, fmt.Errorf("sqlite: conversations: %w", err)
 		}

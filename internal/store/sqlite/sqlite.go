@@ -25,6 +25,8 @@
 //     inserted in the messages' transaction, with multi-row INSERTs too;
 //     devices, FinishPush and the delivery log are writer transactions of
 //     their own.
+//   - Conversation mute (mute.go, migrations/0003_mute.sql): one row per
+//     muted (user, conversation key).
 package sqlite
 
 import (
@@ -137,6 +139,7 @@ type Store struct {
 	stmtAfter, stmtAfterSince, stmtBackward, stmtForward *sql.Stmt
 	stmtConvLast, stmtCreatedMax                         *sql.Stmt
 	stmtLastSeqs, stmtConversations, stmtCursors         *sql.Stmt
+	stmtMuted                                            *sql.Stmt
 	stmtPending, stmtDevices                             *sql.Stmt
 	stmtPushLog                                          [8]*sql.Stmt // by logBy* mask; 0 unused
 }

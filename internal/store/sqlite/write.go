@@ -48,7 +48,7 @@ type writer struct {
 	savepoint, releaseSavepoint, rollbackTo   *sql.Stmt
 	convByKey, lastOfConv, insertConv         *sql.Stmt
 	insertMembers, original, setRead, upsertC *sql.Stmt
-	insertOne                                 *sql.Stmt
+	insertOne, muteSet, muteClear             *sql.Stmt
 	insertMany                                map[int]*sql.Stmt // by row count
 
 	// Push statements (push.go).
@@ -93,6 +93,8 @@ func (w *writer) statements() []statement {
 		{&w.upsertC, `INSERT INTO cursors (user_id, device, conv_key, seq) VALUES (?, ?, ?, ?)
 			ON CONFLICT (user_id, device, conv_key) DO UPDATE SET seq = max(seq, excluded.seq)`},
 		{&w.insertOne, insertHead + insertRow + insertTail},
+		{&w.muteSet, "INSERT INTO mutes (user_id, conv_key) VALUES (?, ?) ON CONFLICT DO NOTHING"},
+		{&w.muteClear, "DELETE FROM mutes WHERE user_id = ? AND conv_key = ?"},
 	}
 }
 

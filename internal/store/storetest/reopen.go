@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -13,7 +14,8 @@ import (
 // RunReopen checks what must survive closing a store and opening it again
 // on the same data: messages, seqs that continue without gaps, IDs that keep
 // growing, duplicate detection, read seqs, cursors and conversation lists;
-// push devices, the outbox and the delivery log, whose order continues.
+// push devices, the outbox and the delivery log, whose order continues;
+// muted conversations.
 // open must open the store kept in dir; it is called twice with the same dir.
 func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	ctx := context.Background()
@@ -45,6 +47,13 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	if err := s.SaveCursors(ctx, cursors); err != nil {
 		t.Fatal(err)
 	}
+	// Muted: alice's conversation with bob, and carol's with dave, which
+	// has no message; bob's with alice was muted and unmuted.
+	f.setMuted(t, "alice", ab.Conv, true)
+	f.setMuted(t, "bob", ab.Conv, true)
+	f.setMuted(t, "bob", ab.Conv, false)
+	cd := herald.PeerConversationKey("carol", "dave")
+	f.setMuted(t, "carol", cd, true)
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -101,6 +110,17 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	if len(outbox) != 2 || outbox[0].MsgID != first[0].Message.ID || outbox[1].MsgID != res[0].Message.ID {
 		t.Errorf("bob's phone's jobs after reopen and an append:%s\nwant the jobs of messages %d and %d",
 			jobStrings(outbox), first[0].Message.ID, res[0].Message.ID)
+	}
+	if got, want := fmt.Sprint(f.muted(t)), fmt.Sprint(map[string][]string{"alice": {ab.Conv}, "carol": {cd}}); got != want {
+		t.Errorf("muted conversations after reopen = %s, want %s", got, want)
+	}
+	for _, tt := range []struct {
+		user string
+		want bool
+	}{{"alice", true}, {"bob", false}} {
+		if got := f.conversation(t, tt.user, ab.Conv).Muted; got != tt.want {
+			t.Errorf("%s's conversation with the other after reopen: muted %v, want %v", tt.user, got, tt.want)
+		}
 	}
 	got, err := s.Cursors(ctx, "alice", "phone")
 	if err != nil || got[ab.Conv] != 2 {

@@ -47,6 +47,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SetReadSeq/ClampedToLastSeq", testReadSeqClamped},
 		{"SetReadSeq/NotInList", testReadSeqNotFound},
 		{"Cursors", testCursors},
+		{"Mute/SetAndList", testMuteSetAndList},
+		{"Mute/Conversations", testMuteConversations},
+		{"Mute/Invalid", testMuteInvalid},
 		{"Push/AppendStoresJobs", testJobsStored},
 		{"Push/AppendFailureStoresNoJob", testJobsAllOrNothing},
 		{"Push/NoJobForDuplicate", testNoJobForDuplicate},
@@ -1016,6 +1019,8 @@ func testClose(t *testing.T, f *fixture) {
 		{"UnbindPushDevices", func() error { _, err := f.s.UnbindPushDevices(ctx, "alice", "phone"); return err }},
 		{"DropPushDevice", func() error { _, err := f.s.DropPushDevice(ctx, "pd_x", baseTime); return err }},
 		{"PushDevices", func() error { _, err := f.s.PushDevices(ctx); return err }},
+		{"SetConversationMuted", func() error { return f.s.SetConversationMuted(ctx, "alice", m.Conv, true) }},
+		{"MutedConversations", func() error { _, err := f.s.MutedConversations(ctx); return err }},
 		{"Ping", func() error { return f.s.Ping(ctx) }},
 	}
 	for _, c := range calls {

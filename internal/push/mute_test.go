@@ -1,0 +1,112 @@
+package push_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// TestMutedConversationIsNotPushed: a recipient who muted the conversation
+// gets no job (so no push) for its messages, across a restart of the
+// service; unmuting restores pushes; a job planned before the mute is
+// skipped when it falls due.
+func TestMutedConversationIsNotPushed(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, push.Config{AckWindow: 300 * time.Millisecond}, nil)
+	const tokNo = 20
+	h.device("bob", tokNo)
+	conv := herald.PeerConversationKey("alice", "bob")
+	setMuted := func(muted bool) {
+		t.Helper()
+		if err := h.svc.SetMuted(ctx, "bob", conv, muted); err != nil {
+			t.Fatalf("SetMuted(%v): %v", muted, err)
+		}
+	}
+	// sendMuted sends to bob while muted: no job is planned or stored.
+	sendMuted := func(step string) {
+		t.Helper()
+		before := h.svc.Stats()
+		m := h.send("bob")
+		after := h.svc.Stats()
+		if got, want := after.Planned-before.Planned, int64(0); got != want {
+			t.Errorf("%s: %d jobs planned, want %d", step, got, want)
+		}
+		if got, want := after.MutedSkips-before.MutedSkips, int64(1); got != want {
+			t.Errorf("%s: MutedSkips rose by %d, want %d", step, got, want)
+		}
+		jobs, err := h.st.PendingPush(ctx, store.PushKey{}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(jobs) != 0 {
+			t.Errorf("%s: outbox holds %d jobs, want none", step, len(jobs))
+		}
+		if log, err := h.svc.Log(ctx, store.PushLogQuery{MsgID: m.ID, Limit: 10}); err != nil || len(log) != 0 {
+			t.Errorf("%s: delivery log of the muted message = %+v, %v; want empty", step, log, err)
+		}
+	}
+
+	setMuted(true)
+	sendMuted("muted")
+
+	// The mute is in the store: a restarted service loads it.
+	h.stop()
+	h.start()
+	sendMuted("muted, after a restart")
+
+	setMuted(false)
+	m := h.send("bob")
+	h.waitLog(m.ID, herald.PushSent)
+	if got, want := len(h.emu.Inbox(token(tokNo))), 1; got != want {
+		t.Errorf("after unmuting: bob's phone got %d pushes, want %d (none for the muted messages)", got, want)
+	}
+
+	// A job planned for a live session waits for the ack window; muting
+	// meanwhile skips it.
+	h.pres.mu.Lock()
+	h.pres.live["bob/phone"] = true
+	h.pres.mu.Unlock()
+	m = h.send("bob")
+	setMuted(true)
+	log := h.waitLog(m.ID, herald.PushSkipped)
+	if !strings.Contains(log[0].Reason, "muted") {
+		t.Errorf("delivery log reason %q, want it to say the conversation is muted", log[0].Reason)
+	}
+	if got, want := len(h.emu.Inbox(token(tokNo))), 1; got != want {
+		t.Errorf("after muting during the ack window: bob's phone got %d pushes in all, want %d", got, want)
+	}
+}
+
+// TestSetMutedChecksTheConversation: a user can only mute a conversation
+// of their own.
+func TestSetMutedChecksTheConversation(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	for _, tt := range []struct {
+		name, user, conv string
+		want             herald.Code
+	}{
+		{"own conversation", "bob", herald.PeerConversationKey("alice", "bob"), ""},
+		{"someone else's", "carol", herald.PeerConversationKey("alice", "bob"), herald.CodeInvalidArgument},
+		{"not a conversation key", "bob", "bob", herald.CodeInvalidArgument},
+		{"empty", "bob", "", herald.CodeInvalidArgument},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := h.svc.SetMuted(context.Background(), tt.user, tt.conv, true)
+			if got := herald.ErrorCode(err); got != tt.want {
+				t.Errorf("SetMuted(%q, %q) = %v; want code %q", tt.user, tt.conv, err, tt.want)
+			}
+		})
+	}
+	muted, err := h.st.MutedConversations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(muted), 1; got != want {
+		t.Errorf("store holds mutes of %d users (%v), want %d: refused calls store nothing", got, muted, want)
+	}
+}
