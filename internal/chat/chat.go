@@ -49,8 +49,10 @@ type Pusher interface {
 	// Plan appends the pushes m needs (m is index i of the batch being
 	// stored) to jobs. It must not block on I/O.
 	Plan(m *herald.Message, i int, jobs []store.PushJob) []store.PushJob
-	// Enqueue hands jobs that were just stored to the dispatcher.
-	Enqueue(jobs []store.PushJob)
+	// Committing is called before a batch with jobs is stored; the
+	// function it returns is called once after the write with the jobs
+	// stored (nil when it failed), handing them to the dispatcher.
+	Committing() (stored func(jobs []store.PushJob))
 }
 
 // SendResult is the outcome of a send.
@@ -229,12 +231,20 @@ func (s *Service) writeLoop() {
 		var res []store.Appended
 		var err error
 		if len(msgs) > 0 {
+			var stored func([]store.PushJob)
+			if len(jobs) > 0 {
+				stored = s.cfg.Push.Committing()
+			}
 			res, err = s.st.AppendMessages(context.Background(), msgs, jobs)
 			if err == nil && len(res) != len(msgs) {
 				err = fmt.Errorf("store returned %d results for %d messages", len(res), len(msgs))
 			}
-			if err == nil && len(jobs) > 0 {
-				s.cfg.Push.Enqueue(storedJobs(jobs, res))
+			if stored != nil {
+				if err != nil {
+					stored(nil)
+				} else {
+					stored(storedJobs(jobs, res))
+				}
 			}
 		}
 		out := make([]*pending, 0, len(batch))

@@ -108,28 +108,38 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) []store.P
 	return jobs
 }
 
-// Enqueue hands jobs just stored with their messages to the dispatcher.
-// It never blocks on I/O.
-func (s *Service) Enqueue(jobs []store.PushJob) {
-	if len(jobs) == 0 {
-		return
+// Committing is called by the chat writer before it stores a batch that
+// carries jobs; it must call the returned function exactly once, after the
+// write, with the jobs stored (nil when the write failed). Between the two
+// no outbox refill runs, so no job can be both read back from the store and
+// handed over: it would be sent twice. It never blocks on I/O, except
+// behind a refill's read of one outbox page.
+func (s *Service) Committing() (stored func(jobs []store.PushJob)) {
+	s.dsp.commitMu.RLock()
+	return func(jobs []store.PushJob) {
+		defer s.dsp.commitMu.RUnlock()
+		if len(jobs) > 0 {
+			s.stats.planned.Add(int64(len(jobs)))
+			s.dsp.add(jobs)
+		}
 	}
-	s.stats.planned.Add(int64(len(jobs)))
-	s.dsp.add(jobs)
 }
 
-// acked reports whether the device acknowledged the job's message: from its
-// live session, else (when it had one at planning time, which may have
-// ended since) from the acknowledgements the store holds.
+// acked reports whether the device acknowledged the job's message, from
+// its live session if it has one. A device that was live when the message
+// was stored may have acknowledged it in a session that has ended since
+// (its acks are stored then), even if it is live again in a new session
+// that starts with no acks of its own: for those jobs the store is read
+// too. A device that was offline at planning time is not read back: its
+// job was due at once.
 func (s *Service) acked(ctx context.Context, d *herald.PushDevice, j *store.PushJob, wasLive bool) bool {
 	if s.pres != nil {
-		seq, live := s.pres.Acked(d.User, d.Device, j.Conv)
-		if seq >= j.Seq {
+		if seq, _ := s.pres.Acked(d.User, d.Device, j.Conv); seq >= j.Seq {
 			return true
 		}
-		if live || !wasLive {
-			return false
-		}
+	}
+	if !wasLive {
+		return false
 	}
 	cur, err := s.st.Cursors(ctx, d.User, d.Device)
 	if err != nil {

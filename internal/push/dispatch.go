@@ -27,12 +27,17 @@ import (
 type dispatcher struct {
 	s *Service
 
+	// commitMu is read-held by the chat writer from storing a batch's jobs
+	// to handing them to add (Committing), and write-held by a refill while
+	// it reads the outbox. Lock order: commitMu, then mu.
+	commitMu sync.RWMutex
+
 	mu       sync.Mutex
 	h        jobHeap
-	known    map[jobID]struct{} // in the heap, in flight, or awaiting its outcome's write
-	overflow bool               // some pending jobs are only in the store
-	gen      uint64             // bumped on every overflow; a refill that saw none clears it
-	badges   map[string]int     // badge counts to store with the next outcomes
+	known    map[jobID]struct{}  // in the heap, in flight, or awaiting its outcome's write
+	overflow bool                // some pending jobs are only in the store
+	gen      uint64              // bumped on every overflow; a refill that saw none clears it
+	badges   map[string]struct{} // devices whose badge count goes with the next write
 	// finishedInRefill holds jobs finished while a refill runs (nil
 	// otherwise): the refill may have read them from the store just before
 	// their outcome was written, and must not take them again.
@@ -43,13 +48,14 @@ type dispatcher struct {
 	outcomes chan outcome
 	flushReq chan struct{}
 
-	stopping chan struct{}
-	stopOnce sync.Once
-	finished chan struct{} // closed when stopped: loop, jobs and finisher all done
-	loopDone chan struct{}
-	running  sync.WaitGroup // job goroutines
-	finDone  chan struct{}
-	started  bool
+	stopping  chan struct{}
+	stopOnce  sync.Once
+	finished  chan struct{} // closed when stopped: loop, jobs and finisher all done
+	pruneDone chan struct{}
+	loopDone  chan struct{}
+	running   sync.WaitGroup // job goroutines
+	finDone   chan struct{}
+	started   bool
 }
 
 type jobID struct {
@@ -66,13 +72,14 @@ type outcome struct {
 func (d *dispatcher) init(s *Service) {
 	d.s = s
 	d.known = make(map[jobID]struct{})
-	d.badges = make(map[string]int)
+	d.badges = make(map[string]struct{})
 	d.wake = make(chan struct{}, 1)
 	d.sem = make(chan struct{}, s.cfg.InFlight)
 	d.outcomes = make(chan outcome, s.cfg.FinishBatch)
 	d.flushReq = make(chan struct{}, 1)
 	d.stopping = make(chan struct{})
 	d.finished = make(chan struct{})
+	d.pruneDone = make(chan struct{})
 	d.loopDone = make(chan struct{})
 	d.finDone = make(chan struct{})
 }
@@ -84,7 +91,7 @@ func (d *dispatcher) start(ctx context.Context) error {
 	d.started = true
 	go d.loop()
 	go d.finisher()
-	go d.pruneLoop()
+	go func() { d.pruneLoop(); close(d.pruneDone) }()
 	return nil
 }
 
@@ -162,8 +169,13 @@ func (d *dispatcher) refill(ctx context.Context) (bool, error) {
 	var after store.PushKey
 	const page = 1000
 	for room > 0 {
+		// No message commit may be between its store write and its
+		// add while the page is read and taken: a job read here and
+		// finished before its add came would be sent again.
+		d.commitMu.Lock()
 		jobs, err := d.s.st.PendingPush(ctx, after, page)
 		if err != nil {
+			d.commitMu.Unlock()
 			return false, fmt.Errorf("push: read outbox: %w", err)
 		}
 		d.mu.Lock()
@@ -176,7 +188,9 @@ func (d *dispatcher) refill(ctx context.Context) (bool, error) {
 				continue
 			}
 			if room == 0 {
+				d.overflow = true // the rest wait in the store
 				d.mu.Unlock()
+				d.commitMu.Unlock()
 				return false, nil
 			}
 			d.known[id] = struct{}{}
@@ -188,11 +202,16 @@ func (d *dispatcher) refill(ctx context.Context) (bool, error) {
 				d.overflow = false
 			}
 			d.mu.Unlock()
+			d.commitMu.Unlock()
 			return true, nil
 		}
 		d.mu.Unlock()
+		d.commitMu.Unlock()
 		after = jobs[len(jobs)-1].Key()
 	}
+	d.mu.Lock()
+	d.overflow = true
+	d.mu.Unlock()
 	return false, nil
 }
 
@@ -226,11 +245,12 @@ func (d *dispatcher) loop() {
 			go d.run(due[i])
 		}
 		if refill {
-			if _, err := d.refill(context.Background()); err != nil {
-				d.s.log.Error("push: outbox refill failed", "err", err)
-				wait = min(wait, time.Second)
+			_, err := d.refill(context.Background())
+			if err == nil {
+				continue
 			}
-			continue
+			d.s.log.Error("push: outbox refill failed; trying again in a second", "err", err)
+			wait = min(wait, time.Second)
 		}
 		if len(due) > 0 {
 			continue
@@ -251,8 +271,11 @@ func (d *dispatcher) loop() {
 func (d *dispatcher) run(j store.PushJob) {
 	defer d.running.Done()
 	o := d.s.process(j)
-	<-d.sem
+	// The slot is freed once the finisher has the outcome: while outcomes
+	// cannot be stored, no more pushes start, so a crash then resends at
+	// most InFlight plus the batches being written.
 	d.outcomes <- o
+	<-d.sem
 }
 
 // finisher stores outcomes in batches, then forgets finished jobs and puts
@@ -310,9 +333,18 @@ func (d *dispatcher) store(batch []outcome) {
 		}
 	}
 	d.mu.Lock()
-	badges := d.badges
-	d.badges = make(map[string]int)
+	ids := d.badges
+	d.badges = make(map[string]struct{})
 	d.mu.Unlock()
+	var badges map[string]int
+	for id := range ids {
+		if b, ok := d.s.reg.badge(id); ok { // the count now, not when it was queued
+			if badges == nil {
+				badges = make(map[string]int, len(ids))
+			}
+			badges[id] = b
+		}
+	}
 	if len(done) == 0 && len(retry) == 0 && len(logs) == 0 && len(badges) == 0 {
 		return
 	}
@@ -347,9 +379,7 @@ func (d *dispatcher) store(batch []outcome) {
 func (d *dispatcher) saveBadges(ids []string) {
 	d.mu.Lock()
 	for _, id := range ids {
-		if b, ok := d.s.reg.badge(id); ok {
-			d.badges[id] = b
-		}
+		d.badges[id] = struct{}{}
 	}
 	d.mu.Unlock()
 	select {
@@ -368,6 +398,7 @@ func (d *dispatcher) stop(ctx context.Context) error {
 		close(d.stopping)
 		go func() {
 			<-d.loopDone
+			<-d.pruneDone
 			d.running.Wait()
 			close(d.outcomes)
 			<-d.finDone
@@ -443,7 +474,7 @@ func (s *Service) process(j store.PushJob) outcome {
 	if data.Config.EnableBadge && j.Attempt == 0 {
 		c.Badge, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
 		c.HasBadge = true
-		s.dsp.saveBadgesLater(dev.PushID, c.Badge)
+		s.dsp.queueBadge(dev.PushID)
 	} else if data.Config.EnableBadge {
 		c.Badge, c.HasBadge = dev.Badge, true
 	}
@@ -478,14 +509,13 @@ func (s *Service) process(j store.PushJob) outcome {
 		if at.IsZero() {
 			at = now
 		}
-		dropped, err := s.st.DropPushDevice(ctx, dev.PushID, at)
+		dropped, err := s.drop(ctx, dev.PushID, at)
 		switch {
 		case err != nil:
 			s.log.Error("push: dropping a gone token failed", "push_id", dev.PushID, "err", err)
 			o.log.Outcome = herald.PushFailed
 			s.stats.failed.Add(1)
 		case dropped:
-			s.reg.remove(dev.PushID)
 			o.log.Outcome = herald.PushDropped
 			s.stats.dropped.Add(1)
 			s.log.Info("push token gone: device removed", "push_id", dev.PushID, "user_id", dev.User, "reason", res.Reason)
@@ -542,10 +572,10 @@ func pushType(d *herald.PushDevice, st Strategy) PushType {
 	return st.Type
 }
 
-// saveBadgesLater queues one device's badge count for the next write.
-func (d *dispatcher) saveBadgesLater(id string, badge int) {
+// queueBadge has device id's badge count stored with the next write.
+func (d *dispatcher) queueBadge(id string) {
 	d.mu.Lock()
-	d.badges[id] = badge
+	d.badges[id] = struct{}{}
 	d.mu.Unlock()
 }
 

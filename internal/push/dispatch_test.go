@@ -129,14 +129,16 @@ func (h *harness) send(user string) *herald.Message {
 		h.t.Fatal(err)
 	}
 	jobs := h.svc.Plan(m, 0, nil)
+	stored := h.svc.Committing()
 	res, err := h.st.AppendMessages(context.Background(), []*herald.Message{m}, jobs)
 	if err != nil {
+		stored(nil)
 		h.t.Fatal(err)
 	}
 	for i := range jobs {
 		jobs[i].MsgID, jobs[i].Seq = res[0].Message.ID, res[0].Message.Seq
 	}
-	h.svc.Enqueue(jobs)
+	stored(jobs)
 	return res[0].Message
 }
 

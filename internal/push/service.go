@@ -128,6 +128,9 @@ type Service struct {
 	dsp   dispatcher
 
 	muteMu sync.Mutex // serialises SetMuted (mute.go)
+	// devMu serialises device changes from the store write to the registry
+	// update, so the registry applies them in the store's order.
+	devMu sync.Mutex
 
 	suspendMu sync.Mutex
 	suspended map[string]string // provider/app -> why its credentials were refused
@@ -207,11 +210,15 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 	if !prov.HasApp(app) {
 		return herald.PushDevice{}, herald.Errorf(herald.CodeInvalidArgument, "app %q is not configured for provider %s on this server", app, p)
 	}
+	s.devMu.Lock()
 	d, err := s.st.RegisterPushDevice(ctx, herald.PushDevice{Provider: p, Token: tok, App: app, Env: env, User: user, Device: device})
+	if err == nil {
+		s.reg.put(d)
+	}
+	s.devMu.Unlock()
 	if err != nil {
 		return herald.PushDevice{}, storeErr("register push device", err)
 	}
-	s.reg.put(d)
 	s.log.Info("push device registered", "user_id", user, "push_id", d.PushID, "provider", p, "app", app, "env", env)
 	return d, nil
 }
@@ -222,6 +229,8 @@ func (s *Service) Unregister(ctx context.Context, user, pushID string) error {
 	if pushID == "" {
 		return herald.Errorf(herald.CodeInvalidArgument, "push_id is empty")
 	}
+	s.devMu.Lock()
+	defer s.devMu.Unlock()
 	if err := s.st.UnregisterPushDevice(ctx, user, pushID); err != nil {
 		return storeErr("unregister push device", err)
 	}
@@ -232,6 +241,8 @@ func (s *Service) Unregister(ctx context.Context, user, pushID string) error {
 // Logout unbinds the devices user registered through device: they get no
 // more pushes for user (a next user of the phone rebinds by registering).
 func (s *Service) Logout(ctx context.Context, user, device string) error {
+	s.devMu.Lock()
+	defer s.devMu.Unlock()
 	ids, err := s.st.UnbindPushDevices(ctx, user, device)
 	if err != nil {
 		return storeErr("unbind push devices", err)
@@ -304,4 +315,16 @@ func (s *Service) suspendedWhy(d *herald.PushDevice) (string, bool) {
 	defer s.suspendMu.Unlock()
 	why, ok := s.suspended[appKey(d)]
 	return why, ok
+}
+
+// drop deletes a device whose token the vendor says is gone at at, unless
+// it registered again after that, and reports whether it did.
+func (s *Service) drop(ctx context.Context, pushID string, at time.Time) (bool, error) {
+	s.devMu.Lock()
+	defer s.devMu.Unlock()
+	dropped, err := s.st.DropPushDevice(ctx, pushID, at)
+	if err == nil && dropped {
+		s.reg.remove(pushID)
+	}
+	return dropped, err
 }
