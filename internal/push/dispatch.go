@@ -284,6 +284,8 @@ func (d *dispatcher) finisher() {
 	defer close(d.finDone)
 	max := d.s.cfg.FinishBatch
 	batch := make([]outcome, 0, max)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		var o outcome
 		var ok bool
@@ -298,6 +300,10 @@ func (d *dispatcher) finisher() {
 			return
 		}
 		batch = append(batch[:0], o)
+		// Gather for a while: each write costs a transaction (and an
+		// fsync) whatever its size. The jobs' slots are free already,
+		// so this holds back no push.
+		linger.Reset(d.s.cfg.FinishLinger)
 	fill:
 		for len(batch) < max {
 			select {
@@ -306,10 +312,11 @@ func (d *dispatcher) finisher() {
 					break fill
 				}
 				batch = append(batch, o)
-			default:
+			case <-linger.C:
 				break fill
 			}
 		}
+		linger.Stop()
 		d.store(batch)
 	}
 }

@@ -59,6 +59,11 @@ type Config struct {
 	MaxPending int
 	// FinishBatch bounds the outcomes stored in one write; zero means 1024.
 	FinishBatch int
+	// FinishLinger is how long the finisher gathers outcomes after the
+	// first of a batch before writing them (unless FinishBatch came
+	// first): a write per few hundred pushes instead of per few. It delays
+	// only the outcome's record, not the push; zero means 5ms.
+	FinishLinger time.Duration
 	// LogRetention is how long delivery-log entries are kept; zero means
 	// 7 days.
 	LogRetention time.Duration
@@ -79,6 +84,7 @@ func (c *Config) defaults() {
 	def(&c.RetryBase, time.Second)
 	def(&c.RetryMax, 5*time.Minute)
 	def(&c.LogRetention, 7*24*time.Hour)
+	def(&c.FinishLinger, 5*time.Millisecond)
 	if c.InFlight <= 0 {
 		c.InFlight = 4096
 	}

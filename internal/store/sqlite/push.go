@@ -25,6 +25,16 @@ const (
 	jobInsertTail = ` ON CONFLICT (msg_id, push_id) DO NOTHING`
 	jobInsertArgs = 9
 
+	jobDeleteHead = `DELETE FROM push_outbox WHERE (msg_id, push_id) IN (VALUES `
+	jobDeleteRow  = `(?,?)`
+	logInsertHead = `INSERT INTO push_log (` + logCols + `) VALUES `
+	logInsertRow  = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	logInsertArgs = 15
+
+	// finishRows is the most rows one multi-row statement of FinishPush
+	// deletes or inserts (a log row binds 15 parameters: 960).
+	finishRows = 64
+
 	deviceCols = `push_id, provider, token, app, env, user_id, device, registered_at, badge`
 	jobCols    = `push_id, msg_id, user_id, conv_key, seq, due, expires, attempt, data`
 	logCols    = `at, push_id, user_id, msg_id, conv_key, provider, app, env, attempt, outcome, status, reason, body, notif_id, latency`
@@ -35,7 +45,7 @@ func (w *writer) pushStatements() []statement {
 	return []statement{
 		{&w.jobDone, "DELETE FROM push_outbox WHERE msg_id = ? AND push_id = ?"},
 		{&w.jobRetry, "UPDATE push_outbox SET due = ?, attempt = ? WHERE msg_id = ? AND push_id = ?"},
-		{&w.logInsert, "INSERT INTO push_log (" + logCols + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"},
+		{&w.logInsert, logInsertHead + logInsertRow},
 		{&w.logPrune, "DELETE FROM push_log WHERE id IN (SELECT id FROM push_log WHERE at < ?1 ORDER BY at LIMIT ?2)"},
 		{&w.setBadge, "UPDATE push_devices SET badge = ? WHERE push_id = ?"},
 		{&w.devByToken, "SELECT " + deviceCols + " FROM push_devices WHERE provider = ? AND app = ? AND token = ?"},
@@ -148,25 +158,41 @@ func (w *writer) insertJobs(ctx context.Context, jobs []store.PushJob, res []sto
 	return flush()
 }
 
+// Multi-row push statements are prepared on first use and kept in
+// writer.multiRow (closed with the writer), by shape and row count.
+type multiRowKey struct{ shape, rows int }
+
+const (
+	shapeJobInsert = iota // insertJobs; row counts up to Options.InsertRows
+	shapeJobDelete        // FinishPush's done
+	shapeLogInsert        // FinishPush's log
+)
+
 // jobInsertStmt returns the prepared INSERT of n jobs.
 func (w *writer) jobInsertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
-	if st := w.insertJobsN[n]; st != nil {
+	return w.multiRowStmt(ctx, shapeJobInsert, n, jobInsertHead, jobInsertRow, jobInsertTail)
+}
+
+// multiRowStmt returns the prepared statement head, n times row (comma
+// separated), tail.
+func (w *writer) multiRowStmt(ctx context.Context, shape, n int, head, row, tail string) (*sql.Stmt, error) {
+	if st := w.multiRow[multiRowKey{shape, n}]; st != nil {
 		return st, nil
 	}
 	var b strings.Builder
-	b.WriteString(jobInsertHead)
+	b.WriteString(head)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(jobInsertRow)
+		b.WriteString(row)
 	}
-	b.WriteString(jobInsertTail)
+	b.WriteString(tail)
 	st, err := w.conn.PrepareContext(ctx, b.String())
 	if err != nil {
-		return nil, fmt.Errorf("prepare insert of %d push jobs: %w", n, err)
+		return nil, fmt.Errorf("prepare a statement of %d rows: %w", n, err)
 	}
-	w.insertJobsN[n] = st
+	w.multiRow[multiRowKey{shape, n}] = st
 	return st, nil
 }
 
@@ -257,9 +283,24 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 	}
 	err := s.tx(ctx, func(ctx context.Context) error {
 		w := s.w
-		for _, k := range done {
-			if _, err := w.jobDone.ExecContext(ctx, k.MsgID, k.PushID); err != nil {
-				return fmt.Errorf("delete job: %w", err)
+		// Many rows a statement: a batch of outcomes costs a few
+		// statements instead of two per push.
+		args := make([]any, 0, logInsertArgs*min(max(len(log), len(done)), finishRows))
+		for off := 0; off < len(done); off += finishRows {
+			chunk := done[off:min(off+finishRows, len(done))]
+			args = args[:0]
+			for _, k := range chunk {
+				args = append(args, k.MsgID, k.PushID)
+			}
+			st := w.jobDone
+			if len(chunk) > 1 {
+				var err error
+				if st, err = w.multiRowStmt(ctx, shapeJobDelete, len(chunk), jobDeleteHead, jobDeleteRow, ")"); err != nil {
+					return err
+				}
+			}
+			if _, err := st.ExecContext(ctx, args...); err != nil {
+				return fmt.Errorf("delete jobs: %w", err)
 			}
 		}
 		for i := range retry {
@@ -268,12 +309,26 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 				return fmt.Errorf("reschedule job: %w", err)
 			}
 		}
-		for i := range log {
-			a := &log[i]
-			if _, err := w.logInsert.ExecContext(ctx, millis(a.At), a.PushID, a.User, a.MsgID, a.Conv,
-				string(a.Provider), a.App, string(a.Env), int64(a.Attempt), a.Outcome, int64(a.Status),
-				a.Reason, a.Body, a.NotifID, int64(a.Latency)); err != nil {
-				return fmt.Errorf("log attempt: %w", err)
+		// One multi-row INSERT assigns rowids in the order of its rows:
+		// the log keeps the order of the attempts.
+		for off := 0; off < len(log); off += finishRows {
+			chunk := log[off:min(off+finishRows, len(log))]
+			args = args[:0]
+			for i := range chunk {
+				a := &chunk[i]
+				args = append(args, millis(a.At), a.PushID, a.User, a.MsgID, a.Conv,
+					string(a.Provider), a.App, string(a.Env), int64(a.Attempt), a.Outcome, int64(a.Status),
+					a.Reason, a.Body, a.NotifID, int64(a.Latency))
+			}
+			st := w.logInsert
+			if len(chunk) > 1 {
+				var err error
+				if st, err = w.multiRowStmt(ctx, shapeLogInsert, len(chunk), logInsertHead, logInsertRow, ""); err != nil {
+					return err
+				}
+			}
+			if _, err := st.ExecContext(ctx, args...); err != nil {
+				return fmt.Errorf("log attempts: %w", err)
 			}
 		}
 		for pushID, badge := range badges {

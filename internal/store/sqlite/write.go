@@ -55,7 +55,7 @@ type writer struct {
 	jobDone, jobRetry, logInsert, logPrune, setBadge         *sql.Stmt
 	devByToken, devByBinding, devDelete, devMove             *sql.Stmt
 	devRetoken, devInsert, devUnregister, devUnbind, devDrop *sql.Stmt
-	insertJobsN                                              map[int]*sql.Stmt // by row count
+	multiRow                                                 map[multiRowKey]*sql.Stmt // multi-row push statements, by shape and row count
 }
 
 // convState is what the writer knows of one conversation.
@@ -110,7 +110,7 @@ func (w *writer) prepare(ctx context.Context) error {
 		return err
 	}
 	w.insertMany = make(map[int]*sql.Stmt)
-	w.insertJobsN = make(map[int]*sql.Stmt)
+	w.multiRow = make(map[multiRowKey]*sql.Stmt)
 	w.convs = make(map[string]*convState)
 	var last int64
 	if err := w.conn.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM messages").Scan(&last); err != nil {
@@ -131,7 +131,7 @@ func (w *writer) close() error {
 	for _, st := range w.insertMany {
 		errs = append(errs, st.Close())
 	}
-	for _, st := range w.insertJobsN {
+	for _, st := range w.multiRow {
 		errs = append(errs, st.Close())
 	}
 	if w.conn != nil {
