@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"math"
 	"strconv"
 	"strings"
@@ -12,16 +11,6 @@ import (
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store"
 )
-
-// jobData is what a job carries in store.PushJob.Data: enough to render
-// the push without reading the message back.
-type jobData struct {
-	Config herald.PushConfig `json:"c"`
-	From   string            `json:"f,omitempty"`
-	// Live: the device had a live session when the message was stored, so
-	// the job waits for the ack window and checks the acknowledgement.
-	Live bool `json:"l,omitempty"`
-}
 
 // Check validates a send's push configuration before the message is
 // accepted: every field within its limit, the strategy configured, and the
@@ -94,12 +83,12 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) []store.P
 		}
 		if live {
 			if liveData == nil {
-				liveData, _ = json.Marshal(jobData{Config: *m.Push, From: m.From, Live: true})
+				liveData = (&jobData{Config: *m.Push, From: m.From, Live: true}).marshal()
 			}
 			j.Due, j.Data = now.Add(s.cfg.AckWindow), liveData
 		} else {
 			if data == nil {
-				data, _ = json.Marshal(jobData{Config: *m.Push, From: m.From})
+				data = (&jobData{Config: *m.Push, From: m.From}).marshal()
 			}
 			j.Data = data
 		}

@@ -3,7 +3,6 @@ package push
 import (
 	"container/heap"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -462,7 +461,7 @@ func (s *Service) process(j store.PushJob) outcome {
 		return skip(herald.PushFailed, "app suspended: credentials refused ("+why+")")
 	}
 	var data jobData
-	if err := json.Unmarshal(j.Data, &data); err != nil {
+	if err := data.unmarshal(j.Data); err != nil {
 		return skip(herald.PushFailed, "job data unreadable: "+err.Error())
 	}
 	ctx := context.Background()
