@@ -61,6 +61,7 @@ type Config struct {
 	PushRetryMax     time.Duration // HERALD_PUSH_RETRY_MAX: longest backoff
 	PushInFlight     int           // HERALD_PUSH_IN_FLIGHT: pushes awaiting a vendor's answer at once
 	PushConnections  int           // HERALD_PUSH_CONNECTIONS: HTTP/2 connections per app credential and environment
+	PushMaxDevices   int           // HERALD_PUSH_MAX_DEVICES: push devices bound to one user; more removes the oldest
 	PushLogRetention time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
 
 	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
@@ -99,6 +100,7 @@ func Default() Config {
 		PushRetryMax:      5 * time.Minute,
 		PushInFlight:      4096,
 		PushConnections:   4,
+		PushMaxDevices:    20,
 		PushLogRetention:  7 * 24 * time.Hour,
 		ShutdownTimeout:   10 * time.Second,
 	}
@@ -148,6 +150,7 @@ func (c *Config) keys() []key {
 		{"push-retry-max", "longest backoff between push attempts", &c.PushRetryMax},
 		{"push-in-flight", "pushes awaiting a vendor answer at once", &c.PushInFlight},
 		{"push-connections", "HTTP/2 connections per app credential and environment", &c.PushConnections},
+		{"push-max-devices", "push devices bound to one user; registering more removes the oldest", &c.PushMaxDevices},
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
 		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
@@ -345,6 +348,7 @@ func (c *Config) Validate() error {
 		{"HERALD_MAX_CUSTOM_BYTES", c.MaxCustomBytes}, {"HERALD_MAX_COMMAND_BYTES", c.MaxCommandBytes},
 		{"HERALD_MAX_EXTENDED_BYTES", c.MaxExtendedBytes}, {"HERALD_MAX_BATCH", c.MaxBatch},
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
+		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices},
 	} {
 		if err := pos(v.n, v.v); err != nil {
 			return err

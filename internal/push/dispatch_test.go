@@ -323,3 +323,37 @@ func TestLiveDeviceAckWindow(t *testing.T) {
 		})
 	}
 }
+
+// TestDevicesPerUserAreBounded: past MaxDevices, registering one more
+// removes the device registered longest ago, and only the user's own.
+func TestDevicesPerUserAreBounded(t *testing.T) {
+	h := newHarness(t, push.Config{MaxDevices: 3}, nil)
+	ctx := context.Background()
+	other := h.device("carol", 99)
+	var ids []string
+	for i := range 5 {
+		d, err := h.svc.Register(ctx, "bob", fmt.Sprint("phone", i), herald.ProviderAPNs, token(200+i), app, herald.EnvProduction)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.PushID)
+		time.Sleep(2 * time.Millisecond) // registration times are in milliseconds
+	}
+	got := map[string]bool{}
+	for _, d := range h.svc.Devices("bob") {
+		got[d.PushID] = true
+	}
+	if len(got) != 3 || !got[ids[2]] || !got[ids[3]] || !got[ids[4]] {
+		t.Errorf("bob's devices %v; want the 3 registered last %v", got, ids[2:])
+	}
+	stored, err := h.st.PushDevices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 4 {
+		t.Errorf("store holds %d devices, want bob's 3 and carol's 1", len(stored))
+	}
+	if _, ok := h.svc.Device(other); !ok {
+		t.Error("carol's device was removed by bob's registrations")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,9 @@ type Config struct {
 	// first): a write per few hundred pushes instead of per few. It delays
 	// only the outcome's record, not the push; zero means 5ms.
 	FinishLinger time.Duration
+	// MaxDevices bounds the push devices bound to one user; registering
+	// one more removes those registered longest ago. Zero means 20.
+	MaxDevices int
 	// LogRetention is how long delivery-log entries are kept; zero means
 	// 7 days.
 	LogRetention time.Duration
@@ -87,6 +91,9 @@ func (c *Config) defaults() {
 	def(&c.FinishLinger, 5*time.Millisecond)
 	if c.InFlight <= 0 {
 		c.InFlight = 4096
+	}
+	if c.MaxDevices <= 0 {
+		c.MaxDevices = 20
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = 100_000
@@ -217,15 +224,31 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 		return herald.PushDevice{}, herald.Errorf(herald.CodeInvalidArgument, "app %q is not configured for provider %s on this server", app, p)
 	}
 	s.devMu.Lock()
+	defer s.devMu.Unlock()
 	d, err := s.st.RegisterPushDevice(ctx, herald.PushDevice{Provider: p, Token: tok, App: app, Env: env, User: user, Device: device})
-	if err == nil {
-		s.reg.put(d)
-	}
-	s.devMu.Unlock()
 	if err != nil {
 		return herald.PushDevice{}, storeErr("register push device", err)
 	}
+	s.reg.put(d)
 	s.log.Info("push device registered", "user_id", user, "push_id", d.PushID, "provider", p, "app", app, "env", env)
+	// Past the limit the devices registered longest ago go: each
+	// reinstall of an app brings a new device ID, and the old tokens
+	// would otherwise stay bound until the vendor calls them gone.
+	devs := s.reg.ofUser(user)
+	if extra := len(devs) - s.cfg.MaxDevices; extra > 0 {
+		slices.SortFunc(devs, func(a, b herald.PushDevice) int { return a.RegisteredAt.Compare(b.RegisteredAt) })
+		for _, old := range devs[:extra] {
+			if old.PushID == d.PushID {
+				continue
+			}
+			if err := s.st.UnregisterPushDevice(ctx, user, old.PushID); err != nil {
+				s.log.Warn("push: removing a device past the limit failed", "user_id", user, "push_id", old.PushID, "err", err)
+				continue
+			}
+			s.reg.remove(old.PushID)
+			s.log.Info("push device removed: the user registered more than the limit", "user_id", user, "push_id", old.PushID, "limit", s.cfg.MaxDevices)
+		}
+	}
 	return d, nil
 }
 

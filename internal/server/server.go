@@ -73,7 +73,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	ps := push.New(st, nil, providers, push.Config{
 		AckWindow: cfg.PushAckWindow, TTL: cfg.PushTTL,
 		RetryBase: cfg.PushRetryBase, RetryMax: cfg.PushRetryMax,
-		InFlight: cfg.PushInFlight, LogRetention: cfg.PushLogRetention,
+		InFlight: cfg.PushInFlight, MaxDevices: cfg.PushMaxDevices, LogRetention: cfg.PushLogRetention,
 		Strategies: strategies, Logger: log,
 	})
 	limits := herald.Limits{
