@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -103,6 +104,24 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, r
 		}
 	}
 
+	// A push configuration for `herald serve`, every bundle ID served by
+	// this key (see docs/push.md).
+	devURL := em.SandboxURL()
+	if devURL == "" {
+		devURL = em.URL()
+	}
+	pushConf, err := json.MarshalIndent(map[string]any{"apns": []map[string]string{{
+		"bundle_id": "*", "team_id": emulatorTeamID, "key_id": files.keyID, "key_file": files.keyPath,
+		"production_url": em.URL(), "development_url": devURL, "ca_file": files.caPath,
+	}}}, "", "  ")
+	if err != nil {
+		return err
+	}
+	confPath := filepath.Join(*dir, "push.json")
+	if err := os.WriteFile(confPath, append(pushConf, '\n'), 0o600); err != nil {
+		return fmt.Errorf("emulator: %w", err)
+	}
+
 	fmt.Fprintf(stdout, "APNs emulator running (Ctrl-C stops it)\n")
 	fmt.Fprintf(stdout, "  production URL  %s\n", em.URL())
 	if u := em.SandboxURL(); u != "" {
@@ -113,6 +132,7 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, r
 	fmt.Fprintf(stdout, "  key file        %s\n", files.keyPath)
 	fmt.Fprintf(stdout, "  CA file         %s  (trust it for the endpoint's TLS certificate)\n", files.caPath)
 	fmt.Fprintf(stdout, "  control API     %s/_emulator/stats, inbox/<token>, script/<token>, register/<token>, delay, goaway\n", em.URL())
+	fmt.Fprintf(stdout, "  server config   HERALD_PUSH_CONFIG=%s herald serve\n", confPath)
 	if ready != nil {
 		ready(em)
 	}

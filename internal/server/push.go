@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,7 +12,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/config"
@@ -54,7 +54,7 @@ func LoadPushFile(path string) (*PushFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push config: %w", err)
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var f PushFile
 	if err := dec.Decode(&f); err != nil {
