@@ -23,6 +23,7 @@ import (
 const pushUsage = `Usage:
   herald push test --push-id ID [--title T] [--content C] [--payload P] [--resources-id R] [--badge N] [--json]
   herald push log  (--user ID | --push-id ID | --msg-id N) [--limit 50] [--json]
+  herald push status [--json]   counters, and apps suspended because the vendor refused their credentials
 
 They call the running server at --addr (HERALD_ADDR) with an admin token
 minted from its secret (--data folder or HERALD_SECRET).
@@ -32,7 +33,7 @@ minted from its secret (--data folder or HERALD_SECRET).
 func pushCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, pushUsage)
-		return errors.New("push: name a command: test or log")
+		return errors.New("push: name a command: test, log or status")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("herald push "+sub, flag.ContinueOnError)
@@ -55,6 +56,7 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 			cfgPush.EnableBadge, cfgPush.BadgeIncrement = true, n
 			return err
 		})
+	case "status":
 	case "log":
 		fs.StringVar(&user, "user", "", "entries for this user")
 		fs.Int64Var(&msgID, "msg-id", 0, "entries for this message")
@@ -77,6 +79,26 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	base := "http://" + cfg.Addr
 	switch sub {
+	case "status":
+		var st api.Status
+		raw, err := call(http.MethodGet, base+api.PathPushStatus, tok, nil, &st)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			_, err := stdout.Write(raw)
+			return err
+		}
+		s := st.Stats
+		fmt.Fprintf(stdout, "planned %d  sent %d  retried %d  dropped %d  failed %d  expired %d  skipped %d  pending %d  muted %d\n",
+			s.Planned, s.Sent, s.Retried, s.Dropped, s.Failed, s.Expired, s.Skipped, s.Pending, s.MutedSkips)
+		if len(st.Suspended) == 0 {
+			fmt.Fprintln(stdout, "no app suspended")
+		}
+		for _, a := range st.Suspended {
+			fmt.Fprintf(stdout, "SUSPENDED %s %s (%s): %s; fix the credentials and restart\n", a.Provider, a.App, a.Env, a.Reason)
+		}
+		return nil
 	case "test":
 		if *pushID == "" {
 			return errors.New("push test: --push-id is required")

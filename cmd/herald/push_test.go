@@ -67,6 +67,14 @@ func TestPushCommands(t *testing.T) {
 	}
 
 	out.Reset()
+	if err := run([]string{"push", "status", "--addr", srv.Addr()}, &out, &errOut); err != nil {
+		t.Fatalf("push status: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "no app suspended") || !strings.Contains(out.String(), "planned") {
+		t.Errorf("push status output:\n%s\nwant the counters and no suspension", out.String())
+	}
+
+	out.Reset()
 	err = run([]string{"push", "test", "--addr", srv.Addr(), "--push-id", "pd_unknown"}, &out, &errOut)
 	if err == nil || !strings.Contains(out.String(), "FAIL device") {
 		t.Errorf("push test to an unknown push ID: err %v, output:\n%s\nwant an error and the device stage failed", err, out.String())

@@ -26,6 +26,8 @@ type Push interface {
 	Test(ctx context.Context, pushID string, cfg herald.PushConfig) (*push.TestReport, error)
 	Log(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error)
 	Devices(user string) []herald.PushDevice
+	Stats() push.Stats
+	Suspended() []push.Suspension
 }
 
 // Paths served.
@@ -33,6 +35,7 @@ const (
 	PathPushTest    = "/api/v1/push/test"
 	PathPushLog     = "/api/v1/push/log"
 	PathPushDevices = "/api/v1/push/devices"
+	PathPushStatus  = "/api/v1/push/status"
 )
 
 // MaxBodyBytes bounds a request body.
@@ -53,6 +56,7 @@ func New(secret []byte, p Push, log *slog.Logger) *Handler {
 	h.mux.HandleFunc("POST "+PathPushTest, h.pushTest)
 	h.mux.HandleFunc("GET "+PathPushLog, h.pushLog)
 	h.mux.HandleFunc("GET "+PathPushDevices, h.pushDevices)
+	h.mux.HandleFunc("GET "+PathPushStatus, h.pushStatus)
 	return h
 }
 
@@ -148,6 +152,17 @@ func (h *Handler) pushDevices(w http.ResponseWriter, r *http.Request) {
 			User: d.User, DeviceID: d.Device, RegisteredAt: d.RegisteredAt, Badge: d.Badge})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
+}
+
+// Status is the body of GET /api/v1/push/status: the dispatcher's
+// counters and the apps whose credentials the vendor refused.
+type Status struct {
+	Stats     push.Stats        `json:"stats"`
+	Suspended []push.Suspension `json:"suspended"`
+}
+
+func (h *Handler) pushStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, Status{Stats: h.push.Stats(), Suspended: h.push.Suspended()})
 }
 
 // Error is the body of every failed request.

@@ -233,6 +233,9 @@ func TestRefusedCredentialsSuspendTheApp(t *testing.T) {
 	if got := h.emu.Stats().Received; got != 1 {
 		t.Errorf("emulator received %d requests, want 1: a suspended app sends nothing", got)
 	}
+	if got := h.svc.Suspended(); len(got) != 1 || got[0].App != app || got[0].Env != herald.EnvProduction || got[0].Reason != "InvalidProviderToken" {
+		t.Errorf("Suspended() = %+v; want %s in production, InvalidProviderToken", got, app)
+	}
 }
 
 // TestRetriesStopAtExpiry: a push APNs keeps refusing with 503 ends

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,19 +112,19 @@ func (c *Config) defaults() {
 
 // Stats are the service's counters.
 type Stats struct {
-	Planned   int64 // jobs written to the outbox with their message
-	Sent      int64 // pushes the vendor accepted
-	Retried   int64 // transient failures, tried again later
-	Dropped   int64 // devices removed because the vendor said the token is gone
-	Failed    int64 // permanent failures
-	Expired   int64 // jobs whose time to live ran out
-	Skipped   int64 // not sent: acknowledged live, unbound, muted after planning, or the app suspended
-	Pending   int64 // jobs in memory, waiting or in flight
-	Overflows int64 // times the in-memory queue was full and jobs were left to the store
+	Planned   int64 `json:"planned"`   // jobs written to the outbox with their message
+	Sent      int64 `json:"sent"`      // pushes the vendor accepted
+	Retried   int64 `json:"retried"`   // transient failures, tried again later
+	Dropped   int64 `json:"dropped"`   // devices removed because the vendor said the token is gone
+	Failed    int64 `json:"failed"`    // permanent failures
+	Expired   int64 `json:"expired"`   // jobs whose time to live ran out
+	Skipped   int64 `json:"skipped"`   // not sent: acknowledged live, unbound, muted after planning, or the app suspended
+	Pending   int64 `json:"pending"`   // jobs in memory, waiting or in flight
+	Overflows int64 `json:"overflows"` // times the in-memory queue was full and jobs were left to the store
 	// MutedSkips counts messages with a push configuration that planned no
 	// job because the recipient muted the conversation (one per message,
 	// whatever the recipient's device count). They leave no log entry.
-	MutedSkips int64
+	MutedSkips int64 `json:"muted_skips"`
 }
 
 // Service is the push component: registry of devices, push decision, and
@@ -146,7 +147,7 @@ type Service struct {
 	devMu sync.Mutex
 
 	suspendMu sync.Mutex
-	suspended map[string]string // provider/app -> why its credentials were refused
+	suspended map[string]string // provider/app/env -> why its credentials were refused
 
 	stats struct {
 		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips atomic.Int64
@@ -356,4 +357,27 @@ func (s *Service) drop(ctx context.Context, pushID string, at time.Time) (bool, 
 		s.reg.remove(pushID)
 	}
 	return dropped, err
+}
+
+// Suspension is an app whose credentials the vendor refused: nothing is
+// sent for it in that environment until the server restarts.
+type Suspension struct {
+	Provider herald.PushProvider    `json:"provider"`
+	App      string                 `json:"app"`
+	Env      herald.PushEnvironment `json:"environment"`
+	Reason   string                 `json:"reason"`
+}
+
+// Suspended lists the suspended apps, for operators (the API's push
+// status).
+func (s *Service) Suspended() []Suspension {
+	s.suspendMu.Lock()
+	defer s.suspendMu.Unlock()
+	out := make([]Suspension, 0, len(s.suspended))
+	for k, why := range s.suspended {
+		parts := strings.SplitN(k, "/", 3)
+		out = append(out, Suspension{Provider: herald.PushProvider(parts[0]), App: parts[1], Env: herald.PushEnvironment(parts[2]), Reason: why})
+	}
+	slices.SortFunc(out, func(a, b Suspension) int { return strings.Compare(a.App+string(a.Env), b.App+string(b.Env)) })
+	return out
 }
