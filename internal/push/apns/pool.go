@@ -23,11 +23,12 @@ import (
 // at most maxDialBackoff. APNs treats rapid reconnects as abuse.
 const maxDialBackoff = 30 * time.Second
 
-// stateEvery is how often acquire asks http2 for a connection's state
-// (stream limit, closing). State takes the connection's write lock, which
-// a write in progress holds; asking on every request made requests queue
-// on the pool's lock behind one busy connection. A connection that closes
-// meanwhile fails requests with an error that is resent elsewhere.
+// stateEvery is how often a connection's state (stream limit, closing) is
+// asked of http2. State takes the connection's write lock, which a write
+// in progress holds (up to the write timeout when the peer is stuck), so it
+// is asked on a goroutine of its own, never under the pool's lock, and
+// acquire reads the last answer. A connection that closes meanwhile fails
+// requests with an error that is resent elsewhere.
 const stateEvery = 20 * time.Millisecond
 
 // dialPatience is how long a request waits for a connection being dialed
@@ -80,10 +81,31 @@ type conn struct {
 	cc       *http2.ClientConn
 	inflight atomic.Int64
 
-	// The last State, refreshed every stateEvery; guarded by pool.mu.
-	checked time.Time
-	limit   int
-	closing bool
+	// The last State, refreshed every stateEvery by refresh.
+	checked    atomic.Int64 // UnixNano of the last refresh
+	limit      atomic.Int64
+	closing    atomic.Bool
+	refreshing atomic.Bool
+}
+
+func newConn(cc *http2.ClientConn) *conn {
+	c := &conn{cc: cc}
+	c.refresh()
+	return c
+}
+
+// refresh asks http2 for the connection's state; it may block behind a
+// write in progress, so it never runs under the pool's lock.
+func (c *conn) refresh() {
+	st := c.cc.State()
+	limit := int64(st.MaxConcurrentStreams)
+	if limit == 0 { // no SETTINGS yet: http2 assumes 100
+		limit = 100
+	}
+	c.limit.Store(limit)
+	c.closing.Store(st.Closed || st.Closing)
+	c.checked.Store(time.Now().UnixNano())
+	c.refreshing.Store(false)
 }
 
 type poolConfig struct {
@@ -162,18 +184,13 @@ func (p *pool) acquire(ctx context.Context) (*conn, error) {
 		now := time.Now()
 		for i := range n {
 			s := &p.slots[(start+i)%n]
-			if s.c != nil && now.Sub(s.c.checked) >= stateEvery {
-				st := s.c.cc.State()
-				s.c.checked, s.c.closing = now, st.Closed || st.Closing
-				s.c.limit = int(st.MaxConcurrentStreams)
-				if s.c.limit == 0 { // no SETTINGS yet: http2 assumes 100
-					s.c.limit = 100
-				}
+			if c := s.c; c != nil && now.UnixNano()-c.checked.Load() >= int64(stateEvery) && c.refreshing.CompareAndSwap(false, true) {
+				go c.refresh()
 			}
 			if s.c != nil {
-				if s.c.closing {
+				if s.c.closing.Load() {
 					p.retireLocked(s, "closing")
-				} else if free := s.c.limit - int(s.c.inflight.Load()); free > bestFree {
+				} else if free := int(s.c.limit.Load() - s.c.inflight.Load()); free > bestFree {
 					best, bestFree = s.c, free
 				}
 			}
@@ -267,6 +284,10 @@ func (p *pool) dialLocked(s *slot) {
 		ctx, cancel := context.WithTimeout(p.ctx, p.timeout)
 		cc, err := p.connect(ctx)
 		cancel()
+		var c *conn
+		if err == nil {
+			c = newConn(cc) // its stream limit, before the pool's lock
+		}
 
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -284,7 +305,7 @@ func (p *pool) dialLocked(s *slot) {
 			p.stats.dialErrors.Add(1)
 			p.log.Warn("apns dial failed", "err", err, "failures", s.failures)
 		} else {
-			s.c, s.failures, s.lastErr = &conn{cc: cc}, 0, nil
+			s.c, s.failures, s.lastErr = c, 0, nil
 			p.stats.dials.Add(1)
 			p.log.Debug("apns connection established")
 		}
