@@ -902,6 +902,13 @@ func (s *session) pushOp(ctx context.Context, f proto.Frame) {
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeUnavailable, "offline push is not configured on this server"))
 		return
 	}
+	// Each of these but push_devices is a durable write: they share the
+	// session's send budget, so no client can flood the store with them.
+	if f.Op != proto.OpPushDevices && !s.allowSend() {
+		s.g.stats.sendsLimited.Add(1)
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeRateLimited, "more than %d sends and push settings per second", s.g.cfg.SendsPerSecond))
+		return
+	}
 	switch f.Op {
 	case proto.OpRegisterPush:
 		var req proto.RegisterPushRequest

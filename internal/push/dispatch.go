@@ -94,13 +94,16 @@ func (d *dispatcher) start(ctx context.Context) error {
 	return nil
 }
 
-// pruneLoop deletes delivery-log entries past their retention, hourly.
+// pruneLoop deletes delivery-log entries past their retention, hourly. A
+// pass in progress stops with the dispatcher (the rest waits an hour).
 func (d *dispatcher) pruneLoop() {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-d.stopping; cancel() }()
 	for {
-		n, err := d.s.st.PrunePushLog(context.Background(), d.s.cfg.Now().Add(-d.s.cfg.LogRetention))
-		if err != nil {
+		n, err := d.s.st.PrunePushLog(ctx, d.s.cfg.Now().Add(-d.s.cfg.LogRetention))
+		if err != nil && ctx.Err() == nil {
 			d.s.log.Warn("push: pruning the delivery log failed", "err", err)
 		} else if n > 0 {
 			d.s.log.Debug("push: delivery log pruned", "entries", n)

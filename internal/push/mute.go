@@ -12,8 +12,9 @@ import (
 // registry, the store is the truth: SetMuted writes it first. mu is a leaf
 // lock: nothing else is taken while it is held.
 type mutes struct {
-	mu  sync.RWMutex
-	set map[muteKey]struct{}
+	mu     sync.RWMutex
+	set    map[muteKey]struct{}
+	byUser map[string]int // muted conversations per user, for Config.MaxMutes
 }
 
 type muteKey struct{ user, conv string }
@@ -21,14 +22,16 @@ type muteKey struct{ user, conv string }
 // load replaces the set with byUser (user -> muted conversation keys).
 func (m *mutes) load(byUser map[string][]string) int {
 	set := make(map[muteKey]struct{})
+	counts := make(map[string]int, len(byUser))
 	for user, convs := range byUser {
 		for _, conv := range convs {
 			set[muteKey{user, conv}] = struct{}{}
 		}
+		counts[user] = len(convs)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.set = set
+	m.set, m.byUser = set, counts
 	return len(set)
 }
 
@@ -36,13 +39,28 @@ func (m *mutes) put(user, conv string, muted bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.set == nil {
-		m.set = make(map[muteKey]struct{})
+		m.set, m.byUser = make(map[muteKey]struct{}), make(map[string]int)
 	}
-	if muted {
-		m.set[muteKey{user, conv}] = struct{}{}
-	} else {
-		delete(m.set, muteKey{user, conv})
+	k := muteKey{user, conv}
+	_, was := m.set[k]
+	switch {
+	case muted && !was:
+		m.set[k] = struct{}{}
+		m.byUser[user]++
+	case !muted && was:
+		delete(m.set, k)
+		if m.byUser[user]--; m.byUser[user] <= 0 {
+			delete(m.byUser, user)
+		}
 	}
+}
+
+// full reports whether user, with limit mutes at most, cannot mute conv.
+func (m *mutes) full(user, conv string, limit int) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, was := m.set[muteKey{user, conv}]
+	return !was && m.byUser[user] >= limit
 }
 
 // has reports whether user muted conv.
@@ -60,7 +78,7 @@ func (m *mutes) has(user, conv string) bool {
 // reads, and blocks until both are done: a message stored after it
 // returns sees the new status. Jobs already planned for conv are skipped
 // when they fall due if it is muted by then. CodeInvalidArgument when conv
-// is not a conversation of user's.
+// is not a conversation of user's; CodeTooLarge past Config.MaxMutes.
 func (s *Service) SetMuted(ctx context.Context, user, conv string, muted bool) error {
 	if _, ok := herald.PeerOf(conv, user); !ok {
 		return herald.Errorf(herald.CodeInvalidArgument, "conversation %q is not one of user %q's", conv, user)
@@ -70,6 +88,9 @@ func (s *Service) SetMuted(ctx context.Context, user, conv string, muted bool) e
 	// change rarely; one lock for all is enough.
 	s.muteMu.Lock()
 	defer s.muteMu.Unlock()
+	if muted && s.mutes.full(user, conv, s.cfg.MaxMutes) {
+		return herald.Errorf(herald.CodeTooLarge, "user has muted %d conversations, the limit; unmute one first", s.cfg.MaxMutes)
+	}
 	if err := s.st.SetConversationMuted(ctx, user, conv, muted); err != nil {
 		return storeErr("set conversation muted", err)
 	}

@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +109,35 @@ func TestSetMutedChecksTheConversation(t *testing.T) {
 	}
 	if got, want := len(muted), 1; got != want {
 		t.Errorf("store holds mutes of %d users (%v), want %d: refused calls store nothing", got, muted, want)
+	}
+}
+
+// TestMutesPerUserAreBounded: past MaxMutes a user cannot mute one more
+// conversation (unmuting, and muting one already muted, still work).
+func TestMutesPerUserAreBounded(t *testing.T) {
+	const limit = 5
+	h := newHarness(t, push.Config{MaxMutes: limit}, nil)
+	ctx := context.Background()
+	for i := range limit {
+		// The in-memory set is what is bounded; fill it through the service.
+		if err := h.svc.SetMuted(ctx, "bob", herald.PeerConversationKey("bob", "u"+strconv.Itoa(i)), true); err != nil {
+			t.Fatalf("mute %d: %v", i, err)
+		}
+	}
+	err := h.svc.SetMuted(ctx, "bob", herald.PeerConversationKey("bob", "one-more"), true)
+	if herald.ErrorCode(err) != herald.CodeTooLarge {
+		t.Errorf("mute past the limit = %v, want too_large", err)
+	}
+	if err := h.svc.SetMuted(ctx, "bob", herald.PeerConversationKey("bob", "u0"), true); err != nil {
+		t.Errorf("muting an already muted conversation at the limit: %v", err)
+	}
+	if err := h.svc.SetMuted(ctx, "bob", herald.PeerConversationKey("bob", "u0"), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.SetMuted(ctx, "bob", herald.PeerConversationKey("bob", "one-more"), true); err != nil {
+		t.Errorf("mute after unmuting one: %v", err)
+	}
+	if err := h.svc.SetMuted(ctx, "carol", herald.PeerConversationKey("carol", "x"), true); err != nil {
+		t.Errorf("another user's mute: %v", err)
 	}
 }

@@ -69,6 +69,10 @@ type Config struct {
 	// MaxDevices bounds the push devices bound to one user; registering
 	// one more removes those registered longest ago. Zero means 20.
 	MaxDevices int
+	// MaxMutes bounds the conversations one user can mute: a mute may come
+	// before a conversation's first message, so without it a client could
+	// grow the set (held in memory) at will. Zero means 10,000.
+	MaxMutes int
 	// LogRetention is how long delivery-log entries are kept; zero means
 	// 7 days.
 	LogRetention time.Duration
@@ -95,6 +99,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxDevices <= 0 {
 		c.MaxDevices = 20
+	}
+	if c.MaxMutes <= 0 {
+		c.MaxMutes = 10_000
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = 100_000
