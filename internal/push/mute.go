@@ -75,8 +75,8 @@ func (m *mutes) has(user, conv string) bool {
 // of user's (herald.PeerConversationKey): muted (ZIM's do-not-disturb),
 // user's devices get no push for conv's messages; not muted, they do again.
 // It writes the store first, then the in-memory set the push decision
-// reads, and blocks until both are done: a message stored after it
-// returns sees the new status. Jobs already planned for conv are skipped
+// reads, and blocks until both are done: a message sent after it returns
+// sees the new status (one sent before may have been planned with the old). Jobs already planned for conv are skipped
 // when they fall due if it is muted by then. CodeInvalidArgument when conv
 // is not a conversation of user's; CodeTooLarge past Config.MaxMutes.
 func (s *Service) SetMuted(ctx context.Context, user, conv string, muted bool) error {
