@@ -77,3 +77,20 @@ func TestRegistryMirrorsRegistrations(t *testing.T) {
 		t.Error("p2 present after remove")
 	}
 }
+
+func TestRegistryPrunesOnlyOldUnboundDevices(t *testing.T) {
+	var r registry
+	r.init()
+	t0 := time.Unix(1_800_000_000, 0)
+	r.put(herald.PushDevice{PushID: "old-unbound", Provider: herald.ProviderAPNs, App: "a", Token: "t1", RegisteredAt: t0})
+	r.put(herald.PushDevice{PushID: "new-unbound", Provider: herald.ProviderAPNs, App: "a", Token: "t2", RegisteredAt: t0.Add(time.Hour)})
+	r.put(herald.PushDevice{PushID: "old-bound", Provider: herald.ProviderAPNs, App: "a", Token: "t3", User: "bob", Device: "p", RegisteredAt: t0})
+	if n := r.pruneUnbound(t0.Add(time.Minute)); n != 1 {
+		t.Errorf("pruneUnbound removed %d, want 1", n)
+	}
+	for id, want := range map[string]bool{"old-unbound": false, "new-unbound": true, "old-bound": true} {
+		if _, ok := r.get(id); ok != want {
+			t.Errorf("%s present = %v, want %v", id, ok, want)
+		}
+	}
+}

@@ -94,19 +94,27 @@ func (d *dispatcher) start(ctx context.Context) error {
 	return nil
 }
 
-// pruneLoop deletes delivery-log entries past their retention, hourly. A
-// pass in progress stops with the dispatcher (the rest waits an hour).
+// pruneLoop deletes, hourly, delivery-log entries past their retention
+// and the unbound devices registered before it. A pass in progress stops
+// with the dispatcher (the rest waits an hour).
 func (d *dispatcher) pruneLoop() {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-d.stopping; cancel() }()
 	for {
-		n, err := d.s.st.PrunePushLog(ctx, d.s.cfg.Now().Add(-d.s.cfg.LogRetention))
+		before := d.s.cfg.Now().Add(-d.s.cfg.LogRetention)
+		n, err := d.s.st.PrunePushLog(ctx, before)
 		if err != nil && ctx.Err() == nil {
 			d.s.log.Warn("push: pruning the delivery log failed", "err", err)
 		} else if n > 0 {
 			d.s.log.Debug("push: delivery log pruned", "entries", n)
+		}
+		n, err = d.s.pruneUnbound(ctx, before)
+		if err != nil && ctx.Err() == nil {
+			d.s.log.Warn("push: pruning unbound devices failed", "err", err)
+		} else if n > 0 {
+			d.s.log.Debug("push: unbound devices pruned", "devices", n)
 		}
 		select {
 		case <-t.C:

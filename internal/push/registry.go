@@ -3,6 +3,7 @@ package push
 import (
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/herald-im/herald"
 )
@@ -109,6 +110,21 @@ func (r *registry) unbind(ids []string) {
 			r.unbindLocked(d)
 		}
 	}
+}
+
+// pruneUnbound removes the unbound devices registered before before, as
+// the store's PruneUnboundPushDevices does, and returns how many.
+func (r *registry) pruneUnbound(before time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for id, d := range r.byID {
+		if d.User == "" && d.RegisteredAt.Before(before) {
+			r.removeLocked(id)
+			n++
+		}
+	}
+	return n
 }
 
 func (r *registry) get(id string) (herald.PushDevice, bool) {

@@ -26,6 +26,7 @@ type Store interface {
 	UnbindPushDevices(ctx context.Context, user, device string) ([]string, error)
 	DropPushDevice(ctx context.Context, pushID string, at time.Time) (bool, error)
 	PushDevices(ctx context.Context) ([]herald.PushDevice, error)
+	PruneUnboundPushDevices(ctx context.Context, before time.Time) (int, error)
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
 	SetConversationMuted(ctx context.Context, user, conv string, muted bool) error
 	MutedConversations(ctx context.Context) (map[string][]string, error)
@@ -364,6 +365,22 @@ func (s *Service) drop(ctx context.Context, pushID string, at time.Time) (bool, 
 		s.reg.remove(pushID)
 	}
 	return dropped, err
+}
+
+// pruneUnbound deletes the devices bound to no user that registered
+// before before, from the store and then the registry, and returns how many
+// the store deleted. Nothing ever pushes an unbound device, so its vendor
+// never reports its token gone: without this, every logout would leave
+// one behind for good.
+func (s *Service) pruneUnbound(ctx context.Context, before time.Time) (int, error) {
+	s.devMu.Lock()
+	defer s.devMu.Unlock()
+	n, err := s.st.PruneUnboundPushDevices(ctx, before)
+	if err != nil {
+		return 0, err
+	}
+	s.reg.pruneUnbound(before)
+	return n, nil
 }
 
 // Suspension is an app whose credentials the vendor refused: nothing is

@@ -160,6 +160,13 @@ type Store interface {
 	// order: the push service loads them at start.
 	PushDevices(ctx context.Context) ([]herald.PushDevice, error)
 
+	// PruneUnboundPushDevices deletes the devices bound to no user that
+	// registered before before, and returns how many. An unbound device is
+	// never pushed, so its vendor never reports its token gone: without
+	// this it would stay forever. Its token can be registered again
+	// afterwards, under a new PushID.
+	PruneUnboundPushDevices(ctx context.Context, before time.Time) (int, error)
+
 	// Ping checks that the store can serve requests.
 	Ping(ctx context.Context) error
 

@@ -612,3 +612,53 @@ func (s *Store) DropPushDevice(ctx context.Context, pushID string, at time.Time)
 	}
 	return true, nil
 }
+
+// PruneUnboundPushDevices implements store.Store: one scan of the device
+// keys, then one batch committed with Sync that deletes the device and
+// token keys of every device pruned (an unbound device has no binding
+// key). Their pending jobs stay in the outbox, as DropPushDevice leaves
+// them.
+func (s *Store) PruneUnboundPushDevices(ctx context.Context, before time.Time) (int, error) {
+	if err := s.acquirePush(ctx); err != nil {
+		return 0, fmt.Errorf("pebble: prune unbound push devices: %w", err)
+	}
+	defer s.releasePush()
+	n, err := s.pruneUnbound(ctx, before)
+	if err != nil {
+		return 0, fmt.Errorf("pebble: prune unbound push devices: %w", err)
+	}
+	return n, nil
+}
+
+func (s *Store) pruneUnbound(ctx context.Context, before time.Time) (int, error) {
+	// RegisteredAt is whole milliseconds: RegisteredAt < before is
+	// RegisteredAt < the first whole millisecond at or after before.
+	upper := sinceMilli(before)
+	b := s.db.NewBatch()
+	defer b.Close()
+	n := 0
+	err := scan(s.db, []byte{tagPushDevice}, func(rest, v []byte) (bool, error) {
+		d, err := decodeDevice(string(rest), v)
+		if err != nil {
+			return false, err
+		}
+		if d.User != "" || d.RegisteredAt.UnixMilli() >= upper {
+			return true, nil
+		}
+		n++
+		return true, deleteDevice(b, &d)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return n, nil
+}

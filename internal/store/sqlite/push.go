@@ -59,6 +59,9 @@ func (w *writer) pushStatements() []statement {
 		{&w.devUnbind, `UPDATE push_devices SET user_id = '' WHERE user_id = ?1 AND device = ?2 AND user_id <> ''
 			RETURNING push_id`},
 		{&w.devDrop, "DELETE FROM push_devices WHERE push_id = ? AND registered_at <= ?"},
+		// A scan: push_devices_binding holds only bound devices. It runs
+		// hourly, and the table has a row per device, not per message.
+		{&w.devPrune, "DELETE FROM push_devices WHERE user_id = '' AND registered_at < ?"},
 	}
 }
 
@@ -574,6 +577,28 @@ func (s *Store) DropPushDevice(ctx context.Context, pushID string, at time.Time)
 		return false, fmt.Errorf("sqlite: drop push device: %w", err)
 	}
 	return n > 0, nil
+}
+
+// PruneUnboundPushDevices implements store.Store, in one transaction.
+// Pending jobs of the devices stay in the outbox, as DropPushDevice leaves
+// them.
+func (s *Store) PruneUnboundPushDevices(ctx context.Context, before time.Time) (int, error) {
+	// Stored times are whole milliseconds: registered_at < before is
+	// registered_at < the first whole millisecond at or after before.
+	at := sinceMilli(before)
+	var n int64
+	err := s.tx(ctx, func(ctx context.Context) error {
+		r, err := s.w.devPrune.ExecContext(ctx, at)
+		if err != nil {
+			return err
+		}
+		n, err = r.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: prune unbound push devices: %w", err)
+	}
+	return int(n), nil
 }
 
 // PushDevices implements store.Store.

@@ -55,6 +55,7 @@ type writer struct {
 	jobDone, jobRetry, logInsert, logPrune, setBadge         *sql.Stmt
 	devByToken, devByBinding, devDelete, devMove             *sql.Stmt
 	devRetoken, devInsert, devUnregister, devUnbind, devDrop *sql.Stmt
+	devPrune                                                 *sql.Stmt
 	multiRow                                                 map[multiRowKey]*sql.Stmt // multi-row push statements, by shape and row count
 }
 

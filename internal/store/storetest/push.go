@@ -937,6 +937,100 @@ func testPushDevices(t *testing.T, f *fixture) {
 	}
 }
 
+// testPruneUnbound takes its cutoffs from the registration times the store
+// returned: the backends stamp RegisteredAt with their own clock.
+func testPruneUnbound(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	prune := func(t *testing.T, before time.Time) int {
+		t.Helper()
+		n, err := f.s.PruneUnboundPushDevices(ctx, before)
+		if err != nil {
+			t.Fatalf("PruneUnboundPushDevices(%v): %v", before, err)
+		}
+		return n
+	}
+	unbind := func(user, device string) {
+		t.Helper()
+		if _, err := f.s.UnbindPushDevices(ctx, user, device); err != nil {
+			t.Fatalf("UnbindPushDevices(%q, %q): %v", user, device, err)
+		}
+	}
+	t.Run("an empty store", func(t *testing.T) {
+		if n := prune(t, baseTime.Add(24*time.Hour)); n != 0 {
+			t.Errorf("PruneUnboundPushDevices = %d, want 0", n)
+		}
+	})
+
+	// alice logs out and in again: bound, and the oldest registration.
+	f.register(t, pushDevice("alice", "phone", "aa01"))
+	unbind("alice", "phone")
+	alice := f.register(t, pushDevice("alice", "phone", "aa01"))
+	old := f.register(t, pushDevice("bob", "phone", "bb01"))
+	unbind("bob", "phone")
+	old.User = ""
+	// The next registrations must fall in a later millisecond than old's,
+	// for a cutoff to tell them apart.
+	for time.Now().UnixMilli() <= old.RegisteredAt.UnixMilli() {
+		runtime.Gosched()
+	}
+	new1 := f.register(t, pushDevice("carol", "phone", "cc01"))
+	new2 := f.register(t, pushDevice("carol", "tablet", "cc02"))
+	unbind("carol", "phone")
+	unbind("carol", "tablet")
+	new1.User, new2.User = "", ""
+	dave := f.register(t, pushDevice("dave", "phone", "dd01")) // bound, the newest
+	if !new1.RegisteredAt.After(old.RegisteredAt) {
+		t.Fatalf("registered at %v after a registration at %v: the store's clock must be the wall clock",
+			new1.RegisteredAt, old.RegisteredAt)
+	}
+
+	all := []herald.PushDevice{alice, old, new1, new2, dave}
+	newer := []herald.PushDevice{alice, new1, new2, dave}
+	bound := []herald.PushDevice{alice, dave}
+	latest := dave.RegisteredAt
+	tests := []struct {
+		name   string
+		before time.Time
+		want   int
+		left   []herald.PushDevice
+	}{
+		{"before every registration", alice.RegisteredAt.Add(-time.Hour), 0, all},
+		{"at the older unbound registration", old.RegisteredAt, 0, all},
+		{"inside the millisecond after it", old.RegisteredAt.Add(500 * time.Microsecond), 1, newer},
+		{"again", old.RegisteredAt.Add(500 * time.Microsecond), 0, newer},
+		{"after every registration", latest.Add(24 * time.Hour), 2, bound},
+		{"nothing left unbound", latest.Add(24 * time.Hour), 0, bound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if n := prune(t, tt.before); n != tt.want {
+				t.Errorf("PruneUnboundPushDevices(%+v after the older unbound registration) = %d, want %d",
+					tt.before.Sub(old.RegisteredAt), n, tt.want)
+			}
+			want := slices.Clone(tt.left)
+			slices.SortFunc(want, func(a, b herald.PushDevice) int { return cmp.Compare(a.PushID, b.PushID) })
+			if g, w := deviceStrings(f.devices(t)), deviceStrings(want); g != w {
+				t.Errorf("PushDevices:\ngot%s\nwant%s", g, w)
+			}
+		})
+	}
+	t.Run("tokens registered again", func(t *testing.T) {
+		for _, gone := range []herald.PushDevice{old, new1} {
+			// A device of its own each: one record per device and app.
+			got := f.register(t, pushDevice("erin", "device-"+gone.Token, gone.Token))
+			if got.PushID == gone.PushID || !pushIDPattern.MatchString(got.PushID) {
+				t.Errorf("token %s registered again: PushID = %q, want a new one (not %q)", gone.Token, got.PushID, gone.PushID)
+			}
+			if d, ok := f.device(t, got.PushID); !ok || d.User != "erin" || d.Token != gone.Token {
+				t.Errorf("token %s registered again: stored %s (found %v), want it bound to erin", gone.Token, deviceString(d), ok)
+			}
+		}
+		if got := len(f.devices(t)); got != len(bound)+2 {
+			t.Errorf("%d devices stored, want %d", got, len(bound)+2)
+		}
+	})
+}
+
 // testPushConcurrent runs appenders with jobs, a dispatcher draining the
 // outbox and a device registrar at once: every job is dispatched once.
 func testPushConcurrent(t *testing.T, f *fixture) {
