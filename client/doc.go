@@ -34,6 +34,16 @@
 // of the connection. A conversation set to NotificationDoNotDisturb
 // (SetConversationNotificationStatus) is never pushed.
 //
+// # Offline push
+//
+// RegisterPush registers the device's push token (APNs; a PushKit token as
+// herald.ProviderAPNsVoIP) and returns its push ID, binding it to the
+// logged-in user; the Client registers it again after every later Login,
+// so whoever logs in on the device gets its pushes. Logout unbinds it: the
+// next user of the phone does not get the previous one's pushes. A message
+// sent with OutgoingMessage.Push reaches the receiver's devices that do not
+// get it live, at most once each; docs/push.md has the rules.
+//
 // # Threading
 //
 // Handlers are called from one goroutine owned by the Client, one call at a
