@@ -33,19 +33,7 @@ func TestSendFrameIsTheProtocol(t *testing.T) {
 // TestScenariosAgainstAServer runs both scenarios briefly against an
 // in-process server: the figures they report must add up.
 func TestScenariosAgainstAServer(t *testing.T) {
-	cfg := config.Default()
-	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-	cfg.SendsPerSecond, cfg.SendBurst = 100000, 100000
-	secret := []byte("bench-test-secret-0123456789")
-	srv, err := server.New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
-	target := &Target{URL: srv.URL(), Secret: secret}
+	target := startTarget(t, nil)
 
 	res, err := Peer(context.Background(), target, PeerOptions{Pairs: 4, Rate: 400, Duration: time.Second})
 	if err != nil {
@@ -64,4 +52,26 @@ func TestScenariosAgainstAServer(t *testing.T) {
 	if c.Conns != 20 {
 		t.Errorf("conn result %+v, want 20 connections", c)
 	}
+}
+
+// startTarget runs a server in the test process with send limits lifted;
+// mutate adjusts its configuration first. It is shut down with the test.
+func startTarget(t *testing.T, mutate func(*config.Config)) *Target {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	cfg.SendsPerSecond, cfg.SendBurst = 100000, 100000
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	secret := []byte("bench-test-secret-0123456789")
+	srv, err := server.New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return &Target{URL: srv.URL(), Secret: secret}
 }

@@ -3,12 +3,10 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/herald-im/herald/internal/config"
-	"github.com/herald-im/herald/internal/server"
 	"github.com/herald-im/herald/proto"
 )
 
@@ -42,19 +40,7 @@ func TestPushAgainstAServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer apns.Close()
-	cfg := config.Default()
-	cfg.Addr, cfg.DataDir, cfg.PushConfig = "127.0.0.1:0", t.TempDir(), apns.ConfigFile
-	cfg.SendsPerSecond, cfg.SendBurst = 100000, 100000
-	secret := []byte("bench-test-secret-0123456789")
-	srv, err := server.New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
-	target := &Target{URL: srv.URL(), Secret: secret}
+	target := startTarget(t, func(c *config.Config) { c.PushConfig = apns.ConfigFile })
 
 	for _, tc := range []struct {
 		name string

@@ -178,7 +178,7 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 	if len(touched) == 0 {
 		return res, nil // only retries: their originals are stored already, and they get no jobs
 	}
-	if buf, err = appendJobs(b, buf, jobs, res); err != nil {
+	if _, err = appendJobs(b, buf, jobs, res); err != nil {
 		return nil, err
 	}
 	// A conversation's first message puts it in both participants' lists.
