@@ -42,7 +42,7 @@ type ConversationType int
 
 const (
 	ConversationPeer  ConversationType = 0
-	ConversationGroup ConversationType = 2 // reserved for groups; ZIM uses the same numbers
+	ConversationGroup ConversationType = 2 // ZIM uses the same numbers
 )
 
 func (t ConversationType) String() string {
@@ -64,9 +64,13 @@ func PeerConversationKey(a, b string) string {
 	return "p:" + a + ":" + b
 }
 
-// ParseConversationKey splits a key made by PeerConversationKey. ok is false
-// for any other form.
+// ParseConversationKey splits a key made by PeerConversationKey (a and b
+// are the two users) or GroupConversationKey (a is the group ID, b empty).
+// ok is false for any other form.
 func ParseConversationKey(key string) (t ConversationType, a, b string, ok bool) {
+	if id, found := strings.CutPrefix(key, "g:"); found {
+		return ConversationGroup, id, "", id != ""
+	}
 	rest, found := strings.CutPrefix(key, "p:")
 	if !found {
 		return 0, "", "", false
@@ -131,23 +135,29 @@ func ParseMessageType(s string) (MessageType, bool) {
 // Message is one message as stored. ID, Seq and CreatedAt are assigned by the
 // server; Seq increases by one per stored message of a conversation, with no gaps.
 type Message struct {
-	ID        int64            // server message ID, unique per server
-	ConvType  ConversationType // peer or group
-	Conv      string           // conversation key (PeerConversationKey)
-	Seq       int64            // position in the conversation, 1-based; 0 for command messages
-	From      string           // sender user ID
-	To        string           // receiver user ID (peer) or group ID
-	LocalID   string           // the sender's own ID for the message; retries with it are deduplicated
-	Type      MessageType
-	Text      string // MessageText
-	Data      []byte // MessageCustom and MessageCommand
-	SubType   int32  // MessageCustom: app-defined
-	Extended  string // extendedData: app metadata, not interpreted
+	ID       int64            // server message ID, unique per server
+	ConvType ConversationType // peer or group
+	Conv     string           // conversation key (PeerConversationKey, GroupConversationKey)
+	Seq      int64            // position in the conversation, 1-based; 0 for command messages
+	From     string           // sender user ID
+	To       string           // receiver user ID (peer) or group ID
+	LocalID  string           // the sender's own ID for the message; retries with it are deduplicated
+	Type     MessageType
+	Text     string // MessageText
+	Data     []byte // MessageCustom and MessageCommand
+	SubType  int32  // MessageCustom: app-defined
+	Extended string // extendedData: app metadata, not interpreted
+	// Mentions are the users a group message @-mentions (ZIM's
+	// mentionedUserIDs); stored with the message.
+	Mentions  []string
 	CreatedAt time.Time
 	// Push is the sender's offline push configuration: it decides whether
 	// and how the recipient's devices are pushed. It is not part of the
 	// stored message (the outbox keeps what a push needs).
 	Push *PushConfig
+	// NotifyMentioned (ZIM's isNotifyMentionedUsers) pushes the mentioned
+	// members even where they muted the group. Not stored.
+	NotifyMentioned bool
 }
 
 // Limits bounds what a message may carry. Zero fields take the defaults below.
@@ -157,6 +167,7 @@ type Limits struct {
 	MaxCommandBytes  int // zero means 4 KiB
 	MaxExtendedBytes int // zero means 1 KiB (ZIM's extendedData limit)
 	MaxLocalIDBytes  int // zero means 64
+	MaxMentions      int // mentioned users per message; zero means 100
 }
 
 // WithDefaults returns l with zero fields replaced by their defaults.
@@ -176,6 +187,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxLocalIDBytes == 0 {
 		l.MaxLocalIDBytes = 64
 	}
+	if l.MaxMentions == 0 {
+		l.MaxMentions = 100
+	}
 	return l
 }
 
@@ -193,6 +207,14 @@ func (l Limits) Validate(m *Message) error {
 	}
 	if !utf8.ValidString(m.Extended) {
 		return Errorf(CodeInvalidArgument, "extended_data is not valid UTF-8")
+	}
+	if len(m.Mentions) > l.MaxMentions {
+		return Errorf(CodeTooLarge, "mentions has %d users; the limit is %d", len(m.Mentions), l.MaxMentions)
+	}
+	for _, u := range m.Mentions {
+		if err := ValidateUserID(u); err != nil {
+			return Errorf(CodeInvalidArgument, "mentions: %s", ErrorMessage(err))
+		}
 	}
 	switch m.Type {
 	case MessageText:
@@ -232,10 +254,10 @@ func (l Limits) Validate(m *Message) error {
 type Conversation struct {
 	Type        ConversationType
 	Key         string   // storage key
-	ID          string   // as the user sees it: the other user for peer conversations
+	ID          string   // as the user sees it: the other user (peer) or the group ID
 	LastMessage *Message // nil when the conversation has no stored message
 	ReadSeq     int64    // the user has read everything up to this seq
-	Unread      int      // messages from others after ReadSeq; counted whether muted or not
+	Unread      int      // messages from others after ReadSeq; counted whether muted or not (see TotalUnread)
 	// Muted is the user's notification status for the conversation (ZIM's
 	// do-not-disturb): no offline push for its messages. It silences
 	// pushes only: the messages are stored, delivered live and counted in

@@ -63,7 +63,15 @@ func TestIDsAndKeys(t *testing.T) {
 	if _, ok := PeerOf(k, "carol"); ok {
 		t.Error("PeerOf(carol) = ok, want false: carol is not in the conversation")
 	}
-	if _, _, _, ok := ParseConversationKey("g:x"); ok {
-		t.Error("ParseConversationKey(g:x) = ok, want false")
+	if ct, id, _, ok := ParseConversationKey(GroupConversationKey("x")); !ok || ct != ConversationGroup || id != "x" {
+		t.Errorf("ParseConversationKey(g:x) = %v %q %v, want group x", ct, id, ok)
+	}
+	for _, bad := range []string{"g:", "x:a:b", "p:a"} {
+		if _, _, _, ok := ParseConversationKey(bad); ok {
+			t.Errorf("ParseConversationKey(%q) = ok, want false", bad)
+		}
+	}
+	if _, ok := PeerOf(GroupConversationKey("x"), "x"); ok {
+		t.Error("PeerOf(a group key) = ok, want false")
 	}
 }

@@ -53,7 +53,12 @@ type Store interface {
 	// earlier in msgs): then nothing is stored for it and the result is
 	// the original with Duplicate set. Conv, ConvType, From, To, LocalID,
 	// Type and CreatedAt must be set. It also records the conversation in
-	// both participants' conversation lists. The result has one entry per
+	// both participants' conversation lists; a group message
+	// (herald.ConversationGroup) is stored once, with the group
+	// conversation's next seq, and touches no member's list (members are
+	// the group's: AddGroupMembers). Whether the sender may send to the
+	// group is the caller's business. Mentions are stored with the
+	// message. The result has one entry per
 	// message, in order. On error nothing is stored and no seq is used.
 	//
 	// jobs are offline pushes to store in the same transaction (the
@@ -65,6 +70,15 @@ type Store interface {
 	// index out of range or an empty PushID or User.
 	AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []PushJob) ([]Appended, error)
 
+	// EnqueuePush stores jobs in the outbox and removes the jobs in done
+	// from it, in one durable write: the push service expands a group
+	// message's single job into its members' jobs with it, and a crash
+	// leaves either the one job or all of its replacements. Each job's
+	// MsgID is the caller's (Msg is ignored); a job whose (PushID, MsgID)
+	// is already pending is left as it is. CodeInvalidArgument, and nothing
+	// stored, for a job with an empty PushID or User.
+	EnqueuePush(ctx context.Context, jobs []PushJob, done []PushKey) error
+
 	// MessagesAfter returns up to limit messages of conv with seq > after
 	// and CreatedAt >= since, in ascending seq order.
 	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
@@ -72,15 +86,21 @@ type Store interface {
 	// History returns a page of conv as q says.
 	History(ctx context.Context, conv string, q HistoryQuery) ([]*herald.Message, error)
 
-	// LastSeqs returns, for each conversation in user's list, the seq of its
-	// newest message (conversations without messages are left out).
+	// LastSeqs returns, for each conversation in user's list (peer
+	// conversations with a message, and the groups user is a member of),
+	// the seq of its newest message (conversations without messages are
+	// left out; a group's may be at or below the member's JoinSeq).
 	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
 
 	// Conversations returns up to limit of user's conversations, the most
 	// recently active first, each with its last message, unread count
 	// (messages from others after the user's read seq) and whether user
 	// muted it (SetConversationMuted). A muted conversation still reports
-	// its unread count: mute only silences pushes.
+	// its unread count: mute only silences pushes. The groups user is a
+	// member of are listed like peer conversations (ID is the group ID);
+	// a group with no message after the member's JoinSeq has no
+	// LastMessage and sorts with the conversations without messages,
+	// and its read seq starts at JoinSeq.
 	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
 
 	// SetConversationMuted records user's notification status for conv, a
@@ -99,7 +119,8 @@ type Store interface {
 
 	// SetReadSeq records that user has read conv up to seq. The read seq
 	// never goes down; a seq past the conversation's last is clamped to it.
-	// CodeNotFound when conv is not in user's list.
+	// CodeNotFound when conv is not in user's list (for a group: user is
+	// not a member).
 	SetReadSeq(ctx context.Context, user, conv string, seq int64) error
 
 	// Cursors returns how far device of user has acknowledged each
@@ -166,6 +187,77 @@ type Store interface {
 	// this it would stay forever. Its token can be registered again
 	// afterwards, under a new PushID.
 	PruneUnboundPushDevices(ctx context.Context, before time.Time) (int, error)
+
+	// CreateGroup stores group g and its first members, all or none, in
+	// one durable write. Each member's JoinSeq is 0, JoinedAt g.CreatedAt,
+	// read seq 0. Exactly one member must be RoleOwner and no user may be
+	// listed twice (CodeInvalidArgument). CodeConflict when a group with
+	// g.ID exists or existed: a dismissed group's ID is never reused, so
+	// no new member can read the old group's messages.
+	CreateGroup(ctx context.Context, g herald.Group, members []herald.GroupMember) error
+
+	// Group returns group id. CodeNotFound when there is none or it was
+	// dismissed.
+	Group(ctx context.Context, id string) (herald.Group, error)
+
+	// UpdateGroup replaces the stored Name, JoinMode, InviteMode and
+	// Extended of group g.ID (ID and CreatedAt are kept). CodeNotFound as
+	// Group.
+	UpdateGroup(ctx context.Context, g herald.Group) error
+
+	// DismissGroup ends group id: every membership goes (the group leaves
+	// its members' conversation lists) and Group answers CodeNotFound from
+	// then on. Its messages stay stored. CodeNotFound as Group.
+	DismissGroup(ctx context.Context, id string) error
+
+	// AddGroupMembers adds the members not yet in group id, in one durable
+	// write, and returns them as stored: JoinSeq is the group
+	// conversation's last seq at the time of the write (a new member sees
+	// only the messages after it), the read seq starts there too, and
+	// JoinedAt is kept from the argument. Users already members are left
+	// as they are and not returned. Roles other than RoleOwner only
+	// (CodeInvalidArgument). CodeNotFound as Group.
+	AddGroupMembers(ctx context.Context, id string, members []herald.GroupMember) ([]herald.GroupMember, error)
+
+	// RemoveGroupMembers removes users from group id in one durable write
+	// and returns those that were members, in the order given. The group
+	// leaves their conversation lists and their read seqs go; a member
+	// who joins again starts from the group's last seq then. CodeNotFound
+	// as Group.
+	RemoveGroupMembers(ctx context.Context, id string, users []string) ([]string, error)
+
+	// SetGroupRoles sets members' roles in one durable write (ownership
+	// moves by demoting the owner and promoting another in one call).
+	// CodeNotFound as Group, or when a user is not a member (nothing is
+	// changed then). The store does not check that one owner remains:
+	// that is the caller's rule.
+	SetGroupRoles(ctx context.Context, id string, roles map[string]herald.GroupRole) error
+
+	// GroupMembers returns up to limit members of group id with user ID
+	// greater than after, in user ID order. CodeNotFound as Group.
+	GroupMembers(ctx context.Context, id, after string, limit int) ([]herald.GroupMember, error)
+
+	// UserGroups returns every membership of user, in group ID order (an
+	// empty slice when none).
+	UserGroups(ctx context.Context, user string) ([]herald.GroupMember, error)
+
+	// SaveCall stores call c (inserting it, or replacing the stored call
+	// with c.ID) and jobs in the outbox, in one durable write, as
+	// EnqueuePush stores jobs. CodeInvalidArgument for a call without ID
+	// or participants, or a bad job.
+	SaveCall(ctx context.Context, c *herald.Call, jobs []PushJob) error
+
+	// Call returns call id. CodeNotFound when there is none.
+	Call(ctx context.Context, id string) (*herald.Call, error)
+
+	// OpenCalls returns every call not ended (EndedAt zero), in Deadline
+	// order: the call service arms its timers from them at start.
+	OpenCalls(ctx context.Context) ([]*herald.Call, error)
+
+	// UserCalls returns up to limit calls user took part in (as caller or
+	// invitee), newest first (CreatedAt, then ID, descending), created
+	// before before (zero: from the newest).
+	UserCalls(ctx context.Context, user string, before time.Time, limit int) ([]*herald.Call, error)
 
 	// Ping checks that the store can serve requests.
 	Ping(ctx context.Context) error
@@ -236,7 +328,7 @@ func ValidateMessage(m *herald.Message) *herald.Error {
 		return herald.Errorf(herald.CodeInvalidArgument, "message is nil")
 	case m.Conv == "":
 		return herald.Errorf(herald.CodeInvalidArgument, "conversation is empty")
-	case m.ConvType != herald.ConversationPeer:
+	case m.ConvType != herald.ConversationPeer && m.ConvType != herald.ConversationGroup:
 		return herald.Errorf(herald.CodeInvalidArgument, "conversation type %s is not supported", m.ConvType)
 	case m.From == "":
 		return herald.Errorf(herald.CodeInvalidArgument, "sender is empty")
@@ -251,8 +343,67 @@ func ValidateMessage(m *herald.Message) *herald.Error {
 	case m.Type != herald.MessageText && m.Type != herald.MessageCustom:
 		return herald.Errorf(herald.CodeInvalidArgument, "message type %d is not stored", m.Type)
 	}
+	if m.ConvType == herald.ConversationGroup {
+		if m.Conv != herald.GroupConversationKey(m.To) {
+			return herald.Errorf(herald.CodeInvalidArgument, "conversation %q is not group %q's", m.Conv, m.To)
+		}
+		return nil
+	}
+	if len(m.Mentions) > 0 {
+		return herald.Errorf(herald.CodeInvalidArgument, "mentions are for group messages")
+	}
 	if peer, ok := herald.PeerOf(m.Conv, m.From); !ok || peer != m.To {
 		return herald.Errorf(herald.CodeInvalidArgument, "conversation %q is not between sender %q and receiver %q", m.Conv, m.From, m.To)
+	}
+	return nil
+}
+
+// ValidateGroupMembers checks the members given to CreateGroup (owner
+// true) or AddGroupMembers (owner false), for backends.
+func ValidateGroupMembers(members []herald.GroupMember, create bool) error {
+	seen := make(map[string]bool, len(members))
+	owners := 0
+	for _, m := range members {
+		if m.User == "" {
+			return herald.Errorf(herald.CodeInvalidArgument, "member user is empty")
+		}
+		if seen[m.User] {
+			return herald.Errorf(herald.CodeInvalidArgument, "user %q is listed twice", m.User)
+		}
+		seen[m.User] = true
+		switch m.Role {
+		case herald.RoleOwner:
+			owners++
+		case herald.RoleAdmin, herald.RoleMember:
+		default:
+			return herald.Errorf(herald.CodeInvalidArgument, "member %q has unknown role %d", m.User, m.Role)
+		}
+	}
+	switch {
+	case create && owners != 1:
+		return herald.Errorf(herald.CodeInvalidArgument, "a new group needs exactly one owner, not %d", owners)
+	case !create && owners > 0:
+		return herald.Errorf(herald.CodeInvalidArgument, "an added member cannot be the owner: transfer ownership instead")
+	}
+	return nil
+}
+
+// ValidateCall checks what every backend relies on before storing c.
+func ValidateCall(c *herald.Call) error {
+	switch {
+	case c == nil:
+		return herald.Errorf(herald.CodeInvalidArgument, "call is nil")
+	case c.ID == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "call ID is empty")
+	case len(c.Participants) < 2:
+		return herald.Errorf(herald.CodeInvalidArgument, "call has %d participants; it needs a caller and an invitee", len(c.Participants))
+	case c.CreatedAt.IsZero():
+		return herald.Errorf(herald.CodeInvalidArgument, "call created_at is not set")
+	}
+	for _, p := range c.Participants {
+		if p.User == "" {
+			return herald.Errorf(herald.CodeInvalidArgument, "call participant user is empty")
+		}
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ const (
 	tagRead    = 'r' // r user conv                     -> read seq (uvarint)
 	tagMember  = 'u' // u user conv                     -> (empty)
 	tagMute    = 'n' // n user conv                     -> (empty): user muted conv
+	tagSent    = 's' // s conv user seq(8)              -> count (uvarint): group unread (group.go)
 )
 
 // Meta keys.
@@ -35,8 +36,13 @@ var (
 // version only adds keys). 2 added offline push: devices, outbox, log. 3
 // added conversation mutes: a build that knows only 2 would not fail on
 // them but ignore them, pushing conversations their users muted, so it
-// must refuse the directory rather than misread it.
-const formatVersion = 3
+// must refuse the directory rather than misread it. 4 added groups (group
+// records, memberships both ways, per-sender counts), calls (records, open
+// and per-user indexes) and message encoding 2 (mentions): a build that
+// knows only 3 would fail on every message written since, and would ignore
+// the memberships, leaving groups out of conversation lists and read seqs,
+// so it too must refuse the directory.
+const formatVersion = 4
 
 // errCorrupt marks stored bytes that do not decode.
 var errCorrupt = errors.New("pebble: corrupt record")
@@ -173,8 +179,12 @@ func decodeDedup(b []byte) (conv string, seq int64, err error) {
 	return conv, int64(s), nil
 }
 
-// messageVersion is the first byte of an encoded message.
-const messageVersion = 1
+// messageVersion is the first byte of an encoded message: 2 since format
+// 4, which appended mentions; 1 (without them) is still read.
+const (
+	messageVersion   = 2
+	messageVersionV1 = 1
+)
 
 // head is the part of a stored message the write path and the indexes need;
 // it leads the encoding, so it decodes without the rest.
@@ -195,7 +205,8 @@ type head struct {
 // the key, with h.
 //
 //	version, id, maxAt, fromFirst, createdAt, convType, from, to,
-//	localID, type, subType, text, data, extended
+//	localID, type, subType, text, data, extended, mentions (count, then
+//	each)
 func encodeMessage(b []byte, m *herald.Message, h head) []byte {
 	b = append(b, messageVersion)
 	b = binary.AppendUvarint(b, uint64(h.id))
@@ -211,12 +222,16 @@ func encodeMessage(b []byte, m *herald.Message, h head) []byte {
 	b = appendString(b, m.Text)
 	b = appendBytes(b, m.Data)
 	b = appendString(b, m.Extended)
+	b = binary.AppendUvarint(b, uint64(len(m.Mentions)))
+	for _, u := range m.Mentions {
+		b = appendString(b, u)
+	}
 	return b
 }
 
 // decodeHead decodes the head of an encoded message and returns the rest.
 func decodeHead(b []byte) (head, []byte, error) {
-	if len(b) == 0 || b[0] != messageVersion {
+	if len(b) == 0 || b[0] != messageVersion && b[0] != messageVersionV1 {
 		return head{}, nil, fmt.Errorf("%w: unknown message version", errCorrupt)
 	}
 	id, b, err := readUvarint(b[1:])
@@ -237,6 +252,10 @@ func decodeHead(b []byte) (head, []byte, error) {
 // decodeMessage decodes a stored message of conv at seq. It copies what it
 // keeps: b may be reused by the caller.
 func decodeMessage(conv string, seq int64, b []byte) (*herald.Message, head, error) {
+	version := byte(0)
+	if len(b) > 0 {
+		version = b[0]
+	}
 	h, b, err := decodeHead(b)
 	if err != nil {
 		return nil, head{}, err
@@ -276,6 +295,23 @@ func decodeMessage(conv string, seq int64, b []byte) (*herald.Message, head, err
 	}
 	if m.Extended, b, err = readString(b); err != nil {
 		return nil, head{}, err
+	}
+	if version >= 2 {
+		var n uint64
+		if n, b, err = readUvarint(b); err != nil {
+			return nil, head{}, err
+		}
+		if n > uint64(len(b)) { // each mention takes a byte at least
+			return nil, head{}, fmt.Errorf("%w: %d mentions in %d bytes", errCorrupt, n, len(b))
+		}
+		if n > 0 {
+			m.Mentions = make([]string, n)
+			for i := range m.Mentions {
+				if m.Mentions[i], b, err = readString(b); err != nil {
+					return nil, head{}, err
+				}
+			}
+		}
 	}
 	if len(b) != 0 {
 		return nil, head{}, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(b))

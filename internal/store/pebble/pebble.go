@@ -28,6 +28,12 @@
 //     own, so the dispatcher does not queue behind appends.
 //   - Conversation mutes (mute.go): one key per muted (user, conversation),
 //     written with a plain synced Set or Delete.
+//   - Groups (group.go): a record, and each membership twice (by group, by
+//     user); a group message is one conversation message plus the sender's
+//     running count, from which unread counts come in two seeks. Group
+//     writes hold the message writer, which owns the group's last seq.
+//   - Calls (call.go): a record (store.EncodeCall) with an open-call and a
+//     per-participant index; saved under the push writer with their jobs.
 package pebble
 
 import (

@@ -20,12 +20,14 @@ import (
 // the keys.
 
 // pushWriter serialises the push writes that read before they write
-// (devices, FinishPush): holding sem, a one-slot channel, is holding it;
-// nextLogID requires it. It is apart from the message writer so that the
-// dispatcher's commits do not queue behind appends (Pebble may sync both
-// in one go). They touch no common key: an append writes outbox keys of
-// message IDs it has just assigned, and a push write only reaches jobs
-// that PendingPush returned, which had committed.
+// (devices, FinishPush, EnqueuePush, SaveCall): holding sem, a one-slot
+// channel, is holding it; nextLogID requires it. It is apart from the
+// message writer so that the dispatcher's commits do not queue behind
+// appends (Pebble may sync both in one go). They touch no common key: an
+// append writes outbox keys of message IDs it has just assigned, while a
+// push write reaches jobs that PendingPush returned, which had committed,
+// or enqueues jobs of committed messages (a group message's fan-out) or of
+// calls (push.CallMsgID sets bit 62, which message IDs never reach).
 type pushWriter struct {
 	sem       chan struct{}
 	now       func() time.Time
@@ -67,17 +69,37 @@ type jobKey struct {
 
 // appendJobs sets the outbox and queue keys of the jobs of the messages
 // res stores, in b; buf is scratch space, returned for reuse. A job of a
-// duplicate is dropped. "Already pending" needs no lookup: the messages
-// stored by this batch have IDs just assigned (the last one is committed
-// with every batch), so only an earlier job of the same batch can be
-// pending for them, and then the first one wins.
+// duplicate is dropped; the others get their message's ID and seq.
+// "Already pending" needs no lookup: the messages stored by this batch
+// have IDs just assigned (the last one is committed with every batch), so
+// only an earlier job of the same batch can be pending for them, and then
+// the first one wins (setJobs).
+func appendJobs(b *pebbledb.Batch, buf []byte, jobs []store.PushJob, res []store.Appended) ([]byte, error) {
+	filled := make([]store.PushJob, 0, len(jobs))
+	for i := range jobs {
+		r := res[jobs[i].Msg]
+		if r.Duplicate {
+			continue
+		}
+		j := jobs[i]
+		j.MsgID, j.Seq = r.Message.ID, r.Message.Seq
+		filled = append(filled, j)
+	}
+	return setJobs(b, buf, filled)
+}
+
+// setJobs sets, in b, the outbox and queue keys of jobs, whose MsgID and
+// Seq are set and which are not pending before b: of two jobs with the
+// same (PushID, MsgID) the first wins. It is the one place outbox keys are
+// written for new jobs (AppendMessages, EnqueuePush, SaveCall); buf is
+// scratch space, returned for reuse.
 //
 // The keys go into the batch grouped and in key order, outbox keys (by
 // message ID: in job order, normally) then queue keys (sorted here): the
 // memtable inserts a batch's keys with one skiplist Inserter, which starts
 // from where the previous key went, so a key next to the previous one
 // costs a step instead of a search with a cache miss per level.
-func appendJobs(b *pebbledb.Batch, buf []byte, jobs []store.PushJob, res []store.Appended) ([]byte, error) {
+func setJobs(b *pebbledb.Batch, buf []byte, jobs []store.PushJob) ([]byte, error) {
 	var seen map[jobKey]struct{}
 	if len(jobs) > 1 {
 		seen = make(map[jobKey]struct{}, len(jobs))
@@ -85,20 +107,15 @@ func appendJobs(b *pebbledb.Batch, buf []byte, jobs []store.PushJob, res []store
 	keep := make([]int, 0, len(jobs))
 	for i := range jobs {
 		j := &jobs[i]
-		r := res[j.Msg]
-		if r.Duplicate {
-			continue
-		}
-		m := r.Message
 		if seen != nil {
-			k := jobKey{j.PushID, m.ID}
+			k := jobKey{j.PushID, j.MsgID}
 			if _, ok := seen[k]; ok {
 				continue
 			}
 			seen[k] = struct{}{}
 		}
 		keep = append(keep, i)
-		buf = appendOutboxKey(buf[:0], m.ID, j.PushID)
+		buf = appendOutboxKey(buf[:0], j.MsgID, j.PushID)
 		ks := len(buf)
 		buf = binary.AppendVarint(buf, j.Due.UnixMilli())
 		if err := b.Set(buf[:ks], buf[ks:], nil); err != nil {
@@ -112,13 +129,10 @@ func appendJobs(b *pebbledb.Batch, buf []byte, jobs []store.PushJob, res []store
 	buf = buf[:0]
 	for n, i := range keep {
 		j := &jobs[i]
-		m := res[j.Msg].Message
-		stored := *j
-		stored.Seq = m.Seq
 		sp := span{key: len(buf)}
-		buf = appendQueueKey(buf, j.Due.UnixMilli(), j.PushID, m.ID)
+		buf = appendQueueKey(buf, j.Due.UnixMilli(), j.PushID, j.MsgID)
 		sp.value = len(buf)
-		buf = encodeJob(buf, &stored)
+		buf = encodeJob(buf, j)
 		sp.end = len(buf)
 		spans[n] = sp
 	}
@@ -129,6 +143,67 @@ func appendJobs(b *pebbledb.Batch, buf []byte, jobs []store.PushJob, res []store
 		}
 	}
 	return buf, nil
+}
+
+// enqueueJobs sets, in the indexed batch b, the outbox keys of the jobs
+// (MsgID the caller's) not already pending in b, through setJobs. The
+// push writer must be held: it serialises the lookup with FinishPush and
+// other enqueues.
+func enqueueJobs(b *pebbledb.Batch, jobs []store.PushJob) error {
+	fresh := make([]store.PushJob, 0, len(jobs))
+	for i := range jobs {
+		_, pending, err := pendingDue(b, jobs[i].PushID, jobs[i].MsgID)
+		if err != nil {
+			return err
+		}
+		if !pending {
+			fresh = append(fresh, jobs[i])
+		}
+	}
+	_, err := setJobs(b, nil, fresh)
+	return err
+}
+
+// EnqueuePush implements store.Store: one indexed batch committed with
+// Sync, under the push writer (it reads the outbox before writing, like
+// FinishPush). done is applied first, so a job in both is stored anew.
+func (s *Store) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	for i := range jobs {
+		if err := store.ValidatePushJob(&jobs[i]); err != nil {
+			return fmt.Errorf("push job %d: %w", i, err)
+		}
+	}
+	if err := s.acquirePush(ctx); err != nil {
+		return fmt.Errorf("pebble: enqueue push: %w", err)
+	}
+	defer s.releasePush()
+	if err := s.enqueuePush(ctx, jobs, done); err != nil {
+		return fmt.Errorf("pebble: enqueue push: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) enqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	for _, k := range done {
+		if err := deleteJob(b, k.PushID, k.MsgID); err != nil {
+			return fmt.Errorf("delete job: %w", err)
+		}
+	}
+	if err := enqueueJobs(b, jobs); err != nil {
+		return fmt.Errorf("store jobs: %w", err)
+	}
+	if b.Empty() {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := b.Commit(pebbledb.Sync); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // pendingDue returns the due (ms) of the pending job (pushID, msgID).

@@ -340,11 +340,20 @@ func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, er
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	convs, err := listed(s.db, user)
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	convs, err := listed(snap, user)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: last seqs: %w", err)
 	}
-	last, err := lastMessages(s.db, convs)
+	groups, err := userGroups(snap, user)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: last seqs: %w", err)
+	}
+	for _, g := range groups {
+		convs = append(convs, herald.GroupConversationKey(g.Group))
+	}
+	last, err := lastMessages(snap, convs)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: last seqs: %w", err)
 	}
@@ -382,14 +391,42 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 	return convs, nil
 }
 
-func conversations(ctx context.Context, r reader, user string, limit int) ([]herald.Conversation, error) {
+func conversations(ctx context.Context, r reader, user string, limit int) (_ []herald.Conversation, err error) {
 	keys, err := listed(r, user)
 	if err != nil {
 		return nil, err
 	}
+	groups, err := userGroups(r, user)
+	if err != nil {
+		return nil, err
+	}
+	joined := make(map[string]int64, len(groups)) // group conversation -> JoinSeq
+	for _, g := range groups {
+		conv := herald.GroupConversationKey(g.Group)
+		keys = append(keys, conv)
+		joined[conv] = g.JoinSeq
+	}
 	last, err := lastMessages(r, keys)
 	if err != nil {
 		return nil, err
+	}
+	// A group without a message after the user joined is listed too, with
+	// no last message (id 0): after every conversation with one, in key
+	// order. One with messages before the join keeps its last seq, which
+	// bounds the read seq.
+	if len(groups) > 0 {
+		have := make(map[string]bool, len(last))
+		for i := range last {
+			have[last[i].conv] = true
+			if join, ok := joined[last[i].conv]; ok && last[i].seq <= join {
+				last[i].head = head{}
+			}
+		}
+		for conv := range joined {
+			if !have[conv] {
+				last = append(last, lastMessage{conv: conv})
+			}
+		}
 	}
 	// The writer hands out IDs in order, so the conversation whose newest
 	// message was stored last has the highest newest ID.
@@ -398,29 +435,53 @@ func conversations(ctx context.Context, r reader, user string, limit int) ([]her
 	})
 	last = last[:min(limit, len(last))]
 
+	var sent *pebbledb.Iterator // over the s keys, for group unread; opened on first use
+	defer func() {
+		if sent != nil {
+			err = errors.Join(err, sent.Close())
+		}
+	}()
 	convs := make([]herald.Conversation, 0, len(last))
 	for _, l := range last {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		c := herald.Conversation{Key: l.conv}
-		c.ID, _ = herald.PeerOf(l.conv, user)
-		_, first, _, _ := herald.ParseConversationKey(l.conv)
+		t, first, _, _ := herald.ParseConversationKey(l.conv)
 		readSeq, _, err := getUvarint(r, readKey(user, l.conv))
 		if err != nil {
 			return nil, err
 		}
-		c.ReadSeq = min(readSeq, l.seq)
 		if c.Muted, err = has(r, muteKey(user, l.conv)); err != nil {
 			return nil, err
 		}
-		if c.LastMessage, _, err = getMessage(r, l.conv, l.seq); err != nil {
+		if t == herald.ConversationGroup {
+			c.Type, c.ID = herald.ConversationGroup, first
+			c.ReadSeq = min(max(readSeq, joined[l.conv]), l.seq)
+			if l.id == 0 {
+				convs = append(convs, c) // nothing since the user joined
+				continue
+			}
+			if c.LastMessage, err = lastMessageOf(r, l); err != nil {
+				return nil, err
+			}
+			if sent == nil {
+				if sent, err = newSentIter(r); err != nil {
+					return nil, err
+				}
+			}
+			if c.Unread, err = groupUnread(sent, l.conv, user, c.ReadSeq, l.seq); err != nil {
+				return nil, err
+			}
+			convs = append(convs, c)
+			continue
+		}
+		c.Type = herald.ConversationPeer
+		c.ID, _ = herald.PeerOf(l.conv, user)
+		c.ReadSeq = min(readSeq, l.seq)
+		if c.LastMessage, err = lastMessageOf(r, l); err != nil {
 			return nil, err
 		}
-		if c.LastMessage == nil {
-			return nil, fmt.Errorf("%w: %s has no message at its last seq %d", errCorrupt, l.conv, l.seq)
-		}
-		c.Type = c.LastMessage.ConvType
 		readHead := head{}
 		switch {
 		case c.ReadSeq == l.seq:
@@ -438,6 +499,15 @@ func conversations(ctx context.Context, r reader, user string, limit int) ([]her
 		convs = append(convs, c)
 	}
 	return convs, nil
+}
+
+// lastMessageOf reads the message l names.
+func lastMessageOf(r reader, l lastMessage) (*herald.Message, error) {
+	m, _, err := getMessage(r, l.conv, l.seq)
+	if err == nil && m == nil {
+		err = fmt.Errorf("%w: %s has no message at its last seq %d", errCorrupt, l.conv, l.seq)
+	}
+	return m, err
 }
 
 // othersUpTo counts the messages up to and including seq, of a peer

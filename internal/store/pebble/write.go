@@ -2,6 +2,7 @@ package pebble
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -39,9 +40,14 @@ type writer struct {
 // convState is what the writer knows of one conversation: the head of
 // its newest message, and that message's seq.
 type convState struct {
-	first string // the conversation's first participant (head.fromFirst counts their messages)
-	seq   int64  // last seq stored; 0 when none
-	head         // of the message at seq; maxAt is math.MinInt64 when none
+	first string // a peer conversation's first participant (head.fromFirst counts their messages); "" for a group
+	group bool
+	seq   int64 // last seq stored; 0 when none
+	head        // of the message at seq; maxAt is math.MinInt64 when none
+	// sent caches, for a group, how many messages each sender seen since
+	// it was loaded sent up to seq (the newest tagSent value of theirs).
+	// It is cleared after a commit once over maxSenders.
+	sent map[string]int64
 }
 
 // acquire takes the writer and enters the store, or fails when ctx ends
@@ -156,7 +162,7 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 		ms := m.CreatedAt.UnixMilli()
 		st.ID, st.Seq, st.CreatedAt = w.nextID, cs.seq+1, time.UnixMilli(ms).UTC()
 		h := head{id: st.ID, maxAt: max(cs.maxAt, ms), fromFirst: cs.fromFirst}
-		if m.From == cs.first {
+		if !cs.group && m.From == cs.first {
 			h.fromFirst++
 		}
 		ks := len(dk)
@@ -170,6 +176,20 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 		if err := b.Set(buf[:ks], buf[ks:], nil); err != nil {
 			return nil, err
 		}
+		if cs.group {
+			// The sender's running count, for group unread (group.go).
+			n, err := w.sentBy(m.Conv, cs, m.From)
+			if err != nil {
+				return nil, err
+			}
+			cs.sent[m.From] = n + 1
+			buf = appendSeq(appendSentPrefix(buf[:0], m.Conv, m.From), st.Seq)
+			ks = len(buf)
+			buf = binary.AppendUvarint(buf, uint64(n+1))
+			if err := b.Set(buf[:ks], buf[ks:], nil); err != nil {
+				return nil, err
+			}
+		}
 		w.nextID++
 		cs.seq, cs.head = st.Seq, h
 		res[i] = store.Appended{Message: st}
@@ -181,9 +201,13 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 	if _, err = appendJobs(b, buf, jobs, res); err != nil {
 		return nil, err
 	}
-	// A conversation's first message puts it in both participants' lists.
+	// A peer conversation's first message puts it in both participants'
+	// lists; a group's members list it through their memberships.
 	for _, conv := range fresh {
-		_, a, bb, _ := herald.ParseConversationKey(conv)
+		t, a, bb, _ := herald.ParseConversationKey(conv)
+		if t != herald.ConversationPeer {
+			continue
+		}
 		users := []string{a, bb}
 		if a == bb {
 			users = users[:1] // a conversation with oneself
@@ -214,6 +238,11 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 	} else {
 		w.dedup.committed(b, msgs, res)
 	}
+	for _, cs := range touched {
+		if len(cs.sent) > maxSenders {
+			clear(cs.sent) // read again on next use
+		}
+	}
 	w.trimCache()
 	return res, nil
 }
@@ -224,11 +253,14 @@ func (w *writer) conv(conv string) (*convState, error) {
 	if cs := w.convs[conv]; cs != nil {
 		return cs, nil
 	}
-	_, first, _, ok := herald.ParseConversationKey(conv)
+	t, first, _, ok := herald.ParseConversationKey(conv)
 	if !ok {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "conversation key %q is malformed", conv)
 	}
 	cs := &convState{first: first, head: head{maxAt: math.MinInt64}}
+	if t == herald.ConversationGroup {
+		cs.first, cs.group, cs.sent = "", true, make(map[string]int64)
+	}
 	prefix := convPrefix(conv)
 	it, err := w.db.NewIter(&pebbledb.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
@@ -271,7 +303,20 @@ func (s *Store) SetReadSeq(ctx context.Context, user, conv string, seq int64) er
 		return fmt.Errorf("pebble: set read seq: %w", err)
 	}
 	defer s.releaseWriter()
-	listed, err := has(s.db, memberKey(user, conv))
+	// The writer slot also serialises this with membership changes, so a
+	// read seq is never written for a member just removed.
+	var (
+		listed  bool
+		joinSeq int64
+		err     error
+	)
+	if t, group, _, ok := herald.ParseConversationKey(conv); ok && t == herald.ConversationGroup {
+		var gm herald.GroupMember
+		gm, listed, err = getMembership(s.db, user, group)
+		joinSeq = gm.JoinSeq
+	} else {
+		listed, err = has(s.db, memberKey(user, conv))
+	}
 	if err != nil {
 		return fmt.Errorf("pebble: set read seq: %w", err)
 	}
@@ -287,6 +332,7 @@ func (s *Store) SetReadSeq(ctx context.Context, user, conv string, seq int64) er
 	if err != nil {
 		return fmt.Errorf("pebble: set read seq: %w", err)
 	}
+	cur = max(cur, joinSeq) // a member's read seq starts at JoinSeq
 	seq = min(seq, cs.seq)
 	if seq <= cur {
 		return nil

@@ -161,6 +161,90 @@ func (w *writer) insertJobs(ctx context.Context, jobs []store.PushJob, res []sto
 	return flush()
 }
 
+// deleteJobs removes the jobs done from the outbox, finishRows a
+// statement; w.sem must be held, inside a transaction. Their Due is not
+// needed.
+func (w *writer) deleteJobs(ctx context.Context, done []store.PushKey) error {
+	args := make([]any, 0, 2*min(len(done), finishRows))
+	for off := 0; off < len(done); off += finishRows {
+		chunk := done[off:min(off+finishRows, len(done))]
+		args = args[:0]
+		for _, k := range chunk {
+			args = append(args, k.MsgID, k.PushID)
+		}
+		st := w.jobDone
+		if len(chunk) > 1 {
+			var err error
+			if st, err = w.multiRowStmt(ctx, shapeJobDelete, len(chunk), jobDeleteHead, jobDeleteRow, ")"); err != nil {
+				return err
+			}
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("delete jobs: %w", err)
+		}
+	}
+	return nil
+}
+
+// insertGivenJobs writes jobs whose MsgID and Seq are the caller's
+// (EnqueuePush, SaveCall), like insertJobs; w.sem must be held, inside a
+// transaction.
+func (w *writer) insertGivenJobs(ctx context.Context, jobs []store.PushJob) error {
+	args := make([]any, 0, jobInsertArgs*min(len(jobs), w.insertRows))
+	for off := 0; off < len(jobs); off += w.insertRows {
+		chunk := jobs[off:min(off+w.insertRows, len(jobs))]
+		args = args[:0]
+		for i := range chunk {
+			j := &chunk[i]
+			args = append(args, j.MsgID, j.PushID, millis(j.Due), j.User, j.Conv, j.Seq,
+				millis(j.Expires), int64(j.Attempt), nullBytes(j.Data))
+		}
+		st, err := w.jobInsertStmt(ctx, len(chunk))
+		if err != nil {
+			return err
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("insert push jobs: %w", err)
+		}
+	}
+	return nil
+}
+
+// validateJobs checks the jobs of EnqueuePush and SaveCall.
+func validateJobs(jobs []store.PushJob) error {
+	for i := range jobs {
+		if err := store.ValidatePushJob(&jobs[i]); err != nil {
+			return fmt.Errorf("push job %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// EnqueuePush implements store.Store: one transaction deletes done, then
+// inserts jobs (ON CONFLICT DO NOTHING: a job pending stays as it is). A
+// key both in done and in jobs therefore ends up pending as jobs has it.
+func (s *Store) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	if err := validateJobs(jobs); err != nil {
+		return err
+	}
+	if len(jobs)+len(done) == 0 {
+		if s.closed.Load() {
+			return errClosed
+		}
+		return ctx.Err()
+	}
+	err := s.tx(ctx, func(ctx context.Context) error {
+		if err := s.w.deleteJobs(ctx, done); err != nil {
+			return err
+		}
+		return s.w.insertGivenJobs(ctx, jobs)
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: enqueue push: %w", err)
+	}
+	return nil
+}
+
 // Multi-row push statements are prepared on first use and kept in
 // writer.multiRow (closed with the writer), by shape and row count.
 type multiRowKey struct{ shape, rows int }
@@ -288,24 +372,10 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 		w := s.w
 		// Many rows a statement: a batch of outcomes costs a few
 		// statements instead of two per push.
-		args := make([]any, 0, logInsertArgs*min(max(len(log), len(done)), finishRows))
-		for off := 0; off < len(done); off += finishRows {
-			chunk := done[off:min(off+finishRows, len(done))]
-			args = args[:0]
-			for _, k := range chunk {
-				args = append(args, k.MsgID, k.PushID)
-			}
-			st := w.jobDone
-			if len(chunk) > 1 {
-				var err error
-				if st, err = w.multiRowStmt(ctx, shapeJobDelete, len(chunk), jobDeleteHead, jobDeleteRow, ")"); err != nil {
-					return err
-				}
-			}
-			if _, err := st.ExecContext(ctx, args...); err != nil {
-				return fmt.Errorf("delete jobs: %w", err)
-			}
+		if err := w.deleteJobs(ctx, done); err != nil {
+			return err
 		}
+		args := make([]any, 0, logInsertArgs*min(len(log), finishRows))
 		for i := range retry {
 			j := &retry[i]
 			if _, err := w.jobRetry.ExecContext(ctx, millis(j.Due), int64(j.Attempt), j.MsgID, j.PushID); err != nil {

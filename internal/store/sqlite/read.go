@@ -15,7 +15,7 @@ import (
 // msgCols and msgFrom select a message for scanMessage.
 const (
 	msgCols = `m.id, c.conv_key, c.type, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
-		coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at`
+		coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions`
 	msgFrom = ` FROM messages m JOIN conversations c ON c.id = m.conv_id `
 )
 
@@ -25,8 +25,13 @@ type statement struct {
 	query string
 }
 
-// readStatements are the statements of the read pool.
+// readStatements are the statements of the read pool, groups and calls
+// included (but for push's).
 func (s *Store) readStatements() []statement {
+	return append(append(s.messageReadStatements(), s.groupReadStatements()...), s.callReadStatements()...)
+}
+
+func (s *Store) messageReadStatements() []statement {
 	return []statement{
 		{&s.stmtAfter, "SELECT " + msgCols + msgFrom +
 			"WHERE c.conv_key = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"},
@@ -45,12 +50,17 @@ func (s *Store) readStatements() []statement {
 		// The newest message of a conversation is its highest seq, and has
 		// its highest id too (the writer hands out both in order), so
 		// ordering by that id is ordering by last activity. The page is
-		// picked first so unread counts are only computed for it.
+		// picked first so unread counts are only computed for it. A group
+		// member sees no message at or below join_seq (0 for peer rows):
+		// a group without a later one has no last message and sorts with
+		// the conversations without messages. read_seq starts at join_seq,
+		// so the unread count needs no join_seq of its own.
 		{&s.stmtConversations, `WITH page AS (
 				SELECT mb.conv_id, mb.read_seq, l.id AS last_id
 				FROM members mb
 				LEFT JOIN messages l ON l.conv_id = mb.conv_id
 					AND l.seq = (SELECT max(seq) FROM messages WHERE conv_id = mb.conv_id)
+					AND l.seq > mb.join_seq
 				WHERE mb.user_id = ?1
 				ORDER BY last_id IS NULL, last_id DESC, mb.conv_id
 				LIMIT ?2)
@@ -58,7 +68,7 @@ func (s *Store) readStatements() []statement {
 				(SELECT count(*) FROM messages u WHERE u.conv_id = p.conv_id AND u.seq > p.read_seq AND u.sender <> ?1),
 				EXISTS (SELECT 1 FROM mutes WHERE user_id = ?1 AND conv_key = c.conv_key),
 				m.id, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
-				coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at
+				coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions
 			FROM page p
 			JOIN conversations c ON c.id = p.conv_id
 			LEFT JOIN messages m ON m.id = p.last_id
@@ -88,10 +98,14 @@ func scanMessage(sc scanner) (*herald.Message, error) {
 		m                     herald.Message
 		convType, typ, subTyp int64
 		createdAt             int64
+		mentions              sql.NullString
 	)
 	err := sc.Scan(&m.ID, &m.Conv, &convType, &m.Seq, &m.From, &m.To, &m.LocalID, &typ, &subTyp,
-		&m.Text, &m.Data, &m.Extended, &createdAt)
+		&m.Text, &m.Data, &m.Extended, &createdAt, &mentions)
 	if err != nil {
+		return nil, err
+	}
+	if m.Mentions, err = decodeMentions(mentions); err != nil {
 		return nil, err
 	}
 	m.ConvType = herald.ConversationType(convType)
@@ -290,13 +304,18 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 			id, seq, typ, subTyp, created sql.NullInt64
 			from, to, localID, text, ext  sql.NullString
 			data                          []byte
+			mentions                      sql.NullString
 		)
 		if err := rows.Scan(&c.Key, &convType, &c.ReadSeq, &c.Unread, &c.Muted,
-			&id, &seq, &from, &to, &localID, &typ, &subTyp, &text, &data, &ext, &created); err != nil {
+			&id, &seq, &from, &to, &localID, &typ, &subTyp, &text, &data, &ext, &created, &mentions); err != nil {
 			return nil, fmt.Errorf("sqlite: conversations: %w", err)
 		}
 		c.Type = herald.ConversationType(convType)
-		c.ID, _ = herald.PeerOf(c.Key, user)
+		if c.Type == herald.ConversationGroup {
+			_, c.ID, _, _ = herald.ParseConversationKey(c.Key)
+		} else {
+			c.ID, _ = herald.PeerOf(c.Key, user)
+		}
 		if id.Valid {
 			c.LastMessage = &herald.Message{
 				ID: id.Int64, ConvType: c.Type, Conv: c.Key, Seq: seq.Int64,
@@ -304,6 +323,9 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 				Type: herald.MessageType(typ.Int64), SubType: int32(subTyp.Int64),
 				Text: text.String, Data: data, Extended: ext.String,
 				CreatedAt: time.UnixMilli(created.Int64).UTC(),
+			}
+			if c.LastMessage.Mentions, err = decodeMentions(mentions); err != nil {
+				return nil, fmt.Errorf("sqlite: conversations: %w", err)
 			}
 		}
 		convs = append(convs, c)

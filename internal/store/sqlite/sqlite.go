@@ -27,6 +27,11 @@
 //     their own.
 //   - Conversation mute (mute.go, migrations/0003_mute.sql): one row per
 //     muted (user, conversation key).
+//   - Groups (group.go, migrations/0004_groups_calls.sql): a record per
+//     group (dismissed ones kept, so IDs are never reused) and memberships
+//     as members rows beside the peer list entries; a group message is
+//     stored once and writes no members row. Calls (call.go): the shared
+//     JSON form per call plus a (user, created_at, call) index table.
 package sqlite
 
 import (
@@ -140,6 +145,8 @@ type Store struct {
 	stmtConvLast, stmtCreatedMax                         *sql.Stmt
 	stmtLastSeqs, stmtConversations, stmtCursors         *sql.Stmt
 	stmtMuted                                            *sql.Stmt
+	stmtGroup, stmtGroupMembers, stmtUserGroups          *sql.Stmt
+	stmtCall, stmtOpenCalls, stmtUserCalls               *sql.Stmt
 	stmtPending, stmtDevices                             *sql.Stmt
 	stmtPushLog                                          [8]*sql.Stmt // by logBy* mask; 0 unused
 }

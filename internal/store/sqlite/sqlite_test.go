@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -339,10 +340,12 @@ func TestQueryPlans(t *testing.T) {
 	for len(args) < 16 {
 		args = append(args, len(args))
 	}
-	// The scans allowed: the Conversations query's page, and PushDevices
-	// and MutedConversations, which read every device and every mute (the
-	// push service, once at start).
-	allowed := map[string]bool{"SCAN p": true, "SCAN push_devices": true, "SCAN mutes": true}
+	// The scans allowed: the Conversations query's page, and PushDevices,
+	// MutedConversations and OpenCalls, which read every device, every
+	// mute and every open call (the push and call services, once at start;
+	// calls_open holds the open calls only).
+	allowed := map[string]bool{"SCAN p": true, "SCAN push_devices": true, "SCAN mutes": true,
+		"SCAN calls USING INDEX calls_open": true}
 	for _, st := range stmts {
 		q := strings.TrimSpace(st.query)
 		if !strings.HasPrefix(q, "SELECT") && !strings.HasPrefix(q, "UPDATE") && !strings.HasPrefix(q, "WITH") &&
@@ -370,5 +373,106 @@ func TestQueryPlans(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestUpgradeToGroups opens a database written by schema version 3 (peer
+// messages, read seqs) with the current build: the migration to groups
+// keeps every conversation as it was, and group messages and members work
+// beside them.
+func TestUpgradeToGroups(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "herald.db")
+	ms, err := loadMigrations(migrationFS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", dsn(path, "busy_timeout(5000)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	conn, err := raw.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &Store{log: slog.New(slog.DiscardHandler)}
+	if err := old.migrate(ctx, conn, ms[:3]); err != nil {
+		t.Fatalf("migrate to version 3: %v", err)
+	}
+	for _, q := range []string{
+		`INSERT INTO conversations (id, conv_key, type) VALUES (1, 'p:alice:bob', 0)`,
+		`INSERT INTO members (user_id, conv_id, read_seq) VALUES ('alice', 1, 1), ('bob', 1, 0)`,
+		`INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id, type, sub_type, text, created_at, created_max)
+			VALUES (1, 1, 1, 'bob', 'alice', 'l1', 1, 0, 'one', 1000, 1000), (2, 1, 2, 'bob', 'alice', 'l2', 1, 0, 'two', 2000, 2000)`,
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	conn.Close()
+
+	s, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("Open of a version 3 database: %v", err)
+	}
+	defer s.Close()
+	convs, err := s.Conversations(ctx, "alice", 10)
+	if err != nil || len(convs) != 1 {
+		t.Fatalf("Conversations(alice) after the upgrade: %+v, %v", convs, err)
+	}
+	if c := convs[0]; c.ID != "bob" || c.ReadSeq != 1 || c.Unread != 1 || c.LastMessage == nil || c.LastMessage.Seq != 2 || c.LastMessage.Mentions != nil {
+		t.Errorf("alice's conversation after the upgrade = %+v (last %+v), want bob, read 1, unread 1, last seq 2 without mentions", c, c.LastMessage)
+	}
+	if groups, err := s.UserGroups(ctx, "alice"); err != nil || len(groups) != 0 {
+		t.Errorf("UserGroups(alice) after the upgrade = %v, %v; want none: peer rows are not groups", groups, err)
+	}
+	if err := s.CreateGroup(ctx, herald.Group{ID: "g1", CreatedAt: t0}, []herald.GroupMember{{User: "alice", Role: herald.RoleOwner}}); err != nil {
+		t.Fatal(err)
+	}
+	g := msg("bob", "x", "g")
+	g.ConvType, g.Conv, g.To, g.Mentions = herald.ConversationGroup, "g:g1", "g1", []string{"alice"}
+	res := mustAppend(t, s, g, msg("alice", "bob", "l3"))
+	if got := []int64{res[0].Message.Seq, res[1].Message.Seq}; !slices.Equal(got, []int64{1, 3}) {
+		t.Errorf("seqs after the upgrade = %v, want [1 3]", got)
+	}
+	if got, err := s.LastSeqs(ctx, "alice"); err != nil || fmt.Sprint(got) != "map[g:g1:1 p:alice:bob:3]" {
+		t.Errorf("LastSeqs(alice) = %v, %v", got, err)
+	}
+}
+
+// TestGroupMessageWritesNoMembers: a group message, even to a group never
+// created, writes no members row (the group's members are its own), and a
+// group created later for that key reuses its conversation.
+func TestGroupMessageWritesNoMembers(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t, Options{})
+	defer s.Close()
+	count := func() (n int) {
+		t.Helper()
+		if err := s.read.QueryRowContext(ctx, "SELECT count(*) FROM members").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	g := msg("alice", "x", "1")
+	g.ConvType, g.Conv, g.To = herald.ConversationGroup, "g:early", "early"
+	mustAppend(t, s, g)
+	if n := count(); n != 0 {
+		t.Errorf("a group message wrote %d members rows, want 0", n)
+	}
+	if err := s.CreateGroup(ctx, herald.Group{ID: "early", CreatedAt: t0}, []herald.GroupMember{{User: "bob", Role: herald.RoleOwner}}); err != nil {
+		t.Fatalf("CreateGroup over an existing conversation: %v", err)
+	}
+	for i := range 50 {
+		g := msg("bob", "x", fmt.Sprint("b", i))
+		g.ConvType, g.Conv, g.To = herald.ConversationGroup, "g:early", "early"
+		mustAppend(t, s, g)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("members rows = %d, want 1 (bob's)", n)
+	}
+	if got, err := s.LastSeqs(ctx, "bob"); err != nil || got["g:early"] != 51 {
+		t.Errorf("LastSeqs(bob) = %v, %v; want g:early at 51", got, err)
 	}
 }

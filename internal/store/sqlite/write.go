@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,7 +57,13 @@ type writer struct {
 	devByToken, devByBinding, devDelete, devMove             *sql.Stmt
 	devRetoken, devInsert, devUnregister, devUnbind, devDrop *sql.Stmt
 	devPrune                                                 *sql.Stmt
-	multiRow                                                 map[multiRowKey]*sql.Stmt // multi-row push statements, by shape and row count
+
+	// Group statements (group.go) and call statements (call.go).
+	grpLive, grpInsert, grpUpdate, grpDismiss, convEnsure *sql.Stmt
+	memberAdd, memberRemove, membersClear, memberRole     *sql.Stmt
+	callGet, callPut, callUserAdd, callUserDel            *sql.Stmt
+
+	multiRow map[multiRowKey]*sql.Stmt // multi-row push statements, by shape and row count
 }
 
 // convState is what the writer knows of one conversation.
@@ -68,10 +75,10 @@ type convState struct {
 
 const (
 	insertHead = `INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id, type, sub_type,
-		text, data, extended, created_at, created_max) VALUES `
-	insertRow  = `(?,?,?,?,?,?,?,?,?,?,?,?,?)`
+		text, data, extended, created_at, created_max, mentions) VALUES `
+	insertRow  = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
 	insertTail = ` ON CONFLICT (sender, local_id) DO NOTHING`
-	insertArgs = 13
+	insertArgs = 14
 )
 
 // statements are the writer's statements, but for the multi-row INSERTs.
@@ -99,10 +106,12 @@ func (w *writer) statements() []statement {
 	}
 }
 
-// allStatements are the writer's statements, push included, but for the
-// multi-row INSERTs.
+// allStatements are the writer's statements, push, groups and calls
+// included, but for the multi-row INSERTs.
 func (w *writer) allStatements() []statement {
-	return append(w.statements(), w.pushStatements()...)
+	all := append(w.statements(), w.pushStatements()...)
+	all = append(all, w.groupStatements()...)
+	return append(all, w.callStatements()...)
 }
 
 // prepare readies the writer once the schema is up to date.
@@ -260,8 +269,9 @@ func (w *writer) trimCache() {
 }
 
 // conv returns the writer's state for m's conversation, reading it or
-// creating the conversation (and both participants' list entries) on
-// first use.
+// creating the conversation on first use: a peer conversation with both
+// participants' list entries; a group conversation (normally created by
+// CreateGroup already) with none, as its members are the group's.
 func (w *writer) conv(ctx context.Context, m *herald.Message) (*convState, error) {
 	if cs := w.convs[m.Conv]; cs != nil {
 		return cs, nil
@@ -277,9 +287,11 @@ func (w *writer) conv(ctx context.Context, m *herald.Message) (*convState, error
 		if cs.id, err = r.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("create conversation: %w", err)
 		}
-		_, a, b, _ := herald.ParseConversationKey(m.Conv)
-		if _, err := w.insertMembers.ExecContext(ctx, a, cs.id, b, cs.id); err != nil {
-			return nil, fmt.Errorf("add conversation to lists: %w", err)
+		if m.ConvType == herald.ConversationPeer {
+			_, a, b, _ := herald.ParseConversationKey(m.Conv)
+			if _, err := w.insertMembers.ExecContext(ctx, a, cs.id, b, cs.id); err != nil {
+				return nil, fmt.Errorf("add conversation to lists: %w", err)
+			}
 		}
 	case err != nil:
 		return nil, fmt.Errorf("read conversation: %w", err)
@@ -450,7 +462,30 @@ func (w *writer) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 
 func appendInsertArgs(args []any, m *herald.Message, convID, createdMax int64) []any {
 	return append(args, m.ID, convID, m.Seq, m.From, m.To, m.LocalID, int64(m.Type), int64(m.SubType),
-		nullString(m.Text), nullBytes(m.Data), nullString(m.Extended), m.CreatedAt.UnixMilli(), createdMax)
+		nullString(m.Text), nullBytes(m.Data), nullString(m.Extended), m.CreatedAt.UnixMilli(), createdMax,
+		encodeMentions(m.Mentions))
+}
+
+// encodeMentions is the stored form of a message's mentions: a JSON array
+// of user IDs, or NULL when there are none.
+func encodeMentions(users []string) any {
+	if len(users) == 0 {
+		return nil
+	}
+	b, _ := json.Marshal(users) // a []string always marshals
+	return string(b)
+}
+
+// decodeMentions reads what encodeMentions stored.
+func decodeMentions(s sql.NullString) ([]string, error) {
+	if !s.Valid || s.String == "" {
+		return nil, nil
+	}
+	var users []string
+	if err := json.Unmarshal([]byte(s.String), &users); err != nil {
+		return nil, fmt.Errorf("decode mentions: %w", err)
+	}
+	return users, nil
 }
 
 func nullString(s string) any {

@@ -15,7 +15,9 @@ import (
 // on the same data: messages, seqs that continue without gaps, IDs that keep
 // growing, duplicate detection, read seqs, cursors and conversation lists;
 // push devices, the outbox and the delivery log, whose order continues;
-// muted conversations.
+// muted conversations; groups (records, members with their join and read
+// seqs, dismissed IDs), group messages with their mentions and seqs, and
+// calls.
 // open must open the store kept in dir; it is called twice with the same dir.
 func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	ctx := context.Background()
@@ -54,6 +56,7 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	f.setMuted(t, "bob", ab.Conv, false)
 	cd := herald.PeerConversationKey("carol", "dave")
 	f.setMuted(t, "carol", cd, true)
+	checkGroups := reopenGroupsAndCalls(t, f)
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -61,6 +64,7 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	s = open(t, dir)
 	defer s.Close()
 	f.s = s
+	checkGroups()
 	if got := takePushSnapshot(t, f, "bob"); got != pushBefore {
 		t.Errorf("push state after reopen:\ndevices%s\noutbox%s\nlog%s\nwant\ndevices%s\noutbox%s\nlog%s",
 			got.devices, got.outbox, got.log, pushBefore.devices, pushBefore.outbox, pushBefore.log)
@@ -125,5 +129,69 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	got, err := s.Cursors(ctx, "alice", "phone")
 	if err != nil || got[ab.Conv] != 2 {
 		t.Errorf("cursors after reopen = %v, %v; want %s at 2", got, err, ab.Conv)
+	}
+}
+
+// reopenGroupsAndCalls stores groups, group messages and calls (users of
+// their own, so RunReopen's other checks are unchanged), and returns the
+// checks to run on the reopened store.
+func reopenGroupsAndCalls(t *testing.T, f *fixture) func() {
+	ctx := context.Background()
+	g := f.createGroup(t, "g1", "gus", "hal")
+	m := f.gtext("gus", "g1")
+	m.Mentions = []string{"hal", "ivy"}
+	first := f.append(t, m, f.gtext("hal", "g1"))
+	add := f.newMembers(herald.RoleAdmin, "ivy")
+	f.addMembers(t, "g1", add)
+	f.setRead(t, "hal", "g:g1", 1)
+	f.createGroup(t, "g2", "gus")
+	if err := f.s.DismissGroup(ctx, "g2"); err != nil {
+		t.Fatal(err)
+	}
+	open := f.call("c1", time.Minute, "gus", "hal")
+	ended := f.call("c2", time.Minute, "hal", "ivy", "gus")
+	ended.EndedAt = ended.CreatedAt.Add(time.Second)
+	f.saveCall(t, open, nil)
+	f.saveCall(t, ended, nil)
+	members := f.members(t, "g1")
+
+	return func() {
+		t.Helper()
+		sameGroup(t, f, g)
+		sameMembers(t, "members of g1 after reopen", f.members(t, "g1"), members)
+		if r := members[2]; r.User != "ivy" || r.JoinSeq != 2 || r.Role != herald.RoleAdmin {
+			t.Errorf("ivy's membership before reopen: %s, want admin at join seq 2", memberString(r))
+		}
+		err := f.s.CreateGroup(ctx, f.group("g2"), []herald.GroupMember{{User: "gus", Role: herald.RoleOwner}})
+		wantCode(t, "CreateGroup of a dismissed ID after reopen", err, herald.CodeConflict)
+		stored := f.all(t, "g:g1")
+		if len(stored) != 2 {
+			t.Fatalf("group messages after reopen: %d, want 2", len(stored))
+		}
+		sameMessage(t, "group message after reopen", stored[0], first[0].Message)
+		next := f.append(t, f.gtext("gus", "g1"), retry(m))
+		if next[0].Message.Seq != 3 || !next[1].Duplicate || !slices.Equal(next[1].Message.Mentions, m.Mentions) {
+			t.Errorf("after reopen: seq %d, resend duplicate %v with mentions %q; want 3, true, %q",
+				next[0].Message.Seq, next[1].Duplicate, next[1].Message.Mentions, m.Mentions)
+		}
+		for _, tt := range []struct {
+			user         string
+			read, unread int
+		}{{"hal", 1, 1}, {"ivy", 2, 1}, {"gus", 0, 1}} {
+			c := f.conversation(t, tt.user, "g:g1")
+			if c.ReadSeq != int64(tt.read) || c.Unread != tt.unread {
+				t.Errorf("%s's g1 after reopen: read seq %d unread %d, want %d and %d", tt.user, c.ReadSeq, c.Unread, tt.read, tt.unread)
+			}
+		}
+		sameCall(t, f, open)
+		sameCall(t, f, ended)
+		calls, err := f.s.OpenCalls(ctx)
+		if err != nil || !slices.Equal(callIDs(calls), []string{"c1"}) {
+			t.Errorf("OpenCalls after reopen = %q, %v; want [c1]", callIDs(calls), err)
+		}
+		calls, err = f.s.UserCalls(ctx, "gus", time.Time{}, 10)
+		if err != nil || !slices.Equal(callIDs(calls), []string{"c2", "c1"}) {
+			t.Errorf("UserCalls(gus) after reopen = %q, %v; want [c2 c1]", callIDs(calls), err)
+		}
 	}
 }

@@ -67,6 +67,30 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Push/Devices", testPushDevices},
 		{"Push/PruneUnbound", testPruneUnbound},
 		{"Push/ConcurrentAppendAndDispatch", testPushConcurrent},
+		{"Push/EnqueuePush", testEnqueuePush},
+		{"Group/Create", testGroupCreate},
+		{"Group/CreateConflict", testGroupCreateConflict},
+		{"Group/CreateInvalid", testGroupCreateInvalid},
+		{"Group/Update", testGroupUpdate},
+		{"Group/Dismiss", testGroupDismiss},
+		{"Group/AddMembersJoinSeq", testGroupAddMembersJoinSeq},
+		{"Group/AddMembersAgain", testGroupAddMembersAgain},
+		{"Group/RemoveMembers", testGroupRemoveMembers},
+		{"Group/Rejoin", testGroupRejoin},
+		{"Group/ReadSeq", testGroupReadSeq},
+		{"Group/SetRoles", testGroupSetRoles},
+		{"Group/MembersPaging", testGroupMembersPaging},
+		{"Group/UserGroups", testUserGroups},
+		{"Group/Message", testGroupMessage},
+		{"Group/MessageJobs", testGroupMessageJobs},
+		{"Group/MessageInvalid", testGroupMessageInvalid},
+		{"Group/Mentions", testGroupMentions},
+		{"Group/Conversations", testGroupConversations},
+		{"Call/SaveAndGet", testCallSaveAndGet},
+		{"Call/Jobs", testCallJobs},
+		{"Call/Invalid", testCallInvalid},
+		{"Call/OpenCalls", testOpenCalls},
+		{"Call/UserCalls", testUserCalls},
 		{"RoundTrip/BinaryData", testBinaryData},
 		{"RoundTrip/Fields", testFields},
 		{"Ping", testPing},
@@ -210,6 +234,9 @@ func sameMessage(t *testing.T, what string, got, want *herald.Message) {
 	}
 	if g, w := scalars(got), scalars(want); g != w {
 		t.Errorf("%s:\n got %+v\nwant %+v", what, g, w)
+	}
+	if !slices.Equal(got.Mentions, want.Mentions) {
+		t.Errorf("%s: Mentions = %q, want %q", what, got.Mentions, want.Mentions)
 	}
 }
 
@@ -1023,6 +1050,29 @@ func testClose(t *testing.T, f *fixture) {
 		{"PruneUnboundPushDevices", func() error { _, err := f.s.PruneUnboundPushDevices(ctx, baseTime); return err }},
 		{"SetConversationMuted", func() error { return f.s.SetConversationMuted(ctx, "alice", m.Conv, true) }},
 		{"MutedConversations", func() error { _, err := f.s.MutedConversations(ctx); return err }},
+		{"EnqueuePush", func() error {
+			return f.s.EnqueuePush(ctx, []store.PushJob{{PushID: "pd_x", MsgID: 1, User: "alice", Due: baseTime}}, nil)
+		}},
+		{"CreateGroup", func() error {
+			return f.s.CreateGroup(ctx, f.group("g1"), []herald.GroupMember{{User: "alice", Role: herald.RoleOwner}})
+		}},
+		{"Group", func() error { _, err := f.s.Group(ctx, "g1"); return err }},
+		{"UpdateGroup", func() error { return f.s.UpdateGroup(ctx, f.group("g1")) }},
+		{"DismissGroup", func() error { return f.s.DismissGroup(ctx, "g1") }},
+		{"AddGroupMembers", func() error {
+			_, err := f.s.AddGroupMembers(ctx, "g1", []herald.GroupMember{{User: "bob", Role: herald.RoleMember}})
+			return err
+		}},
+		{"RemoveGroupMembers", func() error { _, err := f.s.RemoveGroupMembers(ctx, "g1", []string{"bob"}); return err }},
+		{"SetGroupRoles", func() error {
+			return f.s.SetGroupRoles(ctx, "g1", map[string]herald.GroupRole{"alice": herald.RoleAdmin})
+		}},
+		{"GroupMembers", func() error { _, err := f.s.GroupMembers(ctx, "g1", "", 10); return err }},
+		{"UserGroups", func() error { _, err := f.s.UserGroups(ctx, "alice"); return err }},
+		{"SaveCall", func() error { return f.s.SaveCall(ctx, f.call("c1", time.Minute, "alice", "bob"), nil) }},
+		{"Call", func() error { _, err := f.s.Call(ctx, "c1"); return err }},
+		{"OpenCalls", func() error { _, err := f.s.OpenCalls(ctx); return err }},
+		{"UserCalls", func() error { _, err := f.s.UserCalls(ctx, "alice", time.Time{}, 10); return err }},
 		{"Ping", func() error { return f.s.Ping(ctx) }},
 	}
 	for _, c := range calls {

@@ -1,0 +1,95 @@
+package herald
+
+import (
+	"time"
+	"unicode/utf8"
+)
+
+// CallMode is ZIM's call invitation mode.
+type CallMode string
+
+const (
+	// CallGeneral ends once every invitee has accepted, rejected or timed
+	// out, or the caller cancelled.
+	CallGeneral CallMode = "general"
+)
+
+// CallUserState is one participant's state in a call (ZIM's
+// ZIMCallUserState).
+type CallUserState string
+
+const (
+	CallInviting    CallUserState = "inviting"         // the caller, while the call rings
+	CallReceived    CallUserState = "received"         // an invitee with a live session got the invitation
+	CallNotYet      CallUserState = "not_yet_received" // an invitee not reached live yet (offline: pushed)
+	CallAccepted    CallUserState = "accepted"
+	CallRejected    CallUserState = "rejected"
+	CallCancelled   CallUserState = "cancelled"    // the caller cancelled (the caller's own state)
+	CallBeCancelled CallUserState = "be_cancelled" // an invitee whose ringing the caller cancelled
+	CallTimeout     CallUserState = "timeout"      // an invitee who did not answer in time
+	CallEnded       CallUserState = "ended"        // the caller, once the call ended without a cancel
+)
+
+// Ringing reports whether an invitee in state s has yet to answer.
+func (s CallUserState) Ringing() bool { return s == CallReceived || s == CallNotYet }
+
+// CallParticipant is one user's state in a call.
+type CallParticipant struct {
+	User      string
+	State     CallUserState
+	UpdatedAt time.Time
+	Extended  string // what the user's last action carried (accept/reject extended data)
+}
+
+// Call is a call invitation and what became of it. The caller is
+// Participants[0]; the invitees follow in the order invited.
+type Call struct {
+	ID           string
+	Mode         CallMode
+	Participants []CallParticipant
+	Timeout      time.Duration
+	CreatedAt    time.Time
+	Deadline     time.Time // CreatedAt + Timeout: unanswered invitees time out then
+	EndedAt      time.Time // zero while the call rings
+	Extended     string
+	Push         *PushConfig
+}
+
+// Caller returns the user who placed the call.
+func (c *Call) Caller() string { return c.Participants[0].User }
+
+// Ended reports whether the call is over.
+func (c *Call) Ended() bool { return !c.EndedAt.IsZero() }
+
+// Participant returns user's entry, or nil.
+func (c *Call) Participant(user string) *CallParticipant {
+	for i := range c.Participants {
+		if c.Participants[i].User == user {
+			return &c.Participants[i]
+		}
+	}
+	return nil
+}
+
+// CallConversationKey is the key a call's pushes and delivery-log entries
+// carry as their conversation.
+func CallConversationKey(id string) string { return "c:" + id }
+
+// Call limits and defaults (ZIM's).
+const (
+	DefaultCallTimeout     = 90 * time.Second
+	MaxCallTimeout         = 600 * time.Second
+	DefaultMaxCallInvitees = 9
+	MaxCallExtendedBytes   = 1024
+)
+
+// ValidateCallExtended checks a call's or an answer's extended data.
+func ValidateCallExtended(s string) error {
+	if len(s) > MaxCallExtendedBytes {
+		return Errorf(CodeTooLarge, "extended_data is %d bytes; the limit is %d", len(s), MaxCallExtendedBytes)
+	}
+	if !utf8.ValidString(s) {
+		return Errorf(CodeInvalidArgument, "extended_data is not valid UTF-8")
+	}
+	return nil
+}
