@@ -12,9 +12,9 @@
 // Handlers.MessageReceived (each batch with ReceiveInfo.Offline set). From
 // then on, live messages arrive through the same handler, and the session
 // lasts until Logout, Close, or a stop event. Requests (SendPeerMessage,
-// QueryHistoryMessage, QueryConversationList, MarkConversationRead,
-// SetConversationNotificationStatus, RegisterPush, RenewToken) may be made
-// from any goroutine.
+// SendGroupMessage, QueryHistoryMessage, QueryConversationList,
+// MarkConversationRead, SetConversationNotificationStatus, the group
+// operations, RegisterPush, RenewToken) may be made from any goroutine.
 //
 // Every message has a per-conversation seq ("larger is newer"). The SDK hands
 // each conversation's messages to the app in seq order, each seq once, without
@@ -23,7 +23,8 @@
 // (seq 0, never stored) bypass this and are delivered as they come. A
 // conversation's first message seen by the Client is its baseline: the SDK
 // does not fetch what came before it (use QueryHistoryMessage). Messages the
-// Client sent itself are returned by SendPeerMessage and not delivered again.
+// Client sent itself are returned by SendPeerMessage (or SendGroupMessage)
+// and not delivered again.
 //
 // When MessageReceived returns, its messages count as handed to the app: the
 // SDK acknowledges them (an "ack" per conversation, coalesced over
@@ -34,6 +35,33 @@
 // of the connection. A conversation set to NotificationDoNotDisturb
 // (SetConversationNotificationStatus) is never pushed.
 //
+// # Groups
+//
+// CreateGroup makes a group with the caller as its owner and its first
+// members; JoinGroup, LeaveGroup, InviteGroupMembers, KickGroupMembers,
+// DismissGroup, TransferGroupOwner, SetGroupMemberRole and UpdateGroup
+// change it, under the server's rules (roles owner, admin and member; the
+// group's JoinMode and InviteMode), and QueryGroupInfo, QueryGroupMembers
+// and QueryGroupList read it. SendGroupMessage sends to a group the user
+// is a member of; its messages share one seq sequence and arrive through
+// MessageReceived like peer ones, with ReceiveInfo.ConvType ConvGroup and
+// the group ID as ConvID, and QueryHistoryMessage, MarkConversationRead
+// and SetConversationNotificationStatus take ConvGroup too. A member sees
+// only the messages sent after they joined (GroupInfo.JoinSeq) and nothing
+// once they left or were removed; when the user joins a group again, its
+// next message starts a new baseline instead of a gap to fill.
+// OutgoingMessage.Mentions @-mentions members, and NotifyMentioned pushes
+// them even where they muted the group. Handlers.GroupChanged reports each
+// change (created, joined, invited, left, kicked, dismissed, roles, owner,
+// updates) to the members' sessions other than the one that made it; the
+// changes made while offline are not replayed, so query the groups after
+// Login. QueryConversationList lists groups beside peer conversations, and
+// QueryConversationTotalUnreadMessageCount sums the unread counts of those
+// not muted. Group operations fail with ErrForbidden when the caller's role
+// or the group's modes do not allow them, ErrNotFound for a group that does
+// not exist or was dismissed, ErrConflict for a taken group ID, and
+// ErrTooLarge past the server's members per group.
+//
 // # Offline push
 //
 // RegisterPush registers the device's push token (APNs; a PushKit token as
@@ -43,6 +71,26 @@
 // next user of the phone does not get the previous one's pushes. A message
 // sent with OutgoingMessage.Push reaches the receiver's devices that do not
 // get it live, at most once each; docs/push.md has the rules.
+//
+// # Calls
+//
+// CallInvite invites users to a call (ZIM's call invitation, general
+// mode) and returns it as a *herald.Call: the caller and each invitee with
+// a state. Invitees answer with CallAccept or CallReject; the caller may
+// CallCancel; the server times unanswered invitees out at the call's
+// deadline, and ends the call once nobody rings any more. Handlers.Calls
+// receives the events: InvitationReceived (ring; again after each Login
+// while the call still rings, so an app woken by a VoIP push learns of it),
+// InvitationCancelled, InvitationTimeout, InvitationCreated (a call placed
+// from another of the user's devices) and UserStateChanged, which every
+// participant's devices get for every change, so a user's other devices
+// stop ringing once one of them answered. With CallInviteConfig.Push,
+// invitees with no live session are pushed (a VoIP push where they
+// registered a PushKit token), and the push expires with the call. A
+// caller who logs out before anyone accepted cancels their calls.
+// QueryCalls lists the user's calls with each participant's outcome. Call
+// operations are sent once, never resent after a reconnect: a lost
+// connection fails them with ErrUnavailable.
 //
 // # Threading
 //

@@ -28,7 +28,20 @@ type OutgoingMessage struct {
 	// Push, when set, is the offline push the receiver's devices get when
 	// they do not receive the message live (ZIMPushConfig): title, content,
 	// payload, resourcesID, badge. Nil: no push. Not allowed on commands.
+	// For a group message, each member's devices (not the sender's) that
+	// do not get it live are pushed, except where the member muted the
+	// group.
 	Push *herald.PushConfig
+
+	// Mentions are the group members the message @-mentions (ZIM's
+	// mentionedUserIDs), at most 100; they come back in the received
+	// message. Group messages only.
+	Mentions []string
+
+	// NotifyMentioned (ZIM's isNotifyMentionedUsers) pushes the mentioned
+	// members even where they muted the group (a message without Push
+	// pushes nobody). Group messages only.
+	NotifyMentioned bool
 }
 
 // TextMessage returns a text message.
@@ -54,15 +67,26 @@ func CommandMessage(data []byte) OutgoingMessage {
 // reconnect, until ctx ends (or RequestTimeout, when ctx has no deadline). An
 // error the server reports is returned at once: ErrTooLarge,
 // ErrInvalidArgument, ErrRateLimited, ErrForbidden, ... Limits the server
-// announced at login are checked before sending.
+// announced at login are checked before sending. Mentions are for group
+// messages: a peer message with Mentions or NotifyMentioned is
+// ErrInvalidArgument.
 //
 // The sent message is not passed to MessageReceived; the app has it from
 // here.
 func (c *Client) SendPeerMessage(ctx context.Context, to string, msg OutgoingMessage) (*herald.Message, error) {
-	const op = "send"
 	if err := herald.ValidateUserID(to); err != nil {
-		return nil, opError(op, err)
+		return nil, opError(proto.OpSend, err)
 	}
+	if len(msg.Mentions) > 0 || msg.NotifyMentioned {
+		return nil, opError(proto.OpSend, herald.Errorf(herald.CodeInvalidArgument, "mentions are for group messages"))
+	}
+	return c.send(ctx, convKey{proto.ConvPeer, to}, msg)
+}
+
+// send sends msg to the conversation k (the receiving user, or the group)
+// as SendPeerMessage describes.
+func (c *Client) send(ctx context.Context, k convKey, msg OutgoingMessage) (*herald.Message, error) {
+	const op = proto.OpSend
 	s, err := c.session()
 	if err != nil {
 		return nil, err
@@ -80,7 +104,7 @@ func (c *Client) SendPeerMessage(ctx context.Context, to string, msg OutgoingMes
 	c.mu.Unlock()
 	check := herald.Message{
 		LocalID: msg.LocalID, Type: msg.Type, Text: msg.Text, Data: msg.Data,
-		SubType: msg.SubType, Extended: msg.Extended,
+		SubType: msg.SubType, Extended: msg.Extended, Mentions: msg.Mentions,
 	}
 	if err := limits.Validate(&check); err != nil {
 		return nil, opError(op, err)
@@ -91,15 +115,17 @@ func (c *Client) SendPeerMessage(ctx context.Context, to string, msg OutgoingMes
 		}
 	}
 	req := proto.SendRequest{
-		ConvType: proto.ConvPeer,
-		To:       to,
-		LocalID:  msg.LocalID,
-		Type:     msg.Type.String(),
-		Text:     msg.Text,
-		Data:     msg.Data,
-		SubType:  msg.SubType,
-		Extended: msg.Extended,
-		Push:     msg.Push,
+		ConvType:        k.typ,
+		To:              k.id,
+		LocalID:         msg.LocalID,
+		Type:            msg.Type.String(),
+		Text:            msg.Text,
+		Data:            msg.Data,
+		SubType:         msg.SubType,
+		Extended:        msg.Extended,
+		Push:            msg.Push,
+		Mentions:        msg.Mentions,
+		NotifyMentioned: msg.NotifyMentioned,
 	}
 	// The hook runs on the reader goroutine before any later frame is read,
 	// so the message's seq is known to the tracker before an incoming message
@@ -108,17 +134,17 @@ func (c *Client) SendPeerMessage(ctx context.Context, to string, msg OutgoingMes
 		if r.Message.Seq <= 0 {
 			return
 		}
-		k := convKey{proto.ConvPeer, to}
+		own := k
 		if r.Message.ConvID != "" {
-			k.id = r.Message.ConvID
+			own.id = r.Message.ConvID
 		}
-		if c.track.markOwn(s.gen, k, r.Message.Seq) {
+		if c.track.markOwn(s.gen, own, r.Message.Seq) {
 			c.scheduleAck()
 		}
 	}
 	c.beginSend(msg.LocalID)
 	defer c.endSend(msg.LocalID)
-	reply, err := request(ctx, c, s, proto.OpSend, req, hook)
+	reply, err := request(ctx, c, s, op, req, hook)
 	if err != nil {
 		return nil, err
 	}
@@ -164,10 +190,12 @@ type HistoryQuery struct {
 }
 
 // QueryHistoryMessage returns a page of the stored messages of a
-// conversation (convType ConvPeer, convID the other user), in the query's
-// order, and whether another page exists in that direction. Like every
-// request it blocks until the reply, waiting out reconnects, until ctx ends
-// (RequestTimeout if ctx has no deadline).
+// conversation (convType ConvPeer, convID the other user; or ConvGroup,
+// convID the group ID), in the query's order, and whether another page
+// exists in that direction. In a group, a member sees the messages after
+// they joined (GroupInfo.JoinSeq); ErrForbidden once they are no longer a
+// member. Like every request it blocks until the reply, waiting out
+// reconnects, until ctx ends (RequestTimeout if ctx has no deadline).
 func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID string, q HistoryQuery) ([]*herald.Message, bool, error) {
 	const op = "history"
 	k, err := checkConv(op, convType, convID)
@@ -199,10 +227,10 @@ func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID strin
 // Conversation is an entry of the conversation list.
 type Conversation struct {
 	ConvType    string          // ConvPeer or ConvGroup
-	ConvID      string          // for a peer conversation, the other user
-	LastMessage *herald.Message // nil when the conversation has no stored message
+	ConvID      string          // for a peer conversation, the other user; for a group, the group ID
+	LastMessage *herald.Message // nil when the conversation has no stored message (a group: none since the user joined)
 	ReadSeq     int64           // the user has read up to this seq (MarkConversationRead)
-	Unread      int             // messages from others after ReadSeq, muted or not
+	Unread      int             // messages from others after ReadSeq, muted or not (the total leaves muted ones out)
 	// NotificationStatus is the user's status for the conversation
 	// (SetConversationNotificationStatus): NotificationNotify, or
 	// NotificationDoNotDisturb when it is muted.
@@ -210,20 +238,39 @@ type Conversation struct {
 }
 
 // QueryConversationList returns up to limit of the user's conversations,
-// most recent first. Zero means the server's default (100); at most 1000. It
+// most recent first: peer conversations and the groups the user is a
+// member of. Zero means the server's default (100); at most 1000. It
 // blocks like QueryHistoryMessage.
 func (c *Client) QueryConversationList(ctx context.Context, limit int) ([]Conversation, error) {
-	const op = "conversations"
+	convs, _, err := c.queryConversations(ctx, limit)
+	return convs, err
+}
+
+// QueryConversationTotalUnreadMessageCount returns the user's total unread
+// count (ZIM's queryConversationTotalUnreadMessageCount): Unread summed
+// over the user's conversations (up to 1000 of them, the most recent)
+// that are not muted, as an app badge shows it. It blocks like
+// QueryHistoryMessage.
+func (c *Client) QueryConversationTotalUnreadMessageCount(ctx context.Context) (int, error) {
+	_, total, err := c.queryConversations(ctx, maxConversationLimit)
+	return total, err
+}
+
+// maxConversationLimit is the most conversations the server lists.
+const maxConversationLimit = 1000
+
+func (c *Client) queryConversations(ctx context.Context, limit int) ([]Conversation, int, error) {
+	const op = proto.OpConversations
 	if limit < 0 {
-		return nil, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit must not be negative"))
+		return nil, 0, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit must not be negative"))
 	}
 	s, err := c.session()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	reply, err := request[proto.ConversationsReply](ctx, c, s, proto.OpConversations, proto.ConversationsRequest{Limit: limit}, nil)
+	reply, err := request[proto.ConversationsReply](ctx, c, s, op, proto.ConversationsRequest{Limit: limit}, nil)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	convs := make([]Conversation, len(reply.Conversations))
 	for i, w := range reply.Conversations {
@@ -235,7 +282,7 @@ func (c *Client) QueryConversationList(ctx context.Context, limit int) ([]Conver
 			convs[i].LastMessage = w.LastMessage.ToMessage()
 		}
 	}
-	return convs, nil
+	return convs, reply.TotalUnread, nil
 }
 
 // MarkConversationRead marks a conversation read up to seq for the user, on

@@ -104,6 +104,19 @@ type Handlers struct {
 	// call RenewToken with a fresh one (from another goroutine if fetching it
 	// takes time).
 	TokenWillExpire func(remaining time.Duration)
+
+	// GroupChanged reports a change of a group the user is in, or was in
+	// until this change (kicked, dismissed): created, joined, invited,
+	// left, kicked, dismissed, a role or the owner changed, the group
+	// was updated. It is called on the handler goroutine between the
+	// MessageReceived calls, in the order the server sent them (a message
+	// sent right after a change may come before the change's event).
+	// Changes made while the user was offline are not replayed: query
+	// the groups (QueryGroupList, QueryGroupInfo) after Login.
+	GroupChanged func(ev GroupEvent)
+
+	// Calls receive the call invitation events (call.go).
+	Calls CallHandlers
 }
 
 // ReceiveInfo describes a batch of received messages.

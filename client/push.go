@@ -138,9 +138,12 @@ const (
 )
 
 // SetConversationNotificationStatus sets the user's notification status for
-// a conversation (convType ConvPeer, convID the other user), for all of the
-// user's devices (ZIM's setConversationNotificationStatus). The
-// conversation need not have any message yet. Once it returns, no push is
+// a conversation (convType ConvPeer, convID the other user; or ConvGroup,
+// convID a group the user is a member of, ErrForbidden otherwise), for all
+// of the user's devices (ZIM's setConversationNotificationStatus). The
+// conversation need not have any message yet. A muted group's messages
+// still push the user where a message mentions them with
+// OutgoingMessage.NotifyMentioned. Once it returns, no push is
 // sent for the conversation's messages while it is
 // NotificationDoNotDisturb, including those stored earlier whose push was
 // still waiting; NotificationNotify restores pushes for new messages. The

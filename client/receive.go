@@ -81,6 +81,11 @@ func (c *Client) handleEvent(s *session, cn *conn, f proto.Frame, synced *bool) 
 			}
 			c.disp.push(func() { h(remaining) })
 		}
+	case proto.EvGroupChanged:
+		c.groupChanged(s, f.Data)
+	case proto.EvCallInvitationCreated, proto.EvCallInvitationReceived, proto.EvCallInvitationCancelled,
+		proto.EvCallInvitationTimeout, proto.EvCallUserStateChanged:
+		c.callEvent(s, f)
 	case proto.EvError:
 		var e proto.Error
 		_ = c.codec.Unmarshal(f.Data, &e)

@@ -28,7 +28,7 @@ type convState struct {
 	// own holds seqs of messages this Client sent and got a reply for,
 	// above delivered. They count for continuity (no gap fill, no
 	// delivery) but are never handed to MessageReceived: the app has them
-	// from SendPeerMessage.
+	// from SendPeerMessage or SendGroupMessage.
 	own map[int64]bool
 }
 
@@ -209,6 +209,18 @@ func (t *tracker) acked(gen uint64, a proto.AckRequest) {
 	}
 	if st := t.convs[convKey{a.ConvType, a.ConvID}]; st != nil && a.Seq > st.acked {
 		st.acked = a.Seq
+	}
+}
+
+// rebase drops what is known of k, so that its next message is a new
+// baseline, not the end of a gap: used when the user leaves a group or
+// joins one again, as the group's messages in between are not theirs to
+// see. Nothing is acked or sent as a cursor for k until that message.
+func (t *tracker) rebase(gen uint64, k convKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen == t.gen {
+		delete(t.convs, k)
 	}
 }
 

@@ -22,7 +22,7 @@ func ParseConvType(s string) (herald.ConversationType, error) {
 	case ConvGroup:
 		return herald.ConversationGroup, nil
 	}
-	return 0, herald.Errorf(herald.CodeInvalidArgument, "unknown conv_type %q; want %q", s, ConvPeer)
+	return 0, herald.Errorf(herald.CodeInvalidArgument, "unknown conv_type %q; want %q or %q", s, ConvPeer, ConvGroup)
 }
 
 // NotificationStatusName maps a conversation's mute to its wire status.
@@ -66,6 +66,7 @@ func FromMessage(m *herald.Message, viewer string, offline bool) Message {
 		Data:     m.Data,
 		SubType:  m.SubType,
 		Extended: m.Extended,
+		Mentions: m.Mentions,
 		Time:     m.CreatedAt.UnixMilli(),
 		Offline:  offline,
 	}
@@ -77,11 +78,14 @@ func (w *Message) ToMessage() *herald.Message {
 	mt, _ := herald.ParseMessageType(w.Type)
 	m := &herald.Message{
 		ID: w.ID, ConvType: ct, Seq: w.Seq, From: w.From, To: w.To, LocalID: w.LocalID,
-		Type: mt, Text: w.Text, Data: w.Data, SubType: w.SubType, Extended: w.Extended,
+		Type: mt, Text: w.Text, Data: w.Data, SubType: w.SubType, Extended: w.Extended, Mentions: w.Mentions,
 		CreatedAt: time.UnixMilli(w.Time),
 	}
-	if ct == herald.ConversationPeer {
+	switch ct {
+	case herald.ConversationPeer:
 		m.Conv = herald.PeerConversationKey(w.From, w.To)
+	case herald.ConversationGroup:
+		m.Conv = herald.GroupConversationKey(w.To)
 	}
 	return m
 }

@@ -39,6 +39,27 @@ const (
 	OpRegisterPush   = "register_push"   // RegisterPushRequest -> RegisterPushReply
 	OpUnregisterPush = "unregister_push" // UnregisterPushRequest -> {}
 	OpPushDevices    = "push_devices"    // {} -> PushDevicesReply: the user's own devices
+
+	// Groups (group.go).
+	OpCreateGroup        = "create_group"          // CreateGroupRequest -> GroupReply
+	OpJoinGroup          = "join_group"            // GroupRequest -> GroupReply
+	OpLeaveGroup         = "leave_group"           // GroupRequest -> {}
+	OpInviteGroupMembers = "invite_group_members"  // GroupUsersRequest -> GroupUsersReply: those added
+	OpKickGroupMembers   = "kick_group_members"    // GroupUsersRequest -> GroupUsersReply: those removed
+	OpDismissGroup       = "dismiss_group"         // GroupRequest -> {}
+	OpTransferGroupOwner = "transfer_group_owner"  // TransferGroupOwnerRequest -> {}
+	OpSetGroupMemberRole = "set_group_member_role" // SetGroupMemberRoleRequest -> {}
+	OpUpdateGroup        = "update_group"          // UpdateGroupRequest -> GroupReply
+	OpGroupInfo          = "group_info"            // GroupRequest -> GroupReply
+	OpGroupMembers       = "group_members"         // GroupMembersRequest -> GroupMembersReply
+	OpGroups             = "groups"                // {} -> GroupsReply: the user's groups
+
+	// Call invitations (call.go).
+	OpCallInvite = "call_invite" // CallInviteRequest -> CallReply
+	OpCallCancel = "call_cancel" // CallActionRequest -> CallReply
+	OpCallAccept = "call_accept" // CallActionRequest -> CallReply
+	OpCallReject = "call_reject" // CallActionRequest -> CallReply
+	OpCalls      = "calls"       // CallsRequest -> CallsReply: the user's call list
 )
 
 // Events: frames the server sends on its own.
@@ -48,6 +69,14 @@ const (
 	EvSyncDone        = "sync_done"         // SyncDone: the offline sync is complete; live messages follow
 	EvTokenWillExpire = "token_will_expire" // TokenWillExpire
 	EvError           = "error"             // Error: a request with ID 0, or a frame that could not be read, failed
+
+	EvGroupChanged = "group_changed" // GroupChanged: membership, roles or the group itself changed
+
+	EvCallInvitationCreated   = "call_invitation_created"   // CallEvent to the caller's sessions
+	EvCallInvitationReceived  = "call_invitation_received"  // CallEvent to an invitee's sessions: ring
+	EvCallInvitationCancelled = "call_invitation_cancelled" // CallEvent to an invitee: stop ringing, the caller cancelled
+	EvCallInvitationTimeout   = "call_invitation_timeout"   // CallEvent to an invitee: stop ringing, not answered in time
+	EvCallUserStateChanged    = "call_user_state_changed"   // CallEvent to every participant's sessions
 )
 
 // Frame is the envelope of every message in either direction.
@@ -175,8 +204,8 @@ type TokenWillExpire struct {
 
 // SendRequest sends a message.
 type SendRequest struct {
-	ConvType string `json:"conv_type"` // "peer"
-	To       string `json:"to"`        // the receiving user
+	ConvType string `json:"conv_type"` // "peer" or "group"
+	To       string `json:"to"`        // the receiving user, or the group ID
 	LocalID  string `json:"local_id"`  // required, unique per sender: a resend with the same ID returns the original
 	Type     string `json:"type"`      // "text", "custom" or "command"
 	Text     string `json:"text,omitempty"`
@@ -186,6 +215,11 @@ type SendRequest struct {
 	// Push, when set, is pushed to the receiver's devices that do not get
 	// the message live (see docs/push.md). Not allowed on commands.
 	Push *herald.PushConfig `json:"push,omitempty"`
+	// Mentions are the group members the message @-mentions; with
+	// NotifyMentioned (ZIM's isNotifyMentionedUsers) they are pushed even
+	// where they muted the group. Group messages only.
+	Mentions        []string `json:"mentions,omitempty"`
+	NotifyMentioned bool     `json:"notify_mentioned,omitempty"`
 }
 
 // SendReply returns the stored message (or, for a resend, the original).
@@ -197,20 +231,21 @@ type SendReply struct {
 // Message is a message as a client sees it. ConvID is from the receiving
 // user's point of view: for a peer conversation, the other user.
 type Message struct {
-	ID       int64  `json:"id,omitempty"` // 0 for command messages
-	ConvType string `json:"conv_type"`
-	ConvID   string `json:"conv_id"`
-	Seq      int64  `json:"seq,omitempty"` // 0 for command messages
-	From     string `json:"from"`
-	To       string `json:"to"`
-	LocalID  string `json:"local_id"`
-	Type     string `json:"type"`
-	Text     string `json:"text,omitempty"`
-	Data     []byte `json:"data,omitempty"`
-	SubType  int32  `json:"sub_type,omitempty"`
-	Extended string `json:"extended_data,omitempty"`
-	Time     int64  `json:"ts"`                // server time, ms since the Unix epoch
-	Offline  bool   `json:"offline,omitempty"` // delivered by the offline sync
+	ID       int64    `json:"id,omitempty"` // 0 for command messages
+	ConvType string   `json:"conv_type"`
+	ConvID   string   `json:"conv_id"`
+	Seq      int64    `json:"seq,omitempty"` // 0 for command messages
+	From     string   `json:"from"`
+	To       string   `json:"to"`
+	LocalID  string   `json:"local_id"`
+	Type     string   `json:"type"`
+	Text     string   `json:"text,omitempty"`
+	Data     []byte   `json:"data,omitempty"`
+	SubType  int32    `json:"sub_type,omitempty"`
+	Extended string   `json:"extended_data,omitempty"`
+	Mentions []string `json:"mentions,omitempty"`
+	Time     int64    `json:"ts"`                // server time, ms since the Unix epoch
+	Offline  bool     `json:"offline,omitempty"` // delivered by the offline sync
 }
 
 // SyncEvent carries a page of messages the device missed, in seq order within
@@ -264,6 +299,9 @@ type ConversationsRequest struct {
 // ConversationsReply is the conversation list.
 type ConversationsReply struct {
 	Conversations []Conversation `json:"conversations"`
+	// TotalUnread sums Unread over the listed conversations that are not
+	// muted (ZIM's total unread count leaves do-not-disturb ones out).
+	TotalUnread int `json:"total_unread"`
 }
 
 // Conversation is one entry in the list.

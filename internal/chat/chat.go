@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -27,6 +28,16 @@ type Store interface {
 	SetReadSeq(ctx context.Context, user, conv string, seq int64) error
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
 	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
+
+	CreateGroup(ctx context.Context, g herald.Group, members []herald.GroupMember) error
+	Group(ctx context.Context, id string) (herald.Group, error)
+	UpdateGroup(ctx context.Context, g herald.Group) error
+	DismissGroup(ctx context.Context, id string) error
+	AddGroupMembers(ctx context.Context, id string, members []herald.GroupMember) ([]herald.GroupMember, error)
+	RemoveGroupMembers(ctx context.Context, id string, users []string) ([]string, error)
+	SetGroupRoles(ctx context.Context, id string, roles map[string]herald.GroupRole) error
+	GroupMembers(ctx context.Context, id, after string, limit int) ([]herald.GroupMember, error)
+	UserGroups(ctx context.Context, user string) ([]herald.GroupMember, error)
 }
 
 // SessionID names one live session; the gateway assigns them.
@@ -38,6 +49,9 @@ type Deliverer interface {
 	// except the session origin. It must not block: slow sessions are the
 	// deliverer's problem. Calls come from one goroutine, in commit order.
 	DeliverMessage(m *herald.Message, to []string, origin SessionID)
+	// DeliverGroupEvent gives e to every live session of each user in to,
+	// except origin. It must not block.
+	DeliverGroupEvent(e *GroupEvent, to []string, origin SessionID)
 }
 
 // Pusher is the push decision, made while messages are stored so that the
@@ -67,6 +81,7 @@ type Config struct {
 	MaxBatch         int           // messages per store transaction; zero means 256
 	OfflineRetention time.Duration // how far back the login sync reaches; zero means 7 days
 	SyncPage         int           // messages per store read during sync; zero means 200
+	MaxGroupMembers  int           // members per group; zero means 10,000
 	Push             Pusher        // nil: sends with a push configuration are refused
 	Now              func() time.Time
 	Logger           *slog.Logger
@@ -80,6 +95,7 @@ type Service struct {
 	log    *slog.Logger
 	in     chan *pending
 	fanout chan []*pending
+	groups groups
 
 	mu     sync.RWMutex // guards closed against sends on a closed channel
 	closed bool
@@ -88,6 +104,7 @@ type Service struct {
 
 type pending struct {
 	msg    *herald.Message
+	group  *groupState // a group message's group
 	origin SessionID
 	done   func(SendResult, error)
 	res    store.Appended
@@ -105,6 +122,9 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 	if cfg.SyncPage <= 0 {
 		cfg.SyncPage = 200
 	}
+	if cfg.MaxGroupMembers <= 0 {
+		cfg.MaxGroupMembers = 10_000
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -115,6 +135,7 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 		st: st, deliv: d, cfg: cfg, log: cfg.Logger,
 		in:     make(chan *pending, 8*cfg.MaxBatch),
 		fanout: make(chan []*pending, 64),
+		groups: groups{m: make(map[string]*groupState)},
 		done:   make(chan struct{}),
 	}
 }
@@ -149,7 +170,8 @@ func (s *Service) Close(ctx context.Context) error {
 // Command messages are never stored; they go through the same pipeline so
 // they are delivered in order with the messages around them.
 func (s *Service) Send(from string, origin SessionID, m *herald.Message, done func(SendResult, error)) {
-	if err := s.prepare(from, m); err != nil {
+	gs, err := s.prepare(from, m)
+	if err != nil {
 		done(SendResult{}, err)
 		return
 	}
@@ -159,38 +181,55 @@ func (s *Service) Send(from string, origin SessionID, m *herald.Message, done fu
 		done(SendResult{}, herald.Errorf(herald.CodeUnavailable, "server is shutting down"))
 		return
 	}
-	s.in <- &pending{msg: m, origin: origin, done: done}
+	s.in <- &pending{msg: m, group: gs, origin: origin, done: done}
 }
 
-func (s *Service) prepare(from string, m *herald.Message) error {
-	if m.ConvType != herald.ConversationPeer {
-		return herald.Errorf(herald.CodeInvalidArgument, "only peer conversations are supported")
-	}
-	if err := herald.ValidateUserID(m.To); err != nil {
-		return herald.Errorf(herald.CodeInvalidArgument, "to: %s", herald.ErrorMessage(err))
-	}
-	if m.To == from {
-		return herald.Errorf(herald.CodeInvalidArgument, "cannot send a peer message to yourself")
+// prepare validates m and fills in what the server decides. For a group
+// message it returns the group, whose sender must be a member.
+func (s *Service) prepare(from string, m *herald.Message) (*groupState, error) {
+	var gs *groupState
+	switch m.ConvType {
+	case herald.ConversationPeer:
+		if err := herald.ValidateUserID(m.To); err != nil {
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "to: %s", herald.ErrorMessage(err))
+		}
+		if m.To == from {
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "cannot send a peer message to yourself")
+		}
+		if len(m.Mentions) > 0 || m.NotifyMentioned {
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "mentions are for group messages")
+		}
+		m.Conv = herald.PeerConversationKey(from, m.To)
+	case herald.ConversationGroup:
+		var err error
+		if gs, err = s.group(context.Background(), m.To); err != nil {
+			return nil, err
+		}
+		if _, ok := gs.member(from); !ok {
+			return nil, notMember(m.To)
+		}
+		m.Conv = herald.GroupConversationKey(m.To)
+	default:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "unknown conversation type %d", m.ConvType)
 	}
 	if err := s.cfg.Limits.Validate(m); err != nil {
-		return err
+		return nil, err
 	}
 	if m.Push != nil {
 		if s.cfg.Push == nil {
-			return herald.Errorf(herald.CodeInvalidArgument, "offline push is not configured on this server")
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "offline push is not configured on this server")
 		}
 		if m.Type == herald.MessageCommand {
-			return herald.Errorf(herald.CodeInvalidArgument, "command messages are never pushed: they are delivered live only")
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "command messages are never pushed: they are delivered live only")
 		}
 		if err := s.cfg.Push.Check(m); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	m.From = from
-	m.Conv = herald.PeerConversationKey(from, m.To)
 	m.CreatedAt = s.cfg.Now().Truncate(time.Millisecond)
 	m.ID, m.Seq = 0, 0
-	return nil
+	return gs, nil
 }
 
 // writeLoop is the group commit: it takes every send waiting (up to
@@ -290,7 +329,18 @@ func (s *Service) fanoutLoop() {
 	for batch := range s.fanout {
 		for _, p := range batch {
 			m := p.res.Message
-			if !p.res.Duplicate {
+			switch {
+			case p.res.Duplicate:
+			case p.group != nil:
+				// The members now: whoever left or was kicked before
+				// this point gets nothing more; a command (seq 0) goes
+				// to every member.
+				seq := m.Seq
+				if seq == 0 {
+					seq = math.MaxInt64
+				}
+				s.deliv.DeliverMessage(m, p.group.members.Load().seeing(seq), p.origin)
+			default:
 				to[0], to[1] = m.To, m.From
 				s.deliv.DeliverMessage(m, to[:], p.origin)
 			}
@@ -317,6 +367,15 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 	last, err := s.st.LastSeqs(ctx, user)
 	if err != nil {
 		return nil, 0, fmt.Errorf("sync: last seqs: %w", err)
+	}
+	// A group member gets the messages after they joined, not before.
+	mine, err := s.st.UserGroups(ctx, user)
+	if err != nil {
+		return nil, 0, fmt.Errorf("sync: groups: %w", err)
+	}
+	for _, m := range mine {
+		key := herald.GroupConversationKey(m.Group)
+		covered[key] = max(covered[key], m.JoinSeq)
 	}
 	convs := make([]string, 0, len(last))
 	for k, seq := range last {
@@ -351,20 +410,28 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 }
 
 // ConversationKey maps a client's (type, id) to the key of a conversation
-// user is part of. For peer conversations the key always includes user, so
-// a user cannot name a conversation of others.
+// of user's. For peer conversations the key always includes user, so a
+// user cannot name a conversation of others; a group's key is the group's,
+// and whether user is a member is checked where it is read (History,
+// MarkRead).
 func ConversationKey(user string, t herald.ConversationType, id string) (string, error) {
-	if t != herald.ConversationPeer {
-		return "", herald.Errorf(herald.CodeInvalidArgument, "only peer conversations are supported")
+	switch t {
+	case herald.ConversationPeer:
+		if err := herald.ValidateUserID(id); err != nil {
+			return "", herald.Errorf(herald.CodeInvalidArgument, "conv_id: %s", herald.ErrorMessage(err))
+		}
+		return herald.PeerConversationKey(user, id), nil
+	case herald.ConversationGroup:
+		if err := herald.ValidateGroupID(id); err != nil {
+			return "", herald.Errorf(herald.CodeInvalidArgument, "conv_id: %s", herald.ErrorMessage(err))
+		}
+		return herald.GroupConversationKey(id), nil
 	}
-	if err := herald.ValidateUserID(id); err != nil {
-		return "", herald.Errorf(herald.CodeInvalidArgument, "conv_id: %s", herald.ErrorMessage(err))
-	}
-	return herald.PeerConversationKey(user, id), nil
+	return "", herald.Errorf(herald.CodeInvalidArgument, "unknown conversation type %d", t)
 }
 
 // History pages through one of user's conversations. limit 0 means 50; at
-// most 200.
+// most 200. A group member sees the messages after they joined.
 func (s *Service) History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error) {
 	key, err := ConversationKey(user, t, id)
 	if err != nil {
@@ -379,11 +446,34 @@ func (s *Service) History(ctx context.Context, user string, t herald.Conversatio
 	if q.FromSeq < 0 {
 		return nil, false, herald.Errorf(herald.CodeInvalidArgument, "from_seq %d is negative", q.FromSeq)
 	}
+	var floor int64
+	if t == herald.ConversationGroup {
+		gs, err := s.group(ctx, id)
+		if err != nil {
+			return nil, false, err
+		}
+		m, ok := gs.member(user)
+		if !ok {
+			return nil, false, notMember(id)
+		}
+		floor = m.JoinSeq
+		if q.Direction == store.Forward {
+			q.FromSeq = max(q.FromSeq, floor)
+		}
+	}
 	want := q.Limit
 	q.Limit++
 	msgs, err := s.st.History(ctx, key, q)
 	if err != nil {
 		return nil, false, fmt.Errorf("history: %w", err)
+	}
+	if floor > 0 && q.Direction == store.Backward {
+		for i, m := range msgs {
+			if m.Seq <= floor {
+				msgs = msgs[:i]
+				break
+			}
+		}
 	}
 	if len(msgs) > want {
 		return msgs[:want], true, nil

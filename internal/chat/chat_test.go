@@ -16,8 +16,9 @@ import (
 
 // recorder is a Deliverer that records every delivery.
 type recorder struct {
-	mu  sync.Mutex
-	got []delivery
+	mu     sync.Mutex
+	got    []delivery
+	events []GroupEvent
 }
 
 type delivery struct {
@@ -31,6 +32,12 @@ func (r *recorder) DeliverMessage(m *herald.Message, to []string, origin Session
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, delivery{m.Seq, m.Conv, append([]string(nil), to...), origin})
+}
+
+func (r *recorder) DeliverGroupEvent(e *GroupEvent, to []string, origin SessionID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, *e)
 }
 
 func (r *recorder) all() []delivery {
@@ -175,7 +182,9 @@ func TestSendValidation(t *testing.T) {
 	}{
 		{"to yourself", text("alice", "1", "x"), herald.CodeInvalidArgument},
 		{"bad recipient", text("", "1", "x"), herald.CodeInvalidArgument},
-		{"group", &herald.Message{ConvType: herald.ConversationGroup, Type: herald.MessageText, To: "g", LocalID: "1", Text: "x"}, herald.CodeInvalidArgument},
+		{"unknown group", &herald.Message{ConvType: herald.ConversationGroup, Type: herald.MessageText, To: "g", LocalID: "1", Text: "x"}, herald.CodeNotFound},
+		{"bad group ID", &herald.Message{ConvType: herald.ConversationGroup, Type: herald.MessageText, To: "g:1", LocalID: "1", Text: "x"}, herald.CodeInvalidArgument},
+		{"mentions in a peer message", &herald.Message{Type: herald.MessageText, To: "bob", LocalID: "1", Text: "x", Mentions: []string{"bob"}}, herald.CodeInvalidArgument},
 		{"too large", text("bob", "1", string(make([]byte, 9000))), herald.CodeTooLarge},
 	}
 	for _, tt := range tests {

@@ -49,6 +49,7 @@ type Config struct {
 	MaxCommandBytes  int // HERALD_MAX_COMMAND_BYTES
 	MaxExtendedBytes int // HERALD_MAX_EXTENDED_BYTES
 	MaxBatch         int // HERALD_MAX_BATCH: messages per store transaction (group commit)
+	GroupMaxMembers  int // HERALD_GROUP_MAX_MEMBERS: members per group
 
 	ReadDriver string // HERALD_READ_DRIVER: "epoll" (Linux; no goroutine per idle session) or "goroutine"
 
@@ -63,6 +64,8 @@ type Config struct {
 	PushConnections  int           // HERALD_PUSH_CONNECTIONS: HTTP/2 connections per app credential and environment
 	PushMaxDevices   int           // HERALD_PUSH_MAX_DEVICES: push devices bound to one user; more removes the oldest
 	PushLogRetention time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
+
+	CallMaxInvitees int // HERALD_CALL_MAX_INVITEES: users one call invitation may invite
 
 	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
 	PprofAddr       string        // HERALD_PPROF_ADDR: serve Go's net/http/pprof here; empty (default) is off
@@ -92,6 +95,7 @@ func Default() Config {
 		MaxCommandBytes:   4 << 10,
 		MaxExtendedBytes:  1 << 10,
 		MaxBatch:          256,
+		GroupMaxMembers:   10_000,
 		ReadDriver:        "epoll",
 		PushEmulatorAddr:  "127.0.0.1:7402",
 		PushAckWindow:     5 * time.Second,
@@ -102,6 +106,7 @@ func Default() Config {
 		PushConnections:   4,
 		PushMaxDevices:    20,
 		PushLogRetention:  7 * 24 * time.Hour,
+		CallMaxInvitees:   9,
 		ShutdownTimeout:   10 * time.Second,
 	}
 }
@@ -141,6 +146,7 @@ func (c *Config) keys() []key {
 		{"max-command-bytes", "largest command message data", &c.MaxCommandBytes},
 		{"max-extended-bytes", "largest extended_data", &c.MaxExtendedBytes},
 		{"max-batch", "messages per store transaction", &c.MaxBatch},
+		{"group-max-members", "members per group", &c.GroupMaxMembers},
 		{"read-driver", "epoll (Linux; falls back to goroutine elsewhere) or goroutine", &c.ReadDriver},
 		{"push-config", "JSON file of push apps, credentials and strategies (docs/push.md); empty uses the built-in APNs emulator", &c.PushConfig},
 		{"push-emulator-addr", "listen address of the built-in APNs emulator (only without push-config; port 0 picks one)", &c.PushEmulatorAddr},
@@ -152,6 +158,7 @@ func (c *Config) keys() []key {
 		{"push-connections", "HTTP/2 connections per app credential and environment", &c.PushConnections},
 		{"push-max-devices", "push devices bound to one user; registering more removes the oldest", &c.PushMaxDevices},
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
+		{"call-max-invitees", "users one call invitation may invite (ZIM: 9)", &c.CallMaxInvitees},
 		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
 	}
@@ -347,8 +354,9 @@ func (c *Config) Validate() error {
 		{"HERALD_SEND_BURST", c.SendBurst}, {"HERALD_MAX_TEXT_BYTES", c.MaxTextBytes},
 		{"HERALD_MAX_CUSTOM_BYTES", c.MaxCustomBytes}, {"HERALD_MAX_COMMAND_BYTES", c.MaxCommandBytes},
 		{"HERALD_MAX_EXTENDED_BYTES", c.MaxExtendedBytes}, {"HERALD_MAX_BATCH", c.MaxBatch},
+		{"HERALD_GROUP_MAX_MEMBERS", c.GroupMaxMembers},
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
-		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices},
+		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices}, {"HERALD_CALL_MAX_INVITEES", c.CallMaxInvitees},
 	} {
 		if err := pos(v.n, v.v); err != nil {
 			return err
@@ -356,6 +364,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PushRetryMax < c.PushRetryBase {
 		return fmt.Errorf("HERALD_PUSH_RETRY_MAX (%s) must be at least HERALD_PUSH_RETRY_BASE (%s)", c.PushRetryMax, c.PushRetryBase)
+	}
+	if c.CallMaxInvitees > 100 {
+		return fmt.Errorf("HERALD_CALL_MAX_INVITEES must be at most 100 (every participant hears of every change), got %d", c.CallMaxInvitees)
 	}
 	if c.PushTTL > 30*24*time.Hour {
 		return fmt.Errorf("HERALD_PUSH_TTL must be at most 720h (APNs keeps a notification at most 30 days), got %s", c.PushTTL)

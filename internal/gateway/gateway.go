@@ -34,6 +34,7 @@ type Chat interface {
 	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
 	MarkRead(ctx context.Context, user string, t herald.ConversationType, id string, seq int64) error
 	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
+	GroupOps
 }
 
 // Push is what the gateway needs of the push service: the registration
@@ -68,6 +69,7 @@ type Config struct {
 	BlockingReads     bool          // read with a goroutine per session even where epoll is available
 	Limits            herald.Limits // reported to clients at login
 	Push              Push          // nil: the push operations answer that push is not configured
+	Calls             Calls         // nil: the call operations answer that calls are not enabled (call.go)
 	Now               func() time.Time
 	Logger            *slog.Logger
 }
@@ -437,14 +439,15 @@ func (g *Gateway) unregister(s *session) {
 }
 
 // DeliverMessage implements chat.Deliverer: it encodes m once per viewing
-// user (the conversation ID depends on who looks) and queues it on every
+// user of a peer message (the conversation ID depends on who looks), once
+// for all of a group message's, and queues it on every
 // live session of each user in to, except origin. It never blocks on a
 // client: a full queue closes that session (CloseSlowConsumer).
 func (g *Gateway) DeliverMessage(m *herald.Message, to []string, origin chat.SessionID) {
+	var frame []byte // a group message looks the same to every member: encoded once
 	for _, user := range to {
 		sh := g.shardOf(user)
 		sh.mu.Lock()
-		var frame []byte
 		for _, s := range sh.users[user] {
 			if s.id == origin {
 				continue
@@ -460,6 +463,9 @@ func (g *Gateway) DeliverMessage(m *herald.Message, to []string, origin chat.Ses
 			s.deliver(m.Conv, m.Seq, frame)
 		}
 		sh.mu.Unlock()
+		if m.ConvType == herald.ConversationPeer {
+			frame = nil // the next viewer sees another conversation ID
+		}
 	}
 }
 

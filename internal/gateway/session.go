@@ -200,6 +200,7 @@ func (s *session) end() {
 		s.flushCursors()
 	}
 	s.g.unregister(s)
+	s.callsEnded()
 	s.waitWriter()
 	s.mu.Lock()
 	s.closeConnLocked()
@@ -475,6 +476,7 @@ func (s *session) handle(payload []byte) {
 		}
 		s.reply(f.ID, struct{}{})
 		s.closeWith(proto.CloseNormal, "logged out")
+		s.callsOffline()
 	case proto.OpRenewToken:
 		s.renewToken(f)
 	case proto.OpSend:
@@ -487,6 +489,12 @@ func (s *session) handle(payload []byte) {
 		s.conversations(ctx, f)
 	case proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpPushDevices, proto.OpSetConversationNotification:
 		s.pushOp(ctx, f)
+	case proto.OpCallInvite, proto.OpCallCancel, proto.OpCallAccept, proto.OpCallReject, proto.OpCalls:
+		s.callOp(ctx, f)
+	case proto.OpCreateGroup, proto.OpJoinGroup, proto.OpLeaveGroup, proto.OpInviteGroupMembers,
+		proto.OpKickGroupMembers, proto.OpDismissGroup, proto.OpTransferGroupOwner, proto.OpSetGroupMemberRole,
+		proto.OpUpdateGroup, proto.OpGroupInfo, proto.OpGroupMembers, proto.OpGroups:
+		s.groupOp(ctx, f)
 	case proto.OpMarkRead:
 		var req proto.MarkReadRequest
 		if !s.decode(f, &req) {
@@ -613,7 +621,6 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	}
 	done, _ := s.g.encodeEvent(proto.EvSyncDone, proto.SyncDone{Count: count})
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.enqueueLocked(ws.OpText, done)
 	for _, p := range s.pending {
 		if p.seq == 0 || p.seq > covered[p.conv] {
@@ -621,6 +628,8 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		}
 	}
 	s.pending, s.pendingBytes, s.syncing = nil, 0, false
+	s.mu.Unlock()
+	s.callsStarted() // after the sync: calls still ringing ring this session
 }
 
 // sendSyncPage encodes messages as sync events no larger than
@@ -749,7 +758,7 @@ func (s *session) send(f proto.Frame) {
 	m := &herald.Message{
 		ConvType: ct, To: req.To, LocalID: req.LocalID, Type: mt,
 		Text: req.Text, Data: req.Data, SubType: req.SubType, Extended: req.Extended,
-		Push: req.Push,
+		Mentions: req.Mentions, Push: req.Push, NotifyMentioned: req.NotifyMentioned,
 	}
 	id, op, user := f.ID, f.Op, s.user
 	s.g.chat.Send(user, s.id, m, func(res chat.SendResult, err error) {
@@ -879,6 +888,9 @@ func (s *session) conversations(ctx context.Context, f proto.Frame) {
 	}
 	out := proto.ConversationsReply{Conversations: make([]proto.Conversation, len(cs))}
 	for i, c := range cs {
+		if !c.Muted {
+			out.TotalUnread += c.Unread
+		}
 		pc := proto.Conversation{
 			ConvType: proto.ConvTypeName(c.Type), ConvID: c.ID, ReadSeq: c.ReadSeq, Unread: c.Unread,
 			NotificationStatus: proto.NotificationStatusName(c.Muted),
@@ -964,6 +976,11 @@ func (s *session) setNotification(ctx context.Context, p Push, req *proto.SetCon
 	key, err := chat.ConversationKey(s.user, ct, req.ConvID)
 	if err != nil {
 		return err
+	}
+	if ct == herald.ConversationGroup {
+		if _, err := s.g.chat.GroupInfo(ctx, s.user, req.ConvID); err != nil {
+			return err // only a member sets a group's status
+		}
 	}
 	muted, err := proto.ParseNotificationStatus(req.Status)
 	if err != nil {

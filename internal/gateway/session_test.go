@@ -14,7 +14,10 @@ import (
 )
 
 // noChat fails the test if the gateway reaches the chat service.
-type noChat struct{ t *testing.T }
+type noChat struct {
+	t        *testing.T
+	GroupOps // nil: group operations panic
+}
 
 func (c noChat) Send(string, chat.SessionID, *herald.Message, func(chat.SendResult, error)) {
 	c.t.Error("unexpected Send")
@@ -42,7 +45,7 @@ func (c noChat) SaveCursors(context.Context, []store.DeviceCursors) error { retu
 // session in the hub.
 func TestLoginAfterEndRegistersNothing(t *testing.T) {
 	secret := []byte("0123456789abcdef")
-	g := New(noChat{t}, Config{Secret: secret, BlockingReads: true})
+	g := New(noChat{t: t}, Config{Secret: secret, BlockingReads: true})
 	defer g.Shutdown(context.Background())
 	server, client := net.Pipe()
 	defer client.Close()

@@ -62,26 +62,40 @@ func (s *Service) strategy(id string) (Strategy, error) {
 // skipped then if it acknowledged the message. The sender's own devices
 // and VoIP tokens are never planned for messages, nor any device of a
 // recipient who muted the message's conversation (SetMuted).
+//
+// A group message gets one fan-out job instead, whatever the group's
+// size: storing a job per member device would make the message's commit,
+// and so its live delivery, wait on thousands of rows. The dispatcher
+// expands it into the members' jobs right after the commit (fanout.go).
 func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) []store.PushJob {
 	if m.Push == nil || m.Type == herald.MessageCommand {
 		return jobs
+	}
+	now := m.CreatedAt
+	if m.ConvType == herald.ConversationGroup {
+		d := jobData{Config: *m.Push, From: m.From}
+		if m.NotifyMentioned {
+			d.Mentions = m.Mentions
+		}
+		return append(jobs, store.PushJob{
+			PushID: fanoutPushID, Msg: i, User: m.From, Conv: m.Conv,
+			Due: now, Expires: now.Add(s.cfg.TTL), Data: d.marshal(),
+		})
 	}
 	if s.mutes.has(m.To, m.Conv) {
 		s.stats.mutedSkips.Add(1)
 		return jobs
 	}
-	now := m.CreatedAt
 	var data, liveData []byte
 	s.reg.each(m.To, func(d *herald.PushDevice) {
 		if d.Provider == herald.ProviderAPNsVoIP {
 			return
 		}
-		live := s.pres != nil && s.pres.Live(m.To, d.Device)
 		j := store.PushJob{
 			PushID: d.PushID, Msg: i, User: m.To, Conv: m.Conv,
 			Due: now, Expires: now.Add(s.cfg.TTL),
 		}
-		if live {
+		if s.pres != nil && s.pres.Live(m.To, d.Device) {
 			if liveData == nil {
 				liveData = (&jobData{Config: *m.Push, From: m.From, Live: true}).marshal()
 			}
@@ -108,7 +122,13 @@ func (s *Service) Committing() (stored func(jobs []store.PushJob)) {
 	return func(jobs []store.PushJob) {
 		defer s.dsp.commitMu.RUnlock()
 		if len(jobs) > 0 {
-			s.stats.planned.Add(int64(len(jobs)))
+			n := int64(len(jobs))
+			for i := range jobs {
+				if jobs[i].PushID == fanoutPushID {
+					n-- // counted when expanded, as the device jobs it becomes
+				}
+			}
+			s.stats.planned.Add(n)
 			s.dsp.add(jobs)
 		}
 	}

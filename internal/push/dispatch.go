@@ -280,7 +280,12 @@ func (d *dispatcher) loop() {
 
 func (d *dispatcher) run(j store.PushJob) {
 	defer d.running.Done()
-	o := d.s.process(j)
+	var o outcome
+	if j.PushID == fanoutPushID {
+		o = d.s.expand(j)
+	} else {
+		o = d.s.process(j)
+	}
 	// The slot is freed once the finisher has the outcome: while outcomes
 	// cannot be stored, no more pushes start, so a crash then resends at
 	// most InFlight plus the batches being written.
@@ -460,7 +465,11 @@ func (s *Service) process(j store.PushJob) outcome {
 	if dev.User != j.User {
 		return skip(herald.PushSkipped, "device no longer bound to the recipient")
 	}
-	if s.mutes.has(j.User, j.Conv) {
+	var data jobData
+	if err := data.unmarshal(j.Data); err != nil {
+		return skip(herald.PushFailed, "job data unreadable: "+err.Error())
+	}
+	if !data.Mentioned && s.mutes.has(j.User, j.Conv) {
 		// Muted after the job was planned (during the ack window, or
 		// between retries): a muted conversation is never pushed.
 		return skip(herald.PushSkipped, "conversation muted by the recipient")
@@ -471,12 +480,12 @@ func (s *Service) process(j store.PushJob) outcome {
 	if why, bad := s.suspendedWhy(&dev); bad {
 		return skip(herald.PushFailed, "app suspended: credentials refused ("+why+")")
 	}
-	var data jobData
-	if err := data.unmarshal(j.Data); err != nil {
-		return skip(herald.PushFailed, "job data unreadable: "+err.Error())
-	}
 	ctx := context.Background()
-	if s.acked(ctx, &dev, &j, data.Live) {
+	if data.CallID != "" {
+		if !data.CallCancel && s.calls != nil && !s.calls.Ringing(data.CallID, j.User) {
+			return skip(herald.PushSkipped, "the call no longer rings for the invitee")
+		}
+	} else if s.acked(ctx, &dev, &j, data.Live) {
 		return skip(herald.PushSkipped, "acknowledged by a live session")
 	}
 	prov, ok := s.providers[dev.Provider]
@@ -488,6 +497,9 @@ func (s *Service) process(j store.PushJob) outcome {
 		return skip(herald.PushFailed, herald.ErrorMessage(err))
 	}
 	c := Content{Config: data.Config, Strategy: st, Conv: j.Conv, MsgID: j.MsgID, Seq: j.Seq, From: data.From}
+	if data.CallID != "" {
+		c = callContent(&data.Config, st, data.CallID, data.From, data.CallCancel)
+	}
 	if data.Config.EnableBadge && j.Attempt == 0 {
 		c.Badge, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
 		c.HasBadge = true

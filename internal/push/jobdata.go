@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/herald-im/herald"
 )
@@ -16,28 +17,51 @@ type jobData struct {
 	// Live: the device had a live session when the message was stored, so
 	// the job waited for the ack window and checks the acknowledgement.
 	Live bool
+	// Mentioned: the recipient was @-mentioned by a message sent with
+	// NotifyMentioned, so a mute does not hold the push back.
+	Mentioned bool
+	// Mentions: a group message's fan-out job only, the users mentioned
+	// with NotifyMentioned.
+	Mentions []string
+	// CallID is set on a call's pushes; CallCancel tells a cancel's
+	// follow-up from the invitation.
+	CallID     string
+	CallCancel bool
 }
 
 // The encoding is binary, not JSON: every push decodes its job, and JSON
 // decoding was a tenth of the server's CPU per push. Layout: a version
 // byte, a flags byte, the badge increment, then length-prefixed (uvarint)
 // strings in a fixed order. The store keeps it as opaque bytes; a new
-// layout takes a new version byte and keeps decoding the old ones.
-const jobDataV1 = 1
+// layout takes a new version byte and keeps decoding the old ones: v2
+// added the mentions and call ID strings at the end.
+const (
+	jobDataV1 = 1
+	jobDataV2 = 2
+)
 
 const (
 	flagLive = 1 << iota
 	flagBadge
 	flagVoIP
 	flagVideo
+	flagMentioned
+	flagCallCancel
 )
 
 func (d *jobData) marshal() []byte {
 	c := &d.Config
-	strs := [...]string{d.From, c.Title, c.Content, c.Payload, c.ResourcesID, c.ThreadID, "", ""}
+	strs := [...]string{d.From, c.Title, c.Content, c.Payload, c.ResourcesID, c.ThreadID, "", "",
+		strings.Join(d.Mentions, ","), d.CallID} // user IDs have no ','
 	var flags byte
 	if d.Live {
 		flags |= flagLive
+	}
+	if d.Mentioned {
+		flags |= flagMentioned
+	}
+	if d.CallCancel {
+		flags |= flagCallCancel
 	}
 	if c.EnableBadge {
 		flags |= flagBadge
@@ -54,7 +78,7 @@ func (d *jobData) marshal() []byte {
 		n += binary.MaxVarintLen32 + len(s)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, jobDataV1, flags, byte(c.BadgeIncrement))
+	b = append(b, jobDataV2, flags, byte(c.BadgeIncrement))
 	for _, s := range strs {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
@@ -65,22 +89,30 @@ func (d *jobData) marshal() []byte {
 var errJobData = errors.New("job data is truncated or of an unknown version")
 
 func (d *jobData) unmarshal(b []byte) error {
-	if len(b) < 3 || b[0] != jobDataV1 {
+	if len(b) < 3 || b[0] != jobDataV1 && b[0] != jobDataV2 {
 		return errJobData
 	}
 	flags := b[1]
-	*d = jobData{Live: flags&flagLive != 0}
+	*d = jobData{Live: flags&flagLive != 0, Mentioned: flags&flagMentioned != 0, CallCancel: flags&flagCallCancel != 0}
 	c := &d.Config
 	c.EnableBadge, c.BadgeIncrement = flags&flagBadge != 0, int(b[2])
-	b = b[3:]
 	var voip herald.VoIPConfig
-	for _, dst := range [...]*string{&d.From, &c.Title, &c.Content, &c.Payload, &c.ResourcesID, &c.ThreadID, &voip.HandleType, &voip.Handle} {
+	var mentions string
+	fields := []*string{&d.From, &c.Title, &c.Content, &c.Payload, &c.ResourcesID, &c.ThreadID, &voip.HandleType, &voip.Handle, &mentions, &d.CallID}
+	if b[0] == jobDataV1 {
+		fields = fields[:8]
+	}
+	b = b[3:]
+	for _, dst := range fields {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
 			return fmt.Errorf("%w: field length", errJobData)
 		}
 		*dst = string(b[k : k+int(n)])
 		b = b[k+int(n):]
+	}
+	if mentions != "" {
+		d.Mentions = strings.Split(mentions, ",")
 	}
 	if flags&flagVoIP != 0 {
 		voip.HasVideo = flags&flagVideo != 0

@@ -15,6 +15,8 @@ func TestJobDataRoundTrip(t *testing.T) {
 		{From: "bob", Config: herald.PushConfig{ResourcesID: "call", ThreadID: "t", EnableBadge: true, BadgeIncrement: 99,
 			VoIP: &herald.VoIPConfig{HandleType: herald.HandlePhoneNumber, Handle: "+331234", HasVideo: true}}},
 		{From: "c", Config: herald.PushConfig{Payload: strings.Repeat("p", herald.MaxPushPayloadBytes), VoIP: &herald.VoIPConfig{}}},
+		{From: "g", Mentions: []string{"u1", "u2"}, Mentioned: true},
+		{From: "caller", CallID: "call-1", CallCancel: true, Config: herald.PushConfig{Title: "Missed call"}},
 	} {
 		var got jobData
 		if err := got.unmarshal(d.marshal()); err != nil {
@@ -23,6 +25,23 @@ func TestJobDataRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, d) {
 			t.Errorf("round trip = %+v, want %+v", got, d)
 		}
+	}
+}
+
+// Jobs written before v2 (no mentions, no call ID) still decode.
+func TestJobDataV1(t *testing.T) {
+	v1 := []byte{jobDataV1, flagLive, 3}
+	for _, s := range []string{"alice", "Hi", "", "", "", "", "", ""} {
+		v1 = append(v1, byte(len(s)))
+		v1 = append(v1, s...)
+	}
+	var got jobData
+	if err := got.unmarshal(v1); err != nil {
+		t.Fatal(err)
+	}
+	want := jobData{From: "alice", Live: true, Config: herald.PushConfig{Title: "Hi", BadgeIncrement: 3}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("v1 = %+v, want %+v", got, want)
 	}
 }
 

@@ -72,7 +72,8 @@ func (m *mutes) has(user, conv string) bool {
 }
 
 // SetMuted records user's notification status for conv, a conversation key
-// of user's (herald.PeerConversationKey): muted (ZIM's do-not-disturb),
+// of user's (herald.PeerConversationKey, or a group's key: whether user is
+// a member is the caller's check): muted (ZIM's do-not-disturb),
 // user's devices get no push for conv's messages; not muted, they do again.
 // It writes the store first, then the in-memory set the push decision
 // reads, and blocks until both are done: a message sent after it returns
@@ -80,7 +81,11 @@ func (m *mutes) has(user, conv string) bool {
 // when they fall due if it is muted by then. CodeInvalidArgument when conv
 // is not a conversation of user's; CodeTooLarge past Config.MaxMutes.
 func (s *Service) SetMuted(ctx context.Context, user, conv string, muted bool) error {
-	if _, ok := herald.PeerOf(conv, user); !ok {
+	t, _, _, ok := herald.ParseConversationKey(conv)
+	if ok && t == herald.ConversationPeer {
+		_, ok = herald.PeerOf(conv, user)
+	}
+	if !ok {
 		return herald.Errorf(herald.CodeInvalidArgument, "conversation %q is not one of user %q's", conv, user)
 	}
 	// Held across the store write and the memory update, so two calls for

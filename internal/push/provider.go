@@ -66,6 +66,10 @@ type Content struct {
 	MsgID int64
 	Seq   int64
 	From  string
+	// A call's pushes carry the call ID and "invite" or "cancel" instead
+	// of a message's conversation, ID and seq.
+	CallID    string
+	CallEvent string
 }
 
 // Notification is one rendered push, ready to send.

@@ -30,6 +30,7 @@ type Store interface {
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
 	SetConversationMuted(ctx context.Context, user, conv string, muted bool) error
 	MutedConversations(ctx context.Context) (map[string][]string, error)
+	EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error
 }
 
 // Presence tells the push decision about live sessions; the gateway
@@ -120,7 +121,7 @@ func (c *Config) defaults() {
 
 // Stats are the service's counters.
 type Stats struct {
-	Planned   int64 `json:"planned"`   // jobs written to the outbox with their message
+	Planned   int64 `json:"planned"`   // device jobs written to the outbox (with their message, a group message's expansion or a call)
 	Sent      int64 `json:"sent"`      // pushes the vendor accepted
 	Retried   int64 `json:"retried"`   // transient failures, tried again later
 	Dropped   int64 `json:"dropped"`   // devices removed because the vendor said the token is gone
@@ -140,6 +141,8 @@ type Stats struct {
 type Service struct {
 	st         Store
 	pres       Presence
+	groups     Groups // nil: group messages are not pushed
+	calls      Calls  // nil: call pushes are not checked against the call's state
 	providers  map[herald.PushProvider]Provider
 	cfg        Config
 	log        *slog.Logger

@@ -18,6 +18,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/api"
+	"github.com/herald-im/herald/internal/call"
 	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
@@ -43,6 +44,7 @@ type Server struct {
 	chat  *chat.Service
 	gw    *gateway.Gateway
 	push  *push.Service
+	calls *call.Service
 	emu   *emulator.APNs // the built-in APNs emulator when no push credentials are configured
 	provs map[herald.PushProvider]push.Provider
 	http  *http.Server
@@ -80,6 +82,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		MaxTextBytes: cfg.MaxTextBytes, MaxCustomBytes: cfg.MaxCustomBytes,
 		MaxCommandBytes: cfg.MaxCommandBytes, MaxExtendedBytes: cfg.MaxExtendedBytes,
 	}.WithDefaults()
+	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Logger: log})
 	gw := gateway.New(nil, gateway.Config{
 		Secret:            secret,
 		HeartbeatInterval: cfg.HeartbeatInterval,
@@ -95,18 +98,23 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		BlockingReads:     cfg.ReadDriver == "goroutine",
 		Limits:            limits,
 		Push:              ps,
+		Calls:             calls,
 		Logger:            log,
 	})
 	ps.SetPresence(gw)
+	calls.SetNotifier(gw)
+	ps.SetCalls(calls) // an invitation's push is dropped once its invitee no longer rings
 	ch := chat.New(st, gw, chat.Config{
 		Limits:           limits,
 		MaxBatch:         cfg.MaxBatch,
 		OfflineRetention: cfg.OfflineRetention,
+		MaxGroupMembers:  cfg.GroupMaxMembers,
 		Push:             ps,
 		Logger:           log,
 	})
 	gw.SetChat(ch)
-	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, emu: emu, provs: providers, done: make(chan error, 1)}
+	ps.SetGroups(ch)
+	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emu: emu, provs: providers, done: make(chan error, 1)}
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
 	mux.Handle("/api/", api.New(secret, ps, log))
@@ -156,7 +164,14 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen on %s (HERALD_ADDR): %w", s.cfg.Addr, err)
 	}
 	s.ln = ln
+	// Calls first: the push dispatcher asks them whether an invitation
+	// still rings, and calls past their deadline time out here.
+	if err := s.calls.Start(context.Background()); err != nil {
+		ln.Close()
+		return err
+	}
 	if err := s.push.Start(context.Background()); err != nil {
+		s.calls.Close()
 		ln.Close()
 		return err
 	}
@@ -205,6 +220,9 @@ func (s *Server) URL() string { return "ws://" + s.Addr() + proto.Path }
 // Push exposes the push service for tests, benches and metrics.
 func (s *Server) Push() *push.Service { return s.push }
 
+// Calls exposes the call service for tests and metrics.
+func (s *Server) Calls() *call.Service { return s.calls }
+
 // Emulator is the built-in APNs emulator, nil when push credentials are
 // configured.
 func (s *Server) Emulator() *emulator.APNs { return s.emu }
@@ -230,6 +248,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.gw.Shutdown(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	s.calls.Close() // no session is left to change a call; timers stop, calls stay open for the next start
 	if err := s.chat.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -51,6 +51,9 @@ type heraldJSON struct {
 	MsgID int64  `json:"msg_id,omitempty"`
 	Seq   int64  `json:"seq,omitempty"`
 	From  string `json:"from,omitempty"`
+	// A call's pushes: the call ID and "invite" or "cancel".
+	CallID    string `json:"call_id,omitempty"`
+	CallEvent string `json:"call_event,omitempty"`
 }
 
 type renderer struct {
@@ -73,6 +76,8 @@ var renderers = sync.Pool{New: func() any {
 //
 //	{"aps": {...}, "voip": {...}, "payload": "<Config.Payload>", "herald": {"conv", "msg_id", "seq", "from"}}
 //
+// (a call's pushes: "herald": {"from", "call_id", "call_event"})
+//
 // An alert carries alert {title, body}, badge, sound, thread-id, category,
 // mutable-content and interruption-level as set; a background push only
 // "content-available": 1; a VoIP push (any apns-voip device) an empty aps
@@ -86,7 +91,7 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	r := renderers.Get().(*renderer)
 	r.doc = document{
 		Payload: c.Config.Payload,
-		Herald:  heraldJSON{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From},
+		Herald:  heraldJSON{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent},
 	}
 	limit := MaxPayload
 	switch effectiveType(c.Strategy.Type, d) {

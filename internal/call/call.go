@@ -1,0 +1,929 @@
+// Package call owns call invitations (ZIM's call invitation, general mode):
+// a persisted state machine per call, with a server-side timer for its
+// deadline. It decides who may invite, accept, reject and cancel, stores
+// every state change (with the call's offline pushes, in the same write)
+// before anyone hears of it, and then tells the participants' live
+// sessions through the Notifier, which the gateway implements. It knows no
+// WebSocket and no SQL.
+//
+// Lock order: an entry's mu may be held while taking Service.mu and while
+// calling the Notifier; Service.mu is never held while taking an entry's
+// mu, nor across a store write.
+package call
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// SessionID names one live session; the gateway assigns them. Zero names
+// none.
+type SessionID uint64
+
+// Event is what a notification tells a session about a call.
+type Event int
+
+const (
+	// EventCreated goes to the caller's other sessions: a call was placed
+	// from one of its devices.
+	EventCreated Event = iota + 1
+	// EventReceived goes to an invitee's sessions: ring.
+	EventReceived
+	// EventCancelled goes to the invitees whose ringing the caller
+	// cancelled: stop ringing.
+	EventCancelled
+	// EventTimeout goes to the invitees who did not answer in time: stop
+	// ringing.
+	EventTimeout
+	// EventStateChanged goes to every participant's sessions with the
+	// participants whose state just changed.
+	EventStateChanged
+)
+
+func (e Event) String() string {
+	switch e {
+	case EventCreated:
+		return "created"
+	case EventReceived:
+		return "received"
+	case EventCancelled:
+		return "cancelled"
+	case EventTimeout:
+		return "timeout"
+	case EventStateChanged:
+		return "state_changed"
+	}
+	return "unknown"
+}
+
+// Notifier delivers call events to live sessions; the gateway implements
+// it. No method blocks on a client or on I/O: a slow session is the
+// notifier's problem. Events of one call are handed over in the order they
+// happened.
+type Notifier interface {
+	// NotifyCall tells every live session of each user in users about c
+	// (as it is after the change), except the session except. changed is
+	// set for EventStateChanged. A session still in its login's offline
+	// sync need not be given EventReceived: SessionStarted rings it once
+	// the sync is done.
+	NotifyCall(users []string, ev Event, c *herald.Call, changed []herald.CallParticipant, except SessionID)
+	// NotifySession tells one session of user about c.
+	NotifySession(user string, session SessionID, ev Event, c *herald.Call)
+	// LiveSessions reports how many logged-in sessions user has.
+	LiveSessions(user string) int
+}
+
+// Store is what the service needs of the storage contract.
+type Store interface {
+	SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJob) error
+	Call(ctx context.Context, id string) (*herald.Call, error)
+	OpenCalls(ctx context.Context) ([]*herald.Call, error)
+	UserCalls(ctx context.Context, user string, before time.Time, limit int) ([]*herald.Call, error)
+}
+
+// Pusher is what the service needs of the push service: checking a call's
+// push configuration, and planning the pushes of an invitation or a cancel
+// to store with the call's change. None blocks on I/O.
+type Pusher interface {
+	// CheckCall validates a push configuration; CodeInvalidArgument or
+	// CodeTooLarge naming the field.
+	CheckCall(cfg *herald.PushConfig) error
+	// PlanCall appends the pushes for users (invitees) of c: the
+	// invitation's, or the cancel's when cancel is set.
+	PlanCall(c *herald.Call, users []string, cancel bool, cfg *herald.PushConfig, jobs []store.PushJob) []store.PushJob
+	// Committing is called before storing jobs; the returned function is
+	// called once after the write, with the jobs stored or nil.
+	Committing() (stored func(jobs []store.PushJob))
+}
+
+// Timer is a timer the service can stop; *time.Timer is one.
+type Timer interface {
+	Stop() bool
+}
+
+// Config tunes the service. Zero values take the defaults on each field.
+type Config struct {
+	// MaxInvitees bounds the users one call invites; zero means
+	// herald.DefaultMaxCallInvitees (9, ZIM's).
+	MaxInvitees int
+	// MaxOpenCalls bounds the calls one user may have ringing at once as
+	// the caller: each holds a timer and rings up to MaxInvitees users,
+	// so a client must not place them at its full send rate. Zero means 10.
+	MaxOpenCalls int
+	// StoreTimeout bounds each store write the service makes on its own
+	// (a timeout, a login's ringing, a caller gone offline); zero means 5s.
+	StoreTimeout time.Duration
+	// RetryDelay is how long a timeout whose store write failed waits
+	// before it is tried again; zero means 1s.
+	RetryDelay time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// AfterFunc starts a timer that calls f once after d; nil means
+	// time.AfterFunc. Tests inject a fake clock through Now and AfterFunc.
+	AfterFunc func(d time.Duration, f func()) Timer
+	Logger    *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.MaxInvitees <= 0 {
+		c.MaxInvitees = herald.DefaultMaxCallInvitees
+	}
+	if c.MaxOpenCalls <= 0 {
+		c.MaxOpenCalls = 10
+	}
+	if c.StoreTimeout <= 0 {
+		c.StoreTimeout = 5 * time.Second
+	}
+	if c.RetryDelay <= 0 {
+		c.RetryDelay = time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.AfterFunc == nil {
+		c.AfterFunc = func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Call list paging.
+const (
+	DefaultListLimit = 20
+	MaxListLimit     = 100
+)
+
+// Stats are the service's counters.
+type Stats struct {
+	Invited     int64 // calls placed
+	Accepted    int64 // invitees who accepted
+	Rejected    int64 // invitees who rejected
+	Cancelled   int64 // calls the caller cancelled (by request or by going offline)
+	TimedOut    int64 // calls with at least one invitee who timed out
+	Refused     int64 // operations refused: not found, forbidden, conflict, invalid
+	StoreFailed int64 // state changes whose store write failed (a timeout is retried)
+	Open        int64 // calls ringing now
+}
+
+// Service runs call invitations. Its methods are safe for concurrent use.
+type Service struct {
+	st     Store
+	push   Pusher // nil: calls with a push configuration are refused
+	cfg    Config
+	log    *slog.Logger
+	notify atomic.Pointer[notifierBox]
+
+	mu     sync.Mutex
+	open   map[string]*entry          // calls not ended, by ID
+	byUser map[string]map[*entry]bool // open calls of each participant
+	placed map[string]int             // open calls of each caller
+	closed bool
+	wg     sync.WaitGroup // operations and timer callbacks in progress
+
+	stats struct {
+		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed atomic.Int64
+	}
+}
+
+type notifierBox struct{ n Notifier }
+
+// entry is one open call. Its mu serialises the call's changes: it is held
+// from reading the current state, over the store write, to handing the
+// events over, so events of one call go out in the order of its changes.
+type entry struct {
+	mu    sync.Mutex
+	timer Timer // mu
+	done  bool  // mu: the call ended (or was never stored) and left the maps
+	// cur is the call as stored; it is replaced, never changed in place,
+	// so Ringing reads it without taking mu (which a store write may hold).
+	cur atomic.Pointer[herald.Call]
+}
+
+// New returns a service storing calls in st and planning their pushes with
+// p (nil: no offline push). Set the notifier with SetNotifier, then Start.
+func New(st Store, p Pusher, cfg Config) *Service {
+	cfg.defaults()
+	return &Service{st: st, push: p, cfg: cfg, log: cfg.Logger,
+		open: make(map[string]*entry), byUser: make(map[string]map[*entry]bool), placed: make(map[string]int)}
+}
+
+// SetNotifier sets where events go (the gateway, built after the service).
+// Without one, events are dropped.
+func (s *Service) SetNotifier(n Notifier) { s.notify.Store(&notifierBox{n}) }
+
+func (s *Service) notifier() Notifier {
+	if b := s.notify.Load(); b != nil {
+		return b.n
+	}
+	return nil
+}
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Millisecond) }
+
+// begin registers an operation or timer callback; false once closed.
+func (s *Service) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+var errClosed = herald.Errorf(herald.CodeUnavailable, "the call service is shutting down")
+
+// Start loads the open calls and arms their timers. A call whose deadline
+// passed while the server was down times out now, with its events (and
+// is stored so), before Start returns. Call it before sessions are
+// accepted and before the push dispatcher starts, so no invitation's push
+// is judged against calls not loaded yet.
+func (s *Service) Start(ctx context.Context) error {
+	calls, err := s.st.OpenCalls(ctx)
+	if err != nil {
+		return fmt.Errorf("call: load open calls: %w", err)
+	}
+	var loaded []*entry
+	s.mu.Lock()
+	for _, c := range calls {
+		if c.Ended() || len(c.Participants) < 2 {
+			continue
+		}
+		if _, ok := s.open[c.ID]; ok {
+			continue
+		}
+		e := &entry{}
+		e.cur.Store(c)
+		s.addLocked(c, e)
+		loaded = append(loaded, e)
+	}
+	s.mu.Unlock()
+	now := s.now()
+	late := 0
+	for _, e := range loaded {
+		c := e.cur.Load()
+		if now.Before(c.Deadline) {
+			e.mu.Lock()
+			s.armLocked(e, c.Deadline.Sub(now))
+			e.mu.Unlock()
+			continue
+		}
+		// Past its deadline: it times out now, not on a timer goroutine,
+		// so its state is right before any client can ask.
+		late++
+		s.expire(e)
+	}
+	s.log.Info("calls started", "open", len(loaded)-late, "timed_out_while_down", late)
+	return nil
+}
+
+// Close stops the timers, after waiting for operations in progress.
+// Calls stay open in the store: the next Start arms them again.
+func (s *Service) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.mu.Lock()
+	es := make([]*entry, 0, len(s.open))
+	for _, e := range s.open {
+		es = append(es, e)
+	}
+	s.mu.Unlock()
+	for _, e := range es {
+		e.mu.Lock()
+		if e.timer != nil {
+			e.timer.Stop()
+			e.timer = nil
+		}
+		e.mu.Unlock()
+	}
+}
+
+// Stats returns the counters.
+func (s *Service) Stats() Stats {
+	s.mu.Lock()
+	open := len(s.open)
+	s.mu.Unlock()
+	return Stats{
+		Invited: s.stats.invited.Load(), Accepted: s.stats.accepted.Load(), Rejected: s.stats.rejected.Load(),
+		Cancelled: s.stats.cancelled.Load(), TimedOut: s.stats.timedOut.Load(), Refused: s.stats.refused.Load(),
+		StoreFailed: s.stats.storeFailed.Load(), Open: int64(open),
+	}
+}
+
+// addLocked indexes an open call; s.mu must be held.
+func (s *Service) addLocked(c *herald.Call, e *entry) {
+	s.open[c.ID] = e
+	s.placed[c.Caller()]++
+	for _, p := range c.Participants {
+		m := s.byUser[p.User]
+		if m == nil {
+			m = make(map[*entry]bool)
+			s.byUser[p.User] = m
+		}
+		m[e] = true
+	}
+}
+
+// removeLocked forgets an ended call; e.mu must be held (not s.mu).
+func (s *Service) removeLocked(c *herald.Call, e *entry) {
+	e.done = true
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open[c.ID] == e {
+		delete(s.open, c.ID)
+		if s.placed[c.Caller()]--; s.placed[c.Caller()] <= 0 {
+			delete(s.placed, c.Caller())
+		}
+	}
+	for _, p := range c.Participants {
+		if m := s.byUser[p.User]; m != nil {
+			delete(m, e)
+			if len(m) == 0 {
+				delete(s.byUser, p.User)
+			}
+		}
+	}
+}
+
+// armLocked (re)starts e's deadline timer; e.mu must be held.
+func (s *Service) armLocked(e *entry, d time.Duration) {
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.timer = s.cfg.AfterFunc(max(d, 0), func() { s.expire(e) })
+}
+
+// commit stores next (with jobs) as e's call: the only way a call
+// changes. e.mu must be held. An ended call leaves the maps.
+func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs []store.PushJob) error {
+	var stored func([]store.PushJob)
+	if len(jobs) > 0 {
+		stored = s.push.Committing()
+	}
+	if err := s.st.SaveCall(ctx, next, jobs); err != nil {
+		if stored != nil {
+			stored(nil)
+		}
+		s.stats.storeFailed.Add(1)
+		return storeErr("save call", err)
+	}
+	// Published before the jobs are handed over: the dispatcher may send
+	// one at once, and asks Ringing first.
+	e.cur.Store(next)
+	if next.Ended() {
+		s.removeLocked(next, e)
+	}
+	if stored != nil {
+		stored(jobs)
+	}
+	return nil
+}
+
+// storeErr passes domain errors through and wraps the rest.
+func storeErr(what string, err error) error {
+	var he *herald.Error
+	if errors.As(err, &he) {
+		return err
+	}
+	return fmt.Errorf("call: %s: %w", what, err)
+}
+
+func (s *Service) refuse(err *herald.Error) error {
+	s.stats.refused.Add(1)
+	return err
+}
+
+// newCallID returns a random, unguessable call ID.
+func newCallID() string {
+	b := make([]byte, 16)
+	_, _ = crand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// clone copies c deeply enough to change its participants.
+func clone(c *herald.Call) *herald.Call {
+	n := *c
+	n.Participants = slices.Clone(c.Participants)
+	return &n
+}
+
+func users(c *herald.Call) []string {
+	out := make([]string, len(c.Participants))
+	for i, p := range c.Participants {
+		out[i] = p.User
+	}
+	return out
+}
+
+// finishIfAnswered ends next, a general-mode call, when no invitee rings
+// any more: the caller's state becomes ended. It reports whether the
+// caller's state changed.
+func finishIfAnswered(next *herald.Call, now time.Time) bool {
+	for _, p := range next.Participants[1:] {
+		if p.State.Ringing() {
+			return false
+		}
+	}
+	next.EndedAt = now
+	caller := &next.Participants[0]
+	if caller.State == herald.CallInviting {
+		caller.State, caller.UpdatedAt = herald.CallEnded, now
+		return true
+	}
+	return false
+}
+
+// Invite places a call from caller (the request came from session origin)
+// to invitees: 1 to MaxInvitees distinct valid user IDs other than the
+// caller. timeout is 1 s to 10 min, whole seconds; zero means 90 s. push,
+// when set, is pushed to the invitees' devices with no live session (a
+// VoIP push where a VoIP token is registered), expiring at the deadline.
+// Each invitee is received when it has a live session, else
+// not_yet_received. The call is stored, with its pushes, before any event
+// goes out: the caller's other sessions get EventCreated, the invitees'
+// EventReceived, everyone EventStateChanged. Errors: CodeInvalidArgument
+// or CodeTooLarge naming the field; CodeRateLimited when the caller has
+// MaxOpenCalls calls ringing; CodeUnavailable when closing; store
+// failures. It blocks on the store write.
+func (s *Service) Invite(ctx context.Context, caller string, origin SessionID, invitees []string, timeout time.Duration, extended string, push *herald.PushConfig) (*herald.Call, error) {
+	if err := s.checkInvite(caller, invitees, timeout, extended, push); err != nil {
+		return nil, err
+	}
+	if timeout == 0 {
+		timeout = herald.DefaultCallTimeout
+	}
+	if !s.begin() {
+		return nil, errClosed
+	}
+	defer s.wg.Done()
+
+	n := s.notifier()
+	now := s.now()
+	c := &herald.Call{
+		ID: newCallID(), Mode: herald.CallGeneral, Timeout: timeout,
+		CreatedAt: now, Deadline: now.Add(timeout), Extended: extended, Push: push,
+		Participants: make([]herald.CallParticipant, 0, 1+len(invitees)),
+	}
+	c.Participants = append(c.Participants, herald.CallParticipant{User: caller, State: herald.CallInviting, UpdatedAt: now})
+	for _, u := range invitees {
+		st := herald.CallNotYet
+		if n != nil && n.LiveSessions(u) > 0 {
+			st = herald.CallReceived
+		}
+		c.Participants = append(c.Participants, herald.CallParticipant{User: u, State: st, UpdatedAt: now})
+	}
+	var jobs []store.PushJob
+	if push != nil {
+		jobs = s.push.PlanCall(c, invitees, false, push, nil)
+	}
+
+	// The entry is visible (locked) before the write, so memory is the
+	// authority on open calls: whoever finds it waits for the write.
+	e := &entry{}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s.mu.Lock()
+	if s.placed[caller] >= s.cfg.MaxOpenCalls {
+		s.mu.Unlock()
+		return nil, s.refuse(herald.Errorf(herald.CodeRateLimited, "you have %d calls ringing, the limit; cancel one or wait for them to end", s.cfg.MaxOpenCalls))
+	}
+	s.addLocked(c, e)
+	s.mu.Unlock()
+	if err := s.commit(ctx, e, c, jobs); err != nil {
+		s.removeLocked(c, e)
+		return nil, err
+	}
+	s.stats.invited.Add(1)
+	s.armLocked(e, c.Deadline.Sub(s.now()))
+	s.log.Debug("call invited", "call_id", c.ID, "user_id", caller, "invitees", len(invitees), "pushes", len(jobs))
+	if n != nil {
+		n.NotifyCall([]string{caller}, EventCreated, c, nil, origin)
+		n.NotifyCall(invitees, EventReceived, c, nil, 0)
+		n.NotifyCall(users(c), EventStateChanged, c, c.Participants, 0)
+	}
+	return c, nil
+}
+
+func (s *Service) checkInvite(caller string, invitees []string, timeout time.Duration, extended string, push *herald.PushConfig) error {
+	switch {
+	case len(invitees) == 0:
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "invitees is empty: invite at least one user"))
+	case len(invitees) > s.cfg.MaxInvitees:
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "invitees has %d users; the limit is %d", len(invitees), s.cfg.MaxInvitees))
+	case timeout < 0 || timeout > herald.MaxCallTimeout:
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "timeout %v is out of range 1-%d s (0 means %d s)", timeout, int(herald.MaxCallTimeout.Seconds()), int(herald.DefaultCallTimeout.Seconds())))
+	case timeout%time.Second != 0:
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "timeout %v is not a whole number of seconds", timeout))
+	}
+	seen := make(map[string]bool, len(invitees))
+	for _, u := range invitees {
+		if err := herald.ValidateUserID(u); err != nil {
+			return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "invitees: %s", herald.ErrorMessage(err)))
+		}
+		if u == caller {
+			return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "invitees: a caller cannot invite themselves"))
+		}
+		if seen[u] {
+			return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "invitees: user %q is listed twice", u))
+		}
+		seen[u] = true
+	}
+	if err := herald.ValidateCallExtended(extended); err != nil {
+		return s.refuseErr(err)
+	}
+	return s.checkPush(push)
+}
+
+func (s *Service) checkPush(push *herald.PushConfig) error {
+	if push == nil {
+		return nil
+	}
+	if s.push == nil {
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "offline push is not configured on this server"))
+	}
+	if err := s.push.CheckCall(push); err != nil {
+		return s.refuseErr(err)
+	}
+	return nil
+}
+
+func (s *Service) refuseErr(err error) error {
+	s.stats.refused.Add(1)
+	return err
+}
+
+// find returns user's call id locked (e.mu held; the caller unlocks) with
+// its current state. CodeNotFound when there is no such call or user is
+// not part of it (a call is never revealed to others); CodeConflict when
+// it has ended.
+func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Call, error) {
+	if id == "" {
+		return nil, nil, s.refuse(herald.Errorf(herald.CodeInvalidArgument, "call_id is empty"))
+	}
+	notFound := herald.Errorf(herald.CodeNotFound, "call %q not found", id)
+	s.mu.Lock()
+	e := s.open[id]
+	s.mu.Unlock()
+	if e == nil {
+		// Not open: ended, or never existed. Only a participant learns which.
+		c, err := s.st.Call(ctx, id)
+		if herald.ErrorCode(err) == herald.CodeNotFound {
+			return nil, nil, s.refuse(notFound)
+		}
+		if err != nil {
+			return nil, nil, storeErr("read call", err)
+		}
+		if c.Participant(user) == nil {
+			return nil, nil, s.refuse(notFound)
+		}
+		return nil, nil, s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
+	}
+	e.mu.Lock()
+	c := e.cur.Load()
+	switch {
+	case c == nil || c.Participant(user) == nil:
+		// c is nil only when the invitation's write failed.
+		e.mu.Unlock()
+		return nil, nil, s.refuse(notFound)
+	case e.done || c.Ended():
+		e.mu.Unlock()
+		return nil, nil, s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
+	}
+	return e, c, nil
+}
+
+// Accept answers call id for user, a ringing invitee, from session origin.
+// Errors: CodeNotFound (no such call of user's), CodeForbidden (the caller
+// of the call), CodeConflict (the call ended, or user already answered or
+// timed out), CodeInvalidArgument or CodeTooLarge for extended. It blocks
+// on the store write.
+func (s *Service) Accept(ctx context.Context, user string, origin SessionID, id, extended string) (*herald.Call, error) {
+	return s.answer(ctx, user, id, extended, herald.CallAccepted)
+}
+
+// Reject declines call id for user, as Accept accepts it.
+func (s *Service) Reject(ctx context.Context, user string, origin SessionID, id, extended string) (*herald.Call, error) {
+	return s.answer(ctx, user, id, extended, herald.CallRejected)
+}
+
+func (s *Service) answer(ctx context.Context, user, id, extended string, to herald.CallUserState) (*herald.Call, error) {
+	if err := herald.ValidateCallExtended(extended); err != nil {
+		return nil, s.refuseErr(err)
+	}
+	if !s.begin() {
+		return nil, errClosed
+	}
+	defer s.wg.Done()
+	e, c, err := s.find(ctx, user, id)
+	if err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	verb := "accept"
+	if to == herald.CallRejected {
+		verb = "reject"
+	}
+	if c.Caller() == user {
+		return nil, s.refuse(herald.Errorf(herald.CodeForbidden, "the caller cannot %s their own call", verb))
+	}
+	if p := c.Participant(user); !p.State.Ringing() {
+		return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: your state is already %s", verb, id, p.State))
+	}
+	now := s.now()
+	if !now.Before(c.Deadline) {
+		// The timer is about to fire: the deadline decides, not the race.
+		return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: it timed out", verb, id))
+	}
+	next := clone(c)
+	p := next.Participant(user)
+	p.State, p.UpdatedAt, p.Extended = to, now, extended
+	changed := []herald.CallParticipant{*p}
+	if finishIfAnswered(next, now) {
+		changed = append(changed, next.Participants[0])
+	}
+	if err := s.commit(ctx, e, next, nil); err != nil {
+		return nil, err
+	}
+	if to == herald.CallAccepted {
+		s.stats.accepted.Add(1)
+	} else {
+		s.stats.rejected.Add(1)
+	}
+	if n := s.notifier(); n != nil {
+		n.NotifyCall(users(next), EventStateChanged, next, changed, 0)
+	}
+	return next, nil
+}
+
+// Cancel ends call id, placed by caller, from session origin: its ringing
+// invitees become be_cancelled and get EventCancelled, the caller's state
+// becomes cancelled (with extended), and every participant gets
+// EventStateChanged. push, when set, is pushed as an alert to those
+// invitees' devices with no live session (e.g. "missed call"). Errors:
+// CodeNotFound (no such call of caller's), CodeForbidden (an invitee of
+// the call), CodeConflict (it ended), CodeInvalidArgument or CodeTooLarge
+// for extended or push. It blocks on the store write.
+func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, id, extended string, push *herald.PushConfig) (*herald.Call, error) {
+	if err := herald.ValidateCallExtended(extended); err != nil {
+		return nil, s.refuseErr(err)
+	}
+	if err := s.checkPush(push); err != nil {
+		return nil, err
+	}
+	if !s.begin() {
+		return nil, errClosed
+	}
+	defer s.wg.Done()
+	e, c, err := s.find(ctx, caller, id)
+	if err != nil {
+		return nil, err
+	}
+	defer e.mu.Unlock()
+	if c.Caller() != caller {
+		return nil, s.refuse(herald.Errorf(herald.CodeForbidden, "only the caller can cancel call %q", id))
+	}
+	return s.cancelLocked(ctx, e, c, extended, push)
+}
+
+// cancelLocked cancels c, e's open call; e.mu must be held.
+func (s *Service) cancelLocked(ctx context.Context, e *entry, c *herald.Call, extended string, push *herald.PushConfig) (*herald.Call, error) {
+	now := s.now()
+	next := clone(c)
+	caller := &next.Participants[0]
+	caller.State, caller.UpdatedAt, caller.Extended = herald.CallCancelled, now, extended
+	changed := []herald.CallParticipant{*caller}
+	var stopped []string
+	for i := 1; i < len(next.Participants); i++ {
+		p := &next.Participants[i]
+		if p.State.Ringing() {
+			p.State, p.UpdatedAt = herald.CallBeCancelled, now
+			changed = append(changed, *p)
+			stopped = append(stopped, p.User)
+		}
+	}
+	next.EndedAt = now
+	var jobs []store.PushJob
+	if push != nil && len(stopped) > 0 {
+		jobs = s.push.PlanCall(next, stopped, true, push, nil)
+	}
+	if err := s.commit(ctx, e, next, jobs); err != nil {
+		return nil, err
+	}
+	s.stats.cancelled.Add(1)
+	if n := s.notifier(); n != nil {
+		n.NotifyCall(stopped, EventCancelled, next, nil, 0)
+		n.NotifyCall(users(next), EventStateChanged, next, changed, 0)
+	}
+	return next, nil
+}
+
+// expire is e's timer: at the deadline, ringing invitees time out and the
+// call ends. A failed store write is tried again after RetryDelay.
+func (s *Service) expire(e *entry) {
+	if !s.begin() {
+		return
+	}
+	defer s.wg.Done()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cur.Load()
+	if e.done || c == nil || c.Ended() {
+		return
+	}
+	now := s.now()
+	if now.Before(c.Deadline) {
+		s.armLocked(e, c.Deadline.Sub(now))
+		return
+	}
+	next := clone(c)
+	var changed []herald.CallParticipant
+	var late []string
+	for i := 1; i < len(next.Participants); i++ {
+		p := &next.Participants[i]
+		if p.State.Ringing() {
+			p.State, p.UpdatedAt = herald.CallTimeout, now
+			changed = append(changed, *p)
+			late = append(late, p.User)
+		}
+	}
+	if finishIfAnswered(next, now) {
+		changed = append(changed, next.Participants[0])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+	defer cancel()
+	if err := s.commit(ctx, e, next, nil); err != nil {
+		s.log.Error("call timeout not stored; retrying", "call_id", c.ID, "retry_in", s.cfg.RetryDelay, "err", err)
+		s.armLocked(e, s.cfg.RetryDelay)
+		return
+	}
+	if len(late) > 0 {
+		s.stats.timedOut.Add(1)
+	}
+	s.log.Debug("call timed out", "call_id", c.ID, "invitees", len(late))
+	if n := s.notifier(); n != nil {
+		n.NotifyCall(late, EventTimeout, next, nil, 0)
+		n.NotifyCall(users(next), EventStateChanged, next, changed, 0)
+	}
+}
+
+// entriesOf returns user's open calls, oldest first.
+func (s *Service) entriesOf(user string) []*entry {
+	s.mu.Lock()
+	out := make([]*entry, 0, len(s.byUser[user]))
+	for e := range s.byUser[user] {
+		out = append(out, e)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b *entry) int {
+		ca, cb := a.cur.Load(), b.cur.Load()
+		if ca == nil || cb == nil {
+			return 0
+		}
+		return ca.CreatedAt.Compare(cb.CreatedAt)
+	})
+	return out
+}
+
+// SessionStarted rings session, user's new session whose login offline
+// sync is done, for every open call where user is a ringing invitee: it
+// gets EventReceived. An invitee not reached before (not_yet_received)
+// becomes received, stored, with EventStateChanged to every participant.
+// It blocks on those store writes.
+func (s *Service) SessionStarted(user string, session SessionID) {
+	if !s.begin() {
+		return
+	}
+	defer s.wg.Done()
+	n := s.notifier()
+	if n == nil {
+		return
+	}
+	for _, e := range s.entriesOf(user) {
+		s.ring(e, user, session, n)
+	}
+}
+
+func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cur.Load()
+	if e.done || c == nil || c.Caller() == user {
+		return
+	}
+	p := c.Participant(user)
+	now := s.now()
+	if p == nil || !p.State.Ringing() || !now.Before(c.Deadline) {
+		return
+	}
+	var changed []herald.CallParticipant
+	if p.State == herald.CallNotYet {
+		next := clone(c)
+		np := next.Participant(user)
+		np.State, np.UpdatedAt = herald.CallReceived, now
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+		err := s.commit(ctx, e, next, nil)
+		cancel()
+		if err != nil {
+			// It rings all the same; the state says not_yet_received.
+			s.log.Error("call: storing an invitee's reception failed", "call_id", c.ID, "user_id", user, "err", err)
+		} else {
+			c, changed = next, []herald.CallParticipant{*np}
+		}
+	}
+	n.NotifySession(user, session, EventReceived, c)
+	if changed != nil {
+		n.NotifyCall(users(c), EventStateChanged, c, changed, 0)
+	}
+}
+
+// UserOffline is told that user's last session ended by logout or a
+// heartbeat timeout: each open call user placed that nobody has accepted
+// yet is cancelled, as Cancel does, without a push. The gateway decides
+// that it was the last session. It blocks on the store writes.
+func (s *Service) UserOffline(user string) {
+	if !s.begin() {
+		return
+	}
+	defer s.wg.Done()
+	for _, e := range s.entriesOf(user) {
+		e.mu.Lock()
+		c := e.cur.Load()
+		if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+			if _, err := s.cancelLocked(ctx, e, c, "", nil); err != nil {
+				s.log.Error("call: cancelling an offline caller's call failed", "call_id", c.ID, "user_id", user, "err", err)
+			} else {
+				s.log.Debug("call cancelled: the caller went offline", "call_id", c.ID, "user_id", user)
+			}
+			cancel()
+		}
+		e.mu.Unlock()
+	}
+}
+
+func anyAccepted(c *herald.Call) bool {
+	for _, p := range c.Participants[1:] {
+		if p.State == herald.CallAccepted {
+			return true
+		}
+	}
+	return false
+}
+
+// Ringing reports whether call callID still rings for user, an invitee:
+// open, before its deadline, and user has not answered. The push
+// dispatcher asks before sending an invitation's push. It never blocks on
+// I/O or on a call's change in progress.
+func (s *Service) Ringing(callID, user string) bool {
+	s.mu.Lock()
+	e := s.open[callID]
+	s.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	c := e.cur.Load()
+	if c == nil || c.Ended() || !s.cfg.Now().Before(c.Deadline) || c.Caller() == user {
+		return false
+	}
+	p := c.Participant(user)
+	return p != nil && p.State.Ringing()
+}
+
+// Calls returns a page of user's calls, newest first, created before
+// before (zero: from the newest), and whether there are more. limit 0
+// means DefaultListLimit; more than MaxListLimit is CodeInvalidArgument.
+func (s *Service) Calls(ctx context.Context, user string, before time.Time, limit int) ([]*herald.Call, bool, error) {
+	switch {
+	case limit == 0:
+		limit = DefaultListLimit
+	case limit < 0 || limit > MaxListLimit:
+		return nil, false, s.refuse(herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-%d", limit, MaxListLimit))
+	}
+	cs, err := s.st.UserCalls(ctx, user, before, limit+1)
+	if err != nil {
+		return nil, false, storeErr("list calls", err)
+	}
+	more := len(cs) > limit
+	if more {
+		cs = cs[:limit]
+	}
+	return cs, more, nil
+}

@@ -1,0 +1,640 @@
+package chat
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/herald-im/herald"
+)
+
+// Groups: membership is held in memory per group once the group is used
+// (a member set per group, replaced whole on each change, so readers such
+// as the fan-out never lock), loaded from the store on first use. Changes
+// of one group are serialised by its mutex from the store write to the
+// cache update, so the cache applies them in the store's order. A message
+// is delivered to the member set current when its batch is fanned out:
+// whoever was kicked or left before that gets nothing more.
+
+// GroupEvent is a change of a group, told to its members (and to the users
+// it removed).
+type GroupEvent struct {
+	Group    string
+	Action   herald.GroupAction
+	Operator string
+	Users    []string         // the members concerned
+	Role     herald.GroupRole // GroupRoleChanged: the new role
+	Info     *GroupInfo       // GroupCreated, GroupUpdated: the group
+}
+
+// GroupInfo is a group with its owner and size, and, when read for a
+// member, that member's own membership.
+type GroupInfo struct {
+	herald.Group
+	Owner       string
+	MemberCount int
+	Self        herald.GroupMember // the reader's membership; zero in events
+}
+
+// GroupUpdate holds the group fields to change; nil ones are kept.
+type GroupUpdate struct {
+	Name, JoinMode, InviteMode, Extended *string
+}
+
+// NewGroup is a group to create.
+type NewGroup struct {
+	herald.Group          // ID empty: the server picks one
+	Members      []string // initial members besides the creator
+}
+
+// memberSet is an immutable snapshot of a group's members.
+type memberSet struct {
+	byUser     map[string]herald.GroupMember
+	users      []string // sorted
+	owner      string
+	maxJoinSeq int64
+}
+
+func newMemberSet(members []herald.GroupMember) *memberSet {
+	ms := &memberSet{byUser: make(map[string]herald.GroupMember, len(members)), users: make([]string, 0, len(members))}
+	for _, m := range members {
+		ms.byUser[m.User] = m
+		ms.users = append(ms.users, m.User)
+		if m.Role == herald.RoleOwner {
+			ms.owner = m.User
+		}
+		ms.maxJoinSeq = max(ms.maxJoinSeq, m.JoinSeq)
+	}
+	slices.Sort(ms.users)
+	return ms
+}
+
+// with returns a copy of ms with members added or replaced and users removed.
+func (ms *memberSet) with(put []herald.GroupMember, remove []string) *memberSet {
+	all := make([]herald.GroupMember, 0, len(ms.byUser)+len(put))
+	gone := make(map[string]bool, len(remove)+len(put))
+	for _, u := range remove {
+		gone[u] = true
+	}
+	for _, m := range put {
+		gone[m.User] = true
+	}
+	for _, m := range ms.byUser {
+		if !gone[m.User] {
+			all = append(all, m)
+		}
+	}
+	return newMemberSet(append(all, put...))
+}
+
+// seeing returns the members who can see message seq (joined before it).
+func (ms *memberSet) seeing(seq int64) []string {
+	if ms.maxJoinSeq < seq {
+		return ms.users
+	}
+	out := make([]string, 0, len(ms.users))
+	for _, u := range ms.users {
+		if ms.byUser[u].JoinSeq < seq {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+type groupState struct {
+	mu        sync.Mutex // serialises changes: store write, then cache update
+	info      atomic.Pointer[herald.Group]
+	members   atomic.Pointer[memberSet]
+	dismissed atomic.Bool
+}
+
+// groups is the cache of groups in use.
+type groups struct {
+	mu sync.Mutex
+	m  map[string]*groupState
+}
+
+// group returns group id's state, loading it from the store on first use.
+// CodeNotFound when there is no such group (or it was dismissed).
+func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
+	if err := herald.ValidateGroupID(id); err != nil {
+		return nil, err
+	}
+	s.groups.mu.Lock()
+	gs, ok := s.groups.m[id]
+	s.groups.mu.Unlock()
+	if ok {
+		if gs.dismissed.Load() {
+			return nil, groupNotFound(id)
+		}
+		return gs, nil
+	}
+	g, err := s.st.Group(ctx, id)
+	if err != nil {
+		if herald.ErrorCode(err) == herald.CodeNotFound {
+			return nil, groupNotFound(id)
+		}
+		return nil, fmt.Errorf("load group %s: %w", id, err)
+	}
+	var members []herald.GroupMember
+	for after := ""; ; {
+		page, err := s.st.GroupMembers(ctx, id, after, 1000)
+		if err != nil {
+			return nil, fmt.Errorf("load group %s members: %w", id, err)
+		}
+		members = append(members, page...)
+		if len(page) < 1000 {
+			break
+		}
+		after = page[len(page)-1].User
+	}
+	gs = &groupState{}
+	gs.info.Store(&g)
+	gs.members.Store(newMemberSet(members))
+	s.groups.mu.Lock()
+	defer s.groups.mu.Unlock()
+	if cur, ok := s.groups.m[id]; ok {
+		gs = cur // loaded meanwhile; every change went through that one
+	} else {
+		s.groups.m[id] = gs
+	}
+	if gs.dismissed.Load() {
+		return nil, groupNotFound(id)
+	}
+	return gs, nil
+}
+
+func groupNotFound(id string) error {
+	return herald.Errorf(herald.CodeNotFound, "group %q does not exist", id)
+}
+
+func notMember(id string) error {
+	return herald.Errorf(herald.CodeForbidden, "you are not a member of group %q", id)
+}
+
+// member returns user's membership of a group the caller holds.
+func (gs *groupState) member(user string) (herald.GroupMember, bool) {
+	m, ok := gs.members.Load().byUser[user]
+	return m, ok
+}
+
+// lockMember locks gs for a change by user, a member with at least role
+// (RoleOwner, RoleAdmin or RoleMember), and returns the current members.
+// The caller must unlock gs.mu.
+func (gs *groupState) lockMember(id, user string, role herald.GroupRole, what string) (*memberSet, herald.GroupMember, error) {
+	gs.mu.Lock()
+	if gs.dismissed.Load() {
+		gs.mu.Unlock()
+		return nil, herald.GroupMember{}, groupNotFound(id)
+	}
+	ms := gs.members.Load()
+	m, ok := ms.byUser[user]
+	switch {
+	case !ok:
+		gs.mu.Unlock()
+		return nil, m, notMember(id)
+	case m.Role > role:
+		gs.mu.Unlock()
+		need := "the owner"
+		if role == herald.RoleAdmin {
+			need = "the owner or an admin"
+		}
+		return nil, m, herald.Errorf(herald.CodeForbidden, "only %s of group %q may %s", need, id, what)
+	}
+	return ms, m, nil
+}
+
+func (gs *groupState) infoOf(self herald.GroupMember) GroupInfo {
+	ms := gs.members.Load()
+	return GroupInfo{Group: *gs.info.Load(), Owner: ms.owner, MemberCount: len(ms.users), Self: self}
+}
+
+func (s *Service) tell(e GroupEvent, to []string, origin SessionID) {
+	s.deliv.DeliverGroupEvent(&e, to, origin)
+}
+
+// checkUsers validates a list of user IDs named in a group operation and
+// drops repeats.
+func checkUsers(field string, users []string) ([]string, error) {
+	out := make([]string, 0, len(users))
+	seen := make(map[string]bool, len(users))
+	for _, u := range users {
+		if err := herald.ValidateUserID(u); err != nil {
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "%s: %s", field, herald.ErrorMessage(err))
+		}
+		if !seen[u] {
+			seen[u] = true
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+var groupIDEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// CreateGroup creates a group owned by owner with the given members.
+func (s *Service) CreateGroup(ctx context.Context, owner string, origin SessionID, ng NewGroup) (GroupInfo, error) {
+	g := ng.Group
+	if g.ID == "" {
+		var b [10]byte
+		rand.Read(b[:])
+		g.ID = "grp_" + strings.ToLower(groupIDEncoding.EncodeToString(b[:]))
+	}
+	if err := g.Validate(); err != nil {
+		return GroupInfo{}, err
+	}
+	users, err := checkUsers("members", ng.Members)
+	if err != nil {
+		return GroupInfo{}, err
+	}
+	users = slices.DeleteFunc(users, func(u string) bool { return u == owner })
+	if n := len(users) + 1; n > s.cfg.MaxGroupMembers {
+		return GroupInfo{}, herald.Errorf(herald.CodeTooLarge, "a group has at most %d members; %d were given", s.cfg.MaxGroupMembers, n)
+	}
+	now := s.cfg.Now().Truncate(1e6)
+	g.CreatedAt = now
+	members := make([]herald.GroupMember, 0, len(users)+1)
+	members = append(members, herald.GroupMember{Group: g.ID, User: owner, Role: herald.RoleOwner, JoinedAt: now})
+	for _, u := range users {
+		members = append(members, herald.GroupMember{Group: g.ID, User: u, Role: herald.RoleMember, JoinedAt: now})
+	}
+	if err := s.st.CreateGroup(ctx, g, members); err != nil {
+		if herald.ErrorCode(err) == herald.CodeConflict {
+			return GroupInfo{}, herald.Errorf(herald.CodeConflict, "group ID %q is taken", g.ID)
+		}
+		return GroupInfo{}, fmt.Errorf("create group: %w", err)
+	}
+	gs := &groupState{}
+	gs.info.Store(&g)
+	ms := newMemberSet(members)
+	gs.members.Store(ms)
+	s.groups.mu.Lock()
+	s.groups.m[g.ID] = gs
+	s.groups.mu.Unlock()
+	info := gs.infoOf(herald.GroupMember{})
+	s.tell(GroupEvent{Group: g.ID, Action: herald.GroupCreated, Operator: owner, Users: ms.users, Info: &info}, ms.users, origin)
+	info.Self = members[0]
+	return info, nil
+}
+
+// GroupInfo returns a group as member user sees it.
+func (s *Service) GroupInfo(ctx context.Context, user, id string) (GroupInfo, error) {
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return GroupInfo{}, err
+	}
+	m, ok := gs.member(user)
+	if !ok {
+		return GroupInfo{}, notMember(id)
+	}
+	return gs.infoOf(m), nil
+}
+
+// JoinGroup adds user to a group anyone may join. Joining a group one is in
+// already returns it unchanged.
+func (s *Service) JoinGroup(ctx context.Context, user string, origin SessionID, id string) (GroupInfo, error) {
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return GroupInfo{}, err
+	}
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if gs.dismissed.Load() {
+		return GroupInfo{}, groupNotFound(id)
+	}
+	if m, ok := gs.member(user); ok {
+		return gs.infoOf(m), nil
+	}
+	if gs.info.Load().JoinMode != herald.GroupJoinAny {
+		return GroupInfo{}, herald.Errorf(herald.CodeForbidden, "group %q is joined by invitation only", id)
+	}
+	added, err := s.addMembers(ctx, gs, id, []string{user})
+	if err != nil {
+		return GroupInfo{}, err
+	}
+	ms := gs.members.Load()
+	s.tell(GroupEvent{Group: id, Action: herald.GroupJoined, Operator: user, Users: []string{user}}, ms.users, origin)
+	return gs.infoOf(added[0]), nil
+}
+
+// addMembers stores users as members and updates the cache; gs.mu must be
+// held.
+func (s *Service) addMembers(ctx context.Context, gs *groupState, id string, users []string) ([]herald.GroupMember, error) {
+	ms := gs.members.Load()
+	if n := len(ms.users) + len(users); n > s.cfg.MaxGroupMembers {
+		return nil, herald.Errorf(herald.CodeTooLarge, "group %q would have %d members; the limit is %d", id, n, s.cfg.MaxGroupMembers)
+	}
+	now := s.cfg.Now().Truncate(1e6)
+	add := make([]herald.GroupMember, len(users))
+	for i, u := range users {
+		add[i] = herald.GroupMember{Group: id, User: u, Role: herald.RoleMember, JoinedAt: now}
+	}
+	added, err := s.st.AddGroupMembers(ctx, id, add)
+	if err != nil {
+		return nil, fmt.Errorf("add group members: %w", err)
+	}
+	gs.members.Store(ms.with(added, nil))
+	return added, nil
+}
+
+// InviteGroupMembers adds users to a group; the inviter must be a member,
+// and an admin or the owner where the group says so. It returns the users
+// added (those already members are left out).
+func (s *Service) InviteGroupMembers(ctx context.Context, user string, origin SessionID, id string, users []string) ([]string, error) {
+	users, err := checkUsers("users", users)
+	if err != nil {
+		return nil, err
+	}
+	if len(users) == 0 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "users is empty")
+	}
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	need := herald.RoleMember
+	if gs.info.Load().InviteMode == herald.GroupInviteAdmin {
+		need = herald.RoleAdmin
+	}
+	ms, _, err := gs.lockMember(id, user, need, "invite")
+	if err != nil {
+		return nil, err
+	}
+	defer gs.mu.Unlock()
+	users = slices.DeleteFunc(users, func(u string) bool { _, in := ms.byUser[u]; return in })
+	if len(users) == 0 {
+		return []string{}, nil
+	}
+	added, err := s.addMembers(ctx, gs, id, users)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(added))
+	for i, m := range added {
+		out[i] = m.User
+	}
+	s.tell(GroupEvent{Group: id, Action: herald.GroupInvited, Operator: user, Users: out}, gs.members.Load().users, origin)
+	return out, nil
+}
+
+// LeaveGroup removes user from a group. The owner cannot leave: they
+// transfer ownership or dismiss the group.
+func (s *Service) LeaveGroup(ctx context.Context, user string, origin SessionID, id string) error {
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return err
+	}
+	ms, m, err := gs.lockMember(id, user, herald.RoleMember, "leave")
+	if err != nil {
+		return err
+	}
+	defer gs.mu.Unlock()
+	if m.Role == herald.RoleOwner {
+		return herald.Errorf(herald.CodeForbidden, "the owner cannot leave group %q: transfer ownership or dismiss it", id)
+	}
+	if _, err := s.st.RemoveGroupMembers(ctx, id, []string{user}); err != nil {
+		return fmt.Errorf("leave group: %w", err)
+	}
+	gs.members.Store(ms.with(nil, []string{user}))
+	s.tell(GroupEvent{Group: id, Action: herald.GroupLeft, Operator: user, Users: []string{user}}, ms.users, origin)
+	return nil
+}
+
+// KickGroupMembers removes users from a group: the owner may remove anyone
+// but themselves, an admin only plain members. It returns the users
+// removed (those not members are left out).
+func (s *Service) KickGroupMembers(ctx context.Context, user string, origin SessionID, id string, users []string) ([]string, error) {
+	users, err := checkUsers("users", users)
+	if err != nil {
+		return nil, err
+	}
+	if len(users) == 0 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "users is empty")
+	}
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	ms, op, err := gs.lockMember(id, user, herald.RoleAdmin, "remove members")
+	if err != nil {
+		return nil, err
+	}
+	defer gs.mu.Unlock()
+	var kick []string
+	for _, u := range users {
+		m, in := ms.byUser[u]
+		switch {
+		case !in:
+			continue
+		case u == user:
+			return nil, herald.Errorf(herald.CodeInvalidArgument, "you cannot remove yourself from group %q: leave it instead", id)
+		case m.Role <= op.Role:
+			return nil, herald.Errorf(herald.CodeForbidden, "%s %q of group %q can only be removed by the owner", m.Role, u, id)
+		}
+		kick = append(kick, u)
+	}
+	if len(kick) == 0 {
+		return []string{}, nil
+	}
+	removed, err := s.st.RemoveGroupMembers(ctx, id, kick)
+	if err != nil {
+		return nil, fmt.Errorf("kick group members: %w", err)
+	}
+	gs.members.Store(ms.with(nil, removed))
+	s.tell(GroupEvent{Group: id, Action: herald.GroupKicked, Operator: user, Users: removed}, ms.users, origin)
+	return removed, nil
+}
+
+// DismissGroup ends a group (the owner only): every member leaves it.
+func (s *Service) DismissGroup(ctx context.Context, user string, origin SessionID, id string) error {
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return err
+	}
+	ms, _, err := gs.lockMember(id, user, herald.RoleOwner, "dismiss it")
+	if err != nil {
+		return err
+	}
+	defer gs.mu.Unlock()
+	if err := s.st.DismissGroup(ctx, id); err != nil {
+		return fmt.Errorf("dismiss group: %w", err)
+	}
+	gs.dismissed.Store(true)
+	gs.members.Store(newMemberSet(nil))
+	s.tell(GroupEvent{Group: id, Action: herald.GroupDismissed, Operator: user}, ms.users, origin)
+	return nil
+}
+
+// TransferGroupOwner makes member to the owner of a group; the owner, who
+// must be user, becomes a plain member.
+func (s *Service) TransferGroupOwner(ctx context.Context, user string, origin SessionID, id, to string) error {
+	if err := herald.ValidateUserID(to); err != nil {
+		return herald.Errorf(herald.CodeInvalidArgument, "to: %s", herald.ErrorMessage(err))
+	}
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return err
+	}
+	ms, _, err := gs.lockMember(id, user, herald.RoleOwner, "transfer ownership")
+	if err != nil {
+		return err
+	}
+	defer gs.mu.Unlock()
+	target, ok := ms.byUser[to]
+	switch {
+	case to == user:
+		return herald.Errorf(herald.CodeInvalidArgument, "you already own group %q", id)
+	case !ok:
+		return herald.Errorf(herald.CodeInvalidArgument, "%q is not a member of group %q", to, id)
+	}
+	if err := s.st.SetGroupRoles(ctx, id, map[string]herald.GroupRole{user: herald.RoleMember, to: herald.RoleOwner}); err != nil {
+		return fmt.Errorf("transfer group owner: %w", err)
+	}
+	old := ms.byUser[user]
+	old.Role, target.Role = herald.RoleMember, herald.RoleOwner
+	gs.members.Store(ms.with([]herald.GroupMember{old, target}, nil))
+	s.tell(GroupEvent{Group: id, Action: herald.GroupOwnerTransferred, Operator: user, Users: []string{to}}, ms.users, origin)
+	return nil
+}
+
+// SetGroupMemberRole makes a member an admin or a plain member again (the
+// owner only).
+func (s *Service) SetGroupMemberRole(ctx context.Context, user string, origin SessionID, id, target string, role herald.GroupRole) error {
+	if role != herald.RoleAdmin && role != herald.RoleMember {
+		return herald.Errorf(herald.CodeInvalidArgument, "role must be admin or member; ownership moves with transfer_group_owner")
+	}
+	if err := herald.ValidateUserID(target); err != nil {
+		return herald.Errorf(herald.CodeInvalidArgument, "user: %s", herald.ErrorMessage(err))
+	}
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return err
+	}
+	ms, _, err := gs.lockMember(id, user, herald.RoleOwner, "change roles")
+	if err != nil {
+		return err
+	}
+	defer gs.mu.Unlock()
+	m, ok := ms.byUser[target]
+	switch {
+	case !ok:
+		return herald.Errorf(herald.CodeInvalidArgument, "%q is not a member of group %q", target, id)
+	case m.Role == herald.RoleOwner:
+		return herald.Errorf(herald.CodeInvalidArgument, "the owner's role changes only by transferring ownership")
+	case m.Role == role:
+		return nil
+	}
+	if err := s.st.SetGroupRoles(ctx, id, map[string]herald.GroupRole{target: role}); err != nil {
+		return fmt.Errorf("set group role: %w", err)
+	}
+	m.Role = role
+	gs.members.Store(ms.with([]herald.GroupMember{m}, nil))
+	s.tell(GroupEvent{Group: id, Action: herald.GroupRoleChanged, Operator: user, Users: []string{target}, Role: role}, ms.users, origin)
+	return nil
+}
+
+// UpdateGroup changes a group's name, modes or extended data (the owner
+// or an admin).
+func (s *Service) UpdateGroup(ctx context.Context, user string, origin SessionID, id string, u GroupUpdate) (GroupInfo, error) {
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return GroupInfo{}, err
+	}
+	ms, self, err := gs.lockMember(id, user, herald.RoleAdmin, "change it")
+	if err != nil {
+		return GroupInfo{}, err
+	}
+	defer gs.mu.Unlock()
+	g := *gs.info.Load()
+	for _, f := range []struct {
+		dst *string
+		v   *string
+	}{{&g.Name, u.Name}, {&g.JoinMode, u.JoinMode}, {&g.InviteMode, u.InviteMode}, {&g.Extended, u.Extended}} {
+		if f.v != nil {
+			*f.dst = *f.v
+		}
+	}
+	if err := g.Validate(); err != nil {
+		return GroupInfo{}, err
+	}
+	if err := s.st.UpdateGroup(ctx, g); err != nil {
+		return GroupInfo{}, fmt.Errorf("update group: %w", err)
+	}
+	gs.info.Store(&g)
+	info := gs.infoOf(herald.GroupMember{})
+	s.tell(GroupEvent{Group: id, Action: herald.GroupUpdated, Operator: user, Info: &info}, ms.users, origin)
+	info.Self = self
+	return info, nil
+}
+
+// GroupMembers pages through a group's members in user ID order (members
+// only). limit 0 means 100; at most 1000.
+func (s *Service) GroupMembers(ctx context.Context, user, id, after string, limit int) ([]herald.GroupMember, bool, error) {
+	switch {
+	case limit == 0:
+		limit = 100
+	case limit < 0 || limit > 1000:
+		return nil, false, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit)
+	}
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	ms := gs.members.Load()
+	if _, ok := ms.byUser[user]; !ok {
+		return nil, false, notMember(id)
+	}
+	i, _ := slices.BinarySearch(ms.users, after)
+	if i < len(ms.users) && ms.users[i] == after {
+		i++
+	}
+	end := min(i+limit, len(ms.users))
+	out := make([]herald.GroupMember, 0, end-i)
+	for _, u := range ms.users[i:end] {
+		out = append(out, ms.byUser[u])
+	}
+	return out, end < len(ms.users), nil
+}
+
+// Groups lists the groups user is a member of, in group ID order.
+func (s *Service) Groups(ctx context.Context, user string) ([]GroupInfo, error) {
+	mine, err := s.st.UserGroups(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("groups: %w", err)
+	}
+	out := make([]GroupInfo, 0, len(mine))
+	for _, m := range mine {
+		gs, err := s.group(ctx, m.Group)
+		if herald.ErrorCode(err) == herald.CodeNotFound {
+			continue // dismissed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		if self, ok := gs.member(user); ok {
+			out = append(out, gs.infoOf(self))
+		}
+	}
+	return out, nil
+}
+
+// EachMember implements push.Groups: fn gets every member of group who can
+// see message seq.
+func (s *Service) EachMember(ctx context.Context, group string, seq int64, fn func(user string)) error {
+	gs, err := s.group(ctx, group)
+	if herald.ErrorCode(err) == herald.CodeNotFound {
+		return nil // dismissed: nobody to push
+	}
+	if err != nil {
+		return err
+	}
+	for _, u := range gs.members.Load().seeing(seq) {
+		fn(u)
+	}
+	return nil
+}

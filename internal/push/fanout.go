@@ -1,0 +1,110 @@
+package push
+
+import (
+	"context"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// fanoutPushID marks a group message's fan-out job in the outbox: one job
+// per group message with a push configuration, which the dispatcher
+// expands into the members' device jobs. Device push IDs are "pd_" and
+// base32, so it never names a device.
+const fanoutPushID = "*group"
+
+// Groups tells the push service who belongs to a group; chat implements
+// it.
+type Groups interface {
+	// EachMember calls fn for each member of group who can see message
+	// seq (joined before it). It may read the store; an error means the
+	// members could not be read (the expansion is retried).
+	EachMember(ctx context.Context, group string, seq int64, fn func(user string)) error
+}
+
+// SetGroups sets the membership source (the chat service, built after the
+// push service). Without one, group messages are never pushed.
+func (s *Service) SetGroups(g Groups) { s.groups = g }
+
+// expand replaces a group message's fan-out job with a job per device of
+// each member who did not send it and can see it, deciding for each
+// device as Plan does for a peer message (live devices wait out the ack
+// window, from the message's time). A member who muted the group is left
+// out unless the message mentioned them with NotifyMentioned. The new
+// jobs are stored, and the fan-out job removed, in one write: a crash
+// leaves either the fan-out job, expanded again after the restart, or
+// every device job, so each device is pushed once.
+func (s *Service) expand(j store.PushJob) outcome {
+	o := outcome{job: j}
+	now := s.cfg.Now()
+	var data jobData
+	if err := data.unmarshal(j.Data); err != nil {
+		s.log.Error("push: group fan-out job unreadable; dropped", "conv", j.Conv, "msg_id", j.MsgID, "err", err)
+		return o
+	}
+	_, group, _, ok := herald.ParseConversationKey(j.Conv)
+	if !ok || s.groups == nil || !now.Before(j.Expires) {
+		return o
+	}
+	mentioned := make(map[string]bool, len(data.Mentions))
+	for _, u := range data.Mentions {
+		mentioned[u] = true
+	}
+	liveDue := j.Due.Add(s.cfg.AckWindow)
+	var variants [4][]byte // by live, mentioned
+	dataFor := func(live, ment bool) []byte {
+		k := 0
+		if live {
+			k |= 1
+		}
+		if ment {
+			k |= 2
+		}
+		if variants[k] == nil {
+			variants[k] = (&jobData{Config: data.Config, From: data.From, Live: live, Mentioned: ment}).marshal()
+		}
+		return variants[k]
+	}
+	var jobs []store.PushJob
+	ctx := context.Background()
+	err := s.groups.EachMember(ctx, group, j.Seq, func(user string) {
+		if user == data.From {
+			return
+		}
+		ment := mentioned[user]
+		if !ment && s.mutes.has(user, j.Conv) {
+			s.stats.mutedSkips.Add(1)
+			return
+		}
+		s.reg.each(user, func(d *herald.PushDevice) {
+			if d.Provider == herald.ProviderAPNsVoIP {
+				return
+			}
+			live := s.pres != nil && s.pres.Live(user, d.Device)
+			nj := store.PushJob{
+				PushID: d.PushID, MsgID: j.MsgID, User: user, Conv: j.Conv, Seq: j.Seq,
+				Due: now, Expires: j.Expires, Data: dataFor(live, ment),
+			}
+			if live && liveDue.After(now) {
+				nj.Due = liveDue
+			}
+			jobs = append(jobs, nj)
+		})
+	})
+	if err == nil {
+		stored := s.Committing()
+		if err = s.st.EnqueuePush(ctx, jobs, []store.PushKey{j.Key()}); err != nil {
+			stored(nil)
+		} else {
+			stored(jobs)
+		}
+	}
+	if err != nil {
+		s.log.Error("push: expanding a group message failed; retrying", "conv", j.Conv, "msg_id", j.MsgID, "err", err)
+		o.retry = true
+		o.job.Attempt++
+		o.job.Due = now.Add(min(s.cfg.RetryBase<<min(j.Attempt, 10), s.cfg.RetryMax, time.Minute))
+	}
+	return o
+}
