@@ -24,12 +24,15 @@ const benchUsage = `Usage:
   herald bench push [--recipients N] [--messages M] [--senders S] [--rate R] [--rtt D]
                     [--window W] [--drain D] [--in-flight N] [--connections N]
                     [--max-streams N] [--store sqlite|pebble] [--cpuprofile FILE] [--json]
+  herald bench group [--members N] [--online 0.1] [--devices 0.1] [--senders S] [--rate R]
+                     [--duration D] [--store sqlite|pebble] [--json]
 
 With no --target, a server is started as a child process on a free loopback
 port with a temporary data folder, and its memory is read from /proc.
-bench push always starts its own server (no --target): the server must
-push to an APNs emulator that runs inside the bench process, which times
-each push's arrival; the child gets HERALD_PUSH_CONFIG pointing at it.
+bench push and bench group always start their own server (no --target):
+the server must push to an APNs emulator that runs inside the bench
+process, which times each push's arrival; the child gets
+HERALD_PUSH_CONFIG pointing at it.
 Other HERALD_* variables in the environment (HERALD_PPROF_ADDR ...) reach
 the child too.
 Progress goes to stderr; the report to stdout (JSON with --json).
@@ -38,7 +41,7 @@ Progress goes to stderr; the report to stdout (JSON with --json).
 func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, benchUsage)
-		return errors.New("bench: name a scenario: peer, conn or push")
+		return errors.New("bench: name a scenario: peer, conn, push or group")
 	}
 	scenario := args[0]
 	fs := flag.NewFlagSet("herald bench "+scenario, flag.ContinueOnError)
@@ -52,6 +55,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var rate float64
 	var duration time.Duration
 	var po bench.PushOptions
+	var gro bench.GroupOptions
 	var pushEnv pushServerFlags
 	switch scenario {
 	case "peer":
@@ -73,6 +77,14 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite or pebble")
 		fs.UintVar(&pushEnv.maxStreams, "max-streams", 0, "the emulator's SETTINGS_MAX_CONCURRENT_STREAMS (0: its default, 1000)")
 		fs.StringVar(&pushEnv.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (generator and emulator) during the load to this file")
+	case "group":
+		fs.IntVar(&gro.Members, "members", 10000, "group size, senders included")
+		fs.Float64Var(&gro.Online, "online", 0.1, "share of the members logged in, receiving live")
+		fs.Float64Var(&gro.Devices, "devices", 0.1, "share of the offline members with an APNs device (each message is pushed to them)")
+		fs.IntVar(&gro.Senders, "senders", 4, "members sending")
+		fs.Float64Var(&gro.Rate, "rate", 60, "group messages per second, all senders together")
+		fs.DurationVar(&gro.Duration, "duration", 10*time.Second, "how long to send")
+		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite or pebble")
 	default:
 		fmt.Fprint(stderr, benchUsage)
 		return fmt.Errorf("bench: unknown scenario %q", scenario)
@@ -86,13 +98,13 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 
 	var t *bench.Target
 	var apns *bench.APNs
-	if scenario == "push" {
+	if scenario == "push" || scenario == "group" {
 		if *target != "" {
-			return errors.New("bench push: --target is not supported: the server must push to the emulator this command runs")
+			return fmt.Errorf("bench %s: --target is not supported: the server must push to the emulator this command runs", scenario)
 		}
 		var err error
 		if apns, err = bench.StartAPNs(po.RTT, uint32(pushEnv.maxStreams)); err != nil {
-			return fmt.Errorf("bench push: start the APNs emulator: %w", err)
+			return fmt.Errorf("bench %s: start the APNs emulator: %w", scenario, err)
 		}
 		defer apns.Close()
 	}
@@ -109,6 +121,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		var env []string
 		if apns != nil {
 			env = pushEnv.env(apns.ConfigFile)
+		}
+		if scenario == "group" {
+			env = append(env, "HERALD_GROUP_MAX_MEMBERS="+strconv.Itoa(max(gro.Members, 10000)))
 		}
 		t, err = bench.StartServer(ctx, exe, env, stderr)
 		if err != nil {
@@ -137,6 +152,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 			defer pprof.StopCPUProfile()
 		}
 		report, err = bench.Push(ctx, t, apns.APNs, po)
+	case "group":
+		gro.Progress, gro.Users = stderr, *users
+		report, err = bench.Group(ctx, t, apns.APNs, gro)
 	}
 	if err != nil {
 		return fmt.Errorf("bench %s: %w", scenario, err)
@@ -170,6 +188,13 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  send->push p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms\n", r.P50ms, r.P99ms, r.P999ms, r.MaxMs)
 		fmt.Fprintf(w, "  emulator: accepted %d  rejected %d  duplicates %d  connections %d  max streams in flight %d\n",
 			r.EmulatorAccepted, r.EmulatorRejected, r.EmulatorDuplicates, r.Connections, r.MaxStreams)
+		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))
+	case bench.GroupResult:
+		fmt.Fprintf(w, "group: %d members, %d online, %d offline devices, %.0f msgs/s offered for %.1fs\n", r.Members, r.Online, r.OfflineDevs, r.Rate, r.DurationSec)
+		fmt.Fprintf(w, "  sent %d  acked %d  errors %d  deliveries %d  lost %d  duplicated %d\n", r.Sent, r.Acked, r.Errors, r.Deliveries, r.Lost, r.Duplicated)
+		fmt.Fprintf(w, "  throughput %.0f live deliveries/s\n", r.DeliveriesPS)
+		fmt.Fprintf(w, "  send->delivery p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms\n", r.P50ms, r.P99ms, r.P999ms)
+		fmt.Fprintf(w, "  pushes queued %d  sent %d\n", r.PushesQueued, r.PushesSent)
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))
 	case bench.ConnResult:
 		fmt.Fprintf(w, "conn: %d idle connections\n", r.Conns)

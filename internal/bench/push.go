@@ -249,10 +249,10 @@ func appendPushSend(b []byte, id uint64, to string, n int) []byte {
 // pushRecipient is recipient i's user ID.
 func pushRecipient(users string, i int) string { return users + "-pr" + strconv.Itoa(i) }
 
-// benchToken is recipient i's APNs device token: 64 hex digits, distinct
-// per prefix and index.
-func benchToken(users string, i int) string {
-	sum := sha256.Sum256([]byte(users + "/" + strconv.Itoa(i)))
+// benchToken is user's APNs device token: 64 hex digits, distinct per
+// user.
+func benchToken(user string) string {
+	sum := sha256.Sum256([]byte(user))
 	return hex.EncodeToString(sum[:])
 }
 
@@ -308,13 +308,13 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 	res := PushResult{Recipients: o.Recipients, Senders: o.Senders, Rate: o.Rate, RTTms: float64(o.RTT) / 1e6}
 	apns.SetDelay(o.RTT)
 
-	pushIDs, err := registerRecipients(ctx, t, o)
-	if err != nil {
-		return res, err
-	}
 	names := make([]string, o.Recipients)
 	for i := range names {
 		names[i] = pushRecipient(o.Users, i)
+	}
+	pushIDs, err := registerDevices(ctx, t, names, o.Progress)
+	if err != nil {
+		return res, err
 	}
 
 	rc := newReceipts(o.Messages)
@@ -567,11 +567,11 @@ func (s *pushSender) run(ctx context.Context, o PushOptions, names []string, sta
 	return nil
 }
 
-// registerRecipients logs each recipient in on its own connection,
-// registers one APNs token and disconnects, leaving the device bound and
-// offline. It returns the push IDs by recipient index.
-func registerRecipients(ctx context.Context, t *Target, o PushOptions) ([]string, error) {
-	ids := make([]string, o.Recipients)
+// registerDevices logs each user in on its own connection, registers one
+// APNs token and disconnects, leaving the device bound and offline. It
+// returns the push IDs by index.
+func registerDevices(ctx context.Context, t *Target, users []string, progress io.Writer) ([]string, error) {
+	ids := make([]string, len(users))
 	var done atomic.Int64
 	var mu sync.Mutex
 	var firstErr error
@@ -583,14 +583,14 @@ func registerRecipients(ctx context.Context, t *Target, o PushOptions) ([]string
 			defer wg.Done()
 			for i := range work {
 				err := func() error {
-					c, err := dialLogin(ctx, t, pushRecipient(o.Users, i))
+					c, err := dialLogin(ctx, t, users[i])
 					if err != nil {
 						return err
 					}
 					defer c.close()
 					var reply proto.RegisterPushReply
 					err = c.call(proto.OpRegisterPush, proto.RegisterPushRequest{
-						Provider: "apns", Token: benchToken(o.Users, i), App: benchApp, Environment: "production",
+						Provider: "apns", Token: benchToken(users[i]), App: benchApp, Environment: "production",
 					}, &reply)
 					if err == nil && reply.PushID == "" {
 						err = errors.New("register_push: empty push ID")
@@ -601,18 +601,18 @@ func registerRecipients(ctx context.Context, t *Target, o PushOptions) ([]string
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
-						firstErr = fmt.Errorf("recipient %d: %w", i, err)
+						firstErr = fmt.Errorf("%s: %w", users[i], err)
 					}
 					mu.Unlock()
 					continue
 				}
-				if n := done.Add(1); o.Progress != nil && n%1000 == 0 {
-					fmt.Fprintf(o.Progress, "%d recipients registered\n", n)
+				if n := done.Add(1); progress != nil && n%1000 == 0 {
+					fmt.Fprintf(progress, "%d push devices registered\n", n)
 				}
 			}
 		}()
 	}
-	for i := 0; i < o.Recipients && ctx.Err() == nil; i++ {
+	for i := 0; i < len(users) && ctx.Err() == nil; i++ {
 		work <- i
 	}
 	close(work)

@@ -1,0 +1,377 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald/internal/emulator"
+	"github.com/herald-im/herald/proto"
+	"github.com/herald-im/herald/token"
+)
+
+// GroupOptions configures the group-message scenario.
+type GroupOptions struct {
+	Members  int           // group size, senders included
+	Online   float64       // share of the members logged in and receiving live (0-1)
+	Devices  float64       // share of the offline members with a registered APNs device (0-1)
+	Senders  int           // members who send (logged in, not counted as receivers); zero means 4
+	Rate     float64       // group messages per second, all senders together
+	Duration time.Duration // how long senders send
+	Drain    time.Duration // how long to wait afterwards for deliveries; zero means 10s
+	Progress io.Writer
+	Users    string // user ID prefix; empty means "bench"
+}
+
+// GroupResult is the report; JSON names are a contract for tools.
+type GroupResult struct {
+	Members       int     `json:"members"`
+	Online        int     `json:"online"`          // receivers logged in
+	OfflineDevs   int     `json:"offline_devices"` // offline members with a push device
+	Rate          float64 `json:"rate"`
+	DurationSec   float64 `json:"duration_s"`
+	Sent          int64   `json:"sent"`
+	Acked         int64   `json:"acked"`
+	Errors        int64   `json:"errors"`
+	Deliveries    int64   `json:"deliveries"` // live deliveries to online receivers, first copies
+	DeliveriesPS  float64 `json:"deliveries_per_sec"`
+	Lost          int64   `json:"lost"` // acknowledged sends times online receivers, minus deliveries
+	Duplicated    int64   `json:"duplicated"`
+	P50ms         float64 `json:"p50_ms"`
+	P99ms         float64 `json:"p99_ms"`
+	P999ms        float64 `json:"p999_ms"`
+	PushesQueued  int64   `json:"pushes_queued"` // device jobs the server planned for offline members
+	PushesSent    int64   `json:"pushes_sent"`   // of those, accepted by the APNs emulator by the end
+	ServerRSS     int64   `json:"server_rss_bytes"`
+	ServerPeakRSS int64   `json:"server_peak_rss_bytes"`
+}
+
+// groupSendFrame builds a group send: text "<n>:<send time>", with a push
+// configuration for the offline members.
+func groupSendFrame(id uint64, group string, n, ts int64) []byte {
+	b := make([]byte, 0, 200)
+	b = append(b, `{"id":`...)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `,"op":"send","d":{"conv_type":"group","to":"`...)
+	b = append(b, group...)
+	b = append(b, `","local_id":"`...)
+	b = strconv.AppendInt(b, n, 10)
+	b = append(b, `","type":"text","text":"`...)
+	b = strconv.AppendInt(b, n, 10)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, ts, 10)
+	return append(b, `","push":{"title":"Group","content":"new message"}}}`...)
+}
+
+// Group runs the scenario against t, whose push configuration must point
+// at apns (StartAPNs): a group of Members is created; Online of them log
+// in and receive, Devices of the rest register an APNs device and leave;
+// Senders members send text messages with a push configuration to the
+// group at Rate per second. Latency is send to live delivery on one clock;
+// pushes are counted as the server plans them and as the emulator
+// accepts them.
+func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) (GroupResult, error) {
+	if o.Senders <= 0 {
+		o.Senders = 4
+	}
+	if o.Members <= o.Senders || o.Rate <= 0 || o.Duration <= 0 || o.Online < 0 || o.Online > 1 || o.Devices < 0 || o.Devices > 1 {
+		return GroupResult{}, fmt.Errorf("members must exceed senders, rate and duration be positive, online and devices within 0-1")
+	}
+	if o.Drain <= 0 {
+		o.Drain = 10 * time.Second
+	}
+	if o.Users == "" {
+		o.Users = "bench"
+	}
+	others := o.Members - o.Senders
+	nOnline := int(float64(others)*o.Online + 0.5)
+	nDevs := int(float64(others-nOnline)*o.Devices + 0.5)
+	member := func(i int) string { return o.Users + "-gm" + strconv.Itoa(i) }
+	sender := func(i int) string { return o.Users + "-gs" + strconv.Itoa(i) }
+	group := o.Users + "-group"
+	res := GroupResult{Members: o.Members, Online: nOnline, OfflineDevs: nDevs, Rate: o.Rate}
+
+	var clients []*client
+	defer func() {
+		for _, c := range clients {
+			c.close()
+		}
+	}()
+	// Members 0..nOnline-1 receive live; the next nDevs have a device.
+	owner, err := dialLogin(ctx, t, sender(0))
+	if err != nil {
+		return res, err
+	}
+	clients = append(clients, owner)
+	var all []string
+	for i := 1; i < o.Senders; i++ {
+		all = append(all, sender(i))
+	}
+	for i := range others {
+		all = append(all, member(i))
+	}
+	var created proto.GroupReply
+	if err := owner.call(proto.OpCreateGroup, proto.CreateGroupRequest{GroupID: group, Name: "bench"}, &created); err != nil {
+		return res, err
+	}
+	for len(all) > 0 { // a frame holds about 2,000 user IDs
+		n := min(len(all), 1000)
+		var added proto.GroupUsersReply
+		if err := owner.call(proto.OpInviteGroupMembers, proto.GroupUsersRequest{GroupID: group, Users: all[:n]}, &added); err != nil {
+			return res, err
+		}
+		all = all[n:]
+	}
+	devNames := make([]string, nDevs)
+	for i := range devNames {
+		devNames[i] = member(nOnline + i)
+	}
+	if _, err := registerDevices(ctx, t, devNames, o.Progress); err != nil {
+		return res, err
+	}
+	pushedBefore := apns.Stats().Accepted
+	queuedBefore, err := plannedPushes(ctx, t)
+	if err != nil {
+		return res, err
+	}
+
+	// Receivers.
+	recvs := make([]*receiver, nOnline)
+	var delivered, lastDeliv atomic.Int64 // lastDeliv: Unix ns
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range max(8, 4*runtime.NumCPU()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				r := &receiver{seen: make(map[int64]struct{})}
+				c, err := dialLogin(ctx, t, member(i))
+				mu.Lock()
+				if err != nil {
+					firstErr = cmpErr(firstErr, err)
+					mu.Unlock()
+					continue
+				}
+				recvs[i] = r
+				clients = append(clients, c)
+				mu.Unlock()
+				c.onFrame = func(p []byte) {
+					if !bytes.HasPrefix(p, []byte(`{"ev":"message"`)) {
+						return
+					}
+					now := time.Now().UnixNano()
+					n := scanInt(p, `"text":"`)
+					ts := scanInt(p, `"text":"`+strconv.FormatInt(n, 10)+`:`)
+					r.mu.Lock()
+					if _, dup := r.seen[n]; dup {
+						r.dups++
+					} else {
+						r.seen[n] = struct{}{}
+						r.latencies = append(r.latencies, (now-ts)/1000)
+						delivered.Add(1)
+						lastDeliv.Store(now)
+					}
+					r.mu.Unlock()
+				}
+				go c.readLoop()
+			}
+		}()
+	}
+	for i := 0; i < nOnline && ctx.Err() == nil; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return res, firstErr
+	}
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "group %s: %d members, %d receivers online, %d offline devices\n", group, o.Members, nOnline, nDevs)
+	}
+
+	// Senders.
+	var sent, acked, errs atomic.Int64
+	var sendErr atomic.Value
+	senders := make([]*client, o.Senders)
+	senders[0] = owner
+	for i := 1; i < o.Senders; i++ {
+		c, err := dialLogin(ctx, t, sender(i))
+		if err != nil {
+			return res, err
+		}
+		clients = append(clients, c)
+		senders[i] = c
+	}
+	for _, sc := range senders {
+		sc.onFrame = func(p []byte) {
+			if !bytes.HasPrefix(p, []byte(`{"id":`)) {
+				return
+			}
+			if !bytes.HasPrefix(p[bytes.IndexByte(p, ',')+1:], []byte(`"err":`)) {
+				acked.Add(1)
+				return
+			}
+			errs.Add(1)
+			if f, err := proto.JSON.DecodeFrame(p); err == nil && f.Err != nil {
+				sendErr.CompareAndSwap(nil, f.Err.Code+": "+f.Err.Message)
+			}
+		}
+		go sc.readLoop()
+	}
+	defer keepAlive(clients)()
+
+	each := o.Rate / float64(o.Senders)
+	tick := max(time.Duration(float64(time.Second)/each), 5*time.Millisecond)
+	start := time.Now()
+	stop := start.Add(o.Duration)
+	var swg sync.WaitGroup
+	for i, sc := range senders {
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			tk := time.NewTicker(tick)
+			defer tk.Stop()
+			var k int64
+			var frames [][]byte
+			time.Sleep(time.Duration(i) * tick / time.Duration(len(senders)))
+			for now := range tk.C {
+				if now.After(stop) || ctx.Err() != nil {
+					return
+				}
+				frames = frames[:0]
+				for due := int64(now.Sub(start).Seconds() * each); k < due; k++ {
+					n := int64(i)<<40 | k // unique across senders
+					frames = append(frames, groupSendFrame(uint64(k+1), group, n, now.UnixNano()))
+				}
+				if len(frames) == 0 {
+					continue
+				}
+				if err := sc.writeFrames(frames); err != nil {
+					sendErr.CompareAndSwap(nil, err.Error())
+					return
+				}
+				sent.Add(int64(len(frames)))
+			}
+		}()
+	}
+	var peak int64
+	progress := func(label string) {
+		rss := t.RSS()
+		peak = max(peak, rss)
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "[%5.1fs %s] sent %d  acked %d  deliveries %d  errors %d  pushes %d  server rss %.1f MiB\n",
+				time.Since(start).Seconds(), label, sent.Load(), acked.Load(), delivered.Load(), errs.Load(),
+				apns.Stats().Accepted-pushedBefore, float64(rss)/(1<<20))
+		}
+	}
+	sendersDone := make(chan struct{})
+	go func() { swg.Wait(); close(sendersDone) }()
+	tk := time.NewTicker(time.Second)
+	defer tk.Stop()
+wait:
+	for {
+		select {
+		case <-sendersDone:
+			break wait
+		case <-tk.C:
+			progress("sending")
+		}
+	}
+	sendTime := time.Since(start)
+	drainEnd := time.Now().Add(o.Drain)
+	for time.Now().Before(drainEnd) && (acked.Load()+errs.Load() < sent.Load() || delivered.Load() < acked.Load()*int64(nOnline)) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	progress("done")
+
+	var lat []int64
+	for _, r := range recvs {
+		if r == nil {
+			continue
+		}
+		r.mu.Lock()
+		lat = append(lat, r.latencies...)
+		res.Duplicated += r.dups
+		r.mu.Unlock()
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000
+	}
+	res.DurationSec = sendTime.Seconds()
+	res.Sent, res.Acked, res.Errors, res.Deliveries = sent.Load(), acked.Load(), errs.Load(), delivered.Load()
+	res.Lost = res.Acked*int64(nOnline) - res.Deliveries
+	// Deliveries per second from the first send to the last delivery:
+	// deliveries that trail the senders while a backlog drains lower it.
+	if last := lastDeliv.Load(); last > start.UnixNano() {
+		res.DeliveriesPS = float64(res.Deliveries) / time.Duration(last-start.UnixNano()).Seconds()
+	}
+	res.P50ms, res.P99ms, res.P999ms = pct(0.50), pct(0.99), pct(0.999)
+	queued, err := plannedPushes(ctx, t)
+	if err != nil {
+		return res, err
+	}
+	res.PushesQueued = queued - queuedBefore
+	res.PushesSent = apns.Stats().Accepted - pushedBefore
+	res.ServerRSS = t.RSS()
+	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))
+	if e, ok := sendErr.Load().(string); ok && o.Progress != nil {
+		fmt.Fprintf(o.Progress, "first error: %s\n", e)
+	}
+	return res, nil
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// plannedPushes reads the server's count of device push jobs planned, from
+// its admin API.
+func plannedPushes(ctx context.Context, t *Target) (int64, error) {
+	tok, err := token.MintAdmin(t.Secret, time.Now(), time.Hour)
+	if err != nil {
+		return 0, err
+	}
+	u := strings.Replace(strings.TrimSuffix(t.URL, proto.Path), "ws://", "http://", 1) + "/api/v1/push/status"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("push status: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("push status: %s", resp.Status)
+	}
+	var st struct {
+		Stats struct {
+			Planned int64 `json:"planned"`
+		} `json:"stats"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, fmt.Errorf("push status: %w", err)
+	}
+	return st.Stats.Planned, nil
+}
