@@ -74,3 +74,43 @@ func TestPushAgainstAServer(t *testing.T) {
 		})
 	}
 }
+
+// TestGroupAgainstAServer runs the group scenario: every acknowledged
+// message reaches every online member once and plans one push per offline
+// device, each of which the emulator receives once.
+func TestGroupAgainstAServer(t *testing.T) {
+	apns, err := StartAPNs(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer apns.Close()
+	target := startTarget(t, func(c *config.Config) { c.PushConfig = apns.ConfigFile })
+	res, err := Group(context.Background(), target, apns.APNs, GroupOptions{
+		Members: 50, Online: 0.4, Devices: 0.5, Senders: 2, Rate: 40, Duration: time.Second, Users: "grp",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Online != 19 || res.OfflineDevs != 15 {
+		t.Fatalf("online %d, offline devices %d; want 19 and 15 of 48 members", res.Online, res.OfflineDevs)
+	}
+	if res.Acked == 0 || res.Errors != 0 || res.Acked != res.Sent {
+		t.Fatalf("sent %d, acked %d, errors %d", res.Sent, res.Acked, res.Errors)
+	}
+	if res.Deliveries != res.Acked*19 || res.Lost != 0 || res.Duplicated != 0 {
+		t.Errorf("result %+v: want every message delivered once to each of 19 members", res)
+	}
+	if res.PushesQueued != res.Acked*15 {
+		t.Errorf("pushes queued %d, want %d (one per offline device per message)", res.PushesQueued, res.Acked*15)
+	}
+	if res.P50ms <= 0 || res.P99ms < res.P50ms || res.DeliveriesPS <= 0 {
+		t.Errorf("p50 %.2f p99 %.2f deliveries/s %.0f", res.P50ms, res.P99ms, res.DeliveriesPS)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for apns.Stats().Accepted < res.PushesQueued && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := apns.Stats(); st.Accepted != res.PushesQueued || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d (duplicates %d), want %d once each", st.Accepted, st.Duplicates, res.PushesQueued)
+	}
+}
