@@ -1,14 +1,12 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -145,7 +143,8 @@ func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) 
 		return res, err
 	}
 
-	// Receivers.
+	// Receivers, logged in by several goroutines: a thousand logins one
+	// after the other would take a while.
 	recvs := make([]*receiver, nOnline)
 	var delivered, lastDeliv atomic.Int64 // lastDeliv: Unix ns
 	var mu sync.Mutex
@@ -157,11 +156,13 @@ func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) 
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				r := &receiver{seen: make(map[int64]struct{})}
+				r := newReceiver()
 				c, err := dialLogin(ctx, t, member(i))
 				mu.Lock()
 				if err != nil {
-					firstErr = cmpErr(firstErr, err)
+					if firstErr == nil {
+						firstErr = err
+					}
 					mu.Unlock()
 					continue
 				}
@@ -169,22 +170,14 @@ func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) 
 				clients = append(clients, c)
 				mu.Unlock()
 				c.onFrame = func(p []byte) {
-					if !bytes.HasPrefix(p, []byte(`{"ev":"message"`)) {
+					if !isMessage(p) {
 						return
 					}
 					now := time.Now().UnixNano()
-					n := scanInt(p, `"text":"`)
-					ts := scanInt(p, `"text":"`+strconv.FormatInt(n, 10)+`:`)
-					r.mu.Lock()
-					if _, dup := r.seen[n]; dup {
-						r.dups++
-					} else {
-						r.seen[n] = struct{}{}
-						r.latencies = append(r.latencies, (now-ts)/1000)
+					if first, _, _ := r.record(p, now); first {
 						delivered.Add(1)
 						lastDeliv.Store(now)
 					}
-					r.mu.Unlock()
 				}
 				go c.readLoop()
 			}
@@ -202,9 +195,7 @@ func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) 
 		fmt.Fprintf(o.Progress, "group %s: %d members, %d receivers online, %d offline devices\n", group, o.Members, nOnline, nDevs)
 	}
 
-	// Senders.
-	var sent, acked, errs atomic.Int64
-	var sendErr atomic.Value
+	var tl tally
 	senders := make([]*client, o.Senders)
 	senders[0] = owner
 	for i := 1; i < o.Senders; i++ {
@@ -216,88 +207,33 @@ func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) 
 		senders[i] = c
 	}
 	for _, sc := range senders {
-		sc.onFrame = func(p []byte) {
-			if !bytes.HasPrefix(p, []byte(`{"id":`)) {
-				return
-			}
-			if !bytes.HasPrefix(p[bytes.IndexByte(p, ',')+1:], []byte(`"err":`)) {
-				acked.Add(1)
-				return
-			}
-			errs.Add(1)
-			if f, err := proto.JSON.DecodeFrame(p); err == nil && f.Err != nil {
-				sendErr.CompareAndSwap(nil, f.Err.Code+": "+f.Err.Message)
-			}
-		}
+		sc.onFrame = tl.onReply
 		go sc.readLoop()
 	}
 	defer keepAlive(clients)()
 
-	each := o.Rate / float64(o.Senders)
-	tick := max(time.Duration(float64(time.Second)/each), 5*time.Millisecond)
-	start := time.Now()
-	stop := start.Add(o.Duration)
-	var swg sync.WaitGroup
-	for i, sc := range senders {
-		swg.Add(1)
-		go func() {
-			defer swg.Done()
-			tk := time.NewTicker(tick)
-			defer tk.Stop()
-			var k int64
-			var frames [][]byte
-			time.Sleep(time.Duration(i) * tick / time.Duration(len(senders)))
-			for now := range tk.C {
-				if now.After(stop) || ctx.Err() != nil {
-					return
-				}
-				frames = frames[:0]
-				for due := int64(now.Sub(start).Seconds() * each); k < due; k++ {
-					n := int64(i)<<40 | k // unique across senders
-					frames = append(frames, groupSendFrame(uint64(k+1), group, n, now.UnixNano()))
-				}
-				if len(frames) == 0 {
-					continue
-				}
-				if err := sc.writeFrames(frames); err != nil {
-					sendErr.CompareAndSwap(nil, err.Error())
-					return
-				}
-				sent.Add(int64(len(frames)))
-			}
-		}()
-	}
+	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, k, ts int64) []byte {
+		return groupSendFrame(uint64(k+1), group, int64(i)<<40|k, ts) // text unique across senders
+	})
 	var peak int64
 	progress := func(label string) {
 		rss := t.RSS()
 		peak = max(peak, rss)
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "[%5.1fs %s] sent %d  acked %d  deliveries %d  errors %d  pushes %d  server rss %.1f MiB\n",
-				time.Since(start).Seconds(), label, sent.Load(), acked.Load(), delivered.Load(), errs.Load(),
+				time.Since(start).Seconds(), label, tl.sent.Load(), tl.acked.Load(), delivered.Load(), tl.errs.Load(),
 				apns.Stats().Accepted-pushedBefore, float64(rss)/(1<<20))
 		}
 	}
-	sendersDone := make(chan struct{})
-	go func() { swg.Wait(); close(sendersDone) }()
-	tk := time.NewTicker(time.Second)
-	defer tk.Stop()
-wait:
-	for {
-		select {
-		case <-sendersDone:
-			break wait
-		case <-tk.C:
-			progress("sending")
-		}
-	}
+	waitSenders(sendersDone, progress)
 	sendTime := time.Since(start)
 	drainEnd := time.Now().Add(o.Drain)
-	for time.Now().Before(drainEnd) && (acked.Load()+errs.Load() < sent.Load() || delivered.Load() < acked.Load()*int64(nOnline)) {
+	for time.Now().Before(drainEnd) && (tl.acked.Load()+tl.errs.Load() < tl.sent.Load() || delivered.Load() < tl.acked.Load()*int64(nOnline)) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// Every acknowledged message plans a push per offline device, once
 	// its fan-out job is expanded: wait for that too, within the drain.
-	want := queuedBefore + acked.Load()*int64(nDevs)
+	want := queuedBefore + tl.acked.Load()*int64(nDevs)
 	queued := queuedBefore
 	for {
 		if queued, err = plannedPushes(ctx, t); err != nil {
@@ -310,26 +246,11 @@ wait:
 	}
 	progress("done")
 
-	var lat []int64
-	for _, r := range recvs {
-		if r == nil {
-			continue
-		}
-		r.mu.Lock()
-		lat = append(lat, r.latencies...)
-		res.Duplicated += r.dups
-		r.mu.Unlock()
-	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000
-	}
+	pct, dups := latencyOf(recvs)
 	res.DurationSec = sendTime.Seconds()
-	res.Sent, res.Acked, res.Errors, res.Deliveries = sent.Load(), acked.Load(), errs.Load(), delivered.Load()
+	res.Sent, res.Acked, res.Errors, res.Deliveries = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()
 	res.Lost = res.Acked*int64(nOnline) - res.Deliveries
+	res.Duplicated = dups
 	// Deliveries per second from the first send to the last delivery:
 	// deliveries that trail the senders while a backlog drains lower it.
 	if last := lastDeliv.Load(); last > start.UnixNano() {
@@ -340,17 +261,10 @@ wait:
 	res.PushesSent = apns.Stats().Accepted - pushedBefore
 	res.ServerRSS = t.RSS()
 	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))
-	if e, ok := sendErr.Load().(string); ok && o.Progress != nil {
+	if e, ok := tl.firstErr.Load().(string); ok && o.Progress != nil {
 		fmt.Fprintf(o.Progress, "first error: %s\n", e)
 	}
 	return res, nil
-}
-
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
 }
 
 // plannedPushes reads the server's count of device push jobs planned, from

@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,14 +39,6 @@ type PeerResult struct {
 	P999ms        float64 `json:"p999_ms"`
 	ServerRSS     int64   `json:"server_rss_bytes"`
 	ServerPeakRSS int64   `json:"server_peak_rss_bytes"`
-}
-
-type receiver struct {
-	mu        sync.Mutex
-	seen      map[int64]struct{}
-	latencies []int64 // microseconds
-	dups      int64
-	lastSeq   int64
 }
 
 // sendFrame builds the send request for message n of a sender.
@@ -98,9 +88,8 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		o.Users = "bench"
 	}
 	res := PeerResult{Pairs: o.Pairs, Rate: o.Rate}
-	var sent, acked, errs, delivered atomic.Int64
-	var lastAck atomic.Int64 // Unix ns of the latest ack
-	var firstErr atomic.Value
+	var tl tally
+	var delivered atomic.Int64
 	recvs := make([]*receiver, o.Pairs)
 	senders := make([]*client, o.Pairs)
 	var clients []*client
@@ -109,9 +98,8 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 			c.close()
 		}
 	}()
-	var wg sync.WaitGroup
 	for i := 0; i < o.Pairs; i++ {
-		r := &receiver{seen: make(map[int64]struct{})}
+		r := newReceiver()
 		recvs[i] = r
 		rc, err := dialLogin(ctx, t, fmt.Sprintf("%s-r%d", o.Users, i))
 		if err != nil {
@@ -120,33 +108,18 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		clients = append(clients, rc)
 		peer := fmt.Sprintf("%s-s%d", o.Users, i)
 		rc.onFrame = func(p []byte) {
-			if !bytes.HasPrefix(p, []byte(`{"ev":"message"`)) {
+			if !isMessage(p) {
 				return
 			}
-			now := time.Now().UnixNano()
-			// The server writes these fields itself; the scenario's own
-			// text is "<n>:<send time>", so scanning beats decoding.
-			seq := scanInt(p, `"seq":`)
-			n := scanInt(p, `"text":"`)
-			ts := scanInt(p, `"text":"`+strconv.FormatInt(n, 10)+`:`)
-			r.mu.Lock()
-			if _, dup := r.seen[n]; dup {
-				r.dups++
-			} else {
-				r.seen[n] = struct{}{}
-				r.latencies = append(r.latencies, (now-ts)/1000)
+			first, count, seq := r.record(p, time.Now().UnixNano())
+			if first {
 				delivered.Add(1)
-			}
-			r.lastSeq = max(r.lastSeq, seq)
-			ack := len(r.seen)%64 == 0
-			seq = r.lastSeq
-			r.mu.Unlock()
-			if ack {
-				rc.request(proto.OpAck, proto.AckRequest{ConvType: proto.ConvPeer, ConvID: peer, Seq: seq}, false)
+				if count%64 == 0 {
+					rc.request(proto.OpAck, proto.AckRequest{ConvType: proto.ConvPeer, ConvID: peer, Seq: seq}, false)
+				}
 			}
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); rc.readLoop() }()
+		go rc.readLoop()
 	}
 	for i := 0; i < o.Pairs; i++ {
 		sc, err := dialLogin(ctx, t, fmt.Sprintf("%s-s%d", o.Users, i))
@@ -155,127 +128,49 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		}
 		clients = append(clients, sc)
 		senders[i] = sc
-		sc.onFrame = func(p []byte) {
-			if !bytes.HasPrefix(p, []byte(`{"id":`)) {
-				return
-			}
-			if !bytes.HasPrefix(p[bytes.IndexByte(p, ',')+1:], []byte(`"err":`)) {
-				acked.Add(1)
-				lastAck.Store(time.Now().UnixNano())
-				return
-			}
-			errs.Add(1)
-			if f, err := proto.JSON.DecodeFrame(p); err == nil && f.Err != nil {
-				firstErr.CompareAndSwap(nil, f.Err.Code+": "+f.Err.Message)
-			}
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); sc.readLoop() }()
+		sc.onFrame = tl.onReply
+		go sc.readLoop()
 	}
 
 	// Receivers may be silent for longer than the heartbeat timeout.
 	defer keepAlive(clients)()
 
-	// Senders: each sends what is due every tick, so pacing holds at any rate.
-	each := o.Rate / float64(o.Pairs)
-	tick := max(time.Duration(float64(time.Second)/each), 5*time.Millisecond)
-	start := time.Now()
-	stop := start.Add(o.Duration)
-	var swg sync.WaitGroup
-	for i, sc := range senders {
-		swg.Add(1)
-		go func() {
-			defer swg.Done()
-			to := fmt.Sprintf("%s-r%d", o.Users, i)
-			tk := time.NewTicker(tick)
-			defer tk.Stop()
-			var n int64
-			var frames [][]byte
-			// Spread the senders' phases over one tick.
-			time.Sleep(time.Duration(i) * tick / time.Duration(len(senders)))
-			for now := range tk.C {
-				if now.After(stop) || ctx.Err() != nil {
-					return
-				}
-				// Everything due goes out in one write, as a client with a
-				// backlog would send it; each frame is built by hand
-				// (the fields are digits and IDs: nothing to escape).
-				// Messages carry the tick's scheduled time, not the time they
-				// were written: a late tick (the ticker keeps the oldest one)
-				// or a blocked write counts in their latency instead of being
-				// left out, while the tick's own granularity does not.
-				frames = frames[:0]
-				for due := int64(now.Sub(start).Seconds() * each); n < due; n++ {
-					frames = append(frames, sendFrame(uint64(n+1), to, n, now.UnixNano()))
-				}
-				if len(frames) == 0 {
-					continue
-				}
-				if err := sc.writeFrames(frames); err != nil {
-					firstErr.CompareAndSwap(nil, err.Error())
-					return
-				}
-				sent.Add(int64(len(frames)))
-			}
-		}()
-	}
+	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, n, ts int64) []byte {
+		// Each frame is built by hand (the fields are digits and IDs:
+		// nothing to escape).
+		return sendFrame(uint64(n+1), fmt.Sprintf("%s-r%d", o.Users, i), n, ts)
+	})
 	var peak int64
 	progress := func(label string) {
 		rss := t.RSS()
 		peak = max(peak, rss)
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "[%5.1fs %s] sent %d  acked %d  delivered %d  errors %d  server rss %.1f MiB\n",
-				time.Since(start).Seconds(), label, sent.Load(), acked.Load(), delivered.Load(), errs.Load(), float64(rss)/(1<<20))
+				time.Since(start).Seconds(), label, tl.sent.Load(), tl.acked.Load(), delivered.Load(), tl.errs.Load(), float64(rss)/(1<<20))
 		}
 	}
-	sendersDone := make(chan struct{})
-	go func() { swg.Wait(); close(sendersDone) }()
-	tk := time.NewTicker(time.Second)
-	defer tk.Stop()
-wait:
-	for {
-		select {
-		case <-sendersDone:
-			break wait
-		case <-tk.C:
-			progress("sending")
-		}
-	}
+	waitSenders(sendersDone, progress)
 	sendTime := time.Since(start)
 	drainEnd := time.Now().Add(o.Drain)
-	for time.Now().Before(drainEnd) && (acked.Load()+errs.Load() < sent.Load() || delivered.Load() < acked.Load()) {
+	for time.Now().Before(drainEnd) && (tl.acked.Load()+tl.errs.Load() < tl.sent.Load() || delivered.Load() < tl.acked.Load()) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	progress("done")
 
-	var lat []int64
-	var dups int64
-	for _, r := range recvs {
-		r.mu.Lock()
-		lat = append(lat, r.latencies...)
-		dups += r.dups
-		r.mu.Unlock()
-	}
-	slices.Sort(lat)
-	pct := func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000
-	}
+	pct, dups := latencyOf(recvs)
 	res.DurationSec = sendTime.Seconds()
-	res.Sent, res.Acked, res.Errors, res.Delivered = sent.Load(), acked.Load(), errs.Load(), delivered.Load()
+	res.Sent, res.Acked, res.Errors, res.Delivered = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()
 	res.Lost = res.Sent - res.Errors - res.Delivered // refused sends are errors, not losses
 	res.Duplicated = dups
 	// Persisted per second over the time until the last ack: acks that
 	// trickle in while a backlog drains do not inflate the rate.
-	if last := lastAck.Load(); last > start.UnixNano() {
+	if last := tl.lastAck.Load(); last > start.UnixNano() {
 		res.MsgsPerSec = float64(res.Acked) / time.Duration(last-start.UnixNano()).Seconds()
 	}
 	res.P50ms, res.P99ms, res.P999ms = pct(0.50), pct(0.99), pct(0.999)
 	res.ServerRSS = t.RSS()
 	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))
-	if e, ok := firstErr.Load().(string); ok && o.Progress != nil {
+	if e, ok := tl.firstErr.Load().(string); ok && o.Progress != nil {
 		fmt.Fprintf(o.Progress, "first error: %s\n", e)
 	}
 	return res, nil

@@ -1,0 +1,161 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald/proto"
+)
+
+// What the paced scenarios (peer, group) share: senders that send on a
+// schedule and count their replies, receivers that time text messages
+// "<n>:<send time>", and the latency percentiles.
+
+// tally counts the replies to the senders' requests.
+type tally struct {
+	sent, acked, errs atomic.Int64
+	lastAck           atomic.Int64 // Unix ns of the latest successful reply
+	firstErr          atomic.Value // string: the first error seen
+}
+
+// onReply is a sender's onFrame: it counts replies (frames with an ID).
+func (t *tally) onReply(p []byte) {
+	if !bytes.HasPrefix(p, []byte(`{"id":`)) {
+		return
+	}
+	if !bytes.HasPrefix(p[bytes.IndexByte(p, ',')+1:], []byte(`"err":`)) {
+		t.acked.Add(1)
+		t.lastAck.Store(time.Now().UnixNano())
+		return
+	}
+	t.errs.Add(1)
+	if f, err := proto.JSON.DecodeFrame(p); err == nil && f.Err != nil {
+		t.firstErr.CompareAndSwap(nil, f.Err.Code+": "+f.Err.Message)
+	}
+}
+
+// pace starts a goroutine per sender that writes, every tick, the frames
+// due by then at rate/len(senders) per second, for d; frame builds sender
+// i's k-th request stamped ts (Unix ns). done is closed when all have
+// stopped. Everything due goes out in one write, as a client with a
+// backlog would send it. Messages carry the tick's scheduled time, not the
+// time they were written: a late tick (the ticker keeps the oldest one) or
+// a blocked write counts in their latency instead of being left out, while
+// the tick's own granularity does not.
+func pace(ctx context.Context, senders []*client, rate float64, d time.Duration, t *tally,
+	frame func(i int, k, ts int64) []byte) (start time.Time, done <-chan struct{}) {
+	each := rate / float64(len(senders))
+	tick := max(time.Duration(float64(time.Second)/each), 5*time.Millisecond)
+	start = time.Now()
+	stop := start.Add(d)
+	var wg sync.WaitGroup
+	for i, sc := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tk := time.NewTicker(tick)
+			defer tk.Stop()
+			var k int64
+			var frames [][]byte
+			// Spread the senders' phases over one tick.
+			time.Sleep(time.Duration(i) * tick / time.Duration(len(senders)))
+			for now := range tk.C {
+				if now.After(stop) || ctx.Err() != nil {
+					return
+				}
+				frames = frames[:0]
+				for due := int64(now.Sub(start).Seconds() * each); k < due; k++ {
+					frames = append(frames, frame(i, k, now.UnixNano()))
+				}
+				if len(frames) == 0 {
+					continue
+				}
+				if err := sc.writeFrames(frames); err != nil {
+					t.firstErr.CompareAndSwap(nil, err.Error())
+					return
+				}
+				t.sent.Add(int64(len(frames)))
+			}
+		}()
+	}
+	c := make(chan struct{})
+	go func() { wg.Wait(); close(c) }()
+	return start, c
+}
+
+// waitSenders calls progress every second until done is closed.
+func waitSenders(done <-chan struct{}, progress func(label string)) {
+	tk := time.NewTicker(time.Second)
+	defer tk.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tk.C:
+			progress("sending")
+		}
+	}
+}
+
+// receiver times the messages one connection receives.
+type receiver struct {
+	mu        sync.Mutex
+	seen      map[int64]struct{}
+	latencies []int64 // microseconds
+	dups      int64
+	lastSeq   int64
+}
+
+func newReceiver() *receiver { return &receiver{seen: make(map[int64]struct{})} }
+
+// record notes a "message" event received at now (Unix ns) whose text is
+// "<n>:<send time>". It reports whether n is new, and the highest seq
+// seen so far. The server writes the other fields itself, so scanning
+// beats decoding.
+func (r *receiver) record(p []byte, now int64) (first bool, count int, lastSeq int64) {
+	seq := scanInt(p, `"seq":`)
+	n := scanInt(p, `"text":"`)
+	ts := scanInt(p, `"text":"`+strconv.FormatInt(n, 10)+`:`)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.seen[n]; dup {
+		r.dups++
+	} else {
+		r.seen[n] = struct{}{}
+		r.latencies = append(r.latencies, (now-ts)/1000)
+		first = true
+	}
+	r.lastSeq = max(r.lastSeq, seq)
+	return first, len(r.seen), r.lastSeq
+}
+
+// isMessage reports whether p is a live message event.
+func isMessage(p []byte) bool { return bytes.HasPrefix(p, []byte(`{"ev":"message"`)) }
+
+// latencyOf merges the receivers' latencies (nil receivers are skipped)
+// and returns the percentile function over them, in ms, and the
+// duplicates seen.
+func latencyOf(recvs []*receiver) (pct func(p float64) float64, dups int64) {
+	var lat []int64
+	for _, r := range recvs {
+		if r == nil {
+			continue
+		}
+		r.mu.Lock()
+		lat = append(lat, r.latencies...)
+		dups += r.dups
+		r.mu.Unlock()
+	}
+	slices.Sort(lat)
+	return func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000
+	}, dups
+}
