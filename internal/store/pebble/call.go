@@ -163,28 +163,18 @@ func (s *Store) Call(ctx context.Context, id string) (*herald.Call, error) {
 // OpenCalls implements store.Store: one scan of the w keys, which sort by
 // deadline, reading each call from the same snapshot.
 func (s *Store) OpenCalls(ctx context.Context) ([]*herald.Call, error) {
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	calls := []*herald.Call{}
-	err := scan(snap, []byte{tagOpenCall}, func(rest, _ []byte) (bool, error) {
-		if len(rest) < 8 {
-			return false, fmt.Errorf("%w: open call key of %d bytes", errCorrupt, 1+len(rest))
-		}
-		c, err := indexedCall(snap, string(rest[8:]))
-		calls = append(calls, c)
-		return err == nil, err
+	return view(ctx, s, "open calls", func(r reader) ([]*herald.Call, error) {
+		calls := []*herald.Call{}
+		err := scan(r, []byte{tagOpenCall}, func(rest, _ []byte) (bool, error) {
+			if len(rest) < 8 {
+				return false, fmt.Errorf("%w: open call key of %d bytes", errCorrupt, 1+len(rest))
+			}
+			c, err := indexedCall(r, string(rest[8:]))
+			calls = append(calls, c)
+			return err == nil, err
+		})
+		return calls, err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("pebble: open calls: %w", err)
-	}
-	return calls, nil
 }
 
 // indexedCall reads the call an index key names: it must exist.
@@ -205,20 +195,7 @@ func (s *Store) UserCalls(ctx context.Context, user string, before time.Time, li
 	case limit <= 0:
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
 	}
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	calls, err := userCalls(ctx, snap, user, before, limit)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: user calls: %w", err)
-	}
-	return calls, nil
+	return view(ctx, s, "user calls", func(r reader) ([]*herald.Call, error) { return userCalls(ctx, r, user, before, limit) })
 }
 
 func userCalls(ctx context.Context, r reader, user string, before time.Time, limit int) (_ []*herald.Call, err error) {

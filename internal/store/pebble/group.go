@@ -610,20 +610,7 @@ func (s *Store) GroupMembers(ctx context.Context, id, after string, limit int) (
 	case limit <= 0:
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
 	}
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	members, err := groupMembers(snap, id, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: group members: %w", err)
-	}
-	return members, nil
+	return view(ctx, s, "group members", func(r reader) ([]herald.GroupMember, error) { return groupMembers(r, id, after, limit) })
 }
 
 func groupMembers(r reader, id, after string, limit int) (_ []herald.GroupMember, err error) {

@@ -298,6 +298,26 @@ func (s *Store) enter() error {
 
 func (s *Store) leave() { s.life.RUnlock() }
 
+// view runs a read on one snapshot of s, between enter and leave, and
+// wraps its error with what the read is.
+func view[T any](ctx context.Context, s *Store, what string, read func(r reader) (T, error)) (T, error) {
+	var zero T
+	if err := s.enter(); err != nil {
+		return zero, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	v, err := read(snap)
+	if err != nil {
+		return zero, fmt.Errorf("pebble: %s: %w", what, err)
+	}
+	return v, nil
+}
+
 // Ping checks that the store answers a read.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.enter(); err != nil {

@@ -333,35 +333,28 @@ func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, er
 	if user == "" {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
 	}
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	convs, err := listed(snap, user)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: last seqs: %w", err)
-	}
-	groups, err := userGroups(snap, user)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: last seqs: %w", err)
-	}
-	for _, g := range groups {
-		convs = append(convs, herald.GroupConversationKey(g.Group))
-	}
-	last, err := lastMessages(snap, convs)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: last seqs: %w", err)
-	}
-	seqs := make(map[string]int64, len(last))
-	for _, l := range last {
-		seqs[l.conv] = l.seq
-	}
-	return seqs, nil
+	return view(ctx, s, "last seqs", func(r reader) (map[string]int64, error) {
+		convs, err := listed(r, user)
+		if err != nil {
+			return nil, err
+		}
+		groups, err := userGroups(r, user)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range groups {
+			convs = append(convs, herald.GroupConversationKey(g.Group))
+		}
+		last, err := lastMessages(r, convs)
+		if err != nil {
+			return nil, err
+		}
+		seqs := make(map[string]int64, len(last))
+		for _, l := range last {
+			seqs[l.conv] = l.seq
+		}
+		return seqs, nil
+	})
 }
 
 // Conversations implements store.Store. It finds the newest message of
@@ -375,20 +368,7 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 	case limit <= 0:
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
 	}
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	convs, err := conversations(ctx, snap, user, limit)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: conversations: %w", err)
-	}
-	return convs, nil
+	return view(ctx, s, "conversations", func(r reader) ([]herald.Conversation, error) { return conversations(ctx, r, user, limit) })
 }
 
 func conversations(ctx context.Context, r reader, user string, limit int) (_ []herald.Conversation, err error) {
@@ -620,20 +600,7 @@ func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.Pus
 	if q.Limit <= 0 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
 	}
-	if err := s.enter(); err != nil {
-		return nil, err
-	}
-	defer s.leave()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	log, err := pushLog(ctx, snap, prefix, q)
-	if err != nil {
-		return nil, fmt.Errorf("pebble: push log: %w", err)
-	}
-	return log, nil
+	return view(ctx, s, "push log", func(r reader) ([]herald.PushAttempt, error) { return pushLog(ctx, r, prefix, q) })
 }
 
 func pushLog(ctx context.Context, r reader, prefix []byte, q store.PushLogQuery) (_ []herald.PushAttempt, err error) {
