@@ -330,21 +330,28 @@ func (c *Client) QueryGroupMembers(ctx context.Context, groupID string, q GroupM
 }
 
 // QueryGroupList returns the groups the caller is a member of, in group ID
-// order, each with the caller's own role (ZIM's queryGroupList).
+// order, each with the caller's own role (ZIM's queryGroupList). It reads
+// them a page at a time; a user is in at most the server's limit of
+// groups (default 500).
 func (c *Client) QueryGroupList(ctx context.Context) ([]GroupInfo, error) {
 	s, err := c.session()
 	if err != nil {
 		return nil, err
 	}
-	reply, err := request[proto.GroupsReply](ctx, c, s, proto.OpGroups, struct{}{}, nil)
-	if err != nil {
-		return nil, err
+	var out []GroupInfo
+	for after := ""; ; {
+		reply, err := request[proto.GroupsReply](ctx, c, s, proto.OpGroups, proto.GroupsRequest{After: after, Limit: 500}, nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range reply.Groups {
+			out = append(out, groupInfoFrom(g))
+		}
+		if !reply.HasMore || len(reply.Groups) == 0 {
+			return out, nil
+		}
+		after = reply.Groups[len(reply.Groups)-1].GroupID
 	}
-	out := make([]GroupInfo, len(reply.Groups))
-	for i, g := range reply.Groups {
-		out[i] = groupInfoFrom(g)
-	}
-	return out, nil
 }
 
 // SendGroupMessage sends msg to a group the caller is a member of and

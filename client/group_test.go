@@ -200,9 +200,12 @@ func TestGroupOps(t *testing.T) {
 	t.Run("QueryGroupList", func(t *testing.T) {
 		var got []GroupInfo
 		done := run(func() (err error) { got, err = c.QueryGroupList(ctx); return err })
-		serve(t, proto.OpGroups, struct{}{}, proto.GroupsReply{Groups: []proto.GroupInfo{wireInfo}})
-		if err := wait(t, done); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], wantInfo) {
-			t.Errorf("QueryGroupList = %+v, %v", got, err)
+		second := wireInfo
+		second.GroupID = "g2"
+		serve(t, proto.OpGroups, proto.GroupsRequest{Limit: 500}, proto.GroupsReply{Groups: []proto.GroupInfo{wireInfo}, HasMore: true})
+		serve(t, proto.OpGroups, proto.GroupsRequest{After: wireInfo.GroupID, Limit: 500}, proto.GroupsReply{Groups: []proto.GroupInfo{second}})
+		if err := wait(t, done); err != nil || len(got) != 2 || !reflect.DeepEqual(got[0], wantInfo) || got[1].GroupID != "g2" {
+			t.Errorf("QueryGroupList = %+v, %v; want both pages", got, err)
 		}
 	})
 	t.Run("total unread", func(t *testing.T) {

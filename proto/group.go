@@ -74,9 +74,16 @@ type GroupReply struct {
 	Group GroupInfo `json:"group"`
 }
 
-// GroupsReply lists the caller's groups, in group ID order.
+// GroupsRequest pages through the caller's groups in group ID order.
+type GroupsRequest struct {
+	After string `json:"after,omitempty"` // the last group ID of the previous page
+	Limit int    `json:"limit,omitempty"` // default 100, at most 500
+}
+
+// GroupsReply is one page of the caller's groups.
 type GroupsReply struct {
-	Groups []GroupInfo `json:"groups"`
+	Groups  []GroupInfo `json:"groups"`
+	HasMore bool        `json:"has_more"`
 }
 
 // GroupMembersRequest pages through a group's members in user ID order.

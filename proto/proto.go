@@ -52,7 +52,7 @@ const (
 	OpUpdateGroup        = "update_group"          // UpdateGroupRequest -> GroupReply
 	OpGroupInfo          = "group_info"            // GroupRequest -> GroupReply
 	OpGroupMembers       = "group_members"         // GroupMembersRequest -> GroupMembersReply
-	OpGroups             = "groups"                // {} -> GroupsReply: the user's groups
+	OpGroups             = "groups"                // GroupsRequest -> GroupsReply: the user's groups, paged
 
 	// Call invitations (call.go).
 	OpCallInvite = "call_invite" // CallInviteRequest -> CallReply

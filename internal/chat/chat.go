@@ -82,6 +82,7 @@ type Config struct {
 	OfflineRetention time.Duration // how far back the login sync reaches; zero means 7 days
 	SyncPage         int           // messages per store read during sync; zero means 200
 	MaxGroupMembers  int           // members per group; zero means 10,000
+	MaxGroupsPerUser int           // groups one user can be in; zero means 500
 	Push             Pusher        // nil: sends with a push configuration are refused
 	Now              func() time.Time
 	Logger           *slog.Logger
@@ -124,6 +125,9 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 	}
 	if cfg.MaxGroupMembers <= 0 {
 		cfg.MaxGroupMembers = 10_000
+	}
+	if cfg.MaxGroupsPerUser <= 0 {
+		cfg.MaxGroupsPerUser = 500
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -202,7 +206,7 @@ func (s *Service) prepare(from string, m *herald.Message) (*groupState, error) {
 		m.Conv = herald.PeerConversationKey(from, m.To)
 	case herald.ConversationGroup:
 		var err error
-		if gs, err = s.group(context.Background(), m.To); err != nil {
+		if gs, err = s.groupOf(context.Background(), from, m.To); err != nil {
 			return nil, err
 		}
 		if _, ok := gs.member(from); !ok {
@@ -339,7 +343,7 @@ func (s *Service) fanoutLoop() {
 				if seq == 0 {
 					seq = math.MaxInt64
 				}
-				s.deliv.DeliverMessage(m, p.group.members.Load().seeing(seq), p.origin)
+				s.deliv.DeliverMessage(m, p.group.current().seeing(seq), p.origin)
 			default:
 				to[0], to[1] = m.To, m.From
 				s.deliv.DeliverMessage(m, to[:], p.origin)
@@ -373,9 +377,16 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 	if err != nil {
 		return nil, 0, fmt.Errorf("sync: groups: %w", err)
 	}
+	member := make(map[string]bool, len(mine))
 	for _, m := range mine {
 		key := herald.GroupConversationKey(m.Group)
 		covered[key] = max(covered[key], m.JoinSeq)
+		member[key] = true
+	}
+	for key := range last {
+		if t, _, _, _ := herald.ParseConversationKey(key); t == herald.ConversationGroup && !member[key] {
+			delete(last, key) // left or kicked between the two reads: nothing more of it
+		}
 	}
 	convs := make([]string, 0, len(last))
 	for k, seq := range last {
@@ -448,7 +459,7 @@ func (s *Service) History(ctx context.Context, user string, t herald.Conversatio
 	}
 	var floor int64
 	if t == herald.ConversationGroup {
-		gs, err := s.group(ctx, id)
+		gs, err := s.groupOf(ctx, user, id)
 		if err != nil {
 			return nil, false, err
 		}

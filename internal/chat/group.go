@@ -119,16 +119,52 @@ type groups struct {
 	m  map[string]*groupState
 }
 
+// groupOf returns group id's state for an operation of user that needs
+// user to be a member (the caller checks the role). A group not cached yet
+// is loaded only when user is a member, found with one read of user's
+// memberships, so nobody can make the server load the member list of any
+// group they name. CodeNotFound when there is no such group (or it was
+// dismissed), CodeForbidden when user is not a member.
+func (s *Service) groupOf(ctx context.Context, user, id string) (*groupState, error) {
+	if err := herald.ValidateGroupID(id); err != nil {
+		return nil, err
+	}
+	if gs, ok := s.cached(id); ok {
+		if gs.dismissed.Load() {
+			return nil, groupNotFound(id)
+		}
+		return gs, nil
+	}
+	mine, err := s.st.UserGroups(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("groups of %s: %w", user, err)
+	}
+	if !slices.ContainsFunc(mine, func(m herald.GroupMember) bool { return m.Group == id }) {
+		if _, err := s.st.Group(ctx, id); herald.ErrorCode(err) == herald.CodeNotFound {
+			return nil, groupNotFound(id)
+		} else if err != nil {
+			return nil, fmt.Errorf("group %s: %w", id, err)
+		}
+		return nil, notMember(id)
+	}
+	return s.group(ctx, id)
+}
+
+func (s *Service) cached(id string) (*groupState, bool) {
+	s.groups.mu.Lock()
+	defer s.groups.mu.Unlock()
+	gs, ok := s.groups.m[id]
+	return gs, ok
+}
+
 // group returns group id's state, loading it from the store on first use.
-// CodeNotFound when there is no such group (or it was dismissed).
+// CodeNotFound when there is no such group (or it was dismissed). Callers
+// acting for a user go through groupOf.
 func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
 	if err := herald.ValidateGroupID(id); err != nil {
 		return nil, err
 	}
-	s.groups.mu.Lock()
-	gs, ok := s.groups.m[id]
-	s.groups.mu.Unlock()
-	if ok {
+	if gs, ok := s.cached(id); ok {
 		if gs.dismissed.Load() {
 			return nil, groupNotFound(id)
 		}
@@ -153,7 +189,7 @@ func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
 		}
 		after = page[len(page)-1].User
 	}
-	gs = &groupState{}
+	gs := &groupState{}
 	gs.info.Store(&g)
 	gs.members.Store(newMemberSet(members))
 	s.groups.mu.Lock()
@@ -175,6 +211,17 @@ func groupNotFound(id string) error {
 
 func notMember(id string) error {
 	return herald.Errorf(herald.CodeForbidden, "you are not a member of group %q", id)
+}
+
+// current returns the members once any change in progress is cached. A
+// change holds mu from its store write to its cache update, so a message
+// stored after the write (or expanded for push after it) must wait for the
+// update: else a member who just joined would miss it, and one who was
+// just kicked would still get it.
+func (gs *groupState) current() *memberSet {
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	return gs.members.Load()
 }
 
 // member returns user's membership of a group the caller holds.
@@ -256,6 +303,9 @@ func (s *Service) CreateGroup(ctx context.Context, owner string, origin SessionI
 	if n := len(users) + 1; n > s.cfg.MaxGroupMembers {
 		return GroupInfo{}, herald.Errorf(herald.CodeTooLarge, "a group has at most %d members; %d were given", s.cfg.MaxGroupMembers, n)
 	}
+	if err := s.checkGroupCounts(ctx, append([]string{owner}, users...)); err != nil {
+		return GroupInfo{}, err
+	}
 	now := s.cfg.Now().Truncate(1e6)
 	g.CreatedAt = now
 	members := make([]herald.GroupMember, 0, len(users)+1)
@@ -274,7 +324,11 @@ func (s *Service) CreateGroup(ctx context.Context, owner string, origin SessionI
 	ms := newMemberSet(members)
 	gs.members.Store(ms)
 	s.groups.mu.Lock()
-	s.groups.m[g.ID] = gs
+	if cur, ok := s.groups.m[g.ID]; ok {
+		gs = cur // loaded meanwhile, from the store write above; changes may have gone through it
+	} else {
+		s.groups.m[g.ID] = gs
+	}
 	s.groups.mu.Unlock()
 	info := gs.infoOf(herald.GroupMember{})
 	s.tell(GroupEvent{Group: g.ID, Action: herald.GroupCreated, Operator: owner, Users: ms.users, Info: &info}, ms.users, origin)
@@ -284,7 +338,7 @@ func (s *Service) CreateGroup(ctx context.Context, owner string, origin SessionI
 
 // GroupInfo returns a group as member user sees it.
 func (s *Service) GroupInfo(ctx context.Context, user, id string) (GroupInfo, error) {
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return GroupInfo{}, err
 	}
@@ -298,6 +352,23 @@ func (s *Service) GroupInfo(ctx context.Context, user, id string) (GroupInfo, er
 // JoinGroup adds user to a group anyone may join. Joining a group one is in
 // already returns it unchanged.
 func (s *Service) JoinGroup(ctx context.Context, user string, origin SessionID, id string) (GroupInfo, error) {
+	if err := herald.ValidateGroupID(id); err != nil {
+		return GroupInfo{}, err
+	}
+	if _, ok := s.cached(id); !ok {
+		// Only an open group's members are loaded for a stranger.
+		g, err := s.st.Group(ctx, id)
+		if herald.ErrorCode(err) == herald.CodeNotFound {
+			return GroupInfo{}, groupNotFound(id)
+		} else if err != nil {
+			return GroupInfo{}, fmt.Errorf("join group: %w", err)
+		}
+		if g.JoinMode != herald.GroupJoinAny {
+			if _, err := s.groupOf(ctx, user, id); err != nil {
+				return GroupInfo{}, herald.Errorf(herald.CodeForbidden, "group %q is joined by invitation only", id)
+			}
+		}
+	}
 	gs, err := s.group(ctx, id)
 	if err != nil {
 		return GroupInfo{}, err
@@ -329,6 +400,9 @@ func (s *Service) addMembers(ctx context.Context, gs *groupState, id string, use
 	if n := len(ms.users) + len(users); n > s.cfg.MaxGroupMembers {
 		return nil, herald.Errorf(herald.CodeTooLarge, "group %q would have %d members; the limit is %d", id, n, s.cfg.MaxGroupMembers)
 	}
+	if err := s.checkGroupCounts(ctx, users); err != nil {
+		return nil, err
+	}
 	now := s.cfg.Now().Truncate(1e6)
 	add := make([]herald.GroupMember, len(users))
 	for i, u := range users {
@@ -342,6 +416,23 @@ func (s *Service) addMembers(ctx context.Context, gs *groupState, id string, use
 	return added, nil
 }
 
+// checkGroupCounts refuses when one of users is in MaxGroupsPerUser groups
+// already: every group a user is in costs them at each login's sync and in
+// their group list, and anyone may be invited. Concurrent additions can
+// overshoot the limit by the few that race.
+func (s *Service) checkGroupCounts(ctx context.Context, users []string) error {
+	for _, u := range users {
+		mine, err := s.st.UserGroups(ctx, u)
+		if err != nil {
+			return fmt.Errorf("groups of %s: %w", u, err)
+		}
+		if len(mine) >= s.cfg.MaxGroupsPerUser {
+			return herald.Errorf(herald.CodeTooLarge, "user %q is in %d groups, the limit", u, len(mine))
+		}
+	}
+	return nil
+}
+
 // InviteGroupMembers adds users to a group; the inviter must be a member,
 // and an admin or the owner where the group says so. It returns the users
 // added (those already members are left out).
@@ -353,19 +444,18 @@ func (s *Service) InviteGroupMembers(ctx context.Context, user string, origin Se
 	if len(users) == 0 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "users is empty")
 	}
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return nil, err
 	}
-	need := herald.RoleMember
-	if gs.info.Load().InviteMode == herald.GroupInviteAdmin {
-		need = herald.RoleAdmin
-	}
-	ms, _, err := gs.lockMember(id, user, need, "invite")
+	ms, self, err := gs.lockMember(id, user, herald.RoleMember, "invite")
 	if err != nil {
 		return nil, err
 	}
 	defer gs.mu.Unlock()
+	if gs.info.Load().InviteMode == herald.GroupInviteAdmin && self.Role > herald.RoleAdmin {
+		return nil, herald.Errorf(herald.CodeForbidden, "only the owner or an admin of group %q may invite", id)
+	}
 	users = slices.DeleteFunc(users, func(u string) bool { _, in := ms.byUser[u]; return in })
 	if len(users) == 0 {
 		return []string{}, nil
@@ -385,7 +475,7 @@ func (s *Service) InviteGroupMembers(ctx context.Context, user string, origin Se
 // LeaveGroup removes user from a group. The owner cannot leave: they
 // transfer ownership or dismiss the group.
 func (s *Service) LeaveGroup(ctx context.Context, user string, origin SessionID, id string) error {
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return err
 	}
@@ -416,7 +506,7 @@ func (s *Service) KickGroupMembers(ctx context.Context, user string, origin Sess
 	if len(users) == 0 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "users is empty")
 	}
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return nil, err
 	}
@@ -452,7 +542,7 @@ func (s *Service) KickGroupMembers(ctx context.Context, user string, origin Sess
 
 // DismissGroup ends a group (the owner only): every member leaves it.
 func (s *Service) DismissGroup(ctx context.Context, user string, origin SessionID, id string) error {
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return err
 	}
@@ -476,7 +566,7 @@ func (s *Service) TransferGroupOwner(ctx context.Context, user string, origin Se
 	if err := herald.ValidateUserID(to); err != nil {
 		return herald.Errorf(herald.CodeInvalidArgument, "to: %s", herald.ErrorMessage(err))
 	}
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return err
 	}
@@ -511,7 +601,7 @@ func (s *Service) SetGroupMemberRole(ctx context.Context, user string, origin Se
 	if err := herald.ValidateUserID(target); err != nil {
 		return herald.Errorf(herald.CodeInvalidArgument, "user: %s", herald.ErrorMessage(err))
 	}
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return err
 	}
@@ -541,7 +631,7 @@ func (s *Service) SetGroupMemberRole(ctx context.Context, user string, origin Se
 // UpdateGroup changes a group's name, modes or extended data (the owner
 // or an admin).
 func (s *Service) UpdateGroup(ctx context.Context, user string, origin SessionID, id string, u GroupUpdate) (GroupInfo, error) {
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return GroupInfo{}, err
 	}
@@ -581,7 +671,7 @@ func (s *Service) GroupMembers(ctx context.Context, user, id, after string, limi
 	case limit < 0 || limit > 1000:
 		return nil, false, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit)
 	}
-	gs, err := s.group(ctx, id)
+	gs, err := s.groupOf(ctx, user, id)
 	if err != nil {
 		return nil, false, err
 	}
@@ -601,26 +691,38 @@ func (s *Service) GroupMembers(ctx context.Context, user, id, after string, limi
 	return out, end < len(ms.users), nil
 }
 
-// Groups lists the groups user is a member of, in group ID order.
-func (s *Service) Groups(ctx context.Context, user string) ([]GroupInfo, error) {
+// Groups returns up to limit of the groups user is a member of, with a
+// group ID greater than after, in group ID order, and whether there are
+// more. limit 0 means 100; at most 500.
+func (s *Service) Groups(ctx context.Context, user, after string, limit int) ([]GroupInfo, bool, error) {
+	switch {
+	case limit == 0:
+		limit = 100
+	case limit < 0 || limit > 500:
+		return nil, false, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-500", limit)
+	}
 	mine, err := s.st.UserGroups(ctx, user)
 	if err != nil {
-		return nil, fmt.Errorf("groups: %w", err)
+		return nil, false, fmt.Errorf("groups: %w", err)
 	}
-	out := make([]GroupInfo, 0, len(mine))
-	for _, m := range mine {
-		gs, err := s.group(ctx, m.Group)
+	i, _ := slices.BinarySearchFunc(mine, after, func(m herald.GroupMember, id string) int { return strings.Compare(m.Group, id) })
+	if i < len(mine) && mine[i].Group == after {
+		i++
+	}
+	out := make([]GroupInfo, 0, min(limit, len(mine)-i))
+	for ; i < len(mine) && len(out) < limit; i++ {
+		gs, err := s.group(ctx, mine[i].Group)
 		if herald.ErrorCode(err) == herald.CodeNotFound {
 			continue // dismissed meanwhile
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if self, ok := gs.member(user); ok {
 			out = append(out, gs.infoOf(self))
 		}
 	}
-	return out, nil
+	return out, i < len(mine), nil
 }
 
 // EachMember implements push.Groups: fn gets every member of group who can
@@ -633,7 +735,7 @@ func (s *Service) EachMember(ctx context.Context, group string, seq int64, fn fu
 	if err != nil {
 		return err
 	}
-	for _, u := range gs.members.Load().seeing(seq) {
+	for _, u := range gs.current().seeing(seq) {
 		fn(u)
 	}
 	return nil

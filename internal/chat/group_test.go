@@ -4,9 +4,11 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/sqlite"
 )
 
 func groupMsg(group, local, body string) *herald.Message {
@@ -112,6 +114,26 @@ func TestLateJoinerSeesOnlyLaterMessages(t *testing.T) {
 	}
 }
 
+func TestGroupsPerUserAreBounded(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newService(t, openStore(t), Config{MaxGroupsPerUser: 2})
+	mustCreate(t, s, "owner", "g1", "ann")
+	mustCreate(t, s, "owner", "g2")
+	_, err := s.CreateGroup(ctx, "owner", 0, NewGroup{Group: herald.Group{ID: "g3"}})
+	wantCode(t, "a third group for owner", err, herald.CodeTooLarge)
+	mustCreate(t, s, "bob", "g4", "ann")
+	_, err = s.InviteGroupMembers(ctx, "owner", 0, "g2", []string{"ann"})
+	wantCode(t, "ann invited to a third group", err, herald.CodeTooLarge)
+	gs, more, err := s.Groups(ctx, "ann", "", 1)
+	if err != nil || len(gs) != 1 || gs[0].ID != "g1" || !more {
+		t.Fatalf("first page = %+v, %v, %v; want g1 and more", gs, more, err)
+	}
+	gs, more, err = s.Groups(ctx, "ann", "g1", 1)
+	if err != nil || len(gs) != 1 || gs[0].ID != "g4" || more {
+		t.Errorf("second page = %+v, %v, %v; want g4 and no more", gs, more, err)
+	}
+}
+
 func TestGroupPermissions(t *testing.T) {
 	ctx := context.Background()
 	s, rec := newService(t, openStore(t), Config{MaxGroupMembers: 5})
@@ -157,7 +179,7 @@ func TestGroupPermissions(t *testing.T) {
 	}
 	_, err = send(s, "m1", 0, groupMsg("g1", "s2", "anyone?"))
 	wantCode(t, "send to a dismissed group", err, herald.CodeNotFound)
-	if gs, err := s.Groups(ctx, "admin"); err != nil || len(gs) != 0 {
+	if gs, _, err := s.Groups(ctx, "admin", "", 0); err != nil || len(gs) != 0 {
 		t.Errorf("groups after dismiss = %+v, %v", gs, err)
 	}
 	rec.mu.Lock()
@@ -165,5 +187,130 @@ func TestGroupPermissions(t *testing.T) {
 	rec.mu.Unlock()
 	if last.Action != herald.GroupDismissed || last.Operator != "m1" {
 		t.Errorf("last event %+v, want dismissed by m1", last)
+	}
+}
+
+// pausingStore stops right after a membership write committed, before the
+// chat service updates its member cache (a descheduled goroutine, or the
+// ms.with rebuild of a 10,000-member set).
+type pausingStore struct {
+	*sqlite.Store
+	pauseAdd, pauseRemove bool
+	paused, resume        chan struct{}
+	beforeUserGroups      func()
+}
+
+func (p *pausingStore) AddGroupMembers(ctx context.Context, id string, m []herald.GroupMember) ([]herald.GroupMember, error) {
+	r, err := p.Store.AddGroupMembers(ctx, id, m)
+	if p.pauseAdd {
+		p.paused <- struct{}{}
+		<-p.resume
+	}
+	return r, err
+}
+
+func (p *pausingStore) RemoveGroupMembers(ctx context.Context, id string, u []string) ([]string, error) {
+	r, err := p.Store.RemoveGroupMembers(ctx, id, u)
+	if p.pauseRemove {
+		p.paused <- struct{}{}
+		<-p.resume
+	}
+	return r, err
+}
+
+func (p *pausingStore) UserGroups(ctx context.Context, user string) ([]herald.GroupMember, error) {
+	if p.beforeUserGroups != nil {
+		p.beforeUserGroups()
+		p.beforeUserGroups = nil
+	}
+	return p.Store.UserGroups(ctx, user)
+}
+
+// A message stored while a join is between its store write and the
+// member cache's update reaches the new member: the fan-out waits for the
+// update.
+func TestJoinerGetsMessageStoredDuringTheJoin(t *testing.T) {
+	ctx := context.Background()
+	ps := &pausingStore{Store: openStore(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	s, rec := newService(t, ps, Config{})
+	mustCreate(t, s, "owner", "g1", "ann")
+	ps.pauseAdd = true
+	done := make(chan error)
+	go func() { _, err := s.InviteGroupMembers(ctx, "owner", 0, "g1", []string{"late"}); done <- err }()
+	<-ps.paused // "late" is a member in the store, JoinSeq 0
+	sent := make(chan error)
+	go func() { _, err := send(s, "ann", 0, groupMsg("g1", "m1", "hello late")); sent <- err }()
+	time.Sleep(50 * time.Millisecond) // let the message be stored (not a timer wait: a head start)
+	close(ps.resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	d := rec.all()
+	if to := d[len(d)-1].to; !slices.Contains(to, "late") {
+		t.Errorf("message stored after late joined went to %v, not late", to)
+	}
+}
+
+// A message stored while a kick is between its store write and the cache
+// update does not reach the kicked member.
+func TestKickedMemberMissesMessageStoredDuringTheKick(t *testing.T) {
+	ctx := context.Background()
+	ps := &pausingStore{Store: openStore(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	s, rec := newService(t, ps, Config{})
+	mustCreate(t, s, "owner", "g1", "ann", "bob")
+	ps.pauseRemove = true
+	done := make(chan error)
+	go func() { _, err := s.KickGroupMembers(ctx, "owner", 0, "g1", []string{"bob"}); done <- err }()
+	<-ps.paused // bob's membership is gone from the store
+	sent := make(chan error)
+	go func() { _, err := send(s, "ann", 0, groupMsg("g1", "m1", "after bob left")); sent <- err }()
+	time.Sleep(50 * time.Millisecond)
+	close(ps.resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	d := rec.all()
+	if to := d[len(d)-1].to; slices.Contains(to, "bob") {
+		t.Errorf("bob, kicked before the message was stored, got it live: %v", to)
+	}
+}
+
+// A kick between the sync's two reads (last seqs, memberships) syncs
+// nothing of the group, in particular nothing from before the user joined.
+func TestSyncAfterKickBetweenReadsSendsNothingOfTheGroup(t *testing.T) {
+	ctx := context.Background()
+	ps := &pausingStore{Store: openStore(t)}
+	s, _ := newService(t, ps, Config{})
+	mustCreate(t, s, "owner", "g1", "ann")
+	for _, l := range []string{"secret1", "secret2"} {
+		if _, err := send(s, "ann", 0, groupMsg("g1", l, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.InviteGroupMembers(ctx, "owner", 0, "g1", []string{"eve"}); err != nil {
+		t.Fatal(err)
+	}
+	ps.beforeUserGroups = func() {
+		if _, err := s.KickGroupMembers(ctx, "owner", 0, "g1", []string{"eve"}); err != nil {
+			t.Error(err)
+		}
+	}
+	var got []string
+	if _, _, err := s.Sync(ctx, "eve", "phone", nil, func(ms []*herald.Message) error {
+		for _, m := range ms {
+			got = append(got, m.Text)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) > 0 {
+		t.Errorf("eve (joined after them, kicked during the sync) was synced %v", got)
 	}
 }

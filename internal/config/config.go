@@ -50,6 +50,7 @@ type Config struct {
 	MaxExtendedBytes int // HERALD_MAX_EXTENDED_BYTES
 	MaxBatch         int // HERALD_MAX_BATCH: messages per store transaction (group commit)
 	GroupMaxMembers  int // HERALD_GROUP_MAX_MEMBERS: members per group
+	GroupMaxPerUser  int // HERALD_GROUP_MAX_PER_USER: groups one user can be in
 
 	ReadDriver string // HERALD_READ_DRIVER: "epoll" (Linux; no goroutine per idle session) or "goroutine"
 
@@ -96,6 +97,7 @@ func Default() Config {
 		MaxExtendedBytes:  1 << 10,
 		MaxBatch:          256,
 		GroupMaxMembers:   10_000,
+		GroupMaxPerUser:   500,
 		ReadDriver:        "epoll",
 		PushEmulatorAddr:  "127.0.0.1:7402",
 		PushAckWindow:     5 * time.Second,
@@ -147,6 +149,7 @@ func (c *Config) keys() []key {
 		{"max-extended-bytes", "largest extended_data", &c.MaxExtendedBytes},
 		{"max-batch", "messages per store transaction", &c.MaxBatch},
 		{"group-max-members", "members per group", &c.GroupMaxMembers},
+		{"group-max-per-user", "groups one user can be in (created, joined or invited to)", &c.GroupMaxPerUser},
 		{"read-driver", "epoll (Linux; falls back to goroutine elsewhere) or goroutine", &c.ReadDriver},
 		{"push-config", "JSON file of push apps, credentials and strategies (docs/push.md); empty uses the built-in APNs emulator", &c.PushConfig},
 		{"push-emulator-addr", "listen address of the built-in APNs emulator (only without push-config; port 0 picks one)", &c.PushEmulatorAddr},
@@ -354,7 +357,7 @@ func (c *Config) Validate() error {
 		{"HERALD_SEND_BURST", c.SendBurst}, {"HERALD_MAX_TEXT_BYTES", c.MaxTextBytes},
 		{"HERALD_MAX_CUSTOM_BYTES", c.MaxCustomBytes}, {"HERALD_MAX_COMMAND_BYTES", c.MaxCommandBytes},
 		{"HERALD_MAX_EXTENDED_BYTES", c.MaxExtendedBytes}, {"HERALD_MAX_BATCH", c.MaxBatch},
-		{"HERALD_GROUP_MAX_MEMBERS", c.GroupMaxMembers},
+		{"HERALD_GROUP_MAX_MEMBERS", c.GroupMaxMembers}, {"HERALD_GROUP_MAX_PER_USER", c.GroupMaxPerUser},
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
 		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices}, {"HERALD_CALL_MAX_INVITEES", c.CallMaxInvitees},
 	} {

@@ -21,7 +21,7 @@ type GroupOps interface {
 	SetGroupMemberRole(ctx context.Context, user string, origin chat.SessionID, id, target string, role herald.GroupRole) error
 	UpdateGroup(ctx context.Context, user string, origin chat.SessionID, id string, u chat.GroupUpdate) (chat.GroupInfo, error)
 	GroupMembers(ctx context.Context, user, id, after string, limit int) ([]herald.GroupMember, bool, error)
-	Groups(ctx context.Context, user string) ([]chat.GroupInfo, error)
+	Groups(ctx context.Context, user, after string, limit int) ([]chat.GroupInfo, bool, error)
 }
 
 // groupInfo renders a group for the wire.
@@ -138,11 +138,21 @@ func (s *session) groupOp(ctx context.Context, f proto.Frame) {
 		}
 		reply = out
 	case proto.OpGroups:
+		var req proto.GroupsRequest
+		if !s.decode(f, &req) {
+			return
+		}
 		var gs []chat.GroupInfo
-		gs, err = gr.Groups(ctx, user)
-		out := proto.GroupsReply{Groups: make([]proto.GroupInfo, len(gs))}
-		for i, g := range gs {
-			out.Groups[i] = groupInfo(g)
+		var more bool
+		gs, more, err = gr.Groups(ctx, user, req.After, req.Limit)
+		out := proto.GroupsReply{Groups: make([]proto.GroupInfo, 0, len(gs)), HasMore: more}
+		size, budget := 0, s.g.replyBudget()
+		for _, g := range gs {
+			if size += 128 + len(g.Name) + len(g.Extended); size > budget && len(out.Groups) > 0 {
+				out.HasMore = true // the client pages on from the last group it got
+				break
+			}
+			out.Groups = append(out.Groups, groupInfo(g))
 		}
 		reply = out
 	}

@@ -51,8 +51,10 @@ type harness struct {
 	svc  *push.Service
 	pres *presence
 	cfg  push.Config
-	key  *ecdsa.PrivateKey
-	n    int
+	// groups, when set, is the membership the service is started with.
+	groups push.Groups
+	key    *ecdsa.PrivateKey
+	n      int
 }
 
 func newHarness(t *testing.T, cfg push.Config, emuKey *ecdsa.PublicKey) *harness {
@@ -87,6 +89,9 @@ func newHarness(t *testing.T, cfg push.Config, emuKey *ecdsa.PublicKey) *harness
 func (h *harness) start() {
 	h.t.Helper()
 	h.svc = push.New(h.st, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, h.cfg)
+	if h.groups != nil {
+		h.svc.SetGroups(h.groups)
+	}
 	if err := h.svc.Start(context.Background()); err != nil {
 		h.t.Fatal(err)
 	}

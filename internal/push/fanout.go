@@ -30,7 +30,7 @@ func (s *Service) SetGroups(g Groups) { s.groups = g }
 // expand replaces a group message's fan-out job with a job per device of
 // each member who did not send it and can see it, deciding for each
 // device as Plan does for a peer message (live devices wait out the ack
-// window, from the message's time). A member who muted the group is left
+// window, from the message's time; late expansions check stored acks). A member who muted the group is left
 // out unless the message mentioned them with NotifyMentioned. The new
 // jobs are stored, and the fan-out job removed, in one write: a crash
 // leaves either the fan-out job, expanded again after the restart, or
@@ -52,6 +52,12 @@ func (s *Service) expand(j store.PushJob) outcome {
 		mentioned[u] = true
 	}
 	liveDue := j.Due.Add(s.cfg.AckWindow)
+	// Expanded late (behind a backlog, or again after a restart), a
+	// device offline now may have been live when the message was stored,
+	// and acknowledged it before it went: its job checks the stored acks
+	// too, as a live device's does. On time, an offline device's job is
+	// sent without that read.
+	late := now.Sub(j.Due) > s.cfg.AckWindow/5
 	var variants [4][]byte // by live, mentioned
 	dataFor := func(live, ment bool) []byte {
 		k := 0
@@ -84,7 +90,7 @@ func (s *Service) expand(j store.PushJob) outcome {
 			live := s.pres != nil && s.pres.Live(user, d.Device)
 			nj := store.PushJob{
 				PushID: d.PushID, MsgID: j.MsgID, User: user, Conv: j.Conv, Seq: j.Seq,
-				Due: now, Expires: j.Expires, Data: dataFor(live, ment),
+				Due: now, Expires: j.Expires, Data: dataFor(live || late, ment),
 			}
 			if live && liveDue.After(now) {
 				nj.Due = liveDue

@@ -109,6 +109,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		MaxBatch:         cfg.MaxBatch,
 		OfflineRetention: cfg.OfflineRetention,
 		MaxGroupMembers:  cfg.GroupMaxMembers,
+		MaxGroupsPerUser: cfg.GroupMaxPerUser,
 		Push:             ps,
 		Logger:           log,
 	})

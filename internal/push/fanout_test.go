@@ -1,0 +1,137 @@
+package push_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// members is a group's membership, as the chat service keeps it: a member
+// can see the messages after its join seq.
+type members map[string]int64 // user -> join seq
+
+func (g members) EachMember(_ context.Context, group string, seq int64, fn func(string)) error {
+	users := make([]string, 0, len(g))
+	for u, join := range g {
+		if join < seq {
+			users = append(users, u)
+		}
+	}
+	slices.Sort(users)
+	for _, u := range users {
+		fn(u)
+	}
+	return nil
+}
+
+// sendGroup stores a group message from alice the way the chat writer
+// does, created at the given time.
+func (h *harness) sendGroup(at time.Time, mentions ...string) *herald.Message {
+	h.t.Helper()
+	h.n++
+	m := &herald.Message{
+		ConvType: herald.ConversationGroup, Conv: herald.GroupConversationKey("g1"), From: "alice", To: "g1",
+		LocalID: fmt.Sprint("g", h.n), Type: herald.MessageText, Text: "hi all", CreatedAt: at.Truncate(time.Millisecond),
+		Push: &herald.PushConfig{Title: "Group", Content: fmt.Sprint("message ", h.n)}, Mentions: mentions, NotifyMentioned: len(mentions) > 0,
+	}
+	jobs := h.svc.Plan(m, 0, nil)
+	if len(jobs) != 1 {
+		h.t.Fatalf("planned %d jobs for a group message, want its one fan-out job", len(jobs))
+	}
+	stored := h.svc.Committing()
+	res, err := h.st.AppendMessages(context.Background(), []*herald.Message{m}, jobs)
+	if err != nil {
+		stored(nil)
+		h.t.Fatal(err)
+	}
+	jobs[0].MsgID, jobs[0].Seq = res[0].Message.ID, res[0].Message.Seq
+	stored(jobs)
+	return res[0].Message
+}
+
+// TestGroupFanOut: a group message is pushed once to each device of each
+// member who can see it, never to the sender, not to a member who muted
+// the group unless mentioned with notify, not to one who joined after it.
+func TestGroupFanOut(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	ctx := context.Background()
+	devs := map[string]int{"alice": 1, "bob": 2, "carol": 3, "dave": 4, "erin": 5}
+	for u, n := range devs {
+		h.device(u, n)
+	}
+	h.stop()
+	h.groups = members{"alice": 0, "bob": 0, "carol": 0, "dave": 0, "erin": 1}
+	h.start()
+	for _, u := range []string{"carol", "dave"} {
+		if err := h.svc.SetMuted(ctx, u, herald.GroupConversationKey("g1"), true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := h.sendGroup(time.Now(), "dave")
+	h.waitAccepted(2)
+	time.Sleep(100 * time.Millisecond) // nothing more arrives
+	for u, n := range devs {
+		want := 0
+		if u == "bob" || u == "dave" {
+			want = 1
+		}
+		if got := len(h.emu.Inbox(token(n))); got != want {
+			t.Errorf("%s's device got %d pushes, want %d", u, got, want)
+		}
+	}
+	if st := h.svc.Stats(); st.Planned != 2 || st.Sent != 2 {
+		t.Errorf("stats planned %d sent %d, want 2 and 2 (the fan-out job is not a push)", st.Planned, st.Sent)
+	}
+	pending, err := h.st.PendingPush(ctx, store.PushKey{}, 10)
+	if err != nil || len(pending) != 0 {
+		t.Errorf("outbox after the pushes: %+v, %v; want empty", pending, err)
+	}
+	if got := h.emu.Inbox(token(2)); len(got) == 1 && got[0].ID != push.NotificationID(pushIDOf(t, h, "bob"), m.ID) {
+		t.Errorf("bob's push has apns-id %s, want the one of (device, message)", got[0].ID)
+	}
+}
+
+func pushIDOf(t *testing.T, h *harness, user string) string {
+	t.Helper()
+	devs := h.svc.Devices(user)
+	if len(devs) != 1 {
+		t.Fatalf("%s has %d devices", user, len(devs))
+	}
+	return devs[0].PushID
+}
+
+// TestLateFanOutChecksStoredAcks: a group message expanded long after it
+// was stored (a backlog, a restart) does not push a device that
+// acknowledged it meanwhile, even if the device is offline now.
+func TestLateFanOutChecksStoredAcks(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	ctx := context.Background()
+	h.device("bob", 2)
+	h.device("carol", 3)
+	h.groups = members{"alice": 0, "bob": 0, "carol": 0}
+	h.stop()
+	m := h.sendGroup(time.Now().Add(-time.Minute)) // stored a minute ago, never expanded
+	if err := h.st.SaveCursors(ctx, []store.DeviceCursors{{User: "bob", Device: "phone", Cursors: map[string]int64{m.Conv: m.Seq}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitAccepted(1)
+	log := h.waitLog(m.ID, herald.PushSkipped)
+	for _, e := range log {
+		switch {
+		case e.User == "bob" && e.Outcome != herald.PushSkipped:
+			t.Errorf("bob, who acknowledged the message, got %s", e.Outcome)
+		case e.User == "carol" && e.Outcome != herald.PushSent:
+			t.Errorf("carol got %s, want sent", e.Outcome)
+		}
+	}
+	if n := len(h.emu.Inbox(token(2))); n != 0 {
+		t.Errorf("bob's device got %d pushes", n)
+	}
+}
