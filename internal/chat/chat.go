@@ -83,6 +83,7 @@ type Config struct {
 	SyncPage         int           // messages per store read during sync; zero means 200
 	MaxGroupMembers  int           // members per group; zero means 10,000
 	MaxGroupsPerUser int           // groups one user can be in; zero means 500
+	MaxCachedMembers int           // group members held in memory (groups beyond are read again when used); zero means 2,000,000
 	Push             Pusher        // nil: sends with a push configuration are refused
 	Now              func() time.Time
 	Logger           *slog.Logger
@@ -128,6 +129,9 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 	}
 	if cfg.MaxGroupsPerUser <= 0 {
 		cfg.MaxGroupsPerUser = 500
+	}
+	if cfg.MaxCachedMembers <= 0 {
+		cfg.MaxCachedMembers = 2_000_000
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -343,7 +347,12 @@ func (s *Service) fanoutLoop() {
 				if seq == 0 {
 					seq = math.MaxInt64
 				}
-				s.deliv.DeliverMessage(m, p.group.current().seeing(seq), p.origin)
+				ms, err := s.current(context.Background(), p.group)
+				if err != nil {
+					s.log.Error("group members unreadable; message not delivered live", "conv", m.Conv, "seq", m.Seq, "err", err)
+				} else {
+					s.deliv.DeliverMessage(m, ms.seeing(seq), p.origin)
+				}
 			default:
 				to[0], to[1] = m.To, m.From
 				s.deliv.DeliverMessage(m, to[:], p.origin)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -107,17 +108,59 @@ func (ms *memberSet) seeing(seq int64) []string {
 }
 
 type groupState struct {
+	id        string
 	mu        sync.Mutex // serialises changes: store write, then cache update
 	info      atomic.Pointer[herald.Group]
-	members   atomic.Pointer[memberSet]
+	members   atomic.Pointer[memberSet] // replaced with Service.setMembers
 	dismissed atomic.Bool
+	// evicted: dropped from the cache (under mu), so changes go to the
+	// group's next entry, loaded again from the store. Whoever locks an
+	// evicted entry looks the group up again.
+	evicted atomic.Bool
 }
 
-// groups is the cache of groups in use.
+// groups is the cache of groups in use, bounded by the members it holds.
 type groups struct {
-	mu sync.Mutex
-	m  map[string]*groupState
+	mu   sync.Mutex
+	m    map[string]*groupState
+	held int // members of the cached groups
 }
+
+// cache adds gs unless the group is cached already, and returns the entry
+// in the cache. Past Config.MaxCachedMembers it evicts groups no change
+// holds (chosen at random, never gs).
+func (s *Service) cache(gs *groupState) *groupState {
+	s.groups.mu.Lock()
+	defer s.groups.mu.Unlock()
+	if cur, ok := s.groups.m[gs.id]; ok {
+		return cur // loaded meanwhile; every change went through that one
+	}
+	s.groups.m[gs.id] = gs
+	s.groups.held += len(gs.members.Load().users)
+	for id, v := range s.groups.m {
+		if s.groups.held <= s.cfg.MaxCachedMembers {
+			break
+		}
+		if v == gs || !v.mu.TryLock() {
+			continue
+		}
+		v.evicted.Store(true)
+		delete(s.groups.m, id)
+		s.groups.held -= len(v.members.Load().users)
+		v.mu.Unlock()
+	}
+	return gs
+}
+
+// setMembers replaces a cached group's members; gs.mu must be held.
+func (s *Service) setMembers(gs *groupState, ms *memberSet) {
+	s.groups.mu.Lock()
+	defer s.groups.mu.Unlock()
+	s.groups.held += len(ms.users) - len(gs.members.Swap(ms).users)
+}
+
+// errEvicted: the entry locked was evicted meanwhile; look it up again.
+var errEvicted = errors.New("group evicted from the cache")
 
 // groupOf returns group id's state for an operation of user that needs
 // user to be a member (the caller checks the role). A group not cached yet
@@ -189,17 +232,10 @@ func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
 		}
 		after = page[len(page)-1].User
 	}
-	gs := &groupState{}
+	gs := &groupState{id: id}
 	gs.info.Store(&g)
 	gs.members.Store(newMemberSet(members))
-	s.groups.mu.Lock()
-	defer s.groups.mu.Unlock()
-	if cur, ok := s.groups.m[id]; ok {
-		gs = cur // loaded meanwhile; every change went through that one
-	} else {
-		s.groups.m[id] = gs
-	}
-	if gs.dismissed.Load() {
+	if gs = s.cache(gs); gs.dismissed.Load() {
 		return nil, groupNotFound(id)
 	}
 	return gs, nil
@@ -218,10 +254,19 @@ func notMember(id string) error {
 // stored after the write (or expanded for push after it) must wait for the
 // update: else a member who just joined would miss it, and one who was
 // just kicked would still get it.
-func (gs *groupState) current() *memberSet {
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	return gs.members.Load()
+func (s *Service) current(ctx context.Context, gs *groupState) (*memberSet, error) {
+	for {
+		gs.mu.Lock()
+		ms, evicted := gs.members.Load(), gs.evicted.Load()
+		gs.mu.Unlock()
+		if !evicted {
+			return ms, nil
+		}
+		var err error
+		if gs, err = s.group(ctx, gs.id); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // member returns user's membership of a group the caller holds.
@@ -230,11 +275,30 @@ func (gs *groupState) member(user string) (herald.GroupMember, bool) {
 	return m, ok
 }
 
-// lockMember locks gs for a change by user, a member with at least role
-// (RoleOwner, RoleAdmin or RoleMember), and returns the current members.
-// The caller must unlock gs.mu.
+// lockGroup finds group id and locks it for a change by user, a member
+// with at least role (RoleOwner, RoleAdmin or RoleMember), and returns the
+// current members and user's membership. The caller must unlock gs.mu.
+func (s *Service) lockGroup(ctx context.Context, user, id string, role herald.GroupRole, what string) (*groupState, *memberSet, herald.GroupMember, error) {
+	for {
+		gs, err := s.groupOf(ctx, user, id)
+		if err != nil {
+			return nil, nil, herald.GroupMember{}, err
+		}
+		ms, m, err := gs.lockMember(id, user, role, what)
+		if err != errEvicted {
+			return gs, ms, m, err
+		}
+	}
+}
+
+// lockMember locks gs as lockGroup does; errEvicted when gs left the
+// cache.
 func (gs *groupState) lockMember(id, user string, role herald.GroupRole, what string) (*memberSet, herald.GroupMember, error) {
 	gs.mu.Lock()
+	if gs.evicted.Load() {
+		gs.mu.Unlock()
+		return nil, herald.GroupMember{}, errEvicted
+	}
 	if gs.dismissed.Load() {
 		gs.mu.Unlock()
 		return nil, herald.GroupMember{}, groupNotFound(id)
@@ -319,17 +383,11 @@ func (s *Service) CreateGroup(ctx context.Context, owner string, origin SessionI
 		}
 		return GroupInfo{}, fmt.Errorf("create group: %w", err)
 	}
-	gs := &groupState{}
+	gs := &groupState{id: g.ID}
 	gs.info.Store(&g)
 	ms := newMemberSet(members)
 	gs.members.Store(ms)
-	s.groups.mu.Lock()
-	if cur, ok := s.groups.m[g.ID]; ok {
-		gs = cur // loaded meanwhile, from the store write above; changes may have gone through it
-	} else {
-		s.groups.m[g.ID] = gs
-	}
-	s.groups.mu.Unlock()
+	gs = s.cache(gs) // or the entry loaded meanwhile, from the store write above
 	info := gs.infoOf(herald.GroupMember{})
 	s.tell(GroupEvent{Group: g.ID, Action: herald.GroupCreated, Operator: owner, Users: ms.users, Info: &info}, ms.users, origin)
 	info.Self = members[0]
@@ -369,11 +427,18 @@ func (s *Service) JoinGroup(ctx context.Context, user string, origin SessionID, 
 			}
 		}
 	}
-	gs, err := s.group(ctx, id)
-	if err != nil {
-		return GroupInfo{}, err
+	var gs *groupState
+	for {
+		var err error
+		if gs, err = s.group(ctx, id); err != nil {
+			return GroupInfo{}, err
+		}
+		gs.mu.Lock()
+		if !gs.evicted.Load() {
+			break
+		}
+		gs.mu.Unlock()
 	}
-	gs.mu.Lock()
 	defer gs.mu.Unlock()
 	if gs.dismissed.Load() {
 		return GroupInfo{}, groupNotFound(id)
@@ -412,7 +477,7 @@ func (s *Service) addMembers(ctx context.Context, gs *groupState, id string, use
 	if err != nil {
 		return nil, fmt.Errorf("add group members: %w", err)
 	}
-	gs.members.Store(ms.with(added, nil))
+	s.setMembers(gs, ms.with(added, nil))
 	return added, nil
 }
 
@@ -444,11 +509,7 @@ func (s *Service) InviteGroupMembers(ctx context.Context, user string, origin Se
 	if len(users) == 0 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "users is empty")
 	}
-	gs, err := s.groupOf(ctx, user, id)
-	if err != nil {
-		return nil, err
-	}
-	ms, self, err := gs.lockMember(id, user, herald.RoleMember, "invite")
+	gs, ms, self, err := s.lockGroup(ctx, user, id, herald.RoleMember, "invite")
 	if err != nil {
 		return nil, err
 	}
@@ -475,11 +536,7 @@ func (s *Service) InviteGroupMembers(ctx context.Context, user string, origin Se
 // LeaveGroup removes user from a group. The owner cannot leave: they
 // transfer ownership or dismiss the group.
 func (s *Service) LeaveGroup(ctx context.Context, user string, origin SessionID, id string) error {
-	gs, err := s.groupOf(ctx, user, id)
-	if err != nil {
-		return err
-	}
-	ms, m, err := gs.lockMember(id, user, herald.RoleMember, "leave")
+	gs, ms, m, err := s.lockGroup(ctx, user, id, herald.RoleMember, "leave")
 	if err != nil {
 		return err
 	}
@@ -490,7 +547,7 @@ func (s *Service) LeaveGroup(ctx context.Context, user string, origin SessionID,
 	if _, err := s.st.RemoveGroupMembers(ctx, id, []string{user}); err != nil {
 		return fmt.Errorf("leave group: %w", err)
 	}
-	gs.members.Store(ms.with(nil, []string{user}))
+	s.setMembers(gs, ms.with(nil, []string{user}))
 	s.tell(GroupEvent{Group: id, Action: herald.GroupLeft, Operator: user, Users: []string{user}}, ms.users, origin)
 	return nil
 }
@@ -506,11 +563,7 @@ func (s *Service) KickGroupMembers(ctx context.Context, user string, origin Sess
 	if len(users) == 0 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "users is empty")
 	}
-	gs, err := s.groupOf(ctx, user, id)
-	if err != nil {
-		return nil, err
-	}
-	ms, op, err := gs.lockMember(id, user, herald.RoleAdmin, "remove members")
+	gs, ms, op, err := s.lockGroup(ctx, user, id, herald.RoleAdmin, "remove members")
 	if err != nil {
 		return nil, err
 	}
@@ -535,18 +588,14 @@ func (s *Service) KickGroupMembers(ctx context.Context, user string, origin Sess
 	if err != nil {
 		return nil, fmt.Errorf("kick group members: %w", err)
 	}
-	gs.members.Store(ms.with(nil, removed))
+	s.setMembers(gs, ms.with(nil, removed))
 	s.tell(GroupEvent{Group: id, Action: herald.GroupKicked, Operator: user, Users: removed}, ms.users, origin)
 	return removed, nil
 }
 
 // DismissGroup ends a group (the owner only): every member leaves it.
 func (s *Service) DismissGroup(ctx context.Context, user string, origin SessionID, id string) error {
-	gs, err := s.groupOf(ctx, user, id)
-	if err != nil {
-		return err
-	}
-	ms, _, err := gs.lockMember(id, user, herald.RoleOwner, "dismiss it")
+	gs, ms, _, err := s.lockGroup(ctx, user, id, herald.RoleOwner, "dismiss it")
 	if err != nil {
 		return err
 	}
@@ -555,7 +604,11 @@ func (s *Service) DismissGroup(ctx context.Context, user string, origin SessionI
 		return fmt.Errorf("dismiss group: %w", err)
 	}
 	gs.dismissed.Store(true)
-	gs.members.Store(newMemberSet(nil))
+	s.setMembers(gs, newMemberSet(nil))
+	s.groups.mu.Lock()
+	delete(s.groups.m, id) // the store answers not_found from now on
+	gs.evicted.Store(true)
+	s.groups.mu.Unlock()
 	s.tell(GroupEvent{Group: id, Action: herald.GroupDismissed, Operator: user}, ms.users, origin)
 	return nil
 }
@@ -566,11 +619,7 @@ func (s *Service) TransferGroupOwner(ctx context.Context, user string, origin Se
 	if err := herald.ValidateUserID(to); err != nil {
 		return herald.Errorf(herald.CodeInvalidArgument, "to: %s", herald.ErrorMessage(err))
 	}
-	gs, err := s.groupOf(ctx, user, id)
-	if err != nil {
-		return err
-	}
-	ms, _, err := gs.lockMember(id, user, herald.RoleOwner, "transfer ownership")
+	gs, ms, _, err := s.lockGroup(ctx, user, id, herald.RoleOwner, "transfer ownership")
 	if err != nil {
 		return err
 	}
@@ -587,7 +636,7 @@ func (s *Service) TransferGroupOwner(ctx context.Context, user string, origin Se
 	}
 	old := ms.byUser[user]
 	old.Role, target.Role = herald.RoleMember, herald.RoleOwner
-	gs.members.Store(ms.with([]herald.GroupMember{old, target}, nil))
+	s.setMembers(gs, ms.with([]herald.GroupMember{old, target}, nil))
 	s.tell(GroupEvent{Group: id, Action: herald.GroupOwnerTransferred, Operator: user, Users: []string{to}}, ms.users, origin)
 	return nil
 }
@@ -601,11 +650,7 @@ func (s *Service) SetGroupMemberRole(ctx context.Context, user string, origin Se
 	if err := herald.ValidateUserID(target); err != nil {
 		return herald.Errorf(herald.CodeInvalidArgument, "user: %s", herald.ErrorMessage(err))
 	}
-	gs, err := s.groupOf(ctx, user, id)
-	if err != nil {
-		return err
-	}
-	ms, _, err := gs.lockMember(id, user, herald.RoleOwner, "change roles")
+	gs, ms, _, err := s.lockGroup(ctx, user, id, herald.RoleOwner, "change roles")
 	if err != nil {
 		return err
 	}
@@ -623,7 +668,7 @@ func (s *Service) SetGroupMemberRole(ctx context.Context, user string, origin Se
 		return fmt.Errorf("set group role: %w", err)
 	}
 	m.Role = role
-	gs.members.Store(ms.with([]herald.GroupMember{m}, nil))
+	s.setMembers(gs, ms.with([]herald.GroupMember{m}, nil))
 	s.tell(GroupEvent{Group: id, Action: herald.GroupRoleChanged, Operator: user, Users: []string{target}, Role: role}, ms.users, origin)
 	return nil
 }
@@ -631,11 +676,7 @@ func (s *Service) SetGroupMemberRole(ctx context.Context, user string, origin Se
 // UpdateGroup changes a group's name, modes or extended data (the owner
 // or an admin).
 func (s *Service) UpdateGroup(ctx context.Context, user string, origin SessionID, id string, u GroupUpdate) (GroupInfo, error) {
-	gs, err := s.groupOf(ctx, user, id)
-	if err != nil {
-		return GroupInfo{}, err
-	}
-	ms, self, err := gs.lockMember(id, user, herald.RoleAdmin, "change it")
+	gs, ms, self, err := s.lockGroup(ctx, user, id, herald.RoleAdmin, "change it")
 	if err != nil {
 		return GroupInfo{}, err
 	}
@@ -735,7 +776,14 @@ func (s *Service) EachMember(ctx context.Context, group string, seq int64, fn fu
 	if err != nil {
 		return err
 	}
-	for _, u := range gs.current().seeing(seq) {
+	ms, err := s.current(ctx, gs)
+	if herald.ErrorCode(err) == herald.CodeNotFound {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, u := range ms.seeing(seq) {
 		fn(u)
 	}
 	return nil

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -112,6 +113,52 @@ func TestLateJoinerSeesOnlyLaterMessages(t *testing.T) {
 	if !slices.Equal(pushTo, []string{"ann", "owner"}) {
 		t.Errorf("members seeing seq 2 = %v, want [ann owner]", pushTo)
 	}
+}
+
+// TestGroupCacheIsBounded: past MaxCachedMembers, groups leave the cache
+// and come back from the store when used, with every change kept.
+func TestGroupCacheIsBounded(t *testing.T) {
+	ctx := context.Background()
+	s, rec := newService(t, openStore(t), Config{MaxCachedMembers: 5})
+	for _, id := range []string{"g1", "g2", "g3", "g4"} {
+		mustCreate(t, s, "owner", id, "ann", "bob")
+	}
+	s.groups.mu.Lock()
+	cached, held := len(s.groups.m), s.groups.held
+	s.groups.mu.Unlock()
+	if held > 5 || cached > 2 {
+		t.Errorf("cache holds %d groups with %d members, want at most 5 members", cached, held)
+	}
+	for _, id := range []string{"g1", "g2", "g3", "g4"} {
+		if _, err := s.KickGroupMembers(ctx, "owner", 0, id, []string{"bob"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.InviteGroupMembers(ctx, "ann", 0, id, []string{"carol"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, id := range []string{"g1", "g2", "g3", "g4"} {
+		r, err := send(s, "ann", 0, groupMsg(id, fmt.Sprint("m", i), "hi"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := rec.all()
+		if to := d[len(d)-1].to; !slices.Equal(to, []string{"ann", "carol", "owner"}) {
+			t.Errorf("%s message %d went to %v, want ann carol owner", id, r.Message.Seq, to)
+		}
+		var pushTo []string
+		if err := s.EachMember(ctx, id, r.Message.Seq, func(u string) { pushTo = append(pushTo, u) }); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(pushTo, []string{"ann", "carol", "owner"}) {
+			t.Errorf("%s push members %v", id, pushTo)
+		}
+	}
+	if err := s.DismissGroup(ctx, "owner", 0, "g1"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.GroupInfo(ctx, "ann", "g1")
+	wantCode(t, "info of a dismissed group", err, herald.CodeNotFound)
 }
 
 func TestGroupsPerUserAreBounded(t *testing.T) {

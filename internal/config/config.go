@@ -40,17 +40,18 @@ type Config struct {
 
 	OfflineRetention time.Duration // HERALD_OFFLINE_RETENTION: how far back the login sync reaches
 
-	MaxFrameBytes    int // HERALD_MAX_FRAME_BYTES: largest client frame
-	SendQueueBytes   int // HERALD_SEND_QUEUE_BYTES: per-session outbound queue; beyond it the session is closed (4001)
-	SendsPerSecond   int // HERALD_SENDS_PER_SECOND: per-session send rate (token bucket)
-	SendBurst        int // HERALD_SEND_BURST: per-session send burst
-	MaxTextBytes     int // HERALD_MAX_TEXT_BYTES
-	MaxCustomBytes   int // HERALD_MAX_CUSTOM_BYTES
-	MaxCommandBytes  int // HERALD_MAX_COMMAND_BYTES
-	MaxExtendedBytes int // HERALD_MAX_EXTENDED_BYTES
-	MaxBatch         int // HERALD_MAX_BATCH: messages per store transaction (group commit)
-	GroupMaxMembers  int // HERALD_GROUP_MAX_MEMBERS: members per group
-	GroupMaxPerUser  int // HERALD_GROUP_MAX_PER_USER: groups one user can be in
+	MaxFrameBytes     int // HERALD_MAX_FRAME_BYTES: largest client frame
+	SendQueueBytes    int // HERALD_SEND_QUEUE_BYTES: per-session outbound queue; beyond it the session is closed (4001)
+	SendsPerSecond    int // HERALD_SENDS_PER_SECOND: per-session send rate (token bucket)
+	SendBurst         int // HERALD_SEND_BURST: per-session send burst
+	MaxTextBytes      int // HERALD_MAX_TEXT_BYTES
+	MaxCustomBytes    int // HERALD_MAX_CUSTOM_BYTES
+	MaxCommandBytes   int // HERALD_MAX_COMMAND_BYTES
+	MaxExtendedBytes  int // HERALD_MAX_EXTENDED_BYTES
+	MaxBatch          int // HERALD_MAX_BATCH: messages per store transaction (group commit)
+	GroupMaxMembers   int // HERALD_GROUP_MAX_MEMBERS: members per group
+	GroupMaxPerUser   int // HERALD_GROUP_MAX_PER_USER: groups one user can be in
+	GroupCacheMembers int // HERALD_GROUP_CACHE_MEMBERS: group members held in memory; groups beyond are read again when used
 
 	ReadDriver string // HERALD_READ_DRIVER: "epoll" (Linux; no goroutine per idle session) or "goroutine"
 
@@ -98,6 +99,7 @@ func Default() Config {
 		MaxBatch:          256,
 		GroupMaxMembers:   10_000,
 		GroupMaxPerUser:   500,
+		GroupCacheMembers: 2_000_000,
 		ReadDriver:        "epoll",
 		PushEmulatorAddr:  "127.0.0.1:7402",
 		PushAckWindow:     5 * time.Second,
@@ -150,6 +152,7 @@ func (c *Config) keys() []key {
 		{"max-batch", "messages per store transaction", &c.MaxBatch},
 		{"group-max-members", "members per group", &c.GroupMaxMembers},
 		{"group-max-per-user", "groups one user can be in (created, joined or invited to)", &c.GroupMaxPerUser},
+		{"group-cache-members", "group members held in memory; groups beyond are read from the store again when used", &c.GroupCacheMembers},
 		{"read-driver", "epoll (Linux; falls back to goroutine elsewhere) or goroutine", &c.ReadDriver},
 		{"push-config", "JSON file of push apps, credentials and strategies (docs/push.md); empty uses the built-in APNs emulator", &c.PushConfig},
 		{"push-emulator-addr", "listen address of the built-in APNs emulator (only without push-config; port 0 picks one)", &c.PushEmulatorAddr},
@@ -358,6 +361,7 @@ func (c *Config) Validate() error {
 		{"HERALD_MAX_CUSTOM_BYTES", c.MaxCustomBytes}, {"HERALD_MAX_COMMAND_BYTES", c.MaxCommandBytes},
 		{"HERALD_MAX_EXTENDED_BYTES", c.MaxExtendedBytes}, {"HERALD_MAX_BATCH", c.MaxBatch},
 		{"HERALD_GROUP_MAX_MEMBERS", c.GroupMaxMembers}, {"HERALD_GROUP_MAX_PER_USER", c.GroupMaxPerUser},
+		{"HERALD_GROUP_CACHE_MEMBERS", c.GroupCacheMembers},
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
 		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices}, {"HERALD_CALL_MAX_INVITEES", c.CallMaxInvitees},
 	} {

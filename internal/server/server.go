@@ -110,6 +110,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		OfflineRetention: cfg.OfflineRetention,
 		MaxGroupMembers:  cfg.GroupMaxMembers,
 		MaxGroupsPerUser: cfg.GroupMaxPerUser,
+		MaxCachedMembers: cfg.GroupCacheMembers,
 		Push:             ps,
 		Logger:           log,
 	})
