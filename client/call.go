@@ -28,8 +28,10 @@ type CallHandlers struct {
 	// learns of it: handle it idempotently, by call.ID.
 	InvitationReceived func(call *herald.Call)
 
-	// InvitationCancelled: stop ringing, the caller cancelled (or went
-	// offline before anyone accepted).
+	// InvitationCancelled: stop ringing, the caller cancelled, or went
+	// offline before anyone accepted: logged out, timed out on
+	// heartbeats, or lost its connection and did not come back within the
+	// heartbeat timeout.
 	InvitationCancelled func(call *herald.Call)
 
 	// InvitationTimeout: stop ringing, the user did not answer in time.
@@ -70,7 +72,7 @@ type CallCancelConfig struct {
 // CallQuery selects a page of the user's calls, newest first.
 type CallQuery struct {
 	Before time.Time // calls placed before it (millisecond precision); zero: from the newest
-	Limit  int       // zero means 20; at most 100
+	Limit  int       // zero means 20; at most 100 (see QueryCalls)
 }
 
 // CallInvite invites invitees (1 to the server's limit, by default 9) to
@@ -149,9 +151,12 @@ func (c *Client) answerCall(ctx context.Context, op, callID, extendedData string
 
 // QueryCalls returns a page of the calls the user placed or was invited
 // to, newest first, and whether more follow (pass the last call's
-// CreatedAt as the next query's Before). Ended calls show how each
-// invitee's invitation ended (accepted, rejected, timeout, be_cancelled).
-// It is retried across reconnects like QueryHistoryMessage.
+// CreatedAt as the next query's Before: the server never ends a page
+// inside a millisecond, so no call of the same millisecond is skipped; a
+// page may hold fewer calls than Limit for that, or more when all of them
+// share one millisecond). Ended calls show how each invitee's invitation
+// ended (accepted, rejected, timeout, be_cancelled). It is retried across
+// reconnects like QueryHistoryMessage.
 func (c *Client) QueryCalls(ctx context.Context, q CallQuery) ([]*herald.Call, bool, error) {
 	const op = proto.OpCalls
 	if q.Limit < 0 {

@@ -31,13 +31,22 @@ type CallReply struct {
 	Call CallInfo `json:"call"`
 }
 
-// CallsRequest pages through the user's calls, newest first.
+// CallsRequest pages through the user's calls, newest first. Page on with
+// Before set to the last call's CreatedAt: a page never ends inside a
+// millisecond (when it is cut short, at Limit or at the reply size, the
+// calls created in the same millisecond as the first one left out are
+// left out too), so the next page starts with them and none is skipped.
 type CallsRequest struct {
 	Before int64 `json:"before,omitempty"` // ms: calls created before it; 0 means from the newest
 	Limit  int   `json:"limit,omitempty"`  // default 20, at most 100
 }
 
-// CallsReply is one page of calls.
+// CallsReply is one page of calls. When every call that would fill the
+// page shares one created_at millisecond, the page is all of that
+// millisecond's calls, more than Limit (or over the reply size) if need
+// be, up to 100: the next page starts before that millisecond, so paging
+// always moves on (calls past the 100th of one millisecond are not
+// listed).
 type CallsReply struct {
 	Calls   []CallInfo `json:"calls"`
 	HasMore bool       `json:"has_more"`

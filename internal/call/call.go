@@ -854,10 +854,13 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 	}
 }
 
-// UserOffline is told that user's last session ended by logout or a
-// heartbeat timeout: each open call user placed that nobody has accepted
-// yet is cancelled, as Cancel does, without a push. The gateway decides
-// that it was the last session. It blocks on the store writes.
+// UserOffline is told that user went offline: their last session ended
+// by logout or a heartbeat timeout, or ended otherwise (the connection
+// dropped, the token expired, ...) and no session of theirs came back
+// within the heartbeat timeout. Each open call user placed that nobody
+// has accepted yet is cancelled, as Cancel does, without a push. The
+// gateway decides that the user is offline. It blocks on the store
+// writes.
 func (s *Service) UserOffline(user string) {
 	if !s.begin() {
 		return
@@ -910,6 +913,15 @@ func (s *Service) Ringing(callID, user string) bool {
 // Calls returns a page of user's calls, newest first, created before
 // before (zero: from the newest), and whether there are more. limit 0
 // means DefaultListLimit; more than MaxListLimit is CodeInvalidArgument.
+//
+// A page never ends inside a millisecond (the client pages on with the
+// last call's CreatedAt, and the next page holds calls created before
+// it): when more calls follow, the calls that share the CreatedAt of the
+// first one left out are left out too (see CutPage). When all limit+1
+// calls fetched share one millisecond, the page is every call of the
+// user in that millisecond, past limit, up to MaxSameMillisecond (those
+// past it are never listed), and the next page starts before that
+// millisecond.
 func (s *Service) Calls(ctx context.Context, user string, before time.Time, limit int) ([]*herald.Call, bool, error) {
 	switch {
 	case limit == 0:
@@ -921,9 +933,58 @@ func (s *Service) Calls(ctx context.Context, user string, before time.Time, limi
 	if err != nil {
 		return nil, false, storeErr("list calls", err)
 	}
-	more := len(cs) > limit
-	if more {
-		cs = cs[:limit]
+	if len(cs) <= limit {
+		return cs, false, nil
 	}
-	return cs, more, nil
+	if page := CutPage(cs, limit); len(page) < len(cs) {
+		return page, true, nil
+	}
+	// Every call fetched shares one millisecond: the page is all of it.
+	// Calls created before the next millisecond start with them.
+	ms := cs[0].CreatedAt
+	all, err := s.st.UserCalls(ctx, user, ms.Add(time.Millisecond), MaxSameMillisecond+1)
+	if err != nil {
+		return nil, false, storeErr("list calls", err)
+	}
+	n := 0
+	for n < len(all) && n < MaxSameMillisecond && all[n].CreatedAt.Equal(ms) {
+		n++
+	}
+	if n == MaxSameMillisecond && n < len(all) && all[n].CreatedAt.Equal(ms) {
+		s.log.Warn("call list: more calls in one millisecond than a page holds; the rest are not listed", "user_id", user, "created_at", ms)
+	}
+	return all[:n], len(all) > n, nil
+}
+
+// MaxSameMillisecond bounds the calls of one user listed for one
+// millisecond (see Calls): a page never holds more than MaxListLimit
+// calls. Only calls placed by many callers to one user in the same
+// millisecond come near it.
+const MaxSameMillisecond = MaxListLimit
+
+// CutPage returns the first n or fewer of list (newest first, n <
+// len(list)) so that the page does not end inside a millisecond: the
+// calls that share the CreatedAt of list[n], the first one left out, are
+// left out too, and the next page (created before the page's last call)
+// starts with them. When that would leave nothing (list[0] through list[n]
+// share one millisecond), it returns every call of list in list[0]'s
+// millisecond instead, more than n.
+func CutPage(list []*herald.Call, n int) []*herald.Call {
+	if n >= len(list) {
+		return list
+	}
+	n = max(n, 0)
+	ms := list[n].CreatedAt
+	k := n
+	for k > 0 && list[k-1].CreatedAt.Equal(ms) {
+		k--
+	}
+	if k > 0 {
+		return list[:k]
+	}
+	ms = list[0].CreatedAt
+	for k < len(list) && list[k].CreatedAt.Equal(ms) {
+		k++
+	}
+	return list[:k]
 }

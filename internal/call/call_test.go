@@ -733,3 +733,110 @@ func TestConcurrentAnswers(t *testing.T) {
 		t.Errorf("%d calls open at the end", st.Open)
 	}
 }
+
+// TestCallsSameMillisecond: a page never ends inside a millisecond, so
+// paging on from the last call's CreatedAt lists every call once; calls
+// all of one millisecond go in one page, past the limit.
+func TestCallsSameMillisecond(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	invite := func(caller string) string {
+		c, err := e.svc.Invite(ctx, caller, 0, []string{"bob"}, 0, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	// Bob's calls: one at t0, three at t1, one at t2.
+	want := map[string]bool{invite("alice"): true}
+	e.clock.Advance(time.Second)
+	for _, u := range []string{"carol", "dave", "erin"} {
+		want[invite(u)] = true
+	}
+	e.clock.Advance(time.Second)
+	want[invite("frank")] = true
+
+	var pages [][]string
+	seen := map[string]bool{}
+	before := time.Time{}
+	for i := 0; ; i++ {
+		if i == 10 {
+			t.Fatal("paging does not end")
+		}
+		page, more, err := e.svc.Calls(ctx, "bob", before, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range page {
+			if seen[c.ID] {
+				t.Errorf("call %s listed twice", c.ID)
+			}
+			seen[c.ID] = true
+			ids = append(ids, c.ID)
+		}
+		pages = append(pages, ids)
+		if !more {
+			break
+		}
+		if len(page) == 0 {
+			t.Fatal("an empty page with more")
+		}
+		before = page[len(page)-1].CreatedAt
+	}
+	if len(seen) != len(want) {
+		t.Errorf("paging listed %d calls, want %d", len(seen), len(want))
+	}
+	// t2's call alone (t1's would be cut), t1's three (past the limit of
+	// 2), t0's.
+	if len(pages) != 3 || len(pages[0]) != 1 || len(pages[1]) != 3 || len(pages[2]) != 1 {
+		t.Errorf("pages %v, want sizes 1, 3, 1", pages)
+	}
+}
+
+// TestCallsSameMillisecondBound: more than MaxSameMillisecond calls in one
+// millisecond: a page holds MaxSameMillisecond of them and paging still
+// ends.
+func TestCallsSameMillisecondBound(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for i := 0; i <= MaxSameMillisecond; i++ {
+		if _, err := e.svc.Invite(ctx, fmt.Sprintf("u%d", i), 0, []string{"bob"}, 0, "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, more, err := e.svc.Calls(ctx, "bob", time.Time{}, 5)
+	if err != nil || len(page) != MaxSameMillisecond || !more {
+		t.Fatalf("first page: %d calls, more %v, %v; want %d and more", len(page), more, err, MaxSameMillisecond)
+	}
+	page, more, err = e.svc.Calls(ctx, "bob", page[len(page)-1].CreatedAt, 5)
+	if err != nil || len(page) != 0 || more {
+		t.Errorf("next page: %d calls, more %v, %v; want the end", len(page), more, err)
+	}
+}
+
+func TestCutPage(t *testing.T) {
+	at := func(ms ...int64) []*herald.Call {
+		out := make([]*herald.Call, len(ms))
+		for i, m := range ms {
+			out[i] = &herald.Call{ID: fmt.Sprint(i), CreatedAt: time.UnixMilli(m)}
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		list []*herald.Call
+		n    int
+		want int
+	}{
+		{at(3, 2, 1), 2, 2},    // not inside a millisecond
+		{at(3, 2, 2, 1), 2, 1}, // 2 ms's calls go to the next page
+		{at(3, 3, 2), 1, 2},    // all of 3 ms: whole
+		{at(2, 2, 2), 1, 3},    // all of one millisecond
+		{at(2, 2, 2), 0, 3},
+		{at(3, 2), 5, 2}, // nothing to cut
+	} {
+		if got := CutPage(tt.list, tt.n); len(got) != tt.want {
+			t.Errorf("CutPage(%d calls, %d) kept %d, want %d", len(tt.list), tt.n, len(got), tt.want)
+		}
+	}
+}

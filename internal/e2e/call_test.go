@@ -468,6 +468,66 @@ func TestCallCallerHeartbeatTimeoutCancels(t *testing.T) {
 	}
 }
 
+// TestCallCallerConnectionLostCancels: the caller's app is killed (the
+// connection just ends, no logout): once the heartbeat timeout has passed
+// without a session of theirs coming back, the call is cancelled, not left
+// ringing until its own timeout.
+func TestCallCallerConnectionLostCancels(t *testing.T) {
+	const grace = 600 * time.Millisecond
+	srv := startServer(t, func(c *config.Config) {
+		c.HeartbeatInterval, c.HeartbeatTimeout = 200*time.Millisecond, grace
+	})
+	_, bobLog := callClient(t, srv.URL(), "bob-phone", "bob")
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "alice-phone")
+	var rep proto.CallReply
+	alice.call(proto.OpCallInvite, proto.CallInviteRequest{Invitees: []string{"bob"}, Timeout: 60}, &rep)
+	bobLog.wait(t, "received", rep.Call.CallID, nil)
+	dropped := time.Now()
+	alice.conn.Close()
+	ev := bobLog.wait(t, "cancelled", rep.Call.CallID, nil)
+	if d := time.Since(dropped); d < grace {
+		t.Errorf("cancelled %v after the connection dropped, before the heartbeat timeout (%v)", d, grace)
+	}
+	if got := callStates(ev.call); got != "alice=cancelled bob=be_cancelled (ended)" {
+		t.Errorf("after alice's connection dropped bob sees %s", got)
+	}
+}
+
+// TestCallCallerReconnectKeepsCall: the caller's connection drops and
+// comes back within the heartbeat timeout: the call rings on.
+func TestCallCallerReconnectKeepsCall(t *testing.T) {
+	const grace = time.Second // long enough for the reconnect below
+	srv := startServer(t, func(c *config.Config) {
+		c.HeartbeatInterval, c.HeartbeatTimeout = 200*time.Millisecond, grace
+	})
+	bob, bobLog := callClient(t, srv.URL(), "bob-phone", "bob")
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "alice-phone")
+	var rep proto.CallReply
+	alice.call(proto.OpCallInvite, proto.CallInviteRequest{Invitees: []string{"bob"}, Timeout: 60}, &rep)
+	bobLog.wait(t, "received", rep.Call.CallID, nil)
+	dropped := time.Now()
+	alice.conn.Close()
+	alice = dialRaw(t, srv.URL())
+	alice.login("alice", "alice-phone")
+	// Past the grace, alice's new session kept alive meanwhile.
+	for time.Since(dropped) < grace+300*time.Millisecond {
+		alice.call(proto.OpPing, struct{}{}, nil)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := bobLog.find("cancelled", rep.Call.CallID, nil); len(got) != 0 {
+		t.Fatalf("the call was cancelled though alice came back: %s", bobLog)
+	}
+	c, err := bob.CallAccept(callCtx(t), rep.Call.CallID, "")
+	if err != nil {
+		t.Fatalf("accepting after alice came back: %v", err)
+	}
+	if got := callStates(c); got != "alice=ended bob=accepted (ended)" {
+		t.Errorf("after bob accepted: %s", got)
+	}
+}
+
 // TestCallProtocolErrors checks what a raw client gets for malformed call
 // requests.
 func TestCallProtocolErrors(t *testing.T) {

@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"context"
+	"sync"
 	"time"
+
+	"github.com/gobwas/ws"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/call"
@@ -21,9 +24,11 @@ type Calls interface {
 	// SessionStarted is called once a session's login offline sync is
 	// done: it rings the session for the calls still ringing for its user.
 	SessionStarted(user string, session call.SessionID)
-	// UserOffline is called when a user's last session ended by logout or
-	// a heartbeat timeout: the calls they placed that nobody accepted are
-	// cancelled.
+	// UserOffline is called when a user went offline: their last session
+	// ended by logout or a heartbeat timeout, or ended otherwise (the
+	// connection dropped, ...) and no session of theirs came back within
+	// HeartbeatTimeout (see callsEnded). The calls they placed that nobody
+	// accepted are cancelled.
 	UserOffline(user string)
 }
 
@@ -120,57 +125,158 @@ func (s *session) listCalls(ctx context.Context, cs Calls, f proto.Frame) {
 		s.fail(f.ID, f.Op, err)
 		return
 	}
-	out := proto.CallsReply{Calls: make([]proto.CallInfo, 0, len(list)), HasMore: more}
+	// A page over the reply budget is cut short, as the service cuts one at
+	// its limit: never inside a millisecond, since the client pages on
+	// with the last call's created_at (call.CutPage). Calls all of one
+	// millisecond go whole, over the budget (at most call.MaxListLimit).
 	size, budget := 0, s.g.replyBudget()
-	for _, c := range list {
-		if size += callWireSize(c); size > budget && len(out.Calls) > 0 {
-			out.HasMore = true // the client pages on from the last call it got
+	for i, c := range list {
+		if size += callWireSize(c); size > budget && i > 0 {
+			if page := call.CutPage(list, i); len(page) < len(list) {
+				list, more = page, true
+			}
 			break
 		}
+	}
+	out := proto.CallsReply{Calls: make([]proto.CallInfo, 0, len(list)), HasMore: more}
+	for _, c := range list {
 		out.Calls = append(out.Calls, proto.CallInfoFrom(c))
 	}
 	s.reply(f.ID, out)
 }
 
 // callsStarted tells the call service that the session's offline sync is
-// done (the end of login).
+// done (the end of login). Until it returns, s remembers the calls that
+// rang it (rung), so a call rung by its invitation after the sync and by
+// SessionStarted too rings s once.
 func (s *session) callsStarted() {
 	if cs := s.g.cfg.Calls; cs != nil {
 		cs.SessionStarted(s.user, call.SessionID(s.id))
 	}
+	s.mu.Lock()
+	s.rung = nil
+	s.mu.Unlock()
 }
 
-// callsOffline tells the call service that the user went offline, if s
-// (ending by logout or heartbeat timeout) was their last session. It does
-// not wait: the sweeper calls it too.
-func (s *session) callsOffline() {
+// callsEnded is called by end once s has left the hub: left is how many
+// sessions its user still has and removed whether s was still in the hub
+// (unregister decides both under the hub's lock, so of two sessions ending
+// at once exactly one is the last). When s was the user's last session:
+//   - a logout or a heartbeat timeout: the user went offline, and the
+//     calls they placed that nobody accepted are cancelled now;
+//   - kicked out by another login (which is live) or a server shutdown
+//     (the client reconnects, maybe to another node): nothing;
+//   - anything else (the connection dropped, the token expired, a protocol
+//     error, a slow consumer): the client may be gone for good (an app
+//     killed) or may reconnect. A grace timer of HeartbeatTimeout starts;
+//     if the user has no live session when it fires, they went offline.
+//     A login of the user stops it.
+func (s *session) callsEnded(left int, removed bool) {
 	cs := s.g.cfg.Calls
-	if cs == nil || !s.loggedIn.Load() {
+	if cs == nil || !s.loggedIn.Load() || !removed || left > 0 {
 		return
 	}
-	sh := s.g.shardOf(s.user)
-	sh.mu.Lock()
-	others := 0
-	for _, o := range sh.users[s.user] {
-		if o != s {
-			others++
-		}
-	}
-	sh.mu.Unlock()
-	if others == 0 {
-		go cs.UserOffline(s.user)
+	s.mu.Lock()
+	code, loggedOut := s.closeCode, s.loggedOut
+	s.mu.Unlock()
+	switch {
+	case loggedOut || code == proto.CloseHeartbeatTimeout:
+		go cs.UserOffline(s.user) // end does not wait on the store
+	case code == proto.CloseKickedOut || code == proto.CloseServerShutdown:
+	default:
+		s.g.armGrace(s.user)
 	}
 }
 
-// callsEnded is called once the session has ended: a heartbeat timeout
-// counts as going offline (a logout is told at the logout itself).
-func (s *session) callsEnded() {
-	s.mu.Lock()
-	code := s.closeCode
-	s.mu.Unlock()
-	if code == proto.CloseHeartbeatTimeout {
-		s.callsOffline()
+// graceTimers are the pending grace timers of users whose last session
+// ended without a logout (callsEnded). Lock order: a shard's mu, then mu.
+type graceTimers struct {
+	mu     sync.Mutex
+	timers map[string]*graceTimer
+	closed bool // Shutdown: no timer starts or fires any more
+}
+
+type graceTimer struct{ t *time.Timer }
+
+// armGrace starts user's grace timer, unless the user is back already.
+// The check and the start are made under the shard's lock, and a login
+// registers under it before it stops the timer (cancelGrace): a login
+// either finds the timer or keeps it from starting.
+func (g *Gateway) armGrace(user string) {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if len(sh.users[user]) > 0 {
+		return
 	}
+	gt := &g.grace
+	gt.mu.Lock()
+	defer gt.mu.Unlock()
+	if gt.closed {
+		return
+	}
+	if gt.timers == nil {
+		gt.timers = make(map[string]*graceTimer)
+	}
+	if old := gt.timers[user]; old != nil {
+		old.t.Stop()
+	}
+	p := &graceTimer{}
+	p.t = time.AfterFunc(g.cfg.HeartbeatTimeout, func() { g.graceExpired(user, p) })
+	gt.timers[user] = p
+}
+
+// graceExpired is p's timer: if it is still user's and the user has no
+// live session, they went offline.
+func (g *Gateway) graceExpired(user string, p *graceTimer) {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	live := len(sh.users[user])
+	gt := &g.grace
+	gt.mu.Lock()
+	mine := !gt.closed && gt.timers[user] == p
+	if mine {
+		delete(gt.timers, user)
+	}
+	gt.mu.Unlock()
+	sh.mu.Unlock()
+	if mine && live == 0 {
+		if cs := g.cfg.Calls; cs != nil {
+			cs.UserOffline(user)
+		}
+	}
+}
+
+// cancelGrace stops user's grace timer: a session of theirs logged in.
+func (g *Gateway) cancelGrace(user string) {
+	gt := &g.grace
+	gt.mu.Lock()
+	defer gt.mu.Unlock()
+	if p := gt.timers[user]; p != nil {
+		p.t.Stop()
+		delete(gt.timers, user)
+	}
+}
+
+// stopGrace stops every grace timer for good (Shutdown): the calls stay
+// open in the store, and ring until they time out or are answered after
+// the restart.
+func (g *Gateway) stopGrace() {
+	gt := &g.grace
+	gt.mu.Lock()
+	defer gt.mu.Unlock()
+	gt.closed = true
+	for user, p := range gt.timers {
+		p.t.Stop()
+		delete(gt.timers, user)
+	}
+}
+
+// graceUsers counts the pending grace timers (tests).
+func (g *Gateway) graceUsers() int {
+	g.grace.mu.Lock()
+	defer g.grace.mu.Unlock()
+	return len(g.grace.timers)
 }
 
 // callEventName maps the call service's events to the protocol's.
@@ -207,8 +313,9 @@ func (g *Gateway) encodeCallEvent(ev call.Event, c *herald.Call, changed []heral
 // queues it on every live session of each user, except except. It never
 // blocks on a client: a full queue closes that session. A session still
 // in its login's offline sync gets EventReceived from SessionStarted once
-// the sync is done, not here, so it rings once; other events wait behind
-// the sync like live messages.
+// the sync is done, not here, and one rung here after the sync is not
+// rung again by SessionStarted (deliverCall), so it rings once per call;
+// other events wait behind the sync like live messages.
 func (g *Gateway) NotifyCall(users []string, ev call.Event, c *herald.Call, changed []herald.CallParticipant, except call.SessionID) {
 	var frame []byte
 	for _, user := range users {
@@ -224,7 +331,7 @@ func (g *Gateway) NotifyCall(users []string, ev call.Event, c *herald.Call, chan
 					return
 				}
 			}
-			s.deliverCall(frame, ev == call.EventReceived)
+			s.deliverCall(frame, ev == call.EventReceived, c.ID)
 		}
 		sh.mu.Unlock()
 	}
@@ -238,6 +345,14 @@ func (g *Gateway) NotifySession(user string, session call.SessionID, ev call.Eve
 	defer sh.mu.Unlock()
 	for _, s := range sh.users[user] {
 		if call.SessionID(s.id) == session {
+			if ev == call.EventReceived {
+				s.mu.Lock()
+				first := s.firstRingLocked(c.ID)
+				s.mu.Unlock()
+				if !first {
+					return // its invitation rang it after the sync
+				}
+			}
 			if frame := g.encodeCallEvent(ev, c, nil); frame != nil {
 				s.deliver("", 0, frame)
 			}
@@ -250,15 +365,31 @@ func (g *Gateway) NotifySession(user string, session call.SessionID, ev call.Eve
 func (g *Gateway) LiveSessions(user string) int { return g.SessionsOf(user) }
 
 // deliverCall queues a call event; ring events skip a session still
-// syncing (see NotifyCall).
-func (s *session) deliverCall(frame []byte, ring bool) {
-	if ring {
-		s.mu.Lock()
-		syncing := s.syncing
-		s.mu.Unlock()
-		if syncing {
-			return
-		}
+// syncing (see NotifyCall), and ring a session once per call until its
+// SessionStarted is done (see callsStarted).
+func (s *session) deliverCall(frame []byte, ring bool, callID string) {
+	if !ring {
+		s.deliver("", 0, frame) // seq 0: after a sync, always sent
+		return
 	}
-	s.deliver("", 0, frame) // seq 0: after a sync, always sent
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.syncing || !s.firstRingLocked(callID) {
+		return
+	}
+	s.enqueueLocked(ws.OpText, frame)
+}
+
+// firstRingLocked reports whether call callID may ring s: not yet rung
+// while s remembers its rings (rung is set), which it records. s.mu must
+// be held.
+func (s *session) firstRingLocked(callID string) bool {
+	if s.rung == nil {
+		return true
+	}
+	if s.rung[callID] {
+		return false
+	}
+	s.rung[callID] = true
+	return true
 }

@@ -4,8 +4,8 @@
 // expiry, multi-login policy, and the offline sync hand-off. It knows no SQL:
 // everything about messages goes through the Chat interface.
 //
-// Lock order: a hub shard's mu may be held while taking a session's mu,
-// never the reverse.
+// Lock order: a hub shard's mu may be held while taking a session's mu or
+// the grace timers' mu (call.go), never the reverse.
 package gateway
 
 import (
@@ -146,6 +146,8 @@ type Gateway struct {
 	stats struct {
 		connections, sessions, slowClosed, kicked, framesBad, sendsLimited atomic.Int64
 	}
+
+	grace graceTimers // callers gone without a logout, by user (call.go)
 }
 
 type shard struct {
@@ -353,6 +355,7 @@ func (g *Gateway) untrack(s *session) {
 // CloseServerShutdown (clients reconnect, to another node if there is one),
 // and waits until their read loops have ended and acks are stored, or ctx ends.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.stopGrace() // no caller's calls are cancelled for a session closed from here on
 	g.connsMu.Lock()
 	g.closing = true
 	all := make([]*session, 0, len(g.conns))
@@ -417,8 +420,12 @@ func (g *Gateway) register(s *session) (kick []*session, reason string, ok bool)
 	return kick, reason, true
 }
 
-// unregister removes s from the hub if it is still there.
-func (g *Gateway) unregister(s *session) {
+// unregister removes s from the hub if it is still there. It reports
+// whether it was (a session displaced by another login, or never
+// registered, was not) and how many sessions its user has left, both
+// decided under the shard's lock: of two sessions of a user ending at
+// once, exactly one is told it was the last.
+func (g *Gateway) unregister(s *session) (left int, removed bool) {
 	sh := g.shardOf(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -433,9 +440,10 @@ func (g *Gateway) unregister(s *session) {
 			} else {
 				sh.users[s.user] = rest
 			}
-			return
+			return len(rest), true
 		}
 	}
+	return len(list), false
 }
 
 // DeliverMessage implements chat.Deliverer: it encodes m once per viewing

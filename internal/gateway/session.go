@@ -75,6 +75,12 @@ type session struct {
 	pending      []liveMsg
 	pendingBytes int
 
+	// Calls (call.go): rung holds the calls that rang this session from
+	// its login until SessionStarted is done (nil before and after), so
+	// each rings it once; loggedOut is set by a successful logout.
+	rung      map[string]bool
+	loggedOut bool
+
 	acked    map[string]int64 // conversation -> highest seq this device acknowledged
 	ackDirty bool             // acked has changed since the last flush
 
@@ -199,8 +205,8 @@ func (s *session) end() {
 		// device kicks s and waits for this flush before its sync.
 		s.flushCursors()
 	}
-	s.g.unregister(s)
-	s.callsEnded()
+	left, removed := s.g.unregister(s)
+	s.callsEnded(left, removed)
 	s.waitWriter()
 	s.mu.Lock()
 	s.closeConnLocked()
@@ -475,8 +481,10 @@ func (s *session) handle(payload []byte) {
 			}
 		}
 		s.reply(f.ID, struct{}{})
-		s.closeWith(proto.CloseNormal, "logged out")
-		s.callsOffline()
+		s.mu.Lock()
+		s.loggedOut = true // the caller's calls are cancelled at once when it was the last session (callsEnded)
+		s.closeLocked(proto.CloseNormal, "logged out")
+		s.mu.Unlock()
 	case proto.OpRenewToken:
 		s.renewToken(f)
 	case proto.OpSend:
@@ -572,6 +580,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	s.user, s.device = req.UserID, req.DeviceID
 	s.tokenExp = claims.ExpiresAt
 	s.syncing = true
+	s.rung = make(map[string]bool)
 	s.mu.Unlock()
 	s.loggedIn.Store(true)
 	// The sync below may outlast a heartbeat interval, and frames are not
@@ -581,6 +590,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	if !ok {
 		return // ended meanwhile: end has run or will find nothing to remove
 	}
+	s.g.cancelGrace(s.user) // the user is back: their calls ring on
 	for _, k := range kick {
 		s.g.stats.kicked.Add(1)
 		k.closeWith(proto.CloseKickedOut, reason)
