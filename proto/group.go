@@ -77,7 +77,7 @@ type GroupReply struct {
 // GroupsRequest pages through the caller's groups in group ID order.
 type GroupsRequest struct {
 	After string `json:"after,omitempty"` // the last group ID of the previous page
-	Limit int    `json:"limit,omitempty"` // default 100, at most 500
+	Limit int    `json:"limit,omitempty"` // default 500, at most 500
 }
 
 // GroupsReply is one page of the caller's groups.

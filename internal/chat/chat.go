@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sort"
 	"sync"
 	"time"
@@ -83,7 +82,7 @@ type Config struct {
 	SyncPage         int           // messages per store read during sync; zero means 200
 	MaxGroupMembers  int           // members per group; zero means 10,000
 	MaxGroupsPerUser int           // groups one user can be in; zero means 500
-	MaxCachedMembers int           // group members held in memory (groups beyond are read again when used); zero means 2,000,000
+	MaxCachedMembers int           // group members held in memory (groups beyond are read again when used); zero means 2,000,000; at least 2 x MaxGroupMembers
 	Push             Pusher        // nil: sends with a push configuration are refused
 	Now              func() time.Time
 	Logger           *slog.Logger
@@ -133,6 +132,8 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 	if cfg.MaxCachedMembers <= 0 {
 		cfg.MaxCachedMembers = 2_000_000
 	}
+	// Two full groups at least, or groups in use would evict each other.
+	cfg.MaxCachedMembers = max(cfg.MaxCachedMembers, 2*cfg.MaxGroupMembers)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -340,19 +341,7 @@ func (s *Service) fanoutLoop() {
 			switch {
 			case p.res.Duplicate:
 			case p.group != nil:
-				// The members now: whoever left or was kicked before
-				// this point gets nothing more; a command (seq 0) goes
-				// to every member.
-				seq := m.Seq
-				if seq == 0 {
-					seq = math.MaxInt64
-				}
-				ms, err := s.current(context.Background(), p.group)
-				if err != nil {
-					s.log.Error("group members unreadable; message not delivered live", "conv", m.Conv, "seq", m.Seq, "err", err)
-				} else {
-					s.deliv.DeliverMessage(m, ms.seeing(seq), p.origin)
-				}
+				s.deliverGroup(m, p.group, p.origin)
 			default:
 				to[0], to[1] = m.To, m.From
 				s.deliv.DeliverMessage(m, to[:], p.origin)

@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -108,15 +109,32 @@ func (ms *memberSet) seeing(seq int64) []string {
 }
 
 type groupState struct {
-	id        string
-	mu        sync.Mutex // serialises changes: store write, then cache update
+	id string
+	// mu serialises changes, from the store write to the cache update.
+	// It is also held while the entry is loaded from the store.
+	mu        sync.Mutex
+	loaded    atomic.Bool // info and members are set; until then, wait on mu
 	info      atomic.Pointer[herald.Group]
 	members   atomic.Pointer[memberSet] // replaced with Service.setMembers
-	dismissed atomic.Bool
-	// evicted: dropped from the cache (under mu), so changes go to the
-	// group's next entry, loaded again from the store. Whoever locks an
-	// evicted entry looks the group up again.
+	dismissed atomic.Bool               // a marker kept in the cache: the group is gone
+	// evicted: dropped from the cache (under mu, so with no change in
+	// progress), or its load failed. Changes go to the group's next entry,
+	// loaded again from the store: whoever finds an entry evicted looks
+	// the group up again.
 	evicted atomic.Bool
+
+	// fanMu guards changing and held: while a change of the member set is
+	// between its store write and its cache update, the fan-out holds the
+	// group's messages back (in order) instead of waiting, and the change
+	// delivers them once its members are cached.
+	fanMu    sync.Mutex
+	changing bool
+	held     []heldMessage
+}
+
+type heldMessage struct {
+	m      *herald.Message
+	origin SessionID
 }
 
 // groups is the cache of groups in use, bounded by the members it holds.
@@ -126,30 +144,120 @@ type groups struct {
 	held int // members of the cached groups
 }
 
-// cache adds gs unless the group is cached already, and returns the entry
-// in the cache. Past Config.MaxCachedMembers it evicts groups no change
-// holds (chosen at random, never gs).
-func (s *Service) cache(gs *groupState) *groupState {
-	s.groups.mu.Lock()
-	defer s.groups.mu.Unlock()
-	if cur, ok := s.groups.m[gs.id]; ok {
-		return cur // loaded meanwhile; every change went through that one
+// group returns group id's state, loading it from the store on first use.
+// CodeNotFound when there is no such group (or it was dismissed). Callers
+// acting for a user go through groupOf.
+//
+// A load puts its entry in the cache, locked, before it reads the store:
+// a change of the group waits for the load, and a change that came before
+// it is in the store already, so no load can cache a stale member list
+// (nor bring back a dismissed group or a kicked member).
+func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
+	if err := herald.ValidateGroupID(id); err != nil {
+		return nil, err
 	}
-	s.groups.m[gs.id] = gs
-	s.groups.held += len(gs.members.Load().users)
-	for id, v := range s.groups.m {
-		if s.groups.held <= s.cfg.MaxCachedMembers {
+	for {
+		s.groups.mu.Lock()
+		gs, ok := s.groups.m[id]
+		if !ok {
+			gs = &groupState{id: id}
+			gs.mu.Lock()
+			s.groups.m[id] = gs
+			s.groups.mu.Unlock()
+			return s.load(ctx, gs)
+		}
+		s.groups.mu.Unlock()
+		if !gs.loaded.Load() {
+			gs.mu.Lock() // wait for the load in progress
+			gs.mu.Unlock()
+		}
+		switch {
+		case gs.evicted.Load():
+			continue
+		case gs.dismissed.Load():
+			return nil, groupNotFound(id)
+		}
+		return gs, nil
+	}
+}
+
+// load reads gs from the store; gs.mu is held, and released.
+func (s *Service) load(ctx context.Context, gs *groupState) (*groupState, error) {
+	defer gs.mu.Unlock()
+	fail := func(err error) (*groupState, error) {
+		s.groups.mu.Lock()
+		delete(s.groups.m, gs.id)
+		s.groups.mu.Unlock()
+		gs.evicted.Store(true)
+		return nil, err
+	}
+	g, err := s.st.Group(ctx, gs.id)
+	if err != nil {
+		if herald.ErrorCode(err) == herald.CodeNotFound {
+			return fail(groupNotFound(gs.id))
+		}
+		return fail(fmt.Errorf("load group %s: %w", gs.id, err))
+	}
+	var members []herald.GroupMember
+	for after := ""; ; {
+		page, err := s.st.GroupMembers(ctx, gs.id, after, 1000)
+		if err != nil {
+			return fail(fmt.Errorf("load group %s members: %w", gs.id, err))
+		}
+		members = append(members, page...)
+		if len(page) < 1000 {
 			break
 		}
-		if v == gs || !v.mu.TryLock() {
-			continue
+		after = page[len(page)-1].User
+	}
+	gs.info.Store(&g)
+	gs.members.Store(newMemberSet(members))
+	gs.loaded.Store(true)
+	s.groups.mu.Lock()
+	s.groups.held += len(members)
+	s.evictLocked(gs)
+	s.groups.mu.Unlock()
+	return gs, nil
+}
+
+// evictLocked drops groups no change holds (at random, never keep) while
+// the cache holds more than Config.MaxCachedMembers members; groups.mu
+// must be held.
+func (s *Service) evictLocked(keep *groupState) {
+	for id, v := range s.groups.m {
+		if s.groups.held <= s.cfg.MaxCachedMembers {
+			return
+		}
+		if v == keep || !v.mu.TryLock() {
+			continue // in use (or loading): not now
 		}
 		v.evicted.Store(true)
 		delete(s.groups.m, id)
 		s.groups.held -= len(v.members.Load().users)
 		v.mu.Unlock()
 	}
-	return gs
+}
+
+// create caches a group just created, unless
+// an entry was loaded for it meanwhile from the store write: that one is
+// returned then.
+func (s *Service) create(gs *groupState) *groupState {
+	for {
+		s.groups.mu.Lock()
+		_, ok := s.groups.m[gs.id]
+		if !ok {
+			gs.loaded.Store(true)
+			s.groups.m[gs.id] = gs
+			s.groups.held += len(gs.members.Load().users)
+			s.evictLocked(gs)
+			s.groups.mu.Unlock()
+			return gs
+		}
+		s.groups.mu.Unlock()
+		if cur, err := s.group(context.Background(), gs.id); err == nil {
+			return cur
+		}
+	}
 }
 
 // setMembers replaces a cached group's members; gs.mu must be held.
@@ -172,11 +280,8 @@ func (s *Service) groupOf(ctx context.Context, user, id string) (*groupState, er
 	if err := herald.ValidateGroupID(id); err != nil {
 		return nil, err
 	}
-	if gs, ok := s.cached(id); ok {
-		if gs.dismissed.Load() {
-			return nil, groupNotFound(id)
-		}
-		return gs, nil
+	if _, ok := s.cached(id); ok {
+		return s.group(ctx, id)
 	}
 	mine, err := s.st.UserGroups(ctx, user)
 	if err != nil {
@@ -200,47 +305,6 @@ func (s *Service) cached(id string) (*groupState, bool) {
 	return gs, ok
 }
 
-// group returns group id's state, loading it from the store on first use.
-// CodeNotFound when there is no such group (or it was dismissed). Callers
-// acting for a user go through groupOf.
-func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
-	if err := herald.ValidateGroupID(id); err != nil {
-		return nil, err
-	}
-	if gs, ok := s.cached(id); ok {
-		if gs.dismissed.Load() {
-			return nil, groupNotFound(id)
-		}
-		return gs, nil
-	}
-	g, err := s.st.Group(ctx, id)
-	if err != nil {
-		if herald.ErrorCode(err) == herald.CodeNotFound {
-			return nil, groupNotFound(id)
-		}
-		return nil, fmt.Errorf("load group %s: %w", id, err)
-	}
-	var members []herald.GroupMember
-	for after := ""; ; {
-		page, err := s.st.GroupMembers(ctx, id, after, 1000)
-		if err != nil {
-			return nil, fmt.Errorf("load group %s members: %w", id, err)
-		}
-		members = append(members, page...)
-		if len(page) < 1000 {
-			break
-		}
-		after = page[len(page)-1].User
-	}
-	gs := &groupState{id: id}
-	gs.info.Store(&g)
-	gs.members.Store(newMemberSet(members))
-	if gs = s.cache(gs); gs.dismissed.Load() {
-		return nil, groupNotFound(id)
-	}
-	return gs, nil
-}
-
 func groupNotFound(id string) error {
 	return herald.Errorf(herald.CodeNotFound, "group %q does not exist", id)
 }
@@ -249,11 +313,9 @@ func notMember(id string) error {
 	return herald.Errorf(herald.CodeForbidden, "you are not a member of group %q", id)
 }
 
-// current returns the members once any change in progress is cached. A
-// change holds mu from its store write to its cache update, so a message
-// stored after the write (or expanded for push after it) must wait for the
-// update: else a member who just joined would miss it, and one who was
-// just kicked would still get it.
+// current returns the members once any change in progress is cached (the
+// push expansion waits for it: a member who just joined must be pushed,
+// one just kicked must not).
 func (s *Service) current(ctx context.Context, gs *groupState) (*memberSet, error) {
 	for {
 		gs.mu.Lock()
@@ -267,6 +329,69 @@ func (s *Service) current(ctx context.Context, gs *groupState) (*memberSet, erro
 			return nil, err
 		}
 	}
+}
+
+// beginChange marks a change of gs's member set in progress (gs.mu held):
+// the fan-out holds the group's messages back until endChange.
+func (gs *groupState) beginChange() {
+	gs.fanMu.Lock()
+	gs.changing = true
+	gs.fanMu.Unlock()
+}
+
+// endChange ends a change (its members cached, or its write failed) and
+// delivers the messages held back meanwhile, in order, to the members now.
+func (s *Service) endChange(gs *groupState) {
+	gs.fanMu.Lock()
+	defer gs.fanMu.Unlock()
+	gs.changing = false
+	for _, h := range gs.held {
+		s.deliverTo(gs, h.m, h.origin)
+	}
+	gs.held = nil
+}
+
+// deliverGroup hands a stored group message to the live sessions of the
+// members who can see it: the members now, or, while a change of the
+// member set is between its store write and its cache update, the members
+// after it (the message is held back until then, without holding up the
+// fan-out of other conversations).
+func (s *Service) deliverGroup(m *herald.Message, gs *groupState, origin SessionID) {
+	for {
+		if gs.evicted.Load() {
+			cur, err := s.group(context.Background(), gs.id)
+			if herald.ErrorCode(err) == herald.CodeNotFound {
+				return // dismissed meanwhile
+			}
+			if err != nil {
+				s.log.Error("group members unreadable; message not delivered live (clients fetch it on their next message or login)",
+					"conv", m.Conv, "seq", m.Seq, "err", err)
+				return
+			}
+			gs = cur
+		}
+		gs.fanMu.Lock()
+		if gs.evicted.Load() {
+			gs.fanMu.Unlock()
+			continue
+		}
+		if gs.changing {
+			gs.held = append(gs.held, heldMessage{m, origin})
+		} else {
+			s.deliverTo(gs, m, origin)
+		}
+		gs.fanMu.Unlock()
+		return
+	}
+}
+
+// deliverTo delivers m to gs's members who can see it; fanMu is held.
+func (s *Service) deliverTo(gs *groupState, m *herald.Message, origin SessionID) {
+	seq := m.Seq
+	if seq == 0 { // a command: every member now
+		seq = math.MaxInt64
+	}
+	s.deliv.DeliverMessage(m, gs.members.Load().seeing(seq), origin)
 }
 
 // member returns user's membership of a group the caller holds.
@@ -387,7 +512,7 @@ func (s *Service) CreateGroup(ctx context.Context, owner string, origin SessionI
 	gs.info.Store(&g)
 	ms := newMemberSet(members)
 	gs.members.Store(ms)
-	gs = s.cache(gs) // or the entry loaded meanwhile, from the store write above
+	gs = s.create(gs) // or the entry loaded meanwhile, from the store write above
 	info := gs.infoOf(herald.GroupMember{})
 	s.tell(GroupEvent{Group: g.ID, Action: herald.GroupCreated, Operator: owner, Users: ms.users, Info: &info}, ms.users, origin)
 	info.Self = members[0]
@@ -427,9 +552,18 @@ func (s *Service) JoinGroup(ctx context.Context, user string, origin SessionID, 
 			}
 		}
 	}
-	var gs *groupState
+	gs, err := s.group(ctx, id)
+	if err != nil {
+		return GroupInfo{}, err
+	}
+	if _, in := gs.member(user); !in {
+		// Before the lock: a read per user is not to be made while the
+		// group's messages are held back.
+		if err := s.checkGroupCounts(ctx, []string{user}); err != nil {
+			return GroupInfo{}, err
+		}
+	}
 	for {
-		var err error
 		if gs, err = s.group(ctx, id); err != nil {
 			return GroupInfo{}, err
 		}
@@ -465,14 +599,13 @@ func (s *Service) addMembers(ctx context.Context, gs *groupState, id string, use
 	if n := len(ms.users) + len(users); n > s.cfg.MaxGroupMembers {
 		return nil, herald.Errorf(herald.CodeTooLarge, "group %q would have %d members; the limit is %d", id, n, s.cfg.MaxGroupMembers)
 	}
-	if err := s.checkGroupCounts(ctx, users); err != nil {
-		return nil, err
-	}
 	now := s.cfg.Now().Truncate(1e6)
 	add := make([]herald.GroupMember, len(users))
 	for i, u := range users {
 		add[i] = herald.GroupMember{Group: id, User: u, Role: herald.RoleMember, JoinedAt: now}
 	}
+	gs.beginChange()
+	defer s.endChange(gs)
 	added, err := s.st.AddGroupMembers(ctx, id, add)
 	if err != nil {
 		return nil, fmt.Errorf("add group members: %w", err)
@@ -509,6 +642,15 @@ func (s *Service) InviteGroupMembers(ctx context.Context, user string, origin Se
 	if len(users) == 0 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "users is empty")
 	}
+	gs, err := s.groupOf(ctx, user, id)
+	if err != nil {
+		return nil, err
+	}
+	// The users' group counts are read before the lock: a read per user
+	// is not to be made while the group's messages are held back.
+	if err := s.checkGroupCounts(ctx, slices.DeleteFunc(slices.Clone(users), func(u string) bool { _, in := gs.member(u); return in })); err != nil {
+		return nil, err
+	}
 	gs, ms, self, err := s.lockGroup(ctx, user, id, herald.RoleMember, "invite")
 	if err != nil {
 		return nil, err
@@ -544,6 +686,8 @@ func (s *Service) LeaveGroup(ctx context.Context, user string, origin SessionID,
 	if m.Role == herald.RoleOwner {
 		return herald.Errorf(herald.CodeForbidden, "the owner cannot leave group %q: transfer ownership or dismiss it", id)
 	}
+	gs.beginChange()
+	defer s.endChange(gs)
 	if _, err := s.st.RemoveGroupMembers(ctx, id, []string{user}); err != nil {
 		return fmt.Errorf("leave group: %w", err)
 	}
@@ -584,6 +728,8 @@ func (s *Service) KickGroupMembers(ctx context.Context, user string, origin Sess
 	if len(kick) == 0 {
 		return []string{}, nil
 	}
+	gs.beginChange()
+	defer s.endChange(gs)
 	removed, err := s.st.RemoveGroupMembers(ctx, id, kick)
 	if err != nil {
 		return nil, fmt.Errorf("kick group members: %w", err)
@@ -600,15 +746,13 @@ func (s *Service) DismissGroup(ctx context.Context, user string, origin SessionI
 		return err
 	}
 	defer gs.mu.Unlock()
+	gs.beginChange()
+	defer s.endChange(gs)
 	if err := s.st.DismissGroup(ctx, id); err != nil {
 		return fmt.Errorf("dismiss group: %w", err)
 	}
-	gs.dismissed.Store(true)
+	gs.dismissed.Store(true) // the entry stays, a marker, until evicted
 	s.setMembers(gs, newMemberSet(nil))
-	s.groups.mu.Lock()
-	delete(s.groups.m, id) // the store answers not_found from now on
-	gs.evicted.Store(true)
-	s.groups.mu.Unlock()
 	s.tell(GroupEvent{Group: id, Action: herald.GroupDismissed, Operator: user}, ms.users, origin)
 	return nil
 }
@@ -734,11 +878,12 @@ func (s *Service) GroupMembers(ctx context.Context, user, id, after string, limi
 
 // Groups returns up to limit of the groups user is a member of, with a
 // group ID greater than after, in group ID order, and whether there are
-// more. limit 0 means 100; at most 500.
+// more. limit 0 means 500 (the default per-user limit: a client that does
+// not page gets them all); at most 500.
 func (s *Service) Groups(ctx context.Context, user, after string, limit int) ([]GroupInfo, bool, error) {
 	switch {
 	case limit == 0:
-		limit = 100
+		limit = 500
 	case limit < 0 || limit > 500:
 		return nil, false, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-500", limit)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,15 +120,15 @@ func TestLateJoinerSeesOnlyLaterMessages(t *testing.T) {
 // and come back from the store when used, with every change kept.
 func TestGroupCacheIsBounded(t *testing.T) {
 	ctx := context.Background()
-	s, rec := newService(t, openStore(t), Config{MaxCachedMembers: 5})
+	s, rec := newService(t, openStore(t), Config{MaxGroupMembers: 3, MaxCachedMembers: 6})
 	for _, id := range []string{"g1", "g2", "g3", "g4"} {
 		mustCreate(t, s, "owner", id, "ann", "bob")
 	}
 	s.groups.mu.Lock()
 	cached, held := len(s.groups.m), s.groups.held
 	s.groups.mu.Unlock()
-	if held > 5 || cached > 2 {
-		t.Errorf("cache holds %d groups with %d members, want at most 5 members", cached, held)
+	if held > 6 || cached > 2 {
+		t.Errorf("cache holds %d groups with %d members, want at most 6 members", cached, held)
 	}
 	for _, id := range []string{"g1", "g2", "g3", "g4"} {
 		if _, err := s.KickGroupMembers(ctx, "owner", 0, id, []string{"bob"}); err != nil {
@@ -359,5 +360,113 @@ func TestSyncAfterKickBetweenReadsSendsNothingOfTheGroup(t *testing.T) {
 	}
 	if len(got) > 0 {
 		t.Errorf("eve (joined after them, kicked during the sync) was synced %v", got)
+	}
+}
+
+// memberPause stops the first member read after it is armed: a group's
+// load that has read the store and not yet cached what it read.
+type memberPause struct {
+	*sqlite.Store
+	armed          atomic.Bool
+	paused, resume chan struct{}
+}
+
+func (p *memberPause) GroupMembers(ctx context.Context, id, after string, limit int) ([]herald.GroupMember, error) {
+	r, err := p.Store.GroupMembers(ctx, id, after, limit)
+	if p.armed.CompareAndSwap(true, false) {
+		p.paused <- struct{}{}
+		<-p.resume
+	}
+	return r, err
+}
+
+// A load in progress when the group is dismissed does not bring it back.
+func TestDismissDuringALoad(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	s1, _ := newService(t, st, Config{})
+	mustCreate(t, s1, "owner", "g1", "ann")
+	mp := &memberPause{Store: st, paused: make(chan struct{}), resume: make(chan struct{})}
+	s, _ := newService(t, mp, Config{}) // a fresh cache, as after a restart
+	mp.armed.Store(true)
+	done := make(chan error)
+	go func() { _, err := s.GroupInfo(ctx, "ann", "g1"); done <- err }()
+	<-mp.paused // ann's load read the members, not cached yet
+	dismissed := make(chan error)
+	go func() { dismissed <- s.DismissGroup(ctx, "owner", 0, "g1") }()
+	time.Sleep(20 * time.Millisecond) // a head start: the dismiss waits for the load
+	close(mp.resume)
+	if err := <-done; err != nil {
+		t.Fatalf("group_info that started before the dismiss: %v", err)
+	}
+	if err := <-dismissed; err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.GroupInfo(ctx, "ann", "g1")
+	wantCode(t, "group_info after the dismiss", err, herald.CodeNotFound)
+	_, err = send(s, "ann", 0, groupMsg("g1", "after", "still here?"))
+	wantCode(t, "send after the dismiss", err, herald.CodeNotFound)
+}
+
+// A load in progress when a member is kicked, and the group evicted, does
+// not bring the member back.
+func TestKickDuringALoadWithEviction(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	s1, _ := newService(t, st, Config{})
+	mustCreate(t, s1, "owner", "g1", "ann", "bob")
+	mustCreate(t, s1, "owner", "g2", "x1", "x2")
+	mp := &memberPause{Store: st, paused: make(chan struct{}), resume: make(chan struct{})}
+	s, _ := newService(t, mp, Config{MaxGroupMembers: 3, MaxCachedMembers: 6})
+	mp.armed.Store(true)
+	done := make(chan error)
+	go func() { _, err := s.GroupInfo(ctx, "ann", "g1"); done <- err }()
+	<-mp.paused
+	kicked := make(chan error)
+	go func() { _, err := s.KickGroupMembers(ctx, "owner", 0, "g1", []string{"bob"}); kicked <- err }()
+	if _, err := s.GroupInfo(ctx, "x1", "g2"); err != nil { // another group in the cache
+		t.Fatal(err)
+	}
+	close(mp.resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-kicked; err != nil {
+		t.Fatal(err)
+	}
+	_, err := send(s, "bob", 0, groupMsg("g1", "b1", "i'm back"))
+	wantCode(t, "kicked bob sends", err, herald.CodeForbidden)
+	if g, err := s.GroupInfo(ctx, "ann", "g1"); err != nil || g.MemberCount != 2 {
+		t.Errorf("g1 = %+v, %v; want 2 members", g, err)
+	}
+}
+
+// A group change in progress holds back that group's messages only: the
+// fan-out of other conversations goes on.
+func TestGroupChangeDoesNotHoldUpOthers(t *testing.T) {
+	ctx := context.Background()
+	ps := &pausingStore{Store: openStore(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	s, rec := newService(t, ps, Config{})
+	mustCreate(t, s, "owner", "g1", "ann")
+	ps.pauseAdd = true
+	invited := make(chan error)
+	go func() { _, err := s.InviteGroupMembers(ctx, "owner", 0, "g1", []string{"late"}); invited <- err }()
+	<-ps.paused
+	if _, err := send(s, "ann", 0, groupMsg("g1", "m1", "held back")); err != nil {
+		t.Fatal(err) // answered: stored, its delivery waits for the change
+	}
+	if _, err := send(s, "carol", 0, text("dave", "p1", "unrelated")); err != nil {
+		t.Fatal(err)
+	}
+	if d := rec.all(); len(d) != 1 || d[0].conv != herald.PeerConversationKey("carol", "dave") {
+		t.Fatalf("deliveries during the change: %+v; want only the peer message", d)
+	}
+	close(ps.resume)
+	if err := <-invited; err != nil {
+		t.Fatal(err)
+	}
+	d := rec.all()
+	if len(d) != 2 || d[1].conv != "g:g1" || !slices.Contains(d[1].to, "late") {
+		t.Errorf("deliveries after the change: %+v; want the group message, to late too", d)
 	}
 }

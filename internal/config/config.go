@@ -369,6 +369,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if c.GroupCacheMembers < 2*c.GroupMaxMembers {
+		return fmt.Errorf("HERALD_GROUP_CACHE_MEMBERS (%d) must be at least twice HERALD_GROUP_MAX_MEMBERS (%d): a smaller cache would drop the groups in use to make room for each other", c.GroupCacheMembers, c.GroupMaxMembers)
+	}
 	if c.PushRetryMax < c.PushRetryBase {
 		return fmt.Errorf("HERALD_PUSH_RETRY_MAX (%s) must be at least HERALD_PUSH_RETRY_BASE (%s)", c.PushRetryMax, c.PushRetryBase)
 	}

@@ -480,11 +480,14 @@ func (s *session) handle(payload []byte) {
 				return
 			}
 		}
-		s.reply(f.ID, struct{}{})
+		// Before the reply too: a client that closes as soon as it is
+		// answered ends the session as a logout, whose calls are
+		// cancelled at once (callsEnded), not after a grace.
 		s.mu.Lock()
-		s.loggedOut = true // the caller's calls are cancelled at once when it was the last session (callsEnded)
-		s.closeLocked(proto.CloseNormal, "logged out")
+		s.loggedOut = true
 		s.mu.Unlock()
+		s.reply(f.ID, struct{}{})
+		s.closeWith(proto.CloseNormal, "logged out")
 	case proto.OpRenewToken:
 		s.renewToken(f)
 	case proto.OpSend:

@@ -51,13 +51,16 @@ func (s *Service) expand(j store.PushJob) outcome {
 	for _, u := range data.Mentions {
 		mentioned[u] = true
 	}
-	liveDue := j.Due.Add(s.cfg.AckWindow)
-	// Expanded late (behind a backlog, or again after a restart), a
-	// device offline now may have been live when the message was stored,
-	// and acknowledged it before it went: its job checks the stored acks
-	// too, as a live device's does. On time, an offline device's job is
-	// sent without that read.
-	late := now.Sub(j.Due) > s.cfg.AckWindow/5
+	// The message's time: Plan set the job's expiry from it (a retried
+	// expansion has moved Due on since).
+	stored := j.Expires.Add(-s.cfg.TTL)
+	liveDue := stored.Add(s.cfg.AckWindow)
+	// Expanded late (behind a backlog, after a failed try, or again after
+	// a restart), a device offline now may have been live when the
+	// message was stored, and acknowledged it before it went: its job
+	// checks the stored acks too, as a live device's does. On time, an
+	// offline device's job is sent without that read.
+	late := now.Sub(stored) > s.cfg.AckWindow/5
 	var variants [4][]byte // by live, mentioned
 	dataFor := func(live, ment bool) []byte {
 		k := 0
