@@ -68,6 +68,16 @@ func VerifyAdmin(secret []byte, tok string, now time.Time) error {
 	return err
 }
 
+// VerifyAdminClaims checks an admin token as VerifyAdmin does and returns
+// its claims: the web console ends its session when the token expires.
+func VerifyAdminClaims(secret []byte, tok string, now time.Time) (Claims, error) {
+	c, kind, err := verify(secret, tok, now)
+	if err == nil && kind != kindAdmin {
+		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token is a login token, not an admin token")
+	}
+	return c, err
+}
+
 func mint(secret []byte, user, kind string, now time.Time, ttl time.Duration) (string, error) {
 	if len(secret) < MinSecretLen {
 		return "", herald.Errorf(herald.CodeInvalidArgument, "secret is %d bytes; at least %d are needed", len(secret), MinSecretLen)

@@ -13,24 +13,34 @@ import (
 )
 
 // gentoken prints only the token on stdout, minted with the secret of the
-// server that uses the data folder (or HERALD_SECRET).
+// server that uses the data folder (or HERALD_SECRET): a login token for
+// --user, or with --admin an operator token for the web console and the
+// admin API.
 func gentoken(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("herald gentoken", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	user := fs.String("user", "", "user ID the token logs in (required)")
+	user := fs.String("user", "", "user ID the token logs in (required unless --admin)")
+	admin := fs.Bool("admin", false, "mint an admin token (web console login, herald push) instead of a login token")
 	ttl := fs.Duration("ttl", 24*time.Hour, "token lifetime (at most 576h, ZIM's 24 days)")
 	cfg, err := config.Load(fs, args, os.Getenv)
 	if err != nil {
 		return err
 	}
-	if *user == "" {
-		return errors.New("gentoken: --user is required")
+	switch {
+	case *admin && *user != "":
+		return errors.New("gentoken: --admin and --user exclude each other: an admin token names no user")
+	case !*admin && *user == "":
+		return errors.New("gentoken: --user is required (or --admin for an operator token)")
 	}
 	secret, _, err := cfg.ResolveSecret(false)
 	if err != nil {
 		return fmt.Errorf("gentoken: %w", err)
 	}
-	tok, err := token.Mint(secret, *user, time.Now(), *ttl)
+	mint := func() (string, error) { return token.Mint(secret, *user, time.Now(), *ttl) }
+	if *admin {
+		mint = func() (string, error) { return token.MintAdmin(secret, time.Now(), *ttl) }
+	}
+	tok, err := mint()
 	if err != nil {
 		return fmt.Errorf("gentoken: %w", err)
 	}

@@ -43,6 +43,7 @@ func TestGentokenErrors(t *testing.T) {
 		{"no user", []string{"gentoken", "--data", t.TempDir()}, "--user is required"},
 		{"no secret", []string{"gentoken", "--data", t.TempDir(), "--user", "a"}, "no HERALD_SECRET"},
 		{"bad ttl", []string{"gentoken", "--secret", "0123456789abcdef", "--user", "a", "--ttl", "1000h"}, "ttl"},
+		{"admin with a user", []string{"gentoken", "--secret", "0123456789abcdef", "--admin", "--user", "a"}, "exclude each other"},
 		{"unknown command", []string{"fly"}, "unknown command"},
 	}
 	for _, tt := range tests {
@@ -56,5 +57,24 @@ func TestGentokenErrors(t *testing.T) {
 				t.Errorf("stdout = %q, want nothing on failure", out.String())
 			}
 		})
+	}
+}
+
+func TestGentokenAdmin(t *testing.T) {
+	secret := "0123456789abcdef0123456789abcdef"
+	var out, errOut bytes.Buffer
+	if err := run([]string{"gentoken", "--secret", secret, "--admin", "--ttl", "2h"}, &out, &errOut); err != nil {
+		t.Fatalf("gentoken --admin: %v (%s)", err, errOut.String())
+	}
+	tok := strings.TrimSuffix(out.String(), "\n")
+	c, err := token.VerifyAdminClaims([]byte(secret), tok, time.Now())
+	if err != nil {
+		t.Fatalf("admin token does not verify: %v", err)
+	}
+	if d := time.Until(c.ExpiresAt); d < 119*time.Minute || d > 2*time.Hour {
+		t.Errorf("expiry in %s, want 2h", d)
+	}
+	if _, err := token.Verify([]byte(secret), tok, time.Now()); err == nil {
+		t.Error("the admin token logs in as a user; want it refused by Verify")
 	}
 }

@@ -1,24 +1,42 @@
-// Package api is the server's HTTP API for operators and app backends,
-// beside the client WebSocket. Every request carries an admin token
-// (token.MintAdmin, signed with the server secret) as
-// "Authorization: Bearer <token>". Today it serves push debugging: a test
-// push to one device and the delivery log.
+// Package api is the server's HTTP API for app backends and operators,
+// beside the client WebSocket (docs/api.md; the OpenAPI document is
+// internal/api/openapi.json, served at /api/openapi.json).
+//
+// A request is authenticated one of two ways, and either is accepted on
+// every endpoint:
+//   - a signature (auth.go): an app backend signs each request with the
+//     server secret (X-Herald-App, -Timestamp, -Nonce, -Signature; the
+//     apiclient package does it for Go). Signed requests are rate limited
+//     per app (ratelimit.go).
+//   - an admin token (token.MintAdmin) as "Authorization: Bearer <token>":
+//     the operator credential of the console and `herald push`. It is
+//     minted with the same secret, so it grants nothing a signature does
+//     not; it is not rate limited, as an operator must be able to look
+//     at a server while a backend floods it.
+//
+// Backends send peer, group and broadcast messages and call invitations,
+// kick a user's sessions and read a user's push devices (backend.go);
+// operators and backends alike run test pushes and read the delivery log
+// (push.go). Herald keeps no user registry (users exist through the tokens
+// the app's backend mints), so there is nothing to register or unregister.
 package api
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/apiclient"
+	"github.com/herald-im/herald/internal/call"
+	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
-	"github.com/herald-im/herald/token"
 )
 
 // Push is what the API needs of the push service.
@@ -30,146 +48,181 @@ type Push interface {
 	Suspended() []push.Suspension
 }
 
-// Paths served.
+// Chat is what the API needs of the chat service: the same send a
+// client's session uses, with no origin session.
+type Chat interface {
+	Send(from string, origin chat.SessionID, m *herald.Message, done func(chat.SendResult, error))
+}
+
+// Sessions is what the API needs of the gateway. Neither method blocks
+// on a client.
+type Sessions interface {
+	// Broadcast queues m (live only, Seq 0) on every logged-in session
+	// but m.From's and returns how many.
+	Broadcast(m *herald.Message) int
+	// Kick closes every session of user with proto.CloseKickedOut and
+	// reason, and returns how many.
+	Kick(user, reason string) int
+}
+
+// Calls is what the API needs of the call service.
+type Calls interface {
+	Invite(ctx context.Context, caller string, origin call.SessionID, invitees []string, timeout time.Duration, extended string, push *herald.PushConfig) (*herald.Call, error)
+}
+
+// Paths served (apiclient has them all).
 const (
-	PathPushTest    = "/api/v1/push/test"
-	PathPushLog     = "/api/v1/push/log"
-	PathPushDevices = "/api/v1/push/devices"
-	PathPushStatus  = "/api/v1/push/status"
+	PathOpenAPI     = apiclient.PathOpenAPI
+	PathPushTest    = apiclient.PathPushTest
+	PathPushLog     = apiclient.PathPushLog
+	PathPushDevices = apiclient.PathPushDevices
+	PathPushStatus  = apiclient.PathPushStatus
 )
 
 // MaxBodyBytes bounds a request body.
 const MaxBodyBytes = 64 << 10
 
+// Config is what the handler serves with. Zero values take the defaults
+// on each field; nil services make their endpoints answer unavailable.
+type Config struct {
+	Secret     []byte        // the server secret: verifies signatures and admin tokens; required
+	AppID      string        // the app whose backend signs requests; zero means "herald"
+	Rate       int           // signed requests per second and app; zero means 20
+	Burst      int           // signed requests in a burst; zero means 40
+	TimeWindow time.Duration // a request's timestamp may be this far from the clock; zero means 5 min
+	Limits     herald.Limits // message limits, for broadcasts (sends are checked by chat)
+	Push       Push
+	Chat       Chat
+	Sessions   Sessions
+	Calls      Calls
+	Now        func() time.Time
+	Logger     *slog.Logger
+}
+
 // Handler serves the API.
 type Handler struct {
-	secret []byte
-	push   Push
-	now    func() time.Time
-	log    *slog.Logger
-	mux    *http.ServeMux
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	limit   *limiter
+	nonces  *nonceCache
+	openapi []byte
+}
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+// OpenAPI returns the OpenAPI document served at PathOpenAPI.
+func OpenAPI() []byte { return openAPIDoc }
+
+type route struct {
+	method, path string
+	serve        http.HandlerFunc
+}
+
+// routes lists every endpoint behind authentication; openapi.json
+// describes each, and a test holds the two together.
+func (h *Handler) routes() []route {
+	return []route{
+		{http.MethodPost, apiclient.PathPeerMessage, h.peerMessage},
+		{http.MethodPost, apiclient.PathGroupMessage, h.groupMessage},
+		{http.MethodPost, apiclient.PathBroadcast, h.broadcast},
+		{http.MethodPost, apiclient.PathCalls, h.inviteCall},
+		{http.MethodPost, apiclient.PathUserKick, h.kick},
+		{http.MethodGet, apiclient.PathUserDevices, h.userDevices},
+		{http.MethodPost, PathPushTest, h.pushTest},
+		{http.MethodGet, PathPushLog, h.pushLog},
+		{http.MethodGet, PathPushDevices, h.pushDevices},
+		{http.MethodGet, PathPushStatus, h.pushStatus},
+	}
 }
 
 // New returns the API handler; mount it at /api/.
-func New(secret []byte, p Push, log *slog.Logger) *Handler {
-	h := &Handler{secret: secret, push: p, now: time.Now, log: log, mux: http.NewServeMux()}
-	h.mux.HandleFunc("POST "+PathPushTest, h.pushTest)
-	h.mux.HandleFunc("GET "+PathPushLog, h.pushLog)
-	h.mux.HandleFunc("GET "+PathPushDevices, h.pushDevices)
-	h.mux.HandleFunc("GET "+PathPushStatus, h.pushStatus)
+func New(cfg Config) *Handler {
+	if cfg.AppID == "" {
+		cfg.AppID = apiclient.DefaultAppID
+	}
+	if cfg.Rate <= 0 {
+		cfg.Rate = apiclient.DefaultRate
+	}
+	if cfg.Burst <= 0 {
+		cfg.Burst = apiclient.DefaultBurst
+	}
+	if cfg.TimeWindow <= 0 {
+		cfg.TimeWindow = apiclient.DefaultTimeWindow
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
+		limit: newLimiter(cfg.Rate, cfg.Burst), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow)}
+	for _, rt := range h.routes() {
+		h.mux.HandleFunc(rt.method+" "+rt.path, rt.serve)
+	}
 	return h
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		writeErr(w, h.log, herald.Errorf(herald.CodeUnauthorized, "missing \"Authorization: Bearer <admin token>\""))
-		return
-	}
-	if err := token.VerifyAdmin(h.secret, tok, h.now()); err != nil {
-		writeErr(w, h.log, err)
+	if r.URL.Path == PathOpenAPI {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "%s %s: the OpenAPI document is read with GET", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(h.openapi)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	app, err := h.authenticate(r)
+	if err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	if app != "" {
+		if ok, wait := h.limit.take(app, h.cfg.Now()); !ok {
+			w.Header().Set("Retry-After", retryAfter(wait))
+			writeErr(w, h.log, herald.Errorf(herald.CodeRateLimited, "app %s is over its limit of %d requests per second (burst %d); retry after %s s",
+				app, h.cfg.Rate, h.cfg.Burst, retryAfter(wait)))
+			return
+		}
+	}
+	if _, pattern := h.mux.Handler(r); pattern == "" {
+		writeErr(w, h.log, herald.Errorf(herald.CodeNotFound, "no endpoint %s %s; see %s", r.Method, r.URL.Path, PathOpenAPI))
+		return
+	}
 	h.mux.ServeHTTP(w, r)
 }
 
-// TestRequest is the body of POST /api/v1/push/test.
-type TestRequest struct {
-	PushID string `json:"push_id"`
-	herald.PushConfig
-}
-
-func (h *Handler) pushTest(w http.ResponseWriter, r *http.Request) {
-	var req TestRequest
+// decode reads a JSON body into v, refusing unknown fields and trailing
+// data. An empty body is refused unless emptyOK.
+func decode(r *http.Request, v any, emptyOK bool) error {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeErr(w, h.log, herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes", MaxBodyBytes))
-			return
+		switch {
+		case errors.As(err, &mbe):
+			return herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes", MaxBodyBytes)
+		case errors.Is(err, io.EOF) && emptyOK:
+			return nil
+		case errors.Is(err, io.EOF):
+			return herald.Errorf(herald.CodeInvalidArgument, "body is empty; want a JSON object")
 		}
-		writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "body: %v", err))
-		return
+		return herald.Errorf(herald.CodeInvalidArgument, "body: %v", err)
 	}
-	rep, err := h.push.Test(r.Context(), req.PushID, req.PushConfig)
-	if err != nil {
-		writeErr(w, h.log, err)
-		return
+	if dec.More() {
+		return herald.Errorf(herald.CodeInvalidArgument, "body: data after the JSON object")
 	}
-	writeJSON(w, http.StatusOK, rep)
-}
-
-func (h *Handler) pushLog(w http.ResponseWriter, r *http.Request) {
-	q := store.PushLogQuery{User: r.URL.Query().Get("user_id"), PushID: r.URL.Query().Get("push_id")}
-	if v := r.URL.Query().Get("msg_id"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "msg_id %q is not an integer", v))
-			return
-		}
-		q.MsgID = n
-	}
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "limit %q is not an integer", v))
-			return
-		}
-		q.Limit = n
-	}
-	entries, err := h.push.Log(r.Context(), q)
-	if err != nil {
-		writeErr(w, h.log, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
-}
-
-// Device is one push device on the API.
-type Device struct {
-	PushID       string    `json:"push_id"`
-	Provider     string    `json:"provider"`
-	App          string    `json:"app"`
-	Env          string    `json:"environment"`
-	User         string    `json:"user_id"`
-	DeviceID     string    `json:"device_id"`
-	RegisteredAt time.Time `json:"registered_at"`
-	Badge        int       `json:"badge"`
-}
-
-func (h *Handler) pushDevices(w http.ResponseWriter, r *http.Request) {
-	user := r.URL.Query().Get("user_id")
-	if err := herald.ValidateUserID(user); err != nil {
-		writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "user_id: %s", herald.ErrorMessage(err)))
-		return
-	}
-	devs := h.push.Devices(user)
-	out := make([]Device, 0, len(devs))
-	for _, d := range devs {
-		out = append(out, Device{PushID: d.PushID, Provider: string(d.Provider), App: d.App, Env: string(d.Env),
-			User: d.User, DeviceID: d.Device, RegisteredAt: d.RegisteredAt, Badge: d.Badge})
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
-}
-
-// Status is the body of GET /api/v1/push/status: the dispatcher's
-// counters and the apps whose credentials the vendor refused.
-type Status struct {
-	Stats     push.Stats        `json:"stats"`
-	Suspended []push.Suspension `json:"suspended"`
-}
-
-func (h *Handler) pushStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, Status{Stats: h.push.Stats(), Suspended: h.push.Suspended()})
+	return nil
 }
 
 // Error is the body of every failed request.
-type Error struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
+type Error = apiclient.ErrorBody
 
 // status maps domain codes to HTTP statuses, once for the whole API.
 func status(code herald.Code) int {
@@ -194,12 +247,29 @@ func status(code herald.Code) int {
 	return http.StatusInternalServerError
 }
 
-func writeErr(w http.ResponseWriter, log *slog.Logger, err error) {
+// errorBody renders err for a client: internal errors are logged here,
+// the edge, and reach the client without their details.
+func errorBody(log *slog.Logger, err error) Error {
 	code := herald.ErrorCode(err)
 	if code == herald.CodeInternal {
 		log.Error("api request failed", "err", err)
 	}
-	writeJSON(w, status(code), Error{Code: string(code), Message: herald.ErrorMessage(err)})
+	body := Error{Code: string(code), Message: herald.ErrorMessage(err)}
+	var ae *authError
+	if errors.As(err, &ae) {
+		body.Reason = ae.reason
+	}
+	return body
+}
+
+// writeErr answers err with the status its code maps to, or st when given.
+func writeErr(w http.ResponseWriter, log *slog.Logger, err error, st ...int) {
+	body := errorBody(log, err)
+	s := status(herald.Code(body.Code))
+	if len(st) > 0 {
+		s = st[0]
+	}
+	writeJSON(w, s, body)
 }
 
 func writeJSON(w http.ResponseWriter, st int, v any) {

@@ -107,6 +107,14 @@ type Pusher interface {
 	Committing() (stored func(jobs []store.PushJob))
 }
 
+// Events receives what the service reports to the app's backend: each
+// call's creation, answers, cancel and timeout, after it is stored
+// (internal/webhook implements it).
+type Events interface {
+	// Emit must not block: it is called with the call's lock held.
+	Emit(herald.Event)
+}
+
 // Timer is a timer the service can stop; *time.Timer is one.
 type Timer interface {
 	Stop() bool
@@ -132,7 +140,9 @@ type Config struct {
 	// AfterFunc starts a timer that calls f once after d; nil means
 	// time.AfterFunc. Tests inject a fake clock through Now and AfterFunc.
 	AfterFunc func(d time.Duration, f func()) Timer
-	Logger    *slog.Logger
+	// Events receives the call events; nil means none.
+	Events Events
+	Logger *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -406,6 +416,18 @@ func storeErr(what string, err error) error {
 	return fmt.Errorf("call: %s: %w", what, err)
 }
 
+// emit reports a stored change of c to the app's backend; c is not
+// changed after it is stored, so the event may keep it (without its push
+// configuration).
+func (s *Service) emit(t herald.EventType, c *herald.Call, user, reason string, late []string) {
+	if s.cfg.Events == nil {
+		return
+	}
+	nc := *c
+	nc.Push = nil
+	s.cfg.Events.Emit(herald.Event{Type: t, Time: s.now(), User: user, Reason: reason, Call: &nc, Users: late})
+}
+
 func (s *Service) refuse(err *herald.Error) error {
 	s.stats.refused.Add(1)
 	return err
@@ -512,6 +534,7 @@ func (s *Service) Invite(ctx context.Context, caller string, origin SessionID, i
 		return nil, err
 	}
 	s.stats.invited.Add(1)
+	s.emit(herald.EventCallCreated, c, caller, "", nil)
 	s.armLocked(e, c.Deadline.Sub(s.now()))
 	s.log.Debug("call invited", "call_id", c.ID, "user_id", caller, "invitees", len(invitees), "pushes", len(jobs))
 	if n != nil {
@@ -664,8 +687,10 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 	}
 	if to == herald.CallAccepted {
 		s.stats.accepted.Add(1)
+		s.emit(herald.EventCallAccepted, next, user, "", nil)
 	} else {
 		s.stats.rejected.Add(1)
+		s.emit(herald.EventCallRejected, next, user, "", nil)
 	}
 	if n := s.notifier(); n != nil {
 		n.NotifyCall(users(next), EventStateChanged, next, changed, 0)
@@ -700,11 +725,12 @@ func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, i
 	if c.Caller() != caller {
 		return nil, s.refuse(herald.Errorf(herald.CodeForbidden, "only the caller can cancel call %q", id))
 	}
-	return s.cancelLocked(ctx, e, c, extended, push)
+	return s.cancelLocked(ctx, e, c, extended, push, "")
 }
 
-// cancelLocked cancels c, e's open call; e.mu must be held.
-func (s *Service) cancelLocked(ctx context.Context, e *entry, c *herald.Call, extended string, push *herald.PushConfig) (*herald.Call, error) {
+// cancelLocked cancels c, e's open call; e.mu must be held. reason is the
+// call_cancelled event's (empty: the caller asked).
+func (s *Service) cancelLocked(ctx context.Context, e *entry, c *herald.Call, extended string, push *herald.PushConfig, reason string) (*herald.Call, error) {
 	now := s.now()
 	next := clone(c)
 	caller := &next.Participants[0]
@@ -728,6 +754,7 @@ func (s *Service) cancelLocked(ctx context.Context, e *entry, c *herald.Call, ex
 		return nil, err
 	}
 	s.stats.cancelled.Add(1)
+	s.emit(herald.EventCallCancelled, next, next.Caller(), reason, nil)
 	if n := s.notifier(); n != nil {
 		n.NotifyCall(stopped, EventCancelled, next, nil, 0)
 		n.NotifyCall(users(next), EventStateChanged, next, changed, 0)
@@ -776,6 +803,7 @@ func (s *Service) expire(e *entry) {
 	}
 	if len(late) > 0 {
 		s.stats.timedOut.Add(1)
+		s.emit(herald.EventCallTimeout, next, "", "", late)
 	}
 	s.log.Debug("call timed out", "call_id", c.ID, "invitees", len(late))
 	if n := s.notifier(); n != nil {
@@ -871,7 +899,7 @@ func (s *Service) UserOffline(user string) {
 		c := e.cur.Load()
 		if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
-			if _, err := s.cancelLocked(ctx, e, c, "", nil); err != nil {
+			if _, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline); err != nil {
 				s.log.Error("call: cancelling an offline caller's call failed", "call_id", c.ID, "user_id", user, "err", err)
 			} else {
 				s.log.Debug("call cancelled: the caller went offline", "call_id", c.ID, "user_id", user)

@@ -68,6 +68,25 @@ type Pusher interface {
 	Committing() (stored func(jobs []store.PushJob))
 }
 
+// Events receives what chat reports to the app's backend: message_sent
+// and group_changed (internal/webhook implements it).
+type Events interface {
+	// Emit must not block: it is called from the fan-out loop and from
+	// group operations.
+	Emit(herald.Event)
+}
+
+// BeforeSend is the app backend's check of a client message before it is
+// stored (internal/webhook implements it).
+type BeforeSend interface {
+	// BeforeSend is given m validated, with From, Conv and CreatedAt set.
+	// It returns nil to let m through, possibly with Text, Data or
+	// Extended rewritten (Send validates m again), or the error to answer
+	// the sender with (CodeForbidden for a rejection). It blocks, for a
+	// bounded time, on the sending session's goroutine only.
+	BeforeSend(ctx context.Context, m *herald.Message) error
+}
+
 // SendResult is the outcome of a send.
 type SendResult struct {
 	Message   *herald.Message
@@ -84,6 +103,8 @@ type Config struct {
 	MaxGroupsPerUser int           // groups one user can be in; zero means 500
 	MaxCachedMembers int           // group members held in memory (groups beyond are read again when used); zero means 2,000,000; at least 2 x MaxGroupMembers
 	Push             Pusher        // nil: sends with a push configuration are refused
+	Events           Events        // nil: no events
+	BeforeSend       BeforeSend    // nil: no check; command messages are never checked
 	Now              func() time.Time
 	Logger           *slog.Logger
 }
@@ -178,8 +199,15 @@ func (s *Service) Close(ctx context.Context) error {
 // durable (or with the error), from the fan-out goroutine: it must not block.
 // Command messages are never stored; they go through the same pipeline so
 // they are delivered in order with the messages around them.
+//
+// With a BeforeSend check, Send blocks on it (on the caller's goroutine,
+// before the message is queued to the writer) for every message but
+// commands, which are signalling and never stored.
 func (s *Service) Send(from string, origin SessionID, m *herald.Message, done func(SendResult, error)) {
 	gs, err := s.prepare(from, m)
+	if err == nil && s.cfg.BeforeSend != nil && m.Type != herald.MessageCommand {
+		err = s.beforeSend(m)
+	}
 	if err != nil {
 		done(SendResult{}, err)
 		return
@@ -191,6 +219,19 @@ func (s *Service) Send(from string, origin SessionID, m *herald.Message, done fu
 		return
 	}
 	s.in <- &pending{msg: m, group: gs, origin: origin, done: done}
+}
+
+// beforeSend runs the BeforeSend check on m and validates what it
+// rewrote.
+func (s *Service) beforeSend(m *herald.Message) error {
+	if err := s.cfg.BeforeSend.BeforeSend(context.Background(), m); err != nil {
+		return err
+	}
+	if err := s.cfg.Limits.Validate(m); err != nil {
+		s.log.Warn("before_send rewrote a message into an invalid one", "user_id", m.From, "to", m.To, "err", err)
+		return herald.Errorf(herald.ErrorCode(err), "the message as rewritten by the app is invalid: %s", herald.ErrorMessage(err))
+	}
+	return nil
 }
 
 // prepare validates m and fills in what the server decides. For a group
@@ -346,9 +387,20 @@ func (s *Service) fanoutLoop() {
 				to[0], to[1] = m.To, m.From
 				s.deliv.DeliverMessage(m, to[:], p.origin)
 			}
+			if ev := s.cfg.Events; ev != nil && !p.res.Duplicate && m.Type != herald.MessageCommand {
+				ev.Emit(herald.Event{Type: herald.EventMessageSent, Time: m.CreatedAt, User: m.From, Message: withoutPush(m)})
+			}
 			p.done(SendResult{Message: m, Duplicate: p.res.Duplicate}, nil)
 		}
 	}
+}
+
+// withoutPush returns a copy of m without its push settings: events
+// carry the message, not how it is pushed.
+func withoutPush(m *herald.Message) *herald.Message {
+	c := *m
+	c.Push, c.NotifyMentioned = nil, false
+	return &c
 }
 
 // Sync sends device what it missed: for each of user's conversations, the

@@ -450,8 +450,17 @@ func (gs *groupState) infoOf(self herald.GroupMember) GroupInfo {
 	return GroupInfo{Group: *gs.info.Load(), Owner: ms.owner, MemberCount: len(ms.users), Self: self}
 }
 
+// tell gives e to its members' sessions and reports it to the app's
+// backend (Events); it is called once per change, after it is stored.
 func (s *Service) tell(e GroupEvent, to []string, origin SessionID) {
 	s.deliv.DeliverGroupEvent(&e, to, origin)
+	if ev := s.cfg.Events; ev != nil {
+		gc := &herald.GroupChange{Group: e.Group, Action: e.Action, Operator: e.Operator, Users: e.Users, Role: e.Role}
+		if e.Info != nil {
+			gc.Name, gc.Extended = e.Info.Name, e.Info.Extended
+		}
+		ev.Emit(herald.Event{Type: herald.EventGroupChanged, Time: s.cfg.Now(), User: e.Operator, Group: gc})
+	}
 }
 
 // checkUsers validates a list of user IDs named in a group operation and

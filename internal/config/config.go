@@ -11,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -69,8 +71,28 @@ type Config struct {
 
 	CallMaxInvitees int // HERALD_CALL_MAX_INVITEES: users one call invitation may invite
 
+	// Server API for app backends (docs/api.md).
+	AppID         string        // HERALD_APP_ID: the app ID backends sign API requests as (X-Herald-App)
+	APIRate       int           // HERALD_API_RATE: signed API requests per second and app (token bucket; ZIM: 20)
+	APIBurst      int           // HERALD_API_BURST: signed API requests in a burst
+	APITimeWindow time.Duration // HERALD_API_TIME_WINDOW: how far a signed request's timestamp may be from the server's clock
+
+	// Callbacks to the app's backend (docs/webhooks.md).
+	WebhookURL                string        // HERALD_WEBHOOK_URL: where events are POSTed, signed with the secret; empty: no callbacks
+	WebhookQueue              int           // HERALD_WEBHOOK_QUEUE: events awaiting delivery (queued, in flight or waiting to retry); more are dropped and counted
+	WebhookBeforeSendURL      string        // HERALD_WEBHOOK_BEFORE_SEND_URL: asked before each client message is stored; empty: no check
+	WebhookBeforeSendTimeout  time.Duration // HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT: how long a sender waits for before_send's answer
+	WebhookBeforeSendFallback string        // HERALD_WEBHOOK_BEFORE_SEND_FALLBACK: "allow" or "reject" when before_send does not answer
+	// WebhookBackoff is not a key: tests shorten the retry schedule with
+	// it. nil means ZIM's 2, 4, 8, 16, 32 s.
+	WebhookBackoff []time.Duration
+
 	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
 	PprofAddr       string        // HERALD_PPROF_ADDR: serve Go's net/http/pprof here; empty (default) is off
+
+	// Operations (docs/operations.md).
+	MetricsPublic string // HERALD_METRICS_PUBLIC: serve /metrics on HERALD_ADDR: "true", "false" or "auto" (true when HERALD_ADDR is a loopback address)
+	MetricsAddr   string // HERALD_METRICS_ADDR: also serve /metrics on this address of its own; empty (default) is off
 }
 
 // Default returns the configuration used when nothing is set.
@@ -111,7 +133,17 @@ func Default() Config {
 		PushMaxDevices:    20,
 		PushLogRetention:  7 * 24 * time.Hour,
 		CallMaxInvitees:   9,
+		AppID:             "herald",
+		APIRate:           20,
+		APIBurst:          40,
+		APITimeWindow:     5 * time.Minute,
 		ShutdownTimeout:   10 * time.Second,
+		MetricsPublic:     "auto",
+
+		// Callbacks (docs/webhooks.md).
+		WebhookQueue:              10_000,
+		WebhookBeforeSendTimeout:  2 * time.Second,
+		WebhookBeforeSendFallback: "allow",
 	}
 }
 
@@ -165,8 +197,19 @@ func (c *Config) keys() []key {
 		{"push-max-devices", "push devices bound to one user; registering more removes the oldest", &c.PushMaxDevices},
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
 		{"call-max-invitees", "users one call invitation may invite (ZIM: 9)", &c.CallMaxInvitees},
+		{"app-id", "app ID that backends sign server API requests as (X-Herald-App; docs/api.md)", &c.AppID},
+		{"api-rate", "signed server API requests per second and app; more are answered 429", &c.APIRate},
+		{"api-burst", "signed server API requests allowed in a burst", &c.APIBurst},
+		{"api-time-window", "how far a signed API request's timestamp may be from the server's clock, either way", &c.APITimeWindow},
+		{"webhook-url", "http(s) URL the event callbacks are POSTed to, signed with the secret (docs/webhooks.md); empty is off", &c.WebhookURL},
+		{"webhook-queue", "callback events awaiting delivery or retry; beyond it events are dropped and counted", &c.WebhookQueue},
+		{"webhook-before-send-url", "http(s) URL asked to allow, reject or rewrite each client message before it is stored; empty is off", &c.WebhookBeforeSendURL},
+		{"webhook-before-send-timeout", "how long a sender waits for before_send; then the fallback applies", &c.WebhookBeforeSendTimeout},
+		{"webhook-before-send-fallback", "allow or reject the message when before_send does not answer", &c.WebhookBeforeSendFallback},
 		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
+		{"metrics-public", "serve Prometheus /metrics on addr: true, false, or auto (true only when addr is a loopback address)", &c.MetricsPublic},
+		{"metrics-addr", "serve Prometheus /metrics on this address of its own (for a private scrape network); empty is off", &c.MetricsAddr},
 	}
 }
 
@@ -369,6 +412,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if err := c.validateAPI(); err != nil {
+		return err
+	}
 	if c.GroupCacheMembers < 2*c.GroupMaxMembers {
 		return fmt.Errorf("HERALD_GROUP_CACHE_MEMBERS (%d) must be at least twice HERALD_GROUP_MAX_MEMBERS (%d): a smaller cache would drop the groups in use to make room for each other", c.GroupCacheMembers, c.GroupMaxMembers)
 	}
@@ -387,12 +433,70 @@ func (c *Config) Validate() error {
 	if c.MaxTextBytes > 32<<10 {
 		return fmt.Errorf("HERALD_MAX_TEXT_BYTES must be at most 32768, got %d", c.MaxTextBytes)
 	}
+	switch c.MetricsPublic {
+	case "auto", "true", "false":
+	default:
+		return fmt.Errorf("HERALD_METRICS_PUBLIC must be true, false or auto, got %q", c.MetricsPublic)
+	}
 	// A frame must hold the largest message: custom data grows by 4/3 in base64.
 	if need := c.MaxCustomBytes*4/3 + c.MaxExtendedBytes + 1024; c.MaxFrameBytes < need {
 		return fmt.Errorf("HERALD_MAX_FRAME_BYTES (%d) is too small for HERALD_MAX_CUSTOM_BYTES (%d) in base64; need at least %d", c.MaxFrameBytes, c.MaxCustomBytes, need)
 	}
 	if c.SendQueueBytes < 2*c.MaxFrameBytes {
 		return fmt.Errorf("HERALD_SEND_QUEUE_BYTES (%d) must be at least twice HERALD_MAX_FRAME_BYTES (%d)", c.SendQueueBytes, c.MaxFrameBytes)
+	}
+	return c.validateWebhooks()
+}
+
+// validateWebhooks checks the callback keys.
+func (c *Config) validateWebhooks() error {
+	for _, u := range []struct{ n, v string }{
+		{"HERALD_WEBHOOK_URL", c.WebhookURL}, {"HERALD_WEBHOOK_BEFORE_SEND_URL", c.WebhookBeforeSendURL},
+	} {
+		if u.v == "" {
+			continue
+		}
+		p, err := url.Parse(u.v)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("%s must be an http or https URL, got %q", u.n, u.v)
+		}
+	}
+	if c.WebhookQueue <= 0 {
+		return fmt.Errorf("HERALD_WEBHOOK_QUEUE must be positive, got %d", c.WebhookQueue)
+	}
+	if c.WebhookBeforeSendTimeout <= 0 {
+		return fmt.Errorf("HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT must be positive, got %s", c.WebhookBeforeSendTimeout)
+	}
+	// The sender's session reads nothing, pings included, while it waits.
+	if c.WebhookBeforeSendURL != "" && c.WebhookBeforeSendTimeout >= c.HeartbeatTimeout-c.HeartbeatInterval {
+		return fmt.Errorf("HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT (%s) must be less than HERALD_HEARTBEAT_TIMEOUT minus HERALD_HEARTBEAT_INTERVAL (%s): the sending session reads no ping while it waits", c.WebhookBeforeSendTimeout, c.HeartbeatTimeout-c.HeartbeatInterval)
+	}
+	switch c.WebhookBeforeSendFallback {
+	case "allow", "reject":
+	default:
+		return fmt.Errorf("HERALD_WEBHOOK_BEFORE_SEND_FALLBACK must be allow or reject, got %q", c.WebhookBeforeSendFallback)
+	}
+	return nil
+}
+
+// validateAPI checks the server API keys.
+func (c *Config) validateAPI() error {
+	if c.AppID == "" || len(c.AppID) > 64 {
+		return fmt.Errorf("HERALD_APP_ID must be 1-64 characters, got %d", len(c.AppID))
+	}
+	for i := 0; i < len(c.AppID); i++ {
+		if ch := c.AppID[i]; !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_' || ch == '-' || ch == '.') {
+			return fmt.Errorf("HERALD_APP_ID %q has character %q; allowed are letters, digits and _-.", c.AppID, ch)
+		}
+	}
+	if c.APIRate <= 0 {
+		return fmt.Errorf("HERALD_API_RATE must be positive, got %d", c.APIRate)
+	}
+	if c.APIBurst < 1 {
+		return fmt.Errorf("HERALD_API_BURST must be at least 1, got %d", c.APIBurst)
+	}
+	if c.APITimeWindow < time.Second || c.APITimeWindow > time.Hour {
+		return fmt.Errorf("HERALD_API_TIME_WINDOW must be between 1s and 1h, got %s", c.APITimeWindow)
 	}
 	return nil
 }
@@ -407,6 +511,28 @@ func Keys() [][4]string {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
 	return out
+}
+
+// MetricsOnAddr reports whether /metrics is served on Addr:
+// HERALD_METRICS_PUBLIC true, or auto with Addr on a loopback address
+// (metrics tell user and device counts, so a public address needs a
+// deliberate true, or a separate HERALD_METRICS_ADDR).
+func (c *Config) MetricsOnAddr() bool {
+	switch c.MetricsPublic {
+	case "true":
+		return true
+	case "auto":
+		host, _, err := net.SplitHostPort(c.Addr)
+		if err != nil {
+			return false
+		}
+		if host == "localhost" {
+			return true
+		}
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
+	return false
 }
 
 // SecretPath is where a generated secret is kept inside the data folder.

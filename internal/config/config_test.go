@@ -52,6 +52,11 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"frame too small", map[string]string{"HERALD_MAX_FRAME_BYTES": "1000"}, nil, "HERALD_MAX_FRAME_BYTES"},
 		{"text over 32 KiB", map[string]string{"HERALD_MAX_TEXT_BYTES": "40000"}, nil, "HERALD_MAX_TEXT_BYTES"},
 		{"unknown file key", map[string]string{"HERALD_CONFIG": "testdata-bad"}, nil, "HERALD_NOPE"},
+		{"webhook url scheme", map[string]string{"HERALD_WEBHOOK_URL": "ftp://example.com/hook"}, nil, "HERALD_WEBHOOK_URL"},
+		{"webhook url no host", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_URL": "http:///check"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_URL"},
+		{"webhook queue", map[string]string{"HERALD_WEBHOOK_QUEUE": "0"}, nil, "HERALD_WEBHOOK_QUEUE"},
+		{"before_send timeout", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_URL": "http://backend/check", "HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT": "25s"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT"},
+		{"before_send fallback", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_FALLBACK": "maybe"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_FALLBACK"},
 	}
 	bad := filepath.Join(t.TempDir(), "bad.conf")
 	os.WriteFile(bad, []byte("HERALD_NOPE=1\n"), 0o600)
@@ -104,5 +109,32 @@ func TestDocsListEveryKey(t *testing.T) {
 		if !strings.Contains(string(doc), row) {
 			t.Errorf("docs/configuration.md lacks the row %s", row)
 		}
+	}
+}
+
+func TestMetricsOnAddr(t *testing.T) {
+	for _, tc := range []struct {
+		public, addr string
+		want         bool
+	}{
+		{"auto", "127.0.0.1:7400", true},
+		{"auto", "[::1]:7400", true},
+		{"auto", "localhost:7400", true},
+		{"auto", "0.0.0.0:7400", false},
+		{"auto", ":7400", false},
+		{"auto", "10.0.0.5:7400", false},
+		{"true", "0.0.0.0:7400", true},
+		{"false", "127.0.0.1:7400", false},
+	} {
+		c := Default()
+		c.MetricsPublic, c.Addr = tc.public, tc.addr
+		if got := c.MetricsOnAddr(); got != tc.want {
+			t.Errorf("metrics-public %s, addr %s: on addr = %v, want %v", tc.public, tc.addr, got, tc.want)
+		}
+	}
+	c := Default()
+	c.MetricsPublic = "yes"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "HERALD_METRICS_PUBLIC") {
+		t.Errorf("Validate with metrics-public yes = %v, want an error naming HERALD_METRICS_PUBLIC", err)
 	}
 }

@@ -70,6 +70,7 @@ type Config struct {
 	Limits            herald.Limits // reported to clients at login
 	Push              Push          // nil: the push operations answer that push is not configured
 	Calls             Calls         // nil: the call operations answer that calls are not enabled (call.go)
+	Events            Events        // nil: no login, logout or offline events (events.go)
 	Now               func() time.Time
 	Logger            *slog.Logger
 }
@@ -110,7 +111,7 @@ type Stats struct {
 	Connections  int64 // open WebSocket connections
 	Sessions     int64 // logged-in sessions
 	SlowClosed   int64 // sessions closed because their send queue overflowed
-	Kicked       int64 // sessions closed by the multi-login policy
+	Kicked       int64 // sessions closed by the multi-login policy or the server API (Kick)
 	FramesBad    int64 // frames that could not be decoded
 	SendsLimited int64 // sends refused by the rate limit
 }

@@ -80,6 +80,7 @@ type session struct {
 	// each rings it once; loggedOut is set by a successful logout.
 	rung      map[string]bool
 	loggedOut bool
+	announced bool // the login was reported (events.go): the end is reported too
 
 	acked    map[string]int64 // conversation -> highest seq this device acknowledged
 	ackDirty bool             // acked has changed since the last flush
@@ -207,6 +208,7 @@ func (s *session) end() {
 	}
 	left, removed := s.g.unregister(s)
 	s.callsEnded(left, removed)
+	s.emitEnd()
 	s.waitWriter()
 	s.mu.Lock()
 	s.closeConnLocked()
@@ -623,6 +625,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		p.DeviceActive(s.user, s.device)
 	}
 
+	s.emitLogin()
 	covered, count, err := s.g.chat.Sync(ctx, s.user, s.device, given, s.sendSyncPage)
 	s.deadline.Store(cfg.Now().Add(cfg.HeartbeatTimeout).UnixNano())
 	if err != nil {

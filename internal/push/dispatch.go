@@ -130,6 +130,20 @@ func (d *dispatcher) pendingCount() int {
 	return len(d.known)
 }
 
+// QueueAge is how long the most overdue job waiting in memory has been
+// due: zero when none is late. A growing age means the dispatcher cannot
+// keep up (InFlight full, a slow vendor). Jobs in flight, and jobs left
+// only in the store past MaxPending, are not counted.
+func (s *Service) QueueAge() time.Duration {
+	d := &s.dsp
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.h) == 0 {
+		return 0
+	}
+	return max(0, s.cfg.Now().Sub(d.h[0].Due))
+}
+
 // add takes jobs just stored.
 func (d *dispatcher) add(jobs []store.PushJob) {
 	d.mu.Lock()

@@ -23,10 +23,12 @@ import (
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/gateway"
+	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/pebble"
 	"github.com/herald-im/herald/internal/store/sqlite"
+	"github.com/herald-im/herald/internal/webhook"
 	"github.com/herald-im/herald/proto"
 )
 
@@ -45,13 +47,17 @@ type Server struct {
 	gw    *gateway.Gateway
 	push  *push.Service
 	calls *call.Service
-	emu   *emulator.APNs // the built-in APNs emulator when no push credentials are configured
+	hooks *webhook.Service // nil without callback URLs (webhook.go)
+	emu   *emulator.APNs   // the built-in APNs emulator when no push credentials are configured
 	provs map[herald.PushProvider]push.Provider
 	http  *http.Server
 	ln    net.Listener
 	pprof *http.Server // nil unless HERALD_PPROF_ADDR is set
 	ready atomic.Bool
 	done  chan error
+
+	metrics    *metrics.Metrics
+	metricsSrv *http.Server // nil unless HERALD_METRICS_ADDR is set (ops.go)
 }
 
 // New opens the store (applying migrations) and builds the components. The
@@ -72,7 +78,8 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		st.Close()
 		return nil, err
 	}
-	ps := push.New(st, nil, providers, push.Config{
+	mtr := metrics.New()
+	ps := push.New(st, nil, instrument(mtr, providers), push.Config{
 		AckWindow: cfg.PushAckWindow, TTL: cfg.PushTTL,
 		RetryBase: cfg.PushRetryBase, RetryMax: cfg.PushRetryMax,
 		InFlight: cfg.PushInFlight, MaxDevices: cfg.PushMaxDevices, LogRetention: cfg.PushLogRetention,
@@ -82,7 +89,8 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		MaxTextBytes: cfg.MaxTextBytes, MaxCustomBytes: cfg.MaxCustomBytes,
 		MaxCommandBytes: cfg.MaxCommandBytes, MaxExtendedBytes: cfg.MaxExtendedBytes,
 	}.WithDefaults()
-	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Logger: log})
+	hooks, events, beforeSend := webhookSetup(cfg, secret, log)
+	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Events: events, Logger: log})
 	gw := gateway.New(nil, gateway.Config{
 		Secret:            secret,
 		HeartbeatInterval: cfg.HeartbeatInterval,
@@ -99,12 +107,13 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		Limits:            limits,
 		Push:              ps,
 		Calls:             calls,
+		Events:            events,
 		Logger:            log,
 	})
 	ps.SetPresence(gw)
 	calls.SetNotifier(gw)
 	ps.SetCalls(calls) // an invitation's push is dropped once its invitee no longer rings
-	ch := chat.New(st, gw, chat.Config{
+	ch := chat.New(mtr.Store(st), mtr.Deliverer(gw), chat.Config{
 		Limits:           limits,
 		MaxBatch:         cfg.MaxBatch,
 		OfflineRetention: cfg.OfflineRetention,
@@ -112,18 +121,26 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		MaxGroupsPerUser: cfg.GroupMaxPerUser,
 		MaxCachedMembers: cfg.GroupCacheMembers,
 		Push:             ps,
+		Events:           events,
+		BeforeSend:       beforeSend,
 		Logger:           log,
 	})
 	gw.SetChat(ch)
 	ps.SetGroups(ch)
 	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emu: emu, provs: providers, done: make(chan error, 1)}
+	s.hooks = hooks
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
-	mux.Handle("/api/", api.New(secret, ps, log))
+	mux.Handle("/api/", api.New(api.Config{
+		Secret: secret, AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
+		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Logger: log,
+	}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.readyz)
+	s.metrics = mtr
+	s.mountOps(mux, secret, strategies) // /console/ and /metrics (ops.go)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return s, nil
 }
@@ -166,6 +183,9 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen on %s (HERALD_ADDR): %w", s.cfg.Addr, err)
 	}
 	s.ln = ln
+	if s.hooks != nil {
+		s.hooks.Start() // first: calls that timed out while the server was down are reported at Start
+	}
 	// Calls first: the push dispatcher asks them whether an invitation
 	// still rings, and calls past their deadline time out here.
 	if err := s.calls.Start(context.Background()); err != nil {
@@ -186,6 +206,9 @@ func (s *Server) Start() error {
 		}
 		s.done <- err
 	}()
+	if err := s.startMetrics(); err != nil {
+		return err
+	}
 	if s.cfg.PprofAddr != "" {
 		if err := s.startPprof(); err != nil {
 			return err
@@ -244,6 +267,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err := s.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
 	}
+	if s.metricsSrv != nil {
+		s.metricsSrv.Close()
+	}
 	if s.pprof != nil {
 		s.pprof.Close()
 	}
@@ -256,6 +282,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if err := s.push.Close(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if s.hooks != nil {
+		// After every producer has stopped: what they reported is delivered.
+		if err := s.hooks.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	closed := map[push.Provider]bool{}
 	for _, p := range s.provs {

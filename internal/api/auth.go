@@ -1,0 +1,181 @@
+package api
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/apiclient"
+	"github.com/herald-im/herald/token"
+)
+
+// authError is a refused credential: a 401 whose body also names which
+// check failed (apiclient.Reason*), so a backend's developer need not
+// guess between a wrong secret, a skewed clock and a replay.
+type authError struct {
+	reason string
+	err    error // a *herald.Error
+}
+
+func (e *authError) Error() string { return e.err.Error() }
+func (e *authError) Unwrap() error { return e.err }
+
+func refuse(reason, format string, args ...any) error {
+	return &authError{reason: reason, err: herald.Errorf(herald.CodeUnauthorized, format, args...)}
+}
+
+var signedHeaders = []string{apiclient.HeaderApp, apiclient.HeaderTimestamp, apiclient.HeaderNonce, apiclient.HeaderSignature}
+
+// authenticate checks r's credential and returns the app that signed it,
+// or "" for an admin token. A signed request's body is read (bounded by
+// MaxBodyBytes) to be hashed and put back for the endpoint.
+func (h *Handler) authenticate(r *http.Request) (string, error) {
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		tok, ok := strings.CutPrefix(auth, "Bearer ")
+		if !ok {
+			return "", refuse(apiclient.ReasonAdminToken, "Authorization must be \"Bearer <admin token>\"")
+		}
+		if err := token.VerifyAdmin(h.cfg.Secret, tok, h.cfg.Now()); err != nil {
+			return "", &authError{reason: apiclient.ReasonAdminToken, err: err}
+		}
+		return "", nil
+	}
+	var missing []string
+	for _, name := range signedHeaders {
+		if r.Header.Get(name) == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) == len(signedHeaders) {
+		return "", refuse(apiclient.ReasonMissingCredentials, "no credential: sign the request (%s) or send \"Authorization: Bearer <admin token>\"; see docs/api.md",
+			strings.Join(signedHeaders, ", "))
+	}
+	if len(missing) > 0 {
+		return "", refuse(apiclient.ReasonMissingHeader, "signed request lacks the header %s", strings.Join(missing, ", "))
+	}
+	app := r.Header.Get(apiclient.HeaderApp)
+	if app != h.cfg.AppID {
+		return "", refuse(apiclient.ReasonUnknownApp, "%s %q names no app of this server", apiclient.HeaderApp, app)
+	}
+	tsText := r.Header.Get(apiclient.HeaderTimestamp)
+	ts, err := parseTimestamp(tsText)
+	if err != nil {
+		return "", refuse(apiclient.ReasonBadTimestamp, "%s %q is not Unix seconds", apiclient.HeaderTimestamp, tsText)
+	}
+	now := h.cfg.Now()
+	if skew := now.Sub(time.Unix(ts, 0)); skew > h.cfg.TimeWindow || skew < -h.cfg.TimeWindow {
+		dir := "behind"
+		if skew < 0 {
+			dir, skew = "ahead of", -skew
+		}
+		return "", refuse(apiclient.ReasonTimestampWindow, "%s %d is %s %s the server's clock; the window is ±%s",
+			apiclient.HeaderTimestamp, ts, skew.Truncate(time.Second), dir, h.cfg.TimeWindow)
+	}
+	nonce := r.Header.Get(apiclient.HeaderNonce)
+	if !validNonce(nonce) {
+		return "", refuse(apiclient.ReasonBadNonce, "%s must be %d-%d characters of A-Z a-z 0-9 _ . -",
+			apiclient.HeaderNonce, apiclient.MinNonceLen, apiclient.MaxNonceLen)
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return "", herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes", MaxBodyBytes)
+		}
+		return "", herald.Errorf(herald.CodeInvalidArgument, "reading the body: %v", err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	target := r.RequestURI
+	if !strings.HasPrefix(target, "/") { // absolute form, through a proxy
+		target = r.URL.RequestURI()
+	}
+	want := apiclient.Sign(h.cfg.Secret, app, ts, nonce, r.Method, target, body)
+	got := strings.ToLower(r.Header.Get(apiclient.HeaderSignature))
+	if !hmac.Equal([]byte(got), []byte(want)) {
+		return "", refuse(apiclient.ReasonBadSignature, "%s does not match: sign app, timestamp, nonce, method, path with query (%s) and the body's SHA-256 with the server secret; see docs/api.md",
+			apiclient.HeaderSignature, target)
+	}
+	if err := h.nonces.use(app, nonce, ts, now); err != nil {
+		return "", err
+	}
+	return app, nil
+}
+
+// parseTimestamp reads decimal Unix seconds: digits only, no sign.
+func parseTimestamp(s string) (int64, error) {
+	if s == "" || len(s) > 12 {
+		return 0, fmt.Errorf("bad timestamp")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("bad timestamp")
+		}
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+func validNonce(s string) bool {
+	if len(s) < apiclient.MinNonceLen || len(s) > apiclient.MaxNonceLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// nonceCache remembers the nonces of accepted signed requests until their
+// timestamp leaves the window, when the timestamp check alone refuses a
+// replay. It is bounded: the window holds at most what the rate limit
+// lets through (burst + rate x 2 x window, as timestamps may lie anywhere
+// in ±window), with room to spare; a client past even that is told to
+// slow down rather than let the cache grow.
+type nonceCache struct {
+	window time.Duration
+	max    int
+
+	mu        sync.Mutex
+	seen      map[string]int64 // app "\x00" nonce -> Unix seconds when it may be forgotten
+	nextSweep int64
+}
+
+func newNonceCache(rate, burst int, window time.Duration) *nonceCache {
+	n := 2 * (burst + rate*int(2*window/time.Second))
+	return &nonceCache{window: window, max: max(n, 1024), seen: make(map[string]int64)}
+}
+
+// use records nonce, refusing one already seen.
+func (c *nonceCache) use(app, nonce string, ts int64, now time.Time) error {
+	key := app + "\x00" + nonce
+	t := now.Unix()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if exp, ok := c.seen[key]; ok && exp >= t {
+		return refuse(apiclient.ReasonNonceReused, "%s %q was already used within the time window: a replay; sign every request with a new nonce",
+			apiclient.HeaderNonce, nonce)
+	}
+	if len(c.seen) >= c.max || t >= c.nextSweep {
+		for k, exp := range c.seen {
+			if exp < t {
+				delete(c.seen, k)
+			}
+		}
+		c.nextSweep = t + int64(c.window/time.Second)/2 + 1
+		if len(c.seen) >= c.max {
+			return herald.Errorf(herald.CodeRateLimited, "more than %d signed requests within the time window; slow down", c.max)
+		}
+	}
+	c.seen[key] = ts + int64((c.window+time.Second-1)/time.Second)
+	return nil
+}

@@ -1,0 +1,297 @@
+// Package console is the operator's web console, served by `herald serve`
+// at /console/: push debugging (a test push to a device, stage by stage,
+// with the vendor's raw answer and, for emulator devices, the notification
+// as the phone shows it), a user's devices and bindings, a message's push
+// timeline, the delivery log, and live figures.
+//
+// Pages are rendered on the server with html/template from assets embedded
+// in the binary (go:embed); a little vanilla JavaScript polls the live
+// figures. There is no build step and nothing is loaded from elsewhere.
+//
+// Login takes an admin token (token.MintAdmin; `herald gentoken --admin`)
+// and opens a server-side session named by an opaque random cookie
+// (HttpOnly, SameSite=Strict, Secure over TLS) that ends when the token
+// expires. Every state-changing POST carries the session's CSRF token.
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/emulator"
+	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/token"
+)
+
+// Prefix is where the console is mounted.
+const Prefix = "/console/"
+
+// CookieName is the session cookie.
+const CookieName = "herald_console"
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Push is what the console needs of the push service.
+type Push interface {
+	Test(ctx context.Context, pushID string, cfg herald.PushConfig) (*push.TestReport, error)
+	Log(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error)
+	Devices(user string) []herald.PushDevice
+	Device(pushID string) (herald.PushDevice, bool)
+}
+
+// Inbox reads what the built-in push emulator accepted for a device token.
+type Inbox interface {
+	Inbox(token string) []emulator.Notification
+}
+
+// Config is what the console is built from.
+type Config struct {
+	Secret []byte // the server secret admin tokens are checked against
+	Push   Push
+	// Emulator is the built-in APNs emulator; nil when real credentials
+	// are configured (the console then cannot show the phone's view).
+	Emulator Inbox
+	// Strategies are the push strategies by resourcesID, offered on the
+	// push form.
+	Strategies map[string]push.Strategy
+	// Figures returns the live figures as a JSON-encodable value.
+	Figures func() any
+	// MaxSessions bounds the sessions held; a login past it ends the one
+	// that expires first. Zero means 1000.
+	MaxSessions int
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Handler serves the console. Mount it at Prefix.
+type Handler struct {
+	cfg    Config
+	log    *slog.Logger
+	tmpl   map[string]*template.Template
+	mux    *http.ServeMux
+	static http.Handler
+
+	mu       sync.Mutex
+	sessions map[string]*session // by ID
+}
+
+type session struct {
+	id      string
+	csrf    string
+	expires time.Time
+}
+
+// New returns the console handler.
+func New(cfg Config) *Handler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = 1000
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: make(map[string]*session)}
+	h.tmpl = parseTemplates()
+	sub, _ := fs.Sub(staticFS, "static")
+	h.static = http.StripPrefix(Prefix+"static/", http.FileServerFS(sub))
+	h.mux.HandleFunc("GET "+Prefix+"login", h.loginPage)
+	h.mux.HandleFunc("POST "+Prefix+"login", h.login)
+	h.mux.HandleFunc("POST "+Prefix+"logout", h.auth(h.logout))
+	h.mux.HandleFunc("GET "+Prefix+"{$}", h.auth(h.overview))
+	h.mux.HandleFunc("GET "+Prefix+"push", h.auth(h.pushPage))
+	h.mux.HandleFunc("POST "+Prefix+"push", h.auth(h.pushTest))
+	h.mux.HandleFunc("GET "+Prefix+"devices", h.auth(h.devicesPage))
+	h.mux.HandleFunc("GET "+Prefix+"log", h.auth(h.logPage))
+	h.mux.HandleFunc("GET "+Prefix+"message", h.auth(h.messagePage))
+	h.mux.HandleFunc("GET "+Prefix+"api/figures", h.auth(h.figures))
+	h.mux.HandleFunc("GET "+Prefix+"static/", h.serveStatic)
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Referrer-Policy", "same-origin") // not no-referrer: Chrome then sends "Origin: null" on form posts
+	if r.Method == http.MethodPost && !sameOrigin(r) {
+		http.Error(w, "cross-origin request refused", http.StatusForbidden)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	h.mux.ServeHTTP(w, r)
+}
+
+// sameOrigin refuses a POST whose Origin (sent by every current browser on
+// POST) names another host: a second line behind SameSite=Strict and the
+// CSRF token.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host == r.Host
+}
+
+func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	h.static.ServeHTTP(w, r)
+}
+
+// ctxKey carries the session through a request.
+type ctxKey struct{}
+
+// auth lets requests with a live session through to next. Others are sent
+// to the login page, or answered 401 under api/. A POST must carry the
+// session's CSRF token (form field csrf or header X-CSRF-Token).
+func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s := h.session(r)
+		if s == nil {
+			if strings.HasPrefix(r.URL.Path, Prefix+"api/") {
+				writeJSON(w, http.StatusUnauthorized, map[string]string{"code": string(herald.CodeUnauthorized), "message": "log in to the console first"})
+				return
+			}
+			http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
+			return
+		}
+		if r.Method == http.MethodPost {
+			got := r.Header.Get("X-CSRF-Token")
+			if got == "" {
+				got = r.PostFormValue("csrf")
+			}
+			if subtle.ConstantTimeCompare([]byte(got), []byte(s.csrf)) != 1 {
+				http.Error(w, "missing or wrong CSRF token: reload the page and try again", http.StatusForbidden)
+				return
+			}
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, s)))
+	}
+}
+
+// session returns r's live session, or nil.
+func (h *Handler) session(r *http.Request) *session {
+	c, err := r.Cookie(CookieName)
+	if err != nil || c.Value == "" {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.sessions[c.Value]
+	if s == nil {
+		return nil
+	}
+	if !h.cfg.Now().Before(s.expires) {
+		delete(h.sessions, s.id)
+		return nil
+	}
+	return s
+}
+
+func sessionOf(r *http.Request) *session {
+	s, _ := r.Context().Value(ctxKey{}).(*session)
+	return s
+}
+
+func randomID() string {
+	var b [32]byte
+	rand.Read(b[:]) // never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// secure reports whether the browser reached us over TLS, directly or
+// through a proxy that terminates it (the cookie is then Secure).
+func secure(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
+	if h.session(r) != nil {
+		http.Redirect(w, r, Prefix, http.StatusSeeOther)
+		return
+	}
+	h.render(w, r, http.StatusOK, "login", map[string]any{})
+}
+
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	tok := strings.TrimSpace(r.PostFormValue("token"))
+	claims, err := token.VerifyAdminClaims(h.cfg.Secret, tok, h.cfg.Now())
+	if err != nil {
+		h.log.Warn("console login refused", "remote", r.RemoteAddr, "code", herald.ErrorCode(err))
+		h.render(w, r, http.StatusUnauthorized, "login", map[string]any{"Error": herald.ErrorMessage(err)})
+		return
+	}
+	s := &session{id: randomID(), csrf: randomID(), expires: claims.ExpiresAt}
+	h.mu.Lock()
+	now := h.cfg.Now()
+	for id, o := range h.sessions {
+		if !now.Before(o.expires) {
+			delete(h.sessions, id)
+		}
+	}
+	for len(h.sessions) >= h.cfg.MaxSessions {
+		var first *session
+		for _, o := range h.sessions {
+			if first == nil || o.expires.Before(first.expires) {
+				first = o
+			}
+		}
+		delete(h.sessions, first.id)
+	}
+	h.sessions[s.id] = s
+	h.mu.Unlock()
+	http.SetCookie(w, &http.Cookie{
+		Name: CookieName, Value: s.id, Path: Prefix, Expires: s.expires,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(r),
+	})
+	h.log.Info("console login", "remote", r.RemoteAddr, "expires", s.expires)
+	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+}
+
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	s := sessionOf(r)
+	h.mu.Lock()
+	delete(h.sessions, s.id)
+	h.mu.Unlock()
+	http.SetCookie(w, &http.Cookie{
+		Name: CookieName, Value: "", Path: Prefix, MaxAge: -1,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(r),
+	})
+	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
+}
+
+func (h *Handler) figures(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Figures == nil {
+		writeJSON(w, http.StatusOK, map[string]any{})
+		return
+	}
+	writeJSON(w, http.StatusOK, h.cfg.Figures())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

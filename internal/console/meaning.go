@@ -1,0 +1,121 @@
+package console
+
+import (
+	"strings"
+
+	"github.com/herald-im/herald"
+)
+
+// outcomeMeaning explains a delivery-log entry to an operator: the
+// decision and why.
+func outcomeMeaning(outcome, reason string) string {
+	switch outcome {
+	case herald.PushSent:
+		return "pushed: the vendor accepted the notification"
+	case herald.PushRetry:
+		return "failed for now (" + orUnknown(reason) + "): tried again later with backoff"
+	case herald.PushDropped:
+		return "the vendor says the token is gone (" + orUnknown(reason) + "): device removed"
+	case herald.PushFailed:
+		return "failed for good (" + orUnknown(reason) + "): " + reasonMeaning(reason)
+	case herald.PushExpired:
+		return "not sent: its time to live ran out before the vendor took it"
+	case herald.PushSkipped:
+		switch {
+		case strings.Contains(reason, "acknowledged"):
+			return "not pushed: the device was online and acknowledged the message"
+		case strings.Contains(reason, "muted"):
+			return "not pushed: the recipient muted the conversation"
+		case strings.Contains(reason, "no longer bound"):
+			return "not pushed: no binding, the user logged out of that device"
+		case strings.Contains(reason, "unregistered"):
+			return "not pushed: the device was unregistered"
+		case strings.Contains(reason, "call"):
+			return "not pushed: the call no longer rang for this invitee"
+		case strings.Contains(reason, "suspend"):
+			return "not pushed: the app's credentials were refused by the vendor"
+		}
+		return "not pushed: " + orUnknown(reason)
+	}
+	return outcome
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "no reason given"
+	}
+	return s
+}
+
+// statusMeaning is what an APNs HTTP status says.
+func statusMeaning(status int) string {
+	switch status {
+	case 0:
+		return "no answer: the request did not reach the vendor or its answer was lost"
+	case 200:
+		return "accepted by the vendor"
+	case 400:
+		return "bad request: the vendor refused this push (see the reason)"
+	case 403:
+		return "the vendor refused the credentials (certificate or provider token)"
+	case 404:
+		return "bad path"
+	case 405:
+		return "bad method"
+	case 410:
+		return "the device token is no longer active for the topic"
+	case 413:
+		return "the payload is too large"
+	case 429:
+		return "too many requests: the vendor throttles this device or server"
+	case 500:
+		return "the vendor had an internal error"
+	case 503:
+		return "the vendor is unavailable or shutting down"
+	}
+	return ""
+}
+
+// reasonMeaning explains the vendor's reason strings (Apple's APNs
+// documentation, "Handling notification responses from APNs").
+func reasonMeaning(reason string) string {
+	if m, ok := apnsReasons[reason]; ok {
+		return m
+	}
+	return ""
+}
+
+var apnsReasons = map[string]string{
+	"BadCollapseId":               "the collapse identifier exceeds 64 bytes",
+	"BadDeviceToken":              "the device token is invalid, or belongs to the other environment (a development build's token sent to production or back)",
+	"BadExpirationDate":           "the apns-expiration value is bad",
+	"BadMessageId":                "the apns-id value is bad",
+	"BadPriority":                 "the apns-priority value is bad",
+	"BadTopic":                    "the apns-topic is invalid (wrong suffix for the push type)",
+	"DeviceTokenNotForTopic":      "the device token does not match the topic: the token belongs to another app (bundle ID)",
+	"DuplicateHeaders":            "one or more headers are repeated",
+	"IdleTimeout":                 "idle timeout",
+	"InvalidPushType":             "the apns-push-type value is invalid",
+	"MissingDeviceToken":          "the device token is not in the request path",
+	"MissingTopic":                "apns-topic is missing and required",
+	"PayloadEmpty":                "the message payload is empty (or not a JSON object with aps)",
+	"TopicDisallowed":             "pushing to this topic is not allowed with these credentials",
+	"BadCertificate":              "the certificate is invalid",
+	"BadCertificateEnvironment":   "the client certificate is for the wrong environment",
+	"ExpiredProviderToken":        "the provider token is stale: a new one is generated",
+	"Forbidden":                   "the specified action is not allowed",
+	"InvalidProviderToken":        "the provider token is not valid, or its signature could not be verified (team ID, key ID, .p8 key)",
+	"MissingProviderToken":        "no provider certificate or provider token was given",
+	"BadEnvironmentKeyIdInToken":  "the key in the provider token is not valid for this environment",
+	"BadPath":                     "the request path is invalid",
+	"MethodNotAllowed":            "the method is not POST",
+	"ExpiredToken":                "the device token has expired",
+	"Unregistered":                "the device token is inactive for the topic: the app was uninstalled or notifications turned off",
+	"PayloadTooLarge":             "the payload is too large (4096 bytes, 5120 for VoIP)",
+	"TooManyProviderTokenUpdates": "the provider token is being updated too often (at most once every 20 minutes)",
+	"TooManyRequests":             "too many requests to the same device token",
+	"InternalServerError":         "an internal server error occurred at the vendor",
+	"ServiceUnavailable":          "the vendor's service is unavailable",
+	"Shutdown":                    "the vendor's server is shutting down",
+	"HTTP2Required":               "the emulator's own answer: pushes need HTTP/2",
+}

@@ -1,0 +1,59 @@
+package gateway
+
+import (
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/proto"
+)
+
+// Operations the server API (internal/api) performs on live sessions.
+
+// Broadcast queues m on every logged-in session except those of m.From,
+// and returns how many sessions it was queued on. m is live only, like a
+// command message: it is not stored, has Seq 0, and a session in its
+// offline sync gets it right after. Each user sees it in the peer
+// conversation with m.From (To is set to the user as it is encoded). It
+// never blocks on a client: a full queue closes that session
+// (CloseSlowConsumer), as for any delivery.
+func (g *Gateway) Broadcast(m *herald.Message) int {
+	n := 0
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.Lock()
+		for user, sessions := range sh.users {
+			if user == m.From {
+				continue
+			}
+			c := *m
+			c.ConvType, c.To, c.Seq = herald.ConversationPeer, user, 0
+			c.Conv = herald.PeerConversationKey(m.From, user)
+			frame, err := g.encodeEvent(proto.EvMessage, proto.FromMessage(&c, user, false))
+			if err != nil {
+				g.log.Error("encode broadcast", "err", err)
+				sh.mu.Unlock()
+				return n
+			}
+			for _, s := range sessions {
+				s.deliver(c.Conv, 0, frame)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Kick closes every logged-in session of user with CloseKickedOut and
+// reason (at most 123 bytes, the close frame's room), and returns how
+// many it closed. The sessions leave the hub as they end; the user's
+// tokens stay valid, so a client may log in again when its app decides to.
+func (g *Gateway) Kick(user, reason string) int {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	sessions := append([]*session(nil), sh.users[user]...)
+	sh.mu.Unlock()
+	for _, s := range sessions {
+		g.stats.kicked.Add(1)
+		s.closeWith(proto.CloseKickedOut, reason)
+	}
+	return len(sessions)
+}

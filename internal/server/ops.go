@@ -1,0 +1,67 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/console"
+	"github.com/herald-im/herald/internal/metrics"
+	"github.com/herald-im/herald/internal/push"
+)
+
+// instrument wraps each push provider so its vendor requests are counted
+// and timed. The server keeps the unwrapped ones to close them.
+func instrument(m *metrics.Metrics, provs map[herald.PushProvider]push.Provider) map[herald.PushProvider]push.Provider {
+	out := make(map[herald.PushProvider]push.Provider, len(provs))
+	for name, p := range provs {
+		out[name] = m.Provider(name, p)
+	}
+	return out
+}
+
+// mountOps names the metrics' sources and mounts the console, and
+// /metrics when HERALD_METRICS_PUBLIC allows it on the main address.
+func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[string]push.Strategy) {
+	m := s.metrics
+	m.SetSources(metrics.Sources{
+		Gateway: s.gw.Stats, Push: s.push.Stats, PushQueueAge: s.push.QueueAge,
+		Suspended: s.push.Suspended, Calls: s.calls.Stats,
+	})
+	if s.hooks != nil {
+		m.RegisterStats("webhook", func() any { return s.hooks.Stats() })
+	}
+	cc := console.Config{
+		Secret: secret, Push: s.push, Strategies: strategies, Logger: s.log,
+		Figures: func() any { return m.Figures() },
+	}
+	if s.emu != nil {
+		cc.Emulator = s.emu
+	}
+	mux.Handle(console.Prefix, console.New(cc))
+	if s.cfg.MetricsOnAddr() {
+		mux.Handle("/metrics", m.Handler())
+	}
+}
+
+// startMetrics serves /metrics on HERALD_METRICS_ADDR, when set.
+func (s *Server) startMetrics() error {
+	if s.cfg.MetricsAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (HERALD_METRICS_ADDR): %w", s.cfg.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", s.metrics.Handler())
+	s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go s.metricsSrv.Serve(ln)
+	s.log.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
+	return nil
+}
+
+// Metrics exposes the server's metrics for tests.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }

@@ -1,0 +1,367 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+var secret = []byte("webhook-test-secret-0123456789")
+
+// fast is a retry schedule for tests: the same shape, milliseconds apart.
+var fast = []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 8 * time.Millisecond, 16 * time.Millisecond}
+
+// receiver is a callback backend: it verifies every request, records the
+// events it accepted by ID, and answers with what fail says.
+type receiver struct {
+	t        *testing.T
+	mu       sync.Mutex
+	attempts map[string]int     // by event ID
+	accepted map[string]Payload // by event ID
+	dups     int                // events accepted more than once
+	badSig   int
+	fail     func(id string, attempt int) int // status to answer; 0 means 200, -1 answers too late
+	block    chan struct{}                    // when set, every request waits for it
+	changed  chan struct{}
+}
+
+func newReceiver(t *testing.T) (*receiver, *httptest.Server) {
+	r := &receiver{t: t, attempts: map[string]int{}, accepted: map[string]Payload{}, changed: make(chan struct{}, 1)}
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	return r, srv
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	if r.block != nil {
+		<-r.block
+	}
+	if err := Verify(secret, req.Header.Get(HeaderTimestamp), req.Header.Get(HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
+		r.mu.Lock()
+		r.badSig++
+		r.mu.Unlock()
+		http.Error(w, err.Error(), http.StatusUnauthorized)
+		return
+	}
+	var p Payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if p.ID != req.Header.Get(HeaderEventID) {
+		r.t.Errorf("body id %q, header %s %q", p.ID, HeaderEventID, req.Header.Get(HeaderEventID))
+	}
+	r.mu.Lock()
+	r.attempts[p.ID]++
+	n := r.attempts[p.ID]
+	status := 0
+	if r.fail != nil {
+		status = r.fail(p.ID, n)
+	}
+	if status == -1 {
+		r.mu.Unlock()
+		time.Sleep(300 * time.Millisecond) // past the sender's timeout
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	if status == 0 {
+		if _, seen := r.accepted[p.ID]; seen {
+			r.dups++
+		}
+		r.accepted[p.ID] = p
+	}
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+	if status != 0 {
+		w.WriteHeader(status)
+	}
+}
+
+// waitAccepted waits until n distinct events were accepted.
+func (r *receiver) waitAccepted(n int) map[string]Payload {
+	r.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		if len(r.accepted) >= n {
+			out := make(map[string]Payload, len(r.accepted))
+			for k, v := range r.accepted {
+				out[k] = v
+			}
+			r.mu.Unlock()
+			return out
+		}
+		have := len(r.accepted)
+		r.mu.Unlock()
+		select {
+		case <-r.changed:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			r.t.Fatalf("receiver accepted %d events, want %d", have, n)
+		}
+	}
+}
+
+func newService(t *testing.T, cfg Config) *Service {
+	t.Helper()
+	cfg.Secret = secret
+	if cfg.Backoff == nil {
+		cfg.Backoff = fast
+	}
+	s := New(cfg)
+	s.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Close(ctx)
+	})
+	return s
+}
+
+func loginEvent(user string) herald.Event {
+	return herald.Event{Type: herald.EventLogin, Time: time.UnixMilli(1700000000123), User: user, Device: "phone"}
+}
+
+func TestEventSignedAndShaped(t *testing.T) {
+	r, srv := newReceiver(t)
+	s := newService(t, Config{URL: srv.URL})
+	s.Emit(loginEvent("alice"))
+	s.Emit(herald.Event{Type: herald.EventMessageSent, User: "alice", Message: &herald.Message{
+		ID: 7, ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", "bob"), Seq: 3,
+		From: "alice", To: "bob", LocalID: "l1", Type: herald.MessageText, Text: "hi", CreatedAt: time.UnixMilli(1700000000500),
+	}})
+	got := r.waitAccepted(2)
+	var login, msg Payload
+	for _, p := range got {
+		switch p.Type {
+		case "login":
+			login = p
+		case "message_sent":
+			msg = p
+		}
+	}
+	if login.User != "alice" || login.Device != "phone" || login.Time != 1700000000123 || login.ID == "" {
+		t.Errorf("login payload = %+v", login)
+	}
+	if msg.Msg == nil || msg.Msg.ID != 7 || msg.Msg.Seq != 3 || msg.Msg.Text != "hi" || msg.Msg.ConvID != "bob" || msg.Time == 0 {
+		t.Errorf("message_sent payload = %+v (message %+v)", msg, msg.Msg)
+	}
+	if login.ID == msg.ID {
+		t.Errorf("two events share ID %q", login.ID)
+	}
+	if r.badSig != 0 {
+		t.Errorf("%d requests failed verification", r.badSig)
+	}
+}
+
+func TestVerifyRefuses(t *testing.T) {
+	body := []byte(`{"id":"x"}`)
+	now := time.Unix(1700000000, 0)
+	ts := "1700000000"
+	sig := Sign(secret, ts, body)
+	tests := []struct {
+		name          string
+		ts, sig, body string
+		secret        []byte
+	}{
+		{"other body", ts, sig, `{"id":"y"}`, secret},
+		{"other secret", ts, sig, string(body), []byte("another-secret-0123456789")},
+		{"other timestamp", "1700000001", sig, string(body), secret},
+		{"stale", "1699999000", Sign(secret, "1699999000", body), string(body), secret},
+		{"bad timestamp", "soon", sig, string(body), secret},
+	}
+	if err := Verify(secret, ts, sig, body, now, 5*time.Minute); err != nil {
+		t.Fatalf("Verify of a good signature = %v", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := Verify(tt.secret, tt.ts, tt.sig, []byte(tt.body), now, 5*time.Minute); err == nil {
+				t.Error("Verify = nil, want an error")
+			}
+		})
+	}
+}
+
+func TestRetriedAfterFailuresDeliveredOnce(t *testing.T) {
+	r, srv := newReceiver(t)
+	// Each event: a 500, then an answer slower than the timeout, then 200.
+	r.fail = func(id string, n int) int {
+		switch n {
+		case 1:
+			return http.StatusInternalServerError
+		case 2:
+			return -1
+		}
+		return 0
+	}
+	s := newService(t, Config{URL: srv.URL, Timeout: 100 * time.Millisecond})
+	const n = 5
+	for i := range n {
+		s.Emit(loginEvent("u" + string(rune('a'+i))))
+	}
+	got := r.waitAccepted(n)
+	waitStats(t, s, func(st Stats) bool { return st.Sent == n && st.Pending == 0 })
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dups != 0 {
+		t.Errorf("%d events accepted twice", r.dups)
+	}
+	for id := range got {
+		if a := r.attempts[id]; a != 3 {
+			t.Errorf("event %s: %d attempts seen, want 3", id, a)
+		}
+	}
+	if st := s.Stats(); st.Retried != 2*n || st.Failed != 0 || st.Dropped != 0 {
+		t.Errorf("stats = %+v, want %d retries and no failure or drop", st, 2*n)
+	}
+}
+
+func TestGivesUpAfterLastRetry(t *testing.T) {
+	r, srv := newReceiver(t)
+	r.fail = func(string, int) int { return http.StatusServiceUnavailable }
+	s := newService(t, Config{URL: srv.URL})
+	s.Emit(loginEvent("alice"))
+	waitStats(t, s, func(st Stats) bool { return st.Failed == 1 })
+	st := s.Stats()
+	if st.Retried != int64(len(fast)) || st.Sent != 0 || st.Pending != 0 {
+		t.Errorf("stats = %+v, want %d retries, nothing sent or pending", st, len(fast))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, a := range r.attempts {
+		if a != 1+len(fast) {
+			t.Errorf("event %s: %d attempts, want %d", id, a, 1+len(fast))
+		}
+	}
+}
+
+func TestConnectionRefusedRetried(t *testing.T) {
+	r, srv := newReceiver(t)
+	url := srv.URL
+	srv.Close() // nothing listens: every attempt fails to connect
+	s := newService(t, Config{URL: url, Backoff: []time.Duration{time.Millisecond}})
+	s.Emit(loginEvent("alice"))
+	waitStats(t, s, func(st Stats) bool { return st.Failed == 1 })
+	if st := s.Stats(); st.Retried != 1 {
+		t.Errorf("stats = %+v, want 1 retry", st)
+	}
+	_ = r
+}
+
+func TestQueueFullDropsAndCounts(t *testing.T) {
+	r, srv := newReceiver(t)
+	r.block = make(chan struct{})
+	s := newService(t, Config{URL: srv.URL, Queue: 2, Senders: 1})
+	s.Emit(loginEvent("a"))
+	// The sender has taken the first event once it is in flight.
+	waitFor(t, func() bool { return len(s.ch) == 0 })
+	start := time.Now()
+	for _, u := range []string{"b", "c", "d", "e"} {
+		s.Emit(loginEvent(u)) // b waits in the queue; c, d, e find it full
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Emit on a full queue took %v: it must not block", d)
+	}
+	if st := s.Stats(); st.Dropped != 3 || st.Pending != 2 {
+		t.Errorf("stats = %+v, want 3 dropped and 2 pending", st)
+	}
+	close(r.block)
+	r.waitAccepted(2)
+	waitStats(t, s, func(st Stats) bool { return st.Sent == 2 && st.Pending == 0 })
+	s.Emit(loginEvent("f")) // room again
+	r.waitAccepted(3)
+}
+
+func TestCloseDrains(t *testing.T) {
+	r, srv := newReceiver(t)
+	r.fail = func(_ string, n int) int {
+		if n == 1 {
+			return http.StatusInternalServerError // each event waits for a retry when Close starts
+		}
+		return 0
+	}
+	s := New(Config{URL: srv.URL, Secret: secret, Backoff: []time.Duration{50 * time.Millisecond}})
+	const n = 20
+	for i := range n {
+		s.Emit(loginEvent("u" + string(rune('a'+i))))
+	}
+	s.Start()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	if st := s.Stats(); st.Sent != n || st.Pending != 0 || st.Dropped != 0 {
+		t.Errorf("stats after Close = %+v, want %d sent", st, n)
+	}
+	if got := len(r.waitAccepted(n)); got != n {
+		t.Errorf("receiver has %d events, want %d", got, n)
+	}
+	s.Emit(loginEvent("late"))
+	if st := s.Stats(); st.Dropped != 1 {
+		t.Errorf("Emit after Close: dropped %d, want 1", st.Dropped)
+	}
+}
+
+func TestCloseGivesUpAtDeadline(t *testing.T) {
+	r, srv := newReceiver(t)
+	r.fail = func(string, int) int { return http.StatusInternalServerError }
+	s := New(Config{URL: srv.URL, Secret: secret, Backoff: []time.Duration{time.Hour}})
+	s.Start()
+	s.Emit(loginEvent("a"))
+	s.Emit(loginEvent("b"))
+	waitStats(t, s, func(st Stats) bool { return len(s.timers) == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := s.Close(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close = %v, want the deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+	if st := s.Stats(); st.Dropped != 2 || st.Pending != 0 {
+		t.Errorf("stats = %+v, want the 2 events waiting to retry dropped", st)
+	}
+}
+
+func TestNoURLEmitsNothing(t *testing.T) {
+	s := newService(t, Config{})
+	s.Emit(loginEvent("a"))
+	if st := s.Stats(); st != (Stats{}) {
+		t.Errorf("stats = %+v, want none", st)
+	}
+}
+
+func waitStats(t *testing.T, s *Service, ok func(Stats) bool) {
+	t.Helper()
+	waitFor(t, func() bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		return ok(s.Stats())
+	})
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
