@@ -1,7 +1,8 @@
 // Command herald is Herald's one binary: the server and its tools.
 //
 //	herald serve     run the server (embedded store, defaults work out of the box)
-//	herald gentoken  mint a login token for a user (--admin: an operator token for the console)
+//	herald gentoken  mint a login token for a user (--admin: an operator token for the console;
+//	                 --webhook-key: print the key callbacks are signed with)
 //	herald push      push debugging: a test push to a device, the delivery log
 //	herald emulator  run the APNs emulator alone
 //	herald bench     load scenarios: peer messages, idle connections, pushes
@@ -20,7 +21,7 @@ const usage = `herald: a self-hosted messaging server with offline push
 
 Usage:
   herald serve    [--addr HOST:PORT] [--data DIR] [--config FILE] [...]
-  herald gentoken [--data DIR] --user ID | --admin [--ttl 24h]
+  herald gentoken [--data DIR] --user ID | --admin [--ttl 24h] | --webhook-key
   herald bench    peer|conn|push [flags]
   herald push     test|log [flags]
   herald emulator [--addr HOST:PORT] [--sandbox-addr HOST:PORT] [--dir DIR] [--delay D]

@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/herald-im/herald/internal/webhook"
 	"github.com/herald-im/herald/token"
 )
 
@@ -76,5 +80,32 @@ func TestGentokenAdmin(t *testing.T) {
 	}
 	if _, err := token.Verify([]byte(secret), tok, time.Now()); err == nil {
 		t.Error("the admin token logs in as a user; want it refused by Verify")
+	}
+}
+
+// --webhook-key prints the derived key callbacks are signed with, which a
+// receiver verifies with instead of the server secret.
+func TestGentokenWebhookKey(t *testing.T) {
+	dir := t.TempDir()
+	secret := "0123456789abcdef0123456789abcdef"
+	os.WriteFile(filepath.Join(dir, "secret"), []byte(secret+"\n"), 0o600)
+	t.Setenv("HERALD_SECRET", "")
+	var out, errOut bytes.Buffer
+	if err := run([]string{"gentoken", "--data", dir, "--webhook-key"}, &out, &errOut); err != nil {
+		t.Fatalf("gentoken --webhook-key: %v (%s)", err, errOut.String())
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("herald webhook v1"))
+	want := hex.EncodeToString(m.Sum(nil))
+	if got := out.String(); got != want+"\n" {
+		t.Errorf("stdout = %q, want the hex HMAC-SHA256(secret, \"herald webhook v1\") %q", got, want)
+	}
+	if want != hex.EncodeToString(webhook.SigningKey([]byte(secret))) {
+		t.Error("the printed key is not webhook.SigningKey: receivers could not verify")
+	}
+	out.Reset()
+	err := run([]string{"gentoken", "--secret", secret, "--webhook-key", "--admin"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "excludes") || out.Len() != 0 {
+		t.Errorf("--webhook-key with --admin: %v, stdout %q; want an error and nothing printed", err, out.String())
 	}
 }

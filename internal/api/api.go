@@ -178,16 +178,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	app, err := h.authenticate(r)
+	cred, err := h.authenticate(r)
 	if err != nil {
 		writeErr(w, h.log, err)
 		return
 	}
-	if app != "" {
-		if ok, wait := h.limit.take(app, h.cfg.Now()); !ok {
+	// Signature, then the rate limit, then the nonce: a request refused
+	// with 429 has not used its nonce, so it may be retried as signed
+	// (within the time window) after Retry-After.
+	if app := cred.app; app != "" {
+		now := h.cfg.Now()
+		if ok, wait := h.limit.take(app, now); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
 			writeErr(w, h.log, herald.Errorf(herald.CodeRateLimited, "app %s is over its limit of %d requests per second (burst %d); retry after %s s",
 				app, h.cfg.Rate, h.cfg.Burst, retryAfter(wait)))
+			return
+		}
+		if wait, err := h.nonces.use(app, cred.nonce, cred.ts, now); err != nil {
+			if wait > 0 {
+				w.Header().Set("Retry-After", retryAfter(wait))
+			}
+			writeErr(w, h.log, err)
 			return
 		}
 	}

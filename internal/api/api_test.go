@@ -225,19 +225,92 @@ func TestNonceCacheBounded(t *testing.T) {
 	c := newNonceCache(1, 1, time.Second) // room for 1024
 	now := time.Unix(1000, 0)
 	for i := 0; i < 1024; i++ {
-		if err := c.use("a", "nonce-"+strconv.Itoa(i), now.Unix(), now); err != nil {
+		if _, err := c.use("a", "nonce-"+strconv.Itoa(i), now.Unix(), now); err != nil {
 			t.Fatalf("nonce %d: %v", i, err)
 		}
 	}
-	if err := c.use("a", "one-too-many", now.Unix(), now); herald.ErrorCode(err) != herald.CodeRateLimited {
+	wait, err := c.use("a", "one-too-many", now.Unix(), now)
+	if herald.ErrorCode(err) != herald.CodeRateLimited {
 		t.Fatalf("full cache: %v, want rate_limited", err)
 	}
+	// The nonces are kept until now+1s, forgotten after: 2 s.
+	if wait != 2*time.Second {
+		t.Errorf("full cache: wait %s, want 2s (until the oldest nonce may be forgotten)", wait)
+	}
 	later := now.Add(3 * time.Second) // every nonce's timestamp has left the window
-	if err := c.use("a", "one-too-many", later.Unix(), later); err != nil {
+	if _, err := c.use("a", "one-too-many", later.Unix(), later); err != nil {
 		t.Fatalf("after the window: %v", err)
 	}
 	if n := len(c.seen); n != 1 {
 		t.Errorf("%d nonces kept after the sweep, want 1", n)
+	}
+}
+
+// The nonce is recorded after the rate limit: a request refused with 429
+// may be sent again, as signed, after Retry-After, and refused requests
+// do not fill the replay cache.
+func TestRateLimitedRequestKeepsItsNonce(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Rate, c.Burst, c.TimeWindow = 1, 1, 5*time.Second })
+	if st, e, _ := f.send(t, signed{signPath: "/api/v1/push/status"}); st != 200 {
+		t.Fatalf("first request: %d %+v", st, e)
+	}
+	retry := signed{signPath: "/api/v1/push/status", ts: f.clk.Now().Unix(), nonce: "retried-nonce-0001"}
+	st, e, hdr := f.send(t, retry)
+	if st != 429 || e.Code != "rate_limited" || hdr.Get("Retry-After") != "1" {
+		t.Fatalf("over the rate: %d %+v Retry-After %q, want 429 rate_limited 1", st, e, hdr.Get("Retry-After"))
+	}
+	f.clk.Add(time.Second)
+	if st, e, _ := f.send(t, retry); st != 200 {
+		t.Fatalf("the same signed request after Retry-After: %d %+v, want 200", st, e)
+	}
+	// Now it is used.
+	f.clk.Add(time.Second)
+	if st, e, _ := f.send(t, retry); st != 401 || e.Reason != apiclient.ReasonNonceReused {
+		t.Errorf("a replay of the accepted request: %d %+v, want 401 %s", st, e, apiclient.ReasonNonceReused)
+	}
+	// A replay spends no token: the next fresh request goes through.
+	if st, e, _ := f.send(t, signed{signPath: "/api/v1/push/status"}); st != 200 {
+		t.Errorf("a fresh request after a refused replay: %d %+v", st, e)
+	}
+}
+
+// Requests refused with 429 by the thousand do not fill the replay cache,
+// so a request within the rate is not refused by it.
+func TestRateLimitedRequestsDoNotFillNonceCache(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	now := time.Unix(1_800_000_000, 0)
+	h := New(Config{Secret: secret, Rate: 1, Burst: 1, TimeWindow: time.Second, Now: func() time.Time { return now }})
+	do := func() *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, apiclient.PathPushStatus, nil)
+		apiclient.SignRequest(r, secret, "herald", now, nil)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for range 1100 {
+		do()
+	}
+	now = now.Add(1100 * time.Millisecond) // a token is back in the bucket
+	if w := do(); w.Code == http.StatusTooManyRequests && strings.Contains(w.Body.String(), "within the time window") {
+		t.Errorf("a request within the rate was refused by the replay cache, filled by refused requests: %s", w.Body.String())
+	}
+}
+
+// A full replay cache answers 429 with Retry-After, like the rate limit.
+func TestNonceCacheFullRetryAfter(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.Rate, c.Burst, c.TimeWindow = 100, 100, 5*time.Second })
+	f.h.nonces.max = 2
+	for i := 0; i < 2; i++ {
+		if st, e, _ := f.send(t, signed{signPath: "/api/v1/push/status"}); st != 200 {
+			t.Fatalf("request %d: %d %+v", i, st, e)
+		}
+	}
+	st, e, hdr := f.send(t, signed{signPath: "/api/v1/push/status"})
+	if st != 429 || e.Code != "rate_limited" {
+		t.Fatalf("full cache: %d %+v, want 429", st, e)
+	}
+	if hdr.Get("Retry-After") != "6" {
+		t.Errorf("full cache: Retry-After %q, want 6 (the oldest nonce is kept for the 5 s window)", hdr.Get("Retry-After"))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,19 +35,30 @@ func refuse(reason, format string, args ...any) error {
 
 var signedHeaders = []string{apiclient.HeaderApp, apiclient.HeaderTimestamp, apiclient.HeaderNonce, apiclient.HeaderSignature}
 
-// authenticate checks r's credential and returns the app that signed it,
-// or "" for an admin token. A signed request's body is read (bounded by
-// MaxBodyBytes) to be hashed and put back for the endpoint.
-func (h *Handler) authenticate(r *http.Request) (string, error) {
+// credential is what authenticate found: the app that signed the request
+// ("" for an admin token) and the signed nonce, which the caller records
+// (nonceCache.use) only once the request is past the rate limit, so a
+// request refused with 429 can be retried as it was signed.
+type credential struct {
+	app   string
+	nonce string
+	ts    int64
+}
+
+// authenticate checks r's credential: an admin token, or a signature
+// whose nonce has not been used. A signed request's body is read (bounded
+// by MaxBodyBytes) to be hashed and put back for the endpoint. It does
+// not record the nonce (the caller does, after the rate limit).
+func (h *Handler) authenticate(r *http.Request) (credential, error) {
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		tok, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok {
-			return "", refuse(apiclient.ReasonAdminToken, "Authorization must be \"Bearer <admin token>\"")
+			return credential{}, refuse(apiclient.ReasonAdminToken, "Authorization must be \"Bearer <admin token>\"")
 		}
 		if err := token.VerifyAdmin(h.cfg.Secret, tok, h.cfg.Now()); err != nil {
-			return "", &authError{reason: apiclient.ReasonAdminToken, err: err}
+			return credential{}, &authError{reason: apiclient.ReasonAdminToken, err: err}
 		}
-		return "", nil
+		return credential{}, nil
 	}
 	var missing []string
 	for _, name := range signedHeaders {
@@ -55,20 +67,20 @@ func (h *Handler) authenticate(r *http.Request) (string, error) {
 		}
 	}
 	if len(missing) == len(signedHeaders) {
-		return "", refuse(apiclient.ReasonMissingCredentials, "no credential: sign the request (%s) or send \"Authorization: Bearer <admin token>\"; see docs/api.md",
+		return credential{}, refuse(apiclient.ReasonMissingCredentials, "no credential: sign the request (%s) or send \"Authorization: Bearer <admin token>\"; see docs/api.md",
 			strings.Join(signedHeaders, ", "))
 	}
 	if len(missing) > 0 {
-		return "", refuse(apiclient.ReasonMissingHeader, "signed request lacks the header %s", strings.Join(missing, ", "))
+		return credential{}, refuse(apiclient.ReasonMissingHeader, "signed request lacks the header %s", strings.Join(missing, ", "))
 	}
 	app := r.Header.Get(apiclient.HeaderApp)
 	if app != h.cfg.AppID {
-		return "", refuse(apiclient.ReasonUnknownApp, "%s %q names no app of this server", apiclient.HeaderApp, app)
+		return credential{}, refuse(apiclient.ReasonUnknownApp, "%s %q names no app of this server", apiclient.HeaderApp, app)
 	}
 	tsText := r.Header.Get(apiclient.HeaderTimestamp)
 	ts, err := parseTimestamp(tsText)
 	if err != nil {
-		return "", refuse(apiclient.ReasonBadTimestamp, "%s %q is not Unix seconds", apiclient.HeaderTimestamp, tsText)
+		return credential{}, refuse(apiclient.ReasonBadTimestamp, "%s %q is not Unix seconds", apiclient.HeaderTimestamp, tsText)
 	}
 	now := h.cfg.Now()
 	if skew := now.Sub(time.Unix(ts, 0)); skew > h.cfg.TimeWindow || skew < -h.cfg.TimeWindow {
@@ -76,21 +88,21 @@ func (h *Handler) authenticate(r *http.Request) (string, error) {
 		if skew < 0 {
 			dir, skew = "ahead of", -skew
 		}
-		return "", refuse(apiclient.ReasonTimestampWindow, "%s %d is %s %s the server's clock; the window is ±%s",
+		return credential{}, refuse(apiclient.ReasonTimestampWindow, "%s %d is %s %s the server's clock; the window is ±%s",
 			apiclient.HeaderTimestamp, ts, skew.Truncate(time.Second), dir, h.cfg.TimeWindow)
 	}
 	nonce := r.Header.Get(apiclient.HeaderNonce)
 	if !validNonce(nonce) {
-		return "", refuse(apiclient.ReasonBadNonce, "%s must be %d-%d characters of A-Z a-z 0-9 _ . -",
+		return credential{}, refuse(apiclient.ReasonBadNonce, "%s must be %d-%d characters of A-Z a-z 0-9 _ . -",
 			apiclient.HeaderNonce, apiclient.MinNonceLen, apiclient.MaxNonceLen)
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return "", herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes", MaxBodyBytes)
+			return credential{}, herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes", MaxBodyBytes)
 		}
-		return "", herald.Errorf(herald.CodeInvalidArgument, "reading the body: %v", err)
+		return credential{}, herald.Errorf(herald.CodeInvalidArgument, "reading the body: %v", err)
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	target := r.RequestURI
@@ -100,13 +112,13 @@ func (h *Handler) authenticate(r *http.Request) (string, error) {
 	want := apiclient.Sign(h.cfg.Secret, app, ts, nonce, r.Method, target, body)
 	got := strings.ToLower(r.Header.Get(apiclient.HeaderSignature))
 	if !hmac.Equal([]byte(got), []byte(want)) {
-		return "", refuse(apiclient.ReasonBadSignature, "%s does not match: sign app, timestamp, nonce, method, path with query (%s) and the body's SHA-256 with the server secret; see docs/api.md",
+		return credential{}, refuse(apiclient.ReasonBadSignature, "%s does not match: sign app, timestamp, nonce, method, path with query (%s) and the body's SHA-256 with the server secret; see docs/api.md",
 			apiclient.HeaderSignature, target)
 	}
-	if err := h.nonces.use(app, nonce, ts, now); err != nil {
-		return "", err
+	if err := h.nonces.check(app, nonce, now); err != nil {
+		return credential{}, err // a replay spends no token of the app's rate
 	}
-	return app, nil
+	return credential{app: app, nonce: nonce, ts: ts}, nil
 }
 
 // parseTimestamp reads decimal Unix seconds: digits only, no sign.
@@ -155,27 +167,46 @@ func newNonceCache(rate, burst int, window time.Duration) *nonceCache {
 	return &nonceCache{window: window, max: max(n, 1024), seen: make(map[string]int64)}
 }
 
-// use records nonce, refusing one already seen.
-func (c *nonceCache) use(app, nonce string, ts int64, now time.Time) error {
+// check refuses a nonce already seen, without recording it.
+func (c *nonceCache) check(app, nonce string, now time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if exp, ok := c.seen[app+"\x00"+nonce]; ok && exp >= now.Unix() {
+		return reused(nonce)
+	}
+	return nil
+}
+
+func reused(nonce string) error {
+	return refuse(apiclient.ReasonNonceReused, "%s %q was already used within the time window: a replay; sign every request with a new nonce",
+		apiclient.HeaderNonce, nonce)
+}
+
+// use records nonce, refusing one already seen. When the cache is full
+// it refuses with CodeRateLimited and wait, how long until the oldest
+// nonce may be forgotten (for Retry-After).
+func (c *nonceCache) use(app, nonce string, ts int64, now time.Time) (wait time.Duration, err error) {
 	key := app + "\x00" + nonce
 	t := now.Unix()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if exp, ok := c.seen[key]; ok && exp >= t {
-		return refuse(apiclient.ReasonNonceReused, "%s %q was already used within the time window: a replay; sign every request with a new nonce",
-			apiclient.HeaderNonce, nonce)
+		return 0, reused(nonce)
 	}
 	if len(c.seen) >= c.max || t >= c.nextSweep {
+		first := int64(math.MaxInt64) // the earliest a kept nonce may be forgotten
 		for k, exp := range c.seen {
 			if exp < t {
 				delete(c.seen, k)
+			} else {
+				first = min(first, exp)
 			}
 		}
 		c.nextSweep = t + int64(c.window/time.Second)/2 + 1
 		if len(c.seen) >= c.max {
-			return herald.Errorf(herald.CodeRateLimited, "more than %d signed requests within the time window; slow down", c.max)
+			return time.Duration(first-t+1) * time.Second, herald.Errorf(herald.CodeRateLimited, "more than %d signed requests within the time window; slow down", c.max)
 		}
 	}
 	c.seen[key] = ts + int64((c.window+time.Second-1)/time.Second)
-	return nil
+	return 0, nil
 }

@@ -80,10 +80,12 @@ type Events interface {
 // stored (internal/webhook implements it).
 type BeforeSend interface {
 	// BeforeSend is given m validated, with From, Conv and CreatedAt set.
-	// It returns nil to let m through, possibly with Text, Data or
-	// Extended rewritten (Send validates m again), or the error to answer
-	// the sender with (CodeForbidden for a rejection). It blocks, for a
-	// bounded time, on the sending session's goroutine only.
+	// It returns nil to let m through, possibly with Text, Data, Extended
+	// or the push's title and content rewritten (Send validates m and its
+	// push again), or the error to answer the sender with (CodeForbidden
+	// for a rejection). It blocks, for a bounded time, on the sending
+	// session's goroutine only. Sends of the app's backend (origin 0) are
+	// not checked.
 	BeforeSend(ctx context.Context, m *herald.Message) error
 }
 
@@ -201,12 +203,14 @@ func (s *Service) Close(ctx context.Context) error {
 // they are delivered in order with the messages around them.
 //
 // With a BeforeSend check, Send blocks on it (on the caller's goroutine,
-// before the message is queued to the writer) for every message but
-// commands, which are signalling and never stored.
+// before the message is queued to the writer) for every client message
+// but commands, which are signalling and never stored. A send with origin
+// 0 comes from the app's backend (the server API), not from a client
+// session: it is not checked, since the backend sent it.
 func (s *Service) Send(from string, origin SessionID, m *herald.Message, done func(SendResult, error)) {
 	gs, err := s.prepare(from, m)
-	if err == nil && s.cfg.BeforeSend != nil && m.Type != herald.MessageCommand {
-		err = s.beforeSend(m)
+	if err == nil && s.cfg.BeforeSend != nil && origin != 0 && m.Type != herald.MessageCommand {
+		err = s.beforeSend(m, gs)
 	}
 	if err != nil {
 		done(SendResult{}, err)
@@ -222,16 +226,37 @@ func (s *Service) Send(from string, origin SessionID, m *herald.Message, done fu
 }
 
 // beforeSend runs the BeforeSend check on m and validates what it
-// rewrote.
-func (s *Service) beforeSend(m *herald.Message) error {
+// rewrote. The check takes a round trip: a group's sender is checked
+// again afterwards (kicked meanwhile, it may not send), and the message
+// is stamped with the time it leaves the check, so its time does not go
+// back against the seqs of messages stored meanwhile.
+func (s *Service) beforeSend(m *herald.Message, gs *groupState) error {
 	if err := s.cfg.BeforeSend.BeforeSend(context.Background(), m); err != nil {
 		return err
 	}
-	if err := s.cfg.Limits.Validate(m); err != nil {
+	err := s.cfg.Limits.Validate(m)
+	if err == nil && m.Push != nil {
+		err = s.cfg.Push.Check(m)
+	}
+	if err != nil {
 		s.log.Warn("before_send rewrote a message into an invalid one", "user_id", m.From, "to", m.To, "err", err)
 		return herald.Errorf(herald.ErrorCode(err), "the message as rewritten by the app is invalid: %s", herald.ErrorMessage(err))
 	}
+	if gs != nil && !s.stillMember(m.From, m.To) {
+		return notMember(m.To)
+	}
+	m.CreatedAt = s.cfg.Now().Truncate(time.Millisecond)
 	return nil
+}
+
+// stillMember reports whether user is a member of group now.
+func (s *Service) stillMember(user, group string) bool {
+	gs, err := s.groupOf(context.Background(), user, group)
+	if err != nil {
+		return false
+	}
+	_, ok := gs.member(user)
+	return ok
 }
 
 // prepare validates m and fills in what the server decides. For a group

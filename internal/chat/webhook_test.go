@@ -138,3 +138,45 @@ func TestBeforeSendSkipsCommands(t *testing.T) {
 		t.Errorf("before_send called %d times for a command", ck.calls)
 	}
 }
+
+// A member kicked while before_send checks their message does not get it
+// stored in the group.
+func TestKickedDuringBeforeSendNotStored(t *testing.T) {
+	var s *Service
+	ck := &checker{fn: func(m *herald.Message) error {
+		if m.ConvType == herald.ConversationGroup {
+			if _, err := s.KickGroupMembers(context.Background(), "alice", 0, "g1", []string{"bob"}); err != nil {
+				t.Errorf("kick: %v", err)
+			}
+		}
+		return nil
+	}}
+	s, _ = newService(t, openStore(t), Config{BeforeSend: ck})
+	mustCreate(t, s, "alice", "g1", "bob")
+	m := &herald.Message{Type: herald.MessageText, ConvType: herald.ConversationGroup, To: "g1", LocalID: "b1", Text: "after my kick"}
+	_, err := send(s, "bob", 2, m)
+	wantCode(t, "send by a member kicked during the check", err, herald.CodeForbidden)
+	msgs, _, err := s.History(context.Background(), "alice", herald.ConversationGroup, "g1", store.HistoryQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range msgs {
+		if x.From == "bob" {
+			t.Errorf("bob's message is in the group: %+v", x)
+		}
+	}
+}
+
+// The backend's own sends (origin 0: the server API) are not checked.
+func TestBackendSendsSkipBeforeSend(t *testing.T) {
+	ck := &checker{fn: func(*herald.Message) error { return herald.Errorf(herald.CodeForbidden, "no") }}
+	s, _ := newService(t, openStore(t), Config{BeforeSend: ck})
+	if _, err := send(s, "shop", 0, text("bob", "b1", "order shipped")); err != nil {
+		t.Fatalf("backend send: %v", err)
+	}
+	_, err := send(s, "alice", 3, text("bob", "a1", "hi"))
+	wantCode(t, "client send", err, herald.CodeForbidden)
+	if ck.calls != 1 {
+		t.Errorf("before_send called %d times, want once (the client's send only)", ck.calls)
+	}
+}

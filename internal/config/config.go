@@ -78,7 +78,7 @@ type Config struct {
 	APITimeWindow time.Duration // HERALD_API_TIME_WINDOW: how far a signed request's timestamp may be from the server's clock
 
 	// Callbacks to the app's backend (docs/webhooks.md).
-	WebhookURL                string        // HERALD_WEBHOOK_URL: where events are POSTed, signed with the secret; empty: no callbacks
+	WebhookURL                string        // HERALD_WEBHOOK_URL: where events are POSTed, signed with a key derived from the secret (webhook.SigningKey); empty: no callbacks
 	WebhookQueue              int           // HERALD_WEBHOOK_QUEUE: events awaiting delivery (queued, in flight or waiting to retry); more are dropped and counted
 	WebhookBeforeSendURL      string        // HERALD_WEBHOOK_BEFORE_SEND_URL: asked before each client message is stored; empty: no check
 	WebhookBeforeSendTimeout  time.Duration // HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT: how long a sender waits for before_send's answer
@@ -91,7 +91,7 @@ type Config struct {
 	PprofAddr       string        // HERALD_PPROF_ADDR: serve Go's net/http/pprof here; empty (default) is off
 
 	// Operations (docs/operations.md).
-	MetricsPublic string // HERALD_METRICS_PUBLIC: serve /metrics on HERALD_ADDR: "true", "false" or "auto" (true when HERALD_ADDR is a loopback address)
+	MetricsPublic string // HERALD_METRICS_PUBLIC: serve /metrics on HERALD_ADDR: "true", "false" or "auto" (when HERALD_ADDR is a loopback address, and not to requests that came through a proxy)
 	MetricsAddr   string // HERALD_METRICS_ADDR: also serve /metrics on this address of its own; empty (default) is off
 }
 
@@ -201,14 +201,14 @@ func (c *Config) keys() []key {
 		{"api-rate", "signed server API requests per second and app; more are answered 429", &c.APIRate},
 		{"api-burst", "signed server API requests allowed in a burst", &c.APIBurst},
 		{"api-time-window", "how far a signed API request's timestamp may be from the server's clock, either way", &c.APITimeWindow},
-		{"webhook-url", "http(s) URL the event callbacks are POSTed to, signed with the secret (docs/webhooks.md); empty is off", &c.WebhookURL},
+		{"webhook-url", "http(s) URL the event callbacks are POSTed to, signed with a key derived from the secret (docs/webhooks.md); empty is off", &c.WebhookURL},
 		{"webhook-queue", "callback events awaiting delivery or retry; beyond it events are dropped and counted", &c.WebhookQueue},
 		{"webhook-before-send-url", "http(s) URL asked to allow, reject or rewrite each client message before it is stored; empty is off", &c.WebhookBeforeSendURL},
 		{"webhook-before-send-timeout", "how long a sender waits for before_send; then the fallback applies", &c.WebhookBeforeSendTimeout},
 		{"webhook-before-send-fallback", "allow or reject the message when before_send does not answer", &c.WebhookBeforeSendFallback},
 		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
-		{"metrics-public", "serve Prometheus /metrics on addr: true, false, or auto (true only when addr is a loopback address)", &c.MetricsPublic},
+		{"metrics-public", "serve Prometheus /metrics on addr: true, false, or auto (only when addr is a loopback address, and never to a request that came through a proxy)", &c.MetricsPublic},
 		{"metrics-addr", "serve Prometheus /metrics on this address of its own (for a private scrape network); empty is off", &c.MetricsAddr},
 	}
 }
@@ -456,9 +456,14 @@ func (c *Config) validateWebhooks() error {
 		if u.v == "" {
 			continue
 		}
+		// The error names the key, never the URL: its path or query may
+		// hold a credential, and the error is printed and logged.
 		p, err := url.Parse(u.v)
-		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return fmt.Errorf("%s must be an http or https URL, got %q", u.n, u.v)
+		if err != nil {
+			return fmt.Errorf("%s must be an http or https URL; it does not parse as a URL (value not shown: it may hold a credential)", u.n)
+		}
+		if (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return fmt.Errorf("%s must be an http or https URL with a host, got scheme %q and host %q (rest of the value not shown: it may hold a credential)", u.n, p.Scheme, p.Host)
 		}
 	}
 	if c.WebhookQueue <= 0 {
@@ -516,7 +521,8 @@ func Keys() [][4]string {
 // MetricsOnAddr reports whether /metrics is served on Addr:
 // HERALD_METRICS_PUBLIC true, or auto with Addr on a loopback address
 // (metrics tell user and device counts, so a public address needs a
-// deliberate true, or a separate HERALD_METRICS_ADDR).
+// deliberate true, or a separate HERALD_METRICS_ADDR). With auto, see
+// also MetricsLocalOnly.
 func (c *Config) MetricsOnAddr() bool {
 	switch c.MetricsPublic {
 	case "true":
@@ -534,6 +540,19 @@ func (c *Config) MetricsOnAddr() bool {
 	}
 	return false
 }
+
+// MetricsLocalOnly reports whether /metrics, served on Addr, must refuse
+// (404) requests that came through a reverse proxy: true for auto. A
+// loopback Addr is also where the documented TLS proxy forwards the
+// internet's requests, and those carry a proxy header (ProxyHeaders); an
+// operator who wants /metrics through the proxy sets true.
+func (c *Config) MetricsLocalOnly() bool {
+	return c.MetricsPublic == "auto" && c.MetricsOnAddr()
+}
+
+// ProxyHeaders are the request headers a reverse proxy adds; a request
+// carrying any of them came through one.
+var ProxyHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host"}
 
 // SecretPath is where a generated secret is kept inside the data folder.
 func (c *Config) SecretPath() string { return filepath.Join(c.DataDir, "secret") }

@@ -75,6 +75,31 @@ func TestErrorsNameTheKey(t *testing.T) {
 	}
 }
 
+// A callback URL's path or query may hold a credential: an invalid one is
+// named by its key, never echoed.
+func TestWebhookURLErrorHidesTheValue(t *testing.T) {
+	for _, v := range []string{
+		"ftp://hooks.example.com/h/PATHSECRET?key=QUERYSECRET",
+		"http:///h/PATHSECRET?key=QUERYSECRET",
+		"http://hooks.example.com/%zz/PATHSECRET?key=QUERYSECRET", // does not parse
+		"hooks.example.com/h/PATHSECRET?key=QUERYSECRET",
+	} {
+		for _, key := range []string{"HERALD_WEBHOOK_URL", "HERALD_WEBHOOK_BEFORE_SEND_URL"} {
+			env := map[string]string{key: v}
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(new(strings.Builder))
+			_, err := Load(fs, nil, func(k string) string { return env[k] })
+			if err == nil || !strings.Contains(err.Error(), key) {
+				t.Errorf("%s=%s: error %v, want one naming %s", key, v, err, key)
+				continue
+			}
+			if strings.Contains(err.Error(), "SECRET") {
+				t.Errorf("%s=%s: error echoes the URL's path or query: %v", key, v, err)
+			}
+		}
+	}
+}
+
 func TestResolveSecret(t *testing.T) {
 	c := Default()
 	c.DataDir = t.TempDir()
@@ -116,20 +141,25 @@ func TestMetricsOnAddr(t *testing.T) {
 	for _, tc := range []struct {
 		public, addr string
 		want         bool
+		localOnly    bool // refuses proxied requests
 	}{
-		{"auto", "127.0.0.1:7400", true},
-		{"auto", "[::1]:7400", true},
-		{"auto", "localhost:7400", true},
-		{"auto", "0.0.0.0:7400", false},
-		{"auto", ":7400", false},
-		{"auto", "10.0.0.5:7400", false},
-		{"true", "0.0.0.0:7400", true},
-		{"false", "127.0.0.1:7400", false},
+		{"auto", "127.0.0.1:7400", true, true},
+		{"auto", "[::1]:7400", true, true},
+		{"auto", "localhost:7400", true, true},
+		{"auto", "0.0.0.0:7400", false, false},
+		{"auto", ":7400", false, false},
+		{"auto", "10.0.0.5:7400", false, false},
+		{"true", "0.0.0.0:7400", true, false},
+		{"true", "127.0.0.1:7400", true, false},
+		{"false", "127.0.0.1:7400", false, false},
 	} {
 		c := Default()
 		c.MetricsPublic, c.Addr = tc.public, tc.addr
 		if got := c.MetricsOnAddr(); got != tc.want {
 			t.Errorf("metrics-public %s, addr %s: on addr = %v, want %v", tc.public, tc.addr, got, tc.want)
+		}
+		if got := c.MetricsLocalOnly(); got != tc.localOnly {
+			t.Errorf("metrics-public %s, addr %s: local only = %v, want %v", tc.public, tc.addr, got, tc.localOnly)
 		}
 	}
 	c := Default()

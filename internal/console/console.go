@@ -144,14 +144,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // sameOrigin refuses a POST whose Origin (sent by every current browser on
 // POST) names another host: a second line behind SameSite=Strict and the
-// CSRF token.
+// CSRF token. The host may be the request's Host or, behind a proxy that
+// rewrites Host (nginx's default proxy_pass sends its upstream's), one of
+// its X-Forwarded-Host values: a cross-site browser form cannot set that
+// header, so it is as trustworthy here as Host.
 func sameOrigin(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return true
 	}
 	u, err := url.Parse(o)
-	return err == nil && u.Host == r.Host
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, v := range r.Header.Values("X-Forwarded-Host") {
+		for h := range strings.SplitSeq(v, ",") {
+			if h = strings.TrimSpace(h); h != "" && strings.EqualFold(u.Host, h) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (h *Handler) serveStatic(w http.ResponseWriter, r *http.Request) {

@@ -171,6 +171,41 @@ func TestCSRFAndLogout(t *testing.T) {
 	}
 }
 
+// Behind nginx's default proxy_pass the Host is the upstream's
+// (127.0.0.1:7400) while the browser's Origin is the public host: the
+// proxy's X-Forwarded-Host names it.
+func TestLoginBehindHostRewritingProxy(t *testing.T) {
+	srv := startServer(t, nil)
+	for _, tc := range []struct {
+		name, origin, fwdHost string
+		want                  int
+	}{
+		{"origin is the forwarded host", "https://im.example.com", "im.example.com", http.StatusSeeOther},
+		{"forwarded by two proxies", "https://im.example.com", "im.example.com, inner.lan", http.StatusSeeOther},
+		{"origin is another site", "https://evil.example", "im.example.com", http.StatusForbidden},
+		{"no forwarded host", "https://im.example.com", "", http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := url.Values{"token": {adminToken(t, time.Hour)}}
+			req, _ := http.NewRequest(http.MethodPost, "http://"+srv.Addr()+"/console/login", strings.NewReader(v.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", tc.origin)
+			req.Header.Set("X-Forwarded-Proto", "https")
+			if tc.fwdHost != "" {
+				req.Header.Set("X-Forwarded-Host", tc.fwdHost)
+			}
+			resp, err := browserless(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("login with Origin %s, X-Forwarded-Host %q: %d, want %d", tc.origin, tc.fwdHost, resp.StatusCode, tc.want)
+			}
+		})
+	}
+}
+
 func TestPagesAfterAPush(t *testing.T) {
 	srv := startServer(t, nil)
 	pushID, tok := registerDevice(t, srv, "carol", 3)
@@ -227,16 +262,32 @@ func TestMetricsExposure(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		public string
+		header string // a proxy header the request carries
 		want   int
 	}{
-		{"auto on loopback", "auto", http.StatusOK},
-		{"false", "false", http.StatusNotFound},
+		{"auto on loopback", "auto", "", http.StatusOK},
+		{"false", "false", "", http.StatusNotFound},
+		// A request that came through a reverse proxy (the documented TLS
+		// setup forwards to the loopback address) is from the internet.
+		{"auto through a proxy, X-Forwarded-For", "auto", "X-Forwarded-For", http.StatusNotFound},
+		{"auto through a proxy, Forwarded", "auto", "Forwarded", http.StatusNotFound},
+		{"auto through a proxy, X-Real-IP", "auto", "X-Real-IP", http.StatusNotFound},
+		{"auto through a proxy, X-Forwarded-Host", "auto", "X-Forwarded-Host", http.StatusNotFound},
+		{"true through a proxy", "true", "X-Forwarded-For", http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startServer(t, func(c *config.Config) { c.MetricsPublic = tc.public })
-			resp := get(t, browserless(t), "http://"+srv.Addr()+"/metrics")
+			req, _ := http.NewRequest(http.MethodGet, "http://"+srv.Addr()+"/metrics", nil)
+			if tc.header != "" {
+				req.Header.Set(tc.header, "203.0.113.7")
+			}
+			resp, err := browserless(t).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { resp.Body.Close() })
 			if resp.StatusCode != tc.want {
-				t.Fatalf("GET /metrics: %d, want %d", resp.StatusCode, tc.want)
+				t.Fatalf("GET /metrics (%s): %d, want %d", tc.header, resp.StatusCode, tc.want)
 			}
 			if tc.want != http.StatusOK {
 				return

@@ -48,7 +48,7 @@ func (r *hookReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	err := webhook.Verify(testSecret, req.Header.Get(webhook.HeaderTimestamp), req.Header.Get(webhook.HeaderSignature), body, time.Now(), 5*time.Minute)
+	err := webhook.Verify(webhook.SigningKey(testSecret), req.Header.Get(webhook.HeaderTimestamp), req.Header.Get(webhook.HeaderSignature), body, time.Now(), 5*time.Minute)
 	var p webhook.Payload
 	if err == nil {
 		err = json.Unmarshal(body, &p)
@@ -223,7 +223,7 @@ func TestWebhookOfflineHeartbeat(t *testing.T) {
 func beforeSendBackend(t *testing.T) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := webhook.Verify(testSecret, r.Header.Get(webhook.HeaderTimestamp), r.Header.Get(webhook.HeaderSignature), body, time.Now(), time.Minute); err != nil {
+		if err := webhook.Verify(webhook.SigningKey(testSecret), r.Header.Get(webhook.HeaderTimestamp), r.Header.Get(webhook.HeaderSignature), body, time.Now(), time.Minute); err != nil {
 			t.Errorf("before_send request: %v", err)
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return

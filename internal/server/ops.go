@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/console"
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
@@ -42,8 +43,29 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 	}
 	mux.Handle(console.Prefix, console.New(cc))
 	if s.cfg.MetricsOnAddr() {
-		mux.Handle("/metrics", m.Handler())
+		h := m.Handler()
+		if s.cfg.MetricsLocalOnly() {
+			h = refuseProxied(h)
+		}
+		mux.Handle("/metrics", h)
 	}
+}
+
+// refuseProxied answers 404, as if /metrics were not served, to a request
+// that came through a reverse proxy (it carries one of
+// config.ProxyHeaders): with HERALD_METRICS_PUBLIC=auto a loopback
+// address serves /metrics to local scrapers, while the TLS proxy in front
+// of that same address forwards the internet's requests.
+func refuseProxied(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, name := range config.ProxyHeaders {
+			if _, ok := r.Header[http.CanonicalHeaderKey(name)]; ok {
+				http.NotFound(w, r)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // startMetrics serves /metrics on HERALD_METRICS_ADDR, when set.

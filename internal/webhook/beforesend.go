@@ -12,23 +12,41 @@ import (
 )
 
 // BeforeSendRequest is the body POSTed to the before_send URL: the
-// message as it will be stored, before it has an ID or a seq.
+// message as it will be stored, before it has an ID or a seq, and the
+// push its offline recipients will be shown.
 type BeforeSendRequest struct {
-	Type    string        `json:"type"` // always "before_send"
-	Time    int64         `json:"ts"`   // ms
-	Message proto.Message `json:"message"`
+	Type    string         `json:"type"` // always "before_send"
+	Time    int64          `json:"ts"`   // ms
+	Message proto.Message  `json:"message"`
+	Push    BeforeSendPush `json:"push"`
+}
+
+// BeforeSendPush is the part of a message's push configuration a
+// recipient sees (on the lock screen) or the app receives. Present is
+// false, and the rest empty, when the message carries no push
+// configuration (nothing is pushed for it).
+type BeforeSendPush struct {
+	Present     bool   `json:"present"`
+	Title       string `json:"title"`
+	Content     string `json:"content"`
+	Payload     string `json:"payload"`
+	ResourcesID string `json:"resources_id"`
 }
 
 // BeforeSendAnswer is what the backend answers. Action is "allow",
 // "reject" (with Reason, shown to the sender) or "rewrite": the fields
 // present replace the message's (text for text messages, data for
-// custom ones, extended_data for both); absent ones are kept.
+// custom ones, extended_data for both; push_title and push_content
+// replace the push configuration's title and content, when the message
+// has one); absent ones are kept.
 type BeforeSendAnswer struct {
-	Action   string  `json:"action"`
-	Reason   string  `json:"reason,omitempty"`
-	Text     *string `json:"text,omitempty"`
-	Data     *[]byte `json:"data,omitempty"` // base64 in JSON
-	Extended *string `json:"extended_data,omitempty"`
+	Action      string  `json:"action"`
+	Reason      string  `json:"reason,omitempty"`
+	Text        *string `json:"text,omitempty"`
+	Data        *[]byte `json:"data,omitempty"` // base64 in JSON
+	Extended    *string `json:"extended_data,omitempty"`
+	PushTitle   *string `json:"push_title,omitempty"`
+	PushContent *string `json:"push_content,omitempty"`
 }
 
 // Actions of a BeforeSendAnswer.
@@ -44,8 +62,10 @@ const maxReasonBytes = 256
 // BeforeSend asks the backend whether m, a validated client message about
 // to be stored, may be sent (chat.BeforeSend). It blocks for up to
 // BeforeSendTimeout; only the sending session waits. It returns nil to
-// allow (m's Text, Data and Extended may have been rewritten: the caller
-// validates m again), a CodeForbidden error with the backend's reason to
+// allow (m's Text, Data and Extended, and m.Push.Title and
+// m.Push.Content when m.Push is set, may have been rewritten: the caller
+// validates m and m.Push again; a rewritten push is a new PushConfig, the
+// one m came with is not modified), a CodeForbidden error with the backend's reason to
 // reject. When the backend does not answer properly (timeout, transport
 // error, non-2xx, an answer that cannot be read), the fallback decides:
 // allow, or a CodeUnavailable error (the sender may retry). Without a
@@ -54,10 +74,14 @@ func (s *Service) BeforeSend(ctx context.Context, m *herald.Message) error {
 	if s.cfg.BeforeSendURL == "" {
 		return nil
 	}
-	body, err := json.Marshal(BeforeSendRequest{
+	req := BeforeSendRequest{
 		Type: "before_send", Time: proto.Millis(s.cfg.Now()),
 		Message: proto.FromMessage(m, m.From, false),
-	})
+	}
+	if p := m.Push; p != nil {
+		req.Push = BeforeSendPush{Present: true, Title: p.Title, Content: p.Content, Payload: p.Payload, ResourcesID: p.ResourcesID}
+	}
+	body, err := json.Marshal(req)
 	if err != nil {
 		return s.fallback(m, fmt.Errorf("encoding: %w", err))
 	}
@@ -90,6 +114,16 @@ func (s *Service) BeforeSend(ctx context.Context, m *herald.Message) error {
 		}
 		if a.Extended != nil {
 			m.Extended = *a.Extended
+		}
+		if m.Push != nil && (a.PushTitle != nil || a.PushContent != nil) {
+			p := *m.Push // the sender's request may share it
+			if a.PushTitle != nil {
+				p.Title = *a.PushTitle
+			}
+			if a.PushContent != nil {
+				p.Content = *a.PushContent
+			}
+			m.Push = &p
 		}
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ func backend(t *testing.T, answer string, status int, delay time.Duration) *http
 	done := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if err := Verify(secret, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, time.Now(), time.Minute); err != nil {
+		if err := Verify(SigningKey(secret), r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, time.Now(), time.Minute); err != nil {
 			t.Errorf("before_send request: %v", err)
 		}
 		var req BeforeSendRequest
@@ -99,5 +100,86 @@ func TestBeforeSendOffAllows(t *testing.T) {
 	m := &herald.Message{From: "alice", Text: "hello"}
 	if err := s.BeforeSend(context.Background(), m); err != nil || m.Text != "hello" {
 		t.Errorf("BeforeSend without a URL = %v, text %q", err, m.Text)
+	}
+}
+
+// capture answers before_send with answer and keeps the last request body.
+func capture(t *testing.T, answer string) (*httptest.Server, func() []byte) {
+	t.Helper()
+	var mu sync.Mutex
+	var got []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = b
+		mu.Unlock()
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() []byte { mu.Lock(); defer mu.Unlock(); return got }
+}
+
+// The push text is shown on the recipient's lock screen: the moderation
+// hook is asked about it too.
+func TestBeforeSendSeesPush(t *testing.T) {
+	srv, body := capture(t, `{"action":"allow"}`)
+	s := newService(t, Config{BeforeSendURL: srv.URL})
+	m := &herald.Message{From: "alice", To: "bob", Type: herald.MessageText, Text: "hi", LocalID: "l1", CreatedAt: time.Now(),
+		Push: &herald.PushConfig{Title: "PUSHTITLE", Content: "PUSH-CONTENT", Payload: `{"k":1}`, ResourcesID: "calls", ThreadID: "t"}}
+	if err := s.BeforeSend(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	var req BeforeSendRequest
+	if err := json.Unmarshal(body(), &req); err != nil {
+		t.Fatal(err)
+	}
+	want := BeforeSendPush{Present: true, Title: "PUSHTITLE", Content: "PUSH-CONTENT", Payload: `{"k":1}`, ResourcesID: "calls"}
+	if req.Push != want {
+		t.Errorf("before_send push = %+v, want %+v (body %s)", req.Push, want, body())
+	}
+
+	m.Push = nil
+	if err := s.BeforeSend(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(body(), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if string(raw["push"]) != `{"present":false,"title":"","content":"","payload":"","resources_id":""}` {
+		t.Errorf("before_send push without a push configuration = %s", raw["push"])
+	}
+}
+
+func TestBeforeSendRewritesPush(t *testing.T) {
+	srv, _ := capture(t, `{"action":"rewrite","push_title":"T*","push_content":"c***"}`)
+	s := newService(t, Config{BeforeSendURL: srv.URL})
+	orig := &herald.PushConfig{Title: "Title", Content: "crap", Payload: "p", ResourcesID: "r"}
+	m := &herald.Message{From: "alice", To: "bob", Type: herald.MessageText, Text: "hi", LocalID: "l1", Push: orig}
+	if err := s.BeforeSend(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Push == nil || m.Push.Title != "T*" || m.Push.Content != "c***" || m.Push.Payload != "p" || m.Push.ResourcesID != "r" {
+		t.Errorf("push after the rewrite = %+v", m.Push)
+	}
+	if orig.Title != "Title" || orig.Content != "crap" {
+		t.Errorf("the sender's push configuration was modified in place: %+v", orig)
+	}
+	if m.Text != "hi" {
+		t.Errorf("text %q changed by a push-only rewrite", m.Text)
+	}
+
+	// Without a push configuration there is nothing to rewrite: none is made.
+	m = &herald.Message{From: "alice", To: "bob", Type: herald.MessageText, Text: "hi", LocalID: "l2"}
+	if err := s.BeforeSend(context.Background(), m); err != nil || m.Push != nil {
+		t.Errorf("push rewrite of a message without push = %v, push %+v", err, m.Push)
+	}
+
+	// Only the fields present are replaced.
+	srv2, _ := capture(t, `{"action":"rewrite","push_content":"clean"}`)
+	s2 := newService(t, Config{BeforeSendURL: srv2.URL})
+	m = &herald.Message{From: "alice", To: "bob", Type: herald.MessageText, Text: "hi", LocalID: "l3", Push: &herald.PushConfig{Title: "keep", Content: "dirty"}}
+	if err := s2.BeforeSend(context.Background(), m); err != nil || m.Push.Title != "keep" || m.Push.Content != "clean" {
+		t.Errorf("push_content only = %v, push %+v", err, m.Push)
 	}
 }

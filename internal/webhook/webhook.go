@@ -23,7 +23,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,7 +35,7 @@ import (
 
 // Headers of every callback request.
 const (
-	HeaderSignature = "X-Herald-Signature" // hex HMAC-SHA256 of timestamp + "\n" + body, keyed with the server secret
+	HeaderSignature = "X-Herald-Signature" // hex HMAC-SHA256 of timestamp + "\n" + body, keyed with SigningKey(server secret)
 	HeaderTimestamp = "X-Herald-Timestamp" // Unix seconds when the request was signed (each attempt anew)
 	HeaderEventID   = "X-Herald-Event-ID"  // the event's ID; empty for before_send
 )
@@ -45,7 +47,7 @@ var DefaultBackoff = []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.
 // Config tunes the service. Zero values take the defaults on each field.
 type Config struct {
 	URL    string // where events are POSTed; empty: Emit drops every event uncounted
-	Secret []byte // signs every request; required when either URL is set
+	Secret []byte // the server secret; requests are signed with SigningKey(Secret), never with it; required when either URL is set
 
 	Queue   int             // events accepted and not yet delivered or given up (queued, in flight, waiting to retry); zero means 10,000
 	Senders int             // requests in flight at once; zero means 8
@@ -110,6 +112,7 @@ type Stats struct {
 // safe for concurrent use.
 type Service struct {
 	cfg     Config
+	key     []byte // SigningKey(cfg.Secret)
 	log     *slog.Logger
 	idBase  string
 	nextID  atomic.Uint64
@@ -134,7 +137,18 @@ type Service struct {
 		sent, retried, failed, dropped                 atomic.Int64
 		bsAllowed, bsRejected, bsRewritten, bsFallback atomic.Int64
 	}
+
+	// A full queue is logged once, then at most once per dropLogEvery
+	// with the count dropped since the last line.
+	dropMu      sync.Mutex
+	dropLogged  time.Time // when the last "queue full" line was written
+	dropUnseen  int64     // drops since that line
+	dropLogEach time.Duration
 }
+
+// dropLogEvery spaces the "queue full" warnings: a backend that is down
+// under load would otherwise produce one line per event.
+const dropLogEvery = 10 * time.Second
 
 type job struct {
 	id      string
@@ -149,7 +163,7 @@ func New(cfg Config) *Service {
 	_, _ = rand.Read(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
-		cfg: cfg, log: cfg.Logger, idBase: hex.EncodeToString(b),
+		cfg: cfg, key: SigningKey(cfg.Secret), log: cfg.Logger, idBase: hex.EncodeToString(b), dropLogEach: dropLogEvery,
 		ch: make(chan *job, cfg.Queue), idle: make(chan struct{}, 1),
 		stop: make(chan struct{}), ctx: ctx, cancel: cancel, timers: make(map[*job]*time.Timer),
 	}
@@ -192,7 +206,7 @@ func (s *Service) Emit(e herald.Event) {
 	if n := s.pending.Add(1); n > int64(s.cfg.Queue) {
 		s.done()
 		s.stats.dropped.Add(1)
-		s.log.Warn("webhook event dropped: queue full", "event_id", e.ID, "event", string(e.Type), "queue", s.cfg.Queue)
+		s.queueFull(e)
 		return
 	}
 	body, err := encodeEvent(&e)
@@ -203,6 +217,23 @@ func (s *Service) Emit(e herald.Event) {
 		return
 	}
 	s.ch <- &job{id: e.ID, body: body} // never blocks: at most Queue jobs are pending
+}
+
+// queueFull logs a drop for a full queue: the first one, then at most
+// one line per dropLogEach, with the number dropped since the last line.
+func (s *Service) queueFull(e herald.Event) {
+	s.dropMu.Lock()
+	now := s.cfg.Now()
+	s.dropUnseen++
+	if !s.dropLogged.IsZero() && now.Sub(s.dropLogged) < s.dropLogEach {
+		s.dropMu.Unlock()
+		return
+	}
+	n := s.dropUnseen
+	s.dropUnseen = 0
+	s.dropLogged = now
+	s.dropMu.Unlock()
+	s.log.Warn("webhook events dropped: queue full", "dropped", n, "last_event_id", e.ID, "event", string(e.Type), "queue", s.cfg.Queue, "next_report_in", s.dropLogEach)
 }
 
 // done marks one pending job finished.
@@ -285,24 +316,27 @@ func (e errStatus) Error() string { return "status " + strconv.Itoa(e.code) }
 // post sends body to url, signed; it fails on a transport error, a
 // timeout or a non-2xx status. out, when set, receives the answer's body
 // (up to 64 KiB).
-func (s *Service) post(ctx context.Context, url, eventID string, body []byte, timeout time.Duration, out *[]byte) error {
+//
+// Its errors never carry the URL's path or query, which may hold a
+// credential: they are logged.
+func (s *Service) post(ctx context.Context, target, eventID string, body []byte, timeout time.Duration, out *[]byte) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return redact(err, target)
 	}
 	ts := strconv.FormatInt(s.cfg.Now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "herald-webhook")
 	req.Header.Set(HeaderTimestamp, ts)
-	req.Header.Set(HeaderSignature, Sign(s.cfg.Secret, ts, body))
+	req.Header.Set(HeaderSignature, Sign(s.key, ts, body))
 	if eventID != "" {
 		req.Header.Set(HeaderEventID, eventID)
 	}
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
-		return err
+		return redact(err, target)
 	}
 	defer resp.Body.Close()
 	var b []byte
@@ -311,7 +345,7 @@ func (s *Service) post(ctx context.Context, url, eventID string, body []byte, ti
 		return errStatus{resp.StatusCode}
 	}
 	if err != nil {
-		return fmt.Errorf("reading the answer: %w", err)
+		return fmt.Errorf("reading the answer: %w", redact(err, target))
 	}
 	if out != nil {
 		*out = b
@@ -319,20 +353,76 @@ func (s *Service) post(ctx context.Context, url, eventID string, body []byte, ti
 	return nil
 }
 
-// Sign returns the signature of a request: hex HMAC-SHA256, keyed with
-// secret, of timestamp + "\n" + body.
-func Sign(secret []byte, timestamp string, body []byte) string {
+// redact turns err, from a request to target, into one that names only
+// target's host: a *url.Error is unwrapped to its Op and Err, and any
+// other mention of the URL is replaced. A callback URL's path or query
+// may hold a credential, and these errors are logged.
+func redact(err error, target string) error {
+	if err == nil {
+		return nil
+	}
+	host := "callback URL"
+	if p, perr := url.Parse(target); perr == nil && p.Host != "" {
+		host = p.Host
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		inner := "<nil>"
+		if ue.Err != nil {
+			inner = strings.ReplaceAll(ue.Err.Error(), target, host)
+		}
+		return &hostError{op: ue.Op, host: host, msg: inner, err: ue.Err}
+	}
+	if msg := err.Error(); strings.Contains(msg, target) {
+		return &hostError{host: host, msg: strings.ReplaceAll(msg, target, host), err: err}
+	}
+	return err
+}
+
+// hostError is a request error that names only the host it went to.
+type hostError struct {
+	op, host, msg string
+	err           error // unwrapped, for errors.Is (timeouts, cancellation)
+}
+
+func (e *hostError) Error() string {
+	if e.op == "" {
+		return e.host + ": " + e.msg
+	}
+	return e.op + " " + e.host + ": " + e.msg
+}
+
+func (e *hostError) Unwrap() error { return e.err }
+
+// signingContext is the label SigningKey derives the callback key with.
+const signingContext = "herald webhook v1"
+
+// SigningKey derives, from the server secret, the key that signs callback
+// and before_send requests: HMAC-SHA256(secret, "herald webhook v1").
+// A receiver verifies with it (`herald gentoken --webhook-key` prints it
+// in hex) and so never holds the server secret, which mints login and
+// admin tokens and signs server API requests.
+func SigningKey(secret []byte) []byte {
 	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(signingContext))
+	return m.Sum(nil)
+}
+
+// Sign returns the signature of a request: hex HMAC-SHA256, keyed with
+// key (SigningKey of the server secret), of timestamp + "\n" + body.
+func Sign(key []byte, timestamp string, body []byte) string {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(timestamp))
 	m.Write([]byte{'\n'})
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// Verify checks a request's signature and that its timestamp is within
-// window of now: what a receiver does (docs/webhooks.md). Herald's tests
-// use it; a Go backend may copy it.
-func Verify(secret []byte, timestamp, signature string, body []byte, now time.Time, window time.Duration) error {
+// Verify checks a request's signature, made with key (SigningKey of the
+// server secret), and that its timestamp is within window of now: what a
+// receiver does (docs/webhooks.md). Herald's tests use it; a Go backend
+// may copy it.
+func Verify(key []byte, timestamp, signature string, body []byte, now time.Time, window time.Duration) error {
 	sec, err := strconv.ParseInt(timestamp, 10, 64)
 	if err != nil {
 		return errors.New("webhook: bad timestamp")
@@ -340,7 +430,7 @@ func Verify(secret []byte, timestamp, signature string, body []byte, now time.Ti
 	if d := now.Sub(time.Unix(sec, 0)); d > window || d < -window {
 		return errors.New("webhook: timestamp outside the window")
 	}
-	want := Sign(secret, timestamp, body)
+	want := Sign(key, timestamp, body)
 	if !hmac.Equal([]byte(want), []byte(signature)) {
 		return errors.New("webhook: signature mismatch")
 	}
@@ -392,6 +482,12 @@ func (s *Service) Close(ctx context.Context) error {
 		}
 		break
 	}
+	s.dropMu.Lock()
+	if n := s.dropUnseen; n > 0 {
+		s.dropUnseen = 0
+		s.log.Warn("webhook events dropped: queue full", "dropped", n, "queue", s.cfg.Queue)
+	}
+	s.dropMu.Unlock()
 	if err != nil {
 		left := s.pending.Load()
 		s.log.Warn("webhook: events undelivered at shutdown", "pending", left)

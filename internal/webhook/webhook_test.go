@@ -1,12 +1,19 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,7 +52,7 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if r.block != nil {
 		<-r.block
 	}
-	if err := Verify(secret, req.Header.Get(HeaderTimestamp), req.Header.Get(HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
+	if err := Verify(SigningKey(secret), req.Header.Get(HeaderTimestamp), req.Header.Get(HeaderSignature), body, time.Now(), 5*time.Minute); err != nil {
 		r.mu.Lock()
 		r.badSig++
 		r.mu.Unlock()
@@ -364,4 +371,140 @@ func waitFor(t *testing.T, ok func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// A receiver verifies with the derived key: it never holds the server
+// secret, which mints tokens and signs server API requests.
+func TestSignedWithDerivedKey(t *testing.T) {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("herald webhook v1"))
+	key := m.Sum(nil)
+	if !bytes.Equal(SigningKey(secret), key) {
+		t.Fatalf("SigningKey = %x, want HMAC-SHA256(secret, \"herald webhook v1\") = %x", SigningKey(secret), key)
+	}
+	var mu sync.Mutex
+	var ts, sig string
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		body, _ = io.ReadAll(r.Body)
+		ts, sig = r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature)
+		io.WriteString(w, `{"action":"allow"}`)
+	}))
+	defer srv.Close()
+	s := newService(t, Config{BeforeSendURL: srv.URL})
+	if err := s.BeforeSend(context.Background(), &herald.Message{From: "alice", To: "bob", Type: herald.MessageText, Text: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if err := Verify(key, ts, sig, body, time.Now(), time.Minute); err != nil {
+		t.Errorf("Verify with the derived key: %v", err)
+	}
+	if err := Verify(secret, ts, sig, body, time.Now(), time.Minute); err == nil {
+		t.Error("the request verifies with the server secret itself: it is signed with the master secret")
+	}
+}
+
+// A callback URL may carry a credential in its path or query: neither
+// reaches the log, even in transport errors (*url.Error names the URL).
+func TestCallbackURLCredentialNotLogged(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: connection refused
+	var logBuf syncBuffer
+	s := New(Config{
+		URL:           "http://" + addr + "/hook/PATHSECRET?key=TOPSECRET1",
+		BeforeSendURL: "http://" + addr + "/bs?key=TOPSECRET2",
+		Secret:        secret,
+		Backoff:       []time.Duration{time.Millisecond},
+		Logger:        slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	s.Start()
+	_ = s.BeforeSend(context.Background(), &herald.Message{From: "alice", To: "bob", Type: herald.MessageText, Text: "hi"})
+	s.Emit(loginEvent("alice"))
+	waitStats(t, s, func(st Stats) bool { return st.Failed == 1 })
+	s.Close(context.Background())
+	out := logBuf.String()
+	for _, leak := range []string{"TOPSECRET", "PATHSECRET", "/bs", "/hook"} {
+		if strings.Contains(out, leak) {
+			t.Errorf("callback URL path or query (%s) in the log:\n%s", leak, out)
+		}
+	}
+	if !strings.Contains(out, addr) {
+		t.Errorf("the log does not name the host %s:\n%s", addr, out)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	const target = "https://hooks.example.com:8443/h/SECRET?key=SECRET"
+	err := redact(&url.Error{Op: "Post", URL: target, Err: context.DeadlineExceeded}, target)
+	if got := err.Error(); got != "Post hooks.example.com:8443: context deadline exceeded" {
+		t.Errorf("redact(url.Error) = %q", got)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("redact lost the cause: %v", err)
+	}
+	err = redact(errors.New(`parse "`+target+`": bad`), target)
+	if strings.Contains(err.Error(), "SECRET") {
+		t.Errorf("redact(other error naming the URL) = %q", err)
+	}
+	if redact(nil, target) != nil {
+		t.Error("redact(nil) != nil")
+	}
+}
+
+// A full queue under load would log a line per event: the first drop is
+// logged, then at most one line per 10 s with the count.
+func TestQueueFullLogRateLimited(t *testing.T) {
+	r, srv := newReceiver(t)
+	r.block = make(chan struct{})
+	defer close(r.block)
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var logBuf syncBuffer
+	s := newService(t, Config{URL: srv.URL, Queue: 1, Senders: 1, Now: clock,
+		Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
+	s.Emit(loginEvent("a")) // in flight, blocked; the queue is full
+	waitFor(t, func() bool { return len(s.ch) == 0 })
+	lines := func() int { return strings.Count(logBuf.String(), "queue full") }
+	for range 100 {
+		s.Emit(loginEvent("b"))
+	}
+	if n := lines(); n != 1 {
+		t.Fatalf("%d queue-full lines for 100 drops within 10 s, want 1:\n%s", n, logBuf.String())
+	}
+	mu.Lock()
+	now = now.Add(10 * time.Second)
+	mu.Unlock()
+	s.Emit(loginEvent("c"))
+	if n := lines(); n != 2 || !strings.Contains(logBuf.String(), "dropped=100") {
+		t.Errorf("after 10 s: %d queue-full lines, want 2, the second counting 100 drops:\n%s", n, logBuf.String())
+	}
+	if st := s.Stats(); st.Dropped != 101 {
+		t.Errorf("dropped = %d, want 101: every drop is counted", st.Dropped)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
