@@ -34,8 +34,9 @@ func findChrome(t *testing.T) string {
 }
 
 // TestBrowserTestPush drives the console in headless Chromium: log in with
-// an admin token, pick a user's emulator device, send a test push, and see
-// the vendor's answer and the notification as the phone shows it.
+// an admin token, pick a user's emulator device, send a test push, see its
+// stages arrive one by one over the event stream, then the vendor's answer
+// and the notification as the phone shows it.
 func TestBrowserTestPush(t *testing.T) {
 	chrome := findChrome(t)
 	srv := startServer(t, nil)
@@ -105,6 +106,21 @@ func TestBrowserTestPush(t *testing.T) {
 	)
 	picked, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("push_id")))
 	step("read the push ID", err)
+	// The page streams the stages (api/push/events): it stays where it is
+	// (the marker survives: no form POST replaced the page) and adds each
+	// stage to the list as it arrives, which the observer records.
+	do("watch the stages arrive", chromedp.Evaluate[chromedp.Void](`
+		window.heraldMarker = "same page";
+		window.heraldSeen = [];
+		new MutationObserver(function (ms) {
+			ms.forEach(function (m) {
+				m.addedNodes.forEach(function (n) {
+					if (n.nodeType === 1 && n.matches("li[data-stage]")) {
+						window.heraldSeen.push(n.getAttribute("data-stage") + (n.classList.contains("pending") ? "(pending)" : ""));
+					}
+				});
+			});
+		}).observe(document.body, { childList: true, subtree: true });`))
 	do("send a test push",
 		chromedp.SetValue(chromedp.ID("title"), title),
 		chromedp.SetValue(chromedp.ID("content"), "sent by chromedp"),
@@ -112,12 +128,17 @@ func TestBrowserTestPush(t *testing.T) {
 		chromedp.Click(chromedp.ID("send")),
 		chromedp.WaitVisible(chromedp.ID("report")),
 	)
-	stages, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(".stages")))
-	step("read the stages", err)
 	do("vendor answer and phone",
 		chromedp.WaitVisible(chromedp.ID("vendor-status")),
 		chromedp.WaitVisible(chromedp.ID("phone-title")),
+		chromedp.WaitVisible(chromedp.CSS("#report-head .ok")), // "all passed": the stream's done event
 	)
+	stages, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(".stages")))
+	step("read the stages", err)
+	seen, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.heraldSeen`))
+	step("read the stages seen arriving", err)
+	marker, err := chromedp.Run(ctx, chromedp.Evaluate[string](`window.heraldMarker || ""`))
+	step("read the marker", err)
 	status, phoneTitle, phoneBody := text("vendor-status"), text("phone-title"), text("phone-body")
 
 	if !strings.HasSuffix(loginURL, "/console/login") {
@@ -133,6 +154,16 @@ func TestBrowserTestPush(t *testing.T) {
 		if !strings.Contains(stages, stage) {
 			t.Errorf("stages %q lack %q", stages, stage)
 		}
+	}
+	if marker != "same page" {
+		t.Error("sending replaced the page: the result came from the form's POST, not the stage stream")
+	}
+	wantSeen := []string{"accepted", "device", "binding", "provider", "strategy", "render", "send(pending)", "send"}
+	if strings.Join(seen, " ") != strings.Join(wantSeen, " ") {
+		t.Errorf("stages arrived as %v, want %v (one by one, the send announced before its answer)", seen, wantSeen)
+	}
+	if !strings.Contains(stages, "the vendor accepted the notification") {
+		t.Errorf("stages %q lack the send stage's meaning", stages)
 	}
 	if strings.TrimSpace(phoneTitle) != title {
 		t.Errorf("phone shows title %q, want %q", phoneTitle, title)

@@ -6,7 +6,10 @@
 //
 // Pages are rendered on the server with html/template from assets embedded
 // in the binary (go:embed); a little vanilla JavaScript polls the live
-// figures. There is no build step and nothing is loaded from elsewhere.
+// figures and shows a test push's stages as they happen, streamed as
+// Server-Sent Events (stream.go); without JavaScript the push form's POST
+// renders the whole result at once. There is no build step and nothing is
+// loaded from elsewhere.
 //
 // Login takes an admin token (token.MintAdmin; `herald gentoken --admin`)
 // and opens a server-side session named by an opaque random cookie
@@ -52,6 +55,7 @@ var staticFS embed.FS
 // Push is what the console needs of the push service.
 type Push interface {
 	Test(ctx context.Context, pushID string, cfg herald.PushConfig) (*push.TestReport, error)
+	TestStream(ctx context.Context, pushID string, cfg herald.PushConfig, onStage func(push.Stage)) (*push.TestReport, error)
 	Log(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error)
 	Devices(user string) []herald.PushDevice
 	Device(pushID string) (herald.PushDevice, bool)
@@ -91,12 +95,14 @@ type Handler struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // by ID
+	runs     map[string]*pushRun // test pushes waiting for their stream, by ID
 }
 
 type session struct {
 	id      string
 	csrf    string
 	expires time.Time
+	streams int // test pushes streaming now (stream.go); under Handler.mu
 }
 
 // New returns the console handler.
@@ -110,7 +116,7 @@ func New(cfg Config) *Handler {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = 1000
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: make(map[string]*session)}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: make(map[string]*session), runs: make(map[string]*pushRun)}
 	h.tmpl = parseTemplates()
 	sub, _ := fs.Sub(staticFS, "static")
 	h.static = http.StripPrefix(Prefix+"static/", http.FileServerFS(sub))
@@ -124,6 +130,8 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"log", h.auth(h.logPage))
 	h.mux.HandleFunc("GET "+Prefix+"message", h.auth(h.messagePage))
 	h.mux.HandleFunc("GET "+Prefix+"api/figures", h.auth(h.figures))
+	h.mux.HandleFunc("POST "+Prefix+"api/push/test", h.auth(h.startPushRun))
+	h.mux.HandleFunc("GET "+Prefix+"api/push/events", h.auth(h.pushEvents))
 	h.mux.HandleFunc("GET "+Prefix+"static/", h.serveStatic)
 	return h
 }

@@ -4,7 +4,51 @@ import (
 	"strings"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/push"
 )
+
+// stageMeaning explains a test push's stage (push.Service.Test's, and the
+// console's own "accepted") to an operator: what it checks and, when it
+// failed, what to look at.
+func stageMeaning(s push.Stage) string {
+	switch s.Name {
+	case "accepted":
+		return "the console checked the form and started the test push"
+	case "device":
+		if s.OK {
+			return "the push ID is in the device registry"
+		}
+		return "unknown push ID: the app never registered it, unregistered it, or the vendor said its token is gone and the device was removed"
+	case "binding":
+		return "a device pushes the messages of the user it is bound to; an unbound one (logged out) gets only test pushes"
+	case "provider":
+		if s.OK {
+			return "the server has credentials for this provider and app"
+		}
+		return "the server has no credentials for this provider or app (bundle ID): check the push configuration"
+	case "credentials":
+		return "the vendor refused this app's credentials earlier, so nothing is sent for it until they are fixed and the server restarted"
+	case "strategy":
+		if s.OK {
+			return "the push strategy (resourcesID) that sets the sound, priority, push type and category"
+		}
+		return "the resourcesID names no configured push strategy"
+	case "render":
+		if s.OK {
+			return "the vendor's payload was built from the push configuration"
+		}
+		return "the payload could not be built (too large for the vendor, or invalid)"
+	case "send":
+		switch {
+		case s.Pending:
+			return "the request is on its way to the vendor: waiting for its answer"
+		case s.OK:
+			return "the vendor accepted the notification (its answer is below)"
+		}
+		return "the vendor refused the notification or did not answer (its answer and what it means are below)"
+	}
+	return ""
+}
 
 // outcomeMeaning explains a delivery-log entry to an operator: the
 // decision and why.

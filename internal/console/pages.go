@@ -3,7 +3,6 @@ package console
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"html/template"
 	"net/http"
 	"slices"
@@ -38,7 +37,8 @@ func parseTemplates() map[string]*template.Template {
 		"pretty":         prettyJSON,
 		"outcomeClass":   func(o string) string { return "outcome-" + o },
 		"query":          func(k, v string) template.URL { return template.URL(k + "=" + urlEscape(v)) },
-		"stageClass":     func(ok bool) string { return map[bool]string{true: "ok", false: "bad"}[ok] },
+		"stageClass":     stageClass,
+		"stageMeaning":   stageMeaning,
 		"strategyString": func(s push.Strategy) string { b, _ := json.Marshal(s); return string(b) },
 	}
 	out := make(map[string]*template.Template, len(pages))
@@ -46,6 +46,16 @@ func parseTemplates() map[string]*template.Template {
 		out[p] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+p+".html"))
 	}
 	return out
+}
+
+func stageClass(s push.Stage) string {
+	switch {
+	case s.Pending:
+		return "pending"
+	case s.OK:
+		return "ok"
+	}
+	return "bad"
 }
 
 func urlEscape(s string) string {
@@ -136,26 +146,80 @@ type phone struct {
 	Raw        string
 }
 
-func (h *Handler) pushTest(w http.ResponseWriter, r *http.Request) {
+// readPushForm reads the push form (the page's POST and api/push/test
+// alike) into the form, for showing it again, and the push configuration.
+func readPushForm(r *http.Request) (pushForm, herald.PushConfig, error) {
 	f := pushForm{
 		User: strings.TrimSpace(r.PostFormValue("user_id")), PushID: strings.TrimSpace(r.PostFormValue("push_id")),
 		Title: r.PostFormValue("title"), Content: r.PostFormValue("content"), Payload: r.PostFormValue("payload"),
 		ResourcesID: strings.TrimSpace(r.PostFormValue("resources_id")), ThreadID: strings.TrimSpace(r.PostFormValue("thread_id")),
 		EnableBadge: r.PostFormValue("enable_badge") != "",
 	}
-	data := h.pushData(f)
+	var err error
 	if v := strings.TrimSpace(r.PostFormValue("badge_increment")); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			data["Error"] = fmt.Sprintf("badge increment %q is not a number", v)
-			h.render(w, r, http.StatusBadRequest, "push", data)
-			return
+		n, aerr := strconv.Atoi(v)
+		if aerr != nil {
+			err = herald.Errorf(herald.CodeInvalidArgument, "badge increment %q is not a number", v)
 		}
 		f.BadgeIncrement = n
-		data["Form"] = f
 	}
 	cfg := herald.PushConfig{Title: f.Title, Content: f.Content, Payload: f.Payload, ResourcesID: f.ResourcesID,
 		ThreadID: f.ThreadID, EnableBadge: f.EnableBadge, BadgeIncrement: f.BadgeIncrement}
+	return f, cfg, err
+}
+
+// reportView is the result section: the stages so far, how it ended, and
+// the vendor's answer once there is one.
+type reportView struct {
+	Running bool
+	OK      bool
+	Took    time.Duration
+	Stages  []push.Stage
+	Answer  *answerView
+}
+
+// answerView is the vendor's answer to a test push and the payload sent.
+type answerView struct {
+	Sent    bool
+	Attempt herald.PushAttempt
+	Payload string // indented
+}
+
+// acceptedStage is the console's own first stage.
+func acceptedStage(pushID string) push.Stage {
+	return push.Stage{Name: "accepted", OK: true, Detail: "the console took the request for push ID " + pushID}
+}
+
+// outcomeOf reads a finished test push: the vendor's answer and, for a
+// device of the built-in emulator, the notification as the phone shows it
+// (or, when the emulator has none with the apns-id, missing).
+func (h *Handler) outcomeOf(rep *push.TestReport) (a *answerView, ph *phone, missing bool) {
+	a = &answerView{Sent: rep.Attempt.NotifID != "", Attempt: rep.Attempt, Payload: prettyJSON(rep.Payload)}
+	if h.cfg.Emulator == nil || !a.Sent {
+		return a, nil, false
+	}
+	dev, ok := h.cfg.Push.Device(rep.PushID)
+	if !ok {
+		return a, nil, false
+	}
+	if n, ok := findNotification(h.cfg.Emulator.Inbox(dev.Token), rep.Attempt.NotifID); ok {
+		v := phoneView(n)
+		return a, &v, false
+	}
+	return a, nil, true
+}
+
+// pushTest is the push form's POST: it sends the test push and renders
+// the whole result at once. Without JavaScript this is the push debugging
+// page's path; with it, the page streams the stages instead (stream.go).
+func (h *Handler) pushTest(w http.ResponseWriter, r *http.Request) {
+	f, cfg, err := readPushForm(r)
+	data := h.pushData(f)
+	if err != nil {
+		data["Error"] = herald.ErrorMessage(err)
+		h.render(w, r, http.StatusBadRequest, "push", data)
+		return
+	}
 	started := h.cfg.Now()
 	rep, err := h.cfg.Push.Test(r.Context(), f.PushID, cfg)
 	if err != nil {
@@ -164,20 +228,15 @@ func (h *Handler) pushTest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("console test push", "push_id", f.PushID, "ok", rep.OK(), "status", rep.Attempt.Status, "reason", rep.Attempt.Reason)
-	data["Report"] = rep
-	data["Took"] = h.cfg.Now().Sub(started)
-	data["Sent"] = rep.Attempt.NotifID != ""
-	data["Payload"] = prettyJSON(rep.Payload)
-	if dev, ok := h.cfg.Push.Device(f.PushID); ok {
-		data["Device"] = dev
-		if h.cfg.Emulator != nil && rep.Attempt.NotifID != "" {
-			if n, ok := findNotification(h.cfg.Emulator.Inbox(dev.Token), rep.Attempt.NotifID); ok {
-				data["Phone"] = phoneView(n)
-			} else {
-				data["PhoneMissing"] = true
-			}
-		}
+	a, ph, missing := h.outcomeOf(rep)
+	data["Report"] = &reportView{
+		OK: rep.OK(), Took: h.cfg.Now().Sub(started),
+		Stages: append([]push.Stage{acceptedStage(f.PushID)}, rep.Stages...), Answer: a,
 	}
+	if ph != nil {
+		data["Phone"] = ph
+	}
+	data["PhoneMissing"] = missing
 	h.render(w, r, http.StatusOK, "push", data)
 }
 

@@ -13,6 +13,10 @@ type Stage struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail"`
+	// Pending marks a stage that has begun and whose outcome is not known
+	// yet: only TestStream's observer sees one (the "send" stage when the
+	// request leaves for the vendor); the report holds finished stages.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // TestReport is what a test push did, stage by stage, with the vendor's raw
@@ -40,6 +44,21 @@ func (r *TestReport) OK() bool {
 // stage. It fails only when the request itself is invalid; a push that the
 // vendor refused is a report with a failed stage.
 func (s *Service) Test(ctx context.Context, pushID string, cfg herald.PushConfig) (*TestReport, error) {
+	return s.TestStream(ctx, pushID, cfg, nil)
+}
+
+// TestStream is Test, calling onStage (when not nil) with each stage the
+// moment it is reached, before the next one starts: every stage of the
+// report, in the report's order, and just before the vendor request a
+// Pending "send" stage that the finished "send" stage then replaces. The
+// report returned is the one Test returns. onStage runs on the caller's
+// goroutine and delays the push while it runs, so it should only hand the
+// stage on (write it to a stream, say). When the request itself is
+// invalid, TestStream returns its error without calling onStage.
+func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.PushConfig, onStage func(Stage)) (*TestReport, error) {
+	if onStage == nil {
+		onStage = func(Stage) {}
+	}
 	if pushID == "" {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "push_id is empty")
 	}
@@ -48,7 +67,9 @@ func (s *Service) Test(ctx context.Context, pushID string, cfg herald.PushConfig
 	}
 	r := &TestReport{PushID: pushID}
 	stage := func(name string, ok bool, format string, args ...any) bool {
-		r.Stages = append(r.Stages, Stage{Name: name, OK: ok, Detail: fmt.Sprintf(format, args...)})
+		st := Stage{Name: name, OK: ok, Detail: fmt.Sprintf(format, args...)}
+		r.Stages = append(r.Stages, st)
+		onStage(st)
 		return ok
 	}
 	dev, ok := s.reg.get(pushID)
@@ -89,6 +110,7 @@ func (s *Service) Test(ctx context.Context, pushID string, cfg herald.PushConfig
 		ID: formatUUID(idb[:]), Device: dev,
 		Type: pushType(&dev, st), Priority: st.Priority, Expiration: s.cfg.Now().Add(s.cfg.TTL), Payload: payload,
 	}
+	onStage(Stage{Name: "send", OK: true, Pending: true, Detail: fmt.Sprintf("notification %s on its way to %s (app %s, %s)", n.ID, dev.Provider, dev.App, dev.Env)})
 	res := prov.Send(ctx, &n)
 	o := outcome{log: herald.PushAttempt{
 		At: s.cfg.Now(), PushID: pushID, User: dev.User, Provider: dev.Provider, App: dev.App, Env: dev.Env,

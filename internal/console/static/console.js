@@ -1,4 +1,5 @@
-// Herald console: live figures (polled) and device picking on the push form.
+// Herald console: live figures (polled), device picking on the push form,
+// and a test push's stages shown as they happen (Server-Sent Events).
 "use strict";
 (function () {
   function fmt(n) {
@@ -66,4 +67,119 @@
       if (f) f.value = el.getAttribute("data-push-id");
     });
   });
+
+  // Sending a test push: POST the form to api/push/test for a run ID, then
+  // follow the run's event stream, showing each stage as it arrives. The
+  // fragments are HTML the server rendered (html/template), the same the
+  // whole result page shows. Without EventSource, or when the POST does not
+  // answer JSON, the form is submitted as usual and the page shows the
+  // whole result when it is done.
+  var form = document.getElementById("push-form");
+  if (form && form.getAttribute("data-stream") && window.EventSource && window.fetch && window.URLSearchParams) {
+    var send = document.getElementById("send");
+    var busy = false;
+    var showError = function (msg) {
+      var p = document.getElementById("error");
+      if (!p) {
+        p = document.createElement("p");
+        p.className = "error";
+        p.id = "error";
+        var main = document.querySelector("main");
+        main.insertBefore(p, main.firstChild);
+      }
+      p.textContent = msg;
+    };
+    var clearOld = function () {
+      ["error", "report", "phone-section", "phone-missing"].forEach(function (id) {
+        var el = document.getElementById(id);
+        if (el) el.remove();
+      });
+    };
+    var finish = function () {
+      busy = false;
+      if (send) send.disabled = false;
+    };
+    var data = function (e) { return JSON.parse(e.data); };
+    var follow = function (url) {
+      var es = new EventSource(url), got = false, ended = false;
+      var stop = function () { ended = true; es.close(); finish(); };
+      es.addEventListener("start", function (e) {
+        got = true;
+        clearOld();
+        form.insertAdjacentHTML("afterend", data(e).html);
+      });
+      es.addEventListener("stage", function (e) {
+        var d = data(e), list = document.querySelector("#report ol.stages");
+        if (!list) return;
+        // A finished stage replaces its pending announcement.
+        var old = null;
+        list.querySelectorAll("li[data-stage]").forEach(function (li) {
+          if (li.getAttribute("data-stage") === d.name) old = li;
+        });
+        if (old) {
+          old.insertAdjacentHTML("afterend", d.html);
+          old.remove();
+        } else {
+          list.insertAdjacentHTML("beforeend", d.html);
+        }
+      });
+      es.addEventListener("answer", function (e) {
+        var a = document.getElementById("answer");
+        if (a) a.innerHTML = data(e).html;
+      });
+      es.addEventListener("phone", function (e) {
+        var r = document.getElementById("report");
+        if (r) r.insertAdjacentHTML("afterend", data(e).html);
+      });
+      es.addEventListener("done", function (e) {
+        var h = document.getElementById("report-head");
+        if (h) h.innerHTML = data(e).html;
+        stop();
+      });
+      es.addEventListener("failed", function (e) {
+        var d = data(e);
+        var r = document.getElementById("report");
+        if (r) r.remove();
+        showError(d.code + ": " + d.message);
+        stop();
+      });
+      // The server ends the stream after "done"; any other end (refused,
+      // expired, connection lost) stops here rather than reconnecting,
+      // which would find the run used up.
+      es.onerror = function () {
+        if (ended) return;
+        stop();
+        showError(got
+          ? "The stage stream broke off before the push finished: see the delivery log for its outcome."
+          : "The stage stream could not be opened (too many at once for this session, or the run expired): try again.");
+      };
+    };
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      if (busy) return;
+      busy = true;
+      if (send) send.disabled = true;
+      var body = new URLSearchParams(new FormData(form));
+      fetch(form.getAttribute("data-stream"), {
+        method: "POST", credentials: "same-origin", body: body,
+        headers: { Accept: "application/json", "X-CSRF-Token": body.get("csrf") || "" }
+      }).then(function (r) {
+        var json = (r.headers.get("Content-Type") || "").indexOf("application/json") === 0;
+        if (!json) throw new Error("not JSON");
+        return r.json().then(function (d) {
+          if (!r.ok) {
+            if (r.status === 401) { location.reload(); return; }
+            finish();
+            showError(d.code + ": " + d.message);
+            return;
+          }
+          follow(d.events);
+        });
+      }).catch(function () {
+        // No usable answer: let the form do it the plain way.
+        finish();
+        form.submit();
+      });
+    });
+  }
 })();
