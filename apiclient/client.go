@@ -1,7 +1,8 @@
 // Package apiclient calls Herald's server API from an app's backend: it
 // signs each request with the server secret and calls the endpoints
-// (peer, group and broadcast messages, call invitations, kicking a user's
-// sessions, a user's push devices, the delivery log, test pushes).
+// (peer, group and broadcast messages, call invitations, registering and
+// unregistering users, kicking a user's sessions, a user's push devices,
+// the delivery log, test pushes).
 //
 // A request is signed with four headers (docs/api.md):
 //
@@ -163,7 +164,7 @@ func (c *Client) Do(ctx context.Context, method, pathQuery string, in, out any) 
 	return nil
 }
 
-// UserPath fills a {user} path (PathUserKick, PathUserDevices) in.
+// UserPath fills a {user} path (PathUser, PathUserKick, PathUserDevices) in.
 func UserPath(path, user string) string {
 	return strings.Replace(path, "{user}", url.PathEscape(user), 1)
 }
@@ -199,6 +200,28 @@ func (c *Client) Kick(ctx context.Context, user, reason string) (int, error) {
 	var rep KickReply
 	err := c.Do(ctx, http.MethodPost, UserPath(PathUserKick, user), KickRequest{Reason: reason}, &rep)
 	return rep.Sessions, err
+}
+
+// RegisterUsers registers 1 to 100 users (or updates those already
+// registered); the reply has one result per user.
+func (c *Client) RegisterUsers(ctx context.Context, users ...RegisterUser) (*RegisterUsersReply, error) {
+	var rep RegisterUsersReply
+	return &rep, c.Do(ctx, http.MethodPost, PathUsers, RegisterUsersRequest{Users: users}, &rep)
+}
+
+// User reads a registered user; a 404 *Error (code not_found) when user
+// is not registered.
+func (c *Client) User(ctx context.Context, user string) (*User, error) {
+	var rep User
+	return &rep, c.Do(ctx, http.MethodGet, UserPath(PathUser, user), nil, &rep)
+}
+
+// UnregisterUser unregisters user: its live sessions are kicked and its
+// push devices removed; its messages stay. A 404 *Error when user is not
+// registered.
+func (c *Client) UnregisterUser(ctx context.Context, user string) (*UnregisterUserReply, error) {
+	var rep UnregisterUserReply
+	return &rep, c.Do(ctx, http.MethodDelete, UserPath(PathUser, user), nil, &rep)
 }
 
 // Devices lists user's push devices.

@@ -15,6 +15,8 @@ const (
 	PathGroupMessage = "/api/v1/messages/group"
 	PathBroadcast    = "/api/v1/messages/broadcast"
 	PathCalls        = "/api/v1/calls"
+	PathUsers        = "/api/v1/users"
+	PathUser         = "/api/v1/users/{user}"
 	PathUserKick     = "/api/v1/users/{user}/kick"
 	PathUserDevices  = "/api/v1/users/{user}/devices"
 	PathPushTest     = "/api/v1/push/test"
@@ -34,6 +36,7 @@ const (
 // Limits and defaults of the API.
 const (
 	MaxPeerRecipients   = 100 // users one peer send may address (ZIM's server API limit)
+	MaxRegisterUsers    = 100 // users one registration may name
 	MaxKickReasonBytes  = 100 // a kick reason travels in a WebSocket close frame (at most 123 bytes)
 	MaxLocalIDBaseBytes = 47  // a peer send's local_id base: the per-user suffix takes 17 of the 64 bytes
 	MinNonceLen         = 8
@@ -169,6 +172,57 @@ type KickRequest struct {
 // KickReply counts the sessions closed.
 type KickReply struct {
 	Sessions int `json:"sessions"`
+}
+
+// RegisterUser is one user of a RegisterUsersRequest: ZIM's ZIMUserInfo.
+// Only UserID is required. UserName is at most 256 bytes, AvatarURL and
+// Extended at most 1 KiB each, all valid UTF-8; none is interpreted.
+type RegisterUser struct {
+	UserID    string `json:"user_id"`
+	UserName  string `json:"user_name,omitempty"`
+	AvatarURL string `json:"avatar_url,omitempty"`
+	Extended  string `json:"extended_data,omitempty"`
+}
+
+// RegisterUsersRequest is the body of POST /api/v1/users: 1 to 100 users
+// to register. A user already registered gets the new name, avatar and
+// extended data and keeps its registered_at. No user may be listed twice.
+type RegisterUsersRequest struct {
+	Users []RegisterUser `json:"users"`
+}
+
+// User is a registered user.
+type User struct {
+	UserID       string    `json:"user_id"`
+	UserName     string    `json:"user_name"`
+	AvatarURL    string    `json:"avatar_url"`
+	Extended     string    `json:"extended_data"`
+	RegisteredAt time.Time `json:"registered_at"` // when the ID was first registered
+}
+
+// RegisterUserResult is the outcome for one user: the user as stored, or
+// Error.
+type RegisterUserResult struct {
+	UserID string     `json:"user_id"`
+	User   *User      `json:"user,omitempty"`
+	Error  *ErrorBody `json:"error,omitempty"`
+}
+
+// RegisterUsersReply answers a registration: one result per user, in the
+// order of the request; Registered and Failed count them.
+type RegisterUsersReply struct {
+	Results    []RegisterUserResult `json:"results"`
+	Registered int                  `json:"registered"`
+	Failed     int                  `json:"failed"`
+}
+
+// UnregisterUserReply says what unregistering a user did: its live
+// sessions closed with 4504 (KickedOut, reason "user unregistered") and
+// its push devices removed. Its messages stay stored.
+type UnregisterUserReply struct {
+	UserID   string `json:"user_id"`
+	Sessions int    `json:"sessions"`
+	Devices  int    `json:"devices"`
 }
 
 // Device is one push device bound to a user. Token shows only the last 8

@@ -15,10 +15,11 @@
 //     at a server while a backend floods it.
 //
 // Backends send peer, group and broadcast messages and call invitations,
-// kick a user's sessions and read a user's push devices (backend.go);
-// operators and backends alike run test pushes and read the delivery log
-// (push.go). Herald keeps no user registry (users exist through the tokens
-// the app's backend mints), so there is nothing to register or unregister.
+// kick a user's sessions and read a user's push devices (backend.go), and
+// register and unregister users (user.go); operators and backends alike
+// run test pushes and read the delivery log (push.go). Registration is
+// optional: unless the server sets require-registration, users exist
+// through the tokens the app's backend mints, registered or not.
 package api
 
 import (
@@ -37,6 +38,7 @@ import (
 	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/user"
 )
 
 // Push is what the API needs of the push service.
@@ -63,6 +65,18 @@ type Sessions interface {
 	// Kick closes every session of user with proto.CloseKickedOut and
 	// reason, and returns how many.
 	Kick(user, reason string) int
+}
+
+// Users is what the API needs of the user registry (internal/user).
+type Users interface {
+	// Register stores users (validated) in one write, all or none, and
+	// returns them as stored.
+	Register(ctx context.Context, users []herald.User) ([]herald.User, error)
+	// User returns a registered user; CodeNotFound when not registered.
+	User(ctx context.Context, id string) (herald.User, error)
+	// Unregister deletes a user's record, kicks their sessions and removes
+	// their push devices; CodeNotFound when not registered.
+	Unregister(ctx context.Context, id string) (user.Unregistered, error)
 }
 
 // Calls is what the API needs of the call service.
@@ -95,6 +109,7 @@ type Config struct {
 	Chat       Chat
 	Sessions   Sessions
 	Calls      Calls
+	Users      Users
 	Now        func() time.Time
 	Logger     *slog.Logger
 }
@@ -128,6 +143,9 @@ func (h *Handler) routes() []route {
 		{http.MethodPost, apiclient.PathGroupMessage, h.groupMessage},
 		{http.MethodPost, apiclient.PathBroadcast, h.broadcast},
 		{http.MethodPost, apiclient.PathCalls, h.inviteCall},
+		{http.MethodPost, apiclient.PathUsers, h.registerUsers},
+		{http.MethodGet, apiclient.PathUser, h.getUser},
+		{http.MethodDelete, apiclient.PathUser, h.unregisterUser},
 		{http.MethodPost, apiclient.PathUserKick, h.kick},
 		{http.MethodGet, apiclient.PathUserDevices, h.userDevices},
 		{http.MethodPost, PathPushTest, h.pushTest},

@@ -77,6 +77,8 @@ type Config struct {
 	APIBurst      int           // HERALD_API_BURST: signed API requests in a burst
 	APITimeWindow time.Duration // HERALD_API_TIME_WINDOW: how far a signed request's timestamp may be from the server's clock
 
+	RequireRegistration bool // HERALD_REQUIRE_REGISTRATION: only users registered through the server API (POST /api/v1/users) may log in
+
 	// Callbacks to the app's backend (docs/webhooks.md).
 	WebhookURL                string        // HERALD_WEBHOOK_URL: where events are POSTed, signed with a key derived from the secret (webhook.SigningKey); empty: no callbacks
 	WebhookQueue              int           // HERALD_WEBHOOK_QUEUE: events awaiting delivery (queued, in flight or waiting to retry); more are dropped and counted
@@ -151,7 +153,7 @@ func Default() Config {
 type key struct {
 	name string // flag name; the env/file name is HERALD_ + upper(name with - as _)
 	help string
-	ptr  any // *string, *int or *time.Duration
+	ptr  any // *string, *int, *bool or *time.Duration
 }
 
 func (k key) env() string {
@@ -201,6 +203,7 @@ func (c *Config) keys() []key {
 		{"api-rate", "signed server API requests per second and app; more are answered 429", &c.APIRate},
 		{"api-burst", "signed server API requests allowed in a burst", &c.APIBurst},
 		{"api-time-window", "how far a signed API request's timestamp may be from the server's clock, either way", &c.APITimeWindow},
+		{"require-registration", "true: only users registered through the server API may log in (docs/api.md); false: any user with a valid token", &c.RequireRegistration},
 		{"webhook-url", "http(s) URL the event callbacks are POSTed to, signed with a key derived from the secret (docs/webhooks.md); empty is off", &c.WebhookURL},
 		{"webhook-queue", "callback events awaiting delivery or retry; beyond it events are dropped and counted", &c.WebhookQueue},
 		{"webhook-before-send-url", "http(s) URL asked to allow, reject or rewrite each client message before it is stored; empty is off", &c.WebhookBeforeSendURL},
@@ -229,6 +232,12 @@ func set(k key, v string) error {
 			return fmt.Errorf("%s: %q is not a duration (like 30s or 168h)", k.env(), v)
 		}
 		*p = d
+	case *bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%s: %q is not true or false", k.env(), v)
+		}
+		*p = b
 	}
 	return nil
 }
@@ -256,10 +265,16 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (Config, 
 	})
 	for _, k := range keys {
 		k := k
-		fs.Func(k.name, fmt.Sprintf("%s (%s, default %s)", k.help, k.env(), show(k)), func(v string) error {
+		record := func(v string) error {
 			flagVals = append(flagVals, flagVal{k, v})
 			return nil
-		})
+		}
+		usage := fmt.Sprintf("%s (%s, default %s)", k.help, k.env(), show(k))
+		if _, ok := k.ptr.(*bool); ok {
+			fs.BoolFunc(k.name, usage, record) // --name alone means true
+			continue
+		}
+		fs.Func(k.name, usage, record)
 	}
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -324,6 +339,8 @@ func show(k key) string {
 		return strconv.Itoa(*p)
 	case *time.Duration:
 		return p.String()
+	case *bool:
+		return strconv.FormatBool(*p)
 	}
 	return ""
 }

@@ -168,3 +168,33 @@ func TestMetricsOnAddr(t *testing.T) {
 		t.Errorf("Validate with metrics-public yes = %v, want an error naming HERALD_METRICS_PUBLIC", err)
 	}
 }
+
+func TestRequireRegistration(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		env  string
+		args []string
+		want bool
+	}{
+		{"default", "", nil, false},
+		{"env", "true", nil, true},
+		{"flag alone", "", []string{"--require-registration"}, true},
+		{"flag over env", "1", []string{"--require-registration=false"}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"HERALD_REQUIRE_REGISTRATION": tt.env}
+			c, err := Load(flag.NewFlagSet("t", flag.ContinueOnError), tt.args, func(k string) string { return env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.RequireRegistration; got != tt.want {
+				t.Errorf("RequireRegistration = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	env := map[string]string{"HERALD_REQUIRE_REGISTRATION": "maybe"}
+	_, err := Load(flag.NewFlagSet("t", flag.ContinueOnError), nil, func(k string) string { return env[k] })
+	if err == nil || !strings.Contains(err.Error(), "HERALD_REQUIRE_REGISTRATION") {
+		t.Errorf("HERALD_REQUIRE_REGISTRATION=maybe: %v, want an error naming the key", err)
+	}
+}

@@ -51,6 +51,18 @@ type Push interface {
 	SetMuted(ctx context.Context, user, conv string, muted bool) error
 }
 
+// Users is the login check of require-registration; the user registry
+// (internal/user) implements it.
+type Users interface {
+	// Registered reports whether user is registered. It may block on the
+	// store; an error is internal.
+	Registered(ctx context.Context, user string) (bool, error)
+}
+
+// UnregisteredReason is the close reason of a session whose user was
+// unregistered while it logged in.
+const UnregisteredReason = "user unregistered"
+
 // Config tunes the gateway. Zero values take the defaults on each field.
 type Config struct {
 	Secret            []byte        // token secret; required
@@ -71,6 +83,7 @@ type Config struct {
 	Push              Push          // nil: the push operations answer that push is not configured
 	Calls             Calls         // nil: the call operations answer that calls are not enabled (call.go)
 	Events            Events        // nil: no login, logout or offline events (events.go)
+	Users             Users         // nil: any user with a valid token may log in (require-registration off)
 	Now               func() time.Time
 	Logger            *slog.Logger
 }

@@ -567,6 +567,17 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeForbidden, "the token was minted for another user"))
 		return
 	}
+	if users := cfg.Users; users != nil {
+		registered, err := users.Registered(ctx, req.UserID)
+		if err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
+		}
+		if !registered {
+			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeForbidden, "user %q is not registered", req.UserID))
+			return
+		}
+	}
 	given := make(map[string]int64, len(req.Cursors))
 	for _, c := range req.Cursors {
 		key, err := cursorKey(req.UserID, c.ConvType, c.ConvID, c.Seq)
@@ -594,6 +605,16 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	kick, reason, ok := s.g.register(s)
 	if !ok {
 		return // ended meanwhile: end has run or will find nothing to remove
+	}
+	// Checked again now that the session is in the hub: an unregistration
+	// between the first check and here kicked nothing (it found no
+	// session), but it has invalidated the answer, so this sees it.
+	if users := cfg.Users; users != nil {
+		if registered, err := users.Registered(ctx, s.user); err == nil && !registered {
+			s.g.stats.kicked.Add(1)
+			s.closeWith(proto.CloseKickedOut, UnregisteredReason)
+			return
+		}
 	}
 	s.g.cancelGrace(s.user) // the user is back: their calls ring on
 	for _, k := range kick {

@@ -292,6 +292,34 @@ func (s *Service) Logout(ctx context.Context, user, device string) error {
 	return nil
 }
 
+// RemoveUser deletes every device bound to user, as if each had been
+// unregistered, and returns their push IDs: the server API's unregistering
+// of a user. Jobs already in the outbox for them are skipped when due (the
+// device is gone), so no push reaches the user afterwards. A device that
+// fails to go is logged and the rest still go; the first error is returned.
+func (s *Service) RemoveUser(ctx context.Context, user string) ([]string, error) {
+	s.devMu.Lock()
+	defer s.devMu.Unlock()
+	var removed []string
+	var first error
+	for _, d := range s.reg.ofUser(user) {
+		err := s.st.UnregisterPushDevice(ctx, user, d.PushID)
+		if err != nil && herald.ErrorCode(err) != herald.CodeNotFound {
+			s.log.Error("push: removing an unregistered user's device failed", "user_id", user, "push_id", d.PushID, "err", err)
+			if first == nil {
+				first = storeErr("remove user's push devices", err)
+			}
+			continue
+		}
+		s.reg.remove(d.PushID)
+		removed = append(removed, d.PushID)
+	}
+	if len(removed) > 0 {
+		s.log.Info("push devices removed: the user was unregistered", "user_id", user, "devices", len(removed))
+	}
+	return removed, first
+}
+
 // Devices returns user's bound devices.
 func (s *Service) Devices(user string) []herald.PushDevice { return s.reg.ofUser(user) }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/pebble"
 	"github.com/herald-im/herald/internal/store/sqlite"
+	"github.com/herald-im/herald/internal/user"
 	"github.com/herald-im/herald/internal/webhook"
 	"github.com/herald-im/herald/proto"
 )
@@ -91,6 +92,11 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	}.WithDefaults()
 	hooks, events, beforeSend := webhookSetup(cfg, secret, log)
 	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Events: events, Logger: log})
+	users := user.New(st, ps, user.Config{Logger: log})
+	var loginCheck gateway.Users // nil: any user with a valid token logs in
+	if cfg.RequireRegistration {
+		loginCheck = users
+	}
 	gw := gateway.New(nil, gateway.Config{
 		Secret:            secret,
 		HeartbeatInterval: cfg.HeartbeatInterval,
@@ -108,8 +114,10 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		Push:              ps,
 		Calls:             calls,
 		Events:            events,
+		Users:             loginCheck,
 		Logger:            log,
 	})
+	users.SetSessions(gw) // unregistering kicks the user's sessions
 	ps.SetPresence(gw)
 	calls.SetNotifier(gw)
 	ps.SetCalls(calls) // an invitation's push is dropped once its invitee no longer rings
@@ -133,7 +141,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	mux.Handle(proto.Path, gw)
 	mux.Handle("/api/", api.New(api.Config{
 		Secret: secret, AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
-		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Logger: log,
+		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
 	}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))

@@ -259,6 +259,27 @@ type Store interface {
 	// before before (zero: from the newest).
 	UserCalls(ctx context.Context, user string, before time.Time, limit int) ([]*herald.Call, error)
 
+	// RegisterUsers stores users in one durable write, all or none, and
+	// returns them as stored, in the order given. A user not registered
+	// yet is inserted with its RegisteredAt (which must be set); a
+	// registered one gets the new Name, Avatar and Extended and keeps the
+	// RegisteredAt it was first stored with. Times are kept at millisecond
+	// precision. CodeInvalidArgument, and nothing stored, for an empty ID,
+	// a zero RegisteredAt or an ID listed twice; the field limits are the
+	// caller's (herald.User.Validate).
+	RegisterUsers(ctx context.Context, users []herald.User) ([]herald.User, error)
+
+	// User returns registered user id. CodeNotFound when id is not
+	// registered.
+	User(ctx context.Context, id string) (herald.User, error)
+
+	// UnregisterUser deletes user id's record. CodeNotFound when id is not
+	// registered. Nothing else of the user is touched: their messages,
+	// conversations, memberships and push devices stay (removing the
+	// devices is the push service's business). The ID may be registered
+	// again, as a new user with a new RegisteredAt.
+	UnregisterUser(ctx context.Context, id string) error
+
 	// Ping checks that the store can serve requests.
 	Ping(ctx context.Context) error
 
@@ -404,6 +425,23 @@ func ValidateCall(c *herald.Call) error {
 		if p.User == "" {
 			return herald.Errorf(herald.CodeInvalidArgument, "call participant user is empty")
 		}
+	}
+	return nil
+}
+
+// ValidateUsers checks a RegisterUsers batch, for backends.
+func ValidateUsers(users []herald.User) error {
+	seen := make(map[string]bool, len(users))
+	for i, u := range users {
+		switch {
+		case u.ID == "":
+			return herald.Errorf(herald.CodeInvalidArgument, "user %d: ID is empty", i)
+		case u.RegisteredAt.IsZero():
+			return herald.Errorf(herald.CodeInvalidArgument, "user %q: registered_at is not set", u.ID)
+		case seen[u.ID]:
+			return herald.Errorf(herald.CodeInvalidArgument, "user %q is listed twice", u.ID)
+		}
+		seen[u.ID] = true
 	}
 	return nil
 }

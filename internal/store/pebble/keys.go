@@ -41,8 +41,11 @@ var (
 // and per-user indexes) and message encoding 2 (mentions): a build that
 // knows only 3 would fail on every message written since, and would ignore
 // the memberships, leaving groups out of conversation lists and read seqs,
-// so it too must refuse the directory.
-const formatVersion = 4
+// so it too must refuse the directory. 5 added registered users (a keys):
+// a build that knows only 4 would not fail on them but ignore them, and
+// has no require-registration, so users their app unregistered would log
+// in again and be pushed; it must refuse the directory too.
+const formatVersion = 5
 
 // errCorrupt marks stored bytes that do not decode.
 var errCorrupt = errors.New("pebble: corrupt record")

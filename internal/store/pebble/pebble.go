@@ -149,6 +149,9 @@ type Store struct {
 	w     *writer
 	dedup *dedup // the writer's, and Pebble's FlushEnd listener's
 	push  *pushWriter
+	// usersMu serialises user writes (user.go), which read a record
+	// before writing it. Lock order: usersMu, then life.
+	usersMu sync.Mutex
 
 	stalls    atomic.Int64
 	stallNs   atomic.Int64

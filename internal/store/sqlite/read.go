@@ -28,7 +28,9 @@ type statement struct {
 // readStatements are the statements of the read pool, groups and calls
 // included (but for push's).
 func (s *Store) readStatements() []statement {
-	return append(append(s.messageReadStatements(), s.groupReadStatements()...), s.callReadStatements()...)
+	all := append(s.messageReadStatements(), s.groupReadStatements()...)
+	all = append(all, s.userReadStatements()...)
+	return append(all, s.callReadStatements()...)
 }
 
 func (s *Store) messageReadStatements() []statement {

@@ -147,6 +147,7 @@ type Store struct {
 	stmtMuted                                            *sql.Stmt
 	stmtGroup, stmtGroupMembers, stmtUserGroups          *sql.Stmt
 	stmtCall, stmtOpenCalls, stmtUserCalls               *sql.Stmt
+	stmtUser                                             *sql.Stmt
 	stmtPending, stmtDevices                             *sql.Stmt
 	stmtPushLog                                          [8]*sql.Stmt // by logBy* mask; 0 unused
 }

@@ -62,6 +62,7 @@ type writer struct {
 	grpLive, grpInsert, grpUpdate, grpDismiss, convEnsure *sql.Stmt
 	memberAdd, memberRemove, membersClear, memberRole     *sql.Stmt
 	callGet, callPut, callUserAdd, callUserDel            *sql.Stmt
+	userUpsert, userDelete                                *sql.Stmt // user.go
 
 	multiRow map[multiRowKey]*sql.Stmt // multi-row push statements, by shape and row count
 }
@@ -106,11 +107,12 @@ func (w *writer) statements() []statement {
 	}
 }
 
-// allStatements are the writer's statements, push, groups and calls
-// included, but for the multi-row INSERTs.
+// allStatements are the writer's statements, push, groups, users and
+// calls included, but for the multi-row INSERTs.
 func (w *writer) allStatements() []statement {
 	all := append(w.statements(), w.pushStatements()...)
 	all = append(all, w.groupStatements()...)
+	all = append(all, w.userStatements()...)
 	return append(all, w.callStatements()...)
 }
 

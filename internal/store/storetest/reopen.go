@@ -16,8 +16,8 @@ import (
 // growing, duplicate detection, read seqs, cursors and conversation lists;
 // push devices, the outbox and the delivery log, whose order continues;
 // muted conversations; groups (records, members with their join and read
-// seqs, dismissed IDs), group messages with their mentions and seqs, and
-// calls.
+// seqs, dismissed IDs), group messages with their mentions and seqs,
+// calls, and registered users (an unregistered one stays gone).
 // open must open the store kept in dir; it is called twice with the same dir.
 func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	ctx := context.Background()
@@ -57,6 +57,7 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	cd := herald.PeerConversationKey("carol", "dave")
 	f.setMuted(t, "carol", cd, true)
 	checkGroups := reopenGroupsAndCalls(t, f)
+	checkUsers := reopenUsers(t, f)
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -65,6 +66,7 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	defer s.Close()
 	f.s = s
 	checkGroups()
+	checkUsers()
 	if got := takePushSnapshot(t, f, "bob"); got != pushBefore {
 		t.Errorf("push state after reopen:\ndevices%s\noutbox%s\nlog%s\nwant\ndevices%s\noutbox%s\nlog%s",
 			got.devices, got.outbox, got.log, pushBefore.devices, pushBefore.outbox, pushBefore.log)

@@ -91,6 +91,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Call/Invalid", testCallInvalid},
 		{"Call/OpenCalls", testOpenCalls},
 		{"Call/UserCalls", testUserCalls},
+		{"User/RegisterAndGet", testUserRegister},
+		{"User/UpdateKeepsRegisteredAt", testUserUpdate},
+		{"User/RegisterInvalidStoresNothing", testUserRegisterInvalid},
+		{"User/Unregister", testUserUnregister},
+		{"User/UnregisterLeavesTheRest", testUserUnregisterLeavesRest},
 		{"RoundTrip/BinaryData", testBinaryData},
 		{"RoundTrip/Fields", testFields},
 		{"Ping", testPing},
@@ -1073,6 +1078,9 @@ func testClose(t *testing.T, f *fixture) {
 		{"Call", func() error { _, err := f.s.Call(ctx, "c1"); return err }},
 		{"OpenCalls", func() error { _, err := f.s.OpenCalls(ctx); return err }},
 		{"UserCalls", func() error { _, err := f.s.UserCalls(ctx, "alice", time.Time{}, 10); return err }},
+		{"RegisterUsers", func() error { _, err := f.s.RegisterUsers(ctx, []herald.User{f.user("alice")}); return err }},
+		{"User", func() error { _, err := f.s.User(ctx, "alice"); return err }},
+		{"UnregisterUser", func() error { return f.s.UnregisterUser(ctx, "alice") }},
 		{"Ping", func() error { return f.s.Ping(ctx) }},
 	}
 	for _, c := range calls {
