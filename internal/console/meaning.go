@@ -70,6 +70,8 @@ func outcomeMeaning(outcome, reason string) string {
 			return "not pushed: the device was online and acknowledged the message"
 		case strings.Contains(reason, "muted"):
 			return "not pushed: the recipient muted the conversation"
+		case strings.Contains(reason, "no push device"):
+			return "not pushed: the recipient has no device registered for pushes (no binding)"
 		case strings.Contains(reason, "no longer bound"):
 			return "not pushed: no binding, the user logged out of that device"
 		case strings.Contains(reason, "unregistered"):

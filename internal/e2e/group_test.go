@@ -857,7 +857,10 @@ func TestGroupMuteAndMention(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitInbox(t, emu, carolTok, 2)
-	time.Sleep(200 * time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Push().Stats().MutedSkips-skips < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // the skips are logged as their jobs fall due
+	}
 	wantPushes(t, emu, bobTok, 0, "muted member, no NotifyMentioned")
 	if got := srv.Push().Stats().MutedSkips - skips; got != 2 {
 		t.Errorf("MutedSkips rose by %d, want 2 (bob, twice)", got)

@@ -60,8 +60,9 @@ func (s *Service) strategy(id string) (Strategy, error) {
 // the message (index i of its batch). A device with no live session is due
 // at once; one with a live session is due when the ack window ends, and is
 // skipped then if it acknowledged the message. The sender's own devices
-// and VoIP tokens are never planned for messages, nor any device of a
-// recipient who muted the message's conversation (SetMuted).
+// and VoIP tokens are never planned for messages. A recipient who muted
+// the conversation (SetMuted) gets jobs that the dispatcher skips and
+// logs; one with no device gets a note that the dispatcher logs.
 //
 // A group message gets one fan-out job instead, whatever the group's
 // size: storing a job per member device would make the message's commit,
@@ -82,11 +83,11 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) []store.P
 			Due: now, Expires: now.Add(s.cfg.TTL), Data: d.marshal(),
 		})
 	}
-	if s.mutes.has(m.To, m.Conv) {
-		s.stats.mutedSkips.Add(1)
-		return jobs
-	}
+	// A recipient who muted the conversation still gets its jobs: the
+	// dispatcher skips them (process), so the delivery log says why each
+	// device was not pushed. One with no device gets a note that says so.
 	var data, liveData []byte
+	planned := len(jobs)
 	s.reg.each(m.To, func(d *herald.PushDevice) {
 		if d.Provider == herald.ProviderAPNsVoIP {
 			return
@@ -108,8 +109,20 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) []store.P
 		}
 		jobs = append(jobs, j)
 	})
+	if len(jobs) == planned {
+		jobs = append(jobs, store.PushJob{
+			PushID: noDevicePushID, Msg: i, User: m.To, Conv: m.Conv,
+			Due: now, Expires: now.Add(s.cfg.TTL),
+		})
+	}
 	return jobs
 }
+
+// noDevicePushID marks a note in the outbox: a peer message's recipient
+// had no device to push (none registered, or VoIP tokens only). The
+// dispatcher turns it into a delivery-log entry, so a message's push
+// timeline shows that too. Device push IDs are "pd_" and base32.
+const noDevicePushID = "*none"
 
 // Committing is called by the chat writer before it stores a batch that
 // carries jobs; it must call the returned function exactly once, after the
@@ -124,8 +137,8 @@ func (s *Service) Committing() (stored func(jobs []store.PushJob)) {
 		if len(jobs) > 0 {
 			n := int64(len(jobs))
 			for i := range jobs {
-				if jobs[i].PushID == fanoutPushID {
-					n-- // counted when expanded, as the device jobs it becomes
+				if jobs[i].PushID == fanoutPushID || jobs[i].PushID == noDevicePushID {
+					n-- // a fan-out job is counted as the device jobs it becomes; a note is no push
 				}
 			}
 			s.stats.planned.Add(n)

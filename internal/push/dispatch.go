@@ -471,6 +471,10 @@ func (s *Service) process(j store.PushJob) outcome {
 		}
 		return o
 	}
+	if j.PushID == noDevicePushID {
+		o.log.PushID, o.log.NotifID = "", ""
+		return skip(herald.PushSkipped, "no push device bound to the recipient")
+	}
 	dev, ok := s.reg.get(j.PushID)
 	if !ok {
 		return skip(herald.PushSkipped, "device unregistered")
@@ -484,8 +488,10 @@ func (s *Service) process(j store.PushJob) outcome {
 		return skip(herald.PushFailed, "job data unreadable: "+err.Error())
 	}
 	if !data.Mentioned && s.mutes.has(j.User, j.Conv) {
-		// Muted after the job was planned (during the ack window, or
-		// between retries): a muted conversation is never pushed.
+		// Muted when the job was planned or since (during the ack
+		// window, or between retries): a muted conversation is never
+		// pushed.
+		s.stats.mutedSkips.Add(1)
 		return skip(herald.PushSkipped, "conversation muted by the recipient")
 	}
 	if !now.Before(j.Expires) {

@@ -30,9 +30,10 @@ func (s *Service) SetGroups(g Groups) { s.groups = g }
 // expand replaces a group message's fan-out job with a job per device of
 // each member who did not send it and can see it, deciding for each
 // device as Plan does for a peer message (live devices wait out the ack
-// window, from the message's time; late expansions check stored acks). A member who muted the group is left
-// out unless the message mentioned them with NotifyMentioned. The new
-// jobs are stored, and the fan-out job removed, in one write: a crash
+// window, from the message's time; late expansions check stored acks). A
+// member who muted the group gets jobs the dispatcher skips and logs,
+// unless the message mentioned them with NotifyMentioned. The new jobs
+// are stored, and the fan-out job removed, in one write: a crash
 // leaves either the fan-out job, expanded again after the restart, or
 // every device job, so each device is pushed once.
 func (s *Service) expand(j store.PushJob) outcome {
@@ -82,10 +83,9 @@ func (s *Service) expand(j store.PushJob) outcome {
 			return
 		}
 		ment := mentioned[user]
-		if !ment && s.mutes.has(user, j.Conv) {
-			s.stats.mutedSkips.Add(1)
-			return
-		}
+		// A member who muted the group gets jobs too, skipped and logged
+		// by the dispatcher unless mentioned. Members with no device get
+		// no note (a large group would log thousands per message).
 		s.reg.each(user, func(d *herald.PushDevice) {
 			if d.Provider == herald.ProviderAPNsVoIP {
 				return

@@ -9,13 +9,12 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/push"
-	"github.com/herald-im/herald/internal/store"
 )
 
 // TestMutedConversationIsNotPushed: a recipient who muted the conversation
-// gets no job (so no push) for its messages, across a restart of the
-// service; unmuting restores pushes; a job planned before the mute is
-// skipped when it falls due.
+// gets no push for its messages, across a restart of the service: the job
+// is skipped, and the delivery log says why; unmuting restores pushes; a
+// job planned before the mute is skipped when it falls due.
 func TestMutedConversationIsNotPushed(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, push.Config{AckWindow: 300 * time.Millisecond}, nil)
@@ -28,27 +27,20 @@ func TestMutedConversationIsNotPushed(t *testing.T) {
 			t.Fatalf("SetMuted(%v): %v", muted, err)
 		}
 	}
-	// sendMuted sends to bob while muted: no job is planned or stored.
+	// sendMuted sends to bob while muted: the job is skipped and logged.
 	sendMuted := func(step string) {
 		t.Helper()
 		before := h.svc.Stats()
 		m := h.send("bob")
-		after := h.svc.Stats()
-		if got, want := after.Planned-before.Planned, int64(0); got != want {
-			t.Errorf("%s: %d jobs planned, want %d", step, got, want)
+		log := h.waitLog(m.ID, herald.PushSkipped)
+		if len(log) != 1 || log[0].Reason != "conversation muted by the recipient" {
+			t.Errorf("%s: delivery log %+v, want one skip for the mute", step, log)
 		}
-		if got, want := after.MutedSkips-before.MutedSkips, int64(1); got != want {
+		if got, want := h.svc.Stats().MutedSkips-before.MutedSkips, int64(1); got != want {
 			t.Errorf("%s: MutedSkips rose by %d, want %d", step, got, want)
 		}
-		jobs, err := h.st.PendingPush(ctx, store.PushKey{}, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(jobs) != 0 {
-			t.Errorf("%s: outbox holds %d jobs, want none", step, len(jobs))
-		}
-		if log, err := h.svc.Log(ctx, store.PushLogQuery{MsgID: m.ID, Limit: 10}); err != nil || len(log) != 0 {
-			t.Errorf("%s: delivery log of the muted message = %+v, %v; want empty", step, log, err)
+		if n := len(h.emu.Inbox(token(tokNo))); n != 0 {
+			t.Errorf("%s: bob's phone got %d pushes", step, n)
 		}
 	}
 
@@ -139,5 +131,20 @@ func TestMutesPerUserAreBounded(t *testing.T) {
 	}
 	if err := h.svc.SetMuted(ctx, "carol", herald.PeerConversationKey("carol", "x"), true); err != nil {
 		t.Errorf("another user's mute: %v", err)
+	}
+}
+
+// TestNoDeviceIsLogged: a message pushed to a recipient with no device
+// leaves a note in the delivery log, so its push timeline says why
+// nothing was sent; the note is not a push.
+func TestNoDeviceIsLogged(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	m := h.send("nobody")
+	log := h.waitLog(m.ID, herald.PushSkipped)
+	if len(log) != 1 || log[0].User != "nobody" || log[0].PushID != "" || log[0].Reason != "no push device bound to the recipient" {
+		t.Errorf("delivery log %+v, want one note for the recipient", log)
+	}
+	if st := h.svc.Stats(); st.Planned != 0 || st.Sent != 0 {
+		t.Errorf("stats planned %d sent %d, want no push", st.Planned, st.Sent)
 	}
 }

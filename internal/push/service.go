@@ -130,9 +130,9 @@ type Stats struct {
 	Skipped   int64 `json:"skipped"`   // not sent: acknowledged live, unbound, muted after planning, or the app suspended
 	Pending   int64 `json:"pending"`   // jobs in memory, waiting or in flight
 	Overflows int64 `json:"overflows"` // times the in-memory queue was full and jobs were left to the store
-	// MutedSkips counts messages with a push configuration that planned no
-	// job because the recipient muted the conversation (one per message,
-	// whatever the recipient's device count). They leave no log entry.
+	// MutedSkips counts the jobs skipped because their recipient muted the
+	// conversation (one per device and message; also in Skipped, and in
+	// the delivery log with the reason).
 	MutedSkips int64 `json:"muted_skips"`
 }
 
