@@ -113,7 +113,7 @@ type groupState struct {
 	// mu serialises changes, from the store write to the cache update.
 	// It is also held while the entry is loaded from the store.
 	mu        sync.Mutex
-	loaded    atomic.Bool // info and members are set; until then, wait on mu
+	ready     chan struct{} // closed once info and members are set, or the load failed
 	info      atomic.Pointer[herald.Group]
 	members   atomic.Pointer[memberSet] // replaced with Service.setMembers
 	dismissed atomic.Bool               // a marker kept in the cache: the group is gone
@@ -160,17 +160,14 @@ func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
 		s.groups.mu.Lock()
 		gs, ok := s.groups.m[id]
 		if !ok {
-			gs = &groupState{id: id}
+			gs = &groupState{id: id, ready: make(chan struct{})}
 			gs.mu.Lock()
 			s.groups.m[id] = gs
 			s.groups.mu.Unlock()
 			return s.load(ctx, gs)
 		}
 		s.groups.mu.Unlock()
-		if !gs.loaded.Load() {
-			gs.mu.Lock() // wait for the load in progress
-			gs.mu.Unlock()
-		}
+		<-gs.ready // a load in progress
 		switch {
 		case gs.evicted.Load():
 			continue
@@ -184,6 +181,7 @@ func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
 // load reads gs from the store; gs.mu is held, and released.
 func (s *Service) load(ctx context.Context, gs *groupState) (*groupState, error) {
 	defer gs.mu.Unlock()
+	defer close(gs.ready)
 	fail := func(err error) (*groupState, error) {
 		s.groups.mu.Lock()
 		delete(s.groups.m, gs.id)
@@ -212,7 +210,6 @@ func (s *Service) load(ctx context.Context, gs *groupState) (*groupState, error)
 	}
 	gs.info.Store(&g)
 	gs.members.Store(newMemberSet(members))
-	gs.loaded.Store(true)
 	s.groups.mu.Lock()
 	s.groups.held += len(members)
 	s.evictLocked(gs)
@@ -246,7 +243,7 @@ func (s *Service) create(gs *groupState) *groupState {
 		s.groups.mu.Lock()
 		_, ok := s.groups.m[gs.id]
 		if !ok {
-			gs.loaded.Store(true)
+			gs.ready = closedChan
 			s.groups.m[gs.id] = gs
 			s.groups.held += len(gs.members.Load().users)
 			s.evictLocked(gs)
@@ -266,6 +263,9 @@ func (s *Service) setMembers(gs *groupState, ms *memberSet) {
 	defer s.groups.mu.Unlock()
 	s.groups.held += len(ms.users) - len(gs.members.Swap(ms).users)
 }
+
+// closedChan is the ready channel of an entry that needs no load.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // errEvicted: the entry locked was evicted meanwhile; look it up again.
 var errEvicted = errors.New("group evicted from the cache")

@@ -508,7 +508,7 @@ func (c *Config) validateAPI() error {
 	}
 	for i := 0; i < len(c.AppID); i++ {
 		if ch := c.AppID[i]; !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_' || ch == '-' || ch == '.') {
-			return fmt.Errorf("HERALD_APP_ID %q has character %q; allowed are letters, digits and _-.", c.AppID, ch)
+			return fmt.Errorf("HERALD_APP_ID %q has character %q; allowed are letters, digits, '_', '-' and '.'", c.AppID, ch)
 		}
 	}
 	if c.APIRate <= 0 {
