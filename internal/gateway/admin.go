@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/proto"
+	"time"
 )
 
 // Operations the server API (internal/api) performs on live sessions.
@@ -56,4 +57,18 @@ func (g *Gateway) Kick(user, reason string) int {
 		s.closeWith(proto.CloseKickedOut, reason)
 	}
 	return len(sessions)
+}
+
+// WaitGone waits until user has no session in the hub (a kicked session
+// leaves it once its frame in progress is handled), or timeout passes; it
+// reports whether none is left.
+func (g *Gateway) WaitGone(user string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for g.SessionsOf(user) > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }

@@ -606,17 +606,6 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	if !ok {
 		return // ended meanwhile: end has run or will find nothing to remove
 	}
-	// Checked again now that the session is in the hub: an unregistration
-	// between the first check and here kicked nothing (it found no
-	// session), but it has invalidated the answer, so this sees it.
-	if users := cfg.Users; users != nil {
-		if registered, err := users.Registered(ctx, s.user); err == nil && !registered {
-			s.g.stats.kicked.Add(1)
-			s.closeWith(proto.CloseKickedOut, UnregisteredReason)
-			return
-		}
-	}
-	s.g.cancelGrace(s.user) // the user is back: their calls ring on
 	for _, k := range kick {
 		s.g.stats.kicked.Add(1)
 		k.closeWith(proto.CloseKickedOut, reason)
@@ -624,6 +613,25 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 			k.flushCursors() // the sync below starts from what that session acknowledged
 		}
 	}
+	// Checked again now that the session is in the hub (and the sessions
+	// it displaced are closed): an unregistration between the first check
+	// and here kicked nothing (it found no session), but it has
+	// invalidated the answer, so this sees it. A failed check closes the
+	// session too (the client reconnects and is checked again).
+	if users := cfg.Users; users != nil {
+		registered, err := users.Registered(ctx, s.user)
+		switch {
+		case err != nil:
+			s.g.log.Error("registration check failed", append(s.logger(), "err", err)...)
+			s.closeWith(proto.CloseInternal, "registration check failed")
+			return
+		case !registered:
+			s.g.stats.kicked.Add(1)
+			s.closeWith(proto.CloseKickedOut, UnregisteredReason)
+			return
+		}
+	}
+	s.g.cancelGrace(s.user) // the user is back: their calls ring on
 	s.reply(f.ID, proto.LoginReply{
 		UserID:            s.user,
 		SessionID:         strconv.FormatUint(uint64(s.id), 10),

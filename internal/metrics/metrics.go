@@ -293,7 +293,7 @@ var (
 	dPlanned       = desc("herald_push_jobs_planned_total", "Device push jobs written to the outbox.")
 	dOutcomes      = desc("herald_push_outcomes_total", "Push jobs finished, by outcome (as in the delivery log).", "outcome")
 	dRetries       = desc("herald_push_retries_total", "Push attempts that failed transiently and were scheduled again.")
-	dMutedSkips    = desc("herald_push_muted_skips_total", "Push jobs skipped because the recipient muted the conversation (one per device and message).")
+	dMutedSkips    = desc("herald_push_muted_skips_total", "Pushes not made because the recipient muted the conversation (peer: per device; group: per member).")
 	dOverflows     = desc("herald_push_queue_overflows_total", "Times the in-memory push queue was full and jobs were left to the store.")
 	dQueueDepth    = desc("herald_push_queue_depth", "Push jobs in memory, waiting or in flight.")
 	dQueueAge      = desc("herald_push_queue_oldest_due_seconds", "How long the most overdue push job waiting in memory has been due (0: none late).")

@@ -130,9 +130,10 @@ type Stats struct {
 	Skipped   int64 `json:"skipped"`   // not sent: acknowledged live, unbound, muted after planning, or the app suspended
 	Pending   int64 `json:"pending"`   // jobs in memory, waiting or in flight
 	Overflows int64 `json:"overflows"` // times the in-memory queue was full and jobs were left to the store
-	// MutedSkips counts the jobs skipped because their recipient muted the
-	// conversation (one per device and message; also in Skipped, and in
-	// the delivery log with the reason).
+	// MutedSkips counts pushes not made because the recipient muted the
+	// conversation: a peer message's jobs skipped (one per device, also in
+	// Skipped and in the delivery log), and group members left out of a
+	// message's expansion (one per member, not logged).
 	MutedSkips int64 `json:"muted_skips"`
 }
 

@@ -32,6 +32,8 @@ type Sessions interface {
 	// Kick closes every session of user with proto.CloseKickedOut and
 	// reason, and returns how many. It does not block on a client.
 	Kick(user, reason string) int
+	// WaitGone waits until user has no session left, at most timeout.
+	WaitGone(user string, timeout time.Duration) bool
 }
 
 // Push removes a user's push devices; the push service implements it.
@@ -133,10 +135,12 @@ type Unregistered struct {
 }
 
 // Unregister deletes user id's record, then kicks their live sessions
-// (CloseKickedOut, KickReason) and removes their push devices, whether or
-// not the server requires registration. Their messages, conversations and
-// group memberships stay. CodeNotFound when id is not registered (nothing
-// else is done then). With require-registration, a login that passed its
+// (CloseKickedOut, KickReason), waits for them to end, and removes their
+// push devices, whether or not the server requires registration. Their
+// messages, conversations and group memberships stay. An unregister of a
+// user no longer registered still kicks and removes what is left (a
+// retry after a failed cleanup); it is CodeNotFound only when there was
+// nothing at all. With require-registration, a login that passed its
 // check just before the record went is caught by the gateway's second
 // check after the session joined the hub, so no session survives.
 func (s *Service) Unregister(ctx context.Context, id string) (Unregistered, error) {
@@ -145,19 +149,32 @@ func (s *Service) Unregister(ctx context.Context, id string) (Unregistered, erro
 	}
 	err := s.st.UnregisterUser(ctx, id)
 	s.invalidate([]herald.User{{ID: id}})
-	if err != nil {
+	gone := herald.ErrorCode(err) == herald.CodeNotFound
+	if err != nil && !gone {
 		return Unregistered{}, storeErr("unregister user", err)
 	}
+	// The cleanup runs even when the record was gone already (a retry of
+	// an unregister whose cleanup failed) and outlives the caller: a
+	// timed-out request must not leave devices that are still pushed.
+	ctx = context.WithoutCancel(ctx)
 	var out Unregistered
 	if s.sessions != nil {
 		out.Sessions = s.sessions.Kick(id, KickReason)
+		// A push registration being handled by a kicked session ends
+		// before its session does: the devices are removed after.
+		if out.Sessions > 0 && !s.sessions.WaitGone(id, 5*time.Second) {
+			s.log.Warn("unregistered user's sessions still open after 5s", "user_id", id)
+		}
 	}
 	if s.push != nil {
 		devs, err := s.push.RemoveUser(ctx, id)
 		out.Devices = devs
 		if err != nil {
-			return out, fmt.Errorf("user %q unregistered, but removing their push devices failed: %w", id, err)
+			return out, fmt.Errorf("user %q unregistered, but removing their push devices failed (retry the unregister): %w", id, err)
 		}
+	}
+	if gone && out.Sessions == 0 && len(out.Devices) == 0 {
+		return out, herald.Errorf(herald.CodeNotFound, "user %q is not registered", id)
 	}
 	s.log.Info("user unregistered", "user_id", id, "sessions", out.Sessions, "devices", len(out.Devices))
 	return out, nil

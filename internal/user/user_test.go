@@ -50,18 +50,35 @@ func (m *memStore) UnregisterUser(ctx context.Context, id string) error {
 	return nil
 }
 
-type kicks struct{ got []string }
+// kicks stands in for the gateway: live holds each user's sessions.
+type kicks struct {
+	live        map[string]int
+	got, waited []string
+}
 
 func (k *kicks) Kick(user, reason string) int {
 	k.got = append(k.got, user+": "+reason)
-	return 1
+	n := k.live[user]
+	delete(k.live, user)
+	return n
 }
 
-type removals struct{ got []string }
+func (k *kicks) WaitGone(user string, _ time.Duration) bool {
+	k.waited = append(k.waited, user)
+	return true
+}
+
+// removals stands in for the push service: devices holds each user's.
+type removals struct {
+	devices map[string][]string
+	got     []string
+}
 
 func (r *removals) RemoveUser(ctx context.Context, user string) ([]string, error) {
 	r.got = append(r.got, user)
-	return []string{"pd_" + user}, nil
+	d := r.devices[user]
+	delete(r.devices, user)
+	return d, nil
 }
 
 func TestRegisteredIsCachedAndInvalidated(t *testing.T) {
@@ -103,23 +120,29 @@ func TestRegisterValidates(t *testing.T) {
 func TestUnregisterKicksAndRemovesDevices(t *testing.T) {
 	ctx := context.Background()
 	st := &memStore{users: map[string]herald.User{}}
-	k, r := &kicks{}, &removals{}
+	k := &kicks{live: map[string]int{}}
+	r := &removals{devices: map[string][]string{}}
 	s := New(st, r, Config{})
 	s.SetSessions(k)
 	if _, err := s.Unregister(ctx, "bob"); herald.ErrorCode(err) != herald.CodeNotFound {
-		t.Fatalf("Unregister of unregistered bob = %v, want not_found", err)
-	}
-	if len(k.got) != 0 || len(r.got) != 0 {
-		t.Fatalf("an unregistration that failed kicked %v and removed %v, want nothing", k.got, r.got)
+		t.Fatalf("Unregister of unregistered bob, with nothing left of him = %v, want not_found", err)
 	}
 	if _, err := s.Register(ctx, []herald.User{{ID: "bob"}}); err != nil {
 		t.Fatal(err)
 	}
+	k.live["bob"], r.devices["bob"] = 1, []string{"pd_bob"}
+	k.got, r.got = nil, nil
 	res, err := s.Unregister(ctx, "bob")
 	if err != nil || res.Sessions != 1 || !slices.Equal(res.Devices, []string{"pd_bob"}) {
 		t.Fatalf("Unregister(bob) = %+v, %v", res, err)
 	}
-	if !slices.Equal(k.got, []string{"bob: " + KickReason}) || !slices.Equal(r.got, []string{"bob"}) {
-		t.Errorf("kicked %v, removed devices of %v; want bob's", k.got, r.got)
+	if !slices.Equal(k.got, []string{"bob: " + KickReason}) || !slices.Equal(k.waited, []string{"bob"}) || !slices.Equal(r.got, []string{"bob"}) {
+		t.Errorf("kicked %v, waited for %v, removed devices of %v; want bob's", k.got, k.waited, r.got)
+	}
+	// A retry after a cleanup that failed: the record is gone, a device
+	// is left; it is removed, and the retry succeeds.
+	r.devices["bob"] = []string{"pd_bob2"}
+	if res, err := s.Unregister(ctx, "bob"); err != nil || !slices.Equal(res.Devices, []string{"pd_bob2"}) {
+		t.Errorf("retried Unregister(bob) = %+v, %v; want the device left removed", res, err)
 	}
 }
