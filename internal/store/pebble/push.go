@@ -35,31 +35,11 @@ type pushWriter struct {
 }
 
 // acquirePush takes the push writer and enters the store, or fails when
-// ctx ends first or the store is closed. Lock order: the push writer, then
-// life; the message writer is never held with it.
-func (s *Store) acquirePush(ctx context.Context) error {
-	if s.closed.Load() {
-		return errClosed
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	select {
-	case s.push.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if err := s.enter(); err != nil {
-		<-s.push.sem
-		return err
-	}
-	return nil
-}
+// ctx ends first or the store is closed. The message writer is never held
+// with it.
+func (s *Store) acquirePush(ctx context.Context) error { return s.take(ctx, s.push.sem) }
 
-func (s *Store) releasePush() {
-	s.leave()
-	<-s.push.sem
-}
+func (s *Store) releasePush() { s.give(s.push.sem) }
 
 // jobKey names a job by push ID and message ID.
 type jobKey struct {

@@ -50,9 +50,15 @@ type convState struct {
 	sent map[string]int64
 }
 
-// acquire takes the writer and enters the store, or fails when ctx ends
-// first or the store is closed.
-func (s *Store) acquire(ctx context.Context) error {
+// acquire takes the message writer and enters the store, or fails when
+// ctx ends first or the store is closed.
+func (s *Store) acquire(ctx context.Context) error { return s.take(ctx, s.w.sem) }
+
+func (s *Store) releaseWriter() { s.give(s.w.sem) }
+
+// take takes the writer slot sem and enters the store, or fails when ctx
+// ends first or the store is closed. Lock order: the slot, then life.
+func (s *Store) take(ctx context.Context, sem chan struct{}) error {
 	if s.closed.Load() {
 		return errClosed
 	}
@@ -60,20 +66,21 @@ func (s *Store) acquire(ctx context.Context) error {
 		return err
 	}
 	select {
-	case s.w.sem <- struct{}{}:
+	case sem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	if err := s.enter(); err != nil {
-		<-s.w.sem
+		<-sem
 		return err
 	}
 	return nil
 }
 
-func (s *Store) releaseWriter() {
+// give leaves the store and frees the writer slot sem.
+func (s *Store) give(sem chan struct{}) {
 	s.leave()
-	<-s.w.sem
+	<-sem
 }
 
 // AppendMessages implements store.Store. Inputs are not modified: each
