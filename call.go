@@ -83,6 +83,18 @@ const (
 	MaxCallExtendedBytes   = 1024
 )
 
+// CallTimeoutSeconds turns a call timeout given in seconds on the wire into
+// a duration: 0 means the default (returned as 0), else 1-600. The range is
+// checked in seconds, so a huge value cannot wrap around into a valid
+// duration.
+func CallTimeoutSeconds(sec int) (time.Duration, error) {
+	max := int(MaxCallTimeout / time.Second)
+	if sec < 0 || sec > max {
+		return 0, Errorf(CodeInvalidArgument, "timeout %d is out of range 1-%d s (0 means %d s)", sec, max, int(DefaultCallTimeout/time.Second))
+	}
+	return time.Duration(sec) * time.Second, nil
+}
+
 // ValidateCallExtended checks a call's or an answer's extended data.
 func ValidateCallExtended(s string) error {
 	if len(s) > MaxCallExtendedBytes {

@@ -348,6 +348,8 @@ func TestValidation(t *testing.T) {
 		{"broadcast: text too long", "POST", "/api/v1/messages/broadcast", `{"from":"a","message":{"type":"text","text":"` + strings.Repeat("x", 9000) + `"}}`, 413, "too_large", "text is 9000 bytes"},
 		{"call: bad caller", "POST", "/api/v1/calls", `{"caller":"","invitees":["b"]}`, 400, "invalid_argument", "caller:"},
 		{"call: negative timeout", "POST", "/api/v1/calls", `{"caller":"a","invitees":["b"],"timeout":-1}`, 400, "invalid_argument", "timeout"},
+		{"call: timeout past 600 s", "POST", "/api/v1/calls", `{"caller":"a","invitees":["b"],"timeout":601}`, 400, "invalid_argument", "timeout"},
+		{"call: timeout that would wrap to 30 s", "POST", "/api/v1/calls", `{"caller":"a","invitees":["b"],"timeout":36028797018963998}`, 400, "invalid_argument", "timeout"},
 		{"call: push enabled without push", "POST", "/api/v1/calls", `{"caller":"a","invitees":["b"],"push_enabled":true}`, 400, "invalid_argument", "push is missing"},
 		{"call: refused by the service", "POST", "/api/v1/calls", `{"caller":"a","invitees":[]}`, 400, "invalid_argument", "invitees"},
 		{"kick: bad user", "POST", "/api/v1/users/a%20b/kick", ``, 400, "invalid_argument", "user:"},

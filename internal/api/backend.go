@@ -267,8 +267,9 @@ func (h *Handler) inviteCall(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, h.log, err)
 		return
 	}
-	if req.Timeout < 0 {
-		writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "timeout %d is negative (seconds, 1-600; 0 means 90)", req.Timeout))
+	timeout, err := herald.CallTimeoutSeconds(req.Timeout)
+	if err != nil {
+		writeErr(w, h.log, err)
 		return
 	}
 	pc, err := pushOf(req.PushEnabled, req.Push)
@@ -278,7 +279,7 @@ func (h *Handler) inviteCall(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	c, err := h.cfg.Calls.Invite(ctx, req.Caller, 0, req.Invitees, time.Duration(req.Timeout)*time.Second, req.Extended, pc)
+	c, err := h.cfg.Calls.Invite(ctx, req.Caller, 0, req.Invitees, timeout, req.Extended, pc)
 	if err != nil {
 		writeErr(w, h.log, err)
 		return

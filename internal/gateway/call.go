@@ -57,14 +57,12 @@ func (s *session) callOp(ctx context.Context, f proto.Frame) {
 		if !s.decode(f, &req) {
 			return
 		}
-		max := int(herald.MaxCallTimeout / time.Second)
-		if req.Timeout < 0 || req.Timeout > max {
-			// Checked here, in seconds, so a huge value cannot wrap around
-			// when turned into a duration.
-			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "timeout %d is out of range 1-%d s (0 means %d s)", req.Timeout, max, int(herald.DefaultCallTimeout/time.Second)))
+		timeout, terr := herald.CallTimeoutSeconds(req.Timeout)
+		if terr != nil {
+			s.fail(f.ID, f.Op, terr)
 			return
 		}
-		c, err = cs.Invite(ctx, user, origin, req.Invitees, time.Duration(req.Timeout)*time.Second, req.Extended, req.Push)
+		c, err = cs.Invite(ctx, user, origin, req.Invitees, timeout, req.Extended, req.Push)
 	case proto.OpCallCancel, proto.OpCallAccept, proto.OpCallReject:
 		var req proto.CallActionRequest
 		if !s.decode(f, &req) {
@@ -162,10 +160,13 @@ func (s *session) callsStarted() {
 // sessions its user still has and removed whether s was still in the hub
 // (unregister decides both under the hub's lock, so of two sessions ending
 // at once exactly one is the last). When s was the user's last session:
-//   - a logout or a heartbeat timeout: the user went offline, and the
-//     calls they placed that nobody accepted are cancelled now;
-//   - kicked out by another login (which is live) or a server shutdown
-//     (the client reconnects, maybe to another node): nothing;
+//   - a logout, a heartbeat timeout, or a kick that left no session (the
+//     server API's kick, an unregistration): the user went offline, and
+//     the calls they placed that nobody accepted are cancelled now (a
+//     session displaced by another login of the user never gets here:
+//     that login took its place in the hub, so it was not removed);
+//   - a server shutdown (the client reconnects, maybe to another node):
+//     nothing;
 //   - anything else (the connection dropped, the token expired, a protocol
 //     error, a slow consumer): the client may be gone for good (an app
 //     killed) or may reconnect. A grace timer of HeartbeatTimeout starts;
@@ -180,9 +181,9 @@ func (s *session) callsEnded(left int, removed bool) {
 	code, loggedOut := s.closeCode, s.loggedOut
 	s.mu.Unlock()
 	switch {
-	case loggedOut || code == proto.CloseHeartbeatTimeout:
+	case loggedOut || code == proto.CloseHeartbeatTimeout || code == proto.CloseKickedOut:
 		go cs.UserOffline(s.user) // end does not wait on the store
-	case code == proto.CloseKickedOut || code == proto.CloseServerShutdown:
+	case code == proto.CloseServerShutdown:
 	default:
 		s.g.armGrace(s.user)
 	}

@@ -342,7 +342,7 @@ func TestCallerGoneWithoutLogout(t *testing.T) {
 	const grace = 100 * time.Millisecond
 	for _, tt := range []struct {
 		name string
-		code int // 0: the connection just ended (EOF)
+		code int // 0: the connection just ended (EOF); -1 logout; -2 Gateway.Kick
 		want string
 	}{
 		{"eof", 0, "grace"},
@@ -352,6 +352,7 @@ func TestCallerGoneWithoutLogout(t *testing.T) {
 		{"heartbeat timeout", proto.CloseHeartbeatTimeout, "now"},
 		{"server shutdown", proto.CloseServerShutdown, "never"},
 		{"logout", -1, "now"},
+		{"kicked by the server API", -2, "now"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fc := newFakeCalls()
@@ -364,6 +365,10 @@ func TestCallerGoneWithoutLogout(t *testing.T) {
 			case 0:
 			case -1:
 				callRequest(t, s, 2, proto.OpLogout, struct{}{})
+			case -2:
+				if n := g.Kick("alice", "kicked by the app"); n != 1 {
+					t.Fatalf("Kick closed %d sessions, want 1", n)
+				}
 			default:
 				s.closeWith(tt.code, "")
 			}
