@@ -52,7 +52,7 @@ type Client struct {
 	closed bool
 	// pushRegs are the push registrations made on this Client, by
 	// provider: registered again after each Login.
-	pushRegs map[herald.PushProvider]PushRegistration
+	pushRegs map[herald.PushProvider]pushReg
 }
 
 // session is one Login's life: connections come and go under it until
@@ -93,7 +93,7 @@ func New(url string, opts Options) *Client {
 		disp:     newDispatcher(),
 		track:    newTracker(opts.Logger),
 		inflight: make(map[string]int),
-		pushRegs: make(map[herald.PushProvider]PushRegistration),
+		pushRegs: make(map[herald.PushProvider]pushReg),
 	}
 	c.url, c.urlErr = normalizeURL(url)
 	if c.deviceID == "" {

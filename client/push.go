@@ -48,9 +48,15 @@ func (c *Client) RegisterPush(ctx context.Context, r PushRegistration) (string, 
 		return "", err
 	}
 	c.mu.Lock()
-	c.pushRegs[r.Provider] = r
+	c.pushRegs[r.Provider] = pushReg{r, id}
 	c.mu.Unlock()
 	return id, nil
+}
+
+// pushReg is a registration made on this Client and the push ID it got.
+type pushReg struct {
+	PushRegistration
+	pushID string
 }
 
 func (c *Client) registerPush(ctx context.Context, s *session, r PushRegistration) (string, error) {
@@ -79,7 +85,11 @@ func (c *Client) UnregisterPush(ctx context.Context, pushID string) error {
 		return err
 	}
 	c.mu.Lock()
-	c.pushRegs = make(map[herald.PushProvider]PushRegistration)
+	for p, r := range c.pushRegs {
+		if r.pushID == pushID {
+			delete(c.pushRegs, p) // the others stay registered after logins
+		}
+	}
 	c.mu.Unlock()
 	return nil
 }
@@ -113,13 +123,20 @@ func (c *Client) reregisterPush(ctx context.Context, s *session) {
 	c.mu.Lock()
 	regs := make([]PushRegistration, 0, len(c.pushRegs))
 	for _, r := range c.pushRegs {
-		regs = append(regs, r)
+		regs = append(regs, r.PushRegistration)
 	}
 	c.mu.Unlock()
 	for _, r := range regs {
-		if _, err := c.registerPush(ctx, s, r); err != nil {
+		id, err := c.registerPush(ctx, s, r)
+		if err != nil {
 			s.log.Warn("registering push after login failed", "provider", r.Provider, "err", err)
+			continue
 		}
+		c.mu.Lock()
+		if cur, ok := c.pushRegs[r.Provider]; ok && cur.PushRegistration == r {
+			c.pushRegs[r.Provider] = pushReg{r, id} // unregistered meanwhile: not put back
+		}
+		c.mu.Unlock()
 	}
 }
 
