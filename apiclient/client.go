@@ -218,7 +218,8 @@ func (c *Client) User(ctx context.Context, user string) (*User, error) {
 
 // UnregisterUser unregisters user: its live sessions are kicked and its
 // push devices removed; its messages stay. A 404 *Error when user is not
-// registered.
+// registered and nothing of theirs was left to remove (a retry after a
+// failed cleanup succeeds).
 func (c *Client) UnregisterUser(ctx context.Context, user string) (*UnregisterUserReply, error) {
 	var rep UnregisterUserReply
 	return &rep, c.Do(ctx, http.MethodDelete, UserPath(PathUser, user), nil, &rep)

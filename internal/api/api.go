@@ -75,7 +75,8 @@ type Users interface {
 	// User returns a registered user; CodeNotFound when not registered.
 	User(ctx context.Context, id string) (herald.User, error)
 	// Unregister deletes a user's record, kicks their sessions and removes
-	// their push devices; CodeNotFound when not registered.
+	// their push devices; CodeNotFound when not registered and nothing was
+	// left to remove.
 	Unregister(ctx context.Context, id string) (user.Unregistered, error)
 }
 

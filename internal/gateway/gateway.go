@@ -47,7 +47,8 @@ type Push interface {
 	DeviceActive(user, device string)
 	// SetMuted records user's notification status for conv, a key of one
 	// of user's conversations; it blocks on the store. CodeInvalidArgument
-	// when conv is not user's.
+	// when a peer key is not user's; for a group, whether user is a
+	// member is the gateway's check (setNotification).
 	SetMuted(ctx context.Context, user, conv string, muted bool) error
 }
 

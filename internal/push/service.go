@@ -127,7 +127,7 @@ type Stats struct {
 	Dropped   int64 `json:"dropped"`   // devices removed because the vendor said the token is gone
 	Failed    int64 `json:"failed"`    // permanent failures
 	Expired   int64 `json:"expired"`   // jobs whose time to live ran out
-	Skipped   int64 `json:"skipped"`   // not sent: acknowledged live, unbound, muted after planning, or the app suspended
+	Skipped   int64 `json:"skipped"`   // not sent: acknowledged live, unbound or unregistered, muted, the call over, or a note that the recipient had no device
 	Pending   int64 `json:"pending"`   // jobs in memory, waiting or in flight
 	Overflows int64 `json:"overflows"` // times the in-memory queue was full and jobs were left to the store
 	// MutedSkips counts pushes not made because the recipient muted the

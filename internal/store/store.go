@@ -104,7 +104,7 @@ type Store interface {
 	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
 
 	// SetConversationMuted records user's notification status for conv, a
-	// conversation key (herald.PeerConversationKey): muted (ZIM's
+	// conversation key (herald.PeerConversationKey or GroupConversationKey): muted (ZIM's
 	// do-not-disturb) or not. The conversation need not have messages, nor
 	// be in user's list; the store does not interpret the key. Setting the
 	// status it already has is a no-op. CodeInvalidArgument for an empty
@@ -379,8 +379,9 @@ func ValidateMessage(m *herald.Message) *herald.Error {
 	return nil
 }
 
-// ValidateGroupMembers checks the members given to CreateGroup (owner
-// true) or AddGroupMembers (owner false), for backends.
+// ValidateGroupMembers checks the members given to CreateGroup (create
+// true: exactly one owner) or AddGroupMembers (create false: no owner), for
+// backends.
 func ValidateGroupMembers(members []herald.GroupMember, create bool) error {
 	seen := make(map[string]bool, len(members))
 	owners := 0
