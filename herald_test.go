@@ -75,3 +75,35 @@ func TestIDsAndKeys(t *testing.T) {
 		t.Error("PeerOf(a group key) = ok, want false")
 	}
 }
+
+// TestGroupAndMentionLimits: the limits a group's fields and a message's
+// mentions are held to.
+func TestGroupAndMentionLimits(t *testing.T) {
+	l := Limits{}.WithDefaults()
+	m := &Message{Type: MessageText, Text: "hi", LocalID: "1", Mentions: make([]string, l.MaxMentions+1)}
+	for i := range m.Mentions {
+		m.Mentions[i] = "u"
+	}
+	if err := l.Validate(m); ErrorCode(err) != CodeTooLarge {
+		t.Errorf("%d mentions: %v, want too_large", len(m.Mentions), err)
+	}
+	m.Mentions = []string{"ok", "not ok"}
+	if err := l.Validate(m); ErrorCode(err) != CodeInvalidArgument {
+		t.Errorf("a bad mentioned user ID: %v, want invalid_argument", err)
+	}
+	for name, g := range map[string]Group{
+		"name":        {ID: "g", Name: strings.Repeat("n", MaxGroupNameBytes+1)},
+		"extended":    {ID: "g", Extended: strings.Repeat("x", MaxGroupExtendedBytes+1)},
+		"join mode":   {ID: "g", JoinMode: "sometimes"},
+		"invite mode": {ID: "g", InviteMode: "owner"},
+		"id":          {ID: "g:1"},
+	} {
+		if err := g.Validate(); ErrorCode(err) != CodeInvalidArgument {
+			t.Errorf("group %s out of range: %v, want invalid_argument", name, err)
+		}
+	}
+	g := Group{ID: "g", Name: strings.Repeat("n", MaxGroupNameBytes)}
+	if err := g.Validate(); err != nil || g.JoinMode != GroupJoinInvite || g.InviteMode != GroupInviteAny {
+		t.Errorf("a group at the limits: %v, modes %q %q; want valid with the default modes", err, g.JoinMode, g.InviteMode)
+	}
+}

@@ -288,7 +288,7 @@ func TestJoinerGetsMessageStoredDuringTheJoin(t *testing.T) {
 	<-ps.paused // "late" is a member in the store, JoinSeq 0
 	sent := make(chan error)
 	go func() { _, err := send(s, "ann", 0, groupMsg("g1", "m1", "hello late")); sent <- err }()
-	time.Sleep(50 * time.Millisecond) // let the message be stored (not a timer wait: a head start)
+	waitStored(t, ps.Store, "g:g1", 1) // stored while the join is between its write and its cache update
 	close(ps.resume)
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -315,7 +315,7 @@ func TestKickedMemberMissesMessageStoredDuringTheKick(t *testing.T) {
 	<-ps.paused // bob's membership is gone from the store
 	sent := make(chan error)
 	go func() { _, err := send(s, "ann", 0, groupMsg("g1", "m1", "after bob left")); sent <- err }()
-	time.Sleep(50 * time.Millisecond)
+	waitStored(t, ps.Store, "g:g1", 1) // stored while the kick is between its write and its cache update
 	close(ps.resume)
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -468,5 +468,24 @@ func TestGroupChangeDoesNotHoldUpOthers(t *testing.T) {
 	d := rec.all()
 	if len(d) != 2 || d[1].conv != "g:g1" || !slices.Contains(d[1].to, "late") {
 		t.Errorf("deliveries after the change: %+v; want the group message, to late too", d)
+	}
+}
+
+// waitStored waits until conv's last stored seq reaches seq.
+func waitStored(t *testing.T, st *sqlite.Store, conv string, seq int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		msgs, err := st.History(context.Background(), conv, store.HistoryQuery{Direction: store.Backward, Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) > 0 && msgs[0].Seq >= seq {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not reach seq %d", conv, seq)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }

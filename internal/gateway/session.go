@@ -1022,14 +1022,14 @@ func (s *session) setNotification(ctx context.Context, p Push, req *proto.SetCon
 	if err != nil {
 		return err
 	}
+	muted, err := proto.ParseNotificationStatus(req.Status)
+	if err != nil {
+		return err
+	}
 	if ct == herald.ConversationGroup {
 		if _, err := s.g.chat.GroupInfo(ctx, s.user, req.ConvID); err != nil {
 			return err // only a member sets a group's status
 		}
-	}
-	muted, err := proto.ParseNotificationStatus(req.Status)
-	if err != nil {
-		return err
 	}
 	return p.SetMuted(ctx, s.user, key, muted)
 }
