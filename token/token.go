@@ -22,6 +22,12 @@ import (
 // MaxTTL is the longest lifetime a token may have (ZIM's limit is 24 days).
 const MaxTTL = 24 * 24 * time.Hour
 
+// MaxClockSkew is how far in the future a token's issued-at time may lie
+// and still be accepted: the backend that mints tokens runs on another
+// machine, whose clock may be a little ahead of the server's. A token
+// issued further ahead is not valid yet (not-before = iat).
+const MaxClockSkew = time.Minute
+
 // MinSecretLen is the shortest accepted secret, in bytes.
 const MinSecretLen = 16
 
@@ -104,7 +110,9 @@ func mint(secret []byte, user, kind string, now time.Time, ttl time.Duration) (s
 // Verify checks tok's signature and expiry at now and returns its claims.
 // Errors: herald.CodeTokenMalformed (cannot be parsed), CodeTokenInvalid
 // (signature does not match: forged, or minted with another secret),
-// CodeTokenExpired (expiry passed).
+// CodeTokenExpired (expiry passed). CodeTokenInvalid also for a token
+// whose exp is not after its iat, whose exp - iat exceeds MaxTTL, or
+// whose iat is more than MaxClockSkew ahead of now (not valid yet).
 func Verify(secret []byte, tok string, now time.Time) (Claims, error) {
 	c, kind, err := verify(secret, tok, now)
 	if err == nil && kind != "" {
@@ -138,8 +146,19 @@ func verify(secret []byte, tok string, now time.Time) (Claims, string, error) {
 		return Claims{}, "", herald.Errorf(herald.CodeTokenInvalid, "token signature does not match this server's secret")
 	}
 	claims := Claims{UserID: c.U, IssuedAt: time.Unix(c.Iat, 0), ExpiresAt: time.Unix(c.Exp, 0)}
+	// The lifetime cap holds only if iat is a real issue time: a token
+	// whose exp is not after its iat (minted by hand with iat far ahead)
+	// would otherwise pass any cap, and iat in the future makes a token
+	// that cannot have been issued yet.
+	if !claims.ExpiresAt.After(claims.IssuedAt) {
+		return Claims{}, "", herald.Errorf(herald.CodeTokenInvalid, "token expires (exp %d) before it was issued (iat %d)", c.Exp, c.Iat)
+	}
 	if life := claims.ExpiresAt.Sub(claims.IssuedAt); life > MaxTTL {
 		return Claims{}, "", herald.Errorf(herald.CodeTokenInvalid, "token lifetime %s exceeds the maximum %s", life, MaxTTL)
+	}
+	if ahead := claims.IssuedAt.Sub(now); ahead > MaxClockSkew {
+		return Claims{}, "", herald.Errorf(herald.CodeTokenInvalid, "token is not valid yet: issued at %s, %s ahead of the server's clock (at most %s is allowed); check the minting backend's clock",
+			claims.IssuedAt.UTC().Format(time.RFC3339), ahead.Truncate(time.Second), MaxClockSkew)
 	}
 	if !now.Before(claims.ExpiresAt) {
 		return Claims{}, "", herald.Errorf(herald.CodeTokenExpired, "token expired at %s", claims.ExpiresAt.UTC().Format(time.RFC3339))

@@ -130,3 +130,48 @@ func TestAdminTokensAreNotLoginTokens(t *testing.T) {
 		t.Errorf("VerifyAdmin(other secret) = %v, want %s", err, herald.CodeTokenInvalid)
 	}
 }
+
+// handMinted signs claims as a backend minting by hand would: Mint
+// itself never writes these.
+func handMinted(c wireClaims) string {
+	body, _ := json.Marshal(c)
+	signed := prefix + enc.EncodeToString(body)
+	return signed + "." + enc.EncodeToString(sign(secret, signed))
+}
+
+func TestVerifyRefusesImpossibleIssueTimes(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name    string
+		iat     time.Time
+		exp     time.Time
+		want    herald.Code
+		wantMsg string
+	}{
+		// iat after exp made exp - iat negative, under any cap: a token
+		// valid for years passed the 576 h check.
+		{"iat after exp", now.Add(10 * 365 * 24 * time.Hour), now.Add(5 * 365 * 24 * time.Hour), herald.CodeTokenInvalid, "before it was issued"},
+		{"iat equals exp", now.Add(time.Hour), now.Add(time.Hour), herald.CodeTokenInvalid, "before it was issued"},
+		{"issued in the future", now.Add(time.Hour), now.Add(2 * time.Hour), herald.CodeTokenInvalid, "not valid yet"},
+		{"issued just past the skew", now.Add(MaxClockSkew + time.Second), now.Add(time.Hour), herald.CodeTokenInvalid, "not valid yet"},
+		{"issued within the skew", now.Add(MaxClockSkew), now.Add(time.Hour), "", ""},
+		{"issued now", now, now.Add(time.Hour), "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := handMinted(wireClaims{U: "alice", Iat: tt.iat.Unix(), Exp: tt.exp.Unix(), N: "x"})
+			_, err := Verify(secret, tok, now)
+			if got := herald.ErrorCode(err); err != nil && got != tt.want || err == nil && tt.want != "" {
+				t.Fatalf("Verify = %v (code %q), want code %q", err, got, tt.want)
+			}
+			if err != nil && !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("Verify error = %q, want it to say %q", err, tt.wantMsg)
+			}
+			// Admin tokens are checked by the same code.
+			adm := handMinted(wireClaims{U: kindAdmin, K: kindAdmin, Iat: tt.iat.Unix(), Exp: tt.exp.Unix(), N: "x"})
+			if err := VerifyAdmin(secret, adm, now); herald.ErrorCode(err) != tt.want && !(err == nil && tt.want == "") {
+				t.Errorf("VerifyAdmin = %v, want code %q", err, tt.want)
+			}
+		})
+	}
+}
