@@ -24,11 +24,13 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -96,6 +98,8 @@ type Handler struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by ID
 	runs     map[string]*pushRun // test pushes waiting for their stream, by ID
+
+	throttle *loginThrottle // wrong logins per client address (throttle.go)
 }
 
 type session struct {
@@ -116,7 +120,8 @@ func New(cfg Config) *Handler {
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = 1000
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: make(map[string]*session), runs: make(map[string]*pushRun)}
+	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: make(map[string]*session), runs: make(map[string]*pushRun),
+		throttle: newLoginThrottle()}
 	h.tmpl = parseTemplates()
 	sub, _ := fs.Sub(staticFS, "static")
 	h.static = http.StripPrefix(Prefix+"static/", http.FileServerFS(sub))
@@ -260,13 +265,26 @@ func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	addr := clientAddr(r)
+	if wait := h.throttle.wait(addr, h.cfg.Now()); wait > 0 {
+		secs := int((wait + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		h.render(w, r, http.StatusTooManyRequests, "login", map[string]any{
+			"Error": fmt.Sprintf("Too many wrong logins from your address: try again in %d s.", secs)})
+		return
+	}
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	claims, err := token.VerifyAdminClaims(h.cfg.Secret, tok, h.cfg.Now())
 	if err != nil {
-		h.log.Warn("console login refused", "remote", r.RemoteAddr, "code", herald.ErrorCode(err))
+		backoff, log, unlogged := h.throttle.failed(addr, h.cfg.Now())
+		if log {
+			h.log.Warn("console login refused", "remote", r.RemoteAddr, "code", herald.ErrorCode(err),
+				"backoff", backoff, "refused_not_logged", unlogged)
+		}
 		h.render(w, r, http.StatusUnauthorized, "login", map[string]any{"Error": herald.ErrorMessage(err)})
 		return
 	}
+	h.throttle.succeeded(addr)
 	s := &session{id: randomID(), csrf: randomID(), expires: claims.ExpiresAt}
 	h.mu.Lock()
 	now := h.cfg.Now()

@@ -41,7 +41,9 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 	if s.emu != nil {
 		cc.Emulator = s.emu
 	}
-	mux.Handle(console.Prefix, console.New(cc))
+	cons := console.New(cc)
+	m.RegisterStats("console", func() any { return cons.Stats() })
+	mux.Handle(console.Prefix, cons)
 	if s.cfg.MetricsOnAddr() {
 		h := m.Handler()
 		if s.cfg.MetricsLocalOnly() {

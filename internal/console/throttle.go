@@ -1,0 +1,150 @@
+package console
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Console logins are throttled per client address: an admin token is the
+// only credential, and it must not be guessable at full speed. An address
+// gets loginFreeFailures wrong logins in a row; after that each failure
+// closes the login form to it for a backoff that doubles from
+// loginBackoffBase up to loginBackoffMax, during which its logins are
+// answered 429 with Retry-After and not checked at all. A successful
+// login clears the address's record; a record is forgotten loginForget
+// after its last failure.
+//
+// The address is the TCP peer's (RemoteAddr): behind a reverse proxy that
+// is the proxy's, so every browser behind it shares one record. Trusting
+// X-Forwarded-For instead would let an attacker pick a fresh address per
+// request.
+const (
+	loginFreeFailures = 5
+	loginBackoffBase  = time.Second
+	loginBackoffMax   = 5 * time.Minute
+	loginForget       = time.Hour
+	loginMaxAddrs     = 10_000 // records kept; past it the stalest is dropped
+	loginLogEvery     = time.Second
+)
+
+// loginThrottle holds the failure records and rate-limits the WARN line
+// of a refused login: one line per loginLogEvery at most, the next one
+// saying how many were left out.
+type loginThrottle struct {
+	mu      sync.Mutex
+	addrs   map[string]*loginRecord
+	lastLog time.Time
+	unlog   int // refused logins not logged since the last line
+
+	throttled int64 // logins answered 429 without being checked
+	refused   int64 // logins checked and refused
+}
+
+type loginRecord struct {
+	failures int
+	until    time.Time // no login is checked before this
+	last     time.Time // the last failure
+}
+
+func newLoginThrottle() *loginThrottle {
+	return &loginThrottle{addrs: make(map[string]*loginRecord)}
+}
+
+// clientAddr is the address a login is throttled by: RemoteAddr's host.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// wait reports how long addr must wait before its next login is checked;
+// zero lets it through. A positive answer counts a throttled login.
+func (t *loginThrottle) wait(addr string, now time.Time) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rec := t.addrs[addr]
+	if rec == nil || !now.Before(rec.until) {
+		return 0
+	}
+	t.throttled++
+	return rec.until.Sub(now)
+}
+
+// failed records a refused login from addr. It returns the backoff now in
+// force (zero while the address has free failures left), and whether the
+// refusal is to be logged, with how many refusals before it were not.
+func (t *loginThrottle) failed(addr string, now time.Time) (backoff time.Duration, log bool, unlogged int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refused++
+	rec := t.addrs[addr]
+	if rec == nil {
+		if len(t.addrs) >= loginMaxAddrs {
+			t.forgetLocked(now)
+		}
+		rec = &loginRecord{}
+		t.addrs[addr] = rec
+	}
+	if now.Sub(rec.last) >= loginForget && !now.Before(rec.until) {
+		*rec = loginRecord{} // its last failure is long past: a fresh start
+	}
+	rec.failures++
+	rec.last = now
+	if n := rec.failures - loginFreeFailures; n > 0 {
+		backoff = loginBackoffMax
+		if n <= 20 {
+			backoff = min(loginBackoffBase<<(n-1), loginBackoffMax)
+		}
+		rec.until = now.Add(backoff)
+	}
+	if now.Sub(t.lastLog) < loginLogEvery {
+		t.unlog++
+		return backoff, false, 0
+	}
+	t.lastLog, unlogged, t.unlog = now, t.unlog, 0
+	return backoff, true, unlogged
+}
+
+// succeeded clears addr's record.
+func (t *loginThrottle) succeeded(addr string) {
+	t.mu.Lock()
+	delete(t.addrs, addr)
+	t.mu.Unlock()
+}
+
+// forgetLocked drops records idle for loginForget and, when still full,
+// the one whose last failure is oldest; t.mu must be held.
+func (t *loginThrottle) forgetLocked(now time.Time) {
+	var stalest string
+	var stalestAt time.Time
+	for a, rec := range t.addrs {
+		if now.Sub(rec.last) >= loginForget && !now.Before(rec.until) {
+			delete(t.addrs, a)
+			continue
+		}
+		if stalest == "" || rec.last.Before(stalestAt) {
+			stalest, stalestAt = a, rec.last
+		}
+	}
+	if len(t.addrs) >= loginMaxAddrs {
+		delete(t.addrs, stalest)
+	}
+}
+
+// Stats are the console's counters, exported as herald_console_*.
+type Stats struct {
+	LoginsRefused   int64 // logins checked and refused (wrong, expired or malformed token)
+	LoginsThrottled int64 // logins answered 429 without being checked: their address is backing off
+}
+
+// Stats returns a snapshot of the counters.
+func (h *Handler) Stats() Stats {
+	t := h.throttle
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return Stats{LoginsRefused: t.refused, LoginsThrottled: t.throttled}
+}
