@@ -113,6 +113,11 @@ type Config struct {
 	Users      Users
 	Now        func() time.Time
 	Logger     *slog.Logger
+
+	// Nonces keeps accepted nonces across restarts (OpenNonceJournal); nil
+	// keeps them in memory only, and a request captured before a restart
+	// can then be replayed after it, within the window. The caller closes it.
+	Nonces *NonceJournal
 }
 
 // Handler serves the API.
@@ -178,7 +183,7 @@ func New(cfg Config) *Handler {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
-		limit: newLimiter(cfg.Rate, cfg.Burst), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow)}
+		limit: newLimiter(cfg.Rate, cfg.Burst), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow, cfg.Nonces)}
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.method+" "+rt.path, rt.serve)
 	}

@@ -222,7 +222,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestNonceCacheBounded(t *testing.T) {
-	c := newNonceCache(1, 1, time.Second) // room for 1024
+	c := newNonceCache(1, 1, time.Second, nil) // room for 1024
 	now := time.Unix(1000, 0)
 	for i := 0; i < 1024; i++ {
 		if _, err := c.use("a", "nonce-"+strconv.Itoa(i), now.Unix(), now); err != nil {

@@ -154,17 +154,22 @@ func validNonce(s string) bool {
 // in ±window), with room to spare; a client past even that is told to
 // slow down rather than let the cache grow.
 type nonceCache struct {
-	window time.Duration
-	max    int
+	window  time.Duration
+	max     int
+	journal *NonceJournal // nil: nonces live in memory only, and a restart forgets them
 
 	mu        sync.Mutex
 	seen      map[string]int64 // app "\x00" nonce -> Unix seconds when it may be forgotten
 	nextSweep int64
 }
 
-func newNonceCache(rate, burst int, window time.Duration) *nonceCache {
+func newNonceCache(rate, burst int, window time.Duration, journal *NonceJournal) *nonceCache {
 	n := 2 * (burst + rate*int(2*window/time.Second))
-	return &nonceCache{window: window, max: max(n, 1024), seen: make(map[string]int64)}
+	c := &nonceCache{window: window, max: max(n, 1024), journal: journal, seen: make(map[string]int64)}
+	if journal != nil {
+		c.seen = journal.Nonces() // what was accepted before the restart
+	}
+	return c
 }
 
 // check refuses a nonce already seen, without recording it.
@@ -207,6 +212,15 @@ func (c *nonceCache) use(app, nonce string, ts int64, now time.Time) (wait time.
 			return time.Duration(first-t+1) * time.Second, herald.Errorf(herald.CodeRateLimited, "more than %d signed requests within the time window; slow down", c.max)
 		}
 	}
-	c.seen[key] = ts + int64((c.window+time.Second-1)/time.Second)
+	exp := ts + int64((c.window+time.Second-1)/time.Second)
+	if c.journal != nil {
+		// Synced before the request is served (under c.mu: the rate limit
+		// bounds how many wait here). A nonce that cannot be kept across a
+		// restart is not accepted: the request fails as internal.
+		if err := c.journal.record(key, exp, now); err != nil {
+			return 0, err
+		}
+	}
+	c.seen[key] = exp
 	return 0, nil
 }

@@ -22,8 +22,8 @@ type warnCounter struct {
 }
 
 func (c *warnCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (c *warnCounter) WithAttrs([]slog.Attr) slog.Handler      { return c }
-func (c *warnCounter) WithGroup(string) slog.Handler           { return c }
+func (c *warnCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *warnCounter) WithGroup(string) slog.Handler            { return c }
 func (c *warnCounter) Handle(_ context.Context, r slog.Record) error {
 	if r.Level != slog.LevelWarn {
 		return nil

@@ -37,6 +37,9 @@ import (
 const (
 	SQLiteFile = "herald.db"
 	PebbleDir  = "pebble"
+	// APINoncesFile keeps the server API's accepted nonces across restarts
+	// (api.NonceJournal).
+	APINoncesFile = "api-nonces"
 )
 
 // Server is one running Herald node.
@@ -56,6 +59,8 @@ type Server struct {
 	pprof *http.Server // nil unless HERALD_PPROF_ADDR is set
 	ready atomic.Bool
 	done  chan error
+
+	nonces *api.NonceJournal // closed after the HTTP server
 
 	metrics    *metrics.Metrics
 	metricsSrv *http.Server // nil unless HERALD_METRICS_ADDR is set (ops.go)
@@ -139,7 +144,15 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	s.hooks = hooks
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
+	nonces, err := api.OpenNonceJournal(filepath.Join(cfg.DataDir, APINoncesFile), time.Now())
+	if err != nil {
+		gw.Shutdown(ctx)
+		st.Close()
+		return nil, err
+	}
+	s.nonces = nonces
 	mux.Handle("/api/", api.New(api.Config{
+		Nonces: nonces,
 		Secret: secret, AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
 	}))
@@ -274,6 +287,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	if err := s.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))
+	}
+	if err := s.nonces.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("api nonces: %w", err))
 	}
 	if s.metricsSrv != nil {
 		s.metricsSrv.Close()
