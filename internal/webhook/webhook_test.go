@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -507,4 +508,34 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestCloseReportsWhatItDropped: the shutdown log line and Close's error
+// give the number of events given up, not the pending count after they
+// were given up (which is always 0).
+func TestCloseReportsWhatItDropped(t *testing.T) {
+	r, srv := newReceiver(t)
+	r.block = make(chan struct{})
+	defer close(r.block)
+	var logBuf syncBuffer
+	s := New(Config{URL: srv.URL, Secret: secret, Senders: 2, Queue: 100, Backoff: fast,
+		Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
+	s.Start()
+	const n = 50 // 2 in flight, blocked; 48 queued
+	for i := range n {
+		s.Emit(loginEvent("u" + strconv.Itoa(i)))
+	}
+	waitFor(t, func() bool { return len(s.ch) == n-2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := s.Close(ctx)
+	if err == nil || !strings.Contains(err.Error(), "50 events undelivered") {
+		t.Errorf("Close = %v, want it to say 50 events undelivered", err)
+	}
+	if !strings.Contains(logBuf.String(), "events undelivered at shutdown") || !strings.Contains(logBuf.String(), "dropped=50") {
+		t.Errorf("shutdown log does not count the 50 events dropped:\n%s", logBuf.String())
+	}
+	if st := s.Stats(); st.Dropped != n || st.Pending != 0 {
+		t.Errorf("stats = %+v, want %d dropped, 0 pending", st, n)
+	}
 }
