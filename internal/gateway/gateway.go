@@ -369,6 +369,10 @@ func (g *Gateway) untrack(s *session) {
 // Shutdown refuses new connections, closes every session with
 // CloseServerShutdown (clients reconnect, to another node if there is one),
 // and waits until their read loops have ended and acks are stored, or ctx ends.
+// A session with sends in flight (handed to chat, which is still running)
+// is closed once their replies are queued, so the client learns the seq of
+// every message stored for it; it starts no new send meanwhile. When ctx
+// ends first, every session is closed at once.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopGrace() // no caller's calls are cancelled for a session closed from here on
 	g.connsMu.Lock()
@@ -385,14 +389,23 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}
 	}
 	g.connsMu.Unlock()
+	waiting := 0
 	for _, s := range all {
-		s.closeWith(proto.CloseServerShutdown, "server is shutting down")
+		if s.closeAfterSends(proto.CloseServerShutdown, "server is shutting down") {
+			waiting++
+		}
+	}
+	if waiting > 0 {
+		g.log.Info("gateway closing sessions after the replies of their sends in flight", "sessions_waiting", waiting, "sessions", len(all))
 	}
 	var err error
 	select {
 	case <-g.drained:
 	case <-ctx.Done():
 		err = errors.Join(errors.New("gateway: sessions still open at shutdown"), ctx.Err())
+		for _, s := range all {
+			s.closeWith(proto.CloseServerShutdown, "server is shutting down") // replies still awaited are given up
+		}
 	}
 	close(g.stopSweep)
 	<-g.swept

@@ -71,6 +71,14 @@ type session struct {
 	closed      bool // the connection is closed; nothing more is read or written
 	ended       bool // end has run or is running: no login, timer or ack may start anything new
 
+	// Sends handed to chat whose reply is not queued yet. Shutdown closes
+	// a session only once they are (drainCode waits for that), so a
+	// message stored during shutdown has its reply written before the
+	// close frame.
+	sends       int
+	drainCode   int
+	drainReason string
+
 	syncing      bool // live messages wait in pending until the offline sync is sent
 	pending      []liveMsg
 	pendingBytes int
@@ -805,14 +813,58 @@ func (s *session) send(f proto.Frame) {
 		Text: req.Text, Data: req.Data, SubType: req.SubType, Extended: req.Extended,
 		Mentions: req.Mentions, Push: req.Push, NotifyMentioned: req.NotifyMentioned,
 	}
+	if !s.sendStarted() {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeUnavailable, "server is shutting down; send again after reconnecting"))
+		return
+	}
 	id, op, user := f.ID, f.Op, s.user
 	s.g.chat.Send(user, s.id, m, func(res chat.SendResult, err error) {
+		defer s.sendEnded()
 		if err != nil {
 			s.fail(id, op, err)
 			return
 		}
 		s.reply(id, proto.SendReply{Message: proto.FromMessage(res.Message, user, false), Duplicate: res.Duplicate})
 	})
+}
+
+// sendStarted counts a send handed to chat; false once the session is
+// draining for shutdown (no new send is started then).
+func (s *session) sendStarted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.drainCode != 0 {
+		return false
+	}
+	s.sends++
+	return true
+}
+
+// sendEnded is called once a send's reply is queued; the last one of a
+// draining session closes it.
+func (s *session) sendEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sends--
+	if s.sends == 0 && s.drainCode != 0 {
+		s.closeLocked(s.drainCode, s.drainReason)
+	}
+}
+
+// closeAfterSends closes the session with code once the replies of its
+// sends in flight are queued (at once when there are none), and refuses
+// new sends meanwhile. It reports whether sends were in flight.
+func (s *session) closeAfterSends(code int, reason string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sends == 0 {
+		s.closeLocked(code, reason)
+		return false
+	}
+	if s.drainCode == 0 {
+		s.drainCode, s.drainReason = code, reason
+	}
+	return true
 }
 
 // cursorKey validates a (conversation, seq) position named by user and
