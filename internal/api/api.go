@@ -114,6 +114,15 @@ type Config struct {
 	Now        func() time.Time
 	Logger     *slog.Logger
 
+	// PendingBodyBytes bounds the bytes of signed request bodies read
+	// before their signature is checked, all requests together; zero
+	// means 4 MiB (bodies.go).
+	PendingBodyBytes int
+	// Authenticated, when set, is called with each request whose
+	// credential is valid (the server takes its connection out of the
+	// count of connections not yet authenticated).
+	Authenticated func(*http.Request)
+
 	// Nonces keeps accepted nonces across restarts (OpenNonceJournal); nil
 	// keeps them in memory only, and a request captured before a restart
 	// can then be replayed after it, within the window. The caller closes it.
@@ -127,6 +136,7 @@ type Handler struct {
 	mux     *http.ServeMux
 	limit   *limiter
 	nonces  *nonceCache
+	bodies  *bodyBudget
 	openapi []byte
 }
 
@@ -182,7 +192,10 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
+	if cfg.PendingBodyBytes <= 0 {
+		cfg.PendingBodyBytes = 4 << 20
+	}
+	h := &Handler{bodies: &bodyBudget{max: int64(cfg.PendingBodyBytes)}, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
 		limit: newLimiter(cfg.Rate, cfg.Burst), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow, cfg.Nonces)}
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.method+" "+rt.path, rt.serve)
@@ -204,8 +217,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	cred, err := h.authenticate(r)
 	if err != nil {
+		switch herald.ErrorCode(err) {
+		case herald.CodeUnavailable, herald.CodeTooLarge:
+			// The body is refused unread: end the connection after the
+			// answer, or net/http would read what is left of it first.
+			w.Header().Set("Connection", "close")
+			if herald.ErrorCode(err) == herald.CodeUnavailable {
+				w.Header().Set("Retry-After", "1")
+			}
+		}
 		writeErr(w, h.log, err)
 		return
+	}
+	if h.cfg.Authenticated != nil {
+		h.cfg.Authenticated(r)
 	}
 	// Signature, then the rate limit, then the nonce: a request refused
 	// with 429 has not used its nonce, so it may be retried as signed

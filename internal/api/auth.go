@@ -96,6 +96,25 @@ func (h *Handler) authenticate(r *http.Request) (credential, error) {
 		return credential{}, refuse(apiclient.ReasonBadNonce, "%s must be %d-%d characters of A-Z a-z 0-9 _ . -",
 			apiclient.HeaderNonce, apiclient.MinNonceLen, apiclient.MaxNonceLen)
 	}
+	// Nothing is read before the headers pass, and then only within the
+	// body budget (bodies.go).
+	if r.ContentLength > MaxBodyBytes {
+		h.bodies.tooLarge.Add(1)
+		return credential{}, herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes (Content-Length %d)", MaxBodyBytes, r.ContentLength)
+	}
+	reserve := r.ContentLength
+	if reserve < 0 {
+		reserve = MaxBodyBytes // chunked: as much as it may grow to
+	}
+	if !h.bodies.take(reserve) {
+		h.bodies.refused.Add(1)
+		if log, n := h.bodies.logRefusal(now); log {
+			h.log.Warn("api requests refused: too many bodies awaiting their signature check", "remote", r.RemoteAddr,
+				"refused", n, "pending_body_bytes", h.bodies.max, "next_report_in", bodyLogEvery)
+		}
+		return credential{}, herald.Errorf(herald.CodeUnavailable, "too many signed request bodies are being received; retry after 1 s")
+	}
+	defer h.bodies.give(reserve)
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError

@@ -89,6 +89,14 @@ type Config struct {
 	// it. nil means ZIM's 2, 4, 8, 16, 32 s.
 	WebhookBackoff []time.Duration
 
+	// Listener bounds (docs/operations.md, "Exhaustion").
+	HTTPReadTimeout                time.Duration // HERALD_HTTP_READ_TIMEOUT: to read a whole HTTP request, body included (headers: at most 10 s of it)
+	HTTPWriteTimeout               time.Duration // HERALD_HTTP_WRITE_TIMEOUT: to write an HTTP response (WebSockets have their own deadlines)
+	HTTPIdleTimeout                time.Duration // HERALD_HTTP_IDLE_TIMEOUT: an idle keep-alive connection is closed after it
+	MaxUnauthenticatedConns        int           // HERALD_MAX_UNAUTHENTICATED_CONNS: connections open before login (or a valid API credential), in all
+	MaxUnauthenticatedConnsPerAddr int           // HERALD_MAX_UNAUTHENTICATED_CONNS_PER_ADDR: the same from one client address; 0 is no per-address cap
+	APIPendingBodyBytes            int           // HERALD_API_PENDING_BODY_BYTES: signed API request bodies read before their signature is checked, all together
+
 	ShutdownTimeout time.Duration // HERALD_SHUTDOWN_TIMEOUT: how long SIGTERM waits for in-flight work
 	PprofAddr       string        // HERALD_PPROF_ADDR: serve Go's net/http/pprof here; empty (default) is off
 
@@ -141,6 +149,14 @@ func Default() Config {
 		APITimeWindow:     5 * time.Minute,
 		ShutdownTimeout:   10 * time.Second,
 		MetricsPublic:     "auto",
+
+		// Listener bounds.
+		HTTPReadTimeout:                30 * time.Second,
+		HTTPWriteTimeout:               60 * time.Second,
+		HTTPIdleTimeout:                60 * time.Second,
+		MaxUnauthenticatedConns:        4096,
+		MaxUnauthenticatedConnsPerAddr: 128,
+		APIPendingBodyBytes:            4 << 20,
 
 		// Callbacks (docs/webhooks.md).
 		WebhookQueue:              10_000,
@@ -210,6 +226,12 @@ func (c *Config) keys() []key {
 		{"webhook-before-send-timeout", "how long a sender waits for before_send; then the fallback applies", &c.WebhookBeforeSendTimeout},
 		{"webhook-before-send-fallback", "allow or reject the message when before_send does not answer", &c.WebhookBeforeSendFallback},
 		{"shutdown-timeout", "grace period on SIGTERM", &c.ShutdownTimeout},
+		{"http-read-timeout", "time to read a whole HTTP request, body included (its headers: at most 10s of it)", &c.HTTPReadTimeout},
+		{"http-write-timeout", "time to write an HTTP response; WebSocket sessions have their own deadlines", &c.HTTPWriteTimeout},
+		{"http-idle-timeout", "an idle keep-alive HTTP connection is closed after this", &c.HTTPIdleTimeout},
+		{"max-unauthenticated-conns", "connections open before a login or a valid API credential, in all; more are refused", &c.MaxUnauthenticatedConns},
+		{"max-unauthenticated-conns-per-addr", "the same from one client address (behind a proxy: the proxy's); 0 is no per-address cap", &c.MaxUnauthenticatedConnsPerAddr},
+		{"api-pending-body-bytes", "bytes of signed API request bodies read before their signature is checked, all requests together; more are answered 503", &c.APIPendingBodyBytes},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
 		{"metrics-public", "serve Prometheus /metrics on addr: true, false, or auto (only when addr is a loopback address, and never to a request that came through a proxy)", &c.MetricsPublic},
 		{"metrics-addr", "serve Prometheus /metrics on this address of its own (for a private scrape network); empty is off", &c.MetricsAddr},
@@ -403,6 +425,8 @@ func (c *Config) Validate() error {
 		{"HERALD_PUSH_ACK_WINDOW", c.PushAckWindow}, {"HERALD_PUSH_TTL", c.PushTTL},
 		{"HERALD_PUSH_RETRY_BASE", c.PushRetryBase}, {"HERALD_PUSH_RETRY_MAX", c.PushRetryMax},
 		{"HERALD_PUSH_LOG_RETENTION", c.PushLogRetention},
+		{"HERALD_HTTP_READ_TIMEOUT", c.HTTPReadTimeout}, {"HERALD_HTTP_WRITE_TIMEOUT", c.HTTPWriteTimeout},
+		{"HERALD_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout},
 	} {
 		if err := posDur(d.n, d.v); err != nil {
 			return err
@@ -424,6 +448,7 @@ func (c *Config) Validate() error {
 		{"HERALD_GROUP_CACHE_MEMBERS", c.GroupCacheMembers},
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
 		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices}, {"HERALD_CALL_MAX_INVITEES", c.CallMaxInvitees},
+		{"HERALD_MAX_UNAUTHENTICATED_CONNS", c.MaxUnauthenticatedConns}, {"HERALD_API_PENDING_BODY_BYTES", c.APIPendingBodyBytes},
 	} {
 		if err := pos(v.n, v.v); err != nil {
 			return err
@@ -434,6 +459,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GroupCacheMembers < 2*c.GroupMaxMembers {
 		return fmt.Errorf("HERALD_GROUP_CACHE_MEMBERS (%d) must be at least twice HERALD_GROUP_MAX_MEMBERS (%d): a smaller cache would drop the groups in use to make room for each other", c.GroupCacheMembers, c.GroupMaxMembers)
+	}
+	if c.MaxUnauthenticatedConnsPerAddr < 0 {
+		return fmt.Errorf("HERALD_MAX_UNAUTHENTICATED_CONNS_PER_ADDR must be 0 (no per-address cap) or positive, got %d", c.MaxUnauthenticatedConnsPerAddr)
 	}
 	if c.PushRetryMax < c.PushRetryBase {
 		return fmt.Errorf("HERALD_PUSH_RETRY_MAX (%s) must be at least HERALD_PUSH_RETRY_BASE (%s)", c.PushRetryMax, c.PushRetryBase)

@@ -32,9 +32,10 @@ import (
 // A session holds at most maxStreams streams at once and maxRuns runs
 // waiting for theirs.
 const (
-	maxStreams = 3
-	maxRuns    = 8
-	runTTL     = time.Minute
+	streamWriteTimeout = 30 * time.Second // to write one event to a stalled browser
+	maxStreams         = 3
+	maxRuns            = 8
+	runTTL             = time.Minute
 )
 
 // pushRun is a test push a session asked for and has not streamed yet.
@@ -134,6 +135,10 @@ func (e *eventStream) send(event string, v any) {
 		e.err = err
 		return
 	}
+	// The server's write timeout counts from the request; a stream lasts
+	// as long as the push, so each event gets its own time to be written.
+	// (ErrNotSupported from a test recorder leaves the deadline as it is.)
+	_ = e.rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 	if _, e.err = fmt.Fprintf(e.w, "event: %s\ndata: %s\n\n", event, b); e.err == nil {
 		e.err = e.rc.Flush()
 	}

@@ -607,6 +607,11 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	s.rung = make(map[string]bool)
 	s.mu.Unlock()
 	s.loggedIn.Store(true)
+	// The server's listener counts connections until they log in
+	// (internal/server/listener.go); from here the device limit bounds them.
+	if a, ok := s.conn.(interface{ Authenticated() }); ok {
+		a.Authenticated()
+	}
 	// The sync below may outlast a heartbeat interval, and frames are not
 	// read meanwhile: the heartbeat clock starts when it is done.
 	s.deadline.Store(math.MaxInt64)

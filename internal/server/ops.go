@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/config"
@@ -81,7 +80,7 @@ func (s *Server) startMetrics() error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", s.metrics.Handler())
-	s.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.metricsSrv = s.httpServer(mux)
 	go s.metricsSrv.Serve(ln)
 	s.log.Info("metrics listening", "addr", ln.Addr().String(), "path", "/metrics")
 	return nil

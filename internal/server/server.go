@@ -61,6 +61,7 @@ type Server struct {
 	done  chan error
 
 	nonces *api.NonceJournal // closed after the HTTP server
+	capLn  *capListener      // ln with the caps on connections before login (listener.go)
 
 	metrics    *metrics.Metrics
 	metricsSrv *http.Server // nil unless HERALD_METRICS_ADDR is set (ops.go)
@@ -151,18 +152,28 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		return nil, err
 	}
 	s.nonces = nonces
-	mux.Handle("/api/", api.New(api.Config{
-		Nonces: nonces,
+	apiHandler := api.New(api.Config{
+		Nonces: nonces, PendingBodyBytes: cfg.APIPendingBodyBytes, Authenticated: markAuthenticated,
 		Secret: secret, AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
-	}))
+	})
+	mux.Handle("/api/", apiHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.readyz)
 	s.metrics = mtr
 	s.mountOps(mux, secret, strategies) // /console/ and /metrics (ops.go)
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	mtr.RegisterStats("api", func() any { return apiHandler.Stats() })
+	mtr.RegisterStats("listener", func() any { return s.ListenerStats() })
+	s.http = s.httpServer(mux)
+	s.http.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	s.http.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if cc, ok := c.(*capConn); ok {
+			ctx = context.WithValue(ctx, connKey{}, cc) // for markAuthenticated
+		}
+		return ctx
+	}
 	return s, nil
 }
 
@@ -197,6 +208,31 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Write([]byte("ready\n"))
 }
 
+// httpServer returns an HTTP server of h with the configured timeouts: a
+// request must be read within HTTPReadTimeout (its headers within 10 s of
+// it), its answer written within HTTPWriteTimeout, and a keep-alive
+// connection is closed after HTTPIdleTimeout without a request. A
+// WebSocket upgrade leaves them behind: net/http clears the deadlines of
+// a hijacked connection, and the gateway keeps its own.
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: min(10*time.Second, s.cfg.HTTPReadTimeout),
+		ReadTimeout:       s.cfg.HTTPReadTimeout,
+		WriteTimeout:      s.cfg.HTTPWriteTimeout,
+		IdleTimeout:       s.cfg.HTTPIdleTimeout,
+	}
+}
+
+// ListenerStats returns the client listener's counters (listener.go);
+// zero before Start.
+func (s *Server) ListenerStats() ListenerStats {
+	if s.capLn == nil {
+		return ListenerStats{}
+	}
+	return s.capLn.stats()
+}
+
 // Start listens on the configured address and serves in the background.
 func (s *Server) Start() error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
@@ -204,6 +240,7 @@ func (s *Server) Start() error {
 		return fmt.Errorf("listen on %s (HERALD_ADDR): %w", s.cfg.Addr, err)
 	}
 	s.ln = ln
+	s.capLn = newCapListener(ln, s.cfg.MaxUnauthenticatedConns, s.cfg.MaxUnauthenticatedConnsPerAddr, s.log)
 	if s.hooks != nil {
 		s.hooks.Start() // first: calls that timed out while the server was down are reported at Start
 	}
@@ -221,7 +258,7 @@ func (s *Server) Start() error {
 	s.chat.Start()
 	s.ready.Store(true)
 	go func() {
-		err := s.http.Serve(ln)
+		err := s.http.Serve(s.capLn)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
@@ -251,7 +288,8 @@ func (s *Server) startPprof() error {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.pprof = s.httpServer(mux)
+	s.pprof.WriteTimeout = 0 // a CPU profile or trace is written after ?seconds= (30 s by default) of recording
 	go s.pprof.Serve(ln)
 	s.log.Info("profiling endpoints listening", "addr", ln.Addr().String())
 	return nil
