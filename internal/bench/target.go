@@ -34,7 +34,8 @@ type Target struct {
 
 // StartServer runs `herald serve` (this same binary, exe) as a child on a
 // free loopback port with a temporary data folder and a fresh secret. Limits
-// that would throttle the load (per-session send rate) are lifted; extraEnv
+// that would throttle the load (per-session send rate, connections before
+// login from one address) are lifted; extraEnv
 // adds HERALD_* settings.
 func StartServer(ctx context.Context, exe string, extraEnv []string, logs io.Writer) (*Target, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -57,6 +58,7 @@ func StartServer(ctx context.Context, exe string, extraEnv []string, logs io.Wri
 		"HERALD_PUSH_EMULATOR_ADDR=127.0.0.1:0",
 		"HERALD_SENDS_PER_SECOND=1000000",
 		"HERALD_SEND_BURST=1000000",
+		"HERALD_MAX_UNAUTHENTICATED_CONNS_PER_ADDR=0", // every bench client dials from loopback
 	)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = logs, logs

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,10 +31,11 @@ func signRequest(method, path, body, nonce string, ts time.Time) signedRequest {
 	return signedRequest{method: method, path: path, body: body, header: h}
 }
 
-// send sends r to srv and returns the status and the error body's reason.
-func (r signedRequest) send(t *testing.T, srv *testServer) (int, string) {
+// send sends r to the server at addr and returns the status and the
+// error body's reason.
+func (r signedRequest) send(t *testing.T, addr string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(r.method, "http://"+srv.Addr()+r.path, strings.NewReader(r.body))
+	req, err := http.NewRequest(r.method, "http://"+addr+r.path, strings.NewReader(r.body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,10 +69,10 @@ func TestAPIReplayRefusedAfterRestart(t *testing.T) {
 		"ahead": signRequest(http.MethodGet, apiclient.PathPushStatus, "", "captured-nonce-0002", now.Add(2*time.Minute)),
 	}
 	for name, r := range reqs {
-		if st, reason := r.send(t, srv); st != http.StatusOK {
+		if st, reason := r.send(t, srv.Addr()); st != http.StatusOK {
 			t.Fatalf("%s: first send: %d %s, want 200", name, st, reason)
 		}
-		if st, reason := r.send(t, srv); st != http.StatusUnauthorized || reason != apiclient.ReasonNonceReused {
+		if st, reason := r.send(t, srv.Addr()); st != http.StatusUnauthorized || reason != apiclient.ReasonNonceReused {
 			t.Fatalf("%s: replay before the restart: %d %q, want 401 %s", name, st, reason, apiclient.ReasonNonceReused)
 		}
 	}
@@ -78,12 +80,35 @@ func TestAPIReplayRefusedAfterRestart(t *testing.T) {
 
 	again := startServerWith(t, cfg) // same data folder
 	for name, r := range reqs {
-		if st, reason := r.send(t, again); st != http.StatusUnauthorized || reason != apiclient.ReasonNonceReused {
+		if st, reason := r.send(t, again.Addr()); st != http.StatusUnauthorized || reason != apiclient.ReasonNonceReused {
 			t.Errorf("%s: replay after the restart: %d %q, want 401 %s", name, st, reason, apiclient.ReasonNonceReused)
 		}
 	}
 	fresh := signRequest(http.MethodGet, apiclient.PathPushStatus, "", apiclient.NewNonce(), time.Now())
-	if st, reason := fresh.send(t, again); st != http.StatusOK {
+	if st, reason := fresh.send(t, again.Addr()); st != http.StatusOK {
 		t.Errorf("a fresh request right after the restart: %d %s, want 200", st, reason)
+	}
+}
+
+// TestAPIReplayRefusedAfterSIGKILL: the same across a crash of the real
+// binary: a served request's nonce was synced before it was served.
+func TestAPIReplayRefusedAfterSIGKILL(t *testing.T) {
+	bin, err := buildHerald()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, data := freeAddr(t), t.TempDir()
+	cmd := startProcess(t, bin, addr, data)
+	captured := signRequest(http.MethodPost, apiclient.PathUsers, `{"users":[{"user_id":"mallory"}]}`, "captured-nonce-kill", time.Now())
+	if st, reason := captured.send(t, addr); st != http.StatusOK {
+		t.Fatalf("first send: %d %s, want 200", st, reason)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+
+	addr = freeAddr(t)
+	startProcess(t, bin, addr, data)
+	if st, reason := captured.send(t, addr); st != http.StatusUnauthorized || reason != apiclient.ReasonNonceReused {
+		t.Errorf("replay after SIGKILL and restart: %d %q, want 401 %s", st, reason, apiclient.ReasonNonceReused)
 	}
 }
