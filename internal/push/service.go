@@ -137,6 +137,9 @@ type Stats struct {
 	// Unrecorded is the pushes sent, or being sent, whose outcome is not
 	// stored yet: what a crash now could send again (at most InFlight).
 	Unrecorded int64 `json:"unrecorded"`
+	// TokenConflicts counts registrations refused because the token was
+	// bound to another user on another device.
+	TokenConflicts int64 `json:"token_conflicts"`
 	// MutedSkips counts pushes not made because the recipient muted the
 	// conversation: a peer message's jobs skipped (one per device, also in
 	// Skipped and in the delivery log), and group members left out of a
@@ -169,7 +172,7 @@ type Service struct {
 	suspended map[string]string // provider/app/env -> why its credentials were refused
 
 	stats struct {
-		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips atomic.Int64
+		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips, tokenConflicts atomic.Int64
 	}
 }
 
@@ -226,12 +229,15 @@ func (s *Service) Stats() Stats {
 		Dropped: s.stats.dropped.Load(), Failed: s.stats.failed.Load(), Expired: s.stats.expired.Load(),
 		Skipped: s.stats.skipped.Load(), Pending: int64(s.dsp.pendingCount()), Overflows: s.stats.overflows.Load(),
 		MutedSkips: s.stats.mutedSkips.Load(), Unrecorded: int64(len(s.dsp.sem)),
+		TokenConflicts: s.stats.tokenConflicts.Load(),
 	}
 }
 
 // Register stores a device's push token for user, logged in on device, and
 // returns it with its push ID. An unknown provider or app, or a malformed
-// token, is CodeInvalidArgument naming what was wrong.
+// token, is CodeInvalidArgument naming what was wrong. A token bound to
+// another user through another device ID is CodeConflict: it stays theirs
+// (store.PushTokenTaken).
 func (s *Service) Register(ctx context.Context, user, device string, p herald.PushProvider, tok, app string, env herald.PushEnvironment) (herald.PushDevice, error) {
 	if err := herald.ValidatePushRegistration(p, tok, app, env); err != nil {
 		return herald.PushDevice{}, err
@@ -246,6 +252,11 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 	s.devMu.Lock()
 	defer s.devMu.Unlock()
 	d, err := s.st.RegisterPushDevice(ctx, herald.PushDevice{Provider: p, Token: tok, App: app, Env: env, User: user, Device: device})
+	if herald.ErrorCode(err) == herald.CodeConflict {
+		s.stats.tokenConflicts.Add(1)
+		s.log.Warn("push registration refused: the token is bound to another user on another device", "user_id", user, "device_id", device, "provider", p, "app", app)
+		return herald.PushDevice{}, err
+	}
 	if err != nil {
 		return herald.PushDevice{}, storeErr("register push device", err)
 	}
