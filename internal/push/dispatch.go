@@ -425,10 +425,29 @@ func (d *dispatcher) finisher() {
 			return
 		}
 		batch = append(batch[:0], o)
-		// Gather for a while: each write costs a transaction (and an
-		// fsync) whatever its size. The batch's jobs hold their slots
-		// meanwhile, so stop gathering once every taken slot is in it.
-		linger.Reset(d.s.cfg.FinishLinger)
+		// Take what queued during the last write at once.
+	drain:
+		for len(batch) < max {
+			select {
+			case o, ok := <-d.outcomes:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		// Then, if that was little, gather for a while: each write costs
+		// a transaction (and an fsync) whatever its size. The batch's
+		// jobs hold their slots meanwhile (so do the jobs whose outcomes
+		// queue behind a write), so gather only while few are waiting, and
+		// stop once every taken slot is in the batch.
+		if len(batch) <= 1 {
+			linger.Reset(d.s.cfg.FinishLinger)
+		} else {
+			linger.Reset(0)
+		}
 	fill:
 		for len(batch) < max && len(batch) < len(d.sem) {
 			select {
