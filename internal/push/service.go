@@ -216,8 +216,11 @@ func (s *Service) Start(ctx context.Context) error {
 }
 
 // Close stops dispatching: pushes in flight finish and their outcomes are
-// stored, or ctx ends. Jobs not yet sent stay in the outbox for the next
-// start.
+// stored. Jobs not yet sent stay in the outbox for the next start. If ctx
+// ends first, the sends and outcome writes still going are cancelled (their
+// jobs stay in the outbox too), Close waits up to 2 s for them to return,
+// and returns ctx's error; no goroutine of the service is left running
+// unless a store call ignored its cancelled context.
 func (s *Service) Close(ctx context.Context) error {
 	return s.dsp.stop(ctx)
 }
