@@ -239,7 +239,12 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 		d.mu.Unlock()
 	}()
 	var after store.PushKey
-	const page = 1000
+	page := 1000
+	if !until.IsZero() {
+		// The idle pass runs after each overflow and usually finds a few
+		// jobs before until: read little past them.
+		page = 100
+	}
 	for {
 		// No message commit may be between its store write and its
 		// add while the page is read and taken: a job read here and
