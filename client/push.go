@@ -33,7 +33,9 @@ type PushDevice struct {
 // device and app, returns the same one. The SDK registers again after
 // every later Login of this Client, so a user who logs in on this device
 // takes the device over (Logout unbinds it). Errors: ErrInvalidArgument
-// naming the field (unknown provider or app, malformed token).
+// naming the field (unknown provider or app, malformed token); ErrConflict
+// when the token is bound to another user who registered it from another
+// device ID and has not logged out (the token stays theirs).
 func (c *Client) RegisterPush(ctx context.Context, r PushRegistration) (string, error) {
 	const op = proto.OpRegisterPush
 	if err := herald.ValidatePushRegistration(r.Provider, r.Token, r.App, r.Environment); err != nil {

@@ -64,7 +64,7 @@ type Config struct {
 	PushTTL          time.Duration // HERALD_PUSH_TTL: how long a message's push is worth sending (apns-expiration)
 	PushRetryBase    time.Duration // HERALD_PUSH_RETRY_BASE: first backoff after a transient failure (doubles, with jitter)
 	PushRetryMax     time.Duration // HERALD_PUSH_RETRY_MAX: longest backoff
-	PushInFlight     int           // HERALD_PUSH_IN_FLIGHT: pushes awaiting a vendor's answer at once
+	PushInFlight     int           // HERALD_PUSH_IN_FLIGHT: pushes sent (or being sent) whose outcome is not stored yet
 	PushConnections  int           // HERALD_PUSH_CONNECTIONS: HTTP/2 connections per app credential and environment
 	PushMaxDevices   int           // HERALD_PUSH_MAX_DEVICES: push devices bound to one user; more removes the oldest
 	PushLogRetention time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
@@ -138,7 +138,7 @@ func Default() Config {
 		PushTTL:           24 * time.Hour,
 		PushRetryBase:     time.Second,
 		PushRetryMax:      5 * time.Minute,
-		PushInFlight:      4096,
+		PushInFlight:      512,
 		PushConnections:   4,
 		PushMaxDevices:    20,
 		PushLogRetention:  7 * 24 * time.Hour,
@@ -210,7 +210,7 @@ func (c *Config) keys() []key {
 		{"push-ttl", "how long a message push stays worth sending (apns-expiration)", &c.PushTTL},
 		{"push-retry-base", "first backoff after a transient push failure; doubles with jitter", &c.PushRetryBase},
 		{"push-retry-max", "longest backoff between push attempts", &c.PushRetryMax},
-		{"push-in-flight", "pushes awaiting a vendor answer at once", &c.PushInFlight},
+		{"push-in-flight", "pushes sent and not yet recorded at once (what a crash may resend)", &c.PushInFlight},
 		{"push-connections", "HTTP/2 connections per app credential and environment", &c.PushConnections},
 		{"push-max-devices", "push devices bound to one user; registering more removes the oldest", &c.PushMaxDevices},
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},

@@ -349,13 +349,17 @@ func TestPushRegistrationErrors(t *testing.T) {
 // standaloneEmulator runs an APNs emulator in the test process, as a real
 // deployment would reach Apple, and writes a push configuration file that
 // points one app at it with a .p8 key (token auth).
-func standaloneEmulator(t *testing.T) (*emulator.APNs, string) {
+func standaloneEmulator(t *testing.T, opts ...func(*emulator.Config)) (*emulator.APNs, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	emu := emulator.New(emulator.Config{Keys: map[string]emulator.Key{"KEY1234567": {TeamID: "TEAM123456", Public: &key.PublicKey}}})
+	cfg := emulator.Config{Keys: map[string]emulator.Key{"KEY1234567": {TeamID: "TEAM123456", Public: &key.PublicKey}}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	emu := emulator.New(cfg)
 	if err := emu.Start("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}

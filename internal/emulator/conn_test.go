@@ -222,15 +222,21 @@ func TestControlAPI(t *testing.T) {
 			t.Errorf("answer: %s retry-after %q, want 503 with 3", got, got.retryAfter)
 		}
 	}
-	f.do(t, req{})
+	f.do(t, req{headers: map[string]string{"apns-collapse-id": "c1"}})
+	f.do(t, req{headers: map[string]string{"apns-collapse-id": "c1"}})
 	code, b := call("GET", "/_emulator/inbox/"+testToken, "")
 	var inbox []Notification
-	if code != 200 || json.Unmarshal(b, &inbox) != nil || len(inbox) != 1 || inbox[0].Token != testToken {
-		t.Errorf("inbox: %d %s, want one notification", code, b)
+	if code != 200 || json.Unmarshal(b, &inbox) != nil || len(inbox) != 1 || inbox[0].Token != testToken || inbox[0].Deliveries != 2 {
+		t.Errorf("inbox: %d %s, want one notification shown, delivered twice", code, b)
+	}
+	code, b = call("GET", "/_emulator/arrived/"+testToken, "")
+	var arrived []Notification
+	if code != 200 || json.Unmarshal(b, &arrived) != nil || len(arrived) != 2 || arrived[1].CollapseID != "c1" {
+		t.Errorf("arrived: %d %s, want both pushes", code, b)
 	}
 	code, b = call("GET", "/_emulator/stats", "")
 	var s Stats
-	if code != 200 || json.Unmarshal(b, &s) != nil || s.Accepted != 1 || s.Rejected[Unregistered] != 1 || s.Rejected[ServiceUnavailable] != 2 {
+	if code != 200 || json.Unmarshal(b, &s) != nil || s.Accepted != 2 || s.Rejected[Unregistered] != 1 || s.Rejected[ServiceUnavailable] != 2 {
 		t.Errorf("stats: %d %s", code, b)
 	}
 	if code, b := call("POST", "/_emulator/register/"+testToken, `{"env":"development"}`); code != 200 {
@@ -252,6 +258,7 @@ func TestControlAPI(t *testing.T) {
 		{"GET", "/_emulator/nothing", "", 404},
 		{"POST", "/_emulator/stats", "", 405},
 		{"GET", "/_emulator/inbox/", "", 404},
+		{"GET", "/_emulator/arrived/", "", 404},
 		{"POST", "/_emulator/script/" + testToken, `[{"status":99}]`, 400},
 		{"POST", "/_emulator/script/" + testToken, `[{"delay":"soon"}]`, 400},
 		{"POST", "/_emulator/script/" + testToken, `[{"colour":"red"}]`, 400},

@@ -12,7 +12,8 @@ import (
 // The control API, for `herald emulator` users and the web console. It
 // has no authentication: the emulator listens on loopback.
 //
-//	GET  /_emulator/inbox/<token>     the token's inbox, JSON list, oldest first
+//	GET  /_emulator/inbox/<token>     the token's inbox, JSON list, oldest first: what the phone shows
+//	GET  /_emulator/arrived/<token>   every push the token received, JSON list, oldest first
 //	GET  /_emulator/stats             Stats
 //	POST /_emulator/script/<token>    JSON list of steps (stepJSON), replacing pending ones
 //	POST /_emulator/register/<token>  {"env": "development", "topic": "com.example.app"}
@@ -21,12 +22,12 @@ import (
 func (a *APNs) control(w http.ResponseWriter, r *http.Request) {
 	route, arg, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, controlPrefix), "/")
 	method := http.MethodPost
-	if route == "inbox" || route == "stats" {
+	if route == "inbox" || route == "arrived" || route == "stats" {
 		method = http.MethodGet
 	}
-	needArg := route == "inbox" || route == "script" || route == "register"
+	needArg := route == "inbox" || route == "arrived" || route == "script" || route == "register"
 	switch route {
-	case "inbox", "stats", "script", "register", "delay", "goaway":
+	case "inbox", "arrived", "stats", "script", "register", "delay", "goaway":
 	default:
 		controlError(w, http.StatusNotFound, "no such control endpoint %q", r.URL.Path)
 		return
@@ -56,6 +57,8 @@ func (a *APNs) control(w http.ResponseWriter, r *http.Request) {
 	switch route {
 	case "inbox":
 		controlJSON(w, a.Inbox(arg))
+	case "arrived":
+		controlJSON(w, a.Arrived(arg))
 	case "stats":
 		controlJSON(w, a.Stats())
 	case "script":

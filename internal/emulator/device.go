@@ -3,6 +3,7 @@ package emulator
 import (
 	"encoding/json"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,11 @@ type Notification struct {
 	IssuedAt    time.Time       `json:"issued_at,omitzero"`    // the JWT's iat
 	Certificate string          `json:"certificate,omitempty"` // certificate authentication: its bundle ID
 	ReceivedAt  time.Time       `json:"received_at"`
+	// Deliveries is, in Inbox (what the phone shows), how many pushes
+	// arrived for this entry: 1, plus the earlier ones with its topic and
+	// collapse ID that it replaced. Zero in Arrived, where each push is
+	// listed on its own.
+	Deliveries int `json:"deliveries,omitempty"`
 }
 
 // Step is one scripted answer for a device token. Steps apply to pushes
@@ -65,7 +71,16 @@ type device struct {
 	env   Env        // "" any
 	topic string     // "" any
 	steps []Step     // pending; steps[0].Times counts down
-	inbox []*Notification
+	inbox []shown    // what the phone shows: collapsed by collapse ID
+	// arrived is every accepted push, in order, bounded like inbox.
+	arrived []*Notification
+}
+
+// shown is an inbox entry: the latest push of its collapse ID and how many
+// arrived for it.
+type shown struct {
+	n          *Notification
+	deliveries int
 }
 
 // normToken lower-cases a hex token, without allocating when it already is.
@@ -113,7 +128,8 @@ func (a *APNs) Register(token string, env Env, topic string) {
 // Inbox returns copies of the notifications token has received, oldest
 // first: what the phone would have shown. A notification with a collapse
 // ID replaces an earlier one with the same topic and collapse ID, as on
-// the device; Stats and OnAccept see every push.
+// the device (the replacement takes the end of the list, and its
+// Deliveries counts both); Arrived, Stats and OnAccept see every push.
 func (a *APNs) Inbox(token string) []Notification {
 	d := a.device(normToken(token), false)
 	if d == nil {
@@ -122,7 +138,26 @@ func (a *APNs) Inbox(token string) []Notification {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]Notification, len(d.inbox))
-	for i, n := range d.inbox {
+	for i, e := range d.inbox {
+		out[i] = *e.n
+		out[i].Deliveries = e.deliveries
+	}
+	return out
+}
+
+// Arrived returns copies of every push token has received, oldest first,
+// collapsed or not: what arrived, where Inbox is what the phone shows. A
+// push sent twice with one collapse ID is once in Inbox and twice here.
+// Bounded by Config.InboxLimit, as Inbox is.
+func (a *APNs) Arrived(token string) []Notification {
+	d := a.device(normToken(token), false)
+	if d == nil {
+		return []Notification{}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]Notification, len(d.arrived))
+	for i, n := range d.arrived {
 		out[i] = *n
 	}
 	return out
@@ -151,20 +186,29 @@ func (d *device) take() (st Step, scripted bool, env Env, topic string) {
 func (d *device) deliver(n *Notification, limit int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	e := shown{n: n, deliveries: 1}
 	if n.CollapseID != "" {
 		for i, old := range d.inbox {
-			if old.CollapseID == n.CollapseID && old.Topic == n.Topic {
-				d.inbox = append(d.inbox[:i], d.inbox[i+1:]...)
+			if old.n.CollapseID == n.CollapseID && old.n.Topic == n.Topic {
+				e.deliveries += old.deliveries
+				d.inbox = slices.Delete(d.inbox, i, i+1)
 				break
 			}
 		}
 	}
-	if len(d.inbox) >= limit {
-		k := copy(d.inbox, d.inbox[len(d.inbox)-limit+1:])
-		clear(d.inbox[k:])
-		d.inbox = d.inbox[:k]
+	d.inbox = appendBounded(d.inbox, e, limit)
+	d.arrived = appendBounded(d.arrived, n, limit)
+}
+
+// appendBounded appends v to s, first dropping the oldest entries past
+// limit-1.
+func appendBounded[T any](s []T, v T, limit int) []T {
+	if len(s) >= limit {
+		k := copy(s, s[len(s)-limit+1:])
+		clear(s[k:])
+		s = s[:k]
 	}
-	d.inbox = append(d.inbox, n)
+	return append(s, v)
 }
 
 // Stats are totals since the emulator started.

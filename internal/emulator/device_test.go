@@ -157,11 +157,19 @@ func TestInboxCollapses(t *testing.T) {
 	}
 	var got []string
 	for _, n := range f.a.Inbox(testToken) {
-		got = append(got, n.CollapseID+":"+string(n.Payload))
+		got = append(got, fmt.Sprintf("%s:%s x%d", n.CollapseID, n.Payload, n.Deliveries))
 	}
-	want := []string{`b:{"aps":{"badge":1}}`, `a:{"aps":{"badge":2}}`, `:{"aps":{"badge":3}}`}
+	want := []string{`b:{"aps":{"badge":1}} x1`, `a:{"aps":{"badge":2}} x2`, `:{"aps":{"badge":3}} x1`}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("inbox = %v, want %v", got, want)
+		t.Errorf("inbox (what the phone shows) = %v, want %v", got, want)
+	}
+	got = got[:0]
+	for _, n := range f.a.Arrived(testToken) {
+		got = append(got, fmt.Sprintf("%s:%s x%d", n.CollapseID, n.Payload, n.Deliveries))
+	}
+	want = []string{`a:{"aps":{"badge":0}} x0`, `b:{"aps":{"badge":1}} x0`, `a:{"aps":{"badge":2}} x0`, `:{"aps":{"badge":3}} x0`}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("arrived = %v, want every push: %v", got, want)
 	}
 	if s := f.a.Stats(); s.Accepted != 4 {
 		t.Errorf("accepted = %d, want 4: collapsing only changes the inbox", s.Accepted)

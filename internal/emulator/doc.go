@@ -7,8 +7,9 @@
 // authentication, header and payload validation answered with Apple's
 // reason codes, SETTINGS_MAX_CONCURRENT_STREAMS, graceful GOAWAY, and
 // per-device scripted answers (410 Unregistered, 429, 503 ...). Accepted
-// pushes land in a bounded per-device inbox: what the phone would have
-// shown. README.md in this folder lists what is emulated and what is not.
+// pushes land in a bounded per-device inbox, what the phone would have
+// shown (a push replaces an earlier one with its collapse ID), and in a
+// list of what arrived, copies included. README.md in this folder lists what is emulated and what is not.
 //
 // An unauthenticated control API under /_emulator/ on the same listener
 // reads inboxes and statistics and scripts answers; an emulator must

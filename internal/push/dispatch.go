@@ -13,14 +13,39 @@ import (
 )
 
 // The dispatcher keeps the outbox's jobs in memory in a heap ordered by due
-// time, runs each due job on its own goroutine (at most InFlight at once),
-// and stores the outcomes in batches: one FinishPush write for many pushes,
-// as the chat writer does for messages. A job leaves the outbox only in the
-// write that records its outcome, so a crash at any point leaves it pending
-// and it is sent after the restart, with the same apns-id.
+// time, runs each due job on its own goroutine, and stores the outcomes in
+// batches: one FinishPush write for many pushes, as the chat writer does
+// for messages. A job leaves the outbox only in the write that records its
+// outcome, so a crash at any point leaves it pending and it is sent after
+// the restart, with the same apns-id and apns-collapse-id (the phone
+// replaces the first copy with the second instead of showing both).
+//
+// Crash window: a job takes one of InFlight slots before it is sent and
+// gives it back only after the write that records its outcome (or, at a
+// stop past its deadline, when that write is abandoned). So at any instant
+// at most InFlight pushes have been sent, or are being sent, without a
+// recorded outcome: that is what a crash can send twice. While outcomes
+// cannot be stored, the slots fill and no further push starts.
+//
+// A device's badge count moves with the same write: the increment a push
+// carried is added to the stored count in the write that records that
+// push's outcome, never before (a crash then resends the push, which adds
+// it again from the stored count: the phone shows the same number) and
+// never after a reset it preceded (a login zeroes the count; an increment
+// of a push started before it is not added back).
 //
 // Memory is bounded by MaxPending: past it, new jobs stay only in the
-// store and are read back (refill) when the heap has drained.
+// store. The heap keeps the jobs due first: a refill reads the outbox in
+// due order, when the heap has drained to half or, while some jobs are only
+// in the store, whenever the dispatcher is idle until its next due job;
+// a job read back due before the heap's latest takes that one's place (the
+// latest waits in the store), so a heap full of far-future retries does not
+// hold back a job due now.
+//
+// Stop: no new job starts; jobs in flight finish and their outcomes are
+// stored. If stop's context ends first, sends and the retrying of outcome
+// writes are cancelled (those jobs stay in the outbox, sent again at the
+// next start) and every goroutine ends.
 //
 // Lock order: dispatcher.mu, then registry.mu (never the reverse).
 type dispatcher struct {
@@ -42,7 +67,9 @@ type dispatcher struct {
 	// their outcome was written, and must not take them again.
 	finishedInRefill map[jobID]struct{}
 
-	wake     chan struct{}
+	wake chan struct{}
+	// sem holds a slot per job from before its send until its outcome is
+	// written (or abandoned): len(sem) is the pushes a crash may resend.
 	sem      chan struct{}
 	outcomes chan outcome
 	flushReq chan struct{}
@@ -55,6 +82,11 @@ type dispatcher struct {
 	running   sync.WaitGroup // job goroutines
 	finDone   chan struct{}
 	started   bool
+	// abort is cancelled when stop's context ends before the dispatcher
+	// has (sends in flight, outcome writes being retried, refills), and
+	// once it has stopped.
+	abort       context.Context
+	abortCancel context.CancelFunc
 }
 
 type jobID struct {
@@ -66,6 +98,17 @@ type outcome struct {
 	job   store.PushJob
 	retry bool // job holds the next attempt
 	log   herald.PushAttempt
+	// badge is the increment the push carried (first attempt with
+	// enable_badge), stored with this outcome.
+	badge *badgeInc
+}
+
+// badgeInc is one push's addition to its device's badge count; epoch is the
+// device's reset count when it was added (registry.addBadge).
+type badgeInc struct {
+	pushID string
+	inc    int
+	epoch  uint64
 }
 
 func (d *dispatcher) init(s *Service) {
@@ -81,10 +124,11 @@ func (d *dispatcher) init(s *Service) {
 	d.pruneDone = make(chan struct{})
 	d.loopDone = make(chan struct{})
 	d.finDone = make(chan struct{})
+	d.abort, d.abortCancel = context.WithCancel(context.Background())
 }
 
 func (d *dispatcher) start(ctx context.Context) error {
-	if _, err := d.refill(ctx); err != nil {
+	if _, err := d.refill(ctx, time.Time{}); err != nil {
 		return err
 	}
 	d.started = true
@@ -174,15 +218,19 @@ func (d *dispatcher) poke() {
 	}
 }
 
-// refill reads pending jobs from the store into the heap, up to
-// MaxPending, skipping those already known. It reports whether it read
-// them all.
+// refill reads pending jobs from the store, in due order, into the heap,
+// skipping those known, and reports whether it read them all. Past
+// MaxPending a job read back takes the place of the heap's latest job if it
+// is due before it (the latest is forgotten: it waits in the store, and
+// overflow is set); reading stops at the first job that is not, since every
+// later one is due later still. With until set, reading also stops at the
+// first job due at or after until: the loop's pass for jobs that are due
+// before the heap's next one.
 //
 // Only one refill runs at a time (at start, then from the loop).
-func (d *dispatcher) refill(ctx context.Context) (bool, error) {
+func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) {
 	d.mu.Lock()
 	gen := d.gen
-	room := d.s.cfg.MaxPending - len(d.h)
 	d.finishedInRefill = make(map[jobID]struct{})
 	d.mu.Unlock()
 	defer func() {
@@ -191,8 +239,13 @@ func (d *dispatcher) refill(ctx context.Context) (bool, error) {
 		d.mu.Unlock()
 	}()
 	var after store.PushKey
-	const page = 1000
-	for room > 0 {
+	page := 1000
+	if !until.IsZero() {
+		// The idle pass runs after each overflow and usually finds a few
+		// jobs before until: read little past them.
+		page = 100
+	}
+	for {
 		// No message commit may be between its store write and its
 		// add while the page is read and taken: a job read here and
 		// finished before its add came would be sent again.
@@ -203,7 +256,12 @@ func (d *dispatcher) refill(ctx context.Context) (bool, error) {
 			return false, fmt.Errorf("push: read outbox: %w", err)
 		}
 		d.mu.Lock()
+		full := false
 		for i := range jobs {
+			if !until.IsZero() && !jobs[i].Due.Before(until) {
+				full = true // the rest are due later: the heap goes first
+				break
+			}
 			id := jobID{jobs[i].PushID, jobs[i].MsgID}
 			if _, ok := d.known[id]; ok {
 				continue
@@ -211,32 +269,55 @@ func (d *dispatcher) refill(ctx context.Context) (bool, error) {
 			if _, ok := d.finishedInRefill[id]; ok {
 				continue
 			}
-			if room == 0 {
-				d.overflow = true // the rest wait in the store
-				d.mu.Unlock()
-				d.commitMu.Unlock()
-				return false, nil
+			if len(d.h) >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
+				full = true
+				break
 			}
 			d.known[id] = struct{}{}
 			heap.Push(&d.h, jobs[i])
-			room--
 		}
-		if len(jobs) < page {
-			if d.gen == gen {
-				d.overflow = false
-			}
-			d.mu.Unlock()
-			d.commitMu.Unlock()
-			return true, nil
+		if full {
+			d.overflow = true // the rest wait in the store
+		} else if len(jobs) < page && d.gen == gen {
+			d.overflow = false
 		}
 		d.mu.Unlock()
 		d.commitMu.Unlock()
+		if full {
+			return false, nil
+		}
+		if len(jobs) < page {
+			return true, nil
+		}
 		after = jobs[len(jobs)-1].Key()
 	}
-	d.mu.Lock()
+}
+
+// displaceLatest removes the heap's latest job if j is due before it, to
+// make room for j, and reports whether it did. The removed job stays in the
+// store (every job in the heap is stored), read back by a later refill.
+// Linear in the heap's size: it runs only when the heap is full and a job
+// due earlier than some of it waits in the store.
+//
+// mu must be held.
+func (d *dispatcher) displaceLatest(j *store.PushJob) bool {
+	if len(d.h) == 0 {
+		return false
+	}
+	last := len(d.h) / 2 // the latest is a leaf
+	for i := last + 1; i < len(d.h); i++ {
+		if d.h.Less(last, i) {
+			last = i
+		}
+	}
+	if !d.h[last].Due.After(j.Due) {
+		return false
+	}
+	old := heap.Remove(&d.h, last).(store.PushJob)
+	delete(d.known, jobID{old.PushID, old.MsgID})
 	d.overflow = true
-	d.mu.Unlock()
-	return false, nil
+	d.gen++
+	return true
 }
 
 // loop starts due jobs.
@@ -245,6 +326,10 @@ func (d *dispatcher) loop() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var due []store.PushJob
+	// The last idle refill: the overflow generation it started from and
+	// the due time it read up to.
+	var idleGen uint64
+	var idleUntil time.Time
 	for {
 		now := d.s.cfg.Now()
 		d.mu.Lock()
@@ -253,10 +338,20 @@ func (d *dispatcher) loop() {
 			due = append(due, heap.Pop(&d.h).(store.PushJob))
 		}
 		wait := time.Hour
+		var next time.Time
 		if len(d.h) > 0 {
-			wait = d.h[0].Due.Sub(now)
+			next = d.h[0].Due
+			wait = next.Sub(now)
 		}
 		refill := d.overflow && len(d.h) < d.s.cfg.MaxPending/2
+		// Idle until the next due job while some jobs are only in the
+		// store: one of them may be due sooner (a new message behind a
+		// heap of far-future retries). Read those, once per new overflow
+		// or per later next job.
+		var until time.Time
+		if !refill && len(due) == 0 && d.overflow && (d.gen != idleGen || next.After(idleUntil)) {
+			until, idleGen, idleUntil = next, d.gen, next
+		}
 		d.mu.Unlock()
 
 		for i := range due {
@@ -268,13 +363,20 @@ func (d *dispatcher) loop() {
 			d.running.Add(1)
 			go d.run(due[i])
 		}
-		if refill {
-			_, err := d.refill(context.Background())
+		if refill || !until.IsZero() {
+			if refill {
+				until = time.Time{}
+			}
+			_, err := d.refill(d.abort, until)
 			if err == nil {
 				continue
 			}
+			if d.abort.Err() != nil {
+				return
+			}
 			d.s.log.Error("push: outbox refill failed; trying again in a second", "err", err)
 			wait = min(wait, time.Second)
+			idleGen-- // try the idle pass again too
 		}
 		if len(due) > 0 {
 			continue
@@ -300,15 +402,14 @@ func (d *dispatcher) run(j store.PushJob) {
 	} else {
 		o = d.s.process(j)
 	}
-	// The slot is freed once the finisher has the outcome: while outcomes
-	// cannot be stored, no more pushes start, so a crash then resends at
-	// most InFlight plus the batches being written.
+	// The slot stays taken until the finisher has written the outcome:
+	// while outcomes cannot be stored, no more pushes start, so a crash
+	// resends at most InFlight.
 	d.outcomes <- o
-	<-d.sem
 }
 
-// finisher stores outcomes in batches, then forgets finished jobs and puts
-// retried ones back in the heap.
+// finisher stores outcomes in batches, then forgets finished jobs, puts
+// retried ones back in the heap, and frees their slots.
 func (d *dispatcher) finisher() {
 	defer close(d.finDone)
 	max := d.s.cfg.FinishBatch
@@ -329,12 +430,31 @@ func (d *dispatcher) finisher() {
 			return
 		}
 		batch = append(batch[:0], o)
-		// Gather for a while: each write costs a transaction (and an
-		// fsync) whatever its size. The jobs' slots are free already,
-		// so this holds back no push.
-		linger.Reset(d.s.cfg.FinishLinger)
-	fill:
+		// Take what queued during the last write at once.
+	drain:
 		for len(batch) < max {
+			select {
+			case o, ok := <-d.outcomes:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, o)
+			default:
+				break drain
+			}
+		}
+		// Then, if that was little, gather for a while: each write costs
+		// a transaction (and an fsync) whatever its size. The batch's
+		// jobs hold their slots meanwhile (so do the jobs whose outcomes
+		// queue behind a write), so gather only while few are waiting, and
+		// stop once every taken slot is in the batch.
+		if len(batch) <= 1 {
+			linger.Reset(d.s.cfg.FinishLinger)
+		} else {
+			linger.Reset(0)
+		}
+	fill:
+		for len(batch) < max && len(batch) < len(d.sem) {
 			select {
 			case o, ok := <-d.outcomes:
 				if !ok {
@@ -347,15 +467,21 @@ func (d *dispatcher) finisher() {
 		}
 		linger.Stop()
 		d.store(batch)
+		for range batch {
+			<-d.sem
+		}
 	}
 }
 
-// store writes one batch of outcomes (and pending badge counts), retrying
-// the write until it succeeds: an outcome must not be lost, or its job
-// would be sent again after a restart.
+// store writes one batch of outcomes (and the badge counts they and resets
+// changed), retrying the write until it succeeds: an outcome must not be
+// lost, or its job would be sent again after a restart. When the
+// dispatcher is aborted (a stop past its deadline) it gives up: the jobs
+// stay in the outbox and are sent again at the next start.
 func (d *dispatcher) store(batch []outcome) {
 	done := make([]store.PushKey, 0, len(batch))
 	var retry []store.PushJob
+	var incs []badgeInc
 	logs := make([]herald.PushAttempt, 0, len(batch))
 	for i := range batch {
 		o := &batch[i]
@@ -367,30 +493,35 @@ func (d *dispatcher) store(batch []outcome) {
 		if o.log.Outcome != "" {
 			logs = append(logs, o.log)
 		}
+		if o.badge != nil {
+			incs = append(incs, *o.badge)
+		}
 	}
 	d.mu.Lock()
 	ids := d.badges
 	d.badges = make(map[string]struct{})
 	d.mu.Unlock()
-	var badges map[string]int
-	for id := range ids {
-		if b, ok := d.s.reg.badge(id); ok { // the count now, not when it was queued
-			if badges == nil {
-				badges = make(map[string]int, len(ids))
-			}
-			badges[id] = b
-		}
-	}
+	badges := d.s.reg.commitBadges(incs, ids)
 	if len(done) == 0 && len(retry) == 0 && len(logs) == 0 && len(badges) == 0 {
 		return
 	}
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := d.s.st.FinishPush(context.Background(), done, retry, logs, badges)
+		err := d.s.st.FinishPush(d.abort, done, retry, logs, badges)
 		if err == nil {
 			break
 		}
+		if d.abort.Err() != nil {
+			d.s.log.Warn("push: stopped before outcomes could be stored; their jobs stay in the outbox and are sent again at the next start",
+				"outcomes", len(batch), "err", err)
+			return
+		}
 		d.s.log.Error("push: storing outcomes failed; retrying", "outcomes", len(batch), "err", err)
-		time.Sleep(wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-d.abort.Done():
+			t.Stop()
+		}
 	}
 	d.mu.Lock()
 	for i := range batch {
@@ -425,9 +556,13 @@ func (d *dispatcher) saveBadges(ids []string) {
 }
 
 // stop ends dispatching: no new job starts, jobs in flight finish and
-// their outcomes are stored. Later calls wait for the same end.
+// their outcomes are stored. If ctx ends first, the sends in flight and the
+// writes of their outcomes are cancelled (the jobs stay in the outbox) and
+// stop waits a moment more for the goroutines to end. Later calls wait for
+// the same end.
 func (d *dispatcher) stop(ctx context.Context) error {
 	if !d.started {
+		d.abortCancel()
 		return nil
 	}
 	d.stopOnce.Do(func() {
@@ -438,6 +573,7 @@ func (d *dispatcher) stop(ctx context.Context) error {
 			d.running.Wait()
 			close(d.outcomes)
 			<-d.finDone
+			d.abortCancel()
 			close(d.finished)
 		}()
 	})
@@ -445,9 +581,23 @@ func (d *dispatcher) stop(ctx context.Context) error {
 	case <-d.finished:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("push: close: %w", ctx.Err())
 	}
+	d.abortCancel()
+	// Everything the goroutines wait on now returns: a send, a store call
+	// (given a context that is done), a retry's timer.
+	t := time.NewTimer(abortGrace)
+	defer t.Stop()
+	select {
+	case <-d.finished:
+	case <-t.C:
+		d.s.log.Error("push: dispatcher still running after its stop was cancelled", "grace", abortGrace)
+	}
+	return fmt.Errorf("push: close: %w", ctx.Err())
 }
+
+// abortGrace is how long a stop whose context ended waits for the sends and
+// writes it cancelled to return.
+const abortGrace = 2 * time.Second
 
 // process decides, sends and classifies one due job. It never touches the
 // store except to drop a device the vendor says is gone and to read
@@ -500,7 +650,7 @@ func (s *Service) process(j store.PushJob) outcome {
 	if why, bad := s.suspendedWhy(&dev); bad {
 		return skip(herald.PushFailed, "app suspended: credentials refused ("+why+")")
 	}
-	ctx := context.Background()
+	ctx := s.dsp.abort
 	if data.CallID != "" {
 		if !data.CallCancel && s.calls != nil && !s.calls.Ringing(data.CallID, j.User) {
 			return skip(herald.PushSkipped, "the call no longer rings for the invitee")
@@ -521,9 +671,10 @@ func (s *Service) process(j store.PushJob) outcome {
 		c = callContent(&data.Config, st, data.CallID, data.From, data.CallCancel)
 	}
 	if data.Config.EnableBadge && j.Attempt == 0 {
-		c.Badge, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
+		var epoch uint64
+		c.Badge, epoch, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
 		c.HasBadge = true
-		s.dsp.queueBadge(dev.PushID)
+		o.badge = &badgeInc{pushID: dev.PushID, inc: data.Config.BadgeIncrement, epoch: epoch}
 	} else if data.Config.EnableBadge {
 		c.Badge, c.HasBadge = dev.Badge, true
 	}
@@ -531,8 +682,12 @@ func (s *Service) process(j store.PushJob) outcome {
 	if err != nil {
 		return skip(herald.PushFailed, herald.ErrorMessage(err))
 	}
+	// The collapse ID is the notification's own ID, derived from
+	// (device, message): a copy sent again (a retry whose first answer was
+	// lost, a resend after a crash) replaces the one the phone shows
+	// instead of adding to it.
 	n := Notification{
-		ID: o.log.NotifID, Device: dev, Type: pushType(&dev, st), Priority: st.Priority,
+		ID: o.log.NotifID, CollapseID: o.log.NotifID, Device: dev, Type: pushType(&dev, st), Priority: st.Priority,
 		Expiration: j.Expires, Payload: payload,
 	}
 	res := prov.Send(ctx, &n)
@@ -619,13 +774,6 @@ func pushType(d *herald.PushDevice, st Strategy) PushType {
 		return TypeAlert
 	}
 	return st.Type
-}
-
-// queueBadge has device id's badge count stored with the next write.
-func (d *dispatcher) queueBadge(id string) {
-	d.mu.Lock()
-	d.badges[id] = struct{}{}
-	d.mu.Unlock()
 }
 
 // jobHeap orders jobs by due time.

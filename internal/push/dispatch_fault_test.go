@@ -7,11 +7,13 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
 )
@@ -21,12 +23,15 @@ import (
 // them with the function Committing gave.
 func sendVia(t *testing.T, svc *push.Service, st interface {
 	AppendMessages(context.Context, []*herald.Message, []store.PushJob) ([]store.Appended, error)
-}, user string, n int) (*herald.Message, []store.PushJob, func([]store.PushJob)) {
+}, user string, n int, badge ...int) (*herald.Message, []store.PushJob, func([]store.PushJob)) {
 	t.Helper()
 	m := &herald.Message{
 		ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", user), From: "alice", To: user,
 		LocalID: fmt.Sprint("r", n), Type: herald.MessageText, Text: "hi", CreatedAt: time.Now().Truncate(time.Millisecond),
 		Push: &herald.PushConfig{Title: "Alice", Content: fmt.Sprint("message ", n)},
+	}
+	if len(badge) > 0 { // with a badge increment
+		m.Push.EnableBadge, m.Push.BadgeIncrement = true, badge[0]
 	}
 	jobs := svc.Plan(m, 0, nil)
 	stored := svc.Committing()
@@ -86,12 +91,16 @@ func TestSlowHandOverIsNotSentTwice(t *testing.T) {
 	}
 }
 
-// failingStore wraps the store to fail PendingPush or FinishPush on demand.
+// failingStore wraps the store to fail PendingPush or FinishPush on demand;
+// failFinishOf fails only the FinishPush calls that record an outcome of
+// that push ID.
 type failingStore struct {
 	store.Store
 	failPending, failFinish atomic.Bool
+	failFinishOf            atomic.Pointer[string]
 	pendingCalls            atomic.Int64
 	finishCalls             atomic.Int64
+	failedFinishCalls       atomic.Int64
 }
 
 func (f *failingStore) PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error) {
@@ -105,7 +114,16 @@ func (f *failingStore) PendingPush(ctx context.Context, after store.PushKey, lim
 func (f *failingStore) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error {
 	f.finishCalls.Add(1)
 	if f.failFinish.Load() {
+		f.failedFinishCalls.Add(1)
 		return fmt.Errorf("injected: disk full")
+	}
+	if id := f.failFinishOf.Load(); id != nil {
+		for _, k := range done {
+			if k.PushID == *id {
+				f.failedFinishCalls.Add(1)
+				return fmt.Errorf("injected: disk full")
+			}
+		}
 	}
 	return f.Store.FinishPush(ctx, done, retry, log, badges)
 }
@@ -153,15 +171,15 @@ func TestFailingRefillDoesNotSpin(t *testing.T) {
 	}
 }
 
-// While outcomes cannot be stored, sending stops once InFlight plus the
-// batches being written are unrecorded: a crash then resends only those.
+// While outcomes cannot be stored, sending stops once InFlight pushes are
+// unrecorded: a slot is freed only by the write of its outcome, so a crash
+// then resends at most InFlight (docs/push.md, crash safety).
 func TestUnrecordedPushesAreBounded(t *testing.T) {
 	h := newHarness(t, push.Config{}, nil)
 	h.stop()
 	fs := &failingStore{Store: h.st}
 	fs.failFinish.Store(true)
 	cfg := push.Config{InFlight: 2, FinishBatch: 2}
-	g0 := runtime.NumGoroutine()
 	svc := h.startOn(fs, cfg)
 	const n = 60
 	for i := range n {
@@ -174,16 +192,90 @@ func TestUnrecordedPushesAreBounded(t *testing.T) {
 		_, jobs, stored := sendVia(t, svc, fs, fmt.Sprint("u", i), i)
 		stored(jobs)
 	}
-	time.Sleep(time.Second)
-	sent := h.emu.Stats().Accepted
-	t.Logf("store failing: %d pushes sent, none recorded; goroutines %d -> %d", sent, g0, runtime.NumGoroutine())
-	// In flight (2) + the outcomes channel (2) + the batch being stored (2).
-	if bound := int64(cfg.InFlight + 2*cfg.FinishBatch); sent > bound {
-		// A crash now: a new service on the same store sends them again.
-		h.startOn(h.st, push.Config{})
-		time.Sleep(time.Second)
-		t.Fatalf("%d pushes sent while no outcome could be stored (bound %d); after a restart the emulator counts %d duplicates",
-			sent, bound, h.emu.Stats().Duplicates)
+	// Settled: every slot taken by a push whose outcome write failed, and
+	// the emulator idle. From here no push can start (the loop waits for a
+	// slot), so what was accepted is all a crash now would send again.
+	bound := int64(cfg.InFlight)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sent := h.emu.Stats().Accepted
+		if sent > bound {
+			// A crash now: a new service on the same store sends them again.
+			h.startOn(h.st, push.Config{})
+			h.waitAccepted(sent + n)
+			t.Fatalf("%d pushes sent while no outcome could be stored (bound %d); after a restart the emulator counts %d duplicates",
+				sent, bound, h.emu.Stats().Duplicates)
+		}
+		if st := svc.Stats(); st.Unrecorded == bound && sent == bound && h.emu.Stats().InFlight == 0 && fs.finishCalls.Load() > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not settled: %d sent, stats %+v", sent, svc.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// dispatcherGoroutines returns the stacks of the goroutines running the
+// push dispatcher's code.
+func dispatcherGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "internal/push.(*dispatcher)") || strings.Contains(g, "internal/push.(*Service)") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// A stop whose context ends while outcomes cannot be stored returns, and
+// leaves no goroutine behind retrying the write against a store about to
+// be closed: the jobs stay in the outbox for the next start.
+func TestStopEndsTheFinisherWithAFailingStore(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	if g := dispatcherGoroutines(); len(g) != 0 {
+		t.Fatalf("dispatcher goroutines before the test: %v", g)
+	}
+	fs := &failingStore{Store: h.st}
+	fs.failFinish.Store(true)
+	svc := push.New(fs, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, push.Config{})
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Register(context.Background(), "bob", "phone", herald.ProviderAPNs, token(7), app, herald.EnvProduction); err != nil {
+		t.Fatal(err)
+	}
+	m, jobs, stored := sendVia(t, svc, fs, "bob", 1)
+	stored(jobs)
+	for deadline := time.Now().Add(10 * time.Second); fs.finishCalls.Load() < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("the outcome write was not tried")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := svc.Close(ctx); err == nil {
+		t.Error("Close returned nil with the outcome never stored; want its context's error")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Close took %s", d)
+	}
+	if g := dispatcherGoroutines(); len(g) != 0 {
+		t.Fatalf("%d dispatcher goroutines left after Close returned:\n%s", len(g), strings.Join(g, "\n\n"))
+	}
+	calls := fs.finishCalls.Load()
+	// The job is still pending: the next start sends it again.
+	left, err := h.st.PendingPush(context.Background(), store.PushKey{}, 10)
+	if err != nil || len(left) != 1 || left[0].MsgID != m.ID {
+		t.Errorf("outbox after the stop: %+v, %v; want the unrecorded job", left, err)
+	}
+	if got := fs.finishCalls.Load(); got != calls {
+		t.Errorf("FinishPush called %d more times after Close", got-calls)
 	}
 }
 
@@ -215,5 +307,120 @@ func TestAckedBeforeReloginIsNotPushed(t *testing.T) {
 			t.Fatal("no outcome")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A badge increment is stored with the outcome of the push that carried
+// it, not before: here the push to bob's phone is accepted but its outcome
+// never stored (a crash), while another push's outcome is. After the
+// restart bob's push is sent again and must show the same badge, 1, not 2.
+func TestBadgeIsStoredWithItsPushOutcome(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	fs := &failingStore{Store: h.st}
+	svc := push.New(fs, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, push.Config{})
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bob, err := svc.Register(context.Background(), "bob", "phone", herald.ProviderAPNs, token(1), app, herald.EnvProduction)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Register(context.Background(), "carl", "phone", herald.ProviderAPNs, token(2), app, herald.EnvProduction); err != nil {
+		t.Fatal(err)
+	}
+	fs.failFinishOf.Store(&bob.PushID)
+	// bob's push waits at APNs while carl's is sent and recorded.
+	h.emu.Script(token(1), emulator.Step{Delay: 300 * time.Millisecond})
+	_, jobs, stored := sendVia(t, svc, fs, "bob", 1, 1)
+	stored(jobs)
+	mc, jobs, stored := sendVia(t, svc, fs, "carl", 2, 1)
+	stored(jobs)
+	h.waitLogOf(fs, mc.ID, herald.PushSent)
+	for deadline := time.Now().Add(10 * time.Second); fs.failedFinishCalls.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("bob's outcome was never written")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The crash: the service goes with bob's outcome unrecorded.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	svc.Close(ctx)
+	devs, err := h.st.PushDevices(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		if d.PushID == bob.PushID && d.Badge != 0 {
+			t.Errorf("bob's stored badge is %d with his push unrecorded; want 0 (the resend adds it)", d.Badge)
+		}
+	}
+	h.start()
+	h.waitAccepted(3)
+	in := h.emu.Arrived(token(1))
+	if len(in) != 2 {
+		t.Fatalf("bob's phone got %d pushes, want 2 (the first and its resend)", len(in))
+	}
+	for i, n := range in {
+		if !strings.Contains(string(n.Payload), `"badge":1`) {
+			t.Errorf("push %d to bob: %s; want badge 1", i, n.Payload)
+		}
+	}
+	if shown := h.emu.Inbox(token(1)); len(shown) != 1 || shown[0].ID != in[0].ID {
+		t.Errorf("bob's phone shows %d notifications, want the one, replaced by its resend (same apns-id and collapse ID)", len(shown))
+	}
+}
+
+// waitLogOf waits for the delivery log of msg in st to hold outcome.
+func (h *harness) waitLogOf(st push.Store, msg int64, outcome string) {
+	h.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		got, err := st.PushLog(context.Background(), store.PushLogQuery{MsgID: msg, Limit: 10})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, e := range got {
+			if e.Outcome == outcome {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("log of message %d: %+v; want outcome %s", msg, got, outcome)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A heap full of far-future retries does not hold back a job due now: it
+// overflowed to the store, and is read back ahead of them.
+func TestNewJobNotDelayedByFarRetries(t *testing.T) {
+	cfg := push.Config{MaxPending: 3, RetryBase: time.Minute, RetryMax: time.Minute}
+	h := newHarness(t, cfg, nil)
+	var retried []*herald.Message
+	for i := range 3 {
+		u := fmt.Sprint("u", i)
+		h.device(u, 10+i)
+		h.emu.Script(token(10+i), emulator.Step{Status: 503, Forever: true})
+		retried = append(retried, h.send(u))
+	}
+	for _, m := range retried {
+		h.waitLog(m.ID, herald.PushRetry) // back in the heap, due in 30-60 s
+	}
+	for deadline := time.Now().Add(5 * time.Second); h.svc.Stats().Unrecorded != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the retries did not go back in the heap")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.device("bob", 2)
+	m := h.send("bob") // the heap is full: only in the store
+	start := time.Now()
+	h.waitLog(m.ID, herald.PushSent)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("bob's push waited %s behind retries due in a minute", d)
+	}
+	if st := h.svc.Stats(); st.Overflows == 0 {
+		t.Errorf("stats %+v: the test did not overflow the heap", st)
 	}
 }

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -38,14 +39,35 @@ func (s *Service) SetGroups(g Groups) { s.groups = g }
 func (s *Service) expand(j store.PushJob) outcome {
 	o := outcome{job: j}
 	now := s.cfg.Now()
+	// A fan-out job that cannot be expanded leaves a delivery-log entry
+	// for its message (no push ID: it names no device), so the message's
+	// push timeline says why nobody was pushed.
+	end := func(outcome, why string) outcome {
+		o.log = herald.PushAttempt{At: now, User: j.User, MsgID: j.MsgID, Conv: j.Conv, Attempt: j.Attempt + 1, Outcome: outcome, Reason: why}
+		switch outcome {
+		case herald.PushExpired:
+			s.stats.expired.Add(1)
+		case herald.PushSkipped:
+			s.stats.skipped.Add(1)
+		default:
+			s.stats.failed.Add(1)
+		}
+		return o
+	}
 	var data jobData
 	if err := data.unmarshal(j.Data); err != nil {
 		s.log.Error("push: group fan-out job unreadable; dropped", "conv", j.Conv, "msg_id", j.MsgID, "err", err)
-		return o
+		return end(herald.PushFailed, "group fan-out job unreadable: "+err.Error())
 	}
 	_, group, _, ok := herald.ParseConversationKey(j.Conv)
-	if !ok || s.groups == nil || !now.Before(j.Expires) {
-		return o
+	switch {
+	case !ok:
+		s.log.Error("push: group fan-out job names no conversation; dropped", "conv", j.Conv, "msg_id", j.MsgID)
+		return end(herald.PushFailed, fmt.Sprintf("group fan-out job: %q is not a conversation key", j.Conv))
+	case s.groups == nil:
+		return end(herald.PushSkipped, "group messages are not pushed: no membership source")
+	case !now.Before(j.Expires):
+		return end(herald.PushExpired, "time to live ran out before the group message was expanded")
 	}
 	mentioned := make(map[string]bool, len(data.Mentions))
 	for _, u := range data.Mentions {
@@ -76,7 +98,7 @@ func (s *Service) expand(j store.PushJob) outcome {
 		return variants[k]
 	}
 	var jobs []store.PushJob
-	ctx := context.Background()
+	ctx := s.dsp.abort
 	err := s.groups.EachMember(ctx, group, j.Seq, func(user string) {
 		if user == data.From {
 			return

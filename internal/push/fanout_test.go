@@ -135,3 +135,25 @@ func TestLateFanOutChecksStoredAcks(t *testing.T) {
 		t.Errorf("bob's device got %d pushes", n)
 	}
 }
+
+// TestExpiredFanOutIsLogged: a group message's fan-out job expanded after
+// its time to live (a long outage) leaves a delivery-log entry saying so,
+// instead of vanishing.
+func TestExpiredFanOutIsLogged(t *testing.T) {
+	h := newHarness(t, push.Config{TTL: time.Hour}, nil)
+	h.device("bob", 2)
+	h.groups = members{"alice": 0, "bob": 0}
+	h.stop()
+	m := h.sendGroup(time.Now().Add(-2 * time.Hour)) // stored before an outage longer than the TTL
+	h.start()
+	log := h.waitLog(m.ID, herald.PushExpired)
+	if e := log[0]; len(log) != 1 || e.PushID != "" || e.Conv != m.Conv || e.Reason == "" {
+		t.Errorf("delivery log %+v; want one expired entry for the message, with a reason and no device", log)
+	}
+	if n := len(h.emu.Inbox(token(2))); n != 0 {
+		t.Errorf("bob's device got %d pushes for an expired message", n)
+	}
+	if pending, err := h.st.PendingPush(context.Background(), store.PushKey{}, 10); err != nil || len(pending) != 0 {
+		t.Errorf("outbox: %+v, %v; want the fan-out job gone", pending, err)
+	}
+}

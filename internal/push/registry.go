@@ -16,6 +16,16 @@ type registry struct {
 	byID    map[string]*herald.PushDevice
 	byToken map[tokenKey]string // (provider, app, token) -> push ID
 	byUser  map[string][]string // bound user -> push IDs
+	// badges holds, per device, the badge count as stored and the number
+	// of resets since start; the device's Badge is the count as shown,
+	// which runs ahead of the stored one by the pushes whose outcome is not
+	// written yet (see dispatch.go).
+	badges map[string]*badgeState
+}
+
+type badgeState struct {
+	stored int
+	resets uint64
 }
 
 type tokenKey struct {
@@ -27,6 +37,7 @@ func (r *registry) init() {
 	r.byID = make(map[string]*herald.PushDevice)
 	r.byToken = make(map[tokenKey]string)
 	r.byUser = make(map[string][]string)
+	r.badges = make(map[string]*badgeState)
 }
 
 func (r *registry) load(devs []herald.PushDevice) {
@@ -55,7 +66,11 @@ func (r *registry) put(d herald.PushDevice) {
 			}
 		}
 	}
+	b := r.badges[d.PushID] // a registration again keeps its reset count
 	r.removeLocked(d.PushID)
+	if b != nil {
+		r.badges[d.PushID] = b
+	}
 	r.putLocked(d)
 }
 
@@ -63,6 +78,11 @@ func (r *registry) put(d herald.PushDevice) {
 func (r *registry) putLocked(d herald.PushDevice) {
 	dd := d
 	r.byID[d.PushID] = &dd
+	if b := r.badges[d.PushID]; b != nil {
+		b.stored = d.Badge
+	} else {
+		r.badges[d.PushID] = &badgeState{stored: d.Badge}
+	}
 	r.byToken[tokenKey{d.Provider, d.App, d.Token}] = d.PushID
 	if d.User != "" {
 		r.byUser[d.User] = append(r.byUser[d.User], d.PushID)
@@ -82,6 +102,7 @@ func (r *registry) removeLocked(id string) {
 		return
 	}
 	delete(r.byID, id)
+	delete(r.badges, id)
 	if k := (tokenKey{d.Provider, d.App, d.Token}); r.byToken[k] == id {
 		delete(r.byToken, k)
 	}
@@ -158,39 +179,61 @@ func (r *registry) each(user string, fn func(d *herald.PushDevice)) {
 	}
 }
 
-// addBadge raises device id's badge by inc and returns the new count.
-func (r *registry) addBadge(id string, inc int) (int, bool) {
+// addBadge raises device id's badge by inc and returns the new count and
+// the device's reset count, which commitBadges needs.
+func (r *registry) addBadge(id string, inc int) (int, uint64, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	d, ok := r.byID[id]
 	if !ok {
-		return 0, false
+		return 0, 0, false
 	}
 	d.Badge += inc
-	return d.Badge, true
+	return d.Badge, r.badges[id].resets, true
 }
 
 // resetBadges zeroes the badges of user's devices registered through
-// device and returns the IDs that changed.
+// device, shown and stored, and returns the IDs that changed: their
+// stored count is written with the next batch. An increment of a push
+// started before the reset is not added to the stored count afterwards.
 func (r *registry) resetBadges(user, device string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ids []string
 	for _, id := range r.byUser[user] {
-		if d := r.byID[id]; d.Device == device && d.Badge != 0 {
-			d.Badge = 0
+		d, b := r.byID[id], r.badges[id]
+		if d.Device == device && (d.Badge != 0 || b.stored != 0) {
+			d.Badge, b.stored = 0, 0
+			b.resets++
 			ids = append(ids, id)
 		}
 	}
 	return ids
 }
 
-func (r *registry) badge(id string) (int, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	d, ok := r.byID[id]
-	if !ok {
-		return 0, false
+// commitBadges adds incs, the increments of the outcomes about to be
+// written, to their devices' stored counts (unless the device was reset
+// since the push took its count, or is gone), and returns the stored
+// counts of those devices and of the devices in reset, for the same write.
+// Only the finisher calls it, so the counts are written in the order they
+// were taken.
+func (r *registry) commitBadges(incs []badgeInc, reset map[string]struct{}) map[string]int {
+	if len(incs) == 0 && len(reset) == 0 {
+		return nil
 	}
-	return d.Badge, true
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int, len(incs)+len(reset))
+	for _, in := range incs {
+		if b := r.badges[in.pushID]; b != nil && b.resets == in.epoch {
+			b.stored += in.inc
+			out[in.pushID] = b.stored
+		}
+	}
+	for id := range reset {
+		if b := r.badges[id]; b != nil {
+			out[id] = b.stored
+		}
+	}
+	return out
 }

@@ -55,8 +55,12 @@ type Config struct {
 	// RetryBase and RetryMax bound the exponential backoff between
 	// attempts (with jitter); zero means 1s and 5 min.
 	RetryBase, RetryMax time.Duration
-	// InFlight bounds pushes waiting for a vendor's answer; zero means
-	// 4096 (about what 25k pushes/s need at 50 ms round trip... x 3).
+	// InFlight bounds the pushes sent, or being sent, whose outcome is not
+	// stored yet: a job holds its slot from before its send until the write
+	// that records its outcome. It is what a crash may send again, and it
+	// bounds throughput at InFlight / (round trip + the outcome write,
+	// ~10 ms): 512 makes ~8.5k pushes/s at a 50 ms round trip. Zero means
+	// 512.
 	InFlight int
 	// MaxPending bounds the jobs held in memory; the rest wait in the
 	// store's outbox and are read back as these drain. Zero means 100,000.
@@ -97,7 +101,7 @@ func (c *Config) defaults() {
 	def(&c.LogRetention, 7*24*time.Hour)
 	def(&c.FinishLinger, 5*time.Millisecond)
 	if c.InFlight <= 0 {
-		c.InFlight = 4096
+		c.InFlight = 512
 	}
 	if c.MaxDevices <= 0 {
 		c.MaxDevices = 20
@@ -130,6 +134,12 @@ type Stats struct {
 	Skipped   int64 `json:"skipped"`   // not sent: acknowledged live, unbound or unregistered, muted, the call over, or a note that the recipient had no device
 	Pending   int64 `json:"pending"`   // jobs in memory, waiting or in flight
 	Overflows int64 `json:"overflows"` // times the in-memory queue was full and jobs were left to the store
+	// Unrecorded is the pushes sent, or being sent, whose outcome is not
+	// stored yet: what a crash now could send again (at most InFlight).
+	Unrecorded int64 `json:"unrecorded"`
+	// TokenConflicts counts registrations refused because the token was
+	// bound to another user on another device.
+	TokenConflicts int64 `json:"token_conflicts"`
 	// MutedSkips counts pushes not made because the recipient muted the
 	// conversation: a peer message's jobs skipped (one per device, also in
 	// Skipped and in the delivery log), and group members left out of a
@@ -162,7 +172,7 @@ type Service struct {
 	suspended map[string]string // provider/app/env -> why its credentials were refused
 
 	stats struct {
-		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips atomic.Int64
+		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips, tokenConflicts atomic.Int64
 	}
 }
 
@@ -206,8 +216,11 @@ func (s *Service) Start(ctx context.Context) error {
 }
 
 // Close stops dispatching: pushes in flight finish and their outcomes are
-// stored, or ctx ends. Jobs not yet sent stay in the outbox for the next
-// start.
+// stored. Jobs not yet sent stay in the outbox for the next start. If ctx
+// ends first, the sends and outcome writes still going are cancelled (their
+// jobs stay in the outbox too), Close waits up to 2 s for them to return,
+// and returns ctx's error; no goroutine of the service is left running
+// unless a store call ignored its cancelled context.
 func (s *Service) Close(ctx context.Context) error {
 	return s.dsp.stop(ctx)
 }
@@ -218,13 +231,16 @@ func (s *Service) Stats() Stats {
 		Planned: s.stats.planned.Load(), Sent: s.stats.sent.Load(), Retried: s.stats.retried.Load(),
 		Dropped: s.stats.dropped.Load(), Failed: s.stats.failed.Load(), Expired: s.stats.expired.Load(),
 		Skipped: s.stats.skipped.Load(), Pending: int64(s.dsp.pendingCount()), Overflows: s.stats.overflows.Load(),
-		MutedSkips: s.stats.mutedSkips.Load(),
+		MutedSkips: s.stats.mutedSkips.Load(), Unrecorded: int64(len(s.dsp.sem)),
+		TokenConflicts: s.stats.tokenConflicts.Load(),
 	}
 }
 
 // Register stores a device's push token for user, logged in on device, and
 // returns it with its push ID. An unknown provider or app, or a malformed
-// token, is CodeInvalidArgument naming what was wrong.
+// token, is CodeInvalidArgument naming what was wrong. A token bound to
+// another user through another device ID is CodeConflict: it stays theirs
+// (store.PushTokenTaken).
 func (s *Service) Register(ctx context.Context, user, device string, p herald.PushProvider, tok, app string, env herald.PushEnvironment) (herald.PushDevice, error) {
 	if err := herald.ValidatePushRegistration(p, tok, app, env); err != nil {
 		return herald.PushDevice{}, err
@@ -239,6 +255,11 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 	s.devMu.Lock()
 	defer s.devMu.Unlock()
 	d, err := s.st.RegisterPushDevice(ctx, herald.PushDevice{Provider: p, Token: tok, App: app, Env: env, User: user, Device: device})
+	if herald.ErrorCode(err) == herald.CodeConflict {
+		s.stats.tokenConflicts.Add(1)
+		s.log.Warn("push registration refused: the token is bound to another user on another device", "user_id", user, "device_id", device, "provider", p, "app", app)
+		return herald.PushDevice{}, err
+	}
 	if err != nil {
 		return herald.PushDevice{}, storeErr("register push device", err)
 	}

@@ -37,6 +37,23 @@ func ValidatePushDevice(d *herald.PushDevice) error {
 	return nil
 }
 
+// PushTokenTaken reports whether registering d must be refused because its
+// token is held by holder, bound to another user through another device:
+// a token bound to a user moves to another only from a session on the same
+// device ID (a user switch on the phone), or once the holder logged out
+// (unbound). Else a leaked token would let any account take the device's
+// pushes over silently. Backends answer ErrPushTokenTaken and change
+// nothing.
+func PushTokenTaken(holder, d *herald.PushDevice) bool {
+	return holder.User != "" && holder.User != d.User && holder.Device != d.Device
+}
+
+// ErrPushTokenTaken is RegisterPushDevice's refusal of a token bound to
+// another user on another device (PushTokenTaken). It names neither.
+func ErrPushTokenTaken() error {
+	return herald.Errorf(herald.CodeConflict, "this push token is bound to another user on another device; it moves to a new user only from a session on the device that holds it, or after that user logs out")
+}
+
 // ValidatePushJobs checks, for backends, the jobs of an AppendMessages call
 // of n messages: each names one of them and passes ValidatePushJob.
 func ValidatePushJobs(jobs []PushJob, n int) error {

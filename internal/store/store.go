@@ -157,7 +157,9 @@ type Store interface {
 	// RegisterPushDevice stores d (User and Device set; PushID and
 	// RegisteredAt are the store's) and returns it as stored. The same
 	// (Provider, App, Token) as a stored device keeps that device's PushID
-	// and moves it to d's user and device. Else a device of d's (User,
+	// and moves it to d's user and device, unless it is bound to another
+	// user through another device ID: then CodeConflict, and nothing
+	// changes (PushTokenTaken). Else a device of d's (User,
 	// Device, Provider, App) gets the new token under its PushID. Else a
 	// new PushID (random, unguessable) is assigned. RegisteredAt is set to
 	// now (millisecond precision) in every case; Badge is kept.

@@ -499,6 +499,9 @@ func (s *Store) registerPushDevice(ctx context.Context, d herald.PushDevice) (he
 	if err != nil {
 		return d, fmt.Errorf("look up device: %w", err)
 	}
+	if tokenFound && store.PushTokenTaken(&byToken, &d) {
+		return d, store.ErrPushTokenTaken()
+	}
 	var stored herald.PushDevice
 	switch {
 	case tokenFound:

@@ -534,6 +534,9 @@ func (s *Store) RegisterPushDevice(ctx context.Context, d herald.PushDevice) (he
 		if err != nil {
 			return fmt.Errorf("look up device: %w", err)
 		}
+		if tokenFound && store.PushTokenTaken(&byToken, &d) {
+			return errTokenTaken
+		}
 		switch {
 		case tokenFound:
 			// The token moves to d's user and device. That device's own
@@ -566,11 +569,17 @@ func (s *Store) RegisterPushDevice(ctx context.Context, d herald.PushDevice) (he
 		stored.Env, stored.RegisteredAt = d.Env, fromMillis(now)
 		return nil
 	})
+	if errors.Is(err, errTokenTaken) {
+		return herald.PushDevice{}, store.ErrPushTokenTaken()
+	}
 	if err != nil {
 		return herald.PushDevice{}, fmt.Errorf("sqlite: register push device: %w", err)
 	}
 	return stored, nil
 }
+
+// errTokenTaken rolls a registration back: store.PushTokenTaken refused it.
+var errTokenTaken = errors.New("push token taken")
 
 // UnregisterPushDevice implements store.Store.
 func (s *Store) UnregisterPushDevice(ctx context.Context, user, pushID string) error {

@@ -725,6 +725,57 @@ func testRegister(t *testing.T, f *fixture) {
 	}
 }
 
+// testRegisterTokenTaken: a token bound to one user moves to another only
+// from a session on the same device ID, or after the holder's logout;
+// otherwise the registration is CodeConflict and changes nothing.
+func testRegisterTokenTaken(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	alice := f.register(t, pushDevice("alice", "phone", "bb01"))
+	mallory := f.register(t, pushDevice("mallory", "laptop", "bb02")) // her own record for the app
+	before := deviceStrings(f.devices(t))
+	steps := []struct {
+		name string
+		in   herald.PushDevice
+		code herald.Code // "" for accepted
+	}{
+		{name: "another user on another device", in: pushDevice("mallory", "laptop", "bb01"), code: herald.CodeConflict},
+		{name: "another user with no record of her own", in: pushDevice("mallory", "desk", "bb01"), code: herald.CodeConflict},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			_, err := f.s.RegisterPushDevice(ctx, st.in)
+			wantCode(t, "RegisterPushDevice", err, st.code)
+			if got := deviceStrings(f.devices(t)); got != before {
+				t.Errorf("a refused registration changed the devices:\ngot%s\nwant%s", got, before)
+			}
+		})
+	}
+	t.Run("the same user on another device", func(t *testing.T) {
+		got := f.register(t, pushDevice("alice", "tablet", "bb01"))
+		if got.PushID != alice.PushID || got.User != "alice" || got.Device != "tablet" {
+			t.Errorf("got %s; want alice's device %s moved to her tablet", deviceString(got), alice.PushID)
+		}
+	})
+	t.Run("another user on the holder's device", func(t *testing.T) {
+		got := f.register(t, pushDevice("bob", "tablet", "bb01")) // a user switch on the tablet
+		if got.PushID != alice.PushID || got.User != "bob" {
+			t.Errorf("got %s; want the device %s bound to bob", deviceString(got), alice.PushID)
+		}
+	})
+	t.Run("after the holder's logout", func(t *testing.T) {
+		if _, err := f.s.UnbindPushDevices(ctx, "bob", "tablet"); err != nil {
+			t.Fatal(err)
+		}
+		got := f.register(t, pushDevice("mallory", "laptop", "bb01"))
+		if got.PushID != alice.PushID || got.User != "mallory" {
+			t.Errorf("got %s; want the unbound device %s bound to mallory", deviceString(got), alice.PushID)
+		}
+		if _, ok := f.device(t, mallory.PushID); ok {
+			t.Errorf("mallory's own record %s for the app stayed beside the token she took over", mallory.PushID)
+		}
+	})
+}
+
 func testRegisterInvalid(t *testing.T, f *fixture) {
 	tests := []struct {
 		name   string

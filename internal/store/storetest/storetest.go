@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Push/LogRoundTrip", testPushLogFields},
 		{"Push/PruneLog", testPruneLog},
 		{"Push/Register", testRegister},
+		{"Push/RegisterTokenTaken", testRegisterTokenTaken},
 		{"Push/RegisterInvalid", testRegisterInvalid},
 		{"Push/Unregister", testUnregister},
 		{"Push/Unbind", testUnbind},
