@@ -602,36 +602,13 @@ func (s *Service) MarkRead(ctx context.Context, user string, t herald.Conversati
 }
 
 // SaveCursors records how far devices have acknowledged their
-// conversations, in one store write. An ack past a conversation's last
-// message is clamped to it (and one for a conversation without messages
-// dropped): a device cannot skip messages that do not exist yet by
-// acknowledging them in advance.
+// conversations, in one store write. The store clamps an ack past a
+// conversation's last message to it (and drops one for a conversation not
+// in the user's list): a device cannot skip messages that do not exist yet
+// by acknowledging them in advance. It reads nothing per user: a flush of
+// many sessions' acks is one write.
 func (s *Service) SaveCursors(ctx context.Context, batch []store.DeviceCursors) error {
-	lasts := make(map[string]map[string]int64) // per user
-	out := make([]store.DeviceCursors, 0, len(batch))
-	for _, d := range batch {
-		last, ok := lasts[d.User]
-		if !ok {
-			var err error
-			if last, err = s.st.LastSeqs(ctx, d.User); err != nil {
-				return fmt.Errorf("save cursors: %w", err)
-			}
-			lasts[d.User] = last
-		}
-		clamped := make(map[string]int64, len(d.Cursors))
-		for k, v := range d.Cursors {
-			if v = min(v, last[k]); v > 0 {
-				clamped[k] = v
-			}
-		}
-		if len(clamped) > 0 {
-			out = append(out, store.DeviceCursors{User: d.User, Device: d.Device, Cursors: clamped})
-		}
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	if err := s.st.SaveCursors(ctx, out); err != nil {
+	if err := s.st.SaveCursors(ctx, batch); err != nil {
 		return fmt.Errorf("save cursors: %w", err)
 	}
 	return nil
