@@ -43,7 +43,7 @@ const (
 type Server struct {
 	cfg   config.Config
 	log   *slog.Logger
-	store store.Store
+	store *writeHealth // the store, recording whether writes fail (health.go)
 	chat  *chat.Service
 	gw    *gateway.Gateway
 	push  *push.Service
@@ -70,10 +70,12 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	opened, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	// Every component writes through it, so /readyz sees failing writes.
+	st := newWriteHealth(opened, time.Now)
 	providers, strategies, emu, err := pushSetup(cfg, log)
 	if err != nil {
 		st.Close()
@@ -163,7 +165,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.
 	}
 	switch cfg.Store {
 	case "pebble":
-		return pebble.Open(ctx, filepath.Join(cfg.DataDir, PebbleDir), pebble.Options{Logger: log})
+		return pebble.Open(ctx, filepath.Join(cfg.DataDir, PebbleDir), pebble.Options{Logger: log, MinFreeBytes: int64(cfg.PebbleMinFreeBytes)})
 	default:
 		return sqlite.Open(ctx, filepath.Join(cfg.DataDir, SQLiteFile), sqlite.Options{Logger: log})
 	}
@@ -176,9 +178,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not ready: starting or draining", http.StatusServiceUnavailable)
 		return
 	}
-	if err := s.store.Ping(ctx); err != nil {
-		s.log.Error("readiness: store", "err", err)
-		http.Error(w, "not ready: store unavailable", http.StatusServiceUnavailable)
+	if err := s.store.check(ctx); err != nil {
+		if !errors.Is(err, errWritesFailing) { // those were logged where they failed
+			s.log.Error("readiness: store", "err", err)
+		}
+		http.Error(w, "not ready: store unavailable or refusing writes", http.StatusServiceUnavailable)
 		return
 	}
 	w.Write([]byte("ready\n"))

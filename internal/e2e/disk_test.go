@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/proto"
+)
+
+// smallDisk mounts a tmpfs of size (like "64m") on a new folder, or skips
+// the test where that is not allowed (not root, not Linux, no mount).
+func smallDisk(t *testing.T, size string) string {
+	t.Helper()
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		t.Skip("needs root on Linux to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() }) // after the server's shutdown (registered later)
+	return dir
+}
+
+// fillDisk writes a file into dir until the disk is full, and returns it.
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "ballast")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling the disk: %v", err)
+			}
+			break
+		}
+	}
+	for len(chunk) > 1 { // the last bytes too
+		chunk = chunk[:len(chunk)/2]
+		for {
+			if _, err := f.Write(chunk); err != nil {
+				break
+			}
+		}
+	}
+	return path
+}
+
+func status(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestDiskFull fills the disk under a running server, on each engine: the
+// process lives, sends are answered internal, /readyz answers 503 (while
+// /healthz answers 200), and once space is freed sends succeed again,
+// /readyz answers 200 and nothing stored before is lost.
+func TestDiskFull(t *testing.T) {
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) {
+			dir := smallDisk(t, "64m")
+			srv := startServer(t, func(c *config.Config) {
+				c.DataDir = filepath.Join(dir, "data")
+				c.Store = engine
+				c.PebbleMinFreeBytes = 16 << 20
+			})
+			base := "http://" + srv.Addr()
+			alice := dialRaw(t, srv.URL())
+			alice.login("alice", "phone")
+			alice.call(proto.OpSend, text("bob", "before", "stored before the disk filled"), nil)
+
+			ballast := fillDisk(t, dir)
+			// SQLite may fit a few more small writes in pages it has; every
+			// write that needs more space fails.
+			sent, code := 0, ""
+			for ; sent < 150; sent++ {
+				if code = alice.callErr(proto.OpSend, text("bob", fmt.Sprintf("full-%d", sent), strings.Repeat("x", 4000))); code != "" {
+					break
+				}
+			}
+			if code != "internal" {
+				t.Fatalf("after %d sends on a full disk: code %q, want internal", sent, code)
+			}
+			if got := status(t, base+"/readyz"); got != http.StatusServiceUnavailable {
+				t.Errorf("/readyz with the disk full = %d, want 503", got)
+			}
+			if got := status(t, base+"/healthz"); got != http.StatusOK {
+				t.Errorf("/healthz with the disk full = %d, want 200 (the process lives)", got)
+			}
+
+			if err := os.Remove(ballast); err != nil {
+				t.Fatal(err)
+			}
+			// The same local ID: the client's retry of the refused send.
+			var reply proto.SendReply
+			alice.call(proto.OpSend, text("bob", fmt.Sprintf("full-%d", sent), strings.Repeat("x", 4000)), &reply)
+			if got := status(t, base+"/readyz"); got != http.StatusOK {
+				t.Errorf("/readyz after space was freed and a send stored = %d, want 200", got)
+			}
+			var hist proto.HistoryReply
+			alice.call(proto.OpHistory, proto.HistoryRequest{ConvType: proto.ConvPeer, ConvID: "bob", Limit: 200}, &hist)
+			if n := len(hist.Messages); n != sent+2 {
+				b, _ := json.Marshal(hist.Messages[len(hist.Messages)-1])
+				t.Errorf("history holds %d messages, want %d (the one before, %d sent while filling, the retry); oldest: %s", n, sent+2, sent, b)
+			}
+		})
+	}
+}
