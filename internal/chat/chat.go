@@ -361,21 +361,24 @@ func (s *Service) writeLoop() {
 				}
 			}
 		}
+		// A failed write is logged by the edges, once per sender, with its
+		// cause: the error carries it (the client sees only the message).
+		var failed error
+		if err != nil {
+			failed = fmt.Errorf("%w: %w", herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"), err)
+		}
 		out := make([]*pending, 0, len(batch))
 		for _, p := range batch {
 			switch {
 			case p.msg.Type == herald.MessageCommand:
 				p.res = store.Appended{Message: p.msg}
 			case err != nil:
-				p.done(SendResult{}, herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"))
+				p.done(SendResult{}, failed)
 				continue
 			default:
 				p.res, res = res[0], res[1:]
 			}
 			out = append(out, p)
-		}
-		if err != nil {
-			s.log.Error("store append failed", "messages", len(msgs), "err", err)
 		}
 		s.fanout <- out
 	}

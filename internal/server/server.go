@@ -57,6 +57,8 @@ type Server struct {
 	ready atomic.Bool
 	done  chan error
 
+	repeats *repeatState // flushed at the end of Shutdown
+
 	metrics    *metrics.Metrics
 	metricsSrv *http.Server // nil unless HERALD_METRICS_ADDR is set (ops.go)
 }
@@ -67,6 +69,9 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Repeated warnings and errors are counted, not each written (repeats.go).
+	repeats := newRepeatHandler(log.Handler(), repeatWindow, time.Now)
+	log = slog.New(repeats)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
@@ -138,6 +143,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	gw.SetChat(ch)
 	ps.SetGroups(ch)
 	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emu: emu, provs: providers, done: make(chan error, 1)}
+	s.repeats = repeats.st
 	s.hooks = hooks
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
@@ -314,5 +320,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.emu != nil {
 		s.emu.Close()
 	}
+	s.repeats.flushAll() // the counts of what was left out
 	return errors.Join(errs...)
 }

@@ -37,7 +37,9 @@ func (s *Store) checkSpace() error {
 	}
 	if free < s.minFree {
 		s.setFull(true, free)
-		return herald.Errorf(herald.CodeInternal, "disk nearly full: %d bytes free, below the store's margin of %d bytes; writes resume once space is freed", free, s.minFree)
+		// No byte count here: identical failures log as one (the count is
+		// in setFull's line).
+		return herald.Errorf(herald.CodeInternal, "disk nearly full: less free space than the store's margin of %d bytes; writes resume once space is freed", s.minFree)
 	}
 	s.setFull(false, free)
 	return nil
