@@ -28,7 +28,9 @@ func (s *Store) checkSpace() error {
 	u, err := s.fs.GetDiskUsage(s.dir)
 	if err != nil {
 		// Unknown free space: writing could be what ends the process.
-		s.setFull(true, 0)
+		if !s.full.Swap(true) {
+			s.log.Error("pebble: free disk space unknown; refusing writes", "err", err)
+		}
 		return fmt.Errorf("read free disk space: %w", err)
 	}
 	free := int64(u.AvailBytes)

@@ -394,6 +394,7 @@ func (s *Store) SaveCursors(ctx context.Context, batch []store.DeviceCursors) er
 		return fmt.Errorf("pebble: save cursors: %w", err)
 	}
 	defer s.releaseWriter()
+	defer s.w.trimCache() // lastSeqFor reads conversations into the cache
 	b := s.db.NewBatch()
 	defer b.Close()
 	pending := make(map[string]int64) // keys already set in this batch
