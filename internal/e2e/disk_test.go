@@ -1,20 +1,24 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/server"
 	"github.com/herald-im/herald/proto"
 )
 
@@ -62,6 +66,41 @@ func fillDisk(t *testing.T, dir string) string {
 	return path
 }
 
+// startServerLogging is startServerWith, logging to log.
+func startServerLogging(t *testing.T, cfg config.Config, log *slog.Logger) *testServer {
+	t.Helper()
+	srv, err := server.New(context.Background(), cfg, testSecret, log)
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	ts := &testServer{Server: srv, cfg: cfg}
+	t.Cleanup(func() { ts.stop(t) })
+	return ts
+}
+
+// logLines collects a server's log.
+type logLines struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logLines) count(sub string) int { return strings.Count(l.String(), sub) }
+
 func status(t *testing.T, url string) int {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -81,11 +120,11 @@ func TestDiskFull(t *testing.T) {
 	for _, engine := range []string{"sqlite", "pebble"} {
 		t.Run(engine, func(t *testing.T) {
 			dir := smallDisk(t, "64m")
-			srv := startServer(t, func(c *config.Config) {
-				c.DataDir = filepath.Join(dir, "data")
-				c.Store = engine
-				c.PebbleMinFreeBytes = 16 << 20
-			})
+			cfg := config.Default()
+			cfg.Addr, cfg.PushEmulatorAddr = "127.0.0.1:0", "127.0.0.1:0"
+			cfg.DataDir, cfg.Store, cfg.PebbleMinFreeBytes = filepath.Join(dir, "data"), engine, 16<<20
+			var logs logLines
+			srv := startServerLogging(t, cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 			base := "http://" + srv.Addr()
 			alice := dialRaw(t, srv.URL())
 			alice.login("alice", "phone")
@@ -102,6 +141,19 @@ func TestDiskFull(t *testing.T) {
 			}
 			if code != "internal" {
 				t.Fatalf("after %d sends on a full disk: code %q, want internal", sent, code)
+			}
+			// More senders fail alike: the failure is logged once, with its
+			// cause, not once per send and layer.
+			for i := range 20 {
+				if code := alice.callErr(proto.OpSend, text("bob", fmt.Sprintf("again-%d", i), "x")); code != "internal" {
+					t.Fatalf("send %d on a full disk: code %q, want internal", i, code)
+				}
+			}
+			if n := logs.count(`level=ERROR msg="request failed"`); n != 1 {
+				t.Errorf("21 failed sends logged %d ERROR lines, want 1 (the rest are counted):\n%s", n, logs.String())
+			}
+			if n := logs.count("level=ERROR"); n > 3 {
+				t.Errorf("%d ERROR lines while the disk was full, want at most 3 (the send, readiness, Pebble's refusal):\n%s", n, logs.String())
 			}
 			if got := status(t, base+"/readyz"); got != http.StatusServiceUnavailable {
 				t.Errorf("/readyz with the disk full = %d, want 503", got)
