@@ -101,6 +101,17 @@ func (l *logLines) String() string {
 
 func (l *logLines) count(sub string) int { return strings.Count(l.String(), sub) }
 
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 func status(t *testing.T, url string) int {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -157,6 +168,9 @@ func TestDiskFull(t *testing.T) {
 			}
 			if got := status(t, base+"/readyz"); got != http.StatusServiceUnavailable {
 				t.Errorf("/readyz with the disk full = %d, want 503", got)
+			}
+			if m := get(t, base+"/metrics"); !strings.Contains(m, "\nherald_store_writes_failing 1\n") {
+				t.Errorf("/metrics with the disk full lacks herald_store_writes_failing 1")
 			}
 			if got := status(t, base+"/healthz"); got != http.StatusOK {
 				t.Errorf("/healthz with the disk full = %d, want 200 (the process lives)", got)

@@ -28,6 +28,21 @@ type writeHealth struct {
 	store.Store
 	now      func() time.Time
 	failedAt atomic.Int64 // UnixNano of the latest failed write; 0 when the latest succeeded
+	failures atomic.Int64
+}
+
+// writeStats are /metrics' herald_store_* figures.
+type writeStats struct {
+	WriteFailures int64 // store writes that failed with an internal error
+	WritesFailing int64 // 1 while the latest write failed (and /readyz says so), else 0
+}
+
+func (h *writeHealth) Stats() writeStats {
+	st := writeStats{WriteFailures: h.failures.Load()}
+	if h.failedAt.Load() != 0 {
+		st.WritesFailing = 1
+	}
+	return st
 }
 
 func newWriteHealth(st store.Store, now func() time.Time) *writeHealth {
@@ -64,6 +79,7 @@ func (h *writeHealth) note(err error) error {
 		}
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 	case herald.ErrorCode(err) == herald.CodeInternal:
+		h.failures.Add(1)
 		h.failedAt.Store(h.now().UnixNano())
 	}
 	return err

@@ -67,4 +67,7 @@ func TestReadyzWhileWritesFail(t *testing.T) {
 			t.Errorf("%s: /readyz = %d %q, want %d", st.name, rec.Code, rec.Body.String(), st.want)
 		}
 	}
+	if got, want := s.store.Stats(), (writeStats{WriteFailures: 3, WritesFailing: 1}); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
 }
