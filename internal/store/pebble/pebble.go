@@ -247,6 +247,10 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 		return nil, fmt.Errorf("pebble: %s: read last push log ID: %w", dir, err)
 	}
 	s.push = &pushWriter{sem: make(chan struct{}, 1), now: opts.Now, nextLogID: lastLogID + 1}
+	// Opened under the margin: reads are served, writes refused until
+	// space is freed, and the log says so now rather than at the first
+	// write.
+	_ = s.checkSpace()
 	return s, nil
 }
 
