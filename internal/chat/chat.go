@@ -361,21 +361,24 @@ func (s *Service) writeLoop() {
 				}
 			}
 		}
+		// A failed write is logged by the edges, once per sender, with its
+		// cause: the error carries it (the client sees only the message).
+		var failed error
+		if err != nil {
+			failed = fmt.Errorf("%w: %w", herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"), err)
+		}
 		out := make([]*pending, 0, len(batch))
 		for _, p := range batch {
 			switch {
 			case p.msg.Type == herald.MessageCommand:
 				p.res = store.Appended{Message: p.msg}
 			case err != nil:
-				p.done(SendResult{}, herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"))
+				p.done(SendResult{}, failed)
 				continue
 			default:
 				p.res, res = res[0], res[1:]
 			}
 			out = append(out, p)
-		}
-		if err != nil {
-			s.log.Error("store append failed", "messages", len(msgs), "err", err)
 		}
 		s.fanout <- out
 	}
@@ -602,36 +605,13 @@ func (s *Service) MarkRead(ctx context.Context, user string, t herald.Conversati
 }
 
 // SaveCursors records how far devices have acknowledged their
-// conversations, in one store write. An ack past a conversation's last
-// message is clamped to it (and one for a conversation without messages
-// dropped): a device cannot skip messages that do not exist yet by
-// acknowledging them in advance.
+// conversations, in one store write. The store clamps an ack past a
+// conversation's last message to it (and drops one for a conversation not
+// in the user's list): a device cannot skip messages that do not exist yet
+// by acknowledging them in advance. It reads nothing per user: a flush of
+// many sessions' acks is one write.
 func (s *Service) SaveCursors(ctx context.Context, batch []store.DeviceCursors) error {
-	lasts := make(map[string]map[string]int64) // per user
-	out := make([]store.DeviceCursors, 0, len(batch))
-	for _, d := range batch {
-		last, ok := lasts[d.User]
-		if !ok {
-			var err error
-			if last, err = s.st.LastSeqs(ctx, d.User); err != nil {
-				return fmt.Errorf("save cursors: %w", err)
-			}
-			lasts[d.User] = last
-		}
-		clamped := make(map[string]int64, len(d.Cursors))
-		for k, v := range d.Cursors {
-			if v = min(v, last[k]); v > 0 {
-				clamped[k] = v
-			}
-		}
-		if len(clamped) > 0 {
-			out = append(out, store.DeviceCursors{User: d.User, Device: d.Device, Cursors: clamped})
-		}
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	if err := s.st.SaveCursors(ctx, out); err != nil {
+	if err := s.st.SaveCursors(ctx, batch); err != nil {
 		return fmt.Errorf("save cursors: %w", err)
 	}
 	return nil

@@ -103,6 +103,11 @@ type Config struct {
 	// Operations (docs/operations.md).
 	MetricsPublic string // HERALD_METRICS_PUBLIC: serve /metrics on HERALD_ADDR: "true", "false" or "auto" (when HERALD_ADDR is a loopback address, and not to requests that came through a proxy)
 	MetricsAddr   string // HERALD_METRICS_ADDR: also serve /metrics on this address of its own; empty (default) is off
+
+	// HERALD_PEBBLE_MIN_FREE_BYTES: with HERALD_STORE=pebble, writes are
+	// refused while the data volume has less free space than this: Pebble
+	// cannot survive a full disk (docs/operations.md, "Disk full").
+	PebbleMinFreeBytes int
 }
 
 // Default returns the configuration used when nothing is set.
@@ -162,6 +167,8 @@ func Default() Config {
 		WebhookQueue:              10_000,
 		WebhookBeforeSendTimeout:  2 * time.Second,
 		WebhookBeforeSendFallback: "allow",
+
+		PebbleMinFreeBytes: 1 << 30,
 	}
 }
 
@@ -181,6 +188,7 @@ func (c *Config) keys() []key {
 		{"addr", "listen address (host:port) for clients, /healthz and /readyz", &c.Addr},
 		{"data", "data folder: embedded store and generated secret", &c.DataDir},
 		{"store", "embedded store engine: sqlite or pebble", &c.Store},
+		{"pebble-min-free-bytes", "with the pebble store, writes are refused (and /readyz is not ready) while the data volume has less free space than this, so Pebble never meets a full disk", &c.PebbleMinFreeBytes},
 		{"secret", "token signing secret (at least 16 bytes); generated when empty", &c.Secret},
 		{"log-level", "debug, info, warn or error", &c.LogLevel},
 		{"log-format", "text or json", &c.LogFormat},
@@ -449,6 +457,7 @@ func (c *Config) Validate() error {
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
 		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices}, {"HERALD_CALL_MAX_INVITEES", c.CallMaxInvitees},
 		{"HERALD_MAX_UNAUTHENTICATED_CONNS", c.MaxUnauthenticatedConns}, {"HERALD_API_PENDING_BODY_BYTES", c.APIPendingBodyBytes},
+		{"HERALD_PEBBLE_MIN_FREE_BYTES", c.PebbleMinFreeBytes},
 	} {
 		if err := pos(v.n, v.v); err != nil {
 			return err

@@ -49,6 +49,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"multi login", map[string]string{"HERALD_MULTI_LOGIN": "some"}, nil, "HERALD_MULTI_LOGIN"},
 		{"short secret", map[string]string{"HERALD_SECRET": "short"}, nil, "HERALD_SECRET"},
 		{"negative", map[string]string{"HERALD_MAX_BATCH": "0"}, nil, "HERALD_MAX_BATCH"},
+		{"no free-space margin", map[string]string{"HERALD_STORE": "pebble", "HERALD_PEBBLE_MIN_FREE_BYTES": "0"}, nil, "HERALD_PEBBLE_MIN_FREE_BYTES"},
 		{"frame too small", map[string]string{"HERALD_MAX_FRAME_BYTES": "1000"}, nil, "HERALD_MAX_FRAME_BYTES"},
 		{"text over 32 KiB", map[string]string{"HERALD_MAX_TEXT_BYTES": "40000"}, nil, "HERALD_MAX_TEXT_BYTES"},
 		{"unknown file key", map[string]string{"HERALD_CONFIG": "testdata-bad"}, nil, "HERALD_NOPE"},

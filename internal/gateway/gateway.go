@@ -150,13 +150,25 @@ type Gateway struct {
 	stopSweep chan struct{}
 	swept     chan struct{}
 
-	// Acks are stored by one flusher for all sessions: one store write per
-	// CursorFlush, not one per session. cursorMu serialises flushes, so a
-	// flush that returned has stored every ack taken before it (lock order:
-	// cursorMu, then a session's mu, then dirtyMu).
+	// Acks are stored by one writer for all sessions (ackLoop), with group
+	// commit: one store write per CursorFlush, and one whenever sessions
+	// need theirs stored now (end, logout, a relogin on the same device);
+	// the sessions that ask while a write is in progress are served
+	// together by the next one. A mass disconnect is a few writes, not one
+	// per session. cursorMu serialises flushes, so a flush that returned
+	// has stored every ack taken before it (lock order: cursorMu, then a
+	// session's mu, then dirtyMu).
 	cursorMu sync.Mutex
 	dirtyMu  sync.Mutex
 	dirty    map[*session]struct{}
+	// round is closed when the flush that takes dirty next has ended;
+	// flushCursors replaces it. ackStopped: ackLoop is gone, callers flush
+	// themselves. Both guarded by dirtyMu.
+	round      chan struct{}
+	ackStopped bool
+	ackKick    chan struct{} // asks ackLoop for a flush now
+	stopAcks   chan struct{}
+	acksDone   chan struct{}
 
 	stats struct {
 		connections, sessions, slowClosed, kicked, framesBad, sendsLimited atomic.Int64
@@ -174,7 +186,8 @@ type shard struct {
 func New(c Chat, cfg Config) *Gateway {
 	cfg.defaults()
 	g := &Gateway{cfg: cfg, chat: c, codec: proto.JSON, log: cfg.Logger, seed: maphash.MakeSeed(),
-		conns: make(map[*session]struct{}), drained: make(chan struct{}), dirty: make(map[*session]struct{})}
+		conns: make(map[*session]struct{}), drained: make(chan struct{}), dirty: make(map[*session]struct{}),
+		round: make(chan struct{}), ackKick: make(chan struct{}, 1), stopAcks: make(chan struct{}), acksDone: make(chan struct{})}
 	for i := range g.shards {
 		g.shards[i].users = make(map[string][]*session)
 	}
@@ -187,6 +200,7 @@ func New(c Chat, cfg Config) *Gateway {
 	}
 	g.stopSweep, g.swept = make(chan struct{}), make(chan struct{})
 	go g.sweepLoop()
+	go g.ackLoop()
 	return g
 }
 
@@ -197,14 +211,16 @@ func (g *Gateway) markDirty(s *session) {
 	g.dirtyMu.Unlock()
 }
 
-// flushCursors stores the acks of every session marked dirty, in one write.
+// flushCursors stores the acks of every session marked dirty, in one
+// write, and ends the round waiting for it.
 func (g *Gateway) flushCursors() {
 	g.cursorMu.Lock()
 	defer g.cursorMu.Unlock()
 	g.dirtyMu.Lock()
-	dirty := g.dirty
-	g.dirty = make(map[*session]struct{})
+	dirty, round := g.dirty, g.round
+	g.dirty, g.round = make(map[*session]struct{}), make(chan struct{})
 	g.dirtyMu.Unlock()
+	defer close(round)
 	batch := make([]store.DeviceCursors, 0, len(dirty))
 	sessions := make([]*session, 0, len(dirty))
 	for s := range dirty {
@@ -214,6 +230,45 @@ func (g *Gateway) flushCursors() {
 		}
 	}
 	g.saveCursors(batch, sessions)
+}
+
+// awaitCursors returns once every ack taken so far has been written (or its
+// write has failed: it is retried at the next flush). It asks ackLoop for a
+// flush and waits for it, so the sessions that ask at once share one write.
+func (g *Gateway) awaitCursors() {
+	g.dirtyMu.Lock()
+	round, stopped := g.round, g.ackStopped
+	g.dirtyMu.Unlock()
+	if stopped {
+		g.flushCursors()
+		return
+	}
+	select {
+	case g.ackKick <- struct{}{}:
+	default: // a flush is asked for already; it takes what is dirty when it starts
+	}
+	<-round
+}
+
+// ackLoop is the ack writer: a flush every CursorFlush and when asked
+// (awaitCursors); a final one when stopped.
+func (g *Gateway) ackLoop() {
+	defer close(g.acksDone)
+	tk := time.NewTicker(g.cfg.CursorFlush)
+	defer tk.Stop()
+	for {
+		select {
+		case <-g.stopAcks:
+			g.dirtyMu.Lock()
+			g.ackStopped = true
+			g.dirtyMu.Unlock()
+			g.flushCursors() // ends the round any waiter holds
+			return
+		case <-tk.C:
+		case <-g.ackKick:
+		}
+		g.flushCursors()
+	}
 }
 
 // saveCursors writes a batch taken from sessions; cursorMu must be held.
@@ -247,25 +302,19 @@ func (g *Gateway) ReadDriver() string {
 }
 
 // sweepLoop closes sessions whose login or heartbeat deadline has passed
-// (one sweep over all sessions replaces a timer per session) and stores
-// the acks of every session in one write each CursorFlush.
+// (one sweep over all sessions replaces a timer per session). It never
+// waits for the store: acks are ackLoop's.
 func (g *Gateway) sweepLoop() {
 	defer close(g.swept)
 	every := min(g.cfg.LoginTimeout, g.cfg.HeartbeatTimeout) / 4
 	every = min(max(every, 20*time.Millisecond), time.Second)
 	tk := time.NewTicker(every)
 	defer tk.Stop()
-	flush := time.NewTicker(g.cfg.CursorFlush)
-	defer flush.Stop()
 	var expired []*session
 	for {
 		select {
 		case <-g.stopSweep:
-			g.flushCursors()
 			return
-		case <-flush.C:
-			g.flushCursors()
-			continue
 		case <-tk.C:
 		}
 		now := g.cfg.Now().UnixNano()
@@ -409,6 +458,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	close(g.stopSweep)
 	<-g.swept
+	close(g.stopAcks) // after the sessions: their acks are in the final flush
+	<-g.acksDone
 	g.poller.close()
 	return err
 }

@@ -932,14 +932,10 @@ func (s *session) takeCursors() (store.DeviceCursors, bool) {
 }
 
 // flushCursors stores this session's acks now (logout, relogin on the same
-// device, end), after any flush already in flight.
-func (s *session) flushCursors() {
-	s.g.cursorMu.Lock()
-	defer s.g.cursorMu.Unlock()
-	if d, ok := s.takeCursors(); ok {
-		s.g.saveCursors([]store.DeviceCursors{d}, []*session{s})
-	}
-}
+// device, end), after any flush already in flight: its acks are dirty (or
+// taken by that flush), so the next flush writes them, with every other
+// session's that asked meanwhile (awaitCursors).
+func (s *session) flushCursors() { s.g.awaitCursors() }
 
 func (s *session) history(ctx context.Context, f proto.Frame) {
 	var req proto.HistoryRequest

@@ -117,6 +117,11 @@ func TestLateFanOutChecksStoredAcks(t *testing.T) {
 	h.groups = members{"alice": 0, "bob": 0, "carol": 0}
 	h.stop()
 	m := h.sendGroup(time.Now().Add(-time.Minute)) // stored a minute ago, never expanded
+	// The store keeps the acks of the group's members only: bob is one.
+	if err := h.st.CreateGroup(ctx, herald.Group{ID: "g1", JoinMode: herald.GroupJoinAny, InviteMode: herald.GroupInviteAny, CreatedAt: time.Now()},
+		[]herald.GroupMember{{Group: "g1", User: "alice", Role: herald.RoleOwner}, {Group: "g1", User: "bob", Role: herald.RoleMember}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := h.st.SaveCursors(ctx, []store.DeviceCursors{{User: "bob", Device: "phone", Cursors: map[string]int64{m.Conv: m.Seq}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,7 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 	if s.hooks != nil {
 		m.RegisterStats("webhook", func() any { return s.hooks.Stats() })
 	}
+	m.RegisterStats("store", func() any { return s.store.Stats() }) // health.go
 	cc := console.Config{
 		Secret: secret, Push: s.push, Strategies: strategies, Logger: s.log,
 		Figures: func() any { return m.Figures() },

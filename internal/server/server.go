@@ -46,7 +46,7 @@ const (
 type Server struct {
 	cfg   config.Config
 	log   *slog.Logger
-	store store.Store
+	store *writeHealth // the store, recording whether writes fail (health.go)
 	chat  *chat.Service
 	gw    *gateway.Gateway
 	push  *push.Service
@@ -60,8 +60,9 @@ type Server struct {
 	ready atomic.Bool
 	done  chan error
 
-	nonces *api.NonceJournal // closed after the HTTP server
-	capLn  *capListener      // ln with the caps on connections before login (listener.go)
+	nonces  *api.NonceJournal // closed after the HTTP server
+	capLn   *capListener      // ln with the caps on connections before login (listener.go)
+	repeats *repeatState      // flushed at the end of Shutdown
 
 	metrics    *metrics.Metrics
 	metricsSrv *http.Server // nil unless HERALD_METRICS_ADDR is set (ops.go)
@@ -73,13 +74,18 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Repeated warnings and errors are counted, not each written (repeats.go).
+	repeats := newRepeatHandler(log.Handler(), repeatWindow, time.Now)
+	log = slog.New(repeats)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
-	st, err := openStore(ctx, cfg, log)
+	opened, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	// Every component writes through it, so /readyz sees failing writes.
+	st := newWriteHealth(opened, time.Now)
 	providers, strategies, emu, err := pushSetup(cfg, log)
 	if err != nil {
 		st.Close()
@@ -142,6 +148,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	gw.SetChat(ch)
 	ps.SetGroups(ch)
 	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emu: emu, provs: providers, done: make(chan error, 1)}
+	s.repeats = repeats.st
 	s.hooks = hooks
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
@@ -187,7 +194,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.
 	}
 	switch cfg.Store {
 	case "pebble":
-		return pebble.Open(ctx, filepath.Join(cfg.DataDir, PebbleDir), pebble.Options{Logger: log})
+		return pebble.Open(ctx, filepath.Join(cfg.DataDir, PebbleDir), pebble.Options{Logger: log, MinFreeBytes: int64(cfg.PebbleMinFreeBytes)})
 	default:
 		return sqlite.Open(ctx, filepath.Join(cfg.DataDir, SQLiteFile), sqlite.Options{Logger: log})
 	}
@@ -200,9 +207,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not ready: starting or draining", http.StatusServiceUnavailable)
 		return
 	}
-	if err := s.store.Ping(ctx); err != nil {
-		s.log.Error("readiness: store", "err", err)
-		http.Error(w, "not ready: store unavailable", http.StatusServiceUnavailable)
+	if err := s.store.check(ctx); err != nil {
+		if !errors.Is(err, errWritesFailing) { // those were logged where they failed
+			s.log.Error("readiness: store", "err", err)
+		}
+		http.Error(w, "not ready: store unavailable or refusing writes", http.StatusServiceUnavailable)
 		return
 	}
 	w.Write([]byte("ready\n"))
@@ -364,5 +373,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.emu != nil {
 		s.emu.Close()
 	}
+	s.repeats.flushAll() // the counts of what was left out
 	return errors.Join(errs...)
 }

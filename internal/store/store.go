@@ -129,8 +129,14 @@ type Store interface {
 
 	// SaveCursors raises each device's cursors to the given seqs, all in
 	// one durable write (callers batch many devices into one call); a
-	// cursor never goes down. CodeInvalidArgument, and nothing stored, for
-	// an empty user, device or conversation, or a negative seq.
+	// cursor never goes down. A seq past its conversation's last is
+	// clamped to it, and a cursor of a conversation not in the user's list
+	// (a peer conversation without messages, a group the user is not a
+	// member of) is not stored: a device cannot skip messages that do not
+	// exist yet by acknowledging them in advance. The check costs a lookup
+	// per cursor, not a read of the user's list. CodeInvalidArgument, and
+	// nothing stored, for an empty user, device or conversation, or a
+	// negative seq.
 	SaveCursors(ctx context.Context, batch []DeviceCursors) error
 
 	// PendingPush returns up to limit jobs of the outbox in (Due, PushID,
@@ -282,7 +288,11 @@ type Store interface {
 	// again, as a new user with a new RegisteredAt.
 	UnregisterUser(ctx context.Context, id string) error
 
-	// Ping checks that the store can serve requests.
+	// Ping checks that the store can serve requests: that it answers a
+	// read, and that it would take a write (a backend may make a small
+	// durable write to find out). It fails while the store refuses writes
+	// (a full disk, a failing device), and succeeds again once they would
+	// pass, without other traffic: readiness is built on it.
 	Ping(ctx context.Context) error
 
 	// Close flushes and releases the store. Calls after Close fail.

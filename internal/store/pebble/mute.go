@@ -22,8 +22,8 @@ func (s *Store) SetConversationMuted(ctx context.Context, user, conv string, mut
 	if user == "" || conv == "" {
 		return herald.Errorf(herald.CodeInvalidArgument, "user or conversation is empty")
 	}
-	if err := s.enter(); err != nil {
-		return err
+	if err := s.enterWrite(); err != nil {
+		return fmt.Errorf("pebble: set conversation muted: %w", err)
 	}
 	defer s.leave()
 	if err := ctx.Err(); err != nil {

@@ -41,7 +41,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,6 +99,22 @@ type Options struct {
 	// Now is the clock of push device registrations (RegisteredAt). Nil
 	// means time.Now.
 	Now func() time.Time
+
+	// MinFreeBytes is the free-space margin. Pebble cannot go on after a
+	// write to its WAL fails (a full disk ends the process, and freeing
+	// space does not bring it back), so the store stops writing before the
+	// disk is full: while the volume holding the directory has less than
+	// this available, every write is refused with CodeInternal before it
+	// reaches Pebble and Ping fails; both resume by themselves once space
+	// returns. The margin is what Pebble's own background work may still
+	// use meanwhile: flushing every memtable (MemTableSize times
+	// MemTables), the compactions after it, and the write that crossed the
+	// line. Zero means 1 GiB.
+	MinFreeBytes int64
+
+	// FS is the filesystem the directory is on. Nil means the operating
+	// system's; tests put a fault-injecting one here.
+	FS vfs.FS
 }
 
 func (o Options) withDefaults() Options {
@@ -130,6 +145,12 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.MinFreeBytes <= 0 {
+		o.MinFreeBytes = 1 << 30
+	}
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
 	return o
 }
 
@@ -139,6 +160,12 @@ type Store struct {
 	db   *pebbledb.DB
 	lock *pebbledb.Lock
 	log  *slog.Logger
+
+	// The free-space guard (space.go).
+	fs      vfs.FS
+	dir     string
+	minFree int64
+	full    atomic.Bool // writes are refused: set and cleared by checkSpace
 
 	// life is read-held by every call while it uses db, and write-held by
 	// Close to close it: Pebble must not be used during or after Close.
@@ -174,18 +201,18 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
 	}
 	opts = opts.withDefaults()
-	s := &Store{log: opts.Logger, dedup: newDedup()}
+	s := &Store{log: opts.Logger, dedup: newDedup(), fs: opts.FS, dir: dir, minFree: opts.MinFreeBytes}
 	defer func() {
 		if err != nil {
 			s.release()
 		}
 	}()
 
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := opts.FS.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("pebble: %w", err)
 	}
 	// Lock before Open, so "in use" is told apart from other failures.
-	if s.lock, err = pebbledb.LockDirectory(dir, vfs.Default); err != nil {
+	if s.lock, err = pebbledb.LockDirectory(dir, opts.FS); err != nil {
 		return nil, fmt.Errorf("pebble: %s is in use by another store (this or another process): %w", dir, err)
 	}
 
@@ -220,12 +247,17 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 		return nil, fmt.Errorf("pebble: %s: read last push log ID: %w", dir, err)
 	}
 	s.push = &pushWriter{sem: make(chan struct{}, 1), now: opts.Now, nextLogID: lastLogID + 1}
+	// Opened under the margin: reads are served, writes refused until
+	// space is freed, and the log says so now rather than at the first
+	// write.
+	_ = s.checkSpace()
 	return s, nil
 }
 
 // pebbleOptions translates opts; README.md explains the choices.
 func (s *Store) pebbleOptions(opts Options) *pebbledb.Options {
 	po := &pebbledb.Options{
+		FS:                          opts.FS,
 		Lock:                        s.lock,
 		Logger:                      slogLogger{s.log},
 		CacheSize:                   opts.CacheSize + int64(opts.MemTableSize)*int64(opts.MemTables+1),
@@ -301,6 +333,19 @@ func (s *Store) enter() error {
 
 func (s *Store) leave() { s.life.RUnlock() }
 
+// enterWrite is enter for a write: it also fails while the disk is nearly
+// full (space.go).
+func (s *Store) enterWrite() error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	if err := s.checkSpace(); err != nil {
+		s.leave()
+		return err
+	}
+	return nil
+}
+
 // view runs a read on one snapshot of s, between enter and leave, and
 // wraps its error with what the read is.
 func view[T any](ctx context.Context, s *Store, what string, read func(r reader) (T, error)) (T, error) {
@@ -321,7 +366,10 @@ func view[T any](ctx context.Context, s *Store, what string, read func(r reader)
 	return v, nil
 }
 
-// Ping checks that the store answers a read.
+// Ping checks that the store answers a read and would take a write: it
+// fails while the disk is below the free-space margin (space.go). It
+// writes nothing: with the guard open, a write can only fail in a way
+// Pebble does not survive.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.enter(); err != nil {
 		return err
@@ -331,6 +379,9 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	if _, err := s.metaValue(keyFormat); err != nil {
+		return fmt.Errorf("pebble: ping: %w", err)
+	}
+	if err := s.checkSpace(); err != nil {
 		return fmt.Errorf("pebble: ping: %w", err)
 	}
 	return nil

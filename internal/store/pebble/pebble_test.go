@@ -23,8 +23,9 @@ import (
 	"github.com/herald-im/herald/internal/store/storetest"
 )
 
-// testOptions keep memtables small, so tests do not reserve 64 MiB each.
-var testOptions = Options{MemTableSize: 4 << 20, CacheSize: 8 << 20}
+// testOptions keep memtables small, so tests do not reserve 64 MiB each,
+// and the free-space margin small, so they run on a small test disk.
+var testOptions = Options{MemTableSize: 4 << 20, CacheSize: 8 << 20, MinFreeBytes: 64 << 20}
 
 func openTemp(t testing.TB, opts Options) (*Store, string) {
 	t.Helper()

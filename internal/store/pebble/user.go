@@ -78,11 +78,11 @@ func userNotFound(id string) error {
 	return herald.Errorf(herald.CodeNotFound, "user %q is not registered", id)
 }
 
-// enterUsers takes the user writer and enters the store; leaveUsers undoes
-// it. Lock order: usersMu, then life.
+// enterUsers takes the user writer and enters the store to write (space.go);
+// leaveUsers undoes it. Lock order: usersMu, then life.
 func (s *Store) enterUsers() error {
 	s.usersMu.Lock()
-	if err := s.enter(); err != nil {
+	if err := s.enterWrite(); err != nil {
 		s.usersMu.Unlock()
 		return err
 	}

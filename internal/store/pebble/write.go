@@ -57,7 +57,8 @@ func (s *Store) acquire(ctx context.Context) error { return s.take(ctx, s.w.sem)
 func (s *Store) releaseWriter() { s.give(s.w.sem) }
 
 // take takes the writer slot sem and enters the store, or fails when ctx
-// ends first or the store is closed. Lock order: the slot, then life.
+// ends first, the store is closed or its disk is nearly full (space.go).
+// Lock order: the slot, then life.
 func (s *Store) take(ctx context.Context, sem chan struct{}) error {
 	if s.closed.Load() {
 		return errClosed
@@ -70,7 +71,7 @@ func (s *Store) take(ctx context.Context, sem chan struct{}) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if err := s.enter(); err != nil {
+	if err := s.enterWrite(); err != nil {
 		<-sem
 		return err
 	}
@@ -353,7 +354,36 @@ func (s *Store) SetReadSeq(ctx context.Context, user, conv string, seq int64) er
 	return nil
 }
 
-// SaveCursors implements store.Store.
+// lastSeqFor returns the last seq of conv if it is in user's list (a peer
+// conversation with a message, or a group user is a member of), else 0;
+// w.sem must be held. Two point lookups, the last seq usually from the
+// writer's cache.
+func (s *Store) lastSeqFor(user, conv string) (int64, error) {
+	t, group, _, ok := herald.ParseConversationKey(conv)
+	if !ok {
+		return 0, nil
+	}
+	var (
+		listed bool
+		err    error
+	)
+	if t == herald.ConversationGroup {
+		_, listed, err = getMembership(s.db, user, group)
+	} else {
+		listed, err = has(s.db, memberKey(user, conv))
+	}
+	if err != nil || !listed {
+		return 0, err
+	}
+	cs, err := s.w.conv(conv)
+	if err != nil {
+		return 0, err
+	}
+	return cs.seq, nil
+}
+
+// SaveCursors implements store.Store: one synced batch, under the message
+// writer (which knows each conversation's last seq).
 func (s *Store) SaveCursors(ctx context.Context, batch []store.DeviceCursors) error {
 	for _, d := range batch {
 		if err := store.ValidateCursors(d); err != nil {
@@ -364,12 +394,20 @@ func (s *Store) SaveCursors(ctx context.Context, batch []store.DeviceCursors) er
 		return fmt.Errorf("pebble: save cursors: %w", err)
 	}
 	defer s.releaseWriter()
+	defer s.w.trimCache() // lastSeqFor reads conversations into the cache
 	b := s.db.NewBatch()
 	defer b.Close()
 	pending := make(map[string]int64) // keys already set in this batch
 	for _, d := range batch {
 		prefix := cursorPrefix(d.User, d.Device)
 		for conv, seq := range d.Cursors {
+			last, err := s.lastSeqFor(d.User, conv)
+			if err != nil {
+				return fmt.Errorf("pebble: save cursors: %w", err)
+			}
+			if seq = min(seq, last); seq <= 0 {
+				continue // not in the user's list, or no message yet
+			}
 			key := appendString(prefix[:len(prefix):len(prefix)], conv)
 			cur, found, err := getUvarint(s.db, key)
 			if err != nil {

@@ -257,7 +257,10 @@ func dsn(path string, pragmas ...string) string {
 	return b.String()
 }
 
-// Ping checks that a read connection answers.
+// Ping checks that a read connection answers and that the writer can make
+// a durable write: it rewrites one probe row (in cursors, under the empty
+// user ID, which no user has), so a full disk or a failing device is seen
+// without waiting for traffic.
 func (s *Store) Ping(ctx context.Context) error {
 	if s.closed.Load() {
 		return errClosed
@@ -266,6 +269,14 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("sqlite: ping: %w", err)
 	}
+	if err := s.acquire(ctx); err != nil {
+		return fmt.Errorf("sqlite: ping: %w", err)
+	}
+	defer s.releaseWriter()
+	if _, err := s.w.probe.ExecContext(context.WithoutCancel(ctx), time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("sqlite: ping: probe write: %w", err)
+	}
+	s.w.committed.Store(true)
 	return nil
 }
 

@@ -49,7 +49,7 @@ type writer struct {
 	savepoint, releaseSavepoint, rollbackTo   *sql.Stmt
 	convByKey, lastOfConv, insertConv         *sql.Stmt
 	insertMembers, original, setRead, upsertC *sql.Stmt
-	insertOne, muteSet, muteClear             *sql.Stmt
+	insertOne, muteSet, muteClear, probe      *sql.Stmt
 	insertMany                                map[int]*sql.Stmt // by row count
 
 	// Push statements (push.go).
@@ -99,8 +99,20 @@ func (w *writer) statements() []statement {
 		{&w.setRead, `UPDATE members
 			SET read_seq = max(read_seq, min(?3, coalesce((SELECT max(seq) FROM messages WHERE conv_id = members.conv_id), 0)))
 			WHERE user_id = ?1 AND conv_id = (SELECT id FROM conversations WHERE conv_key = ?2)`},
-		{&w.upsertC, `INSERT INTO cursors (user_id, device, conv_key, seq) VALUES (?, ?, ?, ?)
+		// A cursor is clamped to its conversation's last seq, and stored
+		// only for a conversation in the user's list that has a message
+		// (store.Store.SaveCursors): a lookup of the list entry and an
+		// index seek per cursor, inside the write.
+		{&w.upsertC, `INSERT INTO cursors (user_id, device, conv_key, seq)
+			SELECT ?1, ?2, ?3, min(?4, last) FROM (
+				SELECT (SELECT max(seq) FROM messages WHERE conv_id = m.conv_id) AS last
+				FROM members m
+				WHERE m.user_id = ?1 AND m.conv_id = (SELECT id FROM conversations WHERE conv_key = ?3)
+			) WHERE last > 0
 			ON CONFLICT (user_id, device, conv_key) DO UPDATE SET seq = max(seq, excluded.seq)`},
+		// Ping's probe: a row no user can read (user IDs are never empty).
+		{&w.probe, `INSERT INTO cursors (user_id, device, conv_key, seq) VALUES ('', '', '', ?)
+			ON CONFLICT (user_id, device, conv_key) DO UPDATE SET seq = excluded.seq`},
 		{&w.insertOne, insertHead + insertRow + insertTail},
 		{&w.muteSet, "INSERT INTO mutes (user_id, conv_key) VALUES (?, ?) ON CONFLICT DO NOTHING"},
 		{&w.muteClear, "DELETE FROM mutes WHERE user_id = ? AND conv_key = ?"},

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SetReadSeq/ClampedToLastSeq", testReadSeqClamped},
 		{"SetReadSeq/NotInList", testReadSeqNotFound},
 		{"Cursors", testCursors},
+		{"Cursors/Clamped", testCursorsClamped},
 		{"Mute/SetAndList", testMuteSetAndList},
 		{"Mute/Conversations", testMuteConversations},
 		{"Mute/Invalid", testMuteInvalid},
@@ -882,6 +883,11 @@ func testCursors(t *testing.T, f *fixture) {
 	if got == nil || len(got) != 0 {
 		t.Errorf("Cursors(unknown device) = %#v, want an empty map", got)
 	}
+	// Cursors are stored for conversations in the user's list, up to
+	// their last seq: ten messages in each.
+	for _, peer := range []string{"bob", "carol", "dave", "erin"} {
+		f.append(t, f.texts(10, "alice", peer)...)
+	}
 	steps := []struct {
 		save map[string]int64
 		want map[string]int64
@@ -945,6 +951,52 @@ func testCursors(t *testing.T, f *fixture) {
 	}
 	if got, _ := f.s.Cursors(ctx, "dave", "phone"); len(got) != 0 {
 		t.Errorf("a rejected batch stored %v, want nothing", got)
+	}
+}
+
+// testCursorsClamped: a cursor past its conversation's last seq is
+// clamped to it, and one of a conversation not in the user's list is not
+// stored, with the rest of its batch.
+func testCursorsClamped(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	f.append(t, f.texts(3, "alice", "bob")...)
+	f.createGroup(t, "g1", "alice", "bob")
+	f.append(t, f.gtexts(4, "alice", "g1")...)
+	ab, ac, g1 := herald.PeerConversationKey("alice", "bob"), herald.PeerConversationKey("alice", "carol"), herald.GroupConversationKey("g1")
+	batch := []store.DeviceCursors{
+		{User: "alice", Device: "phone", Cursors: map[string]int64{
+			ab: 1000, // past the last seq
+			ac: 5,    // no message between alice and carol
+			g1: 2,
+			herald.PeerConversationKey("bob", "carol"): 1, // not alice's
+			"not a key": 1,
+		}},
+		{User: "carol", Device: "phone", Cursors: map[string]int64{g1: 4}}, // not a member
+		{User: "bob", Device: "phone", Cursors: map[string]int64{g1: 9, ab: 2}},
+	}
+	if err := f.s.SaveCursors(ctx, batch); err != nil {
+		t.Fatalf("SaveCursors: %v", err)
+	}
+	for _, tt := range []struct {
+		user string
+		want map[string]int64
+	}{
+		{"alice", map[string]int64{ab: 3, g1: 2}},
+		{"carol", map[string]int64{}},
+		{"bob", map[string]int64{ab: 2, g1: 4}},
+	} {
+		got, err := f.s.Cursors(ctx, tt.user, "phone")
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("Cursors(%q) = %v, %v; want %v", tt.user, got, err, tt.want)
+		}
+	}
+	// Removed from the group: no more cursors of it.
+	f.removeMembers(t, "g1", "bob")
+	if err := f.s.SaveCursors(ctx, []store.DeviceCursors{{User: "bob", Device: "laptop", Cursors: map[string]int64{g1: 3}}}); err != nil {
+		t.Fatalf("SaveCursors after leaving: %v", err)
+	}
+	if got, _ := f.s.Cursors(ctx, "bob", "laptop"); len(got) != 0 {
+		t.Errorf("cursor of a group left = %v, want none", got)
 	}
 }
 
