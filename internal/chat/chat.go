@@ -404,6 +404,13 @@ func (s *Service) fanoutLoop() {
 	for batch := range s.fanout {
 		for _, p := range batch {
 			m := p.res.Message
+			if p.res.Duplicate && m.Conv != p.msg.Conv {
+				// The local ID was used for a message elsewhere: this
+				// send is not a retry of it, and answering "duplicate"
+				// would tell the client a message it never stored is.
+				p.done(SendResult{}, reusedLocalID(p.msg, m))
+				continue
+			}
 			switch {
 			case p.res.Duplicate:
 			case p.group != nil:
@@ -418,6 +425,16 @@ func (s *Service) fanoutLoop() {
 			p.done(SendResult{Message: m, Duplicate: p.res.Duplicate}, nil)
 		}
 	}
+}
+
+// reusedLocalID is the error of a send whose local ID names a message
+// stored in another conversation.
+func reusedLocalID(sent, stored *herald.Message) error {
+	where := "group " + stored.To
+	if stored.ConvType == herald.ConversationPeer {
+		where = "user " + stored.To
+	}
+	return herald.Errorf(herald.CodeConflict, "local_id %q was used for a message to %s; use a fresh local_id for each new message", sent.LocalID, where)
 }
 
 // withoutPush returns a copy of m without its push settings: events

@@ -219,3 +219,46 @@ func testLoginDuringTraffic(t *testing.T, driver string) {
 		}
 	}
 }
+
+// TestReusedLocalIDTouchesNothing: a local ID already used for a message
+// to bob, sent again to carol, is not a retry: it is refused with
+// conflict, and neither carol's nor alice's conversation list gains an
+// entry (issue 15 item 2: it planted an empty conversation in both).
+func TestReusedLocalIDTouchesNothing(t *testing.T) {
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) {
+			srv := startServer(t, func(c *config.Config) { c.Store = engine })
+			alice := dialRaw(t, srv.URL())
+			alice.login("alice", "phone")
+			carol := dialRaw(t, srv.URL())
+			carol.login("carol", "phone")
+
+			var first proto.SendReply
+			alice.call(proto.OpSend, text("bob", "L", "for bob"), &first)
+			if got := alice.callErr(proto.OpSend, text("carol", "L", "for carol")); got != "conflict" {
+				t.Errorf("send to carol reusing bob's local_id: error %q, want conflict", got)
+			}
+			var again proto.SendReply
+			alice.call(proto.OpSend, text("bob", "L", "for bob, resent"), &again)
+			if !again.Duplicate || again.Message.ID != first.Message.ID {
+				t.Errorf("resend to bob = %+v, want the duplicate of message %d", again, first.Message.ID)
+			}
+
+			for name, c := range map[string]*rawConn{"alice": alice, "carol": carol} {
+				var convs proto.ConversationsReply
+				c.call(proto.OpConversations, proto.ConversationsRequest{}, &convs)
+				var ids []string
+				for _, cv := range convs.Conversations {
+					ids = append(ids, cv.ConvID)
+				}
+				want := map[string]string{"alice": "[bob]", "carol": "[]"}[name]
+				if got := fmt.Sprint(ids); got != want {
+					t.Errorf("%s's conversations = %s, want %s", name, got, want)
+				}
+			}
+			if got := carol.callErr(proto.OpMarkRead, proto.MarkReadRequest{ConvType: "peer", ConvID: "alice", Seq: 1}); got != "not_found" {
+				t.Errorf("carol's mark_read of a conversation she does not have: error %q, want not_found", got)
+			}
+		})
+	}
+}
