@@ -46,10 +46,16 @@ type SessionID uint64
 type Deliverer interface {
 	// DeliverMessage gives m to every live session of each user in to,
 	// except the session origin. It must not block: slow sessions are the
-	// deliverer's problem. Calls come from one goroutine, in commit order.
+	// deliverer's problem. Calls come from one goroutine, the fan-out's
+	// (after Close has returned, from the group change that released
+	// them), in commit order within each conversation: a group's
+	// messages held back during a change of its members come after the
+	// change's event, and may follow later messages of other
+	// conversations.
 	DeliverMessage(m *herald.Message, to []string, origin SessionID)
 	// DeliverGroupEvent gives e to every live session of each user in to,
-	// except origin. It must not block.
+	// except origin. It must not block. Calls come from the goroutine
+	// that made the change.
 	DeliverGroupEvent(e *GroupEvent, to []string, origin SessionID)
 }
 
@@ -120,6 +126,7 @@ type Service struct {
 	in     chan *pending
 	fanout chan []*pending
 	groups groups
+	rel    releases // held group messages for the fan-out (group.go)
 
 	// Shutdown. mu guards closed; a Send registers in sending under a read
 	// lock, then waits for room in the queue without it, until quit
@@ -180,6 +187,7 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 		in:     make(chan *pending, 8*cfg.MaxBatch),
 		fanout: make(chan []*pending, 64),
 		groups: groups{m: make(map[string]*groupState)},
+		rel:    releases{wake: make(chan struct{}, 1)},
 		quit:   make(chan struct{}),
 		ctx:    ctx, cancel: cancel,
 		done: make(chan struct{}),
@@ -434,11 +442,24 @@ func storedJobs(jobs []store.PushJob, res []store.Appended) []store.PushJob {
 }
 
 // fanoutLoop delivers committed batches in commit order, then answers the
-// senders.
+// senders; between batches it delivers the group messages that group
+// changes held back and have released (group.go).
 func (s *Service) fanoutLoop() {
 	defer close(s.done)
 	var to [2]string
-	for batch := range s.fanout {
+	for {
+		var batch []*pending
+		select {
+		case <-s.rel.wake:
+			s.releaseHeld(false)
+			continue
+		case b, ok := <-s.fanout:
+			if !ok {
+				s.releaseHeld(true)
+				return
+			}
+			batch = b
+		}
 		for _, p := range batch {
 			m := p.res.Message
 			if p.res.Duplicate && m.Conv != p.msg.Conv {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ type recorder struct {
 	mu     sync.Mutex
 	got    []delivery
 	events []GroupEvent
+	seen   map[string][]string // per user, what reached them in order: "event <action>" or "message <conv>/<seq>"
 }
 
 type delivery struct {
@@ -28,18 +30,55 @@ type delivery struct {
 	conv   string
 	to     []string
 	origin SessionID
+	loop   bool // made from the fan-out goroutine
 }
 
 func (r *recorder) DeliverMessage(m *herald.Message, to []string, origin SessionID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.got = append(r.got, delivery{m.Seq, m.Conv, append([]string(nil), to...), origin})
+	var stack [8 << 10]byte
+	loop := strings.Contains(string(stack[:runtime.Stack(stack[:], false)]), "chat.(*Service).fanoutLoop")
+	r.got = append(r.got, delivery{m.Seq, m.Conv, append([]string(nil), to...), origin, loop})
+	r.saw(to, fmt.Sprintf("message %s/%d", m.Conv, m.Seq))
+}
+
+// saw records what reached each of users; r.mu is held.
+func (r *recorder) saw(users []string, what string) {
+	if r.seen == nil {
+		r.seen = make(map[string][]string)
+	}
+	for _, u := range users {
+		r.seen[u] = append(r.seen[u], what)
+	}
+}
+
+// seenBy returns what reached user, in order.
+func (r *recorder) seenBy(user string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.seen[user])
+}
+
+// wait returns the deliveries once there are at least n.
+func (r *recorder) wait(t *testing.T, n int) []delivery {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if d := r.all(); len(d) >= n {
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries after 5s, want %d: %+v", len(r.all()), n, r.all())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (r *recorder) DeliverGroupEvent(e *GroupEvent, to []string, origin SessionID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, *e)
+	r.saw(to, "event "+string(e.Action))
 }
 
 func (r *recorder) all() []delivery {
