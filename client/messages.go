@@ -22,7 +22,8 @@ type OutgoingMessage struct {
 
 	// LocalID is the sender's own ID for the message (1-64 bytes). A send
 	// retried with the same LocalID is stored once; the SDK relies on this
-	// to retry across reconnects. Empty means a random ID.
+	// to retry across reconnects. A LocalID already used in another
+	// conversation is refused with ErrConflict. Empty means a random ID.
 	LocalID string
 
 	// Push, when set, is the offline push the receiver's devices get when

@@ -49,6 +49,9 @@ func serve(args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	// The signals go back to their default from here: a second SIGINT or
+	// SIGTERM ends a shutdown that takes too long, at once.
+	stop()
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()

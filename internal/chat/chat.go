@@ -46,10 +46,16 @@ type SessionID uint64
 type Deliverer interface {
 	// DeliverMessage gives m to every live session of each user in to,
 	// except the session origin. It must not block: slow sessions are the
-	// deliverer's problem. Calls come from one goroutine, in commit order.
+	// deliverer's problem. Calls come from one goroutine, the fan-out's
+	// (after Close has returned, from the group change that released
+	// them), in commit order within each conversation: a group's
+	// messages held back during a change of its members come after the
+	// change's event, and may follow later messages of other
+	// conversations.
 	DeliverMessage(m *herald.Message, to []string, origin SessionID)
 	// DeliverGroupEvent gives e to every live session of each user in to,
-	// except origin. It must not block.
+	// except origin. It must not block. Calls come from the goroutine
+	// that made the change.
 	DeliverGroupEvent(e *GroupEvent, to []string, origin SessionID)
 }
 
@@ -120,10 +126,22 @@ type Service struct {
 	in     chan *pending
 	fanout chan []*pending
 	groups groups
+	rel    releases // held group messages for the fan-out (group.go)
 
-	mu     sync.RWMutex // guards closed against sends on a closed channel
-	closed bool
-	done   chan struct{}
+	// Shutdown. mu guards closed; a Send registers in sending under a read
+	// lock, then waits for room in the queue without it, until quit
+	// closes. Once every registered Send is out, Close's goroutine closes
+	// in: no send meets a closed channel, and Close never waits for a
+	// lock that a blocked Send holds. ctx is the writer's: Close cancels
+	// it when its own deadline passes, ending a store write that does not
+	// return.
+	mu      sync.RWMutex
+	closed  bool
+	sending sync.WaitGroup
+	quit    chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 type pending struct {
@@ -163,12 +181,16 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
 		st: st, deliv: d, cfg: cfg, log: cfg.Logger,
 		in:     make(chan *pending, 8*cfg.MaxBatch),
 		fanout: make(chan []*pending, 64),
 		groups: groups{m: make(map[string]*groupState)},
-		done:   make(chan struct{}),
+		rel:    releases{wake: make(chan struct{}, 1)},
+		quit:   make(chan struct{}),
+		ctx:    ctx, cancel: cancel,
+		done: make(chan struct{}),
 	}
 }
 
@@ -179,18 +201,27 @@ func (s *Service) Start() {
 }
 
 // Close stops accepting sends, waits until every accepted send is stored and
-// delivered (or ctx ends), and returns.
+// delivered (or ctx ends), and returns. Sends waiting for room in a full
+// queue are answered unavailable at once. When ctx ends first, the store
+// write in progress is cancelled (its senders are answered internal:
+// "retry"), so the writer does not outlive the shutdown by long; Close
+// returns ctx's error without waiting for it.
 func (s *Service) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
-		close(s.in)
+		close(s.quit)
+		go func() {
+			s.sending.Wait() // every Add was made under the read lock, before closed
+			close(s.in)
+		}()
 	}
 	s.mu.Unlock()
 	select {
 	case <-s.done:
 		return nil
 	case <-ctx.Done():
+		s.cancel()
 		return fmt.Errorf("chat: close: %w", ctx.Err())
 	}
 }
@@ -217,12 +248,25 @@ func (s *Service) Send(from string, origin SessionID, m *herald.Message, done fu
 		return
 	}
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	if s.closed {
-		done(SendResult{}, herald.Errorf(herald.CodeUnavailable, "server is shutting down"))
+		s.mu.RUnlock()
+		done(SendResult{}, errShuttingDown())
 		return
 	}
-	s.in <- &pending{msg: m, group: gs, origin: origin, done: done}
+	s.sending.Add(1)
+	s.mu.RUnlock()
+	defer s.sending.Done()
+	// A full queue blocks the sender (the backpressure of a slow store),
+	// but not shutdown: Close closes quit, and the send is refused.
+	select {
+	case s.in <- &pending{msg: m, group: gs, origin: origin, done: done}:
+	case <-s.quit:
+		done(SendResult{}, errShuttingDown())
+	}
+}
+
+func errShuttingDown() error {
+	return herald.Errorf(herald.CodeUnavailable, "server is shutting down")
 }
 
 // beforeSend runs the BeforeSend check on m and validates what it
@@ -312,6 +356,7 @@ func (s *Service) prepare(from string, m *herald.Message) (*groupState, error) {
 // next accumulates, so batches grow with load without a linger timer.
 func (s *Service) writeLoop() {
 	defer close(s.fanout)
+	defer s.cancel() // nothing more is written
 	batch := make([]*pending, 0, s.cfg.MaxBatch)
 	msgs := make([]*herald.Message, 0, s.cfg.MaxBatch)
 	var jobs []store.PushJob
@@ -349,7 +394,7 @@ func (s *Service) writeLoop() {
 			if len(jobs) > 0 {
 				stored = s.cfg.Push.Committing()
 			}
-			res, err = s.st.AppendMessages(context.Background(), msgs, jobs)
+			res, err = s.st.AppendMessages(s.ctx, msgs, jobs)
 			if err == nil && len(res) != len(msgs) {
 				err = fmt.Errorf("store returned %d results for %d messages", len(res), len(msgs))
 			}
@@ -400,13 +445,33 @@ func storedJobs(jobs []store.PushJob, res []store.Appended) []store.PushJob {
 }
 
 // fanoutLoop delivers committed batches in commit order, then answers the
-// senders.
+// senders; between batches it delivers the group messages that group
+// changes held back and have released (group.go).
 func (s *Service) fanoutLoop() {
 	defer close(s.done)
 	var to [2]string
-	for batch := range s.fanout {
+	for {
+		var batch []*pending
+		select {
+		case <-s.rel.wake:
+			s.releaseHeld(false)
+			continue
+		case b, ok := <-s.fanout:
+			if !ok {
+				s.releaseHeld(true)
+				return
+			}
+			batch = b
+		}
 		for _, p := range batch {
 			m := p.res.Message
+			if p.res.Duplicate && m.Conv != p.msg.Conv {
+				// The local ID was used for a message elsewhere: this
+				// send is not a retry of it, and answering "duplicate"
+				// would tell the client a message it never stored is.
+				p.done(SendResult{}, reusedLocalID(p.msg, m))
+				continue
+			}
 			switch {
 			case p.res.Duplicate:
 			case p.group != nil:
@@ -421,6 +486,16 @@ func (s *Service) fanoutLoop() {
 			p.done(SendResult{Message: m, Duplicate: p.res.Duplicate}, nil)
 		}
 	}
+}
+
+// reusedLocalID is the error of a send whose local ID names a message
+// stored in another conversation.
+func reusedLocalID(sent, stored *herald.Message) error {
+	where := "group " + stored.To
+	if stored.ConvType == herald.ConversationPeer {
+		where = "user " + stored.To
+	}
+	return herald.Errorf(herald.CodeConflict, "local_id %q was used for a message to %s; use a fresh local_id for each new message", sent.LocalID, where)
 }
 
 // withoutPush returns a copy of m without its push settings: events

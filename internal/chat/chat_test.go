@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +22,7 @@ type recorder struct {
 	mu     sync.Mutex
 	got    []delivery
 	events []GroupEvent
+	seen   map[string][]string // per user, what reached them in order: "event <action>" or "message <conv>/<seq>"
 }
 
 type delivery struct {
@@ -26,18 +30,55 @@ type delivery struct {
 	conv   string
 	to     []string
 	origin SessionID
+	loop   bool // made from the fan-out goroutine
 }
 
 func (r *recorder) DeliverMessage(m *herald.Message, to []string, origin SessionID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.got = append(r.got, delivery{m.Seq, m.Conv, append([]string(nil), to...), origin})
+	var stack [8 << 10]byte
+	loop := strings.Contains(string(stack[:runtime.Stack(stack[:], false)]), "chat.(*Service).fanoutLoop")
+	r.got = append(r.got, delivery{m.Seq, m.Conv, append([]string(nil), to...), origin, loop})
+	r.saw(to, fmt.Sprintf("message %s/%d", m.Conv, m.Seq))
+}
+
+// saw records what reached each of users; r.mu is held.
+func (r *recorder) saw(users []string, what string) {
+	if r.seen == nil {
+		r.seen = make(map[string][]string)
+	}
+	for _, u := range users {
+		r.seen[u] = append(r.seen[u], what)
+	}
+}
+
+// seenBy returns what reached user, in order.
+func (r *recorder) seenBy(user string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.seen[user])
+}
+
+// wait returns the deliveries once there are at least n.
+func (r *recorder) wait(t *testing.T, n int) []delivery {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if d := r.all(); len(d) >= n {
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries after 5s, want %d: %+v", len(r.all()), n, r.all())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (r *recorder) DeliverGroupEvent(e *GroupEvent, to []string, origin SessionID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, *e)
+	r.saw(to, "event "+string(e.Action))
 }
 
 func (r *recorder) all() []delivery {
@@ -338,5 +379,89 @@ func TestCommandsKeepOrderWithMessages(t *testing.T) {
 		if (d.seq == 0) != wantCommand || (!wantCommand && d.seq != int64(i/2+1)) {
 			t.Fatalf("delivery %d has seq %d: a command must come right after the message sent before it", i, d.seq)
 		}
+	}
+}
+
+// stallingStore is a store whose message writes stop, ignoring their
+// context, until release is closed: a disk that no longer answers.
+type stallingStore struct {
+	Store
+	entered chan struct{} // receives once per write that stalls
+	release chan struct{}
+}
+
+func (p *stallingStore) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error) {
+	p.entered <- struct{}{}
+	<-p.release
+	return p.Store.AppendMessages(ctx, msgs, jobs)
+}
+
+// waitGoroutine waits until some goroutine's stack holds fn and its state
+// is one of states (as runtime.Stack prints it, e.g. "select").
+func waitGoroutine(t *testing.T, fn string, states ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			head, _, _ := strings.Cut(g, "\n")
+			for _, st := range states {
+				if strings.Contains(head, "["+st) && strings.Contains(g, fn) {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine in %s %v within 5s", fn, states)
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestCloseMeetsItsDeadlineWithAStalledStore: a Send blocked on the full
+// queue of a store that stopped answering does not hold Close past its
+// deadline, and is answered unavailable (issue 15 item 19: Close waited
+// for a lock that the blocked Send held, for ever).
+func TestCloseMeetsItsDeadlineWithAStalledStore(t *testing.T) {
+	ps := &stallingStore{Store: openStore(t), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	t.Cleanup(func() { close(ps.release) })
+	s := New(ps, &recorder{}, Config{MaxBatch: 1})
+	s.Start()
+	answers := make(chan error, 16)
+	answer := func(_ SendResult, err error) { answers <- err }
+	s.Send("alice", 1, text("bob", "first", "x"), answer)
+	<-ps.entered // the writer is stuck in the store
+	for i := range cap(s.in) {
+		s.Send("alice", 1, text("bob", fmt.Sprint(i), "x"), answer)
+	}
+	go s.Send("alice", 1, text("bob", "blocked", "x"), answer)
+	waitGoroutine(t, "chat.(*Service).Send(", "select", "chan send") // waiting for room in the queue
+
+	closed := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		closed <- s.Close(ctx)
+	}()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Close = %v, want the deadline's error", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("Close returned after %v; its deadline was 100ms", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return within 5s; its deadline was 100ms")
+	}
+	select {
+	case err := <-answers:
+		if herald.ErrorCode(err) != herald.CodeUnavailable {
+			t.Errorf("the send blocked on the full queue: %v, want unavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the send blocked on the full queue got no answer")
 	}
 }

@@ -116,7 +116,7 @@ type groupState struct {
 	ready     chan struct{} // closed once info and members are set, or the load failed
 	info      atomic.Pointer[herald.Group]
 	members   atomic.Pointer[memberSet] // replaced with Service.setMembers
-	dismissed atomic.Bool               // a marker kept in the cache: the group is gone
+	dismissed atomic.Bool               // the group is gone (the entry is evicted too: it leaves the cache)
 	// evicted: dropped from the cache (under mu, so with no change in
 	// progress), or its load failed. Changes go to the group's next entry,
 	// loaded again from the store: whoever finds an entry evicted looks
@@ -124,9 +124,12 @@ type groupState struct {
 	evicted atomic.Bool
 
 	// fanMu guards changing and held: while a change of the member set is
-	// between its store write and its cache update, the fan-out holds the
-	// group's messages back (in order) instead of waiting, and the change
-	// delivers them once its members are cached.
+	// between its store write and its cache update (and its event told),
+	// the fan-out holds the group's messages back (in order) instead of
+	// waiting; the change then hands the group back to the fan-out
+	// goroutine, which delivers them (Service.releaseHeld). Messages that
+	// reach the fan-out while some are held join them, so the group's
+	// order is kept. Lock order: mu, then fanMu.
 	fanMu    sync.Mutex
 	changing bool
 	held     []heldMessage
@@ -228,6 +231,10 @@ func (s *Service) evictLocked(keep *groupState) {
 		if v == keep || !v.mu.TryLock() {
 			continue // in use (or loading): not now
 		}
+		if v.holding() {
+			v.mu.Unlock()
+			continue // its held messages are to be delivered from this entry
+		}
 		v.evicted.Store(true)
 		delete(s.groups.m, id)
 		s.groups.held -= len(v.members.Load().users)
@@ -262,6 +269,20 @@ func (s *Service) setMembers(gs *groupState, ms *memberSet) {
 	s.groups.mu.Lock()
 	defer s.groups.mu.Unlock()
 	s.groups.held += len(ms.users) - len(gs.members.Swap(ms).users)
+}
+
+// forget drops a dismissed group's entry from the cache (gs.mu held):
+// kept as a marker, it would count no member and so never be evicted
+// (issue 15 item 18). Whoever holds it finds it evicted and looks the
+// group up again: the store answers that it does not exist.
+func (s *Service) forget(gs *groupState) {
+	s.groups.mu.Lock()
+	defer s.groups.mu.Unlock()
+	if s.groups.m[gs.id] == gs {
+		delete(s.groups.m, gs.id)
+		s.groups.held -= len(gs.members.Load().users)
+	}
+	gs.evicted.Store(true)
 }
 
 // closedChan is the ready channel of an entry that needs no load.
@@ -339,12 +360,75 @@ func (gs *groupState) beginChange() {
 	gs.fanMu.Unlock()
 }
 
-// endChange ends a change (its members cached, or its write failed) and
-// delivers the messages held back meanwhile, in order, to the members now.
+// endChange ends a change (its members cached and its event told, or its
+// write failed) and hands the messages held back meanwhile to the fan-out
+// goroutine, which delivers them, in order, to the members now: the
+// Deliverer gets every message from that one goroutine, in commit order
+// per conversation, and a member the change added gets its event first.
 func (s *Service) endChange(gs *groupState) {
 	gs.fanMu.Lock()
-	defer gs.fanMu.Unlock()
 	gs.changing = false
+	held := len(gs.held) > 0
+	gs.fanMu.Unlock()
+	if held {
+		s.release(gs)
+	}
+}
+
+// holding reports whether gs has messages held back; gs.mu is held.
+func (gs *groupState) holding() bool {
+	gs.fanMu.Lock()
+	defer gs.fanMu.Unlock()
+	return gs.changing || len(gs.held) > 0
+}
+
+// releases are the groups whose held messages the fan-out goroutine is
+// to deliver.
+type releases struct {
+	mu      sync.Mutex
+	groups  []*groupState
+	stopped bool          // the fan-out has ended: a change delivers its own
+	wake    chan struct{} // one slot: the fan-out has releases to run
+}
+
+// release queues gs's held messages for the fan-out goroutine.
+func (s *Service) release(gs *groupState) {
+	s.rel.mu.Lock()
+	if s.rel.stopped {
+		s.rel.mu.Unlock()
+		s.deliverHeld(gs) // nobody else delivers any more
+		return
+	}
+	s.rel.groups = append(s.rel.groups, gs)
+	s.rel.mu.Unlock()
+	select {
+	case s.rel.wake <- struct{}{}:
+	default: // a wake-up is pending already
+	}
+}
+
+// releaseHeld delivers the held messages of the groups released; it runs
+// on the fan-out goroutine. stop: the fan-out is ending, and later
+// releases are delivered by the changes themselves.
+func (s *Service) releaseHeld(stop bool) {
+	s.rel.mu.Lock()
+	groups := s.rel.groups
+	s.rel.groups = nil
+	s.rel.stopped = s.rel.stopped || stop
+	s.rel.mu.Unlock()
+	for _, gs := range groups {
+		s.deliverHeld(gs)
+	}
+}
+
+// deliverHeld delivers gs's held messages, unless another change began
+// meanwhile (its end releases them).
+func (s *Service) deliverHeld(gs *groupState) {
+	gs.fanMu.Lock()
+	defer gs.fanMu.Unlock()
+	if gs.changing {
+		return
+	}
 	for _, h := range gs.held {
 		s.deliverTo(gs, h.m, h.origin)
 	}
@@ -375,7 +459,7 @@ func (s *Service) deliverGroup(m *herald.Message, gs *groupState, origin Session
 			gs.fanMu.Unlock()
 			continue
 		}
-		if gs.changing {
+		if gs.changing || len(gs.held) > 0 {
 			gs.held = append(gs.held, heldMessage{m, origin})
 		} else {
 			s.deliverTo(gs, m, origin)
@@ -598,11 +682,14 @@ func (s *Service) JoinGroup(ctx context.Context, user string, origin SessionID, 
 	}
 	ms := gs.members.Load()
 	s.tell(GroupEvent{Group: id, Action: herald.GroupJoined, Operator: user, Users: []string{user}}, ms.users, origin)
+	s.endChange(gs)
 	return gs.infoOf(added[0]), nil
 }
 
 // addMembers stores users as members and updates the cache; gs.mu must be
-// held.
+// held. On success the change is left open: the caller tells its event,
+// then calls endChange, so that the new members get the event before the
+// messages held back meanwhile.
 func (s *Service) addMembers(ctx context.Context, gs *groupState, id string, users []string) ([]herald.GroupMember, error) {
 	ms := gs.members.Load()
 	if n := len(ms.users) + len(users); n > s.cfg.MaxGroupMembers {
@@ -614,9 +701,9 @@ func (s *Service) addMembers(ctx context.Context, gs *groupState, id string, use
 		add[i] = herald.GroupMember{Group: id, User: u, Role: herald.RoleMember, JoinedAt: now}
 	}
 	gs.beginChange()
-	defer s.endChange(gs)
 	added, err := s.st.AddGroupMembers(ctx, id, add)
 	if err != nil {
+		s.endChange(gs)
 		return nil, fmt.Errorf("add group members: %w", err)
 	}
 	s.setMembers(gs, ms.with(added, nil))
@@ -681,6 +768,7 @@ func (s *Service) InviteGroupMembers(ctx context.Context, user string, origin Se
 		out[i] = m.User
 	}
 	s.tell(GroupEvent{Group: id, Action: herald.GroupInvited, Operator: user, Users: out}, gs.members.Load().users, origin)
+	s.endChange(gs)
 	return out, nil
 }
 
@@ -760,8 +848,9 @@ func (s *Service) DismissGroup(ctx context.Context, user string, origin SessionI
 	if err := s.st.DismissGroup(ctx, id); err != nil {
 		return fmt.Errorf("dismiss group: %w", err)
 	}
-	gs.dismissed.Store(true) // the entry stays, a marker, until evicted
+	gs.dismissed.Store(true)
 	s.setMembers(gs, newMemberSet(nil))
+	s.forget(gs)
 	s.tell(GroupEvent{Group: id, Action: herald.GroupDismissed, Operator: user}, ms.users, origin)
 	return nil
 }

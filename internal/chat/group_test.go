@@ -58,8 +58,8 @@ func TestGroupMessageReachesCurrentMembersOnly(t *testing.T) {
 
 	got := rec.all()
 	want := []delivery{
-		{1, "g:g1", []string{"ann", "bob", "owner"}, 5},
-		{2, "g:g1", []string{"ann", "owner"}, 6},
+		{1, "g:g1", []string{"ann", "bob", "owner"}, 5, true},
+		{2, "g:g1", []string{"ann", "owner"}, 6, true},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("deliveries %+v, want %+v", got, want)
@@ -296,7 +296,7 @@ func TestJoinerGetsMessageStoredDuringTheJoin(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	d := rec.all()
+	d := rec.wait(t, 1) // the held message, delivered once the change ends
 	if to := d[len(d)-1].to; !slices.Contains(to, "late") {
 		t.Errorf("message stored after late joined went to %v, not late", to)
 	}
@@ -323,7 +323,7 @@ func TestKickedMemberMissesMessageStoredDuringTheKick(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	d := rec.all()
+	d := rec.wait(t, 1) // the held message, delivered once the change ends
 	if to := d[len(d)-1].to; slices.Contains(to, "bob") {
 		t.Errorf("bob, kicked before the message was stored, got it live: %v", to)
 	}
@@ -465,7 +465,7 @@ func TestGroupChangeDoesNotHoldUpOthers(t *testing.T) {
 	if err := <-invited; err != nil {
 		t.Fatal(err)
 	}
-	d := rec.all()
+	d := rec.wait(t, 2)
 	if len(d) != 2 || d[1].conv != "g:g1" || !slices.Contains(d[1].to, "late") {
 		t.Errorf("deliveries after the change: %+v; want the group message, to late too", d)
 	}
@@ -487,5 +487,71 @@ func waitStored(t *testing.T, st *sqlite.Store, conv string, seq int64) {
 			t.Fatalf("%s did not reach seq %d", conv, seq)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestInviteeGetsTheEventBeforeHeldMessages: a message held back while an
+// invitation is between its store write and its cache update reaches the
+// invitee after the GroupInvited event, and, as every delivery, from the
+// fan-out goroutine (issue 15 item 21: the change delivered it itself,
+// before telling its event).
+func TestInviteeGetsTheEventBeforeHeldMessages(t *testing.T) {
+	ctx := context.Background()
+	ps := &pausingStore{Store: openStore(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	s, rec := newService(t, ps, Config{})
+	mustCreate(t, s, "owner", "g1", "ann")
+	ps.pauseAdd = true
+	invited := make(chan error)
+	go func() { _, err := s.InviteGroupMembers(ctx, "owner", 0, "g1", []string{"late"}); invited <- err }()
+	<-ps.paused
+	if _, err := send(s, "ann", 0, groupMsg("g1", "m1", "held back")); err != nil {
+		t.Fatal(err)
+	}
+	close(ps.resume)
+	if err := <-invited; err != nil {
+		t.Fatal(err)
+	}
+	d := rec.wait(t, 1)
+	if got, want := rec.seenBy("late"), []string{"event " + string(herald.GroupInvited), "message g:g1/1"}; !slices.Equal(got, want) {
+		t.Errorf("the invitee saw %q, want %q", got, want)
+	}
+	if !d[0].loop {
+		t.Errorf("the held message was delivered from the goroutine of the change, not the fan-out's")
+	}
+}
+
+// TestDismissedGroupsLeaveTheCache: a dismissed group leaves the cache
+// (issue 15 item 18: its entry stayed as a marker of zero members, which
+// eviction never dropped, so the cache grew with every dismissal).
+func TestDismissedGroupsLeaveTheCache(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newService(t, openStore(t), Config{})
+	for i := range 300 {
+		id := fmt.Sprint("g", i)
+		mustCreate(t, s, "owner", id, "ann")
+		if _, err := send(s, "ann", 0, groupMsg(id, id, "hi")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DismissGroup(ctx, "owner", 0, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.groups.mu.Lock()
+	cached, held := len(s.groups.m), s.groups.held
+	s.groups.mu.Unlock()
+	if cached != 0 || held != 0 {
+		t.Errorf("after 300 groups created and dismissed the cache holds %d groups, %d members; want none", cached, held)
+	}
+	_, err := s.GroupInfo(ctx, "ann", "g7")
+	wantCode(t, "info of a dismissed group", err, herald.CodeNotFound)
+	_, err = send(s, "ann", 0, groupMsg("g7", "again", "anyone?"))
+	wantCode(t, "send to a dismissed group", err, herald.CodeNotFound)
+	_, err = s.JoinGroup(ctx, "ann", 0, "g7")
+	wantCode(t, "join a dismissed group", err, herald.CodeNotFound)
+	s.groups.mu.Lock()
+	cached = len(s.groups.m)
+	s.groups.mu.Unlock()
+	if cached != 0 {
+		t.Errorf("looking up a dismissed group left %d entries in the cache", cached)
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,5 +218,111 @@ func testLoginDuringTraffic(t *testing.T, driver string) {
 		if s != int64(i+1) {
 			t.Fatalf("message %d has seq %d, want %d (got %v...)", i, s, i+1, got[:min(len(got), i+5)])
 		}
+	}
+}
+
+// TestReusedLocalIDTouchesNothing: a local ID already used for a message
+// to bob, sent again to carol, is not a retry: it is refused with
+// conflict, and neither carol's nor alice's conversation list gains an
+// entry (issue 15 item 2: it planted an empty conversation in both).
+func TestReusedLocalIDTouchesNothing(t *testing.T) {
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) {
+			srv := startServer(t, func(c *config.Config) { c.Store = engine })
+			alice := dialRaw(t, srv.URL())
+			alice.login("alice", "phone")
+			carol := dialRaw(t, srv.URL())
+			carol.login("carol", "phone")
+
+			var first proto.SendReply
+			alice.call(proto.OpSend, text("bob", "L", "for bob"), &first)
+			if got := alice.callErr(proto.OpSend, text("carol", "L", "for carol")); got != "conflict" {
+				t.Errorf("send to carol reusing bob's local_id: error %q, want conflict", got)
+			}
+			var again proto.SendReply
+			alice.call(proto.OpSend, text("bob", "L", "for bob, resent"), &again)
+			if !again.Duplicate || again.Message.ID != first.Message.ID {
+				t.Errorf("resend to bob = %+v, want the duplicate of message %d", again, first.Message.ID)
+			}
+
+			for name, c := range map[string]*rawConn{"alice": alice, "carol": carol} {
+				var convs proto.ConversationsReply
+				c.call(proto.OpConversations, proto.ConversationsRequest{}, &convs)
+				var ids []string
+				for _, cv := range convs.Conversations {
+					ids = append(ids, cv.ConvID)
+				}
+				want := map[string]string{"alice": "[bob]", "carol": "[]"}[name]
+				if got := fmt.Sprint(ids); got != want {
+					t.Errorf("%s's conversations = %s, want %s", name, got, want)
+				}
+			}
+			if got := carol.callErr(proto.OpMarkRead, proto.MarkReadRequest{ConvType: "peer", ConvID: "alice", Seq: 1}); got != "not_found" {
+				t.Errorf("carol's mark_read of a conversation she does not have: error %q, want not_found", got)
+			}
+		})
+	}
+}
+
+// sendMany sends texts of size bytes to to, pipelined, and waits for
+// every reply.
+func (c *rawConn) sendMany(to, prefix string, n, size int) {
+	c.t.Helper()
+	ids := make([]uint64, n)
+	for i := range ids {
+		ids[i] = c.request(proto.OpSend, text(to, fmt.Sprint(prefix, i), strings.Repeat("x", size)))
+	}
+	for _, id := range ids {
+		if f := c.reply(id); f.Err != nil {
+			c.t.Fatalf("send: %s: %s", f.Err.Code, f.Err.Message)
+		}
+	}
+}
+
+// TestHistoryPagesFillTheBudget: a history page holds up to limit
+// messages, cut short only when its encoded size would pass 256 KiB
+// (issue 15 item 4: 200 texts of 1,000 bytes came back as pages of 41,
+// 49 KB, as if every byte were escaped six times).
+func TestHistoryPagesFillTheBudget(t *testing.T) {
+	const budget = 256 << 10
+	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst = 10000, 10000 })
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+
+	alice.sendMany("bob", "small-", 200, 1000)
+	var h proto.HistoryReply
+	alice.call(proto.OpHistory, proto.HistoryRequest{ConvType: "peer", ConvID: "bob", Limit: 200}, &h)
+	if len(h.Messages) != 200 || h.HasMore {
+		t.Errorf("limit 200 over 200 texts of 1,000 bytes: %d messages, has_more %v; want 200 and false", len(h.Messages), h.HasMore)
+	}
+
+	// Texts of 7,000 bytes: a page stops at the budget, full to within a
+	// message, and paging on loses nothing.
+	const big, count = 7000, 100
+	alice.sendMany("carol", "big-", count, big)
+	var got []int64
+	for from, pages := int64(0), 0; ; pages++ {
+		f := alice.reply(alice.request(proto.OpHistory, proto.HistoryRequest{ConvType: "peer", ConvID: "carol", FromSeq: from, Limit: 200}))
+		if f.Err != nil {
+			t.Fatalf("history: %s: %s", f.Err.Code, f.Err.Message)
+		}
+		var h proto.HistoryReply
+		if err := json.Unmarshal(f.Data, &h); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, seqs(h.Messages)...)
+		if len(f.Data) > budget {
+			t.Errorf("page %d is %d bytes encoded, over the %d budget", pages, len(f.Data), budget)
+		}
+		if !h.HasMore {
+			break
+		}
+		if len(f.Data)+big+300 <= budget {
+			t.Errorf("page %d cut short at %d bytes (%d messages): another %d-byte message fits in %d", pages, len(f.Data), len(h.Messages), big, budget)
+		}
+		from = h.Messages[len(h.Messages)-1].Seq
+	}
+	if len(got) != count || got[0] != count || got[len(got)-1] != 1 {
+		t.Errorf("paged through %d messages (%v ... %v), want seqs %d down to 1", len(got), got[:1], got[len(got)-1:], count)
 	}
 }

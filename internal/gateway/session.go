@@ -32,6 +32,11 @@ func wireSize(m *herald.Message) int {
 	return 6*(len(m.Text)+len(m.Extended)) + len(m.Data)*4/3 + 256
 }
 
+// replyEnvelopeBytes is what a reply frame adds around its list of
+// messages: the frame's ID and the reply's other fields (JSON:
+// {"id":18446744073709551615,"d":{"messages":[],"has_more":false}} is 62).
+const replyEnvelopeBytes = 64
+
 // maxAckedConversations bounds the per-session ack map.
 const maxAckedConversations = 10000
 
@@ -962,14 +967,23 @@ func (s *session) history(ctx context.Context, f proto.Frame) {
 		s.fail(f.ID, f.Op, err)
 		return
 	}
+	// The page is cut at the reply budget measured as the codec encodes
+	// each message (a worst-case estimate, as the sync's, cut pages of
+	// ordinary text to a fifth of it: issue 15 item 4).
 	out := proto.HistoryReply{Messages: make([]proto.Message, 0, len(msgs)), HasMore: more}
-	size, budget := 0, s.g.replyBudget()
+	size, budget := replyEnvelopeBytes, s.g.replyBudget()
 	for _, m := range msgs {
-		if size += wireSize(m); size > budget && len(out.Messages) > 0 {
+		w := proto.FromMessage(m, s.user, false)
+		b, err := s.g.codec.Marshal(w)
+		if err != nil {
+			s.fail(f.ID, f.Op, err) // internal: a message always encodes
+			return
+		}
+		if size += len(b) + 1; size > budget && len(out.Messages) > 0 { // + 1: the separator
 			out.HasMore = true // the client pages on from the last message it got
 			break
 		}
-		out.Messages = append(out.Messages, proto.FromMessage(m, s.user, false))
+		out.Messages = append(out.Messages, w)
 	}
 	s.reply(f.ID, out)
 }

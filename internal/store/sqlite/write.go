@@ -49,6 +49,7 @@ type writer struct {
 	savepoint, releaseSavepoint, rollbackTo   *sql.Stmt
 	convByKey, lastOfConv, insertConv         *sql.Stmt
 	insertMembers, original, setRead, upsertC *sql.Stmt
+	dropMembers, dropConv                     *sql.Stmt
 	insertOne, muteSet, muteClear, probe      *sql.Stmt
 	insertMany                                map[int]*sql.Stmt // by row count
 
@@ -72,6 +73,10 @@ type convState struct {
 	id    int64 // conversations.id
 	seq   int64 // last seq stored; 0 when none
 	maxAt int64 // created_max of the last message; math.MinInt64 when none
+	// made: the current transaction created the conversation (and its list
+	// entries). If it stores no message there (every one was a duplicate),
+	// dropUnmade deletes them again: a duplicate touches nothing.
+	made bool
 }
 
 const (
@@ -95,6 +100,8 @@ func (w *writer) statements() []statement {
 		{&w.lastOfConv, "SELECT seq, created_max FROM messages WHERE conv_id = ? ORDER BY seq DESC LIMIT 1"},
 		{&w.insertConv, "INSERT INTO conversations (conv_key, type) VALUES (?, ?)"},
 		{&w.insertMembers, "INSERT INTO members (user_id, conv_id) VALUES (?, ?), (?, ?) ON CONFLICT DO NOTHING"},
+		{&w.dropMembers, "DELETE FROM members WHERE conv_id = ?"},
+		{&w.dropConv, "DELETE FROM conversations WHERE id = ?"},
 		{&w.original, "SELECT " + msgCols + msgFrom + "WHERE m.sender = ? AND m.local_id = ?"},
 		{&w.setRead, `UPDATE members
 			SET read_seq = max(read_seq, min(?3, coalesce((SELECT max(seq) FROM messages WHERE conv_id = members.conv_id), 0)))
@@ -247,6 +254,9 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 		if err := w.insertEach(ectx, msgs, convs, res); err != nil {
 			return nil, err
 		}
+		if err := w.dropUnmade(ectx, msgs, convs); err != nil {
+			return nil, err
+		}
 	}
 	if len(jobs) > 0 {
 		if err := w.insertJobs(ectx, jobs, res); err != nil {
@@ -259,8 +269,33 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 	if err := w.commitTx(ectx); err != nil {
 		return nil, err
 	}
+	for _, cs := range convs {
+		cs.made = false
+	}
 	w.trimCache()
 	return res, nil
+}
+
+// dropUnmade deletes the conversations this transaction created but
+// stored no message in, with their list entries, and forgets them: only
+// duplicates were sent there, and a duplicate must not plant an empty
+// entry in anyone's conversation list. (insertBatch stores every message
+// or none, so only insertEach can leave one.)
+func (w *writer) dropUnmade(ctx context.Context, msgs []*herald.Message, convs []*convState) error {
+	for i, cs := range convs {
+		if !cs.made || cs.seq != 0 {
+			continue
+		}
+		if _, err := w.dropMembers.ExecContext(ctx, cs.id); err != nil {
+			return fmt.Errorf("drop unused conversation: %w", err)
+		}
+		if _, err := w.dropConv.ExecContext(ctx, cs.id); err != nil {
+			return fmt.Errorf("drop unused conversation: %w", err)
+		}
+		cs.made = false
+		delete(w.convs, msgs[i].Conv)
+	}
+	return nil
 }
 
 // abort rolls the transaction back and forgets every cached seq, which may
@@ -301,6 +336,7 @@ func (w *writer) conv(ctx context.Context, m *herald.Message) (*convState, error
 		if cs.id, err = r.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("create conversation: %w", err)
 		}
+		cs.made = true
 		if m.ConvType == herald.ConversationPeer {
 			_, a, b, _ := herald.ParseConversationKey(m.Conv)
 			if _, err := w.insertMembers.ExecContext(ctx, a, cs.id, b, cs.id); err != nil {

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Append/DuplicateWithinBatch", testDuplicateWithinBatch},
 		{"Append/DuplicateKeyIsSenderAndLocalID", testDuplicateKey},
 		{"Append/OnlyDuplicates", testOnlyDuplicates},
+		{"Append/DuplicateTouchesNothing", testDuplicateTouchesNothing},
 		{"Append/InvalidInputStoresNothing", testInvalidInput},
 		{"Append/CancelledContextStoresNothing", testCancelled},
 		{"Append/Concurrent", testConcurrent},
@@ -460,6 +461,71 @@ func testOnlyDuplicates(t *testing.T, f *fixture) {
 	}
 	if got := f.append(t, f.text("bob", "alice"))[0].Message.Seq; got != 4 {
 		t.Errorf("seq after a batch of duplicates = %d, want 4", got)
+	}
+}
+
+// testDuplicateTouchesNothing: a LocalID reused toward someone new is a
+// duplicate, and it must leave no trace there: no conversation in either
+// list, no last seq, nothing to mark read (issue 15 item 2). Each way a
+// duplicate reaches the store is tried: alone, next to a new message (a
+// batch that cannot be stored in one go), and twice in one batch.
+func testDuplicateTouchesNothing(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	orig := f.text("alice", "bob")
+	f.append(t, orig)
+	reuse := func(to, localID string) *herald.Message {
+		m := f.text("alice", to)
+		m.LocalID = localID
+		return m
+	}
+	f.append(t, reuse("carol", orig.LocalID))
+	f.append(t, f.text("alice", "bob"), reuse("dave", orig.LocalID))
+	twice := f.text("alice", "erin")
+	res := f.append(t, f.text("bob", "alice"), reuse("frank", twice.LocalID), twice, reuse("frank", twice.LocalID))
+	if got, want := []bool{res[0].Duplicate, res[1].Duplicate, res[2].Duplicate, res[3].Duplicate}, []bool{false, false, true, true}; !slices.Equal(got, want) {
+		t.Errorf("Duplicate flags of the mixed batch = %v, want %v", got, want)
+	}
+
+	want := map[string][]string{
+		"alice": {herald.PeerConversationKey("alice", "bob"), herald.PeerConversationKey("alice", "frank")},
+		"bob":   {herald.PeerConversationKey("alice", "bob")},
+		"frank": {herald.PeerConversationKey("alice", "frank")},
+		"carol": nil, "dave": nil, "erin": nil,
+	}
+	for user, keys := range want {
+		got := keysOf(f.conversations(t, user, 100))
+		slices.Sort(got)
+		if !slices.Equal(got, keys) {
+			t.Errorf("%s's conversations = %q, want %q", user, got, keys)
+		}
+		last, err := f.s.LastSeqs(ctx, user)
+		if err != nil {
+			t.Fatalf("LastSeqs(%s): %v", user, err)
+		}
+		if len(last) != len(keys) {
+			t.Errorf("%s's last seqs = %v, want %d entries", user, last, len(keys))
+		}
+	}
+	for _, peer := range []string{"carol", "dave", "erin"} {
+		conv := herald.PeerConversationKey("alice", peer)
+		for _, user := range []string{"alice", peer} {
+			err := f.s.SetReadSeq(ctx, user, conv, 1)
+			wantCode(t, fmt.Sprintf("SetReadSeq(%s, %s)", user, conv), err, herald.CodeNotFound)
+		}
+		if got := f.all(t, conv); len(got) != 0 {
+			t.Errorf("%s holds %d messages, want 0", conv, len(got))
+		}
+	}
+
+	// The conversations left untouched start normally afterwards.
+	later := f.text("alice", "carol")
+	if got := f.append(t, later)[0]; got.Duplicate || got.Message.Seq != 1 {
+		t.Errorf("first message to carol: duplicate %v seq %d, want a new message at seq 1", got.Duplicate, got.Message.Seq)
+	}
+	for _, user := range []string{"alice", "carol"} {
+		if c := f.conversation(t, user, later.Conv); c.LastMessage == nil || c.LastMessage.Seq != 1 {
+			t.Errorf("%s's conversation with the other after a first message: last %+v, want seq 1", user, c.LastMessage)
+		}
 	}
 }
 
