@@ -49,8 +49,8 @@ type writer struct {
 	savepoint, releaseSavepoint, rollbackTo   *sql.Stmt
 	convByKey, lastOfConv, insertConv         *sql.Stmt
 	insertMembers, original, setRead, upsertC *sql.Stmt
-	dropMembers, dropConv                     *sql.Stmt
 	insertOne, muteSet, muteClear, probe      *sql.Stmt
+	dropMembers                               *sql.Stmt
 	insertMany                                map[int]*sql.Stmt // by row count
 
 	// Push statements (push.go).
@@ -73,9 +73,9 @@ type convState struct {
 	id    int64 // conversations.id
 	seq   int64 // last seq stored; 0 when none
 	maxAt int64 // created_max of the last message; math.MinInt64 when none
-	// made: the current transaction created the conversation (and its list
-	// entries). If it stores no message there (every one was a duplicate),
-	// dropUnmade deletes them again: a duplicate touches nothing.
+	// made: the current transaction wrote the conversation's list entries.
+	// If it stores no message there (every one was a duplicate), dropUnmade
+	// deletes them again: a duplicate touches nothing.
 	made bool
 }
 
@@ -100,8 +100,9 @@ func (w *writer) statements() []statement {
 		{&w.lastOfConv, "SELECT seq, created_max FROM messages WHERE conv_id = ? ORDER BY seq DESC LIMIT 1"},
 		{&w.insertConv, "INSERT INTO conversations (conv_key, type) VALUES (?, ?)"},
 		{&w.insertMembers, "INSERT INTO members (user_id, conv_id) VALUES (?, ?), (?, ?) ON CONFLICT DO NOTHING"},
-		{&w.dropMembers, "DELETE FROM members WHERE conv_id = ?"},
-		{&w.dropConv, "DELETE FROM conversations WHERE id = ?"},
+		// By primary key: a conversation's members have no index of their
+		// own (members_group holds group rows only).
+		{&w.dropMembers, "DELETE FROM members WHERE user_id IN (?, ?) AND conv_id = ?"},
 		{&w.original, "SELECT " + msgCols + msgFrom + "WHERE m.sender = ? AND m.local_id = ?"},
 		{&w.setRead, `UPDATE members
 			SET read_seq = max(read_seq, min(?3, coalesce((SELECT max(seq) FROM messages WHERE conv_id = members.conv_id), 0)))
@@ -276,21 +277,22 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 	return res, nil
 }
 
-// dropUnmade deletes the conversations this transaction created but
-// stored no message in, with their list entries, and forgets them: only
-// duplicates were sent there, and a duplicate must not plant an empty
-// entry in anyone's conversation list. (insertBatch stores every message
-// or none, so only insertEach can leave one.)
+// dropUnmade deletes the list entries this transaction wrote for a
+// conversation in which it stored no message, and forgets its state: only
+// duplicates were sent there, and a duplicate must not plant an empty entry
+// in anyone's conversation list. The conversations row stays (deleting it
+// would make SQLite check its foreign keys by scanning members and
+// chat_groups); conv writes the entries again with the conversation's
+// first message. (insertBatch stores every message or none, so only
+// insertEach can leave one.)
 func (w *writer) dropUnmade(ctx context.Context, msgs []*herald.Message, convs []*convState) error {
 	for i, cs := range convs {
 		if !cs.made || cs.seq != 0 {
 			continue
 		}
-		if _, err := w.dropMembers.ExecContext(ctx, cs.id); err != nil {
-			return fmt.Errorf("drop unused conversation: %w", err)
-		}
-		if _, err := w.dropConv.ExecContext(ctx, cs.id); err != nil {
-			return fmt.Errorf("drop unused conversation: %w", err)
+		_, a, b, _ := herald.ParseConversationKey(msgs[i].Conv)
+		if _, err := w.dropMembers.ExecContext(ctx, a, b, cs.id); err != nil {
+			return fmt.Errorf("drop unused conversation entries: %w", err)
 		}
 		cs.made = false
 		delete(w.convs, msgs[i].Conv)
@@ -336,23 +338,41 @@ func (w *writer) conv(ctx context.Context, m *herald.Message) (*convState, error
 		if cs.id, err = r.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("create conversation: %w", err)
 		}
-		cs.made = true
 		if m.ConvType == herald.ConversationPeer {
-			_, a, b, _ := herald.ParseConversationKey(m.Conv)
-			if _, err := w.insertMembers.ExecContext(ctx, a, cs.id, b, cs.id); err != nil {
-				return nil, fmt.Errorf("add conversation to lists: %w", err)
+			if err := w.addPeerEntries(ctx, m.Conv, cs); err != nil {
+				return nil, err
 			}
 		}
 	case err != nil:
 		return nil, fmt.Errorf("read conversation: %w", err)
 	default:
 		err := w.lastOfConv.QueryRowContext(ctx, cs.id).Scan(&cs.seq, &cs.maxAt)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		switch {
+		case errors.Is(err, sql.ErrNoRows) && m.ConvType == herald.ConversationPeer:
+			// A peer conversation with no message: only duplicates were
+			// sent there (dropUnmade). Its list entries come with its
+			// first message.
+			if err := w.addPeerEntries(ctx, m.Conv, cs); err != nil {
+				return nil, err
+			}
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
 			return nil, fmt.Errorf("read last seq: %w", err)
 		}
 	}
 	w.convs[m.Conv] = cs
 	return cs, nil
+}
+
+// addPeerEntries writes both participants' list entries for the peer
+// conversation conv and marks cs made, so that dropUnmade removes them if
+// the transaction stores no message there.
+func (w *writer) addPeerEntries(ctx context.Context, conv string, cs *convState) error {
+	_, a, b, _ := herald.ParseConversationKey(conv)
+	if _, err := w.insertMembers.ExecContext(ctx, a, cs.id, b, cs.id); err != nil {
+		return fmt.Errorf("add conversation to lists: %w", err)
+	}
+	cs.made = true
+	return nil
 }
 
 // repeatsKey reports whether two of msgs share (From, LocalID).
