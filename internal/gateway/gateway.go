@@ -147,6 +147,7 @@ type Gateway struct {
 	drained chan struct{} // closed when closing and conns is empty
 
 	poller    *poller // nil: every session reads with its own goroutine
+	sweepOnce sync.Once
 	stopSweep chan struct{}
 	swept     chan struct{}
 
@@ -186,9 +187,16 @@ func New(c Chat, cfg Config) *Gateway {
 		g.poller = p
 	}
 	g.stopSweep, g.swept = make(chan struct{}), make(chan struct{})
-	go g.sweepLoop()
+	if c != nil {
+		g.startSweep()
+	}
 	return g
 }
+
+// startSweep starts the sweeper, once. It runs only once the gateway has
+// its Chat (New with a Chat, or SetChat): the sweeper stores acks through
+// it, so it never reads the field while SetChat writes it.
+func (g *Gateway) startSweep() { g.sweepOnce.Do(func() { go g.sweepLoop() }) }
 
 // markDirty queues s for the next cursor flush.
 func (g *Gateway) markDirty(s *session) {
@@ -283,8 +291,17 @@ func (g *Gateway) sweepLoop() {
 	}
 }
 
-// SetChat wires the chat service after construction (the two refer to each other).
-func (g *Gateway) SetChat(c Chat) { g.chat = c }
+// SetChat wires the chat service after construction (the two refer to
+// each other), on a gateway made with a nil Chat, before it serves; it
+// starts the sweeper. It panics when the gateway has a Chat already: the
+// sweeper may be reading it.
+func (g *Gateway) SetChat(c Chat) {
+	if g.chat != nil || c == nil {
+		panic("gateway: SetChat on a gateway that has a Chat, or with nil")
+	}
+	g.chat = c
+	g.startSweep()
+}
 
 // Stats returns a snapshot of the counters.
 func (g *Gateway) Stats() Stats {
@@ -394,6 +411,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = errors.Join(errors.New("gateway: sessions still open at shutdown"), ctx.Err())
 	}
+	// A sweeper never started (no Chat was set) has nothing to stop.
+	g.sweepOnce.Do(func() { close(g.swept) })
 	close(g.stopSweep)
 	<-g.swept
 	g.poller.close()

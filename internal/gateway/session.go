@@ -51,8 +51,11 @@ type session struct {
 	loggedIn     atomic.Bool
 
 	// deadline is when the session times out (Unix ns): the login timeout
-	// until login, then the heartbeat timeout after the last frame read.
+	// until login; none from the login until sync_done has been written;
+	// then the heartbeat timeout after sync_done or the last bytes read,
+	// whichever came later. beating is set when the heartbeat clock runs.
 	deadline atomic.Int64
+	beating  atomic.Bool
 
 	// Send rate limit: a token bucket used by the reader only.
 	tokens     float64
@@ -93,6 +96,9 @@ type session struct {
 type outFrame struct {
 	op      ws.OpCode
 	payload []byte
+	// startsHeartbeat marks sync_done: once it is written, the heartbeat
+	// clock starts (see writeLoop).
+	startsHeartbeat bool
 }
 
 type liveMsg struct {
@@ -137,7 +143,7 @@ func (s *session) readLoop(buffered []byte) {
 
 // consume parses and handles the bytes read; false means stop reading.
 func (s *session) consume(data []byte) bool {
-	if s.loggedIn.Load() {
+	if s.beating.Load() {
 		s.deadline.Store(s.g.cfg.Now().Add(s.g.cfg.HeartbeatTimeout).UnixNano())
 	}
 	err := s.fr.feed(data, s.onPing, func(op ws.OpCode, payload []byte) bool {
@@ -257,15 +263,20 @@ func frameCost(payload []byte) int { return len(payload) + 64 }
 // larger than the limit is let into an empty queue, so a large reply
 // cannot make a client that keeps up reconnect for ever.
 func (s *session) enqueueLocked(op ws.OpCode, payload []byte) bool {
+	return s.enqueueFrameLocked(outFrame{op: op, payload: payload})
+}
+
+// enqueueFrameLocked is enqueueLocked for a frame with its marks.
+func (s *session) enqueueFrameLocked(f outFrame) bool {
 	if s.closed || s.closeCode != 0 {
 		return false
 	}
-	cost := frameCost(payload)
+	cost := frameCost(f.payload)
 	if s.queued > 0 && s.queued+cost > s.g.cfg.SendQueueBytes {
 		s.slowLocked()
 		return false
 	}
-	s.queue = append(s.queue, outFrame{op, payload})
+	s.queue = append(s.queue, f)
 	s.queued += cost
 	s.startWriterLocked()
 	return true
@@ -315,10 +326,11 @@ func (s *session) writeLoop() {
 		s.mu.Unlock()
 
 		buf := (*bp)[:0]
-		written := 0
+		written, beat := 0, false
 		for _, f := range q {
 			buf = appendFrame(buf, f.op, f.payload)
 			written += frameCost(f.payload)
+			beat = beat || f.startsHeartbeat
 		}
 		last := len(q) == 0 // only the close frame is left
 		if last {
@@ -328,6 +340,13 @@ func (s *session) writeLoop() {
 		_, err := s.conn.Write(buf)
 		if cap(buf) <= 1<<20 {
 			*bp = buf
+		}
+		if err == nil && beat {
+			// sync_done is out: the heartbeat clock starts now, not when
+			// the sync was queued, so a client that reads a long sync
+			// slowly has the whole timeout after it to ping.
+			s.deadline.Store(s.g.cfg.Now().Add(s.g.cfg.HeartbeatTimeout).UnixNano())
+			s.beating.Store(true)
 		}
 		// Frames count against the queue until written: a client that
 		// stalls a write cannot make the server hold more than the limit.
@@ -600,7 +619,9 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	s.mu.Unlock()
 	s.loggedIn.Store(true)
 	// The sync below may outlast a heartbeat interval, and frames are not
-	// read meanwhile: the heartbeat clock starts when it is done.
+	// read meanwhile: the heartbeat clock starts when sync_done has been
+	// written (writeLoop). Until then a client that stops reading is cut
+	// off by the write timeout instead.
 	s.deadline.Store(math.MaxInt64)
 	kick, reason, ok := s.g.register(s)
 	if !ok {
@@ -656,7 +677,6 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 
 	s.emitLogin()
 	covered, count, err := s.g.chat.Sync(ctx, s.user, s.device, given, s.sendSyncPage)
-	s.deadline.Store(cfg.Now().Add(cfg.HeartbeatTimeout).UnixNano())
 	if err != nil {
 		if !errors.Is(err, errSessionClosed) {
 			s.g.log.Error("offline sync failed", append(s.logger(), "err", err)...)
@@ -666,7 +686,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	}
 	done, _ := s.g.encodeEvent(proto.EvSyncDone, proto.SyncDone{Count: count})
 	s.mu.Lock()
-	s.enqueueLocked(ws.OpText, done)
+	s.enqueueFrameLocked(outFrame{op: ws.OpText, payload: done, startsHeartbeat: true})
 	for _, p := range s.pending {
 		if p.seq == 0 || p.seq > covered[p.conv] {
 			s.enqueueLocked(ws.OpText, p.frame)

@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/proto"
+)
+
+// dialSmallWindow dials like dialRaw with a small receive buffer, so what
+// the server writes waits in its own queue instead of the client's kernel.
+func dialSmallWindow(t *testing.T, url string) *rawConn {
+	t.Helper()
+	nd := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 8<<10) })
+		return errors.Join(err, serr)
+	}}
+	d := ws.Dialer{Protocols: []string{proto.Subprotocol}, Timeout: 5 * time.Second, NetDial: nd.DialContext}
+	conn, _, _, err := d.Dial(context.Background(), url)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &rawConn{t: t, conn: conn}
+}
+
+// TestSlowSyncKeepsSession (issue 15 item 1): the heartbeat clock starts
+// when sync_done has been written, not when the sync was queued
+// (protocol.md §4.1, §8, §13). bob's offline sync is several megabytes; he
+// stalls on it for more than twice the heartbeat timeout, pinging nothing
+// (as the protocol allows), then reads it; his ping after sync_done is
+// answered instead of the session ending with 4002.
+func TestSlowSyncKeepsSession(t *testing.T) {
+	const timeout = time.Second
+	srv := startServer(t, func(c *config.Config) {
+		c.HeartbeatInterval = timeout / 4
+		c.HeartbeatTimeout = timeout
+		c.SendsPerSecond, c.SendBurst = 1e6, 1e6
+		// A queue that holds the whole sync: the server queues all of it at
+		// once, and only the socket's pace says when sync_done goes out.
+		c.SendQueueBytes = 64 << 20
+	})
+
+	// ~8 MB of backlog: more than the kernel buffers between the two ends.
+	const n = 1000
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	body := strings.Repeat("x", 8000)
+	first := alice.nextID + 1
+	for i := range n {
+		alice.request(proto.OpSend, text("bob", "m"+strconv.Itoa(i), body))
+	}
+	for id := first; id < first+n; id++ {
+		if f := alice.reply(id); f.Err != nil {
+			t.Fatalf("send %d: %s", id, f.Err.Message)
+		}
+	}
+
+	bob := dialSmallWindow(t, srv.URL())
+	if f := bob.reply(bob.request(proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "bob", Token: mint(t, "bob", time.Hour), DeviceID: "phone"})); f.Err != nil {
+		t.Fatalf("login: %s", f.Err.Message)
+	}
+	time.Sleep(2*timeout + timeout/2) // the slow client: reads nothing, pings nothing
+	start := time.Now()
+	got := 0
+	for {
+		f, err := bob.read(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d synced messages: %v", got, err)
+		}
+		if f.Ev == proto.EvSyncDone {
+			break
+		}
+		if f.Ev == proto.EvSync {
+			var ev proto.SyncEvent
+			if err := json.Unmarshal(f.Data, &ev); err != nil {
+				t.Fatal(err)
+			}
+			got += len(ev.Messages)
+		}
+	}
+	if got != n {
+		t.Errorf("synced %d messages, want %d", got, n)
+	}
+	if took := time.Since(start); took > timeout/2 {
+		t.Logf("reading the sync took %s", took)
+	}
+	// The first ping after sync_done is answered: the session is alive.
+	if f := bob.reply(bob.request(proto.OpPing, struct{}{})); f.Err != nil {
+		t.Fatalf("ping: %s", f.Err.Message)
+	}
+}
