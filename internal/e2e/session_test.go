@@ -101,3 +101,35 @@ func TestSlowSyncKeepsSession(t *testing.T) {
 		t.Fatalf("ping: %s", f.Err.Message)
 	}
 }
+
+// TestKeysAreExactCase (issue 15 item 5): a frame whose keys differ only in
+// case, or repeat, is refused whole; Go's case-insensitive decoding used to
+// read {"op":"ping","OP":"logout"} as a logout.
+func TestKeysAreExactCase(t *testing.T) {
+	srv := startServer(t, nil)
+	c := dialRaw(t, srv.URL())
+	c.login("alice", "phone")
+	for _, frame := range []string{
+		`{"op":"ping","OP":"logout"}`,
+		`{"id":7,"op":"ping","op":"logout"}`,
+		`{"id":8,"Op":"logout"}`,
+	} {
+		c.writeRaw([]byte(frame))
+		f := c.until(func(f proto.Frame) bool { return f.Ev == proto.EvError || f.ID != 0 })
+		var e proto.Error
+		if f.Err != nil {
+			e = *f.Err
+		} else {
+			json.Unmarshal(f.Data, &e)
+		}
+		if e.Code != "invalid_argument" {
+			t.Errorf("%s: answered %+v, want invalid_argument", frame, f)
+		}
+	}
+	c.writeRaw([]byte(`{"id":9,"op":"ack","d":{"conv_id":"bob","seq":1,"SEQ":5}}`))
+	if f := c.reply(9); f.Err == nil || f.Err.Code != "invalid_argument" {
+		t.Errorf("ack with seq and SEQ: %+v, want invalid_argument", f)
+	}
+	// Still logged in: nothing above was read as a logout.
+	c.call(proto.OpConversations, struct{}{}, nil)
+}
