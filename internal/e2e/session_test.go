@@ -133,3 +133,54 @@ func TestKeysAreExactCase(t *testing.T) {
 	// Still logged in: nothing above was read as a logout.
 	c.call(proto.OpConversations, struct{}{}, nil)
 }
+
+// TestBadCloseCodeIsProtocolError (issue 15 item 6): a client close frame
+// with a code no endpoint may send (999) is answered with 1002, not 1000.
+func TestBadCloseCodeIsProtocolError(t *testing.T) {
+	srv := startServer(t, nil)
+	for _, tt := range []struct {
+		code ws.StatusCode
+		want int
+	}{{999, proto.CloseProtocolError}, {1000, proto.CloseNormal}} {
+		c := dialRaw(t, srv.URL())
+		c.login("alice", "phone")
+		if err := ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(tt.code, "")))); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.expectClose(); got != tt.want {
+			t.Errorf("client close %d: answered %d, want %d", tt.code, got, tt.want)
+		}
+	}
+}
+
+// TestEmptyFieldsAndMissingSeq (issue 15 item 6): a group event's group
+// leaves out the receiver's membership fields rather than sending them
+// empty, and ack or mark_read without a seq is refused, naming it.
+func TestEmptyFieldsAndMissingSeq(t *testing.T) {
+	srv := startServer(t, nil)
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	bob := dialRaw(t, srv.URL())
+	bob.login("bob", "phone")
+	alice.call(proto.OpCreateGroup, proto.CreateGroupRequest{GroupID: "hikers", Members: []string{"bob"}}, nil)
+	ev := bob.until(func(f proto.Frame) bool { return f.Ev == proto.EvGroupChanged })
+	var raw struct {
+		Group map[string]json.RawMessage `json:"group"`
+	}
+	if err := json.Unmarshal(ev.Data, &raw); err != nil || raw.Group == nil {
+		t.Fatalf("group_changed %s: %v, want a group", ev.Data, err)
+	}
+	for _, k := range []string{"role", "join_seq", "joined_at"} {
+		if v, ok := raw.Group[k]; ok {
+			t.Errorf("group_changed carries %q: %s; empty fields are left out", k, v)
+		}
+	}
+
+	for _, op := range []string{proto.OpAck, proto.OpMarkRead} {
+		f := alice.reply(alice.request(op, map[string]string{"conv_type": "group", "conv_id": "hikers"}))
+		if f.Err == nil || f.Err.Code != "invalid_argument" || !strings.Contains(f.Err.Message, "seq") {
+			t.Errorf("%s without seq: %+v, want invalid_argument naming seq", op, f.Err)
+		}
+	}
+	alice.call(proto.OpAck, proto.AckRequest{ConvType: "group", ConvID: "hikers", Seq: 0}, nil)
+}

@@ -528,8 +528,8 @@ func (s *session) handle(payload []byte) {
 		proto.OpUpdateGroup, proto.OpGroupInfo, proto.OpGroupMembers, proto.OpGroups:
 		s.groupOp(ctx, f)
 	case proto.OpMarkRead:
-		var req proto.MarkReadRequest
-		if !s.decode(f, &req) {
+		req, ok := s.decodeSeq(f)
+		if !ok {
 			return
 		}
 		ct, err := proto.ParseConvType(req.ConvType)
@@ -848,9 +848,31 @@ func cursorKey(user, convType, convID string, seq int64) (string, error) {
 	return chat.ConversationKey(user, ct, convID)
 }
 
-func (s *session) ack(f proto.Frame) {
-	var req proto.AckRequest
+// seqRequest is the payload of ack and mark_read as the gateway reads it:
+// Seq is a pointer so a missing seq is refused rather than read as 0.
+type seqRequest struct {
+	ConvType string `json:"conv_type"`
+	ConvID   string `json:"conv_id"`
+	Seq      *int64 `json:"seq"`
+}
+
+// decodeSeq decodes an ack or mark_read payload; false when it failed
+// (answered).
+func (s *session) decodeSeq(f proto.Frame) (proto.AckRequest, bool) {
+	var req seqRequest
 	if !s.decode(f, &req) {
+		return proto.AckRequest{}, false
+	}
+	if req.Seq == nil {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "seq is missing"))
+		return proto.AckRequest{}, false
+	}
+	return proto.AckRequest{ConvType: req.ConvType, ConvID: req.ConvID, Seq: *req.Seq}, true
+}
+
+func (s *session) ack(f proto.Frame) {
+	req, ok := s.decodeSeq(f)
+	if !ok {
 		return
 	}
 	key, err := cursorKey(s.user, req.ConvType, req.ConvID, req.Seq)
