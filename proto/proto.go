@@ -291,17 +291,27 @@ type HistoryReply struct {
 	HasMore  bool      `json:"has_more"`
 }
 
-// ConversationsRequest lists the user's conversations, most recent first.
+// ConversationsRequest lists a page of the user's conversations, most
+// recent first.
 type ConversationsRequest struct {
 	Limit int `json:"limit,omitempty"` // default 100, at most 1000
+	// After is the previous page's Next: the page starts after it. Empty:
+	// from the most recent conversation.
+	After string `json:"after,omitempty"`
 }
 
-// ConversationsReply is the conversation list.
+// ConversationsReply is one page of the conversation list. A page holds up
+// to Limit conversations, fewer when their encoding would pass the reply
+// budget (about 256 KiB; at least one conversation).
 type ConversationsReply struct {
 	Conversations []Conversation `json:"conversations"`
-	// TotalUnread sums Unread over the listed conversations that are not
+	// TotalUnread sums Unread over this page's conversations that are not
 	// muted (ZIM's total unread count leaves do-not-disturb ones out).
 	TotalUnread int `json:"total_unread"`
+	// HasMore says whether another page follows; Next is then the After
+	// of the next page (opaque).
+	HasMore bool   `json:"has_more"`
+	Next    string `json:"next,omitempty"`
 }
 
 // Conversation is one entry in the list.

@@ -23,7 +23,7 @@ type Store interface {
 	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
 	History(ctx context.Context, conv string, q store.HistoryQuery) ([]*herald.Message, error)
 	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
-	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
+	ConversationsAfter(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error)
 	SetReadSeq(ctx context.Context, user, conv string, seq int64) error
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
 	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
@@ -567,15 +567,15 @@ func (s *Service) History(ctx context.Context, user string, t herald.Conversatio
 	return msgs, false, nil
 }
 
-// Conversations lists user's conversations. limit 0 means 100; at most 1000.
-func (s *Service) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
-	switch {
-	case limit == 0:
-		limit = 100
-	case limit < 0 || limit > 1000:
+// Conversations lists up to limit (1-1000) of user's conversations from
+// just after the position after (nil: from the start), in the order of
+// store.ConversationsAfter. The gateway reads a client's page in chunks of
+// it (session.conversations).
+func (s *Service) Conversations(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error) {
+	if limit <= 0 || limit > 1000 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit)
 	}
-	cs, err := s.st.Conversations(ctx, user, limit)
+	cs, err := s.st.ConversationsAfter(ctx, user, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("conversations: %w", err)
 	}

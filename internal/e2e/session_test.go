@@ -184,3 +184,88 @@ func TestEmptyFieldsAndMissingSeq(t *testing.T) {
 	}
 	alice.call(proto.OpAck, proto.AckRequest{ConvType: "group", ConvID: "hikers", Seq: 0}, nil)
 }
+
+// TestConversationsPaged (issue 15 item 8): a user with many large
+// conversations gets pages bounded in bytes that together list every
+// conversation once, through the protocol and the SDK, and the list uses
+// the session's request budget like a send.
+func TestConversationsPaged(t *testing.T) {
+	const burst, convs = 100, 40
+	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst = 1, burst })
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	body := strings.Repeat("<", 8000) // escaped, 6 bytes each on the wire
+	for i := range convs {
+		alice.call(proto.OpSend, text("b"+strconv.Itoa(i), "m"+strconv.Itoa(i), body), nil)
+	}
+	used := convs
+
+	seen := map[string]bool{}
+	after, pages := "", 0
+	for {
+		f := alice.reply(alice.request(proto.OpConversations, proto.ConversationsRequest{Limit: 1000, After: after}))
+		used++
+		if f.Err != nil {
+			t.Fatalf("conversations page %d: %s: %s", pages, f.Err.Code, f.Err.Message)
+		}
+		if len(f.Data) > 256<<10+60<<10 {
+			t.Errorf("page %d is %d bytes, want about 256 KiB at most", pages, len(f.Data))
+		}
+		var page proto.ConversationsReply
+		if err := json.Unmarshal(f.Data, &page); err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if len(page.Conversations) == 0 {
+			t.Fatalf("page %d is empty", pages)
+		}
+		for _, c := range page.Conversations {
+			if seen[c.ConvID] {
+				t.Errorf("%s listed twice", c.ConvID)
+			}
+			seen[c.ConvID] = true
+			if c.LastMessage == nil || c.LastMessage.Text != body {
+				t.Errorf("%s: last message %+v, want the 8000-byte text", c.ConvID, c.LastMessage)
+			}
+		}
+		if !page.HasMore {
+			break
+		}
+		if page.Next == "" {
+			t.Fatal("has_more without next")
+		}
+		after = page.Next
+	}
+	if len(seen) != convs || pages < 2 {
+		t.Errorf("listed %d conversations in %d pages, want %d in several", len(seen), pages, convs)
+	}
+	if f := alice.reply(alice.request(proto.OpConversations, proto.ConversationsRequest{After: "nonsense"})); f.Err == nil || f.Err.Code != "invalid_argument" {
+		t.Errorf("after \"nonsense\": %+v, want invalid_argument", f.Err)
+	}
+	used++
+
+	// The SDK pages by itself.
+	sdk := newClient(t, srv.URL(), "alice-laptop", newInbox())
+	login(t, sdk, "alice")
+	list, err := sdk.QueryConversationList(context.Background(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != convs {
+		t.Errorf("QueryConversationList(100) has %d conversations, want %d", len(list), convs)
+	}
+
+	// The budget runs out: the list is not free of the rate limit.
+	for i := 0; ; i++ {
+		code := alice.callErr(proto.OpConversations, proto.ConversationsRequest{Limit: 1})
+		if code == "rate_limited" {
+			break
+		}
+		if code != "" {
+			t.Fatalf("conversations: %s", code)
+		}
+		if i > 2*burst {
+			t.Fatalf("%d conversations requests after %d sends and pages were never rate limited (burst %d)", i, used, burst)
+		}
+	}
+}

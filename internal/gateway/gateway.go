@@ -31,7 +31,9 @@ type Chat interface {
 	Send(from string, origin chat.SessionID, m *herald.Message, done func(chat.SendResult, error))
 	Sync(ctx context.Context, user, device string, given map[string]int64, page func([]*herald.Message) error) (map[string]int64, int, error)
 	History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error)
-	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
+	// Conversations lists 1-1000 of user's conversations after a position
+	// (nil: from the start).
+	Conversations(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error)
 	MarkRead(ctx context.Context, user string, t herald.ConversationType, id string, seq int64) error
 	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
 	GroupOps

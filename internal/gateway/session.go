@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -963,32 +964,124 @@ func (s *session) history(ctx context.Context, f proto.Frame) {
 	s.reply(f.ID, out)
 }
 
+// convChunk is how many conversations the gateway reads from the store at
+// a time while it fills a page: the reply budget, not the client's limit,
+// bounds what one request holds in memory.
+const convChunk = 50
+
+// conversations answers one page of the user's conversation list: up to
+// the request's limit, cut short at the reply budget. It takes a token
+// from the session's request budget like a send: each call reads the
+// store for every conversation it lists.
 func (s *session) conversations(ctx context.Context, f proto.Frame) {
 	var req proto.ConversationsRequest
 	if !s.decode(f, &req) {
 		return
 	}
-	cs, err := s.g.chat.Conversations(ctx, s.user, req.Limit)
-	if err != nil {
-		s.fail(f.ID, f.Op, err)
+	if !s.allowSend() {
+		s.g.stats.sendsLimited.Add(1)
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeRateLimited, "more than %d sends and list requests per second", s.g.cfg.SendsPerSecond))
 		return
 	}
-	out := proto.ConversationsReply{Conversations: make([]proto.Conversation, len(cs))}
-	for i, c := range cs {
-		if !c.Muted {
-			out.TotalUnread += c.Unread
+	limit := req.Limit
+	switch {
+	case limit == 0:
+		limit = 100
+	case limit < 0 || limit > 1000:
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit))
+		return
+	}
+	var after *store.ConversationCursor
+	if req.After != "" {
+		cur, err := parseConvCursor(s.user, req.After)
+		if err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
 		}
-		pc := proto.Conversation{
-			ConvType: proto.ConvTypeName(c.Type), ConvID: c.ID, ReadSeq: c.ReadSeq, Unread: c.Unread,
-			NotificationStatus: proto.NotificationStatusName(c.Muted),
+		after = &cur
+	}
+	out := proto.ConversationsReply{Conversations: []proto.Conversation{}}
+	size, budget := 0, s.g.replyBudget()
+	var last herald.Conversation
+fill:
+	for {
+		// One more than the page needs, to tell whether another follows.
+		want := min(convChunk, limit-len(out.Conversations)+1)
+		cs, err := s.g.chat.Conversations(ctx, s.user, after, want)
+		if err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
 		}
-		if c.LastMessage != nil {
-			w := proto.FromMessage(c.LastMessage, s.user, false)
-			pc.LastMessage = &w
+		for _, c := range cs {
+			n := 256 + len(c.Key)
+			if c.LastMessage != nil {
+				n += wireSize(c.LastMessage)
+			}
+			if len(out.Conversations) == limit || size+n > budget && len(out.Conversations) > 0 {
+				out.HasMore = true
+				break fill
+			}
+			size += n
+			out.Conversations = append(out.Conversations, s.convEntry(c))
+			if !c.Muted {
+				out.TotalUnread += c.Unread
+			}
+			last = c
 		}
-		out.Conversations[i] = pc
+		if len(cs) < want {
+			break
+		}
+		cur := store.CursorOf(cs[len(cs)-1])
+		after = &cur
+	}
+	if out.HasMore {
+		out.Next = formatConvCursor(last)
 	}
 	s.reply(f.ID, out)
+}
+
+func (s *session) convEntry(c herald.Conversation) proto.Conversation {
+	pc := proto.Conversation{
+		ConvType: proto.ConvTypeName(c.Type), ConvID: c.ID, ReadSeq: c.ReadSeq, Unread: c.Unread,
+		NotificationStatus: proto.NotificationStatusName(c.Muted),
+	}
+	if c.LastMessage != nil {
+		w := proto.FromMessage(c.LastMessage, s.user, false)
+		pc.LastMessage = &w
+	}
+	return pc
+}
+
+// formatConvCursor writes the position after c as the reply's next:
+// "<last message ID>:<conv_type>:<conv_id>", opaque to clients.
+func formatConvCursor(c herald.Conversation) string {
+	cur := store.CursorOf(c)
+	return strconv.FormatInt(cur.LastID, 10) + ":" + proto.ConvTypeName(c.Type) + ":" + c.ID
+}
+
+// parseConvCursor reads a request's after, for user's list.
+func parseConvCursor(user, s string) (store.ConversationCursor, error) {
+	bad := func() (store.ConversationCursor, error) {
+		return store.ConversationCursor{}, herald.Errorf(herald.CodeInvalidArgument, "after %q is not a next of a conversations reply", s)
+	}
+	id, rest, ok := strings.Cut(s, ":")
+	typ, conv, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 {
+		return bad()
+	}
+	lastID, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || lastID < 0 {
+		return bad()
+	}
+	ct, err := proto.ParseConvType(typ)
+	if err != nil {
+		return bad()
+	}
+	key, err := chat.ConversationKey(user, ct, conv)
+	if err != nil {
+		return bad()
+	}
+	return store.ConversationCursor{LastID: lastID, Key: key}, nil
 }
 
 // pushOp runs the push registration operations, always for the session's

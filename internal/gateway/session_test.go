@@ -30,7 +30,7 @@ func (c noChat) History(context.Context, string, herald.ConversationType, string
 	c.t.Error("unexpected History")
 	return nil, false, nil
 }
-func (c noChat) Conversations(context.Context, string, int) ([]herald.Conversation, error) {
+func (c noChat) Conversations(context.Context, string, *store.ConversationCursor, int) ([]herald.Conversation, error) {
 	c.t.Error("unexpected Conversations")
 	return nil, nil
 }

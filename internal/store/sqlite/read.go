@@ -57,14 +57,19 @@ func (s *Store) messageReadStatements() []statement {
 		// a group without a later one has no last message and sorts with
 		// the conversations without messages. read_seq starts at join_seq,
 		// so the unread count needs no join_seq of its own.
+		// ?3 and ?4 are the position to start after (ConversationsAfter):
+		// a last message ID (0 for none) and a key; the first page starts
+		// after (MaxInt64, "").
 		{&s.stmtConversations, `WITH page AS (
-				SELECT mb.conv_id, mb.read_seq, l.id AS last_id
+				SELECT mb.conv_id, mb.read_seq, l.id AS last_id, k.conv_key AS conv_key
 				FROM members mb
+				JOIN conversations k ON k.id = mb.conv_id
 				LEFT JOIN messages l ON l.conv_id = mb.conv_id
 					AND l.seq = (SELECT max(seq) FROM messages WHERE conv_id = mb.conv_id)
 					AND l.seq > mb.join_seq
 				WHERE mb.user_id = ?1
-				ORDER BY last_id IS NULL, last_id DESC, mb.conv_id
+					AND (coalesce(l.id, 0) < ?3 OR coalesce(l.id, 0) = ?3 AND k.conv_key > ?4)
+				ORDER BY coalesce(last_id, 0) DESC, conv_key
 				LIMIT ?2)
 			SELECT c.conv_key, c.type, p.read_seq,
 				(SELECT count(*) FROM messages u WHERE u.conv_id = p.conv_id AND u.seq > p.read_seq AND u.sender <> ?1),
@@ -74,7 +79,7 @@ func (s *Store) messageReadStatements() []statement {
 			FROM page p
 			JOIN conversations c ON c.id = p.conv_id
 			LEFT JOIN messages m ON m.id = p.last_id
-			ORDER BY p.last_id IS NULL, p.last_id DESC, p.conv_id`},
+			ORDER BY coalesce(p.last_id, 0) DESC, p.conv_key`},
 		{&s.stmtCursors, "SELECT conv_key, seq FROM cursors WHERE user_id = ? AND device = ?"},
 		{&s.stmtMuted, "SELECT user_id, conv_key FROM mutes ORDER BY user_id, conv_key"},
 	}
@@ -284,6 +289,11 @@ func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, er
 
 // Conversations implements store.Store.
 func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
+	return s.ConversationsAfter(ctx, user, nil, limit)
+}
+
+// ConversationsAfter implements store.Store.
+func (s *Store) ConversationsAfter(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error) {
 	switch {
 	case user == "":
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
@@ -293,7 +303,11 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.stmtConversations.QueryContext(ctx, user, limit)
+	pos := store.ConversationCursor{LastID: math.MaxInt64}
+	if after != nil {
+		pos = *after
+	}
+	rows, err := s.stmtConversations.QueryContext(ctx, user, limit, pos.LastID, pos.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: conversations: %w", err)
 	}

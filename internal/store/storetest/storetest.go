@@ -86,6 +86,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Group/MessageInvalid", testGroupMessageInvalid},
 		{"Group/Mentions", testGroupMentions},
 		{"Group/Conversations", testGroupConversations},
+		{"Conversations/Pages", testConversationsPages},
 		{"Call/SaveAndGet", testCallSaveAndGet},
 		{"Call/Jobs", testCallJobs},
 		{"Call/Invalid", testCallInvalid},
