@@ -244,8 +244,12 @@ type Message struct {
 	SubType  int32    `json:"sub_type,omitempty"`
 	Extended string   `json:"extended_data,omitempty"`
 	Mentions []string `json:"mentions,omitempty"`
-	Time     int64    `json:"ts"`                // server time, ms since the Unix epoch
-	Offline  bool     `json:"offline,omitempty"` // delivered by the offline sync
+	// FromDevice is the device_id that sent the message, on the sending
+	// user's own messages only (to anyone else it is absent), so a device
+	// can tell its own sends from those of the user's other devices.
+	FromDevice string `json:"from_device,omitempty"`
+	Time       int64  `json:"ts"`                // server time, ms since the Unix epoch
+	Offline    bool   `json:"offline,omitempty"` // delivered by the offline sync
 }
 
 // SyncEvent carries a page of messages the device missed, in seq order within

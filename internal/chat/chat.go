@@ -431,7 +431,8 @@ func withoutPush(m *herald.Message) *herald.Message {
 // Sync sends device what it missed: for each of user's conversations, the
 // messages after the device's cursor (given overrides what the server
 // recorded from acks) and within the offline retention window, in seq order,
-// through page. It returns, per conversation, the seq the device is known
+// through page, but for the messages device itself sent (withoutOwnSends).
+// It returns, per conversation, the seq the device is known
 // to have after the sync (its cursor or the last message sent), so the
 // caller can drop live messages the sync already covered.
 func (s *Service) Sync(ctx context.Context, user, device string, given map[string]int64, page func([]*herald.Message) error) (covered map[string]int64, count int, err error) {
@@ -481,18 +482,42 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 			if len(msgs) == 0 {
 				break
 			}
-			if err := page(msgs); err != nil {
-				return nil, count, err
-			}
-			count += len(msgs)
 			after = msgs[len(msgs)-1].Seq
 			covered[conv] = after
+			if rest := withoutOwnSends(msgs, user, device); len(rest) > 0 {
+				if err := page(rest); err != nil {
+					return nil, count, err
+				}
+				count += len(rest)
+			}
 			if len(msgs) < s.cfg.SyncPage {
 				break
 			}
 		}
 	}
 	return covered, count, nil
+}
+
+// withoutOwnSends returns msgs without those device of user sent itself:
+// the device has them (its send was answered, or a resend with the same
+// local_id answers it), so the sync leaves them out, while what the user
+// sent from other devices (or through the server API) is synced like any
+// message. The sync's position still passes their seqs.
+func withoutOwnSends(msgs []*herald.Message, user, device string) []*herald.Message {
+	var out []*herald.Message // nil until one is left out
+	for i, m := range msgs {
+		own := m.From == user && m.FromDevice == device
+		switch {
+		case own && out == nil:
+			out = append(make([]*herald.Message, 0, len(msgs)-1), msgs[:i]...)
+		case !own && out != nil:
+			out = append(out, m)
+		}
+	}
+	if out == nil {
+		return msgs
+	}
+	return out
 }
 
 // ConversationKey maps a client's (type, id) to the key of a conversation

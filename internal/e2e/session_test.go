@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -267,5 +268,87 @@ func TestConversationsPaged(t *testing.T) {
 		if i > 2*burst {
 			t.Fatalf("%d conversations requests after %d sends and pages were never rate limited (burst %d)", i, used, burst)
 		}
+	}
+}
+
+// TestSyncLeavesOutOwnSends (issue 15 item 3): a device's offline sync does
+// not hand back as received what that device sent, acked or not; what the
+// same user sent from another device, or received, is synced as before.
+func TestSyncLeavesOutOwnSends(t *testing.T) {
+	srv := startServer(t, nil)
+	phone := dialRaw(t, srv.URL())
+	phone.login("alice", "phone")
+	phone.call(proto.OpSend, text("bob", "p1", "from the phone"), nil)
+	bob := dialRaw(t, srv.URL())
+	bob.login("bob", "phone")
+	bob.call(proto.OpSend, text("alice", "b1", "from bob"), nil)
+	phone.call(proto.OpSend, text("bob", "p2", "from the phone again"), nil)
+	laptop := dialRaw(t, srv.URL())
+	laptop.login("alice", "laptop")
+	laptop.call(proto.OpSend, text("bob", "l1", "from the laptop"), nil)
+	phone.conn.Close() // the app is killed: nothing was acked
+
+	texts := func(msgs []proto.Message) []string {
+		var out []string
+		for _, m := range msgs {
+			out = append(out, m.Text)
+		}
+		return out
+	}
+	devices := func(msgs []proto.Message) []string {
+		var out []string
+		for _, m := range msgs {
+			out = append(out, m.FromDevice)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		device            string
+		want, wantDevices []string
+	}{
+		{"phone", []string{"from bob", "from the laptop"}, []string{"", "laptop"}},
+		{"laptop", []string{"from the phone", "from bob", "from the phone again"}, []string{"phone", "", "phone"}},
+	} {
+		c := dialRaw(t, srv.URL())
+		synced := c.login("alice", tt.device)
+		if got := texts(synced); !slices.Equal(got, tt.want) {
+			t.Errorf("alice's %s synced %q, want %q", tt.device, got, tt.want)
+		}
+		// Her own messages name the device that sent them.
+		if got := devices(synced); !slices.Equal(got, tt.wantDevices) {
+			t.Errorf("alice's %s synced from_device %q, want %q", tt.device, got, tt.wantDevices)
+		}
+		c.conn.Close()
+	}
+	synced := dialRaw(t, srv.URL()).login("bob", "tablet")
+	if got, want := texts(synced), []string{"from the phone", "from bob", "from the phone again", "from the laptop"}; !slices.Equal(got, want) {
+		t.Errorf("bob's new device synced %q, want %q", got, want)
+	}
+	// Nobody else learns alice's devices; bob's own message names his.
+	if got, want := devices(synced), []string{"", "phone", "", ""}; !slices.Equal(got, want) {
+		t.Errorf("bob's new device synced from_device %q, want %q", got, want)
+	}
+}
+
+// TestSDKRestartDoesNotReceiveOwnSends (issue 15 item 3): an app restarted
+// on the same device does not get its own earlier message as received,
+// neither from the sync nor from the gap the SDK fills from history
+// around it.
+func TestSDKRestartDoesNotReceiveOwnSends(t *testing.T) {
+	srv := startServer(t, nil)
+	bob := dialRaw(t, srv.URL())
+	bob.login("bob", "phone")
+	bob.call(proto.OpSend, text("alice", "b1", "one"), nil)
+	before := dialRaw(t, srv.URL()) // the app before its restart; it acked nothing
+	before.login("alice", "phone")
+	before.call(proto.OpSend, text("bob", "a1", "two"), nil)
+	before.conn.Close()
+	bob.call(proto.OpSend, text("alice", "b2", "three"), nil)
+
+	in := newInbox()
+	login(t, newClient(t, srv.URL(), "phone", in), "alice")
+	got := in.wait(t, 2)
+	if got[0].Text != "one" || got[1].Text != "three" {
+		t.Errorf("the restarted app received %q then %q, want \"one\" then \"three\"", got[0].Text, got[1].Text)
 	}
 }

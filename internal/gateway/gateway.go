@@ -484,31 +484,36 @@ func (g *Gateway) unregister(s *session) (left int, removed bool) {
 
 // DeliverMessage implements chat.Deliverer: it encodes m once per viewing
 // user of a peer message (the conversation ID depends on who looks), once
-// for all of a group message's, and queues it on every
-// live session of each user in to, except origin. It never blocks on a
-// client: a full queue closes that session (CloseSlowConsumer).
+// for all of a group message's members but the sender (whose own devices
+// also see from_device), and queues it on every live session of each user
+// in to, except origin. It never blocks on a client: a full queue closes
+// that session (CloseSlowConsumer).
 func (g *Gateway) DeliverMessage(m *herald.Message, to []string, origin chat.SessionID) {
-	var frame []byte // a group message looks the same to every member: encoded once
+	var others, own []byte // a group message looks the same to every member but its sender
 	for _, user := range to {
+		frame := &others
+		if user == m.From {
+			frame = &own
+		}
 		sh := g.shardOf(user)
 		sh.mu.Lock()
 		for _, s := range sh.users[user] {
 			if s.id == origin {
 				continue
 			}
-			if frame == nil {
+			if *frame == nil {
 				var err error
-				frame, err = g.encodeEvent(proto.EvMessage, proto.FromMessage(m, user, false))
+				*frame, err = g.encodeEvent(proto.EvMessage, proto.FromMessage(m, user, false))
 				if err != nil {
 					g.log.Error("encode message", "err", err)
 					break
 				}
 			}
-			s.deliver(m.Conv, m.Seq, frame)
+			s.deliver(m.Conv, m.Seq, *frame)
 		}
 		sh.mu.Unlock()
 		if m.ConvType == herald.ConversationPeer {
-			frame = nil // the next viewer sees another conversation ID
+			others = nil // the next viewer sees another conversation ID
 		}
 	}
 }

@@ -822,7 +822,8 @@ func (s *session) send(f proto.Frame) {
 		return
 	}
 	m := &herald.Message{
-		ConvType: ct, To: req.To, LocalID: req.LocalID, Type: mt,
+		FromDevice: s.device, // its sync leaves it out (chat.Sync)
+		ConvType:   ct, To: req.To, LocalID: req.LocalID, Type: mt,
 		Text: req.Text, Data: req.Data, SubType: req.SubType, Extended: req.Extended,
 		Mentions: req.Mentions, Push: req.Push, NotifyMentioned: req.NotifyMentioned,
 	}

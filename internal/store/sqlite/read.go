@@ -15,7 +15,8 @@ import (
 // msgCols and msgFrom select a message for scanMessage.
 const (
 	msgCols = `m.id, c.conv_key, c.type, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
-		coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions`
+		coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions,
+		coalesce(m.sender_device, '')`
 	msgFrom = ` FROM messages m JOIN conversations c ON c.id = m.conv_id `
 )
 
@@ -75,7 +76,8 @@ func (s *Store) messageReadStatements() []statement {
 				(SELECT count(*) FROM messages u WHERE u.conv_id = p.conv_id AND u.seq > p.read_seq AND u.sender <> ?1),
 				EXISTS (SELECT 1 FROM mutes WHERE user_id = ?1 AND conv_key = c.conv_key),
 				m.id, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
-				coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions
+				coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions,
+				coalesce(m.sender_device, '')
 			FROM page p
 			JOIN conversations c ON c.id = p.conv_id
 			LEFT JOIN messages m ON m.id = p.last_id
@@ -108,7 +110,7 @@ func scanMessage(sc scanner) (*herald.Message, error) {
 		mentions              sql.NullString
 	)
 	err := sc.Scan(&m.ID, &m.Conv, &convType, &m.Seq, &m.From, &m.To, &m.LocalID, &typ, &subTyp,
-		&m.Text, &m.Data, &m.Extended, &createdAt, &mentions)
+		&m.Text, &m.Data, &m.Extended, &createdAt, &mentions, &m.FromDevice)
 	if err != nil {
 		return nil, err
 	}
@@ -321,9 +323,10 @@ func (s *Store) ConversationsAfter(ctx context.Context, user string, after *stor
 			from, to, localID, text, ext  sql.NullString
 			data                          []byte
 			mentions                      sql.NullString
+			device                        string
 		)
 		if err := rows.Scan(&c.Key, &convType, &c.ReadSeq, &c.Unread, &c.Muted,
-			&id, &seq, &from, &to, &localID, &typ, &subTyp, &text, &data, &ext, &created, &mentions); err != nil {
+			&id, &seq, &from, &to, &localID, &typ, &subTyp, &text, &data, &ext, &created, &mentions, &device); err != nil {
 			return nil, fmt.Errorf("sqlite: conversations: %w", err)
 		}
 		c.Type = herald.ConversationType(convType)
@@ -338,7 +341,7 @@ func (s *Store) ConversationsAfter(ctx context.Context, user string, after *stor
 				From: from.String, To: to.String, LocalID: localID.String,
 				Type: herald.MessageType(typ.Int64), SubType: int32(subTyp.Int64),
 				Text: text.String, Data: data, Extended: ext.String,
-				CreatedAt: time.UnixMilli(created.Int64).UTC(),
+				CreatedAt: time.UnixMilli(created.Int64).UTC(), FromDevice: device,
 			}
 			if c.LastMessage.Mentions, err = decodeMentions(mentions); err != nil {
 				return nil, fmt.Errorf("sqlite: conversations: %w", err)
