@@ -94,3 +94,20 @@ func topKeys(b []byte) []string {
 	}
 	return keys
 }
+
+// BenchmarkDecodeSend is the decoding a send costs the gateway: the frame,
+// then its payload, each checked by CheckKeys.
+func BenchmarkDecodeSend(b *testing.B) {
+	frame := []byte(`{"id":42,"op":"send","d":{"conv_type":"peer","to":"bob","local_id":"6f1c2a","type":"text","text":"Hello Bob, dinner at 8?","extended_data":"{\"k\":1}","push":{"title":"Alice","content":"dinner at 8?"}}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := JSON.DecodeFrame(frame)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var req SendRequest
+		if err := JSON.Unmarshal(f.Data, &req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
