@@ -111,3 +111,22 @@ func BenchmarkDecodeSend(b *testing.B) {
 		}
 	}
 }
+
+// TestCheckKeysRecursiveType: a type that contains itself is checked at
+// every depth.
+func TestCheckKeysRecursiveType(t *testing.T) {
+	type node struct {
+		Name string  `json:"name"`
+		Kids []*node `json:"kids"`
+	}
+	for in, ok := range map[string]bool{
+		`{"name":"a","kids":[{"name":"b","kids":[{"name":"c"}]}]}`: true,
+		`{"name":"a","kids":[{"name":"b","kids":[{"Name":"c"}]}]}`: false,
+		`{"kids":[{"kids":[],"kids":[]}]}`:                         false,
+	} {
+		var n node
+		if err := JSON.Unmarshal([]byte(in), &n); (err == nil) != ok {
+			t.Errorf("Unmarshal(%s) error %v, want ok=%v", in, err, ok)
+		}
+	}
+}
