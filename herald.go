@@ -151,6 +151,11 @@ type Message struct {
 	// mentionedUserIDs); stored with the message.
 	Mentions  []string
 	CreatedAt time.Time
+	// FromDevice is the device (device_id) of the session that sent the
+	// message; empty for server API sends. Stored with the message so the
+	// offline sync of that device leaves out what it sent itself; never
+	// sent to clients.
+	FromDevice string
 	// Push is the sender's offline push configuration: it decides whether
 	// and how the recipient's devices are pushed. It is not part of the
 	// stored message (the outbox keeps what a push needs).

@@ -24,7 +24,11 @@
 // conversation's first message seen by the Client is its baseline: the SDK
 // does not fetch what came before it (use QueryHistoryMessage). Messages the
 // Client sent itself are returned by SendPeerMessage (or SendGroupMessage)
-// and not delivered again.
+// and not delivered again; nor are those this device sent before the app
+// restarted: the server's offline sync leaves out what the device sent
+// itself, and the SDK does not deliver them when it fills a gap from
+// history (QueryHistoryMessage returns them). What the user sent from
+// other devices is delivered like any message.
 //
 // When MessageReceived returns, its messages count as handed to the app: the
 // SDK acknowledges them (an "ack" per conversation, coalesced over

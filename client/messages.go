@@ -240,8 +240,11 @@ type Conversation struct {
 
 // QueryConversationList returns up to limit of the user's conversations,
 // most recent first: peer conversations and the groups the user is a
-// member of. Zero means the server's default (100); at most 1000. It
-// blocks like QueryHistoryMessage.
+// member of. Zero means the server's default (100); at most 1000. The
+// server answers in pages bounded in bytes (QueryConversationPage); this
+// asks for as many as it takes, each using a token of the session's send
+// budget (ErrRateLimited when it is empty). It blocks like
+// QueryHistoryMessage.
 func (c *Client) QueryConversationList(ctx context.Context, limit int) ([]Conversation, error) {
 	convs, _, err := c.queryConversations(ctx, limit)
 	return convs, err
@@ -250,40 +253,90 @@ func (c *Client) QueryConversationList(ctx context.Context, limit int) ([]Conver
 // QueryConversationTotalUnreadMessageCount returns the user's total unread
 // count (ZIM's queryConversationTotalUnreadMessageCount): Unread summed
 // over the user's conversations (up to 1000 of them, the most recent)
-// that are not muted, as an app badge shows it. It blocks like
-// QueryHistoryMessage.
+// that are not muted, as an app badge shows it. It reads the list page by
+// page like QueryConversationList, and blocks like QueryHistoryMessage.
 func (c *Client) QueryConversationTotalUnreadMessageCount(ctx context.Context) (int, error) {
 	_, total, err := c.queryConversations(ctx, maxConversationLimit)
 	return total, err
 }
 
-// maxConversationLimit is the most conversations the server lists.
+// maxConversationLimit is the most conversations the server lists in one page.
 const maxConversationLimit = 1000
 
-func (c *Client) queryConversations(ctx context.Context, limit int) ([]Conversation, int, error) {
+// ConversationPage is one page of the conversation list.
+type ConversationPage struct {
+	Conversations []Conversation
+	// TotalUnread sums Unread over this page's conversations that are
+	// not muted.
+	TotalUnread int
+	// Next, when not empty, is where the next page starts: pass it to
+	// QueryConversationPage. Empty on the last page.
+	Next string
+}
+
+// QueryConversationPage returns one page of the user's conversations, most
+// recent first, starting after next (a previous page's Next; "" for the
+// first page): up to limit (zero means 100; at most 1000), fewer when the
+// server cuts the page at its reply size (about 256 KiB; never fewer than
+// one). A conversation that gets a message while you page moves to the
+// front: it may be missing from later pages, so start again from the
+// first page to see it. Each page uses a token of the session's send
+// budget (ErrRateLimited when it is empty). It blocks like
+// QueryHistoryMessage.
+func (c *Client) QueryConversationPage(ctx context.Context, next string, limit int) (ConversationPage, error) {
 	const op = proto.OpConversations
-	if limit < 0 {
-		return nil, 0, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit must not be negative"))
+	if limit < 0 || limit > maxConversationLimit {
+		return ConversationPage{}, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 0-%d", limit, maxConversationLimit))
 	}
 	s, err := c.session()
 	if err != nil {
-		return nil, 0, err
+		return ConversationPage{}, err
 	}
-	reply, err := request[proto.ConversationsReply](ctx, c, s, op, proto.ConversationsRequest{Limit: limit}, nil)
+	reply, err := request[proto.ConversationsReply](ctx, c, s, op, proto.ConversationsRequest{Limit: limit, After: next}, nil)
 	if err != nil {
-		return nil, 0, err
+		return ConversationPage{}, err
 	}
-	convs := make([]Conversation, len(reply.Conversations))
+	page := ConversationPage{Conversations: make([]Conversation, len(reply.Conversations)), TotalUnread: reply.TotalUnread}
+	if reply.HasMore {
+		page.Next = reply.Next
+	}
 	for i, w := range reply.Conversations {
-		convs[i] = Conversation{
+		page.Conversations[i] = Conversation{
 			ConvType: w.ConvType, ConvID: w.ConvID, ReadSeq: w.ReadSeq, Unread: w.Unread,
 			NotificationStatus: NotificationStatus(w.NotificationStatus),
 		}
 		if w.LastMessage != nil {
-			convs[i].LastMessage = w.LastMessage.ToMessage()
+			page.Conversations[i].LastMessage = w.LastMessage.ToMessage()
 		}
 	}
-	return convs, reply.TotalUnread, nil
+	return page, nil
+}
+
+// queryConversations reads pages until it has limit conversations (0:
+// the server's default) or the list ends.
+func (c *Client) queryConversations(ctx context.Context, limit int) ([]Conversation, int, error) {
+	if limit < 0 {
+		return nil, 0, opError(proto.OpConversations, herald.Errorf(herald.CodeInvalidArgument, "limit must not be negative"))
+	}
+	if limit == 0 {
+		limit = 100
+	}
+	var (
+		convs []Conversation
+		total int
+		next  string
+	)
+	for {
+		page, err := c.QueryConversationPage(ctx, next, limit-len(convs))
+		if err != nil {
+			return nil, 0, err
+		}
+		convs = append(convs, page.Conversations...)
+		total += page.TotalUnread
+		if next = page.Next; next == "" || len(convs) >= limit || len(page.Conversations) == 0 {
+			return convs, total, nil
+		}
+	}
 }
 
 // MarkConversationRead marks a conversation read up to seq for the user, on

@@ -116,7 +116,12 @@ func (c *Client) deliver(s *session, cn *conn, msgs []proto.Message, offline boo
 	fetch := func(k convKey, after, before int64) ([]proto.Message, error) {
 		return c.fetchRange(s, cn, k, after, before)
 	}
-	own := func(m *proto.Message) bool { return m.From == s.user && c.sending(m.LocalID) }
+	// The Client's own: a send still waiting for its reply, or any message
+	// this device sent (a restarted app may meet one in a gap it fills
+	// from history; the sync itself leaves them out).
+	own := func(m *proto.Message) bool {
+		return m.From == s.user && (m.FromDevice == c.deviceID || c.sending(m.LocalID))
+	}
 	for _, k := range order {
 		out, err := c.track.filter(k, groups[k], fetch, own)
 		c.emit(s, k, out, offline)

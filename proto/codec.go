@@ -23,6 +23,8 @@ type Codec interface {
 
 // JSON is the JSON codec: each frame is one WebSocket text message holding an
 // object {"id":N,"op":"...","ev":"...","d":{...},"err":{...}} with empty fields left out.
+// Decoding matches keys exactly and refuses a key twice in one object
+// (CheckKeys), in frames and payloads alike.
 var JSON Codec = jsonCodec{}
 
 type jsonCodec struct{}
@@ -93,6 +95,9 @@ func (jsonCodec) DecodeFrame(b []byte) (Frame, error) {
 	if err := json.Unmarshal(b, &jf); err != nil {
 		return Frame{}, fmt.Errorf("frame is not a valid JSON object: %w", err)
 	}
+	if err := CheckKeys(b, &jf); err != nil {
+		return Frame{}, fmt.Errorf("frame: %w", err)
+	}
 	if jf.Op == "" && jf.Ev == "" && jf.ID == 0 {
 		return Frame{}, ErrEmptyFrame
 	}
@@ -110,6 +115,9 @@ func (jsonCodec) Unmarshal(data []byte, v any) error {
 		data = []byte("{}")
 	}
 	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	if err := CheckKeys(data, v); err != nil {
 		return fmt.Errorf("payload: %w", err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package proto
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -64,6 +65,20 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 		if again.ID != fr.ID || again.Op != fr.Op || again.Ev != fr.Ev {
 			t.Fatalf("round trip changed frame: %+v -> %+v", fr, again)
+		}
+		// What decodes has each key once, and the frame's keys exactly
+		// as spelled (issue 15 item 5).
+		seen := map[string]bool{}
+		for _, k := range topKeys(b) {
+			if seen[k] {
+				t.Fatalf("%q decoded with key %q twice", b, k)
+			}
+			seen[k] = true
+			for _, name := range []string{"id", "op", "ev", "d", "err"} {
+				if k != name && strings.EqualFold(k, name) {
+					t.Fatalf("%q decoded with key %q for %q", b, k, name)
+				}
+			}
 		}
 	})
 }

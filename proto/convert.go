@@ -53,7 +53,7 @@ func FromMessage(m *herald.Message, viewer string, offline bool) Message {
 	if m.ConvType == herald.ConversationPeer && viewer == m.To {
 		convID = m.From
 	}
-	return Message{
+	w := Message{
 		ID:       m.ID,
 		ConvType: ConvTypeName(m.ConvType),
 		ConvID:   convID,
@@ -70,6 +70,10 @@ func FromMessage(m *herald.Message, viewer string, offline bool) Message {
 		Time:     m.CreatedAt.UnixMilli(),
 		Offline:  offline,
 	}
+	if viewer == m.From {
+		w.FromDevice = m.FromDevice // the sender's own devices only
+	}
+	return w
 }
 
 // ToMessage turns a wire message back into the domain form (used by the SDK).
@@ -79,7 +83,7 @@ func (w *Message) ToMessage() *herald.Message {
 	m := &herald.Message{
 		ID: w.ID, ConvType: ct, Seq: w.Seq, From: w.From, To: w.To, LocalID: w.LocalID,
 		Type: mt, Text: w.Text, Data: w.Data, SubType: w.SubType, Extended: w.Extended, Mentions: w.Mentions,
-		CreatedAt: time.UnixMilli(w.Time),
+		CreatedAt: time.UnixMilli(w.Time), FromDevice: w.FromDevice,
 	}
 	switch ct {
 	case herald.ConversationPeer:

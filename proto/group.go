@@ -63,10 +63,11 @@ type GroupInfo struct {
 	Extended    string `json:"extended_data,omitempty"`
 	MemberCount int    `json:"member_count"`
 	CreatedAt   int64  `json:"created_at"` // ms
-	// The caller's own membership.
-	Role     string `json:"role"`
-	JoinSeq  int64  `json:"join_seq"` // the caller sees the messages after this seq
-	JoinedAt int64  `json:"joined_at"`
+	// The caller's own membership; absent in group_changed events (empty
+	// fields are left out: a join_seq of 0 is absent in replies too).
+	Role     string `json:"role,omitempty"`
+	JoinSeq  int64  `json:"join_seq,omitempty"` // the caller sees the messages after this seq
+	JoinedAt int64  `json:"joined_at,omitempty"`
 }
 
 // GroupReply carries one group.

@@ -244,8 +244,12 @@ type Message struct {
 	SubType  int32    `json:"sub_type,omitempty"`
 	Extended string   `json:"extended_data,omitempty"`
 	Mentions []string `json:"mentions,omitempty"`
-	Time     int64    `json:"ts"`                // server time, ms since the Unix epoch
-	Offline  bool     `json:"offline,omitempty"` // delivered by the offline sync
+	// FromDevice is the device_id that sent the message, on the sending
+	// user's own messages only (to anyone else it is absent), so a device
+	// can tell its own sends from those of the user's other devices.
+	FromDevice string `json:"from_device,omitempty"`
+	Time       int64  `json:"ts"`                // server time, ms since the Unix epoch
+	Offline    bool   `json:"offline,omitempty"` // delivered by the offline sync
 }
 
 // SyncEvent carries a page of messages the device missed, in seq order within
@@ -291,17 +295,27 @@ type HistoryReply struct {
 	HasMore  bool      `json:"has_more"`
 }
 
-// ConversationsRequest lists the user's conversations, most recent first.
+// ConversationsRequest lists a page of the user's conversations, most
+// recent first.
 type ConversationsRequest struct {
 	Limit int `json:"limit,omitempty"` // default 100, at most 1000
+	// After is the previous page's Next: the page starts after it. Empty:
+	// from the most recent conversation.
+	After string `json:"after,omitempty"`
 }
 
-// ConversationsReply is the conversation list.
+// ConversationsReply is one page of the conversation list. A page holds up
+// to Limit conversations, fewer when their encoding would pass the reply
+// budget (about 256 KiB; at least one conversation).
 type ConversationsReply struct {
 	Conversations []Conversation `json:"conversations"`
-	// TotalUnread sums Unread over the listed conversations that are not
+	// TotalUnread sums Unread over this page's conversations that are not
 	// muted (ZIM's total unread count leaves do-not-disturb ones out).
 	TotalUnread int `json:"total_unread"`
+	// HasMore says whether another page follows; Next is then the After
+	// of the next page (opaque).
+	HasMore bool   `json:"has_more"`
+	Next    string `json:"next,omitempty"`
 }
 
 // Conversation is one entry in the list.

@@ -23,6 +23,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -39,6 +40,7 @@ import (
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/user"
+	"github.com/herald-im/herald/proto"
 )
 
 // Push is what the API needs of the push service.
@@ -258,10 +260,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mux.ServeHTTP(w, r)
 }
 
-// decode reads a JSON body into v, refusing unknown fields and trailing
-// data. An empty body is refused unless emptyOK.
+// decode reads a JSON body into v, refusing unknown fields, trailing
+// data, and keys that repeat or match a field only in another case
+// (proto.CheckKeys: what signed the body is what is acted on). An empty
+// body is refused unless emptyOK.
 func decode(r *http.Request, v any, emptyOK bool) error {
-	dec := json.NewDecoder(r.Body)
+	var body bytes.Buffer
+	dec := json.NewDecoder(io.TeeReader(r.Body, &body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
@@ -277,6 +282,9 @@ func decode(r *http.Request, v any, emptyOK bool) error {
 	}
 	if dec.More() {
 		return herald.Errorf(herald.CodeInvalidArgument, "body: data after the JSON object")
+	}
+	if err := proto.CheckKeys(body.Bytes(), v); err != nil {
+		return herald.Errorf(herald.CodeInvalidArgument, "body: %v", err)
 	}
 	return nil
 }

@@ -329,6 +329,9 @@ func TestValidation(t *testing.T) {
 	}{
 		{"peer: empty body", "POST", "/api/v1/messages/peer", ``, 400, "invalid_argument", "body is empty"},
 		{"peer: unknown field", "POST", "/api/v1/messages/peer", `{"from":"a","to":["b"],` + text + `,"colour":1}`, 400, "invalid_argument", "colour"},
+		{"peer: from in another case (issue 15 item 5)", "POST", "/api/v1/messages/peer", `{"from":"a","FROM":"admin","to":["b"],` + text + `}`, 400, "invalid_argument", "case-sensitive"},
+		{"peer: from twice (issue 15 item 5)", "POST", "/api/v1/messages/peer", `{"from":"a","to":["b"],` + text + `,"from":"c"}`, 400, "invalid_argument", "twice"},
+		{"peer: nested key in another case", "POST", "/api/v1/messages/peer", `{"from":"a","to":["b"],"message":{"type":"text","text":"hi","Text":"ho"}}`, 400, "invalid_argument", "case-sensitive"},
 		{"peer: no from", "POST", "/api/v1/messages/peer", `{"to":["b"],` + text + `}`, 400, "invalid_argument", "from:"},
 		{"peer: bad from", "POST", "/api/v1/messages/peer", `{"from":"a b","to":["b"],` + text + `}`, 400, "invalid_argument", "from:"},
 		{"peer: no recipients", "POST", "/api/v1/messages/peer", `{"from":"a","to":[],` + text + `}`, 400, "invalid_argument", "to has 0 users"},

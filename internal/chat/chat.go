@@ -23,7 +23,7 @@ type Store interface {
 	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
 	History(ctx context.Context, conv string, q store.HistoryQuery) ([]*herald.Message, error)
 	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
-	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
+	ConversationsAfter(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error)
 	SetReadSeq(ctx context.Context, user, conv string, seq int64) error
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
 	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
@@ -509,7 +509,8 @@ func withoutPush(m *herald.Message) *herald.Message {
 // Sync sends device what it missed: for each of user's conversations, the
 // messages after the device's cursor (given overrides what the server
 // recorded from acks) and within the offline retention window, in seq order,
-// through page. It returns, per conversation, the seq the device is known
+// through page, but for the messages device itself sent (withoutOwnSends).
+// It returns, per conversation, the seq the device is known
 // to have after the sync (its cursor or the last message sent), so the
 // caller can drop live messages the sync already covered.
 func (s *Service) Sync(ctx context.Context, user, device string, given map[string]int64, page func([]*herald.Message) error) (covered map[string]int64, count int, err error) {
@@ -559,18 +560,42 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 			if len(msgs) == 0 {
 				break
 			}
-			if err := page(msgs); err != nil {
-				return nil, count, err
-			}
-			count += len(msgs)
 			after = msgs[len(msgs)-1].Seq
 			covered[conv] = after
+			if rest := withoutOwnSends(msgs, user, device); len(rest) > 0 {
+				if err := page(rest); err != nil {
+					return nil, count, err
+				}
+				count += len(rest)
+			}
 			if len(msgs) < s.cfg.SyncPage {
 				break
 			}
 		}
 	}
 	return covered, count, nil
+}
+
+// withoutOwnSends returns msgs without those device of user sent itself:
+// the device has them (its send was answered, or a resend with the same
+// local_id answers it), so the sync leaves them out, while what the user
+// sent from other devices (or through the server API) is synced like any
+// message. The sync's position still passes their seqs.
+func withoutOwnSends(msgs []*herald.Message, user, device string) []*herald.Message {
+	var out []*herald.Message // nil until one is left out
+	for i, m := range msgs {
+		own := m.From == user && m.FromDevice == device
+		switch {
+		case own && out == nil:
+			out = append(make([]*herald.Message, 0, len(msgs)-1), msgs[:i]...)
+		case !own && out != nil:
+			out = append(out, m)
+		}
+	}
+	if out == nil {
+		return msgs
+	}
+	return out
 }
 
 // ConversationKey maps a client's (type, id) to the key of a conversation
@@ -645,15 +670,15 @@ func (s *Service) History(ctx context.Context, user string, t herald.Conversatio
 	return msgs, false, nil
 }
 
-// Conversations lists user's conversations. limit 0 means 100; at most 1000.
-func (s *Service) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
-	switch {
-	case limit == 0:
-		limit = 100
-	case limit < 0 || limit > 1000:
+// Conversations lists up to limit (1-1000) of user's conversations from
+// just after the position after (nil: from the start), in the order of
+// store.ConversationsAfter. The gateway reads a client's page in chunks of
+// it (session.conversations).
+func (s *Service) Conversations(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error) {
+	if limit <= 0 || limit > 1000 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit)
 	}
-	cs, err := s.st.Conversations(ctx, user, limit)
+	cs, err := s.st.ConversationsAfter(ctx, user, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("conversations: %w", err)
 	}

@@ -73,8 +73,7 @@ func (r *frameReader) feed(data []byte, onPing func([]byte), onMessage func(ws.O
 			onPing(payload)
 			continue
 		case h.OpCode == ws.OpClose:
-			code, _ := ws.ParseCloseFrameData(payload)
-			return peerClosed{code}
+			return closeFrame(payload)
 		case h.OpCode.IsControl(): // pong
 			continue
 		}
@@ -155,4 +154,21 @@ func appendFrame(b []byte, op ws.OpCode, payload []byte) []byte {
 		b = binary.BigEndian.AppendUint64(b, uint64(n))
 	}
 	return append(b, payload...)
+}
+
+// closeFrame checks the body of the client's close frame (RFC 6455 5.5.1,
+// 7.4): empty, or a code a peer may send and a UTF-8 reason. A close that
+// breaks the rules is a protocol error, answered with 1002 like any other.
+func closeFrame(payload []byte) error {
+	if len(payload) == 0 {
+		return peerClosed{}
+	}
+	if len(payload) == 1 {
+		return fmt.Errorf("%w: close frame body of 1 byte", errProtocol)
+	}
+	code, reason := ws.ParseCloseFrameData(payload)
+	if err := ws.CheckCloseFrameData(code, reason); err != nil || code >= 5000 {
+		return fmt.Errorf("%w: close code %d or its reason is not allowed", errProtocol, code)
+	}
+	return peerClosed{code}
 }

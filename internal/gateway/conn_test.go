@@ -82,10 +82,34 @@ func TestFrameReader(t *testing.T) {
 }
 
 func TestFrameReaderClose(t *testing.T) {
-	_, err := feedAll(clientFrame(ws.OpClose, true, ws.NewCloseFrameBody(1000, "bye")), 2, 64, func([]byte) {})
-	var pc peerClosed
-	if !errors.As(err, &pc) || pc.code != 1000 {
-		t.Fatalf("err = %v, want peerClosed(1000)", err)
+	tests := []struct {
+		name     string
+		body     []byte
+		want     ws.StatusCode // of peerClosed; 0 with protocol: a protocol error
+		protocol bool
+	}{
+		{"normal", ws.NewCloseFrameBody(1000, "bye"), 1000, false},
+		{"no body", nil, 0, false},
+		{"private code", ws.NewCloseFrameBody(4999, ""), 4999, false},
+		// Issue 15 item 6: codes a peer may not send are protocol errors.
+		{"code 999", ws.NewCloseFrameBody(999, ""), 0, true},
+		{"code 1005", ws.NewCloseFrameBody(1005, ""), 0, true},
+		{"code 1016", ws.NewCloseFrameBody(1016, ""), 0, true},
+		{"code 5000", ws.NewCloseFrameBody(5000, ""), 0, true},
+		{"one byte", []byte{3}, 0, true},
+		{"reason not UTF-8", ws.NewCloseFrameBody(1000, "\xff"), 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := feedAll(clientFrame(ws.OpClose, true, tt.body), 2, 64, func([]byte) {})
+			var pc peerClosed
+			switch {
+			case tt.protocol && !errors.Is(err, errProtocol):
+				t.Errorf("err = %v, want a protocol error", err)
+			case !tt.protocol && (!errors.As(err, &pc) || pc.code != tt.want):
+				t.Errorf("err = %v, want peerClosed(%d)", err, tt.want)
+			}
+		})
 	}
 }
 

@@ -31,7 +31,9 @@ type Chat interface {
 	Send(from string, origin chat.SessionID, m *herald.Message, done func(chat.SendResult, error))
 	Sync(ctx context.Context, user, device string, given map[string]int64, page func([]*herald.Message) error) (map[string]int64, int, error)
 	History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error)
-	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
+	// Conversations lists 1-1000 of user's conversations after a position
+	// (nil: from the start).
+	Conversations(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error)
 	MarkRead(ctx context.Context, user string, t herald.ConversationType, id string, seq int64) error
 	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
 	GroupOps
@@ -147,6 +149,7 @@ type Gateway struct {
 	drained chan struct{} // closed when closing and conns is empty
 
 	poller    *poller // nil: every session reads with its own goroutine
+	sweepOnce sync.Once
 	stopSweep chan struct{}
 	swept     chan struct{}
 
@@ -199,10 +202,17 @@ func New(c Chat, cfg Config) *Gateway {
 		g.poller = p
 	}
 	g.stopSweep, g.swept = make(chan struct{}), make(chan struct{})
-	go g.sweepLoop()
-	go g.ackLoop()
+	go g.ackLoop() // with no Chat there are no sessions, so nothing to write
+	if c != nil {
+		g.startSweep()
+	}
 	return g
 }
+
+// startSweep starts the sweeper, once. It runs only once the gateway has
+// its Chat (New with a Chat, or SetChat): the sweeper stores acks through
+// it, so it never reads the field while SetChat writes it.
+func (g *Gateway) startSweep() { g.sweepOnce.Do(func() { go g.sweepLoop() }) }
 
 // markDirty queues s for the next cursor flush.
 func (g *Gateway) markDirty(s *session) {
@@ -332,8 +342,17 @@ func (g *Gateway) sweepLoop() {
 	}
 }
 
-// SetChat wires the chat service after construction (the two refer to each other).
-func (g *Gateway) SetChat(c Chat) { g.chat = c }
+// SetChat wires the chat service after construction (the two refer to
+// each other), on a gateway made with a nil Chat, before it serves; it
+// starts the sweeper. It panics when the gateway has a Chat already: the
+// sweeper may be reading it.
+func (g *Gateway) SetChat(c Chat) {
+	if g.chat != nil || c == nil {
+		panic("gateway: SetChat on a gateway that has a Chat, or with nil")
+	}
+	g.chat = c
+	g.startSweep()
+}
 
 // Stats returns a snapshot of the counters.
 func (g *Gateway) Stats() Stats {
@@ -456,6 +475,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			s.closeWith(proto.CloseServerShutdown, "server is shutting down") // replies still awaited are given up
 		}
 	}
+	// A sweeper never started (no Chat was set) has nothing to stop.
+	g.sweepOnce.Do(func() { close(g.swept) })
 	close(g.stopSweep)
 	<-g.swept
 	close(g.stopAcks) // after the sessions: their acks are in the final flush
@@ -527,31 +548,36 @@ func (g *Gateway) unregister(s *session) (left int, removed bool) {
 
 // DeliverMessage implements chat.Deliverer: it encodes m once per viewing
 // user of a peer message (the conversation ID depends on who looks), once
-// for all of a group message's, and queues it on every
-// live session of each user in to, except origin. It never blocks on a
-// client: a full queue closes that session (CloseSlowConsumer).
+// for all of a group message's members but the sender (whose own devices
+// also see from_device), and queues it on every live session of each user
+// in to, except origin. It never blocks on a client: a full queue closes
+// that session (CloseSlowConsumer).
 func (g *Gateway) DeliverMessage(m *herald.Message, to []string, origin chat.SessionID) {
-	var frame []byte // a group message looks the same to every member: encoded once
+	var others, own []byte // a group message looks the same to every member but its sender
 	for _, user := range to {
+		frame := &others
+		if user == m.From {
+			frame = &own
+		}
 		sh := g.shardOf(user)
 		sh.mu.Lock()
 		for _, s := range sh.users[user] {
 			if s.id == origin {
 				continue
 			}
-			if frame == nil {
+			if *frame == nil {
 				var err error
-				frame, err = g.encodeEvent(proto.EvMessage, proto.FromMessage(m, user, false))
+				*frame, err = g.encodeEvent(proto.EvMessage, proto.FromMessage(m, user, false))
 				if err != nil {
 					g.log.Error("encode message", "err", err)
 					break
 				}
 			}
-			s.deliver(m.Conv, m.Seq, frame)
+			s.deliver(m.Conv, m.Seq, *frame)
 		}
 		sh.mu.Unlock()
 		if m.ConvType == herald.ConversationPeer {
-			frame = nil // the next viewer sees another conversation ID
+			others = nil // the next viewer sees another conversation ID
 		}
 	}
 }

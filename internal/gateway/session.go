@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,8 +57,11 @@ type session struct {
 	loggedIn     atomic.Bool
 
 	// deadline is when the session times out (Unix ns): the login timeout
-	// until login, then the heartbeat timeout after the last frame read.
+	// until login; none from the login until sync_done has been written;
+	// then the heartbeat timeout after sync_done or the last bytes read,
+	// whichever came later. beating is set when the heartbeat clock runs.
 	deadline atomic.Int64
+	beating  atomic.Bool
 
 	// Send rate limit: a token bucket used by the reader only.
 	tokens     float64
@@ -106,6 +110,9 @@ type session struct {
 type outFrame struct {
 	op      ws.OpCode
 	payload []byte
+	// startsHeartbeat marks sync_done: once it is written, the heartbeat
+	// clock starts (see writeLoop).
+	startsHeartbeat bool
 }
 
 type liveMsg struct {
@@ -150,7 +157,7 @@ func (s *session) readLoop(buffered []byte) {
 
 // consume parses and handles the bytes read; false means stop reading.
 func (s *session) consume(data []byte) bool {
-	if s.loggedIn.Load() {
+	if s.beating.Load() {
 		s.deadline.Store(s.g.cfg.Now().Add(s.g.cfg.HeartbeatTimeout).UnixNano())
 	}
 	err := s.fr.feed(data, s.onPing, func(op ws.OpCode, payload []byte) bool {
@@ -270,15 +277,20 @@ func frameCost(payload []byte) int { return len(payload) + 64 }
 // larger than the limit is let into an empty queue, so a large reply
 // cannot make a client that keeps up reconnect for ever.
 func (s *session) enqueueLocked(op ws.OpCode, payload []byte) bool {
+	return s.enqueueFrameLocked(outFrame{op: op, payload: payload})
+}
+
+// enqueueFrameLocked is enqueueLocked for a frame with its marks.
+func (s *session) enqueueFrameLocked(f outFrame) bool {
 	if s.closed || s.closeCode != 0 {
 		return false
 	}
-	cost := frameCost(payload)
+	cost := frameCost(f.payload)
 	if s.queued > 0 && s.queued+cost > s.g.cfg.SendQueueBytes {
 		s.slowLocked()
 		return false
 	}
-	s.queue = append(s.queue, outFrame{op, payload})
+	s.queue = append(s.queue, f)
 	s.queued += cost
 	s.startWriterLocked()
 	return true
@@ -328,10 +340,11 @@ func (s *session) writeLoop() {
 		s.mu.Unlock()
 
 		buf := (*bp)[:0]
-		written := 0
+		written, beat := 0, false
 		for _, f := range q {
 			buf = appendFrame(buf, f.op, f.payload)
 			written += frameCost(f.payload)
+			beat = beat || f.startsHeartbeat
 		}
 		last := len(q) == 0 // only the close frame is left
 		if last {
@@ -341,6 +354,13 @@ func (s *session) writeLoop() {
 		_, err := s.conn.Write(buf)
 		if cap(buf) <= 1<<20 {
 			*bp = buf
+		}
+		if err == nil && beat {
+			// sync_done is out: the heartbeat clock starts now, not when
+			// the sync was queued, so a client that reads a long sync
+			// slowly has the whole timeout after it to ping.
+			s.deadline.Store(s.g.cfg.Now().Add(s.g.cfg.HeartbeatTimeout).UnixNano())
+			s.beating.Store(true)
 		}
 		// Frames count against the queue until written: a client that
 		// stalls a write cannot make the server hold more than the limit.
@@ -522,8 +542,8 @@ func (s *session) handle(payload []byte) {
 		proto.OpUpdateGroup, proto.OpGroupInfo, proto.OpGroupMembers, proto.OpGroups:
 		s.groupOp(ctx, f)
 	case proto.OpMarkRead:
-		var req proto.MarkReadRequest
-		if !s.decode(f, &req) {
+		req, ok := s.decodeSeq(f)
+		if !ok {
 			return
 		}
 		ct, err := proto.ParseConvType(req.ConvType)
@@ -618,7 +638,9 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		a.Authenticated()
 	}
 	// The sync below may outlast a heartbeat interval, and frames are not
-	// read meanwhile: the heartbeat clock starts when it is done.
+	// read meanwhile: the heartbeat clock starts when sync_done has been
+	// written (writeLoop). Until then a client that stops reading is cut
+	// off by the write timeout instead.
 	s.deadline.Store(math.MaxInt64)
 	kick, reason, ok := s.g.register(s)
 	if !ok {
@@ -674,7 +696,6 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 
 	s.emitLogin()
 	covered, count, err := s.g.chat.Sync(ctx, s.user, s.device, given, s.sendSyncPage)
-	s.deadline.Store(cfg.Now().Add(cfg.HeartbeatTimeout).UnixNano())
 	if err != nil {
 		if !errors.Is(err, errSessionClosed) {
 			s.g.log.Error("offline sync failed", append(s.logger(), "err", err)...)
@@ -684,7 +705,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	}
 	done, _ := s.g.encodeEvent(proto.EvSyncDone, proto.SyncDone{Count: count})
 	s.mu.Lock()
-	s.enqueueLocked(ws.OpText, done)
+	s.enqueueFrameLocked(outFrame{op: ws.OpText, payload: done, startsHeartbeat: true})
 	for _, p := range s.pending {
 		if p.seq == 0 || p.seq > covered[p.conv] {
 			s.enqueueLocked(ws.OpText, p.frame)
@@ -819,7 +840,8 @@ func (s *session) send(f proto.Frame) {
 		return
 	}
 	m := &herald.Message{
-		ConvType: ct, To: req.To, LocalID: req.LocalID, Type: mt,
+		FromDevice: s.device, // its sync leaves it out (chat.Sync)
+		ConvType:   ct, To: req.To, LocalID: req.LocalID, Type: mt,
 		Text: req.Text, Data: req.Data, SubType: req.SubType, Extended: req.Extended,
 		Mentions: req.Mentions, Push: req.Push, NotifyMentioned: req.NotifyMentioned,
 	}
@@ -890,9 +912,31 @@ func cursorKey(user, convType, convID string, seq int64) (string, error) {
 	return chat.ConversationKey(user, ct, convID)
 }
 
-func (s *session) ack(f proto.Frame) {
-	var req proto.AckRequest
+// seqRequest is the payload of ack and mark_read as the gateway reads it:
+// Seq is a pointer so a missing seq is refused rather than read as 0.
+type seqRequest struct {
+	ConvType string `json:"conv_type"`
+	ConvID   string `json:"conv_id"`
+	Seq      *int64 `json:"seq"`
+}
+
+// decodeSeq decodes an ack or mark_read payload; false when it failed
+// (answered).
+func (s *session) decodeSeq(f proto.Frame) (proto.AckRequest, bool) {
+	var req seqRequest
 	if !s.decode(f, &req) {
+		return proto.AckRequest{}, false
+	}
+	if req.Seq == nil {
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "seq is missing"))
+		return proto.AckRequest{}, false
+	}
+	return proto.AckRequest{ConvType: req.ConvType, ConvID: req.ConvID, Seq: *req.Seq}, true
+}
+
+func (s *session) ack(f proto.Frame) {
+	req, ok := s.decodeSeq(f)
+	if !ok {
 		return
 	}
 	key, err := cursorKey(s.user, req.ConvType, req.ConvID, req.Seq)
@@ -988,32 +1032,124 @@ func (s *session) history(ctx context.Context, f proto.Frame) {
 	s.reply(f.ID, out)
 }
 
+// convChunk is how many conversations the gateway reads from the store at
+// a time while it fills a page: the reply budget, not the client's limit,
+// bounds what one request holds in memory.
+const convChunk = 50
+
+// conversations answers one page of the user's conversation list: up to
+// the request's limit, cut short at the reply budget. It takes a token
+// from the session's request budget like a send: each call reads the
+// store for every conversation it lists.
 func (s *session) conversations(ctx context.Context, f proto.Frame) {
 	var req proto.ConversationsRequest
 	if !s.decode(f, &req) {
 		return
 	}
-	cs, err := s.g.chat.Conversations(ctx, s.user, req.Limit)
-	if err != nil {
-		s.fail(f.ID, f.Op, err)
+	if !s.allowSend() {
+		s.g.stats.sendsLimited.Add(1)
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeRateLimited, "more than %d sends and list requests per second", s.g.cfg.SendsPerSecond))
 		return
 	}
-	out := proto.ConversationsReply{Conversations: make([]proto.Conversation, len(cs))}
-	for i, c := range cs {
-		if !c.Muted {
-			out.TotalUnread += c.Unread
+	limit := req.Limit
+	switch {
+	case limit == 0:
+		limit = 100
+	case limit < 0 || limit > 1000:
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit))
+		return
+	}
+	var after *store.ConversationCursor
+	if req.After != "" {
+		cur, err := parseConvCursor(s.user, req.After)
+		if err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
 		}
-		pc := proto.Conversation{
-			ConvType: proto.ConvTypeName(c.Type), ConvID: c.ID, ReadSeq: c.ReadSeq, Unread: c.Unread,
-			NotificationStatus: proto.NotificationStatusName(c.Muted),
+		after = &cur
+	}
+	out := proto.ConversationsReply{Conversations: []proto.Conversation{}}
+	size, budget := 0, s.g.replyBudget()
+	var last herald.Conversation
+fill:
+	for {
+		// One more than the page needs, to tell whether another follows.
+		want := min(convChunk, limit-len(out.Conversations)+1)
+		cs, err := s.g.chat.Conversations(ctx, s.user, after, want)
+		if err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
 		}
-		if c.LastMessage != nil {
-			w := proto.FromMessage(c.LastMessage, s.user, false)
-			pc.LastMessage = &w
+		for _, c := range cs {
+			n := 256 + len(c.Key)
+			if c.LastMessage != nil {
+				n += wireSize(c.LastMessage)
+			}
+			if len(out.Conversations) == limit || size+n > budget && len(out.Conversations) > 0 {
+				out.HasMore = true
+				break fill
+			}
+			size += n
+			out.Conversations = append(out.Conversations, s.convEntry(c))
+			if !c.Muted {
+				out.TotalUnread += c.Unread
+			}
+			last = c
 		}
-		out.Conversations[i] = pc
+		if len(cs) < want {
+			break
+		}
+		cur := store.CursorOf(cs[len(cs)-1])
+		after = &cur
+	}
+	if out.HasMore {
+		out.Next = formatConvCursor(last)
 	}
 	s.reply(f.ID, out)
+}
+
+func (s *session) convEntry(c herald.Conversation) proto.Conversation {
+	pc := proto.Conversation{
+		ConvType: proto.ConvTypeName(c.Type), ConvID: c.ID, ReadSeq: c.ReadSeq, Unread: c.Unread,
+		NotificationStatus: proto.NotificationStatusName(c.Muted),
+	}
+	if c.LastMessage != nil {
+		w := proto.FromMessage(c.LastMessage, s.user, false)
+		pc.LastMessage = &w
+	}
+	return pc
+}
+
+// formatConvCursor writes the position after c as the reply's next:
+// "<last message ID>:<conv_type>:<conv_id>", opaque to clients.
+func formatConvCursor(c herald.Conversation) string {
+	cur := store.CursorOf(c)
+	return strconv.FormatInt(cur.LastID, 10) + ":" + proto.ConvTypeName(c.Type) + ":" + c.ID
+}
+
+// parseConvCursor reads a request's after, for user's list.
+func parseConvCursor(user, s string) (store.ConversationCursor, error) {
+	bad := func() (store.ConversationCursor, error) {
+		return store.ConversationCursor{}, herald.Errorf(herald.CodeInvalidArgument, "after %q is not a next of a conversations reply", s)
+	}
+	id, rest, ok := strings.Cut(s, ":")
+	typ, conv, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 {
+		return bad()
+	}
+	lastID, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || lastID < 0 {
+		return bad()
+	}
+	ct, err := proto.ParseConvType(typ)
+	if err != nil {
+		return bad()
+	}
+	key, err := chat.ConversationKey(user, ct, conv)
+	if err != nil {
+		return bad()
+	}
+	return store.ConversationCursor{LastID: lastID, Key: key}, nil
 }
 
 // pushOp runs the push registration operations, always for the session's

@@ -30,7 +30,7 @@ func (c noChat) History(context.Context, string, herald.ConversationType, string
 	c.t.Error("unexpected History")
 	return nil, false, nil
 }
-func (c noChat) Conversations(context.Context, string, int) ([]herald.Conversation, error) {
+func (c noChat) Conversations(context.Context, string, *store.ConversationCursor, int) ([]herald.Conversation, error) {
 	c.t.Error("unexpected Conversations")
 	return nil, nil
 }
@@ -74,5 +74,47 @@ func TestLoginAfterEndRegistersNothing(t *testing.T) {
 	s.mu.Unlock()
 	if timer != nil {
 		t.Error("a token timer was armed on an ended session")
+	}
+}
+
+// TestSweeperStartsWithChat (issue 15 item 23): the sweeper stores acks
+// through the Chat, so a gateway made without one starts it only at
+// SetChat; SetChat on a gateway that has a Chat (and may be sweeping) is
+// refused; a gateway that never got a Chat still shuts down.
+func TestSweeperStartsWithChat(t *testing.T) {
+	cfg := Config{Secret: []byte("0123456789abcdef"), BlockingReads: true}
+	started := func(g *Gateway) bool {
+		ran := true
+		g.sweepOnce.Do(func() { ran = false; go g.sweepLoop() })
+		return ran
+	}
+	g := New(nil, cfg)
+	if started(g) {
+		t.Fatal("the sweeper runs before SetChat")
+	}
+	g.Shutdown(context.Background())
+
+	g = New(nil, cfg)
+	g.SetChat(noChat{t: t})
+	if !started(g) {
+		t.Error("SetChat did not start the sweeper")
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a second SetChat was accepted")
+			}
+		}()
+		g.SetChat(noChat{t: t})
+	}()
+	g.Shutdown(context.Background())
+
+	never := New(nil, cfg)
+	done := make(chan struct{})
+	go func() { never.Shutdown(context.Background()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown of a gateway without a Chat hangs")
 	}
 }

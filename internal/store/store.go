@@ -103,6 +103,15 @@ type Store interface {
 	// and its read seq starts at JoinSeq.
 	Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error)
 
+	// ConversationsAfter is Conversations from just after the position
+	// after (nil: from the start), in the same order: the conversation
+	// whose last message has the highest ID first (IDs follow commit
+	// order), then those without a last message, by key. A page's last
+	// entry gives the next page's position (CursorOf). A conversation whose
+	// last message changes between pages moves in the order: it may be
+	// listed again, or not at all, by later pages.
+	ConversationsAfter(ctx context.Context, user string, after *ConversationCursor, limit int) ([]herald.Conversation, error)
+
 	// SetConversationMuted records user's notification status for conv, a
 	// conversation key (herald.PeerConversationKey or GroupConversationKey): muted (ZIM's
 	// do-not-disturb) or not. The conversation need not have messages, nor
@@ -457,4 +466,27 @@ func ValidateUsers(users []herald.User) error {
 		seen[u.ID] = true
 	}
 	return nil
+}
+
+// ConversationCursor is a position in a user's conversation list (see
+// ConversationsAfter): just after the conversation Key whose last message,
+// as the user sees it, has ID LastID (0 when it has none).
+type ConversationCursor struct {
+	LastID int64
+	Key    string
+}
+
+// CursorOf returns the position just after c in its user's list.
+func CursorOf(c herald.Conversation) ConversationCursor {
+	cur := ConversationCursor{Key: c.Key}
+	if c.LastMessage != nil {
+		cur.LastID = c.LastMessage.ID
+	}
+	return cur
+}
+
+// After reports whether a conversation Key whose last message has ID
+// lastID (0: none) comes after c in the list order.
+func (c ConversationCursor) After(lastID int64, key string) bool {
+	return lastID < c.LastID || lastID == c.LastID && key > c.Key
 }

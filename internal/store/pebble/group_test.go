@@ -1,6 +1,7 @@
 package pebble
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -197,24 +198,32 @@ func TestGroupsAndCallsReopen(t *testing.T) {
 	}
 }
 
-// TestMessageVersion1 decodes a message stored before mentions (format 3).
+// TestMessageVersion1 decodes messages stored before mentions (format 3)
+// and before the sender's device (format 4 and 5).
 func TestMessageVersion1(t *testing.T) {
 	m := msg("alice", "bob", "1")
 	m.Extended = "x"
 	b := encodeMessage(nil, m, head{id: 7, maxAt: 1, fromFirst: 1})
-	if b[len(b)-1] != 0 {
-		t.Fatalf("encoding ends with %d, want 0 mentions", b[len(b)-1])
+	if !bytes.HasSuffix(b, []byte{0, 0}) {
+		t.Fatalf("encoding ends with %v, want 0 mentions and an empty device", b[len(b)-2:])
 	}
-	v1 := append([]byte{messageVersionV1}, b[1:len(b)-1]...)
-	got, h, err := decodeMessage(m.Conv, 3, v1)
-	if err != nil {
-		t.Fatalf("decode version 1: %v", err)
+	for _, tt := range []struct {
+		version byte
+		cut     int // trailing bytes that version lacks
+	}{{messageVersionV1, 2}, {messageVersionV2, 1}} {
+		old := append([]byte{tt.version}, b[1:len(b)-tt.cut]...)
+		got, h, err := decodeMessage(m.Conv, 3, old)
+		if err != nil {
+			t.Fatalf("decode version %d: %v", tt.version, err)
+		}
+		if got.ID != 7 || h.fromFirst != 1 || got.Extended != "x" || got.Text != m.Text || got.Mentions != nil || got.FromDevice != "" {
+			t.Errorf("version %d decoded as %+v, head %+v", tt.version, got, h)
+		}
 	}
-	if got.ID != 7 || h.fromFirst != 1 || got.Extended != "x" || got.Text != m.Text || got.Mentions != nil {
-		t.Errorf("version 1 decoded as %+v, head %+v", got, h)
-	}
-	if _, _, err := decodeMessage(m.Conv, 3, append([]byte{3}, b[1:]...)); err == nil {
-		t.Errorf("an unknown message version decoded")
+	m.FromDevice = "phone"
+	got, _, err := decodeMessage(m.Conv, 3, encodeMessage(nil, m, head{id: 7}))
+	if err != nil || got.FromDevice != "phone" {
+		t.Errorf("round trip of the sender's device = %+v, %v", got, err)
 	}
 }
 

@@ -44,8 +44,10 @@ var (
 // so it too must refuse the directory. 5 added registered users (a keys):
 // a build that knows only 4 would not fail on them but ignore them, and
 // has no require-registration, so users their app unregistered would log
-// in again and be pushed; it must refuse the directory too.
-const formatVersion = 5
+// in again and be pushed; it must refuse the directory too. 6 added message
+// encoding 3 (the sender's device): a build that knows only 5 would fail
+// on every message written since.
+const formatVersion = 6
 
 // errCorrupt marks stored bytes that do not decode.
 var errCorrupt = errors.New("pebble: corrupt record")
@@ -182,10 +184,12 @@ func decodeDedup(b []byte) (conv string, seq int64, err error) {
 	return conv, int64(s), nil
 }
 
-// messageVersion is the first byte of an encoded message: 2 since format
-// 4, which appended mentions; 1 (without them) is still read.
+// messageVersion is the first byte of an encoded message: 3 since format
+// 6, which appended the sender's device; 2 (format 4, which appended
+// mentions) and 1 (without either) are still read.
 const (
-	messageVersion   = 2
+	messageVersion   = 3
+	messageVersionV2 = 2
 	messageVersionV1 = 1
 )
 
@@ -209,7 +213,7 @@ type head struct {
 //
 //	version, id, maxAt, fromFirst, createdAt, convType, from, to,
 //	localID, type, subType, text, data, extended, mentions (count, then
-//	each)
+//	each), fromDevice
 func encodeMessage(b []byte, m *herald.Message, h head) []byte {
 	b = append(b, messageVersion)
 	b = binary.AppendUvarint(b, uint64(h.id))
@@ -229,12 +233,12 @@ func encodeMessage(b []byte, m *herald.Message, h head) []byte {
 	for _, u := range m.Mentions {
 		b = appendString(b, u)
 	}
-	return b
+	return appendString(b, m.FromDevice)
 }
 
 // decodeHead decodes the head of an encoded message and returns the rest.
 func decodeHead(b []byte) (head, []byte, error) {
-	if len(b) == 0 || b[0] != messageVersion && b[0] != messageVersionV1 {
+	if len(b) == 0 || b[0] < messageVersionV1 || b[0] > messageVersion {
 		return head{}, nil, fmt.Errorf("%w: unknown message version", errCorrupt)
 	}
 	id, b, err := readUvarint(b[1:])
@@ -314,6 +318,11 @@ func decodeMessage(conv string, seq int64, b []byte) (*herald.Message, head, err
 					return nil, head{}, err
 				}
 			}
+		}
+	}
+	if version >= 3 {
+		if m.FromDevice, b, err = readString(b); err != nil {
+			return nil, head{}, err
 		}
 	}
 	if len(b) != 0 {

@@ -368,10 +368,21 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 	case limit <= 0:
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
 	}
-	return view(ctx, s, "conversations", func(r reader) ([]herald.Conversation, error) { return conversations(ctx, r, user, limit) })
+	return s.ConversationsAfter(ctx, user, nil, limit)
 }
 
-func conversations(ctx context.Context, r reader, user string, limit int) (_ []herald.Conversation, err error) {
+// ConversationsAfter implements store.Store.
+func (s *Store) ConversationsAfter(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error) {
+	switch {
+	case user == "":
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	case limit <= 0:
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
+	}
+	return view(ctx, s, "conversations", func(r reader) ([]herald.Conversation, error) { return conversations(ctx, r, user, after, limit) })
+}
+
+func conversations(ctx context.Context, r reader, user string, after *store.ConversationCursor, limit int) (_ []herald.Conversation, err error) {
 	keys, err := listed(r, user)
 	if err != nil {
 		return nil, err
@@ -413,6 +424,15 @@ func conversations(ctx context.Context, r reader, user string, limit int) (_ []h
 	slices.SortFunc(last, func(a, b lastMessage) int {
 		return cmp.Or(cmp.Compare(b.id, a.id), cmp.Compare(a.conv, b.conv))
 	})
+	if after != nil {
+		i, _ := slices.BinarySearchFunc(last, true, func(l lastMessage, _ bool) int {
+			if after.After(l.id, l.conv) {
+				return 1
+			}
+			return -1
+		})
+		last = last[i:]
+	}
 	last = last[:min(limit, len(last))]
 
 	var sent *pebbledb.Iterator // over the s keys, for group unread; opened on first use

@@ -15,7 +15,8 @@ import (
 // msgCols and msgFrom select a message for scanMessage.
 const (
 	msgCols = `m.id, c.conv_key, c.type, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
-		coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions`
+		coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions,
+		coalesce(m.sender_device, '')`
 	msgFrom = ` FROM messages m JOIN conversations c ON c.id = m.conv_id `
 )
 
@@ -57,24 +58,30 @@ func (s *Store) messageReadStatements() []statement {
 		// a group without a later one has no last message and sorts with
 		// the conversations without messages. read_seq starts at join_seq,
 		// so the unread count needs no join_seq of its own.
+		// ?3 and ?4 are the position to start after (ConversationsAfter):
+		// a last message ID (0 for none) and a key; the first page starts
+		// after (MaxInt64, "").
 		{&s.stmtConversations, `WITH page AS (
-				SELECT mb.conv_id, mb.read_seq, l.id AS last_id
+				SELECT mb.conv_id, mb.read_seq, l.id AS last_id, k.conv_key AS conv_key
 				FROM members mb
+				JOIN conversations k ON k.id = mb.conv_id
 				LEFT JOIN messages l ON l.conv_id = mb.conv_id
 					AND l.seq = (SELECT max(seq) FROM messages WHERE conv_id = mb.conv_id)
 					AND l.seq > mb.join_seq
 				WHERE mb.user_id = ?1
-				ORDER BY last_id IS NULL, last_id DESC, mb.conv_id
+					AND (coalesce(l.id, 0) < ?3 OR coalesce(l.id, 0) = ?3 AND k.conv_key > ?4)
+				ORDER BY coalesce(last_id, 0) DESC, conv_key
 				LIMIT ?2)
 			SELECT c.conv_key, c.type, p.read_seq,
 				(SELECT count(*) FROM messages u WHERE u.conv_id = p.conv_id AND u.seq > p.read_seq AND u.sender <> ?1),
 				EXISTS (SELECT 1 FROM mutes WHERE user_id = ?1 AND conv_key = c.conv_key),
 				m.id, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
-				coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions
+				coalesce(m.text, ''), m.data, coalesce(m.extended, ''), m.created_at, m.mentions,
+				coalesce(m.sender_device, '')
 			FROM page p
 			JOIN conversations c ON c.id = p.conv_id
 			LEFT JOIN messages m ON m.id = p.last_id
-			ORDER BY p.last_id IS NULL, p.last_id DESC, p.conv_id`},
+			ORDER BY coalesce(p.last_id, 0) DESC, p.conv_key`},
 		{&s.stmtCursors, "SELECT conv_key, seq FROM cursors WHERE user_id = ? AND device = ?"},
 		{&s.stmtMuted, "SELECT user_id, conv_key FROM mutes ORDER BY user_id, conv_key"},
 	}
@@ -103,7 +110,7 @@ func scanMessage(sc scanner) (*herald.Message, error) {
 		mentions              sql.NullString
 	)
 	err := sc.Scan(&m.ID, &m.Conv, &convType, &m.Seq, &m.From, &m.To, &m.LocalID, &typ, &subTyp,
-		&m.Text, &m.Data, &m.Extended, &createdAt, &mentions)
+		&m.Text, &m.Data, &m.Extended, &createdAt, &mentions, &m.FromDevice)
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +291,11 @@ func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, er
 
 // Conversations implements store.Store.
 func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
+	return s.ConversationsAfter(ctx, user, nil, limit)
+}
+
+// ConversationsAfter implements store.Store.
+func (s *Store) ConversationsAfter(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error) {
 	switch {
 	case user == "":
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
@@ -293,7 +305,11 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	rows, err := s.stmtConversations.QueryContext(ctx, user, limit)
+	pos := store.ConversationCursor{LastID: math.MaxInt64}
+	if after != nil {
+		pos = *after
+	}
+	rows, err := s.stmtConversations.QueryContext(ctx, user, limit, pos.LastID, pos.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: conversations: %w", err)
 	}
@@ -307,9 +323,10 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 			from, to, localID, text, ext  sql.NullString
 			data                          []byte
 			mentions                      sql.NullString
+			device                        string
 		)
 		if err := rows.Scan(&c.Key, &convType, &c.ReadSeq, &c.Unread, &c.Muted,
-			&id, &seq, &from, &to, &localID, &typ, &subTyp, &text, &data, &ext, &created, &mentions); err != nil {
+			&id, &seq, &from, &to, &localID, &typ, &subTyp, &text, &data, &ext, &created, &mentions, &device); err != nil {
 			return nil, fmt.Errorf("sqlite: conversations: %w", err)
 		}
 		c.Type = herald.ConversationType(convType)
@@ -324,7 +341,7 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 				From: from.String, To: to.String, LocalID: localID.String,
 				Type: herald.MessageType(typ.Int64), SubType: int32(subTyp.Int64),
 				Text: text.String, Data: data, Extended: ext.String,
-				CreatedAt: time.UnixMilli(created.Int64).UTC(),
+				CreatedAt: time.UnixMilli(created.Int64).UTC(), FromDevice: device,
 			}
 			if c.LastMessage.Mentions, err = decodeMentions(mentions); err != nil {
 				return nil, fmt.Errorf("sqlite: conversations: %w", err)

@@ -81,10 +81,10 @@ type convState struct {
 
 const (
 	insertHead = `INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id, type, sub_type,
-		text, data, extended, created_at, created_max, mentions) VALUES `
-	insertRow  = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+		text, data, extended, created_at, created_max, mentions, sender_device) VALUES `
+	insertRow  = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
 	insertTail = ` ON CONFLICT (sender, local_id) DO NOTHING`
-	insertArgs = 14
+	insertArgs = 15
 )
 
 // statements are the writer's statements, but for the multi-row INSERTs.
@@ -533,7 +533,7 @@ func (w *writer) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 func appendInsertArgs(args []any, m *herald.Message, convID, createdMax int64) []any {
 	return append(args, m.ID, convID, m.Seq, m.From, m.To, m.LocalID, int64(m.Type), int64(m.SubType),
 		nullString(m.Text), nullBytes(m.Data), nullString(m.Extended), m.CreatedAt.UnixMilli(), createdMax,
-		encodeMentions(m.Mentions))
+		encodeMentions(m.Mentions), nullString(m.FromDevice))
 }
 
 // encodeMentions is the stored form of a message's mentions: a JSON array

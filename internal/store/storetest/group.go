@@ -1063,3 +1063,48 @@ func testGroupConversations(t *testing.T, f *fixture) {
 		t.Errorf("alice's g1 muted: mute is per user")
 	}
 }
+
+// testConversationsPages: ConversationsAfter pages through the list in its
+// order, the conversations without a message since the user joined last,
+// by key; the pages together are the whole list, each entry once.
+func testConversationsPages(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	f.createGroup(t, "g3", "alice")
+	f.createGroup(t, "g1", "alice")
+	f.createGroup(t, "g2", "bob")
+	f.append(t, f.gtexts(2, "bob", "g2")...)
+	f.addMembers(t, "g2", f.newMembers(herald.RoleMember, "alice")) // no message since she joined
+	for _, peer := range []string{"p1", "p2", "p3", "p4"} {
+		f.append(t, f.text(peer, "alice"))
+	}
+	f.append(t, f.gtext("alice", "g1"))
+	want := []string{"g:g1", "p:alice:p4", "p:alice:p3", "p:alice:p2", "p:alice:p1", "g:g2", "g:g3"}
+	if got := keysOf(f.conversations(t, "alice", 100)); !slices.Equal(got, want) {
+		t.Fatalf("alice's list = %v, want %v", got, want)
+	}
+	for _, limit := range []int{1, 2, 3, 100} {
+		var got []string
+		var after *store.ConversationCursor
+		for range len(want) + 1 {
+			page, err := f.s.ConversationsAfter(ctx, "alice", after, limit)
+			if err != nil {
+				t.Fatalf("ConversationsAfter(%+v, %d): %v", after, limit, err)
+			}
+			if len(page) > limit {
+				t.Fatalf("ConversationsAfter(%+v, %d) has %d entries", after, limit, len(page))
+			}
+			got = append(got, keysOf(page)...)
+			if len(page) < limit {
+				break
+			}
+			cur := store.CursorOf(page[len(page)-1])
+			after = &cur
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("pages of %d = %v, want %v", limit, got, want)
+		}
+	}
+	if _, err := f.s.ConversationsAfter(ctx, "alice", nil, 0); herald.ErrorCode(err) != herald.CodeInvalidArgument {
+		t.Errorf("ConversationsAfter(limit 0) = %v, want invalid_argument", err)
+	}
+}

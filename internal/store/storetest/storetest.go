@@ -89,6 +89,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Group/MessageInvalid", testGroupMessageInvalid},
 		{"Group/Mentions", testGroupMentions},
 		{"Group/Conversations", testGroupConversations},
+		{"Conversations/Pages", testConversationsPages},
 		{"Call/SaveAndGet", testCallSaveAndGet},
 		{"Call/Jobs", testCallJobs},
 		{"Call/Invalid", testCallInvalid},
@@ -259,10 +260,11 @@ type messageScalars struct {
 	Text              string
 	SubType           int32
 	Extended          string
+	FromDevice        string
 }
 
 func scalars(m *herald.Message) messageScalars {
-	return messageScalars{m.ID, m.ConvType, m.Conv, m.Seq, m.From, m.To, m.LocalID, m.Type, m.Text, m.SubType, m.Extended}
+	return messageScalars{m.ID, m.ConvType, m.Conv, m.Seq, m.From, m.To, m.LocalID, m.Type, m.Text, m.SubType, m.Extended, m.FromDevice}
 }
 
 func wantCode(t *testing.T, what string, err error, code herald.Code) {
@@ -330,6 +332,7 @@ func testGapFree(t *testing.T, f *fixture) {
 func testAppendResult(t *testing.T, f *fixture) {
 	in := f.text("alice", "bob")
 	in.Extended = `{"k":"v"}`
+	in.FromDevice = "alice-phone" // stored with the message (issue 15 item 3)
 	before := *in
 	res := f.append(t, in)
 	got := res[0].Message
@@ -347,6 +350,12 @@ func testAppendResult(t *testing.T, f *fixture) {
 		t.Fatalf("stored %d messages, want 1", len(stored))
 	}
 	sameMessage(t, "stored", stored[0], &want)
+	h, err := f.s.History(context.Background(), in.Conv, store.HistoryQuery{Direction: store.Backward, Limit: 1})
+	if err != nil || len(h) != 1 {
+		t.Fatalf("History = %d messages, %v; want 1", len(h), err)
+	}
+	sameMessage(t, "history", h[0], &want)
+	sameMessage(t, "last message", f.conversation(t, "bob", in.Conv).LastMessage, &want)
 }
 
 func testAppendEmpty(t *testing.T, f *fixture) {
