@@ -246,3 +246,52 @@ func TestUnauthenticatedAPIBodiesCapped(t *testing.T) {
 	}
 
 }
+
+// getFrom sends one request for path on a new connection from ip and
+// returns the answer's status; the client then closes its side, as curl
+// does.
+func getFrom(t *testing.T, srv *testServer, ip, request string) int {
+	t.Helper()
+	c := dialFrom(t, srv, ip)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, request)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("from %s: no answer: %v", ip, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestBadHandshakesReleaseCap: refused WebSocket handshakes (a plain GET
+// of /ws, a version the server does not speak) are answered and leave the
+// count of connections before login. Before, the gateway dropped the
+// connection the upgrader had taken over without closing it: 8 plain
+// GETs with a per-address cap of 5 locked the address out until restart.
+func TestBadHandshakesReleaseCap(t *testing.T) {
+	srv := startServer(t, func(c *config.Config) {
+		c.MaxUnauthenticatedConnsPerAddr = 5
+	})
+	bad := []struct {
+		name, request string
+		want          int
+	}{
+		{"plain GET", "GET /ws HTTP/1.1\r\nHost: herald\r\n\r\n", http.StatusBadRequest},
+		{"version 12", "GET /ws HTTP/1.1\r\nHost: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 12\r\n\r\n", http.StatusUpgradeRequired},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := range 8 {
+				if got := getFrom(t, srv, "127.0.0.2", tc.request); got != tc.want {
+					t.Fatalf("handshake %d: %d, want %d", i+1, got, tc.want)
+				}
+			}
+			waitMetric(t, srv, "herald_listener_unauthenticated", 0)
+			if got := getFrom(t, srv, "127.0.0.2", "GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n"); got != http.StatusOK {
+				t.Fatalf("/healthz from the same address: %d, want 200", got)
+			}
+		})
+	}
+}

@@ -383,6 +383,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	conn, rw, _, err := up.Upgrade(r, w)
 	if err != nil {
+		// Upgrade takes the connection from the HTTP server before it
+		// validates the handshake; a refused one (answered 400 or 426)
+		// is ours to close, or it would stay open, and counted among the
+		// connections before login, for ever.
+		if conn != nil {
+			conn.Close()
+		}
 		g.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
