@@ -118,8 +118,12 @@ type Config struct {
 
 	// PendingBodyBytes bounds the bytes of signed request bodies read
 	// before their signature is checked, all requests together; zero
-	// means 4 MiB (bodies.go).
+	// means 4 MiB (bodies.go). One client address may hold an eighth.
 	PendingBodyBytes int
+	// BodyReadTimeout is how long a signed request's body may take to
+	// arrive after its headers; zero means 5 s. Set it no longer than the
+	// HTTP server's read timeout: it replaces that deadline.
+	BodyReadTimeout time.Duration
 	// Authenticated, when set, is called with each request whose
 	// credential is valid (the server takes its connection out of the
 	// count of connections not yet authenticated).
@@ -197,7 +201,10 @@ func New(cfg Config) *Handler {
 	if cfg.PendingBodyBytes <= 0 {
 		cfg.PendingBodyBytes = 4 << 20
 	}
-	h := &Handler{bodies: &bodyBudget{max: int64(cfg.PendingBodyBytes)}, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = bodyReadTimeout
+	}
+	h := &Handler{bodies: newBodyBudget(int64(cfg.PendingBodyBytes)), cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
 		limit: newLimiter(cfg.Rate, cfg.Burst), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow, cfg.Nonces)}
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.method+" "+rt.path, rt.serve)
@@ -217,7 +224,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	cred, err := h.authenticate(r)
+	cred, err := h.authenticate(w, r)
 	if err != nil {
 		switch herald.ErrorCode(err) {
 		case herald.CodeUnavailable, herald.CodeTooLarge:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,7 +50,7 @@ type credential struct {
 // whose nonce has not been used. A signed request's body is read (bounded
 // by MaxBodyBytes) to be hashed and put back for the endpoint. It does
 // not record the nonce (the caller does, after the rate limit).
-func (h *Handler) authenticate(r *http.Request) (credential, error) {
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (credential, error) {
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		tok, ok := strings.CutPrefix(auth, "Bearer ")
 		if !ok {
@@ -102,27 +103,46 @@ func (h *Handler) authenticate(r *http.Request) (credential, error) {
 		h.bodies.tooLarge.Add(1)
 		return credential{}, herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes (Content-Length %d)", MaxBodyBytes, r.ContentLength)
 	}
-	reserve := r.ContentLength
-	if reserve < 0 {
-		reserve = MaxBodyBytes // chunked: as much as it may grow to
-	}
-	if !h.bodies.take(reserve) {
-		h.bodies.refused.Add(1)
-		if log, n := h.bodies.logRefusal(now); log {
-			h.log.Warn("api requests refused: too many bodies awaiting their signature check", "remote", r.RemoteAddr,
-				"refused", n, "pending_body_bytes", h.bodies.max, "next_report_in", bodyLogEvery)
+	addr := addrKey(r.RemoteAddr)
+	var src io.Reader = r.Body
+	if r.ContentLength >= 0 {
+		// Its length is known: reserved whole, or refused unread.
+		if refusal := h.bodies.take(addr, r.ContentLength); refusal != budgetOK {
+			return credential{}, h.refuseBody(r, refusal, now)
 		}
-		return credential{}, herald.Errorf(herald.CodeUnavailable, "too many signed request bodies are being received; retry after 1 s")
+		defer h.bodies.give(addr, r.ContentLength)
+	} else {
+		// Chunked: charged as its bytes arrive.
+		cb := &chargedBody{r: r.Body, b: h.bodies, addr: addr}
+		defer func() { h.bodies.give(addr, cb.charged) }()
+		src = cb
 	}
-	defer h.bodies.give(reserve)
-	body, err := io.ReadAll(r.Body)
+	// The body arrives within BodyReadTimeout of the headers, or the read
+	// fails; once it is read, the connection has no read deadline until
+	// the server sets the next request's. (A handler test's recorder has no
+	// connection: there the calls do nothing.)
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(h.cfg.BodyReadTimeout))
+	body, err := io.ReadAll(src)
 	if err != nil {
+		// The rest of the body is not waited for: the connection ends
+		// after the answer (the deadline stays, so net/http's attempt to
+		// read what is left fails at once).
+		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			return credential{}, herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes", MaxBodyBytes)
+		case errors.Is(err, errBodyBudget):
+			return credential{}, h.refuseBody(r, src.(*chargedBody).refusal, now)
+		case errors.As(err, &ne) && ne.Timeout():
+			h.bodies.slow.Add(1)
+			return credential{}, herald.Errorf(herald.CodeInvalidArgument, "the body did not arrive within %s of the headers", h.cfg.BodyReadTimeout)
 		}
 		return credential{}, herald.Errorf(herald.CodeInvalidArgument, "reading the body: %v", err)
 	}
+	rc.SetReadDeadline(time.Time{})
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	target := r.RequestURI
 	if !strings.HasPrefix(target, "/") { // absolute form, through a proxy
@@ -138,6 +158,23 @@ func (h *Handler) authenticate(r *http.Request) (credential, error) {
 		return credential{}, err // a replay spends no token of the app's rate
 	}
 	return credential{app: app, nonce: nonce, ts: ts}, nil
+}
+
+// refuseBody counts and logs a body refused by the budget (bodies.go)
+// and returns the 503 to answer.
+func (h *Handler) refuseBody(r *http.Request, refusal int, now time.Time) error {
+	limit := "api-pending-body-bytes"
+	if refusal == budgetAddrFull {
+		h.bodies.refusedAddr.Add(1)
+		limit = "api-pending-body-bytes/8 per address"
+	} else {
+		h.bodies.refused.Add(1)
+	}
+	if log, n := h.bodies.logRefusal(now); log {
+		h.log.Warn("api requests refused: too many bodies awaiting their signature check", "limit", limit, "last_remote", r.RemoteAddr,
+			"refused", n, "pending_body_bytes", h.bodies.max, "per_addr", h.bodies.perAddr, "next_report_in", bodyLogEvery)
+	}
+	return herald.Errorf(herald.CodeUnavailable, "too many signed request bodies are being received; retry after 1 s")
 }
 
 // parseTimestamp reads decimal Unix seconds: digits only, no sign.

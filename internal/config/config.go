@@ -239,7 +239,7 @@ func (c *Config) keys() []key {
 		{"http-idle-timeout", "an idle keep-alive HTTP connection is closed after this", &c.HTTPIdleTimeout},
 		{"max-unauthenticated-conns", "connections open before a login or a valid API credential, in all; more are refused", &c.MaxUnauthenticatedConns},
 		{"max-unauthenticated-conns-per-addr", "the same from one client address (behind a proxy: the proxy's); 0 is no per-address cap", &c.MaxUnauthenticatedConnsPerAddr},
-		{"api-pending-body-bytes", "bytes of signed API request bodies read before their signature is checked, all requests together; more are answered 503", &c.APIPendingBodyBytes},
+		{"api-pending-body-bytes", "bytes of signed API request bodies read before their signature is checked, all requests together (one client address: an eighth); more are answered 503", &c.APIPendingBodyBytes},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},
 		{"metrics-public", "serve Prometheus /metrics on addr: true, false, or auto (only when addr is a loopback address, and never to a request that came through a proxy)", &c.MetricsPublic},
 		{"metrics-addr", "serve Prometheus /metrics on this address of its own (for a private scrape network); empty is off", &c.MetricsAddr},

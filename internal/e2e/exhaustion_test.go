@@ -295,3 +295,88 @@ func TestBadHandshakesReleaseCap(t *testing.T) {
 		})
 	}
 }
+
+// waitMetricIn waits until the metric has one of the values.
+func waitMetricIn(t *testing.T, srv *testServer, name string, want ...float64) float64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := metric(t, srv, name)
+		for _, w := range want {
+			if got == w {
+				return got
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v, want one of %v", name, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stalledBody opens a connection from ip with a signed-looking API request
+// (the signature is wrong, and is checked only once the body is read) and
+// sends the first byte of its body: a chunk when length is -1, else under
+// a Content-Length. It returns the connection and its reader.
+func stalledBody(t *testing.T, srv *testServer, ip string, length int) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c := dialFrom(t, srv, ip)
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	framing := "Transfer-Encoding: chunked"
+	if length >= 0 {
+		framing = "Content-Length: " + strconv.Itoa(length)
+	}
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: herald\r\nContent-Type: application/json\r\n%s\r\n"+
+		"%s: herald\r\n%s: %s\r\n%s: %s\r\n%s: %s\r\n\r\n", apiclient.PathUsers, framing,
+		apiclient.HeaderApp, apiclient.HeaderTimestamp, ts, apiclient.HeaderNonce, apiclient.NewNonce(),
+		apiclient.HeaderSignature, strings.Repeat("0", 64))
+	if length < 0 {
+		io.WriteString(c, "1\r\n{\r\n")
+	} else {
+		io.WriteString(c, "{")
+	}
+	return c, bufio.NewReader(c)
+}
+
+// TestSlowBodiesFromOneAddress: one address with many stalled signed
+// bodies cannot make a backend's correctly signed request fail. Before,
+// a chunked body reserved 64 KiB of the 4 MiB budget before a byte was
+// read, and 64 slow chunked connections from one address made every
+// signed request 503. Now a chunked body is charged as it arrives and one
+// address may hold an eighth of the budget.
+func TestSlowBodiesFromOneAddress(t *testing.T) {
+	srv := startServer(t, nil) // api-pending-body-bytes 4 MiB: an address may hold 512 KiB
+	const pending = "herald_api_pending_body_bytes"
+	for range 64 {
+		stalledBody(t, srv, "127.0.0.2", -1)
+	}
+	// Every one has reached its body: a byte each (64 KiB each before).
+	waitMetricIn(t, srv, pending, 64, 64*64<<10)
+	if _, err := backend(srv).RegisterUsers(apiCtx(t), apiclient.RegisterUser{UserID: "bob"}); err != nil {
+		t.Fatalf("signed request while one address holds 64 chunked bodies: %v", err)
+	}
+
+	// Bodies with a Content-Length reserve it: 8 of 64 KiB fill an
+	// address's share, and the ninth from it is refused unread, while the
+	// backend is still served.
+	for range 8 {
+		stalledBody(t, srv, "127.0.0.3", 64<<10)
+	}
+	waitMetric(t, srv, pending, 64+8*64<<10)
+	c, r := stalledBody(t, srv, "127.0.0.3", 64<<10)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("ninth body from one address: no answer before its body was sent: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("ninth body from one address: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if got := metric(t, srv, "herald_api_bodies_refused_addr"); got != 1 {
+		t.Errorf("bodies_refused_addr = %v, want 1", got)
+	}
+	if _, err := backend(srv).RegisterUsers(apiCtx(t), apiclient.RegisterUser{UserID: "carol"}); err != nil {
+		t.Fatalf("signed request while one address holds its share: %v", err)
+	}
+}

@@ -161,7 +161,8 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	s.nonces = nonces
 	apiHandler := api.New(api.Config{
 		Nonces: nonces, PendingBodyBytes: cfg.APIPendingBodyBytes, Authenticated: markAuthenticated,
-		Secret: secret, AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
+		BodyReadTimeout: min(5*time.Second, cfg.HTTPReadTimeout),
+		Secret:          secret, AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
 	})
 	mux.Handle("/api/", apiHandler)
