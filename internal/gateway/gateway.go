@@ -172,6 +172,10 @@ type Gateway struct {
 	ackKick    chan struct{} // asks ackLoop for a flush now
 	stopAcks   chan struct{}
 	acksDone   chan struct{}
+	// writes is the context of ack writes: Shutdown cancels it when its
+	// own context ends, so no write outlives the shutdown's deadline.
+	writes      context.Context
+	cancelWrite context.CancelFunc
 
 	stats struct {
 		connections, sessions, slowClosed, kicked, framesBad, sendsLimited atomic.Int64
@@ -191,6 +195,7 @@ func New(c Chat, cfg Config) *Gateway {
 	g := &Gateway{cfg: cfg, chat: c, codec: proto.JSON, log: cfg.Logger, seed: maphash.MakeSeed(),
 		conns: make(map[*session]struct{}), drained: make(chan struct{}), dirty: make(map[*session]struct{}),
 		round: make(chan struct{}), ackKick: make(chan struct{}, 1), stopAcks: make(chan struct{}), acksDone: make(chan struct{})}
+	g.writes, g.cancelWrite = context.WithCancel(context.Background())
 	for i := range g.shards {
 		g.shards[i].users = make(map[string][]*session)
 	}
@@ -288,7 +293,7 @@ func (g *Gateway) saveCursors(batch []store.DeviceCursors, sessions []*session) 
 	if len(batch) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(g.writes, 5*time.Second)
 	defer cancel()
 	if err := g.chat.SaveCursors(ctx, batch); err != nil {
 		g.log.Error("storing acks failed; retrying at the next flush", "devices", len(batch), "err", err)
@@ -444,11 +449,19 @@ func (g *Gateway) untrack(s *session) {
 // Shutdown refuses new connections, closes every session with
 // CloseServerShutdown (clients reconnect, to another node if there is one),
 // and waits until their read loops have ended and acks are stored, or ctx ends.
+// When ctx ends, ack writes in progress and to come are cancelled: the
+// acks not stored by then are lost (clients resync from their last stored
+// ack), and Shutdown returns without waiting for a store that ignores ctx.
 // A session with sends in flight (handed to chat, which is still running)
 // is closed once their replies are queued, so the client learns the seq of
 // every message stored for it; it starts no new send meanwhile. When ctx
 // ends first, every session is closed at once.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	stopCancel := context.AfterFunc(ctx, g.cancelWrite)
+	defer func() {
+		stopCancel()
+		g.cancelWrite()
+	}()
 	g.stopGrace() // no caller's calls are cancelled for a session closed from here on
 	g.connsMu.Lock()
 	g.closing = true
@@ -487,7 +500,13 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	close(g.stopSweep)
 	<-g.swept
 	close(g.stopAcks) // after the sessions: their acks are in the final flush
-	<-g.acksDone
+	select {
+	case <-g.acksDone:
+	case <-ctx.Done():
+		if err == nil {
+			err = errors.Join(errors.New("gateway: acks still being stored at shutdown"), ctx.Err())
+		}
+	}
 	g.poller.close()
 	return err
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/chat"
+	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/proto"
 )
 
@@ -106,5 +107,51 @@ func TestShutdownDrainsSendReplies(t *testing.T) {
 				t.Errorf("close code %d, want %d", code, proto.CloseServerShutdown)
 			}
 		})
+	}
+}
+
+// stalledAcks is a chat service whose ack writes never finish: each
+// honours its context and nothing else. started reports each write.
+type stalledAcks struct {
+	heldSync
+	started chan struct{}
+}
+
+func (c stalledAcks) SaveCursors(ctx context.Context, _ []store.DeviceCursors) error {
+	select {
+	case c.started <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestShutdownDeadlineWithStalledAckWrites: with a store whose ack writes
+// never finish, Shutdown returns soon after its deadline. Before, the
+// periodic flush, the ending session's flush and the final flush each
+// waited out a 5 s timeout of their own: 15 s past a 100 ms deadline.
+func TestShutdownDeadlineWithStalledAckWrites(t *testing.T) {
+	release := make(chan struct{})
+	close(release)
+	st := stalledAcks{heldSync{noChat{t: t}, release}, make(chan struct{}, 1)}
+	g := New(st, Config{Secret: callSecret, BlockingReads: true, CursorFlush: 10 * time.Millisecond})
+	s, _ := callPipeSession(t, g)
+	if !g.track(s) {
+		t.Fatal("track refused the session")
+	}
+	callLogin(t, g, s, "alice", "d")
+	callRequest(t, s, 2, proto.OpAck, proto.AckRequest{ConvType: "peer", ConvID: "bob", Seq: 3})
+	<-st.started // the periodic flush is writing, and will not finish
+
+	const deadline = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	err := g.Shutdown(ctx)
+	if took := time.Since(start); took > deadline+2*time.Second {
+		t.Errorf("Shutdown took %s with a %s deadline", took.Round(time.Millisecond), deadline)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v, want the deadline", err)
 	}
 }
