@@ -223,9 +223,19 @@ func newNonceCache(rate, burst int, window time.Duration, journal *NonceJournal)
 	n := 2 * (burst + rate*int(2*window/time.Second))
 	c := &nonceCache{window: window, max: max(n, 1024), journal: journal, seen: make(map[string]int64)}
 	if journal != nil {
-		c.seen = journal.Nonces() // what was accepted before the restart
+		// What was accepted before the restart, kept for the window now
+		// in force.
+		for k, ts := range journal.Nonces() {
+			c.seen[k] = c.forgetAt(ts)
+		}
 	}
 	return c
+}
+
+// forgetAt is when the nonce of a request with timestamp ts may be
+// forgotten: the timestamp check alone refuses the request from then on.
+func (c *nonceCache) forgetAt(ts int64) int64 {
+	return ts + int64((c.window+time.Second-1)/time.Second)
 }
 
 // check refuses a nonce already seen, without recording it.
@@ -268,12 +278,12 @@ func (c *nonceCache) use(app, nonce string, ts int64, now time.Time) (wait time.
 			return time.Duration(first-t+1) * time.Second, herald.Errorf(herald.CodeRateLimited, "more than %d signed requests within the time window; slow down", c.max)
 		}
 	}
-	exp := ts + int64((c.window+time.Second-1)/time.Second)
+	exp := c.forgetAt(ts)
 	if c.journal != nil {
 		// Synced before the request is served (under c.mu: the rate limit
 		// bounds how many wait here). A nonce that cannot be kept across a
 		// restart is not accepted: the request fails as internal.
-		if err := c.journal.record(key, exp, now); err != nil {
+		if err := c.journal.record(key, ts, now); err != nil {
 			return 0, err
 		}
 	}

@@ -152,7 +152,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	s.hooks = hooks
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
-	nonces, err := api.OpenNonceJournal(filepath.Join(cfg.DataDir, APINoncesFile), time.Now())
+	nonces, err := api.OpenNonceJournal(filepath.Join(cfg.DataDir, APINoncesFile), cfg.APITimeWindow, time.Now(), log)
 	if err != nil {
 		gw.Shutdown(ctx)
 		st.Close()
@@ -161,8 +161,8 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	s.nonces = nonces
 	apiHandler := api.New(api.Config{
 		Nonces: nonces, PendingBodyBytes: cfg.APIPendingBodyBytes, Authenticated: markAuthenticated,
-		BodyReadTimeout: min(5*time.Second, cfg.HTTPReadTimeout),
-		Secret:          secret, AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
+		BodyReadTimeout: min(5*time.Second, cfg.HTTPReadTimeout), Secret: secret,
+		AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
 	})
 	mux.Handle("/api/", apiHandler)
