@@ -27,10 +27,16 @@ func (f *faultStore) AppendMessages(context.Context, []*herald.Message, []store.
 
 func (f *faultStore) Ping(context.Context) error { return f.pingErr }
 
+// SaveCursors is a small write that passes on a disk too full for
+// messages.
+func (f *faultStore) SaveCursors(context.Context, []store.DeviceCursors) error { return nil }
+
 // TestReadyzWhileWritesFail: /readyz is not ready while the store refuses
 // writes, though it still answers reads and its probe may pass; it is
-// ready again after a write succeeds, or, without traffic, once the probe
-// passes writeFailHold after the last failure.
+// ready again after a message append succeeds, or, without one, once the
+// probe passes writeFailHold after the last failure. Smaller writes that
+// pass do not make it ready: before, an ack write did, at once, and
+// /readyz flapped on a full disk.
 func TestReadyzWhileWritesFail(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	fs := &faultStore{}
@@ -52,7 +58,8 @@ func TestReadyzWhileWritesFail(t *testing.T) {
 		{"probe passes, failure recent", func() { now = now.Add(writeFailHold - time.Second) }, http.StatusServiceUnavailable},
 		{"probe passes, failure old", func() { now = now.Add(2 * time.Second) }, http.StatusOK},
 		{"fails again", func() { write(diskFull) }, http.StatusServiceUnavailable},
-		{"a write succeeds", func() { write(nil) }, http.StatusOK},
+		{"a small write passes", func() { s.store.SaveCursors(ctx, nil) }, http.StatusServiceUnavailable},
+		{"a message append succeeds", func() { write(nil) }, http.StatusOK},
 		{"caller's error", func() { write(herald.Errorf(herald.CodeInvalidArgument, "bad")) }, http.StatusOK},
 		{"caller gave up", func() { write(context.Canceled) }, http.StatusOK},
 		{"probe fails", func() { fs.pingErr = herald.Errorf(herald.CodeInternal, "disk nearly full") }, http.StatusServiceUnavailable},
