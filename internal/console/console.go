@@ -266,17 +266,22 @@ func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	addr := clientAddr(r)
-	if wait := h.throttle.wait(addr, h.cfg.Now()); wait > 0 {
-		secs := int((wait + time.Second - 1) / time.Second)
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
-		h.render(w, r, http.StatusTooManyRequests, "login", map[string]any{
-			"Error": fmt.Sprintf("Too many wrong logins from your address: try again in %d s.", secs)})
-		return
-	}
+	now := h.cfg.Now()
 	tok := strings.TrimSpace(r.PostFormValue("token"))
-	claims, err := token.VerifyAdminClaims(h.cfg.Secret, tok, h.cfg.Now())
+	// The token is checked even while the address backs off: admin tokens
+	// are signed, so the backoff is not what stops a guess, and an
+	// operator sharing an address (NAT, a proxy) with someone sending
+	// wrong tokens must still get in.
+	claims, err := token.VerifyAdminClaims(h.cfg.Secret, tok, now)
 	if err != nil {
-		backoff, log, unlogged := h.throttle.failed(addr, h.cfg.Now())
+		if wait := h.throttle.wait(addr, now); wait > 0 {
+			secs := int((wait + time.Second - 1) / time.Second)
+			w.Header().Set("Retry-After", strconv.Itoa(secs))
+			h.render(w, r, http.StatusTooManyRequests, "login", map[string]any{
+				"Error": fmt.Sprintf("Too many wrong logins from your address: try again in %d s.", secs)})
+			return
+		}
+		backoff, log, unlogged := h.throttle.failed(addr, now)
 		if log {
 			h.log.Warn("console login refused", "remote", r.RemoteAddr, "code", herald.ErrorCode(err),
 				"backoff", backoff, "refused_not_logged", unlogged)
@@ -284,10 +289,9 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.render(w, r, http.StatusUnauthorized, "login", map[string]any{"Error": herald.ErrorMessage(err)})
 		return
 	}
-	h.throttle.succeeded(addr)
+	h.throttle.succeeded(addr, now)
 	s := &session{id: randomID(), csrf: randomID(), expires: claims.ExpiresAt}
 	h.mu.Lock()
-	now := h.cfg.Now()
 	for id, o := range h.sessions {
 		if !now.Before(o.expires) {
 			delete(h.sessions, id)

@@ -7,19 +7,24 @@ import (
 	"time"
 )
 
-// Console logins are throttled per client address: an admin token is the
-// only credential, and it must not be guessable at full speed. An address
-// gets loginFreeFailures wrong logins in a row; after that each failure
-// closes the login form to it for a backoff that doubles from
-// loginBackoffBase up to loginBackoffMax, during which its logins are
-// answered 429 with Retry-After and not checked at all. A successful
-// login clears the address's record; a record is forgotten loginForget
-// after its last failure.
+// Console logins are throttled per client address, so wrong logins cost
+// an attacker time and the log one line a second at most. An address gets
+// loginFreeFailures wrong logins in a row; after that each failure starts
+// a backoff that doubles from loginBackoffBase up to loginBackoffMax,
+// during which its wrong logins are answered 429 with Retry-After (not
+// logged, and not lengthening the backoff). A right token logs in even
+// then: admin tokens are signed, so they cannot be guessed whatever the
+// speed, and an operator who shares an address with someone sending wrong
+// tokens (a NAT, a proxy) must not be kept out. A successful login clears
+// the address's record, unless it is backing off (the wrong logins came
+// from someone else); a record is forgotten loginForget after its last
+// failure.
 //
-// The address is the TCP peer's (RemoteAddr): behind a reverse proxy that
-// is the proxy's, so every browser behind it shares one record. Trusting
-// X-Forwarded-For instead would let an attacker pick a fresh address per
-// request.
+// The address is the TCP peer's (RemoteAddr), an IPv6 one's /64 (what one
+// host is usually given, so it cannot take a fresh address per attempt):
+// behind a reverse proxy that is the proxy's, so every browser behind it
+// shares one record. Trusting X-Forwarded-For instead would let an
+// attacker pick a fresh address per request.
 const (
 	loginFreeFailures = 5
 	loginBackoffBase  = time.Second
@@ -38,7 +43,7 @@ type loginThrottle struct {
 	lastLog time.Time
 	unlog   int // refused logins not logged since the last line
 
-	throttled int64 // logins answered 429 without being checked
+	throttled int64 // wrong logins answered 429: their address is backing off
 	refused   int64 // logins checked and refused
 }
 
@@ -52,17 +57,22 @@ func newLoginThrottle() *loginThrottle {
 	return &loginThrottle{addrs: make(map[string]*loginRecord)}
 }
 
-// clientAddr is the address a login is throttled by: RemoteAddr's host.
+// clientAddr is the address a login is throttled by: RemoteAddr's host,
+// an IPv6 host's /64.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	ip := net.ParseIP(host)
+	if ip == nil || ip.To4() != nil {
+		return host
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
-// wait reports how long addr must wait before its next login is checked;
-// zero lets it through. A positive answer counts a throttled login.
+// wait reports how long addr backs off still; zero: it is not. A
+// positive answer counts a throttled login.
 func (t *loginThrottle) wait(addr string, now time.Time) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -109,10 +119,12 @@ func (t *loginThrottle) failed(addr string, now time.Time) (backoff time.Duratio
 	return backoff, true, unlogged
 }
 
-// succeeded clears addr's record.
-func (t *loginThrottle) succeeded(addr string) {
+// succeeded clears addr's record, unless addr is backing off.
+func (t *loginThrottle) succeeded(addr string, now time.Time) {
 	t.mu.Lock()
-	delete(t.addrs, addr)
+	if rec := t.addrs[addr]; rec != nil && !now.Before(rec.until) {
+		delete(t.addrs, addr)
+	}
 	t.mu.Unlock()
 }
 
@@ -138,7 +150,7 @@ func (t *loginThrottle) forgetLocked(now time.Time) {
 // Stats are the console's counters, exported as herald_console_*.
 type Stats struct {
 	LoginsRefused   int64 // logins checked and refused (wrong, expired or malformed token)
-	LoginsThrottled int64 // logins answered 429 without being checked: their address is backing off
+	LoginsThrottled int64 // wrong logins answered 429 (not logged): their address is backing off
 }
 
 // Stats returns a snapshot of the counters.

@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -43,10 +44,12 @@ func (c *warnCounter) count() int {
 }
 
 // TestLoginThrottle drives the console's login with an injected clock: an
-// address that keeps sending wrong tokens is answered 429 without its
-// token being checked, for a backoff that doubles; another address is not
-// affected; a right token after the backoff logs in and clears the record;
-// and the refusals do not each write a WARN line.
+// address that keeps sending wrong tokens is answered 429, for a backoff
+// that doubles; a right token from that address logs in even then (before,
+// it was answered 429 unchecked, so anyone sharing an operator's address
+// could keep the operator out) and leaves the backoff running; another
+// address is not affected; a right token after the backoff logs in and
+// clears the record; and the refusals do not each write a WARN line.
 func TestLoginThrottle(t *testing.T) {
 	now := time.Unix(1_900_000_000, 0)
 	clock := func() time.Time { return now }
@@ -77,10 +80,9 @@ func TestLoginThrottle(t *testing.T) {
 		if rec := login(attacker, "h1.wrong.wrong"); rec.Code != http.StatusUnauthorized {
 			t.Fatalf("failure %d: %d, want 401", 6+i, rec.Code)
 		}
-		// Even the right token is not checked while the address backs off.
-		rec := login("203.0.113.7:40001", good)
+		rec := login("203.0.113.7:40001", "h1.wrong.wrong")
 		if rec.Code != http.StatusTooManyRequests {
-			t.Fatalf("login during a %s backoff: %d, want 429", backoff, rec.Code)
+			t.Fatalf("wrong login during a %s backoff: %d, want 429", backoff, rec.Code)
 		}
 		if got, want := rec.Header().Get("Retry-After"), strings.TrimSuffix(backoff.String(), "s"); got != want {
 			t.Errorf("Retry-After = %q, want %q", got, want)
@@ -88,9 +90,14 @@ func TestLoginThrottle(t *testing.T) {
 		if len(rec.Result().Cookies()) != 0 {
 			t.Fatal("a throttled login set a cookie")
 		}
+		// An operator behind the same address logs in meanwhile.
+		rec = login("203.0.113.7:40002", good)
+		if rec.Code != http.StatusSeeOther || len(rec.Result().Cookies()) != 1 {
+			t.Fatalf("right token during a %s backoff: %d with %d cookies, want 303 and a session", backoff, rec.Code, len(rec.Result().Cookies()))
+		}
 		now = now.Add(backoff - time.Millisecond)
-		if rec := login(attacker, good); rec.Code != http.StatusTooManyRequests {
-			t.Fatalf("login just before the %s backoff ends: %d, want 429", backoff, rec.Code)
+		if rec := login(attacker, "h1.wrong.wrong"); rec.Code != http.StatusTooManyRequests {
+			t.Fatalf("wrong login just before the %s backoff ends: %d, want 429", backoff, rec.Code)
 		}
 		now = now.Add(time.Millisecond)
 	}
@@ -159,5 +166,30 @@ func TestLoginThrottleOnServer(t *testing.T) {
 	}
 	if last := codes[len(codes)-1]; last != http.StatusTooManyRequests {
 		t.Fatalf("10 wrong logins answered %v: none was throttled", codes)
+	}
+}
+
+// TestLoginThrottleIPv6: IPv6 clients are throttled by their /64, so one
+// host cannot take a fresh address for every wrong login.
+func TestLoginThrottleIPv6(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	h := console.New(console.Config{Secret: testSecret, Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+	login := func(addr string) int {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, "/console/login", strings.NewReader(url.Values{"token": {"h1.wrong.wrong"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.RemoteAddr = addr
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := 1; i <= 6; i++ {
+		login(fmt.Sprintf("[2001:db8:0:1::%x]:443", i)) // five free, the sixth starts a backoff
+	}
+	if got := login("[2001:db8:0:1:ffff::7]:443"); got != http.StatusTooManyRequests {
+		t.Errorf("another address of the same /64: %d, want 429", got)
+	}
+	if got := login("[2001:db8:0:2::1]:443"); got != http.StatusUnauthorized {
+		t.Errorf("an address of another /64: %d, want 401", got)
 	}
 }
