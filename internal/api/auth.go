@@ -126,8 +126,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (credenti
 	body, err := io.ReadAll(src)
 	if err != nil {
 		// The rest of the body is not waited for: the connection ends
-		// after the answer (the deadline stays, so net/http's attempt to
-		// read what is left fails at once).
+		// after the answer, so net/http does not read what is left.
 		w.Header().Set("Connection", "close")
 		var mbe *http.MaxBytesError
 		var ne net.Error
