@@ -5,6 +5,7 @@ package push_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"strings"
@@ -422,5 +423,110 @@ func TestNewJobNotDelayedByFarRetries(t *testing.T) {
 	}
 	if st := h.svc.Stats(); st.Overflows == 0 {
 		t.Errorf("stats %+v: the test did not overflow the heap", st)
+	}
+}
+
+// lastBadge returns the badge of the last push that arrived for tok.
+func (h *harness) lastBadge(tok string) int {
+	h.t.Helper()
+	in := h.emu.Arrived(tok)
+	if len(in) == 0 {
+		h.t.Fatal("no push arrived")
+	}
+	var p struct {
+		APS struct {
+			Badge *int `json:"badge"`
+		} `json:"aps"`
+	}
+	if err := json.Unmarshal(in[len(in)-1].Payload, &p); err != nil || p.APS.Badge == nil {
+		h.t.Fatalf("payload %s: no badge (%v)", in[len(in)-1].Payload, err)
+	}
+	return *p.APS.Badge
+}
+
+// storedBadge returns the badge count st holds for pushID.
+func storedBadge(t *testing.T, st store.Store, pushID string) int {
+	t.Helper()
+	devs, err := st.PushDevices(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		if d.PushID == pushID {
+			return d.Badge
+		}
+	}
+	t.Fatalf("no device %s in the store", pushID)
+	return 0
+}
+
+// A device registered again keeps the badge count the service holds, not
+// the one the store returns, which runs behind it: a login zeroes the count
+// and the SDK registers again right after (every app start) before the zero
+// is written; and a push sent but not yet recorded has raised the count.
+func TestRegisteringAgainKeepsTheBadge(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	fs := &failingStore{Store: h.st}
+	svc := h.startOn(fs, push.Config{})
+	register := func() string {
+		t.Helper()
+		d, err := svc.Register(context.Background(), "bob", "phone", herald.ProviderAPNs, token(1), app, herald.EnvProduction)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.PushID
+	}
+	// failing holds back the write that start causes until during has run.
+	failing := func(start, during func()) {
+		t.Helper()
+		fs.failFinish.Store(true)
+		before := fs.failedFinishCalls.Load()
+		start()
+		for deadline := time.Now().Add(10 * time.Second); fs.failedFinishCalls.Load() == before; {
+			if time.Now().After(deadline) {
+				t.Fatal("no write was tried")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		during()
+		fs.failFinish.Store(false)
+	}
+	n := 0
+	push := func() (*herald.Message, func()) {
+		n++
+		m, jobs, stored := sendVia(t, svc, fs, "bob", n, 1)
+		stored(jobs)
+		return m, func() { h.waitLogOf(fs, m.ID, herald.PushSent) }
+	}
+	id := register()
+	for range 3 {
+		_, sent := push()
+		sent()
+	}
+	if got := h.lastBadge(token(1)); got != 3 {
+		t.Fatalf("third push shows badge %d, want 3", got)
+	}
+
+	// The login's reset waits to be written when the app registers.
+	failing(func() { svc.DeviceActive("bob", "phone") }, func() { register() })
+	_, sent := push()
+	sent()
+	if got := h.lastBadge(token(1)); got != 1 {
+		t.Errorf("after a login and a registration, the next push shows badge %d, want 1", got)
+	}
+
+	// A push is sent, its outcome (and its increment) not written yet,
+	// when the app registers.
+	var m *herald.Message
+	failing(func() { m, _ = push() }, func() { register() })
+	h.waitLogOf(fs, m.ID, herald.PushSent)
+	_, sent = push()
+	sent()
+	if got := h.lastBadge(token(1)); got != 3 {
+		t.Errorf("registered while a push was unrecorded: the next push shows badge %d, want 3", got)
+	}
+	if got := storedBadge(t, h.st, id); got != 3 {
+		t.Errorf("stored badge %d, want 3 as shown", got)
 	}
 }
