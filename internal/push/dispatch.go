@@ -75,6 +75,8 @@ type dispatcher struct {
 	flushReq chan struct{}
 
 	stopping  chan struct{}
+	stopCtx   context.Context // done when stopping is closed: for the prune pass
+	stopNow   context.CancelFunc
 	stopOnce  sync.Once
 	finished  chan struct{} // closed when stopped: loop, jobs and finisher all done
 	pruneDone chan struct{}
@@ -120,6 +122,7 @@ func (d *dispatcher) init(s *Service) {
 	d.outcomes = make(chan outcome, s.cfg.FinishBatch)
 	d.flushReq = make(chan struct{}, 1)
 	d.stopping = make(chan struct{})
+	d.stopCtx, d.stopNow = context.WithCancel(context.Background())
 	d.finished = make(chan struct{})
 	d.pruneDone = make(chan struct{})
 	d.loopDone = make(chan struct{})
@@ -144,8 +147,7 @@ func (d *dispatcher) start(ctx context.Context) error {
 func (d *dispatcher) pruneLoop() {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-d.stopping; cancel() }()
+	ctx := d.stopCtx
 	for {
 		before := d.s.cfg.Now().Add(-d.s.cfg.LogRetention)
 		n, err := d.s.st.PrunePushLog(ctx, before)
@@ -562,11 +564,13 @@ func (d *dispatcher) saveBadges(ids []string) {
 // the same end.
 func (d *dispatcher) stop(ctx context.Context) error {
 	if !d.started {
+		d.stopNow()
 		d.abortCancel()
 		return nil
 	}
 	d.stopOnce.Do(func() {
 		close(d.stopping)
+		d.stopNow()
 		go func() {
 			<-d.loopDone
 			<-d.pruneDone

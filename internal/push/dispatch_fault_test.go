@@ -218,8 +218,17 @@ func TestUnrecordedPushesAreBounded(t *testing.T) {
 }
 
 // dispatcherGoroutines returns the stacks of the goroutines running the
-// push dispatcher's code.
+// push dispatcher's code, once there are none or after a second (a
+// goroutine that closed what Close waits for may still be returning).
 func dispatcherGoroutines() []string {
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if g := dispatcherGoroutinesNow(); len(g) == 0 || time.Now().After(deadline) {
+			return g
+		}
+	}
+}
+
+func dispatcherGoroutinesNow() []string {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
