@@ -539,3 +539,56 @@ func TestRegisteringAgainKeepsTheBadge(t *testing.T) {
 		t.Errorf("stored badge %d, want 3 as shown", got)
 	}
 }
+
+// A job handed over to a heap full of later jobs takes the latest one's
+// place at once, with no outbox read (a read holds back every chat commit);
+// a job due after the whole heap waits in the store, and costs no read
+// either until the heap drains.
+func TestFullHeapTakesSoonerJobsWithoutReading(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	fs := &failingStore{Store: h.st}
+	cfg := push.Config{MaxPending: 3, RetryBase: time.Minute, RetryMax: time.Minute, AckWindow: time.Hour}
+	svc := h.startOn(fs, cfg)
+	register := func(user string, n int) {
+		t.Helper()
+		if _, err := svc.Register(context.Background(), user, "phone", herald.ProviderAPNs, token(n), app, herald.EnvProduction); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		u := fmt.Sprint("u", i)
+		register(u, 10+i)
+		h.emu.Script(token(10+i), emulator.Step{Status: 503, Forever: true})
+		m, jobs, stored := sendVia(t, svc, fs, u, i)
+		stored(jobs)
+		h.waitLogOf(fs, m.ID, herald.PushRetry) // back in the heap, due in 30-60 s
+	}
+	for deadline := time.Now().Add(5 * time.Second); svc.Stats().Unrecorded != 0 || svc.Stats().Pending != 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the retries did not go back in the heap: %+v", svc.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	reads := fs.pendingCalls.Load()
+	// carl is online: his pushes wait an hour for his ack, after the
+	// whole heap.
+	h.pres.mu.Lock()
+	h.pres.live["carl/phone"] = true
+	h.pres.mu.Unlock()
+	register("carl", 3)
+	for i := range 5 {
+		_, jobs, stored := sendVia(t, svc, fs, "carl", 100+i)
+		stored(jobs)
+	}
+	register("bob", 2)
+	m, jobs, stored := sendVia(t, svc, fs, "bob", 200)
+	stored(jobs)
+	h.waitLogOf(fs, m.ID, herald.PushSent)
+	if got := fs.pendingCalls.Load() - reads; got != 0 {
+		t.Errorf("%d outbox reads to take in jobs handed over to a full heap; want none", got)
+	}
+	if st := svc.Stats(); st.Overflows == 0 {
+		t.Errorf("stats %+v: the test did not overflow the heap", st)
+	}
+}
