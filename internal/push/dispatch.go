@@ -29,9 +29,12 @@ import (
 // A device's badge count moves with the same write: the increment a push
 // carried is added to the stored count in the write that records that
 // push's outcome, never before (a crash then resends the push, which adds
-// it again from the stored count: the phone shows the same number) and
-// never after a reset it preceded (a login zeroes the count; an increment
-// of a push started before it is not added back).
+// it again to the stored count: once recorded, the count is right, though
+// the resend may show another number than its first copy if outcomes were
+// recorded out of order) and never after a reset it preceded (a login
+// zeroes the count; an increment of a push started before it is not added
+// back). The registry's counts run ahead of the store's; a registration
+// keeps them (registry.put).
 //
 // Memory is bounded by MaxPending: past it, jobs stay only in the store.
 // The queue in memory keeps the jobs due first: a job handed over or read
