@@ -3,10 +3,10 @@ package push
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"sync"
-	"math/rand/v2"
 	"testing"
 	"time"
 
