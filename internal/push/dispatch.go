@@ -383,7 +383,7 @@ func (d *dispatcher) loop() {
 			next = d.q.peekFirst().Due
 			wait = next.Sub(now)
 		}
-		refill := d.overflow && d.q.Len() < d.s.cfg.MaxPending/2
+		refill := d.overflow && 2*d.q.Len() < d.s.cfg.MaxPending // drained below half (empty, when MaxPending is 1)
 		// Idle until the next due job while a job only in the store may
 		// be due before it (a displaced retry the queue's next has moved
 		// past): read those.
