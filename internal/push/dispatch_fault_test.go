@@ -592,3 +592,19 @@ func TestFullHeapTakesSoonerJobsWithoutReading(t *testing.T) {
 		t.Errorf("stats %+v: the test did not overflow the heap", st)
 	}
 }
+
+// With room for one job in memory, the jobs left to the store are read
+// back each time the queue empties.
+func TestMaxPendingOne(t *testing.T) {
+	h := newHarness(t, push.Config{MaxPending: 1, InFlight: 1}, nil)
+	h.emu.SetDelay(10 * time.Millisecond) // jobs wait in the store while one is sent
+	h.device("bob", 1)
+	const n = 6
+	for range n {
+		h.send("bob")
+	}
+	h.waitAccepted(n)
+	if st := h.svc.Stats(); st.Overflows == 0 {
+		t.Errorf("stats %+v: the test did not overflow the queue", st)
+	}
+}
