@@ -1,7 +1,6 @@
 package push
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -30,17 +29,27 @@ import (
 // A device's badge count moves with the same write: the increment a push
 // carried is added to the stored count in the write that records that
 // push's outcome, never before (a crash then resends the push, which adds
-// it again from the stored count: the phone shows the same number) and
-// never after a reset it preceded (a login zeroes the count; an increment
-// of a push started before it is not added back).
+// it again to the stored count: once recorded, the count is right, though
+// the resend may show another number than its first copy if outcomes were
+// recorded out of order) and never after a reset it preceded (a login
+// zeroes the count; an increment of a push started before it is not added
+// back). The registry's counts run ahead of the store's; a registration
+// keeps them (registry.put).
 //
-// Memory is bounded by MaxPending: past it, new jobs stay only in the
-// store. The heap keeps the jobs due first: a refill reads the outbox in
-// due order, when the heap has drained to half or, while some jobs are only
-// in the store, whenever the dispatcher is idle until its next due job;
-// a job read back due before the heap's latest takes that one's place (the
-// latest waits in the store), so a heap full of far-future retries does not
-// hold back a job due now.
+// Memory is bounded by MaxPending: past it, jobs stay only in the store.
+// The queue in memory keeps the jobs due first: a job handed over or read
+// back to a full queue takes the place of the queue's latest job if it is
+// due before it (the latest then waits in the store), so a queue full of
+// far-future retries does not hold back a job due now; both ends of the
+// queue are at hand (queue.go), so that costs O(log n) and no store read.
+// The dispatcher keeps a lower bound of the due times of the jobs left to
+// the store (storeMin), and reads the outbox in due order, from that bound:
+// when the queue has drained to half, or when a job left to the store may be
+// due before the queue's next one (a retry that had been displaced, when
+// the queue's next moved past it) and the dispatcher is idle until then; it
+// reads those only, at most every idleRefillEvery. Each page is read and
+// taken under commitMu, which holds back every chat commit with pushes:
+// a page costs a store read and O(page log n).
 //
 // Stop: no new job starts; jobs in flight finish and their outcomes are
 // stored. If stop's context ends first, sends and the retrying of outcome
@@ -56,16 +65,22 @@ type dispatcher struct {
 	// it reads the outbox. Lock order: commitMu, then mu.
 	commitMu sync.RWMutex
 
-	mu       sync.Mutex
-	h        jobHeap
-	known    map[jobID]struct{}  // in the heap, in flight, or awaiting its outcome's write
-	overflow bool                // some pending jobs are only in the store
-	gen      uint64              // bumped on every overflow; a refill that saw none clears it
+	mu    sync.Mutex
+	q     jobQueue
+	known map[jobID]struct{} // in the queue, in flight, or awaiting its outcome's write
+	// overflow says some pending jobs are only in the store, each due at
+	// or after storeMin (zero: any time).
+	overflow bool
+	storeMin time.Time
 	badges   map[string]struct{} // devices whose badge count goes with the next write
 	// finishedInRefill holds jobs finished while a refill runs (nil
 	// otherwise): the refill may have read them from the store just before
 	// their outcome was written, and must not take them again.
 	finishedInRefill map[jobID]struct{}
+	// passOverflow and passMin are overflow and storeMin for the jobs left
+	// to the store since the running refill began.
+	passOverflow bool
+	passMin      time.Time
 
 	wake chan struct{}
 	// sem holds a slot per job from before its send until its outcome is
@@ -75,6 +90,8 @@ type dispatcher struct {
 	flushReq chan struct{}
 
 	stopping  chan struct{}
+	stopCtx   context.Context // done when stopping is closed: for the prune pass
+	stopNow   context.CancelFunc
 	stopOnce  sync.Once
 	finished  chan struct{} // closed when stopped: loop, jobs and finisher all done
 	pruneDone chan struct{}
@@ -120,6 +137,7 @@ func (d *dispatcher) init(s *Service) {
 	d.outcomes = make(chan outcome, s.cfg.FinishBatch)
 	d.flushReq = make(chan struct{}, 1)
 	d.stopping = make(chan struct{})
+	d.stopCtx, d.stopNow = context.WithCancel(context.Background())
 	d.finished = make(chan struct{})
 	d.pruneDone = make(chan struct{})
 	d.loopDone = make(chan struct{})
@@ -144,8 +162,7 @@ func (d *dispatcher) start(ctx context.Context) error {
 func (d *dispatcher) pruneLoop() {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-d.stopping; cancel() }()
+	ctx := d.stopCtx
 	for {
 		before := d.s.cfg.Now().Add(-d.s.cfg.LogRetention)
 		n, err := d.s.st.PrunePushLog(ctx, before)
@@ -182,13 +199,15 @@ func (s *Service) QueueAge() time.Duration {
 	d := &s.dsp
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.h) == 0 {
+	if d.q.Len() == 0 {
 		return 0
 	}
-	return max(0, s.cfg.Now().Sub(d.h[0].Due))
+	return max(0, s.cfg.Now().Sub(d.q.peekFirst().Due))
 }
 
-// add takes jobs just stored.
+// add takes jobs just stored. Past MaxPending, a job takes the place of
+// the queue's latest if it is due before it, or else waits in the store:
+// either way it costs no store read (the caller holds commitMu).
 func (d *dispatcher) add(jobs []store.PushJob) {
 	d.mu.Lock()
 	for i := range jobs {
@@ -196,19 +215,36 @@ func (d *dispatcher) add(jobs []store.PushJob) {
 		if _, ok := d.known[id]; ok {
 			continue
 		}
-		if len(d.h) >= d.s.cfg.MaxPending {
+		if d.q.Len() >= d.s.cfg.MaxPending {
 			if !d.overflow {
 				d.s.stats.overflows.Add(1)
 			}
-			d.overflow = true
-			d.gen++
-			continue
+			if !d.displaceLatest(&jobs[i]) {
+				d.leftToStore(jobs[i].Due)
+				continue
+			}
 		}
 		d.known[id] = struct{}{}
-		heap.Push(&d.h, jobs[i])
+		d.q.push(jobs[i])
 	}
 	d.mu.Unlock()
 	d.poke()
+}
+
+// leftToStore notes that a pending job due at due is only in the store.
+//
+// mu must be held.
+func (d *dispatcher) leftToStore(due time.Time) {
+	if !d.overflow || due.Before(d.storeMin) {
+		d.storeMin = due
+	}
+	d.overflow = true
+	if d.finishedInRefill != nil {
+		if !d.passOverflow || due.Before(d.passMin) {
+			d.passMin = due
+		}
+		d.passOverflow = true
+	}
 }
 
 func (d *dispatcher) poke() {
@@ -218,31 +254,37 @@ func (d *dispatcher) poke() {
 	}
 }
 
-// refill reads pending jobs from the store, in due order, into the heap,
-// skipping those known, and reports whether it read them all. Past
-// MaxPending a job read back takes the place of the heap's latest job if it
-// is due before it (the latest is forgotten: it waits in the store, and
-// overflow is set); reading stops at the first job that is not, since every
+// refill reads pending jobs from the store, in due order from storeMin,
+// into the queue, skipping those known, and reports whether it read them
+// all. Past MaxPending a job read back takes the place of the queue's
+// latest job if it is due before it (the latest is forgotten: it waits in
+// the store); reading stops at the first job that is not, since every
 // later one is due later still. With until set, reading also stops at the
 // first job due at or after until: the loop's pass for jobs that are due
-// before the heap's next one.
+// before the queue's next one. Where it stops, and the jobs left to the
+// store meanwhile, give the new storeMin.
 //
 // Only one refill runs at a time (at start, then from the loop).
 func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) {
+	var after store.PushKey
 	d.mu.Lock()
-	gen := d.gen
+	if d.overflow && !d.storeMin.IsZero() {
+		// Every pending job due before storeMin is known (or finished):
+		// start there, a second early as the store may round due times.
+		after = store.PushKey{Due: d.storeMin.Add(-time.Second)}
+	}
 	d.finishedInRefill = make(map[jobID]struct{})
+	d.passOverflow, d.passMin = false, time.Time{}
 	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
 		d.finishedInRefill = nil
 		d.mu.Unlock()
 	}()
-	var after store.PushKey
 	page := 1000
 	if !until.IsZero() {
-		// The idle pass runs after each overflow and usually finds a few
-		// jobs before until: read little past them.
+		// The idle pass usually finds a few jobs before until: read
+		// little past them.
 		page = 100
 	}
 	for {
@@ -256,10 +298,10 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 			return false, fmt.Errorf("push: read outbox: %w", err)
 		}
 		d.mu.Lock()
-		full := false
+		var stop *store.PushJob // the first job left in the store
 		for i := range jobs {
 			if !until.IsZero() && !jobs[i].Due.Before(until) {
-				full = true // the rest are due later: the heap goes first
+				stop = &jobs[i] // the rest are due later: the queue goes first
 				break
 			}
 			id := jobID{jobs[i].PushID, jobs[i].MsgID}
@@ -269,17 +311,24 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 			if _, ok := d.finishedInRefill[id]; ok {
 				continue
 			}
-			if len(d.h) >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
-				full = true
+			if d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
+				stop = &jobs[i]
 				break
 			}
 			d.known[id] = struct{}{}
-			heap.Push(&d.h, jobs[i])
+			d.q.push(jobs[i])
 		}
-		if full {
-			d.overflow = true // the rest wait in the store
-		} else if len(jobs) < page && d.gen == gen {
-			d.overflow = false
+		full := stop != nil
+		switch {
+		case full:
+			// Left in the store: the jobs from stop on (due order), and
+			// those left to it since the refill began.
+			d.overflow, d.storeMin = true, stop.Due
+			if d.passOverflow && d.passMin.Before(stop.Due) {
+				d.storeMin = d.passMin
+			}
+		case len(jobs) < page:
+			d.overflow, d.storeMin = d.passOverflow, d.passMin
 		}
 		d.mu.Unlock()
 		d.commitMu.Unlock()
@@ -293,32 +342,23 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 	}
 }
 
-// displaceLatest removes the heap's latest job if j is due before it, to
+// displaceLatest removes the queue's latest job if j is due before it, to
 // make room for j, and reports whether it did. The removed job stays in the
-// store (every job in the heap is stored), read back by a later refill.
-// Linear in the heap's size: it runs only when the heap is full and a job
-// due earlier than some of it waits in the store.
+// store (every job in the queue is stored), read back by a later refill.
 //
 // mu must be held.
 func (d *dispatcher) displaceLatest(j *store.PushJob) bool {
-	if len(d.h) == 0 {
+	if d.q.Len() == 0 || !d.q.peekLast().Due.After(j.Due) {
 		return false
 	}
-	last := len(d.h) / 2 // the latest is a leaf
-	for i := last + 1; i < len(d.h); i++ {
-		if d.h.Less(last, i) {
-			last = i
-		}
-	}
-	if !d.h[last].Due.After(j.Due) {
-		return false
-	}
-	old := heap.Remove(&d.h, last).(store.PushJob)
+	old := d.q.popLast()
 	delete(d.known, jobID{old.PushID, old.MsgID})
-	d.overflow = true
-	d.gen++
+	d.leftToStore(old.Due)
 	return true
 }
+
+// idleRefillEvery is the least time between two idle refills (see loop).
+const idleRefillEvery = 100 * time.Millisecond
 
 // loop starts due jobs.
 func (d *dispatcher) loop() {
@@ -326,33 +366,40 @@ func (d *dispatcher) loop() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var due []store.PushJob
-	// The last idle refill: the overflow generation it started from and
-	// the due time it read up to.
-	var idleGen uint64
-	var idleUntil time.Time
+	// Refills wait (in real time, as they cost store reads and hold back
+	// commits): after a failed one, until retryAt; an idle one, until
+	// idleAt.
+	var retryAt, idleAt time.Time
 	for {
 		now := d.s.cfg.Now()
 		d.mu.Lock()
 		due = due[:0]
-		for len(d.h) > 0 && !d.h[0].Due.After(now) && len(due) < cap(d.sem) {
-			due = append(due, heap.Pop(&d.h).(store.PushJob))
+		for d.q.Len() > 0 && !d.q.peekFirst().Due.After(now) && len(due) < cap(d.sem) {
+			due = append(due, d.q.popFirst())
 		}
 		wait := time.Hour
 		var next time.Time
-		if len(d.h) > 0 {
-			next = d.h[0].Due
+		if d.q.Len() > 0 {
+			next = d.q.peekFirst().Due
 			wait = next.Sub(now)
 		}
-		refill := d.overflow && len(d.h) < d.s.cfg.MaxPending/2
-		// Idle until the next due job while some jobs are only in the
-		// store: one of them may be due sooner (a new message behind a
-		// heap of far-future retries). Read those, once per new overflow
-		// or per later next job.
-		var until time.Time
-		if !refill && len(due) == 0 && d.overflow && (d.gen != idleGen || next.After(idleUntil)) {
-			until, idleGen, idleUntil = next, d.gen, next
-		}
+		refill := d.overflow && 2*d.q.Len() < d.s.cfg.MaxPending // drained below half (empty, when MaxPending is 1)
+		// Idle until the next due job while a job only in the store may
+		// be due before it (a displaced retry the queue's next has moved
+		// past): read those.
+		idle := !refill && len(due) == 0 && d.overflow && d.storeMin.Before(next)
 		d.mu.Unlock()
+		if refill || idle {
+			rt := time.Now()
+			switch {
+			case rt.Before(retryAt):
+				wait = min(wait, retryAt.Sub(rt))
+				refill, idle = false, false
+			case idle && rt.Before(idleAt):
+				wait = min(wait, idleAt.Sub(rt))
+				idle = false
+			}
+		}
 
 		for i := range due {
 			select {
@@ -363,9 +410,10 @@ func (d *dispatcher) loop() {
 			d.running.Add(1)
 			go d.run(due[i])
 		}
-		if refill || !until.IsZero() {
-			if refill {
-				until = time.Time{}
+		if refill || idle {
+			var until time.Time
+			if idle {
+				until, idleAt = next, time.Now().Add(idleRefillEvery)
 			}
 			_, err := d.refill(d.abort, until)
 			if err == nil {
@@ -375,8 +423,8 @@ func (d *dispatcher) loop() {
 				return
 			}
 			d.s.log.Error("push: outbox refill failed; trying again in a second", "err", err)
+			retryAt = time.Now().Add(time.Second)
 			wait = min(wait, time.Second)
-			idleGen-- // try the idle pass again too
 		}
 		if len(due) > 0 {
 			continue
@@ -527,7 +575,7 @@ func (d *dispatcher) store(batch []outcome) {
 	for i := range batch {
 		o := &batch[i]
 		if o.retry {
-			heap.Push(&d.h, o.job)
+			d.q.push(o.job)
 		} else {
 			id := jobID{o.job.PushID, o.job.MsgID}
 			delete(d.known, id)
@@ -562,11 +610,13 @@ func (d *dispatcher) saveBadges(ids []string) {
 // the same end.
 func (d *dispatcher) stop(ctx context.Context) error {
 	if !d.started {
+		d.stopNow()
 		d.abortCancel()
 		return nil
 	}
 	d.stopOnce.Do(func() {
 		close(d.stopping)
+		d.stopNow()
 		go func() {
 			<-d.loopDone
 			<-d.pruneDone
@@ -774,24 +824,4 @@ func pushType(d *herald.PushDevice, st Strategy) PushType {
 		return TypeAlert
 	}
 	return st.Type
-}
-
-// jobHeap orders jobs by due time.
-type jobHeap []store.PushJob
-
-func (h jobHeap) Len() int { return len(h) }
-func (h jobHeap) Less(i, j int) bool {
-	if !h[i].Due.Equal(h[j].Due) {
-		return h[i].Due.Before(h[j].Due)
-	}
-	return h[i].MsgID < h[j].MsgID
-}
-func (h jobHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *jobHeap) Push(x any)   { *h = append(*h, x.(store.PushJob)) }
-func (h *jobHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	old[len(old)-1] = store.PushJob{}
-	*h = old[:len(old)-1]
-	return x
 }

@@ -5,6 +5,7 @@ package push_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"strings"
@@ -217,8 +218,17 @@ func TestUnrecordedPushesAreBounded(t *testing.T) {
 }
 
 // dispatcherGoroutines returns the stacks of the goroutines running the
-// push dispatcher's code.
+// push dispatcher's code, once there are none or after a second (a
+// goroutine that closed what Close waits for may still be returning).
 func dispatcherGoroutines() []string {
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if g := dispatcherGoroutinesNow(); len(g) == 0 || time.Now().After(deadline) {
+			return g
+		}
+	}
+}
+
+func dispatcherGoroutinesNow() []string {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
@@ -422,5 +432,179 @@ func TestNewJobNotDelayedByFarRetries(t *testing.T) {
 	}
 	if st := h.svc.Stats(); st.Overflows == 0 {
 		t.Errorf("stats %+v: the test did not overflow the heap", st)
+	}
+}
+
+// lastBadge returns the badge of the last push that arrived for tok.
+func (h *harness) lastBadge(tok string) int {
+	h.t.Helper()
+	in := h.emu.Arrived(tok)
+	if len(in) == 0 {
+		h.t.Fatal("no push arrived")
+	}
+	var p struct {
+		APS struct {
+			Badge *int `json:"badge"`
+		} `json:"aps"`
+	}
+	if err := json.Unmarshal(in[len(in)-1].Payload, &p); err != nil || p.APS.Badge == nil {
+		h.t.Fatalf("payload %s: no badge (%v)", in[len(in)-1].Payload, err)
+	}
+	return *p.APS.Badge
+}
+
+// storedBadge returns the badge count st holds for pushID.
+func storedBadge(t *testing.T, st store.Store, pushID string) int {
+	t.Helper()
+	devs, err := st.PushDevices(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		if d.PushID == pushID {
+			return d.Badge
+		}
+	}
+	t.Fatalf("no device %s in the store", pushID)
+	return 0
+}
+
+// A device registered again keeps the badge count the service holds, not
+// the one the store returns, which runs behind it: a login zeroes the count
+// and the SDK registers again right after (every app start) before the zero
+// is written; and a push sent but not yet recorded has raised the count.
+func TestRegisteringAgainKeepsTheBadge(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	fs := &failingStore{Store: h.st}
+	svc := h.startOn(fs, push.Config{})
+	register := func() string {
+		t.Helper()
+		d, err := svc.Register(context.Background(), "bob", "phone", herald.ProviderAPNs, token(1), app, herald.EnvProduction)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.PushID
+	}
+	// failing holds back the write that start causes until during has run.
+	failing := func(start, during func()) {
+		t.Helper()
+		fs.failFinish.Store(true)
+		before := fs.failedFinishCalls.Load()
+		start()
+		for deadline := time.Now().Add(10 * time.Second); fs.failedFinishCalls.Load() == before; {
+			if time.Now().After(deadline) {
+				t.Fatal("no write was tried")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		during()
+		fs.failFinish.Store(false)
+	}
+	n := 0
+	push := func() (*herald.Message, func()) {
+		n++
+		m, jobs, stored := sendVia(t, svc, fs, "bob", n, 1)
+		stored(jobs)
+		return m, func() { h.waitLogOf(fs, m.ID, herald.PushSent) }
+	}
+	id := register()
+	for range 3 {
+		_, sent := push()
+		sent()
+	}
+	if got := h.lastBadge(token(1)); got != 3 {
+		t.Fatalf("third push shows badge %d, want 3", got)
+	}
+
+	// The login's reset waits to be written when the app registers.
+	failing(func() { svc.DeviceActive("bob", "phone") }, func() { register() })
+	_, sent := push()
+	sent()
+	if got := h.lastBadge(token(1)); got != 1 {
+		t.Errorf("after a login and a registration, the next push shows badge %d, want 1", got)
+	}
+
+	// A push is sent, its outcome (and its increment) not written yet,
+	// when the app registers.
+	var m *herald.Message
+	failing(func() { m, _ = push() }, func() { register() })
+	h.waitLogOf(fs, m.ID, herald.PushSent)
+	_, sent = push()
+	sent()
+	if got := h.lastBadge(token(1)); got != 3 {
+		t.Errorf("registered while a push was unrecorded: the next push shows badge %d, want 3", got)
+	}
+	if got := storedBadge(t, h.st, id); got != 3 {
+		t.Errorf("stored badge %d, want 3 as shown", got)
+	}
+}
+
+// A job handed over to a heap full of later jobs takes the latest one's
+// place at once, with no outbox read (a read holds back every chat commit);
+// a job due after the whole heap waits in the store, and costs no read
+// either until the heap drains.
+func TestFullHeapTakesSoonerJobsWithoutReading(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	fs := &failingStore{Store: h.st}
+	cfg := push.Config{MaxPending: 3, RetryBase: time.Minute, RetryMax: time.Minute, AckWindow: time.Hour}
+	svc := h.startOn(fs, cfg)
+	register := func(user string, n int) {
+		t.Helper()
+		if _, err := svc.Register(context.Background(), user, "phone", herald.ProviderAPNs, token(n), app, herald.EnvProduction); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		u := fmt.Sprint("u", i)
+		register(u, 10+i)
+		h.emu.Script(token(10+i), emulator.Step{Status: 503, Forever: true})
+		m, jobs, stored := sendVia(t, svc, fs, u, i)
+		stored(jobs)
+		h.waitLogOf(fs, m.ID, herald.PushRetry) // back in the heap, due in 30-60 s
+	}
+	for deadline := time.Now().Add(5 * time.Second); svc.Stats().Unrecorded != 0 || svc.Stats().Pending != 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the retries did not go back in the heap: %+v", svc.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	reads := fs.pendingCalls.Load()
+	// carl is online: his pushes wait an hour for his ack, after the
+	// whole heap.
+	h.pres.mu.Lock()
+	h.pres.live["carl/phone"] = true
+	h.pres.mu.Unlock()
+	register("carl", 3)
+	for i := range 5 {
+		_, jobs, stored := sendVia(t, svc, fs, "carl", 100+i)
+		stored(jobs)
+	}
+	register("bob", 2)
+	m, jobs, stored := sendVia(t, svc, fs, "bob", 200)
+	stored(jobs)
+	h.waitLogOf(fs, m.ID, herald.PushSent)
+	if got := fs.pendingCalls.Load() - reads; got != 0 {
+		t.Errorf("%d outbox reads to take in jobs handed over to a full heap; want none", got)
+	}
+	if st := svc.Stats(); st.Overflows == 0 {
+		t.Errorf("stats %+v: the test did not overflow the heap", st)
+	}
+}
+
+// With room for one job in memory, the jobs left to the store are read
+// back each time the queue empties.
+func TestMaxPendingOne(t *testing.T) {
+	h := newHarness(t, push.Config{MaxPending: 1, InFlight: 1}, nil)
+	h.emu.SetDelay(10 * time.Millisecond) // jobs wait in the store while one is sent
+	h.device("bob", 1)
+	const n = 6
+	for range n {
+		h.send("bob")
+	}
+	h.waitAccepted(n)
+	if st := h.svc.Stats(); st.Overflows == 0 {
+		t.Errorf("stats %+v: the test did not overflow the queue", st)
 	}
 }

@@ -51,7 +51,11 @@ func (r *registry) load(devs []herald.PushDevice) {
 
 // put records d as the store returned it from a registration: another
 // device holding the same token, or the same (user, device, provider, app),
-// was replaced by it.
+// was replaced by it. A device registered again keeps its badge counts as
+// held here, not as the store returned them: the store's count runs behind
+// (a login's reset, or a push's increment, is written with the next batch),
+// and taking it would bring back a count that was reset, or drop the
+// increment of a push whose outcome is not written yet.
 func (r *registry) put(d herald.PushDevice) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -66,7 +70,10 @@ func (r *registry) put(d herald.PushDevice) {
 			}
 		}
 	}
-	b := r.badges[d.PushID] // a registration again keeps its reset count
+	b := r.badges[d.PushID] // a registration again keeps its counts
+	if old, ok := r.byID[d.PushID]; ok {
+		d.Badge = old.Badge
+	}
 	r.removeLocked(d.PushID)
 	if b != nil {
 		r.badges[d.PushID] = b
@@ -74,13 +81,14 @@ func (r *registry) put(d herald.PushDevice) {
 	r.putLocked(d)
 }
 
+// putLocked adds d; a device new here takes d.Badge as its stored count,
+// one kept by put keeps its own.
+//
 // mu must be held.
 func (r *registry) putLocked(d herald.PushDevice) {
 	dd := d
 	r.byID[d.PushID] = &dd
-	if b := r.badges[d.PushID]; b != nil {
-		b.stored = d.Badge
-	} else {
+	if r.badges[d.PushID] == nil {
 		r.badges[d.PushID] = &badgeState{stored: d.Badge}
 	}
 	r.byToken[tokenKey{d.Provider, d.App, d.Token}] = d.PushID
