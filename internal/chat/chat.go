@@ -670,13 +670,14 @@ func (s *Service) History(ctx context.Context, user string, t herald.Conversatio
 	return msgs, false, nil
 }
 
-// Conversations lists up to limit (1-1000) of user's conversations from
-// just after the position after (nil: from the start), in the order of
-// store.ConversationsAfter. The gateway reads a client's page in chunks of
-// it (session.conversations).
+// Conversations lists up to limit (1-1001: a page of at most 1000 and one
+// more to tell whether another follows) of user's conversations from just
+// after the position after (nil: from the start), in the order of
+// store.ConversationsAfter. The gateway reads each client page with one
+// call (session.conversations).
 func (s *Service) Conversations(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error) {
-	if limit <= 0 || limit > 1000 {
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit)
+	if limit <= 0 || limit > 1001 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1001", limit)
 	}
 	cs, err := s.st.ConversationsAfter(ctx, user, after, limit)
 	if err != nil {
