@@ -1241,7 +1241,7 @@ func formatConvCursor(c herald.Conversation) string {
 // parseConvCursor reads a request's after, for user's list.
 func parseConvCursor(user, s string) (store.ConversationCursor, error) {
 	bad := func() (store.ConversationCursor, error) {
-		return store.ConversationCursor{}, herald.Errorf(herald.CodeInvalidArgument, "after %q is not a next of a conversations reply", s)
+		return store.ConversationCursor{}, herald.Errorf(herald.CodeInvalidArgument, "after %q is malformed; pass the next of a conversations reply", s)
 	}
 	id, rest, ok := strings.Cut(s, ":")
 	typ, conv, ok2 := strings.Cut(rest, ":")
