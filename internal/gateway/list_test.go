@@ -225,7 +225,7 @@ func TestListRepliesEncodeAsTheirTypes(t *testing.T) {
 			b, _ := proto.JSON.Marshal(m)
 			l.add(b)
 		}
-		frame, err := l.frame(proto.JSON, 7, "", []byte(rest))
+		frame, err := l.frame(proto.JSON, 7, []byte(rest))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -57,14 +57,13 @@ func wireSize(m *herald.Message) int {
 // ,"next":"" (10) around at most 20+1+5+1+64 bytes of cursor (91): 204.
 const convEnvelopeBytes = 256
 
-// A list reply (a sync event, a history or conversations reply) is built
-// from its entries as each was encoded to be measured: the page is cut at
-// the budget by exact sizes (mentions, IDs and escaping included: issue 15
-// item 8, and a worst-case estimate had cut history pages to a fifth of
-// it: item 4), and no entry is encoded twice. (The sync estimates instead:
-// wireSize.) The gateway's codec is JSON:
-// listBuf joins entries as a JSON array and splices it into the encoding
-// of the reply's other fields.
+// A history or conversations reply is built from its entries as each was
+// encoded to be measured: the page is cut at the budget by exact sizes
+// (mentions, IDs and escaping included: issue 15 item 8, and a worst-case
+// estimate had cut history pages to a fifth of it: item 4), and no entry
+// is encoded twice. (The sync bounds instead: wireSize.) The gateway's
+// codec is JSON: listBuf joins entries as a JSON array and splices it into
+// the encoding of the reply's other fields.
 type listBuf struct {
 	b *[]byte // {"key":[ and the entries, comma-separated; from listPool
 	n int     // how many entries
@@ -92,17 +91,17 @@ func (l *listBuf) add(item []byte) {
 	l.n++
 }
 
-// frame returns the encoded frame (of reply id, or event ev) whose payload
-// is {"key":[entries],<rest's fields>}: rest is the encoding of an object
+// frame returns the encoded frame of reply id whose payload is
+// {"key":[entries],<rest's fields>}: rest is the encoding of an object
 // holding the reply's other fields. The list's buffer goes back to the
 // pool: l is used up.
-func (l *listBuf) frame(c proto.Codec, id uint64, ev string, rest []byte) ([]byte, error) {
+func (l *listBuf) frame(c proto.Codec, id uint64, rest []byte) ([]byte, error) {
 	b := append(*l.b, ']')
 	if len(rest) > 2 { // not {}
 		b = append(b, ',')
 	}
 	b = append(b, rest[1:]...)
-	frame, err := c.EncodeFrame(nil, &proto.Frame{ID: id, Ev: ev, Data: b})
+	frame, err := c.EncodeFrame(nil, &proto.Frame{ID: id, Data: b})
 	if cap(b) <= 1<<20 { // not a page made large by one large entry
 		*l.b = b
 		listPool.Put(l.b)
@@ -1127,7 +1126,7 @@ func (s *session) replyList(id uint64, op string, list *listBuf, rest any) {
 		s.fail(id, op, err)
 		return
 	}
-	frame, err := list.frame(s.g.codec, id, "", r)
+	frame, err := list.frame(s.g.codec, id, r)
 	switch {
 	case id == 0: // nobody waits for the reply
 		return
