@@ -304,7 +304,8 @@ func (c *Client) QueryGroupInfo(ctx context.Context, groupID string) (GroupInfo,
 
 // QueryGroupMembers returns a page of a group's members in user ID order,
 // and whether more follow (pass the page's last User as the next
-// query's After). Members only (ErrForbidden otherwise).
+// query's After). Members only (ErrForbidden otherwise). Each page uses
+// a token of the session's send budget (ErrRateLimited when it is empty).
 func (c *Client) QueryGroupMembers(ctx context.Context, groupID string, q GroupMemberQuery) ([]GroupMember, bool, error) {
 	const op = proto.OpGroupMembers
 	if err := herald.ValidateGroupID(groupID); err != nil {
@@ -331,8 +332,9 @@ func (c *Client) QueryGroupMembers(ctx context.Context, groupID string, q GroupM
 
 // QueryGroupList returns the groups the caller is a member of, in group ID
 // order, each with the caller's own role (ZIM's queryGroupList). It reads
-// them a page at a time; a user is in at most the server's limit of
-// groups (default 500).
+// them a page at a time, each page using a token of the session's send
+// budget (ErrRateLimited when it is empty); a user is in at most the
+// server's limit of groups (default 500).
 func (c *Client) QueryGroupList(ctx context.Context) ([]GroupInfo, error) {
 	s, err := c.session()
 	if err != nil {

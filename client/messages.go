@@ -195,8 +195,10 @@ type HistoryQuery struct {
 // convID the group ID), in the query's order, and whether another page
 // exists in that direction. In a group, a member sees the messages after
 // they joined (GroupInfo.JoinSeq); ErrForbidden once they are no longer a
-// member. Like every request it blocks until the reply, waiting out
-// reconnects, until ctx ends (RequestTimeout if ctx has no deadline).
+// member. Each page uses a token of the session's send budget
+// (ErrRateLimited when it is empty). Like every request it blocks until
+// the reply, waiting out reconnects, until ctx ends (RequestTimeout if ctx
+// has no deadline).
 func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID string, q HistoryQuery) ([]*herald.Message, bool, error) {
 	const op = "history"
 	k, err := checkConv(op, convType, convID)

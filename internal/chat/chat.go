@@ -513,6 +513,14 @@ func withoutPush(m *herald.Message) *herald.Message {
 // It returns, per conversation, the seq the device is known
 // to have after the sync (its cursor or the last message sent), so the
 // caller can drop live messages the sync already covered.
+//
+// Where a conversation's messages after the cursor begin with a run of the
+// device's own sends, the device has them all (they were answered), and
+// no ack of the device will move past them until it receives a message
+// there: Sync stores the end of that run as the device's cursor, so the
+// next sync does not read them again (in a conversation only this device
+// writes, every login re-read the whole retention window). A message
+// handed to the device is never passed this way: only its ack does.
 func (s *Service) Sync(ctx context.Context, user, device string, given map[string]int64, page func([]*herald.Message) error) (covered map[string]int64, count int, err error) {
 	stored, err := s.st.Cursors(ctx, user, device)
 	if err != nil {
@@ -550,8 +558,9 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 	}
 	sort.Strings(convs)
 	since := s.cfg.Now().Add(-s.cfg.OfflineRetention)
+	var ownRun map[string]int64 // the end of each conversation's leading run of own sends
 	for _, conv := range convs {
-		after := covered[conv]
+		after, leading := covered[conv], true
 		for {
 			msgs, err := s.st.MessagesAfter(ctx, conv, after, since, s.cfg.SyncPage)
 			if err != nil {
@@ -559,6 +568,15 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 			}
 			if len(msgs) == 0 {
 				break
+			}
+			for _, m := range msgs {
+				if leading = leading && m.From == user && m.FromDevice == device; !leading {
+					break
+				}
+				if ownRun == nil {
+					ownRun = make(map[string]int64)
+				}
+				ownRun[conv] = m.Seq
 			}
 			after = msgs[len(msgs)-1].Seq
 			covered[conv] = after
@@ -571,6 +589,12 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 			if len(msgs) < s.cfg.SyncPage {
 				break
 			}
+		}
+	}
+	if ownRun != nil {
+		// Not a failure of the sync: the next one reads the run again.
+		if err := s.st.SaveCursors(ctx, []store.DeviceCursors{{User: user, Device: device, Cursors: ownRun}}); err != nil {
+			s.log.Warn("sync: the cursor past the device's own sends was not stored", "user_id", user, "device_id", device, "err", err)
 		}
 	}
 	return covered, count, nil
@@ -670,13 +694,14 @@ func (s *Service) History(ctx context.Context, user string, t herald.Conversatio
 	return msgs, false, nil
 }
 
-// Conversations lists up to limit (1-1000) of user's conversations from
-// just after the position after (nil: from the start), in the order of
-// store.ConversationsAfter. The gateway reads a client's page in chunks of
-// it (session.conversations).
+// Conversations lists up to limit (1-1001: a page of at most 1000 and one
+// more to tell whether another follows) of user's conversations from just
+// after the position after (nil: from the start), in the order of
+// store.ConversationsAfter. The gateway reads each client page with one
+// call (session.conversations).
 func (s *Service) Conversations(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error) {
-	if limit <= 0 || limit > 1000 {
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", limit)
+	if limit <= 0 || limit > 1001 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1001", limit)
 	}
 	cs, err := s.st.ConversationsAfter(ctx, user, after, limit)
 	if err != nil {

@@ -465,3 +465,79 @@ func TestCloseMeetsItsDeadlineWithAStalledStore(t *testing.T) {
 		t.Fatal("the send blocked on the full queue got no answer")
 	}
 }
+
+// readCountingStore counts the messages the sync reads.
+type readCountingStore struct {
+	Store
+	mu   sync.Mutex
+	read map[string]int // by conversation
+}
+
+func (c *readCountingStore) MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error) {
+	msgs, err := c.Store.MessagesAfter(ctx, conv, after, since, limit)
+	c.mu.Lock()
+	c.read[conv] += len(msgs)
+	c.mu.Unlock()
+	return msgs, err
+}
+
+func (c *readCountingStore) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.read
+	c.read = map[string]int{}
+	return r
+}
+
+// TestSyncStoresCursorPastOwnSends (issue 15 item 3, review): the sync
+// leaves a device's own sends out, and stores the device's cursor past
+// those that lead its conversations, so the next login does not read
+// them again; it never moves the cursor past a message the device was
+// handed (only its ack does).
+func TestSyncStoresCursorPastOwnSends(t *testing.T) {
+	st := &readCountingStore{Store: openStore(t), read: map[string]int{}}
+	s, _ := newService(t, st, Config{SyncPage: 2})
+	ctx := context.Background()
+	sendFrom := func(from, device, to, local string) {
+		t.Helper()
+		m := text(to, local, "x")
+		m.FromDevice = device
+		if _, err := send(s, from, 1, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Only alice's phone writes to bob: 5 messages, over 3 sync pages.
+	for i := range 5 {
+		sendFrom("alice", "phone", "bob", fmt.Sprint("b", i))
+	}
+	// To carol: two of the phone's, then one of carol's, then the phone's.
+	sendFrom("alice", "phone", "carol", "c1")
+	sendFrom("alice", "phone", "carol", "c2")
+	sendFrom("carol", "laptop", "alice", "c3")
+	sendFrom("alice", "phone", "carol", "c4")
+
+	sync := func(device string) (int, map[string]int) {
+		t.Helper()
+		_, count, err := s.Sync(ctx, "alice", device, nil, func([]*herald.Message) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return count, st.take()
+	}
+	toBob, toCarol := herald.PeerConversationKey("alice", "bob"), herald.PeerConversationKey("alice", "carol")
+	if count, read := sync("phone"); count != 1 || read[toBob] != 5 || read[toCarol] != 4 {
+		t.Errorf("first sync: %d synced, read %v; want carol's message, all 9 read", count, read)
+	}
+	// Again, without an ack: nothing of bob's conversation is read, and
+	// carol's from her message on, which the phone has not acked.
+	if count, read := sync("phone"); count != 1 || read[toBob] != 0 || read[toCarol] != 2 {
+		t.Errorf("second sync: %d synced, read %v; want carol's message again, 0 read of bob's, 2 of carol's", count, read)
+	}
+	// Another device of alice's gets the phone's messages.
+	if count, read := sync("tablet"); count != 9 || read[toBob] != 5 {
+		t.Errorf("tablet's sync: %d synced, read %v; want all 9", count, read)
+	}
+	if count, _ := sync("tablet"); count != 9 {
+		t.Errorf("tablet's second sync: %d synced, want all 9 again (nothing acked)", count)
+	}
+}

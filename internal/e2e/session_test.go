@@ -271,6 +271,66 @@ func TestConversationsPaged(t *testing.T) {
 	}
 }
 
+// TestConversationsPagesCountMentions (issue 15 item 8, review): a page's
+// size counts every field of its entries. Group messages of a short text
+// and 100 mentions of long IDs were sized as a few hundred bytes each: the
+// whole list went in one page, larger than the send queue, and the session
+// was closed with 4001. Now each page fits the reply budget (a quarter of
+// the queue here).
+func TestConversationsPagesCountMentions(t *testing.T) {
+	const queue, groups = 256 << 10, 40
+	srv := startServer(t, func(c *config.Config) {
+		c.SendsPerSecond, c.SendBurst = 1e6, 1e6
+		c.SendQueueBytes = queue
+	})
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	long := func(prefix string, i int) string {
+		s := prefix + strconv.Itoa(i)
+		return strings.Repeat("x", 64-len(s)) + s
+	}
+	members := make([]string, 100)
+	for i := range members {
+		members[i] = long("member", i)
+	}
+	for i := range groups {
+		id := long("group", i)
+		alice.call(proto.OpCreateGroup, proto.CreateGroupRequest{GroupID: id, Members: members}, nil)
+		alice.call(proto.OpSend, proto.SendRequest{ConvType: proto.ConvGroup, To: id, LocalID: long("local", i), Type: "text", Text: "hi all", Mentions: members}, nil)
+	}
+
+	seen, after := map[string]bool{}, ""
+	for pages := 1; ; pages++ {
+		f := alice.reply(alice.request(proto.OpConversations, proto.ConversationsRequest{Limit: 1000, After: after}))
+		if f.Err != nil {
+			t.Fatalf("page %d: %s: %s", pages, f.Err.Code, f.Err.Message)
+		}
+		if len(f.Data) > queue/4 {
+			t.Errorf("page %d is %d bytes, want at most %d", pages, len(f.Data), queue/4)
+		}
+		var page proto.ConversationsReply
+		if err := json.Unmarshal(f.Data, &page); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range page.Conversations {
+			if c.LastMessage == nil || len(c.LastMessage.Mentions) != len(members) || seen[c.ConvID] {
+				t.Fatalf("%s: listed twice, or last message %+v", c.ConvID, c.LastMessage)
+			}
+			seen[c.ConvID] = true
+		}
+		if !page.HasMore {
+			if pages < 3 {
+				t.Errorf("%d pages, want several", pages)
+			}
+			break
+		}
+		after = page.Next
+	}
+	if len(seen) != groups {
+		t.Errorf("listed %d conversations, want %d", len(seen), groups)
+	}
+}
+
 // TestSyncLeavesOutOwnSends (issue 15 item 3): a device's offline sync does
 // not hand back as received what that device sent, acked or not; what the
 // same user sent from another device, or received, is synced as before.

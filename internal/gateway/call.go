@@ -95,8 +95,8 @@ func (s *session) callOp(ctx context.Context, f proto.Frame) {
 	s.reply(f.ID, proto.CallReply{Call: proto.CallInfoFrom(c)})
 }
 
-// callWireSize estimates a call's encoded size, as wireSize does a
-// message's.
+// callWireSize estimates a call's encoded size: JSON escaping can grow
+// extended data up to 6 times; a participant's other fields are short.
 func callWireSize(c *herald.Call) int {
 	n := 6*len(c.Extended) + 256
 	for _, p := range c.Participants {

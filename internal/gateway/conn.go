@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -167,8 +168,18 @@ func closeFrame(payload []byte) error {
 		return fmt.Errorf("%w: close frame body of 1 byte", errProtocol)
 	}
 	code, reason := ws.ParseCloseFrameData(payload)
-	if err := ws.CheckCloseFrameData(code, reason); err != nil || code >= 5000 {
+	err := ws.CheckCloseFrameData(code, reason)
+	if registeredAfterRFC(code) && utf8.ValidString(reason) {
+		err = nil
+	}
+	if err != nil || code >= 5000 {
 		return fmt.Errorf("%w: close code %d or its reason is not allowed", errProtocol, code)
 	}
 	return peerClosed{code}
 }
+
+// registeredAfterRFC reports the close codes IANA registered after RFC
+// 6455 that a peer may send: 1012 Service Restart, 1013 Try Again Later,
+// 1014 Bad Gateway. gobwas/ws knows only the RFC's own (up to 1011, and
+// 1015, which no peer may send).
+func registeredAfterRFC(code ws.StatusCode) bool { return code >= 1012 && code <= 1014 }

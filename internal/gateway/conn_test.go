@@ -95,6 +95,13 @@ func TestFrameReaderClose(t *testing.T) {
 		{"code 999", ws.NewCloseFrameBody(999, ""), 0, true},
 		{"code 1005", ws.NewCloseFrameBody(1005, ""), 0, true},
 		{"code 1016", ws.NewCloseFrameBody(1016, ""), 0, true},
+		{"code 1015", ws.NewCloseFrameBody(1015, ""), 0, true},
+		{"code 1011", ws.NewCloseFrameBody(1011, ""), 1011, false},
+		// Registered with IANA after RFC 6455; proxies send them.
+		{"code 1012", ws.NewCloseFrameBody(1012, "restart"), 1012, false},
+		{"code 1013", ws.NewCloseFrameBody(1013, ""), 1013, false},
+		{"code 1014", ws.NewCloseFrameBody(1014, ""), 1014, false},
+		{"code 1013 reason not UTF-8", ws.NewCloseFrameBody(1013, "\xff"), 0, true},
 		{"code 5000", ws.NewCloseFrameBody(5000, ""), 0, true},
 		{"one byte", []byte{3}, 0, true},
 		{"reason not UTF-8", ws.NewCloseFrameBody(1000, "\xff"), 0, true},

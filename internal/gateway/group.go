@@ -37,18 +37,15 @@ func groupInfo(g chat.GroupInfo) proto.GroupInfo {
 }
 
 // groupOp runs the group operations, always as the session's user.
-// Operations that change a group are durable writes: they share the
-// session's send budget.
+// Operations that change a group are durable writes, and groups and
+// group_members read pages of up to a reply budget: they share the
+// session's send budget. group_info reads one group.
 func (s *session) groupOp(ctx context.Context, f proto.Frame) {
 	gr := s.g.chat
-	switch f.Op {
-	case proto.OpGroupInfo, proto.OpGroupMembers, proto.OpGroups:
-	default:
-		if !s.allowSend() {
-			s.g.stats.sendsLimited.Add(1)
-			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeRateLimited, "more than %d sends and group changes per second", s.g.cfg.SendsPerSecond))
-			return
-		}
+	if f.Op != proto.OpGroupInfo && !s.allowSend() {
+		s.g.stats.sendsLimited.Add(1)
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeRateLimited, "more than %d sends and group requests per second", s.g.cfg.SendsPerSecond))
+		return
 	}
 	var (
 		reply any
