@@ -105,10 +105,10 @@ func startListGateway(t *testing.T, c *listChat, cfg Config) *wsClient {
 
 // TestConversationsPagesFitTheBudget (issue 15 item 8, review): a page of
 // conversations whose last messages are small in text but large in
-// mentions and IDs stays within the reply budget, and is read from the
-// store once, whatever its limit. The size estimate counted neither: 300
-// such groups gave one reply of 2 MB; pages were read in chunks of 50,
-// up to 21 store reads for a page of 1000.
+// mentions and IDs stays within the reply budget, and one that fills the
+// budget early is read from the store once, whatever its limit. The size
+// estimate counted neither: 300 such groups gave one reply of 2 MB; pages
+// were read in chunks of 50, up to 21 store reads for a page of 1000.
 func TestConversationsPagesFitTheBudget(t *testing.T) {
 	const n = 300
 	c := &listChat{}
@@ -168,6 +168,53 @@ func TestConversationsPagesFitTheBudget(t *testing.T) {
 	}
 	if pages < 2 {
 		t.Errorf("%d pages, want several", pages)
+	}
+}
+
+// TestConversationsPageOfSmallEntries: a page of 1000 small entries is
+// read in growing chunks (100, 400, 500): three store reads, none of them
+// for more than the page still needs.
+func TestConversationsPageOfSmallEntries(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		convs, limit int
+		reads        int
+		hasMore      bool
+	}{
+		{"whole list in one page", 1000, 1000, 3, false},
+		{"list longer than the page", 1200, 1000, 3, true},
+		{"list shorter than the first chunk", 40, 1000, 1, false},
+		{"limit below the first chunk", 300, 50, 1, true},
+		{"list ends at a chunk's end", 100, 1000, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &listChat{}
+			for i := range tc.convs {
+				peer := fmt.Sprintf("user%04d", i)
+				c.convs = append(c.convs, herald.Conversation{
+					Type: herald.ConversationPeer, Key: herald.PeerConversationKey("alice", peer), ID: peer,
+				})
+			}
+			cl := startListGateway(t, c, Config{})
+			before := c.reads()
+			f := cl.call(10, proto.OpConversations, proto.ConversationsRequest{Limit: tc.limit})
+			if got := c.reads() - before; got != tc.reads {
+				t.Errorf("%d store reads, want %d", got, tc.reads)
+			}
+			var page proto.ConversationsReply
+			if err := json.Unmarshal(f.Data, &page); err != nil {
+				t.Fatal(err)
+			}
+			want := min(tc.convs, tc.limit)
+			if len(page.Conversations) != want || page.HasMore != tc.hasMore {
+				t.Fatalf("got %d conversations, has_more %v; want %d, %v", len(page.Conversations), page.HasMore, want, tc.hasMore)
+			}
+			for i, cv := range page.Conversations {
+				if cv.ConvID != c.convs[i].ID {
+					t.Fatalf("entry %d is %s, want %s", i, cv.ConvID, c.convs[i].ID)
+				}
+			}
+		})
 	}
 }
 

@@ -57,6 +57,10 @@ func wireSize(m *herald.Message) int {
 // ,"next":"" (10) around at most 20+1+5+1+64 bytes of cursor (91): 204.
 const convEnvelopeBytes = 256
 
+// convFirstRead is the first chunk of a conversations page read from the
+// store (session.conversations).
+const convFirstRead = 100
+
 // A history or conversations reply is built from its entries as each was
 // encoded to be measured: the page is cut at the budget by exact sizes
 // (mentions, IDs and escaping included: issue 15 item 8, and a worst-case
@@ -1177,11 +1181,6 @@ func (s *session) conversations(ctx context.Context, f proto.Frame) {
 		}
 		after = &cur
 	}
-	cs, err := s.g.chat.Conversations(ctx, s.user, after, limit+1)
-	if err != nil {
-		s.fail(f.ID, f.Op, err)
-		return
-	}
 	list := newList("conversations")
 	var (
 		rest struct {
@@ -1192,25 +1191,48 @@ func (s *session) conversations(ctx context.Context, f proto.Frame) {
 		last herald.Conversation
 	)
 	budget := s.g.replyBudget() - convEnvelopeBytes
-	for i, c := range cs {
-		if i == limit {
-			rest.HasMore = true
-			break
-		}
-		b, err := s.g.codec.Marshal(s.convEntry(c))
+	// The page is read in chunks that grow 4x (100, 400, then the rest of
+	// the limit), so a page of small entries costs at most three store
+	// reads, while one of large entries, which fills the budget early,
+	// holds no more than the first chunk in memory.
+	chunk := min(limit, convFirstRead)
+read:
+	for n := 0; ; {
+		cs, err := s.g.chat.Conversations(ctx, s.user, after, chunk+1)
 		if err != nil {
-			s.fail(f.ID, f.Op, err) // internal: an entry always encodes
+			s.fail(f.ID, f.Op, err)
 			return
 		}
-		if list.n > 0 && list.sizeWith(b) > budget {
-			rest.HasMore = true // the page goes on from the last entry returned
-			break
+		for i, c := range cs {
+			if i == chunk {
+				break
+			}
+			b, err := s.g.codec.Marshal(s.convEntry(c))
+			if err != nil {
+				s.fail(f.ID, f.Op, err) // internal: an entry always encodes
+				return
+			}
+			if list.n > 0 && list.sizeWith(b) > budget {
+				rest.HasMore = true // the page goes on from the last entry returned
+				break read
+			}
+			list.add(b)
+			if !c.Muted {
+				rest.TotalUnread += c.Unread
+			}
+			last = c
+			n++
 		}
-		list.add(b)
-		if !c.Muted {
-			rest.TotalUnread += c.Unread
+		switch {
+		case len(cs) <= chunk:
+			break read // the list ends here
+		case n == limit:
+			rest.HasMore = true
+			break read
 		}
-		last = c
+		cur := store.CursorOf(last)
+		after = &cur
+		chunk = min(limit-n, 4*chunk)
 	}
 	if rest.HasMore {
 		rest.Next = formatConvCursor(last)
