@@ -649,6 +649,19 @@ func (d *dispatcher) stop(ctx context.Context) error {
 // writes it cancelled to return.
 const abortGrace = 2 * time.Second
 
+// countEnd counts a job that ends without a send: skipped, expired or
+// failed (any other outcome).
+func (s *Service) countEnd(outcome string) {
+	switch outcome {
+	case herald.PushSkipped:
+		s.stats.skipped.Add(1)
+	case herald.PushExpired:
+		s.stats.expired.Add(1)
+	default:
+		s.stats.failed.Add(1)
+	}
+}
+
 // process decides, sends and classifies one due job. It never touches the
 // store except to drop a device the vendor says is gone and to read
 // acknowledgements.
@@ -661,14 +674,7 @@ func (s *Service) process(j store.PushJob) outcome {
 	}
 	skip := func(outcome, why string) outcome {
 		o.log.Outcome, o.log.Reason = outcome, why
-		switch outcome {
-		case herald.PushSkipped:
-			s.stats.skipped.Add(1)
-		case herald.PushExpired:
-			s.stats.expired.Add(1)
-		default:
-			s.stats.failed.Add(1)
-		}
+		s.countEnd(outcome)
 		return o
 	}
 	if j.PushID == noDevicePushID {

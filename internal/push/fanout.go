@@ -44,14 +44,7 @@ func (s *Service) expand(j store.PushJob) outcome {
 	// push timeline says why nobody was pushed.
 	end := func(outcome, why string) outcome {
 		o.log = herald.PushAttempt{At: now, User: j.User, MsgID: j.MsgID, Conv: j.Conv, Attempt: j.Attempt + 1, Outcome: outcome, Reason: why}
-		switch outcome {
-		case herald.PushExpired:
-			s.stats.expired.Add(1)
-		case herald.PushSkipped:
-			s.stats.skipped.Add(1)
-		default:
-			s.stats.failed.Add(1)
-		}
+		s.countEnd(outcome)
 		return o
 	}
 	var data jobData
