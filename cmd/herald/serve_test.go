@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,7 +57,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChild$")
 	cmd.Env = append(os.Environ(), "HERALD_SECRET="+secret,
-		"HERALD_TEST_SERVE_ARGS=--addr 127.0.0.1:0 --data "+t.TempDir()+" --webhook-url "+hook.URL+" --shutdown-timeout 10m")
+		"HERALD_TEST_SERVE_ARGS=--addr 127.0.0.1:0 --push-emulator-addr 127.0.0.1:0 --data "+t.TempDir()+" --webhook-url "+hook.URL+" --shutdown-timeout 10m")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -70,9 +71,21 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		<-exited
 	})
 	lines := make(chan string, 100)
+	var (
+		logMu sync.Mutex
+		log   []string // everything the child wrote, for a failure's message
+	)
+	childLog := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Join(log, "\n")
+	}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			logMu.Lock()
+			log = append(log, sc.Text())
+			logMu.Unlock()
 			select {
 			case lines <- sc.Text():
 			default: // nobody waits for this one
@@ -83,7 +96,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}()
 	waitLine := func(re *regexp.Regexp) []string {
 		t.Helper()
-		timeout := time.After(10 * time.Second)
+		timeout := time.After(60 * time.Second) // a race-built server starting on a loaded machine
 		for {
 			select {
 			case l := <-lines:
@@ -91,9 +104,10 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 					return m
 				}
 			case err := <-exited:
-				t.Fatalf("herald serve exited early: %v", err)
+				exited <- err // for the cleanup
+				t.Fatalf("herald serve exited early: %v; it wrote:\n%s", err, childLog())
 			case <-timeout:
-				t.Fatalf("herald serve logged no line matching %s within 10s", re)
+				t.Fatalf("herald serve logged no line matching %s within 60s; it wrote:\n%s", re, childLog())
 			}
 		}
 	}
