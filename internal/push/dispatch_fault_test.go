@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,11 +103,39 @@ type failingStore struct {
 	pendingCalls            atomic.Int64
 	finishCalls             atomic.Int64
 	failedFinishCalls       atomic.Int64
+
+	mu              sync.Mutex
+	pendingFailedAt []time.Time // when each failed PendingPush call was made
+}
+
+func (f *failingStore) failedPending() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Time(nil), f.pendingFailedAt...)
+}
+
+// waitFailedPending waits for n PendingPush calls to have failed, and
+// returns when each was made.
+func (f *failingStore) waitFailedPending(t *testing.T, n int) []time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got := f.failedPending(); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d PendingPush calls failed, want %d: the refill does not run", len(f.failedPending()), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (f *failingStore) PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error) {
 	f.pendingCalls.Add(1)
 	if f.failPending.Load() {
+		f.mu.Lock()
+		f.pendingFailedAt = append(f.pendingFailedAt, time.Now())
+		f.mu.Unlock()
 		return nil, fmt.Errorf("injected: disk I/O error")
 	}
 	return f.Store.PendingPush(ctx, after, limit)
@@ -143,7 +172,8 @@ func (h *harness) startOn(st push.Store, cfg push.Config) *push.Service {
 	return svc
 }
 
-// A failing refill is retried once a second, not in a tight loop.
+// A failing refill is retried once a second, not in a tight loop, and
+// not given up: the job it could not read is sent once the store answers.
 func TestFailingRefillDoesNotSpin(t *testing.T) {
 	h := newHarness(t, push.Config{}, nil)
 	h.stop()
@@ -158,17 +188,31 @@ func TestFailingRefillDoesNotSpin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, u := range []string{"carl", "carl", "bob"} { // the third overflows
-		_, jobs, stored := sendVia(t, svc, fs, u, i)
-		stored(jobs)
-	}
 	fs.failPending.Store(true)
-	before := fs.pendingCalls.Load()
-	time.Sleep(time.Second) // the ack window ends: heap drains, refill runs and fails
-	calls := fs.pendingCalls.Load() - before
+	var overflowed *herald.Message
+	for i, u := range []string{"carl", "carl", "bob"} { // the third overflows: only in the store
+		m, jobs, stored := sendVia(t, svc, fs, u, i)
+		stored(jobs)
+		overflowed = m
+	}
+	// The ack window ends, the heap drains, the refill runs and fails:
+	// wait for it to fail twice (it must run, and be retried), then look
+	// at how far apart the failures were.
+	failed := fs.waitFailedPending(t, 2)
+	if gap := failed[1].Sub(failed[0]); gap < 900*time.Millisecond {
+		t.Fatalf("failed refills %v apart: the loop spins (and logs an error each time)", gap)
+	}
 	fs.failPending.Store(false)
-	if calls > 5 {
-		t.Fatalf("PendingPush called %d times in 1s while failing: the loop spins (and logs an error each time)", calls)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.emu.Inbox(token(11))) == 0 {
+		if time.Now().After(deadline) {
+			log, _ := svc.Log(context.Background(), store.PushLogQuery{MsgID: overflowed.ID, Limit: 10})
+			t.Fatalf("the overflowed job was never sent once the store answered again; log %+v", log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := fs.failedPending(); len(n) > 3 {
+		t.Errorf("%d failed refills in about 2s", len(n))
 	}
 }
 

@@ -262,7 +262,7 @@ func TestRetriesStopAtExpiry(t *testing.T) {
 }
 
 // TestRestartSendsWhatWasPending: jobs left in the outbox when the service
-// stops are sent by the next one, once.
+// stops are sent by the next one, when due, once.
 func TestRestartSendsWhatWasPending(t *testing.T) {
 	h := newHarness(t, push.Config{RetryBase: time.Hour, RetryMax: time.Hour}, nil)
 	h.device("bob", 3)
@@ -285,6 +285,25 @@ func TestRestartSendsWhatWasPending(t *testing.T) {
 	h.waitLog(c.ID, herald.PushSent)
 	if got := h.emu.Inbox(token(4)); len(got) != 1 {
 		t.Errorf("carol's phone got %d pushes, want 1", len(got))
+	}
+	// An hour later (the service's clock; the job keeps its due time
+	// across restarts) the next service sends bob's retry, and nothing
+	// that was sent before.
+	h.stop()
+	h.cfg.Now = func() time.Time { return time.Now().Add(time.Hour + time.Minute) }
+	h.start()
+	log := h.waitLog(m.ID, herald.PushSent)
+	if len(log) != 2 || log[0].Attempt != 2 {
+		t.Fatalf("bob's log %+v; want the 503, then sent at attempt 2", log)
+	}
+	if log[0].NotifID != log[1].NotifID {
+		t.Errorf("the resend after the restart has apns-id %s, the first attempt %s: the phone cannot collapse them", log[0].NotifID, log[1].NotifID)
+	}
+	if got := h.emu.Inbox(token(3)); len(got) != 1 {
+		t.Errorf("bob's phone got %d pushes, want 1", len(got))
+	}
+	if got := h.emu.Inbox(token(4)); len(got) != 1 {
+		t.Errorf("carol's phone got %d pushes after the second restart, want still 1", len(got))
 	}
 }
 
