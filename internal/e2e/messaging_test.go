@@ -190,9 +190,9 @@ func testLoginDuringTraffic(t *testing.T, driver string) {
 	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst, c.ReadDriver = 1e6, 1e6, driver })
 	alice := dialRaw(t, srv.URL())
 	alice.login("alice", "phone")
-	const backlog, size = 1500, 6000 // 9 MB: more than the 4 MiB queue and the socket buffers
-	const during = 50                // sent while bob's sync stalls: both live and synced
-	const after = 600                // sent while bob reads
+	const backlog, size = 1500, 6000    // 9 MB: more than the 4 MiB queue and the socket buffers
+	const during = 50                   // sent while bob's sync stalls: both live and synced
+	const after = 600                   // sent while bob reads
 	for i := 0; i < backlog; i += 250 { // the replies carry the texts: 1.5 MB at a time
 		alice.sendMany("bob", fmt.Sprint("backlog-", i, "-"), 250, size)
 	}
