@@ -342,7 +342,7 @@ func TestCallOfflineInviteeVoIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	aliceLog.wait(t, "state", c.ID, callEnded)
-	time.Sleep(300 * time.Millisecond) // a second push would arrive now
+	waitPushSettled(t, srv) // the call's pushes finished: a second one would be in the inbox now
 	if got := emu.Inbox(voipTok); len(got) != 1 {
 		t.Errorf("%d VoIP pushes, want exactly 1", len(got))
 	}
