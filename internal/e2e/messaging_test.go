@@ -363,3 +363,68 @@ func TestHistoryPagesFillTheBudget(t *testing.T) {
 		t.Errorf("paged through %d messages (%v ... %v), want seqs %d down to 1", len(got), got[:1], got[len(got)-1:], count)
 	}
 }
+
+// TestPipelinedSendsKeepTheirOrder: sends one session writes back to back,
+// without waiting for replies, are stored in the order they were sent:
+// message IDs grow in send order across conversations, and each
+// conversation's seqs follow it. Another sender keeps the chat writer
+// batching meanwhile. Both embedded stores.
+func TestPipelinedSendsKeepTheirOrder(t *testing.T) {
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) {
+			srv := startServer(t, func(c *config.Config) { c.Store, c.SendsPerSecond, c.SendBurst = engine, 1e6, 1e6 })
+			alice := dialRaw(t, srv.URL())
+			alice.login("alice", "phone")
+			other := dialRaw(t, srv.URL())
+			other.login("dave", "phone")
+			const n = 600
+			done := make(chan struct{})
+			go func() { // competing traffic into the same writer
+				defer close(done)
+				for i := 0; i < n/2; i++ {
+					data, _ := json.Marshal(text("bob", fmt.Sprint("d", i), "x"))
+					b, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: uint64(i + 1), Op: proto.OpSend, Data: data})
+					if wsutil.WriteClientText(other.conn, b) != nil {
+						return
+					}
+				}
+			}()
+			to := []string{"bob", "carol", "erin"}
+			ids := make([]uint64, n)
+			for i := range ids {
+				ids[i] = alice.request(proto.OpSend, text(to[i%len(to)], fmt.Sprint(i), "m"))
+			}
+			var lastID int64
+			lastSeq := map[string]int64{}
+			for i, id := range ids {
+				f := alice.reply(id)
+				if f.Err != nil {
+					t.Fatalf("send %d: %s: %s", i, f.Err.Code, f.Err.Message)
+				}
+				var r proto.SendReply
+				if err := json.Unmarshal(f.Data, &r); err != nil {
+					t.Fatal(err)
+				}
+				m := r.Message
+				if m.ID <= lastID || m.Seq != lastSeq[m.ConvID]+1 {
+					t.Fatalf("send %d (to %s) stored as ID %d seq %d, after ID %d and seq %d: out of send order", i, m.ConvID, m.ID, m.Seq, lastID, lastSeq[m.ConvID])
+				}
+				lastID, lastSeq[m.ConvID] = m.ID, m.Seq
+			}
+			<-done
+			// The history says the same.
+			for k, peer := range to {
+				var h proto.HistoryReply
+				alice.call(proto.OpHistory, proto.HistoryRequest{ConvType: "peer", ConvID: peer, Limit: n / len(to)}, &h)
+				if len(h.Messages) != n/len(to) {
+					t.Fatalf("history with %s has %d messages, want %d", peer, len(h.Messages), n/len(to))
+				}
+				for j, m := range h.Messages { // newest first
+					if want := fmt.Sprint(k + (n/len(to)-1-j)*len(to)); m.LocalID != want {
+						t.Fatalf("history with %s: message at seq %d is local ID %s, want %s", peer, m.Seq, m.LocalID, want)
+					}
+				}
+			}
+		})
+	}
+}
