@@ -428,3 +428,40 @@ func TestPipelinedSendsKeepTheirOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveOverflowDuringLongSync: live messages that pile up while a
+// login's offline sync streams (bob does not read) are bounded by the send
+// queue: past it the session is closed with 4001 (slow consumer) instead
+// of growing, and the next login syncs everything, once, in order.
+func TestLiveOverflowDuringLongSync(t *testing.T) {
+	const queue = 512 << 10
+	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst, c.SendQueueBytes = 1e6, 1e6, queue })
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	const backlog, size = 1500, 6000 // 9 MB: bob's sync stalls until he reads
+	for i := 0; i < backlog; i += 30 { // the replies carry the texts: keep alice's own queue small
+		alice.sendMany("bob", fmt.Sprint("backlog-", i, "-"), 30, size)
+	}
+	bob := dialRaw(t, srv.URL())
+	bob.call(proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "bob", Token: mint(t, "bob", time.Hour), DeviceID: "phone"}, nil)
+	// Live messages held back for bob while his sync stalls: more bytes
+	// than his queue holds.
+	const live = 2 * queue / size
+	for i := 0; i < live; i += 30 {
+		alice.sendMany("bob", fmt.Sprint("live-", i, "-"), 30, size)
+	}
+	if code := bob.expectClose(); code != proto.CloseSlowConsumer {
+		t.Fatalf("bob's session closed with %d, want %d (slow consumer)", code, proto.CloseSlowConsumer)
+	}
+	again := dialRaw(t, srv.URL())
+	got := seqs(again.login("bob", "phone"))
+	n := backlog + (live+29)/30*30
+	if len(got) != n {
+		t.Fatalf("the next login synced %d messages, want %d", len(got), n)
+	}
+	for i, s := range got {
+		if s != int64(i+1) {
+			t.Fatalf("synced message %d has seq %d, want %d", i, s, i+1)
+		}
+	}
+}
