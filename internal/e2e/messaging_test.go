@@ -438,7 +438,7 @@ func TestLiveOverflowDuringLongSync(t *testing.T) {
 	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst, c.SendQueueBytes = 1e6, 1e6, queue })
 	alice := dialRaw(t, srv.URL())
 	alice.login("alice", "phone")
-	const backlog, size = 1500, 6000 // 9 MB: bob's sync stalls until he reads
+	const backlog, size = 1500, 6000   // 9 MB: bob's sync stalls until he reads
 	for i := 0; i < backlog; i += 30 { // the replies carry the texts: keep alice's own queue small
 		alice.sendMany("bob", fmt.Sprint("backlog-", i, "-"), 30, size)
 	}
