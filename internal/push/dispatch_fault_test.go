@@ -84,10 +84,13 @@ func TestSlowHandOverIsNotSentTwice(t *testing.T) {
 	h.send("carl") // heap full (2)
 	h.send("bob")  // overflows: only in the store
 	m, jobs, stored := sendVia(t, h.svc, h.st, "bob", 99)
-	time.Sleep(500 * time.Millisecond) // the ack window ends; a refill wants to run
-	stored(jobs)                       // the writer's hand-over, late
+	// The ack window ends: carl's jobs leave the heap (pushed: he acked
+	// nothing), and a refill wants to run (to read bob's overflowed job
+	// back), while the writer still holds m's jobs.
+	h.waitAccepted(2)
+	stored(jobs) // the writer's hand-over, late
 	h.waitLog(m.ID, herald.PushSent)
-	time.Sleep(200 * time.Millisecond)
+	h.waitSettled()
 	if got := len(h.emu.Inbox(token(2))); got != 2 {
 		t.Fatalf("bob's phone got %d pushes for 2 messages (emulator duplicates: %d)", got, h.emu.Stats().Duplicates)
 	}

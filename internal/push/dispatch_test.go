@@ -179,6 +179,24 @@ func (h *harness) waitAccepted(n int64) {
 	}
 }
 
+// waitSettled waits until the service holds no job, waiting or in flight,
+// and no outcome unrecorded: every job handed over has its final log
+// entry, so what has not reached the emulator by then never will.
+func (h *harness) waitSettled() {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := h.svc.Stats()
+		if st.Pending == 0 && st.Unrecorded == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("push service not settled: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestOverflowLeavesJobsInTheStore: more jobs than MaxPending are all sent,
 // once each, the rest being read back from the outbox as the heap drains.
 func TestOverflowLeavesJobsInTheStore(t *testing.T) {
@@ -194,7 +212,7 @@ func TestOverflowLeavesJobsInTheStore(t *testing.T) {
 		}
 	}
 	h.waitAccepted(users * per)
-	time.Sleep(100 * time.Millisecond)
+	h.waitSettled()
 	st := h.emu.Stats()
 	if st.Accepted != users*per || st.Duplicates != 0 {
 		t.Errorf("emulator accepted %d with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, users*per)
@@ -255,7 +273,7 @@ func TestRetriesStopAtExpiry(t *testing.T) {
 		t.Errorf("log %+v; want several retries before it expired", log)
 	}
 	n := h.emu.Stats().Received
-	time.Sleep(200 * time.Millisecond)
+	h.waitSettled() // the expired job is finished: nothing is left to retry
 	if got := h.emu.Stats().Received; got != n {
 		t.Errorf("emulator received %d more requests after the push expired", got-n)
 	}
