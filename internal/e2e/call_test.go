@@ -373,7 +373,13 @@ func TestCallOfflineInviteeAfterTimeout(t *testing.T) {
 	if got := callStates(calls[0]); got != "alice=ended bob=timeout (ended)" {
 		t.Errorf("bob's call list shows %s, want bob=timeout", got)
 	}
-	time.Sleep(200 * time.Millisecond) // a late ring would arrive now
+	// A ring of the old call would come at login, before the ring of a
+	// call made after it.
+	next, err := alice.CallInvite(callCtx(t), []string{"bob"}, client.CallInviteConfig{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobLog.wait(t, "received", next.ID, nil)
 	if got := bobLog.find("received", c.ID, nil); len(got) != 0 {
 		t.Errorf("bob's login after the timeout rang: %s", bobLog)
 	}
