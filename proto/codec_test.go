@@ -2,8 +2,12 @@ package proto
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/herald-im/herald"
 )
 
 func TestJSONFrameRoundTrip(t *testing.T) {
@@ -86,10 +90,84 @@ func FuzzDecodeFrame(f *testing.F) {
 func FuzzSendRequest(f *testing.F) {
 	f.Add([]byte(`{"conv_type":"peer","to":"bob","local_id":"1","type":"text","text":"hi"}`))
 	f.Add([]byte(`{"data":"AAEC","sub_type":-1}`))
+	f.Add([]byte(`{"conv_type":"group","to":"g1","local_id":"x","type":"custom","data":"","mentions":[],"push":{"badge_increment":100,"voip":{}}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var req SendRequest
-		_ = JSON.Unmarshal(b, &req) // must not panic
 		var login LoginRequest
-		_ = JSON.Unmarshal(b, &login)
+		_ = JSON.Unmarshal(b, &login) // must not panic
+		var req SendRequest
+		if JSON.Unmarshal(b, &req) != nil {
+			return
+		}
+		// What decodes encodes and decodes to the same request: what the
+		// server stores and forwards is what the client sent.
+		out, err := JSON.Marshal(&req)
+		if err != nil {
+			t.Fatalf("Marshal of decoded %q: %v", b, err)
+		}
+		var again SendRequest
+		if err := JSON.Unmarshal(out, &again); err != nil {
+			t.Fatalf("re-decode %q (from %q): %v", out, b, err)
+		}
+		if want := normalSend(req); !reflect.DeepEqual(normalSend(again), want) {
+			t.Fatalf("round trip changed the request:\n%+v\n%+v", want, normalSend(again))
+		}
+		// Validation, as the gateway runs it, never panics, and what it
+		// accepts is within the limits it names.
+		ct, ctErr := ParseConvType(req.ConvType)
+		mt, ok := herald.ParseMessageType(req.Type)
+		if ctErr != nil || !ok {
+			return
+		}
+		m := &herald.Message{ConvType: ct, To: req.To, LocalID: req.LocalID, Type: mt, Text: req.Text, Data: req.Data,
+			SubType: req.SubType, Extended: req.Extended, Mentions: req.Mentions, Push: req.Push}
+		lim := herald.Limits{}.WithDefaults()
+		if lim.Validate(m) == nil {
+			switch {
+			case m.LocalID == "" || len(m.LocalID) > lim.MaxLocalIDBytes:
+				t.Fatalf("accepted local_id of %d bytes", len(m.LocalID))
+			case len(m.Extended) > lim.MaxExtendedBytes || !utf8.ValidString(m.Extended):
+				t.Fatalf("accepted extended_data %q", m.Extended)
+			case len(m.Mentions) > lim.MaxMentions:
+				t.Fatalf("accepted %d mentions", len(m.Mentions))
+			case m.Type == herald.MessageText && (m.Text == "" || len(m.Text) > lim.MaxTextBytes || !utf8.ValidString(m.Text) || len(m.Data) > 0 || m.SubType != 0):
+				t.Fatalf("accepted text message %+v", m)
+			case m.Type != herald.MessageText && (m.Text != "" || len(m.Data) > lim.MaxCustomBytes):
+				t.Fatalf("accepted %s message %+v", m.Type, m)
+			case m.Type == herald.MessageCommand && len(m.Data) > lim.MaxCommandBytes:
+				t.Fatalf("accepted command of %d bytes", len(m.Data))
+			}
+			for _, u := range m.Mentions {
+				if herald.ValidateUserID(u) != nil {
+					t.Fatalf("accepted mention %q", u)
+				}
+			}
+		}
+		if p := req.Push; p != nil && p.Validate() == nil {
+			for _, s := range []string{p.Title, p.Content, p.Payload, p.ResourcesID, p.ThreadID} {
+				if len(s) > herald.MaxPushPayloadBytes || !utf8.ValidString(s) {
+					t.Fatalf("accepted push field %q", s)
+				}
+			}
+			if len(p.Title) > herald.MaxPushTextBytes || len(p.Content) > herald.MaxPushTextBytes ||
+				len(p.ResourcesID) > herald.MaxResourcesIDBytes || len(p.ThreadID) > herald.MaxThreadIDBytes ||
+				p.BadgeIncrement < 0 || p.BadgeIncrement > 99 {
+				t.Fatalf("accepted push config %+v", p)
+			}
+			if v := p.VoIP; v != nil && (len(v.Handle) > herald.MaxPushHandleBytes || !utf8.ValidString(v.Handle)) {
+				t.Fatalf("accepted voip handle %q", v.Handle)
+			}
+		}
 	})
+}
+
+// normalSend is r with empty slices as nil: omitempty leaves them out, so
+// the round trip cannot tell them apart, and neither can the server.
+func normalSend(r SendRequest) SendRequest {
+	if len(r.Data) == 0 {
+		r.Data = nil
+	}
+	if len(r.Mentions) == 0 {
+		r.Mentions = nil
+	}
+	return r
 }

@@ -264,11 +264,13 @@ func (s *Service) create(gs *groupState) *groupState {
 	}
 }
 
-// setMembers replaces a cached group's members; gs.mu must be held.
+// setMembers replaces a cached group's members; gs.mu must be held. A
+// group that grew may take the cache past its bound: others leave it.
 func (s *Service) setMembers(gs *groupState, ms *memberSet) {
 	s.groups.mu.Lock()
 	defer s.groups.mu.Unlock()
 	s.groups.held += len(ms.users) - len(gs.members.Swap(ms).users)
+	s.evictLocked(gs)
 }
 
 // forget drops a dismissed group's entry from the cache (gs.mu held):

@@ -555,3 +555,45 @@ func TestDismissedGroupsLeaveTheCache(t *testing.T) {
 		t.Errorf("looking up a dismissed group left %d entries in the cache", cached)
 	}
 }
+
+// TestGroupCacheMemberBound: the cache never holds more members than
+// MaxCachedMembers, whatever makes its groups grow (creates, invites,
+// joins, loads for sends), and its count of members is the sum of what
+// its groups hold.
+func TestGroupCacheMemberBound(t *testing.T) {
+	ctx := context.Background()
+	const bound = 6
+	s, _ := newService(t, openStore(t), Config{MaxGroupMembers: 3, MaxCachedMembers: bound})
+	check := func(after string) {
+		t.Helper()
+		s.groups.mu.Lock()
+		defer s.groups.mu.Unlock()
+		sum := 0
+		for _, gs := range s.groups.m {
+			sum += len(gs.members.Load().users)
+		}
+		if s.groups.held != sum || sum > bound {
+			t.Fatalf("after %s: the cache counts %d members and holds %d in %d groups; want the same, at most %d", after, s.groups.held, sum, len(s.groups.m), bound)
+		}
+	}
+	ids := []string{"g1", "g2", "g3", "g4", "g5", "g6"}
+	for _, id := range ids {
+		mustCreate(t, s, "owner", id)
+		check("creating " + id)
+	}
+	for _, id := range ids {
+		if _, err := s.InviteGroupMembers(ctx, "owner", 0, id, []string{"ann"}); err != nil {
+			t.Fatal(err)
+		}
+		check("inviting ann to " + id)
+		if _, err := s.JoinGroup(ctx, "bob", 0, id); err == nil {
+			check("bob joining " + id)
+		}
+	}
+	for i, id := range ids {
+		if _, err := send(s, "ann", 0, groupMsg(id, fmt.Sprint("m", i), "hi")); err != nil {
+			t.Fatal(err)
+		}
+		check("a send to " + id)
+	}
+}

@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,19 +25,49 @@ import (
 	"github.com/herald-im/herald/proto"
 )
 
-// buildHerald compiles the real binary once per test run.
+// buildHerald compiles the real binary once per test run, with -race when
+// the tests run with it.
 var buildHerald = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "herald-e2e-bin")
 	if err != nil {
 		return "", err
 	}
 	bin := filepath.Join(dir, "herald")
-	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/herald").CombinedOutput()
+	args := []string{"build", "-o", bin}
+	if raceBuild {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, "../../cmd/herald")...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return bin, nil
 })
+
+// raceWatch passes a server's stderr through and notes a race report.
+type raceWatch struct {
+	w    io.Writer
+	mu   sync.Mutex
+	tail []byte // the end of the last write, for a marker split across two
+	race bool
+}
+
+func (r *raceWatch) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	seen := append(r.tail, b...)
+	if bytes.Contains(seen, []byte("WARNING: DATA RACE")) {
+		r.race = true
+	}
+	r.tail = append(r.tail[:0], seen[max(len(seen)-32, 0):]...)
+	r.mu.Unlock()
+	return r.w.Write(b)
+}
+
+func (r *raceWatch) raced() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.race
+}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -52,11 +84,20 @@ func startProcess(t *testing.T, bin, addr, data string, args ...string) *exec.Cm
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}, args...)...)
 	cmd.Env = append(os.Environ(), "HERALD_SECRET="+string(testSecret), "HERALD_PUSH_EMULATOR_ADDR=127.0.0.1:0")
-	cmd.Stderr = os.Stderr
+	// The race detector's reports go to stderr, and the process is
+	// usually killed before it could exit with the detector's status.
+	stderr := &raceWatch{w: os.Stderr}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if stderr.raced() {
+			t.Errorf("the race detector reported a data race in the server process %d (see its stderr above)", cmd.Process.Pid)
+		}
+	})
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + addr + "/readyz")

@@ -254,7 +254,7 @@ func TestGroupMessageFanOut(t *testing.T) {
 		}
 	}
 	waitLog(t, srv, sent.ID, herald.PushSkipped) // bob's phone: acknowledged live
-	time.Sleep(400 * time.Millisecond)           // past the ack window: any extra push would have come
+	waitPushSettled(t, srv)                      // every job of the message finished: no extra push will come
 	wantPushes(t, emu, daveTok, 1, "offline member")
 	wantPushes(t, emu, erinTok, 1, "offline member")
 	wantPushes(t, emu, aliceTablet, 0, "the sender's own device")
@@ -354,9 +354,14 @@ func TestGroupJoinAndRemoval(t *testing.T) {
 	}
 	bob.waitMsgs(4)
 	waitInbox(t, emu, daveTok, 2)
-	time.Sleep(300 * time.Millisecond)
-	if got := carol.received(); len(got) != carolHad {
-		t.Errorf("kicked carol received %d messages after the kick, want 0", len(got)-carolHad)
+	// A message to carol sent after m4 reaches her session after it
+	// would have: once she has it, m4 had its chance.
+	marker, err := alice.SendPeerMessage(ctx, "carol", client.TextMessage("after the kick"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := carol.waitMsgs(carolHad + 1)[carolHad:]; len(got) != 1 || got[0].ID != marker.ID {
+		t.Errorf("kicked carol received %d messages after the kick, want only alice's peer message", len(got))
 	}
 	_, err = carol.SendGroupMessage(ctx, "club", client.TextMessage("let me in"))
 	wantCode(t, "kicked carol sending", err, client.ErrForbidden)
@@ -364,8 +369,8 @@ func TestGroupJoinAndRemoval(t *testing.T) {
 	wantCode(t, "kicked carol reading history", err, client.ErrForbidden)
 	_, err = carol.QueryGroupInfo(ctx, "club")
 	wantCode(t, "kicked carol reading the group", err, client.ErrForbidden)
-	if convs, _ := carol.QueryConversationList(ctx, 0); len(convs) != 0 {
-		t.Errorf("kicked carol's conversations = %+v, want none", convs)
+	if convs, _ := carol.QueryConversationList(ctx, 0); len(convs) != 1 || convs[0].ConvType != client.ConvPeer {
+		t.Errorf("kicked carol's conversations = %+v, want only alice's (the club's is gone)", convs)
 	}
 	if gs, _ := carol.QueryGroupList(ctx); len(gs) != 0 {
 		t.Errorf("kicked carol's groups = %+v, want none", gs)
@@ -385,10 +390,19 @@ func TestGroupJoinAndRemoval(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitInbox(t, emu, daveTok, 3)
-	time.Sleep(300 * time.Millisecond)
-	if len(bob.received()) != bobHad || len(bob2.received()) != bob2Had {
-		t.Errorf("bob received messages after leaving")
+	marker, err = alice.SendPeerMessage(ctx, "bob", client.TextMessage("after leaving"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	for _, c := range []struct {
+		u   *groupUser
+		had int
+	}{{bob, bobHad}, {bob2, bob2Had}} {
+		if got := c.u.waitMsgs(c.had + 1)[c.had:]; len(got) != 1 || got[0].ID != marker.ID {
+			t.Errorf("bob received %d messages after leaving, want only alice's peer message", len(got))
+		}
+	}
+	waitPushSettled(t, srv)
 	for _, n := range emu.Inbox(bobTok) {
 		if id := alertOf(t, n).Herald.MsgID; id == m5.ID {
 			t.Errorf("bob's tablet was pushed message %d sent after he left", id)
@@ -689,8 +703,15 @@ func testGroupSyncMixedWithPeer(t *testing.T, engine string) {
 		t.Fatal(err)
 	}
 	bob.waitMsgs(60 + n)
-	time.Sleep(200 * time.Millisecond) // a duplicate would arrive now
-	checkConversations(t, bob, 60+n, false)
+	// A duplicate (resync after the restart) would arrive before a
+	// message sent after every other was answered.
+	if _, err := alice.SendPeerMessage(ctx, "bob", client.TextMessage("last")); err != nil {
+		t.Fatal(err)
+	}
+	if got := bob.waitMsgs(60 + n + 1); got[len(got)-1].Text != "last" {
+		t.Errorf("bob's last message is %q, want the one sent last", got[len(got)-1].Text)
+	}
+	checkConversations(t, bob, 60+n+1, false)
 
 	// A login on the same device after a logout syncs nothing new; a new
 	// device syncs every message of each conversation.
@@ -698,12 +719,14 @@ func testGroupSyncMixedWithPeer(t *testing.T, engine string) {
 		t.Fatal(err)
 	}
 	again := newGroupUser(t, srv2, "bob", "bob-phone")
-	time.Sleep(100 * time.Millisecond)
-	if got := again.received(); len(got) != 0 {
-		t.Errorf("bob's phone synced %d messages again after logging out and in, want 0", len(got))
+	if _, err := alice.SendPeerMessage(ctx, "bob", client.TextMessage("after login")); err != nil {
+		t.Fatal(err)
+	}
+	if got := again.waitMsgs(1); len(got) != 1 || got[0].Text != "after login" {
+		t.Errorf("bob's phone synced %d messages again after logging out and in, want 0", len(got)-1)
 	}
 	laptop := newGroupUser(t, srv2, "bob", "bob-laptop")
-	checkConversations(t, laptop, 60+n, true)
+	checkConversations(t, laptop, 60+n+2, true) // with the two messages sent last
 }
 
 // checkConversations checks that u received n messages, each
@@ -878,7 +901,7 @@ func TestGroupMuteAndMention(t *testing.T) {
 		t.Errorf("bob's push = %s; want the message that mentioned him", got[0].Payload)
 	}
 	waitInbox(t, emu, carolTok, 3)
-	time.Sleep(300 * time.Millisecond)
+	waitPushSettled(t, srv)
 	wantPushes(t, emu, bobTok, 1, "muted member mentioned with NotifyMentioned")
 	wantPushes(t, emu, carolTok, 3, "member who did not mute")
 

@@ -179,45 +179,82 @@ func TestCommandMessagesAreLiveOnly(t *testing.T) {
 
 // TestLoginDuringTraffic checks the hand-over from the offline sync to live
 // delivery: messages sent while bob logs in arrive once each, in order.
+// Some are made to arrive both ways on every run: bob's backlog is larger
+// than the socket buffers and half the send queue hold, so his sync stalls
+// on its first pages until he reads; messages sent meanwhile are delivered
+// live (held back until sync_done) and read again by the sync's later
+// pages, and only the server's filter keeps bob from seeing them twice.
 func TestLoginDuringTraffic(t *testing.T) { forEachReadDriver(t, testLoginDuringTraffic) }
 
 func testLoginDuringTraffic(t *testing.T, driver string) {
 	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst, c.ReadDriver = 1e6, 1e6, driver })
 	alice := dialRaw(t, srv.URL())
 	alice.login("alice", "phone")
-	const n = 600
-	started := make(chan struct{})
+	const backlog, size = 1500, 6000    // 9 MB: more than the 4 MiB queue and the socket buffers
+	const during = 50                   // sent while bob's sync stalls: both live and synced
+	const after = 600                   // sent while bob reads
+	for i := 0; i < backlog; i += 250 { // the replies carry the texts: 1.5 MB at a time
+		alice.sendMany("bob", fmt.Sprint("backlog-", i, "-"), 250, size)
+	}
+
+	bob := dialRaw(t, srv.URL())
+	bob.call(proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "bob", Token: mint(t, "bob", time.Hour), DeviceID: "phone"}, nil)
+	// bob is registered (live messages reach his session) and his sync
+	// is stalled: he reads nothing until these are stored.
+	alice.sendMany("bob", "during-", during, 10)
+
+	done := make(chan struct{})
 	go func() {
-		for i := 1; i <= n; i++ {
-			if i == n/3 {
-				close(started)
-			}
-			data, _ := json.Marshal(text("bob", fmt.Sprint(i), "x"))
-			b, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: uint64(i), Op: proto.OpSend, Data: data})
+		defer close(done)
+		for i := 1; i <= after; i++ {
+			data, _ := json.Marshal(text("bob", fmt.Sprint("after-", i), "x"))
+			b, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: uint64(100000 + i), Op: proto.OpSend, Data: data})
 			if err := wsutil.WriteClientText(alice.conn, b); err != nil {
 				t.Errorf("send %d: %v", i, err)
 				return
 			}
 		}
 	}()
-	<-started
-	bob := dialRaw(t, srv.URL())
-	got := seqs(bob.login("bob", "phone"))
-	for len(got) < n {
+	// Read to sync_done, then past a last message sent after it: what
+	// was held back during the sync is queued at sync_done, before it.
+	const n = backlog + during + after + 1
+	var got []int64
+	synced, syncDone := 0, false
+	for !syncDone || len(got) == 0 || got[len(got)-1] != n {
 		f, err := bob.read(10 * time.Second)
 		if err != nil {
 			t.Fatalf("after %d messages: %v", len(got), err)
 		}
-		if f.Ev == proto.EvMessage {
+		switch f.Ev {
+		case proto.EvSync:
+			var ev proto.SyncEvent
+			json.Unmarshal(f.Data, &ev)
+			got = append(got, seqs(ev.Messages)...)
+			synced += len(ev.Messages)
+		case proto.EvMessage:
 			var m proto.Message
 			json.Unmarshal(f.Data, &m)
 			got = append(got, m.Seq)
+		case proto.EvSyncDone:
+			syncDone = true
+			<-done
+			var last proto.SendReply
+			alice.call(proto.OpSend, text("bob", "last", "x"), &last)
+			if last.Message.Seq != n {
+				t.Fatalf("the last message has seq %d, want %d", last.Message.Seq, n)
+			}
 		}
 	}
 	for i, s := range got {
 		if s != int64(i+1) {
-			t.Fatalf("message %d has seq %d, want %d (got %v...)", i, s, i+1, got[:min(len(got), i+5)])
+			t.Fatalf("message %d has seq %d, want %d (got %v...; %d came in the sync)", i, s, i+1, got[max(i-3, 0):min(len(got), i+5)], synced)
 		}
+	}
+	if len(got) != n {
+		t.Fatalf("bob got %d messages, want %d", len(got), n)
+	}
+	if synced < backlog+during {
+		t.Errorf("the sync carried %d messages, want at least %d: the messages sent during it were not read by it, so this run did not test the hand-over", synced, backlog+during)
 	}
 }
 
@@ -324,5 +361,107 @@ func TestHistoryPagesFillTheBudget(t *testing.T) {
 	}
 	if len(got) != count || got[0] != count || got[len(got)-1] != 1 {
 		t.Errorf("paged through %d messages (%v ... %v), want seqs %d down to 1", len(got), got[:1], got[len(got)-1:], count)
+	}
+}
+
+// TestPipelinedSendsKeepTheirOrder: sends one session writes back to back,
+// without waiting for replies, are stored in the order they were sent:
+// message IDs grow in send order across conversations, and each
+// conversation's seqs follow it. Another sender keeps the chat writer
+// batching meanwhile. Both embedded stores.
+func TestPipelinedSendsKeepTheirOrder(t *testing.T) {
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) {
+			srv := startServer(t, func(c *config.Config) { c.Store, c.SendsPerSecond, c.SendBurst = engine, 1e6, 1e6 })
+			alice := dialRaw(t, srv.URL())
+			alice.login("alice", "phone")
+			other := dialRaw(t, srv.URL())
+			other.login("dave", "phone")
+			const n = 600
+			done := make(chan struct{})
+			go func() { // competing traffic into the same writer
+				defer close(done)
+				for i := 0; i < n/2; i++ {
+					data, _ := json.Marshal(text("bob", fmt.Sprint("d", i), "x"))
+					b, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: uint64(i + 1), Op: proto.OpSend, Data: data})
+					if wsutil.WriteClientText(other.conn, b) != nil {
+						return
+					}
+				}
+			}()
+			to := []string{"bob", "carol", "erin"}
+			ids := make([]uint64, n)
+			for i := range ids {
+				ids[i] = alice.request(proto.OpSend, text(to[i%len(to)], fmt.Sprint(i), "m"))
+			}
+			var lastID int64
+			lastSeq := map[string]int64{}
+			for i, id := range ids {
+				f := alice.reply(id)
+				if f.Err != nil {
+					t.Fatalf("send %d: %s: %s", i, f.Err.Code, f.Err.Message)
+				}
+				var r proto.SendReply
+				if err := json.Unmarshal(f.Data, &r); err != nil {
+					t.Fatal(err)
+				}
+				m := r.Message
+				if m.ID <= lastID || m.Seq != lastSeq[m.ConvID]+1 {
+					t.Fatalf("send %d (to %s) stored as ID %d seq %d, after ID %d and seq %d: out of send order", i, m.ConvID, m.ID, m.Seq, lastID, lastSeq[m.ConvID])
+				}
+				lastID, lastSeq[m.ConvID] = m.ID, m.Seq
+			}
+			<-done
+			// The history says the same.
+			for k, peer := range to {
+				var h proto.HistoryReply
+				alice.call(proto.OpHistory, proto.HistoryRequest{ConvType: "peer", ConvID: peer, Limit: n / len(to)}, &h)
+				if len(h.Messages) != n/len(to) {
+					t.Fatalf("history with %s has %d messages, want %d", peer, len(h.Messages), n/len(to))
+				}
+				for j, m := range h.Messages { // newest first
+					if want := fmt.Sprint(k + (n/len(to)-1-j)*len(to)); m.LocalID != want {
+						t.Fatalf("history with %s: message at seq %d is local ID %s, want %s", peer, m.Seq, m.LocalID, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestLiveOverflowDuringLongSync: live messages that pile up while a
+// login's offline sync streams (bob does not read) are bounded by the send
+// queue: past it the session is closed with 4001 (slow consumer) instead
+// of growing, and the next login syncs everything, once, in order.
+func TestLiveOverflowDuringLongSync(t *testing.T) {
+	const queue = 512 << 10
+	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond, c.SendBurst, c.SendQueueBytes = 1e6, 1e6, queue })
+	alice := dialRaw(t, srv.URL())
+	alice.login("alice", "phone")
+	const backlog, size = 1500, 6000   // 9 MB: bob's sync stalls until he reads
+	for i := 0; i < backlog; i += 30 { // the replies carry the texts: keep alice's own queue small
+		alice.sendMany("bob", fmt.Sprint("backlog-", i, "-"), 30, size)
+	}
+	bob := dialRaw(t, srv.URL())
+	bob.call(proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "bob", Token: mint(t, "bob", time.Hour), DeviceID: "phone"}, nil)
+	// Live messages held back for bob while his sync stalls: more bytes
+	// than his queue holds.
+	const live = 2 * queue / size
+	for i := 0; i < live; i += 30 {
+		alice.sendMany("bob", fmt.Sprint("live-", i, "-"), 30, size)
+	}
+	if code := bob.expectClose(); code != proto.CloseSlowConsumer {
+		t.Fatalf("bob's session closed with %d, want %d (slow consumer)", code, proto.CloseSlowConsumer)
+	}
+	again := dialRaw(t, srv.URL())
+	got := seqs(again.login("bob", "phone"))
+	n := backlog + (live+29)/30*30
+	if len(got) != n {
+		t.Fatalf("the next login synced %d messages, want %d", len(got), n)
+	}
+	for i, s := range got {
+		if s != int64(i+1) {
+			t.Fatalf("synced message %d has seq %d, want %d", i, s, i+1)
+		}
 	}
 }

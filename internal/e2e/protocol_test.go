@@ -232,13 +232,19 @@ func TestTokenExpiryOnLiveSession(t *testing.T) {
 	c2 := dialRaw(t, srv.URL())
 	tok, _ = token.Mint(testSecret, "bob", time.Now().Truncate(time.Second), 4*time.Second)
 	c2.call(proto.OpLogin, proto.LoginRequest{Version: 1, UserID: "bob", Token: tok, DeviceID: "d"}, nil)
+	// A twin session on another device with the same token, not renewed:
+	// its close says the old expiry has passed.
+	twin := dialRaw(t, srv.URL())
+	twin.call(proto.OpLogin, proto.LoginRequest{Version: 1, UserID: "bob", Token: tok, DeviceID: "twin"}, nil)
 	c2.until(func(f proto.Frame) bool { return f.Ev == proto.EvTokenWillExpire })
 	var rr proto.RenewTokenReply
 	c2.call(proto.OpRenewToken, proto.RenewTokenRequest{Token: mint(t, "bob", time.Hour)}, &rr)
 	if time.UnixMilli(rr.TokenExpiresAt).Before(time.Now().Add(50 * time.Minute)) {
 		t.Errorf("renewed expiry %v, want about an hour ahead", time.UnixMilli(rr.TokenExpiresAt))
 	}
-	time.Sleep(5 * time.Second) // past the old expiry
+	if got := twin.expectClose(); got != proto.CloseTokenExpired { // past the old expiry
+		t.Errorf("the twin's close code %d, want %d", got, proto.CloseTokenExpired)
+	}
 	c2.call(proto.OpPing, struct{}{}, nil)
 }
 

@@ -87,6 +87,36 @@ func waitLog(t *testing.T, srv *testServer, msgID int64, outcome string) []heral
 	}
 }
 
+// waitPushSettled waits until the push service has nothing pending and no
+// outcome unrecorded: every job handed over so far (a message's jobs are
+// handed over before its send is answered) has its final entry in the
+// delivery log. What has not arrived by then will not arrive: the
+// positive signal a "no push" check waits for instead of a sleep.
+func waitPushSettled(t *testing.T, srv *testServer) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := srv.Push().Stats()
+		if st.Pending == 0 && st.Unrecorded == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("push service not settled: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// logOf returns the delivery log of message msgID, newest first.
+func logOf(t *testing.T, srv *testServer, msgID int64) []herald.PushAttempt {
+	t.Helper()
+	got, err := srv.Push().Log(context.Background(), store.PushLogQuery{MsgID: msgID, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func registerPush(t *testing.T, c *client.Client, tok string, env herald.PushEnvironment) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -162,11 +192,11 @@ func TestPushOfflineRecipient(t *testing.T) {
 	if msgs[0].ID != sent.ID || !in.offl[0] {
 		t.Errorf("bob got %+v (offline %v) at login, want message %d as offline", msgs[0], in.offl[0], sent.ID)
 	}
-	time.Sleep(100 * time.Millisecond)
+	log := waitLog(t, srv, sent.ID, herald.PushSent)
+	waitPushSettled(t, srv)
 	if got := emu.Inbox(tok); len(got) != 1 {
 		t.Errorf("emulator holds %d notifications for bob, want exactly 1", len(got))
 	}
-	log := waitLog(t, srv, sent.ID, herald.PushSent)
 	if e := log[0]; e.PushID != pushID || e.Status != 200 || e.User != "bob" || e.NotifID != n.ID || e.Attempt != 1 {
 		t.Errorf("delivery log entry %+v; want push ID %s, status 200, user bob, apns-id %s, attempt 1", e, pushID, n.ID)
 	}
@@ -217,7 +247,7 @@ func TestPushDecision(t *testing.T) {
 			t.Errorf("push came %s after the send; want it only after the 300ms ack window", waited)
 		}
 		waitLog(t, srv, sent.ID, herald.PushSent)
-		time.Sleep(200 * time.Millisecond)
+		waitPushSettled(t, srv)
 		if got := emu.Inbox(tok); len(got) != 1 {
 			t.Errorf("emulator got %d pushes, want exactly 1", len(got))
 		}
@@ -231,10 +261,15 @@ func TestPushDecision(t *testing.T) {
 		if err := dave.Logout(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := alice.SendPeerMessage(ctx, "dave", pushMessage("still there?")); err != nil {
+		sent, err := alice.SendPeerMessage(ctx, "dave", pushMessage("still there?"))
+		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		log := waitLog(t, srv, sent.ID, herald.PushSkipped)
+		waitPushSettled(t, srv)
+		if len(log) != 1 || !strings.Contains(log[0].Reason, "no push device") {
+			t.Errorf("delivery log %+v; want one entry saying dave has no push device", log)
+		}
 		if got := emu.Inbox(tok); len(got) != 0 {
 			t.Errorf("emulator got %d pushes for a logged-out device, want 0", len(got))
 		}
@@ -249,10 +284,15 @@ func TestPushDecision(t *testing.T) {
 		login(t, alice2, "alice")
 		registerPush(t, alice2, tok, herald.EnvProduction)
 		alice2.Close()
-		if _, err := alice.SendPeerMessage(ctx, "erin", pushMessage("hi erin")); err != nil {
+		sent, err := alice.SendPeerMessage(ctx, "erin", pushMessage("hi erin"))
+		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		waitLog(t, srv, sent.ID, herald.PushSkipped) // erin has no device
+		waitPushSettled(t, srv)
+		if log := logOf(t, srv, sent.ID); len(log) != 1 || log[0].User != "erin" || !strings.Contains(log[0].Reason, "no push device") {
+			t.Errorf("delivery log %+v; want only erin's note that she has no push device", log)
+		}
 		if got := emu.Inbox(tok); len(got) != 0 {
 			t.Errorf("alice's own tablet got %d pushes for her message, want 0", len(got))
 		}
@@ -264,10 +304,14 @@ func TestPushDecision(t *testing.T) {
 		login(t, fred, "fred")
 		registerPush(t, fred, tok, herald.EnvProduction)
 		fred.Close()
-		if _, err := alice.SendPeerMessage(ctx, "fred", client.TextMessage("no push")); err != nil {
+		sent, err := alice.SendPeerMessage(ctx, "fred", client.TextMessage("no push"))
+		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		waitPushSettled(t, srv) // a job would have been handed over before the send was answered
+		if log := logOf(t, srv, sent.ID); len(log) != 0 {
+			t.Errorf("delivery log %+v for a message without push config, want none", log)
+		}
 		if got := emu.Inbox(tok); len(got) != 0 {
 			t.Errorf("got %d pushes for a message without push config, want 0", len(got))
 		}
@@ -404,7 +448,7 @@ func TestPushRetriesUntilDelivered(t *testing.T) {
 	}
 	waitInbox(t, emu, tok, 1)
 	log := waitLog(t, srv, sent.ID, herald.PushSent)
-	time.Sleep(200 * time.Millisecond)
+	waitPushSettled(t, srv)
 	if got := emu.Inbox(tok); len(got) != 1 {
 		t.Errorf("emulator holds %d notifications, want exactly 1", len(got))
 	}
@@ -534,7 +578,7 @@ func TestPushSurvivesSIGKILL(t *testing.T) {
 			t.Errorf("user %d: %d distinct pushes, want %d", i, len(seen), perUser)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitOutboxEmpty(t, addr) // every job finished: nothing more will be sent
 	if st := emu.Stats(); st.Duplicates != 0 || st.Accepted != users*perUser {
 		t.Errorf("emulator accepted %d pushes with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, users*perUser)
 	}
@@ -699,7 +743,7 @@ func TestPushMutedConversation(t *testing.T) {
 	}
 	waitInbox(t, emu, tok, 1)
 	waitLog(t, srv, sent.ID, herald.PushSent)
-	time.Sleep(100 * time.Millisecond)
+	waitPushSettled(t, srv)
 	if got := emu.Inbox(tok); len(got) != 1 {
 		t.Errorf("bob's phone got %d pushes after unmuting, want exactly 1 (for the message after)", len(got))
 	}

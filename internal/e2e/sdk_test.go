@@ -194,10 +194,16 @@ func TestSDKReconnectAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	bobIn.wait(t, n)
-	time.Sleep(200 * time.Millisecond) // a duplicate would arrive now
-	got := bobIn.wait(t, n)
-	if len(got) != n {
-		t.Fatalf("bob got %d messages, want %d (no duplicates)", len(got), n)
+	// A duplicate (a resync after the restart) would arrive before a
+	// message sent after every other was answered.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := alice.SendPeerMessage(ctx, "bob", client.TextMessage(fmt.Sprint(n+1))); err != nil {
+		t.Fatal(err)
+	}
+	got := bobIn.wait(t, n+1)
+	if len(got) != n+1 || got[n].Text != fmt.Sprint(n+1) {
+		t.Fatalf("bob got %d messages, the last %q; want %d, the last %q (no duplicates)", len(got), got[len(got)-1].Text, n+1, fmt.Sprint(n+1))
 	}
 	for i, m := range got {
 		if m.Text != fmt.Sprint(i+1) || m.Seq != int64(i+1) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,10 +84,13 @@ func TestSlowHandOverIsNotSentTwice(t *testing.T) {
 	h.send("carl") // heap full (2)
 	h.send("bob")  // overflows: only in the store
 	m, jobs, stored := sendVia(t, h.svc, h.st, "bob", 99)
-	time.Sleep(500 * time.Millisecond) // the ack window ends; a refill wants to run
-	stored(jobs)                       // the writer's hand-over, late
+	// The ack window ends: carl's jobs leave the heap (pushed: he acked
+	// nothing), and a refill wants to run (to read bob's overflowed job
+	// back), while the writer still holds m's jobs.
+	h.waitAccepted(2)
+	stored(jobs) // the writer's hand-over, late
 	h.waitLog(m.ID, herald.PushSent)
-	time.Sleep(200 * time.Millisecond)
+	h.waitSettled()
 	if got := len(h.emu.Inbox(token(2))); got != 2 {
 		t.Fatalf("bob's phone got %d pushes for 2 messages (emulator duplicates: %d)", got, h.emu.Stats().Duplicates)
 	}
@@ -102,11 +106,39 @@ type failingStore struct {
 	pendingCalls            atomic.Int64
 	finishCalls             atomic.Int64
 	failedFinishCalls       atomic.Int64
+
+	mu              sync.Mutex
+	pendingFailedAt []time.Time // when each failed PendingPush call was made
+}
+
+func (f *failingStore) failedPending() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Time(nil), f.pendingFailedAt...)
+}
+
+// waitFailedPending waits for n PendingPush calls to have failed, and
+// returns when each was made.
+func (f *failingStore) waitFailedPending(t *testing.T, n int) []time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if got := f.failedPending(); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d PendingPush calls failed, want %d: the refill does not run", len(f.failedPending()), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (f *failingStore) PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error) {
 	f.pendingCalls.Add(1)
 	if f.failPending.Load() {
+		f.mu.Lock()
+		f.pendingFailedAt = append(f.pendingFailedAt, time.Now())
+		f.mu.Unlock()
 		return nil, fmt.Errorf("injected: disk I/O error")
 	}
 	return f.Store.PendingPush(ctx, after, limit)
@@ -143,7 +175,8 @@ func (h *harness) startOn(st push.Store, cfg push.Config) *push.Service {
 	return svc
 }
 
-// A failing refill is retried once a second, not in a tight loop.
+// A failing refill is retried once a second, not in a tight loop, and
+// not given up: the job it could not read is sent once the store answers.
 func TestFailingRefillDoesNotSpin(t *testing.T) {
 	h := newHarness(t, push.Config{}, nil)
 	h.stop()
@@ -158,17 +191,31 @@ func TestFailingRefillDoesNotSpin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, u := range []string{"carl", "carl", "bob"} { // the third overflows
-		_, jobs, stored := sendVia(t, svc, fs, u, i)
-		stored(jobs)
-	}
 	fs.failPending.Store(true)
-	before := fs.pendingCalls.Load()
-	time.Sleep(time.Second) // the ack window ends: heap drains, refill runs and fails
-	calls := fs.pendingCalls.Load() - before
+	var overflowed *herald.Message
+	for i, u := range []string{"carl", "carl", "bob"} { // the third overflows: only in the store
+		m, jobs, stored := sendVia(t, svc, fs, u, i)
+		stored(jobs)
+		overflowed = m
+	}
+	// The ack window ends, the heap drains, the refill runs and fails:
+	// wait for it to fail twice (it must run, and be retried), then look
+	// at how far apart the failures were.
+	failed := fs.waitFailedPending(t, 2)
+	if gap := failed[1].Sub(failed[0]); gap < 900*time.Millisecond {
+		t.Fatalf("failed refills %v apart: the loop spins (and logs an error each time)", gap)
+	}
 	fs.failPending.Store(false)
-	if calls > 5 {
-		t.Fatalf("PendingPush called %d times in 1s while failing: the loop spins (and logs an error each time)", calls)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.emu.Inbox(token(11))) == 0 {
+		if time.Now().After(deadline) {
+			log, _ := svc.Log(context.Background(), store.PushLogQuery{MsgID: overflowed.ID, Limit: 10})
+			t.Fatalf("the overflowed job was never sent once the store answered again; log %+v", log)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := fs.failedPending(); len(n) > 3 {
+		t.Errorf("%d failed refills in about 2s", len(n))
 	}
 }
 

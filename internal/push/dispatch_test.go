@@ -179,6 +179,24 @@ func (h *harness) waitAccepted(n int64) {
 	}
 }
 
+// waitSettled waits until the service holds no job, waiting or in flight,
+// and no outcome unrecorded: every job handed over has its final log
+// entry, so what has not reached the emulator by then never will.
+func (h *harness) waitSettled() {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := h.svc.Stats()
+		if st.Pending == 0 && st.Unrecorded == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("push service not settled: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestOverflowLeavesJobsInTheStore: more jobs than MaxPending are all sent,
 // once each, the rest being read back from the outbox as the heap drains.
 func TestOverflowLeavesJobsInTheStore(t *testing.T) {
@@ -194,7 +212,7 @@ func TestOverflowLeavesJobsInTheStore(t *testing.T) {
 		}
 	}
 	h.waitAccepted(users * per)
-	time.Sleep(100 * time.Millisecond)
+	h.waitSettled()
 	st := h.emu.Stats()
 	if st.Accepted != users*per || st.Duplicates != 0 {
 		t.Errorf("emulator accepted %d with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, users*per)
@@ -255,14 +273,14 @@ func TestRetriesStopAtExpiry(t *testing.T) {
 		t.Errorf("log %+v; want several retries before it expired", log)
 	}
 	n := h.emu.Stats().Received
-	time.Sleep(200 * time.Millisecond)
+	h.waitSettled() // the expired job is finished: nothing is left to retry
 	if got := h.emu.Stats().Received; got != n {
 		t.Errorf("emulator received %d more requests after the push expired", got-n)
 	}
 }
 
 // TestRestartSendsWhatWasPending: jobs left in the outbox when the service
-// stops are sent by the next one, once.
+// stops are sent by the next one, when due, once.
 func TestRestartSendsWhatWasPending(t *testing.T) {
 	h := newHarness(t, push.Config{RetryBase: time.Hour, RetryMax: time.Hour}, nil)
 	h.device("bob", 3)
@@ -285,6 +303,25 @@ func TestRestartSendsWhatWasPending(t *testing.T) {
 	h.waitLog(c.ID, herald.PushSent)
 	if got := h.emu.Inbox(token(4)); len(got) != 1 {
 		t.Errorf("carol's phone got %d pushes, want 1", len(got))
+	}
+	// An hour later (the service's clock; the job keeps its due time
+	// across restarts) the next service sends bob's retry, and nothing
+	// that was sent before.
+	h.stop()
+	h.cfg.Now = func() time.Time { return time.Now().Add(time.Hour + time.Minute) }
+	h.start()
+	log := h.waitLog(m.ID, herald.PushSent)
+	if len(log) != 2 || log[0].Attempt != 2 {
+		t.Fatalf("bob's log %+v; want the 503, then sent at attempt 2", log)
+	}
+	if log[0].NotifID != log[1].NotifID {
+		t.Errorf("the resend after the restart has apns-id %s, the first attempt %s: the phone cannot collapse them", log[0].NotifID, log[1].NotifID)
+	}
+	if got := h.emu.Inbox(token(3)); len(got) != 1 {
+		t.Errorf("bob's phone got %d pushes, want 1", len(got))
+	}
+	if got := h.emu.Inbox(token(4)); len(got) != 1 {
+		t.Errorf("carol's phone got %d pushes after the second restart, want still 1", len(got))
 	}
 }
 

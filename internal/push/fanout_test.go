@@ -75,7 +75,7 @@ func TestGroupFanOut(t *testing.T) {
 	}
 	m := h.sendGroup(time.Now(), "dave")
 	h.waitAccepted(2)
-	time.Sleep(100 * time.Millisecond) // nothing more arrives
+	h.waitSettled() // the expansion and every member's job finished: nothing more arrives
 	for u, n := range devs {
 		want := 0
 		if u == "bob" || u == "dave" {
