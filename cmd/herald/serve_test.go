@@ -56,7 +56,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestServeChild$")
 	cmd.Env = append(os.Environ(), "HERALD_SECRET="+secret,
-		"HERALD_TEST_SERVE_ARGS=--addr 127.0.0.1:0 --data "+t.TempDir()+" --webhook-url "+hook.URL+" --shutdown-timeout 10m")
+		"HERALD_TEST_SERVE_ARGS=--addr 127.0.0.1:0 --push-emulator-addr 127.0.0.1:0 --data "+t.TempDir()+" --webhook-url "+hook.URL+" --shutdown-timeout 10m")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +91,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 					return m
 				}
 			case err := <-exited:
+				exited <- err // for the cleanup
 				t.Fatalf("herald serve exited early: %v", err)
 			case <-timeout:
 				t.Fatalf("herald serve logged no line matching %s within 10s", re)
