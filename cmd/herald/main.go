@@ -78,6 +78,11 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return pushCmd(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		if len(args) > 1 {
+			switch args[1] {
+			case "-h", "-help", "--help":
+				fmt.Fprintln(stdout, "Usage: herald version\n\nPrints the module version and the VCS revision this binary was built from.")
+				return nil
+			}
 			return fmt.Errorf("version takes no arguments, got %q", args[1])
 		}
 		fmt.Fprintln(stdout, version.Get())

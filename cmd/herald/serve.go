@@ -75,6 +75,18 @@ func serve(args []string, stderr io.Writer) error {
 		if err := cfg.SaveSecret(secret); err != nil {
 			return abort(err)
 		}
+	}
+	var emu, emuSandbox string
+	if e := srv.Emulator(); e != nil {
+		emu, emuSandbox = e.URL(), e.SandboxURL()
+	}
+	if err := writeState(cfg.DataDir, newState(srv.Addr(), emu, emuSandbox)); err != nil {
+		log.Warn("could not record the server's addresses for the other commands", "err", err)
+	} else {
+		log.Info("addresses recorded for the other commands", "file", statePath(cfg.DataDir))
+	}
+	defer removeState(cfg.DataDir)
+	if generated {
 		// Printed once, on the terminal only, so a newcomer can mint tokens at
 		// once; it is never logged. Production sets HERALD_SECRET.
 		data := ""
@@ -86,14 +98,6 @@ func serve(args []string, stderr io.Writer) error {
 			"Mint a login token with:\n  herald gentoken%s --user alice\n\n",
 			cfg.SecretPath(), secret, data)
 	}
-	var emu, emuSandbox string
-	if e := srv.Emulator(); e != nil {
-		emu, emuSandbox = e.URL(), e.SandboxURL()
-	}
-	if err := writeState(cfg.DataDir, newState(srv.Addr(), emu, emuSandbox)); err != nil {
-		log.Warn("could not record the server's addresses for the other commands", "err", err)
-	}
-	defer removeState(cfg.DataDir)
 	select {
 	case <-ctx.Done():
 	case err := <-srv.Done():
