@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/version"
 )
 
@@ -155,5 +157,37 @@ func TestUnknownEnvIsWarned(t *testing.T) {
 	}
 	if strings.Count(out.String(), "\n") != 1 {
 		t.Errorf("stdout = %q, want only the token", out.String())
+	}
+}
+
+// serverAddr: an address given (with a real port) wins; else the one the
+// server recorded in its data folder; else the default.
+func TestServerAddr(t *testing.T) {
+	recorded := t.TempDir()
+	if err := writeState(recorded, newState("[::]:7555", "", "")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, data, addr string
+		want, from       string
+	}{
+		{"recorded", recorded, "", "127.0.0.1:7555", StateFile},
+		{"given", recorded, "127.0.0.1:7600", "127.0.0.1:7600", "HERALD_ADDR"},
+		{"given wildcard", recorded, ":7600", "127.0.0.1:7600", "HERALD_ADDR"},
+		{"given port 0", recorded, "127.0.0.1:0", "127.0.0.1:7555", StateFile},
+		{"nothing recorded", t.TempDir(), "", "127.0.0.1:7400", "default"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"HERALD_DATA": tt.data, "HERALD_ADDR": tt.addr, "HERALD_SECRET": "0123456789abcdef"}
+			cfg, err := config.Load(flag.NewFlagSet("t", flag.ContinueOnError), nil, func(k string) string { return env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, from := serverAddr(&cfg)
+			if got != tt.want || !strings.Contains(from, tt.from) {
+				t.Errorf("serverAddr = %s (from %s), want %s (from %s)", got, from, tt.want, tt.from)
+			}
+		})
 	}
 }

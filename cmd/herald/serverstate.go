@@ -89,10 +89,12 @@ func newState(addr, emu, emuSandbox string) serverState {
 }
 
 // serverAddr is where a command finds the running server: HERALD_ADDR or
-// --addr when given, else the address the server recorded in its data
+// --addr when given (with a port other than 0), else the address the server recorded in its data
 // folder, else the default. from says which, for error messages.
 func serverAddr(cfg *config.Config) (addr, from string) {
-	if cfg.IsSet("HERALD_ADDR") {
+	// A port of 0 is how a server is told to pick one, not an address to
+	// call: the recorded address is then the one meant.
+	if _, port, _ := net.SplitHostPort(cfg.Addr); cfg.IsSet("HERALD_ADDR") && port != "0" {
 		return dialAddr(cfg.Addr), "HERALD_ADDR"
 	}
 	if st, err := readState(cfg.DataDir); err == nil {

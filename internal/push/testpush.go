@@ -124,7 +124,11 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 		o.log.Outcome = herald.PushFailed
 	}
 	r.Attempt = o.log
-	stage("send", res.Verdict == Delivered, "HTTP %d %s in %s (verdict %s)", res.Status, res.Reason, res.Latency.Round(1e5), res.Verdict)
+	answer := fmt.Sprintf("HTTP %d", res.Status)
+	if res.Reason != "" {
+		answer += " " + res.Reason
+	}
+	stage("send", res.Verdict == Delivered, "%s in %s (verdict %s)", answer, res.Latency.Round(1e5), res.Verdict)
 	if err := s.st.FinishPush(ctx, nil, nil, []herald.PushAttempt{o.log}, nil); err != nil {
 		s.log.Warn("push test: recording the attempt failed", "push_id", pushID, "err", err)
 	}
