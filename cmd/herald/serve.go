@@ -60,7 +60,10 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	abort := func(err error) error {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// Closes the store and the emulator before the folder goes. Nothing
+		// was served that needs draining, and the parts that never
+		// started (the chat service) give up waiting at the deadline.
+		sctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		srv.Shutdown(sctx)
 		if created {
