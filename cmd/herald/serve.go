@@ -41,9 +41,10 @@ func serve(args []string, stderr io.Writer) error {
 	for _, msg := range config.UnknownEnv(os.Environ()) {
 		log.Warn(msg)
 	}
-	// Nothing is written before the server has started: a start that fails
-	// (a busy port, a bad push configuration) leaves no data folder and
-	// no secret behind, and prints none.
+	// A start that fails (a busy port, an unreadable push configuration;
+	// values were validated by Load) leaves no secret behind and prints
+	// none: a new secret is written once the server listens. A data folder
+	// this start created (the store opens in it) is removed again.
 	secret, generated, err := cfg.PeekSecret()
 	if err != nil {
 		return err
