@@ -197,7 +197,7 @@ func (k key) env() string {
 func (c *Config) keys() []key {
 	return []key{
 		{"addr", "listen address (host:port) for clients, /healthz and /readyz", &c.Addr},
-		{"data", "data folder: embedded store and generated secret", &c.DataDir},
+		{"data", "data folder: embedded store, generated secret, and server.json (the running server's addresses, for the other commands)", &c.DataDir},
 		{"store", "embedded store engine: sqlite or pebble", &c.Store},
 		{"pebble-min-free-bytes", "with the pebble store, writes are refused (and /readyz is not ready) while the data volume has less free space than this, so Pebble never meets a full disk", &c.PebbleMinFreeBytes},
 		{"secret", "token signing secret (at least 16 bytes); generated when empty", &c.Secret},
