@@ -124,7 +124,8 @@ func main() {
 // serverURL finds the server's WebSocket endpoint as the herald commands
 // do (docs/operations.md, "Finding a running server").
 func serverURL() string {
-	if addr := os.Getenv("HERALD_ADDR"); addr != "" {
+	// Port 0 tells a server to pick a port: server.json then has the one it picked.
+	if addr := os.Getenv("HERALD_ADDR"); addr != "" && !strings.HasSuffix(addr, ":0") {
 		// A wildcard listen address (":7400", "0.0.0.0:7400") is reached on loopback.
 		addr = strings.TrimPrefix(addr, "0.0.0.0")
 		if strings.HasPrefix(addr, ":") {
