@@ -44,8 +44,14 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return errors.New("bench: name a scenario: peer, conn, push or group")
 	}
 	scenario := args[0]
+	switch scenario {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, benchUsage)
+		return nil
+	}
 	fs := flag.NewFlagSet("herald bench "+scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	commandUsage(fs, benchUsage)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	target := fs.String("target", "", "server to load (ws://host:port/ws); default: start one")
 	secret := fs.String("secret", os.Getenv("HERALD_SECRET"), "the target's token secret (HERALD_SECRET)")

@@ -1,11 +1,17 @@
-// Command herald is Herald's one binary: the server and its tools.
+// Command herald is Herald's one binary: the server and its tools. Install
+// it from a checkout with `go install ./cmd/herald`.
 //
 //	herald serve     run the server (embedded store, defaults work out of the box)
 //	herald gentoken  mint a login token for a user (--admin: an operator token for the console;
 //	                 --webhook-key: print the key callbacks are signed with)
-//	herald push      push debugging: a test push to a device, the delivery log
+//	herald push      push debugging against a running server: test, log, status
 //	herald emulator  run the APNs emulator alone
-//	herald bench     load scenarios: peer messages, idle connections, pushes
+//	herald bench     load scenarios: peer messages, idle connections, pushes, groups
+//	herald version   the build's module version and VCS revision
+//
+// The commands that talk to a running server (gentoken, push) find it
+// through its data folder (--data, HERALD_DATA): the server records its
+// addresses there (serverstate.go).
 package main
 
 import (
@@ -15,6 +21,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/version"
 )
 
 const usage = `herald: a self-hosted messaging server with offline push
@@ -22,24 +31,36 @@ const usage = `herald: a self-hosted messaging server with offline push
 Usage:
   herald serve    [--addr HOST:PORT] [--data DIR] [--config FILE] [...]
   herald gentoken [--data DIR] --user ID | --admin [--ttl 24h] | --webhook-key
-  herald bench    peer|conn|push [flags]
-  herald push     test|log [flags]
+  herald push     test|log|status [flags]
   herald emulator [--addr HOST:PORT] [--sandbox-addr HOST:PORT] [--dir DIR] [--delay D]
+  herald bench    peer|conn|push|group [flags]
+  herald version  (also --version)
+  herald help
 
 Run "herald COMMAND --help" for a command's flags. Configuration keys are in
-docs/configuration.md; every flag also has a HERALD_* environment variable.
+docs/configuration.md; each also has a HERALD_* environment variable.
+gentoken and push find the server through its data folder (--data, or
+HERALD_DATA; default herald-data), where herald serve records its address.
 `
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "herald:", err)
-		}
+		fmt.Fprintln(os.Stderr, "herald:", err)
 		os.Exit(2)
 	}
 }
 
+// run runs one command. A request for help (-h, --help) is not an error:
+// the help is printed and run returns nil.
 func run(args []string, stdout, stderr io.Writer) error {
+	err := dispatch(args, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errors.New("no command given")
@@ -55,12 +76,41 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return emulatorCmd(args[1:], stdout, stderr)
 	case "push":
 		return pushCmd(args[1:], stdout, stderr)
-	case "help", "-h", "--help":
+	case "version", "-version", "--version":
+		if len(args) > 1 {
+			switch args[1] {
+			case "-h", "-help", "--help":
+				fmt.Fprintln(stdout, "Usage: herald version\n\nPrints the module version and the VCS revision this binary was built from.")
+				return nil
+			}
+			return fmt.Errorf("version takes no arguments, got %q", args[1])
+		}
+		fmt.Fprintln(stdout, version.Get())
+		return nil
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// commandUsage makes fs's help a synopsis and the flags it has: only the
+// command's own, since config.Load registers the keys it is asked for.
+func commandUsage(fs *flag.FlagSet, synopsis string) {
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), synopsis)
+		fmt.Fprintln(fs.Output(), "\nFlags:")
+		fs.PrintDefaults()
+	}
+}
+
+// warnUnknownEnv writes a warning for each HERALD_ variable that is no
+// configuration key (a misspelling would otherwise be ignored silently).
+func warnUnknownEnv(w io.Writer) {
+	for _, msg := range config.UnknownEnv(os.Environ()) {
+		fmt.Fprintln(w, "herald: warning:", msg)
+	}
 }
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {

@@ -25,8 +25,10 @@ const pushUsage = `Usage:
   herald push log  (--user ID | --push-id ID | --msg-id N) [--limit 50] [--json]
   herald push status [--json]   counters, and apps suspended because the vendor refused their credentials
 
-They call the running server at --addr (HERALD_ADDR) with an admin token
-minted from its secret (--data folder or HERALD_SECRET).
+They call the running server with an admin token minted from its secret.
+The server is found through its data folder (--data, or HERALD_DATA; default
+herald-data), where herald serve records its address; --addr (HERALD_ADDR)
+names it instead. "herald push COMMAND --help" lists a command's flags.
 `
 
 // pushCmd runs the push debugging commands against a running server.
@@ -36,8 +38,14 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 		return errors.New("push: name a command: test, log or status")
 	}
 	sub := args[0]
+	switch sub {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, pushUsage)
+		return nil
+	}
 	fs := flag.NewFlagSet("herald push "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	commandUsage(fs, pushUsage)
 	asJSON := fs.Bool("json", false, "print the server's answer as JSON")
 	pushID := fs.String("push-id", "", "the device's push ID")
 	var cfgPush herald.PushConfig
@@ -65,10 +73,14 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, pushUsage)
 		return fmt.Errorf("push: unknown command %q", sub)
 	}
-	cfg, err := config.Load(fs, args[1:], os.Getenv)
+	cfg, err := config.Load(fs, args[1:], os.Getenv, "addr", "data", "secret")
 	if err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("push %s: unexpected argument %q", sub, fs.Arg(0))
+	}
+	warnUnknownEnv(stderr)
 	secret, _, err := cfg.ResolveSecret(false)
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
@@ -77,7 +89,16 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
-	base := "http://" + cfg.Addr
+	addr, from := serverAddr(&cfg)
+	base := "http://" + addr
+	call := func(method, u, tok string, body []byte, out any) ([]byte, error) {
+		raw, err := callAPI(method, u, tok, body, out)
+		var down *serverDownError
+		if errors.As(err, &down) {
+			return nil, fmt.Errorf("push: is the server running at %s (address from %s)? %w", addr, from, down.err)
+		}
+		return raw, err
+	}
 	switch sub {
 	case "status":
 		var st api.Status
@@ -155,9 +176,14 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// call does one API request and decodes a success into out; an API error
+// serverDownError is a request that got no answer.
+type serverDownError struct{ err error }
+
+func (e *serverDownError) Error() string { return e.err.Error() }
+
+// callAPI does one API request and decodes a success into out; an API error
 // becomes an error naming the code and message.
-func call(method, u, tok string, body []byte, out any) ([]byte, error) {
+func callAPI(method, u, tok string, body []byte, out any) ([]byte, error) {
 	req, err := http.NewRequest(method, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -166,7 +192,7 @@ func call(method, u, tok string, body []byte, out any) ([]byte, error) {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("push: is the server running at %s? %w", u, err)
+		return nil, &serverDownError{err}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

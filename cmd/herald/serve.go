@@ -2,45 +2,105 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/server"
 )
 
+const serveUsage = `Usage:
+  herald serve [--addr HOST:PORT] [--data DIR] [--config FILE] [flags]
+
+Runs the server. Every flag is a configuration key, also read from a
+HERALD_* environment variable or the --config file (docs/configuration.md).
+On its first start with no HERALD_SECRET it generates a development secret
+into DIR/secret and prints it. While it runs, DIR/server.json records its
+addresses for the other commands.
+`
+
 func serve(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("herald serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg, err := config.Load(fs, args, os.Getenv)
+	fset := flag.NewFlagSet("herald serve", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	commandUsage(fset, serveUsage)
+	cfg, err := config.Load(fset, args, os.Getenv)
 	if err != nil {
 		return err
+	}
+	if fset.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fset.Arg(0))
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	secret, generated, err := cfg.ResolveSecret(true)
+	for _, msg := range config.UnknownEnv(os.Environ()) {
+		log.Warn(msg)
+	}
+	// A start that fails (a busy port, an unreadable push configuration;
+	// values were validated by Load) leaves no secret behind and prints
+	// none: a new secret is written once the server listens. A data folder
+	// this start created (the store opens in it) is removed again.
+	secret, generated, err := cfg.PeekSecret()
 	if err != nil {
 		return err
 	}
-	if generated {
-		// Printed once, on the terminal only, so a newcomer can mint tokens at
-		// once; it is never logged. Production sets HERALD_SECRET.
-		fmt.Fprintf(stderr, "\nNo HERALD_SECRET configured: generated a development secret and saved it to %s\n"+
-			"  secret: %s\n"+
-			"Mint a login token with:\n  herald gentoken --data %s --user alice\n\n",
-			cfg.SecretPath(), secret, cfg.DataDir)
-	}
+	_, statErr := os.Stat(cfg.DataDir)
+	created := errors.Is(statErr, fs.ErrNotExist)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	srv, err := server.New(ctx, cfg, secret, log)
 	if err != nil {
+		if created {
+			os.RemoveAll(cfg.DataDir)
+		}
+		return err
+	}
+	abort := func(err error) error {
+		// Closes the store and the emulator before the folder goes. Nothing
+		// was served that needs draining, and the parts that never
+		// started (the chat service) give up waiting at the deadline.
+		sctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		srv.Shutdown(sctx)
+		if created {
+			os.RemoveAll(cfg.DataDir)
+		}
 		return err
 	}
 	if err := srv.Start(); err != nil {
-		return err
+		return abort(err)
+	}
+	if generated {
+		if err := cfg.SaveSecret(secret); err != nil {
+			return abort(err)
+		}
+	}
+	var emu, emuSandbox string
+	if e := srv.Emulator(); e != nil {
+		emu, emuSandbox = e.URL(), e.SandboxURL()
+	}
+	if err := writeState(cfg.DataDir, newState(srv.Addr(), emu, emuSandbox)); err != nil {
+		log.Warn("could not record the server's addresses for the other commands", "err", err)
+	} else {
+		log.Info("addresses recorded for the other commands", "file", statePath(cfg.DataDir))
+	}
+	defer removeState(cfg.DataDir)
+	if generated {
+		// Printed once, on the terminal only, so a newcomer can mint tokens at
+		// once; it is never logged. Production sets HERALD_SECRET.
+		data := ""
+		if cfg.DataDir != config.Default().DataDir {
+			data = " --data " + cfg.DataDir
+		}
+		fmt.Fprintf(stderr, "\nNo HERALD_SECRET configured: generated a development secret and saved it to %s\n"+
+			"  secret: %s\n"+
+			"Mint a login token with:\n  herald gentoken%s --user alice\n\n",
+			cfg.SecretPath(), secret, data)
 	}
 	select {
 	case <-ctx.Done():

@@ -1,8 +1,13 @@
 // Command chat is a terminal chat client built on Herald's Go SDK: it logs in,
 // prints what it missed and what arrives, and sends each line you type.
 //
-//	go run ./examples/chat --user bob --token "$(go run ./cmd/herald gentoken --user bob)"
-//	go run ./examples/chat --user alice --to bob --token "$(go run ./cmd/herald gentoken --user alice)"
+//	go run ./examples/chat --user bob --token "$(herald gentoken --user bob)"
+//	go run ./examples/chat --user alice --to bob --token "$(herald gentoken --user alice)"
+//
+// It finds the server as the herald commands do: HERALD_ADDR when set,
+// else the address `herald serve` recorded in its data folder (HERALD_DATA,
+// default herald-data: the file server.json), else 127.0.0.1:7400. --url
+// names the endpoint instead.
 //
 // With --push-token the client registers an APNs device token for the user
 // (as an iPhone app would) and quits without logging out, like a phone
@@ -13,10 +18,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -25,7 +32,7 @@ import (
 )
 
 func main() {
-	url := flag.String("url", "ws://127.0.0.1:7400/ws", "server WebSocket endpoint")
+	url := flag.String("url", "", "server WebSocket endpoint (default: HERALD_ADDR, else the one recorded in $HERALD_DATA/server.json, else ws://127.0.0.1:7400/ws)")
 	user := flag.String("user", "", "your user ID")
 	tok := flag.String("token", "", "login token (herald gentoken --user ID)")
 	to := flag.String("to", "", "send typed lines to this user")
@@ -36,6 +43,9 @@ func main() {
 	flag.Parse()
 	if *user == "" || *tok == "" {
 		log.Fatal("--user and --token are required")
+	}
+	if *url == "" {
+		*url = serverURL()
 	}
 	if *device == "" {
 		*device = "terminal-" + *user
@@ -109,4 +119,29 @@ func main() {
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c.Logout(ctx)
+}
+
+// serverURL finds the server's WebSocket endpoint as the herald commands
+// do (docs/operations.md, "Finding a running server").
+func serverURL() string {
+	// Port 0 tells a server to pick a port: server.json then has the one it picked.
+	if addr := os.Getenv("HERALD_ADDR"); addr != "" && !strings.HasSuffix(addr, ":0") {
+		// A wildcard listen address (":7400", "0.0.0.0:7400") is reached on loopback.
+		addr = strings.TrimPrefix(addr, "0.0.0.0")
+		if strings.HasPrefix(addr, ":") {
+			addr = "127.0.0.1" + addr
+		}
+		return "ws://" + addr + "/ws"
+	}
+	data := os.Getenv("HERALD_DATA")
+	if data == "" {
+		data = "herald-data"
+	}
+	var st struct {
+		URL string `json:"url"`
+	}
+	if b, err := os.ReadFile(filepath.Join(data, "server.json")); err == nil && json.Unmarshal(b, &st) == nil && st.URL != "" {
+		return st.URL
+	}
+	return "ws://127.0.0.1:7400/ws"
 }

@@ -33,6 +33,9 @@ func TestSendFrameIsTheProtocol(t *testing.T) {
 // TestScenariosAgainstAServer runs both scenarios briefly against an
 // in-process server: the figures they report must add up.
 func TestScenariosAgainstAServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load scenario against a server: skipped under -short")
+	}
 	target := startTarget(t, nil)
 
 	res, err := Peer(context.Background(), target, PeerOptions{Pairs: 4, Rate: 400, Duration: time.Second})

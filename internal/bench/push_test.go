@@ -35,6 +35,9 @@ func TestPushSendFrameIsTheProtocol(t *testing.T) {
 // server that pushes to the bench's emulator: every acknowledged send must
 // arrive exactly once, with and without an emulated round trip.
 func TestPushAgainstAServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load scenario against a server: skipped under -short")
+	}
 	apns, err := StartAPNs(0, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +82,9 @@ func TestPushAgainstAServer(t *testing.T) {
 // message reaches every online member once and plans one push per offline
 // device, each of which the emulator receives once.
 func TestGroupAgainstAServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load scenario against a server: skipped under -short")
+	}
 	apns, err := StartAPNs(0, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,6 +70,12 @@ type Config struct {
 	PushMaxDevices   int           // HERALD_PUSH_MAX_DEVICES: push devices bound to one user; more removes the oldest
 	PushLogRetention time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
 
+	// HERALD_PUSH_EMULATOR_SANDBOX_ADDR: where the built-in emulator's
+	// development (sandbox) endpoint listens; empty (default) is the port
+	// after HERALD_PUSH_EMULATOR_ADDR's (127.0.0.1:7403), or any free port
+	// when that one is 0. See PushEmulatorSandbox.
+	PushEmulatorSandboxAddr string
+
 	CallMaxInvitees int // HERALD_CALL_MAX_INVITEES: users one call invitation may invite
 
 	// Server API for app backends (docs/api.md).
@@ -108,6 +115,10 @@ type Config struct {
 	// refused while the data volume has less free space than this: Pebble
 	// cannot survive a full disk (docs/operations.md, "Disk full").
 	PebbleMinFreeBytes int
+
+	// set holds the HERALD_ names that Load took from a file, the
+	// environment or a flag rather than from Default (IsSet).
+	set map[string]bool
 }
 
 // Default returns the configuration used when nothing is set.
@@ -186,7 +197,7 @@ func (k key) env() string {
 func (c *Config) keys() []key {
 	return []key{
 		{"addr", "listen address (host:port) for clients, /healthz and /readyz", &c.Addr},
-		{"data", "data folder: embedded store and generated secret", &c.DataDir},
+		{"data", "data folder: embedded store, generated secret, and server.json (the running server's addresses, for the other commands)", &c.DataDir},
 		{"store", "embedded store engine: sqlite or pebble", &c.Store},
 		{"pebble-min-free-bytes", "with the pebble store, writes are refused (and /readyz is not ready) while the data volume has less free space than this, so Pebble never meets a full disk", &c.PebbleMinFreeBytes},
 		{"secret", "token signing secret (at least 16 bytes); generated when empty", &c.Secret},
@@ -214,6 +225,7 @@ func (c *Config) keys() []key {
 		{"read-driver", "epoll (Linux; falls back to goroutine elsewhere) or goroutine", &c.ReadDriver},
 		{"push-config", "JSON file of push apps, credentials and strategies (docs/push.md); empty uses the built-in APNs emulator", &c.PushConfig},
 		{"push-emulator-addr", "listen address of the built-in APNs emulator (only without push-config; port 0 picks one)", &c.PushEmulatorAddr},
+		{"push-emulator-sandbox-addr", "listen address of the built-in APNs emulator's development (sandbox) endpoint; empty: the port after push-emulator-addr's (127.0.0.1:7403), any free port when that is 0", &c.PushEmulatorSandboxAddr},
 		{"push-ack-window", "a live session that has not acknowledged a message this long gets a push anyway", &c.PushAckWindow},
 		{"push-ttl", "how long a message push stays worth sending (apns-expiration)", &c.PushTTL},
 		{"push-retry-base", "first backoff after a transient push failure; doubles with jitter", &c.PushRetryBase},
@@ -274,14 +286,19 @@ func set(k key, v string) error {
 
 // Load builds the configuration for a command: defaults, then the file named
 // by --config or HERALD_CONFIG, then the environment, then the flags in args.
-// fs receives one flag per key plus --config; flags it already has are kept.
-func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (Config, error) {
+// fs receives --config and one flag per key, or, when flags names some
+// (as "data", "addr"), a flag for those keys only: a tool's help then
+// lists what it uses, and every key is still read from the file and the
+// environment.
+func Load(fs *flag.FlagSet, args []string, getenv func(string) string, flags ...string) (Config, error) {
 	c := Default()
+	c.set = make(map[string]bool)
 	keys := c.keys()
 	byEnv := make(map[string]key, len(keys))
 	for _, k := range keys {
 		byEnv[k.env()] = k
 	}
+	asFlag := func(k key) bool { return len(flags) == 0 || slices.Contains(flags, k.name) }
 	// Flags are recorded first and applied last, so they win.
 	type flagVal struct {
 		k key
@@ -294,7 +311,9 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (Config, 
 		return nil
 	})
 	for _, k := range keys {
-		k := k
+		if !asFlag(k) {
+			continue
+		}
 		record := func(v string) error {
 			flagVals = append(flagVals, flagVal{k, v})
 			return nil
@@ -314,7 +333,7 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (Config, 
 		if err != nil {
 			return c, fmt.Errorf("config file: %w", err)
 		}
-		err = parseFile(f, configPath, byEnv)
+		err = parseFile(f, configPath, byEnv, c.set)
 		f.Close()
 		if err != nil {
 			return c, err
@@ -325,17 +344,23 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string) (Config, 
 			if err := set(k, v); err != nil {
 				return c, err
 			}
+			c.set[k.env()] = true
 		}
 	}
 	for _, fv := range flagVals {
 		if err := set(fv.k, fv.v); err != nil {
 			return c, fmt.Errorf("--%s: %w", fv.k.name, err)
 		}
+		c.set[fv.k.env()] = true
 	}
 	return c, c.Validate()
 }
 
-func parseFile(r io.Reader, path string, byEnv map[string]key) error {
+// IsSet reports whether Load took the key named env (as "HERALD_ADDR")
+// from a file, the environment or a flag, rather than from Default.
+func (c *Config) IsSet(env string) bool { return c.set[env] }
+
+func parseFile(r io.Reader, path string, byEnv map[string]key, seen map[string]bool) error {
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -349,11 +374,21 @@ func parseFile(r io.Reader, path string, byEnv map[string]key) error {
 		name = strings.TrimSpace(name)
 		k, known := byEnv[name]
 		if !known {
-			return fmt.Errorf("%s:%d: unknown key %s", path, n, name)
+			names := make([]string, 0, len(byEnv))
+			for n := range byEnv {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			hint := ""
+			if near := nearest(name, names); near != "" {
+				hint = " (did you mean " + near + "?)"
+			}
+			return fmt.Errorf("%s:%d: unknown key %s%s", path, n, name, hint)
 		}
 		if err := set(k, strings.Trim(strings.TrimSpace(v), `"`)); err != nil {
 			return fmt.Errorf("%s:%d: %w", path, n, err)
 		}
+		seen[name] = true
 	}
 	return sc.Err()
 }
@@ -483,6 +518,11 @@ func (c *Config) Validate() error {
 	}
 	if c.PushConfig == "" && c.PushEmulatorAddr == "" {
 		return fmt.Errorf("HERALD_PUSH_EMULATOR_ADDR is empty: without HERALD_PUSH_CONFIG pushes go to the built-in emulator, which needs an address")
+	}
+	if c.PushConfig == "" {
+		if _, err := c.PushEmulatorSandbox(); err != nil {
+			return err
+		}
 	}
 	if c.MaxTextBytes > 32<<10 {
 		return fmt.Errorf("HERALD_MAX_TEXT_BYTES must be at most 32768, got %d", c.MaxTextBytes)
@@ -615,6 +655,24 @@ func (c *Config) SecretPath() string { return filepath.Join(c.DataDir, "secret")
 // one kept in DataDir/secret, generating that file (mode 0600) when create is
 // true and it does not exist. generated reports a new secret.
 func (c *Config) ResolveSecret(create bool) (secret []byte, generated bool, err error) {
+	secret, generated, err = c.PeekSecret()
+	if err != nil || !generated {
+		return secret, false, err
+	}
+	if !create {
+		return nil, false, fmt.Errorf("no HERALD_SECRET and no secret file: %s does not exist (start `herald serve` once with this data folder, or set HERALD_SECRET)", c.SecretPath())
+	}
+	if err := c.SaveSecret(secret); err != nil {
+		return nil, false, err
+	}
+	return secret, true, nil
+}
+
+// PeekSecret is ResolveSecret that writes nothing: with no HERALD_SECRET
+// and no secret file it returns a new secret, with generated true, for
+// SaveSecret to keep once the server has started (a start that fails
+// leaves no secret behind, nor a data folder).
+func (c *Config) PeekSecret() (secret []byte, generated bool, err error) {
 	if c.Secret != "" {
 		return []byte(c.Secret), false, nil
 	}
@@ -627,27 +685,131 @@ func (c *Config) ResolveSecret(create bool) (secret []byte, generated bool, err 
 		}
 		return []byte(s), false, nil
 	}
-	if !os.IsNotExist(err) || !create {
-		return nil, false, fmt.Errorf("no HERALD_SECRET and no secret file: %w (start `herald serve` once with this data folder, or set HERALD_SECRET)", err)
-	}
-	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return nil, false, fmt.Errorf("data folder: %w", err)
+	if !os.IsNotExist(err) {
+		return nil, false, fmt.Errorf("secret file: %w", err)
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return nil, false, err
 	}
-	s := hex.EncodeToString(raw[:])
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return nil, false, fmt.Errorf("secret file: %w", err)
+	return []byte(hex.EncodeToString(raw[:])), true, nil
+}
+
+// SaveSecret writes a generated secret to DataDir/secret (mode 0600),
+// creating the data folder if needed; it never replaces an existing file.
+func (c *Config) SaveSecret(secret []byte) error {
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data folder: %w", err)
 	}
-	if _, err := f.WriteString(s + "\n"); err != nil {
+	f, err := os.OpenFile(c.SecretPath(), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("secret file: %w", err)
+	}
+	if _, err := f.Write(append(secret[:len(secret):len(secret)], '\n')); err != nil {
 		f.Close()
-		return nil, false, fmt.Errorf("secret file: %w", err)
+		return fmt.Errorf("secret file: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("secret file: %w", err)
 	}
 	if err := f.Close(); err != nil {
-		return nil, false, fmt.Errorf("secret file: %w", err)
+		return fmt.Errorf("secret file: %w", err)
 	}
-	return []byte(s), true, nil
+	return nil
+}
+
+// PushEmulatorSandbox is the listen address of the built-in emulator's
+// development endpoint: HERALD_PUSH_EMULATOR_SANDBOX_ADDR, or when that is
+// empty the port after HERALD_PUSH_EMULATOR_ADDR's on its host (port 0
+// stays 0: any free port, as tests use).
+func (c *Config) PushEmulatorSandbox() (string, error) {
+	if c.PushEmulatorSandboxAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PushEmulatorSandboxAddr); err != nil {
+			return "", fmt.Errorf("HERALD_PUSH_EMULATOR_SANDBOX_ADDR %q is not host:port: %w", c.PushEmulatorSandboxAddr, err)
+		}
+		return c.PushEmulatorSandboxAddr, nil
+	}
+	host, port, err := net.SplitHostPort(c.PushEmulatorAddr)
+	if err != nil {
+		return "", fmt.Errorf("HERALD_PUSH_EMULATOR_ADDR %q is not host:port: %w", c.PushEmulatorAddr, err)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("HERALD_PUSH_EMULATOR_ADDR %q: port %q is not a number from 0 to 65535", c.PushEmulatorAddr, port)
+	}
+	switch {
+	case n == 0:
+	case n == 65535:
+		return "", fmt.Errorf("HERALD_PUSH_EMULATOR_ADDR %q leaves no port after it for the sandbox endpoint: set HERALD_PUSH_EMULATOR_SANDBOX_ADDR", c.PushEmulatorAddr)
+	default:
+		n++
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n)), nil
+}
+
+// notKeys are HERALD_ variables that are not configuration keys but are
+// read on purpose: the configuration file's name, and the test suite's
+// switches (HERALD_TEST_*, HERALD_E2E_*, HERALD_PEBBLE_KILL_DIR).
+var notKeys = []string{"HERALD_CONFIG", "HERALD_PEBBLE_KILL_DIR"}
+
+// UnknownEnv returns a warning for each HERALD_ variable in environ (as
+// os.Environ gives it) that is no configuration key: a misspelled key is
+// otherwise ignored silently, while the same line in a file is refused.
+// Each warning names the variable and, when one is close, the key meant.
+func UnknownEnv(environ []string) []string {
+	c := Default()
+	known := make(map[string]bool)
+	var names []string
+	for _, k := range c.keys() {
+		known[k.env()] = true
+		names = append(names, k.env())
+	}
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "HERALD_") || known[name] || slices.Contains(notKeys, name) ||
+			strings.HasPrefix(name, "HERALD_TEST_") || strings.HasPrefix(name, "HERALD_E2E_") {
+			continue
+		}
+		w := name + " is not a Herald setting and is ignored"
+		if near := nearest(name, names); near != "" {
+			w += " (did you mean " + near + "?)"
+		}
+		out = append(out, w)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// nearest is the name within a small edit distance of s, or "".
+func nearest(s string, names []string) string {
+	best, bestD := "", 4 // up to 3 edits: a typo, not another key
+	for _, n := range names {
+		if d := editDistance(s, n); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of two ASCII names.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -199,3 +199,87 @@ func TestRequireRegistration(t *testing.T) {
 		t.Errorf("HERALD_REQUIRE_REGISTRATION=maybe: %v, want an error naming the key", err)
 	}
 }
+
+func TestUnknownEnv(t *testing.T) {
+	tests := []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"keys and non-Herald variables", []string{"HERALD_ADDR=x", "HERALD_PUSH_CONFIG=p", "PATH=/bin", "HERALDRY=1"}, nil},
+		{"read on purpose", []string{"HERALD_CONFIG=f", "HERALD_TEST_POSTGRES=x", "HERALD_E2E_KILLS=2", "HERALD_PEBBLE_KILL_DIR=d"}, nil},
+		{"typo", []string{"HERALD_PUSH_CONFG=p"}, []string{"HERALD_PUSH_CONFG is not a Herald setting and is ignored (did you mean HERALD_PUSH_CONFIG?)"}},
+		{"no key near", []string{"HERALD_COLOUR=blue"}, []string{"HERALD_COLOUR is not a Herald setting and is ignored"}},
+		{"empty value too", []string{"HERALD_SECERT="}, []string{"HERALD_SECERT is not a Herald setting and is ignored (did you mean HERALD_SECRET?)"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := UnknownEnv(tt.env)
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("UnknownEnv(%q) = %q, want %q", tt.env, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFileTypoNamesTheKeyMeant(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "herald.conf")
+	os.WriteFile(path, []byte("HERALD_MULTI_LOGINN=single\n"), 0o600)
+	_, err := Load(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--config", path}, func(string) string { return "" })
+	if err == nil || !strings.Contains(err.Error(), "did you mean HERALD_MULTI_LOGIN?") {
+		t.Errorf("typo in the file: %v, want an error naming HERALD_MULTI_LOGIN", err)
+	}
+}
+
+func TestPushEmulatorSandbox(t *testing.T) {
+	tests := []struct {
+		addr, sandbox string
+		want          string // "" for an error
+	}{
+		{"127.0.0.1:7402", "", "127.0.0.1:7403"},
+		{"127.0.0.1:0", "", "127.0.0.1:0"},
+		{"127.0.0.1:7402", "127.0.0.1:9000", "127.0.0.1:9000"},
+		{"[::1]:8000", "", "[::1]:8001"},
+		{"127.0.0.1:65535", "", ""},
+		{"127.0.0.1:7402", "nonsense", ""},
+	}
+	for _, tt := range tests {
+		c := Default()
+		c.PushEmulatorAddr, c.PushEmulatorSandboxAddr = tt.addr, tt.sandbox
+		got, err := c.PushEmulatorSandbox()
+		if tt.want == "" {
+			if err == nil || !strings.Contains(err.Error(), "HERALD_PUSH_EMULATOR") {
+				t.Errorf("%q, %q: %q, %v; want an error naming the key", tt.addr, tt.sandbox, got, err)
+			}
+			if c.Validate() == nil {
+				t.Errorf("%q, %q: Validate passes", tt.addr, tt.sandbox)
+			}
+			continue
+		}
+		if got != tt.want || err != nil {
+			t.Errorf("%q, %q: %q, %v; want %q", tt.addr, tt.sandbox, got, err, tt.want)
+		}
+	}
+}
+
+// Load with named flags registers those only; the other keys still come
+// from the environment, and IsSet tells a key given from a default.
+func TestLoadNamedFlags(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	env := map[string]string{"HERALD_STORE": "pebble"}
+	c, err := Load(fs, []string{"--data", "d"}, func(k string) string { return env[k] }, "data", "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs.Lookup("store") != nil || fs.Lookup("data") == nil || fs.Lookup("config") == nil {
+		t.Errorf("flags: store %v, data %v, config %v; want data and config only", fs.Lookup("store"), fs.Lookup("data"), fs.Lookup("config"))
+	}
+	if c.Store != "pebble" || c.DataDir != "d" {
+		t.Errorf("Store %q, DataDir %q; want pebble from the environment, d from the flag", c.Store, c.DataDir)
+	}
+	for key, want := range map[string]bool{"HERALD_DATA": true, "HERALD_STORE": true, "HERALD_ADDR": false} {
+		if got := c.IsSet(key); got != want {
+			t.Errorf("IsSet(%s) = %v, want %v", key, got, want)
+		}
+	}
+}

@@ -389,6 +389,7 @@ func TestCallOfflineInviteeAfterTimeout(t *testing.T) {
 // starts again before its deadline; the clients reconnect and the call
 // times out on time. Both embedded stores.
 func TestCallTimeoutAcrossRestart(t *testing.T) {
+	skipUnderShort(t)
 	for _, engine := range []string{"sqlite", "pebble"} {
 		t.Run(engine, func(t *testing.T) { testCallTimeoutAcrossRestart(t, engine) })
 	}

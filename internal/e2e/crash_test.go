@@ -117,6 +117,7 @@ func startProcess(t *testing.T, bin, addr, data string, args ...string) *exec.Cm
 // after a restart every message whose ack reached its sender is there, with
 // the seq the ack named, and every conversation's seqs run 1..N without gaps.
 func TestSIGKILLLosesNoAckedMessage(t *testing.T) {
+	skipUnderShort(t)
 	for _, engine := range []string{"sqlite", "pebble"} {
 		t.Run(engine, func(t *testing.T) { testSIGKILL(t, engine) })
 	}
@@ -212,6 +213,7 @@ func testSIGKILL(t *testing.T, engine string) {
 // TestSIGTERMDrains checks a clean stop: sessions are told to reconnect
 // (4000), the process exits 0, and what was stored is there after a restart.
 func TestSIGTERMDrains(t *testing.T) {
+	skipUnderShort(t)
 	bin, err := buildHerald()
 	if err != nil {
 		t.Fatal(err)

@@ -208,6 +208,7 @@ func TestMultiLoginPolicy(t *testing.T) {
 }
 
 func TestTokenExpiryOnLiveSession(t *testing.T) {
+	skipUnderShort(t)
 	srv := startServer(t, func(c *config.Config) { c.TokenWarning = 2 * time.Second })
 	c := dialRaw(t, srv.URL())
 	// Tokens count in whole seconds: this one expires 3-4 s from now.

@@ -32,6 +32,7 @@ import (
 // come from `go test -run TestPushSIGKILLWithPushesInFlight -v ./internal/e2e/`
 // (HERALD_E2E_KILLS sets the kills per engine, default 2).
 func TestPushSIGKILLWithPushesInFlight(t *testing.T) {
+	skipUnderShort(t)
 	for _, engine := range []string{"sqlite", "pebble"} {
 		t.Run(engine, func(t *testing.T) { testPushSIGKILL(t, engine) })
 	}

@@ -510,6 +510,7 @@ func TestPushGoneTokenIsDropped(t *testing.T) {
 // TestPushSurvivesSIGKILL kills the server while pushes wait in the outbox
 // (APNs is answering 503): after the restart every push is sent, none twice.
 func TestPushSurvivesSIGKILL(t *testing.T) {
+	skipUnderShort(t)
 	bin, err := buildHerald()
 	if err != nil {
 		t.Fatal(err)

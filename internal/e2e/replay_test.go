@@ -93,6 +93,7 @@ func TestAPIReplayRefusedAfterRestart(t *testing.T) {
 // TestAPIReplayRefusedAfterSIGKILL: the same across a crash of the real
 // binary: a served request's nonce was synced before it was served.
 func TestAPIReplayRefusedAfterSIGKILL(t *testing.T) {
+	skipUnderShort(t)
 	bin, err := buildHerald()
 	if err != nil {
 		t.Fatal(err)

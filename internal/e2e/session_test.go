@@ -43,6 +43,7 @@ func dialSmallWindow(t *testing.T, url string) *rawConn {
 // (as the protocol allows), then reads it; his ping after sync_done is
 // answered instead of the session ending with 4002.
 func TestSlowSyncKeepsSession(t *testing.T) {
+	skipUnderShort(t)
 	const timeout = time.Second
 	srv := startServer(t, func(c *config.Config) {
 		c.HeartbeatInterval = timeout / 4

@@ -31,6 +31,7 @@ import (
 	"github.com/herald-im/herald/internal/gateway"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/version"
 )
 
 // Sources are the components whose counters are read at each scrape. A nil
@@ -103,7 +104,16 @@ func New() *Metrics {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"provider"}),
 	}
-	m.reg.MustRegister(m.storeLat, m.pushReqs, m.pushFail, m.pushLat, (*collector)(m),
+	// Which build runs, as Prometheus' *_build_info convention has it: a
+	// gauge of 1 whose labels are the information.
+	build := version.Get()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "herald_build_info",
+		Help:        "Always 1; the labels are the running build's module version and VCS revision (herald version).",
+		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(buildInfo, m.storeLat, m.pushReqs, m.pushFail, m.pushLat, (*collector)(m),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

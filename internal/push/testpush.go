@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/herald-im/herald"
 )
@@ -82,7 +84,7 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 	}
 	stage("binding", true, "%s; provider %s, app %s, environment %s, registered %s", bound, dev.Provider, dev.App, dev.Env, dev.RegisteredAt.UTC().Format("2006-01-02T15:04:05Z"))
 	prov, ok := s.providers[dev.Provider]
-	if !stage("provider", ok && prov.HasApp(dev.App), "provider %s configured: %v; app %s configured: %v", dev.Provider, ok, dev.App, ok && prov.HasApp(dev.App)) {
+	if !stage("provider", ok && prov.HasApp(dev.App), "%s", providerDetail(dev.Provider, dev.App, ok, ok && prov.HasApp(dev.App))) {
 		return r, nil
 	}
 	if why, bad := s.suspendedWhy(&dev); bad {
@@ -122,7 +124,11 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 		o.log.Outcome = herald.PushFailed
 	}
 	r.Attempt = o.log
-	stage("send", res.Verdict == Delivered, "HTTP %d %s in %s (verdict %s)", res.Status, res.Reason, res.Latency.Round(1e5), res.Verdict)
+	answer := fmt.Sprintf("HTTP %d", res.Status)
+	if res.Reason != "" {
+		answer += " " + res.Reason
+	}
+	stage("send", res.Verdict == Delivered, "%s in %s (verdict %s)", answer, res.Latency.Round(1e5), res.Verdict)
 	if err := s.st.FinishPush(ctx, nil, nil, []herald.PushAttempt{o.log}, nil); err != nil {
 		s.log.Warn("push test: recording the attempt failed", "push_id", pushID, "err", err)
 	}
@@ -136,7 +142,38 @@ func strategyDetail(id string, st Strategy, err error) string {
 	if id == "" {
 		return "no resources_id: a plain alert"
 	}
-	return fmt.Sprintf("resources_id %q: %+v", id, st)
+	return fmt.Sprintf("resources_id %q: %s", id, describeStrategy(st))
+}
+
+func providerDetail(p herald.PushProvider, app string, provOK, appOK bool) string {
+	switch {
+	case !provOK:
+		return fmt.Sprintf("provider %s is not configured on this server", p)
+	case !appOK:
+		return fmt.Sprintf("provider %s is configured, but not for app %s", p, app)
+	}
+	return fmt.Sprintf("provider %s is configured for app %s", p, app)
+}
+
+// describeStrategy names a strategy's fields as the push configuration
+// file does, leaving out those left to their default.
+func describeStrategy(st Strategy) string {
+	var parts []string
+	add := func(name string, set bool, v any) {
+		if set {
+			parts = append(parts, fmt.Sprintf("%s %v", name, v))
+		}
+	}
+	add("type", st.Type != "", st.Type)
+	add("sound", st.Sound != "", strconv.Quote(st.Sound))
+	add("category", st.Category != "", strconv.Quote(st.Category))
+	add("priority", st.Priority != 0, st.Priority)
+	add("mutable_content", st.MutableContent, true)
+	add("interruption_level", st.InterruptionLevel != "", st.InterruptionLevel)
+	if len(parts) == 0 {
+		return "every field left to its default"
+	}
+	return strings.Join(parts, ", ")
 }
 
 func renderDetail(payload []byte, err error) string {

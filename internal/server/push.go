@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 
@@ -163,17 +162,20 @@ func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]pus
 		if err := emu.Start(cfg.PushEmulatorAddr); err != nil {
 			return nil, nil, nil, fmt.Errorf("push emulator on %s (HERALD_PUSH_EMULATOR_ADDR): %w", cfg.PushEmulatorAddr, err)
 		}
-		host, _, _ := net.SplitHostPort(cfg.PushEmulatorAddr)
-		if err := emu.StartSandbox(net.JoinHostPort(host, "0")); err != nil {
+		sandbox, err := cfg.PushEmulatorSandbox()
+		if err == nil {
+			err = emu.StartSandbox(sandbox)
+		}
+		if err != nil {
 			emu.Close()
-			return nil, nil, nil, fmt.Errorf("push emulator sandbox listener: %w", err)
+			return nil, nil, nil, fmt.Errorf("push emulator sandbox on %s (HERALD_PUSH_EMULATOR_SANDBOX_ADDR): %w", sandbox, err)
 		}
 		ac = apns.Config{Connections: cfg.PushConnections, Logger: log, Apps: []apns.AppConfig{{
 			BundleID: "*", TeamID: devTeamID, KeyID: devKeyID, Key: key,
 			ProductionURL: emu.URL(), DevelopmentURL: emu.SandboxURL(), RootCAs: emu.CertPool(),
 		}}}
 		log.Warn("no HERALD_PUSH_CONFIG: pushes go to the built-in APNs emulator, not to Apple",
-			"emulator", emu.URL(), "inbox", emu.URL()+"/_emulator/inbox/<device token>")
+			"emulator", emu.URL(), "sandbox", emu.SandboxURL(), "inbox", emu.URL()+"/_emulator/inbox/<device token>")
 	}
 	p, err := apns.New(ac)
 	if err != nil {
