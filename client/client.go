@@ -45,6 +45,7 @@ type Client struct {
 
 	sendMu   sync.Mutex
 	inflight map[string]int // LocalIDs of sends waiting for their reply
+	sendQ    sendQueue      // the order sends are written in
 
 	mu     sync.Mutex
 	state  ConnectionState

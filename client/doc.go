@@ -121,7 +121,12 @@
 // StateConnected with EventSuccess again. Requests wait during the reconnect;
 // one whose connection dropped before its reply is sent again on the next
 // connection (a send keeps its LocalID, which the server deduplicates), until
-// its context ends.
+// its context ends. Sends (SendPeerMessage, SendGroupMessage) go out in the
+// order they were called, across all conversations: those made while
+// reconnecting, and those sent again, are written on the new connection in
+// call order, so the server stores them in that order (their seqs follow
+// the calls; concurrent calls take the order in which they entered the
+// SDK). Only the writes wait for each other: sends are still pipelined.
 //
 // The SDK does not log in again by itself after a stop: kicked out by another
 // login (EventKickedOut, close 4504), token expired (EventTokenExpired, close

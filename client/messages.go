@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/proto"
@@ -145,7 +146,9 @@ func (c *Client) send(ctx context.Context, k convKey, msg OutgoingMessage) (*her
 	}
 	c.beginSend(msg.LocalID)
 	defer c.endSend(msg.LocalID)
-	reply, err := request(ctx, c, s, op, req, hook)
+	t := c.sendQ.join()
+	defer c.sendQ.leave(t)
+	reply, err := requestInOrder(ctx, c, s, op, req, hook, t)
 	if err != nil {
 		return nil, err
 	}
@@ -381,6 +384,14 @@ func checkConv(op, convType, convID string) (convKey, error) {
 // has no deadline, or when the session ends. hook, if not nil, runs on the
 // reader goroutine with the decoded reply.
 func request[R any](ctx context.Context, c *Client, s *session, op string, req any, hook func(*R)) (*R, error) {
+	return requestInOrder(ctx, c, s, op, req, hook, nil)
+}
+
+// requestInOrder is request for a request that holds a place in the
+// Client's send order (t, from sendQ.join; nil for none): on every
+// connection it is written only after the sends made before it that are
+// still waiting for their reply.
+func requestInOrder[R any](ctx context.Context, c *Client, s *session, op string, req any, hook func(*R), t *sendTicket) (*R, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.RequestTimeout)
@@ -391,12 +402,23 @@ func request[R any](ctx context.Context, c *Client, s *session, op string, req a
 		if err != nil {
 			return nil, err
 		}
+		var written func()
+		if t != nil {
+			ok, err := c.sendQ.waitTurn(ctx, op, s, t, cn)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue // cn ended or the session did: look again
+			}
+			written = func() { c.sendQ.wrote(t, cn) }
+		}
 		resp := new(R)
 		var h func()
 		if hook != nil {
 			h = func() { hook(resp) }
 		}
-		err = cn.roundTrip(ctx, c.ids.Add(1), op, req, resp, h)
+		err = cn.roundTripThen(ctx, c.ids.Add(1), op, req, resp, h, written)
 		var lost *connLostError
 		switch {
 		case err == nil:
@@ -432,6 +454,103 @@ func (c *Client) waitConn(ctx context.Context, op string, s *session) (*conn, er
 		case <-s.done:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("client: %s: waiting for a connection: %w", op, ctx.Err())
+		}
+	}
+}
+
+// sendQueue keeps the Client's sends in the order they were made, so that
+// the server stores them in that order (it stores the sends of one
+// connection in the order it reads them). A send is written on a
+// connection only once every earlier send still waiting for its reply has
+// been written on that same connection: while the SDK reconnects, the
+// sends made meanwhile wait, and on the new connection they go out (and
+// those whose reply was lost go out again) in call order, not in the order
+// their goroutines happen to wake. Only the writes wait for each other,
+// not the replies: sends are still pipelined.
+type sendQueue struct {
+	mu      sync.Mutex
+	q       []*sendTicket // sends waiting for their reply, in call order
+	changed chan struct{} // closed and replaced when q or a ticket's on changes
+}
+
+// sendTicket is one send's place in a sendQueue.
+type sendTicket struct {
+	on *conn // the connection it was last written on; guarded by sendQueue.mu
+}
+
+// join takes the next place.
+func (sq *sendQueue) join() *sendTicket {
+	t := new(sendTicket)
+	sq.mu.Lock()
+	sq.q = append(sq.q, t)
+	sq.mu.Unlock()
+	return t
+}
+
+// leave gives t's place up: its send has its answer, or gave up.
+func (sq *sendQueue) leave(t *sendTicket) {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	for i, u := range sq.q {
+		if u == t {
+			sq.q = append(sq.q[:i], sq.q[i+1:]...)
+			break
+		}
+	}
+	sq.signalLocked()
+}
+
+// wrote records that t's send was written on cn.
+func (sq *sendQueue) wrote(t *sendTicket, cn *conn) {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	t.on = cn
+	sq.signalLocked()
+}
+
+// signalLocked wakes the sends waiting for their turn. sq.mu must be held.
+func (sq *sendQueue) signalLocked() {
+	if sq.changed != nil {
+		close(sq.changed)
+		sq.changed = nil
+	}
+}
+
+// turn reports whether every send before t was written on cn; if not, it
+// returns a channel closed at the next change.
+func (sq *sendQueue) turn(t *sendTicket, cn *conn) (bool, <-chan struct{}) {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	for _, u := range sq.q {
+		if u == t {
+			return true, nil
+		}
+		if u.on != cn {
+			if sq.changed == nil {
+				sq.changed = make(chan struct{})
+			}
+			return false, sq.changed
+		}
+	}
+	return true, nil // not queued: nothing to wait for
+}
+
+// waitTurn waits until t's send may be written on cn. false means cn or
+// the session ended first: get the connection again.
+func (sq *sendQueue) waitTurn(ctx context.Context, op string, s *session, t *sendTicket, cn *conn) (bool, error) {
+	for {
+		ok, changed := sq.turn(t, cn)
+		if ok {
+			return true, nil
+		}
+		select {
+		case <-changed:
+		case <-cn.done:
+			return false, nil
+		case <-s.done:
+			return false, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("client: %s: waiting for the sends made before it: %w", op, ctx.Err())
 		}
 	}
 }

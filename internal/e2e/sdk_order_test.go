@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/config"
+)
+
+// stateWatch reports a client's connection events on a channel.
+type stateWatch struct{ events chan client.ConnectionEvent }
+
+func newStateWatch() *stateWatch {
+	return &stateWatch{events: make(chan client.ConnectionEvent, 64)}
+}
+
+func (w *stateWatch) handler(_ client.ConnectionState, ev client.ConnectionEvent, _ error) {
+	select {
+	case w.events <- ev:
+	default:
+	}
+}
+
+// await waits for ev.
+func (w *stateWatch) await(t *testing.T, ev client.ConnectionEvent) {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case got := <-w.events:
+			if got == ev {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no %v event within 15s", ev)
+		}
+	}
+}
+
+// TestSDKSendsDuringReconnectKeepCallOrder makes eight sends, 50 ms apart,
+// while the server is down and the SDK reconnecting: once the server is
+// back on the same data, they are stored in the order they were made (the
+// SDK writes queued sends in call order, not in the order the waiting
+// goroutines wake).
+func TestSDKSendsDuringReconnectKeepCallOrder(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	srv := startServerWith(t, cfg)
+	cfg.Addr = srv.Addr()
+
+	w := newStateWatch()
+	alice := client.New(srv.URL(), client.Options{
+		DeviceID:     "alice-phone",
+		Handlers:     client.Handlers{ConnectionStateChanged: w.handler},
+		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 100 * time.Millisecond,
+	})
+	t.Cleanup(alice.Close)
+	login(t, alice, "alice")
+	w.await(t, client.EventSuccess)
+
+	srv.stop(t)
+	w.await(t, client.EventLoginInterrupted) // alice is reconnecting
+
+	const n = 8
+	var wg sync.WaitGroup
+	sent := make([]*herald.Message, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			sent[i], errs[i] = alice.SendPeerMessage(ctx, "bob", client.TextMessage(fmt.Sprint("m", i+1)))
+		}()
+		time.Sleep(50 * time.Millisecond) // pacing: the calls are made 50 ms apart
+	}
+	if s := alice.State(); s != client.StateReconnecting {
+		t.Fatalf("alice's state after the sends = %v, want reconnecting: the sends must wait for the reconnect", s)
+	}
+	startServerWith(t, cfg)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("send m%d: %v", i+1, err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hist, _, err := alice.QueryHistoryMessage(ctx, client.ConvPeer, "bob", client.HistoryQuery{Forward: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range hist {
+		got = append(got, fmt.Sprintf("%s@%d", m.Text, m.Seq))
+	}
+	if len(hist) != n {
+		t.Fatalf("history has %d messages %v, want %d", len(hist), got, n)
+	}
+	for i, m := range hist {
+		if want := fmt.Sprint("m", i+1); m.Text != want || sent[i].Seq != m.Seq {
+			t.Fatalf("stored order (text@seq) = %v; want m1..m%d in call order (send %d returned seq %d)", got, n, i+1, sent[i].Seq)
+		}
+	}
+}
