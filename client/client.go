@@ -520,11 +520,17 @@ func (c *Client) RenewToken(ctx context.Context, token string) (time.Time, error
 	return time.UnixMilli(reply.TokenExpiresAt), nil
 }
 
-// Close ends the session without logging out (once offline push exists, the
-// device stays bound to the user, so pushes continue) and releases the Client. No handler
-// is called after Close returns, not even for the state change; a handler
-// already running may still be finishing, and may itself call Close. Methods
-// called after Close return ErrClosed.
+// Close ends the session without logging out (the device stays bound to
+// the user, so offline pushes continue) and releases the Client. When
+// connected, it first sends the acknowledgements still owed (for messages
+// whose MessageReceived returned: coalesced acks otherwise wait up to
+// Options.AckInterval) and waits for the server to confirm it has them, for
+// at most one second, so the next login's offline sync does not bring them
+// back; while reconnecting it sends nothing, and the next sync starts after
+// what was acknowledged before. No handler is called after Close returns,
+// not even for the state change; a handler already running may still be
+// finishing, and may itself call Close. Methods called after Close return
+// ErrClosed.
 func (c *Client) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -533,8 +539,15 @@ func (c *Client) Close() {
 	}
 	c.closed = true
 	s := c.sess
+	var cn *conn
+	if s != nil {
+		cn = s.conn
+	}
 	c.mu.Unlock()
 	c.disp.close()
+	if cn != nil {
+		c.flushAcksBeforeClose(cn)
+	}
 	if s != nil {
 		c.endSession(s, EventLogout, ErrClosed)
 	}
@@ -546,6 +559,45 @@ func (c *Client) Close() {
 	}
 	c.ackMu.Unlock()
 	c.wg.Wait()
+}
+
+// closeAckTimeout bounds how long Close waits for the acks it owes to
+// reach the server.
+const closeAckTimeout = time.Second
+
+// flushAcksBeforeClose sends the acks still owed on cn and waits, at most
+// closeAckTimeout, for the answer to a ping sent after them: the server
+// handles a connection's frames in order, so once it answers the ping it
+// holds the acks, and it stores them when the connection ends. The
+// connection is closed right after, which ends a write or wait still
+// blocked.
+func (c *Client) flushAcksBeforeClose(cn *conn) {
+	c.wg.Add(1)
+	done := make(chan struct{})
+	go func() {
+		defer c.wg.Done()
+		defer close(done)
+		gen, acks := c.track.pendingAcks()
+		if len(acks) == 0 {
+			return
+		}
+		for _, a := range acks {
+			if cn.send(proto.OpAck, a) != nil {
+				return
+			}
+			c.track.acked(gen, a)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), closeAckTimeout)
+		defer cancel()
+		_ = cn.roundTrip(ctx, c.ids.Add(1), proto.OpPing, struct{}{}, nil, nil)
+	}()
+	t := time.NewTimer(closeAckTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		c.log.Warn("acks not confirmed by the server before Close's deadline", "timeout", closeAckTimeout)
+	}
 }
 
 // sessionErr returns why s ended, nil while it lasts.

@@ -110,3 +110,40 @@ func TestSDKSendsDuringReconnectKeepCallOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSDKCloseFlushesAcks closes a client right after its offline sync, with
+// acks coalesced over an hour so that none has gone out by itself: Close
+// sends them, and the next login from the same device syncs nothing again.
+func TestSDKCloseFlushesAcks(t *testing.T) {
+	srv := startServer(t, nil)
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	const n = 5
+	for i := range n {
+		if _, err := alice.SendPeerMessage(context.Background(), "bob", client.TextMessage(fmt.Sprint("m", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	startBob := func(in *inbox) *client.Client {
+		c := client.New(srv.URL(), client.Options{DeviceID: "bob-phone", Handlers: in.handlers(), AckInterval: time.Hour})
+		t.Cleanup(c.Close)
+		login(t, c, "bob")
+		return c
+	}
+	first := newInbox()
+	bob := startBob(first)
+	// Login returns once the sync was handed to the handler.
+	if got := len(first.wait(t, n)); got != n {
+		t.Fatalf("first login synced %d messages, want %d", got, n)
+	}
+	bob.Close()
+
+	again := newInbox()
+	startBob(again)
+	again.mu.Lock()
+	defer again.mu.Unlock()
+	if len(again.msgs) != 0 {
+		t.Errorf("the login after Close synced %d messages again (first %q), want 0: Close must send the acks it owes", len(again.msgs), again.msgs[0].Text)
+	}
+}
