@@ -75,6 +75,7 @@ type session struct {
 	changed  chan struct{} // closed and replaced when conn changes
 	limits   proto.Limits
 	stopping bool  // Logout sent: a close with 1000 ends the session as EventLogout
+	accepted bool  // the server accepted the login (a connection was attached)
 	ended    bool  // done is closed
 	err      error // why it ended, for requests still waiting
 }
@@ -181,7 +182,11 @@ func (c *Client) spawn(f func()) bool {
 // Close, or a stop event (EventKickedOut, EventTokenExpired, ...).
 //
 // Login waits for the handler goroutine: do not call it from a handler (it
-// would wait until ctx ends), start a goroutine instead.
+// would wait until ctx ends), start a goroutine instead. A handler may call
+// Logout during the offline sync: Login then returns nil (the login
+// succeeded and the logout followed), with the state StateDisconnected. A
+// Logout from another goroutine that ends the session before the server
+// accepted the login makes Login return ErrLoginCancelled.
 func (c *Client) Login(ctx context.Context, userID, token string) error {
 	if err := herald.ValidateUserID(userID); err != nil {
 		return opError("login", err)
@@ -230,14 +235,14 @@ func (c *Client) Login(ctx context.Context, userID, token string) error {
 	acancel()
 	if err != nil {
 		c.endSession(s, loginFailureEvent(err), err)
-		if errors.Is(c.sessionErr(s), ErrClosed) {
-			return ErrClosed
+		if e := c.loginEndedErr(s); errors.Is(e, ErrClosed) || errors.Is(e, ErrLoginCancelled) {
+			return e
 		}
 		return opError("login", err)
 	}
 	if !c.attach(s, cn, reply) {
 		cn.close(ws.StatusNormalClosure)
-		return c.sessionErr(s)
+		return c.loginEndedErr(s)
 	}
 	if !c.spawn(func() { c.run(s, cn) }) {
 		c.endSession(s, EventLogout, ErrClosed)
@@ -254,7 +259,7 @@ func (c *Client) Login(ctx context.Context, userID, token string) error {
 			return nil
 		default:
 		}
-		return c.sessionErr(s)
+		return c.loginEndedErr(s)
 	case <-ctx.Done():
 		ev := EventLoginInterrupted
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -262,6 +267,24 @@ func (c *Client) Login(ctx context.Context, userID, token string) error {
 		}
 		c.endSession(s, ev, ctx.Err())
 		return fmt.Errorf("client: login: waiting for the offline sync: %w", ctx.Err())
+	}
+}
+
+// loginEndedErr is what Login returns when s ended before the offline
+// sync was handed over: nil when Logout ended it after the server accepted
+// the login (the login succeeded; the logout followed it, say from a
+// handler during the sync), ErrLoginCancelled when Logout came first, and
+// why it ended otherwise.
+func (c *Client) loginEndedErr(s *session) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !s.stopping || !errors.Is(s.err, ErrNotLoggedIn):
+		return s.err
+	case s.accepted:
+		return nil
+	default:
+		return ErrLoginCancelled
 	}
 }
 
@@ -355,6 +378,7 @@ func (c *Client) attach(s *session, cn *conn, reply *proto.LoginReply) bool {
 		return false
 	}
 	s.conn = cn
+	s.accepted = true
 	s.limits = reply.Limits
 	close(s.changed)
 	s.changed = make(chan struct{})

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -47,5 +49,26 @@ func TestCloseSendsOwedAcks(t *testing.T) {
 				t.Errorf("Close took %v with the server silent, want about %v", took, closeAckTimeout)
 			}
 		})
+	}
+}
+
+// TestLogoutBeforeLoginAccepted: a Logout that ends the session while the
+// server has not answered the login yet makes Login return
+// ErrLoginCancelled, not "not logged in".
+func TestLogoutBeforeLoginAccepted(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	c := newTestClient(t, srv, r)
+	done := goLogin(c, "me")
+	fc := srv.accept(t)
+	fc.expect(t, proto.OpLogin) // never answered
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_ = c.Logout(ctx) // waits for a connection that never comes, then ends the session
+	if err := wait(t, done); !errors.Is(err, ErrLoginCancelled) {
+		t.Errorf("Login = %v, want ErrLoginCancelled", err)
+	}
+	if s := c.State(); s != StateDisconnected {
+		t.Errorf("state = %v, want disconnected", s)
 	}
 }

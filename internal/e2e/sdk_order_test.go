@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -145,5 +146,55 @@ func TestSDKCloseFlushesAcks(t *testing.T) {
 	defer again.mu.Unlock()
 	if len(again.msgs) != 0 {
 		t.Errorf("the login after Close synced %d messages again (first %q), want 0: Close must send the acks it owes", len(again.msgs), again.msgs[0].Text)
+	}
+}
+
+// TestSDKLogoutDuringLoginSync has bob's handler log out while Login's
+// offline sync is being handed over: Login returns nil (it succeeded; the
+// logout followed), and bob is logged out.
+func TestSDKLogoutDuringLoginSync(t *testing.T) {
+	srv := startServer(t, nil)
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	for i := range 3 {
+		if _, err := alice.SendPeerMessage(context.Background(), "bob", client.TextMessage(fmt.Sprint("m", i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var bob *client.Client
+	logoutErr := make(chan error, 1)
+	var once sync.Once
+	bob = client.New(srv.URL(), client.Options{
+		DeviceID: "bob-phone",
+		Handlers: client.Handlers{MessageReceived: func(_ []*herald.Message, info client.ReceiveInfo) {
+			if info.Offline {
+				once.Do(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					logoutErr <- bob.Logout(ctx)
+				})
+			}
+		}},
+	})
+	t.Cleanup(bob.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.Login(ctx, "bob", mint(t, "bob", time.Hour)); err != nil {
+		t.Errorf("Login with a handler that logs out during the sync = %v, want nil", err)
+	}
+	select {
+	case err := <-logoutErr:
+		if err != nil {
+			t.Errorf("Logout from the handler = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's Logout did not return")
+	}
+	if s := bob.State(); s != client.StateDisconnected {
+		t.Errorf("state after the handler's Logout = %v, want disconnected", s)
+	}
+	if _, err := bob.SendPeerMessage(ctx, "alice", client.TextMessage("after")); !errors.Is(err, client.ErrNotLoggedIn) {
+		t.Errorf("send after the handler's Logout = %v, want ErrNotLoggedIn", err)
 	}
 }
