@@ -22,10 +22,10 @@ import (
 
 // Client is a connection to a Herald server for one user at a time. Its
 // methods are safe for concurrent use.
-//
-// Lock order: Client.mu may be held while queueing on the dispatcher and
-// taking tracker.mu; nothing else nests.
 type Client struct {
+	// Lock order: Client.mu may be held while queueing on the dispatcher and
+	// taking tracker.mu; nothing else nests.
+
 	url      string
 	urlErr   error
 	opts     Options
@@ -176,8 +176,12 @@ func (c *Client) spawn(f func()) bool {
 // offline sync (the messages that arrived while this device was away) has been
 // handed to Handlers.MessageReceived; the state is then StateConnected. It
 // makes one attempt: on failure the state is back to StateDisconnected and the
-// error says why (errors.Is with ErrTokenExpired, ErrTokenInvalid,
-// ErrUnauthorized, ...; context errors when ctx ends first). After it
+// error says why: errors.Is with ErrTokenExpired, ErrTokenMalformed or
+// ErrTokenInvalid for a token refused; ErrForbidden when the token was
+// minted for another user, or when the server keeps a user registry and
+// userID is not registered in it; ErrInvalidArgument for a malformed user
+// ID, device ID or server URL; a dial error when the server cannot be
+// reached; context errors when ctx ends first. After it
 // succeeded the SDK stays logged in, reconnecting by itself, until Logout,
 // Close, or a stop event (EventKickedOut, EventTokenExpired, ...).
 //
@@ -489,9 +493,8 @@ func (c *Client) endSession(s *session, ev ConnectionEvent, err error) {
 	}
 }
 
-// Logout logs out (once offline push exists, this also ends the device's
-// binding to the user, so no more pushes for the user reach it), then the
-// session ends with
+// Logout logs out, which also ends the device's binding to the user (no
+// more offline pushes for the user reach it), then the session ends with
 // StateDisconnected and EventLogout. Acknowledgements still owed are sent
 // first. The session ends even when the server cannot be reached; the error
 // then says so. Logout without a session does nothing.

@@ -188,8 +188,9 @@ type HistoryQuery struct {
 	// Forward pages from old to new (oldest first). The default pages
 	// backward, newest first.
 	Forward bool
-	// Limit is the page size. Zero means the server's default (50); the
-	// server returns at most 200.
+	// Limit is the page size: zero means the server's default (50), and at
+	// most 200; a larger one is refused with ErrInvalidArgument (the server
+	// refuses it too).
 	Limit int
 }
 
@@ -208,8 +209,11 @@ func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID strin
 	if err != nil {
 		return nil, false, err
 	}
-	if q.Limit < 0 || q.FromSeq < 0 {
-		return nil, false, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit and from_seq must not be negative"))
+	if q.Limit < 0 || q.Limit > maxHistoryLimit {
+		return nil, false, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 0-%d", q.Limit, maxHistoryLimit))
+	}
+	if q.FromSeq < 0 {
+		return nil, false, opError(op, herald.Errorf(herald.CodeInvalidArgument, "from_seq must not be negative"))
 	}
 	s, err := c.session()
 	if err != nil {

@@ -27,7 +27,11 @@ type Options struct {
 	// DeviceID identifies this installation to the server: 1-64 characters of
 	// [A-Za-z0-9_.@-], stable across runs of the app so the server can resume
 	// its offline sync and target its pushes. Empty means a random ID made by
-	// New, stable for the Client's life only.
+	// New ("go-" and 24 hex digits), stable for the Client's life only: each
+	// start of the app would then be a new device, synced from the start of
+	// the retention window and holding its own push registration. An app
+	// makes its ID once per installation (random), stores it, and passes it
+	// on every start (docs/protocol.md, device_id).
 	DeviceID string
 
 	// Platform is sent at login ("ios", "android", "web", ...). Empty sends none.
@@ -93,7 +97,7 @@ type Handlers struct {
 	// MessageReceived gets new messages of one conversation, in seq order,
 	// each seq once. When it returns, the messages count as handed to the
 	// app: the SDK acknowledges them to the server, which resumes after them
-	// on reconnect (and, once offline push exists, pushes nothing for them).
+	// on reconnect and at the next login, and pushes nothing for them.
 	MessageReceived func(msgs []*herald.Message, info ReceiveInfo)
 
 	// ConnectionStateChanged reports each change of State. err says why the
