@@ -111,10 +111,10 @@ func ExampleClient_QueryConversationList() {
 		log.Fatal(err)
 	}
 	for _, cv := range convs {
-		fmt.Println(cv.ConvID, cv.Unread, "unread")
+		fmt.Println(cv.Type, cv.ID, cv.Unread, "unread")
 		if cv.LastMessage != nil && cv.Unread > 0 {
 			// The user opened the conversation: clear its unread count.
-			_ = c.MarkConversationRead(ctx, cv.ConvType, cv.ConvID, cv.LastMessage.Seq)
+			_ = c.MarkConversationRead(ctx, cv.Type, cv.ID, cv.LastMessage.Seq)
 		}
 	}
 }

@@ -203,7 +203,7 @@ type HistoryQuery struct {
 // (ErrRateLimited when it is empty). Like every request it blocks until
 // the reply, waiting out reconnects, until ctx ends (RequestTimeout if ctx
 // has no deadline).
-func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID string, q HistoryQuery) ([]*herald.Message, bool, error) {
+func (c *Client) QueryHistoryMessage(ctx context.Context, convType herald.ConversationType, convID string, q HistoryQuery) ([]*herald.Message, bool, error) {
 	const op = "history"
 	k, err := checkConv(op, convType, convID)
 	if err != nil {
@@ -234,18 +234,15 @@ func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID strin
 	return msgs, reply.HasMore, nil
 }
 
-// Conversation is an entry of the conversation list.
-type Conversation struct {
-	ConvType    string          // ConvPeer or ConvGroup
-	ConvID      string          // for a peer conversation, the other user; for a group, the group ID
-	LastMessage *herald.Message // nil when the conversation has no stored message (a group: none since the user joined)
-	ReadSeq     int64           // the user has read up to this seq (MarkConversationRead)
-	Unread      int             // messages from others after ReadSeq, muted or not (the total leaves muted ones out)
-	// NotificationStatus is the user's status for the conversation
-	// (SetConversationNotificationStatus): NotificationNotify, or
-	// NotificationDoNotDisturb when it is muted.
-	NotificationStatus NotificationStatus
-}
+// Conversation is an entry of the conversation list: the root package's
+// type. The SDK sets Type and ID (ConvPeer and the other user, or
+// ConvGroup and the group ID: what the query methods take), Key,
+// LastMessage (nil when the conversation has no stored message; for a
+// group, none since the user joined), ReadSeq (MarkConversationRead),
+// Unread (messages from others after ReadSeq, muted or not: the total
+// leaves muted ones out) and Muted (NotificationDoNotDisturb, set with
+// SetConversationNotificationStatus).
+type Conversation = herald.Conversation
 
 // QueryConversationList returns up to limit of the user's conversations,
 // most recent first: peer conversations and the groups the user is a
@@ -310,15 +307,26 @@ func (c *Client) QueryConversationPage(ctx context.Context, next string, limit i
 		page.Next = reply.Next
 	}
 	for i, w := range reply.Conversations {
+		ct, _ := proto.ParseConvType(w.ConvType)
 		page.Conversations[i] = Conversation{
-			ConvType: w.ConvType, ConvID: w.ConvID, ReadSeq: w.ReadSeq, Unread: w.Unread,
-			NotificationStatus: NotificationStatus(w.NotificationStatus),
+			Type: ct, ID: w.ConvID, Key: convStorageKey(s.user, ct, w.ConvID),
+			ReadSeq: w.ReadSeq, Unread: w.Unread,
+			Muted: w.NotificationStatus == proto.NotificationDoNotDisturb,
 		}
 		if w.LastMessage != nil {
 			page.Conversations[i].LastMessage = w.LastMessage.ToMessage()
 		}
 	}
 	return page, nil
+}
+
+// convStorageKey is the key herald.Message.Conv and herald.Conversation.Key
+// hold for the conversation id of type ct, as user sees it.
+func convStorageKey(user string, ct herald.ConversationType, id string) string {
+	if ct == herald.ConversationGroup {
+		return herald.GroupConversationKey(id)
+	}
+	return herald.PeerConversationKey(user, id)
 }
 
 // queryConversations reads pages until it has limit conversations (0:
@@ -352,7 +360,7 @@ func (c *Client) queryConversations(ctx context.Context, limit int) ([]Conversat
 // all devices: its unread count drops accordingly. It is unrelated to the
 // SDK's delivery acknowledgements, which it sends by itself. It blocks like
 // QueryHistoryMessage.
-func (c *Client) MarkConversationRead(ctx context.Context, convType, convID string, seq int64) error {
+func (c *Client) MarkConversationRead(ctx context.Context, convType herald.ConversationType, convID string, seq int64) error {
 	const op = "mark_read"
 	k, err := checkConv(op, convType, convID)
 	if err != nil {
@@ -369,10 +377,9 @@ func (c *Client) MarkConversationRead(ctx context.Context, convType, convID stri
 	return err
 }
 
-func checkConv(op, convType, convID string) (convKey, error) {
-	ct, err := proto.ParseConvType(convType)
-	if err != nil {
-		return convKey{}, opError(op, err)
+func checkConv(op string, ct herald.ConversationType, convID string) (convKey, error) {
+	if ct != herald.ConversationPeer && ct != herald.ConversationGroup {
+		return convKey{}, opError(op, herald.Errorf(herald.CodeInvalidArgument, "unknown conversation type %d; want ConvPeer or ConvGroup", ct))
 	}
 	if convID == "" {
 		return convKey{}, opError(op, herald.Errorf(herald.CodeInvalidArgument, "conversation ID is empty"))

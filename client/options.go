@@ -123,17 +123,19 @@ type Handlers struct {
 	Calls CallHandlers
 }
 
-// ReceiveInfo describes a batch of received messages.
+// ReceiveInfo describes a batch of received messages: its conversation
+// (the same as each message's ConvType and ConvID) and how it came.
 type ReceiveInfo struct {
-	ConvType string // "peer" (ConvPeer) or "group" (ConvGroup)
-	ConvID   string // for a peer conversation, the other user
-	Offline  bool   // delivered by the offline sync after a login
+	ConvType herald.ConversationType // ConvPeer or ConvGroup
+	ConvID   string                  // for a peer conversation, the other user; for a group, the group ID
+	Offline  bool                    // delivered by the offline sync after a login
 }
 
-// Conversation types, as in ReceiveInfo and the query methods.
+// Conversation types, as in ReceiveInfo, herald.Message.ConvType,
+// Conversation.Type and the query methods: the root package's.
 const (
-	ConvPeer  = "peer"
-	ConvGroup = "group"
+	ConvPeer  = herald.ConversationPeer
+	ConvGroup = herald.ConversationGroup
 )
 
 // ConnectionState is the state of a Client's session (ZIM's ZIMConnectionState).

@@ -106,6 +106,9 @@ func TestSDKSendsDuringReconnectKeepCallOrder(t *testing.T) {
 		t.Fatalf("history has %d messages %v, want %d", len(hist), got, n)
 	}
 	for i, m := range hist {
+		if m.ConvType != client.ConvPeer || m.ConvID != "bob" || sent[i].ConvID != "bob" {
+			t.Errorf("alice's message %d is in %v/%q (sent as %q), want peer/bob: ConvID is the other user", i, m.ConvType, m.ConvID, sent[i].ConvID)
+		}
 		if want := fmt.Sprint("m", i+1); m.Text != want || sent[i].Seq != m.Seq {
 			t.Fatalf("stored order (text@seq) = %v; want m1..m%d in call order (send %d returned seq %d)", got, n, i+1, sent[i].Seq)
 		}
@@ -135,8 +138,12 @@ func TestSDKCloseFlushesAcks(t *testing.T) {
 	first := newInbox()
 	bob := startBob(first)
 	// Login returns once the sync was handed to the handler.
-	if got := len(first.wait(t, n)); got != n {
-		t.Fatalf("first login synced %d messages, want %d", got, n)
+	got := first.wait(t, n)
+	if len(got) != n {
+		t.Fatalf("first login synced %d messages, want %d", len(got), n)
+	}
+	if m := got[0]; m.ConvType != client.ConvPeer || m.ConvID != "alice" || m.Conv != "p:alice:bob" {
+		t.Errorf("bob's message is in %v/%q (key %q), want peer/alice (p:alice:bob): ConvID is the other user", m.ConvType, m.ConvID, m.Conv)
 	}
 	bob.Close()
 
