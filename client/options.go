@@ -61,7 +61,8 @@ type Options struct {
 
 	// AckInterval is the shortest time between two acknowledgements of the
 	// same conversation: acks for messages handed to the app are coalesced
-	// over it. Zero means 50ms.
+	// over it. Logout and Close send the acks still owed at once. Zero
+	// means 50ms.
 	AckInterval time.Duration
 }
 
