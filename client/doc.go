@@ -17,10 +17,11 @@
 // operations, RegisterPush, RenewToken) may be made from any goroutine.
 //
 // The SDK speaks in the root package's types, so an app needs no
-// conversions: messages are *herald.Message, Conversation and PushDevice
-// are herald.Conversation and herald.PushDevice, and a conversation is
-// named by its type, a herald.ConversationType (ConvPeer, ConvGroup), and
-// its ID as the user sees it: the other user, or the group ID. That pair
+// conversions: messages are *herald.Message; Conversation, PushDevice and
+// GroupMember are herald.Conversation, herald.PushDevice and
+// herald.GroupMember; and a conversation is named by its type, a
+// herald.ConversationType (ConvPeer, ConvGroup), and its ID as the user
+// sees it: the other user, or the group ID. That pair
 // is ReceiveInfo's ConvType and ConvID, each message's ConvType and
 // ConvID, a Conversation's Type and ID, and what the query methods take.
 // (herald.Message.Conv and herald.Conversation.Key are the server's
