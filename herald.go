@@ -137,11 +137,22 @@ func ParseMessageType(s string) (MessageType, bool) {
 type Message struct {
 	ID       int64            // server message ID, unique per server
 	ConvType ConversationType // peer or group
-	Conv     string           // conversation key (PeerConversationKey, GroupConversationKey)
-	Seq      int64            // position in the conversation, 1-based; 0 for command messages
-	From     string           // sender user ID
-	To       string           // receiver user ID (peer) or group ID
-	LocalID  string           // the sender's own ID for the message; retries with it are deduplicated
+	// ConvID is the conversation as the user holding the message sees it:
+	// for a peer message the other user (the receiver of a message the
+	// user sent, the sender of one they received), for a group message the
+	// group ID. It is what the Go SDK's query methods take, and matches
+	// its ReceiveInfo.ConvID. Set on the messages the SDK returns; the
+	// server, which holds messages for both users at once, uses Conv.
+	ConvID string
+	// Conv is the conversation's storage key (PeerConversationKey,
+	// GroupConversationKey: "p:alice:bob", "g:team"), the same for both
+	// users of a peer conversation. An app rarely needs it: use ConvType
+	// and ConvID.
+	Conv     string
+	Seq      int64  // position in the conversation, 1-based; 0 for command messages
+	From     string // sender user ID
+	To       string // receiver user ID (peer) or group ID
+	LocalID  string // the sender's own ID for the message; retries with it are deduplicated
 	Type     MessageType
 	Text     string // MessageText
 	Data     []byte // MessageCustom and MessageCommand

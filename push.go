@@ -29,7 +29,9 @@ const (
 
 // PushDevice is one registered push token: a device's app installation at
 // one provider. PushID is opaque and stable: registering the same token
-// again, or a new token from the same device and app, keeps it.
+// again, or a new token from the same device and app, keeps it. The Go
+// SDK's QueryPushDevices returns it without Token and Badge, which the
+// server keeps to itself.
 type PushDevice struct {
 	PushID       string
 	Provider     PushProvider

@@ -22,10 +22,10 @@ import (
 
 // Client is a connection to a Herald server for one user at a time. Its
 // methods are safe for concurrent use.
-//
-// Lock order: Client.mu may be held while queueing on the dispatcher and
-// taking tracker.mu; nothing else nests.
 type Client struct {
+	// Lock order: Client.mu may be held while queueing on the dispatcher and
+	// taking tracker.mu; nothing else nests.
+
 	url      string
 	urlErr   error
 	opts     Options
@@ -45,6 +45,7 @@ type Client struct {
 
 	sendMu   sync.Mutex
 	inflight map[string]int // LocalIDs of sends waiting for their reply
+	sendQ    sendQueue      // the order sends are written in
 
 	mu     sync.Mutex
 	state  ConnectionState
@@ -74,6 +75,7 @@ type session struct {
 	changed  chan struct{} // closed and replaced when conn changes
 	limits   proto.Limits
 	stopping bool  // Logout sent: a close with 1000 ends the session as EventLogout
+	accepted bool  // the server accepted the login (a connection was attached)
 	ended    bool  // done is closed
 	err      error // why it ended, for requests still waiting
 }
@@ -174,13 +176,21 @@ func (c *Client) spawn(f func()) bool {
 // offline sync (the messages that arrived while this device was away) has been
 // handed to Handlers.MessageReceived; the state is then StateConnected. It
 // makes one attempt: on failure the state is back to StateDisconnected and the
-// error says why (errors.Is with ErrTokenExpired, ErrTokenInvalid,
-// ErrUnauthorized, ...; context errors when ctx ends first). After it
+// error says why: errors.Is with ErrTokenExpired, ErrTokenMalformed or
+// ErrTokenInvalid for a token refused; ErrForbidden when the token was
+// minted for another user, or when the server keeps a user registry and
+// userID is not registered in it; ErrInvalidArgument for a malformed user
+// ID, device ID or server URL; a dial error when the server cannot be
+// reached; context errors when ctx ends first. After it
 // succeeded the SDK stays logged in, reconnecting by itself, until Logout,
 // Close, or a stop event (EventKickedOut, EventTokenExpired, ...).
 //
 // Login waits for the handler goroutine: do not call it from a handler (it
-// would wait until ctx ends), start a goroutine instead.
+// would wait until ctx ends), start a goroutine instead. A handler may call
+// Logout during the offline sync: Login then returns nil (the login
+// succeeded and the logout followed), with the state StateDisconnected. A
+// Logout from another goroutine that ends the session before the server
+// accepted the login makes Login return ErrLoginCancelled.
 func (c *Client) Login(ctx context.Context, userID, token string) error {
 	if err := herald.ValidateUserID(userID); err != nil {
 		return opError("login", err)
@@ -229,14 +239,14 @@ func (c *Client) Login(ctx context.Context, userID, token string) error {
 	acancel()
 	if err != nil {
 		c.endSession(s, loginFailureEvent(err), err)
-		if errors.Is(c.sessionErr(s), ErrClosed) {
-			return ErrClosed
+		if e := c.loginEndedErr(s); errors.Is(e, ErrClosed) || errors.Is(e, ErrLoginCancelled) {
+			return e
 		}
 		return opError("login", err)
 	}
 	if !c.attach(s, cn, reply) {
 		cn.close(ws.StatusNormalClosure)
-		return c.sessionErr(s)
+		return c.loginEndedErr(s)
 	}
 	if !c.spawn(func() { c.run(s, cn) }) {
 		c.endSession(s, EventLogout, ErrClosed)
@@ -253,7 +263,7 @@ func (c *Client) Login(ctx context.Context, userID, token string) error {
 			return nil
 		default:
 		}
-		return c.sessionErr(s)
+		return c.loginEndedErr(s)
 	case <-ctx.Done():
 		ev := EventLoginInterrupted
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -261,6 +271,24 @@ func (c *Client) Login(ctx context.Context, userID, token string) error {
 		}
 		c.endSession(s, ev, ctx.Err())
 		return fmt.Errorf("client: login: waiting for the offline sync: %w", ctx.Err())
+	}
+}
+
+// loginEndedErr is what Login returns when s ended before the offline
+// sync was handed over: nil when Logout ended it after the server accepted
+// the login (the login succeeded; the logout followed it, say from a
+// handler during the sync), ErrLoginCancelled when Logout came first, and
+// why it ended otherwise.
+func (c *Client) loginEndedErr(s *session) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !s.stopping || !errors.Is(s.err, ErrNotLoggedIn):
+		return s.err
+	case s.accepted:
+		return nil
+	default:
+		return ErrLoginCancelled
 	}
 }
 
@@ -354,6 +382,7 @@ func (c *Client) attach(s *session, cn *conn, reply *proto.LoginReply) bool {
 		return false
 	}
 	s.conn = cn
+	s.accepted = true
 	s.limits = reply.Limits
 	close(s.changed)
 	s.changed = make(chan struct{})
@@ -464,9 +493,8 @@ func (c *Client) endSession(s *session, ev ConnectionEvent, err error) {
 	}
 }
 
-// Logout logs out (once offline push exists, this also ends the device's
-// binding to the user, so no more pushes for the user reach it), then the
-// session ends with
+// Logout logs out, which also ends the device's binding to the user (no
+// more offline pushes for the user reach it), then the session ends with
 // StateDisconnected and EventLogout. Acknowledgements still owed are sent
 // first. The session ends even when the server cannot be reached; the error
 // then says so. Logout without a session does nothing.
@@ -519,11 +547,17 @@ func (c *Client) RenewToken(ctx context.Context, token string) (time.Time, error
 	return time.UnixMilli(reply.TokenExpiresAt), nil
 }
 
-// Close ends the session without logging out (once offline push exists, the
-// device stays bound to the user, so pushes continue) and releases the Client. No handler
-// is called after Close returns, not even for the state change; a handler
-// already running may still be finishing, and may itself call Close. Methods
-// called after Close return ErrClosed.
+// Close ends the session without logging out (the device stays bound to
+// the user, so offline pushes continue) and releases the Client. When
+// connected, it first sends the acknowledgements still owed (for messages
+// whose MessageReceived returned: coalesced acks otherwise wait up to
+// Options.AckInterval) and waits for the server to confirm it has them, for
+// at most one second, so the next login's offline sync does not bring them
+// back; while reconnecting it sends nothing, and the next sync starts after
+// what was acknowledged before. No handler is called after Close returns,
+// not even for the state change; a handler already running may still be
+// finishing, and may itself call Close. Methods called after Close return
+// ErrClosed.
 func (c *Client) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -532,8 +566,15 @@ func (c *Client) Close() {
 	}
 	c.closed = true
 	s := c.sess
+	var cn *conn
+	if s != nil {
+		cn = s.conn
+	}
 	c.mu.Unlock()
 	c.disp.close()
+	if cn != nil {
+		c.flushAcksBeforeClose(cn)
+	}
 	if s != nil {
 		c.endSession(s, EventLogout, ErrClosed)
 	}
@@ -545,6 +586,45 @@ func (c *Client) Close() {
 	}
 	c.ackMu.Unlock()
 	c.wg.Wait()
+}
+
+// closeAckTimeout bounds how long Close waits for the acks it owes to
+// reach the server.
+const closeAckTimeout = time.Second
+
+// flushAcksBeforeClose sends the acks still owed on cn and waits, at most
+// closeAckTimeout, for the answer to a ping sent after them: the server
+// handles a connection's frames in order, so once it answers the ping it
+// holds the acks, and it stores them when the connection ends. The
+// connection is closed right after, which ends a write or wait still
+// blocked.
+func (c *Client) flushAcksBeforeClose(cn *conn) {
+	c.wg.Add(1)
+	done := make(chan struct{})
+	go func() {
+		defer c.wg.Done()
+		defer close(done)
+		gen, acks := c.track.pendingAcks()
+		if len(acks) == 0 {
+			return
+		}
+		for _, a := range acks {
+			if cn.send(proto.OpAck, a) != nil {
+				return
+			}
+			c.track.acked(gen, a)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), closeAckTimeout)
+		defer cancel()
+		_ = cn.roundTrip(ctx, c.ids.Add(1), proto.OpPing, struct{}{}, nil, nil)
+	}()
+	t := time.NewTimer(closeAckTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		c.log.Warn("acks not confirmed by the server before Close's deadline", "timeout", closeAckTimeout)
+	}
 }
 
 // sessionErr returns why s ended, nil while it lasts.

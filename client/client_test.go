@@ -651,7 +651,7 @@ func TestQueries(t *testing.T) {
 		{ConvType: "peer", ConvID: "carol"},
 	}})
 	cv := wait(t, cr)
-	if cv.err != nil || len(cv.convs) != 2 || cv.convs[0].ConvID != "bob" || cv.convs[0].LastMessage.Seq != 9 ||
+	if cv.err != nil || len(cv.convs) != 2 || cv.convs[0].ID != "bob" || cv.convs[0].Type != ConvPeer || cv.convs[0].Key != "p:bob:me" || cv.convs[0].LastMessage.Seq != 9 ||
 		cv.convs[0].Unread != 2 || cv.convs[0].ReadSeq != 7 || cv.convs[1].LastMessage != nil {
 		t.Errorf("conversations = %+v, %v", cv.convs, cv.err)
 	}
@@ -667,7 +667,7 @@ func TestQueries(t *testing.T) {
 		t.Errorf("MarkConversationRead = %v, want ErrNotFound", err)
 	}
 
-	if _, _, err := c.QueryHistoryMessage(ctx, "room", "x", HistoryQuery{}); !errors.Is(err, ErrInvalidArgument) {
+	if _, _, err := c.QueryHistoryMessage(ctx, herald.ConversationType(7), "x", HistoryQuery{}); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("unknown conv type: %v", err)
 	}
 	if err := c.MarkConversationRead(ctx, ConvPeer, "", 1); !errors.Is(err, ErrInvalidArgument) {
@@ -714,27 +714,28 @@ func TestConversationNotificationStatus(t *testing.T) {
 	if cv.err != nil {
 		t.Fatal(cv.err)
 	}
-	var got []NotificationStatus
+	var got []bool
 	for _, c := range cv.convs {
-		got = append(got, c.NotificationStatus)
+		got = append(got, c.Muted)
 	}
-	if want := []NotificationStatus{NotificationDoNotDisturb, NotificationNotify}; !slices.Equal(got, want) {
-		t.Errorf("statuses = %v, want %v", got, want)
+	if want := []bool{true, false}; !slices.Equal(got, want) {
+		t.Errorf("muted = %v, want %v (do_not_disturb, notify)", got, want)
 	}
 
 	for _, tt := range []struct {
-		name             string
-		convType, convID string
-		status           NotificationStatus
+		name     string
+		convType herald.ConversationType
+		convID   string
+		status   NotificationStatus
 	}{
 		{"unknown status", ConvPeer, "bob", "mute"},
 		{"empty status", ConvPeer, "bob", ""},
 		{"empty conversation", ConvPeer, "", NotificationNotify},
-		{"unknown conversation type", "room", "bob", NotificationNotify},
+		{"unknown conversation type", herald.ConversationType(7), "bob", NotificationNotify},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if err := c.SetConversationNotificationStatus(ctx, tt.convType, tt.convID, tt.status); !errors.Is(err, ErrInvalidArgument) {
-				t.Errorf("SetConversationNotificationStatus(%q, %q, %q) = %v, want ErrInvalidArgument", tt.convType, tt.convID, tt.status, err)
+				t.Errorf("SetConversationNotificationStatus(%v, %q, %q) = %v, want ErrInvalidArgument", tt.convType, tt.convID, tt.status, err)
 			}
 		})
 	}

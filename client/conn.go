@@ -215,6 +215,12 @@ func (cn *conn) takeEvents() []proto.Frame {
 // roundTrip sends request op with id and waits for its reply, decoded into
 // resp. A *connLostError means the connection ended first.
 func (cn *conn) roundTrip(ctx context.Context, id uint64, op string, req, resp any, hook func()) error {
+	return cn.roundTripThen(ctx, id, op, req, resp, hook, nil)
+}
+
+// roundTripThen is roundTrip calling written, if not nil, once the request
+// is written (before its reply is awaited).
+func (cn *conn) roundTripThen(ctx context.Context, id uint64, op string, req, resp any, hook, written func()) error {
 	data, err := cn.codec.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("client: %s: %w", op, err)
@@ -231,6 +237,9 @@ func (cn *conn) roundTrip(ctx context.Context, id uint64, op string, req, resp a
 	if err := cn.write(&proto.Frame{ID: id, Op: op, Data: data}); err != nil {
 		cn.forget(id)
 		return &connLostError{err}
+	}
+	if written != nil {
+		written()
 	}
 	select {
 	case err := <-cl.ch:

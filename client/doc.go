@@ -16,6 +16,17 @@
 // MarkConversationRead, SetConversationNotificationStatus, the group
 // operations, RegisterPush, RenewToken) may be made from any goroutine.
 //
+// The SDK speaks in the root package's types, so an app needs no
+// conversions: messages are *herald.Message; Conversation, PushDevice and
+// GroupMember are herald.Conversation, herald.PushDevice and
+// herald.GroupMember; and a conversation is named by its type, a
+// herald.ConversationType (ConvPeer, ConvGroup), and its ID as the user
+// sees it: the other user, or the group ID. That pair
+// is ReceiveInfo's ConvType and ConvID, each message's ConvType and
+// ConvID, a Conversation's Type and ID, and what the query methods take.
+// (herald.Message.Conv and herald.Conversation.Key are the server's
+// storage key, "p:alice:bob", the same for both users.)
+//
 // Every message has a per-conversation seq ("larger is newer"). The SDK hands
 // each conversation's messages to the app in seq order, each seq once, without
 // gaps: it drops a message it already delivered, and when a seq skips ahead it
@@ -121,7 +132,12 @@
 // StateConnected with EventSuccess again. Requests wait during the reconnect;
 // one whose connection dropped before its reply is sent again on the next
 // connection (a send keeps its LocalID, which the server deduplicates), until
-// its context ends.
+// its context ends. Sends (SendPeerMessage, SendGroupMessage) go out in the
+// order they were called, across all conversations: those made while
+// reconnecting, and those sent again, are written on the new connection in
+// call order, so the server stores them in that order (their seqs follow
+// the calls; concurrent calls take the order in which they entered the
+// SDK). Only the writes wait for each other: sends are still pipelined.
 //
 // The SDK does not log in again by itself after a stop: kicked out by another
 // login (EventKickedOut, close 4504), token expired (EventTokenExpired, close

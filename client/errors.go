@@ -32,6 +32,9 @@ var (
 	ErrAlreadyLoggedIn = errors.New("client: already logged in")
 	ErrKickedOut       = errors.New("client: kicked out by another login")
 	ErrClosed          = errors.New("client: closed")
+	// ErrLoginCancelled: Logout ended the session before the server
+	// accepted the login (Login's result).
+	ErrLoginCancelled = errors.New("client: login cancelled by Logout")
 )
 
 // codeErrors is the one place where server error codes meet sentinels.

@@ -13,7 +13,7 @@ import (
 // A group: create it with its first members, hear of its changes, send
 // to it with a mention that gets through a member's do-not-disturb.
 func ExampleClient_SendGroupMessage() {
-	c := client.New("ws://localhost:8080/ws", client.Options{
+	c := client.New("ws://localhost:7400/ws", client.Options{
 		Handlers: client.Handlers{
 			MessageReceived: func(msgs []*herald.Message, info client.ReceiveInfo) {
 				if info.ConvType == client.ConvGroup {

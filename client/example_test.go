@@ -16,7 +16,7 @@ import (
 // A receiving app: handlers first, then Login, which returns once the
 // messages missed while offline have been handed to MessageReceived.
 func Example() {
-	c := client.New("ws://localhost:8080/ws", client.Options{
+	c := client.New("ws://localhost:7400/ws", client.Options{
 		DeviceID: "phone-7f3a", // stable per installation
 		Platform: "android",
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, nil)),
@@ -47,7 +47,7 @@ func Example() {
 }
 
 func ExampleClient_SendPeerMessage() {
-	c := client.New("ws://localhost:8080/ws", client.Options{})
+	c := client.New("ws://localhost:7400/ws", client.Options{})
 	defer c.Close()
 	ctx := context.Background()
 	if err := c.Login(ctx, "alice", "h1.token-from-your-backend"); err != nil {
@@ -75,7 +75,7 @@ func ExampleClient_SendPeerMessage() {
 }
 
 func ExampleClient_QueryHistoryMessage() {
-	c := client.New("ws://localhost:8080/ws", client.Options{})
+	c := client.New("ws://localhost:7400/ws", client.Options{})
 	defer c.Close()
 	ctx := context.Background()
 	if err := c.Login(ctx, "alice", "h1.token-from-your-backend"); err != nil {
@@ -100,7 +100,7 @@ func ExampleClient_QueryHistoryMessage() {
 }
 
 func ExampleClient_QueryConversationList() {
-	c := client.New("ws://localhost:8080/ws", client.Options{})
+	c := client.New("ws://localhost:7400/ws", client.Options{})
 	defer c.Close()
 	ctx := context.Background()
 	if err := c.Login(ctx, "alice", "h1.token-from-your-backend"); err != nil {
@@ -111,10 +111,10 @@ func ExampleClient_QueryConversationList() {
 		log.Fatal(err)
 	}
 	for _, cv := range convs {
-		fmt.Println(cv.ConvID, cv.Unread, "unread")
+		fmt.Println(cv.Type, cv.ID, cv.Unread, "unread")
 		if cv.LastMessage != nil && cv.Unread > 0 {
 			// The user opened the conversation: clear its unread count.
-			_ = c.MarkConversationRead(ctx, cv.ConvType, cv.ConvID, cv.LastMessage.Seq)
+			_ = c.MarkConversationRead(ctx, cv.Type, cv.ID, cv.LastMessage.Seq)
 		}
 	}
 }
@@ -123,7 +123,7 @@ func ExampleClient_QueryConversationList() {
 func ExampleHandlers_tokenWillExpire() {
 	var c *client.Client
 	fetchToken := func() string { return "h1.fresh-token-from-your-backend" }
-	c = client.New("ws://localhost:8080/ws", client.Options{
+	c = client.New("ws://localhost:7400/ws", client.Options{
 		Handlers: client.Handlers{
 			TokenWillExpire: func(remaining time.Duration) {
 				// Handlers run one at a time: do slow work elsewhere.

@@ -29,12 +29,10 @@ type GroupInfo struct {
 	JoinedAt time.Time
 }
 
-// GroupMember is one member of a group.
-type GroupMember struct {
-	User     string
-	Role     herald.GroupRole
-	JoinedAt time.Time
-}
+// GroupMember is one member of a group: the root package's type. The SDK
+// sets Group (the group ID), User, Role and JoinedAt; a member's JoinSeq
+// is not sent to other members (the caller's own is GroupInfo.JoinSeq).
+type GroupMember = herald.GroupMember
 
 // NewGroup describes a group to create.
 type NewGroup struct {
@@ -325,7 +323,7 @@ func (c *Client) QueryGroupMembers(ctx context.Context, groupID string, q GroupM
 	out := make([]GroupMember, len(reply.Members))
 	for i, m := range reply.Members {
 		role, _ := herald.ParseGroupRole(m.Role)
-		out[i] = GroupMember{User: m.User, Role: role, JoinedAt: time.UnixMilli(m.JoinedAt)}
+		out[i] = GroupMember{Group: groupID, User: m.User, Role: role, JoinedAt: time.UnixMilli(m.JoinedAt)}
 	}
 	return out, reply.HasMore, nil
 }

@@ -192,7 +192,7 @@ func TestGroupOps(t *testing.T) {
 			Members: []proto.GroupMember{{User: "bob", Role: "admin", JoinedAt: created.UnixMilli()}, {User: "me", Role: "owner", JoinedAt: created.UnixMilli()}},
 			HasMore: true,
 		})
-		want := []GroupMember{{User: "bob", Role: herald.RoleAdmin, JoinedAt: created}, {User: "me", Role: herald.RoleOwner, JoinedAt: created}}
+		want := []GroupMember{{Group: "g1", User: "bob", Role: herald.RoleAdmin, JoinedAt: created}, {Group: "g1", User: "me", Role: herald.RoleOwner, JoinedAt: created}}
 		if err := wait(t, done); err != nil || !more || !reflect.DeepEqual(got, want) {
 			t.Errorf("QueryGroupMembers = %+v, %v, %v; want %+v and more", got, more, err, want)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/proto"
@@ -145,7 +146,9 @@ func (c *Client) send(ctx context.Context, k convKey, msg OutgoingMessage) (*her
 	}
 	c.beginSend(msg.LocalID)
 	defer c.endSend(msg.LocalID)
-	reply, err := request(ctx, c, s, op, req, hook)
+	t := c.sendQ.join()
+	defer c.sendQ.leave(t)
+	reply, err := requestInOrder(ctx, c, s, op, req, hook, t)
 	if err != nil {
 		return nil, err
 	}
@@ -185,8 +188,9 @@ type HistoryQuery struct {
 	// Forward pages from old to new (oldest first). The default pages
 	// backward, newest first.
 	Forward bool
-	// Limit is the page size. Zero means the server's default (50); the
-	// server returns at most 200.
+	// Limit is the page size: zero means the server's default (50), and at
+	// most 200; a larger one is refused with ErrInvalidArgument (the server
+	// refuses it too).
 	Limit int
 }
 
@@ -199,14 +203,17 @@ type HistoryQuery struct {
 // (ErrRateLimited when it is empty). Like every request it blocks until
 // the reply, waiting out reconnects, until ctx ends (RequestTimeout if ctx
 // has no deadline).
-func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID string, q HistoryQuery) ([]*herald.Message, bool, error) {
+func (c *Client) QueryHistoryMessage(ctx context.Context, convType herald.ConversationType, convID string, q HistoryQuery) ([]*herald.Message, bool, error) {
 	const op = "history"
 	k, err := checkConv(op, convType, convID)
 	if err != nil {
 		return nil, false, err
 	}
-	if q.Limit < 0 || q.FromSeq < 0 {
-		return nil, false, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit and from_seq must not be negative"))
+	if q.Limit < 0 || q.Limit > maxHistoryLimit {
+		return nil, false, opError(op, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 0-%d", q.Limit, maxHistoryLimit))
+	}
+	if q.FromSeq < 0 {
+		return nil, false, opError(op, herald.Errorf(herald.CodeInvalidArgument, "from_seq must not be negative"))
 	}
 	s, err := c.session()
 	if err != nil {
@@ -227,18 +234,15 @@ func (c *Client) QueryHistoryMessage(ctx context.Context, convType, convID strin
 	return msgs, reply.HasMore, nil
 }
 
-// Conversation is an entry of the conversation list.
-type Conversation struct {
-	ConvType    string          // ConvPeer or ConvGroup
-	ConvID      string          // for a peer conversation, the other user; for a group, the group ID
-	LastMessage *herald.Message // nil when the conversation has no stored message (a group: none since the user joined)
-	ReadSeq     int64           // the user has read up to this seq (MarkConversationRead)
-	Unread      int             // messages from others after ReadSeq, muted or not (the total leaves muted ones out)
-	// NotificationStatus is the user's status for the conversation
-	// (SetConversationNotificationStatus): NotificationNotify, or
-	// NotificationDoNotDisturb when it is muted.
-	NotificationStatus NotificationStatus
-}
+// Conversation is an entry of the conversation list: the root package's
+// type. The SDK sets Type and ID (ConvPeer and the other user, or
+// ConvGroup and the group ID: what the query methods take), Key,
+// LastMessage (nil when the conversation has no stored message; for a
+// group, none since the user joined), ReadSeq (MarkConversationRead),
+// Unread (messages from others after ReadSeq, muted or not: the total
+// leaves muted ones out) and Muted (NotificationDoNotDisturb, set with
+// SetConversationNotificationStatus).
+type Conversation = herald.Conversation
 
 // QueryConversationList returns up to limit of the user's conversations,
 // most recent first: peer conversations and the groups the user is a
@@ -303,15 +307,26 @@ func (c *Client) QueryConversationPage(ctx context.Context, next string, limit i
 		page.Next = reply.Next
 	}
 	for i, w := range reply.Conversations {
+		ct, _ := proto.ParseConvType(w.ConvType)
 		page.Conversations[i] = Conversation{
-			ConvType: w.ConvType, ConvID: w.ConvID, ReadSeq: w.ReadSeq, Unread: w.Unread,
-			NotificationStatus: NotificationStatus(w.NotificationStatus),
+			Type: ct, ID: w.ConvID, Key: convStorageKey(s.user, ct, w.ConvID),
+			ReadSeq: w.ReadSeq, Unread: w.Unread,
+			Muted: w.NotificationStatus == proto.NotificationDoNotDisturb,
 		}
 		if w.LastMessage != nil {
 			page.Conversations[i].LastMessage = w.LastMessage.ToMessage()
 		}
 	}
 	return page, nil
+}
+
+// convStorageKey is the key herald.Message.Conv and herald.Conversation.Key
+// hold for the conversation id of type ct, as user sees it.
+func convStorageKey(user string, ct herald.ConversationType, id string) string {
+	if ct == herald.ConversationGroup {
+		return herald.GroupConversationKey(id)
+	}
+	return herald.PeerConversationKey(user, id)
 }
 
 // queryConversations reads pages until it has limit conversations (0:
@@ -345,7 +360,7 @@ func (c *Client) queryConversations(ctx context.Context, limit int) ([]Conversat
 // all devices: its unread count drops accordingly. It is unrelated to the
 // SDK's delivery acknowledgements, which it sends by itself. It blocks like
 // QueryHistoryMessage.
-func (c *Client) MarkConversationRead(ctx context.Context, convType, convID string, seq int64) error {
+func (c *Client) MarkConversationRead(ctx context.Context, convType herald.ConversationType, convID string, seq int64) error {
 	const op = "mark_read"
 	k, err := checkConv(op, convType, convID)
 	if err != nil {
@@ -362,10 +377,9 @@ func (c *Client) MarkConversationRead(ctx context.Context, convType, convID stri
 	return err
 }
 
-func checkConv(op, convType, convID string) (convKey, error) {
-	ct, err := proto.ParseConvType(convType)
-	if err != nil {
-		return convKey{}, opError(op, err)
+func checkConv(op string, ct herald.ConversationType, convID string) (convKey, error) {
+	if ct != herald.ConversationPeer && ct != herald.ConversationGroup {
+		return convKey{}, opError(op, herald.Errorf(herald.CodeInvalidArgument, "unknown conversation type %d; want ConvPeer or ConvGroup", ct))
 	}
 	if convID == "" {
 		return convKey{}, opError(op, herald.Errorf(herald.CodeInvalidArgument, "conversation ID is empty"))
@@ -381,6 +395,14 @@ func checkConv(op, convType, convID string) (convKey, error) {
 // has no deadline, or when the session ends. hook, if not nil, runs on the
 // reader goroutine with the decoded reply.
 func request[R any](ctx context.Context, c *Client, s *session, op string, req any, hook func(*R)) (*R, error) {
+	return requestInOrder(ctx, c, s, op, req, hook, nil)
+}
+
+// requestInOrder is request for a request that holds a place in the
+// Client's send order (t, from sendQ.join; nil for none): on every
+// connection it is written only after the sends made before it that are
+// still waiting for their reply.
+func requestInOrder[R any](ctx context.Context, c *Client, s *session, op string, req any, hook func(*R), t *sendTicket) (*R, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.RequestTimeout)
@@ -391,12 +413,23 @@ func request[R any](ctx context.Context, c *Client, s *session, op string, req a
 		if err != nil {
 			return nil, err
 		}
+		var written func()
+		if t != nil {
+			ok, err := c.sendQ.waitTurn(ctx, op, s, t, cn)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue // cn ended or the session did: look again
+			}
+			written = func() { c.sendQ.wrote(t, cn) }
+		}
 		resp := new(R)
 		var h func()
 		if hook != nil {
 			h = func() { hook(resp) }
 		}
-		err = cn.roundTrip(ctx, c.ids.Add(1), op, req, resp, h)
+		err = cn.roundTripThen(ctx, c.ids.Add(1), op, req, resp, h, written)
 		var lost *connLostError
 		switch {
 		case err == nil:
@@ -432,6 +465,103 @@ func (c *Client) waitConn(ctx context.Context, op string, s *session) (*conn, er
 		case <-s.done:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("client: %s: waiting for a connection: %w", op, ctx.Err())
+		}
+	}
+}
+
+// sendQueue keeps the Client's sends in the order they were made, so that
+// the server stores them in that order (it stores the sends of one
+// connection in the order it reads them). A send is written on a
+// connection only once every earlier send still waiting for its reply has
+// been written on that same connection: while the SDK reconnects, the
+// sends made meanwhile wait, and on the new connection they go out (and
+// those whose reply was lost go out again) in call order, not in the order
+// their goroutines happen to wake. Only the writes wait for each other,
+// not the replies: sends are still pipelined.
+type sendQueue struct {
+	mu      sync.Mutex
+	q       []*sendTicket // sends waiting for their reply, in call order
+	changed chan struct{} // closed and replaced when q or a ticket's on changes
+}
+
+// sendTicket is one send's place in a sendQueue.
+type sendTicket struct {
+	on *conn // the connection it was last written on; guarded by sendQueue.mu
+}
+
+// join takes the next place.
+func (sq *sendQueue) join() *sendTicket {
+	t := new(sendTicket)
+	sq.mu.Lock()
+	sq.q = append(sq.q, t)
+	sq.mu.Unlock()
+	return t
+}
+
+// leave gives t's place up: its send has its answer, or gave up.
+func (sq *sendQueue) leave(t *sendTicket) {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	for i, u := range sq.q {
+		if u == t {
+			sq.q = append(sq.q[:i], sq.q[i+1:]...)
+			break
+		}
+	}
+	sq.signalLocked()
+}
+
+// wrote records that t's send was written on cn.
+func (sq *sendQueue) wrote(t *sendTicket, cn *conn) {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	t.on = cn
+	sq.signalLocked()
+}
+
+// signalLocked wakes the sends waiting for their turn. sq.mu must be held.
+func (sq *sendQueue) signalLocked() {
+	if sq.changed != nil {
+		close(sq.changed)
+		sq.changed = nil
+	}
+}
+
+// turn reports whether every send before t was written on cn; if not, it
+// returns a channel closed at the next change.
+func (sq *sendQueue) turn(t *sendTicket, cn *conn) (bool, <-chan struct{}) {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	for _, u := range sq.q {
+		if u == t {
+			return true, nil
+		}
+		if u.on != cn {
+			if sq.changed == nil {
+				sq.changed = make(chan struct{})
+			}
+			return false, sq.changed
+		}
+	}
+	return true, nil // not queued: nothing to wait for
+}
+
+// waitTurn waits until t's send may be written on cn. false means cn or
+// the session ended first: get the connection again.
+func (sq *sendQueue) waitTurn(ctx context.Context, op string, s *session, t *sendTicket, cn *conn) (bool, error) {
+	for {
+		ok, changed := sq.turn(t, cn)
+		if ok {
+			return true, nil
+		}
+		select {
+		case <-changed:
+		case <-cn.done:
+			return false, nil
+		case <-s.done:
+			return false, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("client: %s: waiting for the sends made before it: %w", op, ctx.Err())
 		}
 	}
 }

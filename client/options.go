@@ -27,7 +27,11 @@ type Options struct {
 	// DeviceID identifies this installation to the server: 1-64 characters of
 	// [A-Za-z0-9_.@-], stable across runs of the app so the server can resume
 	// its offline sync and target its pushes. Empty means a random ID made by
-	// New, stable for the Client's life only.
+	// New ("go-" and 24 hex digits), stable for the Client's life only: each
+	// start of the app would then be a new device, synced from the start of
+	// the retention window and holding its own push registration. An app
+	// makes its ID once per installation (random), stores it, and passes it
+	// on every start (docs/protocol.md, device_id).
 	DeviceID string
 
 	// Platform is sent at login ("ios", "android", "web", ...). Empty sends none.
@@ -57,7 +61,8 @@ type Options struct {
 
 	// AckInterval is the shortest time between two acknowledgements of the
 	// same conversation: acks for messages handed to the app are coalesced
-	// over it. Zero means 50ms.
+	// over it. Logout and Close send the acks still owed at once. Zero
+	// means 50ms.
 	AckInterval time.Duration
 }
 
@@ -93,7 +98,7 @@ type Handlers struct {
 	// MessageReceived gets new messages of one conversation, in seq order,
 	// each seq once. When it returns, the messages count as handed to the
 	// app: the SDK acknowledges them to the server, which resumes after them
-	// on reconnect (and, once offline push exists, pushes nothing for them).
+	// on reconnect and at the next login, and pushes nothing for them.
 	MessageReceived func(msgs []*herald.Message, info ReceiveInfo)
 
 	// ConnectionStateChanged reports each change of State. err says why the
@@ -119,17 +124,19 @@ type Handlers struct {
 	Calls CallHandlers
 }
 
-// ReceiveInfo describes a batch of received messages.
+// ReceiveInfo describes a batch of received messages: its conversation
+// (the same as each message's ConvType and ConvID) and how it came.
 type ReceiveInfo struct {
-	ConvType string // "peer" (ConvPeer) or "group" (ConvGroup)
-	ConvID   string // for a peer conversation, the other user
-	Offline  bool   // delivered by the offline sync after a login
+	ConvType herald.ConversationType // ConvPeer or ConvGroup
+	ConvID   string                  // for a peer conversation, the other user; for a group, the group ID
+	Offline  bool                    // delivered by the offline sync after a login
 }
 
-// Conversation types, as in ReceiveInfo and the query methods.
+// Conversation types, as in ReceiveInfo, herald.Message.ConvType,
+// Conversation.Type and the query methods: the root package's.
 const (
-	ConvPeer  = "peer"
-	ConvGroup = "group"
+	ConvPeer  = herald.ConversationPeer
+	ConvGroup = herald.ConversationGroup
 )
 
 // ConnectionState is the state of a Client's session (ZIM's ZIMConnectionState).

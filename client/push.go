@@ -17,15 +17,11 @@ type PushRegistration struct {
 	Environment herald.PushEnvironment // herald.EnvProduction or herald.EnvDevelopment (a debug build)
 }
 
-// PushDevice is one of the user's registered push devices.
-type PushDevice struct {
-	PushID       string
-	Provider     herald.PushProvider
-	App          string
-	Environment  herald.PushEnvironment
-	DeviceID     string
-	RegisteredAt time.Time
-}
+// PushDevice is one of the user's registered push devices: the root
+// package's type. The SDK sets PushID, Provider, App, Env, Device (the
+// device ID that registered it) and RegisteredAt, and User to the
+// logged-in user; the server does not send Token and Badge to clients.
+type PushDevice = herald.PushDevice
 
 // RegisterPush registers this device's push token and binds it to the
 // logged-in user; it returns the push ID (ZPNs' onRegistered). The push ID
@@ -111,7 +107,7 @@ func (c *Client) QueryPushDevices(ctx context.Context) ([]PushDevice, error) {
 	for _, d := range reply.Devices {
 		out = append(out, PushDevice{
 			PushID: d.PushID, Provider: herald.PushProvider(d.Provider), App: d.App,
-			Environment: herald.PushEnvironment(d.Environment), DeviceID: d.DeviceID,
+			Env: herald.PushEnvironment(d.Environment), Device: d.DeviceID, User: s.user,
 			RegisteredAt: time.UnixMilli(d.RegisteredAt),
 		})
 	}
@@ -166,10 +162,10 @@ const (
 // sent for the conversation's messages while it is
 // NotificationDoNotDisturb, including those stored earlier whose push was
 // still waiting; NotificationNotify restores pushes for new messages. The
-// status shows in QueryConversationList. It blocks like
+// status shows in QueryConversationList as Conversation.Muted. It blocks like
 // QueryHistoryMessage. Errors: ErrInvalidArgument for a bad conversation or
 // status; ErrUnavailable when the server has no offline push.
-func (c *Client) SetConversationNotificationStatus(ctx context.Context, convType, convID string, status NotificationStatus) error {
+func (c *Client) SetConversationNotificationStatus(ctx context.Context, convType herald.ConversationType, convID string, status NotificationStatus) error {
 	const op = proto.OpSetConversationNotification
 	k, err := checkConv(op, convType, convID)
 	if err != nil {

@@ -144,7 +144,7 @@ func (c *Client) emit(s *session, k convKey, msgs []proto.Message, offline bool)
 		out[i] = msgs[i].ToMessage()
 		maxSeq = max(maxSeq, msgs[i].Seq)
 	}
-	info := ReceiveInfo{ConvType: k.typ, ConvID: k.id, Offline: offline}
+	info := ReceiveInfo{ConvType: k.convType(), ConvID: k.id, Offline: offline}
 	h := c.opts.Handlers.MessageReceived
 	c.disp.push(func() {
 		if h != nil {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/proto"
 )
 
@@ -13,6 +14,14 @@ import (
 type convKey struct {
 	typ string // proto.ConvPeer or proto.ConvGroup
 	id  string // for a peer conversation, the other user
+}
+
+// convType is k's type as the app sees it.
+func (k convKey) convType() herald.ConversationType {
+	if k.typ == proto.ConvGroup {
+		return herald.ConversationGroup
+	}
+	return herald.ConversationPeer
 }
 
 // convState is how far one conversation has got. accepted >= delivered >=

@@ -81,7 +81,7 @@ func (w *Message) ToMessage() *herald.Message {
 	ct, _ := ParseConvType(w.ConvType)
 	mt, _ := herald.ParseMessageType(w.Type)
 	m := &herald.Message{
-		ID: w.ID, ConvType: ct, Seq: w.Seq, From: w.From, To: w.To, LocalID: w.LocalID,
+		ID: w.ID, ConvType: ct, ConvID: w.ConvID, Seq: w.Seq, From: w.From, To: w.To, LocalID: w.LocalID,
 		Type: mt, Text: w.Text, Data: w.Data, SubType: w.SubType, Extended: w.Extended, Mentions: w.Mentions,
 		CreatedAt: time.UnixMilli(w.Time), FromDevice: w.FromDevice,
 	}

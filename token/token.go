@@ -3,6 +3,15 @@
 // in to the app; the client passes it to Herald's login. It plays the role of
 // ZIM's Token04: an HMAC-SHA256 signature over the user ID and the expiry.
 //
+// The secret is the server's token secret as text, used as its bytes:
+// HERALD_SECRET's value, or the content of the data folder's secret file
+// without its trailing newline. A generated secret file holds 64 hex
+// digits, and those 64 characters are the secret (not the 32 bytes they
+// encode):
+//
+//	b, _ := os.ReadFile("herald-data/secret")
+//	tok, err := token.Mint([]byte(strings.TrimSpace(string(b))), "alice", time.Now(), time.Hour)
+//
 // Format: "h1." + base64url(JSON claims) + "." + base64url(HMAC-SHA256(secret, "h1." + claims)),
 // with claims {"u": user ID, "iat": issued-at seconds, "exp": expiry seconds, "n": random nonce}.
 package token

@@ -332,7 +332,7 @@ func TestGroupJoinAndRemoval(t *testing.T) {
 		}
 	}
 	convs, err := dave.QueryConversationList(ctx, 0)
-	if err != nil || len(convs) != 1 || convs[0].ConvType != client.ConvGroup || convs[0].ConvID != "club" || convs[0].Unread != 1 ||
+	if err != nil || len(convs) != 1 || convs[0].Type != client.ConvGroup || convs[0].ID != "club" || convs[0].Unread != 1 ||
 		convs[0].LastMessage == nil || convs[0].LastMessage.ID != after.ID {
 		t.Errorf("dave's conversations = %+v, %v; want club with 1 unread", convs, err)
 	}
@@ -741,7 +741,7 @@ func checkConversations(t *testing.T, u *groupUser, n int, offline bool) {
 	}
 	last := map[string]int64{}
 	for i, m := range u.msgs {
-		k := u.infos[i].ConvType + "/" + u.infos[i].ConvID
+		k := u.infos[i].ConvType.String() + "/" + u.infos[i].ConvID
 		if m.Seq != last[k]+1 {
 			t.Errorf("%s: message %d of %s has seq %d after %d", u.user, i, k, m.Seq, last[k])
 		}
@@ -795,7 +795,7 @@ func TestGroupConversationList(t *testing.T) {
 		conv   string
 		unread int
 		last   int64
-		status client.NotificationStatus
+		muted  bool
 	}
 	list := func() []entry {
 		t.Helper()
@@ -805,7 +805,7 @@ func TestGroupConversationList(t *testing.T) {
 		}
 		var out []entry
 		for _, c := range convs {
-			e := entry{conv: c.ConvType + "/" + c.ConvID, unread: c.Unread, status: c.NotificationStatus}
+			e := entry{conv: c.Type.String() + "/" + c.ID, unread: c.Unread, muted: c.Muted}
 			if c.LastMessage != nil {
 				e.last = c.LastMessage.Seq
 			}
@@ -814,10 +814,10 @@ func TestGroupConversationList(t *testing.T) {
 		return out
 	}
 	want := []entry{
-		{"group/loud", 3, 4, client.NotificationNotify},
-		{"peer/alice", 1, 1, client.NotificationNotify},
-		{"group/quiet", 2, 2, client.NotificationDoNotDisturb},
-		{"group/empty", 0, 0, client.NotificationNotify},
+		{"group/loud", 3, 4, false},
+		{"peer/alice", 1, 1, false},
+		{"group/quiet", 2, 2, true},
+		{"group/empty", 0, 0, false},
 	}
 	if got := list(); !reflect.DeepEqual(got, want) {
 		t.Errorf("bob's conversations = %+v\nwant %+v", got, want)
@@ -912,7 +912,7 @@ func TestGroupMuteAndMention(t *testing.T) {
 		t.Errorf("bob synced %+v; want the three messages, the last mentioning him", msgs)
 	}
 	convs, err := bob.QueryConversationList(ctx, 0)
-	if err != nil || len(convs) != 1 || convs[0].NotificationStatus != client.NotificationDoNotDisturb || convs[0].Unread != 3 {
+	if err != nil || len(convs) != 1 || !convs[0].Muted || convs[0].Unread != 3 {
 		t.Errorf("bob's conversations = %+v, %v; want noisy muted with 3 unread", convs, err)
 	}
 }

@@ -729,7 +729,7 @@ func TestPushMutedConversation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(convs) != 1 || convs[0].ConvID != tt.peer || convs[0].NotificationStatus != tt.wantStatus || convs[0].Unread != tt.wantUnread {
+		if len(convs) != 1 || convs[0].ID != tt.peer || convs[0].Muted != (tt.wantStatus == client.NotificationDoNotDisturb) || convs[0].Unread != tt.wantUnread {
 			t.Errorf("%s conversation list = %+v; want %s with status %q and %d unread", tt.name, convs, tt.peer, tt.wantStatus, tt.wantUnread)
 		}
 	}
