@@ -369,7 +369,7 @@ func TestGroupJoinAndRemoval(t *testing.T) {
 	wantCode(t, "kicked carol reading history", err, client.ErrForbidden)
 	_, err = carol.QueryGroupInfo(ctx, "club")
 	wantCode(t, "kicked carol reading the group", err, client.ErrForbidden)
-	if convs, _ := carol.QueryConversationList(ctx, 0); len(convs) != 1 || convs[0].ConvType != client.ConvPeer {
+	if convs, _ := carol.QueryConversationList(ctx, 0); len(convs) != 1 || convs[0].Type != client.ConvPeer {
 		t.Errorf("kicked carol's conversations = %+v, want only alice's (the club's is gone)", convs)
 	}
 	if gs, _ := carol.QueryGroupList(ctx); len(gs) != 0 {
