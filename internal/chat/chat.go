@@ -142,6 +142,7 @@ type Service struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
+	started bool // Start was called; mu guards it
 }
 
 type pending struct {
@@ -196,6 +197,9 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 
 // Start runs the writer (group commit) and the fan-out stage.
 func (s *Service) Start() {
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
 	go s.writeLoop()
 	go s.fanoutLoop()
 }
@@ -205,9 +209,15 @@ func (s *Service) Start() {
 // queue are answered unavailable at once. When ctx ends first, the store
 // write in progress is cancelled (its senders are answered internal:
 // "retry"), so the writer does not outlive the shutdown by long; Close
-// returns ctx's error without waiting for it.
+// returns ctx's error without waiting for it. A service never started
+// has nothing to wait for.
 func (s *Service) Close(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.started {
+		s.closed = true
+		s.mu.Unlock()
+		return nil
+	}
 	if !s.closed {
 		s.closed = true
 		close(s.quit)

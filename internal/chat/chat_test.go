@@ -541,3 +541,24 @@ func TestSyncStoresCursorPastOwnSends(t *testing.T) {
 		t.Errorf("tablet's second sync: %d synced, want all 9 again (nothing acked)", count)
 	}
 }
+
+// TestCloseNeverStarted: a service whose Start never ran (a server that
+// failed to start) closes at once instead of waiting out the deadline, so
+// the shutdown after a failed start still has time to close the store.
+func TestCloseNeverStarted(t *testing.T) {
+	s := New(openStore(t), &recorder{}, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Close of a service never started: %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close of a service never started took %v", took)
+	}
+	var got error
+	s.Send("alice", 0, text("bob", "l1", "hi"), func(_ SendResult, err error) { got = err })
+	if herald.ErrorCode(got) != herald.CodeUnavailable {
+		t.Errorf("send after Close: %v, want unavailable", got)
+	}
+}
