@@ -5,6 +5,7 @@ import (
 	"flag"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -167,11 +168,24 @@ func TestServerAddr(t *testing.T) {
 	if err := writeState(recorded, newState("[::]:7555", "", "")); err != nil {
 		t.Fatal(err)
 	}
+	// A server that was killed leaves its file: a process that has ended
+	// (this one, waited for) is not taken for it.
+	stale := t.TempDir()
+	gone := exec.Command(os.Args[0], "-test.run=^$")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	st := newState("127.0.0.1:7556", "", "")
+	st.PID = gone.Process.Pid
+	if err := writeState(stale, st); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, data, addr string
 		want, from       string
 	}{
 		{"recorded", recorded, "", "127.0.0.1:7555", StateFile},
+		{"recorded by a server that is gone", stale, "", "127.0.0.1:7400", "default"},
 		{"given", recorded, "127.0.0.1:7600", "127.0.0.1:7600", "HERALD_ADDR"},
 		{"given wildcard", recorded, ":7600", "127.0.0.1:7600", "HERALD_ADDR"},
 		{"given port 0", recorded, "127.0.0.1:0", "127.0.0.1:7555", StateFile},

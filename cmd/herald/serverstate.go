@@ -74,6 +74,12 @@ func readState(dataDir string) (serverState, error) {
 	if st.Addr == "" {
 		return st, fmt.Errorf("%s: no addr", statePath(dataDir))
 	}
+	// A server killed (SIGKILL, a crash) leaves its file behind; its
+	// address may be another program's by now, and commands send an admin
+	// token there.
+	if st.PID > 0 && !processAlive(st.PID) {
+		return st, fmt.Errorf("%s is stale: process %d is gone", statePath(dataDir), st.PID)
+	}
 	return st, nil
 }
 
