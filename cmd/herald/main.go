@@ -1,5 +1,5 @@
 // Command herald is Herald's one binary: the server and its tools. Install
-// it from a checkout with `go install ./cmd/herald`.
+// it from a checkout with `go install -buildvcs=auto ./cmd/herald`.
 //
 //	herald serve     run the server (embedded store, defaults work out of the box)
 //	herald gentoken  mint a login token for a user (--admin: an operator token for the console;
