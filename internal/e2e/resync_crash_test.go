@@ -27,6 +27,7 @@ import (
 // The SDK drops what it has seen, so the raw logins are what check the
 // server. Both embedded stores.
 func TestResyncAfterSIGKILLShowsNothingTwice(t *testing.T) {
+	skipUnderShort(t)
 	for _, engine := range []string{"sqlite", "pebble"} {
 		t.Run(engine, func(t *testing.T) { testResyncAfterSIGKILL(t, engine) })
 	}
