@@ -16,6 +16,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/apiclient"
+	"github.com/herald-im/herald/internal/clientaddr"
 	"github.com/herald-im/herald/token"
 )
 
@@ -103,7 +104,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (credenti
 		h.bodies.tooLarge.Add(1)
 		return credential{}, herald.Errorf(herald.CodeTooLarge, "body exceeds %d bytes (Content-Length %d)", MaxBodyBytes, r.ContentLength)
 	}
-	addr := addrKey(r.RemoteAddr)
+	addr := clientaddr.Key(r.RemoteAddr)
 	var src io.Reader = r.Body
 	if r.ContentLength >= 0 {
 		// Its length is known: reserved whole, or refused unread.

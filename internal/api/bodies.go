@@ -3,7 +3,6 @@ package api
 import (
 	"errors"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,23 +119,6 @@ func (c *chargedBody) Read(p []byte) (int, error) {
 		c.charged += int64(n)
 	}
 	return n, err
-}
-
-// addrKey is whom a request's body is charged to: its client's IP
-// address, or an IPv6 client's /64 (what one host is usually given).
-func addrKey(remote string) string {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip := net.ParseIP(host)
-	if ip == nil {
-		return host
-	}
-	if ip.To4() == nil {
-		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
-	}
-	return ip.String()
 }
 
 // bodyReadTimeout is how long a signed request's body may take to arrive

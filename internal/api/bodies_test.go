@@ -83,16 +83,3 @@ func TestBodyBudgetShares(t *testing.T) {
 		t.Errorf("after giving all back: used %d, addresses %v; want none", b.used, b.byAddr)
 	}
 }
-
-func TestAddrKey(t *testing.T) {
-	for _, tc := range []struct{ remote, want string }{
-		{"192.0.2.7:443", "192.0.2.7"},
-		{"[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1:2::/64"},
-		{"[::ffff:192.0.2.7]:1", "192.0.2.7"},
-		{"pipe", "pipe"},
-	} {
-		if got := addrKey(tc.remote); got != tc.want {
-			t.Errorf("addrKey(%q) = %q, want %q", tc.remote, got, tc.want)
-		}
-	}
-}

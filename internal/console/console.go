@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/clientaddr"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
@@ -265,7 +266,7 @@ func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
-	addr := clientAddr(r)
+	addr := clientaddr.Key(r.RemoteAddr)
 	now := h.cfg.Now()
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	// The token is checked even while the address backs off: admin tokens

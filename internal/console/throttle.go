@@ -1,8 +1,6 @@
 package console
 
 import (
-	"net"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -55,20 +53,6 @@ type loginRecord struct {
 
 func newLoginThrottle() *loginThrottle {
 	return &loginThrottle{addrs: make(map[string]*loginRecord)}
-}
-
-// clientAddr is the address a login is throttled by: RemoteAddr's host,
-// an IPv6 host's /64.
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip := net.ParseIP(host)
-	if ip == nil || ip.To4() != nil {
-		return host
-	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // wait reports how long addr backs off still; zero: it is not. A

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/herald-im/herald/internal/clientaddr"
 )
 
 // capListener bounds the connections that have not authenticated yet: at
@@ -65,17 +67,6 @@ func (l *capListener) stats() ListenerStats {
 	return ListenerStats{Unauthenticated: open, RefusedAddrCap: l.refusedAddr.Load(), RefusedServerCap: l.refusedServer.Load()}
 }
 
-func hostOfAddr(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
-}
-
 // Accept returns the next connection within the caps; those beyond are
 // closed here and never reach the HTTP server.
 func (l *capListener) Accept() (net.Conn, error) {
@@ -84,7 +75,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		addr := hostOfAddr(c.RemoteAddr())
+		addr := clientaddr.Key(c.RemoteAddr().String())
 		l.mu.Lock()
 		var refused string
 		switch {
