@@ -107,9 +107,10 @@ type Store interface {
 	// after (nil: from the start), in the same order: the conversation
 	// whose last message has the highest ID first (IDs follow commit
 	// order), then those without a last message, by key. A page's last
-	// entry gives the next page's position (CursorOf). A conversation whose
-	// last message changes between pages moves in the order: it may be
-	// listed again, or not at all, by later pages.
+	// entry gives the next page's position (CursorOf). A conversation that
+	// gets a message between pages moves to the front, before the
+	// position: later pages do not list it (again, or at all, when it had
+	// not been listed yet); no conversation is listed twice.
 	ConversationsAfter(ctx context.Context, user string, after *ConversationCursor, limit int) ([]herald.Conversation, error)
 
 	// SetConversationMuted records user's notification status for conv, a

@@ -357,21 +357,16 @@ func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, er
 	})
 }
 
-// Conversations implements store.Store. It finds the newest message of
-// every conversation in user's list (a seek each), sorts them by ID, and
-// reads the last message, read seq, mute and unread count of the page
-// only, all from one snapshot.
+// Conversations implements store.Store: the first page of
+// ConversationsAfter.
 func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]herald.Conversation, error) {
-	switch {
-	case user == "":
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
-	case limit <= 0:
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
-	}
 	return s.ConversationsAfter(ctx, user, nil, limit)
 }
 
-// ConversationsAfter implements store.Store.
+// ConversationsAfter implements store.Store. It finds the newest message
+// of every conversation in user's list (a seek each), sorts them by ID,
+// and reads the last message, read seq, mute and unread count of the page
+// only, all from one snapshot.
 func (s *Store) ConversationsAfter(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error) {
 	switch {
 	case user == "":
