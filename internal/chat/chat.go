@@ -579,6 +579,11 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 			if len(msgs) == 0 {
 				break
 			}
+			// A run starts only right after the cursor: messages skipped
+			// as older than the retention window were never handed to
+			// the device, and a cursor stored past them would hide them
+			// from a sync with a longer window.
+			leading = leading && msgs[0].Seq == after+1
 			for _, m := range msgs {
 				if leading = leading && m.From == user && m.FromDevice == device; !leading {
 					break

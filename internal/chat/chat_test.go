@@ -542,6 +542,40 @@ func TestSyncStoresCursorPastOwnSends(t *testing.T) {
 	}
 }
 
+// TestSyncCursorNotPastOldMessages: a conversation whose messages after
+// the cursor are older than the retention window but for the device's own
+// sends gets no cursor stored past them: the old ones were never handed to
+// the device, and a sync with a longer window must still find them.
+func TestSyncCursorNotPastOldMessages(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	st := openStore(t)
+	s, _ := newService(t, st, Config{Now: clock, OfflineRetention: time.Hour})
+	if _, err := send(s, "bob", 1, text("alice", "old", "from long ago")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Hour)
+	mu.Unlock()
+	m := text("bob", "mine", "recent")
+	m.FromDevice = "phone"
+	if _, err := send(s, "alice", 1, m); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, count, err := s.Sync(ctx, "alice", "phone", nil, func([]*herald.Message) error { return nil }); err != nil || count != 0 {
+		t.Fatalf("sync: %d synced, %v; want nothing (bob's is too old, the other is the phone's own)", count, err)
+	}
+	cur, err := st.Cursors(ctx, "alice", "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cur[herald.PeerConversationKey("alice", "bob")]; got != 0 {
+		t.Errorf("phone's cursor stored at %d, past bob's message it never got; want none", got)
+	}
+}
+
 // TestCloseNeverStarted: a service whose Start never ran (a server that
 // failed to start) closes at once instead of waiting out the deadline, so
 // the shutdown after a failed start still has time to close the store.

@@ -1148,12 +1148,13 @@ func (s *session) replyList(id uint64, op string, list *listBuf, rest any) {
 // reply budget. It takes a token from the session's request budget like a
 // send: each call reads the store for every conversation it lists.
 //
-// The page is one store read of limit + 1 conversations (the one more
-// tells whether another page follows): each read of a page ranks the
-// user's whole list, so reading it in chunks multiplied that work by the
-// number of chunks (issue 15 item 8 review). What the read holds, at most
-// 1,001 conversations with their last messages, lives until the reply is
-// encoded; a session runs one request at a time.
+// Each store read ranks the user's whole list, so a page takes few reads:
+// chunks of 100, 400, then the rest of the limit (each one more, to tell
+// whether more follow), at most three rankings for a page of 1,000. A
+// page of large entries fills the reply budget within the first chunk, so
+// no request holds a thousand large last messages at once. A conversation
+// that gets a message between two reads moves to the front, as between
+// pages: not listed twice, missed if not listed yet (protocol.md §5.8).
 func (s *session) conversations(ctx context.Context, f proto.Frame) {
 	var req proto.ConversationsRequest
 	if !s.decode(f, &req) {
@@ -1191,10 +1192,6 @@ func (s *session) conversations(ctx context.Context, f proto.Frame) {
 		last herald.Conversation
 	)
 	budget := s.g.replyBudget() - convEnvelopeBytes
-	// The page is read in chunks that grow 4x (100, 400, then the rest of
-	// the limit), so a page of small entries costs at most three store
-	// reads, while one of large entries, which fills the budget early,
-	// holds no more than the first chunk in memory.
 	chunk := min(limit, convFirstRead)
 read:
 	for n := 0; ; {

@@ -36,7 +36,8 @@ import (
 // back). The registry's counts run ahead of the store's; a registration
 // keeps them (registry.put).
 //
-// Memory is bounded by MaxPending: past it, jobs stay only in the store.
+// Memory is bounded by MaxPending plus the jobs in flight (a retry goes
+// back to the queue without a check): past it, jobs stay only in the store.
 // The queue in memory keeps the jobs due first: a job handed over or read
 // back to a full queue takes the place of the queue's latest job if it is
 // due before it (the latest then waits in the store), so a queue full of
