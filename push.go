@@ -49,7 +49,9 @@ const MaxPushTokenBytes = 4096
 
 // ValidatePushRegistration checks what a client supplies when registering:
 // provider, token, app and environment. Whether the app is configured is
-// the push service's business.
+// the push service's business. The environment selects APNs' production or
+// development service; other providers have one service, so for them it
+// may be empty (production) and is otherwise only recorded.
 func ValidatePushRegistration(p PushProvider, token, app string, env PushEnvironment) error {
 	switch p {
 	case ProviderAPNs, ProviderAPNsVoIP:
@@ -64,12 +66,18 @@ func ValidatePushRegistration(p PushProvider, token, app string, env PushEnviron
 		if _, err := hex.DecodeString(token); err != nil {
 			return Errorf(CodeInvalidArgument, "token is not hex: an APNs device token is hex encoded")
 		}
-	case ProviderFCM, ProviderHMS, ProviderWebPush:
-		return Errorf(CodeInvalidArgument, "provider %q is not supported yet (supported: apns, apns-voip)", p)
+	case ProviderFCM, ProviderHMS:
+		if err := validateVendorToken(p, token); err != nil {
+			return err
+		}
+	case ProviderWebPush:
+		if _, err := ParseWebPushSubscription(token); err != nil {
+			return err
+		}
 	case "":
-		return Errorf(CodeInvalidArgument, "provider is empty (supported: apns, apns-voip)")
+		return Errorf(CodeInvalidArgument, "provider is empty (supported: %s)", supportedProviders)
 	default:
-		return Errorf(CodeInvalidArgument, "provider %q is unknown (supported: apns, apns-voip)", p)
+		return Errorf(CodeInvalidArgument, "provider %q is unknown (supported: %s)", p, supportedProviders)
 	}
 	if err := validateAppID(app); err != nil {
 		return err
@@ -77,9 +85,45 @@ func ValidatePushRegistration(p PushProvider, token, app string, env PushEnviron
 	switch env {
 	case EnvProduction, EnvDevelopment:
 	case "":
-		return Errorf(CodeInvalidArgument, "environment is empty (production or development)")
+		if p == ProviderAPNs || p == ProviderAPNsVoIP {
+			return Errorf(CodeInvalidArgument, "environment is empty (production or development)")
+		}
 	default:
 		return Errorf(CodeInvalidArgument, "environment %q is unknown (production or development)", env)
+	}
+	return nil
+}
+
+const supportedProviders = "apns, apns-voip, fcm, hms, webpush"
+
+// NormalizePushToken returns the form of a valid token that the server
+// stores, so that one subscription registered twice is one device: a Web
+// Push subscription's canonical JSON (WebPushSubscription.Token); any other
+// token as given.
+func NormalizePushToken(p PushProvider, token string) string {
+	if p == ProviderWebPush {
+		if s, err := ParseWebPushSubscription(token); err == nil {
+			return s.Token()
+		}
+	}
+	return token
+}
+
+// validateVendorToken checks an FCM registration token or a Huawei push
+// token: opaque strings of printable ASCII without spaces (FCM's are
+// letters, digits and -_: today, about 160 characters; Huawei's are
+// similar), at most MaxPushTokenBytes.
+func validateVendorToken(p PushProvider, token string) error {
+	if token == "" {
+		return Errorf(CodeInvalidArgument, "token is empty")
+	}
+	if len(token) > MaxPushTokenBytes {
+		return Errorf(CodeInvalidArgument, "token is %d bytes; the limit is %d", len(token), MaxPushTokenBytes)
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c <= ' ' || c >= 0x7f || c == '"' || c == '\\' {
+			return Errorf(CodeInvalidArgument, "token has character %q at byte %d; an %s token is printable ASCII without spaces or quotes", rune(c), i, p)
+		}
 	}
 	return nil
 }

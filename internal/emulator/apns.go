@@ -113,6 +113,8 @@ type APNs struct {
 
 	devices sync.Map // string (lower-case hex token) -> *device
 
+	mux *http.ServeMux // the other vendors' emulators (Handle)
+
 	stats counters
 
 	mu        sync.Mutex // guards the fields below
@@ -146,6 +148,7 @@ func New(cfg Config) *APNs {
 		inboxMax:  cfg.InboxLimit,
 		keys:      make(map[string]*keyState, len(cfg.Keys)),
 		conns:     make(map[*conn]struct{}),
+		mux:       http.NewServeMux(),
 	}
 	if a.now == nil {
 		a.now = time.Now

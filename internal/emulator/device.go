@@ -131,18 +131,7 @@ func (a *APNs) Register(token string, env Env, topic string) {
 // the device (the replacement takes the end of the list, and its
 // Deliveries counts both); Arrived, Stats and OnAccept see every push.
 func (a *APNs) Inbox(token string) []Notification {
-	d := a.device(normToken(token), false)
-	if d == nil {
-		return []Notification{}
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make([]Notification, len(d.inbox))
-	for i, e := range d.inbox {
-		out[i] = *e.n
-		out[i].Deliveries = e.deliveries
-	}
-	return out
+	return a.device(normToken(token), false).inboxCopy()
 }
 
 // Arrived returns copies of every push token has received, oldest first,
@@ -150,17 +139,7 @@ func (a *APNs) Inbox(token string) []Notification {
 // push sent twice with one collapse ID is once in Inbox and twice here.
 // Bounded by Config.InboxLimit, as Inbox is.
 func (a *APNs) Arrived(token string) []Notification {
-	d := a.device(normToken(token), false)
-	if d == nil {
-		return []Notification{}
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make([]Notification, len(d.arrived))
-	for i, n := range d.arrived {
-		out[i] = *n
-	}
-	return out
+	return a.device(normToken(token), false).arrivedCopy()
 }
 
 // take returns the device's next scripted step, if any, and its

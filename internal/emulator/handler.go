@@ -52,12 +52,18 @@ var checkedHeaders = [...]string{hAuthorization, hTopic, hPushType, hPriority, h
 
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, maxPayloadVoIP+1); return &b }}
 
-// ServeHTTP serves one request on c: the provider API, or the control API
-// under /_emulator/.
+// ServeHTTP serves one request on c: the provider API, a vendor emulator
+// mounted with Handle, or the control API under /_emulator/.
 func (c *conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if strings.HasPrefix(r.URL.Path, controlPrefix) {
-		c.a.control(w, r)
-		return
+	if !strings.HasPrefix(r.URL.Path, "/3/") {
+		if h, pattern := c.a.mux.Handler(r); pattern != "" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, controlPrefix) {
+			c.a.control(w, r)
+			return
+		}
 	}
 	c.a.push(c, w, r)
 }

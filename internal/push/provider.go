@@ -7,9 +7,9 @@ import (
 	"github.com/herald-im/herald"
 )
 
-// Provider sends pushes to one vendor service (APNs, later FCM, HMS, Web
-// Push). The dispatcher holds one per herald.PushProvider; one value may
-// serve several (APNs serves apns and apns-voip). Implementations hold
+// Provider sends pushes to one vendor service (APNs, FCM, HMS, Web Push).
+// The dispatcher holds one per herald.PushProvider; one value may serve
+// several (APNs serves apns and apns-voip). Implementations hold
 // their own credentials per app and are safe for concurrent use.
 type Provider interface {
 	// HasApp reports whether app is configured, so registration can refuse
@@ -30,6 +30,16 @@ type Provider interface {
 
 	// Close releases connections. Send after Close fails.
 	Close() error
+}
+
+// TokenChecker is implemented by a Provider that checks a device's token
+// beyond its form (herald.ValidatePushRegistration) before it is
+// registered: Web Push refuses an endpoint on a loopback or private
+// address unless the operator allows it. CheckToken gets the normalized
+// token (herald.NormalizePushToken) and fails with CodeInvalidArgument
+// naming the field; it does not block on the network.
+type TokenChecker interface {
+	CheckToken(token, app string) error
 }
 
 // PushType is the kind of notification, as APNs names them.

@@ -252,6 +252,15 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 	if !prov.HasApp(app) {
 		return herald.PushDevice{}, herald.Errorf(herald.CodeInvalidArgument, "app %q is not configured for provider %s on this server", app, p)
 	}
+	tok = herald.NormalizePushToken(p, tok)
+	if c, ok := prov.(TokenChecker); ok {
+		if err := c.CheckToken(tok, app); err != nil {
+			return herald.PushDevice{}, err
+		}
+	}
+	if env == "" {
+		env = herald.EnvProduction
+	}
 	s.devMu.Lock()
 	defer s.devMu.Unlock()
 	d, err := s.st.RegisterPushDevice(ctx, herald.PushDevice{Provider: p, Token: tok, App: app, Env: env, User: user, Device: device})

@@ -38,8 +38,8 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 		Secret: secret, Push: s.push, Strategies: strategies, Logger: s.log,
 		Figures: func() any { return m.Figures() },
 	}
-	if s.emu != nil {
-		cc.Emulator = s.emu
+	if s.emus.apns != nil {
+		cc.Emulator = s.emus.apns
 	}
 	cons := console.New(cc)
 	m.RegisterStats("console", func() any { return cons.Stats() })

@@ -24,6 +24,9 @@ import (
 // describes it.
 type PushFile struct {
 	APNs       []APNsApp                `json:"apns"`
+	FCM        []FCMProject             `json:"fcm"`     // push_fcm.go
+	HMS        []HMSApp                 `json:"hms"`     // push_hms.go
+	WebPush    *WebPushFile             `json:"webpush"` // push_webpush.go
 	Strategies map[string]push.Strategy `json:"strategies"`
 }
 
@@ -59,8 +62,8 @@ func LoadPushFile(path string) (*PushFile, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("push config %s: %w", path, err)
 	}
-	if len(f.APNs) == 0 {
-		return nil, fmt.Errorf("push config %s: no app under \"apns\"", path)
+	if len(f.APNs) == 0 && len(f.FCM) == 0 && len(f.HMS) == 0 && f.WebPush == nil {
+		return nil, fmt.Errorf("push config %s: no provider: give at least one of \"apns\", \"fcm\", \"hms\" or \"webpush\"", path)
 	}
 	for id, st := range f.Strategies {
 		if len(id) > herald.MaxResourcesIDBytes || id == "" {
@@ -132,57 +135,129 @@ const (
 	devKeyID  = "HERALDKEY0"
 )
 
+// pushEmulators are the built-in emulators of development mode (no
+// HERALD_PUSH_CONFIG), all nil otherwise. The other vendors' emulators are
+// mounted on the APNs emulator's listeners (emulator.APNs.Handle), so
+// closing it closes them.
+type pushEmulators struct {
+	apns    *emulator.APNs
+	fcm     *emulator.FCM
+	hms     *emulator.HMS
+	webpush *emulator.WebPush
+}
+
+func (e *pushEmulators) close() {
+	if e.apns != nil {
+		e.apns.Close()
+	}
+}
+
 // pushSetup builds the push providers: from HERALD_PUSH_CONFIG, or, when
-// it is empty, against a built-in APNs emulator (returned, to be closed
-// with the server) so the whole flow runs with no Apple account.
-func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]push.Provider, map[string]push.Strategy, *emulator.APNs, error) {
-	var (
-		ac         apns.Config
-		strategies map[string]push.Strategy
-		emu        *emulator.APNs
-	)
+// it is empty, against built-in emulators of every vendor (returned, to be
+// closed with the server) so the whole flow runs with no vendor account.
+func pushSetup(cfg config.Config, log *slog.Logger) (_ map[herald.PushProvider]push.Provider, _ map[string]push.Strategy, _ *pushEmulators, err error) {
+	// Results are named for the deferred clean-up only: it reads the
+	// locals, which a failing return does not reset.
+	provs := make(map[herald.PushProvider]push.Provider)
+	emus := &pushEmulators{}
+	defer func() {
+		if err != nil {
+			closeProviders(provs)
+			emus.close()
+		}
+	}()
+	// add(kinds...)(p, err) records p, when not nil, as the provider of
+	// kinds.
+	add := func(kinds ...herald.PushProvider) func(push.Provider, error) error {
+		return func(p push.Provider, err error) error {
+			if err != nil {
+				return err
+			}
+			for _, k := range kinds {
+				if p != nil {
+					provs[k] = p
+				}
+			}
+			return nil
+		}
+	}
 	if cfg.PushConfig != "" {
 		f, err := LoadPushFile(cfg.PushConfig)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if ac, err = f.apnsConfig(filepath.Dir(cfg.PushConfig), cfg, log); err != nil {
+		dir := filepath.Dir(cfg.PushConfig)
+		if len(f.APNs) > 0 {
+			ac, err := f.apnsConfig(dir, cfg, log)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			p, err := apns.New(ac)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("push config: %w", err)
+			}
+			add(herald.ProviderAPNs, herald.ProviderAPNsVoIP)(p, nil)
+		}
+		if err := add(herald.ProviderFCM)(f.fcmProvider(dir, cfg, log)); err != nil {
 			return nil, nil, nil, err
 		}
-		strategies = f.Strategies
-	} else {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
+		if err := add(herald.ProviderHMS)(f.hmsProvider(dir, cfg, log)); err != nil {
 			return nil, nil, nil, err
 		}
-		emu = emulator.New(emulator.Config{
-			Keys:   map[string]emulator.Key{devKeyID: {TeamID: devTeamID, Public: &key.PublicKey}},
-			Logger: log,
-		})
-		if err := emu.Start(cfg.PushEmulatorAddr); err != nil {
-			return nil, nil, nil, fmt.Errorf("push emulator on %s (HERALD_PUSH_EMULATOR_ADDR): %w", cfg.PushEmulatorAddr, err)
+		if err := add(herald.ProviderWebPush)(f.webPushProvider(dir, cfg, log)); err != nil {
+			return nil, nil, nil, err
 		}
-		sandbox, err := cfg.PushEmulatorSandbox()
-		if err == nil {
-			err = emu.StartSandbox(sandbox)
-		}
-		if err != nil {
-			emu.Close()
-			return nil, nil, nil, fmt.Errorf("push emulator sandbox on %s (HERALD_PUSH_EMULATOR_SANDBOX_ADDR): %w", sandbox, err)
-		}
-		ac = apns.Config{Connections: cfg.PushConnections, Logger: log, Apps: []apns.AppConfig{{
-			BundleID: "*", TeamID: devTeamID, KeyID: devKeyID, Key: key,
-			ProductionURL: emu.URL(), DevelopmentURL: emu.SandboxURL(), RootCAs: emu.CertPool(),
-		}}}
-		log.Warn("no HERALD_PUSH_CONFIG: pushes go to the built-in APNs emulator, not to Apple",
-			"emulator", emu.URL(), "sandbox", emu.SandboxURL(), "inbox", emu.URL()+"/_emulator/inbox/<device token>")
+		return provs, f.Strategies, emus, nil
 	}
-	p, err := apns.New(ac)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		if emu != nil {
-			emu.Close()
-		}
+		return nil, nil, nil, err
+	}
+	emu := emulator.New(emulator.Config{
+		Keys:   map[string]emulator.Key{devKeyID: {TeamID: devTeamID, Public: &key.PublicKey}},
+		Logger: log,
+	})
+	emus.apns = emu
+	// The other vendors mount on emu before it listens.
+	if err := add(herald.ProviderFCM)(devFCM(emu, emus, cfg, log)); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := add(herald.ProviderHMS)(devHMS(emu, emus, cfg, log)); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := add(herald.ProviderWebPush)(devWebPush(emu, emus, cfg, log)); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := emu.Start(cfg.PushEmulatorAddr); err != nil {
+		return nil, nil, nil, fmt.Errorf("push emulator on %s (HERALD_PUSH_EMULATOR_ADDR): %w", cfg.PushEmulatorAddr, err)
+	}
+	sandbox, err := cfg.PushEmulatorSandbox()
+	if err == nil {
+		err = emu.StartSandbox(sandbox)
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("push emulator sandbox on %s (HERALD_PUSH_EMULATOR_SANDBOX_ADDR): %w", sandbox, err)
+	}
+	p, err := apns.New(apns.Config{Connections: cfg.PushConnections, Logger: log, Apps: []apns.AppConfig{{
+		BundleID: "*", TeamID: devTeamID, KeyID: devKeyID, Key: key,
+		ProductionURL: emu.URL(), DevelopmentURL: emu.SandboxURL(), RootCAs: emu.CertPool(),
+	}}})
+	if err != nil {
 		return nil, nil, nil, fmt.Errorf("push config: %w", err)
 	}
-	return map[herald.PushProvider]push.Provider{herald.ProviderAPNs: p, herald.ProviderAPNsVoIP: p}, strategies, emu, nil
+	add(herald.ProviderAPNs, herald.ProviderAPNsVoIP)(p, nil)
+	log.Warn("no HERALD_PUSH_CONFIG: pushes go to the built-in emulators, not to Apple, Google, Huawei or browsers",
+		"emulator", emu.URL(), "sandbox", emu.SandboxURL(), "inbox", emu.URL()+"/_emulator/inbox/<device token>")
+	return provs, nil, emus, nil
+}
+
+// closeProviders closes each provider once (one may serve several kinds).
+func closeProviders(provs map[herald.PushProvider]push.Provider) {
+	done := make(map[push.Provider]bool)
+	for _, p := range provs {
+		if !done[p] {
+			done[p] = true
+			p.Close()
+		}
+	}
 }

@@ -52,7 +52,7 @@ type Server struct {
 	push  *push.Service
 	calls *call.Service
 	hooks *webhook.Service // nil without callback URLs (webhook.go)
-	emu   *emulator.APNs   // the built-in APNs emulator when no push credentials are configured
+	emus  *pushEmulators   // the built-in emulators when no push credentials are configured
 	provs map[herald.PushProvider]push.Provider
 	http  *http.Server
 	ln    net.Listener
@@ -89,7 +89,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	}
 	// Every component writes through it, so /readyz sees failing writes.
 	st := newWriteHealth(opened, time.Now)
-	providers, strategies, emu, err := pushSetup(cfg, log)
+	providers, strategies, emus, err := pushSetup(cfg, log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -150,7 +150,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	})
 	gw.SetChat(ch)
 	ps.SetGroups(ch)
-	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emu: emu, provs: providers, done: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emus: emus, provs: providers, done: make(chan error, 1)}
 	s.repeats = repeats.st
 	s.hooks = hooks
 	mux := http.NewServeMux()
@@ -325,8 +325,15 @@ func (s *Server) Push() *push.Service { return s.push }
 func (s *Server) Calls() *call.Service { return s.calls }
 
 // Emulator is the built-in APNs emulator, nil when push credentials are
+// configured. The other vendors' emulators listen on its address.
+func (s *Server) Emulator() *emulator.APNs { return s.emus.apns }
+
+// FCMEmulator, HMSEmulator and WebPushEmulator are the built-in emulators
+// of FCM, Huawei Push Kit and Web Push, nil when push credentials are
 // configured.
-func (s *Server) Emulator() *emulator.APNs { return s.emu }
+func (s *Server) FCMEmulator() *emulator.FCM         { return s.emus.fcm }
+func (s *Server) HMSEmulator() *emulator.HMS         { return s.emus.hms }
+func (s *Server) WebPushEmulator() *emulator.WebPush { return s.emus.webpush }
 
 // Gateway exposes the gateway for tests and metrics.
 func (s *Server) Gateway() *gateway.Gateway { return s.gw }
@@ -368,13 +375,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	provClosed := map[push.Provider]bool{}
-	for _, p := range s.provs {
-		if !provClosed[p] {
-			provClosed[p] = true
-			p.Close()
-		}
-	}
+	closeProviders(s.provs)
 	// The store's Close waits for the write in progress: on a hung disk
 	// it never returns, and Shutdown must still meet its deadline. What
 	// the store acknowledged is synced already; a close given up on is a
@@ -389,9 +390,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("store: not closed by the shutdown deadline (a write is stuck): %w", ctx.Err()))
 	}
-	if s.emu != nil {
-		s.emu.Close()
-	}
+	s.emus.close()
 	s.repeats.flushAll() // the counts of what was left out
 	return errors.Join(errs...)
 }

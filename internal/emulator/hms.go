@@ -1,0 +1,4 @@
+package emulator
+
+// HMS emulates the vendor's push service. PLACEHOLDER: the hms emulator fills it in.
+type HMS struct{}
