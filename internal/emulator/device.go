@@ -10,8 +10,13 @@ import (
 	"time"
 )
 
-// Notification is one accepted push, as the device would receive it.
+// Notification is one accepted push, as the device would receive it. The
+// fields are APNs'; the other vendors' emulators fill the ones that carry
+// over and say in their doc comments what each holds for them (Topic: the
+// FCM project, the Huawei app ID, the Web Push subscriber's VAPID key...).
 type Notification struct {
+	// Vendor is "fcm", "hms" or "webpush"; empty for APNs.
+	Vendor      string          `json:"vendor,omitempty"`
 	ID          string          `json:"id"` // apns-id: the request's, or generated
 	Token       string          `json:"token"`
 	Topic       string          `json:"topic"`
@@ -26,6 +31,9 @@ type Notification struct {
 	IssuedAt    time.Time       `json:"issued_at,omitzero"`    // the JWT's iat
 	Certificate string          `json:"certificate,omitempty"` // certificate authentication: its bundle ID
 	ReceivedAt  time.Time       `json:"received_at"`
+	// Headers are vendor request headers worth seeing (Web Push: TTL,
+	// Urgency, Topic); nil for APNs, whose fields above cover them.
+	Headers map[string]string `json:"headers,omitempty"`
 	// Deliveries is, in Inbox (what the phone shows), how many pushes
 	// arrived for this entry: 1, plus the earlier ones with its topic and
 	// collapse ID that it replaced. Zero in Arrived, where each push is
