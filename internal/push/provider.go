@@ -62,6 +62,14 @@ type Strategy struct {
 	MutableContent bool     `json:"mutable_content,omitempty"`
 	// InterruptionLevel: passive, active, time-sensitive, critical.
 	InterruptionLevel string `json:"interruption_level,omitempty"`
+	// ChannelID is the Android notification channel (FCM
+	// android.notification.channel_id, Huawei android.notification's
+	// channel_id); empty: the app's default channel.
+	ChannelID string `json:"channel_id,omitempty"`
+	// CollapseKey makes pushes replace one another while the device is
+	// offline (FCM and Huawei collapse_key, Web Push Topic); empty: none.
+	// FCM keeps at most four collapse keys per device.
+	CollapseKey string `json:"collapse_key,omitempty"`
 }
 
 // Content is what a push says, before a provider renders it.
