@@ -18,7 +18,7 @@ import (
 // Handle mounts h on the emulator's listeners for pattern (an
 // http.ServeMux pattern). APNs' own paths (/3/device/) always go to APNs;
 // a request under /_emulator/ that matches no mounted pattern goes to
-// APNs' control API. Mount before Start.
+// APNs' control API. Handle may be called before or after Start.
 func (a *APNs) Handle(pattern string, h http.Handler) {
 	a.mux.Handle(pattern, h)
 }

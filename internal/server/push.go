@@ -218,16 +218,6 @@ func pushSetup(cfg config.Config, log *slog.Logger) (_ map[herald.PushProvider]p
 		Logger: log,
 	})
 	emus.apns = emu
-	// The other vendors mount on emu before it listens.
-	if err := add(herald.ProviderFCM)(devFCM(emu, emus, cfg, log)); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := add(herald.ProviderHMS)(devHMS(emu, emus, cfg, log)); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := add(herald.ProviderWebPush)(devWebPush(emu, emus, cfg, log)); err != nil {
-		return nil, nil, nil, err
-	}
 	if err := emu.Start(cfg.PushEmulatorAddr); err != nil {
 		return nil, nil, nil, fmt.Errorf("push emulator on %s (HERALD_PUSH_EMULATOR_ADDR): %w", cfg.PushEmulatorAddr, err)
 	}
@@ -237,6 +227,16 @@ func pushSetup(cfg config.Config, log *slog.Logger) (_ map[herald.PushProvider]p
 	}
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("push emulator sandbox on %s (HERALD_PUSH_EMULATOR_SANDBOX_ADDR): %w", sandbox, err)
+	}
+	// The other vendors mount on emu, which serves them at its address.
+	if err := add(herald.ProviderFCM)(devFCM(emu, emus, cfg, log)); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := add(herald.ProviderHMS)(devHMS(emu, emus, cfg, log)); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := add(herald.ProviderWebPush)(devWebPush(emu, emus, cfg, log)); err != nil {
+		return nil, nil, nil, err
 	}
 	p, err := apns.New(apns.Config{Connections: cfg.PushConnections, Logger: log, Apps: []apns.AppConfig{{
 		BundleID: "*", TeamID: devTeamID, KeyID: devKeyID, Key: key,
