@@ -727,6 +727,7 @@ func (s *Service) process(j store.PushJob) outcome {
 	if data.CallID != "" {
 		c = callContent(&data.Config, st, data.CallID, data.From, data.CallCancel)
 	}
+	c.NotifID = o.log.NotifID
 	if data.Config.EnableBadge && j.Attempt == 0 {
 		var epoch uint64
 		c.Badge, epoch, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)

@@ -74,6 +74,9 @@ type Strategy struct {
 
 // Content is what a push says, before a provider renders it.
 type Content struct {
+	// NotifID is the Notification's ID, for providers whose payload
+	// carries it (Web Push's tag, which replaces a shown notification).
+	NotifID  string
 	Config   herald.PushConfig
 	Strategy Strategy
 	Badge    int  // the absolute badge to show

@@ -95,7 +95,11 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 	if !stage("strategy", err == nil, "%s", strategyDetail(cfg.ResourcesID, st, err)) {
 		return r, nil
 	}
-	c := Content{Config: cfg, Strategy: st}
+	var idb [16]byte
+	rand.Read(idb[:])
+	idb[6] = idb[6]&0x0f | 0x40 // version 4: random
+	idb[8] = idb[8]&0x3f | 0x80
+	c := Content{NotifID: formatUUID(idb[:]), Config: cfg, Strategy: st}
 	if cfg.EnableBadge {
 		c.Badge, c.HasBadge = dev.Badge+cfg.BadgeIncrement, true
 	}
@@ -104,12 +108,8 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 		return r, nil
 	}
 	r.Payload = string(payload)
-	var idb [16]byte
-	rand.Read(idb[:])
-	idb[6] = idb[6]&0x0f | 0x40 // version 4: random
-	idb[8] = idb[8]&0x3f | 0x80
 	n := Notification{
-		ID: formatUUID(idb[:]), Device: dev,
+		ID: c.NotifID, Device: dev,
 		Type: pushType(&dev, st), Priority: st.Priority, Expiration: s.cfg.Now().Add(s.cfg.TTL), Payload: payload,
 	}
 	onStage(Stage{Name: "send", OK: true, Pending: true, Detail: fmt.Sprintf("notification %s on its way to %s (app %s, %s)", n.ID, dev.Provider, dev.App, dev.Env)})
