@@ -192,6 +192,7 @@ func printReport(w io.Writer, report any) {
 			r.Sent, r.Errors, r.Pushes, r.Delivered, r.Missed, r.Duplicated, r.Unexpected)
 		fmt.Fprintf(w, "  throughput %.0f pushes/s end to end over %.1fs (sends acknowledged at %.0f/s)\n", r.PushesPerS, r.DurationSec, r.AcksPerSec)
 		fmt.Fprintf(w, "  send->push p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms\n", r.P50ms, r.P99ms, r.P999ms, r.MaxMs)
+		fmt.Fprintf(w, "  server CPU %.1f µs per push delivered\n", r.ServerCPUusPerPush)
 		fmt.Fprintf(w, "  emulator: accepted %d  rejected %d  duplicates %d  connections %d  max streams in flight %d\n",
 			r.EmulatorAccepted, r.EmulatorRejected, r.EmulatorDuplicates, r.Connections, r.MaxStreams)
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -77,4 +78,18 @@ func startTarget(t *testing.T, mutate func(*config.Config)) *Target {
 	}
 	t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	return &Target{URL: srv.URL(), Secret: secret}
+}
+
+// procCPU must see this process's CPU time grow while it computes.
+func TestProcCPUGrows(t *testing.T) {
+	before := procCPU(os.Getpid())
+	deadline := time.Now().Add(300 * time.Millisecond)
+	x := 0
+	for time.Now().Before(deadline) {
+		x++
+	}
+	after := procCPU(os.Getpid())
+	if after-before < 100*time.Millisecond {
+		t.Fatalf("procCPU grew by %v over 300 ms of computing (from %v to %v), want at least 100 ms", after-before, before, after)
+	}
 }

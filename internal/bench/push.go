@@ -150,6 +150,10 @@ type PushResult struct {
 	Connections        int64 `json:"emulator_connections"`
 	ServerRSS          int64 `json:"server_rss_bytes"`
 	ServerPeakRSS      int64 `json:"server_peak_rss_bytes"`
+	// ServerCPUusPerPush is the server process's CPU time (user+system)
+	// from the first send to the last push received, divided by the
+	// pushes delivered: stable on a shared machine, where rates are not.
+	ServerCPUusPerPush float64 `json:"server_cpu_us_per_push"`
 }
 
 // receipts are the pushes the emulator accepted, by apns-id; sharded so
@@ -380,6 +384,7 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 	// Senders wait for pushes for a while after their last send.
 	defer keepAlive(clients)()
 
+	cpuBefore := t.CPU()
 	start := time.Now()
 	var swg sync.WaitGroup
 	for _, s := range senders {
@@ -430,6 +435,7 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 	drain := time.After(o.Drain)
 	waitFor(func() bool { return acked.Load()+errs.Load() >= sent.Load() }, "acks", drain)
 	waitFor(func() bool { return rc.distinct.Load() >= acked.Load() }, "drain", drain)
+	cpu := t.CPU() - cpuBefore
 	// A push sent twice tends to follow the first closely (a retry after a
 	// lost answer): give duplicates a moment to show.
 	waitFor(func() bool { return false }, "settle", time.After(min(500*time.Millisecond, o.Drain)))
@@ -481,6 +487,9 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 		res.EmulatorRejected += n - before.Rejected[reason]
 	}
 	res.MaxStreams, res.Connections = after.MaxStreamsInFlight, after.Connections-before.Connections
+	if res.Delivered > 0 {
+		res.ServerCPUusPerPush = float64(cpu.Microseconds()) / float64(res.Delivered)
+	}
 	res.ServerRSS = t.RSS()
 	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))
 	if e, ok := firstErr.Load().(string); ok && o.Progress != nil {

@@ -5,6 +5,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -107,6 +108,38 @@ func (t *Target) RSS() int64 {
 		return 0
 	}
 	return procStatus(t.PID, "VmRSS:")
+}
+
+// CPU returns the server's CPU time so far, user plus system (0 when
+// unknown).
+func (t *Target) CPU() time.Duration {
+	if t.PID == 0 {
+		return 0
+	}
+	return procCPU(t.PID)
+}
+
+// procCPU reads utime+stime of /proc/PID/stat. Both count clock ticks of
+// USER_HZ, which is 100 on every Linux build Go supports.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// count fields after its closing one. utime and stime are fields 14
+	// and 15, the 12th and 13th after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100)
 }
 
 // procStatus reads a kB field of /proc/PID/status as bytes.
