@@ -11,10 +11,21 @@ import (
 // PushRegistration is a device's push token, as the platform gave it to
 // the app (ZPNs' register).
 type PushRegistration struct {
-	Provider    herald.PushProvider    // herald.ProviderAPNs, or herald.ProviderAPNsVoIP for a PushKit token
-	Token       string                 // the vendor's device token (APNs: hex)
-	App         string                 // bundle ID, as configured on the server
-	Environment herald.PushEnvironment // herald.EnvProduction or herald.EnvDevelopment (a debug build)
+	// Provider is herald.ProviderAPNs (herald.ProviderAPNsVoIP for a
+	// PushKit token), herald.ProviderFCM, herald.ProviderHMS or
+	// herald.ProviderWebPush.
+	Provider herald.PushProvider
+	// Token is the vendor's device token: APNs hex, the FCM registration
+	// token, the Huawei push token, or a browser's subscription JSON
+	// (PushSubscription.toJSON(); herald.WebPushSubscription.Token builds
+	// it).
+	Token string
+	// App is the app as configured on the server: the bundle ID (APNs),
+	// the package name (FCM, Huawei), a label of the web app (Web Push).
+	App string
+	// Environment is herald.EnvProduction or herald.EnvDevelopment (a
+	// debug build: APNs sandbox); other providers may leave it empty.
+	Environment herald.PushEnvironment
 }
 
 // PushDevice is one of the user's registered push devices: the root

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -260,4 +261,27 @@ func closeProviders(provs map[herald.PushProvider]push.Provider) {
 			p.Close()
 		}
 	}
+}
+
+// VAPIDKeyPath serves the Web Push application server key (VAPID public
+// key) web clients subscribe with: {"public_key": "<base64url>"}, no
+// authentication (it is public); 404 when Web Push is not configured.
+const VAPIDKeyPath = "/push/webpush/vapid-public-key"
+
+func (s *Server) vapidPublicKey(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed: GET the key", http.StatusMethodNotAllowed)
+		return
+	}
+	k, ok := s.provs[herald.ProviderWebPush].(interface{ PublicKey() string })
+	if !ok {
+		http.Error(w, "Web Push is not configured on this server", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	json.NewEncoder(w).Encode(struct {
+		PublicKey string `json:"public_key"`
+	}{k.PublicKey()})
 }

@@ -173,6 +173,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.readyz)
+	mux.HandleFunc(VAPIDKeyPath, s.vapidPublicKey) // push_webpush.go's provider
 	s.metrics = mtr
 	s.mountOps(mux, secret, strategies) // /console/ and /metrics (ops.go)
 	mtr.RegisterStats("api", func() any { return apiHandler.Stats() })
