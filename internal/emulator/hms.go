@@ -412,6 +412,7 @@ func (h *HMS) serveSend(w http.ResponseWriter, r *http.Request, app string) {
 		reject(http.StatusBadRequest, code, why)
 		return
 	}
+	n.Topic = app
 	// Scripts: the first token whose step answers for the whole request
 	// decides it; illegal tokens are collected.
 	var illegal []string

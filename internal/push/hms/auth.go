@@ -17,6 +17,7 @@ import (
 // token request, not one each.
 type tokenSource struct {
 	p             *Provider
+	url           string // the token endpoint
 	appID, secret string
 	refreshBefore time.Duration
 
@@ -112,7 +113,7 @@ type tokenAnswer struct {
 func (s *tokenSource) request(ctx context.Context) (string, time.Duration, error) {
 	s.p.stats.tokenRequests.Add(1)
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {s.appID}, "client_secret": {s.secret}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.p.tokenURL, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, strings.NewReader(form.Encode()))
 	if err != nil {
 		return "", 0, err
 	}

@@ -54,6 +54,8 @@ type AppConfig struct {
 	// BadgeClass is the app's entry activity (full class name), which
 	// Huawei requires to set a badge; empty: pushes carry no badge.
 	BadgeClass string
+	// TokenURL and PushURL override Config's for this app; empty: Config's.
+	TokenURL, PushURL string
 }
 
 // Config configures a Provider.
@@ -82,16 +84,14 @@ type Config struct {
 // Provider sends pushes through Huawei Push Kit. It is safe for concurrent
 // use.
 type Provider struct {
-	apps     map[string]*app // by package name
-	client   *http.Client
-	tr       *http.Transport
-	tokenURL string
-	pushURL  string
-	timeout  time.Duration
-	now      func() time.Time
-	log      *slog.Logger
-	stats    counters
-	closed   atomic.Bool
+	apps    map[string]*app // by package name
+	client  *http.Client
+	tr      *http.Transport
+	timeout time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+	stats   counters
+	closed  atomic.Bool
 	// ctx bounds access token requests, which outlive the Send that
 	// started them (other workers wait for them); Close cancels it.
 	ctx    context.Context
@@ -150,16 +150,14 @@ func New(cfg Config) (*Provider, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Provider{
-		apps:     map[string]*app{},
-		tr:       tr,
-		client:   &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		tokenURL: tokenURL,
-		pushURL:  pushURL,
-		timeout:  cfg.Timeout,
-		now:      cfg.Now,
-		log:      cfg.Logger.With("provider", "hms"),
-		ctx:      ctx,
-		cancel:   cancel,
+		apps:    map[string]*app{},
+		tr:      tr,
+		client:  &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		timeout: cfg.Timeout,
+		now:     cfg.Now,
+		log:     cfg.Logger.With("provider", "hms"),
+		ctx:     ctx,
+		cancel:  cancel,
 	}
 	ids := map[string]bool{}
 	for i, ac := range cfg.Apps {
@@ -181,10 +179,23 @@ func New(cfg Config) (*Provider, error) {
 			cancel()
 			return nil, fmt.Errorf("%s: Packages is empty: name the package names it serves (or %q)", name, Wildcard)
 		}
+		appTokenURL, appPushURL := tokenURL, pushURL
+		if ac.TokenURL != "" {
+			if appTokenURL, err = parseURL(ac.TokenURL, "", true); err != nil {
+				cancel()
+				return nil, fmt.Errorf("%s: TokenURL %w", name, err)
+			}
+		}
+		if ac.PushURL != "" {
+			if appPushURL, err = parseURL(ac.PushURL, "", false); err != nil {
+				cancel()
+				return nil, fmt.Errorf("%s: PushURL %w", name, err)
+			}
+		}
 		a := &app{
 			id: ac.AppID, badgeClass: ac.BadgeClass,
-			sendURL: pushURL + "/v1/" + url.PathEscape(ac.AppID) + "/messages:send",
-			tokens:  &tokenSource{p: p, appID: ac.AppID, secret: ac.AppSecret, refreshBefore: cfg.RefreshBefore},
+			sendURL: appPushURL + "/v1/" + url.PathEscape(ac.AppID) + "/messages:send",
+			tokens:  &tokenSource{p: p, url: appTokenURL, appID: ac.AppID, secret: ac.AppSecret, refreshBefore: cfg.RefreshBefore},
 		}
 		for _, pkg := range ac.Packages {
 			if pkg != Wildcard {
