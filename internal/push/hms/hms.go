@@ -1,0 +1,335 @@
+// Package hms owns Herald's side of Huawei Push Kit: the OAuth 2.0 client
+// credentials exchange (one access token per app, cached, shared by every
+// worker, refreshed before it expires), the message layout
+// (messages:send with one token per request), and the mapping of Huawei's
+// result codes to push verdicts. It implements push.Provider for the hms
+// device kind. See README.md for the design.
+package hms
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald/internal/push"
+)
+
+// Default endpoints and limits.
+const (
+	DefaultTokenURL = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
+	DefaultPushURL  = "https://push-api.cloud.huawei.com"
+
+	DefaultTimeout       = 10 * time.Second
+	DefaultRefreshBefore = 5 * time.Minute
+
+	// MaxPayload is Huawei's limit on a message, in bytes: the message
+	// object less its token list.
+	MaxPayload = 4096
+	// MaxTTL is the longest time Huawei keeps a message for an offline
+	// device: 15 days.
+	MaxTTL = 15 * 24 * time.Hour
+)
+
+// Wildcard as a package name serves every package not listed.
+const Wildcard = "*"
+
+// ErrClosed is the Err of a Result from Send after Close.
+var ErrClosed = errors.New("hms: provider is closed")
+
+// AppConfig is one Huawei app (AppGallery Connect): its ID and secret,
+// and the Android package names it serves.
+type AppConfig struct {
+	AppID     string
+	AppSecret string // never logged
+	// Packages are the package names whose devices this app pushes to
+	// (a device's App); Wildcard serves every package not listed.
+	Packages []string
+	// BadgeClass is the app's entry activity (full class name), which
+	// Huawei requires to set a badge; empty: pushes carry no badge.
+	BadgeClass string
+	// TokenURL and PushURL override Config's for this app; empty: Config's.
+	TokenURL, PushURL string
+}
+
+// Config configures a Provider.
+type Config struct {
+	Apps []AppConfig
+	// TokenURL is the OAuth 2.0 token endpoint; empty means
+	// DefaultTokenURL. PushURL is the push API's scheme and host (a path
+	// prefix allowed, for the emulator or a proxy); empty means
+	// DefaultPushURL. Sends go to PushURL/v1/{appId}/messages:send.
+	TokenURL, PushURL string
+	// RootCAs verifies both endpoints; nil means the system roots.
+	RootCAs *x509.CertPool
+	// Timeout bounds one Send, an access token request included; zero
+	// means 10s.
+	Timeout time.Duration
+	// RefreshBefore is how long before its expiry an access token is
+	// replaced; zero means 5 minutes.
+	RefreshBefore time.Duration
+	// Now is the clock for token expiry and TTLs; nil means time.Now.
+	Now func() time.Time
+	// Logger receives credential alarms; nil discards. Secrets and access
+	// tokens are never logged.
+	Logger *slog.Logger
+}
+
+// Provider sends pushes through Huawei Push Kit. It is safe for concurrent
+// use.
+type Provider struct {
+	apps    map[string]*app // by package name
+	client  *http.Client
+	tr      *http.Transport
+	timeout time.Duration
+	now     func() time.Time
+	log     *slog.Logger
+	stats   counters
+	closed  atomic.Bool
+	// ctx bounds access token requests, which outlive the Send that
+	// started them (other workers wait for them); Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+var _ push.Provider = (*Provider)(nil)
+
+// app is one configured Huawei app.
+type app struct {
+	id         string
+	badgeClass string
+	sendURL    string
+	tokens     *tokenSource
+}
+
+// New validates cfg and returns a Provider. It does no network I/O.
+// Errors name the app and the field at fault, never the secret.
+func New(cfg Config) (*Provider, error) {
+	if len(cfg.Apps) == 0 {
+		return nil, errors.New("hms: no apps configured")
+	}
+	switch {
+	case cfg.Timeout < 0:
+		return nil, fmt.Errorf("hms: Timeout %v is negative", cfg.Timeout)
+	case cfg.Timeout == 0:
+		cfg.Timeout = DefaultTimeout
+	}
+	switch {
+	case cfg.RefreshBefore < 0:
+		return nil, fmt.Errorf("hms: RefreshBefore %v is negative", cfg.RefreshBefore)
+	case cfg.RefreshBefore == 0:
+		cfg.RefreshBefore = DefaultRefreshBefore
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	tokenURL, err := parseURL(cfg.TokenURL, DefaultTokenURL, true)
+	if err != nil {
+		return nil, fmt.Errorf("hms: TokenURL %w", err)
+	}
+	pushURL, err := parseURL(cfg.PushURL, DefaultPushURL, false)
+	if err != nil {
+		return nil, fmt.Errorf("hms: PushURL %w", err)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ForceAttemptHTTP2 = true
+	tr.MaxIdleConnsPerHost = 64
+	tr.IdleConnTimeout = 90 * time.Second
+	tr.DisableCompression = true
+	if cfg.RootCAs != nil {
+		tr.TLSClientConfig.RootCAs = cfg.RootCAs
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Provider{
+		apps:    map[string]*app{},
+		tr:      tr,
+		client:  &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		timeout: cfg.Timeout,
+		now:     cfg.Now,
+		log:     cfg.Logger.With("provider", "hms"),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	ids := map[string]bool{}
+	for i, ac := range cfg.Apps {
+		name := fmt.Sprintf("hms: apps[%d] %q", i, ac.AppID)
+		if err := validateAppID(ac.AppID); err != nil {
+			cancel()
+			return nil, fmt.Errorf("%s: AppID %w", name, err)
+		}
+		if ids[ac.AppID] {
+			cancel()
+			return nil, fmt.Errorf("%s: AppID is configured twice", name)
+		}
+		ids[ac.AppID] = true
+		if ac.AppSecret == "" {
+			cancel()
+			return nil, fmt.Errorf("%s: AppSecret is empty", name)
+		}
+		if len(ac.Packages) == 0 {
+			cancel()
+			return nil, fmt.Errorf("%s: Packages is empty: name the package names it serves (or %q)", name, Wildcard)
+		}
+		appTokenURL, appPushURL := tokenURL, pushURL
+		if ac.TokenURL != "" {
+			if appTokenURL, err = parseURL(ac.TokenURL, "", true); err != nil {
+				cancel()
+				return nil, fmt.Errorf("%s: TokenURL %w", name, err)
+			}
+		}
+		if ac.PushURL != "" {
+			if appPushURL, err = parseURL(ac.PushURL, "", false); err != nil {
+				cancel()
+				return nil, fmt.Errorf("%s: PushURL %w", name, err)
+			}
+		}
+		a := &app{
+			id: ac.AppID, badgeClass: ac.BadgeClass,
+			sendURL: appPushURL + "/v1/" + url.PathEscape(ac.AppID) + "/messages:send",
+			tokens:  &tokenSource{p: p, url: appTokenURL, appID: ac.AppID, secret: ac.AppSecret, refreshBefore: cfg.RefreshBefore},
+		}
+		for _, pkg := range ac.Packages {
+			if pkg != Wildcard {
+				if err := validatePackage(pkg); err != nil {
+					cancel()
+					return nil, fmt.Errorf("%s: package %q %w", name, pkg, err)
+				}
+			}
+			if other, dup := p.apps[pkg]; dup {
+				cancel()
+				return nil, fmt.Errorf("%s: package %q is also served by app %q", name, pkg, other.id)
+			}
+			p.apps[pkg] = a
+		}
+	}
+	return p, nil
+}
+
+func validateAppID(id string) error {
+	if id == "" {
+		return errors.New("is empty")
+	}
+	if len(id) > 64 {
+		return fmt.Errorf("is %d bytes; the limit is 64", len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_') {
+			return fmt.Errorf("has character %q; Huawei app IDs are digits", c)
+		}
+	}
+	return nil
+}
+
+// validatePackage checks an Android package name's form.
+func validatePackage(s string) error {
+	if s == "" || len(s) > 255 {
+		return errors.New("is not 1-255 bytes")
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_') {
+			return fmt.Errorf("has character %q; a package name has letters, digits, . and _", c)
+		}
+	}
+	return nil
+}
+
+func parseURL(s, def string, withPath bool) (string, error) {
+	if s == "" {
+		s = def
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("does not parse: %w", err)
+	}
+	if u.Scheme != "https" {
+		return "", fmt.Errorf("%q is not an https URL", s)
+	}
+	if u.Hostname() == "" {
+		return "", fmt.Errorf("%q has no host", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("%q must have no query, fragment or user", s)
+	}
+	if withPath {
+		return u.String(), nil
+	}
+	return strings.TrimSuffix(u.String(), "/"), nil
+}
+
+// HasApp reports whether package name app is served (on its own or by a
+// Wildcard entry).
+func (p *Provider) HasApp(app string) bool { return p.app(app) != nil }
+
+func (p *Provider) app(pkg string) *app {
+	if a, ok := p.apps[pkg]; ok {
+		return a
+	}
+	if validatePackage(pkg) != nil {
+		return nil
+	}
+	return p.apps[Wildcard]
+}
+
+// Close ends token requests in flight and closes idle connections. Send
+// after Close returns Retry with ErrClosed.
+func (p *Provider) Close() error {
+	if p.closed.Swap(true) {
+		return nil
+	}
+	p.cancel()
+	p.tr.CloseIdleConnections()
+	return nil
+}
+
+// Stats are cumulative counters since New.
+type Stats struct {
+	Sent        uint64 // Send calls
+	Delivered   uint64 // by verdict ...
+	Retry       uint64
+	DropToken   uint64
+	Permanent   uint64
+	Credentials uint64
+
+	TokenRequests uint64 // access token requests made
+	TokenRetries  uint64 // sends repeated with a new access token after 80200003
+}
+
+type counters struct {
+	sent, delivered, retry, dropToken, permanent, credentials atomic.Uint64
+	tokenRequests, tokenRetries                               atomic.Uint64
+}
+
+// Stats returns the counters.
+func (p *Provider) Stats() Stats {
+	c := &p.stats
+	return Stats{
+		Sent: c.sent.Load(), Delivered: c.delivered.Load(), Retry: c.retry.Load(),
+		DropToken: c.dropToken.Load(), Permanent: c.permanent.Load(), Credentials: c.credentials.Load(),
+		TokenRequests: c.tokenRequests.Load(), TokenRetries: c.tokenRetries.Load(),
+	}
+}
+
+func (c *counters) count(v push.Verdict) {
+	c.sent.Add(1)
+	switch v {
+	case push.Delivered:
+		c.delivered.Add(1)
+	case push.Retry:
+		c.retry.Add(1)
+	case push.DropToken:
+		c.dropToken.Add(1)
+	case push.Permanent:
+		c.permanent.Add(1)
+	case push.Credentials:
+		c.credentials.Add(1)
+	}
+}
