@@ -319,9 +319,9 @@ func TestTTLAndUrgency(t *testing.T) {
 	r := newRig(t, nil)
 	d := r.subscribe(t)
 	for _, tc := range []struct {
-		exp       time.Time
-		prio      int
-		ttl, urg  string
+		exp      time.Time
+		prio     int
+		ttl, urg string
 	}{
 		{t0.Add(90*time.Second + 900*time.Millisecond), 0, "90", "high"},
 		{t0.Add(-time.Second), 10, "0", "high"},
