@@ -17,9 +17,12 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/push/webpush"
+	"github.com/herald-im/herald/token"
 )
 
 func webPushCfg(t *testing.T) config.Config {
@@ -178,5 +181,93 @@ func TestDevWebPushEndToEnd(t *testing.T) {
 	other.Endpoint = strings.Replace(sub.Endpoint, emus.apns.URL(), "https://127.0.0.1:1", 1)
 	if err := p.CheckToken(other.Token(), d.App); err == nil {
 		t.Fatal("dev mode allows loopback beyond the emulator's address")
+	}
+}
+
+// TestWebPushOfflineEndToEnd: through the SDK and the built-in emulator, a
+// browser subscription registered by bob receives alice's message while
+// bob is offline, decrypted with title, content, payload and the herald
+// block; a private endpoint is refused at registration; a 410 drops the
+// subscription.
+func TestWebPushOfflineEndToEnd(t *testing.T) {
+	secret := []byte("webpush-e2e-secret-0123456789abcdef")
+	cfg := webPushCfg(t)
+	cfg.Addr = "127.0.0.1:0"
+	srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	login := func(user string) *client.Client {
+		c := client.New(srv.URL(), client.Options{DeviceID: user + "-browser"})
+		tok, _ := token.Mint(secret, user, time.Now(), time.Hour)
+		if err := c.Login(ctx, user, tok); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	wp := srv.emus.webpush
+	key, _ := base64.RawURLEncoding.DecodeString(webPushFrom(t, srv.provs).PublicKey())
+	sub, err := wp.Subscribe(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := login("bob")
+	bad := sub
+	bad.Endpoint = "https://10.0.0.1/wpush/x"
+	if _, err := bob.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderWebPush, Token: bad.Token(), App: "web"}); err == nil || !strings.Contains(err.Error(), "endpoint") {
+		t.Fatalf("a private endpoint registered: %v", err)
+	}
+	if _, err := bob.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderWebPush, Token: sub.Token(), App: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	bob.Close()
+
+	got := make(chan emulator.Notification, 4)
+	wp.OnAccept(func(n *emulator.Notification) { got <- *n })
+	alice := login("alice")
+	defer alice.Close()
+	msg := client.TextMessage("hello bob")
+	msg.Push = &herald.PushConfig{Title: "Alice", Content: "hello bob", Payload: `{"open":"chat"}`}
+	m, err := alice.SendPeerMessage(ctx, "bob", msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n emulator.Notification
+	select {
+	case n = <-got:
+	case <-ctx.Done():
+		t.Fatal("no push reached the browser")
+	}
+	var doc struct {
+		Title, Body, Payload, Tag string
+		Herald                    struct {
+			Conv  string
+			MsgID int64 `json:"msg_id"`
+			From  string
+		}
+	}
+	if err := json.Unmarshal(n.Payload, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Title != "Alice" || doc.Body != "hello bob" || doc.Payload != `{"open":"chat"}` || doc.Herald.From != "alice" || doc.Herald.MsgID != m.ID || doc.Herald.Conv == "" || doc.Tag != n.ID || len(n.ID) != 32 {
+		t.Fatalf("push %s (ID %s), want alice's message %d", n.Payload, n.ID, m.ID)
+	}
+
+	wp.Script(sub.Endpoint, emulator.Step{Status: 410})
+	if _, err := alice.SendPeerMessage(ctx, "bob", msg); err != nil {
+		t.Fatal(err)
+	}
+	for len(srv.push.Devices("bob")) != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the subscription answered 410 but is still registered: %+v", srv.push.Devices("bob"))
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
