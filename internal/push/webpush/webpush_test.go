@@ -486,3 +486,52 @@ func TestConfig(t *testing.T) {
 		t.Fatal("HasApp ignores Apps")
 	}
 }
+
+// TestConnectionsKeptOpen: once a connection is up, concurrent pushes
+// from many workers share it (HTTP/2) and the JWT: all arrive and no
+// connection is dialled. (Concurrent first requests to a new host may each
+// dial; the transport keeps one.)
+func TestConnectionsKeptOpen(t *testing.T) {
+	r := newRig(t, nil)
+	d := r.subscribe(t)
+	if res, _ := r.send(t, alert(), d, nil); res.Verdict != push.Delivered {
+		t.Fatalf("warm-up: %v %q", res.Verdict, res.Reason)
+	}
+	if c := r.emu.Stats().Connections; c != 1 {
+		t.Fatalf("%d connections after one push", c)
+	}
+	const workers, each = 8, 10
+	errs := make(chan string, workers*each)
+	done := make(chan struct{})
+	for w := range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range each {
+				c := alert()
+				c.NotifID = strings.Replace(notifID, "0b6f", string(rune('a'+w))+string(rune('a'+i))+"6f", 1)
+				pl, err := r.p.Render(c, &d)
+				if err != nil {
+					errs <- err.Error()
+					continue
+				}
+				res := r.p.Send(context.Background(), &push.Notification{ID: c.NotifID, Device: d, Payload: pl, Expiration: t0.Add(time.Minute)})
+				if res.Verdict != push.Delivered {
+					errs <- res.Reason
+				}
+			}
+		}()
+	}
+	for range workers {
+		<-done
+	}
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if got := len(r.wp.Arrived(d.Token)); got != 1+workers*each {
+		t.Fatalf("arrived %d, want %d", got, 1+workers*each)
+	}
+	if c := r.emu.Stats().Connections; c != 1 {
+		t.Fatalf("%d TLS connections for %d concurrent pushes, want the one kept open (HTTP/2)", c, workers*each)
+	}
+}
