@@ -201,6 +201,16 @@ type provider struct {
 	lat  prometheus.Observer
 }
 
+// CheckToken forwards to the wrapped provider's push.TokenChecker, so the
+// wrapper does not hide a registration check (Web Push's endpoint guard);
+// a provider without one accepts every token, as unwrapped.
+func (p *provider) CheckToken(token, app string) error {
+	if c, ok := p.Provider.(push.TokenChecker); ok {
+		return c.CheckToken(token, app)
+	}
+	return nil
+}
+
 func (p *provider) Send(ctx context.Context, n *push.Notification) push.Result {
 	res := p.Provider.Send(ctx, n)
 	p.lat.Observe(res.Latency.Seconds())

@@ -1,24 +1,134 @@
 package server
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
 
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/push/webpush"
 )
 
-// WebPushFile is the push configuration file's "webpush" entry. PLACEHOLDER: the webpush
-// provider fills it in.
-type WebPushFile struct{}
+// VAPIDKeyFile is the VAPID key generated into the data folder when the
+// push file names none.
+const VAPIDKeyFile = "vapid.pem"
 
-// webPushProvider builds the webpush provider from the file, nil when it configures none.
-func (f *PushFile) webPushProvider(dir string, cfg config.Config, log *slog.Logger) (push.Provider, error) {
-	return nil, nil
+// WebPushFile is the push configuration file's "webpush" entry:
+//
+//	"webpush": {"subject": "mailto:ops@example.com", "vapid_key_file": "vapid.pem"}
+//
+// Relative paths are relative to the configuration file.
+type WebPushFile struct {
+	// Subject is the VAPID contact, mailto: or https: (required).
+	Subject string `json:"subject"`
+	// VAPIDKeyFile is a PEM P-256 key; empty: <data>/vapid.pem, generated
+	// at first start.
+	VAPIDKeyFile string `json:"vapid_key_file"`
+	// AllowPrivateEndpoints lets subscriptions point at loopback and
+	// private addresses (a push service on the operator's network).
+	AllowPrivateEndpoints bool `json:"allow_private_endpoints"`
+	// Apps are the app names web clients register with; empty: any.
+	Apps []string `json:"apps"`
+	// CAFile is PEM roots to trust instead of the system's (a proxy, the
+	// emulator of `herald emulator`).
+	CAFile string `json:"ca_file"`
 }
 
-// devWebPush mounts the webpush emulator on emu, records it in emus, and returns a
-// provider that sends to it.
+// webPushProvider builds the webpush provider from the file, nil when it
+// configures none. A key file or CA file that does not parse is refused,
+// naming the file.
+func (f *PushFile) webPushProvider(dir string, cfg config.Config, log *slog.Logger) (push.Provider, error) {
+	w := f.WebPush
+	if w == nil {
+		return nil, nil
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	wc := webpush.Config{Subject: w.Subject, Apps: w.Apps, AllowPrivateEndpoints: w.AllowPrivateEndpoints, Logger: log}
+	var err error
+	if w.VAPIDKeyFile != "" {
+		if wc.Key, err = webpush.LoadVAPIDKey(abs(w.VAPIDKeyFile)); err != nil {
+			return nil, fmt.Errorf("push config: webpush: vapid_key_file: %w", err)
+		}
+	} else if wc.Key, err = vapidKey(cfg, log); err != nil {
+		return nil, fmt.Errorf("push config: webpush: %w", err)
+	}
+	if w.CAFile != "" {
+		pem, err := os.ReadFile(abs(w.CAFile))
+		if err != nil {
+			return nil, fmt.Errorf("push config: webpush: ca_file: %w", err)
+		}
+		wc.RootCAs = x509.NewCertPool()
+		if !wc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("push config: webpush: ca_file %s holds no PEM certificate", w.CAFile)
+		}
+	}
+	p, err := webpush.New(wc)
+	if err != nil {
+		return nil, fmt.Errorf("push config: %w", err)
+	}
+	return p, nil
+}
+
+// vapidKey reads <data>/vapid.pem, generating it at first start. The
+// public key is logged (browsers subscribe with it); the private key never.
+func vapidKey(cfg config.Config, log *slog.Logger) (*ecdsa.PrivateKey, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("no data folder for the generated VAPID key: set HERALD_DATA or webpush vapid_key_file")
+	}
+	path := filepath.Join(cfg.DataDir, VAPIDKeyFile)
+	key, created, err := webpush.LoadOrCreateVAPIDKey(path)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("generated the Web Push VAPID key: keep it, browsers' subscriptions are bound to it", "path", path)
+	}
+	return key, nil
+}
+
+// devWebPush mounts the Web Push emulator on emu, records it in emus, and
+// returns a provider that sends to it. The provider may reach exactly the
+// emulator's addresses among private ones; the VAPID key is the data
+// folder's, as in production.
 func devWebPush(emu *emulator.APNs, emus *pushEmulators, cfg config.Config, log *slog.Logger) (push.Provider, error) {
-	return nil, nil
+	wp := emulator.NewWebPush(emulator.WebPushConfig{Logger: log})
+	wp.Mount(emu)
+	emus.webpush = wp
+	var key *ecdsa.PrivateKey
+	var err error
+	if cfg.DataDir == "" {
+		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader) // no data folder: this run only
+	} else {
+		key, err = vapidKey(cfg, log)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("push emulator: webpush: %w", err)
+	}
+	var allow []string
+	for _, u := range []string{emu.URL(), emu.SandboxURL()} {
+		if pu, err := url.Parse(u); err == nil && pu.Host != "" {
+			allow = append(allow, pu.Host)
+		}
+	}
+	p, err := webpush.New(webpush.Config{
+		Subject: "mailto:dev@herald.invalid", Key: key, AllowAddrs: allow, RootCAs: emu.CertPool(), Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("push emulator: %w", err)
+	}
+	return p, nil
 }

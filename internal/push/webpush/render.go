@@ -1,0 +1,121 @@
+package webpush
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/push"
+)
+
+// document is the payload a service worker receives (event.data.json()):
+//
+//	{"title", "body", "badge", "tag", "payload", "herald": {...}}
+//
+// An alert carries title and body (Config.Title, Config.Content) and the
+// badge when enabled; a data-only push (background, call invitation)
+// carries none of them but "silent": true, with tag, payload and herald,
+// so the worker knows to show nothing. "tag" is the Topic header's value:
+// showNotification({tag}) replaces a shown notification with the same
+// tag, as the push service replaces a queued one with the same Topic.
+type document struct {
+	Title   string     `json:"title,omitempty"`
+	Body    string     `json:"body,omitempty"`
+	Badge   *int       `json:"badge,omitempty"`
+	Silent  bool       `json:"silent,omitempty"` // data-only: show nothing
+	Tag     string     `json:"tag,omitempty"`
+	Payload string     `json:"payload,omitempty"`
+	Herald  heraldJSON `json:"herald,omitzero"`
+}
+
+// heraldJSON is apns/render.go's: Herald's own keys.
+type heraldJSON struct {
+	Conv      string `json:"conv,omitempty"`
+	MsgID     int64  `json:"msg_id,omitempty"`
+	Seq       int64  `json:"seq,omitempty"`
+	From      string `json:"from,omitempty"`
+	CallID    string `json:"call_id,omitempty"`
+	CallEvent string `json:"call_event,omitempty"`
+}
+
+// Render builds the plaintext payload of c (see document). It fails with
+// herald.CodeTooLarge over MaxPlaintext bytes, which is what one 4096-byte
+// aes128gcm record carries.
+func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
+	return render(c)
+}
+
+func render(c *push.Content) ([]byte, error) {
+	doc := document{
+		Tag:     Topic(c.Strategy.CollapseKey, c.NotifID),
+		Payload: c.Config.Payload,
+		Herald:  heraldJSON{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent},
+	}
+	if dataOnly(c) {
+		doc.Silent = true
+	} else {
+		doc.Title, doc.Body = c.Config.Title, c.Config.Content
+		if c.HasBadge {
+			b := c.Badge
+			doc.Badge = &b
+		}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&doc); err != nil {
+		return nil, fmt.Errorf("webpush: encoding the payload: %w", err)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if len(b) > MaxPlaintext {
+		return nil, herald.Errorf(herald.CodeTooLarge, "push payload is %d bytes; the Web Push limit is %d (one 4096-byte aes128gcm record)", len(b), MaxPlaintext)
+	}
+	return b, nil
+}
+
+// dataOnly reports whether c carries no notification: a silent push or a
+// call invitation (the page, not a notification, rings).
+func dataOnly(c *push.Content) bool {
+	return c.Strategy.Type == push.TypeBackground || (c.CallID != "" && c.CallEvent == "invite")
+}
+
+// maxTopic is RFC 8030 §5.4's limit on the Topic header.
+const maxTopic = 32
+
+// Topic is the Web Push Topic (and the payload's tag) of a push: the
+// strategy's collapse key if set, else the notification ID without its
+// dashes (a UUID's 32 hex digits). A collapse key that is not already a
+// valid Topic (at most 32 characters of the base64url alphabet) is
+// replaced by the first 32 characters of its SHA-256, base64url: stable,
+// so pushes with one key still replace one another.
+func Topic(collapseKey, notifID string) string {
+	if collapseKey != "" {
+		if validTopic(collapseKey) {
+			return collapseKey
+		}
+		sum := sha256.Sum256([]byte(collapseKey))
+		return base64.RawURLEncoding.EncodeToString(sum[:])[:maxTopic]
+	}
+	t := strings.ReplaceAll(notifID, "-", "")
+	if !validTopic(t) {
+		return ""
+	}
+	return t
+}
+
+func validTopic(t string) bool {
+	if t == "" || len(t) > maxTopic {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		c := t[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
