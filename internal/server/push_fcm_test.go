@@ -40,7 +40,7 @@ func TestFCMCredentialFilesRefused(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
 		name, key string // key: the file's content; "" for no file
-		want         []string
+		want      []string
 	}{
 		{"missing", "", []string{"fcm[0]", "service_account_file", "missing.json", "no such file"}},
 		{"not JSON", "{oops", []string{"fcm[0]", "not JSON.json", "is not JSON"}},
