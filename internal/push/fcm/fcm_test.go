@@ -187,7 +187,8 @@ func TestVerdicts(t *testing.T) {
 	})
 }
 
-// TestTokenShared: concurrent Sends share one access token, fetched once.
+// TestTokenShared: concurrent Sends share one access token, fetched once,
+// and one HTTP/2 connection.
 func TestTokenShared(t *testing.T) {
 	e := newEnv(t)
 	p := e.provider(t, Config{Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
@@ -208,6 +209,11 @@ func TestTokenShared(t *testing.T) {
 	}
 	if st := p.Stats(); st.TokensFetched != 1 || st.Delivered != 20 {
 		t.Errorf("Stats = %+v, want 1 token fetched, 20 delivered", st)
+	}
+	// One connection carried the token fetch and the 20 concurrent sends:
+	// HTTP/2, kept open (HTTP/1.1 would have needed one per request).
+	if c := e.apns.Stats().Connections; c != 1 {
+		t.Errorf("%d connections to the emulator, want 1", c)
 	}
 }
 

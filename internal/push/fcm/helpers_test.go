@@ -41,7 +41,7 @@ type env struct {
 }
 
 // newEnv starts an APNs emulator with the FCM emulator mounted on it.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	c := newClock()
 	a := emulator.New(emulator.Config{Now: c.Now})
@@ -56,7 +56,7 @@ func newEnv(t *testing.T) *env {
 
 // project makes a service account for id on the emulator and a project
 // config serving apps.
-func (e *env) project(t *testing.T, id string, apps ...string) ProjectConfig {
+func (e *env) project(t testing.TB, id string, apps ...string) ProjectConfig {
 	t.Helper()
 	sa, err := e.fcm.ServiceAccount(id)
 	if err != nil {
@@ -91,7 +91,7 @@ func content(id string) *push.Content {
 }
 
 // note renders c for token and wraps it as the dispatcher does.
-func note(t *testing.T, p *Provider, c *push.Content, token string) *push.Notification {
+func note(t testing.TB, p *Provider, c *push.Content, token string) *push.Notification {
 	t.Helper()
 	d := device(token)
 	b, err := p.Render(c, &d)
