@@ -391,21 +391,21 @@ func (f *FCM) control(w http.ResponseWriter, r *http.Request, route, arg string)
 // Errors are OAuth2's: 400 {"error", "error_description"}.
 func (f *FCM) token(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
-		oauthError(w, http.StatusMethodNotAllowed, "invalid_request", "the token endpoint needs POST")
+		fcmOAuthError(w, http.StatusMethodNotAllowed, "invalid_request", "the token endpoint needs POST")
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_request", "the body is not a form")
+		fcmOAuthError(w, http.StatusBadRequest, "invalid_request", "the body is not a form")
 		return
 	}
 	if gt := r.PostForm.Get("grant_type"); gt != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "Invalid grant_type: "+gt)
+		fcmOAuthError(w, http.StatusBadRequest, "unsupported_grant_type", "Invalid grant_type: "+gt)
 		return
 	}
 	acc, desc := f.checkAssertion(r.PostForm.Get("assertion"), "https://"+r.Host+fcmTokenPath)
 	if acc == nil {
-		oauthError(w, http.StatusBadRequest, "invalid_grant", desc)
+		fcmOAuthError(w, http.StatusBadRequest, "invalid_grant", desc)
 		return
 	}
 	var b [32]byte
@@ -485,7 +485,7 @@ func (f *FCM) checkAssertion(assertion, aud string) (*fcmAccount, string) {
 	switch {
 	case c.Aud != aud:
 		return nil, "Invalid JWT: aud " + strconv.Quote(c.Aud) + " is not the token endpoint " + aud
-	case !hasScope(c.Scope, fcmScope):
+	case !fcmHasScope(c.Scope, fcmScope):
 		return nil, "Invalid JWT: scope does not include " + fcmScope
 	case c.Exp <= c.Iat || c.Exp-c.Iat > 3600:
 		return nil, "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."
@@ -495,7 +495,7 @@ func (f *FCM) checkAssertion(assertion, aud string) (*fcmAccount, string) {
 	return acc, ""
 }
 
-func hasScope(scopes, want string) bool {
+func fcmHasScope(scopes, want string) bool {
 	for _, s := range strings.Fields(scopes) {
 		if s == want {
 			return true
@@ -504,7 +504,7 @@ func hasScope(scopes, want string) bool {
 	return false
 }
 
-func oauthError(w http.ResponseWriter, status int, code, desc string) {
+func fcmOAuthError(w http.ResponseWriter, status int, code, desc string) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(struct {
@@ -622,7 +622,7 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 		Message      json.RawMessage `json:"message"`
 	}
 	var m fcmMessage
-	if err := strictJSON(body, &req); err != nil {
+	if err := fcmStrictJSON(body, &req); err != nil {
 		f.fail(w, http.StatusBadRequest, "INVALID_ARGUMENT", "", "", "Invalid JSON payload received. "+err.Error())
 		return
 	}
@@ -630,7 +630,7 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, http.StatusBadRequest, "INVALID_ARGUMENT", "", "message", "Request contains an invalid argument.")
 		return
 	}
-	if err := strictJSON(req.Message, &m); err != nil {
+	if err := fcmStrictJSON(req.Message, &m); err != nil {
 		f.fail(w, http.StatusBadRequest, "INVALID_ARGUMENT", "", "message", "Invalid JSON payload received. "+err.Error())
 		return
 	}
@@ -836,7 +836,7 @@ func checkFCMMessage(m *fcmMessage) (status int, code, field, msg string) {
 		return http.StatusBadRequest, "INVALID_ARGUMENT", "", "The registration token is not a valid FCM registration token"
 	}
 	size := 0
-	for _, data := range []map[string]string{m.Data, androidData(m)} {
+	for _, data := range []map[string]string{m.Data, fcmAndroidData(m)} {
 		for k, v := range data {
 			if k == "from" || k == "notification" || k == "message_type" || strings.HasPrefix(k, "google") || strings.HasPrefix(k, "gcm") {
 				return bad("message.data", "Invalid data payload key: "+k)
@@ -875,7 +875,7 @@ func checkFCMMessage(m *fcmMessage) (status int, code, field, msg string) {
 	return 0, "", "", ""
 }
 
-func androidData(m *fcmMessage) map[string]string {
+func fcmAndroidData(m *fcmMessage) map[string]string {
 	if m.Android == nil {
 		return nil
 	}
@@ -894,7 +894,7 @@ func validFCMToken(t string) bool {
 	return true
 }
 
-func strictJSON(b []byte, v any) error {
+func fcmStrictJSON(b []byte, v any) error {
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

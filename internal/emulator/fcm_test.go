@@ -79,7 +79,7 @@ func (x *fcmFixture) send(t *testing.T, project, bearer, body string) fcmAnswer 
 	return fcmAnswer{resp.StatusCode, string(b), resp.Header}
 }
 
-func msg(token string, extra string) string {
+func fcmMsg(token string, extra string) string {
 	return `{"message":{"token":"` + token + `","android":{"priority":"HIGH","ttl":"60s","notification":{"tag":"6f1c1a52-8d3e-4c1b-9a51-1f2e3d4c5b6a"}},"notification":{"title":"t","body":"b"},"data":{"herald":"{}"}` + extra + `}}`
 }
 
@@ -99,12 +99,12 @@ func TestFCMChecks(t *testing.T) {
 		status                      int
 		want                        string // in the body
 	}{
-		{"no bearer", "proj-a", "", msg("tok", ""), 401, `"status":"UNAUTHENTICATED"`},
-		{"unknown bearer", "proj-a", "ya29.forged", msg("tok", ""), 401, `"status":"UNAUTHENTICATED"`},
-		{"other project's token", "proj-a", otherTok.AccessToken, msg("tok", ""), 403, `"status":"PERMISSION_DENIED"`},
-		{"unknown field", "proj-a", x.token, msg("tok", `,"colour":"red"`), 400, `unknown field \"colour\"`},
+		{"no bearer", "proj-a", "", fcmMsg("tok", ""), 401, `"status":"UNAUTHENTICATED"`},
+		{"unknown bearer", "proj-a", "ya29.forged", fcmMsg("tok", ""), 401, `"status":"UNAUTHENTICATED"`},
+		{"other project's token", "proj-a", otherTok.AccessToken, fcmMsg("tok", ""), 403, `"status":"PERMISSION_DENIED"`},
+		{"unknown field", "proj-a", x.token, fcmMsg("tok", `,"colour":"red"`), 400, `unknown field \"colour\"`},
 		{"no recipient", "proj-a", x.token, `{"message":{"data":{"a":"b"}}}`, 400, "Recipient of the message is not set."},
-		{"malformed token", "proj-a", x.token, msg("bad token", ""), 400, "The registration token is not a valid FCM registration token"},
+		{"malformed token", "proj-a", x.token, fcmMsg("bad token", ""), 400, "The registration token is not a valid FCM registration token"},
 		{"reserved data key", "proj-a", x.token, `{"message":{"token":"tok","data":{"google.x":"1"}}}`, 400, `"field":"message.data"`},
 		{"bad ttl", "proj-a", x.token, `{"message":{"token":"tok","android":{"ttl":"60"}}}`, 400, `"field":"message.android.ttl"`},
 		{"ttl over four weeks", "proj-a", x.token, `{"message":{"token":"tok","android":{"ttl":"2419201s"}}}`, 400, `"field":"message.android.ttl"`},
@@ -148,7 +148,7 @@ func TestFCMTokenEndpoint(t *testing.T) {
 	if _, err := x.fetch(x.sa); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
 		t.Errorf("revoked account: %v, want invalid_grant", err)
 	}
-	if got := x.send(t, "proj-a", x.token, msg("tok", "")); got.status != 401 {
+	if got := x.send(t, "proj-a", x.token, fcmMsg("tok", "")); got.status != 401 {
 		t.Errorf("revoked account's token: %d, want 401", got.status)
 	}
 	if got := x.fcm.TokensIssued(); got != 1 {
@@ -171,11 +171,11 @@ func TestFCMTokenLifetime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := x.send(t, "proj-a", tok.AccessToken, msg("tok", "")); got.status != 200 {
+	if got := x.send(t, "proj-a", tok.AccessToken, fcmMsg("tok", "")); got.status != 200 {
 		t.Fatalf("fresh token: %d %s", got.status, got.body)
 	}
 	c.Add(10 * time.Minute)
-	if got := x.send(t, "proj-a", tok.AccessToken, msg("tok", "")); got.status != 401 {
+	if got := x.send(t, "proj-a", tok.AccessToken, fcmMsg("tok", "")); got.status != 401 {
 		t.Errorf("expired token: %d, want 401", got.status)
 	}
 }
@@ -187,7 +187,7 @@ func TestFCMInbox(t *testing.T) {
 	var hooked []*Notification
 	x.fcm.OnAccept(func(n *Notification) { hooked = append(hooked, n) })
 	for range 2 {
-		if got := x.send(t, "proj-a", x.token, msg("tok", "")); got.status != 200 || !strings.Contains(got.body, `"name":"projects/proj-a/messages/`) {
+		if got := x.send(t, "proj-a", x.token, fcmMsg("tok", "")); got.status != 200 || !strings.Contains(got.body, `"name":"projects/proj-a/messages/`) {
 			t.Fatalf("answer %d %s", got.status, got.body)
 		}
 	}
@@ -217,19 +217,19 @@ func TestFCMInbox(t *testing.T) {
 func TestFCMScript(t *testing.T) {
 	x := startFCM(t)
 	x.fcm.Script("tok", Step{Status: 404}, Step{Status: 429, RetryAfter: 3 * time.Second}, Step{Status: 400, Reason: "INVALID_ARGUMENT message.data"})
-	got := x.send(t, "proj-a", x.token, msg("tok", ""))
+	got := x.send(t, "proj-a", x.token, fcmMsg("tok", ""))
 	if got.status != 404 || !strings.Contains(got.body, `"errorCode":"UNREGISTERED"`) || !strings.Contains(got.body, `"status":"NOT_FOUND"`) {
 		t.Errorf("404 step: %d %s", got.status, got.body)
 	}
-	got = x.send(t, "proj-a", x.token, msg("tok", ""))
+	got = x.send(t, "proj-a", x.token, fcmMsg("tok", ""))
 	if got.status != 429 || got.header.Get("Retry-After") != "3" || !strings.Contains(got.body, `"errorCode":"QUOTA_EXCEEDED"`) {
 		t.Errorf("429 step: %d %v %s", got.status, got.header, got.body)
 	}
-	got = x.send(t, "proj-a", x.token, msg("tok", ""))
+	got = x.send(t, "proj-a", x.token, fcmMsg("tok", ""))
 	if got.status != 400 || !strings.Contains(got.body, `"field":"message.data"`) {
 		t.Errorf("400 step: %d %s", got.status, got.body)
 	}
-	if got = x.send(t, "proj-a", x.token, msg("tok", "")); got.status != 200 {
+	if got = x.send(t, "proj-a", x.token, fcmMsg("tok", "")); got.status != 200 {
 		t.Errorf("after the script: %d, want 200", got.status)
 	}
 	if r := x.fcm.Stats().Rejected; r["UNREGISTERED"] != 1 || r["QUOTA_EXCEEDED"] != 1 || r["INVALID_ARGUMENT"] != 1 {
@@ -260,10 +260,10 @@ func TestFCMControl(t *testing.T) {
 	if status, b := post("script/tok", `[{"status":503,"retry_after":"2s"}]`); status != 200 {
 		t.Fatalf("script: %d %s", status, b)
 	}
-	if got := x.send(t, "proj-c", tok.AccessToken, msg("tok", "")); got.status != 503 || !strings.Contains(got.body, "UNAVAILABLE") {
+	if got := x.send(t, "proj-c", tok.AccessToken, fcmMsg("tok", "")); got.status != 503 || !strings.Contains(got.body, "UNAVAILABLE") {
 		t.Errorf("scripted over HTTP: %d %s", got.status, got.body)
 	}
-	x.send(t, "proj-c", tok.AccessToken, msg("tok", ""))
+	x.send(t, "proj-c", tok.AccessToken, fcmMsg("tok", ""))
 	resp, err := x.client.Get(x.fcm.URL() + "/_emulator/fcm/inbox/tok")
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +277,7 @@ func TestFCMControl(t *testing.T) {
 	if status, _ := post("expire-tokens", ``); status != 200 {
 		t.Errorf("expire-tokens: %d", status)
 	}
-	if got := x.send(t, "proj-c", tok.AccessToken, msg("tok", "")); got.status != 401 {
+	if got := x.send(t, "proj-c", tok.AccessToken, fcmMsg("tok", "")); got.status != 401 {
 		t.Errorf("after expire-tokens: %d, want 401", got.status)
 	}
 	if status, _ := post("nothing", ``); status != 404 {
