@@ -199,7 +199,7 @@ func TestFCMOfflinePushEndToEnd(t *testing.T) {
 	in := waitFCMInbox(t, emu, fcmToken, 1)
 	var m struct {
 		Notification struct{ Title, Body string } `json:"notification"`
-		Data         map[string]string           `json:"data"`
+		Data         map[string]string            `json:"data"`
 	}
 	if err := json.Unmarshal(in[0].Payload, &m); err != nil {
 		t.Fatal(err)
