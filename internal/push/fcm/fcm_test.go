@@ -1,8 +1,10 @@
 package fcm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -272,7 +274,8 @@ func TestRefusedTokenRefreshesOnce(t *testing.T) {
 func TestRevokedAccount(t *testing.T) {
 	e := newEnv(t)
 	pc := e.project(t, "proj-a", app)
-	p := e.provider(t, Config{Projects: []ProjectConfig{pc}})
+	var logs bytes.Buffer
+	p := e.provider(t, Config{Projects: []ProjectConfig{pc}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if res := p.Send(context.Background(), note(t, p, content(id1), "revoked")); res.Verdict != push.Delivered {
 		t.Fatalf("Send = %+v", res)
 	}
@@ -286,6 +289,26 @@ func TestRevokedAccount(t *testing.T) {
 	}
 	if strings.Contains(res.Reason, "ya29.") || strings.Contains(string(res.Body), "ya29.") {
 		t.Errorf("result carries an access token: %+v", res)
+	}
+	if l := logs.String(); !strings.Contains(l, "project=proj-a") || strings.Contains(l, "ya29.") || strings.Contains(l, "PRIVATE KEY") {
+		t.Errorf("log = %q; want the suspension logged with the project, and no token or key", l)
+	}
+}
+
+// TestSendBoundedByTimeout: a vendor that does not answer costs at most
+// Timeout, and the push is retried.
+func TestSendBoundedByTimeout(t *testing.T) {
+	e := newEnv(t)
+	p := e.provider(t, Config{Projects: []ProjectConfig{e.project(t, "proj-a", app)}, Timeout: 300 * time.Millisecond})
+	n := note(t, p, content(id1), "slow")
+	if res := p.Send(context.Background(), n); res.Verdict != push.Delivered { // the token is fetched
+		t.Fatalf("Send = %+v", res)
+	}
+	e.fcm.Script("slow", emulator.Step{Delay: time.Minute})
+	start := time.Now()
+	res := p.Send(context.Background(), n)
+	if took := time.Since(start); res.Verdict != push.Retry || res.Err == nil || took > 5*time.Second {
+		t.Errorf("Send = %+v after %v; want Retry with Err after about 300ms", res, took)
 	}
 }
 
