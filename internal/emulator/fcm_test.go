@@ -284,3 +284,26 @@ func TestFCMControl(t *testing.T) {
 		t.Errorf("unknown route: %d, want 404", status)
 	}
 }
+
+// FuzzFCMRequest: whatever a client sends as a message or an assertion,
+// the emulator's checks do not panic, and a message they pass has exactly
+// one well-formed token and a payload within the limit.
+func FuzzFCMRequest(f *testing.F) {
+	f.Add([]byte(`{"token":"t:1","android":{"priority":"HIGH","ttl":"60s","notification":{"tag":"x","notification_count":1}},"data":{"herald":"{}"}}`), "a.b.c")
+	f.Add([]byte(`{"token":"t","android":{"ttl":"99999999999999s"}}`), "eyJhbGciOiJSUzI1NiJ9.e30.")
+	f.Add([]byte(`{"topic":"news","data":{"gcm.x":"1"}}`), "..")
+	fx := NewFCM(FCMConfig{})
+	f.Fuzz(func(t *testing.T, body []byte, assertion string) {
+		var m fcmMessage
+		if fcmStrictJSON(body, &m) == nil {
+			if status, _, _, _ := checkFCMMessage(&m); status == 0 {
+				if m.Token == "" || !validFCMToken(m.Token) {
+					t.Fatalf("passed with token %q", m.Token)
+				}
+			}
+		}
+		if acc, _ := fx.checkAssertion(assertion, "https://127.0.0.1/fcm/token"); acc != nil {
+			t.Fatal("an assertion passed with no accounts")
+		}
+	})
+}
