@@ -1,24 +1,94 @@
 package server
 
 import (
+	"crypto/x509"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/push/fcm"
 )
 
-// FCMProject is the push configuration file's "fcm" entry. PLACEHOLDER: the fcm
-// provider fills it in.
-type FCMProject struct{}
-
-// fcmProvider builds the fcm provider from the file, nil when it configures none.
-func (f *PushFile) fcmProvider(dir string, cfg config.Config, log *slog.Logger) (push.Provider, error) {
-	return nil, nil
+// FCMProject is one entry of the push configuration file's "fcm" list: a
+// Firebase project's service-account key and the Android package names it
+// serves. Relative paths are relative to the configuration file.
+type FCMProject struct {
+	ServiceAccountFile string   `json:"service_account_file"` // the JSON key from Project settings > Service accounts
+	ProjectID          string   `json:"project_id"`           // optional: default the key's project_id
+	Apps               []string `json:"apps"`                 // package names; "*": every package name no other project lists
+	URL                string   `json:"url"`                  // default https://fcm.googleapis.com (a proxy, the emulator)
+	CAFile             string   `json:"ca_file"`              // PEM roots to trust instead of the system's (a proxy, the emulator)
 }
 
+// fcmProvider builds the fcm provider from the file, nil when it
+// configures none. A key file that is missing or does not parse is
+// refused here, at start, naming the file and what is wrong.
+func (f *PushFile) fcmProvider(dir string, cfg config.Config, log *slog.Logger) (push.Provider, error) {
+	if len(f.FCM) == 0 {
+		return nil, nil
+	}
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	out := fcm.Config{Logger: log}
+	for i, p := range f.FCM {
+		name := fmt.Sprintf("push config: fcm[%d]", i)
+		if p.ServiceAccountFile == "" {
+			return nil, fmt.Errorf("%s: service_account_file is not set", name)
+		}
+		path := abs(p.ServiceAccountFile)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: service_account_file: %w", name, err)
+		}
+		if _, err := fcm.ParseServiceAccount(b); err != nil {
+			return nil, fmt.Errorf("%s: service_account_file %s %w", name, path, err)
+		}
+		pc := fcm.ProjectConfig{ServiceAccount: b, ProjectID: p.ProjectID, Apps: p.Apps, URL: p.URL}
+		if p.CAFile != "" {
+			pem, err := os.ReadFile(abs(p.CAFile))
+			if err != nil {
+				return nil, fmt.Errorf("%s: ca_file: %w", name, err)
+			}
+			pc.RootCAs = x509.NewCertPool()
+			if !pc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%s: ca_file %s holds no PEM certificate", name, p.CAFile)
+			}
+		}
+		out.Projects = append(out.Projects, pc)
+	}
+	p, err := fcm.New(out)
+	if err != nil {
+		return nil, fmt.Errorf("push config: %w", err)
+	}
+	return p, nil
+}
+
+// devFCMProject is the Firebase project of development mode.
+const devFCMProject = "herald-dev"
+
 // devFCM mounts the fcm emulator on emu, records it in emus, and returns a
-// provider that sends to it.
+// provider that sends to it for every package name.
 func devFCM(emu *emulator.APNs, emus *pushEmulators, cfg config.Config, log *slog.Logger) (push.Provider, error) {
-	return nil, nil
+	e := emulator.NewFCM(emulator.FCMConfig{Logger: log})
+	e.Mount(emu)
+	emus.fcm = e
+	sa, err := e.ServiceAccount(devFCMProject)
+	if err != nil {
+		return nil, fmt.Errorf("fcm emulator: %w", err)
+	}
+	p, err := fcm.New(fcm.Config{Logger: log, Projects: []fcm.ProjectConfig{{
+		ServiceAccount: sa, Apps: []string{fcm.Wildcard}, URL: e.URL(), RootCAs: emu.CertPool(),
+	}}})
+	if err != nil {
+		return nil, fmt.Errorf("fcm emulator: %w", err)
+	}
+	return p, nil
 }

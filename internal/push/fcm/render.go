@@ -1,0 +1,147 @@
+package fcm
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/push"
+)
+
+// The message layout (FCM's Message, token, TTL and priority left out:
+// Send adds them). Structs, not maps: encoding/json caches their
+// encoders, and a pooled renderer keeps every pointer inside itself.
+//
+// android comes first and is never omitted: Send splices the token, the
+// priority and the TTL in after renderedPrefix instead of decoding and
+// encoding the message again.
+type message struct {
+	Android      androidJSON       `json:"android"`
+	Data         dataJSON          `json:"data"`
+	Notification *notificationJSON `json:"notification,omitempty"`
+}
+
+const renderedPrefix = `{"android":{`
+
+type androidJSON struct {
+	CollapseKey  string               `json:"collapse_key,omitempty"`
+	Notification *androidNotification `json:"notification,omitempty"`
+}
+
+type androidNotification struct {
+	ChannelID         string `json:"channel_id,omitempty"`
+	Sound             string `json:"sound,omitempty"`
+	Tag               string `json:"tag,omitempty"` // Herald's notification ID: a resend replaces the shown one
+	NotificationCount *int   `json:"notification_count,omitempty"`
+}
+
+type notificationJSON struct {
+	Title string `json:"title,omitempty"`
+	Body  string `json:"body,omitempty"`
+}
+
+// dataJSON is FCM's data map (string values only). Herald's block is a
+// JSON string under "herald"; notif_id lets the app recognise a data
+// message sent again (a data message has no tag to replace).
+type dataJSON struct {
+	Herald  string `json:"herald"`
+	NotifID string `json:"notif_id,omitempty"`
+	Payload string `json:"payload,omitempty"`
+}
+
+type heraldJSON struct {
+	Conv  string `json:"conv,omitempty"`
+	MsgID int64  `json:"msg_id,omitempty"`
+	Seq   int64  `json:"seq,omitempty"`
+	From  string `json:"from,omitempty"`
+	// A call's pushes: the call ID and "invite" or "cancel".
+	CallID    string `json:"call_id,omitempty"`
+	CallEvent string `json:"call_event,omitempty"`
+}
+
+type renderer struct {
+	msg    message
+	an     androidNotification
+	note   notificationJSON
+	badge  int
+	herald heraldJSON
+	buf    bytes.Buffer
+	hbuf   bytes.Buffer
+	enc    *json.Encoder
+	henc   *json.Encoder
+}
+
+var renderers = sync.Pool{New: func() any {
+	r := &renderer{}
+	r.enc = json.NewEncoder(&r.buf)
+	r.enc.SetEscapeHTML(false) // "<" stays one byte, not six
+	r.henc = json.NewEncoder(&r.hbuf)
+	r.henc.SetEscapeHTML(false)
+	return r
+}}
+
+// Render builds the FCM message of c for device d, less the token, the
+// priority and the TTL that Send adds:
+//
+//	{"android": {"collapse_key", "notification": {"channel_id", "sound", "tag", "notification_count"}},
+//	 "data": {"herald": "<JSON: conv, msg_id, seq, from | call_id, call_event>", "notif_id", "payload"},
+//	 "notification": {"title", "body"}}
+//
+// A background push and a call invitation are data messages: no
+// notification blocks, so the app's code runs and decides what to show.
+// It fails with herald.CodeTooLarge over MaxPayload bytes.
+func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
+	return render(c)
+}
+
+func render(c *push.Content) ([]byte, error) {
+	r := renderers.Get().(*renderer)
+	r.herald = heraldJSON{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent}
+	r.hbuf.Reset()
+	err := r.henc.Encode(&r.herald)
+	hb := r.hbuf.Bytes()
+	if err == nil {
+		hb = hb[:len(hb)-1] // Encode appends a newline
+	}
+	r.msg = message{
+		Android: androidJSON{CollapseKey: c.Strategy.CollapseKey},
+		Data:    dataJSON{Herald: string(hb), NotifID: c.NotifID, Payload: c.Config.Payload},
+	}
+	if !dataOnly(c) {
+		r.an = androidNotification{ChannelID: c.Strategy.ChannelID, Sound: c.Strategy.Sound, Tag: c.NotifID}
+		if c.HasBadge {
+			r.badge = c.Badge
+			r.an.NotificationCount = &r.badge
+		}
+		r.msg.Android.Notification = &r.an
+		r.note = notificationJSON{Title: c.Config.Title, Body: c.Config.Content}
+		r.msg.Notification = &r.note
+	}
+	var out []byte
+	if err == nil {
+		r.buf.Reset()
+		err = r.enc.Encode(&r.msg)
+	}
+	b := r.buf.Bytes()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("fcm: encoding the message: %w", err)
+	case len(b)-1 > MaxPayload:
+		err = herald.Errorf(herald.CodeTooLarge, "push payload is %d bytes; the FCM limit is %d", len(b)-1, MaxPayload)
+	default:
+		out = bytes.Clone(b[:len(b)-1])
+	}
+	r.msg, r.an, r.note, r.herald = message{}, androidNotification{}, notificationJSON{}, heraldJSON{} // drop references to c's strings
+	if r.buf.Cap() <= 64<<10 && r.hbuf.Cap() <= 64<<10 {
+		renderers.Put(r)
+	}
+	return out, err
+}
+
+// dataOnly reports whether c goes as a data message: silent pushes and
+// call invitations, which the app handles itself.
+func dataOnly(c *push.Content) bool {
+	return c.Strategy.Type == push.TypeBackground || c.CallID != "" && c.CallEvent == "invite"
+}

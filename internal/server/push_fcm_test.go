@@ -1,0 +1,251 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/emulator"
+	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/token"
+)
+
+func fcmWriteFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fcmSend renders and sends one push to token through the fcm provider.
+func fcmSend(t *testing.T, p push.Provider, app, token string) push.Result {
+	t.Helper()
+	d := herald.PushDevice{Provider: herald.ProviderFCM, App: app, Token: token, Env: herald.EnvProduction}
+	c := &push.Content{NotifID: "6f1c1a52-8d3e-4c1b-9a51-1f2e3d4c5b6a", Config: herald.PushConfig{Title: "Ada", Content: "hi", Payload: "p"}, Conv: "c1", MsgID: 1, Seq: 1, From: "ada"}
+	b, err := p.Render(c, &d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.Send(context.Background(), &push.Notification{ID: c.NotifID, CollapseID: c.NotifID, Device: d, Type: push.TypeAlert, Payload: b})
+}
+
+// TestFCMCredentialFilesRefused: a service-account file that is missing
+// or does not parse stops the server at start, naming the file and what
+// is wrong.
+func TestFCMCredentialFilesRefused(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, key string // key: the file's content; "" for no file
+		want      []string
+	}{
+		{"missing", "", []string{"fcm[0]", "service_account_file", "missing.json", "no such file"}},
+		{"not JSON", "{oops", []string{"fcm[0]", "not JSON.json", "is not JSON"}},
+		{"not a service account", `{"type":"authorized_user","client_id":"x"}`, []string{"not a service account.json", `has type "authorized_user"`}},
+		{"no private key", `{"type":"service_account","project_id":"p","client_email":"a@p.iam.gserviceaccount.com"}`, []string{"no private key.json", "has no private_key"}},
+		{"broken key", `{"type":"service_account","project_id":"p","client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}`, []string{"broken key.json", "private_key does not parse"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := "missing.json"
+			if tt.key != "" {
+				file = tt.name + ".json"
+				fcmWriteFile(t, filepath.Join(dir, file), tt.key)
+			}
+			conf := filepath.Join(dir, "push-"+tt.name+".json")
+			fcmWriteFile(t, conf, `{"fcm":[{"service_account_file":"`+file+`","apps":["com.example.chat"]}]}`)
+			cfg := config.Default()
+			cfg.PushConfig = conf
+			_, _, _, err := pushSetup(cfg, slog.New(slog.DiscardHandler))
+			if err == nil {
+				t.Fatal("pushSetup succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "AAAA") {
+				t.Errorf("error quotes the key: %v", err)
+			}
+		})
+	}
+}
+
+// TestFCMConfigFile: a file naming a service account (relative path), a
+// CA file and a URL sends through that endpoint.
+func TestFCMConfigFile(t *testing.T) {
+	emu := emulator.New(emulator.Config{})
+	if err := emu.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	f := emulator.NewFCM(emulator.FCMConfig{})
+	f.Mount(emu)
+	sa, err := f.ServiceAccount("proj-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "keys"), 0o700)
+	fcmWriteFile(t, filepath.Join(dir, "keys", "proj-a.json"), string(sa))
+	fcmWriteFile(t, filepath.Join(dir, "ca.pem"), string(emu.CACertPEM()))
+	fcmWriteFile(t, filepath.Join(dir, "push.json"), `{"fcm":[{"service_account_file":"keys/proj-a.json","apps":["com.example.chat"],"url":"`+f.URL()+`","ca_file":"ca.pem"}]}`)
+	cfg := config.Default()
+	cfg.PushConfig = filepath.Join(dir, "push.json")
+	provs, _, _, err := pushSetup(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeProviders(provs)
+	p := provs[herald.ProviderFCM]
+	if p == nil || !p.HasApp("com.example.chat") || p.HasApp("com.example.other") {
+		t.Fatalf("fcm provider %v does not serve exactly com.example.chat", p)
+	}
+	if res := fcmSend(t, p, "com.example.chat", "file-tok"); res.Verdict != push.Delivered {
+		t.Fatalf("Send = %+v", res)
+	}
+	if n := len(f.Inbox("file-tok")); n != 1 {
+		t.Errorf("emulator inbox has %d, want 1", n)
+	}
+}
+
+// TestDevFCM: without a push file, the fcm provider sends to the built-in
+// FCM emulator mounted on the APNs emulator, for any package name.
+func TestDevFCM(t *testing.T) {
+	cfg := config.Default()
+	cfg.PushEmulatorAddr = "127.0.0.1:0"
+	provs, _, emus, err := pushSetup(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emus.close()
+	defer closeProviders(provs)
+	p := provs[herald.ProviderFCM]
+	if p == nil || emus.fcm == nil {
+		t.Fatalf("provider %v, emulator %v: want both", p, emus.fcm)
+	}
+	if !p.HasApp("org.example.any") {
+		t.Error("dev provider does not serve every package name")
+	}
+	if res := fcmSend(t, p, "org.example.any", "dev-tok"); res.Verdict != push.Delivered {
+		t.Fatalf("Send = %+v", res)
+	}
+	in := emus.fcm.Inbox("dev-tok")
+	if len(in) != 1 || in[0].Topic != devFCMProject || !strings.Contains(string(in[0].Payload), `"title":"Ada"`) {
+		t.Errorf("inbox = %+v", in)
+	}
+	if !strings.HasPrefix(emus.fcm.URL(), emus.apns.URL()) {
+		t.Errorf("FCM emulator at %q, not on the APNs emulator's %q", emus.fcm.URL(), emus.apns.URL())
+	}
+}
+
+// TestFCMOfflinePushEndToEnd drives the server through the SDK in dev
+// mode: bob's Android phone (an fcm registration) is offline; alice's
+// message reaches it once through the built-in FCM emulator with what she
+// set; an UNREGISTERED answer drops the device, and nothing more is sent
+// to it.
+func TestFCMOfflinePushEndToEnd(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	cfg.PushAckWindow, cfg.PushRetryBase, cfg.PushRetryMax = 300*time.Millisecond, 20*time.Millisecond, 100*time.Millisecond
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	login := func(user, device string) *client.Client {
+		t.Helper()
+		c := client.New(srv.URL(), client.Options{DeviceID: device})
+		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(ctx, user, tok); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	emu := srv.FCMEmulator()
+	const fcmToken = "bob-phone:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx"
+	bob := login("bob", "bob-phone")
+	pushID, err := bob.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderFCM, Token: fcmToken, App: "com.example.chat"})
+	if err != nil {
+		t.Fatalf("RegisterPush: %v", err)
+	}
+	bob.Close() // offline, still bound
+
+	alice := login("alice", "alice-phone")
+	defer alice.Close()
+	msg := client.TextMessage("dinner at 8?")
+	msg.Push = &herald.PushConfig{Title: "Alice", Content: "dinner at 8?", Payload: `{"room":"42"}`}
+	sent, err := alice.SendPeerMessage(ctx, "bob", msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := waitFCMInbox(t, emu, fcmToken, 1)
+	var m struct {
+		Notification struct{ Title, Body string } `json:"notification"`
+		Data         map[string]string            `json:"data"`
+	}
+	if err := json.Unmarshal(in[0].Payload, &m); err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		MsgID int64  `json:"msg_id"`
+		Seq   int64  `json:"seq"`
+		From  string `json:"from"`
+	}
+	json.Unmarshal([]byte(m.Data["herald"]), &h)
+	if m.Notification.Title != "Alice" || m.Notification.Body != "dinner at 8?" || m.Data["payload"] != `{"room":"42"}` ||
+		h.MsgID != sent.ID || h.Seq != sent.Seq || h.From != "alice" {
+		t.Errorf("message %s; want alice's title, body, payload and the herald ids of message %d", in[0].Payload, sent.ID)
+	}
+
+	// The app was uninstalled: FCM answers UNREGISTERED, the device goes.
+	emu.Script(fcmToken, emulator.Step{Status: 404, Forever: true})
+	if _, err := alice.SendPeerMessage(ctx, "bob", msg); err != nil {
+		t.Fatal(err)
+	}
+	fcmWaitFor(t, "the device to be dropped", func() bool { _, ok := srv.Push().Device(pushID); return !ok })
+	rejected := emu.Stats().Rejected["UNREGISTERED"]
+	if _, err := alice.SendPeerMessage(ctx, "bob", msg); err != nil {
+		t.Fatal(err)
+	}
+	fcmWaitFor(t, "the push service to settle", func() bool { st := srv.Push().Stats(); return st.Pending == 0 && st.Unrecorded == 0 })
+	if got := emu.Stats().Rejected["UNREGISTERED"]; got != rejected || len(emu.Arrived(fcmToken)) != 1 {
+		t.Errorf("after the drop: %d more UNREGISTERED answers, %d arrived; want nothing more sent", got-rejected, len(emu.Arrived(fcmToken)))
+	}
+}
+
+func waitFCMInbox(t *testing.T, emu *emulator.FCM, tok string, n int) []emulator.Notification {
+	t.Helper()
+	var got []emulator.Notification
+	fcmWaitFor(t, "the FCM emulator's inbox", func() bool { got = emu.Inbox(tok); return len(got) >= n })
+	return got
+}
+
+// fcmWaitFor polls cond, a positive signal, for up to 10 seconds.
+func fcmWaitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
