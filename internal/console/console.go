@@ -64,17 +64,19 @@ type Push interface {
 	Device(pushID string) (herald.PushDevice, bool)
 }
 
-// Inbox reads what the built-in push emulator accepted for a device token.
+// Inbox reads what the built-in emulator of a device's vendor accepted
+// for its token; ok is false when that vendor has no emulator here.
 type Inbox interface {
-	Inbox(token string) []emulator.Notification
+	Inbox(p herald.PushProvider, token string) (_ []emulator.Notification, ok bool)
 }
 
 // Config is what the console is built from.
 type Config struct {
 	Secret []byte // the server secret admin tokens are checked against
 	Push   Push
-	// Emulator is the built-in APNs emulator; nil when real credentials
-	// are configured (the console then cannot show the phone's view).
+	// Emulator reads the built-in emulators' inboxes; nil when real
+	// credentials are configured (the console then cannot show the
+	// device's view).
 	Emulator Inbox
 	// Strategies are the push strategies by resourcesID, offered on the
 	// push form.

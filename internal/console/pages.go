@@ -202,11 +202,28 @@ func (h *Handler) outcomeOf(rep *push.TestReport) (a *answerView, ph *phone, mis
 	if !ok {
 		return a, nil, false
 	}
-	if n, ok := findNotification(h.cfg.Emulator.Inbox(dev.Token), rep.Attempt.NotifID); ok {
-		v := phoneView(n)
+	inbox, ok := h.cfg.Emulator.Inbox(dev.Provider, dev.Token)
+	if !ok {
+		return a, nil, false
+	}
+	if n, ok := findNotification(inbox, rep.Attempt.NotifID); ok {
+		v := deviceView(n)
 		return a, &v, false
 	}
 	return a, nil, true
+}
+
+// deviceView reads a notification as its platform would present it.
+func deviceView(n emulator.Notification) phone {
+	switch n.Vendor {
+	case "fcm":
+		return fcmView(n)
+	case "hms":
+		return hmsView(n)
+	case "webpush":
+		return webpushView(n)
+	}
+	return phoneView(n)
 }
 
 // pushTest is the push form's POST: it sends the test push and renders
@@ -240,9 +257,13 @@ func (h *Handler) pushTest(w http.ResponseWriter, r *http.Request) {
 	h.render(w, r, http.StatusOK, "push", data)
 }
 
+// findNotification finds the notification Herald sent with ID id: APNs
+// keeps it as apns-id, the other vendors' emulators as the replace key
+// Herald derives from it (Web Push's Topic drops the dashes).
 func findNotification(inbox []emulator.Notification, id string) (emulator.Notification, bool) {
+	bare := strings.ReplaceAll(id, "-", "")
 	for i := len(inbox) - 1; i >= 0; i-- {
-		if strings.EqualFold(inbox[i].ID, id) {
+		if n := &inbox[i]; strings.EqualFold(n.ID, id) || strings.EqualFold(strings.ReplaceAll(n.ID, "-", ""), bare) || strings.EqualFold(n.CollapseID, id) {
 			return inbox[i], true
 		}
 	}

@@ -39,7 +39,7 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 		Figures: func() any { return m.Figures() },
 	}
 	if s.emus.apns != nil {
-		cc.Emulator = s.emus.apns
+		cc.Emulator = s.emus
 	}
 	cons := console.New(cc)
 	m.RegisterStats("console", func() any { return cons.Stats() })

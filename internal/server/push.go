@@ -147,6 +147,21 @@ type pushEmulators struct {
 	webpush *emulator.WebPush
 }
 
+// Inbox reads the inbox of p's emulator (console.Inbox).
+func (e *pushEmulators) Inbox(p herald.PushProvider, token string) ([]emulator.Notification, bool) {
+	switch {
+	case (p == herald.ProviderAPNs || p == herald.ProviderAPNsVoIP) && e.apns != nil:
+		return e.apns.Inbox(token), true
+	case p == herald.ProviderFCM && e.fcm != nil:
+		return e.fcm.Inbox(token), true
+	case p == herald.ProviderHMS && e.hms != nil:
+		return e.hms.Inbox(token), true
+	case p == herald.ProviderWebPush && e.webpush != nil:
+		return e.webpush.Inbox(token), true
+	}
+	return nil, false
+}
+
 func (e *pushEmulators) close() {
 	if e.apns != nil {
 		e.apns.Close()

@@ -122,6 +122,7 @@ func TestFCMConfigFile(t *testing.T) {
 func TestDevFCM(t *testing.T) {
 	cfg := config.Default()
 	cfg.PushEmulatorAddr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir() // dev mode keeps the Web Push key there
 	provs, _, emus, err := pushSetup(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
