@@ -28,7 +28,8 @@ func (s *Service) Check(m *herald.Message) error {
 		return err
 	}
 	c := Content{
-		Config: *m.Push, Strategy: st, Badge: 99999, HasBadge: m.Push.EnableBadge,
+		NotifID: NotificationID("", 0), // every notification ID has this length
+		Config:  *m.Push, Strategy: st, Badge: 99999, HasBadge: m.Push.EnableBadge,
 		Conv: "p:" + strings.Repeat("x", 2*herald.MaxUserIDLen+1), MsgID: math.MaxInt64, Seq: math.MaxInt64,
 		From: strings.Repeat("x", herald.MaxUserIDLen),
 	}

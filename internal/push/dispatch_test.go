@@ -402,3 +402,37 @@ func TestDevicesPerUserAreBounded(t *testing.T) {
 		t.Error("carol's device was removed by bob's registrations")
 	}
 }
+
+// contentRecorder is a provider that only records what it is asked to
+// render.
+type contentRecorder struct {
+	push.Provider
+	mu  sync.Mutex
+	got []push.Content
+}
+
+func (r *contentRecorder) Render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
+	r.mu.Lock()
+	r.got = append(r.got, *c)
+	r.mu.Unlock()
+	return []byte("{}"), nil
+}
+
+// TestCheckSizesWithTheNotificationID: the size check before a message is
+// accepted renders with a notification ID as long as a real one, so a
+// provider whose payload carries it (Web Push's tag, FCM's notif_id) is
+// not sized short.
+func TestCheckSizesWithTheNotificationID(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	rec := &contentRecorder{Provider: h.prov}
+	svc := push.New(h.st, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderWebPush: rec}, h.cfg)
+	if err := svc.Check(&herald.Message{Push: &herald.PushConfig{Title: "t", Content: "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.got) != 1 {
+		t.Fatalf("Check rendered %d times, want once", len(rec.got))
+	}
+	if got, want := len(rec.got[0].NotifID), len(push.NotificationID("pd_x", 1)); got != want {
+		t.Fatalf("Check rendered with a %d-byte notification ID, want %d like a real one", got, want)
+	}
+}
