@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/token"
@@ -306,3 +308,39 @@ func TestMetricsExposure(t *testing.T) {
 
 // emulatorGone answers one push 410 Unregistered, as for an uninstalled app.
 func emulatorGone() emulator.Step { return emulator.Step{Status: http.StatusGone} }
+
+// TestPushPageShowsEachVendorsDevice: a test push to an FCM, a Huawei and
+// a Web Push device shows the vendor's answer and the notification as that
+// platform shows it, read from the vendor's built-in emulator.
+func TestPushPageShowsEachVendorsDevice(t *testing.T) {
+	srv := startServer(t, nil)
+	sub, err := srv.WebPushEmulator().Subscribe(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + srv.Addr() + "/console/"
+	c := browserless(t)
+	csrf := login(t, c, base)
+	for _, tc := range []struct {
+		name string
+		reg  client.PushRegistration
+		kind string // what the device view says it is
+	}{
+		{"fcm", client.PushRegistration{Provider: herald.ProviderFCM, Token: "fcm-console-token:APA91b", App: testApp}, "Android"},
+		{"hms", client.PushRegistration{Provider: herald.ProviderHMS, Token: "hms-console-token", App: testApp}, "Huawei"},
+		{"webpush", client.PushRegistration{Provider: herald.ProviderWebPush, Token: sub.Token(), App: "web"}, "browser"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pushID := registerVendorDevice(t, srv, "dave-"+tc.name, tc.reg)
+			b := body(t, postForm(t, c, base+"push", url.Values{"push_id": {pushID}, "csrf": {csrf}, "title": {"Hello " + tc.name}, "content": {"from the console"}}))
+			for _, w := range []string{`id="phone-section"`, `id="phone-title">Hello ` + tc.name, `id="phone-body">from the console`, tc.kind, "accepted by the vendor"} {
+				if !strings.Contains(b, w) {
+					t.Errorf("the push page lacks %q", w)
+				}
+			}
+			if strings.Contains(b, `id="phone-missing"`) {
+				t.Error("the push page says the emulator has no such notification")
+			}
+		})
+	}
+}

@@ -71,6 +71,14 @@ func apnsToken(n int) string { return fmt.Sprintf("%064x", n+0xc0ffee) }
 // push token; it returns the push ID and the token.
 func registerDevice(t *testing.T, srv *server.Server, user string, n int) (pushID, tok string) {
 	t.Helper()
+	tok = apnsToken(n)
+	return registerVendorDevice(t, srv, user, client.PushRegistration{Provider: herald.ProviderAPNs, Token: tok, App: testApp, Environment: herald.EnvProduction}), tok
+}
+
+// registerVendorDevice logs user in through the SDK and registers r; it
+// returns the push ID.
+func registerVendorDevice(t *testing.T, srv *server.Server, user string, r client.PushRegistration) (pushID string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c := client.New(srv.URL(), client.Options{DeviceID: user + "-phone"})
@@ -82,12 +90,11 @@ func registerDevice(t *testing.T, srv *server.Server, user string, n int) (pushI
 	if err := c.Login(ctx, user, login); err != nil {
 		t.Fatalf("Login %s: %v", user, err)
 	}
-	tok = apnsToken(n)
-	pushID, err = c.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: tok, App: testApp, Environment: herald.EnvProduction})
+	pushID, err = c.RegisterPush(ctx, r)
 	if err != nil {
 		t.Fatalf("RegisterPush: %v", err)
 	}
-	return pushID, tok
+	return pushID
 }
 
 // browserless is an HTTP client with a cookie jar that does not follow

@@ -93,22 +93,39 @@ func orUnknown(s string) string {
 	return s
 }
 
-// statusMeaning is what an APNs HTTP status says.
-func statusMeaning(status int) string {
+// statusMeaning is what a vendor's HTTP status says.
+func statusMeaning(p herald.PushProvider, status int) string {
 	switch status {
 	case 0:
 		return "no answer: the request did not reach the vendor or its answer was lost"
-	case 200:
+	case 200, 201:
 		return "accepted by the vendor"
 	case 400:
 		return "bad request: the vendor refused this push (see the reason)"
+	case 401:
+		return "the vendor refused the access token (it is fetched again once)"
 	case 403:
+		switch p {
+		case herald.ProviderFCM:
+			return "the token belongs to another Firebase project (SENDER_ID_MISMATCH), or the project's key may not send"
+		case herald.ProviderWebPush:
+			return "the push service refused the VAPID signature: the server's key or clock, or a subscription made with another key"
+		}
 		return "the vendor refused the credentials (certificate or provider token)"
 	case 404:
+		switch p {
+		case herald.ProviderFCM:
+			return "the registration token is not registered (UNREGISTERED: the app was uninstalled), or a wrong project"
+		case herald.ProviderWebPush:
+			return "the subscription is gone"
+		}
 		return "bad path"
 	case 405:
 		return "bad method"
 	case 410:
+		if p == herald.ProviderWebPush {
+			return "the subscription expired or the user unsubscribed"
+		}
 		return "the device token is no longer active for the topic"
 	case 413:
 		return "the payload is too large"
@@ -117,18 +134,47 @@ func statusMeaning(status int) string {
 	case 500:
 		return "the vendor had an internal error"
 	case 503:
-		return "the vendor is unavailable or shutting down"
+		return "the vendor is unavailable, shutting down, or applying flow control"
 	}
 	return ""
 }
 
-// reasonMeaning explains the vendor's reason strings (Apple's APNs
-// documentation, "Handling notification responses from APNs").
+// reasonMeaning explains the vendor's reason strings: APNs' reasons
+// (Apple's "Handling notification responses from APNs"), FCM's error codes
+// and Huawei's result codes, which lead the reason Herald records.
 func reasonMeaning(reason string) string {
 	if m, ok := apnsReasons[reason]; ok {
 		return m
 	}
-	return ""
+	code := reason
+	if i := strings.IndexAny(reason, ": "); i > 0 {
+		code = reason[:i]
+	}
+	return vendorReasons[code]
+}
+
+var vendorReasons = map[string]string{
+	// FCM HTTP v1 (FcmError codes and google.rpc statuses).
+	"UNREGISTERED":           "the registration token is no longer valid: the app was uninstalled or the token expired",
+	"SENDER_ID_MISMATCH":     "the token belongs to another Firebase project",
+	"INVALID_ARGUMENT":       "a malformed request, or an invalid registration token when the violation names message.token",
+	"QUOTA_EXCEEDED":         "the project's or this device's sending quota is used up",
+	"UNAVAILABLE":            "FCM is overloaded",
+	"INTERNAL":               "FCM had an internal error",
+	"THIRD_PARTY_AUTH_ERROR": "the APNs certificate or Web Push key uploaded to Firebase is refused",
+	"PERMISSION_DENIED":      "the service account may not send for this project",
+	"UNAUTHENTICATED":        "the access token was refused",
+	// Huawei Push Kit result codes.
+	"80000000": "success",
+	"80100000": "partial success: the tokens it names are invalid",
+	"80200001": "OAuth authentication failed: check the app ID and secret",
+	"80200003": "the access token expired (a new one is fetched)",
+	"80300002": "the app may not push (Push Kit not enabled or no permission)",
+	"80300007": "the push token is invalid",
+	"80300008": "the message is too large",
+	"80300010": "too many tokens in one request",
+	"80300011": "high-urgency messages are not granted to this app",
+	"81000001": "Huawei had an internal error",
 }
 
 var apnsReasons = map[string]string{

@@ -192,7 +192,7 @@ func acceptedStage(pushID string) push.Stage {
 
 // outcomeOf reads a finished test push: the vendor's answer and, for a
 // device of the built-in emulator, the notification as the phone shows it
-// (or, when the emulator has none with the apns-id, missing).
+// (or, when the emulator has none with the notification ID, missing).
 func (h *Handler) outcomeOf(rep *push.TestReport) (a *answerView, ph *phone, missing bool) {
 	a = &answerView{Sent: rep.Attempt.NotifID != "", Attempt: rep.Attempt, Payload: prettyJSON(rep.Payload)}
 	if h.cfg.Emulator == nil || !a.Sent {

@@ -201,7 +201,7 @@ func (h *Handler) pushEvents(w http.ResponseWriter, r *http.Request) {
 	if a.Sent || a.Payload != "" {
 		es.send("answer", map[string]any{
 			"status": a.Attempt.Status, "reason": a.Attempt.Reason, "outcome": a.Attempt.Outcome,
-			"status_meaning": statusMeaning(a.Attempt.Status), "reason_meaning": reasonMeaning(a.Attempt.Reason),
+			"status_meaning": statusMeaning(a.Attempt.Provider, a.Attempt.Status), "reason_meaning": reasonMeaning(a.Attempt.Reason),
 			"html": h.fragment("answer", a),
 		})
 	}

@@ -12,7 +12,7 @@ import (
 // notification's title, body, badge and sound, or, for a data message,
 // nothing in the shade and the data handed to the app.
 func hmsView(n emulator.Notification) phone {
-	p := phone{App: n.Topic, ReceivedAt: n.ReceivedAt, Env: string(n.Env), ID: n.ID, Raw: prettyJSON(string(n.Payload)), Kind: "alert"}
+	p := phone{App: "Huawei app " + n.Topic, ReceivedAt: n.ReceivedAt, Env: string(n.Env), ID: n.ID, Raw: prettyJSON(string(n.Payload)), Kind: "Huawei notification"}
 	var m struct {
 		Data    string `json:"data"`
 		Android struct {
