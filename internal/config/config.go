@@ -60,7 +60,7 @@ type Config struct {
 
 	// Offline push (docs/push.md).
 	PushConfig       string        // HERALD_PUSH_CONFIG: JSON file of apps, credentials and strategies; empty: the built-in emulator
-	PushEmulatorAddr string        // HERALD_PUSH_EMULATOR_ADDR: where the built-in APNs emulator listens when HERALD_PUSH_CONFIG is empty
+	PushEmulatorAddr string        // HERALD_PUSH_EMULATOR_ADDR: where the built-in emulators (APNs, FCM, Huawei, Web Push) listen when HERALD_PUSH_CONFIG is empty
 	PushAckWindow    time.Duration // HERALD_PUSH_ACK_WINDOW: a live session that has not acknowledged a message this long is pushed
 	PushTTL          time.Duration // HERALD_PUSH_TTL: how long a message's push is worth sending (apns-expiration)
 	PushRetryBase    time.Duration // HERALD_PUSH_RETRY_BASE: first backoff after a transient failure (doubles, with jitter)
@@ -224,7 +224,7 @@ func (c *Config) keys() []key {
 		{"group-cache-members", "group members held in memory; groups beyond are read from the store again when used", &c.GroupCacheMembers},
 		{"read-driver", "epoll (Linux; falls back to goroutine elsewhere) or goroutine", &c.ReadDriver},
 		{"push-config", "JSON file of push apps, credentials and strategies (docs/push.md); empty uses the built-in APNs emulator", &c.PushConfig},
-		{"push-emulator-addr", "listen address of the built-in APNs emulator (only without push-config; port 0 picks one)", &c.PushEmulatorAddr},
+		{"push-emulator-addr", "listen address of the built-in push emulators, every vendor on one address (only without push-config; port 0 picks one)", &c.PushEmulatorAddr},
 		{"push-emulator-sandbox-addr", "listen address of the built-in APNs emulator's development (sandbox) endpoint; empty: the port after push-emulator-addr's (127.0.0.1:7403), any free port when that is 0", &c.PushEmulatorSandboxAddr},
 		{"push-ack-window", "a live session that has not acknowledged a message this long gets a push anyway", &c.PushAckWindow},
 		{"push-ttl", "how long a message push stays worth sending (apns-expiration)", &c.PushTTL},
