@@ -154,7 +154,7 @@ func runEmulator(ctx context.Context, args []string, stdout, stderr io.Writer, r
 	}
 
 	base := em.URL()
-	fmt.Fprintf(stdout, "Push emulators running on %s: APNs, FCM, Huawei Push Kit, Web Push (Ctrl-C stops them)\n", base)
+	fmt.Fprintf(stdout, "Push emulators (APNs, FCM, Huawei Push Kit, Web Push) running on %s  (Ctrl-C stops them)\n", base)
 	fmt.Fprintf(stdout, "  server config   herald serve --push-config %s\n", confPath)
 	fmt.Fprintf(stdout, "                  (or HERALD_PUSH_CONFIG=%s herald serve)\n", confPath)
 	fmt.Fprintf(stdout, "  CA file         %s  (every endpoint's TLS certificate)\n", files.caPath)
