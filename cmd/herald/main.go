@@ -5,7 +5,7 @@
 //	herald gentoken  mint a login token for a user (--admin: an operator token for the console;
 //	                 --webhook-key: print the key callbacks are signed with)
 //	herald push      push debugging against a running server: test, log, status
-//	herald emulator  run the APNs emulator alone
+//	herald emulator  run the push emulators alone (APNs, FCM, Huawei, Web Push) on one address
 //	herald bench     load scenarios: peer messages, idle connections, pushes, groups
 //	herald version   the build's module version and VCS revision
 //

@@ -25,6 +25,11 @@ const pushUsage = `Usage:
   herald push log  (--user ID | --push-id ID | --msg-id N) [--limit 50] [--json]
   herald push status [--json]   counters, and apps suspended because the vendor refused their credentials
 
+test sends a push to one registered device now, through its vendor (APNs,
+FCM, Huawei Push Kit or Web Push), and shows each stage and the vendor's
+answer; log shows the delivery log (each attempt's status, reason, latency
+and notification ID: apns-id for APNs); status shows the counters.
+
 They call the running server with an admin token minted from its secret.
 The server is found through its data folder (--data, or HERALD_DATA; default
 herald-data), where herald serve records its address; --addr (HERALD_ADDR)
@@ -58,8 +63,8 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&cfgPush.Content, "content", "If you can read this, push works.", "notification text")
 		fs.StringVar(&cfgPush.Payload, "payload", "", "payload passed through to the app")
 		fs.StringVar(&cfgPush.ResourcesID, "resources-id", "", "push strategy configured on the server")
-		fs.StringVar(&cfgPush.ThreadID, "thread-id", "", "APNs thread-id")
-		fs.Func("badge", "carry a badge: add N (0-99) to the device's count", func(v string) error {
+		fs.StringVar(&cfgPush.ThreadID, "thread-id", "", "APNs only: the thread-id grouping notifications (other vendors ignore it)")
+		fs.Func("badge", "carry a badge: add N (0-99) to the device's count (Huawei: only when the app has a badge_class)", func(v string) error {
 			n, err := strconv.Atoi(v)
 			cfgPush.EnableBadge, cfgPush.BadgeIncrement = true, n
 			return err
@@ -166,8 +171,9 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stdout, "no delivery-log entries")
 		}
 		for _, e := range out.Entries {
-			fmt.Fprintf(stdout, "%s  %-8s msg %-8d %s user %s  attempt %d  %d %s  %.1f ms  apns-id %s\n",
-				e.At.Local().Format("2006-01-02 15:04:05.000"), e.Outcome, e.MsgID, e.PushID, e.User, e.Attempt, e.Status, e.Reason, float64(e.Latency.Microseconds())/1000, e.NotifID)
+			fmt.Fprintf(stdout, "%s  %-8s msg %-8d %s user %s  %s  attempt %d  %d %s  %.1f ms  %s %s\n",
+				e.At.Local().Format("2006-01-02 15:04:05.000"), e.Outcome, e.MsgID, e.PushID, e.User, providerName(e.Provider), e.Attempt, e.Status, e.Reason,
+				float64(e.Latency.Microseconds())/1000, notifIDLabel(e.Provider), e.NotifID)
 			if e.Body != "" {
 				fmt.Fprintf(stdout, "    answer: %s\n", e.Body)
 			}
@@ -222,6 +228,25 @@ func printTestReport(w io.Writer, r *push.TestReport) {
 		fmt.Fprintf(w, "  payload: %s\n", r.Payload)
 	}
 	if a := r.Attempt; a.Status != 0 || a.Reason != "" {
-		fmt.Fprintf(w, "  vendor answer: status %d, reason %q, apns-id %s, body %q\n", a.Status, a.Reason, a.NotifID, a.Body)
+		fmt.Fprintf(w, "  vendor answer: status %d, reason %q, %s %s, body %q\n", a.Status, a.Reason, notifIDLabel(a.Provider), a.NotifID, a.Body)
 	}
+}
+
+// notifIDLabel names a push attempt's notification ID as its vendor does:
+// APNs' apns-id header; the others carry it in the message (FCM and
+// Huawei as the notification tag, Web Push as the Topic header, without
+// dashes).
+func notifIDLabel(p herald.PushProvider) string {
+	if p == herald.ProviderAPNs || p == herald.ProviderAPNsVoIP {
+		return "apns-id"
+	}
+	return "notification id"
+}
+
+// providerName is p, or "-" for an entry that names none.
+func providerName(p herald.PushProvider) string {
+	if p == "" {
+		return "-"
+	}
+	return string(p)
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -62,7 +65,7 @@ func TestPushCommands(t *testing.T) {
 	if err := run([]string{"push", "log", "--addr", srv.Addr(), "--user", "bob"}, &out, &errOut); err != nil {
 		t.Fatalf("push log: %v\n%s", err, errOut.String())
 	}
-	if !strings.Contains(out.String(), "sent") || !strings.Contains(out.String(), pushID) {
+	if !strings.Contains(out.String(), "sent") || !strings.Contains(out.String(), pushID) || !strings.Contains(out.String(), "apns-id") {
 		t.Errorf("push log output lacks the test push:\n%s", out.String())
 	}
 
@@ -72,6 +75,59 @@ func TestPushCommands(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "no app suspended") || !strings.Contains(out.String(), "planned") {
 		t.Errorf("push status output:\n%s\nwant the counters and no suspension", out.String())
+	}
+
+	// A device of each other vendor, through its built-in emulator: the
+	// test push arrives, and neither command calls its ID an apns-id.
+	res, err := http.Get("http://" + srv.Addr() + server.VAPIDKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vapid struct {
+		PublicKey string `json:"public_key"`
+	}
+	json.NewDecoder(res.Body).Decode(&vapid)
+	res.Body.Close()
+	key, _ := base64.RawURLEncoding.DecodeString(vapid.PublicKey)
+	sub, err := srv.WebPushEmulator().Subscribe(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		reg   client.PushRegistration
+		inbox func() int
+	}{
+		{client.PushRegistration{Provider: herald.ProviderFCM, Token: "fcm-bob:1", App: "com.example.chat"},
+			func() int { return len(srv.FCMEmulator().Inbox("fcm-bob:1")) }},
+		{client.PushRegistration{Provider: herald.ProviderHMS, Token: "hmsBOB1", App: "com.example.chat"},
+			func() int { return len(srv.HMSEmulator().Inbox("hmsBOB1")) }},
+		{client.PushRegistration{Provider: herald.ProviderWebPush, Token: sub.Token(), App: "web"},
+			func() int { return len(srv.WebPushEmulator().Inbox(sub.Token())) }},
+	} {
+		t.Run(string(tt.reg.Provider), func(t *testing.T) {
+			pid, err := c.RegisterPush(ctx, tt.reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut bytes.Buffer
+			if err := run([]string{"push", "test", "--addr", srv.Addr(), "--push-id", pid, "--title", "Hi", "--content", "there"}, &out, &errOut); err != nil {
+				t.Fatalf("push test: %v\n%s%s", err, out.String(), errOut.String())
+			}
+			if !strings.Contains(out.String(), "ok   send") || !strings.Contains(out.String(), "notification id") || strings.Contains(out.String(), "apns-id") {
+				t.Errorf("push test output:\n%s\nwant the send stage ok, a notification id and no apns-id", out.String())
+			}
+			if n := tt.inbox(); n != 1 {
+				t.Errorf("emulator inbox holds %d notifications, want the test push", n)
+			}
+			out.Reset()
+			if err := run([]string{"push", "log", "--addr", srv.Addr(), "--push-id", pid}, &out, &errOut); err != nil {
+				t.Fatalf("push log: %v\n%s", err, errOut.String())
+			}
+			if got := out.String(); !strings.Contains(got, "sent") || !strings.Contains(got, string(tt.reg.Provider)) ||
+				!strings.Contains(got, "notification id") || strings.Contains(got, "apns-id") {
+				t.Errorf("push log output:\n%s\nwant the sent %s push with a notification id and no apns-id", got, tt.reg.Provider)
+			}
+		})
 	}
 
 	out.Reset()

@@ -9,10 +9,12 @@
 // default herald-data: the file server.json), else 127.0.0.1:7400. --url
 // names the endpoint instead.
 //
-// With --push-token the client registers an APNs device token for the user
-// (as an iPhone app would) and quits without logging out, like a phone
-// going offline: messages sent with --push then reach that token as pushes
-// (the built-in emulator shows them when no Apple credentials are set).
+// With --push-token the client registers a device token for the user (an
+// APNs token, as an iPhone app would; with --push-provider fcm, hms or
+// webpush an Android, Huawei or browser one, a browser's being its
+// subscription JSON) and quits without logging out, like a phone going
+// offline: messages sent with --push then reach that token as pushes (the
+// built-in emulators show them when no vendor credentials are set).
 package main
 
 import (
@@ -37,8 +39,9 @@ func main() {
 	tok := flag.String("token", "", "login token (herald gentoken --user ID)")
 	to := flag.String("to", "", "send typed lines to this user")
 	device := flag.String("device", "", "device ID; keep it the same across runs to resume where you left off")
-	pushToken := flag.String("push-token", "", "register this APNs device token (hex) for the user; quit without logging out")
-	app := flag.String("app", "com.example.chat", "bundle ID the push token belongs to")
+	pushToken := flag.String("push-token", "", "register this device token (APNs: hex; webpush: the subscription JSON) for the user; quit without logging out")
+	provider := flag.String("push-provider", "apns", "the push token's vendor: apns, fcm, hms or webpush")
+	app := flag.String("app", "com.example.chat", "bundle ID or package name the push token belongs to")
 	withPush := flag.Bool("push", false, "send each line with an offline push (title: your user ID)")
 	flag.Parse()
 	if *user == "" || *tok == "" {
@@ -80,9 +83,11 @@ func main() {
 	}
 	if *pushToken != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		id, err := c.RegisterPush(ctx, client.PushRegistration{
-			Provider: herald.ProviderAPNs, Token: *pushToken, App: *app, Environment: herald.EnvDevelopment,
-		})
+		reg := client.PushRegistration{Provider: herald.PushProvider(*provider), Token: *pushToken, App: *app}
+		if reg.Provider == herald.ProviderAPNs {
+			reg.Environment = herald.EnvDevelopment
+		}
+		id, err := c.RegisterPush(ctx, reg)
 		cancel()
 		if err != nil {
 			log.Fatalf("register push: %v", err)

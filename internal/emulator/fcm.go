@@ -203,6 +203,58 @@ func (f *FCM) ServiceAccount(project string) ([]byte, error) {
 
 var fcmProjectRE = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 
+// AddServiceAccount makes the emulator accept an existing service
+// account's JSON key (one ServiceAccount made, by this emulator or an
+// earlier one, such as a `herald emulator` before a restart): its
+// project_id, client_email, private_key_id and RSA private_key are
+// registered as ServiceAccount's would be. It returns the key file with
+// its token_uri and the other Google URLs pointing at this emulator, so a
+// key saved by an emulator on another address works here. The emulator
+// must be mounted on a started APNs emulator.
+func (f *FCM) AddServiceAccount(key []byte) ([]byte, error) {
+	base := f.URL()
+	if base == "" {
+		return nil, errors.New("emulator: FCM is not mounted on a started APNs emulator")
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(key, &doc); err != nil {
+		return nil, fmt.Errorf("emulator: service account: %w", err)
+	}
+	str := func(k string) string { s, _ := doc[k].(string); return s }
+	acc := &fcmAccount{email: str("client_email"), project: str("project_id"), keyID: str("private_key_id")}
+	switch {
+	case str("type") != "service_account":
+		return nil, fmt.Errorf("emulator: service account: type %q, want \"service_account\"", str("type"))
+	case !fcmProjectRE.MatchString(acc.project):
+		return nil, fmt.Errorf("emulator: service account: project_id %q: want lower-case letters, digits and hyphens", acc.project)
+	case acc.email == "":
+		return nil, errors.New("emulator: service account: no client_email")
+	}
+	blk, _ := pem.Decode([]byte(str("private_key")))
+	if blk == nil {
+		return nil, errors.New("emulator: service account: private_key is not PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		if k, err = x509.ParsePKCS1PrivateKey(blk.Bytes); err != nil {
+			return nil, errors.New("emulator: service account: private_key is not a PKCS#8 or PKCS#1 key")
+		}
+	}
+	rk, ok := k.(*rsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("emulator: service account: private_key is not an RSA key")
+	}
+	acc.pub = &rk.PublicKey
+	f.mu.Lock()
+	f.accounts[acc.email] = acc
+	f.mu.Unlock()
+	doc["auth_uri"] = base + "/fcm/auth"
+	doc["token_uri"] = base + fcmTokenPath
+	doc["auth_provider_x509_cert_url"] = base + "/fcm/certs"
+	doc["client_x509_cert_url"] = base + "/fcm/certs/" + acc.email
+	return json.MarshalIndent(doc, "", "  ")
+}
+
 // RevokeAccount disables a service account, as deleting its key in the
 // Cloud console does: the token endpoint refuses it (400 invalid_grant)
 // and its access tokens stop working (401). It reports whether the

@@ -156,6 +156,45 @@ func TestFCMTokenEndpoint(t *testing.T) {
 	}
 }
 
+// TestFCMAddServiceAccount: a key file an earlier emulator made (as
+// `herald emulator` keeps in its folder across restarts, maybe on another
+// address) is accepted once added, and its URLs then point here.
+func TestFCMAddServiceAccount(t *testing.T) {
+	old := startFCM(t)
+	x := startFCM(t)
+	if _, err := x.fetch(bytes.Replace(old.sa, []byte(old.fcm.URL()), []byte(x.fcm.URL()), -1)); err == nil {
+		t.Fatal("an unknown account got a token before AddServiceAccount")
+	}
+	sa, err := x.fcm.AddServiceAccount(old.sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		TokenURI    string `json:"token_uri"`
+		PrivateKey  string `json:"private_key"`
+		ClientEmail string `json:"client_email"`
+	}
+	var doc, was key
+	json.Unmarshal(sa, &doc)
+	json.Unmarshal(old.sa, &was)
+	if doc.TokenURI != x.fcm.URL()+"/fcm/token" || doc.PrivateKey != was.PrivateKey || doc.ClientEmail != was.ClientEmail {
+		t.Errorf("returned key: token_uri %q, same key %v, same email %v; want this emulator's token URI and the same account",
+			doc.TokenURI, doc.PrivateKey == was.PrivateKey, doc.ClientEmail == was.ClientEmail)
+	}
+	tok, err := x.fetch(sa)
+	if err != nil {
+		t.Fatalf("token for the added account: %v", err)
+	}
+	if got := x.send(t, "proj-a", tok.AccessToken, fcmMsg("tok", "")); got.status != 200 {
+		t.Errorf("send with the added account's token: %d %s, want 200", got.status, got.body)
+	}
+	for _, bad := range []string{`{}`, `{"type":"service_account","project_id":"p","client_email":"a@b"}`, `not json`} {
+		if _, err := x.fcm.AddServiceAccount([]byte(bad)); err == nil {
+			t.Errorf("AddServiceAccount(%s) accepted it", bad)
+		}
+	}
+}
+
 func TestFCMTokenLifetime(t *testing.T) {
 	c := &clock{t: time.Now()}
 	a := New(Config{})
