@@ -594,10 +594,12 @@ func TestPushSurvivesSIGKILL(t *testing.T) {
 	emu, file := standaloneEmulator(t)
 	addr, data := freeAddr(t), t.TempDir()
 	url := "ws://" + addr + proto.Path
-	// The first retry comes 0.5-1 s after the first attempt: the kill falls
-	// in that quiet time, when every job waits in the outbox and none is
-	// in flight (a push in flight at the crash may be sent twice: that is
-	// the documented at-least-once window, not what this test is about).
+	// The first retry comes 0.5-1 s after the first attempt: the kill
+	// usually falls in that quiet time, when every job waits in the outbox.
+	// Wherever it falls, APNs is scripted to refuse every push until the
+	// restart, so none is accepted before it (a push accepted at the crash
+	// may be sent twice: the documented at-least-once window, not what
+	// this test is about).
 	args := []string{"--push-config", file, "--push-retry-base", "1s", "--push-retry-max", "1s"}
 	cmd := startProcess(t, bin, addr, data, args...)
 
@@ -621,13 +623,16 @@ func TestPushSurvivesSIGKILL(t *testing.T) {
 				Push: &herald.PushConfig{Title: "t", Content: fmt.Sprint(k)}}, &rep)
 		}
 	}
-	// Every job has been tried once and is waiting to retry.
+	// Every job has been tried and is waiting to retry. On a loaded
+	// machine the sends outlast the first retry delay, so some jobs have
+	// been tried twice: harmless, as every answer until the restart is the
+	// scripted 503, whenever the kill falls.
 	deadline := time.Now().Add(10 * time.Second)
 	for st := emu.Stats(); (st.Received < users*perUser || st.InFlight > 0) && time.Now().Before(deadline); st = emu.Stats() {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if st := emu.Stats(); st.Received != users*perUser {
-		t.Fatalf("emulator received %d requests before the kill, want exactly %d first attempts", st.Received, users*perUser)
+	if st := emu.Stats(); st.Received < users*perUser {
+		t.Fatalf("emulator received %d requests before the kill, want at least the %d first attempts", st.Received, users*perUser)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()

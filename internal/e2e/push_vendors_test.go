@@ -442,8 +442,9 @@ func TestPushFCMSurvivesSIGKILL(t *testing.T) {
 	fcm := s.FCM
 	addr, data := freeAddr(t), t.TempDir()
 	url := "ws://" + addr + proto.Path
-	// As in TestPushSurvivesSIGKILL: the kill falls in the quiet time
-	// before the first retry, when every job waits in the outbox.
+	// As in TestPushSurvivesSIGKILL: the kill usually falls in the quiet
+	// time before the first retry, when every job waits in the outbox; FCM
+	// refuses every push until the restart wherever it falls.
 	args := []string{"--push-config", s.File, "--push-retry-base", "1s", "--push-retry-max", "1s"}
 	cmd := startProcess(t, bin, addr, data, args...)
 
@@ -471,8 +472,8 @@ func TestPushFCMSurvivesSIGKILL(t *testing.T) {
 	for st := fcm.Stats(); (st.Received < users*perUser || st.InFlight > 0) && time.Now().Before(deadline); st = fcm.Stats() {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if st := fcm.Stats(); st.Received != users*perUser {
-		t.Fatalf("FCM emulator received %d requests before the kill, want exactly %d first attempts", st.Received, users*perUser)
+	if st := fcm.Stats(); st.Received < users*perUser { // more: retries, on a loaded machine, answered 503 too
+		t.Fatalf("FCM emulator received %d requests before the kill, want at least the %d first attempts", st.Received, users*perUser)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
