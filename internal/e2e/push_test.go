@@ -48,9 +48,14 @@ func startPushServer(t *testing.T, mutate func(*config.Config)) *testServer {
 	})
 }
 
-// waitInbox waits until the emulator holds n notifications for tok and
-// returns them.
-func waitInbox(t *testing.T, emu *emulator.APNs, tok string, n int) []emulator.Notification {
+// inboxes is what every vendor's emulator offers: what a device shows.
+type inboxes interface {
+	Inbox(token string) []emulator.Notification
+}
+
+// waitInbox waits until the emulator (of any vendor) holds n
+// notifications for tok and returns them.
+func waitInbox(t *testing.T, emu inboxes, tok string, n int) []emulator.Notification {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -59,10 +64,18 @@ func waitInbox(t *testing.T, emu *emulator.APNs, tok string, n int) []emulator.N
 			return got
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("emulator inbox for %s…: %d notifications, want %d", tok[:8], len(got), n)
+			t.Fatalf("emulator inbox for %s: %d notifications, want %d", short(tok), len(got), n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// short abbreviates a device token for a failure message.
+func short(tok string) string {
+	if len(tok) > 12 {
+		return tok[:12] + "…"
+	}
+	return tok
 }
 
 // waitLog waits until the delivery log holds an entry for msgID with one of
@@ -395,6 +408,44 @@ func TestPushRegistrationErrors(t *testing.T) {
 // points one app at it with a .p8 key (token auth).
 func standaloneEmulator(t *testing.T, opts ...func(*emulator.Config)) (*emulator.APNs, string) {
 	t.Helper()
+	s := standaloneEmulators(t, vendorSections{}, opts...)
+	return s.APNs, s.File
+}
+
+// vendorSections says which vendors besides APNs a standalone push
+// configuration file configures; the zero value: APNs alone.
+type vendorSections struct {
+	FCMApps     []string // package names of one Firebase project; nil: no "fcm" section
+	HMSPackages []string // package names of one Huawei app (hmsAppID); nil: no "hms" section
+	WebPush     bool     // a "webpush" section (private endpoints allowed: the emulator is on loopback)
+	// WebPushStrict, with WebPush, refuses private endpoints as a
+	// production server does (no subscription to the emulator registers).
+	WebPushStrict bool
+}
+
+// The standalone emulators' Firebase project and Huawei app.
+const (
+	fcmProject   = "herald-e2e"
+	hmsAppID     = "104512345"
+	hmsAppSecret = "e2e-hms-secret"
+)
+
+// standalone is an APNs emulator in the test process with the other
+// vendors' emulators mounted on its listener (one address serves every
+// vendor, as `herald emulator` does), and a push configuration file
+// pointing a server at them: a server process outlives nothing here.
+type standalone struct {
+	APNs    *emulator.APNs
+	FCM     *emulator.FCM
+	HMS     *emulator.HMS
+	WebPush *emulator.WebPush
+	File    string
+}
+
+// standaloneEmulators starts the emulators and writes the file: APNs for
+// testApp with a .p8 key (token auth), and the sections v asks for.
+func standaloneEmulators(t *testing.T, v vendorSections, opts ...func(*emulator.Config)) *standalone {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -408,6 +459,10 @@ func standaloneEmulator(t *testing.T, opts ...func(*emulator.Config)) (*emulator
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
+	s := &standalone{APNs: emu, FCM: emulator.NewFCM(emulator.FCMConfig{}), HMS: emulator.NewHMS(emulator.HMSConfig{}), WebPush: emulator.NewWebPush(emulator.WebPushConfig{})}
+	s.FCM.Mount(emu)
+	s.HMS.Mount(emu)
+	s.WebPush.Mount(emu)
 	dir := t.TempDir()
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -420,13 +475,34 @@ func standaloneEmulator(t *testing.T, opts ...func(*emulator.Config)) (*emulator
 	}
 	write("AuthKey_KEY1234567.p8", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	write("ca.pem", emu.CACertPEM())
-	conf := fmt.Sprintf(`{
-  "apns": [{"bundle_id": %q, "team_id": "TEAM123456", "key_id": "KEY1234567", "key_file": "AuthKey_KEY1234567.p8",
-            "production_url": %q, "development_url": %q, "ca_file": "ca.pem"}],
-  "strategies": {"call": {"type": "voip"}, "chat": {"sound": "default", "category": "MESSAGE"}}
-}`, testApp, emu.URL(), emu.URL())
-	write("push.json", []byte(conf))
-	return emu, filepath.Join(dir, "push.json")
+	conf := map[string]any{
+		"apns": []map[string]any{{"bundle_id": testApp, "team_id": "TEAM123456", "key_id": "KEY1234567", "key_file": "AuthKey_KEY1234567.p8",
+			"production_url": emu.URL(), "development_url": emu.URL(), "ca_file": "ca.pem"}},
+		"strategies": map[string]any{"call": map[string]any{"type": "voip"}, "chat": map[string]any{"sound": "default", "category": "MESSAGE"}},
+	}
+	if v.FCMApps != nil {
+		sa, err := s.FCM.ServiceAccount(fcmProject)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("fcm.json", sa)
+		conf["fcm"] = []map[string]any{{"service_account_file": "fcm.json", "apps": v.FCMApps, "url": s.FCM.URL(), "ca_file": "ca.pem"}}
+	}
+	if v.HMSPackages != nil {
+		s.HMS.AddApp(hmsAppID, hmsAppSecret)
+		conf["hms"] = []map[string]any{{"app_id": hmsAppID, "app_secret": hmsAppSecret, "packages": v.HMSPackages,
+			"token_url": s.HMS.URL() + "/oauth2/v3/token", "push_url": s.HMS.URL(), "ca_file": "ca.pem"}}
+	}
+	if v.WebPush {
+		conf["webpush"] = map[string]any{"subject": "mailto:e2e@example.com", "allow_private_endpoints": !v.WebPushStrict, "ca_file": "ca.pem"}
+	}
+	b, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("push.json", b)
+	s.File = filepath.Join(dir, "push.json")
+	return s
 }
 
 // TestPushRetriesUntilDelivered: APNs answers 503 for a while, then 200:
@@ -518,10 +594,12 @@ func TestPushSurvivesSIGKILL(t *testing.T) {
 	emu, file := standaloneEmulator(t)
 	addr, data := freeAddr(t), t.TempDir()
 	url := "ws://" + addr + proto.Path
-	// The first retry comes 0.5-1 s after the first attempt: the kill falls
-	// in that quiet time, when every job waits in the outbox and none is
-	// in flight (a push in flight at the crash may be sent twice: that is
-	// the documented at-least-once window, not what this test is about).
+	// The first retry comes 0.5-1 s after the first attempt: the kill
+	// usually falls in that quiet time, when every job waits in the outbox.
+	// Wherever it falls, APNs is scripted to refuse every push until the
+	// restart, so none is accepted before it (a push accepted at the crash
+	// may be sent twice: the documented at-least-once window, not what
+	// this test is about).
 	args := []string{"--push-config", file, "--push-retry-base", "1s", "--push-retry-max", "1s"}
 	cmd := startProcess(t, bin, addr, data, args...)
 
@@ -545,13 +623,16 @@ func TestPushSurvivesSIGKILL(t *testing.T) {
 				Push: &herald.PushConfig{Title: "t", Content: fmt.Sprint(k)}}, &rep)
 		}
 	}
-	// Every job has been tried once and is waiting to retry.
+	// Every job has been tried and is waiting to retry. On a loaded
+	// machine the sends outlast the first retry delay, so some jobs have
+	// been tried twice: harmless, as every answer until the restart is the
+	// scripted 503, whenever the kill falls.
 	deadline := time.Now().Add(10 * time.Second)
 	for st := emu.Stats(); (st.Received < users*perUser || st.InFlight > 0) && time.Now().Before(deadline); st = emu.Stats() {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if st := emu.Stats(); st.Received != users*perUser {
-		t.Fatalf("emulator received %d requests before the kill, want exactly %d first attempts", st.Received, users*perUser)
+	if st := emu.Stats(); st.Received < users*perUser {
+		t.Fatalf("emulator received %d requests before the kill, want at least the %d first attempts", st.Received, users*perUser)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
