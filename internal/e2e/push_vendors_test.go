@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -567,4 +568,89 @@ func TestPushVendorRegistrationErrors(t *testing.T) {
 			t.Errorf("RegisterPush %s for %s: %v, want it accepted", reg.Provider, reg.App, err)
 		}
 	}
+}
+
+// TestPushFCMAcceptedAtCrashShowsOnce: FCM takes a push and the server dies
+// before it hears the answer, so the outcome was never recorded. After the
+// restart the push is sent again, and the phone still shows one
+// notification: the copy carries the same android.notification.tag and
+// replaces the first (one inbox entry, two deliveries).
+func TestPushFCMAcceptedAtCrashShowsOnce(t *testing.T) {
+	skipUnderShort(t)
+	bin, err := buildHerald()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := standaloneEmulators(t, vendorSections{FCMApps: []string{testApp}})
+	fcm := s.FCM
+	addr, data := freeAddr(t), t.TempDir()
+	url := "ws://" + addr + proto.Path
+	cmd := startProcess(t, bin, addr, data, "--push-config", s.File)
+
+	const tok = "fcm-held-at-crash:android"
+	c := dialRaw(t, url)
+	c.login("held", "phone")
+	c.call(proto.OpRegisterPush, proto.RegisterPushRequest{Provider: "fcm", Token: tok, App: testApp}, nil)
+	c.conn.Close()
+
+	// The emulator delivers the push, then holds its answer until the
+	// server is dead.
+	accepted, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	fcm.OnAccept(func(n *emulator.Notification) {
+		if n.Token != tok {
+			return
+		}
+		once.Do(func() {
+			close(accepted)
+			<-release
+		})
+	})
+	defer fcm.OnAccept(nil)
+	sender := dialRaw(t, url)
+	sender.login("sender", "desk")
+	var rep proto.SendReply
+	sender.call(proto.OpSend, proto.SendRequest{To: "held", LocalID: "m1", Type: "text", Text: "hi",
+		Push: &herald.PushConfig{Title: "t", Content: "sent once, shown once"}}, &rep)
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the FCM emulator never received the push")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	close(release)
+
+	startProcess(t, bin, addr, data, "--push-config", s.File)
+	deadline := time.Now().Add(20 * time.Second)
+	for len(fcm.Arrived(tok)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart the push was not sent again: %d arrived, want 2 (its outcome was never recorded)", len(fcm.Arrived(tok)))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitOutboxEmpty(t, addr)
+	arrived, inbox := fcm.Arrived(tok), fcm.Inbox(tok)
+	if len(arrived) != 2 || arrived[0].ID != arrived[1].ID {
+		t.Fatalf("arrived %d copies (IDs %v), want 2 with one notification ID", len(arrived), ids(arrived))
+	}
+	if len(inbox) != 1 || inbox[0].Deliveries != 2 {
+		t.Fatalf("the phone shows %d notifications (deliveries %v), want 1 that replaced its first copy (deliveries 2)", len(inbox), deliveries(inbox))
+	}
+}
+
+func ids(ns []emulator.Notification) []string {
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = n.ID
+	}
+	return out
+}
+
+func deliveries(ns []emulator.Notification) []int {
+	out := make([]int, len(ns))
+	for i, n := range ns {
+		out[i] = n.Deliveries
+	}
+	return out
 }
