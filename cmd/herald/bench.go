@@ -84,7 +84,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.Float64Var(&po.Rate, "rate", 0, "messages per second, all senders together; 0: as fast as the server acknowledges")
 		fs.IntVar(&po.Window, "window", 64, "unacknowledged sends per sender (with --rate 0, the load)")
 		fs.DurationVar(&po.RTT, "rtt", 50*time.Millisecond, "the emulator's answer delay: the round trip to the vendor")
-		fs.DurationVar(&po.Drain, "drain", 30*time.Second, "how long to wait for pushes after the last send")
+		fs.DurationVar(&po.Drain, "drain", 30*time.Second, "after the last send, stop waiting when no push has arrived for this long")
 		fs.IntVar(&pushEnv.inFlight, "in-flight", 0, "the server's HERALD_PUSH_IN_FLIGHT (0: its default)")
 		fs.IntVar(&pushEnv.connections, "connections", 0, "the server's HERALD_PUSH_CONNECTIONS (0: its default)")
 		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite or pebble")

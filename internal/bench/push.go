@@ -27,7 +27,7 @@ type PushOptions struct {
 	Rate       float64       // messages per second, all senders together; zero: as fast as the server acknowledges
 	Window     int           // unacknowledged sends per sender; zero means 64
 	RTT        time.Duration // the emulator's answer delay (a round trip to the vendor)
-	Drain      time.Duration // how long to wait after the last ack for pushes; zero means 30s
+	Drain      time.Duration // after the last send, give up when no reply or push has arrived for this long; zero means 30s
 	Progress   io.Writer     // a line per second while running; nil for none
 	Users      string        // user ID prefix; empty means "bench"
 }
@@ -44,7 +44,7 @@ type PushResult struct {
 	Errors      int64   `json:"errors"`     // sends refused or unanswered
 	Pushes      int64   `json:"pushes"`     // sends acknowledged: pushes expected
 	Delivered   int64   `json:"delivered"`  // distinct expected notification IDs the emulator accepted
-	Missed      int64   `json:"missed"`     // expected, not received by the end of the drain
+	Missed      int64   `json:"missed"`     // expected, not received when the drain gave up
 	Duplicated  int64   `json:"duplicated"` // receipts beyond the first of a notification ID
 	Unexpected  int64   `json:"unexpected"` // receipts that no acknowledged send explains
 	AcksPerSec  float64 `json:"acks_per_sec"`
@@ -340,10 +340,22 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 			return false
 		}
 	}, "sending", nil)
-	// Replies, then pushes, within the drain time.
-	drain := time.After(o.Drain)
-	waitFor(func() bool { return acked.Load()+errs.Load() >= sent.Load() }, "acks", drain)
-	waitFor(func() bool { return rc.distinct.Load() >= acked.Load() }, "drain", drain)
+	// Replies, then pushes, for as long as they keep coming: a vendor
+	// slower than the senders leaves a backlog that is still being pushed,
+	// not missed. Give up when nothing has arrived for the drain time.
+	waitIdle := func(done func() bool, moved func() int64, label string) {
+		last, at := moved(), time.Now()
+		waitFor(func() bool {
+			if n := moved(); n != last {
+				last, at = n, time.Now()
+			}
+			return done() || time.Since(at) >= o.Drain
+		}, label, nil)
+	}
+	answered := func() int64 { return acked.Load() + errs.Load() }
+	waitIdle(func() bool { return answered() >= sent.Load() }, answered, "acks")
+	received := func() int64 { return rc.distinct.Load() + rc.malformed.Load() }
+	waitIdle(func() bool { return rc.distinct.Load() >= acked.Load() }, received, "drain")
 	cpu := t.CPU() - cpuBefore
 	// A push sent twice tends to follow the first closely (a retry after a
 	// lost answer): give duplicates a moment to show.

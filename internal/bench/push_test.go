@@ -117,6 +117,31 @@ func TestPushEveryProviderExactlyOnce(t *testing.T) {
 	}
 }
 
+// A backlog that the server is still pushing when the senders are done is
+// waited for, not counted missed: the drain gives up only when pushes
+// stop arriving. Here 8 pushes in flight at 40 ms each take about a
+// second for 200 messages, the drain time is 300 ms.
+func TestPushDrainWaitsForABacklog(t *testing.T) {
+	emu, err := StartEmulator("apns", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	target := startTarget(t, func(c *config.Config) { c.PushConfig, c.PushInFlight = emu.ConfigFile, 8 })
+	res, err := Push(context.Background(), target, emu, PushOptions{
+		Recipients: 20, Messages: 200, Senders: 4, RTT: 40 * time.Millisecond, Drain: 300 * time.Millisecond, Users: "backlog",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Pushes != 200 || res.Delivered != 200 || res.Missed != 0 {
+		t.Fatalf("pushes %d, delivered %d, missed %d: want all 200 delivered after the backlog drained", res.Pushes, res.Delivered, res.Missed)
+	}
+	if res.DurationSec < 0.6 {
+		t.Errorf("pushes took %.2fs: want a backlog longer than the 300 ms drain (about 1 s)", res.DurationSec)
+	}
+}
+
 // The notification IDs of every vendor match the one Herald derives,
 // whatever the case and dashes; anything else matches nothing.
 func TestNotifKeyNormalises(t *testing.T) {
