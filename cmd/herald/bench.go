@@ -21,18 +21,21 @@ import (
 const benchUsage = `Usage:
   herald bench peer [--pairs N] [--rate R] [--duration D] [--json] [--target URL --secret S [--users PREFIX]]
   herald bench conn [--conns N] [--json] [--target URL --secret S]
-  herald bench push [--recipients N] [--messages M] [--senders S] [--rate R] [--rtt D]
-                    [--window W] [--drain D] [--in-flight N] [--connections N]
-                    [--max-streams N] [--store sqlite|pebble] [--cpuprofile FILE] [--json]
-  herald bench group [--members N] [--online 0.1] [--devices 0.1] [--senders S] [--rate R]
-                     [--duration D] [--store sqlite|pebble] [--json]
+  herald bench push [--provider apns|fcm|hms|webpush] [--recipients N] [--messages M]
+                    [--senders S] [--rate R] [--rtt D] [--window W] [--drain D]
+                    [--in-flight N] [--connections N] [--max-streams N]
+                    [--store sqlite|pebble] [--cpuprofile FILE] [--json]
+  herald bench group [--provider apns|fcm|hms|webpush] [--members N] [--online 0.1]
+                     [--devices 0.1] [--senders S] [--rate R] [--duration D]
+                     [--store sqlite|pebble] [--json]
 
 With no --target, a server is started as a child process on a free loopback
 port with a temporary data folder, and its memory is read from /proc.
 bench push and bench group always start their own server (no --target):
-the server must push to an APNs emulator that runs inside the bench
-process, which times each push's arrival; the child gets
-HERALD_PUSH_CONFIG pointing at it.
+the server must push to the --provider vendor's emulator (default apns),
+which runs inside the bench process and times each push's arrival; the
+child gets HERALD_PUSH_CONFIG pointing at it with that vendor's
+credentials.
 Other HERALD_* variables in the environment (HERALD_PPROF_ADDR ...) reach
 the child too.
 Progress goes to stderr; the report to stdout (JSON with --json).
@@ -63,6 +66,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var po bench.PushOptions
 	var gro bench.GroupOptions
 	var pushEnv pushServerFlags
+	provider := "apns"
+	if scenario == "push" || scenario == "group" {
+		fs.StringVar(&provider, "provider", "apns", "the push vendor whose emulator the server pushes to: apns, fcm, hms or webpush")
+	}
 	switch scenario {
 	case "peer":
 		fs.IntVar(&pairs, "pairs", 100, "sender/receiver pairs")
@@ -71,22 +78,22 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	case "conn":
 		fs.IntVar(&conns, "conns", 5000, "idle logged-in connections (keep under the open-file limit)")
 	case "push":
-		fs.IntVar(&po.Recipients, "recipients", 1000, "offline users, one APNs device each")
+		fs.IntVar(&po.Recipients, "recipients", 1000, "offline users, one device each")
 		fs.IntVar(&po.Messages, "messages", 50000, "messages with a push configuration, all senders together")
 		fs.IntVar(&po.Senders, "senders", 16, "sender connections")
 		fs.Float64Var(&po.Rate, "rate", 0, "messages per second, all senders together; 0: as fast as the server acknowledges")
 		fs.IntVar(&po.Window, "window", 64, "unacknowledged sends per sender (with --rate 0, the load)")
-		fs.DurationVar(&po.RTT, "rtt", 50*time.Millisecond, "the APNs emulator's answer delay: the round trip to Apple")
-		fs.DurationVar(&po.Drain, "drain", 30*time.Second, "how long to wait for pushes after the last send")
+		fs.DurationVar(&po.RTT, "rtt", 50*time.Millisecond, "the emulator's answer delay: the round trip to the vendor")
+		fs.DurationVar(&po.Drain, "drain", 30*time.Second, "after the last send, stop waiting when no push has arrived for this long")
 		fs.IntVar(&pushEnv.inFlight, "in-flight", 0, "the server's HERALD_PUSH_IN_FLIGHT (0: its default)")
 		fs.IntVar(&pushEnv.connections, "connections", 0, "the server's HERALD_PUSH_CONNECTIONS (0: its default)")
 		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite or pebble")
-		fs.UintVar(&pushEnv.maxStreams, "max-streams", 0, "the emulator's SETTINGS_MAX_CONCURRENT_STREAMS (0: its default, 1000)")
+		fs.UintVar(&pushEnv.maxStreams, "max-streams", 0, "the emulator's SETTINGS_MAX_CONCURRENT_STREAMS, every vendor's (0: its default, 1000)")
 		fs.StringVar(&pushEnv.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (generator and emulator) during the load to this file")
 	case "group":
 		fs.IntVar(&gro.Members, "members", 10000, "group size, senders included")
 		fs.Float64Var(&gro.Online, "online", 0.1, "share of the members logged in, receiving live")
-		fs.Float64Var(&gro.Devices, "devices", 0.1, "share of the offline members with an APNs device (each message is pushed to them)")
+		fs.Float64Var(&gro.Devices, "devices", 0.1, "share of the offline members with a device (each message is pushed to them)")
 		fs.IntVar(&gro.Senders, "senders", 4, "members sending")
 		fs.Float64Var(&gro.Rate, "rate", 60, "group messages per second, all senders together")
 		fs.DurationVar(&gro.Duration, "duration", 10*time.Second, "how long to send")
@@ -103,16 +110,16 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	bench.RaiseFileLimit()
 
 	var t *bench.Target
-	var apns *bench.APNs
+	var emu *bench.Emulator
 	if scenario == "push" || scenario == "group" {
 		if *target != "" {
 			return fmt.Errorf("bench %s: --target is not supported: the server must push to the emulator this command runs", scenario)
 		}
 		var err error
-		if apns, err = bench.StartAPNs(po.RTT, uint32(pushEnv.maxStreams)); err != nil {
-			return fmt.Errorf("bench %s: start the APNs emulator: %w", scenario, err)
+		if emu, err = bench.StartEmulator(provider, po.RTT, uint32(pushEnv.maxStreams)); err != nil {
+			return fmt.Errorf("bench %s: start the %s emulator: %w", scenario, provider, err)
 		}
-		defer apns.Close()
+		defer emu.Close()
 	}
 	if *target != "" {
 		if *secret == "" {
@@ -125,8 +132,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		var env []string
-		if apns != nil {
-			env = pushEnv.env(apns.ConfigFile)
+		if emu != nil {
+			env = pushEnv.env(emu.ConfigFile)
 		}
 		if scenario == "group" {
 			env = append(env, "HERALD_GROUP_MAX_MEMBERS="+strconv.Itoa(max(gro.Members, 10000)))
@@ -157,10 +164,10 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 			}
 			defer pprof.StopCPUProfile()
 		}
-		report, err = bench.Push(ctx, t, apns.APNs, po)
+		report, err = bench.Push(ctx, t, emu, po)
 	case "group":
 		gro.Progress, gro.Users = stderr, *users
-		report, err = bench.Group(ctx, t, apns.APNs, gro)
+		report, err = bench.Group(ctx, t, emu, gro)
 	}
 	if err != nil {
 		return fmt.Errorf("bench %s: %w", scenario, err)
@@ -187,7 +194,7 @@ func printReport(w io.Writer, report any) {
 		if r.Rate > 0 {
 			rate = fmt.Sprintf("%.0f msgs/s offered", r.Rate)
 		}
-		fmt.Fprintf(w, "push: %d recipients offline, %d senders, %s, APNs round trip %.0f ms\n", r.Recipients, r.Senders, rate, r.RTTms)
+		fmt.Fprintf(w, "push: %s, %d recipients offline, %d senders, %s, round trip %.0f ms\n", r.Provider, r.Recipients, r.Senders, rate, r.RTTms)
 		fmt.Fprintf(w, "  sent %d  errors %d  pushes expected %d  delivered %d  missed %d  duplicated %d  unexpected %d\n",
 			r.Sent, r.Errors, r.Pushes, r.Delivered, r.Missed, r.Duplicated, r.Unexpected)
 		fmt.Fprintf(w, "  throughput %.0f pushes/s end to end over %.1fs (sends acknowledged at %.0f/s)\n", r.PushesPerS, r.DurationSec, r.AcksPerSec)

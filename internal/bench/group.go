@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/proto"
 	"github.com/herald-im/herald/token"
 )
@@ -22,7 +21,7 @@ import (
 type GroupOptions struct {
 	Members  int           // group size, senders included
 	Online   float64       // share of the members logged in and receiving live (0-1)
-	Devices  float64       // share of the offline members with a registered APNs device (0-1)
+	Devices  float64       // share of the offline members with a registered device of the emulator's vendor (0-1)
 	Senders  int           // members who send (logged in, not counted as receivers); zero means 4
 	Rate     float64       // group messages per second, all senders together
 	Duration time.Duration // how long senders send
@@ -49,7 +48,7 @@ type GroupResult struct {
 	P99ms         float64 `json:"p99_ms"`
 	P999ms        float64 `json:"p999_ms"`
 	PushesQueued  int64   `json:"pushes_queued"` // device jobs the server planned for offline members (acked x offline devices when none is missed)
-	PushesSent    int64   `json:"pushes_sent"`   // of those, accepted by the APNs emulator by the end
+	PushesSent    int64   `json:"pushes_sent"`   // of those, accepted by the emulator by the end
 	ServerRSS     int64   `json:"server_rss_bytes"`
 	ServerPeakRSS int64   `json:"server_peak_rss_bytes"`
 }
@@ -72,13 +71,14 @@ func groupSendFrame(id uint64, group string, n, ts int64) []byte {
 }
 
 // Group runs the scenario against t, whose push configuration must point
-// at apns (StartAPNs): a group of Members is created; Online of them log
-// in and receive, Devices of the rest register an APNs device and leave;
+// at emu (StartEmulator): a group of Members is created; Online of them log
+// in and receive, Devices of the rest register a device of emu's vendor
+// and leave;
 // Senders members send text messages with a push configuration to the
 // group at Rate per second. Latency is send to live delivery on one clock;
 // pushes are counted as the server plans them and as the emulator
 // accepts them.
-func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) (GroupResult, error) {
+func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (GroupResult, error) {
 	if o.Senders <= 0 {
 		o.Senders = 4
 	}
@@ -134,10 +134,10 @@ func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) 
 	for i := range devNames {
 		devNames[i] = member(nOnline + i)
 	}
-	if _, err := registerDevices(ctx, t, devNames, o.Progress); err != nil {
+	if _, err := registerDevices(ctx, t, emu, devNames, o.Progress); err != nil {
 		return res, err
 	}
-	pushedBefore := apns.Stats().Accepted
+	pushedBefore := emu.Stats().Accepted
 	queuedBefore, err := plannedPushes(ctx, t)
 	if err != nil {
 		return res, err
@@ -222,7 +222,7 @@ func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) 
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "[%5.1fs %s] sent %d  acked %d  deliveries %d  errors %d  pushes %d  server rss %.1f MiB\n",
 				time.Since(start).Seconds(), label, tl.sent.Load(), tl.acked.Load(), delivered.Load(), tl.errs.Load(),
-				apns.Stats().Accepted-pushedBefore, float64(rss)/(1<<20))
+				emu.Stats().Accepted-pushedBefore, float64(rss)/(1<<20))
 		}
 	}
 	waitSenders(sendersDone, progress)
@@ -258,7 +258,7 @@ func Group(ctx context.Context, t *Target, apns *emulator.APNs, o GroupOptions) 
 	}
 	res.P50ms, res.P99ms, res.P999ms = pct(0.50), pct(0.99), pct(0.999)
 	res.PushesQueued = queued - queuedBefore
-	res.PushesSent = apns.Stats().Accepted - pushedBefore
+	res.PushesSent = emu.Stats().Accepted - pushedBefore
 	res.ServerRSS = t.RSS()
 	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))
 	if e, ok := tl.firstErr.Load().(string); ok && o.Progress != nil {

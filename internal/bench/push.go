@@ -3,19 +3,10 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -28,102 +19,22 @@ import (
 	"github.com/herald-im/herald/proto"
 )
 
-// The app every bench device registers for, and the key the stand-in
-// accepts for it.
-const (
-	benchApp    = "com.herald.bench"
-	benchKeyID  = "BENCHKEY01"
-	benchTeamID = "BENCHTEAM1"
-)
-
-// APNs is an APNs emulator running in the bench process, standing in for
-// Apple, and a push configuration file (HERALD_PUSH_CONFIG) that points a
-// server at it with a .p8 key, as a real deployment points at Apple.
-// The emulator lives here rather than in the server so that receipts are
-// timed on the generator's clock and the server pays for its HTTP/2 client
-// only, as it would in production.
-type APNs struct {
-	*emulator.APNs
-	ConfigFile string // the server's HERALD_PUSH_CONFIG
-	dir        string
-}
-
-// StartAPNs starts an emulator on a free loopback port that holds every
-// answer back by delay (the emulated round trip to Apple) and advertises
-// maxStreams concurrent streams per connection (zero: the emulator's
-// default, 1000), and writes the key, its TLS certificate and the push
-// configuration into a temporary folder. Close removes them.
-func StartAPNs(delay time.Duration, maxStreams uint32) (*APNs, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	emu := emulator.New(emulator.Config{
-		Keys:                 map[string]emulator.Key{benchKeyID: {TeamID: benchTeamID, Public: &key.PublicKey}},
-		Delay:                delay,
-		MaxConcurrentStreams: maxStreams,
-		InboxLimit:           -1, // the bench sees pushes through OnAccept only
-	})
-	if err := emu.Start("127.0.0.1:0"); err != nil {
-		return nil, err
-	}
-	a := &APNs{APNs: emu}
-	if a.dir, err = os.MkdirTemp("", "herald-bench-apns-"); err != nil {
-		a.Close()
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
-	conf, err := json.MarshalIndent(map[string]any{"apns": []map[string]string{{
-		"bundle_id": benchApp, "team_id": benchTeamID, "key_id": benchKeyID,
-		"key_file": "AuthKey_" + benchKeyID + ".p8", "ca_file": "ca.pem",
-		"production_url": emu.URL(), "development_url": emu.URL(),
-	}}}, "", "  ")
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
-	for name, b := range map[string][]byte{
-		"AuthKey_" + benchKeyID + ".p8": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
-		"ca.pem":                        emu.CACertPEM(),
-		"push.json":                     conf,
-	} {
-		if err := os.WriteFile(filepath.Join(a.dir, name), b, 0o600); err != nil {
-			a.Close()
-			return nil, err
-		}
-	}
-	a.ConfigFile = filepath.Join(a.dir, "push.json")
-	return a, nil
-}
-
-// Close stops the emulator and removes its files.
-func (a *APNs) Close() error {
-	err := a.APNs.Close()
-	if a.dir != "" {
-		os.RemoveAll(a.dir)
-	}
-	return err
-}
-
 // PushOptions configures the offline-push scenario.
 type PushOptions struct {
-	Recipients int           // offline users, one APNs device each
+	Recipients int           // offline users, one device each of the emulator's vendor
 	Messages   int           // messages with a push configuration, all senders together
 	Senders    int           // sender connections; zero means 16
 	Rate       float64       // messages per second, all senders together; zero: as fast as the server acknowledges
 	Window     int           // unacknowledged sends per sender; zero means 64
-	RTT        time.Duration // the emulator's answer delay (a round trip to Apple)
-	Drain      time.Duration // how long to wait after the last ack for pushes; zero means 30s
+	RTT        time.Duration // the emulator's answer delay (a round trip to the vendor)
+	Drain      time.Duration // after the last send, give up when no reply or push has arrived for this long; zero means 30s
 	Progress   io.Writer     // a line per second while running; nil for none
 	Users      string        // user ID prefix; empty means "bench"
 }
 
 // PushResult is the report; JSON names are a contract for tools.
 type PushResult struct {
+	Provider    string  `json:"provider"` // apns, fcm, hms or webpush
 	Recipients  int     `json:"recipients"`
 	Senders     int     `json:"senders"`
 	Rate        float64 `json:"rate"` // offered; 0: as fast as acknowledged
@@ -132,10 +43,10 @@ type PushResult struct {
 	Sent        int64   `json:"sent"`
 	Errors      int64   `json:"errors"`     // sends refused or unanswered
 	Pushes      int64   `json:"pushes"`     // sends acknowledged: pushes expected
-	Delivered   int64   `json:"delivered"`  // distinct expected apns-ids the emulator accepted
-	Missed      int64   `json:"missed"`     // expected, not received by the end of the drain
-	Duplicated  int64   `json:"duplicated"` // receipts beyond the first of an apns-id
-	Unexpected  int64   `json:"unexpected"` // apns-ids received that no acknowledged send explains
+	Delivered   int64   `json:"delivered"`  // distinct expected notification IDs the emulator accepted
+	Missed      int64   `json:"missed"`     // expected, not received when the drain gave up
+	Duplicated  int64   `json:"duplicated"` // receipts beyond the first of a notification ID
+	Unexpected  int64   `json:"unexpected"` // receipts that no acknowledged send explains
 	AcksPerSec  float64 `json:"acks_per_sec"`
 	PushesPerS  float64 `json:"pushes_per_sec"` // delivered / (last receipt - first send)
 	P50ms       float64 `json:"p50_ms"`         // request written -> emulator accepts the push
@@ -145,7 +56,7 @@ type PushResult struct {
 	// From the emulator's own counters over the run.
 	EmulatorAccepted   int64 `json:"emulator_accepted"`
 	EmulatorRejected   int64 `json:"emulator_rejected"`   // non-200 answers (retried by the server)
-	EmulatorDuplicates int64 `json:"emulator_duplicates"` // its count of repeated apns-ids: must match duplicated
+	EmulatorDuplicates int64 `json:"emulator_duplicates"` // its count of repeated notification IDs: must match duplicated
 	MaxStreams         int64 `json:"max_streams_in_flight"`
 	Connections        int64 `json:"emulator_connections"`
 	ServerRSS          int64 `json:"server_rss_bytes"`
@@ -156,13 +67,15 @@ type PushResult struct {
 	ServerCPUusPerPush float64 `json:"server_cpu_us_per_push"`
 }
 
-// receipts are the pushes the emulator accepted, by apns-id; sharded so
-// that the emulator's stream goroutines seldom wait on each other.
+// receipts are the pushes the emulator accepted, by notification ID
+// (notifKey); sharded so that the emulator's stream goroutines seldom
+// wait on each other.
 type receipts struct {
-	distinct atomic.Int64
-	shards   [16]struct {
+	distinct  atomic.Int64
+	malformed atomic.Int64 // receipts whose ID is not a notification ID
+	shards    [16]struct {
 		mu sync.Mutex
-		m  map[string]receipt
+		m  map[[16]byte]receipt
 		_  [40]byte // keep shards on separate cache lines
 	}
 }
@@ -176,34 +89,35 @@ type receipt struct {
 func newReceipts(n int) *receipts {
 	r := &receipts{}
 	for i := range r.shards {
-		r.shards[i].m = make(map[string]receipt, n/len(r.shards)+n/64)
+		r.shards[i].m = make(map[[16]byte]receipt, n/len(r.shards)+n/64)
 	}
 	return r
 }
 
-func (r *receipts) shard(id string) int {
-	if id == "" {
-		return 0
-	}
-	return int(id[len(id)-1]) & 15 // the apns-ids are hashes: any digit spreads
-}
+// shard picks a shard by the ID's last byte: the IDs are hashes.
+func (r *receipts) shard(id [16]byte) int { return int(id[15]) & 15 }
 
 func (r *receipts) add(n *emulator.Notification) {
-	s := &r.shards[r.shard(n.ID)]
+	id, ok := notifKey(n.ID)
+	if !ok {
+		r.malformed.Add(1)
+		return
+	}
+	s := &r.shards[r.shard(id)]
 	s.mu.Lock()
-	rc, ok := s.m[n.ID]
+	rc, ok := s.m[id]
 	if !ok {
 		rc.at = n.ReceivedAt.UnixNano()
 	}
 	rc.count++
-	s.m[n.ID] = rc
+	s.m[id] = rc
 	s.mu.Unlock()
 	if !ok {
 		r.distinct.Add(1)
 	}
 }
 
-func (r *receipts) get(id string) (receipt, bool) {
+func (r *receipts) get(id [16]byte) (receipt, bool) {
 	s := &r.shards[r.shard(id)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -226,7 +140,8 @@ type pushSender struct {
 }
 
 type pushAck struct {
-	id     string // apns-id the server will use
+	id     [16]byte // notification ID the server will use (notifKey)
+	valid  bool     // id is one: false would be a bench bug, counted missed
 	sentAt int64
 }
 
@@ -253,13 +168,6 @@ func appendPushSend(b []byte, id uint64, to string, n int) []byte {
 // pushRecipient is recipient i's user ID.
 func pushRecipient(users string, i int) string { return users + "-pr" + strconv.Itoa(i) }
 
-// benchToken is user's APNs device token: 64 hex digits, distinct per
-// user.
-func benchToken(user string) string {
-	sum := sha256.Sum256([]byte(user))
-	return hex.EncodeToString(sum[:])
-}
-
 // call sends one request and reads frames until its reply; for setup,
 // before a read loop runs.
 func (c *client) call(op string, v, out any) error {
@@ -285,14 +193,14 @@ func (c *client) call(op string, v, out any) error {
 }
 
 // Push runs the offline-push scenario against t, whose push configuration
-// must point at apns (see StartAPNs). Recipients log in once, register an
-// APNs token and leave; senders then send Messages messages with a push
-// configuration, round-robin over the recipients. Each acknowledged send
-// is one expected push, identified by the apns-id the server derives from
-// (push ID, message ID); the emulator's accept hook times its arrival.
-// Latency is request written to push accepted by the emulator (after its
-// RTT delay), on one clock.
-func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (PushResult, error) {
+// must point at emu (see StartEmulator). Recipients log in once, register
+// a device of emu's vendor and leave; senders then send Messages messages
+// with a push configuration, round-robin over the recipients. Each
+// acknowledged send is one expected push, identified by the notification
+// ID the server derives from (push ID, message ID); the emulator's accept
+// hook times its arrival. Latency is request written to push accepted by
+// the emulator (after its RTT delay), on one clock.
+func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushResult, error) {
 	if o.Recipients <= 0 || o.Messages <= 0 || o.Rate < 0 {
 		return PushResult{}, fmt.Errorf("recipients and messages must be positive, rate not negative")
 	}
@@ -309,22 +217,22 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 	if o.Users == "" {
 		o.Users = "bench"
 	}
-	res := PushResult{Recipients: o.Recipients, Senders: o.Senders, Rate: o.Rate, RTTms: float64(o.RTT) / 1e6}
-	apns.SetDelay(o.RTT)
+	res := PushResult{Provider: emu.Provider, Recipients: o.Recipients, Senders: o.Senders, Rate: o.Rate, RTTms: float64(o.RTT) / 1e6}
+	emu.SetDelay(o.RTT)
 
 	names := make([]string, o.Recipients)
 	for i := range names {
 		names[i] = pushRecipient(o.Users, i)
 	}
-	pushIDs, err := registerDevices(ctx, t, names, o.Progress)
+	pushIDs, err := registerDevices(ctx, t, emu, names, o.Progress)
 	if err != nil {
 		return res, err
 	}
 
 	rc := newReceipts(o.Messages)
-	apns.OnAccept(rc.add)
-	defer apns.OnAccept(nil)
-	before := apns.Stats()
+	emu.OnAccept(rc.add)
+	defer emu.OnAccept(nil)
+	before := emu.Stats()
 
 	var sent, acked, errs atomic.Int64
 	var lastAck atomic.Int64
@@ -365,7 +273,8 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 				}
 			} else if msgID := scanInt(p, `{"message":{"id":`); msgID > 0 {
 				k := n*o.Senders + s.index
-				a := pushAck{id: push.NotificationID(pushIDs[k%o.Recipients], msgID), sentAt: s.sentAt[n].Load()}
+				a := pushAck{sentAt: s.sentAt[n].Load()}
+				a.id, a.valid = notifKey(push.NotificationID(pushIDs[k%o.Recipients], msgID))
 				s.mu.Lock()
 				if !s.frozen {
 					s.acks = append(s.acks, a)
@@ -431,17 +340,29 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 			return false
 		}
 	}, "sending", nil)
-	// Replies, then pushes, within the drain time.
-	drain := time.After(o.Drain)
-	waitFor(func() bool { return acked.Load()+errs.Load() >= sent.Load() }, "acks", drain)
-	waitFor(func() bool { return rc.distinct.Load() >= acked.Load() }, "drain", drain)
+	// Replies, then pushes, for as long as they keep coming: a vendor
+	// slower than the senders leaves a backlog that is still being pushed,
+	// not missed. Give up when nothing has arrived for the drain time.
+	waitIdle := func(done func() bool, moved func() int64, label string) {
+		last, at := moved(), time.Now()
+		waitFor(func() bool {
+			if n := moved(); n != last {
+				last, at = n, time.Now()
+			}
+			return done() || time.Since(at) >= o.Drain
+		}, label, nil)
+	}
+	answered := func() int64 { return acked.Load() + errs.Load() }
+	waitIdle(func() bool { return answered() >= sent.Load() }, answered, "acks")
+	received := func() int64 { return rc.distinct.Load() + rc.malformed.Load() }
+	waitIdle(func() bool { return rc.distinct.Load() >= acked.Load() }, received, "drain")
 	cpu := t.CPU() - cpuBefore
 	// A push sent twice tends to follow the first closely (a retry after a
 	// lost answer): give duplicates a moment to show.
 	waitFor(func() bool { return false }, "settle", time.After(min(500*time.Millisecond, o.Drain)))
 	progress("done")
-	apns.OnAccept(nil)
-	after := apns.Stats()
+	emu.OnAccept(nil)
+	after := emu.Stats()
 
 	// A late reply may still arrive: freeze each sender's acks.
 	var lat []int64
@@ -453,7 +374,7 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 				firstSend = a.sentAt
 			}
 			r, ok := rc.get(a.id)
-			if !ok {
+			if !ok || !a.valid {
 				continue
 			}
 			res.Delivered++
@@ -462,7 +383,7 @@ func Push(ctx context.Context, t *Target, apns *emulator.APNs, o PushOptions) (P
 			lat = append(lat, r.at-a.sentAt)
 		}
 	}
-	res.Unexpected = rc.distinct.Load() - res.Delivered
+	res.Unexpected = rc.distinct.Load() - res.Delivered + rc.malformed.Load()
 	res.Sent = sent.Load()
 	res.Errors = max(errs.Load(), res.Sent-res.Pushes) // refused, or never answered
 	res.Missed = res.Pushes - res.Delivered
@@ -577,9 +498,9 @@ func (s *pushSender) run(ctx context.Context, o PushOptions, names []string, sta
 }
 
 // registerDevices logs each user in on its own connection, registers one
-// APNs token and disconnects, leaving the device bound and offline. It
-// returns the push IDs by index.
-func registerDevices(ctx context.Context, t *Target, users []string, progress io.Writer) ([]string, error) {
+// device of emu's vendor and disconnects, leaving the device bound and
+// offline. It returns the push IDs by index.
+func registerDevices(ctx context.Context, t *Target, emu *Emulator, users []string, progress io.Writer) ([]string, error) {
 	ids := make([]string, len(users))
 	var done atomic.Int64
 	var mu sync.Mutex
@@ -592,6 +513,10 @@ func registerDevices(ctx context.Context, t *Target, users []string, progress io
 			defer wg.Done()
 			for i := range work {
 				err := func() error {
+					token, env, err := emu.device(users[i])
+					if err != nil {
+						return err
+					}
 					c, err := dialLogin(ctx, t, users[i])
 					if err != nil {
 						return err
@@ -599,7 +524,7 @@ func registerDevices(ctx context.Context, t *Target, users []string, progress io
 					defer c.close()
 					var reply proto.RegisterPushReply
 					err = c.call(proto.OpRegisterPush, proto.RegisterPushRequest{
-						Provider: "apns", Token: benchToken(users[i]), App: benchApp, Environment: "production",
+						Provider: emu.Provider, Token: token, App: benchApp, Environment: env,
 					}, &reply)
 					if err == nil && reply.PushID == "" {
 						err = errors.New("register_push: empty push ID")

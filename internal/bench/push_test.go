@@ -3,10 +3,13 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/push/webpush"
 	"github.com/herald-im/herald/proto"
 )
 
@@ -38,7 +41,7 @@ func TestPushAgainstAServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a load scenario against a server: skipped under -short")
 	}
-	apns, err := StartAPNs(0, 0)
+	apns, err := StartEmulator("apns", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +57,7 @@ func TestPushAgainstAServer(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.o.Drain = 10 * time.Second
-			res, err := Push(context.Background(), target, apns.APNs, tc.o)
+			res, err := Push(context.Background(), target, apns, tc.o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,6 +81,87 @@ func TestPushAgainstAServer(t *testing.T) {
 	}
 }
 
+// TestPushEveryProviderExactlyOnce runs a small push bench through each
+// vendor's emulator, the server configured by the push file StartEmulator
+// writes: every acknowledged send must arrive exactly once, matched by its
+// notification ID as that vendor carries it. Small enough for -short.
+func TestPushEveryProviderExactlyOnce(t *testing.T) {
+	for _, provider := range Providers {
+		t.Run(provider, func(t *testing.T) {
+			emu, err := StartEmulator(provider, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer emu.Close()
+			target := startTarget(t, func(c *config.Config) { c.PushConfig = emu.ConfigFile })
+			res, err := Push(context.Background(), target, emu, PushOptions{
+				Recipients: 50, Messages: 200, Senders: 4, RTT: 5 * time.Millisecond, Drain: 10 * time.Second, Users: provider,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Provider != provider || res.Sent != 200 || res.Errors != 0 || res.Pushes != 200 {
+				t.Fatalf("provider %q, sent %d, errors %d, pushes %d; want %s, 200 sent and acknowledged", res.Provider, res.Sent, res.Errors, res.Pushes, provider)
+			}
+			if res.Delivered != 200 || res.Missed != 0 || res.Duplicated != 0 || res.Unexpected != 0 || res.EmulatorDuplicates != 0 {
+				t.Errorf("delivered %d, missed %d, duplicated %d, unexpected %d, emulator duplicates %d: want 200 delivered exactly once",
+					res.Delivered, res.Missed, res.Duplicated, res.Unexpected, res.EmulatorDuplicates)
+			}
+			if res.EmulatorAccepted != res.Delivered || res.EmulatorRejected != 0 {
+				t.Errorf("emulator accepted %d, rejected %d; bench counted %d delivered", res.EmulatorAccepted, res.EmulatorRejected, res.Delivered)
+			}
+			if res.P50ms < 5 || res.P99ms < res.P50ms || res.Connections < 1 {
+				t.Errorf("p50 %.2f ms, p99 %.2f ms, connections %d: want p50 at least the 5 ms round trip, a connection", res.P50ms, res.P99ms, res.Connections)
+			}
+		})
+	}
+}
+
+// A backlog that the server is still pushing when the senders are done is
+// waited for, not counted missed: the drain gives up only when pushes
+// stop arriving. Here 8 pushes in flight at 40 ms each take about a
+// second for 200 messages, the drain time is 300 ms.
+func TestPushDrainWaitsForABacklog(t *testing.T) {
+	emu, err := StartEmulator("apns", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	target := startTarget(t, func(c *config.Config) { c.PushConfig, c.PushInFlight = emu.ConfigFile, 8 })
+	res, err := Push(context.Background(), target, emu, PushOptions{
+		Recipients: 20, Messages: 200, Senders: 4, RTT: 40 * time.Millisecond, Drain: 300 * time.Millisecond, Users: "backlog",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Pushes != 200 || res.Delivered != 200 || res.Missed != 0 {
+		t.Fatalf("pushes %d, delivered %d, missed %d: want all 200 delivered after the backlog drained", res.Pushes, res.Delivered, res.Missed)
+	}
+	if res.DurationSec < 0.6 {
+		t.Errorf("pushes took %.2fs: want a backlog longer than the 300 ms drain (about 1 s)", res.DurationSec)
+	}
+}
+
+// The notification IDs of every vendor match the one Herald derives,
+// whatever the case and dashes; anything else matches nothing.
+func TestNotifKeyNormalises(t *testing.T) {
+	id := push.NotificationID("p1", 42) // upper case, dashes: APNs, FCM, HMS
+	want, ok := notifKey(id)
+	if !ok {
+		t.Fatalf("notifKey(%q) is not a key", id)
+	}
+	for _, form := range []string{strings.ToLower(id), strings.ReplaceAll(id, "-", ""), webpush.Topic("", id)} {
+		if got, ok := notifKey(form); !ok || got != want {
+			t.Errorf("notifKey(%q) = %x, %v; want %x as for %q", form, got, ok, want, id)
+		}
+	}
+	for _, bad := range []string{"", id[:35], id + "0", strings.Replace(id, "A", "G", 1) + "G", "not-an-id"} {
+		if _, ok := notifKey(bad); ok {
+			t.Errorf("notifKey(%q) is a key, want none", bad)
+		}
+	}
+}
+
 // TestGroupAgainstAServer runs the group scenario: every acknowledged
 // message reaches every online member once and plans one push per offline
 // device, each of which the emulator receives once.
@@ -85,13 +169,13 @@ func TestGroupAgainstAServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a load scenario against a server: skipped under -short")
 	}
-	apns, err := StartAPNs(0, 0)
+	apns, err := StartEmulator("apns", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer apns.Close()
 	target := startTarget(t, func(c *config.Config) { c.PushConfig = apns.ConfigFile })
-	res, err := Group(context.Background(), target, apns.APNs, GroupOptions{
+	res, err := Group(context.Background(), target, apns, GroupOptions{
 		Members: 50, Online: 0.4, Devices: 0.5, Senders: 2, Rate: 40, Duration: time.Second, Users: "grp",
 	})
 	if err != nil {
