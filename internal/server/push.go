@@ -130,6 +130,27 @@ func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (
 	return out, nil
 }
 
+// loadCAFile reads a PEM file of root certificates (a push file's
+// ca_file). With system set, the roots are added to the system's (a vendor
+// whose servers are an open set, as Web Push's are, must keep trusting
+// every public CA); without, they replace them. Errors name the file.
+func loadCAFile(path string, system bool) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if system {
+		if sys, err := x509.SystemCertPool(); err == nil {
+			pool = sys // a copy: adding to it leaves the process's pool alone
+		}
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
 // Dev-mode credentials of the built-in emulator: any bundle ID, one key.
 const (
 	devTeamID = "HERALDDEV0"

@@ -17,7 +17,8 @@ import (
 // token request, not one each.
 type tokenSource struct {
 	p             *Provider
-	url           string // the token endpoint
+	url           string       // the token endpoint
+	client        *http.Client // the app's
 	appID, secret string
 	refreshBefore time.Duration
 
@@ -118,7 +119,7 @@ func (s *tokenSource) request(ctx context.Context) (string, time.Duration, error
 		return "", 0, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := s.p.client.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return "", 0, err // transport: the caller retries later
 	}

@@ -56,6 +56,11 @@ type AppConfig struct {
 	BadgeClass string
 	// TokenURL and PushURL override Config's for this app; empty: Config's.
 	TokenURL, PushURL string
+	// RootCAs verifies this app's endpoints; nil means Config's. Apps
+	// with the same roots share one transport; an app's roots never
+	// apply to another app (one app behind a proxy or on the emulator
+	// must not make the others distrust Huawei's real certificates).
+	RootCAs *x509.CertPool
 }
 
 // Config configures a Provider.
@@ -66,7 +71,8 @@ type Config struct {
 	// prefix allowed, for the emulator or a proxy); empty means
 	// DefaultPushURL. Sends go to PushURL/v1/{appId}/messages:send.
 	TokenURL, PushURL string
-	// RootCAs verifies both endpoints; nil means the system roots.
+	// RootCAs verifies both endpoints of every app that sets none of its
+	// own; nil means the system roots.
 	RootCAs *x509.CertPool
 	// Timeout bounds one Send, an access token request included; zero
 	// means 10s.
@@ -85,8 +91,7 @@ type Config struct {
 // use.
 type Provider struct {
 	apps    map[string]*app // by package name
-	client  *http.Client
-	tr      *http.Transport
+	trs     []*http.Transport
 	timeout time.Duration
 	now     func() time.Time
 	log     *slog.Logger
@@ -105,6 +110,7 @@ type app struct {
 	id         string
 	badgeClass string
 	sendURL    string
+	client     *http.Client // for both endpoints: the app's roots
 	tokens     *tokenSource
 }
 
@@ -140,24 +146,33 @@ func New(cfg Config) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hms: PushURL %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ForceAttemptHTTP2 = true
-	tr.MaxIdleConnsPerHost = 64
-	tr.IdleConnTimeout = 90 * time.Second
-	tr.DisableCompression = true
-	if cfg.RootCAs != nil {
-		tr.TLSClientConfig.RootCAs = cfg.RootCAs
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Provider{
 		apps:    map[string]*app{},
-		tr:      tr,
-		client:  &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
 		log:     cfg.Logger.With("provider", "hms"),
 		ctx:     ctx,
 		cancel:  cancel,
+	}
+	// One client per set of roots: HTTP/2, connections kept open.
+	clients := map[*x509.CertPool]*http.Client{}
+	client := func(roots *x509.CertPool) *http.Client {
+		if c := clients[roots]; c != nil {
+			return c
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.ForceAttemptHTTP2 = true
+		tr.MaxIdleConnsPerHost = 64
+		tr.IdleConnTimeout = 90 * time.Second
+		tr.DisableCompression = true
+		if roots != nil {
+			tr.TLSClientConfig.RootCAs = roots
+		}
+		p.trs = append(p.trs, tr)
+		c := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		clients[roots] = c
+		return c
 	}
 	ids := map[string]bool{}
 	for i, ac := range cfg.Apps {
@@ -192,11 +207,15 @@ func New(cfg Config) (*Provider, error) {
 				return nil, fmt.Errorf("%s: PushURL %w", name, err)
 			}
 		}
-		a := &app{
-			id: ac.AppID, badgeClass: ac.BadgeClass,
-			sendURL: appPushURL + "/v1/" + url.PathEscape(ac.AppID) + "/messages:send",
-			tokens:  &tokenSource{p: p, url: appTokenURL, appID: ac.AppID, secret: ac.AppSecret, refreshBefore: cfg.RefreshBefore},
+		roots := ac.RootCAs
+		if roots == nil {
+			roots = cfg.RootCAs
 		}
+		a := &app{
+			id: ac.AppID, badgeClass: ac.BadgeClass, client: client(roots),
+			sendURL: appPushURL + "/v1/" + url.PathEscape(ac.AppID) + "/messages:send",
+		}
+		a.tokens = &tokenSource{p: p, client: a.client, url: appTokenURL, appID: ac.AppID, secret: ac.AppSecret, refreshBefore: cfg.RefreshBefore}
 		for _, pkg := range ac.Packages {
 			if pkg != Wildcard {
 				if err := validatePackage(pkg); err != nil {
@@ -286,7 +305,9 @@ func (p *Provider) Close() error {
 		return nil
 	}
 	p.cancel()
-	p.tr.CloseIdleConnections()
+	for _, tr := range p.trs {
+		tr.CloseIdleConnections()
+	}
 	return nil
 }
 

@@ -132,7 +132,7 @@ func (p *Provider) post(ctx context.Context, a *app, tok string, body []byte, to
 	}
 	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := p.client.Do(req)
+	resp, err := a.client.Do(req)
 	if err != nil {
 		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}
 	}
