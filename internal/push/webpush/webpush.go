@@ -64,7 +64,10 @@ type Config struct {
 	// built-in emulator's). Only these exact addresses, not their networks.
 	AllowAddrs []string
 
-	// RootCAs verifies push services; nil means the system roots.
+	// RootCAs verifies push services; nil means the system roots. Push
+	// services are an open set (each browser vendor runs its own), so a
+	// pool for production must hold the public roots too: add extra roots
+	// to x509.SystemCertPool(), do not replace it.
 	RootCAs *x509.CertPool
 
 	// Timeout bounds one Send; zero means DefaultTimeout.
