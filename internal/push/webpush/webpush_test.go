@@ -412,6 +412,27 @@ func TestEndpointGuard(t *testing.T) {
 		{"https://[::1]/x", true},
 		{"https://[fe80::1]/x", true},
 		{"https://[::ffff:127.0.0.1]/x", true},
+		{"https://[2606:4700::1111]/x", false},
+		{"https://[64:ff9b::808:808]/x", false},  // NAT64 to a public address
+		{"https://[2002:808:808::1]/x", false},   // 6to4 from a public address
+		{"https://[64:ff9b::a9fe:a9fe]/x", true}, // NAT64 to 169.254.169.254
+		{"https://[64:ff9b::7f00:1]/x", true},    // NAT64 to 127.0.0.1
+		{"https://[64:ff9b:1::a00:1]/x", true},   // local-use NAT64
+		{"https://[::7f00:1]/x", true},           // IPv4-compatible 127.0.0.1
+		{"https://[::a9fe:a9fe]/x", true},        // IPv4-compatible 169.254.169.254
+		{"https://[2002:7f00:1::]/x", true},      // 6to4 from 127.0.0.1
+		{"https://[2002:c0a8:1::1]/x", true},     // 6to4 from 192.168.0.1
+		{"https://0.1.2.3/x", true},              // "this network"
+		{"https://100.64.0.1/x", true},           // CGNAT
+		{"https://192.0.0.170/x", true},          // IETF protocol assignments
+		{"https://198.18.0.1/x", true},           // benchmarking
+		{"https://240.0.0.1/x", true},            // reserved
+		{"https://255.255.255.255/x", true},      // broadcast
+		{"https://224.0.0.1/x", true},            // multicast
+		{"https://[fec0::1]/x", true},            // site-local
+		{"https://[fc00::1]/x", true},            // unique local
+		{"https://[100::1]/x", true},             // discard-only
+		{"https://[ff02::1]/x", true},            // multicast
 		{"https://" + u.Host + "/wpush/x", false},
 		{"https://" + u.Hostname() + ":1/wpush/x", true},
 	} {
