@@ -321,7 +321,7 @@ type Stats struct {
 	Credentials uint64
 
 	TokenRequests uint64 // access token requests made
-	TokenRetries  uint64 // sends repeated with a new access token after 80200003
+	TokenRetries  uint64 // sends repeated with a new access token after 80200003, 80200001 or a bare 401
 }
 
 type counters struct {

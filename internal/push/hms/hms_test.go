@@ -204,7 +204,7 @@ func TestVerdicts(t *testing.T) {
 		{"flow control retries", emulator.Step{Status: 503, RetryAfter: 30 * time.Second}, push.Retry, "503 Service Unavailable"},
 		{"429 retries", emulator.Step{Status: 429}, push.Retry, "429 Too Many Requests"},
 		{"internal error retries", emulator.Step{Status: 500}, push.Retry, "81000001"},
-		{"oauth error suspends", emulator.Step{Status: 401, Reason: "80200001"}, push.Credentials, "80200001"},
+		{"oauth error with a new token too suspends", emulator.Step{Status: 401, Reason: "80200001", Times: 2}, push.Credentials, "80200001"},
 		{"no permission suspends", emulator.Step{Status: 403, Reason: "80300002"}, push.Credentials, "80300002"},
 		{"too large is permanent", emulator.Step{Status: 400, Reason: "80300008"}, push.Permanent, "80300008"},
 		{"parameter error is permanent", emulator.Step{Status: 400}, push.Permanent, "80100001"},
@@ -282,6 +282,32 @@ func TestExpiredTokenRefreshesOnce(t *testing.T) {
 	}
 }
 
+// TestRefusedTokenRefreshesOnce: 80200001 or a 401 without a result code
+// (a token revoked early, a gateway's answer) makes Send fetch a new access
+// token and send again before suspending the app; refused again with the
+// new token, the app is suspended.
+func TestRefusedTokenRefreshesOnce(t *testing.T) {
+	for _, reason := range []string{CodeAuthFailed, "unauthorized"} {
+		t.Run(reason, func(t *testing.T) {
+			e := setup(t, nil)
+			e.emu.Script("tokA", emulator.Step{Status: 401, Reason: reason})
+			if res := e.send(t, content(), "tokA"); res.Verdict != push.Delivered {
+				t.Fatalf("got %v %q, want delivered with a new token", res.Verdict, res.Reason)
+			}
+			if s := e.p.Stats(); s.TokenRequests != 2 || s.TokenRetries != 1 {
+				t.Errorf("token requests %d, retries %d; want 2, 1", s.TokenRequests, s.TokenRetries)
+			}
+			e.emu.Script("tokA", emulator.Step{Status: 401, Reason: reason, Times: 2})
+			if res := e.send(t, content(), "tokA"); res.Verdict != push.Credentials {
+				t.Errorf("refused with the new token too: %v %q, want credentials", res.Verdict, res.Reason)
+			}
+			if s := e.p.Stats(); s.TokenRequests != 3 || s.TokenRetries != 2 {
+				t.Errorf("token requests %d, retries %d; want 3, 2 (one resend, no loop)", s.TokenRequests, s.TokenRetries)
+			}
+		})
+	}
+}
+
 // TestTokenShared: concurrent sends on a new provider make one token
 // request; a token is replaced before it expires, not after Huawei refuses
 // it.
@@ -325,8 +351,13 @@ func TestRefusedCredentials(t *testing.T) {
 		e := setup(t, nil)
 		e.send(t, content(), "tokA")
 		e.emu.RevokeApp(testApp)
-		if res := e.send(t, content(), "tokA"); res.Verdict != push.Credentials || res.Reason != CodeAuthFailed {
-			t.Fatalf("got %v %q, want credentials 80200001", res.Verdict, res.Reason)
+		// 80200001 first makes Send try a new token, which is refused.
+		res := e.send(t, content(), "tokA")
+		if res.Verdict != push.Credentials || !strings.Contains(res.Reason, "invalid client_id") {
+			t.Fatalf("got %v %q, want credentials, the token request refused", res.Verdict, res.Reason)
+		}
+		if s := e.p.Stats(); s.TokenRequests != 2 || s.TokenRetries != 1 {
+			t.Errorf("token requests %d, retries %d; want 2, 1 (a new token tried once)", s.TokenRequests, s.TokenRetries)
 		}
 	})
 }

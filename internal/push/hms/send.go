@@ -42,8 +42,8 @@ type request struct {
 // Send delivers n to its one token and maps Huawei's answer to a verdict
 // (see README.md). It blocks for one round trip (plus an access token
 // request when the cached one is missing or due), at most Timeout (or
-// ctx). After 80200003 (access token expired) it fetches a new token and
-// sends once more.
+// ctx). When the answer refuses the access token (80200003, 80200001, a
+// bare 401) it fetches a new token and sends once more.
 func (p *Provider) Send(ctx context.Context, n *push.Notification) push.Result {
 	start := time.Now()
 	res := p.send(ctx, n)
@@ -93,18 +93,44 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 			return tokenResult(err)
 		}
 		res := p.post(ctx, a, tok, body, d.Token)
-		if res.Reason == CodeTokenExpired {
+		if tokenRefused(res) {
 			a.tokens.invalidate(tok)
 			if !renewed {
 				p.stats.tokenRetries.Add(1)
 				continue
 			}
-			// A token fetched a moment ago is called expired: the clock
-			// or the credentials are wrong; stop sending for the app.
+			// A token fetched a moment ago is refused too: the clock or
+			// the credentials are wrong; stop sending for the app.
 			res.Verdict = push.Credentials
 		}
 		return res
 	}
+}
+
+// tokenRefused reports whether an answer refuses the access token itself:
+// 80200003 (expired), 80200001 (OAuth authentication error) or a 401
+// without a Huawei result code. A new token may be accepted (the cached one
+// was revoked or expired early), so Send fetches one and sends once more
+// before suspending the app.
+func tokenRefused(res push.Result) bool {
+	switch res.Reason {
+	case CodeAuthFailed, CodeTokenExpired:
+		return true
+	}
+	return res.Status == http.StatusUnauthorized && !isResultCode(res.Reason)
+}
+
+// isResultCode reports whether s has the form of a Huawei result code.
+func isResultCode(s string) bool {
+	if len(s) != 8 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func permanent(format string, args ...any) push.Result {
