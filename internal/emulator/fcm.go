@@ -50,6 +50,7 @@ type FCM struct {
 
 	delay    atomic.Int64 // time.Duration
 	onAccept atomic.Pointer[func(*Notification)]
+	onToken  atomic.Pointer[func(*http.Request)]
 
 	tokens tokens
 	stats  counters
@@ -238,6 +239,18 @@ func (f *FCM) TokensIssued() int64 { return f.issued.Load() }
 // answer from now on.
 func (f *FCM) SetDelay(d time.Duration) { f.delay.Store(int64(d)) }
 
+// OnToken sets a hook called, on the request's goroutine, when a token
+// request arrives, before it is answered; nil removes it. Blocking in it
+// holds the answer: tests use it to make token requests overlap, or hang,
+// deterministically (r.Context() ends when the client goes away).
+func (f *FCM) OnToken(fn func(r *http.Request)) {
+	if fn == nil {
+		f.onToken.Store(nil)
+		return
+	}
+	f.onToken.Store(&fn)
+}
+
 // OnAccept sets a hook called, on the request's goroutine, for every
 // accepted message before its 200 is sent; nil removes it. It must be
 // cheap and must not modify n; it may keep n.
@@ -390,6 +403,9 @@ func (f *FCM) control(w http.ResponseWriter, r *http.Request, route, arg string)
 // whose assertion is signed by one of the emulator's service accounts.
 // Errors are OAuth2's: 400 {"error", "error_description"}.
 func (f *FCM) token(w http.ResponseWriter, r *http.Request) {
+	if fn := f.onToken.Load(); fn != nil {
+		(*fn)(r)
+	}
 	if r.Method != http.MethodPost {
 		fcmOAuthError(w, http.StatusMethodNotAllowed, "invalid_request", "the token endpoint needs POST")
 		return

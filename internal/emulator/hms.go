@@ -81,6 +81,7 @@ type HMS struct {
 	log      *slog.Logger
 	delay    atomic.Int64
 	onAccept atomic.Pointer[func(*Notification)]
+	onToken  atomic.Pointer[func(*http.Request)]
 	tokens   tokens
 	stats    counters
 	seen     idSet
@@ -171,6 +172,18 @@ func (h *HMS) RevokeApp(appID string) {
 // SetDelay changes the delay added to every send answer.
 func (h *HMS) SetDelay(d time.Duration) { h.delay.Store(int64(d)) }
 
+// OnToken sets a hook called, on the request's goroutine, when a token
+// request arrives, before it is answered; nil removes it. Blocking in it
+// holds the answer: tests use it to make token requests overlap, or hang,
+// deterministically (r.Context() ends when the client goes away).
+func (h *HMS) OnToken(fn func(r *http.Request)) {
+	if fn == nil {
+		h.onToken.Store(nil)
+		return
+	}
+	h.onToken.Store(&fn)
+}
+
 // OnAccept calls f (synchronously, from the handler) for every accepted
 // notification, one per token; nil clears it.
 func (h *HMS) OnAccept(f func(*Notification)) {
@@ -259,6 +272,9 @@ func oauthError(w http.ResponseWriter, status, sub int, desc string) {
 }
 
 func (h *HMS) serveToken(w http.ResponseWriter, r *http.Request) {
+	if fn := h.onToken.Load(); fn != nil {
+		(*fn)(r)
+	}
 	if r.Method != http.MethodPost {
 		oauthError(w, http.StatusMethodNotAllowed, 20001, "POST only")
 		return

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -219,7 +220,7 @@ func New(cfg Config) (*Provider, error) {
 			sendURL:  base + "/v1/projects/" + url.PathEscape(id) + "/messages:send",
 			client:   &http.Client{Transport: tr, CheckRedirect: noRedirect},
 			jwt:      jc,
-			tokenCli: &http.Client{Transport: tr, Timeout: cfg.Timeout, CheckRedirect: noRedirect},
+			tokenCli: &http.Client{Transport: ctxTransport{p.ctx, tr}, Timeout: cfg.Timeout, CheckRedirect: noRedirect},
 		}
 		pr.tokens = &tokenCache{fetch: p.fetcher(pr), now: cfg.Now, ahead: cfg.RefreshAhead, stats: &p.stats}
 		if ids[id+" "+base] {
@@ -266,8 +267,45 @@ func newTransport(roots *x509.CertPool, timeout time.Duration) *http.Transport {
 	return tr
 }
 
+// ctxTransport ends its requests when ctx ends, whatever context they
+// carry: x/oauth2's JWT exchange posts with http.Client.PostForm, which
+// carries none, so without it Close could not stop a token request in
+// flight (tokenCli's Timeout still applies: it cancels the request's own
+// context, which the merged one follows).
+type ctxTransport struct {
+	ctx context.Context
+	rt  http.RoundTripper
+}
+
+func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(t.ctx, cancel)
+	done := func() { stop(); cancel() }
+	resp, err := t.rt.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		done()
+		return nil, err
+	}
+	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+	return resp, nil
+}
+
+// doneBody runs done once the body is closed: the request's context lives
+// as long as its body is read.
+type doneBody struct {
+	io.ReadCloser
+	done func()
+}
+
+func (b *doneBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}
+
 // fetcher returns pr's token fetch: one JWT-bearer exchange at the
-// account's token_uri, bounded by Timeout and by Close.
+// account's token_uri, bounded by Timeout and ended by Close (tokenCli's
+// transport carries the provider's context to the request).
 func (p *Provider) fetcher(pr *project) func() (*oauth2.Token, error) {
 	return func() (*oauth2.Token, error) {
 		ctx := context.WithValue(p.ctx, oauth2.HTTPClient, pr.tokenCli)
@@ -291,8 +329,9 @@ func (p *Provider) project(app string) *project {
 	return p.apps[Wildcard]
 }
 
-// Close stops token fetches and closes idle connections; requests in
-// flight finish (each bounded by Timeout). Send after Close returns Retry
+// Close ends token fetches in flight (their waiting Sends return Retry)
+// and closes idle connections; message requests in flight finish (each
+// bounded by Timeout). Send after Close returns Retry
 // with ErrClosed.
 func (p *Provider) Close() error {
 	if p.closed.Swap(true) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -412,6 +413,41 @@ func TestNewRefuses(t *testing.T) {
 			t.Errorf("New = %v", err)
 		}
 	})
+}
+
+// TestCloseEndsTokenFetch: Close ends an access token request in flight
+// (x/oauth2 sends it without a context), and the Send waiting for it
+// returns Retry, long before Timeout.
+func TestCloseEndsTokenFetch(t *testing.T) {
+	e := newEnv(t)
+	started, ended := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.fcm.OnToken(func(r *http.Request) {
+		once.Do(func() {
+			close(started)
+			<-r.Context().Done() // hang until the client goes away
+			close(ended)
+		})
+	})
+	p := e.provider(t, Config{Timeout: time.Hour, Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
+	n := note(t, p, content(id1), "hanging")
+	res := make(chan push.Result, 1)
+	go func() { res <- p.Send(context.Background(), n) }()
+	<-started
+	p.Close()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the token request still runs 10s after Close")
+	}
+	select {
+	case r := <-res:
+		if r.Verdict != push.Retry {
+			t.Errorf("Send waiting for the token = %+v, want retry", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Send still waits 10s after Close")
+	}
 }
 
 func TestClosed(t *testing.T) {

@@ -83,7 +83,7 @@ func ParseServiceAccount(b []byte) (*ServiceAccount, error) {
 // tokenCache holds one project's access token, shared by every Send. A
 // token is replaced ahead of its expiry; one fetch runs at a time, and
 // callers waiting for it give up when their own context ends (the fetch
-// goes on, bounded by Timeout, for the next caller).
+// goes on for the next caller, bounded by Timeout, until Close ends it).
 type tokenCache struct {
 	fetch func() (*oauth2.Token, error)
 	now   func() time.Time
