@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -516,7 +517,7 @@ func (w *WebPush) checkVAPID(r *http.Request, sub *wpSub, now time.Time) (k stri
 	if json.Unmarshal(cb, &c) != nil {
 		return "", http.StatusUnauthorized, "JWT claims are not JSON"
 	}
-	if want := "https://" + r.Host; c.Aud != want {
+	if want := httpsOrigin(r.Host); c.Aud != want {
 		return "", http.StatusUnauthorized, fmt.Sprintf("JWT aud %q is not this push service's origin %q", c.Aud, want)
 	}
 	exp, err := c.Exp.Int64()
@@ -535,6 +536,20 @@ func (w *WebPush) checkVAPID(r *http.Request, sub *wpSub, now time.Time) (k stri
 		return "", http.StatusForbidden, "k is not the applicationServerKey this subscription was made with"
 	}
 	return base64.RawURLEncoding.EncodeToString(kb), 0, ""
+}
+
+// httpsOrigin is the origin a push service at host (a request's Host)
+// expects as the VAPID aud: lower-case, without the default port 443 (RFC
+// 6454 serialization).
+func httpsOrigin(host string) string {
+	host = strings.ToLower(host)
+	if h, port, err := net.SplitHostPort(host); err == nil && port == "443" {
+		host = h
+		if strings.Contains(h, ":") {
+			host = "[" + h + "]"
+		}
+	}
+	return "https://" + host
 }
 
 // DecryptWebPush decrypts an aes128gcm body (RFC 8188) with a

@@ -259,3 +259,19 @@ func FuzzDecryptWebPush(f *testing.F) {
 		DecryptWebPush(b, ua, auth)
 	})
 }
+
+// TestWebPushOrigin: the aud the emulator expects is the request's origin
+// lower-cased and without the default port, as real push services compare.
+func TestWebPushOrigin(t *testing.T) {
+	for host, want := range map[string]string{
+		"Push.Example.com:443": "https://push.example.com",
+		"push.example.com":     "https://push.example.com",
+		"127.0.0.1:8443":       "https://127.0.0.1:8443",
+		"[2001:DB8::1]:443":    "https://[2001:db8::1]",
+		"LOCALHOST:7402":       "https://localhost:7402",
+	} {
+		if got := httpsOrigin(host); got != want {
+			t.Errorf("httpsOrigin(%q) = %q, want %q", host, got, want)
+		}
+	}
+}

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -64,7 +66,7 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 	if err != nil {
 		return permanent("encrypting the payload: %v", err)
 	}
-	auth, err := p.vapid.authorization(u.Scheme + "://" + u.Host)
+	auth, err := p.vapid.authorization(origin(u))
 	if err != nil {
 		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}
 	}
@@ -97,6 +99,24 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 			"origin", u.Scheme+"://"+u.Host, "status", res.Status)
 	}
 	return res
+}
+
+// origin is u's origin as push services compare a VAPID aud with it (RFC
+// 6454 serialization): scheme and host lower-cased, the scheme's default
+// port dropped, so https://Push.Example.com:443/x is
+// https://push.example.com.
+func origin(u *url.URL) string {
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	if scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+		port = ""
+	}
+	if port != "" {
+		return scheme + "://" + net.JoinHostPort(host, port)
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return scheme + "://" + host
 }
 
 func permanent(format string, args ...any) push.Result {

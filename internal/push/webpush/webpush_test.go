@@ -556,3 +556,34 @@ func TestConnectionsKeptOpen(t *testing.T) {
 		t.Fatalf("%d TLS connections for %d concurrent pushes, want the one kept open (HTTP/2)", c, workers*each)
 	}
 }
+
+// TestVAPIDAudience: the VAPID aud is the endpoint's origin as push
+// services serialize it: lower-case, without the default port; the
+// emulator expects the same, so an endpoint written in capitals delivers.
+func TestVAPIDAudience(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://Push.Example.com:443/x":                       "https://push.example.com",
+		"https://push.example.com/x":                           "https://push.example.com",
+		"https://push.example.com:8443/x":                      "https://push.example.com:8443",
+		"https://[2001:DB8::1]:443/x":                          "https://[2001:db8::1]",
+		"https://[2001:db8::1]:8443/x":                         "https://[2001:db8::1]:8443",
+		"HTTPS://UPDATES.PUSH.SERVICES.MOZILLA.COM/wpush/v2/x": "https://updates.push.services.mozilla.com",
+	} {
+		u, err := url.Parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := origin(u); got != want {
+			t.Errorf("origin(%s) = %q, want %q", in, got, want)
+		}
+	}
+	r := newRig(t, func(c *Config) { c.AllowPrivateEndpoints = true })
+	d := r.subscribe(t)
+	sub, _ := herald.ParseWebPushSubscription(d.Token)
+	u, _ := url.Parse(sub.Endpoint)
+	sub.Endpoint = "https://LOCALHOST:" + u.Port() + u.Path
+	d.Token = sub.Token()
+	if res, _ := r.send(t, alert(), d, nil); res.Verdict != push.Delivered {
+		t.Fatalf("endpoint with a capitalized host: %v %q %s, want delivered", res.Verdict, res.Reason, res.Body)
+	}
+}
