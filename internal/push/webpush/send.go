@@ -94,9 +94,11 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}
 	}
 	res := answer(resp, p.now(), len(body))
-	if (res.Status == http.StatusUnauthorized || res.Status == http.StatusForbidden) && p.vapidAlarm.allow(p.now()) {
-		p.log.Error("web push service refused the VAPID signature: check the server clock, and that the browser subscribed with this server's public key",
-			"origin", u.Scheme+"://"+u.Host, "status", res.Status)
+	if res.Status == http.StatusUnauthorized || res.Status == http.StatusForbidden {
+		if o := origin(u); p.vapidAlarm.allow(o, p.now()) {
+			p.log.Error("a web push service refused the VAPID signature: if every push service origin does, check the server clock and that browsers subscribed with this server's public key; if only this one does, its subscriptions were made with another key, or it is not a real push service",
+				"origin", o, "status", res.Status)
+		}
 	}
 	return res
 }

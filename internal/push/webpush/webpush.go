@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -95,7 +96,7 @@ type Provider struct {
 	transport *http.Transport
 	closed    atomic.Bool
 
-	vapidAlarm alarm
+	vapidAlarm originAlarms
 }
 
 // New checks cfg and returns a provider.
@@ -176,13 +177,40 @@ func checkSubject(s string) error {
 	return nil
 }
 
-// alarm keeps a flood of the same failure to one log
-// line a minute.
-type alarm struct{ last atomic.Int64 }
+// originAlarms keeps a flood of one failure to one log line a minute per
+// push service origin: any user can register a subscription at a server of
+// their own that refuses every push, and that must neither drown nor
+// silence the alarm about a real push service.
+type originAlarms struct {
+	mu   sync.Mutex
+	last map[string]time.Time // by origin; guarded by mu; at most maxAlarmOrigins
+}
 
-func (a *alarm) allow(now time.Time) bool {
-	l := a.last.Load()
-	return now.UnixNano()-l >= int64(time.Minute) && a.last.CompareAndSwap(l, now.UnixNano())
+// maxAlarmOrigins bounds the origins remembered: when full of origins that
+// alarmed within the minute, a new origin's alarm waits for one to age out.
+const maxAlarmOrigins = 256
+
+func (a *originAlarms) allow(origin string, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t, ok := a.last[origin]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	if a.last == nil {
+		a.last = make(map[string]time.Time)
+	}
+	if len(a.last) >= maxAlarmOrigins {
+		for o, t := range a.last {
+			if now.Sub(t) >= time.Minute {
+				delete(a.last, o)
+			}
+		}
+		if len(a.last) >= maxAlarmOrigins {
+			return false
+		}
+	}
+	a.last[origin] = now
+	return true
 }
 
 // PublicKey is the VAPID public key, base64url (no padding): the

@@ -1,6 +1,7 @@
 package webpush
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -585,5 +587,51 @@ func TestVAPIDAudience(t *testing.T) {
 	d.Token = sub.Token()
 	if res, _ := r.send(t, alert(), d, nil); res.Verdict != push.Delivered {
 		t.Fatalf("endpoint with a capitalized host: %v %q %s, want delivered", res.Verdict, res.Reason, res.Body)
+	}
+}
+
+// TestVAPIDAlarmPerOrigin: a push service that refuses VAPID logs an
+// error at most once a minute per origin, so a subscription pointing at a
+// server that refuses everything cannot starve the alarm for another
+// origin; the log names the origin.
+func TestVAPIDAlarmPerOrigin(t *testing.T) {
+	var logs bytes.Buffer
+	r := newRig(t, func(c *Config) {
+		c.AllowPrivateEndpoints = true
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	// Two origins, one emulator: 127.0.0.1:<port> and localhost:<port>.
+	a := r.subscribe(t)
+	b := r.subscribe(t)
+	sub, _ := herald.ParseWebPushSubscription(b.Token)
+	u, _ := url.Parse(sub.Endpoint)
+	sub.Endpoint = "https://localhost:" + u.Port() + u.Path
+	b.Token = sub.Token()
+	alarms := func() int { return strings.Count(logs.String(), "refused the VAPID signature") }
+	for i, tc := range []struct {
+		d    herald.PushDevice
+		want int
+	}{
+		{a, 1}, // the refusing origin alarms ...
+		{a, 1}, // ... once a minute
+		{b, 2}, // another origin still alarms
+		{b, 2},
+	} {
+		r.wp.Script(tc.d.Token, emulator.Step{Status: http.StatusForbidden})
+		if res, _ := r.send(t, alert(), tc.d, nil); res.Status != http.StatusForbidden {
+			t.Fatalf("send %d: %v %d, want the scripted 403", i, res.Verdict, res.Status)
+		}
+		if got := alarms(); got != tc.want {
+			t.Fatalf("after send %d: %d alarms, want %d\n%s", i, got, tc.want, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "origin=https://localhost:"+u.Port()) {
+		t.Errorf("the alarm does not name the origin:\n%s", logs.String())
+	}
+	*r.now = r.now.Add(time.Minute)
+	r.wp.Script(a.Token, emulator.Step{Status: http.StatusForbidden})
+	r.send(t, alert(), a, nil)
+	if got := alarms(); got != 3 {
+		t.Errorf("a minute later: %d alarms, want 3", got)
 	}
 }
