@@ -369,13 +369,15 @@ func (w *WebPush) serve(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	// Accepted.
+	// Accepted. Only a Topic in the notification ID form (Herald's ID
+	// without dashes) names one notification, so only it counts
+	// duplicates: a collapse key's Topic is shared by many notifications.
 	nid := topic
 	if nid == "" {
 		var b [16]byte
 		rand.Read(b[:])
 		nid = hex.EncodeToString(b[:])
-	} else if w.seen.add(idKey(topic)) {
+	} else if id, ok := notifIDTopic(topic); ok && w.seen.add(id) {
 		w.stats.duplicates.Add(1)
 	}
 	hook := w.onAccept.Load()
@@ -423,18 +425,14 @@ func errnoFor(status int) int {
 	return errnoUnknown
 }
 
-// idKey maps a Topic to the duplicate set's key: a UUID's 32 hex digits
-// decode to its 16 bytes; anything else is hashed.
-func idKey(topic string) [16]byte {
-	var k [16]byte
-	if len(topic) == 32 {
-		if _, err := hex.Decode(k[:], []byte(topic)); err == nil {
-			return k
-		}
+// notifIDTopic reads a Topic in the notification ID form: a UUID's 32
+// lower-case hex digits, as Herald sends when no collapse key is set.
+func notifIDTopic(topic string) (id [16]byte, ok bool) {
+	if len(topic) != 32 || strings.ToLower(topic) != topic {
+		return id, false
 	}
-	sum := sha256.Sum256([]byte(topic))
-	copy(k[:], sum[:])
-	return k
+	_, err := hex.Decode(id[:], []byte(topic))
+	return id, err == nil
 }
 
 // jsonPayload keeps a JSON plaintext as it is and quotes any other.
