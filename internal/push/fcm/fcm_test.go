@@ -191,12 +191,18 @@ func TestVerdicts(t *testing.T) {
 }
 
 // TestTokenShared: concurrent Sends share one access token, fetched once,
-// and one HTTP/2 connection.
+// and one HTTP/2 connection. The token endpoint holds its answer until
+// every Send waits for the token, so all of them overlap the one fetch.
 func TestTokenShared(t *testing.T) {
 	e := newEnv(t)
+	release := make(chan struct{})
+	e.fcm.OnToken(func(*http.Request) { <-release })
 	p := e.provider(t, Config{Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
+	const senders = 20
+	waiting := make(chan struct{}, senders)
+	p.projects[0].tokens.onWait = func() { waiting <- struct{}{} }
 	var wg sync.WaitGroup
-	for i := range 20 {
+	for i := range senders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -206,6 +212,10 @@ func TestTokenShared(t *testing.T) {
 			}
 		}()
 	}
+	for range senders {
+		<-waiting
+	}
+	close(release)
 	wg.Wait()
 	if got := e.fcm.TokensIssued(); got != 1 {
 		t.Errorf("emulator issued %d access tokens, want 1", got)

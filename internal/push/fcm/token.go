@@ -90,6 +90,11 @@ type tokenCache struct {
 	ahead time.Duration
 	stats *counters
 
+	// onWait, when set (tests), is called as a caller starts waiting for
+	// a fetch: with the token endpoint held, a test knows every caller
+	// joined before it lets the fetch finish.
+	onWait func()
+
 	mu        sync.Mutex // guards the fields below
 	token     string
 	refreshAt time.Time // on the injected clock: expiry less ahead (or half the lifetime, if shorter)
@@ -112,6 +117,9 @@ func (c *tokenCache) get(ctx context.Context) (string, error) {
 	}
 	f := c.start()
 	c.mu.Unlock()
+	if c.onWait != nil {
+		c.onWait()
+	}
 	select {
 	case <-f.done:
 		return f.token, f.err

@@ -22,6 +22,11 @@ type tokenSource struct {
 	appID, secret string
 	refreshBefore time.Duration
 
+	// onWait, when set (tests), is called as a caller starts waiting for
+	// a fetch: with the token endpoint held, a test knows every caller
+	// joined before it lets the fetch finish.
+	onWait func()
+
 	mu        sync.Mutex
 	token     string       // guarded by mu
 	refreshAt time.Time    // expiry less the refresh margin; guarded by mu
@@ -63,6 +68,9 @@ func (s *tokenSource) get(ctx context.Context) (string, error) {
 		go s.fetch(f)
 	}
 	s.mu.Unlock()
+	if s.onWait != nil {
+		s.onWait()
+	}
 	select {
 	case <-f.done:
 		return f.token, f.err

@@ -309,19 +309,31 @@ func TestRefusedTokenRefreshesOnce(t *testing.T) {
 }
 
 // TestTokenShared: concurrent sends on a new provider make one token
-// request; a token is replaced before it expires, not after Huawei refuses
-// it.
+// request (the token endpoint holds its answer until every send waits for
+// the token, so all of them overlap it); a token is replaced before it
+// expires, not after Huawei refuses it.
 func TestTokenShared(t *testing.T) {
 	e := setup(t, nil)
+	release := make(chan struct{})
+	e.emu.OnToken(func(*http.Request) { <-release })
+	const senders = 16
+	waiting := make(chan struct{}, senders)
+	e.p.apps[testPkg].tokens.onWait = func() { waiting <- struct{}{} }
 	var wg sync.WaitGroup
-	for range 16 {
+	for range senders {
 		wg.Go(func() {
 			if res := e.send(t, content(), "tokA"); res.Verdict != push.Delivered {
 				t.Errorf("got %v %q", res.Verdict, res.Reason)
 			}
 		})
 	}
+	for range senders {
+		<-waiting
+	}
+	close(release)
 	wg.Wait()
+	e.emu.OnToken(nil)
+	e.p.apps[testPkg].tokens.onWait = nil
 	if got := e.p.Stats().TokenRequests; got != 1 {
 		t.Fatalf("token requests %d, want 1", got)
 	}

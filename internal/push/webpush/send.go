@@ -200,13 +200,14 @@ func classify(status int) push.Verdict {
 	case status == http.StatusNotFound, status == http.StatusGone:
 		// The subscription expired or was unsubscribed (RFC 8030 §7.3).
 		return push.DropToken
-	case status == http.StatusTooManyRequests, status >= 500:
+	case status == http.StatusTooManyRequests, status >= 500 && status <= 599:
 		return push.Retry
 	}
 	// 400 (malformed), 401/403 (VAPID refused: a clock or key problem for
 	// every push, or a subscription made with another key; neither is
 	// fixed by retrying, and suspending or dropping would punish the wrong
-	// one), 413 (too large), other statuses.
+	// one), 413 (too large), 3xx (redirects are not followed), other
+	// statuses, including ones that are not HTTP's (600 and up).
 	return push.Permanent
 }
 

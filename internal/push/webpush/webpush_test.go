@@ -6,13 +6,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -633,5 +636,45 @@ func TestVAPIDAlarmPerOrigin(t *testing.T) {
 	r.send(t, alert(), a, nil)
 	if got := alarms(); got != 3 {
 		t.Errorf("a minute later: %d alarms, want 3", got)
+	}
+}
+
+// TestNoProxyNoRedirect: the transport uses no proxy, whatever the
+// environment says (a proxy would dial in the guard's place, hiding the
+// address), and a push service's redirect is not followed: a 307 is a
+// permanent failure and its Location is never requested.
+func TestNoProxyNoRedirect(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
+	r := newRig(t, func(c *Config) { c.AllowPrivateEndpoints = true })
+	if r.p.transport.Proxy != nil {
+		t.Fatal("the transport has a Proxy")
+	}
+	var followed atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/elsewhere" {
+			followed.Add(1)
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
+		http.Redirect(w, req, "/elsewhere", http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	p, err := New(Config{Subject: "mailto:a@b.c", Key: r.p.vapid.key, AllowPrivateEndpoints: true, RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	d := r.subscribe(t)
+	sub, _ := herald.ParseWebPushSubscription(d.Token)
+	sub.Endpoint = srv.URL + "/push"
+	d.Token = sub.Token()
+	res, _ := (&rig{p: p, now: r.now}).send(t, alert(), d, nil)
+	if res.Verdict != push.Permanent || res.Status != http.StatusTemporaryRedirect {
+		t.Fatalf("307: %v %d %q, want permanent 307", res.Verdict, res.Status, res.Reason)
+	}
+	if n := followed.Load(); n != 0 {
+		t.Fatalf("the redirect was followed %d times", n)
 	}
 }
