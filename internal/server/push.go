@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -62,6 +63,11 @@ func LoadPushFile(path string) (*PushFile, error) {
 	var f PushFile
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("push config %s: %w", path, err)
+	}
+	// One object: anything after it (a second object pasted in, a stray
+	// brace) means the file is not what the operator thinks it is.
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		return nil, fmt.Errorf("push config %s: data after the JSON object at offset %d: the file must hold one object", path, dec.InputOffset())
 	}
 	if len(f.APNs) == 0 && len(f.FCM) == 0 && len(f.HMS) == 0 && f.WebPush == nil {
 		return nil, fmt.Errorf("push config %s: no provider: give at least one of \"apns\", \"fcm\", \"hms\" or \"webpush\"", path)

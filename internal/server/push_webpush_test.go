@@ -68,7 +68,7 @@ func TestWebPushFileRefusesBadCredentials(t *testing.T) {
 		{"garbage key", map[string]any{"subject": "mailto:a@b.c", "vapid_key_file": "garbage.pem"}, []string{"vapid_key_file", filepath.Join(dir, "garbage.pem"), "no PEM block"}},
 		{"P-384 key", map[string]any{"subject": "mailto:a@b.c", "vapid_key_file": "p384.pem"}, []string{"vapid_key_file", "p384.pem", "not an ECDSA P-256 key"}},
 		{"missing key", map[string]any{"subject": "mailto:a@b.c", "vapid_key_file": "nope.pem"}, []string{"vapid_key_file", "nope.pem", "no such file"}},
-		{"garbage ca", map[string]any{"subject": "mailto:a@b.c", "ca_file": "garbage.pem"}, []string{"ca_file", "garbage.pem", "no PEM certificate"}},
+		{"garbage ca", map[string]any{"subject": "mailto:a@b.c", "ca_file": "garbage.pem"}, []string{"ca_file", filepath.Join(dir, "garbage.pem"), "no PEM certificate"}},
 		{"no subject", map[string]any{}, []string{"webpush", "subject is empty"}},
 		{"bad subject", map[string]any{"subject": "ops@example.com"}, []string{"webpush", "mailto: or https:"}},
 	} {

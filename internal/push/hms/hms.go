@@ -241,8 +241,8 @@ func validateAppID(id string) error {
 		return fmt.Errorf("is %d bytes; the limit is 64", len(id))
 	}
 	for i := 0; i < len(id); i++ {
-		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_') {
-			return fmt.Errorf("has character %q; Huawei app IDs are digits", c)
+		if c := id[i]; c < '0' || c > '9' {
+			return fmt.Errorf("has character %q; Huawei app IDs are digits (AppGallery Connect > Project settings > App ID)", c)
 		}
 	}
 	return nil

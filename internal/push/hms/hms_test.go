@@ -426,6 +426,8 @@ func TestNewRefuses(t *testing.T) {
 		"twice":         {Apps: []AppConfig{ok, ok}},
 		"package twice": {Apps: []AppConfig{ok, {AppID: "2", AppSecret: "s", Packages: []string{"a.b"}}}},
 		"http url":      {Apps: []AppConfig{ok}, PushURL: "http://x"},
+		"letters in id": {Apps: []AppConfig{{AppID: "app-1", AppSecret: "s", Packages: []string{"a.b"}}}},
+		"empty id":      {Apps: []AppConfig{{AppSecret: "s", Packages: []string{"a.b"}}}},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
