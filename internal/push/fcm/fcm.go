@@ -137,6 +137,7 @@ type project struct {
 	tokens   *tokenCache
 	jwt      *jwt.Config
 	tokenCli *http.Client // for the token endpoint: Timeout set
+	urlAlarm push.Alarm   // a 404 without an FCM error: the URL is wrong
 }
 
 // New validates cfg and returns a Provider. It does no network I/O: the

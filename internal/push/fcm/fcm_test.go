@@ -469,3 +469,35 @@ func TestClosed(t *testing.T) {
 		t.Errorf("Send after Close = %+v", res)
 	}
 }
+
+// TestWrongURLLogged: a 404 without an FCM error code (the URL names no
+// project) fails the push permanently and logs an error naming the URL,
+// once a minute per project; a 404 UNREGISTERED only drops the device.
+func TestWrongURLLogged(t *testing.T) {
+	e := newEnv(t)
+	var logs bytes.Buffer
+	p := e.provider(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
+	alarms := func() int { return strings.Count(logs.String(), "404 without an FCM error code") }
+	e.fcm.Script("tok", emulator.Step{Status: 404})
+	if res := p.Send(context.Background(), note(t, p, content(id1), "tok")); res.Verdict != push.DropToken || alarms() != 0 {
+		t.Fatalf("404 UNREGISTERED: %v, %d alarms; want drop, none", res.Verdict, alarms())
+	}
+	for i, want := range []int{1, 1} {
+		e.fcm.Script("tok", emulator.Step{Status: 404, Reason: "NOT_FOUND"})
+		if res := p.Send(context.Background(), note(t, p, content(id1), "tok")); res.Verdict != push.Permanent || res.Status != 404 {
+			t.Fatalf("send %d: %v %d %q, want permanent 404", i, res.Verdict, res.Status, res.Reason)
+		}
+		if got := alarms(); got != want {
+			t.Fatalf("after send %d: %d alarms, want %d\n%s", i, got, want, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "/v1/projects/proj-a/messages:send") {
+		t.Errorf("the alarm does not name the URL:\n%s", logs.String())
+	}
+	e.now.Advance(time.Minute)
+	e.fcm.Script("tok", emulator.Step{Status: 404, Reason: "NOT_FOUND"})
+	p.Send(context.Background(), note(t, p, content(id1), "tok"))
+	if got := alarms(); got != 2 {
+		t.Errorf("a minute later: %d alarms, want 2", got)
+	}
+}

@@ -108,6 +108,11 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 			p.log.Error("fcm refuses the project's credentials: pushes to it are suspended", "project", pr.id, "account", pr.account, "status", res.Status, "reason", res.Reason)
 		case res.Reason == ErrThirdPartyAuthError && p.thirdPartyAlarm.allow():
 			p.log.Error("fcm says the APNs or Web Push credentials uploaded to the Firebase project are refused", "project", pr.id)
+		case res.Status == http.StatusNotFound && res.Verdict == push.Permanent && pr.urlAlarm.Allow(p.now()):
+			// No UNREGISTERED: the URL names no FCM project (a wrong
+			// project ID or url), so every push to the project fails.
+			p.log.Error("fcm answered 404 without an FCM error code: the URL is wrong (check the project ID and url); every push to this project fails",
+				"project", pr.id, "url", pr.sendURL, "reason", res.Reason)
 		}
 		return res
 	}

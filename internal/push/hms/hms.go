@@ -112,6 +112,7 @@ type app struct {
 	sendURL    string
 	client     *http.Client // for both endpoints: the app's roots
 	tokens     *tokenSource
+	urlAlarm   push.Alarm // a 404 without a result code: the URL is wrong
 }
 
 // New validates cfg and returns a Provider. It does no network I/O.

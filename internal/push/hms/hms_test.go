@@ -1,9 +1,11 @@
 package hms
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -442,5 +444,33 @@ func TestSendAfterClose(t *testing.T) {
 	e.p.Close()
 	if res := e.send(t, content(), "tokA"); res.Verdict != push.Retry || !errors.Is(res.Err, ErrClosed) {
 		t.Fatalf("got %v %v", res.Verdict, res.Err)
+	}
+}
+
+// TestWrongURLLogged: a 404 without a Huawei result code (push_url or the
+// app ID in it is wrong) fails the push permanently and logs an error
+// naming the URL, once a minute per app.
+func TestWrongURLLogged(t *testing.T) {
+	var logs bytes.Buffer
+	e := setup(t, func(c *Config) {
+		c.PushURL += "/wrong"
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	alarms := func() int { return strings.Count(logs.String(), "404 without a result code") }
+	for i, want := range []int{1, 1} {
+		if res := e.send(t, content(), "tokA"); res.Verdict != push.Permanent || res.Status != http.StatusNotFound {
+			t.Fatalf("send %d: %v %d %q, want permanent 404", i, res.Verdict, res.Status, res.Reason)
+		}
+		if got := alarms(); got != want {
+			t.Fatalf("after send %d: %d alarms, want %d\n%s", i, got, want, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "/wrong/v1/"+testApp+"/messages:send") {
+		t.Errorf("the alarm does not name the URL:\n%s", logs.String())
+	}
+	e.clk.add(time.Minute)
+	e.send(t, content(), "tokA")
+	if got := alarms(); got != 2 {
+		t.Errorf("a minute later: %d alarms, want 2", got)
 	}
 }

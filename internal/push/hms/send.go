@@ -103,6 +103,12 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 			// the credentials are wrong; stop sending for the app.
 			res.Verdict = push.Credentials
 		}
+		if res.Status == http.StatusNotFound && !isResultCode(res.Reason) && a.urlAlarm.Allow(p.now()) {
+			// No Huawei answer: the URL is wrong (push_url, or the app
+			// ID in it), so every push to the app fails.
+			p.log.Error("hms answered 404 without a result code: the URL is wrong (check push_url and the app ID); every push to this app fails",
+				"app_id", a.id, "url", a.sendURL)
+		}
 		return res
 	}
 }
