@@ -200,7 +200,7 @@ func TestTokenShared(t *testing.T) {
 	p := e.provider(t, Config{Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
 	const senders = 20
 	waiting := make(chan struct{}, senders)
-	p.projects[0].tokens.onWait = func() { waiting <- struct{}{} }
+	p.projects[0].tokens.OnWait = func() { waiting <- struct{}{} }
 	var wg sync.WaitGroup
 	for i := range senders {
 		wg.Add(1)

@@ -38,7 +38,7 @@ const (
 )
 
 // Wildcard as a package name serves every package not listed.
-const Wildcard = "*"
+const Wildcard = push.Wildcard
 
 // ErrClosed is the Err of a Result from Send after Close.
 var ErrClosed = errors.New("hms: provider is closed")
@@ -90,7 +90,7 @@ type Config struct {
 // Provider sends pushes through Huawei Push Kit. It is safe for concurrent
 // use.
 type Provider struct {
-	apps    map[string]*app // by package name
+	apps    push.Apps[*app] // by package name
 	trs     []*http.Transport
 	timeout time.Duration
 	now     func() time.Time
@@ -111,7 +111,7 @@ type app struct {
 	badgeClass string
 	sendURL    string
 	client     *http.Client // for both endpoints: the app's roots
-	tokens     *tokenSource
+	tokens     *push.TokenCache
 	urlAlarm   push.Alarm // a 404 without a result code: the URL is wrong
 }
 
@@ -149,7 +149,7 @@ func New(cfg Config) (*Provider, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Provider{
-		apps:    map[string]*app{},
+		apps:    push.Apps[*app]{},
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
 		log:     cfg.Logger.With("provider", "hms"),
@@ -216,10 +216,11 @@ func New(cfg Config) (*Provider, error) {
 			id: ac.AppID, badgeClass: ac.BadgeClass, client: client(roots),
 			sendURL: appPushURL + "/v1/" + url.PathEscape(ac.AppID) + "/messages:send",
 		}
-		a.tokens = &tokenSource{p: p, client: a.client, url: appTokenURL, appID: ac.AppID, secret: ac.AppSecret, refreshBefore: cfg.RefreshBefore}
+		src := &tokenSource{p: p, client: a.client, url: appTokenURL, appID: ac.AppID, secret: ac.AppSecret}
+		a.tokens = push.NewTokenCache(ctx, cfg.Timeout, cfg.Now, cfg.RefreshBefore, src.fetch)
 		for _, pkg := range ac.Packages {
 			if pkg != Wildcard {
-				if err := validatePackage(pkg); err != nil {
+				if err := push.ValidatePackageName(pkg); err != nil {
 					cancel()
 					return nil, fmt.Errorf("%s: package %q %w", name, pkg, err)
 				}
@@ -244,19 +245,6 @@ func validateAppID(id string) error {
 	for i := 0; i < len(id); i++ {
 		if c := id[i]; c < '0' || c > '9' {
 			return fmt.Errorf("has character %q; Huawei app IDs are digits (AppGallery Connect > Project settings > App ID)", c)
-		}
-	}
-	return nil
-}
-
-// validatePackage checks an Android package name's form.
-func validatePackage(s string) error {
-	if s == "" || len(s) > 255 {
-		return errors.New("is not 1-255 bytes")
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_') {
-			return fmt.Errorf("has character %q; a package name has letters, digits, . and _", c)
 		}
 	}
 	return nil
@@ -290,13 +278,8 @@ func parseURL(s, def string, withPath bool) (string, error) {
 func (p *Provider) HasApp(app string) bool { return p.app(app) != nil }
 
 func (p *Provider) app(pkg string) *app {
-	if a, ok := p.apps[pkg]; ok {
-		return a
-	}
-	if validatePackage(pkg) != nil {
-		return nil
-	}
-	return p.apps[Wildcard]
+	a, _ := p.apps.Lookup(pkg)
+	return a
 }
 
 // Close ends token requests in flight and closes idle connections. Send

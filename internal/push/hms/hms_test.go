@@ -320,7 +320,7 @@ func TestTokenShared(t *testing.T) {
 	e.emu.OnToken(func(*http.Request) { <-release })
 	const senders = 16
 	waiting := make(chan struct{}, senders)
-	e.p.apps[testPkg].tokens.onWait = func() { waiting <- struct{}{} }
+	e.p.apps[testPkg].tokens.OnWait = func() { waiting <- struct{}{} }
 	var wg sync.WaitGroup
 	for range senders {
 		wg.Go(func() {
@@ -335,7 +335,7 @@ func TestTokenShared(t *testing.T) {
 	close(release)
 	wg.Wait()
 	e.emu.OnToken(nil)
-	e.p.apps[testPkg].tokens.onWait = nil
+	e.p.apps[testPkg].tokens.OnWait = nil
 	if got := e.p.Stats().TokenRequests; got != 1 {
 		t.Fatalf("token requests %d, want 1", got)
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -88,13 +87,13 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	for renewed := false; ; renewed = true {
-		tok, err := a.tokens.get(ctx)
+		tok, err := a.tokens.Get(ctx)
 		if err != nil {
 			return tokenResult(err)
 		}
 		res := p.post(ctx, a, tok, body, d.Token)
 		if tokenRefused(res) {
-			a.tokens.invalidate(tok)
+			a.tokens.Invalidate(tok)
 			if !renewed {
 				p.stats.tokenRetries.Add(1)
 				continue
@@ -168,48 +167,22 @@ func (p *Provider) post(ctx context.Context, a *app, tok string, body []byte, to
 	if err != nil {
 		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}
 	}
-	return answer(resp.StatusCode, readBody(resp.Body), resp.Header.Get("Retry-After"), token, p.now())
+	return answer(resp.StatusCode, push.ReadBody(resp.Body, maxBody), resp.Header.Get("Retry-After"), token, p.now())
 }
 
 // ttl is Huawei's ttl for an expiration: whole seconds left, 0 to 15 days.
 // Zero expiration: "0s", deliver now or never.
 func ttl(exp, now time.Time) string {
-	if exp.IsZero() {
-		return "0s"
-	}
-	d := min(max(exp.Sub(now), 0), MaxTTL)
-	return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	return strconv.FormatInt(push.TTL(exp, now, MaxTTL), 10) + "s"
 }
 
 // urgency is HIGH for priority 10, NORMAL below; an unset priority is 10
 // for an alert and 5 for a background push.
 func urgency(n *push.Notification) string {
-	prio := n.Priority
-	if prio == 0 {
-		prio = 10
-		if n.Type == push.TypeBackground {
-			prio = 5
-		}
-	}
-	if prio >= 10 {
+	if n.EffectivePriority() >= 10 {
 		return "HIGH"
 	}
 	return "NORMAL"
-}
-
-// readBody returns the first maxBody bytes of b (nil if empty), discards
-// the rest (up to 64 KiB), and closes b.
-func readBody(b io.ReadCloser) []byte {
-	defer b.Close()
-	buf := make([]byte, maxBody)
-	n, err := io.ReadFull(b, buf)
-	if err == nil {
-		_, _ = io.CopyN(io.Discard, b, 64<<10)
-	}
-	if n == 0 {
-		return nil
-	}
-	return buf[:n]
 }
 
 // hmsAnswer is Huawei's answer body.
@@ -240,7 +213,7 @@ func answer(status int, body []byte, retryAfter, token string, now time.Time) pu
 		res.Reason = strconv.Itoa(status) + " " + http.StatusText(status)
 	}
 	if retryAfter != "" {
-		res.RetryAfter = parseRetryAfter(retryAfter, now)
+		res.RetryAfter = push.ParseRetryAfter(retryAfter, now)
 	}
 	res.Verdict = classify(status, ans, token)
 	if res.Verdict == push.Delivered {
@@ -285,21 +258,4 @@ func classify(status int, ans hmsAnswer, token string) push.Verdict {
 	// 80100001-80100016 (our message), 80300008 (too large), 80300010,
 	// 80300011 (high urgency not allowed), 404, other answers.
 	return push.Permanent
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-// Anything else, or a time in the past, is zero; the result is capped at a day.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	const limit = 24 * time.Hour
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return min(time.Duration(min(secs, int64(limit/time.Second)))*time.Second, limit)
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	return min(max(t.Sub(now), 0), limit)
 }
