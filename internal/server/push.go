@@ -93,12 +93,6 @@ func LoadPushFile(path string) (*PushFile, error) {
 // apnsConfig turns the file's apps into the provider's configuration,
 // reading keys and certificates.
 func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (apns.Config, error) {
-	abs := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
-	}
 	out := apns.Config{Connections: cfg.PushConnections, Logger: log}
 	for _, a := range f.APNs {
 		ac := apns.AppConfig{
@@ -107,33 +101,37 @@ func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (
 		}
 		var err error
 		if a.KeyFile != "" {
-			if ac.Key, err = apns.LoadP8(abs(a.KeyFile)); err != nil {
+			if ac.Key, err = apns.LoadP8(resolvePath(dir, a.KeyFile)); err != nil {
 				return out, fmt.Errorf("push config: app %s: key_file: %w", a.BundleID, err)
 			}
 		}
 		if a.CertificateFile != "" {
-			if ac.Certificate, err = apns.LoadP12(abs(a.CertificateFile), a.CertificatePassword); err != nil {
+			if ac.Certificate, err = apns.LoadP12(resolvePath(dir, a.CertificateFile), a.CertificatePassword); err != nil {
 				return out, fmt.Errorf("push config: app %s: certificate_file: %w", a.BundleID, err)
 			}
 		}
 		if a.DevelopmentCertificateFile != "" {
-			if ac.DevelopmentCertificate, err = apns.LoadP12(abs(a.DevelopmentCertificateFile), a.DevelopmentCertificatePassword); err != nil {
+			if ac.DevelopmentCertificate, err = apns.LoadP12(resolvePath(dir, a.DevelopmentCertificateFile), a.DevelopmentCertificatePassword); err != nil {
 				return out, fmt.Errorf("push config: app %s: development_certificate_file: %w", a.BundleID, err)
 			}
 		}
 		if a.CAFile != "" {
-			pem, err := os.ReadFile(abs(a.CAFile))
-			if err != nil {
+			if ac.RootCAs, err = loadCAFile(resolvePath(dir, a.CAFile), false); err != nil {
 				return out, fmt.Errorf("push config: app %s: ca_file: %w", a.BundleID, err)
-			}
-			ac.RootCAs = x509.NewCertPool()
-			if !ac.RootCAs.AppendCertsFromPEM(pem) {
-				return out, fmt.Errorf("push config: app %s: ca_file %s holds no PEM certificate", a.BundleID, a.CAFile)
 			}
 		}
 		out.Apps = append(out.Apps, ac)
 	}
 	return out, nil
+}
+
+// resolvePath resolves a path from the push configuration file: relative
+// to dir, the file's folder; empty stays empty.
+func resolvePath(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
 }
 
 // loadCAFile reads a PEM file of root certificates (a push file's

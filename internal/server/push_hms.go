@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/herald-im/herald/internal/config"
@@ -52,12 +51,6 @@ func (f *PushFile) hmsProvider(dir string, cfg config.Config, log *slog.Logger) 
 // configuration, reading secret and CA files. An app's ca_file applies to
 // that app only; the others keep the system roots.
 func (f *PushFile) hmsConfig(dir string, log *slog.Logger) (hms.Config, error) {
-	abs := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
-	}
 	out := hms.Config{Logger: log}
 	pools := map[string]*x509.CertPool{} // by resolved ca_file
 	for i, a := range f.HMS {
@@ -70,7 +63,7 @@ func (f *PushFile) hmsConfig(dir string, log *slog.Logger) (hms.Config, error) {
 		case a.AppSecret != "" && a.AppSecretFile != "":
 			return out, fmt.Errorf("%s: both app_secret and app_secret_file are set; give one", name)
 		case a.AppSecretFile != "":
-			secret, err := readHMSSecret(abs(a.AppSecretFile))
+			secret, err := readHMSSecret(resolvePath(dir, a.AppSecretFile))
 			if err != nil {
 				return out, fmt.Errorf("%s: app_secret_file: %w", name, err)
 			}
@@ -81,7 +74,7 @@ func (f *PushFile) hmsConfig(dir string, log *slog.Logger) (hms.Config, error) {
 		if a.CAFile != "" {
 			// Each app's roots are its own: apps naming one file share
 			// one pool, hence one transport.
-			path := abs(a.CAFile)
+			path := resolvePath(dir, a.CAFile)
 			if pools[path] == nil {
 				pool, err := loadCAFile(path, false)
 				if err != nil {

@@ -52,16 +52,10 @@ func (f *PushFile) webPushProvider(dir string, cfg config.Config, log *slog.Logg
 	if w == nil {
 		return nil, nil
 	}
-	abs := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
-	}
 	wc := webpush.Config{Subject: w.Subject, Apps: w.Apps, AllowPrivateEndpoints: w.AllowPrivateEndpoints, Logger: log}
 	var err error
 	if w.VAPIDKeyFile != "" {
-		if wc.Key, err = webpush.LoadVAPIDKey(abs(w.VAPIDKeyFile)); err != nil {
+		if wc.Key, err = webpush.LoadVAPIDKey(resolvePath(dir, w.VAPIDKeyFile)); err != nil {
 			return nil, fmt.Errorf("push config: webpush: vapid_key_file: %w", err)
 		}
 	} else if wc.Key, err = vapidKey(cfg, log); err != nil {
@@ -70,7 +64,7 @@ func (f *PushFile) webPushProvider(dir string, cfg config.Config, log *slog.Logg
 	if w.CAFile != "" {
 		// Added to the system roots, not instead: subscriptions name any
 		// browser vendor's push service, which the public CAs vouch for.
-		if wc.RootCAs, err = loadCAFile(abs(w.CAFile), true); err != nil {
+		if wc.RootCAs, err = loadCAFile(resolvePath(dir, w.CAFile), true); err != nil {
 			return nil, fmt.Errorf("push config: webpush: ca_file: %w", err)
 		}
 	}
