@@ -589,7 +589,7 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 	f.stats.noteInFlight(f.stats.inFlight.Add(1))
 	defer f.stats.inFlight.Add(-1)
 	ctx := r.Context()
-	if d := time.Duration(f.delay.Load()); d > 0 && !f.sleep(ctx, d) {
+	if d := time.Duration(f.delay.Load()); d > 0 && !sleep(ctx, f.ctx, d) {
 		f.stats.unanswered.Add(1)
 		return
 	}
@@ -663,7 +663,7 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 
 	// Scripts.
 	if st, scripted := f.tokens.take(m.Token); scripted {
-		if st.Delay > 0 && !f.sleep(ctx, st.Delay) {
+		if st.Delay > 0 && !sleep(ctx, f.ctx, st.Delay) {
 			f.stats.unanswered.Add(1)
 			return
 		}
@@ -674,7 +674,7 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 		if st.Status != 0 && st.Status != http.StatusOK {
 			status, code, fcmCode, field, msg := fcmScripted(st.Status, st.Reason)
 			if st.RetryAfter > 0 {
-				w.Header().Set("Retry-After", strconv.FormatInt(int64((st.RetryAfter+time.Second-1)/time.Second), 10))
+				w.Header().Set("Retry-After", retryAfter(st.RetryAfter))
 			}
 			f.fail(w, status, code, fcmCode, field, msg)
 			return
@@ -967,19 +967,4 @@ func fcmError(w http.ResponseWriter, status int, code, fcmCode, field, desc, msg
 		Status  string   `json:"status"`
 		Details []detail `json:"details,omitempty"`
 	}{status, msg, code, details}})
-}
-
-// sleep waits d, or until the request or the emulator is done; it reports
-// whether the whole delay passed.
-func (f *FCM) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-f.ctx.Done():
-		return false
-	}
 }

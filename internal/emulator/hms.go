@@ -134,6 +134,15 @@ func (h *HMS) URL() string {
 	return a.URL() + "/hms"
 }
 
+// stop is what ends delays besides the request: the APNs emulator it is
+// mounted on closing.
+func (h *HMS) stop() context.Context {
+	if a := h.apns.Load(); a != nil {
+		return a.ctx
+	}
+	return context.Background()
+}
+
 // AddApp declares an app and its secret; tokens are issued for them only.
 // Adding an app again replaces its secret (the old one stops working for
 // new access tokens; tokens already issued stay valid until they expire).
@@ -437,7 +446,7 @@ func (h *HMS) serveSend(w http.ResponseWriter, r *http.Request, app string) {
 		if !ok {
 			continue
 		}
-		if st.Delay > 0 && !sleepCtx(r.Context(), st.Delay) {
+		if st.Delay > 0 && !sleep(r.Context(), h.stop(), st.Delay) {
 			h.stats.unanswered.Add(1)
 			return
 		}
@@ -461,7 +470,7 @@ func (h *HMS) serveSend(w http.ResponseWriter, r *http.Request, app string) {
 			continue
 		}
 		if st.RetryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.FormatInt(int64((st.RetryAfter+time.Second-1)/time.Second), 10))
+			w.Header().Set("Retry-After", retryAfter(st.RetryAfter))
 		}
 		label := reason
 		if label == "" {
@@ -471,7 +480,7 @@ func (h *HMS) serveSend(w http.ResponseWriter, r *http.Request, app string) {
 		hmsAnswer(w, status, reason, "scripted answer")
 		return
 	}
-	if d := time.Duration(h.delay.Load()); d > 0 && !sleepCtx(r.Context(), d) {
+	if d := time.Duration(h.delay.Load()); d > 0 && !sleep(r.Context(), h.stop(), d) {
 		h.stats.unanswered.Add(1)
 		return
 	}
@@ -663,16 +672,4 @@ func parseUUIDish(s string) (id [16]byte, ok bool) {
 		j++
 	}
 	return id, j == 32
-}
-
-// sleepCtx waits d or until ctx ends, reporting whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

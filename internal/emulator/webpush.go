@@ -251,27 +251,14 @@ const (
 	errnoUnknown       = 999
 )
 
-func (w *WebPush) reject(rw http.ResponseWriter, status, errno int, retryAfter time.Duration, format string, args ...any) {
+func (w *WebPush) reject(rw http.ResponseWriter, status, errno int, after time.Duration, format string, args ...any) {
 	w.stats.reject(strconv.Itoa(status))
-	if retryAfter > 0 {
-		rw.Header().Set("Retry-After", strconv.FormatInt(int64((retryAfter+time.Second-1)/time.Second), 10))
+	if after > 0 {
+		rw.Header().Set("Retry-After", retryAfter(after))
 	}
 	rw.Header().Set("Content-Type", "application/json")
 	rw.WriteHeader(status)
 	json.NewEncoder(rw).Encode(wpError{Code: status, Errno: errno, Error: http.StatusText(status), Message: fmt.Sprintf(format, args...)})
-}
-
-func (w *WebPush) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-w.ctx.Done():
-		return false
-	}
 }
 
 // serve is the push service: POST /wpush/<id>.
@@ -280,7 +267,7 @@ func (w *WebPush) serve(rw http.ResponseWriter, r *http.Request) {
 	w.stats.inFlight.Add(1)
 	defer w.stats.inFlight.Add(-1)
 	ctx := r.Context()
-	if d := time.Duration(w.delay.Load()); d > 0 && !w.sleep(ctx, d) {
+	if d := time.Duration(w.delay.Load()); d > 0 && !sleep(ctx, w.ctx, d) {
 		w.stats.unanswered.Add(1)
 		return
 	}
@@ -351,7 +338,7 @@ func (w *WebPush) serve(rw http.ResponseWriter, r *http.Request) {
 	}
 
 	if st, ok := w.tokens.take(id); ok {
-		if st.Delay > 0 && !w.sleep(ctx, st.Delay) {
+		if st.Delay > 0 && !sleep(ctx, w.ctx, st.Delay) {
 			w.stats.unanswered.Add(1)
 			return
 		}
