@@ -33,7 +33,7 @@ import (
 const (
 	DefaultTimeout = 10 * time.Second
 	// Wildcard as an app serves every app.
-	Wildcard = "*"
+	Wildcard = push.Wildcard
 )
 
 // ErrClosed is the Err of a Result from Send after Close.
