@@ -532,6 +532,27 @@ func TestMaskToken(t *testing.T) {
 			t.Errorf("MaskToken(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
+	// A Web Push token shows its push service's origin and nothing of its
+	// keys: its tail is keys.auth.
+	sub := herald.WebPushSubscription{Endpoint: "https://fcm.googleapis.com/fcm/send/dXNlci1zZWNyZXQtaWQ"}
+	sub.Keys.P256dh = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM"
+	sub.Keys.Auth = "tBHItJI5svbpez7KI4CCXg"
+	tok := sub.Token()
+	if err := herald.ValidatePushRegistration(herald.ProviderWebPush, tok, "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	got := MaskToken(tok)
+	if got != "https://fcm.googleapis.com/***" {
+		t.Errorf("MaskToken(web push) = %q, want the origin only", got)
+	}
+	for _, secret := range []string{sub.Keys.Auth[len(sub.Keys.Auth)-5:], "dXNlci1zZWNyZXQtaWQ", sub.Keys.P256dh[:10]} {
+		if strings.Contains(got, secret) {
+			t.Errorf("MaskToken(web push) = %q shows %q", got, secret)
+		}
+	}
+	if got := MaskToken(`{"not":"a subscription","auth":"0123456789"}`); got != "***" {
+		t.Errorf("MaskToken(other JSON) = %q, want it hidden whole", got)
+	}
 }
 
 func TestUnavailableWithoutServices(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -316,8 +317,18 @@ func (h *Handler) kick(w http.ResponseWriter, r *http.Request) {
 }
 
 // MaskToken hides all of a push token but its last 8 characters; a token
-// of 8 or fewer is hidden whole.
+// of 8 or fewer is hidden whole. A Web Push token (the subscription's JSON,
+// whose tail is the keys.auth secret) shows only its endpoint's origin;
+// any other JSON is hidden whole.
 func MaskToken(tok string) string {
+	if strings.HasPrefix(tok, "{") {
+		if s, err := herald.ParseWebPushSubscription(tok); err == nil {
+			if u, err := url.Parse(s.Endpoint); err == nil {
+				return u.Scheme + "://" + u.Host + "/***"
+			}
+		}
+		return "***"
+	}
 	if len(tok) <= 8 {
 		return strings.Repeat("*", len(tok))
 	}

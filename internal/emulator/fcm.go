@@ -50,6 +50,7 @@ type FCM struct {
 
 	delay    atomic.Int64 // time.Duration
 	onAccept atomic.Pointer[func(*Notification)]
+	onToken  atomic.Pointer[func(*http.Request)]
 
 	tokens tokens
 	stats  counters
@@ -290,6 +291,18 @@ func (f *FCM) TokensIssued() int64 { return f.issued.Load() }
 // answer from now on.
 func (f *FCM) SetDelay(d time.Duration) { f.delay.Store(int64(d)) }
 
+// OnToken sets a hook called, on the request's goroutine, when a token
+// request arrives, before it is answered; nil removes it. Blocking in it
+// holds the answer: tests use it to make token requests overlap, or hang,
+// deterministically (r.Context() ends when the client goes away).
+func (f *FCM) OnToken(fn func(r *http.Request)) {
+	if fn == nil {
+		f.onToken.Store(nil)
+		return
+	}
+	f.onToken.Store(&fn)
+}
+
 // OnAccept sets a hook called, on the request's goroutine, for every
 // accepted message before its 200 is sent; nil removes it. It must be
 // cheap and must not modify n; it may keep n.
@@ -442,6 +455,9 @@ func (f *FCM) control(w http.ResponseWriter, r *http.Request, route, arg string)
 // whose assertion is signed by one of the emulator's service accounts.
 // Errors are OAuth2's: 400 {"error", "error_description"}.
 func (f *FCM) token(w http.ResponseWriter, r *http.Request) {
+	if fn := f.onToken.Load(); fn != nil {
+		(*fn)(r)
+	}
 	if r.Method != http.MethodPost {
 		fcmOAuthError(w, http.StatusMethodNotAllowed, "invalid_request", "the token endpoint needs POST")
 		return
@@ -625,7 +641,7 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 	f.stats.noteInFlight(f.stats.inFlight.Add(1))
 	defer f.stats.inFlight.Add(-1)
 	ctx := r.Context()
-	if d := time.Duration(f.delay.Load()); d > 0 && !f.sleep(ctx, d) {
+	if d := time.Duration(f.delay.Load()); d > 0 && !sleep(ctx, f.ctx, d) {
 		f.stats.unanswered.Add(1)
 		return
 	}
@@ -699,7 +715,7 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 
 	// Scripts.
 	if st, scripted := f.tokens.take(m.Token); scripted {
-		if st.Delay > 0 && !f.sleep(ctx, st.Delay) {
+		if st.Delay > 0 && !sleep(ctx, f.ctx, st.Delay) {
 			f.stats.unanswered.Add(1)
 			return
 		}
@@ -710,7 +726,7 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 		if st.Status != 0 && st.Status != http.StatusOK {
 			status, code, fcmCode, field, msg := fcmScripted(st.Status, st.Reason)
 			if st.RetryAfter > 0 {
-				w.Header().Set("Retry-After", strconv.FormatInt(int64((st.RetryAfter+time.Second-1)/time.Second), 10))
+				w.Header().Set("Retry-After", retryAfter(st.RetryAfter))
 			}
 			f.fail(w, status, code, fcmCode, field, msg)
 			return
@@ -1003,19 +1019,4 @@ func fcmError(w http.ResponseWriter, status int, code, fcmCode, field, desc, msg
 		Status  string   `json:"status"`
 		Details []detail `json:"details,omitempty"`
 	}{status, msg, code, details}})
-}
-
-// sleep waits d, or until the request or the emulator is done; it reports
-// whether the whole delay passed.
-func (f *FCM) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-f.ctx.Done():
-		return false
-	}
 }

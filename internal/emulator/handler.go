@@ -1,7 +1,6 @@
 package emulator
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"math/rand/v2"
@@ -94,7 +93,7 @@ func (a *APNs) push(c *conn, w http.ResponseWriter, r *http.Request) {
 		a.stats.inFlight.Add(-1)
 	}()
 	ctx := r.Context()
-	if d := time.Duration(a.delay.Load()); d > 0 && !a.sleep(ctx, d) {
+	if d := time.Duration(a.delay.Load()); d > 0 && !sleep(ctx, a.ctx, d) {
 		a.stats.unanswered.Add(1)
 		return
 	}
@@ -117,7 +116,7 @@ func (a *APNs) push(c *conn, w http.ResponseWriter, r *http.Request) {
 	if d != nil {
 		st, scripted, env, topic := d.take()
 		if scripted {
-			if st.Delay > 0 && !a.sleep(ctx, st.Delay) {
+			if st.Delay > 0 && !sleep(ctx, a.ctx, st.Delay) {
 				a.stats.unanswered.Add(1)
 				return
 			}
@@ -326,7 +325,7 @@ func (a *APNs) check(c *conn, r *http.Request, p *push, buf []byte, now time.Tim
 }
 
 // reply writes a non-200 answer.
-func (a *APNs) reply(w http.ResponseWriter, id string, status int, reason string, ts time.Time, retryAfter time.Duration) {
+func (a *APNs) reply(w http.ResponseWriter, id string, status int, reason string, ts time.Time, after time.Duration) {
 	if id == "" {
 		id = newUUID()
 	}
@@ -334,8 +333,8 @@ func (a *APNs) reply(w http.ResponseWriter, id string, status int, reason string
 	h[hID] = []string{id}
 	a.stats.reject(reason)
 	h["Content-Type"] = []string{"application/json"}
-	if retryAfter > 0 {
-		h["Retry-After"] = []string{strconv.FormatInt(int64((retryAfter+time.Second-1)/time.Second), 10)}
+	if after > 0 {
+		h["Retry-After"] = []string{retryAfter(after)}
 	}
 	body := struct {
 		Reason    string `json:"reason"`
@@ -347,21 +346,6 @@ func (a *APNs) reply(w http.ResponseWriter, id string, status int, reason string
 	b, _ := json.Marshal(body)
 	w.WriteHeader(status)
 	w.Write(b)
-}
-
-// sleep waits d, or until the request or the emulator is done; it reports
-// whether the whole delay passed.
-func (a *APNs) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-a.ctx.Done():
-		return false
-	}
 }
 
 func readBody(r io.Reader, buf []byte) (int, error) {

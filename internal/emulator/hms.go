@@ -81,6 +81,7 @@ type HMS struct {
 	log      *slog.Logger
 	delay    atomic.Int64
 	onAccept atomic.Pointer[func(*Notification)]
+	onToken  atomic.Pointer[func(*http.Request)]
 	tokens   tokens
 	stats    counters
 	seen     idSet
@@ -133,6 +134,15 @@ func (h *HMS) URL() string {
 	return a.URL() + "/hms"
 }
 
+// stop is what ends delays besides the request: the APNs emulator it is
+// mounted on closing.
+func (h *HMS) stop() context.Context {
+	if a := h.apns.Load(); a != nil {
+		return a.ctx
+	}
+	return context.Background()
+}
+
 // AddApp declares an app and its secret; tokens are issued for them only.
 // Adding an app again replaces its secret (the old one stops working for
 // new access tokens; tokens already issued stay valid until they expire).
@@ -170,6 +180,18 @@ func (h *HMS) RevokeApp(appID string) {
 
 // SetDelay changes the delay added to every send answer.
 func (h *HMS) SetDelay(d time.Duration) { h.delay.Store(int64(d)) }
+
+// OnToken sets a hook called, on the request's goroutine, when a token
+// request arrives, before it is answered; nil removes it. Blocking in it
+// holds the answer: tests use it to make token requests overlap, or hang,
+// deterministically (r.Context() ends when the client goes away).
+func (h *HMS) OnToken(fn func(r *http.Request)) {
+	if fn == nil {
+		h.onToken.Store(nil)
+		return
+	}
+	h.onToken.Store(&fn)
+}
 
 // OnAccept calls f (synchronously, from the handler) for every accepted
 // notification, one per token; nil clears it.
@@ -259,6 +281,9 @@ func oauthError(w http.ResponseWriter, status, sub int, desc string) {
 }
 
 func (h *HMS) serveToken(w http.ResponseWriter, r *http.Request) {
+	if fn := h.onToken.Load(); fn != nil {
+		(*fn)(r)
+	}
 	if r.Method != http.MethodPost {
 		oauthError(w, http.StatusMethodNotAllowed, 20001, "POST only")
 		return
@@ -421,7 +446,7 @@ func (h *HMS) serveSend(w http.ResponseWriter, r *http.Request, app string) {
 		if !ok {
 			continue
 		}
-		if st.Delay > 0 && !sleepCtx(r.Context(), st.Delay) {
+		if st.Delay > 0 && !sleep(r.Context(), h.stop(), st.Delay) {
 			h.stats.unanswered.Add(1)
 			return
 		}
@@ -445,7 +470,7 @@ func (h *HMS) serveSend(w http.ResponseWriter, r *http.Request, app string) {
 			continue
 		}
 		if st.RetryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.FormatInt(int64((st.RetryAfter+time.Second-1)/time.Second), 10))
+			w.Header().Set("Retry-After", retryAfter(st.RetryAfter))
 		}
 		label := reason
 		if label == "" {
@@ -455,7 +480,7 @@ func (h *HMS) serveSend(w http.ResponseWriter, r *http.Request, app string) {
 		hmsAnswer(w, status, reason, "scripted answer")
 		return
 	}
-	if d := time.Duration(h.delay.Load()); d > 0 && !sleepCtx(r.Context(), d) {
+	if d := time.Duration(h.delay.Load()); d > 0 && !sleep(r.Context(), h.stop(), d) {
 		h.stats.unanswered.Add(1)
 		return
 	}
@@ -647,16 +672,4 @@ func parseUUIDish(s string) (id [16]byte, ok bool) {
 		j++
 	}
 	return id, j == 32
-}
-
-// sleepCtx waits d or until ctx ends, reporting whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

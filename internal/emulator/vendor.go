@@ -1,11 +1,14 @@
 package emulator
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // The other vendors' emulators (FCM, Huawei, Web Push) are http.Handlers
@@ -177,4 +180,26 @@ func (d *device) arrivedCopy() []Notification {
 		out[i] = *n
 	}
 	return out
+}
+
+// sleep waits d on a real timer (every vendor's Delay and a step's Delay):
+// it reports false, early, when ctx (the request's: the client went away)
+// or stop (the emulator's, cancelled by Close) ends first.
+func sleep(ctx, stop context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-stop.Done():
+		return false
+	}
+}
+
+// retryAfter is d as a Retry-After header value: whole seconds, rounded
+// up, so a scripted 1.5s is "2" and never "0" or "1".
+func retryAfter(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }

@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -250,27 +251,14 @@ const (
 	errnoUnknown       = 999
 )
 
-func (w *WebPush) reject(rw http.ResponseWriter, status, errno int, retryAfter time.Duration, format string, args ...any) {
+func (w *WebPush) reject(rw http.ResponseWriter, status, errno int, after time.Duration, format string, args ...any) {
 	w.stats.reject(strconv.Itoa(status))
-	if retryAfter > 0 {
-		rw.Header().Set("Retry-After", strconv.FormatInt(int64((retryAfter+time.Second-1)/time.Second), 10))
+	if after > 0 {
+		rw.Header().Set("Retry-After", retryAfter(after))
 	}
 	rw.Header().Set("Content-Type", "application/json")
 	rw.WriteHeader(status)
 	json.NewEncoder(rw).Encode(wpError{Code: status, Errno: errno, Error: http.StatusText(status), Message: fmt.Sprintf(format, args...)})
-}
-
-func (w *WebPush) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-w.ctx.Done():
-		return false
-	}
 }
 
 // serve is the push service: POST /wpush/<id>.
@@ -279,7 +267,7 @@ func (w *WebPush) serve(rw http.ResponseWriter, r *http.Request) {
 	w.stats.inFlight.Add(1)
 	defer w.stats.inFlight.Add(-1)
 	ctx := r.Context()
-	if d := time.Duration(w.delay.Load()); d > 0 && !w.sleep(ctx, d) {
+	if d := time.Duration(w.delay.Load()); d > 0 && !sleep(ctx, w.ctx, d) {
 		w.stats.unanswered.Add(1)
 		return
 	}
@@ -350,7 +338,7 @@ func (w *WebPush) serve(rw http.ResponseWriter, r *http.Request) {
 	}
 
 	if st, ok := w.tokens.take(id); ok {
-		if st.Delay > 0 && !w.sleep(ctx, st.Delay) {
+		if st.Delay > 0 && !sleep(ctx, w.ctx, st.Delay) {
 			w.stats.unanswered.Add(1)
 			return
 		}
@@ -368,13 +356,15 @@ func (w *WebPush) serve(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	// Accepted.
+	// Accepted. Only a Topic in the notification ID form (Herald's ID
+	// without dashes) names one notification, so only it counts
+	// duplicates: a collapse key's Topic is shared by many notifications.
 	nid := topic
 	if nid == "" {
 		var b [16]byte
 		rand.Read(b[:])
 		nid = hex.EncodeToString(b[:])
-	} else if w.seen.add(idKey(topic)) {
+	} else if id, ok := notifIDTopic(topic); ok && w.seen.add(id) {
 		w.stats.duplicates.Add(1)
 	}
 	hook := w.onAccept.Load()
@@ -422,18 +412,14 @@ func errnoFor(status int) int {
 	return errnoUnknown
 }
 
-// idKey maps a Topic to the duplicate set's key: a UUID's 32 hex digits
-// decode to its 16 bytes; anything else is hashed.
-func idKey(topic string) [16]byte {
-	var k [16]byte
-	if len(topic) == 32 {
-		if _, err := hex.Decode(k[:], []byte(topic)); err == nil {
-			return k
-		}
+// notifIDTopic reads a Topic in the notification ID form: a UUID's 32
+// lower-case hex digits, as Herald sends when no collapse key is set.
+func notifIDTopic(topic string) (id [16]byte, ok bool) {
+	if len(topic) != 32 || strings.ToLower(topic) != topic {
+		return id, false
 	}
-	sum := sha256.Sum256([]byte(topic))
-	copy(k[:], sum[:])
-	return k
+	_, err := hex.Decode(id[:], []byte(topic))
+	return id, err == nil
 }
 
 // jsonPayload keeps a JSON plaintext as it is and quotes any other.
@@ -516,7 +502,7 @@ func (w *WebPush) checkVAPID(r *http.Request, sub *wpSub, now time.Time) (k stri
 	if json.Unmarshal(cb, &c) != nil {
 		return "", http.StatusUnauthorized, "JWT claims are not JSON"
 	}
-	if want := "https://" + r.Host; c.Aud != want {
+	if want := httpsOrigin(r.Host); c.Aud != want {
 		return "", http.StatusUnauthorized, fmt.Sprintf("JWT aud %q is not this push service's origin %q", c.Aud, want)
 	}
 	exp, err := c.Exp.Int64()
@@ -535,6 +521,20 @@ func (w *WebPush) checkVAPID(r *http.Request, sub *wpSub, now time.Time) (k stri
 		return "", http.StatusForbidden, "k is not the applicationServerKey this subscription was made with"
 	}
 	return base64.RawURLEncoding.EncodeToString(kb), 0, ""
+}
+
+// httpsOrigin is the origin a push service at host (a request's Host)
+// expects as the VAPID aud: lower-case, without the default port 443 (RFC
+// 6454 serialization).
+func httpsOrigin(host string) string {
+	host = strings.ToLower(host)
+	if h, port, err := net.SplitHostPort(host); err == nil && port == "443" {
+		host = h
+		if strings.Contains(h, ":") {
+			host = "[" + h + "]"
+		}
+	}
+	return "https://" + host
 }
 
 // DecryptWebPush decrypts an aes128gcm body (RFC 8188) with a

@@ -97,13 +97,16 @@ func (f *wpFixture) vapidHeader(s *signer, over map[string]any) string {
 	return fmt.Sprintf("vapid t=%s, k=%s", s.sign(`{"typ":"JWT","alg":"ES256"}`, string(cb)), base64.RawURLEncoding.EncodeToString(pub.Bytes()))
 }
 
+// wpTopic is a Topic in the notification ID form (a UUID's hex digits).
+const wpTopic = "0b6f9c1e4a5d4e7f9a8b1c2d3e4f5a6b"
+
 func (f *wpFixture) post(t *testing.T, h map[string]string, body []byte) (*http.Response, wpError) {
 	t.Helper()
 	r, _ := http.NewRequest(http.MethodPost, f.endpoint, bytes.NewReader(body))
 	r.Header.Set("Authorization", f.vapidHeader(f.vapid, nil))
 	r.Header.Set("TTL", "60")
 	r.Header.Set("Content-Encoding", "aes128gcm")
-	r.Header.Set("Topic", "t1")
+	r.Header.Set("Topic", wpTopic)
 	for k, v := range h {
 		if v == "" {
 			r.Header.Del(k)
@@ -200,11 +203,24 @@ func TestWebPushScriptAndReplace(t *testing.T) {
 		}
 	}
 	in, arr := f.wp.Inbox("rfc8291"), f.wp.Arrived(f.endpoint)
-	if len(in) != 1 || in[0].Deliveries != 2 || len(arr) != 2 || in[0].ID != "t1" || in[0].CollapseID != "t1" {
+	if len(in) != 1 || in[0].Deliveries != 2 || len(arr) != 2 || in[0].ID != wpTopic || in[0].CollapseID != wpTopic {
 		t.Fatalf("inbox %+v, arrived %d", in, len(arr))
 	}
 	if d := f.wp.Stats().Duplicates; d != 1 {
 		t.Fatalf("duplicates %d, want 1", d)
+	}
+	// A collapse key's Topic replaces the shown notification too, but
+	// names no one notification: no duplicate is counted.
+	for range 2 {
+		if resp, _ := f.post(t, map[string]string{"Topic": "chat-1"}, body); resp.StatusCode != 201 {
+			t.Fatalf("collapse key push: %d", resp.StatusCode)
+		}
+	}
+	if in := f.wp.Inbox(f.endpoint); len(in) != 2 || in[1].Deliveries != 2 {
+		t.Fatalf("inbox after two collapse-key pushes %+v, want them replacing one entry", in)
+	}
+	if d := f.wp.Stats().Duplicates; d != 1 {
+		t.Fatalf("duplicates %d after two collapse-key pushes, want still 1", d)
 	}
 	f.wp.Unsubscribe(f.endpoint)
 	if resp, e := f.post(t, nil, body); resp.StatusCode != 410 || e.Errno != errnoGone {
@@ -258,4 +274,20 @@ func FuzzDecryptWebPush(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		DecryptWebPush(b, ua, auth)
 	})
+}
+
+// TestWebPushOrigin: the aud the emulator expects is the request's origin
+// lower-cased and without the default port, as real push services compare.
+func TestWebPushOrigin(t *testing.T) {
+	for host, want := range map[string]string{
+		"Push.Example.com:443": "https://push.example.com",
+		"push.example.com":     "https://push.example.com",
+		"127.0.0.1:8443":       "https://127.0.0.1:8443",
+		"[2001:DB8::1]:443":    "https://[2001:db8::1]",
+		"LOCALHOST:7402":       "https://localhost:7402",
+	} {
+		if got := httpsOrigin(host); got != want {
+			t.Errorf("httpsOrigin(%q) = %q, want %q", host, got, want)
+		}
+	}
 }

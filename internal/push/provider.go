@@ -93,6 +93,32 @@ type Content struct {
 	CallEvent string
 }
 
+// HeraldKeys are Herald's own keys in a push, the "herald" member every
+// vendor's payload carries (APNs and Web Push as an object, FCM and Huawei
+// as a JSON string in the data): a message's conversation, ID, seq and
+// sender, or a call's ID and event.
+type HeraldKeys struct {
+	Conv  string `json:"conv,omitempty"`
+	MsgID int64  `json:"msg_id,omitempty"`
+	Seq   int64  `json:"seq,omitempty"`
+	From  string `json:"from,omitempty"`
+	// A call's pushes: the call ID and "invite" or "cancel".
+	CallID    string `json:"call_id,omitempty"`
+	CallEvent string `json:"call_event,omitempty"`
+}
+
+// HeraldKeys returns c's herald block.
+func (c *Content) HeraldKeys() HeraldKeys {
+	return HeraldKeys{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent}
+}
+
+// DataOnly reports whether c goes without a visible notification, to the
+// app (or service worker) alone: a silent push, or a call invitation (the
+// app rings, not the notification shade).
+func (c *Content) DataOnly() bool {
+	return c.Strategy.Type == TypeBackground || c.CallID != "" && c.CallEvent == "invite"
+}
+
 // Notification is one rendered push, ready to send.
 type Notification struct {
 	// ID is stable per (device, message) and sent as apns-id (UUID form),

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -63,6 +64,11 @@ func LoadPushFile(path string) (*PushFile, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("push config %s: %w", path, err)
 	}
+	// One object: anything after it (a second object pasted in, a stray
+	// brace) means the file is not what the operator thinks it is.
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		return nil, fmt.Errorf("push config %s: data after the JSON object at offset %d: the file must hold one object", path, dec.InputOffset())
+	}
 	if len(f.APNs) == 0 && len(f.FCM) == 0 && len(f.HMS) == 0 && f.WebPush == nil {
 		return nil, fmt.Errorf("push config %s: no provider: give at least one of \"apns\", \"fcm\", \"hms\" or \"webpush\"", path)
 	}
@@ -87,12 +93,6 @@ func LoadPushFile(path string) (*PushFile, error) {
 // apnsConfig turns the file's apps into the provider's configuration,
 // reading keys and certificates.
 func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (apns.Config, error) {
-	abs := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
-	}
 	out := apns.Config{Connections: cfg.PushConnections, Logger: log}
 	for _, a := range f.APNs {
 		ac := apns.AppConfig{
@@ -101,33 +101,58 @@ func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (
 		}
 		var err error
 		if a.KeyFile != "" {
-			if ac.Key, err = apns.LoadP8(abs(a.KeyFile)); err != nil {
+			if ac.Key, err = apns.LoadP8(resolvePath(dir, a.KeyFile)); err != nil {
 				return out, fmt.Errorf("push config: app %s: key_file: %w", a.BundleID, err)
 			}
 		}
 		if a.CertificateFile != "" {
-			if ac.Certificate, err = apns.LoadP12(abs(a.CertificateFile), a.CertificatePassword); err != nil {
+			if ac.Certificate, err = apns.LoadP12(resolvePath(dir, a.CertificateFile), a.CertificatePassword); err != nil {
 				return out, fmt.Errorf("push config: app %s: certificate_file: %w", a.BundleID, err)
 			}
 		}
 		if a.DevelopmentCertificateFile != "" {
-			if ac.DevelopmentCertificate, err = apns.LoadP12(abs(a.DevelopmentCertificateFile), a.DevelopmentCertificatePassword); err != nil {
+			if ac.DevelopmentCertificate, err = apns.LoadP12(resolvePath(dir, a.DevelopmentCertificateFile), a.DevelopmentCertificatePassword); err != nil {
 				return out, fmt.Errorf("push config: app %s: development_certificate_file: %w", a.BundleID, err)
 			}
 		}
 		if a.CAFile != "" {
-			pem, err := os.ReadFile(abs(a.CAFile))
-			if err != nil {
+			if ac.RootCAs, err = loadCAFile(resolvePath(dir, a.CAFile), false); err != nil {
 				return out, fmt.Errorf("push config: app %s: ca_file: %w", a.BundleID, err)
-			}
-			ac.RootCAs = x509.NewCertPool()
-			if !ac.RootCAs.AppendCertsFromPEM(pem) {
-				return out, fmt.Errorf("push config: app %s: ca_file %s holds no PEM certificate", a.BundleID, a.CAFile)
 			}
 		}
 		out.Apps = append(out.Apps, ac)
 	}
 	return out, nil
+}
+
+// resolvePath resolves a path from the push configuration file: relative
+// to dir, the file's folder; empty stays empty.
+func resolvePath(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// loadCAFile reads a PEM file of root certificates (a push file's
+// ca_file). With system set, the roots are added to the system's (a vendor
+// whose servers are an open set, as Web Push's are, must keep trusting
+// every public CA); without, they replace them. Errors name the file.
+func loadCAFile(path string, system bool) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if system {
+		if sys, err := x509.SystemCertPool(); err == nil {
+			pool = sys // a copy: adding to it leaves the process's pool alone
+		}
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // Dev-mode credentials of the built-in emulator: any bundle ID, one key.

@@ -1,11 +1,9 @@
 package server
 
 import (
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
@@ -31,19 +29,13 @@ func (f *PushFile) fcmProvider(dir string, cfg config.Config, log *slog.Logger) 
 	if len(f.FCM) == 0 {
 		return nil, nil
 	}
-	abs := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
-	}
 	out := fcm.Config{Logger: log}
 	for i, p := range f.FCM {
 		name := fmt.Sprintf("push config: fcm[%d]", i)
 		if p.ServiceAccountFile == "" {
 			return nil, fmt.Errorf("%s: service_account_file is not set", name)
 		}
-		path := abs(p.ServiceAccountFile)
+		path := resolvePath(dir, p.ServiceAccountFile)
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("%s: service_account_file: %w", name, err)
@@ -53,13 +45,8 @@ func (f *PushFile) fcmProvider(dir string, cfg config.Config, log *slog.Logger) 
 		}
 		pc := fcm.ProjectConfig{ServiceAccount: b, ProjectID: p.ProjectID, Apps: p.Apps, URL: p.URL}
 		if p.CAFile != "" {
-			pem, err := os.ReadFile(abs(p.CAFile))
-			if err != nil {
+			if pc.RootCAs, err = loadCAFile(resolvePath(dir, p.CAFile), false); err != nil {
 				return nil, fmt.Errorf("%s: ca_file: %w", name, err)
-			}
-			pc.RootCAs = x509.NewCertPool()
-			if !pc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%s: ca_file %s holds no PEM certificate", name, p.CAFile)
 			}
 		}
 		out.Projects = append(out.Projects, pc)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/herald-im/herald/internal/config"
@@ -29,7 +28,7 @@ type HMSApp struct {
 
 	TokenURL string `json:"token_url"` // default https://oauth-login.cloud.huawei.com/oauth2/v3/token
 	PushURL  string `json:"push_url"`  // default https://push-api.cloud.huawei.com
-	CAFile   string `json:"ca_file"`   // PEM roots to trust instead of the system's (a proxy, the emulator); one pool for every hms app
+	CAFile   string `json:"ca_file"`   // PEM roots this app trusts instead of the system's (a proxy, the emulator); other apps keep theirs
 }
 
 // hmsProvider builds the hms provider from the file, nil when it configures none.
@@ -49,16 +48,11 @@ func (f *PushFile) hmsProvider(dir string, cfg config.Config, log *slog.Logger) 
 }
 
 // hmsConfig turns the file's Huawei apps into the provider's
-// configuration, reading secret and CA files. Every app's ca_file joins one
-// pool: the provider has one HTTP client.
+// configuration, reading secret and CA files. An app's ca_file applies to
+// that app only; the others keep the system roots.
 func (f *PushFile) hmsConfig(dir string, log *slog.Logger) (hms.Config, error) {
-	abs := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
-	}
 	out := hms.Config{Logger: log}
+	pools := map[string]*x509.CertPool{} // by resolved ca_file
 	for i, a := range f.HMS {
 		name := fmt.Sprintf("push config: hms[%d] app %s", i, a.AppID)
 		ac := hms.AppConfig{
@@ -69,7 +63,7 @@ func (f *PushFile) hmsConfig(dir string, log *slog.Logger) (hms.Config, error) {
 		case a.AppSecret != "" && a.AppSecretFile != "":
 			return out, fmt.Errorf("%s: both app_secret and app_secret_file are set; give one", name)
 		case a.AppSecretFile != "":
-			secret, err := readHMSSecret(abs(a.AppSecretFile))
+			secret, err := readHMSSecret(resolvePath(dir, a.AppSecretFile))
 			if err != nil {
 				return out, fmt.Errorf("%s: app_secret_file: %w", name, err)
 			}
@@ -78,16 +72,17 @@ func (f *PushFile) hmsConfig(dir string, log *slog.Logger) (hms.Config, error) {
 			return out, fmt.Errorf("%s: no secret: set app_secret or app_secret_file", name)
 		}
 		if a.CAFile != "" {
-			pem, err := os.ReadFile(abs(a.CAFile))
-			if err != nil {
-				return out, fmt.Errorf("%s: ca_file: %w", name, err)
+			// Each app's roots are its own: apps naming one file share
+			// one pool, hence one transport.
+			path := resolvePath(dir, a.CAFile)
+			if pools[path] == nil {
+				pool, err := loadCAFile(path, false)
+				if err != nil {
+					return out, fmt.Errorf("%s: ca_file: %w", name, err)
+				}
+				pools[path] = pool
 			}
-			if out.RootCAs == nil {
-				out.RootCAs = x509.NewCertPool()
-			}
-			if !out.RootCAs.AppendCertsFromPEM(pem) {
-				return out, fmt.Errorf("%s: ca_file %s holds no PEM certificate", name, abs(a.CAFile))
-			}
+			ac.RootCAs = pools[path]
 		}
 		out.Apps = append(out.Apps, ac)
 	}

@@ -107,3 +107,48 @@ func TestDevHMSEndToEnd(t *testing.T) {
 		t.Fatalf("inbox %v", in)
 	}
 }
+
+// TestHMSCAFilePerApp: one app's ca_file (the emulator's, or a proxy's)
+// applies to that app only: an app without one keeps the system roots, so
+// it does not trust the emulator's certificate (and would trust Huawei's).
+func TestHMSCAFilePerApp(t *testing.T) {
+	a := emulator.New(emulator.Config{})
+	if err := a.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	h := emulator.NewHMS(emulator.HMSConfig{})
+	h.Mount(a)
+	h.AddApp("100001", "secret-a")
+	h.AddApp("100002", "secret-b")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), a.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokenURL := h.URL() + "/oauth2/v3/token"
+	f := &PushFile{HMS: []HMSApp{
+		{AppID: "100001", AppSecret: "secret-a", Packages: []string{"com.example.emu"}, TokenURL: tokenURL, PushURL: h.URL(), CAFile: "ca.pem"},
+		{AppID: "100002", AppSecret: "secret-b", Packages: []string{"com.example.real"}, TokenURL: tokenURL, PushURL: h.URL()},
+	}}
+	p, err := f.hmsProvider(dir, config.Config{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	send := func(app string) push.Result {
+		d := herald.PushDevice{PushID: "p1", Provider: herald.ProviderHMS, Token: "hmsTOKEN1", App: app, Env: herald.EnvProduction}
+		c := push.Content{NotifID: "0b9d7c4e-8a51-4c3e-9f1a-2d6e5b7c8a90", Config: herald.PushConfig{Title: "Bob", Content: "hi"}}
+		b, err := p.Render(&c, &d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Send(context.Background(), &push.Notification{ID: c.NotifID, Device: d, Type: push.TypeAlert, Expiration: time.Now().Add(time.Hour), Payload: b})
+	}
+	if res := send("com.example.emu"); res.Verdict != push.Delivered {
+		t.Fatalf("app with ca_file: got %v %q, want delivered", res.Verdict, res.Reason)
+	}
+	res := send("com.example.real")
+	if res.Verdict == push.Delivered || !strings.Contains(res.Reason, "certificate") {
+		t.Fatalf("app without ca_file: got %v %q, want a certificate error (the other app's ca_file must not apply)", res.Verdict, res.Reason)
+	}
+}

@@ -4,12 +4,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"path/filepath"
 
 	"github.com/herald-im/herald/internal/config"
@@ -38,8 +36,11 @@ type WebPushFile struct {
 	AllowPrivateEndpoints bool `json:"allow_private_endpoints"`
 	// Apps are the app names web clients register with; empty: any.
 	Apps []string `json:"apps"`
-	// CAFile is PEM roots to trust instead of the system's (a proxy, the
-	// emulator of `herald emulator`).
+	// CAFile is PEM roots to trust in addition to the system's (the
+	// emulator of `herald emulator`, a push service on the operator's
+	// network): browsers' push services are an open set, so the public
+	// roots stay. There is no proxy: the endpoint guard dials push
+	// services directly.
 	CAFile string `json:"ca_file"`
 }
 
@@ -51,29 +52,20 @@ func (f *PushFile) webPushProvider(dir string, cfg config.Config, log *slog.Logg
 	if w == nil {
 		return nil, nil
 	}
-	abs := func(p string) string {
-		if p == "" || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(dir, p)
-	}
 	wc := webpush.Config{Subject: w.Subject, Apps: w.Apps, AllowPrivateEndpoints: w.AllowPrivateEndpoints, Logger: log}
 	var err error
 	if w.VAPIDKeyFile != "" {
-		if wc.Key, err = webpush.LoadVAPIDKey(abs(w.VAPIDKeyFile)); err != nil {
+		if wc.Key, err = webpush.LoadVAPIDKey(resolvePath(dir, w.VAPIDKeyFile)); err != nil {
 			return nil, fmt.Errorf("push config: webpush: vapid_key_file: %w", err)
 		}
 	} else if wc.Key, err = vapidKey(cfg, log); err != nil {
 		return nil, fmt.Errorf("push config: webpush: %w", err)
 	}
 	if w.CAFile != "" {
-		pem, err := os.ReadFile(abs(w.CAFile))
-		if err != nil {
+		// Added to the system roots, not instead: subscriptions name any
+		// browser vendor's push service, which the public CAs vouch for.
+		if wc.RootCAs, err = loadCAFile(resolvePath(dir, w.CAFile), true); err != nil {
 			return nil, fmt.Errorf("push config: webpush: ca_file: %w", err)
-		}
-		wc.RootCAs = x509.NewCertPool()
-		if !wc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("push config: webpush: ca_file %s holds no PEM certificate", w.CAFile)
 		}
 	}
 	p, err := webpush.New(wc)

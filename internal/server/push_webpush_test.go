@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,7 +68,7 @@ func TestWebPushFileRefusesBadCredentials(t *testing.T) {
 		{"garbage key", map[string]any{"subject": "mailto:a@b.c", "vapid_key_file": "garbage.pem"}, []string{"vapid_key_file", filepath.Join(dir, "garbage.pem"), "no PEM block"}},
 		{"P-384 key", map[string]any{"subject": "mailto:a@b.c", "vapid_key_file": "p384.pem"}, []string{"vapid_key_file", "p384.pem", "not an ECDSA P-256 key"}},
 		{"missing key", map[string]any{"subject": "mailto:a@b.c", "vapid_key_file": "nope.pem"}, []string{"vapid_key_file", "nope.pem", "no such file"}},
-		{"garbage ca", map[string]any{"subject": "mailto:a@b.c", "ca_file": "garbage.pem"}, []string{"ca_file", "garbage.pem", "no PEM certificate"}},
+		{"garbage ca", map[string]any{"subject": "mailto:a@b.c", "ca_file": "garbage.pem"}, []string{"ca_file", filepath.Join(dir, "garbage.pem"), "no PEM certificate"}},
 		{"no subject", map[string]any{}, []string{"webpush", "subject is empty"}},
 		{"bad subject", map[string]any{"subject": "ops@example.com"}, []string{"webpush", "mailto: or https:"}},
 	} {
@@ -268,6 +269,72 @@ func TestWebPushOfflineEndToEnd(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("the subscription answered 410 but is still registered: %+v", srv.push.Devices("bob"))
 		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestWebPushCAFileAddsToSystemRoots: the webpush ca_file adds roots to
+// the system's instead of replacing them, so a real browser's push service
+// (signed by a public CA) stays reachable when a ca_file is set. It runs in
+// a child process whose "system roots" (SSL_CERT_FILE) are one emulator's
+// CA, while the push file's ca_file is another's: both must deliver.
+func TestWebPushCAFileAddsToSystemRoots(t *testing.T) {
+	const childEnv = "HERALD_TEST_WEBPUSH_SYSTEM_CA"
+	if os.Getenv(childEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestWebPushCAFileAddsToSystemRoots$", "-test.count=1")
+		cmd.Env = append(os.Environ(), childEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		return
+	}
+	// The child: the system roots are read once, at first use, which
+	// happens below, after SSL_CERT_FILE names the "public" CA.
+	dir := t.TempDir()
+	public := emulator.New(emulator.Config{}) // stands for a push service with a public certificate
+	if err := public.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer public.Close()
+	t.Setenv("SSL_CERT_FILE", filepath.Join(dir, "system.pem"))
+	t.Setenv("SSL_CERT_DIR", dir)
+	if err := os.WriteFile(filepath.Join(dir, "system.pem"), public.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	private := emulator.New(emulator.Config{}) // the operator's own, named by ca_file
+	if err := private.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer private.Close()
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), private.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := webPushCfg(t)
+	cfg.PushConfig = writePushFile(t, dir, map[string]any{"subject": "mailto:a@b.c", "allow_private_endpoints": true, "ca_file": "ca.pem"})
+	provs, _, _, err := pushSetup(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeProviders(provs)
+	p := webPushFrom(t, provs)
+	key, _ := base64.RawURLEncoding.DecodeString(p.PublicKey())
+	for name, a := range map[string]*emulator.APNs{"ca_file's": private, "system-trusted": public} {
+		wp := emulator.NewWebPush(emulator.WebPushConfig{})
+		wp.Mount(a)
+		sub, err := wp.Subscribe(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := herald.PushDevice{Provider: herald.ProviderWebPush, Token: sub.Token(), App: "web", Env: herald.EnvProduction}
+		c := &push.Content{NotifID: "7d0c6a4e-2f1b-4c3d-8e9f-0a1b2c3d4e5f", Config: herald.PushConfig{Title: "Ann", Content: "hi"}}
+		pl, err := p.Render(c, &d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := p.Send(context.Background(), &push.Notification{ID: c.NotifID, Device: d, Type: push.TypeAlert, Expiration: time.Now().Add(time.Minute), Payload: pl})
+		if res.Verdict != push.Delivered {
+			t.Errorf("%s push service: got %v %q, want delivered", name, res.Verdict, res.Reason)
 		}
 	}
 }

@@ -118,15 +118,7 @@ type Provider struct {
 
 	// Alarms logged at most once a minute, so a storm of answers does
 	// not flood the log.
-	tokenUpdatesAlarm, freshExpiredAlarm, goAwayAlarm throttle
-}
-
-type throttle struct{ last atomic.Int64 }
-
-func (t *throttle) allow() bool {
-	now := time.Now().UnixNano()
-	last := t.last.Load()
-	return now-last >= int64(time.Minute) && t.last.CompareAndSwap(last, now)
+	tokenUpdatesAlarm, freshExpiredAlarm, goAwayAlarm push.Alarm
 }
 
 var _ push.Provider = (*Provider)(nil)

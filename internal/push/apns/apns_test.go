@@ -406,8 +406,8 @@ func TestRetryAfter(t *testing.T) {
 		{"99999999999", 24 * time.Hour},
 		{"", 0},
 	} {
-		if got := parseRetryAfter(tt.in, now); got != tt.want {
-			t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+		if got := push.ParseRetryAfter(tt.in, now); got != tt.want {
+			t.Errorf("ParseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
 		}
 	}
 

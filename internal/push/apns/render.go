@@ -14,10 +14,10 @@ import (
 // encoders, and a pooled renderer keeps every pointer inside itself, so a
 // Render allocates only its result.
 type document struct {
-	APS     apsJSON    `json:"aps"`
-	VoIP    *voipJSON  `json:"voip,omitempty"`
-	Payload string     `json:"payload,omitempty"`
-	Herald  heraldJSON `json:"herald,omitzero"`
+	APS     apsJSON         `json:"aps"`
+	VoIP    *voipJSON       `json:"voip,omitempty"`
+	Payload string          `json:"payload,omitempty"`
+	Herald  push.HeraldKeys `json:"herald,omitzero"`
 }
 
 type apsJSON struct {
@@ -44,16 +44,6 @@ type voipJSON struct {
 	HasVideo   bool   `json:"has_video,omitempty"`
 	Title      string `json:"title,omitempty"`
 	Content    string `json:"content,omitempty"`
-}
-
-type heraldJSON struct {
-	Conv  string `json:"conv,omitempty"`
-	MsgID int64  `json:"msg_id,omitempty"`
-	Seq   int64  `json:"seq,omitempty"`
-	From  string `json:"from,omitempty"`
-	// A call's pushes: the call ID and "invite" or "cancel".
-	CallID    string `json:"call_id,omitempty"`
-	CallEvent string `json:"call_event,omitempty"`
 }
 
 type renderer struct {
@@ -91,7 +81,7 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	r := renderers.Get().(*renderer)
 	r.doc = document{
 		Payload: c.Config.Payload,
-		Herald:  heraldJSON{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent},
+		Herald:  c.HeraldKeys(),
 	}
 	limit := MaxPayload
 	switch effectiveType(c.Strategy.Type, d) {

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -141,7 +140,7 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 				p.stats.resent.Add(1)
 				continue
 			}
-			if g := (http2.GoAwayError{}); errors.As(err, &g) && p.goAwayAlarm.allow() {
+			if g := (http2.GoAwayError{}); errors.As(err, &g) && p.goAwayAlarm.Allow(p.now()) {
 				pl.log.Info("apns connection closed by GOAWAY", "reason", g.DebugData, "code", g.ErrCode.String())
 			}
 			return p.transportResult(err, a)
@@ -164,11 +163,11 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 				p.stats.tokenRetries.Add(1)
 				continue
 			}
-			if p.freshExpiredAlarm.allow() {
+			if p.freshExpiredAlarm.Allow(p.now()) {
 				p.log.Error("apns provider token called expired though it is fresh: check the clock", "app", a.bundleID, "team_id", a.signer.teamID, "key_id", a.signer.keyID)
 			}
 		}
-		if res.Reason == ReasonTooManyProviderTokenUpdates && p.tokenUpdatesAlarm.allow() {
+		if res.Reason == ReasonTooManyProviderTokenUpdates && p.tokenUpdatesAlarm.Allow(p.now()) {
 			p.log.Error("apns refuses provider token updates: JWT caching is broken (several servers signing with one key?)", "app", a.bundleID)
 		}
 		return res
@@ -251,13 +250,11 @@ func isHex(s string) bool {
 	return true
 }
 
-var bodyBufs = sync.Pool{New: func() any { return new([maxBody]byte) }}
-
 // answer reads resp and maps it to a Result. connBad reports that APNs
 // wants the request retried on a new connection.
 func answer(resp *http.Response, now time.Time) (res push.Result, connBad bool) {
 	res.Status = resp.StatusCode
-	res.Body = readBody(resp.Body)
+	res.Body = push.ReadBody(resp.Body, maxBody)
 	var ans apnsAnswer
 	if len(res.Body) > 0 {
 		_ = json.Unmarshal(res.Body, &ans) // a body that is not APNs JSON leaves the reason empty
@@ -271,25 +268,9 @@ func answer(resp *http.Response, now time.Time) (res push.Result, connBad bool) 
 		res.Timestamp = time.UnixMilli(int64(ans.Timestamp))
 	}
 	if v := resp.Header.Get("Retry-After"); v != "" {
-		res.RetryAfter = parseRetryAfter(v, now)
+		res.RetryAfter = push.ParseRetryAfter(v, now)
 	}
 	return res, connBad
-}
-
-// readBody returns the first maxBody bytes of b (nil if empty), discards
-// the rest (up to 64 KiB), and closes b.
-func readBody(b io.ReadCloser) []byte {
-	defer b.Close()
-	buf := bodyBufs.Get().(*[maxBody]byte)
-	defer bodyBufs.Put(buf)
-	n, err := io.ReadFull(b, buf[:])
-	if err == nil {
-		_, _ = io.CopyN(io.Discard, b, 64<<10)
-	}
-	if n == 0 {
-		return nil
-	}
-	return bytes.Clone(buf[:n])
 }
 
 // apnsAnswer is the JSON body of an APNs answer.
@@ -345,21 +326,4 @@ func classify(status int, reason string) (v push.Verdict, connBad bool) {
 	// 404 BadPath, 405 MethodNotAllowed, 413 PayloadTooLarge, other 4xx,
 	// and statuses APNs does not use.
 	return push.Permanent, false
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-// Anything else, or a time in the past, is zero; the result is capped at a day.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	const limit = 24 * time.Hour
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return min(time.Duration(min(secs, int64(limit/time.Second)))*time.Second, limit)
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	return min(max(t.Sub(now), 0), limit)
 }

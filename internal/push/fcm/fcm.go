@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,7 +47,7 @@ const (
 )
 
 // Wildcard as an app serves every package name no other project lists.
-const Wildcard = "*"
+const Wildcard = push.Wildcard
 
 // ErrClosed is the Err of a Result from Send after Close.
 var ErrClosed = errors.New("fcm: provider is closed")
@@ -100,7 +101,7 @@ type Config struct {
 
 // Provider sends pushes through FCM. It is safe for concurrent use.
 type Provider struct {
-	apps     map[string]*project // by package name, Wildcard included
+	apps     push.Apps[*project] // by package name, Wildcard included
 	projects []*project
 	timeout  time.Duration
 	now      func() time.Time
@@ -113,19 +114,10 @@ type Provider struct {
 
 	transports []*http.Transport
 
-	credAlarm, thirdPartyAlarm throttle
+	credAlarm, thirdPartyAlarm push.Alarm
 }
 
 var _ push.Provider = (*Provider)(nil)
-
-type throttle struct{ last atomic.Int64 }
-
-// allow reports whether a minute passed since the last allowed call.
-func (t *throttle) allow() bool {
-	now := time.Now().UnixNano()
-	last := t.last.Load()
-	return now-last >= int64(time.Minute) && t.last.CompareAndSwap(last, now)
-}
 
 // project is one configured Firebase project.
 type project struct {
@@ -133,9 +125,10 @@ type project struct {
 	account  string // client_email, for logs
 	sendURL  string // <URL>/v1/projects/<id>/messages:send
 	client   *http.Client
-	tokens   *tokenCache
+	tokens   *push.TokenCache
 	jwt      *jwt.Config
 	tokenCli *http.Client // for the token endpoint: Timeout set
+	urlAlarm push.Alarm   // a 404 without an FCM error: the URL is wrong
 }
 
 // New validates cfg and returns a Provider. It does no network I/O: the
@@ -164,7 +157,7 @@ func New(cfg Config) (*Provider, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	p := &Provider{
-		apps:    make(map[string]*project),
+		apps:    make(push.Apps[*project]),
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
 		log:     cfg.Logger.With("provider", "fcm"),
@@ -219,16 +212,16 @@ func New(cfg Config) (*Provider, error) {
 			sendURL:  base + "/v1/projects/" + url.PathEscape(id) + "/messages:send",
 			client:   &http.Client{Transport: tr, CheckRedirect: noRedirect},
 			jwt:      jc,
-			tokenCli: &http.Client{Transport: tr, Timeout: cfg.Timeout, CheckRedirect: noRedirect},
+			tokenCli: &http.Client{Transport: ctxTransport{p.ctx, tr}, Timeout: cfg.Timeout, CheckRedirect: noRedirect},
 		}
-		pr.tokens = &tokenCache{fetch: p.fetcher(pr), now: cfg.Now, ahead: cfg.RefreshAhead, stats: &p.stats}
+		pr.tokens = push.NewTokenCache(p.ctx, cfg.Timeout, cfg.Now, cfg.RefreshAhead, p.fetcher(pr))
 		if ids[id+" "+base] {
 			p.log.Warn("fcm project configured twice with one endpoint: each entry fetches its own token", "project", id)
 		}
 		ids[id+" "+base] = true
 		for _, app := range pc.Apps {
 			if app != Wildcard {
-				if err := validatePackage(app); err != nil {
+				if err := push.ValidatePackageName(app); err != nil {
 					p.Close()
 					return nil, fmt.Errorf("%s: app %q %w", name, app, err)
 				}
@@ -266,14 +259,67 @@ func newTransport(roots *x509.CertPool, timeout time.Duration) *http.Transport {
 	return tr
 }
 
+// ctxTransport ends its requests when ctx ends, whatever context they
+// carry: x/oauth2's JWT exchange posts with http.Client.PostForm, which
+// carries none, so without it Close could not stop a token request in
+// flight (tokenCli's Timeout still applies: it cancels the request's own
+// context, which the merged one follows).
+type ctxTransport struct {
+	ctx context.Context
+	rt  http.RoundTripper
+}
+
+func (t ctxTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(t.ctx, cancel)
+	done := func() { stop(); cancel() }
+	resp, err := t.rt.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		done()
+		return nil, err
+	}
+	resp.Body = &doneBody{ReadCloser: resp.Body, done: done}
+	return resp, nil
+}
+
+// doneBody runs done once the body is closed: the request's context lives
+// as long as its body is read.
+type doneBody struct {
+	io.ReadCloser
+	done func()
+}
+
+func (b *doneBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}
+
 // fetcher returns pr's token fetch: one JWT-bearer exchange at the
-// account's token_uri, bounded by Timeout and by Close.
-func (p *Provider) fetcher(pr *project) func() (*oauth2.Token, error) {
-	return func() (*oauth2.Token, error) {
-		ctx := context.WithValue(p.ctx, oauth2.HTTPClient, pr.tokenCli)
+// account's token_uri, bounded by Timeout and ended by Close (tokenCli's
+// transport carries the provider's context to the request).
+func (p *Provider) fetcher(pr *project) func(context.Context) (string, time.Duration, error) {
+	return func(ctx context.Context) (string, time.Duration, error) {
+		realStart := time.Now()
 		// A fresh TokenSource each time: its own cache would hand back
-		// the token the server just refused. tokenCache caches instead.
-		return pr.jwt.TokenSource(ctx).Token()
+		// the token the server just refused. push.TokenCache caches instead.
+		t, err := pr.jwt.TokenSource(context.WithValue(ctx, oauth2.HTTPClient, pr.tokenCli)).Token()
+		switch {
+		case err != nil:
+			p.stats.tokenErrors.Add(1)
+			return "", 0, err
+		case t.AccessToken == "":
+			p.stats.tokenErrors.Add(1)
+			return "", 0, errors.New("the token endpoint answered no access_token")
+		}
+		p.stats.tokensFetched.Add(1)
+		// oauth2 dates the expiry on the real clock; the lifetime carries
+		// over to the injected one.
+		life := time.Hour
+		if !t.Expiry.IsZero() {
+			life = t.Expiry.Sub(realStart)
+		}
+		return t.AccessToken, life, nil
 	}
 }
 
@@ -282,17 +328,13 @@ func (p *Provider) fetcher(pr *project) func() (*oauth2.Token, error) {
 func (p *Provider) HasApp(app string) bool { return p.project(app) != nil }
 
 func (p *Provider) project(app string) *project {
-	if pr, ok := p.apps[app]; ok {
-		return pr
-	}
-	if validatePackage(app) != nil {
-		return nil
-	}
-	return p.apps[Wildcard]
+	pr, _ := p.apps.Lookup(app)
+	return pr
 }
 
-// Close stops token fetches and closes idle connections; requests in
-// flight finish (each bounded by Timeout). Send after Close returns Retry
+// Close ends token fetches in flight (their waiting Sends return Retry)
+// and closes idle connections; message requests in flight finish (each
+// bounded by Timeout). Send after Close returns Retry
 // with ErrClosed.
 func (p *Provider) Close() error {
 	if p.closed.Swap(true) {
@@ -383,24 +425,6 @@ func validateProjectID(id string) error {
 		c := id[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
 			return fmt.Errorf("has character %q; a project ID has lower-case letters, digits and hyphens", c)
-		}
-	}
-	return nil
-}
-
-// validatePackage checks an Android package name loosely: letters,
-// digits, '.' and '_', at most 255 bytes.
-func validatePackage(s string) error {
-	if s == "" {
-		return errors.New("is empty")
-	}
-	if len(s) > 255 {
-		return fmt.Errorf("is %d bytes; the limit is 255", len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_') {
-			return fmt.Errorf("has character %q; a package name has letters, digits, '.' and '_'", c)
 		}
 	}
 	return nil

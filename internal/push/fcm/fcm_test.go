@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -190,12 +191,18 @@ func TestVerdicts(t *testing.T) {
 }
 
 // TestTokenShared: concurrent Sends share one access token, fetched once,
-// and one HTTP/2 connection.
+// and one HTTP/2 connection. The token endpoint holds its answer until
+// every Send waits for the token, so all of them overlap the one fetch.
 func TestTokenShared(t *testing.T) {
 	e := newEnv(t)
+	release := make(chan struct{})
+	e.fcm.OnToken(func(*http.Request) { <-release })
 	p := e.provider(t, Config{Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
+	const senders = 20
+	waiting := make(chan struct{}, senders)
+	p.projects[0].tokens.OnWait = func() { waiting <- struct{}{} }
 	var wg sync.WaitGroup
-	for i := range 20 {
+	for i := range senders {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -205,6 +212,10 @@ func TestTokenShared(t *testing.T) {
 			}
 		}()
 	}
+	for range senders {
+		<-waiting
+	}
+	close(release)
 	wg.Wait()
 	if got := e.fcm.TokensIssued(); got != 1 {
 		t.Errorf("emulator issued %d access tokens, want 1", got)
@@ -414,6 +425,41 @@ func TestNewRefuses(t *testing.T) {
 	})
 }
 
+// TestCloseEndsTokenFetch: Close ends an access token request in flight
+// (x/oauth2 sends it without a context), and the Send waiting for it
+// returns Retry, long before Timeout.
+func TestCloseEndsTokenFetch(t *testing.T) {
+	e := newEnv(t)
+	started, ended := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.fcm.OnToken(func(r *http.Request) {
+		once.Do(func() {
+			close(started)
+			<-r.Context().Done() // hang until the client goes away
+			close(ended)
+		})
+	})
+	p := e.provider(t, Config{Timeout: time.Hour, Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
+	n := note(t, p, content(id1), "hanging")
+	res := make(chan push.Result, 1)
+	go func() { res <- p.Send(context.Background(), n) }()
+	<-started
+	p.Close()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the token request still runs 10s after Close")
+	}
+	select {
+	case r := <-res:
+		if r.Verdict != push.Retry {
+			t.Errorf("Send waiting for the token = %+v, want retry", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Send still waits 10s after Close")
+	}
+}
+
 func TestClosed(t *testing.T) {
 	e := newEnv(t)
 	p := e.provider(t, Config{Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
@@ -421,5 +467,37 @@ func TestClosed(t *testing.T) {
 	p.Close()
 	if res := p.Send(context.Background(), n); res.Verdict != push.Retry || res.Err != ErrClosed {
 		t.Errorf("Send after Close = %+v", res)
+	}
+}
+
+// TestWrongURLLogged: a 404 without an FCM error code (the URL names no
+// project) fails the push permanently and logs an error naming the URL,
+// once a minute per project; a 404 UNREGISTERED only drops the device.
+func TestWrongURLLogged(t *testing.T) {
+	e := newEnv(t)
+	var logs bytes.Buffer
+	p := e.provider(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Projects: []ProjectConfig{e.project(t, "proj-a", app)}})
+	alarms := func() int { return strings.Count(logs.String(), "404 without an FCM error code") }
+	e.fcm.Script("tok", emulator.Step{Status: 404})
+	if res := p.Send(context.Background(), note(t, p, content(id1), "tok")); res.Verdict != push.DropToken || alarms() != 0 {
+		t.Fatalf("404 UNREGISTERED: %v, %d alarms; want drop, none", res.Verdict, alarms())
+	}
+	for i, want := range []int{1, 1} {
+		e.fcm.Script("tok", emulator.Step{Status: 404, Reason: "NOT_FOUND"})
+		if res := p.Send(context.Background(), note(t, p, content(id1), "tok")); res.Verdict != push.Permanent || res.Status != 404 {
+			t.Fatalf("send %d: %v %d %q, want permanent 404", i, res.Verdict, res.Status, res.Reason)
+		}
+		if got := alarms(); got != want {
+			t.Fatalf("after send %d: %d alarms, want %d\n%s", i, got, want, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "/v1/projects/proj-a/messages:send") {
+		t.Errorf("the alarm does not name the URL:\n%s", logs.String())
+	}
+	e.now.Advance(time.Minute)
+	e.fcm.Script("tok", emulator.Step{Status: 404, Reason: "NOT_FOUND"})
+	p.Send(context.Background(), note(t, p, content(id1), "tok"))
+	if got := alarms(); got != 2 {
+		t.Errorf("a minute later: %d alarms, want 2", got)
 	}
 }

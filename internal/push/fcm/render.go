@@ -51,22 +51,12 @@ type dataJSON struct {
 	Payload string `json:"payload,omitempty"`
 }
 
-type heraldJSON struct {
-	Conv  string `json:"conv,omitempty"`
-	MsgID int64  `json:"msg_id,omitempty"`
-	Seq   int64  `json:"seq,omitempty"`
-	From  string `json:"from,omitempty"`
-	// A call's pushes: the call ID and "invite" or "cancel".
-	CallID    string `json:"call_id,omitempty"`
-	CallEvent string `json:"call_event,omitempty"`
-}
-
 type renderer struct {
 	msg    message
 	an     androidNotification
 	note   notificationJSON
 	badge  int
-	herald heraldJSON
+	herald push.HeraldKeys
 	buf    bytes.Buffer
 	hbuf   bytes.Buffer
 	enc    *json.Encoder
@@ -98,7 +88,7 @@ func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error)
 
 func render(c *push.Content) ([]byte, error) {
 	r := renderers.Get().(*renderer)
-	r.herald = heraldJSON{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent}
+	r.herald = c.HeraldKeys()
 	r.hbuf.Reset()
 	err := r.henc.Encode(&r.herald)
 	hb := r.hbuf.Bytes()
@@ -109,7 +99,7 @@ func render(c *push.Content) ([]byte, error) {
 		Android: androidJSON{CollapseKey: c.Strategy.CollapseKey},
 		Data:    dataJSON{Herald: string(hb), NotifID: c.NotifID, Payload: c.Config.Payload},
 	}
-	if !dataOnly(c) {
+	if !c.DataOnly() {
 		r.an = androidNotification{ChannelID: c.Strategy.ChannelID, Sound: c.Strategy.Sound, Tag: c.NotifID}
 		if c.HasBadge {
 			r.badge = c.Badge
@@ -133,15 +123,9 @@ func render(c *push.Content) ([]byte, error) {
 	default:
 		out = bytes.Clone(b[:len(b)-1])
 	}
-	r.msg, r.an, r.note, r.herald = message{}, androidNotification{}, notificationJSON{}, heraldJSON{} // drop references to c's strings
+	r.msg, r.an, r.note, r.herald = message{}, androidNotification{}, notificationJSON{}, push.HeraldKeys{} // drop references to c's strings
 	if r.buf.Cap() <= 64<<10 && r.hbuf.Cap() <= 64<<10 {
 		renderers.Put(r)
 	}
 	return out, err
-}
-
-// dataOnly reports whether c goes as a data message: silent pushes and
-// call invitations, which the app handles itself.
-func dataOnly(c *push.Content) bool {
-	return c.Strategy.Type == push.TypeBackground || c.CallID != "" && c.CallEvent == "invite"
 }

@@ -6,11 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -79,7 +77,7 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	bearer, err := pr.tokens.get(ctx)
+	bearer, err := pr.tokens.Get(ctx)
 	if err != nil {
 		return p.tokenResult(pr, err)
 	}
@@ -98,16 +96,21 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 		if res.Status == http.StatusUnauthorized && res.Reason != ErrThirdPartyAuthError && !renewed {
 			// The token expired early or was revoked: one new token.
 			p.stats.tokenRetries.Add(1)
-			if bearer, err = pr.tokens.renew(ctx, bearer); err != nil {
+			if bearer, err = pr.tokens.Renew(ctx, bearer); err != nil {
 				return p.tokenResult(pr, err)
 			}
 			continue
 		}
 		switch {
-		case res.Verdict == push.Credentials && p.credAlarm.allow():
+		case res.Verdict == push.Credentials && p.credAlarm.Allow(p.now()):
 			p.log.Error("fcm refuses the project's credentials: pushes to it are suspended", "project", pr.id, "account", pr.account, "status", res.Status, "reason", res.Reason)
-		case res.Reason == ErrThirdPartyAuthError && p.thirdPartyAlarm.allow():
+		case res.Reason == ErrThirdPartyAuthError && p.thirdPartyAlarm.Allow(p.now()):
 			p.log.Error("fcm says the APNs or Web Push credentials uploaded to the Firebase project are refused", "project", pr.id)
+		case res.Status == http.StatusNotFound && res.Verdict == push.Permanent && pr.urlAlarm.Allow(p.now()):
+			// No UNREGISTERED: the URL names no FCM project (a wrong
+			// project ID or url), so every push to the project fails.
+			p.log.Error("fcm answered 404 without an FCM error code: the URL is wrong (check the project ID and url); every push to this project fails",
+				"project", pr.id, "url", pr.sendURL, "reason", res.Reason)
 		}
 		return res
 	}
@@ -116,21 +119,11 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 // body is the request: the rendered message with the token, the priority
 // and the TTL spliced in after its {"android":{.
 func (p *Provider) body(n *push.Notification) []byte {
-	prio := n.Priority
-	if prio == 0 {
-		prio = 10
-		if n.Type == push.TypeBackground {
-			prio = 5
-		}
-	}
 	level := "NORMAL"
-	if prio >= 10 {
+	if n.EffectivePriority() >= 10 {
 		level = "HIGH"
 	}
-	var ttl int64
-	if !n.Expiration.IsZero() {
-		ttl = int64(min(max(n.Expiration.Sub(p.now()), 0), MaxTTL) / time.Second)
-	}
+	ttl := push.TTL(n.Expiration, p.now(), MaxTTL)
 	tok, _ := json.Marshal(n.Device.Token) // a string always encodes
 	rest := n.Payload[len(renderedPrefix):]
 	b := make([]byte, 0, len(n.Payload)+len(tok)+96)
@@ -182,7 +175,7 @@ func (p *Provider) tokenResult(pr *project, err error) push.Result {
 		res.Reason = "token endpoint refused the service account: " + reason
 		if s := res.Status; s >= 400 && s < 500 && s != http.StatusTooManyRequests && s != http.StatusRequestTimeout {
 			res.Verdict, res.Err = push.Credentials, nil
-			if p.credAlarm.allow() {
+			if p.credAlarm.Allow(p.now()) {
 				p.log.Error("fcm token endpoint refuses the service account: pushes to the project are suspended", "project", pr.id, "account", pr.account, "status", s, "reason", reason)
 			}
 		}
@@ -200,34 +193,16 @@ func truncate(b []byte) []byte {
 	return bytes.Clone(b)
 }
 
-var bodyBufs = sync.Pool{New: func() any { return new([maxBody]byte) }}
-
-// readBody returns the first maxBody bytes of b (nil if empty), discards
-// the rest (up to 64 KiB), and closes b.
-func readBody(b io.ReadCloser) []byte {
-	defer b.Close()
-	buf := bodyBufs.Get().(*[maxBody]byte)
-	defer bodyBufs.Put(buf)
-	n, err := io.ReadFull(b, buf[:])
-	if err == nil {
-		_, _ = io.CopyN(io.Discard, b, 64<<10)
-	}
-	if n == 0 {
-		return nil
-	}
-	return bytes.Clone(buf[:n])
-}
-
 // answer reads resp and maps it to a Result.
 func answer(resp *http.Response, now time.Time) push.Result {
-	res := push.Result{Status: resp.StatusCode, Body: readBody(resp.Body)}
+	res := push.Result{Status: resp.StatusCode, Body: push.ReadBody(resp.Body, maxBody)}
 	var e rpcError
 	if res.Status < 200 || res.Status >= 300 {
 		e = decodeError(res.Body)
 	}
 	res.Verdict, res.Reason = classify(res.Status, e)
 	if v := resp.Header.Get("Retry-After"); v != "" && res.Verdict == push.Retry {
-		res.RetryAfter = parseRetryAfter(v, now)
+		res.RetryAfter = push.ParseRetryAfter(v, now)
 	}
 	return res
 }
@@ -320,21 +295,4 @@ func classify(status int, e rpcError) (push.Verdict, string) {
 	}
 	// 404 without UNREGISTERED (a wrong URL), 413, other 4xx.
 	return push.Permanent, reason
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-// Anything else, or a time in the past, is zero; the result is capped at a day.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	const limit = 24 * time.Hour
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(min(secs, int64(limit/time.Second))) * time.Second
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	return min(max(t.Sub(now), 0), limit)
 }

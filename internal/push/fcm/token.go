@@ -1,7 +1,6 @@
 package fcm
 
 import (
-	"context"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
@@ -9,10 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sync"
-	"time"
-
-	"golang.org/x/oauth2"
 )
 
 // ServiceAccount is what Herald reads from a service-account JSON key: the
@@ -78,91 +73,4 @@ func ParseServiceAccount(b []byte) (*ServiceAccount, error) {
 		}
 	}
 	return &ServiceAccount{ProjectID: f.ProjectID, ClientEmail: f.ClientEmail, PrivateKeyID: f.PrivateKeyID, TokenURI: f.TokenURI}, nil
-}
-
-// tokenCache holds one project's access token, shared by every Send. A
-// token is replaced ahead of its expiry; one fetch runs at a time, and
-// callers waiting for it give up when their own context ends (the fetch
-// goes on, bounded by Timeout, for the next caller).
-type tokenCache struct {
-	fetch func() (*oauth2.Token, error)
-	now   func() time.Time
-	ahead time.Duration
-	stats *counters
-
-	mu        sync.Mutex // guards the fields below
-	token     string
-	refreshAt time.Time // on the injected clock: expiry less ahead (or half the lifetime, if shorter)
-	flight    *flight   // the fetch running now, nil if none
-}
-
-type flight struct {
-	done  chan struct{} // closed when token and err are set
-	token string
-	err   error
-}
-
-// get returns a token valid for at least ahead, fetching one if needed.
-func (c *tokenCache) get(ctx context.Context) (string, error) {
-	c.mu.Lock()
-	if c.token != "" && c.now().Before(c.refreshAt) {
-		t := c.token
-		c.mu.Unlock()
-		return t, nil
-	}
-	f := c.start()
-	c.mu.Unlock()
-	select {
-	case <-f.done:
-		return f.token, f.err
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-}
-
-// renew drops stale, a token the server refused, and returns another: the
-// cached one when another caller already replaced stale, else a fresh one.
-func (c *tokenCache) renew(ctx context.Context, stale string) (string, error) {
-	c.mu.Lock()
-	if c.token == stale {
-		c.token, c.refreshAt = "", time.Time{}
-	}
-	c.mu.Unlock()
-	return c.get(ctx)
-}
-
-// start returns the running fetch or starts one. c.mu must be held.
-func (c *tokenCache) start() *flight {
-	if c.flight != nil {
-		return c.flight
-	}
-	f := &flight{done: make(chan struct{})}
-	c.flight = f
-	go func() {
-		realStart := time.Now()
-		t, err := c.fetch()
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.flight = nil
-		switch {
-		case err != nil:
-			c.stats.tokenErrors.Add(1)
-			f.err = err
-		case t.AccessToken == "":
-			c.stats.tokenErrors.Add(1)
-			f.err = errors.New("the token endpoint answered no access_token")
-		default:
-			c.stats.tokensFetched.Add(1)
-			// oauth2 dates the expiry on the real clock; carry the
-			// lifetime over to the injected one.
-			life := time.Hour
-			if !t.Expiry.IsZero() {
-				life = t.Expiry.Sub(realStart)
-			}
-			c.token, c.refreshAt = t.AccessToken, c.now().Add(max(life-c.ahead, life/2))
-			f.token = t.AccessToken
-		}
-		close(f.done)
-	}()
-	return f
 }

@@ -7,30 +7,18 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/herald-im/herald/internal/push"
 )
 
-// tokenSource holds one app's access token. Every worker shares it; when
-// it is missing or about to expire, one request fetches a new one while
-// the others wait for it (a single flight), so a burst of sends makes one
-// token request, not one each.
+// tokenSource is what an app's access token is fetched with; the
+// token itself lives in a push.TokenCache that every worker shares.
 type tokenSource struct {
 	p             *Provider
-	url           string // the token endpoint
+	url           string       // the token endpoint
+	client        *http.Client // the app's
 	appID, secret string
-	refreshBefore time.Duration
-
-	mu        sync.Mutex
-	token     string       // guarded by mu
-	refreshAt time.Time    // expiry less the refresh margin; guarded by mu
-	flight    *tokenFlight // the fetch in progress, or nil; guarded by mu
-}
-
-type tokenFlight struct {
-	done  chan struct{}
-	token string
-	err   error
 }
 
 // authError is a refused token request: the credentials are wrong
@@ -46,59 +34,15 @@ func (e *authError) Error() string {
 	return fmt.Sprintf("hms oauth: %d %s", e.status, e.desc)
 }
 
-// get returns a valid access token, fetching one if needed. It blocks until
-// the fetch ends or ctx is done.
-func (s *tokenSource) get(ctx context.Context) (string, error) {
-	s.mu.Lock()
-	if s.token != "" && s.p.now().Before(s.refreshAt) {
-		t := s.token
-		s.mu.Unlock()
-		return t, nil
-	}
-	f := s.flight
-	if f == nil {
-		f = &tokenFlight{done: make(chan struct{})}
-		s.flight = f
-		go s.fetch(f)
-	}
-	s.mu.Unlock()
-	select {
-	case <-f.done:
-		return f.token, f.err
-	case <-ctx.Done():
-		return "", ctx.Err()
-	}
-}
-
-// invalidate drops token if it is still the current one, so the next get
-// fetches a new one (after Huawei called it expired).
-func (s *tokenSource) invalidate(token string) {
-	s.mu.Lock()
-	if s.token == token {
-		s.token, s.refreshAt = "", time.Time{}
-	}
-	s.mu.Unlock()
-}
-
-// fetch requests a token under the provider's context (Close ends it),
-// bounded by the send timeout, and records it for every waiter.
-func (s *tokenSource) fetch(f *tokenFlight) {
-	ctx, cancel := context.WithTimeout(s.p.ctx, s.p.timeout)
-	defer cancel()
+// fetch requests a token (under the cache's context: Close ends it,
+// bounded by the send timeout) and raises the alarm when the credentials
+// are refused.
+func (s *tokenSource) fetch(ctx context.Context) (string, time.Duration, error) {
 	tok, lifetime, err := s.request(ctx)
-	s.mu.Lock()
-	if err == nil {
-		// A token that lives shorter than twice the margin is replaced
-		// half-way instead.
-		s.token, s.refreshAt = tok, s.p.now().Add(lifetime-min(s.refreshBefore, lifetime/2))
-	}
-	s.flight = nil
-	s.mu.Unlock()
-	f.token, f.err = tok, err
-	close(f.done)
 	if ae, ok := err.(*authError); ok && !ae.temporary {
 		s.p.log.Error("hms refused the app's credentials", "app_id", s.appID, "status", ae.status, "reason", ae.desc)
 	}
+	return tok, lifetime, err
 }
 
 type tokenAnswer struct {
@@ -118,11 +62,11 @@ func (s *tokenSource) request(ctx context.Context) (string, time.Duration, error
 		return "", 0, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := s.p.client.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return "", 0, err // transport: the caller retries later
 	}
-	body := readBody(resp.Body)
+	body := push.ReadBody(resp.Body, maxBody)
 	var ans tokenAnswer
 	jsonErr := json.Unmarshal(body, &ans)
 	switch {

@@ -38,7 +38,7 @@ const (
 )
 
 // Wildcard as a package name serves every package not listed.
-const Wildcard = "*"
+const Wildcard = push.Wildcard
 
 // ErrClosed is the Err of a Result from Send after Close.
 var ErrClosed = errors.New("hms: provider is closed")
@@ -56,6 +56,11 @@ type AppConfig struct {
 	BadgeClass string
 	// TokenURL and PushURL override Config's for this app; empty: Config's.
 	TokenURL, PushURL string
+	// RootCAs verifies this app's endpoints; nil means Config's. Apps
+	// with the same roots share one transport; an app's roots never
+	// apply to another app (one app behind a proxy or on the emulator
+	// must not make the others distrust Huawei's real certificates).
+	RootCAs *x509.CertPool
 }
 
 // Config configures a Provider.
@@ -66,7 +71,8 @@ type Config struct {
 	// prefix allowed, for the emulator or a proxy); empty means
 	// DefaultPushURL. Sends go to PushURL/v1/{appId}/messages:send.
 	TokenURL, PushURL string
-	// RootCAs verifies both endpoints; nil means the system roots.
+	// RootCAs verifies both endpoints of every app that sets none of its
+	// own; nil means the system roots.
 	RootCAs *x509.CertPool
 	// Timeout bounds one Send, an access token request included; zero
 	// means 10s.
@@ -84,9 +90,8 @@ type Config struct {
 // Provider sends pushes through Huawei Push Kit. It is safe for concurrent
 // use.
 type Provider struct {
-	apps    map[string]*app // by package name
-	client  *http.Client
-	tr      *http.Transport
+	apps    push.Apps[*app] // by package name
+	trs     []*http.Transport
 	timeout time.Duration
 	now     func() time.Time
 	log     *slog.Logger
@@ -105,7 +110,9 @@ type app struct {
 	id         string
 	badgeClass string
 	sendURL    string
-	tokens     *tokenSource
+	client     *http.Client // for both endpoints: the app's roots
+	tokens     *push.TokenCache
+	urlAlarm   push.Alarm // a 404 without a result code: the URL is wrong
 }
 
 // New validates cfg and returns a Provider. It does no network I/O.
@@ -140,24 +147,33 @@ func New(cfg Config) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hms: PushURL %w", err)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ForceAttemptHTTP2 = true
-	tr.MaxIdleConnsPerHost = 64
-	tr.IdleConnTimeout = 90 * time.Second
-	tr.DisableCompression = true
-	if cfg.RootCAs != nil {
-		tr.TLSClientConfig.RootCAs = cfg.RootCAs
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Provider{
-		apps:    map[string]*app{},
-		tr:      tr,
-		client:  &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		apps:    push.Apps[*app]{},
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
 		log:     cfg.Logger.With("provider", "hms"),
 		ctx:     ctx,
 		cancel:  cancel,
+	}
+	// One client per set of roots: HTTP/2, connections kept open.
+	clients := map[*x509.CertPool]*http.Client{}
+	client := func(roots *x509.CertPool) *http.Client {
+		if c := clients[roots]; c != nil {
+			return c
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.ForceAttemptHTTP2 = true
+		tr.MaxIdleConnsPerHost = 64
+		tr.IdleConnTimeout = 90 * time.Second
+		tr.DisableCompression = true
+		if roots != nil {
+			tr.TLSClientConfig.RootCAs = roots
+		}
+		p.trs = append(p.trs, tr)
+		c := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		clients[roots] = c
+		return c
 	}
 	ids := map[string]bool{}
 	for i, ac := range cfg.Apps {
@@ -192,14 +208,19 @@ func New(cfg Config) (*Provider, error) {
 				return nil, fmt.Errorf("%s: PushURL %w", name, err)
 			}
 		}
-		a := &app{
-			id: ac.AppID, badgeClass: ac.BadgeClass,
-			sendURL: appPushURL + "/v1/" + url.PathEscape(ac.AppID) + "/messages:send",
-			tokens:  &tokenSource{p: p, url: appTokenURL, appID: ac.AppID, secret: ac.AppSecret, refreshBefore: cfg.RefreshBefore},
+		roots := ac.RootCAs
+		if roots == nil {
+			roots = cfg.RootCAs
 		}
+		a := &app{
+			id: ac.AppID, badgeClass: ac.BadgeClass, client: client(roots),
+			sendURL: appPushURL + "/v1/" + url.PathEscape(ac.AppID) + "/messages:send",
+		}
+		src := &tokenSource{p: p, client: a.client, url: appTokenURL, appID: ac.AppID, secret: ac.AppSecret}
+		a.tokens = push.NewTokenCache(ctx, cfg.Timeout, cfg.Now, cfg.RefreshBefore, src.fetch)
 		for _, pkg := range ac.Packages {
 			if pkg != Wildcard {
-				if err := validatePackage(pkg); err != nil {
+				if err := push.ValidatePackageName(pkg); err != nil {
 					cancel()
 					return nil, fmt.Errorf("%s: package %q %w", name, pkg, err)
 				}
@@ -222,21 +243,8 @@ func validateAppID(id string) error {
 		return fmt.Errorf("is %d bytes; the limit is 64", len(id))
 	}
 	for i := 0; i < len(id); i++ {
-		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_') {
-			return fmt.Errorf("has character %q; Huawei app IDs are digits", c)
-		}
-	}
-	return nil
-}
-
-// validatePackage checks an Android package name's form.
-func validatePackage(s string) error {
-	if s == "" || len(s) > 255 {
-		return errors.New("is not 1-255 bytes")
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_') {
-			return fmt.Errorf("has character %q; a package name has letters, digits, . and _", c)
+		if c := id[i]; c < '0' || c > '9' {
+			return fmt.Errorf("has character %q; Huawei app IDs are digits (AppGallery Connect > Project settings > App ID)", c)
 		}
 	}
 	return nil
@@ -270,13 +278,8 @@ func parseURL(s, def string, withPath bool) (string, error) {
 func (p *Provider) HasApp(app string) bool { return p.app(app) != nil }
 
 func (p *Provider) app(pkg string) *app {
-	if a, ok := p.apps[pkg]; ok {
-		return a
-	}
-	if validatePackage(pkg) != nil {
-		return nil
-	}
-	return p.apps[Wildcard]
+	a, _ := p.apps.Lookup(pkg)
+	return a
 }
 
 // Close ends token requests in flight and closes idle connections. Send
@@ -286,7 +289,9 @@ func (p *Provider) Close() error {
 		return nil
 	}
 	p.cancel()
-	p.tr.CloseIdleConnections()
+	for _, tr := range p.trs {
+		tr.CloseIdleConnections()
+	}
 	return nil
 }
 
@@ -300,7 +305,7 @@ type Stats struct {
 	Credentials uint64
 
 	TokenRequests uint64 // access token requests made
-	TokenRetries  uint64 // sends repeated with a new access token after 80200003
+	TokenRetries  uint64 // sends repeated with a new access token after 80200003, 80200001 or a bare 401
 }
 
 type counters struct {

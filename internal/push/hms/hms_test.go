@@ -1,9 +1,11 @@
 package hms
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -204,7 +206,7 @@ func TestVerdicts(t *testing.T) {
 		{"flow control retries", emulator.Step{Status: 503, RetryAfter: 30 * time.Second}, push.Retry, "503 Service Unavailable"},
 		{"429 retries", emulator.Step{Status: 429}, push.Retry, "429 Too Many Requests"},
 		{"internal error retries", emulator.Step{Status: 500}, push.Retry, "81000001"},
-		{"oauth error suspends", emulator.Step{Status: 401, Reason: "80200001"}, push.Credentials, "80200001"},
+		{"oauth error with a new token too suspends", emulator.Step{Status: 401, Reason: "80200001", Times: 2}, push.Credentials, "80200001"},
 		{"no permission suspends", emulator.Step{Status: 403, Reason: "80300002"}, push.Credentials, "80300002"},
 		{"too large is permanent", emulator.Step{Status: 400, Reason: "80300008"}, push.Permanent, "80300008"},
 		{"parameter error is permanent", emulator.Step{Status: 400}, push.Permanent, "80100001"},
@@ -282,20 +284,58 @@ func TestExpiredTokenRefreshesOnce(t *testing.T) {
 	}
 }
 
+// TestRefusedTokenRefreshesOnce: 80200001 or a 401 without a result code
+// (a token revoked early, a gateway's answer) makes Send fetch a new access
+// token and send again before suspending the app; refused again with the
+// new token, the app is suspended.
+func TestRefusedTokenRefreshesOnce(t *testing.T) {
+	for _, reason := range []string{CodeAuthFailed, "unauthorized"} {
+		t.Run(reason, func(t *testing.T) {
+			e := setup(t, nil)
+			e.emu.Script("tokA", emulator.Step{Status: 401, Reason: reason})
+			if res := e.send(t, content(), "tokA"); res.Verdict != push.Delivered {
+				t.Fatalf("got %v %q, want delivered with a new token", res.Verdict, res.Reason)
+			}
+			if s := e.p.Stats(); s.TokenRequests != 2 || s.TokenRetries != 1 {
+				t.Errorf("token requests %d, retries %d; want 2, 1", s.TokenRequests, s.TokenRetries)
+			}
+			e.emu.Script("tokA", emulator.Step{Status: 401, Reason: reason, Times: 2})
+			if res := e.send(t, content(), "tokA"); res.Verdict != push.Credentials {
+				t.Errorf("refused with the new token too: %v %q, want credentials", res.Verdict, res.Reason)
+			}
+			if s := e.p.Stats(); s.TokenRequests != 3 || s.TokenRetries != 2 {
+				t.Errorf("token requests %d, retries %d; want 3, 2 (one resend, no loop)", s.TokenRequests, s.TokenRetries)
+			}
+		})
+	}
+}
+
 // TestTokenShared: concurrent sends on a new provider make one token
-// request; a token is replaced before it expires, not after Huawei refuses
-// it.
+// request (the token endpoint holds its answer until every send waits for
+// the token, so all of them overlap it); a token is replaced before it
+// expires, not after Huawei refuses it.
 func TestTokenShared(t *testing.T) {
 	e := setup(t, nil)
+	release := make(chan struct{})
+	e.emu.OnToken(func(*http.Request) { <-release })
+	const senders = 16
+	waiting := make(chan struct{}, senders)
+	e.p.apps[testPkg].tokens.OnWait = func() { waiting <- struct{}{} }
 	var wg sync.WaitGroup
-	for range 16 {
+	for range senders {
 		wg.Go(func() {
 			if res := e.send(t, content(), "tokA"); res.Verdict != push.Delivered {
 				t.Errorf("got %v %q", res.Verdict, res.Reason)
 			}
 		})
 	}
+	for range senders {
+		<-waiting
+	}
+	close(release)
 	wg.Wait()
+	e.emu.OnToken(nil)
+	e.p.apps[testPkg].tokens.OnWait = nil
 	if got := e.p.Stats().TokenRequests; got != 1 {
 		t.Fatalf("token requests %d, want 1", got)
 	}
@@ -325,8 +365,13 @@ func TestRefusedCredentials(t *testing.T) {
 		e := setup(t, nil)
 		e.send(t, content(), "tokA")
 		e.emu.RevokeApp(testApp)
-		if res := e.send(t, content(), "tokA"); res.Verdict != push.Credentials || res.Reason != CodeAuthFailed {
-			t.Fatalf("got %v %q, want credentials 80200001", res.Verdict, res.Reason)
+		// 80200001 first makes Send try a new token, which is refused.
+		res := e.send(t, content(), "tokA")
+		if res.Verdict != push.Credentials || !strings.Contains(res.Reason, "invalid client_id") {
+			t.Fatalf("got %v %q, want credentials, the token request refused", res.Verdict, res.Reason)
+		}
+		if s := e.p.Stats(); s.TokenRequests != 2 || s.TokenRetries != 1 {
+			t.Errorf("token requests %d, retries %d; want 2, 1 (a new token tried once)", s.TokenRequests, s.TokenRetries)
 		}
 	})
 }
@@ -383,6 +428,8 @@ func TestNewRefuses(t *testing.T) {
 		"twice":         {Apps: []AppConfig{ok, ok}},
 		"package twice": {Apps: []AppConfig{ok, {AppID: "2", AppSecret: "s", Packages: []string{"a.b"}}}},
 		"http url":      {Apps: []AppConfig{ok}, PushURL: "http://x"},
+		"letters in id": {Apps: []AppConfig{{AppID: "app-1", AppSecret: "s", Packages: []string{"a.b"}}}},
+		"empty id":      {Apps: []AppConfig{{AppSecret: "s", Packages: []string{"a.b"}}}},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -397,5 +444,33 @@ func TestSendAfterClose(t *testing.T) {
 	e.p.Close()
 	if res := e.send(t, content(), "tokA"); res.Verdict != push.Retry || !errors.Is(res.Err, ErrClosed) {
 		t.Fatalf("got %v %v", res.Verdict, res.Err)
+	}
+}
+
+// TestWrongURLLogged: a 404 without a Huawei result code (push_url or the
+// app ID in it is wrong) fails the push permanently and logs an error
+// naming the URL, once a minute per app.
+func TestWrongURLLogged(t *testing.T) {
+	var logs bytes.Buffer
+	e := setup(t, func(c *Config) {
+		c.PushURL += "/wrong"
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	alarms := func() int { return strings.Count(logs.String(), "404 without a result code") }
+	for i, want := range []int{1, 1} {
+		if res := e.send(t, content(), "tokA"); res.Verdict != push.Permanent || res.Status != http.StatusNotFound {
+			t.Fatalf("send %d: %v %d %q, want permanent 404", i, res.Verdict, res.Status, res.Reason)
+		}
+		if got := alarms(); got != want {
+			t.Fatalf("after send %d: %d alarms, want %d\n%s", i, got, want, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "/wrong/v1/"+testApp+"/messages:send") {
+		t.Errorf("the alarm does not name the URL:\n%s", logs.String())
+	}
+	e.clk.add(time.Minute)
+	e.send(t, content(), "tokA")
+	if got := alarms(); got != 2 {
+		t.Errorf("a minute later: %d alarms, want 2", got)
 	}
 }

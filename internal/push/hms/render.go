@@ -49,17 +49,8 @@ type badgeJSON struct {
 
 // dataJSON is the message's data string: what the app receives.
 type dataJSON struct {
-	Herald  string `json:"herald"` // heraldJSON, as a string (FCM's data values are strings; the same shape here)
+	Herald  string `json:"herald"` // push.HeraldKeys, as a string (FCM's data values are strings; the same shape here)
 	Payload string `json:"payload,omitempty"`
-}
-
-type heraldJSON struct {
-	Conv      string `json:"conv,omitempty"`
-	MsgID     int64  `json:"msg_id,omitempty"`
-	Seq       int64  `json:"seq,omitempty"`
-	From      string `json:"from,omitempty"`
-	CallID    string `json:"call_id,omitempty"`
-	CallEvent string `json:"call_event,omitempty"`
 }
 
 // Placeholders Render writes for what Send sets: the widest values, so a
@@ -90,7 +81,7 @@ func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error)
 }
 
 func render(c *push.Content, badgeClass string) ([]byte, error) {
-	h, err := marshal(heraldJSON{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent})
+	h, err := marshal(c.HeraldKeys())
 	if err != nil {
 		return nil, fmt.Errorf("hms: encoding the herald block: %w", err)
 	}
@@ -112,7 +103,7 @@ func render(c *push.Content, badgeClass string) ([]byte, error) {
 	} else if body == "" {
 		body = title
 	}
-	if !dataOnly(c) && title != "" {
+	if !c.DataOnly() && title != "" {
 		n := &notificationJSON{
 			Title: title, Body: body,
 			ClickAction: clickActionJSON{Type: 3},
@@ -139,12 +130,6 @@ func render(c *push.Content, badgeClass string) ([]byte, error) {
 		return nil, herald.Errorf(herald.CodeTooLarge, "push payload is %d bytes; the Huawei limit is %d", len(b), MaxPayload)
 	}
 	return b, nil
-}
-
-// dataOnly: silent pushes and call invitations reach the app, not the
-// notification shade.
-func dataOnly(c *push.Content) bool {
-	return c.Strategy.Type == push.TypeBackground || c.CallID != "" && c.CallEvent == "invite"
 }
 
 // collapseKey maps a strategy's collapse key to Huawei's, an integer from

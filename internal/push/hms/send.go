@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -42,8 +41,8 @@ type request struct {
 // Send delivers n to its one token and maps Huawei's answer to a verdict
 // (see README.md). It blocks for one round trip (plus an access token
 // request when the cached one is missing or due), at most Timeout (or
-// ctx). After 80200003 (access token expired) it fetches a new token and
-// sends once more.
+// ctx). When the answer refuses the access token (80200003, 80200001, a
+// bare 401) it fetches a new token and sends once more.
 func (p *Provider) Send(ctx context.Context, n *push.Notification) push.Result {
 	start := time.Now()
 	res := p.send(ctx, n)
@@ -88,23 +87,55 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	for renewed := false; ; renewed = true {
-		tok, err := a.tokens.get(ctx)
+		tok, err := a.tokens.Get(ctx)
 		if err != nil {
 			return tokenResult(err)
 		}
 		res := p.post(ctx, a, tok, body, d.Token)
-		if res.Reason == CodeTokenExpired {
-			a.tokens.invalidate(tok)
+		if tokenRefused(res) {
+			a.tokens.Invalidate(tok)
 			if !renewed {
 				p.stats.tokenRetries.Add(1)
 				continue
 			}
-			// A token fetched a moment ago is called expired: the clock
-			// or the credentials are wrong; stop sending for the app.
+			// A token fetched a moment ago is refused too: the clock or
+			// the credentials are wrong; stop sending for the app.
 			res.Verdict = push.Credentials
+		}
+		if res.Status == http.StatusNotFound && !isResultCode(res.Reason) && a.urlAlarm.Allow(p.now()) {
+			// No Huawei answer: the URL is wrong (push_url, or the app
+			// ID in it), so every push to the app fails.
+			p.log.Error("hms answered 404 without a result code: the URL is wrong (check push_url and the app ID); every push to this app fails",
+				"app_id", a.id, "url", a.sendURL)
 		}
 		return res
 	}
+}
+
+// tokenRefused reports whether an answer refuses the access token itself:
+// 80200003 (expired), 80200001 (OAuth authentication error) or a 401
+// without a Huawei result code. A new token may be accepted (the cached one
+// was revoked or expired early), so Send fetches one and sends once more
+// before suspending the app.
+func tokenRefused(res push.Result) bool {
+	switch res.Reason {
+	case CodeAuthFailed, CodeTokenExpired:
+		return true
+	}
+	return res.Status == http.StatusUnauthorized && !isResultCode(res.Reason)
+}
+
+// isResultCode reports whether s has the form of a Huawei result code.
+func isResultCode(s string) bool {
+	if len(s) != 8 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func permanent(format string, args ...any) push.Result {
@@ -132,52 +163,26 @@ func (p *Provider) post(ctx context.Context, a *app, tok string, body []byte, to
 	}
 	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := p.client.Do(req)
+	resp, err := a.client.Do(req)
 	if err != nil {
 		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}
 	}
-	return answer(resp.StatusCode, readBody(resp.Body), resp.Header.Get("Retry-After"), token, p.now())
+	return answer(resp.StatusCode, push.ReadBody(resp.Body, maxBody), resp.Header.Get("Retry-After"), token, p.now())
 }
 
 // ttl is Huawei's ttl for an expiration: whole seconds left, 0 to 15 days.
 // Zero expiration: "0s", deliver now or never.
 func ttl(exp, now time.Time) string {
-	if exp.IsZero() {
-		return "0s"
-	}
-	d := min(max(exp.Sub(now), 0), MaxTTL)
-	return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	return strconv.FormatInt(push.TTL(exp, now, MaxTTL), 10) + "s"
 }
 
 // urgency is HIGH for priority 10, NORMAL below; an unset priority is 10
 // for an alert and 5 for a background push.
 func urgency(n *push.Notification) string {
-	prio := n.Priority
-	if prio == 0 {
-		prio = 10
-		if n.Type == push.TypeBackground {
-			prio = 5
-		}
-	}
-	if prio >= 10 {
+	if n.EffectivePriority() >= 10 {
 		return "HIGH"
 	}
 	return "NORMAL"
-}
-
-// readBody returns the first maxBody bytes of b (nil if empty), discards
-// the rest (up to 64 KiB), and closes b.
-func readBody(b io.ReadCloser) []byte {
-	defer b.Close()
-	buf := make([]byte, maxBody)
-	n, err := io.ReadFull(b, buf)
-	if err == nil {
-		_, _ = io.CopyN(io.Discard, b, 64<<10)
-	}
-	if n == 0 {
-		return nil
-	}
-	return buf[:n]
 }
 
 // hmsAnswer is Huawei's answer body.
@@ -208,7 +213,7 @@ func answer(status int, body []byte, retryAfter, token string, now time.Time) pu
 		res.Reason = strconv.Itoa(status) + " " + http.StatusText(status)
 	}
 	if retryAfter != "" {
-		res.RetryAfter = parseRetryAfter(retryAfter, now)
+		res.RetryAfter = push.ParseRetryAfter(retryAfter, now)
 	}
 	res.Verdict = classify(status, ans, token)
 	if res.Verdict == push.Delivered {
@@ -253,21 +258,4 @@ func classify(status int, ans hmsAnswer, token string) push.Verdict {
 	// 80100001-80100016 (our message), 80300008 (too large), 80300010,
 	// 80300011 (high urgency not allowed), 404, other answers.
 	return push.Permanent
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-// Anything else, or a time in the past, is zero; the result is capped at a day.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	const limit = 24 * time.Hour
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return min(time.Duration(min(secs, int64(limit/time.Second)))*time.Second, limit)
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	return min(max(t.Sub(now), 0), limit)
 }

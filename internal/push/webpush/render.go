@@ -23,23 +23,13 @@ import (
 // showNotification({tag}) replaces a shown notification with the same
 // tag, as the push service replaces a queued one with the same Topic.
 type document struct {
-	Title   string     `json:"title,omitempty"`
-	Body    string     `json:"body,omitempty"`
-	Badge   *int       `json:"badge,omitempty"`
-	Silent  bool       `json:"silent,omitempty"` // data-only: show nothing
-	Tag     string     `json:"tag,omitempty"`
-	Payload string     `json:"payload,omitempty"`
-	Herald  heraldJSON `json:"herald,omitzero"`
-}
-
-// heraldJSON is apns/render.go's: Herald's own keys.
-type heraldJSON struct {
-	Conv      string `json:"conv,omitempty"`
-	MsgID     int64  `json:"msg_id,omitempty"`
-	Seq       int64  `json:"seq,omitempty"`
-	From      string `json:"from,omitempty"`
-	CallID    string `json:"call_id,omitempty"`
-	CallEvent string `json:"call_event,omitempty"`
+	Title   string          `json:"title,omitempty"`
+	Body    string          `json:"body,omitempty"`
+	Badge   *int            `json:"badge,omitempty"`
+	Silent  bool            `json:"silent,omitempty"` // data-only: show nothing
+	Tag     string          `json:"tag,omitempty"`
+	Payload string          `json:"payload,omitempty"`
+	Herald  push.HeraldKeys `json:"herald,omitzero"`
 }
 
 // Render builds the plaintext payload of c (see document). It fails with
@@ -53,9 +43,9 @@ func render(c *push.Content) ([]byte, error) {
 	doc := document{
 		Tag:     Topic(c.Strategy.CollapseKey, c.NotifID),
 		Payload: c.Config.Payload,
-		Herald:  heraldJSON{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent},
+		Herald:  c.HeraldKeys(),
 	}
-	if dataOnly(c) {
+	if c.DataOnly() {
 		doc.Silent = true
 	} else {
 		doc.Title, doc.Body = c.Config.Title, c.Config.Content
@@ -75,12 +65,6 @@ func render(c *push.Content) ([]byte, error) {
 		return nil, herald.Errorf(herald.CodeTooLarge, "push payload is %d bytes; the Web Push limit is %d (one 4096-byte aes128gcm record)", len(b), MaxPlaintext)
 	}
 	return b, nil
-}
-
-// dataOnly reports whether c carries no notification: a silent push or a
-// call invitation (the page, not a notification, rings).
-func dataOnly(c *push.Content) bool {
-	return c.Strategy.Type == push.TypeBackground || (c.CallID != "" && c.CallEvent == "invite")
 }
 
 // maxTopic is RFC 8030 §5.4's limit on the Topic header.

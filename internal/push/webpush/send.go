@@ -6,10 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -64,7 +65,7 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 	if err != nil {
 		return permanent("encrypting the payload: %v", err)
 	}
-	auth, err := p.vapid.authorization(u.Scheme + "://" + u.Host)
+	auth, err := p.vapid.authorization(origin(u))
 	if err != nil {
 		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}
 	}
@@ -78,7 +79,7 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 	h["Authorization"] = []string{auth}
 	h["Content-Encoding"] = []string{"aes128gcm"}
 	h["Content-Type"] = []string{"application/octet-stream"}
-	h["Ttl"] = []string{strconv.FormatInt(ttl(n.Expiration, p.now()), 10)}
+	h["Ttl"] = []string{strconv.FormatInt(push.TTL(n.Expiration, p.now(), 0), 10)}
 	h["Urgency"] = []string{urgency(n)}
 	if t := topicOf(n); t != "" {
 		h["Topic"] = []string{t}
@@ -92,37 +93,41 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}
 	}
 	res := answer(resp, p.now(), len(body))
-	if (res.Status == http.StatusUnauthorized || res.Status == http.StatusForbidden) && p.vapidAlarm.allow(p.now()) {
-		p.log.Error("web push service refused the VAPID signature: check the server clock, and that the browser subscribed with this server's public key",
-			"origin", u.Scheme+"://"+u.Host, "status", res.Status)
+	if res.Status == http.StatusUnauthorized || res.Status == http.StatusForbidden {
+		if o := origin(u); p.vapidAlarm.allow(o, p.now()) {
+			p.log.Error("a web push service refused the VAPID signature: if every push service origin does, check the server clock and that browsers subscribed with this server's public key; if only this one does, its subscriptions were made with another key, or it is not a real push service",
+				"origin", o, "status", res.Status)
+		}
 	}
 	return res
+}
+
+// origin is u's origin as push services compare a VAPID aud with it (RFC
+// 6454 serialization): scheme and host lower-cased, the scheme's default
+// port dropped, so https://Push.Example.com:443/x is
+// https://push.example.com.
+func origin(u *url.URL) string {
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	if scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+		port = ""
+	}
+	if port != "" {
+		return scheme + "://" + net.JoinHostPort(host, port)
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return scheme + "://" + host
 }
 
 func permanent(format string, args ...any) push.Result {
 	return push.Result{Verdict: push.Permanent, Reason: fmt.Sprintf(format, args...)}
 }
 
-// ttl is the TTL header: the seconds left until exp, at least 0 (0:
-// deliver now or never, as a zero Expiration means).
-func ttl(exp, now time.Time) int64 {
-	if exp.IsZero() || !exp.After(now) {
-		return 0
-	}
-	return int64(exp.Sub(now) / time.Second)
-}
-
 // urgency maps the push priority (10, 5, 1; 0 is the type's default) to
 // RFC 8030 §5.3's Urgency.
 func urgency(n *push.Notification) string {
-	prio := n.Priority
-	if prio == 0 {
-		prio = 10
-		if n.Type == push.TypeBackground {
-			prio = 5
-		}
-	}
-	switch {
+	switch prio := n.EffectivePriority(); {
 	case prio >= 10:
 		return "high"
 	case prio >= 5:
@@ -150,7 +155,7 @@ func topicOf(n *push.Notification) string {
 // answer reads resp and maps it to a Result (the table in README.md).
 // sent is the size of the encrypted body, for a 413's reason.
 func answer(resp *http.Response, now time.Time, sent int) push.Result {
-	res := push.Result{Status: resp.StatusCode, Body: readBody(resp.Body)}
+	res := push.Result{Status: resp.StatusCode, Body: push.ReadBody(resp.Body, maxBody)}
 	res.Verdict = classify(res.Status)
 	if res.Verdict != push.Delivered {
 		res.Reason = strconv.Itoa(res.Status) + " " + http.StatusText(res.Status)
@@ -164,7 +169,7 @@ func answer(resp *http.Response, now time.Time, sent int) push.Result {
 	}
 	if res.Verdict == push.Retry {
 		if v := resp.Header.Get("Retry-After"); v != "" {
-			res.RetryAfter = parseRetryAfter(v, now)
+			res.RetryAfter = push.ParseRetryAfter(v, now)
 		}
 	}
 	return res
@@ -178,44 +183,13 @@ func classify(status int) push.Verdict {
 	case status == http.StatusNotFound, status == http.StatusGone:
 		// The subscription expired or was unsubscribed (RFC 8030 §7.3).
 		return push.DropToken
-	case status == http.StatusTooManyRequests, status >= 500:
+	case status == http.StatusTooManyRequests, status >= 500 && status <= 599:
 		return push.Retry
 	}
 	// 400 (malformed), 401/403 (VAPID refused: a clock or key problem for
 	// every push, or a subscription made with another key; neither is
 	// fixed by retrying, and suspending or dropping would punish the wrong
-	// one), 413 (too large), other statuses.
+	// one), 413 (too large), 3xx (redirects are not followed), other
+	// statuses, including ones that are not HTTP's (600 and up).
 	return push.Permanent
-}
-
-// readBody returns the first maxBody bytes of b (nil if empty), discards
-// the rest (up to 64 KiB, so the connection can be reused), and closes b.
-func readBody(b io.ReadCloser) []byte {
-	defer b.Close()
-	buf := make([]byte, maxBody)
-	n, err := io.ReadFull(b, buf)
-	if err == nil {
-		_, _ = io.CopyN(io.Discard, b, 64<<10)
-	}
-	if n == 0 {
-		return nil
-	}
-	return buf[:n:n]
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-// Anything else, or a time in the past, is zero; the result is capped at a day.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	const limit = 24 * time.Hour
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(min(secs, int64(limit/time.Second))) * time.Second
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	return min(max(t.Sub(now), 0), limit)
 }

@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,7 +33,7 @@ import (
 const (
 	DefaultTimeout = 10 * time.Second
 	// Wildcard as an app serves every app.
-	Wildcard = "*"
+	Wildcard = push.Wildcard
 )
 
 // ErrClosed is the Err of a Result from Send after Close.
@@ -64,7 +65,10 @@ type Config struct {
 	// built-in emulator's). Only these exact addresses, not their networks.
 	AllowAddrs []string
 
-	// RootCAs verifies push services; nil means the system roots.
+	// RootCAs verifies push services; nil means the system roots. Push
+	// services are an open set (each browser vendor runs its own), so a
+	// pool for production must hold the public roots too: add extra roots
+	// to x509.SystemCertPool(), do not replace it.
 	RootCAs *x509.CertPool
 
 	// Timeout bounds one Send; zero means DefaultTimeout.
@@ -92,7 +96,7 @@ type Provider struct {
 	transport *http.Transport
 	closed    atomic.Bool
 
-	vapidAlarm alarm
+	vapidAlarm originAlarms
 }
 
 // New checks cfg and returns a provider.
@@ -173,13 +177,40 @@ func checkSubject(s string) error {
 	return nil
 }
 
-// alarm keeps a flood of the same failure to one log
-// line a minute.
-type alarm struct{ last atomic.Int64 }
+// originAlarms keeps a flood of one failure to one log line a minute per
+// push service origin: any user can register a subscription at a server of
+// their own that refuses every push, and that must neither drown nor
+// silence the alarm about a real push service.
+type originAlarms struct {
+	mu   sync.Mutex
+	last map[string]time.Time // by origin; guarded by mu; at most maxAlarmOrigins
+}
 
-func (a *alarm) allow(now time.Time) bool {
-	l := a.last.Load()
-	return now.UnixNano()-l >= int64(time.Minute) && a.last.CompareAndSwap(l, now.UnixNano())
+// maxAlarmOrigins bounds the origins remembered: when full of origins that
+// alarmed within the minute, a new origin's alarm waits for one to age out.
+const maxAlarmOrigins = 256
+
+func (a *originAlarms) allow(origin string, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t, ok := a.last[origin]; ok && now.Sub(t) < time.Minute {
+		return false
+	}
+	if a.last == nil {
+		a.last = make(map[string]time.Time)
+	}
+	if len(a.last) >= maxAlarmOrigins {
+		for o, t := range a.last {
+			if now.Sub(t) >= time.Minute {
+				delete(a.last, o)
+			}
+		}
+		if len(a.last) >= maxAlarmOrigins {
+			return false
+		}
+	}
+	a.last[origin] = now
+	return true
 }
 
 // PublicKey is the VAPID public key, base64url (no padding): the
@@ -228,27 +259,86 @@ func (p *Provider) checkHost(u *url.URL) error {
 	return nil
 }
 
-// privateWhy says why ip may not be dialled, "" when it may.
+// privateWhy says why ip may not be dialled, "" when it may. Only global
+// unicast addresses outside the special-purpose ranges pass. An IPv6
+// address that carries an IPv4 one (IPv4-mapped, IPv4-compatible, NAT64
+// 64:ff9b::/96, 6to4 2002::/16) reaches that IPv4 address, so it is judged
+// by it too.
 func privateWhy(ip netip.Addr) string {
-	ip = ip.Unmap()
+	ip = ip.Unmap().WithZone("")
 	switch {
 	case ip.IsLoopback():
 		return "loopback"
-	case ip.IsPrivate():
-		return "private"
-	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
-		return "link-local"
 	case ip.IsUnspecified():
 		return "unspecified"
-	case ip.IsMulticast(), ip.IsInterfaceLocalMulticast():
+	case ip.IsLinkLocalUnicast(), ip.IsLinkLocalMulticast():
+		return "link-local"
+	case ip.IsMulticast():
 		return "multicast"
-	case cgnat.Contains(ip):
-		return "shared address space (100.64.0.0/10)"
+	case !ip.IsGlobalUnicast():
+		return "not a global unicast address"
+	case ip.IsPrivate():
+		return "private"
+	}
+	for _, r := range specialRanges {
+		if r.prefix.Contains(ip) {
+			return r.why
+		}
+	}
+	if v4, how := embeddedIPv4(ip); how != "" {
+		if why := privateWhy(v4); why != "" {
+			return fmt.Sprintf("%s (%s %s)", why, how, v4)
+		}
 	}
 	return ""
 }
 
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+// specialRanges are special-purpose ranges (IANA's registries) that
+// netip's predicates do not cover and that no push service is on.
+var specialRanges = []struct {
+	prefix netip.Prefix
+	why    string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "\"this network\" (0.0.0.0/8)"},
+	{netip.MustParsePrefix("100.64.0.0/10"), "shared address space (100.64.0.0/10)"},
+	{netip.MustParsePrefix("192.0.0.0/24"), "IETF protocol assignments (192.0.0.0/24)"},
+	{netip.MustParsePrefix("192.0.2.0/24"), "documentation (192.0.2.0/24)"},
+	{netip.MustParsePrefix("198.18.0.0/15"), "benchmarking (198.18.0.0/15)"},
+	{netip.MustParsePrefix("198.51.100.0/24"), "documentation (198.51.100.0/24)"},
+	{netip.MustParsePrefix("203.0.113.0/24"), "documentation (203.0.113.0/24)"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved (240.0.0.0/4)"},
+	{netip.MustParsePrefix("fec0::/10"), "site-local (fec0::/10)"},
+	{netip.MustParsePrefix("100::/64"), "discard-only (100::/64)"},
+	{netip.MustParsePrefix("2001:db8::/32"), "documentation (2001:db8::/32)"},
+	// The local-use NAT64 prefix (RFC 8215) is the operator's own
+	// translator, and where its IPv4 address sits depends on the prefix
+	// length the operator chose: refused whole.
+	{netip.MustParsePrefix("64:ff9b:1::/48"), "local-use NAT64 (64:ff9b:1::/48)"},
+}
+
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour = netip.MustParsePrefix("2002::/16")
+	v4compat  = netip.MustParsePrefix("::/96")
+)
+
+// embeddedIPv4 returns the IPv4 address an IPv6 address ip reaches through
+// a translation or tunnel prefix, and the prefix's name; "" when none.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, string) {
+	if !ip.Is6() {
+		return netip.Addr{}, ""
+	}
+	b := ip.As16()
+	switch {
+	case nat64.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[12:16])), "NAT64 to"
+	case sixToFour.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[2:6])), "6to4 to"
+	case v4compat.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[12:16])), "IPv4-compatible"
+	}
+	return netip.Addr{}, ""
+}
 
 // errPrivate is the dial guard's refusal.
 type errPrivate struct {

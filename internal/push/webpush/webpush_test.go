@@ -1,16 +1,21 @@
 package webpush
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -412,6 +417,27 @@ func TestEndpointGuard(t *testing.T) {
 		{"https://[::1]/x", true},
 		{"https://[fe80::1]/x", true},
 		{"https://[::ffff:127.0.0.1]/x", true},
+		{"https://[2606:4700::1111]/x", false},
+		{"https://[64:ff9b::808:808]/x", false},  // NAT64 to a public address
+		{"https://[2002:808:808::1]/x", false},   // 6to4 from a public address
+		{"https://[64:ff9b::a9fe:a9fe]/x", true}, // NAT64 to 169.254.169.254
+		{"https://[64:ff9b::7f00:1]/x", true},    // NAT64 to 127.0.0.1
+		{"https://[64:ff9b:1::a00:1]/x", true},   // local-use NAT64
+		{"https://[::7f00:1]/x", true},           // IPv4-compatible 127.0.0.1
+		{"https://[::a9fe:a9fe]/x", true},        // IPv4-compatible 169.254.169.254
+		{"https://[2002:7f00:1::]/x", true},      // 6to4 from 127.0.0.1
+		{"https://[2002:c0a8:1::1]/x", true},     // 6to4 from 192.168.0.1
+		{"https://0.1.2.3/x", true},              // "this network"
+		{"https://100.64.0.1/x", true},           // CGNAT
+		{"https://192.0.0.170/x", true},          // IETF protocol assignments
+		{"https://198.18.0.1/x", true},           // benchmarking
+		{"https://240.0.0.1/x", true},            // reserved
+		{"https://255.255.255.255/x", true},      // broadcast
+		{"https://224.0.0.1/x", true},            // multicast
+		{"https://[fec0::1]/x", true},            // site-local
+		{"https://[fc00::1]/x", true},            // unique local
+		{"https://[100::1]/x", true},             // discard-only
+		{"https://[ff02::1]/x", true},            // multicast
 		{"https://" + u.Host + "/wpush/x", false},
 		{"https://" + u.Hostname() + ":1/wpush/x", true},
 	} {
@@ -533,5 +559,122 @@ func TestConnectionsKeptOpen(t *testing.T) {
 	}
 	if c := r.emu.Stats().Connections; c != 1 {
 		t.Fatalf("%d TLS connections for %d concurrent pushes, want the one kept open (HTTP/2)", c, workers*each)
+	}
+}
+
+// TestVAPIDAudience: the VAPID aud is the endpoint's origin as push
+// services serialize it: lower-case, without the default port; the
+// emulator expects the same, so an endpoint written in capitals delivers.
+func TestVAPIDAudience(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://Push.Example.com:443/x":                       "https://push.example.com",
+		"https://push.example.com/x":                           "https://push.example.com",
+		"https://push.example.com:8443/x":                      "https://push.example.com:8443",
+		"https://[2001:DB8::1]:443/x":                          "https://[2001:db8::1]",
+		"https://[2001:db8::1]:8443/x":                         "https://[2001:db8::1]:8443",
+		"HTTPS://UPDATES.PUSH.SERVICES.MOZILLA.COM/wpush/v2/x": "https://updates.push.services.mozilla.com",
+	} {
+		u, err := url.Parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := origin(u); got != want {
+			t.Errorf("origin(%s) = %q, want %q", in, got, want)
+		}
+	}
+	r := newRig(t, func(c *Config) { c.AllowPrivateEndpoints = true })
+	d := r.subscribe(t)
+	sub, _ := herald.ParseWebPushSubscription(d.Token)
+	u, _ := url.Parse(sub.Endpoint)
+	sub.Endpoint = "https://LOCALHOST:" + u.Port() + u.Path
+	d.Token = sub.Token()
+	if res, _ := r.send(t, alert(), d, nil); res.Verdict != push.Delivered {
+		t.Fatalf("endpoint with a capitalized host: %v %q %s, want delivered", res.Verdict, res.Reason, res.Body)
+	}
+}
+
+// TestVAPIDAlarmPerOrigin: a push service that refuses VAPID logs an
+// error at most once a minute per origin, so a subscription pointing at a
+// server that refuses everything cannot starve the alarm for another
+// origin; the log names the origin.
+func TestVAPIDAlarmPerOrigin(t *testing.T) {
+	var logs bytes.Buffer
+	r := newRig(t, func(c *Config) {
+		c.AllowPrivateEndpoints = true
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	// Two origins, one emulator: 127.0.0.1:<port> and localhost:<port>.
+	a := r.subscribe(t)
+	b := r.subscribe(t)
+	sub, _ := herald.ParseWebPushSubscription(b.Token)
+	u, _ := url.Parse(sub.Endpoint)
+	sub.Endpoint = "https://localhost:" + u.Port() + u.Path
+	b.Token = sub.Token()
+	alarms := func() int { return strings.Count(logs.String(), "refused the VAPID signature") }
+	for i, tc := range []struct {
+		d    herald.PushDevice
+		want int
+	}{
+		{a, 1}, // the refusing origin alarms ...
+		{a, 1}, // ... once a minute
+		{b, 2}, // another origin still alarms
+		{b, 2},
+	} {
+		r.wp.Script(tc.d.Token, emulator.Step{Status: http.StatusForbidden})
+		if res, _ := r.send(t, alert(), tc.d, nil); res.Status != http.StatusForbidden {
+			t.Fatalf("send %d: %v %d, want the scripted 403", i, res.Verdict, res.Status)
+		}
+		if got := alarms(); got != tc.want {
+			t.Fatalf("after send %d: %d alarms, want %d\n%s", i, got, tc.want, logs.String())
+		}
+	}
+	if !strings.Contains(logs.String(), "origin=https://localhost:"+u.Port()) {
+		t.Errorf("the alarm does not name the origin:\n%s", logs.String())
+	}
+	*r.now = r.now.Add(time.Minute)
+	r.wp.Script(a.Token, emulator.Step{Status: http.StatusForbidden})
+	r.send(t, alert(), a, nil)
+	if got := alarms(); got != 3 {
+		t.Errorf("a minute later: %d alarms, want 3", got)
+	}
+}
+
+// TestNoProxyNoRedirect: the transport uses no proxy, whatever the
+// environment says (a proxy would dial in the guard's place, hiding the
+// address), and a push service's redirect is not followed: a 307 is a
+// permanent failure and its Location is never requested.
+func TestNoProxyNoRedirect(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
+	r := newRig(t, func(c *Config) { c.AllowPrivateEndpoints = true })
+	if r.p.transport.Proxy != nil {
+		t.Fatal("the transport has a Proxy")
+	}
+	var followed atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/elsewhere" {
+			followed.Add(1)
+			w.WriteHeader(http.StatusCreated)
+			return
+		}
+		http.Redirect(w, req, "/elsewhere", http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	p, err := New(Config{Subject: "mailto:a@b.c", Key: r.p.vapid.key, AllowPrivateEndpoints: true, RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	d := r.subscribe(t)
+	sub, _ := herald.ParseWebPushSubscription(d.Token)
+	sub.Endpoint = srv.URL + "/push"
+	d.Token = sub.Token()
+	res, _ := (&rig{p: p, now: r.now}).send(t, alert(), d, nil)
+	if res.Verdict != push.Permanent || res.Status != http.StatusTemporaryRedirect {
+		t.Fatalf("307: %v %d %q, want permanent 307", res.Verdict, res.Status, res.Reason)
+	}
+	if n := followed.Load(); n != 0 {
+		t.Fatalf("the redirect was followed %d times", n)
 	}
 }
