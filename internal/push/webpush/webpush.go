@@ -153,6 +153,11 @@ func New(cfg Config) (*Provider, error) {
 		TLSClientConfig:     &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2:   true,
 		MaxIdleConnsPerHost: 16,
+		// Until its first HTTP/2 connection to a host is up, the transport
+		// dials one connection per waiting request (golang/go#13957): a
+		// burst of TLS handshakes per push service at start. This bounds
+		// the dials in progress per host.
+		MaxConnsPerHost:     2,
 		IdleConnTimeout:     5 * time.Minute,
 		TLSHandshakeTimeout: p.timeout,
 	}
