@@ -106,7 +106,7 @@ type APNs struct {
 	cancel context.CancelFunc
 
 	delay    atomic.Int64 // time.Duration
-	onAccept atomic.Pointer[func(*Notification)]
+	onAccept acceptHook
 
 	tokens tokenCache
 	seen   idSet
@@ -263,13 +263,7 @@ func (a *APNs) SetDelay(d time.Duration) { a.delay.Store(int64(d)) }
 // OnAccept sets a hook called, on the request's goroutine, for every
 // accepted push before its 200 is sent; nil removes it. It must be cheap
 // and must not modify n; it may keep n.
-func (a *APNs) OnAccept(f func(n *Notification)) {
-	if f == nil {
-		a.onAccept.Store(nil)
-		return
-	}
-	a.onAccept.Store(&f)
-}
+func (a *APNs) OnAccept(f func(n *Notification)) { a.onAccept.set(f) }
 
 // GoAway sends a graceful GOAWAY on every open connection: requests in
 // flight are answered, new ones need a new connection. It returns at

@@ -246,19 +246,22 @@ func (c *counters) noteInFlight(n int64) {
 }
 
 // Stats returns the totals so far.
-func (a *APNs) Stats() Stats {
+func (a *APNs) Stats() Stats { return a.stats.snapshot() }
+
+// snapshot reads the counters; Rejected is never nil.
+func (c *counters) snapshot() Stats {
 	s := Stats{
-		Received:           a.stats.received.Load(),
-		Accepted:           a.stats.accepted.Load(),
-		Unanswered:         a.stats.unanswered.Load(),
-		Duplicates:         a.stats.duplicates.Load(),
-		Connections:        a.stats.connections.Load(),
-		MaxStreamsInFlight: a.stats.maxInFlight.Load(),
-		InFlight:           a.stats.inFlight.Load(),
+		Received:           c.received.Load(),
+		Accepted:           c.accepted.Load(),
+		Unanswered:         c.unanswered.Load(),
+		Duplicates:         c.duplicates.Load(),
+		Connections:        c.connections.Load(),
+		MaxStreamsInFlight: c.maxInFlight.Load(),
+		InFlight:           c.inFlight.Load(),
 	}
-	a.stats.mu.Lock()
-	s.Rejected = maps.Clone(a.stats.rejected)
-	a.stats.mu.Unlock()
+	c.mu.Lock()
+	s.Rejected = maps.Clone(c.rejected)
+	c.mu.Unlock()
 	if s.Rejected == nil {
 		s.Rejected = map[string]int64{}
 	}

@@ -49,7 +49,7 @@ type FCM struct {
 	apns atomic.Pointer[APNs]
 
 	delay    atomic.Int64 // time.Duration
-	onAccept atomic.Pointer[func(*Notification)]
+	onAccept acceptHook
 	onToken  atomic.Pointer[func(*http.Request)]
 
 	tokens tokens
@@ -306,13 +306,7 @@ func (f *FCM) OnToken(fn func(r *http.Request)) {
 // OnAccept sets a hook called, on the request's goroutine, for every
 // accepted message before its 200 is sent; nil removes it. It must be
 // cheap and must not modify n; it may keep n.
-func (f *FCM) OnAccept(fn func(n *Notification)) {
-	if fn == nil {
-		f.onAccept.Store(nil)
-		return
-	}
-	f.onAccept.Store(&fn)
-}
+func (f *FCM) OnAccept(fn func(n *Notification)) { f.onAccept.set(fn) }
 
 // Inbox returns copies of what token's device shows, oldest first: a
 // message with the notification ID of an earlier one replaces it (its
@@ -337,23 +331,7 @@ func (f *FCM) Script(token string, steps ...Step) { f.tokens.Script(token, steps
 // token requests: see TokensIssued), Rejected counts answers by errorCode
 // (else status), Duplicates accepted messages whose notification ID was
 // accepted before, MaxStreamsInFlight the most requests in flight at once.
-func (f *FCM) Stats() Stats {
-	s := Stats{
-		Received:           f.stats.received.Load(),
-		Accepted:           f.stats.accepted.Load(),
-		Unanswered:         f.stats.unanswered.Load(),
-		Duplicates:         f.stats.duplicates.Load(),
-		MaxStreamsInFlight: f.stats.maxInFlight.Load(),
-		InFlight:           f.stats.inFlight.Load(),
-	}
-	f.stats.mu.Lock()
-	s.Rejected = make(map[string]int64, len(f.stats.rejected))
-	for k, v := range f.stats.rejected {
-		s.Rejected[k] = v
-	}
-	f.stats.mu.Unlock()
-	return s
-}
+func (f *FCM) Stats() Stats { return f.stats.snapshot() }
 
 // ServeHTTP serves the routes Mount registers.
 func (f *FCM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -791,8 +769,8 @@ func (f *FCM) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.tokens.deliver(m.Token, n)
-	if hook := f.onAccept.Load(); hook != nil {
-		(*hook)(n)
+	if hook := f.onAccept.load(); hook != nil {
+		hook(n)
 	}
 	f.stats.accepted.Add(1)
 	f.ok(w, project, fmt.Sprintf("0:%d%%%016x", f.msgSeq.Add(1), n.ReceivedAt.UnixNano()))

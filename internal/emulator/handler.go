@@ -157,7 +157,7 @@ func (a *APNs) push(c *conn, w http.ResponseWriter, r *http.Request) {
 	} else if a.seen.add(p.uuid) {
 		a.stats.duplicates.Add(1)
 	}
-	hook := a.onAccept.Load()
+	hook := a.onAccept.load()
 	if a.inboxMax > 0 || hook != nil {
 		n := &Notification{
 			ID:         p.id,
@@ -183,7 +183,7 @@ func (a *APNs) push(c *conn, w http.ResponseWriter, r *http.Request) {
 			d.deliver(n, a.inboxMax)
 		}
 		if hook != nil {
-			(*hook)(n)
+			hook(n)
 		}
 	}
 	a.stats.accepted.Add(1)

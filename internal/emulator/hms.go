@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -80,7 +79,7 @@ type HMS struct {
 	now      func() time.Time
 	log      *slog.Logger
 	delay    atomic.Int64
-	onAccept atomic.Pointer[func(*Notification)]
+	onAccept acceptHook
 	onToken  atomic.Pointer[func(*http.Request)]
 	tokens   tokens
 	stats    counters
@@ -195,13 +194,7 @@ func (h *HMS) OnToken(fn func(r *http.Request)) {
 
 // OnAccept calls f (synchronously, from the handler) for every accepted
 // notification, one per token; nil clears it.
-func (h *HMS) OnAccept(f func(*Notification)) {
-	if f == nil {
-		h.onAccept.Store(nil)
-		return
-	}
-	h.onAccept.Store(&f)
-}
+func (h *HMS) OnAccept(f func(*Notification)) { h.onAccept.set(f) }
 
 // Inbox returns what token's device shows, oldest first: a notification
 // with the tag of an earlier one replaces it (Deliveries counts both).
@@ -222,22 +215,7 @@ func (h *HMS) Script(token string, steps ...Step) { h.tokens.Script(token, steps
 
 // Stats returns the totals so far. Received counts send requests,
 // Accepted and Duplicates count per token.
-func (h *HMS) Stats() Stats {
-	s := Stats{
-		Received:   h.stats.received.Load(),
-		Accepted:   h.stats.accepted.Load(),
-		Unanswered: h.stats.unanswered.Load(),
-		Duplicates: h.stats.duplicates.Load(),
-		InFlight:   h.stats.inFlight.Load(),
-	}
-	h.stats.mu.Lock()
-	s.Rejected = maps.Clone(h.stats.rejected)
-	h.stats.mu.Unlock()
-	if s.Rejected == nil {
-		s.Rejected = map[string]int64{}
-	}
-	return s
-}
+func (h *HMS) Stats() Stats { return h.stats.snapshot() }
 
 func (h *HMS) serveControl(w http.ResponseWriter, r *http.Request) {
 	serveVendorControl(w, r, "/_emulator/hms/", h, func(w http.ResponseWriter, r *http.Request, route, arg string) bool {
@@ -529,8 +507,8 @@ func (h *HMS) accept(n *Notification) {
 			h.stats.duplicates.Add(1)
 		}
 	}
-	if f := h.onAccept.Load(); f != nil {
-		(*f)(n)
+	if hook := h.onAccept.load(); hook != nil {
+		hook(n)
 	}
 	h.tokens.deliver(n.Token, n)
 }

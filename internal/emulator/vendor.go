@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -202,4 +203,27 @@ func sleep(ctx, stop context.Context, d time.Duration) bool {
 // up, so a scripted 1.5s is "2" and never "0" or "1".
 func retryAfter(d time.Duration) string {
 	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
+}
+
+// acceptHook is an emulator's OnAccept hook: set from any goroutine, read
+// on each accepted push.
+type acceptHook struct {
+	p atomic.Pointer[func(*Notification)]
+}
+
+// set installs f; nil removes the hook.
+func (h *acceptHook) set(f func(*Notification)) {
+	if f == nil {
+		h.p.Store(nil)
+		return
+	}
+	h.p.Store(&f)
+}
+
+// load returns the hook, nil when none is set.
+func (h *acceptHook) load() func(*Notification) {
+	if f := h.p.Load(); f != nil {
+		return *f
+	}
+	return nil
 }

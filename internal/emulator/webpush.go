@@ -52,7 +52,7 @@ type WebPush struct {
 	stats    counters
 	seen     idSet
 	delay    atomic.Int64 // time.Duration
-	onAccept atomic.Pointer[func(*Notification)]
+	onAccept acceptHook
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -126,13 +126,7 @@ func (w *WebPush) SetDelay(d time.Duration) { w.delay.Store(int64(d)) }
 
 // OnAccept sets a hook called for every accepted push before its answer;
 // nil removes it.
-func (w *WebPush) OnAccept(f func(*Notification)) {
-	if f == nil {
-		w.onAccept.Store(nil)
-		return
-	}
-	w.onAccept.Store(&f)
-}
+func (w *WebPush) OnAccept(f func(*Notification)) { w.onAccept.set(f) }
 
 // Subscribe makes a browser-side subscription, as
 // pushManager.subscribe({applicationServerKey}) does: a fresh P-256 key
@@ -213,22 +207,7 @@ func (w *WebPush) Arrived(token string) []Notification { return w.tokens.Arrived
 func (w *WebPush) Script(token string, steps ...Step) { w.tokens.Script(w.key(token), steps...) }
 
 // Stats returns the totals so far.
-func (w *WebPush) Stats() Stats {
-	s := Stats{
-		Received:   w.stats.received.Load(),
-		Accepted:   w.stats.accepted.Load(),
-		Unanswered: w.stats.unanswered.Load(),
-		Duplicates: w.stats.duplicates.Load(),
-		InFlight:   w.stats.inFlight.Load(),
-	}
-	w.stats.mu.Lock()
-	s.Rejected = make(map[string]int64, len(w.stats.rejected))
-	for k, v := range w.stats.rejected {
-		s.Rejected[k] = v
-	}
-	w.stats.mu.Unlock()
-	return s
-}
+func (w *WebPush) Stats() Stats { return w.stats.snapshot() }
 
 // wpError is an autopush-style error answer (Mozilla's push service):
 // {"code": 410, "errno": 106, "error": "Gone", "message": "..."}.
@@ -367,7 +346,7 @@ func (w *WebPush) serve(rw http.ResponseWriter, r *http.Request) {
 	} else if id, ok := notifIDTopic(topic); ok && w.seen.add(id) {
 		w.stats.duplicates.Add(1)
 	}
-	hook := w.onAccept.Load()
+	hook := w.onAccept.load()
 	if w.cfg.InboxLimit >= 0 || hook != nil {
 		n := &Notification{
 			Vendor: "webpush", ID: nid, Token: sub.endpoint, Topic: k,
@@ -387,7 +366,7 @@ func (w *WebPush) serve(rw http.ResponseWriter, r *http.Request) {
 		}
 		w.tokens.deliver(id, n)
 		if hook != nil {
-			(*hook)(n)
+			hook(n)
 		}
 	}
 	w.stats.accepted.Add(1)

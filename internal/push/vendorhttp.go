@@ -138,3 +138,45 @@ func ValidatePackageName(s string) error {
 	}
 	return nil
 }
+
+// VerdictCounter counts a provider's Sends by verdict. The zero value is
+// ready; it is safe for concurrent use.
+type VerdictCounter struct {
+	sent, delivered, retry, dropToken, permanent, credentials atomic.Uint64
+}
+
+// VerdictCounts is a reading of a VerdictCounter: Send calls, and each
+// verdict's share of them. Providers embed it in their Stats.
+type VerdictCounts struct {
+	Sent        uint64 // Send calls
+	Delivered   uint64 // by verdict ...
+	Retry       uint64
+	DropToken   uint64
+	Permanent   uint64
+	Credentials uint64
+}
+
+// Count records one Send's verdict.
+func (c *VerdictCounter) Count(v Verdict) {
+	c.sent.Add(1)
+	switch v {
+	case Delivered:
+		c.delivered.Add(1)
+	case Retry:
+		c.retry.Add(1)
+	case DropToken:
+		c.dropToken.Add(1)
+	case Permanent:
+		c.permanent.Add(1)
+	case Credentials:
+		c.credentials.Add(1)
+	}
+}
+
+// Counts reads the counter.
+func (c *VerdictCounter) Counts() VerdictCounts {
+	return VerdictCounts{
+		Sent: c.sent.Load(), Delivered: c.delivered.Load(), Retry: c.retry.Load(),
+		DropToken: c.dropToken.Load(), Permanent: c.permanent.Load(), Credentials: c.credentials.Load(),
+	}
+}

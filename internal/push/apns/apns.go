@@ -413,12 +413,7 @@ func (p *Provider) Close() error {
 
 // Stats are cumulative counters since New.
 type Stats struct {
-	Sent        uint64 // Send calls
-	Delivered   uint64 // by verdict ...
-	Retry       uint64
-	DropToken   uint64
-	Permanent   uint64
-	Credentials uint64
+	push.VerdictCounts
 
 	Resent        uint64 // requests resent on another connection because the first never reached APNs
 	TokenRetries  uint64 // requests resent with a new JWT after ExpiredProviderToken
@@ -429,7 +424,7 @@ type Stats struct {
 }
 
 type counters struct {
-	sent, delivered, retry, dropToken, permanent, credentials       atomic.Uint64
+	push.VerdictCounter
 	resent, tokenRetries, tokensSigned, dials, dialErrors, replaced atomic.Uint64
 }
 
@@ -437,25 +432,8 @@ type counters struct {
 func (p *Provider) Stats() Stats {
 	c := &p.stats
 	return Stats{
-		Sent: c.sent.Load(), Delivered: c.delivered.Load(), Retry: c.retry.Load(),
-		DropToken: c.dropToken.Load(), Permanent: c.permanent.Load(), Credentials: c.credentials.Load(),
-		Resent: c.resent.Load(), TokenRetries: c.tokenRetries.Load(), TokensSigned: c.tokensSigned.Load(),
+		VerdictCounts: c.Counts(),
+		Resent:        c.resent.Load(), TokenRetries: c.tokenRetries.Load(), TokensSigned: c.tokensSigned.Load(),
 		Dials: c.dials.Load(), DialErrors: c.dialErrors.Load(), ConnsReplaced: c.replaced.Load(),
-	}
-}
-
-func (c *counters) count(v push.Verdict) {
-	c.sent.Add(1)
-	switch v {
-	case push.Delivered:
-		c.delivered.Add(1)
-	case push.Retry:
-		c.retry.Add(1)
-	case push.DropToken:
-		c.dropToken.Add(1)
-	case push.Permanent:
-		c.permanent.Add(1)
-	case push.Credentials:
-		c.credentials.Add(1)
 	}
 }

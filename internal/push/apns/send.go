@@ -44,7 +44,7 @@ func (p *Provider) Send(ctx context.Context, n *push.Notification) push.Result {
 	start := time.Now()
 	res := p.send(ctx, n)
 	res.Latency = time.Since(start)
-	p.stats.count(res.Verdict)
+	p.stats.Count(res.Verdict)
 	return res
 }
 

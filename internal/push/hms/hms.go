@@ -297,44 +297,22 @@ func (p *Provider) Close() error {
 
 // Stats are cumulative counters since New.
 type Stats struct {
-	Sent        uint64 // Send calls
-	Delivered   uint64 // by verdict ...
-	Retry       uint64
-	DropToken   uint64
-	Permanent   uint64
-	Credentials uint64
+	push.VerdictCounts
 
 	TokenRequests uint64 // access token requests made
 	TokenRetries  uint64 // sends repeated with a new access token after 80200003, 80200001 or a bare 401
 }
 
 type counters struct {
-	sent, delivered, retry, dropToken, permanent, credentials atomic.Uint64
-	tokenRequests, tokenRetries                               atomic.Uint64
+	push.VerdictCounter
+	tokenRequests, tokenRetries atomic.Uint64
 }
 
 // Stats returns the counters.
 func (p *Provider) Stats() Stats {
 	c := &p.stats
 	return Stats{
-		Sent: c.sent.Load(), Delivered: c.delivered.Load(), Retry: c.retry.Load(),
-		DropToken: c.dropToken.Load(), Permanent: c.permanent.Load(), Credentials: c.credentials.Load(),
+		VerdictCounts: c.Counts(),
 		TokenRequests: c.tokenRequests.Load(), TokenRetries: c.tokenRetries.Load(),
-	}
-}
-
-func (c *counters) count(v push.Verdict) {
-	c.sent.Add(1)
-	switch v {
-	case push.Delivered:
-		c.delivered.Add(1)
-	case push.Retry:
-		c.retry.Add(1)
-	case push.DropToken:
-		c.dropToken.Add(1)
-	case push.Permanent:
-		c.permanent.Add(1)
-	case push.Credentials:
-		c.credentials.Add(1)
 	}
 }
