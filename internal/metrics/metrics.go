@@ -211,6 +211,15 @@ func (p *provider) CheckToken(token, app string) error {
 	return nil
 }
 
+// Credential forwards to the wrapped provider's push.CredentialScoper, so
+// a refused credential suspends every app it serves.
+func (p *provider) Credential(app string) string {
+	if c, ok := p.Provider.(push.CredentialScoper); ok {
+		return c.Credential(app)
+	}
+	return ""
+}
+
 func (p *provider) Send(ctx context.Context, n *push.Notification) push.Result {
 	res := p.Provider.Send(ctx, n)
 	p.lat.Observe(res.Latency.Seconds())
@@ -221,7 +230,16 @@ func (p *provider) Send(ctx context.Context, n *push.Notification) push.Result {
 	}
 	p.m.failed.Add(1)
 	reason := res.Reason
-	if res.Status == 0 || reason == "" {
+	if p.name == string(herald.ProviderWebPush) && res.Status != 0 {
+		// A subscription names any host as its push service, which may
+		// answer anything: Web Push reasons are status classes, so a
+		// hostile endpoint cannot use up the reason labels.
+		reason = "http_" + strconv.Itoa(res.Status/100) + "xx"
+		switch res.Status {
+		case 404, 410, 413, 429:
+			reason = "http_" + strconv.Itoa(res.Status)
+		}
+	} else if res.Status == 0 || reason == "" {
 		reason = "transport"
 		if res.Status != 0 {
 			reason = "http_" + strconv.Itoa(res.Status)

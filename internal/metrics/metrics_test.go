@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,5 +85,30 @@ func TestReasonsAreBounded(t *testing.T) {
 	}
 	if f := m.Figures(); len(f.Failures) != MaxReasons+1 || f.Failures["apns/other"] != 10 {
 		t.Errorf("%d reasons kept, %d as other; want %d and 10", len(f.Failures), f.Failures["apns/other"], MaxReasons+1)
+	}
+}
+
+// TestWebPushReasonsAreStatusClasses: a Web Push endpoint is any host, so
+// its answers are counted by status class (and the statuses that mean
+// something to Herald), and a host answering a new status each time does
+// not use up the reason labels.
+func TestWebPushReasonsAreStatusClasses(t *testing.T) {
+	m := New()
+	send := func(status int, reason string) {
+		p := m.Provider(herald.ProviderWebPush, answering{res: push.Result{Verdict: push.Permanent, Status: status, Reason: reason}})
+		p.Send(context.Background(), &push.Notification{})
+	}
+	for s := 400; s < 600; s++ {
+		send(s, strconv.Itoa(s)+" from a hostile host")
+	}
+	send(0, "dial tcp: refused")
+	f := m.Figures()
+	for _, want := range []string{"webpush/http_4xx", "webpush/http_5xx", "webpush/http_410", "webpush/http_413", "webpush/transport"} {
+		if f.Failures[want] == 0 {
+			t.Errorf("no %s in %v", want, f.Failures)
+		}
+	}
+	if n := len(f.Failures); n > 8 || f.Failures["webpush/other"] != 0 {
+		t.Errorf("%d reasons (%d as other) for 200 statuses: %v; want a few classes", n, f.Failures["webpush/other"], f.Failures)
 	}
 }

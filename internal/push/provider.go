@@ -42,6 +42,17 @@ type TokenChecker interface {
 	CheckToken(token, app string) error
 }
 
+// CredentialScoper is implemented by a Provider whose credentials serve
+// several apps, in one service for every environment (an FCM project, a
+// Huawei app): Credential names the credential that serves app ("" when
+// none does), so a credential the vendor refuses suspends every app it
+// serves at once, and the operator sees the credential named. Providers
+// without it are suspended per app and environment (APNs: a sandbox
+// certificate may be bad while the production one works).
+type CredentialScoper interface {
+	Credential(app string) string
+}
+
 // PushType is the kind of notification, as APNs names them.
 type PushType string
 

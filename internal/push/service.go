@@ -169,7 +169,7 @@ type Service struct {
 	devMu sync.Mutex
 
 	suspendMu sync.Mutex
-	suspended map[string]string // provider/app/env -> why its credentials were refused
+	suspended map[string]string // appKey -> why its credentials were refused
 
 	stats struct {
 		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips, tokenConflicts atomic.Int64
@@ -393,7 +393,14 @@ func storeErr(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-func appKey(d *herald.PushDevice) string {
+// appKey is what a refused credential suspends: provider/app/env, or
+// provider/<credential>/ for a CredentialScoper.
+func (s *Service) appKey(d *herald.PushDevice) string {
+	if cs, ok := s.providers[d.Provider].(CredentialScoper); ok {
+		if c := cs.Credential(d.App); c != "" {
+			return string(d.Provider) + "/" + c + "/"
+		}
+	}
 	return string(d.Provider) + "/" + d.App + "/" + string(d.Env)
 }
 
@@ -403,7 +410,7 @@ func appKey(d *herald.PushDevice) string {
 func (s *Service) suspend(d *herald.PushDevice, why string) {
 	s.suspendMu.Lock()
 	defer s.suspendMu.Unlock()
-	k := appKey(d)
+	k := s.appKey(d)
 	if _, ok := s.suspended[k]; !ok {
 		s.suspended[k] = why
 		s.log.Error("push credentials refused: sending stopped for this app until restart", "provider", d.Provider, "app", d.App, "env", d.Env, "reason", why)
@@ -413,7 +420,7 @@ func (s *Service) suspend(d *herald.PushDevice, why string) {
 func (s *Service) suspendedWhy(d *herald.PushDevice) (string, bool) {
 	s.suspendMu.Lock()
 	defer s.suspendMu.Unlock()
-	why, ok := s.suspended[appKey(d)]
+	why, ok := s.suspended[s.appKey(d)]
 	return why, ok
 }
 
@@ -448,10 +455,12 @@ func (s *Service) pruneUnbound(ctx context.Context, before time.Time) (int, erro
 // Suspension is an app whose credentials the vendor refused: nothing is
 // sent for it in that environment until the server restarts.
 type Suspension struct {
-	Provider herald.PushProvider    `json:"provider"`
-	App      string                 `json:"app"`
-	Env      herald.PushEnvironment `json:"environment"`
-	Reason   string                 `json:"reason"`
+	Provider herald.PushProvider `json:"provider"`
+	// App is the app, or for FCM and Huawei the credential that serves
+	// it ("project <id>", "app <id>"), whose every app is suspended.
+	App    string                 `json:"app"`
+	Env    herald.PushEnvironment `json:"environment"`
+	Reason string                 `json:"reason"`
 }
 
 // Suspended lists the suspended apps, for operators (the API's push

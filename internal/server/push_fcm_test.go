@@ -250,3 +250,69 @@ func fcmWaitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestFCMRefusedKeySuspendsTheProject: when FCM refuses a project's
+// credentials, every package the project serves stops being sent, not only
+// the package whose push met the refusal, and push status names the project.
+func TestFCMRefusedKeySuspendsTheProject(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	cfg.PushRetryBase, cfg.PushRetryMax = 20*time.Millisecond, 100*time.Millisecond
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	login := func(user, device string) *client.Client {
+		t.Helper()
+		c := client.New(srv.URL(), client.Options{DeviceID: device})
+		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(ctx, user, tok); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	emu := srv.FCMEmulator()
+	const tokA, tokB = "bob-a:APA91b", "bob-b:APA91b"
+	emu.Script(tokA, emulator.Step{Status: 401, Forever: true}) // the key is refused, fresh token or not
+	bob := login("bob", "bob-a")
+	if _, err := bob.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderFCM, Token: tokA, App: "com.example.a"}); err != nil {
+		t.Fatal(err)
+	}
+	bob.Close()
+	alice := login("alice", "alice-phone")
+	defer alice.Close()
+	msg := client.TextMessage("hi")
+	msg.Push = &herald.PushConfig{Title: "Alice", Content: "hi"}
+	if _, err := alice.SendPeerMessage(ctx, "bob", msg); err != nil {
+		t.Fatal(err)
+	}
+	fcmWaitFor(t, "the project to be suspended", func() bool { return len(srv.Push().Suspended()) == 1 })
+	if s := srv.Push().Suspended()[0]; s.Provider != herald.ProviderFCM || s.App != "project herald-dev" {
+		t.Fatalf("suspended %+v, want the fcm project herald-dev", s)
+	}
+
+	// Another package of the same project: not sent at all.
+	bob2 := login("bob", "bob-b")
+	if _, err := bob2.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderFCM, Token: tokB, App: "com.example.b"}); err != nil {
+		t.Fatal(err)
+	}
+	bob2.Close()
+	received := emu.Stats().Received
+	if _, err := alice.SendPeerMessage(ctx, "bob", msg); err != nil {
+		t.Fatal(err)
+	}
+	fcmWaitFor(t, "the push service to settle", func() bool { st := srv.Push().Stats(); return st.Pending == 0 && st.Unrecorded == 0 })
+	if got := emu.Stats().Received - received; got != 0 || len(emu.Arrived(tokB)) != 0 {
+		t.Fatalf("FCM received %d more requests (%d arrived for the other package), want none: the project's key is refused", got, len(emu.Arrived(tokB)))
+	}
+}

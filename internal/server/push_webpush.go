@@ -75,8 +75,9 @@ func (f *PushFile) webPushProvider(dir string, cfg config.Config, log *slog.Logg
 	return p, nil
 }
 
-// vapidKey reads <data>/vapid.pem, generating it at first start. The
-// public key is logged (browsers subscribe with it); the private key never.
+// vapidKey reads <data>/vapid.pem, generating it at first start. Its path
+// is logged when it is made; the key never (web clients get the public key
+// from VAPIDKeyPath).
 func vapidKey(cfg config.Config, log *slog.Logger) (*ecdsa.PrivateKey, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("no data folder for the generated VAPID key: set HERALD_DATA or webpush vapid_key_file")

@@ -327,6 +327,15 @@ func (p *Provider) fetcher(pr *project) func(context.Context) (string, time.Dura
 // own or by a Wildcard entry).
 func (p *Provider) HasApp(app string) bool { return p.project(app) != nil }
 
+// Credential names the Firebase project that serves app
+// (push.CredentialScoper): a refused key suspends all its apps.
+func (p *Provider) Credential(app string) string {
+	if pr := p.project(app); pr != nil {
+		return "project " + pr.id
+	}
+	return ""
+}
+
 func (p *Provider) project(app string) *project {
 	pr, _ := p.apps.Lookup(app)
 	return pr

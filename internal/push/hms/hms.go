@@ -277,6 +277,28 @@ func parseURL(s, def string, withPath bool) (string, error) {
 // Wildcard entry).
 func (p *Provider) HasApp(app string) bool { return p.app(app) != nil }
 
+// Credential names the Huawei app that serves package pkg
+// (push.CredentialScoper): a refused secret suspends all its packages.
+func (p *Provider) Credential(pkg string) string {
+	if a := p.app(pkg); a != nil {
+		return "app " + a.id
+	}
+	return ""
+}
+
+// maxBadgeClass is the longest badge class of any app: Render sizes with
+// it for a device of no app (the size check before a message is
+// accepted), so a message that passes fits every app's badge.
+func (p *Provider) maxBadgeClass() string {
+	longest := ""
+	for _, a := range p.apps {
+		if len(a.badgeClass) > len(longest) {
+			longest = a.badgeClass
+		}
+	}
+	return longest
+}
+
 func (p *Provider) app(pkg string) *app {
 	a, _ := p.apps.Lookup(pkg)
 	return a

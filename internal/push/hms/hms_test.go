@@ -403,6 +403,35 @@ func TestRenderSize(t *testing.T) {
 	}
 }
 
+// TestRenderNoAppSizesTheLongestBadge: the size check before a message is
+// accepted renders for a device of no app; with badges on, that render
+// carries the longest badge class of any app, so a message accepted fits
+// every app's badge.
+func TestRenderNoAppSizesTheLongestBadge(t *testing.T) {
+	const long = "com.example.chat.ui.main.activities.MainLauncherActivity"
+	p, err := New(Config{Apps: []AppConfig{
+		{AppID: "100001", AppSecret: "s", Packages: []string{"com.example.short"}, BadgeClass: "a.B"},
+		{AppID: "100002", AppSecret: "s", Packages: []string{"com.example.long"}, BadgeClass: long},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := content()
+	c.Config.EnableBadge, c.HasBadge, c.Badge = true, true, 99999
+	got, err := p.Render(&c, &herald.PushDevice{Provider: herald.ProviderHMS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := p.Render(&c, &herald.PushDevice{Provider: herald.ProviderHMS, App: "com.example.long"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) < len(want) || !strings.Contains(string(got), long) {
+		t.Fatalf("rendered with no app: %d bytes %s; want at least the %d bytes of the app with the longest badge class", len(got), got, len(want))
+	}
+}
+
 func TestCollapseKey(t *testing.T) {
 	for k, want := range map[string]int{"-1": -1, "0": 0, "100": 100} {
 		if got := collapseKey(k); got == nil || *got != want {

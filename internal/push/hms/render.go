@@ -76,6 +76,8 @@ func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error)
 	badgeClass := ""
 	if a := p.app(d.App); a != nil {
 		badgeClass = a.badgeClass
+	} else if d.App == "" {
+		badgeClass = p.maxBadgeClass() // the size check: the worst case
 	}
 	return render(c, badgeClass)
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -69,9 +70,29 @@ func LoadOrCreateVAPIDKey(path string) (key *ecdsa.PrivateKey, created bool, err
 		return nil, false, err
 	}
 	b := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
-	// O_EXCL: two servers starting on one data folder must not each write
-	// their own key; the loser reads the winner's.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Written whole and synced under a temporary name, then linked into
+	// place: a crash never leaves a partial key at path (which would stop
+	// the next start, and lose every subscription with it), and link fails
+	// when the name exists, so two servers starting on one data folder do
+	// not each keep their own key: the loser reads the winner's.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".vapid-*.tmp")
+	if err != nil {
+		return nil, false, fmt.Errorf("webpush: writing the VAPID key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.Write(b)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp.Name(), path)
+	}
 	if errors.Is(err, fs.ErrExist) {
 		key, err = LoadVAPIDKey(path)
 		return key, false, err
@@ -79,13 +100,9 @@ func LoadOrCreateVAPIDKey(path string) (key *ecdsa.PrivateKey, created bool, err
 	if err != nil {
 		return nil, false, fmt.Errorf("webpush: writing the VAPID key: %w", err)
 	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return nil, false, fmt.Errorf("webpush: writing the VAPID key: %w", err)
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync() // the new name survives a power cut
+		d.Close()
 	}
 	return key, true, nil
 }

@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -676,5 +678,45 @@ func TestNoProxyNoRedirect(t *testing.T) {
 	}
 	if n := followed.Load(); n != 0 {
 		t.Fatalf("the redirect was followed %d times", n)
+	}
+}
+
+// TestLoadOrCreateVAPIDKeyOnce: servers starting together on one data
+// folder end with one key, written whole with mode 0600, and nothing else
+// left in the folder.
+func TestLoadOrCreateVAPIDKeyOnce(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vapid.pem")
+	const n = 8
+	keys := make([]*ecdsa.PrivateKey, n)
+	created := make([]bool, n)
+	errs := make([]error, n)
+	done := make(chan int)
+	for i := range n {
+		go func() { keys[i], created[i], errs[i] = LoadOrCreateVAPIDKey(path); done <- i }()
+	}
+	for range n {
+		<-done
+	}
+	made := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if !keys[i].Equal(keys[0]) {
+			t.Fatalf("server %d has another key", i)
+		}
+		if created[i] {
+			made++
+		}
+	}
+	if made != 1 {
+		t.Fatalf("%d servers report creating the key, want 1", made)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("%d entries in the folder, want only vapid.pem (temporary files removed)", len(ents))
 	}
 }
