@@ -86,7 +86,7 @@ func (s *Store) SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJ
 				return fmt.Errorf("store call participant: %w", err)
 			}
 		}
-		return insertJobs(ctx, tx, jobs)
+		return insertJobs(ctx, tx, jobs, false)
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: save call: %w", err)

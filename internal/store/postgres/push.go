@@ -28,36 +28,41 @@ const (
 	logCols    = `at, push_id, user_id, msg_id, conv_key, provider, app, env, attempt, outcome, status, reason, body, notif_id, latency`
 )
 
-// insertJobs writes jobs (MsgID and Seq set) in tx; a job already pending
-// is left as it is, and of two jobs for one device and message in jobs
-// the first wins.
-func insertJobs(ctx context.Context, tx pgx.Tx, jobs []store.PushJob) error {
+// insertJobs writes jobs (MsgID and Seq set) in tx; of two jobs for one
+// device and message in jobs the first wins. fresh says that no job of
+// these messages can be pending (AppendMessages: their IDs were just
+// taken), so the INSERT needs no ON CONFLICT, which costs every row; else
+// a job already pending is left as it is.
+func insertJobs(ctx context.Context, tx pgx.Tx, jobs []store.PushJob, fresh bool) error {
 	if len(jobs) == 0 {
 		return nil
 	}
 	n := len(jobs)
 	var (
-		msgIDs, dues, seqs, expires = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		pushIDs, users, convs       = make([]string, n), make([]string, n), make([]string, n)
-		attempts                    = make([]int32, n)
-		data                        = make([][]byte, n)
+		msgIDs, dues, seqs, expires = make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n), make([]int64, 0, n)
+		pushIDs, users, convs       = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
+		attempts                    = make([]int32, 0, n)
+		data                        = make([][]byte, 0, n)
+		seen                        = make(map[store.PushKey]bool, n)
 	)
 	for i := range jobs {
 		j := &jobs[i]
-		msgIDs[i], dues[i], seqs[i], expires[i] = j.MsgID, millis(j.Due), j.Seq, millis(j.Expires)
-		pushIDs[i], users[i], convs[i] = j.PushID, j.User, j.Conv
-		attempts[i], data[i] = int32(j.Attempt), nilIfEmpty(j.Data)
+		if k := (store.PushKey{PushID: j.PushID, MsgID: j.MsgID}); seen[k] {
+			continue
+		} else {
+			seen[k] = true
+		}
+		msgIDs, dues, seqs, expires = append(msgIDs, j.MsgID), append(dues, millis(j.Due)), append(seqs, j.Seq), append(expires, millis(j.Expires))
+		pushIDs, users, convs = append(pushIDs, j.PushID), append(users, j.User), append(convs, j.Conv)
+		attempts, data = append(attempts, int32(j.Attempt)), append(data, nilIfEmpty(j.Data))
 	}
-	// Rows go in the order given (ORDER BY ord): of two rows with one key,
-	// DO NOTHING skips the second.
-	_, err := tx.Exec(ctx, `INSERT INTO push_outbox (msg_id, push_id, due, user_id, conv_key, seq, expires, attempt, data)
-		SELECT msg_id, push_id, due, user_id, conv_key, seq, expires, attempt, data
-		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-			$8::integer[], $9::bytea[]) WITH ORDINALITY AS u(msg_id, push_id, due, user_id, conv_key, seq, expires, attempt, data, ord)
-		ORDER BY ord
-		ON CONFLICT (msg_id, push_id) DO NOTHING`,
-		msgIDs, pushIDs, dues, users, convs, seqs, expires, attempts, data)
-	if err != nil {
+	query := `INSERT INTO push_outbox (msg_id, push_id, due, user_id, conv_key, seq, expires, attempt, data)
+		SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+			$8::integer[], $9::bytea[])`
+	if !fresh {
+		query += ` ON CONFLICT (msg_id, push_id) DO NOTHING`
+	}
+	if _, err := tx.Exec(ctx, query, msgIDs, pushIDs, dues, users, convs, seqs, expires, attempts, data); err != nil {
 		return fmt.Errorf("insert push jobs: %w", err)
 	}
 	return nil
@@ -107,7 +112,7 @@ func (s *Store) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []st
 		if err := deleteJobs(ctx, tx, done); err != nil {
 			return err
 		}
-		return insertJobs(ctx, tx, jobs)
+		return insertJobs(ctx, tx, jobs, false)
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: enqueue push: %w", err)

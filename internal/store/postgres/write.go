@@ -18,12 +18,13 @@ package postgres
 //     in a circle.
 //   - Message IDs are taken from messages_id_seq after the locks, in seq
 //     order: within a conversation a later seq has a higher ID.
-//   - Duplicates: the (sender, local_id) index is unique. The writer looks
-//     the keys up after taking its locks, then inserts; a unique violation
-//     on that index means another writer stored one of them meanwhile (in
-//     another conversation: a retry in this one is seen by the lookup, as
-//     the lock made the writer wait for its commit): the writer rolls back
-//     to its savepoint, where no seq was used, and looks again.
+//   - Duplicates: the (sender, local_id) index is unique. The writer
+//     inserts after taking its locks; a unique violation on that index
+//     means one of the keys is stored, committed before (a retry in the
+//     same conversation always is: the lock made the writer wait for the
+//     first one's commit) or by a writer in another conversation that the
+//     insert waited for. The writer rolls back to its savepoint, where no
+//     seq was used, looks the keys up, and inserts the others.
 //
 // Crash windows: none of the writer's own. A transaction commits whole or
 // not at all; a caller whose connection or node dies before the answer
@@ -283,10 +284,16 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 	if _, err := tx.Exec(ctx, "SAVEPOINT msgs"); err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
 	}
+	// The first attempt looks up no duplicates: the unique index finds
+	// them, and a batch holds one rarely (a client's resend). Only when it
+	// does is the insert undone and the lookup made.
+	stored := map[msgKey]*herald.Message{}
 	for attempt := 0; ; attempt++ {
-		stored, err := originals(ctx, tx, all)
-		if err != nil {
-			return nil, err
+		if attempt > 0 {
+			var err error
+			if stored, err = originals(ctx, tx, all); err != nil {
+				return nil, err
+			}
 		}
 		res, rows, ok, err := s.insertMessages(ctx, tx, group, convs, ids, stored)
 		if err != nil {
@@ -298,8 +305,9 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 			}
 			return res, nil
 		}
-		// Another writer stored one of these keys after we looked: look
-		// again from where no seq was taken.
+		// One of these keys is stored (by an earlier transaction, or by
+		// another writer since we looked): look them up, from where no
+		// seq was taken.
 		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT msgs"); err != nil {
 			return nil, fmt.Errorf("roll back to savepoint: %w", err)
 		}
@@ -309,7 +317,6 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 		if attempt == 5 {
 			return nil, fmt.Errorf("insert messages: duplicates kept appearing under concurrent writers")
 		}
-		s.log.Info("postgres: a concurrent writer stored a duplicate; looking again")
 	}
 }
 
@@ -408,8 +415,7 @@ func (s *Store) insertMessages(ctx context.Context, tx pgx.Tx, group []*appendRe
 		typ[i], subTyp[i] = int16(m.Type), m.SubType
 		text[i], data[i], ext[i] = nilIfEmpty([]byte(m.Text)), nilIfEmpty(m.Data), nilIfEmpty([]byte(m.Extended))
 	}
-	// A plain INSERT, no ON CONFLICT: the duplicates were looked up under
-	// the locks, so a conflict is a race with another writer, rare, and
+	// A plain INSERT, no ON CONFLICT: a conflict is rare (a resend), and
 	// speculative insertion would cost every row. The unnested arrays are
 	// already in (sender, local_id) order.
 	_, err = tx.Exec(ctx, `INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id, type, sub_type,
@@ -476,7 +482,7 @@ func finishAppend(ctx context.Context, tx pgx.Tx, group []*appendReq, convs map[
 			jobs = append(jobs, j)
 		}
 	}
-	return insertJobs(ctx, tx, jobs)
+	return insertJobs(ctx, tx, jobs, true)
 }
 
 // encodeMentions is the stored form of a message's mentions: a JSON array
