@@ -164,13 +164,14 @@ func (s *Store) Conversations(ctx context.Context, user string, limit int) ([]he
 
 // conversationsQuery picks the page first (from the conversations'
 // last_id, kept by the writer), so unread counts and last messages are
-// read for the page only. A group member sees no message at or below
+// read for the page only; the last message is found by (conv_id, seq):
+// messages has no index on id. A group member sees no message at or below
 // join_seq (0 for peer rows): such a group has no last message and sorts
 // with the conversations without messages. read_seq starts at join_seq,
 // so the unread count needs no join_seq of its own. $3 and $4 are the
 // position to start after: a last message ID (0 for none) and a key.
 const conversationsQuery = `WITH page AS (
-		SELECT mb.conv_id, mb.read_seq, c.conv_key, c.type,
+		SELECT mb.conv_id, mb.read_seq, c.conv_key, c.type, c.last_seq,
 			CASE WHEN c.last_seq > mb.join_seq THEN c.last_id ELSE 0 END AS last_id
 		FROM members mb JOIN conversations c ON c.id = mb.conv_id
 		WHERE mb.user_id = $1
@@ -184,7 +185,7 @@ const conversationsQuery = `WITH page AS (
 		m.id, m.seq, m.sender, m.receiver, m.local_id, m.type, m.sub_type,
 		m.text, m.data, m.extended, m.created_at, m.mentions, m.sender_device
 	FROM page p
-	LEFT JOIN messages m ON m.id = p.last_id
+	LEFT JOIN messages m ON p.last_id <> 0 AND m.conv_id = p.conv_id AND m.seq = p.last_seq
 	ORDER BY p.last_id DESC, p.conv_key`
 
 // ConversationsAfter implements store.Store.

@@ -43,8 +43,12 @@ CREATE SEQUENCE messages_id_seq AS bigint;
 -- NUL byte, which PostgreSQL's text type refuses. mentions is a JSON array
 -- of user IDs, NULL when none. conv_id has no foreign key: the writer only
 -- uses ids it has just locked, and checking would cost a lookup per row.
+-- id has no index: nothing looks a message up by it (a conversation's last
+-- message is found by (conv_id, last_seq)), messages_id_seq keeps it
+-- unique, and each index costs every insert (the writer's backend is the
+-- bottleneck).
 CREATE TABLE messages (
-    id            bigint   PRIMARY KEY,
+    id            bigint   NOT NULL,
     conv_id       bigint   NOT NULL,
     seq           bigint   NOT NULL,
     sender        text COLLATE "C" NOT NULL,
