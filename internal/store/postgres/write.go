@@ -415,18 +415,20 @@ func (s *Store) insertMessages(ctx context.Context, tx pgx.Tx, group []*appendRe
 		typ[i], subTyp[i] = int16(m.Type), m.SubType
 		text[i], data[i], ext[i] = nilIfEmpty([]byte(m.Text)), nilIfEmpty(m.Data), nilIfEmpty([]byte(m.Extended))
 	}
-	// A plain INSERT, no ON CONFLICT: a conflict is rare (a resend), and
-	// speculative insertion would cost every row. The unnested arrays are
-	// already in (sender, local_id) order.
-	_, err = tx.Exec(ctx, `INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id, type, sub_type,
-			text, data, extended, created_at, mentions, sender_device)
-		SELECT id, conv_id, seq, sender, receiver, local_id, type, sub_type,
-			text, data, extended, created_at, nullif(mentions, ''), device
-		FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::smallint[],
-			$8::integer[], $9::bytea[], $10::bytea[], $11::bytea[], $12::bigint[], $13::text[], $14::text[])
-			AS u(id, conv_id, seq, sender, receiver, local_id, type, sub_type,
-			text, data, extended, created_at, mentions, device)`,
-		id, convID, seq, sender, receiver, local, typ, subTyp, text, data, ext, created, mentions, device)
+	// COPY, no ON CONFLICT: a conflict is rare (a resend), speculative
+	// insertion would cost every row, and COPY costs the writer's backend
+	// less per row than INSERT ... SELECT FROM unnest (README.md). The rows
+	// are in (sender, local_id) order.
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"messages"}, []string{"id", "conv_id", "seq", "sender", "receiver", "local_id",
+		"type", "sub_type", "text", "data", "extended", "created_at", "mentions", "sender_device"},
+		pgx.CopyFromSlice(n, func(i int) ([]any, error) {
+			var ment any
+			if mentions[i] != "" {
+				ment = mentions[i]
+			}
+			return []any{id[i], convID[i], seq[i], sender[i], receiver[i], local[i], typ[i], subTyp[i],
+				text[i], data[i], ext[i], created[i], ment, device[i]}, nil
+		}))
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "messages_sender_local_id" {
 		return nil, nil, false, nil // the savepoint undoes the failed statement
