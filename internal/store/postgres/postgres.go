@@ -16,9 +16,11 @@
 //     transaction that inserts the messages. A failed transaction leaves
 //     no trace, and a writer on another node waits for the lock and then
 //     continues from the committed seq: no gap, no seq used twice.
-//   - Retries are caught by a unique index on (sender, local_id), on every
-//     node; a duplicate another node stores concurrently makes the writer
-//     roll back to a savepoint and answer with that node's message.
+//   - The rows of a group (messages, outbox jobs) go in with COPY.
+//     Retries are caught by a unique index on (sender, local_id), on every
+//     node: a batch that holds one, or a duplicate another node stores
+//     concurrently, makes the writer roll back to a savepoint, read the
+//     stored originals and answer with them.
 //   - Everything else (push, groups, calls, users, mutes, read seqs) is one
 //     short transaction on the pool per call.
 package postgres
@@ -109,13 +111,6 @@ var _ store.Store = (*Store)(nil)
 
 // errClosed is returned by every call after Close.
 var errClosed = herald.Errorf(herald.CodeUnavailable, "store is closed")
-
-// IsURL reports whether s names a PostgreSQL database (postgres:// or
-// postgresql://), as HERALD_STORE does.
-func IsURL(s string) bool {
-	u, err := url.Parse(s)
-	return err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql")
-}
 
 // Redact returns the database URL dsn with its password replaced, for
 // logs and error messages.
