@@ -27,7 +27,7 @@ import (
 type Config struct {
 	Addr    string // HERALD_ADDR: listen address for clients, /healthz and /readyz
 	DataDir string // HERALD_DATA: folder of the embedded store and generated secret
-	Store   string // HERALD_STORE: embedded engine, "sqlite" or "pebble" (see docs/benchmarks.md)
+	Store   string // HERALD_STORE: embedded engine, "sqlite" or "pebble" (see docs/benchmarks.md), or a PostgreSQL URL (postgres://...) shared by several nodes; may hold a password: log StoreRedacted
 	Secret  string // HERALD_SECRET: token signing secret; generated into DataDir/secret when empty. Never logged.
 
 	LogLevel  string // HERALD_LOG_LEVEL: debug, info, warn, error
@@ -116,6 +116,13 @@ type Config struct {
 	// cannot survive a full disk (docs/operations.md, "Disk full").
 	PebbleMinFreeBytes int
 
+	// HERALD_POSTGRES_MAX_CONNS: with HERALD_STORE=postgres://..., the
+	// node's connection pool size (one writer, reads and other writes
+	// share the rest). Default 16, at most 1000; every node opens its own
+	// pool, so nodes times this must stay under the server's
+	// max_connections.
+	PostgresMaxConns int
+
 	// set holds the HERALD_ names that Load took from a file, the
 	// environment or a flag rather than from Default (IsSet).
 	set map[string]bool
@@ -180,6 +187,7 @@ func Default() Config {
 		WebhookBeforeSendFallback: "allow",
 
 		PebbleMinFreeBytes: 1 << 30,
+		PostgresMaxConns:   16,
 	}
 }
 
@@ -198,7 +206,8 @@ func (c *Config) keys() []key {
 	return []key{
 		{"addr", "listen address (host:port) for clients, /healthz and /readyz", &c.Addr},
 		{"data", "data folder: embedded store, generated secret, and server.json (the running server's addresses, for the other commands)", &c.DataDir},
-		{"store", "embedded store engine: sqlite or pebble", &c.Store},
+		{"store", "store: sqlite or pebble (embedded, one node), or a PostgreSQL URL postgres://user:password@host:port/db (several nodes)", &c.Store},
+		{"postgres-max-conns", "with a PostgreSQL store, the connection pool size of this node (at most 1000)", &c.PostgresMaxConns},
 		{"pebble-min-free-bytes", "with the pebble store, writes are refused (and /readyz is not ready) while the data volume has less free space than this, so Pebble never meets a full disk", &c.PebbleMinFreeBytes},
 		{"secret", "token signing secret (at least 16 bytes); generated when empty", &c.Secret},
 		{"log-level", "debug, info, warn or error", &c.LogLevel},
@@ -443,10 +452,17 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("HERALD_LOG_FORMAT must be text or json, got %q", c.LogFormat)
 	}
-	switch c.Store {
-	case "sqlite", "pebble":
+	switch {
+	case c.Store == "sqlite", c.Store == "pebble":
+	case c.StoreIsPostgres():
+		if u, _ := url.Parse(c.Store); u.Host == "" || strings.Trim(u.Path, "/") == "" {
+			return fmt.Errorf("HERALD_STORE %s must name a host and a database (postgres://user:password@host:5432/herald)", c.StoreRedacted())
+		}
 	default:
-		return fmt.Errorf("HERALD_STORE must be sqlite or pebble, got %q", c.Store)
+		return fmt.Errorf("HERALD_STORE must be sqlite, pebble or a postgres:// URL, got %q", c.StoreRedacted())
+	}
+	if c.PostgresMaxConns > 1000 {
+		return fmt.Errorf("HERALD_POSTGRES_MAX_CONNS must be at most 1000, got %d", c.PostgresMaxConns)
 	}
 	switch c.ReadDriver {
 	case "epoll", "goroutine":
@@ -492,7 +508,7 @@ func (c *Config) Validate() error {
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
 		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices}, {"HERALD_CALL_MAX_INVITEES", c.CallMaxInvitees},
 		{"HERALD_MAX_UNAUTHENTICATED_CONNS", c.MaxUnauthenticatedConns}, {"HERALD_API_PENDING_BODY_BYTES", c.APIPendingBodyBytes},
-		{"HERALD_PEBBLE_MIN_FREE_BYTES", c.PebbleMinFreeBytes},
+		{"HERALD_PEBBLE_MIN_FREE_BYTES", c.PebbleMinFreeBytes}, {"HERALD_POSTGRES_MAX_CONNS", c.PostgresMaxConns},
 	} {
 		if err := pos(v.n, v.v); err != nil {
 			return err
@@ -647,6 +663,30 @@ func (c *Config) MetricsLocalOnly() bool {
 // ProxyHeaders are the request headers a reverse proxy adds; a request
 // carrying any of them came through one.
 var ProxyHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host"}
+
+// StoreIsPostgres reports whether HERALD_STORE is a PostgreSQL URL
+// (postgres:// or postgresql://) rather than an embedded engine.
+func (c *Config) StoreIsPostgres() bool {
+	u, err := url.Parse(c.Store)
+	return err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql")
+}
+
+// StoreRedacted is HERALD_STORE fit for logs and errors: a URL's password,
+// in its user part or a password parameter, is replaced by xxxxx.
+func (c *Config) StoreRedacted() string {
+	u, err := url.Parse(c.Store)
+	if err != nil {
+		if strings.Contains(c.Store, "://") {
+			return "(a URL that does not parse)" // it may hold a password
+		}
+		return c.Store
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
 
 // SecretPath is where a generated secret is kept inside the data folder.
 func (c *Config) SecretPath() string { return filepath.Join(c.DataDir, "secret") }

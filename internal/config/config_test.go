@@ -50,6 +50,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"short secret", map[string]string{"HERALD_SECRET": "short"}, nil, "HERALD_SECRET"},
 		{"negative", map[string]string{"HERALD_MAX_BATCH": "0"}, nil, "HERALD_MAX_BATCH"},
 		{"no free-space margin", map[string]string{"HERALD_STORE": "pebble", "HERALD_PEBBLE_MIN_FREE_BYTES": "0"}, nil, "HERALD_PEBBLE_MIN_FREE_BYTES"},
+		{"store url without database", map[string]string{"HERALD_STORE": "postgres://herald@db:5432"}, nil, "HERALD_STORE"},
+		{"store unknown", map[string]string{"HERALD_STORE": "mysql://herald@db/herald"}, nil, "HERALD_STORE"},
+		{"postgres pool too large", map[string]string{"HERALD_STORE": "postgres://db/herald", "HERALD_POSTGRES_MAX_CONNS": "5000"}, nil, "HERALD_POSTGRES_MAX_CONNS"},
+		{"postgres pool empty", map[string]string{"HERALD_POSTGRES_MAX_CONNS": "0"}, nil, "HERALD_POSTGRES_MAX_CONNS"},
 		{"frame too small", map[string]string{"HERALD_MAX_FRAME_BYTES": "1000"}, nil, "HERALD_MAX_FRAME_BYTES"},
 		{"text over 32 KiB", map[string]string{"HERALD_MAX_TEXT_BYTES": "40000"}, nil, "HERALD_MAX_TEXT_BYTES"},
 		{"unknown file key", map[string]string{"HERALD_CONFIG": "testdata-bad"}, nil, "HERALD_NOPE"},
@@ -125,6 +129,40 @@ func TestResolveSecret(t *testing.T) {
 }
 
 // TestDocsListEveryKey keeps docs/configuration.md in step with the code.
+// HERALD_STORE takes a PostgreSQL URL beside the embedded engines; its
+// password never shows in StoreRedacted (what the server logs) nor in a
+// validation error.
+func TestStorePostgresURL(t *testing.T) {
+	for _, tt := range []struct {
+		store, redacted string
+		ok              bool
+	}{
+		{"postgres://herald:PWSECRET@db:5432/herald?sslmode=require", "postgres://herald:xxxxx@db:5432/herald?sslmode=require", true},
+		{"postgresql://herald@db/herald?password=PWSECRET", "postgresql://herald@db/herald?password=xxxxx", true},
+		{"postgres://herald:PWSECRET@db", "postgres://herald:xxxxx@db", false},
+		{"postgres://herald:PW%zzSECRET@db/herald", "(a URL that does not parse)", false},
+		{"sqlite", "sqlite", true},
+	} {
+		env := map[string]string{"HERALD_STORE": tt.store}
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(new(strings.Builder))
+		c, err := Load(fs, nil, func(k string) string { return env[k] })
+		if (err == nil) != tt.ok {
+			t.Errorf("HERALD_STORE=%s: Load error %v, want ok %v", tt.store, err, tt.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("HERALD_STORE=%s: error shows the password: %v", tt.store, err)
+		}
+		c.Store = tt.store
+		if got := c.StoreRedacted(); got != tt.redacted {
+			t.Errorf("StoreRedacted(%s) = %s, want %s", tt.store, got, tt.redacted)
+		}
+		if got, want := c.StoreIsPostgres(), strings.HasPrefix(tt.store, "postgres") && !strings.Contains(tt.store, "%zz"); got != want {
+			t.Errorf("StoreIsPostgres(%s) = %v, want %v", tt.store, got, want)
+		}
+	}
+}
+
 func TestDocsListEveryKey(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {

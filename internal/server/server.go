@@ -27,6 +27,7 @@ import (
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/pebble"
+	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/sqlite"
 	"github.com/herald-im/herald/internal/user"
 	"github.com/herald-im/herald/internal/webhook"
@@ -193,10 +194,18 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 // (a fault-injecting store in place of the real one's disk).
 var testWrapStore func(store.Store) store.Store
 
-// openStore opens the configured embedded engine in the data folder. It
-// refuses a folder that holds the other engine's data: starting on an empty
-// store there would restart every seq at 1 under clients' old cursors.
+// openStore opens the configured store: PostgreSQL when HERALD_STORE is a
+// postgres:// URL, else the embedded engine in the data folder. It refuses
+// a folder that holds the other embedded engine's data: starting on an
+// empty store there would restart every seq at 1 under clients' old
+// cursors.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (store.Store, error) {
+	if cfg.StoreIsPostgres() {
+		// The URL may carry a password: it is logged redacted, and
+		// postgres.Open's errors redact it too.
+		log.Info("opening the PostgreSQL store", "store", cfg.StoreRedacted(), "max_conns", cfg.PostgresMaxConns)
+		return postgres.Open(ctx, cfg.Store, postgres.Options{Logger: log, MaxConns: cfg.PostgresMaxConns})
+	}
 	other := map[string]string{"sqlite": PebbleDir, "pebble": SQLiteFile}[cfg.Store]
 	if _, err := os.Stat(filepath.Join(cfg.DataDir, other)); err == nil {
 		return nil, fmt.Errorf("data folder %s holds %s data, but HERALD_STORE is %s: set HERALD_STORE to the engine that wrote it, or use another folder", cfg.DataDir, other, cfg.Store)

@@ -1,5 +1,5 @@
 // Package store defines Herald's storage contract: one interface that every
-// backend (sqlite/, later postgres/) implements, and that the conformance
+// backend (sqlite/, pebble/, postgres/) implements, and that the conformance
 // suite in storetest/ checks. Consumers declare the narrower interfaces they
 // need in their own packages.
 package store

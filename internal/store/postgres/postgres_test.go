@@ -1,0 +1,379 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/storetest"
+)
+
+// testDatabase returns the URL of the test database, HERALD_TEST_POSTGRES,
+// or skips t when it is not set.
+func testDatabase(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv("HERALD_TEST_POSTGRES")
+	if dsn == "" {
+		t.Skip("HERALD_TEST_POSTGRES is not set: set it to a PostgreSQL database URL, e.g. " +
+			"HERALD_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run the PostgreSQL store's tests")
+	}
+	return dsn
+}
+
+// newSchema creates an empty schema of its own for t in the test database
+// and returns a URL whose connections use it (search_path), dropping it
+// when t ends: tests run in parallel and leave nothing behind.
+func newSchema(t testing.TB) string {
+	t.Helper()
+	dsn := testDatabase(t)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "herald_test_" + hex.EncodeToString(b[:])
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to HERALD_TEST_POSTGRES (%s): %v", Redact(dsn), err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("HERALD_TEST_POSTGRES: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func openURL(t testing.TB, dsn string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), dsn, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	testDatabase(t)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return openURL(t, newSchema(t), Options{})
+	})
+}
+
+func TestReopen(t *testing.T) {
+	testDatabase(t)
+	var (
+		mu      sync.Mutex
+		schemas = map[string]string{} // RunReopen's dir -> URL
+	)
+	storetest.RunReopen(t, func(t *testing.T, dir string) store.Store {
+		mu.Lock()
+		defer mu.Unlock()
+		if schemas[dir] == "" {
+			schemas[dir] = newSchema(t)
+		}
+		return openURL(t, schemas[dir], Options{})
+	})
+}
+
+var t0 = time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
+
+func msg(from, to, localID string) *herald.Message {
+	return &herald.Message{
+		ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey(from, to),
+		From: from, To: to, LocalID: localID, Type: herald.MessageText, Text: "hi " + localID, CreatedAt: t0,
+	}
+}
+
+func storedSeqs(t *testing.T, s store.Store, conv string) []int64 {
+	t.Helper()
+	msgs, err := s.MessagesAfter(context.Background(), conv, 0, time.Time{}, 100000)
+	if err != nil {
+		t.Fatalf("MessagesAfter: %v", err)
+	}
+	seqs := []int64{}
+	for _, m := range msgs {
+		seqs = append(seqs, m.Seq)
+	}
+	return seqs
+}
+
+// TestTwoNodesSeqsGapFree runs two Stores on one database, as two nodes
+// do, appending to the same conversations at once: every message gets a
+// distinct seq, the seqs run 1..n without a gap, and each caller's result
+// is what was stored.
+func TestTwoNodesSeqsGapFree(t *testing.T) {
+	dsn := newSchema(t)
+	nodes := []*Store{openURL(t, dsn, Options{}), openURL(t, dsn, Options{})}
+	for _, n := range nodes {
+		defer n.Close()
+	}
+	const workers, batches, perBatch = 8, 20, 5 // per node
+	pairs := [][2]string{{"alice", "bob"}, {"bob", "carol"}}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		results []store.Appended
+	)
+	for ni, n := range nodes {
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for b := range batches {
+					var msgs []*herald.Message
+					for i := range perBatch {
+						p := pairs[(w+b+i)%len(pairs)]
+						msgs = append(msgs, msg(p[i%2], p[1-i%2], fmt.Sprintf("n%d-w%d-b%d-%d", ni, w, b, i)))
+					}
+					res, err := n.AppendMessages(context.Background(), msgs, nil)
+					if err != nil {
+						t.Errorf("node %d: AppendMessages: %v", ni, err)
+						return
+					}
+					mu.Lock()
+					results = append(results, res...)
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	perConv := map[string][]int64{}
+	byKey := map[string]*herald.Message{}
+	for _, r := range results {
+		if r.Duplicate {
+			t.Errorf("message %s came back as a duplicate", r.Message.LocalID)
+		}
+		perConv[r.Message.Conv] = append(perConv[r.Message.Conv], r.Message.Seq)
+		byKey[r.Message.Conv+"/"+fmt.Sprint(r.Message.Seq)] = r.Message
+	}
+	total := 0
+	for conv, seqs := range perConv {
+		slices.Sort(seqs)
+		want := make([]int64, len(seqs))
+		for i := range want {
+			want[i] = int64(i + 1)
+		}
+		if !slices.Equal(seqs, want) {
+			t.Errorf("%s: seqs handed out %v, want 1..%d each once", conv, seqs, len(seqs))
+		}
+		for _, n := range nodes {
+			if got := storedSeqs(t, n, conv); !slices.Equal(got, want) {
+				t.Errorf("%s: stored seqs %v, want 1..%d", conv, got, len(want))
+			}
+		}
+		stored, _ := nodes[1].MessagesAfter(context.Background(), conv, 0, time.Time{}, 100000)
+		for _, m := range stored {
+			if r := byKey[conv+"/"+fmt.Sprint(m.Seq)]; r == nil || r.ID != m.ID || r.LocalID != m.LocalID {
+				t.Errorf("%s seq %d: stored %s (ID %d), the caller was told %v", conv, m.Seq, m.LocalID, m.ID, r)
+			}
+		}
+		total += len(seqs)
+	}
+	if want := len(nodes) * workers * batches * perBatch; total != want {
+		t.Errorf("%d messages stored, want %d", total, want)
+	}
+}
+
+// TestTwoNodesDedup sends the same (sender, local ID) through two Stores
+// on one database at once, many times: one message is stored, and the
+// other node answers with it, marked duplicate, not with an error. The
+// copy sent to another conversation (which takes no common row lock) must
+// leave no seq used there.
+func TestTwoNodesDedup(t *testing.T) {
+	dsn := newSchema(t)
+	nodes := []*Store{openURL(t, dsn, Options{}), openURL(t, dsn, Options{})}
+	for _, n := range nodes {
+		defer n.Close()
+	}
+	const rounds = 40
+	for _, sameConv := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sameConversation=%v", sameConv), func(t *testing.T) {
+			for r := range rounds {
+				local := fmt.Sprintf("same-%v-%d", sameConv, r)
+				var res [2][]store.Appended
+				var errs [2]error
+				var wg sync.WaitGroup
+				for i, n := range nodes {
+					to := "bob"
+					if !sameConv && i == 1 {
+						to = "carol"
+					}
+					// Each batch also holds a message of its own, in a
+					// conversation of its node's (so the two share no row
+					// lock but alice's), which the transaction that loses
+					// the race must still store, without a gap.
+					batch := []*herald.Message{msg("alice", to, local), msg("dave", fmt.Sprint("erin", i), fmt.Sprintf("own-%v-%d-%d", sameConv, r, i))}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						res[i], errs[i] = n.AppendMessages(context.Background(), batch, nil)
+					}()
+				}
+				wg.Wait()
+				for i, err := range errs {
+					if err != nil {
+						t.Fatalf("round %d: node %d: %v", r, i, err)
+					}
+				}
+				a, b := res[0][0], res[1][0]
+				if a.Duplicate == b.Duplicate {
+					t.Fatalf("round %d: duplicate flags %v and %v, want exactly one duplicate", r, a.Duplicate, b.Duplicate)
+				}
+				if a.Message.ID != b.Message.ID || a.Message.Conv != b.Message.Conv || a.Message.Seq != b.Message.Seq {
+					t.Fatalf("round %d: node answers differ: %d %s #%d and %d %s #%d", r,
+						a.Message.ID, a.Message.Conv, a.Message.Seq, b.Message.ID, b.Message.Conv, b.Message.Seq)
+				}
+			}
+			for _, conv := range []string{"p:alice:bob", "p:alice:carol", "p:dave:erin0", "p:dave:erin1"} {
+				seqs := storedSeqs(t, nodes[0], conv)
+				for i, s := range seqs {
+					if s != int64(i+1) {
+						t.Fatalf("%s: stored seqs %v have a gap", conv, seqs)
+					}
+				}
+			}
+		})
+	}
+	total := len(storedSeqs(t, nodes[0], "p:alice:bob")) + len(storedSeqs(t, nodes[0], "p:alice:carol"))
+	if total != 2*rounds {
+		t.Errorf("alice's messages stored: %d, want %d (one per local ID)", total, 2*rounds)
+	}
+	for i := range nodes {
+		conv := fmt.Sprint("p:dave:erin", i)
+		if got := len(storedSeqs(t, nodes[0], conv)); got != 2*rounds {
+			t.Errorf("%s: %d messages stored, want %d", conv, got, 2*rounds)
+		}
+	}
+}
+
+// TestNewerSchemaRefused records a schema version past the newest this
+// build knows: Open must refuse the database, and leave it as it was.
+func TestNewerSchemaRefused(t *testing.T) {
+	dsn := newSchema(t)
+	s := openURL(t, dsn, Options{})
+	if _, err := s.AppendMessages(context.Background(), []*herald.Message{msg("alice", "bob", "1")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := loadMigrations(migrationFS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, 'from_the_future.sql', 0)", len(ms)+1); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, dsn, Options{})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open of a database with a newer schema succeeded")
+	}
+	if !strings.Contains(err.Error(), "newer than this build") {
+		t.Errorf("Open: %v, want a refusal naming the newer schema", err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&n); err != nil || n != 1 {
+		t.Errorf("messages after the refused Open: %d, %v; want 1", n, err)
+	}
+}
+
+// TestOpenMigratesOnce opens two Stores on an empty database at once, as
+// two nodes started together do: both succeed, each migration is recorded
+// once.
+func TestOpenMigratesOnce(t *testing.T) {
+	dsn := newSchema(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := Open(context.Background(), dsn, Options{})
+			if err == nil {
+				err = s.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("node %d: Open: %v", i, err)
+		}
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n, distinct int
+	if err := conn.QueryRow(ctx, "SELECT count(*), count(DISTINCT version) FROM schema_migrations").Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if ms, _ := loadMigrations(migrationFS); n != len(ms) || distinct != n {
+		t.Errorf("schema_migrations holds %d rows (%d versions), want %d", n, distinct, len(ms))
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"postgres://herald:s3cret@db:5432/herald?sslmode=require", "postgres://herald:xxxxx@db:5432/herald?sslmode=require"},
+		{"postgresql://herald@db/herald?password=s3cret", "postgresql://herald@db/herald?password=xxxxx"},
+		{"postgres://db/herald", "postgres://db/herald"},
+	} {
+		if got := Redact(tt.in); got != tt.want || strings.Contains(got, "s3cret") {
+			t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func BenchmarkAppend1(b *testing.B)    { benchmarkAppend(b, 1) }
+func BenchmarkAppend16(b *testing.B)   { benchmarkAppend(b, 16) }
+func BenchmarkAppend128(b *testing.B)  { benchmarkAppend(b, 128) }
+func BenchmarkAppend1024(b *testing.B) { benchmarkAppend(b, 1024) }
+
+func benchmarkAppend(b *testing.B, batch int) {
+	storetest.BenchmarkAppend(b, func(b *testing.B) store.Store {
+		return openURL(b, newSchema(b), Options{})
+	}, batch)
+}
