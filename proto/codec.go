@@ -54,7 +54,7 @@ func (jsonCodec) EncodeFrame(dst []byte, f *Frame) ([]byte, error) {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `"op":`...)
-		dst = strconv.AppendQuote(dst, f.Op)
+		dst = appendJSONString(dst, f.Op)
 		sep = true
 	}
 	if f.Ev != "" {
@@ -62,7 +62,7 @@ func (jsonCodec) EncodeFrame(dst []byte, f *Frame) ([]byte, error) {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `"ev":`...)
-		dst = strconv.AppendQuote(dst, f.Ev)
+		dst = appendJSONString(dst, f.Ev)
 		sep = true
 	}
 	if len(f.Data) > 0 {
@@ -121,4 +121,20 @@ func (jsonCodec) Unmarshal(data []byte, v any) error {
 		return fmt.Errorf("payload: %w", err)
 	}
 	return nil
+}
+
+// appendJSONString appends s as a JSON string. Operation and event names
+// are plain ASCII and are copied as they are; anything else goes through
+// encoding/json (strconv.AppendQuote writes Go escapes, such as \x7f,
+// that JSON does not have).
+func appendJSONString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			b, _ := json.Marshal(s) // a string always marshals
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
 }
