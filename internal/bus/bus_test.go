@@ -3,7 +3,10 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,5 +281,73 @@ func TestMatch(t *testing.T) {
 		if got := match(tc.p, tc.s); got != tc.want {
 			t.Errorf("match(%q, %q): got %v, want %v", tc.p, tc.s, got, tc.want)
 		}
+	}
+}
+
+// TestNATSReconnects: NATS restarts under a bus; the bus reports the loss
+// and the return, counts them, and its subscription receives again
+// without being made anew. It runs a private nats-server (not the shared
+// one, which other tests use).
+func TestNATSReconnects(t *testing.T) {
+	natsURL(t) // CI runs it where NATS is installed
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/sbin/nats-server"); err != nil {
+			t.Skip("no nats-server binary to run a private server")
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", port)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	srv := start()
+	b, err := DialNATS("nats://127.0.0.1:"+port, NATSOptions{ReconnectWait: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var mu sync.Mutex
+	var states []State
+	b.Watch(func(s State) {
+		mu.Lock()
+		states = append(states, s)
+		mu.Unlock()
+	})
+	seen := func(s State) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(states, s)
+	}
+	waitFor(t, "connected", func() bool { return b.State() == Connected })
+	var r recorder
+	if _, err := b.Subscribe("t.reconnect", r.handle); err != nil {
+		t.Fatal(err)
+	}
+	srv.Process.Kill()
+	srv.Wait()
+	waitFor(t, "the loss was reported", func() bool { return seen(Disconnected) && b.State() == Disconnected })
+	start()
+	waitFor(t, "the return was reported", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(states) > 0 && states[len(states)-1] == Connected && slices.Contains(states, Disconnected)
+	})
+	waitFor(t, "a message after the return arrived", func() bool {
+		b.Publish("t.reconnect", []byte("x"))
+		b.nc.Flush()
+		return len(r.got()) > 0
+	})
+	if s := b.Stats(); s.Disconnects != 1 || s.Reconnects != 1 {
+		t.Errorf("Stats: %d disconnects, %d reconnects; want 1 and 1", s.Disconnects, s.Reconnects)
 	}
 }
