@@ -54,8 +54,9 @@ type PresenceStats struct {
 // delta at each login and session end (from the gateway's events), all of
 // them every Refresh and when another node starts (hello), and a bye at
 // Close. Acked is answered for sessions here only: a device live on
-// another node counts as live and unacknowledged, so its push waits for
-// the ack window and is then sent (README.md).
+// another node counts as live with nothing acknowledged here, so its push
+// waits for the ack window, and the dispatcher then reads the acks that
+// node stored (README.md).
 type Presence struct {
 	cfg PresenceConfig
 	log *slog.Logger

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -78,6 +79,7 @@ func TestTwoNodes(t *testing.T) {
 		cfg := config.Default()
 		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
 		cfg.Bus, cfg.NodeID, cfg.MetricsPublic = url, node, "true"
+		cfg.PushAckWindow = 2 * time.Second
 		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
@@ -90,11 +92,6 @@ func TestTwoNodes(t *testing.T) {
 	a := start("node-a")
 	stopA := sync.OnceFunc(func() { a.Shutdown(context.Background()) })
 	defer stopA()
-	lossy = &lossyBus{lose: func(n int) bool { return n == 3 }}
-	b := start("node-b")
-	stopB := sync.OnceFunc(func() { b.Shutdown(context.Background()) })
-	defer stopB()
-
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	login := func(srv *Server, user string, h client.Handlers) *client.Client {
@@ -111,13 +108,22 @@ func TestTwoNodes(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var got []string
-	login(a, "bob", client.Handlers{MessageReceived: func(msgs []*herald.Message, _ client.ReceiveInfo) {
+	bob := login(a, "bob", client.Handlers{MessageReceived: func(msgs []*herald.Message, _ client.ReceiveInfo) {
 		mu.Lock()
 		for _, m := range msgs {
 			got = append(got, m.Text)
 		}
 		mu.Unlock()
 	}})
+	// Registered before node B starts: B reads the device registry at
+	// its start (a registration's invalidation across nodes is not built).
+	if _, err := bob.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: fmt.Sprintf("%064x", 0xB0B), App: "com.example.chat", Environment: herald.EnvProduction}); err != nil {
+		t.Fatal(err)
+	}
+	lossy = &lossyBus{lose: func(n int) bool { return n == 3 }}
+	b := start("node-b")
+	stopB := sync.OnceFunc(func() { b.Shutdown(context.Background()) })
+	defer stopB()
 	waitUntil(t, "node B sees bob live on node A", func() bool { return b.ClusterPresence().Live("bob", "phone") })
 
 	alice := login(b, "alice", client.Handlers{})
@@ -146,6 +152,17 @@ func TestTwoNodes(t *testing.T) {
 		if want := `herald_node_info{node="` + node + `"} 1`; !strings.Contains(body, want) {
 			t.Errorf("%s's /metrics lacks %s", node, want)
 		}
+	}
+
+	// A push decided on node B for bob's phone, live on node A: it waits
+	// for the ack window (B sees the session live), then finds bob's ack
+	// (stored by node A) and is not sent.
+	if _, err := alice.SendPeerMessage(ctx, "bob", client.OutgoingMessage{Type: herald.MessageText, Text: "6", Push: &herald.PushConfig{Title: "Alice", Content: "6"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "node B decided the push", func() bool { return b.Push().Stats().Skipped+b.Push().Stats().Sent >= 1 })
+	if s := b.Push().Stats(); s.Sent != 0 || s.Skipped != 1 {
+		t.Errorf("node B's push: %d sent, %d skipped; want 0 and 1 (bob's phone, live on node A, acknowledged)", s.Sent, s.Skipped)
 	}
 
 	// Node A shuts down: bob's phone stops counting as live on node B.
