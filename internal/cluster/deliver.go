@@ -61,7 +61,9 @@ type DelivererConfig struct {
 	// Skew is how far nodes' clocks (which stamp CreatedAt) may differ,
 	// plus the longest commit-to-publish delay: a conversation seen for
 	// the first time is filled from messages created since the bus
-	// subscription (or the disconnection) minus Skew. Zero means 1 min.
+	// subscription (or the disconnection) minus Skew. Zero means 10s
+	// (nodes keep time with NTP). A larger Skew re-delivers more
+	// messages sessions synced already (clients drop them by seq).
 	Skew time.Duration
 	// ReadTimeout bounds one gap fill's store reads; zero means 5s.
 	ReadTimeout time.Duration
@@ -160,7 +162,7 @@ func NewDeliverer(cfg DelivererConfig) *Deliverer {
 		cfg.Page = 200
 	}
 	if cfg.Skew <= 0 {
-		cfg.Skew = time.Minute
+		cfg.Skew = 10 * time.Second
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 5 * time.Second
@@ -347,7 +349,10 @@ func (d *Deliverer) deliver(m *herald.Message, to []string, origin chat.SessionI
 		// First sight: what was lost before it was created after the
 		// subscription started (a session that logged in here synced
 		// what was committed before).
+		// At most one page back: a conversation forgotten (MaxConvs)
+		// and seen again must not replay what it had since the start.
 		if m.Seq > 1 {
+			st.last = max(0, m.Seq-1-int64(d.cfg.Page))
 			d.fill(st, m.Seq, to, d.since.Add(-d.cfg.Skew), false)
 		}
 	case m.Seq <= st.last:
