@@ -35,17 +35,29 @@ type PresenceConfig struct {
 	// Queue bounds the logins and session ends waiting to be announced;
 	// beyond it they are dropped (counted), and the next refresh
 	// announces the state. Zero means 65,536.
-	Queue  int
-	Now    func() time.Time
-	Logger *slog.Logger
+	Queue int
+	// Kicks applies the multi-login policy to logins on other nodes (the
+	// gateway); nil: a login elsewhere kicks nothing here.
+	Kicks Kicker
+	// SingleLogin: a login on another node closes every session of the
+	// user here, not only those on the same device (HERALD_MULTI_LOGIN).
+	SingleLogin bool
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Kicker closes this node's sessions displaced by a login on another node.
+type Kicker interface {
+	KickLoggedInBefore(user, device string, allDevices bool, at time.Time, reason string) int
 }
 
 // PresenceStats are the Presence's counters.
 type PresenceStats struct {
 	RemoteDevices int64 // (user, device, node) entries of other nodes held now, expired ones included until swept
 	Announced     int64 // presence messages published
-	DeltasDropped int64 // logins or session ends not announced at once (queue full); the next refresh covers them
+	DeltasDropped int64 // logins or session ends not announced at once (queue full); the next refresh covers them, but a dropped login kicks nothing on other nodes
 	BadPayloads   int64 // bus payloads that did not decode
+	KickedHere    int64 // sessions here closed by logins on other nodes
 }
 
 // Presence tells the push decision (push.Presence) whether a user's
@@ -64,21 +76,28 @@ type Presence struct {
 	mu     sync.Mutex
 	remote map[string]map[string]map[string]time.Time // user -> device -> node -> expiry
 
-	deltas chan [2]string
+	deltas chan delta
 	full   chan struct{} // asks for a full announcement now
 	stop   chan struct{}
 	done   chan struct{}
 	sub    bus.Subscription
 	once   sync.Once
 
-	stats struct{ announced, dropped, bad atomic.Int64 }
+	stats struct{ announced, dropped, bad, kicked atomic.Int64 }
+}
+
+// delta is a session change to announce: a login (at set) or an end.
+type delta struct {
+	user, device string
+	at           time.Time
 }
 
 // presenceMsg is a bus payload on SubjectPresence.
 type presenceMsg struct {
 	Node    string          `json:"node"`
-	Kind    string          `json:"kind"` // delta, full, hello, bye
+	Kind    string          `json:"kind"` // delta, full, hello, bye, login
 	Entries []presenceEntry `json:"entries,omitempty"`
+	At      int64           `json:"at,omitempty"` // login: when (Unix ns, the node's clock)
 }
 
 type presenceEntry struct {
@@ -107,7 +126,7 @@ func NewPresence(cfg PresenceConfig) *Presence {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Presence{cfg: cfg, log: cfg.Logger, remote: make(map[string]map[string]map[string]time.Time),
-		deltas: make(chan [2]string, cfg.Queue), full: make(chan struct{}, 1),
+		deltas: make(chan delta, cfg.Queue), full: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -149,8 +168,12 @@ func (p *Presence) Emit(e herald.Event) {
 	default:
 		return
 	}
+	d := delta{user: e.User, device: e.Device}
+	if e.Type == herald.EventLogin {
+		d.at = e.Time
+	}
 	select {
-	case p.deltas <- [2]string{e.User, e.Device}:
+	case p.deltas <- d:
 	default:
 		p.stats.dropped.Add(1)
 	}
@@ -200,7 +223,8 @@ func (p *Presence) Stats() PresenceStats {
 		}
 	}
 	p.mu.Unlock()
-	return PresenceStats{RemoteDevices: n, Announced: p.stats.announced.Load(), DeltasDropped: p.stats.dropped.Load(), BadPayloads: p.stats.bad.Load()}
+	return PresenceStats{RemoteDevices: n, Announced: p.stats.announced.Load(), DeltasDropped: p.stats.dropped.Load(),
+		BadPayloads: p.stats.bad.Load(), KickedHere: p.stats.kicked.Load()}
 }
 
 func (p *Presence) run() {
@@ -212,19 +236,7 @@ func (p *Presence) run() {
 		case <-p.stop:
 			return
 		case d := <-p.deltas:
-			// The gateway is the truth: the state now, not the event's
-			// (a relogin's login may come before the old session's end).
-			batch := []presenceEntry{{User: d[0], Device: d[1], Live: p.cfg.Local.Live(d[0], d[1])}}
-			for len(batch) < fullPage {
-				select {
-				case d := <-p.deltas:
-					batch = append(batch, presenceEntry{User: d[0], Device: d[1], Live: p.cfg.Local.Live(d[0], d[1])})
-					continue
-				default:
-				}
-				break
-			}
-			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "delta", Entries: batch})
+			p.announce(d)
 		case <-p.full:
 			p.announceAll()
 		case <-tk.C:
@@ -232,6 +244,32 @@ func (p *Presence) run() {
 			p.sweep()
 		}
 	}
+}
+
+// announce publishes d and the deltas queued behind it (up to a page) as
+// one delta; a login is also published on its own, for the other nodes'
+// multi-login policy.
+func (p *Presence) announce(d delta) {
+	var batch []presenceEntry
+	for {
+		// The gateway is the truth: the state now, not the event's (a
+		// relogin's login may come before the old session's end).
+		batch = append(batch, presenceEntry{User: d.user, Device: d.device, Live: p.cfg.Local.Live(d.user, d.device)})
+		if !d.at.IsZero() {
+			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "login", At: d.at.UnixNano(),
+				Entries: []presenceEntry{{User: d.user, Device: d.device, Live: true}}})
+		}
+		if len(batch) == fullPage {
+			break
+		}
+		select {
+		case d = <-p.deltas:
+			continue
+		default:
+		}
+		break
+	}
+	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "delta", Entries: batch})
 }
 
 // announceAll publishes every session here, in pages.
@@ -298,6 +336,9 @@ func (p *Presence) receive(_ string, data []byte) {
 	case "bye":
 		p.forgetNode(m.Node)
 		return
+	case "login":
+		p.loginElsewhere(m)
+		return
 	case "delta", "full":
 	default:
 		p.stats.bad.Add(1)
@@ -335,4 +376,21 @@ func (p *Presence) forgetNode(node string) {
 			delete(nodes, node)
 		}
 	}
+}
+
+// loginElsewhere applies the multi-login policy to a login on another
+// node: the sessions here it displaces are closed, as the gateway closes
+// those of a login here. The device limit (HERALD_MAX_DEVICES) is not
+// applied across nodes.
+func (p *Presence) loginElsewhere(m presenceMsg) {
+	if p.cfg.Kicks == nil || len(m.Entries) != 1 {
+		return
+	}
+	e := m.Entries[0]
+	reason := "logged in again on the same device"
+	if p.cfg.SingleLogin {
+		reason = "logged in on another device"
+	}
+	n := p.cfg.Kicks.KickLoggedInBefore(e.User, e.Device, p.cfg.SingleLogin, time.Unix(0, m.At), reason)
+	p.stats.kicked.Add(int64(n))
 }

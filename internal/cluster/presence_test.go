@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -115,4 +116,56 @@ func TestByeForgets(t *testing.T) {
 	waitFor(t, "A sees bob's phone live", func() bool { return pa.Live("bob", "phone") })
 	pb.Close()
 	waitFor(t, "A forgets node B's sessions", func() bool { return !pa.Live("bob", "phone") })
+}
+
+// kicks records the cross-node kicks asked of a node.
+type kicks struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (k *kicks) KickLoggedInBefore(user, device string, all bool, at time.Time, reason string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.got = append(k.got, fmt.Sprintf("%s/%s all=%v at=%d %s", user, device, all, at.UnixNano(), reason))
+	return 1
+}
+
+func (k *kicks) list() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]string(nil), k.got...)
+}
+
+// TestLoginElsewhereKicks: a login on node B asks node A to close the
+// sessions it displaces, older than the login (of two racing logins the
+// later stays), with the policy's scope and reason.
+func TestLoginElsewhereKicks(t *testing.T) {
+	for _, single := range []bool{false, true} {
+		t.Run(fmt.Sprintf("single=%v", single), func(t *testing.T) {
+			ba, bb := buses(t)
+			st := openStore(t)
+			clk := &clock{now: time.Unix(1_000_000, 0)}
+			a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+			var k kicks
+			pa := NewPresence(PresenceConfig{Node: "a", Bus: a.bus, Local: a.gw, Refresh: time.Hour, Now: clk.Now, Kicks: &k, SingleLogin: single})
+			if err := pa.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pa.Close)
+			pb := startPresence(t, "b", b, clk)
+			at := time.Unix(2_000_000, 5)
+			b.gw.setLive("bob", "phone", true)
+			pb.Emit(herald.Event{Type: herald.EventLogin, Time: at, User: "bob", Device: "phone"})
+			waitFor(t, "node A asked to kick", func() bool { return len(k.list()) > 0 })
+			reason := "logged in again on the same device"
+			if single {
+				reason = "logged in on another device"
+			}
+			want := fmt.Sprintf("bob/phone all=%v at=%d %s", single, at.UnixNano(), reason)
+			if got := k.list(); len(got) != 1 || got[0] != want {
+				t.Errorf("kicks asked: got %q, want [%q]", got, want)
+			}
+		})
+	}
 }

@@ -35,3 +35,27 @@ func TestLiveDevices(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestKickLoggedInBefore: a login on another node closes the sessions
+// here it displaces (the device's, or all the user's), but not one that
+// logged in after it: of two racing logins the later one stays.
+func TestKickLoggedInBefore(t *testing.T) {
+	g := newCallGateway(t, newFakeCalls(), Config{})
+	a, _ := callPipeSession(t, g)
+	callLogin(t, g, a, "alice", "phone")
+	b, _ := callPipeSession(t, g)
+	callLogin(t, g, b, "alice", "tablet")
+	if n := g.KickLoggedInBefore("alice", "tablet", false, time.Unix(0, 0), "r"); n != 0 {
+		t.Errorf("a login older than the tablet's session kicked %d, want 0", n)
+	}
+	later := time.Now().Add(time.Hour)
+	if n := g.KickLoggedInBefore("alice", "phone", false, later, "r"); n != 1 {
+		t.Errorf("a later login on the phone kicked %d, want 1", n)
+	}
+	if !a.ending() || b.ending() {
+		t.Errorf("phone session ending %v, tablet %v; want true, false", a.ending(), b.ending())
+	}
+	if n := g.KickLoggedInBefore("alice", "laptop", true, later, "r"); n < 1 || !b.ending() {
+		t.Errorf("a later single login elsewhere kicked %d; tablet ending %v; want it closed", n, b.ending())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"github.com/herald-im/herald/internal/bus"
 	"github.com/herald-im/herald/internal/cluster"
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/gateway"
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/store"
 )
@@ -39,11 +40,14 @@ func dialBus(cfg config.Config, node string, log *slog.Logger) (bus.Bus, error) 
 }
 
 // newCluster builds delivery and presence over b for the gateway gw.
-func newCluster(b bus.Bus, node string, gw cluster.Local, pres cluster.LocalPresence, st store.Store, log *slog.Logger) *clusterParts {
+// A login on another node kicks the sessions here the multi-login policy
+// displaces (single: all of the user's; multi: the same device's).
+func newCluster(b bus.Bus, node string, gw *gateway.Gateway, st store.Store, singleLogin bool, log *slog.Logger) *clusterParts {
 	return &clusterParts{
-		bus:      b,
-		deliver:  cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Logger: log}),
-		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: pres, Logger: log}),
+		bus:     b,
+		deliver: cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Logger: log}),
+		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Logger: log,
+			Kicks: gw, SingleLogin: singleLogin}),
 	}
 }
 

@@ -50,7 +50,9 @@ func (b *lossyBus) Publish(subject string, data []byte) error {
 // TestTwoNodes: two nodes over NATS share one store; bob's session on
 // node A receives, in order and complete, what alice sends on node B, a
 // message lost on the bus included; bob's session makes push's Live true
-// on node B, until node A says bye; /metrics names each node.
+// on node B, and a push decided there waits for his ack, until node A
+// says bye; a login on one node displaces the same device's session on
+// the other; /metrics names each node.
 func TestTwoNodes(t *testing.T) {
 	url := os.Getenv("HERALD_TEST_NATS")
 	if url == "" {
@@ -163,6 +165,15 @@ func TestTwoNodes(t *testing.T) {
 	waitUntil(t, "node B decided the push", func() bool { return b.Push().Stats().Skipped+b.Push().Stats().Sent >= 1 })
 	if s := b.Push().Stats(); s.Sent != 0 || s.Skipped != 1 {
 		t.Errorf("node B's push: %d sent, %d skipped; want 0 and 1 (bob's phone, live on node A, acknowledged)", s.Sent, s.Skipped)
+	}
+
+	// A login on node A displaces dave's session on node B on the same
+	// device (multi-login: one session per device, cluster-wide).
+	login(b, "dave", client.Handlers{})
+	login(a, "dave", client.Handlers{})
+	waitUntil(t, "dave's older session on node B is closed", func() bool { return b.Gateway().SessionsOf("dave") == 0 })
+	if n := a.Gateway().SessionsOf("dave"); n != 1 {
+		t.Errorf("dave's sessions on node A: got %d, want 1 (the later login stays)", n)
 	}
 
 	// Node A shuts down: bob's phone stops counting as live on node B.
