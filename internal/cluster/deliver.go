@@ -150,6 +150,13 @@ type wire struct {
 	Group *chat.GroupEvent `json:"group,omitempty"`
 }
 
+func (w *wire) convOf() string {
+	if w.Msg != nil {
+		return w.Msg.Conv
+	}
+	return herald.GroupConversationKey(w.Group.Group)
+}
+
 // NewDeliverer returns a deliverer; Start subscribes and runs it.
 func NewDeliverer(cfg DelivererConfig) *Deliverer {
 	if cfg.Queue <= 0 {
@@ -331,8 +338,12 @@ func (d *Deliverer) publish(it item) {
 	d.stats.published.Add(1)
 	if err := d.cfg.Bus.Publish(SubjectMessages, data); err != nil {
 		// The other nodes fill it from the store at the conversation's
-		// next message, or when their bus comes back.
+		// next message, or when their bus comes back. Logged: besides a
+		// full reconnect buffer, it may be a payload over NATS's
+		// max_payload (1 MiB by default: a group of tens of thousands
+		// of members, whose recipients travel with the message).
 		d.stats.publishFailed.Add(1)
+		d.log.Warn("cluster: publishing a delivery for the other nodes failed", "conv", w.convOf(), "bytes", len(data), "recipients", len(it.to), "err", err)
 	}
 }
 

@@ -81,7 +81,7 @@ func TestTwoNodes(t *testing.T) {
 		cfg := config.Default()
 		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
 		cfg.Bus, cfg.NodeID, cfg.MetricsPublic = url, node, "true"
-		cfg.PushAckWindow = 2 * time.Second
+		cfg.PushAckWindow = 4 * time.Second // bob's ack is stored within about 1 s (the cursor flush)
 		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
