@@ -1,6 +1,7 @@
 // Package bus owns the traffic between the nodes of a Herald cluster: a
 // small publish/subscribe interface with two implementations, in-process
-// (the single-node default: every subscriber is in this process) and NATS
+// (every subscriber is in this process: tests, and components run
+// together; a server without HERALD_BUS uses no bus at all) and NATS
 // (core NATS through nats.go: several nodes). What travels on it, and what
 // fills the gaps NATS may leave, is in README.md; the payloads are their
 // users' (internal/cluster).
