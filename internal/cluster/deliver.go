@@ -108,8 +108,10 @@ type Deliverer struct {
 	stop     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
-	mu       sync.Mutex // guards down
-	down     time.Time  // when the bus was lost; zero while connected
+	mu       sync.Mutex     // guards down and closed
+	down     time.Time      // when the bus was lost; zero while connected
+	closed   bool           // Close was called: no plan starts
+	planning sync.WaitGroup // resync plans being read (planResync)
 
 	stats struct {
 		published, publishFailed, received, filled, gaps, gapsUnfilled,
@@ -139,7 +141,14 @@ type item struct {
 	ev     *chat.GroupEvent
 	to     []string
 	origin chat.SessionID
-	since  time.Time // itemResync: when the bus was lost
+	plan   *resyncPlan // itemResync
+}
+
+// resyncPlan is what a resync reads forward: per conversation, the local
+// users in it and its last seq in the store.
+type resyncPlan struct {
+	users map[string][]string
+	upto  map[string]int64
 }
 
 // wire is a bus payload on SubjectMessages.
@@ -208,6 +217,9 @@ func (d *Deliverer) Start() error {
 func (d *Deliverer) watch(s bus.State) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
 	switch s {
 	case bus.Disconnected:
 		if d.down.IsZero() {
@@ -217,7 +229,17 @@ func (d *Deliverer) watch(s bus.State) {
 		if !d.down.IsZero() {
 			since := d.down
 			d.down = time.Time{}
-			d.enqueue(item{kind: itemResync, since: since})
+			// The store reads (one per local user) run beside the
+			// delivery loop, which goes on delivering meanwhile; only
+			// the fills, for conversations with something new, run in it.
+			d.log.Info("cluster: bus back; reading forward what may have been missed", "down_for", d.cfg.Now().Sub(since).String())
+			d.planning.Add(1)
+			go func() {
+				defer d.planning.Done()
+				if plan := d.planResync(); plan != nil {
+					d.enqueue(item{kind: itemResync, plan: plan})
+				}
+			}()
 		}
 	}
 }
@@ -235,6 +257,10 @@ func (d *Deliverer) Close() {
 	if d.sub != nil {
 		<-d.done
 	}
+	d.mu.Lock()
+	d.closed = true // after it no plan starts (planning.Add is under mu)
+	d.mu.Unlock()
+	d.planning.Wait() // a plan being read stops at its next user
 }
 
 // Stats returns the counters.
@@ -318,7 +344,7 @@ func (d *Deliverer) handle(it item) {
 	case itemRemoteGroup:
 		d.cfg.Local.DeliverGroupEvent(it.ev, it.to, 0)
 	case itemResync:
-		d.resync(it.since)
+		d.resync(it.plan)
 	}
 }
 
@@ -423,18 +449,20 @@ func (d *Deliverer) state(conv string) *convState {
 	return st
 }
 
-// resync reads forward, after the bus came back, what this node's sessions
-// may have missed while it was down: for every user with a session here,
-// each conversation whose last seq in the store is past the last one
-// delivered here (for one never delivered here: the messages created since
-// the loss, minus Skew).
-func (d *Deliverer) resync(down time.Time) {
+// planResync reads, for every user with a session here, the last seq of
+// each of their conversations. It runs on its own goroutine; nil when
+// the deliverer stopped meanwhile.
+func (d *Deliverer) planResync() *resyncPlan {
 	d.stats.resyncs.Add(1)
 	users := make(map[string]bool)
 	d.cfg.Local.LiveDevices(func(user, _ string) { users[user] = true })
-	byConv := make(map[string][]string) // conv -> local users in it
-	upto := make(map[string]int64)
+	plan := &resyncPlan{users: make(map[string][]string), upto: make(map[string]int64)}
 	for u := range users {
+		select {
+		case <-d.stop:
+			return nil
+		default:
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ReadTimeout)
 		seqs, err := d.cfg.Store.LastSeqs(ctx, u)
 		cancel()
@@ -443,22 +471,31 @@ func (d *Deliverer) resync(down time.Time) {
 			continue
 		}
 		for conv, seq := range seqs {
-			byConv[conv] = append(byConv[conv], u)
-			upto[conv] = max(upto[conv], seq)
+			plan.users[conv] = append(plan.users[conv], u)
+			plan.upto[conv] = max(plan.upto[conv], seq)
 		}
 	}
-	for conv, to := range byConv {
-		st := d.state(conv)
-		if upto[conv] <= st.last {
+	return plan
+}
+
+// resync reads forward, after the bus came back from a loss, what this
+// node's sessions may have missed meanwhile: each conversation delivered
+// here (remembered: MaxConvs) whose last seq in the store, as planned, is
+// past the last one delivered here. A conversation not remembered is not
+// read (a read per conversation of every local user would be a storm on
+// the store at each NATS blip): its next message's first-sight fill, or
+// the client's next sync, brings what it missed.
+func (d *Deliverer) resync(plan *resyncPlan) {
+	for conv, to := range plan.users {
+		e, ok := d.convs[conv]
+		if !ok {
 			continue
 		}
-		since := time.Time{}
-		if st.last == 0 {
-			since = down.Add(-d.cfg.Skew)
+		st := e.Value.(*convState)
+		if plan.upto[conv] <= st.last {
+			continue // delivered meanwhile
 		}
-		d.fill(st, math.MaxInt64, to, since, false)
-		if st.to == nil {
-			st.to = to
-		}
+		d.lru.MoveToFront(e)
+		d.fill(st, math.MaxInt64, to, time.Time{}, false)
 	}
 }
