@@ -354,3 +354,43 @@ func TestTwoWritersOneConversation(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupFillSparesNewMembers: a gap in a group is filled for the
+// members who got the message before it and get the one after it, not
+// for one who joined in between (the fill holds messages from before
+// their join).
+func TestGroupFillSparesNewMembers(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	ctx := context.Background()
+	members := []herald.GroupMember{{Group: "team", User: "alice", Role: herald.RoleOwner}, {Group: "team", User: "bob", Role: herald.RoleMember}}
+	if err := st.CreateGroup(ctx, herald.Group{ID: "team", Name: "team"}, members); err != nil {
+		t.Fatal(err)
+	}
+	sendGroup := func(to []string) {
+		m := &herald.Message{ConvType: herald.ConversationGroup, Conv: herald.GroupConversationKey("team"),
+			From: "alice", To: "team", LocalID: "g" + strconv.FormatInt(localIDs.Add(1), 10),
+			Type: herald.MessageText, Text: "hi", CreatedAt: time.Now().Truncate(time.Millisecond)}
+		res, err := st.AppendMessages(ctx, []*herald.Message{m}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.d.DeliverMessage(res[0].Message, to, 0)
+	}
+	b.bus.setDrop(func(n int) bool { return n == 2 || n == 3 }) // seqs 2 and 3 lost
+	sendGroup([]string{"alice", "bob"})
+	sendGroup([]string{"alice", "bob"})
+	sendGroup([]string{"alice", "bob"})
+	sendGroup([]string{"alice", "bob", "carol"}) // carol joined after seq 3
+	waitFor(t, "node A delivered seq 4", func() bool {
+		s := a.gw.seqs("carol")
+		return len(s) > 0 && s[len(s)-1] == 4
+	})
+	if got, want := fmt.Sprint(a.gw.seqs("bob")), seqsUpTo(4); got != want {
+		t.Errorf("bob got %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(a.gw.seqs("carol")), "[4]"; got != want {
+		t.Errorf("carol, who joined after seq 3, got %s, want %s", got, want)
+	}
+}

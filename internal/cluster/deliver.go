@@ -390,14 +390,14 @@ func (d *Deliverer) deliver(m *herald.Message, to []string, origin chat.SessionI
 		// and seen again must not replay what it had since the start.
 		if m.Seq > 1 {
 			st.last = max(0, m.Seq-1-int64(d.cfg.Page))
-			d.fill(st, m.Seq, to, d.since.Add(-d.cfg.Skew), false)
+			d.fill(st, m.Seq, fillTo(st, to), d.since.Add(-d.cfg.Skew), false)
 		}
 	case m.Seq <= st.last:
 		d.stats.duplicates.Add(1)
 		return
 	case m.Seq > st.last+1:
 		d.stats.gaps.Add(1)
-		d.fill(st, m.Seq, to, time.Time{}, true)
+		d.fill(st, m.Seq, fillTo(st, to), time.Time{}, true)
 	}
 	d.cfg.Local.DeliverMessage(m, to, origin)
 	st.last, st.to = m.Seq, to
@@ -407,6 +407,12 @@ func (d *Deliverer) deliver(m *herald.Message, to []string, origin chat.SessionI
 // (after since, when not zero) and before upto, to the local sessions of
 // to. gap: a gap was seen (its failure to fill is counted).
 func (d *Deliverer) fill(st *convState, upto int64, to []string, since time.Time, gap bool) {
+	if len(to) == 0 {
+		if gap {
+			d.stats.gapsUnfilled.Add(1)
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ReadTimeout)
 	defer cancel()
 	after := st.last
@@ -431,6 +437,33 @@ func (d *Deliverer) fill(st *convState, upto int64, to []string, since time.Time
 			return
 		}
 	}
+}
+
+// fillTo returns who gets the messages filled before one for to: in a
+// peer conversation its two users; in a group, the users who got the last
+// message delivered here and get this one too. A member who joined in
+// between (the fill could hold messages from before their join, which
+// they must not see) or left in between gets no fill, nor does anyone at
+// a group's first sight here: their client fills the gap with history,
+// which knows join seqs.
+func fillTo(st *convState, to []string) []string {
+	if t, _, _, _ := herald.ParseConversationKey(st.conv); t != herald.ConversationGroup {
+		return to
+	}
+	if len(st.to) == 0 {
+		return nil
+	}
+	before := make(map[string]bool, len(st.to))
+	for _, u := range st.to {
+		before[u] = true
+	}
+	var both []string
+	for _, u := range to {
+		if before[u] {
+			both = append(both, u)
+		}
+	}
+	return both
 }
 
 // state returns conv's state, remembering it (and forgetting the least
@@ -496,6 +529,6 @@ func (d *Deliverer) resync(plan *resyncPlan) {
 			continue // delivered meanwhile
 		}
 		d.lru.MoveToFront(e)
-		d.fill(st, math.MaxInt64, to, time.Time{}, false)
+		d.fill(st, math.MaxInt64, fillTo(st, to), time.Time{}, false)
 	}
 }
