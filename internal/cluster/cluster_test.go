@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -174,7 +175,7 @@ type node struct {
 func startNode(t *testing.T, id string, b bus.Bus, st store.Store) *node {
 	t.Helper()
 	n := &node{gw: newFakeGateway(), bus: &flaky{Bus: b}}
-	n.d = NewDeliverer(DelivererConfig{Node: id, Bus: n.bus, Local: n.gw, Store: st, Page: 3})
+	n.d = NewDeliverer(DelivererConfig{Node: id, Bus: n.bus, Local: n.gw, Store: st, Page: 3, Prefix: prefix(t)})
 	if err := n.d.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +184,12 @@ func startNode(t *testing.T, id string, b bus.Bus, st store.Store) *node {
 }
 
 var localIDs atomic.Int64
+
+// prefix is the test's own subject prefix: tests of other packages
+// (internal/server's nodes) may share the NATS server at once.
+func prefix(t *testing.T) string {
+	return "test." + strings.NewReplacer("/", "_", "=", "_").Replace(t.Name()) + "." + strconv.Itoa(os.Getpid())
+}
 
 // send stores a message from alice to bob (what chat's writer does) and
 // hands it to n's deliverer (what chat's fan-out does: one goroutine per

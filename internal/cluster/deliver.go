@@ -20,10 +20,13 @@ import (
 	"github.com/herald-im/herald/internal/chat"
 )
 
-// Subjects on the bus (internal/bus/README.md).
+// Subjects on the bus (internal/bus/README.md), after the cluster's
+// prefix (HERALD_BUS_PREFIX, DefaultPrefix): several clusters can share
+// one NATS, each with its own prefix.
 const (
-	SubjectMessages = "herald.msg"
-	SubjectPresence = "herald.presence"
+	DefaultPrefix   = "herald"
+	SubjectMessages = ".msg"
+	SubjectPresence = ".presence"
 )
 
 // Local is this node's gateway: the sessions logged in here.
@@ -43,10 +46,11 @@ type Store interface {
 // DelivererConfig tunes a Deliverer. Zero values take the defaults on
 // each field.
 type DelivererConfig struct {
-	Node  string  // this node's ID; required
-	Bus   bus.Bus // required
-	Local Local   // required
-	Store Store   // required
+	Node   string  // this node's ID; required
+	Bus    bus.Bus // required
+	Local  Local   // required
+	Store  Store   // required
+	Prefix string  // the cluster's subject prefix; empty means DefaultPrefix
 	// Queue bounds the deliveries waiting for the delivery loop (local
 	// and from the bus); a full queue makes chat's fan-out wait (counted
 	// in Stats.QueueFull), since dropping would leave a gap until the
@@ -171,6 +175,9 @@ func NewDeliverer(cfg DelivererConfig) *Deliverer {
 	if cfg.Queue <= 0 {
 		cfg.Queue = 65536
 	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
 	if cfg.MaxConvs <= 0 {
 		cfg.MaxConvs = 100_000
 	}
@@ -202,7 +209,7 @@ func (d *Deliverer) Start() error {
 	if d.cfg.Bus.State() != bus.Connected {
 		d.down = d.since // read forward once connected: sessions may log in meanwhile
 	}
-	sub, err := d.cfg.Bus.Subscribe(SubjectMessages, d.receive)
+	sub, err := d.cfg.Bus.Subscribe(d.cfg.Prefix+SubjectMessages, d.receive)
 	if err != nil {
 		return err
 	}
@@ -362,7 +369,7 @@ func (d *Deliverer) publish(it item) {
 		return
 	}
 	d.stats.published.Add(1)
-	if err := d.cfg.Bus.Publish(SubjectMessages, data); err != nil {
+	if err := d.cfg.Bus.Publish(d.cfg.Prefix+SubjectMessages, data); err != nil {
 		// The other nodes fill it from the store at the conversation's
 		// next message, or when their bus comes back. Logged: besides a
 		// full reconnect buffer, it may be a payload over NATS's

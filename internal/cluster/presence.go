@@ -22,9 +22,10 @@ type LocalPresence interface {
 // PresenceConfig tunes a Presence. Zero values take the defaults on each
 // field.
 type PresenceConfig struct {
-	Node  string        // this node's ID; required
-	Bus   bus.Bus       // required
-	Local LocalPresence // required
+	Node   string        // this node's ID; required
+	Bus    bus.Bus       // required
+	Local  LocalPresence // required
+	Prefix string        // the cluster's subject prefix; empty means DefaultPrefix
 	// Refresh is how often this node announces all its sessions; zero
 	// means 10s.
 	Refresh time.Duration
@@ -113,6 +114,9 @@ func NewPresence(cfg PresenceConfig) *Presence {
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 10 * time.Second
 	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
 	if cfg.TTL <= 0 {
 		cfg.TTL = 3 * cfg.Refresh
 	}
@@ -133,7 +137,7 @@ func NewPresence(cfg PresenceConfig) *Presence {
 // Start subscribes to the other nodes' announcements, asks them for their
 // sessions (hello) and starts announcing this node's.
 func (p *Presence) Start() error {
-	sub, err := p.cfg.Bus.Subscribe(SubjectPresence, p.receive)
+	sub, err := p.cfg.Bus.Subscribe(p.cfg.Prefix+SubjectPresence, p.receive)
 	if err != nil {
 		return err
 	}
@@ -314,7 +318,7 @@ func (p *Presence) publish(m presenceMsg) {
 	if err != nil {
 		return
 	}
-	if p.cfg.Bus.Publish(SubjectPresence, data) == nil {
+	if p.cfg.Bus.Publish(p.cfg.Prefix+SubjectPresence, data) == nil {
 		p.stats.announced.Add(1)
 	}
 }

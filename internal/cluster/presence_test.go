@@ -31,7 +31,7 @@ func startPresence(t *testing.T, id string, n *node, clk *clock) *Presence {
 	t.Helper()
 	// An hour between refreshes: the tests see deltas, hellos and
 	// expiry only, never a periodic refresh.
-	p := NewPresence(PresenceConfig{Node: id, Bus: n.bus, Local: n.gw, Refresh: time.Hour, TTL: 30 * time.Second, Now: clk.Now})
+	p := NewPresence(PresenceConfig{Node: id, Bus: n.bus, Local: n.gw, Refresh: time.Hour, TTL: 30 * time.Second, Now: clk.Now, Prefix: prefix(t)})
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestLoginElsewhereKicks(t *testing.T) {
 			clk := &clock{now: time.Unix(1_000_000, 0)}
 			a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
 			var k kicks
-			pa := NewPresence(PresenceConfig{Node: "a", Bus: a.bus, Local: a.gw, Refresh: time.Hour, Now: clk.Now, Kicks: &k, SingleLogin: single})
+			pa := NewPresence(PresenceConfig{Node: "a", Bus: a.bus, Local: a.gw, Refresh: time.Hour, Now: clk.Now, Kicks: &k, SingleLogin: single, Prefix: prefix(t)})
 			if err := pa.Start(); err != nil {
 				t.Fatal(err)
 			}

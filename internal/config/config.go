@@ -114,8 +114,9 @@ type Config struct {
 	MetricsAddr   string // HERALD_METRICS_ADDR: also serve /metrics on this address of its own; empty (default) is off
 
 	// Cluster (internal/bus, internal/cluster; docs/operations.md).
-	Bus    string // HERALD_BUS: empty: one node, in-process bus; nats://host:port[,nats://...]: nodes talk through NATS. May hold a credential: never logged
-	NodeID string // HERALD_NODE_ID: this node's name in the cluster (1-64 of A-Z a-z 0-9 . _ -); empty: the one kept in DataDir/node-id, generated from the hostname
+	Bus       string // HERALD_BUS: empty: one node, in-process bus; nats://host:port[,nats://...]: nodes talk through NATS. May hold a credential: never logged
+	BusPrefix string // HERALD_BUS_PREFIX: the cluster's NATS subject prefix; clusters sharing one NATS need different ones
+	NodeID    string // HERALD_NODE_ID: this node's name in the cluster (1-64 of A-Z a-z 0-9 . _ -); empty: the one kept in DataDir/node-id, generated from the hostname
 
 	// HERALD_PEBBLE_MIN_FREE_BYTES: with HERALD_STORE=pebble, writes are
 	// refused while the data volume has less free space than this: Pebble
@@ -186,6 +187,7 @@ func Default() Config {
 		WebhookBeforeSendFallback: "allow",
 
 		PebbleMinFreeBytes: 1 << 30,
+		BusPrefix:          "herald",
 	}
 }
 
@@ -206,6 +208,7 @@ func (c *Config) keys() []key {
 		{"data", "data folder: embedded store, generated secret, and server.json (the running server's addresses, for the other commands)", &c.DataDir},
 		{"store", "embedded store engine: sqlite or pebble", &c.Store},
 		{"bus", "empty: a single node (in-process bus); nats://host:port[,nats://host:port...]: several nodes talk through NATS (docs/operations.md). A user and password in the URL are never logged", &c.Bus},
+		{"bus-prefix", "the cluster's NATS subject prefix (dot-separated tokens of A-Z a-z 0-9 _ -); clusters sharing one NATS server need different ones", &c.BusPrefix},
 		{"node-id", "this node's name in the cluster (1-64 characters of A-Z a-z 0-9 . _ -); empty: kept in the data folder's node-id file, generated from the hostname at the first start with a bus", &c.NodeID},
 		{"pebble-min-free-bytes", "with the pebble store, writes are refused (and /readyz is not ready) while the data volume has less free space than this, so Pebble never meets a full disk", &c.PebbleMinFreeBytes},
 		{"secret", "token signing secret (at least 16 bytes); generated when empty", &c.Secret},
@@ -460,6 +463,9 @@ func (c *Config) Validate() error {
 		if err := bus.ValidateURL(c.Bus); err != nil {
 			return fmt.Errorf("HERALD_BUS: %w", err)
 		}
+	}
+	if err := validateBusPrefix(c.BusPrefix); err != nil {
+		return fmt.Errorf("HERALD_BUS_PREFIX: %w", err)
 	}
 	if c.NodeID != "" {
 		if err := ValidateNodeID(c.NodeID); err != nil {
@@ -900,4 +906,23 @@ func (c *Config) ResolveNodeID(create bool) (string, error) {
 		return "", fmt.Errorf("node ID file: %w", err)
 	}
 	return id, nil
+}
+
+// validateBusPrefix checks a NATS subject prefix: 1-64 bytes of
+// dot-separated, non-empty tokens of A-Z a-z 0-9 _ - (no wildcards).
+func validateBusPrefix(p string) error {
+	if len(p) == 0 || len(p) > 64 {
+		return fmt.Errorf("must be 1-64 characters, got %d", len(p))
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" {
+			return fmt.Errorf("%q has an empty token (a leading, trailing or double dot)", p)
+		}
+		for _, ch := range tok {
+			if !nodeIDChar(ch) {
+				return fmt.Errorf("%q has character %q; allowed are letters, digits, '_', '-' and '.' between tokens", p, ch)
+			}
+		}
+	}
+	return nil
 }

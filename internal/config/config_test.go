@@ -56,6 +56,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"webhook url scheme", map[string]string{"HERALD_WEBHOOK_URL": "ftp://example.com/hook"}, nil, "HERALD_WEBHOOK_URL"},
 		{"webhook url no host", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_URL": "http:///check"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_URL"},
 		{"bus scheme", map[string]string{"HERALD_BUS": "http://u:pw@nats:4222"}, nil, "HERALD_BUS"},
+		{"bus prefix wildcard", map[string]string{"HERALD_BUS_PREFIX": "herald.>"}, nil, "HERALD_BUS_PREFIX"},
+		{"bus prefix empty token", map[string]string{"HERALD_BUS_PREFIX": "a..b"}, nil, "HERALD_BUS_PREFIX"},
 		{"node id character", map[string]string{"HERALD_NODE_ID": "node 1"}, nil, "HERALD_NODE_ID"},
 		{"node id length", map[string]string{"HERALD_NODE_ID": strings.Repeat("n", 65)}, nil, "HERALD_NODE_ID"},
 		{"webhook queue", map[string]string{"HERALD_WEBHOOK_QUEUE": "0"}, nil, "HERALD_WEBHOOK_QUEUE"},

@@ -32,7 +32,7 @@ func dialBus(cfg config.Config, node string, log *slog.Logger) (bus.Bus, error) 
 	if err != nil {
 		return nil, err
 	}
-	log.Info("bus: NATS", "url", bus.Redact(cfg.Bus), "node", node, "state", b.State().String())
+	log.Info("bus: NATS", "url", bus.Redact(cfg.Bus), "node", node, "prefix", cfg.BusPrefix, "state", b.State().String())
 	if testWrapBus != nil {
 		return testWrapBus(b), nil
 	}
@@ -42,12 +42,12 @@ func dialBus(cfg config.Config, node string, log *slog.Logger) (bus.Bus, error) 
 // newCluster builds delivery and presence over b for the gateway gw.
 // A login on another node kicks the sessions here the multi-login policy
 // displaces (single: all of the user's; multi: the same device's).
-func newCluster(b bus.Bus, node string, gw *gateway.Gateway, st store.Store, singleLogin bool, log *slog.Logger) *clusterParts {
+func newCluster(cfg config.Config, b bus.Bus, node string, gw *gateway.Gateway, st store.Store, log *slog.Logger) *clusterParts {
 	return &clusterParts{
 		bus:     b,
-		deliver: cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Logger: log}),
-		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Logger: log,
-			Kicks: gw, SingleLogin: singleLogin}),
+		deliver: cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
+		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
+			Kicks: gw, SingleLogin: cfg.MultiLogin == "single"}),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,7 @@ type lossyBus struct {
 }
 
 func (b *lossyBus) Publish(subject string, data []byte) error {
-	if subject == "herald.msg" {
+	if strings.HasSuffix(subject, ".msg") {
 		b.mu.Lock()
 		b.n++
 		lost := b.lose != nil && b.lose(b.n)
@@ -81,7 +82,8 @@ func TestTwoNodes(t *testing.T) {
 		cfg := config.Default()
 		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
 		cfg.Bus, cfg.NodeID, cfg.MetricsPublic = url, node, "true"
-		cfg.PushAckWindow = 4 * time.Second // bob's ack is stored within about 1 s (the cursor flush)
+		cfg.BusPrefix = "test.server." + strconv.Itoa(os.Getpid()) // tests of other packages may share NATS
+		cfg.PushAckWindow = 4 * time.Second                        // bob's ack is stored within about 1 s (the cursor flush)
 		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
