@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/herald-im/herald/internal/bus"
 )
 
 // Config is the server's whole configuration. Zero values are never relied
@@ -111,6 +113,11 @@ type Config struct {
 	MetricsPublic string // HERALD_METRICS_PUBLIC: serve /metrics on HERALD_ADDR: "true", "false" or "auto" (when HERALD_ADDR is a loopback address, and not to requests that came through a proxy)
 	MetricsAddr   string // HERALD_METRICS_ADDR: also serve /metrics on this address of its own; empty (default) is off
 
+	// Cluster (internal/bus, internal/cluster; docs/operations.md).
+	Bus       string // HERALD_BUS: empty: one node, in-process bus; nats://host:port[,nats://...]: nodes talk through NATS. May hold a credential: never logged
+	BusPrefix string // HERALD_BUS_PREFIX: the cluster's NATS subject prefix; clusters sharing one NATS need different ones
+	NodeID    string // HERALD_NODE_ID: this node's name in the cluster (1-64 of A-Z a-z 0-9 . _ -); empty: the one kept in DataDir/node-id, generated from the hostname
+
 	// HERALD_PEBBLE_MIN_FREE_BYTES: with HERALD_STORE=pebble, writes are
 	// refused while the data volume has less free space than this: Pebble
 	// cannot survive a full disk (docs/operations.md, "Disk full").
@@ -188,6 +195,7 @@ func Default() Config {
 
 		PebbleMinFreeBytes: 1 << 30,
 		PostgresMaxConns:   16,
+		BusPrefix:          "herald",
 	}
 }
 
@@ -208,6 +216,9 @@ func (c *Config) keys() []key {
 		{"data", "data folder: embedded store, generated secret, and server.json (the running server's addresses, for the other commands)", &c.DataDir},
 		{"store", "store: sqlite or pebble (embedded, one node), or a PostgreSQL URL postgres://user:password@host:port/db (several nodes)", &c.Store},
 		{"postgres-max-conns", "with a PostgreSQL store, the connection pool size of this node (at most 1000)", &c.PostgresMaxConns},
+		{"bus", "empty: a single node (in-process bus); nats://host:port[,nats://host:port...]: several nodes talk through NATS (docs/operations.md). A user and password in the URL are never logged", &c.Bus},
+		{"bus-prefix", "the cluster's NATS subject prefix (dot-separated tokens of A-Z a-z 0-9 _ -); clusters sharing one NATS server need different ones", &c.BusPrefix},
+		{"node-id", "this node's name in the cluster (1-64 characters of A-Z a-z 0-9 . _ -); empty: kept in the data folder's node-id file, generated from the hostname at the first start with a bus", &c.NodeID},
 		{"pebble-min-free-bytes", "with the pebble store, writes are refused (and /readyz is not ready) while the data volume has less free space than this, so Pebble never meets a full disk", &c.PebbleMinFreeBytes},
 		{"secret", "token signing secret (at least 16 bytes); generated when empty", &c.Secret},
 		{"log-level", "debug, info, warn or error", &c.LogLevel},
@@ -463,6 +474,19 @@ func (c *Config) Validate() error {
 	}
 	if c.PostgresMaxConns > 1000 {
 		return fmt.Errorf("HERALD_POSTGRES_MAX_CONNS must be at most 1000, got %d", c.PostgresMaxConns)
+	}
+	if c.Bus != "" {
+		if err := bus.ValidateURL(c.Bus); err != nil {
+			return fmt.Errorf("HERALD_BUS: %w", err)
+		}
+	}
+	if err := validateBusPrefix(c.BusPrefix); err != nil {
+		return fmt.Errorf("HERALD_BUS_PREFIX: %w", err)
+	}
+	if c.NodeID != "" {
+		if err := ValidateNodeID(c.NodeID); err != nil {
+			return fmt.Errorf("HERALD_NODE_ID: %w", err)
+		}
 	}
 	switch c.ReadDriver {
 	case "epoll", "goroutine":
@@ -852,4 +876,93 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// ValidateNodeID checks a node ID: 1-64 characters of A-Z a-z 0-9 . _ -
+// (it names the node in metrics labels and on the bus).
+func ValidateNodeID(id string) error {
+	if len(id) == 0 || len(id) > 64 {
+		return fmt.Errorf("must be 1-64 characters, got %d", len(id))
+	}
+	for _, ch := range id {
+		if !nodeIDChar(ch) {
+			return fmt.Errorf("%q has character %q; allowed are letters, digits, '.', '_' and '-'", id, ch)
+		}
+	}
+	return nil
+}
+
+func nodeIDChar(ch rune) bool {
+	return ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '.' || ch == '_' || ch == '-'
+}
+
+// NodeIDPath is where a generated node ID is kept inside the data folder.
+func (c *Config) NodeIDPath() string { return filepath.Join(c.DataDir, "node-id") }
+
+// ResolveNodeID returns this node's ID: HERALD_NODE_ID when set, else the
+// one kept in DataDir/node-id, else one made from the hostname and four
+// random hex digits (two nodes of one host differ), written to that file
+// when create is true so that the node keeps it across restarts. A single
+// node without a bus passes create false: it writes nothing new.
+func (c *Config) ResolveNodeID(create bool) (string, error) {
+	if c.NodeID != "" {
+		return c.NodeID, nil
+	}
+	path := c.NodeIDPath()
+	if b, err := os.ReadFile(path); err == nil {
+		id := strings.TrimSpace(string(b))
+		if err := ValidateNodeID(id); err != nil {
+			return "", fmt.Errorf("node ID file %s: %w", path, err)
+		}
+		return id, nil
+	} else if !os.IsNotExist(err) {
+		return "", fmt.Errorf("node ID file: %w", err)
+	}
+	host, _ := os.Hostname()
+	clean := strings.Map(func(r rune) rune {
+		if nodeIDChar(r) {
+			return r
+		}
+		return '-'
+	}, host)
+	if len(clean) > 54 {
+		clean = clean[:54]
+	}
+	if clean == "" {
+		clean = "node"
+	}
+	var raw [2]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	id := clean + "-" + hex.EncodeToString(raw[:])
+	if !create {
+		return clean, nil
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return "", fmt.Errorf("data folder: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("node ID file: %w", err)
+	}
+	return id, nil
+}
+
+// validateBusPrefix checks a NATS subject prefix: 1-64 bytes of
+// dot-separated, non-empty tokens of A-Z a-z 0-9 _ - (no wildcards).
+func validateBusPrefix(p string) error {
+	if len(p) == 0 || len(p) > 64 {
+		return fmt.Errorf("must be 1-64 characters, got %d", len(p))
+	}
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" {
+			return fmt.Errorf("%q has an empty token (a leading, trailing or double dot)", p)
+		}
+		for _, ch := range tok {
+			if !nodeIDChar(ch) {
+				return fmt.Errorf("%q has character %q; allowed are letters, digits, '_', '-' and '.' between tokens", p, ch)
+			}
+		}
+	}
+	return nil
 }

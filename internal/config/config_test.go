@@ -59,6 +59,11 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"unknown file key", map[string]string{"HERALD_CONFIG": "testdata-bad"}, nil, "HERALD_NOPE"},
 		{"webhook url scheme", map[string]string{"HERALD_WEBHOOK_URL": "ftp://example.com/hook"}, nil, "HERALD_WEBHOOK_URL"},
 		{"webhook url no host", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_URL": "http:///check"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_URL"},
+		{"bus scheme", map[string]string{"HERALD_BUS": "http://u:pw@nats:4222"}, nil, "HERALD_BUS"},
+		{"bus prefix wildcard", map[string]string{"HERALD_BUS_PREFIX": "herald.>"}, nil, "HERALD_BUS_PREFIX"},
+		{"bus prefix empty token", map[string]string{"HERALD_BUS_PREFIX": "a..b"}, nil, "HERALD_BUS_PREFIX"},
+		{"node id character", map[string]string{"HERALD_NODE_ID": "node 1"}, nil, "HERALD_NODE_ID"},
+		{"node id length", map[string]string{"HERALD_NODE_ID": strings.Repeat("n", 65)}, nil, "HERALD_NODE_ID"},
 		{"webhook queue", map[string]string{"HERALD_WEBHOOK_QUEUE": "0"}, nil, "HERALD_WEBHOOK_QUEUE"},
 		{"before_send timeout", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_URL": "http://backend/check", "HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT": "25s"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT"},
 		{"before_send fallback", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_FALLBACK": "maybe"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_FALLBACK"},
@@ -319,5 +324,55 @@ func TestLoadNamedFlags(t *testing.T) {
 		if got := c.IsSet(key); got != want {
 			t.Errorf("IsSet(%s) = %v, want %v", key, got, want)
 		}
+	}
+}
+
+// TestBusURLNeverInErrors: a HERALD_BUS that is refused is not quoted,
+// since it may carry a password.
+func TestBusURLNeverInErrors(t *testing.T) {
+	for _, v := range []string{"http://alice:hunter2@nats:4222", "nats://alice:hunter2@", "nats://a:4222,ftp://alice:hunter2@b"} {
+		c := Default()
+		c.Bus = v
+		err := c.Validate()
+		if err == nil {
+			t.Errorf("HERALD_BUS=%q accepted", v)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "alice") {
+			t.Errorf("HERALD_BUS=%q: the error shows the credential: %v", v, err)
+		}
+	}
+}
+
+// TestNodeIDStable: without HERALD_NODE_ID, a node with a bus generates an
+// ID into its data folder and keeps it across restarts; one without a bus
+// writes nothing; HERALD_NODE_ID wins.
+func TestNodeIDStable(t *testing.T) {
+	c := Default()
+	c.DataDir = t.TempDir()
+	id, err := c.ResolveNodeID(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidateNodeID(id); err != nil {
+		t.Errorf("ID without a bus %q: %v", id, err)
+	}
+	if _, err := os.Stat(c.NodeIDPath()); !os.IsNotExist(err) {
+		t.Errorf("ResolveNodeID(false) wrote %s (err %v)", c.NodeIDPath(), err)
+	}
+	first, err := c.ResolveNodeID(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ValidateNodeID(first); err != nil {
+		t.Errorf("generated ID %q: %v", first, err)
+	}
+	again, _ := c.ResolveNodeID(true)
+	if again != first {
+		t.Errorf("after a restart: got %q, want %q", again, first)
+	}
+	c.NodeID = "node-7"
+	if got, _ := c.ResolveNodeID(true); got != "node-7" {
+		t.Errorf("HERALD_NODE_ID set: got %q, want node-7", got)
 	}
 }

@@ -72,3 +72,26 @@ func (g *Gateway) WaitGone(user string, timeout time.Duration) bool {
 	}
 	return true
 }
+
+// KickLoggedInBefore applies the multi-login policy to a login made on
+// another node of a cluster (internal/cluster): it closes with
+// CloseKickedOut user's sessions here that logged in before at, all of
+// them when allDevices (single login), else those on device, and returns
+// how many it closed. A session that logged in at or after at stays: of
+// two logins racing on two nodes, the later one is kept on both.
+func (g *Gateway) KickLoggedInBefore(user, device string, allDevices bool, at time.Time, reason string) int {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	var kick []*session
+	for _, s := range sh.users[user] {
+		if (allDevices || s.device == device) && s.loginAt.Before(at) {
+			kick = append(kick, s)
+		}
+	}
+	sh.mu.Unlock()
+	for _, s := range kick {
+		g.stats.kicked.Add(1)
+		s.closeWith(proto.CloseKickedOut, reason)
+	}
+	return len(kick)
+}

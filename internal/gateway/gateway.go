@@ -653,3 +653,24 @@ func (g *Gateway) encodeEvent(ev string, v any) ([]byte, error) {
 	}
 	return g.codec.EncodeFrame(nil, &proto.Frame{Ev: ev, Data: data})
 }
+
+// LiveDevices calls f for every user and device with a logged-in session
+// here (internal/cluster's presence and resync). f is called without the
+// gateway's locks held, on a snapshot taken one shard at a time.
+func (g *Gateway) LiveDevices(f func(user, device string)) {
+	var pairs [][2]string
+	for i := range g.shards {
+		sh := &g.shards[i]
+		pairs = pairs[:0]
+		sh.mu.Lock()
+		for user, list := range sh.users {
+			for _, s := range list {
+				pairs = append(pairs, [2]string{user, s.device})
+			}
+		}
+		sh.mu.Unlock()
+		for _, p := range pairs {
+			f(p[0], p[1])
+		}
+	}
+}

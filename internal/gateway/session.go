@@ -130,6 +130,7 @@ type session struct {
 	// Set by the reader at login, before the session is visible to other
 	// goroutines through the hub; read-only afterwards.
 	user, device string
+	loginAt      time.Time // when it logged in (gateway clock): cross-node kicks spare later logins
 	loggedIn     atomic.Bool
 
 	// deadline is when the session times out (Unix ns): the login timeout
@@ -703,6 +704,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		return // the session ended while this login was being checked
 	}
 	s.user, s.device = req.UserID, req.DeviceID
+	s.loginAt = cfg.Now()
 	s.tokenExp = claims.ExpiresAt
 	s.syncing = true
 	s.rung = make(map[string]bool)

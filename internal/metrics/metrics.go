@@ -461,3 +461,15 @@ func snake(s string) string {
 	}
 	return b.String()
 }
+
+// SetNode exports this node's ID as herald_node_info{node=...} 1, the
+// *_info convention: which node of a cluster a scrape came from.
+func (m *Metrics) SetNode(node string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "herald_node_info",
+		Help:        "Always 1; the label is this node's ID (HERALD_NODE_ID).",
+		ConstLabels: prometheus.Labels{"node": node},
+	})
+	g.Set(1)
+	m.reg.MustRegister(g)
+}

@@ -18,8 +18,10 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/api"
+	"github.com/herald-im/herald/internal/bus"
 	"github.com/herald-im/herald/internal/call"
 	"github.com/herald-im/herald/internal/chat"
+	"github.com/herald-im/herald/internal/cluster"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/gateway"
@@ -67,6 +69,9 @@ type Server struct {
 
 	metrics    *metrics.Metrics
 	metricsSrv *http.Server // nil unless HERALD_METRICS_ADDR is set (ops.go)
+
+	node    string        // this node's ID (HERALD_NODE_ID)
+	cluster *clusterParts // nil without HERALD_BUS (cluster.go)
 }
 
 // New opens the store (applying migrations) and builds the components. The
@@ -95,7 +100,13 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		st.Close()
 		return nil, err
 	}
+	node, err := cfg.ResolveNodeID(cfg.Bus != "") // a single node writes no node-id file
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	mtr := metrics.New()
+	mtr.SetNode(node)
 	ps := push.New(st, nil, instrument(mtr, providers), push.Config{
 		AckWindow: cfg.PushAckWindow, TTL: cfg.PushTTL,
 		RetryBase: cfg.PushRetryBase, RetryMax: cfg.PushRetryMax,
@@ -109,6 +120,17 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	hooks, events, beforeSend := webhookSetup(cfg, secret, log)
 	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Events: events, Logger: log})
 	users := user.New(st, ps, user.Config{Logger: log})
+	var clusterEvents *presenceEvents // nil without a bus
+	gwEvents := gateway.Events(events)
+	var b bus.Bus
+	if cfg.Bus != "" {
+		if b, err = dialBus(cfg, node, log); err != nil {
+			st.Close()
+			return nil, err
+		}
+		clusterEvents = &presenceEvents{next: events}
+		gwEvents = clusterEvents
+	}
 	var loginCheck gateway.Users // nil: any user with a valid token logs in
 	if cfg.RequireRegistration {
 		loginCheck = users
@@ -129,15 +151,24 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		Limits:            limits,
 		Push:              ps,
 		Calls:             calls,
-		Events:            events,
+		Events:            gwEvents,
 		Users:             loginCheck,
 		Logger:            log,
 	})
 	users.SetSessions(gw) // unregistering kicks the user's sessions
-	ps.SetPresence(gw)
+	var deliverer chat.Deliverer = gw
+	var cl *clusterParts
+	if b != nil {
+		cl = newCluster(cfg, b, node, gw, st, log)
+		clusterEvents.p = cl.presence
+		deliverer = cl.deliver
+		ps.SetPresence(cl.presence) // live on any node
+	} else {
+		ps.SetPresence(gw)
+	}
 	calls.SetNotifier(gw)
 	ps.SetCalls(calls) // an invitation's push is dropped once its invitee no longer rings
-	ch := chat.New(mtr.Store(st), mtr.Deliverer(gw), chat.Config{
+	ch := chat.New(mtr.Store(st), mtr.Deliverer(deliverer), chat.Config{
 		Limits:           limits,
 		MaxBatch:         cfg.MaxBatch,
 		OfflineRetention: cfg.OfflineRetention,
@@ -154,11 +185,18 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emus: emus, provs: providers, done: make(chan error, 1)}
 	s.repeats = repeats.st
 	s.hooks = hooks
+	s.node, s.cluster = node, cl
+	if cl != nil {
+		cl.register(mtr)
+	}
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
 	nonces, err := api.OpenNonceJournal(filepath.Join(cfg.DataDir, APINoncesFile), cfg.APITimeWindow, time.Now(), log)
 	if err != nil {
 		gw.Shutdown(ctx)
+		if cl != nil {
+			cl.bus.Close()
+		}
 		st.Close()
 		return nil, err
 	}
@@ -282,6 +320,15 @@ func (s *Server) Start() error {
 		ln.Close()
 		return err
 	}
+	if s.cluster != nil {
+		// Before chat delivers and before the gateway serves.
+		if err := s.cluster.start(); err != nil {
+			s.push.Close(context.Background())
+			s.calls.Close()
+			ln.Close()
+			return fmt.Errorf("bus: %w", err)
+		}
+	}
 	s.chat.Start()
 	s.ready.Store(true)
 	go func() {
@@ -345,6 +392,18 @@ func (s *Server) FCMEmulator() *emulator.FCM         { return s.emus.fcm }
 func (s *Server) HMSEmulator() *emulator.HMS         { return s.emus.hms }
 func (s *Server) WebPushEmulator() *emulator.WebPush { return s.emus.webpush }
 
+// Node is this node's ID (HERALD_NODE_ID, or the generated one).
+func (s *Server) Node() string { return s.node }
+
+// ClusterPresence exposes the cluster presence for tests; nil
+// without HERALD_BUS.
+func (s *Server) ClusterPresence() *cluster.Presence {
+	if s.cluster == nil {
+		return nil
+	}
+	return s.cluster.presence
+}
+
 // Gateway exposes the gateway for tests and metrics.
 func (s *Server) Gateway() *gateway.Gateway { return s.gw }
 
@@ -375,6 +434,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.calls.Close() // no session is left to change a call; timers stop, calls stay open for the next start
 	if err := s.chat.Close(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if s.cluster != nil {
+		// After chat: every message it accepted was delivered and published.
+		if err := s.cluster.close(); err != nil {
+			errs = append(errs, fmt.Errorf("bus: %w", err))
+		}
 	}
 	if err := s.push.Close(ctx); err != nil {
 		errs = append(errs, err)

@@ -1,0 +1,541 @@
+// Package cluster owns what several Herald nodes share over the bus
+// (internal/bus): live delivery of committed messages to the sessions of
+// every node, with per-conversation seq order kept and gaps filled from
+// the store (Deliverer), and which user has live sessions on which node,
+// for the push decision (Presence). README.md has the design.
+package cluster
+
+import (
+	"container/list"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/bus"
+	"github.com/herald-im/herald/internal/chat"
+)
+
+// Subjects on the bus (internal/bus/README.md), after the cluster's
+// prefix (HERALD_BUS_PREFIX, DefaultPrefix): several clusters can share
+// one NATS, each with its own prefix.
+const (
+	DefaultPrefix   = "herald"
+	SubjectMessages = ".msg"
+	SubjectPresence = ".presence"
+)
+
+// Local is this node's gateway: the sessions logged in here.
+type Local interface {
+	chat.Deliverer
+	// LiveDevices calls f for every (user, device) with a logged-in
+	// session here; f must not block.
+	LiveDevices(f func(user, device string))
+}
+
+// Store is what delivery reads to fill gaps.
+type Store interface {
+	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
+	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
+}
+
+// DelivererConfig tunes a Deliverer. Zero values take the defaults on
+// each field.
+type DelivererConfig struct {
+	Node   string  // this node's ID; required
+	Bus    bus.Bus // required
+	Local  Local   // required
+	Store  Store   // required
+	Prefix string  // the cluster's subject prefix; empty means DefaultPrefix
+	// Queue bounds the deliveries waiting for the delivery loop (local
+	// and from the bus); a full queue makes chat's fan-out wait (counted
+	// in Stats.QueueFull), since dropping would leave a gap until the
+	// conversation's next message. Zero means 65,536.
+	Queue int
+	// MaxConvs bounds the conversations whose last delivered seq is
+	// remembered (the least recently used is forgotten); zero means
+	// 100,000.
+	MaxConvs int
+	// Page is the store read size of a gap fill; zero means 200.
+	Page int
+	// Skew is how far nodes' clocks (which stamp CreatedAt) may differ,
+	// plus the longest commit-to-publish delay: a conversation seen for
+	// the first time is filled from messages created since the bus
+	// subscription (or the disconnection) minus Skew. Zero means 10s
+	// (nodes keep time with NTP). A larger Skew re-delivers more
+	// messages sessions synced already (clients drop them by seq).
+	Skew time.Duration
+	// ReadTimeout bounds one gap fill's store reads; zero means 5s.
+	ReadTimeout time.Duration
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// DelivererStats are the Deliverer's counters.
+type DelivererStats struct {
+	Published     int64 // messages and group events published for other nodes
+	PublishFailed int64 // of those, refused by the bus (counted there as drops too)
+	Received      int64 // deliveries from other nodes
+	Filled        int64 // messages read from the store to fill a gap and delivered
+	Gaps          int64 // gaps seen (a seq more than one past the last delivered)
+	GapsUnfilled  int64 // gaps the store did not fill (a read failed): sessions fill them with history
+	Duplicates    int64 // deliveries at or below the last delivered seq (already filled), dropped
+	BadPayloads   int64 // bus payloads that did not decode
+	QueueFull     int64 // times a delivery waited for room in the queue
+	Resyncs       int64 // reconnections after which tracked conversations were read forward
+}
+
+// Deliverer implements chat.Deliverer for a node of a cluster: each
+// committed message is published on the bus for the other nodes and
+// delivered to this node's sessions; messages from other nodes are
+// delivered to this node's sessions. One goroutine (run) delivers
+// everything, local and remote, so each conversation's seqs reach the
+// gateway in increasing order with none missing: a seq more than one past
+// the last one delivered (another node's message still on the bus, or
+// lost) is filled from the store first, and the late or duplicate copy is
+// dropped when it comes.
+type Deliverer struct {
+	cfg DelivererConfig
+	log *slog.Logger
+	q   chan item
+
+	// Touched by run only.
+	convs map[string]*list.Element // of *convState
+	lru   *list.List               // front: most recently delivered
+	since time.Time                // when the subscription started (first sights are filled from it)
+
+	sub      bus.Subscription
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+	mu       sync.Mutex     // guards down and closed
+	down     time.Time      // when the bus was lost; zero while connected
+	closed   bool           // Close was called: no plan starts
+	planning sync.WaitGroup // resync plans being read (planResync)
+
+	stats struct {
+		published, publishFailed, received, filled, gaps, gapsUnfilled,
+		duplicates, bad, queueFull, resyncs atomic.Int64
+	}
+}
+
+type convState struct {
+	conv string
+	last int64
+	to   []string
+}
+
+type itemKind int
+
+const (
+	itemLocal  itemKind = iota // committed here: publish, then deliver
+	itemRemote                 // from another node: deliver
+	itemGroup                  // a group event committed here: publish, then deliver
+	itemRemoteGroup
+	itemResync // the bus came back after a loss
+)
+
+type item struct {
+	kind   itemKind
+	m      *herald.Message
+	ev     *chat.GroupEvent
+	to     []string
+	origin chat.SessionID
+	plan   *resyncPlan // itemResync
+}
+
+// resyncPlan is what a resync reads forward: per conversation, the local
+// users in it and its last seq in the store.
+type resyncPlan struct {
+	users map[string][]string
+	upto  map[string]int64
+}
+
+// wire is a bus payload on SubjectMessages.
+type wire struct {
+	Node  string           `json:"node"`
+	To    []string         `json:"to"`
+	Msg   *herald.Message  `json:"msg,omitempty"`
+	Group *chat.GroupEvent `json:"group,omitempty"`
+}
+
+func (w *wire) convOf() string {
+	if w.Msg != nil {
+		return w.Msg.Conv
+	}
+	return herald.GroupConversationKey(w.Group.Group)
+}
+
+// NewDeliverer returns a deliverer; Start subscribes and runs it.
+func NewDeliverer(cfg DelivererConfig) *Deliverer {
+	if cfg.Queue <= 0 {
+		cfg.Queue = 65536
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.MaxConvs <= 0 {
+		cfg.MaxConvs = 100_000
+	}
+	if cfg.Page <= 0 {
+		cfg.Page = 200
+	}
+	if cfg.Skew <= 0 {
+		cfg.Skew = 10 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Deliverer{cfg: cfg, log: cfg.Logger, q: make(chan item, cfg.Queue),
+		convs: make(map[string]*list.Element), lru: list.New(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start subscribes to the other nodes' messages and starts delivering. Call
+// it before the gateway serves: a session's sync then covers what was
+// committed before, and the bus what is committed after.
+func (d *Deliverer) Start() error {
+	d.since = d.cfg.Now()
+	if d.cfg.Bus.State() != bus.Connected {
+		d.down = d.since // read forward once connected: sessions may log in meanwhile
+	}
+	sub, err := d.cfg.Bus.Subscribe(d.cfg.Prefix+SubjectMessages, d.receive)
+	if err != nil {
+		return err
+	}
+	d.sub = sub
+	d.cfg.Bus.Watch(d.watch)
+	go d.run()
+	return nil
+}
+
+// watch notes the bus's losses and, when it comes back, asks run to read
+// forward what may have been missed meanwhile.
+func (d *Deliverer) watch(s bus.State) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	switch s {
+	case bus.Disconnected:
+		if d.down.IsZero() {
+			d.down = d.cfg.Now()
+		}
+	case bus.Connected:
+		if !d.down.IsZero() {
+			since := d.down
+			d.down = time.Time{}
+			// The store reads (one per local user) run beside the
+			// delivery loop, which goes on delivering meanwhile; only
+			// the fills, for conversations with something new, run in it.
+			d.log.Info("cluster: bus back; reading forward what may have been missed", "down_for", d.cfg.Now().Sub(since).String())
+			d.planning.Add(1)
+			go func() {
+				defer d.planning.Done()
+				if plan := d.planResync(); plan != nil {
+					d.enqueue(item{kind: itemResync, plan: plan})
+				}
+			}()
+		}
+	}
+}
+
+// Close stops delivering: deliveries still queued are dropped (the
+// sessions they were for are closed by then: Close after the gateway's
+// and chat's shutdown).
+func (d *Deliverer) Close() {
+	d.stopOnce.Do(func() {
+		if d.sub != nil {
+			d.sub.Unsubscribe()
+		}
+		close(d.stop)
+	})
+	if d.sub != nil {
+		<-d.done
+	}
+	d.mu.Lock()
+	d.closed = true // after it no plan starts (planning.Add is under mu)
+	d.mu.Unlock()
+	d.planning.Wait() // a plan being read stops at its next user
+}
+
+// Stats returns the counters.
+func (d *Deliverer) Stats() DelivererStats {
+	return DelivererStats{
+		Published: d.stats.published.Load(), PublishFailed: d.stats.publishFailed.Load(),
+		Received: d.stats.received.Load(), Filled: d.stats.filled.Load(),
+		Gaps: d.stats.gaps.Load(), GapsUnfilled: d.stats.gapsUnfilled.Load(),
+		Duplicates: d.stats.duplicates.Load(), BadPayloads: d.stats.bad.Load(),
+		QueueFull: d.stats.queueFull.Load(), Resyncs: d.stats.resyncs.Load(),
+	}
+}
+
+// DeliverMessage implements chat.Deliverer. It waits only when the queue
+// is full (counted).
+func (d *Deliverer) DeliverMessage(m *herald.Message, to []string, origin chat.SessionID) {
+	d.enqueue(item{kind: itemLocal, m: m, to: append([]string(nil), to...), origin: origin})
+}
+
+// DeliverGroupEvent implements chat.Deliverer: group events are delivered
+// here and published for the other nodes, without seq tracking (they have
+// none; a lost one is seen in the group's state when next read).
+func (d *Deliverer) DeliverGroupEvent(e *chat.GroupEvent, to []string, origin chat.SessionID) {
+	d.enqueue(item{kind: itemGroup, ev: e, to: append([]string(nil), to...), origin: origin})
+}
+
+func (d *Deliverer) enqueue(it item) {
+	select {
+	case d.q <- it:
+		return
+	default:
+	}
+	d.stats.queueFull.Add(1)
+	select {
+	case d.q <- it:
+	case <-d.stop:
+	}
+}
+
+// receive is the bus handler: it decodes and queues what other nodes sent.
+func (d *Deliverer) receive(_ string, data []byte) {
+	var w wire
+	if err := json.Unmarshal(data, &w); err != nil || (w.Msg == nil) == (w.Group == nil) {
+		d.stats.bad.Add(1)
+		return
+	}
+	if w.Node == d.cfg.Node {
+		return // delivered here already
+	}
+	d.stats.received.Add(1)
+	if w.Msg != nil {
+		d.enqueue(item{kind: itemRemote, m: w.Msg, to: w.To})
+	} else {
+		d.enqueue(item{kind: itemRemoteGroup, ev: w.Group, to: w.To})
+	}
+}
+
+func (d *Deliverer) run() {
+	defer close(d.done)
+	for {
+		select {
+		case <-d.stop:
+			return
+		case it := <-d.q:
+			d.handle(it)
+		}
+	}
+}
+
+func (d *Deliverer) handle(it item) {
+	switch it.kind {
+	case itemLocal, itemGroup:
+		d.publish(it)
+		if it.kind == itemGroup {
+			d.cfg.Local.DeliverGroupEvent(it.ev, it.to, it.origin)
+			return
+		}
+		d.deliver(it.m, it.to, it.origin)
+	case itemRemote:
+		d.deliver(it.m, it.to, 0)
+	case itemRemoteGroup:
+		d.cfg.Local.DeliverGroupEvent(it.ev, it.to, 0)
+	case itemResync:
+		d.resync(it.plan)
+	}
+}
+
+func (d *Deliverer) publish(it item) {
+	w := wire{Node: d.cfg.Node, To: it.to, Group: it.ev}
+	if it.m != nil {
+		c := *it.m
+		c.Push, c.NotifyMentioned = nil, false // decided by the storing node
+		w.Msg = &c
+	}
+	data, err := json.Marshal(&w)
+	if err != nil {
+		d.stats.publishFailed.Add(1)
+		d.log.Error("cluster: encoding a delivery for the bus", "err", err)
+		return
+	}
+	d.stats.published.Add(1)
+	if err := d.cfg.Bus.Publish(d.cfg.Prefix+SubjectMessages, data); err != nil {
+		// The other nodes fill it from the store at the conversation's
+		// next message, or when their bus comes back. Logged: besides a
+		// full reconnect buffer, it may be a payload over NATS's
+		// max_payload (1 MiB by default: a group of tens of thousands
+		// of members, whose recipients travel with the message).
+		d.stats.publishFailed.Add(1)
+		d.log.Warn("cluster: publishing a delivery for the other nodes failed", "conv", w.convOf(), "bytes", len(data), "recipients", len(it.to), "err", err)
+	}
+}
+
+// deliver hands m to the local sessions of to, after the messages of its
+// conversation between the last one delivered and it, read from the store.
+func (d *Deliverer) deliver(m *herald.Message, to []string, origin chat.SessionID) {
+	if m.Seq == 0 {
+		d.cfg.Local.DeliverMessage(m, to, origin) // a command: live only, no seq
+		return
+	}
+	st := d.state(m.Conv)
+	switch {
+	case st.last == 0:
+		// First sight: what was lost before it was created after the
+		// subscription started (a session that logged in here synced
+		// what was committed before).
+		// At most one page back: a conversation forgotten (MaxConvs)
+		// and seen again must not replay what it had since the start.
+		if m.Seq > 1 {
+			st.last = max(0, m.Seq-1-int64(d.cfg.Page))
+			d.fill(st, m.Seq, fillTo(st, to), d.since.Add(-d.cfg.Skew), false)
+		}
+	case m.Seq <= st.last:
+		d.stats.duplicates.Add(1)
+		return
+	case m.Seq > st.last+1:
+		d.stats.gaps.Add(1)
+		d.fill(st, m.Seq, fillTo(st, to), time.Time{}, true)
+	}
+	d.cfg.Local.DeliverMessage(m, to, origin)
+	st.last, st.to = m.Seq, to
+}
+
+// fill delivers the stored messages of st's conversation after st.last
+// (after since, when not zero) and before upto, to the local sessions of
+// to. gap: a gap was seen (its failure to fill is counted).
+func (d *Deliverer) fill(st *convState, upto int64, to []string, since time.Time, gap bool) {
+	if len(to) == 0 {
+		if gap {
+			d.stats.gapsUnfilled.Add(1)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ReadTimeout)
+	defer cancel()
+	after := st.last
+	for after < upto-1 {
+		msgs, err := d.cfg.Store.MessagesAfter(ctx, st.conv, after, since, d.cfg.Page)
+		if err != nil {
+			if gap {
+				d.stats.gapsUnfilled.Add(1)
+			}
+			d.log.Warn("cluster: filling a gap from the store failed; the sessions fill it with history", "conv", st.conv, "after", after, "upto", upto, "err", err)
+			return
+		}
+		for _, fm := range msgs {
+			if fm.Seq >= upto {
+				return
+			}
+			d.cfg.Local.DeliverMessage(fm, to, 0)
+			d.stats.filled.Add(1)
+			st.last, after = fm.Seq, fm.Seq
+		}
+		if len(msgs) < d.cfg.Page {
+			return
+		}
+	}
+}
+
+// fillTo returns who gets the messages filled before one for to: in a
+// peer conversation its two users; in a group, the users who got the last
+// message delivered here and get this one too. A member who joined in
+// between (the fill could hold messages from before their join, which
+// they must not see) or left in between gets no fill, nor does anyone at
+// a group's first sight here: their client fills the gap with history,
+// which knows join seqs.
+func fillTo(st *convState, to []string) []string {
+	if t, _, _, _ := herald.ParseConversationKey(st.conv); t != herald.ConversationGroup {
+		return to
+	}
+	if len(st.to) == 0 {
+		return nil
+	}
+	before := make(map[string]bool, len(st.to))
+	for _, u := range st.to {
+		before[u] = true
+	}
+	var both []string
+	for _, u := range to {
+		if before[u] {
+			both = append(both, u)
+		}
+	}
+	return both
+}
+
+// state returns conv's state, remembering it (and forgetting the least
+// recently used beyond MaxConvs).
+func (d *Deliverer) state(conv string) *convState {
+	if e, ok := d.convs[conv]; ok {
+		d.lru.MoveToFront(e)
+		return e.Value.(*convState)
+	}
+	st := &convState{conv: conv}
+	d.convs[conv] = d.lru.PushFront(st)
+	if d.lru.Len() > d.cfg.MaxConvs {
+		old := d.lru.Remove(d.lru.Back()).(*convState)
+		delete(d.convs, old.conv)
+	}
+	return st
+}
+
+// planResync reads, for every user with a session here, the last seq of
+// each of their conversations. It runs on its own goroutine; nil when
+// the deliverer stopped meanwhile.
+func (d *Deliverer) planResync() *resyncPlan {
+	d.stats.resyncs.Add(1)
+	users := make(map[string]bool)
+	d.cfg.Local.LiveDevices(func(user, _ string) { users[user] = true })
+	plan := &resyncPlan{users: make(map[string][]string), upto: make(map[string]int64)}
+	for u := range users {
+		select {
+		case <-d.stop:
+			return nil
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ReadTimeout)
+		seqs, err := d.cfg.Store.LastSeqs(ctx, u)
+		cancel()
+		if err != nil {
+			d.log.Warn("cluster: reading a user's conversations after a bus loss failed; their sessions fill gaps with history", "user_id", u, "err", err)
+			continue
+		}
+		for conv, seq := range seqs {
+			plan.users[conv] = append(plan.users[conv], u)
+			plan.upto[conv] = max(plan.upto[conv], seq)
+		}
+	}
+	return plan
+}
+
+// resync reads forward, after the bus came back from a loss, what this
+// node's sessions may have missed meanwhile: each conversation delivered
+// here (remembered: MaxConvs) whose last seq in the store, as planned, is
+// past the last one delivered here. A conversation not remembered is not
+// read (a read per conversation of every local user would be a storm on
+// the store at each NATS blip): its next message's first-sight fill, or
+// the client's next sync, brings what it missed.
+func (d *Deliverer) resync(plan *resyncPlan) {
+	for conv, to := range plan.users {
+		e, ok := d.convs[conv]
+		if !ok {
+			continue
+		}
+		st := e.Value.(*convState)
+		if plan.upto[conv] <= st.last {
+			continue // delivered meanwhile
+		}
+		d.lru.MoveToFront(e)
+		d.fill(st, math.MaxInt64, fillTo(st, to), time.Time{}, false)
+	}
+}

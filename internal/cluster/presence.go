@@ -1,0 +1,400 @@
+package cluster
+
+import (
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/bus"
+)
+
+// LocalPresence is this node's gateway as the push decision sees it
+// (push.Presence), with the enumeration of its sessions.
+type LocalPresence interface {
+	Live(user, device string) bool
+	Acked(user, device, conv string) (seq int64, live bool)
+	LiveDevices(f func(user, device string))
+}
+
+// PresenceConfig tunes a Presence. Zero values take the defaults on each
+// field.
+type PresenceConfig struct {
+	Node   string        // this node's ID; required
+	Bus    bus.Bus       // required
+	Local  LocalPresence // required
+	Prefix string        // the cluster's subject prefix; empty means DefaultPrefix
+	// Refresh is how often this node announces all its sessions; zero
+	// means 10s.
+	Refresh time.Duration
+	// TTL is how long another node's session counts as live without
+	// being announced again: a node that dies (no logout, no bye) stops
+	// counting after it. Zero means 3 x Refresh (30s).
+	TTL time.Duration
+	// Queue bounds the logins and session ends waiting to be announced;
+	// beyond it they are dropped (counted), and the next refresh
+	// announces the state. Zero means 65,536.
+	Queue int
+	// Kicks applies the multi-login policy to logins on other nodes (the
+	// gateway); nil: a login elsewhere kicks nothing here.
+	Kicks Kicker
+	// SingleLogin: a login on another node closes every session of the
+	// user here, not only those on the same device (HERALD_MULTI_LOGIN).
+	SingleLogin bool
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Kicker closes this node's sessions displaced by a login on another node.
+type Kicker interface {
+	KickLoggedInBefore(user, device string, allDevices bool, at time.Time, reason string) int
+}
+
+// PresenceStats are the Presence's counters.
+type PresenceStats struct {
+	RemoteDevices int64 // (user, device, node) entries of other nodes held now, expired ones included until swept
+	Announced     int64 // presence messages published
+	DeltasDropped int64 // logins or session ends not announced at once (queue full); the next refresh covers them, but a dropped login kicks nothing on other nodes
+	BadPayloads   int64 // bus payloads that did not decode
+	KickedHere    int64 // sessions here closed by logins on other nodes
+}
+
+// Presence tells the push decision (push.Presence) whether a user's
+// device has a live session on any node: here (the gateway) or on another
+// node, as announced on the bus. It announces this node's sessions: a
+// delta at each login and session end (from the gateway's events), all of
+// them every Refresh and when another node starts (hello), and a bye at
+// Close. Acked is answered for sessions here only: a device live on
+// another node counts as live with nothing acknowledged here, so its push
+// waits for the ack window, and the dispatcher then reads the acks that
+// node stored (README.md).
+type Presence struct {
+	cfg PresenceConfig
+	log *slog.Logger
+
+	mu     sync.Mutex
+	remote map[string]map[string]map[string]time.Time // user -> device -> node -> expiry
+
+	deltas chan delta
+	full   chan struct{} // asks for a full announcement now
+	stop   chan struct{}
+	done   chan struct{}
+	sub    bus.Subscription
+	once   sync.Once
+
+	stats struct{ announced, dropped, bad, kicked atomic.Int64 }
+}
+
+// delta is a session change to announce: a login (at set) or an end.
+type delta struct {
+	user, device string
+	at           time.Time
+}
+
+// presenceMsg is a bus payload on SubjectPresence.
+type presenceMsg struct {
+	Node    string          `json:"node"`
+	Kind    string          `json:"kind"` // delta, full, hello, bye, login
+	Entries []presenceEntry `json:"entries,omitempty"`
+	At      int64           `json:"at,omitempty"` // login: when (Unix ns, the node's clock)
+}
+
+type presenceEntry struct {
+	User   string `json:"u"`
+	Device string `json:"d"`
+	Live   bool   `json:"l"`
+}
+
+const fullPage = 1000 // entries per full announcement message (NATS's payload limit is 1 MiB by default)
+
+// NewPresence returns a presence table; Start runs it.
+func NewPresence(cfg PresenceConfig) *Presence {
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = 10 * time.Second
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 3 * cfg.Refresh
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = 65536
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Presence{cfg: cfg, log: cfg.Logger, remote: make(map[string]map[string]map[string]time.Time),
+		deltas: make(chan delta, cfg.Queue), full: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start subscribes to the other nodes' announcements, asks them for their
+// sessions (hello) and starts announcing this node's.
+func (p *Presence) Start() error {
+	sub, err := p.cfg.Bus.Subscribe(p.cfg.Prefix+SubjectPresence, p.receive)
+	if err != nil {
+		return err
+	}
+	p.sub = sub
+	p.cfg.Bus.Watch(func(s bus.State) {
+		if s == bus.Connected {
+			p.askFull() // what was announced while away was lost: the others learn it again
+		}
+	})
+	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "hello"})
+	go p.run()
+	return nil
+}
+
+// Close announces that this node has no sessions any more (bye) and stops.
+func (p *Presence) Close() {
+	p.once.Do(func() {
+		close(p.stop)
+		if p.sub != nil {
+			<-p.done
+			p.sub.Unsubscribe()
+			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "bye"})
+		}
+	})
+}
+
+// Emit takes the gateway's events (gateway.Events): each login and
+// session end is announced. It never blocks.
+func (p *Presence) Emit(e herald.Event) {
+	switch e.Type {
+	case herald.EventLogin, herald.EventLogout, herald.EventOffline:
+	default:
+		return
+	}
+	d := delta{user: e.User, device: e.Device}
+	if e.Type == herald.EventLogin {
+		d.at = e.Time
+	}
+	select {
+	case p.deltas <- d:
+	default:
+		p.stats.dropped.Add(1)
+	}
+}
+
+func (p *Presence) askFull() {
+	select {
+	case p.full <- struct{}{}:
+	default:
+	}
+}
+
+// Live implements push.Presence: a session here, or one another node
+// announced and has not let expire.
+func (p *Presence) Live(user, device string) bool {
+	return p.cfg.Local.Live(user, device) || p.remoteLive(user, device)
+}
+
+// Acked implements push.Presence. For a device live on another node only,
+// it answers live with nothing acknowledged.
+func (p *Presence) Acked(user, device, conv string) (int64, bool) {
+	if seq, live := p.cfg.Local.Acked(user, device, conv); live {
+		return seq, true
+	}
+	return 0, p.remoteLive(user, device)
+}
+
+func (p *Presence) remoteLive(user, device string) bool {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, exp := range p.remote[user][device] {
+		if now.Before(exp) {
+			return true
+		}
+	}
+	return false
+}
+
+// Stats returns the counters.
+func (p *Presence) Stats() PresenceStats {
+	p.mu.Lock()
+	var n int64
+	for _, devs := range p.remote {
+		for _, nodes := range devs {
+			n += int64(len(nodes))
+		}
+	}
+	p.mu.Unlock()
+	return PresenceStats{RemoteDevices: n, Announced: p.stats.announced.Load(), DeltasDropped: p.stats.dropped.Load(),
+		BadPayloads: p.stats.bad.Load(), KickedHere: p.stats.kicked.Load()}
+}
+
+func (p *Presence) run() {
+	defer close(p.done)
+	tk := time.NewTicker(p.cfg.Refresh)
+	defer tk.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case d := <-p.deltas:
+			p.announce(d)
+		case <-p.full:
+			p.announceAll()
+		case <-tk.C:
+			p.announceAll()
+			p.sweep()
+		}
+	}
+}
+
+// announce publishes d and the deltas queued behind it (up to a page) as
+// one delta; a login is also published on its own, for the other nodes'
+// multi-login policy.
+func (p *Presence) announce(d delta) {
+	var batch []presenceEntry
+	for {
+		// The gateway is the truth: the state now, not the event's (a
+		// relogin's login may come before the old session's end).
+		batch = append(batch, presenceEntry{User: d.user, Device: d.device, Live: p.cfg.Local.Live(d.user, d.device)})
+		if !d.at.IsZero() {
+			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "login", At: d.at.UnixNano(),
+				Entries: []presenceEntry{{User: d.user, Device: d.device, Live: true}}})
+		}
+		if len(batch) == fullPage {
+			break
+		}
+		select {
+		case d = <-p.deltas:
+			continue
+		default:
+		}
+		break
+	}
+	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "delta", Entries: batch})
+}
+
+// announceAll publishes every session here, in pages.
+func (p *Presence) announceAll() {
+	var page []presenceEntry
+	p.cfg.Local.LiveDevices(func(user, device string) {
+		page = append(page, presenceEntry{User: user, Device: device, Live: true})
+		if len(page) == fullPage {
+			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "full", Entries: page})
+			page = nil
+		}
+	})
+	if len(page) > 0 {
+		p.publish(presenceMsg{Node: p.cfg.Node, Kind: "full", Entries: page})
+	}
+}
+
+// sweep forgets expired entries.
+func (p *Presence) sweep() {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for user, devs := range p.remote {
+		for dev, nodes := range devs {
+			for node, exp := range nodes {
+				if !now.Before(exp) {
+					delete(nodes, node)
+				}
+			}
+			if len(nodes) == 0 {
+				delete(devs, dev)
+			}
+		}
+		if len(devs) == 0 {
+			delete(p.remote, user)
+		}
+	}
+}
+
+func (p *Presence) publish(m presenceMsg) {
+	data, err := json.Marshal(&m)
+	if err != nil {
+		return
+	}
+	if p.cfg.Bus.Publish(p.cfg.Prefix+SubjectPresence, data) == nil {
+		p.stats.announced.Add(1)
+	}
+}
+
+// receive is the bus handler of other nodes' announcements.
+func (p *Presence) receive(_ string, data []byte) {
+	var m presenceMsg
+	if err := json.Unmarshal(data, &m); err != nil || m.Node == "" {
+		p.stats.bad.Add(1)
+		return
+	}
+	if m.Node == p.cfg.Node {
+		return
+	}
+	switch m.Kind {
+	case "hello":
+		p.askFull()
+		return
+	case "bye":
+		p.forgetNode(m.Node)
+		return
+	case "login":
+		p.loginElsewhere(m)
+		return
+	case "delta", "full":
+	default:
+		p.stats.bad.Add(1)
+		return
+	}
+	exp := p.cfg.Now().Add(p.cfg.TTL)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range m.Entries {
+		if !e.Live {
+			if nodes := p.remote[e.User][e.Device]; nodes != nil {
+				delete(nodes, m.Node)
+			}
+			continue
+		}
+		devs := p.remote[e.User]
+		if devs == nil {
+			devs = make(map[string]map[string]time.Time)
+			p.remote[e.User] = devs
+		}
+		nodes := devs[e.Device]
+		if nodes == nil {
+			nodes = make(map[string]time.Time)
+			devs[e.Device] = nodes
+		}
+		nodes[m.Node] = exp
+	}
+}
+
+func (p *Presence) forgetNode(node string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, devs := range p.remote {
+		for _, nodes := range devs {
+			delete(nodes, node)
+		}
+	}
+}
+
+// loginElsewhere applies the multi-login policy to a login on another
+// node: the sessions here it displaces are closed, as the gateway closes
+// those of a login here. The device limit (HERALD_MAX_DEVICES) is not
+// applied across nodes.
+func (p *Presence) loginElsewhere(m presenceMsg) {
+	if p.cfg.Kicks == nil || len(m.Entries) != 1 {
+		return
+	}
+	e := m.Entries[0]
+	reason := "logged in again on the same device"
+	if p.cfg.SingleLogin {
+		reason = "logged in on another device"
+	}
+	n := p.cfg.Kicks.KickLoggedInBefore(e.User, e.Device, p.cfg.SingleLogin, time.Unix(0, m.At), reason)
+	p.stats.kicked.Add(int64(n))
+}

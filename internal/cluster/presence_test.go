@@ -1,0 +1,171 @@
+package cluster
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+// clock is a test clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func startPresence(t *testing.T, id string, n *node, clk *clock) *Presence {
+	t.Helper()
+	// An hour between refreshes: the tests see deltas, hellos and
+	// expiry only, never a periodic refresh.
+	p := NewPresence(PresenceConfig{Node: id, Bus: n.bus, Local: n.gw, Refresh: time.Hour, TTL: 30 * time.Second, Now: clk.Now, Prefix: prefix(t)})
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// TestRemoteSessionLiveThenExpires: a session on node B makes the push
+// decision on node A see the device live; when node B stops announcing
+// (it died: no logout, no bye), the device stops counting as live on A
+// after the TTL.
+func TestRemoteSessionLiveThenExpires(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	pa, pb := startPresence(t, "a", a, clk), startPresence(t, "b", b, clk)
+	if pa.Live("bob", "phone") {
+		t.Fatal("bob's phone is live on A before any login")
+	}
+	b.gw.setLive("bob", "phone", true)
+	pb.Emit(herald.Event{Type: herald.EventLogin, User: "bob", Device: "phone"})
+	waitFor(t, "A sees bob's phone live", func() bool { return pa.Live("bob", "phone") })
+	if seq, live := pa.Acked("bob", "phone", "p:alice:bob"); !live || seq != 0 {
+		t.Errorf("Acked on A: got %d, %v; want 0, true (live elsewhere, nothing acknowledged here)", seq, live)
+	}
+	if pa.Live("bob", "tablet") {
+		t.Error("bob's tablet is live on A; only his phone logged in")
+	}
+	// Node B dies: its bus goes silent, nothing more is announced.
+	b.bus.setDrop(func(int) bool { return true })
+	clk.advance(29 * time.Second)
+	if !pa.Live("bob", "phone") {
+		t.Error("bob's phone stopped counting as live before the TTL")
+	}
+	clk.advance(time.Second)
+	if pa.Live("bob", "phone") {
+		t.Error("bob's phone still live on A after the TTL with no announcement")
+	}
+}
+
+// TestLogoutAnnounced: a session's end on node B is announced, and node
+// A no longer counts the device as live, before any expiry.
+func TestLogoutAnnounced(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	pa, pb := startPresence(t, "a", a, clk), startPresence(t, "b", b, clk)
+	b.gw.setLive("bob", "phone", true)
+	pb.Emit(herald.Event{Type: herald.EventLogin, User: "bob", Device: "phone"})
+	waitFor(t, "A sees bob's phone live", func() bool { return pa.Live("bob", "phone") })
+	b.gw.setLive("bob", "phone", false)
+	pb.Emit(herald.Event{Type: herald.EventOffline, User: "bob", Device: "phone"})
+	waitFor(t, "A sees bob's phone gone", func() bool { return !pa.Live("bob", "phone") })
+}
+
+// TestNewNodeLearnsSessions: a node that starts after sessions logged in
+// elsewhere learns them at once (its hello is answered with a full
+// announcement), not a refresh period later.
+func TestNewNodeLearnsSessions(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	b.gw.setLive("bob", "phone", true)
+	startPresence(t, "b", b, clk)
+	pa := startPresence(t, "a", a, clk)
+	waitFor(t, "A learns bob's phone", func() bool { return pa.Live("bob", "phone") })
+}
+
+// TestByeForgets: a node that shuts down says so, and its sessions stop
+// counting at once.
+func TestByeForgets(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	pa, pb := startPresence(t, "a", a, clk), startPresence(t, "b", b, clk)
+	b.gw.setLive("bob", "phone", true)
+	pb.Emit(herald.Event{Type: herald.EventLogin, User: "bob", Device: "phone"})
+	waitFor(t, "A sees bob's phone live", func() bool { return pa.Live("bob", "phone") })
+	pb.Close()
+	waitFor(t, "A forgets node B's sessions", func() bool { return !pa.Live("bob", "phone") })
+}
+
+// kicks records the cross-node kicks asked of a node.
+type kicks struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (k *kicks) KickLoggedInBefore(user, device string, all bool, at time.Time, reason string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.got = append(k.got, fmt.Sprintf("%s/%s all=%v at=%d %s", user, device, all, at.UnixNano(), reason))
+	return 1
+}
+
+func (k *kicks) list() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]string(nil), k.got...)
+}
+
+// TestLoginElsewhereKicks: a login on node B asks node A to close the
+// sessions it displaces, older than the login (of two racing logins the
+// later stays), with the policy's scope and reason.
+func TestLoginElsewhereKicks(t *testing.T) {
+	for _, single := range []bool{false, true} {
+		t.Run(fmt.Sprintf("single=%v", single), func(t *testing.T) {
+			ba, bb := buses(t)
+			st := openStore(t)
+			clk := &clock{now: time.Unix(1_000_000, 0)}
+			a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+			var k kicks
+			pa := NewPresence(PresenceConfig{Node: "a", Bus: a.bus, Local: a.gw, Refresh: time.Hour, Now: clk.Now, Kicks: &k, SingleLogin: single, Prefix: prefix(t)})
+			if err := pa.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pa.Close)
+			pb := startPresence(t, "b", b, clk)
+			at := time.Unix(2_000_000, 5)
+			b.gw.setLive("bob", "phone", true)
+			pb.Emit(herald.Event{Type: herald.EventLogin, Time: at, User: "bob", Device: "phone"})
+			waitFor(t, "node A asked to kick", func() bool { return len(k.list()) > 0 })
+			reason := "logged in again on the same device"
+			if single {
+				reason = "logged in on another device"
+			}
+			want := fmt.Sprintf("bob/phone all=%v at=%d %s", single, at.UnixNano(), reason)
+			if got := k.list(); len(got) != 1 || got[0] != want {
+				t.Errorf("kicks asked: got %q, want [%q]", got, want)
+			}
+		})
+	}
+}

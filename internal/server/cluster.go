@@ -1,0 +1,90 @@
+package server
+
+import (
+	"log/slog"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/bus"
+	"github.com/herald-im/herald/internal/cluster"
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/gateway"
+	"github.com/herald-im/herald/internal/metrics"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// clusterParts are a node's bus, delivery and presence, when HERALD_BUS
+// is set (nil otherwise: the gateway is chat's deliverer and push's
+// presence, as on a single node).
+type clusterParts struct {
+	bus      bus.Bus
+	deliver  *cluster.Deliverer
+	presence *cluster.Presence
+}
+
+// testWrapBus, set only by this package's tests, wraps the node's bus (a
+// bus that loses messages on purpose).
+var testWrapBus func(bus.Bus) bus.Bus
+
+// dialBus connects to HERALD_BUS. It does not wait for NATS: a node
+// starts while NATS is down, and delivers across nodes once it is up.
+func dialBus(cfg config.Config, node string, log *slog.Logger) (bus.Bus, error) {
+	b, err := bus.DialNATS(cfg.Bus, bus.NATSOptions{Name: node, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("bus: NATS", "url", bus.Redact(cfg.Bus), "node", node, "prefix", cfg.BusPrefix, "state", b.State().String())
+	if testWrapBus != nil {
+		return testWrapBus(b), nil
+	}
+	return b, nil
+}
+
+// newCluster builds delivery and presence over b for the gateway gw.
+// A login on another node kicks the sessions here the multi-login policy
+// displaces (single: all of the user's; multi: the same device's).
+func newCluster(cfg config.Config, b bus.Bus, node string, gw *gateway.Gateway, st store.Store, log *slog.Logger) *clusterParts {
+	return &clusterParts{
+		bus:     b,
+		deliver: cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
+		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
+			Kicks: gw, SingleLogin: cfg.MultiLogin == "single"}),
+	}
+}
+
+// start subscribes before the gateway serves: what a session's sync does
+// not cover, the bus brings.
+func (c *clusterParts) start() error {
+	if err := c.deliver.Start(); err != nil {
+		return err
+	}
+	return c.presence.Start()
+}
+
+// close runs after the gateway and chat have stopped: the other nodes
+// forget this one's sessions (bye), then the bus closes.
+func (c *clusterParts) close() error {
+	c.deliver.Close()
+	c.presence.Close()
+	return c.bus.Close()
+}
+
+func (c *clusterParts) register(m *metrics.Metrics) {
+	m.RegisterStats("bus", func() any { return c.bus.Stats() })
+	m.RegisterStats("cluster_delivery", func() any { return c.deliver.Stats() })
+	m.RegisterStats("cluster_presence", func() any { return c.presence.Stats() })
+}
+
+// presenceEvents passes the gateway's events on to the app's backend (next,
+// nil without callbacks) and to the cluster's presence (p, set once built:
+// before any session exists).
+type presenceEvents struct {
+	next eventSink
+	p    *cluster.Presence
+}
+
+func (e *presenceEvents) Emit(ev herald.Event) {
+	if e.next != nil {
+		e.next.Emit(ev)
+	}
+	e.p.Emit(ev)
+}

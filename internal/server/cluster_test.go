@@ -1,0 +1,206 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/bus"
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/token"
+)
+
+// sharedStore is the one store two test nodes write to (PostgreSQL's
+// stand-in): the node that did not open it does not close it.
+type sharedStore struct{ store.Store }
+
+func (sharedStore) Close() error { return nil }
+
+// lossyBus loses the publishes on the messages subject that lose says to.
+type lossyBus struct {
+	bus.Bus
+	mu   sync.Mutex
+	n    int
+	lose func(n int) bool
+}
+
+func (b *lossyBus) Publish(subject string, data []byte) error {
+	if strings.HasSuffix(subject, ".msg") {
+		b.mu.Lock()
+		b.n++
+		lost := b.lose != nil && b.lose(b.n)
+		b.mu.Unlock()
+		if lost {
+			return nil
+		}
+	}
+	return b.Bus.Publish(subject, data)
+}
+
+// TestTwoNodes: two nodes over NATS share one store; bob's session on
+// node A receives, in order and complete, what alice sends on node B, a
+// message lost on the bus included; bob's session makes push's Live true
+// on node B, and a push decided there waits for his ack, until node A
+// says bye; a login on one node displaces the same device's session on
+// the other; /metrics names each node.
+func TestTwoNodes(t *testing.T) {
+	url := os.Getenv("HERALD_TEST_NATS")
+	if url == "" {
+		t.Skip("HERALD_TEST_NATS is not set (e.g. nats://127.0.0.1:4222): the two-node test needs NATS")
+	}
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	var shared store.Store
+	var lossy *lossyBus
+	testWrapStore = func(s store.Store) store.Store {
+		if shared == nil {
+			shared = s
+			return s
+		}
+		s.Close()
+		return sharedStore{shared}
+	}
+	testWrapBus = func(b bus.Bus) bus.Bus {
+		if lossy == nil {
+			return b // node A's
+		}
+		lossy.Bus = b // node B's
+		return lossy
+	}
+	t.Cleanup(func() { testWrapStore, testWrapBus = nil, nil })
+	start := func(node string) *Server {
+		cfg := config.Default()
+		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+		cfg.Bus, cfg.NodeID, cfg.MetricsPublic = url, node, "true"
+		cfg.BusPrefix = "test.server." + strconv.Itoa(os.Getpid()) // tests of other packages may share NATS
+		cfg.PushAckWindow = 4 * time.Second                        // bob's ack is stored within about 1 s (the cursor flush)
+		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	a := start("node-a")
+	stopA := sync.OnceFunc(func() { a.Shutdown(context.Background()) })
+	defer stopA()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	login := func(srv *Server, user string, h client.Handlers) *client.Client {
+		c := client.New(srv.URL(), client.Options{DeviceID: "phone", Handlers: h})
+		t.Cleanup(c.Close)
+		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(ctx, user, tok); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var mu sync.Mutex
+	var got []string
+	bob := login(a, "bob", client.Handlers{MessageReceived: func(msgs []*herald.Message, _ client.ReceiveInfo) {
+		mu.Lock()
+		for _, m := range msgs {
+			got = append(got, m.Text)
+		}
+		mu.Unlock()
+	}})
+	// Registered before node B starts: B reads the device registry at
+	// its start (a registration's invalidation across nodes is not built).
+	if _, err := bob.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: fmt.Sprintf("%064x", 0xB0B), App: "com.example.chat", Environment: herald.EnvProduction}); err != nil {
+		t.Fatal(err)
+	}
+	lossy = &lossyBus{lose: func(n int) bool { return n == 3 }}
+	b := start("node-b")
+	stopB := sync.OnceFunc(func() { b.Shutdown(context.Background()) })
+	defer stopB()
+	waitUntil(t, "node B sees bob live on node A", func() bool { return b.ClusterPresence().Live("bob", "phone") })
+
+	alice := login(b, "alice", client.Handlers{})
+	want := []string{"1", "2", "3", "4", "5"}
+	for _, text := range want {
+		if _, err := alice.SendPeerMessage(ctx, "bob", client.TextMessage(text)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "bob received every message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= len(want)
+	})
+	mu.Lock()
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("bob on node A received %v, want %v", got, want)
+	}
+	mu.Unlock()
+	if s := a.cluster.deliver.Stats(); s.Filled != 1 {
+		t.Errorf("node A filled %d messages from the store, want 1 (the one lost on the bus)", s.Filled)
+	}
+
+	for srv, node := range map[*Server]string{a: "node-a", b: "node-b"} {
+		body := scrape(t, "http://"+srv.Addr()+"/metrics")
+		if want := `herald_node_info{node="` + node + `"} 1`; !strings.Contains(body, want) {
+			t.Errorf("%s's /metrics lacks %s", node, want)
+		}
+	}
+
+	// A push decided on node B for bob's phone, live on node A: it waits
+	// for the ack window (B sees the session live), then finds bob's ack
+	// (stored by node A) and is not sent.
+	if _, err := alice.SendPeerMessage(ctx, "bob", client.OutgoingMessage{Type: herald.MessageText, Text: "6", Push: &herald.PushConfig{Title: "Alice", Content: "6"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "node B decided the push", func() bool { return b.Push().Stats().Skipped+b.Push().Stats().Sent >= 1 })
+	if s := b.Push().Stats(); s.Sent != 0 || s.Skipped != 1 {
+		t.Errorf("node B's push: %d sent, %d skipped; want 0 and 1 (bob's phone, live on node A, acknowledged)", s.Sent, s.Skipped)
+	}
+
+	// A login on node A displaces dave's session on node B on the same
+	// device (multi-login: one session per device, cluster-wide).
+	login(b, "dave", client.Handlers{})
+	login(a, "dave", client.Handlers{})
+	waitUntil(t, "dave's older session on node B is closed", func() bool { return b.Gateway().SessionsOf("dave") == 0 })
+	if n := a.Gateway().SessionsOf("dave"); n != 1 {
+		t.Errorf("dave's sessions on node A: got %d, want 1 (the later login stays)", n)
+	}
+
+	// Node A shuts down: bob's phone stops counting as live on node B.
+	stopA()
+	waitUntil(t, "node B forgets bob's session", func() bool { return !b.ClusterPresence().Live("bob", "phone") })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
