@@ -228,34 +228,6 @@ func (e *Emulator) Close() error {
 }
 
 // notifKey is the form in which receipts and expected pushes are matched:
-// the 16 bytes of a notification ID. Each vendor's emulator reports the ID
-// Herald derived (push.NotificationID, an upper-case UUID) as it was sent:
-// APNs's apns-id, FCM's and HMS's android.notification.tag keep the UUID
-// form; Web Push's Topic header drops the dashes. Hex digits of either
-// case count, dashes are skipped; anything else is not a key.
-func notifKey(id string) (k [16]byte, ok bool) {
-	n := 0
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if c == '-' {
-			continue
-		}
-		var v byte
-		switch {
-		case c >= '0' && c <= '9':
-			v = c - '0'
-		case c >= 'a' && c <= 'f':
-			v = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			v = c - 'A' + 10
-		default:
-			return k, false
-		}
-		if n == 32 {
-			return k, false
-		}
-		k[n/2] |= v << (4 * (1 - n%2))
-		n++
-	}
-	return k, n == 32
-}
+// the 16 bytes of a notification ID, whichever form the vendor carried it
+// in (emulator.NotificationKey).
+func notifKey(id string) ([16]byte, bool) { return emulator.NotificationKey(id) }

@@ -62,23 +62,7 @@ func (a *APNs) control(w http.ResponseWriter, r *http.Request) {
 	case "stats":
 		controlJSON(w, a.Stats())
 	case "script":
-		var in []stepJSON
-		if !body(&in) {
-			return
-		}
-		steps := make([]Step, len(in))
-		for i, s := range in {
-			st, err := s.step()
-			if err != nil {
-				controlError(w, http.StatusBadRequest, "step %d: %v", i, err)
-				return
-			}
-			steps[i] = st
-		}
-		a.Script(arg, steps...)
-		controlJSON(w, struct {
-			Steps int `json:"steps"`
-		}{len(steps)})
+		serveScript(w, r, func(steps []Step) { a.Script(arg, steps...) })
 	case "register":
 		var in struct {
 			Env   Env    `json:"env"`

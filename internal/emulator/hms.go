@@ -503,7 +503,7 @@ func (h *HMS) serveSend(w http.ResponseWriter, r *http.Request, app string) {
 func (h *HMS) accept(n *Notification) {
 	h.stats.accepted.Add(1)
 	if n.ID != "" {
-		if id, ok := parseUUIDish(n.ID); ok && h.seen.add(id) {
+		if id, ok := NotificationKey(n.ID); ok && h.seen.add(id) {
 			h.stats.duplicates.Add(1)
 		}
 	}
@@ -618,36 +618,4 @@ func stripTokens(message json.RawMessage) json.RawMessage {
 		return message
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-}
-
-// parseUUIDish reads a 32-hex-digit ID, dashes anywhere ignored.
-func parseUUIDish(s string) (id [16]byte, ok bool) {
-	j := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '-' {
-			continue
-		}
-		var v byte
-		switch {
-		case c >= '0' && c <= '9':
-			v = c - '0'
-		case c >= 'a' && c <= 'f':
-			v = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			v = c - 'A' + 10
-		default:
-			return id, false
-		}
-		if j >= 32 {
-			return id, false
-		}
-		if j%2 == 0 {
-			id[j/2] = v << 4
-		} else {
-			id[j/2] |= v
-		}
-		j++
-	}
-	return id, j == 32
 }

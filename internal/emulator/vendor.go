@@ -77,26 +77,7 @@ func serveVendorControl(w http.ResponseWriter, r *http.Request, prefix string, v
 	case "stats":
 		controlJSON(w, v.Stats())
 	case "script":
-		var in []stepJSON
-		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&in); err != nil {
-			controlError(w, http.StatusBadRequest, "%s: %v", r.URL.Path, err)
-			return
-		}
-		steps := make([]Step, len(in))
-		for i, s := range in {
-			st, err := s.step()
-			if err != nil {
-				controlError(w, http.StatusBadRequest, "step %d: %v", i, err)
-				return
-			}
-			steps[i] = st
-		}
-		v.Script(arg, steps...)
-		controlJSON(w, struct {
-			Steps int `json:"steps"`
-		}{len(steps)})
+		serveScript(w, r, func(steps []Step) { v.Script(arg, steps...) })
 	}
 }
 
@@ -226,4 +207,65 @@ func (h *acceptHook) load() func(*Notification) {
 		return *f
 	}
 	return nil
+}
+
+// NotificationKey reads a notification ID in any form a vendor carries it
+// (APNs' apns-id and Android's tag: a UUID; Web Push's Topic: the same 32
+// hex digits without dashes) as its 16 bytes: hex digits of either case,
+// dashes anywhere ignored; anything else, or not 32 digits, is not one.
+func NotificationKey(s string) (id [16]byte, ok bool) {
+	j := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '-' {
+			continue
+		}
+		var v byte
+		switch {
+		case c >= '0' && c <= '9':
+			v = c - '0'
+		case c >= 'a' && c <= 'f':
+			v = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			v = c - 'A' + 10
+		default:
+			return id, false
+		}
+		if j >= 32 {
+			return id, false
+		}
+		if j%2 == 0 {
+			id[j/2] = v << 4
+		} else {
+			id[j/2] |= v
+		}
+		j++
+	}
+	return id, j == 32
+}
+
+// serveScript reads a control request's JSON list of steps (stepJSON),
+// hands them to script, and answers how many it took; a malformed list is
+// 400 naming what is wrong, and nothing is scripted.
+func serveScript(w http.ResponseWriter, r *http.Request, script func([]Step)) {
+	var in []stepJSON
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		controlError(w, http.StatusBadRequest, "%s: %v", r.URL.Path, err)
+		return
+	}
+	steps := make([]Step, len(in))
+	for i, s := range in {
+		st, err := s.step()
+		if err != nil {
+			controlError(w, http.StatusBadRequest, "step %d: %v", i, err)
+			return
+		}
+		steps[i] = st
+	}
+	script(steps)
+	controlJSON(w, struct {
+		Steps int `json:"steps"`
+	}{len(steps)})
 }

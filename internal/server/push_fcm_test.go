@@ -154,32 +154,9 @@ func TestDevFCM(t *testing.T) {
 // set; an UNREGISTERED answer drops the device, and nothing more is sent
 // to it.
 func TestFCMOfflinePushEndToEnd(t *testing.T) {
-	cfg := config.Default()
-	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-	cfg.PushAckWindow, cfg.PushRetryBase, cfg.PushRetryMax = 300*time.Millisecond, 20*time.Millisecond, 100*time.Millisecond
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
+	srv, login := startDevServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	login := func(user, device string) *client.Client {
-		t.Helper()
-		c := client.New(srv.URL(), client.Options{DeviceID: device})
-		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Login(ctx, user, tok); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	emu := srv.FCMEmulator()
 	const fcmToken = "bob-phone:APA91bHun4MxP5egoKMwt2KZFBaFUH-1RYqx"
 	bob := login("bob", "bob-phone")
@@ -255,32 +232,9 @@ func fcmWaitFor(t *testing.T, what string, cond func() bool) {
 // credentials, every package the project serves stops being sent, not only
 // the package whose push met the refusal, and push status names the project.
 func TestFCMRefusedKeySuspendsTheProject(t *testing.T) {
-	cfg := config.Default()
-	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-	cfg.PushRetryBase, cfg.PushRetryMax = 20*time.Millisecond, 100*time.Millisecond
-	secret := []byte("0123456789abcdef0123456789abcdef")
-	srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
+	srv, login := startDevServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	login := func(user, device string) *client.Client {
-		t.Helper()
-		c := client.New(srv.URL(), client.Options{DeviceID: device})
-		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Login(ctx, user, tok); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	emu := srv.FCMEmulator()
 	const tokA, tokB = "bob-a:APA91b", "bob-b:APA91b"
 	emu.Script(tokA, emulator.Step{Status: 401, Forever: true}) // the key is refused, fresh token or not
@@ -314,5 +268,38 @@ func TestFCMRefusedKeySuspendsTheProject(t *testing.T) {
 	fcmWaitFor(t, "the push service to settle", func() bool { st := srv.Push().Stats(); return st.Pending == 0 && st.Unrecorded == 0 })
 	if got := emu.Stats().Received - received; got != 0 || len(emu.Arrived(tokB)) != 0 {
 		t.Fatalf("FCM received %d more requests (%d arrived for the other package), want none: the project's key is refused", got, len(emu.Arrived(tokB)))
+	}
+}
+
+// startDevServer runs a server in development mode (built-in emulators)
+// with a short ack window and fast retries, and returns it with a function
+// that logs a user in on a device through the SDK.
+func startDevServer(t *testing.T) (*Server, func(user, device string) *client.Client) {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	cfg.PushAckWindow, cfg.PushRetryBase, cfg.PushRetryMax = 300*time.Millisecond, 20*time.Millisecond, 100*time.Millisecond
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv, func(user, device string) *client.Client {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c := client.New(srv.URL(), client.Options{DeviceID: device})
+		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(ctx, user, tok); err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
 }
