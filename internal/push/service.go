@@ -360,6 +360,9 @@ func (s *Service) RemoveUser(ctx context.Context, user string) ([]string, error)
 // Devices returns user's bound devices.
 func (s *Service) Devices(user string) []herald.PushDevice { return s.reg.ofUser(user) }
 
+// Muted reports whether user muted conv, as this node's mute set says.
+func (s *Service) Muted(user, conv string) bool { return s.mutes.has(user, conv) }
+
 // Device returns a device by push ID.
 func (s *Service) Device(pushID string) (herald.PushDevice, bool) { return s.reg.get(pushID) }
 
