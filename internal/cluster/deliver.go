@@ -1,8 +1,10 @@
 // Package cluster owns what several Herald nodes share over the bus
 // (internal/bus): live delivery of committed messages to the sessions of
 // every node, with per-conversation seq order kept and gaps filled from
-// the store (Deliverer), and which user has live sessions on which node,
-// for the push decision (Presence). README.md has the design.
+// the store (Deliverer), which user has live sessions on which node,
+// for the push decision (Presence), and notices that keep every node's
+// push device registry and mute set following the others' changes
+// (PushCache). README.md has the design.
 package cluster
 
 import (

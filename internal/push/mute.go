@@ -35,6 +35,29 @@ func (m *mutes) load(byUser map[string][]string) int {
 	return len(set)
 }
 
+// reconcile makes the set hold byUser (user -> muted conversation keys,
+// each once, as the store returns them) and returns how many entries it
+// added or removed; when none, nothing is rebuilt.
+func (m *mutes) reconcile(byUser map[string][]string) int {
+	m.mu.RLock()
+	n, total := 0, 0
+	for user, convs := range byUser {
+		total += len(convs)
+		for _, conv := range convs {
+			if _, ok := m.set[muteKey{user, conv}]; !ok {
+				n++
+			}
+		}
+	}
+	n += len(m.set) - (total - n) // held here, not in the store
+	m.mu.RUnlock()
+	if n == 0 {
+		return 0
+	}
+	m.load(byUser)
+	return n
+}
+
 func (m *mutes) put(user, conv string, muted bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -100,6 +123,7 @@ func (s *Service) SetMuted(ctx context.Context, user, conv string, muted bool) e
 		return storeErr("set conversation muted", err)
 	}
 	s.mutes.put(user, conv, muted)
+	s.mutesChanged(user)
 	s.log.Debug("conversation notification status set", "user_id", user, "conv", conv, "muted", muted)
 	return nil
 }

@@ -97,6 +97,55 @@ func (r *registry) putLocked(d herald.PushDevice) {
 	}
 }
 
+// reconcile makes the registry hold devs, the store's devices, and returns
+// how many devices differ (added, removed, or with another token, user,
+// device, environment or registration time). A device held here keeps its
+// badge counts (shown and stored): they are this node's. When none
+// differs, nothing is rebuilt.
+func (r *registry) reconcile(devs []herald.PushDevice) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for i := range devs {
+		d := &devs[i]
+		if o, ok := r.byID[d.PushID]; !ok || !sameDevice(o, d) {
+			n++
+		}
+	}
+	n += len(r.byID) - (len(devs) - countNew(r.byID, devs))
+	if n == 0 {
+		return 0
+	}
+	old, oldBadges := r.byID, r.badges
+	r.init()
+	for _, d := range devs {
+		if o, ok := old[d.PushID]; ok {
+			d.Badge = o.Badge
+			r.badges[d.PushID] = oldBadges[d.PushID]
+		}
+		r.putLocked(d)
+	}
+	return n
+}
+
+// countNew returns how many of devs are not in byID.
+func countNew(byID map[string]*herald.PushDevice, devs []herald.PushDevice) int {
+	n := 0
+	for i := range devs {
+		if _, ok := byID[devs[i].PushID]; !ok {
+			n++
+		}
+	}
+	return n
+}
+
+// sameDevice reports whether a and b agree on all but the badge, which
+// each node counts for itself.
+func sameDevice(a, b *herald.PushDevice) bool {
+	return a.PushID == b.PushID && a.Provider == b.Provider && a.Token == b.Token && a.App == b.App &&
+		a.Env == b.Env && a.User == b.User && a.Device == b.Device && a.RegisteredAt.Equal(b.RegisteredAt)
+}
+
 func (r *registry) remove(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

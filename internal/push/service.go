@@ -159,9 +159,10 @@ type Service struct {
 	log        *slog.Logger
 	strategies map[string]Strategy
 
-	reg   registry
-	mutes mutes
-	dsp   dispatcher
+	reg     registry
+	mutes   mutes
+	dsp     dispatcher
+	changes Changes // nil on a single node (remote.go)
 
 	muteMu sync.Mutex // serialises SetMuted (mute.go)
 	// devMu serialises device changes from the store write to the registry
@@ -273,6 +274,7 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 		return herald.PushDevice{}, storeErr("register push device", err)
 	}
 	s.reg.put(d)
+	s.devicesChanged(d.PushID)
 	s.log.Info("push device registered", "user_id", user, "push_id", d.PushID, "provider", p, "app", app, "env", env)
 	// Past the limit the devices registered longest ago go: each
 	// reinstall of an app brings a new device ID, and the old tokens
@@ -289,6 +291,7 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 				continue
 			}
 			s.reg.remove(old.PushID)
+			s.devicesChanged(old.PushID)
 			s.log.Info("push device removed: the user registered more than the limit", "user_id", user, "push_id", old.PushID, "limit", s.cfg.MaxDevices)
 		}
 	}
@@ -307,6 +310,7 @@ func (s *Service) Unregister(ctx context.Context, user, pushID string) error {
 		return storeErr("unregister push device", err)
 	}
 	s.reg.remove(pushID)
+	s.devicesChanged(pushID)
 	return nil
 }
 
@@ -320,6 +324,7 @@ func (s *Service) Logout(ctx context.Context, user, device string) error {
 		return storeErr("unbind push devices", err)
 	}
 	s.reg.unbind(ids)
+	s.devicesChanged(ids...)
 	return nil
 }
 
@@ -345,6 +350,7 @@ func (s *Service) RemoveUser(ctx context.Context, user string) ([]string, error)
 		s.reg.remove(d.PushID)
 		removed = append(removed, d.PushID)
 	}
+	s.devicesChanged(removed...)
 	if len(removed) > 0 {
 		s.log.Info("push devices removed: the user was unregistered", "user_id", user, "devices", len(removed))
 	}
@@ -353,6 +359,9 @@ func (s *Service) RemoveUser(ctx context.Context, user string) ([]string, error)
 
 // Devices returns user's bound devices.
 func (s *Service) Devices(user string) []herald.PushDevice { return s.reg.ofUser(user) }
+
+// Muted reports whether user muted conv, as this node's mute set says.
+func (s *Service) Muted(user, conv string) bool { return s.mutes.has(user, conv) }
 
 // Device returns a device by push ID.
 func (s *Service) Device(pushID string) (herald.PushDevice, bool) { return s.reg.get(pushID) }
@@ -432,6 +441,7 @@ func (s *Service) drop(ctx context.Context, pushID string, at time.Time) (bool, 
 	dropped, err := s.st.DropPushDevice(ctx, pushID, at)
 	if err == nil && dropped {
 		s.reg.remove(pushID)
+		s.devicesChanged(pushID)
 	}
 	return dropped, err
 }
@@ -449,6 +459,9 @@ func (s *Service) pruneUnbound(ctx context.Context, before time.Time) (int, erro
 		return 0, err
 	}
 	s.reg.pruneUnbound(before)
+	// Not told to other nodes: an unbound device is never pushed, and
+	// every node prunes its own registry, or meets the change at its next
+	// periodic refresh.
 	return n, nil
 }
 

@@ -9,16 +9,19 @@ import (
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/gateway"
 	"github.com/herald-im/herald/internal/metrics"
+	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
 )
 
-// clusterParts are a node's bus, delivery and presence, when HERALD_BUS
-// is set (nil otherwise: the gateway is chat's deliverer and push's
-// presence, as on a single node).
+// clusterParts are a node's bus, delivery, presence and push cache
+// notices, when HERALD_BUS is set (nil otherwise: the gateway is chat's
+// deliverer and push's presence, and push tells no one of its device and
+// mute changes, as on a single node).
 type clusterParts struct {
-	bus      bus.Bus
-	deliver  *cluster.Deliverer
-	presence *cluster.Presence
+	bus       bus.Bus
+	deliver   *cluster.Deliverer
+	presence  *cluster.Presence
+	pushCache *cluster.PushCache
 }
 
 // testWrapBus, set only by this package's tests, wraps the node's bus (a
@@ -39,25 +42,34 @@ func dialBus(cfg config.Config, node string, log *slog.Logger) (bus.Bus, error) 
 	return b, nil
 }
 
-// newCluster builds delivery and presence over b for the gateway gw.
+// newCluster builds delivery and presence over b for the gateway gw, and
+// the push cache notices for ps (which it sets as ps's Changes).
 // A login on another node kicks the sessions here the multi-login policy
 // displaces (single: all of the user's; multi: the same device's).
-func newCluster(cfg config.Config, b bus.Bus, node string, gw *gateway.Gateway, st store.Store, log *slog.Logger) *clusterParts {
+func newCluster(cfg config.Config, b bus.Bus, node string, gw *gateway.Gateway, st store.Store, ps *push.Service, log *slog.Logger) *clusterParts {
+	pc := cluster.NewPushCache(cluster.PushCacheConfig{Node: node, Bus: b, Push: ps, Prefix: cfg.BusPrefix, Logger: log})
+	ps.SetChanges(pc)
 	return &clusterParts{
-		bus:     b,
-		deliver: cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
+		pushCache: pc,
+		bus:       b,
+		deliver:   cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
 		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
 			Kicks: gw, SingleLogin: cfg.MultiLogin == "single"}),
 	}
 }
 
 // start subscribes before the gateway serves: what a session's sync does
-// not cover, the bus brings.
+// not cover, the bus brings. It runs after push's Start: the push cache
+// reads the registry and mutes again once subscribed, for the changes
+// written between push's load and the subscription.
 func (c *clusterParts) start() error {
 	if err := c.deliver.Start(); err != nil {
 		return err
 	}
-	return c.presence.Start()
+	if err := c.presence.Start(); err != nil {
+		return err
+	}
+	return c.pushCache.Start()
 }
 
 // close runs after the gateway and chat have stopped: the other nodes
@@ -65,6 +77,7 @@ func (c *clusterParts) start() error {
 func (c *clusterParts) close() error {
 	c.deliver.Close()
 	c.presence.Close()
+	c.pushCache.Close()
 	return c.bus.Close()
 }
 
@@ -72,6 +85,7 @@ func (c *clusterParts) register(m *metrics.Metrics) {
 	m.RegisterStats("bus", func() any { return c.bus.Stats() })
 	m.RegisterStats("cluster_delivery", func() any { return c.deliver.Stats() })
 	m.RegisterStats("cluster_presence", func() any { return c.presence.Stats() })
+	m.RegisterStats("cluster_push_cache", func() any { return c.pushCache.Stats() })
 }
 
 // presenceEvents passes the gateway's events on to the app's backend (next,

@@ -120,7 +120,8 @@ func TestTwoNodes(t *testing.T) {
 		mu.Unlock()
 	}})
 	// Registered before node B starts: B reads the device registry at
-	// its start (a registration's invalidation across nodes is not built).
+	// its start (a registration made after, on another node, is
+	// TestTwoNodesPushCache's).
 	if _, err := bob.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: fmt.Sprintf("%064x", 0xB0B), App: "com.example.chat", Environment: herald.EnvProduction}); err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +182,141 @@ func TestTwoNodes(t *testing.T) {
 	// Node A shuts down: bob's phone stops counting as live on node B.
 	stopA()
 	waitUntil(t, "node B forgets bob's session", func() bool { return !b.ClusterPresence().Live("bob", "phone") })
+}
+
+// TestTwoNodesPushCache: push device and mute changes made through node
+// A reach node B's mirrors through the bus: a device bob registers on A
+// is pushed by B (through B's emulator); once bob mutes the conversation
+// on A, B stops pushing it; once he unmutes and unregisters the device on
+// A, B has no device to push.
+func TestTwoNodesPushCache(t *testing.T) {
+	url := os.Getenv("HERALD_TEST_NATS")
+	if url == "" {
+		t.Skip("HERALD_TEST_NATS is not set (e.g. nats://127.0.0.1:4222): the two-node test needs NATS")
+	}
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	var shared store.Store
+	testWrapStore = func(s store.Store) store.Store {
+		if shared == nil {
+			shared = s
+			return s
+		}
+		s.Close()
+		return sharedStore{shared}
+	}
+	t.Cleanup(func() { testWrapStore = nil })
+	start := func(node string) *Server {
+		cfg := config.Default()
+		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+		cfg.Bus, cfg.NodeID = url, node
+		cfg.BusPrefix = "test.server.pushcache." + strconv.Itoa(os.Getpid()) // tests of other packages may share NATS
+		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Shutdown(context.Background()) })
+		return srv
+	}
+	a, b := start("node-a"), start("node-b")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	login := func(srv *Server, user string) *client.Client {
+		t.Helper()
+		c := client.New(srv.URL(), client.Options{DeviceID: "phone"})
+		t.Cleanup(c.Close)
+		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(ctx, user, tok); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// asBob runs f in a session of bob's on node A, then closes it (no
+	// logout: the device stays bound) and waits until node B no longer
+	// sees him live, so what alice sends next is pushed at once.
+	asBob := func(f func(c *client.Client)) {
+		t.Helper()
+		c := login(a, "bob")
+		f(c)
+		c.Close()
+		waitUntil(t, "node B sees bob offline", func() bool { return !b.ClusterPresence().Live("bob", "phone") })
+	}
+	alice := login(b, "alice")
+	send := func(text string) int64 {
+		t.Helper()
+		m, err := alice.SendPeerMessage(ctx, "bob", client.OutgoingMessage{Type: herald.MessageText, Text: text, Push: &herald.PushConfig{Title: "Alice", Content: text}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.ID
+	}
+	// skippedOnB waits for node B's delivery log of message id to say
+	// why nothing was pushed.
+	skippedOnB := func(id int64, reason string) {
+		t.Helper()
+		waitUntil(t, "node B logged the skip of message "+strconv.FormatInt(id, 10), func() bool {
+			log, err := b.Push().Log(ctx, store.PushLogQuery{MsgID: id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range log {
+				if e.Outcome == herald.PushSkipped {
+					if e.Reason != reason {
+						t.Fatalf("message %d skipped on node B for %q, want %q", id, e.Reason, reason)
+					}
+					return true
+				}
+			}
+			return false
+		})
+	}
+	tok := fmt.Sprintf("%064x", 0xB0B2)
+	inbox := func() int { return len(b.Emulator().Inbox(tok)) }
+
+	var pushID string
+	asBob(func(c *client.Client) {
+		var err error
+		if pushID, err = c.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: tok, App: "com.example.chat", Environment: herald.EnvProduction}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	waitUntil(t, "node B holds bob's device", func() bool { d, ok := b.Push().Device(pushID); return ok && d.User == "bob" })
+	send("registered")
+	waitUntil(t, "node B pushed bob's phone", func() bool { return inbox() == 1 })
+
+	conv := herald.PeerConversationKey("alice", "bob")
+	asBob(func(c *client.Client) {
+		if err := c.SetConversationNotificationStatus(ctx, herald.ConversationPeer, "alice", client.NotificationDoNotDisturb); err != nil {
+			t.Fatal(err)
+		}
+	})
+	waitUntil(t, "node B holds bob's mute", func() bool { return b.Push().Muted("bob", conv) })
+	skippedOnB(send("muted"), "conversation muted by the recipient")
+
+	asBob(func(c *client.Client) {
+		if err := c.SetConversationNotificationStatus(ctx, herald.ConversationPeer, "alice", client.NotificationNotify); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.UnregisterPush(ctx, pushID); err != nil {
+			t.Fatal(err)
+		}
+	})
+	waitUntil(t, "node B dropped bob's mute and device", func() bool {
+		_, ok := b.Push().Device(pushID)
+		return !ok && !b.Push().Muted("bob", conv)
+	})
+	skippedOnB(send("unregistered"), "no push device bound to the recipient")
+	if got := inbox(); got != 1 {
+		t.Errorf("bob's phone got %d pushes from node B, want 1 (before the mute)", got)
+	}
+	if s := b.cluster.pushCache.Stats(); s.Received < 3 || s.Healed != 0 {
+		t.Errorf("node B's push cache: %d notices received, %d changes healed by the reload; want at least 3 and 0", s.Received, s.Healed)
+	}
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
