@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,6 +261,41 @@ func TestGapFilledFromStore(t *testing.T) {
 	}
 	if s := a.d.Stats(); s.Gaps != 1 || s.Filled != 5 {
 		t.Errorf("node A: %d gaps, %d filled; want 1 and 5", s.Gaps, s.Filled)
+	}
+}
+
+// hidingStore does not show one seq: a store where seq n+1 is visible
+// while n is not, which the gap fill assumes never happens.
+type hidingStore struct {
+	store.Store
+	hide int64
+}
+
+func (h hidingStore) MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error) {
+	msgs, err := h.Store.MessagesAfter(ctx, conv, after, since, limit)
+	return slices.DeleteFunc(msgs, func(m *herald.Message) bool { return m.Seq == h.hide }), err
+}
+
+// TestGapStoreLacksSeqCounted: when the store does not show a seq the bus
+// lost (the fill's assumption broken), the gap is counted unfilled, not
+// passed over in silence.
+func TestGapStoreLacksSeqCounted(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a, b := startNode(t, "a", ba, hidingStore{st, 3}), startNode(t, "b", bb, st)
+	b.bus.setDrop(func(n int) bool { return n == 3 })
+	for range 4 {
+		send(t, st, b)
+	}
+	waitFor(t, "node A delivered seq 4", func() bool {
+		s := a.gw.seqs("bob")
+		return len(s) > 0 && s[len(s)-1] == 4
+	})
+	if got, want := fmt.Sprint(a.gw.seqs("bob")), "[1 2 4]"; got != want {
+		t.Errorf("node A delivered %s, want %s", got, want)
+	}
+	if s := a.d.Stats(); s.Gaps != 1 || s.GapsUnfilled != 1 {
+		t.Errorf("node A: %d gaps, %d unfilled; want 1 and 1", s.Gaps, s.GapsUnfilled)
 	}
 }
 

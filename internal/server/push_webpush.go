@@ -58,6 +58,11 @@ func (f *PushFile) webPushProvider(dir string, cfg config.Config, log *slog.Logg
 		if wc.Key, err = webpush.LoadVAPIDKey(resolvePath(dir, w.VAPIDKeyFile)); err != nil {
 			return nil, fmt.Errorf("push config: webpush: vapid_key_file: %w", err)
 		}
+	} else if cfg.Bus != "" {
+		// Each node would generate a key of its own in its data folder,
+		// and a browser's subscription, bound to the key whose public half
+		// it was given, would be refused when another node pushes it.
+		return nil, errors.New("push config: webpush: vapid_key_file is required with HERALD_BUS: every node of a cluster must sign with one VAPID key (a key generated in each node's data folder would differ)")
 	} else if wc.Key, err = vapidKey(cfg, log); err != nil {
 		return nil, fmt.Errorf("push config: webpush: %w", err)
 	}

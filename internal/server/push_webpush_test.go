@@ -140,6 +140,33 @@ func TestWebPushFileVAPIDKey(t *testing.T) {
 	}
 }
 
+// TestTwoNodesNeedOneVAPIDKey: a node of a cluster (HERALD_BUS set)
+// refuses a webpush entry without vapid_key_file, naming it, instead of
+// generating a key of its own that the other nodes' would not match; with
+// the shared key file it starts.
+func TestTwoNodesNeedOneVAPIDKey(t *testing.T) {
+	cfg := webPushCfg(t)
+	cfg.Bus = "nats://127.0.0.1:4222" // not dialled by pushSetup
+	cfg.PushConfig = writePushFile(t, t.TempDir(), map[string]any{"subject": "mailto:a@b.c"})
+	if provs, _, _, err := pushSetup(cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "vapid_key_file") {
+		closeProviders(provs)
+		t.Fatalf("pushSetup with HERALD_BUS and no vapid_key_file: err %v, want one naming vapid_key_file", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, VAPIDKeyFile)); err == nil {
+		t.Errorf("a VAPID key was generated in the node's data folder")
+	}
+	dir := t.TempDir()
+	if _, _, err := webpush.LoadOrCreateVAPIDKey(filepath.Join(dir, "shared.pem")); err != nil {
+		t.Fatal(err)
+	}
+	cfg.PushConfig = writePushFile(t, dir, map[string]any{"subject": "mailto:a@b.c", "vapid_key_file": "shared.pem"})
+	provs, _, _, err := pushSetup(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("pushSetup with HERALD_BUS and vapid_key_file: %v", err)
+	}
+	closeProviders(provs)
+}
+
 // TestDevWebPushEndToEnd: in development mode a browser subscription made
 // at the built-in emulator with the server's public key passes
 // registration, and a push reaches it, decrypted.

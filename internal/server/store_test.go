@@ -17,6 +17,44 @@ import (
 	"github.com/herald-im/herald/internal/store/postgres"
 )
 
+// testSchema creates an empty schema of t's own in the database at dsn,
+// dropped when t ends, and returns dsn with that schema as search_path:
+// every connection opened from it (each node's) uses the schema.
+func testSchema(t *testing.T, dsn string) string {
+	t.Helper()
+	ctx := context.Background()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "herald_test_" + hex.EncodeToString(b[:])
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to HERALD_TEST_POSTGRES (%s): %v", postgres.Redact(dsn), err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("HERALD_TEST_POSTGRES: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // TestOpenStorePostgres: HERALD_STORE set to a postgres:// URL opens the
 // PostgreSQL store (in a schema of the test's own), and the URL's
 // password is never logged.
@@ -27,31 +65,12 @@ func TestOpenStorePostgres(t *testing.T) {
 			"HERALD_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run this test")
 	}
 	ctx := context.Background()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "herald_test_" + hex.EncodeToString(b[:])
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to HERALD_TEST_POSTGRES: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	}()
-	u, err := url.Parse(dsn)
+	u, err := url.Parse(testSchema(t, dsn))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A password the test server (trust authentication) does not check.
 	u.User = url.UserPassword(u.User.Username(), "PWSECRET")
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
 
 	cfg := config.Default()
 	cfg.Store, cfg.DataDir = u.String(), t.TempDir()

@@ -206,6 +206,130 @@ func TestTwoNodesSeqsGapFree(t *testing.T) {
 	}
 }
 
+// TestTwoNodesNextSeqWaitsForCommit: the cluster's gap fill
+// (internal/cluster) reads seq n from the store when another node
+// publishes n+1, so n+1 must never be visible while n is not. Node 1's
+// transaction that takes seq n is held open at one of its inserts (on a
+// table the test locks) while node 2 appends to the same conversation:
+// node 2 must wait for node 1's transaction, not store n+1 beside an
+// uncommitted n. Who waits on whom is read from the server's lock table,
+// not timed.
+func TestTwoNodesNextSeqWaitsForCommit(t *testing.T) {
+	for _, held := range []string{
+		"messages",    // node 1 has its seq, not yet its message row or the conversation's new last_seq
+		"push_outbox", // node 1 has inserted its message and raised last_seq
+	} {
+		t.Run("held at "+held, func(t *testing.T) {
+			testNextSeqWaitsForCommit(t, held)
+		})
+	}
+}
+
+func testNextSeqWaitsForCommit(t *testing.T, held string) {
+	dsn := newSchema(t)
+	ctx := context.Background()
+	node1, node2 := openURL(t, dsn, Options{}), openURL(t, dsn, Options{})
+	defer node1.Close()
+	defer node2.Close()
+	conv := herald.PeerConversationKey("alice", "bob")
+	if _, err := node1.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "first")}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	connect := func() *pgx.Conn {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close(ctx) })
+		return conn
+	}
+	locker, watch := connect(), connect()
+	hold, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, "LOCK TABLE "+held+" IN SHARE MODE"); err != nil { // inserts wait, reads do not
+		t.Fatal(err)
+	}
+	lockerPID := locker.PgConn().PID()
+	// blockedBy returns the backends (other than except) that wait on pid.
+	blockedBy := func(pid, except uint32) []uint32 {
+		rows, err := watch.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid)) AND pid <> $2::int`, pid, except)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pids
+	}
+
+	type result struct {
+		res []store.Appended
+		err error
+	}
+	done1, done2 := make(chan result, 1), make(chan result, 1)
+	go func() {
+		job := store.PushJob{PushID: "pd_bob", User: "bob", Conv: conv, Due: t0, Expires: t0.Add(time.Hour), Data: []byte("push")}
+		res, err := node1.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "n")}, []store.PushJob{job})
+		done1 <- result{res, err}
+	}()
+	var pid1 uint32
+	waitFor(t, "node 1's transaction (seq 2) waits on the test's lock on "+held, func() bool {
+		if pids := blockedBy(lockerPID, 0); len(pids) > 0 {
+			pid1 = pids[0]
+			return true
+		}
+		return false
+	})
+	go func() {
+		res, err := node2.AppendMessages(ctx, []*herald.Message{msg("bob", "alice", "n+1")}, nil)
+		done2 <- result{res, err}
+	}()
+	waitFor(t, "node 2 waits for node 1's transaction", func() bool {
+		select {
+		case r := <-done2:
+			if seqs := storedSeqs(t, node2, conv); r.err == nil && slices.Contains(seqs, 3) && !slices.Contains(seqs, 2) {
+				t.Fatalf("node 2 stored seq 3 while node 1's seq 2 was not committed: the store shows seqs %v", seqs)
+			}
+			t.Fatalf("node 2's append returned (%v, %v) while node 1's transaction was open; want it to wait", r.res, r.err)
+		default:
+		}
+		if pids := blockedBy(lockerPID, pid1); len(pids) > 0 {
+			t.Fatalf("node 2 went past the conversation's lock while node 1 holds seq 2 uncommitted (it waits on the test's lock on %s, not on node 1)", held)
+		}
+		return len(blockedBy(pid1, 0)) > 0
+	})
+	if err := hold.Rollback(ctx); err != nil { // releases the lock
+		t.Fatal(err)
+	}
+	r1, r2 := <-done1, <-done2
+	if r1.err != nil || r2.err != nil {
+		t.Fatalf("AppendMessages: node 1: %v, node 2: %v", r1.err, r2.err)
+	}
+	if got1, got2 := r1.res[0].Message.Seq, r2.res[0].Message.Seq; got1 != 2 || got2 != 3 {
+		t.Errorf("seqs: node 1 got %d, node 2 got %d; want 2 and 3", got1, got2)
+	}
+	if got := storedSeqs(t, node1, conv); !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Errorf("stored seqs %v, want [1 2 3]", got)
+	}
+}
+
+// waitFor polls cond until it holds, failing t after 15 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // TestTwoNodesDedup sends the same (sender, local ID) through two Stores
 // on one database at once, many times: one message is stored, and the
 // other node answers with it, marked duplicate, not with an error. The
