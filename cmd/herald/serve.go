@@ -99,8 +99,12 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stderr, "\nNo HERALD_SECRET configured: generated a development secret and saved it to %s\n"+
 			"  secret: %s\n"+
-			"Mint a login token with:\n  herald gentoken%s --user alice\n\n",
+			"Mint a login token with:\n  herald gentoken%s --user alice\n",
 			cfg.SecretPath(), secret, data)
+		if cfg.Bus != "" {
+			fmt.Fprintf(stderr, "With HERALD_BUS, every other node needs this same secret: give every node the same HERALD_SECRET.\n")
+		}
+		fmt.Fprintln(stderr)
 	}
 	select {
 	case <-ctx.Done():

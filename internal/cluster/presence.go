@@ -1,8 +1,12 @@
 package cluster
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,8 +47,14 @@ type PresenceConfig struct {
 	// SingleLogin: a login on another node closes every session of the
 	// user here, not only those on the same device (HERALD_MULTI_LOGIN).
 	SingleLogin bool
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// SecretFingerprint is this node's SecretFingerprint, sent in each of
+	// its presence messages and compared with the other nodes': a peer
+	// that sends another one signs tokens with another secret, which is
+	// logged (once per peer) and counted (SecretMismatches). Empty: none
+	// is sent and none is compared.
+	SecretFingerprint string
+	Now               func() time.Time
+	Logger            *slog.Logger
 }
 
 // Kicker closes this node's sessions displaced by a login on another node.
@@ -76,6 +86,11 @@ type Presence struct {
 
 	mu     sync.Mutex
 	remote map[string]map[string]map[string]time.Time // user -> device -> node -> expiry
+	// mismatch holds the peers whose last message carried another secret
+	// fingerprint, until their bye or until TTL passes without a message
+	// from them. A peer is logged when it enters the map, so once per
+	// peer while it stays.
+	mismatch map[string]time.Time // node -> expiry
 
 	deltas chan delta
 	full   chan struct{} // asks for a full announcement now
@@ -99,12 +114,32 @@ type presenceMsg struct {
 	Kind    string          `json:"kind"` // delta, full, hello, bye, login
 	Entries []presenceEntry `json:"entries,omitempty"`
 	At      int64           `json:"at,omitempty"` // login: when (Unix ns, the node's clock)
+	// Secret is the sender's SecretFingerprint; absent from nodes that
+	// predate it (not compared).
+	Secret string `json:"secret_fp,omitempty"`
 }
 
 type presenceEntry struct {
 	User   string `json:"u"`
 	Device string `json:"d"`
 	Live   bool   `json:"l"`
+}
+
+// secretFingerprintLabel is the message the fingerprint MACs. A new
+// derivation takes a new label (v2), never this one.
+const secretFingerprintLabel = "herald cluster secret fingerprint v1"
+
+// SecretFingerprint identifies a token secret without revealing it: the
+// first 16 bytes of HMAC-SHA256(secret, "herald cluster secret fingerprint
+// v1"), in hex. Two nodes with different fingerprints have different
+// secrets, so a login token or signed API request made for one fails on
+// the other. It lets someone who holds it test guesses of the secret
+// offline, as any login token does (tokens are HMAC-SHA256 with the
+// secret too): a secret must be random, not a word.
+func SecretFingerprint(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(secretFingerprintLabel))
+	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 const fullPage = 1000 // entries per full announcement message (NATS's payload limit is 1 MiB by default)
@@ -130,7 +165,8 @@ func NewPresence(cfg PresenceConfig) *Presence {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Presence{cfg: cfg, log: cfg.Logger, remote: make(map[string]map[string]map[string]time.Time),
-		deltas: make(chan delta, cfg.Queue), full: make(chan struct{}, 1),
+		mismatch: make(map[string]time.Time),
+		deltas:   make(chan delta, cfg.Queue), full: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -279,14 +315,19 @@ func (p *Presence) announce(d delta) {
 // announceAll publishes every session here, in pages.
 func (p *Presence) announceAll() {
 	var page []presenceEntry
+	sent := false
 	p.cfg.Local.LiveDevices(func(user, device string) {
 		page = append(page, presenceEntry{User: user, Device: device, Live: true})
 		if len(page) == fullPage {
 			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "full", Entries: page})
-			page = nil
+			page, sent = nil, true
 		}
 	})
-	if len(page) > 0 {
+	if len(page) > 0 || !sent {
+		// A node with no sessions still answers hellos and refreshes
+		// with an empty page: the others learn its secret fingerprint,
+		// and that it is there (SecretMismatches expires peers not heard
+		// from within the TTL).
 		p.publish(presenceMsg{Node: p.cfg.Node, Kind: "full", Entries: page})
 	}
 }
@@ -296,6 +337,11 @@ func (p *Presence) sweep() {
 	now := p.cfg.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for node, exp := range p.mismatch {
+		if !now.Before(exp) {
+			delete(p.mismatch, node)
+		}
+	}
 	for user, devs := range p.remote {
 		for dev, nodes := range devs {
 			for node, exp := range nodes {
@@ -314,6 +360,7 @@ func (p *Presence) sweep() {
 }
 
 func (p *Presence) publish(m presenceMsg) {
+	m.Secret = p.cfg.SecretFingerprint
 	data, err := json.Marshal(&m)
 	if err != nil {
 		return
@@ -332,6 +379,9 @@ func (p *Presence) receive(_ string, data []byte) {
 	}
 	if m.Node == p.cfg.Node {
 		return
+	}
+	if m.Kind != "bye" {
+		p.checkSecret(m)
 	}
 	switch m.Kind {
 	case "hello":
@@ -375,6 +425,7 @@ func (p *Presence) receive(_ string, data []byte) {
 func (p *Presence) forgetNode(node string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.mismatch, node)
 	for _, devs := range p.remote {
 		for _, nodes := range devs {
 			delete(nodes, node)
@@ -397,4 +448,49 @@ func (p *Presence) loginElsewhere(m presenceMsg) {
 	}
 	n := p.cfg.Kicks.KickLoggedInBefore(e.User, e.Device, p.cfg.SingleLogin, time.Unix(0, m.At), reason)
 	p.stats.kicked.Add(int64(n))
+}
+
+// checkSecret compares the secret fingerprint m carries with this node's.
+// A peer with another one is logged when first seen so (again after its
+// bye, or after TTL without a message from it), and one that comes back
+// with the same secret is logged as fixed.
+func (p *Presence) checkSecret(m presenceMsg) {
+	if p.cfg.SecretFingerprint == "" || m.Secret == "" {
+		return // a node that sends none predates the check, or has it off
+	}
+	now := p.cfg.Now()
+	differs := m.Secret != p.cfg.SecretFingerprint
+	p.mu.Lock()
+	exp, held := p.mismatch[m.Node]
+	was := held && now.Before(exp)
+	if differs {
+		p.mismatch[m.Node] = now.Add(p.cfg.TTL)
+	} else if held {
+		delete(p.mismatch, m.Node)
+	}
+	p.mu.Unlock()
+	switch {
+	case differs && !was:
+		p.log.Error("cluster: another node signs tokens with a different secret: login tokens and signed API requests made for one node fail on the other; give every node the same HERALD_SECRET",
+			"peer_node", m.Node, "peer_secret_fingerprint", m.Secret, "secret_fingerprint", p.cfg.SecretFingerprint)
+	case !differs && was:
+		p.log.Info("cluster: a node that had a different secret now has this node's", "peer_node", m.Node)
+	}
+}
+
+// SecretMismatches returns, sorted, the other nodes whose last presence
+// message carried another secret fingerprint than this node's, heard from
+// within the TTL and not gone (bye).
+func (p *Presence) SecretMismatches() []string {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var nodes []string
+	for node, exp := range p.mismatch {
+		if now.Before(exp) {
+			nodes = append(nodes, node)
+		}
+	}
+	slices.Sort(nodes)
+	return nodes
 }

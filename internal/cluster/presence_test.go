@@ -2,6 +2,9 @@ package cluster
 
 import (
 	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -168,4 +171,114 @@ func TestLoginElsewhereKicks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// syncBuffer is a log destination the test reads while nodes write.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
+
+func TestSecretFingerprint(t *testing.T) {
+	a := SecretFingerprint([]byte("0123456789abcdef-secret-a"))
+	if len(a) != 32 {
+		t.Errorf("fingerprint %q: got %d hex digits, want 32 (16 bytes)", a, len(a))
+	}
+	if got := SecretFingerprint([]byte("0123456789abcdef-secret-a")); got != a {
+		t.Errorf("same secret: got %q, want %q", got, a)
+	}
+	if b := SecretFingerprint([]byte("0123456789abcdef-secret-b")); b == a {
+		t.Errorf("two secrets share the fingerprint %q", a)
+	}
+}
+
+// TestPresenceSecretMismatch: nodes compare the secret fingerprints in
+// each other's presence messages. Two with different secrets each log the
+// other once, by node ID, and count it until its bye; two with the same
+// secret count none once they have heard from each other.
+func TestPresenceSecretMismatch(t *testing.T) {
+	start := func(t *testing.T, id string, n *node, secret string, logs *syncBuffer) *Presence {
+		t.Helper()
+		p := NewPresence(PresenceConfig{Node: id, Bus: n.bus, Local: n.gw, Refresh: time.Hour, Prefix: prefix(t),
+			SecretFingerprint: SecretFingerprint([]byte(secret)), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
+	t.Run("different secrets", func(t *testing.T) {
+		ba, bb := buses(t)
+		st := openStore(t)
+		var la, lb syncBuffer
+		a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+		pa := start(t, "a", a, "0123456789abcdef-secret-a", &la)
+		pb := start(t, "b", b, "0123456789abcdef-secret-b", &lb)
+		// B's hello tells A; A's answer to it (an empty full page: A
+		// has no sessions) tells B.
+		waitFor(t, "A counts B", func() bool { return slices.Equal(pa.SecretMismatches(), []string{"b"}) })
+		waitFor(t, "B counts A", func() bool { return slices.Equal(pb.SecretMismatches(), []string{"a"}) })
+		for _, c := range []struct {
+			node, peer string
+			logs       *syncBuffer
+		}{{"a", "b", &la}, {"b", "a", &lb}} {
+			logs := c.logs.String()
+			if !strings.Contains(logs, "peer_node="+c.peer) || !strings.Contains(logs, "give every node the same HERALD_SECRET") {
+				t.Errorf("node %s's log does not name peer %s and the fix:\n%s", c.node, c.peer, logs)
+			}
+			if strings.Contains(logs, "secret-a") || strings.Contains(logs, "secret-b") {
+				t.Errorf("node %s's log holds a secret:\n%s", c.node, logs)
+			}
+		}
+		// More messages from B (a login) are not logged again.
+		b.gw.setLive("bob", "phone", true)
+		pb.Emit(herald.Event{Type: herald.EventLogin, User: "bob", Device: "phone"})
+		waitFor(t, "A sees bob's phone live", func() bool { return pa.Live("bob", "phone") })
+		if n := strings.Count(la.String(), "peer_node=b"); n != 1 {
+			t.Errorf("A logged B's mismatch %d times, want once:\n%s", n, la.String())
+		}
+		// B's bye: it is no longer a peer.
+		pb.Close()
+		waitFor(t, "A forgets B", func() bool { return !pa.Live("bob", "phone") })
+		if got := pa.SecretMismatches(); len(got) != 0 {
+			t.Errorf("A after B's bye: got mismatches %v, want none", got)
+		}
+	})
+	t.Run("same secret", func(t *testing.T) {
+		ba, bb := buses(t)
+		st := openStore(t)
+		var la, lb syncBuffer
+		a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+		pa := start(t, "a", a, "0123456789abcdef-secret-a", &la)
+		pb := start(t, "b", b, "0123456789abcdef-secret-a", &lb)
+		// Each node has heard from the other once it sees its session.
+		a.gw.setLive("alice", "phone", true)
+		pa.Emit(herald.Event{Type: herald.EventLogin, User: "alice", Device: "phone"})
+		b.gw.setLive("bob", "phone", true)
+		pb.Emit(herald.Event{Type: herald.EventLogin, User: "bob", Device: "phone"})
+		waitFor(t, "A sees bob's phone live", func() bool { return pa.Live("bob", "phone") })
+		waitFor(t, "B sees alice's phone live", func() bool { return pb.Live("alice", "phone") })
+		if got := pa.SecretMismatches(); len(got) != 0 {
+			t.Errorf("A: got mismatches %v, want none", got)
+		}
+		if got := pb.SecretMismatches(); len(got) != 0 {
+			t.Errorf("B: got mismatches %v, want none", got)
+		}
+		if logs := la.String() + lb.String(); strings.Contains(logs, "HERALD_SECRET") {
+			t.Errorf("a mismatch was logged:\n%s", logs)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // clusterParts are a node's bus, delivery, presence and push cache
@@ -46,7 +47,18 @@ func dialBus(cfg config.Config, node string, log *slog.Logger) (bus.Bus, error) 
 // the push cache notices for ps (which it sets as ps's Changes).
 // A login on another node kicks the sessions here the multi-login policy
 // displaces (single: all of the user's; multi: the same device's).
-func newCluster(cfg config.Config, b bus.Bus, node string, gw *gateway.Gateway, st store.Store, ps *push.Service, log *slog.Logger) *clusterParts {
+// Presence sends secret's fingerprint and logs the nodes whose differs
+// (their tokens fail here); a node without HERALD_SECRET is told at start
+// that the others need the secret of its data folder.
+func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *gateway.Gateway, st store.Store, ps *push.Service, log *slog.Logger) *clusterParts {
+	fp := cluster.SecretFingerprint(secret)
+	if cfg.Secret == "" {
+		log.Warn("cluster: no HERALD_SECRET: this node signs login tokens and checks signed API requests with the secret in its data folder; "+
+			"every other node needs this same secret (give every node the same HERALD_SECRET), or tokens made for one node fail on the others",
+			"node", node, "path", cfg.SecretPath(), "secret_fingerprint", fp)
+	} else {
+		log.Info("cluster: secret fingerprint (every node's must be the same)", "node", node, "secret_fingerprint", fp)
+	}
 	pc := cluster.NewPushCache(cluster.PushCacheConfig{Node: node, Bus: b, Push: ps, Prefix: cfg.BusPrefix, Logger: log})
 	ps.SetChanges(pc)
 	return &clusterParts{
@@ -54,7 +66,7 @@ func newCluster(cfg config.Config, b bus.Bus, node string, gw *gateway.Gateway, 
 		bus:       b,
 		deliver:   cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
 		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
-			Kicks: gw, SingleLogin: cfg.MultiLogin == "single"}),
+			Kicks: gw, SingleLogin: cfg.MultiLogin == "single", SecretFingerprint: fp}),
 	}
 }
 
@@ -86,6 +98,12 @@ func (c *clusterParts) register(m *metrics.Metrics) {
 	m.RegisterStats("cluster_delivery", func() any { return c.deliver.Stats() })
 	m.RegisterStats("cluster_presence", func() any { return c.presence.Stats() })
 	m.RegisterStats("cluster_push_cache", func() any { return c.pushCache.Stats() })
+	// A gauge, not a Stats field: its name says what to alert on. Register
+	// fails only on a name registered twice, which the tests' scrape shows.
+	_ = m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_cluster_secret_mismatch_peers",
+		Help: "Other nodes whose presence messages carry another secret fingerprint than this node's: tokens and signed API requests made for them fail here. Give every node the same HERALD_SECRET.",
+	}, func() float64 { return float64(len(c.presence.SecretMismatches())) }))
 }
 
 // presenceEvents passes the gateway's events on to the app's backend (next,

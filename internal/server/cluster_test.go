@@ -184,10 +184,15 @@ func testTwoNodes(t *testing.T, busURL, storeURL string) {
 		t.Errorf("node A filled %d messages from the store, want 1 (the one lost on the bus)", s.Filled)
 	}
 
+	// Each node has heard the other's presence (alice's session on B is
+	// live on A, bob's on A live on B): one secret, no mismatch.
+	waitUntil(t, "node A sees alice live on node B", func() bool { return a.ClusterPresence().Live("alice", "phone") })
 	for srv, node := range map[*Server]string{a: "node-a", b: "node-b"} {
 		body := scrape(t, "http://"+srv.Addr()+"/metrics")
-		if want := `herald_node_info{node="` + node + `"} 1`; !strings.Contains(body, want) {
-			t.Errorf("%s's /metrics lacks %s", node, want)
+		for _, want := range []string{`herald_node_info{node="` + node + `"} 1`, "\nherald_cluster_secret_mismatch_peers 0\n"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%s's /metrics lacks %q", node, want)
+			}
 		}
 	}
 
@@ -278,6 +283,80 @@ func testTwoNodes(t *testing.T, busURL, storeURL string) {
 	// Node A shuts down: bob's phone stops counting as live on node B.
 	stopA()
 	waitUntil(t, "node B forgets bob's session", func() bool { return !b.ClusterPresence().Live("bob", "phone") })
+}
+
+// TestTwoNodesSecretMismatch: two nodes with different secrets (node A's
+// from HERALD_SECRET, node B's generated into its data folder) each log
+// the other by node ID with the fix, and count it in /metrics; both stay
+// ready. Node B says at its start that the other nodes need its secret.
+func TestTwoNodesSecretMismatch(t *testing.T) {
+	busURL := natsForTest(t)
+	var logsA, logsB lockedBuffer
+	start := func(node string, secret string, logs *lockedBuffer) *Server {
+		t.Helper()
+		cfg := config.Default()
+		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+		cfg.Bus, cfg.NodeID, cfg.MetricsPublic, cfg.Secret = busURL, node, "true", secret
+		cfg.BusPrefix = "test.server.secret." + strconv.Itoa(os.Getpid()) // tests of other packages may share NATS
+		key, _, err := cfg.ResolveSecret(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := New(context.Background(), cfg, key, slog.New(slog.NewTextHandler(logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Shutdown(context.Background()) })
+		return srv
+	}
+	a := start("node-a", "0123456789abcdef-the-secret-of-a", &logsA)
+	b := start("node-b", "", &logsB)
+	mismatches := func(srv *Server) string {
+		for _, line := range strings.Split(scrape(t, "http://"+srv.Addr()+"/metrics"), "\n") {
+			if v, ok := strings.CutPrefix(line, "herald_cluster_secret_mismatch_peers "); ok {
+				return v
+			}
+		}
+		return "absent"
+	}
+	waitUntil(t, "node A counts node B", func() bool { return mismatches(a) == "1" })
+	waitUntil(t, "node B counts node A", func() bool { return mismatches(b) == "1" })
+	for _, c := range []struct {
+		srv        *Server
+		node, peer string
+		logs       *lockedBuffer
+	}{{a, "node-a", "node-b", &logsA}, {b, "node-b", "node-a", &logsB}} {
+		logs := c.logs.String()
+		var line string
+		for _, l := range strings.Split(logs, "\n") {
+			if strings.Contains(l, "level=ERROR") && strings.Contains(l, "peer_node="+c.peer) {
+				line = l
+			}
+		}
+		if !strings.Contains(line, "give every node the same HERALD_SECRET") {
+			t.Errorf("%s logged no error naming %s and the fix; log:\n%s", c.node, c.peer, logs)
+		}
+		if strings.Contains(logs, "the-secret-of-a") {
+			t.Errorf("%s's log holds node A's secret:\n%s", c.node, logs)
+		}
+		resp, err := http.Get("http://" + c.srv.Addr() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s's /readyz: got %d, want 200 (a mismatch takes no node down)", c.node, resp.StatusCode)
+		}
+	}
+	if logs := logsB.String(); !strings.Contains(logs, "no HERALD_SECRET") || !strings.Contains(logs, "every other node needs this same secret") {
+		t.Errorf("node B, with a generated secret, did not say the other nodes need it; log:\n%s", logs)
+	}
+	if logs := logsA.String(); strings.Contains(logs, "no HERALD_SECRET") {
+		t.Errorf("node A, with HERALD_SECRET, says it has none; log:\n%s", logs)
+	}
 }
 
 // TestTwoNodesPushCache: push device and mute changes made through node

@@ -159,7 +159,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	var deliverer chat.Deliverer = gw
 	var cl *clusterParts
 	if b != nil {
-		cl = newCluster(cfg, b, node, gw, st, ps, log)
+		cl = newCluster(cfg, b, node, secret, gw, st, ps, log)
 		clusterEvents.p = cl.presence
 		deliverer = cl.deliver
 		ps.SetPresence(cl.presence) // live on any node
