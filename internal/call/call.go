@@ -184,6 +184,7 @@ type Stats struct {
 	TimedOut    int64 // calls with at least one invitee who timed out
 	Refused     int64 // operations refused: not found, forbidden, conflict, invalid
 	StoreFailed int64 // state changes whose store write failed (a timeout is retried)
+	Lost        int64 // state changes the store refused because another node changed the call first
 	Open        int64 // calls ringing now
 }
 
@@ -203,7 +204,7 @@ type Service struct {
 	wg     sync.WaitGroup // operations and timer callbacks in progress
 
 	stats struct {
-		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed atomic.Int64
+		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost atomic.Int64
 	}
 }
 
@@ -330,7 +331,7 @@ func (s *Service) Stats() Stats {
 	return Stats{
 		Invited: s.stats.invited.Load(), Accepted: s.stats.accepted.Load(), Rejected: s.stats.rejected.Load(),
 		Cancelled: s.stats.cancelled.Load(), TimedOut: s.stats.timedOut.Load(), Refused: s.stats.refused.Load(),
-		StoreFailed: s.stats.storeFailed.Load(), Open: int64(open),
+		StoreFailed: s.stats.storeFailed.Load(), Lost: s.stats.lost.Load(), Open: int64(open),
 	}
 }
 
@@ -383,7 +384,19 @@ func (s *Service) armLocked(e *entry, d time.Duration) {
 
 // commit stores next (with jobs) as e's call: the only way a call
 // changes. e.mu must be held. An ended call leaves the maps.
+//
+// next is the version after e's current one, and the store keeps it only
+// if the stored call is still at e's (store.Store.SaveCall): on several
+// nodes, another node may have changed the call since this one loaded it
+// (both armed its deadline, or an invitee answered there). Then nothing
+// is stored or told, e takes the stored call (leaving the maps if it
+// ended), and the error is CodeConflict.
 func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs []store.PushJob) error {
+	prev := e.cur.Load()
+	next.Version = 1
+	if prev != nil {
+		next.Version = prev.Version + 1
+	}
 	var stored func([]store.PushJob)
 	if len(jobs) > 0 {
 		stored = s.push.Committing()
@@ -391,6 +404,16 @@ func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs 
 	if err := s.st.SaveCall(ctx, next, jobs); err != nil {
 		if stored != nil {
 			stored(nil)
+		}
+		if prev != nil && herald.ErrorCode(err) == herald.CodeConflict {
+			s.stats.lost.Add(1)
+			if !s.refresh(ctx, e) {
+				return herald.Errorf(herald.CodeUnavailable, "call %q changed on another server and could not be read again; try again", next.ID)
+			}
+			if e.done {
+				return herald.Errorf(herald.CodeConflict, "call %q has ended", next.ID)
+			}
+			return herald.Errorf(herald.CodeConflict, "call %q changed meanwhile; try again", next.ID)
 		}
 		s.stats.storeFailed.Add(1)
 		return storeErr("save call", err)
@@ -405,6 +428,23 @@ func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs 
 		stored(jobs)
 	}
 	return nil
+}
+
+// refresh makes e's call the stored one, after the store refused a
+// change because another node made one first; e.mu must be held. An ended
+// call leaves the maps. It reports whether the read succeeded.
+func (s *Service) refresh(ctx context.Context, e *entry) bool {
+	id := e.cur.Load().ID
+	c, err := s.st.Call(ctx, id)
+	if err != nil {
+		s.log.Error("call: reading a call changed by another node failed", "call_id", id, "err", err)
+		return false
+	}
+	e.cur.Store(c)
+	if c.Ended() {
+		s.removeLocked(c, e)
+	}
+	return true
 }
 
 // storeErr passes domain errors through and wraps the rest.
@@ -797,8 +837,19 @@ func (s *Service) expire(e *entry) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
 	if err := s.commit(ctx, e, next, nil); err != nil {
-		s.log.Error("call timeout not stored; retrying", "call_id", c.ID, "retry_in", s.cfg.RetryDelay, "err", err)
-		s.armLocked(e, s.cfg.RetryDelay)
+		switch {
+		case e.done:
+			// Another node ended it (its timer, or the last answer):
+			// that node told everyone.
+			s.log.Debug("call ended by another node", "call_id", c.ID)
+		case herald.ErrorCode(err) == herald.CodeConflict:
+			// Another node changed it, and it still rings: time out
+			// what rings now.
+			s.armLocked(e, 0)
+		default:
+			s.log.Error("call timeout not stored; retrying", "call_id", c.ID, "retry_in", s.cfg.RetryDelay, "err", err)
+			s.armLocked(e, s.cfg.RetryDelay)
+		}
 		return
 	}
 	if len(late) > 0 {
@@ -869,7 +920,14 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 		err := s.commit(ctx, e, next, nil)
 		cancel()
-		if err != nil {
+		if herald.ErrorCode(err) == herald.CodeConflict {
+			// Another node changed the call first; e holds the stored
+			// call now.
+			c = e.cur.Load()
+			if p := c.Participant(user); e.done || p == nil || !p.State.Ringing() {
+				return
+			}
+		} else if err != nil {
 			// It rings all the same; the state says not_yet_received.
 			s.log.Error("call: storing an invitee's reception failed", "call_id", c.ID, "user_id", user, "err", err)
 		} else {
