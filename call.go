@@ -53,6 +53,12 @@ type Call struct {
 	EndedAt      time.Time // zero while the call rings
 	Extended     string
 	Push         *PushConfig
+	// Version counts the call's stored changes: the store keeps a change
+	// only if it follows the version stored (store.Store.SaveCall), so of
+	// two nodes changing one call from the same state, one wins. Zero
+	// stores unconditionally (a call written by a tool or an older
+	// server); the call service always sets it. Not on the wire.
+	Version int64
 }
 
 // Caller returns the user who placed the call.

@@ -140,6 +140,13 @@ type Config struct {
 	// AfterFunc starts a timer that calls f once after d; nil means
 	// time.AfterFunc. Tests inject a fake clock through Now and AfterFunc.
 	AfterFunc func(d time.Duration, f func()) Timer
+	// ScanInterval is how often the service reads the open calls from
+	// the store and takes on those it does not hold: on several nodes, a
+	// call placed through another node after this one started, whose
+	// deadline must still fire if that node dies. Each is armed, or timed
+	// out at once when its deadline passed. Zero means no scan (one node:
+	// every open call went through it or was loaded by Start).
+	ScanInterval time.Duration
 	// Events receives the call events; nil means none.
 	Events Events
 	Logger *slog.Logger
@@ -184,6 +191,8 @@ type Stats struct {
 	TimedOut    int64 // calls with at least one invitee who timed out
 	Refused     int64 // operations refused: not found, forbidden, conflict, invalid
 	StoreFailed int64 // state changes whose store write failed (a timeout is retried)
+	Lost        int64 // state changes the store refused because another node changed the call first
+	Adopted     int64 // open calls a scan took on from the store (placed through another node)
 	Open        int64 // calls ringing now
 }
 
@@ -200,10 +209,11 @@ type Service struct {
 	byUser map[string]map[*entry]bool // open calls of each participant
 	placed map[string]int             // open calls of each caller
 	closed bool
+	scan   Timer          // mu: the next scan of the store's open calls; nil without
 	wg     sync.WaitGroup // operations and timer callbacks in progress
 
 	stats struct {
-		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed atomic.Int64
+		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost, adopted atomic.Int64
 	}
 }
 
@@ -261,9 +271,58 @@ var errClosed = herald.Errorf(herald.CodeUnavailable, "the call service is shutt
 // accepted and before the push dispatcher starts, so no invitation's push
 // is judged against calls not loaded yet.
 func (s *Service) Start(ctx context.Context) error {
+	open, late, err := s.load(ctx)
+	if err != nil {
+		return err
+	}
+	s.log.Info("calls started", "open", open, "timed_out_while_down", late)
+	if s.cfg.ScanInterval > 0 {
+		s.mu.Lock()
+		if !s.closed {
+			s.scan = s.cfg.AfterFunc(s.cfg.ScanInterval, s.rescan)
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// rescan is the scan timer: it takes on the open calls this node does not
+// hold, then arms itself again. A read that fails is logged and tried at
+// the next scan.
+func (s *Service) rescan() {
+	if !s.begin() {
+		return
+	}
+	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+	open, late, err := s.load(ctx)
+	cancel()
+	switch {
+	case err != nil:
+		s.log.Error("call: scanning the open calls failed", "retry_in", s.cfg.ScanInterval, "err", err)
+	case open+late > 0:
+		s.stats.adopted.Add(int64(open + late))
+		s.log.Info("calls taken on from the store", "open", open, "timed_out", late)
+	}
+	s.mu.Lock()
+	if !s.closed {
+		s.scan = s.cfg.AfterFunc(s.cfg.ScanInterval, s.rescan)
+	}
+	s.mu.Unlock()
+}
+
+// load reads the open calls from the store and takes on those not held
+// here: each is armed, or times out now (with its events) when its
+// deadline passed. It reports how many it armed and timed out.
+//
+// A call this node ends between the store's read and the check against
+// the maps is taken on again from the old read; its timer's write then
+// finds the call's version moved on (commit), and it is forgotten without
+// a word.
+func (s *Service) load(ctx context.Context) (open, late int, err error) {
 	calls, err := s.st.OpenCalls(ctx)
 	if err != nil {
-		return fmt.Errorf("call: load open calls: %w", err)
+		return 0, 0, fmt.Errorf("call: load open calls: %w", err)
 	}
 	var loaded []*entry
 	s.mu.Lock()
@@ -281,7 +340,6 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	now := s.now()
-	late := 0
 	for _, e := range loaded {
 		c := e.cur.Load()
 		if now.Before(c.Deadline) {
@@ -295,8 +353,7 @@ func (s *Service) Start(ctx context.Context) error {
 		late++
 		s.expire(e)
 	}
-	s.log.Info("calls started", "open", len(loaded)-late, "timed_out_while_down", late)
-	return nil
+	return len(loaded) - late, late, nil
 }
 
 // Close stops the timers, after waiting for operations in progress.
@@ -304,6 +361,10 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) Close() {
 	s.mu.Lock()
 	s.closed = true
+	if s.scan != nil {
+		s.scan.Stop()
+		s.scan = nil
+	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.mu.Lock()
@@ -330,7 +391,7 @@ func (s *Service) Stats() Stats {
 	return Stats{
 		Invited: s.stats.invited.Load(), Accepted: s.stats.accepted.Load(), Rejected: s.stats.rejected.Load(),
 		Cancelled: s.stats.cancelled.Load(), TimedOut: s.stats.timedOut.Load(), Refused: s.stats.refused.Load(),
-		StoreFailed: s.stats.storeFailed.Load(), Open: int64(open),
+		StoreFailed: s.stats.storeFailed.Load(), Lost: s.stats.lost.Load(), Adopted: s.stats.adopted.Load(), Open: int64(open),
 	}
 }
 
@@ -383,7 +444,19 @@ func (s *Service) armLocked(e *entry, d time.Duration) {
 
 // commit stores next (with jobs) as e's call: the only way a call
 // changes. e.mu must be held. An ended call leaves the maps.
+//
+// next is the version after e's current one, and the store keeps it only
+// if the stored call is still at e's (store.Store.SaveCall): on several
+// nodes, another node may have changed the call since this one loaded it
+// (both armed its deadline, or an invitee answered there). Then nothing
+// is stored or told, e takes the stored call (leaving the maps if it
+// ended), and the error is CodeConflict.
 func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs []store.PushJob) error {
+	prev := e.cur.Load()
+	next.Version = 1
+	if prev != nil {
+		next.Version = prev.Version + 1
+	}
 	var stored func([]store.PushJob)
 	if len(jobs) > 0 {
 		stored = s.push.Committing()
@@ -391,6 +464,16 @@ func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs 
 	if err := s.st.SaveCall(ctx, next, jobs); err != nil {
 		if stored != nil {
 			stored(nil)
+		}
+		if prev != nil && herald.ErrorCode(err) == herald.CodeConflict {
+			s.stats.lost.Add(1)
+			if !s.refresh(ctx, e) {
+				return herald.Errorf(herald.CodeUnavailable, "call %q changed on another server and could not be read again; try again", next.ID)
+			}
+			if e.done {
+				return herald.Errorf(herald.CodeConflict, "call %q has ended", next.ID)
+			}
+			return herald.Errorf(herald.CodeConflict, "call %q changed meanwhile; try again", next.ID)
 		}
 		s.stats.storeFailed.Add(1)
 		return storeErr("save call", err)
@@ -405,6 +488,23 @@ func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs 
 		stored(jobs)
 	}
 	return nil
+}
+
+// refresh makes e's call the stored one, after the store refused a
+// change because another node made one first; e.mu must be held. An ended
+// call leaves the maps. It reports whether the read succeeded.
+func (s *Service) refresh(ctx context.Context, e *entry) bool {
+	id := e.cur.Load().ID
+	c, err := s.st.Call(ctx, id)
+	if err != nil {
+		s.log.Error("call: reading a call changed by another node failed", "call_id", id, "err", err)
+		return false
+	}
+	e.cur.Store(c)
+	if c.Ended() {
+		s.removeLocked(c, e)
+	}
+	return true
 }
 
 // storeErr passes domain errors through and wraps the rest.
@@ -797,8 +897,19 @@ func (s *Service) expire(e *entry) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
 	if err := s.commit(ctx, e, next, nil); err != nil {
-		s.log.Error("call timeout not stored; retrying", "call_id", c.ID, "retry_in", s.cfg.RetryDelay, "err", err)
-		s.armLocked(e, s.cfg.RetryDelay)
+		switch {
+		case e.done:
+			// Another node ended it (its timer, or the last answer):
+			// that node told everyone.
+			s.log.Debug("call ended by another node", "call_id", c.ID)
+		case herald.ErrorCode(err) == herald.CodeConflict:
+			// Another node changed it, and it still rings: time out
+			// what rings now.
+			s.armLocked(e, 0)
+		default:
+			s.log.Error("call timeout not stored; retrying", "call_id", c.ID, "retry_in", s.cfg.RetryDelay, "err", err)
+			s.armLocked(e, s.cfg.RetryDelay)
+		}
 		return
 	}
 	if len(late) > 0 {
@@ -869,7 +980,14 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 		err := s.commit(ctx, e, next, nil)
 		cancel()
-		if err != nil {
+		if herald.ErrorCode(err) == herald.CodeConflict {
+			// Another node changed the call first; e holds the stored
+			// call now.
+			c = e.cur.Load()
+			if p := c.Participant(user); e.done || p == nil || !p.State.Ringing() {
+				return
+			}
+		} else if err != nil {
 			// It rings all the same; the state says not_yet_received.
 			s.log.Error("call: storing an invitee's reception failed", "call_id", c.ID, "user_id", user, "err", err)
 		} else {

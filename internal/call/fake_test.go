@@ -49,6 +49,15 @@ func (m *memStore) SaveCall(ctx context.Context, c *herald.Call, jobs []store.Pu
 		m.fail--
 		return errDisk
 	}
+	var old *herald.Call
+	if ob, ok := m.calls[c.ID]; ok {
+		if old, err = store.DecodeCall(ob); err != nil {
+			return err
+		}
+	}
+	if err := store.CheckCallVersion(old, c); err != nil {
+		return err
+	}
 	m.calls[c.ID] = b
 	m.jobs = append(m.jobs, jobs...)
 	m.saves++

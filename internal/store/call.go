@@ -21,6 +21,7 @@ type storedCall struct {
 	EndedAt      int64               `json:"ended_at,omitempty"`
 	Extended     string              `json:"extended_data,omitempty"`
 	Push         *herald.PushConfig  `json:"push,omitempty"`
+	Version      int64               `json:"version,omitempty"`
 }
 
 type storedParticipant struct {
@@ -49,7 +50,7 @@ func EncodeCall(c *herald.Call) ([]byte, error) {
 	sc := storedCall{
 		ID: c.ID, Mode: string(c.Mode), Timeout: c.Timeout.Milliseconds(),
 		CreatedAt: millis(c.CreatedAt), Deadline: millis(c.Deadline), EndedAt: millis(c.EndedAt),
-		Extended: c.Extended, Push: c.Push,
+		Extended: c.Extended, Push: c.Push, Version: c.Version,
 		Participants: make([]storedParticipant, len(c.Participants)),
 	}
 	for i, p := range c.Participants {
@@ -71,11 +72,33 @@ func DecodeCall(b []byte) (*herald.Call, error) {
 	c := &herald.Call{
 		ID: sc.ID, Mode: herald.CallMode(sc.Mode), Timeout: time.Duration(sc.Timeout) * time.Millisecond,
 		CreatedAt: fromMillis(sc.CreatedAt), Deadline: fromMillis(sc.Deadline), EndedAt: fromMillis(sc.EndedAt),
-		Extended: sc.Extended, Push: sc.Push,
+		Extended: sc.Extended, Push: sc.Push, Version: sc.Version,
 		Participants: make([]herald.CallParticipant, len(sc.Participants)),
 	}
 	for i, p := range sc.Participants {
 		c.Participants[i] = herald.CallParticipant{User: p.User, State: herald.CallUserState(p.State), UpdatedAt: fromMillis(p.UpdatedAt), Extended: p.Extended}
 	}
 	return c, nil
+}
+
+// CheckCallVersion decides whether c may replace old, the call stored
+// under c.ID (nil: none), for the backends' SaveCall, which call it in the
+// write that stores c, holding what keeps other writers of the call out
+// until it commits. c.Version zero passes (an unconditional write); else
+// the stored version (zero when none is stored, or for a call stored
+// before versions) must be c.Version-1: CodeConflict otherwise, naming
+// both, so a node that changed the call from a state another node had
+// changed already learns it lost.
+func CheckCallVersion(old, c *herald.Call) error {
+	if c.Version == 0 {
+		return nil
+	}
+	var have int64
+	if old != nil {
+		have = old.Version
+	}
+	if have != c.Version-1 {
+		return herald.Errorf(herald.CodeConflict, "call %q is at version %d in the store, not %d: it changed meanwhile", c.ID, have, c.Version-1)
+	}
+	return nil
 }

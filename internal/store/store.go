@@ -263,6 +263,14 @@ type Store interface {
 	// with c.ID) and jobs in the outbox, in one durable write, as
 	// EnqueuePush stores jobs. CodeInvalidArgument for a call without ID
 	// or participants, or a bad job.
+	//
+	// It is a compare-and-swap when c.Version is set: c is stored only if
+	// the stored call's version (zero when there is none) is c.Version-1,
+	// checked atomically with the write against every other SaveCall of
+	// the call, from this process or another node on the same database;
+	// CodeConflict otherwise, and nothing (jobs included) is stored. So of
+	// two nodes changing a call from one state (both timing it out), one
+	// succeeds. c.Version zero stores unconditionally.
 	SaveCall(ctx context.Context, c *herald.Call, jobs []PushJob) error
 
 	// Call returns call id. CodeNotFound when there is none.

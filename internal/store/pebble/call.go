@@ -21,7 +21,8 @@ import (
 // SaveCall reads the stored call (to move its index keys) and the outbox
 // (jobs already pending) before it writes, so it holds the push writer,
 // which serialises it with other saves and with FinishPush and
-// EnqueuePush on the same jobs.
+// EnqueuePush on the same jobs, and makes its version check
+// (store.CheckCallVersion) and its write one step.
 const (
 	tagCall     = 'c' // c id                              -> call (store.EncodeCall)
 	tagOpenCall = 'w' // w deadline(8) id(raw)             -> (empty): calls not ended
@@ -102,6 +103,9 @@ func (s *Store) saveCall(ctx context.Context, c *herald.Call, v []byte, jobs []s
 	old, err := getCall(b, c.ID)
 	if err != nil {
 		return fmt.Errorf("read stored call: %w", err)
+	}
+	if err := store.CheckCallVersion(old, c); err != nil {
+		return err
 	}
 	keys := callIndexKeys(c)
 	if old != nil {

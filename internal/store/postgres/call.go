@@ -18,7 +18,10 @@ import (
 // each call for UserCalls. SaveCall is one transaction with its outbox
 // jobs, like EnqueuePush, under an advisory lock on the call's ID: two
 // nodes saving one call run one after the other, so call_users follows the
-// last saved version.
+// last saved version, and the version check (store.CheckCallVersion) reads
+// the stored call under that lock: under READ COMMITTED, a read and an
+// upsert without it would let two nodes both pass the check. The lock
+// covers a call not stored yet, which a row lock (FOR UPDATE) would not.
 
 // SaveCall implements store.Store.
 func (s *Store) SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJob) error {
@@ -54,11 +57,17 @@ func (s *Store) SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJ
 		err := tx.QueryRow(ctx, "SELECT created_at, data FROM calls WHERE id = $1", c.ID).Scan(&oldCreated, &oldData)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
+			if err := store.CheckCallVersion(nil, c); err != nil {
+				return err
+			}
 		case err != nil:
 			return fmt.Errorf("read call: %w", err)
 		default:
 			old, err := store.DecodeCall(oldData)
 			if err != nil {
+				return err
+			}
+			if err := store.CheckCallVersion(old, c); err != nil {
 				return err
 			}
 			for _, p := range old.Participants {

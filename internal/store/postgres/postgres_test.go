@@ -501,3 +501,97 @@ func benchmarkAppend(b *testing.B, batch int) {
 		return openURL(b, newSchema(b), Options{})
 	}, batch)
 }
+
+// TestTwoNodesSaveCallVersion: two nodes save version 2 of one call
+// (both time it out from version 1) while the test holds the calls
+// table's writes: node 1 has read version 1 and waits to write; node 2
+// must wait for node 1 (the call's advisory lock) rather than read
+// version 1 too, so when the writes go on, one is stored and the other is
+// refused with CodeConflict. Under READ COMMITTED, a read-then-upsert
+// without the lock would store both.
+func TestTwoNodesSaveCallVersion(t *testing.T) {
+	dsn := newSchema(t)
+	ctx := context.Background()
+	node1, node2 := openURL(t, dsn, Options{}), openURL(t, dsn, Options{})
+	defer node1.Close()
+	defer node2.Close()
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	c := &herald.Call{ID: "c1", Mode: herald.CallGeneral, Timeout: 30 * time.Second, CreatedAt: t0, Deadline: t0.Add(30 * time.Second),
+		Version: 1, Participants: []herald.CallParticipant{
+			{User: "alice", State: herald.CallInviting, UpdatedAt: t0},
+			{User: "bob", State: herald.CallReceived, UpdatedAt: t0},
+		}}
+	if err := node1.SaveCall(ctx, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	timedOut := func(by string) *herald.Call {
+		n := *c
+		n.Participants = slices.Clone(c.Participants)
+		n.Participants[0].State, n.Participants[1].State = herald.CallEnded, herald.CallTimeout
+		n.EndedAt, n.Extended, n.Version = c.Deadline, by, 2
+		return &n
+	}
+
+	connect := func() *pgx.Conn {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close(ctx) })
+		return conn
+	}
+	locker, watch := connect(), connect()
+	hold, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	if _, err := hold.Exec(ctx, "LOCK TABLE calls IN SHARE MODE"); err != nil { // writes wait, reads do not
+		t.Fatal(err)
+	}
+	lockerPID := locker.PgConn().PID()
+	// blockedBy returns the backends other than except that wait on one
+	// of pids.
+	blockedBy := func(except uint32, pids ...uint32) []uint32 {
+		rows, err := watch.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE pg_blocking_pids(pid) && $1::int[] AND pid <> $2::int`, pids, except)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	done1, done2 := make(chan error, 1), make(chan error, 1)
+	go func() { done1 <- node1.SaveCall(ctx, timedOut("node 1"), nil) }()
+	var pid1 uint32
+	waitFor(t, "node 1's write waits on the test's lock", func() bool {
+		if pids := blockedBy(0, lockerPID); len(pids) > 0 {
+			pid1 = pids[0]
+			return true
+		}
+		return false
+	})
+	go func() { done2 <- node2.SaveCall(ctx, timedOut("node 2"), nil) }()
+	// With the call's lock node 2 waits on node 1; without it, on the
+	// test's lock, having read version 1 too.
+	waitFor(t, "node 2's write waits too", func() bool { return len(blockedBy(pid1, lockerPID, pid1)) > 0 })
+	if err := hold.Rollback(ctx); err != nil { // releases the lock
+		t.Fatal(err)
+	}
+	err1, err2 := <-done1, <-done2
+	if err1 != nil {
+		t.Errorf("node 1 (first to read): %v, want stored", err1)
+	}
+	if herald.ErrorCode(err2) != herald.CodeConflict {
+		t.Errorf("node 2: %v, want conflict", err2)
+	}
+	got, err := node2.Call(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Extended != "node 1" || got.Version != 2 {
+		t.Errorf("stored call by %q at version %d, want node 1's at 2", got.Extended, got.Version)
+	}
+}

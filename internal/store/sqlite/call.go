@@ -15,7 +15,9 @@ import (
 // Calls: calls holds each call in the shared stored form (store.EncodeCall)
 // with the columns the queries need; call_users names the participants of
 // each call for UserCalls. migrations/0004 has the schema. SaveCall is one
-// writer transaction with its outbox jobs, like EnqueuePush.
+// writer transaction with its outbox jobs, like EnqueuePush; the writer is
+// the only one (one process holds the file), so its version check
+// (store.CheckCallVersion) and its write are one step.
 
 // callStatements are the writer's call statements.
 func (w *writer) callStatements() []statement {
@@ -72,11 +74,17 @@ func (s *Store) SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJ
 		err := w.callGet.QueryRowContext(ctx, c.ID).Scan(&oldCreated, &oldData)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
+			if err := store.CheckCallVersion(nil, c); err != nil {
+				return err
+			}
 		case err != nil:
 			return fmt.Errorf("read call: %w", err)
 		default:
 			old, err := store.DecodeCall(oldData)
 			if err != nil {
+				return err
+			}
+			if err := store.CheckCallVersion(old, c); err != nil {
 				return err
 			}
 			for _, p := range old.Participants {

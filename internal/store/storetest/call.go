@@ -2,7 +2,9 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,6 +146,69 @@ func testCallJobs(t *testing.T, f *fixture) {
 	sortJobs(want)
 	sameJobs(t, "outbox after a second SaveCall", f.pending(t), want)
 	sameCall(t, f, &cancelled)
+}
+
+// testCallVersion: a call with a version is stored only over the
+// version before it (none stored counts as zero), checked with the write:
+// of writers racing from one version, one wins, and a refused write
+// stores nothing, its jobs included. Version zero writes unconditionally.
+func testCallVersion(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	at := func(c *herald.Call, v int64, extended string) *herald.Call {
+		n := *c
+		n.Participants = slices.Clone(c.Participants)
+		n.Version, n.Extended = v, extended
+		return &n
+	}
+	c := f.call("c1", 30*time.Second, "alice", "bob")
+	v1 := at(c, 1, "v1")
+	f.saveCall(t, v1, nil)
+	sameCall(t, f, v1)
+	for _, tt := range []struct {
+		name string
+		v    int64
+	}{{"the same version again", 1}, {"a version ahead", 3}} {
+		err := f.s.SaveCall(ctx, at(c, tt.v, "refused"), []store.PushJob{callJob("pd_bob", 1001, "bob", c)})
+		wantCode(t, "SaveCall of "+tt.name, err, herald.CodeConflict)
+	}
+	sameCall(t, f, v1)
+	sameJobs(t, "outbox after refused saves", f.pending(t), nil)
+	fresh := f.call("c2", 30*time.Second, "alice", "bob")
+	wantCode(t, "SaveCall of a new call at version 2", f.s.SaveCall(ctx, at(fresh, 2, ""), nil), herald.CodeConflict)
+	if _, err := f.s.Call(ctx, "c2"); herald.ErrorCode(err) != herald.CodeNotFound {
+		t.Errorf("Call of a refused new call: %v, want not_found", err)
+	}
+
+	// Writers racing from version 1 (nodes timing the call out at once).
+	const racers = 8
+	errs := make([]error, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() { errs[i] = f.s.SaveCall(ctx, at(c, 2, fmt.Sprint("racer ", i)), nil) })
+	}
+	wg.Wait()
+	won := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && won >= 0:
+			t.Errorf("racers %d and %d both stored version 2", won, i)
+		case err == nil:
+			won = i
+		default:
+			wantCode(t, fmt.Sprint("racer ", i), err, herald.CodeConflict)
+		}
+	}
+	if won < 0 {
+		t.Fatal("no racer stored version 2")
+	}
+	sameCall(t, f, at(c, 2, fmt.Sprint("racer ", won)))
+
+	// Version zero (a tool, an older server) overwrites; versions go on
+	// from zero.
+	f.saveCall(t, at(c, 0, "v0"), nil)
+	sameCall(t, f, at(c, 0, "v0"))
+	f.saveCall(t, at(c, 1, "after v0"), nil)
+	sameCall(t, f, at(c, 1, "after v0"))
 }
 
 // testCallInvalid: a call without ID, caller and invitee, participant user

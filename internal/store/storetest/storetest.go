@@ -92,6 +92,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Conversations/Pages", testConversationsPages},
 		{"Call/SaveAndGet", testCallSaveAndGet},
 		{"Call/Jobs", testCallJobs},
+		{"Call/Version", testCallVersion},
 		{"Call/Invalid", testCallInvalid},
 		{"Call/OpenCalls", testOpenCalls},
 		{"Call/UserCalls", testUserCalls},

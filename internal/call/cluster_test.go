@@ -1,0 +1,287 @@
+package call
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store/postgres"
+	"github.com/herald-im/herald/internal/store/sqlite"
+)
+
+// postgresSchema creates an empty schema of t's own in HERALD_TEST_POSTGRES,
+// dropped when t ends, and returns a URL whose connections use it; it
+// skips t when HERALD_TEST_POSTGRES is not set (CI sets it).
+func postgresSchema(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("HERALD_TEST_POSTGRES")
+	if dsn == "" {
+		t.Skip("HERALD_TEST_POSTGRES is not set: set it to a PostgreSQL database URL, e.g. " +
+			"HERALD_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run two call services on one PostgreSQL store")
+	}
+	ctx := context.Background()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	schema := "herald_test_" + hex.EncodeToString(b[:])
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to HERALD_TEST_POSTGRES (%s): %v", postgres.Redact(dsn), err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("HERALD_TEST_POSTGRES: %v", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// node is one server's call service over the shared store, with its own
+// sessions and event log.
+type node struct {
+	svc    *Service
+	n      *fakeNotifier
+	events *eventLog
+}
+
+func startNode(t *testing.T, st Store, clock *fakeClock) *node {
+	t.Helper()
+	return startNodeScanning(t, st, clock, 0)
+}
+
+// startNodeScanning starts a node that scans the store's open calls every
+// scan.
+func startNodeScanning(t *testing.T, st Store, clock *fakeClock, scan time.Duration) *node {
+	t.Helper()
+	nd := &node{n: newFakeNotifier(), events: &eventLog{}}
+	nd.n.online("alice", alicePhone)
+	nd.n.online("bob", bobPhone)
+	nd.svc = New(st, &fakePusher{n: nd.n}, Config{Now: clock.Now, AfterFunc: clock.AfterFunc, MaxInvitees: 3, Events: nd.events, ScanInterval: scan})
+	nd.svc.SetNotifier(nd.n)
+	if err := nd.svc.Start(context.Background()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(nd.svc.Close)
+	return nd
+}
+
+// timeouts counts the call_timeout events a node emitted and the timeout
+// events its sessions were given.
+func (nd *node) timeouts() (events, notes int) {
+	for _, e := range nd.events.take() {
+		if e.Type == herald.EventCallTimeout {
+			events++
+		}
+	}
+	for _, n := range nd.n.take() {
+		if n.ev == EventTimeout {
+			notes++
+		}
+	}
+	return events, notes
+}
+
+// TestTimeoutOnceOnTwoNodes: two nodes on one store both arm a call's
+// deadline (node A placed the call, node B started after it and loaded
+// it); when both timers fire, one timeout is stored and one node emits it
+// and tells the sessions: the other's write, made from the state it
+// loaded, is refused by the store (the call's version moved on) and it
+// tells no one.
+func TestTimeoutOnceOnTwoNodes(t *testing.T) {
+	stores := []struct {
+		name string
+		open func(t *testing.T) (a, b Store)
+	}{
+		{"memory", func(t *testing.T) (Store, Store) { st := newMemStore(); return st, st }},
+		{"sqlite", func(t *testing.T) (Store, Store) {
+			st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "herald.db"), sqlite.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			return st, st
+		}},
+		{"postgres", func(t *testing.T) (Store, Store) {
+			dsn := postgresSchema(t)
+			var two [2]Store
+			for i := range two {
+				st, err := postgres.Open(context.Background(), dsn, postgres.Options{MaxConns: 4})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { st.Close() })
+				two[i] = st
+			}
+			return two[0], two[1]
+		}},
+	}
+	for _, sc := range stores {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Run("one after the other", func(t *testing.T) {
+				sa, sb := sc.open(t)
+				clock := newFakeClock()
+				a := startNode(t, sa, clock)
+				c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := startNode(t, sb, clock) // loads the call and arms its deadline
+				clock.Advance(30 * time.Second)
+				checkOneTimeout(t, sa, c.ID, 1, a, b)
+			})
+			t.Run("at once", func(t *testing.T) {
+				sa, sb := sc.open(t)
+				ca, cb := newFakeClock(), newFakeClock()
+				a := startNode(t, sa, ca)
+				c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := startNode(t, sb, cb)
+				var wg sync.WaitGroup
+				for _, clock := range []*fakeClock{ca, cb} {
+					wg.Go(func() { clock.Advance(30 * time.Second) })
+				}
+				wg.Wait()
+				checkOneTimeout(t, sa, c.ID, 1, a, b)
+			})
+			t.Run("after an answer on the other node", func(t *testing.T) {
+				// Bob accepts on node A; node B, which loaded the call
+				// before, reaches the deadline first: its write from the
+				// old state is refused, and it times out carol from the
+				// stored state, keeping bob's accept.
+				sa, sb := sc.open(t)
+				ca, cb := newFakeClock(), newFakeClock()
+				a := startNode(t, sa, ca)
+				a.n.online("carol", carolPhone)
+				c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob", "carol"}, 30*time.Second, "", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b := startNode(t, sb, cb)
+				b.n.online("carol", carolPhone)
+				if _, err := a.svc.Accept(context.Background(), "bob", bobPhone, c.ID, ""); err != nil {
+					t.Fatal(err)
+				}
+				cb.Advance(30 * time.Second)
+				ca.Advance(30 * time.Second)
+				got, err := sa.Call(context.Background(), c.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := "alice=ended bob=accepted carol=timeout"; states(got) != want {
+					t.Errorf("stored %s, want %s", states(got), want)
+				}
+				ea, _ := a.timeouts()
+				eb, _ := b.timeouts()
+				if ea != 0 || eb != 1 {
+					t.Errorf("call_timeout events: node A %d, node B %d; want 0 and 1", ea, eb)
+				}
+				if la, lb := a.svc.Stats().Lost, b.svc.Stats().Lost; la != 1 || lb != 1 {
+					t.Errorf("changes lost to the other node: A %d, B %d; want 1 each (B's first timeout, A's timeout)", la, lb)
+				}
+			})
+		})
+	}
+}
+
+// checkOneTimeout checks that call id is stored timed out, and that the
+// nodes emitted one call_timeout and told one timeout, with lost writes
+// refused by the store on the way.
+func checkOneTimeout(t *testing.T, st Store, id string, lost int64, nodes ...*node) {
+	t.Helper()
+	got, err := st.Call(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if states(got) != "alice=ended bob=timeout" || !got.Ended() {
+		t.Errorf("stored %s ended=%v, want alice=ended bob=timeout", states(got), got.Ended())
+	}
+	var events, notes, open, refused int64
+	for _, nd := range nodes {
+		e, n := nd.timeouts()
+		events += int64(e)
+		notes += int64(n)
+		open += nd.svc.Stats().Open
+		refused += nd.svc.Stats().Lost
+	}
+	if refused != lost {
+		t.Errorf("%d timeouts refused by the store, want %d", refused, lost)
+	}
+	if events != 1 || notes != 1 {
+		t.Errorf("call_timeout events %d, timeout notes to bob's session %d; want 1 and 1 in the cluster", events, notes)
+	}
+	if open != 0 {
+		t.Errorf("%d calls still open on the nodes, want 0", open)
+	}
+}
+
+// TestTimeoutSurvivesTheArmingNode: node B started before node A placed
+// the call, so only A armed its deadline; A dies (its timers stop, it
+// writes nothing). B's scan of the store takes the call on and times it
+// out at its deadline, once; a call whose deadline passed before the
+// scan found it times out at the scan.
+func TestTimeoutSurvivesTheArmingNode(t *testing.T) {
+	const scan = 10 * time.Second
+	for _, tt := range []struct {
+		name    string
+		timeout time.Duration
+		advance time.Duration // after A dies, until the call must be timed out
+	}{
+		{"deadline after the scan", 30 * time.Second, 30 * time.Second},
+		{"deadline before the scan", 5 * time.Second, scan},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := newMemStore()
+			clock := newFakeClock()
+			a := startNode(t, st, clock)
+			b := startNodeScanning(t, st, clock, scan)
+			c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, tt.timeout, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.svc.Close() // node A is lost
+			clock.Advance(tt.advance - time.Millisecond)
+			if got := st.stored(t, c.ID); got.Ended() {
+				t.Fatalf("call ended %v before its deadline and the scan: %s", got.EndedAt, states(got))
+			}
+			clock.Advance(time.Millisecond)
+			if ev, notes := a.timeouts(); ev+notes != 0 {
+				t.Errorf("node A, closed, emitted %d timeouts and told %d", ev, notes)
+			}
+			checkOneTimeout(t, st, c.ID, 0, b)
+			if got := b.svc.Stats().Adopted; got != 1 {
+				t.Errorf("node B took on %d calls, want 1", got)
+			}
+			clock.Advance(3 * scan) // later scans find nothing open
+			if got := b.svc.Stats().Adopted; got != 1 {
+				t.Errorf("node B took on %d calls after later scans, want 1", got)
+			}
+		})
+	}
+}
