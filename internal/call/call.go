@@ -140,13 +140,6 @@ type Config struct {
 	// AfterFunc starts a timer that calls f once after d; nil means
 	// time.AfterFunc. Tests inject a fake clock through Now and AfterFunc.
 	AfterFunc func(d time.Duration, f func()) Timer
-	// ScanInterval is how often the service reads the open calls from
-	// the store and takes on those it does not hold: on several nodes, a
-	// call placed through another node after this one started, whose
-	// deadline must still fire if that node dies. Each is armed, or timed
-	// out at once when its deadline passed. Zero means no scan (one node:
-	// every open call went through it or was loaded by Start).
-	ScanInterval time.Duration
 	// Events receives the call events; nil means none.
 	Events Events
 	Logger *slog.Logger
@@ -192,7 +185,6 @@ type Stats struct {
 	Refused     int64 // operations refused: not found, forbidden, conflict, invalid
 	StoreFailed int64 // state changes whose store write failed (a timeout is retried)
 	Lost        int64 // state changes the store refused because another node changed the call first
-	Adopted     int64 // open calls a scan took on from the store (placed through another node)
 	Open        int64 // calls ringing now
 }
 
@@ -209,11 +201,10 @@ type Service struct {
 	byUser map[string]map[*entry]bool // open calls of each participant
 	placed map[string]int             // open calls of each caller
 	closed bool
-	scan   Timer          // mu: the next scan of the store's open calls; nil without
 	wg     sync.WaitGroup // operations and timer callbacks in progress
 
 	stats struct {
-		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost, adopted atomic.Int64
+		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost atomic.Int64
 	}
 }
 
@@ -271,58 +262,9 @@ var errClosed = herald.Errorf(herald.CodeUnavailable, "the call service is shutt
 // accepted and before the push dispatcher starts, so no invitation's push
 // is judged against calls not loaded yet.
 func (s *Service) Start(ctx context.Context) error {
-	open, late, err := s.load(ctx)
-	if err != nil {
-		return err
-	}
-	s.log.Info("calls started", "open", open, "timed_out_while_down", late)
-	if s.cfg.ScanInterval > 0 {
-		s.mu.Lock()
-		if !s.closed {
-			s.scan = s.cfg.AfterFunc(s.cfg.ScanInterval, s.rescan)
-		}
-		s.mu.Unlock()
-	}
-	return nil
-}
-
-// rescan is the scan timer: it takes on the open calls this node does not
-// hold, then arms itself again. A read that fails is logged and tried at
-// the next scan.
-func (s *Service) rescan() {
-	if !s.begin() {
-		return
-	}
-	defer s.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
-	open, late, err := s.load(ctx)
-	cancel()
-	switch {
-	case err != nil:
-		s.log.Error("call: scanning the open calls failed", "retry_in", s.cfg.ScanInterval, "err", err)
-	case open+late > 0:
-		s.stats.adopted.Add(int64(open + late))
-		s.log.Info("calls taken on from the store", "open", open, "timed_out", late)
-	}
-	s.mu.Lock()
-	if !s.closed {
-		s.scan = s.cfg.AfterFunc(s.cfg.ScanInterval, s.rescan)
-	}
-	s.mu.Unlock()
-}
-
-// load reads the open calls from the store and takes on those not held
-// here: each is armed, or times out now (with its events) when its
-// deadline passed. It reports how many it armed and timed out.
-//
-// A call this node ends between the store's read and the check against
-// the maps is taken on again from the old read; its timer's write then
-// finds the call's version moved on (commit), and it is forgotten without
-// a word.
-func (s *Service) load(ctx context.Context) (open, late int, err error) {
 	calls, err := s.st.OpenCalls(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("call: load open calls: %w", err)
+		return fmt.Errorf("call: load open calls: %w", err)
 	}
 	var loaded []*entry
 	s.mu.Lock()
@@ -340,6 +282,7 @@ func (s *Service) load(ctx context.Context) (open, late int, err error) {
 	}
 	s.mu.Unlock()
 	now := s.now()
+	late := 0
 	for _, e := range loaded {
 		c := e.cur.Load()
 		if now.Before(c.Deadline) {
@@ -353,7 +296,8 @@ func (s *Service) load(ctx context.Context) (open, late int, err error) {
 		late++
 		s.expire(e)
 	}
-	return len(loaded) - late, late, nil
+	s.log.Info("calls started", "open", len(loaded)-late, "timed_out_while_down", late)
+	return nil
 }
 
 // Close stops the timers, after waiting for operations in progress.
@@ -361,10 +305,6 @@ func (s *Service) load(ctx context.Context) (open, late int, err error) {
 func (s *Service) Close() {
 	s.mu.Lock()
 	s.closed = true
-	if s.scan != nil {
-		s.scan.Stop()
-		s.scan = nil
-	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.mu.Lock()
@@ -391,7 +331,7 @@ func (s *Service) Stats() Stats {
 	return Stats{
 		Invited: s.stats.invited.Load(), Accepted: s.stats.accepted.Load(), Rejected: s.stats.rejected.Load(),
 		Cancelled: s.stats.cancelled.Load(), TimedOut: s.stats.timedOut.Load(), Refused: s.stats.refused.Load(),
-		StoreFailed: s.stats.storeFailed.Load(), Lost: s.stats.lost.Load(), Adopted: s.stats.adopted.Load(), Open: int64(open),
+		StoreFailed: s.stats.storeFailed.Load(), Lost: s.stats.lost.Load(), Open: int64(open),
 	}
 }
 

@@ -343,8 +343,6 @@ var (
 	dCallsTimeout  = desc("herald_calls_timed_out_total", "Calls with at least one invitee who timed out.")
 	dCallsRefused  = desc("herald_calls_refused_total", "Call operations refused (not found, forbidden, conflict, invalid).")
 	dCallsStoreErr = desc("herald_calls_store_failures_total", "Call state changes whose store write failed.")
-	dCallsLost     = desc("herald_calls_lost_total", "Call state changes the store refused because another node changed the call first.")
-	dCallsAdopted  = desc("herald_calls_adopted_total", "Open calls a node took on from the store (placed through another node).")
 	dCallsOpen     = desc("herald_calls_open", "Calls ringing now.")
 )
 
@@ -404,8 +402,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(dCallsTimeout, cnt, s.TimedOut)
 		emit(dCallsRefused, cnt, s.Refused)
 		emit(dCallsStoreErr, cnt, s.StoreFailed)
-		emit(dCallsLost, cnt, s.Lost)
-		emit(dCallsAdopted, cnt, s.Adopted)
 		emit(dCallsOpen, gauge, s.Open)
 	}
 	m.mu.Lock()

@@ -45,13 +45,6 @@ const (
 	APINoncesFile = "api-nonces"
 )
 
-// callScanInterval is how often a node of several reads the open calls
-// from the store to take on those placed through the others: a call's
-// timeout comes at most this late when the node that armed it died, and
-// an invitee connected here can answer a call placed elsewhere after at
-// most this long.
-const callScanInterval = 10 * time.Second
-
 // Server is one running Herald node.
 type Server struct {
 	cfg   config.Config
@@ -125,14 +118,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		MaxCommandBytes: cfg.MaxCommandBytes, MaxExtendedBytes: cfg.MaxExtendedBytes,
 	}.WithDefaults()
 	hooks, events, beforeSend := webhookSetup(cfg, secret, log)
-	callCfg := call.Config{MaxInvitees: cfg.CallMaxInvitees, Events: events, Logger: log}
-	if cfg.Bus != "" {
-		// Several nodes: take on the calls placed through the others, so
-		// their deadlines fire here if the node that armed them dies
-		// (internal/cluster/README.md).
-		callCfg.ScanInterval = callScanInterval
-	}
-	calls := call.New(st, ps, callCfg)
+	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Events: events, Logger: log})
 	users := user.New(st, ps, user.Config{Logger: log})
 	var clusterEvents *presenceEvents // nil without a bus
 	gwEvents := gateway.Events(events)
