@@ -2,63 +2,21 @@ package call
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store/postgres"
+	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/internal/store/sqlite"
 )
 
-// postgresSchema creates an empty schema of t's own in HERALD_TEST_POSTGRES,
-// dropped when t ends, and returns a URL whose connections use it; it
-// skips t when HERALD_TEST_POSTGRES is not set (CI sets it).
+// postgresSchema returns a URL of a schema of t's own in HERALD_TEST_POSTGRES;
+// it skips t when HERALD_TEST_POSTGRES is not set (CI sets it).
 func postgresSchema(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("HERALD_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("HERALD_TEST_POSTGRES is not set: set it to a PostgreSQL database URL, e.g. " +
-			"HERALD_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run two call services on one PostgreSQL store")
-	}
-	ctx := context.Background()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "herald_test_" + hex.EncodeToString(b[:])
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to HERALD_TEST_POSTGRES (%s): %v", postgres.Redact(dsn), err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("HERALD_TEST_POSTGRES: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	return pgtest.Schema(t, pgtest.Database(t, "to run two call services on one PostgreSQL store"))
 }
 
 // node is one server's call service over the shared store, with its own

@@ -19,6 +19,7 @@ import (
 	"github.com/herald-im/herald/internal/bus"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/token"
 )
 
@@ -71,12 +72,7 @@ func TestTwoNodes(t *testing.T) {
 // own), each with its own connection pool, as two machines would.
 func TestTwoNodesPostgres(t *testing.T) {
 	nats := natsForTest(t)
-	dsn := os.Getenv("HERALD_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("HERALD_TEST_POSTGRES is not set: set it to a PostgreSQL database URL, e.g. " +
-			"HERALD_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run the two-node test on PostgreSQL")
-	}
-	testTwoNodes(t, nats, testSchema(t, dsn))
+	testTwoNodes(t, nats, pgtest.Schema(t, pgtest.Database(t, "to run the two-node test on PostgreSQL")))
 }
 
 // testTwoNodes: two nodes over NATS share one store (storeURL, each node

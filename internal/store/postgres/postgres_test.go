@@ -2,11 +2,7 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -17,59 +13,15 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/internal/store/storetest"
 )
 
-// testDatabase returns the URL of the test database, HERALD_TEST_POSTGRES,
-// or skips t when it is not set.
 func testDatabase(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv("HERALD_TEST_POSTGRES")
-	if dsn == "" {
-		t.Skip("HERALD_TEST_POSTGRES is not set: set it to a PostgreSQL database URL, e.g. " +
-			"HERALD_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/test?sslmode=disable, to run the PostgreSQL store's tests")
-	}
-	return dsn
+	return pgtest.Database(t, "to run the PostgreSQL store's tests")
 }
 
-// newSchema creates an empty schema of its own for t in the test database
-// and returns a URL whose connections use it (search_path), dropping it
-// when t ends: tests run in parallel and leave nothing behind.
-func newSchema(t testing.TB) string {
-	t.Helper()
-	dsn := testDatabase(t)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "herald_test_" + hex.EncodeToString(b[:])
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to HERALD_TEST_POSTGRES (%s): %v", Redact(dsn), err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("HERALD_TEST_POSTGRES: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
+func newSchema(t testing.TB) string { return pgtest.Schema(t, testDatabase(t)) }
 
 func openURL(t testing.TB, dsn string, opts Options) *Store {
 	t.Helper()
