@@ -603,37 +603,15 @@ func TestPushSurvivesSIGKILL(t *testing.T) {
 	args := []string{"--push-config", file, "--push-retry-base", "1s", "--push-retry-max", "1s"}
 	cmd := startProcess(t, bin, addr, data, args...)
 
-	const users = 20
+	const users, perUser = 20, 3
 	toks := make([]string, users)
 	for i := range toks {
 		toks[i] = apnsToken(100 + i)
 		emu.Script(toks[i], emulator.Step{Status: 503, Reason: "ServiceUnavailable", Forever: true})
-		c := dialRaw(t, url)
-		c.login(fmt.Sprintf("u%d", i), "phone")
-		c.call(proto.OpRegisterPush, proto.RegisterPushRequest{Provider: "apns", Token: toks[i], App: testApp, Environment: "production"}, nil)
-		c.conn.Close()
 	}
-	sender := dialRaw(t, url)
-	sender.login("sender", "desk")
-	const perUser = 3
-	for k := 0; k < perUser; k++ {
-		for i := 0; i < users; i++ {
-			var rep proto.SendReply
-			sender.call(proto.OpSend, proto.SendRequest{To: fmt.Sprintf("u%d", i), LocalID: fmt.Sprintf("m%d-%d", i, k), Type: "text", Text: "hi",
-				Push: &herald.PushConfig{Title: "t", Content: fmt.Sprint(k)}}, &rep)
-		}
-	}
-	// Every job has been tried and is waiting to retry. On a loaded
-	// machine the sends outlast the first retry delay, so some jobs have
-	// been tried twice: harmless, as every answer until the restart is the
-	// scripted 503, whenever the kill falls.
-	deadline := time.Now().Add(10 * time.Second)
-	for st := emu.Stats(); (st.Received < users*perUser || st.InFlight > 0) && time.Now().Before(deadline); st = emu.Stats() {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if st := emu.Stats(); st.Received < users*perUser {
-		t.Fatalf("emulator received %d requests before the kill, want at least the %d first attempts", st.Received, users*perUser)
-	}
+	queueRefusedPushes(t, url, perUser, emu.Stats, func(i int) proto.RegisterPushRequest {
+		return proto.RegisterPushRequest{Provider: "apns", Token: toks[i], App: testApp, Environment: "production"}
+	}, users)
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	// Requests the dead server sent just before dying may still be in the
@@ -850,5 +828,38 @@ func TestPushMutedConversation(t *testing.T) {
 				t.Errorf("set_conversation_notification %+v: code %q, want %q", tt.req, got, tt.want)
 			}
 		})
+	}
+}
+
+// queueRefusedPushes registers users u0..u<users-1> (register gives each
+// one's device) and leaves them offline, sends each perUser messages with
+// a push, and waits until the vendor's emulator, scripted to refuse them,
+// has received at least every first attempt and holds none in flight:
+// every job then waits in the outbox to retry. On a loaded machine the
+// sends outlast the first retry delay and some jobs are tried twice:
+// harmless, as every answer until the script is lifted is a refusal.
+func queueRefusedPushes(t *testing.T, url string, perUser int, stats func() emulator.Stats, register func(i int) proto.RegisterPushRequest, users int) {
+	t.Helper()
+	for i := range users {
+		c := dialRaw(t, url)
+		c.login(fmt.Sprintf("u%d", i), "phone")
+		c.call(proto.OpRegisterPush, register(i), nil)
+		c.conn.Close()
+	}
+	sender := dialRaw(t, url)
+	sender.login("sender", "desk")
+	for k := 0; k < perUser; k++ {
+		for i := 0; i < users; i++ {
+			var rep proto.SendReply
+			sender.call(proto.OpSend, proto.SendRequest{To: fmt.Sprintf("u%d", i), LocalID: fmt.Sprintf("m%d-%d", i, k), Type: "text", Text: "hi",
+				Push: &herald.PushConfig{Title: "t", Content: fmt.Sprint(k)}}, &rep)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st := stats(); (st.Received < int64(users*perUser) || st.InFlight > 0) && time.Now().Before(deadline); st = stats() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := stats(); st.Received < int64(users*perUser) {
+		t.Fatalf("the emulator received %d requests before the kill, want at least the %d first attempts", st.Received, users*perUser)
 	}
 }

@@ -449,33 +449,15 @@ func TestPushFCMSurvivesSIGKILL(t *testing.T) {
 	args := []string{"--push-config", s.File, "--push-retry-base", "1s", "--push-retry-max", "1s"}
 	cmd := startProcess(t, bin, addr, data, args...)
 
-	const users = 10
+	const users, perUser = 10, 3
 	toks := make([]string, users)
 	for i := range toks {
 		toks[i] = fmt.Sprintf("fcm-crash-%d:android", i)
 		fcm.Script(toks[i], emulator.Step{Status: 503, Forever: true})
-		c := dialRaw(t, url)
-		c.login(fmt.Sprintf("u%d", i), "phone")
-		c.call(proto.OpRegisterPush, proto.RegisterPushRequest{Provider: "fcm", Token: toks[i], App: testApp}, nil)
-		c.conn.Close()
 	}
-	sender := dialRaw(t, url)
-	sender.login("sender", "desk")
-	const perUser = 3
-	for k := 0; k < perUser; k++ {
-		for i := 0; i < users; i++ {
-			var rep proto.SendReply
-			sender.call(proto.OpSend, proto.SendRequest{To: fmt.Sprintf("u%d", i), LocalID: fmt.Sprintf("m%d-%d", i, k), Type: "text", Text: "hi",
-				Push: &herald.PushConfig{Title: "t", Content: fmt.Sprint(k)}}, &rep)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for st := fcm.Stats(); (st.Received < users*perUser || st.InFlight > 0) && time.Now().Before(deadline); st = fcm.Stats() {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if st := fcm.Stats(); st.Received < users*perUser { // more: retries, on a loaded machine, answered 503 too
-		t.Fatalf("FCM emulator received %d requests before the kill, want at least the %d first attempts", st.Received, users*perUser)
-	}
+	queueRefusedPushes(t, url, perUser, fcm.Stats, func(i int) proto.RegisterPushRequest {
+		return proto.RegisterPushRequest{Provider: "fcm", Token: toks[i], App: testApp}
+	}, users)
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	for deadline := time.Now().Add(5 * time.Second); fcm.Stats().InFlight > 0 && time.Now().Before(deadline); {
