@@ -140,6 +140,22 @@ type Config struct {
 	// AfterFunc starts a timer that calls f once after d; nil means
 	// time.AfterFunc. Tests inject a fake clock through Now and AfterFunc.
 	AfterFunc func(d time.Duration, f func()) Timer
+	// Cluster is set when other nodes share the store (HERALD_BUS): a
+	// call not held here is read from the store when a participant
+	// answers or cancels it here, a login here rings the user's open
+	// calls read from the store, an offline caller's calls are read too,
+	// and the open calls are scanned every ScanInterval. Calls taken on
+	// so (adopted) time out at their deadline plus AdoptGrace.
+	Cluster bool
+	// ScanInterval is how often, with Cluster, the open calls in the
+	// store are read: those not held here are adopted (so their timeout
+	// survives the node that placed them), and those held here take the
+	// stored state. Zero means 10s.
+	ScanInterval time.Duration
+	// AdoptGrace delays the timeout of an adopted call past its
+	// deadline, so the node that placed it, which arms the deadline
+	// itself, times it out while it lives. Zero means 5s.
+	AdoptGrace time.Duration
 	// Events receives the call events; nil means none.
 	Events Events
 	Logger *slog.Logger
@@ -157,6 +173,12 @@ func (c *Config) defaults() {
 	}
 	if c.RetryDelay <= 0 {
 		c.RetryDelay = time.Second
+	}
+	if c.ScanInterval <= 0 {
+		c.ScanInterval = 10 * time.Second
+	}
+	if c.AdoptGrace <= 0 {
+		c.AdoptGrace = 5 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -185,6 +207,8 @@ type Stats struct {
 	Refused     int64 // operations refused: not found, forbidden, conflict, invalid
 	StoreFailed int64 // state changes whose store write failed (a timeout is retried)
 	Lost        int64 // state changes the store refused because another node changed the call first
+	Retried     int64 // of those, requests checked again against the stored call and retried
+	Adopted     int64 // open calls placed through another node taken on from the store or the bus
 	Open        int64 // calls ringing now
 }
 
@@ -201,12 +225,47 @@ type Service struct {
 	byUser map[string]map[*entry]bool // open calls of each participant
 	placed map[string]int             // open calls of each caller
 	closed bool
+	scan   Timer          // mu: the next scan of the store's open calls (Cluster); nil without
+	gone   endedRing      // mu: calls ended here lately, never adopted again from an older read
 	wg     sync.WaitGroup // operations and timer callbacks in progress
 
 	stats struct {
-		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost atomic.Int64
+		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost, retried, adopted atomic.Int64
 	}
 }
+
+// endedRing remembers the last len(ids) calls that ended here: a read of
+// the store made before a call ended (a scan, a login's read, a late bus
+// event) must not take it on again as open. A call that ended more than
+// endedRemembered calls ago is safe too: its stale copy is refused by the
+// store at its first write (the version moved on) and forgotten then.
+type endedRing struct {
+	ids  [endedRemembered]string
+	next int
+	set  map[string]bool
+}
+
+const endedRemembered = 4096
+
+func (r *endedRing) add(id string) {
+	if r.set == nil {
+		r.set = make(map[string]bool, endedRemembered)
+	}
+	if r.set[id] {
+		return
+	}
+	if old := r.ids[r.next]; old != "" {
+		delete(r.set, old)
+	}
+	r.ids[r.next] = id
+	r.set[id] = true
+	r.next = (r.next + 1) % endedRemembered
+}
+
+// maxConflictRetries bounds how often one request is checked again and
+// retried after the store refused its change because another node changed
+// the call first (commit).
+const maxConflictRetries = 3
 
 type notifierBox struct{ n Notifier }
 
@@ -297,6 +356,13 @@ func (s *Service) Start(ctx context.Context) error {
 		s.expire(e)
 	}
 	s.log.Info("calls started", "open", len(loaded)-late, "timed_out_while_down", late)
+	if s.cfg.Cluster {
+		s.mu.Lock()
+		if !s.closed {
+			s.scan = s.cfg.AfterFunc(s.cfg.ScanInterval, s.rescan)
+		}
+		s.mu.Unlock()
+	}
 	return nil
 }
 
@@ -305,6 +371,10 @@ func (s *Service) Start(ctx context.Context) error {
 func (s *Service) Close() {
 	s.mu.Lock()
 	s.closed = true
+	if s.scan != nil {
+		s.scan.Stop()
+		s.scan = nil
+	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.mu.Lock()
@@ -331,7 +401,8 @@ func (s *Service) Stats() Stats {
 	return Stats{
 		Invited: s.stats.invited.Load(), Accepted: s.stats.accepted.Load(), Rejected: s.stats.rejected.Load(),
 		Cancelled: s.stats.cancelled.Load(), TimedOut: s.stats.timedOut.Load(), Refused: s.stats.refused.Load(),
-		StoreFailed: s.stats.storeFailed.Load(), Lost: s.stats.lost.Load(), Open: int64(open),
+		StoreFailed: s.stats.storeFailed.Load(), Lost: s.stats.lost.Load(), Retried: s.stats.retried.Load(),
+		Adopted: s.stats.adopted.Load(), Open: int64(open),
 	}
 }
 
@@ -358,6 +429,9 @@ func (s *Service) removeLocked(c *herald.Call, e *entry) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if c.Ended() {
+		s.gone.add(c.ID)
+	}
 	if s.open[c.ID] == e {
 		delete(s.open, c.ID)
 		if s.placed[c.Caller()]--; s.placed[c.Caller()] <= 0 {
@@ -445,6 +519,197 @@ func (s *Service) refresh(ctx context.Context, e *entry) bool {
 		s.removeLocked(c, e)
 	}
 	return true
+}
+
+// retryable reports whether a request whose change failed with err is
+// checked again and retried: the store refused it because another node
+// changed the call first (commit then made e's call the stored one), and
+// it has been retried fewer than maxConflictRetries times.
+func (s *Service) retryable(err error, try int) bool {
+	if herald.ErrorCode(err) != herald.CodeConflict || try >= maxConflictRetries {
+		return false
+	}
+	s.stats.retried.Add(1)
+	return true
+}
+
+// applyLocked makes c, the call as another node stored it (read from the
+// store, or heard of on the bus), e's call when it is newer than the one
+// held; e.mu must be held. An ended call leaves the maps (and its timer
+// stops). It reports false when c is older than e's call.
+func (s *Service) applyLocked(e *entry, c *herald.Call) bool {
+	cur := e.cur.Load()
+	switch {
+	case cur == nil:
+		return true // its invitation is being written here
+	case c.Version < cur.Version:
+		return false
+	case e.done || c.Version == cur.Version:
+		return true
+	}
+	e.cur.Store(c)
+	if c.Ended() {
+		s.removeLocked(c, e)
+	}
+	return true
+}
+
+// adopt takes on c, an open call placed through another node, read from
+// the store or heard of on the bus, and returns its entry: the one held
+// already, if any (its state is not changed: see observe), else a new one
+// whose timer fires at c's deadline plus AdoptGrace, so the node that
+// placed the call times it out while it lives. nil when closing, or when c
+// ended here lately (c was read before that).
+func (s *Service) adopt(c *herald.Call) *entry {
+	if c.Ended() || len(c.Participants) < 2 {
+		return nil
+	}
+	e := &entry{}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s.mu.Lock()
+	if held := s.open[c.ID]; held != nil {
+		s.mu.Unlock()
+		return held
+	}
+	if s.closed || s.gone.set[c.ID] {
+		s.mu.Unlock()
+		return nil
+	}
+	e.cur.Store(c)
+	s.addLocked(c, e)
+	s.mu.Unlock()
+	s.stats.adopted.Add(1)
+	s.armLocked(e, c.Deadline.Sub(s.now())+s.cfg.AdoptGrace)
+	s.log.Debug("call adopted", "call_id", c.ID, "version", c.Version)
+	return e
+}
+
+// observe takes c, the call as another node stored it: a call held here
+// takes c's state if it is newer, and an open call not held here is
+// adopted. It reports false when c is older than what this node knows (the
+// call held here is newer, or it ended here). It blocks while a change of
+// the call is being stored here.
+func (s *Service) observe(c *herald.Call) bool {
+	s.mu.Lock()
+	e := s.open[c.ID]
+	gone := s.gone.set[c.ID]
+	s.mu.Unlock()
+	if e == nil {
+		if c.Ended() {
+			return true
+		}
+		if gone {
+			return false
+		}
+		e = s.adopt(c)
+		if e == nil {
+			return false
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return s.applyLocked(e, c)
+}
+
+// Observe is told of c, a call as another node stored it, when that node
+// publishes the call's events over the bus (internal/cluster): a call held
+// here takes c's state if it is newer (an ended one is forgotten and its
+// timer stops), and an open one not held here is adopted, its timer armed
+// at the deadline plus AdoptGrace. It reports whether c is current: false
+// when this node knows a newer state (the event came late: the sessions
+// here were told of the newer change already). It blocks while a change of
+// the call is being stored here.
+func (s *Service) Observe(c *herald.Call) bool {
+	if !s.begin() {
+		return true
+	}
+	defer s.wg.Done()
+	return s.observe(c)
+}
+
+// rescan is the scan timer (Cluster): it reads the open calls from the
+// store, then arms itself again. A failed read is logged and tried at the
+// next scan.
+func (s *Service) rescan() {
+	if !s.begin() {
+		return
+	}
+	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+	err := s.scanOpen(ctx)
+	cancel()
+	if err != nil {
+		s.log.Error("call: scanning the open calls failed", "retry_in", s.cfg.ScanInterval, "err", err)
+	}
+	s.mu.Lock()
+	if !s.closed {
+		s.scan = s.cfg.AfterFunc(s.cfg.ScanInterval, s.rescan)
+	}
+	s.mu.Unlock()
+}
+
+// scanOpen reads the open calls from the store: those not held here are
+// adopted (placed through another node: if that node dies, this one times
+// them out), those held take the stored state. A held call the read does
+// not list ended on another node (or was placed here after the read): it
+// is read on its own, and forgotten if it ended.
+func (s *Service) scanOpen(ctx context.Context) error {
+	calls, err := s.st.OpenCalls(ctx)
+	if err != nil {
+		return fmt.Errorf("read open calls: %w", err)
+	}
+	listed := make(map[string]bool, len(calls))
+	for _, c := range calls {
+		listed[c.ID] = true
+		s.observe(c)
+	}
+	s.mu.Lock()
+	var missing []string
+	for id := range s.open {
+		if !listed[id] {
+			missing = append(missing, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range missing {
+		c, err := s.st.Call(ctx, id)
+		if err != nil {
+			if herald.ErrorCode(err) != herald.CodeNotFound { // not found: an invitation being written
+				return fmt.Errorf("read call %s: %w", id, err)
+			}
+			continue
+		}
+		s.observe(c)
+	}
+	return nil
+}
+
+// adoptUserCalls (Cluster) reads user's newest calls from the store and
+// takes on the open ones (observe): a login here rings, and an offline
+// caller's cancel reaches, calls placed through another node. It reads
+// one page (MaxListLimit calls) and stops at the first call created more
+// than herald.MaxCallTimeout ago (none before it can still ring).
+func (s *Service) adoptUserCalls(user string) {
+	if !s.cfg.Cluster {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+	defer cancel()
+	cs, err := s.st.UserCalls(ctx, user, time.Time{}, MaxListLimit)
+	if err != nil {
+		s.log.Error("call: reading a user's open calls failed", "user_id", user, "err", err)
+		return
+	}
+	since := s.now().Add(-herald.MaxCallTimeout)
+	for _, c := range cs {
+		if c.CreatedAt.Before(since) {
+			break
+		}
+		if !c.Ended() {
+			s.observe(c)
+		}
+	}
 }
 
 // storeErr passes domain errors through and wraps the rest.
@@ -645,8 +910,10 @@ func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Ca
 	s.mu.Lock()
 	e := s.open[id]
 	s.mu.Unlock()
+	var read *herald.Call
 	if e == nil {
-		// Not open: ended, or never existed. Only a participant learns which.
+		// Not held here: ended, never existed, or (on several nodes)
+		// placed through another node. Only a participant learns which.
 		c, err := s.st.Call(ctx, id)
 		if herald.ErrorCode(err) == herald.CodeNotFound {
 			return nil, nil, s.refuse(notFound)
@@ -657,9 +924,19 @@ func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Ca
 		if c.Participant(user) == nil {
 			return nil, nil, s.refuse(notFound)
 		}
-		return nil, nil, s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
+		if c.Ended() {
+			return nil, nil, s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
+		}
+		if e = s.adopt(c); e == nil {
+			// Closing, or it ended here since the read.
+			return nil, nil, s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
+		}
+		read = c
 	}
 	e.mu.Lock()
+	if read != nil {
+		s.applyLocked(e, read) // adopted by another request meanwhile, from an older read
+	}
 	c := e.cur.Load()
 	switch {
 	case c == nil || c.Participant(user) == nil:
@@ -704,26 +981,42 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 	if to == herald.CallRejected {
 		verb = "reject"
 	}
-	if c.Caller() == user {
-		return nil, s.refuse(herald.Errorf(herald.CodeForbidden, "the caller cannot %s their own call", verb))
-	}
-	if p := c.Participant(user); !p.State.Ringing() {
-		return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: your state is already %s", verb, id, p.State))
-	}
-	now := s.now()
-	if !now.Before(c.Deadline) {
-		// The timer is about to fire: the deadline decides, not the race.
-		return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: it timed out", verb, id))
-	}
-	next := clone(c)
-	p := next.Participant(user)
-	p.State, p.UpdatedAt, p.Extended = to, now, extended
-	changed := []herald.CallParticipant{*p}
-	if finishIfAnswered(next, now) {
-		changed = append(changed, next.Participants[0])
-	}
-	if err := s.commit(ctx, e, next, nil); err != nil {
-		return nil, err
+	var (
+		next    *herald.Call
+		changed []herald.CallParticipant
+	)
+	for try := 0; ; try++ {
+		// Checked again after each change another node made first (c is
+		// then the stored call): the request fails only if it fails
+		// against the call as it is.
+		switch p := c.Participant(user); {
+		case c.Caller() == user:
+			return nil, s.refuse(herald.Errorf(herald.CodeForbidden, "the caller cannot %s their own call", verb))
+		case e.done || c.Ended():
+			return nil, s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
+		case !p.State.Ringing():
+			return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: your state is already %s", verb, id, p.State))
+		}
+		now := s.now()
+		if !now.Before(c.Deadline) {
+			// The timer is about to fire: the deadline decides, not the race.
+			return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: it timed out", verb, id))
+		}
+		next = clone(c)
+		p := next.Participant(user)
+		p.State, p.UpdatedAt, p.Extended = to, now, extended
+		changed = []herald.CallParticipant{*p}
+		if finishIfAnswered(next, now) {
+			changed = append(changed, next.Participants[0])
+		}
+		err := s.commit(ctx, e, next, nil)
+		if err == nil {
+			break
+		}
+		if !s.retryable(err, try) {
+			return nil, err
+		}
+		c = e.cur.Load()
 	}
 	if to == herald.CallAccepted {
 		s.stats.accepted.Add(1)
@@ -765,33 +1058,56 @@ func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, i
 	if c.Caller() != caller {
 		return nil, s.refuse(herald.Errorf(herald.CodeForbidden, "only the caller can cancel call %q", id))
 	}
-	return s.cancelLocked(ctx, e, c, extended, push, "")
+	return s.cancelLocked(ctx, e, c, extended, push, "", func(c *herald.Call) error {
+		if c.Ended() {
+			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
+		}
+		return nil
+	})
 }
 
 // cancelLocked cancels c, e's open call; e.mu must be held. reason is the
-// call_cancelled event's (empty: the caller asked).
-func (s *Service) cancelLocked(ctx context.Context, e *entry, c *herald.Call, extended string, push *herald.PushConfig, reason string) (*herald.Call, error) {
-	now := s.now()
-	next := clone(c)
-	caller := &next.Participants[0]
-	caller.State, caller.UpdatedAt, caller.Extended = herald.CallCancelled, now, extended
-	changed := []herald.CallParticipant{*caller}
-	var stopped []string
-	for i := 1; i < len(next.Participants); i++ {
-		p := &next.Participants[i]
-		if p.State.Ringing() {
-			p.State, p.UpdatedAt = herald.CallBeCancelled, now
-			changed = append(changed, *p)
-			stopped = append(stopped, p.User)
+// call_cancelled event's (empty: the caller asked). check tells whether the
+// cancel still applies to c; it is asked again, with the stored call,
+// after another node changed the call first, before the cancel is retried.
+func (s *Service) cancelLocked(ctx context.Context, e *entry, c *herald.Call, extended string, push *herald.PushConfig, reason string,
+	check func(c *herald.Call) error) (*herald.Call, error) {
+	var (
+		next    *herald.Call
+		changed []herald.CallParticipant
+		stopped []string
+	)
+	for try := 0; ; try++ {
+		if err := check(c); err != nil {
+			return nil, err
 		}
-	}
-	next.EndedAt = now
-	var jobs []store.PushJob
-	if push != nil && len(stopped) > 0 {
-		jobs = s.push.PlanCall(next, stopped, true, push, nil)
-	}
-	if err := s.commit(ctx, e, next, jobs); err != nil {
-		return nil, err
+		now := s.now()
+		next = clone(c)
+		caller := &next.Participants[0]
+		caller.State, caller.UpdatedAt, caller.Extended = herald.CallCancelled, now, extended
+		changed = []herald.CallParticipant{*caller}
+		stopped = nil
+		for i := 1; i < len(next.Participants); i++ {
+			p := &next.Participants[i]
+			if p.State.Ringing() {
+				p.State, p.UpdatedAt = herald.CallBeCancelled, now
+				changed = append(changed, *p)
+				stopped = append(stopped, p.User)
+			}
+		}
+		next.EndedAt = now
+		var jobs []store.PushJob
+		if push != nil && len(stopped) > 0 {
+			jobs = s.push.PlanCall(next, stopped, true, push, nil)
+		}
+		err := s.commit(ctx, e, next, jobs)
+		if err == nil {
+			break
+		}
+		if !s.retryable(err, try) {
+			return nil, err
+		}
+		c = e.cur.Load()
 	}
 	s.stats.cancelled.Add(1)
 	s.emit(herald.EventCallCancelled, next, next.Caller(), reason, nil)
@@ -895,6 +1211,7 @@ func (s *Service) SessionStarted(user string, session SessionID) {
 	if n == nil {
 		return
 	}
+	s.adoptUserCalls(user)
 	for _, e := range s.entriesOf(user) {
 		s.ring(e, user, session, n)
 	}
@@ -913,25 +1230,30 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 		return
 	}
 	var changed []herald.CallParticipant
-	if p.State == herald.CallNotYet {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+	defer cancel()
+	for try := 0; p.State == herald.CallNotYet; try++ {
 		next := clone(c)
 		np := next.Participant(user)
 		np.State, np.UpdatedAt = herald.CallReceived, now
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 		err := s.commit(ctx, e, next, nil)
-		cancel()
-		if herald.ErrorCode(err) == herald.CodeConflict {
-			// Another node changed the call first; e holds the stored
-			// call now.
-			c = e.cur.Load()
-			if p := c.Participant(user); e.done || p == nil || !p.State.Ringing() {
-				return
-			}
-		} else if err != nil {
+		if err == nil {
+			c, changed = next, []herald.CallParticipant{*np}
+			break
+		}
+		if herald.ErrorCode(err) != herald.CodeConflict {
 			// It rings all the same; the state says not_yet_received.
 			s.log.Error("call: storing an invitee's reception failed", "call_id", c.ID, "user_id", user, "err", err)
-		} else {
-			c, changed = next, []herald.CallParticipant{*np}
+			break
+		}
+		// Another node changed the call first; e holds the stored call
+		// now: ring only if it still rings for user.
+		c = e.cur.Load()
+		if p = c.Participant(user); e.done || c.Ended() || p == nil || !p.State.Ringing() {
+			return
+		}
+		if !s.retryable(err, try) {
+			break
 		}
 	}
 	n.NotifySession(user, session, EventReceived, c)
@@ -952,12 +1274,27 @@ func (s *Service) UserOffline(user string) {
 		return
 	}
 	defer s.wg.Done()
+	if n := s.notifier(); s.cfg.Cluster && n != nil && n.LiveSessions(user) > 0 {
+		// On several nodes the notifier counts the sessions of every
+		// node: the user reconnected to another one.
+		s.log.Debug("call: a user offline here is live on another node; their calls go on", "user_id", user)
+		return
+	}
+	s.adoptUserCalls(user)
 	for _, e := range s.entriesOf(user) {
 		e.mu.Lock()
 		c := e.cur.Load()
 		if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
-			if _, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline); err != nil {
+			_, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline, func(c *herald.Call) error {
+				if c.Ended() || anyAccepted(c) {
+					return errNoCancel
+				}
+				return nil
+			})
+			if errors.Is(err, errNoCancel) {
+				s.log.Debug("call: an offline caller's call was answered or ended on another node first", "call_id", c.ID, "user_id", user)
+			} else if err != nil {
 				s.log.Error("call: cancelling an offline caller's call failed", "call_id", c.ID, "user_id", user, "err", err)
 			} else {
 				s.log.Debug("call cancelled: the caller went offline", "call_id", c.ID, "user_id", user)
@@ -967,6 +1304,10 @@ func (s *Service) UserOffline(user string) {
 		e.mu.Unlock()
 	}
 }
+
+// errNoCancel: an offline caller's call needs no cancel any more (another
+// node ended it, or an invitee accepted there).
+var errNoCancel = errors.New("call: no cancel needed")
 
 func anyAccepted(c *herald.Call) bool {
 	for _, p := range c.Participants[1:] {

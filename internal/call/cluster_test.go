@@ -3,6 +3,7 @@ package call
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -187,4 +188,233 @@ func checkOneTimeout(t *testing.T, st Store, id string, nodes ...*node) {
 	if open != 0 {
 		t.Errorf("%d calls still open on the nodes, want 0", open)
 	}
+}
+
+// startClusterNode is a node of several (Config.Cluster) over the shared
+// store, its own clock, and the given users online on it (one session
+// each, their phone's ID).
+func startClusterNode(t *testing.T, st Store, clock *fakeClock, online ...string) *node {
+	t.Helper()
+	ids := map[string]SessionID{"alice": alicePhone, "bob": bobPhone, "carol": carolPhone}
+	nd := &node{n: newFakeNotifier(), events: &eventLog{}}
+	for _, u := range online {
+		nd.n.online(u, ids[u])
+	}
+	nd.svc = New(st, &fakePusher{n: nd.n}, Config{Now: clock.Now, AfterFunc: clock.AfterFunc, MaxInvitees: 3, Events: nd.events,
+		Cluster: true, ScanInterval: 10 * time.Second, AdoptGrace: 5 * time.Second})
+	nd.svc.SetNotifier(nd.n)
+	if err := nd.svc.Start(context.Background()); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(nd.svc.Close)
+	return nd
+}
+
+// heard renders what a node's sessions were told, "user:event", in order.
+func (nd *node) heard() []string {
+	var out []string
+	for _, n := range nd.n.take() {
+		out = append(out, n.user+":"+n.ev.String())
+	}
+	return out
+}
+
+// TestConflictRetried: a request refused by the store because another
+// node changed the call first (node A still holds the call as it was
+// before) is checked again against the stored call and retried, so the
+// user gets no error; it fails only when the check fails on the stored
+// call.
+func TestConflictRetried(t *testing.T) {
+	invite := func(t *testing.T) (a, b *node, st *memStore, id string) {
+		st = newMemStore()
+		clock := newFakeClock()
+		a = startNode(t, st, clock)
+		a.n.online("carol", carolPhone)
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob", "carol"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = startNode(t, st, clock) // loads the call; its changes are unknown to A
+		return a, b, st, c.ID
+	}
+	t.Run("accept after another invitee answered elsewhere", func(t *testing.T) {
+		a, b, st, id := invite(t)
+		if _, err := b.svc.Reject(context.Background(), "carol", carolPhone, id, ""); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.svc.Accept(context.Background(), "bob", bobPhone, id, "")
+		if err != nil {
+			t.Fatalf("Accept on the node holding the older state: %v, want success", err)
+		}
+		if want := "alice=ended bob=accepted carol=rejected"; states(got) != want || states(st.stored(t, id)) != want {
+			t.Errorf("returned %s, stored %s; want %s", states(got), states(st.stored(t, id)), want)
+		}
+		if s := a.svc.Stats(); s.Lost != 1 || s.Retried != 1 || s.Open != 0 {
+			t.Errorf("node A: lost %d, retried %d, open %d; want 1, 1, 0", s.Lost, s.Retried, s.Open)
+		}
+	})
+	t.Run("answer already given elsewhere", func(t *testing.T) {
+		a, b, _, id := invite(t)
+		if _, err := b.svc.Reject(context.Background(), "bob", bobTablet, id, ""); err != nil {
+			t.Fatal(err)
+		}
+		_, err := a.svc.Accept(context.Background(), "bob", bobPhone, id, "")
+		if herald.ErrorCode(err) != herald.CodeConflict || !strings.Contains(herald.ErrorMessage(err), "already rejected") {
+			t.Errorf("Accept after bob rejected on node B: %v, want conflict: already rejected", err)
+		}
+	})
+	t.Run("cancel after an answer elsewhere", func(t *testing.T) {
+		a, b, st, id := invite(t)
+		if _, err := b.svc.Reject(context.Background(), "carol", carolPhone, id, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.svc.Cancel(context.Background(), "alice", alicePhone, id, "", nil); err != nil {
+			t.Fatalf("Cancel on the node holding the older state: %v, want success", err)
+		}
+		if want := "alice=cancelled bob=be_cancelled carol=rejected"; states(st.stored(t, id)) != want {
+			t.Errorf("stored %s, want %s", states(st.stored(t, id)), want)
+		}
+	})
+	t.Run("offline caller's cancel not lost", func(t *testing.T) {
+		a, b, st, id := invite(t)
+		if _, err := b.svc.Reject(context.Background(), "carol", carolPhone, id, ""); err != nil {
+			t.Fatal(err)
+		}
+		a.svc.UserOffline("alice")
+		if want := "alice=cancelled bob=be_cancelled carol=rejected"; states(st.stored(t, id)) != want {
+			t.Errorf("stored %s, want %s", states(st.stored(t, id)), want)
+		}
+	})
+	t.Run("offline caller's call accepted elsewhere", func(t *testing.T) {
+		a, b, st, id := invite(t)
+		if _, err := b.svc.Accept(context.Background(), "bob", bobPhone, id, ""); err != nil {
+			t.Fatal(err)
+		}
+		a.svc.UserOffline("alice")
+		if want := "alice=inviting bob=accepted carol=received"; states(st.stored(t, id)) != want {
+			t.Errorf("stored %s, want %s (an accepted call is not cancelled)", states(st.stored(t, id)), want)
+		}
+	})
+}
+
+// TestAdoptOnDemand: node B started before node A placed the call, so it
+// does not hold it; an invitee connected to B answers it there, and a
+// login on B rings the calls open in the store.
+func TestAdoptOnDemand(t *testing.T) {
+	t.Run("answer", func(t *testing.T) {
+		st, clock := newMemStore(), newFakeClock()
+		a := startClusterNode(t, st, clock, "alice")
+		b := startClusterNode(t, st, clock, "bob")
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.svc.Accept(context.Background(), "bob", bobPhone, c.ID, ""); err != nil {
+			t.Fatalf("Accept on node B: %v, want success", err)
+		}
+		if want := "alice=ended bob=accepted"; states(st.stored(t, c.ID)) != want {
+			t.Errorf("stored %s, want %s", states(st.stored(t, c.ID)), want)
+		}
+		if got, want := strings.Join(b.heard(), " "), "bob:state_changed"; got != want {
+			t.Errorf("node B's sessions heard %q, want %q", got, want)
+		}
+	})
+	t.Run("login", func(t *testing.T) {
+		st, clock := newMemStore(), newFakeClock()
+		a := startClusterNode(t, st, clock, "alice")
+		b := startClusterNode(t, st, clock)
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.n.online("bob", bobPhone)
+		b.svc.SessionStarted("bob", bobPhone)
+		if got, want := strings.Join(b.heard(), " "), "bob:received bob:state_changed"; got != want {
+			t.Errorf("node B's sessions heard %q, want %q", got, want)
+		}
+		if want := "alice=inviting bob=received"; states(st.stored(t, c.ID)) != want {
+			t.Errorf("stored %s, want %s", states(st.stored(t, c.ID)), want)
+		}
+	})
+}
+
+// TestScanAdoptsAndRefreshes: every node scans the open calls in the
+// store; a call placed through another node is armed at its deadline plus
+// AdoptGrace, so it times out if the node that placed it is gone, and a
+// call held here takes the state another node stored.
+func TestScanAdoptsAndRefreshes(t *testing.T) {
+	t.Run("timeout survives the placing node", func(t *testing.T) {
+		st := newMemStore()
+		ca, cb := newFakeClock(), newFakeClock()
+		a := startClusterNode(t, st, ca, "alice", "bob")
+		b := startClusterNode(t, st, cb, "alice", "bob")
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Node A is gone: its clock never moves again.
+		cb.Advance(10 * time.Second) // B's scan adopts the call
+		if s := b.svc.Stats(); s.Adopted != 1 || s.Open != 1 {
+			t.Fatalf("node B adopted %d, holds %d open calls; want 1 and 1", s.Adopted, s.Open)
+		}
+		cb.Advance(25*time.Second - time.Millisecond) // deadline + grace - 1 ms
+		if want := "alice=inviting bob=received"; states(st.stored(t, c.ID)) != want {
+			t.Fatalf("before deadline + grace: stored %s, want %s", states(st.stored(t, c.ID)), want)
+		}
+		cb.Advance(time.Millisecond)
+		if want := "alice=ended bob=timeout"; states(st.stored(t, c.ID)) != want {
+			t.Fatalf("at deadline + grace: stored %s, want %s", states(st.stored(t, c.ID)), want)
+		}
+		if got, want := strings.Join(b.heard(), " "), "bob:timeout alice:state_changed bob:state_changed"; got != want {
+			t.Errorf("node B's sessions heard %q, want %q", got, want)
+		}
+		if e, _ := b.timeouts(); e != 1 {
+			t.Errorf("node B emitted %d call_timeout events, want 1", e)
+		}
+	})
+	t.Run("placing node wins while it lives", func(t *testing.T) {
+		st, clock := newMemStore(), newFakeClock()
+		a := startClusterNode(t, st, clock, "alice")
+		b := startClusterNode(t, st, clock, "bob")
+		if _, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Minute)
+		ea, _ := a.timeouts()
+		eb, _ := b.timeouts()
+		if ea != 1 || eb != 0 {
+			t.Errorf("call_timeout events: node A %d, node B %d; want 1 and 0", ea, eb)
+		}
+		if s := b.svc.Stats(); s.Adopted != 1 || s.Open != 0 {
+			t.Errorf("node B adopted %d, holds %d open; want 1 and 0", s.Adopted, s.Open)
+		}
+	})
+	t.Run("later scans refresh", func(t *testing.T) {
+		st := newMemStore()
+		ca, cb := newFakeClock(), newFakeClock()
+		a := startClusterNode(t, st, ca, "alice", "bob", "carol")
+		b := startClusterNode(t, st, cb)
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob", "carol"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cb.Advance(10 * time.Second) // adopts
+		if !b.svc.Ringing(c.ID, "bob") {
+			t.Fatal("node B: the adopted call does not ring for bob")
+		}
+		if _, err := a.svc.Accept(context.Background(), "bob", bobPhone, c.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		cb.Advance(10 * time.Second) // the call is still open: listed
+		if b.svc.Ringing(c.ID, "bob") || !b.svc.Ringing(c.ID, "carol") {
+			t.Errorf("node B after a scan: bob rings %v, carol %v; want false, true", b.svc.Ringing(c.ID, "bob"), b.svc.Ringing(c.ID, "carol"))
+		}
+		if _, err := a.svc.Reject(context.Background(), "carol", carolPhone, c.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		cb.Advance(10 * time.Second) // the call ended: not listed, read on its own; before deadline + grace
+		if s := b.svc.Stats(); s.Open != 0 || s.Lost != 0 {
+			t.Errorf("node B after the call ended elsewhere: open %d, lost %d; want 0, 0", s.Open, s.Lost)
+		}
+	})
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/bus"
+	"github.com/herald-im/herald/internal/call"
 	"github.com/herald-im/herald/internal/cluster"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/gateway"
@@ -23,6 +24,7 @@ type clusterParts struct {
 	deliver   *cluster.Deliverer
 	presence  *cluster.Presence
 	pushCache *cluster.PushCache
+	calls     *cluster.Calls // call events between nodes; the call service's notifier
 }
 
 // testWrapBus, set only by this package's tests, wraps the node's bus (a
@@ -50,7 +52,10 @@ func dialBus(cfg config.Config, node string, log *slog.Logger) (bus.Bus, error) 
 // Presence sends secret's fingerprint and logs the nodes whose differs
 // (their tokens fail here); a node without HERALD_SECRET is told at start
 // that the others need the secret of its data folder.
-func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *gateway.Gateway, st store.Store, ps *push.Service, log *slog.Logger) *clusterParts {
+//
+// Call events go over the bus too: calls (built with Cluster set) tells
+// the sessions of every node, and takes the calls other nodes change.
+func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *gateway.Gateway, st store.Store, ps *push.Service, calls *call.Service, log *slog.Logger) *clusterParts {
 	fp := cluster.SecretFingerprint(secret)
 	if cfg.Secret == "" {
 		log.Warn("cluster: no HERALD_SECRET: this node signs login tokens and checks signed API requests with the secret in its data folder; "+
@@ -61,12 +66,15 @@ func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *ga
 	}
 	pc := cluster.NewPushCache(cluster.PushCacheConfig{Node: node, Bus: b, Push: ps, Prefix: cfg.BusPrefix, Logger: log})
 	ps.SetChanges(pc)
+	presence := cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
+		Kicks: gw, SingleLogin: cfg.MultiLogin == "single", SecretFingerprint: fp})
 	return &clusterParts{
 		pushCache: pc,
 		bus:       b,
 		deliver:   cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
-		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
-			Kicks: gw, SingleLogin: cfg.MultiLogin == "single", SecretFingerprint: fp}),
+		presence:  presence,
+		calls: cluster.NewCalls(cluster.CallsConfig{Node: node, Bus: b, Local: gw, Service: calls, Presence: presence,
+			Prefix: cfg.BusPrefix, Logger: log}),
 	}
 }
 
@@ -81,6 +89,9 @@ func (c *clusterParts) start() error {
 	if err := c.presence.Start(); err != nil {
 		return err
 	}
+	if err := c.calls.Start(); err != nil {
+		return err
+	}
 	return c.pushCache.Start()
 }
 
@@ -90,6 +101,7 @@ func (c *clusterParts) close() error {
 	c.deliver.Close()
 	c.presence.Close()
 	c.pushCache.Close()
+	c.calls.Close()
 	return c.bus.Close()
 }
 
@@ -98,6 +110,7 @@ func (c *clusterParts) register(m *metrics.Metrics) {
 	m.RegisterStats("cluster_delivery", func() any { return c.deliver.Stats() })
 	m.RegisterStats("cluster_presence", func() any { return c.presence.Stats() })
 	m.RegisterStats("cluster_push_cache", func() any { return c.pushCache.Stats() })
+	m.RegisterStats("cluster_calls", func() any { return c.calls.Stats() })
 	// A gauge, not a Stats field: its name says what to alert on. Register
 	// fails only on a name registered twice, which the tests' scrape shows.
 	_ = m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

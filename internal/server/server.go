@@ -118,7 +118,9 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		MaxCommandBytes: cfg.MaxCommandBytes, MaxExtendedBytes: cfg.MaxExtendedBytes,
 	}.WithDefaults()
 	hooks, events, beforeSend := webhookSetup(cfg, secret, log)
-	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Events: events, Logger: log})
+	// Several nodes: calls placed through the others are read from the
+	// store on demand and by a scan (internal/cluster/README.md).
+	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Cluster: cfg.Bus != "", Events: events, Logger: log})
 	users := user.New(st, ps, user.Config{Logger: log})
 	var clusterEvents *presenceEvents // nil without a bus
 	gwEvents := gateway.Events(events)
@@ -159,14 +161,18 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	var deliverer chat.Deliverer = gw
 	var cl *clusterParts
 	if b != nil {
-		cl = newCluster(cfg, b, node, secret, gw, st, ps, log)
+		cl = newCluster(cfg, b, node, secret, gw, st, ps, calls, log)
 		clusterEvents.p = cl.presence
 		deliverer = cl.deliver
 		ps.SetPresence(cl.presence) // live on any node
 	} else {
 		ps.SetPresence(gw)
 	}
-	calls.SetNotifier(gw)
+	if cl != nil {
+		calls.SetNotifier(cl.calls) // events reach every node's sessions
+	} else {
+		calls.SetNotifier(gw)
+	}
 	ps.SetCalls(calls) // an invitation's push is dropped once its invitee no longer rings
 	ch := chat.New(mtr.Store(st), mtr.Deliverer(deliverer), chat.Config{
 		Limits:           limits,

@@ -1,0 +1,149 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/bus"
+	"github.com/herald-im/herald/internal/call"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// callSessions plays a node's gateway for calls: the users with a session
+// here, and what they were told ("user:event", with the changed states).
+type callSessions struct {
+	mu    sync.Mutex
+	users map[string]bool
+	heard []string
+}
+
+func (s *callSessions) NotifyCall(users []string, ev call.Event, c *herald.Call, changed []herald.CallParticipant, _ call.SessionID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ch []string
+	for _, p := range changed {
+		ch = append(ch, fmt.Sprintf("%s=%s", p.User, p.State))
+	}
+	for _, u := range users {
+		if s.users[u] {
+			s.heard = append(s.heard, u+":"+ev.String()+"["+strings.Join(ch, ",")+"]")
+		}
+	}
+}
+
+func (s *callSessions) NotifySession(user string, _ call.SessionID, ev call.Event, _ *herald.Call) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.heard = append(s.heard, user+":"+ev.String()+"[]")
+}
+
+func (s *callSessions) LiveSessions(user string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.users[user] {
+		return 1
+	}
+	return 0
+}
+
+func (s *callSessions) has(want string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.heard, want)
+}
+
+// callNode is one node's call service over the shared store, telling its
+// sessions and the other nodes through Calls.
+type callNode struct {
+	svc   *call.Service
+	sess  *callSessions
+	calls *Calls
+	bus   *flaky
+}
+
+func startCallNode(t *testing.T, id string, b bus.Bus, st store.Store, users ...string) *callNode {
+	t.Helper()
+	n := &callNode{sess: &callSessions{users: make(map[string]bool)}, bus: &flaky{Bus: b}}
+	for _, u := range users {
+		n.sess.users[u] = true
+	}
+	n.svc = call.New(st, nil, call.Config{Cluster: true, ScanInterval: 50 * time.Millisecond, AdoptGrace: 200 * time.Millisecond})
+	n.calls = NewCalls(CallsConfig{Node: id, Bus: n.bus, Local: n.sess, Service: n.svc, Prefix: prefix(t)})
+	if err := n.calls.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.svc.SetNotifier(n.calls)
+	if err := n.svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.calls.Close)
+	t.Cleanup(n.svc.Close)
+	return n
+}
+
+// TestCallAnsweredOnOtherNode: a call placed on node A rings its invitee on
+// node B (over the bus); the invitee accepts there, and the caller's
+// session on A hears it.
+func TestCallAnsweredOnOtherNode(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a := startCallNode(t, "a", ba, st, "alice")
+	b := startCallNode(t, "b", bb, st, "bob")
+	c, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's session on node B rings", func() bool { return b.sess.has("bob:received[]") })
+	if _, err := b.svc.Accept(context.Background(), "bob", 2, c.ID, ""); err != nil {
+		t.Fatalf("Accept on node B: %v", err)
+	}
+	waitFor(t, "alice's session on node A hears bob accept", func() bool {
+		return a.sess.has("alice:state_changed[bob=accepted,alice=ended]")
+	})
+	waitFor(t, "node A forgets the ended call", func() bool { return a.svc.Stats().Open == 0 })
+	if s := a.calls.Stats(); s.Received < 1 || s.Published < 3 {
+		t.Errorf("node A's call events: %+v; want 3 published (created, received, state_changed), 1 or more received", s)
+	}
+}
+
+// TestCallTimeoutOnSurvivingNode: node A places a call and dies (no
+// cleanup, no bus message of its own reaches node B); node B's scan adopts
+// the call from the store and times it out at its deadline plus the
+// grace, and the caller's and the invitee's sessions on B hear it.
+func TestCallTimeoutOnSurvivingNode(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a := startCallNode(t, "a", ba, st, "alice")
+	b := startCallNode(t, "b", bb, st, "alice", "bob")
+	a.bus.setDrop(func(int) bool { return true }) // A's events never leave it
+	c, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob"}, time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A dies: its timers never fire, it hears nothing more.
+	a.calls.Close()
+	a.svc.Close()
+	waitFor(t, "bob's session on node B told of the timeout", func() bool { return b.sess.has("bob:timeout[]") })
+	waitFor(t, "alice's session on node B told of the timeout", func() bool {
+		return b.sess.has("alice:state_changed[bob=timeout,alice=ended]")
+	})
+	got, err := st.Call(context.Background(), c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Ended() || got.Participant("bob").State != herald.CallTimeout {
+		t.Errorf("stored call: ended %v, bob %s; want ended, timeout", got.Ended(), got.Participant("bob").State)
+	}
+	if late := got.EndedAt.Sub(got.Deadline); late < 200*time.Millisecond {
+		t.Errorf("timed out %v after the deadline, want the grace (200ms) at least", late)
+	}
+	if s := b.svc.Stats(); s.Adopted != 1 || s.TimedOut != 1 {
+		t.Errorf("node B adopted %d, timed out %d; want 1 and 1", s.Adopted, s.TimedOut)
+	}
+}
