@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -145,5 +146,43 @@ func TestCallTimeoutOnSurvivingNode(t *testing.T) {
 	}
 	if s := b.svc.Stats(); s.Adopted != 1 || s.TimedOut != 1 {
 		t.Errorf("node B adopted %d, timed out %d; want 1 and 1", s.Adopted, s.TimedOut)
+	}
+}
+
+// TestLateCallEventDropped: an event that reaches a node after a newer
+// change of its call (events of two nodes are not ordered on the bus) is
+// not told to the sessions there: they would ring for a call that ended.
+func TestLateCallEventDropped(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a := startCallNode(t, "a", ba, st, "alice", "bob")
+	b := startCallNode(t, "b", bb, st, "bob")
+	c, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node B adopts the call", func() bool { return b.svc.Stats().Adopted == 1 })
+	if _, err := a.svc.Reject(context.Background(), "bob", 2, c.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node B forgets the ended call", func() bool { return b.svc.Stats().Open == 0 })
+	b.sess.mu.Lock()
+	b.sess.heard = nil
+	b.sess.mu.Unlock()
+	// The invitation's ring again, late, as another node would send it.
+	enc, err := store.EncodeCall(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(callWire{Node: "z", Event: call.EventReceived.String(), Users: []string{"bob"}, Call: enc})
+	b.calls.receive("", data)
+	if b.sess.has("bob:received[]") {
+		t.Error("a late invitation rang bob's session on node B after the call ended")
+	}
+	if s := b.calls.Stats(); s.Stale != 1 {
+		t.Errorf("stale events %d, want 1", s.Stale)
+	}
+	if s := b.svc.Stats(); s.Open != 0 {
+		t.Errorf("node B holds %d open calls after the late event, want 0", s.Open)
 	}
 }
