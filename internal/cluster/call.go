@@ -14,9 +14,12 @@ import (
 // SubjectCalls carries call events between nodes, after the prefix.
 const SubjectCalls = ".call"
 
-// CallService is what Calls needs of the call service: taking another
-// node's stored change of a call (call.Service.Observe).
+// CallService is what Calls needs of the call service.
 type CallService interface {
+	// Observe takes another node's stored change of a call
+	// (call.Service.Observe) and reports false when the node knows a
+	// newer state of it. It returns no error; it blocks while a change
+	// of the same call is being stored on this node.
 	Observe(c *herald.Call) bool
 }
 
