@@ -70,12 +70,19 @@ type callNode struct {
 
 func startCallNode(t *testing.T, id string, b bus.Bus, st store.Store, users ...string) *callNode {
 	t.Helper()
+	return startCallNodeWith(t, id, b, nil, st, users...)
+}
+
+// startCallNodeWith starts a call node whose LiveSessions counts what p
+// (nil: none) heard of other nodes' sessions.
+func startCallNodeWith(t *testing.T, id string, b bus.Bus, p *Presence, st store.Store, users ...string) *callNode {
+	t.Helper()
 	n := &callNode{sess: &callSessions{users: make(map[string]bool)}, bus: &flaky{Bus: b}}
 	for _, u := range users {
 		n.sess.users[u] = true
 	}
 	n.svc = call.New(st, nil, call.Config{Cluster: true, ScanInterval: 50 * time.Millisecond, AdoptGrace: 200 * time.Millisecond})
-	n.calls = NewCalls(CallsConfig{Node: id, Bus: n.bus, Local: n.sess, Service: n.svc, Prefix: prefix(t)})
+	n.calls = NewCalls(CallsConfig{Node: id, Bus: n.bus, Local: n.sess, Service: n.svc, Presence: p, Prefix: prefix(t)})
 	if err := n.calls.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -184,5 +191,58 @@ func TestLateCallEventDropped(t *testing.T) {
 	}
 	if s := b.svc.Stats(); s.Open != 0 {
 		t.Errorf("node B holds %d open calls after the late event, want 0", s.Open)
+	}
+}
+
+// TestCallsCountSessionsElsewhere: with Presence, LiveSessions counts the
+// sessions other nodes announced: an invitee live on another node is
+// received at the invitation, and a caller whose last session here ended
+// while one of theirs is live on another node is not offline (their call
+// goes on); once that session ends too, it is cancelled.
+func TestCallsCountSessionsElsewhere(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	da, db := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	pa, pb := startPresence(t, "a", da, clk), startPresence(t, "b", db, clk)
+	a := startCallNodeWith(t, "a", ba, pa, st, "alice")
+	startCallNodeWith(t, "b", bb, pb, st)
+	announce := func(user string, live bool) {
+		db.gw.setLive(user, "phone", live)
+		ev := herald.EventLogin
+		if !live {
+			ev = herald.EventLogout
+		}
+		pb.Emit(herald.Event{Type: ev, User: user, Device: "phone"})
+		waitFor(t, fmt.Sprintf("node A sees %s live=%v on node B", user, live), func() bool { return pa.Live(user, "phone") == live })
+	}
+	announce("bob", true)
+	c, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Participant("bob").State; got != herald.CallReceived {
+		t.Errorf("bob, live on node B only, is %s at the invitation; want received", got)
+	}
+	// alice moves to node B; her session on A is gone.
+	announce("alice", true)
+	a.sess.mu.Lock()
+	delete(a.sess.users, "alice")
+	a.sess.mu.Unlock()
+	a.svc.UserOffline("alice")
+	stored := func() string {
+		got, err := st.Call(context.Background(), c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("alice=%s bob=%s", got.Participants[0].State, got.Participants[1].State)
+	}
+	if got := stored(); got != "alice=inviting bob=received" {
+		t.Errorf("after UserOffline on node A with alice live on B: stored %s, want the call going on", got)
+	}
+	announce("alice", false)
+	a.svc.UserOffline("alice")
+	if got := stored(); got != "alice=cancelled bob=be_cancelled" {
+		t.Errorf("after alice left node B too: stored %s, want cancelled", got)
 	}
 }
