@@ -285,6 +285,27 @@ func TestConflictRetried(t *testing.T) {
 			t.Errorf("stored %s, want %s", states(st.stored(t, id)), want)
 		}
 	})
+	t.Run("login's reception after an answer elsewhere", func(t *testing.T) {
+		st, clock := newMemStore(), newFakeClock()
+		a := startNode(t, st, clock) // carol is not online: not_yet_received
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob", "carol"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := startNode(t, st, clock)
+		if _, err := b.svc.Reject(context.Background(), "bob", bobPhone, c.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		a.n.take()
+		a.n.online("carol", carolPhone)
+		a.svc.SessionStarted("carol", carolPhone)
+		if want := "alice=inviting bob=rejected carol=received"; states(st.stored(t, c.ID)) != want {
+			t.Errorf("stored %s, want %s", states(st.stored(t, c.ID)), want)
+		}
+		if got, want := strings.Join(a.heard(), " "), "carol:received alice:state_changed bob:state_changed carol:state_changed"; got != want {
+			t.Errorf("node A's sessions heard %q, want %q", got, want)
+		}
+	})
 	t.Run("offline caller's call accepted elsewhere", func(t *testing.T) {
 		a, b, st, id := invite(t)
 		if _, err := b.svc.Accept(context.Background(), "bob", bobPhone, id, ""); err != nil {
