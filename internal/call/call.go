@@ -317,7 +317,8 @@ var errClosed = herald.Errorf(herald.CodeUnavailable, "the call service is shutt
 
 // Start loads the open calls and arms their timers. A call whose deadline
 // passed while the server was down times out now, with its events (and
-// is stored so), before Start returns. Call it before sessions are
+// is stored so), before Start returns. With Cluster, each is armed (or
+// timed out now) at its deadline plus AdoptGrace, as adopted calls are. Call it before sessions are
 // accepted and before the push dispatcher starts, so no invitation's push
 // is judged against calls not loaded yet.
 func (s *Service) Start(ctx context.Context) error {
@@ -342,11 +343,17 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	now := s.now()
 	late := 0
+	var grace time.Duration
+	if s.cfg.Cluster {
+		// Placed through other nodes, which may live: they time them
+		// out, as they do the calls this node adopts later.
+		grace = s.cfg.AdoptGrace
+	}
 	for _, e := range loaded {
 		c := e.cur.Load()
-		if now.Before(c.Deadline) {
+		if now.Before(c.Deadline.Add(grace)) {
 			e.mu.Lock()
-			s.armLocked(e, c.Deadline.Sub(now))
+			s.armLocked(e, c.Deadline.Sub(now)+grace)
 			e.mu.Unlock()
 			continue
 		}

@@ -393,6 +393,27 @@ func TestScanAdoptsAndRefreshes(t *testing.T) {
 			t.Errorf("node B emitted %d call_timeout events, want 1", e)
 		}
 	})
+	t.Run("loaded at start, armed with the grace", func(t *testing.T) {
+		st := newMemStore()
+		ca, cb := newFakeClock(), newFakeClock()
+		a := startClusterNode(t, st, ca, "alice", "bob")
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := startClusterNode(t, st, cb, "alice", "bob") // loads the call
+		cb.Advance(35*time.Second - time.Millisecond)
+		if want := "alice=inviting bob=received"; states(st.stored(t, c.ID)) != want {
+			t.Fatalf("before deadline + grace: stored %s, want %s", states(st.stored(t, c.ID)), want)
+		}
+		cb.Advance(time.Millisecond)
+		if want := "alice=ended bob=timeout"; states(st.stored(t, c.ID)) != want {
+			t.Fatalf("at deadline + grace: stored %s, want %s", states(st.stored(t, c.ID)), want)
+		}
+		if s := b.svc.Stats(); s.Adopted != 0 || s.TimedOut != 1 {
+			t.Errorf("node B adopted %d, timed out %d; want 0 (loaded at start) and 1", s.Adopted, s.TimedOut)
+		}
+	})
 	t.Run("placing node wins while it lives", func(t *testing.T) {
 		st, clock := newMemStore(), newFakeClock()
 		a := startClusterNode(t, st, clock, "alice")
