@@ -5,8 +5,10 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/bus"
+	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/internal/cluster"
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/console"
 	"github.com/herald-im/herald/internal/gateway"
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
@@ -23,6 +25,8 @@ type clusterParts struct {
 	deliver   *cluster.Deliverer
 	presence  *cluster.Presence
 	pushCache *cluster.PushCache
+	groups    *cluster.GroupCache // set by followGroups
+	newGroups func(cluster.GroupMirror) *cluster.GroupCache
 }
 
 // testWrapBus, set only by this package's tests, wraps the node's bus (a
@@ -61,13 +65,25 @@ func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *ga
 	}
 	pc := cluster.NewPushCache(cluster.PushCacheConfig{Node: node, Bus: b, Push: ps, Prefix: cfg.BusPrefix, Logger: log})
 	ps.SetChanges(pc)
+	presence := cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
+		Kicks: gw, SingleLogin: cfg.MultiLogin == "single", MaxDevices: cfg.MaxDevices, SecretFingerprint: fp})
+	gw.SetPeers(presence) // the server API's kick closes the user's sessions on every node
 	return &clusterParts{
+		newGroups: func(g cluster.GroupMirror) *cluster.GroupCache {
+			return cluster.NewGroupCache(cluster.GroupCacheConfig{Node: node, Bus: b, Groups: g, Prefix: cfg.BusPrefix, Logger: log})
+		},
 		pushCache: pc,
 		bus:       b,
 		deliver:   cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
-		presence: cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
-			Kicks: gw, SingleLogin: cfg.MultiLogin == "single", SecretFingerprint: fp}),
+		presence:  presence,
 	}
+}
+
+// followGroups keeps ch's group cache following the group changes other
+// nodes make, and tells them ch's (cluster.GroupCache).
+func (c *clusterParts) followGroups(ch *chat.Service) {
+	c.groups = c.newGroups(ch)
+	ch.SetGroupChanges(c.groups)
 }
 
 // start subscribes before the gateway serves: what a session's sync does
@@ -81,6 +97,11 @@ func (c *clusterParts) start() error {
 	if err := c.presence.Start(); err != nil {
 		return err
 	}
+	if c.groups != nil {
+		if err := c.groups.Start(); err != nil {
+			return err
+		}
+	}
 	return c.pushCache.Start()
 }
 
@@ -90,6 +111,9 @@ func (c *clusterParts) close() error {
 	c.deliver.Close()
 	c.presence.Close()
 	c.pushCache.Close()
+	if c.groups != nil {
+		c.groups.Close()
+	}
 	return c.bus.Close()
 }
 
@@ -98,6 +122,10 @@ func (c *clusterParts) register(m *metrics.Metrics) {
 	m.RegisterStats("cluster_delivery", func() any { return c.deliver.Stats() })
 	m.RegisterStats("cluster_presence", func() any { return c.presence.Stats() })
 	m.RegisterStats("cluster_push_cache", func() any { return c.pushCache.Stats() })
+	if c.groups != nil {
+		m.RegisterStats("cluster_group_cache", func() any { return c.groups.Stats() })
+	}
+	_ = m.RegisterPeers(c.peers)
 	// A gauge, not a Stats field: its name says what to alert on. Register
 	// fails only on a name registered twice, which the tests' scrape shows.
 	_ = m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -119,4 +147,24 @@ func (e *presenceEvents) Emit(ev herald.Event) {
 		e.next.Emit(ev)
 	}
 	e.p.Emit(ev)
+}
+
+// peers are the other nodes as the metrics and the console show them.
+func (c *clusterParts) peers() []metrics.Peer {
+	var out []metrics.Peer
+	for _, p := range c.presence.Peers() {
+		out = append(out, metrics.Peer{Node: p.Node, Sessions: p.Sessions, LastHeard: p.LastHeard})
+	}
+	return out
+}
+
+// clusterNodes are this node and its peers, for the console's cluster page.
+func (s *Server) clusterNodes() []console.ClusterNode {
+	nodes := []console.ClusterNode{{Node: s.node, Self: true, Sessions: s.gw.Stats().Sessions}}
+	if s.cluster != nil {
+		for _, p := range s.cluster.presence.Peers() {
+			nodes = append(nodes, console.ClusterNode{Node: p.Node, Sessions: int64(p.Sessions), LastHeard: p.LastHeard})
+		}
+	}
+	return nodes
 }
