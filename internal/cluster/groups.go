@@ -51,7 +51,7 @@ type GroupCacheConfig struct {
 type GroupCacheStats struct {
 	Published   int64 // notices of this node's group changes handed to the bus
 	Received    int64 // notices of other nodes' changes
-	Refreshes   int64 // cached groups read from the store again after a notice
+	Refreshes   int64 // cached groups read from the store again after a notice (counted once read)
 	Changed     int64 // of those, reads that found the cache differed
 	Drops       int64 // times the whole cache was dropped (start, bus reconnect, Reload, too many notices due)
 	Failures    int64 // reads that failed (the group is dropped from the cache instead, at the next drop)
@@ -219,10 +219,10 @@ func (c *GroupCache) run() {
 		c.due, c.dropDue = make(map[string]bool), false
 		c.mu.Unlock()
 		if drop {
-			c.stats.drops.Add(1)
 			for _, id := range c.cfg.Groups.DropGroups() {
 				due[id] = true // busy: read in place instead
 			}
+			c.stats.drops.Add(1)
 		}
 		for id := range due {
 			if c.ctx.Err() != nil {
@@ -234,10 +234,10 @@ func (c *GroupCache) run() {
 }
 
 func (c *GroupCache) refresh(id string) {
-	c.stats.refreshes.Add(1)
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ReadTimeout)
 	defer cancel()
 	changed, err := c.cfg.Groups.RefreshGroup(ctx, id)
+	c.stats.refreshes.Add(1)
 	if err != nil {
 		if c.ctx.Err() == nil {
 			c.stats.failures.Add(1)
