@@ -21,7 +21,10 @@ import (
 // of one group are serialised by its mutex from the store write to the
 // cache update, so the cache applies them in the store's order. A message
 // is delivered to the member set current when its batch is fanned out:
-// whoever was kicked or left before that gets nothing more.
+// whoever was kicked or left before that gets nothing more. On several
+// nodes each change is told to GroupChanges after it is cached, and the
+// other nodes read the group again (RefreshGroup) or drop their whole
+// cache (DropGroups): internal/cluster/README.md has the bound.
 
 // GroupEvent is a change of a group, told to its members (and to the users
 // it removed).

@@ -2,7 +2,9 @@
 // (internal/bus): live delivery of committed messages to the sessions of
 // every node, with per-conversation seq order kept and gaps filled from
 // the store (Deliverer), which user has live sessions on which node,
-// for the push decision (Presence), and notices that keep every node's
+// for the push decision, the device limit and kicks across nodes (Presence),
+// notices that keep every node's group member cache following the others'
+// changes (GroupCache), and notices that keep every node's
 // push device registry and mute set following the others' changes
 // (PushCache). README.md has the design.
 package cluster
