@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -135,5 +137,58 @@ func TestGroupCacheLostNoticeHealed(t *testing.T) {
 				t.Errorf("node B received %d notices after the loss began, want 0", s.Received-received)
 			}
 		})
+	}
+}
+
+// fixedMembers stands for a node's group cache: every member sees every
+// message.
+type fixedMembers []string
+
+func (f fixedMembers) EachMember(_ context.Context, _ string, _ int64, fn func(string)) error {
+	for _, u := range f {
+		fn(u)
+	}
+	return nil
+}
+
+// TestLargeGroupResolvedOnReceiver: a group message for more recipients
+// than MaxRecipients travels without them, and the receiving node gives
+// it to the members its own cache holds (dave, whom the sending node's
+// list lacks, included); a smaller one still carries its recipients.
+func TestLargeGroupResolvedOnReceiver(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	start := func(id string, b bus.Bus, members Members) *node {
+		n := &node{gw: newFakeGateway(), bus: &flaky{Bus: b}}
+		n.d = NewDeliverer(DelivererConfig{Node: id, Bus: n.bus, Local: n.gw, Store: st, Prefix: prefix(t), MaxRecipients: 2})
+		n.d.SetMembers(members)
+		if err := n.d.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(n.d.Close)
+		return n
+	}
+	a := start("a", ba, fixedMembers{"alice", "bob", "carol", "dave"})
+	b := start("b", bb, fixedMembers{"alice", "bob", "carol"})
+	ctx := context.Background()
+	send := func(to []string) {
+		m := &herald.Message{ConvType: herald.ConversationGroup, Conv: herald.GroupConversationKey("team"),
+			From: "alice", To: "team", LocalID: "r" + strconv.FormatInt(localIDs.Add(1), 10),
+			Type: herald.MessageText, Text: "hi", CreatedAt: time.Now().Truncate(time.Millisecond)}
+		res, err := st.AppendMessages(ctx, []*herald.Message{m}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.d.DeliverMessage(res[0].Message, to, 0)
+	}
+	send([]string{"alice", "bob"}) // at the limit: the recipients travel
+	waitFor(t, "node A delivered seq 1 to bob", func() bool { return len(a.gw.seqs("bob")) == 1 })
+	send([]string{"alice", "bob", "carol"}) // over it: node A resolves
+	waitFor(t, "node A delivered seq 2 to dave, from its own members", func() bool { return len(a.gw.seqs("dave")) == 1 })
+	if got := fmt.Sprint(a.gw.seqs("carol")); got != "[2]" {
+		t.Errorf("carol on node A got %s, want [2]", got)
+	}
+	if s := a.d.Stats(); s.Resolved != 1 || s.ResolveFailed != 0 {
+		t.Errorf("node A resolved %d messages (%d failed), want 1 (0)", s.Resolved, s.ResolveFailed)
 	}
 }
