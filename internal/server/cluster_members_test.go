@@ -21,7 +21,8 @@ import (
 // TestTwoNodesMembersLimitKick: two nodes over NATS on one store. A
 // member invited through node A gets the group's next message sent
 // through node B live on B (B's member cache followed A's change), and
-// once kicked through A no longer gets them live on B; the device limit
+// once kicked through A no longer gets them live on B (the group events
+// made on A reach his session on B); the device limit
 // counts a user's sessions on both nodes and closes the oldest, on the
 // other node; the server API's kick on node A closes a session on node B
 // and counts it; /metrics and the console's figures show the peer.
@@ -78,7 +79,10 @@ func TestTwoNodesMembersLimitKick(t *testing.T) {
 	carol := login(a, "carol", "phone", client.Handlers{})
 	alice := login(b, "alice", "phone", client.Handlers{})
 	var bobIn inbox
-	login(b, "bob", "phone", bobIn.handlers())
+	bobEvents := make(chan client.GroupEvent, 16)
+	bobH := bobIn.handlers()
+	bobH.GroupChanged = func(ev client.GroupEvent) { bobEvents <- ev }
+	login(b, "bob", "phone", bobH)
 	g, err := carol.CreateGroup(ctx, client.NewGroup{Name: "team"}, []string{"alice"})
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +100,15 @@ func TestTwoNodesMembersLimitKick(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "node B's group cache follows the invitation made on node A", func() bool { return changed() > before })
+	// The group event made on node A reaches bob's session on node B.
+	select {
+	case ev := <-bobEvents:
+		if ev.GroupID != g.GroupID || ev.Action != herald.GroupInvited || !slices.Equal(ev.Users, []string{"bob"}) {
+			t.Errorf("bob's group event on node B: %+v, want bob invited to %s", ev, g.GroupID)
+		}
+	case <-ctx.Done():
+		t.Fatal("bob's session on node B never got the invitation made on node A")
+	}
 	sendB("g2")
 	waitUntil(t, "bob, invited on node A, gets g2 live on node B", func() bool { return len(bobIn.texts("alice", "g")) == 1 })
 
