@@ -101,7 +101,10 @@ type Peer struct {
 // Close. Acked is answered for sessions here only: a device live on
 // another node counts as live with nothing acknowledged here, so its push
 // waits for the ack window, and the dispatcher then reads the acks that
-// node stored (README.md).
+// node stored (README.md). It also carries what closes sessions on other
+// nodes: the multi-login policy (login), the device limit counted over
+// every node and the server API's kick (kick); and it lists the other
+// nodes heard (Peers).
 type Presence struct {
 	cfg PresenceConfig
 	log *slog.Logger
