@@ -21,7 +21,10 @@ import (
 // of one group are serialised by its mutex from the store write to the
 // cache update, so the cache applies them in the store's order. A message
 // is delivered to the member set current when its batch is fanned out:
-// whoever was kicked or left before that gets nothing more.
+// whoever was kicked or left before that gets nothing more. On several
+// nodes each change is told to GroupChanges after it is cached, and the
+// other nodes read the group again (RefreshGroup) or drop their whole
+// cache (DropGroups): internal/cluster/README.md has the bound.
 
 // GroupEvent is a change of a group, told to its members (and to the users
 // it removed).
@@ -145,7 +148,22 @@ type groups struct {
 	mu   sync.Mutex
 	m    map[string]*groupState
 	held int // members of the cached groups
+	// changes is told of each change stored here (SetGroupChanges); nil on
+	// a single node. Set before Start, read without a lock.
+	changes GroupChanges
 }
+
+// GroupChanges is told of every change of a group this node stores, after
+// the store write and the cache update: on several nodes it tells the
+// others, whose caches read the group again (internal/cluster). It must
+// not block.
+type GroupChanges interface {
+	GroupChanged(id string)
+}
+
+// SetGroupChanges sets who is told of the group changes stored here; call
+// it before Start.
+func (s *Service) SetGroupChanges(c GroupChanges) { s.groups.changes = c }
 
 // group returns group id's state, loading it from the store on first use.
 // CodeNotFound when there is no such group (or it was dismissed). Callers
@@ -199,17 +217,9 @@ func (s *Service) load(ctx context.Context, gs *groupState) (*groupState, error)
 		}
 		return fail(fmt.Errorf("load group %s: %w", gs.id, err))
 	}
-	var members []herald.GroupMember
-	for after := ""; ; {
-		page, err := s.st.GroupMembers(ctx, gs.id, after, 1000)
-		if err != nil {
-			return fail(fmt.Errorf("load group %s members: %w", gs.id, err))
-		}
-		members = append(members, page...)
-		if len(page) < 1000 {
-			break
-		}
-		after = page[len(page)-1].User
+	members, err := s.readMembers(ctx, gs.id)
+	if err != nil {
+		return fail(err)
 	}
 	gs.info.Store(&g)
 	gs.members.Store(newMemberSet(members))
@@ -218,6 +228,116 @@ func (s *Service) load(ctx context.Context, gs *groupState) (*groupState, error)
 	s.evictLocked(gs)
 	s.groups.mu.Unlock()
 	return gs, nil
+}
+
+// readMembers reads every member of group id from the store.
+func (s *Service) readMembers(ctx context.Context, id string) ([]herald.GroupMember, error) {
+	var members []herald.GroupMember
+	for after := ""; ; {
+		page, err := s.st.GroupMembers(ctx, id, after, 1000)
+		if err != nil {
+			return nil, fmt.Errorf("load group %s members: %w", id, err)
+		}
+		members = append(members, page...)
+		if len(page) < 1000 {
+			return members, nil
+		}
+		after = page[len(page)-1].User
+	}
+}
+
+// RefreshGroup makes the cached entry of group id match the store, after
+// another node changed the group: it reads the group and its members again
+// in place (a group gone from the store leaves the cache as a dismissed
+// one does). A group not cached here is not read: its next use loads it.
+// It reports whether the entry differed. It blocks on the store, and on a
+// change of the group in progress here (it holds the group's lock, as a
+// change does, so the cache still applies changes in the store's order).
+func (s *Service) RefreshGroup(ctx context.Context, id string) (bool, error) {
+	gs, ok := s.cached(id)
+	if !ok {
+		return false, nil
+	}
+	gs.mu.Lock() // waits for a load in progress too
+	defer gs.mu.Unlock()
+	if gs.evicted.Load() {
+		return false, nil // gone meanwhile: the next use loads it
+	}
+	g, err := s.st.Group(ctx, id)
+	if herald.ErrorCode(err) == herald.CodeNotFound {
+		gs.dismissed.Store(true)
+		s.forget(gs)
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("refresh group %s: %w", id, err)
+	}
+	members, err := s.readMembers(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	if old := gs.info.Load(); old.Name != g.Name || old.JoinMode != g.JoinMode || old.InviteMode != g.InviteMode || old.Extended != g.Extended {
+		gs.info.Store(&g)
+		changed = true
+	}
+	if !sameMembers(gs.members.Load(), members) {
+		s.setMembers(gs, newMemberSet(members))
+		changed = true
+	}
+	return changed, nil
+}
+
+// sameMembers reports whether ms holds exactly members, with the same
+// roles and join seqs.
+func sameMembers(ms *memberSet, members []herald.GroupMember) bool {
+	if len(ms.byUser) != len(members) {
+		return false
+	}
+	for _, m := range members {
+		o, ok := ms.byUser[m.User]
+		if !ok || o.Role != m.Role || o.JoinSeq != m.JoinSeq {
+			return false
+		}
+	}
+	return true
+}
+
+// CachedGroups returns the IDs of the groups cached here.
+func (s *Service) CachedGroups() []string {
+	s.groups.mu.Lock()
+	defer s.groups.mu.Unlock()
+	ids := make([]string, 0, len(s.groups.m))
+	for id := range s.groups.m {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// DropGroups empties the group cache, so that each group is read from the
+// store again at its next use: the healing of a cluster node whose notices
+// of other nodes' changes may have been lost. A group being loaded or
+// changed here, or whose messages are held back, stays: its ID is
+// returned, for RefreshGroup.
+func (s *Service) DropGroups() (busy []string) {
+	s.groups.mu.Lock()
+	defer s.groups.mu.Unlock()
+	for id, v := range s.groups.m {
+		if !v.mu.TryLock() {
+			busy = append(busy, id)
+			continue
+		}
+		if v.holding() {
+			v.mu.Unlock()
+			busy = append(busy, id)
+			continue
+		}
+		v.evicted.Store(true)
+		delete(s.groups.m, id)
+		s.groups.held -= len(v.members.Load().users)
+		v.mu.Unlock()
+	}
+	return busy
 }
 
 // evictLocked drops groups no change holds (at random, never keep) while
@@ -539,6 +659,9 @@ func (gs *groupState) infoOf(self herald.GroupMember) GroupInfo {
 // tell gives e to its members' sessions and reports it to the app's
 // backend (Events); it is called once per change, after it is stored.
 func (s *Service) tell(e GroupEvent, to []string, origin SessionID) {
+	if c := s.groups.changes; c != nil {
+		c.GroupChanged(e.Group)
+	}
 	s.deliv.DeliverGroupEvent(&e, to, origin)
 	if ev := s.cfg.Events; ev != nil {
 		gc := &herald.GroupChange{Group: e.Group, Action: e.Action, Operator: e.Operator, Users: e.Users, Role: e.Role}

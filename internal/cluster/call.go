@@ -194,7 +194,7 @@ func (p *Presence) remoteUser(user string) bool {
 	defer p.mu.Unlock()
 	for _, nodes := range p.remote[user] {
 		for _, exp := range nodes {
-			if now.Before(exp) {
+			if now.Before(exp.exp) {
 				return true
 			}
 		}

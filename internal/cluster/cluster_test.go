@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +27,7 @@ type fakeGateway struct {
 	mu        sync.Mutex
 	delivered map[string][]int64 // user -> seqs, in delivery order
 	live      map[[2]string]bool
+	at        map[[2]string]time.Time // login times set by setLiveAt
 }
 
 func newFakeGateway() *fakeGateway {
@@ -54,6 +56,44 @@ func (g *fakeGateway) LiveDevices(f func(user, device string)) {
 	for _, p := range pairs {
 		f(p[0], p[1])
 	}
+}
+
+func (g *fakeGateway) LiveLogins(f func(user, device string, at time.Time)) {
+	g.mu.Lock()
+	var pairs [][2]string
+	for p, ok := range g.live {
+		if ok {
+			pairs = append(pairs, p)
+		}
+	}
+	at := maps.Clone(g.at)
+	g.mu.Unlock()
+	for _, p := range pairs {
+		f(p[0], p[1], at[p])
+	}
+}
+
+func (g *fakeGateway) DeviceLogins(user string) map[string]time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]time.Time)
+	for p, ok := range g.live {
+		if ok && p[0] == user {
+			out[p[1]] = g.at[p]
+		}
+	}
+	return out
+}
+
+// setLiveAt marks a session live, logged in at at.
+func (g *fakeGateway) setLiveAt(user, device string, at time.Time) {
+	g.mu.Lock()
+	if g.at == nil {
+		g.at = make(map[[2]string]time.Time)
+	}
+	g.at[[2]string{user, device}] = at
+	g.live[[2]string{user, device}] = true
+	g.mu.Unlock()
 }
 
 func (g *fakeGateway) Live(user, device string) bool {

@@ -2,7 +2,9 @@
 // (internal/bus): live delivery of committed messages to the sessions of
 // every node, with per-conversation seq order kept and gaps filled from
 // the store (Deliverer), which user has live sessions on which node,
-// for the push decision (Presence), and notices that keep every node's
+// for the push decision, the device limit and kicks across nodes (Presence),
+// notices that keep every node's group member cache following the others'
+// changes (GroupCache), and notices that keep every node's
 // push device registry and mute set following the others' changes
 // (PushCache). README.md has the design.
 package cluster
@@ -39,6 +41,13 @@ type Local interface {
 	LiveDevices(f func(user, device string))
 }
 
+// Members resolves a group message's recipients on the receiving node
+// (chat.Service's EachMember): its members who can see seq, from this
+// node's group cache. It blocks on the store when the group is not cached.
+type Members interface {
+	EachMember(ctx context.Context, group string, seq int64, fn func(user string)) error
+}
+
 // Store is what delivery reads to fill gaps.
 type Store interface {
 	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
@@ -73,8 +82,13 @@ type DelivererConfig struct {
 	Skew time.Duration
 	// ReadTimeout bounds one gap fill's store reads; zero means 5s.
 	ReadTimeout time.Duration
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// MaxRecipients: a group message for more recipients is published
+	// without them, and each node resolves the group's members from its
+	// own cache (SetMembers; without it every message carries its
+	// recipients). Zero means 1,000 (about 70 KB of IDs).
+	MaxRecipients int
+	Now           func() time.Time
+	Logger        *slog.Logger
 }
 
 // DelivererStats are the Deliverer's counters.
@@ -89,6 +103,8 @@ type DelivererStats struct {
 	BadPayloads   int64 // bus payloads that did not decode
 	QueueFull     int64 // times a delivery waited for room in the queue
 	Resyncs       int64 // reconnections after which tracked conversations were read forward
+	Resolved      int64 // group messages from other nodes, published without recipients, whose members were resolved here
+	ResolveFailed int64 // of those, resolutions that failed (the message is not delivered live here; clients fill the gap with history)
 }
 
 // Deliverer implements chat.Deliverer for a node of a cluster: each
@@ -118,10 +134,11 @@ type Deliverer struct {
 	down     time.Time      // when the bus was lost; zero while connected
 	closed   bool           // Close was called: no plan starts
 	planning sync.WaitGroup // resync plans being read (planResync)
+	members  Members        // SetMembers; nil: recipients always travel
 
 	stats struct {
 		published, publishFailed, received, filled, gaps, gapsUnfilled,
-		duplicates, bad, queueFull, resyncs atomic.Int64
+		duplicates, bad, queueFull, resyncs, resolved, resolveFailed atomic.Int64
 	}
 }
 
@@ -148,6 +165,9 @@ type item struct {
 	to     []string
 	origin chat.SessionID
 	plan   *resyncPlan // itemResync
+	// resolve: a group message from another node without its
+	// recipients; they are read from the members (before delivery).
+	resolve bool
 }
 
 // resyncPlan is what a resync reads forward: per conversation, the local
@@ -159,10 +179,13 @@ type resyncPlan struct {
 
 // wire is a bus payload on SubjectMessages.
 type wire struct {
-	Node  string           `json:"node"`
-	To    []string         `json:"to"`
-	Msg   *herald.Message  `json:"msg,omitempty"`
-	Group *chat.GroupEvent `json:"group,omitempty"`
+	Node string   `json:"node"`
+	To   []string `json:"to"`
+	// Resolve: a group message published without its recipients (more
+	// than MaxRecipients); the receiving node resolves the members.
+	Resolve bool             `json:"resolve,omitempty"`
+	Msg     *herald.Message  `json:"msg,omitempty"`
+	Group   *chat.GroupEvent `json:"group,omitempty"`
 }
 
 func (w *wire) convOf() string {
@@ -191,6 +214,9 @@ func NewDeliverer(cfg DelivererConfig) *Deliverer {
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 5 * time.Second
+	}
+	if cfg.MaxRecipients <= 0 {
+		cfg.MaxRecipients = 1000
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -280,6 +306,7 @@ func (d *Deliverer) Stats() DelivererStats {
 		Gaps: d.stats.gaps.Load(), GapsUnfilled: d.stats.gapsUnfilled.Load(),
 		Duplicates: d.stats.duplicates.Load(), BadPayloads: d.stats.bad.Load(),
 		QueueFull: d.stats.queueFull.Load(), Resyncs: d.stats.resyncs.Load(),
+		Resolved: d.stats.resolved.Load(), ResolveFailed: d.stats.resolveFailed.Load(),
 	}
 }
 
@@ -288,6 +315,12 @@ func (d *Deliverer) Stats() DelivererStats {
 func (d *Deliverer) DeliverMessage(m *herald.Message, to []string, origin chat.SessionID) {
 	d.enqueue(item{kind: itemLocal, m: m, to: append([]string(nil), to...), origin: origin})
 }
+
+// SetMembers makes the group messages for more than MaxRecipients travel
+// without their recipients, resolved by each node from m; call it before
+// Start, on every node (a node without it cannot resolve them: it drops
+// them, counted in ResolveFailed).
+func (d *Deliverer) SetMembers(m Members) { d.members = m }
 
 // DeliverGroupEvent implements chat.Deliverer: group events are delivered
 // here and published for the other nodes, without seq tracking (they have
@@ -321,7 +354,7 @@ func (d *Deliverer) receive(_ string, data []byte) {
 	}
 	d.stats.received.Add(1)
 	if w.Msg != nil {
-		d.enqueue(item{kind: itemRemote, m: w.Msg, to: w.To})
+		d.enqueue(item{kind: itemRemote, m: w.Msg, to: w.To, resolve: w.Resolve})
 	} else {
 		d.enqueue(item{kind: itemRemoteGroup, ev: w.Group, to: w.To})
 	}
@@ -349,6 +382,12 @@ func (d *Deliverer) handle(it item) {
 		}
 		d.deliver(it.m, it.to, it.origin)
 	case itemRemote:
+		if it.resolve {
+			var ok bool
+			if it.to, ok = d.resolve(it.m); !ok {
+				return
+			}
+		}
 		d.deliver(it.m, it.to, 0)
 	case itemRemoteGroup:
 		d.cfg.Local.DeliverGroupEvent(it.ev, it.to, 0)
@@ -363,6 +402,9 @@ func (d *Deliverer) publish(it item) {
 		c := *it.m
 		c.Push, c.NotifyMentioned = nil, false // decided by the storing node
 		w.Msg = &c
+		if d.members != nil && c.ConvType == herald.ConversationGroup && len(it.to) > d.cfg.MaxRecipients {
+			w.To, w.Resolve = nil, true
+		}
 	}
 	data, err := json.Marshal(&w)
 	if err != nil {
@@ -380,6 +422,33 @@ func (d *Deliverer) publish(it item) {
 		d.stats.publishFailed.Add(1)
 		d.log.Warn("cluster: publishing a delivery for the other nodes failed", "conv", w.convOf(), "bytes", len(data), "recipients", len(it.to), "err", err)
 	}
+}
+
+// resolve returns the recipients of group message m from this node's
+// group cache: its members who can see it (the sender's own sessions
+// included, as the storing node's list has them). ok is false when they
+// cannot be read: m is not delivered here then (its conversation's next
+// message fills it, or the clients' history).
+func (d *Deliverer) resolve(m *herald.Message) (to []string, ok bool) {
+	if d.members == nil {
+		d.stats.resolveFailed.Add(1)
+		d.log.Error("cluster: a group message came without recipients and this node resolves none; give every node the same version", "conv", m.Conv, "seq", m.Seq)
+		return nil, false
+	}
+	seq := m.Seq
+	if seq == 0 {
+		seq = math.MaxInt64 // a command: every member now
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ReadTimeout)
+	defer cancel()
+	err := d.members.EachMember(ctx, m.To, seq, func(u string) { to = append(to, u) })
+	if err != nil {
+		d.stats.resolveFailed.Add(1)
+		d.log.Warn("cluster: resolving a group message's members failed; not delivered live here", "conv", m.Conv, "seq", m.Seq, "err", err)
+		return nil, false
+	}
+	d.stats.resolved.Add(1)
+	return to, true
 }
 
 // deliver hands m to the local sessions of to, after the messages of its

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,7 +21,13 @@ import (
 type LocalPresence interface {
 	Live(user, device string) bool
 	Acked(user, device, conv string) (seq int64, live bool)
-	LiveDevices(f func(user, device string))
+	// LiveLogins calls f for every user and device with a logged-in
+	// session here, with the device's last login (this node's clock); f
+	// must not block.
+	LiveLogins(f func(user, device string, at time.Time))
+	// DeviceLogins returns user's devices with a session here, each with
+	// its last login.
+	DeviceLogins(user string) map[string]time.Time
 }
 
 // PresenceConfig tunes a Presence. Zero values take the defaults on each
@@ -47,6 +54,12 @@ type PresenceConfig struct {
 	// SingleLogin: a login on another node closes every session of the
 	// user here, not only those on the same device (HERALD_MULTI_LOGIN).
 	SingleLogin bool
+	// MaxDevices is the device limit counted over every node
+	// (HERALD_MAX_DEVICES, with multi login): at each login here, when the
+	// user's devices with a session on any node number more, the oldest
+	// logins beyond it are closed wherever they are. Zero: no limit across
+	// nodes (each gateway still applies its own).
+	MaxDevices int
 	// SecretFingerprint is this node's SecretFingerprint, sent in each of
 	// its presence messages and compared with the other nodes': a peer
 	// that sends another one signs tokens with another secret, which is
@@ -68,7 +81,16 @@ type PresenceStats struct {
 	Announced     int64 // presence messages published
 	DeltasDropped int64 // logins or session ends not announced at once (queue full); the next refresh covers them, but a dropped login kicks nothing on other nodes
 	BadPayloads   int64 // bus payloads that did not decode
-	KickedHere    int64 // sessions here closed by logins on other nodes
+	KickedHere    int64 // sessions here closed by logins on other nodes, the device limit or kicks asked on other nodes
+	LimitKicks    int64 // devices this node's logins asked to close for the device limit (here or on other nodes)
+	KicksAsked    int64 // kicks of a user's sessions asked of the other nodes (the server API's kick)
+}
+
+// Peer is another node of the cluster as this node's presence knows it.
+type Peer struct {
+	Node      string
+	Sessions  int       // (user, device) sessions it announced, not expired
+	LastHeard time.Time // its last presence message (this node's clock)
 }
 
 // Presence tells the push decision (push.Presence) whether a user's
@@ -79,13 +101,17 @@ type PresenceStats struct {
 // Close. Acked is answered for sessions here only: a device live on
 // another node counts as live with nothing acknowledged here, so its push
 // waits for the ack window, and the dispatcher then reads the acks that
-// node stored (README.md).
+// node stored (README.md). It also carries what closes sessions on other
+// nodes: the multi-login policy (login), the device limit counted over
+// every node and the server API's kick (kick); and it lists the other
+// nodes heard (Peers).
 type Presence struct {
 	cfg PresenceConfig
 	log *slog.Logger
 
 	mu     sync.Mutex
-	remote map[string]map[string]map[string]time.Time // user -> device -> node -> expiry
+	remote map[string]map[string]map[string]remoteEntry // user -> device -> node
+	heard  map[string]time.Time                         // node -> its last message (not bye); forgotten at its bye or after TTL
 	// mismatch holds the peers whose last message carried another secret
 	// fingerprint, until their bye or until TTL passes without a message
 	// from them. A peer is logged when it enters the map, so once per
@@ -99,7 +125,13 @@ type Presence struct {
 	sub    bus.Subscription
 	once   sync.Once
 
-	stats struct{ announced, dropped, bad, kicked atomic.Int64 }
+	stats struct{ announced, dropped, bad, kicked, limitKicks, kicksAsked atomic.Int64 }
+}
+
+// remoteEntry is a device with a session on another node.
+type remoteEntry struct {
+	exp time.Time // stops counting then, unless announced again
+	at  time.Time // its last login there (that node's clock); zero from a node that does not send it
 }
 
 // delta is a session change to announce: a login (at set) or an end.
@@ -111,9 +143,13 @@ type delta struct {
 // presenceMsg is a bus payload on SubjectPresence.
 type presenceMsg struct {
 	Node    string          `json:"node"`
-	Kind    string          `json:"kind"` // delta, full, hello, bye, login
+	Kind    string          `json:"kind"` // delta, full, hello, bye, login, kick
 	Entries []presenceEntry `json:"entries,omitempty"`
-	At      int64           `json:"at,omitempty"` // login: when (Unix ns, the node's clock)
+	At      int64           `json:"at,omitempty"` // login: when (Unix ns, the node's clock); kick: close the sessions that logged in before it
+	// kick: close every device's sessions of the entries' users, not only
+	// the entries' devices; Reason is told to the clients closed.
+	All    bool   `json:"all,omitempty"`
+	Reason string `json:"reason,omitempty"`
 	// Secret is the sender's SecretFingerprint; absent from nodes that
 	// predate it (not compared).
 	Secret string `json:"secret_fp,omitempty"`
@@ -123,6 +159,7 @@ type presenceEntry struct {
 	User   string `json:"u"`
 	Device string `json:"d"`
 	Live   bool   `json:"l"`
+	At     int64  `json:"t,omitempty"` // the device's last login on the sender (Unix ns)
 }
 
 // secretFingerprintLabel is the message the fingerprint MACs. A new
@@ -164,7 +201,7 @@ func NewPresence(cfg PresenceConfig) *Presence {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Presence{cfg: cfg, log: cfg.Logger, remote: make(map[string]map[string]map[string]time.Time),
+	return &Presence{cfg: cfg, log: cfg.Logger, remote: make(map[string]map[string]map[string]remoteEntry), heard: make(map[string]time.Time),
 		mismatch: make(map[string]time.Time),
 		deltas:   make(chan delta, cfg.Queue), full: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
@@ -245,8 +282,8 @@ func (p *Presence) remoteLive(user, device string) bool {
 	now := p.cfg.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, exp := range p.remote[user][device] {
-		if now.Before(exp) {
+	for _, e := range p.remote[user][device] {
+		if now.Before(e.exp) {
 			return true
 		}
 	}
@@ -264,7 +301,8 @@ func (p *Presence) Stats() PresenceStats {
 	}
 	p.mu.Unlock()
 	return PresenceStats{RemoteDevices: n, Announced: p.stats.announced.Load(), DeltasDropped: p.stats.dropped.Load(),
-		BadPayloads: p.stats.bad.Load(), KickedHere: p.stats.kicked.Load()}
+		BadPayloads: p.stats.bad.Load(), KickedHere: p.stats.kicked.Load(), LimitKicks: p.stats.limitKicks.Load(),
+		KicksAsked: p.stats.kicksAsked.Load()}
 }
 
 func (p *Presence) run() {
@@ -294,10 +332,15 @@ func (p *Presence) announce(d delta) {
 	for {
 		// The gateway is the truth: the state now, not the event's (a
 		// relogin's login may come before the old session's end).
-		batch = append(batch, presenceEntry{User: d.user, Device: d.device, Live: p.cfg.Local.Live(d.user, d.device)})
+		e := presenceEntry{User: d.user, Device: d.device}
+		if at, ok := p.cfg.Local.DeviceLogins(d.user)[d.device]; ok {
+			e.Live, e.At = true, at.UnixNano()
+		}
+		batch = append(batch, e)
 		if !d.at.IsZero() {
 			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "login", At: d.at.UnixNano(),
-				Entries: []presenceEntry{{User: d.user, Device: d.device, Live: true}}})
+				Entries: []presenceEntry{{User: d.user, Device: d.device, Live: true, At: d.at.UnixNano()}}})
+			p.limitDevices(d.user, d.device, d.at)
 		}
 		if len(batch) == fullPage {
 			break
@@ -316,8 +359,8 @@ func (p *Presence) announce(d delta) {
 func (p *Presence) announceAll() {
 	var page []presenceEntry
 	sent := false
-	p.cfg.Local.LiveDevices(func(user, device string) {
-		page = append(page, presenceEntry{User: user, Device: device, Live: true})
+	p.cfg.Local.LiveLogins(func(user, device string, at time.Time) {
+		page = append(page, presenceEntry{User: user, Device: device, Live: true, At: at.UnixNano()})
 		if len(page) == fullPage {
 			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "full", Entries: page})
 			page, sent = nil, true
@@ -342,10 +385,15 @@ func (p *Presence) sweep() {
 			delete(p.mismatch, node)
 		}
 	}
+	for node, last := range p.heard {
+		if !now.Before(last.Add(p.cfg.TTL)) {
+			delete(p.heard, node)
+		}
+	}
 	for user, devs := range p.remote {
 		for dev, nodes := range devs {
-			for node, exp := range nodes {
-				if !now.Before(exp) {
+			for node, e := range nodes {
+				if !now.Before(e.exp) {
 					delete(nodes, node)
 				}
 			}
@@ -382,6 +430,9 @@ func (p *Presence) receive(_ string, data []byte) {
 	}
 	if m.Kind != "bye" {
 		p.checkSecret(m)
+		p.mu.Lock()
+		p.heard[m.Node] = p.cfg.Now()
+		p.mu.Unlock()
 	}
 	switch m.Kind {
 	case "hello":
@@ -393,6 +444,9 @@ func (p *Presence) receive(_ string, data []byte) {
 	case "login":
 		p.loginElsewhere(m)
 		return
+	case "kick":
+		p.kickAsked(m)
+		return
 	case "delta", "full":
 	default:
 		p.stats.bad.Add(1)
@@ -402,6 +456,10 @@ func (p *Presence) receive(_ string, data []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range m.Entries {
+		var at time.Time
+		if e.At != 0 {
+			at = time.Unix(0, e.At)
+		}
 		if !e.Live {
 			if nodes := p.remote[e.User][e.Device]; nodes != nil {
 				delete(nodes, m.Node)
@@ -410,15 +468,15 @@ func (p *Presence) receive(_ string, data []byte) {
 		}
 		devs := p.remote[e.User]
 		if devs == nil {
-			devs = make(map[string]map[string]time.Time)
+			devs = make(map[string]map[string]remoteEntry)
 			p.remote[e.User] = devs
 		}
 		nodes := devs[e.Device]
 		if nodes == nil {
-			nodes = make(map[string]time.Time)
+			nodes = make(map[string]remoteEntry)
 			devs[e.Device] = nodes
 		}
-		nodes[m.Node] = exp
+		nodes[m.Node] = remoteEntry{exp: exp, at: at}
 	}
 }
 
@@ -426,6 +484,7 @@ func (p *Presence) forgetNode(node string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.mismatch, node)
+	delete(p.heard, node)
 	for _, devs := range p.remote {
 		for _, nodes := range devs {
 			delete(nodes, node)
@@ -435,8 +494,9 @@ func (p *Presence) forgetNode(node string) {
 
 // loginElsewhere applies the multi-login policy to a login on another
 // node: the sessions here it displaces are closed, as the gateway closes
-// those of a login here. The device limit (HERALD_MAX_DEVICES) is not
-// applied across nodes.
+// those of a login here. The device limit (HERALD_MAX_DEVICES) is applied
+// by the node of the login (limitDevices), which names the devices to
+// close in a kick.
 func (p *Presence) loginElsewhere(m presenceMsg) {
 	if p.cfg.Kicks == nil || len(m.Entries) != 1 {
 		return
@@ -494,3 +554,150 @@ func (p *Presence) SecretMismatches() []string {
 	slices.Sort(nodes)
 	return nodes
 }
+
+// limitReason is told to the sessions the device limit closes; the gateway
+// tells the same to those it closes on one node.
+const limitReason = "too many devices logged in; the oldest session was closed"
+
+// maxReasonBytes is the room for a reason in a websocket close frame.
+const maxReasonBytes = 123
+
+// limitDevices applies the device limit over every node to user's login
+// on device here at at: when the user's devices with a session here or
+// announced by another node number more than MaxDevices, the oldest logins
+// (by their last login, node clocks) beyond it are closed, here at once
+// and on the other nodes by a kick naming them; a device closed there
+// keeps the sessions that logged in at or after at. The new login's device
+// is never among them. A device that logged in elsewhere within a bus hop
+// is not counted yet: two logins racing on two nodes may leave one device
+// too many until the next login.
+func (p *Presence) limitDevices(user, device string, at time.Time) {
+	if p.cfg.MaxDevices <= 0 || p.cfg.SingleLogin || p.cfg.Kicks == nil {
+		return
+	}
+	type dev struct {
+		device string
+		at     time.Time
+		here   bool
+	}
+	latest := make(map[string]dev)
+	for d, t := range p.cfg.Local.DeviceLogins(user) {
+		latest[d] = dev{d, t, true}
+	}
+	now := p.cfg.Now()
+	p.mu.Lock()
+	for d, nodes := range p.remote[user] {
+		for _, e := range nodes {
+			if !now.Before(e.exp) {
+				continue
+			}
+			cur, ok := latest[d]
+			if !ok || e.at.After(cur.at) {
+				latest[d] = dev{d, e.at, cur.here}
+			} else {
+				latest[d] = dev{d, cur.at, cur.here}
+			}
+		}
+	}
+	p.mu.Unlock()
+	latest[device] = dev{device, at, true}
+	over := len(latest) - p.cfg.MaxDevices
+	if over <= 0 {
+		return
+	}
+	delete(latest, device)
+	devs := make([]dev, 0, len(latest))
+	for _, d := range latest {
+		devs = append(devs, d)
+	}
+	slices.SortFunc(devs, func(a, b dev) int {
+		if c := a.at.Compare(b.at); c != 0 {
+			return c
+		}
+		return strings.Compare(a.device, b.device)
+	})
+	var entries []presenceEntry
+	for _, d := range devs[:over] {
+		if d.here {
+			p.stats.kicked.Add(int64(p.cfg.Kicks.KickLoggedInBefore(user, d.device, false, at, limitReason)))
+		}
+		entries = append(entries, presenceEntry{User: user, Device: d.device})
+	}
+	p.stats.limitKicks.Add(int64(len(entries)))
+	// Every node closes its sessions of those devices: a device may have
+	// sessions on several nodes (a relogin racing its old session's end).
+	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), Entries: entries, Reason: limitReason})
+}
+
+// KickElsewhere asks the other nodes to close user's sessions that logged
+// in before at (their clocks), with reason, and returns how many of the
+// user's (device, node) sessions the other nodes had announced: the
+// sessions the kick is expected to close there (a session that logged in
+// within a bus hop is closed but not counted). It does not block on the
+// network; without a bus the kick is lost (nothing is retried).
+func (p *Presence) KickElsewhere(user, reason string, at time.Time) int {
+	p.stats.kicksAsked.Add(1)
+	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), All: true, Reason: reason,
+		Entries: []presenceEntry{{User: user}}})
+	now := p.cfg.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, nodes := range p.remote[user] {
+		for _, e := range nodes {
+			if now.Before(e.exp) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// kickAsked closes the sessions here another node's kick names (the device
+// limit, or the server API's kick).
+func (p *Presence) kickAsked(m presenceMsg) {
+	if p.cfg.Kicks == nil || m.At == 0 {
+		return
+	}
+	reason := m.Reason
+	if len(reason) > maxReasonBytes || reason == "" {
+		reason = "kicked out"
+	}
+	at := time.Unix(0, m.At)
+	for _, e := range m.Entries {
+		if e.User == "" || (!m.All && e.Device == "") {
+			p.stats.bad.Add(1)
+			continue
+		}
+		p.stats.kicked.Add(int64(p.cfg.Kicks.KickLoggedInBefore(e.User, e.Device, m.All, at, reason)))
+	}
+}
+
+// Peers returns, sorted by ID, the other nodes heard from within the TTL
+// and not gone (bye), with the sessions each announced.
+func (p *Presence) Peers() []Peer {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	count := make(map[string]int, len(p.heard))
+	for _, devs := range p.remote {
+		for _, nodes := range devs {
+			for node, e := range nodes {
+				if now.Before(e.exp) {
+					count[node]++
+				}
+			}
+		}
+	}
+	peers := make([]Peer, 0, len(p.heard))
+	for node, last := range p.heard {
+		if now.Before(last.Add(p.cfg.TTL)) {
+			peers = append(peers, Peer{Node: node, Sessions: count[node], LastHeard: last})
+		}
+	}
+	p.mu.Unlock()
+	slices.SortFunc(peers, func(a, b Peer) int { return strings.Compare(a.Node, b.Node) })
+	return peers
+}
+
+// Node returns this node's ID.
+func (p *Presence) Node() string { return p.cfg.Node }

@@ -18,7 +18,7 @@ import (
 )
 
 // pages are the templates, each rendered inside layout.html.
-var pages = []string{"login", "overview", "push", "devices", "log", "message"}
+var pages = []string{"login", "overview", "push", "devices", "log", "message", "cluster"}
 
 func parseTemplates() map[string]*template.Template {
 	funcs := template.FuncMap{

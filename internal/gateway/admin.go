@@ -43,11 +43,29 @@ func (g *Gateway) Broadcast(m *herald.Message) int {
 	return n
 }
 
+// Peers are the other nodes of a cluster as the gateway's Kick sees them
+// (internal/cluster's presence).
+type Peers interface {
+	// KickElsewhere asks the other nodes to close user's sessions that
+	// logged in before at, with reason, and returns how many sessions the
+	// other nodes had announced for user. It does not block on the network.
+	KickElsewhere(user, reason string, at time.Time) int
+}
+
+// SetPeers makes Kick close the user's sessions on the other nodes of a
+// cluster too; call it before serving.
+func (g *Gateway) SetPeers(p Peers) { g.peers = p }
+
 // Kick closes every logged-in session of user with CloseKickedOut and
 // reason (at most 123 bytes, the close frame's room), and returns how
 // many it closed. The sessions leave the hub as they end; the user's
 // tokens stay valid, so a client may log in again when its app decides to.
+// In a cluster (SetPeers) the other nodes are asked to close the user's
+// sessions that logged in before now, and the count adds the sessions
+// they had announced (a bus hop later they are closed; one that logged in
+// there within that hop is closed but not counted).
 func (g *Gateway) Kick(user, reason string) int {
+	now := g.cfg.Now()
 	sh := g.shardOf(user)
 	sh.mu.Lock()
 	sessions := append([]*session(nil), sh.users[user]...)
@@ -56,7 +74,11 @@ func (g *Gateway) Kick(user, reason string) int {
 		g.stats.kicked.Add(1)
 		s.closeWith(proto.CloseKickedOut, reason)
 	}
-	return len(sessions)
+	n := len(sessions)
+	if g.peers != nil {
+		n += g.peers.KickElsewhere(user, reason, now)
+	}
+	return n
 }
 
 // WaitGone waits until user has no session in the hub (a kicked session

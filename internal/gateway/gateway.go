@@ -136,6 +136,7 @@ type Stats struct {
 type Gateway struct {
 	cfg   Config
 	chat  Chat
+	peers Peers // the other nodes of a cluster (SetPeers); nil on one node
 	codec proto.Codec
 	log   *slog.Logger
 	seed  maphash.Seed
@@ -673,4 +674,46 @@ func (g *Gateway) LiveDevices(f func(user, device string)) {
 			f(p[0], p[1])
 		}
 	}
+}
+
+// LiveLogins calls f for every user and device with a logged-in session
+// here, with the device's last login (the gateway's clock), for
+// internal/cluster's presence: the device limit over several nodes closes
+// the oldest logins. f is called without the gateway's locks held, on a
+// snapshot taken one shard at a time.
+func (g *Gateway) LiveLogins(f func(user, device string, at time.Time)) {
+	type login struct {
+		user, device string
+		at           time.Time
+	}
+	var logins []login
+	for i := range g.shards {
+		sh := &g.shards[i]
+		logins = logins[:0]
+		sh.mu.Lock()
+		for user, list := range sh.users {
+			for _, s := range list {
+				logins = append(logins, login{user, s.device, s.loginAt})
+			}
+		}
+		sh.mu.Unlock()
+		for _, l := range logins {
+			f(l.user, l.device, l.at)
+		}
+	}
+}
+
+// DeviceLogins returns user's devices with a session here, each with its
+// last login (the gateway's clock).
+func (g *Gateway) DeviceLogins(user string) map[string]time.Time {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	out := make(map[string]time.Time, len(sh.users[user]))
+	for _, s := range sh.users[user] {
+		if s.loginAt.After(out[s.device]) {
+			out[s.device] = s.loginAt
+		}
+	}
+	return out
 }

@@ -6,8 +6,10 @@ import (
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/bus"
 	"github.com/herald-im/herald/internal/call"
+	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/internal/cluster"
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/console"
 	"github.com/herald-im/herald/internal/gateway"
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
@@ -24,7 +26,9 @@ type clusterParts struct {
 	deliver   *cluster.Deliverer
 	presence  *cluster.Presence
 	pushCache *cluster.PushCache
-	calls     *cluster.Calls // call events between nodes; the call service's notifier
+	calls     *cluster.Calls      // call events between nodes; the call service's notifier
+	groups    *cluster.GroupCache // set by followGroups
+	newGroups func(cluster.GroupMirror) *cluster.GroupCache
 }
 
 // testWrapBus, set only by this package's tests, wraps the node's bus (a
@@ -67,8 +71,12 @@ func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *ga
 	pc := cluster.NewPushCache(cluster.PushCacheConfig{Node: node, Bus: b, Push: ps, Prefix: cfg.BusPrefix, Logger: log})
 	ps.SetChanges(pc)
 	presence := cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
-		Kicks: gw, SingleLogin: cfg.MultiLogin == "single", SecretFingerprint: fp})
+		Kicks: gw, SingleLogin: cfg.MultiLogin == "single", MaxDevices: cfg.MaxDevices, SecretFingerprint: fp})
+	gw.SetPeers(presence) // the server API's kick closes the user's sessions on every node
 	return &clusterParts{
+		newGroups: func(g cluster.GroupMirror) *cluster.GroupCache {
+			return cluster.NewGroupCache(cluster.GroupCacheConfig{Node: node, Bus: b, Groups: g, Prefix: cfg.BusPrefix, Logger: log})
+		},
 		pushCache: pc,
 		bus:       b,
 		deliver:   cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
@@ -76,6 +84,16 @@ func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *ga
 		calls: cluster.NewCalls(cluster.CallsConfig{Node: node, Bus: b, Local: gw, Service: calls, Presence: presence,
 			Prefix: cfg.BusPrefix, Logger: log}),
 	}
+}
+
+// followGroups keeps ch's group cache following the group changes other
+// nodes make, and tells them ch's (cluster.GroupCache); the messages of
+// groups of more than 1,000 members are then published without their
+// recipients, each node resolving them from ch's cache.
+func (c *clusterParts) followGroups(ch *chat.Service) {
+	c.groups = c.newGroups(ch)
+	ch.SetGroupChanges(c.groups)
+	c.deliver.SetMembers(ch) // large groups' messages travel without their recipients
 }
 
 // start subscribes before the gateway serves: what a session's sync does
@@ -92,6 +110,11 @@ func (c *clusterParts) start() error {
 	if err := c.calls.Start(); err != nil {
 		return err
 	}
+	if c.groups != nil {
+		if err := c.groups.Start(); err != nil {
+			return err
+		}
+	}
 	return c.pushCache.Start()
 }
 
@@ -102,6 +125,9 @@ func (c *clusterParts) close() error {
 	c.presence.Close()
 	c.pushCache.Close()
 	c.calls.Close()
+	if c.groups != nil {
+		c.groups.Close()
+	}
 	return c.bus.Close()
 }
 
@@ -111,6 +137,10 @@ func (c *clusterParts) register(m *metrics.Metrics) {
 	m.RegisterStats("cluster_presence", func() any { return c.presence.Stats() })
 	m.RegisterStats("cluster_push_cache", func() any { return c.pushCache.Stats() })
 	m.RegisterStats("cluster_calls", func() any { return c.calls.Stats() })
+	if c.groups != nil {
+		m.RegisterStats("cluster_group_cache", func() any { return c.groups.Stats() })
+	}
+	_ = m.RegisterPeers(c.peers)
 	// A gauge, not a Stats field: its name says what to alert on. Register
 	// fails only on a name registered twice, which the tests' scrape shows.
 	_ = m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -132,4 +162,24 @@ func (e *presenceEvents) Emit(ev herald.Event) {
 		e.next.Emit(ev)
 	}
 	e.p.Emit(ev)
+}
+
+// peers are the other nodes as the metrics and the console show them.
+func (c *clusterParts) peers() []metrics.Peer {
+	var out []metrics.Peer
+	for _, p := range c.presence.Peers() {
+		out = append(out, metrics.Peer{Node: p.Node, Sessions: p.Sessions, LastHeard: p.LastHeard})
+	}
+	return out
+}
+
+// clusterNodes are this node and its peers, for the console's cluster page.
+func (s *Server) clusterNodes() []console.ClusterNode {
+	nodes := []console.ClusterNode{{Node: s.node, Self: true, Sessions: s.gw.Stats().Sessions}}
+	if s.cluster != nil {
+		for _, p := range s.cluster.presence.Peers() {
+			nodes = append(nodes, console.ClusterNode{Node: p.Node, Sessions: int64(p.Sessions), LastHeard: p.LastHeard})
+		}
+	}
+	return nodes
 }

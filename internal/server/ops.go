@@ -42,6 +42,7 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 		cc.Emulator = s.emus
 	}
 	cons := console.New(cc)
+	cons.SetCluster(s.clusterNodes) // cluster.go
 	m.RegisterStats("console", func() any { return cons.Stats() })
 	mux.Handle(console.Prefix, cons)
 	if s.cfg.MetricsOnAddr() {

@@ -193,6 +193,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	s.hooks = hooks
 	s.node, s.cluster = node, cl
 	if cl != nil {
+		cl.followGroups(ch) // group changes made on other nodes reach ch's cache
 		cl.register(mtr)
 	}
 	mux := http.NewServeMux()

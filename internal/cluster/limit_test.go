@@ -1,0 +1,117 @@
+package cluster
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+)
+
+// startKickPresence starts a presence whose kicks k records.
+func startKickPresence(t *testing.T, id string, n *node, clk *clock, k *kicks, maxDevices int) *Presence {
+	t.Helper()
+	p := NewPresence(PresenceConfig{Node: id, Bus: n.bus, Local: n.gw, Refresh: time.Hour, TTL: 30 * time.Second, Now: clk.Now,
+		Kicks: k, MaxDevices: maxDevices, Prefix: prefix(t)})
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// TestDeviceLimitAcrossNodes: with a limit of 2 devices, erin's d1 on
+// node A and d2 on node B; her login on d3 at node B closes d1, the oldest,
+// on node A (a kick naming it, sparing a later login of d1), and none of
+// node B's sessions; with a limit of 3, nothing is closed.
+func TestDeviceLimitAcrossNodes(t *testing.T) {
+	for _, limit := range []int{2, 3} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			ba, bb := buses(t)
+			st := openStore(t)
+			clk := &clock{now: time.Unix(1_000_000, 0)}
+			a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+			var ka, kb kicks
+			pa := startKickPresence(t, "a", a, clk, &ka, limit)
+			pb := startKickPresence(t, "b", b, clk, &kb, limit)
+			t1, t2, t3 := time.Unix(2_000_000, 0), time.Unix(2_000_001, 0), time.Unix(2_000_002, 0)
+			a.gw.setLiveAt("erin", "d1", t1)
+			pa.Emit(herald.Event{Type: herald.EventLogin, Time: t1, User: "erin", Device: "d1"})
+			waitFor(t, "node B sees d1", func() bool { return pb.Live("erin", "d1") })
+			b.gw.setLiveAt("erin", "d2", t2)
+			pb.Emit(herald.Event{Type: herald.EventLogin, Time: t2, User: "erin", Device: "d2"})
+			waitFor(t, "node A sees d2", func() bool { return pa.Live("erin", "d2") })
+			b.gw.setLiveAt("erin", "d3", t3)
+			pb.Emit(herald.Event{Type: herald.EventLogin, Time: t3, User: "erin", Device: "d3"})
+			// The login kicks are asked of node A (d2's, d3's): the
+			// policy's kicks of the same device, which spare other devices.
+			if limit == 3 {
+				waitFor(t, "node A hears d3's login", func() bool { return len(ka.list()) == 2 })
+				if got := pb.Stats().LimitKicks; got != 0 {
+					t.Errorf("limit 3: node B asked %d devices closed, want 0", got)
+				}
+				return
+			}
+			want := fmt.Sprintf("erin/d1 all=false at=%d %s", t3.UnixNano(), limitReason)
+			waitFor(t, "node A asked to close d1", func() bool { return slices.Contains(ka.list(), want) })
+			limited := slices.DeleteFunc(kb.list(), func(k string) bool { return !strings.HasSuffix(k, limitReason) })
+			if len(limited) != 0 {
+				t.Errorf("node B closed %q of its own for the limit, want none (d2 and d3 are the newest)", limited)
+			}
+			if got := pb.Stats().LimitKicks; got != 1 {
+				t.Errorf("node B asked %d devices closed, want 1", got)
+			}
+		})
+	}
+}
+
+// TestKickElsewhere: a kick asked on node A (the server API's) closes the
+// user's sessions on node B that logged in before it, every device, and
+// node A counts the sessions node B had announced.
+func TestKickElsewhere(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	var ka, kb kicks
+	pa := startKickPresence(t, "a", a, clk, &ka, 0)
+	pb := startKickPresence(t, "b", b, clk, &kb, 0)
+	b.gw.setLiveAt("frank", "phone", clk.Now())
+	b.gw.setLiveAt("frank", "tablet", clk.Now())
+	pb.Emit(herald.Event{Type: herald.EventLogin, Time: clk.Now(), User: "frank", Device: "phone"})
+	pb.Emit(herald.Event{Type: herald.EventLogin, Time: clk.Now(), User: "frank", Device: "tablet"})
+	waitFor(t, "node A sees frank's devices", func() bool { return pa.Live("frank", "phone") && pa.Live("frank", "tablet") })
+	at := time.Unix(3_000_000, 7)
+	if n := pa.KickElsewhere("frank", "maintenance", at); n != 2 {
+		t.Errorf("KickElsewhere counted %d sessions on other nodes, want 2", n)
+	}
+	want := fmt.Sprintf("frank/ all=true at=%d maintenance", at.UnixNano())
+	waitFor(t, "node B asked to close frank's sessions", func() bool { return slices.Contains(kb.list(), want) })
+}
+
+// TestPeers: each node lists the other with the sessions it announced;
+// a node's bye takes it off the list, and so does silence past the TTL.
+func TestPeers(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	pa := startPresence(t, "a", a, clk)
+	pb := startPresence(t, "b", b, clk)
+	b.gw.setLiveAt("bob", "phone", clk.Now())
+	pb.Emit(herald.Event{Type: herald.EventLogin, Time: clk.Now(), User: "bob", Device: "phone"})
+	waitFor(t, "node A lists node B with bob's session", func() bool {
+		p := pa.Peers()
+		return len(p) == 1 && p[0].Node == "b" && p[0].Sessions == 1 && p[0].LastHeard.Equal(clk.Now())
+	})
+	waitFor(t, "node B lists node A", func() bool { p := pb.Peers(); return len(p) == 1 && p[0].Node == "a" && p[0].Sessions == 0 })
+	clk.advance(31 * time.Second)
+	if p := pa.Peers(); len(p) != 0 {
+		t.Errorf("node A lists %+v after the TTL without a message, want none", p)
+	}
+	clk.advance(-31 * time.Second)
+	pb.Close()
+	waitFor(t, "node A drops node B at its bye", func() bool { return len(pa.Peers()) == 0 })
+}
