@@ -83,7 +83,7 @@ func scanInt(p []byte, key string) int64 {
 // messages "<n>:<send time>" to its receiver at Rate/Pairs per second.
 // Latency is send to delivery, measured on one clock. On several nodes,
 // senders and receivers are each spread round-robin, the receivers shifted
-// by one node per round: of N nodes, one pair in N has both on one node.
+// by one node per round of N pairs: one round in N has both ends on one node.
 func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	if o.Pairs <= 0 || o.Rate <= 0 || o.Duration <= 0 {
 		return PeerResult{}, fmt.Errorf("pairs, rate and duration must be positive")
