@@ -1,6 +1,7 @@
 // Package bench holds Herald's load scenarios (herald bench ...): a lean
 // protocol client, a server started as a child process (so its memory can be
-// read from /proc apart from the load generator's), and the scenarios with
+// read from /proc apart from the load generator's), or several, sharing a
+// PostgreSQL store and a NATS bus (StartCluster), and the scenarios with
 // their reports. Figures go to docs/benchmarks.md.
 package bench
 
