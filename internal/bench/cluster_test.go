@@ -14,6 +14,17 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// binDir holds the binary buildHerald makes; TestMain removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // buildHerald compiles the herald binary once per test run: StartCluster
 // runs it as the nodes.
 var buildHerald = sync.OnceValues(func() (string, error) {
@@ -21,6 +32,7 @@ var buildHerald = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	binDir = dir
 	bin := filepath.Join(dir, "herald")
 	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/herald").CombinedOutput()
 	if err != nil {
