@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,17 +21,25 @@ import (
 
 const benchUsage = `Usage:
   herald bench peer [--pairs N] [--rate R] [--duration D] [--json] [--target URL --secret S [--users PREFIX]]
+                    [--store sqlite|pebble|URL] [--nodes N --store postgres://... --bus nats://...]
   herald bench conn [--conns N] [--json] [--target URL --secret S]
   herald bench push [--provider apns|fcm|hms|webpush] [--recipients N] [--messages M]
                     [--senders S] [--rate R] [--rtt D] [--window W] [--drain D]
                     [--in-flight N] [--connections N] [--max-streams N]
-                    [--store sqlite|pebble] [--cpuprofile FILE] [--json]
+                    [--store sqlite|pebble|URL] [--nodes N --bus URL] [--cpuprofile FILE] [--json]
   herald bench group [--provider apns|fcm|hms|webpush] [--members N] [--online 0.1]
                      [--devices 0.1] [--senders S] [--rate R] [--duration D]
-                     [--store sqlite|pebble] [--json]
+                     [--store sqlite|pebble|URL] [--nodes N --bus URL] [--json]
 
 With no --target, a server is started as a child process on a free loopback
 port with a temporary data folder, and its memory is read from /proc.
+With --nodes N (peer, push, group), N servers are started, sharing the
+--store (a postgres:// URL: the run gets a schema of its own, dropped at
+the end) and the --bus (a nats:// URL: the run gets a subject prefix of its
+own), each with its own node ID and data folder and the same secret; the
+users are spread over them round-robin, and the report names the nodes,
+sums their CPU and memory, and splits peer and group latencies into
+same-node and cross-node deliveries.
 bench push and bench group always start their own server (no --target):
 the server must push to the --provider vendor's emulator (default apns),
 which runs inside the bench process and times each push's arrival; the
@@ -66,6 +75,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var po bench.PushOptions
 	var gro bench.GroupOptions
 	var pushEnv pushServerFlags
+	var cluster bench.ClusterOptions
 	provider := "apns"
 	if scenario == "push" || scenario == "group" {
 		fs.StringVar(&provider, "provider", "apns", "the push vendor whose emulator the server pushes to: apns, fcm, hms or webpush")
@@ -75,6 +85,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&pairs, "pairs", 100, "sender/receiver pairs")
 		fs.Float64Var(&rate, "rate", 20000, "messages per second, all senders together")
 		fs.DurationVar(&duration, "duration", 10*time.Second, "how long to send")
+		fs.StringVar(&pushEnv.store, "store", os.Getenv("HERALD_STORE"), "the server's HERALD_STORE: sqlite, pebble or a postgres:// URL (empty: the server's default)")
 	case "conn":
 		fs.IntVar(&conns, "conns", 5000, "idle logged-in connections (keep under the open-file limit)")
 	case "push":
@@ -87,7 +98,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&po.Drain, "drain", 30*time.Second, "after the last send, stop waiting when no push has arrived for this long")
 		fs.IntVar(&pushEnv.inFlight, "in-flight", 0, "the server's HERALD_PUSH_IN_FLIGHT (0: its default)")
 		fs.IntVar(&pushEnv.connections, "connections", 0, "the server's HERALD_PUSH_CONNECTIONS (0: its default)")
-		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite or pebble")
+		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite, pebble or a postgres:// URL")
 		fs.UintVar(&pushEnv.maxStreams, "max-streams", 0, "the emulator's SETTINGS_MAX_CONCURRENT_STREAMS, every vendor's (0: its default, 1000)")
 		fs.StringVar(&pushEnv.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (generator and emulator) during the load to this file")
 	case "group":
@@ -97,13 +108,22 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&gro.Senders, "senders", 4, "members sending")
 		fs.Float64Var(&gro.Rate, "rate", 60, "group messages per second, all senders together")
 		fs.DurationVar(&gro.Duration, "duration", 10*time.Second, "how long to send")
-		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite or pebble")
+		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite, pebble or a postgres:// URL")
 	default:
 		fmt.Fprint(stderr, benchUsage)
 		return fmt.Errorf("bench: unknown scenario %q", scenario)
 	}
+	if scenario != "conn" {
+		fs.IntVar(&cluster.Nodes, "nodes", 1, "server nodes to start, sharing --store (postgres://...) and --bus")
+		fs.StringVar(&cluster.Bus, "bus", os.Getenv("HERALD_BUS"), "the nodes' HERALD_BUS (nats://host:4222); needed with --nodes above 1")
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	cluster.Store = pushEnv.store
+	clustered := cluster.Nodes != 1 || cluster.Bus != "" || strings.Contains(cluster.Store, "://")
+	if clustered && *target != "" {
+		return errors.New("bench: --nodes, --bus and a --store URL start servers: they do not go with --target")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -138,9 +158,16 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		if scenario == "group" {
 			env = append(env, "HERALD_GROUP_MAX_MEMBERS="+strconv.Itoa(max(gro.Members, 10000)))
 		}
-		t, err = bench.StartServer(ctx, exe, env, stderr)
+		if clustered {
+			t, err = bench.StartCluster(ctx, exe, cluster, env, stderr)
+		} else {
+			if scenario == "peer" && pushEnv.store != "" {
+				env = append(env, "HERALD_STORE="+pushEnv.store)
+			}
+			t, err = bench.StartServer(ctx, exe, env, stderr)
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("bench %s: %w", scenario, err)
 		}
 		defer t.Stop()
 	}
@@ -188,7 +215,8 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  sent %d  acked %d  errors %d  delivered %d  lost %d  duplicated %d\n", r.Sent, r.Acked, r.Errors, r.Delivered, r.Lost, r.Duplicated)
 		fmt.Fprintf(w, "  throughput %.0f msgs/s persisted\n", r.MsgsPerSec)
 		fmt.Fprintf(w, "  send->delivery p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms\n", r.P50ms, r.P99ms, r.P999ms)
-		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))
+		printNodes(w, r.Nodes, r.ByNodes)
+		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec)
 	case bench.PushResult:
 		rate := "as fast as acknowledged"
 		if r.Rate > 0 {
@@ -202,6 +230,7 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  server CPU %.1f µs per push delivered\n", r.ServerCPUusPerPush)
 		fmt.Fprintf(w, "  emulator: accepted %d  rejected %d  duplicates %d  connections %d  max streams in flight %d\n",
 			r.EmulatorAccepted, r.EmulatorRejected, r.EmulatorDuplicates, r.Connections, r.MaxStreams)
+		printNodes(w, r.Nodes, nil)
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))
 	case bench.GroupResult:
 		fmt.Fprintf(w, "group: %d members, %d online, %d offline devices, %.0f msgs/s offered for %.1fs\n", r.Members, r.Online, r.OfflineDevs, r.Rate, r.DurationSec)
@@ -209,11 +238,29 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  throughput %.0f live deliveries/s\n", r.DeliveriesPS)
 		fmt.Fprintf(w, "  send->delivery p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms\n", r.P50ms, r.P99ms, r.P999ms)
 		fmt.Fprintf(w, "  pushes queued %d  sent %d\n", r.PushesQueued, r.PushesSent)
-		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))
+		printNodes(w, r.Nodes, r.ByNodes)
+		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec)
 	case bench.ConnResult:
 		fmt.Fprintf(w, "conn: %d idle connections\n", r.Conns)
 		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20))
 		fmt.Fprintf(w, "  %.1f KiB per connection\n", float64(r.BytesPerConn)/1024)
+	}
+}
+
+// printNodes prints a cluster run's nodes and its latencies by node.
+func printNodes(w io.Writer, nodes []string, by *bench.NodeLatency) {
+	if len(nodes) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "  %d nodes: %s (cpu and memory summed)\n", len(nodes), strings.Join(nodes, ", "))
+	if by == nil {
+		return
+	}
+	for _, l := range []struct {
+		name string
+		l    bench.Latency
+	}{{"same node ", by.SameNode}, {"cross node", by.CrossNode}} {
+		fmt.Fprintf(w, "  %s: %d deliveries  p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms\n", l.name, l.l.Count, l.l.P50ms, l.l.P99ms, l.l.P999ms)
 	}
 }
 

@@ -50,6 +50,8 @@ func TestHelpListsOnlyTheCommandsFlags(t *testing.T) {
 		{[]string{"push", "log", "--help"}, []string{"-user", "-limit", "-addr"}, []string{"-store", "-title"}},
 		{[]string{"push", "-h"}, []string{"herald push test", "herald push log", "herald push status"}, nil},
 		{[]string{"bench", "-h"}, []string{"herald bench peer", "herald bench group"}, nil},
+		{[]string{"bench", "peer", "-h"}, []string{"-nodes", "-bus", "-store"}, nil},
+		{[]string{"bench", "conn", "-h"}, []string{"-conns"}, []string{"-nodes", "-bus"}},
 		{[]string{"emulator", "-h"}, []string{"-sandbox-addr", "-dir"}, []string{"-store"}},
 	}
 	for _, tt := range tests {
@@ -201,6 +203,35 @@ func TestServerAddr(t *testing.T) {
 			got, from := serverAddr(&cfg)
 			if got != tt.want || !strings.Contains(from, tt.from) {
 				t.Errorf("serverAddr = %s (from %s), want %s (from %s)", got, from, tt.want, tt.from)
+			}
+		})
+	}
+}
+
+// TestBenchNodesRefused: what --nodes cannot run on is refused before any
+// server starts, naming the flag to give.
+func TestBenchNodesRefused(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"bench", "peer", "--nodes", "3"}, "--store postgres://"},
+		{[]string{"bench", "peer", "--nodes", "3", "--store", "pebble", "--bus", "nats://127.0.0.1:1"}, "--store postgres://"},
+		{[]string{"bench", "peer", "--nodes", "3", "--store", "postgres://u:hidden@db/x"}, "--bus nats://"},
+		{[]string{"bench", "peer", "--nodes", "0"}, "nodes must be at least 1"},
+		{[]string{"bench", "peer", "--nodes", "2", "--target", "ws://127.0.0.1:1/ws", "--secret", "s"}, "do not go with --target"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args[2:], " "), func(t *testing.T) {
+			t.Setenv("HERALD_BUS", "")
+			t.Setenv("HERALD_STORE", "")
+			var out, errOut bytes.Buffer
+			err := run(tt.args, &out, &errOut)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("%v: error %v, want one containing %q", tt.args, err, tt.want)
+			}
+			if strings.Contains(err.Error(), "hidden") {
+				t.Errorf("error %v shows the store's password", err)
 			}
 		})
 	}

@@ -47,10 +47,15 @@ type GroupResult struct {
 	P50ms         float64 `json:"p50_ms"`
 	P99ms         float64 `json:"p99_ms"`
 	P999ms        float64 `json:"p999_ms"`
-	PushesQueued  int64   `json:"pushes_queued"` // device jobs the server planned for offline members (acked x offline devices when none is missed)
-	PushesSent    int64   `json:"pushes_sent"`   // of those, accepted by the emulator by the end
-	ServerRSS     int64   `json:"server_rss_bytes"`
-	ServerPeakRSS int64   `json:"server_peak_rss_bytes"`
+	PushesQueued  int64   `json:"pushes_queued"`         // device jobs the server planned for offline members (acked x offline devices when none is missed)
+	PushesSent    int64   `json:"pushes_sent"`           // of those, accepted by the emulator by the end
+	ServerRSS     int64   `json:"server_rss_bytes"`      // summed over the nodes
+	ServerPeakRSS int64   `json:"server_peak_rss_bytes"` // summed over the nodes
+	ServerCPUSec  float64 `json:"server_cpu_s"`          // user+system from the first send to the end of the drain, summed over the nodes
+	// On several nodes (StartCluster): their IDs, and the latencies split
+	// by whether sender and receiver were on one node.
+	Nodes   []string     `json:"nodes,omitempty"`
+	ByNodes *NodeLatency `json:"by_nodes,omitempty"`
 }
 
 // groupSendFrame builds a group send: text "<n>:<send time>", with a push
@@ -77,7 +82,9 @@ func groupSendFrame(id uint64, group string, n, ts int64) []byte {
 // Senders members send text messages with a push configuration to the
 // group at Rate per second. Latency is send to live delivery on one clock;
 // pushes are counted as the server plans them and as the emulator
-// accepts them.
+// accepts them. On several nodes, members and senders are each spread
+// round-robin over them (member i and sender i on node i mod N), and the
+// pushes planned are summed over the nodes.
 func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (GroupResult, error) {
 	if o.Senders <= 0 {
 		o.Senders = 4
@@ -106,7 +113,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		}
 	}()
 	// Members 0..nOnline-1 receive live; the next nDevs have a device.
-	owner, err := dialLogin(ctx, t, sender(0))
+	owner, err := dialLogin(ctx, t.node(0), sender(0))
 	if err != nil {
 		return res, err
 	}
@@ -134,7 +141,8 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	for i := range devNames {
 		devNames[i] = member(nOnline + i)
 	}
-	if _, err := registerDevices(ctx, t, emu, devNames, o.Progress); err != nil {
+	// Device owners log in on the nodes of their member numbers.
+	if _, err := registerDevices(ctx, t, nOnline, emu, devNames, o.Progress); err != nil {
 		return res, err
 	}
 	pushedBefore := emu.Stats().Accepted
@@ -157,7 +165,11 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 			defer wg.Done()
 			for i := range work {
 				r := newReceiver()
-				c, err := dialLogin(ctx, t, member(i))
+				if len(t.Nodes()) > 1 {
+					// Text n of sender s is s<<40|k.
+					r.crossNode = func(n int64) bool { return t.node(int(n>>40)) != t.node(i) }
+				}
+				c, err := dialLogin(ctx, t.node(i), member(i))
 				mu.Lock()
 				if err != nil {
 					if firstErr == nil {
@@ -199,7 +211,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	senders := make([]*client, o.Senders)
 	senders[0] = owner
 	for i := 1; i < o.Senders; i++ {
-		c, err := dialLogin(ctx, t, sender(i))
+		c, err := dialLogin(ctx, t.node(i), sender(i))
 		if err != nil {
 			return res, err
 		}
@@ -212,6 +224,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	}
 	defer keepAlive(clients)()
 
+	cpuBefore := t.CPU()
 	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, k, ts int64) []byte {
 		return groupSendFrame(uint64(k+1), group, int64(i)<<40|k, ts) // text unique across senders
 	})
@@ -245,8 +258,10 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		time.Sleep(50 * time.Millisecond)
 	}
 	progress("done")
+	res.ServerCPUSec = (t.CPU() - cpuBefore).Seconds()
 
 	pct, dups := latencyOf(recvs)
+	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
 	res.DurationSec = sendTime.Seconds()
 	res.Sent, res.Acked, res.Errors, res.Deliveries = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()
 	res.Lost = res.Acked*int64(nOnline) - res.Deliveries
@@ -260,7 +275,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	res.PushesQueued = queued - queuedBefore
 	res.PushesSent = emu.Stats().Accepted - pushedBefore
 	res.ServerRSS = t.RSS()
-	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))
+	res.ServerPeakRSS = max(peak, t.PeakRSS())
 	if e, ok := tl.firstErr.Load().(string); ok && o.Progress != nil {
 		fmt.Fprintf(o.Progress, "first error: %s\n", e)
 	}
@@ -268,8 +283,20 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 }
 
 // plannedPushes reads the server's count of device push jobs planned, from
-// its admin API.
+// its admin API, summed over its nodes.
 func plannedPushes(ctx context.Context, t *Target) (int64, error) {
+	var sum int64
+	for _, n := range t.Nodes() {
+		p, err := nodePlannedPushes(ctx, n)
+		if err != nil {
+			return 0, err
+		}
+		sum += p
+	}
+	return sum, nil
+}
+
+func nodePlannedPushes(ctx context.Context, t *Target) (int64, error) {
 	tok, err := token.MintAdmin(t.Secret, time.Now(), time.Hour)
 	if err != nil {
 		return 0, err

@@ -107,8 +107,13 @@ type receiver struct {
 	mu        sync.Mutex
 	seen      map[int64]struct{}
 	latencies []int64 // microseconds
+	same      []int64 // with crossNode: the latencies of messages from this node's senders
+	cross     []int64 // and from other nodes' senders
 	dups      int64
 	lastSeq   int64
+	// crossNode reports whether message n came from a sender on another
+	// node than this receiver's; nil: never (one node).
+	crossNode func(n int64) bool
 }
 
 func newReceiver() *receiver { return &receiver{seen: make(map[int64]struct{})} }
@@ -128,6 +133,11 @@ func (r *receiver) record(p []byte, now int64) (first bool, count int, lastSeq i
 	} else {
 		r.seen[n] = struct{}{}
 		r.latencies = append(r.latencies, (now-ts)/1000)
+		if r.crossNode != nil && r.crossNode(n) {
+			r.cross = append(r.cross, (now-ts)/1000)
+		} else if r.crossNode != nil {
+			r.same = append(r.same, (now-ts)/1000)
+		}
 		first = true
 	}
 	r.lastSeq = max(r.lastSeq, seq)
@@ -158,4 +168,49 @@ func latencyOf(recvs []*receiver) (pct func(p float64) float64, dups int64) {
 		}
 		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000
 	}, dups
+}
+
+// Latency is the percentiles of a set of send-to-delivery latencies.
+type Latency struct {
+	Count  int64   `json:"count"`
+	P50ms  float64 `json:"p50_ms"`
+	P99ms  float64 `json:"p99_ms"`
+	P999ms float64 `json:"p999_ms"`
+}
+
+// NodeLatency splits the deliveries of a run on several nodes: sender and
+// receiver on one node (the bus is not on the path), or on two (it is).
+type NodeLatency struct {
+	SameNode  Latency `json:"same_node"`
+	CrossNode Latency `json:"cross_node"`
+}
+
+// nodeLatencyOf splits the receivers' latencies by the sender's node; nil
+// for a run on one node.
+func nodeLatencyOf(t *Target, recvs []*receiver) *NodeLatency {
+	if len(t.Nodes()) < 2 {
+		return nil
+	}
+	var same, cross []int64
+	for _, r := range recvs {
+		if r == nil {
+			continue
+		}
+		r.mu.Lock()
+		same = append(same, r.same...)
+		cross = append(cross, r.cross...)
+		r.mu.Unlock()
+	}
+	return &NodeLatency{SameNode: latency(same), CrossNode: latency(cross)}
+}
+
+func latency(us []int64) Latency {
+	slices.Sort(us)
+	pct := func(p float64) float64 {
+		if len(us) == 0 {
+			return 0
+		}
+		return float64(us[min(len(us)-1, int(float64(len(us))*p))]) / 1000
+	}
+	return Latency{Count: int64(len(us)), P50ms: pct(0.50), P99ms: pct(0.99), P999ms: pct(0.999)}
 }

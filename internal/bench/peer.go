@@ -37,8 +37,13 @@ type PeerResult struct {
 	P50ms         float64 `json:"p50_ms"`
 	P99ms         float64 `json:"p99_ms"`
 	P999ms        float64 `json:"p999_ms"`
-	ServerRSS     int64   `json:"server_rss_bytes"`
-	ServerPeakRSS int64   `json:"server_peak_rss_bytes"`
+	ServerRSS     int64   `json:"server_rss_bytes"`      // summed over the nodes
+	ServerPeakRSS int64   `json:"server_peak_rss_bytes"` // summed over the nodes
+	ServerCPUSec  float64 `json:"server_cpu_s"`          // user+system from the first send to the end of the drain, summed over the nodes
+	// On several nodes (StartCluster): their IDs, and the latencies split
+	// by whether sender and receiver were on one node.
+	Nodes   []string     `json:"nodes,omitempty"`
+	ByNodes *NodeLatency `json:"by_nodes,omitempty"`
 }
 
 // sendFrame builds the send request for message n of a sender.
@@ -76,7 +81,9 @@ func scanInt(p []byte, key string) int64 {
 
 // Peer runs the scenario: receivers log in, then each sender sends text
 // messages "<n>:<send time>" to its receiver at Rate/Pairs per second.
-// Latency is send to delivery, measured on one clock.
+// Latency is send to delivery, measured on one clock. On several nodes,
+// senders and receivers are each spread round-robin, the receivers shifted
+// by one node per round of N pairs: one round in N has both ends on one node.
 func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	if o.Pairs <= 0 || o.Rate <= 0 || o.Duration <= 0 {
 		return PeerResult{}, fmt.Errorf("pairs, rate and duration must be positive")
@@ -98,10 +105,16 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 			c.close()
 		}
 	}()
+	nodes := len(t.Nodes())
+	sendNode := func(i int) int { return i % nodes }
+	recvNode := func(i int) int { return (i + i/nodes) % nodes }
 	for i := 0; i < o.Pairs; i++ {
 		r := newReceiver()
+		if cross := t.node(sendNode(i)) != t.node(recvNode(i)); nodes > 1 {
+			r.crossNode = func(int64) bool { return cross }
+		}
 		recvs[i] = r
-		rc, err := dialLogin(ctx, t, fmt.Sprintf("%s-r%d", o.Users, i))
+		rc, err := dialLogin(ctx, t.node(recvNode(i)), fmt.Sprintf("%s-r%d", o.Users, i))
 		if err != nil {
 			return res, err
 		}
@@ -122,7 +135,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		go rc.readLoop()
 	}
 	for i := 0; i < o.Pairs; i++ {
-		sc, err := dialLogin(ctx, t, fmt.Sprintf("%s-s%d", o.Users, i))
+		sc, err := dialLogin(ctx, t.node(sendNode(i)), fmt.Sprintf("%s-s%d", o.Users, i))
 		if err != nil {
 			return res, err
 		}
@@ -135,6 +148,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	// Receivers may be silent for longer than the heartbeat timeout.
 	defer keepAlive(clients)()
 
+	cpuBefore := t.CPU()
 	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, n, ts int64) []byte {
 		// Each frame is built by hand (the fields are digits and IDs:
 		// nothing to escape).
@@ -156,8 +170,10 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	progress("done")
+	res.ServerCPUSec = (t.CPU() - cpuBefore).Seconds()
 
 	pct, dups := latencyOf(recvs)
+	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
 	res.DurationSec = sendTime.Seconds()
 	res.Sent, res.Acked, res.Errors, res.Delivered = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()
 	res.Lost = res.Sent - res.Errors - res.Delivered // refused sends are errors, not losses
@@ -169,7 +185,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	}
 	res.P50ms, res.P99ms, res.P999ms = pct(0.50), pct(0.99), pct(0.999)
 	res.ServerRSS = t.RSS()
-	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))
+	res.ServerPeakRSS = max(peak, t.PeakRSS())
 	if e, ok := tl.firstErr.Load().(string); ok && o.Progress != nil {
 		fmt.Fprintf(o.Progress, "first error: %s\n", e)
 	}

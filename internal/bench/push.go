@@ -59,12 +59,15 @@ type PushResult struct {
 	EmulatorDuplicates int64 `json:"emulator_duplicates"` // its count of repeated notification IDs: must match duplicated
 	MaxStreams         int64 `json:"max_streams_in_flight"`
 	Connections        int64 `json:"emulator_connections"`
-	ServerRSS          int64 `json:"server_rss_bytes"`
-	ServerPeakRSS      int64 `json:"server_peak_rss_bytes"`
+	ServerRSS          int64 `json:"server_rss_bytes"`      // summed over the nodes
+	ServerPeakRSS      int64 `json:"server_peak_rss_bytes"` // summed over the nodes
 	// ServerCPUusPerPush is the server process's CPU time (user+system)
 	// from the first send to the last push received, divided by the
 	// pushes delivered: stable on a shared machine, where rates are not.
 	ServerCPUusPerPush float64 `json:"server_cpu_us_per_push"`
+	// Nodes are the IDs of the nodes (StartCluster); CPU and memory are
+	// summed over them.
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 // receipts are the pushes the emulator accepted, by notification ID
@@ -199,7 +202,10 @@ func (c *client) call(op string, v, out any) error {
 // acknowledged send is one expected push, identified by the notification
 // ID the server derives from (push ID, message ID); the emulator's accept
 // hook times its arrival. Latency is request written to push accepted by
-// the emulator (after its RTT delay), on one clock.
+// the emulator (after its RTT delay), on one clock. On several nodes,
+// recipients register their devices and senders send through node i mod N
+// (recipient i, sender i): most pushes are decided on another node than
+// the one the recipient's device registered through.
 func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushResult, error) {
 	if o.Recipients <= 0 || o.Messages <= 0 || o.Rate < 0 {
 		return PushResult{}, fmt.Errorf("recipients and messages must be positive, rate not negative")
@@ -224,7 +230,7 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 	for i := range names {
 		names[i] = pushRecipient(o.Users, i)
 	}
-	pushIDs, err := registerDevices(ctx, t, emu, names, o.Progress)
+	pushIDs, err := registerDevices(ctx, t, 0, emu, names, o.Progress)
 	if err != nil {
 		return res, err
 	}
@@ -245,7 +251,7 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 		}
 	}()
 	for i := range senders {
-		c, err := dialLogin(ctx, t, fmt.Sprintf("%s-ps%d", o.Users, i))
+		c, err := dialLogin(ctx, t.node(i), fmt.Sprintf("%s-ps%d", o.Users, i))
 		if err != nil {
 			return res, err
 		}
@@ -412,7 +418,8 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 		res.ServerCPUusPerPush = float64(cpu.Microseconds()) / float64(res.Delivered)
 	}
 	res.ServerRSS = t.RSS()
-	res.ServerPeakRSS = max(peak, procStatus(t.PID, "VmHWM:"))
+	res.ServerPeakRSS = max(peak, t.PeakRSS())
+	res.Nodes = t.NodeIDs()
 	if e, ok := firstErr.Load().(string); ok && o.Progress != nil {
 		fmt.Fprintf(o.Progress, "first error: %s\n", e)
 	}
@@ -499,8 +506,9 @@ func (s *pushSender) run(ctx context.Context, o PushOptions, names []string, sta
 
 // registerDevices logs each user in on its own connection, registers one
 // device of emu's vendor and disconnects, leaving the device bound and
-// offline. It returns the push IDs by index.
-func registerDevices(ctx context.Context, t *Target, emu *Emulator, users []string, progress io.Writer) ([]string, error) {
+// offline. User i logs in on t's node first+i (round-robin). It returns
+// the push IDs by index.
+func registerDevices(ctx context.Context, t *Target, first int, emu *Emulator, users []string, progress io.Writer) ([]string, error) {
 	ids := make([]string, len(users))
 	var done atomic.Int64
 	var mu sync.Mutex
@@ -517,7 +525,7 @@ func registerDevices(ctx context.Context, t *Target, emu *Emulator, users []stri
 					if err != nil {
 						return err
 					}
-					c, err := dialLogin(ctx, t, users[i])
+					c, err := dialLogin(ctx, t.node(first+i), users[i])
 					if err != nil {
 						return err
 					}

@@ -1,6 +1,7 @@
 // Package bench holds Herald's load scenarios (herald bench ...): a lean
 // protocol client, a server started as a child process (so its memory can be
-// read from /proc apart from the load generator's), and the scenarios with
+// read from /proc apart from the load generator's), or several, sharing a
+// PostgreSQL store and a NATS bus (StartCluster), and the scenarios with
 // their reports. Figures go to docs/benchmarks.md.
 package bench
 
@@ -9,28 +10,64 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/herald-im/herald/proto"
 )
 
-// Target is a server under load.
+// Target is a server under load: one process, or several nodes sharing a
+// store and a bus (StartCluster).
 type Target struct {
-	URL    string // ws://host:port/ws
+	URL    string // ws://host:port/ws (the first node's, for a cluster)
 	Secret []byte // to mint tokens
 	PID    int    // server process, for memory readings; 0 when unknown
+	Node   string // HERALD_NODE_ID of a node StartCluster started; empty otherwise
 
-	cmd  *exec.Cmd
-	data string
+	cmd    *exec.Cmd
+	data   string
+	nodes  []*Target // StartCluster: every node; nil for one server
+	drop   func()    // StartCluster: drops the run's PostgreSQL schema
+	schema string    // and its name
+}
+
+// Nodes returns the target's nodes: the ones StartCluster started, or the
+// target itself.
+func (t *Target) Nodes() []*Target {
+	if len(t.nodes) > 0 {
+		return t.nodes
+	}
+	return []*Target{t}
+}
+
+// node returns the node that user number i of a scenario connects to:
+// users are spread round-robin.
+func (t *Target) node(i int) *Target {
+	n := t.Nodes()
+	return n[i%len(n)]
+}
+
+// NodeIDs returns the nodes' HERALD_NODE_IDs, for reports; nil for one
+// server.
+func (t *Target) NodeIDs() []string {
+	var ids []string
+	for _, n := range t.nodes {
+		ids = append(ids, n.Node)
+	}
+	return ids
 }
 
 // StartServer runs `herald serve` (this same binary, exe) as a child on a
@@ -39,6 +76,16 @@ type Target struct {
 // login from one address) are lifted; extraEnv
 // adds HERALD_* settings.
 func StartServer(ctx context.Context, exe string, extraEnv []string, logs io.Writer) (*Target, error) {
+	return startNode(ctx, exe, newSecret(), extraEnv, logs)
+}
+
+func newSecret() string {
+	var raw [24]byte
+	rand.Read(raw[:])
+	return hex.EncodeToString(raw[:])
+}
+
+func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs io.Writer) (*Target, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -49,9 +96,6 @@ func StartServer(ctx context.Context, exe string, extraEnv []string, logs io.Wri
 	if err != nil {
 		return nil, err
 	}
-	var raw [24]byte
-	rand.Read(raw[:])
-	secret := hex.EncodeToString(raw[:])
 	cmd := exec.CommandContext(ctx, exe, "serve", "--addr", addr, "--data", data)
 	cmd.Env = append(os.Environ(),
 		"HERALD_SECRET="+secret,
@@ -84,9 +128,120 @@ func StartServer(ctx context.Context, exe string, extraEnv []string, logs io.Wri
 	return nil, fmt.Errorf("bench server on %s did not become ready", addr)
 }
 
-// Stop ends a server started by StartServer (SIGTERM, then SIGKILL) and
-// removes its data.
+// ClusterOptions says what StartCluster starts.
+type ClusterOptions struct {
+	Nodes int    // node processes; at least 1
+	Store string // HERALD_STORE: sqlite or pebble (one node only), or a postgres:// URL
+	Bus   string // HERALD_BUS: a nats:// URL; required with more than one node
+}
+
+// StartCluster runs o.Nodes `herald serve` children like StartServer, with
+// one secret, each with its own node ID (bench-node-1, ...) and data folder,
+// all on one store and one bus. On PostgreSQL the run gets a schema of its
+// own (herald_bench_<random>, dropped by Stop), and on the bus a subject
+// prefix of its own, so runs do not mix with each other or with a cluster
+// already on that database and NATS.
+func StartCluster(ctx context.Context, exe string, o ClusterOptions, extraEnv []string, logs io.Writer) (*Target, error) {
+	if o.Nodes < 1 {
+		return nil, fmt.Errorf("nodes must be at least 1, got %d", o.Nodes)
+	}
+	pg := strings.HasPrefix(o.Store, "postgres://") || strings.HasPrefix(o.Store, "postgresql://")
+	if o.Nodes > 1 && !pg {
+		return nil, fmt.Errorf("%d nodes need a store they share: --store postgres://..., got %q", o.Nodes, redactURL(o.Store))
+	}
+	if o.Nodes > 1 && o.Bus == "" {
+		return nil, fmt.Errorf("%d nodes need a bus: --bus nats://host:4222", o.Nodes)
+	}
+	var raw [6]byte
+	rand.Read(raw[:])
+	run := hex.EncodeToString(raw[:])
+	c := &Target{}
+	env := append([]string(nil), extraEnv...)
+	if o.Store != "" {
+		store := o.Store
+		if pg {
+			var err error
+			c.schema = "herald_bench_" + run
+			if store, c.drop, err = createSchema(ctx, o.Store, c.schema); err != nil {
+				return nil, err
+			}
+		}
+		env = append(env, "HERALD_STORE="+store)
+	}
+	if o.Bus != "" {
+		env = append(env, "HERALD_BUS="+o.Bus, "HERALD_BUS_PREFIX=herald-bench-"+run)
+	}
+	secret := newSecret()
+	for i := range o.Nodes {
+		id := "bench-node-" + strconv.Itoa(i+1)
+		n, err := startNode(ctx, exe, secret, append(env[:len(env):len(env)], "HERALD_NODE_ID="+id), logs)
+		if err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("node %s: %w", id, err)
+		}
+		n.Node = id
+		c.nodes = append(c.nodes, n)
+	}
+	c.URL, c.Secret, c.PID = c.nodes[0].URL, c.nodes[0].Secret, c.nodes[0].PID
+	return c, nil
+}
+
+// createSchema creates schema in the PostgreSQL database at dsn and returns
+// dsn with it as search_path (every node's connections use it), and a
+// function that drops it.
+func createSchema(ctx context.Context, dsn, schema string) (string, func(), error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", nil, errors.New("--store: not a valid postgres:// URL")
+	}
+	run := func(ctx context.Context, sql string) error {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	if err := run(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return "", nil, fmt.Errorf("create schema %s in %s: %w", schema, u.Redacted(), err)
+	}
+	drop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := run(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: drop schema %s in %s: %v\n", schema, u.Redacted(), err)
+		}
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), drop, nil
+}
+
+// redactURL hides a URL's password.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable URL)"
+}
+
+// Stop ends a server started by StartServer or StartCluster (SIGTERM, then
+// SIGKILL) and removes its data, and a cluster's schema.
 func (t *Target) Stop() {
+	if t.nodes != nil || t.drop != nil {
+		var wg sync.WaitGroup
+		for _, n := range t.nodes {
+			wg.Add(1)
+			go func() { defer wg.Done(); n.Stop() }()
+		}
+		wg.Wait()
+		if t.drop != nil {
+			t.drop()
+		}
+		return
+	}
 	if t.cmd == nil {
 		return
 	}
@@ -102,21 +257,34 @@ func (t *Target) Stop() {
 	os.RemoveAll(t.data)
 }
 
-// RSS returns the server's resident memory in bytes (0 when unknown).
-func (t *Target) RSS() int64 {
-	if t.PID == 0 {
-		return 0
+// RSS returns the server's resident memory in bytes, summed over its nodes
+// (0 when unknown).
+func (t *Target) RSS() int64 { return t.sum("VmRSS:") }
+
+// PeakRSS returns the server's peak resident memory, summed over its nodes:
+// an upper bound of the peaks' sum at one instant.
+func (t *Target) PeakRSS() int64 { return t.sum("VmHWM:") }
+
+func (t *Target) sum(field string) int64 {
+	var b int64
+	for _, n := range t.Nodes() {
+		if n.PID != 0 {
+			b += procStatus(n.PID, field)
+		}
 	}
-	return procStatus(t.PID, "VmRSS:")
+	return b
 }
 
-// CPU returns the server's CPU time so far, user plus system (0 when
-// unknown).
+// CPU returns the server's CPU time so far, user plus system, summed over
+// its nodes (0 when unknown).
 func (t *Target) CPU() time.Duration {
-	if t.PID == 0 {
-		return 0
+	var d time.Duration
+	for _, n := range t.Nodes() {
+		if n.PID != 0 {
+			d += procCPU(n.PID)
+		}
 	}
-	return procCPU(t.PID)
+	return d
 }
 
 // procCPU reads utime+stime of /proc/PID/stat. Both count clock ticks of

@@ -732,7 +732,8 @@ func (s *Service) CreateGroup(ctx context.Context, owner string, origin SessionI
 	gs.members.Store(ms)
 	gs = s.create(gs) // or the entry loaded meanwhile, from the store write above
 	info := gs.infoOf(herald.GroupMember{})
-	s.tell(GroupEvent{Group: g.ID, Action: herald.GroupCreated, Operator: owner, Users: ms.users, Info: &info}, ms.users, origin)
+	ev := info // the event is encoded later, on the deliverer's goroutine: not the reply's copy
+	s.tell(GroupEvent{Group: g.ID, Action: herald.GroupCreated, Operator: owner, Users: ms.users, Info: &ev}, ms.users, origin)
 	info.Self = members[0]
 	return info, nil
 }
@@ -1065,7 +1066,8 @@ func (s *Service) UpdateGroup(ctx context.Context, user string, origin SessionID
 	}
 	gs.info.Store(&g)
 	info := gs.infoOf(herald.GroupMember{})
-	s.tell(GroupEvent{Group: id, Action: herald.GroupUpdated, Operator: user, Info: &info}, ms.users, origin)
+	ev := info // the event is encoded later, on the deliverer's goroutine: not the reply's copy
+	s.tell(GroupEvent{Group: id, Action: herald.GroupUpdated, Operator: user, Info: &ev}, ms.users, origin)
 	info.Self = self
 	return info, nil
 }

@@ -82,8 +82,16 @@ func freeAddr(t *testing.T) string {
 // startProcess runs `herald serve` and waits until /readyz answers.
 func startProcess(t *testing.T, bin, addr, data string, args ...string) *exec.Cmd {
 	t.Helper()
+	return startProcessEnv(t, bin, addr, data, nil, args...)
+}
+
+// startProcessEnv is startProcess with env added to the process's
+// environment (HERALD_* settings).
+func startProcessEnv(t *testing.T, bin, addr, data string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve", "--addr", addr, "--data", data, "--log-level", "warn"}, args...)...)
 	cmd.Env = append(os.Environ(), "HERALD_SECRET="+string(testSecret), "HERALD_PUSH_EMULATOR_ADDR=127.0.0.1:0")
+	cmd.Env = append(cmd.Env, env...)
 	// The race detector's reports go to stderr, and the process is
 	// usually killed before it could exit with the detector's status.
 	stderr := &raceWatch{w: os.Stderr}
