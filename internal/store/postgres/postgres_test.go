@@ -39,6 +39,13 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestLeases(t *testing.T) {
+	testDatabase(t)
+	storetest.RunLeases(t, func(t *testing.T) store.Store {
+		return openURL(t, newSchema(t), Options{})
+	})
+}
+
 func TestReopen(t *testing.T) {
 	testDatabase(t)
 	var (
