@@ -69,10 +69,11 @@ import (
 //     PendingPush): due jobs whose lease ran out (a dead node's) or that it
 //     holds already (its own left to the store, or written before a restart
 //     under the same node ID), leased to it until now plus Lease. The loop
-//     claims at start, when the queue drained, after it dropped a job for
-//     its lease, and every ClaimEvery. Jobs due later are not claimed: a
-//     node's jobs left to the store past MaxPending are taken back once
-//     due, by the periodic claim (at most ClaimEvery late).
+//     claims at start, every ClaimEvery, after it dropped a job for its
+//     lease, and where a single node would read the outbox (jobs left to
+//     the store may be due). Jobs due later are not claimed: a node's jobs
+//     left to the store past MaxPending with a later due time are taken
+//     back once due, by the periodic claim (at most ClaimEvery late).
 //   - A job starts only with at least half its lease left (checked once it
 //     has its slot, just before the send). One held longer in memory (a
 //     backlog) is dropped from the queue and claimed again at once: the
