@@ -106,10 +106,16 @@ func deleteJobs(ctx context.Context, tx pgx.Tx, done []store.PushKey) (lost int,
 			owned++
 		}
 	}
-	rows, err := tx.Query(ctx, `DELETE FROM push_outbox o
+	const del = `DELETE FROM push_outbox o
 		USING unnest($1::bigint[], $2::text[], $3::text[]) AS d(msg_id, push_id, owner)
-		WHERE o.msg_id = d.msg_id AND o.push_id = d.push_id AND (d.owner = '' OR o.lease_owner = d.owner)
-		RETURNING d.owner <> ''`, msgIDs, pushIDs, owners)
+		WHERE o.msg_id = d.msg_id AND o.push_id = d.push_id AND (d.owner = '' OR o.lease_owner = d.owner)`
+	if owned == 0 { // one node: nothing to count
+		if _, err := tx.Exec(ctx, del, msgIDs, pushIDs, owners); err != nil {
+			return 0, fmt.Errorf("delete jobs: %w", err)
+		}
+		return 0, nil
+	}
+	rows, err := tx.Query(ctx, del+` RETURNING d.owner <> ''`, msgIDs, pushIDs, owners)
 	if err != nil {
 		return 0, fmt.Errorf("delete jobs: %w", err)
 	}
