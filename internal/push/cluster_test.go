@@ -227,3 +227,31 @@ func TestClusterJobHeldPastItsLeaseIsClaimedAgain(t *testing.T) {
 		t.Errorf("outbox: %+v, %v; want node B's job", left, err)
 	}
 }
+
+// TestClusterOverflowTakesItsJobsBack: a node's jobs left to the store
+// past MaxPending are its own; it claims them back as its queue drains,
+// and sends each once.
+func TestClusterOverflowTakesItsJobsBack(t *testing.T) {
+	stA, _ := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(20 * time.Millisecond) // the queue fills while two pushes are in flight
+	a := h.startOn(stA, push.Config{Node: "node-a", MaxPending: 8, InFlight: 2, ClaimEvery: time.Hour})
+	const users, per = 10, 6
+	for u := range users {
+		h.register(a, "u"+string(rune('a'+u)), u)
+	}
+	for i := range per {
+		for u := range users {
+			_, jobs, stored := sendVia(t, a, stA, "u"+string(rune('a'+u)), i*users+u)
+			stored(jobs)
+		}
+	}
+	h.waitAccepted(users * per)
+	emptyOutbox(t, stA)
+	if st := h.emu.Stats(); st.Accepted != users*per || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, users*per)
+	}
+	if s := a.Stats(); s.Overflows == 0 || s.Sent != users*per {
+		t.Errorf("stats %+v; want overflows > 0 and %d sent", s, users*per)
+	}
+}
