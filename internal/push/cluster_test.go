@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/postgres"
@@ -253,5 +254,35 @@ func TestClusterOverflowTakesItsJobsBack(t *testing.T) {
 	}
 	if s := a.Stats(); s.Overflows == 0 || s.Sent != users*per {
 		t.Errorf("stats %+v; want overflows > 0 and %d sent", s, users*per)
+	}
+}
+
+// TestClusterRetryIsSentOnce: a push the vendor asks to retry later than
+// half the lease is claimed again by its node before the retry, while the
+// other node claims every 20 ms: the retry reaches the vendor once, from
+// the node that owns it.
+func TestClusterRetryIsSentOnce(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	cfg := push.Config{Lease: time.Second, ClaimEvery: 20 * time.Millisecond, RetryBase: 1500 * time.Millisecond, RetryMax: 1500 * time.Millisecond}
+	cfgA, cfgB := cfg, cfg
+	cfgA.Node, cfgB.Node = "node-a", "node-b"
+	a := h.startOn(stA, cfgA)
+	h.register(a, "bob", 1)
+	b := h.startOn(stB, cfgB)
+	h.emu.Script(token(1), emulator.Step{Status: 503, Reason: "ServiceUnavailable"})
+	m, jobs, stored := sendVia(t, a, stA, "bob", 1)
+	stored(jobs)
+	h.waitLogOf(stA, m.ID, herald.PushSent)
+	emptyOutbox(t, stA)
+	if st := h.emu.Stats(); st.Received != 2 || st.Accepted != 1 {
+		t.Errorf("emulator received %d requests, accepted %d; want 2 (the refused one, its retry) and 1", st.Received, st.Accepted)
+	}
+	if log := h.logOf(stA, m.ID); len(log) != 2 {
+		t.Errorf("delivery log: %+v; want the retry and the send", log)
+	}
+	// The retry's lease moved with it in the store: node B never took it.
+	if sa, sb := a.Stats(), b.Stats(); sa.Sent != 1 || sb.Sent != 0 {
+		t.Errorf("node A sent %d, node B %d; want 1 and 0", sa.Sent, sb.Sent)
 	}
 }
