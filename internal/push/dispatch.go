@@ -492,7 +492,9 @@ func (d *dispatcher) loop() {
 				d.leftToStore(due[i].Due)
 				d.mu.Unlock()
 				d.s.stats.reclaimed.Add(1)
-				refill, idle = true, false
+				if !time.Now().Before(retryAt) { // else after the failed refill's pause
+					refill, idle = true, false
+				}
 				continue
 			}
 			d.running.Add(1)
