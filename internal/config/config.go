@@ -71,6 +71,7 @@ type Config struct {
 	PushConnections  int           // HERALD_PUSH_CONNECTIONS: HTTP/2 connections per app credential and environment
 	PushMaxDevices   int           // HERALD_PUSH_MAX_DEVICES: push devices bound to one user; more removes the oldest
 	PushLogRetention time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
+	PushLease        time.Duration // HERALD_PUSH_LEASE: with several nodes, how long a node holds an outbox job past its due time or its claim
 
 	// HERALD_PUSH_EMULATOR_SANDBOX_ADDR: where the built-in emulator's
 	// development (sandbox) endpoint listens; empty (default) is the port
@@ -172,6 +173,7 @@ func Default() Config {
 		PushConnections:   4,
 		PushMaxDevices:    20,
 		PushLogRetention:  7 * 24 * time.Hour,
+		PushLease:         40 * time.Second,
 		CallMaxInvitees:   9,
 		AppID:             "herald",
 		APIRate:           20,
@@ -254,6 +256,7 @@ func (c *Config) keys() []key {
 		{"push-connections", "HTTP/2 connections per app credential and environment", &c.PushConnections},
 		{"push-max-devices", "push devices bound to one user; registering more removes the oldest", &c.PushMaxDevices},
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
+		{"push-lease", "with HERALD_BUS and a PostgreSQL store: how long a node holds a push job past its due time (or its claim) before another node may take it; at least 1s", &c.PushLease},
 		{"call-max-invitees", "users one call invitation may invite (ZIM: 9)", &c.CallMaxInvitees},
 		{"app-id", "app ID that backends sign server API requests as (X-Herald-App; docs/api.md)", &c.AppID},
 		{"api-rate", "signed server API requests per second and app; more are answered 429", &c.APIRate},
@@ -507,7 +510,7 @@ func (c *Config) Validate() error {
 		{"HERALD_OFFLINE_RETENTION", c.OfflineRetention}, {"HERALD_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"HERALD_PUSH_ACK_WINDOW", c.PushAckWindow}, {"HERALD_PUSH_TTL", c.PushTTL},
 		{"HERALD_PUSH_RETRY_BASE", c.PushRetryBase}, {"HERALD_PUSH_RETRY_MAX", c.PushRetryMax},
-		{"HERALD_PUSH_LOG_RETENTION", c.PushLogRetention},
+		{"HERALD_PUSH_LOG_RETENTION", c.PushLogRetention}, {"HERALD_PUSH_LEASE", c.PushLease},
 		{"HERALD_HTTP_READ_TIMEOUT", c.HTTPReadTimeout}, {"HERALD_HTTP_WRITE_TIMEOUT", c.HTTPWriteTimeout},
 		{"HERALD_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout},
 	} {
@@ -546,6 +549,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxUnauthenticatedConnsPerAddr < 0 {
 		return fmt.Errorf("HERALD_MAX_UNAUTHENTICATED_CONNS_PER_ADDR must be 0 (no per-address cap) or positive, got %d", c.MaxUnauthenticatedConnsPerAddr)
+	}
+	if c.PushLease < time.Second {
+		return fmt.Errorf("HERALD_PUSH_LEASE must be at least 1s (a push starts only with half its lease left, and a send takes up to 10 s), got %s", c.PushLease)
 	}
 	if c.PushRetryMax < c.PushRetryBase {
 		return fmt.Errorf("HERALD_PUSH_RETRY_MAX (%s) must be at least HERALD_PUSH_RETRY_BASE (%s)", c.PushRetryMax, c.PushRetryBase)

@@ -65,6 +65,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"node id character", map[string]string{"HERALD_NODE_ID": "node 1"}, nil, "HERALD_NODE_ID"},
 		{"node id length", map[string]string{"HERALD_NODE_ID": strings.Repeat("n", 65)}, nil, "HERALD_NODE_ID"},
 		{"webhook queue", map[string]string{"HERALD_WEBHOOK_QUEUE": "0"}, nil, "HERALD_WEBHOOK_QUEUE"},
+		{"push lease too short", map[string]string{"HERALD_PUSH_LEASE": "500ms"}, nil, "HERALD_PUSH_LEASE"},
 		{"before_send timeout", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_URL": "http://backend/check", "HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT": "25s"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_TIMEOUT"},
 		{"before_send fallback", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_FALLBACK": "maybe"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_FALLBACK"},
 	}

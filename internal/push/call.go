@@ -82,10 +82,12 @@ func callContent(cfg *herald.PushConfig, st Strategy, callID, caller string, can
 // For a cancel, the user's non-VoIP devices get an alert with cfg (e.g.
 // "missed call"), expiring after the usual time to live. Jobs carry
 // CallMsgID. It must not block on I/O.
-func (s *Service) PlanCall(c *herald.Call, users []string, cancel bool, cfg *herald.PushConfig, jobs []store.PushJob) []store.PushJob {
+func (s *Service) PlanCall(c *herald.Call, users []string, cancel bool, cfg *herald.PushConfig, jobs []store.PushJob) (out []store.PushJob) {
 	if cfg == nil {
 		return jobs
 	}
+	first := len(jobs)
+	defer func() { s.own(out[first:]) }()
 	now := s.cfg.Now()
 	msgID := CallMsgID(c.ID, cancel)
 	expires := c.Deadline

@@ -69,10 +69,12 @@ func (s *Service) strategy(id string) (Strategy, error) {
 // size: storing a job per member device would make the message's commit,
 // and so its live delivery, wait on thousands of rows. The dispatcher
 // expands it into the members' jobs right after the commit (fanout.go).
-func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) []store.PushJob {
+func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) (out []store.PushJob) {
 	if m.Push == nil || m.Type == herald.MessageCommand {
 		return jobs
 	}
+	first := len(jobs)
+	defer func() { s.own(out[first:]) }()
 	now := m.CreatedAt
 	if m.ConvType == herald.ConversationGroup {
 		d := jobData{Config: *m.Push, From: m.From}

@@ -57,6 +57,43 @@ import (
 // writes are cancelled (those jobs stay in the outbox, sent again at the
 // next start) and every goroutine ends.
 //
+// Several nodes on one outbox (Config.Node set; the store keeps leases,
+// store.Store's ClaimPush): every job has an owner, and only its owner sends
+// it while its lease runs.
+//
+//   - The jobs a node commits (a message's, a call's, a group expansion's)
+//     are its own from their insert, leased until their due time plus
+//     Lease, in the write that stores them: the hot path pays no claim.
+//     They reach the queue through add, as on one node.
+//   - Every other job a node takes by claiming it (refill, in place of
+//     PendingPush): due jobs whose lease ran out (a dead node's) or that it
+//     holds already (its own left to the store, or written before a restart
+//     under the same node ID), leased to it until now plus Lease. The loop
+//     claims at start, every ClaimEvery, after it dropped a job for its
+//     lease, and where a single node would read the outbox (jobs left to
+//     the store may be due). Jobs due later are not claimed: a node's jobs
+//     left to the store past MaxPending with a later due time are taken
+//     back once due, by the periodic claim (at most ClaimEvery late).
+//   - A job starts only with at least half its lease left (checked once it
+//     has its slot, just before the send). One held longer in memory (a
+//     backlog) is dropped from the queue and claimed again at once: the
+//     claim renews the lease if this node still holds it, and returns
+//     nothing if another node took it since, which this one then never
+//     sends. So a live node does not send a job another node has claimed,
+//     as long as a send and its outcome's write take less than half the
+//     lease (plus the clock skew between nodes).
+//   - FinishPush and a group expansion's EnqueuePush name the owner: a
+//     node that lost a job to another stores its attempt and badge but
+//     neither deletes nor reschedules the job. A retry's lease in the store
+//     moves to its new due time plus Lease; in memory it keeps the lease
+//     seen before the send, so the retry is claimed again before it is
+//     sent unless that lease still has half to run.
+//   - What the nodes may send twice: a job whose send, with the write of
+//     its outcome, outlasts half the lease (a store down longer than that),
+//     and at a node's death its InFlight pushes, sent again by the node
+//     that claims them; their collapse IDs make the phone replace the
+//     first copy.
+//
 // Lock order: dispatcher.mu, then registry.mu (never the reverse).
 type dispatcher struct {
 	s *Service
@@ -232,6 +269,33 @@ func (d *dispatcher) add(jobs []store.PushJob) {
 	d.poke()
 }
 
+// own leases jobs this node is about to store to it, from their insert
+// until their due time plus Lease (nothing on a single node).
+func (s *Service) own(jobs []store.PushJob) {
+	if s.cfg.Node == "" {
+		return
+	}
+	for i := range jobs {
+		jobs[i].Owner, jobs[i].LeaseUntil = s.cfg.Node, jobs[i].Due.Add(s.cfg.Lease)
+	}
+}
+
+// leaseShort reports whether j, about to be sent at now, has less than
+// half its lease left: it must be claimed again first.
+func (d *dispatcher) leaseShort(j *store.PushJob, now time.Time) bool {
+	return d.s.cfg.Node != "" && j.LeaseUntil.Sub(now) < d.s.cfg.Lease/2
+}
+
+// outbox reads a page of the outbox from after: on a single node every
+// pending job, in due order (PendingPush); with several nodes the due jobs
+// this node may take, claimed (ClaimPush).
+func (d *dispatcher) outbox(ctx context.Context, after store.PushKey, page int) ([]store.PushJob, error) {
+	if d.s.cfg.Node == "" {
+		return d.s.st.PendingPush(ctx, after, page)
+	}
+	return d.s.st.ClaimPush(ctx, d.s.cfg.Node, after, d.s.cfg.Now(), d.s.cfg.Lease, page)
+}
+
 // leftToStore notes that a pending job due at due is only in the store.
 //
 // mu must be held.
@@ -293,7 +357,7 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 		// add while the page is read and taken: a job read here and
 		// finished before its add came would be sent again.
 		d.commitMu.Lock()
-		jobs, err := d.s.st.PendingPush(ctx, after, page)
+		jobs, err := d.outbox(ctx, after, page)
 		if err != nil {
 			d.commitMu.Unlock()
 			return false, fmt.Errorf("push: read outbox: %w", err)
@@ -369,8 +433,11 @@ func (d *dispatcher) loop() {
 	var due []store.PushJob
 	// Refills wait (in real time, as they cost store reads and hold back
 	// commits): after a failed one, until retryAt; an idle one, until
-	// idleAt.
-	var retryAt, idleAt time.Time
+	// idleAt. With several nodes, claims are also due at claimAt.
+	var retryAt, idleAt, claimAt time.Time
+	if d.s.cfg.Node != "" {
+		claimAt = time.Now().Add(d.s.cfg.ClaimEvery) // start claimed
+	}
 	for {
 		now := d.s.cfg.Now()
 		d.mu.Lock()
@@ -390,6 +457,13 @@ func (d *dispatcher) loop() {
 		// past): read those.
 		idle := !refill && len(due) == 0 && d.overflow && d.storeMin.Before(next)
 		d.mu.Unlock()
+		if !claimAt.IsZero() {
+			if rt := time.Now(); !rt.Before(claimAt) {
+				refill, idle = true, false
+			} else {
+				wait = min(wait, claimAt.Sub(rt))
+			}
+		}
 		if refill || idle {
 			rt := time.Now()
 			switch {
@@ -408,6 +482,21 @@ func (d *dispatcher) loop() {
 			case <-d.stopping:
 				return // the rest stay in the outbox
 			}
+			if d.leaseShort(&due[i], d.s.cfg.Now()) {
+				// Held too long (waiting for a slot, or in a backlog):
+				// claimed again before it is sent, by the claim just
+				// below, which renews it unless another node took it.
+				<-d.sem
+				d.mu.Lock()
+				delete(d.known, jobID{due[i].PushID, due[i].MsgID})
+				d.leftToStore(due[i].Due)
+				d.mu.Unlock()
+				d.s.stats.reclaimed.Add(1)
+				if !time.Now().Before(retryAt) { // else after the failed refill's pause
+					refill, idle = true, false
+				}
+				continue
+			}
 			d.running.Add(1)
 			go d.run(due[i])
 		}
@@ -415,6 +504,9 @@ func (d *dispatcher) loop() {
 			var until time.Time
 			if idle {
 				until, idleAt = next, time.Now().Add(idleRefillEvery)
+			}
+			if !claimAt.IsZero() && !idle {
+				claimAt = time.Now().Add(d.s.cfg.ClaimEvery)
 			}
 			_, err := d.refill(d.abort, until)
 			if err == nil {
@@ -535,7 +627,13 @@ func (d *dispatcher) store(batch []outcome) {
 	for i := range batch {
 		o := &batch[i]
 		if o.retry {
-			retry = append(retry, o.job)
+			r := o.job
+			if r.Owner != "" {
+				// The store's lease moves with the retry; the queue's
+				// copy keeps the one it had (see the header).
+				r.LeaseUntil = r.Due.Add(d.s.cfg.Lease)
+			}
+			retry = append(retry, r)
 		} else {
 			done = append(done, o.job.Key())
 		}

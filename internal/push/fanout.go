@@ -123,12 +123,20 @@ func (s *Service) expand(j store.PushJob) outcome {
 		})
 	})
 	if err == nil {
+		s.own(jobs)
 		stored := s.Committing()
 		if err = s.st.EnqueuePush(ctx, jobs, []store.PushKey{j.Key()}); err != nil {
 			stored(nil)
 		} else {
 			stored(jobs)
 		}
+	}
+	if herald.ErrorCode(err) == herald.CodeConflict && j.Owner != "" {
+		// Another node took the fan-out job (this one's lease ran out):
+		// it expands it; this node stored nothing, and its FinishPush of
+		// the job changes nothing either.
+		s.log.Warn("push: a group message's fan-out job was taken by another node; left to it", "conv", j.Conv, "msg_id", j.MsgID)
+		return o
 	}
 	if err != nil {
 		s.log.Error("push: expanding a group message failed; retrying", "conv", j.Conv, "msg_id", j.MsgID, "err", err)

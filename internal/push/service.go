@@ -18,6 +18,7 @@ import (
 // Store is what the push service needs of the storage contract.
 type Store interface {
 	PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error)
+	ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error)
 	FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error
 	PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error)
 	PrunePushLog(ctx context.Context, before time.Time) (int, error)
@@ -82,6 +83,26 @@ type Config struct {
 	// LogRetention is how long delivery-log entries are kept; zero means
 	// 7 days.
 	LogRetention time.Duration
+	// Node is this node's name (HERALD_NODE_ID) when several nodes share
+	// one outbox (a store with leases: PostgreSQL); empty on a single
+	// node. With it, the jobs this node commits are leased to it from
+	// their insert, and the dispatcher takes other jobs only by claiming
+	// them (store.Store's ClaimPush): the due jobs whose lease ran out,
+	// which is how a dead node's jobs are sent, by one of the others.
+	// dispatch.go has the details.
+	Node string
+	// Lease is how long a node holds a job it committed past its due time,
+	// or one it claimed past the claim; zero means 40s. It must cover a
+	// send (a vendor's timeout: 10 s for APNs) and the write of its
+	// outcome, with the clock skew between nodes, since a job starts
+	// only with at least half its lease left: a longer lease costs a
+	// dead node's jobs that much delay (they are sent Lease, and at most
+	// ClaimEvery, after they were due), a shorter one risks a slow send
+	// outliving it. Only with Node.
+	Lease time.Duration
+	// ClaimEvery is how often the dispatcher claims due jobs whose lease
+	// ran out; zero means Lease/4. Only with Node.
+	ClaimEvery time.Duration
 	// Strategies are the push strategies by resourcesID.
 	Strategies map[string]Strategy
 	Now        func() time.Time
@@ -100,6 +121,8 @@ func (c *Config) defaults() {
 	def(&c.RetryMax, 5*time.Minute)
 	def(&c.LogRetention, 7*24*time.Hour)
 	def(&c.FinishLinger, 5*time.Millisecond)
+	def(&c.Lease, 40*time.Second)
+	def(&c.ClaimEvery, c.Lease/4)
 	if c.InFlight <= 0 {
 		c.InFlight = 512
 	}
@@ -145,6 +168,10 @@ type Stats struct {
 	// Skipped and in the delivery log), and group members left out of a
 	// message's expansion (one per member, not logged).
 	MutedSkips int64 `json:"muted_skips"`
+	// Reclaimed counts jobs held in memory past half their lease, claimed
+	// again before their send (several nodes only: Config.Node): above
+	// zero means this node's queue runs late.
+	Reclaimed int64 `json:"reclaimed"`
 }
 
 // Service is the push component: registry of devices, push decision, and
@@ -173,7 +200,7 @@ type Service struct {
 	suspended map[string]string // appKey -> why its credentials were refused
 
 	stats struct {
-		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips, tokenConflicts atomic.Int64
+		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips, tokenConflicts, reclaimed atomic.Int64
 	}
 }
 
@@ -233,7 +260,7 @@ func (s *Service) Stats() Stats {
 		Dropped: s.stats.dropped.Load(), Failed: s.stats.failed.Load(), Expired: s.stats.expired.Load(),
 		Skipped: s.stats.skipped.Load(), Pending: int64(s.dsp.pendingCount()), Overflows: s.stats.overflows.Load(),
 		MutedSkips: s.stats.mutedSkips.Load(), Unrecorded: int64(len(s.dsp.sem)),
-		TokenConflicts: s.stats.tokenConflicts.Load(),
+		TokenConflicts: s.stats.tokenConflicts.Load(), Reclaimed: s.stats.reclaimed.Load(),
 	}
 }
 

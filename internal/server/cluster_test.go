@@ -150,12 +150,13 @@ func testTwoNodes(t *testing.T, busURL, storeURL string) {
 	if _, err := bob.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: fmt.Sprintf("%064x", 0xB0B), App: "com.example.chat", Environment: herald.EnvProduction}); err != nil {
 		t.Fatal(err)
 	}
-	// The outbox has no claim yet: a dispatcher sends every job it reads
-	// from the store, and reads it at its start (and when its own queue
-	// overflows), so a node started while another node's jobs are pending
-	// would send them too (internal/cluster/README.md). The test starts
-	// no node while a job is pending, and checks below that node A took
-	// no job of node B's.
+	// On PostgreSQL each job is leased to the node that committed it and
+	// other nodes only claim jobs whose lease ran out (internal/push's
+	// TestCluster* test a node starting while another's jobs are pending);
+	// the shared SQLite store of TestTwoNodes keeps no lease, and a
+	// dispatcher on it reads the whole outbox at its start. So the test
+	// starts no node while a job is pending, and checks below that node A
+	// took no job of node B's.
 	if jobs, err := a.store.PendingPush(ctx, store.PushKey{}, 1); err != nil || len(jobs) != 0 {
 		t.Fatalf("outbox before node B starts: %d jobs, err %v; want none", len(jobs), err)
 	}
@@ -203,7 +204,7 @@ func testTwoNodes(t *testing.T, busURL, storeURL string) {
 		t.Errorf("node B's push: %d sent, %d skipped; want 0 and 1 (bob's phone, live on node A, acknowledged)", s.Sent, s.Skipped)
 	}
 	if s := a.Push().Stats(); s.Sent+s.Skipped+s.Pending+s.Overflows != 0 {
-		t.Errorf("node A's dispatcher: %+v; want it to have taken no job (node B's job is B's alone while the outbox has no claim)", s)
+		t.Errorf("node A's dispatcher: %+v; want it to have taken no job (node B's job is B's alone)", s)
 	}
 
 	// Both nodes write one conversation at once (bob on node A, alice on

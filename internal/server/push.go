@@ -325,3 +325,15 @@ func (s *Server) vapidPublicKey(w http.ResponseWriter, r *http.Request) {
 		PublicKey string `json:"public_key"`
 	}{k.PublicKey()})
 }
+
+// pushNode is the push outbox's owner name for this node: its node ID when
+// several nodes share a store with leases (PostgreSQL and a bus), so that
+// each job is sent by one of them (push.Config.Node); empty otherwise, and
+// the dispatcher reads the outbox as the only one (the embedded stores keep
+// no leases: one process uses them).
+func pushNode(cfg config.Config, node string) string {
+	if cfg.Bus == "" || !cfg.StoreIsPostgres() {
+		return ""
+	}
+	return node
+}

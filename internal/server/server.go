@@ -108,6 +108,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	mtr := metrics.New()
 	mtr.SetNode(node)
 	ps := push.New(st, nil, instrument(mtr, providers), push.Config{
+		Node: pushNode(cfg, node), Lease: cfg.PushLease,
 		AckWindow: cfg.PushAckWindow, TTL: cfg.PushTTL,
 		RetryBase: cfg.PushRetryBase, RetryMax: cfg.PushRetryMax,
 		InFlight: cfg.PushInFlight, MaxDevices: cfg.PushMaxDevices, LogRetention: cfg.PushLogRetention,

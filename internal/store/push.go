@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/herald-im/herald"
 )
@@ -67,4 +68,28 @@ func ValidatePushJobs(jobs []PushJob, n int) error {
 		}
 	}
 	return nil
+}
+
+// ValidateClaim checks ClaimPush's arguments, for backends.
+func ValidateClaim(owner string, lease time.Duration, limit int) error {
+	switch {
+	case owner == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "claim push: owner is empty")
+	case limit <= 0:
+		return herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", limit)
+	case lease <= 0:
+		return herald.Errorf(herald.CodeInvalidArgument, "lease %v is not positive", lease)
+	}
+	return nil
+}
+
+// DueJobs returns the jobs of jobs (in due order) due at or before now:
+// ClaimPush of a backend without leases, from a PendingPush page.
+func DueJobs(jobs []PushJob, now time.Time) []PushJob {
+	for i := range jobs {
+		if jobs[i].Due.After(now) {
+			return jobs[:i]
+		}
+	}
+	return jobs
 }

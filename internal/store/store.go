@@ -76,7 +76,10 @@ type Store interface {
 	// leaves either the one job or all of its replacements. Each job's
 	// MsgID is the caller's (Msg is ignored); a job whose (PushID, MsgID)
 	// is already pending is left as it is. CodeInvalidArgument, and nothing
-	// stored, for a job with an empty PushID or User.
+	// stored, for a job with an empty PushID or User. On a backend with
+	// leases, a key in done that names an Owner must be held by it:
+	// CodeConflict, and nothing stored, when it is not (another node took
+	// the job, or finished it), so two nodes never both expand one job.
 	EnqueuePush(ctx context.Context, jobs []PushJob, done []PushKey) error
 
 	// MessagesAfter returns up to limit messages of conv with seq > after
@@ -151,15 +154,45 @@ type Store interface {
 
 	// PendingPush returns up to limit jobs of the outbox in (Due, PushID,
 	// MsgID) order, starting after the job after (the zero key: from the
-	// first).
+	// first), whoever holds them.
 	PendingPush(ctx context.Context, after PushKey, limit int) ([]PushJob, error)
+
+	// ClaimPush takes up to limit jobs due at or before now for owner (a
+	// node's name, not empty), in (Due, PushID, MsgID) order, starting
+	// after the job after (the zero key: from the first), and returns
+	// them with Owner and LeaseUntil as stored.
+	//
+	// A backend with leases (postgres: several nodes share it) takes only
+	// the jobs whose lease ran out (LeaseUntil at or before now) or that
+	// owner holds already, and leases each to owner until now+lease in
+	// the same write. Two calls at once, from any nodes, never take one
+	// job while its lease runs: the second skips what the first has
+	// locked, without waiting for it. A job whose holder died is taken
+	// once its lease ends. The lease is compared with the callers' clocks
+	// (now), which must agree within a small part of the lease.
+	//
+	// A backend for one process (sqlite, pebble) keeps no lease: it
+	// returns the due jobs as PendingPush would, with Owner empty, and
+	// writes nothing, so every call returns them again until they are
+	// finished. Only one dispatcher may use such a store.
+	//
+	// CodeInvalidArgument for an empty owner or a limit or lease that is
+	// not positive.
+	ClaimPush(ctx context.Context, owner string, after PushKey, now time.Time, lease time.Duration, limit int) ([]PushJob, error)
 
 	// FinishPush records what the dispatcher did, in one durable write:
 	// the jobs in done leave the outbox, the jobs in retry replace their
-	// pending versions (new Due and Attempt; one not pending any more is
-	// ignored), the attempts are appended to the delivery log, and the
-	// badges (push ID -> count) are stored on their devices (a device that
-	// is gone is ignored).
+	// pending versions (new Due, Attempt and LeaseUntil; one not pending
+	// any more is ignored), the attempts are appended to the delivery log,
+	// and the badges (push ID -> count) are stored on their devices (a
+	// device that is gone is ignored).
+	//
+	// A backend with leases deletes or reschedules a job whose key or job
+	// names an Owner only while that owner holds it: a node whose lease
+	// ran out and whose job another node took since leaves it to that
+	// node (its attempts and badges are still stored: the push was made).
+	// An empty Owner applies whoever holds the job; a backend without
+	// leases always does.
 	FinishPush(ctx context.Context, done []PushKey, retry []PushJob, log []herald.PushAttempt, badges map[string]int) error
 
 	// PushLog returns up to limit delivery-log entries matching q, newest
@@ -319,9 +352,13 @@ type Store interface {
 
 // PushKey names a job of the outbox: one message to one device.
 type PushKey struct {
-	Due    time.Time // only for PendingPush's after
+	Due    time.Time // only for PendingPush's and ClaimPush's after
 	PushID string
 	MsgID  int64
+	// Owner is who finishes the job (FinishPush, EnqueuePush's done): on
+	// a backend with leases, the job changes only while Owner holds it.
+	// Empty: whoever holds it.
+	Owner string
 }
 
 // PushJob is one pending push in the outbox.
@@ -336,10 +373,22 @@ type PushJob struct {
 	Expires time.Time // when it is no use any more
 	Attempt int       // attempts made so far
 	Data    []byte    // what to push, opaque to the store
+
+	// Owner is the node that holds the job, and LeaseUntil when its hold
+	// ends unless renewed (ClaimPush). A job is stored (AppendMessages,
+	// EnqueuePush, SaveCall; FinishPush's retry) with the lease its
+	// writer gives it: the writing node owns the jobs it commits from
+	// the start, so its hot path pays no claim. Empty Owner (and zero
+	// LeaseUntil): nobody's, any node may take it once due. Backends
+	// without leases store neither and return them empty.
+	Owner      string
+	LeaseUntil time.Time
 }
 
 // Key returns j's key.
-func (j *PushJob) Key() PushKey { return PushKey{Due: j.Due, PushID: j.PushID, MsgID: j.MsgID} }
+func (j *PushJob) Key() PushKey {
+	return PushKey{Due: j.Due, PushID: j.PushID, MsgID: j.MsgID, Owner: j.Owner}
+}
 
 // PushLogQuery selects delivery-log entries: those matching every field
 // that is set.

@@ -21,6 +21,10 @@
 //     node: a batch that holds one, or a duplicate another node stores
 //     concurrently, makes the writer roll back to a savepoint, read the
 //     stored originals and answer with them.
+//   - Outbox jobs carry a lease (owner node, end time), written with the
+//     job: ClaimPush takes due jobs whose lease ran out with FOR UPDATE
+//     SKIP LOCKED, and FinishPush changes a job only for its owner, so
+//     several nodes' dispatchers send each job once (README.md).
 //   - Everything else (push, groups, calls, users, mutes, read seqs) is one
 //     short transaction on the pool per call.
 package postgres

@@ -39,6 +39,13 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestLeases(t *testing.T) {
+	testDatabase(t)
+	storetest.RunLeases(t, func(t *testing.T) store.Store {
+		return openURL(t, newSchema(t), Options{})
+	})
+}
+
 func TestReopen(t *testing.T) {
 	testDatabase(t)
 	var (
@@ -545,5 +552,117 @@ func TestTwoNodesSaveCallVersion(t *testing.T) {
 	}
 	if got.Extended != "node 1" || got.Version != 2 {
 		t.Errorf("stored call by %q at version %d, want node 1's at 2", got.Extended, got.Version)
+	}
+}
+
+// TestTwoNodesClaimPush: two Stores on one database, as two nodes: two
+// claimers on each, walking the outbox in pages at once, take every due
+// job once; jobs node A claimed are taken by node B once A's lease ran
+// out, and A's late FinishPush of them neither deletes nor reschedules
+// them (its attempt is logged).
+func TestTwoNodesClaimPush(t *testing.T) {
+	dsn := newSchema(t)
+	nodes := []*Store{openURL(t, dsn, Options{}), openURL(t, dsn, Options{})}
+	for _, n := range nodes {
+		defer n.Close()
+	}
+	ctx := context.Background()
+	const n = 400
+	var msgs []*herald.Message
+	var jobs []store.PushJob
+	for i := range n {
+		msgs = append(msgs, msg("alice", "bob", fmt.Sprint("c", i)))
+		jobs = append(jobs, store.PushJob{PushID: fmt.Sprintf("pd_%d", i%5), Msg: i, User: "bob", Conv: msgs[i].Conv, Due: t0, Expires: t0.Add(time.Hour)})
+	}
+	if _, err := nodes[0].AppendMessages(ctx, msgs, jobs); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(time.Second)
+	var (
+		mu    sync.Mutex
+		owner = map[store.PushKey]string{}
+		wg    sync.WaitGroup
+	)
+	for ni, node := range nodes {
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name := fmt.Sprintf("node-%d", ni)
+				after := store.PushKey{}
+				for {
+					page, err := node.ClaimPush(ctx, name, after, now, time.Minute, 9)
+					if err != nil {
+						t.Errorf("%s/%d: ClaimPush: %v", name, w, err)
+						return
+					}
+					if len(page) == 0 {
+						return
+					}
+					mu.Lock()
+					for _, j := range page {
+						k := store.PushKey{PushID: j.PushID, MsgID: j.MsgID}
+						if o, ok := owner[k]; ok && o != name {
+							t.Errorf("job %v claimed by %s and %s", k, o, name)
+						}
+						owner[k] = name
+					}
+					mu.Unlock()
+					after = page[len(page)-1].Key()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if len(owner) != n {
+		t.Fatalf("%d jobs claimed, want %d", len(owner), n)
+	}
+
+	// Node 0's lease runs out: node 1 takes its jobs, and node 0's late
+	// FinishPush leaves them to it.
+	var mine []store.PushJob
+	pending, err := nodes[0].PendingPush(ctx, store.PushKey{}, 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range pending {
+		if j.Owner == "node-0" {
+			mine = append(mine, j)
+		}
+	}
+	later := now.Add(time.Minute)
+	took, err := nodes[1].ClaimPush(ctx, "node-1", store.PushKey{}, later, time.Minute, 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its own (renewed) and node 0's.
+	if len(took) != n || len(mine) == 0 {
+		t.Fatalf("node 1 took %d jobs once node 0's lease ran out, want %d (node 0's %d and its own)", len(took), n, len(mine))
+	}
+	var done []store.PushKey
+	for _, j := range mine {
+		done = append(done, j.Key())
+	}
+	retry := mine[0]
+	retry.Due, retry.Attempt = later.Add(time.Hour), 1
+	log := []herald.PushAttempt{{At: later, PushID: mine[0].PushID, User: "bob", MsgID: mine[0].MsgID, Conv: mine[0].Conv, Attempt: 1, Outcome: herald.PushSent}}
+	if err := nodes[0].FinishPush(ctx, done[1:], []store.PushJob{retry}, log, nil); err != nil {
+		t.Fatal(err)
+	}
+	after, err := nodes[1].PendingPush(ctx, store.PushKey{}, 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != n {
+		t.Errorf("outbox holds %d jobs after node 0's late FinishPush, want all %d", len(after), n)
+	}
+	for _, j := range after {
+		if j.Attempt != 0 {
+			t.Errorf("job %s/%d rescheduled by node 0 after node 1 took it: attempt %d", j.PushID, j.MsgID, j.Attempt)
+		}
+	}
+	got, err := nodes[1].PushLog(ctx, store.PushLogQuery{MsgID: mine[0].MsgID, Limit: 10})
+	if err != nil || len(got) != 1 {
+		t.Errorf("delivery log of node 0's late attempt: %v, %v; want it", got, err)
 	}
 }

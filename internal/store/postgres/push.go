@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,7 +25,7 @@ import (
 
 const (
 	deviceCols = `push_id, provider, token, app, env, user_id, device, registered_at, badge`
-	jobCols    = `push_id, msg_id, user_id, conv_key, seq, due, expires, attempt, data`
+	jobCols    = `push_id, msg_id, user_id, conv_key, seq, due, expires, attempt, data, lease_owner, lease_until`
 	logCols    = `at, push_id, user_id, msg_id, conv_key, provider, app, env, attempt, outcome, status, reason, body, notif_id, latency`
 )
 
@@ -43,6 +44,7 @@ func insertJobs(ctx context.Context, tx pgx.Tx, jobs []store.PushJob, fresh bool
 		pushIDs, users, convs       = make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
 		attempts                    = make([]int32, 0, n)
 		data                        = make([][]byte, 0, n)
+		owners, leases              = make([]string, 0, n), make([]int64, 0, n)
 		seen                        = make(map[store.PushKey]bool, n)
 	)
 	for i := range jobs {
@@ -55,47 +57,78 @@ func insertJobs(ctx context.Context, tx pgx.Tx, jobs []store.PushJob, fresh bool
 		msgIDs, dues, seqs, expires = append(msgIDs, j.MsgID), append(dues, millis(j.Due)), append(seqs, j.Seq), append(expires, millis(j.Expires))
 		pushIDs, users, convs = append(pushIDs, j.PushID), append(users, j.User), append(convs, j.Conv)
 		attempts, data = append(attempts, int32(j.Attempt)), append(data, nilIfEmpty(j.Data))
+		owners, leases = append(owners, j.Owner), append(leases, leaseMillis(j))
 	}
 	if fresh {
 		// COPY: the cheapest way in for many rows (measured against
 		// INSERT ... SELECT FROM unnest; README.md).
 		_, err := tx.CopyFrom(ctx, pgx.Identifier{"push_outbox"},
-			[]string{"msg_id", "push_id", "due", "user_id", "conv_key", "seq", "expires", "attempt", "data"},
+			[]string{"msg_id", "push_id", "due", "user_id", "conv_key", "seq", "expires", "attempt", "data", "lease_owner", "lease_until"},
 			pgx.CopyFromSlice(len(msgIDs), func(i int) ([]any, error) {
-				return []any{msgIDs[i], pushIDs[i], dues[i], users[i], convs[i], seqs[i], expires[i], attempts[i], data[i]}, nil
+				return []any{msgIDs[i], pushIDs[i], dues[i], users[i], convs[i], seqs[i], expires[i], attempts[i], data[i], owners[i], leases[i]}, nil
 			}))
 		if err != nil {
 			return fmt.Errorf("copy push jobs: %w", err)
 		}
 		return nil
 	}
-	query := `INSERT INTO push_outbox (msg_id, push_id, due, user_id, conv_key, seq, expires, attempt, data)
+	query := `INSERT INTO push_outbox (msg_id, push_id, due, user_id, conv_key, seq, expires, attempt, data, lease_owner, lease_until)
 		SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
-			$8::integer[], $9::bytea[])`
-	if !fresh {
-		query += ` ON CONFLICT (msg_id, push_id) DO NOTHING`
-	}
-	if _, err := tx.Exec(ctx, query, msgIDs, pushIDs, dues, users, convs, seqs, expires, attempts, data); err != nil {
+			$8::integer[], $9::bytea[], $10::text[], $11::bigint[])
+		ON CONFLICT (msg_id, push_id) DO NOTHING`
+	if _, err := tx.Exec(ctx, query, msgIDs, pushIDs, dues, users, convs, seqs, expires, attempts, data, owners, leases); err != nil {
 		return fmt.Errorf("insert push jobs: %w", err)
 	}
 	return nil
 }
 
-// deleteJobs removes the jobs done from the outbox, in tx.
-func deleteJobs(ctx context.Context, tx pgx.Tx, done []store.PushKey) error {
+// leaseMillis is j's lease end as stored: 0 (run out since ever) for a
+// job of nobody.
+func leaseMillis(j *store.PushJob) int64 {
+	if j.Owner == "" || j.LeaseUntil.IsZero() {
+		return 0
+	}
+	return millis(j.LeaseUntil)
+}
+
+// deleteJobs removes the jobs done from the outbox, in tx, each only while
+// its key's Owner (if set) holds it, and returns how many of the keys that
+// name an owner it did not find so.
+func deleteJobs(ctx context.Context, tx pgx.Tx, done []store.PushKey) (lost int, err error) {
 	if len(done) == 0 {
-		return nil
+		return 0, nil
 	}
-	msgIDs, pushIDs := make([]int64, len(done)), make([]string, len(done))
+	msgIDs, pushIDs, owners := make([]int64, len(done)), make([]string, len(done)), make([]string, len(done))
+	owned := 0
 	for i, k := range done {
-		msgIDs[i], pushIDs[i] = k.MsgID, k.PushID
+		msgIDs[i], pushIDs[i], owners[i] = k.MsgID, k.PushID, k.Owner
+		if k.Owner != "" {
+			owned++
+		}
 	}
-	_, err := tx.Exec(ctx, `DELETE FROM push_outbox o USING unnest($1::bigint[], $2::text[]) AS d(msg_id, push_id)
-		WHERE o.msg_id = d.msg_id AND o.push_id = d.push_id`, msgIDs, pushIDs)
+	const del = `DELETE FROM push_outbox o
+		USING unnest($1::bigint[], $2::text[], $3::text[]) AS d(msg_id, push_id, owner)
+		WHERE o.msg_id = d.msg_id AND o.push_id = d.push_id AND (d.owner = '' OR o.lease_owner = d.owner)`
+	if owned == 0 { // one node: nothing to count
+		if _, err := tx.Exec(ctx, del, msgIDs, pushIDs, owners); err != nil {
+			return 0, fmt.Errorf("delete jobs: %w", err)
+		}
+		return 0, nil
+	}
+	rows, err := tx.Query(ctx, del+` RETURNING d.owner <> ''`, msgIDs, pushIDs, owners)
 	if err != nil {
-		return fmt.Errorf("delete jobs: %w", err)
+		return 0, fmt.Errorf("delete jobs: %w", err)
 	}
-	return nil
+	deleted, err := pgx.CollectRows(rows, pgx.RowTo[bool])
+	if err != nil {
+		return 0, fmt.Errorf("delete jobs: %w", err)
+	}
+	for _, o := range deleted {
+		if o {
+			owned--
+		}
+	}
+	return max(owned, 0), nil
 }
 
 // validateJobs checks the jobs of EnqueuePush and SaveCall.
@@ -122,16 +155,26 @@ func (s *Store) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []st
 		return ctx.Err()
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if err := deleteJobs(ctx, tx, done); err != nil {
+		lost, err := deleteJobs(ctx, tx, done)
+		if err != nil {
 			return err
+		}
+		if lost > 0 {
+			return errLeaseLost
 		}
 		return insertJobs(ctx, tx, jobs, false)
 	})
+	if errors.Is(err, errLeaseLost) {
+		return herald.Errorf(herald.CodeConflict, "push jobs to replace are held by another node, or finished")
+	}
 	if err != nil {
 		return fmt.Errorf("postgres: enqueue push: %w", err)
 	}
 	return nil
 }
+
+// errLeaseLost rolls EnqueuePush back: a job of done is not its owner's.
+var errLeaseLost = errors.New("push job lease lost")
 
 // PendingPush implements store.Store: a range of push_outbox_due.
 func (s *Store) PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error) {
@@ -150,21 +193,93 @@ func (s *Store) PendingPush(ctx context.Context, after store.PushKey, limit int)
 	defer rows.Close()
 	jobs := []store.PushJob{}
 	for rows.Next() {
-		var (
-			j            store.PushJob
-			due, expires int64
-			attempt      int32
-		)
-		if err := rows.Scan(&j.PushID, &j.MsgID, &j.User, &j.Conv, &j.Seq, &due, &expires, &attempt, &j.Data); err != nil {
+		j, err := scanJob(rows)
+		if err != nil {
 			return nil, fmt.Errorf("postgres: pending push: %w", err)
 		}
-		j.Due, j.Expires, j.Attempt = fromMillis(due), fromMillis(expires), int(attempt)
 		jobs = append(jobs, j)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("postgres: pending push: %w", err)
 	}
 	return jobs, nil
+}
+
+// scanJob reads jobCols.
+func scanJob(row pgx.Row) (store.PushJob, error) {
+	var (
+		j                   store.PushJob
+		due, expires, lease int64
+		attempt             int32
+	)
+	err := row.Scan(&j.PushID, &j.MsgID, &j.User, &j.Conv, &j.Seq, &due, &expires, &attempt, &j.Data, &j.Owner, &lease)
+	j.Due, j.Expires, j.Attempt = fromMillis(due), fromMillis(expires), int(attempt)
+	if j.Owner != "" {
+		j.LeaseUntil = fromMillis(lease)
+	}
+	return j, err
+}
+
+// ClaimPush implements store.Store: one statement. The inner SELECT walks
+// push_outbox_due from after over the due jobs, keeps those whose lease
+// ran out or that owner holds, and locks them, skipping rows another
+// claim (or a FinishPush) has locked; the UPDATE leases them. Under READ
+// COMMITTED a row changed by a transaction that committed meanwhile is
+// checked again on its new version before it is locked (a renewal that
+// won makes it fail the lease test), so no job is taken while its lease
+// runs. A job due later stays where it is whoever holds it: the nodes'
+// in-memory queues hold those.
+func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
+	if err := store.ValidateClaim(owner, lease, limit); err != nil {
+		return nil, err
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	due, pushID, msgID := afterKey(after)
+	at := millis(now)
+	rows, err := s.pool.Query(ctx, `UPDATE push_outbox o SET lease_owner = $1, lease_until = $2
+		FROM (SELECT msg_id, push_id FROM push_outbox
+			WHERE (due, push_id, msg_id) > ($3, $4, $5) AND due <= $6 AND (lease_until <= $6 OR lease_owner = $1)
+			ORDER BY due, push_id, msg_id LIMIT $7
+			FOR UPDATE SKIP LOCKED) c
+		WHERE o.msg_id = c.msg_id AND o.push_id = c.push_id
+		RETURNING `+prefixed("o.", jobCols), owner, at+lease.Milliseconds(), due, pushID, msgID, at, limit)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: claim push: %w", err)
+	}
+	defer rows.Close()
+	jobs := []store.PushJob{}
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: claim push: %w", err)
+		}
+		jobs = append(jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: claim push: %w", err)
+	}
+	// RETURNING follows the join, not the inner ORDER BY.
+	slices.SortFunc(jobs, func(a, b store.PushJob) int {
+		if c := a.Due.Compare(b.Due); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.PushID, b.PushID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.MsgID, b.MsgID)
+	})
+	return jobs, nil
+}
+
+// prefixed qualifies each column of cols with p.
+func prefixed(p, cols string) string {
+	parts := strings.Split(cols, ", ")
+	for i := range parts {
+		parts[i] = p + parts[i]
+	}
+	return strings.Join(parts, ", ")
 }
 
 // afterKey is PendingPush's after as stored columns: jobs strictly after
@@ -193,7 +308,7 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 		return nil
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if err := deleteJobs(ctx, tx, done); err != nil {
+		if _, err := deleteJobs(ctx, tx, done); err != nil {
 			return err
 		}
 		if len(retry) > 0 {
@@ -204,9 +319,9 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 				last[store.PushKey{PushID: retry[i].PushID, MsgID: retry[i].MsgID}] = i
 			}
 			var (
-				msgIDs, dues []int64
-				pushIDs      []string
-				attempts     []int32
+				msgIDs, dues, leases []int64
+				pushIDs, owners      []string
+				attempts             []int32
 			)
 			for i := range retry {
 				j := &retry[i]
@@ -215,10 +330,17 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 				}
 				msgIDs, pushIDs = append(msgIDs, j.MsgID), append(pushIDs, j.PushID)
 				dues, attempts = append(dues, millis(j.Due)), append(attempts, int32(j.Attempt))
+				owners, leases = append(owners, j.Owner), append(leases, leaseMillis(j))
 			}
-			if _, err := tx.Exec(ctx, `UPDATE push_outbox o SET due = r.due, attempt = r.attempt
-				FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::integer[]) AS r(msg_id, push_id, due, attempt)
-				WHERE o.msg_id = r.msg_id AND o.push_id = r.push_id`, msgIDs, pushIDs, dues, attempts); err != nil {
+			// A retry with an owner renews its lease (to the next due
+			// time plus the lease, as the dispatcher sets it), only while
+			// that owner holds the job.
+			if _, err := tx.Exec(ctx, `UPDATE push_outbox o SET due = r.due, attempt = r.attempt,
+					lease_until = CASE WHEN r.owner = '' THEN o.lease_until ELSE r.lease END
+				FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::bigint[])
+					AS r(msg_id, push_id, due, attempt, owner, lease)
+				WHERE o.msg_id = r.msg_id AND o.push_id = r.push_id AND (r.owner = '' OR o.lease_owner = r.owner)`,
+				msgIDs, pushIDs, dues, attempts, owners, leases); err != nil {
 				return fmt.Errorf("reschedule jobs: %w", err)
 			}
 		}

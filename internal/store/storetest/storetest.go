@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Push/PendingJobLeftAlone", testJobIdempotent},
 		{"Push/PendingOrderAndPaging", testPendingOrder},
 		{"Push/FinishPush", testFinishPush},
+		{"Push/ClaimDue", testClaimDue},
 		{"Push/LogQueries", testPushLog},
 		{"Push/LogRoundTrip", testPushLogFields},
 		{"Push/PruneLog", testPruneLog},

@@ -1,0 +1,288 @@
+package push_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/emulator"
+	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/postgres"
+	"github.com/herald-im/herald/internal/store/postgres/pgtest"
+)
+
+// Several nodes on one outbox (push.Config.Node): two services, each on
+// its own pool of one PostgreSQL schema, as two nodes run, pushing to one
+// emulator, which counts a push whose apns-id it accepted before as a
+// duplicate (what a phone would show twice without its collapse ID).
+
+// twoNodeStores opens two Stores on a fresh schema.
+func twoNodeStores(t *testing.T) (a, b *postgres.Store) {
+	t.Helper()
+	dsn := pgtest.Schema(t, pgtest.Database(t, "to run the push service's tests of several nodes"))
+	open := func() *postgres.Store {
+		s, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	return open(), open()
+}
+
+// claimCounter counts a node's claims: the positive signal that it looked
+// at the outbox and took nothing.
+type claimCounter struct {
+	store.Store
+	claims atomic.Int64
+}
+
+func (c *claimCounter) ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
+	jobs, err := c.Store.ClaimPush(ctx, owner, after, now, lease, limit)
+	if err == nil {
+		c.claims.Add(1)
+	}
+	return jobs, err
+}
+
+// waitClaims waits for c to have made n more claims than it had at from.
+func (c *claimCounter) waitClaims(t *testing.T, from, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); c.claims.Load() < from+n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d claims, want %d", c.claims.Load()-from, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (h *harness) register(svc *push.Service, user string, n int) string {
+	h.t.Helper()
+	d, err := svc.Register(context.Background(), user, "phone", herald.ProviderAPNs, token(n), app, herald.EnvProduction)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d.PushID
+}
+
+func emptyOutbox(t *testing.T, st store.Store) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		left, err := st.PendingPush(context.Background(), store.PushKey{}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox still holds %d jobs", len(left))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestClusterLiveNodesJobNotTaken: node B, claiming every 20 ms, never
+// takes a job node A committed and is sending (slowly): the push reaches
+// the phone once.
+func TestClusterLiveNodesJobNotTaken(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil) // its own service, on SQLite, stays idle
+	h.emu.SetDelay(800 * time.Millisecond)
+	cfg := push.Config{Lease: 10 * time.Second, ClaimEvery: 20 * time.Millisecond}
+	cfgA, cfgB := cfg, cfg
+	cfgA.Node, cfgB.Node = "node-a", "node-b"
+	a := h.startOn(stA, cfgA)
+	h.register(a, "bob", 1)
+	b := &claimCounter{Store: stB}
+	h.startOn(b, cfgB)
+
+	m, jobs, stored := sendVia(t, a, stA, "bob", 1)
+	stored(jobs)
+	for deadline := time.Now().Add(10 * time.Second); h.emu.Stats().Received == 0; { // A's send has begun
+		if time.Now().After(deadline) {
+			t.Fatal("node A sent nothing")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.waitClaims(t, b.claims.Load(), 5) // while A's send is in flight
+	h.waitLogOf(stA, m.ID, herald.PushSent)
+	emptyOutbox(t, stA)
+	if st := h.emu.Stats(); st.Accepted != 1 || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d with %d duplicates; want 1 and 0", st.Accepted, st.Duplicates)
+	}
+	if log := h.logOf(stA, m.ID); len(log) != 1 {
+		t.Errorf("delivery log of the message: %+v; want one attempt", log)
+	}
+}
+
+func (h *harness) logOf(st store.Store, msg int64) []herald.PushAttempt {
+	h.t.Helper()
+	got, err := st.PushLog(context.Background(), store.PushLogQuery{MsgID: msg, Limit: 10})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return got
+}
+
+// TestClusterDeadNodesJobsSentOnce: node A commits jobs and dies before
+// sending them (its dispatcher stopped). Node B, started then, leaves them
+// while A's lease runs, then claims them and sends each once.
+func TestClusterDeadNodesJobsSentOnce(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	const lease = 1500 * time.Millisecond
+	cfgA := push.Config{Node: "node-a", Lease: lease, ClaimEvery: 20 * time.Millisecond}
+	cfgB := cfgA
+	cfgB.Node = "node-b"
+	a := h.startOn(stA, cfgA)
+	const n = 5
+	h.register(a, "bob", 1)
+	if err := a.Close(context.Background()); err != nil { // "killed": nothing it commits now is sent by it
+		t.Fatal(err)
+	}
+	var msgs []*herald.Message
+	for i := range n {
+		m, jobs, stored := sendVia(t, a, stA, "bob", i)
+		stored(jobs)
+		msgs = append(msgs, m)
+		for _, j := range jobs {
+			if j.Owner != "node-a" || !j.LeaseUntil.Equal(j.Due.Add(lease)) {
+				t.Fatalf("job committed by node A: owner %q, lease until %v; want node-a until due+%v", j.Owner, j.LeaseUntil, lease)
+			}
+		}
+	}
+	b := &claimCounter{Store: stB}
+	h.startOn(b, cfgB)
+	for _, m := range msgs {
+		h.waitLogOf(stB, m.ID, herald.PushSent)
+	}
+	h.waitAccepted(n)
+	emptyOutbox(t, stB)
+	if st := h.emu.Stats(); st.Accepted != n || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, n)
+	}
+	for _, m := range msgs {
+		for _, e := range h.logOf(stB, m.ID) {
+			if e.At.Before(m.CreatedAt.Add(lease)) {
+				t.Errorf("message %d sent at %v, before node A's lease ran out (%v after it was due)", m.ID, e.At, lease)
+			}
+		}
+	}
+}
+
+// TestClusterJobHeldPastItsLeaseIsClaimedAgain: node A holds a job in
+// memory (its only slot busy with a slow push) until its lease ran out,
+// and node B takes it. A claims it again before sending, finds it taken,
+// and does not send it.
+func TestClusterJobHeldPastItsLeaseIsClaimedAgain(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	const lease = time.Second
+	var skip atomic.Int64 // how far A's clock (and B's) is moved on
+	now := func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }
+	h.emu.SetDelay(time.Second)
+	a := h.startOn(stA, push.Config{Node: "node-a", Lease: lease, ClaimEvery: time.Hour, InFlight: 1, Now: now})
+	h.register(a, "bob", 1)
+	h.register(a, "carol", 2)
+	m1, jobs1, stored1 := sendVia(t, a, stA, "bob", 1)
+	_, jobs2, stored2 := sendVia(t, a, stA, "carol", 2)
+	stored1(jobs1)
+	for deadline := time.Now().Add(10 * time.Second); h.emu.Stats().Received == 0; { // m1's send has begun
+		if time.Now().After(deadline) {
+			t.Fatal("node A sent nothing")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stored2(jobs2) // waits for A's only slot
+	// Both clocks jump past the lease of the second job; node B claims it
+	// (only it: the first is A's, in flight).
+	skip.Store(int64(3 * lease))
+	after := store.PushKey{}
+	if j1, j2 := jobs1[0], jobs2[0]; j1.Due.Before(j2.Due) || j1.Due.Equal(j2.Due) && j1.PushID < j2.PushID {
+		after = j1.Key()
+	}
+	took, err := stB.ClaimPush(context.Background(), "node-b", after, now(), time.Minute, 1)
+	if err != nil || len(took) != 1 || took[0].MsgID != jobs2[0].MsgID {
+		t.Fatalf("node B's claim: %v, %v; want the second job", took, err)
+	}
+	h.waitLogOf(stA, m1.ID, herald.PushSent)
+	for deadline := time.Now().Add(10 * time.Second); a.Stats().Reclaimed == 0 || a.Stats().Pending != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("node A: %+v; want the second job reclaimed and given up", a.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := h.emu.Stats(); st.Received != 1 {
+		t.Errorf("emulator received %d pushes; want node A's first only", st.Received)
+	}
+	if log := h.logOf(stA, jobs2[0].MsgID); len(log) != 0 {
+		t.Errorf("delivery log of the job node B took: %+v; want nothing from node A", log)
+	}
+	left, err := stB.PendingPush(context.Background(), store.PushKey{}, 10)
+	if err != nil || len(left) != 1 || left[0].Owner != "node-b" {
+		t.Errorf("outbox: %+v, %v; want node B's job", left, err)
+	}
+}
+
+// TestClusterOverflowTakesItsJobsBack: a node's jobs left to the store
+// past MaxPending are its own; it claims them back as its queue drains,
+// and sends each once.
+func TestClusterOverflowTakesItsJobsBack(t *testing.T) {
+	stA, _ := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(20 * time.Millisecond) // the queue fills while two pushes are in flight
+	a := h.startOn(stA, push.Config{Node: "node-a", MaxPending: 8, InFlight: 2, ClaimEvery: time.Hour})
+	const users, per = 10, 6
+	for u := range users {
+		h.register(a, "u"+string(rune('a'+u)), u)
+	}
+	for i := range per {
+		for u := range users {
+			_, jobs, stored := sendVia(t, a, stA, "u"+string(rune('a'+u)), i*users+u)
+			stored(jobs)
+		}
+	}
+	h.waitAccepted(users * per)
+	emptyOutbox(t, stA)
+	if st := h.emu.Stats(); st.Accepted != users*per || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, users*per)
+	}
+	if s := a.Stats(); s.Overflows == 0 || s.Sent != users*per {
+		t.Errorf("stats %+v; want overflows > 0 and %d sent", s, users*per)
+	}
+}
+
+// TestClusterRetryIsSentOnce: a push the vendor asks to retry later than
+// half the lease is claimed again by its node before the retry, while the
+// other node claims every 20 ms: the retry reaches the vendor once, from
+// the node that owns it.
+func TestClusterRetryIsSentOnce(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	cfg := push.Config{Lease: time.Second, ClaimEvery: 20 * time.Millisecond, RetryBase: 1500 * time.Millisecond, RetryMax: 1500 * time.Millisecond}
+	cfgA, cfgB := cfg, cfg
+	cfgA.Node, cfgB.Node = "node-a", "node-b"
+	a := h.startOn(stA, cfgA)
+	h.register(a, "bob", 1)
+	b := h.startOn(stB, cfgB)
+	h.emu.Script(token(1), emulator.Step{Status: 503, Reason: "ServiceUnavailable"})
+	m, jobs, stored := sendVia(t, a, stA, "bob", 1)
+	stored(jobs)
+	h.waitLogOf(stA, m.ID, herald.PushSent)
+	emptyOutbox(t, stA)
+	if st := h.emu.Stats(); st.Received != 2 || st.Accepted != 1 {
+		t.Errorf("emulator received %d requests, accepted %d; want 2 (the refused one, its retry) and 1", st.Received, st.Accepted)
+	}
+	if log := h.logOf(stA, m.ID); len(log) != 2 {
+		t.Errorf("delivery log: %+v; want the retry and the send", log)
+	}
+	// The retry's lease moved with it in the store: node B never took it.
+	if sa, sb := a.Stats(), b.Stats(); sa.Sent != 1 || sb.Sent != 0 {
+		t.Errorf("node A sent %d, node B %d; want 1 and 0", sa.Sent, sb.Sent)
+	}
+}
