@@ -23,6 +23,8 @@ type clusterParts struct {
 	deliver   *cluster.Deliverer
 	presence  *cluster.Presence
 	pushCache *cluster.PushCache
+	nodes     *cluster.Nodes // live nodes, for the API's rate split
+	prune     *sharedPruner  // shared.go
 }
 
 // testWrapBus, set only by this package's tests, wraps the node's bus (a
@@ -62,6 +64,8 @@ func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *ga
 	pc := cluster.NewPushCache(cluster.PushCacheConfig{Node: node, Bus: b, Push: ps, Prefix: cfg.BusPrefix, Logger: log})
 	ps.SetChanges(pc)
 	return &clusterParts{
+		nodes:     cluster.NewNodes(node, b, cfg.BusPrefix, 0, nil),
+		prune:     newSharedPruner(st, log),
 		pushCache: pc,
 		bus:       b,
 		deliver:   cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
@@ -81,6 +85,10 @@ func (c *clusterParts) start() error {
 	if err := c.presence.Start(); err != nil {
 		return err
 	}
+	if err := c.nodes.Start(); err != nil {
+		return err
+	}
+	c.prune.start()
 	return c.pushCache.Start()
 }
 
@@ -90,6 +98,8 @@ func (c *clusterParts) close() error {
 	c.deliver.Close()
 	c.presence.Close()
 	c.pushCache.Close()
+	c.nodes.Close()
+	c.prune.close()
 	return c.bus.Close()
 }
 
