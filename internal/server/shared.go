@@ -51,6 +51,7 @@ const sharedPruneEvery = time.Minute
 // sharedPruner deletes expired shared entries every sharedPruneEvery
 // until close, which cancels a prune in progress.
 type sharedPruner struct {
+	every   time.Duration // sharedPruneEvery; tests shorten it
 	st      store.Store
 	log     *slog.Logger
 	ctx     context.Context
@@ -61,14 +62,14 @@ type sharedPruner struct {
 
 func newSharedPruner(st store.Store, log *slog.Logger) *sharedPruner {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &sharedPruner{st: st, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &sharedPruner{every: sharedPruneEvery, st: st, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 func (p *sharedPruner) start() {
 	p.started = true
 	go func() {
 		defer close(p.done)
-		t := time.NewTicker(sharedPruneEvery)
+		t := time.NewTicker(p.every)
 		defer t.Stop()
 		for {
 			select {
