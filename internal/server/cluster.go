@@ -82,10 +82,12 @@ func (c *clusterParts) start() error {
 	if err := c.deliver.Start(); err != nil {
 		return err
 	}
-	if err := c.presence.Start(); err != nil {
+	// The node count listens before presence says hello, so it hears the
+	// answers.
+	if err := c.nodes.Start(); err != nil {
 		return err
 	}
-	if err := c.nodes.Start(); err != nil {
+	if err := c.presence.Start(); err != nil {
 		return err
 	}
 	c.prune.start()
