@@ -2,6 +2,7 @@ package apns
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 )
@@ -118,5 +120,29 @@ func TestTwoNodesExpiredJWTRenewedOnce(t *testing.T) {
 			}
 			clk.Advance(time.Hour) // the next subtest's tokens are new
 		})
+	}
+}
+
+// failingTokens is a shared table that does not answer.
+type failingTokens struct{}
+
+func (failingTokens) PutShared(context.Context, store.SharedEntry, time.Time) (store.SharedEntry, error) {
+	return store.SharedEntry{}, errors.New("store down")
+}
+
+func (failingTokens) GetShared(context.Context, string, string, time.Time) (store.SharedEntry, error) {
+	return store.SharedEntry{}, errors.New("store down")
+}
+
+// TestSharedJWTStoreDown: when the shared table fails, the node signs a
+// JWT of its own and pushes go on; the failure is counted.
+func TestSharedJWTStoreDown(t *testing.T) {
+	srv := newServer(t, nil)
+	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Shared: failingTokens{}})
+	if res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(1))); res.Verdict != push.Delivered {
+		t.Fatalf("Send with the store down = %+v, want delivered with this node's JWT", res)
+	}
+	if st := p.Stats(); st.TokenSharedFailures != 1 || st.TokensSigned != 1 {
+		t.Errorf("TokenSharedFailures, TokensSigned = %d, %d; want 1, 1", st.TokenSharedFailures, st.TokensSigned)
 	}
 }
