@@ -97,6 +97,7 @@ func TestTwoNodesShared(t *testing.T) {
 		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
 		cfg.Bus, cfg.NodeID, cfg.Store, cfg.WebhookURL = busURL, node, storeURL, hookURL
 		cfg.BusPrefix = prefix
+		cfg.APIRate, cfg.APIBurst = 2, 2 // the cluster's: 1 a second, burst 1, on each of two nodes
 		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
@@ -112,27 +113,29 @@ func TestTwoNodesShared(t *testing.T) {
 	a, b := start("node-a", urlA), start("node-b", urlB)
 	base := func(s *Server) string { return "http://" + s.Addr() }
 
-	t.Run("replay", func(t *testing.T) {
-		ts, nonce, path := time.Now().Unix(), apiclient.NewNonce(), apiclient.PathPushStatus
-		send := func(s *Server) (int, apiclient.ErrorBody) {
-			req, _ := http.NewRequest("GET", base(s)+path, nil)
-			req.Header.Set(apiclient.HeaderApp, apiclient.DefaultAppID)
-			req.Header.Set(apiclient.HeaderTimestamp, strconv.FormatInt(ts, 10))
-			req.Header.Set(apiclient.HeaderNonce, nonce)
-			req.Header.Set(apiclient.HeaderSignature, apiclient.Sign(secret, apiclient.DefaultAppID, ts, nonce, "GET", path, nil))
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			var e apiclient.ErrorBody
-			json.NewDecoder(resp.Body).Decode(&e)
-			return resp.StatusCode, e
+	send := func(s *Server, ts int64, nonce string) (int, apiclient.ErrorBody) {
+		path := apiclient.PathPushStatus
+		req, _ := http.NewRequest("GET", base(s)+path, nil)
+		req.Header.Set(apiclient.HeaderApp, apiclient.DefaultAppID)
+		req.Header.Set(apiclient.HeaderTimestamp, strconv.FormatInt(ts, 10))
+		req.Header.Set(apiclient.HeaderNonce, nonce)
+		req.Header.Set(apiclient.HeaderSignature, apiclient.Sign(secret, apiclient.DefaultAppID, ts, nonce, "GET", path, nil))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if st, e := send(a); st != http.StatusOK {
+		defer resp.Body.Close()
+		var e apiclient.ErrorBody
+		json.NewDecoder(resp.Body).Decode(&e)
+		return resp.StatusCode, e
+	}
+
+	t.Run("replay", func(t *testing.T) {
+		ts, nonce := time.Now().Unix(), apiclient.NewNonce()
+		if st, e := send(a, ts, nonce); st != http.StatusOK {
 			t.Fatalf("node A: %d %+v", st, e)
 		}
-		if st, e := send(b); st != http.StatusUnauthorized || e.Reason != apiclient.ReasonNonceReused {
+		if st, e := send(b, ts, nonce); st != http.StatusUnauthorized || e.Reason != apiclient.ReasonNonceReused {
 			t.Fatalf("the same request on node B: %d %+v, want 401 %s", st, e, apiclient.ReasonNonceReused)
 		}
 	})
@@ -195,6 +198,22 @@ func TestTwoNodesShared(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	})
+
+	// Each node's bucket is half the cluster's once it counts two nodes:
+	// the 429 says so.
+	t.Run("rate split", func(t *testing.T) {
+		for range 5 {
+			st, e := send(a, time.Now().Unix(), apiclient.NewNonce())
+			if st == http.StatusOK {
+				continue
+			}
+			if st != http.StatusTooManyRequests || !strings.Contains(e.Message, "this node takes 1 a second (burst 1)") {
+				t.Fatalf("over the rate on node A: %d %+v, want 429 naming the node's share of two", st, e)
+			}
+			return
+		}
+		t.Fatal("node A took 5 requests at once with a cluster burst of 2")
 	})
 
 	t.Run("callbacks", func(t *testing.T) {
