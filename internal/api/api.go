@@ -28,6 +28,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -133,6 +134,24 @@ type Config struct {
 	// keeps them in memory only, and a request captured before a restart
 	// can then be replayed after it, within the window. The caller closes it.
 	Nonces *NonceJournal
+
+	// Shared, set when several nodes serve the API (HERALD_BUS), records
+	// accepted nonces in the store's shared table in place of Nonces, so
+	// a request accepted by one node is refused as a replay by every
+	// other (README.md, "Several nodes").
+	Shared SharedRecord
+	// Nodes, set when several nodes serve the API, returns how many are
+	// live (this one included): each node's bucket gets Rate/Nodes a
+	// second and Burst/Nodes, so the cluster's total stays within Rate
+	// (ratelimit.go has the bound). Nil or an answer below 1 counts 1.
+	Nodes func() int
+}
+
+// SharedRecord is what the API needs of the store's shared table
+// (store.Store.PutShared): an insert that fails with CodeConflict when the
+// key is there already. It blocks on the store.
+type SharedRecord interface {
+	PutShared(ctx context.Context, e store.SharedEntry, now time.Time) (store.SharedEntry, error)
 }
 
 // Handler serves the API.
@@ -205,7 +224,7 @@ func New(cfg Config) *Handler {
 		cfg.BodyReadTimeout = bodyReadTimeout
 	}
 	h := &Handler{bodies: newBodyBudget(int64(cfg.PendingBodyBytes)), cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
-		limit: newLimiter(cfg.Rate, cfg.Burst), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow, cfg.Nonces)}
+		limit: newLimiter(cfg.Rate, cfg.Burst, cfg.Nodes), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow, cfg.Nonces, cfg.Shared)}
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.method+" "+rt.path, rt.serve)
 	}
@@ -248,11 +267,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		now := h.cfg.Now()
 		if ok, wait := h.limit.take(app, now); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
-			writeErr(w, h.log, herald.Errorf(herald.CodeRateLimited, "app %s is over its limit of %d requests per second (burst %d); retry after %s s",
-				app, h.cfg.Rate, h.cfg.Burst, retryAfter(wait)))
+			share := ""
+			if rate, burst := h.limit.share(); h.cfg.Nodes != nil {
+				share = fmt.Sprintf(", for the whole cluster: this node takes %.3g a second (burst %g)", rate, burst)
+			}
+			writeErr(w, h.log, herald.Errorf(herald.CodeRateLimited, "app %s is over its limit of %d requests per second (burst %d%s); retry after %s s",
+				app, h.cfg.Rate, h.cfg.Burst, share, retryAfter(wait)))
 			return
 		}
-		if wait, err := h.nonces.use(app, cred.nonce, cred.ts, now); err != nil {
+		if wait, err := h.nonces.use(r.Context(), app, cred.nonce, cred.ts, now); err != nil {
 			if wait > 0 {
 				w.Header().Set("Retry-After", retryAfter(wait))
 			}

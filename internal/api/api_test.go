@@ -222,14 +222,14 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestNonceCacheBounded(t *testing.T) {
-	c := newNonceCache(1, 1, time.Second, nil) // room for 1024
+	c := newNonceCache(1, 1, time.Second, nil, nil) // room for 1024
 	now := time.Unix(1000, 0)
 	for i := 0; i < 1024; i++ {
-		if _, err := c.use("a", "nonce-"+strconv.Itoa(i), now.Unix(), now); err != nil {
+		if _, err := c.use(context.Background(), "a", "nonce-"+strconv.Itoa(i), now.Unix(), now); err != nil {
 			t.Fatalf("nonce %d: %v", i, err)
 		}
 	}
-	wait, err := c.use("a", "one-too-many", now.Unix(), now)
+	wait, err := c.use(context.Background(), "a", "one-too-many", now.Unix(), now)
 	if herald.ErrorCode(err) != herald.CodeRateLimited {
 		t.Fatalf("full cache: %v, want rate_limited", err)
 	}
@@ -238,7 +238,7 @@ func TestNonceCacheBounded(t *testing.T) {
 		t.Errorf("full cache: wait %s, want 2s (until the oldest nonce may be forgotten)", wait)
 	}
 	later := now.Add(3 * time.Second) // every nonce's timestamp has left the window
-	if _, err := c.use("a", "one-too-many", later.Unix(), later); err != nil {
+	if _, err := c.use(context.Background(), "a", "one-too-many", later.Unix(), later); err != nil {
 		t.Fatalf("after the window: %v", err)
 	}
 	if n := len(c.seen); n != 1 {

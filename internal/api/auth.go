@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"errors"
 	"fmt"
@@ -12,11 +13,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/apiclient"
 	"github.com/herald-im/herald/internal/clientaddr"
+	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/token"
 )
 
@@ -213,15 +216,18 @@ type nonceCache struct {
 	window  time.Duration
 	max     int
 	journal *NonceJournal // nil: nonces live in memory only, and a restart forgets them
+	shared  SharedRecord  // set on several nodes: the store's shared record decides, not journal
+
+	replaysShared atomic.Int64 // replays refused by the shared record (accepted by another node, or by this one concurrently)
 
 	mu        sync.Mutex
 	seen      map[string]int64 // app "\x00" nonce -> Unix seconds when it may be forgotten
 	nextSweep int64
 }
 
-func newNonceCache(rate, burst int, window time.Duration, journal *NonceJournal) *nonceCache {
+func newNonceCache(rate, burst int, window time.Duration, journal *NonceJournal, shared SharedRecord) *nonceCache {
 	n := 2 * (burst + rate*int(2*window/time.Second))
-	c := &nonceCache{window: window, max: max(n, 1024), journal: journal, seen: make(map[string]int64)}
+	c := &nonceCache{window: window, max: max(n, 1024), journal: journal, shared: shared, seen: make(map[string]int64)}
 	if journal != nil {
 		// What was accepted before the restart, kept for the window now
 		// in force.
@@ -255,13 +261,16 @@ func reused(nonce string) error {
 
 // use records nonce, refusing one already seen. When the cache is full
 // it refuses with CodeRateLimited and wait, how long until the oldest
-// nonce may be forgotten (for Retry-After).
-func (c *nonceCache) use(app, nonce string, ts int64, now time.Time) (wait time.Duration, err error) {
+// nonce may be forgotten (for Retry-After). With a shared record (several
+// nodes), the store decides: the nonce is inserted there if absent, and a
+// nonce another node (or another request here) inserted first is refused
+// as a replay, with the same error as one seen here.
+func (c *nonceCache) use(ctx context.Context, app, nonce string, ts int64, now time.Time) (wait time.Duration, err error) {
 	key := app + "\x00" + nonce
 	t := now.Unix()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if exp, ok := c.seen[key]; ok && exp >= t {
+		c.mu.Unlock()
 		return 0, reused(nonce)
 	}
 	if len(c.seen) >= c.max || t >= c.nextSweep {
@@ -275,18 +284,41 @@ func (c *nonceCache) use(app, nonce string, ts int64, now time.Time) (wait time.
 		}
 		c.nextSweep = t + int64(c.window/time.Second)/2 + 1
 		if len(c.seen) >= c.max {
+			c.mu.Unlock()
 			return time.Duration(first-t+1) * time.Second, herald.Errorf(herald.CodeRateLimited, "more than %d signed requests within the time window; slow down", c.max)
 		}
 	}
 	exp := c.forgetAt(ts)
-	if c.journal != nil {
-		// Synced before the request is served (under c.mu: the rate limit
-		// bounds how many wait here). A nonce that cannot be kept across a
-		// restart is not accepted: the request fails as internal.
-		if err := c.journal.record(key, ts, now); err != nil {
-			return 0, err
+	if c.shared == nil {
+		defer c.mu.Unlock()
+		if c.journal != nil {
+			// Synced before the request is served (under c.mu: the rate
+			// limit bounds how many wait here). A nonce that cannot be
+			// kept across a restart is not accepted: the request fails as
+			// internal.
+			if err := c.journal.record(key, ts, now); err != nil {
+				return 0, err
+			}
 		}
+		c.seen[key] = exp
+		return 0, nil
 	}
+	// The store's round trip is made without c.mu, so requests wait on
+	// the store side by side, not one after the other. The entry lives
+	// while the request's timestamp is in the window (through second exp).
+	c.mu.Unlock()
+	_, err = c.shared.PutShared(ctx, store.SharedEntry{Namespace: store.SharedNonce, Key: key, Expires: time.Unix(exp+1, 0)}, now)
+	if err != nil && herald.ErrorCode(err) != herald.CodeConflict {
+		// Not recorded: accepting it would let it be replayed on
+		// another node. The request fails as internal (logged at the edge).
+		return 0, fmt.Errorf("api: recording the nonce in the shared record: %w", err)
+	}
+	c.mu.Lock()
 	c.seen[key] = exp
+	c.mu.Unlock()
+	if err != nil {
+		c.replaysShared.Add(1)
+		return 0, reused(nonce)
+	}
 	return 0, nil
 }

@@ -132,6 +132,7 @@ type Stats struct {
 	BodiesRefusedAddr int64 // signed requests answered 503: their address's bodies awaiting the check were over an eighth of api-pending-body-bytes
 	BodiesTooLarge    int64 // requests refused by their Content-Length alone (over 64 KiB), unread
 	BodiesSlow        int64 // signed requests whose body did not arrive within 5 s of their headers
+	ReplaysShared     int64 // signed requests refused as replays by the store's shared record (several nodes): accepted on another node, or here at the same time
 }
 
 // Stats returns a snapshot of the counters.
@@ -140,5 +141,5 @@ func (h *Handler) Stats() Stats {
 	used := h.bodies.used
 	h.bodies.mu.Unlock()
 	return Stats{PendingBodyBytes: used, BodiesRefused: h.bodies.refused.Load(), BodiesRefusedAddr: h.bodies.refusedAddr.Load(),
-		BodiesTooLarge: h.bodies.tooLarge.Load(), BodiesSlow: h.bodies.slow.Load()}
+		BodiesTooLarge: h.bodies.tooLarge.Load(), BodiesSlow: h.bodies.slow.Load(), ReplaysShared: h.nonces.replaysShared.Load()}
 }

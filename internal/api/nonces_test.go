@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -45,11 +46,11 @@ func TestNonceJournalReopen(t *testing.T) {
 	}
 
 	// Compaction: records whose time has passed leave the file.
-	c := newNonceCache(1000, 1000, time.Second, j)
+	c := newNonceCache(1000, 1000, time.Second, j, nil)
 	at := later
 	for i := 0; i < 3000; i++ {
 		at = at.Add(100 * time.Millisecond)
-		if _, err := c.use("herald", "n-"+strconv.Itoa(i), at.Unix(), at); err != nil {
+		if _, err := c.use(context.Background(), "herald", "n-"+strconv.Itoa(i), at.Unix(), at); err != nil {
 			t.Fatalf("use %d: %v", i, err)
 		}
 	}
@@ -168,8 +169,8 @@ func TestNonceJournalWindowRaised(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newNonceCache(20, 40, time.Minute, j)
-	if _, err := c.use("herald", "accepted-nonce", now.Unix(), now); err != nil {
+	c := newNonceCache(20, 40, time.Minute, j, nil)
+	if _, err := c.use(context.Background(), "herald", "accepted-nonce", now.Unix(), now); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()
@@ -180,7 +181,7 @@ func TestNonceJournalWindowRaised(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer j.Close()
-	c = newNonceCache(20, 40, 10*time.Minute, j)
+	c = newNonceCache(20, 40, 10*time.Minute, j, nil)
 	if err := c.check("herald", "accepted-nonce", later); err == nil {
 		t.Error("a nonce accepted under a 1 min window is forgotten after a restart with a 10 min window")
 	}

@@ -15,14 +15,19 @@
 // and opens a server-side session named by an opaque random cookie
 // (HttpOnly, SameSite=Strict, Secure over TLS) that ends when the token
 // expires. Every state-changing POST carries the session's CSRF token.
+// On several nodes (Config.Shared) sessions live in the store's shared
+// table, so a session opened on one node is valid on every node behind
+// the load balancer, and a logout on one ends it on all of them.
 package console
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -86,8 +91,31 @@ type Config struct {
 	// MaxSessions bounds the sessions held; a login past it ends the one
 	// that expires first. Zero means 1000.
 	MaxSessions int
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// Shared, set when several nodes serve the console (HERALD_BUS),
+	// holds the sessions in the store's shared table: each request reads
+	// its session there (a logout on another node ends it here at the next
+	// request), a login writes it and a logout deletes it. MaxSessions
+	// then bounds only the sessions cached here; the table's are bounded
+	// by their expiry (the admin token's).
+	Shared Sessions
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Sessions is what the console needs of the store's shared table
+// (store.Store.PutShared). Each call blocks on the store.
+type Sessions interface {
+	PutShared(ctx context.Context, e store.SharedEntry, now time.Time) (store.SharedEntry, error)
+	GetShared(ctx context.Context, namespace, key string, now time.Time) (store.SharedEntry, error)
+	DeleteShared(ctx context.Context, namespace, key string) error
+}
+
+// sharedKey is a session's key in the shared table: the SHA-256 of its
+// ID, so the table (and whoever reads the database) does not hold the
+// cookie. The CSRF token is the entry's value.
+func sharedKey(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
 }
 
 // Handler serves the console. Mount it at Prefix.
@@ -229,6 +257,9 @@ func (h *Handler) session(r *http.Request) *session {
 	if err != nil || c.Value == "" {
 		return nil
 	}
+	if h.cfg.Shared != nil {
+		return h.sharedSession(r, c.Value)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.sessions[c.Value]
@@ -240,6 +271,50 @@ func (h *Handler) session(r *http.Request) *session {
 		return nil
 	}
 	return s
+}
+
+// sharedSession returns the session id as the shared table holds it (one
+// read per request: a logout elsewhere counts at once), or nil. The
+// session here is the same value for every request of id, so its
+// streams are counted across them.
+func (h *Handler) sharedSession(r *http.Request, id string) *session {
+	now := h.cfg.Now()
+	e, err := h.cfg.Shared.GetShared(r.Context(), store.SharedConsoleSession, sharedKey(id), now)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		delete(h.sessions, id)
+		if herald.ErrorCode(err) != herald.CodeNotFound {
+			h.log.Error("console: reading the session from the store failed; the request is sent to the login page", "err", err)
+		}
+		return nil
+	}
+	s := h.sessions[id]
+	if s == nil {
+		h.dropExpiredLocked(now)
+		s = &session{id: id, csrf: string(e.Value), expires: e.Expires}
+		h.sessions[id] = s
+	}
+	return s
+}
+
+// dropExpiredLocked forgets expired sessions, then the ones that expire
+// first while MaxSessions are held; h.mu must be held.
+func (h *Handler) dropExpiredLocked(now time.Time) {
+	for id, o := range h.sessions {
+		if !now.Before(o.expires) {
+			delete(h.sessions, id)
+		}
+	}
+	for len(h.sessions) >= h.cfg.MaxSessions {
+		var first *session
+		for _, o := range h.sessions {
+			if first == nil || o.expires.Before(first.expires) {
+				first = o
+			}
+		}
+		delete(h.sessions, first.id)
+	}
 }
 
 func sessionOf(r *http.Request) *session {
@@ -294,21 +369,16 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	}
 	h.throttle.succeeded(addr, now)
 	s := &session{id: randomID(), csrf: randomID(), expires: claims.ExpiresAt}
+	if h.cfg.Shared != nil {
+		e := store.SharedEntry{Namespace: store.SharedConsoleSession, Key: sharedKey(s.id), Value: []byte(s.csrf), Expires: s.expires}
+		if _, err := h.cfg.Shared.PutShared(r.Context(), e, now); err != nil {
+			h.log.Error("console login: storing the session failed", "remote", r.RemoteAddr, "err", err)
+			h.render(w, r, http.StatusServiceUnavailable, "login", map[string]any{"Error": "The session could not be stored: try again."})
+			return
+		}
+	}
 	h.mu.Lock()
-	for id, o := range h.sessions {
-		if !now.Before(o.expires) {
-			delete(h.sessions, id)
-		}
-	}
-	for len(h.sessions) >= h.cfg.MaxSessions {
-		var first *session
-		for _, o := range h.sessions {
-			if first == nil || o.expires.Before(first.expires) {
-				first = o
-			}
-		}
-		delete(h.sessions, first.id)
-	}
+	h.dropExpiredLocked(now)
 	h.sessions[s.id] = s
 	h.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{
@@ -321,6 +391,15 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	s := sessionOf(r)
+	if h.cfg.Shared != nil {
+		// Deleted from the table first: while it is there, every node
+		// takes the session.
+		if err := h.cfg.Shared.DeleteShared(r.Context(), store.SharedConsoleSession, sharedKey(s.id)); err != nil {
+			h.log.Error("console logout: deleting the session from the store failed", "remote", r.RemoteAddr, "err", err)
+			http.Error(w, "the logout could not be recorded, so the session stays valid on the other nodes: try again", http.StatusServiceUnavailable)
+			return
+		}
+	}
 	h.mu.Lock()
 	delete(h.sessions, s.id)
 	h.mu.Unlock()

@@ -29,6 +29,8 @@ type clusterParts struct {
 	calls     *cluster.Calls      // call events between nodes; the call service's notifier
 	groups    *cluster.GroupCache // set by followGroups
 	newGroups func(cluster.GroupMirror) *cluster.GroupCache
+	nodes     *cluster.Nodes // live nodes, for the API's rate split
+	prune     *sharedPruner  // shared.go
 }
 
 // testWrapBus, set only by this package's tests, wraps the node's bus (a
@@ -77,6 +79,8 @@ func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *ga
 		newGroups: func(g cluster.GroupMirror) *cluster.GroupCache {
 			return cluster.NewGroupCache(cluster.GroupCacheConfig{Node: node, Bus: b, Groups: g, Prefix: cfg.BusPrefix, Logger: log})
 		},
+		nodes:     cluster.NewNodes(node, b, cfg.BusPrefix, 0, nil),
+		prune:     newSharedPruner(st, log),
 		pushCache: pc,
 		bus:       b,
 		deliver:   cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
@@ -104,6 +108,11 @@ func (c *clusterParts) start() error {
 	if err := c.deliver.Start(); err != nil {
 		return err
 	}
+	// The node count listens before presence says hello, so it hears the
+	// answers.
+	if err := c.nodes.Start(); err != nil {
+		return err
+	}
 	if err := c.presence.Start(); err != nil {
 		return err
 	}
@@ -115,6 +124,7 @@ func (c *clusterParts) start() error {
 			return err
 		}
 	}
+	c.prune.start()
 	return c.pushCache.Start()
 }
 
@@ -128,6 +138,8 @@ func (c *clusterParts) close() error {
 	if c.groups != nil {
 		c.groups.Close()
 	}
+	c.nodes.Close()
+	c.prune.close()
 	return c.bus.Close()
 }
 

@@ -41,6 +41,9 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 	if s.emus.apns != nil {
 		cc.Emulator = s.emus
 	}
+	if s.cluster != nil {
+		cc.Shared = s.store // sessions valid on every node (shared.go)
+	}
 	cons := console.New(cc)
 	cons.SetCluster(s.clusterNodes) // cluster.go
 	m.RegisterStats("console", func() any { return cons.Stats() })

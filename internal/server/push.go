@@ -196,7 +196,15 @@ func (e *pushEmulators) close() {
 // pushSetup builds the push providers: from HERALD_PUSH_CONFIG, or, when
 // it is empty, against built-in emulators of every vendor (returned, to be
 // closed with the server) so the whole flow runs with no vendor account.
-func pushSetup(cfg config.Config, log *slog.Logger) (_ map[herald.PushProvider]push.Provider, _ map[string]push.Strategy, _ *pushEmulators, err error) {
+func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]push.Provider, map[string]push.Strategy, *pushEmulators, error) {
+	return pushSetupShared(cfg, nil, log)
+}
+
+// pushSetupShared is pushSetup whose APNs provider, configured from
+// HERALD_PUSH_CONFIG, keeps each key's JWT in shared (the store's shared
+// table, on several nodes; nil on one). The built-in emulator's key is
+// each node's own, so its JWT is too.
+func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger) (_ map[herald.PushProvider]push.Provider, _ map[string]push.Strategy, _ *pushEmulators, err error) {
 	// Results are named for the deferred clean-up only: it reads the
 	// locals, which a failing return does not reset.
 	provs := make(map[herald.PushProvider]push.Provider)
@@ -233,6 +241,7 @@ func pushSetup(cfg config.Config, log *slog.Logger) (_ map[herald.PushProvider]p
 			if err != nil {
 				return nil, nil, nil, err
 			}
+			ac.Shared = shared
 			p, err := apns.New(ac)
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("push config: %w", err)

@@ -95,7 +95,11 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	}
 	// Every component writes through it, so /readyz sees failing writes.
 	st := newWriteHealth(opened, time.Now)
-	providers, strategies, emus, err := pushSetup(cfg, log)
+	var shared store.Store // the shared table, on several nodes only (shared.go)
+	if cfg.Bus != "" {
+		shared = st
+	}
+	providers, strategies, emus, err := pushSetupShared(cfg, sharedTokens(shared), log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -214,6 +218,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		BodyReadTimeout: min(5*time.Second, cfg.HTTPReadTimeout), Secret: secret,
 		AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
+		Shared: sharedRecord(shared), Nodes: cl.nodeCount(),
 	})
 	mux.Handle("/api/", apiHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -339,6 +339,27 @@ type Store interface {
 	// again, as a new user with a new RegisteredAt.
 	UnregisterUser(ctx context.Context, id string) error
 
+	// PutShared stores e in the shared table (shared.go), a
+	// compare-and-swap on e.Version checked atomically against every other
+	// PutShared and DeleteShared of the key, from this process or another
+	// node on the same database: with e.Version zero, only if the key has
+	// no live entry (none, or one expired at now), so of several nodes
+	// inserting one key one succeeds; else only if the live entry's
+	// version is e.Version. It returns e as stored, with its new Version.
+	// CodeConflict otherwise, and nothing changes. CodeInvalidArgument as
+	// ValidateShared. It blocks until the write is durable.
+	PutShared(ctx context.Context, e SharedEntry, now time.Time) (SharedEntry, error)
+
+	// GetShared returns the live entry of (namespace, key). CodeNotFound
+	// when there is none, or it expired at now.
+	GetShared(ctx context.Context, namespace, key string, now time.Time) (SharedEntry, error)
+
+	// DeleteShared removes the entry of (namespace, key); none is no error.
+	DeleteShared(ctx context.Context, namespace, key string) error
+
+	// PruneShared deletes the entries expired at now and returns how many.
+	PruneShared(ctx context.Context, now time.Time) (int, error)
+
 	// Ping checks that the store can serve requests: that it answers a
 	// read, and that it would take a write (a backend may make a small
 	// durable write to find out). It fails while the store refuses writes

@@ -104,6 +104,13 @@ type Config struct {
 	// Logger receives connection events and credential alarms; nil
 	// discards. Keys or JWTs are never logged.
 	Logger *slog.Logger
+
+	// Shared, set when several nodes push (HERALD_BUS), makes each
+	// signing key's JWT the cluster's: stored in the store's shared table
+	// and replaced by one node at a time (jwt.go). Nil: each provider signs
+	// its own, which is right for one node only (APNs answers several
+	// tokens of one key in use at once with TooManyProviderTokenUpdates).
+	Shared TokenStore
 }
 
 // Provider sends pushes through APNs. It is safe for concurrent use.
@@ -221,7 +228,8 @@ func New(cfg Config) (*Provider, error) {
 			id := ac.TeamID + "/" + ac.KeyID
 			s := signers[id]
 			if s == nil {
-				s = &signer{teamID: ac.TeamID, keyID: ac.KeyID, key: ac.Key, refresh: cfg.TokenRefresh, now: cfg.Now, stats: &p.stats}
+				s = &signer{teamID: ac.TeamID, keyID: ac.KeyID, key: ac.Key, refresh: cfg.TokenRefresh, now: cfg.Now, stats: &p.stats,
+					shared: cfg.Shared, log: p.log}
 				signers[id] = s
 			} else if !s.key.Equal(ac.Key) {
 				return nil, fmt.Errorf("%s: Key differs from the key of another app with TeamID %s and KeyID %s", name, ac.TeamID, ac.KeyID)
@@ -415,17 +423,23 @@ func (p *Provider) Close() error {
 type Stats struct {
 	push.VerdictCounts
 
-	Resent        uint64 // requests resent on another connection because the first never reached APNs
-	TokenRetries  uint64 // requests resent with a new JWT after ExpiredProviderToken
-	TokensSigned  uint64 // JWTs signed
-	Dials         uint64 // connections established
-	DialErrors    uint64 // failed dials
-	ConnsReplaced uint64 // connections retired (GOAWAY, closed, 5xx, IdleTimeout)
+	Resent       uint64 // requests resent on another connection because the first never reached APNs
+	TokenRetries uint64 // requests resent with a new JWT after ExpiredProviderToken
+	TokensSigned uint64 // JWTs signed (and, on several nodes, stored for the cluster)
+	// On several nodes (Config.Shared): refreshes that lost the swap to
+	// another node (its JWT is taken instead), and store failures after
+	// which this node signed a JWT of its own.
+	TokenSwapsLost      uint64
+	TokenSharedFailures uint64
+	Dials               uint64 // connections established
+	DialErrors          uint64 // failed dials
+	ConnsReplaced       uint64 // connections retired (GOAWAY, closed, 5xx, IdleTimeout)
 }
 
 type counters struct {
 	push.VerdictCounter
 	resent, tokenRetries, tokensSigned, dials, dialErrors, replaced atomic.Uint64
+	tokenSwapsLost, tokenSharedFailures                             atomic.Uint64
 }
 
 // Stats returns the counters.
@@ -435,5 +449,6 @@ func (p *Provider) Stats() Stats {
 		VerdictCounts: c.Counts(),
 		Resent:        c.resent.Load(), TokenRetries: c.tokenRetries.Load(), TokensSigned: c.tokensSigned.Load(),
 		Dials: c.dials.Load(), DialErrors: c.dialErrors.Load(), ConnsReplaced: c.replaced.Load(),
+		TokenSwapsLost: c.tokenSwapsLost.Load(), TokenSharedFailures: c.tokenSharedFailures.Load(),
 	}
 }

@@ -1,14 +1,21 @@
 package apns
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
 )
 
 // minRenewAge is how young a JWT may be and still be replaced after an
@@ -20,25 +27,50 @@ const minRenewAge = time.Minute
 
 // signer holds the one JWT of a signing key (TeamID, KeyID), shared by
 // every app, connection and goroutine using that key.
+//
+// On several nodes (shared set) it is also the cluster's one JWT: the
+// token lives in the store's shared table under "TeamID/KeyID". A node
+// whose token is TokenRefresh old reads the stored one and takes it if it
+// is younger; if not, it signs one and stores it with a compare-and-swap
+// on the version it read: of nodes refreshing together one wins, and the
+// others read and take the winner's. So APNs sees one token per key,
+// whatever the node count, and no TooManyProviderTokenUpdates. A store
+// that fails (not a lost swap) leaves the node on a token of its own,
+// logged and counted (SharedFailures): pushes go on, and the next refresh
+// tries the store again.
 type signer struct {
 	teamID, keyID string
 	key           *ecdsa.PrivateKey
 	refresh       time.Duration
 	now           func() time.Time
 	stats         *counters
+	shared        TokenStore // nil: this node's token only
+	log           *slog.Logger
 
 	cur atomic.Pointer[jwt] // read without locking on every request
-	mu  sync.Mutex          // serialises signing
+	mu  sync.Mutex          // serialises signing and the store's reads and swaps
 }
 
 type jwt struct {
-	bearer string // "bearer <jwt>": the authorization header value
-	iat    time.Time
+	bearer  string // "bearer <jwt>": the authorization header value
+	iat     time.Time
+	version int64 // its entry's version in the shared table; 0 when not stored
 }
 
-// bearer returns the authorization header value, signing a new JWT when
-// the current one is TokenRefresh old.
-func (s *signer) bearer() (string, error) {
+// TokenStore is what the provider needs of the store's shared table
+// (store.Store.PutShared) to share JWTs between nodes. Each call blocks
+// on the store.
+type TokenStore interface {
+	PutShared(ctx context.Context, e store.SharedEntry, now time.Time) (store.SharedEntry, error)
+	GetShared(ctx context.Context, namespace, key string, now time.Time) (store.SharedEntry, error)
+}
+
+// sharedKey is the key's entry in the shared table.
+func (s *signer) sharedKey() string { return s.teamID + "/" + s.keyID }
+
+// bearer returns the authorization header value, signing a new JWT (or
+// taking the cluster's) when the current one is TokenRefresh old.
+func (s *signer) bearer(ctx context.Context) (string, error) {
 	if t := s.cur.Load(); t != nil && s.now().Sub(t.iat) < s.refresh {
 		return t.bearer, nil
 	}
@@ -46,31 +78,127 @@ func (s *signer) bearer() (string, error) {
 	defer s.mu.Unlock()
 	if t := s.cur.Load(); t != nil && s.now().Sub(t.iat) < s.refresh {
 		return t.bearer, nil
+	}
+	if s.shared != nil {
+		return s.takeSharedLocked(ctx, "")
 	}
 	return s.signLocked()
 }
 
-// renew is called after APNs answered ExpiredProviderToken to a request
-// that carried used. It returns the value to retry with: the current JWT
-// if another request already replaced used, used itself if it is younger
-// than minRenewAge (the caller then gives up), or a newly signed one.
-func (s *signer) renew(used string) (string, error) {
+// renew is called after APNs answered ExpiredProviderToken (or, on
+// several nodes, InvalidProviderToken) to a request that carried used. It
+// returns the value to retry with: the current JWT if another request (or
+// node) already replaced used, used itself if it is younger than
+// minRenewAge (the caller then gives up), or a newly signed one.
+func (s *signer) renew(ctx context.Context, used string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.shared != nil {
+		return s.takeSharedLocked(ctx, used)
+	}
 	if t := s.cur.Load(); t != nil && (t.bearer != used || s.now().Sub(t.iat) < minRenewAge) {
 		return t.bearer, nil
 	}
 	return s.signLocked()
 }
 
-// signLocked signs a JWT issued now. s.mu must be held.
-func (s *signer) signLocked() (string, error) {
-	iat := s.now().Truncate(time.Second)
-	tok, err := signES256(s.key, s.keyID, s.teamID, iat.Unix())
+// takeSharedLocked returns the cluster's JWT: the stored one when it is
+// young enough (younger than TokenRefresh, and not refused: it is not
+// refused, a JWT younger than minRenewAge excepted, as renew asks),
+// else one this node signs and swaps in. s.mu must be held.
+func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, error) {
+	now := s.now()
+	key := s.sharedKey()
+	e, err := s.shared.GetShared(ctx, store.SharedAPNsJWT, key, now)
+	switch herald.ErrorCode(err) {
+	case "":
+		t, derr := decodeSharedJWT(e)
+		if derr != nil {
+			s.log.Error("apns: the shared provider token does not decode; signing a new one", "team_id", s.teamID, "key_id", s.keyID, "err", derr)
+			break
+		}
+		age := now.Sub(t.iat)
+		if age < s.refresh && (refused == "" || t.bearer != refused || age < minRenewAge) {
+			s.cur.Store(t)
+			return t.bearer, nil
+		}
+	case herald.CodeNotFound:
+		e = store.SharedEntry{}
+	default:
+		return s.ownLocked(err)
+	}
+	tok, iat, err := s.sign(now)
 	if err != nil {
 		return "", err
 	}
-	t := &jwt{bearer: "bearer " + tok, iat: iat}
+	ne := store.SharedEntry{Namespace: store.SharedAPNsJWT, Key: key, Value: encodeSharedJWT(tok, iat),
+		Expires: iat.Add(MaxTokenRefresh), Version: e.Version}
+	stored, err := s.shared.PutShared(ctx, ne, now)
+	switch herald.ErrorCode(err) {
+	case "":
+		t := &jwt{bearer: tok, iat: iat, version: stored.Version}
+		s.cur.Store(t)
+		s.stats.tokensSigned.Add(1)
+		return t.bearer, nil
+	case herald.CodeConflict:
+		// Another node stored one first: take it (it is new).
+		s.stats.tokenSwapsLost.Add(1)
+		won, gerr := s.shared.GetShared(ctx, store.SharedAPNsJWT, key, now)
+		if gerr == nil {
+			if t, derr := decodeSharedJWT(won); derr == nil {
+				s.cur.Store(t)
+				return t.bearer, nil
+			}
+		}
+		return s.ownLocked(gerr)
+	default:
+		return s.ownLocked(err)
+	}
+}
+
+// ownLocked signs a token of this node's alone, after the store failed
+// (err): pushes go on, at the price of a second token for the key until
+// the next refresh takes the store's again. s.mu must be held.
+func (s *signer) ownLocked(err error) (string, error) {
+	s.stats.tokenSharedFailures.Add(1)
+	s.log.Error("apns: the shared provider token could not be read or stored; this node signs its own until the store answers",
+		"team_id", s.teamID, "key_id", s.keyID, "err", err)
+	return s.signLocked()
+}
+
+// encodeSharedJWT is a token's value in the shared table: its issue time
+// (Unix seconds), a space, and the authorization header value.
+func encodeSharedJWT(bearer string, iat time.Time) []byte {
+	return []byte(strconv.FormatInt(iat.Unix(), 10) + " " + bearer)
+}
+
+func decodeSharedJWT(e store.SharedEntry) (*jwt, error) {
+	iatText, bearer, ok := strings.Cut(string(e.Value), " ")
+	iat, err := strconv.ParseInt(iatText, 10, 64)
+	if !ok || err != nil || !strings.HasPrefix(bearer, "bearer ") {
+		return nil, fmt.Errorf("apns: shared token of %d bytes is not \"<iat> bearer <jwt>\"", len(e.Value))
+	}
+	return &jwt{bearer: bearer, iat: time.Unix(iat, 0), version: e.Version}, nil
+}
+
+// sign signs a JWT issued at now (to the second) and returns the
+// authorization header value.
+func (s *signer) sign(now time.Time) (string, time.Time, error) {
+	iat := now.Truncate(time.Second)
+	tok, err := signES256(s.key, s.keyID, s.teamID, iat.Unix())
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return "bearer " + tok, iat, nil
+}
+
+// signLocked signs a JWT issued now for this node alone. s.mu must be held.
+func (s *signer) signLocked() (string, error) {
+	bearer, iat, err := s.sign(s.now())
+	if err != nil {
+		return "", err
+	}
+	t := &jwt{bearer: bearer, iat: iat}
 	s.cur.Store(t)
 	s.stats.tokensSigned.Add(1)
 	return t.bearer, nil

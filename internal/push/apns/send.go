@@ -25,6 +25,7 @@ const (
 	ReasonDeviceTokenNotForTopic      = "DeviceTokenNotForTopic"
 	ReasonIdleTimeout                 = "IdleTimeout"
 	ReasonExpiredProviderToken        = "ExpiredProviderToken"
+	ReasonInvalidProviderToken        = "InvalidProviderToken"
 	ReasonTooManyProviderTokenUpdates = "TooManyProviderTokenUpdates"
 	ReasonShutdown                    = "Shutdown"
 )
@@ -114,7 +115,7 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 	var bearer string
 	if a.signer != nil {
 		var err error
-		if bearer, err = a.signer.bearer(); err != nil {
+		if bearer, err = a.signer.bearer(ctx); err != nil {
 			return push.Result{Verdict: push.Retry, Reason: "signing the provider token: " + err.Error(), Err: err}
 		}
 		h["Authorization"] = []string{bearer}
@@ -150,9 +151,13 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 		if connBad {
 			pl.markBad(c)
 		}
-		if res.Status == http.StatusForbidden && res.Reason == ReasonExpiredProviderToken && a.signer != nil && !renewed {
+		// On several nodes InvalidProviderToken is renewed too: the token
+		// stored by another node may be one APNs no longer takes (a node
+		// whose key was replaced), and the swap puts a good one in its place.
+		if res.Status == http.StatusForbidden && a.signer != nil && !renewed &&
+			(res.Reason == ReasonExpiredProviderToken || res.Reason == ReasonInvalidProviderToken && a.signer.shared != nil) {
 			renewed = true
-			nb, err := a.signer.renew(bearer)
+			nb, err := a.signer.renew(ctx, bearer)
 			if err != nil {
 				return push.Result{Verdict: push.Retry, Reason: "signing the provider token: " + err.Error(), Err: err}
 			}
