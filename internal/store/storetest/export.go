@@ -73,6 +73,9 @@ func RunExport(t *testing.T, from func(t *testing.T) store.Store, to func(t *tes
 	if !maps.Equal(srcCounts, dstCounts) {
 		t.Errorf("counts after the copy: %v, want the source's %v", dstCounts, srcCounts)
 	}
+	if got := w.snapshot(t, src); got != before {
+		t.Errorf("the export changed the original:\n%s", diffLines(got, before))
+	}
 	if got := w.snapshot(t, dst); got != before {
 		t.Errorf("the copy reads differently from the original:\n%s", diffLines(got, before))
 	}
