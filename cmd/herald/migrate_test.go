@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -284,5 +285,61 @@ func TestMigrateCountMismatchFails(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "MISMATCH") {
 		t.Errorf("the count table does not mark the mismatch:\n%s", out.String())
+	}
+}
+
+// failingImporter fails the import of the second page of messages, as a
+// lost connection would.
+type failingImporter struct {
+	store.Importer
+	pages *int
+}
+
+func (f failingImporter) Import(ctx context.Context, t store.Table, r *store.Rows) error {
+	if t == store.TableMessages {
+		if *f.pages++; *f.pages == 2 {
+			return errors.New("connection lost")
+		}
+	}
+	return f.Importer.Import(ctx, t, r)
+}
+
+// A failed run leaves whole pages in the target, which a second run
+// refuses; emptied as docs/operations.md says, the target takes a new run.
+func TestMigrateFailedRunThenRerun(t *testing.T) {
+	ctx := context.Background()
+	from, to := newSQLiteData(t), t.TempDir()
+	src, err := sqlite.Open(ctx, filepath.Join(from, server.SQLiteFile), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := sqlite.Open(ctx, filepath.Join(to, server.SQLiteFile), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	pages := 0
+	err = transfer(ctx, src, failingImporter{dst, &pages}, migrateOptions{page: 1}, store.Tables, &out)
+	src.Close()
+	dst.Close()
+	if err == nil || !strings.Contains(err.Error(), "connection lost") || !strings.Contains(err.Error(), "empty it") {
+		t.Fatalf("transfer that failed: %v, want the cause and what to do", err)
+	}
+	if got := sqliteCounts(t, to); got[store.TableMessages] != 1 || got[store.TableUsers] != 1 {
+		t.Errorf("target after the failure: %v, want the user and the first message page", got)
+	}
+	if out, err := runMigrate("--from-data", from, "--to-store", "sqlite", "--to-data", to); err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("rerun into the partly filled target: %v, want a refusal\n%s", err, out)
+	}
+	for _, name := range []string{"herald.db", "herald.db-wal", "herald.db-shm", "herald.db.lock"} {
+		if err := os.Remove(filepath.Join(to, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	if out, err := runMigrate("--from-data", from, "--to-store", "sqlite", "--to-data", to); err != nil {
+		t.Fatalf("rerun into the emptied target: %v\n%s", err, out)
+	}
+	if got, want := sqliteCounts(t, to), sqliteCounts(t, from); !equalCounts(got, want) {
+		t.Errorf("after the rerun: %v, want %v", got, want)
 	}
 }

@@ -80,6 +80,8 @@ func RunExport(t *testing.T, from func(t *testing.T) store.Store, to func(t *tes
 		t.Errorf("the copy reads differently from the original:\n%s", diffLines(got, before))
 	}
 
+	pageAtomic(t, imp)
+
 	g := &fixture{s: dst, at: f.at, n: f.n}
 	w.goOn(t, g)
 	after := w.snapshot(t, dst)
@@ -90,6 +92,36 @@ func RunExport(t *testing.T, from func(t *testing.T) store.Store, to func(t *tes
 	defer dst.Close()
 	if got := w.snapshot(t, dst); got != after {
 		t.Errorf("the copy reads differently after reopening it:\n%s", diffLines(got, after))
+	}
+}
+
+// pageAtomic checks that an Import whose page meets a stored row stores
+// nothing of the page: a failed herald migrate leaves whole pages only.
+func pageAtomic(t *testing.T, imp store.Importer) {
+	t.Helper()
+	ctx := context.Background()
+	before, err := store.Counts(ctx, imp, store.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		table store.Table
+		rows  *store.Rows
+	}{
+		{store.TableUsers, &store.Rows{Users: []herald.User{
+			{ID: "new", RegisteredAt: baseTime}, {ID: "alice", RegisteredAt: baseTime}}}},
+		{store.TableMutes, &store.Rows{Mutes: []store.Mute{{User: "new", Conv: "p:a:new"}, {User: "alice", Conv: "p:alice:bob"}}}},
+	} {
+		if err := imp.Import(ctx, tt.table, tt.rows); err == nil {
+			t.Errorf("Import of a %s page holding a stored row: no error", tt.table)
+		}
+	}
+	after, err := store.Counts(ctx, imp, store.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(before, after) {
+		t.Errorf("a failed Import stored part of its page: counts %v, were %v", after, before)
 	}
 }
 
@@ -107,7 +139,7 @@ type exportWorld struct {
 func fillForExport(t *testing.T, f *fixture) *exportWorld {
 	ctx := context.Background()
 	w := &exportWorld{
-		users:   []string{"alice", "bob", "carol", "dave", "gus", "hal", "ivy", "zed"},
+		users:   []string{"alice", "bob", "carol", "dave", "gus", "hal", "ivy", "jay", "zed"},
 		groups:  []string{"g1", "g2", "g3"},
 		calls:   []string{"c1", "c2"},
 		devices: [][2]string{{"alice", "phone"}, {"bob", "tablet"}, {"bob", "phone"}},
@@ -174,6 +206,7 @@ func fillForExport(t *testing.T, f *fixture) *exportWorld {
 	f.append(t, f.gtext("ivy", "g1"))
 	f.setRead(t, "hal", "g:g1", 1)
 	f.setRead(t, "ivy", "g:g1", 3)
+	f.addMembers(t, "g1", f.newMembers(herald.RoleMember, "jay")) // joins at 3, reads nothing
 	f.createGroup(t, "g2", "gus")
 	if err := f.s.DismissGroup(ctx, "g2"); err != nil {
 		t.Fatal(err)
