@@ -35,7 +35,7 @@ Usage:
   herald push     test|log|status [flags]
   herald emulator [--addr HOST:PORT] [--sandbox-addr HOST:PORT] [--dir DIR] [--delay D]
   herald bench    peer|conn|push|group [flags]
-  herald migrate  [--from-data DIR] [--from-store sqlite|pebble|URL] --to-store URL [...]
+  herald migrate  [--data DIR] [--store sqlite|pebble|URL] --to-store URL|sqlite [--to-data DIR] [...]
   herald version  (also --version)
   herald help
 

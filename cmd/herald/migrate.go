@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/server"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/pebble"
@@ -22,15 +23,16 @@ import (
 )
 
 const migrateUsage = `Usage:
-  herald migrate [--from-data DIR] [--from-store sqlite|pebble|URL] --to-store URL|sqlite [--to-data DIR]
-                 [--skip-push-log] [--page N]
+  herald migrate [--data DIR] [--store sqlite|pebble|URL] [--config FILE]
+                 --to-store URL|sqlite [--to-data DIR] [--skip-push-log] [--page N]
 
 Copies everything a node holds from one store to another: messages with
 their IDs and seqs, conversation lists and read seqs, device cursors, mutes,
 push devices with their bindings and badges, the push outbox and delivery
-log, groups and members, calls, users. A store is named as HERALD_STORE and
-HERALD_DATA name it: an embedded engine (sqlite, pebble) in a data folder,
-or a PostgreSQL URL. The source defaults to HERALD_STORE in HERALD_DATA.
+log, groups and members, calls, users. The source is the node's store as
+herald serve finds it: --store and --data (HERALD_STORE, HERALD_DATA, or
+the --config file), an embedded engine in a data folder or a PostgreSQL
+URL. The target is --to-store: a PostgreSQL URL, or sqlite in --to-data.
 
 The server must be stopped: the source's lock tells. The target must be
 empty. After the copy, the row count of each table is compared (source
@@ -71,41 +73,38 @@ func (s storeSpec) path() string {
 	return filepath.Join(s.data, server.SQLiteFile)
 }
 
-func parseStoreSpec(side, store, data string) (storeSpec, error) {
+// parseTarget reads --to-store and --to-data.
+func parseTarget(store, data string) (storeSpec, error) {
 	switch {
 	case strings.HasPrefix(store, "postgres://"), strings.HasPrefix(store, "postgresql://"):
 		return storeSpec{engine: "postgres", url: store}, nil
 	case store == "sqlite", store == "pebble":
 		if data == "" {
-			return storeSpec{}, fmt.Errorf("migrate: --%s-data is needed with --%s-store %s", side, side, store)
+			return storeSpec{}, fmt.Errorf("migrate: --to-data is needed with --to-store %s", store)
 		}
 		return storeSpec{engine: store, data: data}, nil
 	case strings.Contains(store, "://"):
-		return storeSpec{}, fmt.Errorf("migrate: --%s-store must be sqlite, pebble or a postgres:// URL, got a URL of another scheme", side)
+		return storeSpec{}, errors.New("migrate: --to-store must be sqlite or a postgres:// URL, got a URL of another scheme")
 	}
-	return storeSpec{}, fmt.Errorf("migrate: --%s-store must be sqlite, pebble or a postgres:// URL, got %q", side, store)
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+	return storeSpec{}, fmt.Errorf("migrate: --to-store must be sqlite or a postgres:// URL, got %q", store)
 }
 
 func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	fset := flag.NewFlagSet("herald migrate", flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	commandUsage(fset, migrateUsage)
-	fromData := fset.String("from-data", envOr("HERALD_DATA", "herald-data"), "data folder of the source's embedded store (default HERALD_DATA)")
-	fromStore := fset.String("from-store", envOr("HERALD_STORE", "sqlite"), "the source: sqlite, pebble or a postgres:// URL (default HERALD_STORE)")
 	toData := fset.String("to-data", "", "data folder of the target's embedded store (with --to-store sqlite)")
 	toStore := fset.String("to-store", "", "the target, empty: a postgres:// URL, or sqlite (required)")
 	skipLog := fset.Bool("skip-push-log", false, "leave the delivery log behind (it is diagnostics only; the target's starts empty)")
 	page := fset.Int("page", 1000, "rows per target transaction (1 to 100000)")
-	if err := fset.Parse(args); err != nil {
+	// The source is the node's own configuration: --store and --data, or
+	// HERALD_STORE and HERALD_DATA, or the --config file, as herald serve
+	// reads them.
+	cfg, err := config.Load(fset, args, os.Getenv, "data", "store")
+	if err != nil {
 		return migrateOptions{}, err
 	}
+	warnUnknownEnv(stderr)
 	if fset.NArg() > 0 {
 		return migrateOptions{}, fmt.Errorf("migrate: unexpected argument %q", fset.Arg(0))
 	}
@@ -115,12 +114,11 @@ func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	if *page < 1 || *page > 100_000 {
 		return migrateOptions{}, fmt.Errorf("migrate: --page must be between 1 and 100000, got %d", *page)
 	}
-	o := migrateOptions{skipPushLog: *skipLog, page: *page}
-	var err error
-	if o.from, err = parseStoreSpec("from", *fromStore, *fromData); err != nil {
-		return o, err
+	o := migrateOptions{skipPushLog: *skipLog, page: *page, from: storeSpec{engine: cfg.Store, data: cfg.DataDir}}
+	if cfg.StoreIsPostgres() {
+		o.from = storeSpec{engine: "postgres", url: cfg.Store}
 	}
-	if o.to, err = parseStoreSpec("to", *toStore, *toData); err != nil {
+	if o.to, err = parseTarget(*toStore, *toData); err != nil {
 		return o, err
 	}
 	if o.to.engine == "pebble" {
@@ -181,7 +179,7 @@ func openSource(ctx context.Context, s storeSpec) (exportStore, error) {
 func mustExist(s storeSpec) error {
 	if _, err := os.Stat(s.path()); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("migrate: no %s store in %s (no %s): check --from-data and --from-store", s.engine, s.data, s.path())
+			return fmt.Errorf("migrate: no %s store in %s (no %s): check --data and --store (HERALD_DATA, HERALD_STORE)", s.engine, s.data, s.path())
 		}
 		return fmt.Errorf("migrate: %w", err)
 	}

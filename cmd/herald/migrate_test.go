@@ -104,9 +104,15 @@ func sqliteCounts(t *testing.T, dir string) map[store.Table]int64 {
 	return n
 }
 
+// The source is the node's configuration, here its --config file, as
+// herald serve reads it.
 func TestMigrateSQLiteToSQLite(t *testing.T) {
 	from, to := newSQLiteData(t), filepath.Join(t.TempDir(), "new")
-	out, err := runMigrate("--from-data", from, "--from-store", "sqlite", "--to-store", "sqlite", "--to-data", to, "--page", "2")
+	conf := filepath.Join(t.TempDir(), "herald.env")
+	if err := os.WriteFile(conf, []byte("HERALD_DATA="+from+"\nHERALD_STORE=sqlite\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runMigrate("--config", conf, "--to-store", "sqlite", "--to-data", to, "--page", "2")
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
@@ -138,7 +144,7 @@ func TestMigratePebbleToPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	out, err := runMigrate("--from-data", from, "--from-store", "pebble", "--to-store", dsn)
+	out, err := runMigrate("--data", from, "--store", "pebble", "--to-store", dsn)
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
@@ -169,11 +175,11 @@ func TestMigratePebbleToPostgres(t *testing.T) {
 // it was: a second run into the same target is the usual mistake.
 func TestMigrateRefusesNonEmptyTarget(t *testing.T) {
 	from, to := newSQLiteData(t), t.TempDir()
-	if out, err := runMigrate("--from-data", from, "--to-store", "sqlite", "--to-data", to); err != nil {
+	if out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to); err != nil {
 		t.Fatalf("first migrate: %v\n%s", err, out)
 	}
 	before := sqliteCounts(t, to)
-	out, err := runMigrate("--from-data", from, "--to-store", "sqlite", "--to-data", to)
+	out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to)
 	if err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("second migrate into the same target: %v, want a refusal saying it is not empty\n%s", err, out)
 	}
@@ -199,7 +205,7 @@ func TestMigrateRefusesSourceInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	out, err := runMigrate("--from-data", from, "--to-store", "sqlite", "--to-data", t.TempDir())
+	out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "stop the server") {
 		t.Fatalf("migrate of a store in use: %v, want a refusal saying to stop the server\n%s", err, out)
 	}
@@ -207,7 +213,7 @@ func TestMigrateRefusesSourceInUse(t *testing.T) {
 
 func TestMigrateSkipPushLog(t *testing.T) {
 	from, to := newSQLiteData(t), t.TempDir()
-	out, err := runMigrate("--from-data", from, "--to-store", "sqlite", "--to-data", to, "--skip-push-log")
+	out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to, "--skip-push-log")
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
@@ -230,13 +236,14 @@ func TestMigrateBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no target", []string{"--from-data", src}, "--to-store is required"},
-		{"pebble target", []string{"--from-data", src, "--to-store", "pebble", "--to-data", t.TempDir()}, "Pebble cannot be a target"},
-		{"same store", []string{"--from-data", src, "--to-store", "sqlite", "--to-data", src}, "same store"},
-		{"embedded target without folder", []string{"--from-data", src, "--to-store", "sqlite"}, "--to-data is needed"},
-		{"bad store", []string{"--from-data", src, "--to-store", "mysql://x/y"}, "must be sqlite, pebble or a postgres:// URL"},
-		{"bad page", []string{"--from-data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--page", "0"}, "--page"},
-		{"no source", []string{"--from-data", missing, "--to-store", "sqlite", "--to-data", t.TempDir()}, "no sqlite store in"},
+		{"no target", []string{"--data", src}, "--to-store is required"},
+		{"pebble target", []string{"--data", src, "--to-store", "pebble", "--to-data", t.TempDir()}, "Pebble cannot be a target"},
+		{"same store", []string{"--data", src, "--to-store", "sqlite", "--to-data", src}, "same store"},
+		{"embedded target without folder", []string{"--data", src, "--to-store", "sqlite"}, "--to-data is needed"},
+		{"bad target store", []string{"--data", src, "--to-store", "mysql://x/y"}, "must be sqlite or a postgres:// URL"},
+		{"bad source store", []string{"--data", src, "--store", "mysql", "--to-store", "sqlite", "--to-data", t.TempDir()}, "HERALD_STORE must be sqlite, pebble or a postgres:// URL"},
+		{"bad page", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--page", "0"}, "--page"},
+		{"no source", []string{"--data", missing, "--to-store", "sqlite", "--to-data", t.TempDir()}, "no sqlite store in"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -328,7 +335,7 @@ func TestMigrateFailedRunThenRerun(t *testing.T) {
 	if got := sqliteCounts(t, to); got[store.TableMessages] != 1 || got[store.TableUsers] != 1 {
 		t.Errorf("target after the failure: %v, want the user and the first message page", got)
 	}
-	if out, err := runMigrate("--from-data", from, "--to-store", "sqlite", "--to-data", to); err == nil || !strings.Contains(err.Error(), "not empty") {
+	if out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("rerun into the partly filled target: %v, want a refusal\n%s", err, out)
 	}
 	for _, name := range []string{"herald.db", "herald.db-wal", "herald.db-shm", "herald.db.lock"} {
@@ -336,7 +343,7 @@ func TestMigrateFailedRunThenRerun(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if out, err := runMigrate("--from-data", from, "--to-store", "sqlite", "--to-data", to); err != nil {
+	if out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to); err != nil {
 		t.Fatalf("rerun into the emptied target: %v\n%s", err, out)
 	}
 	if got, want := sqliteCounts(t, to), sqliteCounts(t, from); !equalCounts(got, want) {
