@@ -101,6 +101,8 @@ func (r *Rows) Len() int {
 // Counter counts a store's rows per table, in Exporter's terms. Counting
 // reads the whole table on the embedded backends.
 type Counter interface {
+	// Count returns how many rows Export gives (or Import stored) for t.
+	// It blocks on I/O; CodeInvalidArgument for an unknown table.
 	Count(ctx context.Context, t Table) (int64, error)
 }
 
@@ -113,8 +115,9 @@ type Exporter interface {
 	// until every row was given; fn may keep the rows. Messages come
 	// grouped by conversation, in ascending seq order within one; the
 	// delivery log comes oldest first (by time, then insertion order); the
-	// other tables in key order. It returns fn's first error, or the
-	// store's.
+	// other tables in key order. It blocks on I/O and on fn. It returns
+	// fn's first error as it is, or the store's (CodeInvalidArgument for an
+	// unknown table or a page that is not positive).
 	Export(ctx context.Context, t Table, page int, fn func(*Rows) error) error
 }
 
@@ -126,7 +129,9 @@ type Importer interface {
 	Counter
 	// Import writes rows of table t in one transaction (all or none) and
 	// blocks until they are durable. The tables must come in Tables'
-	// order, and messages in Export's order.
+	// order, and messages in Export's order: a message whose seq is not
+	// past its conversation's stored ones fails the call. A row that is
+	// already stored (same key) fails it too, and nothing of rows stays.
 	Import(ctx context.Context, t Table, rows *Rows) error
 	// FinishImport brings what the store derives from its rows up to date
 	// (the next message ID, cached seqs) once every table was imported;

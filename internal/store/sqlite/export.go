@@ -268,8 +268,8 @@ func (s *Store) Import(ctx context.Context, t store.Table, r *store.Rows) error 
 		return im.table(ctx, t, r)
 	})
 	if err != nil {
-		// The writer may have cached a conversation this transaction made.
-		s.forgetConvs()
+		// Rolled back. The writer's cache was not touched: the import
+		// keeps its own, and FinishImport clears the writer's.
 		return fmt.Errorf("sqlite: import %s: %w", t, err)
 	}
 	return nil
@@ -289,13 +289,6 @@ func (s *Store) FinishImport(ctx context.Context) error {
 	s.w.convs = make(map[string]*convState)
 	s.w.nextID = max(s.w.nextID, last+1)
 	return nil
-}
-
-func (s *Store) forgetConvs() {
-	if s.acquire(context.Background()) == nil {
-		s.w.convs = make(map[string]*convState)
-		s.releaseWriter()
-	}
 }
 
 // importer writes one page inside a writer transaction.

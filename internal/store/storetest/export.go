@@ -95,8 +95,9 @@ func RunExport(t *testing.T, from func(t *testing.T) store.Store, to func(t *tes
 	}
 }
 
-// pageAtomic checks that an Import whose page meets a stored row stores
-// nothing of the page: a failed herald migrate leaves whole pages only.
+// pageAtomic checks that an Import whose page meets a stored row, or
+// whose messages are out of seq order, fails and stores nothing of the
+// page: a failed herald migrate leaves whole pages only.
 func pageAtomic(t *testing.T, imp store.Importer) {
 	t.Helper()
 	ctx := context.Background()
@@ -111,9 +112,15 @@ func pageAtomic(t *testing.T, imp store.Importer) {
 		{store.TableUsers, &store.Rows{Users: []herald.User{
 			{ID: "new", RegisteredAt: baseTime}, {ID: "alice", RegisteredAt: baseTime}}}},
 		{store.TableMutes, &store.Rows{Mutes: []store.Mute{{User: "new", Conv: "p:a:new"}, {User: "alice", Conv: "p:alice:bob"}}}},
+		// Seq 1 of alice and bob's conversation is stored: out of order.
+		{store.TableMessages, &store.Rows{Messages: []*herald.Message{
+			exportMessage(1<<40, "new", "zoe", 1), exportMessage(1<<40+1, "alice", "bob", 1)}}},
+		// A new conversation's seqs going back: not Export's order.
+		{store.TableMessages, &store.Rows{Messages: []*herald.Message{
+			exportMessage(1<<40+2, "new", "yan", 2), exportMessage(1<<40+3, "new", "yan", 1)}}},
 	} {
 		if err := imp.Import(ctx, tt.table, tt.rows); err == nil {
-			t.Errorf("Import of a %s page holding a stored row: no error", tt.table)
+			t.Errorf("Import of a %s page holding a stored row or seqs out of order: no error", tt.table)
 		}
 	}
 	after, err := store.Counts(ctx, imp, store.Tables)
@@ -123,6 +130,12 @@ func pageAtomic(t *testing.T, imp store.Importer) {
 	if !maps.Equal(before, after) {
 		t.Errorf("a failed Import stored part of its page: counts %v, were %v", after, before)
 	}
+}
+
+// exportMessage is a message as Export gives it, ID and seq set.
+func exportMessage(id int64, from, to string, seq int64) *herald.Message {
+	return &herald.Message{ID: id, ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey(from, to), Seq: seq,
+		From: from, To: to, LocalID: fmt.Sprint("import-", id), Type: herald.MessageText, Text: "imported", CreatedAt: baseTime}
 }
 
 // exportWorld is what fillForExport stored: the names the snapshot reads.
