@@ -199,15 +199,27 @@ func equalCounts(a, b map[store.Table]int64) bool {
 
 // A running server holds the source's lock: migrate says to stop it.
 func TestMigrateRefusesSourceInUse(t *testing.T) {
-	from := newSQLiteData(t)
-	s, err := sqlite.Open(context.Background(), filepath.Join(from, server.SQLiteFile), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", t.TempDir())
-	if err == nil || !strings.Contains(err.Error(), "stop the server") {
-		t.Fatalf("migrate of a store in use: %v, want a refusal saying to stop the server\n%s", err, out)
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) {
+			from := t.TempDir()
+			var (
+				s   store.Store
+				err error
+			)
+			if engine == "pebble" {
+				s, err = pebble.Open(context.Background(), filepath.Join(from, server.PebbleDir), pebble.Options{})
+			} else {
+				s, err = sqlite.Open(context.Background(), filepath.Join(from, server.SQLiteFile), sqlite.Options{})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			out, err := runMigrate("--data", from, "--store", engine, "--to-store", "sqlite", "--to-data", t.TempDir())
+			if err == nil || !strings.Contains(err.Error(), "stop the server") {
+				t.Fatalf("migrate of a store in use: %v, want a refusal saying to stop the server\n%s", err, out)
+			}
+		})
 	}
 }
 
