@@ -271,6 +271,10 @@ func TestMigrateBadFlags(t *testing.T) {
 	if out, err := runMigrate("--help"); err != nil || !strings.Contains(out, "--to-store") {
 		t.Errorf("migrate --help: %v, want its flags and no error:\n%s", err, out)
 	}
+	var usage, e bytes.Buffer
+	if err := run([]string{"help"}, &usage, &e); err != nil || !strings.Contains(usage.String(), "herald migrate") {
+		t.Errorf("herald help: %v, want it to list herald migrate:\n%s", err, usage.String())
+	}
 }
 
 // lossyImporter drops the last row of each message page: the count check
