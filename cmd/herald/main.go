@@ -35,7 +35,7 @@ Usage:
   herald push     test|log|status [flags]
   herald emulator [--addr HOST:PORT] [--sandbox-addr HOST:PORT] [--dir DIR] [--delay D]
   herald bench    peer|conn|push|group [flags]
-  herald migrate  [--data DIR] [--store sqlite|pebble|URL] --to-store URL|sqlite [--to-data DIR] [...]
+  herald migrate  [--data DIR] [--store sqlite|pebble|URL] --to-store URL|sqlite|pebble [--to-data DIR] [...]
   herald version  (also --version)
   herald help
 

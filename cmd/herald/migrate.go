@@ -24,7 +24,7 @@ import (
 
 const migrateUsage = `Usage:
   herald migrate [--data DIR] [--store sqlite|pebble|URL] [--config FILE]
-                 --to-store URL|sqlite [--to-data DIR] [--skip-push-log] [--page N]
+                 --to-store URL|sqlite|pebble [--to-data DIR] [--skip-push-log] [--page N]
 
 Copies everything a node holds from one store to another: messages with
 their IDs and seqs, conversation lists and read seqs, device cursors, mutes,
@@ -32,7 +32,8 @@ push devices with their bindings and badges, the push outbox and delivery
 log, groups and members, calls, users. The source is the node's store as
 herald serve finds it: --store and --data (HERALD_STORE, HERALD_DATA, or
 the --config file), an embedded engine in a data folder or a PostgreSQL
-URL. The target is --to-store: a PostgreSQL URL, or sqlite in --to-data.
+URL. The target is --to-store: a PostgreSQL URL, or sqlite or pebble in
+--to-data.
 
 The server must be stopped: the source's lock tells. The target must be
 empty. After the copy, the row count of each table is compared (source
@@ -84,17 +85,17 @@ func parseTarget(store, data string) (storeSpec, error) {
 		}
 		return storeSpec{engine: store, data: data}, nil
 	case strings.Contains(store, "://"):
-		return storeSpec{}, errors.New("migrate: --to-store must be sqlite or a postgres:// URL, got a URL of another scheme")
+		return storeSpec{}, errors.New("migrate: --to-store must be sqlite, pebble or a postgres:// URL, got a URL of another scheme")
 	}
-	return storeSpec{}, fmt.Errorf("migrate: --to-store must be sqlite or a postgres:// URL, got %q", store)
+	return storeSpec{}, fmt.Errorf("migrate: --to-store must be sqlite, pebble or a postgres:// URL, got %q", store)
 }
 
 func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	fset := flag.NewFlagSet("herald migrate", flag.ContinueOnError)
 	fset.SetOutput(stderr)
 	commandUsage(fset, migrateUsage)
-	toData := fset.String("to-data", "", "data folder of the target's embedded store (with --to-store sqlite)")
-	toStore := fset.String("to-store", "", "the target, empty: a postgres:// URL, or sqlite (required)")
+	toData := fset.String("to-data", "", "data folder of the target's embedded store (with --to-store sqlite or pebble)")
+	toStore := fset.String("to-store", "", "the target, empty: a postgres:// URL, or sqlite or pebble (required)")
 	skipLog := fset.Bool("skip-push-log", false, "leave the delivery log behind (it is diagnostics only; the target's starts empty)")
 	page := fset.Int("page", 1000, "rows per target transaction (1 to 100000)")
 	// The source is the node's own configuration: --store and --data, or
@@ -120,9 +121,6 @@ func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	}
 	if o.to, err = parseTarget(*toStore, *toData); err != nil {
 		return o, err
-	}
-	if o.to.engine == "pebble" {
-		return o, errors.New("migrate: Pebble cannot be a target: move to PostgreSQL, or to sqlite to stay embedded")
 	}
 	if o.from.engine == o.to.engine && (o.from.url != "" && o.from.url == o.to.url || o.from.data != "" && samePath(o.from.data, o.to.data)) {
 		return o, errors.New("migrate: the source and the target are the same store")
@@ -194,18 +192,28 @@ func inUse(err error) error {
 }
 
 // openTarget opens the target; an embedded one is created in its data
-// folder (which must not hold the other engine's data).
+// folder, which must not hold the other engine's data (herald serve
+// would refuse the folder).
 func openTarget(ctx context.Context, s storeSpec) (importStore, error) {
 	if s.engine == "postgres" {
 		return postgres.Open(ctx, s.url, postgres.Options{})
 	}
-	if _, err := os.Stat(filepath.Join(s.data, server.PebbleDir)); err == nil {
-		return nil, fmt.Errorf("migrate: target folder %s holds Pebble data: use an empty folder", s.data)
+	other := storeSpec{engine: map[string]string{"sqlite": "pebble", "pebble": "sqlite"}[s.engine], data: s.data}
+	if _, err := os.Stat(other.path()); err == nil {
+		return nil, fmt.Errorf("migrate: target folder %s holds %s data: use an empty folder", s.data, other.engine)
 	}
 	if err := os.MkdirAll(s.data, 0o700); err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
-	st, err := sqlite.Open(ctx, s.path(), sqlite.Options{})
+	var (
+		st  importStore
+		err error
+	)
+	if s.engine == "pebble" {
+		st, err = pebble.Open(ctx, s.path(), pebble.Options{})
+	} else {
+		st, err = sqlite.Open(ctx, s.path(), sqlite.Options{})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("migrate: open the target: %w", err)
 	}

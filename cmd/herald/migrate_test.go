@@ -171,6 +171,27 @@ func TestMigratePebbleToPostgres(t *testing.T) {
 	}
 }
 
+// From one embedded engine to the other: Pebble takes imports too.
+func TestMigrateSQLiteToPebble(t *testing.T) {
+	from, to := newSQLiteData(t), t.TempDir()
+	if out, err := runMigrate("--data", from, "--to-store", "pebble", "--to-data", to); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	want := sqliteCounts(t, from)
+	s, err := pebble.Open(context.Background(), filepath.Join(to, server.PebbleDir), pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := store.Counts(context.Background(), s, store.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equalCounts(got, want) {
+		t.Errorf("Pebble counts after the move: %v, want %v", got, want)
+	}
+}
+
 // A target with data is refused before anything is written, and left as
 // it was: a second run into the same target is the usual mistake.
 func TestMigrateRefusesNonEmptyTarget(t *testing.T) {
@@ -249,10 +270,10 @@ func TestMigrateBadFlags(t *testing.T) {
 		want string
 	}{
 		{"no target", []string{"--data", src}, "--to-store is required"},
-		{"pebble target", []string{"--data", src, "--to-store", "pebble", "--to-data", t.TempDir()}, "Pebble cannot be a target"},
+		{"target folder of the other engine", []string{"--data", src, "--to-store", "pebble", "--to-data", src}, "holds sqlite data"},
 		{"same store", []string{"--data", src, "--to-store", "sqlite", "--to-data", src}, "same store"},
 		{"embedded target without folder", []string{"--data", src, "--to-store", "sqlite"}, "--to-data is needed"},
-		{"bad target store", []string{"--data", src, "--to-store", "mysql://x/y"}, "must be sqlite or a postgres:// URL"},
+		{"bad target store", []string{"--data", src, "--to-store", "mysql://x/y"}, "must be sqlite, pebble or a postgres:// URL"},
 		{"bad source store", []string{"--data", src, "--store", "mysql", "--to-store", "sqlite", "--to-data", t.TempDir()}, "HERALD_STORE must be sqlite, pebble or a postgres:// URL"},
 		{"bad page", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--page", "0"}, "--page"},
 		{"no source", []string{"--data", missing, "--to-store", "sqlite", "--to-data", t.TempDir()}, "no sqlite store in"},

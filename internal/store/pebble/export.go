@@ -13,9 +13,7 @@ import (
 // Export (store.Exporter): herald migrate moves a Pebble directory's data
 // to another backend. Each table is a scan of one key tag, read from one
 // snapshot; the index keys (t, b, o, w, h, x, s, d, j) are not exported:
-// the importer rebuilds its own. A Pebble store is not an import target
-// (no store.Importer): a node moving off the embedded engines goes to
-// PostgreSQL, and one that wants an embedded engine again takes SQLite.
+// the importer rebuilds its own (import.go rebuilds Pebble's).
 
 var _ store.Exporter = (*Store)(nil)
 
