@@ -12,8 +12,8 @@ import (
 	"github.com/herald-im/herald/internal/store/storetest"
 )
 
-// The round trips herald migrate makes: from each embedded engine to
-// PostgreSQL, and back from PostgreSQL to SQLite.
+// The copies herald migrate makes with PostgreSQL: from each embedded
+// engine to it, and from it back to each embedded engine.
 
 // openPostgresIn opens, for storetest.RunExport's to, the schema kept for
 // dir: a new one the first time.
@@ -60,4 +60,16 @@ func TestExportPebbleToPostgres(t *testing.T) {
 func TestExportPostgresToSQLite(t *testing.T) {
 	testDatabase(t)
 	storetest.RunExport(t, func(t *testing.T) store.Store { return openURL(t, newSchema(t), Options{}) }, openSQLite)
+}
+
+func TestExportPostgresToPebble(t *testing.T) {
+	testDatabase(t)
+	storetest.RunExport(t, func(t *testing.T) store.Store { return openURL(t, newSchema(t), Options{}) },
+		func(t *testing.T, dir string) store.Store {
+			s, err := pebble.Open(context.Background(), filepath.Join(dir, "pebble"), pebble.Options{})
+			if err != nil {
+				t.Fatalf("pebble.Open: %v", err)
+			}
+			return s
+		})
 }
