@@ -7,6 +7,7 @@
 //	herald push      push debugging against a running server: test, log, status
 //	herald emulator  run the push emulators alone (APNs, FCM, Huawei, Web Push) on one address
 //	herald bench     load scenarios: peer messages, idle connections, pushes, groups
+//	herald migrate   copy a stopped node's store into another (embedded to PostgreSQL)
 //	herald version   the build's module version and VCS revision
 //
 // The commands that talk to a running server (gentoken, push) find it
@@ -34,6 +35,7 @@ Usage:
   herald push     test|log|status [flags]
   herald emulator [--addr HOST:PORT] [--sandbox-addr HOST:PORT] [--dir DIR] [--delay D]
   herald bench    peer|conn|push|group [flags]
+  herald migrate  [--data DIR] [--store sqlite|pebble|URL] --to-store URL|sqlite|pebble [--to-data DIR] [...]
   herald version  (also --version)
   herald help
 
@@ -76,6 +78,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return emulatorCmd(args[1:], stdout, stderr)
 	case "push":
 		return pushCmd(args[1:], stdout, stderr)
+	case "migrate":
+		return migrateCmd(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		if len(args) > 1 {
 			switch args[1] {

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/server"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/pebble"
+	"github.com/herald-im/herald/internal/store/postgres"
+	"github.com/herald-im/herald/internal/store/sqlite"
+)
+
+const migrateUsage = `Usage:
+  herald migrate [--data DIR] [--store sqlite|pebble|URL] [--config FILE]
+                 --to-store URL|sqlite|pebble [--to-data DIR] [--skip-push-log] [--page N]
+
+Copies everything a node holds from one store to another: messages with
+their IDs and seqs, conversation lists and read seqs, device cursors, mutes,
+push devices with their bindings and badges, the push outbox and delivery
+log, groups and members, calls, users. The source is the node's store as
+herald serve finds it: --store and --data (HERALD_STORE, HERALD_DATA, or
+the --config file), an embedded engine in a data folder or a PostgreSQL
+URL. The target is --to-store: a PostgreSQL URL, or sqlite or pebble in
+--to-data.
+
+The server must be stopped: the source's lock tells. The target must be
+empty. After the copy, the row count of each table is compared (source
+against target) and any difference fails the command. The secret and the
+keys stay in the data folder, not the store: docs/operations.md, "Moving
+to PostgreSQL", says what to copy besides.
+`
+
+// migrateOptions are herald migrate's flags.
+type migrateOptions struct {
+	from, to    storeSpec
+	skipPushLog bool
+	page        int
+}
+
+// storeSpec names a store: an embedded engine in a data folder, or a
+// PostgreSQL URL.
+type storeSpec struct {
+	engine string // "sqlite", "pebble" or "postgres"
+	data   string // the data folder of an embedded engine
+	url    string // postgres only; may hold a password: print String
+}
+
+// String names the store for the terminal, a URL's password redacted.
+func (s storeSpec) String() string {
+	if s.engine == "postgres" {
+		return "PostgreSQL " + postgres.Redact(s.url)
+	}
+	return s.engine + " in " + s.data
+}
+
+// path is where an embedded engine keeps its files in the data folder,
+// as herald serve opens them.
+func (s storeSpec) path() string {
+	if s.engine == "pebble" {
+		return filepath.Join(s.data, server.PebbleDir)
+	}
+	return filepath.Join(s.data, server.SQLiteFile)
+}
+
+// parseTarget reads --to-store and --to-data.
+func parseTarget(store, data string) (storeSpec, error) {
+	switch {
+	case strings.HasPrefix(store, "postgres://"), strings.HasPrefix(store, "postgresql://"):
+		return storeSpec{engine: "postgres", url: store}, nil
+	case store == "sqlite", store == "pebble":
+		if data == "" {
+			return storeSpec{}, fmt.Errorf("migrate: --to-data is needed with --to-store %s", store)
+		}
+		return storeSpec{engine: store, data: data}, nil
+	case strings.Contains(store, "://"):
+		return storeSpec{}, errors.New("migrate: --to-store must be sqlite, pebble or a postgres:// URL, got a URL of another scheme")
+	}
+	return storeSpec{}, fmt.Errorf("migrate: --to-store must be sqlite, pebble or a postgres:// URL, got %q", store)
+}
+
+func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
+	fset := flag.NewFlagSet("herald migrate", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	commandUsage(fset, migrateUsage)
+	toData := fset.String("to-data", "", "data folder of the target's embedded store (with --to-store sqlite or pebble)")
+	toStore := fset.String("to-store", "", "the target, empty: a postgres:// URL, or sqlite or pebble (required)")
+	skipLog := fset.Bool("skip-push-log", false, "leave the delivery log behind (it is diagnostics only; the target's starts empty)")
+	page := fset.Int("page", 1000, "rows per target transaction (1 to 100000)")
+	// The source is the node's own configuration: --store and --data, or
+	// HERALD_STORE and HERALD_DATA, or the --config file, as herald serve
+	// reads them.
+	cfg, err := config.Load(fset, args, os.Getenv, "data", "store")
+	if err != nil {
+		return migrateOptions{}, err
+	}
+	warnUnknownEnv(stderr)
+	if fset.NArg() > 0 {
+		return migrateOptions{}, fmt.Errorf("migrate: unexpected argument %q", fset.Arg(0))
+	}
+	if *toStore == "" {
+		return migrateOptions{}, errors.New("migrate: --to-store is required: the PostgreSQL URL (postgres://user:password@host:5432/herald) to copy into")
+	}
+	if *page < 1 || *page > 100_000 {
+		return migrateOptions{}, fmt.Errorf("migrate: --page must be between 1 and 100000, got %d", *page)
+	}
+	o := migrateOptions{skipPushLog: *skipLog, page: *page, from: storeSpec{engine: cfg.Store, data: cfg.DataDir}}
+	if cfg.StoreIsPostgres() {
+		o.from = storeSpec{engine: "postgres", url: cfg.Store}
+	}
+	if o.to, err = parseTarget(*toStore, *toData); err != nil {
+		return o, err
+	}
+	if o.from.engine == o.to.engine && (o.from.url != "" && o.from.url == o.to.url || o.from.data != "" && samePath(o.from.data, o.to.data)) {
+		return o, errors.New("migrate: the source and the target are the same store")
+	}
+	return o, nil
+}
+
+func samePath(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
+}
+
+// exportStore is what migrate needs of a source.
+type exportStore interface {
+	store.Exporter
+	Close() error
+}
+
+// importStore is what migrate needs of a target.
+type importStore interface {
+	store.Importer
+	Close() error
+}
+
+// openSource opens the source with its engine's Open, which takes the
+// store's lock: a running server holds it, and the copy is refused. An
+// embedded store that is not there is an error, not a new empty store.
+func openSource(ctx context.Context, s storeSpec) (exportStore, error) {
+	switch s.engine {
+	case "postgres":
+		return postgres.Open(ctx, s.url, postgres.Options{})
+	case "pebble":
+		if err := mustExist(s); err != nil {
+			return nil, err
+		}
+		st, err := pebble.Open(ctx, s.path(), pebble.Options{})
+		if err != nil {
+			return nil, inUse(err)
+		}
+		return st, nil
+	default:
+		if err := mustExist(s); err != nil {
+			return nil, err
+		}
+		st, err := sqlite.Open(ctx, s.path(), sqlite.Options{})
+		if err != nil {
+			return nil, inUse(err)
+		}
+		return st, nil
+	}
+}
+
+func mustExist(s storeSpec) error {
+	if _, err := os.Stat(s.path()); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("migrate: no %s store in %s (no %s): check --data and --store (HERALD_DATA, HERALD_STORE)", s.engine, s.data, s.path())
+		}
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+func inUse(err error) error {
+	if strings.Contains(err.Error(), "in use") {
+		return fmt.Errorf("migrate: the source store is in use: stop the server on it first (%w)", err)
+	}
+	return fmt.Errorf("migrate: open the source: %w", err)
+}
+
+// openTarget opens the target; an embedded one is created in its data
+// folder, which must not hold the other engine's data (herald serve
+// would refuse the folder).
+func openTarget(ctx context.Context, s storeSpec) (importStore, error) {
+	if s.engine == "postgres" {
+		return postgres.Open(ctx, s.url, postgres.Options{})
+	}
+	other := storeSpec{engine: map[string]string{"sqlite": "pebble", "pebble": "sqlite"}[s.engine], data: s.data}
+	if _, err := os.Stat(other.path()); err == nil {
+		return nil, fmt.Errorf("migrate: target folder %s holds %s data: use an empty folder", s.data, other.engine)
+	}
+	if err := os.MkdirAll(s.data, 0o700); err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	var (
+		st  importStore
+		err error
+	)
+	if s.engine == "pebble" {
+		st, err = pebble.Open(ctx, s.path(), pebble.Options{})
+	} else {
+		st, err = sqlite.Open(ctx, s.path(), sqlite.Options{})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("migrate: open the target: %w", err)
+	}
+	return st, nil
+}
+
+func migrateCmd(args []string, stdout, stderr io.Writer) error {
+	o, err := parseMigrate(args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return migrate(ctx, o, stdout)
+}
+
+// migrate copies o.from into o.to, printing its progress on out.
+func migrate(ctx context.Context, o migrateOptions, out io.Writer) error {
+	tables := store.Tables
+	if o.skipPushLog {
+		tables = nil
+		for _, t := range store.Tables {
+			if t != store.TablePushLog {
+				tables = append(tables, t)
+			}
+		}
+	}
+	src, err := openSource(ctx, o.from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := openTarget(ctx, o.to)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	return transfer(ctx, src, dst, o, tables, out)
+}
+
+// transfer copies tables of src into dst, which must be empty, and
+// compares the row counts of every table once done.
+func transfer(ctx context.Context, src store.Exporter, dst store.Importer, o migrateOptions, tables []store.Table, out io.Writer) error {
+	// Every table, the skipped log too: a target with any row is refused.
+	have, err := store.Counts(ctx, dst, store.Tables)
+	if err != nil {
+		return fmt.Errorf("migrate: count the target's rows: %w", err)
+	}
+	for _, t := range store.Tables {
+		if have[t] > 0 {
+			return fmt.Errorf("migrate: the target %s is not empty (%s has %d rows): migrate copies into an empty store only; "+
+				"after a failed run, empty it as docs/operations.md says and run again", o.to, t, have[t])
+		}
+	}
+	want, err := store.Counts(ctx, src, tables)
+	if err != nil {
+		return fmt.Errorf("migrate: count the source's rows: %w", err)
+	}
+	fmt.Fprintf(out, "copying %s into %s\n", o.from, o.to)
+	start := time.Now()
+	last := map[store.Table]time.Time{}
+	progress := func(t store.Table, n int64) {
+		// At most one line a second per table, and its last page.
+		if now := time.Now(); n == want[t] || now.Sub(last[t]) >= time.Second {
+			last[t] = now
+			fmt.Fprintf(out, "  %-14s %d/%d\n", t, n, want[t])
+		}
+	}
+	if err := store.Copy(ctx, src, dst, store.CopyOptions{Page: o.page, Tables: tables, Progress: progress}); err != nil {
+		return fmt.Errorf("migrate: %w; the target holds the pages copied before the failure: empty it (docs/operations.md) before running again", err)
+	}
+	got, err := store.Counts(ctx, dst, store.Tables)
+	if err != nil {
+		return fmt.Errorf("migrate: count the target's rows: %w", err)
+	}
+	fmt.Fprintf(out, "\n  %-14s %10s %10s\n", "table", "source", "target")
+	var bad []string
+	for _, t := range store.Tables {
+		w, copied := want[t], true
+		if o.skipPushLog && t == store.TablePushLog {
+			copied = false
+		}
+		mark := ""
+		switch {
+		case !copied:
+			mark = " (skipped)"
+			if got[t] != 0 {
+				bad = append(bad, string(t))
+				mark = " MISMATCH"
+			}
+		case got[t] != w:
+			bad = append(bad, string(t))
+			mark = " MISMATCH"
+		}
+		fmt.Fprintf(out, "  %-14s %10d %10d%s\n", t, w, got[t], mark)
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("migrate: the target's row counts differ from the source's in %s", strings.Join(bad, ", "))
+	}
+	fmt.Fprintf(out, "\ncopied in %s. Before starting Herald on %s, copy from the old data folder: the secret "+
+		"(HERALD_SECRET, or the file secret), vapid.pem, node-id and push.json if present (docs/operations.md).\n",
+		time.Since(start).Round(time.Millisecond), o.to)
+	return nil
+}
