@@ -147,15 +147,13 @@ var exportTables = map[store.Table]exportTable{
 		query: "SELECT " + jobCols + " FROM push_outbox ORDER BY due, push_id, msg_id",
 		count: "SELECT count(*) FROM push_outbox",
 		scan: func(row pgx.Row, r *store.Rows) error {
-			var (
-				j        store.PushJob
-				due, exp int64
-				attempt  int32
-			)
-			if err := row.Scan(&j.PushID, &j.MsgID, &j.User, &j.Conv, &j.Seq, &due, &exp, &attempt, &j.Data); err != nil {
+			j, err := scanJob(row)
+			if err != nil {
 				return err
 			}
-			j.Due, j.Expires, j.Attempt = fromMillis(due), fromMillis(exp), int(attempt)
+			// A lease names a node of this cluster: the copy's jobs are
+			// anybody's, claimed by the target's nodes once due.
+			j.Owner, j.LeaseUntil = "", time.Time{}
 			r.PushOutbox = append(r.PushOutbox, j)
 			return nil
 		},
