@@ -594,29 +594,48 @@ func (s *Service) adopt(c *herald.Call) *entry {
 
 // observe takes c, the call as another node stored it: a call held here
 // takes c's state if it is newer, and an open call not held here is
-// adopted. It reports false when c is older than what this node knows (the
-// call held here is newer, or it ended here). It blocks while a change of
-// the call is being stored here.
-func (s *Service) observe(c *herald.Call) bool {
+// adopted; an ended call not held here is remembered as ended (gone), so a
+// read taken before its end does not adopt it again. It reports false when
+// c is older than what this node knows (the call held here is newer, or it
+// ended here). tell, when set, is called once, under the call's lock when
+// it is held here (so no change made here is told between the two), with
+// the call as held here after taking c and whether c was current: held is
+// c when current, the newer call held here when not, nil when the call
+// ended here. It blocks while a change of the call is being stored here.
+func (s *Service) observe(c *herald.Call, tell func(held *herald.Call, current bool)) bool {
+	if tell == nil {
+		tell = func(*herald.Call, bool) {}
+	}
 	s.mu.Lock()
 	e := s.open[c.ID]
 	gone := s.gone.set[c.ID]
+	if e == nil && c.Ended() {
+		s.gone.add(c.ID)
+	}
 	s.mu.Unlock()
 	if e == nil {
 		if c.Ended() {
+			tell(c, true)
 			return true
 		}
 		if gone {
+			tell(nil, false)
 			return false
 		}
 		e = s.adopt(c)
 		if e == nil {
+			tell(nil, false)
 			return false
 		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return s.applyLocked(e, c)
+	if s.applyLocked(e, c) {
+		tell(c, true)
+		return true
+	}
+	tell(e.cur.Load(), false)
+	return false
 }
 
 // Observe is told of c, a call as another node stored it, when that node
@@ -624,15 +643,21 @@ func (s *Service) observe(c *herald.Call) bool {
 // here takes c's state if it is newer (an ended one is forgotten and its
 // timer stops), and an open one not held here is adopted, its timer armed
 // at the deadline plus AdoptGrace. It reports whether c is current: false
-// when this node knows a newer state (the event came late: the sessions
-// here were told of the newer change already). It blocks while a change of
-// the call is being stored here.
-func (s *Service) Observe(c *herald.Call) bool {
+// when this node knows a newer state (the event came late). tell, when
+// set, is where the caller tells this node's sessions of the event: it is
+// called once, under the call's lock, with the call as held here and
+// whether c was current (see observe), so the sessions here hear of the
+// call's changes in order. It blocks while a change of the call is being
+// stored here.
+func (s *Service) Observe(c *herald.Call, tell func(held *herald.Call, current bool)) bool {
 	if !s.begin() {
+		if tell != nil {
+			tell(c, true)
+		}
 		return true
 	}
 	defer s.wg.Done()
-	return s.observe(c)
+	return s.observe(c, tell)
 }
 
 // rescan is the scan timer (Cluster): it reads the open calls from the
@@ -669,7 +694,7 @@ func (s *Service) scanOpen(ctx context.Context) error {
 	listed := make(map[string]bool, len(calls))
 	for _, c := range calls {
 		listed[c.ID] = true
-		s.observe(c)
+		s.observe(c, nil)
 	}
 	s.mu.Lock()
 	var missing []string
@@ -687,14 +712,16 @@ func (s *Service) scanOpen(ctx context.Context) error {
 			}
 			continue
 		}
-		s.observe(c)
+		s.observe(c, nil)
 	}
 	return nil
 }
 
 // adoptUserCalls (Cluster) reads user's newest calls from the store and
-// takes on the open ones (observe): a login here rings, and an offline
-// caller's cancel reaches, calls placed through another node. It reads
+// observes each: the open ones are taken on, so a login here rings, and an
+// offline caller's cancel reaches, calls placed through another node; the
+// ended ones end the copy held here, if any (its end event was lost), so a
+// login does not ring a call that ended elsewhere. It reads
 // one page (MaxListLimit calls) and stops at the first call created more
 // than herald.MaxCallTimeout ago (none before it can still ring).
 func (s *Service) adoptUserCalls(user string) {
@@ -713,9 +740,7 @@ func (s *Service) adoptUserCalls(user string) {
 		if c.CreatedAt.Before(since) {
 			break
 		}
-		if !c.Ended() {
-			s.observe(c)
-		}
+		s.observe(c, nil)
 	}
 }
 

@@ -183,6 +183,7 @@ func TestLateCallEventDropped(t *testing.T) {
 	}
 	data, _ := json.Marshal(callWire{Node: "z", Event: call.EventReceived.String(), Users: []string{"bob"}, Call: enc})
 	b.calls.receive("", data)
+	waitFor(t, "node B handles the late event", func() bool { return b.calls.Stats().Stale == 1 })
 	if b.sess.has("bob:received[]") {
 		t.Error("a late invitation rang bob's session on node B after the call ended")
 	}
@@ -244,5 +245,59 @@ func TestCallsCountSessionsElsewhere(t *testing.T) {
 	a.svc.UserOffline("alice")
 	if got := stored(); got != "alice=cancelled bob=be_cancelled" {
 		t.Errorf("after alice left node B too: stored %s, want cancelled", got)
+	}
+}
+
+// count reports how many times want was heard.
+func (s *callSessions) count(want string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, h := range s.heard {
+		if h == want {
+			n++
+		}
+	}
+	return n
+}
+
+// TestStaleCallEventsStillRing: node B's copy of a call gets ahead of the
+// bus (an invitee's login on B stores their reception before node A's
+// invitation events reach B); A's events, older than B's copy, still ring
+// the invitees who ring in it and still tell the caller's sessions on B
+// that the call was placed, while their state_changed, older than what B
+// told, is dropped.
+func TestStaleCallEventsStillRing(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a := startCallNode(t, "a", ba, st, "alice")
+	b := startCallNode(t, "b", bb, st, "alice", "carol")
+	a.bus.hold() // A's events are late
+	c, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob", "carol"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bob logs in on B: B reads the call and stores bob's reception
+	// (version 2) before A's version-1 events reach it.
+	b.sess.mu.Lock()
+	b.sess.users["bob"] = true
+	b.sess.mu.Unlock()
+	b.svc.SessionStarted("bob", 2)
+	if got, err := st.Call(context.Background(), c.ID); err != nil || got.Version != 2 {
+		t.Fatalf("stored call after bob's login on B: %+v, %v; want version 2", got, err)
+	}
+	a.bus.release()
+	waitFor(t, "node B handles A's three events", func() bool { return b.calls.Stats().Stale == 3 })
+	if !b.sess.has("carol:received[]") {
+		t.Error("carol's session on node B never rang")
+	}
+	if !b.sess.has("alice:created[]") {
+		t.Error("alice's session on node B never heard the call created")
+	}
+	if n := b.sess.count("bob:received[]"); n < 1 {
+		t.Error("bob's session on node B never rang")
+	}
+	if b.sess.has("carol:state_changed[alice=inviting,bob=not_yet_received,carol=received]") {
+		t.Error("node B told the version-1 state_changed after telling version 2")
 	}
 }
