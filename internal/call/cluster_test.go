@@ -460,3 +460,76 @@ func TestScanAdoptsAndRefreshes(t *testing.T) {
 		}
 	})
 }
+
+// snapStore serves OpenCalls from a snapshot taken earlier, as a scan
+// whose read was taken before a change elsewhere sees it.
+type snapStore struct {
+	*memStore
+	mu   sync.Mutex
+	snap []*herald.Call
+}
+
+func (s *snapStore) OpenCalls(ctx context.Context) ([]*herald.Call, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap != nil {
+		return s.snap, nil
+	}
+	return s.memStore.OpenCalls(ctx)
+}
+
+// TestLoginReadEndsHeldCall: a node holding a call whose end on another
+// node it never heard of (the bus lost the event) learns the end from a
+// login's read of the user's calls: the login does not ring the ended
+// call, and the copy is forgotten. A call not held here that the read
+// shows ended is remembered as ended: a scan read taken before the end
+// does not adopt it again as open.
+func TestLoginReadEndsHeldCall(t *testing.T) {
+	t.Run("held copy ended elsewhere", func(t *testing.T) {
+		st := newMemStore()
+		ca, cb := newFakeClock(), newFakeClock()
+		a := startClusterNode(t, st, ca, "alice", "bob") // bob is received: his login rings without a write
+		b := startClusterNode(t, st, cb)
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob", "carol"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.n.online("carol", carolPhone)
+		b.svc.SessionStarted("carol", carolPhone) // B holds the call now
+		if _, err := a.svc.Cancel(context.Background(), "alice", alicePhone, c.ID, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		b.n.take()
+		b.n.online("bob", bobPhone)
+		b.svc.SessionStarted("bob", bobPhone)
+		if got := b.heard(); len(got) != 0 {
+			t.Errorf("node B's sessions heard %q after bob's login; want nothing (the call ended on A)", got)
+		}
+		if s := b.svc.Stats(); s.Open != 0 {
+			t.Errorf("node B holds %d open calls, want 0", s.Open)
+		}
+	})
+	t.Run("older scan read", func(t *testing.T) {
+		st := &snapStore{memStore: newMemStore()}
+		ca, cb := newFakeClock(), newFakeClock()
+		a := startClusterNode(t, st, ca, "alice")
+		b := startClusterNode(t, st, cb)
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, _ := st.memStore.OpenCalls(context.Background())
+		if _, err := a.svc.Cancel(context.Background(), "alice", alicePhone, c.ID, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		b.n.online("bob", bobPhone)
+		b.svc.SessionStarted("bob", bobPhone) // reads the call ended
+		st.mu.Lock()
+		st.snap = snap
+		st.mu.Unlock()
+		cb.Advance(10 * time.Second) // a scan with the read from before the cancel
+		if s := b.svc.Stats(); s.Open != 0 || s.Adopted != 0 {
+			t.Errorf("node B after a scan read before the call ended: open %d, adopted %d; want 0, 0", s.Open, s.Adopted)
+		}
+	})
+}

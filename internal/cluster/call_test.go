@@ -22,9 +22,18 @@ type callSessions struct {
 	mu    sync.Mutex
 	users map[string]bool
 	heard []string
+	// before, when set, runs before an event is recorded, as a gateway
+	// slow to hand it over.
+	before func(ev call.Event, changed []herald.CallParticipant)
 }
 
 func (s *callSessions) NotifyCall(users []string, ev call.Event, c *herald.Call, changed []herald.CallParticipant, _ call.SessionID) {
+	s.mu.Lock()
+	before := s.before
+	s.mu.Unlock()
+	if before != nil {
+		before(ev, changed)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var ch []string
@@ -299,5 +308,55 @@ func TestStaleCallEventsStillRing(t *testing.T) {
 	}
 	if b.sess.has("carol:state_changed[alice=inviting,bob=not_yet_received,carol=received]") {
 		t.Error("node B told the version-1 state_changed after telling version 2")
+	}
+}
+
+// TestRemoteCallEventsInOrder: an event of another node is told to the
+// sessions here under the call's lock, so a change of the call made here
+// meanwhile is told after it, not before.
+func TestRemoteCallEventsInOrder(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a := startCallNode(t, "a", ba, st, "alice", "carol")
+	b := startCallNode(t, "b", bb, st, "bob")
+	c, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob", "carol"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's session on node B rings", func() bool { return b.sess.has("bob:received[]") })
+	var once sync.Once
+	localDone := make(chan struct{})
+	b.sess.mu.Lock()
+	b.sess.before = func(ev call.Event, changed []herald.CallParticipant) {
+		if ev != call.EventStateChanged || len(changed) != 1 || changed[0].User != "carol" {
+			return
+		}
+		once.Do(func() {
+			// While node B hands over carol's answer, made on node A, bob
+			// rejects on B: his change is told after carol's.
+			go func() {
+				defer close(localDone)
+				if _, err := b.svc.Reject(context.Background(), "bob", 2, c.ID, ""); err != nil {
+					t.Errorf("bob's Reject on node B: %v", err)
+				}
+			}()
+			select {
+			case <-localDone: // without the call's lock held, it may finish first
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+	b.sess.mu.Unlock()
+	if _, err := a.svc.Reject(context.Background(), "carol", 3, c.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	<-localDone
+	waitFor(t, "bob hears his own answer", func() bool { return b.sess.has("bob:state_changed[bob=rejected,alice=ended]") })
+	b.sess.mu.Lock()
+	heard := strings.Join(b.sess.heard, " ")
+	b.sess.mu.Unlock()
+	want := "bob:received[] bob:state_changed[alice=inviting,bob=not_yet_received,carol=received] bob:state_changed[carol=rejected] bob:state_changed[bob=rejected,alice=ended]"
+	if heard != want {
+		t.Errorf("bob's session on node B heard\n%s\nwant\n%s", heard, want)
 	}
 }
