@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -358,5 +359,61 @@ func TestRemoteCallEventsInOrder(t *testing.T) {
 	want := "bob:received[] bob:state_changed[alice=inviting,bob=not_yet_received,carol=received] bob:state_changed[carol=rejected] bob:state_changed[bob=rejected,alice=ended]"
 	if heard != want {
 		t.Errorf("bob's session on node B heard\n%s\nwant\n%s", heard, want)
+	}
+}
+
+// offlineKicks plays the gateway's kick of a displaced session: the
+// user's last session here closes with "kicked out", which tells the call
+// service the user went offline (gateway callsEnded).
+type offlineKicks struct {
+	sess   *callSessions
+	svc    *call.Service
+	kicked atomic.Int64
+}
+
+func (k *offlineKicks) KickLoggedInBefore(user, _ string, _ bool, _ time.Time, _ string) int {
+	k.sess.mu.Lock()
+	delete(k.sess.users, user)
+	k.sess.mu.Unlock()
+	k.kicked.Add(1)
+	k.svc.UserOffline(user)
+	return 1
+}
+
+// TestDisplacedCallerKeepsCalls: a caller's login on node A displaces
+// their session on node B, and A's login message reaches B before A's
+// presence delta (a burst of logins is published before it): B counts
+// the user live on A before it closes their session, so their call goes
+// on.
+func TestDisplacedCallerKeepsCalls(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	db := startNode(t, "b", bb, st)
+	k := &offlineKicks{}
+	pb := NewPresence(PresenceConfig{Node: "b", Bus: db.bus, Local: db.gw, Refresh: time.Hour, TTL: 30 * time.Second, Now: clk.Now, Kicks: k, Prefix: prefix(t)})
+	if err := pb.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pb.Close)
+	startCallNode(t, "a", ba, st)
+	b := startCallNodeWith(t, "b", bb, pb, st, "alice", "bob")
+	k.sess, k.svc = b.sess, b.svc
+	c, err := b.svc.Invite(context.Background(), "alice", 1, []string{"bob"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := clk.Now().UnixNano()
+	data, _ := json.Marshal(presenceMsg{Node: "a", Kind: "login", At: at, Entries: []presenceEntry{{User: "alice", Device: "phone", Live: true, At: at}}})
+	pb.receive("", data) // A's login message, its delta not yet sent
+	if k.kicked.Load() != 1 {
+		t.Fatalf("kicks on node B: %d, want 1", k.kicked.Load())
+	}
+	got, err := st.Call(context.Background(), c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Ended() || got.Participants[0].State != herald.CallInviting {
+		t.Errorf("alice displaced from node B by her login on A: her call is %s (ended %v); want it going on", got.Participants[0].State, got.Ended())
 	}
 }
