@@ -130,7 +130,10 @@ type Config struct {
 	// so a client must not place them at its full send rate. Zero means 10.
 	MaxOpenCalls int
 	// StoreTimeout bounds each store write the service makes on its own
-	// (a timeout, a login's ringing, a caller gone offline); zero means 5s.
+	// (a timeout, a login's ringing, a caller gone offline), and each
+	// client's request (Invite, Accept, Reject, Cancel) as a whole: its
+	// reads and writes, retries included, so no request holds a call's
+	// lock longer; zero means 5s.
 	StoreTimeout time.Duration
 	// RetryDelay is how long a timeout whose store write failed waits
 	// before it is tried again; zero means 1s.
@@ -833,6 +836,8 @@ func (s *Service) Invite(ctx context.Context, caller string, origin SessionID, i
 		return nil, errClosed
 	}
 	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 
 	n := s.notifier()
 	now := s.now()
@@ -1004,6 +1009,8 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 		return nil, errClosed
 	}
 	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	e, c, err := s.find(ctx, user, id)
 	if err != nil {
 		return nil, err
@@ -1082,6 +1089,8 @@ func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, i
 		return nil, errClosed
 	}
 	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	e, c, err := s.find(ctx, caller, id)
 	if err != nil {
 		return nil, err

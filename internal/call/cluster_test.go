@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/internal/store/sqlite"
@@ -532,4 +533,65 @@ func TestLoginReadEndsHeldCall(t *testing.T) {
 			t.Errorf("node B after a scan read before the call ended: open %d, adopted %d; want 0, 0", s.Open, s.Adopted)
 		}
 	})
+}
+
+// stuckStore never finishes a call's change until the write's context
+// ends (or the test does), as a store that stopped answering.
+type stuckStore struct {
+	*memStore
+	end chan struct{}
+}
+
+func (s stuckStore) SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJob) error {
+	if c.Version > 1 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.end:
+			return context.Canceled
+		}
+	}
+	return s.memStore.SaveCall(ctx, c, jobs)
+}
+
+// TestRequestBoundedByStoreTimeout: a client's request whose store write
+// does not answer ends at the store timeout, although its own context has
+// no deadline (the gateway's has none), so it does not hold the call's
+// lock, and the call's other events, longer.
+func TestRequestBoundedByStoreTimeout(t *testing.T) {
+	st := stuckStore{newMemStore(), make(chan struct{})}
+	n := newFakeNotifier()
+	n.online("alice", alicePhone)
+	svc := New(st, nil, Config{StoreTimeout: 100 * time.Millisecond})
+	svc.SetNotifier(n)
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	t.Cleanup(func() { close(st.end) }) // first: a request still waiting ends
+	c, err := svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []struct {
+		name string
+		do   func() error
+	}{
+		{"accept", func() error { _, err := svc.Accept(context.Background(), "bob", bobPhone, c.ID, ""); return err }},
+		{"cancel", func() error {
+			_, err := svc.Cancel(context.Background(), "alice", alicePhone, c.ID, "", nil)
+			return err
+		}},
+	} {
+		done := make(chan error, 1)
+		go func() { done <- op.do() }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s with a store that does not answer: no error", op.name)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s with a store that does not answer: still waiting after 10 s, want an error at the store timeout (100 ms)", op.name)
+		}
+	}
 }

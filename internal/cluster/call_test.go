@@ -417,3 +417,100 @@ func TestDisplacedCallerKeepsCalls(t *testing.T) {
 		t.Errorf("alice displaced from node B by her login on A: her call is %s (ended %v); want it going on", got.Participants[0].State, got.Ended())
 	}
 }
+
+// slowCallStore holds the changes of one call (after its invitation)
+// until released, as a store slow to answer.
+type slowCallStore struct {
+	store.Store
+	mu      sync.Mutex
+	slow    string
+	release chan struct{}
+	waiting atomic.Int64
+}
+
+func (s *slowCallStore) SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJob) error {
+	s.mu.Lock()
+	slow := c.ID == s.slow && c.Version > 1
+	s.mu.Unlock()
+	if slow {
+		s.waiting.Add(1)
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.Store.SaveCall(ctx, c, jobs)
+}
+
+// TestSlowCallHoldsOnlyItsEvents: while a change of one call is being
+// stored on node B (its lock held), another node's events of that call
+// wait, and those of other calls still reach B's sessions.
+func TestSlowCallHoldsOnlyItsEvents(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	slow := &slowCallStore{Store: st, release: make(chan struct{})}
+	a := startCallNode(t, "a", ba, st, "alice", "carol")
+	b := startCallNode(t, "b", bb, slow, "bob")
+	x, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob", "carol"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's session on node B rings for the first call", func() bool { return b.sess.count("bob:received[]") == 1 })
+	slow.mu.Lock()
+	slow.slow = x.ID
+	slow.mu.Unlock()
+	accepted := make(chan error, 1)
+	go func() { _, err := b.svc.Accept(context.Background(), "bob", 2, x.ID, ""); accepted <- err }()
+	waitFor(t, "bob's accept on node B is being stored", func() bool { return slow.waiting.Load() == 1 })
+	// carol answers the first call on A: its event waits on B for bob's
+	// change; then alice places a second call.
+	if _, err := a.svc.Reject(context.Background(), "carol", 3, x.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob"}, 30*time.Second, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Well within the store timeout (5 s) that ends bob's change.
+	for deadline := time.Now().Add(3 * time.Second); b.sess.count("bob:received[]") < 2; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			close(slow.release)
+			t.Fatal("bob's session on node B did not ring for the second call while the first call's change was being stored")
+		}
+	}
+	close(slow.release)
+	if err := <-accepted; err != nil {
+		t.Errorf("bob's accept on node B, stored after carol's answer on A: %v; want it checked again and retried", err)
+	}
+}
+
+// TestCallBacklogBounded: past MaxCallBacklog events waiting for their
+// calls, another node's call event is dropped and counted; the backlog
+// drains once the call's change is done.
+func TestCallBacklogBounded(t *testing.T) {
+	c := NewCalls(CallsConfig{Node: "b"})
+	unblock := make(chan struct{})
+	var ran atomic.Int64
+	for i := range MaxCallBacklog {
+		c.enqueue("call0", func() { // all behind the first
+			if i == 0 {
+				<-unblock
+			}
+			ran.Add(1)
+		})
+	}
+	c.enqueue("call0", func() { ran.Add(1) })
+	if s := c.Stats(); s.Dropped != 1 {
+		t.Errorf("dropped %d, want 1", s.Dropped)
+	}
+	close(unblock)
+	c.Close()
+	if got := ran.Load(); got != MaxCallBacklog {
+		t.Errorf("ran %d events, want %d", got, MaxCallBacklog)
+	}
+	c.enqueue("call0", func() { ran.Add(1) })
+	c.Close()
+	if got := ran.Load(); got != MaxCallBacklog+1 {
+		t.Errorf("after the backlog drained: ran %d events, want %d", got, MaxCallBacklog+1)
+	}
+}
