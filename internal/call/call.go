@@ -210,7 +210,7 @@ type Stats struct {
 	Refused     int64 // operations refused: not found, forbidden, conflict, invalid
 	StoreFailed int64 // state changes whose store write failed (a timeout is retried)
 	Lost        int64 // state changes the store refused because another node changed the call first
-	Retried     int64 // of those, requests checked again against the stored call and retried
+	Retried     int64 // of those, writes attempted again after the request, checked again against the stored call, still applied
 	Adopted     int64 // open calls placed through another node taken on from the store or the bus
 	Open        int64 // calls ringing now
 }
@@ -536,11 +536,15 @@ func (s *Service) refresh(ctx context.Context, e *entry) bool {
 // changed the call first (commit then made e's call the stored one), and
 // it has been retried fewer than maxConflictRetries times.
 func (s *Service) retryable(err error, try int) bool {
-	if herald.ErrorCode(err) != herald.CodeConflict || try >= maxConflictRetries {
-		return false
+	return herald.ErrorCode(err) == herald.CodeConflict && try < maxConflictRetries
+}
+
+// retrying counts a write attempted again (try > 0) once the request's
+// check passed against the stored call: Stats.Retried.
+func (s *Service) retrying(try int) {
+	if try > 0 {
+		s.stats.retried.Add(1)
 	}
-	s.stats.retried.Add(1)
-	return true
 }
 
 // applyLocked makes c, the call as another node stored it (read from the
@@ -1041,6 +1045,7 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 			// The timer is about to fire: the deadline decides, not the race.
 			return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: it timed out", verb, id))
 		}
+		s.retrying(try)
 		next = clone(c)
 		p := next.Participant(user)
 		p.State, p.UpdatedAt, p.Extended = to, now, extended
@@ -1122,6 +1127,7 @@ func (s *Service) cancelLocked(ctx context.Context, e *entry, c *herald.Call, ex
 		if err := check(c); err != nil {
 			return nil, err
 		}
+		s.retrying(try)
 		now := s.now()
 		next = clone(c)
 		caller := &next.Participants[0]
@@ -1274,6 +1280,7 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
 	for try := 0; p.State == herald.CallNotYet; try++ {
+		s.retrying(try)
 		next := clone(c)
 		np := next.Participant(user)
 		np.State, np.UpdatedAt = herald.CallReceived, now

@@ -263,6 +263,9 @@ func TestConflictRetried(t *testing.T) {
 		if herald.ErrorCode(err) != herald.CodeConflict || !strings.Contains(herald.ErrorMessage(err), "already rejected") {
 			t.Errorf("Accept after bob rejected on node B: %v, want conflict: already rejected", err)
 		}
+		if s := a.svc.Stats(); s.Lost != 1 || s.Retried != 0 {
+			t.Errorf("node A: lost %d, retried %d; want 1, 0 (the check refused: no write again)", s.Lost, s.Retried)
+		}
 	})
 	t.Run("cancel after an answer elsewhere", func(t *testing.T) {
 		a, b, st, id := invite(t)

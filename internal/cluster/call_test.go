@@ -514,3 +514,31 @@ func TestCallBacklogBounded(t *testing.T) {
 		t.Errorf("after the backlog drained: ran %d events, want %d", got, MaxCallBacklog+1)
 	}
 }
+
+// TestCallEventOnlyToParticipants: the users a call event names on the
+// bus are told only if they are participants of the call it carries.
+func TestCallEventOnlyToParticipants(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a := startCallNode(t, "a", ba, st, "alice")
+	b := startCallNode(t, "b", bb, st, "bob", "mallory")
+	c, err := a.svc.Invite(context.Background(), "alice", 1, []string{"bob"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's session on node B rings", func() bool { return b.sess.has("bob:received[]") })
+	enc, err := store.EncodeCall(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(callWire{Node: "z", Event: call.EventCreated.String(), Users: []string{"mallory", "alice"}, Call: enc})
+	before := b.calls.Stats()
+	b.calls.receive("", data)
+	waitFor(t, "node B handles the event", func() bool {
+		s := b.calls.Stats()
+		return s.Received+s.Stale > before.Received+before.Stale
+	})
+	if b.sess.has("mallory:created[]") {
+		t.Error("a user not in the call was told of it")
+	}
+}
