@@ -155,6 +155,12 @@ type Config struct {
 	// survives the node that placed them), and those held here take the
 	// stored state. Zero means 10s.
 	ScanInterval time.Duration
+	// OfflineRecheck (Cluster) is how long after a caller's offline was
+	// set aside, because the notifier counted a session of theirs on
+	// another node, it is checked once more: that node may be dead, its
+	// sessions counted until the presence TTL (30 s) passes. Zero means
+	// 31s.
+	OfflineRecheck time.Duration
 	// AdoptGrace delays the timeout of an adopted call past its
 	// deadline, so the node that placed it, which arms the deadline
 	// itself, times it out while it lives. Zero means 5s.
@@ -182,6 +188,9 @@ func (c *Config) defaults() {
 	}
 	if c.AdoptGrace <= 0 {
 		c.AdoptGrace = 5 * time.Second
+	}
+	if c.OfflineRecheck <= 0 {
+		c.OfflineRecheck = 31 * time.Second
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -1315,17 +1324,29 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 // dropped, the token expired, ...) and no session of theirs came back
 // within the heartbeat timeout. Each open call user placed that nobody
 // has accepted yet is cancelled, as Cancel does, without a push. The
-// gateway decides that the user is offline. It blocks on the store
-// writes.
-func (s *Service) UserOffline(user string) {
+// gateway decides that the user is offline. With Cluster, a user the
+// notifier counts live on another node is not offline; that is checked
+// once more after OfflineRecheck (the other node may have died). It
+// blocks on the store writes.
+func (s *Service) UserOffline(user string) { s.userOffline(user, true) }
+
+func (s *Service) userOffline(user string, recheck bool) {
 	if !s.begin() {
 		return
 	}
 	defer s.wg.Done()
 	if n := s.notifier(); s.cfg.Cluster && n != nil && n.LiveSessions(user) > 0 {
 		// On several nodes the notifier counts the sessions of every
-		// node: the user reconnected to another one.
-		s.log.Debug("call: a user offline here is live on another node; their calls go on", "user_id", user)
+		// node: the user reconnected to another one, or that node died
+		// and its sessions count until the presence TTL passes.
+		s.log.Debug("call: a user offline here is live on another node; their calls go on", "user_id", user, "recheck", recheck)
+		if recheck {
+			s.mu.Lock()
+			if !s.closed {
+				s.cfg.AfterFunc(s.cfg.OfflineRecheck, func() { s.userOffline(user, false) })
+			}
+			s.mu.Unlock()
+		}
 		return
 	}
 	s.adoptUserCalls(user)

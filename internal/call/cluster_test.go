@@ -598,3 +598,25 @@ func TestRequestBoundedByStoreTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestOfflineRechecked: a caller offline here whom the notifier counts
+// live on another node keeps their calls; if that count was a dead
+// node's, expiring with the presence TTL, the check made again after
+// OfflineRecheck cancels them.
+func TestOfflineRechecked(t *testing.T) {
+	st, clock := newMemStore(), newFakeClock()
+	a := startClusterNode(t, st, clock, "alice") // alice counts live: on "another node" (dead)
+	c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 2*time.Minute, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.svc.UserOffline("alice")
+	if want := "alice=inviting bob=not_yet_received"; states(st.stored(t, c.ID)) != want {
+		t.Fatalf("stored %s, want %s", states(st.stored(t, c.ID)), want)
+	}
+	a.n.offline("alice") // the dead node's sessions expire
+	clock.Advance(31 * time.Second)
+	if want := "alice=cancelled bob=be_cancelled"; states(st.stored(t, c.ID)) != want {
+		t.Errorf("after the recheck: stored %s, want %s", states(st.stored(t, c.ID)), want)
+	}
+}
