@@ -246,7 +246,8 @@ type Service struct {
 	}
 }
 
-// endedRing remembers the last len(ids) calls that ended here: a read of
+// endedRing remembers the last len(ids) calls that ended here, or that a
+// read showed ended while not held here: a read of
 // the store made before a call ended (a scan, a login's read, a late bus
 // event) must not take it on again as open. A call that ended more than
 // endedRemembered calls ago is safe too: its stale copy is refused by the

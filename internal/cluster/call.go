@@ -58,10 +58,11 @@ const MaxCallBacklog = 10000
 
 // Calls implements call.Notifier for a node of a cluster: each call event
 // (the call service hands them over after the change is stored) goes to
-// this node's sessions and is published on the bus; every other node tells
-// its own sessions, after handing the call's new state to its call
-// service (Observe: it adopts the call, or takes the newer state, or
-// reports the event stale). So the participants' sessions hear of a change
+// this node's sessions and is published on the bus; every other node
+// queues it behind its call's earlier events and hands the call's new
+// state to its call service (Observe: it adopts the call, or takes the
+// newer state, or finds the event stale), which calls back under the
+// call's lock for this node's sessions to be told (handle). So the participants' sessions hear of a change
 // whatever node made it: an answer taken on one node, a timeout applied by
 // another.
 type Calls struct {
