@@ -74,6 +74,7 @@ type Calls struct {
 	mu      sync.Mutex
 	queues  map[string][]func() // mu: events waiting, by call ID; a key is present while its drain runs
 	backlog int                 // mu: events queued or running
+	closed  bool                // mu: Close was called; events are dropped
 	wg      sync.WaitGroup      // drains running
 }
 
@@ -115,6 +116,9 @@ func (c *Calls) Close() {
 	if c.sub != nil {
 		c.sub.Unsubscribe()
 	}
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.wg.Wait()
 }
 
@@ -192,6 +196,10 @@ func (c *Calls) receive(_ string, data []byte) {
 // call's own while any are waiting; past MaxCallBacklog it drops f.
 func (c *Calls) enqueue(id string, f func()) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
 	if c.backlog >= MaxCallBacklog {
 		c.mu.Unlock()
 		if c.stats.dropped.Add(1) == 1 {
