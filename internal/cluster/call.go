@@ -44,7 +44,7 @@ type CallsStats struct {
 	Published     int64 // call events published for the other nodes
 	PublishFailed int64 // of those, refused by the bus
 	Received      int64 // call events from other nodes told to the sessions here
-	Stale         int64 // call events from other nodes older than the call's state here (see receive)
+	Stale         int64 // call events from other nodes older than the call's state here (see handle)
 	BadPayloads   int64 // bus payloads that did not decode
 	Dropped       int64 // call events from other nodes dropped: MaxCallBacklog events were waiting
 }
