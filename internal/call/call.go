@@ -130,7 +130,10 @@ type Config struct {
 	// so a client must not place them at its full send rate. Zero means 10.
 	MaxOpenCalls int
 	// StoreTimeout bounds each store write the service makes on its own
-	// (a timeout, a login's ringing, a caller gone offline); zero means 5s.
+	// (a timeout, a login's ringing, a caller gone offline), and each
+	// client's request (Invite, Accept, Reject, Cancel) as a whole: its
+	// reads and writes, retries included, so no request holds a call's
+	// lock longer; zero means 5s.
 	StoreTimeout time.Duration
 	// RetryDelay is how long a timeout whose store write failed waits
 	// before it is tried again; zero means 1s.
@@ -152,6 +155,12 @@ type Config struct {
 	// survives the node that placed them), and those held here take the
 	// stored state. Zero means 10s.
 	ScanInterval time.Duration
+	// OfflineRecheck (Cluster) is how long after a caller's offline was
+	// set aside, because the notifier counted a session of theirs on
+	// another node, it is checked once more: that node may be dead, its
+	// sessions counted until the presence TTL (30 s) passes. Zero means
+	// 31s.
+	OfflineRecheck time.Duration
 	// AdoptGrace delays the timeout of an adopted call past its
 	// deadline, so the node that placed it, which arms the deadline
 	// itself, times it out while it lives. Zero means 5s.
@@ -180,6 +189,9 @@ func (c *Config) defaults() {
 	if c.AdoptGrace <= 0 {
 		c.AdoptGrace = 5 * time.Second
 	}
+	if c.OfflineRecheck <= 0 {
+		c.OfflineRecheck = 31 * time.Second
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -207,7 +219,7 @@ type Stats struct {
 	Refused     int64 // operations refused: not found, forbidden, conflict, invalid
 	StoreFailed int64 // state changes whose store write failed (a timeout is retried)
 	Lost        int64 // state changes the store refused because another node changed the call first
-	Retried     int64 // of those, requests checked again against the stored call and retried
+	Retried     int64 // of those, writes attempted again after the request, checked again against the stored call, still applied
 	Adopted     int64 // open calls placed through another node taken on from the store or the bus
 	Open        int64 // calls ringing now
 }
@@ -234,7 +246,8 @@ type Service struct {
 	}
 }
 
-// endedRing remembers the last len(ids) calls that ended here: a read of
+// endedRing remembers the last len(ids) calls that ended here, or that a
+// read showed ended while not held here: a read of
 // the store made before a call ended (a scan, a login's read, a late bus
 // event) must not take it on again as open. A call that ended more than
 // endedRemembered calls ago is safe too: its stale copy is refused by the
@@ -533,11 +546,15 @@ func (s *Service) refresh(ctx context.Context, e *entry) bool {
 // changed the call first (commit then made e's call the stored one), and
 // it has been retried fewer than maxConflictRetries times.
 func (s *Service) retryable(err error, try int) bool {
-	if herald.ErrorCode(err) != herald.CodeConflict || try >= maxConflictRetries {
-		return false
+	return herald.ErrorCode(err) == herald.CodeConflict && try < maxConflictRetries
+}
+
+// retrying counts a write attempted again (try > 0) once the request's
+// check passed against the stored call: Stats.Retried.
+func (s *Service) retrying(try int) {
+	if try > 0 {
+		s.stats.retried.Add(1)
 	}
-	s.stats.retried.Add(1)
-	return true
 }
 
 // applyLocked makes c, the call as another node stored it (read from the
@@ -594,29 +611,48 @@ func (s *Service) adopt(c *herald.Call) *entry {
 
 // observe takes c, the call as another node stored it: a call held here
 // takes c's state if it is newer, and an open call not held here is
-// adopted. It reports false when c is older than what this node knows (the
-// call held here is newer, or it ended here). It blocks while a change of
-// the call is being stored here.
-func (s *Service) observe(c *herald.Call) bool {
+// adopted; an ended call not held here is remembered as ended (gone), so a
+// read taken before its end does not adopt it again. It reports false when
+// c is older than what this node knows (the call held here is newer, or it
+// ended here). tell, when set, is called once, under the call's lock when
+// it is held here (so no change made here is told between the two), with
+// the call as held here after taking c and whether c was current: held is
+// c when current, the newer call held here when not, nil when the call
+// ended here. It blocks while a change of the call is being stored here.
+func (s *Service) observe(c *herald.Call, tell func(held *herald.Call, current bool)) bool {
+	if tell == nil {
+		tell = func(*herald.Call, bool) {}
+	}
 	s.mu.Lock()
 	e := s.open[c.ID]
 	gone := s.gone.set[c.ID]
+	if e == nil && c.Ended() {
+		s.gone.add(c.ID)
+	}
 	s.mu.Unlock()
 	if e == nil {
 		if c.Ended() {
+			tell(c, true)
 			return true
 		}
 		if gone {
+			tell(nil, false)
 			return false
 		}
 		e = s.adopt(c)
 		if e == nil {
+			tell(nil, false)
 			return false
 		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return s.applyLocked(e, c)
+	if s.applyLocked(e, c) {
+		tell(c, true)
+		return true
+	}
+	tell(e.cur.Load(), false)
+	return false
 }
 
 // Observe is told of c, a call as another node stored it, when that node
@@ -624,15 +660,21 @@ func (s *Service) observe(c *herald.Call) bool {
 // here takes c's state if it is newer (an ended one is forgotten and its
 // timer stops), and an open one not held here is adopted, its timer armed
 // at the deadline plus AdoptGrace. It reports whether c is current: false
-// when this node knows a newer state (the event came late: the sessions
-// here were told of the newer change already). It blocks while a change of
-// the call is being stored here.
-func (s *Service) Observe(c *herald.Call) bool {
+// when this node knows a newer state (the event came late). tell, when
+// set, is where the caller tells this node's sessions of the event: it is
+// called once, under the call's lock, with the call as held here and
+// whether c was current (see observe), so the sessions here hear of the
+// call's changes in order. It blocks while a change of the call is being
+// stored here.
+func (s *Service) Observe(c *herald.Call, tell func(held *herald.Call, current bool)) bool {
 	if !s.begin() {
+		if tell != nil {
+			tell(c, true)
+		}
 		return true
 	}
 	defer s.wg.Done()
-	return s.observe(c)
+	return s.observe(c, tell)
 }
 
 // rescan is the scan timer (Cluster): it reads the open calls from the
@@ -669,7 +711,7 @@ func (s *Service) scanOpen(ctx context.Context) error {
 	listed := make(map[string]bool, len(calls))
 	for _, c := range calls {
 		listed[c.ID] = true
-		s.observe(c)
+		s.observe(c, nil)
 	}
 	s.mu.Lock()
 	var missing []string
@@ -687,14 +729,16 @@ func (s *Service) scanOpen(ctx context.Context) error {
 			}
 			continue
 		}
-		s.observe(c)
+		s.observe(c, nil)
 	}
 	return nil
 }
 
 // adoptUserCalls (Cluster) reads user's newest calls from the store and
-// takes on the open ones (observe): a login here rings, and an offline
-// caller's cancel reaches, calls placed through another node. It reads
+// observes each: the open ones are taken on, so a login here rings, and an
+// offline caller's cancel reaches, calls placed through another node; the
+// ended ones end the copy held here, if any (its end event was lost), so a
+// login does not ring a call that ended elsewhere. It reads
 // one page (MaxListLimit calls) and stops at the first call created more
 // than herald.MaxCallTimeout ago (none before it can still ring).
 func (s *Service) adoptUserCalls(user string) {
@@ -713,9 +757,7 @@ func (s *Service) adoptUserCalls(user string) {
 		if c.CreatedAt.Before(since) {
 			break
 		}
-		if !c.Ended() {
-			s.observe(c)
-		}
+		s.observe(c, nil)
 	}
 }
 
@@ -808,6 +850,8 @@ func (s *Service) Invite(ctx context.Context, caller string, origin SessionID, i
 		return nil, errClosed
 	}
 	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 
 	n := s.notifier()
 	now := s.now()
@@ -979,6 +1023,8 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 		return nil, errClosed
 	}
 	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	e, c, err := s.find(ctx, user, id)
 	if err != nil {
 		return nil, err
@@ -1009,6 +1055,7 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 			// The timer is about to fire: the deadline decides, not the race.
 			return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: it timed out", verb, id))
 		}
+		s.retrying(try)
 		next = clone(c)
 		p := next.Participant(user)
 		p.State, p.UpdatedAt, p.Extended = to, now, extended
@@ -1057,6 +1104,8 @@ func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, i
 		return nil, errClosed
 	}
 	defer s.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	e, c, err := s.find(ctx, caller, id)
 	if err != nil {
 		return nil, err
@@ -1088,6 +1137,7 @@ func (s *Service) cancelLocked(ctx context.Context, e *entry, c *herald.Call, ex
 		if err := check(c); err != nil {
 			return nil, err
 		}
+		s.retrying(try)
 		now := s.now()
 		next = clone(c)
 		caller := &next.Participants[0]
@@ -1240,6 +1290,7 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
 	for try := 0; p.State == herald.CallNotYet; try++ {
+		s.retrying(try)
 		next := clone(c)
 		np := next.Participant(user)
 		np.State, np.UpdatedAt = herald.CallReceived, now
@@ -1274,17 +1325,29 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 // dropped, the token expired, ...) and no session of theirs came back
 // within the heartbeat timeout. Each open call user placed that nobody
 // has accepted yet is cancelled, as Cancel does, without a push. The
-// gateway decides that the user is offline. It blocks on the store
-// writes.
-func (s *Service) UserOffline(user string) {
+// gateway decides that the user is offline. With Cluster, a user the
+// notifier counts live on another node is not offline; that is checked
+// once more after OfflineRecheck (the other node may have died). It
+// blocks on the store writes.
+func (s *Service) UserOffline(user string) { s.userOffline(user, true) }
+
+func (s *Service) userOffline(user string, recheck bool) {
 	if !s.begin() {
 		return
 	}
 	defer s.wg.Done()
 	if n := s.notifier(); s.cfg.Cluster && n != nil && n.LiveSessions(user) > 0 {
 		// On several nodes the notifier counts the sessions of every
-		// node: the user reconnected to another one.
-		s.log.Debug("call: a user offline here is live on another node; their calls go on", "user_id", user)
+		// node: the user reconnected to another one, or that node died
+		// and its sessions count until the presence TTL passes.
+		s.log.Debug("call: a user offline here is live on another node; their calls go on", "user_id", user, "recheck", recheck)
+		if recheck {
+			s.mu.Lock()
+			if !s.closed {
+				s.cfg.AfterFunc(s.cfg.OfflineRecheck, func() { s.userOffline(user, false) })
+			}
+			s.mu.Unlock()
+		}
 		return
 	}
 	s.adoptUserCalls(user)

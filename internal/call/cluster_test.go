@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/internal/store/sqlite"
@@ -262,6 +263,9 @@ func TestConflictRetried(t *testing.T) {
 		if herald.ErrorCode(err) != herald.CodeConflict || !strings.Contains(herald.ErrorMessage(err), "already rejected") {
 			t.Errorf("Accept after bob rejected on node B: %v, want conflict: already rejected", err)
 		}
+		if s := a.svc.Stats(); s.Lost != 1 || s.Retried != 0 {
+			t.Errorf("node A: lost %d, retried %d; want 1, 0 (the check refused: no write again)", s.Lost, s.Retried)
+		}
 	})
 	t.Run("cancel after an answer elsewhere", func(t *testing.T) {
 		a, b, st, id := invite(t)
@@ -459,4 +463,160 @@ func TestScanAdoptsAndRefreshes(t *testing.T) {
 			t.Errorf("node B after the call ended elsewhere: open %d, lost %d; want 0, 0", s.Open, s.Lost)
 		}
 	})
+}
+
+// snapStore serves OpenCalls from a snapshot taken earlier, as a scan
+// whose read was taken before a change elsewhere sees it.
+type snapStore struct {
+	*memStore
+	mu   sync.Mutex
+	snap []*herald.Call
+}
+
+func (s *snapStore) OpenCalls(ctx context.Context) ([]*herald.Call, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.snap != nil {
+		return s.snap, nil
+	}
+	return s.memStore.OpenCalls(ctx)
+}
+
+// TestLoginReadEndsHeldCall: a node holding a call whose end on another
+// node it never heard of (the bus lost the event) learns the end from a
+// login's read of the user's calls: the login does not ring the ended
+// call, and the copy is forgotten. A call not held here that the read
+// shows ended is remembered as ended: a scan read taken before the end
+// does not adopt it again as open.
+func TestLoginReadEndsHeldCall(t *testing.T) {
+	t.Run("held copy ended elsewhere", func(t *testing.T) {
+		st := newMemStore()
+		ca, cb := newFakeClock(), newFakeClock()
+		a := startClusterNode(t, st, ca, "alice", "bob") // bob is received: his login rings without a write
+		b := startClusterNode(t, st, cb)
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob", "carol"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.n.online("carol", carolPhone)
+		b.svc.SessionStarted("carol", carolPhone) // B holds the call now
+		if _, err := a.svc.Cancel(context.Background(), "alice", alicePhone, c.ID, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		b.n.take()
+		b.n.online("bob", bobPhone)
+		b.svc.SessionStarted("bob", bobPhone)
+		if got := b.heard(); len(got) != 0 {
+			t.Errorf("node B's sessions heard %q after bob's login; want nothing (the call ended on A)", got)
+		}
+		if s := b.svc.Stats(); s.Open != 0 {
+			t.Errorf("node B holds %d open calls, want 0", s.Open)
+		}
+	})
+	t.Run("older scan read", func(t *testing.T) {
+		st := &snapStore{memStore: newMemStore()}
+		ca, cb := newFakeClock(), newFakeClock()
+		a := startClusterNode(t, st, ca, "alice")
+		b := startClusterNode(t, st, cb)
+		c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, _ := st.memStore.OpenCalls(context.Background())
+		if _, err := a.svc.Cancel(context.Background(), "alice", alicePhone, c.ID, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		b.n.online("bob", bobPhone)
+		b.svc.SessionStarted("bob", bobPhone) // reads the call ended
+		st.mu.Lock()
+		st.snap = snap
+		st.mu.Unlock()
+		cb.Advance(10 * time.Second) // a scan with the read from before the cancel
+		if s := b.svc.Stats(); s.Open != 0 || s.Adopted != 0 {
+			t.Errorf("node B after a scan read before the call ended: open %d, adopted %d; want 0, 0", s.Open, s.Adopted)
+		}
+	})
+}
+
+// stuckStore never finishes a call's change until the write's context
+// ends (or the test does), as a store that stopped answering.
+type stuckStore struct {
+	*memStore
+	end chan struct{}
+}
+
+func (s stuckStore) SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJob) error {
+	if c.Version > 1 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.end:
+			return context.Canceled
+		}
+	}
+	return s.memStore.SaveCall(ctx, c, jobs)
+}
+
+// TestRequestBoundedByStoreTimeout: a client's request whose store write
+// does not answer ends at the store timeout, although its own context has
+// no deadline (the gateway's has none), so it does not hold the call's
+// lock, and the call's other events, longer.
+func TestRequestBoundedByStoreTimeout(t *testing.T) {
+	st := stuckStore{newMemStore(), make(chan struct{})}
+	n := newFakeNotifier()
+	n.online("alice", alicePhone)
+	svc := New(st, nil, Config{StoreTimeout: 100 * time.Millisecond})
+	svc.SetNotifier(n)
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	t.Cleanup(func() { close(st.end) }) // first: a request still waiting ends
+	c, err := svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []struct {
+		name string
+		do   func() error
+	}{
+		{"accept", func() error { _, err := svc.Accept(context.Background(), "bob", bobPhone, c.ID, ""); return err }},
+		{"cancel", func() error {
+			_, err := svc.Cancel(context.Background(), "alice", alicePhone, c.ID, "", nil)
+			return err
+		}},
+	} {
+		done := make(chan error, 1)
+		go func() { done <- op.do() }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("%s with a store that does not answer: no error", op.name)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s with a store that does not answer: still waiting after 10 s, want an error at the store timeout (100 ms)", op.name)
+		}
+	}
+}
+
+// TestOfflineRechecked: a caller offline here whom the notifier counts
+// live on another node keeps their calls; if that count was a dead
+// node's, expiring with the presence TTL, the check made again after
+// OfflineRecheck cancels them.
+func TestOfflineRechecked(t *testing.T) {
+	st, clock := newMemStore(), newFakeClock()
+	a := startClusterNode(t, st, clock, "alice") // alice counts live: on "another node" (dead)
+	c, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 2*time.Minute, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.svc.UserOffline("alice")
+	if want := "alice=inviting bob=not_yet_received"; states(st.stored(t, c.ID)) != want {
+		t.Fatalf("stored %s, want %s", states(st.stored(t, c.ID)), want)
+	}
+	a.n.offline("alice") // the dead node's sessions expire
+	clock.Advance(31 * time.Second)
+	if want := "alice=cancelled bob=be_cancelled"; states(st.stored(t, c.ID)) != want {
+		t.Errorf("after the recheck: stored %s, want %s", states(st.stored(t, c.ID)), want)
+	}
 }

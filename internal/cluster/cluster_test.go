@@ -126,6 +126,27 @@ type flaky struct {
 	drop     func(n int) bool // n counts publishes from 1
 	n        int
 	watchers []func(bus.State)
+	holding  bool
+	held     [][2]string // subject, data: publishes held back until release
+}
+
+// hold keeps the publishes from now on until release, as a slow link
+// would.
+func (f *flaky) hold() {
+	f.mu.Lock()
+	f.holding = true
+	f.mu.Unlock()
+}
+
+// release publishes the held messages in order and stops holding.
+func (f *flaky) release() {
+	f.mu.Lock()
+	held := f.held
+	f.held, f.holding = nil, false
+	f.mu.Unlock()
+	for _, m := range held {
+		_ = f.Bus.Publish(m[0], []byte(m[1]))
+	}
 }
 
 func (f *flaky) setDrop(drop func(n int) bool) {
@@ -138,6 +159,11 @@ func (f *flaky) Publish(subject string, data []byte) error {
 	f.mu.Lock()
 	f.n++
 	drop := f.drop != nil && f.drop(f.n)
+	if f.holding && !drop {
+		f.held = append(f.held, [2]string{subject, string(data)})
+		f.mu.Unlock()
+		return nil
+	}
 	f.mu.Unlock()
 	if drop {
 		return nil // lost on the way, as NATS may: the publisher does not know

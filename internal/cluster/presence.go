@@ -456,28 +456,34 @@ func (p *Presence) receive(_ string, data []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range m.Entries {
-		var at time.Time
-		if e.At != 0 {
-			at = time.Unix(0, e.At)
-		}
 		if !e.Live {
 			if nodes := p.remote[e.User][e.Device]; nodes != nil {
 				delete(nodes, m.Node)
 			}
 			continue
 		}
-		devs := p.remote[e.User]
-		if devs == nil {
-			devs = make(map[string]map[string]remoteEntry)
-			p.remote[e.User] = devs
-		}
-		nodes := devs[e.Device]
-		if nodes == nil {
-			nodes = make(map[string]remoteEntry)
-			devs[e.Device] = nodes
-		}
-		nodes[m.Node] = remoteEntry{exp: exp, at: at}
+		p.recordLocked(m.Node, e, exp)
 	}
+}
+
+// recordLocked records e, a live session on node, until exp; p.mu must be
+// held.
+func (p *Presence) recordLocked(node string, e presenceEntry, exp time.Time) {
+	var at time.Time
+	if e.At != 0 {
+		at = time.Unix(0, e.At)
+	}
+	devs := p.remote[e.User]
+	if devs == nil {
+		devs = make(map[string]map[string]remoteEntry)
+		p.remote[e.User] = devs
+	}
+	nodes := devs[e.Device]
+	if nodes == nil {
+		nodes = make(map[string]remoteEntry)
+		devs[e.Device] = nodes
+	}
+	nodes[node] = remoteEntry{exp: exp, at: at}
 }
 
 func (p *Presence) forgetNode(node string) {
@@ -497,11 +503,23 @@ func (p *Presence) forgetNode(node string) {
 // those of a login here. The device limit (HERALD_MAX_DEVICES) is applied
 // by the node of the login (limitDevices), which names the devices to
 // close in a kick.
+//
+// The login is recorded as a live session of that node first (its delta
+// may come later: a burst of logins is published before their delta), so
+// what a closed session here triggers sees the user live there: a caller
+// displaced by a login on another node is not offline, and their calls
+// go on.
 func (p *Presence) loginElsewhere(m presenceMsg) {
-	if p.cfg.Kicks == nil || len(m.Entries) != 1 {
+	if len(m.Entries) != 1 || !m.Entries[0].Live {
 		return
 	}
 	e := m.Entries[0]
+	p.mu.Lock()
+	p.recordLocked(m.Node, e, p.cfg.Now().Add(p.cfg.TTL))
+	p.mu.Unlock()
+	if p.cfg.Kicks == nil {
+		return
+	}
 	reason := "logged in again on the same device"
 	if p.cfg.SingleLogin {
 		reason = "logged in on another device"

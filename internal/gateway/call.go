@@ -164,7 +164,10 @@ func (s *session) callsStarted() {
 //     server API's kick, an unregistration): the user went offline, and
 //     the calls they placed that nobody accepted are cancelled now (a
 //     session displaced by another login of the user never gets here:
-//     that login took its place in the hub, so it was not removed);
+//     that login took its place in the hub, so it was not removed; one
+//     displaced by a login on another node is closed by a kick, and
+//     cluster.Presence records that login live before it asks, so with
+//     several nodes the user is not offline);
 //   - a server shutdown (the client reconnects, maybe to another node):
 //     nothing;
 //   - anything else (the connection dropped, the token expired, a protocol

@@ -195,3 +195,11 @@ func (s *Server) clusterNodes() []console.ClusterNode {
 	}
 	return nodes
 }
+
+// clusterCallStats are the call service's counters of calls shared with
+// other nodes (/metrics: herald_calls_lost, _retried, _adopted).
+type clusterCallStats struct{ Lost, Retried, Adopted int64 }
+
+func callClusterStats(s call.Stats) clusterCallStats {
+	return clusterCallStats{Lost: s.Lost, Retried: s.Retried, Adopted: s.Adopted}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,5 +134,12 @@ func TestTwoNodesCalls(t *testing.T) {
 	}
 	if late := got.EndedAt.Sub(got.Deadline); late < 5*time.Second {
 		t.Errorf("node B timed the call out %v after its deadline, want the adoption grace (5s) at least", late)
+	}
+	// Node B took on both calls placed through A: its /metrics says so.
+	body := scrape(t, "http://"+b.Addr()+"/metrics")
+	for _, want := range []string{"\nherald_calls_adopted 2\n", "\nherald_calls_lost ", "\nherald_calls_retried "} {
+		if !strings.Contains(body, want) {
+			t.Errorf("node B's /metrics lacks %q", want)
+		}
 	}
 }

@@ -200,6 +200,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if cl != nil {
 		cl.followGroups(ch) // group changes made on other nodes reach ch's cache
 		cl.register(mtr)
+		mtr.RegisterStats("calls", func() any { return callClusterStats(calls.Stats()) }) // cluster.go
 	}
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
