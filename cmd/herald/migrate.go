@@ -42,6 +42,11 @@ keys stay in the data folder, not the store: docs/operations.md, "Moving
 to PostgreSQL", says what to copy besides.
 `
 
+// maxPage bounds --page: a page of messages (up to about 64 KiB each) is
+// held in memory and sent in one transaction, so 10,000 of them stay
+// under about 640 MiB.
+const maxPage = 10_000
+
 // migrateOptions are herald migrate's flags.
 type migrateOptions struct {
 	from, to    storeSpec
@@ -97,7 +102,7 @@ func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	toData := fset.String("to-data", "", "data folder of the target's embedded store (with --to-store sqlite or pebble)")
 	toStore := fset.String("to-store", "", "the target, empty: a postgres:// URL, or sqlite or pebble (required)")
 	skipLog := fset.Bool("skip-push-log", false, "leave the delivery log behind (it is diagnostics only; the target's starts empty)")
-	page := fset.Int("page", 1000, "rows per target transaction (1 to 100000)")
+	page := fset.Int("page", 1000, fmt.Sprintf("rows per target transaction (1 to %d)", maxPage))
 	// The source is the node's own configuration: --store and --data, or
 	// HERALD_STORE and HERALD_DATA, or the --config file, as herald serve
 	// reads them.
@@ -112,8 +117,8 @@ func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	if *toStore == "" {
 		return migrateOptions{}, errors.New("migrate: --to-store is required: the PostgreSQL URL (postgres://user:password@host:5432/herald) to copy into")
 	}
-	if *page < 1 || *page > 100_000 {
-		return migrateOptions{}, fmt.Errorf("migrate: --page must be between 1 and 100000, got %d", *page)
+	if *page < 1 || *page > maxPage {
+		return migrateOptions{}, fmt.Errorf("migrate: --page must be between 1 and %d, got %d", maxPage, *page)
 	}
 	o := migrateOptions{skipPushLog: *skipLog, page: *page, from: storeSpec{engine: cfg.Store, data: cfg.DataDir}}
 	if cfg.StoreIsPostgres() {
@@ -149,10 +154,20 @@ type importStore interface {
 // openSource opens the source with its engine's Open, which takes the
 // store's lock: a running server holds it, and the copy is refused. An
 // embedded store that is not there is an error, not a new empty store.
+// PostgreSQL has no such lock: its source is read from one snapshot.
 func openSource(ctx context.Context, s storeSpec) (exportStore, error) {
 	switch s.engine {
 	case "postgres":
-		return postgres.Open(ctx, s.url, postgres.Options{})
+		st, err := postgres.Open(ctx, s.url, postgres.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("migrate: open the source: %w", err)
+		}
+		sn, err := st.Snapshot(ctx)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+		return postgresSource{sn, st}, nil
 	case "pebble":
 		if err := mustExist(s); err != nil {
 			return nil, err
@@ -172,6 +187,17 @@ func openSource(ctx context.Context, s storeSpec) (exportStore, error) {
 		}
 		return st, nil
 	}
+}
+
+// postgresSource reads a PostgreSQL source from one snapshot: the counts
+// and every table are of one moment, even if something writes meanwhile.
+type postgresSource struct {
+	*postgres.Snapshot
+	st *postgres.Store
+}
+
+func (p postgresSource) Close() error {
+	return errors.Join(p.Snapshot.Close(), p.st.Close())
 }
 
 func mustExist(s storeSpec) error {
