@@ -26,17 +26,20 @@ const migrateUsage = `Usage:
   herald migrate [--data DIR] [--store sqlite|pebble|URL] [--config FILE]
                  --to-store URL|sqlite|pebble [--to-data DIR] [--skip-push-log] [--page N]
 
-Copies everything a node holds from one store to another: messages with
-their IDs and seqs, conversation lists and read seqs, device cursors, mutes,
-push devices with their bindings and badges, the push outbox and delivery
-log, groups and members, calls, users. The source is the node's store as
+Copies a node's data from one store to another: messages with their IDs
+and seqs, conversation lists and read seqs, device cursors, mutes, push
+devices with their bindings and badges, the push outbox and delivery log,
+groups and members, calls, users. Not copied: the store's shared table
+(API nonces, console sessions, the APNs token) and the outbox's leases. The
+source is the node's store as
 herald serve finds it: --store and --data (HERALD_STORE, HERALD_DATA, or
 the --config file), an embedded engine in a data folder or a PostgreSQL
 URL. The target is --to-store: a PostgreSQL URL, or sqlite or pebble in
 --to-data.
 
-The server must be stopped: the source's lock tells. The target must be
-empty. After the copy, the row count of each table is compared (source
+The server must be stopped: an embedded source's lock tells; on
+PostgreSQL (source or target) stop every node first. A PostgreSQL source is
+read from one snapshot. The target must be empty. After the copy, the row count of each table is compared (source
 against target) and any difference fails the command. The secret and the
 keys stay in the data folder, not the store: docs/operations.md, "Moving
 to PostgreSQL", says what to copy besides.
@@ -340,7 +343,7 @@ func transfer(ctx context.Context, src store.Exporter, dst store.Importer, o mig
 		return fmt.Errorf("migrate: the target's row counts differ from the source's in %s", strings.Join(bad, ", "))
 	}
 	fmt.Fprintf(out, "\ncopied in %s. Before starting Herald on %s, copy from the old data folder: the secret "+
-		"(HERALD_SECRET, or the file secret), vapid.pem, node-id and push.json if present (docs/operations.md).\n",
+		"(HERALD_SECRET, or the file secret), vapid.pem, api-nonces, node-id and push.json if present (docs/operations.md).\n",
 		time.Since(start).Round(time.Millisecond), o.to)
 	return nil
 }
