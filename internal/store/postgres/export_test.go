@@ -220,5 +220,14 @@ func TestExportCoversSchema(t *testing.T) {
 		// lived; docs/operations.md says what to do instead.
 		"shared":            storetest.Cols(N, "ns", "name", "value", "expires", "version"),
 		"schema_migrations": storetest.Cols(N, "version", "name", "applied_at"),
-	})
+	}, exportQueries())
+}
+
+// exportQueries lists every export query, for storetest.ExportCovers.
+func exportQueries() []string {
+	var qs []string
+	for _, et := range exportTables {
+		qs = append(qs, et.query)
+	}
+	return qs
 }
