@@ -161,9 +161,9 @@ type importStore interface {
 func openSource(ctx context.Context, s storeSpec) (exportStore, error) {
 	switch s.engine {
 	case "postgres":
-		st, err := postgres.Open(ctx, s.url, postgres.Options{})
+		st, err := openPostgres(ctx, s, "source")
 		if err != nil {
-			return nil, fmt.Errorf("migrate: open the source: %w", err)
+			return nil, err
 		}
 		sn, err := st.Snapshot(ctx)
 		if err != nil {
@@ -203,6 +203,30 @@ func (p postgresSource) Close() error {
 	return errors.Join(p.Snapshot.Close(), p.st.Close())
 }
 
+// migrateSessions names migrate's own PostgreSQL sessions, apart from
+// the nodes' (postgres.ApplicationName).
+const migrateSessions = "herald-migrate"
+
+// openPostgres opens the PostgreSQL store s (the source or the target)
+// and refuses it while a node's sessions are connected to its schema:
+// nothing else tells a running node there.
+func openPostgres(ctx context.Context, s storeSpec, role string) (*postgres.Store, error) {
+	st, err := postgres.Open(ctx, s.url, postgres.Options{ApplicationName: migrateSessions})
+	if err != nil {
+		return nil, fmt.Errorf("migrate: open the %s: %w", role, err)
+	}
+	n, err := st.Sessions(ctx, postgres.ApplicationName)
+	if err == nil && n > 0 {
+		err = fmt.Errorf("the %s store is in use: %d sessions of a Herald node are connected to its schema "+
+			"(pg_stat_activity, application_name %q): stop every node on it first", role, n, postgres.ApplicationName)
+	}
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	return st, nil
+}
+
 func mustExist(s storeSpec) error {
 	if _, err := os.Stat(s.path()); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -225,7 +249,7 @@ func inUse(err error) error {
 // would refuse the folder).
 func openTarget(ctx context.Context, s storeSpec) (importStore, error) {
 	if s.engine == "postgres" {
-		return postgres.Open(ctx, s.url, postgres.Options{})
+		return openPostgres(ctx, s, "target")
 	}
 	other := storeSpec{engine: map[string]string{"sqlite": "pebble", "pebble": "sqlite"}[s.engine], data: s.data}
 	if _, err := os.Stat(other.path()); err == nil {

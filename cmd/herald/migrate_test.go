@@ -176,7 +176,8 @@ func TestMigratePebbleToPostgres(t *testing.T) {
 func TestMigratePostgresSourceSnapshot(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.Schema(t, pgtest.Database(t, "to test herald migrate from PostgreSQL"))
-	pg, err := postgres.Open(ctx, dsn, postgres.Options{})
+	// Not named as a node, which migrate would refuse to read beside.
+	pg, err := postgres.Open(ctx, dsn, postgres.Options{ApplicationName: "writer"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,6 +215,59 @@ func TestMigratePostgresSourceSnapshot(t *testing.T) {
 	dst.Close()
 	if got := sqliteCounts(t, to); !equalCounts(got, want) {
 		t.Errorf("counts of the copy %v, want those when migrate opened the source %v", got, want)
+	}
+}
+
+// A PostgreSQL source or target with a node connected to its schema is
+// refused; nodes on another schema of the database do not count.
+func TestMigrateRefusesPostgresInUse(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Database(t, "to test herald migrate with PostgreSQL")
+	dsn, other := pgtest.Schema(t, db), pgtest.Schema(t, db)
+	node, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	fillSmall(t, node)
+	elsewhere, err := postgres.Open(ctx, other, postgres.Options{}) // a node on another schema
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer elsewhere.Close()
+
+	out, err := runMigrate("--store", dsn, "--to-store", "sqlite", "--to-data", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "the source store is in use") {
+		t.Errorf("migrate from a schema a node runs on: %v, want it refused as in use\n%s", err, out)
+	}
+	out, err = runMigrate("--data", newSQLiteData(t), "--to-store", dsn)
+	if err == nil || !strings.Contains(err.Error(), "the target store is in use") {
+		t.Errorf("migrate into a schema a node runs on: %v, want it refused as in use\n%s", err, out)
+	}
+
+	node.Close()
+	// The server ends a closed connection's session on its own time.
+	probe, err := postgres.Open(ctx, dsn, postgres.Options{ApplicationName: "probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		n, err := probe.Sessions(ctx, postgres.ApplicationName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions of the closed node still listed after 10 s", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	empty := pgtest.Schema(t, db)
+	if out, err := runMigrate("--store", dsn, "--to-store", empty); err != nil {
+		t.Fatalf("migrate once the node stopped (another schema's node running): %v\n%s", err, out)
 	}
 }
 
