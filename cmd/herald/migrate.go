@@ -26,21 +26,29 @@ const migrateUsage = `Usage:
   herald migrate [--data DIR] [--store sqlite|pebble|URL] [--config FILE]
                  --to-store URL|sqlite|pebble [--to-data DIR] [--skip-push-log] [--page N]
 
-Copies everything a node holds from one store to another: messages with
-their IDs and seqs, conversation lists and read seqs, device cursors, mutes,
-push devices with their bindings and badges, the push outbox and delivery
-log, groups and members, calls, users. The source is the node's store as
+Copies a node's data from one store to another: messages with their IDs
+and seqs, conversation lists and read seqs, device cursors, mutes, push
+devices with their bindings and badges, the push outbox and delivery log,
+groups and members, calls, users. Not copied: the store's shared table
+(API nonces, console sessions, the APNs token) and the outbox's leases. The
+source is the node's store as
 herald serve finds it: --store and --data (HERALD_STORE, HERALD_DATA, or
 the --config file), an embedded engine in a data folder or a PostgreSQL
 URL. The target is --to-store: a PostgreSQL URL, or sqlite or pebble in
 --to-data.
 
-The server must be stopped: the source's lock tells. The target must be
-empty. After the copy, the row count of each table is compared (source
+The server must be stopped: an embedded source's lock tells; on
+PostgreSQL (source or target) stop every node first. A PostgreSQL source is
+read from one snapshot. The target must be empty. After the copy, the row count of each table is compared (source
 against target) and any difference fails the command. The secret and the
 keys stay in the data folder, not the store: docs/operations.md, "Moving
 to PostgreSQL", says what to copy besides.
 `
+
+// maxPage bounds --page: a page of messages (up to about 64 KiB each) is
+// held in memory and sent in one transaction, so 10,000 of them stay
+// under about 640 MiB.
+const maxPage = 10_000
 
 // migrateOptions are herald migrate's flags.
 type migrateOptions struct {
@@ -97,7 +105,7 @@ func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	toData := fset.String("to-data", "", "data folder of the target's embedded store (with --to-store sqlite or pebble)")
 	toStore := fset.String("to-store", "", "the target, empty: a postgres:// URL, or sqlite or pebble (required)")
 	skipLog := fset.Bool("skip-push-log", false, "leave the delivery log behind (it is diagnostics only; the target's starts empty)")
-	page := fset.Int("page", 1000, "rows per target transaction (1 to 100000)")
+	page := fset.Int("page", 1000, fmt.Sprintf("rows per target transaction (1 to %d)", maxPage))
 	// The source is the node's own configuration: --store and --data, or
 	// HERALD_STORE and HERALD_DATA, or the --config file, as herald serve
 	// reads them.
@@ -112,8 +120,8 @@ func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	if *toStore == "" {
 		return migrateOptions{}, errors.New("migrate: --to-store is required: the PostgreSQL URL (postgres://user:password@host:5432/herald) to copy into")
 	}
-	if *page < 1 || *page > 100_000 {
-		return migrateOptions{}, fmt.Errorf("migrate: --page must be between 1 and 100000, got %d", *page)
+	if *page < 1 || *page > maxPage {
+		return migrateOptions{}, fmt.Errorf("migrate: --page must be between 1 and %d, got %d", maxPage, *page)
 	}
 	o := migrateOptions{skipPushLog: *skipLog, page: *page, from: storeSpec{engine: cfg.Store, data: cfg.DataDir}}
 	if cfg.StoreIsPostgres() {
@@ -149,10 +157,20 @@ type importStore interface {
 // openSource opens the source with its engine's Open, which takes the
 // store's lock: a running server holds it, and the copy is refused. An
 // embedded store that is not there is an error, not a new empty store.
+// PostgreSQL has no such lock: its source is read from one snapshot.
 func openSource(ctx context.Context, s storeSpec) (exportStore, error) {
 	switch s.engine {
 	case "postgres":
-		return postgres.Open(ctx, s.url, postgres.Options{})
+		st, err := openPostgres(ctx, s, "source")
+		if err != nil {
+			return nil, err
+		}
+		sn, err := st.Snapshot(ctx)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+		return postgresSource{sn, st}, nil
 	case "pebble":
 		if err := mustExist(s); err != nil {
 			return nil, err
@@ -172,6 +190,41 @@ func openSource(ctx context.Context, s storeSpec) (exportStore, error) {
 		}
 		return st, nil
 	}
+}
+
+// postgresSource reads a PostgreSQL source from one snapshot: the counts
+// and every table are of one moment, even if something writes meanwhile.
+type postgresSource struct {
+	*postgres.Snapshot
+	st *postgres.Store
+}
+
+func (p postgresSource) Close() error {
+	return errors.Join(p.Snapshot.Close(), p.st.Close())
+}
+
+// migrateSessions names migrate's own PostgreSQL sessions, apart from
+// the nodes' (postgres.ApplicationName).
+const migrateSessions = "herald-migrate"
+
+// openPostgres opens the PostgreSQL store s (the source or the target)
+// and refuses it while a node's sessions are connected to its schema:
+// nothing else tells a running node there.
+func openPostgres(ctx context.Context, s storeSpec, role string) (*postgres.Store, error) {
+	st, err := postgres.Open(ctx, s.url, postgres.Options{ApplicationName: migrateSessions})
+	if err != nil {
+		return nil, fmt.Errorf("migrate: open the %s: %w", role, err)
+	}
+	n, err := st.Sessions(ctx, postgres.ApplicationName)
+	if err == nil && n > 0 {
+		err = fmt.Errorf("the %s store is in use: %d sessions of a Herald node are connected to its schema "+
+			"(pg_stat_activity, application_name %q): stop every node on it first", role, n, postgres.ApplicationName)
+	}
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	return st, nil
 }
 
 func mustExist(s storeSpec) error {
@@ -196,7 +249,7 @@ func inUse(err error) error {
 // would refuse the folder).
 func openTarget(ctx context.Context, s storeSpec) (importStore, error) {
 	if s.engine == "postgres" {
-		return postgres.Open(ctx, s.url, postgres.Options{})
+		return openPostgres(ctx, s, "target")
 	}
 	other := storeSpec{engine: map[string]string{"sqlite": "pebble", "pebble": "sqlite"}[s.engine], data: s.data}
 	if _, err := os.Stat(other.path()); err == nil {
@@ -314,7 +367,7 @@ func transfer(ctx context.Context, src store.Exporter, dst store.Importer, o mig
 		return fmt.Errorf("migrate: the target's row counts differ from the source's in %s", strings.Join(bad, ", "))
 	}
 	fmt.Fprintf(out, "\ncopied in %s. Before starting Herald on %s, copy from the old data folder: the secret "+
-		"(HERALD_SECRET, or the file secret), vapid.pem, node-id and push.json if present (docs/operations.md).\n",
+		"(HERALD_SECRET, or the file secret), vapid.pem, api-nonces, node-id and push.json if present (docs/operations.md).\n",
 		time.Since(start).Round(time.Millisecond), o.to)
 	return nil
 }

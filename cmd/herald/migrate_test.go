@@ -171,6 +171,106 @@ func TestMigratePebbleToPostgres(t *testing.T) {
 	}
 }
 
+// A PostgreSQL source is read from one snapshot: what is written after
+// migrate opened it is neither counted nor copied.
+func TestMigratePostgresSourceSnapshot(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Schema(t, pgtest.Database(t, "to test herald migrate from PostgreSQL"))
+	// Not named as a node, which migrate would refuse to read beside.
+	pg, err := postgres.Open(ctx, dsn, postgres.Options{ApplicationName: "writer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	fillSmall(t, pg)
+	want, err := store.Counts(ctx, pg, store.Tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := openSource(ctx, storeSpec{engine: "postgres", url: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.Count(ctx, store.TableUsers); err != nil { // the snapshot is taken by now
+		t.Fatal(err)
+	}
+	if _, err := pg.RegisterUsers(ctx, []herald.User{{ID: "late", RegisteredAt: migrateT0}}); err != nil {
+		t.Fatal(err)
+	}
+	m := &herald.Message{ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", "late"),
+		From: "alice", To: "late", LocalID: "late", Type: herald.MessageText, Text: "late", CreatedAt: migrateT0}
+	if _, err := pg.AppendMessages(ctx, []*herald.Message{m}, nil); err != nil {
+		t.Fatal(err)
+	}
+	to := t.TempDir()
+	dst, err := openTarget(ctx, storeSpec{engine: "sqlite", data: to})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := transfer(ctx, src, dst, migrateOptions{page: 2, from: storeSpec{engine: "postgres", url: dsn}}, store.Tables, &out); err != nil {
+		t.Fatalf("transfer: %v\n%s", err, out.String())
+	}
+	dst.Close()
+	if got := sqliteCounts(t, to); !equalCounts(got, want) {
+		t.Errorf("counts of the copy %v, want those when migrate opened the source %v", got, want)
+	}
+}
+
+// A PostgreSQL source or target with a node connected to its schema is
+// refused; nodes on another schema of the database do not count.
+func TestMigrateRefusesPostgresInUse(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Database(t, "to test herald migrate with PostgreSQL")
+	dsn, other := pgtest.Schema(t, db), pgtest.Schema(t, db)
+	node, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	fillSmall(t, node)
+	elsewhere, err := postgres.Open(ctx, other, postgres.Options{}) // a node on another schema
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer elsewhere.Close()
+
+	out, err := runMigrate("--store", dsn, "--to-store", "sqlite", "--to-data", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "the source store is in use") {
+		t.Errorf("migrate from a schema a node runs on: %v, want it refused as in use\n%s", err, out)
+	}
+	out, err = runMigrate("--data", newSQLiteData(t), "--to-store", dsn)
+	if err == nil || !strings.Contains(err.Error(), "the target store is in use") {
+		t.Errorf("migrate into a schema a node runs on: %v, want it refused as in use\n%s", err, out)
+	}
+
+	node.Close()
+	// The server ends a closed connection's session on its own time.
+	probe, err := postgres.Open(ctx, dsn, postgres.Options{ApplicationName: "probe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		n, err := probe.Sessions(ctx, postgres.ApplicationName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions of the closed node still listed after 10 s", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	empty := pgtest.Schema(t, db)
+	if out, err := runMigrate("--store", dsn, "--to-store", empty); err != nil {
+		t.Fatalf("migrate once the node stopped (another schema's node running): %v\n%s", err, out)
+	}
+}
+
 // From one embedded engine to the other: Pebble takes imports too.
 func TestMigrateSQLiteToPebble(t *testing.T) {
 	from, to := newSQLiteData(t), t.TempDir()
@@ -276,6 +376,7 @@ func TestMigrateBadFlags(t *testing.T) {
 		{"bad target store", []string{"--data", src, "--to-store", "mysql://x/y"}, "must be sqlite, pebble or a postgres:// URL"},
 		{"bad source store", []string{"--data", src, "--store", "mysql", "--to-store", "sqlite", "--to-data", t.TempDir()}, "HERALD_STORE must be sqlite, pebble or a postgres:// URL"},
 		{"bad page", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--page", "0"}, "--page"},
+		{"page too big", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--page", "10001"}, "between 1 and 10000"},
 		{"no source", []string{"--data", missing, "--to-store", "sqlite", "--to-data", t.TempDir()}, "no sqlite store in"},
 	}
 	for _, tt := range tests {

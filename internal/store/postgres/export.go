@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -12,7 +13,8 @@ import (
 )
 
 // Export and import (store.Exporter, store.Importer): herald migrate.
-// Export streams one query per table from the pool. Import writes each
+// Export streams one query per table from the pool, or, through a
+// Snapshot, from one transaction that sees one state of every table. Import writes each
 // page in one transaction, with COPY for the rows (no ON CONFLICT: a row
 // that is already there fails the page and nothing of it stays), and
 // rebuilds what the store derives on the way: conversations rows and their
@@ -206,25 +208,95 @@ func lookupTable(t store.Table) (exportTable, error) {
 	return et, nil
 }
 
+// querier is what an export reads through: the pool (Store), or one
+// transaction (Snapshot).
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // Count implements store.Counter.
 func (s *Store) Count(ctx context.Context, t store.Table) (int64, error) {
+	if s.closed.Load() {
+		return 0, errClosed
+	}
+	return countRows(ctx, s.pool, t)
+}
+
+// Export implements store.Exporter, each table read in a query of its
+// own: Snapshot reads them all from one snapshot.
+func (s *Store) Export(ctx context.Context, t store.Table, page int, fn func(*store.Rows) error) error {
+	if s.closed.Load() {
+		return errClosed
+	}
+	return exportRows(ctx, s.pool, t, page, fn)
+}
+
+// Snapshot is a store.Exporter reading every table from one snapshot of
+// the database: one REPEATABLE READ READ ONLY transaction, held on one
+// connection of the pool until Close. Its counts and rows are those of
+// the moment Snapshot began, whatever is written since; herald migrate
+// reads a PostgreSQL source through it.
+type Snapshot struct {
+	s  *Store
+	tx pgx.Tx
+}
+
+var _ store.Exporter = (*Snapshot)(nil)
+
+// Snapshot begins a Snapshot; it blocks on I/O. The caller must Close it.
+func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: begin the export's snapshot: %w", err)
+	}
+	return &Snapshot{s: s, tx: tx}, nil
+}
+
+// Count implements store.Counter, in the snapshot.
+func (sn *Snapshot) Count(ctx context.Context, t store.Table) (int64, error) {
+	if sn.s.closed.Load() {
+		return 0, errClosed
+	}
+	return countRows(ctx, sn.tx, t)
+}
+
+// Export implements store.Exporter, in the snapshot. One table at a time:
+// the transaction's connection reads one query at once.
+func (sn *Snapshot) Export(ctx context.Context, t store.Table, page int, fn func(*store.Rows) error) error {
+	if sn.s.closed.Load() {
+		return errClosed
+	}
+	return exportRows(ctx, sn.tx, t, page, fn)
+}
+
+// Close ends the snapshot's transaction (it wrote nothing) and gives its
+// connection back to the pool.
+func (sn *Snapshot) Close() error {
+	if err := sn.tx.Rollback(context.Background()); err != nil && !errors.Is(err, pgx.ErrTxClosed) {
+		return fmt.Errorf("postgres: end the export's snapshot: %w", err)
+	}
+	return nil
+}
+
+func countRows(ctx context.Context, q querier, t store.Table) (int64, error) {
 	et, err := lookupTable(t)
 	if err != nil {
 		return 0, err
 	}
-	if s.closed.Load() {
-		return 0, errClosed
-	}
 	var n int64
-	if err := s.pool.QueryRow(ctx, et.count).Scan(&n); err != nil {
+	if err := q.QueryRow(ctx, et.count).Scan(&n); err != nil {
 		return 0, fmt.Errorf("postgres: count %s: %w", t, err)
 	}
 	return n, nil
 }
 
-// Export implements store.Exporter. The rows stream in as fn takes the
-// pages: the query is not read into memory first.
-func (s *Store) Export(ctx context.Context, t store.Table, page int, fn func(*store.Rows) error) error {
+// exportRows streams t's rows to fn as it takes the pages: the query is
+// not read into memory first.
+func exportRows(ctx context.Context, q querier, t store.Table, page int, fn func(*store.Rows) error) error {
 	et, err := lookupTable(t)
 	if err != nil {
 		return err
@@ -232,10 +304,7 @@ func (s *Store) Export(ctx context.Context, t store.Table, page int, fn func(*st
 	if page <= 0 {
 		return herald.Errorf(herald.CodeInvalidArgument, "page %d is not positive", page)
 	}
-	if s.closed.Load() {
-		return errClosed
-	}
-	rows, err := s.pool.Query(ctx, et.query)
+	rows, err := q.Query(ctx, et.query)
 	if err != nil {
 		return fmt.Errorf("postgres: export %s: %w", t, err)
 	}

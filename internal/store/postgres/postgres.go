@@ -72,7 +72,17 @@ type Options struct {
 	// Now is the clock of push device registrations and group dismissals.
 	// Nil means time.Now.
 	Now func() time.Time
+
+	// ApplicationName names the store's sessions in pg_stat_activity,
+	// followed by a space and the schema they work in (63 bytes at most,
+	// PostgreSQL's limit): Sessions counts them. It replaces a URL's
+	// application_name. Empty means ApplicationName.
+	ApplicationName string
 }
+
+// ApplicationName is what a node's sessions are named in pg_stat_activity
+// (Options.ApplicationName): "herald public" for a node on the schema public.
+const ApplicationName = "herald"
 
 func (o Options) withDefaults() Options {
 	if o.Logger == nil {
@@ -83,6 +93,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 4096
+	}
+	if o.ApplicationName == "" {
+		o.ApplicationName = ApplicationName
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -146,6 +159,12 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 		return nil, fmt.Errorf("postgres: %s is not a valid database URL", Redact(dsn))
 	}
 	cfg.MaxConns = int32(max(opts.MaxConns, 2)) // the writer and at least one other
+	// The schema is known once search_path is set: one more round trip
+	// per new connection of the pool.
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sessionName, opts.ApplicationName)
+		return err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(dsn), err)
@@ -167,6 +186,30 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 	s.writerWG.Add(1)
 	go s.writer()
 	return s, nil
+}
+
+// sessionName sets application_name to $1, a space and the schema; the
+// names Sessions compares are built the same way.
+const sessionName = `SELECT set_config('application_name', left($1 || ' ' || coalesce(current_schema(), ''), 63), false)`
+
+// Sessions counts the sessions connected to this store's database and
+// schema under the application name name (as Options.ApplicationName)
+// from other Stores: herald migrate refuses a store whose nodes run. It
+// sees the sessions of every user when the store's user is a superuser or
+// has pg_read_all_stats, else those of its own user (the others' names are
+// hidden); a session whose application_name was changed after it
+// connected is not seen.
+func (s *Store) Sessions(ctx context.Context, name string) (int, error) {
+	if s.closed.Load() {
+		return 0, errClosed
+	}
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = left($1 || ' ' || coalesce(current_schema(), ''), 63)`, name).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: count sessions: %w", err)
+	}
+	return n, nil
 }
 
 // Ping checks that the database answers a read and takes a durable write:
