@@ -122,10 +122,11 @@ func (g *fakeGateway) seqs(user string) []int64 {
 // a test report connection states to the watchers.
 type flaky struct {
 	bus.Bus
-	mu       sync.Mutex
-	drop     func(n int) bool // n counts publishes from 1
-	n        int
-	watchers []func(bus.State)
+	maxPayload atomic.Int64 // MaxPayload's answer; zero: the bus's
+	mu         sync.Mutex
+	drop       func(n int) bool // n counts publishes from 1
+	n          int
+	watchers   []func(bus.State)
 }
 
 func (f *flaky) setDrop(drop func(n int) bool) {
@@ -143,6 +144,13 @@ func (f *flaky) Publish(subject string, data []byte) error {
 		return nil // lost on the way, as NATS may: the publisher does not know
 	}
 	return f.Bus.Publish(subject, data)
+}
+
+func (f *flaky) MaxPayload() int {
+	if n := f.maxPayload.Load(); n > 0 {
+		return int(n)
+	}
+	return f.Bus.MaxPayload()
 }
 
 func (f *flaky) Watch(w func(bus.State)) {
