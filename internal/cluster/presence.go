@@ -663,6 +663,12 @@ func (p *Presence) KickElsewhere(user, reason string, at time.Time) int {
 	p.stats.kicksAsked.Add(1)
 	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), All: true, Reason: reason,
 		Entries: []presenceEntry{{User: user}}})
+	return p.SessionsElsewhere(user)
+}
+
+// SessionsElsewhere returns how many (device, node) sessions of user the
+// other nodes announce, until their end is announced or expires (TTL).
+func (p *Presence) SessionsElsewhere(user string) int {
 	now := p.cfg.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
