@@ -736,6 +736,3 @@ func (p *Presence) Peers() []Peer {
 	slices.SortFunc(peers, func(a, b Peer) int { return strings.Compare(a.Node, b.Node) })
 	return peers
 }
-
-// Node returns this node's ID.
-func (p *Presence) Node() string { return p.cfg.Node }
