@@ -256,12 +256,14 @@ func (s *Service) readMembers(ctx context.Context, id string) ([]herald.GroupMem
 // group's lock, then applies what it read under it, so neither the
 // fan-out nor a change here waits for the store. A change made here
 // meanwhile (the entry's generation moved) makes it read again, so the
-// cache still applies changes in the store's order. A group gone from the
-// store leaves the cache as a dismissed one does. A group not cached here,
-// or being loaded, is not read (read is false): its load reads the store.
+// cache still applies changes in the store's order (after refreshReads
+// reads that each crossed a change here, it gives up with an error: the
+// next notice or periodic read tries again). A group gone from the store
+// leaves the cache as a dismissed one does. A group not cached here, or
+// being loaded, is not read (read is false): its load reads the store.
 // changed reports whether the entry differed.
 func (s *Service) RefreshGroup(ctx context.Context, id string) (read, changed bool, err error) {
-	for {
+	for attempt := 1; ; attempt++ {
 		gs, ok := s.cached(id)
 		if !ok {
 			return read, false, nil
@@ -291,6 +293,9 @@ func (s *Service) RefreshGroup(ctx context.Context, id string) (read, changed bo
 			return true, false, nil // gone meanwhile: the next use loads it
 		case gs.gen.Load() != gen:
 			gs.mu.Unlock()
+			if attempt == refreshReads {
+				return true, false, fmt.Errorf("refresh group %s: changed here during each of %d reads", id, attempt)
+			}
 			continue // changed here meanwhile: what was read may be older
 		case gone:
 			gs.dismissed.Store(true)
@@ -311,6 +316,10 @@ func (s *Service) RefreshGroup(ctx context.Context, id string) (read, changed bo
 		return true, changed, nil
 	}
 }
+
+// refreshReads bounds the reads of one RefreshGroup of a group that keeps
+// changing here meanwhile.
+const refreshReads = 3
 
 // sameMembers reports whether ms holds exactly members, with the same
 // roles and join seqs.

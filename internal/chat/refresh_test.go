@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -67,13 +68,13 @@ func TestRefreshGroupFollowsAnotherWriter(t *testing.T) {
 // before returning it, until resumed.
 type readPausingStore struct {
 	*sqlite.Store
-	pause          atomic.Bool
+	pause          atomic.Int32 // the reads still to pause
 	paused, resume chan struct{}
 }
 
 func (p *readPausingStore) GroupMembers(ctx context.Context, id, after string, limit int) ([]herald.GroupMember, error) {
 	m, err := p.Store.GroupMembers(ctx, id, after, limit)
-	if p.pause.CompareAndSwap(true, false) {
+	if p.pause.Add(-1) >= 0 {
 		p.paused <- struct{}{}
 		<-p.resume
 	}
@@ -89,7 +90,7 @@ func TestRefreshReadsOutsideTheGroupLock(t *testing.T) {
 	ps := &readPausingStore{Store: openStore(t), paused: make(chan struct{}), resume: make(chan struct{})}
 	s, _ := newService(t, ps, Config{})
 	mustCreate(t, s, "owner", "g1", "ann")
-	ps.pause.Store(true)
+	ps.pause.Store(1)
 	type result struct {
 		read, changed bool
 		err           error
@@ -108,10 +109,10 @@ func TestRefreshReadsOutsideTheGroupLock(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		close(ps.resume)
+		ps.resume <- struct{}{}
 		t.Fatal("an invitation waited for a refresh's store read")
 	}
-	close(ps.resume)
+	ps.resume <- struct{}{}
 	if r := <-refreshed; !r.read || r.err != nil {
 		t.Fatalf("refresh: read %v, %v; want true, nil", r.read, r.err)
 	}
@@ -160,5 +161,36 @@ func TestEvictionSkipsAGroupBeingDelivered(t *testing.T) {
 		if _, ok := s.cached(id); !ok {
 			t.Errorf("%s left the cache", id)
 		}
+	}
+}
+
+// TestRefreshGivesUpOnAGroupChangingHere: a refresh whose every read
+// crosses a change made here gives up after refreshReads reads, with an
+// error (the next notice or periodic read tries again), and leaves the
+// changes made here in the cache.
+func TestRefreshGivesUpOnAGroupChangingHere(t *testing.T) {
+	ctx := context.Background()
+	ps := &readPausingStore{Store: openStore(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	s, _ := newService(t, ps, Config{})
+	mustCreate(t, s, "owner", "g1", "ann")
+	ps.pause.Store(refreshReads)
+	errc := make(chan error, 1)
+	go func() { _, _, err := s.RefreshGroup(ctx, "g1"); errc <- err }()
+	want := []string{"ann", "owner"}
+	for i := range refreshReads {
+		<-ps.paused
+		u := fmt.Sprintf("u%d", i)
+		if _, err := s.InviteGroupMembers(ctx, "owner", 0, "g1", []string{u}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, u)
+		ps.resume <- struct{}{}
+	}
+	if err := <-errc; err == nil {
+		t.Errorf("a refresh crossing a change at each of its %d reads succeeded, want an error", refreshReads)
+	}
+	slices.Sort(want)
+	if got := memberIDs(t, s, "g1"); !slices.Equal(got, want) {
+		t.Errorf("g1's members: %q, want %q", got, want)
 	}
 }
