@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -307,4 +308,71 @@ func TestResolveWhileGroupChangeWaitsForQueue(t *testing.T) {
 	}
 	waitFor(t, "alice got seqs 1-3", func() bool { return fmt.Sprint(gw.seqs("alice")) == "[1 2 3]" })
 	stuck = false
+}
+
+// recordingMirror is a group cache of fixed groups that records when each
+// was read again.
+type recordingMirror struct {
+	groups []string
+	mu     sync.Mutex
+	reads  []groupRead
+}
+
+type groupRead struct {
+	id string
+	at time.Time
+}
+
+func (m *recordingMirror) RefreshGroup(_ context.Context, id string) (bool, bool, error) {
+	m.mu.Lock()
+	m.reads = append(m.reads, groupRead{id, time.Now()})
+	m.mu.Unlock()
+	return true, false, nil
+}
+
+func (m *recordingMirror) CachedGroups() []string { return slices.Clone(m.groups) }
+
+func (m *recordingMirror) list() []groupRead {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.reads)
+}
+
+// TestGroupCachePeriodicReadsPaced: besides the sweep at start (every
+// cached group at once), each cached group is read again once per
+// Reload, one at a time, the reads spread over the period (jittered
+// waits of at least half the even share), not all at the same tick.
+func TestGroupCachePeriodicReadsPaced(t *testing.T) {
+	const reload = 400 * time.Millisecond
+	b := bus.NewLocal(0)
+	t.Cleanup(func() { b.Close() })
+	m := &recordingMirror{groups: []string{"g1", "g2", "g3", "g4"}}
+	c := NewGroupCache(GroupCacheConfig{Node: "a", Bus: b, Groups: m, Prefix: prefix(t), Reload: reload})
+	start := time.Now()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	waitFor(t, "a sweep and a full periodic pass", func() bool { return len(m.list()) >= 8 })
+	reads := m.list()
+	if s := c.Stats(); s.Sweeps != 1 {
+		t.Errorf("%d sweeps, want 1 (at start)", s.Sweeps)
+	}
+	pass := reads[4:8] // reads[:4]: the sweep at start
+	var ids []string
+	for _, r := range pass {
+		ids = append(ids, r.id)
+	}
+	slices.Sort(ids)
+	if !slices.Equal(ids, m.groups) {
+		t.Errorf("the first periodic pass read %q, want each cached group once", ids)
+	}
+	if first := pass[0].at.Sub(start); first < reload/2 {
+		t.Errorf("the first periodic read came %v after start, want at least Reload/2 (%v)", first, reload/2)
+	}
+	for i := 1; i < len(pass); i++ {
+		if gap := pass[i].at.Sub(pass[i-1].at); gap < reload/4/2 {
+			t.Errorf("periodic reads %d and %d were %v apart, want at least half the even share (%v)", i, i+1, gap, reload/4/2)
+		}
+	}
 }
