@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,10 +38,10 @@ type GroupCacheConfig struct {
 	Prefix string      // the cluster's subject prefix; empty means DefaultPrefix
 	// Reload is how often each cached group is read again, whatever the
 	// notices said: the bound on how long a change whose notice the bus
-	// lost stays unseen here. The reads are spread over the period, one
-	// group at a time in random order with jittered waits, in the
-	// background (the cache is kept: nothing moves onto the send path).
-	// Zero means 1 min.
+	// lost stays unseen here (up to about 1.5 x Reload with the jitter). The
+	// reads are spread over the period, one group at a time in ID order
+	// with jittered waits, in the background (the cache is kept: nothing
+	// moves onto the send path). Zero means 1 min.
 	Reload time.Duration
 	// MaxDue bounds the groups waiting to be read again after notices;
 	// beyond it every cached group is read again instead. Zero means
@@ -227,7 +228,11 @@ func (c *GroupCache) run() {
 		case <-c.kick:
 		case <-tm.C:
 			if len(pass) == 0 {
-				pass = c.cfg.Groups.CachedGroups() // in the map's random order
+				// In the same order each pass (read from the end), so
+				// a group waits about one pass between its reads.
+				pass = c.cfg.Groups.CachedGroups()
+				slices.Sort(pass)
+				slices.Reverse(pass)
 				pace = c.cfg.Reload / time.Duration(max(len(pass), 1))
 			}
 			if n := len(pass); n > 0 {
