@@ -76,6 +76,10 @@ type Bus interface {
 	Watch(f func(State))
 	// State is the connection's state now.
 	State() State
+	// MaxPayload is the largest data Publish sends, in bytes: on NATS
+	// the server's max_payload (1 MiB by default), DefaultMaxPayload
+	// before the first connection; in process LocalMaxPayload.
+	MaxPayload() int
 	// Stats returns the counters.
 	Stats() Stats
 	// Close ends every subscription and the connection, after sending

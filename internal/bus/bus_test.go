@@ -231,8 +231,33 @@ func TestNATSStartsWithoutServer(t *testing.T) {
 	if err := b.Publish("x", []byte("y")); err != nil {
 		t.Errorf("Publish while disconnected: got %v, want buffered", err)
 	}
+	if got := b.MaxPayload(); got != DefaultMaxPayload {
+		t.Errorf("MaxPayload before any connection: %d, want %d", got, DefaultMaxPayload)
+	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNATSMaxPayload: MaxPayload is the server's limit: a payload of that
+// size is published, one byte more is refused.
+func TestNATSMaxPayload(t *testing.T) {
+	b, err := DialNATS(natsURL(t), NATSOptions{Name: "max"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	waitFor(t, "connected to NATS", func() bool { return b.State() == Connected })
+	n := b.MaxPayload()
+	subject := uniq(t)
+	if err := b.Publish(subject, make([]byte, n)); err != nil {
+		t.Errorf("a payload of MaxPayload (%d) bytes: %v, want published", n, err)
+	}
+	if err := b.Publish(subject, make([]byte, n+1)); err == nil {
+		t.Errorf("a payload of MaxPayload+1 (%d) bytes was published, want refused", n+1)
+	}
+	if got := NewLocal(0).MaxPayload(); got != LocalMaxPayload {
+		t.Errorf("the in-process bus's MaxPayload: %d, want %d", got, LocalMaxPayload)
 	}
 }
 

@@ -143,6 +143,13 @@ func (b *Local) State() State {
 	return Connected
 }
 
+// LocalMaxPayload is the in-process bus's MaxPayload: nothing is encoded
+// for a network, so no message of Herald's reaches it.
+const LocalMaxPayload = 1 << 30
+
+// MaxPayload implements Bus.
+func (b *Local) MaxPayload() int { return LocalMaxPayload }
+
 // Stats implements Bus.
 func (b *Local) Stats() Stats {
 	return Stats{Published: b.stats.published.Load(), Received: b.stats.received.Load(), Dropped: b.stats.dropped.Load()}

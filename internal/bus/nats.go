@@ -236,6 +236,19 @@ func (b *NATS) State() State {
 	return Disconnected
 }
 
+// DefaultMaxPayload is a NATS bus's MaxPayload before its first
+// connection: the NATS server's default max_payload.
+const DefaultMaxPayload = 1 << 20
+
+// MaxPayload implements Bus: the server's max_payload, learnt at each
+// connection.
+func (b *NATS) MaxPayload() int {
+	if n := b.nc.MaxPayload(); n > 0 {
+		return int(n)
+	}
+	return DefaultMaxPayload
+}
+
 // Stats implements Bus.
 func (b *NATS) Stats() Stats {
 	b.mu.Lock()

@@ -23,8 +23,8 @@ import (
 // is delivered to the member set current when its batch is fanned out:
 // whoever was kicked or left before that gets nothing more. On several
 // nodes each change is told to GroupChanges after it is cached, and the
-// other nodes read the group again (RefreshGroup) or drop their whole
-// cache (DropGroups): internal/cluster/README.md has the bound.
+// other nodes read the group again (RefreshGroup), as they do for every
+// cached group periodically: internal/cluster/README.md has the bound.
 
 // GroupEvent is a change of a group, told to its members (and to the users
 // it removed).
@@ -120,6 +120,10 @@ type groupState struct {
 	info      atomic.Pointer[herald.Group]
 	members   atomic.Pointer[memberSet] // replaced with Service.setMembers
 	dismissed atomic.Bool               // the group is gone (the entry is evicted too: it leaves the cache)
+	// gen counts the changes of the cached entry (under mu): a refresh
+	// that read the store without mu applies what it read only when no
+	// change came in between.
+	gen atomic.Int64
 	// evicted: dropped from the cache (under mu, so with no change in
 	// progress), or its load failed. Changes go to the group's next entry,
 	// loaded again from the store: whoever finds an entry evicted looks
@@ -247,46 +251,75 @@ func (s *Service) readMembers(ctx context.Context, id string) ([]herald.GroupMem
 }
 
 // RefreshGroup makes the cached entry of group id match the store, after
-// another node changed the group: it reads the group and its members again
-// in place (a group gone from the store leaves the cache as a dismissed
-// one does). A group not cached here is not read: its next use loads it.
-// It reports whether the entry differed. It blocks on the store, and on a
-// change of the group in progress here (it holds the group's lock, as a
-// change does, so the cache still applies changes in the store's order).
-func (s *Service) RefreshGroup(ctx context.Context, id string) (bool, error) {
-	gs, ok := s.cached(id)
-	if !ok {
-		return false, nil
+// another node changed the group (or periodically, in case its notice was
+// lost): it reads the group and its members again without holding the
+// group's lock, then applies what it read under it, so neither the
+// fan-out nor a change here waits for the store. A change made here
+// meanwhile (the entry's generation moved) makes it read again, so the
+// cache still applies changes in the store's order (after refreshReads
+// reads that each crossed a change here, it gives up with an error: the
+// next notice or periodic read tries again). A group gone from the store
+// leaves the cache as a dismissed one does. A group not cached here, or
+// being loaded, is not read (read is false): its load reads the store.
+// changed reports whether the entry differed.
+func (s *Service) RefreshGroup(ctx context.Context, id string) (read, changed bool, err error) {
+	for attempt := 1; ; attempt++ {
+		gs, ok := s.cached(id)
+		if !ok {
+			return read, false, nil
+		}
+		select {
+		case <-gs.ready:
+		default:
+			return read, false, nil // being loaded: the load reads the store
+		}
+		gen := gs.gen.Load()
+		g, err := s.st.Group(ctx, id)
+		gone := herald.ErrorCode(err) == herald.CodeNotFound
+		if err != nil && !gone {
+			return true, false, fmt.Errorf("refresh group %s: %w", id, err)
+		}
+		var members []herald.GroupMember
+		if !gone {
+			if members, err = s.readMembers(ctx, id); err != nil {
+				return true, false, err
+			}
+		}
+		read = true
+		gs.mu.Lock()
+		switch {
+		case gs.evicted.Load():
+			gs.mu.Unlock()
+			return true, false, nil // gone meanwhile: the next use loads it
+		case gs.gen.Load() != gen:
+			gs.mu.Unlock()
+			if attempt == refreshReads {
+				return true, false, fmt.Errorf("refresh group %s: changed here during each of %d reads", id, attempt)
+			}
+			continue // changed here meanwhile: what was read may be older
+		case gone:
+			gs.dismissed.Store(true)
+			s.forget(gs)
+			gs.mu.Unlock()
+			return true, true, nil
+		}
+		if old := gs.info.Load(); old.Name != g.Name || old.JoinMode != g.JoinMode || old.InviteMode != g.InviteMode || old.Extended != g.Extended {
+			gs.info.Store(&g)
+			gs.gen.Add(1)
+			changed = true
+		}
+		if !sameMembers(gs.members.Load(), members) {
+			s.setMembers(gs, newMemberSet(members))
+			changed = true
+		}
+		gs.mu.Unlock()
+		return true, changed, nil
 	}
-	gs.mu.Lock() // waits for a load in progress too
-	defer gs.mu.Unlock()
-	if gs.evicted.Load() {
-		return false, nil // gone meanwhile: the next use loads it
-	}
-	g, err := s.st.Group(ctx, id)
-	if herald.ErrorCode(err) == herald.CodeNotFound {
-		gs.dismissed.Store(true)
-		s.forget(gs)
-		return true, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("refresh group %s: %w", id, err)
-	}
-	members, err := s.readMembers(ctx, id)
-	if err != nil {
-		return false, err
-	}
-	changed := false
-	if old := gs.info.Load(); old.Name != g.Name || old.JoinMode != g.JoinMode || old.InviteMode != g.InviteMode || old.Extended != g.Extended {
-		gs.info.Store(&g)
-		changed = true
-	}
-	if !sameMembers(gs.members.Load(), members) {
-		s.setMembers(gs, newMemberSet(members))
-		changed = true
-	}
-	return changed, nil
 }
+
+// refreshReads bounds the reads of one RefreshGroup of a group that keeps
+// changing here meanwhile.
+const refreshReads = 3
 
 // sameMembers reports whether ms holds exactly members, with the same
 // roles and join seqs.
@@ -303,7 +336,8 @@ func sameMembers(ms *memberSet, members []herald.GroupMember) bool {
 	return true
 }
 
-// CachedGroups returns the IDs of the groups cached here.
+// CachedGroups returns the IDs of the groups cached here (for their
+// periodic refresh on a cluster node).
 func (s *Service) CachedGroups() []string {
 	s.groups.mu.Lock()
 	defer s.groups.mu.Unlock()
@@ -312,32 +346,6 @@ func (s *Service) CachedGroups() []string {
 		ids = append(ids, id)
 	}
 	return ids
-}
-
-// DropGroups empties the group cache, so that each group is read from the
-// store again at its next use: the healing of a cluster node whose notices
-// of other nodes' changes may have been lost. A group being loaded or
-// changed here, or whose messages are held back, stays: its ID is
-// returned, for RefreshGroup.
-func (s *Service) DropGroups() (busy []string) {
-	s.groups.mu.Lock()
-	defer s.groups.mu.Unlock()
-	for id, v := range s.groups.m {
-		if !v.mu.TryLock() {
-			busy = append(busy, id)
-			continue
-		}
-		if v.holding() {
-			v.mu.Unlock()
-			busy = append(busy, id)
-			continue
-		}
-		v.evicted.Store(true)
-		delete(s.groups.m, id)
-		s.groups.held -= len(v.members.Load().users)
-		v.mu.Unlock()
-	}
-	return busy
 }
 
 // evictLocked drops groups no change holds (at random, never keep) while
@@ -351,7 +359,7 @@ func (s *Service) evictLocked(keep *groupState) {
 		if v == keep || !v.mu.TryLock() {
 			continue // in use (or loading): not now
 		}
-		if v.holding() {
+		if v.busy() {
 			v.mu.Unlock()
 			continue // its held messages are to be delivered from this entry
 		}
@@ -389,6 +397,7 @@ func (s *Service) create(gs *groupState) *groupState {
 func (s *Service) setMembers(gs *groupState, ms *memberSet) {
 	s.groups.mu.Lock()
 	defer s.groups.mu.Unlock()
+	gs.gen.Add(1)
 	s.groups.held += len(ms.users) - len(gs.members.Swap(ms).users)
 	s.evictLocked(gs)
 }
@@ -497,9 +506,15 @@ func (s *Service) endChange(gs *groupState) {
 	}
 }
 
-// holding reports whether gs has messages held back; gs.mu is held.
-func (gs *groupState) holding() bool {
-	gs.fanMu.Lock()
+// busy reports whether gs has a change in progress or messages held
+// back, or its fan-out lock is taken (a delivery in progress, which may be
+// waiting for room in the Deliverer's queue); gs.mu is held. It never
+// waits: it is called with groups.mu held, which the delivery path takes
+// too.
+func (gs *groupState) busy() bool {
+	if !gs.fanMu.TryLock() {
+		return true
+	}
 	defer gs.fanMu.Unlock()
 	return gs.changing || len(gs.held) > 0
 }
@@ -1065,6 +1080,7 @@ func (s *Service) UpdateGroup(ctx context.Context, user string, origin SessionID
 		return GroupInfo{}, fmt.Errorf("update group: %w", err)
 	}
 	gs.info.Store(&g)
+	gs.gen.Add(1)
 	info := gs.infoOf(herald.GroupMember{})
 	ev := info // the event is encoded later, on the deliverer's goroutine: not the reply's copy
 	s.tell(GroupEvent{Group: id, Action: herald.GroupUpdated, Operator: user, Info: &ev}, ms.users, origin)
@@ -1134,6 +1150,26 @@ func (s *Service) Groups(ctx context.Context, user, after string, limit int) ([]
 		}
 	}
 	return out, i < len(mine), nil
+}
+
+// GroupRecipients gives fn the members of group who can see message seq,
+// from the cache as it is, as the fan-out does (a change in progress here
+// may or may not be in it yet): the recipients of a group message stored
+// on another node (internal/cluster). It never waits for a change of the
+// group, nor for anything that waits for the Deliverer; a group not cached
+// is loaded from the store first.
+func (s *Service) GroupRecipients(ctx context.Context, group string, seq int64, fn func(user string)) error {
+	gs, err := s.group(ctx, group)
+	if herald.ErrorCode(err) == herald.CodeNotFound {
+		return nil // dismissed: nobody to deliver to
+	}
+	if err != nil {
+		return err
+	}
+	for _, u := range gs.members.Load().seeing(seq) {
+		fn(u)
+	}
+	return nil
 }
 
 // EachMember implements push.Groups: fn gets every member of group who can

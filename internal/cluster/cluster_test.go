@@ -122,12 +122,13 @@ func (g *fakeGateway) seqs(user string) []int64 {
 // a test report connection states to the watchers.
 type flaky struct {
 	bus.Bus
-	mu       sync.Mutex
-	drop     func(n int) bool // n counts publishes from 1
-	n        int
-	watchers []func(bus.State)
-	holding  bool
-	held     [][2]string // subject, data: publishes held back until release
+	maxPayload atomic.Int64 // MaxPayload's answer; zero: the bus's
+	mu         sync.Mutex
+	drop       func(n int) bool // n counts publishes from 1
+	n          int
+	watchers   []func(bus.State)
+	holding    bool
+	held       [][2]string // subject, data: publishes held back until release
 }
 
 // hold keeps the publishes from now on until release, as a slow link
@@ -169,6 +170,13 @@ func (f *flaky) Publish(subject string, data []byte) error {
 		return nil // lost on the way, as NATS may: the publisher does not know
 	}
 	return f.Bus.Publish(subject, data)
+}
+
+func (f *flaky) MaxPayload() int {
+	if n := f.maxPayload.Load(); n > 0 {
+		return int(n)
+	}
+	return f.Bus.MaxPayload()
 }
 
 func (f *flaky) Watch(w func(bus.State)) {

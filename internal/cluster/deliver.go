@@ -42,10 +42,12 @@ type Local interface {
 }
 
 // Members resolves a group message's recipients on the receiving node
-// (chat.Service's EachMember): its members who can see seq, from this
-// node's group cache. It blocks on the store when the group is not cached.
+// (chat.Service's GroupRecipients): its members who can see seq, from
+// this node's group cache as it is. It blocks on the store when the group
+// is not cached, never on a change of the group in progress (which may be
+// waiting for room in the Deliverer's queue).
 type Members interface {
-	EachMember(ctx context.Context, group string, seq int64, fn func(user string)) error
+	GroupRecipients(ctx context.Context, group string, seq int64, fn func(user string)) error
 }
 
 // Store is what delivery reads to fill gaps.
@@ -82,13 +84,8 @@ type DelivererConfig struct {
 	Skew time.Duration
 	// ReadTimeout bounds one gap fill's store reads; zero means 5s.
 	ReadTimeout time.Duration
-	// MaxRecipients: a group message for more recipients is published
-	// without them, and each node resolves the group's members from its
-	// own cache (SetMembers; without it every message carries its
-	// recipients). Zero means 1,000 (about 70 KB of IDs).
-	MaxRecipients int
-	Now           func() time.Time
-	Logger        *slog.Logger
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
 
 // DelivererStats are the Deliverer's counters.
@@ -103,7 +100,7 @@ type DelivererStats struct {
 	BadPayloads   int64 // bus payloads that did not decode
 	QueueFull     int64 // times a delivery waited for room in the queue
 	Resyncs       int64 // reconnections after which tracked conversations were read forward
-	Resolved      int64 // group messages from other nodes, published without recipients, whose members were resolved here
+	Resolved      int64 // group messages from other nodes, published without recipients (too large for the bus with them), whose members were resolved here
 	ResolveFailed int64 // of those, resolutions that failed (the message is not delivered live here; clients fill the gap with history)
 }
 
@@ -165,9 +162,6 @@ type item struct {
 	to     []string
 	origin chat.SessionID
 	plan   *resyncPlan // itemResync
-	// resolve: a group message from another node without its
-	// recipients; they are read from the members (before delivery).
-	resolve bool
 }
 
 // resyncPlan is what a resync reads forward: per conversation, the local
@@ -181,8 +175,9 @@ type resyncPlan struct {
 type wire struct {
 	Node string   `json:"node"`
 	To   []string `json:"to"`
-	// Resolve: a group message published without its recipients (more
-	// than MaxRecipients); the receiving node resolves the members.
+	// Resolve: a group message published without its recipients (with
+	// them the payload exceeds the bus's MaxPayload); the receiving node
+	// resolves the members.
 	Resolve bool             `json:"resolve,omitempty"`
 	Msg     *herald.Message  `json:"msg,omitempty"`
 	Group   *chat.GroupEvent `json:"group,omitempty"`
@@ -214,9 +209,6 @@ func NewDeliverer(cfg DelivererConfig) *Deliverer {
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 5 * time.Second
-	}
-	if cfg.MaxRecipients <= 0 {
-		cfg.MaxRecipients = 1000
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -316,10 +308,10 @@ func (d *Deliverer) DeliverMessage(m *herald.Message, to []string, origin chat.S
 	d.enqueue(item{kind: itemLocal, m: m, to: append([]string(nil), to...), origin: origin})
 }
 
-// SetMembers makes the group messages for more than MaxRecipients travel
-// without their recipients, resolved by each node from m; call it before
-// Start, on every node (a node without it cannot resolve them: it drops
-// them, counted in ResolveFailed).
+// SetMembers makes the group messages whose recipients would take the
+// payload past the bus's MaxPayload travel without them, resolved by each
+// node from m; call it before Start, on every node (a node without it
+// cannot resolve them: it drops them, counted in ResolveFailed).
 func (d *Deliverer) SetMembers(m Members) { d.members = m }
 
 // DeliverGroupEvent implements chat.Deliverer: group events are delivered
@@ -343,6 +335,10 @@ func (d *Deliverer) enqueue(it item) {
 }
 
 // receive is the bus handler: it decodes and queues what other nodes sent.
+// A group message that came without its recipients is resolved here,
+// before it is queued (so in the bus's order), not on the delivery loop:
+// resolving may read the store, and whatever it waits for must not wait
+// for the loop.
 func (d *Deliverer) receive(_ string, data []byte) {
 	var w wire
 	if err := json.Unmarshal(data, &w); err != nil || (w.Msg == nil) == (w.Group == nil) {
@@ -354,7 +350,13 @@ func (d *Deliverer) receive(_ string, data []byte) {
 	}
 	d.stats.received.Add(1)
 	if w.Msg != nil {
-		d.enqueue(item{kind: itemRemote, m: w.Msg, to: w.To, resolve: w.Resolve})
+		if w.Resolve {
+			var ok bool
+			if w.To, ok = d.resolve(w.Msg); !ok {
+				return
+			}
+		}
+		d.enqueue(item{kind: itemRemote, m: w.Msg, to: w.To})
 	} else {
 		d.enqueue(item{kind: itemRemoteGroup, ev: w.Group, to: w.To})
 	}
@@ -382,12 +384,6 @@ func (d *Deliverer) handle(it item) {
 		}
 		d.deliver(it.m, it.to, it.origin)
 	case itemRemote:
-		if it.resolve {
-			var ok bool
-			if it.to, ok = d.resolve(it.m); !ok {
-				return
-			}
-		}
 		d.deliver(it.m, it.to, 0)
 	case itemRemoteGroup:
 		d.cfg.Local.DeliverGroupEvent(it.ev, it.to, 0)
@@ -402,11 +398,15 @@ func (d *Deliverer) publish(it item) {
 		c := *it.m
 		c.Push, c.NotifyMentioned = nil, false // decided by the storing node
 		w.Msg = &c
-		if d.members != nil && c.ConvType == herald.ConversationGroup && len(it.to) > d.cfg.MaxRecipients {
-			w.To, w.Resolve = nil, true
-		}
 	}
 	data, err := json.Marshal(&w)
+	if err == nil && len(data) > d.cfg.Bus.MaxPayload() && d.members != nil && w.Msg != nil && w.Msg.ConvType == herald.ConversationGroup {
+		// Too large with its recipients (a group of more than about
+		// 14,000 members on NATS's default 1 MiB): each node resolves
+		// them from its own group cache.
+		w.To, w.Resolve = nil, true
+		data, err = json.Marshal(&w)
+	}
 	if err != nil {
 		d.stats.publishFailed.Add(1)
 		d.log.Error("cluster: encoding a delivery for the bus", "err", err)
@@ -417,8 +417,8 @@ func (d *Deliverer) publish(it item) {
 		// The other nodes fill it from the store at the conversation's
 		// next message, or when their bus comes back. Logged: besides a
 		// full reconnect buffer, it may be a payload over NATS's
-		// max_payload (1 MiB by default: a group of tens of thousands
-		// of members, whose recipients travel with the message).
+		// max_payload (a message text near its own limit with a large
+		// group's recipients, on a node without SetMembers).
 		d.stats.publishFailed.Add(1)
 		d.log.Warn("cluster: publishing a delivery for the other nodes failed", "conv", w.convOf(), "bytes", len(data), "recipients", len(it.to), "err", err)
 	}
@@ -441,7 +441,7 @@ func (d *Deliverer) resolve(m *herald.Message) (to []string, ok bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.ReadTimeout)
 	defer cancel()
-	err := d.members.EachMember(ctx, m.To, seq, func(u string) { to = append(to, u) })
+	err := d.members.GroupRecipients(ctx, m.To, seq, func(u string) { to = append(to, u) })
 	if err != nil {
 		d.stats.resolveFailed.Add(1)
 		d.log.Warn("cluster: resolving a group message's members failed; not delivered live here", "conv", m.Conv, "seq", m.Seq, "err", err)

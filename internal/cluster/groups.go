@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,13 +20,13 @@ const SubjectGroups = ".groups"
 // GroupMirror is this node's chat service as the group notices see it: its
 // cache of groups in use (internal/chat).
 type GroupMirror interface {
-	// RefreshGroup reads a cached group from the store again and reports
-	// whether the cache differed; a group not cached is not read. It
-	// blocks on the store and on a change of the group in progress.
-	RefreshGroup(ctx context.Context, id string) (bool, error)
-	// DropGroups empties the cache but for the groups being loaded or
-	// changed, whose IDs it returns. It does not block.
-	DropGroups() []string
+	// RefreshGroup reads a cached group from the store again (without
+	// holding the group's lock across the read) and reports whether it
+	// read anything (a group not cached, or being loaded, is not read)
+	// and whether the cache differed.
+	RefreshGroup(ctx context.Context, id string) (read, changed bool, err error)
+	// CachedGroups returns the IDs of the cached groups.
+	CachedGroups() []string
 }
 
 // GroupCacheConfig tunes a GroupCache. Zero values take the defaults on
@@ -34,13 +36,16 @@ type GroupCacheConfig struct {
 	Bus    bus.Bus     // required
 	Groups GroupMirror // required
 	Prefix string      // the cluster's subject prefix; empty means DefaultPrefix
-	// Reload is how often the whole group cache is dropped, whatever the
-	// notices said (each group is read again at its next use): the bound
-	// on how long a change whose notice the bus lost stays unseen here.
-	// Zero means 1 min.
+	// Reload is how often each cached group is read again, whatever the
+	// notices said: the bound on how long a change whose notice the bus
+	// lost stays unseen here (up to about 1.5 x Reload with the jitter). The
+	// reads are spread over the period, one group at a time in ID order
+	// with jittered waits, in the background (the cache is kept: nothing
+	// moves onto the send path). Zero means 1 min.
 	Reload time.Duration
-	// MaxDue bounds the groups waiting to be read again; beyond it the
-	// whole cache is dropped instead. Zero means 10,000.
+	// MaxDue bounds the groups waiting to be read again after notices;
+	// beyond it every cached group is read again instead. Zero means
+	// 10,000.
 	MaxDue int
 	// ReadTimeout bounds one group's read; zero means 10s.
 	ReadTimeout time.Duration
@@ -51,10 +56,11 @@ type GroupCacheConfig struct {
 type GroupCacheStats struct {
 	Published   int64 // notices of this node's group changes handed to the bus
 	Received    int64 // notices of other nodes' changes
-	Refreshes   int64 // cached groups read from the store again after a notice (counted once read)
+	NotCached   int64 // of those, notices for a group not cached here (nothing read: its next use loads it)
+	Refreshes   int64 // cached groups read from the store again (after a notice, periodically, or in a sweep)
 	Changed     int64 // of those, reads that found the cache differed
-	Drops       int64 // times the whole cache was dropped (start, bus reconnect, Reload, too many notices due)
-	Failures    int64 // reads that failed (the group is dropped from the cache instead, at the next drop)
+	Sweeps      int64 // times every cached group was read again at once (start, bus reconnect, more than MaxDue notices due)
+	Failures    int64 // reads that failed (the group is read again at the next notice, periodic read or sweep)
 	BadPayloads int64 // notices that did not decode
 }
 
@@ -63,15 +69,15 @@ type GroupCacheStats struct {
 // group change it stored (chat.GroupChanges), and the others read that
 // group again if they cache it. Notices for one group that arrive during
 // its read are served by one more read. What the bus loses is healed by
-// dropping the whole cache (each group read again at its next use) after
-// the bus reconnects and every Reload. README.md has the bounds.
+// reading every cached group again: all at once after the bus reconnects,
+// and, paced, once per Reload. README.md has the bounds.
 type GroupCache struct {
 	cfg GroupCacheConfig
 	log *slog.Logger
 
-	mu      sync.Mutex
-	due     map[string]bool // groups to read again
-	dropDue bool            // drop the whole cache
+	mu       sync.Mutex
+	due      map[string]bool // groups to read again
+	sweepDue bool            // read every cached group again
 
 	kick   chan struct{}
 	ctx    context.Context
@@ -80,7 +86,9 @@ type GroupCache struct {
 	sub    bus.Subscription
 	once   sync.Once
 
-	stats struct{ published, received, refreshes, changed, drops, failures, bad atomic.Int64 }
+	stats struct {
+		published, received, notCached, refreshes, changed, sweeps, failures, bad atomic.Int64
+	}
 }
 
 // groupMsg is a bus payload on SubjectGroups.
@@ -111,9 +119,9 @@ func NewGroupCache(cfg GroupCacheConfig) *GroupCache {
 		ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
-// Start subscribes to the other nodes' notices and drops the cache once:
-// a group loaded before the subscription may have changed with no notice
-// heard here.
+// Start subscribes to the other nodes' notices and reads every cached
+// group again once: a group loaded before the subscription may have
+// changed with no notice heard here.
 func (c *GroupCache) Start() error {
 	sub, err := c.cfg.Bus.Subscribe(c.cfg.Prefix+SubjectGroups, c.receive)
 	if err != nil {
@@ -122,10 +130,10 @@ func (c *GroupCache) Start() error {
 	c.sub = sub
 	c.cfg.Bus.Watch(func(s bus.State) {
 		if s == bus.Connected {
-			c.dropAll() // notices sent while away were lost
+			c.sweep() // notices sent while away were lost
 		}
 	})
-	c.dropAll()
+	c.sweep()
 	go c.run()
 	return nil
 }
@@ -150,7 +158,7 @@ func (c *GroupCache) GroupChanged(id string) {
 		return
 	}
 	if err := c.cfg.Bus.Publish(c.cfg.Prefix+SubjectGroups, data); err != nil {
-		c.log.Warn("group change notice not published; other nodes see the change at their next cache drop", "group", id, "err", err)
+		c.log.Warn("group change notice not published; other nodes see the change at their next periodic read", "group", id, "err", err)
 		return
 	}
 	c.stats.published.Add(1)
@@ -159,8 +167,8 @@ func (c *GroupCache) GroupChanged(id string) {
 // Stats returns the counters.
 func (c *GroupCache) Stats() GroupCacheStats {
 	return GroupCacheStats{Published: c.stats.published.Load(), Received: c.stats.received.Load(),
-		Refreshes: c.stats.refreshes.Load(), Changed: c.stats.changed.Load(), Drops: c.stats.drops.Load(),
-		Failures: c.stats.failures.Load(), BadPayloads: c.stats.bad.Load()}
+		NotCached: c.stats.notCached.Load(), Refreshes: c.stats.refreshes.Load(), Changed: c.stats.changed.Load(),
+		Sweeps: c.stats.sweeps.Load(), Failures: c.stats.failures.Load(), BadPayloads: c.stats.bad.Load()}
 }
 
 func (c *GroupCache) receive(_ string, data []byte) {
@@ -177,15 +185,16 @@ func (c *GroupCache) receive(_ string, data []byte) {
 	if len(c.due) < c.cfg.MaxDue {
 		c.due[m.Group] = true
 	} else {
-		c.dropDue = true
+		c.sweepDue = true
 	}
 	c.mu.Unlock()
 	c.wake()
 }
 
-func (c *GroupCache) dropAll() {
+// sweep asks run to read every cached group again.
+func (c *GroupCache) sweep() {
 	c.mu.Lock()
-	c.dropDue = true
+	c.sweepDue = true
 	c.mu.Unlock()
 	c.wake()
 }
@@ -197,54 +206,83 @@ func (c *GroupCache) wake() {
 	}
 }
 
+// jitter returns a wait of about d: uniform in [d/2, 3d/2).
+func jitter(d time.Duration) time.Duration {
+	d = max(d, time.Millisecond)
+	return d/2 + rand.N(d)
+}
+
 func (c *GroupCache) run() {
 	defer close(c.done)
-	tk := time.NewTicker(c.cfg.Reload)
-	defer tk.Stop()
+	// The periodic pass: every cached group read once per Reload, one at
+	// a time, spread evenly (nodes started together drift apart with
+	// the jitter, so their reads do not fall on the same instant).
+	var pass []string
+	pace := c.cfg.Reload
+	tm := time.NewTimer(jitter(pace))
+	defer tm.Stop()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-c.kick:
-		case <-tk.C:
-			c.mu.Lock()
-			c.dropDue = true
-			c.mu.Unlock()
+		case <-tm.C:
+			if len(pass) == 0 {
+				// In the same order each pass (read from the end), so
+				// a group waits about one pass between its reads.
+				pass = c.cfg.Groups.CachedGroups()
+				slices.Sort(pass)
+				slices.Reverse(pass)
+				pace = c.cfg.Reload / time.Duration(max(len(pass), 1))
+			}
+			if n := len(pass); n > 0 {
+				id := pass[n-1]
+				pass = pass[:n-1]
+				c.refresh(id, false)
+			}
+			tm.Reset(jitter(pace))
 		}
 		// The set is taken before the reads: a notice arriving during a
 		// read marks its group due again, so no change stored after the
 		// read's snapshot is left unseen.
 		c.mu.Lock()
-		due, drop := c.due, c.dropDue
-		c.due, c.dropDue = make(map[string]bool), false
+		due, all := c.due, c.sweepDue
+		c.due, c.sweepDue = make(map[string]bool), false
 		c.mu.Unlock()
-		if drop {
-			for _, id := range c.cfg.Groups.DropGroups() {
-				due[id] = true // busy: read in place instead
+		noticed := make(map[string]bool, len(due))
+		for id := range due {
+			noticed[id] = true
+		}
+		if all {
+			for _, id := range c.cfg.Groups.CachedGroups() {
+				due[id] = true
 			}
-			c.stats.drops.Add(1)
+			c.stats.sweeps.Add(1)
 		}
 		for id := range due {
 			if c.ctx.Err() != nil {
 				return
 			}
-			c.refresh(id)
+			c.refresh(id, noticed[id])
 		}
 	}
 }
 
-func (c *GroupCache) refresh(id string) {
+// refresh reads group id again if it is cached here; notice: after a
+// notice (one for a group not cached is counted in NotCached).
+func (c *GroupCache) refresh(id string, notice bool) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ReadTimeout)
 	defer cancel()
-	changed, err := c.cfg.Groups.RefreshGroup(ctx, id)
-	c.stats.refreshes.Add(1)
+	read, changed, err := c.cfg.Groups.RefreshGroup(ctx, id)
+	if read {
+		c.stats.refreshes.Add(1)
+	} else if notice && err == nil {
+		c.stats.notCached.Add(1)
+	}
 	if err != nil {
 		if c.ctx.Err() == nil {
 			c.stats.failures.Add(1)
-			c.log.Warn("group cache: reading a group again failed; the next notice or cache drop tries again", "group", id, "err", err)
-			c.mu.Lock()
-			c.dropDue = true // at the next wake-up or Reload
-			c.mu.Unlock()
+			c.log.Warn("group cache: reading a group again failed; the next notice or periodic read tries again", "group", id, "err", err)
 		}
 		return
 	}

@@ -159,7 +159,11 @@ type presenceEntry struct {
 	User   string `json:"u"`
 	Device string `json:"d"`
 	Live   bool   `json:"l"`
-	At     int64  `json:"t,omitempty"` // the device's last login on the sender (Unix ns)
+	At     int64  `json:"t,omitempty"` // the device's last login on the sender (Unix ns); in a device-limit kick, on Node (its clock)
+	// Node: in a device-limit kick, the node whose sessions of the device
+	// are to close, those that logged in at or before At; empty (from an
+	// older node): every node's, before the kick's At.
+	Node string `json:"n,omitempty"`
 }
 
 // secretFingerprintLabel is the message the fingerprint MACs. A new
@@ -584,51 +588,61 @@ const maxReasonBytes = 123
 // on device here at at: when the user's devices with a session here or
 // announced by another node number more than MaxDevices, the oldest logins
 // (by their last login, node clocks) beyond it are closed, here at once
-// and on the other nodes by a kick naming them; a device closed there
-// keeps the sessions that logged in at or after at. The new login's device
-// is never among them. A device that logged in elsewhere within a bus hop
-// is not counted yet: two logins racing on two nodes may leave one device
-// too many until the next login.
+// and on the other nodes by a kick naming each (device, node) with the
+// device's last login that node announced (its own clock): the node
+// closes that device's sessions that logged in at or before it, so a
+// login of the device after its announcement (within the bus hop, or
+// with the nodes' clocks apart) stays. The new login's device is never
+// among them. A device that logged in elsewhere within a bus hop is not
+// counted yet: two logins racing on two nodes may leave one device too
+// many until the next login.
 func (p *Presence) limitDevices(user, device string, at time.Time) {
 	if p.cfg.MaxDevices <= 0 || p.cfg.SingleLogin || p.cfg.Kicks == nil {
 		return
 	}
 	type dev struct {
 		device string
-		at     time.Time
-		here   bool
+		at     time.Time            // its latest login on any node: the order
+		here   time.Time            // its last login here; zero: no session here
+		nodes  map[string]time.Time // its last login on each other node (their clocks)
 	}
-	latest := make(map[string]dev)
+	latest := make(map[string]*dev)
 	for d, t := range p.cfg.Local.DeviceLogins(user) {
-		latest[d] = dev{d, t, true}
+		latest[d] = &dev{device: d, at: t, here: t}
 	}
 	now := p.cfg.Now()
 	p.mu.Lock()
 	for d, nodes := range p.remote[user] {
-		for _, e := range nodes {
+		for node, e := range nodes {
 			if !now.Before(e.exp) {
 				continue
 			}
 			cur, ok := latest[d]
-			if !ok || e.at.After(cur.at) {
-				latest[d] = dev{d, e.at, cur.here}
-			} else {
-				latest[d] = dev{d, cur.at, cur.here}
+			if !ok {
+				cur = &dev{device: d, at: e.at}
+				latest[d] = cur
 			}
+			if e.at.After(cur.at) {
+				cur.at = e.at
+			}
+			if cur.nodes == nil {
+				cur.nodes = make(map[string]time.Time)
+			}
+			cur.nodes[node] = e.at
 		}
 	}
 	p.mu.Unlock()
-	latest[device] = dev{device, at, true}
+	latest[device] = &dev{device: device, at: at}
 	over := len(latest) - p.cfg.MaxDevices
 	if over <= 0 {
 		return
 	}
 	delete(latest, device)
-	devs := make([]dev, 0, len(latest))
+	devs := make([]*dev, 0, len(latest))
 	for _, d := range latest {
 		devs = append(devs, d)
 	}
-	slices.SortFunc(devs, func(a, b dev) int {
+	slices.SortFunc(devs, func(a, b *dev) int {
 		if c := a.at.Compare(b.at); c != 0 {
 			return c
 		}
@@ -636,15 +650,25 @@ func (p *Presence) limitDevices(user, device string, at time.Time) {
 	})
 	var entries []presenceEntry
 	for _, d := range devs[:over] {
-		if d.here {
-			p.stats.kicked.Add(int64(p.cfg.Kicks.KickLoggedInBefore(user, d.device, false, at, limitReason)))
+		if !d.here.IsZero() {
+			p.stats.kicked.Add(int64(p.cfg.Kicks.KickLoggedInBefore(user, d.device, false, d.here.Add(1), limitReason)))
 		}
-		entries = append(entries, presenceEntry{User: user, Device: d.device})
+		// A device may have sessions on several nodes (a relogin racing
+		// its old session's end): each node is named with its own time.
+		for node, t := range d.nodes {
+			e := presenceEntry{User: user, Device: d.device, Node: node}
+			if !t.IsZero() {
+				e.At = t.UnixNano()
+			}
+			entries = append(entries, e)
+		}
 	}
-	p.stats.limitKicks.Add(int64(len(entries)))
-	// Every node closes its sessions of those devices: a device may have
-	// sessions on several nodes (a relogin racing its old session's end).
-	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), Entries: entries, Reason: limitReason})
+	p.stats.limitKicks.Add(int64(over))
+	if len(entries) > 0 {
+		// At: for nodes that predate the entries' times (and for an
+		// entry without one, from a node that announces none).
+		p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), Entries: entries, Reason: limitReason})
+	}
 }
 
 // KickElsewhere asks the other nodes to close user's sessions that logged
@@ -657,6 +681,12 @@ func (p *Presence) KickElsewhere(user, reason string, at time.Time) int {
 	p.stats.kicksAsked.Add(1)
 	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), All: true, Reason: reason,
 		Entries: []presenceEntry{{User: user}}})
+	return p.SessionsElsewhere(user)
+}
+
+// SessionsElsewhere returns how many (device, node) sessions of user the
+// other nodes announce, until their end is announced or expires (TTL).
+func (p *Presence) SessionsElsewhere(user string) int {
 	now := p.cfg.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -681,11 +711,19 @@ func (p *Presence) kickAsked(m presenceMsg) {
 	if len(reason) > maxReasonBytes || reason == "" {
 		reason = "kicked out"
 	}
-	at := time.Unix(0, m.At)
 	for _, e := range m.Entries {
 		if e.User == "" || (!m.All && e.Device == "") {
 			p.stats.bad.Add(1)
 			continue
+		}
+		at := time.Unix(0, m.At) // the API's kick: before it
+		if !m.All {
+			if e.Node != "" && e.Node != p.cfg.Node {
+				continue // the device's sessions on another node
+			}
+			if e.At != 0 {
+				at = time.Unix(0, e.At).Add(1) // at or before the login this node announced
+			}
 		}
 		p.stats.kicked.Add(int64(p.cfg.Kicks.KickLoggedInBefore(e.User, e.Device, m.All, at, reason)))
 	}
@@ -716,6 +754,3 @@ func (p *Presence) Peers() []Peer {
 	slices.SortFunc(peers, func(a, b Peer) int { return strings.Compare(a.Node, b.Node) })
 	return peers
 }
-
-// Node returns this node's ID.
-func (p *Presence) Node() string { return p.cfg.Node }

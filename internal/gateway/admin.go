@@ -50,6 +50,10 @@ type Peers interface {
 	// logged in before at, with reason, and returns how many sessions the
 	// other nodes had announced for user. It does not block on the network.
 	KickElsewhere(user, reason string, at time.Time) int
+	// SessionsElsewhere returns how many of user's sessions the other
+	// nodes announce (until their end is announced, or their node's
+	// announcements expire).
+	SessionsElsewhere(user string) int
 }
 
 // SetPeers makes Kick close the user's sessions on the other nodes of a
@@ -82,11 +86,13 @@ func (g *Gateway) Kick(user, reason string) int {
 }
 
 // WaitGone waits until user has no session in the hub (a kicked session
-// leaves it once its frame in progress is handled), or timeout passes; it
-// reports whether none is left.
+// leaves it once its frame in progress is handled) and, in a cluster
+// (SetPeers), none announced by the other nodes (a node announces a
+// session's end a bus hop after it), or timeout passes; it reports whether
+// none is left.
 func (g *Gateway) WaitGone(user string, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
-	for g.SessionsOf(user) > 0 {
+	for g.SessionsOf(user) > 0 || (g.peers != nil && g.peers.SessionsElsewhere(user) > 0) {
 		if time.Now().After(deadline) {
 			return false
 		}

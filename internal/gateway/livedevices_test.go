@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -57,5 +58,34 @@ func TestKickLoggedInBefore(t *testing.T) {
 	}
 	if n := g.KickLoggedInBefore("alice", "laptop", true, later, "r"); n < 1 || !b.ending() {
 		t.Errorf("a later single login elsewhere kicked %d; tablet ending %v; want it closed", n, b.ending())
+	}
+}
+
+// remotePeers stands for the other nodes: the sessions they announce.
+type remotePeers struct{ n atomic.Int64 }
+
+func (p *remotePeers) KickElsewhere(string, string, time.Time) int { return int(p.n.Load()) }
+func (p *remotePeers) SessionsElsewhere(string) int                { return int(p.n.Load()) }
+
+// TestWaitGoneWaitsForOtherNodes: in a cluster, WaitGone (what
+// unregistering a user waits for before removing their push devices)
+// waits for the user's sessions the other nodes still announce, not only
+// for those here.
+func TestWaitGoneWaitsForOtherNodes(t *testing.T) {
+	g := newCallGateway(t, newFakeCalls(), Config{})
+	peers := &remotePeers{}
+	peers.n.Store(1)
+	g.SetPeers(peers)
+	if n := g.Kick("alice", "bye"); n != 1 {
+		t.Errorf("Kick counted %d sessions, want 1 (on another node)", n)
+	}
+	if g.WaitGone("alice", 50*time.Millisecond) {
+		t.Error("WaitGone reported alice gone while another node still announces her session")
+	}
+	done := make(chan bool)
+	go func() { done <- g.WaitGone("alice", 10*time.Second) }()
+	peers.n.Store(0) // the other node announced the session's end
+	if !<-done {
+		t.Error("WaitGone timed out after the other node's session ended")
 	}
 }

@@ -91,13 +91,13 @@ func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *ga
 }
 
 // followGroups keeps ch's group cache following the group changes other
-// nodes make, and tells them ch's (cluster.GroupCache); the messages of
-// groups of more than 1,000 members are then published without their
-// recipients, each node resolving them from ch's cache.
+// nodes make, and tells them ch's (cluster.GroupCache); a group message
+// too large for the bus with its recipients is then published without
+// them, each node resolving them from ch's cache.
 func (c *clusterParts) followGroups(ch *chat.Service) {
 	c.groups = c.newGroups(ch)
 	ch.SetGroupChanges(c.groups)
-	c.deliver.SetMembers(ch) // large groups' messages travel without their recipients
+	c.deliver.SetMembers(ch) // messages too large with their recipients travel without them
 }
 
 // start subscribes before the gateway serves: what a session's sync does

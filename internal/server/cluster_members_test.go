@@ -153,6 +153,19 @@ func TestTwoNodesMembersLimitKick(t *testing.T) {
 	}
 	waitUntil(t, "frank's session on node B is closed", func() bool { return frank.State() == client.StateDisconnected })
 
+	// Unregistering a user, asked of node A, whose only session is on
+	// node B, returns once node B announced that session's end: node A
+	// removes the push devices after it.
+	gina := login(b, "gina", "phone", client.Handlers{})
+	waitUntil(t, "node A sees gina", func() bool { return a.ClusterPresence().Live("gina", "phone") })
+	if _, err := apiclient.New("http://"+a.Addr(), config.Default().AppID, secret).UnregisterUser(ctx, "gina"); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.ClusterPresence().SessionsElsewhere("gina"); n != 0 {
+		t.Errorf("node A still sees %d of gina's sessions elsewhere after unregistering her", n)
+	}
+	waitUntil(t, "gina's session on node B is closed", func() bool { return gina.State() == client.StateDisconnected })
+
 	metrics := scrape(t, "http://"+a.Addr()+"/metrics")
 	for _, want := range []string{"herald_cluster_peers 1", `herald_cluster_peer_sessions{node="node-b"}`, `herald_cluster_peer_last_heard_seconds{node="node-b"}`} {
 		if !strings.Contains(metrics, want) {

@@ -32,7 +32,8 @@ type Sessions interface {
 	// Kick closes every session of user with proto.CloseKickedOut and
 	// reason, and returns how many. It does not block on a client.
 	Kick(user, reason string) int
-	// WaitGone waits until user has no session left, at most timeout.
+	// WaitGone waits until user has no session left (on any node of a
+	// cluster, as far as their announcements tell), at most timeout.
 	WaitGone(user string, timeout time.Duration) bool
 }
 
@@ -161,7 +162,9 @@ func (s *Service) Unregister(ctx context.Context, id string) (Unregistered, erro
 	if s.sessions != nil {
 		out.Sessions = s.sessions.Kick(id, KickReason)
 		// A push registration being handled by a kicked session ends
-		// before its session does: the devices are removed after.
+		// before its session does: the devices are removed after. In a
+		// cluster the wait covers the other nodes' sessions too, until
+		// their ends are announced (a bus hop).
 		if out.Sessions > 0 && !s.sessions.WaitGone(id, 5*time.Second) {
 			s.log.Warn("unregistered user's sessions still open after 5s", "user_id", id)
 		}
