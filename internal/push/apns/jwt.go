@@ -199,11 +199,13 @@ func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, 
 		s.stats.tokenSwapsLost.Add(1)
 		won, gerr := get(key, now)
 		if gerr == nil {
-			if t, derr := decodeSharedJWT(won); derr == nil {
+			t, derr := decodeSharedJWT(won)
+			if derr == nil {
 				t.next = t.iat.Add(s.refresh)
 				s.cur.Store(t)
 				return t.bearer, nil
 			}
+			gerr = derr
 		}
 		err = gerr
 	}
