@@ -225,6 +225,7 @@ func New(cfg Config) *Handler {
 	}
 	h := &Handler{bodies: newBodyBudget(int64(cfg.PendingBodyBytes)), cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
 		limit: newLimiter(cfg.Rate, cfg.Burst, cfg.Nodes), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow, cfg.Nonces, cfg.Shared)}
+	h.nonces.sharedSlack = cfg.BodyReadTimeout
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.method+" "+rt.path, rt.serve)
 	}
@@ -264,7 +265,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// with 429 has not used its nonce, so it may be retried as signed
 	// (within the time window) after Retry-After.
 	if app := cred.app; app != "" {
-		now := h.cfg.Now()
+		now := cred.at
 		if ok, wait := h.limit.take(app, now); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
 			share := ""

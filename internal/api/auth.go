@@ -43,11 +43,16 @@ var signedHeaders = []string{apiclient.HeaderApp, apiclient.HeaderTimestamp, api
 // credential is what authenticate found: the app that signed the request
 // ("" for an admin token) and the signed nonce, which the caller records
 // (nonceCache.use) only once the request is past the rate limit, so a
-// request refused with 429 can be retried as it was signed.
+// request refused with 429 can be retried as it was signed. at is the
+// time the timestamp was checked against, before the body was read: the
+// rate limit and the nonce's record use it, not a later reading of the
+// clock, so a body held back near the end of the window cannot make the
+// shared record see another node's entry for the nonce as expired.
 type credential struct {
 	app   string
 	nonce string
 	ts    int64
+	at    time.Time
 }
 
 // authenticate checks r's credential: an admin token, or a signature
@@ -160,7 +165,7 @@ func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (credenti
 	if err := h.nonces.check(app, nonce, now); err != nil {
 		return credential{}, err // a replay spends no token of the app's rate
 	}
-	return credential{app: app, nonce: nonce, ts: ts}, nil
+	return credential{app: app, nonce: nonce, ts: ts, at: now}, nil
 }
 
 // refuseBody counts and logs a body refused by the budget (bodies.go)
@@ -217,6 +222,11 @@ type nonceCache struct {
 	max     int
 	journal *NonceJournal // nil: nonces live in memory only, and a restart forgets them
 	shared  SharedRecord  // set on several nodes: the store's shared record decides, not journal
+	// sharedSlack lengthens a nonce's life in the shared record past its
+	// window (the handler sets BodyReadTimeout): a margin over the time
+	// between a request's timestamp check and its record, which the
+	// credential's time (credential.at) already removes.
+	sharedSlack time.Duration
 
 	replaysShared atomic.Int64 // replays refused by the shared record (accepted by another node, or by this one concurrently)
 
@@ -305,9 +315,13 @@ func (c *nonceCache) use(ctx context.Context, app, nonce string, ts int64, now t
 	}
 	// The store's round trip is made without c.mu, so requests wait on
 	// the store side by side, not one after the other. The entry lives
-	// while the request's timestamp is in the window (through second exp).
+	// while the request's timestamp is in the window (through second exp),
+	// and sharedSlack longer. now is when the timestamp was checked
+	// (credential.at): the entry another node made is live then, whatever
+	// the time the body took to arrive.
 	c.mu.Unlock()
-	_, err = c.shared.PutShared(ctx, store.SharedEntry{Namespace: store.SharedNonce, Key: key, Expires: time.Unix(exp+1, 0)}, now)
+	expires := time.Unix(exp+1, 0).Add(c.sharedSlack)
+	_, err = c.shared.PutShared(ctx, store.SharedEntry{Namespace: store.SharedNonce, Key: key, Expires: expires}, now)
 	if err != nil && herald.ErrorCode(err) != herald.CodeConflict {
 		// Not recorded: accepting it would let it be replayed on
 		// another node. The request fails as internal (logged at the edge).

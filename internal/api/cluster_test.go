@@ -2,31 +2,97 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/herald-im/herald/apiclient"
+	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 )
 
 // twoNodes returns two handlers, as two nodes would run them, whose nonces
-// go to one PostgreSQL schema through a pool each.
+// go to one PostgreSQL schema through a pool each. Both run on one clock:
+// a.clk and b.clk are the same, for the handlers and their clients.
 func twoNodes(t *testing.T) (a, b *fixture) {
 	t.Helper()
 	dsn := pgtest.Schema(t, pgtest.Database(t, "to run the API's tests of several nodes"))
+	clk := &clock{t: time.Unix(1_750_000_000, 0)}
 	node := func() *fixture {
 		st, err := postgres.Open(context.Background(), dsn, postgres.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		return newFixture(t, func(c *Config) { c.Shared = st })
+		f := newFixture(t, func(c *Config) { c.Shared, c.Now = st, clk.Now })
+		f.clk, f.client.Now = clk, clk.Now
+		return f
 	}
 	return node(), node()
+}
+
+// stallingBody is a request body whose first read moves the clock on by
+// d, as a body held back by its sender would take that long to arrive.
+type stallingBody struct {
+	clk   *clock
+	d     time.Duration
+	body  *strings.Reader
+	moved bool
+}
+
+func (s *stallingBody) Read(p []byte) (int, error) {
+	if !s.moved {
+		s.moved = true
+		s.clk.Add(s.d)
+	}
+	return s.body.Read(p)
+}
+
+// TestTwoNodesReplayLateBody: a request accepted on node A with its
+// timestamp at the edge of the window, replayed on node B with a body that
+// takes longer to arrive than the rest of the window, is refused: B records
+// the nonce at the time it checked the timestamp, when A's entry is live.
+// A's entry lives BodyReadTimeout past the window besides.
+func TestTwoNodesReplayLateBody(t *testing.T) {
+	for _, stall := range []time.Duration{1500 * time.Millisecond, 10 * time.Second} {
+		t.Run(stall.String(), func(t *testing.T) {
+			a, b := twoNodes(t)
+			window := a.h.cfg.TimeWindow
+			ts := a.clk.Now().Add(-window).Unix() // at the edge of the window
+			req := signed{signPath: PathPushStatus, nonce: apiclient.NewNonce(), ts: ts}
+			st, e, _ := a.send(t, req)
+			if st != http.StatusOK {
+				t.Fatalf("first send to node A: %d %+v", st, e)
+			}
+			key := "herald\x00" + req.nonce
+			got, err := a.h.cfg.Shared.(*postgres.Store).GetShared(context.Background(), store.SharedNonce, key, a.clk.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := time.Unix(ts, 0).Add(window + time.Second + a.h.cfg.BodyReadTimeout); !got.Expires.Equal(want) {
+				t.Errorf("the nonce's shared entry expires at %v, want %v (window + 1 s + BodyReadTimeout after its timestamp)", got.Expires, want)
+			}
+			hr := httptest.NewRequest(http.MethodGet, PathPushStatus, &stallingBody{clk: b.clk, d: stall, body: strings.NewReader("")})
+			hr.Header.Set(apiclient.HeaderApp, "herald")
+			hr.Header.Set(apiclient.HeaderTimestamp, strconv.FormatInt(ts, 10))
+			hr.Header.Set(apiclient.HeaderNonce, req.nonce)
+			hr.Header.Set(apiclient.HeaderSignature, apiclient.Sign(testSecret, "herald", ts, req.nonce, http.MethodGet, PathPushStatus, nil))
+			rec := httptest.NewRecorder()
+			b.h.ServeHTTP(rec, hr)
+			var eb apiclient.ErrorBody
+			json.Unmarshal(rec.Body.Bytes(), &eb)
+			if rec.Code != http.StatusUnauthorized || eb.Reason != apiclient.ReasonNonceReused {
+				t.Errorf("replay on node B, body %s late: %d %+v, want 401 %s", stall, rec.Code, eb, apiclient.ReasonNonceReused)
+			}
+		})
+	}
 }
 
 // TestTwoNodesReplayRefused: a signed request accepted by node A, sent
@@ -34,7 +100,6 @@ func twoNodes(t *testing.T) (a, b *fixture) {
 // 401 nonce_reused.
 func TestTwoNodesReplayRefused(t *testing.T) {
 	a, b := twoNodes(t)
-	b.clk = a.clk // one time for both nodes
 	req := signed{signPath: "/api/v1/push/status", nonce: "captured-nonce-0001", ts: a.clk.Now().Unix()}
 	if st, e, _ := a.send(t, req); st != http.StatusOK {
 		t.Fatalf("first send to node A: %d %+v", st, e)
@@ -58,7 +123,6 @@ func TestTwoNodesReplayRefused(t *testing.T) {
 // accepted by one of them only.
 func TestTwoNodesReplayRace(t *testing.T) {
 	a, b := twoNodes(t)
-	b.clk = a.clk
 	for i := 0; i < 5; i++ {
 		req := signed{signPath: "/api/v1/push/status", ts: a.clk.Now().Unix(), nonce: apiclient.NewNonce()}
 		codes := make(chan int, 2)

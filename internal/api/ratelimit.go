@@ -20,7 +20,9 @@ import (
 // and as little as Rate/N a second when they all reach one node. While
 // the count is off (a node started less than a presence refresh ago, 10 s,
 // is not counted yet; one that died without bye counts until the TTL,
-// 30 s) the cluster admits up to N_true/N_counted x Rate, or less.
+// 30 s) the cluster admits up to N_true/N_counted x Rate, or less. While
+// the bus is down each node keeps the count it had (cluster.Nodes), so an
+// outage does not make every node count itself alone.
 type limiter struct {
 	rate, burst float64
 	nodes       func() int // nil: one node

@@ -14,15 +14,27 @@ import (
 // within the TTL is live, and one that said bye is not. The server API's
 // rate limit divides its per-app rate by Count (internal/api,
 // ratelimit.go). It only listens: Presence does the announcing.
+//
+// While the bus is down nothing is heard, and the others would leave the
+// count after the TTL, each node counting itself alone: the cluster would
+// admit N times the API's rate. So Count keeps the count it had when the
+// connection was lost until it is back; then the nodes heard before count
+// as heard at the reconnection (their next announcements, asked for by
+// Presence on reconnecting, keep them; a node that died meanwhile leaves
+// the count a TTL later). A node that starts with the bus down counts
+// itself alone until it connects.
 type Nodes struct {
 	node, prefix string
 	bus          bus.Bus
 	ttl          time.Duration
 	now          func() time.Time
 
-	mu    sync.Mutex
-	heard map[string]time.Time // other node -> last message
-	sub   bus.Subscription
+	mu     sync.Mutex
+	heard  map[string]time.Time // other node -> last message
+	sub    bus.Subscription
+	down   bool      // the bus is not connected: Count answers frozen
+	frozen int       // the count when the bus went down
+	lostAt time.Time // when it went down
 }
 
 // NewNodes returns a counter for node (this one) over b; ttl zero means
@@ -40,7 +52,7 @@ func NewNodes(node string, b bus.Bus, prefix string, ttl time.Duration, now func
 	return &Nodes{node: node, prefix: prefix, bus: b, ttl: ttl, now: now, heard: make(map[string]time.Time)}
 }
 
-// Start subscribes to the presence subject.
+// Start subscribes to the presence subject and follows the bus's state.
 func (n *Nodes) Start() error {
 	sub, err := n.bus.Subscribe(n.prefix+SubjectPresence, n.receive)
 	if err != nil {
@@ -49,7 +61,29 @@ func (n *Nodes) Start() error {
 	n.mu.Lock()
 	n.sub = sub
 	n.mu.Unlock()
+	n.bus.Watch(n.watch)
 	return nil
+}
+
+// watch freezes the count while the bus is down (Nodes).
+func (n *Nodes) watch(s bus.State) {
+	now := n.now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case s != bus.Connected && !n.down:
+		n.frozen = n.countLocked(now)
+		n.down, n.lostAt = true, now
+	case s == bus.Connected && n.down:
+		n.down = false
+		for node, at := range n.heard {
+			if n.lostAt.Sub(at) < n.ttl {
+				n.heard[node] = now // live when the bus went down
+			} else {
+				delete(n.heard, node)
+			}
+		}
+	}
 }
 
 // Close unsubscribes.
@@ -86,11 +120,20 @@ func (n *Nodes) receive(_ string, data []byte) {
 	}
 }
 
-// Count returns the live nodes, this one included (at least 1).
+// Count returns the live nodes, this one included (at least 1); while
+// the bus is down, the count when it went down.
 func (n *Nodes) Count() int {
 	now := n.now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.down {
+		return n.frozen
+	}
+	return n.countLocked(now)
+}
+
+// countLocked counts the nodes heard within the TTL; n.mu must be held.
+func (n *Nodes) countLocked(now time.Time) int {
 	c := 1
 	for _, at := range n.heard {
 		if now.Sub(at) < n.ttl {

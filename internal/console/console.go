@@ -17,7 +17,10 @@
 // expires. Every state-changing POST carries the session's CSRF token.
 // On several nodes (Config.Shared) sessions live in the store's shared
 // table, so a session opened on one node is valid on every node behind
-// the load balancer, and a logout on one ends it on all of them.
+// the load balancer, and a logout on one ends it on all of them; one
+// admin token holds at most MaxTokenSessions of them. A test push's
+// stream is served by the node that started it: the push page needs
+// sticky routing (stream.go).
 package console
 
 import (
@@ -92,11 +95,13 @@ type Config struct {
 	// that expires first. Zero means 1000.
 	MaxSessions int
 	// Shared, set when several nodes serve the console (HERALD_BUS),
-	// holds the sessions in the store's shared table: each request reads
-	// its session there (a logout on another node ends it here at the next
-	// request), a login writes it and a logout deletes it. MaxSessions
-	// then bounds only the sessions cached here; the table's are bounded
-	// by their expiry (the admin token's).
+	// holds the sessions in the store's shared table: each request with a
+	// well-formed cookie reads its session there (a logout on another node
+	// ends it here at the next request), a login writes it and a logout
+	// deletes it. MaxSessions then bounds only the sessions cached here;
+	// the table holds at most MaxTokenSessions per admin token (a login
+	// past it ends that token's oldest session), each until the admin
+	// token expires.
 	Shared Sessions
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -112,10 +117,44 @@ type Sessions interface {
 
 // sharedKey is a session's key in the shared table: the SHA-256 of its
 // ID, so the table (and whoever reads the database) does not hold the
-// cookie. The CSRF token is the entry's value.
+// cookie. The entry's value is the CSRF token, a space, and the key of
+// the session's slot (below).
 func sharedKey(id string) string {
 	sum := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(sum[:])
+}
+
+// MaxTokenSessions bounds the sessions of one admin token on several nodes
+// (Config.Shared). Each session takes one of the token's slots in the
+// shared table, "slot/<SHA-256 of the token>/<0..7>", holding when it was
+// opened and its session's key; a login past the bound ends the token's
+// oldest session (on every node, at its next request) and takes its slot.
+// So the table holds at most this many sessions per admin token, each
+// until the token expires; the tokens themselves are minted only with the
+// server secret.
+const MaxTokenSessions = 8
+
+func slotKey(tok string, i int) string {
+	sum := sha256.Sum256([]byte(tok))
+	return "slot/" + hex.EncodeToString(sum[:]) + "/" + strconv.Itoa(i)
+}
+
+// sessionIDLen is the length of randomID's IDs.
+const sessionIDLen = 43
+
+// validSessionID reports whether id has randomID's form: a cookie that
+// has not is refused without a store read.
+func validSessionID(id string) bool {
+	if len(id) != sessionIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Handler serves the console. Mount it at Prefix.
@@ -137,7 +176,8 @@ type session struct {
 	id      string
 	csrf    string
 	expires time.Time
-	streams int // test pushes streaming now (stream.go); under Handler.mu
+	slot    string // its slot's key in the shared table (Config.Shared), or ""
+	streams int    // test pushes streaming now (stream.go); under Handler.mu
 }
 
 // New returns the console handler.
@@ -254,7 +294,7 @@ func (h *Handler) auth(next http.HandlerFunc) http.HandlerFunc {
 // session returns r's live session, or nil.
 func (h *Handler) session(r *http.Request) *session {
 	c, err := r.Cookie(CookieName)
-	if err != nil || c.Value == "" {
+	if err != nil || !validSessionID(c.Value) {
 		return nil
 	}
 	if h.cfg.Shared != nil {
@@ -292,10 +332,59 @@ func (h *Handler) sharedSession(r *http.Request, id string) *session {
 	s := h.sessions[id]
 	if s == nil {
 		h.dropExpiredLocked(now)
-		s = &session{id: id, csrf: string(e.Value), expires: e.Expires}
+		csrf, slot, _ := strings.Cut(string(e.Value), " ")
+		s = &session{id: id, csrf: csrf, slot: slot, expires: e.Expires}
 		h.sessions[id] = s
 	}
 	return s
+}
+
+// takeSlot gives the session key sk one of tok's MaxTokenSessions slots
+// in the shared table and returns the slot's key: a free one, else the
+// one of the token's oldest session, whose session entry it deletes
+// first. CodeUnavailable when logins of the token race for the last slot.
+func (h *Handler) takeSlot(ctx context.Context, tok, sk string, expires, now time.Time) (string, error) {
+	value := []byte(strconv.FormatInt(now.UnixNano(), 10) + " " + sk)
+	for i := range MaxTokenSessions {
+		e := store.SharedEntry{Namespace: store.SharedConsoleSession, Key: slotKey(tok, i), Value: value, Expires: expires}
+		if _, err := h.cfg.Shared.PutShared(ctx, e, now); err == nil {
+			return e.Key, nil
+		} else if herald.ErrorCode(err) != herald.CodeConflict {
+			return "", err
+		}
+	}
+	var oldest store.SharedEntry
+	var oldestAt int64
+	for i := range MaxTokenSessions {
+		e, err := h.cfg.Shared.GetShared(ctx, store.SharedConsoleSession, slotKey(tok, i), now)
+		if herald.ErrorCode(err) == herald.CodeNotFound {
+			continue // freed meanwhile: the replacement below may still lose to another login
+		}
+		if err != nil {
+			return "", err
+		}
+		at, _, _ := strings.Cut(string(e.Value), " ")
+		n, _ := strconv.ParseInt(at, 10, 64)
+		if oldest.Key == "" || n < oldestAt {
+			oldest, oldestAt = e, n
+		}
+	}
+	if oldest.Key == "" {
+		return "", herald.Errorf(herald.CodeUnavailable, "the admin token's sessions changed during the login")
+	}
+	_, old, _ := strings.Cut(string(oldest.Value), " ")
+	if err := h.cfg.Shared.DeleteShared(ctx, store.SharedConsoleSession, old); err != nil {
+		return "", err
+	}
+	h.log.Info("console session ended: its admin token opened more than MaxTokenSessions", "max", MaxTokenSessions)
+	oldest.Value, oldest.Expires = value, expires
+	if _, err := h.cfg.Shared.PutShared(ctx, oldest, now); err != nil {
+		if herald.ErrorCode(err) == herald.CodeConflict {
+			return "", herald.Errorf(herald.CodeUnavailable, "another login of the admin token took the slot")
+		}
+		return "", err
+	}
+	return oldest.Key, nil
 }
 
 // dropExpiredLocked forgets expired sessions, then the ones that expire
@@ -370,7 +459,15 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	h.throttle.succeeded(addr, now)
 	s := &session{id: randomID(), csrf: randomID(), expires: claims.ExpiresAt}
 	if h.cfg.Shared != nil {
-		e := store.SharedEntry{Namespace: store.SharedConsoleSession, Key: sharedKey(s.id), Value: []byte(s.csrf), Expires: s.expires}
+		sk := sharedKey(s.id)
+		slot, err := h.takeSlot(r.Context(), tok, sk, s.expires, now)
+		if err != nil {
+			h.log.Error("console login: taking a session slot of the admin token failed", "remote", r.RemoteAddr, "err", err)
+			h.render(w, r, http.StatusServiceUnavailable, "login", map[string]any{"Error": "The session could not be stored: try again."})
+			return
+		}
+		s.slot = slot
+		e := store.SharedEntry{Namespace: store.SharedConsoleSession, Key: sk, Value: []byte(s.csrf + " " + slot), Expires: s.expires}
 		if _, err := h.cfg.Shared.PutShared(r.Context(), e, now); err != nil {
 			h.log.Error("console login: storing the session failed", "remote", r.RemoteAddr, "err", err)
 			h.render(w, r, http.StatusServiceUnavailable, "login", map[string]any{"Error": "The session could not be stored: try again."})
@@ -399,6 +496,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "the logout could not be recorded, so the session stays valid on the other nodes: try again", http.StatusServiceUnavailable)
 			return
 		}
+		h.freeSlot(r, s)
 	}
 	h.mu.Lock()
 	delete(h.sessions, s.id)
@@ -408,6 +506,24 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(r),
 	})
 	http.Redirect(w, r, Prefix+"login", http.StatusSeeOther)
+}
+
+// freeSlot frees the slot of s, which has just been logged out, unless a
+// later login took it already. A failure is logged only: the slot is
+// taken back by the token's next login past the bound, or expires.
+func (h *Handler) freeSlot(r *http.Request, s *session) {
+	if s.slot == "" {
+		return
+	}
+	e, err := h.cfg.Shared.GetShared(r.Context(), store.SharedConsoleSession, s.slot, h.cfg.Now())
+	if err == nil {
+		if _, sk, _ := strings.Cut(string(e.Value), " "); sk == sharedKey(s.id) {
+			err = h.cfg.Shared.DeleteShared(r.Context(), store.SharedConsoleSession, s.slot)
+		}
+	}
+	if err != nil && herald.ErrorCode(err) != herald.CodeNotFound {
+		h.log.Warn("console logout: freeing the session's slot failed", "err", err)
+	}
 }
 
 func (h *Handler) figures(w http.ResponseWriter, r *http.Request) {

@@ -29,6 +29,13 @@ import (
 // the browser's history. The push runs inside the stream's request, so a
 // run nobody listens to sends nothing and a closed tab cancels it.
 //
+// Runs wait in this node's memory (Handler.runs), not in the store's
+// shared table: on several nodes the GET must reach the node that took
+// the POST, or it answers 404 (nothing is sent). The page therefore needs
+// sticky routing (docs/operations.md); sharing a run would mean sending
+// the form through the store and streaming the stages back over the bus,
+// for a debugging page one operator uses at a time.
+//
 // A session holds at most maxStreams streams at once and maxRuns runs
 // waiting for theirs.
 const (

@@ -22,7 +22,7 @@ type SharedEntry struct {
 // Namespaces of the shared table.
 const (
 	SharedNonce          = "nonce"           // internal/api: app "\x00" nonce -> (empty)
-	SharedConsoleSession = "console-session" // internal/console: session ID hash -> (empty)
+	SharedConsoleSession = "console-session" // internal/console: session ID hash -> CSRF token " " slot key; "slot/" admin token hash "/" i -> opened " " session key
 	SharedAPNsJWT        = "apns-jwt"        // internal/push/apns: team "/" key ID -> token
 )
 

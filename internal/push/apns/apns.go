@@ -427,8 +427,8 @@ type Stats struct {
 	TokenRetries uint64 // requests resent with a new JWT after ExpiredProviderToken
 	TokensSigned uint64 // JWTs signed (and, on several nodes, stored for the cluster)
 	// On several nodes (Config.Shared): refreshes that lost the swap to
-	// another node (its JWT is taken instead), and store failures after
-	// which this node signed a JWT of its own.
+	// another node (its JWT is taken instead), and store calls that failed
+	// or timed out (the node then kept its JWT, or signed one of its own).
 	TokenSwapsLost      uint64
 	TokenSharedFailures uint64
 	Dials               uint64 // connections established

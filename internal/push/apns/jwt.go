@@ -25,6 +25,17 @@ import (
 // which a new signature would not fix.
 const minRenewAge = time.Minute
 
+// On several nodes: each call to the shared table gives up after
+// sharedTimeout; after a failed call (or while on a token of this node's
+// own) the table is tried again sharedRetry later; a token is kept through
+// failures until it is keepOnFailure old, under APNs's MaxTokenRefresh
+// with room for a request in flight.
+const (
+	sharedTimeout = 2 * time.Second
+	sharedRetry   = time.Minute
+	keepOnFailure = 55 * time.Minute
+)
+
 // signer holds the one JWT of a signing key (TeamID, KeyID), shared by
 // every app, connection and goroutine using that key.
 //
@@ -34,10 +45,17 @@ const minRenewAge = time.Minute
 // is younger; if not, it signs one and stores it with a compare-and-swap
 // on the version it read: of nodes refreshing together one wins, and the
 // others read and take the winner's. So APNs sees one token per key,
-// whatever the node count, and no TooManyProviderTokenUpdates. A store
-// that fails (not a lost swap) leaves the node on a token of its own,
-// logged and counted (SharedFailures): pushes go on, and the next refresh
-// tries the store again.
+// whatever the node count, and no TooManyProviderTokenUpdates.
+//
+// A store that fails or does not answer within sharedTimeout (not a lost
+// swap) is counted (SharedFailures) and logged, and the node keeps the
+// token it has while that is under keepOnFailure (55 min) old, trying the
+// store again every sharedRetry (1 min); only with no token, or one about
+// to expire (or refused by APNs), does it sign a token of its own, which
+// it re-checks against the store every minute too: the store's token,
+// once there is a young one, replaces it, else the node stores its own.
+// Requests that find a usable token while another goroutine is at the
+// store do not wait for it.
 type signer struct {
 	teamID, keyID string
 	key           *ecdsa.PrivateKey
@@ -46,6 +64,7 @@ type signer struct {
 	stats         *counters
 	shared        TokenStore // nil: this node's token only
 	log           *slog.Logger
+	storeTimeout  time.Duration // zero means sharedTimeout (tests shorten it)
 
 	cur atomic.Pointer[jwt] // read without locking on every request
 	mu  sync.Mutex          // serialises signing and the store's reads and swaps
@@ -54,12 +73,16 @@ type signer struct {
 type jwt struct {
 	bearer  string // "bearer <jwt>": the authorization header value
 	iat     time.Time
-	version int64 // its entry's version in the shared table; 0 when not stored
+	version int64     // its entry's version in the shared table; 0 when not stored (this node's own)
+	next    time.Time // when to look again: iat + TokenRefresh, or the store's retry
 }
+
+// fresh reports whether t may be sent at now without looking further.
+func (t *jwt) fresh(now time.Time) bool { return t != nil && now.Before(t.next) }
 
 // TokenStore is what the provider needs of the store's shared table
 // (store.Store.PutShared) to share JWTs between nodes. Each call blocks
-// on the store.
+// on the store (the signer bounds it with sharedTimeout).
 type TokenStore interface {
 	PutShared(ctx context.Context, e store.SharedEntry, now time.Time) (store.SharedEntry, error)
 	GetShared(ctx context.Context, namespace, key string, now time.Time) (store.SharedEntry, error)
@@ -71,18 +94,25 @@ func (s *signer) sharedKey() string { return s.teamID + "/" + s.keyID }
 // bearer returns the authorization header value, signing a new JWT (or
 // taking the cluster's) when the current one is TokenRefresh old.
 func (s *signer) bearer(ctx context.Context) (string, error) {
-	if t := s.cur.Load(); t != nil && s.now().Sub(t.iat) < s.refresh {
+	t := s.cur.Load()
+	now := s.now()
+	if t.fresh(now) {
 		return t.bearer, nil
 	}
-	s.mu.Lock()
+	if !s.mu.TryLock() {
+		if t != nil && now.Sub(t.iat) < keepOnFailure {
+			return t.bearer, nil // another request is renewing it
+		}
+		s.mu.Lock()
+	}
 	defer s.mu.Unlock()
-	if t := s.cur.Load(); t != nil && s.now().Sub(t.iat) < s.refresh {
+	if t := s.cur.Load(); t.fresh(s.now()) {
 		return t.bearer, nil
 	}
 	if s.shared != nil {
 		return s.takeSharedLocked(ctx, "")
 	}
-	return s.signLocked()
+	return s.signLocked(0)
 }
 
 // renew is called after APNs answered ExpiredProviderToken (or, on
@@ -93,23 +123,40 @@ func (s *signer) bearer(ctx context.Context) (string, error) {
 func (s *signer) renew(ctx context.Context, used string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	t := s.cur.Load()
+	if t != nil && t.bearer != used {
+		return t.bearer, nil // replaced already: no store read
+	}
 	if s.shared != nil {
 		return s.takeSharedLocked(ctx, used)
 	}
-	if t := s.cur.Load(); t != nil && (t.bearer != used || s.now().Sub(t.iat) < minRenewAge) {
+	if t != nil && s.now().Sub(t.iat) < minRenewAge {
 		return t.bearer, nil
 	}
-	return s.signLocked()
+	return s.signLocked(0)
 }
 
 // takeSharedLocked returns the cluster's JWT: the stored one when it is
 // young enough (younger than TokenRefresh, and not refused: it is not
 // refused, a JWT younger than minRenewAge excepted, as renew asks),
-// else one this node signs and swaps in. s.mu must be held.
+// else one this node swaps in: its own token if it has a young one not
+// stored yet, or one it signs. s.mu must be held.
 func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, error) {
+	// A caller that gives up does not make the store look failed to the
+	// others waiting on s.mu; the store has storeTimeout.
+	ctx = context.WithoutCancel(ctx)
+	timeout := s.storeTimeout
+	if timeout <= 0 {
+		timeout = sharedTimeout
+	}
+	get := func(key string, now time.Time) (store.SharedEntry, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return s.shared.GetShared(ctx, store.SharedAPNsJWT, key, now)
+	}
 	now := s.now()
 	key := s.sharedKey()
-	e, err := s.shared.GetShared(ctx, store.SharedAPNsJWT, key, now)
+	e, err := get(key, now)
 	switch herald.ErrorCode(err) {
 	case "":
 		t, derr := decodeSharedJWT(e)
@@ -119,51 +166,74 @@ func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, 
 		}
 		age := now.Sub(t.iat)
 		if age < s.refresh && (refused == "" || t.bearer != refused || age < minRenewAge) {
+			t.next = t.iat.Add(s.refresh)
 			s.cur.Store(t)
 			return t.bearer, nil
 		}
 	case herald.CodeNotFound:
 		e = store.SharedEntry{}
 	default:
-		return s.ownLocked(err)
+		return s.storeFailedLocked(err, now, refused)
 	}
-	tok, iat, err := s.sign(now)
-	if err != nil {
+	tok, iat := "", time.Time{}
+	if own := s.cur.Load(); own != nil && own.version == 0 && now.Sub(own.iat) < s.refresh && own.bearer != refused {
+		tok, iat = own.bearer, own.iat // this node's own, signed while the store failed: APNs knows it already
+	} else if tok, iat, err = s.sign(now); err != nil {
 		return "", err
 	}
 	ne := store.SharedEntry{Namespace: store.SharedAPNsJWT, Key: key, Value: encodeSharedJWT(tok, iat),
 		Expires: iat.Add(MaxTokenRefresh), Version: e.Version}
-	stored, err := s.shared.PutShared(ctx, ne, now)
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	stored, err := s.shared.PutShared(pctx, ne, now)
+	cancel()
 	switch herald.ErrorCode(err) {
 	case "":
-		t := &jwt{bearer: tok, iat: iat, version: stored.Version}
+		t := &jwt{bearer: tok, iat: iat, version: stored.Version, next: iat.Add(s.refresh)}
+		if cur := s.cur.Load(); cur == nil || cur.bearer != tok {
+			s.stats.tokensSigned.Add(1)
+		}
 		s.cur.Store(t)
-		s.stats.tokensSigned.Add(1)
 		return t.bearer, nil
 	case herald.CodeConflict:
 		// Another node stored one first: take it (it is new).
 		s.stats.tokenSwapsLost.Add(1)
-		won, gerr := s.shared.GetShared(ctx, store.SharedAPNsJWT, key, now)
+		won, gerr := get(key, now)
 		if gerr == nil {
-			if t, derr := decodeSharedJWT(won); derr == nil {
+			t, derr := decodeSharedJWT(won)
+			if derr == nil {
+				t.next = t.iat.Add(s.refresh)
 				s.cur.Store(t)
 				return t.bearer, nil
 			}
+			gerr = derr
 		}
-		return s.ownLocked(gerr)
-	default:
-		return s.ownLocked(err)
+		err = gerr
 	}
+	// Not stored (the token signed for it, if any, was never sent).
+	return s.storeFailedLocked(err, now, refused)
 }
 
-// ownLocked signs a token of this node's alone, after the store failed
-// (err): pushes go on, at the price of a second token for the key until
-// the next refresh takes the store's again. s.mu must be held.
-func (s *signer) ownLocked(err error) (string, error) {
+// storeFailedLocked answers when the store could not be read (err): the
+// current token is kept while it is under keepOnFailure old (and not the
+// one refused), and the store tried again in sharedRetry; without one,
+// this node signs its own, checked against the store in sharedRetry too.
+// Either way pushes go on. s.mu must be held.
+func (s *signer) storeFailedLocked(err error, now time.Time, refused string) (string, error) {
 	s.stats.tokenSharedFailures.Add(1)
-	s.log.Error("apns: the shared provider token could not be read or stored; this node signs its own until the store answers",
-		"team_id", s.teamID, "key_id", s.keyID, "err", err)
-	return s.signLocked()
+	if t := s.cur.Load(); t != nil && now.Sub(t.iat) < keepOnFailure && (t.bearer != refused || now.Sub(t.iat) < minRenewAge) {
+		s.log.Warn("apns: the shared provider token could not be read; keeping this node's current one and trying the store again",
+			"team_id", s.teamID, "key_id", s.keyID, "token_age", now.Sub(t.iat).Truncate(time.Second), "retry_in", sharedRetry, "err", err)
+		kept := *t
+		kept.next = now.Add(sharedRetry)
+		if last := t.iat.Add(keepOnFailure); last.Before(kept.next) {
+			kept.next = last
+		}
+		s.cur.Store(&kept)
+		return kept.bearer, nil
+	}
+	s.log.Error("apns: the shared provider token could not be read; this node signs its own until the store answers",
+		"team_id", s.teamID, "key_id", s.keyID, "retry_in", sharedRetry, "err", err)
+	return s.signLocked(sharedRetry)
 }
 
 // encodeSharedJWT is a token's value in the shared table: its issue time
@@ -192,13 +262,18 @@ func (s *signer) sign(now time.Time) (string, time.Time, error) {
 	return "bearer " + tok, iat, nil
 }
 
-// signLocked signs a JWT issued now for this node alone. s.mu must be held.
-func (s *signer) signLocked() (string, error) {
-	bearer, iat, err := s.sign(s.now())
+// signLocked signs a JWT issued now for this node alone, to be looked at
+// again after retry (zero: at TokenRefresh). s.mu must be held.
+func (s *signer) signLocked(retry time.Duration) (string, error) {
+	now := s.now()
+	bearer, iat, err := s.sign(now)
 	if err != nil {
 		return "", err
 	}
-	t := &jwt{bearer: bearer, iat: iat}
+	t := &jwt{bearer: bearer, iat: iat, next: iat.Add(s.refresh)}
+	if retry > 0 {
+		t.next = now.Add(retry)
+	}
 	s.cur.Store(t)
 	s.stats.tokensSigned.Add(1)
 	return t.bearer, nil
