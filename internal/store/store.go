@@ -180,6 +180,22 @@ type Store interface {
 	// not positive.
 	ClaimPush(ctx context.Context, owner string, after PushKey, now time.Time, lease time.Duration, limit int) ([]PushJob, error)
 
+	// RenewPush extends owner's lease on the jobs keys to now+lease, in one
+	// write, and returns the keys of those it renewed: a job another owner
+	// took since (or that left the outbox) is not renewed. A backend
+	// without leases renews nothing and returns keys. The dispatcher calls
+	// it for the jobs it is about to send whose lease has run down.
+	// CodeInvalidArgument for an empty owner or a lease that is not
+	// positive.
+	RenewPush(ctx context.Context, owner string, keys []PushKey, now time.Time, lease time.Duration) ([]PushKey, error)
+
+	// ReleasePush ends owner's lease on the jobs keys, or on every job
+	// owner holds when keys is nil, so that any node's next claim takes
+	// them (their owner stays until then). A job another owner holds is
+	// left alone. A backend without leases does nothing. CodeInvalidArgument
+	// for an empty owner.
+	ReleasePush(ctx context.Context, owner string, keys []PushKey) error
+
 	// FinishPush records what the dispatcher did, in one durable write:
 	// the jobs in done leave the outbox, the jobs in retry replace their
 	// pending versions (new Due, Attempt and LeaseUntil; one not pending

@@ -716,3 +716,17 @@ func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey
 	}
 	return store.DueJobs(jobs, now), nil
 }
+
+// RenewPush implements store.Store for one process: no lease is kept, so
+// every key is returned as renewed.
+func (s *Store) RenewPush(ctx context.Context, owner string, keys []store.PushKey, now time.Time, lease time.Duration) ([]store.PushKey, error) {
+	if err := store.ValidateRenew(owner, lease); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// ReleasePush implements store.Store for one process: no lease is kept.
+func (s *Store) ReleasePush(ctx context.Context, owner string, keys []store.PushKey) error {
+	return store.ValidateRenew(owner, 1)
+}

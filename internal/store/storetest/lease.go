@@ -79,6 +79,8 @@ func RunLeases(t *testing.T, open func(t *testing.T) store.Store) {
 		{"FinishByFormerOwner", testLeaseFinishByFormerOwner},
 		{"EnqueueDoneNotHeld", testLeaseEnqueueDoneNotHeld},
 		{"ConcurrentClaimsExclusive", testLeaseConcurrentClaims},
+		{"RenewOwnedOnly", testLeaseRenew},
+		{"ReleaseLetsOthersClaim", testLeaseRelease},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -299,4 +301,67 @@ func testLeaseConcurrentClaims(t *testing.T, f *fixture) {
 	if len(seen) != n {
 		t.Errorf("%d jobs claimed, want %d", len(seen), n)
 	}
+}
+
+// testLeaseRenew: RenewPush extends the lease of the named jobs the owner
+// holds, and of no other (another owner's, one not named, one gone).
+func testLeaseRenew(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	msgs := f.texts(3, "alice", "bob")
+	due := baseTime
+	jobs := []store.PushJob{
+		leased(job("pd_a", 0, msgs[0], due), "node-a", due.Add(time.Minute)),
+		leased(job("pd_b", 1, msgs[1], due), "node-b", due.Add(time.Minute)),
+		leased(job("pd_c", 2, msgs[2], due), "node-a", due.Add(time.Minute)),
+	}
+	res := f.appendJobs(t, msgs, jobs)
+	a, b, c := storedJob(jobs[0], res[0].Message), storedJob(jobs[1], res[1].Message), storedJob(jobs[2], res[2].Message)
+	now := due.Add(40 * time.Second)
+	gone := store.PushKey{PushID: "pd_gone", MsgID: a.MsgID}
+	got, err := f.s.RenewPush(ctx, "node-a", []store.PushKey{b.Key(), a.Key(), gone}, now, time.Minute)
+	if err != nil {
+		t.Fatalf("RenewPush: %v", err)
+	}
+	if len(got) != 1 || got[0].PushID != a.PushID || got[0].MsgID != a.MsgID {
+		t.Errorf("RenewPush returned %v, want only %s/%d", got, a.PushID, a.MsgID)
+	}
+	want := []store.PushJob{leased(a, "node-a", now.Add(time.Minute)), b, c}
+	sortJobs(want)
+	sameLeases(t, "outbox after node-a renewed pd_a (and named node-b's pd_b)", f.pending(t), want)
+	for _, tt := range []struct {
+		name  string
+		owner string
+		lease time.Duration
+	}{{"empty owner", "", time.Minute}, {"zero lease", "a", 0}} {
+		_, err := f.s.RenewPush(ctx, tt.owner, []store.PushKey{a.Key()}, now, tt.lease)
+		wantCode(t, "RenewPush with "+tt.name, err, herald.CodeInvalidArgument)
+	}
+}
+
+// testLeaseRelease: ReleasePush ends the owner's lease on the named jobs
+// (or all it holds), so another node's claim takes them at once; another
+// owner's job is left alone.
+func testLeaseRelease(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	msgs := f.texts(3, "alice", "bob")
+	due := baseTime
+	jobs := []store.PushJob{
+		leased(job("pd_a", 0, msgs[0], due), "node-a", due.Add(time.Minute)),
+		leased(job("pd_b", 1, msgs[1], due), "node-b", due.Add(time.Minute)),
+		leased(job("pd_c", 2, msgs[2], due), "node-a", due.Add(time.Minute)),
+	}
+	res := f.appendJobs(t, msgs, jobs)
+	a, c := storedJob(jobs[0], res[0].Message), storedJob(jobs[2], res[2].Message)
+	now := due.Add(time.Second)
+	if err := f.s.ReleasePush(ctx, "node-a", []store.PushKey{a.Key(), {PushID: "pd_b", MsgID: res[1].Message.ID}}); err != nil {
+		t.Fatalf("ReleasePush: %v", err)
+	}
+	sameLeases(t, "node-c's claim after node-a released pd_a", f.claim(t, "node-c", now, time.Minute),
+		[]store.PushJob{leased(a, "node-c", now.Add(time.Minute))})
+	if err := f.s.ReleasePush(ctx, "node-a", nil); err != nil {
+		t.Fatalf("ReleasePush(all): %v", err)
+	}
+	sameLeases(t, "node-c's claim after node-a released all it holds", f.claim(t, "node-c", now, time.Minute),
+		[]store.PushJob{leased(a, "node-c", now.Add(time.Minute)), leased(c, "node-c", now.Add(time.Minute))})
+	wantCode(t, "ReleasePush with an empty owner", f.s.ReleasePush(ctx, "", nil), herald.CodeInvalidArgument)
 }
