@@ -286,3 +286,40 @@ func TestClusterRetryIsSentOnce(t *testing.T) {
 		t.Errorf("node A sent %d, node B %d; want 1 and 0", sa.Sent, sb.Sent)
 	}
 }
+
+// TestClusterBacklogRenewsWithoutClaims: a node whose queue runs later
+// than half the lease (one slot, slow sends) renews each late job just
+// before its send, in one write, instead of dropping it and claiming the
+// outbox again (which renewed every due row it holds, under the lock that
+// holds back chat commits): no claim past the start, each push sent once.
+func TestClusterBacklogRenewsWithoutClaims(t *testing.T) {
+	stA, _ := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(300 * time.Millisecond)
+	a0 := &claimCounter{Store: stA}
+	a := h.startOn(a0, push.Config{Node: "node-a", Lease: time.Second, ClaimEvery: time.Hour, InFlight: 1})
+	from := a0.claims.Load()
+	const n = 6
+	var msgs []*herald.Message
+	for i := range n {
+		h.register(a, "u"+string(rune('a'+i)), i)
+	}
+	for i := range n {
+		m, jobs, stored := sendVia(t, a, stA, "u"+string(rune('a'+i)), i)
+		stored(jobs)
+		msgs = append(msgs, m)
+	}
+	for _, m := range msgs {
+		h.waitLogOf(stA, m.ID, herald.PushSent)
+	}
+	emptyOutbox(t, stA)
+	if st := h.emu.Stats(); st.Accepted != n || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, n)
+	}
+	if s := a.Stats(); s.Reclaimed == 0 || s.Sent != n {
+		t.Errorf("stats %+v; want reclaimed > 0 and %d sent", s, n)
+	}
+	if got := a0.claims.Load() - from; got != 0 {
+		t.Errorf("%d claims after the start; want none (late jobs renewed, not claimed again)", got)
+	}
+}

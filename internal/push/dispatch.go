@@ -69,25 +69,29 @@ import (
 //     PendingPush): due jobs whose lease ran out (a dead node's) or that it
 //     holds already (its own left to the store, or written before a restart
 //     under the same node ID), leased to it until now plus Lease. The loop
-//     claims at start, every ClaimEvery, after it dropped a job for its
-//     lease, and where a single node would read the outbox (jobs left to
-//     the store may be due). Jobs due later are not claimed: a node's jobs
+//     claims at start, every ClaimEvery, after a renewal failed, and where
+//     a single node would read the outbox (jobs left to the store may be
+//     due). Jobs due later are not claimed: a node's jobs
 //     left to the store past MaxPending with a later due time are taken
 //     back once due, by the periodic claim (at most ClaimEvery late).
 //   - A job starts only with at least half its lease left (checked once it
-//     has its slot, just before the send). One held longer in memory (a
-//     backlog) is dropped from the queue and claimed again at once: the
-//     claim renews the lease if this node still holds it, and returns
-//     nothing if another node took it since, which this one then never
-//     sends. So a live node does not send a job another node has claimed,
-//     as long as a send and its outcome's write take less than half the
-//     lease (plus the clock skew between nodes).
+//     has its slot, just before the send). Those held longer in memory (a
+//     backlog, a retry) are renewed, keeping their slots, in one write for
+//     all that the loop takes at once (store's RenewPush, which renews
+//     only the jobs this node still holds): a job another node took since
+//     is forgotten, never sent by this one. The write names these jobs
+//     only: the queue's other jobs and the outbox are not read, so a
+//     backlog costs one small write per batch of late jobs. If it fails,
+//     the jobs are forgotten (left to the store) and claimed again. So a
+//     live node does not send a job another node has claimed, as long as
+//     a send and its outcome's write take less than half the lease (plus
+//     the clock skew between nodes).
 //   - FinishPush and a group expansion's EnqueuePush name the owner: a
 //     node that lost a job to another stores its attempt and badge but
 //     neither deletes nor reschedules the job. A retry's lease in the store
-//     moves to its new due time plus Lease; in memory it keeps the lease
-//     seen before the send, so the retry is claimed again before it is
-//     sent unless that lease still has half to run.
+//     moves to its new due time plus Lease (if this node still holds it);
+//     in memory it keeps the lease seen before the send, so the retry is
+//     renewed before it is sent unless that lease still has half to run.
 //   - What the nodes may send twice: a job whose send, with the write of
 //     its outcome, outlasts half the lease (a store down longer than that),
 //     and at a node's death its InFlight pushes, sent again by the node
@@ -430,7 +434,7 @@ func (d *dispatcher) loop() {
 	defer close(d.loopDone)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var due []store.PushJob
+	var due, short []store.PushJob
 	// Refills wait (in real time, as they cost store reads and hold back
 	// commits): after a failed one, until retryAt; an idle one, until
 	// idleAt. With several nodes, claims are also due at claimAt.
@@ -476,29 +480,25 @@ func (d *dispatcher) loop() {
 			}
 		}
 
+		short = short[:0]
 		for i := range due {
 			select {
 			case d.sem <- struct{}{}:
 			case <-d.stopping:
+				d.unslot(len(short))
 				return // the rest stay in the outbox
 			}
 			if d.leaseShort(&due[i], d.s.cfg.Now()) {
-				// Held too long (waiting for a slot, or in a backlog):
-				// claimed again before it is sent, by the claim just
-				// below, which renews it unless another node took it.
-				<-d.sem
-				d.mu.Lock()
-				delete(d.known, jobID{due[i].PushID, due[i].MsgID})
-				d.leftToStore(due[i].Due)
-				d.mu.Unlock()
-				d.s.stats.reclaimed.Add(1)
-				if !time.Now().Before(retryAt) { // else after the failed refill's pause
-					refill, idle = true, false
-				}
+				// Held too long (waiting for a slot, in a backlog, a
+				// retry): renewed below, with its slot, before it is sent.
+				short = append(short, due[i])
 				continue
 			}
 			d.running.Add(1)
 			go d.run(due[i])
+		}
+		if len(short) > 0 && !d.renew(short) && !time.Now().Before(retryAt) {
+			refill, idle = true, false // claim them again (else after the failed refill's pause)
 		}
 		if refill || idle {
 			var until time.Time
@@ -532,6 +532,59 @@ func (d *dispatcher) loop() {
 		case <-d.stopping:
 			return
 		}
+	}
+}
+
+// renew extends this node's lease on jobs, each holding a slot, in one
+// store write, and starts those it still holds; one another node took
+// since is forgotten (that node sends it). If the write fails, every job
+// is forgotten and left to the store, for the loop's next claim (which
+// renews it if this node still holds it), and renew reports false.
+func (d *dispatcher) renew(jobs []store.PushJob) bool {
+	keys := make([]store.PushKey, len(jobs))
+	for i := range jobs {
+		keys[i] = jobs[i].Key()
+	}
+	now := d.s.cfg.Now()
+	renewed, err := d.s.st.RenewPush(d.abort, d.s.cfg.Node, keys, now, d.s.cfg.Lease)
+	if err != nil {
+		if d.abort.Err() == nil {
+			d.s.log.Warn("push: renewing leases failed; claiming those jobs again", "jobs", len(jobs), "err", err)
+		}
+		d.unslot(len(jobs))
+		d.mu.Lock()
+		for i := range jobs {
+			delete(d.known, jobID{jobs[i].PushID, jobs[i].MsgID})
+			d.leftToStore(jobs[i].Due)
+		}
+		d.mu.Unlock()
+		return false
+	}
+	held := make(map[jobID]struct{}, len(renewed))
+	for _, k := range renewed {
+		held[jobID{k.PushID, k.MsgID}] = struct{}{}
+	}
+	d.s.stats.reclaimed.Add(int64(len(jobs)))
+	for i := range jobs {
+		id := jobID{jobs[i].PushID, jobs[i].MsgID}
+		if _, ok := held[id]; !ok {
+			<-d.sem
+			d.mu.Lock()
+			delete(d.known, id)
+			d.mu.Unlock()
+			continue
+		}
+		jobs[i].LeaseUntil = now.Add(d.s.cfg.Lease)
+		d.running.Add(1)
+		go d.run(jobs[i])
+	}
+	return true
+}
+
+// unslot gives back n slots taken by jobs that will not run.
+func (d *dispatcher) unslot(n int) {
+	for range n {
+		<-d.sem
 	}
 }
 
