@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,8 +42,8 @@ type claimCounter struct {
 	claims atomic.Int64
 }
 
-func (c *claimCounter) ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
-	jobs, err := c.Store.ClaimPush(ctx, owner, after, now, lease, limit)
+func (c *claimCounter) ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
+	jobs, err := c.Store.ClaimPush(ctx, owner, held, after, now, lease, limit)
 	if err == nil {
 		c.claims.Add(1)
 	}
@@ -206,7 +207,7 @@ func TestClusterJobHeldPastItsLeaseIsClaimedAgain(t *testing.T) {
 	if j1, j2 := jobs1[0], jobs2[0]; j1.Due.Before(j2.Due) || j1.Due.Equal(j2.Due) && j1.PushID < j2.PushID {
 		after = j1.Key()
 	}
-	took, err := stB.ClaimPush(context.Background(), "node-b", after, now(), time.Minute, 1)
+	took, err := stB.ClaimPush(context.Background(), "node-b", true, after, now(), time.Minute, 1)
 	if err != nil || len(took) != 1 || took[0].MsgID != jobs2[0].MsgID {
 		t.Fatalf("node B's claim: %v, %v; want the second job", took, err)
 	}
@@ -321,5 +322,132 @@ func TestClusterBacklogRenewsWithoutClaims(t *testing.T) {
 	}
 	if got := a0.claims.Load() - from; got != 0 {
 		t.Errorf("%d claims after the start; want none (late jobs renewed, not claimed again)", got)
+	}
+}
+
+// deadNodeJobs commits n jobs (one per user of users) on a node that is
+// stopped at once, leased to "node-dead" for lease past their due time.
+func (h *harness) deadNodeJobs(st *postgres.Store, lease time.Duration, users []string, first int) []*herald.Message {
+	h.t.Helper()
+	c := h.startOn(st, push.Config{Node: "node-dead", Lease: lease, ClaimEvery: time.Hour})
+	for i, u := range users {
+		h.register(c, u, first+i)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	var msgs []*herald.Message
+	for i, u := range users {
+		m, jobs, stored := sendVia(h.t, c, st, u, first+i)
+		stored(jobs)
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// TestClusterClaimTakesOnlyWhatFits: a node whose queue has room for 4
+// jobs, claiming 20 whose lease ran out, keeps 4 and releases the rest at
+// once: another node takes them without waiting for a lease.
+func TestClusterClaimTakesOnlyWhatFits(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(time.Second) // node A keeps its queue
+	var users []string
+	for i := range 20 {
+		users = append(users, fmt.Sprint("u", i))
+	}
+	const lease = 100 * time.Millisecond
+	h.deadNodeJobs(stA, lease, users, 0)
+	waitLeasesRunOut(t, stA)
+	h.startOn(stA, push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: time.Hour, MaxPending: 4, InFlight: 1})
+	all, err := stA.PendingPush(context.Background(), store.PushKey{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, j := range all {
+		if j.Owner == "node-a" && j.LeaseUntil.After(time.Now()) {
+			held++
+		}
+	}
+	if held != 4 {
+		t.Errorf("node A holds %d of %d jobs; want 4 (its queue's room)", held, len(all))
+	}
+	took, err := stB.ClaimPush(context.Background(), "node-b", false, store.PushKey{}, time.Now(), time.Minute, 100)
+	if err != nil || len(took) != len(all)-4 {
+		t.Errorf("node B's claim took %d jobs (%v); want %d", len(took), err, len(all)-4)
+	}
+}
+
+// waitLeasesRunOut waits until every job in st has a lease that ran out.
+func waitLeasesRunOut(t *testing.T, st store.Store) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		all, err := st.PendingPush(context.Background(), store.PushKey{}, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := time.Time{}
+		for _, j := range all {
+			if j.LeaseUntil.After(last) {
+				last = j.LeaseUntil
+			}
+		}
+		if time.Now().After(last) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("leases still running")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestClusterOverflowedNodeTakesRunOutJobs: node A, overflowed with its
+// own jobs (read back from the store in due order), still claims a dead
+// node's job due long before them once its lease ran out, and sends it
+// before most of its own backlog.
+func TestClusterOverflowedNodeTakesRunOutJobs(t *testing.T) {
+	stA, _ := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(300 * time.Millisecond)
+	const deadLease = 1500 * time.Millisecond
+	dead := h.deadNodeJobs(stA, deadLease, []string{"dora"}, 100)[0]
+	a := h.startOn(stA, push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: 50 * time.Millisecond, MaxPending: 2, InFlight: 1})
+	for deadline := time.Now().Add(10 * time.Second); time.Since(dead.CreatedAt) < 1200*time.Millisecond; { // its jobs come more than a second later
+		if time.Now().After(deadline) {
+			t.Fatal("clock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	const n = 10
+	var own []*herald.Message
+	for i := range n {
+		h.register(a, fmt.Sprint("u", i), i)
+	}
+	for i := range n {
+		m, jobs, stored := sendVia(t, a, stA, fmt.Sprint("u", i), i)
+		stored(jobs)
+		own = append(own, m)
+	}
+	if a.Stats().Overflows == 0 {
+		t.Fatal("node A did not overflow")
+	}
+	h.waitLogOf(stA, dead.ID, herald.PushSent)
+	for _, m := range own {
+		h.waitLogOf(stA, m.ID, herald.PushSent)
+	}
+	deadAt := h.logOf(stA, dead.ID)[0].At
+	sentBefore := 0
+	for _, m := range own {
+		if h.logOf(stA, m.ID)[0].At.Before(deadAt) {
+			sentBefore++
+		}
+	}
+	if sentBefore > n/2 {
+		t.Errorf("the dead node's job was sent after %d of node A's %d; want it before half of them", sentBefore, n)
+	}
+	if st := h.emu.Stats(); st.Duplicates != 0 {
+		t.Errorf("emulator counted %d duplicates", st.Duplicates)
 	}
 }

@@ -66,14 +66,20 @@ import (
 //     Lease, in the write that stores them: the hot path pays no claim.
 //     They reach the queue through add, as on one node.
 //   - Every other job a node takes by claiming it (refill, in place of
-//     PendingPush): due jobs whose lease ran out (a dead node's) or that it
-//     holds already (its own left to the store, or written before a restart
-//     under the same node ID), leased to it until now plus Lease. The loop
-//     claims at start, every ClaimEvery, after a renewal failed, and where
+//     PendingPush), leased to it until now plus Lease: at start, and where
 //     a single node would read the outbox (jobs left to the store may be
-//     due). Jobs due later are not claimed: a node's jobs
-//     left to the store past MaxPending with a later due time are taken
-//     back once due, by the periodic claim (at most ClaimEvery late).
+//     due; after a renewal failed), the due jobs whose lease ran out or
+//     that it holds already (its own left to the store, or written before
+//     a restart under the same node ID), from storeMin; every ClaimEvery,
+//     in a pass of its own from the start of the due order, only the due
+//     jobs whose lease ran out (a dead node's, or those a node released),
+//     whatever storeMin is. Jobs due later are not claimed: a node's own
+//     left to the store with a later due time are read back as on one node.
+//     A claim page asks for no more than the queue's free room (at least
+//     minClaim), and the jobs it claimed but could not take are released
+//     at once (store's ReleasePush), so no node holds jobs it has no room
+//     for: a dead node's jobs are sent Lease plus at most ClaimEvery after
+//     their last claim or renewal, while the survivors keep up.
 //   - A job starts only with at least half its lease left (checked once it
 //     has its slot, just before the send). Those held longer in memory (a
 //     backlog, a retry) are renewed, keeping their slots, in one write for
@@ -188,7 +194,7 @@ func (d *dispatcher) init(s *Service) {
 }
 
 func (d *dispatcher) start(ctx context.Context) error {
-	if _, err := d.refill(ctx, time.Time{}); err != nil {
+	if _, err := d.refill(ctx, time.Time{}, false); err != nil {
 		return err
 	}
 	d.started = true
@@ -285,20 +291,26 @@ func (s *Service) own(jobs []store.PushJob) {
 }
 
 // leaseShort reports whether j, about to be sent at now, has less than
-// half its lease left: it must be claimed again first.
+// half its lease left: it must be renewed first.
 func (d *dispatcher) leaseShort(j *store.PushJob, now time.Time) bool {
 	return d.s.cfg.Node != "" && j.LeaseUntil.Sub(now) < d.s.cfg.Lease/2
 }
 
 // outbox reads a page of the outbox from after: on a single node every
 // pending job, in due order (PendingPush); with several nodes the due jobs
-// this node may take, claimed (ClaimPush).
-func (d *dispatcher) outbox(ctx context.Context, after store.PushKey, page int) ([]store.PushJob, error) {
+// whose lease ran out and, with held, those this node holds, claimed
+// (ClaimPush).
+func (d *dispatcher) outbox(ctx context.Context, held bool, after store.PushKey, page int) ([]store.PushJob, error) {
 	if d.s.cfg.Node == "" {
 		return d.s.st.PendingPush(ctx, after, page)
 	}
-	return d.s.st.ClaimPush(ctx, d.s.cfg.Node, after, d.s.cfg.Now(), d.s.cfg.Lease, page)
+	return d.s.st.ClaimPush(ctx, d.s.cfg.Node, held, after, d.s.cfg.Now(), d.s.cfg.Lease, page)
 }
+
+// minClaim is the least a claim page asks for, whatever room the queue has
+// left: rows claimed and not taken are released, but a page that takes
+// nothing still costs a statement.
+const minClaim = 32
 
 // leftToStore notes that a pending job due at due is only in the store.
 //
@@ -333,11 +345,19 @@ func (d *dispatcher) poke() {
 // before the queue's next one. Where it stops, and the jobs left to the
 // store meanwhile, give the new storeMin.
 //
+// With several nodes a page claims no more than the queue has room for
+// (at least minClaim), and the jobs it claimed but did not take are
+// released at once (their lease ends), so that no node holds jobs it has
+// no room for. With runOut (the periodic claim) it claims only the due
+// jobs whose lease ran out, from the start of the due order (a dead
+// node's, or those a node released, may be due at any time): this node's
+// own jobs are in its queue, or accounted for by storeMin.
+//
 // Only one refill runs at a time (at start, then from the loop).
-func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) {
+func (d *dispatcher) refill(ctx context.Context, until time.Time, runOut bool) (bool, error) {
 	var after store.PushKey
 	d.mu.Lock()
-	if d.overflow && !d.storeMin.IsZero() {
+	if !runOut && d.overflow && !d.storeMin.IsZero() {
 		// Every pending job due before storeMin is known (or finished):
 		// start there, a second early as the store may round due times.
 		after = store.PushKey{Due: d.storeMin.Add(-time.Second)}
@@ -356,21 +376,35 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 		// little past them.
 		page = 100
 	}
+	node := d.s.cfg.Node
 	for {
 		// No message commit may be between its store write and its
 		// add while the page is read and taken: a job read here and
-		// finished before its add came would be sent again.
-		d.commitMu.Lock()
-		jobs, err := d.outbox(ctx, after, page)
+		// finished before its add came would be sent again. A claim of
+		// run-out leases never returns such a job (this node's commits
+		// are its own until their due time plus Lease), so it lets
+		// commits run.
+		if !runOut {
+			d.commitMu.Lock()
+		}
+		limit := page
+		if node != "" {
+			d.mu.Lock()
+			limit = min(page, max(d.s.cfg.MaxPending-d.q.Len(), minClaim))
+			d.mu.Unlock()
+		}
+		jobs, err := d.outbox(ctx, !runOut, after, limit)
 		if err != nil {
-			d.commitMu.Unlock()
+			if !runOut {
+				d.commitMu.Unlock()
+			}
 			return false, fmt.Errorf("push: read outbox: %w", err)
 		}
 		d.mu.Lock()
-		var stop *store.PushJob // the first job left in the store
+		stop := -1 // the first job left in the store
 		for i := range jobs {
 			if !until.IsZero() && !jobs[i].Due.Before(until) {
-				stop = &jobs[i] // the rest are due later: the queue goes first
+				stop = i // the rest are due later: the queue goes first
 				break
 			}
 			id := jobID{jobs[i].PushID, jobs[i].MsgID}
@@ -381,30 +415,53 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 				continue
 			}
 			if d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
-				stop = &jobs[i]
+				stop = i
 				break
 			}
 			d.known[id] = struct{}{}
 			d.q.push(jobs[i])
 		}
-		full := stop != nil
+		full := stop >= 0
+		var release []store.PushKey
 		switch {
+		case full && runOut:
+			d.leftToStore(jobs[stop].Due)
 		case full:
 			// Left in the store: the jobs from stop on (due order), and
 			// those left to it since the refill began.
-			d.overflow, d.storeMin = true, stop.Due
-			if d.passOverflow && d.passMin.Before(stop.Due) {
+			d.overflow, d.storeMin = true, jobs[stop].Due
+			if d.passOverflow && d.passMin.Before(jobs[stop].Due) {
 				d.storeMin = d.passMin
 			}
-		case len(jobs) < page:
+		case len(jobs) < limit && !runOut:
 			d.overflow, d.storeMin = d.passOverflow, d.passMin
 		}
+		if full && node != "" {
+			for _, j := range jobs[stop:] {
+				id := jobID{j.PushID, j.MsgID}
+				_, known := d.known[id]
+				_, finished := d.finishedInRefill[id]
+				if !known && !finished {
+					release = append(release, j.Key())
+				}
+			}
+		}
 		d.mu.Unlock()
-		d.commitMu.Unlock()
+		if len(release) > 0 {
+			// Claimed but not taken: any node's next claim may take them
+			// (this one's too, from storeMin). If this fails they stay
+			// this node's until their lease ends.
+			if err := d.s.st.ReleasePush(ctx, node, release); err != nil && ctx.Err() == nil {
+				d.s.log.Warn("push: releasing claimed jobs failed; they wait for their lease", "jobs", len(release), "err", err)
+			}
+		}
+		if !runOut {
+			d.commitMu.Unlock()
+		}
 		if full {
 			return false, nil
 		}
-		if len(jobs) < page {
+		if len(jobs) < limit {
 			return true, nil
 		}
 		after = jobs[len(jobs)-1].Key()
@@ -461,19 +518,20 @@ func (d *dispatcher) loop() {
 		// past): read those.
 		idle := !refill && len(due) == 0 && d.overflow && d.storeMin.Before(next)
 		d.mu.Unlock()
+		claim := false
 		if !claimAt.IsZero() {
 			if rt := time.Now(); !rt.Before(claimAt) {
-				refill, idle = true, false
+				claim = true
 			} else {
 				wait = min(wait, claimAt.Sub(rt))
 			}
 		}
-		if refill || idle {
+		if refill || idle || claim {
 			rt := time.Now()
 			switch {
 			case rt.Before(retryAt):
 				wait = min(wait, retryAt.Sub(rt))
-				refill, idle = false, false
+				refill, idle, claim = false, false, false
 			case idle && rt.Before(idleAt):
 				wait = min(wait, idleAt.Sub(rt))
 				idle = false
@@ -500,15 +558,20 @@ func (d *dispatcher) loop() {
 		if len(short) > 0 && !d.renew(short) && !time.Now().Before(retryAt) {
 			refill, idle = true, false // claim them again (else after the failed refill's pause)
 		}
-		if refill || idle {
-			var until time.Time
-			if idle {
-				until, idleAt = next, time.Now().Add(idleRefillEvery)
-			}
-			if !claimAt.IsZero() && !idle {
+		if refill || idle || claim {
+			var err error
+			if claim {
+				// Its own pass, from the start of the due order.
 				claimAt = time.Now().Add(d.s.cfg.ClaimEvery)
+				_, err = d.refill(d.abort, time.Time{}, true)
 			}
-			_, err := d.refill(d.abort, until)
+			if err == nil && (refill || idle) {
+				var until time.Time
+				if idle {
+					until, idleAt = next, time.Now().Add(idleRefillEvery)
+				}
+				_, err = d.refill(d.abort, until, false)
+			}
 			if err == nil {
 				continue
 			}

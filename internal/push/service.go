@@ -18,7 +18,7 @@ import (
 // Store is what the push service needs of the storage contract.
 type Store interface {
 	PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error)
-	ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error)
+	ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error)
 	RenewPush(ctx context.Context, owner string, keys []store.PushKey, now time.Time, lease time.Duration) ([]store.PushKey, error)
 	ReleasePush(ctx context.Context, owner string, keys []store.PushKey) error
 	FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error

@@ -226,14 +226,14 @@ func scanJob(row pgx.Row) (store.PushJob, error) {
 
 // ClaimPush implements store.Store: one statement. The inner SELECT walks
 // push_outbox_due from after over the due jobs, keeps those whose lease
-// ran out or that owner holds, and locks them, skipping rows another
+// ran out or (held) that owner holds, and locks them, skipping rows another
 // claim (or a FinishPush) has locked; the UPDATE leases them. Under READ
 // COMMITTED a row changed by a transaction that committed meanwhile is
 // checked again on its new version before it is locked (a renewal that
 // won makes it fail the lease test), so no job is taken while its lease
 // runs. A job due later stays where it is whoever holds it: the nodes'
 // in-memory queues hold those.
-func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
+func (s *Store) ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
 	if err := store.ValidateClaim(owner, lease, limit); err != nil {
 		return nil, err
 	}
@@ -244,11 +244,11 @@ func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey
 	at := millis(now)
 	rows, err := s.pool.Query(ctx, `UPDATE push_outbox o SET lease_owner = $1, lease_until = $2
 		FROM (SELECT msg_id, push_id FROM push_outbox
-			WHERE (due, push_id, msg_id) > ($3, $4, $5) AND due <= $6 AND (lease_until <= $6 OR lease_owner = $1)
+			WHERE (due, push_id, msg_id) > ($3, $4, $5) AND due <= $6 AND (lease_until <= $6 OR $8 AND lease_owner = $1)
 			ORDER BY due, push_id, msg_id LIMIT $7
 			FOR UPDATE SKIP LOCKED) c
 		WHERE o.msg_id = c.msg_id AND o.push_id = c.push_id
-		RETURNING `+prefixed("o.", jobCols), owner, at+lease.Milliseconds(), due, pushID, msgID, at, limit)
+		RETURNING `+prefixed("o.", jobCols), owner, at+lease.Milliseconds(), due, pushID, msgID, at, limit, held)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim push: %w", err)
 	}

@@ -706,7 +706,7 @@ func (s *Store) PushDevices(ctx context.Context) ([]herald.PushDevice, error) {
 
 // ClaimPush implements store.Store for one process: no lease is kept or
 // written; it returns the due jobs of a PendingPush page.
-func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
+func (s *Store) ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
 	if err := store.ValidateClaim(owner, lease, limit); err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func testClaimDue(t *testing.T, f *fixture) {
 	sortJobs(due)
 	claim := func(after store.PushKey, limit int) []store.PushJob {
 		t.Helper()
-		got, err := f.s.ClaimPush(ctx, "node-a", after, now, time.Minute, limit)
+		got, err := f.s.ClaimPush(ctx, "node-a", true, after, now, time.Minute, limit)
 		if err != nil {
 			t.Fatalf("ClaimPush: %v", err)
 		}
@@ -52,7 +52,7 @@ func testClaimDue(t *testing.T, f *fixture) {
 		lease time.Duration
 		limit int
 	}{{"empty owner", "", time.Minute, 1}, {"zero lease", "a", 0, 1}, {"zero limit", "a", time.Minute, 0}} {
-		_, err := f.s.ClaimPush(ctx, tt.owner, store.PushKey{}, now, tt.lease, tt.limit)
+		_, err := f.s.ClaimPush(ctx, tt.owner, true, store.PushKey{}, now, tt.lease, tt.limit)
 		wantCode(t, "ClaimPush with "+tt.name, err, herald.CodeInvalidArgument)
 	}
 
@@ -125,7 +125,7 @@ func leased(j store.PushJob, owner string, until time.Time) store.PushJob {
 
 func (f *fixture) claim(t *testing.T, owner string, now time.Time, lease time.Duration) []store.PushJob {
 	t.Helper()
-	got, err := f.s.ClaimPush(context.Background(), owner, store.PushKey{}, now, lease, 1000)
+	got, err := f.s.ClaimPush(context.Background(), owner, true, store.PushKey{}, now, lease, 1000)
 	if err != nil {
 		t.Fatalf("ClaimPush(%s): %v", owner, err)
 	}
@@ -163,8 +163,8 @@ func testLeaseFromInsert(t *testing.T, f *fixture) {
 		[]store.PushJob{leased(free, "node-b", now.Add(time.Minute))})
 }
 
-// testLeaseClaim: a claim takes due jobs whose lease ran out, or that the
-// claimer holds (renewing them); never one another owner holds.
+// testLeaseClaim: a claim takes due jobs whose lease ran out, or (held)
+// that the claimer holds (renewing them); never one another owner holds.
 func testLeaseClaim(t *testing.T, f *fixture) {
 	msgs := f.texts(2, "alice", "bob")
 	due := baseTime
@@ -176,6 +176,11 @@ func testLeaseClaim(t *testing.T, f *fixture) {
 	sameLeases(t, "node-b's first claim", f.claim(t, "node-b", now, time.Minute), []store.PushJob{leased(free, "node-b", now.Add(time.Minute))})
 	sameLeases(t, "node-c's claim while the leases run", f.claim(t, "node-c", now, time.Minute), nil)
 	now = now.Add(time.Second)
+	got, err := f.s.ClaimPush(context.Background(), "node-a", false, store.PushKey{}, now, time.Minute, 10)
+	if err != nil {
+		t.Fatalf("ClaimPush(node-a, not held): %v", err)
+	}
+	sameLeases(t, "node-a's claim of run-out leases only, while its own runs", got, nil)
 	sameLeases(t, "node-a's claim renews its own job only", f.claim(t, "node-a", now, time.Minute), []store.PushJob{leased(a, "node-a", now.Add(time.Minute))})
 
 	now = now.Add(time.Minute) // both leases ran out
@@ -270,7 +275,7 @@ func testLeaseConcurrentClaims(t *testing.T, f *fixture) {
 			// the start would take its own jobs again: it holds them).
 			after := store.PushKey{}
 			for {
-				page, err := f.s.ClaimPush(context.Background(), fmt.Sprint("node-", o), after, now, time.Minute, 7)
+				page, err := f.s.ClaimPush(context.Background(), fmt.Sprint("node-", o), true, after, now, time.Minute, 7)
 				if err != nil || len(page) == 0 {
 					errs <- err
 					return
