@@ -98,8 +98,9 @@ type Config struct {
 	// send (a vendor's timeout: 10 s for APNs) and the write of its
 	// outcome, with the clock skew between nodes, since a job starts
 	// only with at least half its lease left: a longer lease costs a
-	// dead node's jobs that much delay (they are sent Lease, and at most
-	// ClaimEvery, after they were due), a shorter one risks a slow send
+	// dead node's jobs that much delay (they are taken Lease plus at most
+	// ClaimEvery after its last claim or renewal of them, while the others
+	// keep up), a shorter one risks a slow send
 	// outliving it. Only with Node.
 	Lease time.Duration
 	// ClaimEvery is how often the dispatcher claims due jobs whose lease
