@@ -451,3 +451,41 @@ func TestClusterOverflowedNodeTakesRunOutJobs(t *testing.T) {
 		t.Errorf("emulator counted %d duplicates", st.Duplicates)
 	}
 }
+
+// TestClusterStopReleasesJobs: a node stopped gracefully with jobs still
+// waiting (its only slot busy) releases them: another node's next claim
+// takes them at once, not after their lease.
+func TestClusterStopReleasesJobs(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(300 * time.Millisecond)
+	a := h.startOn(stA, push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: time.Hour, InFlight: 1})
+	const n = 3
+	for i := range n {
+		h.register(a, fmt.Sprint("u", i), i)
+	}
+	for i := range n {
+		_, jobs, stored := sendVia(t, a, stA, fmt.Sprint("u", i), i)
+		stored(jobs)
+	}
+	for deadline := time.Now().Add(10 * time.Second); h.emu.Stats().Received == 0; { // the first send has begun
+		if time.Now().After(deadline) {
+			t.Fatal("node A sent nothing")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	left, err := stA.PendingPush(context.Background(), store.PushKey{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) == 0 || len(left) == n {
+		t.Fatalf("%d jobs left after node A's stop; want some sent, some waiting", len(left))
+	}
+	took, err := stB.ClaimPush(context.Background(), "node-b", false, store.PushKey{}, time.Now(), time.Minute, 10)
+	if err != nil || len(took) != len(left) {
+		t.Errorf("node B's claim right after node A's stop took %d jobs (%v); want the %d left", len(took), err, len(left))
+	}
+}

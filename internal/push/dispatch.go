@@ -53,7 +53,8 @@ import (
 // a page costs a store read and O(page log n).
 //
 // Stop: no new job starts; jobs in flight finish and their outcomes are
-// stored. If stop's context ends first, sends and the retrying of outcome
+// stored; with several nodes, the node then releases every job it holds
+// (release). If stop's context ends first, sends and the retrying of outcome
 // writes are cancelled (those jobs stay in the outbox, sent again at the
 // next start) and every goroutine ends.
 //
@@ -844,6 +845,7 @@ func (d *dispatcher) stop(ctx context.Context) error {
 	})
 	select {
 	case <-d.finished:
+		d.release(ctx)
 		return nil
 	case <-ctx.Done():
 	}
@@ -858,6 +860,21 @@ func (d *dispatcher) stop(ctx context.Context) error {
 		d.s.log.Error("push: dispatcher still running after its stop was cancelled", "grace", abortGrace)
 	}
 	return fmt.Errorf("push: close: %w", ctx.Err())
+}
+
+// release ends this node's lease on every job it holds, at a stop whose
+// sends have all finished (none is in flight, every outcome is stored), so
+// that another node takes them at its next claim instead of after their
+// lease (a scale-down). A stop cut short releases nothing: the sends it
+// cancelled may have reached the vendor, and waiting out the lease keeps
+// them from being sent again at once.
+func (d *dispatcher) release(ctx context.Context) {
+	if d.s.cfg.Node == "" {
+		return
+	}
+	if err := d.s.st.ReleasePush(ctx, d.s.cfg.Node, nil); err != nil {
+		d.s.log.Warn("push: releasing this node's jobs at stop failed; other nodes take them once their lease ends", "err", err)
+	}
 }
 
 // abortGrace is how long a stop whose context ended waits for the sends and
