@@ -383,8 +383,10 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time, runOut bool) (
 		// add while the page is read and taken: a job read here and
 		// finished before its add came would be sent again. A claim of
 		// run-out leases never returns such a job (this node's commits
-		// are its own until their due time plus Lease), so it lets
-		// commits run.
+		// are its own until their due time plus Lease, and are due when
+		// planned), so it lets commits run; only a commit whose write
+		// outlasts Lease escapes that, as it escapes every other node's
+		// claim: the bound of a send that outlasts half the lease.
 		if !runOut {
 			d.commitMu.Lock()
 		}
