@@ -55,6 +55,11 @@ func testClaimDue(t *testing.T, f *fixture) {
 		_, err := f.s.ClaimPush(ctx, tt.owner, true, store.PushKey{}, now, tt.lease, tt.limit)
 		wantCode(t, "ClaimPush with "+tt.name, err, herald.CodeInvalidArgument)
 	}
+	_, err := f.s.RenewPush(ctx, "", []store.PushKey{due[0].Key()}, now, time.Minute)
+	wantCode(t, "RenewPush with an empty owner", err, herald.CodeInvalidArgument)
+	_, err = f.s.RenewPush(ctx, "node-a", []store.PushKey{due[0].Key()}, now, 0)
+	wantCode(t, "RenewPush with a zero lease", err, herald.CodeInvalidArgument)
+	wantCode(t, "ReleasePush with an empty owner", f.s.ReleasePush(ctx, "", nil), herald.CodeInvalidArgument)
 
 	got := claim(store.PushKey{}, 10)
 	var done []store.PushKey
