@@ -178,7 +178,7 @@ func TestClusterDeadNodesJobsSentOnce(t *testing.T) {
 
 // TestClusterJobHeldPastItsLeaseIsClaimedAgain: node A holds a job in
 // memory (its only slot busy with a slow push) until its lease ran out,
-// and node B takes it. A claims it again before sending, finds it taken,
+// and node B takes it. A renews it before sending, finds it taken,
 // and does not send it.
 func TestClusterJobHeldPastItsLeaseIsClaimedAgain(t *testing.T) {
 	stA, stB := twoNodeStores(t)

@@ -111,7 +111,8 @@ type dispatcher struct {
 
 	// commitMu is read-held by the chat writer from storing a batch's jobs
 	// to handing them to add (Committing), and write-held by a refill while
-	// it reads the outbox. Lock order: commitMu, then mu.
+	// it reads the outbox (not by the periodic claim of run-out leases:
+	// see refill). Lock order: commitMu, then mu.
 	commitMu sync.RWMutex
 
 	mu    sync.Mutex
