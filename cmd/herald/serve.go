@@ -38,7 +38,7 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("serve: unexpected argument %q", fset.Arg(0))
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
-	for _, msg := range config.UnknownEnv(os.Environ()) {
+	for _, msg := range append(config.UnknownEnv(os.Environ()), cfg.Warnings()...) {
 		log.Warn(msg)
 	}
 	// A start that fails (a busy port, an unreadable push configuration;

@@ -256,7 +256,7 @@ func (c *Config) keys() []key {
 		{"push-connections", "HTTP/2 connections per app credential and environment", &c.PushConnections},
 		{"push-max-devices", "push devices bound to one user; registering more removes the oldest", &c.PushMaxDevices},
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
-		{"push-lease", "with HERALD_BUS and a PostgreSQL store: how long a node holds a push job past its due time (or its claim) before another node may take it; at least 1s", &c.PushLease},
+		{"push-lease", "with HERALD_BUS and a PostgreSQL store: how long a node holds a push job past its due time (or its claim) before another node may take it; at least 1s, and a warning below 20s", &c.PushLease},
 		{"call-max-invitees", "users one call invitation may invite (ZIM: 9)", &c.CallMaxInvitees},
 		{"app-id", "app ID that backends sign server API requests as (X-Herald-App; docs/api.md)", &c.AppID},
 		{"api-rate", "signed server API requests per second and app; more are answered 429", &c.APIRate},
@@ -551,7 +551,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("HERALD_MAX_UNAUTHENTICATED_CONNS_PER_ADDR must be 0 (no per-address cap) or positive, got %d", c.MaxUnauthenticatedConnsPerAddr)
 	}
 	if c.PushLease < time.Second {
-		return fmt.Errorf("HERALD_PUSH_LEASE must be at least 1s (a push starts only with half its lease left, and a send takes up to 10 s), got %s", c.PushLease)
+		return fmt.Errorf("HERALD_PUSH_LEASE must be at least 1s (and should be at least %s: a push starts only with half its lease left, and a send takes up to 10 s), got %s", PushLeaseSafe, c.PushLease)
 	}
 	if c.PushRetryMax < c.PushRetryBase {
 		return fmt.Errorf("HERALD_PUSH_RETRY_MAX (%s) must be at least HERALD_PUSH_RETRY_BASE (%s)", c.PushRetryMax, c.PushRetryBase)
@@ -816,6 +816,23 @@ func (c *Config) PushEmulatorSandbox() (string, error) {
 		n++
 	}
 	return net.JoinHostPort(host, strconv.Itoa(n)), nil
+}
+
+// PushLeaseSafe is the shortest HERALD_PUSH_LEASE that covers a push with
+// several nodes: a node starts a push only with half its lease left, and a
+// vendor's send may take 10 s. Shorter leases (down to 1s) are accepted,
+// with a warning (Warnings): tests run nodes with a few seconds, to see a
+// dead node's jobs taken soon.
+const PushLeaseSafe = 20 * time.Second
+
+// Warnings returns a line for each setting that is valid but unsafe in
+// production, for the server to log at start.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.Bus != "" && c.PushLease < PushLeaseSafe {
+		w = append(w, fmt.Sprintf("HERALD_PUSH_LEASE %s is below %s: a push starts only with half its lease left, so a send slower than %s (a vendor may take 10 s) can outlive its lease and another node may send it too", c.PushLease, PushLeaseSafe, c.PushLease/2))
+	}
+	return w
 }
 
 // notKeys are HERALD_ variables that are not configuration keys but are

@@ -244,6 +244,35 @@ func TestRequireRegistration(t *testing.T) {
 	}
 }
 
+// TestPushLeaseWarning: a push lease below PushLeaseSafe is accepted (from
+// 1s) but warned about, with several nodes only.
+func TestPushLeaseWarning(t *testing.T) {
+	tests := []struct {
+		name  string
+		bus   string
+		lease time.Duration
+		warn  bool
+	}{
+		{"default", "nats://127.0.0.1:4222", 40 * time.Second, false},
+		{"at the safe minimum", "nats://127.0.0.1:4222", PushLeaseSafe, false},
+		{"short, several nodes", "nats://127.0.0.1:4222", 4 * time.Second, true},
+		{"short, one node", "", 4 * time.Second, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Bus, c.PushLease = tt.bus, tt.lease
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			got := strings.Join(c.Warnings(), "\n")
+			if warned := strings.Contains(got, "HERALD_PUSH_LEASE"); warned != tt.warn {
+				t.Errorf("Warnings() = %q; want a HERALD_PUSH_LEASE warning: %v", got, tt.warn)
+			}
+		})
+	}
+}
+
 func TestUnknownEnv(t *testing.T) {
 	tests := []struct {
 		name string

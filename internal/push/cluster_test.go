@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,8 +42,8 @@ type claimCounter struct {
 	claims atomic.Int64
 }
 
-func (c *claimCounter) ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
-	jobs, err := c.Store.ClaimPush(ctx, owner, after, now, lease, limit)
+func (c *claimCounter) ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
+	jobs, err := c.Store.ClaimPush(ctx, owner, held, after, now, lease, limit)
 	if err == nil {
 		c.claims.Add(1)
 	}
@@ -177,7 +178,7 @@ func TestClusterDeadNodesJobsSentOnce(t *testing.T) {
 
 // TestClusterJobHeldPastItsLeaseIsClaimedAgain: node A holds a job in
 // memory (its only slot busy with a slow push) until its lease ran out,
-// and node B takes it. A claims it again before sending, finds it taken,
+// and node B takes it. A renews it before sending, finds it taken,
 // and does not send it.
 func TestClusterJobHeldPastItsLeaseIsClaimedAgain(t *testing.T) {
 	stA, stB := twoNodeStores(t)
@@ -206,7 +207,7 @@ func TestClusterJobHeldPastItsLeaseIsClaimedAgain(t *testing.T) {
 	if j1, j2 := jobs1[0], jobs2[0]; j1.Due.Before(j2.Due) || j1.Due.Equal(j2.Due) && j1.PushID < j2.PushID {
 		after = j1.Key()
 	}
-	took, err := stB.ClaimPush(context.Background(), "node-b", after, now(), time.Minute, 1)
+	took, err := stB.ClaimPush(context.Background(), "node-b", true, after, now(), time.Minute, 1)
 	if err != nil || len(took) != 1 || took[0].MsgID != jobs2[0].MsgID {
 		t.Fatalf("node B's claim: %v, %v; want the second job", took, err)
 	}
@@ -284,5 +285,207 @@ func TestClusterRetryIsSentOnce(t *testing.T) {
 	// The retry's lease moved with it in the store: node B never took it.
 	if sa, sb := a.Stats(), b.Stats(); sa.Sent != 1 || sb.Sent != 0 {
 		t.Errorf("node A sent %d, node B %d; want 1 and 0", sa.Sent, sb.Sent)
+	}
+}
+
+// TestClusterBacklogRenewsWithoutClaims: a node whose queue runs later
+// than half the lease (one slot, slow sends) renews each late job just
+// before its send, in one write, instead of dropping it and claiming the
+// outbox again (which renewed every due row it holds, under the lock that
+// holds back chat commits): no claim past the start, each push sent once.
+func TestClusterBacklogRenewsWithoutClaims(t *testing.T) {
+	stA, _ := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(300 * time.Millisecond)
+	a0 := &claimCounter{Store: stA}
+	a := h.startOn(a0, push.Config{Node: "node-a", Lease: time.Second, ClaimEvery: time.Hour, InFlight: 1})
+	from := a0.claims.Load()
+	const n = 6
+	var msgs []*herald.Message
+	for i := range n {
+		h.register(a, "u"+string(rune('a'+i)), i)
+	}
+	for i := range n {
+		m, jobs, stored := sendVia(t, a, stA, "u"+string(rune('a'+i)), i)
+		stored(jobs)
+		msgs = append(msgs, m)
+	}
+	for _, m := range msgs {
+		h.waitLogOf(stA, m.ID, herald.PushSent)
+	}
+	emptyOutbox(t, stA)
+	if st := h.emu.Stats(); st.Accepted != n || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d with %d duplicates; want %d and 0", st.Accepted, st.Duplicates, n)
+	}
+	if s := a.Stats(); s.Reclaimed == 0 || s.Sent != n {
+		t.Errorf("stats %+v; want reclaimed > 0 and %d sent", s, n)
+	}
+	if got := a0.claims.Load() - from; got != 0 {
+		t.Errorf("%d claims after the start; want none (late jobs renewed, not claimed again)", got)
+	}
+}
+
+// deadNodeJobs commits n jobs (one per user of users) on a node that is
+// stopped at once, leased to "node-dead" for lease past their due time.
+func (h *harness) deadNodeJobs(st *postgres.Store, lease time.Duration, users []string, first int) []*herald.Message {
+	h.t.Helper()
+	c := h.startOn(st, push.Config{Node: "node-dead", Lease: lease, ClaimEvery: time.Hour})
+	for i, u := range users {
+		h.register(c, u, first+i)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		h.t.Fatal(err)
+	}
+	var msgs []*herald.Message
+	for i, u := range users {
+		m, jobs, stored := sendVia(h.t, c, st, u, first+i)
+		stored(jobs)
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// TestClusterClaimTakesOnlyWhatFits: a node whose queue has room for 4
+// jobs, claiming 20 whose lease ran out, keeps 4 and releases the rest at
+// once: another node takes them without waiting for a lease.
+func TestClusterClaimTakesOnlyWhatFits(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(time.Second) // node A keeps its queue
+	var users []string
+	for i := range 20 {
+		users = append(users, fmt.Sprint("u", i))
+	}
+	const lease = 100 * time.Millisecond
+	h.deadNodeJobs(stA, lease, users, 0)
+	waitLeasesRunOut(t, stA)
+	h.startOn(stA, push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: time.Hour, MaxPending: 4, InFlight: 1})
+	all, err := stA.PendingPush(context.Background(), store.PushKey{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for _, j := range all {
+		if j.Owner == "node-a" && j.LeaseUntil.After(time.Now()) {
+			held++
+		}
+	}
+	if held != 4 {
+		t.Errorf("node A holds %d of %d jobs; want 4 (its queue's room)", held, len(all))
+	}
+	took, err := stB.ClaimPush(context.Background(), "node-b", false, store.PushKey{}, time.Now(), time.Minute, 100)
+	if err != nil || len(took) != len(all)-4 {
+		t.Errorf("node B's claim took %d jobs (%v); want %d", len(took), err, len(all)-4)
+	}
+}
+
+// waitLeasesRunOut waits until every job in st has a lease that ran out.
+func waitLeasesRunOut(t *testing.T, st store.Store) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		all, err := st.PendingPush(context.Background(), store.PushKey{}, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := time.Time{}
+		for _, j := range all {
+			if j.LeaseUntil.After(last) {
+				last = j.LeaseUntil
+			}
+		}
+		if time.Now().After(last) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("leases still running")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestClusterOverflowedNodeTakesRunOutJobs: node A, overflowed with its
+// own jobs (read back from the store in due order), still claims a dead
+// node's job due long before them once its lease ran out, and sends it
+// before most of its own backlog.
+func TestClusterOverflowedNodeTakesRunOutJobs(t *testing.T) {
+	stA, _ := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(300 * time.Millisecond)
+	const deadLease = 1500 * time.Millisecond
+	dead := h.deadNodeJobs(stA, deadLease, []string{"dora"}, 100)[0]
+	a := h.startOn(stA, push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: 50 * time.Millisecond, MaxPending: 2, InFlight: 1})
+	for deadline := time.Now().Add(10 * time.Second); time.Since(dead.CreatedAt) < 1200*time.Millisecond; { // its jobs come more than a second later
+		if time.Now().After(deadline) {
+			t.Fatal("clock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	const n = 10
+	var own []*herald.Message
+	for i := range n {
+		h.register(a, fmt.Sprint("u", i), i)
+	}
+	for i := range n {
+		m, jobs, stored := sendVia(t, a, stA, fmt.Sprint("u", i), i)
+		stored(jobs)
+		own = append(own, m)
+	}
+	if a.Stats().Overflows == 0 {
+		t.Fatal("node A did not overflow")
+	}
+	h.waitLogOf(stA, dead.ID, herald.PushSent)
+	for _, m := range own {
+		h.waitLogOf(stA, m.ID, herald.PushSent)
+	}
+	deadAt := h.logOf(stA, dead.ID)[0].At
+	sentBefore := 0
+	for _, m := range own {
+		if h.logOf(stA, m.ID)[0].At.Before(deadAt) {
+			sentBefore++
+		}
+	}
+	if sentBefore > n/2 {
+		t.Errorf("the dead node's job was sent after %d of node A's %d; want it before half of them", sentBefore, n)
+	}
+	if st := h.emu.Stats(); st.Duplicates != 0 {
+		t.Errorf("emulator counted %d duplicates", st.Duplicates)
+	}
+}
+
+// TestClusterStopReleasesJobs: a node stopped gracefully with jobs still
+// waiting (its only slot busy) releases them: another node's next claim
+// takes them at once, not after their lease.
+func TestClusterStopReleasesJobs(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(300 * time.Millisecond)
+	a := h.startOn(stA, push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: time.Hour, InFlight: 1})
+	const n = 3
+	for i := range n {
+		h.register(a, fmt.Sprint("u", i), i)
+	}
+	for i := range n {
+		_, jobs, stored := sendVia(t, a, stA, fmt.Sprint("u", i), i)
+		stored(jobs)
+	}
+	for deadline := time.Now().Add(10 * time.Second); h.emu.Stats().Received == 0; { // the first send has begun
+		if time.Now().After(deadline) {
+			t.Fatal("node A sent nothing")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := a.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	left, err := stA.PendingPush(context.Background(), store.PushKey{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) == 0 || len(left) == n {
+		t.Fatalf("%d jobs left after node A's stop; want some sent, some waiting", len(left))
+	}
+	took, err := stB.ClaimPush(context.Background(), "node-b", false, store.PushKey{}, time.Now(), time.Minute, 10)
+	if err != nil || len(took) != len(left) {
+		t.Errorf("node B's claim right after node A's stop took %d jobs (%v); want the %d left", len(took), err, len(left))
 	}
 }

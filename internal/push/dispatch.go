@@ -53,7 +53,8 @@ import (
 // a page costs a store read and O(page log n).
 //
 // Stop: no new job starts; jobs in flight finish and their outcomes are
-// stored. If stop's context ends first, sends and the retrying of outcome
+// stored; with several nodes, the node then releases every job it holds
+// (release). If stop's context ends first, sends and the retrying of outcome
 // writes are cancelled (those jobs stay in the outbox, sent again at the
 // next start) and every goroutine ends.
 //
@@ -66,28 +67,38 @@ import (
 //     Lease, in the write that stores them: the hot path pays no claim.
 //     They reach the queue through add, as on one node.
 //   - Every other job a node takes by claiming it (refill, in place of
-//     PendingPush): due jobs whose lease ran out (a dead node's) or that it
-//     holds already (its own left to the store, or written before a restart
-//     under the same node ID), leased to it until now plus Lease. The loop
-//     claims at start, every ClaimEvery, after it dropped a job for its
-//     lease, and where a single node would read the outbox (jobs left to
-//     the store may be due). Jobs due later are not claimed: a node's jobs
-//     left to the store past MaxPending with a later due time are taken
-//     back once due, by the periodic claim (at most ClaimEvery late).
+//     PendingPush), leased to it until now plus Lease: at start, and where
+//     a single node would read the outbox (jobs left to the store may be
+//     due; after a renewal failed), the due jobs whose lease ran out or
+//     that it holds already (its own left to the store, or written before
+//     a restart under the same node ID), from storeMin; every ClaimEvery,
+//     in a pass of its own from the start of the due order, only the due
+//     jobs whose lease ran out (a dead node's, or those a node released),
+//     whatever storeMin is. Jobs due later are not claimed: a node's own
+//     left to the store with a later due time are read back as on one node.
+//     A claim page asks for no more than the queue's free room (at least
+//     minClaim), and the jobs it claimed but could not take are released
+//     at once (store's ReleasePush), so no node holds jobs it has no room
+//     for: a dead node's jobs are sent Lease plus at most ClaimEvery after
+//     their last claim or renewal, while the survivors keep up.
 //   - A job starts only with at least half its lease left (checked once it
-//     has its slot, just before the send). One held longer in memory (a
-//     backlog) is dropped from the queue and claimed again at once: the
-//     claim renews the lease if this node still holds it, and returns
-//     nothing if another node took it since, which this one then never
-//     sends. So a live node does not send a job another node has claimed,
-//     as long as a send and its outcome's write take less than half the
-//     lease (plus the clock skew between nodes).
+//     has its slot, just before the send). Those held longer in memory (a
+//     backlog, a retry) are renewed, keeping their slots, in one write for
+//     all that the loop takes at once (store's RenewPush, which renews
+//     only the jobs this node still holds): a job another node took since
+//     is forgotten, never sent by this one. The write names these jobs
+//     only: the queue's other jobs and the outbox are not read, so a
+//     backlog costs one small write per batch of late jobs. If it fails,
+//     the jobs are forgotten (left to the store) and claimed again. So a
+//     live node does not send a job another node has claimed, as long as
+//     a send and its outcome's write take less than half the lease (plus
+//     the clock skew between nodes).
 //   - FinishPush and a group expansion's EnqueuePush name the owner: a
 //     node that lost a job to another stores its attempt and badge but
 //     neither deletes nor reschedules the job. A retry's lease in the store
-//     moves to its new due time plus Lease; in memory it keeps the lease
-//     seen before the send, so the retry is claimed again before it is
-//     sent unless that lease still has half to run.
+//     moves to its new due time plus Lease (if this node still holds it);
+//     in memory it keeps the lease seen before the send, so the retry is
+//     renewed before it is sent unless that lease still has half to run.
 //   - What the nodes may send twice: a job whose send, with the write of
 //     its outcome, outlasts half the lease (a store down longer than that),
 //     and at a node's death its InFlight pushes, sent again by the node
@@ -100,7 +111,8 @@ type dispatcher struct {
 
 	// commitMu is read-held by the chat writer from storing a batch's jobs
 	// to handing them to add (Committing), and write-held by a refill while
-	// it reads the outbox. Lock order: commitMu, then mu.
+	// it reads the outbox (not by the periodic claim of run-out leases:
+	// see refill). Lock order: commitMu, then mu.
 	commitMu sync.RWMutex
 
 	mu    sync.Mutex
@@ -184,7 +196,7 @@ func (d *dispatcher) init(s *Service) {
 }
 
 func (d *dispatcher) start(ctx context.Context) error {
-	if _, err := d.refill(ctx, time.Time{}); err != nil {
+	if _, err := d.refill(ctx, time.Time{}, false); err != nil {
 		return err
 	}
 	d.started = true
@@ -281,20 +293,26 @@ func (s *Service) own(jobs []store.PushJob) {
 }
 
 // leaseShort reports whether j, about to be sent at now, has less than
-// half its lease left: it must be claimed again first.
+// half its lease left: it must be renewed first.
 func (d *dispatcher) leaseShort(j *store.PushJob, now time.Time) bool {
 	return d.s.cfg.Node != "" && j.LeaseUntil.Sub(now) < d.s.cfg.Lease/2
 }
 
 // outbox reads a page of the outbox from after: on a single node every
 // pending job, in due order (PendingPush); with several nodes the due jobs
-// this node may take, claimed (ClaimPush).
-func (d *dispatcher) outbox(ctx context.Context, after store.PushKey, page int) ([]store.PushJob, error) {
+// whose lease ran out and, with held, those this node holds, claimed
+// (ClaimPush).
+func (d *dispatcher) outbox(ctx context.Context, held bool, after store.PushKey, page int) ([]store.PushJob, error) {
 	if d.s.cfg.Node == "" {
 		return d.s.st.PendingPush(ctx, after, page)
 	}
-	return d.s.st.ClaimPush(ctx, d.s.cfg.Node, after, d.s.cfg.Now(), d.s.cfg.Lease, page)
+	return d.s.st.ClaimPush(ctx, d.s.cfg.Node, held, after, d.s.cfg.Now(), d.s.cfg.Lease, page)
 }
+
+// minClaim is the least a claim page asks for, whatever room the queue has
+// left: rows claimed and not taken are released, but a page that takes
+// nothing still costs a statement.
+const minClaim = 32
 
 // leftToStore notes that a pending job due at due is only in the store.
 //
@@ -329,11 +347,19 @@ func (d *dispatcher) poke() {
 // before the queue's next one. Where it stops, and the jobs left to the
 // store meanwhile, give the new storeMin.
 //
+// With several nodes a page claims no more than the queue has room for
+// (at least minClaim), and the jobs it claimed but did not take are
+// released at once (their lease ends), so that no node holds jobs it has
+// no room for. With runOut (the periodic claim) it claims only the due
+// jobs whose lease ran out, from the start of the due order (a dead
+// node's, or those a node released, may be due at any time): this node's
+// own jobs are in its queue, or accounted for by storeMin.
+//
 // Only one refill runs at a time (at start, then from the loop).
-func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) {
+func (d *dispatcher) refill(ctx context.Context, until time.Time, runOut bool) (bool, error) {
 	var after store.PushKey
 	d.mu.Lock()
-	if d.overflow && !d.storeMin.IsZero() {
+	if !runOut && d.overflow && !d.storeMin.IsZero() {
 		// Every pending job due before storeMin is known (or finished):
 		// start there, a second early as the store may round due times.
 		after = store.PushKey{Due: d.storeMin.Add(-time.Second)}
@@ -352,21 +378,37 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 		// little past them.
 		page = 100
 	}
+	node := d.s.cfg.Node
 	for {
 		// No message commit may be between its store write and its
 		// add while the page is read and taken: a job read here and
-		// finished before its add came would be sent again.
-		d.commitMu.Lock()
-		jobs, err := d.outbox(ctx, after, page)
+		// finished before its add came would be sent again. A claim of
+		// run-out leases never returns such a job (this node's commits
+		// are its own until their due time plus Lease, and are due when
+		// planned), so it lets commits run; only a commit whose write
+		// outlasts Lease escapes that, as it escapes every other node's
+		// claim: the bound of a send that outlasts half the lease.
+		if !runOut {
+			d.commitMu.Lock()
+		}
+		limit := page
+		if node != "" {
+			d.mu.Lock()
+			limit = min(page, max(d.s.cfg.MaxPending-d.q.Len(), minClaim))
+			d.mu.Unlock()
+		}
+		jobs, err := d.outbox(ctx, !runOut, after, limit)
 		if err != nil {
-			d.commitMu.Unlock()
+			if !runOut {
+				d.commitMu.Unlock()
+			}
 			return false, fmt.Errorf("push: read outbox: %w", err)
 		}
 		d.mu.Lock()
-		var stop *store.PushJob // the first job left in the store
+		stop := -1 // the first job left in the store
 		for i := range jobs {
 			if !until.IsZero() && !jobs[i].Due.Before(until) {
-				stop = &jobs[i] // the rest are due later: the queue goes first
+				stop = i // the rest are due later: the queue goes first
 				break
 			}
 			id := jobID{jobs[i].PushID, jobs[i].MsgID}
@@ -377,30 +419,53 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time) (bool, error) 
 				continue
 			}
 			if d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
-				stop = &jobs[i]
+				stop = i
 				break
 			}
 			d.known[id] = struct{}{}
 			d.q.push(jobs[i])
 		}
-		full := stop != nil
+		full := stop >= 0
+		var release []store.PushKey
 		switch {
+		case full && runOut:
+			d.leftToStore(jobs[stop].Due)
 		case full:
 			// Left in the store: the jobs from stop on (due order), and
 			// those left to it since the refill began.
-			d.overflow, d.storeMin = true, stop.Due
-			if d.passOverflow && d.passMin.Before(stop.Due) {
+			d.overflow, d.storeMin = true, jobs[stop].Due
+			if d.passOverflow && d.passMin.Before(jobs[stop].Due) {
 				d.storeMin = d.passMin
 			}
-		case len(jobs) < page:
+		case len(jobs) < limit && !runOut:
 			d.overflow, d.storeMin = d.passOverflow, d.passMin
 		}
+		if full && node != "" {
+			for _, j := range jobs[stop:] {
+				id := jobID{j.PushID, j.MsgID}
+				_, known := d.known[id]
+				_, finished := d.finishedInRefill[id]
+				if !known && !finished {
+					release = append(release, j.Key())
+				}
+			}
+		}
 		d.mu.Unlock()
-		d.commitMu.Unlock()
+		if len(release) > 0 {
+			// Claimed but not taken: any node's next claim may take them
+			// (this one's too, from storeMin). If this fails they stay
+			// this node's until their lease ends.
+			if err := d.s.st.ReleasePush(ctx, node, release); err != nil && ctx.Err() == nil {
+				d.s.log.Warn("push: releasing claimed jobs failed; they wait for their lease", "jobs", len(release), "err", err)
+			}
+		}
+		if !runOut {
+			d.commitMu.Unlock()
+		}
 		if full {
 			return false, nil
 		}
-		if len(jobs) < page {
+		if len(jobs) < limit {
 			return true, nil
 		}
 		after = jobs[len(jobs)-1].Key()
@@ -430,7 +495,7 @@ func (d *dispatcher) loop() {
 	defer close(d.loopDone)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var due []store.PushJob
+	var due, short []store.PushJob
 	// Refills wait (in real time, as they cost store reads and hold back
 	// commits): after a failed one, until retryAt; an idle one, until
 	// idleAt. With several nodes, claims are also due at claimAt.
@@ -457,58 +522,60 @@ func (d *dispatcher) loop() {
 		// past): read those.
 		idle := !refill && len(due) == 0 && d.overflow && d.storeMin.Before(next)
 		d.mu.Unlock()
+		claim := false
 		if !claimAt.IsZero() {
 			if rt := time.Now(); !rt.Before(claimAt) {
-				refill, idle = true, false
+				claim = true
 			} else {
 				wait = min(wait, claimAt.Sub(rt))
 			}
 		}
-		if refill || idle {
+		if refill || idle || claim {
 			rt := time.Now()
 			switch {
 			case rt.Before(retryAt):
 				wait = min(wait, retryAt.Sub(rt))
-				refill, idle = false, false
+				refill, idle, claim = false, false, false
 			case idle && rt.Before(idleAt):
 				wait = min(wait, idleAt.Sub(rt))
 				idle = false
 			}
 		}
 
+		short = short[:0]
 		for i := range due {
 			select {
 			case d.sem <- struct{}{}:
 			case <-d.stopping:
+				d.unslot(len(short))
 				return // the rest stay in the outbox
 			}
 			if d.leaseShort(&due[i], d.s.cfg.Now()) {
-				// Held too long (waiting for a slot, or in a backlog):
-				// claimed again before it is sent, by the claim just
-				// below, which renews it unless another node took it.
-				<-d.sem
-				d.mu.Lock()
-				delete(d.known, jobID{due[i].PushID, due[i].MsgID})
-				d.leftToStore(due[i].Due)
-				d.mu.Unlock()
-				d.s.stats.reclaimed.Add(1)
-				if !time.Now().Before(retryAt) { // else after the failed refill's pause
-					refill, idle = true, false
-				}
+				// Held too long (waiting for a slot, in a backlog, a
+				// retry): renewed below, with its slot, before it is sent.
+				short = append(short, due[i])
 				continue
 			}
 			d.running.Add(1)
 			go d.run(due[i])
 		}
-		if refill || idle {
-			var until time.Time
-			if idle {
-				until, idleAt = next, time.Now().Add(idleRefillEvery)
-			}
-			if !claimAt.IsZero() && !idle {
+		if len(short) > 0 && !d.renew(short) && !time.Now().Before(retryAt) {
+			refill, idle = true, false // claim them again (else after the failed refill's pause)
+		}
+		if refill || idle || claim {
+			var err error
+			if claim {
+				// Its own pass, from the start of the due order.
 				claimAt = time.Now().Add(d.s.cfg.ClaimEvery)
+				_, err = d.refill(d.abort, time.Time{}, true)
 			}
-			_, err := d.refill(d.abort, until)
+			if err == nil && (refill || idle) {
+				var until time.Time
+				if idle {
+					until, idleAt = next, time.Now().Add(idleRefillEvery)
+				}
+				_, err = d.refill(d.abort, until, false)
+			}
 			if err == nil {
 				continue
 			}
@@ -532,6 +599,59 @@ func (d *dispatcher) loop() {
 		case <-d.stopping:
 			return
 		}
+	}
+}
+
+// renew extends this node's lease on jobs, each holding a slot, in one
+// store write, and starts those it still holds; one another node took
+// since is forgotten (that node sends it). If the write fails, every job
+// is forgotten and left to the store, for the loop's next claim (which
+// renews it if this node still holds it), and renew reports false.
+func (d *dispatcher) renew(jobs []store.PushJob) bool {
+	keys := make([]store.PushKey, len(jobs))
+	for i := range jobs {
+		keys[i] = jobs[i].Key()
+	}
+	now := d.s.cfg.Now()
+	renewed, err := d.s.st.RenewPush(d.abort, d.s.cfg.Node, keys, now, d.s.cfg.Lease)
+	if err != nil {
+		if d.abort.Err() == nil {
+			d.s.log.Warn("push: renewing leases failed; claiming those jobs again", "jobs", len(jobs), "err", err)
+		}
+		d.unslot(len(jobs))
+		d.mu.Lock()
+		for i := range jobs {
+			delete(d.known, jobID{jobs[i].PushID, jobs[i].MsgID})
+			d.leftToStore(jobs[i].Due)
+		}
+		d.mu.Unlock()
+		return false
+	}
+	held := make(map[jobID]struct{}, len(renewed))
+	for _, k := range renewed {
+		held[jobID{k.PushID, k.MsgID}] = struct{}{}
+	}
+	d.s.stats.reclaimed.Add(int64(len(jobs)))
+	for i := range jobs {
+		id := jobID{jobs[i].PushID, jobs[i].MsgID}
+		if _, ok := held[id]; !ok {
+			<-d.sem
+			d.mu.Lock()
+			delete(d.known, id)
+			d.mu.Unlock()
+			continue
+		}
+		jobs[i].LeaseUntil = now.Add(d.s.cfg.Lease)
+		d.running.Add(1)
+		go d.run(jobs[i])
+	}
+	return true
+}
+
+// unslot gives back n slots taken by jobs that will not run.
+func (d *dispatcher) unslot(n int) {
+	for range n {
+		<-d.sem
 	}
 }
 
@@ -728,6 +848,7 @@ func (d *dispatcher) stop(ctx context.Context) error {
 	})
 	select {
 	case <-d.finished:
+		d.release(ctx)
 		return nil
 	case <-ctx.Done():
 	}
@@ -742,6 +863,21 @@ func (d *dispatcher) stop(ctx context.Context) error {
 		d.s.log.Error("push: dispatcher still running after its stop was cancelled", "grace", abortGrace)
 	}
 	return fmt.Errorf("push: close: %w", ctx.Err())
+}
+
+// release ends this node's lease on every job it holds, at a stop whose
+// sends have all finished (none is in flight, every outcome is stored), so
+// that another node takes them at its next claim instead of after their
+// lease (a scale-down). A stop cut short releases nothing: the sends it
+// cancelled may have reached the vendor, and waiting out the lease keeps
+// them from being sent again at once.
+func (d *dispatcher) release(ctx context.Context) {
+	if d.s.cfg.Node == "" {
+		return
+	}
+	if err := d.s.st.ReleasePush(ctx, d.s.cfg.Node, nil); err != nil {
+		d.s.log.Warn("push: releasing this node's jobs at stop failed; other nodes take them once their lease ends", "err", err)
+	}
 }
 
 // abortGrace is how long a stop whose context ended waits for the sends and

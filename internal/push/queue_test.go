@@ -98,7 +98,7 @@ func TestRefillDisplacesQuicklyFromAFullHeap(t *testing.T) {
 	d := &s.dsp
 	now := time.Now()
 	out.put(farJobs(max, now.Add(time.Hour), "far")...)
-	if _, err := d.refill(context.Background(), time.Time{}); err != nil {
+	if _, err := d.refill(context.Background(), time.Time{}, false); err != nil {
 		t.Fatal(err)
 	}
 	out.put(farJobs(1000, now, "now")...)
@@ -107,7 +107,7 @@ func TestRefillDisplacesQuicklyFromAFullHeap(t *testing.T) {
 	next := d.q.peekFirst().Due
 	d.mu.Unlock()
 	out.held(time.Now())
-	if _, err := d.refill(context.Background(), next); err != nil {
+	if _, err := d.refill(context.Background(), next, false); err != nil {
 		t.Fatal(err)
 	}
 	held := out.held(time.Now())
@@ -209,7 +209,7 @@ func TestStoreMinBoundsTheJobsLeftToTheStore(t *testing.T) {
 	// The idle pass, for the jobs due before the next, 35 (a retry).
 	hand(at(35))
 	check("retry", true, 30, 20, 35)
-	if _, err := d.refill(context.Background(), t0.Add(35*time.Second)); err != nil {
+	if _, err := d.refill(context.Background(), t0.Add(35*time.Second), false); err != nil {
 		t.Fatal(err)
 	}
 	check("idle pass", true, 35, 20, 35) // it stopped at 35: the rest are due at or after it
@@ -223,7 +223,7 @@ func TestStoreMinBoundsTheJobsLeftToTheStore(t *testing.T) {
 		out.jobs = slices.DeleteFunc(out.jobs, func(o store.PushJob) bool { return o.PushID == j.PushID })
 	}
 	d.mu.Unlock()
-	if _, err := d.refill(context.Background(), time.Time{}); err != nil {
+	if _, err := d.refill(context.Background(), time.Time{}, false); err != nil {
 		t.Fatal(err)
 	}
 	check("all read", false, 0, 40, 40)
@@ -238,7 +238,7 @@ func BenchmarkAddToFullQueue(b *testing.B) {
 	d := &s.dsp
 	now := time.Now()
 	out.put(farJobs(max, now.Add(time.Hour), "far")...)
-	if _, err := d.refill(context.Background(), time.Time{}); err != nil {
+	if _, err := d.refill(context.Background(), time.Time{}, false); err != nil {
 		b.Fatal(err)
 	}
 	jobs := farJobs(b.N, now, "now")

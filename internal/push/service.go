@@ -18,7 +18,9 @@ import (
 // Store is what the push service needs of the storage contract.
 type Store interface {
 	PendingPush(ctx context.Context, after store.PushKey, limit int) ([]store.PushJob, error)
-	ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error)
+	ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error)
+	RenewPush(ctx context.Context, owner string, keys []store.PushKey, now time.Time, lease time.Duration) ([]store.PushKey, error)
+	ReleasePush(ctx context.Context, owner string, keys []store.PushKey) error
 	FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error
 	PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error)
 	PrunePushLog(ctx context.Context, before time.Time) (int, error)
@@ -96,8 +98,9 @@ type Config struct {
 	// send (a vendor's timeout: 10 s for APNs) and the write of its
 	// outcome, with the clock skew between nodes, since a job starts
 	// only with at least half its lease left: a longer lease costs a
-	// dead node's jobs that much delay (they are sent Lease, and at most
-	// ClaimEvery, after they were due), a shorter one risks a slow send
+	// dead node's jobs that much delay (they are taken Lease plus at most
+	// ClaimEvery after its last claim or renewal of them, while the others
+	// keep up), a shorter one risks a slow send
 	// outliving it. Only with Node.
 	Lease time.Duration
 	// ClaimEvery is how often the dispatcher claims due jobs whose lease
@@ -168,9 +171,10 @@ type Stats struct {
 	// Skipped and in the delivery log), and group members left out of a
 	// message's expansion (one per member, not logged).
 	MutedSkips int64 `json:"muted_skips"`
-	// Reclaimed counts jobs held in memory past half their lease, claimed
-	// again before their send (several nodes only: Config.Node): above
-	// zero means this node's queue runs late.
+	// Reclaimed counts jobs held in memory past half their lease, renewed
+	// before their send (several nodes only: Config.Node): a retry whose
+	// next attempt is due past half its lease, or a job late in a
+	// backlog (this node's queue runs late).
 	Reclaimed int64 `json:"reclaimed"`
 }
 

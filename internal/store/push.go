@@ -1,9 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/base32"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,6 +83,30 @@ func ValidateClaim(owner string, lease time.Duration, limit int) error {
 		return herald.Errorf(herald.CodeInvalidArgument, "lease %v is not positive", lease)
 	}
 	return nil
+}
+
+// ValidateRenew checks RenewPush's and ReleasePush's arguments, for
+// backends (lease: RenewPush's; ReleasePush passes 1).
+func ValidateRenew(owner string, lease time.Duration) error {
+	switch {
+	case owner == "":
+		return herald.Errorf(herald.CodeInvalidArgument, "renew push: owner is empty")
+	case lease <= 0:
+		return herald.Errorf(herald.CodeInvalidArgument, "lease %v is not positive", lease)
+	}
+	return nil
+}
+
+// SortKeys sorts keys by (PushID, MsgID): the order in which a backend
+// with row locks binds them, so two writers lock shared rows in one order
+// and cannot deadlock.
+func SortKeys(keys []PushKey) {
+	slices.SortFunc(keys, func(a, b PushKey) int {
+		if c := strings.Compare(a.PushID, b.PushID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.MsgID, b.MsgID)
+	})
 }
 
 // DueJobs returns the jobs of jobs (in due order) due at or before now:

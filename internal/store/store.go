@@ -163,9 +163,9 @@ type Store interface {
 	// them with Owner and LeaseUntil as stored.
 	//
 	// A backend with leases (postgres: several nodes share it) takes only
-	// the jobs whose lease ran out (LeaseUntil at or before now) or that
-	// owner holds already, and leases each to owner until now+lease in
-	// the same write. Two calls at once, from any nodes, never take one
+	// the jobs whose lease ran out (LeaseUntil at or before now) and, with
+	// held, those that owner holds already (renewing them), and leases
+	// each to owner until now+lease in the same write. Two calls at once, from any nodes, never take one
 	// job while its lease runs: the second skips what the first has
 	// locked, without waiting for it. A job whose holder died is taken
 	// once its lease ends. The lease is compared with the callers' clocks
@@ -178,7 +178,23 @@ type Store interface {
 	//
 	// CodeInvalidArgument for an empty owner or a limit or lease that is
 	// not positive.
-	ClaimPush(ctx context.Context, owner string, after PushKey, now time.Time, lease time.Duration, limit int) ([]PushJob, error)
+	ClaimPush(ctx context.Context, owner string, held bool, after PushKey, now time.Time, lease time.Duration, limit int) ([]PushJob, error)
+
+	// RenewPush extends owner's lease on the jobs keys to now+lease, in one
+	// write, and returns the keys of those it renewed: a job another owner
+	// took since (or that left the outbox) is not renewed. A backend
+	// without leases renews nothing and returns keys. The dispatcher calls
+	// it for the jobs it is about to send whose lease has run down.
+	// CodeInvalidArgument for an empty owner or a lease that is not
+	// positive.
+	RenewPush(ctx context.Context, owner string, keys []PushKey, now time.Time, lease time.Duration) ([]PushKey, error)
+
+	// ReleasePush ends owner's lease on the jobs keys, or on every job
+	// owner holds when keys is nil, so that any node's next claim takes
+	// them (their owner stays until then). A job another owner holds is
+	// left alone. A backend without leases does nothing. CodeInvalidArgument
+	// for an empty owner.
+	ReleasePush(ctx context.Context, owner string, keys []PushKey) error
 
 	// FinishPush records what the dispatcher did, in one durable write:
 	// the jobs in done leave the outbox, the jobs in retry replace their

@@ -591,7 +591,7 @@ func TestTwoNodesClaimPush(t *testing.T) {
 				name := fmt.Sprintf("node-%d", ni)
 				after := store.PushKey{}
 				for {
-					page, err := node.ClaimPush(ctx, name, after, now, time.Minute, 9)
+					page, err := node.ClaimPush(ctx, name, true, after, now, time.Minute, 9)
 					if err != nil {
 						t.Errorf("%s/%d: ClaimPush: %v", name, w, err)
 						return
@@ -631,7 +631,7 @@ func TestTwoNodesClaimPush(t *testing.T) {
 		}
 	}
 	later := now.Add(time.Minute)
-	took, err := nodes[1].ClaimPush(ctx, "node-1", store.PushKey{}, later, time.Minute, 2*n)
+	took, err := nodes[1].ClaimPush(ctx, "node-1", true, store.PushKey{}, later, time.Minute, 2*n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,6 +98,10 @@ func deleteJobs(ctx context.Context, tx pgx.Tx, done []store.PushKey) (lost int,
 	if len(done) == 0 {
 		return 0, nil
 	}
+	// Bound in one order (store.SortKeys), so that two nodes' writes lock
+	// shared rows in one order and cannot deadlock.
+	done = slices.Clone(done)
+	store.SortKeys(done)
 	msgIDs, pushIDs, owners := make([]int64, len(done)), make([]string, len(done)), make([]string, len(done))
 	owned := 0
 	for i, k := range done {
@@ -222,14 +226,14 @@ func scanJob(row pgx.Row) (store.PushJob, error) {
 
 // ClaimPush implements store.Store: one statement. The inner SELECT walks
 // push_outbox_due from after over the due jobs, keeps those whose lease
-// ran out or that owner holds, and locks them, skipping rows another
+// ran out or (held) that owner holds, and locks them, skipping rows another
 // claim (or a FinishPush) has locked; the UPDATE leases them. Under READ
 // COMMITTED a row changed by a transaction that committed meanwhile is
 // checked again on its new version before it is locked (a renewal that
 // won makes it fail the lease test), so no job is taken while its lease
 // runs. A job due later stays where it is whoever holds it: the nodes'
 // in-memory queues hold those.
-func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
+func (s *Store) ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
 	if err := store.ValidateClaim(owner, lease, limit); err != nil {
 		return nil, err
 	}
@@ -240,11 +244,11 @@ func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey
 	at := millis(now)
 	rows, err := s.pool.Query(ctx, `UPDATE push_outbox o SET lease_owner = $1, lease_until = $2
 		FROM (SELECT msg_id, push_id FROM push_outbox
-			WHERE (due, push_id, msg_id) > ($3, $4, $5) AND due <= $6 AND (lease_until <= $6 OR lease_owner = $1)
+			WHERE (due, push_id, msg_id) > ($3, $4, $5) AND due <= $6 AND (lease_until <= $6 OR $8 AND lease_owner = $1)
 			ORDER BY due, push_id, msg_id LIMIT $7
 			FOR UPDATE SKIP LOCKED) c
 		WHERE o.msg_id = c.msg_id AND o.push_id = c.push_id
-		RETURNING `+prefixed("o.", jobCols), owner, at+lease.Milliseconds(), due, pushID, msgID, at, limit)
+		RETURNING `+prefixed("o.", jobCols), owner, at+lease.Milliseconds(), due, pushID, msgID, at, limit, held)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim push: %w", err)
 	}
@@ -271,6 +275,75 @@ func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey
 		return cmp.Compare(a.MsgID, b.MsgID)
 	})
 	return jobs, nil
+}
+
+// RenewPush implements store.Store: one UPDATE of the jobs owner holds
+// among keys, bound in key order (store.SortKeys) so that it locks rows in
+// the order FinishPush does.
+func (s *Store) RenewPush(ctx context.Context, owner string, keys []store.PushKey, now time.Time, lease time.Duration) ([]store.PushKey, error) {
+	if err := store.ValidateRenew(owner, lease); err != nil {
+		return nil, err
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	if len(keys) == 0 {
+		return []store.PushKey{}, nil
+	}
+	keys = slices.Clone(keys)
+	store.SortKeys(keys)
+	msgIDs, pushIDs := make([]int64, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		msgIDs[i], pushIDs[i] = k.MsgID, k.PushID
+	}
+	rows, err := s.pool.Query(ctx, `UPDATE push_outbox o SET lease_until = $1
+		FROM unnest($2::bigint[], $3::text[]) AS r(msg_id, push_id)
+		WHERE o.msg_id = r.msg_id AND o.push_id = r.push_id AND o.lease_owner = $4
+		RETURNING o.push_id, o.msg_id`, millis(now)+lease.Milliseconds(), msgIDs, pushIDs, owner)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: renew push: %w", err)
+	}
+	renewed, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.PushKey, error) {
+		var k store.PushKey
+		err := row.Scan(&k.PushID, &k.MsgID)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: renew push: %w", err)
+	}
+	return renewed, nil
+}
+
+// ReleasePush implements store.Store: one UPDATE setting lease_until to 0
+// (run out at any now) on the jobs owner holds, among keys or all of them.
+func (s *Store) ReleasePush(ctx context.Context, owner string, keys []store.PushKey) error {
+	if err := store.ValidateRenew(owner, 1); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return errClosed
+	}
+	if keys == nil {
+		if _, err := s.pool.Exec(ctx, `UPDATE push_outbox SET lease_until = 0 WHERE lease_owner = $1`, owner); err != nil {
+			return fmt.Errorf("postgres: release push: %w", err)
+		}
+		return nil
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	keys = slices.Clone(keys)
+	store.SortKeys(keys)
+	msgIDs, pushIDs := make([]int64, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		msgIDs[i], pushIDs[i] = k.MsgID, k.PushID
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE push_outbox o SET lease_until = 0
+		FROM unnest($1::bigint[], $2::text[]) AS r(msg_id, push_id)
+		WHERE o.msg_id = r.msg_id AND o.push_id = r.push_id AND o.lease_owner = $3`, msgIDs, pushIDs, owner); err != nil {
+		return fmt.Errorf("postgres: release push: %w", err)
+	}
+	return nil
 }
 
 // prefixed qualifies each column of cols with p.
@@ -323,11 +396,14 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 				pushIDs, owners      []string
 				attempts             []int32
 			)
-			for i := range retry {
-				j := &retry[i]
-				if last[store.PushKey{PushID: j.PushID, MsgID: j.MsgID}] != i {
-					continue
-				}
+			// In key order, as deleteJobs binds its keys.
+			order := make([]store.PushKey, 0, len(last))
+			for k := range last {
+				order = append(order, k)
+			}
+			store.SortKeys(order)
+			for _, k := range order {
+				j := &retry[last[k]]
 				msgIDs, pushIDs = append(msgIDs, j.MsgID), append(pushIDs, j.PushID)
 				dues, attempts = append(dues, millis(j.Due)), append(attempts, int32(j.Attempt))
 				owners, leases = append(owners, j.Owner), append(leases, leaseMillis(j))
@@ -352,8 +428,12 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 				ids    []string
 				counts []int32
 			)
-			for id, b := range badges {
-				ids, counts = append(ids, id), append(counts, int32(b))
+			for id := range badges {
+				ids = append(ids, id)
+			}
+			slices.Sort(ids) // one lock order for every writer
+			for _, id := range ids {
+				counts = append(counts, int32(badges[id]))
 			}
 			if _, err := tx.Exec(ctx, `UPDATE push_devices d SET badge = b.badge
 				FROM unnest($1::text[], $2::integer[]) AS b(push_id, badge) WHERE d.push_id = b.push_id`, ids, counts); err != nil {

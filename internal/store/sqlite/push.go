@@ -706,7 +706,7 @@ func (s *Store) PushDevices(ctx context.Context) ([]herald.PushDevice, error) {
 
 // ClaimPush implements store.Store for one process: no lease is kept or
 // written; it returns the due jobs of a PendingPush page.
-func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
+func (s *Store) ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
 	if err := store.ValidateClaim(owner, lease, limit); err != nil {
 		return nil, err
 	}
@@ -715,4 +715,18 @@ func (s *Store) ClaimPush(ctx context.Context, owner string, after store.PushKey
 		return nil, err
 	}
 	return store.DueJobs(jobs, now), nil
+}
+
+// RenewPush implements store.Store for one process: no lease is kept, so
+// every key is returned as renewed.
+func (s *Store) RenewPush(ctx context.Context, owner string, keys []store.PushKey, now time.Time, lease time.Duration) ([]store.PushKey, error) {
+	if err := store.ValidateRenew(owner, lease); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// ReleasePush implements store.Store for one process: no lease is kept.
+func (s *Store) ReleasePush(ctx context.Context, owner string, keys []store.PushKey) error {
+	return store.ValidateRenew(owner, 1)
 }

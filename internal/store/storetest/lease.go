@@ -36,7 +36,7 @@ func testClaimDue(t *testing.T, f *fixture) {
 	sortJobs(due)
 	claim := func(after store.PushKey, limit int) []store.PushJob {
 		t.Helper()
-		got, err := f.s.ClaimPush(ctx, "node-a", after, now, time.Minute, limit)
+		got, err := f.s.ClaimPush(ctx, "node-a", true, after, now, time.Minute, limit)
 		if err != nil {
 			t.Fatalf("ClaimPush: %v", err)
 		}
@@ -52,9 +52,14 @@ func testClaimDue(t *testing.T, f *fixture) {
 		lease time.Duration
 		limit int
 	}{{"empty owner", "", time.Minute, 1}, {"zero lease", "a", 0, 1}, {"zero limit", "a", time.Minute, 0}} {
-		_, err := f.s.ClaimPush(ctx, tt.owner, store.PushKey{}, now, tt.lease, tt.limit)
+		_, err := f.s.ClaimPush(ctx, tt.owner, true, store.PushKey{}, now, tt.lease, tt.limit)
 		wantCode(t, "ClaimPush with "+tt.name, err, herald.CodeInvalidArgument)
 	}
+	_, err := f.s.RenewPush(ctx, "", []store.PushKey{due[0].Key()}, now, time.Minute)
+	wantCode(t, "RenewPush with an empty owner", err, herald.CodeInvalidArgument)
+	_, err = f.s.RenewPush(ctx, "node-a", []store.PushKey{due[0].Key()}, now, 0)
+	wantCode(t, "RenewPush with a zero lease", err, herald.CodeInvalidArgument)
+	wantCode(t, "ReleasePush with an empty owner", f.s.ReleasePush(ctx, "", nil), herald.CodeInvalidArgument)
 
 	got := claim(store.PushKey{}, 10)
 	var done []store.PushKey
@@ -79,6 +84,8 @@ func RunLeases(t *testing.T, open func(t *testing.T) store.Store) {
 		{"FinishByFormerOwner", testLeaseFinishByFormerOwner},
 		{"EnqueueDoneNotHeld", testLeaseEnqueueDoneNotHeld},
 		{"ConcurrentClaimsExclusive", testLeaseConcurrentClaims},
+		{"RenewOwnedOnly", testLeaseRenew},
+		{"ReleaseLetsOthersClaim", testLeaseRelease},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,7 +130,7 @@ func leased(j store.PushJob, owner string, until time.Time) store.PushJob {
 
 func (f *fixture) claim(t *testing.T, owner string, now time.Time, lease time.Duration) []store.PushJob {
 	t.Helper()
-	got, err := f.s.ClaimPush(context.Background(), owner, store.PushKey{}, now, lease, 1000)
+	got, err := f.s.ClaimPush(context.Background(), owner, true, store.PushKey{}, now, lease, 1000)
 	if err != nil {
 		t.Fatalf("ClaimPush(%s): %v", owner, err)
 	}
@@ -161,8 +168,8 @@ func testLeaseFromInsert(t *testing.T, f *fixture) {
 		[]store.PushJob{leased(free, "node-b", now.Add(time.Minute))})
 }
 
-// testLeaseClaim: a claim takes due jobs whose lease ran out, or that the
-// claimer holds (renewing them); never one another owner holds.
+// testLeaseClaim: a claim takes due jobs whose lease ran out, or (held)
+// that the claimer holds (renewing them); never one another owner holds.
 func testLeaseClaim(t *testing.T, f *fixture) {
 	msgs := f.texts(2, "alice", "bob")
 	due := baseTime
@@ -174,6 +181,11 @@ func testLeaseClaim(t *testing.T, f *fixture) {
 	sameLeases(t, "node-b's first claim", f.claim(t, "node-b", now, time.Minute), []store.PushJob{leased(free, "node-b", now.Add(time.Minute))})
 	sameLeases(t, "node-c's claim while the leases run", f.claim(t, "node-c", now, time.Minute), nil)
 	now = now.Add(time.Second)
+	got, err := f.s.ClaimPush(context.Background(), "node-a", false, store.PushKey{}, now, time.Minute, 10)
+	if err != nil {
+		t.Fatalf("ClaimPush(node-a, not held): %v", err)
+	}
+	sameLeases(t, "node-a's claim of run-out leases only, while its own runs", got, nil)
 	sameLeases(t, "node-a's claim renews its own job only", f.claim(t, "node-a", now, time.Minute), []store.PushJob{leased(a, "node-a", now.Add(time.Minute))})
 
 	now = now.Add(time.Minute) // both leases ran out
@@ -268,7 +280,7 @@ func testLeaseConcurrentClaims(t *testing.T, f *fixture) {
 			// the start would take its own jobs again: it holds them).
 			after := store.PushKey{}
 			for {
-				page, err := f.s.ClaimPush(context.Background(), fmt.Sprint("node-", o), after, now, time.Minute, 7)
+				page, err := f.s.ClaimPush(context.Background(), fmt.Sprint("node-", o), true, after, now, time.Minute, 7)
 				if err != nil || len(page) == 0 {
 					errs <- err
 					return
@@ -299,4 +311,67 @@ func testLeaseConcurrentClaims(t *testing.T, f *fixture) {
 	if len(seen) != n {
 		t.Errorf("%d jobs claimed, want %d", len(seen), n)
 	}
+}
+
+// testLeaseRenew: RenewPush extends the lease of the named jobs the owner
+// holds, and of no other (another owner's, one not named, one gone).
+func testLeaseRenew(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	msgs := f.texts(3, "alice", "bob")
+	due := baseTime
+	jobs := []store.PushJob{
+		leased(job("pd_a", 0, msgs[0], due), "node-a", due.Add(time.Minute)),
+		leased(job("pd_b", 1, msgs[1], due), "node-b", due.Add(time.Minute)),
+		leased(job("pd_c", 2, msgs[2], due), "node-a", due.Add(time.Minute)),
+	}
+	res := f.appendJobs(t, msgs, jobs)
+	a, b, c := storedJob(jobs[0], res[0].Message), storedJob(jobs[1], res[1].Message), storedJob(jobs[2], res[2].Message)
+	now := due.Add(40 * time.Second)
+	gone := store.PushKey{PushID: "pd_gone", MsgID: a.MsgID}
+	got, err := f.s.RenewPush(ctx, "node-a", []store.PushKey{b.Key(), a.Key(), gone}, now, time.Minute)
+	if err != nil {
+		t.Fatalf("RenewPush: %v", err)
+	}
+	if len(got) != 1 || got[0].PushID != a.PushID || got[0].MsgID != a.MsgID {
+		t.Errorf("RenewPush returned %v, want only %s/%d", got, a.PushID, a.MsgID)
+	}
+	want := []store.PushJob{leased(a, "node-a", now.Add(time.Minute)), b, c}
+	sortJobs(want)
+	sameLeases(t, "outbox after node-a renewed pd_a (and named node-b's pd_b)", f.pending(t), want)
+	for _, tt := range []struct {
+		name  string
+		owner string
+		lease time.Duration
+	}{{"empty owner", "", time.Minute}, {"zero lease", "a", 0}} {
+		_, err := f.s.RenewPush(ctx, tt.owner, []store.PushKey{a.Key()}, now, tt.lease)
+		wantCode(t, "RenewPush with "+tt.name, err, herald.CodeInvalidArgument)
+	}
+}
+
+// testLeaseRelease: ReleasePush ends the owner's lease on the named jobs
+// (or all it holds), so another node's claim takes them at once; another
+// owner's job is left alone.
+func testLeaseRelease(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	msgs := f.texts(3, "alice", "bob")
+	due := baseTime
+	jobs := []store.PushJob{
+		leased(job("pd_a", 0, msgs[0], due), "node-a", due.Add(time.Minute)),
+		leased(job("pd_b", 1, msgs[1], due), "node-b", due.Add(time.Minute)),
+		leased(job("pd_c", 2, msgs[2], due), "node-a", due.Add(time.Minute)),
+	}
+	res := f.appendJobs(t, msgs, jobs)
+	a, c := storedJob(jobs[0], res[0].Message), storedJob(jobs[2], res[2].Message)
+	now := due.Add(time.Second)
+	if err := f.s.ReleasePush(ctx, "node-a", []store.PushKey{a.Key(), {PushID: "pd_b", MsgID: res[1].Message.ID}}); err != nil {
+		t.Fatalf("ReleasePush: %v", err)
+	}
+	sameLeases(t, "node-c's claim after node-a released pd_a", f.claim(t, "node-c", now, time.Minute),
+		[]store.PushJob{leased(a, "node-c", now.Add(time.Minute))})
+	if err := f.s.ReleasePush(ctx, "node-a", nil); err != nil {
+		t.Fatalf("ReleasePush(all): %v", err)
+	}
+	sameLeases(t, "node-c's claim after node-a released all it holds", f.claim(t, "node-c", now, time.Minute),
+		[]store.PushJob{leased(a, "node-c", now.Add(time.Minute)), leased(c, "node-c", now.Add(time.Minute))})
+	wantCode(t, "ReleasePush with an empty owner", f.s.ReleasePush(ctx, "", nil), herald.CodeInvalidArgument)
 }
