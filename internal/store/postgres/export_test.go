@@ -97,7 +97,7 @@ func TestExportPostgresLeasedJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := t0.Add(time.Second)
-	if got, err := src.ClaimPush(ctx, "nodeB", store.PushKey{}, now, time.Minute, 10); err != nil || len(got) != 0 {
+	if got, err := src.ClaimPush(ctx, "nodeB", false, store.PushKey{}, now, time.Minute, 10); err != nil || len(got) != 0 {
 		t.Fatalf("ClaimPush by nodeB on the source while nodeA's lease runs = %v, %v, want nothing", got, err)
 	}
 	dst := openURL(t, newSchema(t), Options{})
@@ -105,7 +105,7 @@ func TestExportPostgresLeasedJob(t *testing.T) {
 	if err := store.Copy(ctx, src, dst, store.CopyOptions{}); err != nil {
 		t.Fatalf("Copy: %v", err)
 	}
-	got, err := dst.ClaimPush(ctx, "nodeB", store.PushKey{}, now, time.Minute, 10)
+	got, err := dst.ClaimPush(ctx, "nodeB", false, store.PushKey{}, now, time.Minute, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
