@@ -259,8 +259,11 @@ func (s *Service) readMembers(ctx context.Context, id string) ([]herald.GroupMem
 // cache still applies changes in the store's order (after refreshReads
 // reads that each crossed a change here, it gives up with an error: the
 // next notice or periodic read tries again). A group gone from the store
-// leaves the cache as a dismissed one does. A group not cached here, or
-// being loaded, is not read (read is false): its load reads the store.
+// leaves the cache as a dismissed one does. A group not cached here is
+// not read (read is false): its first use loads it. A group being loaded
+// is read once the load is done, since the load's reads may have come
+// before the change (the load only reads the store, so this wait is
+// bounded by the store's).
 // changed reports whether the entry differed.
 func (s *Service) RefreshGroup(ctx context.Context, id string) (read, changed bool, err error) {
 	for attempt := 1; ; attempt++ {
@@ -269,9 +272,9 @@ func (s *Service) RefreshGroup(ctx context.Context, id string) (read, changed bo
 			return read, false, nil
 		}
 		select {
-		case <-gs.ready:
-		default:
-			return read, false, nil // being loaded: the load reads the store
+		case <-gs.ready: // a load under way may have read before the change
+		case <-ctx.Done():
+			return read, false, ctx.Err()
 		}
 		gen := gs.gen.Load()
 		g, err := s.st.Group(ctx, id)

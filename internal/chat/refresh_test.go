@@ -194,3 +194,68 @@ func TestRefreshGivesUpOnAGroupChangingHere(t *testing.T) {
 		t.Errorf("g1's members: %q, want %q", got, want)
 	}
 }
+
+// groupPausingStore stops after a group read (a load's), before returning
+// it, until resumed.
+type groupPausingStore struct {
+	*sqlite.Store
+	pause          atomic.Int32 // the reads still to pause
+	paused, resume chan struct{}
+}
+
+func (p *groupPausingStore) Group(ctx context.Context, id string) (herald.Group, error) {
+	g, err := p.Store.Group(ctx, id)
+	if p.pause.Add(-1) >= 0 {
+		p.paused <- struct{}{}
+		<-p.resume
+	}
+	return g, err
+}
+
+// TestRefreshWaitsForALoad: a notice for a group whose load read the store
+// before a change made elsewhere is not dropped: the refresh waits for the
+// load and reads again, so the cache ends with the new state.
+func TestRefreshWaitsForALoad(t *testing.T) {
+	ctx := context.Background()
+	ps := &groupPausingStore{Store: openStore(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	a, _ := newService(t, ps.Store, Config{})
+	b, _ := newService(t, ps, Config{})
+	mustCreate(t, a, "owner", "g1", "ann")
+	ps.pause.Store(1)
+	loaded := make(chan error, 1)
+	go func() { _, err := b.GroupInfo(ctx, "ann", "g1"); loaded <- err }()
+	<-ps.paused // B's load has read the group, before the rename
+	name := "renamed"
+	if _, err := a.UpdateGroup(ctx, "owner", 0, "g1", GroupUpdate{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		read bool
+		err  error
+	}
+	refreshed := make(chan result, 1)
+	go func() { read, _, err := b.RefreshGroup(ctx, "g1"); refreshed <- result{read, err} }()
+	// A refresh that does not wait for the load returns at once; give it
+	// the chance before the load goes on (a correct one waits either way).
+	var r result
+	select {
+	case r = <-refreshed:
+		ps.resume <- struct{}{}
+	case <-time.After(100 * time.Millisecond):
+		ps.resume <- struct{}{}
+		r = <-refreshed
+	}
+	if err := <-loaded; err != nil {
+		t.Fatal(err)
+	}
+	if !r.read || r.err != nil {
+		t.Errorf("refresh during the load: read %v, %v; want true, nil", r.read, r.err)
+	}
+	gs, ok := b.cached("g1")
+	if !ok {
+		t.Fatal("g1 not cached on B")
+	}
+	if got := gs.info.Load().Name; got != name {
+		t.Errorf("B's cached name: %q, want %q (the notice during the load was dropped)", got, name)
+	}
+}

@@ -22,8 +22,8 @@ const SubjectGroups = ".groups"
 type GroupMirror interface {
 	// RefreshGroup reads a cached group from the store again (without
 	// holding the group's lock across the read) and reports whether it
-	// read anything (a group not cached, or being loaded, is not read)
-	// and whether the cache differed.
+	// read anything (a group not cached is not read; one being loaded is
+	// read once its load is done) and whether the cache differed.
 	RefreshGroup(ctx context.Context, id string) (read, changed bool, err error)
 	// CachedGroups returns the IDs of the cached groups.
 	CachedGroups() []string
