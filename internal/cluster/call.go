@@ -248,7 +248,9 @@ func (c *Calls) drain(id string) {
 // (this node's own reads and writes moved it on: a login here stored an
 // invitee's reception) is stale: its state_changed is dropped (the
 // sessions here were told of the newer change), but its received still
-// rings the users named who still ring in the call held here, and its
+// rings the users named who still ring in the call held here with their
+// entry unchanged since the event's call (same state and time: a user
+// whose reception this node stored itself was rung then), and its
 // created still reaches the caller's sessions while the call is open.
 func (c *Calls) handle(w *callWire, ev call.Event, cl *herald.Call) {
 	users := make([]string, 0, len(w.Users))
@@ -277,9 +279,15 @@ func (c *Calls) handle(w *callWire, ev call.Event, cl *herald.Call) {
 		case call.EventCreated:
 			c.cfg.Local.NotifyCall(users, ev, held, nil, 0)
 		case call.EventReceived:
+			// Only users still ringing whose entry here has not moved
+			// since the event's call: a user whose reception this node
+			// stored itself (a login here) was rung then, and one whose
+			// entry another node moved is rung by that node's event.
 			var ringing []string
 			for _, u := range users {
-				if p := held.Participant(u); p != nil && u != held.Caller() && p.State.Ringing() {
+				p, h := cl.Participant(u), held.Participant(u)
+				if p != nil && h != nil && u != held.Caller() && h.State.Ringing() &&
+					h.State == p.State && h.UpdatedAt.Equal(p.UpdatedAt) {
 					ringing = append(ringing, u)
 				}
 			}
