@@ -1323,15 +1323,19 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 // UserOffline is told that user went offline: their last session ended
 // by logout or a heartbeat timeout, or ended otherwise (the connection
 // dropped, the token expired, ...) and no session of theirs came back
-// within the heartbeat timeout. Each open call user placed that nobody
-// has accepted yet is cancelled, as Cancel does, without a push. The
-// gateway decides that the user is offline. With Cluster, a user the
-// notifier counts live on another node is not offline; that is checked
-// once more after OfflineRecheck (the other node may have died). It
-// blocks on the store writes.
-func (s *Service) UserOffline(user string) { s.userOffline(user, true) }
+// within the heartbeat timeout. Each open call user placed (before then)
+// that nobody has accepted yet is cancelled, as Cancel does, without a
+// push. The gateway decides that the user is offline. With Cluster, a
+// user the notifier counts live on another node is not offline; that is
+// checked once more after OfflineRecheck (the other node may have died):
+// if the user is still not counted live then, only the calls placed
+// before this offline are cancelled (a call placed since, from a session
+// elsewhere, is not this offline's). It blocks on the store writes.
+func (s *Service) UserOffline(user string) { s.userOffline(user, s.now(), true) }
 
-func (s *Service) userOffline(user string, recheck bool) {
+// userOffline cancels user's calls placed at or before at, the time the
+// gateway told the offline.
+func (s *Service) userOffline(user string, at time.Time, recheck bool) {
 	if !s.begin() {
 		return
 	}
@@ -1344,7 +1348,7 @@ func (s *Service) userOffline(user string, recheck bool) {
 		if recheck {
 			s.mu.Lock()
 			if !s.closed {
-				s.cfg.AfterFunc(s.cfg.OfflineRecheck, func() { s.userOffline(user, false) })
+				s.cfg.AfterFunc(s.cfg.OfflineRecheck, func() { s.userOffline(user, at, false) })
 			}
 			s.mu.Unlock()
 		}
@@ -1354,7 +1358,7 @@ func (s *Service) userOffline(user string, recheck bool) {
 	for _, e := range s.entriesOf(user) {
 		e.mu.Lock()
 		c := e.cur.Load()
-		if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) {
+		if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) && !c.CreatedAt.After(at) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 			_, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline, func(c *herald.Call) error {
 				if c.Ended() || anyAccepted(c) {

@@ -620,3 +620,31 @@ func TestOfflineRechecked(t *testing.T) {
 		t.Errorf("after the recheck: stored %s, want %s", states(st.stored(t, c.ID)), want)
 	}
 }
+
+// TestOfflineRecheckSparesLaterCalls: the check made again after
+// OfflineRecheck cancels only the calls the caller placed before the
+// offline it rechecks, not one placed since from a session on another
+// node (which this node took up at its scan).
+func TestOfflineRecheckSparesLaterCalls(t *testing.T) {
+	st, clock := newMemStore(), newFakeClock()
+	a := startClusterNode(t, st, clock, "alice") // alice counts live: on "another node"
+	b := startClusterNode(t, st, clock, "alice")
+	c1, err := a.svc.Invite(context.Background(), "alice", alicePhone, []string{"bob"}, 2*time.Minute, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.svc.UserOffline("alice")
+	clock.Advance(5 * time.Second)
+	c2, err := b.svc.Invite(context.Background(), "alice", alicePhone, []string{"carol"}, 2*time.Minute, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.n.offline("alice")
+	clock.Advance(31 * time.Second)
+	if want := "alice=cancelled bob=be_cancelled"; states(st.stored(t, c1.ID)) != want {
+		t.Errorf("the call placed before the offline: stored %s, want %s", states(st.stored(t, c1.ID)), want)
+	}
+	if want := "alice=inviting carol=not_yet_received"; states(st.stored(t, c2.ID)) != want {
+		t.Errorf("the call placed after the offline: stored %s, want %s", states(st.stored(t, c2.ID)), want)
+	}
+}
