@@ -131,9 +131,11 @@ type Config struct {
 	MaxOpenCalls int
 	// StoreTimeout bounds each store write the service makes on its own
 	// (a timeout, a login's ringing, a caller gone offline), and each
-	// client's request (Invite, Accept, Reject, Cancel) as a whole: its
-	// reads and writes, retries included, so no request holds a call's
-	// lock longer; zero means 5s.
+	// client's request (Invite, Accept, Reject, Cancel): the read of a
+	// call not held here, then, from when the request holds the call's
+	// lock, its reads and writes, retries included, so no request holds
+	// a call's lock longer (the wait for the lock is bounded by the
+	// requests ahead, each so bounded); zero means 5s.
 	StoreTimeout time.Duration
 	// RetryDelay is how long a timeout whose store write failed waits
 	// before it is tried again; zero means 1s.
@@ -952,7 +954,8 @@ func (s *Service) refuseErr(err error) error {
 // find returns user's call id locked (e.mu held; the caller unlocks) with
 // its current state. CodeNotFound when there is no such call or user is
 // not part of it (a call is never revealed to others); CodeConflict when
-// it has ended.
+// it has ended. Its store read is bounded by StoreTimeout; the wait for
+// the call's lock is not (each holder's work is).
 func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Call, error) {
 	if id == "" {
 		return nil, nil, s.refuse(herald.Errorf(herald.CodeInvalidArgument, "call_id is empty"))
@@ -965,7 +968,9 @@ func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Ca
 	if e == nil {
 		// Not held here: ended, never existed, or (on several nodes)
 		// placed through another node. Only a participant learns which.
-		c, err := s.st.Call(ctx, id)
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+		c, err := s.st.Call(rctx, id)
+		cancel()
 		if herald.ErrorCode(err) == herald.CodeNotFound {
 			return nil, nil, s.refuse(notFound)
 		}
@@ -1023,13 +1028,15 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 		return nil, errClosed
 	}
 	defer s.wg.Done()
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
 	e, c, err := s.find(ctx, user, id)
 	if err != nil {
 		return nil, err
 	}
 	defer e.mu.Unlock()
+	// Bounded from here, with the call's lock held: a request queued
+	// behind a slow one on the same call gets its whole StoreTimeout.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	verb := "accept"
 	if to == herald.CallRejected {
 		verb = "reject"
@@ -1104,13 +1111,15 @@ func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, i
 		return nil, errClosed
 	}
 	defer s.wg.Done()
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
 	e, c, err := s.find(ctx, caller, id)
 	if err != nil {
 		return nil, err
 	}
 	defer e.mu.Unlock()
+	// Bounded from here, with the call's lock held: a request queued
+	// behind a slow one on the same call gets its whole StoreTimeout.
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
 	if c.Caller() != caller {
 		return nil, s.refuse(herald.Errorf(herald.CodeForbidden, "only the caller can cancel call %q", id))
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -646,5 +647,58 @@ func TestOfflineRecheckSparesLaterCalls(t *testing.T) {
 	}
 	if want := "alice=inviting carol=not_yet_received"; states(st.stored(t, c2.ID)) != want {
 		t.Errorf("the call placed after the offline: stored %s, want %s", states(st.stored(t, c2.ID)), want)
+	}
+}
+
+// slowStore takes delay over the first change of a call (version 2) after
+// slow is set, and refuses a write whose context ended, as a store does.
+type slowStore struct {
+	*memStore
+	delay   time.Duration
+	slow    atomic.Bool
+	entered chan struct{}
+}
+
+func (s *slowStore) SaveCall(ctx context.Context, c *herald.Call, jobs []store.PushJob) error {
+	if c.Version > 1 && s.slow.CompareAndSwap(true, false) {
+		s.entered <- struct{}{}
+		<-time.After(s.delay)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.memStore.SaveCall(ctx, c, jobs)
+}
+
+// TestQueuedRequestGetsItsStoreTimeout: a request waiting for the call's
+// lock behind a slow one (its write takes longer than the store timeout)
+// gets its own store timeout once it holds the lock, so its write goes
+// through instead of failing with the deadline spent while it waited.
+func TestQueuedRequestGetsItsStoreTimeout(t *testing.T) {
+	st := &slowStore{memStore: newMemStore(), delay: time.Second, entered: make(chan struct{})}
+	n := newFakeNotifier()
+	n.online("alice", alicePhone)
+	svc := New(st, nil, Config{StoreTimeout: 200 * time.Millisecond})
+	svc.SetNotifier(n)
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	c, err := svc.Invite(context.Background(), "alice", alicePhone, []string{"bob", "carol"}, 30*time.Second, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.slow.Store(true)
+	slow := make(chan error, 1)
+	go func() { _, err := svc.Reject(context.Background(), "bob", bobPhone, c.ID, ""); slow <- err }()
+	<-st.entered // bob's write holds the call's lock for a second
+	if _, err := svc.Reject(context.Background(), "carol", carolPhone, c.ID, ""); err != nil {
+		t.Errorf("carol's reject, queued behind bob's slow one: %v; want it stored", err)
+	}
+	if err := <-slow; err == nil {
+		t.Error("bob's reject, whose write outlived the store timeout: no error")
+	}
+	if want := "alice=inviting bob=not_yet_received carol=rejected"; states(st.stored(t, c.ID)) != want {
+		t.Errorf("stored %s, want %s", states(st.stored(t, c.ID)), want)
 	}
 }
