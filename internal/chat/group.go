@@ -129,6 +129,10 @@ type groupState struct {
 	// loaded again from the store: whoever finds an entry evicted looks
 	// the group up again.
 	evicted atomic.Bool
+	// touched: used (looked up for a send, a change, a membership check)
+	// since the last EvictIdle; a periodic pass drops the groups it finds
+	// idle instead of reading them again.
+	touched atomic.Bool
 
 	// fanMu guards changing and held: while a change of the member set is
 	// between its store write and its cache update (and its event told),
@@ -199,6 +203,7 @@ func (s *Service) group(ctx context.Context, id string) (*groupState, error) {
 		case gs.dismissed.Load():
 			return nil, groupNotFound(id)
 		}
+		gs.touched.Store(true)
 		return gs, nil
 	}
 }
@@ -227,6 +232,7 @@ func (s *Service) load(ctx context.Context, gs *groupState) (*groupState, error)
 	}
 	gs.info.Store(&g)
 	gs.members.Store(newMemberSet(members))
+	gs.touched.Store(true)
 	s.groups.mu.Lock()
 	s.groups.held += len(members)
 	s.evictLocked(gs)
@@ -351,6 +357,32 @@ func (s *Service) CachedGroups() []string {
 	return ids
 }
 
+// EvictIdle drops group id from the cache if it was not used since the
+// last EvictIdle of it (its next use loads it from the store), and
+// reports whether it did (a cluster node's periodic pass: an idle group
+// is dropped instead of read again). A group used meanwhile stays, its
+// mark cleared; so does one being loaded or changed, or whose held
+// messages are to be delivered.
+func (s *Service) EvictIdle(id string) bool {
+	s.groups.mu.Lock()
+	defer s.groups.mu.Unlock()
+	gs, ok := s.groups.m[id]
+	switch {
+	case !ok:
+		return false
+	case gs.touched.Swap(false), !gs.mu.TryLock():
+		return false
+	}
+	defer gs.mu.Unlock()
+	if gs.busy() {
+		return false
+	}
+	gs.evicted.Store(true)
+	delete(s.groups.m, id)
+	s.groups.held -= len(gs.members.Load().users)
+	return true
+}
+
 // evictLocked drops groups no change holds (at random, never keep) while
 // the cache holds more than Config.MaxCachedMembers members; groups.mu
 // must be held.
@@ -382,6 +414,7 @@ func (s *Service) create(gs *groupState) *groupState {
 		_, ok := s.groups.m[gs.id]
 		if !ok {
 			gs.ready = closedChan
+			gs.touched.Store(true)
 			s.groups.m[gs.id] = gs
 			s.groups.held += len(gs.members.Load().users)
 			s.evictLocked(gs)

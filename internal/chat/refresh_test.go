@@ -259,3 +259,44 @@ func TestRefreshWaitsForALoad(t *testing.T) {
 		t.Errorf("B's cached name: %q, want %q (the notice during the load was dropped)", got, name)
 	}
 }
+
+// TestEvictIdleDropsUnusedGroups: a group used since the last EvictIdle
+// (a send, a membership check, a change) stays cached, its mark cleared;
+// one not used since is dropped, and its next use loads it fresh.
+func TestEvictIdleDropsUnusedGroups(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	a, _ := newService(t, st, Config{})
+	b, _ := newService(t, st, Config{})
+	mustCreate(t, a, "owner", "g1", "ann")
+	if _, err := b.GroupInfo(ctx, "ann", "g1"); err != nil {
+		t.Fatal(err)
+	}
+	if b.EvictIdle("g1") {
+		t.Fatal("a group just loaded was dropped as idle")
+	}
+	if _, err := b.GroupInfo(ctx, "ann", "g1"); err != nil { // used again
+		t.Fatal(err)
+	}
+	if b.EvictIdle("g1") {
+		t.Fatal("a group used since the last visit was dropped as idle")
+	}
+	if !b.EvictIdle("g1") {
+		t.Fatal("a group not used since the last visit stayed cached")
+	}
+	if _, ok := b.cached("g1"); ok {
+		t.Fatal("g1 still cached after EvictIdle dropped it")
+	}
+	if b.EvictIdle("g1") {
+		t.Error("EvictIdle of a group not cached reported a drop")
+	}
+	if _, err := a.InviteGroupMembers(ctx, "owner", 0, "g1", []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GroupInfo(ctx, "bob", "g1"); err != nil {
+		t.Fatalf("bob, invited on another node while g1 was not cached here: %v", err)
+	}
+	if got, want := memberIDs(t, b, "g1"), []string{"ann", "bob", "owner"}; !slices.Equal(got, want) {
+		t.Errorf("g1's members loaded after the drop: %q, want %q", got, want)
+	}
+}

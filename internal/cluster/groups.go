@@ -27,6 +27,10 @@ type GroupMirror interface {
 	RefreshGroup(ctx context.Context, id string) (read, changed bool, err error)
 	// CachedGroups returns the IDs of the cached groups.
 	CachedGroups() []string
+	// EvictIdle drops a cached group not used since its last EvictIdle
+	// (its next use loads it from the store) and reports whether it did.
+	// A group used meanwhile stays, its mark cleared.
+	EvictIdle(id string) bool
 }
 
 // GroupCacheConfig tunes a GroupCache. Zero values take the defaults on
@@ -36,13 +40,20 @@ type GroupCacheConfig struct {
 	Bus    bus.Bus     // required
 	Groups GroupMirror // required
 	Prefix string      // the cluster's subject prefix; empty means DefaultPrefix
-	// Reload is how often each cached group is read again, whatever the
-	// notices said: the bound on how long a change whose notice the bus
-	// lost stays unseen here (up to about 1.5 x Reload with the jitter). The
-	// reads are spread over the period, one group at a time in ID order
-	// with jittered waits, in the background (the cache is kept: nothing
-	// moves onto the send path). Zero means 1 min.
+	// Reload is how often each cached group is visited, whatever the
+	// notices said: a group used since its last visit is read again, an
+	// idle one is dropped from the cache (its next use loads it). It is
+	// the bound on how long a change whose notice the bus lost stays
+	// unseen here (up to about 1.5 x Reload with the jitter). The visits
+	// are spread over the period, one group at a time in ID order with
+	// jittered waits, in the background (the groups in use stay cached:
+	// nothing moves onto the send path). Zero means 1 min.
 	Reload time.Duration
+	// SweepSpread is the time over which a sweep (bus reconnect, Start,
+	// more than MaxDue notices due) visits every cached group, as a
+	// pass does, with jittered waits, so nodes reconnecting together do
+	// not read the store at the same instant. Zero means 5s.
+	SweepSpread time.Duration
 	// MaxDue bounds the groups waiting to be read again after notices;
 	// beyond it every cached group is read again instead. Zero means
 	// 10,000.
@@ -58,8 +69,9 @@ type GroupCacheStats struct {
 	Received    int64 // notices of other nodes' changes
 	NotCached   int64 // of those, notices for a group not cached here (nothing read: its next use loads it)
 	Refreshes   int64 // cached groups read from the store again (after a notice, periodically, or in a sweep)
+	Evicted     int64 // cached groups dropped by a pass or sweep, not used since their last visit
 	Changed     int64 // of those, reads that found the cache differed
-	Sweeps      int64 // times every cached group was read again at once (start, bus reconnect, more than MaxDue notices due)
+	Sweeps      int64 // times every cached group was visited within SweepSpread (start, bus reconnect, more than MaxDue notices due)
 	Failures    int64 // reads that failed (the group is read again at the next notice, periodic read or sweep)
 	BadPayloads int64 // notices that did not decode
 }
@@ -69,15 +81,17 @@ type GroupCacheStats struct {
 // group change it stored (chat.GroupChanges), and the others read that
 // group again if they cache it. Notices for one group that arrive during
 // its read are served by one more read. What the bus loses is healed by
-// reading every cached group again: all at once after the bus reconnects,
-// and, paced, once per Reload. README.md has the bounds.
+// visiting every cached group, paced: once per Reload, and within
+// SweepSpread after the bus reconnects. A visit reads a group used since
+// its last visit again and drops an idle one (its next use loads it
+// fresh). README.md has the bounds.
 type GroupCache struct {
 	cfg GroupCacheConfig
 	log *slog.Logger
 
 	mu       sync.Mutex
 	due      map[string]bool // groups to read again
-	sweepDue bool            // read every cached group again
+	sweepDue bool            // visit every cached group within SweepSpread
 
 	kick   chan struct{}
 	ctx    context.Context
@@ -87,7 +101,7 @@ type GroupCache struct {
 	once   sync.Once
 
 	stats struct {
-		published, received, notCached, refreshes, changed, sweeps, failures, bad atomic.Int64
+		published, received, notCached, refreshes, evicted, changed, sweeps, failures, bad atomic.Int64
 	}
 }
 
@@ -104,6 +118,9 @@ func NewGroupCache(cfg GroupCacheConfig) *GroupCache {
 	}
 	if cfg.Reload <= 0 {
 		cfg.Reload = time.Minute
+	}
+	if cfg.SweepSpread <= 0 {
+		cfg.SweepSpread = 5 * time.Second
 	}
 	if cfg.MaxDue <= 0 {
 		cfg.MaxDue = 10_000
@@ -167,7 +184,7 @@ func (c *GroupCache) GroupChanged(id string) {
 // Stats returns the counters.
 func (c *GroupCache) Stats() GroupCacheStats {
 	return GroupCacheStats{Published: c.stats.published.Load(), Received: c.stats.received.Load(),
-		NotCached: c.stats.notCached.Load(), Refreshes: c.stats.refreshes.Load(), Changed: c.stats.changed.Load(),
+		NotCached: c.stats.notCached.Load(), Refreshes: c.stats.refreshes.Load(), Evicted: c.stats.evicted.Load(), Changed: c.stats.changed.Load(),
 		Sweeps: c.stats.sweeps.Load(), Failures: c.stats.failures.Load(), BadPayloads: c.stats.bad.Load()}
 }
 
@@ -191,7 +208,7 @@ func (c *GroupCache) receive(_ string, data []byte) {
 	c.wake()
 }
 
-// sweep asks run to read every cached group again.
+// sweep asks run to visit every cached group within SweepSpread.
 func (c *GroupCache) sweep() {
 	c.mu.Lock()
 	c.sweepDue = true
@@ -214,10 +231,20 @@ func jitter(d time.Duration) time.Duration {
 
 func (c *GroupCache) run() {
 	defer close(c.done)
-	// The periodic pass: every cached group read once per Reload, one at
-	// a time, spread evenly (nodes started together drift apart with
-	// the jitter, so their reads do not fall on the same instant).
+	// The periodic pass: every cached group visited once per Reload
+	// (read again if used since its last visit, else dropped), one at a
+	// time, spread evenly (nodes started together drift apart with the
+	// jitter, so their reads do not fall on the same instant). A sweep
+	// starts a pass spread over SweepSpread instead.
 	var pass []string
+	newPass := func(over time.Duration) time.Duration {
+		// In the same order each pass (visited from the end), so a
+		// group waits about one pass between its visits.
+		pass = c.cfg.Groups.CachedGroups()
+		slices.Sort(pass)
+		slices.Reverse(pass)
+		return over / time.Duration(max(len(pass), 1))
+	}
 	pace := c.cfg.Reload
 	tm := time.NewTimer(jitter(pace))
 	defer tm.Stop()
@@ -228,17 +255,20 @@ func (c *GroupCache) run() {
 		case <-c.kick:
 		case <-tm.C:
 			if len(pass) == 0 {
-				// In the same order each pass (read from the end), so
-				// a group waits about one pass between its reads.
-				pass = c.cfg.Groups.CachedGroups()
-				slices.Sort(pass)
-				slices.Reverse(pass)
-				pace = c.cfg.Reload / time.Duration(max(len(pass), 1))
+				pace = newPass(c.cfg.Reload)
 			}
 			if n := len(pass); n > 0 {
 				id := pass[n-1]
 				pass = pass[:n-1]
-				c.refresh(id, false)
+				if c.cfg.Groups.EvictIdle(id) {
+					c.stats.evicted.Add(1)
+				} else {
+					c.refresh(id, false)
+				}
+				if len(pass) == 0 {
+					// The next pass starts one share later.
+					pace = newPass(c.cfg.Reload)
+				}
 			}
 			tm.Reset(jitter(pace))
 		}
@@ -249,21 +279,16 @@ func (c *GroupCache) run() {
 		due, all := c.due, c.sweepDue
 		c.due, c.sweepDue = make(map[string]bool), false
 		c.mu.Unlock()
-		noticed := make(map[string]bool, len(due))
-		for id := range due {
-			noticed[id] = true
-		}
 		if all {
-			for _, id := range c.cfg.Groups.CachedGroups() {
-				due[id] = true
-			}
+			pace = newPass(c.cfg.SweepSpread)
+			tm.Reset(jitter(pace))
 			c.stats.sweeps.Add(1)
 		}
 		for id := range due {
 			if c.ctx.Err() != nil {
 				return
 			}
-			c.refresh(id, noticed[id])
+			c.refresh(id, true)
 		}
 	}
 }

@@ -311,11 +311,13 @@ func TestResolveWhileGroupChangeWaitsForQueue(t *testing.T) {
 }
 
 // recordingMirror is a group cache of fixed groups that records when each
-// was read again.
+// was read again. idle lists the groups never used: EvictIdle drops them.
 type recordingMirror struct {
-	groups []string
-	mu     sync.Mutex
-	reads  []groupRead
+	groups  []string
+	idle    map[string]bool
+	mu      sync.Mutex
+	reads   []groupRead
+	evicted []string
 }
 
 type groupRead struct {
@@ -330,7 +332,28 @@ func (m *recordingMirror) RefreshGroup(_ context.Context, id string) (bool, bool
 	return true, false, nil
 }
 
-func (m *recordingMirror) CachedGroups() []string { return slices.Clone(m.groups) }
+func (m *recordingMirror) CachedGroups() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.groups)
+}
+
+func (m *recordingMirror) EvictIdle(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.idle[id] {
+		return false
+	}
+	m.evicted = append(m.evicted, id)
+	m.groups = slices.DeleteFunc(m.groups, func(g string) bool { return g == id })
+	return true
+}
+
+func (m *recordingMirror) evictions() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.evicted)
+}
 
 func (m *recordingMirror) list() []groupRead {
 	m.mu.Lock()
@@ -338,17 +361,17 @@ func (m *recordingMirror) list() []groupRead {
 	return slices.Clone(m.reads)
 }
 
-// TestGroupCachePeriodicReadsPaced: besides the sweep at start (every
-// cached group at once), each cached group is read again once per
-// Reload, one at a time, the reads spread over the period (jittered
-// waits of at least half the even share), not all at the same tick.
+// TestGroupCachePeriodicReadsPaced: the sweep at start visits every
+// cached group within SweepSpread, and each cached group is read again
+// once per Reload, one at a time; both spread their reads over their
+// period (jittered waits of at least half the even share), not all at
+// the same tick.
 func TestGroupCachePeriodicReadsPaced(t *testing.T) {
-	const reload = 400 * time.Millisecond
+	const reload, spread = 400 * time.Millisecond, 200 * time.Millisecond
 	b := bus.NewLocal(0)
 	t.Cleanup(func() { b.Close() })
 	m := &recordingMirror{groups: []string{"g1", "g2", "g3", "g4"}}
-	c := NewGroupCache(GroupCacheConfig{Node: "a", Bus: b, Groups: m, Prefix: prefix(t), Reload: reload})
-	start := time.Now()
+	c := NewGroupCache(GroupCacheConfig{Node: "a", Bus: b, Groups: m, Prefix: prefix(t), Reload: reload, SweepSpread: spread})
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -358,21 +381,52 @@ func TestGroupCachePeriodicReadsPaced(t *testing.T) {
 	if s := c.Stats(); s.Sweeps != 1 {
 		t.Errorf("%d sweeps, want 1 (at start)", s.Sweeps)
 	}
-	pass := reads[4:8] // reads[:4]: the sweep at start
+	for _, p := range []struct {
+		name  string
+		reads []groupRead
+		share time.Duration
+	}{{"sweep", reads[:4], spread / 4}, {"periodic pass", reads[3:8], reload / 4}} {
+		var ids []string
+		for _, r := range p.reads[len(p.reads)-4:] {
+			ids = append(ids, r.id)
+		}
+		slices.Sort(ids)
+		if !slices.Equal(ids, m.groups) {
+			t.Errorf("the %s read %q, want each cached group once", p.name, ids)
+		}
+		for i := 1; i < len(p.reads); i++ {
+			if gap := p.reads[i].at.Sub(p.reads[i-1].at); gap < p.share/2 {
+				t.Errorf("%s: reads %d and %d were %v apart, want at least half the even share (%v)", p.name, i, i+1, gap, p.share/2)
+			}
+		}
+	}
+}
+
+// TestGroupCacheEvictsIdleGroups: a pass reads again only the cached
+// groups used since their last visit; the idle ones are dropped from the
+// cache (their next use loads them fresh), not read.
+func TestGroupCacheEvictsIdleGroups(t *testing.T) {
+	b := bus.NewLocal(0)
+	t.Cleanup(func() { b.Close() })
+	m := &recordingMirror{groups: []string{"g1", "g2", "g3", "g4"}, idle: map[string]bool{"g2": true, "g4": true}}
+	c := NewGroupCache(GroupCacheConfig{Node: "a", Bus: b, Groups: m, Prefix: prefix(t), Reload: 100 * time.Millisecond, SweepSpread: 40 * time.Millisecond})
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	waitFor(t, "the sweep and a periodic pass read g1 and g3 twice each", func() bool { return len(m.list()) >= 4 })
 	var ids []string
-	for _, r := range pass {
+	for _, r := range m.list() {
 		ids = append(ids, r.id)
 	}
 	slices.Sort(ids)
-	if !slices.Equal(ids, m.groups) {
-		t.Errorf("the first periodic pass read %q, want each cached group once", ids)
+	if want := []string{"g1", "g1", "g3", "g3"}; !slices.Equal(ids[:4], want) {
+		t.Errorf("groups read: %q, want %q (the idle ones not read)", ids, want)
 	}
-	if first := pass[0].at.Sub(start); first < reload/2 {
-		t.Errorf("the first periodic read came %v after start, want at least Reload/2 (%v)", first, reload/2)
+	if got := m.evictions(); !slices.Equal(got, []string{"g2", "g4"}) {
+		t.Errorf("groups dropped: %q, want [g2 g4]", got)
 	}
-	for i := 1; i < len(pass); i++ {
-		if gap := pass[i].at.Sub(pass[i-1].at); gap < reload/4/2 {
-			t.Errorf("periodic reads %d and %d were %v apart, want at least half the even share (%v)", i, i+1, gap, reload/4/2)
-		}
+	if s := c.Stats(); s.Evicted != 2 {
+		t.Errorf("Stats.Evicted %d, want 2", s.Evicted)
 	}
 }
