@@ -451,16 +451,17 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time, runOut bool) (
 			}
 		}
 		d.mu.Unlock()
+		if !runOut {
+			d.commitMu.Unlock()
+		}
 		if len(release) > 0 {
 			// Claimed but not taken: any node's next claim may take them
 			// (this one's too, from storeMin). If this fails they stay
-			// this node's until their lease ends.
+			// this node's until their lease ends. Chat commits need not
+			// wait for this write: the jobs released are none of theirs.
 			if err := d.s.st.ReleasePush(ctx, node, release); err != nil && ctx.Err() == nil {
 				d.s.log.Warn("push: releasing claimed jobs failed; they wait for their lease", "jobs", len(release), "err", err)
 			}
-		}
-		if !runOut {
-			d.commitMu.Unlock()
 		}
 		if full {
 			return false, nil
