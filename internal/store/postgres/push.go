@@ -98,8 +98,10 @@ func deleteJobs(ctx context.Context, tx pgx.Tx, done []store.PushKey) (lost int,
 	if len(done) == 0 {
 		return 0, nil
 	}
-	// Bound in one order (store.SortKeys), so that two nodes' writes lock
-	// shared rows in one order and cannot deadlock.
+	// Bound in one order (store.SortKeys), which makes a deadlock with
+	// another node's write unlikely (the planner usually walks the keys
+	// in that order, but nothing binds it to); a deadlock PostgreSQL
+	// reports is retried (Store.tx).
 	done = slices.Clone(done)
 	store.SortKeys(done)
 	msgIDs, pushIDs, owners := make([]int64, len(done)), make([]string, len(done)), make([]string, len(done))
@@ -278,8 +280,9 @@ func (s *Store) ClaimPush(ctx context.Context, owner string, held bool, after st
 }
 
 // RenewPush implements store.Store: one UPDATE of the jobs owner holds
-// among keys, bound in key order (store.SortKeys) so that it locks rows in
-// the order FinishPush does.
+// among keys, bound in key order (store.SortKeys) as FinishPush binds
+// them, which makes a deadlock with another node's write unlikely; a
+// deadlock PostgreSQL reports is retried (Store.tx).
 func (s *Store) RenewPush(ctx context.Context, owner string, keys []store.PushKey, now time.Time, lease time.Duration) ([]store.PushKey, error) {
 	if err := store.ValidateRenew(owner, lease); err != nil {
 		return nil, err
@@ -296,17 +299,21 @@ func (s *Store) RenewPush(ctx context.Context, owner string, keys []store.PushKe
 	for i, k := range keys {
 		msgIDs[i], pushIDs[i] = k.MsgID, k.PushID
 	}
-	rows, err := s.pool.Query(ctx, `UPDATE push_outbox o SET lease_until = $1
-		FROM unnest($2::bigint[], $3::text[]) AS r(msg_id, push_id)
-		WHERE o.msg_id = r.msg_id AND o.push_id = r.push_id AND o.lease_owner = $4
-		RETURNING o.push_id, o.msg_id`, millis(now)+lease.Milliseconds(), msgIDs, pushIDs, owner)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: renew push: %w", err)
-	}
-	renewed, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.PushKey, error) {
-		var k store.PushKey
-		err := row.Scan(&k.PushID, &k.MsgID)
-		return k, err
+	var renewed []store.PushKey
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE push_outbox o SET lease_until = $1
+			FROM unnest($2::bigint[], $3::text[]) AS r(msg_id, push_id)
+			WHERE o.msg_id = r.msg_id AND o.push_id = r.push_id AND o.lease_owner = $4
+			RETURNING o.push_id, o.msg_id`, millis(now)+lease.Milliseconds(), msgIDs, pushIDs, owner)
+		if err != nil {
+			return err
+		}
+		renewed, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.PushKey, error) {
+			var k store.PushKey
+			err := row.Scan(&k.PushID, &k.MsgID)
+			return k, err
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: renew push: %w", err)
@@ -338,9 +345,13 @@ func (s *Store) ReleasePush(ctx context.Context, owner string, keys []store.Push
 	for i, k := range keys {
 		msgIDs[i], pushIDs[i] = k.MsgID, k.PushID
 	}
-	if _, err := s.pool.Exec(ctx, `UPDATE push_outbox o SET lease_until = 0
-		FROM unnest($1::bigint[], $2::text[]) AS r(msg_id, push_id)
-		WHERE o.msg_id = r.msg_id AND o.push_id = r.push_id AND o.lease_owner = $3`, msgIDs, pushIDs, owner); err != nil {
+	// In key order, as RenewPush; a deadlock is retried (Store.tx).
+	if err := s.tx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE push_outbox o SET lease_until = 0
+			FROM unnest($1::bigint[], $2::text[]) AS r(msg_id, push_id)
+			WHERE o.msg_id = r.msg_id AND o.push_id = r.push_id AND o.lease_owner = $3`, msgIDs, pushIDs, owner)
+		return err
+	}); err != nil {
 		return fmt.Errorf("postgres: release push: %w", err)
 	}
 	return nil
