@@ -489,3 +489,60 @@ func TestClusterStopReleasesJobs(t *testing.T) {
 		t.Errorf("node B's claim right after node A's stop took %d jobs (%v); want the %d left", len(took), err, len(left))
 	}
 }
+
+// commitProbe tries a chat commit with pushes (push.Service.Committing)
+// from within each release of claimed jobs a refill could not take, and
+// counts those that waited for the release to end.
+type commitProbe struct {
+	*postgres.Store
+	svc     *push.Service
+	probes  atomic.Int64
+	blocked atomic.Int64
+}
+
+func (p *commitProbe) ReleasePush(ctx context.Context, owner string, keys []store.PushKey) error {
+	if keys != nil { // a refill's release, not the stop's
+		p.probes.Add(1)
+		done := make(chan struct{})
+		go func() { p.svc.Committing()(nil); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			p.blocked.Add(1) // it goes on once the refill lets commits run
+		}
+	}
+	return p.Store.ReleasePush(ctx, owner, keys)
+}
+
+// TestClusterReleaseDoesNotHoldCommits: a refill releases the claimed
+// jobs its queue has no room for after letting chat commits run again, so
+// a commit with pushes never waits for that store write.
+func TestClusterReleaseDoesNotHoldCommits(t *testing.T) {
+	stA, _ := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.emu.SetDelay(time.Second) // node A keeps its queue
+	var users []string
+	for i := range 20 {
+		users = append(users, fmt.Sprint("u", i))
+	}
+	const lease = 100 * time.Millisecond
+	h.deadNodeJobs(stA, lease, users, 0)
+	waitLeasesRunOut(t, stA)
+	p := &commitProbe{Store: stA}
+	p.svc = push.New(p, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov},
+		push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: time.Hour, MaxPending: 4, InFlight: 1})
+	if err := p.svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		p.svc.Close(ctx)
+	})
+	if p.probes.Load() == 0 {
+		t.Fatal("node A released no claimed jobs at start")
+	}
+	if n := p.blocked.Load(); n != 0 {
+		t.Errorf("a chat commit waited for %d of %d releases of claimed jobs", n, p.probes.Load())
+	}
+}
