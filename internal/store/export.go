@@ -98,6 +98,32 @@ func (r *Rows) Len() int {
 		len(r.Cursors) + len(r.Mutes) + len(r.PushDevices) + len(r.PushOutbox) + len(r.PushLog) + len(r.Calls)
 }
 
+// Paged hands fn the rows scan reads, a page of page rows at a time and
+// the rest at the end: the loop of a backend's Export over its query's
+// rows (next and err are the result set's Next and Err). A scan or err
+// failure comes back wrapped as "<engine>: export <t>"; fn's as it is.
+func Paged(engine string, t Table, page int, next func() bool, scan func(*Rows) error, err func() error, fn func(*Rows) error) error {
+	r := &Rows{}
+	for next() {
+		if e := scan(r); e != nil {
+			return fmt.Errorf("%s: export %s: %w", engine, t, e)
+		}
+		if r.Len() >= page {
+			if e := fn(r); e != nil {
+				return e
+			}
+			r = &Rows{}
+		}
+	}
+	if e := err(); e != nil {
+		return fmt.Errorf("%s: export %s: %w", engine, t, e)
+	}
+	if r.Len() > 0 {
+		return fn(r)
+	}
+	return nil
+}
+
 // Counter counts a store's rows per table, in Exporter's terms. Counting
 // reads the whole table on the embedded backends.
 type Counter interface {

@@ -237,25 +237,7 @@ func (s *Store) Export(ctx context.Context, t store.Table, page int, fn func(*st
 		return fmt.Errorf("sqlite: export %s: %w", t, err)
 	}
 	defer rows.Close()
-	r := &store.Rows{}
-	for rows.Next() {
-		if err := et.scan(rows, r); err != nil {
-			return fmt.Errorf("sqlite: export %s: %w", t, err)
-		}
-		if r.Len() >= page {
-			if err := fn(r); err != nil {
-				return err
-			}
-			r = &store.Rows{}
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("sqlite: export %s: %w", t, err)
-	}
-	if r.Len() > 0 {
-		return fn(r)
-	}
-	return nil
+	return store.Paged("sqlite", t, page, rows.Next, func(r *store.Rows) error { return et.scan(rows, r) }, rows.Err, fn)
 }
 
 // Import implements store.Importer: one writer transaction.
