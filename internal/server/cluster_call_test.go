@@ -3,10 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,8 +11,6 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
-	"github.com/herald-im/herald/internal/config"
-	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/token"
 )
 
@@ -57,29 +52,10 @@ func (l *callLog) handlers() client.Handlers {
 func TestTwoNodesCalls(t *testing.T) {
 	url := natsForTest(t)
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	var shared store.Store
-	testWrapStore = func(s store.Store) store.Store {
-		if shared == nil {
-			shared = s
-			return s
-		}
-		s.Close()
-		return sharedStore{shared}
-	}
-	t.Cleanup(func() { testWrapStore = nil })
+	shared := shareOneStore(t)
 	start := func(node string) *Server {
-		cfg := config.Default()
-		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-		cfg.Bus, cfg.NodeID = url, node
-		cfg.BusPrefix = "test.server.calls." + strconv.Itoa(os.Getpid()) // tests of other packages may share NATS
-		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return srv
+		cfg := nodeConfig(t, url, "calls", node)
+		return startNode(t, cfg, secret, nil)
 	}
 	b := start("node-b") // opens the store the two share: node A's stop must not close it
 	a := start("node-a")
@@ -128,7 +104,7 @@ func TestTwoNodesCalls(t *testing.T) {
 	waitUntil(t, "alice's session on node B hears it", func() bool {
 		return aliceB.has("state " + c2.ID + " bob=timeout alice=ended")
 	})
-	got, err := shared.Call(ctx, c2.ID)
+	got, err := shared().Call(ctx, c2.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

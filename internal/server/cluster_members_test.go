@@ -2,10 +2,7 @@ package server
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +11,6 @@ import (
 	"github.com/herald-im/herald/apiclient"
 	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/config"
-	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/token"
 )
 
@@ -29,29 +25,11 @@ import (
 func TestTwoNodesMembersLimitKick(t *testing.T) {
 	url := natsForTest(t)
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	var shared store.Store
-	testWrapStore = func(s store.Store) store.Store {
-		if shared == nil {
-			shared = s
-			return s
-		}
-		s.Close()
-		return sharedStore{shared}
-	}
-	t.Cleanup(func() { testWrapStore = nil })
+	shareOneStore(t)
 	start := func(node string) *Server {
-		cfg := config.Default()
-		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-		cfg.Bus, cfg.NodeID, cfg.MetricsPublic = url, node, "true"
+		cfg := nodeConfig(t, url, "members", node)
 		cfg.MaxDevices = 2
-		cfg.BusPrefix = "test.server.members." + strconv.Itoa(os.Getpid()) // tests of other packages may share NATS
-		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
+		srv := startNode(t, cfg, secret, nil)
 		t.Cleanup(func() { srv.Shutdown(context.Background()) })
 		return srv
 	}

@@ -3,15 +3,11 @@ package server
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
-	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/token"
 )
@@ -27,17 +23,9 @@ func TestTwoNodesPostgresPendingJobNotTaken(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	start := func(node string) *Server {
 		t.Helper()
-		cfg := config.Default()
-		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-		cfg.Bus, cfg.NodeID, cfg.Store = busURL, node, storeURL
-		cfg.BusPrefix = "test.server.pushlease." + strconv.Itoa(os.Getpid())
-		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cfg := nodeConfig(t, busURL, "pushlease", node)
+		cfg.Store = storeURL
+		srv := startNode(t, cfg, secret, nil)
 		t.Cleanup(func() { srv.Shutdown(context.Background()) })
 		return srv
 	}

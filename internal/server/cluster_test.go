@@ -50,6 +50,51 @@ func (b *lossyBus) Publish(subject string, data []byte) error {
 	return b.Bus.Publish(subject, data)
 }
 
+// shareOneStore makes the servers t starts from now on share the first
+// one's store, as nodes on one database do: the first server opens it
+// (stop it last), the others' own stores are closed. It returns that store,
+// once the first server has started.
+func shareOneStore(t *testing.T) func() store.Store {
+	var shared store.Store
+	testWrapStore = func(s store.Store) store.Store {
+		if shared == nil {
+			shared = s
+			return s
+		}
+		s.Close()
+		return sharedStore{shared}
+	}
+	t.Cleanup(func() { testWrapStore = nil })
+	return func() store.Store { return shared }
+}
+
+// nodeConfig is a test node's configuration: loopback ports, a data folder
+// of its own, busURL with the subject prefix test.server.<prefix>.<pid>
+// (tests of other packages may share NATS), metrics public.
+func nodeConfig(t *testing.T, busURL, prefix, node string) config.Config {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	cfg.Bus, cfg.NodeID, cfg.MetricsPublic = busURL, node, "true"
+	cfg.BusPrefix = "test.server." + prefix + "." + strconv.Itoa(os.Getpid())
+	return cfg
+}
+
+// startNode starts a server with cfg; the caller shuts it down.
+func startNode(t *testing.T, cfg config.Config, secret []byte, log *slog.Logger) *Server {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv, err := New(context.Background(), cfg, secret, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
 // natsForTest returns HERALD_TEST_NATS, or skips t when it is not set.
 func natsForTest(t *testing.T) string {
 	t.Helper()
@@ -291,21 +336,13 @@ func TestTwoNodesSecretMismatch(t *testing.T) {
 	var logsA, logsB lockedBuffer
 	start := func(node string, secret string, logs *lockedBuffer) *Server {
 		t.Helper()
-		cfg := config.Default()
-		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-		cfg.Bus, cfg.NodeID, cfg.MetricsPublic, cfg.Secret = busURL, node, "true", secret
-		cfg.BusPrefix = "test.server.secret." + strconv.Itoa(os.Getpid()) // tests of other packages may share NATS
+		cfg := nodeConfig(t, busURL, "secret", node)
+		cfg.Secret = secret
 		key, _, err := cfg.ResolveSecret(true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(context.Background(), cfg, key, slog.New(slog.NewTextHandler(logs, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
+		srv := startNode(t, cfg, key, slog.New(slog.NewTextHandler(logs, nil)))
 		t.Cleanup(func() { srv.Shutdown(context.Background()) })
 		return srv
 	}
@@ -367,28 +404,9 @@ func TestTwoNodesPushCache(t *testing.T) {
 		t.Skip("HERALD_TEST_NATS is not set (e.g. nats://127.0.0.1:4222): the two-node test needs NATS")
 	}
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	var shared store.Store
-	testWrapStore = func(s store.Store) store.Store {
-		if shared == nil {
-			shared = s
-			return s
-		}
-		s.Close()
-		return sharedStore{shared}
-	}
-	t.Cleanup(func() { testWrapStore = nil })
+	shareOneStore(t)
 	start := func(node string) *Server {
-		cfg := config.Default()
-		cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
-		cfg.Bus, cfg.NodeID = url, node
-		cfg.BusPrefix = "test.server.pushcache." + strconv.Itoa(os.Getpid()) // tests of other packages may share NATS
-		srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
+		srv := startNode(t, nodeConfig(t, url, "pushcache", node), secret, nil)
 		t.Cleanup(func() { srv.Shutdown(context.Background()) })
 		return srv
 	}
