@@ -2,6 +2,7 @@ package store
 
 import (
 	"cmp"
+	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"fmt"
@@ -118,4 +119,18 @@ func DueJobs(jobs []PushJob, now time.Time) []PushJob {
 		}
 	}
 	return jobs
+}
+
+// ClaimOneProcess is ClaimPush for a store used by one process, which keeps
+// no lease: the due jobs of a PendingPush page (pending), nothing written.
+func ClaimOneProcess(ctx context.Context, pending func(context.Context, PushKey, int) ([]PushJob, error),
+	owner string, after PushKey, now time.Time, lease time.Duration, limit int) ([]PushJob, error) {
+	if err := ValidateClaim(owner, lease, limit); err != nil {
+		return nil, err
+	}
+	jobs, err := pending(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return DueJobs(jobs, now), nil
 }

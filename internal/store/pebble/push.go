@@ -724,14 +724,7 @@ func (s *Store) pruneUnbound(ctx context.Context, before time.Time) (int, error)
 // ClaimPush implements store.Store for one process: no lease is kept or
 // written; it returns the due jobs of a PendingPush page.
 func (s *Store) ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error) {
-	if err := store.ValidateClaim(owner, lease, limit); err != nil {
-		return nil, err
-	}
-	jobs, err := s.PendingPush(ctx, after, limit)
-	if err != nil {
-		return nil, err
-	}
-	return store.DueJobs(jobs, now), nil
+	return store.ClaimOneProcess(ctx, s.PendingPush, owner, after, now, lease, limit)
 }
 
 // RenewPush implements store.Store for one process: no lease is kept, so
