@@ -28,6 +28,7 @@ type fakeGateway struct {
 	delivered map[string][]int64 // user -> seqs, in delivery order
 	live      map[[2]string]bool
 	at        map[[2]string]time.Time // login times set by setLiveAt
+	away      map[string]bool         // users with no session here (SessionsOf); every other user has one
 }
 
 func newFakeGateway() *fakeGateway {
@@ -40,6 +41,27 @@ func (g *fakeGateway) DeliverMessage(m *herald.Message, to []string, _ chat.Sess
 	for _, u := range to {
 		g.delivered[u] = append(g.delivered[u], m.Seq)
 	}
+}
+
+// SessionsOf answers 1 for every user but those setAway made absent: the
+// fake delivers to every user it is given.
+func (g *fakeGateway) SessionsOf(user string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.away[user] {
+		return 0
+	}
+	return 1
+}
+
+// setAway makes user have no session here (away) or one.
+func (g *fakeGateway) setAway(user string, away bool) {
+	g.mu.Lock()
+	if g.away == nil {
+		g.away = make(map[string]bool)
+	}
+	g.away[user] = away
+	g.mu.Unlock()
 }
 
 func (g *fakeGateway) DeliverGroupEvent(*chat.GroupEvent, []string, chat.SessionID) {}
@@ -509,5 +531,50 @@ func TestGroupFillSparesNewMembers(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(a.gw.seqs("carol")), "[4]"; got != want {
 		t.Errorf("carol, who joined after seq 3, got %s, want %s", got, want)
+	}
+}
+
+// countingStore counts the gap fills' reads.
+type countingStore struct {
+	store.Store
+	reads *atomic.Int64
+}
+
+func (c countingStore) MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error) {
+	c.reads.Add(1)
+	return c.Store.MessagesAfter(ctx, conv, after, since, limit)
+}
+
+// TestNotHeldNotRead: messages from another node for users with no
+// session here are not delivered, and neither their first sight nor a
+// gap before them is read from the store; their seqs are remembered, so
+// when a recipient logs in here (and syncs from the store) the next
+// message is delivered with no fill.
+func TestNotHeldNotRead(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	var reads atomic.Int64
+	a, b := startNode(t, "a", ba, countingStore{st, &reads}), startNode(t, "b", bb, st)
+	a.gw.setAway("alice", true)
+	a.gw.setAway("bob", true)
+	b.bus.setDrop(func(n int) bool { return n == 1 || n == 3 }) // seq 2 is a first sight after a loss, seq 4 follows a gap
+	for range 4 {
+		send(t, st, b)
+	}
+	waitFor(t, "node A handled seqs 2 and 4", func() bool { return a.d.Stats().NotHeld >= 2 || len(a.gw.seqs("bob")) >= 4 })
+	a.gw.setAway("bob", false) // bob logs in on A (and syncs 1-4 from the store)
+	send(t, st, b)
+	waitFor(t, "node A delivered seq 5", func() bool { return len(a.gw.seqs("bob")) >= 1 })
+	if got, want := fmt.Sprint(a.gw.seqs("bob")), "[5]"; got != want {
+		t.Errorf("node A delivered %s to bob, want %s", got, want)
+	}
+	if got := a.gw.seqs("alice"); len(got) != 1 {
+		t.Errorf("node A delivered %v to alice, want seq 5 only (the fake holds a session for every user not away)", got)
+	}
+	if got := reads.Load(); got != 0 {
+		t.Errorf("node A read the store %d times, want 0: nobody here needed what was lost", got)
+	}
+	if s := a.d.Stats(); s.NotHeld != 2 || s.Gaps != 0 || s.Filled != 0 {
+		t.Errorf("node A: %d not held, %d gaps, %d filled; want 2, 0, 0", s.NotHeld, s.Gaps, s.Filled)
 	}
 }

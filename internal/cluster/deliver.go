@@ -39,6 +39,9 @@ type Local interface {
 	// LiveDevices calls f for every (user, device) with a logged-in
 	// session here; f must not block.
 	LiveDevices(f func(user, device string))
+	// SessionsOf returns how many logged-in sessions user has here; it
+	// does not block.
+	SessionsOf(user string) int
 }
 
 // Members resolves a group message's recipients on the receiving node
@@ -102,6 +105,7 @@ type DelivererStats struct {
 	Resyncs       int64 // reconnections after which tracked conversations were read forward
 	Resolved      int64 // group messages from other nodes, published without recipients (too large for the bus with them), whose members were resolved here
 	ResolveFailed int64 // of those, resolutions that failed (the message is not delivered live here; clients fill the gap with history)
+	NotHeld       int64 // messages from other nodes none of whose recipients had a session here: their seq is remembered, the message is neither decoded nor delivered, and no gap before it is read
 }
 
 // Deliverer implements chat.Deliverer for a node of a cluster: each
@@ -135,7 +139,7 @@ type Deliverer struct {
 
 	stats struct {
 		published, publishFailed, received, filled, gaps, gapsUnfilled,
-		duplicates, bad, queueFull, resyncs, resolved, resolveFailed atomic.Int64
+		duplicates, bad, queueFull, resyncs, resolved, resolveFailed, notHeld atomic.Int64
 	}
 }
 
@@ -152,7 +156,8 @@ const (
 	itemRemote                 // from another node: deliver
 	itemGroup                  // a group event committed here: publish, then deliver
 	itemRemoteGroup
-	itemResync // the bus came back after a loss
+	itemResync  // the bus came back after a loss
+	itemNotHeld // from another node, for no session here: remember its seq
 )
 
 type item struct {
@@ -162,6 +167,8 @@ type item struct {
 	to     []string
 	origin chat.SessionID
 	plan   *resyncPlan // itemResync
+	conv   string      // itemNotHeld
+	seq    int64       // itemNotHeld
 }
 
 // resyncPlan is what a resync reads forward: per conversation, the local
@@ -181,6 +188,23 @@ type wire struct {
 	Resolve bool             `json:"resolve,omitempty"`
 	Msg     *herald.Message  `json:"msg,omitempty"`
 	Group   *chat.GroupEvent `json:"group,omitempty"`
+	// Conv and Seq repeat Msg's, so that a node where none of To has a
+	// session remembers the seq without decoding Msg (wireHead). Absent
+	// from an older node's payloads: Msg is decoded then.
+	Conv string `json:"conv,omitempty"`
+	Seq  int64  `json:"seq,omitempty"`
+}
+
+// wireHead is what a node reads of every payload first: a message whose
+// recipients have no session here goes no further (receive).
+type wireHead struct {
+	Node    string          `json:"node"`
+	To      []string        `json:"to"`
+	Resolve bool            `json:"resolve,omitempty"`
+	Conv    string          `json:"conv,omitempty"`
+	Seq     int64           `json:"seq,omitempty"`
+	Msg     json.RawMessage `json:"msg,omitempty"`
+	Group   json.RawMessage `json:"group,omitempty"`
 }
 
 func (w *wire) convOf() string {
@@ -299,6 +323,7 @@ func (d *Deliverer) Stats() DelivererStats {
 		Duplicates: d.stats.duplicates.Load(), BadPayloads: d.stats.bad.Load(),
 		QueueFull: d.stats.queueFull.Load(), Resyncs: d.stats.resyncs.Load(),
 		Resolved: d.stats.resolved.Load(), ResolveFailed: d.stats.resolveFailed.Load(),
+		NotHeld: d.stats.notHeld.Load(),
 	}
 }
 
@@ -339,16 +364,42 @@ func (d *Deliverer) enqueue(it item) {
 // before it is queued (so in the bus's order), not on the delivery loop:
 // resolving may read the store, and whatever it waits for must not wait
 // for the loop.
+//
+// Every node receives every message of the cluster; most are for
+// sessions elsewhere. A message none of whose recipients has a session
+// here is not decoded: the loop only remembers its seq (itemNotHeld), as
+// if delivered, so the conversation's next message shows no gap and its
+// first sight reads nothing. Nothing is lost by it: a recipient who logs
+// in here after this check syncs from the store, which holds this
+// message and every seq before it (published after their commit).
 func (d *Deliverer) receive(_ string, data []byte) {
-	var w wire
-	if err := json.Unmarshal(data, &w); err != nil || (w.Msg == nil) == (w.Group == nil) {
+	var h wireHead
+	if err := json.Unmarshal(data, &h); err != nil || (h.Msg == nil) == (h.Group == nil) {
 		d.stats.bad.Add(1)
 		return
 	}
-	if w.Node == d.cfg.Node {
+	if h.Node == d.cfg.Node {
 		return // delivered here already
 	}
 	d.stats.received.Add(1)
+	if h.Msg != nil && !h.Resolve && h.Conv != "" && !d.holdsAny(h.To) {
+		d.stats.notHeld.Add(1)
+		if h.Seq > 0 { // a command (seq 0) is live only: nothing to remember
+			d.enqueue(item{kind: itemNotHeld, conv: h.Conv, seq: h.Seq, to: h.To})
+		}
+		return
+	}
+	w := wire{Node: h.Node, To: h.To, Resolve: h.Resolve}
+	var err error
+	if h.Msg != nil {
+		err = json.Unmarshal(h.Msg, &w.Msg)
+	} else {
+		err = json.Unmarshal(h.Group, &w.Group)
+	}
+	if err != nil || (w.Msg == nil) == (w.Group == nil) {
+		d.stats.bad.Add(1)
+		return
+	}
 	if w.Msg != nil {
 		if w.Resolve {
 			var ok bool
@@ -360,6 +411,16 @@ func (d *Deliverer) receive(_ string, data []byte) {
 	} else {
 		d.enqueue(item{kind: itemRemoteGroup, ev: w.Group, to: w.To})
 	}
+}
+
+// holdsAny reports whether one of users has a session here.
+func (d *Deliverer) holdsAny(users []string) bool {
+	for _, u := range users {
+		if d.cfg.Local.SessionsOf(u) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *Deliverer) run() {
@@ -389,7 +450,22 @@ func (d *Deliverer) handle(it item) {
 		d.cfg.Local.DeliverGroupEvent(it.ev, it.to, 0)
 	case itemResync:
 		d.resync(it.plan)
+	case itemNotHeld:
+		d.remember(it.conv, it.seq, it.to)
 	}
+}
+
+// remember records seq as conv's last delivered, for a message none of
+// whose recipients (to) had a session here: no gap before it is read, and
+// st.to is to, as if it had been delivered (receive says why nothing is
+// lost).
+func (d *Deliverer) remember(conv string, seq int64, to []string) {
+	st := d.state(conv)
+	if seq <= st.last {
+		d.stats.duplicates.Add(1)
+		return
+	}
+	st.last, st.to = seq, to
 }
 
 func (d *Deliverer) publish(it item) {
@@ -398,6 +474,7 @@ func (d *Deliverer) publish(it item) {
 		c := *it.m
 		c.Push, c.NotifyMentioned = nil, false // decided by the storing node
 		w.Msg = &c
+		w.Conv, w.Seq = c.Conv, c.Seq
 	}
 	data, err := json.Marshal(&w)
 	if err == nil && len(data) > d.cfg.Bus.MaxPayload() && d.members != nil && w.Msg != nil && w.Msg.ConvType == herald.ConversationGroup {

@@ -639,7 +639,8 @@ func (g *Gateway) Acked(user, device, conv string) (int64, bool) {
 	return 0, false
 }
 
-// SessionsOf reports how many live sessions user has (for tests and metrics).
+// SessionsOf reports how many live sessions user has (internal/cluster's
+// delivery, tests and metrics).
 func (g *Gateway) SessionsOf(user string) int {
 	sh := g.shardOf(user)
 	sh.mu.Lock()

@@ -247,13 +247,24 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 	for i, k := range keys {
 		types[i] = int16(keySet[k])
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO conversations (conv_key, type)
+	// The conversations' insert, their lock, the IDs and the savepoint
+	// go in one round trip (a pipeline: PostgreSQL runs them in order,
+	// and skips the rest of the batch after a failure, which aborts the
+	// transaction).
+	batch := &pgx.Batch{}
+	batch.Queue(`INSERT INTO conversations (conv_key, type)
 		SELECT k, t FROM unnest($1::text[], $2::smallint[]) AS u(k, t) ORDER BY k COLLATE "C"
-		ON CONFLICT (conv_key) DO NOTHING`, keys, types); err != nil {
+		ON CONFLICT (conv_key) DO NOTHING`, keys, types)
+	batch.Queue(`SELECT id, conv_key, type, last_seq, last_id FROM conversations
+		WHERE conv_key = ANY($1) ORDER BY conv_key FOR UPDATE`, keys)
+	batch.Queue("SELECT nextval('messages_id_seq') FROM generate_series(1, $1) ORDER BY 1", len(all))
+	batch.Queue("SAVEPOINT msgs")
+	br := tx.SendBatch(ctx, batch)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
 		return nil, fmt.Errorf("create conversations: %w", err)
 	}
-	rows, err := tx.Query(ctx, `SELECT id, conv_key, type, last_seq, last_id FROM conversations
-		WHERE conv_key = ANY($1) ORDER BY conv_key FOR UPDATE`, keys)
+	rows, err := br.Query()
 	if err != nil {
 		return nil, fmt.Errorf("lock conversations: %w", err)
 	}
@@ -277,12 +288,19 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 	if len(convs) != len(keys) {
 		return nil, fmt.Errorf("lock conversations: %d of %d found", len(convs), len(keys))
 	}
-	ids, err := nextIDs(ctx, tx, len(all))
+	idRows, err := br.Query()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("take message IDs: %w", err)
 	}
-	if _, err := tx.Exec(ctx, "SAVEPOINT msgs"); err != nil {
+	ids, err := pgx.CollectRows(idRows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("take message IDs: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
 		return nil, fmt.Errorf("savepoint: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return nil, fmt.Errorf("lock conversations: %w", err)
 	}
 	// The first attempt looks up no duplicates: the unique index finds
 	// them, and a batch holds one rarely (a client's resend). Only when it
@@ -318,19 +336,6 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 			return nil, fmt.Errorf("insert messages: duplicates kept appearing under concurrent writers")
 		}
 	}
-}
-
-// nextIDs takes n message IDs, in ascending order.
-func nextIDs(ctx context.Context, tx pgx.Tx, n int) ([]int64, error) {
-	rows, err := tx.Query(ctx, "SELECT nextval('messages_id_seq') FROM generate_series(1, $1) ORDER BY 1", n)
-	if err != nil {
-		return nil, fmt.Errorf("take message IDs: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("take message IDs: %w", err)
-	}
-	return ids, nil
 }
 
 // originals returns the stored messages with the (From, LocalID) of any of
