@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -117,6 +118,14 @@ type Presence struct {
 	// from them. A peer is logged when it enters the map, so once per
 	// peer while it stays.
 	mismatch map[string]time.Time // node -> expiry
+	// inst is this process's instance ID, drawn at NewPresence and sent
+	// in each presence message: another process that sends this node's ID
+	// with another instance ID runs with the same HERALD_NODE_ID.
+	inst string
+	// conflicts holds those other instances, until their bye or until TTL
+	// passes without a message from them; each is logged when it enters
+	// the map, so once per instance while it stays.
+	conflicts map[string]time.Time // instance -> expiry
 
 	deltas chan delta
 	full   chan struct{} // asks for a full announcement now
@@ -153,6 +162,9 @@ type presenceMsg struct {
 	// Secret is the sender's SecretFingerprint; absent from nodes that
 	// predate it (not compared).
 	Secret string `json:"secret_fp,omitempty"`
+	// Inst is the sender process's instance ID (random, drawn at its
+	// start); absent from nodes that predate it (not compared).
+	Inst string `json:"inst,omitempty"`
 }
 
 type presenceEntry struct {
@@ -205,9 +217,11 @@ func NewPresence(cfg PresenceConfig) *Presence {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	var inst [8]byte
+	rand.Read(inst[:]) // never fails (crypto/rand)
 	return &Presence{cfg: cfg, log: cfg.Logger, remote: make(map[string]map[string]map[string]remoteEntry), heard: make(map[string]time.Time),
-		mismatch: make(map[string]time.Time),
-		deltas:   make(chan delta, cfg.Queue), full: make(chan struct{}, 1),
+		mismatch: make(map[string]time.Time), inst: hex.EncodeToString(inst[:]), conflicts: make(map[string]time.Time),
+		deltas: make(chan delta, cfg.Queue), full: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -389,6 +403,11 @@ func (p *Presence) sweep() {
 			delete(p.mismatch, node)
 		}
 	}
+	for inst, exp := range p.conflicts {
+		if !now.Before(exp) {
+			delete(p.conflicts, inst)
+		}
+	}
 	for node, last := range p.heard {
 		if !now.Before(last.Add(p.cfg.TTL)) {
 			delete(p.heard, node)
@@ -412,7 +431,7 @@ func (p *Presence) sweep() {
 }
 
 func (p *Presence) publish(m presenceMsg) {
-	m.Secret = p.cfg.SecretFingerprint
+	m.Secret, m.Inst = p.cfg.SecretFingerprint, p.inst
 	data, err := json.Marshal(&m)
 	if err != nil {
 		return
@@ -430,6 +449,13 @@ func (p *Presence) receive(_ string, data []byte) {
 		return
 	}
 	if m.Node == p.cfg.Node {
+		// Ours (the bus echoes), or another process's with our node ID.
+		if m.Inst != "" && m.Inst != p.inst {
+			p.checkInstance(m)
+			if m.Kind == "hello" {
+				p.askFull() // so that it hears this one at once too
+			}
+		}
 		return
 	}
 	if m.Kind != "bye" {
@@ -558,6 +584,44 @@ func (p *Presence) checkSecret(m presenceMsg) {
 	case !differs && was:
 		p.log.Info("cluster: a node that had a different secret now has this node's", "peer_node", m.Node)
 	}
+}
+
+// checkInstance records m, a message with this node's ID from another
+// process (instance m.Inst): its bye forgets it; any other message counts
+// it until TTL, and logs it when first seen so.
+func (p *Presence) checkInstance(m presenceMsg) {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	exp, held := p.conflicts[m.Inst]
+	was := held && now.Before(exp)
+	if m.Kind == "bye" {
+		delete(p.conflicts, m.Inst)
+	} else {
+		p.conflicts[m.Inst] = now.Add(p.cfg.TTL)
+	}
+	p.mu.Unlock()
+	if m.Kind != "bye" && !was {
+		p.log.Error("cluster: another process runs with this node's ID: each takes the other's push jobs as its own and ignores the other's presence; "+
+			"give each node its own HERALD_NODE_ID (and don't copy a data folder's node-id file to another node)",
+			"node", p.cfg.Node, "instance", p.inst, "other_instance", m.Inst)
+	}
+}
+
+// NodeIDConflicts returns, sorted, the instance IDs of the other processes
+// that sent presence messages with this node's ID, heard from within the
+// TTL and not gone (bye).
+func (p *Presence) NodeIDConflicts() []string {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var insts []string
+	for inst, exp := range p.conflicts {
+		if now.Before(exp) {
+			insts = append(insts, inst)
+		}
+	}
+	slices.Sort(insts)
+	return insts
 }
 
 // SecretMismatches returns, sorted, the other nodes whose last presence

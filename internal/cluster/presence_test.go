@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/bus"
 )
 
 // clock is a test clock.
@@ -279,6 +281,98 @@ func TestPresenceSecretMismatch(t *testing.T) {
 		}
 		if logs := la.String() + lb.String(); strings.Contains(logs, "HERALD_SECRET") {
 			t.Errorf("a mismatch was logged:\n%s", logs)
+		}
+	})
+}
+
+// TestPresenceNodeIDConflict: two processes started with one node ID
+// (each with its own random instance ID) each log the other once, naming
+// the node ID and the fix, and count it until its bye; one that stops
+// without a bye stops counting after the TTL; a message without an
+// instance ID (an older node) is not compared.
+func TestPresenceNodeIDConflict(t *testing.T) {
+	start := func(t *testing.T, b bus.Bus, clk *clock, logs *syncBuffer) *Presence {
+		t.Helper()
+		p := NewPresence(PresenceConfig{Node: "a", Bus: b, Local: newFakeGateway(), Refresh: time.Hour, TTL: 30 * time.Second,
+			Now: clk.Now, Prefix: prefix(t), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
+	expiry := func(p *Presence, inst string) time.Time {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.conflicts[inst]
+	}
+	t.Run("two processes", func(t *testing.T) {
+		ba, bb := buses(t)
+		clk := &clock{now: time.Unix(1_000_000, 0)}
+		var l1, l2 syncBuffer
+		p1 := start(t, ba, clk, &l1)
+		p2 := start(t, bb, clk, &l2)
+		if p1.inst == p2.inst || len(p1.inst) != 16 {
+			t.Fatalf("instance IDs %q and %q: want two of 16 hex digits", p1.inst, p2.inst)
+		}
+		// P2's hello tells P1; P1's answer to it (an empty full page)
+		// tells P2.
+		waitFor(t, "P1 counts P2", func() bool { return slices.Equal(p1.NodeIDConflicts(), []string{p2.inst}) })
+		waitFor(t, "P2 counts P1", func() bool { return slices.Equal(p2.NodeIDConflicts(), []string{p1.inst}) })
+		for _, c := range []struct {
+			name, other string
+			logs        *syncBuffer
+		}{{"P1", p2.inst, &l1}, {"P2", p1.inst, &l2}} {
+			logs := c.logs.String()
+			if !strings.Contains(logs, "node=a") || !strings.Contains(logs, "other_instance="+c.other) ||
+				!strings.Contains(logs, "give each node its own HERALD_NODE_ID") {
+				t.Errorf("%s's log does not name the node ID, the other instance and the fix:\n%s", c.name, logs)
+			}
+		}
+		// Another message from P2, 20 s later: counted again (its expiry
+		// moves), not logged again.
+		clk.advance(20 * time.Second)
+		p2.askFull()
+		waitFor(t, "P1 hears P2 again", func() bool { return expiry(p1, p2.inst).Equal(clk.Now().Add(30 * time.Second)) })
+		if n := strings.Count(l1.String(), "other_instance="); n != 1 {
+			t.Errorf("P1 logged the conflict %d times, want once:\n%s", n, l1.String())
+		}
+		// P2's bye (a restart's old process): the conflict is gone.
+		p2.Close()
+		waitFor(t, "P1 forgets P2 at its bye", func() bool { return len(p1.NodeIDConflicts()) == 0 })
+	})
+	t.Run("killed without bye, older node", func(t *testing.T) {
+		ba, bb := buses(t)
+		clk := &clock{now: time.Unix(1_000_000, 0)}
+		var l1 syncBuffer
+		p1 := start(t, ba, clk, &l1)
+		raw := func(m presenceMsg) {
+			t.Helper()
+			data, err := json.Marshal(&m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := bb.Publish(prefix(t)+SubjectPresence, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A node from before instance IDs sends none: not compared. The
+		// message after it, from one publisher, arrives after it.
+		raw(presenceMsg{Node: "a", Kind: "full"})
+		raw(presenceMsg{Node: "a", Kind: "full", Inst: "00000000000000ff"})
+		waitFor(t, "P1 counts the other instance", func() bool { return slices.Equal(p1.NodeIDConflicts(), []string{"00000000000000ff"}) })
+		// It is killed: no bye, no more messages. After the TTL it no
+		// longer counts, and the sweep forgets it.
+		clk.advance(30 * time.Second)
+		if got := p1.NodeIDConflicts(); len(got) != 0 {
+			t.Errorf("after the TTL: got conflicts %v, want none", got)
+		}
+		p1.sweep()
+		if !expiry(p1, "00000000000000ff").IsZero() {
+			t.Error("the sweep kept the expired instance")
+		}
+		if n := strings.Count(l1.String(), "other_instance="); n != 1 {
+			t.Errorf("logged the conflict %d times, want once:\n%s", n, l1.String())
 		}
 	})
 }
