@@ -159,6 +159,10 @@ func (c *clusterParts) register(m *metrics.Metrics) {
 		Name: "herald_cluster_secret_mismatch_peers",
 		Help: "Other nodes whose presence messages carry another secret fingerprint than this node's: tokens and signed API requests made for them fail here. Give every node the same HERALD_SECRET.",
 	}, func() float64 { return float64(len(c.presence.SecretMismatches())) }))
+	_ = m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_cluster_node_id_conflicts",
+		Help: "Other processes heard within the presence TTL that send presence messages with this node's ID: each takes the other's push jobs as its own. Give each node its own HERALD_NODE_ID.",
+	}, func() float64 { return float64(len(c.presence.NodeIDConflicts())) }))
 }
 
 // presenceEvents passes the gateway's events on to the app's backend (next,

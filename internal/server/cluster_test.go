@@ -231,7 +231,7 @@ func testTwoNodes(t *testing.T, busURL, storeURL string) {
 	waitUntil(t, "node A sees alice live on node B", func() bool { return a.ClusterPresence().Live("alice", "phone") })
 	for srv, node := range map[*Server]string{a: "node-a", b: "node-b"} {
 		body := scrape(t, "http://"+srv.Addr()+"/metrics")
-		for _, want := range []string{`herald_node_info{node="` + node + `"} 1`, "\nherald_cluster_secret_mismatch_peers 0\n"} {
+		for _, want := range []string{`herald_node_info{node="` + node + `"} 1`, "\nherald_cluster_secret_mismatch_peers 0\n", "\nherald_cluster_node_id_conflicts 0\n"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("%s's /metrics lacks %q", node, want)
 			}
