@@ -352,13 +352,7 @@ func TestClusterClaimTakesOnlyWhatFits(t *testing.T) {
 	stA, stB := twoNodeStores(t)
 	h := newHarness(t, push.Config{}, nil)
 	h.emu.SetDelay(time.Second) // node A keeps its queue
-	var users []string
-	for i := range 20 {
-		users = append(users, fmt.Sprint("u", i))
-	}
-	const lease = 100 * time.Millisecond
-	h.deadNodeJobs(stA, lease, users, 0)
-	waitLeasesRunOut(t, stA)
+	h.deadNodeJobsRunOut(stA, 20)
 	h.startOn(stA, push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: time.Hour, MaxPending: 4, InFlight: 1})
 	all, err := stA.PendingPush(context.Background(), store.PushKey{}, 100)
 	if err != nil {
@@ -377,6 +371,17 @@ func TestClusterClaimTakesOnlyWhatFits(t *testing.T) {
 	if err != nil || len(took) != len(all)-4 {
 		t.Errorf("node B's claim took %d jobs (%v); want %d", len(took), err, len(all)-4)
 	}
+}
+
+// deadNodeJobsRunOut stores n jobs (users u0...) of a dead node on st
+// and waits until their short lease has run out.
+func (h *harness) deadNodeJobsRunOut(st *postgres.Store, n int) {
+	var users []string
+	for i := range n {
+		users = append(users, fmt.Sprint("u", i))
+	}
+	h.deadNodeJobs(st, 100*time.Millisecond, users, 0)
+	waitLeasesRunOut(h.t, st)
 }
 
 // waitLeasesRunOut waits until every job in st has a lease that ran out.
@@ -521,13 +526,7 @@ func TestClusterReleaseDoesNotHoldCommits(t *testing.T) {
 	stA, _ := twoNodeStores(t)
 	h := newHarness(t, push.Config{}, nil)
 	h.emu.SetDelay(time.Second) // node A keeps its queue
-	var users []string
-	for i := range 20 {
-		users = append(users, fmt.Sprint("u", i))
-	}
-	const lease = 100 * time.Millisecond
-	h.deadNodeJobs(stA, lease, users, 0)
-	waitLeasesRunOut(t, stA)
+	h.deadNodeJobsRunOut(stA, 20)
 	p := &commitProbe{Store: stA}
 	p.svc = push.New(p, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov},
 		push.Config{Node: "node-a", Lease: 10 * time.Second, ClaimEvery: time.Hour, MaxPending: 4, InFlight: 1})

@@ -11,7 +11,6 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
-	"github.com/herald-im/herald/token"
 )
 
 // callLog records a client's call events as "event call_id [user=state,...]".
@@ -65,17 +64,7 @@ func TestTwoNodesCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	login := func(srv *Server, user, device string, l *callLog) *client.Client {
-		t.Helper()
-		c := client.New(srv.URL(), client.Options{DeviceID: device, Handlers: l.handlers()})
-		t.Cleanup(c.Close)
-		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Login(ctx, user, tok); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return loginOn(ctx, t, srv, secret, user, device, l.handlers())
 	}
 	var aliceA, aliceB, bobB callLog
 	alice := login(a, "alice", "phone", &aliceA)

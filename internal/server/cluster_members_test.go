@@ -11,7 +11,6 @@ import (
 	"github.com/herald-im/herald/apiclient"
 	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/config"
-	"github.com/herald-im/herald/token"
 )
 
 // TestTwoNodesMembersLimitKick: two nodes over NATS on one store. A
@@ -37,17 +36,7 @@ func TestTwoNodesMembersLimitKick(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	login := func(srv *Server, user, device string, h client.Handlers) *client.Client {
-		t.Helper()
-		c := client.New(srv.URL(), client.Options{DeviceID: device, Handlers: h})
-		t.Cleanup(c.Close)
-		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Login(ctx, user, tok); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return loginOn(ctx, t, srv, secret, user, device, h)
 	}
 	waitUntil(t, "each node hears the other", func() bool {
 		return len(a.cluster.presence.Peers()) == 1 && len(b.cluster.presence.Peers()) == 1

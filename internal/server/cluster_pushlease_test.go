@@ -9,7 +9,6 @@ import (
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
-	"github.com/herald-im/herald/token"
 )
 
 // TestTwoNodesPostgresPendingJobNotTaken: node B starts (and claims the
@@ -32,17 +31,7 @@ func TestTwoNodesPostgresPendingJobNotTaken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	login := func(srv *Server, user string) *client.Client {
-		t.Helper()
-		c := client.New(srv.URL(), client.Options{DeviceID: "phone"})
-		t.Cleanup(c.Close)
-		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Login(ctx, user, tok); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return loginOn(ctx, t, srv, secret, user, "phone", client.Handlers{})
 	}
 
 	a := start("node-a")

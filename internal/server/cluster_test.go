@@ -95,6 +95,22 @@ func startNode(t *testing.T, cfg config.Config, secret []byte, log *slog.Logger)
 	return srv
 }
 
+// loginOn logs user in on srv with a token minted from secret, as device
+// with handlers h; the client closes at t's end.
+func loginOn(ctx context.Context, t *testing.T, srv *Server, secret []byte, user, device string, h client.Handlers) *client.Client {
+	t.Helper()
+	c := client.New(srv.URL(), client.Options{DeviceID: device, Handlers: h})
+	t.Cleanup(c.Close)
+	tok, err := token.Mint(secret, user, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Login(ctx, user, tok); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // natsForTest returns HERALD_TEST_NATS, or skips t when it is not set.
 func natsForTest(t *testing.T) string {
 	t.Helper()
@@ -176,16 +192,7 @@ func testTwoNodes(t *testing.T, busURL, storeURL string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	login := func(srv *Server, user string, h client.Handlers) *client.Client {
-		c := client.New(srv.URL(), client.Options{DeviceID: "phone", Handlers: h})
-		t.Cleanup(c.Close)
-		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Login(ctx, user, tok); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return loginOn(ctx, t, srv, secret, user, "phone", h)
 	}
 	var bobIn, aliceIn inbox
 	bob := login(a, "bob", bobIn.handlers())
@@ -414,17 +421,7 @@ func TestTwoNodesPushCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	login := func(srv *Server, user string) *client.Client {
-		t.Helper()
-		c := client.New(srv.URL(), client.Options{DeviceID: "phone"})
-		t.Cleanup(c.Close)
-		tok, err := token.Mint(secret, user, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Login(ctx, user, tok); err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return loginOn(ctx, t, srv, secret, user, "phone", client.Handlers{})
 	}
 	// asBob runs f in a session of bob's on node A, then closes it (no
 	// logout: the device stays bound) and waits until node B no longer
