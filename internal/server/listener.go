@@ -91,13 +91,15 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if refused == "" {
 			return &capConn{Conn: c, l: l, addr: addr}, nil
 		}
+		c.Close()
+		l.logRefusal(addr, refused)
+		// Counted after the log line is decided, so whoever sees the count
+		// also sees the line (the listener test relies on this order).
 		if refused == "max-unauthenticated-conns" {
 			l.refusedServer.Add(1)
 		} else {
 			l.refusedAddr.Add(1)
 		}
-		c.Close()
-		l.logRefusal(addr, refused)
 	}
 }
 
