@@ -22,7 +22,8 @@ import (
 const benchUsage = `Usage:
   herald bench peer [--pairs N] [--rate R] [--duration D] [--json] [--target URL --secret S [--users PREFIX]]
                     [--store sqlite|pebble|URL] [--nodes N --store postgres://... --bus nats://...]
-  herald bench conn [--conns N] [--json] [--target URL --secret S]
+  herald bench conn [--conns N] [--concurrency C] [--restart [--restart-deadline D]] [--json]
+                    [--target URL --secret S]
   herald bench push [--provider apns|fcm|hms|webpush] [--recipients N] [--messages M]
                     [--senders S] [--rate R] [--rtt D] [--window W] [--drain D]
                     [--in-flight N] [--connections N] [--max-streams N]
@@ -70,12 +71,13 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	pid := fs.Int("server-pid", 0, "the target's process ID, to read its memory")
 	users := fs.String("users", "bench", "user ID prefix: give each generator its own to load one target from several processes")
 	var pairs, conns int
+	var co bench.ConnOptions
 	var rate float64
 	var duration time.Duration
 	var po bench.PushOptions
 	var gro bench.GroupOptions
 	var pushEnv pushServerFlags
-	var cluster bench.ClusterOptions
+	cluster := bench.ClusterOptions{Nodes: 1} // conn has no --nodes: one server
 	provider := "apns"
 	if scenario == "push" || scenario == "group" {
 		fs.StringVar(&provider, "provider", "apns", "the push vendor whose emulator the server pushes to: apns, fcm, hms or webpush")
@@ -88,6 +90,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&pushEnv.store, "store", os.Getenv("HERALD_STORE"), "the server's HERALD_STORE: sqlite, pebble or a postgres:// URL (empty: the server's default)")
 	case "conn":
 		fs.IntVar(&conns, "conns", 5000, "idle logged-in connections (keep under the open-file limit)")
+		fs.IntVar(&co.Concurrency, "concurrency", 256, "logins in progress at once while the connections are opened")
+		fs.BoolVar(&co.Restart, "restart", false, "then restart the server under the sessions (SIGTERM, start again) and time their return")
+		fs.DurationVar(&co.RestartDeadline, "restart-deadline", time.Minute, "how long to wait for every session to come back after --restart")
 	case "push":
 		fs.IntVar(&po.Recipients, "recipients", 1000, "offline users, one device each")
 		fs.IntVar(&po.Messages, "messages", 50000, "messages with a push configuration, all senders together")
@@ -124,6 +129,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	clustered := cluster.Nodes != 1 || cluster.Bus != "" || strings.Contains(cluster.Store, "://")
 	if clustered && *target != "" {
 		return errors.New("bench: --nodes, --bus and a --store URL start servers: they do not go with --target")
+	}
+	if co.Restart && *target != "" {
+		return errors.New("bench conn: --restart restarts a server this command started: it does not go with --target")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -177,7 +185,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	case "peer":
 		report, err = bench.Peer(ctx, t, bench.PeerOptions{Pairs: pairs, Rate: rate, Duration: duration, Progress: stderr, Users: *users})
 	case "conn":
-		report, err = bench.Conn(ctx, t, bench.ConnOptions{Conns: conns, Progress: stderr})
+		co.Conns, co.Progress = conns, stderr
+		report, err = bench.Conn(ctx, t, co)
 	case "push":
 		po.Progress, po.Users = stderr, *users
 		if pushEnv.cpuProfile != "" {
@@ -244,6 +253,13 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "conn: %d idle connections\n", r.Conns)
 		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20))
 		fmt.Fprintf(w, "  %.1f KiB per connection\n", float64(r.BytesPerConn)/1024)
+		fmt.Fprintf(w, "  logins (connect, login, push registration, sync) %.0f/s  p50 %.1f ms  p99 %.1f ms\n", r.LoginsPerSec, r.LoginP50ms, r.LoginP99ms)
+		if x := r.Restart; x != nil {
+			fmt.Fprintf(w, "  restart: old process stopped in %.0f ms, new one ready in %.0f ms\n", x.StopMs, x.ReadyMs)
+			fmt.Fprintf(w, "  sessions back %d  not back %d  push IDs changed %d  in %.1f s from the new process's start (%d attempts)\n",
+				x.Back, x.NotBack, x.PushIDsChanged, x.BackSec, x.Attempts)
+			fmt.Fprintf(w, "  login after restart p50 %.1f ms  p99 %.1f ms\n", x.LoginP50ms, x.LoginP99ms)
+		}
 	}
 }
 

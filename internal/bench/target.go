@@ -38,6 +38,7 @@ type Target struct {
 	Node   string // HERALD_NODE_ID of a node StartCluster started; empty otherwise
 
 	cmd    *exec.Cmd
+	addr   string // host:port the server listens on
 	data   string
 	nodes  []*Target // StartCluster: every node; nil for one server
 	drop   func()    // StartCluster: drops the run's PostgreSQL schema
@@ -112,20 +113,63 @@ func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs 
 		os.RemoveAll(data)
 		return nil, err
 	}
-	t := &Target{URL: "ws://" + addr + proto.Path, Secret: []byte(secret), PID: cmd.Process.Pid, cmd: cmd, data: data}
+	t := &Target{URL: "ws://" + addr + proto.Path, Secret: []byte(secret), PID: cmd.Process.Pid, cmd: cmd, addr: addr, data: data}
+	if err := t.waitReady(); err != nil {
+		t.Stop()
+		return nil, err
+	}
+	return t, nil
+}
+
+// waitReady polls the server's /readyz until it answers 200, for at most
+// 30 s.
+func (t *Target) waitReady() error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		resp, err := http.Get("http://" + t.addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return t, nil
+				return nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
-	t.Stop()
-	return nil, fmt.Errorf("bench server on %s did not become ready", addr)
+	return fmt.Errorf("bench server on %s did not become ready", t.addr)
+}
+
+// restart stops a server StartServer started (SIGTERM: its sessions are
+// told to reconnect) and starts it again with the same command, address
+// and data folder, as an operator restarting a node. It returns how long
+// the old process took to exit, when the new one was started, and when it
+// answered /readyz.
+func (t *Target) restart(ctx context.Context) (stopped time.Duration, started, ready time.Time, err error) {
+	if t.cmd == nil || t.nodes != nil {
+		return 0, time.Time{}, time.Time{}, errors.New("only a server the bench started alone can be restarted")
+	}
+	t0 := time.Now()
+	t.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { t.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.cmd.Process.Kill()
+		<-done
+	}
+	stopped = time.Since(t0)
+	cmd := exec.CommandContext(ctx, t.cmd.Path, t.cmd.Args[1:]...)
+	cmd.Env, cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = t.cmd.Env, t.cmd.Stdout, t.cmd.Stderr, t.cmd.SysProcAttr
+	started = time.Now()
+	if err := cmd.Start(); err != nil {
+		t.cmd = nil
+		return stopped, started, time.Time{}, err
+	}
+	t.cmd, t.PID = cmd, cmd.Process.Pid
+	if err := t.waitReady(); err != nil {
+		return stopped, started, time.Time{}, err
+	}
+	return stopped, started, time.Now(), nil
 }
 
 // ClusterOptions says what StartCluster starts.
@@ -243,6 +287,7 @@ func (t *Target) Stop() {
 		return
 	}
 	if t.cmd == nil {
+		os.RemoveAll(t.data)
 		return
 	}
 	t.cmd.Process.Signal(syscall.SIGTERM)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -434,5 +435,69 @@ func TestCheckSizesWithTheNotificationID(t *testing.T) {
 	}
 	if got, want := len(rec.got[0].NotifID), len(push.NotificationID("pd_x", 1)); got != want {
 		t.Fatalf("Check rendered with a %d-byte notification ID, want %d like a real one", got, want)
+	}
+}
+
+// registerCounter counts the registrations that reach the store.
+type registerCounter struct {
+	store.Store
+	n atomic.Int64
+}
+
+func (c *registerCounter) RegisterPushDevice(ctx context.Context, d herald.PushDevice) (herald.PushDevice, error) {
+	c.n.Add(1)
+	return c.Store.RegisterPushDevice(ctx, d)
+}
+
+// TestRegisterUnchangedWritesNothing: a device registering the token it
+// already has (the SDK does after every login) is answered without a
+// write while its registration is under an hour old; anything changed, or
+// an older registration, is written.
+func TestRegisterUnchangedWritesNothing(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h := newHarness(t, push.Config{Now: clock}, nil)
+	h.stop()
+	counter := &registerCounter{Store: h.st}
+	h.st = counter
+	h.start()
+	ctx := context.Background()
+	register := func(device string, env herald.PushEnvironment) herald.PushDevice {
+		t.Helper()
+		d, err := h.svc.Register(ctx, "bob", device, herald.ProviderAPNs, token(7), app, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	first := register("phone", herald.EnvProduction)
+	steps := []struct {
+		name   string
+		device string
+		env    herald.PushEnvironment
+		later  time.Duration
+		writes int64
+	}{
+		{"same registration", "phone", herald.EnvProduction, 0, 0},
+		{"same registration 59 minutes on", "phone", herald.EnvProduction, 59 * time.Minute, 0},
+		{"another environment", "phone", herald.EnvDevelopment, 0, 1},
+		{"back to production", "phone", herald.EnvProduction, 0, 1},
+		{"another device ID", "tablet", herald.EnvProduction, 0, 1},
+		{"same again", "tablet", herald.EnvProduction, 0, 0},
+		{"past an hour", "tablet", herald.EnvProduction, 2 * time.Hour, 1},
+	}
+	for _, s := range steps {
+		mu.Lock()
+		now = now.Add(s.later)
+		mu.Unlock()
+		before := counter.n.Load()
+		d := register(s.device, s.env)
+		if got := counter.n.Load() - before; got != s.writes {
+			t.Errorf("%s: %d store writes, want %d", s.name, got, s.writes)
+		}
+		if d.PushID != first.PushID || d.Device != s.device || d.Env != s.env {
+			t.Errorf("%s: got %s on %s (%s), want %s on %s (%s)", s.name, d.PushID, d.Device, d.Env, first.PushID, s.device, s.env)
+		}
 	}
 }

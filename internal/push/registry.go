@@ -226,6 +226,19 @@ func (r *registry) ofUser(user string) []herald.PushDevice {
 	return out
 }
 
+// unchanged returns the device holding token (p, app, tok) when it is
+// already bound to user and device in env and was registered after since:
+// registering it again would change nothing but its time.
+func (r *registry) unchanged(user, device string, p herald.PushProvider, tok, app string, env herald.PushEnvironment, since time.Time) (herald.PushDevice, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	d, ok := r.byID[r.byToken[tokenKey{p, app, tok}]]
+	if !ok || d.User != user || d.Device != device || d.Env != env || !d.RegisteredAt.After(since) {
+		return herald.PushDevice{}, false
+	}
+	return *d, true
+}
+
 // each calls fn for every device bound to user, under the read lock: fn
 // must not call back into the registry.
 func (r *registry) each(user string, fn func(d *herald.PushDevice)) {

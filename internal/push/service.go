@@ -268,6 +268,10 @@ func (s *Service) Stats() Stats {
 	}
 }
 
+// reRegisterRefresh is how old a registration may be and still be
+// answered from the registry when registered again unchanged.
+const reRegisterRefresh = time.Hour
+
 // Register stores a device's push token for user, logged in on device, and
 // returns it with its push ID. An unknown provider or app, or a malformed
 // token, is CodeInvalidArgument naming what was wrong. A token bound to
@@ -292,6 +296,17 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 	}
 	if env == "" {
 		env = herald.EnvProduction
+	}
+	// The SDK registers its token after every login: when nothing changed
+	// (same token, user, device and environment) the registration is
+	// answered from the registry, without a write and without waiting
+	// behind other registrations' writes, so a node's clients coming back
+	// at once after a restart do not queue on one transaction each. The
+	// stored registration time is still refreshed once per
+	// reRegisterRefresh: the oldest registrations are the ones dropped past
+	// MaxDevices.
+	if d, ok := s.reg.unchanged(user, device, p, tok, app, env, s.cfg.Now().Add(-reRegisterRefresh)); ok {
+		return d, nil
 	}
 	s.devMu.Lock()
 	defer s.devMu.Unlock()
