@@ -253,7 +253,8 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "conn: %d idle connections\n", r.Conns)
 		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20))
 		fmt.Fprintf(w, "  %.1f KiB per connection\n", float64(r.BytesPerConn)/1024)
-		fmt.Fprintf(w, "  logins (connect, login, push registration, sync) %.0f/s  p50 %.1f ms  p99 %.1f ms\n", r.LoginsPerSec, r.LoginP50ms, r.LoginP99ms)
+		fmt.Fprintf(w, "  logins (connect, login, push registration, sync) %.0f/s  p50 %.1f ms  p99 %.1f ms; first logins (a new device each) %.0f/s\n",
+			r.LoginsPerSec, r.LoginP50ms, r.LoginP99ms, r.FirstLoginsPerSec)
 		if x := r.Restart; x != nil {
 			fmt.Fprintf(w, "  restart: old process stopped in %.0f ms, new one ready in %.0f ms\n", x.StopMs, x.ReadyMs)
 			fmt.Fprintf(w, "  sessions back %d  not back %d  push IDs changed %d  in %.1f s from the new process's start (%d attempts)\n",

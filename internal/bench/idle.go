@@ -30,17 +30,22 @@ type ConnResult struct {
 	BaselineRSS  int64 `json:"baseline_rss_bytes"`
 	ServerRSS    int64 `json:"server_rss_bytes"`
 	BytesPerConn int64 `json:"bytes_per_conn"`
-	// Logins while the connections were opened, Concurrency at a time: each
-	// is a connect, a login (token check, session set-up), a push
-	// registration and the (empty) offline sync.
-	LoginsPerSec float64        `json:"logins_per_s"`
-	LoginP50ms   float64        `json:"login_p50_ms"`
-	LoginP99ms   float64        `json:"login_p99_ms"`
-	Restart      *RestartResult `json:"restart,omitempty"`
+	// Logins, Concurrency at a time: each is a connect, a login (token
+	// check, session set-up), a push registration and the (empty) offline
+	// sync. LoginsPerSec and the percentiles are of users whose device is
+	// registered already (as in a login storm after a restart);
+	// FirstLoginsPerSec of the first logins before them, each of which
+	// registers a new device (a write).
+	LoginsPerSec      float64        `json:"logins_per_s"`
+	LoginP50ms        float64        `json:"login_p50_ms"`
+	LoginP99ms        float64        `json:"login_p99_ms"`
+	FirstLoginsPerSec float64        `json:"first_logins_per_s"`
+	Restart           *RestartResult `json:"restart,omitempty"`
 }
 
-// Conn opens Conns logged-in connections (each its own user with a push
-// device, as a phone logs in), timing the logins; keeps them alive with
+// Conn logs Conns users in (each registering a push device, as a phone
+// does), closes them, and logs them in again, timing both rounds; keeps the
+// second round's connections alive with
 // heartbeats, and reports the server's memory per connection: (RSS with
 // them - RSS before them) / Conns. With Restart it then restarts the
 // server under them and reports how the sessions came back.
@@ -64,17 +69,64 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 	time.Sleep(o.Settle)
 	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS()}
 
-	clients := make([]*client, o.Conns)
-	closed := make([]chan struct{}, o.Conns)
-	pushIDs := make([]string, o.Conns)
-	var stats loginStats
+	// The first logins register each user's device; the measured ones are
+	// the next, as after a restart: known users with known devices.
+	first, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Progress, "first logins")
+	first.closeAll()
+	if err != nil {
+		return res, err
+	}
+	res.FirstLoginsPerSec = first.rate
+	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Progress, "connections open")
+	defer s.closeAll()
+	if err != nil {
+		return res, err
+	}
+	res.LoginsPerSec = s.rate
+	res.LoginP50ms, res.LoginP99ms = s.stats.percentiles()
+	for i := range s.pushIDs {
+		if s.pushIDs[i] != first.pushIDs[i] {
+			return res, fmt.Errorf("user %d's device got push ID %s at its second login, %s at its first", i, s.pushIDs[i], first.pushIDs[i])
+		}
+	}
+	stopPings := keepAlive(s.clients)
+	time.Sleep(o.Settle)
+	res.ServerRSS = t.RSS()
+	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
+	stopPings()
+	if o.Restart {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, "restarting the server under %d sessions\n", o.Conns)
+		}
+		r, err := restartUnder(ctx, t, s.clients, s.closed, s.pushIDs, o.RestartDeadline)
+		if err != nil {
+			return res, err
+		}
+		res.Restart = &r
+	}
+	return res, nil
+}
+
+// sessions are logged-in idle clients, user i at index i.
+type sessions struct {
+	clients []*client
+	closed  []chan struct{} // closed[i] is closed when clients[i]'s connection ends
+	pushIDs []string
+	stats   loginStats
+	rate    float64 // logins per second while they were opened
+}
+
+// openSessions logs in n users (bench-idle-0 ...), each registering its
+// device, concurrency at a time.
+func openSessions(ctx context.Context, t *Target, n, concurrency int, progress io.Writer, what string) (*sessions, error) {
+	s := &sessions{clients: make([]*client, n), closed: make([]chan struct{}, n), pushIDs: make([]string, n)}
 	var opened atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	work := make(chan int)
 	start := time.Now()
-	for w := 0; w < o.Concurrency; w++ {
+	for w := 0; w < concurrency; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -89,50 +141,37 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 					mu.Unlock()
 					continue
 				}
-				stats.add(time.Since(t0))
+				s.stats.add(time.Since(t0))
 				c.onFrame = func([]byte) {}
-				closed[i] = make(chan struct{})
-				go func() { c.readLoop(); close(closed[i]) }()
-				clients[i], pushIDs[i] = c, pid
-				if n := opened.Add(1); o.Progress != nil && n%1000 == 0 {
-					fmt.Fprintf(o.Progress, "%d connections open, server rss %.1f MiB\n", n, float64(t.RSS())/(1<<20))
+				done := make(chan struct{})
+				go func() { c.readLoop(); close(done) }()
+				s.clients[i], s.closed[i], s.pushIDs[i] = c, done, pid
+				if k := opened.Add(1); progress != nil && k%1000 == 0 {
+					fmt.Fprintf(progress, "%s: %d, server rss %.1f MiB\n", what, k, float64(t.RSS())/(1<<20))
 				}
 			}
 		}()
 	}
-	for i := 0; i < o.Conns; i++ {
+	for i := 0; i < n; i++ {
 		work <- i
 	}
 	close(work)
 	wg.Wait()
-	res.LoginsPerSec = float64(opened.Load()) / time.Since(start).Seconds()
-	res.LoginP50ms, res.LoginP99ms = stats.percentiles()
-	defer func() {
-		for _, c := range clients {
-			if c != nil {
-				c.close()
-			}
-		}
-	}()
+	s.rate = float64(opened.Load()) / time.Since(start).Seconds()
 	if firstErr != nil {
-		return res, fmt.Errorf("opened %d of %d connections: %w", opened.Load(), o.Conns, firstErr)
+		return s, fmt.Errorf("%s: %d of %d: %w", what, opened.Load(), n, firstErr)
 	}
-	stopPings := keepAlive(clients)
-	time.Sleep(o.Settle)
-	res.ServerRSS = t.RSS()
-	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
-	stopPings()
-	if o.Restart {
-		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, "restarting the server under %d sessions\n", o.Conns)
+	return s, nil
+}
+
+// closeAll closes every client and waits until their readers have ended.
+func (s *sessions) closeAll() {
+	for i, c := range s.clients {
+		if c != nil {
+			c.close()
+			<-s.closed[i]
 		}
-		r, err := restartUnder(ctx, t, clients, closed, pushIDs, o.RestartDeadline)
-		if err != nil {
-			return res, err
-		}
-		res.Restart = &r
 	}
-	return res, nil
 }
 
 // keepAlive pings every client each 5 s (the server's heartbeat interval is

@@ -29,7 +29,7 @@ func TestConnRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.LoginsPerSec <= 0 || res.LoginP50ms <= 0 || res.LoginP99ms < res.LoginP50ms {
+	if res.LoginsPerSec <= 0 || res.FirstLoginsPerSec <= 0 || res.LoginP50ms <= 0 || res.LoginP99ms < res.LoginP50ms {
 		t.Errorf("logins %.0f/s p50 %.1f ms p99 %.1f ms: want a rate and 0 < p50 <= p99", res.LoginsPerSec, res.LoginP50ms, res.LoginP99ms)
 	}
 	r := res.Restart
