@@ -43,12 +43,13 @@ type ConnResult struct {
 	Restart           *RestartResult `json:"restart,omitempty"`
 }
 
-// Conn logs Conns users in (each registering a push device, as a phone
-// does), closes them, and logs them in again, timing both rounds; keeps the
-// second round's connections alive with
+// Conn opens Conns logged-in connections, keeps them alive with
 // heartbeats, and reports the server's memory per connection: (RSS with
-// them - RSS before them) / Conns. With Restart it then restarts the
-// server under them and reports how the sessions came back.
+// them - RSS before them) / Conns. Then it closes them and times two rounds
+// of logins with a push registration each, as phones log in: the first
+// registers the devices, the second (the figure) finds them registered.
+// With Restart it then restarts the server under the second round's
+// sessions and reports how they came back.
 func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 	if o.Conns <= 0 {
 		return ConnResult{}, fmt.Errorf("conns must be positive")
@@ -63,21 +64,35 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		o.RestartDeadline = 60 * time.Second
 	}
 	// Warm the server's paths once, then read the baseline.
-	if c, _, err := loginDevice(ctx, t, "bench-warmup", benchPushToken(1<<30)); err == nil {
+	if c, _, err := loginDevice(ctx, t, "bench-warmup", ""); err == nil {
 		c.close()
 	}
 	time.Sleep(o.Settle)
 	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS()}
 
-	// The first logins register each user's device; the measured ones are
+	// Memory: sessions logged in without a push device, so that the
+	// figure is the connection's and not the device registry's.
+	idle, err := openSessions(ctx, t, o.Conns, o.Concurrency, false, o.Progress, "connections open")
+	if err != nil {
+		idle.closeAll()
+		return res, err
+	}
+	stopPings := keepAlive(idle.clients)
+	time.Sleep(o.Settle)
+	res.ServerRSS = t.RSS()
+	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
+	stopPings()
+	idle.closeAll()
+
+	// Logins: the first register each user's device; the timed ones are
 	// the next, as after a restart: known users with known devices.
-	first, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Progress, "first logins")
+	first, err := openSessions(ctx, t, o.Conns, o.Concurrency, true, o.Progress, "first logins")
 	first.closeAll()
 	if err != nil {
 		return res, err
 	}
 	res.FirstLoginsPerSec = first.rate
-	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Progress, "connections open")
+	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, true, o.Progress, "logins")
 	defer s.closeAll()
 	if err != nil {
 		return res, err
@@ -89,11 +104,6 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 			return res, fmt.Errorf("user %d's device got push ID %s at its second login, %s at its first", i, s.pushIDs[i], first.pushIDs[i])
 		}
 	}
-	stopPings := keepAlive(s.clients)
-	time.Sleep(o.Settle)
-	res.ServerRSS = t.RSS()
-	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
-	stopPings()
 	if o.Restart {
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "restarting the server under %d sessions\n", o.Conns)
@@ -116,9 +126,9 @@ type sessions struct {
 	rate    float64 // logins per second while they were opened
 }
 
-// openSessions logs in n users (bench-idle-0 ...), each registering its
-// device, concurrency at a time.
-func openSessions(ctx context.Context, t *Target, n, concurrency int, progress io.Writer, what string) (*sessions, error) {
+// openSessions logs in n users (bench-idle-0 ...), concurrency at a time;
+// with register, each registers its device.
+func openSessions(ctx context.Context, t *Target, n, concurrency int, register bool, progress io.Writer, what string) (*sessions, error) {
 	s := &sessions{clients: make([]*client, n), closed: make([]chan struct{}, n), pushIDs: make([]string, n)}
 	var opened atomic.Int64
 	var firstErr error
@@ -132,7 +142,11 @@ func openSessions(ctx context.Context, t *Target, n, concurrency int, progress i
 			defer wg.Done()
 			for i := range work {
 				t0 := time.Now()
-				c, pid, err := loginDevice(ctx, t, fmt.Sprintf("bench-idle-%d", i), benchPushToken(i))
+				tok := ""
+				if register {
+					tok = benchPushToken(i)
+				}
+				c, pid, err := loginDevice(ctx, t, fmt.Sprintf("bench-idle-%d", i), tok)
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {

@@ -22,9 +22,9 @@ import (
 const loginApp = "com.herald.bench.conn"
 
 // loginDevice is what a phone does when it comes online: connect, log in,
-// register its push token (as the SDK does after every login) and wait for
-// the end of the offline sync. It returns the logged-in client and the
-// push ID the server gave the token.
+// register its push token (as the SDK does after every login; not when
+// pushToken is empty) and wait for the end of the offline sync. It returns
+// the logged-in client and the push ID the server gave the token.
 func loginDevice(ctx context.Context, t *Target, user, pushToken string) (*client, string, error) {
 	d := ws.Dialer{Protocols: []string{proto.Subprotocol}, Timeout: 10 * time.Second}
 	conn, br, _, err := d.Dial(ctx, t.URL)
@@ -51,7 +51,7 @@ func loginDevice(ctx context.Context, t *Target, user, pushToken string) (*clien
 	var regID uint64
 	var pushID string
 	synced := false
-	for !synced || pushID == "" {
+	for !synced || (pushToken != "" && pushID == "") {
 		f, err := c.read()
 		if err != nil {
 			return fail(err)
@@ -62,7 +62,7 @@ func loginDevice(ctx context.Context, t *Target, user, pushToken string) (*clien
 		switch {
 		case f.Ev == proto.EvSyncDone:
 			synced = true
-		case f.ID == loginID && regID == 0:
+		case f.ID == loginID && regID == 0 && pushToken != "":
 			regID, err = c.request(proto.OpRegisterPush, proto.RegisterPushRequest{
 				Provider: "apns", Token: pushToken, App: loginApp, Environment: "production",
 			}, true)
