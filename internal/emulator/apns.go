@@ -260,9 +260,10 @@ func (a *APNs) CACertPEM() []byte { return append([]byte(nil), a.certPEM...) }
 // SetDelay sets the emulated round trip added to every answer from now on.
 func (a *APNs) SetDelay(d time.Duration) { a.delay.Store(int64(d)) }
 
-// OnAccept sets a hook called, on the request's goroutine, for every
-// accepted push before its 200 is sent; nil removes it. It must be cheap
-// and must not modify n; it may keep n.
+// OnAccept sets a hook called for every accepted push before its 200 is
+// sent, on the goroutine that serves the push's connection (or its
+// answer timer); nil removes it. It must be cheap, as it holds back the
+// connection's other answers, and must not modify n; it may keep n.
 func (a *APNs) OnAccept(f func(n *Notification)) { a.onAccept.set(f) }
 
 // GoAway sends a graceful GOAWAY on every open connection: requests in
