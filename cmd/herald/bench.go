@@ -43,8 +43,9 @@ sums their CPU and memory, and splits peer and group latencies into
 same-node and cross-node deliveries.
 bench push and bench group always start their own server (no --target):
 the server must push to the --provider vendor's emulator (default apns),
-which runs inside the bench process and times each push's arrival; the
-child gets HERALD_PUSH_CONFIG pointing at it with that vendor's
+which runs in a child process of its own (so that its CPU is measured
+apart from the load generator's) and times each push's arrival; the
+server gets HERALD_PUSH_CONFIG pointing at it with that vendor's
 credentials.
 Other HERALD_* variables in the environment (HERALD_PPROF_ADDR ...) reach
 the child too.
@@ -105,7 +106,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&pushEnv.connections, "connections", 0, "the server's HERALD_PUSH_CONNECTIONS (0: its default)")
 		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite, pebble or a postgres:// URL")
 		fs.UintVar(&pushEnv.maxStreams, "max-streams", 0, "the emulator's SETTINGS_MAX_CONCURRENT_STREAMS, every vendor's (0: its default, 1000)")
-		fs.StringVar(&pushEnv.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (generator and emulator) during the load to this file")
+		fs.StringVar(&pushEnv.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the load generator) to this file, and of the emulator's to FILE.emulator")
 	case "group":
 		fs.IntVar(&gro.Members, "members", 10000, "group size, senders included")
 		fs.Float64Var(&gro.Online, "online", 0.1, "share of the members logged in, receiving live")
@@ -143,8 +144,15 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		if *target != "" {
 			return fmt.Errorf("bench %s: --target is not supported: the server must push to the emulator this command runs", scenario)
 		}
-		var err error
-		if emu, err = bench.StartEmulator(provider, po.RTT, uint32(pushEnv.maxStreams)); err != nil {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		var emuProfile string
+		if pushEnv.cpuProfile != "" {
+			emuProfile = pushEnv.cpuProfile + ".emulator"
+		}
+		if emu, err = bench.StartEmulatorProcess(ctx, exe, provider, po.RTT, uint32(pushEnv.maxStreams), emuProfile, stderr); err != nil {
 			return fmt.Errorf("bench %s: start the %s emulator: %w", scenario, provider, err)
 		}
 		defer emu.Close()
@@ -236,7 +244,11 @@ func printReport(w io.Writer, report any) {
 			r.Sent, r.Errors, r.Pushes, r.Delivered, r.Missed, r.Duplicated, r.Unexpected)
 		fmt.Fprintf(w, "  throughput %.0f pushes/s end to end over %.1fs (sends acknowledged at %.0f/s)\n", r.PushesPerS, r.DurationSec, r.AcksPerSec)
 		fmt.Fprintf(w, "  send->push p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms  max %.2f ms\n", r.P50ms, r.P99ms, r.P999ms, r.MaxMs)
-		fmt.Fprintf(w, "  server CPU %.1f µs per push delivered\n", r.ServerCPUusPerPush)
+		fmt.Fprintf(w, "  server CPU %.1f µs per push delivered", r.ServerCPUusPerPush)
+		if r.EmulatorCPUusPerPush > 0 {
+			fmt.Fprintf(w, "  emulator CPU %.1f µs per push", r.EmulatorCPUusPerPush)
+		}
+		fmt.Fprintln(w)
 		fmt.Fprintf(w, "  emulator: accepted %d  rejected %d  duplicates %d  connections %d  max streams in flight %d\n",
 			r.EmulatorAccepted, r.EmulatorRejected, r.EmulatorDuplicates, r.Connections, r.MaxStreams)
 		printNodes(w, r.Nodes, nil)

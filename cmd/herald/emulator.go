@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/herald-im/herald/internal/bench"
 	"github.com/herald-im/herald/internal/emulator"
 )
 
@@ -70,6 +71,11 @@ type runningEmulators struct {
 }
 
 func emulatorCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "--bench-child" {
+		// Not for people: `herald bench push` and `bench group` run their
+		// emulator this way, talking to it over stdin and stdout.
+		return bench.RunEmulatorChild(args[1:], os.Stdin, stdout, stderr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return runEmulator(ctx, args, stdout, stderr, nil)

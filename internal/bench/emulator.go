@@ -1,17 +1,31 @@
 package bench
 
 import (
+	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/herald-im/herald/internal/emulator"
@@ -37,25 +51,29 @@ type vendor interface {
 	Stats() emulator.Stats
 }
 
-// Emulator is one push vendor's emulator running in the bench process,
-// standing in for the vendor, and a push configuration file
-// (HERALD_PUSH_CONFIG) that points a server at it with that vendor's
-// credentials, as a real deployment points at the vendor. Every vendor is
-// served on the APNs emulator's listener (Mount), which is started even
-// when another vendor is chosen. The emulator lives here rather than in
-// the server so that receipts are timed on the generator's clock and the
-// server pays for its HTTP/2 client only, as it would in production.
+// Emulator is one push vendor's emulator, standing in for the vendor, and
+// a push configuration file (HERALD_PUSH_CONFIG) that points a server at
+// it with that vendor's credentials, as a real deployment points at the
+// vendor. Every vendor is served on the APNs emulator's listener (Mount),
+// which is started even when another vendor is chosen. It runs in the
+// bench process (StartEmulator: tests) or in a child process of its own
+// (StartEmulatorProcess: `herald bench`, so that its CPU is measured apart
+// from the load generator's); either way it is not in the server, which
+// pays for its HTTP/2 client only, as it would in production, and each
+// push's arrival is timed on the emulator's clock, which is the machine's.
 type Emulator struct {
 	Provider   string         // apns, fcm, hms or webpush
-	APNs       *emulator.APNs // the listener; the vendor when Provider is apns
+	APNs       *emulator.APNs // the listener; the vendor when Provider is apns. Nil in a child process
 	FCM        *emulator.FCM
 	HMS        *emulator.HMS
 	WebPush    *emulator.WebPush
 	ConfigFile string // the server's HERALD_PUSH_CONFIG
+	PID        int    // the child process (StartEmulatorProcess); 0 in this process
 
 	vendor   vendor
 	vapidPub []byte // webpush: the server's VAPID public key, uncompressed
 	dir      string
+	child    *emulatorChild
 }
 
 // StartEmulator starts provider's emulator on a free loopback port that
@@ -183,14 +201,51 @@ func (e *Emulator) configure(apnsKey *ecdsa.PrivateKey) error {
 }
 
 // SetDelay sets the chosen vendor's answer delay: the round trip to it.
-func (e *Emulator) SetDelay(d time.Duration) { e.vendor.SetDelay(d) }
+func (e *Emulator) SetDelay(d time.Duration) {
+	if e.child != nil {
+		e.child.call("delay", strconv.FormatInt(int64(d), 10), nil)
+		return
+	}
+	e.vendor.SetDelay(d)
+}
 
-// OnAccept sets the chosen vendor's accept hook; nil removes it.
-func (e *Emulator) OnAccept(fn func(*emulator.Notification)) { e.vendor.OnAccept(fn) }
+// onReceipt sets the function told of each push the chosen vendor
+// accepts: its notification ID (notifKey; ok false when it is not one)
+// and when it arrived (Unix ns). Nil removes it.
+func (e *Emulator) onReceipt(fn func(id [16]byte, ok bool, at int64)) {
+	if e.child != nil {
+		e.child.receipt.Store(&fn)
+		return
+	}
+	if fn == nil {
+		e.vendor.OnAccept(nil)
+		return
+	}
+	e.vendor.OnAccept(func(n *emulator.Notification) {
+		id, ok := notifKey(n.ID)
+		fn(id, ok, n.ReceivedAt.UnixNano())
+	})
+}
+
+// CPU is the child process's CPU time so far (user plus system), 0 for an
+// emulator in this process.
+func (e *Emulator) CPU() time.Duration {
+	if e.PID == 0 {
+		return 0
+	}
+	return procCPU(e.PID)
+}
 
 // Stats are the chosen vendor's counters; Connections are the listener's,
 // which every vendor shares.
 func (e *Emulator) Stats() emulator.Stats {
+	if e.child != nil {
+		var s emulator.Stats
+		if err := e.child.call("stats", "", &s); err != nil {
+			s.Rejected = map[string]int64{}
+		}
+		return s
+	}
 	s := e.vendor.Stats()
 	if e.Provider != "apns" {
 		s.Connections = e.APNs.Stats().Connections
@@ -210,6 +265,10 @@ func (e *Emulator) device(user string) (token, env string, err error) {
 		// Letters, digits and a colon, as an FCM registration token.
 		return "bench:" + hex.EncodeToString(sum[:]), "", nil
 	default:
+		if e.child != nil {
+			err := e.child.call("subscribe", "", &token)
+			return token, "", err
+		}
 		sub, err := e.WebPush.Subscribe(e.vapidPub)
 		if err != nil {
 			return "", "", err
@@ -220,6 +279,9 @@ func (e *Emulator) device(user string) (token, env string, err error) {
 
 // Close stops the emulators and removes their files.
 func (e *Emulator) Close() error {
+	if e.child != nil {
+		return e.child.close()
+	}
 	err := e.APNs.Close()
 	if e.dir != "" {
 		os.RemoveAll(e.dir)
@@ -231,3 +293,285 @@ func (e *Emulator) Close() error {
 // the 16 bytes of a notification ID, whichever form the vendor carried it
 // in (emulator.NotificationKey).
 func notifKey(id string) ([16]byte, bool) { return emulator.NotificationKey(id) }
+
+// The emulator in a child process: `herald emulator --bench-child`
+// (RunEmulatorChild) runs StartEmulator and talks to the bench over its
+// standard input and output. The bench sends one request a line ("stats",
+// "delay <ns>", "subscribe"), one at a time; the child sends messages of a
+// type byte, a 4-byte big-endian length and a payload: 'S' once at start
+// (JSON: the push configuration file), 'A' the JSON answer to a request,
+// and 'R' a batch of receipts, childReceiptSize bytes each (the
+// notification ID's 16 bytes, 1 if it is one, the arrival in Unix ns).
+// Receipts are gathered for a millisecond before they are sent, so the
+// pipe costs the child a write per batch, not per push.
+
+const childReceiptSize = 16 + 1 + 8
+
+type emulatorChild struct {
+	cmd     *exec.Cmd
+	in      io.WriteCloser
+	mu      sync.Mutex // one request at a time
+	answers chan []byte
+	done    chan struct{} // closed when the child's output ends
+	receipt atomic.Pointer[func(id [16]byte, ok bool, at int64)]
+}
+
+// StartEmulatorProcess is StartEmulator in a child process: exe (this
+// binary) run as `herald emulator --bench-child`. Its log lines and, with
+// cpuProfile, a CPU profile of it go to logs and that file.
+func StartEmulatorProcess(ctx context.Context, exe, provider string, delay time.Duration, maxStreams uint32, cpuProfile string, logs io.Writer) (*Emulator, error) {
+	args := []string{"emulator", "--bench-child", "--provider", provider, "--delay", delay.String(),
+		"--max-streams", strconv.FormatUint(uint64(maxStreams), 10)}
+	if cpuProfile != "" {
+		args = append(args, "--cpuprofile", cpuProfile)
+	}
+	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd.Stderr = logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start the emulator process: %w", err)
+	}
+	c := &emulatorChild{cmd: cmd, in: in, answers: make(chan []byte, 1), done: make(chan struct{})}
+	started := make(chan []byte, 1)
+	go c.read(bufio.NewReaderSize(out, 64<<10), started)
+	e := &Emulator{Provider: provider, PID: cmd.Process.Pid, child: c}
+	select {
+	case b := <-started:
+		var info struct {
+			ConfigFile string `json:"config_file"`
+		}
+		if err := json.Unmarshal(b, &info); err != nil || info.ConfigFile == "" {
+			c.close()
+			return nil, fmt.Errorf("the emulator process started with %q", b)
+		}
+		e.ConfigFile = info.ConfigFile
+		return e, nil
+	case <-c.done:
+		c.close()
+		return nil, errors.New("the emulator process ended before it was ready (its log is above)")
+	case <-time.After(30 * time.Second):
+		c.close()
+		return nil, errors.New("the emulator process did not become ready in 30s")
+	}
+}
+
+// read dispatches the child's messages until its output ends.
+func (c *emulatorChild) read(r *bufio.Reader, started chan<- []byte) {
+	defer close(c.done)
+	var hdr [5]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return
+		}
+		b := make([]byte, binary.BigEndian.Uint32(hdr[1:]))
+		if _, err := io.ReadFull(r, b); err != nil {
+			return
+		}
+		switch hdr[0] {
+		case 'S':
+			started <- b
+		case 'A':
+			c.answers <- b
+		case 'R':
+			fn := c.receipt.Load()
+			for ; len(b) >= childReceiptSize; b = b[childReceiptSize:] {
+				if fn != nil && *fn != nil {
+					(*fn)([16]byte(b[:16]), b[16] == 1, int64(binary.BigEndian.Uint64(b[17:25])))
+				}
+			}
+		}
+	}
+}
+
+// call sends a request and decodes its answer into out (when not nil).
+func (c *emulatorChild) call(op, arg string, out any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, err := fmt.Fprintf(c.in, "%s %s\n", op, arg); err != nil {
+		return fmt.Errorf("emulator process: %w", err)
+	}
+	select {
+	case b := <-c.answers:
+		var a struct {
+			Error string          `json:"error"`
+			Data  json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(b, &a); err != nil {
+			return fmt.Errorf("emulator process: %s: %w", op, err)
+		}
+		if a.Error != "" {
+			return fmt.Errorf("emulator process: %s: %s", op, a.Error)
+		}
+		if out != nil {
+			return json.Unmarshal(a.Data, out)
+		}
+		return nil
+	case <-c.done:
+		return fmt.Errorf("emulator process: %s: it has ended", op)
+	}
+}
+
+// close ends the child (its input closes: it stops its emulator, removes
+// its files and exits) and waits for it.
+func (c *emulatorChild) close() error {
+	c.in.Close()
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+	}
+	return c.cmd.Wait()
+}
+
+// RunEmulatorChild is `herald emulator --bench-child [--provider P]
+// [--delay D] [--max-streams N] [--cpuprofile FILE]`: the emulator side
+// of StartEmulatorProcess, serving until in ends.
+func RunEmulatorChild(args []string, in io.Reader, out, logs io.Writer) error {
+	fs := flag.NewFlagSet("herald emulator --bench-child", flag.ContinueOnError)
+	fs.SetOutput(logs)
+	provider := fs.String("provider", "apns", "apns, fcm, hms or webpush")
+	delay := fs.Duration("delay", 0, "answer delay")
+	streams := fs.Uint("max-streams", 0, "SETTINGS_MAX_CONCURRENT_STREAMS (0: the emulator's default)")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of this process to this file")
+	// One core answers ~30,000 pushes/s, more than a server on the same
+	// machine sends; a second lets the Go scheduler spin for work, which
+	// on a shared two-core machine costs the emulator a fifth more CPU per
+	// push, taken from the server being measured.
+	procs := fs.Int("gomaxprocs", 1, "GOMAXPROCS of the emulator process")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	runtime.GOMAXPROCS(max(*procs, 1))
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	e, err := StartEmulator(*provider, *delay, uint32(*streams))
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+
+	var wmu sync.Mutex
+	w := bufio.NewWriterSize(out, 64<<10)
+	send := func(t byte, b []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		var hdr [5]byte
+		hdr[0] = t
+		binary.BigEndian.PutUint32(hdr[1:], uint32(len(b)))
+		w.Write(hdr[:])
+		w.Write(b)
+		return w.Flush()
+	}
+
+	// Receipts: the accept hook appends, a sender writes what gathered.
+	var rmu sync.Mutex
+	var rbuf []byte
+	wake := make(chan struct{}, 1)
+	e.vendor.OnAccept(func(n *emulator.Notification) {
+		id, ok := notifKey(n.ID)
+		var rec [childReceiptSize]byte
+		copy(rec[:16], id[:])
+		if ok {
+			rec[16] = 1
+		}
+		binary.BigEndian.PutUint64(rec[17:], uint64(n.ReceivedAt.UnixNano()))
+		rmu.Lock()
+		rbuf = append(rbuf, rec[:]...)
+		first := len(rbuf) == childReceiptSize
+		rmu.Unlock()
+		if first {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	})
+	stopSender := make(chan struct{})
+	senderDone := make(chan struct{})
+	go func() {
+		defer close(senderDone)
+		var spare []byte
+		for {
+			select {
+			case <-wake:
+			case <-stopSender:
+			}
+			select {
+			case <-stopSender:
+			case <-time.After(time.Millisecond):
+			}
+			rmu.Lock()
+			b := rbuf
+			rbuf = spare[:0]
+			rmu.Unlock()
+			if len(b) > 0 {
+				send('R', b)
+			}
+			spare = b
+			select {
+			case <-stopSender:
+				return
+			default:
+			}
+		}
+	}()
+	defer func() {
+		close(stopSender)
+		<-senderDone
+	}()
+
+	info, _ := json.Marshal(map[string]string{"config_file": e.ConfigFile})
+	if err := send('S', info); err != nil {
+		return err
+	}
+	answer := func(v any, err error) {
+		var a struct {
+			Error string `json:"error,omitempty"`
+			Data  any    `json:"data,omitempty"`
+		}
+		if err != nil {
+			a.Error = err.Error()
+		} else {
+			a.Data = v
+		}
+		b, _ := json.Marshal(a)
+		send('A', b)
+	}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		op, arg, _ := strings.Cut(sc.Text(), " ")
+		switch op {
+		case "stats":
+			answer(e.Stats(), nil)
+		case "delay":
+			d, err := strconv.ParseInt(arg, 10, 64)
+			if err == nil {
+				e.SetDelay(time.Duration(d))
+			}
+			answer(nil, err)
+		case "subscribe":
+			token, _, err := e.device("")
+			answer(token, err)
+		default:
+			answer(nil, fmt.Errorf("unknown request %q", op))
+		}
+	}
+	return nil
+}

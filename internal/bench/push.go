@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/proto"
 )
@@ -65,6 +64,10 @@ type PushResult struct {
 	// from the first send to the last push received, divided by the
 	// pushes delivered: stable on a shared machine, where rates are not.
 	ServerCPUusPerPush float64 `json:"server_cpu_us_per_push"`
+	// EmulatorCPUusPerPush is the same for the emulator's process, when it
+	// runs in one of its own (StartEmulatorProcess; 0 otherwise): what
+	// standing in for the vendor cost, apart from the load generator.
+	EmulatorCPUusPerPush float64 `json:"emulator_cpu_us_per_push"`
 	// Nodes are the IDs of the nodes (StartCluster); CPU and memory are
 	// summed over them.
 	Nodes []string `json:"nodes,omitempty"`
@@ -100,9 +103,8 @@ func newReceipts(n int) *receipts {
 // shard picks a shard by the ID's last byte: the IDs are hashes.
 func (r *receipts) shard(id [16]byte) int { return int(id[15]) & 15 }
 
-func (r *receipts) add(n *emulator.Notification) {
-	id, ok := notifKey(n.ID)
-	if !ok {
+func (r *receipts) add(id [16]byte, valid bool, at int64) {
+	if !valid {
 		r.malformed.Add(1)
 		return
 	}
@@ -110,7 +112,7 @@ func (r *receipts) add(n *emulator.Notification) {
 	s.mu.Lock()
 	rc, ok := s.m[id]
 	if !ok {
-		rc.at = n.ReceivedAt.UnixNano()
+		rc.at = at
 	}
 	rc.count++
 	s.m[id] = rc
@@ -236,8 +238,8 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 	}
 
 	rc := newReceipts(o.Messages)
-	emu.OnAccept(rc.add)
-	defer emu.OnAccept(nil)
+	emu.onReceipt(rc.add)
+	defer emu.onReceipt(nil)
 	before := emu.Stats()
 
 	var sent, acked, errs atomic.Int64
@@ -299,7 +301,7 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 	// Senders wait for pushes for a while after their last send.
 	defer keepAlive(clients)()
 
-	cpuBefore := t.CPU()
+	cpuBefore, emuCPUBefore := t.CPU(), emu.CPU()
 	start := time.Now()
 	var swg sync.WaitGroup
 	for _, s := range senders {
@@ -362,12 +364,12 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 	waitIdle(func() bool { return answered() >= sent.Load() }, answered, "acks")
 	received := func() int64 { return rc.distinct.Load() + rc.malformed.Load() }
 	waitIdle(func() bool { return rc.distinct.Load() >= acked.Load() }, received, "drain")
-	cpu := t.CPU() - cpuBefore
+	cpu, emuCPU := t.CPU()-cpuBefore, emu.CPU()-emuCPUBefore
 	// A push sent twice tends to follow the first closely (a retry after a
 	// lost answer): give duplicates a moment to show.
 	waitFor(func() bool { return false }, "settle", time.After(min(500*time.Millisecond, o.Drain)))
 	progress("done")
-	emu.OnAccept(nil)
+	emu.onReceipt(nil)
 	after := emu.Stats()
 
 	// A late reply may still arrive: freeze each sender's acks.
@@ -416,6 +418,9 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 	res.MaxStreams, res.Connections = after.MaxStreamsInFlight, after.Connections-before.Connections
 	if res.Delivered > 0 {
 		res.ServerCPUusPerPush = float64(cpu.Microseconds()) / float64(res.Delivered)
+		if emu.PID != 0 {
+			res.EmulatorCPUusPerPush = float64(emuCPU.Microseconds()) / float64(res.Delivered)
+		}
 	}
 	res.ServerRSS = t.RSS()
 	res.ServerPeakRSS = max(peak, t.PeakRSS())

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -202,5 +203,49 @@ func TestGroupAgainstAServer(t *testing.T) {
 	}
 	if st := apns.Stats(); st.Accepted != res.PushesQueued || st.Duplicates != 0 {
 		t.Errorf("emulator accepted %d (duplicates %d), want %d once each", st.Accepted, st.Duplicates, res.PushesQueued)
+	}
+}
+
+// TestPushEmulatorProcess runs the push scenario with the emulator in a
+// child process, as `herald bench push` does: receipts cross the pipe
+// exactly once each, the child's stats and Web Push subscriptions are
+// reached through it, and its CPU is reported apart from the server's.
+func TestPushEmulatorProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the herald binary: skipped under -short")
+	}
+	exe, err := buildHerald()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, provider := range []string{"apns", "webpush"} {
+		t.Run(provider, func(t *testing.T) {
+			emu, err := StartEmulatorProcess(context.Background(), exe, provider, 0, 0, "", os.Stderr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer emu.Close()
+			if emu.PID == 0 || emu.APNs != nil {
+				t.Fatalf("PID %d, in-process emulator %v: want a child process only", emu.PID, emu.APNs)
+			}
+			target := startTarget(t, func(c *config.Config) { c.PushConfig = emu.ConfigFile })
+			res, err := Push(context.Background(), target, emu, PushOptions{
+				Recipients: 20, Messages: 300, Senders: 4, RTT: 5 * time.Millisecond, Drain: 10 * time.Second, Users: "child" + provider,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Pushes != 300 || res.Delivered != 300 || res.Missed != 0 || res.Duplicated != 0 || res.Unexpected != 0 {
+				t.Errorf("pushes %d, delivered %d, missed %d, duplicated %d, unexpected %d: want 300 delivered exactly once",
+					res.Pushes, res.Delivered, res.Missed, res.Duplicated, res.Unexpected)
+			}
+			if res.EmulatorAccepted != 300 || res.RTTms != 5 || res.P50ms < 5 {
+				t.Errorf("emulator accepted %d, rtt %.0f ms, p50 %.2f ms: want 300 accepted after the child's 5 ms delay", res.EmulatorAccepted, res.RTTms, res.P50ms)
+			}
+			if res.EmulatorCPUusPerPush <= 0 || res.ServerCPUusPerPush != 0 {
+				// startTarget runs the server in this process: no PID, no server figure.
+				t.Errorf("emulator CPU %.1f µs/push, server %.1f: want the child's figure only", res.EmulatorCPUusPerPush, res.ServerCPUusPerPush)
+			}
+		})
 	}
 }

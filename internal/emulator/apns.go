@@ -260,9 +260,10 @@ func (a *APNs) CACertPEM() []byte { return append([]byte(nil), a.certPEM...) }
 // SetDelay sets the emulated round trip added to every answer from now on.
 func (a *APNs) SetDelay(d time.Duration) { a.delay.Store(int64(d)) }
 
-// OnAccept sets a hook called, on the request's goroutine, for every
-// accepted push before its 200 is sent; nil removes it. It must be cheap
-// and must not modify n; it may keep n.
+// OnAccept sets a hook called for every accepted push before its 200 is
+// sent, on the goroutine that serves the push's connection (or its
+// answer timer); nil removes it. It must be cheap, as it holds back the
+// connection's other answers, and must not modify n; it may keep n.
 func (a *APNs) OnAccept(f func(n *Notification)) { a.onAccept.set(f) }
 
 // GoAway sends a graceful GOAWAY on every open connection: requests in
@@ -329,13 +330,16 @@ func (a *APNs) acceptLoop(l *listener) {
 	}
 }
 
-// conn is one client connection, served by its own http.Server so that a
-// GOAWAY (that server's graceful Shutdown) reaches this connection alone.
+// conn is one client connection: HTTP/2 (ALPN h2) is served by the
+// emulator's own server (h2.go), HTTP/1.1 by an http.Server of its own, so
+// that a GOAWAY (that server's graceful Shutdown) reaches this connection
+// alone.
 type conn struct {
 	a   *APNs
 	env Env
 	nc  net.Conn // the TCP connection; closing it ends everything
 	hs  *http.Server
+	h2  atomic.Pointer[h2conn] // set once HTTP/2 is negotiated
 
 	// certTopic is the bundle ID of a verified client certificate, ""
 	// without one; certDev and certProd say which environments the
@@ -358,8 +362,7 @@ func newConn(a *APNs, env Env, nc net.Conn) *conn {
 	c := &conn{a: a, env: env, nc: nc, done: make(chan struct{})}
 	c.hs = &http.Server{
 		Handler:           c,
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: int(a.maxStream)},
-		ReadHeaderTimeout: time.Minute, // HTTP/1.1 (control API) only
+		ReadHeaderTimeout: time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 		ConnState: func(_ net.Conn, s http.ConnState) {
 			if s == http.StateClosed || s == http.StateHijacked {
@@ -389,6 +392,10 @@ func (c *conn) serve() {
 		c.certTopic, c.certDev, c.certProd = certificateTopic(certs[0])
 	}
 	c.a.stats.connections.Add(1)
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		c.serveH2(tc)
+		return
+	}
 	l := &oneConnListener{conn: tc, addr: tc.LocalAddr(), done: c.done, closed: make(chan struct{})}
 	c.hs.Serve(l)
 	if l.handedOut() {
@@ -400,6 +407,10 @@ func (c *conn) serve() {
 
 // goAway starts a graceful GOAWAY on this connection, once.
 func (c *conn) goAway() {
+	if h := c.h2.Load(); h != nil {
+		h.goAway()
+		return
+	}
 	c.goAwayMu.Do(func() {
 		go func() {
 			// Shutdown sends GOAWAY at once, then waits for the connection

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -13,20 +12,9 @@ import (
 	"time"
 )
 
-// nopWriter is the cheapest http.ResponseWriter, so the benchmark
-// measures the handler alone.
-type nopWriter struct {
-	h      http.Header
-	status int
-}
-
-func (w *nopWriter) Header() http.Header         { return w.h }
-func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (w *nopWriter) WriteHeader(s int)           { w.status = s }
-
-// BenchmarkHandler is one accepted push through the handler, without TLS
-// or HTTP/2: authentication (cached JWT), validation, dedup, the OnAccept
-// hook.
+// BenchmarkHandler is one accepted push through the provider API's checks
+// and effects, without TLS or HTTP/2: authentication (cached JWT),
+// validation, dedup, the OnAccept hook.
 func BenchmarkHandler(b *testing.B) {
 	for _, inbox := range []int{-1, 100} {
 		b.Run(fmt.Sprintf("inbox=%d", inbox), func(b *testing.B) {
@@ -38,36 +26,34 @@ func BenchmarkHandler(b *testing.B) {
 			a.OnAccept(func(*Notification) { accepted.Add(1) })
 			c := newConn(a, Production, nil)
 			body := []byte(`{"aps":{"alert":{"title":"Alice","body":"See you at 8?"},"badge":3,"sound":"default"},"conv":"c1","seq":42}`)
-			u, _ := url.Parse("https://127.0.0.1/3/device/" + testToken)
-			r := &http.Request{
-				Method: http.MethodPost, URL: u, ProtoMajor: 2, ContentLength: int64(len(body)),
-				Header: http.Header{
-					hAuthorization: {"bearer " + s.jwt(clk.Now())},
-					hTopic:         {testTopic},
-					hPushType:      {"alert"},
-					hPriority:      {"10"},
-					hExpiration:    {"1893456000"},
-					hCollapseID:    {"c1"},
-				},
+			rq := pushRequest{method: http.MethodPost, path: "/3/device/" + testToken, h2: true, contentLength: int64(len(body))}
+			for i, v := range map[int]string{
+				iAuthorization: "bearer " + s.jwt(clk.Now()),
+				iTopic:         testTopic,
+				iPushType:      "alert",
+				iPriority:      "10",
+				iExpiration:    "1893456000",
+				iCollapseID:    "c1",
+			} {
+				rq.hdr[i], rq.cnt[i] = v, 1
 			}
+			rq.cnt[iID] = 1
 			ids := make([]string, 1024)
 			for i := range ids {
 				ids[i] = fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
 			}
-			br := bytes.NewReader(body)
-			rc := io.NopCloser(br)
-			r = r.WithContext(b.Context())
-			w := &nopWriter{h: http.Header{}}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				br.Reset(body)
-				r.Body = rc
-				r.Header[hID] = ids[i%len(ids) : i%len(ids)+1]
-				w.status = 0
-				c.ServeHTTP(w, r)
-				if w.status != http.StatusOK {
-					b.Fatalf("status %d", w.status)
+				rq.hdr[iID] = ids[i%len(ids)]
+				var d decision
+				d.ans = a.checkHeaders(c, &rq, &d.p, clk.Now())
+				if d.ans.status == 0 {
+					d.ans = checkPayload(&d.p, body, maxPayload)
+					a.decide(&d)
+				}
+				if rep := a.finish(c, &d, clk.Now()); rep.status != http.StatusOK {
+					b.Fatalf("status %d %s", rep.status, rep.reason)
 				}
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
@@ -106,10 +92,10 @@ func BenchmarkPushes(b *testing.B) {
 					br.Reset(body)
 					r, _ := http.NewRequest(http.MethodPost, target, br)
 					r.Header = http.Header{
-						hAuthorization: {auth},
-						hTopic:         {testTopic},
-						hPushType:      {"alert"},
-						hID:            {fmt.Sprintf("%08x-0000-4000-8000-%012x", n>>32, n&0xffffffffffff)},
+						"Authorization":  {auth},
+						"Apns-Topic":     {testTopic},
+						"Apns-Push-Type": {"alert"},
+						hID:              {fmt.Sprintf("%08x-0000-4000-8000-%012x", n>>32, n&0xffffffffffff)},
 					}
 					res, err := client.Do(r)
 					if err != nil {

@@ -6,7 +6,9 @@
 // APNs emulates Apple's HTTP/2 provider API (POST /3/device/<token>): TLS
 // with a self-signed certificate, token (ES256 JWT) and certificate
 // authentication, header and payload validation answered with Apple's
-// reason codes, SETTINGS_MAX_CONCURRENT_STREAMS, graceful GOAWAY, and
+// reason codes, served by an HTTP/2 server of its own (h2.go: a goroutine
+// per connection, answers batched into one write),
+// SETTINGS_MAX_CONCURRENT_STREAMS, graceful GOAWAY, and
 // per-device scripted answers (410 Unregistered, 429, 503 ...). Accepted
 // pushes land in a bounded per-device inbox, what the phone would have
 // shown (a push replaces an earlier one with its collapse ID), and in a

@@ -35,24 +35,33 @@ var pushTypes = [...]struct{ name, suffix string }{
 	{"location", ".location-query"},
 }
 
-// Canonical header keys, indexed directly: http.Header.Get would
-// canonicalize on every call.
+// The headers the provider API checks, by index into pushRequest's arrays.
 const (
-	hAuthorization = "Authorization"
-	hTopic         = "Apns-Topic"
-	hPushType      = "Apns-Push-Type"
-	hPriority      = "Apns-Priority"
-	hExpiration    = "Apns-Expiration"
-	hCollapseID    = "Apns-Collapse-Id"
-	hID            = "Apns-Id"
+	iAuthorization = iota
+	iTopic
+	iPushType
+	iPriority
+	iExpiration
+	iCollapseID
+	iID
+	nChecked
 )
 
-var checkedHeaders = [...]string{hAuthorization, hTopic, hPushType, hPriority, hExpiration, hCollapseID, hID}
+// checkedNames are the checked headers as HTTP/2 carries them (lower case)
+// and checkedKeys as net/http's Header holds them (canonical).
+var (
+	checkedNames = [nChecked]string{"authorization", "apns-topic", "apns-push-type", "apns-priority", "apns-expiration", "apns-collapse-id", "apns-id"}
+	checkedKeys  = [nChecked]string{"Authorization", "Apns-Topic", "Apns-Push-Type", "Apns-Priority", "Apns-Expiration", "Apns-Collapse-Id", "Apns-Id"}
+)
+
+// hID is the apns-id key of an http.Header.
+const hID = "Apns-Id"
 
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, maxPayloadVoIP+1); return &b }}
 
-// ServeHTTP serves one request on c: the provider API, a vendor emulator
-// mounted with Handle, or the control API under /_emulator/.
+// ServeHTTP serves one request that came over net/http (HTTP/1.1, or a
+// vendor's route on HTTP/2, see h2.go): a vendor emulator mounted with
+// Handle, the control API under /_emulator/, or the provider API.
 func (c *conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(r.URL.Path, "/3/") {
 		if h, pattern := c.a.mux.Handler(r); pattern != "" {
@@ -67,6 +76,26 @@ func (c *conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.a.push(c, w, r)
 }
 
+// pushRequest is a provider API request as a transport read it: the
+// frame-level HTTP/2 server (h2.go) or net/http (HTTP/1.1).
+type pushRequest struct {
+	method, path  string
+	h2            bool
+	hdr           [nChecked]string // the first value of each checked header
+	cnt           [nChecked]uint8  // how many times each was sent, at most 255
+	contentLength int64            // -1 when not given
+}
+
+// pushRequestOf reads r's checked headers.
+func pushRequestOf(r *http.Request) pushRequest {
+	rq := pushRequest{method: r.Method, path: r.URL.Path, h2: r.ProtoMajor == 2, contentLength: r.ContentLength}
+	for i, k := range checkedKeys {
+		v := r.Header[k]
+		rq.hdr[i], rq.cnt[i] = first(v), uint8(min(len(v), 255))
+	}
+	return rq
+}
+
 // push is a parsed provider API request.
 type push struct {
 	token, topic, pushType, collapseID string
@@ -74,7 +103,8 @@ type push struct {
 	uuid                               [16]byte
 	priority                           int
 	expiration                         int64
-	payload                            []byte // in a pooled buffer
+	payload                            []byte // the request's body; owned says whether it may be kept
+	owned                              bool
 	auth                               *tokenEntry
 }
 
@@ -84,6 +114,137 @@ type answer struct {
 	reason string
 }
 
+// decision is what becomes of a push once it has been read: a
+// validation answer, or the device's scripted step and declaration.
+// Effects (counting, the inbox, OnAccept) wait for finish, which runs
+// when the answer is due.
+type decision struct {
+	p        push
+	ans      answer
+	dev      *device
+	step     Step
+	scripted bool
+	env      Env    // the device's declaration
+	topic    string // the device's declaration
+}
+
+// reply is the answer finish decided.
+type reply struct {
+	status     int // 200 accepted
+	id         string
+	reason     string
+	timestamp  time.Time
+	retryAfter time.Duration
+	abort      bool // reset the stream instead of answering
+	goAway     bool // GOAWAY on the connection after answering
+}
+
+// decide looks the validated push's device up and takes its next
+// scripted step.
+func (a *APNs) decide(d *decision) {
+	d.dev = a.device(d.p.token, false)
+	if d.dev != nil {
+		d.step, d.scripted, d.env, d.topic = d.dev.take()
+	}
+}
+
+// finish makes d's effects (counters, dedup, the inbox, OnAccept) at now
+// and returns the answer to send.
+func (a *APNs) finish(c *conn, d *decision, now time.Time) reply {
+	p := &d.p
+	if d.ans.status != 0 {
+		return a.reject(p.id, d.ans.status, d.ans.reason, time.Time{}, 0)
+	}
+	var goAway bool
+	if d.scripted {
+		st := d.step
+		if st.Abort {
+			a.stats.unanswered.Add(1)
+			return reply{abort: true}
+		}
+		goAway = st.GoAway
+		if st.Status != 0 && st.Status != http.StatusOK {
+			reason := st.Reason
+			if reason == "" {
+				reason = defaultReason(st.Status)
+			}
+			ts := st.Timestamp
+			if st.Status == http.StatusGone && ts.IsZero() {
+				ts = now
+			}
+			r := a.reject(p.id, st.Status, reason, ts, st.RetryAfter)
+			r.goAway = goAway
+			return r
+		}
+	}
+	if d.env != "" && d.env != c.env {
+		r := a.reject(p.id, http.StatusBadRequest, BadDeviceToken, time.Time{}, 0)
+		r.goAway = goAway
+		return r
+	}
+	if d.topic != "" && d.topic != p.topic {
+		r := a.reject(p.id, http.StatusBadRequest, DeviceTokenNotForTopic, time.Time{}, 0)
+		r.goAway = goAway
+		return r
+	}
+
+	// Accepted.
+	if p.id == "" {
+		p.id = newUUID()
+	} else if a.seen.add(p.uuid) {
+		a.stats.duplicates.Add(1)
+	}
+	hook := a.onAccept.load()
+	if a.inboxMax > 0 || hook != nil {
+		payload := json.RawMessage(p.payload)
+		if !p.owned {
+			payload = append(json.RawMessage(nil), p.payload...)
+		}
+		n := &Notification{
+			ID:         p.id,
+			Token:      p.token,
+			Topic:      p.topic,
+			PushType:   p.pushType,
+			Priority:   p.priority,
+			Expiration: p.expiration,
+			CollapseID: p.collapseID,
+			Payload:    payload,
+			Env:        c.env,
+			ReceivedAt: now,
+		}
+		if p.auth != nil {
+			n.KeyID, n.TeamID, n.IssuedAt = p.auth.key.id, p.auth.key.TeamID, time.Unix(p.auth.iat, 0).UTC()
+		} else {
+			n.Certificate = c.certTopic
+		}
+		if a.inboxMax > 0 {
+			dev := d.dev
+			if dev == nil {
+				dev = a.device(p.token, true)
+			}
+			dev.deliver(n, a.inboxMax)
+		}
+		if hook != nil {
+			hook(n)
+		}
+	}
+	a.stats.accepted.Add(1)
+	return reply{status: http.StatusOK, id: p.id, goAway: goAway}
+}
+
+// reject counts a non-200 answer and returns it, with a new apns-id when
+// the request had none.
+func (a *APNs) reject(id string, status int, reason string, ts time.Time, after time.Duration) reply {
+	if id == "" {
+		id = newUUID()
+	}
+	a.stats.reject(reason)
+	return reply{status: status, id: id, reason: reason, timestamp: ts, retryAfter: after}
+}
+
+// push serves a provider API request that came over net/http: HTTP/1.1
+// (answered 505) and the handler benchmark. HTTP/2 pushes are served by
+// h2.go, which shares check, decide and finish.
 func (a *APNs) push(c *conn, w http.ResponseWriter, r *http.Request) {
 	a.stats.received.Add(1)
 	a.stats.inFlight.Add(1)
@@ -97,255 +258,196 @@ func (a *APNs) push(c *conn, w http.ResponseWriter, r *http.Request) {
 		a.stats.unanswered.Add(1)
 		return
 	}
-	now := a.now()
 
-	bufp := bodyPool.Get().(*[]byte)
-	defer bodyPool.Put(bufp)
-	var p push
-	ans, ok := a.check(c, r, &p, *bufp, now)
-	if !ok {
-		a.stats.unanswered.Add(1) // the request body broke off
-		return
-	}
-	if ans.status != 0 {
-		a.reply(w, p.id, ans.status, ans.reason, time.Time{}, 0)
-		return
-	}
-
-	d := a.device(p.token, false)
-	if d != nil {
-		st, scripted, env, topic := d.take()
-		if scripted {
-			if st.Delay > 0 && !sleep(ctx, a.ctx, st.Delay) {
-				a.stats.unanswered.Add(1)
-				return
-			}
-			if st.Abort {
-				a.stats.unanswered.Add(1)
-				panic(http.ErrAbortHandler)
-			}
-			if st.GoAway {
-				defer c.goAway()
-			}
-			if st.Status != 0 && st.Status != http.StatusOK {
-				reason := st.Reason
-				if reason == "" {
-					reason = defaultReason(st.Status)
-				}
-				ts := st.Timestamp
-				if st.Status == http.StatusGone && ts.IsZero() {
-					ts = now
-				}
-				a.reply(w, p.id, st.Status, reason, ts, st.RetryAfter)
-				return
-			}
-		}
-		if env != "" && env != c.env {
-			a.reply(w, p.id, http.StatusBadRequest, BadDeviceToken, time.Time{}, 0)
-			return
-		}
-		if topic != "" && topic != p.topic {
-			a.reply(w, p.id, http.StatusBadRequest, DeviceTokenNotForTopic, time.Time{}, 0)
-			return
-		}
-	}
-
-	// Accepted.
-	given := p.id != ""
-	if !given {
-		p.id = newUUID()
-	} else if a.seen.add(p.uuid) {
-		a.stats.duplicates.Add(1)
-	}
-	hook := a.onAccept.load()
-	if a.inboxMax > 0 || hook != nil {
-		n := &Notification{
-			ID:         p.id,
-			Token:      p.token,
-			Topic:      p.topic,
-			PushType:   p.pushType,
-			Priority:   p.priority,
-			Expiration: p.expiration,
-			CollapseID: p.collapseID,
-			Payload:    append(json.RawMessage(nil), p.payload...),
-			Env:        c.env,
-			ReceivedAt: now,
-		}
-		if p.auth != nil {
-			n.KeyID, n.TeamID, n.IssuedAt = p.auth.key.id, p.auth.key.TeamID, time.Unix(p.auth.iat, 0).UTC()
+	rq := pushRequestOf(r)
+	var d decision
+	d.ans = a.checkHeaders(c, &rq, &d.p, a.now())
+	if d.ans.status == 0 {
+		limit := payloadLimit(d.p.pushType)
+		if rq.contentLength > int64(limit) {
+			d.ans = answer{http.StatusRequestEntityTooLarge, PayloadTooLarge}
 		} else {
-			n.Certificate = c.certTopic
-		}
-		if a.inboxMax > 0 {
-			if d == nil {
-				d = a.device(p.token, true)
+			bufp := bodyPool.Get().(*[]byte)
+			defer bodyPool.Put(bufp)
+			n, err := readBody(r.Body, (*bufp)[:limit+1])
+			if err != nil {
+				a.stats.unanswered.Add(1) // the request body broke off
+				return
 			}
-			d.deliver(n, a.inboxMax)
-		}
-		if hook != nil {
-			hook(n)
+			d.ans = checkPayload(&d.p, (*bufp)[:n], limit)
 		}
 	}
-	a.stats.accepted.Add(1)
-	w.Header()[hID] = []string{p.id}
-	w.WriteHeader(http.StatusOK)
+	if d.ans.status == 0 {
+		a.decide(&d)
+		if d.scripted && d.step.Delay > 0 && !sleep(ctx, a.ctx, d.step.Delay) {
+			a.stats.unanswered.Add(1)
+			return
+		}
+	}
+	rep := a.finish(c, &d, a.now())
+	if rep.abort {
+		panic(http.ErrAbortHandler)
+	}
+	if rep.goAway {
+		defer c.goAway()
+	}
+	h := w.Header()
+	h[hID] = []string{rep.id}
+	if rep.status == http.StatusOK {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	h["Content-Type"] = []string{"application/json"}
+	if rep.retryAfter > 0 {
+		h["Retry-After"] = []string{retryAfter(rep.retryAfter)}
+	}
+	w.WriteHeader(rep.status)
+	w.Write(appendReasonJSON(nil, rep.reason, rep.timestamp))
 }
 
-// check authenticates and validates r into p. ok is false when the body
-// could not be read (the client went away); otherwise a zero answer
-// means the push is well-formed.
-func (a *APNs) check(c *conn, r *http.Request, p *push, buf []byte, now time.Time) (_ answer, ok bool) {
-	h := r.Header
+// checkHeaders authenticates and validates everything but the payload of
+// rq into p; a zero answer means the push may go on to its payload.
+func (a *APNs) checkHeaders(c *conn, rq *pushRequest, p *push, now time.Time) answer {
+	h := &rq.hdr
 	// The echoed apns-id is parsed first so every answer can carry it.
-	if v := h[hID]; len(v) == 1 {
-		if u, ok := parseUUID(v[0]); ok {
-			p.id, p.uuid = v[0], u
+	if rq.cnt[iID] == 1 {
+		if u, ok := parseUUID(h[iID]); ok {
+			p.id, p.uuid = h[iID], u
 		}
 	}
-	path := r.URL.Path
+	path := rq.path
 	if !strings.HasPrefix(path, devicePath) {
-		return answer{http.StatusNotFound, BadPath}, true
+		return answer{http.StatusNotFound, BadPath}
 	}
-	if r.Method != http.MethodPost {
-		return answer{http.StatusMethodNotAllowed, MethodNotAllowed}, true
+	if rq.method != http.MethodPost {
+		return answer{http.StatusMethodNotAllowed, MethodNotAllowed}
 	}
-	if r.ProtoMajor != 2 {
-		return answer{http.StatusHTTPVersionNotSupported, HTTP2Required}, true
+	if !rq.h2 {
+		return answer{http.StatusHTTPVersionNotSupported, HTTP2Required}
 	}
 	tok := path[len(devicePath):]
 	if tok == "" {
-		return answer{http.StatusBadRequest, MissingDeviceToken}, true
+		return answer{http.StatusBadRequest, MissingDeviceToken}
 	}
 	if !isHexToken(tok) {
-		return answer{http.StatusBadRequest, BadDeviceToken}, true
+		return answer{http.StatusBadRequest, BadDeviceToken}
 	}
 	p.token = normToken(tok)
-	for _, k := range checkedHeaders {
-		if len(h[k]) > 1 {
-			return answer{http.StatusBadRequest, DuplicateHeaders}, true
+	for _, n := range rq.cnt {
+		if n > 1 {
+			return answer{http.StatusBadRequest, DuplicateHeaders}
 		}
 	}
 
 	// Authentication: a provider token, else a client certificate.
-	p.topic = first(h[hTopic])
-	if v := h[hAuthorization]; len(v) == 1 {
-		e, status, reason := a.authToken(c, v[0], now)
+	p.topic = h[iTopic]
+	if rq.cnt[iAuthorization] == 1 {
+		e, status, reason := a.authToken(c, h[iAuthorization], now)
 		if status != 0 {
-			return answer{status, reason}, true
+			return answer{status, reason}
 		}
 		if e.key.Env != "" && e.key.Env != c.env {
-			return answer{http.StatusForbidden, BadEnvironmentKeyIdInToken}, true
+			return answer{http.StatusForbidden, BadEnvironmentKeyIdInToken}
 		}
 		p.auth = e
 		if p.topic == "" {
-			return answer{http.StatusBadRequest, MissingTopic}, true
+			return answer{http.StatusBadRequest, MissingTopic}
 		}
 		if len(e.key.Topics) > 0 && !anyTopicAllowed(e.key.Topics, p.topic) {
-			return answer{http.StatusBadRequest, TopicDisallowed}, true
+			return answer{http.StatusBadRequest, TopicDisallowed}
 		}
 	} else if c.certTopic != "" {
 		if (c.env == Production && !c.certProd) || (c.env == Development && !c.certDev) {
-			return answer{http.StatusForbidden, BadCertificateEnvironment}, true
+			return answer{http.StatusForbidden, BadCertificateEnvironment}
 		}
 		if p.topic == "" {
 			p.topic = c.certTopic // a single-topic certificate needs none
 		} else if !topicAllowed(c.certTopic, p.topic) {
-			return answer{http.StatusBadRequest, TopicDisallowed}, true
+			return answer{http.StatusBadRequest, TopicDisallowed}
 		}
 	} else {
-		return answer{http.StatusForbidden, MissingProviderToken}, true
+		return answer{http.StatusForbidden, MissingProviderToken}
 	}
 
 	// Headers.
 	suffix, known := "", false
-	p.pushType = first(h[hPushType])
 	for _, t := range pushTypes {
-		if t.name == p.pushType {
+		if t.name == h[iPushType] {
 			p.pushType, suffix, known = t.name, t.suffix, true // the constant: no reference into the header
 			break
 		}
 	}
 	if !known {
-		return answer{http.StatusBadRequest, InvalidPushType}, true
+		return answer{http.StatusBadRequest, InvalidPushType}
 	}
 	if suffix != "" && !strings.HasSuffix(p.topic, suffix) {
-		return answer{http.StatusBadRequest, BadTopic}, true
+		return answer{http.StatusBadRequest, BadTopic}
 	}
-	switch v := first(h[hPriority]); v {
+	switch v := h[iPriority]; v {
 	case "":
 		p.priority = defaultPriority
 	case "10", "5", "1":
 		p.priority, _ = strconv.Atoi(v)
 	default:
-		return answer{http.StatusBadRequest, BadPriority}, true
+		return answer{http.StatusBadRequest, BadPriority}
 	}
 	if p.pushType == "background" && p.priority != 5 {
-		return answer{http.StatusBadRequest, BadPriority}, true
+		return answer{http.StatusBadRequest, BadPriority}
 	}
-	if v := first(h[hExpiration]); v != "" {
+	if v := h[iExpiration]; v != "" {
 		exp, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || exp < 0 {
-			return answer{http.StatusBadRequest, BadExpirationDate}, true
+			return answer{http.StatusBadRequest, BadExpirationDate}
 		}
 		p.expiration = exp
 	}
-	p.collapseID = first(h[hCollapseID])
+	p.collapseID = h[iCollapseID]
 	if len(p.collapseID) > maxCollapseID {
-		return answer{http.StatusBadRequest, BadCollapseId}, true
+		return answer{http.StatusBadRequest, BadCollapseId}
 	}
-	if v := h[hID]; len(v) == 1 && p.id == "" {
-		return answer{http.StatusBadRequest, BadMessageId}, true
+	if rq.cnt[iID] == 1 && p.id == "" {
+		return answer{http.StatusBadRequest, BadMessageId}
 	}
-
-	// Payload.
-	limit := maxPayload
-	if p.pushType == "voip" {
-		limit = maxPayloadVoIP
-	}
-	if r.ContentLength > int64(limit) {
-		return answer{http.StatusRequestEntityTooLarge, PayloadTooLarge}, true
-	}
-	n, err := readBody(r.Body, buf[:limit+1])
-	if err != nil {
-		return answer{}, false
-	}
-	switch {
-	case n == 0:
-		return answer{http.StatusBadRequest, PayloadEmpty}, true
-	case n > limit:
-		return answer{http.StatusRequestEntityTooLarge, PayloadTooLarge}, true
-	}
-	p.payload = buf[:n]
-	// Apple documents no reason for malformed JSON; PayloadEmpty is the
-	// nearest of those it does ("the message payload was empty").
-	if !validPayload(p.payload) {
-		return answer{http.StatusBadRequest, PayloadEmpty}, true
-	}
-	return answer{}, true
+	return answer{}
 }
 
-// reply writes a non-200 answer.
-func (a *APNs) reply(w http.ResponseWriter, id string, status int, reason string, ts time.Time, after time.Duration) {
-	if id == "" {
-		id = newUUID()
+// payloadLimit is the largest payload of a push type.
+func payloadLimit(pushType string) int {
+	if pushType == "voip" {
+		return maxPayloadVoIP
 	}
-	h := w.Header()
-	h[hID] = []string{id}
-	a.stats.reject(reason)
-	h["Content-Type"] = []string{"application/json"}
-	if after > 0 {
-		h["Retry-After"] = []string{retryAfter(after)}
+	return maxPayload
+}
+
+// checkPayload checks a push's body: read up to limit+1 bytes, so a
+// longer one shows. p keeps body (not owned).
+func checkPayload(p *push, body []byte, limit int) answer {
+	switch {
+	case len(body) == 0:
+		return answer{http.StatusBadRequest, PayloadEmpty}
+	case len(body) > limit:
+		return answer{http.StatusRequestEntityTooLarge, PayloadTooLarge}
 	}
-	body := struct {
-		Reason    string `json:"reason"`
-		Timestamp int64  `json:"timestamp,omitempty"`
-	}{Reason: reason}
+	p.payload = body
+	// Apple documents no reason for malformed JSON; PayloadEmpty is the
+	// nearest of those it does ("the message payload was empty").
+	if !validPayload(body) {
+		return answer{http.StatusBadRequest, PayloadEmpty}
+	}
+	return answer{}
+}
+
+// appendReasonJSON appends an error answer's body: {"reason": ...}, and
+// the 410 timestamp in milliseconds when ts is set.
+func appendReasonJSON(b []byte, reason string, ts time.Time) []byte {
+	b = append(b, `{"reason":`...)
+	q, _ := json.Marshal(reason)
+	b = append(b, q...)
 	if !ts.IsZero() {
-		body.Timestamp = ts.UnixMilli()
+		b = append(b, `,"timestamp":`...)
+		b = strconv.AppendInt(b, ts.UnixMilli(), 10)
 	}
-	b, _ := json.Marshal(body)
-	w.WriteHeader(status)
-	w.Write(b)
+	return append(b, '}')
 }
 
 func readBody(r io.Reader, buf []byte) (int, error) {
