@@ -176,8 +176,9 @@ type stopper interface{ Stop() bool }
 // of requests and control frames into one buffer and writes it with one
 // Write, and a reader that dispatches frames to the streams waiting.
 //
-// Lock order: a stream's fields are guarded by Conn.mu, except those
-// marked reader-owned. The writer encodes frames without the lock; a
+// Locking: one mutex, Conn.mu, guards the connection's and the streams'
+// shared state; the writer's and the reader's own state is marked. The
+// writer encodes frames without the lock; a
 // stream it is encoding (stream.encoding) is not handed back to its
 // caller until the encoding is done, so Do never returns while the writer
 // still reads the request.
@@ -204,7 +205,7 @@ type Conn struct {
 	streams map[uint32]*stream
 	queue   []*stream // waiting for a stream from qhead on; finished ones are skipped
 	qhead   int
-	queued  int       // live entries in queue
+	queued  int // live entries in queue
 	ctrl    []ctrlFrame
 	blocked []*stream // open streams with body left to send
 	nextID  uint32
@@ -222,27 +223,27 @@ type Conn struct {
 	peerTableSize     uint32
 	tableSizeChanged  bool
 
-	sendWindow      int64 // connection-level, for request bodies
-	recvAvail       int64 // connection-level receive window left
-	recvUnacked     int64 // received and not yet given back by WINDOW_UPDATE
-	goAway          *GoAwayError
-	closing         bool          // Shutdown: no new requests
-	drained         chan struct{} // closed when closing or goAway and no stream is open
-	drainedOnce     bool
-	pings           map[[8]byte]chan struct{} // Ping waiters by payload
-	pingSeq         uint64
-	healthOut       bool // a health PING is unanswered
-	healthData      [8]byte
-	healthFrames    uint64 // framesRead at the last tick
-	idleTimer       stopper
-	healthTimer     stopper
-	stats           counters
-	framesRead      atomic.Uint64
+	sendWindow   int64 // connection-level, for request bodies
+	recvAvail    int64 // connection-level receive window left
+	recvUnacked  int64 // received and not yet given back by WINDOW_UPDATE
+	goAway       *GoAwayError
+	closing      bool          // Shutdown: no new requests
+	drained      chan struct{} // closed when closing or goAway and no stream is open
+	drainedOnce  bool
+	pings        map[[8]byte]chan struct{} // Ping waiters by payload
+	pingSeq      uint64
+	healthOut    bool // a health PING is unanswered
+	healthData   [8]byte
+	healthFrames uint64 // framesRead at the last tick
+	idleTimer    stopper
+	healthTimer  stopper
+	stats        counters
+	framesRead   atomic.Uint64
 }
 
 type counters struct {
 	requests, responses, resets, refused   atomic.Uint64
-	writes, framesWritten, bytesWritten   atomic.Uint64
+	writes, framesWritten, bytesWritten    atomic.Uint64
 	pingsSent, lateFrames, truncatedBodies atomic.Uint64
 }
 
@@ -256,15 +257,15 @@ type stream struct {
 	err        error
 	encoding   bool // the writer is encoding its frames
 	closeLater bool // finished while encoding: the writer closes done
-	blocked    bool // in Conn.blocked
 	endSent    bool // END_STREAM encoded, or being encoded
 	sent       int  // body bytes given to the writer
-	chunkOff   int  // where the writer's current round's part of the body starts
-	chunk      int  // and its length
-	newHeaders bool // HEADERS to encode in the current round
 	sendWindow int64
 
-	// Reader-owned until finished.
+	// Writer-owned: this round's work.
+	chunkOff, chunk int  // the part of the body to encode
+	newHeaders      bool // HEADERS to encode
+
+	// Reader-owned once the stream is open.
 	resp        Response
 	gotFinal    bool // final (non-1xx) headers received
 	recvAvail   int64
@@ -536,6 +537,12 @@ func (c *Conn) finishLocked(s *stream, err error) {
 	} else {
 		close(s.done)
 	}
+	c.checkDrainedLocked()
+}
+
+// checkDrainedLocked closes drained once the connection takes no new
+// streams (GOAWAY, Shutdown) and has none open. c.mu must be held.
+func (c *Conn) checkDrainedLocked() {
 	if (c.goAway != nil || c.closing) && c.active == 0 && !c.drainedOnce {
 		c.drainedOnce = true
 		close(c.drained)
@@ -653,10 +660,7 @@ func (c *Conn) Shutdown(ctx context.Context) error {
 	if !c.closing {
 		c.closing = true
 		c.failQueueLocked(ErrClosed)
-		if c.active == 0 && !c.drainedOnce {
-			c.drainedOnce = true
-			close(c.drained)
-		}
+		c.checkDrainedLocked()
 	}
 	c.mu.Unlock()
 	var err error

@@ -77,7 +77,9 @@ func TestGoAwayMidFlight(t *testing.T) {
 		h, _ := p.request()
 		ids = append(ids, h.stream)
 	}
-	p.write(func(fr *http2.Framer) error { return fr.WriteGoAway(ids[1], http2.ErrCodeNo, []byte(`{"reason":"Shutdown"}`)) })
+	p.write(func(fr *http2.Framer) error {
+		return fr.WriteGoAway(ids[1], http2.ErrCodeNo, []byte(`{"reason":"Shutdown"}`))
+	})
 
 	// Which caller got which stream is up to the scheduler: the first to
 	// return must be the one above the last stream ID, and the other two
@@ -475,7 +477,9 @@ func TestAnswers(t *testing.T) {
 	p.write(func(fr *http2.Framer) error {
 		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.stream, BlockFragment: []byte{0x80 | 8}, EndHeaders: true}) // :status 200
 	})
-	p.write(func(fr *http2.Framer) error { return fr.WriteData(h.stream, false, []byte(`{"reason":"BadDeviceToken"}`)) })
+	p.write(func(fr *http2.Framer) error {
+		return fr.WriteData(h.stream, false, []byte(`{"reason":"BadDeviceToken"}`))
+	})
 	p.write(func(fr *http2.Framer) error {
 		return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.stream, BlockFragment: []byte{0x40, 1, 'x', 1, 'y'}, EndHeaders: true, EndStream: true})
 	})

@@ -438,10 +438,7 @@ func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
 		}
 	}
 	c.failQueueLocked(g)
-	if c.active == 0 && !c.drainedOnce {
-		c.drainedOnce = true
-		close(c.drained)
-	}
+	c.checkDrainedLocked()
 }
 
 func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) *protocolError {

@@ -82,10 +82,12 @@ func (c *Conn) writeLoop() {
 				if w.buf.Len() >= flushAt && !w.flush() {
 					return
 				}
+				yielded = false
 				continue
 			}
 			// The queue is empty. Callers just woken by answers are about
-			// to add to it: let them run once before paying for a write.
+			// to add to it: let them run before paying for a write, for as
+			// long as doing so brings more.
 			if yielded || w.buf.Len() == 0 {
 				break
 			}
@@ -120,7 +122,6 @@ func (w *writer) encodeRound() bool {
 		kept := c.blocked[:0]
 		for _, s := range c.blocked {
 			if s.finished {
-				s.blocked = false
 				continue
 			}
 			if c.sendWindow > 0 && s.sendWindow > 0 {
@@ -130,8 +131,6 @@ func (w *writer) encodeRound() bool {
 			}
 			if s.sent < len(s.req.Body) {
 				kept = append(kept, s)
-			} else {
-				s.blocked = false
 			}
 		}
 		clear(c.blocked[len(kept):])
@@ -156,7 +155,6 @@ func (w *writer) encodeRound() bool {
 		s.encoding = true
 		c.allowLocked(s)
 		if s.sent < len(s.req.Body) {
-			s.blocked = true
 			c.blocked = append(c.blocked, s)
 		}
 		round = append(round, s)
