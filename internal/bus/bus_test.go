@@ -239,6 +239,49 @@ func TestNATSStartsWithoutServer(t *testing.T) {
 	}
 }
 
+// TestNATSNoEcho: with NoEcho a bus's subscription does not get what the
+// bus published, and another connection's does. The proof that the echo
+// did not come is a message published by the other connection after it
+// received the first: NATS routed the first before it, so an echo would
+// have reached the subscription first.
+func TestNATSNoEcho(t *testing.T) {
+	url := natsURL(t)
+	quiet, err := DialNATS(url, NATSOptions{Name: "quiet", NoEcho: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { quiet.Close() })
+	other, err := DialNATS(url, NATSOptions{Name: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	waitFor(t, "connected to NATS", func() bool { return quiet.State() == Connected && other.State() == Connected })
+	subject := uniq(t)
+	got := make(chan string, 10)
+	if _, err := quiet.Subscribe(subject, func(_ string, data []byte) { got <- string(data) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Subscribe(subject, func(_ string, data []byte) {
+		if string(data) == "from quiet" {
+			other.Publish(subject, []byte("from other"))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := quiet.Publish(subject, []byte("from quiet")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m != "from other" {
+			t.Errorf("the NoEcho bus's subscription got %q first, want only the other connection's message", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the other connection's message did not come")
+	}
+}
+
 // TestNATSMaxPayload: MaxPayload is the server's limit: a payload of that
 // size is published, one byte more is refused.
 func TestNATSMaxPayload(t *testing.T) {

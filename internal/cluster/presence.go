@@ -449,7 +449,8 @@ func (p *Presence) receive(_ string, data []byte) {
 		return
 	}
 	if m.Node == p.cfg.Node {
-		// Ours (the bus echoes), or another process's with our node ID.
+		// Ours (an in-process bus echoes it; NATS does not, with the
+		// server's NoEcho), or another process's with our node ID.
 		if m.Inst != "" && m.Inst != p.inst {
 			p.checkInstance(m)
 			if m.Kind == "hello" {

@@ -40,7 +40,8 @@ var testWrapBus func(bus.Bus) bus.Bus
 // dialBus connects to HERALD_BUS. It does not wait for NATS: a node
 // starts while NATS is down, and delivers across nodes once it is up.
 func dialBus(cfg config.Config, node string, log *slog.Logger) (bus.Bus, error) {
-	b, err := bus.DialNATS(cfg.Bus, bus.NATSOptions{Name: node, Logger: log})
+	// NoEcho: every subscriber of a node drops its own node's messages.
+	b, err := bus.DialNATS(cfg.Bus, bus.NATSOptions{Name: node, NoEcho: true, Logger: log})
 	if err != nil {
 		return nil, err
 	}

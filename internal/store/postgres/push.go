@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store"
@@ -29,12 +30,19 @@ const (
 	logCols    = `at, push_id, user_id, msg_id, conv_key, provider, app, env, attempt, outcome, status, reason, body, notif_id, latency`
 )
 
+// execer is what insertJobs writes through: a pgx.Tx, or the connection
+// the message writer drives its transaction on (write.go).
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
+}
+
 // insertJobs writes jobs (MsgID and Seq set) in tx; of two jobs for one
 // device and message in jobs the first wins. fresh says that no job of
 // these messages can be pending (AppendMessages: their IDs were just
 // taken), so they are copied in (COPY has no ON CONFLICT, and needs none);
 // else a job already pending is left as it is.
-func insertJobs(ctx context.Context, tx pgx.Tx, jobs []store.PushJob, fresh bool) error {
+func insertJobs(ctx context.Context, tx execer, jobs []store.PushJob, fresh bool) error {
 	if len(jobs) == 0 {
 		return nil
 	}

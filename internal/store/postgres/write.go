@@ -201,10 +201,7 @@ func (s *Store) commitGroup(group []*appendReq) {
 // PostgreSQL aborts it for a deadlock or serialization failure.
 func (s *Store) appendTx(group []*appendReq) (res [][]store.Appended, err error) {
 	for range 3 {
-		err = pgx.BeginFunc(s.ctx, s.pool, func(tx pgx.Tx) error {
-			res, err = s.appendIn(s.ctx, tx, group)
-			return err
-		})
+		res, err = s.appendOnce(group)
 		if !retryable(err) {
 			break
 		}
@@ -214,6 +211,27 @@ func (s *Store) appendTx(group []*appendReq) (res [][]store.Appended, err error)
 		return nil, err
 	}
 	return res, nil
+}
+
+// appendOnce runs one transaction of appendIn on a connection of the pool.
+// The transaction is driven by hand, not with pgx.BeginFunc: BEGIN goes in
+// the first pipeline of statements and COMMIT in the last (appendIn), two
+// round trips fewer than a BEGIN and a COMMIT of their own. On a failure
+// the transaction is rolled back here; the pool would destroy a connection
+// released inside one.
+func (s *Store) appendOnce(group []*appendReq) ([][]store.Appended, error) {
+	c, err := s.pool.Acquire(s.ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquire a connection: %w", err)
+	}
+	defer c.Release()
+	res, err := appendIn(s.ctx, c.Conn(), group)
+	if err != nil && c.Conn().PgConn().TxStatus() != 'I' && !c.Conn().IsClosed() {
+		if _, rerr := c.Exec(s.ctx, "ROLLBACK"); rerr != nil {
+			s.log.Warn("postgres: rolling back a failed append transaction", "err", rerr)
+		}
+	}
+	return res, err
 }
 
 // conv is what the writer knows of one conversation in a transaction.
@@ -227,8 +245,14 @@ type conv struct {
 
 type msgKey struct{ from, localID string }
 
-// appendIn stores group in tx: see the invariants at the top of the file.
-func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([][]store.Appended, error) {
+// appendIn stores group in one transaction on conn, which it begins and,
+// when it returns no error, has committed: see the invariants at the top
+// of the file. On an error the transaction may be left open or aborted:
+// the caller rolls it back. Round trips: the first pipeline (BEGIN ...
+// SAVEPOINT), the messages' COPY, the jobs' COPY when there are jobs, and
+// the last pipeline (... COMMIT); a group with a duplicate pays a lookup
+// and the COPY again.
+func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq) ([][]store.Appended, error) {
 	var all []*herald.Message
 	for _, r := range group {
 		all = append(all, r.msgs...)
@@ -247,11 +271,13 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 	for i, k := range keys {
 		types[i] = int16(keySet[k])
 	}
-	// The conversations' insert, their lock, the IDs and the savepoint
-	// go in one round trip (a pipeline: PostgreSQL runs them in order,
-	// and skips the rest of the batch after a failure, which aborts the
-	// transaction).
+	// BEGIN, the conversations' insert, their lock, the IDs and the
+	// savepoint go in one round trip (a pipeline: PostgreSQL runs them in
+	// order, and skips the rest of the batch after a failure, which
+	// aborts the transaction; the explicit BEGIN keeps the transaction
+	// open past the pipeline's end).
 	batch := &pgx.Batch{}
+	batch.Queue("BEGIN")
 	batch.Queue(`INSERT INTO conversations (conv_key, type)
 		SELECT k, t FROM unnest($1::text[], $2::smallint[]) AS u(k, t) ORDER BY k COLLATE "C"
 		ON CONFLICT (conv_key) DO NOTHING`, keys, types)
@@ -261,6 +287,9 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 	batch.Queue("SAVEPOINT msgs")
 	br := tx.SendBatch(ctx, batch)
 	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
 	if _, err := br.Exec(); err != nil {
 		return nil, fmt.Errorf("create conversations: %w", err)
 	}
@@ -313,7 +342,7 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 				return nil, err
 			}
 		}
-		res, rows, ok, err := s.insertMessages(ctx, tx, group, convs, ids, stored)
+		res, rows, ok, err := insertMessages(ctx, tx, group, convs, ids, stored)
 		if err != nil {
 			return nil, err
 		}
@@ -340,7 +369,7 @@ func (s *Store) appendIn(ctx context.Context, tx pgx.Tx, group []*appendReq) ([]
 
 // originals returns the stored messages with the (From, LocalID) of any of
 // msgs.
-func originals(ctx context.Context, tx pgx.Tx, msgs []*herald.Message) (map[msgKey]*herald.Message, error) {
+func originals(ctx context.Context, tx *pgx.Conn, msgs []*herald.Message) (map[msgKey]*herald.Message, error) {
 	senders, locals := make([]string, len(msgs)), make([]string, len(msgs))
 	for i, m := range msgs {
 		senders[i], locals[i] = m.From, m.LocalID
@@ -369,7 +398,7 @@ func originals(ctx context.Context, tx pgx.Tx, msgs []*herald.Message) (map[msgK
 // not duplicates (of stored ones or of earlier ones in the group) and
 // inserts them. ok is false when one of them was stored by another writer
 // since originals looked: the transaction must go back to its savepoint.
-func (s *Store) insertMessages(ctx context.Context, tx pgx.Tx, group []*appendReq, convs map[string]*conv,
+func insertMessages(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs map[string]*conv,
 	ids []int64, stored map[msgKey]*herald.Message) (res [][]store.Appended, inserted []*herald.Message, ok bool, err error) {
 	res = make([][]store.Appended, len(group))
 	next := 0
@@ -444,52 +473,74 @@ func (s *Store) insertMessages(ctx context.Context, tx pgx.Tx, group []*appendRe
 	return res, inserted, true, nil
 }
 
-// finishAppend raises the conversations' counters, writes the list
-// entries of peer conversations that got their first message, and the
-// push jobs of the stored messages.
-func finishAppend(ctx context.Context, tx pgx.Tx, group []*appendReq, convs map[string]*conv, res [][]store.Appended, inserted []*herald.Message) error {
-	if len(inserted) == 0 {
-		return nil
-	}
-	var (
-		ids, seqs, lasts []int64
-		users            []string
-		memberConvs      []int64
-	)
-	for key, c := range convs {
-		if c.seq == c.firstSeq {
-			continue
-		}
-		ids, seqs, lasts = append(ids, c.id), append(seqs, c.seq), append(lasts, c.lastID)
-		if c.firstSeq == 0 && c.typ == herald.ConversationPeer {
-			if _, a, b, ok := herald.ParseConversationKey(key); ok {
-				users, memberConvs = append(users, a, b), append(memberConvs, c.id, c.id)
+// finishAppend writes the push jobs of the stored messages, then raises
+// the conversations' counters, writes the list entries of peer
+// conversations that got their first message, and commits: these three
+// in one round trip.
+func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs map[string]*conv, res [][]store.Appended, inserted []*herald.Message) error {
+	batch := &pgx.Batch{}
+	if len(inserted) > 0 {
+		var jobs []store.PushJob
+		for gi, r := range group {
+			for _, j := range r.jobs {
+				a := res[gi][j.Msg]
+				if a.Duplicate {
+					continue
+				}
+				j.MsgID, j.Seq = a.Message.ID, a.Message.Seq
+				jobs = append(jobs, j)
 			}
 		}
+		// The jobs' COPY cannot join the pipeline below; it goes first.
+		if err := insertJobs(ctx, tx, jobs, true); err != nil {
+			return err
+		}
+		var (
+			ids, seqs, lasts []int64
+			users            []string
+			memberConvs      []int64
+		)
+		for key, c := range convs {
+			if c.seq == c.firstSeq {
+				continue
+			}
+			ids, seqs, lasts = append(ids, c.id), append(seqs, c.seq), append(lasts, c.lastID)
+			if c.firstSeq == 0 && c.typ == herald.ConversationPeer {
+				if _, a, b, ok := herald.ParseConversationKey(key); ok {
+					users, memberConvs = append(users, a, b), append(memberConvs, c.id, c.id)
+				}
+			}
+		}
+		batch.Queue(`UPDATE conversations c SET last_seq = u.seq, last_id = u.last_id
+			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, seq, last_id) WHERE c.id = u.id`,
+			ids, seqs, lasts)
+		if len(users) > 0 {
+			batch.Queue(`INSERT INTO members (user_id, conv_id)
+				SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING`, users, memberConvs)
+		}
 	}
-	if _, err := tx.Exec(ctx, `UPDATE conversations c SET last_seq = u.seq, last_id = u.last_id
-		FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, seq, last_id) WHERE c.id = u.id`,
-		ids, seqs, lasts); err != nil {
-		return fmt.Errorf("raise last seqs: %w", err)
-	}
-	if len(users) > 0 {
-		if _, err := tx.Exec(ctx, `INSERT INTO members (user_id, conv_id)
-			SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING`, users, memberConvs); err != nil {
+	batch.Queue("COMMIT")
+	br := tx.SendBatch(ctx, batch)
+	defer br.Close()
+	for i := range batch.Len() - 1 {
+		if _, err := br.Exec(); err != nil {
+			if i == 0 {
+				return fmt.Errorf("raise last seqs: %w", err)
+			}
 			return fmt.Errorf("add conversation to lists: %w", err)
 		}
 	}
-	var jobs []store.PushJob
-	for gi, r := range group {
-		for _, j := range r.jobs {
-			a := res[gi][j.Msg]
-			if a.Duplicate {
-				continue
-			}
-			j.MsgID, j.Seq = a.Message.ID, a.Message.Seq
-			jobs = append(jobs, j)
-		}
+	tag, err := br.Exec()
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
 	}
-	return insertJobs(ctx, tx, jobs, true)
+	if tag.String() == "ROLLBACK" { // COMMIT of a transaction that had failed
+		return fmt.Errorf("commit: %w", pgx.ErrTxCommitRollback)
+	}
+	if err := br.Close(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
 // encodeMentions is the stored form of a message's mentions: a JSON array

@@ -1,0 +1,77 @@
+package postgres
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// TestAppendFailureRollsBack: the writer drives its transaction by hand
+// (BEGIN in its first pipeline, COMMIT in its last), so a failure at each
+// step after BEGIN must come back as an error, store nothing (the
+// message's seq is not used, its local ID is free), and leave the
+// connection usable: rolled back, not destroyed by the pool. Each step is
+// made to fail by a trigger of the test schema.
+func TestAppendFailureRollsBack(t *testing.T) {
+	testDatabase(t)
+	failing := herald.PeerConversationKey("alice", "carol")
+	fn := `CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$`
+	for _, tc := range []struct {
+		name, trigger string
+		withJob       bool
+	}{
+		{"messages copy", `CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW WHEN (NEW.local_id = 'fail') EXECUTE FUNCTION refuse()`, false},
+		{"jobs copy", `CREATE TRIGGER refuse BEFORE INSERT ON push_outbox FOR EACH ROW EXECUTE FUNCTION refuse()`, true},
+		{"last seqs", `CREATE TRIGGER refuse BEFORE UPDATE ON conversations FOR EACH ROW
+			WHEN (NEW.conv_key = '` + failing + `' AND NEW.last_seq > 0) EXECUTE FUNCTION refuse()`, false},
+		{"commit", `CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON messages DEFERRABLE INITIALLY DEFERRED
+			FOR EACH ROW WHEN (NEW.local_id = 'fail') EXECUTE FUNCTION refuse()`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := openURL(t, newSchema(t), Options{})
+			defer s.Close()
+			for _, q := range []string{fn, tc.trigger} {
+				if _, err := s.pool.Exec(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "ok-1")}, nil); err != nil {
+				t.Fatalf("first append: %v", err)
+			}
+			conns := s.pool.Stat().NewConnsCount()
+			var jobs []store.PushJob
+			if tc.withJob {
+				jobs = []store.PushJob{{PushID: "pd_carol", Msg: 0, User: "carol", Conv: failing, Due: t0, Expires: t0.Add(time.Hour)}}
+			}
+			_, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "carol", "fail")}, jobs)
+			if err == nil || !strings.Contains(err.Error(), "refused by the test") {
+				t.Fatalf("append refused at %s: err %v, want the trigger's", tc.name, err)
+			}
+			res, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "ok-2")}, nil)
+			if err != nil {
+				t.Fatalf("append after the failure: %v", err)
+			}
+			if got := res[0].Message.Seq; got != 2 {
+				t.Errorf("seq after the failure %d, want 2", got)
+			}
+			if got := s.pool.Stat().NewConnsCount(); got != conns {
+				t.Errorf("%d connections opened since the failure, want 0: the failed transaction was not rolled back", got-conns)
+			}
+			if _, err := s.pool.Exec(ctx, "DROP FUNCTION refuse() CASCADE"); err != nil {
+				t.Fatal(err)
+			}
+			res, err = s.AppendMessages(ctx, []*herald.Message{msg("alice", "carol", "fail")}, jobs)
+			if err != nil {
+				t.Fatalf("append once the trigger is gone: %v", err)
+			}
+			if r := res[0]; r.Duplicate || r.Message.Seq != 1 {
+				t.Errorf("the refused message again: duplicate %v, seq %d; want new, seq 1 (nothing of the failure stored)", r.Duplicate, r.Message.Seq)
+			}
+		})
+	}
+}
