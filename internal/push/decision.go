@@ -189,8 +189,8 @@ func NotificationID(pushID string, msgID int64) string {
 	return formatUUID(b)
 }
 
-// formatUUID writes 16 bytes in the 8-4-4-4-12 form, upper case as APNs
-// echoes it.
+// formatUUID writes 16 bytes in the 8-4-4-4-12 form, in lower case, as
+// Apple writes UUIDs (vendors and the emulator compare IDs in any case).
 func formatUUID(b []byte) string {
 	var out [36]byte
 	hex.Encode(out[0:8], b[0:4])
@@ -202,5 +202,5 @@ func formatUUID(b []byte) string {
 	hex.Encode(out[19:23], b[8:10])
 	out[23] = '-'
 	hex.Encode(out[24:36], b[10:16])
-	return strings.ToUpper(string(out[:]))
+	return string(out[:])
 }
