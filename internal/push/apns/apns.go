@@ -187,6 +187,22 @@ func New(cfg Config) (*Provider, error) {
 	}
 	signers := map[string]*signer{}
 	pools := map[poolKey]*pool{}
+	// Roots are told apart by content, not by pointer: every app's ca_file
+	// is loaded into a pool of its own, and apps that name the same
+	// certificates must still share connections.
+	var rootSets []*x509.CertPool
+	rootsID := func(r *x509.CertPool) int {
+		if r == nil {
+			return 0 // the system roots
+		}
+		for i, known := range rootSets {
+			if known.Equal(r) {
+				return i + 1
+			}
+		}
+		rootSets = append(rootSets, r)
+		return len(rootSets)
+	}
 	for i := range cfg.Apps {
 		ac := &cfg.Apps[i]
 		name := fmt.Sprintf("apns: apps[%d] %q", i, ac.BundleID)
@@ -257,7 +273,7 @@ func New(cfg Config) (*Provider, error) {
 			}
 		}
 		get := func(cred credential, u *url.URL, env herald.PushEnvironment) *pool {
-			k := poolKey{cred: cred.id, url: u.String(), env: env, roots: ac.RootCAs}
+			k := poolKey{cred: cred.id, url: u.String(), env: env, roots: rootsID(ac.RootCAs)}
 			if pl := pools[k]; pl != nil {
 				return pl
 			}
@@ -286,10 +302,11 @@ type credential struct {
 
 // poolKey: each environment has its own pools, even where two share an
 // endpoint (emulator, proxy), so nothing ever switches between them.
+// roots numbers the distinct sets of trusted roots (0: the system's).
 type poolKey struct {
 	cred, url string
 	env       herald.PushEnvironment
-	roots     *x509.CertPool
+	roots     int
 }
 
 func certCredential(c *tls.Certificate) (credential, error) {
