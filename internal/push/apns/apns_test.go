@@ -302,10 +302,10 @@ func TestVerdicts(t *testing.T) {
 		{413, "PayloadTooLarge", push.Permanent, false},
 		{429, "TooManyRequests", push.Retry, false},
 		{429, "TooManyProviderTokenUpdates", push.Retry, false},
-		{500, "InternalServerError", push.Retry, true},
-		{503, "ServiceUnavailable", push.Retry, true},
+		{500, "InternalServerError", push.Retry, false},
+		{503, "ServiceUnavailable", push.Retry, false},
 		{503, "Shutdown", push.Retry, true},
-		{502, "", push.Retry, true},
+		{502, "", push.Retry, false},
 		{401, "", push.Permanent, false},
 		{301, "", push.Permanent, false},
 	}
@@ -325,6 +325,7 @@ func TestVerdicts(t *testing.T) {
 		return reply{status: 200}
 	}
 	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: 1})
+	quickRedial(p) // the connections APNs asks to replace are short-lived
 	for i, tt := range tests {
 		t.Run(fmt.Sprintf("%d %s", tt.status, tt.reason), func(t *testing.T) {
 			res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(i)))
@@ -437,6 +438,7 @@ func TestGoAway(t *testing.T) {
 		return reply{status: 200}
 	}
 	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: 2})
+	quickRedial(p) // a GOAWAY every 50 pushes: every connection is short-lived
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for g := range 40 {
@@ -475,6 +477,7 @@ func TestDeadConnection(t *testing.T) {
 		return reply{status: 200}
 	}
 	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: 1})
+	quickRedial(p)
 	send := func(token string) push.Result {
 		return p.Send(context.Background(), note(bundle, herald.EnvProduction, token))
 	}
@@ -629,5 +632,91 @@ func TestDialFailure(t *testing.T) {
 	}
 	if st := p.Stats(); st.DialErrors != 2 {
 		t.Errorf("DialErrors = %d, want 2 (one per slot, then backoff)", st.DialErrors)
+	}
+}
+
+// TestServiceUnavailableKeepsConnections: APNs answers 503 for a while
+// with 200 pushes pending, each sent again as soon as it is refused (a
+// dispatcher's retries, without their backoff): the 503s are answers on
+// working connections, which are kept. Redialing on each made hundreds of
+// TLS connections.
+func TestServiceUnavailableKeepsConnections(t *testing.T) {
+	const pending, refusals, conns = 200, 600, 4
+	srv := newServer(t, nil)
+	var answered atomic.Int64
+	srv.respond = func(*http.Request, *received) reply {
+		if answered.Add(1) <= refusals {
+			return reply{status: 503, body: `{"reason":"ServiceUnavailable"}`}
+		}
+		return reply{status: 200}
+	}
+	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: conns})
+	var wg sync.WaitGroup
+	for i := range pending {
+		wg.Go(func() {
+			for {
+				res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(i)))
+				if res.Verdict == push.Delivered {
+					return
+				}
+				if res.Verdict != push.Retry {
+					t.Errorf("Send = %+v, want retry or delivered", res)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := p.Stats()
+	if got := answered.Load(); got < refusals+pending {
+		t.Fatalf("server answered %d requests, want at least %d", got, refusals+pending)
+	}
+	if got := srv.conns.Load(); got > conns || st.Dials > conns || st.ConnsReplaced > 0 {
+		t.Errorf("%d server connections, %d dials, %d replaced for %d answers of 503; want at most %d connections, none replaced",
+			got, st.Dials, st.ConnsReplaced, refusals, conns)
+	}
+}
+
+// TestShortLivedConnectionsBackOff: a server that closes every connection
+// after one answer (GOAWAY) gets one quick redial, then the slot backs off
+// with jitter instead of dialing for every push.
+func TestShortLivedConnectionsBackOff(t *testing.T) {
+	srv := newServer(t, nil)
+	srv.respond = func(*http.Request, *received) reply {
+		return reply{status: 200, header: map[string]string{"Connection": "close"}}
+	}
+	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: 1})
+	delivered := 0
+	for i := range 50 {
+		res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(i)))
+		switch res.Verdict {
+		case push.Delivered:
+			delivered++
+		case push.Retry: // no connection while the slot backs off
+		default:
+			t.Fatalf("Send = %+v", res)
+		}
+	}
+	if got := srv.conns.Load(); got > 3 || delivered == 0 {
+		t.Errorf("%d connections for 50 pushes (%d delivered), want at most 3: a quick redial, then backoff", got, delivered)
+	}
+
+	// The backoff: the first end of a connection that lasted is redialed
+	// at once; then 1s, 2s, 4s ... capped, each between half and all of it.
+	pl := &pool{backoff: time.Second}
+	var s slot
+	now := time.Now()
+	for i, want := range []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second} {
+		pl.failedLocked(&s, now, true)
+		got := s.retryAt.Sub(now)
+		if want == 0 && !s.retryAt.IsZero() || want > 0 && (got < want/2 || got > want) {
+			t.Errorf("failure %d: redial after %v, want %v (half of it to all of it)", i+1, got, want)
+		}
+	}
+	for range 20 {
+		pl.failedLocked(&s, now, false)
+	}
+	if got := s.retryAt.Sub(now); got > maxDialBackoff || got < maxDialBackoff/2 {
+		t.Errorf("after many failures: redial after %v, want at most %v", got, maxDialBackoff)
 	}
 }

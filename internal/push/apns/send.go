@@ -256,7 +256,7 @@ func isHex(s string) bool {
 }
 
 // answer reads resp and maps it to a Result. connBad reports that APNs
-// wants the request retried on a new connection.
+// asks for a new connection (Shutdown, IdleTimeout).
 func answer(resp *http.Response, now time.Time) (res push.Result, connBad bool) {
 	res.Status = resp.StatusCode
 	res.Body = push.ReadBody(resp.Body, maxBody)
@@ -306,8 +306,13 @@ func classify(status int, reason string) (v push.Verdict, connBad bool) {
 	switch {
 	case status >= 200 && status < 300:
 		return push.Delivered, false
-	case reason == ReasonShutdown || status >= 500:
-		return push.Retry, true
+	case reason == ReasonShutdown:
+		return push.Retry, true // the server is going away: no new streams on it
+	case status >= 500:
+		// An answer on a working connection: the push is retried later,
+		// the connection kept (redialing on every 500 or 503 made a storm
+		// of new connections while APNs was unwell).
+		return push.Retry, false
 	case status == http.StatusBadRequest:
 		switch reason {
 		case ReasonBadDeviceToken, ReasonDeviceTokenNotForTopic:
