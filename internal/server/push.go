@@ -202,8 +202,9 @@ func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]pus
 
 // pushSetupShared is pushSetup whose APNs provider, configured from
 // HERALD_PUSH_CONFIG, keeps each key's JWT in shared (the store's shared
-// table, on several nodes; nil on one). The built-in emulator's key is
-// each node's own, so its JWT is too.
+// table), so that it outlives a restart and is the cluster's on several
+// nodes. The built-in emulator's key is generated at each start, so its
+// JWT is the process's own.
 func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger) (_ map[herald.PushProvider]push.Provider, _ map[string]push.Strategy, _ *pushEmulators, err error) {
 	// Results are named for the deferred clean-up only: it reads the
 	// locals, which a failing return does not reset.
