@@ -990,7 +990,9 @@ func (s *Service) process(j store.PushJob) outcome {
 		o.log.Outcome = herald.PushSent
 		s.stats.sent.Add(1)
 	case Retry:
-		next := now.Add(s.backoff(j.Attempt, res.RetryAfter))
+		// Counted from the answer (or the timeout), not from the start
+		// of the attempt: a slow answer must not make the retry due at once.
+		next := s.cfg.Now().Add(s.backoff(j.Attempt, res.RetryAfter))
 		if !next.Before(j.Expires) {
 			o.log.Outcome = herald.PushExpired
 			s.stats.expired.Add(1)

@@ -436,3 +436,26 @@ func TestCheckSizesWithTheNotificationID(t *testing.T) {
 		t.Fatalf("Check rendered with a %d-byte notification ID, want %d like a real one", got, want)
 	}
 }
+
+// TestBackoffCountsFromTheAnswer: APNs answers 503 slowly; the retry is
+// due the backoff after the answer, not after the start of the attempt
+// (which a slow answer would make due at once).
+func TestBackoffCountsFromTheAnswer(t *testing.T) {
+	const slow, base = 400 * time.Millisecond, 400 * time.Millisecond
+	h := newHarness(t, push.Config{RetryBase: base, RetryMax: base}, nil)
+	h.device("bob", 3)
+	h.emu.Script(token(3), emulator.Step{Status: 503, Reason: "ServiceUnavailable", Delay: slow})
+	m := h.send("bob")
+	log := h.waitLog(m.ID, herald.PushSent)
+	if len(log) != 2 {
+		t.Fatalf("log %+v; want a retry, then sent", log)
+	}
+	first, second := log[0], log[1]
+	if first.Attempt > second.Attempt {
+		first, second = second, first
+	}
+	// The backoff is between half of base and base (jitter).
+	if gap := second.At.Sub(first.At); gap < slow+base/2 {
+		t.Errorf("second attempt %v after the first, want at least %v: the %v answer plus half the %v backoff", gap, slow+base/2, slow, base)
+	}
+}

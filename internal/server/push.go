@@ -93,7 +93,7 @@ func LoadPushFile(path string) (*PushFile, error) {
 // apnsConfig turns the file's apps into the provider's configuration,
 // reading keys and certificates.
 func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (apns.Config, error) {
-	out := apns.Config{Connections: cfg.PushConnections, Logger: log}
+	out := apns.Config{Connections: cfg.PushConnections, Timeout: cfg.APNsTimeout, Logger: log}
 	for _, a := range f.APNs {
 		ac := apns.AppConfig{
 			BundleID: a.BundleID, TeamID: a.TeamID, KeyID: a.KeyID,
@@ -289,7 +289,7 @@ func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger
 	if err := add(herald.ProviderWebPush)(devWebPush(emu, emus, cfg, log)); err != nil {
 		return nil, nil, nil, err
 	}
-	p, err := apns.New(apns.Config{Connections: cfg.PushConnections, Logger: log, Apps: []apns.AppConfig{{
+	p, err := apns.New(apns.Config{Connections: cfg.PushConnections, Timeout: cfg.APNsTimeout, Logger: log, Apps: []apns.AppConfig{{
 		BundleID: "*", TeamID: devTeamID, KeyID: devKeyID, Key: key,
 		ProductionURL: emu.URL(), DevelopmentURL: emu.SandboxURL(), RootCAs: emu.CertPool(),
 	}}})

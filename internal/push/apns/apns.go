@@ -35,6 +35,7 @@ const (
 
 	DefaultConnections  = 4
 	DefaultTimeout      = 10 * time.Second
+	MaxTimeout          = 5 * time.Minute
 	DefaultTokenRefresh = 40 * time.Minute
 	MinTokenRefresh     = 20 * time.Minute // APNs refuses refreshes more often than this (429 TooManyProviderTokenUpdates)
 	MaxTokenRefresh     = 60 * time.Minute // APNs refuses tokens older than this (403 ExpiredProviderToken)
@@ -46,6 +47,12 @@ const (
 	// MaxCollapseID is the limit of apns-collapse-id in bytes.
 	MaxCollapseID = 64
 )
+
+// lateAnswerWait is how long a request's stream stays open after Send
+// stopped waiting for its answer (Timeout). APNs may have taken the push:
+// until the stream ends, a retry of it waits for that answer rather than
+// send the push again. Then the stream is reset.
+const lateAnswerWait = time.Minute
 
 // ErrClosed is the Err of a Result from Send after Close.
 var ErrClosed = errors.New("apns: provider is closed")
@@ -90,7 +97,10 @@ type Config struct {
 	Connections int
 
 	// Timeout bounds one Send, including waiting for a connection or a free
-	// stream, and one dial; zero means 10s.
+	// stream, and one dial; zero means 10s, at most 5 min. A request not
+	// answered by then comes back as Retry, but its stream stays open a
+	// minute longer: a retry of the same push (same ID) waits for that
+	// answer, and takes it, rather than send the push a second time.
 	Timeout time.Duration
 
 	// TokenRefresh is the age at which a JWT is replaced; zero means 40
@@ -122,6 +132,11 @@ type Provider struct {
 	log     *slog.Logger
 	stats   counters
 	closed  atomic.Bool
+
+	// late holds the requests not answered within timeout, by push ID,
+	// whose streams stay open lateWait longer (send.go).
+	late     lateAnswers
+	lateWait time.Duration
 
 	// Alarms logged at most once a minute, so a storm of answers does
 	// not flood the log.
@@ -157,6 +172,8 @@ func New(cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("apns: Timeout %v is negative", cfg.Timeout)
 	case cfg.Timeout == 0:
 		cfg.Timeout = DefaultTimeout
+	case cfg.Timeout > MaxTimeout:
+		return nil, fmt.Errorf("apns: Timeout %v is over the limit of %v", cfg.Timeout, MaxTimeout)
 	}
 	switch {
 	case cfg.TokenRefresh == 0:
@@ -175,6 +192,9 @@ func New(cfg Config) (*Provider, error) {
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
 		log:     cfg.Logger.With("provider", "apns"),
+
+		late:     lateAnswers{keep: lateKeep},
+		lateWait: lateAnswerWait,
 	}
 	// One transport for every pool: it holds settings only; each pool dials
 	// its own connections with its own TLS config.
@@ -450,13 +470,18 @@ type Stats struct {
 	TokenSharedFailures uint64
 	Dials               uint64 // connections established
 	DialErrors          uint64 // failed dials
-	ConnsReplaced       uint64 // connections retired (GOAWAY, closed, 5xx, IdleTimeout)
+	ConnsReplaced       uint64 // connections retired (GOAWAY, closed, Shutdown, IdleTimeout)
+	// Pushes whose earlier attempt had gone unanswered within Timeout:
+	// LateAnswers took that attempt's late answer instead of sending
+	// again; LateWaits came back Retry because it was still open.
+	LateAnswers, LateWaits uint64
 }
 
 type counters struct {
 	push.VerdictCounter
 	resent, tokenRetries, tokensSigned, dials, dialErrors, replaced atomic.Uint64
 	tokenSwapsLost, tokenSharedFailures                             atomic.Uint64
+	lateAnswers, lateWaits                                          atomic.Uint64
 }
 
 // Stats returns the counters.
@@ -467,5 +492,6 @@ func (p *Provider) Stats() Stats {
 		Resent:        c.resent.Load(), TokenRetries: c.tokenRetries.Load(), TokensSigned: c.tokensSigned.Load(),
 		Dials: c.dials.Load(), DialErrors: c.dialErrors.Load(), ConnsReplaced: c.replaced.Load(),
 		TokenSwapsLost: c.tokenSwapsLost.Load(), TokenSharedFailures: c.tokenSharedFailures.Load(),
+		LateAnswers: c.lateAnswers.Load(), LateWaits: c.lateWaits.Load(),
 	}
 }

@@ -720,3 +720,75 @@ func TestShortLivedConnectionsBackOff(t *testing.T) {
 		t.Errorf("after many failures: redial after %v, want at most %v", got, maxDialBackoff)
 	}
 }
+
+// TestLateAnswerNotSentTwice: APNs answers a push after the timeout. The
+// push comes back Retry, but its stream stays open; the retry, sent at
+// once, does not send the push again while that stream may be answered:
+// it waits, and takes the late answer. The phone gets the push once.
+func TestLateAnswerNotSentTwice(t *testing.T) {
+	srv := newServer(t, nil)
+	// The first request for each of two devices is answered late: when
+	// its channel closes.
+	release, hold := make(chan struct{}), make(chan struct{})
+	var firstOf [2]atomic.Bool
+	srv.respond = func(r *http.Request, _ *received) reply {
+		for i, late := range []chan struct{}{release, hold} {
+			if strings.HasSuffix(r.URL.Path, tokenHex(i+1)) && firstOf[i].CompareAndSwap(false, true) {
+				<-late // APNs has the push (the phone shows it) and answers late
+			}
+		}
+		return reply{status: 200}
+	}
+	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Timeout: time.Second})
+	quickRedial(p) // the connection is dropped below
+	if res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(3))); res.Verdict != push.Delivered {
+		t.Fatalf("Send = %+v", res) // the connection is up before the timed part
+	}
+	n := note(bundle, herald.EnvProduction, tokenHex(1))
+	res := p.Send(context.Background(), n)
+	if res.Verdict != push.Retry || !errors.Is(res.Err, context.DeadlineExceeded) {
+		t.Fatalf("first Send = %+v, want retry after the timeout", res)
+	}
+	// The retry while the first attempt is open: Retry again, nothing sent.
+	res = p.Send(context.Background(), n)
+	if res.Verdict != push.Retry || !errors.Is(res.Err, errEarlierAttempt) {
+		t.Errorf("retry while the first attempt is open = %+v, want retry naming it", res)
+	}
+	// The next retry waits for the answer, which comes meanwhile.
+	done := make(chan push.Result)
+	go func() { done <- p.Send(context.Background(), n) }()
+	close(release)
+	if res := <-done; res.Verdict != push.Delivered {
+		t.Errorf("retry when the first attempt is answered = %+v, want its answer: delivered", res)
+	}
+	if got := len(srv.received()); got != 2 {
+		t.Errorf("APNs got the push %d times, want once", got-1)
+	}
+	if st := p.Stats(); st.LateAnswers != 1 || st.LateWaits != 1 {
+		t.Errorf("LateAnswers, LateWaits = %d, %d; want 1, 1", st.LateAnswers, st.LateWaits)
+	}
+	// The answer is taken: a later push with the same ID is sent again.
+	if res := p.Send(context.Background(), n); res.Verdict != push.Delivered || len(srv.received()) != 3 {
+		t.Errorf("Send after the late answer was taken = %+v, %d requests; want a new request", res, len(srv.received())-1)
+	}
+
+	// An attempt whose connection is lost meanwhile gets no answer: the
+	// retry sends the push again.
+	n2 := note(bundle, herald.EnvProduction, tokenHex(2))
+	n2.ID = "123e4567-e89b-12d3-a456-426614174002"
+	if res := p.Send(context.Background(), n2); res.Verdict != push.Retry {
+		t.Fatalf("Send = %+v, want retry after the timeout", res)
+	}
+	srv.srv.CloseClientConnections()
+	close(hold)
+	before := len(srv.received())
+	for i := 0; ; i++ { // until the lost connection is seen and redialed
+		res = p.Send(context.Background(), n2)
+		if res.Verdict == push.Delivered || res.Verdict != push.Retry || i == 100 {
+			break
+		}
+	}
+	if res.Verdict != push.Delivered || len(srv.received()) <= before {
+		t.Errorf("retry after the connection was lost = %+v, %d requests since; want it sent again", res, len(srv.received())-before)
+	}
+}
