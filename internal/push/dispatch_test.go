@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -236,28 +237,34 @@ func TestOverflowLeavesJobsInTheStore(t *testing.T) {
 	}
 }
 
-// TestRefusedCredentialsSuspendTheApp: APNs refuses the key: the first push
-// fails, the app is suspended, and later pushes are recorded as failed
-// without reaching APNs.
+// TestRefusedCredentialsSuspendTheApp: APNs refuses the credentials: the
+// app is suspended, and its pushes wait without a request rather than
+// fail. One push every Recheck tries the credentials again; once APNs
+// takes them, the suspension ends and the waiting pushes go.
 func TestRefusedCredentialsSuspendTheApp(t *testing.T) {
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	h := newHarness(t, push.Config{}, &other.PublicKey) // the emulator knows another key
+	h := newHarness(t, push.Config{Recheck: 300 * time.Millisecond, RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond}, nil)
 	h.device("bob", 1)
+	h.emu.Script(token(1), emulator.Step{Status: 403, Reason: "InvalidProviderToken", Times: 2}) // the first check is refused too
 	first := h.send("bob")
-	log := h.waitLog(first.ID, herald.PushFailed)
+	log := h.waitLog(first.ID, herald.PushRetry)
 	if log[0].Status != 403 || log[0].Reason != "InvalidProviderToken" {
-		t.Errorf("first attempt %+v; want 403 InvalidProviderToken", log[0])
-	}
-	second := h.send("bob")
-	log = h.waitLog(second.ID, herald.PushFailed)
-	if log[0].Status != 0 || log[0].Reason == "" {
-		t.Errorf("second attempt %+v; want failed without a request, naming the suspension", log[0])
-	}
-	if got := h.emu.Stats().Received; got != 1 {
-		t.Errorf("emulator received %d requests, want 1: a suspended app sends nothing", got)
+		t.Errorf("first attempt %+v; want 403 InvalidProviderToken, retried later", log[0])
 	}
 	if got := h.svc.Suspended(); len(got) != 1 || got[0].App != app || got[0].Env != herald.EnvProduction || got[0].Reason != "InvalidProviderToken" {
 		t.Errorf("Suspended() = %+v; want %s in production, InvalidProviderToken", got, app)
+	}
+	second := h.send("bob")
+	log = h.waitLog(second.ID, herald.PushRetry)
+	if log[len(log)-1].Status != 0 || !strings.Contains(log[len(log)-1].Reason, "suspended") {
+		t.Errorf("second push's first attempt %+v; want a wait without a request, naming the suspension", log[len(log)-1])
+	}
+	h.waitLog(first.ID, herald.PushSent)
+	h.waitLog(second.ID, herald.PushSent)
+	if got := h.svc.Suspended(); len(got) != 0 {
+		t.Errorf("Suspended() = %+v after APNs took the credentials, want none", got)
+	}
+	if got := h.emu.Stats().Received; got != 4 {
+		t.Errorf("emulator received %d requests, want 4: the refusal, a refused check, an accepted check, the other push", got)
 	}
 }
 

@@ -101,7 +101,8 @@ func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (
 		}
 		var err error
 		if a.KeyFile != "" {
-			if ac.Key, err = apns.LoadP8(resolvePath(dir, a.KeyFile)); err != nil {
+			ac.KeyFile = resolvePath(dir, a.KeyFile) // read again if APNs refuses the key and the file changes
+			if ac.Key, err = apns.LoadP8(ac.KeyFile); err != nil {
 				return out, fmt.Errorf("push config: app %s: key_file: %w", a.BundleID, err)
 			}
 		}

@@ -71,6 +71,10 @@ type AppConfig struct {
 	// Apps with the same TeamID and KeyID share one JWT.
 	TeamID, KeyID string
 	Key           *ecdsa.PrivateKey
+	// KeyFile, when set, is the file Key was read from. Once APNs refuses
+	// the key, the file is read again when it changes, so a corrected key
+	// takes effect without a restart.
+	KeyFile string
 
 	// Certificate auth (.p12, LoadP12): Certificate is used for production,
 	// and for development too unless DevelopmentCertificate is set.
@@ -265,10 +269,14 @@ func New(cfg Config) (*Provider, error) {
 			s := signers[id]
 			if s == nil {
 				s = &signer{teamID: ac.TeamID, keyID: ac.KeyID, key: ac.Key, refresh: cfg.TokenRefresh, now: cfg.Now, stats: &p.stats,
-					shared: cfg.Shared, log: p.log}
+					shared: cfg.Shared, log: p.log, keyFile: ac.KeyFile}
+				s.stampKeyFile()
 				signers[id] = s
 			} else if !s.key.Equal(ac.Key) {
 				return nil, fmt.Errorf("%s: Key differs from the key of another app with TeamID %s and KeyID %s", name, ac.TeamID, ac.KeyID)
+			} else if s.keyFile == "" && ac.KeyFile != "" {
+				s.keyFile = ac.KeyFile
+				s.stampKeyFile()
 			}
 			a.signer = s
 			prodCred = credential{id: "token:" + id, label: "token " + id}

@@ -223,18 +223,41 @@ func TestExpiredProviderToken(t *testing.T) {
 			t.Errorf("TokenRetries, TokensSigned = %d, %d; want 1, 2", st.TokenRetries, st.TokensSigned)
 		}
 	})
-	t.Run("a fresh token is not re-signed", func(t *testing.T) {
+	t.Run("one early expiry is recovered", func(t *testing.T) {
+		// APNs calls a 10-second-old JWT expired, once: a new one is
+		// signed and the push retried with it.
+		srv, clk, p, reject := setup(t)
+		if res := send(p); res.Verdict != push.Delivered {
+			t.Fatalf("first Send = %+v", res)
+		}
+		reject.Store(clk.Now().Unix())
+		clk.Advance(10 * time.Second)
+		if res := send(p); res.Verdict != push.Delivered {
+			t.Fatalf("Send after an early expiry = %+v, want delivered with a new JWT", res)
+		}
+		if reqs := srv.received(); len(reqs) != 3 || reqs[2].Auth == reqs[1].Auth {
+			t.Errorf("requests: %d, want 3: JWT, the same JWT (expired), a new JWT", len(reqs))
+		}
+		if st := p.Stats(); st.TokenRetries != 1 || st.TokensSigned != 2 {
+			t.Errorf("TokenRetries, TokensSigned = %d, %d; want 1, 2", st.TokenRetries, st.TokensSigned)
+		}
+	})
+	t.Run("a fresh token is re-signed once", func(t *testing.T) {
+		// Every JWT is called expired (a clock far off): one new JWT, then
+		// the credential is refused, and later pushes sign no more.
 		srv, _, p, reject := setup(t)
 		reject.Store(-1)
-		res := send(p)
-		if res.Verdict != push.Credentials || res.Reason != ReasonExpiredProviderToken {
-			t.Fatalf("Send = %+v, want credentials ExpiredProviderToken", res)
+		for i := range 3 {
+			res := send(p)
+			if res.Verdict != push.Credentials || res.Reason != ReasonExpiredProviderToken {
+				t.Fatalf("Send %d = %+v, want credentials ExpiredProviderToken", i, res)
+			}
 		}
-		if n := len(srv.received()); n != 1 {
-			t.Errorf("server got %d requests, want 1 (no retry with the same token)", n)
+		if n := len(srv.received()); n != 4 {
+			t.Errorf("server got %d requests, want 4: one retry with a new JWT, then one request a push", n)
 		}
-		if n := p.Stats().TokensSigned; n != 1 {
-			t.Errorf("TokensSigned = %d, want 1", n)
+		if n := p.Stats().TokensSigned; n != 2 {
+			t.Errorf("TokensSigned = %d, want 2", n)
 		}
 	})
 	t.Run("still expired after renewal", func(t *testing.T) {

@@ -189,6 +189,9 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 				p.log.Error("apns provider token called expired though it is fresh: check the clock", "app", a.bundleID, "team_id", a.signer.teamID, "key_id", a.signer.keyID)
 			}
 		}
+		if res.Verdict == push.Credentials && a.signer != nil {
+			a.signer.refused(bearer) // the next push, a check of the credentials, looks again
+		}
 		if res.Reason == ReasonTooManyProviderTokenUpdates && p.tokenUpdatesAlarm.Allow(p.now()) {
 			p.log.Error("apns refuses provider token updates: JWT caching is broken (several servers signing with one key?)", "app", a.bundleID)
 		}
