@@ -125,11 +125,17 @@ func (h *harness) device(user string, n int) string {
 // chat writer does: planned, stored with its jobs, then enqueued.
 func (h *harness) send(user string) *herald.Message {
 	h.t.Helper()
+	return h.sendWith(user, &herald.PushConfig{Title: "Alice", Content: fmt.Sprint("message ", h.n+1)})
+}
+
+// sendWith is send with the push configuration pc.
+func (h *harness) sendWith(user string, pc *herald.PushConfig) *herald.Message {
+	h.t.Helper()
 	h.n++
 	m := &herald.Message{
 		ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", user), From: "alice", To: user,
 		LocalID: fmt.Sprint("l", h.n), Type: herald.MessageText, Text: "hi", CreatedAt: time.Now().Truncate(time.Millisecond),
-		Push: &herald.PushConfig{Title: "Alice", Content: fmt.Sprint("message ", h.n)},
+		Push: pc,
 	}
 	if err := h.svc.Check(m); err != nil {
 		h.t.Fatal(err)
@@ -465,4 +471,51 @@ func TestBackoffCountsFromTheAnswer(t *testing.T) {
 	if gap := second.At.Sub(first.At); gap < slow+base/2 {
 		t.Errorf("second attempt %v after the first, want at least %v: the %v answer plus half the %v backoff", gap, slow+base/2, slow, base)
 	}
+}
+
+// TestPayloadJustUnderTheLimit: the size check renders the message's own
+// conversation and sender, so the largest payload it accepts is sent and
+// APNs (the emulator, which refuses over 4096 bytes) takes it; one byte
+// more is refused, quoting the size of the rendering: 4097 bytes. (With
+// the longest possible IDs in place of the real ones, it accepted 190
+// bytes less and quoted sizes no rendering had.)
+func TestPayloadJustUnderTheLimit(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.device("bob", 6)
+	// Payload and content at their own limits (2048 and 1024 bytes), the
+	// title's length n sizes the whole.
+	pc := func(n int) *herald.PushConfig {
+		return &herald.PushConfig{Title: strings.Repeat("t", n), Content: strings.Repeat("c", herald.MaxPushTextBytes), Payload: strings.Repeat("p", herald.MaxPushPayloadBytes)}
+	}
+	size := func(n int) int { return n + herald.MaxPushTextBytes + herald.MaxPushPayloadBytes }
+	check := func(n int) error {
+		return h.svc.Check(&herald.Message{ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", "bob"), From: "alice", To: "bob", Push: pc(n)})
+	}
+	lo, hi := 0, herald.MaxPushTextBytes // check(lo) passes, check(hi) fails
+	for hi-lo > 1 {
+		if mid := (lo + hi) / 2; check(mid) == nil {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	if hi == herald.MaxPushTextBytes {
+		t.Fatalf("every title up to %d bytes passes: no rendering reached the limit", hi)
+	}
+	if err := check(hi); herald.ErrorCode(err) != herald.CodeTooLarge || !strings.Contains(err.Error(), "push payload is 4097 bytes; the APNs limit is 4096") {
+		t.Errorf("one byte over: %v; want too_large quoting 4097 bytes", err)
+	}
+	m := h.sendWith("bob", pc(lo))
+	h.waitLog(m.ID, herald.PushSent)
+	got := h.emu.Arrived(token(6))
+	if len(got) != 1 || len(got[0].Payload) > apns.MaxPayload {
+		t.Fatalf("emulator got %d pushes; want the one, at most %d bytes", len(got), apns.MaxPayload)
+	}
+	// The only slack is in the digits of the message ID and seq (19 each
+	// in the check, 1 here): 36 bytes. Sizing the longest IDs and sender
+	// instead left 215 bytes unused here.
+	if slack := apns.MaxPayload - len(got[0].Payload); slack > 36 {
+		t.Errorf("the largest push accepted is sent as %d bytes, %d under the limit; want at most 36 (the ID digits)", len(got[0].Payload), slack)
+	}
+	t.Logf("largest push accepted: %d bytes of title, content and payload; as sent: %d bytes", size(lo), len(got[0].Payload))
 }
