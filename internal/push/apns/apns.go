@@ -119,11 +119,13 @@ type Config struct {
 	// discards. Keys or JWTs are never logged.
 	Logger *slog.Logger
 
-	// Shared, set when several nodes push (HERALD_BUS), makes each
-	// signing key's JWT the cluster's: stored in the store's shared table
-	// and replaced by one node at a time (jwt.go). Nil: each provider signs
-	// its own, which is right for one node only (APNs answers several
-	// tokens of one key in use at once with TooManyProviderTokenUpdates).
+	// Shared keeps each signing key's JWT in the store's shared table:
+	// a restarted provider (or a second one on the same store, or another
+	// node) takes the JWT in use while it is younger than TokenRefresh,
+	// and one node at a time replaces it (jwt.go). APNs answers a new JWT
+	// of a key within 20 minutes of the last, or several in use at once,
+	// with TooManyProviderTokenUpdates. Nil: the provider signs its own,
+	// for keys that live no longer than the process (an emulator's).
 	Shared TokenStore
 }
 
