@@ -122,7 +122,7 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintln(stdout, "no app suspended")
 		}
 		for _, a := range st.Suspended {
-			fmt.Fprintf(stdout, "SUSPENDED %s %s (%s): %s; fix the credentials and restart\n", a.Provider, a.App, a.Env, a.Reason)
+			fmt.Fprintf(stdout, "SUSPENDED %s %s (%s): %s; its pushes wait, and one a minute tries the credentials again: fix them (an APNs key_file is read again when it changes; other credentials at a restart)\n", a.Provider, a.App, a.Env, a.Reason)
 		}
 		return nil
 	case "test":

@@ -344,6 +344,7 @@ func (s *Service) prepare(from string, m *herald.Message) (*groupState, error) {
 	if err := s.cfg.Limits.Validate(m); err != nil {
 		return nil, err
 	}
+	m.From = from // before the push check, which sizes the payload with it
 	if m.Push != nil {
 		if s.cfg.Push == nil {
 			return nil, herald.Errorf(herald.CodeInvalidArgument, "offline push is not configured on this server")
@@ -355,7 +356,6 @@ func (s *Service) prepare(from string, m *herald.Message) (*groupState, error) {
 			return nil, err
 		}
 	}
-	m.From = from
 	m.CreatedAt = s.cfg.Now().Truncate(time.Millisecond)
 	m.ID, m.Seq = 0, 0
 	return gs, nil

@@ -69,6 +69,7 @@ type Config struct {
 	PushRetryMax     time.Duration // HERALD_PUSH_RETRY_MAX: longest backoff
 	PushInFlight     int           // HERALD_PUSH_IN_FLIGHT: pushes sent (or being sent) whose outcome is not stored yet
 	PushConnections  int           // HERALD_PUSH_CONNECTIONS: HTTP/2 connections per app credential and environment
+	APNsTimeout      time.Duration // HERALD_APNS_TIMEOUT: how long a push (and a dial) waits for APNs; an answer that comes later still counts for the push's retry
 	PushMaxDevices   int           // HERALD_PUSH_MAX_DEVICES: push devices bound to one user; more removes the oldest
 	PushLogRetention time.Duration // HERALD_PUSH_LOG_RETENTION: how long delivery-log entries are kept
 	PushLease        time.Duration // HERALD_PUSH_LEASE: with several nodes, how long a node holds an outbox job past its due time or its claim
@@ -171,6 +172,7 @@ func Default() Config {
 		PushRetryMax:      5 * time.Minute,
 		PushInFlight:      512,
 		PushConnections:   4,
+		APNsTimeout:       10 * time.Second,
 		PushMaxDevices:    20,
 		PushLogRetention:  7 * 24 * time.Hour,
 		PushLease:         40 * time.Second,
@@ -254,6 +256,7 @@ func (c *Config) keys() []key {
 		{"push-retry-max", "longest backoff between push attempts", &c.PushRetryMax},
 		{"push-in-flight", "pushes sent and not yet recorded at once (what a crash may resend)", &c.PushInFlight},
 		{"push-connections", "HTTP/2 connections per app credential and environment", &c.PushConnections},
+		{"apns-timeout", "how long a push (and a dial) waits for APNs' answer, at most 5m; the request stays open a minute longer, and the push's retry takes its late answer instead of sending it again", &c.APNsTimeout},
 		{"push-max-devices", "push devices bound to one user; registering more removes the oldest", &c.PushMaxDevices},
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
 		{"push-lease", "with HERALD_BUS and a PostgreSQL store: how long a node holds a push job past its due time (or its claim) before another node may take it; at least 1s, and a warning below 20s", &c.PushLease},
@@ -511,6 +514,7 @@ func (c *Config) Validate() error {
 		{"HERALD_PUSH_ACK_WINDOW", c.PushAckWindow}, {"HERALD_PUSH_TTL", c.PushTTL},
 		{"HERALD_PUSH_RETRY_BASE", c.PushRetryBase}, {"HERALD_PUSH_RETRY_MAX", c.PushRetryMax},
 		{"HERALD_PUSH_LOG_RETENTION", c.PushLogRetention}, {"HERALD_PUSH_LEASE", c.PushLease},
+		{"HERALD_APNS_TIMEOUT", c.APNsTimeout},
 		{"HERALD_HTTP_READ_TIMEOUT", c.HTTPReadTimeout}, {"HERALD_HTTP_WRITE_TIMEOUT", c.HTTPWriteTimeout},
 		{"HERALD_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout},
 	} {
@@ -552,6 +556,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PushLease < time.Second {
 		return fmt.Errorf("HERALD_PUSH_LEASE must be at least 1s (and should be at least %s: a push starts only with half its lease left, and a send takes up to 10 s), got %s", PushLeaseSafe, c.PushLease)
+	}
+	if c.APNsTimeout > 5*time.Minute {
+		return fmt.Errorf("HERALD_APNS_TIMEOUT must be at most 5m (APNs answers in well under a second; a push slot is held while it waits), got %s", c.APNsTimeout)
 	}
 	if c.PushRetryMax < c.PushRetryBase {
 		return fmt.Errorf("HERALD_PUSH_RETRY_MAX (%s) must be at least HERALD_PUSH_RETRY_BASE (%s)", c.PushRetryMax, c.PushRetryBase)
@@ -831,6 +838,8 @@ func (c *Config) Warnings() []string {
 	var w []string
 	if c.Bus != "" && c.PushLease < PushLeaseSafe {
 		w = append(w, fmt.Sprintf("HERALD_PUSH_LEASE %s is below %s: a push starts only with half its lease left, so a send slower than %s (a vendor may take 10 s) can outlive its lease and another node may send it too", c.PushLease, PushLeaseSafe, c.PushLease/2))
+	} else if c.Bus != "" && c.PushLease < 2*c.APNsTimeout {
+		w = append(w, fmt.Sprintf("HERALD_PUSH_LEASE %s is below twice HERALD_APNS_TIMEOUT %s: a push starts only with half its lease left, so a send that waits the whole timeout can outlive its lease and another node may send it too", c.PushLease, c.APNsTimeout))
 	}
 	return w
 }

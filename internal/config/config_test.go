@@ -56,6 +56,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"postgres pool empty", map[string]string{"HERALD_POSTGRES_MAX_CONNS": "0"}, nil, "HERALD_POSTGRES_MAX_CONNS"},
 		{"frame too small", map[string]string{"HERALD_MAX_FRAME_BYTES": "1000"}, nil, "HERALD_MAX_FRAME_BYTES"},
 		{"text over 32 KiB", map[string]string{"HERALD_MAX_TEXT_BYTES": "40000"}, nil, "HERALD_MAX_TEXT_BYTES"},
+		{"apns timeout zero", map[string]string{"HERALD_APNS_TIMEOUT": "0s"}, nil, "HERALD_APNS_TIMEOUT"},
+		{"apns timeout over 5m", map[string]string{"HERALD_APNS_TIMEOUT": "6m"}, nil, "HERALD_APNS_TIMEOUT"},
 		{"unknown file key", map[string]string{"HERALD_CONFIG": "testdata-bad"}, nil, "HERALD_NOPE"},
 		{"webhook url scheme", map[string]string{"HERALD_WEBHOOK_URL": "ftp://example.com/hook"}, nil, "HERALD_WEBHOOK_URL"},
 		{"webhook url no host", map[string]string{"HERALD_WEBHOOK_BEFORE_SEND_URL": "http:///check"}, nil, "HERALD_WEBHOOK_BEFORE_SEND_URL"},
@@ -257,11 +259,15 @@ func TestPushLeaseWarning(t *testing.T) {
 		{"at the safe minimum", "nats://127.0.0.1:4222", PushLeaseSafe, false},
 		{"short, several nodes", "nats://127.0.0.1:4222", 4 * time.Second, true},
 		{"short, one node", "", 4 * time.Second, false},
+		{"under twice the APNs timeout (20s)", "nats://127.0.0.1:4222", 30 * time.Second, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := Default()
 			c.Bus, c.PushLease = tt.bus, tt.lease
+			if tt.lease == 30*time.Second {
+				c.APNsTimeout = 20 * time.Second
+			}
 			if err := c.Validate(); err != nil {
 				t.Fatalf("Validate: %v", err)
 			}

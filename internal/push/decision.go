@@ -14,8 +14,12 @@ import (
 
 // Check validates a send's push configuration before the message is
 // accepted: every field within its limit, the strategy configured, and the
-// rendered payload within every configured provider's limit, with the
-// largest values the server could add (IDs, badge).
+// rendered payload within every configured provider's limit. It renders
+// with the message's own conversation and sender (m.Conv, m.From; the
+// longest possible when not set yet) and the largest values not known
+// before the message is stored (message ID and seq of 19 digits, a
+// five-digit badge), so the size a refusal quotes is that of the payload
+// as it would be sent, give or take those digits.
 func (s *Service) Check(m *herald.Message) error {
 	if m.Push == nil {
 		return nil
@@ -30,8 +34,13 @@ func (s *Service) Check(m *herald.Message) error {
 	c := Content{
 		NotifID: NotificationID("", 0), // every notification ID has this length
 		Config:  *m.Push, Strategy: st, Badge: 99999, HasBadge: m.Push.EnableBadge,
-		Conv: "p:" + strings.Repeat("x", 2*herald.MaxUserIDLen+1), MsgID: math.MaxInt64, Seq: math.MaxInt64,
-		From: strings.Repeat("x", herald.MaxUserIDLen),
+		Conv: m.Conv, MsgID: math.MaxInt64, Seq: math.MaxInt64, From: m.From,
+	}
+	if c.Conv == "" {
+		c.Conv = "p:" + strings.Repeat("x", 2*herald.MaxUserIDLen+1)
+	}
+	if c.From == "" {
+		c.From = strings.Repeat("x", herald.MaxUserIDLen)
 	}
 	for p, prov := range s.providers {
 		if p == herald.ProviderAPNsVoIP {
@@ -189,8 +198,8 @@ func NotificationID(pushID string, msgID int64) string {
 	return formatUUID(b)
 }
 
-// formatUUID writes 16 bytes in the 8-4-4-4-12 form, upper case as APNs
-// echoes it.
+// formatUUID writes 16 bytes in the 8-4-4-4-12 form, in lower case, as
+// Apple writes UUIDs (vendors and the emulator compare IDs in any case).
 func formatUUID(b []byte) string {
 	var out [36]byte
 	hex.Encode(out[0:8], b[0:4])
@@ -202,5 +211,5 @@ func formatUUID(b []byte) string {
 	hex.Encode(out[19:23], b[8:10])
 	out[23] = '-'
 	hex.Encode(out[24:36], b[10:16])
-	return strings.ToUpper(string(out[:]))
+	return string(out[:])
 }

@@ -9,10 +9,10 @@ import (
 )
 
 func TestNotificationIDIsStableAndUUIDShaped(t *testing.T) {
-	uuid := regexp.MustCompile(`^[0-9A-F]{8}-[0-9A-F]{4}-8[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}$`)
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 	a := NotificationID("pd_one", 42)
 	if !uuid.MatchString(a) {
-		t.Errorf("NotificationID = %q, want an upper-case version-8 UUID", a)
+		t.Errorf("NotificationID = %q, want a lower-case version-8 UUID", a)
 	}
 	if b := NotificationID("pd_one", 42); b != a {
 		t.Errorf("NotificationID not stable: %q then %q", a, b)

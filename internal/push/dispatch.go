@@ -939,8 +939,15 @@ func (s *Service) process(j store.PushJob) outcome {
 	if !now.Before(j.Expires) {
 		return skip(herald.PushExpired, "time to live ran out before it could be sent")
 	}
-	if why, bad := s.suspendedWhy(&dev); bad {
-		return skip(herald.PushFailed, "app suspended: credentials refused ("+why+")")
+	if why, until, bad := s.suspendedWhy(&dev, now); bad {
+		// The push waits for the credentials to be accepted again: until
+		// the next check, or its backoff if that is later, so that a long
+		// suspension does not retry every waiting push every minute.
+		due := now.Add(s.backoff(j.Attempt, 0))
+		if due.Before(until) {
+			due = until
+		}
+		return s.wait(o, due, "app suspended: credentials refused ("+why+"); waiting for them to be accepted")
 	}
 	ctx := s.dsp.abort
 	if data.CallID != "" {
@@ -985,12 +992,17 @@ func (s *Service) process(j store.PushJob) outcome {
 	}
 	res := prov.Send(ctx, &n)
 	s.record(&o, &res)
+	if res.Verdict != Credentials && res.Verdict != Retry {
+		s.accepted(&dev) // an answer past the credentials
+	}
 	switch res.Verdict {
 	case Delivered:
 		o.log.Outcome = herald.PushSent
 		s.stats.sent.Add(1)
 	case Retry:
-		next := now.Add(s.backoff(j.Attempt, res.RetryAfter))
+		// Counted from the answer (or the timeout), not from the start
+		// of the attempt: a slow answer must not make the retry due at once.
+		next := s.cfg.Now().Add(s.backoff(j.Attempt, res.RetryAfter))
 		if !next.Before(j.Expires) {
 			o.log.Outcome = herald.PushExpired
 			s.stats.expired.Add(1)
@@ -1021,13 +1033,32 @@ func (s *Service) process(j store.PushJob) outcome {
 			s.stats.failed.Add(1)
 		}
 	case Credentials:
-		s.suspend(&dev, res.Reason)
-		o.log.Outcome = herald.PushFailed
-		s.stats.failed.Add(1)
+		at := s.cfg.Now()
+		s.suspend(&dev, res.Reason, at)
+		o = s.wait(o, at.Add(max(s.cfg.Recheck, s.backoff(j.Attempt, 0))), "")
 	default:
 		o.log.Outcome = herald.PushFailed
 		s.stats.failed.Add(1)
 	}
+	return o
+}
+
+// wait makes o a retry due at due (its app's credentials were refused),
+// or expired if that is past the job's TTL; reason, when set, is the log's.
+func (s *Service) wait(o outcome, due time.Time, reason string) outcome {
+	if reason != "" {
+		o.log.Reason = reason
+	}
+	if !due.Before(o.job.Expires) {
+		o.log.Outcome = herald.PushExpired
+		s.stats.expired.Add(1)
+		return o
+	}
+	o.log.Outcome = herald.PushRetry
+	o.retry = true
+	o.job.Attempt++
+	o.job.Due = due
+	s.stats.retried.Add(1)
 	return o
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -125,11 +126,17 @@ func (h *harness) device(user string, n int) string {
 // chat writer does: planned, stored with its jobs, then enqueued.
 func (h *harness) send(user string) *herald.Message {
 	h.t.Helper()
+	return h.sendWith(user, &herald.PushConfig{Title: "Alice", Content: fmt.Sprint("message ", h.n+1)})
+}
+
+// sendWith is send with the push configuration pc.
+func (h *harness) sendWith(user string, pc *herald.PushConfig) *herald.Message {
+	h.t.Helper()
 	h.n++
 	m := &herald.Message{
 		ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", user), From: "alice", To: user,
 		LocalID: fmt.Sprint("l", h.n), Type: herald.MessageText, Text: "hi", CreatedAt: time.Now().Truncate(time.Millisecond),
-		Push: &herald.PushConfig{Title: "Alice", Content: fmt.Sprint("message ", h.n)},
+		Push: pc,
 	}
 	if err := h.svc.Check(m); err != nil {
 		h.t.Fatal(err)
@@ -237,28 +244,34 @@ func TestOverflowLeavesJobsInTheStore(t *testing.T) {
 	}
 }
 
-// TestRefusedCredentialsSuspendTheApp: APNs refuses the key: the first push
-// fails, the app is suspended, and later pushes are recorded as failed
-// without reaching APNs.
+// TestRefusedCredentialsSuspendTheApp: APNs refuses the credentials: the
+// app is suspended, and its pushes wait without a request rather than
+// fail. One push every Recheck tries the credentials again; once APNs
+// takes them, the suspension ends and the waiting pushes go.
 func TestRefusedCredentialsSuspendTheApp(t *testing.T) {
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	h := newHarness(t, push.Config{}, &other.PublicKey) // the emulator knows another key
+	h := newHarness(t, push.Config{Recheck: 300 * time.Millisecond, RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond}, nil)
 	h.device("bob", 1)
+	h.emu.Script(token(1), emulator.Step{Status: 403, Reason: "InvalidProviderToken", Times: 2}) // the first check is refused too
 	first := h.send("bob")
-	log := h.waitLog(first.ID, herald.PushFailed)
+	log := h.waitLog(first.ID, herald.PushRetry)
 	if log[0].Status != 403 || log[0].Reason != "InvalidProviderToken" {
-		t.Errorf("first attempt %+v; want 403 InvalidProviderToken", log[0])
-	}
-	second := h.send("bob")
-	log = h.waitLog(second.ID, herald.PushFailed)
-	if log[0].Status != 0 || log[0].Reason == "" {
-		t.Errorf("second attempt %+v; want failed without a request, naming the suspension", log[0])
-	}
-	if got := h.emu.Stats().Received; got != 1 {
-		t.Errorf("emulator received %d requests, want 1: a suspended app sends nothing", got)
+		t.Errorf("first attempt %+v; want 403 InvalidProviderToken, retried later", log[0])
 	}
 	if got := h.svc.Suspended(); len(got) != 1 || got[0].App != app || got[0].Env != herald.EnvProduction || got[0].Reason != "InvalidProviderToken" {
 		t.Errorf("Suspended() = %+v; want %s in production, InvalidProviderToken", got, app)
+	}
+	second := h.send("bob")
+	log = h.waitLog(second.ID, herald.PushRetry)
+	if log[len(log)-1].Status != 0 || !strings.Contains(log[len(log)-1].Reason, "suspended") {
+		t.Errorf("second push's first attempt %+v; want a wait without a request, naming the suspension", log[len(log)-1])
+	}
+	h.waitLog(first.ID, herald.PushSent)
+	h.waitLog(second.ID, herald.PushSent)
+	if got := h.svc.Suspended(); len(got) != 0 {
+		t.Errorf("Suspended() = %+v after APNs took the credentials, want none", got)
+	}
+	if got := h.emu.Stats().Received; got != 4 {
+		t.Errorf("emulator received %d requests, want 4: the refusal, a refused check, an accepted check, the other push", got)
 	}
 }
 
@@ -500,4 +513,73 @@ func TestRegisterUnchangedWritesNothing(t *testing.T) {
 			t.Errorf("%s: got %s on %s (%s), want %s on %s (%s)", s.name, d.PushID, d.Device, d.Env, first.PushID, s.device, s.env)
 		}
 	}
+}
+// TestBackoffCountsFromTheAnswer: APNs answers 503 slowly; the retry is
+// due the backoff after the answer, not after the start of the attempt
+// (which a slow answer would make due at once).
+func TestBackoffCountsFromTheAnswer(t *testing.T) {
+	const slow, base = 400 * time.Millisecond, 400 * time.Millisecond
+	h := newHarness(t, push.Config{RetryBase: base, RetryMax: base}, nil)
+	h.device("bob", 3)
+	h.emu.Script(token(3), emulator.Step{Status: 503, Reason: "ServiceUnavailable", Delay: slow})
+	m := h.send("bob")
+	log := h.waitLog(m.ID, herald.PushSent)
+	if len(log) != 2 {
+		t.Fatalf("log %+v; want a retry, then sent", log)
+	}
+	first, second := log[0], log[1]
+	if first.Attempt > second.Attempt {
+		first, second = second, first
+	}
+	// The backoff is between half of base and base (jitter).
+	if gap := second.At.Sub(first.At); gap < slow+base/2 {
+		t.Errorf("second attempt %v after the first, want at least %v: the %v answer plus half the %v backoff", gap, slow+base/2, slow, base)
+	}
+}
+
+// TestPayloadJustUnderTheLimit: the size check renders the message's own
+// conversation and sender, so the largest payload it accepts is sent and
+// APNs (the emulator, which refuses over 4096 bytes) takes it; one byte
+// more is refused, quoting the size of the rendering: 4097 bytes. (With
+// the longest possible IDs in place of the real ones, it accepted 190
+// bytes less and quoted sizes no rendering had.)
+func TestPayloadJustUnderTheLimit(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.device("bob", 6)
+	// Payload and content at their own limits (2048 and 1024 bytes), the
+	// title's length n sizes the whole.
+	pc := func(n int) *herald.PushConfig {
+		return &herald.PushConfig{Title: strings.Repeat("t", n), Content: strings.Repeat("c", herald.MaxPushTextBytes), Payload: strings.Repeat("p", herald.MaxPushPayloadBytes)}
+	}
+	size := func(n int) int { return n + herald.MaxPushTextBytes + herald.MaxPushPayloadBytes }
+	check := func(n int) error {
+		return h.svc.Check(&herald.Message{ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", "bob"), From: "alice", To: "bob", Push: pc(n)})
+	}
+	lo, hi := 0, herald.MaxPushTextBytes // check(lo) passes, check(hi) fails
+	for hi-lo > 1 {
+		if mid := (lo + hi) / 2; check(mid) == nil {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	if hi == herald.MaxPushTextBytes {
+		t.Fatalf("every title up to %d bytes passes: no rendering reached the limit", hi)
+	}
+	if err := check(hi); herald.ErrorCode(err) != herald.CodeTooLarge || !strings.Contains(err.Error(), "push payload is 4097 bytes; the APNs limit is 4096") {
+		t.Errorf("one byte over: %v; want too_large quoting 4097 bytes", err)
+	}
+	m := h.sendWith("bob", pc(lo))
+	h.waitLog(m.ID, herald.PushSent)
+	got := h.emu.Arrived(token(6))
+	if len(got) != 1 || len(got[0].Payload) > apns.MaxPayload {
+		t.Fatalf("emulator got %d pushes; want the one, at most %d bytes", len(got), apns.MaxPayload)
+	}
+	// The only slack is in the digits of the message ID and seq (19 each
+	// in the check, 1 here): 36 bytes. Sizing the longest IDs and sender
+	// instead left 215 bytes unused here.
+	if slack := apns.MaxPayload - len(got[0].Payload); slack > 36 {
+		t.Errorf("the largest push accepted is sent as %d bytes, %d under the limit; want at most 36 (the ID digits)", len(got[0].Payload), slack)
+	}
+	t.Logf("largest push accepted: %d bytes of title, content and payload; as sent: %d bytes", size(lo), len(got[0].Payload))
 }

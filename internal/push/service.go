@@ -58,6 +58,10 @@ type Config struct {
 	// RetryBase and RetryMax bound the exponential backoff between
 	// attempts (with jitter); zero means 1s and 5 min.
 	RetryBase, RetryMax time.Duration
+	// Recheck is how long an app whose credentials the vendor refused
+	// waits before one push is let through to try them again; zero means
+	// 1 min. Its other pushes stay queued meanwhile, until their TTL.
+	Recheck time.Duration
 	// InFlight bounds the pushes sent, or being sent, whose outcome is not
 	// stored yet: a job holds its slot from before its send until the write
 	// that records its outcome. It is what a crash may send again, and it
@@ -122,6 +126,7 @@ func (c *Config) defaults() {
 	def(&c.TTL, 24*time.Hour)
 	def(&c.RetryBase, time.Second)
 	def(&c.RetryMax, 5*time.Minute)
+	def(&c.Recheck, time.Minute)
 	def(&c.LogRetention, 7*24*time.Hour)
 	def(&c.FinishLinger, 5*time.Millisecond)
 	def(&c.Lease, 40*time.Second)
@@ -200,8 +205,9 @@ type Service struct {
 	// update, so the registry applies them in the store's order.
 	devMu sync.Mutex
 
-	suspendMu sync.Mutex
-	suspended map[string]string // appKey -> why its credentials were refused
+	suspendMu  sync.Mutex
+	suspended  map[string]suspension // by appKey
+	nSuspended atomic.Int64          // len(suspended), read without the lock on every push
 
 	stats struct {
 		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips, tokenConflicts, reclaimed atomic.Int64
@@ -216,7 +222,7 @@ func New(st Store, pres Presence, providers map[herald.PushProvider]Provider, cf
 	s := &Service{
 		st: st, pres: pres, providers: providers, cfg: cfg, log: cfg.Logger,
 		strategies: cfg.Strategies,
-		suspended:  make(map[string]string),
+		suspended:  make(map[string]suspension),
 	}
 	s.reg.init()
 	s.dsp.init(s)
@@ -459,24 +465,79 @@ func (s *Service) appKey(d *herald.PushDevice) string {
 	return string(d.Provider) + "/" + d.App + "/" + string(d.Env)
 }
 
+// suspension is an app whose credentials the vendor refused: its pushes
+// wait, and at recheck one of them is sent to try the credentials again
+// (the provider may have new ones: APNs reads a changed key file).
+type suspension struct {
+	why     string
+	recheck time.Time
+}
+
 // suspend stops sending for an app in one environment (a sandbox
 // certificate may be bad while the production one works) whose credentials
-// the vendor refused, until the server restarts with new ones.
-func (s *Service) suspend(d *herald.PushDevice, why string) {
+// the vendor refused at now, until a push sent at the next recheck is
+// accepted. Its pushes wait meanwhile.
+func (s *Service) suspend(d *herald.PushDevice, why string, now time.Time) {
 	s.suspendMu.Lock()
 	defer s.suspendMu.Unlock()
 	k := s.appKey(d)
 	if _, ok := s.suspended[k]; !ok {
-		s.suspended[k] = why
-		s.log.Error("push credentials refused: sending stopped for this app until restart", "provider", d.Provider, "app", d.App, "env", d.Env, "reason", why)
+		s.nSuspended.Add(1)
+		s.log.Error("push credentials refused: sending stopped for this app; its pushes wait, and one is sent every recheck interval to try the credentials again",
+			"provider", d.Provider, "app", d.App, "env", d.Env, "reason", why, "recheck", s.cfg.Recheck)
 	}
+	s.suspended[k] = suspension{why: why, recheck: now.Add(s.cfg.Recheck)}
 }
 
-func (s *Service) suspendedWhy(d *herald.PushDevice) (string, bool) {
+// suspendedWhy reports whether d's app is suspended at now, why, and when
+// its pushes may go again. A push that finds the recheck time passed is
+// the one let through (ok false): the next recheck is put off by Recheck,
+// so one push at a time tries the credentials.
+func (s *Service) suspendedWhy(d *herald.PushDevice, now time.Time) (why string, until time.Time, ok bool) {
+	if s.nSuspended.Load() == 0 {
+		return "", time.Time{}, false
+	}
 	s.suspendMu.Lock()
 	defer s.suspendMu.Unlock()
-	why, ok := s.suspended[s.appKey(d)]
-	return why, ok
+	k := s.appKey(d)
+	sp, ok := s.suspended[k]
+	if !ok {
+		return "", time.Time{}, false
+	}
+	if !now.Before(sp.recheck) {
+		sp.recheck = now.Add(s.cfg.Recheck)
+		s.suspended[k] = sp
+		return sp.why, sp.recheck, false
+	}
+	return sp.why, sp.recheck, true
+}
+
+// suspension reports whether d's app is suspended, why, and when its
+// credentials are tried next, without letting a push through.
+func (s *Service) suspension(d *herald.PushDevice) (why string, recheck time.Time, ok bool) {
+	if s.nSuspended.Load() == 0 {
+		return "", time.Time{}, false
+	}
+	s.suspendMu.Lock()
+	defer s.suspendMu.Unlock()
+	sp, ok := s.suspended[s.appKey(d)]
+	return sp.why, sp.recheck, ok
+}
+
+// accepted lifts the suspension of d's app, if any: the vendor took a
+// push with its credentials.
+func (s *Service) accepted(d *herald.PushDevice) {
+	if s.nSuspended.Load() == 0 {
+		return
+	}
+	s.suspendMu.Lock()
+	defer s.suspendMu.Unlock()
+	k := s.appKey(d)
+	if _, ok := s.suspended[k]; ok {
+		delete(s.suspended, k)
+		s.nSuspended.Add(-1)
+		s.log.Info("push credentials accepted again: sending resumed for this app", "provider", d.Provider, "app", d.App, "env", d.Env)
+	}
 }
 
 // drop deletes a device whose token the vendor says is gone at at, unless
@@ -511,8 +572,9 @@ func (s *Service) pruneUnbound(ctx context.Context, before time.Time) (int, erro
 	return n, nil
 }
 
-// Suspension is an app whose credentials the vendor refused: nothing is
-// sent for it in that environment until the server restarts.
+// Suspension is an app whose credentials the vendor refused: its pushes in
+// that environment wait (until their TTL), and one is sent every
+// Config.Recheck to try the credentials again.
 type Suspension struct {
 	Provider herald.PushProvider `json:"provider"`
 	// App is the app, or for FCM and Huawei the credential that serves
@@ -528,9 +590,9 @@ func (s *Service) Suspended() []Suspension {
 	s.suspendMu.Lock()
 	defer s.suspendMu.Unlock()
 	out := make([]Suspension, 0, len(s.suspended))
-	for k, why := range s.suspended {
+	for k, sp := range s.suspended {
 		parts := strings.SplitN(k, "/", 3)
-		out = append(out, Suspension{Provider: herald.PushProvider(parts[0]), App: parts[1], Env: herald.PushEnvironment(parts[2]), Reason: why})
+		out = append(out, Suspension{Provider: herald.PushProvider(parts[0]), App: parts[1], Env: herald.PushEnvironment(parts[2]), Reason: sp.why})
 	}
 	slices.SortFunc(out, func(a, b Suspension) int { return strings.Compare(a.App+string(a.Env), b.App+string(b.Env)) })
 	return out

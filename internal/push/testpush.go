@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/herald-im/herald"
 )
@@ -87,8 +88,8 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 	if !stage("provider", ok && prov.HasApp(dev.App), "%s", providerDetail(dev.Provider, dev.App, ok, ok && prov.HasApp(dev.App))) {
 		return r, nil
 	}
-	if why, bad := s.suspendedWhy(&dev); bad {
-		stage("credentials", false, "sending is suspended for this app since the vendor refused its credentials: %s (fix them and restart)", why)
+	if why, recheck, bad := s.suspension(&dev); bad {
+		stage("credentials", false, "sending is suspended for this app since the vendor refused its credentials: %s (its pushes wait; the credentials are tried again with a push at %s, or at once after a restart)", why, recheck.UTC().Format(time.RFC3339))
 		return r, nil
 	}
 	st, err := s.strategy(cfg.ResourcesID)

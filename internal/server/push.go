@@ -93,7 +93,7 @@ func LoadPushFile(path string) (*PushFile, error) {
 // apnsConfig turns the file's apps into the provider's configuration,
 // reading keys and certificates.
 func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (apns.Config, error) {
-	out := apns.Config{Connections: cfg.PushConnections, Logger: log}
+	out := apns.Config{Connections: cfg.PushConnections, Timeout: cfg.APNsTimeout, Logger: log}
 	for _, a := range f.APNs {
 		ac := apns.AppConfig{
 			BundleID: a.BundleID, TeamID: a.TeamID, KeyID: a.KeyID,
@@ -101,7 +101,8 @@ func (f *PushFile) apnsConfig(dir string, cfg config.Config, log *slog.Logger) (
 		}
 		var err error
 		if a.KeyFile != "" {
-			if ac.Key, err = apns.LoadP8(resolvePath(dir, a.KeyFile)); err != nil {
+			ac.KeyFile = resolvePath(dir, a.KeyFile) // read again if APNs refuses the key and the file changes
+			if ac.Key, err = apns.LoadP8(ac.KeyFile); err != nil {
 				return out, fmt.Errorf("push config: app %s: key_file: %w", a.BundleID, err)
 			}
 		}
@@ -202,8 +203,9 @@ func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]pus
 
 // pushSetupShared is pushSetup whose APNs provider, configured from
 // HERALD_PUSH_CONFIG, keeps each key's JWT in shared (the store's shared
-// table, on several nodes; nil on one). The built-in emulator's key is
-// each node's own, so its JWT is too.
+// table), so that it outlives a restart and is the cluster's on several
+// nodes. The built-in emulator's key is generated at each start, so its
+// JWT is the process's own.
 func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger) (_ map[herald.PushProvider]push.Provider, _ map[string]push.Strategy, _ *pushEmulators, err error) {
 	// Results are named for the deferred clean-up only: it reads the
 	// locals, which a failing return does not reset.
@@ -288,7 +290,7 @@ func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger
 	if err := add(herald.ProviderWebPush)(devWebPush(emu, emus, cfg, log)); err != nil {
 		return nil, nil, nil, err
 	}
-	p, err := apns.New(apns.Config{Connections: cfg.PushConnections, Logger: log, Apps: []apns.AppConfig{{
+	p, err := apns.New(apns.Config{Connections: cfg.PushConnections, Timeout: cfg.APNsTimeout, Logger: log, Apps: []apns.AppConfig{{
 		BundleID: "*", TeamID: devTeamID, KeyID: devKeyID, Key: key,
 		ProductionURL: emu.URL(), DevelopmentURL: emu.SandboxURL(), RootCAs: emu.CertPool(),
 	}}})

@@ -15,6 +15,7 @@ import (
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/token"
 )
 
@@ -230,7 +231,8 @@ func fcmWaitFor(t *testing.T, what string, cond func() bool) {
 
 // TestFCMRefusedKeySuspendsTheProject: when FCM refuses a project's
 // credentials, every package the project serves stops being sent, not only
-// the package whose push met the refusal, and push status names the project.
+// the package whose push met the refusal (its pushes wait for the next
+// check of the credentials), and push status names the project.
 func TestFCMRefusedKeySuspendsTheProject(t *testing.T) {
 	srv, login := startDevServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -262,10 +264,14 @@ func TestFCMRefusedKeySuspendsTheProject(t *testing.T) {
 	}
 	bob2.Close()
 	received := emu.Stats().Received
-	if _, err := alice.SendPeerMessage(ctx, "bob", msg); err != nil {
+	sent, err := alice.SendPeerMessage(ctx, "bob", msg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	fcmWaitFor(t, "the push service to settle", func() bool { st := srv.Push().Stats(); return st.Pending == 0 && st.Unrecorded == 0 })
+	fcmWaitFor(t, "the push to wait for the suspension", func() bool {
+		log, err := srv.Push().Log(ctx, store.PushLogQuery{MsgID: sent.ID})
+		return err == nil && len(log) > 0 && log[0].Outcome == herald.PushRetry && strings.Contains(log[0].Reason, "suspended")
+	})
 	if got := emu.Stats().Received - received; got != 0 || len(emu.Arrived(tokB)) != 0 {
 		t.Fatalf("FCM received %d more requests (%d arrived for the other package), want none: the project's key is refused", got, len(emu.Arrived(tokB)))
 	}

@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if cfg.Bus != "" {
 		shared = st
 	}
-	providers, strategies, emus, err := pushSetupShared(cfg, sharedTokens(shared), log)
+	providers, strategies, emus, err := pushSetupShared(cfg, sharedTokens(st), log)
 	if err != nil {
 		st.Close()
 		return nil, err

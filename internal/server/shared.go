@@ -13,9 +13,10 @@ import (
 // On several nodes (HERALD_BUS set) the store's shared table
 // (store.SharedEntry) holds what the nodes must agree on: the server
 // API's accepted nonces, console sessions and the APNs JWT of each key.
-// A single node keeps them as before (the api-nonces journal, the
-// console's memory, the provider's memory): the journal costs a local
-// fsync where the table would cost a store write per signed request.
+// A single node keeps the nonces and sessions as before (the api-nonces
+// journal, the console's memory): the journal costs a local fsync where
+// the table would cost a store write per signed request. The APNs JWTs go
+// to the table on one node too (sharedTokens).
 
 // sharedRecord is st for the API's nonces; nil (one node) keeps the journal.
 func sharedRecord(st store.Store) api.SharedRecord {
@@ -25,7 +26,11 @@ func sharedRecord(st store.Store) api.SharedRecord {
 	return st
 }
 
-// sharedTokens is st for the APNs JWTs; nil on one node.
+// sharedTokens is st for the APNs JWTs, on one node as on several: APNs
+// answers a new JWT for a key within 20 minutes of the last one with 429
+// TooManyProviderTokenUpdates, so a restarted server (or a second one on
+// the same data) must go on with the JWT in use, not sign its own. One
+// write per key every TokenRefresh (40 min) is all it costs.
 func sharedTokens(st store.Store) apns.TokenStore {
 	if st == nil {
 		return nil

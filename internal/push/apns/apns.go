@@ -35,6 +35,7 @@ const (
 
 	DefaultConnections  = 4
 	DefaultTimeout      = 10 * time.Second
+	MaxTimeout          = 5 * time.Minute
 	DefaultTokenRefresh = 40 * time.Minute
 	MinTokenRefresh     = 20 * time.Minute // APNs refuses refreshes more often than this (429 TooManyProviderTokenUpdates)
 	MaxTokenRefresh     = 60 * time.Minute // APNs refuses tokens older than this (403 ExpiredProviderToken)
@@ -46,6 +47,12 @@ const (
 	// MaxCollapseID is the limit of apns-collapse-id in bytes.
 	MaxCollapseID = 64
 )
+
+// lateAnswerWait is how long a request's stream stays open after Send
+// stopped waiting for its answer (Timeout). APNs may have taken the push:
+// until the stream ends, a retry of it waits for that answer rather than
+// send the push again. Then the stream is reset.
+const lateAnswerWait = time.Minute
 
 // ErrClosed is the Err of a Result from Send after Close.
 var ErrClosed = errors.New("apns: provider is closed")
@@ -64,6 +71,10 @@ type AppConfig struct {
 	// Apps with the same TeamID and KeyID share one JWT.
 	TeamID, KeyID string
 	Key           *ecdsa.PrivateKey
+	// KeyFile, when set, is the file Key was read from. Once APNs refuses
+	// the key, the file is read again when it changes, so a corrected key
+	// takes effect without a restart.
+	KeyFile string
 
 	// Certificate auth (.p12, LoadP12): Certificate is used for production,
 	// and for development too unless DevelopmentCertificate is set.
@@ -90,7 +101,10 @@ type Config struct {
 	Connections int
 
 	// Timeout bounds one Send, including waiting for a connection or a free
-	// stream, and one dial; zero means 10s.
+	// stream, and one dial; zero means 10s, at most 5 min. A request not
+	// answered by then comes back as Retry, but its stream stays open a
+	// minute longer: a retry of the same push (same ID) waits for that
+	// answer, and takes it, rather than send the push a second time.
 	Timeout time.Duration
 
 	// TokenRefresh is the age at which a JWT is replaced; zero means 40
@@ -105,11 +119,13 @@ type Config struct {
 	// discards. Keys or JWTs are never logged.
 	Logger *slog.Logger
 
-	// Shared, set when several nodes push (HERALD_BUS), makes each
-	// signing key's JWT the cluster's: stored in the store's shared table
-	// and replaced by one node at a time (jwt.go). Nil: each provider signs
-	// its own, which is right for one node only (APNs answers several
-	// tokens of one key in use at once with TooManyProviderTokenUpdates).
+	// Shared keeps each signing key's JWT in the store's shared table:
+	// a restarted provider (or a second one on the same store, or another
+	// node) takes the JWT in use while it is younger than TokenRefresh,
+	// and one node at a time replaces it (jwt.go). APNs answers a new JWT
+	// of a key within 20 minutes of the last, or several in use at once,
+	// with TooManyProviderTokenUpdates. Nil: the provider signs its own,
+	// for keys that live no longer than the process (an emulator's).
 	Shared TokenStore
 }
 
@@ -122,6 +138,11 @@ type Provider struct {
 	log     *slog.Logger
 	stats   counters
 	closed  atomic.Bool
+
+	// late holds the requests not answered within timeout, by push ID,
+	// whose streams stay open lateWait longer (send.go).
+	late     lateAnswers
+	lateWait time.Duration
 
 	// Alarms logged at most once a minute, so a storm of answers does
 	// not flood the log.
@@ -157,6 +178,8 @@ func New(cfg Config) (*Provider, error) {
 		return nil, fmt.Errorf("apns: Timeout %v is negative", cfg.Timeout)
 	case cfg.Timeout == 0:
 		cfg.Timeout = DefaultTimeout
+	case cfg.Timeout > MaxTimeout:
+		return nil, fmt.Errorf("apns: Timeout %v is over the limit of %v", cfg.Timeout, MaxTimeout)
 	}
 	switch {
 	case cfg.TokenRefresh == 0:
@@ -175,6 +198,9 @@ func New(cfg Config) (*Provider, error) {
 		timeout: cfg.Timeout,
 		now:     cfg.Now,
 		log:     cfg.Logger.With("provider", "apns"),
+
+		late:     lateAnswers{keep: lateKeep},
+		lateWait: lateAnswerWait,
 	}
 	// One transport for every pool: it holds settings only; each pool dials
 	// its own connections with its own TLS config.
@@ -187,6 +213,22 @@ func New(cfg Config) (*Provider, error) {
 	}
 	signers := map[string]*signer{}
 	pools := map[poolKey]*pool{}
+	// Roots are told apart by content, not by pointer: every app's ca_file
+	// is loaded into a pool of its own, and apps that name the same
+	// certificates must still share connections.
+	var rootSets []*x509.CertPool
+	rootsID := func(r *x509.CertPool) int {
+		if r == nil {
+			return 0 // the system roots
+		}
+		for i, known := range rootSets {
+			if known.Equal(r) {
+				return i + 1
+			}
+		}
+		rootSets = append(rootSets, r)
+		return len(rootSets)
+	}
 	for i := range cfg.Apps {
 		ac := &cfg.Apps[i]
 		name := fmt.Sprintf("apns: apps[%d] %q", i, ac.BundleID)
@@ -229,10 +271,14 @@ func New(cfg Config) (*Provider, error) {
 			s := signers[id]
 			if s == nil {
 				s = &signer{teamID: ac.TeamID, keyID: ac.KeyID, key: ac.Key, refresh: cfg.TokenRefresh, now: cfg.Now, stats: &p.stats,
-					shared: cfg.Shared, log: p.log}
+					shared: cfg.Shared, log: p.log, keyFile: ac.KeyFile}
+				s.stampKeyFile()
 				signers[id] = s
 			} else if !s.key.Equal(ac.Key) {
 				return nil, fmt.Errorf("%s: Key differs from the key of another app with TeamID %s and KeyID %s", name, ac.TeamID, ac.KeyID)
+			} else if s.keyFile == "" && ac.KeyFile != "" {
+				s.keyFile = ac.KeyFile
+				s.stampKeyFile()
 			}
 			a.signer = s
 			prodCred = credential{id: "token:" + id, label: "token " + id}
@@ -257,7 +303,7 @@ func New(cfg Config) (*Provider, error) {
 			}
 		}
 		get := func(cred credential, u *url.URL, env herald.PushEnvironment) *pool {
-			k := poolKey{cred: cred.id, url: u.String(), env: env, roots: ac.RootCAs}
+			k := poolKey{cred: cred.id, url: u.String(), env: env, roots: rootsID(ac.RootCAs)}
 			if pl := pools[k]; pl != nil {
 				return pl
 			}
@@ -286,10 +332,11 @@ type credential struct {
 
 // poolKey: each environment has its own pools, even where two share an
 // endpoint (emulator, proxy), so nothing ever switches between them.
+// roots numbers the distinct sets of trusted roots (0: the system's).
 type poolKey struct {
 	cred, url string
 	env       herald.PushEnvironment
-	roots     *x509.CertPool
+	roots     int
 }
 
 func certCredential(c *tls.Certificate) (credential, error) {
@@ -433,13 +480,18 @@ type Stats struct {
 	TokenSharedFailures uint64
 	Dials               uint64 // connections established
 	DialErrors          uint64 // failed dials
-	ConnsReplaced       uint64 // connections retired (GOAWAY, closed, 5xx, IdleTimeout)
+	ConnsReplaced       uint64 // connections retired (GOAWAY, closed, Shutdown, IdleTimeout)
+	// Pushes whose earlier attempt had gone unanswered within Timeout:
+	// LateAnswers took that attempt's late answer instead of sending
+	// again; LateWaits came back Retry because it was still open.
+	LateAnswers, LateWaits uint64
 }
 
 type counters struct {
 	push.VerdictCounter
 	resent, tokenRetries, tokensSigned, dials, dialErrors, replaced atomic.Uint64
 	tokenSwapsLost, tokenSharedFailures                             atomic.Uint64
+	lateAnswers, lateWaits                                          atomic.Uint64
 }
 
 // Stats returns the counters.
@@ -450,5 +502,6 @@ func (p *Provider) Stats() Stats {
 		Resent:        c.resent.Load(), TokenRetries: c.tokenRetries.Load(), TokensSigned: c.tokensSigned.Load(),
 		Dials: c.dials.Load(), DialErrors: c.dialErrors.Load(), ConnsReplaced: c.replaced.Load(),
 		TokenSwapsLost: c.tokenSwapsLost.Load(), TokenSharedFailures: c.tokenSharedFailures.Load(),
+		LateAnswers: c.lateAnswers.Load(), LateWaits: c.lateWaits.Load(),
 	}
 }

@@ -223,18 +223,41 @@ func TestExpiredProviderToken(t *testing.T) {
 			t.Errorf("TokenRetries, TokensSigned = %d, %d; want 1, 2", st.TokenRetries, st.TokensSigned)
 		}
 	})
-	t.Run("a fresh token is not re-signed", func(t *testing.T) {
+	t.Run("one early expiry is recovered", func(t *testing.T) {
+		// APNs calls a 10-second-old JWT expired, once: a new one is
+		// signed and the push retried with it.
+		srv, clk, p, reject := setup(t)
+		if res := send(p); res.Verdict != push.Delivered {
+			t.Fatalf("first Send = %+v", res)
+		}
+		reject.Store(clk.Now().Unix())
+		clk.Advance(10 * time.Second)
+		if res := send(p); res.Verdict != push.Delivered {
+			t.Fatalf("Send after an early expiry = %+v, want delivered with a new JWT", res)
+		}
+		if reqs := srv.received(); len(reqs) != 3 || reqs[2].Auth == reqs[1].Auth {
+			t.Errorf("requests: %d, want 3: JWT, the same JWT (expired), a new JWT", len(reqs))
+		}
+		if st := p.Stats(); st.TokenRetries != 1 || st.TokensSigned != 2 {
+			t.Errorf("TokenRetries, TokensSigned = %d, %d; want 1, 2", st.TokenRetries, st.TokensSigned)
+		}
+	})
+	t.Run("a fresh token is re-signed once", func(t *testing.T) {
+		// Every JWT is called expired (a clock far off): one new JWT, then
+		// the credential is refused, and later pushes sign no more.
 		srv, _, p, reject := setup(t)
 		reject.Store(-1)
-		res := send(p)
-		if res.Verdict != push.Credentials || res.Reason != ReasonExpiredProviderToken {
-			t.Fatalf("Send = %+v, want credentials ExpiredProviderToken", res)
+		for i := range 3 {
+			res := send(p)
+			if res.Verdict != push.Credentials || res.Reason != ReasonExpiredProviderToken {
+				t.Fatalf("Send %d = %+v, want credentials ExpiredProviderToken", i, res)
+			}
 		}
-		if n := len(srv.received()); n != 1 {
-			t.Errorf("server got %d requests, want 1 (no retry with the same token)", n)
+		if n := len(srv.received()); n != 4 {
+			t.Errorf("server got %d requests, want 4: one retry with a new JWT, then one request a push", n)
 		}
-		if n := p.Stats().TokensSigned; n != 1 {
-			t.Errorf("TokensSigned = %d, want 1", n)
+		if n := p.Stats().TokensSigned; n != 2 {
+			t.Errorf("TokensSigned = %d, want 2", n)
 		}
 	})
 	t.Run("still expired after renewal", func(t *testing.T) {
@@ -302,10 +325,10 @@ func TestVerdicts(t *testing.T) {
 		{413, "PayloadTooLarge", push.Permanent, false},
 		{429, "TooManyRequests", push.Retry, false},
 		{429, "TooManyProviderTokenUpdates", push.Retry, false},
-		{500, "InternalServerError", push.Retry, true},
-		{503, "ServiceUnavailable", push.Retry, true},
+		{500, "InternalServerError", push.Retry, false},
+		{503, "ServiceUnavailable", push.Retry, false},
 		{503, "Shutdown", push.Retry, true},
-		{502, "", push.Retry, true},
+		{502, "", push.Retry, false},
 		{401, "", push.Permanent, false},
 		{301, "", push.Permanent, false},
 	}
@@ -325,6 +348,7 @@ func TestVerdicts(t *testing.T) {
 		return reply{status: 200}
 	}
 	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: 1})
+	quickRedial(p) // the connections APNs asks to replace are short-lived
 	for i, tt := range tests {
 		t.Run(fmt.Sprintf("%d %s", tt.status, tt.reason), func(t *testing.T) {
 			res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(i)))
@@ -437,6 +461,7 @@ func TestGoAway(t *testing.T) {
 		return reply{status: 200}
 	}
 	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: 2})
+	quickRedial(p) // a GOAWAY every 50 pushes: every connection is short-lived
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for g := range 40 {
@@ -475,6 +500,7 @@ func TestDeadConnection(t *testing.T) {
 		return reply{status: 200}
 	}
 	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: 1})
+	quickRedial(p)
 	send := func(token string) push.Result {
 		return p.Send(context.Background(), note(bundle, herald.EnvProduction, token))
 	}
@@ -629,5 +655,163 @@ func TestDialFailure(t *testing.T) {
 	}
 	if st := p.Stats(); st.DialErrors != 2 {
 		t.Errorf("DialErrors = %d, want 2 (one per slot, then backoff)", st.DialErrors)
+	}
+}
+
+// TestServiceUnavailableKeepsConnections: APNs answers 503 for a while
+// with 200 pushes pending, each sent again as soon as it is refused (a
+// dispatcher's retries, without their backoff): the 503s are answers on
+// working connections, which are kept. Redialing on each made hundreds of
+// TLS connections.
+func TestServiceUnavailableKeepsConnections(t *testing.T) {
+	const pending, refusals, conns = 200, 600, 4
+	srv := newServer(t, nil)
+	var answered atomic.Int64
+	srv.respond = func(*http.Request, *received) reply {
+		if answered.Add(1) <= refusals {
+			return reply{status: 503, body: `{"reason":"ServiceUnavailable"}`}
+		}
+		return reply{status: 200}
+	}
+	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: conns})
+	var wg sync.WaitGroup
+	for i := range pending {
+		wg.Go(func() {
+			for {
+				res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(i)))
+				if res.Verdict == push.Delivered {
+					return
+				}
+				if res.Verdict != push.Retry {
+					t.Errorf("Send = %+v, want retry or delivered", res)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := p.Stats()
+	if got := answered.Load(); got < refusals+pending {
+		t.Fatalf("server answered %d requests, want at least %d", got, refusals+pending)
+	}
+	if got := srv.conns.Load(); got > conns || st.Dials > conns || st.ConnsReplaced > 0 {
+		t.Errorf("%d server connections, %d dials, %d replaced for %d answers of 503; want at most %d connections, none replaced",
+			got, st.Dials, st.ConnsReplaced, refusals, conns)
+	}
+}
+
+// TestShortLivedConnectionsBackOff: a server that closes every connection
+// after one answer (GOAWAY) gets one quick redial, then the slot backs off
+// with jitter instead of dialing for every push.
+func TestShortLivedConnectionsBackOff(t *testing.T) {
+	srv := newServer(t, nil)
+	srv.respond = func(*http.Request, *received) reply {
+		return reply{status: 200, header: map[string]string{"Connection": "close"}}
+	}
+	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Connections: 1})
+	delivered := 0
+	for i := range 50 {
+		res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(i)))
+		switch res.Verdict {
+		case push.Delivered:
+			delivered++
+		case push.Retry: // no connection while the slot backs off
+		default:
+			t.Fatalf("Send = %+v", res)
+		}
+	}
+	if got := srv.conns.Load(); got > 3 || delivered == 0 {
+		t.Errorf("%d connections for 50 pushes (%d delivered), want at most 3: a quick redial, then backoff", got, delivered)
+	}
+
+	// The backoff: the first end of a connection that lasted is redialed
+	// at once; then 1s, 2s, 4s ... capped, each between half and all of it.
+	pl := &pool{backoff: time.Second}
+	var s slot
+	now := time.Now()
+	for i, want := range []time.Duration{0, time.Second, 2 * time.Second, 4 * time.Second} {
+		pl.failedLocked(&s, now, true)
+		got := s.retryAt.Sub(now)
+		if want == 0 && !s.retryAt.IsZero() || want > 0 && (got < want/2 || got > want) {
+			t.Errorf("failure %d: redial after %v, want %v (half of it to all of it)", i+1, got, want)
+		}
+	}
+	for range 20 {
+		pl.failedLocked(&s, now, false)
+	}
+	if got := s.retryAt.Sub(now); got > maxDialBackoff || got < maxDialBackoff/2 {
+		t.Errorf("after many failures: redial after %v, want at most %v", got, maxDialBackoff)
+	}
+}
+
+// TestLateAnswerNotSentTwice: APNs answers a push after the timeout. The
+// push comes back Retry, but its stream stays open; the retry, sent at
+// once, does not send the push again while that stream may be answered:
+// it waits, and takes the late answer. The phone gets the push once.
+func TestLateAnswerNotSentTwice(t *testing.T) {
+	srv := newServer(t, nil)
+	// The first request for each of two devices is answered late: when
+	// its channel closes.
+	release, hold := make(chan struct{}), make(chan struct{})
+	var firstOf [2]atomic.Bool
+	srv.respond = func(r *http.Request, _ *received) reply {
+		for i, late := range []chan struct{}{release, hold} {
+			if strings.HasSuffix(r.URL.Path, tokenHex(i+1)) && firstOf[i].CompareAndSwap(false, true) {
+				<-late // APNs has the push (the phone shows it) and answers late
+			}
+		}
+		return reply{status: 200}
+	}
+	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Timeout: time.Second})
+	quickRedial(p) // the connection is dropped below
+	if res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(3))); res.Verdict != push.Delivered {
+		t.Fatalf("Send = %+v", res) // the connection is up before the timed part
+	}
+	n := note(bundle, herald.EnvProduction, tokenHex(1))
+	res := p.Send(context.Background(), n)
+	if res.Verdict != push.Retry || !errors.Is(res.Err, context.DeadlineExceeded) {
+		t.Fatalf("first Send = %+v, want retry after the timeout", res)
+	}
+	// The retry while the first attempt is open: Retry again, nothing sent.
+	res = p.Send(context.Background(), n)
+	if res.Verdict != push.Retry || !errors.Is(res.Err, errEarlierAttempt) {
+		t.Errorf("retry while the first attempt is open = %+v, want retry naming it", res)
+	}
+	// The next retry waits for the answer, which comes meanwhile.
+	done := make(chan push.Result)
+	go func() { done <- p.Send(context.Background(), n) }()
+	close(release)
+	if res := <-done; res.Verdict != push.Delivered {
+		t.Errorf("retry when the first attempt is answered = %+v, want its answer: delivered", res)
+	}
+	if got := len(srv.received()); got != 2 {
+		t.Errorf("APNs got the push %d times, want once", got-1)
+	}
+	if st := p.Stats(); st.LateAnswers != 1 || st.LateWaits != 1 {
+		t.Errorf("LateAnswers, LateWaits = %d, %d; want 1, 1", st.LateAnswers, st.LateWaits)
+	}
+	// The answer is taken: a later push with the same ID is sent again.
+	if res := p.Send(context.Background(), n); res.Verdict != push.Delivered || len(srv.received()) != 3 {
+		t.Errorf("Send after the late answer was taken = %+v, %d requests; want a new request", res, len(srv.received())-1)
+	}
+
+	// An attempt whose connection is lost meanwhile gets no answer: the
+	// retry sends the push again.
+	n2 := note(bundle, herald.EnvProduction, tokenHex(2))
+	n2.ID = "123e4567-e89b-12d3-a456-426614174002"
+	if res := p.Send(context.Background(), n2); res.Verdict != push.Retry {
+		t.Fatalf("Send = %+v, want retry after the timeout", res)
+	}
+	srv.srv.CloseClientConnections()
+	close(hold)
+	before := len(srv.received())
+	for i := 0; ; i++ { // until the lost connection is seen and redialed
+		res = p.Send(context.Background(), n2)
+		if res.Verdict == push.Delivered || res.Verdict != push.Retry || i == 100 {
+			break
+		}
+	}
+	if res.Verdict != push.Delivered || len(srv.received()) <= before {
+		t.Errorf("retry after the connection was lost = %+v, %d requests since; want it sent again", res, len(srv.received())-before)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,41 @@ func TestPoolsPerCredentialAndEnvironment(t *testing.T) {
 	}
 	if p.apps["com.d"].prod != p.apps["com.e"].prod {
 		t.Error("apps with one certificate do not share pools")
+	}
+}
+
+// TestPoolsShareRootsByContent: apps with one key that each name a
+// ca_file get a root pool each (the server loads every file on its own);
+// the same certificates in them mean the same pools, other ones do not.
+func TestPoolsShareRootsByContent(t *testing.T) {
+	key := newKey(t)
+	_, ca, _ := selfSigned(t, "ca")
+	_, other, _ := selfSigned(t, "other ca")
+	roots := func(c *x509.Certificate) *x509.CertPool {
+		p := x509.NewCertPool()
+		p.AddCert(c)
+		return p
+	}
+	app := func(id string, r *x509.CertPool) AppConfig {
+		return AppConfig{BundleID: id, TeamID: "T1", KeyID: "K1", Key: key, ProductionURL: "https://apns.example:443", RootCAs: r}
+	}
+	p, err := New(Config{Apps: []AppConfig{
+		app("com.a", roots(ca)), app("com.b", roots(ca)), // one ca_file's contents, loaded twice
+		app("com.c", roots(other)),
+		app("com.d", nil), // the system roots
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if a, b := p.apps["com.a"], p.apps["com.b"]; a.prod != b.prod || a.dev != b.dev {
+		t.Error("apps with one key and the same roots do not share pools")
+	}
+	if a, c, d := p.apps["com.a"], p.apps["com.c"], p.apps["com.d"]; a.prod == c.prod || a.prod == d.prod || c.prod == d.prod {
+		t.Error("apps trusting different roots share a pool")
+	}
+	if got := len(p.pools); got != 6 {
+		t.Errorf("%d pools, want 6: three sets of roots by two environments", got)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,10 +20,12 @@ import (
 )
 
 // minRenewAge is how young a JWT may be and still be replaced after an
-// ExpiredProviderToken answer. A younger token is not re-signed: APNs
-// answers 429 TooManyProviderTokenUpdates to refreshes more often than
-// every 20 minutes, and a fresh token called expired means a wrong clock,
-// which a new signature would not fix.
+// ExpiredProviderToken answer as a matter of course. A younger one is
+// replaced once (an early refusal: APNs having a moment, or our clock
+// stepped), but not again within MinTokenRefresh: APNs answers 429
+// TooManyProviderTokenUpdates to refreshes more often than every 20
+// minutes, and a fresh token called expired twice means a wrong clock,
+// which new signatures would not fix. The credential is then refused.
 const minRenewAge = time.Minute
 
 // On several nodes: each call to the shared table gives up after
@@ -68,6 +71,14 @@ type signer struct {
 
 	cur atomic.Pointer[jwt] // read without locking on every request
 	mu  sync.Mutex          // serialises signing and the store's reads and swaps
+
+	// Guarded by mu: key may be replaced from keyFile (see keyChanged);
+	// earlyAt is when a token younger than minRenewAge was last replaced
+	// after a refusal.
+	keyFile string
+	keyMod  time.Time
+	keySize int64
+	earlyAt time.Time
 }
 
 type jwt struct {
@@ -75,10 +86,11 @@ type jwt struct {
 	iat     time.Time
 	version int64     // its entry's version in the shared table; 0 when not stored (this node's own)
 	next    time.Time // when to look again: iat + TokenRefresh, or the store's retry
+	refused bool      // APNs refused it, a renewal too (refused)
 }
 
 // fresh reports whether t may be sent at now without looking further.
-func (t *jwt) fresh(now time.Time) bool { return t != nil && now.Before(t.next) }
+func (t *jwt) fresh(now time.Time) bool { return t != nil && !t.refused && now.Before(t.next) }
 
 // TokenStore is what the provider needs of the store's shared table
 // (store.Store.PutShared) to share JWTs between nodes. Each call blocks
@@ -106,20 +118,89 @@ func (s *signer) bearer(ctx context.Context) (string, error) {
 		s.mu.Lock()
 	}
 	defer s.mu.Unlock()
-	if t := s.cur.Load(); t.fresh(s.now()) {
+	t = s.cur.Load()
+	if t.fresh(s.now()) {
 		return t.bearer, nil
 	}
+	if t != nil && t.refused {
+		// The app is suspended and this is the push that checks its
+		// credentials again: with a new key if its file changed, or a
+		// new JWT once the refused one is 20 minutes old; else the
+		// refused one is asked about again (APNs may take it now).
+		changed := s.keyChanged()
+		if !changed && s.now().Sub(t.iat) < MinTokenRefresh {
+			return t.bearer, nil
+		}
+		if s.shared != nil {
+			return s.takeSharedLocked(ctx, t.bearer, true)
+		}
+		return s.signLocked(0)
+	}
 	if s.shared != nil {
-		return s.takeSharedLocked(ctx, "")
+		return s.takeSharedLocked(ctx, "", false)
 	}
 	return s.signLocked(0)
 }
 
-// renew is called after APNs answered ExpiredProviderToken (or, on
-// several nodes, InvalidProviderToken) to a request that carried used. It
+// refused records that APNs refused used even after a renewal (the
+// credential is refused: Send's verdict is Credentials), so the next
+// bearer looks again (bearer) rather than send it as a fresh token.
+func (s *signer) refused(used string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.cur.Load(); t != nil && t.bearer == used && !t.refused {
+		r := *t
+		r.refused = true
+		s.cur.Store(&r)
+	}
+}
+
+// keyChanged reports whether keyFile holds another key than the one in
+// use, and if so makes it the key (an operator replaced a refused key's
+// file: no restart needed). A file that does not load is logged and kept
+// out. s.mu must be held.
+func (s *signer) keyChanged() bool {
+	if s.keyFile == "" {
+		return false
+	}
+	fi, err := os.Stat(s.keyFile)
+	if err != nil || fi.ModTime().Equal(s.keyMod) && fi.Size() == s.keySize {
+		return false
+	}
+	k, err := LoadP8(s.keyFile)
+	if err == nil {
+		err = validateKey(k)
+	}
+	if err != nil {
+		s.log.Error("apns: the key file changed but does not load; signing with the key in use", "team_id", s.teamID, "key_id", s.keyID, "err", err)
+		return false // tried again at the next check: it may be half written
+	}
+	s.keyMod, s.keySize = fi.ModTime(), fi.Size()
+	if k.Equal(s.key) {
+		return false
+	}
+	s.key = k
+	s.log.Info("apns: the key file changed: signing with the new key", "team_id", s.teamID, "key_id", s.keyID)
+	return true
+}
+
+// stampKeyFile notes keyFile's state when the key in use was read from it.
+func (s *signer) stampKeyFile() {
+	if s.keyFile == "" {
+		return
+	}
+	if fi, err := os.Stat(s.keyFile); err == nil {
+		s.keyMod, s.keySize = fi.ModTime(), fi.Size()
+	}
+}
+
+// renew is called after APNs answered ExpiredProviderToken (or, with the
+// shared table, InvalidProviderToken) to a request that carried used. It
 // returns the value to retry with: the current JWT if another request (or
-// node) already replaced used, used itself if it is younger than
-// minRenewAge (the caller then gives up), or a newly signed one.
+// node) already replaced used; a newly signed one (or on several nodes
+// the cluster's replacement), also for a JWT younger than minRenewAge
+// once per MinTokenRefresh; else used itself (the caller then gives up).
+// A changed key file is read first.
 func (s *signer) renew(ctx context.Context, used string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -127,21 +208,26 @@ func (s *signer) renew(ctx context.Context, used string) (string, error) {
 	if t != nil && t.bearer != used {
 		return t.bearer, nil // replaced already: no store read
 	}
-	if s.shared != nil {
-		return s.takeSharedLocked(ctx, used)
+	now := s.now()
+	force := s.keyChanged()
+	if !force && t != nil && now.Sub(t.iat) < minRenewAge {
+		if !s.earlyAt.IsZero() && now.Sub(s.earlyAt) < MinTokenRefresh {
+			return t.bearer, nil // refused early again: the credential is refused
+		}
+		s.earlyAt, force = now, true
 	}
-	if t != nil && s.now().Sub(t.iat) < minRenewAge {
-		return t.bearer, nil
+	if s.shared != nil {
+		return s.takeSharedLocked(ctx, used, force)
 	}
 	return s.signLocked(0)
 }
 
 // takeSharedLocked returns the cluster's JWT: the stored one when it is
 // young enough (younger than TokenRefresh, and not refused: it is not
-// refused, a JWT younger than minRenewAge excepted, as renew asks),
-// else one this node swaps in: its own token if it has a young one not
-// stored yet, or one it signs. s.mu must be held.
-func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, error) {
+// refused, a JWT younger than minRenewAge excepted unless force, as renew
+// asks), else one this node swaps in: its own token if it has a young one
+// not stored yet, or one it signs. s.mu must be held.
+func (s *signer) takeSharedLocked(ctx context.Context, refused string, force bool) (string, error) {
 	// A caller that gives up does not make the store look failed to the
 	// others waiting on s.mu; the store has storeTimeout.
 	ctx = context.WithoutCancel(ctx)
@@ -165,7 +251,7 @@ func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, 
 			break
 		}
 		age := now.Sub(t.iat)
-		if age < s.refresh && (refused == "" || t.bearer != refused || age < minRenewAge) {
+		if age < s.refresh && (refused == "" || t.bearer != refused || age < minRenewAge && !force) {
 			t.next = t.iat.Add(s.refresh)
 			s.cur.Store(t)
 			return t.bearer, nil
@@ -173,7 +259,7 @@ func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, 
 	case herald.CodeNotFound:
 		e = store.SharedEntry{}
 	default:
-		return s.storeFailedLocked(err, now, refused)
+		return s.storeFailedLocked(err, now, refused, force)
 	}
 	tok, iat := "", time.Time{}
 	if own := s.cur.Load(); own != nil && own.version == 0 && now.Sub(own.iat) < s.refresh && own.bearer != refused {
@@ -210,7 +296,7 @@ func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, 
 		err = gerr
 	}
 	// Not stored (the token signed for it, if any, was never sent).
-	return s.storeFailedLocked(err, now, refused)
+	return s.storeFailedLocked(err, now, refused, force)
 }
 
 // storeFailedLocked answers when the store could not be read (err): the
@@ -218,9 +304,9 @@ func (s *signer) takeSharedLocked(ctx context.Context, refused string) (string, 
 // one refused), and the store tried again in sharedRetry; without one,
 // this node signs its own, checked against the store in sharedRetry too.
 // Either way pushes go on. s.mu must be held.
-func (s *signer) storeFailedLocked(err error, now time.Time, refused string) (string, error) {
+func (s *signer) storeFailedLocked(err error, now time.Time, refused string, force bool) (string, error) {
 	s.stats.tokenSharedFailures.Add(1)
-	if t := s.cur.Load(); t != nil && now.Sub(t.iat) < keepOnFailure && (t.bearer != refused || now.Sub(t.iat) < minRenewAge) {
+	if t := s.cur.Load(); t != nil && now.Sub(t.iat) < keepOnFailure && (t.bearer != refused || now.Sub(t.iat) < minRenewAge && !force) {
 		s.log.Warn("apns: the shared provider token could not be read; keeping this node's current one and trying the store again",
 			"team_id", s.teamID, "key_id", s.keyID, "token_age", now.Sub(t.iat).Truncate(time.Second), "retry_in", sharedRetry, "err", err)
 		kept := *t

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"software.sslmate.com/src/go-pkcs12"
 
@@ -191,4 +192,51 @@ func TestCertificateAuth(t *testing.T) {
 			t.Errorf("Send = %v %q, want credentials", res.Verdict, res.Reason)
 		}
 	})
+}
+
+// TestRefusedKeyFileReplaced: APNs refuses the key (the file held the
+// wrong one); the operator replaces the file; the next push, the one that
+// checks the suspended credentials, signs with the new key, without a
+// restart. Until the file changes, no new JWT is signed.
+func TestRefusedKeyFileReplaced(t *testing.T) {
+	p8 := func(k *ecdsa.PrivateKey) []byte {
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	srv := newServer(t, nil)
+	srv.t = nil // refused JWTs are the point
+	wrong, right := newKey(t), newKey(t)
+	app := tokenApp(bundle, srv, right) // APNs knows the right key
+	path := writeFile(t, "AuthKey_KEY1234567.p8", p8(wrong))
+	app.Key, app.KeyFile = wrong, path
+	clk := newClock()
+	p := newProvider(t, Config{Apps: []AppConfig{app}, Now: clk.Now})
+	send := func() push.Result {
+		return p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(1)))
+	}
+	for i := range 2 {
+		if res := send(); res.Verdict != push.Credentials {
+			t.Fatalf("Send %d with the wrong key = %+v, want credentials", i, res)
+		}
+	}
+	if n := p.Stats().TokensSigned; n != 1 {
+		t.Errorf("TokensSigned = %d before the file changed, want 1", n)
+	}
+	if err := os.WriteFile(path, p8(right), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute) // a new modification time, whatever the file system's resolution
+	if err := os.Chtimes(path, later, later); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Minute)
+	if res := send(); res.Verdict != push.Delivered {
+		t.Fatalf("Send after the key file was replaced = %+v, want delivered", res)
+	}
+	if n := p.Stats().TokensSigned; n != 2 {
+		t.Errorf("TokensSigned = %d, want 2", n)
+	}
 }

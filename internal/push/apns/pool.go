@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"sync"
@@ -19,9 +20,19 @@ import (
 	"github.com/herald-im/herald"
 )
 
-// Dial backoff of one connection slot after a failed dial: 1s, 2s, 4s ...
-// at most maxDialBackoff. APNs treats rapid reconnects as abuse.
-const maxDialBackoff = 30 * time.Second
+// Redial backoff of one connection slot: after a failed dial, or a
+// connection that ended (GOAWAY, reset, read error, failed health check)
+// less than healthyAfter after it was dialed, the slot waits 1s, 2s, 4s ...
+// at most maxDialBackoff, each with jitter (half fixed, half random), so
+// the slots of many servers do not redial in step. The first end of a
+// connection that had been up for a while is redialed at once. APNs
+// treats rapid reconnects as abuse. An answer, whatever its status (500
+// and 503 included), says the connection works: it is kept.
+const (
+	dialBackoff    = time.Second
+	maxDialBackoff = 30 * time.Second
+	healthyAfter   = 10 * time.Second
+)
 
 // stateEvery is how often a connection's state (stream limit, closing) is
 // asked of http2. State takes the connection's write lock, which a write
@@ -53,6 +64,9 @@ type pool struct {
 	timeout time.Duration
 	log     *slog.Logger
 	stats   *counters
+	// backoff and healthy are dialBackoff and healthyAfter; tests shorten
+	// them.
+	backoff, healthy time.Duration
 
 	ctx    context.Context // cancelled by close: aborts dials in progress
 	cancel context.CancelFunc
@@ -68,9 +82,28 @@ type pool struct {
 type slot struct {
 	c        *conn // nil: empty
 	dialing  bool
-	failures int       // consecutive failed dials
+	failures int       // consecutive failed dials and short-lived connections
 	retryAt  time.Time // no dial before this
 	lastErr  error     // the last dial error
+}
+
+// failed counts a failure of s at now and puts off its next dial: the
+// first failure after a connection that lasted is redialed at once when
+// first is set (a connection that ended), the others back off.
+// p.mu must be held.
+func (p *pool) failedLocked(s *slot, now time.Time, first bool) {
+	s.failures++
+	n := s.failures
+	if first {
+		n-- // the connection worked: one quick redial is no storm
+	}
+	if n <= 0 {
+		s.retryAt = time.Time{}
+		return
+	}
+	d := min(p.backoff<<min(n-1, 10), maxDialBackoff)
+	d = d/2 + rand.N(d/2+1)
+	s.retryAt = now.Add(d)
 }
 
 // conn is one HTTP/2 connection and the number of Herald requests on it.
@@ -79,6 +112,7 @@ type slot struct {
 // (reservations beyond it deadlock a StrictMaxConcurrentStreams connection).
 type conn struct {
 	cc       *http2.ClientConn
+	dialed   time.Time
 	inflight atomic.Int64
 
 	// The last State, refreshed every stateEvery by refresh.
@@ -89,7 +123,7 @@ type conn struct {
 }
 
 func newConn(cc *http2.ClientConn) *conn {
-	c := &conn{cc: cc}
+	c := &conn{cc: cc, dialed: time.Now()}
 	c.refresh()
 	return c
 }
@@ -141,8 +175,8 @@ func newPool(c poolConfig) *pool {
 		host: c.url.Host, addr: net.JoinHostPort(c.url.Hostname(), port),
 		tls: tc, tr: c.tr, timeout: c.timeout,
 		log:   c.log.With("conn", c.label, "env", string(c.env), "addr", c.url.Host),
-		stats: c.stats,
-		ctx:   ctx, cancel: cancel,
+		stats: c.stats, backoff: dialBackoff, healthy: healthyAfter,
+		ctx: ctx, cancel: cancel,
 		slots:   make([]slot, c.conns),
 		changed: make(chan struct{}),
 	}
@@ -239,7 +273,7 @@ func (p *pool) acquire(ctx context.Context) (*conn, error) {
 func (p *pool) release(c *conn) { c.inflight.Add(-1) }
 
 // markBad stops new requests on c: APNs asks for a new connection after
-// 500, 503 Shutdown and 400 IdleTimeout. The next acquire retires it.
+// 503 Shutdown and 400 IdleTimeout. The next acquire retires it.
 func (p *pool) markBad(c *conn) {
 	c.cc.SetDoNotReuse()
 }
@@ -257,13 +291,21 @@ func (p *pool) retire(c *conn, why string) {
 }
 
 // retireLocked empties s and closes its connection once its requests in
-// flight finish (at most timeout). p.mu must be held.
+// flight finish (at most timeout). A connection that ended soon after its
+// dial counts as a failure of the slot, which backs off before its next
+// dial. p.mu must be held.
 func (p *pool) retireLocked(s *slot, why string) {
 	old := s.c.cc
+	now := time.Now()
+	if now.Sub(s.c.dialed) < p.healthy {
+		p.failedLocked(s, now, true)
+	} else {
+		s.failures, s.retryAt = 0, time.Time{}
+	}
 	s.c = nil
 	if !p.closed {
 		p.stats.replaced.Add(1)
-		p.log.Debug("apns connection retired", "reason", why)
+		p.log.Debug("apns connection retired", "reason", why, "failures", s.failures)
 	}
 	p.wg.Add(1)
 	go func() {
@@ -299,13 +341,14 @@ func (p *pool) dialLocked(s *slot) {
 			return
 		}
 		if err != nil {
-			s.failures++
-			s.retryAt = time.Now().Add(min(time.Second<<min(s.failures-1, 10), maxDialBackoff))
+			p.failedLocked(s, time.Now(), false)
 			s.lastErr = err
 			p.stats.dialErrors.Add(1)
 			p.log.Warn("apns dial failed", "err", err, "failures", s.failures)
 		} else {
-			s.c, s.failures, s.lastErr = c, 0, nil
+			// failures is reset once the connection has lasted
+			// (retireLocked): one that is dropped at once is no success.
+			s.c, s.lastErr = c, nil
 			p.stats.dials.Add(1)
 			p.log.Debug("apns connection established")
 		}

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -124,15 +126,34 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	if n.ID != "" {
+		if res, wait := p.earlierAttempt(ctx, n.ID); wait {
+			return res
+		}
+	}
+	// A stream outlives the wait for its answer (Timeout) by lateWait: an
+	// answer that comes late still counts (earlierAttempt).
+	streamEnd := time.Now().Add(p.timeout + p.lateWait)
 	renewed := false
 	for resends := 0; ; {
 		c, err := pl.acquire(ctx)
 		if err != nil {
 			return p.transportResult(err, a)
 		}
-		resp, err := c.cc.RoundTrip(newRequest(ctx, pl.host, path, h, n.Payload))
-		if err != nil {
-			pl.release(c)
+		x := p.exchange(pl, c, streamEnd, path, h, n.Payload)
+		select {
+		case <-x.done:
+		case <-ctx.Done():
+			// No answer yet. The stream stays open: APNs may have taken
+			// the push, and resetting the stream would not take it back.
+			// A retry of the push waits for this answer instead of
+			// sending the push again while it may still be answered.
+			if n.ID != "" {
+				p.late.put(n.ID, x)
+			}
+			return p.transportResult(fmt.Errorf("no answer within %v (the request stays open for a late answer): %w", p.timeout, ctx.Err()), a)
+		}
+		if err := x.err; err != nil {
 			if ctx.Err() == nil && notProcessed(err) && resends < maxResends {
 				if !c.cc.CanTakeNewRequest() {
 					pl.retire(c, "refused a request") // e.g. out of stream IDs, which State does not show
@@ -146,11 +167,7 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 			}
 			return p.transportResult(err, a)
 		}
-		res, connBad := answer(resp, p.now())
-		pl.release(c)
-		if connBad {
-			pl.markBad(c)
-		}
+		res := x.res
 		// On several nodes InvalidProviderToken is renewed too: the token
 		// stored by another node may be one APNs no longer takes (a node
 		// whose key was replaced), and the swap puts a good one in its place.
@@ -172,10 +189,145 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 				p.log.Error("apns provider token called expired though it is fresh: check the clock", "app", a.bundleID, "team_id", a.signer.teamID, "key_id", a.signer.keyID)
 			}
 		}
+		if res.Verdict == push.Credentials && a.signer != nil {
+			a.signer.refused(bearer) // the next push, a check of the credentials, looks again
+		}
 		if res.Reason == ReasonTooManyProviderTokenUpdates && p.tokenUpdatesAlarm.Allow(p.now()) {
 			p.log.Error("apns refuses provider token updates: JWT caching is broken (several servers signing with one key?)", "app", a.bundleID)
 		}
 		return res
+	}
+}
+
+// exchange is one request on a connection and, once done is closed, its
+// outcome: an answer (res, connBad) or a transport error (err).
+type exchange struct {
+	done    chan struct{}
+	res     push.Result
+	connBad bool
+	err     error
+	id      string // set (under late.mu) when a push's retry may wait for it
+}
+
+// exchange sends a request on c, on a goroutine of its own, so that the stream
+// can outlive the caller's wait for it; the stream is reset at end. The
+// connection's request count is released when the stream ends.
+func (p *Provider) exchange(pl *pool, c *conn, end time.Time, path string, h http.Header, body []byte) *exchange {
+	x := &exchange{done: make(chan struct{})}
+	go func() {
+		ctx, cancel := context.WithDeadline(context.Background(), end)
+		resp, err := c.cc.RoundTrip(newRequest(ctx, pl.host, path, h, body))
+		if err != nil {
+			x.err = err
+		} else {
+			x.res, x.connBad = answer(resp, p.now())
+		}
+		cancel()
+		pl.release(c)
+		if x.connBad {
+			pl.markBad(c)
+		}
+		close(x.done)
+		p.late.ended(x)
+	}()
+	return x
+}
+
+// earlierAttempt looks for an attempt of push id that Send stopped
+// waiting for while its stream was still open. It waits for that answer
+// (bounded by ctx) and reports wait with the result to return: the
+// earlier attempt's final answer (delivered, token gone, refused), or
+// Retry when it is still open. Without such an attempt, or when it ended
+// without a final answer (no answer at all, 5xx, 429, a refused JWT), the
+// push is sent again (wait false).
+func (p *Provider) earlierAttempt(ctx context.Context, id string) (push.Result, bool) {
+	x := p.late.get(id)
+	if x == nil {
+		return push.Result{}, false
+	}
+	select {
+	case <-x.done:
+	case <-ctx.Done():
+		p.stats.lateWaits.Add(1)
+		err := fmt.Errorf("%w (waited %v)", errEarlierAttempt, p.timeout)
+		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}, true
+	}
+	p.late.drop(id, x)
+	if x.err == nil && (x.res.Verdict == push.Delivered || x.res.Verdict == push.DropToken || x.res.Verdict == push.Permanent) {
+		p.stats.lateAnswers.Add(1)
+		return x.res, true
+	}
+	return push.Result{}, false
+}
+
+// errEarlierAttempt is the Err of a Send not made because an earlier
+// attempt of the same push may still be answered.
+var errEarlierAttempt = errors.New("apns: an earlier attempt of this push is still open and may be answered: not sent again yet")
+
+// lateAnswers holds, by apns-id, the requests whose Send stopped waiting
+// before their answer came: a retry of the push takes the answer instead
+// of sending the push again. An entry is dropped when its answer is taken,
+// or lateKeep after its stream ended. Entries are as many as the streams
+// left open in the last lateWait plus lateKeep, at most.
+type lateAnswers struct {
+	n  atomic.Int64 // entries: Send looks only when there are some
+	mu sync.Mutex
+	m  map[string]*exchange
+	// keep is lateKeep; tests shorten it.
+	keep time.Duration
+}
+
+// lateKeep is how long the outcome of a request whose Send gave up
+// waiting is kept for a retry of its push.
+const lateKeep = 10 * time.Minute
+
+func (l *lateAnswers) put(id string, x *exchange) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = make(map[string]*exchange)
+	}
+	if _, ok := l.m[id]; !ok {
+		l.n.Add(1)
+	}
+	l.m[id] = x
+	x.id = id
+	l.mu.Unlock()
+	select {
+	case <-x.done:
+		l.ended(x) // it ended meanwhile: its own call may have missed the id
+	default:
+	}
+}
+
+func (l *lateAnswers) get(id string) *exchange {
+	if l.n.Load() == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[id]
+}
+
+func (l *lateAnswers) drop(id string, x *exchange) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m[id] == x {
+		delete(l.m, id)
+		l.n.Add(-1)
+	}
+}
+
+// ended is called when x's stream has ended: if a retry may wait for it,
+// its outcome is dropped lateKeep later unless taken before.
+func (l *lateAnswers) ended(x *exchange) {
+	if l.n.Load() == 0 {
+		return
+	}
+	l.mu.Lock()
+	id := x.id
+	l.mu.Unlock()
+	if id != "" {
+		time.AfterFunc(l.keep, func() { l.drop(id, x) })
 	}
 }
 
@@ -256,7 +408,7 @@ func isHex(s string) bool {
 }
 
 // answer reads resp and maps it to a Result. connBad reports that APNs
-// wants the request retried on a new connection.
+// asks for a new connection (Shutdown, IdleTimeout).
 func answer(resp *http.Response, now time.Time) (res push.Result, connBad bool) {
 	res.Status = resp.StatusCode
 	res.Body = push.ReadBody(resp.Body, maxBody)
@@ -306,8 +458,13 @@ func classify(status int, reason string) (v push.Verdict, connBad bool) {
 	switch {
 	case status >= 200 && status < 300:
 		return push.Delivered, false
-	case reason == ReasonShutdown || status >= 500:
-		return push.Retry, true
+	case reason == ReasonShutdown:
+		return push.Retry, true // the server is going away: no new streams on it
+	case status >= 500:
+		// An answer on a working connection: the push is retried later,
+		// the connection kept (redialing on every 500 or 503 made a storm
+		// of new connections while APNs was unwell).
+		return push.Retry, false
 	case status == http.StatusBadRequest:
 		switch reason {
 		case ReasonBadDeviceToken, ReasonDeviceTokenNotForTopic:

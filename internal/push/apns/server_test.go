@@ -258,6 +258,15 @@ func newProvider(t testing.TB, cfg Config) *Provider {
 	return p
 }
 
+// quickRedial makes every connection of p count as one that lasted, so an
+// ended connection is redialed at once, without backoff: for tests that
+// end connections on purpose, many times.
+func quickRedial(p *Provider) {
+	for _, pl := range p.pools {
+		pl.healthy = 0
+	}
+}
+
 // tokenHex returns a 64-digit device token ending in i.
 func tokenHex(i int) string { return fmt.Sprintf("%064x", i) }
 

@@ -369,3 +369,45 @@ func TestSharedJWTRenewReplacedNoRead(t *testing.T) {
 		t.Errorf("store calls for renew of a replaced token: %d, want 0", n)
 	}
 }
+
+// TestRestartReusesJWT: a provider started again on the same store (a
+// restarted server, on one node too) sends with the JWT the first one
+// signed while that is younger than TokenRefresh, signing none; past it,
+// one new JWT.
+func TestRestartReusesJWT(t *testing.T) {
+	srv := newServer(t, nil)
+	clk := newClock()
+	key := newKey(t)
+	st := &tokenView{m: &memTokens{entries: map[string]store.SharedEntry{}}}
+	start := func() *Provider {
+		return newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, key)}, Now: clk.Now, TokenRefresh: 30 * time.Minute, Shared: st})
+	}
+	send := func(p *Provider) string {
+		t.Helper()
+		if res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(1))); res.Verdict != push.Delivered {
+			t.Fatalf("Send = %+v", res)
+		}
+		reqs := srv.received()
+		return reqs[len(reqs)-1].Auth
+	}
+	first := start()
+	jwt := send(first)
+	first.Close()
+	clk.Advance(10 * time.Minute) // a restart within 20 minutes
+	second := start()
+	if got := send(second); got != jwt {
+		t.Error("the restarted provider sent a new JWT 10 minutes after the last one, want the stored one")
+	}
+	if n := second.Stats().TokensSigned; n != 0 {
+		t.Errorf("the restarted provider signed %d JWTs, want 0", n)
+	}
+	second.Close()
+	clk.Advance(20 * time.Minute) // the stored one is TokenRefresh old
+	third := start()
+	if got := send(third); got == jwt {
+		t.Error("a provider started after the refresh age sent the old JWT")
+	}
+	if n := third.Stats().TokensSigned; n != 1 {
+		t.Errorf("TokensSigned = %d, want 1", n)
+	}
+}
