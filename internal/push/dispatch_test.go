@@ -514,6 +514,7 @@ func TestRegisterUnchangedWritesNothing(t *testing.T) {
 		}
 	}
 }
+
 // TestBackoffCountsFromTheAnswer: APNs answers 503 slowly; the retry is
 // due the backoff after the answer, not after the start of the attempt
 // (which a slow answer would make due at once).
