@@ -217,8 +217,8 @@ type wireHead struct {
 // twice (BenchmarkReceive): so the head is read by hand from the prefix
 // that encode writes, `{"node":...,"to":[...],("resolve":true,)
 // ("conv":...,"seq":...,)` then `"msg":` or `"group":`, whose value runs
-// to the payload's last byte and is left for the caller to decode (and
-// validate). Anything else (an older node's field order, where conv and
+// to the payload's last byte and is left for the caller to decode or,
+// where it does not, to validate (receive). Anything else (an older node's field order, where conv and
 // seq follow the message; a string with an escape) is decoded with
 // encoding/json, as before.
 func readHead(data []byte) (h wireHead, err error) {
@@ -334,8 +334,12 @@ func (r *headReader) int() (int64, bool) {
 	if j < len(r.b) && r.b[j] == '-' {
 		j++
 	}
+	digits := j
 	for j < len(r.b) && r.b[j] >= '0' && r.b[j] <= '9' {
 		j++
+	}
+	if j-digits > 1 && r.b[digits] == '0' {
+		return 0, false // a leading zero: not JSON (encoding/json refuses it)
 	}
 	n, err := strconv.ParseInt(string(r.b[r.i:j]), 10, 64)
 	if err != nil {
@@ -521,6 +525,13 @@ func (d *Deliverer) receive(_ string, data []byte) {
 	}
 	d.stats.received.Add(1)
 	if h.Msg != nil && !h.Resolve && h.Conv != "" && !d.holdsAny(h.To) {
+		// Not decoded, but checked: a payload that is not JSON (readHead
+		// takes the message's bytes as they are) must not move the
+		// conversation's remembered seq.
+		if !json.Valid(h.Msg) {
+			d.stats.bad.Add(1)
+			return
+		}
 		d.stats.notHeld.Add(1)
 		if h.Seq > 0 { // a command (seq 0) is live only: nothing to remember
 			d.enqueue(item{kind: itemNotHeld, conv: h.Conv, seq: h.Seq, to: h.To})

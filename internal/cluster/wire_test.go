@@ -105,3 +105,29 @@ func FuzzReadHead(f *testing.F) {
 		checkHead(t, fh, want)
 	})
 }
+
+// TestReceiveRefusesWhatIsNotJSON: a payload encoding/json would refuse
+// (a leading zero in seq, a message that is not JSON, a second value
+// after the message) is counted bad, even for a conversation no session
+// here holds, whose message is otherwise not decoded.
+func TestReceiveRefusesWhatIsNotJSON(t *testing.T) {
+	d := NewDeliverer(DelivererConfig{Node: "n1", Bus: bus.NewLocal(0), Local: nobodyHere{}})
+	for _, p := range []string{
+		`{"node":"n2","to":["x"],"conv":"p:x:y","seq":007,"msg":{"id":1}}`,
+		`{"node":"n2","to":["x"],"conv":"p:x:y","seq":7,"msg":{not json}}`,
+		`{"node":"n2","to":["x"],"conv":"p:x:y","seq":7,"msg":{"id":1},"group":{}}`,
+	} {
+		before := d.Stats()
+		d.receive("", []byte(p))
+		after := d.Stats()
+		if after.BadPayloads != before.BadPayloads+1 || after.NotHeld != before.NotHeld {
+			t.Errorf("%s: bad %d -> %d, not held %d -> %d; want it counted bad", p, before.BadPayloads, after.BadPayloads, before.NotHeld, after.NotHeld)
+		}
+	}
+}
+
+// nobodyHere is a node with no sessions.
+type nobodyHere struct{ chat.Deliverer }
+
+func (nobodyHere) LiveDevices(func(user, device string)) {}
+func (nobodyHere) SessionsOf(string) int                 { return 0 }

@@ -537,9 +537,10 @@ func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs m
 	if tag.String() == "ROLLBACK" { // COMMIT of a transaction that had failed
 		return fmt.Errorf("commit: %w", pgx.ErrTxCommitRollback)
 	}
-	if err := br.Close(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
+	// COMMIT's tag came back: the transaction is committed, whatever
+	// reading the rest of the reply (its Sync) does; a broken connection
+	// is the pool's to find, not a failure of these messages.
+	br.Close()
 	return nil
 }
 
