@@ -75,7 +75,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var po bench.PushOptions
 	var gro bench.GroupOptions
 	var pushEnv pushServerFlags
-	var cluster bench.ClusterOptions
+	cluster := bench.ClusterOptions{Nodes: 1} // conn has no --nodes: one server
 	provider := "apns"
 	if scenario == "push" || scenario == "group" {
 		fs.StringVar(&provider, "provider", "apns", "the push vendor whose emulator the server pushes to: apns, fcm, hms or webpush")
