@@ -242,8 +242,9 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec)
 	case bench.ConnResult:
 		fmt.Fprintf(w, "conn: %d idle connections\n", r.Conns)
-		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20))
-		fmt.Fprintf(w, "  %.1f KiB per connection\n", float64(r.BytesPerConn)/1024)
+		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB), anonymous %.1f MiB (baseline %.1f MiB)\n",
+			float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20), float64(r.ServerAnon)/(1<<20), float64(r.BaselineAnon)/(1<<20))
+		fmt.Fprintf(w, "  %.1f KiB per connection (anonymous memory)\n", float64(r.BytesPerConn)/1024)
 	}
 }
 

@@ -24,12 +24,18 @@ type ConnResult struct {
 	Conns        int   `json:"conns"`
 	BaselineRSS  int64 `json:"baseline_rss_bytes"`
 	ServerRSS    int64 `json:"server_rss_bytes"`
-	BytesPerConn int64 `json:"bytes_per_conn"`
+	BaselineAnon int64 `json:"baseline_anon_bytes"` // the anonymous part of BaselineRSS
+	ServerAnon   int64 `json:"server_anon_bytes"`   // and of ServerRSS
+	BytesPerConn int64 `json:"bytes_per_conn"`      // from the anonymous memory
 }
 
 // Conn opens Conns logged-in connections (each its own user), keeps them
 // alive with heartbeats, and reports the server's memory per connection:
-// (RSS with them - RSS before them) / Conns.
+// (anonymous RSS with them - before them) / Conns. The rest of the RSS
+// is the binary's pages, mapped from its file: connections do not add
+// to them, but how many of them are resident varies by megabytes from
+// run to run and from build to build, which made the per-connection
+// figure swing by half a KiB.
 func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 	if o.Conns <= 0 {
 		return ConnResult{}, fmt.Errorf("conns must be positive")
@@ -42,7 +48,7 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		c.close()
 	}
 	time.Sleep(o.Settle)
-	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS()}
+	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS(), BaselineAnon: t.sum("RssAnon:")}
 
 	clients := make([]*client, o.Conns)
 	var opened atomic.Int64
@@ -90,8 +96,8 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 	}
 	defer keepAlive(clients)()
 	time.Sleep(o.Settle)
-	res.ServerRSS = t.RSS()
-	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
+	res.ServerRSS, res.ServerAnon = t.RSS(), t.sum("RssAnon:")
+	res.BytesPerConn = (res.ServerAnon - res.BaselineAnon) / int64(o.Conns)
 	return res, nil
 }
 
