@@ -216,7 +216,7 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  throughput %.0f msgs/s persisted\n", r.MsgsPerSec)
 		fmt.Fprintf(w, "  send->delivery p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms\n", r.P50ms, r.P99ms, r.P999ms)
 		printNodes(w, r.Nodes, r.ByNodes)
-		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec)
+		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s (generator %.1f s)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec, r.GeneratorCPUSec)
 	case bench.PushResult:
 		rate := "as fast as acknowledged"
 		if r.Rate > 0 {
