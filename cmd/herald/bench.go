@@ -233,7 +233,7 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  throughput %.0f msgs/s persisted\n", r.MsgsPerSec)
 		fmt.Fprintf(w, "  send->delivery p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms\n", r.P50ms, r.P99ms, r.P999ms)
 		printNodes(w, r.Nodes, r.ByNodes)
-		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec)
+		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s (generator %.1f s)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec, r.GeneratorCPUSec)
 	case bench.PushResult:
 		rate := "as fast as acknowledged"
 		if r.Rate > 0 {
@@ -263,8 +263,9 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec)
 	case bench.ConnResult:
 		fmt.Fprintf(w, "conn: %d idle connections\n", r.Conns)
-		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20))
-		fmt.Fprintf(w, "  %.1f KiB per connection\n", float64(r.BytesPerConn)/1024)
+		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB), anonymous %.1f MiB (baseline %.1f MiB)\n",
+			float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20), float64(r.ServerAnon)/(1<<20), float64(r.BaselineAnon)/(1<<20))
+		fmt.Fprintf(w, "  %.1f KiB per connection (anonymous memory)\n", float64(r.BytesPerConn)/1024)
 		fmt.Fprintf(w, "  logins (connect, login, push registration, sync) %.0f/s  p50 %.1f ms  p99 %.1f ms; first logins (a new device each) %.0f/s\n",
 			r.LoginsPerSec, r.LoginP50ms, r.LoginP99ms, r.FirstLoginsPerSec)
 		if x := r.Restart; x != nil {

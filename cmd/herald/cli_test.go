@@ -236,3 +236,21 @@ func TestBenchNodesRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchConnIsOneServer: bench conn has no --nodes, so it loads one
+// server, the one it starts or its --target, never a cluster of none.
+func TestBenchConnIsOneServer(t *testing.T) {
+	t.Setenv("HERALD_BUS", "")
+	t.Setenv("HERALD_STORE", "")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there: the dial is refused
+	var out, errOut bytes.Buffer
+	err = run([]string{"bench", "conn", "--conns", "1", "--target", "ws://" + addr + "/ws", "--secret", "s"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "opened 0 of 1 connections") {
+		t.Fatalf("bench conn against a closed port: error %v, want the dial's (opened 0 of 1 connections)", err)
+	}
+}

@@ -3,8 +3,12 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"math"
+	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,5 +95,49 @@ func TestProcCPUGrows(t *testing.T) {
 	after := procCPU(os.Getpid())
 	if after-before < 100*time.Millisecond {
 		t.Fatalf("procCPU grew by %v over 300 ms of computing (from %v to %v), want at least 100 ms", after-before, before, after)
+	}
+}
+
+// The senders of a paced scenario tick out of step, spread over one tick:
+// in step, every tick would be a burst of one message per sender, and the
+// burst's last message would wait for all the others, a delay that grows
+// with the number of senders. Each frame is stamped with its tick's
+// scheduled time, so the phases are read from the stamps.
+func TestPaceSpreadsSenders(t *testing.T) {
+	const senders = 4
+	const tick = 200 * time.Millisecond
+	clients := make([]*client, senders)
+	for i := range clients {
+		a, b := net.Pipe()
+		go io.Copy(io.Discard, b)
+		t.Cleanup(func() { a.Close(); b.Close() })
+		clients[i] = &client{conn: a}
+	}
+	var mu sync.Mutex
+	first := make([]int64, senders) // the first stamp of each sender
+	var tl tally
+	start, done := pace(context.Background(), clients, senders*float64(time.Second/tick), 3*tick, &tl, func(i int, k, ts int64) []byte {
+		mu.Lock()
+		if first[i] == 0 {
+			first[i] = ts
+		}
+		mu.Unlock()
+		return []byte("x")
+	})
+	<-done
+	// Each sender's phase within the tick, from the scenario's start.
+	lo, hi := time.Duration(math.MaxInt64), time.Duration(0)
+	for i, ts := range first {
+		if ts == 0 {
+			t.Fatalf("sender %d sent nothing", i)
+		}
+		phase := time.Duration(ts-start.UnixNano()) % tick
+		lo, hi = min(lo, phase), max(hi, phase)
+	}
+	// Spread: the phases are tick/4 apart (sleeps only run late, which
+	// may bring two closer, not all four together). In step: within
+	// microseconds.
+	if hi-lo < tick/4 {
+		t.Errorf("senders' phases within %v of each other, want spread over the %v tick (at least %v apart)", hi-lo, tick, tick/4)
 	}
 }

@@ -29,7 +29,9 @@ type ConnResult struct {
 	Conns        int   `json:"conns"`
 	BaselineRSS  int64 `json:"baseline_rss_bytes"`
 	ServerRSS    int64 `json:"server_rss_bytes"`
-	BytesPerConn int64 `json:"bytes_per_conn"`
+	BaselineAnon int64 `json:"baseline_anon_bytes"` // the anonymous part of BaselineRSS
+	ServerAnon   int64 `json:"server_anon_bytes"`   // and of ServerRSS
+	BytesPerConn int64 `json:"bytes_per_conn"`      // from the anonymous memory
 	// Logins, Concurrency at a time: each is a connect, a login (token
 	// check, session set-up), a push registration and the (empty) offline
 	// sync. LoginsPerSec and the percentiles are of users whose device is
@@ -43,9 +45,13 @@ type ConnResult struct {
 	Restart           *RestartResult `json:"restart,omitempty"`
 }
 
-// Conn opens Conns logged-in connections, keeps them alive with
-// heartbeats, and reports the server's memory per connection: (RSS with
-// them - RSS before them) / Conns. Then it closes them and times two rounds
+// Conn opens Conns logged-in connections (each its own user), keeps them
+// alive with heartbeats, and reports the server's memory per connection:
+// (anonymous RSS with them - before them) / Conns. The rest of the RSS
+// is the binary's pages, mapped from its file: connections do not add
+// to them, but how many of them are resident varies by megabytes from
+// run to run and from build to build, which made the per-connection
+// figure swing by half a KiB. Then it closes them and times two rounds
 // of logins with a push registration each, as phones log in: the first
 // registers the devices, the second (the figure) finds them registered.
 // With Restart it then restarts the server under the second round's
@@ -68,7 +74,7 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		c.close()
 	}
 	time.Sleep(o.Settle)
-	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS()}
+	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS(), BaselineAnon: t.sum("RssAnon:")}
 
 	// Memory: sessions logged in without a push device, so that the
 	// figure is the connection's and not the device registry's.
@@ -79,8 +85,8 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 	}
 	stopPings := keepAlive(idle.clients)
 	time.Sleep(o.Settle)
-	res.ServerRSS = t.RSS()
-	res.BytesPerConn = (res.ServerRSS - res.BaselineRSS) / int64(o.Conns)
+	res.ServerRSS, res.ServerAnon = t.RSS(), t.sum("RssAnon:")
+	res.BytesPerConn = (res.ServerAnon - res.BaselineAnon) / int64(o.Conns)
 	stopPings()
 	idle.closeAll()
 

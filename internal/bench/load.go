@@ -58,12 +58,17 @@ func pace(ctx context.Context, senders []*client, rate float64, d time.Duration,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Spread the senders' phases over one tick: the ticker
+			// starts after the sleep. A ticker made before it would tick
+			// in step with every other sender's, and each tick would be
+			// a burst of one message per sender, the last of which waits
+			// for all the others: a delay that grows with the number of
+			// senders at any rate.
+			time.Sleep(time.Duration(i) * tick / time.Duration(len(senders)))
 			tk := time.NewTicker(tick)
 			defer tk.Stop()
 			var k int64
 			var frames [][]byte
-			// Spread the senders' phases over one tick.
-			time.Sleep(time.Duration(i) * tick / time.Duration(len(senders)))
 			for now := range tk.C {
 				if now.After(stop) || ctx.Err() != nil {
 					return

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -40,6 +41,10 @@ type PeerResult struct {
 	ServerRSS     int64   `json:"server_rss_bytes"`      // summed over the nodes
 	ServerPeakRSS int64   `json:"server_peak_rss_bytes"` // summed over the nodes
 	ServerCPUSec  float64 `json:"server_cpu_s"`          // user+system from the first send to the end of the drain, summed over the nodes
+	// GeneratorCPUSec is the load generator's (this process's) CPU over
+	// the same time: on a machine they share, the two together bound the
+	// rate, and CPU per message is steadier than latency.
+	GeneratorCPUSec float64 `json:"generator_cpu_s"`
 	// On several nodes (StartCluster): their IDs, and the latencies split
 	// by whether sender and receiver were on one node.
 	Nodes   []string     `json:"nodes,omitempty"`
@@ -148,7 +153,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	// Receivers may be silent for longer than the heartbeat timeout.
 	defer keepAlive(clients)()
 
-	cpuBefore := t.CPU()
+	cpuBefore, genBefore := t.CPU(), procCPU(os.Getpid())
 	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, n, ts int64) []byte {
 		// Each frame is built by hand (the fields are digits and IDs:
 		// nothing to escape).
@@ -171,6 +176,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	}
 	progress("done")
 	res.ServerCPUSec = (t.CPU() - cpuBefore).Seconds()
+	res.GeneratorCPUSec = (procCPU(os.Getpid()) - genBefore).Seconds()
 
 	pct, dups := latencyOf(recvs)
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)

@@ -112,7 +112,7 @@ func (g *Gateway) KickLoggedInBefore(user, device string, allDevices bool, at ti
 	sh.mu.Lock()
 	var kick []*session
 	for _, s := range sh.users[user] {
-		if (allDevices || s.device == device) && s.loginAt.Before(at) {
+		if (allDevices || s.device == device) && s.loginTime().Before(at) {
 			kick = append(kick, s)
 		}
 	}

@@ -22,9 +22,15 @@ func (p peerClosed) Error() string { return fmt.Sprintf("client closed the conne
 
 // frameReader parses client frames from a byte stream that arrives in
 // pieces of any size, joining fragmented messages. Between calls it holds
-// only the bytes of an incomplete frame, so an idle connection holds nothing.
+// only the bytes of an incomplete frame or message, in a part made when
+// there is one: an idle connection's reader is its limit and a nil part.
 type frameReader struct {
-	max   int       // largest message, in bytes
+	max  int // largest message, in bytes
+	part *framePart
+}
+
+// framePart is what a frameReader keeps from one call of feed to the next.
+type framePart struct {
 	rest  []byte    // bytes of an incomplete frame
 	msg   []byte    // fragments of a message in progress
 	op    ws.OpCode // opcode of the message in progress
@@ -36,6 +42,24 @@ type frameReader struct {
 // returns false to stop parsing (the session is ending). feed returns
 // errTooLarge, an errProtocol error or peerClosed when the connection must end.
 func (r *frameReader) feed(data []byte, onPing func([]byte), onMessage func(ws.OpCode, []byte) bool) error {
+	var p framePart
+	if r.part != nil {
+		p = *r.part
+	}
+	err := p.feed(data, r.max, onPing, onMessage)
+	switch {
+	case len(p.rest) > 0 || len(p.msg) > 0 || p.inMsg:
+		if r.part == nil {
+			r.part = new(framePart)
+		}
+		*r.part = p
+	default:
+		r.part = nil
+	}
+	return err
+}
+
+func (r *framePart) feed(data []byte, max int, onPing func([]byte), onMessage func(ws.OpCode, []byte) bool) error {
 	b := data
 	if len(r.rest) > 0 {
 		r.rest = append(r.rest, data...)
@@ -59,7 +83,7 @@ func (r *frameReader) feed(data []byte, onPing func([]byte), onMessage func(ws.O
 		if !h.Masked {
 			return fmt.Errorf("%w: client frame is not masked", errProtocol)
 		}
-		if !h.OpCode.IsControl() && int64(len(r.msg))+h.Length > int64(r.max) {
+		if !h.OpCode.IsControl() && int64(len(r.msg))+h.Length > int64(max) {
 			return errTooLarge
 		}
 		end := hl + int(h.Length)

@@ -35,8 +35,8 @@ func feedAll(stream []byte, n, max int, onPing func([]byte)) ([]string, error) {
 			return msgs, err
 		}
 	}
-	if len(r.rest) > 0 || len(r.msg) > 0 {
-		return msgs, fmt.Errorf("%d bytes left over", len(r.rest)+len(r.msg))
+	if p := r.part; p != nil && (len(p.rest) > 0 || len(p.msg) > 0) {
+		return msgs, fmt.Errorf("%d bytes left over", len(p.rest)+len(p.msg))
 	}
 	return msgs, nil
 }
@@ -152,4 +152,28 @@ func FuzzFrameReader(f *testing.F) {
 			t.Fatalf("chunking changed the result: whole %q %v, chunks of %d %q %v", whole, errWhole, chunk+1, parts, errParts)
 		}
 	})
+}
+
+// An idle connection's reader holds nothing: the part kept between reads
+// exists only while a frame or a fragmented message is incomplete.
+func TestFrameReaderHoldsNothingBetweenMessages(t *testing.T) {
+	r := frameReader{max: 1024}
+	frame := clientFrame(ws.OpText, true, []byte("hello"))
+	var got []string
+	onMessage := func(_ ws.OpCode, p []byte) bool { got = append(got, string(p)); return true }
+	if err := r.feed(append([]byte(nil), frame[:3]...), func([]byte) {}, onMessage); err != nil {
+		t.Fatal(err)
+	}
+	if r.part == nil {
+		t.Fatal("half a frame read: no part kept")
+	}
+	if err := r.feed(append([]byte(nil), frame[3:]...), func([]byte) {}, onMessage); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0] != "hello" {
+		t.Errorf("messages %q, want [hello]", got)
+	}
+	if r.part != nil {
+		t.Errorf("after a whole message the reader keeps %+v, want nothing", *r.part)
+	}
 }

@@ -317,16 +317,18 @@ func (g *Gateway) ReadDriver() string {
 	return "goroutine"
 }
 
-// sweepLoop closes sessions whose login or heartbeat deadline has passed
-// (one sweep over all sessions replaces a timer per session). It never
-// waits for the store: acks are ackLoop's.
+// sweepLoop closes sessions whose login or heartbeat deadline has passed,
+// and warns of and ends tokens as they expire (one sweep over all
+// sessions replaces timers per session: an idle session holds none, and
+// these happen within a sweep's interval, a second at most, of their
+// time). It never waits for the store: acks are ackLoop's.
 func (g *Gateway) sweepLoop() {
 	defer close(g.swept)
 	every := min(g.cfg.LoginTimeout, g.cfg.HeartbeatTimeout) / 4
 	every = min(max(every, 20*time.Millisecond), time.Second)
 	tk := time.NewTicker(every)
 	defer tk.Stop()
-	var expired []*session
+	var expired, tokens []*session
 	for {
 		select {
 		case <-g.stopSweep:
@@ -334,16 +336,21 @@ func (g *Gateway) sweepLoop() {
 		case <-tk.C:
 		}
 		now := g.cfg.Now().UnixNano()
-		expired = expired[:0]
+		expired, tokens = expired[:0], tokens[:0]
 		g.connsMu.Lock()
 		for s := range g.conns {
 			if s.deadline.Load() < now {
 				expired = append(expired, s)
+			} else if s.tokenAt.Load() <= now {
+				tokens = append(tokens, s)
 			}
 		}
 		g.connsMu.Unlock()
 		for _, s := range expired {
 			s.timedOut()
+		}
+		for _, s := range tokens {
+			s.tokenTick(now)
 		}
 	}
 }
@@ -694,7 +701,7 @@ func (g *Gateway) LiveLogins(f func(user, device string, at time.Time)) {
 		sh.mu.Lock()
 		for user, list := range sh.users {
 			for _, s := range list {
-				logins = append(logins, login{user, s.device, s.loginAt})
+				logins = append(logins, login{user, s.device, s.loginTime()})
 			}
 		}
 		sh.mu.Unlock()
@@ -712,8 +719,8 @@ func (g *Gateway) DeviceLogins(user string) map[string]time.Time {
 	defer sh.mu.Unlock()
 	out := make(map[string]time.Time, len(sh.users[user]))
 	for _, s := range sh.users[user] {
-		if s.loginAt.After(out[s.device]) {
-			out[s.device] = s.loginAt
+		if at := s.loginTime(); at.After(out[s.device]) {
+			out[s.device] = at
 		}
 	}
 	return out

@@ -16,8 +16,8 @@ import (
 // pollState is a session's registration with the poller.
 type pollState struct {
 	raw   syscall.RawConn
-	fd    int
-	armed bool // added to the epoll set; s.mu guards it
+	fd    int32 // a descriptor is an int32 to the kernel: the session stays small
+	armed bool  // added to the epoll set; s.mu guards it
 }
 
 // poller owns reading for every session on Linux: one goroutine waits in
@@ -87,7 +87,7 @@ func (p *poller) attach(s *session, buffered []byte) bool {
 		s.mu.Unlock()
 		return true // closed already (shutdown raced the handshake): nothing to read
 	}
-	s.poll = pollState{raw: raw, fd: fd}
+	s.poll = pollState{raw: raw, fd: int32(fd)}
 	p.mu.Lock()
 	p.byID[uint64(s.id)] = s
 	p.mu.Unlock()
@@ -116,7 +116,7 @@ func (p *poller) armLocked(s *session) error {
 	if !s.poll.armed {
 		op = unix.EPOLL_CTL_ADD
 	}
-	if err := unix.EpollCtl(p.epfd, op, s.poll.fd, &ev); err != nil {
+	if err := unix.EpollCtl(p.epfd, op, int(s.poll.fd), &ev); err != nil {
 		return err
 	}
 	s.poll.armed = true
@@ -132,7 +132,7 @@ func (p *poller) forget(s *session) {
 	delete(p.byID, uint64(s.id))
 	p.mu.Unlock()
 	if s.poll.armed && !p.closed.Load() {
-		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, s.poll.fd, nil)
+		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(s.poll.fd), nil)
 	}
 	s.poll.armed = false
 }

@@ -121,6 +121,13 @@ const maxAckedConversations = 10000
 // (Linux: a goroutine exists only while bytes are being handled) or by a
 // blocking read goroutine elsewhere; both feed the same frame parser. A
 // writer goroutine runs only while frames are queued.
+//
+// An idle session is this struct and its connection, nothing else: no
+// goroutine, no buffer, no timer (the sweeper checks its deadlines and
+// its token's expiry). Its fields are packed for that (bench conn): what
+// only a busy or ending session needs is allocated when needed (the
+// frameReader's partial frame, the cond), times are Unix ns, and the
+// flags sit together.
 type session struct {
 	g    *Gateway
 	id   chat.SessionID
@@ -130,32 +137,40 @@ type session struct {
 	// Set by the reader at login, before the session is visible to other
 	// goroutines through the hub; read-only afterwards.
 	user, device string
-	loginAt      time.Time // when it logged in (gateway clock): cross-node kicks spare later logins
-	loggedIn     atomic.Bool
+	loginAt      int64 // Unix ns when it logged in (gateway clock): cross-node kicks spare later logins (loginTime)
 
 	// deadline is when the session times out (Unix ns): the login timeout
 	// until login; none from the login until sync_done has been written;
 	// then the heartbeat timeout after sync_done or the last bytes read,
 	// whichever came later. beating is set when the heartbeat clock runs.
+	// tokenAt is when the sweeper next looks at the token (Unix ns): at
+	// its warning, then at its expiry (tokenTick); MaxInt64 for never.
 	deadline atomic.Int64
+	tokenAt  atomic.Int64
 	beating  atomic.Bool
+	loggedIn atomic.Bool
+	torn     atomic.Bool // teardown has run end, or is running it
 
 	// Send rate limit: a token bucket used by the reader only.
 	tokens     float64
-	lastRefill time.Time
+	lastRefill int64 // Unix ns; zero before the first request
 
-	poll     pollState // the poller's registration (poll_linux.go)
-	teardown func()    // runs once, when the session ends (sync.OnceFunc)
+	poll pollState // the poller's registration (poll_linux.go)
 
 	mu          sync.Mutex
-	cond        sync.Cond // on mu: the writer drained the queue or stopped
+	cond        *sync.Cond // on mu: the writer drained the queue or stopped; made by the first waiter (waitLocked)
 	queue       []outFrame
 	queued      int // cost of the frames in queue and being written (see frameCost)
-	writing     bool
 	closeCode   int // set once: the writer sends it after the queue, then closes the conn
 	closeReason string
+	writing     bool
 	closed      bool // the connection is closed; nothing more is read or written
 	ended       bool // end has run or is running: no login, timer or ack may start anything new
+	syncing     bool // live messages wait in pending until the offline sync is sent
+	loggedOut   bool // set by a successful logout (calls, events)
+	announced   bool // the login was reported (events.go): the end is reported too
+	ackDirty    bool // acked has changed since the last flush
+	warned      bool // token_will_expire was sent for tokenExp
 
 	// Sends handed to chat whose reply is not queued yet. Shutdown closes
 	// a session only once they are (drainCode waits for that), so a
@@ -165,23 +180,16 @@ type session struct {
 	drainCode   int
 	drainReason string
 
-	syncing      bool // live messages wait in pending until the offline sync is sent
-	pending      []liveMsg
-	pendingBytes int
+	pending *heldLive // live messages held while syncing; made for the first
 
 	// Calls (call.go): rung holds the calls that rang this session from
 	// its login until SessionStarted is done (nil before and after), so
-	// each rings it once; loggedOut is set by a successful logout.
-	rung      map[string]bool
-	loggedOut bool
-	announced bool // the login was reported (events.go): the end is reported too
+	// each rings it once.
+	rung map[string]bool
 
-	acked    map[string]int64 // conversation -> highest seq this device acknowledged
-	ackDirty bool             // acked has changed since the last flush
+	acked map[string]int64 // conversation -> highest seq this device acknowledged
 
-	tokenExp   time.Time
-	tokenTimer *time.Timer
-	warned     bool
+	tokenExp int64 // Unix ns when the session's token expires
 }
 
 type outFrame struct {
@@ -198,16 +206,50 @@ type liveMsg struct {
 	frame []byte
 }
 
+// heldLive is what a session holds of the live messages that arrive while
+// its offline sync is being sent.
+type heldLive struct {
+	msgs  []liveMsg
+	bytes int // of their frames
+}
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func newSession(g *Gateway, conn net.Conn) *session {
 	s := &session{g: g, id: chat.SessionID(g.nextID.Add(1)), conn: conn}
-	s.cond.L = &s.mu
 	s.fr.max = g.cfg.MaxFrameBytes
 	s.deadline.Store(g.cfg.Now().Add(g.cfg.LoginTimeout).UnixNano())
-	s.teardown = sync.OnceFunc(s.end)
+	s.tokenAt.Store(math.MaxInt64)
 	return s
 }
+
+// teardown ends the session (end), once: the first call returns when end
+// has run, later ones at once.
+func (s *session) teardown() {
+	if s.torn.CompareAndSwap(false, true) {
+		s.end()
+	}
+}
+
+// waitLocked waits on the session's cond, made on first use; s.mu must be
+// held. Few sessions ever wait (a sync streamed at a slow client's pace,
+// an end waiting for its writer), so an idle one holds no cond.
+func (s *session) waitLocked() {
+	if s.cond == nil {
+		s.cond = sync.NewCond(&s.mu)
+	}
+	s.cond.Wait()
+}
+
+// broadcastLocked wakes the cond's waiters, if any; s.mu must be held.
+func (s *session) broadcastLocked() {
+	if s.cond != nil {
+		s.cond.Broadcast()
+	}
+}
+
+// loginTime is when the session logged in (gateway clock).
+func (s *session) loginTime() time.Time { return time.Unix(0, s.loginAt) }
 
 func (s *session) logger() []any {
 	return []any{"conn_id", uint64(s.id), "user_id", s.user, "device_id", s.device}
@@ -294,9 +336,7 @@ func (s *session) readFailed(err error) {
 func (s *session) end() {
 	s.mu.Lock()
 	s.ended = true // from now on register refuses s
-	if s.tokenTimer != nil {
-		s.tokenTimer.Stop()
-	}
+	s.tokenAt.Store(math.MaxInt64)
 	s.mu.Unlock()
 	if s.loggedIn.Load() {
 		// Store the acks while s is still in the hub: a relogin from the same
@@ -376,7 +416,7 @@ func (s *session) enqueueFrameLocked(f outFrame) bool {
 func (s *session) slowLocked() {
 	s.g.stats.slowClosed.Add(1)
 	s.queue = nil
-	s.pending, s.pendingBytes = nil, 0
+	s.pending = nil
 	s.closeLocked(proto.CloseSlowConsumer, "send queue full; reconnect and resync")
 }
 
@@ -391,7 +431,7 @@ func (s *session) startWriterLocked() {
 func (s *session) waitWriter() {
 	s.mu.Lock()
 	for s.writing {
-		s.cond.Wait()
+		s.waitLocked()
 	}
 	s.mu.Unlock()
 }
@@ -410,7 +450,7 @@ func (s *session) writeLoop() {
 		code, reason := s.closeCode, s.closeReason
 		if len(q) == 0 && (code == 0 || s.closed) {
 			s.writing = false
-			s.cond.Broadcast()
+			s.broadcastLocked()
 			s.mu.Unlock()
 			return
 		}
@@ -443,7 +483,7 @@ func (s *session) writeLoop() {
 		// stalls a write cannot make the server hold more than the limit.
 		s.mu.Lock()
 		s.queued = max(s.queued-written, 0)
-		s.cond.Broadcast()
+		s.broadcastLocked()
 		s.mu.Unlock()
 		if err == nil && last {
 			s.awaitPeerClose()
@@ -453,7 +493,7 @@ func (s *session) writeLoop() {
 			s.closeConnLocked()
 			s.queue, s.queued = nil, 0
 			s.writing = false
-			s.cond.Broadcast()
+			s.broadcastLocked()
 			s.mu.Unlock()
 			// No read will notice a connection closed from this side when
 			// the poller drives reading, so end the session here.
@@ -493,9 +533,12 @@ func (s *session) deliver(conv string, seq int64, frame []byte) {
 		if s.closed || s.closeCode != 0 {
 			return
 		}
-		s.pending = append(s.pending, liveMsg{conv, seq, frame})
-		s.pendingBytes += len(frame)
-		if s.pendingBytes > s.g.cfg.SendQueueBytes {
+		if s.pending == nil {
+			s.pending = new(heldLive)
+		}
+		s.pending.msgs = append(s.pending.msgs, liveMsg{conv, seq, frame})
+		s.pending.bytes += len(frame)
+		if s.pending.bytes > s.g.cfg.SendQueueBytes {
 			s.slowLocked()
 		}
 		return
@@ -509,7 +552,7 @@ func (s *session) enqueueWait(frame []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.queued > 0 && s.queued+frameCost(frame) > s.g.cfg.SendQueueBytes/2 && !s.closed && s.closeCode == 0 {
-		s.cond.Wait()
+		s.waitLocked()
 	}
 	if !s.enqueueLocked(ws.OpText, frame) {
 		return errSessionClosed
@@ -704,8 +747,8 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		return // the session ended while this login was being checked
 	}
 	s.user, s.device = req.UserID, req.DeviceID
-	s.loginAt = cfg.Now()
-	s.tokenExp = claims.ExpiresAt
+	s.loginAt = cfg.Now().UnixNano()
+	s.tokenExp = claims.ExpiresAt.UnixNano()
 	s.syncing = true
 	s.rung = make(map[string]bool)
 	s.mu.Unlock()
@@ -765,7 +808,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		},
 	})
 	s.mu.Lock()
-	s.armTokenTimerLocked()
+	s.armTokenLocked()
 	s.mu.Unlock()
 	s.g.log.Debug("login", s.logger()...)
 	if p := cfg.Push; p != nil {
@@ -784,12 +827,14 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	done, _ := s.g.encodeEvent(proto.EvSyncDone, proto.SyncDone{Count: count})
 	s.mu.Lock()
 	s.enqueueFrameLocked(outFrame{op: ws.OpText, payload: done, startsHeartbeat: true})
-	for _, p := range s.pending {
-		if p.seq == 0 || p.seq > covered[p.conv] {
-			s.enqueueLocked(ws.OpText, p.frame)
+	if s.pending != nil {
+		for _, p := range s.pending.msgs {
+			if p.seq == 0 || p.seq > covered[p.conv] {
+				s.enqueueLocked(ws.OpText, p.frame)
+			}
 		}
 	}
-	s.pending, s.pendingBytes, s.syncing = nil, 0, false
+	s.pending, s.syncing = nil, false
 	s.mu.Unlock()
 	s.callsStarted() // after the sync: calls still ringing ring this session
 }
@@ -830,39 +875,44 @@ func (g *Gateway) syncFrames(user string, msgs []*herald.Message, emit func([]by
 	return flush()
 }
 
-// armTokenTimerLocked schedules the expiry warning and the expiry itself;
-// s.mu must be held.
-func (s *session) armTokenTimerLocked() {
-	if s.tokenTimer != nil {
-		s.tokenTimer.Stop()
-	}
+// armTokenLocked schedules the token's expiry warning and the expiry
+// itself (tokenAt, which the sweeper watches: no timer per session); a
+// warning due already is sent now. s.mu must be held.
+func (s *session) armTokenLocked() {
 	if s.ended {
 		return
 	}
-	exp := s.tokenExp
-	d := exp.Add(-s.g.cfg.TokenWarning).Sub(s.g.cfg.Now())
-	s.tokenTimer = time.AfterFunc(max(d, 0), func() { s.tokenTick(exp) })
+	s.tokenAt.Store(s.tokenExp - int64(s.g.cfg.TokenWarning))
+	s.tokenTickLocked(s.g.cfg.Now().UnixNano())
 }
 
-func (s *session) tokenTick(exp time.Time) {
+// tokenTick is the sweeper's call once tokenAt has passed (Unix ns now):
+// the warning is sent, then at expiry the session is closed.
+func (s *session) tokenTick(now int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.tokenExp.Equal(exp) || s.closed || s.ended {
-		return // renewed or gone
+	s.tokenTickLocked(now)
+}
+
+// tokenTickLocked is tokenTick; s.mu must be held.
+func (s *session) tokenTickLocked(now int64) {
+	if s.closed || s.ended || now < s.tokenAt.Load() {
+		return // gone, or renewed since the sweeper looked
 	}
-	now := s.g.cfg.Now()
-	if !now.Before(exp) {
+	exp := s.tokenExp
+	if now >= exp {
+		s.tokenAt.Store(math.MaxInt64)
 		s.closeLocked(proto.CloseTokenExpired, "token expired; log in with a new token")
 		return
 	}
 	if !s.warned {
 		s.warned = true
 		frame, _ := s.g.encodeEvent(proto.EvTokenWillExpire, proto.TokenWillExpire{
-			ExpiresAt: proto.Millis(exp), RemainingMS: exp.Sub(now).Milliseconds(),
+			ExpiresAt: exp / int64(time.Millisecond), RemainingMS: (exp - now) / int64(time.Millisecond),
 		})
 		s.enqueueLocked(ws.OpText, frame)
 	}
-	s.tokenTimer = time.AfterFunc(exp.Sub(now), func() { s.tokenTick(exp) })
+	s.tokenAt.Store(exp)
 }
 
 func (s *session) renewToken(f proto.Frame) {
@@ -880,8 +930,8 @@ func (s *session) renewToken(f proto.Frame) {
 		return
 	}
 	s.mu.Lock()
-	s.tokenExp, s.warned = claims.ExpiresAt, false
-	s.armTokenTimerLocked()
+	s.tokenExp, s.warned = claims.ExpiresAt.UnixNano(), false
+	s.armTokenLocked()
 	s.mu.Unlock()
 	s.reply(f.ID, proto.RenewTokenReply{TokenExpiresAt: proto.Millis(claims.ExpiresAt)})
 }
@@ -889,11 +939,11 @@ func (s *session) renewToken(f proto.Frame) {
 // allowSend takes a token from the session's send bucket.
 func (s *session) allowSend() bool {
 	cfg := &s.g.cfg
-	now := cfg.Now()
-	if s.lastRefill.IsZero() {
+	now := cfg.Now().UnixNano()
+	if s.lastRefill == 0 {
 		s.tokens = float64(cfg.SendBurst)
 	} else {
-		s.tokens = min(float64(cfg.SendBurst), s.tokens+now.Sub(s.lastRefill).Seconds()*float64(cfg.SendsPerSecond))
+		s.tokens = min(float64(cfg.SendBurst), s.tokens+time.Duration(now-s.lastRefill).Seconds()*float64(cfg.SendsPerSecond))
 	}
 	s.lastRefill = now
 	if s.tokens < 1 {

@@ -2,9 +2,17 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"math"
 	"net"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws/wsutil"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/chat"
@@ -69,11 +77,8 @@ func TestLoginAfterEndRegistersNothing(t *testing.T) {
 	if st := g.Stats(); st.Sessions != 0 || st.Connections != 0 {
 		t.Errorf("stats = %+v, want no sessions and no connections", st)
 	}
-	s.mu.Lock()
-	timer := s.tokenTimer
-	s.mu.Unlock()
-	if timer != nil {
-		t.Error("a token timer was armed on an ended session")
+	if at := s.tokenAt.Load(); at != math.MaxInt64 {
+		t.Errorf("the token's expiry was scheduled (at %d) on an ended session", at)
 	}
 }
 
@@ -116,5 +121,63 @@ func TestSweeperStartsWithChat(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Shutdown of a gateway without a Chat hangs")
+	}
+}
+
+// TestTokenExpiryBySweeper: an idle session holds no timer; the sweeper
+// sends token_will_expire once the warning's time has come and closes the
+// session at expiry (gateway clock, injected here).
+func TestTokenExpiryBySweeper(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	start := time.Now().Truncate(time.Second)
+	var clock atomic.Int64
+	clock.Store(start.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	// A short login timeout makes the sweep frequent (every 20 ms); the
+	// heartbeat never times out on the clock's jumps.
+	g := New(&ackStore{noChat: noChat{t: t}, cursors: map[string]map[string]int64{}, synced: map[string]map[string]int64{}},
+		Config{Secret: secret, BlockingReads: true, LoginTimeout: 80 * time.Millisecond, HeartbeatTimeout: 24 * time.Hour, Now: now})
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	defer g.Shutdown(context.Background())
+	c := dialWS(t, "ws"+strings.TrimPrefix(srv.URL, "http")+proto.Path)
+	defer c.conn.Close()
+	tok, _ := token.Mint(secret, "alice", start, time.Hour)
+	exp := start.Add(time.Hour)
+	c.call(1, proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "alice", Token: tok, DeviceID: "phone"})
+
+	clock.Store(exp.Add(-10 * time.Second).UnixNano()) // within the 30 s warning
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		b, err := wsutil.ReadServerText(c.conn)
+		if err != nil {
+			t.Fatalf("waiting for token_will_expire: %v", err)
+		}
+		f, _ := proto.JSON.DecodeFrame(b)
+		if f.Ev != proto.EvTokenWillExpire {
+			continue
+		}
+		var w proto.TokenWillExpire
+		json.Unmarshal(f.Data, &w)
+		if w.ExpiresAt != exp.UnixMilli() || w.RemainingMS != 10000 {
+			t.Errorf("token_will_expire %+v, want expires_at %d, remaining_ms 10000", w, exp.UnixMilli())
+		}
+		break
+	}
+
+	clock.Store(exp.UnixNano())
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, err := wsutil.ReadServerText(c.conn)
+		var closed wsutil.ClosedError
+		if errors.As(err, &closed) {
+			if closed.Code != proto.CloseTokenExpired {
+				t.Errorf("closed with %d %q, want %d", closed.Code, closed.Reason, proto.CloseTokenExpired)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("waiting for the close at expiry: %v", err)
+		}
 	}
 }
