@@ -250,7 +250,7 @@ func TestBenchConnIsOneServer(t *testing.T) {
 	ln.Close() // nothing listens there: the dial is refused
 	var out, errOut bytes.Buffer
 	err = run([]string{"bench", "conn", "--conns", "1", "--target", "ws://" + addr + "/ws", "--secret", "s"}, &out, &errOut)
-	if err == nil || !strings.Contains(err.Error(), "opened 0 of 1 connections") {
-		t.Fatalf("bench conn against a closed port: error %v, want the dial's (opened 0 of 1 connections)", err)
+	if err == nil || !strings.Contains(err.Error(), "0 of 1: dial tcp") {
+		t.Fatalf("bench conn against a closed port: error %v, want the dial's (0 of 1: dial tcp ...)", err)
 	}
 }

@@ -21,6 +21,10 @@ type ConnOptions struct {
 	// every session to come back.
 	Restart         bool
 	RestartDeadline time.Duration
+	// Push registers a push device at each timed login (an APNs token of
+	// app com.herald.bench.conn, which a bench server's built-in emulators
+	// accept); without it the logins register nothing.
+	Push bool
 	Progress        io.Writer
 }
 
@@ -33,8 +37,8 @@ type ConnResult struct {
 	ServerAnon   int64 `json:"server_anon_bytes"`   // and of ServerRSS
 	BytesPerConn int64 `json:"bytes_per_conn"`      // from the anonymous memory
 	// Logins, Concurrency at a time: each is a connect, a login (token
-	// check, session set-up), a push registration and the (empty) offline
-	// sync. LoginsPerSec and the percentiles are of users whose device is
+	// check, session set-up), a push registration (with Push) and the
+	// (empty) offline sync. LoginsPerSec and the percentiles are of users whose device is
 	// registered already (as in a login storm after a restart);
 	// FirstLoginsPerSec of the first logins before them, each of which
 	// registers a new device (a write).
@@ -92,13 +96,13 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 
 	// Logins: the first register each user's device; the timed ones are
 	// the next, as after a restart: known users with known devices.
-	first, err := openSessions(ctx, t, o.Conns, o.Concurrency, true, o.Progress, "first logins")
+	first, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Push, o.Progress, "first logins")
 	first.closeAll()
 	if err != nil {
 		return res, err
 	}
 	res.FirstLoginsPerSec = first.rate
-	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, true, o.Progress, "logins")
+	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Push, o.Progress, "logins")
 	defer s.closeAll()
 	if err != nil {
 		return res, err
@@ -111,10 +115,15 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		}
 	}
 	if o.Restart {
+		// Kept alive until the restart: a session the server timed out
+		// would reconnect to the old process before it stops.
+		stopPings := keepAlive(s.clients)
+		time.Sleep(o.Settle)
+		stopPings()
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "restarting the server under %d sessions\n", o.Conns)
 		}
-		r, err := restartUnder(ctx, t, s.clients, s.closed, s.pushIDs, o.RestartDeadline)
+		r, err := restartUnder(ctx, t, s.clients, s.closed, o.RestartDeadline)
 		if err != nil {
 			return res, err
 		}

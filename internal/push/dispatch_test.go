@@ -513,6 +513,20 @@ func TestRegisterUnchangedWritesNothing(t *testing.T) {
 			t.Errorf("%s: got %s on %s (%s), want %s on %s (%s)", s.name, d.PushID, d.Device, d.Env, first.PushID, s.device, s.env)
 		}
 	}
+
+	// On several nodes another node may have moved the token since this
+	// node's registry last heard: every registration is written.
+	h.stop()
+	h.cfg.Node = "node-1"
+	h.start()
+	mu.Lock()
+	now = time.Now() // the last registration, written, is a minute old at most
+	mu.Unlock()
+	before := counter.n.Load()
+	register("tablet", herald.EnvProduction)
+	if got := counter.n.Load() - before; got != 1 {
+		t.Errorf("on several nodes: %d store writes, want 1", got)
+	}
 }
 
 // TestBackoffCountsFromTheAnswer: APNs answers 503 slowly; the retry is
@@ -583,4 +597,32 @@ func TestPayloadJustUnderTheLimit(t *testing.T) {
 		t.Errorf("the largest push accepted is sent as %d bytes, %d under the limit; want at most 36 (the ID digits)", len(got[0].Payload), slack)
 	}
 	t.Logf("largest push accepted: %d bytes of title, content and payload; as sent: %d bytes", size(lo), len(got[0].Payload))
+}
+
+// TestGoneBeforeUnchangedRegistrationKeepsTheDevice: a device registered
+// again, unchanged (answered without a write), after the time the vendor
+// says its token became invalid is kept, as one whose registration was
+// written then would be; a token gone after that registration is dropped.
+func TestGoneBeforeUnchangedRegistrationKeepsTheDevice(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	ctx := context.Background()
+	id := h.device("bob", 1)
+	time.Sleep(5 * time.Millisecond) // the stored time is in milliseconds
+	gone := time.Now()
+	time.Sleep(5 * time.Millisecond)
+	if _, err := h.svc.Register(ctx, "bob", "phone", herald.ProviderAPNs, token(1), app, herald.EnvProduction); err != nil {
+		t.Fatal(err)
+	}
+	h.emu.Script(token(1), emulator.Step{Status: 410, Timestamp: gone})
+	m := h.send("bob")
+	h.waitLog(m.ID, herald.PushFailed)
+	if _, ok := h.svc.Device(id); !ok {
+		t.Fatal("device dropped for a token gone before it registered again")
+	}
+	h.emu.Script(token(1), emulator.Step{Status: 410, Timestamp: time.Now()})
+	m = h.send("bob")
+	h.waitLog(m.ID, herald.PushDropped)
+	if _, ok := h.svc.Device(id); ok {
+		t.Fatal("device kept for a token gone after its last registration")
+	}
 }

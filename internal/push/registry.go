@@ -21,6 +21,10 @@ type registry struct {
 	// which runs ahead of the stored one by the pushes whose outcome is not
 	// written yet (see dispatch.go).
 	badges map[string]*badgeState
+	// seen holds, per device, when it was last registered again unchanged
+	// without a write (unchanged): the vendor's "gone since" timestamp
+	// older than that does not remove it (Service.drop).
+	seen map[string]time.Time
 }
 
 type badgeState struct {
@@ -38,6 +42,7 @@ func (r *registry) init() {
 	r.byToken = make(map[tokenKey]string)
 	r.byUser = make(map[string][]string)
 	r.badges = make(map[string]*badgeState)
+	r.seen = make(map[string]time.Time)
 }
 
 func (r *registry) load(devs []herald.PushDevice) {
@@ -88,6 +93,7 @@ func (r *registry) put(d herald.PushDevice) {
 func (r *registry) putLocked(d herald.PushDevice) {
 	dd := d
 	r.byID[d.PushID] = &dd
+	delete(r.seen, d.PushID) // its stored time is the latest again
 	if r.badges[d.PushID] == nil {
 		r.badges[d.PushID] = &badgeState{stored: d.Badge}
 	}
@@ -160,6 +166,7 @@ func (r *registry) removeLocked(id string) {
 	}
 	delete(r.byID, id)
 	delete(r.badges, id)
+	delete(r.seen, id)
 	if k := (tokenKey{d.Provider, d.App, d.Token}); r.byToken[k] == id {
 		delete(r.byToken, k)
 	}
@@ -227,16 +234,27 @@ func (r *registry) ofUser(user string) []herald.PushDevice {
 }
 
 // unchanged returns the device holding token (p, app, tok) when it is
-// already bound to user and device in env and was registered after since:
-// registering it again would change nothing but its time.
-func (r *registry) unchanged(user, device string, p herald.PushProvider, tok, app string, env herald.PushEnvironment, since time.Time) (herald.PushDevice, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
+// already bound to user and device in env and its stored registration is
+// under reRegisterRefresh old at now: registering it again would change
+// nothing but its time, which is kept here instead (seenAfter).
+func (r *registry) unchanged(user, device string, p herald.PushProvider, tok, app string, env herald.PushEnvironment, now time.Time) (herald.PushDevice, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	d, ok := r.byID[r.byToken[tokenKey{p, app, tok}]]
-	if !ok || d.User != user || d.Device != device || d.Env != env || !d.RegisteredAt.After(since) {
+	if !ok || d.User != user || d.Device != device || d.Env != env || !d.RegisteredAt.After(now.Add(-reRegisterRefresh)) {
 		return herald.PushDevice{}, false
 	}
+	r.seen[d.PushID] = now
 	return *d, true
+}
+
+// seenAfter reports whether device id was registered again unchanged
+// (unchanged) after at.
+func (r *registry) seenAfter(id string, at time.Time) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	t, ok := r.seen[id]
+	return ok && t.After(at)
 }
 
 // each calls fn for every device bound to user, under the read lock: fn

@@ -303,16 +303,21 @@ func (s *Service) Register(ctx context.Context, user, device string, p herald.Pu
 	if env == "" {
 		env = herald.EnvProduction
 	}
-	// The SDK registers its token after every login: when nothing changed
-	// (same token, user, device and environment) the registration is
-	// answered from the registry, without a write and without waiting
-	// behind other registrations' writes, so a node's clients coming back
-	// at once after a restart do not queue on one transaction each. The
-	// stored registration time is still refreshed once per
-	// reRegisterRefresh: the oldest registrations are the ones dropped past
-	// MaxDevices.
-	if d, ok := s.reg.unchanged(user, device, p, tok, app, env, s.cfg.Now().Add(-reRegisterRefresh)); ok {
-		return d, nil
+	// Apps register their token at every login (the Go SDK does after
+	// Login): on one node, when nothing changed (same token, user, device
+	// and environment), the registration is answered from the registry,
+	// without a write and without waiting behind other registrations'
+	// writes, so many logins at once do not queue on one transaction each.
+	// The stored registration time is still refreshed once per
+	// reRegisterRefresh (the oldest registrations are the ones dropped past
+	// MaxDevices), and drop keeps a device registered again after the
+	// vendor's timestamp. On several nodes the registry can lag another
+	// node's change (a user switch on the phone through another node), so
+	// there every registration is written.
+	if s.cfg.Node == "" {
+		if d, ok := s.reg.unchanged(user, device, p, tok, app, env, s.cfg.Now()); ok {
+			return d, nil
+		}
 	}
 	s.devMu.Lock()
 	defer s.devMu.Unlock()
@@ -545,6 +550,9 @@ func (s *Service) accepted(d *herald.PushDevice) {
 func (s *Service) drop(ctx context.Context, pushID string, at time.Time) (bool, error) {
 	s.devMu.Lock()
 	defer s.devMu.Unlock()
+	if s.reg.seenAfter(pushID, at) {
+		return false, nil // registered again, unchanged (not written), after at
+	}
 	dropped, err := s.st.DropPushDevice(ctx, pushID, at)
 	if err == nil && dropped {
 		s.reg.remove(pushID)
