@@ -523,12 +523,3 @@ func TestRetryOfALargeBatch(t *testing.T) {
 			got[0].Message.Seq, got[0].Duplicate, orig[6].Message.Seq)
 	}
 }
-
-// BenchmarkFinishPush: a batch of 256 sent pushes, on a delivery log of
-// 100,000 entries.
-func BenchmarkFinishPush(b *testing.B) {
-	storetest.BenchmarkFinishPush(b, func(b *testing.B) store.Store {
-		s, _ := openTemp(b, Options{})
-		return s
-	}, 256, 100_000)
-}

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -48,8 +47,6 @@ func (w *writer) pushStatements() []statement {
 		{&w.jobRetry, "UPDATE push_outbox SET due = ?, attempt = ? WHERE msg_id = ? AND push_id = ?"},
 		{&w.logInsert, logInsertHead + logInsertRow},
 		{&w.logPrune, "DELETE FROM push_log WHERE id IN (SELECT id FROM push_log WHERE at < ?1 ORDER BY at LIMIT ?2)"},
-		// A segment whose latest entry is pruned has no entry left.
-		{&w.logPruneSegments, "DELETE FROM push_log_segments WHERE max_at < ?"},
 		{&w.setBadge, "UPDATE push_devices SET badge = ? WHERE push_id = ?"},
 		{&w.devByToken, "SELECT " + deviceCols + " FROM push_devices WHERE provider = ? AND app = ? AND token = ?"},
 		{&w.devByBinding, "SELECT " + deviceCols + ` FROM push_devices
@@ -74,7 +71,6 @@ func (s *Store) pushReadStatements() []statement {
 		{&s.stmtPending, "SELECT " + jobCols + ` FROM push_outbox
 			WHERE (due, push_id, msg_id) > (?1, ?2, ?3) ORDER BY due, push_id, msg_id LIMIT ?4`},
 		{&s.stmtDevices, "SELECT " + deviceCols + " FROM push_devices ORDER BY push_id"},
-		{&s.stmtLogSegments, "SELECT seg, max_at FROM push_log_segments"},
 	}
 	for mask := 1; mask < len(s.stmtPushLog); mask++ {
 		stmts = append(stmts, statement{&s.stmtPushLog[mask], pushLogQuery(mask)})
@@ -89,33 +85,21 @@ const (
 	logByMsg
 )
 
-// logSegmentShift makes a delivery-log entry's segment: its rowid shifted
-// right by it (migrations/0008_push_log_segments.sql; the indexes' own
-// expression, which the queries must repeat exactly). 1024 entries: a
-// batch of outcomes lands in a few pages of each index, and a query by
-// user or device reads one segment per 1024 entries of the log at most.
-const logSegmentShift = 10
-
 // pushLogQuery is the PushLog query for the set fields in mask, with
-// parameters ?1 user, ?2 push ID, ?3 msg ID, ?4 limit and, without a
-// message, ?5 the segment. It names its index: the most selective set
-// field's (a message has a few entries, a device many, a user more), so
-// the planner cannot pick one that sorts. By message it reads the whole
-// log; by user or device, one segment.
+// parameters ?1 user, ?2 push ID, ?3 msg ID, ?4 limit. It names its index:
+// the most selective set field's (a message has a few entries, a device
+// many, a user more), so the planner cannot pick one that sorts.
 func pushLogQuery(mask int) string {
-	var index, seg string
+	var index string
 	switch {
 	case mask&logByMsg != 0:
 		index = "push_log_msg"
 	case mask&logByPush != 0:
-		index, seg = "push_log_push", fmt.Sprintf("id >> %d = ?5", logSegmentShift)
+		index = "push_log_push"
 	default:
-		index, seg = "push_log_user", fmt.Sprintf("id >> %d = ?5", logSegmentShift)
+		index = "push_log_user"
 	}
 	var conds []string
-	if seg != "" {
-		conds = append(conds, seg)
-	}
 	if mask&logByUser != 0 {
 		conds = append(conds, "user_id = ?1")
 	}
@@ -126,8 +110,8 @@ func pushLogQuery(mask int) string {
 		conds = append(conds, "msg_id = ?3")
 	}
 	// A parameter the query does not use is bound all the same: SQLite
-	// counts parameters up to the highest number, ?4 or ?5.
-	return "SELECT id, " + logCols + " FROM push_log INDEXED BY " + index +
+	// counts parameters up to the highest number, ?4.
+	return "SELECT " + logCols + " FROM push_log INDEXED BY " + index +
 		" WHERE " + strings.Join(conds, " AND ") + " ORDER BY at DESC, id DESC LIMIT ?4"
 }
 
@@ -433,11 +417,7 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 	return nil
 }
 
-// PushLog implements store.Store. By message it is one query; by user or
-// device, one per segment of the log (pushLogQuery), in one read
-// transaction: the segments in the order of their latest entry, until the
-// limit is reached and the next segment's latest entry is older than every
-// entry found.
+// PushLog implements store.Store.
 func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error) {
 	mask := 0
 	if q.User != "" {
@@ -458,117 +438,30 @@ func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.Pus
 	if s.closed.Load() {
 		return nil, errClosed
 	}
-	if mask&logByMsg != 0 {
-		log, err := s.readLog(ctx, s.stmtPushLog[mask], nil, q, 0)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: push log: %w", err)
-		}
-		return entriesOf(log), nil
-	}
-	log, err := s.segmentedLog(ctx, mask, q)
+	rows, err := s.stmtPushLog[mask].QueryContext(ctx, q.User, q.PushID, q.MsgID, q.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: push log: %w", err)
 	}
-	return entriesOf(log), nil
-}
-
-// logEntry is a delivery-log entry with its rowid, which orders entries of
-// the same time.
-type logEntry struct {
-	id int64
-	a  herald.PushAttempt
-}
-
-// newer orders entries as PushLog returns them: by time, then the last
-// written, newest first.
-func newer(x, y logEntry) int {
-	if c := y.a.At.Compare(x.a.At); c != 0 {
-		return c
-	}
-	return cmp.Compare(y.id, x.id)
-}
-
-func entriesOf(log []logEntry) []herald.PushAttempt {
-	out := make([]herald.PushAttempt, len(log))
-	for i := range log {
-		out[i] = log[i].a
-	}
-	return out
-}
-
-// segmentedLog is PushLog by user or device (mask has no message).
-func (s *Store) segmentedLog(ctx context.Context, mask int, q store.PushLogQuery) ([]logEntry, error) {
-	tx, err := s.read.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback() //nolint:errcheck // read only
-	type segment struct{ seg, maxAt int64 }
-	var segs []segment
-	rows, err := tx.StmtContext(ctx, s.stmtLogSegments).QueryContext(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var sg segment
-		if err := rows.Scan(&sg.seg, &sg.maxAt); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		segs = append(segs, sg)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	// Sorted here: an index on max_at would be one more write per entry.
-	slices.SortFunc(segs, func(x, y segment) int { return cmp.Or(cmp.Compare(y.maxAt, x.maxAt), cmp.Compare(y.seg, x.seg)) })
-	stmt := tx.StmtContext(ctx, s.stmtPushLog[mask])
-	defer stmt.Close()
-	log := []logEntry{}
-	for _, sg := range segs {
-		// Segments come latest entry first: once the limit is reached,
-		// one whose latest is older than the oldest found (and every
-		// later one) holds nothing newer.
-		if len(log) == q.Limit && log[len(log)-1].a.At.UnixMilli() > sg.maxAt {
-			break
-		}
-		n := len(log)
-		if log, err = s.readLog(ctx, stmt, log, q, sg.seg); err != nil {
-			return nil, err
-		}
-		if len(log) > n {
-			slices.SortFunc(log, newer)
-			log = log[:min(len(log), q.Limit)]
-		}
-	}
-	return log, nil
-}
-
-// readLog appends the entries stmt (a pushLogQuery) returns for q and
-// segment seg to log.
-func (s *Store) readLog(ctx context.Context, stmt *sql.Stmt, log []logEntry, q store.PushLogQuery, seg int64) ([]logEntry, error) {
-	rows, err := stmt.QueryContext(ctx, q.User, q.PushID, q.MsgID, q.Limit, seg)
-	if err != nil {
-		return nil, err
-	}
 	defer rows.Close()
+	log := []herald.PushAttempt{}
 	for rows.Next() {
 		var (
-			e                            logEntry
+			a                            herald.PushAttempt
 			at, attempt, status, latency int64
 			provider, env                string
 		)
-		a := &e.a
-		if err := rows.Scan(&e.id, &at, &a.PushID, &a.User, &a.MsgID, &a.Conv, &provider, &a.App, &env,
+		if err := rows.Scan(&at, &a.PushID, &a.User, &a.MsgID, &a.Conv, &provider, &a.App, &env,
 			&attempt, &a.Outcome, &status, &a.Reason, &a.Body, &a.NotifID, &latency); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("sqlite: push log: %w", err)
 		}
 		a.At, a.Provider, a.Env = fromMillis(at), herald.PushProvider(provider), herald.PushEnvironment(env)
 		a.Attempt, a.Status, a.Latency = int(attempt), int(status), time.Duration(latency)
-		log = append(log, e)
+		log = append(log, a)
 	}
-	return log, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: push log: %w", err)
+	}
+	return log, nil
 }
 
 // pruneChunk is how many delivery-log rows one transaction of PrunePushLog
@@ -590,10 +483,7 @@ func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error)
 			if err != nil {
 				return err
 			}
-			if n, err = r.RowsAffected(); err != nil {
-				return err
-			}
-			_, err = s.w.logPruneSegments.ExecContext(ctx, at)
+			n, err = r.RowsAffected()
 			return err
 		})
 		if err != nil {

@@ -148,7 +148,7 @@ type Store struct {
 	stmtGroup, stmtGroupMembers, stmtUserGroups          *sql.Stmt
 	stmtCall, stmtOpenCalls, stmtUserCalls               *sql.Stmt
 	stmtUser                                             *sql.Stmt
-	stmtPending, stmtDevices, stmtLogSegments            *sql.Stmt
+	stmtPending, stmtDevices                             *sql.Stmt
 	stmtPushLog                                          [8]*sql.Stmt // by logBy* mask; 0 unused
 }
 

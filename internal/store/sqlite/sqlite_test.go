@@ -343,11 +343,9 @@ func TestQueryPlans(t *testing.T) {
 	// The scans allowed: the Conversations query's page, and PushDevices,
 	// MutedConversations and OpenCalls, which read every device, every
 	// mute and every open call (the push and call services, once at start;
-	// calls_open holds the open calls only), and push_log_segments, a row
-	// per 1,024 delivery-log entries, read whole by PushLog and
-	// PrunePushLog.
+	// calls_open holds the open calls only).
 	allowed := map[string]bool{"SCAN p": true, "SCAN push_devices": true, "SCAN mutes": true,
-		"SCAN calls USING INDEX calls_open": true, "SCAN push_log_segments": true}
+		"SCAN calls USING INDEX calls_open": true}
 	for _, st := range stmts {
 		q := strings.TrimSpace(st.query)
 		if !strings.HasPrefix(q, "SELECT") && !strings.HasPrefix(q, "UPDATE") && !strings.HasPrefix(q, "WITH") &&
@@ -476,79 +474,5 @@ func TestGroupMessageWritesNoMembers(t *testing.T) {
 	}
 	if got, err := s.LastSeqs(ctx, "bob"); err != nil || got["g:early"] != 51 {
 		t.Errorf("LastSeqs(bob) = %v, %v; want g:early at 51", got, err)
-	}
-}
-
-// BenchmarkFinishPush: a batch of 256 sent pushes, on a delivery log of
-// 100,000 entries.
-func BenchmarkFinishPush(b *testing.B) {
-	storetest.BenchmarkFinishPush(b, func(b *testing.B) store.Store {
-		s, _ := openTemp(b, Options{})
-		return s
-	}, 256, 100_000)
-}
-
-// TestUpgradeToLogSegments: a delivery log written before version 8 is
-// found by user and by device afterwards, newest first, with the entries
-// written after the upgrade.
-func TestUpgradeToLogSegments(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "herald.db")
-	ms, err := loadMigrations(migrationFS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := sql.Open("sqlite", dsn(path, "busy_timeout(5000)"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	conn, err := raw.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := &Store{log: slog.New(slog.DiscardHandler)}
-	if err := old.migrate(ctx, conn, ms[:7]); err != nil {
-		t.Fatalf("migrate to version 7: %v", err)
-	}
-	// 1500 entries: two segments. The first written is the newest.
-	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 1500 {
-		at := t0.Add(time.Duration(i) * time.Millisecond)
-		if i == 0 {
-			at = t0.Add(time.Hour)
-		}
-		if _, err := conn.ExecContext(ctx, logInsertHead+logInsertRow, millis(at), "pd_old", "alice", int64(i+1), "",
-			"apns", "app", "production", 1, herald.PushSent, 200, fmt.Sprint("old", i), "", "", 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
-
-	s, err := Open(ctx, path, Options{})
-	if err != nil {
-		t.Fatalf("Open of a version 7 database: %v", err)
-	}
-	defer s.Close()
-	if err := s.FinishPush(ctx, nil, nil, []herald.PushAttempt{{At: t0.Add(time.Minute), PushID: "pd_old", User: "alice", MsgID: 9999, Reason: "new"}}, nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []store.PushLogQuery{{User: "alice", Limit: 3}, {PushID: "pd_old", Limit: 3}} {
-		log, err := s.PushLog(ctx, q)
-		if err != nil {
-			t.Fatalf("PushLog(%+v): %v", q, err)
-		}
-		var got []string
-		for _, a := range log {
-			got = append(got, a.Reason)
-		}
-		if want := []string{"old0", "new", "old1499"}; !slices.Equal(got, want) {
-			t.Errorf("PushLog(%+v) after the upgrade = %q, want %q", q, got, want)
-		}
 	}
 }

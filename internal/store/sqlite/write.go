@@ -55,7 +55,6 @@ type writer struct {
 
 	// Push statements (push.go).
 	jobDone, jobRetry, logInsert, logPrune, setBadge         *sql.Stmt
-	logPruneSegments                                         *sql.Stmt
 	devByToken, devByBinding, devDelete, devMove             *sql.Stmt
 	devRetoken, devInsert, devUnregister, devUnbind, devDrop *sql.Stmt
 	devPrune                                                 *sql.Stmt

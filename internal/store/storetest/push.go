@@ -553,65 +553,6 @@ func testPushLog(t *testing.T, f *fixture) {
 	}
 }
 
-// testPushLogLong checks PushLog's order on a log of thousands of entries
-// (a backend may read a long log in parts, as SQLite does by segment),
-// where write order and time disagree: an entry written first is the
-// newest, entries written last are the oldest, and many share a time.
-func testPushLogLong(t *testing.T, f *fixture) {
-	const n = 4000
-	at := baseTime
-	var all []herald.PushAttempt
-	for i := range n {
-		a := herald.PushAttempt{At: at.Add(time.Duration(i/3) * time.Millisecond), User: "longu", PushID: "pd_long_a",
-			MsgID: int64(1000 + i), Reason: fmt.Sprint("e", i), Outcome: herald.PushSent}
-		switch {
-		case i%3 == 0:
-			a.PushID = "pd_long_b"
-		case i%5 == 0:
-			a.User = "longv"
-		}
-		switch i {
-		case 7, 1500: // written early, the newest
-			a.At = at.Add(time.Hour + time.Duration(i))
-		case n - 2, n - 1: // written last, the oldest
-			a.At = at.Add(-time.Hour)
-		}
-		all = append(all, a)
-	}
-	for off := 0; off < n; off += 1000 {
-		f.finish(t, nil, nil, all[off:off+1000], nil)
-	}
-	// Newest first: by At, then the last written first.
-	order := slices.Clone(all)
-	slices.Reverse(order)
-	slices.SortStableFunc(order, func(x, y herald.PushAttempt) int { return y.At.Compare(x.At) })
-	for _, q := range []store.PushLogQuery{
-		{User: "longu", Limit: 1}, {User: "longu", Limit: 3}, {User: "longu", Limit: 1000},
-		{PushID: "pd_long_a", Limit: 1}, {PushID: "pd_long_a", Limit: 700}, {PushID: "pd_long_b", Limit: 1000},
-		{User: "longv", PushID: "pd_long_a", Limit: 1000}, {User: "longu", PushID: "pd_long_b", Limit: 2},
-	} {
-		var want []string
-		for _, a := range order {
-			if len(want) < q.Limit && (q.User == "" || a.User == q.User) && (q.PushID == "" || a.PushID == q.PushID) {
-				want = append(want, a.Reason)
-			}
-		}
-		if got := reasons(f.pushLog(t, q)); !slices.Equal(got, want) {
-			t.Errorf("PushLog(%+v): %d entries, differing from the %d wanted at %d", q, len(got), len(want), firstDiff(got, want))
-		}
-	}
-}
-
-// firstDiff is the index of the first element where a and b differ.
-func firstDiff(a, b []string) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
-}
-
 func testPushLogFields(t *testing.T, f *fixture) {
 	in := []herald.PushAttempt{{
 		At:       time.Date(2031, 12, 31, 23, 59, 59, 999_000_000, time.FixedZone("X", 3*3600)),

@@ -60,7 +60,6 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Push/FinishPush", testFinishPush},
 		{"Push/ClaimDue", testClaimDue},
 		{"Push/LogQueries", testPushLog},
-		{"Push/LogLongOrder", testPushLogLong},
 		{"Push/LogRoundTrip", testPushLogFields},
 		{"Push/PruneLog", testPruneLog},
 		{"Push/Register", testRegister},
