@@ -1002,8 +1002,11 @@ func (h *h2conn) flush(wait bool) {
 		h.mu.Lock()
 		if len(h.wbuf) == 0 {
 			closing := h.closing
-			h.mu.Unlock()
+			// writeMu goes first: whoever appends after mu is released
+			// finds the writer free (TryLock) and writes it, instead of
+			// leaving it for a writer that already decided to return.
 			h.writeMu.Unlock()
+			h.mu.Unlock()
 			if closing {
 				h.tc.Close()
 			}

@@ -992,8 +992,8 @@ func (s *Service) process(j store.PushJob) outcome {
 	}
 	res := prov.Send(ctx, &n)
 	s.record(&o, &res)
-	if res.Verdict != Credentials && res.Verdict != Retry {
-		s.accepted(&dev) // an answer past the credentials
+	if res.Status != 0 && res.Verdict != Credentials && res.Verdict != Retry {
+		s.accepted(&dev) // the vendor answered, past the credentials (not a local refusal)
 	}
 	switch res.Verdict {
 	case Delivered:

@@ -285,6 +285,15 @@ func (w *writer) headerBlock(req *Request) []byte {
 func (w *writer) flush() bool {
 	c := w.c
 	c.mu.Lock()
+	if c.err != nil {
+		// The connection failed (failCode) while this was encoded: its
+		// streams were reported by maxAttempted as it stood, unsent past
+		// it, so none of this may reach the peer now.
+		c.mu.Unlock()
+		w.buf.Reset()
+		w.frames = 0
+		return false
+	}
 	c.maxAttempted = max(c.maxAttempted, w.maxID)
 	c.mu.Unlock()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
