@@ -439,7 +439,6 @@ func (h *h2conn) endHeaders() http2.ErrCode {
 		h.answerPlain(s, http.StatusRequestHeaderFieldsTooLarge)
 		return http2.ErrCodeNo
 	}
-	s.kind = kindPush
 	if !strings.HasPrefix(s.rq.path, "/3/") {
 		if s.hdr == nil {
 			s.hdr = make(http.Header)
@@ -457,6 +456,11 @@ func (h *h2conn) endHeaders() http2.ErrCode {
 		if _, pattern := h.a.mux.Handler(r); pattern != "" || strings.HasPrefix(u.Path, controlPrefix) {
 			s.kind, s.req = kindBridged, r
 		}
+	}
+	if s.kind == 0 {
+		// Set only now: a request answered above (a path that is not a
+		// URL) was never counted received or in flight.
+		s.kind = kindPush
 	}
 	if s.kind == kindPush {
 		a := h.a
