@@ -22,8 +22,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/push"
 )
@@ -202,15 +200,6 @@ func New(cfg Config) (*Provider, error) {
 		late:     lateAnswers{keep: lateKeep},
 		lateWait: lateAnswerWait,
 	}
-	// One transport for every pool: it holds settings only; each pool dials
-	// its own connections with its own TLS config.
-	tr := &http2.Transport{
-		StrictMaxConcurrentStreams: true, // queue, never exceed APNs' stream limit
-		DisableCompression:         true,
-		ReadIdleTimeout:            30 * time.Second, // ping a silent connection ...
-		PingTimeout:                15 * time.Second, // ... and drop it if the ping goes unanswered
-		WriteByteTimeout:           cfg.Timeout,
-	}
 	signers := map[string]*signer{}
 	pools := map[poolKey]*pool{}
 	// Roots are told apart by content, not by pointer: every app's ca_file
@@ -309,7 +298,7 @@ func New(cfg Config) (*Provider, error) {
 			}
 			pl := newPool(poolConfig{
 				label: cred.label, env: env, url: u, cert: cred.cert, roots: ac.RootCAs,
-				conns: cfg.Connections, timeout: cfg.Timeout, tr: tr, log: p.log, stats: &p.stats,
+				conns: cfg.Connections, timeout: cfg.Timeout, log: p.log, stats: &p.stats,
 			})
 			pools[k] = pl
 			p.pools = append(p.pools, pl)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -813,5 +814,50 @@ func TestLateAnswerNotSentTwice(t *testing.T) {
 	}
 	if res.Verdict != push.Delivered || len(srv.received()) <= before {
 		t.Errorf("retry after the connection was lost = %+v, %d requests since; want it sent again", res, len(srv.received())-before)
+	}
+}
+
+// TestUnansweredStreamsHoldNoGoroutine: a request whose Send stopped
+// waiting keeps its stream open without a goroutine of the client's, and
+// the stream is reset when its late-answer wait ends.
+func TestUnansweredStreamsHoldNoGoroutine(t *testing.T) {
+	const n = 40
+	srv := newServer(t, nil)
+	var reset atomic.Int64
+	srv.respond = func(r *http.Request, _ *received) reply {
+		if strings.HasSuffix(r.URL.Path, tokenHex(0)) {
+			return reply{status: 200}
+		}
+		<-r.Context().Done() // never answered: until the client resets the stream
+		reset.Add(1)
+		return reply{status: 200}
+	}
+	p := newProvider(t, Config{Apps: []AppConfig{tokenApp(bundle, srv, newKey(t))}, Timeout: 200 * time.Millisecond})
+	p.lateWait = 500 * time.Millisecond
+	if res := p.Send(context.Background(), note(bundle, herald.EnvProduction, tokenHex(0))); res.Verdict != push.Delivered {
+		t.Fatalf("Send = %+v", res) // the connections are up before the counted part
+	}
+	before := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			nt := note(bundle, herald.EnvProduction, tokenHex(1+i))
+			nt.ID = fmt.Sprintf("123e4567-e89b-12d3-a456-4266141740%02d", i)
+			if res := p.Send(context.Background(), nt); res.Verdict != push.Retry {
+				t.Errorf("Send = %+v, want retry after the timeout", res)
+			}
+		})
+	}
+	wg.Wait()
+	// The server's handlers, one per open stream, are n of the new ones.
+	if grown := runtime.NumGoroutine() - before; grown >= n+n/2 {
+		t.Errorf("%d more goroutines with %d streams left open, want under %d: one per stream is the server's", grown, n, n+n/2)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for reset.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := reset.Load(); got != n {
+		t.Errorf("%d of %d open streams reset after the late-answer wait", got, n)
 	}
 }

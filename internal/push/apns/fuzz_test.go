@@ -2,8 +2,6 @@ package apns
 
 import (
 	"bytes"
-	"io"
-	"net/http"
 	"testing"
 	"time"
 
@@ -22,11 +20,7 @@ func FuzzAnswer(f *testing.F) {
 	f.Add(410, []byte(`{"reason":1,"timestamp":[1]}`), "-1")
 	f.Add(410, []byte(`{"timestamp":"`), "")
 	f.Fuzz(func(t *testing.T, status int, body []byte, retryAfter string) {
-		resp := &http.Response{StatusCode: status, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body))}
-		if retryAfter != "" {
-			resp.Header.Set("Retry-After", retryAfter)
-		}
-		res, _ := answer(resp, time.Unix(1772366400, 0))
+		res, _ := answer(status, body, retryAfter, time.Unix(1772366400, 0))
 		if len(res.Body) > maxBody {
 			t.Fatalf("Body is %d bytes", len(res.Body))
 		}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/push/apns/h2"
 )
 
 // Redial backoff of one connection slot: after a failed dial, or a
@@ -34,14 +35,6 @@ const (
 	healthyAfter   = 10 * time.Second
 )
 
-// stateEvery is how often a connection's state (stream limit, closing) is
-// asked of http2. State takes the connection's write lock, which a write
-// in progress holds (up to the write timeout when the peer is stuck), so it
-// is asked on a goroutine of its own, never under the pool's lock, and
-// acquire reads the last answer. A connection that closes meanwhile fails
-// requests with an error that is resent elsewhere.
-const stateEvery = 20 * time.Millisecond
-
 // dialPatience is how long a request waits for a connection being dialed
 // rather than queue on one whose streams are all busy.
 const dialPatience = time.Second
@@ -51,16 +44,16 @@ const dialPatience = time.Second
 // longer take requests (closed, GOAWAY, marked after a 5xx) is retired and
 // redialed. Requests go to the live connection with the most free streams.
 //
-// Lock order: pool.mu, then the http2.ClientConn's own locks (State is
-// called with mu held; http2 never calls back into the pool).
+// Lock order: pool.mu, then the h2.Conn's (State is called with mu held; it
+// never waits for I/O, and h2 never calls back into the pool).
 type pool struct {
 	label string // credential label, for logs
 	env   herald.PushEnvironment
 	host  string // URL host (with port if given), for requests
 	addr  string // host:port, for dialing
 	tls   *tls.Config
-	tr    *http2.Transport
-	// timeout bounds a dial and the drain of a retired connection.
+	// timeout bounds a dial, a write to a connection and the drain of a
+	// retired connection.
 	timeout time.Duration
 	log     *slog.Logger
 	stats   *counters
@@ -106,40 +99,15 @@ func (p *pool) failedLocked(s *slot, now time.Time, first bool) {
 	s.retryAt = now.Add(d)
 }
 
-// conn is one HTTP/2 connection and the number of Herald requests on it.
-// The count is the pool's own: http2's State does not see requests queued
-// for a stream, and ReserveNewRequest cannot be used past the stream limit
-// (reservations beyond it deadlock a StrictMaxConcurrentStreams connection).
+// conn is one HTTP/2 connection. Its streams open and queued are h2's
+// State; pending counts the requests acquire handed out that have not
+// reached h2's queue yet, so that callers acquiring at once spread over
+// the connections.
 type conn struct {
-	cc       *http2.ClientConn
-	dialed   time.Time
-	inflight atomic.Int64
-
-	// The last State, refreshed every stateEvery by refresh.
-	checked    atomic.Int64 // UnixNano of the last refresh
-	limit      atomic.Int64
-	closing    atomic.Bool
-	refreshing atomic.Bool
-}
-
-func newConn(cc *http2.ClientConn) *conn {
-	c := &conn{cc: cc, dialed: time.Now()}
-	c.refresh()
-	return c
-}
-
-// refresh asks http2 for the connection's state; it may block behind a
-// write in progress, so it never runs under the pool's lock.
-func (c *conn) refresh() {
-	st := c.cc.State()
-	limit := int64(st.MaxConcurrentStreams)
-	if limit == 0 { // no SETTINGS yet: http2 assumes 100
-		limit = 100
-	}
-	c.limit.Store(limit)
-	c.closing.Store(st.Closed || st.Closing)
-	c.checked.Store(time.Now().UnixNano())
-	c.refreshing.Store(false)
+	cc      *h2.Conn
+	dialed  time.Time
+	pending atomic.Int64
+	bad     atomic.Bool // APNs asked for a new connection: retire it
 }
 
 type poolConfig struct {
@@ -150,7 +118,6 @@ type poolConfig struct {
 	roots   *x509.CertPool
 	conns   int
 	timeout time.Duration
-	tr      *http2.Transport
 	log     *slog.Logger
 	stats   *counters
 }
@@ -173,7 +140,7 @@ func newPool(c poolConfig) *pool {
 	return &pool{
 		label: c.label, env: c.env,
 		host: c.url.Host, addr: net.JoinHostPort(c.url.Hostname(), port),
-		tls: tc, tr: c.tr, timeout: c.timeout,
+		tls: tc, timeout: c.timeout,
 		log:   c.log.With("conn", c.label, "env", string(c.env), "addr", c.url.Host),
 		stats: c.stats, backoff: dialBackoff, healthy: healthyAfter,
 		ctx: ctx, cancel: cancel,
@@ -194,12 +161,12 @@ func (e *poolError) Error() string {
 func (e *poolError) Unwrap() error { return e.err }
 
 // acquire returns the connection with the most free streams (the server's
-// limit minus Herald's requests in flight on it), counting the caller's
-// request in; release it when the answer is read. It dials empty slots as
-// needed and waits, bounded by ctx, while no connection is up but a dial is
-// in progress. A connection whose streams are all in use is still
-// returned when no other is being dialed: its RoundTrip queues until a
-// stream frees (StrictMaxConcurrentStreams).
+// limit minus the streams open, queued and about to be queued), counting
+// the caller's request in; release it once the request is queued (Start
+// returned). It dials empty slots as needed and waits, bounded by ctx,
+// while no connection is up but a dial is in progress. A connection whose
+// streams are all in use is still returned when no other is being dialed:
+// h2 queues the request until a stream frees.
 func (p *pool) acquire(ctx context.Context) (*conn, error) {
 	waited := false
 	for {
@@ -218,14 +185,12 @@ func (p *pool) acquire(ctx context.Context) (*conn, error) {
 		now := time.Now()
 		for i := range n {
 			s := &p.slots[(start+i)%n]
-			if c := s.c; c != nil && now.UnixNano()-c.checked.Load() >= int64(stateEvery) && c.refreshing.CompareAndSwap(false, true) {
-				go c.refresh()
-			}
-			if s.c != nil {
-				if s.c.closing.Load() {
+			if c := s.c; c != nil {
+				st := c.cc.State()
+				if st.Closed || c.bad.Load() {
 					p.retireLocked(s, "closing")
-				} else if free := int(s.c.limit.Load() - s.c.inflight.Load()); free > bestFree {
-					best, bestFree = s.c, free
+				} else if free := st.MaxStreams - st.Active - st.Queued - int(c.pending.Load()); free > bestFree {
+					best, bestFree = c, free
 				}
 			}
 			if s.c == nil && !s.dialing && !now.Before(s.retryAt) {
@@ -241,7 +206,7 @@ func (p *pool) acquire(ctx context.Context) (*conn, error) {
 		// A full connection queues the request; rather wait (a little,
 		// once) for a connection being dialed, which will have room.
 		if best != nil && (bestFree > 0 || !dialing || waited) {
-			best.inflight.Add(1)
+			best.pending.Add(1)
 			p.mu.Unlock()
 			return best, nil
 		}
@@ -269,14 +234,13 @@ func (p *pool) acquire(ctx context.Context) (*conn, error) {
 	}
 }
 
-// release ends a request acquire counted.
-func (p *pool) release(c *conn) { c.inflight.Add(-1) }
+// release ends the count acquire took: the request is in h2's queue (or
+// was refused).
+func (p *pool) release(c *conn) { c.pending.Add(-1) }
 
 // markBad stops new requests on c: APNs asks for a new connection after
 // 503 Shutdown and 400 IdleTimeout. The next acquire retires it.
-func (p *pool) markBad(c *conn) {
-	c.cc.SetDoNotReuse()
-}
+func (p *pool) markBad(c *conn) { c.bad.Store(true) }
 
 // retire empties the slot holding c, if it still does.
 func (p *pool) retire(c *conn, why string) {
@@ -312,8 +276,7 @@ func (p *pool) retireLocked(s *slot, why string) {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 		defer cancel()
-		_ = old.Shutdown(ctx) // waits for streams in flight
-		_ = old.Close()
+		_ = old.Shutdown(ctx) // waits for streams in flight, then closes
 	}()
 }
 
@@ -326,10 +289,6 @@ func (p *pool) dialLocked(s *slot) {
 		ctx, cancel := context.WithTimeout(p.ctx, p.timeout)
 		cc, err := p.connect(ctx)
 		cancel()
-		var c *conn
-		if err == nil {
-			c = newConn(cc) // its stream limit, before the pool's lock
-		}
 
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -348,7 +307,7 @@ func (p *pool) dialLocked(s *slot) {
 		} else {
 			// failures is reset once the connection has lasted
 			// (retireLocked): one that is dropped at once is no success.
-			s.c, s.lastErr = c, nil
+			s.c, s.lastErr = &conn{cc: cc, dialed: time.Now()}, nil
 			p.stats.dials.Add(1)
 			p.log.Debug("apns connection established")
 		}
@@ -358,7 +317,7 @@ func (p *pool) dialLocked(s *slot) {
 }
 
 // connect dials one TLS connection and starts HTTP/2 on it.
-func (p *pool) connect(ctx context.Context) (*http2.ClientConn, error) {
+func (p *pool) connect(ctx context.Context) (*h2.Conn, error) {
 	d := tls.Dialer{NetDialer: &net.Dialer{KeepAlive: 30 * time.Second}, Config: p.tls}
 	nc, err := d.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
@@ -375,22 +334,17 @@ func (p *pool) connect(ctx context.Context) (*http2.ClientConn, error) {
 		probe = &alertConn{Conn: tc, readErr: make(chan struct{})}
 		hc = probe
 	}
-	cc, err := p.tr.NewClientConn(hc)
-	if err == nil {
-		// One PING round trip before the connection takes requests: the
-		// server's SETTINGS (the stream limit) arrive before its ack, and
-		// under TLS 1.3 a refused client certificate shows up only after
-		// the handshake: here, as a dial error, not on every request.
-		if err = cc.Ping(ctx); err != nil {
-			if probe != nil {
-				probe.awaitReadError(100 * time.Millisecond)
-			}
-			_ = cc.Close()
-		}
-	} else {
-		_ = hc.Close()
-	}
+	// NewConn returns once the server's SETTINGS (the stream limit) are
+	// read, so under TLS 1.3 a refused client certificate, which shows up
+	// only after the handshake, fails here, as a dial error, not on every
+	// request.
+	cc, err := h2.NewConn(ctx, hc, h2.Options{
+		Authority: p.host, WriteTimeout: p.timeout, MaxResponseBody: maxBody,
+	})
 	if err != nil {
+		if probe != nil {
+			probe.awaitReadError(100 * time.Millisecond)
+		}
 		if alert := probe.refused(); alert != nil {
 			return nil, alert
 		}
@@ -424,14 +378,12 @@ func (p *pool) close() {
 // certificate after the client's handshake has returned; if it refuses
 // it, it sends an alert and closes, and the client's next write may fail
 // first with a broken pipe that says nothing about the certificate.
-// (The cost: http2's forced close of a hung TLS connection, which needs a
-// bare *tls.Conn, does not apply; tls.Conn.Close still gives up after 5 s.)
 type alertConn struct {
 	*tls.Conn
 	once    sync.Once
 	readErr chan struct{} // closed when a read fails
 	alert   error         // a "remote error" read: set before readErr closes
-	reading atomic.Bool   // http2's read loop has started
+	reading atomic.Bool   // h2's reader has started
 	wrote   atomic.Bool   // a write failed
 }
 
@@ -453,7 +405,7 @@ func (c *alertConn) Write(b []byte) (int, error) {
 }
 
 // Close reads a pending alert first when a write failed before anything
-// read the connection (http2 closes it itself when its preface fails).
+// read the connection (h2 closes it itself when its preface fails).
 func (c *alertConn) Close() error {
 	if c.wrote.Load() && !c.reading.Load() {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))

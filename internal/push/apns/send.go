@@ -1,24 +1,20 @@
 package apns
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/push/apns/h2"
 )
 
 // Reasons APNs gives in the JSON body of an answer, as used here.
@@ -103,16 +99,23 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 	if !n.Expiration.IsZero() {
 		exp = strconv.FormatInt(n.Expiration.Unix(), 10)
 	}
-	h := make(http.Header, 7)
-	h["Apns-Topic"] = []string{topic}
-	h["Apns-Push-Type"] = []string{string(typ)}
-	h["Apns-Priority"] = []string{strconv.Itoa(prio)}
-	h["Apns-Expiration"] = []string{exp}
+	// Fields whose values repeat from push to push are kept in the
+	// connection's HPACK table (a byte or two each after the first push);
+	// unique ones (apns-id, collapse ID, an expiration time) are not, so
+	// they do not push the others out. The bearer is first: a renewal
+	// replaces it in place.
+	var fields [7]h2.Field
+	h := append(fields[:0],
+		h2.Field{Name: "authorization", Index: true},
+		h2.Field{Name: "apns-topic", Value: topic, Index: true},
+		h2.Field{Name: "apns-push-type", Value: string(typ), Index: true},
+		h2.Field{Name: "apns-priority", Value: strconv.Itoa(prio), Index: true},
+		h2.Field{Name: "apns-expiration", Value: exp, Index: exp == "0"})
 	if n.ID != "" {
-		h["Apns-Id"] = []string{n.ID}
+		h = append(h, h2.Field{Name: "apns-id", Value: n.ID})
 	}
 	if n.CollapseID != "" {
-		h["Apns-Collapse-Id"] = []string{n.CollapseID}
+		h = append(h, h2.Field{Name: "apns-collapse-id", Value: n.CollapseID})
 	}
 	var bearer string
 	if a.signer != nil {
@@ -120,9 +123,11 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 		if bearer, err = a.signer.bearer(ctx); err != nil {
 			return push.Result{Verdict: push.Retry, Reason: "signing the provider token: " + err.Error(), Err: err}
 		}
-		h["Authorization"] = []string{bearer}
+		h[0].Value = bearer
+	} else {
+		h = h[1:] // certificate auth: no bearer
 	}
-	path := "/3/device/" + d.Token
+	req := &h2.Request{Path: "/3/device/" + d.Token, Header: h, Body: n.Payload}
 
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
@@ -140,34 +145,48 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 		if err != nil {
 			return p.transportResult(err, a)
 		}
-		x := p.exchange(pl, c, streamEnd, path, h, n.Payload)
-		select {
-		case <-x.done:
-		case <-ctx.Done():
-			// No answer yet. The stream stays open: APNs may have taken
-			// the push, and resetting the stream would not take it back.
-			// A retry of the push waits for this answer instead of
-			// sending the push again while it may still be answered.
-			if n.ID != "" {
-				p.late.put(n.ID, x)
+		// The stream outlives this wait (until streamEnd): no goroutine
+		// waits for it, h2 resets it then.
+		call, err := c.cc.Start(req, streamEnd)
+		pl.release(c)
+		var resp *h2.Response
+		if err == nil {
+			select {
+			case <-call.Done():
+			case <-ctx.Done():
+				// No answer yet. The stream stays open: APNs may have
+				// taken the push, and resetting the stream would not take
+				// it back. A retry of the push waits for this answer
+				// instead of sending the push again while it may still
+				// be answered.
+				if n.ID != "" {
+					p.late.put(n.ID, &exchange{call: call, pl: pl, c: c, end: streamEnd})
+				}
+				return p.transportResult(fmt.Errorf("no answer within %v (the request stays open for a late answer): %w", p.timeout, ctx.Err()), a)
 			}
-			return p.transportResult(fmt.Errorf("no answer within %v (the request stays open for a late answer): %w", p.timeout, ctx.Err()), a)
+			resp, err = call.Result()
 		}
-		if err := x.err; err != nil {
-			if ctx.Err() == nil && notProcessed(err) && resends < maxResends {
-				if !c.cc.CanTakeNewRequest() {
-					pl.retire(c, "refused a request") // e.g. out of stream IDs, which State does not show
+		if err != nil {
+			if errors.Is(err, h2.ErrInvalidRequest) {
+				return permanent("apns: %v", err) // e.g. over the server's header list limit: no use retrying
+			}
+			if ctx.Err() == nil && h2.Unprocessed(err) && resends < maxResends {
+				if c.cc.State().Closed {
+					pl.retire(c, "refused a request") // e.g. out of stream IDs
 				}
 				resends++
 				p.stats.resent.Add(1)
 				continue
 			}
-			if g := (http2.GoAwayError{}); errors.As(err, &g) && p.goAwayAlarm.Allow(p.now()) {
-				pl.log.Info("apns connection closed by GOAWAY", "reason", g.DebugData, "code", g.ErrCode.String())
+			if g := (*h2.GoAwayError)(nil); errors.As(err, &g) && p.goAwayAlarm.Allow(p.now()) {
+				pl.log.Info("apns connection closed by GOAWAY", "reason", g.Debug, "code", g.Code.String())
 			}
 			return p.transportResult(err, a)
 		}
-		res := x.res
+		res, connBad := answer(resp.Status, resp.Body, resp.RetryAfter, p.now())
+		if connBad {
+			pl.markBad(c)
+		}
 		// On several nodes InvalidProviderToken is renewed too: the token
 		// stored by another node may be one APNs no longer takes (a node
 		// whose key was replaced), and the swap puts a good one in its place.
@@ -180,8 +199,7 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 			}
 			if nb != bearer {
 				bearer = nb
-				h = h.Clone() // the old map belongs to the finished request
-				h["Authorization"] = []string{bearer}
+				h[0].Value = bearer // the last request has ended: h is free
 				p.stats.tokenRetries.Add(1)
 				continue
 			}
@@ -199,38 +217,13 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 	}
 }
 
-// exchange is one request on a connection and, once done is closed, its
-// outcome: an answer (res, connBad) or a transport error (err).
+// exchange is a request whose Send stopped waiting for its answer while
+// its stream stays open (until end).
 type exchange struct {
-	done    chan struct{}
-	res     push.Result
-	connBad bool
-	err     error
-	id      string // set (under late.mu) when a push's retry may wait for it
-}
-
-// exchange sends a request on c, on a goroutine of its own, so that the stream
-// can outlive the caller's wait for it; the stream is reset at end. The
-// connection's request count is released when the stream ends.
-func (p *Provider) exchange(pl *pool, c *conn, end time.Time, path string, h http.Header, body []byte) *exchange {
-	x := &exchange{done: make(chan struct{})}
-	go func() {
-		ctx, cancel := context.WithDeadline(context.Background(), end)
-		resp, err := c.cc.RoundTrip(newRequest(ctx, pl.host, path, h, body))
-		if err != nil {
-			x.err = err
-		} else {
-			x.res, x.connBad = answer(resp, p.now())
-		}
-		cancel()
-		pl.release(c)
-		if x.connBad {
-			pl.markBad(c)
-		}
-		close(x.done)
-		p.late.ended(x)
-	}()
-	return x
+	call *h2.Call
+	pl   *pool
+	c    *conn
+	end  time.Time
 }
 
 // earlierAttempt looks for an attempt of push id that Send stopped
@@ -246,16 +239,24 @@ func (p *Provider) earlierAttempt(ctx context.Context, id string) (push.Result, 
 		return push.Result{}, false
 	}
 	select {
-	case <-x.done:
+	case <-x.call.Done():
 	case <-ctx.Done():
 		p.stats.lateWaits.Add(1)
 		err := fmt.Errorf("%w (waited %v)", errEarlierAttempt, p.timeout)
 		return push.Result{Verdict: push.Retry, Reason: err.Error(), Err: err}, true
 	}
 	p.late.drop(id, x)
-	if x.err == nil && (x.res.Verdict == push.Delivered || x.res.Verdict == push.DropToken || x.res.Verdict == push.Permanent) {
+	resp, err := x.call.Result()
+	if err != nil {
+		return push.Result{}, false
+	}
+	res, connBad := answer(resp.Status, resp.Body, resp.RetryAfter, p.now())
+	if connBad {
+		x.pl.markBad(x.c)
+	}
+	if res.Verdict == push.Delivered || res.Verdict == push.DropToken || res.Verdict == push.Permanent {
 		p.stats.lateAnswers.Add(1)
-		return x.res, true
+		return res, true
 	}
 	return push.Result{}, false
 }
@@ -267,8 +268,9 @@ var errEarlierAttempt = errors.New("apns: an earlier attempt of this push is sti
 // lateAnswers holds, by apns-id, the requests whose Send stopped waiting
 // before their answer came: a retry of the push takes the answer instead
 // of sending the push again. An entry is dropped when its answer is taken,
-// or lateKeep after its stream ended. Entries are as many as the streams
-// left open in the last lateWait plus lateKeep, at most.
+// or lateKeep after its stream's end (the stream ends then at the latest).
+// Entries are as many as the streams left open in the last lateWait plus
+// lateKeep, at most.
 type lateAnswers struct {
 	n  atomic.Int64 // entries: Send looks only when there are some
 	mu sync.Mutex
@@ -290,13 +292,8 @@ func (l *lateAnswers) put(id string, x *exchange) {
 		l.n.Add(1)
 	}
 	l.m[id] = x
-	x.id = id
 	l.mu.Unlock()
-	select {
-	case <-x.done:
-		l.ended(x) // it ended meanwhile: its own call may have missed the id
-	default:
-	}
+	time.AfterFunc(time.Until(x.end)+l.keep, func() { l.drop(id, x) })
 }
 
 func (l *lateAnswers) get(id string) *exchange {
@@ -317,20 +314,6 @@ func (l *lateAnswers) drop(id string, x *exchange) {
 	}
 }
 
-// ended is called when x's stream has ended: if a retry may wait for it,
-// its outcome is dropped lateKeep later unless taken before.
-func (l *lateAnswers) ended(x *exchange) {
-	if l.n.Load() == 0 {
-		return
-	}
-	l.mu.Lock()
-	id := x.id
-	l.mu.Unlock()
-	if id != "" {
-		time.AfterFunc(l.keep, func() { l.drop(id, x) })
-	}
-}
-
 func permanent(format string, args ...any) push.Result {
 	return push.Result{Verdict: push.Permanent, Reason: fmt.Sprintf(format, args...)}
 }
@@ -345,41 +328,6 @@ func (p *Provider) transportResult(err error, a *app) push.Result {
 		res.Reason = "APNs refused the TLS client certificate: " + err.Error()
 	}
 	return res
-}
-
-// notProcessed reports whether err says the request never reached APNs,
-// so it may be sent again on another connection without a duplicate.
-// http2 exports only some of these errors; the others are matched by text
-// (TestGoAway guards them).
-func notProcessed(err error) bool {
-	var se http2.StreamError
-	if errors.As(err, &se) {
-		return se.Code == http2.ErrCodeRefusedStream
-	}
-	if errors.Is(err, http2.ErrNoCachedConn) {
-		return true
-	}
-	switch err.Error() {
-	case "http2: client conn not usable",
-		"http2: client conn could not be established",
-		"http2: Transport received Server's graceful shutdown GOAWAY":
-		return true
-	}
-	return false
-}
-
-func newRequest(ctx context.Context, host, path string, h http.Header, body []byte) *http.Request {
-	r := &http.Request{
-		Method:        http.MethodPost,
-		URL:           &url.URL{Scheme: "https", Host: host, Path: path},
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-		Header:        h,
-		Body:          io.NopCloser(bytes.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Host:          host,
-	}
-	return r.WithContext(ctx)
 }
 
 // effectiveType is the push type sent to device d: a PushKit token always
@@ -407,11 +355,14 @@ func isHex(s string) bool {
 	return true
 }
 
-// answer reads resp and maps it to a Result. connBad reports that APNs
-// asks for a new connection (Shutdown, IdleTimeout).
-func answer(resp *http.Response, now time.Time) (res push.Result, connBad bool) {
-	res.Status = resp.StatusCode
-	res.Body = push.ReadBody(resp.Body, maxBody)
+// answer maps an answer (its status, the start of its body, its
+// Retry-After) to a Result. connBad reports that APNs asks for a new
+// connection (Shutdown, IdleTimeout).
+func answer(status int, body []byte, retryAfter string, now time.Time) (res push.Result, connBad bool) {
+	res.Status = status
+	if len(body) > 0 {
+		res.Body = body[:min(len(body), maxBody)]
+	}
 	var ans apnsAnswer
 	if len(res.Body) > 0 {
 		_ = json.Unmarshal(res.Body, &ans) // a body that is not APNs JSON leaves the reason empty
@@ -424,8 +375,8 @@ func answer(resp *http.Response, now time.Time) (res push.Result, connBad bool) 
 	if ans.Timestamp > 0 {
 		res.Timestamp = time.UnixMilli(int64(ans.Timestamp))
 	}
-	if v := resp.Header.Get("Retry-After"); v != "" {
-		res.RetryAfter = push.ParseRetryAfter(v, now)
+	if retryAfter != "" {
+		res.RetryAfter = push.ParseRetryAfter(retryAfter, now)
 	}
 	return res, connBad
 }

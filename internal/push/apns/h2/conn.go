@@ -255,10 +255,11 @@ type stream struct {
 
 	finished   bool
 	err        error
-	encoding   bool // the writer is encoding its frames
-	closeLater bool // finished while encoding: the writer closes done
-	endSent    bool // END_STREAM encoded, or being encoded
-	sent       int  // body bytes given to the writer
+	encoding   bool    // the writer is encoding its frames
+	closeLater bool    // finished while encoding: the writer closes done
+	timer      stopper // Start's deadline, stopped when the stream ends
+	endSent    bool    // END_STREAM encoded, or being encoded
+	sent       int     // body bytes given to the writer
 	sendWindow int64
 
 	// Writer-owned: this round's work.
@@ -435,22 +436,94 @@ func validPath(p string) bool {
 // the stream is reset (RST_STREAM CANCEL, written before any later frame
 // of this connection): once Do has returned, no answer to it is read.
 func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
-	if !validPath(req.Path) {
-		return nil, fmt.Errorf("%w: path %q", ErrInvalidRequest, req.Path)
+	if err := ctx.Err(); err != nil {
+		if _, err := c.headerListSize(req); err != nil {
+			return nil, err // an invalid request says so first
+		}
+		return nil, &Error{Err: err}
 	}
-	// The header list as the peer counts it: name, value and 32 per field.
+	s, err := c.enqueue(req, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		c.cancel(s, ctx.Err())
+		<-s.done
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	return &s.resp, nil
+}
+
+// Call is a request started by Start.
+type Call struct {
+	c *Conn
+	s *stream
+}
+
+// Start sends req as Do does but returns at once, for a caller that may
+// stop waiting for the answer while the stream stays open: a peer may act
+// on a request whose answer is slow, a reset would not undo that, and the
+// answer, when it comes, says what became of it. The stream is reset
+// (RST_STREAM CANCEL) if it is still open at until (the request fails with
+// context.DeadlineExceeded, Sent as for a cancelled Do). Done is closed
+// when the call has ended, and Result then tells how. req must not change
+// until Done is closed. An error from Start (as from Do, for a request
+// that was not queued) means nothing was sent.
+//
+// No goroutine waits for the call: the deadline is a timer, stopped when
+// the stream ends.
+func (c *Conn) Start(req *Request, until time.Time) (*Call, error) {
+	s, err := c.enqueue(req, until)
+	if err != nil {
+		return nil, err
+	}
+	return &Call{c: c, s: s}, nil
+}
+
+// Done is closed when the call has ended.
+func (x *Call) Done() <-chan struct{} { return x.s.done }
+
+// Result is the call's answer, or why it failed. It must be called only
+// after Done is closed.
+func (x *Call) Result() (*Response, error) {
+	if x.s.err != nil {
+		return nil, x.s.err
+	}
+	return &x.s.resp, nil
+}
+
+// Cancel ends the call now if it has not ended, as Do does when its
+// context ends, with cause as its error.
+func (x *Call) Cancel(cause error) { x.c.cancel(x.s, cause) }
+
+// headerListSize validates req and returns its header list size as the
+// peer counts it (name, value and 32 per field).
+func (c *Conn) headerListSize(req *Request) (uint32, error) {
+	if !validPath(req.Path) {
+		return 0, fmt.Errorf("%w: path %q", ErrInvalidRequest, req.Path)
+	}
 	size := uint32(32+len(":method")+len("POST")) + 32 + uint32(len(":scheme")+len("https")) +
 		32 + uint32(len(":authority")+len(c.opts.Authority)) + 32 + uint32(len(":path")+len(req.Path)) + c.w.constSize
 	for _, f := range req.Header {
 		if err := validField(f); err != nil {
-			return nil, err
+			return 0, err
 		}
 		size += 32 + uint32(len(f.Name)+len(f.Value))
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, &Error{Err: err}
-	}
+	return size, nil
+}
 
+// enqueue checks req and queues it for a stream; a non-zero until arms
+// the timer that resets the stream then.
+func (c *Conn) enqueue(req *Request, until time.Time) (*stream, error) {
+	size, err := c.headerListSize(req)
+	if err != nil {
+		return nil, err
+	}
 	s := &stream{req: req, done: make(chan struct{})}
 	c.mu.Lock()
 	if err := c.refusalLocked(); err != nil {
@@ -462,6 +535,9 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("%w: header list of %d bytes is over the server's limit of %d", ErrInvalidRequest, size, limit)
 	}
+	if !until.IsZero() {
+		s.timer = c.opts.afterFunc(time.Until(until), func() { c.cancel(s, context.DeadlineExceeded) })
+	}
 	c.queue = append(c.queue, s)
 	c.queued++
 	startable := c.active < c.maxStreams
@@ -469,17 +545,7 @@ func (c *Conn) Do(ctx context.Context, req *Request) (*Response, error) {
 	if startable {
 		c.signal()
 	}
-
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		c.cancel(s, ctx.Err())
-		<-s.done
-	}
-	if s.err != nil {
-		return nil, s.err
-	}
-	return &s.resp, nil
+	return s, nil
 }
 
 // refusalLocked is why no new request may start, or nil. c.mu must be held.
@@ -525,6 +591,9 @@ func (c *Conn) finishLocked(s *stream, err error) {
 	}
 	s.finished = true
 	s.err = err
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	if s.id != 0 {
 		delete(c.streams, s.id)
 		c.active--

@@ -550,3 +550,51 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("got %v; want GOAWAY NO_ERROR", f.typ)
 	}
 }
+
+// Start returns at once; the stream stays open after the caller stops
+// waiting and is answered, or reset at its deadline.
+func TestStart(t *testing.T) {
+	clock := &fakeClock{}
+	c, p := fakeStart(t, Options{PingInterval: -1, afterFunc: clock.afterFunc})
+	const keep = time.Minute
+	answered, err := c.Start(req("/3/device/aa", "{}"), time.Now().Add(keep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := p.request()
+	p.answer(h.stream, "200", "", "apns-id", "first")
+	select {
+	case <-answered.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("answered call not done")
+	}
+	if resp, err := answered.Result(); err != nil || resp.ApnsID != "first" {
+		t.Fatalf("Result = %+v, %v", resp, err)
+	}
+	// Its deadline is stopped with the stream: only the second call's fires.
+	expired, err := c.Start(req("/3/device/bb", "{}"), time.Now().Add(keep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, _ := p.request()
+	select {
+	case <-expired.Done():
+		t.Fatal("call done before its deadline or an answer")
+	default:
+	}
+	n, d := clock.pending()
+	if n != 1 {
+		t.Fatalf("%d deadline timers pending; want 1", n)
+	}
+	clock.fire(d)
+	<-expired.Done()
+	if _, err := expired.Result(); !errors.Is(err, context.DeadlineExceeded) || Unprocessed(err) {
+		t.Fatalf("expired call: %v; want deadline exceeded, possibly processed", err)
+	}
+	if f := p.next(); f.typ != http2.FrameRSTStream || f.stream != h2.stream || f.code != http2.ErrCodeCancel {
+		t.Fatalf("got %v %v on stream %d; want RST_STREAM CANCEL on %d", f.typ, f.code, f.stream, h2.stream)
+	}
+	if _, err := c.Start(req("bad path", ""), time.Now().Add(keep)); !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("Start of a bad path: %v; want ErrInvalidRequest", err)
+	}
+}

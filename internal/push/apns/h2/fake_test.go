@@ -319,3 +319,16 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func req(path string, body string, fields ...Field) *Request {
 	return &Request{Path: path, Header: fields, Body: []byte(body)}
 }
+
+// pending returns the timers not yet stopped or fired: their number and
+// the duration of the last one.
+func (c *fakeClock) pending() (n int, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.timers {
+		if !t.stopped {
+			n, d = n+1, t.d
+		}
+	}
+	return n, d
+}
