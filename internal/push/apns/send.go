@@ -154,6 +154,12 @@ func (p *Provider) send(ctx context.Context, n *push.Notification) push.Result {
 			select {
 			case <-call.Done():
 			case <-ctx.Done():
+				if call.Withdraw(ctx.Err()) {
+					// Still waiting for a stream: nothing was sent, and
+					// nothing may be after this Retry (a call's ring
+					// could come after its cancel).
+					return p.transportResult(fmt.Errorf("no stream free within %v: %w", p.timeout, ctx.Err()), a)
+				}
 				// No answer yet. The stream stays open: APNs may have
 				// taken the push, and resetting the stream would not take
 				// it back. A retry of the push waits for this answer

@@ -500,6 +500,24 @@ func (x *Call) Result() (*Response, error) {
 // context ends, with cause as its error.
 func (x *Call) Cancel(cause error) { x.c.cancel(x.s, cause) }
 
+// Withdraw ends the call with cause if it is still waiting for a stream
+// (nothing of it written), and reports whether it did. A call that has a
+// stream is left as it is: its request may have reached the peer.
+func (x *Call) Withdraw(cause error) bool {
+	c, s := x.c, x.s
+	c.mu.Lock()
+	if s.finished || s.id != 0 {
+		c.mu.Unlock()
+		return false
+	}
+	c.queued--
+	c.finishLocked(s, &Error{Err: cause})
+	c.mu.Unlock()
+	c.signal()
+	c.closeIfDrained()
+	return true
+}
+
 // headerListSize validates req and returns its header list size as the
 // peer counts it (name, value and 32 per field).
 func (c *Conn) headerListSize(req *Request) (uint32, error) {

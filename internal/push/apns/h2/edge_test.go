@@ -598,3 +598,45 @@ func TestStart(t *testing.T) {
 		t.Fatalf("Start of a bad path: %v; want ErrInvalidRequest", err)
 	}
 }
+
+// Withdraw ends a call still waiting for a stream, and nothing of it is
+// written; a call with a stream is left open.
+func TestWithdraw(t *testing.T) {
+	c, p := fakeStart(t, Options{PingInterval: -1}, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1})
+	first, err := c.Start(req("/3/device/aa", "{}"), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := p.request()
+	queued, err := c.Start(req("/3/device/bb", "{}"), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Withdraw(context.Canceled) {
+		t.Fatal("Withdraw of a call with a stream: true, want false")
+	}
+	if !queued.Withdraw(context.Canceled) {
+		t.Fatal("Withdraw of a queued call: false, want true")
+	}
+	<-queued.Done()
+	if _, err := queued.Result(); !Unprocessed(err) {
+		t.Fatalf("withdrawn call: %v; want unprocessed", err)
+	}
+	p.answer(h.stream, "200", "")
+	<-first.Done()
+	// The freed stream is not given to the withdrawn call: the next
+	// request is the next frame the peer reads.
+	if _, err := c.Start(req("/3/device/cc", "{}"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	h3, _ := p.request()
+	var path string
+	for _, f := range h3.fields {
+		if f.Name == ":path" {
+			path = f.Value
+		}
+	}
+	if path != "/3/device/cc" {
+		t.Fatalf("next request on the wire: %q; want /3/device/cc", path)
+	}
+}

@@ -162,6 +162,12 @@ func (w *writer) encodeRound() bool {
 	if c.queued == 0 {
 		clear(c.queue[c.qhead:]) // cancelled ones
 		c.queue, c.qhead = c.queue[:0], 0
+	} else if c.qhead > len(c.queue)/2 {
+		// A backlog that never drains (a stream limit far under the load)
+		// would otherwise grow the queue by its taken head for good.
+		n := copy(c.queue, c.queue[c.qhead:])
+		clear(c.queue[n:])
+		c.queue, c.qhead = c.queue[:n], 0
 	}
 	if c.nextID > maxStreamID && c.queued > 0 {
 		c.failQueueLocked(ErrStreamIDs) // what waits will never start here
