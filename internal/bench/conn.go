@@ -15,7 +15,6 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/herald-im/herald/proto"
-	"github.com/herald-im/herald/token"
 )
 
 // client is a lean protocol client: one connection, a reader goroutine that
@@ -33,40 +32,8 @@ type client struct {
 
 // dialLogin connects, logs in as user and waits for the end of the sync.
 func dialLogin(ctx context.Context, t *Target, user string) (*client, error) {
-	d := ws.Dialer{Protocols: []string{proto.Subprotocol}, Timeout: 10 * time.Second}
-	conn, br, _, err := d.Dial(ctx, t.URL)
-	if err != nil {
-		return nil, err
-	}
-	if br == nil {
-		br = bufio.NewReaderSize(conn, 4096)
-	}
-	c := &client{conn: conn, br: br}
-	tok, err := token.Mint(t.Secret, user, time.Now(), 2*time.Hour)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if err := c.send(proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: user, Token: tok, DeviceID: "bench"}); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for {
-		f, err := c.read()
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("login %s: %w", user, err)
-		}
-		if f.Err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("login %s: %s: %s", user, f.Err.Code, f.Err.Message)
-		}
-		if f.Ev == proto.EvSyncDone {
-			conn.SetReadDeadline(time.Time{})
-			return c, nil
-		}
-	}
+	c, _, err := loginDevice(ctx, t, user, "")
+	return c, err
 }
 
 func (c *client) read() (proto.Frame, error) {
