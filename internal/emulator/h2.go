@@ -59,16 +59,18 @@ const (
 )
 
 type h2conn struct {
-	c     *conn
-	a     *APNs
-	tc    *tls.Conn
-	br    *bufio.Reader
-	fr    *http2.Framer
-	dec   *hpack.Decoder
-	state *tls.ConnectionState // for bridged requests
-	ctx   context.Context      // bridged requests'; cancelled when the connection ends
-	stop  context.CancelFunc
-	epoch time.Time // the timer heap's clock: nanoseconds since epoch
+	c  *conn
+	a  *APNs
+	tc *tls.Conn
+	// closeOnce guards closeSoon.
+	closeOnce sync.Once
+	br        *bufio.Reader
+	fr        *http2.Framer
+	dec       *hpack.Decoder
+	state     *tls.ConnectionState // for bridged requests
+	ctx       context.Context      // bridged requests'; cancelled when the connection ends
+	stop      context.CancelFunc
+	epoch     time.Time // the timer heap's clock: nanoseconds since epoch
 
 	// Header block being decoded; reader goroutine only.
 	cur        *h2stream // nil: decode and discard
@@ -991,6 +993,19 @@ func (h *h2conn) teardown() {
 	h.tc.Close()
 }
 
+// closeSoon ends the connection after its last write: a close_notify at
+// once, the socket closed when the reader sees the peer close or a second
+// later. Closing the socket at once would make the kernel answer frames the
+// peer still sends with a reset, which can discard the final answers and
+// GOAWAY on their way to it (a client would take an answered push for one
+// that may not have been, and send it again).
+func (h *h2conn) closeSoon() {
+	h.closeOnce.Do(func() {
+		h.tc.CloseWrite()
+		time.AfterFunc(time.Second, func() { h.tc.Close() })
+	})
+}
+
 // flush writes the output buffer. Whoever holds writeMu writes what
 // others append meanwhile, so a goroutine that finds the writer busy
 // leaves at once, unless wait is set (the reader, so that a client that
@@ -1012,7 +1027,7 @@ func (h *h2conn) flush(wait bool) {
 			h.writeMu.Unlock()
 			h.mu.Unlock()
 			if closing {
-				h.tc.Close()
+				h.closeSoon()
 			}
 			return
 		}
