@@ -148,15 +148,7 @@ func (t *Target) restart(ctx context.Context) (stopped time.Duration, started, r
 		return 0, time.Time{}, time.Time{}, errors.New("only a server the bench started alone can be restarted")
 	}
 	t0 := time.Now()
-	t.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { t.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		t.cmd.Process.Kill()
-		<-done
-	}
+	t.terminate()
 	stopped = time.Since(t0)
 	cmd := exec.CommandContext(ctx, t.cmd.Path, t.cmd.Args[1:]...)
 	cmd.Env, cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = t.cmd.Env, t.cmd.Stdout, t.cmd.Stderr, t.cmd.SysProcAttr
@@ -290,15 +282,7 @@ func (t *Target) Stop() {
 		os.RemoveAll(t.data)
 		return
 	}
-	t.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { t.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		t.cmd.Process.Kill()
-		<-done
-	}
+	t.terminate()
 	os.RemoveAll(t.data)
 }
 
@@ -377,5 +361,18 @@ func RaiseFileLimit() {
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
 		r.Cur = r.Max
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+	}
+}
+
+// terminate stops the server process: SIGTERM, then SIGKILL after 15 s.
+func (t *Target) terminate() {
+	t.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { t.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.cmd.Process.Kill()
+		<-done
 	}
 }
