@@ -24,8 +24,8 @@ type ConnOptions struct {
 	// Push registers a push device at each timed login (an APNs token of
 	// app com.herald.bench.conn, which a bench server's built-in emulators
 	// accept); without it the logins register nothing.
-	Push bool
-	Progress        io.Writer
+	Push     bool
+	Progress io.Writer
 }
 
 // ConnResult is the report; JSON names are a contract for tools.
