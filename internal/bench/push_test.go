@@ -230,17 +230,19 @@ func TestPushEmulatorProcess(t *testing.T) {
 			}
 			target := startTarget(t, func(c *config.Config) { c.PushConfig = emu.ConfigFile })
 			res, err := Push(context.Background(), target, emu, PushOptions{
-				Recipients: 20, Messages: 300, Senders: 4, RTT: 5 * time.Millisecond, Drain: 10 * time.Second, Users: "child" + provider,
+				// Enough pushes for the child's CPU to show in /proc, which
+				// counts in 10 ms ticks (~12 µs per push here).
+				Recipients: 20, Messages: 3000, Senders: 4, RTT: 5 * time.Millisecond, Drain: 10 * time.Second, Users: "child" + provider,
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Pushes != 300 || res.Delivered != 300 || res.Missed != 0 || res.Duplicated != 0 || res.Unexpected != 0 {
-				t.Errorf("pushes %d, delivered %d, missed %d, duplicated %d, unexpected %d: want 300 delivered exactly once",
+			if res.Pushes != 3000 || res.Delivered != 3000 || res.Missed != 0 || res.Duplicated != 0 || res.Unexpected != 0 {
+				t.Errorf("pushes %d, delivered %d, missed %d, duplicated %d, unexpected %d: want 3000 delivered exactly once",
 					res.Pushes, res.Delivered, res.Missed, res.Duplicated, res.Unexpected)
 			}
-			if res.EmulatorAccepted != 300 || res.RTTms != 5 || res.P50ms < 5 {
-				t.Errorf("emulator accepted %d, rtt %.0f ms, p50 %.2f ms: want 300 accepted after the child's 5 ms delay", res.EmulatorAccepted, res.RTTms, res.P50ms)
+			if res.EmulatorAccepted != 3000 || res.RTTms != 5 || res.P50ms < 5 {
+				t.Errorf("emulator accepted %d, rtt %.0f ms, p50 %.2f ms: want 3000 accepted after the child's 5 ms delay", res.EmulatorAccepted, res.RTTms, res.P50ms)
 			}
 			if res.EmulatorCPUusPerPush <= 0 || res.ServerCPUusPerPush != 0 {
 				// startTarget runs the server in this process: no PID, no server figure.
