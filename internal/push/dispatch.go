@@ -947,6 +947,13 @@ func (s *Service) process(j store.PushJob) outcome {
 		if due.Before(until) {
 			due = until
 		}
+		if data.Config.EnableBadge && j.Attempt == 0 {
+			// The badge counts the push now, as if sent: the wait counts
+			// as an attempt, and a later attempt shows the count as it is
+			// then instead of adding to it.
+			_, epoch, _ := s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
+			o.badge = &badgeInc{pushID: dev.PushID, inc: data.Config.BadgeIncrement, epoch: epoch}
+		}
 		return s.wait(o, due, "app suspended: credentials refused ("+why+"); waiting for them to be accepted")
 	}
 	ctx := s.dsp.abort

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -272,6 +273,39 @@ func TestRefusedCredentialsSuspendTheApp(t *testing.T) {
 	}
 	if got := h.emu.Stats().Received; got != 4 {
 		t.Errorf("emulator received %d requests, want 4: the refusal, a refused check, an accepted check, the other push", got)
+	}
+}
+
+// TestSuspendedPushesKeepTheirBadge: badge pushes that wait out a
+// suspension still count: once the credentials are accepted the phone shows
+// the badge of all of them, not of the first alone.
+func TestSuspendedPushesKeepTheirBadge(t *testing.T) {
+	h := newHarness(t, push.Config{Recheck: 300 * time.Millisecond, RetryBase: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond}, nil)
+	h.device("bob", 1)
+	h.emu.Script(token(1), emulator.Step{Status: 403, Reason: "InvalidProviderToken", Times: 2})
+	badge := func() *herald.PushConfig {
+		return &herald.PushConfig{Title: "Alice", Content: "hi", EnableBadge: true, BadgeIncrement: 1}
+	}
+	first := h.sendWith("bob", badge())
+	h.waitLog(first.ID, herald.PushRetry)
+	more := []*herald.Message{h.sendWith("bob", badge()), h.sendWith("bob", badge())}
+	for _, m := range append(more, first) {
+		h.waitLog(m.ID, herald.PushSent)
+	}
+	most := 0
+	for _, n := range h.emu.Arrived(token(1)) {
+		var p struct {
+			Aps struct {
+				Badge int `json:"badge"`
+			} `json:"aps"`
+		}
+		if err := json.Unmarshal(n.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		most = max(most, p.Aps.Badge)
+	}
+	if most != 3 {
+		t.Errorf("highest badge shown %d, want 3: one per push", most)
 	}
 }
 
