@@ -32,32 +32,6 @@ func (f *fixture) pushReq(t *testing.T, ctx context.Context, body io.Reader) *ht
 	return r
 }
 
-// roundTrip sends r and returns the status and the APNs reason.
-func roundTrip(t *testing.T, c *http.Client, r *http.Request) resp {
-	t.Helper()
-	res, err := c.Do(r)
-	if err != nil {
-		return resp{err: err}
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		return resp{err: err}
-	}
-	out := resp{status: res.StatusCode, id: res.Header.Get("apns-id")}
-	if res.StatusCode != http.StatusOK {
-		var v struct {
-			Reason    string `json:"reason"`
-			Timestamp int64  `json:"timestamp"`
-		}
-		if err := json.Unmarshal(b, &v); err != nil {
-			t.Fatalf("%d answer body %q is not APNs JSON: %v", res.StatusCode, b, err)
-		}
-		out.reason, out.timestamp = v.Reason, v.Timestamp
-	}
-	return out
-}
-
 // A header block longer than a frame (16 KiB, the default
 // SETTINGS_MAX_FRAME_SIZE) is sent as HEADERS and CONTINUATION frames; the
 // push is read whole.

@@ -207,13 +207,23 @@ func doWith(t testing.TB, c *http.Client, f *fixture, r req) resp {
 			hr.Header.Set(k, v)
 		}
 	}
-	res, err := c.Do(hr)
+	return roundTrip(t, c, hr)
+}
+
+// roundTrip sends r and returns the status, the apns-id, Retry-After and
+// the APNs reason; an error answer's body must be APNs JSON, a 200's empty.
+func roundTrip(t testing.TB, c *http.Client, r *http.Request) resp {
+	t.Helper()
+	res, err := c.Do(r)
 	if err != nil {
 		return resp{err: err}
 	}
 	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return resp{err: err}
+	}
 	out := resp{status: res.StatusCode, id: res.Header.Get("apns-id"), retryAfter: res.Header.Get("retry-after")}
-	b, _ := io.ReadAll(res.Body)
 	if res.StatusCode != http.StatusOK {
 		var v struct {
 			Reason    string `json:"reason"`
