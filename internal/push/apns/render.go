@@ -1,66 +1,12 @@
 package apns
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"sync"
+	"strconv"
+	"unicode/utf8"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/push"
 )
-
-// The payload layout. Structs, not maps: encoding/json caches their
-// encoders, and a pooled renderer keeps every pointer inside itself, so a
-// Render allocates only its result.
-type document struct {
-	APS     apsJSON         `json:"aps"`
-	VoIP    *voipJSON       `json:"voip,omitempty"`
-	Payload string          `json:"payload,omitempty"`
-	Herald  push.HeraldKeys `json:"herald,omitzero"`
-}
-
-type apsJSON struct {
-	Alert             *alertJSON `json:"alert,omitempty"`
-	Badge             *int       `json:"badge,omitempty"` // a pointer: badge 0 clears the badge
-	Sound             string     `json:"sound,omitempty"`
-	ThreadID          string     `json:"thread-id,omitempty"`
-	Category          string     `json:"category,omitempty"`
-	ContentAvailable  int        `json:"content-available,omitempty"`
-	MutableContent    int        `json:"mutable-content,omitempty"`
-	InterruptionLevel string     `json:"interruption-level,omitempty"`
-}
-
-type alertJSON struct {
-	Title string `json:"title,omitempty"`
-	Body  string `json:"body,omitempty"`
-}
-
-// voipJSON is what a PushKit push hands the app for CallKit; PushKit
-// ignores aps.
-type voipJSON struct {
-	HandleType string `json:"handle_type,omitempty"`
-	Handle     string `json:"handle,omitempty"`
-	HasVideo   bool   `json:"has_video,omitempty"`
-	Title      string `json:"title,omitempty"`
-	Content    string `json:"content,omitempty"`
-}
-
-type renderer struct {
-	doc   document
-	alert alertJSON
-	voip  voipJSON
-	badge int
-	buf   bytes.Buffer
-	enc   *json.Encoder
-}
-
-var renderers = sync.Pool{New: func() any {
-	r := &renderer{}
-	r.enc = json.NewEncoder(&r.buf)
-	r.enc.SetEscapeHTML(false) // "<" stays one byte, not six
-	return r
-}}
 
 // Render builds the APNs payload of c for device d:
 //
@@ -78,55 +24,163 @@ func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error)
 }
 
 func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
-	r := renderers.Get().(*renderer)
-	r.doc = document{
-		Payload: c.Config.Payload,
-		Herald:  c.HeraldKeys(),
-	}
 	limit := MaxPayload
-	switch effectiveType(c.Strategy.Type, d) {
-	case push.TypeVoIP:
+	typ := effectiveType(c.Strategy.Type, d)
+	if typ == push.TypeVoIP {
 		limit = MaxVoIPPayload
-		r.voip = voipJSON{Title: c.Config.Title, Content: c.Config.Content}
-		if v := c.Config.VoIP; v != nil {
-			r.voip.HandleType, r.voip.Handle, r.voip.HasVideo = v.HandleType, v.Handle, v.HasVideo
-		}
-		r.doc.VoIP = &r.voip
+	}
+	// Appended by hand, in encoding/json's key order and string escaping
+	// (HTML left unescaped): no reflection, and no deep call stack for a
+	// push's short-lived goroutine to grow (which cost more than the
+	// encoding itself).
+	b := make([]byte, 0, 160+len(c.Config.Title)+len(c.Config.Content)+len(c.Config.Payload))
+	b = append(b, `{"aps":{`...)
+	switch typ {
+	case push.TypeVoIP: // PushKit ignores aps
 	case push.TypeBackground:
-		r.doc.APS.ContentAvailable = 1
+		b = append(b, `"content-available":1`...)
 	default:
-		a := &r.doc.APS
+		f := fields{b: b}
 		if c.Config.Title != "" || c.Config.Content != "" {
-			r.alert = alertJSON{Title: c.Config.Title, Body: c.Config.Content}
-			a.Alert = &r.alert
+			f.key("alert")
+			a := fields{b: append(f.b, '{')}
+			a.str("title", c.Config.Title)
+			a.str("body", c.Config.Content)
+			f.b = append(a.b, '}')
 		}
-		if c.HasBadge {
-			r.badge = c.Badge
-			a.Badge = &r.badge
+		if c.HasBadge { // badge 0 clears the badge: kept
+			f.key("badge")
+			f.b = strconv.AppendInt(f.b, int64(c.Badge), 10)
 		}
-		a.Sound = c.Strategy.Sound
-		a.ThreadID = c.Config.ThreadID
-		a.Category = c.Strategy.Category
+		f.str("sound", c.Strategy.Sound)
+		f.str("thread-id", c.Config.ThreadID)
+		f.str("category", c.Strategy.Category)
 		if c.Strategy.MutableContent {
-			a.MutableContent = 1
+			f.key("mutable-content")
+			f.b = append(f.b, '1')
 		}
-		a.InterruptionLevel = c.Strategy.InterruptionLevel
+		f.str("interruption-level", c.Strategy.InterruptionLevel)
+		b = f.b
 	}
-	r.buf.Reset()
-	err := r.enc.Encode(&r.doc)
-	b := r.buf.Bytes()
-	var out []byte
-	switch {
-	case err != nil:
-		err = fmt.Errorf("apns: encoding the payload: %w", err)
-	case len(b)-1 > limit: // Encode appends a newline
-		err = herald.Errorf(herald.CodeTooLarge, "push payload is %d bytes; the APNs limit is %d", len(b)-1, limit)
-	default:
-		out = bytes.Clone(b[:len(b)-1])
+	b = append(b, '}')
+	if typ == push.TypeVoIP {
+		f := fields{b: append(b, `,"voip":{`...)}
+		if v := c.Config.VoIP; v != nil {
+			f.str("handle_type", v.HandleType)
+			f.str("handle", v.Handle)
+			if v.HasVideo {
+				f.key("has_video")
+				f.b = append(f.b, "true"...)
+			}
+		}
+		f.str("title", c.Config.Title)
+		f.str("content", c.Config.Content)
+		b = append(f.b, '}')
 	}
-	r.doc, r.alert, r.voip = document{}, alertJSON{}, voipJSON{} // drop references to c's strings
-	if r.buf.Cap() <= 64<<10 {
-		renderers.Put(r)
+	if c.Config.Payload != "" {
+		b = append(b, `,"payload":`...)
+		b = appendString(b, c.Config.Payload)
 	}
-	return out, err
+	if h := c.HeraldKeys(); h != (push.HeraldKeys{}) {
+		f := fields{b: append(b, `,"herald":{`...)}
+		f.str("conv", h.Conv)
+		f.int("msg_id", h.MsgID)
+		f.int("seq", h.Seq)
+		f.str("from", h.From)
+		f.str("call_id", h.CallID)
+		f.str("call_event", h.CallEvent)
+		b = append(f.b, '}')
+	}
+	b = append(b, '}')
+	if len(b) > limit {
+		return nil, herald.Errorf(herald.CodeTooLarge, "push payload is %d bytes; the APNs limit is %d", len(b), limit)
+	}
+	return b, nil
+}
+
+// fields appends the members of one JSON object, leaving out empty ones
+// (omitempty), with a comma between two.
+type fields struct {
+	b    []byte
+	some bool
+}
+
+func (f *fields) key(k string) {
+	if f.some {
+		f.b = append(f.b, ',')
+	}
+	f.some = true
+	f.b = append(f.b, '"')
+	f.b = append(f.b, k...) // keys are constants that need no escaping
+	f.b = append(f.b, '"', ':')
+}
+
+func (f *fields) str(k, v string) {
+	if v != "" {
+		f.key(k)
+		f.b = appendString(f.b, v)
+	}
+}
+
+func (f *fields) int(k string, v int64) {
+	if v != 0 {
+		f.key(k)
+		f.b = strconv.AppendInt(f.b, v, 10)
+	}
+}
+
+// appendString appends s as a JSON string the way encoding/json writes it
+// with HTML escaping off: quote, backslash and control characters
+// escaped, invalid UTF-8 as U+FFFD, and U+2028 and U+2029 escaped (some
+// JavaScript parsers take them for line ends).
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

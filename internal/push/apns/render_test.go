@@ -3,6 +3,7 @@ package apns
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -137,4 +138,120 @@ func BenchmarkRenderParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The layout render writes by hand, as encoding/json structs: the
+// reference the hand-written encoder must match byte for byte.
+type refDocument struct {
+	APS     refAPS          `json:"aps"`
+	VoIP    *refVoIP        `json:"voip,omitempty"`
+	Payload string          `json:"payload,omitempty"`
+	Herald  push.HeraldKeys `json:"herald,omitzero"`
+}
+
+type refAPS struct {
+	Alert             *refAlert `json:"alert,omitempty"`
+	Badge             *int      `json:"badge,omitempty"`
+	Sound             string    `json:"sound,omitempty"`
+	ThreadID          string    `json:"thread-id,omitempty"`
+	Category          string    `json:"category,omitempty"`
+	ContentAvailable  int       `json:"content-available,omitempty"`
+	MutableContent    int       `json:"mutable-content,omitempty"`
+	InterruptionLevel string    `json:"interruption-level,omitempty"`
+}
+
+type refAlert struct {
+	Title string `json:"title,omitempty"`
+	Body  string `json:"body,omitempty"`
+}
+
+type refVoIP struct {
+	HandleType string `json:"handle_type,omitempty"`
+	Handle     string `json:"handle,omitempty"`
+	HasVideo   bool   `json:"has_video,omitempty"`
+	Title      string `json:"title,omitempty"`
+	Content    string `json:"content,omitempty"`
+}
+
+func refRender(t *testing.T, c *push.Content, d *herald.PushDevice) string {
+	doc := refDocument{Payload: c.Config.Payload, Herald: c.HeraldKeys()}
+	switch effectiveType(c.Strategy.Type, d) {
+	case push.TypeVoIP:
+		doc.VoIP = &refVoIP{Title: c.Config.Title, Content: c.Config.Content}
+		if v := c.Config.VoIP; v != nil {
+			doc.VoIP.HandleType, doc.VoIP.Handle, doc.VoIP.HasVideo = v.HandleType, v.Handle, v.HasVideo
+		}
+	case push.TypeBackground:
+		doc.APS.ContentAvailable = 1
+	default:
+		a := &doc.APS
+		if c.Config.Title != "" || c.Config.Content != "" {
+			a.Alert = &refAlert{Title: c.Config.Title, Body: c.Config.Content}
+		}
+		if c.HasBadge {
+			badge := c.Badge
+			a.Badge = &badge
+		}
+		a.Sound, a.ThreadID, a.Category = c.Strategy.Sound, c.Config.ThreadID, c.Strategy.Category
+		if c.Strategy.MutableContent {
+			a.MutableContent = 1
+		}
+		a.InterruptionLevel = c.Strategy.InterruptionLevel
+	}
+	var buf strings.Builder
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+// TestRenderMatchesEncodingJSON checks the hand-written encoder against
+// encoding/json on every kind of push, with strings that need each of
+// JSON's escapes: control characters, quotes, backslashes, invalid UTF-8,
+// U+2028/U+2029, HTML characters (left as they are) and multi-byte text.
+func TestRenderMatchesEncodingJSON(t *testing.T) {
+	nasty := []string{
+		"", "plain", "a\"b\\c", "tab\tnew\nline\rret", "\b\f\x00\x01\x1f\x7f", "<script>&amp;</script>",
+		"héllo 世界 🎉", "bad \xff utf8 \xc3", "sep\u2028para\u2029end", "\xe2\x80", strings.Repeat("x", 300),
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	pick := func() string {
+		if rng.IntN(3) == 0 { // random bytes, often invalid UTF-8
+			b := make([]byte, rng.IntN(12))
+			for i := range b {
+				b[i] = byte(rng.IntN(256))
+			}
+			return string(b)
+		}
+		return nasty[rng.IntN(len(nasty))]
+	}
+	types := []push.PushType{"", push.TypeAlert, push.TypeBackground, push.TypeVoIP}
+	for i := range 3000 {
+		c := push.Content{
+			Config: herald.PushConfig{Title: pick(), Content: pick(), Payload: pick(), ThreadID: pick()},
+			Strategy: push.Strategy{Type: types[rng.IntN(len(types))], Sound: pick(), Category: pick(),
+				MutableContent: rng.IntN(2) == 0, InterruptionLevel: pick()},
+			Badge: rng.IntN(3), HasBadge: rng.IntN(2) == 0,
+			Conv: pick(), From: pick(), CallID: pick(), CallEvent: pick(),
+		}
+		if rng.IntN(2) == 0 {
+			c.MsgID, c.Seq = rng.Int64N(1<<40)-5, rng.Int64N(3)
+		}
+		if rng.IntN(3) == 0 {
+			c.Config.VoIP = &herald.VoIPConfig{HandleType: pick(), Handle: pick(), HasVideo: rng.IntN(2) == 0}
+		}
+		d := alertDevice
+		if rng.IntN(4) == 0 {
+			d = voipDevice
+		}
+		got, err := render(&c, d)
+		if err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		if want := refRender(t, &c, d); string(got) != want {
+			t.Fatalf("case %d (%+v):\nrender         %s\nencoding/json  %s", i, c, got, want)
+		}
+	}
 }
