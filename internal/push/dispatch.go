@@ -146,7 +146,8 @@ type dispatcher struct {
 	finished  chan struct{} // closed when stopped: loop, jobs and finisher all done
 	pruneDone chan struct{}
 	loopDone  chan struct{}
-	running   sync.WaitGroup // job goroutines
+	running   sync.WaitGroup // jobs started and not yet handed to the finisher
+	work      chan store.PushJob // to an idle worker (unbuffered)
 	finDone   chan struct{}
 	started   bool
 	// abort is cancelled when stop's context ends before the dispatcher
@@ -187,6 +188,7 @@ func (d *dispatcher) init(s *Service) {
 	d.outcomes = make(chan outcome, s.cfg.FinishBatch)
 	d.flushReq = make(chan struct{}, 1)
 	d.stopping = make(chan struct{})
+	d.work = make(chan store.PushJob)
 	d.stopCtx, d.stopNow = context.WithCancel(context.Background())
 	d.finished = make(chan struct{})
 	d.pruneDone = make(chan struct{})
@@ -557,8 +559,7 @@ func (d *dispatcher) loop() {
 				short = append(short, due[i])
 				continue
 			}
-			d.running.Add(1)
-			go d.run(due[i])
+			d.runJob(due[i])
 		}
 		if len(short) > 0 && !d.renew(short) && !time.Now().Before(retryAt) {
 			refill, idle = true, false // claim them again (else after the failed refill's pause)
@@ -643,8 +644,7 @@ func (d *dispatcher) renew(jobs []store.PushJob) bool {
 			continue
 		}
 		jobs[i].LeaseUntil = now.Add(d.s.cfg.Lease)
-		d.running.Add(1)
-		go d.run(jobs[i])
+		d.runJob(jobs[i])
 	}
 	return true
 }
@@ -653,6 +653,42 @@ func (d *dispatcher) renew(jobs []store.PushJob) bool {
 func (d *dispatcher) unslot(n int) {
 	for range n {
 		<-d.sem
+	}
+}
+
+// workerIdle is how long a push worker waits for another job before it
+// exits.
+const workerIdle = 10 * time.Second
+
+// runJob runs j on an idle worker, or on a new one when none is idle: at
+// most as many as there are slots (sem), which bounds the jobs running.
+func (d *dispatcher) runJob(j store.PushJob) {
+	d.running.Add(1)
+	select {
+	case d.work <- j:
+	default:
+		go d.worker(j)
+	}
+}
+
+// worker runs j, then the jobs runJob hands it, until it has waited
+// workerIdle for one or the dispatcher stops. A push's path is deep (the
+// vendor's render and send, metrics): a goroutine per push grew its stack
+// twice for each (runtime.newstack was 5-7% of the server's CPU under
+// herald bench push); a worker keeps its grown stack.
+func (d *dispatcher) worker(j store.PushJob) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		d.run(j)
+		idle.Reset(workerIdle)
+		select {
+		case j = <-d.work:
+		case <-idle.C:
+			return
+		case <-d.stopping:
+			return
+		}
 	}
 }
 
