@@ -146,7 +146,7 @@ type dispatcher struct {
 	finished  chan struct{} // closed when stopped: loop, jobs and finisher all done
 	pruneDone chan struct{}
 	loopDone  chan struct{}
-	running   sync.WaitGroup // jobs started and not yet handed to the finisher
+	running   sync.WaitGroup     // jobs started and not yet handed to the finisher
 	work      chan store.PushJob // to an idle worker (unbuffered)
 	finDone   chan struct{}
 	started   bool
