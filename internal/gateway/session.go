@@ -137,7 +137,7 @@ type session struct {
 	// Set by the reader at login, before the session is visible to other
 	// goroutines through the hub; read-only afterwards.
 	user, device string
-	loginAt      int64 // Unix ns when it logged in (gateway clock): cross-node kicks spare later logins (loginTime)
+	loginAt      int64  // Unix ns when it logged in (gateway clock): cross-node kicks spare later logins (loginTime)
 	platform     string // as the client said at login (at most maxPlatformBytes), for the console
 	remote       string // the connection's remote address (a reverse proxy's, behind one); set at newSession
 
