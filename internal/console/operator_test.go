@@ -310,3 +310,18 @@ func TestPushPageDevices(t *testing.T) {
 		t.Error("a user with no device: the push page does not say so")
 	}
 }
+
+func TestDeliveryLogLatestWithoutFilter(t *testing.T) {
+	srv := startServer(t, nil)
+	base := "http://" + srv.Addr() + "/console/"
+	c := browserless(t)
+	csrf := login(t, c, base)
+	pushID, _ := registerDevice(t, srv, "bob", 1)
+	if resp := postForm(t, c, base+"push", url.Values{"csrf": {csrf}, "push_id": {pushID}, "title": {"hi"}}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("test push: %d", resp.StatusCode)
+	}
+	p := body(t, get(t, c, base+"log"))
+	if !strings.Contains(p, "<code>"+pushID+"</code>") || !strings.Contains(p, "The newest entries of the whole log") {
+		t.Error("the delivery log without a filter does not show the newest entries")
+	}
+}

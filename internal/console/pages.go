@@ -417,14 +417,15 @@ func (h *Handler) logPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	data := map[string]any{"Filter": f, "Outcomes": outcomes}
-	if f.User != "" || f.PushID != "" || f.MsgID != "" {
-		entries, err := h.query(r, f)
-		if err != nil {
-			data["Error"] = herald.ErrorMessage(err)
-		}
-		data["Entries"] = entries
-		data["Searched"] = true
+	// Without a filter, the newest entries of the whole log: what a
+	// first-time operator wants to see after sending something.
+	data["Latest"] = f.User == "" && f.PushID == "" && f.MsgID == ""
+	entries, err := h.query(r, f)
+	if err != nil {
+		data["Error"] = herald.ErrorMessage(err)
 	}
+	data["Entries"] = entries
+	data["Searched"] = true
 	h.render(w, r, http.StatusOK, "log", data)
 }
 
