@@ -87,8 +87,11 @@
       var max = 0;
       samples.forEach(function (s) { names.forEach(function (n) { max = Math.max(max, value(s, n)); }); });
       var top = max > 0 ? max * 1.1 : 1;
-      var span = Math.max(1, (series.interval_ms || 2000) * 299); // the ring's width: 10 minutes
+      // The x axis spans the samples kept, at least a minute (a server
+      // that just started draws a line, not a sliver at the right).
       var last = samples.length ? Date.parse(samples[samples.length - 1].at) : 0;
+      var first = samples.length ? Date.parse(samples[0].at) : 0;
+      var span = Math.max(60000, last - first, 1);
       var old = fig.querySelector("svg");
       if (old) old.remove();
       var old2 = fig.querySelector(".legend");
@@ -117,13 +120,16 @@
         none.textContent = "none yet";
         legend.appendChild(none);
       }
-      var scale = svgEl("text", { x: 4, y: 14, "class": "scale" });
-      scale.textContent = "max " + fmt(max);
-      svg.appendChild(scale);
+      var scale = document.createElement("span");
+      scale.className = "hint";
+      var secs = Math.round(Math.max(0, last - first) / 1000);
+      scale.textContent = "max " + fmt(max) + " over the last " + (secs < 120 ? secs + " s" : Math.round(secs / 60) + " min");
+      legend.appendChild(scale);
       fig.appendChild(svg);
       fig.appendChild(legend);
       fig.setAttribute("data-points", String(samples.length));
       fig.setAttribute("data-max", String(max));
+      fig.classList.toggle("live", max > 0); // a line above zero
     };
     var pollCharts = function () {
       fetch(charts.getAttribute("data-src"), { credentials: "same-origin", headers: { Accept: "application/json" } })
