@@ -1,12 +1,16 @@
 // Package console is the operator's web console, served by `herald serve`
-// at /console/: push debugging (a test push to a device, stage by stage,
-// with the vendor's raw answer and, for emulator devices, the notification
-// as the phone shows it), a user's devices and bindings, a message's push
-// timeline, the delivery log, and live figures.
+// at /console/: users (profile, live sessions on every node, push devices,
+// conversations, groups; kick a session, remove a device, unregister),
+// groups (members and roles; remove a member, dismiss), a conversation's
+// history (operator.go), push debugging (a test push to a device, stage by
+// stage, with the vendor's raw answer and, for emulator devices, the
+// notification as the phone shows it), a user's devices and bindings, a
+// message's push timeline, the delivery log, live figures, and charts of
+// the last minutes drawn from the server's ring buffer (metrics.Series).
 //
 // Pages are rendered on the server with html/template from assets embedded
 // in the binary (go:embed); a little vanilla JavaScript polls the live
-// figures and shows a test push's stages as they happen, streamed as
+// figures, draws the charts as SVG, and shows a test push's stages as they happen, streamed as
 // Server-Sent Events (stream.go); without JavaScript the push form's POST
 // renders the whole result at once. There is no build step and nothing is
 // loaded from elsewhere.
