@@ -10,9 +10,9 @@
 //
 // Pages are rendered on the server with html/template from assets embedded
 // in the binary (go:embed); a little vanilla JavaScript polls the live
-// figures, draws the charts as SVG, and shows a test push's stages as they happen, streamed as
-// Server-Sent Events (stream.go); without JavaScript the push form's POST
-// renders the whole result at once. There is no build step and nothing is
+// figures, draws the charts as SVG, and shows a test push's stages as
+// they happen, streamed as Server-Sent Events (stream.go); without
+// JavaScript the push form's POST renders the whole result at once. There is no build step and nothing is
 // loaded from elsewhere.
 //
 // Login takes an admin token (token.MintAdmin; `herald gentoken --admin`)
