@@ -330,4 +330,18 @@ func TestBrowserOperator(t *testing.T) {
 	if n, _ := strconv.Atoi(points); n < 1 {
 		t.Errorf("the messages chart has %q points", points)
 	}
+
+	// A phone's width: no page scrolls sideways (wide tables scroll
+	// within themselves).
+	b.do("a phone's viewport", chromedp.EmulateViewport(390, 800))
+	for _, page := range []string{"", "users?user_id=bob", "groups?group_id=crew", "conversation?conv=p:alice:bob", "push?user_id=bob", "log", "message", "devices?user_id=bob", "cluster", "no-such-page"} {
+		b.do("open "+page+" on a phone", chromedp.Navigate(base+page), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		wide, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wide {
+			t.Errorf("/console/%s is wider than a phone's 390 px", page)
+		}
+	}
 }
