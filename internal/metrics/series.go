@@ -105,7 +105,10 @@ type counters struct {
 }
 
 // ring is the series kept: samples in a circular buffer, and the totals
-// of the last sample.
+// of the last sample. Sample holds mu while it reads the sources
+// (Figures, and Metrics.mu through it); nothing holds those and then
+// takes mu. A sample in buf is never changed after it is written (its
+// maps included), so Series hands out the samples themselves.
 type ring struct {
 	mu      sync.Mutex
 	buf     []Sample
