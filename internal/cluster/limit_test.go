@@ -120,3 +120,41 @@ func TestPeers(t *testing.T) {
 	pb.Close()
 	waitFor(t, "node A drops node B at its bye", func() bool { return len(pa.Peers()) == 0 })
 }
+
+// TestKickDeviceElsewhere: the console's kick of one device on node A
+// closes that device's sessions on node B, not the user's others, and
+// node A lists and counts what node B announced.
+func TestKickDeviceElsewhere(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	var ka, kb kicks
+	pa := startKickPresence(t, "a", a, clk, &ka, 0)
+	pb := startKickPresence(t, "b", b, clk, &kb, 0)
+	login := clk.Now().Add(-time.Minute)
+	b.gw.setLiveAt("gina", "phone", login)
+	b.gw.setLiveAt("gina", "tablet", login)
+	pb.Emit(herald.Event{Type: herald.EventLogin, Time: login, User: "gina", Device: "phone"})
+	pb.Emit(herald.Event{Type: herald.EventLogin, Time: login, User: "gina", Device: "tablet"})
+	waitFor(t, "node A sees gina's devices", func() bool { return len(pa.RemoteSessions("gina")) == 2 })
+	got := pa.RemoteSessions("gina")
+	want := []RemoteSession{{Device: "phone", Node: "b", At: login}, {Device: "tablet", Node: "b", At: login}}
+	for i := range want {
+		if got[i].Device != want[i].Device || got[i].Node != want[i].Node || !got[i].At.Equal(want[i].At) {
+			t.Errorf("RemoteSessions[%d] = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	at := time.Unix(3_000_000, 7)
+	if n := pa.KickDeviceElsewhere("gina", "tablet", "by the operator", at); n != 1 {
+		t.Errorf("KickDeviceElsewhere counted %d sessions on other nodes, want 1", n)
+	}
+	wantKick := fmt.Sprintf("gina/tablet all=false at=%d by the operator", at.UnixNano())
+	waitFor(t, "node B asked to close gina's tablet", func() bool { return slices.Contains(kb.list(), wantKick) })
+	if l := kb.list(); len(l) != 1 {
+		t.Errorf("node B was asked %q, want only the tablet's kick", l)
+	}
+	if len(pb.RemoteSessions("gina")) != 0 {
+		t.Error("node B lists its own sessions as remote")
+	}
+}

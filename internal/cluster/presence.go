@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -818,4 +819,48 @@ func (p *Presence) Peers() []Peer {
 	p.mu.Unlock()
 	slices.SortFunc(peers, func(a, b Peer) int { return strings.Compare(a.Node, b.Node) })
 	return peers
+}
+
+// RemoteSession is a session another node announces.
+type RemoteSession struct {
+	Device string
+	Node   string
+	At     time.Time // its last login there (that node's clock); zero from a node that does not send it
+}
+
+// RemoteSessions returns user's sessions the other nodes announce, until
+// their end is announced or expires (TTL), by device then node.
+func (p *Presence) RemoteSessions(user string) []RemoteSession {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	var out []RemoteSession
+	for device, nodes := range p.remote[user] {
+		for node, e := range nodes {
+			if now.Before(e.exp) {
+				out = append(out, RemoteSession{Device: device, Node: node, At: e.at})
+			}
+		}
+	}
+	p.mu.Unlock()
+	slices.SortFunc(out, func(a, b RemoteSession) int {
+		return cmp.Or(strings.Compare(a.Device, b.Device), strings.Compare(a.Node, b.Node))
+	})
+	return out
+}
+
+// KickDeviceElsewhere asks the other nodes to close user's sessions on
+// device that logged in before at, with reason (the console's kick of one
+// session), and returns how many of them the other nodes had announced.
+// It does not block on the network; without a bus the kick is lost.
+func (p *Presence) KickDeviceElsewhere(user, device, reason string, at time.Time) int {
+	p.stats.kicksAsked.Add(1)
+	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), Reason: reason,
+		Entries: []presenceEntry{{User: user, Device: device}}})
+	n := 0
+	for _, s := range p.RemoteSessions(user) {
+		if s.Device == device {
+			n++
+		}
+	}
+	return n
 }

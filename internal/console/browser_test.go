@@ -2,13 +2,17 @@ package console_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/client"
 )
 
 // findChrome returns a Chromium or Chrome binary: $HERALD_TEST_CHROME, or
@@ -170,5 +174,174 @@ func TestBrowserTestPush(t *testing.T) {
 	}
 	if strings.TrimSpace(phoneBody) != "sent by chromedp" {
 		t.Errorf("phone shows body %q, want %q", phoneBody, "sent by chromedp")
+	}
+}
+
+// browserSession starts headless Chromium for one test: do runs steps
+// under a deadline each and, when one fails, ends the test with what the
+// page says.
+type browserSession struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+func newBrowser(t *testing.T, chrome string, timeout time.Duration) *browserSession {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chrome),
+		chromedp.NoSandbox, // CI containers run as root, where Chromium's sandbox cannot start
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-dev-shm-usage", true),
+	)
+	root, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	ctx, cancelAlloc := chromedp.NewExecAllocator(root, opts...)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelBrowser := chromedp.NewContext(ctx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancelBrowser)
+	if _, err := chromedp.Run(ctx, chromedp.Location()); err != nil {
+		t.Fatalf("starting %s: %v", chrome, err)
+	}
+	return &browserSession{t: t, ctx: ctx}
+}
+
+func (b *browserSession) do(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	sctx, cancel := context.WithTimeout(b.ctx, 8*time.Second)
+	defer cancel()
+	if err := chromedp.Do(sctx, steps...); err != nil {
+		shot, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		defer cancel()
+		where, _ := chromedp.Run(shot, chromedp.Location())
+		body, _ := chromedp.Run(shot, chromedp.Text(chromedp.CSS("body")))
+		b.t.Fatalf("browser: %s: %v\nat %s the page says:\n%s", what, err, where, body)
+	}
+}
+
+func (b *browserSession) text(sel string) string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatalf("browser: reading %s: %v", sel, err)
+	}
+	return v
+}
+
+// TestBrowserOperator drives the operator's pages in headless Chromium:
+// log in, find a user, see their live session and push device, kick the
+// session (the SDK client is told it was kicked out), open their group,
+// read a conversation's history, and see the charts drawn with the
+// messages just sent.
+func TestBrowserOperator(t *testing.T) {
+	chrome := findChrome(t)
+	srv := startServer(t, nil)
+	base := "http://" + srv.Addr() + "/console/"
+
+	bob := loginSDK(t, srv, "bob", "bob-phone", "ios")
+	pushID, err := bob.RegisterPush(sdkCtx(t), client.PushRegistration{Provider: herald.ProviderAPNs, Token: apnsToken(3), App: testApp, Environment: herald.EnvProduction})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := loginSDK(t, srv, "alice", "alice-laptop", "web")
+	for i := 1; i <= 3; i++ {
+		if _, err := alice.SendPeerMessage(sdkCtx(t), "bob", client.OutgoingMessage{Type: herald.MessageText, Text: fmt.Sprintf("hello bob %d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.CreateGroup(sdkCtx(t), client.NewGroup{GroupID: "crew", Name: "The crew"}, []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendGroupMessage(sdkCtx(t), "crew", client.OutgoingMessage{Type: herald.MessageText, Text: "crew meeting at noon"}); err != nil {
+		t.Fatal(err)
+	}
+
+	b := newBrowser(t, chrome, 60*time.Second)
+	b.do("open the console", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.ID("token")))
+	b.do("log in",
+		chromedp.SetValue(chromedp.ID("token"), adminToken(t, time.Hour)),
+		chromedp.Click(chromedp.ID("login")),
+		chromedp.WaitVisible(chromedp.ID("charts")),
+	)
+	b.do("find bob",
+		chromedp.Click(chromedp.CSS(`nav a[href="/console/users"]`)),
+		chromedp.WaitVisible(chromedp.ID("user-search")),
+		chromedp.SetValue(chromedp.ID("user-search"), "bob"),
+		chromedp.Click(chromedp.ID("find-user")),
+		chromedp.WaitVisible(chromedp.CSS(`#sessions tr[data-device="bob-phone"]`)),
+	)
+	session, devices := b.text(`#sessions tr[data-device="bob-phone"]`), b.text("#user-devices")
+	if !strings.Contains(session, "ios") || !strings.Contains(session, "this node") {
+		t.Errorf("bob's session row %q lacks its platform and node", session)
+	}
+	if !strings.Contains(devices, pushID) {
+		t.Errorf("bob's devices %q lack %s", devices, pushID)
+	}
+
+	b.do("kick bob's session",
+		chromedp.Click(chromedp.CSS(`#sessions tr[data-device="bob-phone"] button.kick`)),
+		chromedp.WaitVisible(chromedp.ID("notice")),
+	)
+	select {
+	case ev := <-bob.events:
+		if ev != client.EventKickedOut {
+			t.Errorf("bob's SDK client ended with %v, want EventKickedOut", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob's SDK client did not see the kick")
+	}
+	if n := b.text("#notice"); !strings.Contains(n, "1 session") {
+		t.Errorf("after the kick the page says %q", n)
+	}
+
+	b.do("open bob's group",
+		chromedp.Click(chromedp.CSS(`#user-groups a`)),
+		chromedp.WaitVisible(chromedp.ID("members")),
+	)
+	if m := b.text("#members"); !strings.Contains(m, "alice") || !strings.Contains(m, "owner") || !strings.Contains(m, "bob") {
+		t.Errorf("the crew's members %q: want alice (owner) and bob", m)
+	}
+	b.do("read the group's history",
+		chromedp.Click(chromedp.ID("group-history")),
+		chromedp.WaitVisible(chromedp.ID("history")),
+	)
+	if h := b.text("#history"); !strings.Contains(h, "crew meeting at noon") {
+		t.Errorf("the group's history %q lacks its message", h)
+	}
+	b.do("read bob and alice's conversation",
+		chromedp.Navigate(base+"users?user_id=bob"),
+		chromedp.Click(chromedp.CSS(`#conversations a[href*="p:alice:bob"]`)),
+		chromedp.WaitVisible(chromedp.ID("history")),
+	)
+	if h := b.text("#history"); !strings.Contains(h, "hello bob 1") || !strings.Contains(h, "hello bob 3") || !strings.Contains(h, "#3") {
+		t.Errorf("the peer history %q lacks the three messages", h)
+	}
+
+	// The charts: the messages sent before the page was opened are in the
+	// server's samples, so their line rises above zero at once.
+	b.do("see the charts draw",
+		chromedp.Navigate(base),
+		chromedp.WaitVisible(chromedp.CSS(`figure[data-chart="messages"].live svg polyline`)),
+		chromedp.WaitVisible(chromedp.CSS(`figure[data-chart="connections"].live svg polyline`)),
+	)
+	points, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector('figure[data-chart="messages"]').getAttribute("data-points")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := strconv.Atoi(points); n < 1 {
+		t.Errorf("the messages chart has %q points", points)
+	}
+
+	// A phone's width: no page scrolls sideways (wide tables scroll
+	// within themselves).
+	b.do("a phone's viewport", chromedp.EmulateViewport(390, 800))
+	for _, page := range []string{"", "users?user_id=bob", "groups?group_id=crew", "conversation?conv=p:alice:bob", "push?user_id=bob", "log", "message", "devices?user_id=bob", "cluster", "no-such-page"} {
+		b.do("open "+page+" on a phone", chromedp.Navigate(base+page), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		wide, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wide {
+			t.Errorf("/console/%s is wider than a phone's 390 px", page)
+		}
 	}
 }

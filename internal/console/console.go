@@ -1,14 +1,18 @@
 // Package console is the operator's web console, served by `herald serve`
-// at /console/: push debugging (a test push to a device, stage by stage,
-// with the vendor's raw answer and, for emulator devices, the notification
-// as the phone shows it), a user's devices and bindings, a message's push
-// timeline, the delivery log, and live figures.
+// at /console/: users (profile, live sessions on every node, push devices,
+// conversations, groups; kick a session, remove a device, unregister),
+// groups (members and roles; remove a member, dismiss), a conversation's
+// history (operator.go), push debugging (a test push to a device, stage by
+// stage, with the vendor's raw answer and, for emulator devices, the
+// notification as the phone shows it), a user's devices and bindings, a
+// message's push timeline, the delivery log, live figures, and charts of
+// the last minutes drawn from the server's ring buffer (metrics.Series).
 //
 // Pages are rendered on the server with html/template from assets embedded
 // in the binary (go:embed); a little vanilla JavaScript polls the live
-// figures and shows a test push's stages as they happen, streamed as
-// Server-Sent Events (stream.go); without JavaScript the push form's POST
-// renders the whole result at once. There is no build step and nothing is
+// figures, draws the charts as SVG, and shows a test push's stages as
+// they happen, streamed as Server-Sent Events (stream.go); without
+// JavaScript the push form's POST renders the whole result at once. There is no build step and nothing is
 // loaded from elsewhere.
 //
 // Login takes an admin token (token.MintAdmin; `herald gentoken --admin`)
@@ -70,6 +74,9 @@ type Push interface {
 	Log(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error)
 	Devices(user string) []herald.PushDevice
 	Device(pushID string) (herald.PushDevice, bool)
+	// Unregister removes one of user's devices; CodeNotFound when pushID
+	// is not a device bound to user.
+	Unregister(ctx context.Context, user, pushID string) error
 }
 
 // Inbox reads what the built-in emulator of a device's vendor accepted
@@ -91,6 +98,17 @@ type Config struct {
 	Strategies map[string]push.Strategy
 	// Figures returns the live figures as a JSON-encodable value.
 	Figures func() any
+	// Series returns the charts' ring buffer (metrics.Series) as a
+	// JSON-encodable value; nil answers an empty series.
+	Series func() any
+	// The operator's pages (operator.go). A nil one leaves what it
+	// serves out of its page.
+	Users  Users
+	Live   Live
+	Store  Reader
+	Groups Groups
+	// Node is this node's ID, shown beside the sessions it holds.
+	Node string
 	// MaxSessions bounds the sessions held; a login past it ends the one
 	// that expires first. Zero means 1000.
 	MaxSessions int
@@ -206,9 +224,14 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"log", h.auth(h.logPage))
 	h.mux.HandleFunc("GET "+Prefix+"message", h.auth(h.messagePage))
 	h.mux.HandleFunc("GET "+Prefix+"api/figures", h.auth(h.figures))
+	h.mux.HandleFunc("GET "+Prefix+"api/series", h.auth(h.series))
 	h.mux.HandleFunc("POST "+Prefix+"api/push/test", h.auth(h.startPushRun))
 	h.mux.HandleFunc("GET "+Prefix+"api/push/events", h.auth(h.pushEvents))
 	h.mux.HandleFunc("GET "+Prefix+"static/", h.serveStatic)
+	h.operatorRoutes()
+	// Any other path under the console: its own 404 page, after the login
+	// (an unknown path says nothing to who has no session).
+	h.mux.HandleFunc(Prefix, h.auth(h.notFound))
 	return h
 }
 
@@ -532,6 +555,18 @@ func (h *Handler) figures(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, h.cfg.Figures())
+}
+
+func (h *Handler) series(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Series == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"interval_ms": 0, "samples": []any{}})
+		return
+	}
+	writeJSON(w, http.StatusOK, h.cfg.Series())
+}
+
+func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
+	h.render(w, r, http.StatusNotFound, "notfound", map[string]any{"Path": r.URL.Path})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -18,7 +18,7 @@ import (
 )
 
 // pages are the templates, each rendered inside layout.html.
-var pages = []string{"login", "overview", "push", "devices", "log", "message", "cluster"}
+var pages = []string{"login", "overview", "push", "devices", "log", "message", "cluster", "users", "groups", "conversation", "notfound"}
 
 func parseTemplates() map[string]*template.Template {
 	funcs := template.FuncMap{
@@ -115,7 +115,16 @@ func (h *Handler) pushData(f pushForm) map[string]any {
 		if err := herald.ValidateUserID(f.User); err != nil {
 			data["Error"] = "user: " + herald.ErrorMessage(err)
 		} else {
-			data["Devices"] = h.cfg.Push.Devices(f.User)
+			devs := h.cfg.Push.Devices(f.User)
+			data["Devices"] = devs
+			switch {
+			case len(devs) == 0:
+				data["NoDevices"] = true
+			case len(devs) == 1 && f.PushID == "":
+				// The only device is the one to test.
+				f.PushID = devs[0].PushID
+				data["Form"] = f
+			}
 		}
 	}
 	return data
@@ -408,14 +417,15 @@ func (h *Handler) logPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	data := map[string]any{"Filter": f, "Outcomes": outcomes}
-	if f.User != "" || f.PushID != "" || f.MsgID != "" {
-		entries, err := h.query(r, f)
-		if err != nil {
-			data["Error"] = herald.ErrorMessage(err)
-		}
-		data["Entries"] = entries
-		data["Searched"] = true
+	// Without a filter, the newest entries of the whole log: what a
+	// first-time operator wants to see after sending something.
+	data["Latest"] = f.User == "" && f.PushID == "" && f.MsgID == ""
+	entries, err := h.query(r, f)
+	if err != nil {
+		data["Error"] = herald.ErrorMessage(err)
 	}
+	data["Entries"] = entries
+	data["Searched"] = true
 	h.render(w, r, http.StatusOK, "log", data)
 }
 
@@ -428,8 +438,28 @@ type timelineDevice struct {
 }
 
 func (h *Handler) messagePage(w http.ResponseWriter, r *http.Request) {
-	id := strings.TrimSpace(r.URL.Query().Get("msg_id"))
-	data := map[string]any{"MsgID": id}
+	q := r.URL.Query()
+	id, conv, seq := strings.TrimSpace(q.Get("msg_id")), strings.TrimSpace(q.Get("conv")), strings.TrimSpace(strings.TrimPrefix(q.Get("seq"), "#"))
+	data := map[string]any{"MsgID": id, "Conv": conv, "Seq": seq}
+	if id == "" && (conv != "" || seq != "") {
+		// The chat shows a message's seq in its conversation (#12); the
+		// delivery log names the server-wide message ID.
+		n, err := strconv.ParseInt(seq, 10, 64)
+		switch {
+		case conv == "" || seq == "":
+			data["Error"] = "name the conversation and the seq (#) together, or give the message ID"
+		case err != nil || n <= 0:
+			data["Error"] = "seq " + strconv.Quote(seq) + " is not a positive number"
+		default:
+			m, err := h.messageBySeq(r.Context(), conv, n)
+			if err != nil {
+				data["Error"] = h.failed("finding the message", err)
+				break
+			}
+			id = strconv.FormatInt(m.ID, 10)
+			data["MsgID"], data["Message"] = id, m
+		}
+	}
 	if id != "" {
 		entries, err := h.query(r, logFilter{MsgID: id, Limit: 1000})
 		if err != nil {

@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"time"
+	"unicode/utf8"
+
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/proto"
-	"time"
 )
 
 // Operations the server API (internal/api) performs on live sessions.
@@ -113,6 +115,63 @@ func (g *Gateway) KickLoggedInBefore(user, device string, allDevices bool, at ti
 	var kick []*session
 	for _, s := range sh.users[user] {
 		if (allDevices || s.device == device) && s.loginTime().Before(at) {
+			kick = append(kick, s)
+		}
+	}
+	sh.mu.Unlock()
+	for _, s := range kick {
+		g.stats.kicked.Add(1)
+		s.closeWith(proto.CloseKickedOut, reason)
+	}
+	return len(kick)
+}
+
+// maxPlatformBytes bounds the platform a session keeps from its login
+// (free text, shown by the console); a longer one is cut.
+const maxPlatformBytes = 32
+
+// clipPlatform cuts p to maxPlatformBytes, at a rune boundary.
+func clipPlatform(p string) string {
+	if len(p) <= maxPlatformBytes {
+		return p
+	}
+	p = p[:maxPlatformBytes]
+	for len(p) > 0 && !utf8.ValidString(p) {
+		p = p[:len(p)-1]
+	}
+	return p
+}
+
+// SessionInfo is a logged-in session as the console lists it.
+type SessionInfo struct {
+	Device   string
+	Platform string    // as the client said at login; may be empty
+	Remote   string    // the connection's remote address (a reverse proxy's, behind one)
+	LoginAt  time.Time // the gateway's clock
+}
+
+// UserSessions returns user's logged-in sessions here, oldest login first.
+func (g *Gateway) UserSessions(user string) []SessionInfo {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	out := make([]SessionInfo, 0, len(sh.users[user]))
+	for _, s := range sh.users[user] {
+		out = append(out, SessionInfo{Device: s.device, Platform: s.platform, Remote: s.remote, LoginAt: s.loginTime()})
+	}
+	return out
+}
+
+// KickDevice closes user's sessions here on device with CloseKickedOut
+// and reason, and returns how many it closed; the other nodes' sessions
+// are the caller's (internal/cluster's presence). The user's tokens stay
+// valid, as with Kick.
+func (g *Gateway) KickDevice(user, device, reason string) int {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	var kick []*session
+	for _, s := range sh.users[user] {
+		if s.device == device {
 			kick = append(kick, s)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/proto"
+	"github.com/herald-im/herald/token"
 )
 
 // adminPipeSession is a session on a pipe whose client reports text
@@ -107,5 +109,67 @@ func TestBroadcastAndKick(t *testing.T) {
 	}
 	if k := g.Stats().Kicked; k != 1 {
 		t.Errorf("Kicked = %d, want 1", k)
+	}
+}
+
+// TestUserSessionsAndKickDevice: the console lists a user's sessions
+// with the platform each said at login, and its kick of one device
+// closes that device's sessions only, with CloseKickedOut.
+func TestUserSessionsAndKickDevice(t *testing.T) {
+	g := newCallGateway(t, newFakeCalls(), Config{})
+	defer g.Shutdown(context.Background())
+	login := func(device, platform string) (<-chan proto.Frame, <-chan int) {
+		s, frames, closed := adminPipeSession(t, g)
+		tok, _ := token.Mint(callSecret, "hana", time.Now(), time.Hour)
+		callRequest(t, s, 1, proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "hana", Token: tok, DeviceID: device, Platform: platform})
+		if !s.loggedIn.Load() {
+			t.Fatalf("hana/%s did not log in", device)
+		}
+		untilSynced(t, frames)
+		return frames, closed
+	}
+	_, phoneClosed := login("phone", "ios")
+	_, laptopClosed := login("laptop", strings.Repeat("x", 40))
+
+	got := g.UserSessions("hana")
+	if len(got) != 2 {
+		t.Fatalf("UserSessions = %+v, want 2", got)
+	}
+	if got[0].Device != "phone" || got[0].Platform != "ios" || got[0].LoginAt.IsZero() || got[0].Remote == "" {
+		t.Errorf("first session %+v: want the phone, ios, its login time and address", got[0])
+	}
+	if got[1].Platform != strings.Repeat("x", maxPlatformBytes) {
+		t.Errorf("a 40-byte platform is kept as %q, want it cut to %d bytes", got[1].Platform, maxPlatformBytes)
+	}
+	if n := g.KickDevice("hana", "laptop", "by the operator"); n != 1 {
+		t.Errorf("KickDevice closed %d sessions, want 1", n)
+	}
+	select {
+	case code := <-laptopClosed:
+		if code != proto.CloseKickedOut {
+			t.Errorf("the laptop was closed with %d, want %d", code, proto.CloseKickedOut)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the laptop's session was not closed")
+	}
+	select {
+	case code := <-phoneClosed:
+		t.Fatalf("the phone was closed (%d) by the laptop's kick", code)
+	default:
+	}
+	if n := g.KickDevice("hana", "watch", "by the operator"); n != 0 {
+		t.Errorf("kicking a device with no session closed %d", n)
+	}
+}
+
+func TestClipPlatform(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"ios", "ios"},
+		{strings.Repeat("a", 32), strings.Repeat("a", 32)},
+		{strings.Repeat("a", 31) + "é", strings.Repeat("a", 31)}, // not half a rune
+	} {
+		if got := clipPlatform(tc.in); got != tc.want {
+			t.Errorf("clipPlatform(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

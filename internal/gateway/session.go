@@ -137,7 +137,9 @@ type session struct {
 	// Set by the reader at login, before the session is visible to other
 	// goroutines through the hub; read-only afterwards.
 	user, device string
-	loginAt      int64 // Unix ns when it logged in (gateway clock): cross-node kicks spare later logins (loginTime)
+	loginAt      int64  // Unix ns when it logged in (gateway clock): cross-node kicks spare later logins (loginTime)
+	platform     string // as the client said at login (at most maxPlatformBytes), for the console
+	remote       string // the connection's remote address (a reverse proxy's, behind one); set at newSession
 
 	// deadline is when the session times out (Unix ns): the login timeout
 	// until login; none from the login until sync_done has been written;
@@ -217,6 +219,9 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 
 func newSession(g *Gateway, conn net.Conn) *session {
 	s := &session{g: g, id: chat.SessionID(g.nextID.Add(1)), conn: conn}
+	if a := conn.RemoteAddr(); a != nil {
+		s.remote = a.String()
+	}
 	s.fr.max = g.cfg.MaxFrameBytes
 	s.deadline.Store(g.cfg.Now().Add(g.cfg.LoginTimeout).UnixNano())
 	s.tokenAt.Store(math.MaxInt64)
@@ -747,6 +752,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		return // the session ended while this login was being checked
 	}
 	s.user, s.device = req.UserID, req.DeviceID
+	s.platform = clipPlatform(req.Platform)
 	s.loginAt = cfg.Now().UnixNano()
 	s.tokenExp = claims.ExpiresAt.UnixNano()
 	s.syncing = true

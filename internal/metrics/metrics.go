@@ -70,6 +70,10 @@ type Metrics struct {
 	failed   atomic.Int64     // vendor requests not Delivered
 
 	stats []statsSource
+
+	sentBy map[string]*atomic.Int64 // provider -> vendor requests delivered; under mu, the counters atomic
+	lat    *latHist                 // every vendor round trip, for the charts' p99
+	series ring                     // series.go
 }
 
 type statsSource struct {
@@ -85,6 +89,8 @@ func New() *Metrics {
 		reg:      prometheus.NewRegistry(),
 		reasons:  make(map[string]int64),
 		nReasons: make(map[string]int),
+		sentBy:   make(map[string]*atomic.Int64),
+		lat:      newLatHist(),
 		storeLat: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "herald_send_to_store_seconds",
 			Help:    "Time from a send being accepted to its message being durable (millisecond resolution).",
@@ -191,7 +197,14 @@ func (d *deliverer) DeliverMessage(msg *herald.Message, to []string, origin chat
 // by result and failure reason, and its round trip observed.
 func (m *Metrics) Provider(name herald.PushProvider, p push.Provider) push.Provider {
 	prov := string(name)
-	return &provider{Provider: p, m: m, name: prov, lat: m.pushLat.WithLabelValues(prov)}
+	m.mu.Lock()
+	sent := m.sentBy[prov]
+	if sent == nil {
+		sent = new(atomic.Int64)
+		m.sentBy[prov] = sent
+	}
+	m.mu.Unlock()
+	return &provider{Provider: p, m: m, name: prov, lat: m.pushLat.WithLabelValues(prov), sent: sent}
 }
 
 type provider struct {
@@ -199,6 +212,7 @@ type provider struct {
 	m    *Metrics
 	name string
 	lat  prometheus.Observer
+	sent *atomic.Int64 // this provider's delivered requests (Metrics.sentBy)
 }
 
 // CheckToken forwards to the wrapped provider's push.TokenChecker, so the
@@ -223,9 +237,11 @@ func (p *provider) Credential(app string) string {
 func (p *provider) Send(ctx context.Context, n *push.Notification) push.Result {
 	res := p.Provider.Send(ctx, n)
 	p.lat.Observe(res.Latency.Seconds())
+	p.m.lat.observe(res.Latency)
 	p.m.pushReqs.WithLabelValues(p.name, res.Verdict.String()).Inc()
 	if res.Verdict == push.Delivered {
 		p.m.sent.Add(1)
+		p.sent.Add(1)
 		return res
 	}
 	p.m.failed.Add(1)

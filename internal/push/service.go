@@ -432,16 +432,15 @@ func (s *Service) DeviceActive(user, device string) {
 	}
 }
 
-// Log returns delivery-log entries, newest first.
+// Log returns delivery-log entries, newest first: those q names, or with
+// no user, push ID or message ID the newest of the whole log. limit 0
+// means 100; at most 1000.
 func (s *Service) Log(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error) {
 	if q.Limit == 0 {
 		q.Limit = 100
 	}
 	if q.Limit < 0 || q.Limit > 1000 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", q.Limit)
-	}
-	if q.User == "" && q.PushID == "" && q.MsgID == 0 {
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "name a user, a push_id or a msg_id")
 	}
 	out, err := s.st.PushLog(ctx, q)
 	if err != nil {

@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/cluster"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/console"
+	"github.com/herald-im/herald/internal/gateway"
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
 )
@@ -37,6 +40,12 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 	cc := console.Config{
 		Secret: secret, Push: s.push, Strategies: strategies, Logger: s.log,
 		Figures: func() any { return m.Figures() },
+		Series:  func() any { return m.Series() },
+		Users:   s.users, Store: s.store, Groups: s.chat, Node: s.node,
+		Live: consoleLive{gw: s.gw, node: s.node},
+	}
+	if s.cluster != nil {
+		cc.Live = consoleLive{gw: s.gw, node: s.node, presence: s.cluster.presence}
 	}
 	if s.emus.apns != nil {
 		cc.Emulator = s.emus
@@ -72,6 +81,58 @@ func refuseProxied(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// consoleLive is the console's view of the sessions of every node: this
+// node's gateway, and what the other nodes' presence announces.
+type consoleLive struct {
+	gw       *gateway.Gateway
+	node     string
+	presence *cluster.Presence // nil on a single node
+}
+
+func (l consoleLive) UserSessions(user string) []console.LiveSession {
+	var out []console.LiveSession
+	for _, s := range l.gw.UserSessions(user) {
+		out = append(out, console.LiveSession{Device: s.Device, Platform: s.Platform, Node: l.node, Since: s.LoginAt, Remote: s.Remote})
+	}
+	if l.presence != nil {
+		for _, s := range l.presence.RemoteSessions(user) {
+			out = append(out, console.LiveSession{Device: s.Device, Node: s.Node, Since: s.At})
+		}
+	}
+	return out
+}
+
+func (l consoleLive) KickDevice(user, device, reason string) int {
+	now := time.Now()
+	n := l.gw.KickDevice(user, device, reason)
+	if l.presence != nil {
+		n += l.presence.KickDeviceElsewhere(user, device, reason, now)
+	}
+	return n
+}
+
+// startSeries samples the console's charts (metrics.Series) until
+// Shutdown.
+func (s *Server) startSeries() {
+	s.stopSeries, s.seriesEnded = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(s.seriesEnded)
+		s.metrics.RunSeries(s.stopSeries)
+	}()
+}
+
+func (s *Server) stopSeriesSampling() {
+	if s.stopSeries == nil {
+		return // never started
+	}
+	select {
+	case <-s.stopSeries:
+	default:
+		close(s.stopSeries)
+	}
+	<-s.seriesEnded
 }
 
 // startMetrics serves /metrics on HERALD_METRICS_ADDR, when set.

@@ -72,6 +72,10 @@ type Server struct {
 
 	node    string        // this node's ID (HERALD_NODE_ID)
 	cluster *clusterParts // nil without HERALD_BUS (cluster.go)
+
+	users       *user.Service
+	stopSeries  chan struct{} // closed by Shutdown: the console's charts stop sampling (ops.go)
+	seriesEnded chan struct{}
 }
 
 // New opens the store (applying migrations) and builds the components. The
@@ -195,6 +199,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	ps.SetGroups(ch)
 	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emus: emus, provs: providers, done: make(chan error, 1)}
 	s.repeats = repeats.st
+	s.users = users
 	s.hooks = hooks
 	s.node, s.cluster = node, cl
 	if cl != nil {
@@ -226,6 +231,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", s.readyz)
+	mux.HandleFunc("GET /{$}", s.home)             // home.go
 	mux.HandleFunc(VAPIDKeyPath, s.vapidPublicKey) // push_webpush.go's provider
 	s.metrics = mtr
 	s.mountOps(mux, secret, strategies) // /console/ and /metrics (ops.go)
@@ -344,6 +350,7 @@ func (s *Server) Start() error {
 		}
 	}
 	s.chat.Start()
+	s.startSeries() // ops.go
 	s.ready.Store(true)
 	go func() {
 		err := s.http.Serve(s.capLn)
@@ -429,6 +436,7 @@ func (s *Server) Done() <-chan error { return s.done }
 // delivered, acks are flushed, and the store is closed cleanly.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
+	s.stopSeriesSampling()
 	var errs []error
 	if err := s.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http: %w", err))

@@ -212,7 +212,8 @@ type Store interface {
 	FinishPush(ctx context.Context, done []PushKey, retry []PushJob, log []herald.PushAttempt, badges map[string]int) error
 
 	// PushLog returns up to limit delivery-log entries matching q, newest
-	// first. At least one of q's User, PushID, MsgID must be set.
+	// first. With none of q's User, PushID, MsgID set it returns the
+	// newest entries of the whole log (the console's first view).
 	PushLog(ctx context.Context, q PushLogQuery) ([]herald.PushAttempt, error)
 
 	// PrunePushLog deletes delivery-log entries older than before and

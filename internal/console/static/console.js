@@ -1,4 +1,4 @@
-// Herald console: live figures (polled), device picking on the push form,
+// Herald console: live figures and charts (polled), device picking on the push form,
 // and a test push's stages shown as they happen (Server-Sent Events).
 "use strict";
 (function () {
@@ -59,6 +59,94 @@
     poll();
     setInterval(poll, 2000);
   }
+
+  // Charts: the server's ring buffer (api/series), drawn as plain SVG
+  // lines, polled every 2 seconds. A figure names its lines (data-lines:
+  // sample fields) or a map field whose keys are the lines (data-map).
+  var charts = document.getElementById("charts");
+  if (charts) {
+    var NS = "http://www.w3.org/2000/svg", W = 600, H = 150, PAD = 4;
+    var colours = ["#2f5bd3", "#157f3b", "#b54708", "#b42318", "#7a2eb8", "#0e7490", "#667085", "#a15c07"];
+    var svgEl = function (name, attrs) {
+      var el = document.createElementNS(NS, name);
+      Object.keys(attrs).forEach(function (k) { el.setAttribute(k, attrs[k]); });
+      return el;
+    };
+    var draw = function (fig, series) {
+      var samples = series.samples || [];
+      var names = [], value;
+      if (fig.getAttribute("data-lines")) {
+        names = fig.getAttribute("data-lines").split(",");
+        value = function (s, n) { return s[n] || 0; };
+      } else {
+        var field = fig.getAttribute("data-map"), seen = {};
+        samples.forEach(function (s) { Object.keys(s[field] || {}).forEach(function (k) { seen[k] = true; }); });
+        names = Object.keys(seen).sort();
+        value = function (s, n) { return (s[field] || {})[n] || 0; };
+      }
+      var max = 0;
+      samples.forEach(function (s) { names.forEach(function (n) { max = Math.max(max, value(s, n)); }); });
+      var top = max > 0 ? max * 1.1 : 1;
+      // The x axis spans the samples kept, at least a minute (a server
+      // that just started draws a line, not a sliver at the right).
+      var last = samples.length ? Date.parse(samples[samples.length - 1].at) : 0;
+      var first = samples.length ? Date.parse(samples[0].at) : 0;
+      var span = Math.max(60000, last - first, 1);
+      var old = fig.querySelector("svg");
+      if (old) old.remove();
+      var old2 = fig.querySelector(".legend");
+      if (old2) old2.remove();
+      var svg = svgEl("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none", role: "img" });
+      svg.appendChild(svgEl("line", { x1: 0, y1: H - PAD, x2: W, y2: H - PAD, "class": "axis" }));
+      var legend = document.createElement("div");
+      legend.className = "legend";
+      names.forEach(function (n, i) {
+        var pts = samples.map(function (s) {
+          var x = W - (last - Date.parse(s.at)) / span * W;
+          var y = H - PAD - value(s, n) / top * (H - 2 * PAD);
+          return x.toFixed(1) + "," + y.toFixed(1);
+        });
+        var c = colours[i % colours.length];
+        if (pts.length) svg.appendChild(svgEl("polyline", { points: pts.join(" "), stroke: c, "class": "line", "data-series": n }));
+        var now = samples.length ? value(samples[samples.length - 1], n) : 0;
+        var key = document.createElement("span");
+        key.style.color = c;
+        key.textContent = n.replace(/_per_s$|_ms$/, "").replace(/_/g, " ") + " " + fmt(now);
+        legend.appendChild(key);
+      });
+      if (!names.length) {
+        var none = document.createElement("span");
+        none.className = "hint";
+        none.textContent = "none yet";
+        legend.appendChild(none);
+      }
+      var scale = document.createElement("span");
+      scale.className = "hint";
+      var secs = Math.round(Math.max(0, last - first) / 1000);
+      scale.textContent = "max " + fmt(max) + " over the last " + (secs < 120 ? secs + " s" : Math.round(secs / 60) + " min");
+      legend.appendChild(scale);
+      fig.appendChild(svg);
+      fig.appendChild(legend);
+      fig.setAttribute("data-points", String(samples.length));
+      fig.setAttribute("data-max", String(max));
+      fig.classList.toggle("live", max > 0); // a line above zero
+    };
+    var pollCharts = function () {
+      fetch(charts.getAttribute("data-src"), { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+        .then(function (series) { charts.querySelectorAll("figure.chart").forEach(function (fig) { draw(fig, series); }); })
+        .catch(function () {});
+    };
+    pollCharts();
+    setInterval(pollCharts, 2000);
+  }
+
+  // Buttons of destructive forms ask first.
+  document.querySelectorAll("button[data-confirm]").forEach(function (b) {
+    b.form.addEventListener("submit", function (e) {
+      if (!window.confirm(b.getAttribute("data-confirm"))) e.preventDefault();
+    });
+  });
 
   // Picking a device fills the push ID.
   document.querySelectorAll("input[data-push-id]").forEach(function (el) {

@@ -601,6 +601,9 @@ func pendingFrom(k store.PushKey) []byte {
 // many, a user more), reads each entry from the same snapshot and
 // filters it by the other fields.
 func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error) {
+	if q.Limit <= 0 {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
+	}
 	var prefix []byte
 	switch {
 	case q.MsgID != 0:
@@ -610,12 +613,40 @@ func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.Pus
 	case q.User != "":
 		prefix = userLogPrefix(q.User)
 	default:
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "push log query: set a user, push ID or message ID")
-	}
-	if q.Limit <= 0 {
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
+		return view(ctx, s, "push log", func(r reader) ([]herald.PushAttempt, error) { return latestLog(ctx, r, q.Limit) })
 	}
 	return view(ctx, s, "push log", func(r reader) ([]herald.PushAttempt, error) { return pushLog(ctx, r, prefix, q) })
+}
+
+// latestLog reads the newest limit entries of the whole log: its own
+// keys, which sort by when, backwards.
+func latestLog(ctx context.Context, r reader, limit int) (_ []herald.PushAttempt, err error) {
+	it, err := r.NewIter(&pebbledb.IterOptions{LowerBound: []byte{tagPushLog}, UpperBound: []byte{tagPushLog + 1}})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	log := []herald.PushAttempt{}
+	for ok := it.Last(); ok && len(log) < limit; ok = it.Prev() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		suffix := it.Key()[1:] // at, log ID
+		if len(suffix) != 16 {
+			return nil, fmt.Errorf("%w: log key of %d bytes", errCorrupt, len(it.Key()))
+		}
+		at, _, _ := readInt64(suffix)
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, err
+		}
+		a, err := decodeAttempt(at, v)
+		if err != nil {
+			return nil, err
+		}
+		log = append(log, a)
+	}
+	return log, it.Error()
 }
 
 func pushLog(ctx context.Context, r reader, prefix []byte, q store.PushLogQuery) (_ []herald.PushAttempt, err error) {

@@ -516,18 +516,19 @@ func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.Pus
 			conds = append(conds, fmt.Sprintf("%s = $%d", f.col, len(args)))
 		}
 	}
-	switch {
-	case len(conds) == 0:
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "push log query: set a user, push ID or message ID")
-	case q.Limit <= 0:
+	if q.Limit <= 0 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
 	}
 	if s.closed.Load() {
 		return nil, errClosed
 	}
 	args = append(args, q.Limit)
-	query := fmt.Sprintf("SELECT %s FROM push_log WHERE %s ORDER BY at DESC, id DESC LIMIT $%d",
-		logCols, strings.Join(conds, " AND "), len(args))
+	where := ""
+	if len(conds) > 0 {
+		where = "WHERE " + strings.Join(conds, " AND ")
+	}
+	query := fmt.Sprintf("SELECT %s FROM push_log %s ORDER BY at DESC, id DESC LIMIT $%d",
+		logCols, where, len(args))
 	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: push log: %w", err)

@@ -72,7 +72,7 @@ func (s *Store) pushReadStatements() []statement {
 			WHERE (due, push_id, msg_id) > (?1, ?2, ?3) ORDER BY due, push_id, msg_id LIMIT ?4`},
 		{&s.stmtDevices, "SELECT " + deviceCols + " FROM push_devices ORDER BY push_id"},
 	}
-	for mask := 1; mask < len(s.stmtPushLog); mask++ {
+	for mask := 0; mask < len(s.stmtPushLog); mask++ {
 		stmts = append(stmts, statement{&s.stmtPushLog[mask], pushLogQuery(mask)})
 	}
 	return stmts
@@ -90,6 +90,12 @@ const (
 // the most selective set field's (a message has a few entries, a device
 // many, a user more), so the planner cannot pick one that sorts.
 func pushLogQuery(mask int) string {
+	if mask == 0 {
+		// The whole log's newest entries: push_log_at ends with the
+		// rowid too, so this reads it backwards without sorting.
+		return "SELECT " + logCols + " FROM push_log INDEXED BY push_log_at" +
+			" ORDER BY at DESC, id DESC LIMIT ?4"
+	}
 	var index string
 	switch {
 	case mask&logByMsg != 0:
@@ -429,10 +435,7 @@ func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.Pus
 	if q.MsgID != 0 {
 		mask |= logByMsg
 	}
-	switch {
-	case mask == 0:
-		return nil, herald.Errorf(herald.CodeInvalidArgument, "push log query: set a user, push ID or message ID")
-	case q.Limit <= 0:
+	if q.Limit <= 0 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is not positive", q.Limit)
 	}
 	if s.closed.Load() {

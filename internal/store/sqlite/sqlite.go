@@ -149,7 +149,7 @@ type Store struct {
 	stmtCall, stmtOpenCalls, stmtUserCalls               *sql.Stmt
 	stmtUser                                             *sql.Stmt
 	stmtPending, stmtDevices                             *sql.Stmt
-	stmtPushLog                                          [8]*sql.Stmt // by logBy* mask; 0 unused
+	stmtPushLog                                          [8]*sql.Stmt // by logBy* mask; 0: no filter
 }
 
 var _ store.Store = (*Store)(nil)

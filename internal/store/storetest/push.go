@@ -533,6 +533,8 @@ func testPushLog(t *testing.T, f *fixture) {
 		{"limit with a filter", store.PushLogQuery{PushID: "pd_1", MsgID: 10, Limit: 1}, []string{"e5"}},
 		{"unknown user", store.PushLogQuery{User: "dave", Limit: 100}, nil},
 		{"unknown message", store.PushLogQuery{MsgID: 99, Limit: 100}, nil},
+		{"no filter: the whole log", store.PushLogQuery{Limit: 100}, []string{"e6", "e5", "e3", "e2", "e7", "e1", "e4"}},
+		{"no filter, limit", store.PushLogQuery{Limit: 3}, []string{"e6", "e5", "e3"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -542,7 +544,7 @@ func testPushLog(t *testing.T, f *fixture) {
 		})
 	}
 	for _, q := range []store.PushLogQuery{
-		{Limit: 10},
+		{Limit: 0},
 		{User: "alice", Limit: 0},
 		{PushID: "pd_1", Limit: -1},
 	} {
