@@ -6,7 +6,6 @@ import (
 	"html/template"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +17,7 @@ import (
 )
 
 // pages are the templates, each rendered inside layout.html.
-var pages = []string{"login", "overview", "push", "devices", "log", "message", "cluster"}
+var pages = []string{"login", "overview", "push", "devices", "log", "message", "cluster", "strategies"}
 
 func parseTemplates() map[string]*template.Template {
 	funcs := template.FuncMap{
@@ -93,13 +92,12 @@ type deviceRow struct {
 	Bound bool
 }
 
-func (h *Handler) strategyIDs() []string {
-	ids := make([]string, 0, len(h.cfg.Strategies))
-	for id := range h.cfg.Strategies {
-		ids = append(ids, id)
+// strategies lists the strategies, by resources ID.
+func (h *Handler) strategies() []push.NamedStrategy {
+	if h.cfg.Strategies == nil {
+		return nil
 	}
-	sort.Strings(ids)
-	return ids
+	return h.cfg.Strategies.Strategies()
 }
 
 // pushForm is the push debugging form's fields.
@@ -110,7 +108,7 @@ type pushForm struct {
 }
 
 func (h *Handler) pushData(f pushForm) map[string]any {
-	data := map[string]any{"Form": f, "Strategies": h.cfg.Strategies, "StrategyIDs": h.strategyIDs(), "Emulator": h.cfg.Emulator != nil}
+	data := map[string]any{"Form": f, "Strategies": h.strategies(), "Emulator": h.cfg.Emulator != nil}
 	if f.User != "" {
 		if err := herald.ValidateUserID(f.User); err != nil {
 			data["Error"] = "user: " + herald.ErrorMessage(err)

@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if cfg.Bus != "" {
 		shared = st
 	}
-	providers, strategies, emus, err := pushSetupShared(cfg, sharedTokens(st), log)
+	providers, policy, emus, err := pushSetupShared(cfg, sharedTokens(st), log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		AckWindow: cfg.PushAckWindow, TTL: cfg.PushTTL,
 		RetryBase: cfg.PushRetryBase, RetryMax: cfg.PushRetryMax,
 		InFlight: cfg.PushInFlight, MaxDevices: cfg.PushMaxDevices, LogRetention: cfg.PushLogRetention,
-		Strategies: strategies, Logger: log,
+		Strategies: policy.Strategies, ContentFree: policy.ContentFree, Logger: log,
 	})
 	limits := herald.Limits{
 		MaxTextBytes: cfg.MaxTextBytes, MaxCustomBytes: cfg.MaxCustomBytes,
@@ -228,7 +228,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	mux.HandleFunc("/readyz", s.readyz)
 	mux.HandleFunc(VAPIDKeyPath, s.vapidPublicKey) // push_webpush.go's provider
 	s.metrics = mtr
-	s.mountOps(mux, secret, strategies) // /console/ and /metrics (ops.go)
+	s.mountOps(mux, secret) // /console/ and /metrics (ops.go)
 	mtr.RegisterStats("api", func() any { return apiHandler.Stats() })
 	mtr.RegisterStats("listener", func() any { return s.ListenerStats() })
 	s.http = s.httpServer(mux)

@@ -32,8 +32,9 @@ type apsJSON struct {
 }
 
 type alertJSON struct {
-	Title string `json:"title,omitempty"`
-	Body  string `json:"body,omitempty"`
+	Title  string `json:"title,omitempty"`
+	Body   string `json:"body,omitempty"`
+	LocKey string `json:"loc-key,omitempty"` // content-free: the generic text's key in the app's Localizable.strings
 }
 
 // voipJSON is what a PushKit push hands the app for CallKit; PushKit
@@ -69,7 +70,8 @@ var renderers = sync.Pool{New: func() any {
 // (a call's pushes: "herald": {"from", "call_id", "call_event"})
 //
 // An alert carries alert {title, body}, badge, sound, thread-id, category,
-// mutable-content and interruption-level as set; a background push only
+// mutable-content and interruption-level as set (content-free: alert
+// {body: the generic text, loc-key} and mutable-content 1); a background push only
 // "content-available": 1; a VoIP push (any apns-voip device) an empty aps
 // and the CallKit fields in "voip". Config.Payload is passed as a JSON
 // string. It fails with herald.CodeTooLarge over 4096 bytes (5120 for VoIP).
@@ -108,6 +110,13 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 		a.ThreadID = c.Config.ThreadID
 		a.Category = c.Strategy.Category
 		if c.Strategy.MutableContent {
+			a.MutableContent = 1
+		}
+		if c.ContentFree {
+			// The generic text, and mutable-content so that the app's
+			// notification service extension runs and fetches the message.
+			r.alert = alertJSON{Body: c.GenericText, LocKey: c.LocKey}
+			a.Alert = &r.alert
 			a.MutableContent = 1
 		}
 		a.InterruptionLevel = c.Strategy.InterruptionLevel
