@@ -148,6 +148,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		LoginTimeout:      cfg.LoginTimeout,
 		TokenWarning:      cfg.TokenWarning,
+		FetchTokenTTL:     cfg.FetchTokenTTL,
 		SingleLogin:       cfg.MultiLogin == "single",
 		MaxDevices:        cfg.MaxDevices,
 		MaxFrameBytes:     cfg.MaxFrameBytes,
@@ -220,6 +221,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
 		Shared: sharedRecord(shared), Nodes: cl.nodeCount(),
+		Strategies: ps, Messages: ch,
 	})
 	mux.Handle("/api/", apiHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
