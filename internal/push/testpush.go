@@ -113,6 +113,10 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 	n := Notification{
 		ID: c.NotifID, Device: dev,
 		Type: pushType(&dev, st), Priority: st.Priority, Expiration: s.cfg.Now().Add(s.cfg.TTL), Payload: payload,
+		CollapseID: st.CollapseKey, // "" sends none: a test push collapses with nothing
+	}
+	if st.TTLSeconds > 0 {
+		n.Expiration = s.cfg.Now().Add(min(s.cfg.TTL, time.Duration(st.TTLSeconds)*time.Second))
 	}
 	onStage(Stage{Name: "send", OK: true, Pending: true, Detail: fmt.Sprintf("notification %s on its way to %s (app %s, %s)", n.ID, dev.Provider, dev.App, dev.Env)})
 	res := prov.Send(ctx, &n)
