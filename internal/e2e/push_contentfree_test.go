@@ -172,6 +172,28 @@ func TestPushContentFreeFetch(t *testing.T) {
 			t.Errorf("login with a fetch token: %v; want ErrTokenInvalid", err)
 		}
 	})
+	t.Run("a group message, and a member who joined after it", func(t *testing.T) {
+		if _, err := alice.CreateGroup(ctx, client.NewGroup{GroupID: "vault", Name: "Vault"}, []string{"bob"}); err != nil {
+			t.Fatal(err)
+		}
+		gm := client.TextMessage("group secret")
+		gm.Push = &herald.PushConfig{Content: "group secret", ContentFree: true}
+		sent, err := alice.SendGroupMessage(ctx, "vault", gm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.InviteGroupMembers(ctx, "vault", []string{"carol"}); err != nil {
+			t.Fatal(err)
+		}
+		k := client.PushKeys{Conv: sent.Conv, MsgID: sent.ID, Seq: sent.Seq}
+		got, err := client.FetchPushedMessage(ctx, nil, base, bobTok, k)
+		if err != nil || got.Text != "group secret" {
+			t.Errorf("bob fetched %+v, %v; want the group message", got, err)
+		}
+		if _, err := client.FetchPushedMessage(ctx, nil, base, carolTok, k); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("carol, who joined after it, fetched: %v; want ErrNotFound", err)
+		}
+	})
 	t.Run("the right message ID at another seq", func(t *testing.T) {
 		k := keys
 		k.Seq++
