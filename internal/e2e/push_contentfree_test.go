@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/apiclient"
 	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
@@ -337,4 +338,43 @@ func TestPushStrategyEveryVendor(t *testing.T) {
 			t.Error("PUT a strategy with an unknown field succeeded; want invalid_argument")
 		}
 	})
+}
+
+// TestClusterStrategies: a strategy put through one node's API is usable
+// at once on another node (its miss reads the store), a replacement
+// reaches the other node's list (the bus notice), and a deletion makes
+// the other node refuse sends naming it.
+func TestClusterStrategies(t *testing.T) {
+	c := startCluster(t, 2, clusterNATS(t))
+	ctx := apiCtx(t)
+	apiA := apiclient.New("http://"+c.nodes[0].addr, "herald", testSecret)
+	apiB := apiclient.New("http://"+c.nodes[1].addr, "herald", testSecret)
+	if _, err := apiA.PutPushStrategy(ctx, "team", json.RawMessage(`{"sound":"a.caf"}`)); err != nil {
+		t.Fatal(err)
+	}
+	alice := newClient(t, c.url(1), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	m := client.TextMessage("hi")
+	m.Push = &herald.PushConfig{Content: "hi", ResourcesID: "team"}
+	if _, err := alice.SendPeerMessage(ctx, "bob", m); err != nil {
+		t.Fatalf("node B refuses the strategy put on node A: %v", err)
+	}
+	if _, err := apiA.PutPushStrategy(ctx, "team", json.RawMessage(`{"sound":"b.caf"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool {
+		l, err := apiB.PushStrategies(ctx)
+		return err == nil && len(l) == 1 && bytes.Contains(l[0].Strategy, []byte("b.caf"))
+	}) {
+		t.Fatal("node B never listed the replaced strategy")
+	}
+	if err := apiA.DeletePushStrategy(ctx, "team"); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool {
+		_, err := alice.SendPeerMessage(ctx, "bob", m)
+		return errors.Is(err, client.ErrInvalidArgument)
+	}) {
+		t.Fatal("node B still accepts the deleted strategy")
+	}
 }
