@@ -179,7 +179,7 @@ func TestVerifyRefusesImpossibleIssueTimes(t *testing.T) {
 // TestFetchTokenScope: a fetch token fetches and does nothing else, and
 // nothing else fetches.
 func TestFetchTokenScope(t *testing.T) {
-		now := time.Unix(1_700_000_000, 0)
+	now := time.Unix(1_700_000_000, 0)
 	fetch, err := MintFetch(secret, "alice", now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
