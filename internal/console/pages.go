@@ -105,6 +105,7 @@ type pushForm struct {
 	User, PushID, Title, Content, Payload, ResourcesID, ThreadID string
 	EnableBadge                                                  bool
 	BadgeIncrement                                               int
+	ContentFree                                                  bool
 }
 
 func (h *Handler) pushData(f pushForm) map[string]any {
@@ -152,6 +153,7 @@ func readPushForm(r *http.Request) (pushForm, herald.PushConfig, error) {
 		Title: r.PostFormValue("title"), Content: r.PostFormValue("content"), Payload: r.PostFormValue("payload"),
 		ResourcesID: strings.TrimSpace(r.PostFormValue("resources_id")), ThreadID: strings.TrimSpace(r.PostFormValue("thread_id")),
 		EnableBadge: r.PostFormValue("enable_badge") != "",
+		ContentFree: r.PostFormValue("content_free") != "",
 	}
 	var err error
 	if v := strings.TrimSpace(r.PostFormValue("badge_increment")); v != "" {
@@ -162,7 +164,7 @@ func readPushForm(r *http.Request) (pushForm, herald.PushConfig, error) {
 		f.BadgeIncrement = n
 	}
 	cfg := herald.PushConfig{Title: f.Title, Content: f.Content, Payload: f.Payload, ResourcesID: f.ResourcesID,
-		ThreadID: f.ThreadID, EnableBadge: f.EnableBadge, BadgeIncrement: f.BadgeIncrement}
+		ThreadID: f.ThreadID, EnableBadge: f.EnableBadge, BadgeIncrement: f.BadgeIncrement, ContentFree: f.ContentFree}
 	return f, cfg, err
 }
 
