@@ -25,7 +25,7 @@ import (
 // strategies at once both land. Each node mirrors it in memory: the send
 // path reads the mirror, never the store, except when a resources ID is
 // unknown (one store read, so a strategy put on another node is usable
-// here at once). A node that changed it tells Changes; the others read it
+// here at once; the same unknown ID reads again only a second later). A node that changed it tells Changes; the others read it
 // again (RefreshStrategies), and the cluster's periodic reload heals a
 // lost notice.
 
@@ -145,7 +145,19 @@ type strategySet struct {
 	mu      sync.RWMutex
 	managed map[string]Strategy
 	version int64 // the record's version the mirror holds; 0: none stored
+	// missed is when each unknown ID last made a store read (under mu):
+	// the same ID reads the store again only missRecheck later, so a
+	// burst naming an unknown or deleted strategy (a group's jobs) costs
+	// one read, not one each.
+	missed map[string]time.Time
 }
+
+// missRecheck is how long an unknown resources ID is refused from memory
+// after a store read found nothing; maxMissed bounds the IDs remembered.
+const (
+	missRecheck = time.Second
+	maxMissed   = 1024
+)
 
 // strategy returns the strategy id names ("": the plain alert). An ID
 // not in memory is looked up in the store once (put on another node, its
@@ -163,7 +175,7 @@ func (s *Service) strategy(id string) (Strategy, error) {
 	if ok {
 		return st, nil
 	}
-	if s.shared != nil {
+	if s.shared != nil && s.missRead(id) {
 		ctx, cancel := context.WithTimeout(s.dsp.abort, 5*time.Second)
 		_, err := s.RefreshStrategies(ctx)
 		cancel()
@@ -177,6 +189,22 @@ func (s *Service) strategy(id string) (Strategy, error) {
 		}
 	}
 	return Strategy{}, herald.Errorf(herald.CodeInvalidArgument, "push.resources_id %q names no push strategy configured on this server", id)
+}
+
+// missRead reports whether an ID not in memory should be looked up in
+// the store: not if the same ID was, less than missRecheck ago.
+func (s *Service) missRead(id string) bool {
+	now := s.cfg.Now()
+	s.strategies.mu.Lock()
+	defer s.strategies.mu.Unlock()
+	if at, ok := s.strategies.missed[id]; ok && now.Sub(at) < missRecheck && !now.Before(at) {
+		return false
+	}
+	if s.strategies.missed == nil || len(s.strategies.missed) >= maxMissed {
+		s.strategies.missed = make(map[string]time.Time)
+	}
+	s.strategies.missed[id] = now
+	return true
 }
 
 // Strategies lists every strategy, by resources ID.
@@ -297,6 +325,7 @@ func (s *Service) readStrategies(ctx context.Context) (map[string]Strategy, int6
 func (s *Service) setManaged(m map[string]Strategy, version int64) {
 	s.strategies.mu.Lock()
 	s.strategies.managed, s.strategies.version = m, version
+	s.strategies.missed = nil // a put on this node is usable at once
 	s.strategies.mu.Unlock()
 }
 

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store"
 )
 
 // TestStrategiesFileAndStore: the file's strategies are read-only through
@@ -141,5 +144,42 @@ func TestContentFreePerApp(t *testing.T) {
 		if !bytes.Contains(p, []byte(want)) {
 			t.Errorf("payload %s lacks %s", p, want)
 		}
+	}
+}
+
+// sharedReads counts the reads of the store's shared table.
+type sharedReads struct {
+	store.Store
+	n atomic.Int64
+}
+
+func (c *sharedReads) GetShared(ctx context.Context, namespace, key string, now time.Time) (store.SharedEntry, error) {
+	c.n.Add(1)
+	return c.Store.GetShared(ctx, namespace, key, now)
+}
+
+// TestUnknownStrategyReadsTheStoreOnce: a burst of sends (or a group's
+// jobs) naming an unknown resources ID costs one store read, not one each;
+// the same ID is looked up again a second later.
+func TestUnknownStrategyReadsTheStoreOnce(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	now := time.Unix(1_700_000_000, 0)
+	cfg := h.cfg
+	cfg.Now = func() time.Time { return now }
+	reads := &sharedReads{Store: h.st}
+	svc := push.New(reads, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, cfg)
+	msg := &herald.Message{Push: &herald.PushConfig{Content: "x", ResourcesID: "gone"}}
+	for range 100 {
+		if err := svc.Check(msg); herald.ErrorCode(err) != herald.CodeInvalidArgument {
+			t.Fatalf("Check: %v; want invalid_argument", err)
+		}
+	}
+	if n := reads.n.Load(); n != 1 {
+		t.Errorf("100 checks read the store %d times, want 1", n)
+	}
+	now = now.Add(time.Second)
+	svc.Check(msg)
+	if n := reads.n.Load(); n != 2 {
+		t.Errorf("a second later: %d reads, want 2", n)
 	}
 }
