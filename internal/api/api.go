@@ -32,6 +32,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -174,6 +175,8 @@ type Handler struct {
 	bodies  *bodyBudget
 	openapi []byte
 	fetch   *limiter // PathPushMessage, per user (fetch.go)
+	// fetchPruned is when fetch's idle buckets were last dropped (Unix ns).
+	fetchPruned atomic.Int64
 }
 
 //go:embed openapi.json

@@ -68,7 +68,10 @@ func (h *Handler) pushMessage(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, h.log, herald.Errorf(herald.CodeRateLimited, "user %s is over %d fetches a second (burst %d); retry after %s s", claims.UserID, FetchRate, FetchBurst, retryAfter(wait)))
 		return
 	}
-	h.fetch.prune(now, maxFetchBuckets)
+	if t := now.UnixNano(); t-h.fetchPruned.Load() >= int64(time.Second) {
+		h.fetchPruned.Store(t) // at most one pass a second, however many users are active
+		h.fetch.prune(now, maxFetchBuckets)
+	}
 	if h.cfg.Messages == nil {
 		writeErr(w, h.log, herald.Errorf(herald.CodeUnavailable, "messages cannot be fetched on this server"))
 		return
