@@ -169,6 +169,10 @@ type PushConfig struct {
 	EnableBadge    bool        `json:"enable_badge,omitempty"`
 	BadgeIncrement int         `json:"badge_increment,omitempty"` // 0-99
 	VoIP           *VoIPConfig `json:"voip,omitempty"`
+	// ContentFree: the push carries only IDs and a generic text, never
+	// Title, Content or Payload; the app fetches the message itself
+	// (docs/push.md, "Content-free mode").
+	ContentFree bool `json:"content_free,omitempty"`
 }
 
 // Push configuration limits. The rendered payload is checked against the

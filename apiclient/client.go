@@ -261,3 +261,29 @@ func (c *Client) TestPush(ctx context.Context, req PushTestRequest) (json.RawMes
 	var rep json.RawMessage
 	return rep, c.Do(ctx, http.MethodPost, PathPushTest, req, &rep)
 }
+
+// PushStrategies lists every push strategy: the push configuration
+// file's and those kept in the store.
+func (c *Client) PushStrategies(ctx context.Context) ([]PushStrategy, error) {
+	var rep PushStrategiesReply
+	err := c.Do(ctx, http.MethodGet, PathPushStrategies, nil, &rep)
+	return rep.Strategies, err
+}
+
+// PutPushStrategy creates or replaces the strategy id, kept in the store
+// (every node uses it); strategy is its JSON as docs/push.md describes
+// it ("Strategies"), or any value that encodes to it.
+func (c *Client) PutPushStrategy(ctx context.Context, id string, strategy any) (*PushStrategy, error) {
+	var rep PushStrategy
+	return &rep, c.Do(ctx, http.MethodPut, StrategyPath(id), strategy, &rep)
+}
+
+// DeletePushStrategy removes the strategy id kept in the store.
+func (c *Client) DeletePushStrategy(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, StrategyPath(id), nil, nil)
+}
+
+// StrategyPath fills PathPushStrategy in.
+func StrategyPath(id string) string {
+	return strings.Replace(PathPushStrategy, "{resources_id}", url.PathEscape(id), 1)
+}

@@ -1,6 +1,7 @@
 package apiclient
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -23,6 +24,14 @@ const (
 	PathPushLog      = "/api/v1/push/log"
 	PathPushDevices  = "/api/v1/push/devices"
 	PathPushStatus   = "/api/v1/push/status"
+	// PathPushStrategies lists the push strategies (GET);
+	// PathPushStrategy puts (PUT, the strategy as the body) or deletes
+	// (DELETE) one kept in the store.
+	PathPushStrategies = "/api/v1/push/strategies"
+	PathPushStrategy   = "/api/v1/push/strategies/{resources_id}"
+	// PathPushMessage is where an app fetches a message a content-free
+	// push named, with a fetch token (not a signature or admin token).
+	PathPushMessage = "/api/v1/push/message"
 )
 
 // Headers of a signed request.
@@ -266,6 +275,28 @@ type PushLogReply struct {
 	Entries []herald.PushAttempt `json:"entries"`
 }
 
+// PushStrategy is one push strategy of GET PathPushStrategies and of a
+// PUT's answer. Strategy is the strategy's JSON, as the push
+// configuration file writes it (docs/push.md, "Strategies"). Source is
+// "file" (the push configuration file: read-only here) or "api" (kept in
+// the store).
+type PushStrategy struct {
+	ResourcesID string          `json:"resources_id"`
+	Source      string          `json:"source"`
+	Strategy    json.RawMessage `json:"strategy"`
+}
+
+// PushStrategiesReply lists every push strategy, by resources ID.
+type PushStrategiesReply struct {
+	Strategies []PushStrategy `json:"strategies"`
+}
+
+// PushMessageReply is the answer of GET PathPushMessage: the message, as
+// the WebSocket protocol carries it (offline true).
+type PushMessageReply struct {
+	Message proto.Message `json:"message"`
+}
+
 // ErrorBody is the JSON body of every failed request, and of a failed
 // recipient in a PeerResult. Code is one of herald's error codes
 // (invalid_argument, not_found, forbidden, unauthorized, rate_limited,
@@ -288,4 +319,5 @@ const (
 	ReasonNonceReused        = "nonce_reused" // the nonce was used within the window: a replay
 	ReasonBadSignature       = "bad_signature"
 	ReasonAdminToken         = "admin_token" // the Bearer admin token was refused
+	ReasonFetchToken         = "fetch_token" // PathPushMessage: the Bearer fetch token was missing or refused
 )

@@ -87,6 +87,13 @@
 // sent with OutgoingMessage.Push reaches the receiver's devices that do not
 // get it live, at most once each; docs/push.md has the rules.
 //
+// A content-free push (PushConfig.ContentFree, or an app the server keeps
+// content-free) carries only IDs and a generic text. The app gets a fetch
+// token while logged in (FetchToken) and hands it to its notification
+// service extension, which reads the push's herald block (ParsePushKeys)
+// and fetches the message over HTTP (FetchPushedMessage) without a
+// session.
+//
 // # Calls
 //
 // CallInvite invites users to a call (ZIM's call invitation, general

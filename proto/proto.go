@@ -28,6 +28,7 @@ const (
 	OpLogout        = "logout"        // {} -> {}; then the server closes with CloseNormal
 	OpPing          = "ping"          // {} -> PingReply; the heartbeat
 	OpRenewToken    = "renew_token"   // RenewTokenRequest -> RenewTokenReply
+	OpFetchToken    = "fetch_token"   // {} -> FetchTokenReply: a token that fetches the user's pushed messages (content-free mode)
 	OpSend          = "send"          // SendRequest -> SendReply
 	OpAck           = "ack"           // AckRequest -> {}; usually sent with ID 0
 	OpHistory       = "history"       // HistoryRequest -> HistoryReply
@@ -194,6 +195,14 @@ type RenewTokenRequest struct {
 // RenewTokenReply confirms the new expiry.
 type RenewTokenReply struct {
 	TokenExpiresAt int64 `json:"token_expires_at"`
+}
+
+// FetchTokenReply is a fetch token for the session's user: it reads that
+// user's messages one at a time over HTTP (GET /api/v1/push/message) and
+// nothing else. ExpiresAt is Unix milliseconds.
+type FetchTokenReply struct {
+	Token     string `json:"token"`
+	ExpiresAt int64  `json:"expires_at"`
 }
 
 // TokenWillExpire warns that the session's token expires soon.

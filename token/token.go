@@ -56,10 +56,61 @@ type wireClaims struct {
 	Iat int64  `json:"iat"`
 	Exp int64  `json:"exp"`
 	N   string `json:"n"`
-	K   string `json:"k,omitempty"` // "admin" for admin tokens; absent for login tokens
+	K   string `json:"k,omitempty"` // "admin" for admin tokens, "fetch" for fetch tokens; absent for login tokens
 }
 
-const kindAdmin = "admin"
+const (
+	kindAdmin = "admin"
+	kindFetch = "fetch"
+)
+
+// kindName names a token kind in errors.
+func kindName(kind string) string {
+	switch kind {
+	case "":
+		return "a login token"
+	case kindAdmin:
+		return "an admin token"
+	case kindFetch:
+		return "a fetch token"
+	}
+	return "a token of unknown kind " + kind
+}
+
+// MaxFetchTTL is the longest lifetime of a fetch token.
+const MaxFetchTTL = 7 * 24 * time.Hour
+
+// MintFetch returns a fetch token for user, valid from now for ttl (at
+// most MaxFetchTTL): the credential of an app's notification service
+// extension (or Android service, or service worker) that fetches a
+// message a content-free push named. It reads user's messages one at a
+// time and does nothing else: it cannot log in, send, or call the admin
+// API, and no login or admin token can fetch. The server mints one for a
+// logged-in session (the fetch_token operation); an app's backend may mint
+// one too.
+func MintFetch(secret []byte, user string, now time.Time, ttl time.Duration) (string, error) {
+	if ttl > MaxFetchTTL {
+		return "", herald.Errorf(herald.CodeInvalidArgument, "ttl %s exceeds a fetch token's maximum %s", ttl, MaxFetchTTL)
+	}
+	return mint(secret, user, kindFetch, now, ttl)
+}
+
+// VerifyFetch checks a fetch token as Verify checks a login token and
+// returns its claims; CodeTokenInvalid for any other kind of token, or
+// one whose lifetime exceeds MaxFetchTTL.
+func VerifyFetch(secret []byte, tok string, now time.Time) (Claims, error) {
+	c, kind, err := verify(secret, tok, now)
+	if err != nil {
+		return Claims{}, err
+	}
+	if kind != kindFetch {
+		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token is %s, not a fetch token", kindName(kind))
+	}
+	if life := c.ExpiresAt.Sub(c.IssuedAt); life > MaxFetchTTL {
+		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "fetch token lifetime %s exceeds the maximum %s", life, MaxFetchTTL)
+	}
+	return c, nil
+}
 
 // Mint returns a token for user valid from now for ttl.
 func Mint(secret []byte, user string, now time.Time, ttl time.Duration) (string, error) {
@@ -78,7 +129,7 @@ func MintAdmin(secret []byte, now time.Time, ttl time.Duration) (string, error) 
 func VerifyAdmin(secret []byte, tok string, now time.Time) error {
 	_, kind, err := verify(secret, tok, now)
 	if err == nil && kind != kindAdmin {
-		return herald.Errorf(herald.CodeTokenInvalid, "token is a login token, not an admin token")
+		return herald.Errorf(herald.CodeTokenInvalid, "token is %s, not an admin token", kindName(kind))
 	}
 	return err
 }
@@ -88,7 +139,7 @@ func VerifyAdmin(secret []byte, tok string, now time.Time) error {
 func VerifyAdminClaims(secret []byte, tok string, now time.Time) (Claims, error) {
 	c, kind, err := verify(secret, tok, now)
 	if err == nil && kind != kindAdmin {
-		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token is a login token, not an admin token")
+		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token is %s, not an admin token", kindName(kind))
 	}
 	return c, err
 }
@@ -125,7 +176,7 @@ func mint(secret []byte, user, kind string, now time.Time, ttl time.Duration) (s
 func Verify(secret []byte, tok string, now time.Time) (Claims, error) {
 	c, kind, err := verify(secret, tok, now)
 	if err == nil && kind != "" {
-		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token is an admin token, not a login token")
+		return Claims{}, herald.Errorf(herald.CodeTokenInvalid, "token is %s, not a login token", kindName(kind))
 	}
 	return c, err
 }

@@ -175,3 +175,42 @@ func TestVerifyRefusesImpossibleIssueTimes(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchTokenScope: a fetch token fetches and does nothing else, and
+// nothing else fetches.
+func TestFetchTokenScope(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	fetch, err := MintFetch(secret, "alice", now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	login, _ := Mint(secret, "alice", now, time.Hour)
+	admin, _ := MintAdmin(secret, now, time.Hour)
+
+	c, err := VerifyFetch(secret, fetch, now)
+	if err != nil || c.UserID != "alice" {
+		t.Fatalf("VerifyFetch(fetch) = %+v, %v; want alice", c, err)
+	}
+	for _, tt := range []struct {
+		name string
+		err  error
+	}{
+		{"login verifies a fetch token", func() error { _, err := Verify(secret, fetch, now); return err }()},
+		{"admin verifies a fetch token", VerifyAdmin(secret, fetch, now)},
+		{"fetch verifies a login token", func() error { _, err := VerifyFetch(secret, login, now); return err }()},
+		{"fetch verifies an admin token", func() error { _, err := VerifyFetch(secret, admin, now); return err }()},
+		{"fetch token past its expiry", func() error { _, err := VerifyFetch(secret, fetch, now.Add(time.Hour)); return err }()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil {
+				t.Fatal("accepted; want refused")
+			}
+		})
+	}
+	if _, err := MintFetch(secret, "alice", now, MaxFetchTTL+time.Second); herald.ErrorCode(err) != herald.CodeInvalidArgument {
+		t.Errorf("MintFetch past MaxFetchTTL: %v; want invalid_argument", err)
+	}
+	if _, err := Verify(secret, fetch, now); !strings.Contains(herald.ErrorMessage(err), "fetch token") {
+		t.Errorf("login with a fetch token: %v; want it named", err)
+	}
+}

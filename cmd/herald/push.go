@@ -64,6 +64,7 @@ func pushCmd(args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&cfgPush.Payload, "payload", "", "payload passed through to the app")
 		fs.StringVar(&cfgPush.ResourcesID, "resources-id", "", "push strategy configured on the server")
 		fs.StringVar(&cfgPush.ThreadID, "thread-id", "", "APNs only: the thread-id grouping notifications (other vendors ignore it)")
+		fs.BoolVar(&cfgPush.ContentFree, "content-free", false, "send it content-free: only IDs and the generic text reach the vendor (docs/push.md)")
 		fs.Func("badge", "carry a badge: add N (0-99) to the device's count (Huawei: only when the app has a badge_class)", func(v string) error {
 			n, err := strconv.Atoi(v)
 			cfgPush.EnableBadge, cfgPush.BadgeIncrement = true, n

@@ -32,6 +32,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -51,6 +52,14 @@ type Push interface {
 	Devices(user string) []herald.PushDevice
 	Stats() push.Stats
 	Suspended() []push.Suspension
+}
+
+// Strategies is what the API needs of the push service's strategies
+// (internal/push strategy.go). Put and Delete block on the store.
+type Strategies interface {
+	Strategies() []push.NamedStrategy
+	PutStrategy(ctx context.Context, id string, st push.Strategy) (push.NamedStrategy, error)
+	DeleteStrategy(ctx context.Context, id string) error
 }
 
 // Chat is what the API needs of the chat service: the same send a
@@ -114,6 +123,8 @@ type Config struct {
 	Sessions   Sessions
 	Calls      Calls
 	Users      Users
+	Strategies Strategies // nil: the strategy endpoints answer unavailable
+	Messages   Messages   // nil: PathPushMessage answers unavailable (fetch.go)
 	Now        func() time.Time
 	Logger     *slog.Logger
 
@@ -163,6 +174,9 @@ type Handler struct {
 	nonces  *nonceCache
 	bodies  *bodyBudget
 	openapi []byte
+	fetch   *limiter // PathPushMessage, per user (fetch.go)
+	// fetchPruned is when fetch's idle buckets were last dropped (Unix ns).
+	fetchPruned atomic.Int64
 }
 
 //go:embed openapi.json
@@ -193,6 +207,9 @@ func (h *Handler) routes() []route {
 		{http.MethodGet, PathPushLog, h.pushLog},
 		{http.MethodGet, PathPushDevices, h.pushDevices},
 		{http.MethodGet, PathPushStatus, h.pushStatus},
+		{http.MethodGet, apiclient.PathPushStrategies, h.listStrategies},
+		{http.MethodPut, apiclient.PathPushStrategy, h.putStrategy},
+		{http.MethodDelete, apiclient.PathPushStrategy, h.deleteStrategy},
 	}
 }
 
@@ -226,6 +243,7 @@ func New(cfg Config) *Handler {
 	h := &Handler{bodies: newBodyBudget(int64(cfg.PendingBodyBytes)), cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
 		limit: newLimiter(cfg.Rate, cfg.Burst, cfg.Nodes), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow, cfg.Nonces, cfg.Shared)}
 	h.nonces.sharedSlack = cfg.BodyReadTimeout
+	h.fetch = newLimiter(FetchRate, FetchBurst, nil)
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.method+" "+rt.path, rt.serve)
 	}
@@ -241,6 +259,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(h.openapi)
+		return
+	}
+	if r.URL.Path == PathPushMessage {
+		h.pushMessage(w, r) // its own credential: a fetch token (fetch.go)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"time"
@@ -109,4 +110,53 @@ func (h *Handler) pushStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, Status{Stats: h.cfg.Push.Stats(), Suspended: h.cfg.Push.Suspended()})
+}
+
+func (h *Handler) listStrategies(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Strategies == nil {
+		writeErr(w, h.log, herald.Errorf(herald.CodeUnavailable, "offline push is not configured on this server"))
+		return
+	}
+	out := apiclient.PushStrategiesReply{Strategies: []apiclient.PushStrategy{}}
+	for _, st := range h.cfg.Strategies.Strategies() {
+		out.Strategies = append(out.Strategies, strategyEntry(st))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// putStrategy creates or replaces a strategy kept in the store; the body
+// is the strategy, as the push configuration file writes it.
+func (h *Handler) putStrategy(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Strategies == nil {
+		writeErr(w, h.log, herald.Errorf(herald.CodeUnavailable, "offline push is not configured on this server"))
+		return
+	}
+	var st push.Strategy
+	if err := decode(r, &st, false); err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	got, err := h.cfg.Strategies.PutStrategy(r.Context(), r.PathValue("resources_id"), st)
+	if err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, strategyEntry(got))
+}
+
+func (h *Handler) deleteStrategy(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Strategies == nil {
+		writeErr(w, h.log, herald.Errorf(herald.CodeUnavailable, "offline push is not configured on this server"))
+		return
+	}
+	if err := h.cfg.Strategies.DeleteStrategy(r.Context(), r.PathValue("resources_id")); err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+func strategyEntry(st push.NamedStrategy) apiclient.PushStrategy {
+	b, _ := json.Marshal(st.Strategy)
+	return apiclient.PushStrategy{ResourcesID: st.ID, Source: st.Source, Strategy: b}
 }

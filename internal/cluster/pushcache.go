@@ -11,7 +11,8 @@ import (
 	"github.com/herald-im/herald/internal/bus"
 )
 
-// SubjectPushCache carries notices of push device and mute changes.
+// SubjectPushCache carries notices of push device, mute and strategy
+// changes.
 const SubjectPushCache = ".pushcache"
 
 // PushMirror is this node's push service as the cache notices see it: its
@@ -22,6 +23,9 @@ type PushMirror interface {
 	RefreshDevices(ctx context.Context) (int, error)
 	// RefreshMutes does the same for the muted conversations.
 	RefreshMutes(ctx context.Context) (int, error)
+	// RefreshStrategies does the same for the push strategies kept in the
+	// store (those managed through the API and the console).
+	RefreshStrategies(ctx context.Context) (int, error)
 }
 
 // PushCacheConfig tunes a PushCache. Zero values take the defaults on
@@ -60,6 +64,7 @@ type PushCache struct {
 	log *slog.Logger
 
 	devices, mutes atomic.Bool   // a read is due
+	strategies     atomic.Bool   // a read of the strategies is due
 	kick           chan struct{} // wakes the loop
 	ctx            context.Context
 	cancel         context.CancelFunc
@@ -77,6 +82,8 @@ type pushCacheMsg struct {
 	Node    string   `json:"node"`
 	Devices []string `json:"devices,omitempty"` // push IDs
 	Mutes   string   `json:"mutes,omitempty"`   // the user whose mutes changed
+	// Strategies: a managed push strategy was put or deleted.
+	Strategies bool `json:"strategies,omitempty"`
 }
 
 // NewPushCache returns a PushCache; Start runs it.
@@ -105,9 +112,11 @@ func (c *PushCache) Start() error {
 	c.sub = sub
 	c.cfg.Bus.Watch(func(s bus.State) {
 		if s == bus.Connected {
+			c.strategies.Store(true)
 			c.due(true, true) // notices sent while away were lost
 		}
 	})
+	c.strategies.Store(true)
 	c.due(true, true)
 	go c.run()
 	return nil
@@ -134,6 +143,11 @@ func (c *PushCache) DevicesChanged(ids []string) {
 // MutesChanged implements push.Changes.
 func (c *PushCache) MutesChanged(user string) {
 	c.publish(pushCacheMsg{Node: c.cfg.Node, Mutes: user})
+}
+
+// StrategiesChanged implements push.StrategyChanges.
+func (c *PushCache) StrategiesChanged() {
+	c.publish(pushCacheMsg{Node: c.cfg.Node, Strategies: true})
 }
 
 // Stats returns the counters.
@@ -166,6 +180,10 @@ func (c *PushCache) receive(_ string, data []byte) {
 	}
 	c.stats.received.Add(1)
 	c.due(m.Devices != nil, m.Mutes != "")
+	if m.Strategies {
+		c.strategies.Store(true)
+		c.due(false, false)
+	}
 }
 
 // due marks reads as due and wakes the loop; it never blocks.
@@ -200,11 +218,16 @@ func (c *PushCache) run() {
 			if c.mutes.Swap(false) {
 				c.refresh("mutes", c.cfg.Push.RefreshMutes, false)
 			}
+			if c.strategies.Swap(false) {
+				c.refresh("strategies", c.cfg.Push.RefreshStrategies, false)
+			}
 		case <-tk.C:
 			c.devices.Store(false)
 			c.mutes.Store(false)
 			c.refresh("devices", c.cfg.Push.RefreshDevices, true)
 			c.refresh("mutes", c.cfg.Push.RefreshMutes, true)
+			c.strategies.Store(false)
+			c.refresh("strategies", c.cfg.Push.RefreshStrategies, true)
 		}
 	}
 }

@@ -11,7 +11,13 @@ import (
 // read of the store finds different.
 type fakeMirror struct {
 	devices, mutes atomic.Int64 // reads made
+	strategies     atomic.Int64
 	changed        atomic.Int64
+}
+
+func (m *fakeMirror) RefreshStrategies(context.Context) (int, error) {
+	m.strategies.Add(1)
+	return 0, nil
 }
 
 func (m *fakeMirror) RefreshDevices(context.Context) (int, error) {
@@ -49,8 +55,12 @@ func TestPushCacheNoticeRefreshesOtherNode(t *testing.T) {
 	waitFor(t, "node B read its devices again", func() bool { return mb.devices.Load() == 2 })
 	a.MutesChanged("bob")
 	waitFor(t, "node B read its mutes again", func() bool { return mb.mutes.Load() == 2 })
-	if s := b.Stats(); s.Received != 2 || s.Healed != 0 {
-		t.Errorf("node B: %d notices received, %d healed; want 2 and 0", s.Received, s.Healed)
+	waitFor(t, "node B read its strategies at start", func() bool { return mb.strategies.Load() >= 1 })
+	before := mb.strategies.Load()
+	a.StrategiesChanged()
+	waitFor(t, "node B read its strategies again", func() bool { return mb.strategies.Load() == before+1 })
+	if s := b.Stats(); s.Received != 3 || s.Healed != 0 {
+		t.Errorf("node B: %d notices received, %d healed; want 3 and 0", s.Received, s.Healed)
 	}
 }
 

@@ -39,6 +39,7 @@ type Config struct {
 	HeartbeatTimeout  time.Duration // HERALD_HEARTBEAT_TIMEOUT: a session silent this long is offline
 	LoginTimeout      time.Duration // HERALD_LOGIN_TIMEOUT: time allowed from connect to successful login
 	TokenWarning      time.Duration // HERALD_TOKEN_WARNING: how long before expiry token_will_expire is sent
+	FetchTokenTTL     time.Duration // HERALD_FETCH_TOKEN_TTL: lifetime of a fetch token (fetch_token, content-free pushes); at most 168h
 
 	MultiLogin string // HERALD_MULTI_LOGIN: "single" (a new login kicks the others) or "multi"
 	MaxDevices int    // HERALD_MAX_DEVICES: sessions per user with multi; the oldest is kicked beyond it
@@ -149,6 +150,7 @@ func Default() Config {
 		HeartbeatTimeout:  30 * time.Second,
 		LoginTimeout:      10 * time.Second,
 		TokenWarning:      30 * time.Second,
+		FetchTokenTTL:     24 * time.Hour,
 		MultiLogin:        "multi",
 		MaxDevices:        10,
 		OfflineRetention:  7 * 24 * time.Hour,
@@ -231,6 +233,7 @@ func (c *Config) keys() []key {
 		{"heartbeat-timeout", "a session silent this long is offline", &c.HeartbeatTimeout},
 		{"login-timeout", "time from connect to login", &c.LoginTimeout},
 		{"token-warning", "token_will_expire lead time", &c.TokenWarning},
+		{"fetch-token-ttl", "lifetime of the fetch tokens a session mints (fetch_token) for fetching content-free pushes' messages; at most 168h", &c.FetchTokenTTL},
 		{"multi-login", "single or multi", &c.MultiLogin},
 		{"max-devices", "sessions per user with multi-login", &c.MaxDevices},
 		{"offline-retention", "how far back the login sync reaches", &c.OfflineRetention},
@@ -510,6 +513,7 @@ func (c *Config) Validate() error {
 	}{
 		{"HERALD_HEARTBEAT_INTERVAL", c.HeartbeatInterval}, {"HERALD_HEARTBEAT_TIMEOUT", c.HeartbeatTimeout},
 		{"HERALD_LOGIN_TIMEOUT", c.LoginTimeout}, {"HERALD_TOKEN_WARNING", c.TokenWarning},
+		{"HERALD_FETCH_TOKEN_TTL", c.FetchTokenTTL},
 		{"HERALD_OFFLINE_RETENTION", c.OfflineRetention}, {"HERALD_SHUTDOWN_TIMEOUT", c.ShutdownTimeout},
 		{"HERALD_PUSH_ACK_WINDOW", c.PushAckWindow}, {"HERALD_PUSH_TTL", c.PushTTL},
 		{"HERALD_PUSH_RETRY_BASE", c.PushRetryBase}, {"HERALD_PUSH_RETRY_MAX", c.PushRetryMax},
@@ -565,6 +569,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CallMaxInvitees > 100 {
 		return fmt.Errorf("HERALD_CALL_MAX_INVITEES must be at most 100 (every participant hears of every change), got %d", c.CallMaxInvitees)
+	}
+	if c.FetchTokenTTL > 7*24*time.Hour {
+		return fmt.Errorf("HERALD_FETCH_TOKEN_TTL must be at most 168h (a fetch token is meant to be short-lived), got %s", c.FetchTokenTTL)
 	}
 	if c.PushTTL > 30*24*time.Hour {
 		return fmt.Errorf("HERALD_PUSH_TTL must be at most 720h (APNs keeps a notification at most 30 days), got %s", c.PushTTL)

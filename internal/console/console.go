@@ -79,6 +79,14 @@ type Push interface {
 	Unregister(ctx context.Context, user, pushID string) error
 }
 
+// Strategies is what the console needs of the push service's strategies
+// (internal/push strategy.go). Put and Delete block on the store.
+type Strategies interface {
+	Strategies() []push.NamedStrategy
+	PutStrategy(ctx context.Context, id string, st push.Strategy) (push.NamedStrategy, error)
+	DeleteStrategy(ctx context.Context, id string) error
+}
+
 // Inbox reads what the built-in emulator of a device's vendor accepted
 // for its token; ok is false when that vendor has no emulator here.
 type Inbox interface {
@@ -93,9 +101,9 @@ type Config struct {
 	// credentials are configured (the console then cannot show the
 	// device's view).
 	Emulator Inbox
-	// Strategies are the push strategies by resourcesID, offered on the
-	// push form.
-	Strategies map[string]push.Strategy
+	// Strategies lists the push strategies, offered on the push form, and
+	// manages those kept in the store (the strategies page); nil: none.
+	Strategies Strategies
 	// Figures returns the live figures as a JSON-encodable value.
 	Figures func() any
 	// Series returns the charts' ring buffer (metrics.Series) as a
@@ -223,6 +231,8 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"devices", h.auth(h.devicesPage))
 	h.mux.HandleFunc("GET "+Prefix+"log", h.auth(h.logPage))
 	h.mux.HandleFunc("GET "+Prefix+"message", h.auth(h.messagePage))
+	h.mux.HandleFunc("GET "+Prefix+"strategies", h.auth(h.strategiesPage))
+	h.mux.HandleFunc("POST "+Prefix+"strategies", h.auth(h.changeStrategy))
 	h.mux.HandleFunc("GET "+Prefix+"api/figures", h.auth(h.figures))
 	h.mux.HandleFunc("GET "+Prefix+"api/series", h.auth(h.series))
 	h.mux.HandleFunc("POST "+Prefix+"api/push/test", h.auth(h.startPushRun))

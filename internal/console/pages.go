@@ -6,7 +6,6 @@ import (
 	"html/template"
 	"net/http"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +17,7 @@ import (
 )
 
 // pages are the templates, each rendered inside layout.html.
-var pages = []string{"login", "overview", "push", "devices", "log", "message", "cluster", "users", "groups", "conversation", "notfound"}
+var pages = []string{"login", "overview", "push", "devices", "log", "message", "cluster", "strategies", "users", "groups", "conversation", "notfound"}
 
 func parseTemplates() map[string]*template.Template {
 	funcs := template.FuncMap{
@@ -93,13 +92,12 @@ type deviceRow struct {
 	Bound bool
 }
 
-func (h *Handler) strategyIDs() []string {
-	ids := make([]string, 0, len(h.cfg.Strategies))
-	for id := range h.cfg.Strategies {
-		ids = append(ids, id)
+// strategies lists the strategies, by resources ID.
+func (h *Handler) strategies() []push.NamedStrategy {
+	if h.cfg.Strategies == nil {
+		return nil
 	}
-	sort.Strings(ids)
-	return ids
+	return h.cfg.Strategies.Strategies()
 }
 
 // pushForm is the push debugging form's fields.
@@ -107,10 +105,11 @@ type pushForm struct {
 	User, PushID, Title, Content, Payload, ResourcesID, ThreadID string
 	EnableBadge                                                  bool
 	BadgeIncrement                                               int
+	ContentFree                                                  bool
 }
 
 func (h *Handler) pushData(f pushForm) map[string]any {
-	data := map[string]any{"Form": f, "Strategies": h.cfg.Strategies, "StrategyIDs": h.strategyIDs(), "Emulator": h.cfg.Emulator != nil}
+	data := map[string]any{"Form": f, "Strategies": h.strategies(), "Emulator": h.cfg.Emulator != nil}
 	if f.User != "" {
 		if err := herald.ValidateUserID(f.User); err != nil {
 			data["Error"] = "user: " + herald.ErrorMessage(err)
@@ -163,6 +162,7 @@ func readPushForm(r *http.Request) (pushForm, herald.PushConfig, error) {
 		Title: r.PostFormValue("title"), Content: r.PostFormValue("content"), Payload: r.PostFormValue("payload"),
 		ResourcesID: strings.TrimSpace(r.PostFormValue("resources_id")), ThreadID: strings.TrimSpace(r.PostFormValue("thread_id")),
 		EnableBadge: r.PostFormValue("enable_badge") != "",
+		ContentFree: r.PostFormValue("content_free") != "",
 	}
 	var err error
 	if v := strings.TrimSpace(r.PostFormValue("badge_increment")); v != "" {
@@ -173,7 +173,7 @@ func readPushForm(r *http.Request) (pushForm, herald.PushConfig, error) {
 		f.BadgeIncrement = n
 	}
 	cfg := herald.PushConfig{Title: f.Title, Content: f.Content, Payload: f.Payload, ResourcesID: f.ResourcesID,
-		ThreadID: f.ThreadID, EnableBadge: f.EnableBadge, BadgeIncrement: f.BadgeIncrement}
+		ThreadID: f.ThreadID, EnableBadge: f.EnableBadge, BadgeIncrement: f.BadgeIncrement, ContentFree: f.ContentFree}
 	return f, cfg, err
 }
 

@@ -73,6 +73,7 @@ type Config struct {
 	HeartbeatTimeout  time.Duration // zero means 30s
 	LoginTimeout      time.Duration // zero means 10s
 	TokenWarning      time.Duration // zero means 30s
+	FetchTokenTTL     time.Duration // lifetime of the fetch tokens fetch_token mints; zero means 24h, at most token.MaxFetchTTL
 	SingleLogin       bool          // a new login kicks every other session of the user
 	MaxDevices        int           // sessions per user otherwise; zero means 10
 	MaxFrameBytes     int           // zero means 64 KiB
@@ -106,6 +107,7 @@ func (c *Config) defaults() {
 	def(&c.HeartbeatTimeout, 30*time.Second)
 	def(&c.LoginTimeout, 10*time.Second)
 	def(&c.TokenWarning, 30*time.Second)
+	def(&c.FetchTokenTTL, 24*time.Hour)
 	def(&c.WriteTimeout, 10*time.Second)
 	def(&c.CursorFlush, time.Second)
 	defInt(&c.MaxDevices, 10)

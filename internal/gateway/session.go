@@ -650,6 +650,8 @@ func (s *session) handle(payload []byte) {
 		s.closeWith(proto.CloseNormal, "logged out")
 	case proto.OpRenewToken:
 		s.renewToken(f)
+	case proto.OpFetchToken:
+		s.fetchToken(f)
 	case proto.OpSend:
 		s.send(f)
 	case proto.OpAck:
@@ -940,6 +942,26 @@ func (s *session) renewToken(f proto.Frame) {
 	s.armTokenLocked()
 	s.mu.Unlock()
 	s.reply(f.ID, proto.RenewTokenReply{TokenExpiresAt: proto.Millis(claims.ExpiresAt)})
+}
+
+// fetchToken mints a fetch token for the session's user (content-free
+// mode: the app hands it to its notification service extension, which
+// fetches pushed messages with it). It shares the send budget: no client
+// mints tokens in a loop.
+func (s *session) fetchToken(f proto.Frame) {
+	if !s.allowSend() {
+		s.g.stats.sendsLimited.Add(1)
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeRateLimited, "more than %d sends and token requests per second", s.g.cfg.SendsPerSecond))
+		return
+	}
+	now := s.g.cfg.Now()
+	ttl := min(s.g.cfg.FetchTokenTTL, token.MaxFetchTTL)
+	tok, err := token.MintFetch(s.g.cfg.Secret, s.user, now, ttl)
+	if err != nil {
+		s.fail(f.ID, f.Op, err)
+		return
+	}
+	s.reply(f.ID, proto.FetchTokenReply{Token: tok, ExpiresAt: proto.Millis(now.Add(ttl).Truncate(time.Second))})
 }
 
 // allowSend takes a token from the session's send bucket.

@@ -54,17 +54,6 @@ func (s *Service) Check(m *herald.Message) error {
 	return nil
 }
 
-func (s *Service) strategy(id string) (Strategy, error) {
-	if id == "" {
-		return Strategy{}, nil
-	}
-	st, ok := s.strategies[id]
-	if !ok {
-		return Strategy{}, herald.Errorf(herald.CodeInvalidArgument, "push.resources_id %q names no push strategy configured on this server", id)
-	}
-	return st, nil
-}
-
 // Plan is the push decision for one message being stored: it appends a job
 // for each device of the recipient that may need a push, to be stored with
 // the message (index i of its batch). A device with no live session is due

@@ -1013,6 +1013,7 @@ func (s *Service) process(j store.PushJob) outcome {
 		c = callContent(&data.Config, st, data.CallID, data.From, data.CallCancel)
 	}
 	c.NotifID = o.log.NotifID
+	s.contentFree(&c, dev.App)
 	if data.Config.EnableBadge && j.Attempt == 0 {
 		var epoch uint64
 		c.Badge, epoch, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
@@ -1032,6 +1033,15 @@ func (s *Service) process(j store.PushJob) outcome {
 	n := Notification{
 		ID: o.log.NotifID, CollapseID: o.log.NotifID, Device: dev, Type: pushType(&dev, st), Priority: st.Priority,
 		Expiration: j.Expires, Payload: payload,
+	}
+	if st.CollapseKey != "" {
+		n.CollapseID = st.CollapseKey // pushes under the key replace one another (a resend too)
+	}
+	if exp, ok := strategyExpiry(&j, st, s.cfg.TTL, data.CallID != ""); ok {
+		if !now.Before(exp) {
+			return skip(herald.PushExpired, "the strategy's ttl_seconds ran out before it could be sent")
+		}
+		n.Expiration = exp
 	}
 	res := prov.Send(ctx, &n)
 	s.record(&o, &res)
@@ -1128,6 +1138,22 @@ func (s *Service) backoff(attempt int, retryAfter time.Duration) time.Duration {
 	}
 	b = b/2 + rand.N(b/2+1)
 	return max(b, retryAfter)
+}
+
+// strategyExpiry is when a message's push under st stops being worth
+// sending, when the strategy's ttl_seconds makes it sooner than the job's
+// own expiry: counted from when the message was stored (the job's expiry
+// less the server's TTL, as fanout.go counts it). A call's pushes expire
+// with the call: ok is false for them.
+func strategyExpiry(j *store.PushJob, st Strategy, ttl time.Duration, call bool) (time.Time, bool) {
+	if st.TTLSeconds <= 0 || call {
+		return time.Time{}, false
+	}
+	exp := j.Expires.Add(-ttl).Add(time.Duration(st.TTLSeconds) * time.Second)
+	if !exp.Before(j.Expires) {
+		return time.Time{}, false
+	}
+	return exp, true
 }
 
 // pushType is the kind of push a device gets under a strategy: a VoIP

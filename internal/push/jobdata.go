@@ -34,10 +34,14 @@ type jobData struct {
 // byte, a flags byte, the badge increment, then length-prefixed (uvarint)
 // strings in a fixed order. The store keeps it as opaque bytes; a new
 // layout takes a new version byte and keeps decoding the old ones: v2
-// added the mentions and call ID strings at the end.
+// added the mentions and call ID strings at the end. v3 is v2's layout
+// with flagContentFree set: a content-free job is written as v3 so that a
+// build that does not know the flag refuses the job (fails it, logged)
+// instead of pushing the message's text.
 const (
 	jobDataV1 = 1
 	jobDataV2 = 2
+	jobDataV3 = 3
 )
 
 const (
@@ -47,6 +51,7 @@ const (
 	flagVideo
 	flagMentioned
 	flagCallCancel
+	flagContentFree
 )
 
 func (d *jobData) marshal() []byte {
@@ -66,6 +71,11 @@ func (d *jobData) marshal() []byte {
 	if c.EnableBadge {
 		flags |= flagBadge
 	}
+	version := byte(jobDataV2)
+	if c.ContentFree {
+		flags |= flagContentFree
+		version = jobDataV3
+	}
 	if v := c.VoIP; v != nil {
 		flags |= flagVoIP
 		if v.HasVideo {
@@ -78,7 +88,7 @@ func (d *jobData) marshal() []byte {
 		n += binary.MaxVarintLen32 + len(s)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, jobDataV2, flags, byte(c.BadgeIncrement))
+	b = append(b, version, flags, byte(c.BadgeIncrement))
 	for _, s := range strs {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
@@ -89,13 +99,14 @@ func (d *jobData) marshal() []byte {
 var errJobData = errors.New("job data is truncated or of an unknown version")
 
 func (d *jobData) unmarshal(b []byte) error {
-	if len(b) < 3 || b[0] != jobDataV1 && b[0] != jobDataV2 {
+	if len(b) < 3 || b[0] != jobDataV1 && b[0] != jobDataV2 && b[0] != jobDataV3 {
 		return errJobData
 	}
 	flags := b[1]
 	*d = jobData{Live: flags&flagLive != 0, Mentioned: flags&flagMentioned != 0, CallCancel: flags&flagCallCancel != 0}
 	c := &d.Config
 	c.EnableBadge, c.BadgeIncrement = flags&flagBadge != 0, int(b[2])
+	c.ContentFree = flags&flagContentFree != 0
 	var voip herald.VoIPConfig
 	var mentions string
 	fields := []*string{&d.From, &c.Title, &c.Content, &c.Payload, &c.ResourcesID, &c.ThreadID, &voip.HandleType, &voip.Handle, &mentions, &d.CallID}

@@ -17,6 +17,7 @@ func TestJobDataRoundTrip(t *testing.T) {
 		{From: "c", Config: herald.PushConfig{Payload: strings.Repeat("p", herald.MaxPushPayloadBytes), VoIP: &herald.VoIPConfig{}}},
 		{From: "g", Mentions: []string{"u1", "u2"}, Mentioned: true},
 		{From: "caller", CallID: "call-1", CallCancel: true, Config: herald.PushConfig{Title: "Missed call"}},
+		{From: "d", Config: herald.PushConfig{Title: "secret", ContentFree: true}},
 	} {
 		var got jobData
 		if err := got.unmarshal(d.marshal()); err != nil {
@@ -25,6 +26,17 @@ func TestJobDataRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, d) {
 			t.Errorf("round trip = %+v, want %+v", got, d)
 		}
+	}
+}
+
+// A content-free job is written as v3, so that a build that does not know
+// the flag refuses it rather than pushing the text.
+func TestJobDataContentFreeIsV3(t *testing.T) {
+	if b := (&jobData{Config: herald.PushConfig{ContentFree: true}}).marshal(); b[0] != jobDataV3 {
+		t.Errorf("content-free job data version %d, want %d", b[0], jobDataV3)
+	}
+	if b := (&jobData{}).marshal(); b[0] != jobDataV2 {
+		t.Errorf("job data version %d, want %d", b[0], jobDataV2)
 	}
 }
 

@@ -78,9 +78,26 @@ type Strategy struct {
 	// channel_id); empty: the app's default channel.
 	ChannelID string `json:"channel_id,omitempty"`
 	// CollapseKey makes pushes replace one another while the device is
-	// offline (FCM and Huawei collapse_key, Web Push Topic); empty: none.
-	// FCM keeps at most four collapse keys per device.
+	// offline (FCM and Huawei collapse_key, Web Push Topic) and on the
+	// screen (APNs apns-collapse-id, at most 64 bytes); empty: each
+	// notification collapses only with its own resends. FCM keeps at most
+	// four collapse keys per device.
 	CollapseKey string `json:"collapse_key,omitempty"`
+	// Importance is the Android notification's importance: low, normal or
+	// high (FCM android.notification.notification_priority
+	// PRIORITY_LOW/PRIORITY_DEFAULT/PRIORITY_HIGH, Huawei
+	// android.notification.importance LOW/NORMAL/HIGH); empty: the
+	// channel's own.
+	Importance string `json:"importance,omitempty"`
+	// AndroidCategory is the vendor's message category on Android (Huawei
+	// android.category: IM, VOIP, ...), which vendors in China require to
+	// deliver without throttling; empty: none.
+	AndroidCategory string `json:"android_category,omitempty"`
+	// TTLSeconds shortens how long a message's push stays worth sending
+	// (apns-expiration, FCM and Huawei ttl, Web Push TTL) below the
+	// server's push TTL; 0: the server's. A call's pushes expire with the
+	// call whatever it says.
+	TTLSeconds int `json:"ttl_seconds,omitempty"`
 }
 
 // Content is what a push says, before a provider renders it.
@@ -102,6 +119,13 @@ type Content struct {
 	// of a message's conversation, ID and seq.
 	CallID    string
 	CallEvent string
+	// ContentFree: the push carries no title, content or payload (the
+	// dispatcher blanked them), only Herald's IDs and GenericText, for
+	// the app to fetch the message itself (contentfree.go). LocKey, when
+	// set, is the localisation key of GenericText in the app.
+	ContentFree bool
+	GenericText string
+	LocKey      string
 }
 
 // HeraldKeys are Herald's own keys in a push, the "herald" member every
@@ -116,18 +140,22 @@ type HeraldKeys struct {
 	// A call's pushes: the call ID and "invite" or "cancel".
 	CallID    string `json:"call_id,omitempty"`
 	CallEvent string `json:"call_event,omitempty"`
+	// ContentFree: the push says nothing of the message; the app fetches
+	// it by conv, msg_id and seq (client.FetchPushedMessage).
+	ContentFree bool `json:"content_free,omitempty"`
 }
 
 // HeraldKeys returns c's herald block.
 func (c *Content) HeraldKeys() HeraldKeys {
-	return HeraldKeys{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent}
+	return HeraldKeys{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent, ContentFree: c.ContentFree}
 }
 
 // DataOnly reports whether c goes without a visible notification, to the
-// app (or service worker) alone: a silent push, or a call invitation (the
-// app rings, not the notification shade).
+// app (or service worker) alone: a silent push, a voip strategy's push (on
+// Android and the web the app rings, as PushKit has an iOS app ring), or
+// a call invitation (the app rings, not the notification shade).
 func (c *Content) DataOnly() bool {
-	return c.Strategy.Type == TypeBackground || c.CallID != "" && c.CallEvent == "invite"
+	return c.Strategy.Type == TypeBackground || c.Strategy.Type == TypeVoIP || c.CallID != "" && c.CallEvent == "invite"
 }
 
 // Notification is one rendered push, ready to send.

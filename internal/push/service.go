@@ -110,10 +110,15 @@ type Config struct {
 	// ClaimEvery is how often the dispatcher claims due jobs whose lease
 	// ran out; zero means Lease/4. Only with Node.
 	ClaimEvery time.Duration
-	// Strategies are the push strategies by resourcesID.
+	// Strategies are the push configuration file's strategies by
+	// resourcesID (ValidateStrategy checked); those managed through the
+	// API live in the store (strategy.go).
 	Strategies map[string]Strategy
-	Now        func() time.Time
-	Logger     *slog.Logger
+	// ContentFree sets the apps whose pushes are content-free, and the
+	// generic text (contentfree.go).
+	ContentFree ContentFree
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -193,7 +198,8 @@ type Service struct {
 	providers  map[herald.PushProvider]Provider
 	cfg        Config
 	log        *slog.Logger
-	strategies map[string]Strategy
+	strategies strategySet // strategy.go
+	shared     sharedStore // nil: no managed strategies
 
 	reg     registry
 	mutes   mutes
@@ -221,8 +227,11 @@ func New(st Store, pres Presence, providers map[herald.PushProvider]Provider, cf
 	cfg.defaults()
 	s := &Service{
 		st: st, pres: pres, providers: providers, cfg: cfg, log: cfg.Logger,
-		strategies: cfg.Strategies,
-		suspended:  make(map[string]suspension),
+		suspended: make(map[string]suspension),
+	}
+	s.strategies.file = cfg.Strategies
+	if ss, ok := st.(sharedStore); ok {
+		s.shared = ss
 	}
 	s.reg.init()
 	s.dsp.init(s)
@@ -246,10 +255,14 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("push: load muted conversations: %w", err)
 	}
 	nMuted := s.mutes.load(muted)
+	nStrategies, err := s.loadStrategies(ctx)
+	if err != nil {
+		return err
+	}
 	if err := s.dsp.start(ctx); err != nil {
 		return err
 	}
-	s.log.Info("push started", "devices", len(devs), "muted", nMuted, "pending", s.dsp.pendingCount())
+	s.log.Info("push started", "devices", len(devs), "muted", nMuted, "strategies", len(s.strategies.file)+nStrategies, "pending", s.dsp.pendingCount())
 	return nil
 }
 

@@ -101,6 +101,7 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 	idb[6] = idb[6]&0x0f | 0x40 // version 4: random
 	idb[8] = idb[8]&0x3f | 0x80
 	c := Content{NotifID: formatUUID(idb[:]), Config: cfg, Strategy: st}
+	s.contentFree(&c, dev.App)
 	if cfg.EnableBadge {
 		c.Badge, c.HasBadge = dev.Badge+cfg.BadgeIncrement, true
 	}
@@ -112,6 +113,10 @@ func (s *Service) TestStream(ctx context.Context, pushID string, cfg herald.Push
 	n := Notification{
 		ID: c.NotifID, Device: dev,
 		Type: pushType(&dev, st), Priority: st.Priority, Expiration: s.cfg.Now().Add(s.cfg.TTL), Payload: payload,
+		CollapseID: st.CollapseKey, // "" sends none: a test push collapses with nothing
+	}
+	if st.TTLSeconds > 0 {
+		n.Expiration = s.cfg.Now().Add(min(s.cfg.TTL, time.Duration(st.TTLSeconds)*time.Second))
 	}
 	onStage(Stage{Name: "send", OK: true, Pending: true, Detail: fmt.Sprintf("notification %s on its way to %s (app %s, %s)", n.ID, dev.Provider, dev.App, dev.Env)})
 	res := prov.Send(ctx, &n)
@@ -171,6 +176,11 @@ func describeStrategy(st Strategy) string {
 	add("priority", st.Priority != 0, st.Priority)
 	add("mutable_content", st.MutableContent, true)
 	add("interruption_level", st.InterruptionLevel != "", st.InterruptionLevel)
+	add("channel_id", st.ChannelID != "", strconv.Quote(st.ChannelID))
+	add("collapse_key", st.CollapseKey != "", strconv.Quote(st.CollapseKey))
+	add("importance", st.Importance != "", st.Importance)
+	add("android_category", st.AndroidCategory != "", st.AndroidCategory)
+	add("ttl_seconds", st.TTLSeconds != 0, st.TTLSeconds)
 	if len(parts) == 0 {
 		return "every field left to its default"
 	}

@@ -27,7 +27,7 @@ func instrument(m *metrics.Metrics, provs map[herald.PushProvider]push.Provider)
 
 // mountOps names the metrics' sources and mounts the console, and
 // /metrics when HERALD_METRICS_PUBLIC allows it on the main address.
-func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[string]push.Strategy) {
+func (s *Server) mountOps(mux *http.ServeMux, secret []byte) {
 	m := s.metrics
 	m.SetSources(metrics.Sources{
 		Gateway: s.gw.Stats, Push: s.push.Stats, PushQueueAge: s.push.QueueAge,
@@ -38,7 +38,7 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte, strategies map[stri
 	}
 	m.RegisterStats("store", func() any { return s.store.Stats() }) // health.go
 	cc := console.Config{
-		Secret: secret, Push: s.push, Strategies: strategies, Logger: s.log,
+		Secret: secret, Push: s.push, Strategies: s.push, Logger: s.log,
 		Figures: func() any { return m.Figures() },
 		Series:  func() any { return m.Series() },
 		Users:   s.users, Store: s.store, Groups: s.chat, Node: s.node,

@@ -30,6 +30,16 @@ type PushFile struct {
 	HMS        []HMSApp                 `json:"hms"`     // push_hms.go
 	WebPush    *WebPushFile             `json:"webpush"` // push_webpush.go
 	Strategies map[string]push.Strategy `json:"strategies"`
+	// ContentFree names the apps whose pushes are content-free, and the
+	// generic text they show (docs/push.md, "Content-free mode").
+	ContentFree *push.ContentFree `json:"content_free"`
+}
+
+// pushPolicy is what the push file says beside the providers: the
+// strategies it defines and the content-free mode.
+type pushPolicy struct {
+	Strategies  map[string]push.Strategy
+	ContentFree push.ContentFree
 }
 
 // APNsApp is one iOS app: its bundle ID and either a .p8 signing key
@@ -73,18 +83,13 @@ func LoadPushFile(path string) (*PushFile, error) {
 		return nil, fmt.Errorf("push config %s: no provider: give at least one of \"apns\", \"fcm\", \"hms\" or \"webpush\"", path)
 	}
 	for id, st := range f.Strategies {
-		if len(id) > herald.MaxResourcesIDBytes || id == "" {
-			return nil, fmt.Errorf("push config %s: strategy %q: a resources ID is 1-%d bytes", path, id, herald.MaxResourcesIDBytes)
+		if err := push.ValidateStrategy(id, &st); err != nil {
+			return nil, fmt.Errorf("push config %s: %s", path, herald.ErrorMessage(err))
 		}
-		switch st.Type {
-		case "", push.TypeAlert, push.TypeBackground, push.TypeVoIP:
-		default:
-			return nil, fmt.Errorf("push config %s: strategy %q: type %q is not alert, background or voip", path, id, st.Type)
-		}
-		switch st.Priority {
-		case 0, 1, 5, 10:
-		default:
-			return nil, fmt.Errorf("push config %s: strategy %q: priority %d is not 10, 5 or 1", path, id, st.Priority)
+	}
+	if f.ContentFree != nil {
+		if err := f.ContentFree.Validate(); err != nil {
+			return nil, fmt.Errorf("push config %s: %s", path, herald.ErrorMessage(err))
 		}
 	}
 	return &f, nil
@@ -197,7 +202,7 @@ func (e *pushEmulators) close() {
 // pushSetup builds the push providers: from HERALD_PUSH_CONFIG, or, when
 // it is empty, against built-in emulators of every vendor (returned, to be
 // closed with the server) so the whole flow runs with no vendor account.
-func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]push.Provider, map[string]push.Strategy, *pushEmulators, error) {
+func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]push.Provider, pushPolicy, *pushEmulators, error) {
 	return pushSetupShared(cfg, nil, log)
 }
 
@@ -206,7 +211,7 @@ func pushSetup(cfg config.Config, log *slog.Logger) (map[herald.PushProvider]pus
 // table), so that it outlives a restart and is the cluster's on several
 // nodes. The built-in emulator's key is generated at each start, so its
 // JWT is the process's own.
-func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger) (_ map[herald.PushProvider]push.Provider, _ map[string]push.Strategy, _ *pushEmulators, err error) {
+func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger) (_ map[herald.PushProvider]push.Provider, _ pushPolicy, _ *pushEmulators, err error) {
 	// Results are named for the deferred clean-up only: it reads the
 	// locals, which a failing return does not reset.
 	provs := make(map[herald.PushProvider]push.Provider)
@@ -235,35 +240,39 @@ func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger
 	if cfg.PushConfig != "" {
 		f, err := LoadPushFile(cfg.PushConfig)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, pushPolicy{}, nil, err
 		}
 		dir := filepath.Dir(cfg.PushConfig)
 		if len(f.APNs) > 0 {
 			ac, err := f.apnsConfig(dir, cfg, log)
 			if err != nil {
-				return nil, nil, nil, err
+				return nil, pushPolicy{}, nil, err
 			}
 			ac.Shared = shared
 			p, err := apns.New(ac)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("push config: %w", err)
+				return nil, pushPolicy{}, nil, fmt.Errorf("push config: %w", err)
 			}
 			add(herald.ProviderAPNs, herald.ProviderAPNsVoIP)(p, nil)
 		}
 		if err := add(herald.ProviderFCM)(f.fcmProvider(dir, cfg, log)); err != nil {
-			return nil, nil, nil, err
+			return nil, pushPolicy{}, nil, err
 		}
 		if err := add(herald.ProviderHMS)(f.hmsProvider(dir, cfg, log)); err != nil {
-			return nil, nil, nil, err
+			return nil, pushPolicy{}, nil, err
 		}
 		if err := add(herald.ProviderWebPush)(f.webPushProvider(dir, cfg, log)); err != nil {
-			return nil, nil, nil, err
+			return nil, pushPolicy{}, nil, err
 		}
-		return provs, f.Strategies, emus, nil
+		pol := pushPolicy{Strategies: f.Strategies}
+		if f.ContentFree != nil {
+			pol.ContentFree = *f.ContentFree
+		}
+		return provs, pol, emus, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, pushPolicy{}, nil, err
 	}
 	emu := emulator.New(emulator.Config{
 		Keys:   map[string]emulator.Key{devKeyID: {TeamID: devTeamID, Public: &key.PublicKey}},
@@ -271,36 +280,36 @@ func pushSetupShared(cfg config.Config, shared apns.TokenStore, log *slog.Logger
 	})
 	emus.apns = emu
 	if err := emu.Start(cfg.PushEmulatorAddr); err != nil {
-		return nil, nil, nil, fmt.Errorf("push emulator on %s (HERALD_PUSH_EMULATOR_ADDR): %w", cfg.PushEmulatorAddr, err)
+		return nil, pushPolicy{}, nil, fmt.Errorf("push emulator on %s (HERALD_PUSH_EMULATOR_ADDR): %w", cfg.PushEmulatorAddr, err)
 	}
 	sandbox, err := cfg.PushEmulatorSandbox()
 	if err == nil {
 		err = emu.StartSandbox(sandbox)
 	}
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("push emulator sandbox on %s (HERALD_PUSH_EMULATOR_SANDBOX_ADDR): %w", sandbox, err)
+		return nil, pushPolicy{}, nil, fmt.Errorf("push emulator sandbox on %s (HERALD_PUSH_EMULATOR_SANDBOX_ADDR): %w", sandbox, err)
 	}
 	// The other vendors mount on emu, which serves them at its address.
 	if err := add(herald.ProviderFCM)(devFCM(emu, emus, cfg, log)); err != nil {
-		return nil, nil, nil, err
+		return nil, pushPolicy{}, nil, err
 	}
 	if err := add(herald.ProviderHMS)(devHMS(emu, emus, cfg, log)); err != nil {
-		return nil, nil, nil, err
+		return nil, pushPolicy{}, nil, err
 	}
 	if err := add(herald.ProviderWebPush)(devWebPush(emu, emus, cfg, log)); err != nil {
-		return nil, nil, nil, err
+		return nil, pushPolicy{}, nil, err
 	}
 	p, err := apns.New(apns.Config{Connections: cfg.PushConnections, Timeout: cfg.APNsTimeout, Logger: log, Apps: []apns.AppConfig{{
 		BundleID: "*", TeamID: devTeamID, KeyID: devKeyID, Key: key,
 		ProductionURL: emu.URL(), DevelopmentURL: emu.SandboxURL(), RootCAs: emu.CertPool(),
 	}}})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("push config: %w", err)
+		return nil, pushPolicy{}, nil, fmt.Errorf("push config: %w", err)
 	}
 	add(herald.ProviderAPNs, herald.ProviderAPNsVoIP)(p, nil)
 	log.Warn("no HERALD_PUSH_CONFIG: pushes go to the built-in emulators, not to Apple, Google, Huawei or browsers",
 		"emulator", emu.URL(), "sandbox", emu.SandboxURL(), "inbox", emu.URL()+"/_emulator/inbox/<device token>")
-	return provs, nil, emus, nil
+	return provs, pushPolicy{}, emus, nil
 }
 
 // closeProviders closes each provider once (one may serve several kinds).

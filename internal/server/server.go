@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if cfg.Bus != "" {
 		shared = st
 	}
-	providers, strategies, emus, err := pushSetupShared(cfg, sharedTokens(st), log)
+	providers, policy, emus, err := pushSetupShared(cfg, sharedTokens(st), log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -120,7 +120,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		AckWindow: cfg.PushAckWindow, TTL: cfg.PushTTL,
 		RetryBase: cfg.PushRetryBase, RetryMax: cfg.PushRetryMax,
 		InFlight: cfg.PushInFlight, MaxDevices: cfg.PushMaxDevices, LogRetention: cfg.PushLogRetention,
-		Strategies: strategies, Logger: log,
+		Strategies: policy.Strategies, ContentFree: policy.ContentFree, Logger: log,
 	})
 	limits := herald.Limits{
 		MaxTextBytes: cfg.MaxTextBytes, MaxCustomBytes: cfg.MaxCustomBytes,
@@ -152,6 +152,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		HeartbeatTimeout:  cfg.HeartbeatTimeout,
 		LoginTimeout:      cfg.LoginTimeout,
 		TokenWarning:      cfg.TokenWarning,
+		FetchTokenTTL:     cfg.FetchTokenTTL,
 		SingleLogin:       cfg.MultiLogin == "single",
 		MaxDevices:        cfg.MaxDevices,
 		MaxFrameBytes:     cfg.MaxFrameBytes,
@@ -225,6 +226,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
 		Shared: sharedRecord(shared), Nodes: cl.nodeCount(),
+		Strategies: ps, Messages: ch,
 	})
 	mux.Handle("/api/", apiHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -234,7 +236,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	mux.HandleFunc("GET /{$}", s.home)             // home.go
 	mux.HandleFunc(VAPIDKeyPath, s.vapidPublicKey) // push_webpush.go's provider
 	s.metrics = mtr
-	s.mountOps(mux, secret, strategies) // /console/ and /metrics (ops.go)
+	s.mountOps(mux, secret) // /console/ and /metrics (ops.go)
 	mtr.RegisterStats("api", func() any { return apiHandler.Stats() })
 	mtr.RegisterStats("listener", func() any { return s.ListenerStats() })
 	s.http = s.httpServer(mux)

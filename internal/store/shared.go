@@ -24,6 +24,7 @@ const (
 	SharedNonce          = "nonce"           // internal/api: app "\x00" nonce -> (empty)
 	SharedConsoleSession = "console-session" // internal/console: session ID hash -> CSRF token " " slot key; "slot/" admin token hash "/" i -> opened " " session key
 	SharedAPNsJWT        = "apns-jwt"        // internal/push/apns: team "/" key ID -> token
+	SharedPushStrategies = "push-strategies" // internal/push: "all" -> the strategies managed through the API, as JSON; never expires
 )
 
 // Limits of a shared entry.

@@ -15,7 +15,8 @@ import (
 // (a call's pushes: "herald": {"from", "call_id", "call_event"})
 //
 // An alert carries alert {title, body}, badge, sound, thread-id, category,
-// mutable-content and interruption-level as set; a background push only
+// mutable-content and interruption-level as set (content-free: alert
+// {body: the generic text, loc-key} and mutable-content 1); a background push only
 // "content-available": 1; a VoIP push (any apns-voip device) an empty aps
 // and the CallKit fields in "voip". Config.Payload is passed as a JSON
 // string. It fails with herald.CodeTooLarge over 4096 bytes (5120 for VoIP).
@@ -32,7 +33,8 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	// Appended by hand, in encoding/json's key order and string escaping
 	// (HTML left unescaped): no reflection, and no deep call stack for a
 	// push's short-lived goroutine to grow (which cost more than the
-	// encoding itself).
+	// encoding itself). TestRenderMatchesEncodingJSON holds it to
+	// encoding/json's output of the same layout, HeraldKeys included.
 	b := make([]byte, 0, 160+len(c.Config.Title)+len(c.Config.Content)+len(c.Config.Payload))
 	b = append(b, `{"aps":{`...)
 	switch typ {
@@ -40,12 +42,19 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	case push.TypeBackground:
 		b = append(b, `"content-available":1`...)
 	default:
+		title, body, locKey, mutable := c.Config.Title, c.Config.Content, "", c.Strategy.MutableContent
+		if c.ContentFree {
+			// The generic text, and mutable-content so that the app's
+			// notification service extension runs and fetches the message.
+			title, body, locKey, mutable = "", c.GenericText, c.LocKey, true
+		}
 		f := fields{b: b}
-		if c.Config.Title != "" || c.Config.Content != "" {
+		if title != "" || body != "" || c.ContentFree {
 			f.key("alert")
 			a := fields{b: append(f.b, '{')}
-			a.str("title", c.Config.Title)
-			a.str("body", c.Config.Content)
+			a.str("title", title)
+			a.str("body", body)
+			a.str("loc-key", locKey) // the generic text's key in the app's Localizable.strings
 			f.b = append(a.b, '}')
 		}
 		if c.HasBadge { // badge 0 clears the badge: kept
@@ -55,7 +64,7 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 		f.str("sound", c.Strategy.Sound)
 		f.str("thread-id", c.Config.ThreadID)
 		f.str("category", c.Strategy.Category)
-		if c.Strategy.MutableContent {
+		if mutable {
 			f.key("mutable-content")
 			f.b = append(f.b, '1')
 		}
@@ -89,6 +98,10 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 		f.str("from", h.From)
 		f.str("call_id", h.CallID)
 		f.str("call_event", h.CallEvent)
+		if h.ContentFree {
+			f.key("content_free")
+			f.b = append(f.b, "true"...)
+		}
 		b = append(f.b, '}')
 	}
 	b = append(b, '}')

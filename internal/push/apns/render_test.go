@@ -161,8 +161,9 @@ type refAPS struct {
 }
 
 type refAlert struct {
-	Title string `json:"title,omitempty"`
-	Body  string `json:"body,omitempty"`
+	Title  string `json:"title,omitempty"`
+	Body   string `json:"body,omitempty"`
+	LocKey string `json:"loc-key,omitempty"`
 }
 
 type refVoIP struct {
@@ -194,6 +195,10 @@ func refRender(t *testing.T, c *push.Content, d *herald.PushDevice) string {
 		}
 		a.Sound, a.ThreadID, a.Category = c.Strategy.Sound, c.Config.ThreadID, c.Strategy.Category
 		if c.Strategy.MutableContent {
+			a.MutableContent = 1
+		}
+		if c.ContentFree {
+			a.Alert = &refAlert{Body: c.GenericText, LocKey: c.LocKey}
 			a.MutableContent = 1
 		}
 		a.InterruptionLevel = c.Strategy.InterruptionLevel
@@ -238,6 +243,9 @@ func TestRenderMatchesEncodingJSON(t *testing.T) {
 		}
 		if rng.IntN(2) == 0 {
 			c.MsgID, c.Seq = rng.Int64N(1<<40)-5, rng.Int64N(3)
+		}
+		if rng.IntN(4) == 0 {
+			c.ContentFree, c.GenericText, c.LocKey = true, pick(), pick()
 		}
 		if rng.IntN(3) == 0 {
 			c.Config.VoIP = &herald.VoIPConfig{HandleType: pick(), Handle: pick(), HasVideo: rng.IntN(2) == 0}

@@ -35,6 +35,7 @@ type androidNotification struct {
 	Sound             string `json:"sound,omitempty"`
 	Tag               string `json:"tag,omitempty"` // Herald's notification ID: a resend replaces the shown one
 	NotificationCount *int   `json:"notification_count,omitempty"`
+	Priority          string `json:"notification_priority,omitempty"` // the strategy's importance
 }
 
 type notificationJSON struct {
@@ -49,6 +50,10 @@ type dataJSON struct {
 	Herald  string `json:"herald"`
 	NotifID string `json:"notif_id,omitempty"`
 	Payload string `json:"payload,omitempty"`
+	// Content-free: the generic text (and its localisation key) for the
+	// app to show if it cannot fetch the message.
+	Text   string `json:"text,omitempty"`
+	LocKey string `json:"loc_key,omitempty"`
 }
 
 type renderer struct {
@@ -75,16 +80,22 @@ var renderers = sync.Pool{New: func() any {
 // Render builds the FCM message of c for device d, less the token, the
 // priority and the TTL that Send adds:
 //
-//	{"android": {"collapse_key", "notification": {"channel_id", "sound", "tag", "notification_count"}},
-//	 "data": {"herald": "<JSON: conv, msg_id, seq, from | call_id, call_event>", "notif_id", "payload"},
+//	{"android": {"collapse_key", "notification": {"channel_id", "sound", "tag", "notification_count", "notification_priority"}},
+//	 "data": {"herald": "<JSON: conv, msg_id, seq, from | call_id, call_event; content_free>", "notif_id", "payload", "text", "loc_key"},
 //	 "notification": {"title", "body"}}
 //
-// A background push and a call invitation are data messages: no
-// notification blocks, so the app's code runs and decides what to show.
+// A background or voip strategy's push, a call invitation and a
+// content-free push are data messages: no notification blocks, so the
+// app's code runs and decides what to show (content-free: data "text" and
+// "loc_key" carry the generic text, for when it cannot fetch the message).
 // It fails with herald.CodeTooLarge over MaxPayload bytes.
 func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	return render(c)
 }
+
+// notificationPriority maps a strategy's importance to
+// android.notification.notification_priority.
+var notificationPriority = map[string]string{"low": "PRIORITY_LOW", "normal": "PRIORITY_DEFAULT", "high": "PRIORITY_HIGH"}
 
 func render(c *push.Content) ([]byte, error) {
 	r := renderers.Get().(*renderer)
@@ -99,8 +110,11 @@ func render(c *push.Content) ([]byte, error) {
 		Android: androidJSON{CollapseKey: c.Strategy.CollapseKey},
 		Data:    dataJSON{Herald: string(hb), NotifID: c.NotifID, Payload: c.Config.Payload},
 	}
-	if !c.DataOnly() {
-		r.an = androidNotification{ChannelID: c.Strategy.ChannelID, Sound: c.Strategy.Sound, Tag: c.NotifID}
+	if c.ContentFree {
+		r.msg.Data.Text, r.msg.Data.LocKey = c.GenericText, c.LocKey
+	}
+	if !c.DataOnly() && !c.ContentFree {
+		r.an = androidNotification{ChannelID: c.Strategy.ChannelID, Sound: c.Strategy.Sound, Tag: c.NotifID, Priority: notificationPriority[c.Strategy.Importance]}
 		if c.HasBadge {
 			r.badge = c.Badge
 			r.an.NotificationCount = &r.badge

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strconv"
+	"strings"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/push"
@@ -22,6 +23,7 @@ type message struct {
 type androidJSON struct {
 	CollapseKey  *int              `json:"collapse_key,omitempty"`
 	Urgency      string            `json:"urgency,omitempty"`
+	Category     string            `json:"category,omitempty"` // the strategy's android_category
 	TTL          string            `json:"ttl,omitempty"`
 	BiTag        string            `json:"bi_tag,omitempty"`
 	Notification *notificationJSON `json:"notification,omitempty"`
@@ -36,6 +38,8 @@ type notificationJSON struct {
 	DefaultSound bool            `json:"default_sound,omitempty"`
 	Tag          string          `json:"tag,omitempty"`
 	Badge        *badgeJSON      `json:"badge,omitempty"`
+	Importance   string          `json:"importance,omitempty"`   // the strategy's importance: LOW, NORMAL, HIGH
+	BodyLocKey   string          `json:"body_loc_key,omitempty"` // content-free: the generic text's key in the app's strings
 }
 
 type clickActionJSON struct {
@@ -64,9 +68,12 @@ const (
 // "message" less its token):
 //
 //	{"data": "{\"herald\":\"{...}\",\"payload\":\"...\"}",
-//	 "android": {"collapse_key", "urgency", "ttl", "bi_tag",
+//	 "android": {"collapse_key", "urgency", "category", "ttl", "bi_tag",
 //	             "notification": {"title", "body", "click_action": {"type": 3},
-//	                              "channel_id", "sound", "tag", "badge": {"set_num", "class"}}}}
+//	                              "channel_id", "sound", "tag", "badge": {"set_num", "class"},
+//	                              "importance", "body_loc_key"}}}
+//
+// A content-free push shows the generic text as title and body.
 //
 // A background push or a call invitation is a data message: no
 // notification. The tag and bi_tag are the notification ID (a resend
@@ -96,8 +103,16 @@ func render(c *push.Content, badgeClass string) ([]byte, error) {
 		Urgency:     urgencyPlaceholder,
 		TTL:         ttlPlaceholder,
 		BiTag:       c.NotifID,
+		Category:    c.Strategy.AndroidCategory,
 	}}
 	title, body := c.Config.Title, c.Config.Content
+	if c.ContentFree {
+		// A notification with the generic text: Huawei delivers a data
+		// message only to a running app, so a content-free push that must
+		// reach a stopped one shows the generic text, and the app fetches
+		// the message when opened (the data carries the IDs).
+		title, body = c.GenericText, c.GenericText
+	}
 	// Huawei needs both a title and a body: one stands for the other, and
 	// a push with neither reaches the app as data only.
 	if title == "" {
@@ -111,6 +126,10 @@ func render(c *push.Content, badgeClass string) ([]byte, error) {
 			ClickAction: clickActionJSON{Type: 3},
 			ChannelID:   c.Strategy.ChannelID,
 			Tag:         c.NotifID,
+			Importance:  strings.ToUpper(c.Strategy.Importance),
+		}
+		if c.ContentFree {
+			n.BodyLocKey = c.LocKey
 		}
 		switch c.Strategy.Sound {
 		case "":

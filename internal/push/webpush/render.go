@@ -21,7 +21,9 @@ import (
 // carries none of them but "silent": true, with tag, payload and herald,
 // so the worker knows to show nothing. "tag" is the Topic header's value:
 // showNotification({tag}) replaces a shown notification with the same
-// tag, as the push service replaces a queued one with the same Topic.
+// tag, as the push service replaces a queued one with the same Topic. A
+// content-free push carries the generic text as its body and no title or
+// payload; its herald block says "content_free": true.
 type document struct {
 	Title   string          `json:"title,omitempty"`
 	Body    string          `json:"body,omitempty"`
@@ -45,9 +47,16 @@ func render(c *push.Content) ([]byte, error) {
 		Payload: c.Config.Payload,
 		Herald:  c.HeraldKeys(),
 	}
-	if c.DataOnly() {
+	switch {
+	case c.DataOnly():
 		doc.Silent = true
-	} else {
+	case c.ContentFree:
+		doc.Body = c.GenericText // the worker may fetch the message and show it instead
+		if c.HasBadge {
+			b := c.Badge
+			doc.Badge = &b
+		}
+	default:
 		doc.Title, doc.Body = c.Config.Title, c.Config.Content
 		if c.HasBadge {
 			b := c.Badge

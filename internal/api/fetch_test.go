@@ -1,0 +1,84 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/apiclient"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/token"
+)
+
+// oneMessage serves History with one peer message between alice and bob.
+type oneMessage struct{}
+
+func (oneMessage) History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error) {
+	if t != herald.ConversationPeer || herald.PeerConversationKey(user, id) != "p:alice:bob" || q.FromSeq != 0 {
+		return nil, false, nil
+	}
+	return []*herald.Message{{ID: 7, Seq: 1, Conv: "p:alice:bob", From: "alice", To: "bob", Type: herald.MessageText, Text: "hi"}}, false, nil
+}
+
+// TestFetchCredentials: the fetch endpoint takes a fetch token and no other
+// credential, reads only the token user's message, and limits each user.
+func TestFetchCredentials(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	h := New(Config{Secret: testSecret, Messages: oneMessage{}, Now: func() time.Time { return now }})
+	get := func(tok, query string) (int, apiclient.ErrorBody) {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodGet, PathPushMessage+"?"+query, nil)
+		if tok != "" {
+			r.Header.Set("Authorization", "Bearer "+tok)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		var e apiclient.ErrorBody
+		json.Unmarshal(w.Body.Bytes(), &e)
+		return w.Code, e
+	}
+	bob, _ := token.MintFetch(testSecret, "bob", now, time.Hour)
+	carol, _ := token.MintFetch(testSecret, "carol", now, time.Hour)
+	login, _ := token.Mint(testSecret, "bob", now, time.Hour)
+	admin, _ := token.MintAdmin(testSecret, now, time.Hour)
+	const q = "conv=p:alice:bob&msg_id=7&seq=1"
+	for _, tt := range []struct {
+		name, tok, query string
+		status           int
+		reason           string
+	}{
+		{"bob's fetch token", bob, q, 200, ""},
+		{"no token", "", q, 401, apiclient.ReasonFetchToken},
+		{"a login token", login, q, 401, apiclient.ReasonFetchToken},
+		{"an admin token", admin, q, 401, apiclient.ReasonFetchToken},
+		{"carol's fetch token", carol, q, 404, ""},
+		{"another message ID", bob, "conv=p:alice:bob&msg_id=8&seq=1", 404, ""},
+		{"not a conversation key", bob, "conv=alice&msg_id=7&seq=1", 400, ""},
+		{"no seq", bob, "conv=p:alice:bob&msg_id=7", 400, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st, e := get(tt.tok, tt.query)
+			if st != tt.status || e.Reason != tt.reason {
+				t.Errorf("%d %+v; want %d, reason %q", st, e, tt.status, tt.reason)
+			}
+		})
+	}
+	// The limit is per user: bob's burst runs out, carol's is untouched.
+	limited := 0
+	for range FetchBurst + 5 {
+		if st, _ := get(bob, q); st == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Errorf("%d fetches at one instant were all served; want 429 past the burst of %d", FetchBurst+5, FetchBurst)
+	}
+	if st, e := get(carol, q); st != 404 || strings.Contains(e.Code, "rate") {
+		t.Errorf("carol after bob's burst: %d %+v; want her own answer (404)", st, e)
+	}
+}
