@@ -246,5 +246,6 @@ const (
 	PushDropped = "dropped" // the provider says the token is gone: device removed
 	PushFailed  = "failed"  // a permanent failure: not retried
 	PushExpired = "expired" // its time to live ran out before it could be sent
-	PushSkipped = "skipped" // not sent: acknowledged live, device unbound, app suspended
+	PushSkipped = "skipped" // not sent: acknowledged live, device unbound, app suspended, held back by a push rule
+	PushHeld    = "held"    // not sent yet: the recipient's do-not-disturb window holds it until the window ends
 )

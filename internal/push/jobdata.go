@@ -27,6 +27,9 @@ type jobData struct {
 	// follow-up from the invitation.
 	CallID     string
 	CallCancel bool
+	// BadgeOnly: a silent badge update to one device after a read (no
+	// message): it carries the user's unread total as it is when sent.
+	BadgeOnly bool
 }
 
 // The encoding is binary, not JSON: every push decodes its job, and JSON
@@ -34,10 +37,14 @@ type jobData struct {
 // byte, a flags byte, the badge increment, then length-prefixed (uvarint)
 // strings in a fixed order. The store keeps it as opaque bytes; a new
 // layout takes a new version byte and keeps decoding the old ones: v2
-// added the mentions and call ID strings at the end.
+// added the mentions and call ID strings at the end; v3 is v2 with the
+// badge-only flag, written only for badge updates, so that a build that
+// knows no badge updates fails such a job instead of pushing it as an
+// empty message.
 const (
 	jobDataV1 = 1
 	jobDataV2 = 2
+	jobDataV3 = 3
 )
 
 const (
@@ -47,6 +54,7 @@ const (
 	flagVideo
 	flagMentioned
 	flagCallCancel
+	flagBadgeOnly
 )
 
 func (d *jobData) marshal() []byte {
@@ -66,6 +74,11 @@ func (d *jobData) marshal() []byte {
 	if c.EnableBadge {
 		flags |= flagBadge
 	}
+	version := byte(jobDataV2)
+	if d.BadgeOnly {
+		flags |= flagBadgeOnly
+		version = jobDataV3
+	}
 	if v := c.VoIP; v != nil {
 		flags |= flagVoIP
 		if v.HasVideo {
@@ -78,7 +91,7 @@ func (d *jobData) marshal() []byte {
 		n += binary.MaxVarintLen32 + len(s)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, jobDataV2, flags, byte(c.BadgeIncrement))
+	b = append(b, version, flags, byte(c.BadgeIncrement))
 	for _, s := range strs {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
@@ -89,11 +102,12 @@ func (d *jobData) marshal() []byte {
 var errJobData = errors.New("job data is truncated or of an unknown version")
 
 func (d *jobData) unmarshal(b []byte) error {
-	if len(b) < 3 || b[0] != jobDataV1 && b[0] != jobDataV2 {
+	if len(b) < 3 || b[0] != jobDataV1 && b[0] != jobDataV2 && b[0] != jobDataV3 {
 		return errJobData
 	}
 	flags := b[1]
-	*d = jobData{Live: flags&flagLive != 0, Mentioned: flags&flagMentioned != 0, CallCancel: flags&flagCallCancel != 0}
+	*d = jobData{Live: flags&flagLive != 0, Mentioned: flags&flagMentioned != 0, CallCancel: flags&flagCallCancel != 0,
+		BadgeOnly: b[0] == jobDataV3 && flags&flagBadgeOnly != 0}
 	c := &d.Config
 	c.EnableBadge, c.BadgeIncrement = flags&flagBadge != 0, int(b[2])
 	var voip herald.VoIPConfig

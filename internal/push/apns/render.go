@@ -84,15 +84,23 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 		Herald:  c.HeraldKeys(),
 	}
 	limit := MaxPayload
-	switch effectiveType(c.Strategy.Type, d) {
-	case push.TypeVoIP:
+	if c.BadgeOnly {
+		// A silent badge update: the badge alone, sent as a background
+		// push (no alert, no sound, nothing for the app to run).
+		r.doc = document{}
+		r.badge = c.Badge
+		r.doc.APS.Badge = &r.badge
+	}
+	switch t := effectiveType(c.Strategy.Type, d); {
+	case c.BadgeOnly:
+	case t == push.TypeVoIP:
 		limit = MaxVoIPPayload
 		r.voip = voipJSON{Title: c.Config.Title, Content: c.Config.Content}
 		if v := c.Config.VoIP; v != nil {
 			r.voip.HandleType, r.voip.Handle, r.voip.HasVideo = v.HandleType, v.Handle, v.HasVideo
 		}
 		r.doc.VoIP = &r.voip
-	case push.TypeBackground:
+	case t == push.TypeBackground:
 		r.doc.APS.ContentAvailable = 1
 	default:
 		a := &r.doc.APS
@@ -130,3 +138,7 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	}
 	return out, err
 }
+
+// BadgeUpdates implements push.BadgeUpdater: APNs takes a badge-only
+// background push.
+func (p *Provider) BadgeUpdates() bool { return true }
