@@ -1,7 +1,6 @@
 package herald
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -162,14 +161,18 @@ func (r *PushRule) Validate() error {
 
 // parseClock reads "HH:MM" as minutes after midnight.
 func parseClock(field, s string) (int, error) {
-	var h, m int
-	if len(s) != 5 || s[2] != ':' {
-		return 0, Errorf(CodeInvalidArgument, "%s %q is not a time of day HH:MM", field, s)
+	digit := func(i int) (int, bool) { return int(s[i] - '0'), s[i] >= '0' && s[i] <= '9' }
+	if len(s) == 5 && s[2] == ':' {
+		h1, ok1 := digit(0)
+		h2, ok2 := digit(1)
+		m1, ok3 := digit(3)
+		m2, ok4 := digit(4)
+		h, m := h1*10+h2, m1*10+m2
+		if ok1 && ok2 && ok3 && ok4 && h <= 23 && m <= 59 {
+			return h*60 + m, nil
+		}
 	}
-	if _, err := fmt.Sscanf(s, "%2d:%2d", &h, &m); err != nil || h < 0 || h > 23 || m < 0 || m > 59 {
-		return 0, Errorf(CodeInvalidArgument, "%s %q is not a time of day HH:MM (00:00-23:59)", field, s)
-	}
-	return h*60 + m, nil
+	return 0, Errorf(CodeInvalidArgument, "%s %q is not a time of day HH:MM (00:00-23:59)", field, s)
 }
 
 // Window reports whether t falls in d's window (d validated), and when the
