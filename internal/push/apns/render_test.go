@@ -46,6 +46,12 @@ func TestRender(t *testing.T) {
 			`{"aps":{},"voip":{"handle_type":"generic","handle":"alice","has_video":true,"title":"Alice","content":"Incoming call"},"herald":{"conv":"c1","msg_id":9}}`},
 		{"voip device without voip config", push.Content{Config: herald.PushConfig{Title: "Bob"}}, voipDevice,
 			`{"aps":{},"voip":{"title":"Bob"}}`},
+		{"silent badge update: the badge alone", func() push.Content {
+			c := full
+			c.BadgeOnly, c.Badge, c.Strategy.Type = true, 0, push.TypeBackground
+			return c
+		}(), alertDevice,
+			`{"aps":{"badge":0}}`},
 		{"voip strategy on an alert token is an alert", push.Content{Config: herald.PushConfig{Title: "Bob"}, Strategy: push.Strategy{Type: push.TypeVoIP}}, alertDevice,
 			`{"aps":{"alert":{"title":"Bob"}}}`},
 	}
