@@ -175,3 +175,23 @@ func TestPushRuleInvalid(t *testing.T) {
 		t.Errorf("rule after refusals = %+v, want none", got)
 	}
 }
+
+// TestRemoveUserClearsTheRule: an unregistered user's rule goes with
+// their devices, from the store too.
+func TestRemoveUserClearsTheRule(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	ctx := context.Background()
+	h.device("bob", 1)
+	if _, err := h.svc.SetRule(ctx, "bob", herald.PushRule{DoNotDisturb: &herald.DoNotDisturb{Start: "22:00", End: "07:00"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.RemoveUser(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.svc.Rule("bob"); !got.IsZero() {
+		t.Errorf("rule after RemoveUser = %+v, want none", got)
+	}
+	if stored, err := h.st.PushRules(ctx); err != nil || len(stored) != 0 {
+		t.Errorf("stored rules after RemoveUser = %v, %v; want none", stored, err)
+	}
+}

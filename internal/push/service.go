@@ -220,7 +220,7 @@ type Service struct {
 	dsp     dispatcher
 	changes Changes // nil on a single node (remote.go)
 
-	muteMu sync.Mutex // serialises SetMuted (mute.go) and SetRule (rule.go)
+	muteMu sync.Mutex // serialises SetMuted (mute.go) and SetRule (rule.go); taken after devMu in RemoveUser, never before it
 	// devMu serialises device changes from the store write to the registry
 	// update, so the registry applies them in the store's order.
 	devMu sync.Mutex
@@ -413,7 +413,7 @@ func (s *Service) Logout(ctx context.Context, user, device string) error {
 }
 
 // RemoveUser deletes every device bound to user, as if each had been
-// unregistered, and returns their push IDs: the server API's unregistering
+// unregistered, and the user's push rule, and returns the devices' push IDs: the server API's unregistering
 // of a user. Jobs already in the outbox for them are skipped when due (the
 // device is gone), so no push reaches the user afterwards. A device that
 // fails to go is logged and the rest still go; the first error is returned.
@@ -437,6 +437,22 @@ func (s *Service) RemoveUser(ctx context.Context, user string) ([]string, error)
 	s.devicesChanged(removed...)
 	if len(removed) > 0 {
 		s.log.Info("push devices removed: the user was unregistered", "user_id", user, "devices", len(removed))
+	}
+	// The user's push rule goes too: a user registered again under the
+	// same ID is a new user.
+	if _, ok := s.rules.get(user); ok {
+		s.muteMu.Lock()
+		err := s.st.SetPushRule(ctx, user, herald.PushRule{})
+		if err == nil {
+			s.rules.put(user, herald.PushRule{})
+			s.mutesChanged(user)
+		} else {
+			s.log.Error("push: removing an unregistered user's push rule failed", "user_id", user, "err", err)
+			if first == nil {
+				first = storeErr("remove user's push rule", err)
+			}
+		}
+		s.muteMu.Unlock()
 	}
 	return removed, first
 }
