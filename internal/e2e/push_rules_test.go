@@ -10,6 +10,7 @@ import (
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/emulator"
+	"github.com/herald-im/herald/proto"
 )
 
 // platformClient is newClient with the platform its logins name.
@@ -210,5 +211,49 @@ func TestDoNotDisturbSilent(t *testing.T) {
 	_, err = api.SetPushRule(apiCtx(t), "bob", herald.PushRule{DoNotDisturb: &herald.DoNotDisturb{Start: "25:00", End: "07:00"}})
 	if err == nil || !strings.Contains(err.Error(), "do_not_disturb.start") {
 		t.Errorf("a rule with start 25:00: %v; want a 400 naming do_not_disturb.start", err)
+	}
+}
+
+// TestPushRuleWire: the push settings on the wire, as a client written
+// from docs/protocol.md sends them: set_push_rule answers the rule as
+// stored, push_rule reads it, set_badge checks its number, and a bad
+// rule names the field.
+func TestPushRuleWire(t *testing.T) {
+	srv := startPushServer(t, nil)
+	c := dialRaw(t, srv.URL())
+	c.login("bob", "bob-phone")
+	var got herald.PushRule
+	c.call(proto.OpSetPushRule, map[string]any{
+		"online_platforms": []string{"Web", "macos"}, "not_to_receive_offline_push_platforms": []string{"ios"},
+		"do_not_disturb": map[string]string{"start": "22:00", "end": "07:00", "time_zone": "Europe/Berlin"},
+	}, &got)
+	if strings.Join(got.OnlinePlatforms, ",") != "macos,web" || got.DoNotDisturb == nil || got.DoNotDisturb.Mode != "silent" {
+		t.Errorf("set_push_rule answered %+v; want the platforms lower case and sorted, mode silent", got)
+	}
+	var read herald.PushRule
+	c.call(proto.OpPushRule, struct{}{}, &read)
+	if strings.Join(read.OnlinePlatforms, ",") != "macos,web" || read.DoNotDisturb == nil || read.DoNotDisturb.End != "07:00" {
+		t.Errorf("push_rule = %+v; want the rule set", read)
+	}
+	for _, tc := range []struct {
+		op   string
+		in   any
+		want string
+	}{
+		{proto.OpSetPushRule, map[string]any{"online_platforms": []string{"beos"}, "not_to_receive_offline_push_platforms": []string{"ios"}}, "invalid_argument"},
+		{proto.OpSetPushRule, map[string]any{"do_not_disturb": map[string]string{"start": "22:00", "end": "22:00"}}, "invalid_argument"},
+		{proto.OpSetBadge, map[string]any{}, "invalid_argument"},
+		{proto.OpSetBadge, map[string]any{"badge": 100000}, "invalid_argument"},
+		{proto.OpSetBadge, map[string]any{"badge": 3}, ""},
+		{proto.OpSetPushRule, map[string]any{}, ""},
+	} {
+		if got := c.callErr(tc.op, tc.in); got != tc.want {
+			t.Errorf("%s %v: %q, want %q", tc.op, tc.in, got, tc.want)
+		}
+	}
+	var cleared herald.PushRule
+	c.call(proto.OpPushRule, struct{}{}, &cleared)
+	if !cleared.IsZero() {
+		t.Errorf("push_rule after set_push_rule {} = %+v, want {}", cleared)
 	}
 }
