@@ -34,7 +34,9 @@ import (
 // recorded out of order) and never after a reset it preceded (a login
 // zeroes the count; an increment of a push started before it is not added
 // back). The registry's counts run ahead of the store's; a registration
-// keeps them (registry.put).
+// keeps them (registry.put). A badge that is the user's unread total (no
+// increment, or a silent badge update) is stored the same way, as the
+// number shown rather than an addition (badgeInc.abs; badge.go).
 //
 // Memory is bounded by MaxPending plus the jobs in flight (a retry goes
 // back to the queue without a check): past it, jobs stay only in the store.
@@ -900,8 +902,9 @@ func (s *Service) countEnd(outcome string) {
 }
 
 // process decides, sends and classifies one due job. It never touches the
-// store except to drop a device the vendor says is gone and to read
-// acknowledgements.
+// store except to drop a device the vendor says is gone, to read
+// acknowledgements, and to read the user's unread total for a badge
+// without increment (badge.go).
 func (s *Service) process(j store.PushJob) outcome {
 	now := s.cfg.Now()
 	o := outcome{job: j}
