@@ -257,3 +257,50 @@ func TestPushRuleWire(t *testing.T) {
 		t.Errorf("push_rule after set_push_rule {} = %+v, want {}", cleared)
 	}
 }
+
+// TestBadgeUpdateByVendor: after a read elsewhere, the APNs device gets
+// the badge alone, the FCM device a data message whose herald block holds
+// it; the Huawei and Web Push devices get no update.
+func TestBadgeUpdateByVendor(t *testing.T) {
+	srv := startPushServer(t, nil)
+	ctx := context.Background()
+	devs := registerVendorDevices(t, srv, "bob", 60, allVendors...)
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	m := client.TextMessage("hello")
+	m.Push = &herald.PushConfig{Title: "Alice", Content: "hello", EnableBadge: true}
+	sent, err := alice.SendPeerMessage(ctx, "bob", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		waitInbox(t, d.emu, d.token, 1)
+	}
+	waitPushSettled(t, srv)
+	laptop := platformClient(t, srv.URL(), "bob-laptop", herald.PlatformWindows, newInbox())
+	login(t, laptop, "bob")
+	if err := laptop.MarkConversationRead(ctx, herald.ConversationPeer, "alice", sent.Seq); err != nil {
+		t.Fatal(err)
+	}
+	a := waitInbox(t, devs[herald.ProviderAPNs].emu, devs[herald.ProviderAPNs].token, 2)[1]
+	if aps := apsOf(t, a); a.PushType != "background" || len(aps) != 1 || aps["badge"] != float64(0) {
+		t.Errorf("APNs update %s %s; want a background push with the badge 0 alone", a.PushType, a.Payload)
+	}
+	f := waitInbox(t, devs[herald.ProviderFCM].emu, devs[herald.ProviderFCM].token, 2)[1]
+	var msg struct {
+		Notification json.RawMessage   `json:"notification"`
+		Data         map[string]string `json:"data"`
+	}
+	if err := json.Unmarshal(f.Payload, &msg); err != nil {
+		t.Fatal(err)
+	}
+	if msg.Notification != nil || msg.Data["herald"] != `{"badge":0}` {
+		t.Errorf("FCM update %s; want a data message with herald {\"badge\":0}", f.Payload)
+	}
+	waitPushSettled(t, srv)
+	for _, p := range []herald.PushProvider{herald.ProviderHMS, herald.ProviderWebPush} {
+		if n := len(devs[p].emu.Inbox(devs[p].token)); n != 1 {
+			t.Errorf("%s device holds %d notifications, want 1: no badge update", p, n)
+		}
+	}
+}
