@@ -225,7 +225,7 @@ type PushAttempt struct {
 	At       time.Time       `json:"at"`
 	PushID   string          `json:"push_id"`
 	User     string          `json:"user_id"`
-	MsgID    int64           `json:"msg_id"` // 0 for a test push
+	MsgID    int64           `json:"msg_id"` // 0 for a test push or a silent badge update
 	Conv     string          `json:"conv,omitempty"`
 	Provider PushProvider    `json:"provider,omitempty"`
 	App      string          `json:"app,omitempty"`
