@@ -229,7 +229,7 @@ type PushAttempt struct {
 	At       time.Time       `json:"at"`
 	PushID   string          `json:"push_id"`
 	User     string          `json:"user_id"`
-	MsgID    int64           `json:"msg_id"` // 0 for a test push
+	MsgID    int64           `json:"msg_id"` // 0 for a test push or a silent badge update
 	Conv     string          `json:"conv,omitempty"`
 	Provider PushProvider    `json:"provider,omitempty"`
 	App      string          `json:"app,omitempty"`
@@ -250,5 +250,6 @@ const (
 	PushDropped = "dropped" // the provider says the token is gone: device removed
 	PushFailed  = "failed"  // a permanent failure: not retried
 	PushExpired = "expired" // its time to live ran out before it could be sent
-	PushSkipped = "skipped" // not sent: acknowledged live, device unbound, app suspended
+	PushSkipped = "skipped" // not sent: acknowledged live, device unbound, app suspended, held back by a push rule
+	PushHeld    = "held"    // not sent yet: the recipient's do-not-disturb window holds it until the window ends
 )

@@ -42,6 +42,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/herald-im/herald"
 )
 
 // StringToSign is what a request's signature covers: each part on its own
@@ -230,6 +232,20 @@ func (c *Client) Devices(ctx context.Context, user string) ([]Device, error) {
 	var rep DevicesReply
 	err := c.Do(ctx, http.MethodGet, UserPath(PathUserDevices, user), nil, &rep)
 	return rep.Devices, err
+}
+
+// PushRule reads user's offline push rule; the zero rule when none is set.
+func (c *Client) PushRule(ctx context.Context, user string) (*herald.PushRule, error) {
+	var rep herald.PushRule
+	return &rep, c.Do(ctx, http.MethodGet, UserPath(PathUserPushRule, user), nil, &rep)
+}
+
+// SetPushRule replaces user's offline push rule (a zero rule clears it)
+// and returns it as stored, normalised; a 400 *Error names the field at
+// fault.
+func (c *Client) SetPushRule(ctx context.Context, user string, r herald.PushRule) (*herald.PushRule, error) {
+	var rep herald.PushRule
+	return &rep, c.Do(ctx, http.MethodPut, UserPath(PathUserPushRule, user), r, &rep)
 }
 
 // PushLog reads the delivery log, newest first.

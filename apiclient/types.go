@@ -20,6 +20,7 @@ const (
 	PathUser         = "/api/v1/users/{user}"
 	PathUserKick     = "/api/v1/users/{user}/kick"
 	PathUserDevices  = "/api/v1/users/{user}/devices"
+	PathUserPushRule = "/api/v1/users/{user}/push_rule"
 	PathPushTest     = "/api/v1/push/test"
 	PathPushLog      = "/api/v1/push/log"
 	PathPushDevices  = "/api/v1/push/devices"

@@ -50,6 +50,15 @@
 // of the connection. A conversation set to NotificationDoNotDisturb
 // (SetConversationNotificationStatus) is never pushed.
 //
+// The user's offline push rule (SetPushRule, QueryPushRule; ZIM's
+// updateUserOfflinePushRule) holds message pushes back while a session on
+// one of its online platforms is open (Options.Platform names this
+// session's), and sends them silent, or holds them, in a daily
+// do-not-disturb window. A push with EnableBadge and no BadgeIncrement
+// shows the user's unread total; MarkConversationRead lowers it on the
+// user's other devices with a silent badge update; SetBadge tells the
+// server the badge this device shows (ZPNs' setBadge).
+//
 // # Groups
 //
 // CreateGroup makes a group with the caller as its owner and its first

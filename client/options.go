@@ -34,7 +34,11 @@ type Options struct {
 	// on every start (docs/protocol.md, device_id).
 	DeviceID string
 
-	// Platform is sent at login ("ios", "android", "web", ...). Empty sends none.
+	// Platform is sent at login: one of herald.Platforms (ios, ipados,
+	// android, macos, windows, linux, web; ZIM's platforms). The user's
+	// push rule (SetPushRule) matches it: a desktop app that sends
+	// "macos" can hold back phone pushes while it is open. Any other
+	// value is accepted and matches no rule; empty sends none.
 	Platform string
 
 	// Handlers receive messages and state changes; nil fields are ignored.

@@ -192,3 +192,74 @@ func (c *Client) SetConversationNotificationStatus(ctx context.Context, convType
 	_, err = request[struct{}](ctx, c, s, op, proto.SetConversationNotificationRequest{ConvType: k.typ, ConvID: k.id, Status: string(status)}, nil)
 	return err
 }
+
+// PushRule is a user's offline push rule (ZIM's ZIMUserOfflinePushRule,
+// with a do-not-disturb window): the root package's type.
+type PushRule = herald.PushRule
+
+// SetPushRule replaces the logged-in user's offline push rule (ZIM's
+// updateUserOfflinePushRule) and returns it as the server stored it
+// (platforms in lower case, sorted; the do-not-disturb mode written out).
+// A zero PushRule clears it. The rule applies to message pushes, on every
+// node, from the next push on:
+//
+//   - OnlinePlatforms with NotToReceiveOfflinePushPlatforms: while the
+//     user has a session on one of OnlinePlatforms (Options.Platform at
+//     its login), their devices of NotToReceiveOfflinePushPlatforms get
+//     no message push;
+//   - DoNotDisturb: a daily window in the user's time zone during which
+//     message pushes go silent (herald.DNDSilent) or wait until it ends
+//     (herald.DNDHold).
+//
+// ErrInvalidArgument names the field at fault (checked here first, so no
+// request is made for a rule the server would refuse). The call takes a
+// token of the session's send budget (ErrRateLimited when it is empty).
+func (c *Client) SetPushRule(ctx context.Context, r PushRule) (PushRule, error) {
+	const op = proto.OpSetPushRule
+	if err := r.Validate(); err != nil {
+		return PushRule{}, opError(op, err)
+	}
+	s, err := c.session()
+	if err != nil {
+		return PushRule{}, err
+	}
+	reply, err := request[herald.PushRule](ctx, c, s, op, r, nil)
+	if err != nil {
+		return PushRule{}, err
+	}
+	return *reply, nil
+}
+
+// QueryPushRule returns the logged-in user's offline push rule; the zero
+// PushRule when none is set.
+func (c *Client) QueryPushRule(ctx context.Context) (PushRule, error) {
+	s, err := c.session()
+	if err != nil {
+		return PushRule{}, err
+	}
+	reply, err := request[herald.PushRule](ctx, c, s, proto.OpPushRule, struct{}{}, nil)
+	if err != nil {
+		return PushRule{}, err
+	}
+	return *reply, nil
+}
+
+// SetBadge tells the server the badge this device's app shows now (ZPNs'
+// setBadge), for the push devices this device registered: a push with a
+// badge_increment then shows n plus its increment, and a read on another
+// device sends this device a silent badge update only if its badge is
+// not 0. A push with enable_badge and no increment shows the user's
+// unread total whatever n was. n is 0-99999 (ErrInvalidArgument). The
+// call takes a token of the session's send budget.
+func (c *Client) SetBadge(ctx context.Context, n int) error {
+	const op = proto.OpSetBadge
+	if n < 0 || n > 99999 {
+		return opError(op, herald.Errorf(herald.CodeInvalidArgument, "badge %d is out of range 0-99999", n))
+	}
+	s, err := c.session()
+	if err != nil {
+		return err
+	}
+	_, err = request[struct{}](ctx, c, s, op, proto.SetBadgeRequest{Badge: &n}, nil)
+	return err
+}

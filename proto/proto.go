@@ -40,6 +40,9 @@ const (
 	OpRegisterPush   = "register_push"   // RegisterPushRequest -> RegisterPushReply
 	OpUnregisterPush = "unregister_push" // UnregisterPushRequest -> {}
 	OpPushDevices    = "push_devices"    // {} -> PushDevicesReply: the user's own devices
+	OpSetPushRule    = "set_push_rule"   // herald.PushRule -> herald.PushRule as stored
+	OpPushRule       = "push_rule"       // {} -> herald.PushRule: the user's own
+	OpSetBadge       = "set_badge"       // SetBadgeRequest -> {}
 
 	// Groups (group.go).
 	OpCreateGroup        = "create_group"          // CreateGroupRequest -> GroupReply
@@ -143,6 +146,10 @@ type LoginRequest struct {
 	UserID   string `json:"user_id"`   // must match the token's user
 	Token    string `json:"token"`     // see package token
 	DeviceID string `json:"device_id"` // stable per app installation; 1-64 chars of [A-Za-z0-9_.@-]
+	// Platform is the session's platform (herald.Platforms: ios, ipados,
+	// android, macos, windows, linux, web; any case). A push rule's
+	// online_platforms match it; any other value is accepted and matches
+	// none.
 	Platform string `json:"platform,omitempty"`
 	// Cursors, when given, say how far the client already has each
 	// conversation; the offline sync sends what comes after. Conversations
@@ -400,4 +407,10 @@ type PushDevice struct {
 	Environment  string `json:"environment"`
 	DeviceID     string `json:"device_id"`
 	RegisteredAt int64  `json:"registered_at"` // ms
+}
+
+// SetBadgeRequest sets the badge the server holds for the session's
+// device (ZPNs' setBadge): the app changed its badge itself.
+type SetBadgeRequest struct {
+	Badge *int `json:"badge"` // 0-99999; required
 }

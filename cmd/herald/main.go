@@ -22,6 +22,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	// Push rules name IANA time zones (do-not-disturb windows): the
+	// binary carries the database, so a container without /usr/share/zoneinfo
+	// knows them too.
+	_ "time/tzdata"
 
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/version"

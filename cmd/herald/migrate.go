@@ -27,7 +27,7 @@ const migrateUsage = `Usage:
                  --to-store URL|sqlite|pebble [--to-data DIR] [--skip-push-log] [--page N]
 
 Copies a node's data from one store to another: messages with their IDs
-and seqs, conversation lists and read seqs, device cursors, mutes, push
+and seqs, conversation lists and read seqs, device cursors, mutes, push rules, push
 devices with their bindings and badges, the push outbox and delivery log,
 groups and members, calls, users. Not copied: the store's shared table
 (API nonces, console sessions, the APNs token) and the outbox's leases. The

@@ -47,6 +47,9 @@ func fillSmall(t *testing.T, s store.Store) {
 	if err := s.SaveCursors(ctx, []store.DeviceCursors{{User: "bob", Device: "phone", Cursors: map[string]int64{msgs[0].Conv: 2}}}); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.SetPushRule(ctx, "bob", herald.PushRule{DoNotDisturb: &herald.DoNotDisturb{Start: "22:00", End: "07:00", Mode: herald.DNDHold}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.SetConversationMuted(ctx, "alice", msgs[0].Conv, true); err != nil {
 		t.Fatal(err)
 	}

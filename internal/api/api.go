@@ -52,6 +52,8 @@ type Push interface {
 	Devices(user string) []herald.PushDevice
 	Stats() push.Stats
 	Suspended() []push.Suspension
+	SetRule(ctx context.Context, user string, r herald.PushRule) (herald.PushRule, error)
+	Rule(user string) herald.PushRule
 }
 
 // Strategies is what the API needs of the push service's strategies
@@ -203,6 +205,8 @@ func (h *Handler) routes() []route {
 		{http.MethodDelete, apiclient.PathUser, h.unregisterUser},
 		{http.MethodPost, apiclient.PathUserKick, h.kick},
 		{http.MethodGet, apiclient.PathUserDevices, h.userDevices},
+		{http.MethodGet, apiclient.PathUserPushRule, h.getPushRule},
+		{http.MethodPut, apiclient.PathUserPushRule, h.setPushRule},
 		{http.MethodPost, PathPushTest, h.pushTest},
 		{http.MethodGet, PathPushLog, h.pushLog},
 		{http.MethodGet, PathPushDevices, h.pushDevices},

@@ -122,6 +122,7 @@ func (f *fakeCalls) Invite(ctx context.Context, caller string, origin call.Sessi
 
 type fakePush struct {
 	devices map[string][]herald.PushDevice
+	rules   map[string]herald.PushRule
 }
 
 func (f *fakePush) Test(ctx context.Context, pushID string, cfg herald.PushConfig) (*push.TestReport, error) {
@@ -137,6 +138,17 @@ func (f *fakePush) Log(ctx context.Context, q store.PushLogQuery) ([]herald.Push
 func (f *fakePush) Devices(user string) []herald.PushDevice { return f.devices[user] }
 func (f *fakePush) Stats() push.Stats                       { return push.Stats{Sent: 3} }
 func (f *fakePush) Suspended() []push.Suspension            { return nil }
+func (f *fakePush) Rule(user string) herald.PushRule        { return f.rules[user] }
+func (f *fakePush) SetRule(_ context.Context, user string, r herald.PushRule) (herald.PushRule, error) {
+	if err := r.Validate(); err != nil {
+		return herald.PushRule{}, err
+	}
+	if f.rules == nil {
+		f.rules = make(map[string]herald.PushRule)
+	}
+	f.rules[user] = r
+	return r, nil
+}
 
 // fixture is a handler with fakes behind it, served over HTTP, and a
 // client of it signing as the configured app.

@@ -160,3 +160,39 @@ func strategyEntry(st push.NamedStrategy) apiclient.PushStrategy {
 	b, _ := json.Marshal(st.Strategy)
 	return apiclient.PushStrategy{ResourcesID: st.ID, Source: st.Source, Strategy: b}
 }
+
+func (h *Handler) getPushRule(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Push == nil {
+		writeErr(w, h.log, herald.Errorf(herald.CodeUnavailable, "offline push is not configured on this server"))
+		return
+	}
+	id := r.PathValue("user")
+	if err := checkUser("user", id); err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h.cfg.Push.Rule(id))
+}
+
+func (h *Handler) setPushRule(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Push == nil {
+		writeErr(w, h.log, herald.Errorf(herald.CodeUnavailable, "offline push is not configured on this server"))
+		return
+	}
+	id := r.PathValue("user")
+	if err := checkUser("user", id); err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	var req herald.PushRule
+	if err := decode(r, &req, false); err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	rule, err := h.cfg.Push.SetRule(r.Context(), id, req)
+	if err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rule)
+}

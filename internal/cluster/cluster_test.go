@@ -29,6 +29,38 @@ type fakeGateway struct {
 	live      map[[2]string]bool
 	at        map[[2]string]time.Time // login times set by setLiveAt
 	away      map[string]bool         // users with no session here (SessionsOf); every other user has one
+	platform  map[[2]string]string    // platforms set by setPlatform
+}
+
+// setPlatform makes the live session of (user, device) one of platform.
+func (g *fakeGateway) setPlatform(user, device, platform string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.platform == nil {
+		g.platform = make(map[[2]string]string)
+	}
+	g.platform[[2]string{user, device}] = platform
+}
+
+func (g *fakeGateway) DevicePlatform(user, device string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.live[[2]string{user, device}] {
+		return ""
+	}
+	return g.platform[[2]string{user, device}]
+}
+
+func (g *fakeGateway) LivePlatforms(user string) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []string
+	for k, pl := range g.platform {
+		if k[0] == user && g.live[k] && pl != "" && !slices.Contains(out, pl) {
+			out = append(out, pl)
+		}
+	}
+	return out
 }
 
 func newFakeGateway() *fakeGateway {

@@ -30,6 +30,11 @@ type LocalPresence interface {
 	// DeviceLogins returns user's devices with a session here, each with
 	// its last login.
 	DeviceLogins(user string) map[string]time.Time
+	// DevicePlatform returns the platform (herald.Platforms) user's
+	// session on device named at login; "" for none of them.
+	DevicePlatform(user, device string) string
+	// LivePlatforms returns the platforms of user's sessions here.
+	LivePlatforms(user string) []string
 }
 
 // PresenceConfig tunes a Presence. Zero values take the defaults on each
@@ -140,8 +145,9 @@ type Presence struct {
 
 // remoteEntry is a device with a session on another node.
 type remoteEntry struct {
-	exp time.Time // stops counting then, unless announced again
-	at  time.Time // its last login there (that node's clock); zero from a node that does not send it
+	exp      time.Time // stops counting then, unless announced again
+	at       time.Time // its last login there (that node's clock); zero from a node that does not send it
+	platform string    // the platform its login named (herald.Platforms); "" for none, or from a node that does not send it
 }
 
 // delta is a session change to announce: a login (at set) or an end.
@@ -173,6 +179,10 @@ type presenceEntry struct {
 	Device string `json:"d"`
 	Live   bool   `json:"l"`
 	At     int64  `json:"t,omitempty"` // the device's last login on the sender (Unix ns); in a device-limit kick, on Node (its clock)
+	// Platform is the platform the live session's login named
+	// (herald.Platforms), for the push rules of the other nodes; absent
+	// for none, and from nodes that predate it.
+	Platform string `json:"p,omitempty"`
 	// Node: in a device-limit kick, the node whose sessions of the device
 	// are to close, those that logged in at or before At; empty (from an
 	// older node): every node's, before the kick's At.
@@ -297,6 +307,24 @@ func (p *Presence) Acked(user, device, conv string) (int64, bool) {
 	return 0, p.remoteLive(user, device)
 }
 
+// LivePlatforms implements push.PlatformPresence: the platforms of user's
+// sessions here and of those other nodes announced and have not let
+// expire, each once.
+func (p *Presence) LivePlatforms(user string) []string {
+	out := p.cfg.Local.LivePlatforms(user)
+	now := p.cfg.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, nodes := range p.remote[user] {
+		for _, e := range nodes {
+			if e.platform != "" && now.Before(e.exp) && !slices.Contains(out, e.platform) {
+				out = append(out, e.platform)
+			}
+		}
+	}
+	return out
+}
+
 func (p *Presence) remoteLive(user, device string) bool {
 	now := p.cfg.Now()
 	p.mu.Lock()
@@ -354,11 +382,13 @@ func (p *Presence) announce(d delta) {
 		e := presenceEntry{User: d.user, Device: d.device}
 		if at, ok := p.cfg.Local.DeviceLogins(d.user)[d.device]; ok {
 			e.Live, e.At = true, at.UnixNano()
+			e.Platform = p.cfg.Local.DevicePlatform(d.user, d.device)
 		}
 		batch = append(batch, e)
 		if !d.at.IsZero() {
 			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "login", At: d.at.UnixNano(),
-				Entries: []presenceEntry{{User: d.user, Device: d.device, Live: true, At: d.at.UnixNano()}}})
+				Entries: []presenceEntry{{User: d.user, Device: d.device, Live: true, At: d.at.UnixNano(),
+					Platform: p.cfg.Local.DevicePlatform(d.user, d.device)}}})
 			p.limitDevices(d.user, d.device, d.at)
 		}
 		if len(batch) == fullPage {
@@ -379,7 +409,8 @@ func (p *Presence) announceAll() {
 	var page []presenceEntry
 	sent := false
 	p.cfg.Local.LiveLogins(func(user, device string, at time.Time) {
-		page = append(page, presenceEntry{User: user, Device: device, Live: true, At: at.UnixNano()})
+		page = append(page, presenceEntry{User: user, Device: device, Live: true, At: at.UnixNano(),
+			Platform: p.cfg.Local.DevicePlatform(user, device)})
 		if len(page) == fullPage {
 			p.publish(presenceMsg{Node: p.cfg.Node, Kind: "full", Entries: page})
 			page, sent = nil, true
@@ -515,7 +546,7 @@ func (p *Presence) recordLocked(node string, e presenceEntry, exp time.Time) {
 		nodes = make(map[string]remoteEntry)
 		devs[e.Device] = nodes
 	}
-	nodes[node] = remoteEntry{exp: exp, at: at}
+	nodes[node] = remoteEntry{exp: exp, at: at, platform: herald.NormalizePlatform(e.Platform)}
 }
 
 func (p *Presence) forgetNode(node string) {

@@ -376,3 +376,35 @@ func TestPresenceNodeIDConflict(t *testing.T) {
 		}
 	})
 }
+
+// TestRemotePlatforms: the platform of a session on node B reaches node
+// A's push rules (LivePlatforms) with the login, and leaves with the
+// session's end.
+func TestRemotePlatforms(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	clk := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	pa, pb := startPresence(t, "a", a, clk), startPresence(t, "b", b, clk)
+	b.gw.setLive("bob", "laptop", true)
+	b.gw.setPlatform("bob", "laptop", herald.PlatformMacOS)
+	pb.Emit(herald.Event{Type: herald.EventLogin, User: "bob", Device: "laptop"})
+	waitFor(t, "A sees bob's macos session", func() bool {
+		return slices.Equal(pa.LivePlatforms("bob"), []string{herald.PlatformMacOS})
+	})
+	if got := pa.LivePlatforms("alice"); len(got) != 0 {
+		t.Errorf("alice's platforms on A = %v, want none", got)
+	}
+	a.gw.setLive("bob", "tablet", true)
+	a.gw.setPlatform("bob", "tablet", herald.PlatformIPadOS)
+	got := pa.LivePlatforms("bob")
+	slices.Sort(got)
+	if want := []string{herald.PlatformIPadOS, herald.PlatformMacOS}; !slices.Equal(got, want) {
+		t.Errorf("bob's platforms on A = %v, want %v (here and on B)", got, want)
+	}
+	b.gw.setLive("bob", "laptop", false)
+	pb.Emit(herald.Event{Type: herald.EventLogout, User: "bob", Device: "laptop"})
+	waitFor(t, "A sees bob's macos session end", func() bool {
+		return slices.Equal(pa.LivePlatforms("bob"), []string{herald.PlatformIPadOS})
+	})
+}

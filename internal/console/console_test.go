@@ -1,7 +1,9 @@
 package console_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -342,5 +344,57 @@ func TestPushPageShowsEachVendorsDevice(t *testing.T) {
 				t.Error("the push page says the emulator has no such notification")
 			}
 		})
+	}
+}
+
+// TestTimelineShowsTheRule: the message timeline says which push rule
+// held a push back: dora's do-not-disturb window, in hold mode.
+func TestTimelineShowsTheRule(t *testing.T) {
+	srv := startServer(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	connect := func(user string) *client.Client {
+		c := client.New(srv.URL(), client.Options{DeviceID: user + "-phone"})
+		t.Cleanup(c.Close)
+		tok, err := token.Mint(testSecret, user, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(ctx, user, tok); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	dora := connect("dora")
+	if _, err := dora.RegisterPush(ctx, client.PushRegistration{Provider: herald.ProviderAPNs, Token: apnsToken(9), App: testApp, Environment: herald.EnvProduction}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, err := dora.SetPushRule(ctx, client.PushRule{DoNotDisturb: &herald.DoNotDisturb{
+		Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Hour).Format("15:04"), TimeZone: "UTC", Mode: herald.DNDHold,
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	dora.Close()
+	m := client.TextMessage("psst")
+	m.Push = &herald.PushConfig{Title: "Erin", Content: "psst"}
+	sent, err := connect("erin").SendPeerMessage(ctx, "dora", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + srv.Addr() + "/console/"
+	c := browserless(t)
+	login(t, c, base)
+	want := "held back by the recipient&#39;s push rule"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b := body(t, get(t, c, base+fmt.Sprint("message?msg_id=", sent.ID)))
+		if strings.Contains(b, want) && strings.Contains(b, "do-not-disturb") && strings.Contains(b, "outcome-held") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("message timeline lacks %q and the window:\n%s", want, b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -55,7 +55,15 @@ func stageMeaning(s push.Stage) string {
 func outcomeMeaning(outcome, reason string) string {
 	switch outcome {
 	case herald.PushSent:
+		switch {
+		case strings.Contains(reason, "do-not-disturb"):
+			return "pushed silent: the recipient's push rule (" + reason + ")"
+		case strings.Contains(reason, "silent badge update"):
+			return "pushed: a silent badge update after a read on another device (" + reason + ")"
+		}
 		return "pushed: the vendor accepted the notification"
+	case herald.PushHeld:
+		return "held back by the recipient's push rule, to be sent when the window ends (" + orUnknown(reason) + ")"
 	case herald.PushRetry:
 		return "failed for now (" + orUnknown(reason) + "): tried again later with backoff"
 	case herald.PushDropped:
@@ -66,6 +74,8 @@ func outcomeMeaning(outcome, reason string) string {
 		return "not sent: its time to live ran out before the vendor took it"
 	case herald.PushSkipped:
 		switch {
+		case strings.Contains(reason, "push rule"):
+			return "held back by the recipient's push rule: " + reason
 		case strings.Contains(reason, "acknowledged"):
 			return "not pushed: the device was online and acknowledged the message"
 		case strings.Contains(reason, "muted"):

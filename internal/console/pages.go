@@ -386,7 +386,7 @@ type logFilter struct {
 	Limit                        int
 }
 
-var outcomes = []string{herald.PushSent, herald.PushRetry, herald.PushDropped, herald.PushFailed, herald.PushExpired, herald.PushSkipped}
+var outcomes = []string{herald.PushSent, herald.PushRetry, herald.PushHeld, herald.PushDropped, herald.PushFailed, herald.PushExpired, herald.PushSkipped}
 
 func (h *Handler) query(r *http.Request, f logFilter) ([]herald.PushAttempt, error) {
 	q := store.PushLogQuery{User: f.User, PushID: f.PushID, Limit: f.Limit}

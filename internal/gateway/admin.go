@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"time"
-	"unicode/utf8"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/proto"
@@ -124,22 +123,6 @@ func (g *Gateway) KickLoggedInBefore(user, device string, allDevices bool, at ti
 		s.closeWith(proto.CloseKickedOut, reason)
 	}
 	return len(kick)
-}
-
-// maxPlatformBytes bounds the platform a session keeps from its login
-// (free text, shown by the console); a longer one is cut.
-const maxPlatformBytes = 32
-
-// clipPlatform cuts p to maxPlatformBytes, at a rune boundary.
-func clipPlatform(p string) string {
-	if len(p) <= maxPlatformBytes {
-		return p
-	}
-	p = p[:maxPlatformBytes]
-	for len(p) > 0 && !utf8.ValidString(p) {
-		p = p[:len(p)-1]
-	}
-	return p
 }
 
 // SessionInfo is a logged-in session as the console lists it.

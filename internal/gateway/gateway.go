@@ -14,6 +14,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,18 @@ type Push interface {
 	// when a peer key is not user's; for a group, whether user is a
 	// member is the gateway's check (setNotification).
 	SetMuted(ctx context.Context, user, conv string, muted bool) error
+	// SetRule stores user's push rule and returns it normalised;
+	// CodeInvalidArgument names the field at fault. It blocks on the store.
+	SetRule(ctx context.Context, user string, r herald.PushRule) (herald.PushRule, error)
+	// Rule returns user's push rule (zero: none).
+	Rule(user string) herald.PushRule
+	// SetBadge sets the badge held for user's devices registered through
+	// device; CodeInvalidArgument out of range. It does not block.
+	SetBadge(user, device string, n int) error
+	// MarkedRead tells the push service that user read a conversation on
+	// device: their other devices' badges are updated. It may block on
+	// one outbox write.
+	MarkedRead(ctx context.Context, user, device string) error
 }
 
 // Users is the login check of require-registration; the user registry
@@ -646,6 +659,36 @@ func (g *Gateway) Acked(user, device, conv string) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// LivePlatforms returns the platforms (herald.Platforms) of user's live
+// sessions here, each once (push.PlatformPresence).
+func (g *Gateway) LivePlatforms(user string) []string {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	var out []string
+	for _, s := range sh.users[user] {
+		if s.platform != "" && !slices.Contains(out, s.platform) {
+			out = append(out, s.platform)
+		}
+	}
+	return out
+}
+
+// DevicePlatform returns the platform user's live session on device named
+// at login ("" when none, or none of herald.Platforms), for the cluster's
+// presence.
+func (g *Gateway) DevicePlatform(user, device string) string {
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, s := range sh.users[user] {
+		if s.device == device && s.platform != "" {
+			return s.platform
+		}
+	}
+	return ""
 }
 
 // SessionsOf reports how many live sessions user has (internal/cluster's

@@ -137,8 +137,8 @@ type session struct {
 	// Set by the reader at login, before the session is visible to other
 	// goroutines through the hub; read-only afterwards.
 	user, device string
+	platform     string // the login's platform, normalised (herald.NormalizePlatform); "" for any other
 	loginAt      int64  // Unix ns when it logged in (gateway clock): cross-node kicks spare later logins (loginTime)
-	platform     string // as the client said at login (at most maxPlatformBytes), for the console
 	remote       string // the connection's remote address (a reverse proxy's, behind one); set at newSession
 
 	// deadline is when the session times out (Unix ns): the login timeout
@@ -660,7 +660,8 @@ func (s *session) handle(payload []byte) {
 		s.history(ctx, f)
 	case proto.OpConversations:
 		s.conversations(ctx, f)
-	case proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpPushDevices, proto.OpSetConversationNotification:
+	case proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpPushDevices, proto.OpSetConversationNotification,
+		proto.OpSetPushRule, proto.OpPushRule, proto.OpSetBadge:
 		s.pushOp(ctx, f)
 	case proto.OpCallInvite, proto.OpCallCancel, proto.OpCallAccept, proto.OpCallReject, proto.OpCalls:
 		s.callOp(ctx, f)
@@ -682,6 +683,11 @@ func (s *session) handle(payload []byte) {
 			return
 		}
 		s.reply(f.ID, struct{}{})
+		if p := s.g.cfg.Push; p != nil {
+			// The read stands whatever happens to the badge updates; their
+			// failure is logged by the push service.
+			_ = p.MarkedRead(ctx, s.user, s.device)
+		}
 	default:
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "unknown op %q", f.Op))
 	}
@@ -754,7 +760,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		return // the session ended while this login was being checked
 	}
 	s.user, s.device = req.UserID, req.DeviceID
-	s.platform = clipPlatform(req.Platform)
+	s.platform = herald.NormalizePlatform(req.Platform)
 	s.loginAt = cfg.Now().UnixNano()
 	s.tokenExp = claims.ExpiresAt.UnixNano()
 	s.syncing = true
@@ -1371,9 +1377,10 @@ func (s *session) pushOp(ctx context.Context, f proto.Frame) {
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeUnavailable, "offline push is not configured on this server"))
 		return
 	}
-	// Each of these but push_devices is a durable write: they share the
-	// session's send budget, so no client can flood the store with them.
-	if f.Op != proto.OpPushDevices && !s.allowSend() {
+	// Each of these but push_devices and push_rule is a durable write:
+	// they share the session's send budget, so no client can flood the
+	// store with them.
+	if f.Op != proto.OpPushDevices && f.Op != proto.OpPushRule && !s.allowSend() {
 		s.g.stats.sendsLimited.Add(1)
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeRateLimited, "more than %d sends and push settings per second", s.g.cfg.SendsPerSecond))
 		return
@@ -1406,6 +1413,33 @@ func (s *session) pushOp(ctx context.Context, f proto.Frame) {
 			return
 		}
 		if err := p.Unregister(ctx, s.user, req.PushID); err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
+		}
+		s.reply(f.ID, struct{}{})
+	case proto.OpSetPushRule:
+		var req herald.PushRule
+		if !s.decode(f, &req) {
+			return
+		}
+		r, err := p.SetRule(ctx, s.user, req)
+		if err != nil {
+			s.fail(f.ID, f.Op, err)
+			return
+		}
+		s.reply(f.ID, r)
+	case proto.OpPushRule:
+		s.reply(f.ID, p.Rule(s.user))
+	case proto.OpSetBadge:
+		var req proto.SetBadgeRequest
+		if !s.decode(f, &req) {
+			return
+		}
+		if req.Badge == nil {
+			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "badge is missing"))
+			return
+		}
+		if err := p.SetBadge(s.user, s.device, *req.Badge); err != nil {
 			s.fail(f.ID, f.Op, err)
 			return
 		}

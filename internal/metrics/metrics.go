@@ -225,6 +225,13 @@ func (p *provider) CheckToken(token, app string) error {
 	return nil
 }
 
+// BadgeUpdates forwards to the wrapped provider's push.BadgeUpdater, so
+// the wrapper does not hide that the vendor takes silent badge updates.
+func (p *provider) BadgeUpdates() bool {
+	b, ok := p.Provider.(push.BadgeUpdater)
+	return ok && b.BadgeUpdates()
+}
+
 // Credential forwards to the wrapped provider's push.CredentialScoper, so
 // a refused credential suspends every app it serves.
 func (p *provider) Credential(app string) string {

@@ -34,7 +34,9 @@ import (
 // recorded out of order) and never after a reset it preceded (a login
 // zeroes the count; an increment of a push started before it is not added
 // back). The registry's counts run ahead of the store's; a registration
-// keeps them (registry.put).
+// keeps them (registry.put). A badge that is the user's unread total (no
+// increment, or a silent badge update) is stored the same way, as the
+// number shown rather than an addition (badgeInc.abs; badge.go).
 //
 // Memory is bounded by MaxPending plus the jobs in flight (a retry goes
 // back to the queue without a check): past it, jobs stay only in the store.
@@ -177,6 +179,7 @@ type badgeInc struct {
 	pushID string
 	inc    int
 	epoch  uint64
+	abs    bool // inc is the count itself (the user's unread total), not an addition
 }
 
 func (d *dispatcher) init(s *Service) {
@@ -935,8 +938,9 @@ func (s *Service) countEnd(outcome string) {
 }
 
 // process decides, sends and classifies one due job. It never touches the
-// store except to drop a device the vendor says is gone and to read
-// acknowledgements.
+// store except to drop a device the vendor says is gone, to read
+// acknowledgements, and to read the user's unread total for a badge
+// without increment (badge.go).
 func (s *Service) process(j store.PushJob) outcome {
 	now := s.cfg.Now()
 	o := outcome{job: j}
@@ -965,6 +969,9 @@ func (s *Service) process(j store.PushJob) outcome {
 	if err := data.unmarshal(j.Data); err != nil {
 		return skip(herald.PushFailed, "job data unreadable: "+err.Error())
 	}
+	if data.BadgeOnly {
+		return s.badgeUpdate(o, &j, &dev, now)
+	}
 	if !data.Mentioned && s.mutes.has(j.User, j.Conv) {
 		// Muted when the job was planned or since (during the ack
 		// window, or between retries): a muted conversation is never
@@ -975,6 +982,25 @@ func (s *Service) process(j store.PushJob) outcome {
 	if !now.Before(j.Expires) {
 		return skip(herald.PushExpired, "time to live ran out before it could be sent")
 	}
+	// The recipient's push rule applies to message pushes (a call rings
+	// every device): a live session on one of its online platforms holds
+	// the push back for good; a do-not-disturb window holds it until the
+	// window ends, or sends it silent (silentWhy).
+	var silentWhy string
+	if rule, ok := s.rules.get(j.User); ok && data.CallID == "" {
+		if why := s.platformHold(&rule, &dev); why != "" {
+			s.stats.ruleSkips.Add(1)
+			return skip(herald.PushSkipped, why)
+		}
+		if d := rule.DoNotDisturb; d != nil {
+			if in, end := d.Window(now); in {
+				if d.Mode == herald.DNDHold {
+					return s.hold(o, end, dndReason(d))
+				}
+				silentWhy = dndReason(d) + ": sent silent (background push, no alert or sound)"
+			}
+		}
+	}
 	if why, until, bad := s.suspendedWhy(&dev, now); bad {
 		// The push waits for the credentials to be accepted again: until
 		// the next check, or its backoff if that is later, so that a long
@@ -983,7 +1009,7 @@ func (s *Service) process(j store.PushJob) outcome {
 		if due.Before(until) {
 			due = until
 		}
-		if data.Config.EnableBadge && j.Attempt == 0 {
+		if data.Config.EnableBadge && data.Config.BadgeIncrement > 0 && j.Attempt == 0 {
 			// The badge counts the push now, as if sent: the wait counts
 			// as an attempt, and a later attempt shows the count as it is
 			// then instead of adding to it.
@@ -1014,7 +1040,21 @@ func (s *Service) process(j store.PushJob) outcome {
 	}
 	c.NotifID = o.log.NotifID
 	s.contentFree(&c, dev.App)
-	if data.Config.EnableBadge && j.Attempt == 0 {
+	if silentWhy != "" {
+		st = Strategy{Type: TypeBackground, CollapseKey: st.CollapseKey}
+		c.Strategy = st
+	}
+	if data.Config.EnableBadge && data.Config.BadgeIncrement == 0 && data.CallID == "" {
+		// The user's unread total, this message included (it is stored).
+		total, err := s.unreadTotal(ctx, j.User)
+		if err != nil {
+			s.log.Warn("push: reading the unread total failed; the push shows the badge last shown", "user_id", j.User, "err", err)
+			total = dev.Badge
+		}
+		epoch, _ := s.reg.showBadge(dev.PushID, total)
+		c.Badge, c.HasBadge = total, true
+		o.badge = &badgeInc{pushID: dev.PushID, inc: total, epoch: epoch, abs: true}
+	} else if data.Config.EnableBadge && j.Attempt == 0 {
 		var epoch uint64
 		c.Badge, epoch, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
 		c.HasBadge = true
@@ -1043,10 +1083,21 @@ func (s *Service) process(j store.PushJob) outcome {
 		}
 		n.Expiration = exp
 	}
-	res := prov.Send(ctx, &n)
-	s.record(&o, &res)
+	s.sendAndClassify(ctx, &o, &j, &dev, &n, now)
+	if silentWhy != "" && o.log.Outcome == herald.PushSent {
+		o.log.Reason = silentWhy
+	}
+	return o
+}
+
+// sendAndClassify sends n, the push of job j to dev, and makes o what the
+// vendor's answer says: sent, a retry (j's next attempt), the token
+// dropped, the app suspended, or failed. now is when j's processing began.
+func (s *Service) sendAndClassify(ctx context.Context, o *outcome, j *store.PushJob, dev *herald.PushDevice, n *Notification, now time.Time) Result {
+	res := s.providers[dev.Provider].Send(ctx, n)
+	s.record(o, &res)
 	if res.Status != 0 && res.Verdict != Credentials && res.Verdict != Retry {
-		s.accepted(&dev) // the vendor answered, past the credentials (not a local refusal)
+		s.accepted(dev) // the vendor answered, past the credentials (not a local refusal)
 	}
 	switch res.Verdict {
 	case Delivered:
@@ -1087,13 +1138,13 @@ func (s *Service) process(j store.PushJob) outcome {
 		}
 	case Credentials:
 		at := s.cfg.Now()
-		s.suspend(&dev, res.Reason, at)
-		o = s.wait(o, at.Add(max(s.cfg.Recheck, s.backoff(j.Attempt, 0))), "")
+		s.suspend(dev, res.Reason, at)
+		*o = s.wait(*o, at.Add(max(s.cfg.Recheck, s.backoff(j.Attempt, 0))), "")
 	default:
 		o.log.Outcome = herald.PushFailed
 		s.stats.failed.Add(1)
 	}
-	return o
+	return res
 }
 
 // wait makes o a retry due at due (its app's credentials were refused),

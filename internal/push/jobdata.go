@@ -27,6 +27,9 @@ type jobData struct {
 	// follow-up from the invitation.
 	CallID     string
 	CallCancel bool
+	// BadgeOnly: a silent badge update to one device after a read (no
+	// message): it carries the user's unread total as it is when sent.
+	BadgeOnly bool
 }
 
 // The encoding is binary, not JSON: every push decodes its job, and JSON
@@ -35,9 +38,10 @@ type jobData struct {
 // strings in a fixed order. The store keeps it as opaque bytes; a new
 // layout takes a new version byte and keeps decoding the old ones: v2
 // added the mentions and call ID strings at the end. v3 is v2's layout
-// with flagContentFree set: a content-free job is written as v3 so that a
-// build that does not know the flag refuses the job (fails it, logged)
-// instead of pushing the message's text.
+// with flagContentFree or flagBadgeOnly set, written only for such jobs, so
+// that a build that knows neither refuses the job (fails it, logged)
+// instead of pushing the message's text, or a badge update as an empty
+// message.
 const (
 	jobDataV1 = 1
 	jobDataV2 = 2
@@ -52,6 +56,7 @@ const (
 	flagMentioned
 	flagCallCancel
 	flagContentFree
+	flagBadgeOnly
 )
 
 func (d *jobData) marshal() []byte {
@@ -74,6 +79,11 @@ func (d *jobData) marshal() []byte {
 	version := byte(jobDataV2)
 	if c.ContentFree {
 		flags |= flagContentFree
+	}
+	if d.BadgeOnly {
+		flags |= flagBadgeOnly
+	}
+	if flags&(flagContentFree|flagBadgeOnly) != 0 {
 		version = jobDataV3
 	}
 	if v := c.VoIP; v != nil {
@@ -103,10 +113,11 @@ func (d *jobData) unmarshal(b []byte) error {
 		return errJobData
 	}
 	flags := b[1]
-	*d = jobData{Live: flags&flagLive != 0, Mentioned: flags&flagMentioned != 0, CallCancel: flags&flagCallCancel != 0}
+	*d = jobData{Live: flags&flagLive != 0, Mentioned: flags&flagMentioned != 0, CallCancel: flags&flagCallCancel != 0,
+		BadgeOnly: b[0] == jobDataV3 && flags&flagBadgeOnly != 0}
 	c := &d.Config
 	c.EnableBadge, c.BadgeIncrement = flags&flagBadge != 0, int(b[2])
-	c.ContentFree = flags&flagContentFree != 0
+	c.ContentFree = b[0] == jobDataV3 && flags&flagContentFree != 0
 	var voip herald.VoIPConfig
 	var mentions string
 	fields := []*string{&d.From, &c.Title, &c.Content, &c.Payload, &c.ResourcesID, &c.ThreadID, &voip.HandleType, &voip.Handle, &mentions, &d.CallID}

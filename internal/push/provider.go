@@ -109,6 +109,12 @@ type Content struct {
 	Strategy Strategy
 	Badge    int  // the absolute badge to show
 	HasBadge bool // whether to carry Badge (Config.EnableBadge)
+	// BadgeOnly: a silent badge update, no message (after a read on
+	// another device lowered the user's unread total): APNs renders
+	// {"aps":{"badge":N}} alone as a background push, FCM a data message
+	// whose herald block is {"badge":N}. Only providers that implement
+	// BadgeUpdater get one.
+	BadgeOnly bool
 	// Herald's own keys, passed to the app beside Config.Payload so it can
 	// open the right conversation: {"conv": ..., "msg_id": ..., "seq": ..., "from": ...}.
 	Conv  string
@@ -143,11 +149,25 @@ type HeraldKeys struct {
 	// ContentFree: the push says nothing of the message; the app fetches
 	// it by conv, msg_id and seq (client.FetchPushedMessage).
 	ContentFree bool `json:"content_free,omitempty"`
+	// Badge is set on a silent badge update only: the badge to show.
+	Badge *int `json:"badge,omitempty"`
 }
 
 // HeraldKeys returns c's herald block.
 func (c *Content) HeraldKeys() HeraldKeys {
-	return HeraldKeys{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent, ContentFree: c.ContentFree}
+	k := HeraldKeys{Conv: c.Conv, MsgID: c.MsgID, Seq: c.Seq, From: c.From, CallID: c.CallID, CallEvent: c.CallEvent, ContentFree: c.ContentFree}
+	if c.BadgeOnly {
+		b := c.Badge
+		k.Badge = &b
+	}
+	return k
+}
+
+// BadgeUpdater is implemented by a Provider that renders silent badge
+// updates (Content.BadgeOnly): APNs and FCM. A read on one device sends
+// them to the user's other devices of these providers only.
+type BadgeUpdater interface {
+	BadgeUpdates() bool
 }
 
 // DataOnly reports whether c goes without a visible notification, to the
@@ -155,7 +175,7 @@ func (c *Content) HeraldKeys() HeraldKeys {
 // Android and the web the app rings, as PushKit has an iOS app ring), or
 // a call invitation (the app rings, not the notification shade).
 func (c *Content) DataOnly() bool {
-	return c.Strategy.Type == TypeBackground || c.Strategy.Type == TypeVoIP || c.CallID != "" && c.CallEvent == "invite"
+	return c.BadgeOnly || c.Strategy.Type == TypeBackground || c.Strategy.Type == TypeVoIP || c.CallID != "" && c.CallEvent == "invite"
 }
 
 // Notification is one rendered push, ready to send.

@@ -280,18 +280,33 @@ func (r *registry) addBadge(id string, inc int) (int, uint64, bool) {
 	return d.Badge, r.badges[id].resets, true
 }
 
-// resetBadges zeroes the badges of user's devices registered through
-// device, shown and stored, and returns the IDs that changed: their
-// stored count is written with the next batch. An increment of a push
-// started before the reset is not added to the stored count afterwards.
-func (r *registry) resetBadges(user, device string) []string {
+// showBadge records that device id is being shown n, the user's unread
+// total (a badge without increment, or a silent badge update), and
+// returns the device's reset count, which commitBadges needs.
+func (r *registry) showBadge(id string, n int) (uint64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, ok := r.byID[id]
+	if !ok {
+		return 0, false
+	}
+	d.Badge = n
+	return r.badges[id].resets, true
+}
+
+// setBadges sets the badges of user's devices registered through device
+// to n, shown and stored (a login: 0; the client's set_badge: its own
+// number), and returns the IDs that changed: their stored count is
+// written with the next batch. An increment of a push started before it
+// is not added to the stored count afterwards.
+func (r *registry) setBadges(user, device string, n int) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ids []string
 	for _, id := range r.byUser[user] {
 		d, b := r.byID[id], r.badges[id]
-		if d.Device == device && (d.Badge != 0 || b.stored != 0) {
-			d.Badge, b.stored = 0, 0
+		if d.Device == device && (d.Badge != n || b.stored != n) {
+			d.Badge, b.stored = n, n
 			b.resets++
 			ids = append(ids, id)
 		}
@@ -314,7 +329,11 @@ func (r *registry) commitBadges(incs []badgeInc, reset map[string]struct{}) map[
 	out := make(map[string]int, len(incs)+len(reset))
 	for _, in := range incs {
 		if b := r.badges[in.pushID]; b != nil && b.resets == in.epoch {
-			b.stored += in.inc
+			if in.abs {
+				b.stored = in.inc
+			} else {
+				b.stored += in.inc
+			}
 			out[in.pushID] = b.stored
 		}
 	}

@@ -26,7 +26,8 @@ type Changes interface {
 	// DevicesChanged: the devices pushIDs were registered, moved, unbound
 	// or removed.
 	DevicesChanged(pushIDs []string)
-	// MutesChanged: user muted or unmuted a conversation.
+	// MutesChanged: user muted or unmuted a conversation, or changed
+	// their push rule.
 	MutesChanged(user string)
 }
 
@@ -69,9 +70,12 @@ func (s *Service) RefreshDevices(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// RefreshMutes reads every muted conversation from the store and makes the
-// mute set match it; it returns how many (user, conversation) entries it
-// added or removed. SetMuted on this node waits for it.
+// RefreshMutes reads every muted conversation and every push rule from the
+// store and makes the mute set and the rules match them; it returns how
+// many (user, conversation) entries and users' rules it added, changed or
+// removed. SetMuted and SetRule on this node wait for it. A rule's change
+// is told as a mute change (MutesChanged), so the cluster's notices need
+// no kind of their own.
 func (s *Service) RefreshMutes(ctx context.Context) (int, error) {
 	s.muteMu.Lock()
 	defer s.muteMu.Unlock()
@@ -80,6 +84,11 @@ func (s *Service) RefreshMutes(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("push: refresh muted conversations: %w", err)
 	}
 	n := s.mutes.reconcile(byUser)
+	rs, err := s.st.PushRules(ctx)
+	if err != nil {
+		return n, fmt.Errorf("push: refresh push rules: %w", err)
+	}
+	n += s.rules.reconcile(rs)
 	if n > 0 {
 		s.log.Debug("muted conversations refreshed from the store", "changed", n)
 	}

@@ -33,6 +33,9 @@ type Store interface {
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
 	SetConversationMuted(ctx context.Context, user, conv string, muted bool) error
 	MutedConversations(ctx context.Context) (map[string][]string, error)
+	SetPushRule(ctx context.Context, user string, r herald.PushRule) error
+	PushRules(ctx context.Context) (map[string]herald.PushRule, error)
+	ConversationsAfter(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error)
 	EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error
 }
 
@@ -110,6 +113,11 @@ type Config struct {
 	// ClaimEvery is how often the dispatcher claims due jobs whose lease
 	// ran out; zero means Lease/4. Only with Node.
 	ClaimEvery time.Duration
+	// BadgeCoalesce is how long a read waits before the silent badge
+	// updates it causes are sent: the reads of one such window send one
+	// update per device, with the total as it is when it is sent. Zero
+	// means 1s.
+	BadgeCoalesce time.Duration
 	// Strategies are the push configuration file's strategies by
 	// resourcesID (ValidateStrategy checked); those managed through the
 	// API live in the store (strategy.go).
@@ -136,6 +144,7 @@ func (c *Config) defaults() {
 	def(&c.FinishLinger, 5*time.Millisecond)
 	def(&c.Lease, 40*time.Second)
 	def(&c.ClaimEvery, c.Lease/4)
+	def(&c.BadgeCoalesce, time.Second)
 	if c.InFlight <= 0 {
 		c.InFlight = 512
 	}
@@ -186,6 +195,16 @@ type Stats struct {
 	// next attempt is due past half its lease, or a job late in a
 	// backlog (this node's queue runs late).
 	Reclaimed int64 `json:"reclaimed"`
+	// RuleSkips counts message pushes a recipient's push rule held back
+	// for good (a live session on one of the rule's online platforms);
+	// also in Skipped and in the delivery log.
+	RuleSkips int64 `json:"rule_skips"`
+	// Held counts message pushes a do-not-disturb window put off until it
+	// ends (each time: a push may be held once, then sent).
+	Held int64 `json:"held"`
+	// BadgeUpdates counts silent badge updates handed to a vendor after a
+	// read lowered a user's unread total.
+	BadgeUpdates int64 `json:"badge_updates"`
 }
 
 // Service is the push component: registry of devices, push decision, and
@@ -203,10 +222,11 @@ type Service struct {
 
 	reg     registry
 	mutes   mutes
+	rules   rules
 	dsp     dispatcher
 	changes Changes // nil on a single node (remote.go)
 
-	muteMu sync.Mutex // serialises SetMuted (mute.go)
+	muteMu sync.Mutex // serialises SetMuted (mute.go) and SetRule (rule.go); taken after devMu in RemoveUser, never before it
 	// devMu serialises device changes from the store write to the registry
 	// update, so the registry applies them in the store's order.
 	devMu sync.Mutex
@@ -217,6 +237,7 @@ type Service struct {
 
 	stats struct {
 		planned, sent, retried, dropped, failed, expired, skipped, overflows, mutedSkips, tokenConflicts, reclaimed atomic.Int64
+		ruleSkips, held, badgeUpdates                                                                               atomic.Int64
 	}
 }
 
@@ -259,10 +280,15 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	rs, err := s.st.PushRules(ctx)
+	if err != nil {
+		return fmt.Errorf("push: load push rules: %w", err)
+	}
+	nRules := s.rules.load(rs)
 	if err := s.dsp.start(ctx); err != nil {
 		return err
 	}
-	s.log.Info("push started", "devices", len(devs), "muted", nMuted, "strategies", len(s.strategies.file)+nStrategies, "pending", s.dsp.pendingCount())
+	s.log.Info("push started", "devices", len(devs), "muted", nMuted, "rules", nRules, "strategies", len(s.strategies.file)+nStrategies, "pending", s.dsp.pendingCount())
 	return nil
 }
 
@@ -284,6 +310,7 @@ func (s *Service) Stats() Stats {
 		Skipped: s.stats.skipped.Load(), Pending: int64(s.dsp.pendingCount()), Overflows: s.stats.overflows.Load(),
 		MutedSkips: s.stats.mutedSkips.Load(), Unrecorded: int64(len(s.dsp.sem)),
 		TokenConflicts: s.stats.tokenConflicts.Load(), Reclaimed: s.stats.reclaimed.Load(),
+		RuleSkips: s.stats.ruleSkips.Load(), Held: s.stats.held.Load(), BadgeUpdates: s.stats.badgeUpdates.Load(),
 	}
 }
 
@@ -399,7 +426,7 @@ func (s *Service) Logout(ctx context.Context, user, device string) error {
 }
 
 // RemoveUser deletes every device bound to user, as if each had been
-// unregistered, and returns their push IDs: the server API's unregistering
+// unregistered, and the user's push rule, and returns the devices' push IDs: the server API's unregistering
 // of a user. Jobs already in the outbox for them are skipped when due (the
 // device is gone), so no push reaches the user afterwards. A device that
 // fails to go is logged and the rest still go; the first error is returned.
@@ -424,6 +451,22 @@ func (s *Service) RemoveUser(ctx context.Context, user string) ([]string, error)
 	if len(removed) > 0 {
 		s.log.Info("push devices removed: the user was unregistered", "user_id", user, "devices", len(removed))
 	}
+	// The user's push rule goes too: a user registered again under the
+	// same ID is a new user.
+	if _, ok := s.rules.get(user); ok {
+		s.muteMu.Lock()
+		err := s.st.SetPushRule(ctx, user, herald.PushRule{})
+		if err == nil {
+			s.rules.put(user, herald.PushRule{})
+			s.mutesChanged(user)
+		} else {
+			s.log.Error("push: removing an unregistered user's push rule failed", "user_id", user, "err", err)
+			if first == nil {
+				first = storeErr("remove user's push rule", err)
+			}
+		}
+		s.muteMu.Unlock()
+	}
 	return removed, first
 }
 
@@ -440,7 +483,7 @@ func (s *Service) Device(pushID string) (herald.PushDevice, bool) { return s.reg
 // login): the badge the server keeps for its push devices starts again
 // from zero.
 func (s *Service) DeviceActive(user, device string) {
-	if ids := s.reg.resetBadges(user, device); len(ids) > 0 {
+	if ids := s.reg.setBadges(user, device, 0); len(ids) > 0 {
 		s.dsp.saveBadges(ids)
 	}
 }

@@ -31,6 +31,7 @@ const (
 	TableGroupMembers Table = "group_members" // memberships, with join and read seqs and roles
 	TableCursors      Table = "cursors"
 	TableMutes        Table = "mutes"
+	TablePushRules    Table = "push_rules"
 	TablePushDevices  Table = "push_devices" // bound or not, with badges
 	TablePushOutbox   Table = "push_outbox"
 	TablePushLog      Table = "push_log"
@@ -42,7 +43,7 @@ const (
 // messages before the list entries and cursors that refer to them.
 var Tables = []Table{
 	TableUsers, TableGroups, TableMessages, TableConvMembers, TableGroupMembers,
-	TableCursors, TableMutes, TablePushDevices, TablePushOutbox, TablePushLog, TableCalls,
+	TableCursors, TableMutes, TablePushRules, TablePushDevices, TablePushOutbox, TablePushLog, TableCalls,
 }
 
 // GroupRecord is a row of TableGroups.
@@ -77,6 +78,12 @@ type Cursor struct {
 // Mute is a row of TableMutes: User muted Conv.
 type Mute struct{ User, Conv string }
 
+// PushRuleRecord is a row of TablePushRules: User's push rule.
+type PushRuleRecord struct {
+	User string
+	Rule herald.PushRule
+}
+
 // Rows is one page of one table: only the slice of its table is set.
 type Rows struct {
 	Users        []herald.User
@@ -86,6 +93,7 @@ type Rows struct {
 	GroupMembers []GroupMemberRecord
 	Cursors      []Cursor
 	Mutes        []Mute
+	PushRules    []PushRuleRecord
 	PushDevices  []herald.PushDevice
 	PushOutbox   []PushJob
 	PushLog      []herald.PushAttempt
@@ -95,7 +103,7 @@ type Rows struct {
 // Len returns how many rows r holds, of every table.
 func (r *Rows) Len() int {
 	return len(r.Users) + len(r.Groups) + len(r.Messages) + len(r.ConvMembers) + len(r.GroupMembers) +
-		len(r.Cursors) + len(r.Mutes) + len(r.PushDevices) + len(r.PushOutbox) + len(r.PushLog) + len(r.Calls)
+		len(r.Cursors) + len(r.Mutes) + len(r.PushRules) + len(r.PushDevices) + len(r.PushOutbox) + len(r.PushLog) + len(r.Calls)
 }
 
 // Paged hands fn the rows scan reads, a page of page rows at a time and

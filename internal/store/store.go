@@ -130,6 +130,18 @@ type Store interface {
 	// for the push service to load them at start, not for a request path.
 	MutedConversations(ctx context.Context) (map[string][]string, error)
 
+	// SetPushRule stores user's offline push rule (herald.PushRule,
+	// validated by the caller), replacing the one stored; a zero rule
+	// (IsZero) deletes it. CodeInvalidArgument for an empty user. It blocks
+	// until the change is durable.
+	SetPushRule(ctx context.Context, user string, r herald.PushRule) error
+
+	// PushRules returns every user's push rule; users with none are left
+	// out (an empty map when nobody set one). It reads them all: it is
+	// meant for the push service to load them at start (and, with several
+	// nodes, at each refresh), not for a request path.
+	PushRules(ctx context.Context) (map[string]herald.PushRule, error)
+
 	// SetReadSeq records that user has read conv up to seq. The read seq
 	// never goes down; a seq past the conversation's last is clamped to it.
 	// CodeNotFound when conv is not in user's list (for a group: user is

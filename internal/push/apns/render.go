@@ -26,6 +26,12 @@ func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error)
 
 func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	limit := MaxPayload
+	if c.BadgeOnly {
+		// A silent badge update: the badge alone, sent as a background
+		// push (no alert, no sound, nothing for the app to run).
+		b := strconv.AppendInt([]byte(`{"aps":{"badge":`), int64(c.Badge), 10)
+		return append(b, '}', '}'), nil
+	}
 	typ := effectiveType(c.Strategy.Type, d)
 	if typ == push.TypeVoIP {
 		limit = MaxVoIPPayload
@@ -197,3 +203,7 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, s[start:]...)
 	return append(b, '"')
 }
+
+// BadgeUpdates implements push.BadgeUpdater: APNs takes a badge-only
+// background push.
+func (p *Provider) BadgeUpdates() bool { return true }

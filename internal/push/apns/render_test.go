@@ -47,6 +47,12 @@ func TestRender(t *testing.T) {
 			`{"aps":{},"voip":{"handle_type":"generic","handle":"alice","has_video":true,"title":"Alice","content":"Incoming call"},"herald":{"conv":"c1","msg_id":9}}`},
 		{"voip device without voip config", push.Content{Config: herald.PushConfig{Title: "Bob"}}, voipDevice,
 			`{"aps":{},"voip":{"title":"Bob"}}`},
+		{"silent badge update: the badge alone", func() push.Content {
+			c := full
+			c.BadgeOnly, c.Badge, c.Strategy.Type = true, 0, push.TypeBackground
+			return c
+		}(), alertDevice,
+			`{"aps":{"badge":0}}`},
 		{"voip strategy on an alert token is an alert", push.Content{Config: herald.PushConfig{Title: "Bob"}, Strategy: push.Strategy{Type: push.TypeVoIP}}, alertDevice,
 			`{"aps":{"alert":{"title":"Bob"}}}`},
 	}
@@ -175,6 +181,9 @@ type refVoIP struct {
 }
 
 func refRender(t *testing.T, c *push.Content, d *herald.PushDevice) string {
+	if c.BadgeOnly {
+		return `{"aps":{"badge":` + strconv.Itoa(c.Badge) + `}}`
+	}
 	doc := refDocument{Payload: c.Config.Payload, Herald: c.HeraldKeys()}
 	switch effectiveType(c.Strategy.Type, d) {
 	case push.TypeVoIP:
@@ -244,6 +253,7 @@ func TestRenderMatchesEncodingJSON(t *testing.T) {
 		if rng.IntN(2) == 0 {
 			c.MsgID, c.Seq = rng.Int64N(1<<40)-5, rng.Int64N(3)
 		}
+		c.BadgeOnly = rng.IntN(8) == 0
 		if rng.IntN(4) == 0 {
 			c.ContentFree, c.GenericText, c.LocKey = true, pick(), pick()
 		}

@@ -501,3 +501,16 @@ func TestWrongURLLogged(t *testing.T) {
 		t.Errorf("a minute later: %d alarms, want 2", got)
 	}
 }
+
+// TestRenderBadgeUpdate: a silent badge update is a data message whose
+// herald block holds the badge, with no notification.
+func TestRenderBadgeUpdate(t *testing.T) {
+	c := &push.Content{NotifID: "n1", BadgeOnly: true, Badge: 0, HasBadge: true, Strategy: push.Strategy{Type: push.TypeBackground}}
+	b, err := render(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"android":{},"data":{"herald":"{\"badge\":0}","notif_id":"n1"}}`; string(b) != want {
+		t.Errorf("render = %s, want %s", b, want)
+	}
+}

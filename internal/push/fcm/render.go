@@ -143,3 +143,7 @@ func render(c *push.Content) ([]byte, error) {
 	}
 	return out, err
 }
+
+// BadgeUpdates implements push.BadgeUpdater: a silent badge update goes as
+// a data message whose herald block holds the badge.
+func (p *Provider) BadgeUpdates() bool { return true }

@@ -3,6 +3,7 @@ package pebble
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -28,6 +29,7 @@ var exportTags = map[store.Table]byte{
 	store.TableGroupMembers: tagGroupMember,
 	store.TableCursors:      tagCursor,
 	store.TableMutes:        tagMute,
+	store.TablePushRules:    tagPushRule,
 	store.TablePushDevices:  tagPushDevice,
 	store.TablePushOutbox:   tagPushQueue,
 	store.TablePushLog:      tagPushLog,
@@ -205,6 +207,16 @@ func exportRow(snap reader, t store.Table, rest, value []byte, r *store.Rows) er
 			return err
 		}
 		r.Mutes = append(r.Mutes, store.Mute{User: user, Conv: conv})
+	case store.TablePushRules:
+		user, _, err := readString(rest)
+		if err != nil {
+			return err
+		}
+		p := store.PushRuleRecord{User: user}
+		if err := json.Unmarshal(value, &p.Rule); err != nil {
+			return fmt.Errorf("%w: push rule of %q: %v", errCorrupt, user, err)
+		}
+		r.PushRules = append(r.PushRules, p)
 	case store.TablePushDevices:
 		d, err := decodeDevice(string(rest), value)
 		if err != nil {
@@ -388,6 +400,17 @@ func (s *Store) importRows(b *pebbledb.Batch, t store.Table, r *store.Rows, next
 	case store.TableMutes:
 		for _, m := range r.Mutes {
 			if err := setNew(b, muteKey(m.User, m.Conv), nil, "mute of "+m.User); err != nil {
+				return err
+			}
+		}
+	case store.TablePushRules:
+		for i := range r.PushRules {
+			p := &r.PushRules[i]
+			data, err := json.Marshal(&p.Rule)
+			if err != nil {
+				return fmt.Errorf("push rule of %q: %w", p.User, err)
+			}
+			if err := setNew(b, pushRuleKey(p.User), data, "push rule of "+p.User); err != nil {
 				return err
 			}
 		}

@@ -46,8 +46,10 @@ var (
 // has no require-registration, so users their app unregistered would log
 // in again and be pushed; it must refuse the directory too. 6 added message
 // encoding 3 (the sender's device): a build that knows only 5 would fail
-// on every message written since.
-const formatVersion = 6
+// on every message written since. 7 added push rules (y keys): a build
+// that knows only 6 would not fail on them but ignore them, pushing the
+// phones a user's rule holds back, so it must refuse the directory.
+const formatVersion = 7
 
 // errCorrupt marks stored bytes that do not decode.
 var errCorrupt = errors.New("pebble: corrupt record")

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -130,6 +131,22 @@ var exportTables = map[store.Table]exportTable{
 				return err
 			}
 			r.Mutes = append(r.Mutes, m)
+			return nil
+		},
+	},
+	store.TablePushRules: {
+		query: "SELECT user_id, rule FROM push_rules ORDER BY user_id",
+		count: "SELECT count(*) FROM push_rules",
+		scan: func(row pgx.Row, r *store.Rows) error {
+			var p store.PushRuleRecord
+			var data string
+			if err := row.Scan(&p.User, &data); err != nil {
+				return err
+			}
+			if err := json.Unmarshal([]byte(data), &p.Rule); err != nil {
+				return fmt.Errorf("push rule of %q: %w", p.User, err)
+			}
+			r.PushRules = append(r.PushRules, p)
 			return nil
 		},
 	},
@@ -452,6 +469,18 @@ func importRows(ctx context.Context, tx pgx.Tx, t store.Table, r *store.Rows) er
 	case store.TableMutes:
 		return copyRows(ctx, tx, "mutes", []string{"user_id", "conv_key"}, len(r.Mutes), func(i int) []any {
 			return []any{r.Mutes[i].User, r.Mutes[i].Conv}
+		})
+	case store.TablePushRules:
+		data := make([]string, len(r.PushRules))
+		for i := range r.PushRules {
+			b, err := json.Marshal(&r.PushRules[i].Rule)
+			if err != nil {
+				return fmt.Errorf("push rule of %q: %w", r.PushRules[i].User, err)
+			}
+			data[i] = string(b)
+		}
+		return copyRows(ctx, tx, "push_rules", []string{"user_id", "rule"}, len(r.PushRules), func(i int) []any {
+			return []any{r.PushRules[i].User, data[i]}
 		})
 	case store.TablePushDevices:
 		return copyRows(ctx, tx, "push_devices", strings.Split(strings.ReplaceAll(deviceCols, " ", ""), ","), len(r.PushDevices), func(i int) []any {

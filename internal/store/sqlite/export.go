@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -127,6 +128,22 @@ var exportTables = map[store.Table]exportTable{
 				return err
 			}
 			r.Mutes = append(r.Mutes, m)
+			return nil
+		},
+	},
+	store.TablePushRules: {
+		query: "SELECT user_id, rule FROM push_rules ORDER BY user_id",
+		count: "SELECT count(*) FROM push_rules",
+		scan: func(sc scanner, r *store.Rows) error {
+			var p store.PushRuleRecord
+			var data string
+			if err := sc.Scan(&p.User, &data); err != nil {
+				return err
+			}
+			if err := json.Unmarshal([]byte(data), &p.Rule); err != nil {
+				return fmt.Errorf("push rule of %q: %w", p.User, err)
+			}
+			r.PushRules = append(r.PushRules, p)
 			return nil
 		},
 	},
@@ -367,6 +384,17 @@ func (im *importer) table(ctx context.Context, t store.Table, r *store.Rows) err
 	case store.TableMutes:
 		for _, m := range r.Mutes {
 			if err := im.exec(ctx, "mute", "INSERT INTO mutes (user_id, conv_key) VALUES (?, ?)", m.User, m.Conv); err != nil {
+				return err
+			}
+		}
+	case store.TablePushRules:
+		for i := range r.PushRules {
+			p := &r.PushRules[i]
+			data, err := json.Marshal(&p.Rule)
+			if err != nil {
+				return fmt.Errorf("push rule of %q: %w", p.User, err)
+			}
+			if err := im.exec(ctx, "push rule", "INSERT INTO push_rules (user_id, rule) VALUES (?, ?)", p.User, string(data)); err != nil {
 				return err
 			}
 		}

@@ -78,6 +78,7 @@ func TestExportCoversSchema(t *testing.T) {
 	)
 	storetest.ExportCovers(t, schema, map[string]map[string]string{
 		"users":       storetest.Cols(E, "id", "name", "avatar", "extended", "registered_at"),
+		"push_rules":  storetest.Cols(E, "user_id", "rule"),
 		"chat_groups": {"id": E, "conv_id": R, "name": E, "join_mode": E, "invite_mode": E, "extended": E, "created_at": E, "dismissed_at": E},
 		// Each conversation gets a new ID; its key and type come from
 		// the messages, list entries and groups that name it.

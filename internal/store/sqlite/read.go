@@ -84,6 +84,7 @@ func (s *Store) messageReadStatements() []statement {
 			ORDER BY coalesce(p.last_id, 0) DESC, p.conv_key`},
 		{&s.stmtCursors, "SELECT conv_key, seq FROM cursors WHERE user_id = ? AND device = ?"},
 		{&s.stmtMuted, "SELECT user_id, conv_key FROM mutes ORDER BY user_id, conv_key"},
+		{&s.stmtPushRules, "SELECT user_id, rule FROM push_rules"},
 	}
 }
 

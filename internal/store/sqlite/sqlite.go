@@ -145,6 +145,7 @@ type Store struct {
 	stmtConvLast, stmtCreatedMax                         *sql.Stmt
 	stmtLastSeqs, stmtConversations, stmtCursors         *sql.Stmt
 	stmtMuted                                            *sql.Stmt
+	stmtPushRules                                        *sql.Stmt
 	stmtGroup, stmtGroupMembers, stmtUserGroups          *sql.Stmt
 	stmtCall, stmtOpenCalls, stmtUserCalls               *sql.Stmt
 	stmtUser                                             *sql.Stmt

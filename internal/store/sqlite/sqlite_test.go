@@ -341,13 +341,13 @@ func TestQueryPlans(t *testing.T) {
 		args = append(args, len(args))
 	}
 	// The scans allowed: the Conversations query's page, and PushDevices,
-	// MutedConversations and OpenCalls, which read every device, every
-	// mute and every open call (the push and call services, once at start;
-	// calls_open holds the open calls only), and the delivery log's
-	// newest entries with no filter, read backwards along push_log_at
-	// (no sort) up to the limit.
+	// MutedConversations, PushRules and OpenCalls, which read every device,
+	// every mute, every push rule and every open call (the push and call
+	// services, once at start; calls_open holds the open calls only), and
+	// the delivery log's newest entries with no filter, read backwards
+	// along push_log_at (no sort) up to the limit.
 	allowed := map[string]bool{"SCAN p": true, "SCAN push_devices": true, "SCAN mutes": true,
-		"SCAN calls USING INDEX calls_open": true, "SCAN push_log USING INDEX push_log_at": true}
+		"SCAN push_rules": true, "SCAN calls USING INDEX calls_open": true, "SCAN push_log USING INDEX push_log_at": true}
 	for _, st := range stmts {
 		q := strings.TrimSpace(st.query)
 		if !strings.HasPrefix(q, "SELECT") && !strings.HasPrefix(q, "UPDATE") && !strings.HasPrefix(q, "WITH") &&

@@ -64,6 +64,7 @@ type writer struct {
 	memberAdd, memberRemove, membersClear, memberRole     *sql.Stmt
 	callGet, callPut, callUserAdd, callUserDel            *sql.Stmt
 	userUpsert, userDelete                                *sql.Stmt // user.go
+	ruleSet, ruleClear                                    *sql.Stmt // pushrule.go
 
 	multiRow map[multiRowKey]*sql.Stmt // multi-row push statements, by shape and row count
 }
@@ -133,6 +134,7 @@ func (w *writer) allStatements() []statement {
 	all := append(w.statements(), w.pushStatements()...)
 	all = append(all, w.groupStatements()...)
 	all = append(all, w.userStatements()...)
+	all = append(all, w.pushRuleStatements()...)
 	return append(all, w.callStatements()...)
 }
 

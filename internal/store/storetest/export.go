@@ -113,6 +113,7 @@ func pageAtomic(t *testing.T, imp store.Importer) {
 		{store.TableUsers, &store.Rows{Users: []herald.User{
 			{ID: "new", RegisteredAt: baseTime}, {ID: "alice", RegisteredAt: baseTime}}}},
 		{store.TableMutes, &store.Rows{Mutes: []store.Mute{{User: "new", Conv: "p:a:new"}, {User: "alice", Conv: "p:alice:bob"}}}},
+		{store.TablePushRules, &store.Rows{PushRules: []store.PushRuleRecord{{User: "new", Rule: nightRule}, {User: "alice", Rule: nightRule}}}},
 		// Seq 1 of alice and bob's conversation is stored: out of order.
 		{store.TableMessages, &store.Rows{Messages: []*herald.Message{
 			exportMessage(1<<40, "new", "zoe", 1), exportMessage(1<<40+1, "alice", "bob", 1)}}},
@@ -211,6 +212,8 @@ func fillForExport(t *testing.T, f *fixture) *exportWorld {
 	f.setMuted(t, "alice", ab.Conv, true)
 	cd := herald.PeerConversationKey("carol", "dave")
 	f.setMuted(t, "carol", cd, true)
+	f.setPushRule(t, "alice", desktopRule)
+	f.setPushRule(t, "bob", nightRule)
 
 	f.createGroup(t, "g1", "gus", "hal")
 	m := f.gtext("gus", "g1")
@@ -318,6 +321,8 @@ func (w *exportWorld) snapshot(t *testing.T, s store.Store) string {
 	}
 	muted, err := s.MutedConversations(ctx)
 	line("muted: %v %v", muted, err)
+	rules, err := s.PushRules(ctx)
+	line("push rules: %s %v", ruleString(rules), err)
 	line("outbox:%s", jobStrings(f.pending(t)))
 	line("devices:%s", deviceStrings(f.devices(t)))
 	for _, id := range w.groups {

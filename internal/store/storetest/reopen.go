@@ -58,6 +58,7 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	f.setMuted(t, "carol", cd, true)
 	checkGroups := reopenGroupsAndCalls(t, f)
 	checkUsers := reopenUsers(t, f)
+	checkRules := reopenPushRules(t, f)
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -67,6 +68,7 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	f.s = s
 	checkGroups()
 	checkUsers()
+	checkRules()
 	if got := takePushSnapshot(t, f, "bob"); got != pushBefore {
 		t.Errorf("push state after reopen:\ndevices%s\noutbox%s\nlog%s\nwant\ndevices%s\noutbox%s\nlog%s",
 			got.devices, got.outbox, got.log, pushBefore.devices, pushBefore.outbox, pushBefore.log)

@@ -52,6 +52,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Mute/SetAndList", testMuteSetAndList},
 		{"Mute/Conversations", testMuteConversations},
 		{"Mute/Invalid", testMuteInvalid},
+		{"PushRule/SetAndList", testPushRuleSetAndList},
+		{"PushRule/Invalid", testPushRuleInvalid},
 		{"Push/AppendStoresJobs", testJobsStored},
 		{"Push/AppendFailureStoresNoJob", testJobsAllOrNothing},
 		{"Push/NoJobForDuplicate", testNoJobForDuplicate},
@@ -1186,6 +1188,8 @@ func testClose(t *testing.T, f *fixture) {
 		{"PruneUnboundPushDevices", func() error { _, err := f.s.PruneUnboundPushDevices(ctx, baseTime); return err }},
 		{"SetConversationMuted", func() error { return f.s.SetConversationMuted(ctx, "alice", m.Conv, true) }},
 		{"MutedConversations", func() error { _, err := f.s.MutedConversations(ctx); return err }},
+		{"SetPushRule", func() error { return f.s.SetPushRule(ctx, "alice", desktopRule) }},
+		{"PushRules", func() error { _, err := f.s.PushRules(ctx); return err }},
 		{"EnqueuePush", func() error {
 			return f.s.EnqueuePush(ctx, []store.PushJob{{PushID: "pd_x", MsgID: 1, User: "alice", Due: baseTime}}, nil)
 		}},

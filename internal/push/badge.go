@@ -1,0 +1,174 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// Badges the server owns. A push with enable_badge and no
+// badge_increment carries the user's unread total (muted conversations
+// left out, as the conversation list's total_unread), read from the store
+// when the push is rendered, so every device shows the same number. One
+// with a badge_increment keeps ZIM's meaning: the device's own count plus
+// the increment (dispatch.go has how those counts are stored).
+//
+// Each device's badge as last shown is held in the registry (and stored
+// with the push outcomes, as the increment counts are). When the user
+// reads on one device (MarkedRead), each of their other devices that was
+// shown a badge gets a silent badge update: one outbox job per device and
+// coalescing window (BadgeCoalesce), keyed (push ID, -window), so the
+// reads of one window make one job (the store leaves a pending key
+// alone), due at the window's end and carrying the total as it is then.
+// Only providers that implement BadgeUpdater get them (APNs, FCM).
+//
+// Several nodes: a node knows the badges it showed, not those another
+// node showed, so there a read sends the update to each of the user's
+// other devices of those providers, shown a badge or not, and the job
+// is sent even when the total equals the badge this node last showed.
+
+// MaxBadge bounds the badge a client sets (set_badge).
+const MaxBadge = 99999
+
+// maxUnreadPages bounds the conversation pages read for one unread total
+// (1000 conversations each): past it, the total counts those read.
+const maxUnreadPages = 100
+
+// SetBadge sets the badge of user's push devices registered through
+// device to n (ZPNs' setBadge): the app cleared or changed its badge
+// itself, and the server goes on from there (the next push with a
+// badge_increment shows n plus the increment). CodeInvalidArgument for n
+// out of 0-MaxBadge. It does not block: the count is stored with the next
+// outcome write.
+func (s *Service) SetBadge(user, device string, n int) error {
+	if n < 0 || n > MaxBadge {
+		return herald.Errorf(herald.CodeInvalidArgument, "badge %d is out of range 0-%d", n, MaxBadge)
+	}
+	if ids := s.reg.setBadges(user, device, n); len(ids) > 0 {
+		s.dsp.saveBadges(ids)
+	}
+	return nil
+}
+
+// MarkedRead tells the service that user read a conversation on device
+// (mark_read): each of the user's other devices that was shown a badge
+// gets a silent badge update with the new total, coalesced over
+// BadgeCoalesce. It blocks on one outbox write when there is such a
+// device; a failure is logged and returned (the read itself stands).
+func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
+	now := s.cfg.Now()
+	w := s.cfg.BadgeCoalesce.Milliseconds()
+	if w <= 0 {
+		w = 1
+	}
+	window := now.UnixMilli()/w + 1
+	due := time.UnixMilli(window * w)
+	var jobs []store.PushJob
+	var data []byte
+	s.reg.each(user, func(d *herald.PushDevice) {
+		if d.Device == device || d.Provider == herald.ProviderAPNsVoIP {
+			return
+		}
+		if bu, ok := s.providers[d.Provider].(BadgeUpdater); !ok || !bu.BadgeUpdates() {
+			return
+		}
+		if d.Badge == 0 && s.cfg.Node == "" {
+			return // shows no badge: nothing to lower
+		}
+		if data == nil {
+			data = (&jobData{BadgeOnly: true}).marshal()
+		}
+		jobs = append(jobs, store.PushJob{
+			PushID: d.PushID, MsgID: -window, User: user,
+			Due: due, Expires: due.Add(s.cfg.TTL), Data: data,
+		})
+	})
+	if len(jobs) == 0 {
+		return nil
+	}
+	s.own(jobs)
+	stored := s.Committing()
+	if err := s.st.EnqueuePush(ctx, jobs, nil); err != nil {
+		stored(nil)
+		s.log.Warn("push: storing badge updates after a read failed", "user_id", user, "devices", len(jobs), "err", err)
+		return fmt.Errorf("push: badge updates: %w", err)
+	}
+	stored(jobs)
+	return nil
+}
+
+// unreadTotal returns user's unread total: unread messages of the
+// conversations the user did not mute, as the conversation list's
+// total_unread adds them up over every page.
+func (s *Service) unreadTotal(ctx context.Context, user string) (int, error) {
+	const page = 1000
+	total := 0
+	var after *store.ConversationCursor
+	for range maxUnreadPages {
+		convs, err := s.st.ConversationsAfter(ctx, user, after, page)
+		if err != nil {
+			return 0, err
+		}
+		for i := range convs {
+			if !convs[i].Muted {
+				total += convs[i].Unread
+			}
+		}
+		if len(convs) < page {
+			break
+		}
+		cur := store.CursorOf(convs[len(convs)-1])
+		after = &cur
+	}
+	return total, nil
+}
+
+// badgeUpdate sends the silent badge update j to dev: the user's unread
+// total as it is now, unless (one node) the device already shows it.
+func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevice, now time.Time) outcome {
+	ctx := s.dsp.abort
+	o.log.MsgID = 0
+	skip := func(outcome, why string) outcome {
+		o.log.Outcome, o.log.Reason = outcome, why
+		s.countEnd(outcome)
+		return o
+	}
+	if !now.Before(j.Expires) {
+		return skip(herald.PushExpired, "badge update: time to live ran out before it could be sent")
+	}
+	if why, _, bad := s.suspendedWhy(dev, now); bad {
+		return skip(herald.PushSkipped, "badge update: app suspended: credentials refused ("+why+")")
+	}
+	prov, ok := s.providers[dev.Provider]
+	if !ok {
+		return skip(herald.PushFailed, fmt.Sprintf("provider %s is not configured", dev.Provider))
+	}
+	total, err := s.unreadTotal(ctx, j.User)
+	if err != nil {
+		s.log.Warn("push: reading the unread total for a badge update failed; retrying", "user_id", j.User, "err", err)
+		return s.wait(o, s.cfg.Now().Add(s.backoff(j.Attempt, 0)), "badge update: reading the unread total failed")
+	}
+	if s.cfg.Node == "" && total == dev.Badge {
+		return skip(herald.PushSkipped, fmt.Sprintf("badge update: the device already shows %d", total))
+	}
+	c := Content{NotifID: o.log.NotifID, BadgeOnly: true, Badge: total, HasBadge: true, Strategy: Strategy{Type: TypeBackground}}
+	payload, err := prov.Render(&c, dev)
+	if err != nil {
+		return skip(herald.PushFailed, herald.ErrorMessage(err))
+	}
+	epoch, _ := s.reg.showBadge(dev.PushID, total)
+	o.badge = &badgeInc{pushID: dev.PushID, inc: total, epoch: epoch, abs: true}
+	n := Notification{
+		ID: o.log.NotifID, CollapseID: o.log.NotifID, Device: *dev, Type: TypeBackground,
+		Expiration: j.Expires, Payload: payload,
+	}
+	s.sendAndClassify(ctx, &o, j, dev, &n, now)
+	if o.log.Outcome == herald.PushSent {
+		s.stats.badgeUpdates.Add(1)
+		o.log.Reason = fmt.Sprintf("silent badge update: %d", total)
+	}
+	return o
+}

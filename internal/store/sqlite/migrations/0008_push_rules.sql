@@ -1,0 +1,10 @@
+-- Herald schema, version 8: per-user offline push rules (ZIM's
+-- ZIMUserOfflinePushRule, with a do-not-disturb window).
+
+-- One row per user who set a rule; clearing it deletes the row. rule is
+-- the herald.PushRule as JSON, validated before it is written and read
+-- whole by the push service at start (PushRules).
+CREATE TABLE push_rules (
+    user_id TEXT NOT NULL PRIMARY KEY,
+    rule    TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
