@@ -49,6 +49,10 @@ const (
 	// EventStateChanged goes to every participant's sessions with the
 	// participants whose state just changed.
 	EventStateChanged
+	// EventEnded goes to every participant's sessions when an
+	// advanced-mode call ends (ZIM's callInvitationEnded): ended by a
+	// participant, or its last participant in the call left.
+	EventEnded
 )
 
 func (e Event) String() string {
@@ -63,6 +67,8 @@ func (e Event) String() string {
 		return "timeout"
 	case EventStateChanged:
 		return "state_changed"
+	case EventEnded:
+		return "ended"
 	}
 	return "unknown"
 }
@@ -1071,6 +1077,15 @@ func (s *Service) refuseErr(err error) error {
 // it has ended. Its store read is bounded by StoreTimeout; the wait for
 // the call's lock is not (each holder's work is).
 func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Call, error) {
+	return s.lookup(ctx, user, id, false)
+}
+
+// lookup is find; with outsider set, a user not part of an open
+// advanced-mode call that is Joinable finds it too (Join).
+func (s *Service) lookup(ctx context.Context, user, id string, outsider bool) (*entry, *herald.Call, error) {
+	may := func(c *herald.Call) bool {
+		return c.Participant(user) != nil || outsider && c.Advanced() && c.Joinable
+	}
 	if id == "" {
 		return nil, nil, s.refuse(herald.Errorf(herald.CodeInvalidArgument, "call_id is empty"))
 	}
@@ -1091,7 +1106,7 @@ func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Ca
 		if err != nil {
 			return nil, nil, storeErr("read call", err)
 		}
-		if c.Participant(user) == nil {
+		if !may(c) {
 			return nil, nil, s.refuse(notFound)
 		}
 		if c.Ended() {
@@ -1109,7 +1124,7 @@ func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Ca
 	}
 	c := e.cur.Load()
 	switch {
-	case c == nil || c.Participant(user) == nil:
+	case c == nil || !may(c):
 		// c is nil only when the invitation's write failed.
 		e.mu.Unlock()
 		return nil, nil, s.refuse(notFound)
@@ -1491,7 +1506,12 @@ func (s *Service) userOffline(user string, at time.Time, recheck bool) {
 	for _, e := range s.entriesOf(user) {
 		e.mu.Lock()
 		c := e.cur.Load()
-		if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) && !c.CreatedAt.After(at) {
+		if !e.done && c != nil && !c.Ended() && c.Advanced() && (c.Caller() != user || anyAccepted(c)) {
+			// In an advanced-mode call someone accepted (or placed
+			// by another): user is offline in it, and it ends if
+			// nobody is left.
+			s.offlineLocked(e, c, user, at)
+		} else if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) && !c.CreatedAt.After(at) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 			_, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline, func(c *herald.Call) error {
 				if c.Ended() || anyAccepted(c) {
