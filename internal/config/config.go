@@ -81,6 +81,9 @@ type Config struct {
 	PushEmulatorSandboxAddr string
 
 	CallMaxInvitees int // HERALD_CALL_MAX_INVITEES: users one call invitation may invite
+	// HERALD_CALL_MAX_PARTICIPANTS: users one advanced-mode call may hold,
+	// everyone ever invited or joined included.
+	CallMaxParticipants int
 
 	// Server API for app backends (docs/api.md).
 	AppID         string        // HERALD_APP_ID: the app ID backends sign API requests as (X-Herald-App)
@@ -140,49 +143,50 @@ type Config struct {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	return Config{
-		Addr:              "127.0.0.1:7400",
-		DataDir:           "herald-data",
-		Store:             "sqlite",
-		LogLevel:          "info",
-		LogFormat:         "text",
-		HeartbeatInterval: 10 * time.Second,
-		HeartbeatTimeout:  30 * time.Second,
-		LoginTimeout:      10 * time.Second,
-		TokenWarning:      30 * time.Second,
-		MultiLogin:        "multi",
-		MaxDevices:        10,
-		OfflineRetention:  7 * 24 * time.Hour,
-		MaxFrameBytes:     64 << 10,
-		SendQueueBytes:    4 << 20,
-		SendsPerSecond:    100,
-		SendBurst:         200,
-		MaxTextBytes:      8 << 10,
-		MaxCustomBytes:    32 << 10,
-		MaxCommandBytes:   4 << 10,
-		MaxExtendedBytes:  1 << 10,
-		MaxBatch:          256,
-		GroupMaxMembers:   10_000,
-		GroupMaxPerUser:   500,
-		GroupCacheMembers: 2_000_000,
-		ReadDriver:        "epoll",
-		PushEmulatorAddr:  "127.0.0.1:7402",
-		PushAckWindow:     5 * time.Second,
-		PushTTL:           24 * time.Hour,
-		PushRetryBase:     time.Second,
-		PushRetryMax:      5 * time.Minute,
-		PushInFlight:      512,
-		PushConnections:   4,
-		APNsTimeout:       10 * time.Second,
-		PushMaxDevices:    20,
-		PushLogRetention:  7 * 24 * time.Hour,
-		PushLease:         40 * time.Second,
-		CallMaxInvitees:   9,
-		AppID:             "herald",
-		APIRate:           20,
-		APIBurst:          40,
-		APITimeWindow:     5 * time.Minute,
-		ShutdownTimeout:   10 * time.Second,
-		MetricsPublic:     "auto",
+		Addr:                "127.0.0.1:7400",
+		DataDir:             "herald-data",
+		Store:               "sqlite",
+		LogLevel:            "info",
+		LogFormat:           "text",
+		HeartbeatInterval:   10 * time.Second,
+		HeartbeatTimeout:    30 * time.Second,
+		LoginTimeout:        10 * time.Second,
+		TokenWarning:        30 * time.Second,
+		MultiLogin:          "multi",
+		MaxDevices:          10,
+		OfflineRetention:    7 * 24 * time.Hour,
+		MaxFrameBytes:       64 << 10,
+		SendQueueBytes:      4 << 20,
+		SendsPerSecond:      100,
+		SendBurst:           200,
+		MaxTextBytes:        8 << 10,
+		MaxCustomBytes:      32 << 10,
+		MaxCommandBytes:     4 << 10,
+		MaxExtendedBytes:    1 << 10,
+		MaxBatch:            256,
+		GroupMaxMembers:     10_000,
+		GroupMaxPerUser:     500,
+		GroupCacheMembers:   2_000_000,
+		ReadDriver:          "epoll",
+		PushEmulatorAddr:    "127.0.0.1:7402",
+		PushAckWindow:       5 * time.Second,
+		PushTTL:             24 * time.Hour,
+		PushRetryBase:       time.Second,
+		PushRetryMax:        5 * time.Minute,
+		PushInFlight:        512,
+		PushConnections:     4,
+		APNsTimeout:         10 * time.Second,
+		PushMaxDevices:      20,
+		PushLogRetention:    7 * 24 * time.Hour,
+		PushLease:           40 * time.Second,
+		CallMaxInvitees:     9,
+		CallMaxParticipants: 50,
+		AppID:               "herald",
+		APIRate:             20,
+		APIBurst:            40,
+		APITimeWindow:       5 * time.Minute,
+		ShutdownTimeout:     10 * time.Second,
+		MetricsPublic:       "auto",
 
 		// Listener bounds.
 		HTTPReadTimeout:                30 * time.Second,
@@ -261,6 +265,7 @@ func (c *Config) keys() []key {
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
 		{"push-lease", "with HERALD_BUS and a PostgreSQL store: how long a node holds a push job past its due time (or its claim) before another node may take it; at least 1s, and a warning below 20s", &c.PushLease},
 		{"call-max-invitees", "users one call invitation may invite (ZIM: 9)", &c.CallMaxInvitees},
+		{"call-max-participants", "users one advanced-mode call may hold, everyone ever invited or joined included", &c.CallMaxParticipants},
 		{"app-id", "app ID that backends sign server API requests as (X-Herald-App; docs/api.md)", &c.AppID},
 		{"api-rate", "signed server API requests per second and app; more are answered 429", &c.APIRate},
 		{"api-burst", "signed server API requests allowed in a burst", &c.APIBurst},
@@ -538,6 +543,7 @@ func (c *Config) Validate() error {
 		{"HERALD_GROUP_CACHE_MEMBERS", c.GroupCacheMembers},
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
 		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices}, {"HERALD_CALL_MAX_INVITEES", c.CallMaxInvitees},
+		{"HERALD_CALL_MAX_PARTICIPANTS", c.CallMaxParticipants},
 		{"HERALD_MAX_UNAUTHENTICATED_CONNS", c.MaxUnauthenticatedConns}, {"HERALD_API_PENDING_BODY_BYTES", c.APIPendingBodyBytes},
 		{"HERALD_PEBBLE_MIN_FREE_BYTES", c.PebbleMinFreeBytes}, {"HERALD_POSTGRES_MAX_CONNS", c.PostgresMaxConns},
 	} {
@@ -565,6 +571,12 @@ func (c *Config) Validate() error {
 	}
 	if c.CallMaxInvitees > 100 {
 		return fmt.Errorf("HERALD_CALL_MAX_INVITEES must be at most 100 (every participant hears of every change), got %d", c.CallMaxInvitees)
+	}
+	if c.CallMaxParticipants > 500 {
+		return fmt.Errorf("HERALD_CALL_MAX_PARTICIPANTS must be at most 500 (every participant hears of every change), got %d", c.CallMaxParticipants)
+	}
+	if c.CallMaxParticipants <= c.CallMaxInvitees {
+		return fmt.Errorf("HERALD_CALL_MAX_PARTICIPANTS (%d) must be more than HERALD_CALL_MAX_INVITEES (%d): the caller counts too", c.CallMaxParticipants, c.CallMaxInvitees)
 	}
 	if c.PushTTL > 30*24*time.Hour {
 		return fmt.Errorf("HERALD_PUSH_TTL must be at most 720h (APNs keeps a notification at most 30 days), got %s", c.PushTTL)
