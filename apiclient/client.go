@@ -187,6 +187,18 @@ func (c *Client) Broadcast(ctx context.Context, req BroadcastRequest) (*Broadcas
 	return &rep, c.Do(ctx, http.MethodPost, PathBroadcast, req, &rep)
 }
 
+// GetCall reads a call with each participant's state.
+func (c *Client) GetCall(ctx context.Context, callID string) (*CallReply, error) {
+	var rep CallReply
+	return &rep, c.Do(ctx, http.MethodGet, strings.Replace(PathCall, "{call_id}", url.PathEscape(callID), 1), nil, &rep)
+}
+
+// EndCall ends an advanced-mode call for everyone.
+func (c *Client) EndCall(ctx context.Context, callID string, req CallEndRequest) (*CallReply, error) {
+	var rep CallReply
+	return &rep, c.Do(ctx, http.MethodPost, strings.Replace(PathCallEnd, "{call_id}", url.PathEscape(callID), 1), req, &rep)
+}
+
 // InviteCall places a call invitation.
 func (c *Client) InviteCall(ctx context.Context, req CallInviteRequest) (*CallReply, error) {
 	var rep CallReply
