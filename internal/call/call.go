@@ -1,6 +1,7 @@
-// Package call owns call invitations (ZIM's call invitation, general mode):
-// a persisted state machine per call, with a server-side timer for its
-// deadline. It decides who may invite, accept, reject and cancel, stores
+// Package call owns call invitations (ZIM's call invitation, general and
+// advanced modes): a persisted state machine per call, with a server-side
+// timer for its next deadline. It decides who may invite, accept, reject,
+// cancel, and in advanced mode invite more, join, quit and end, stores
 // every state change (with the call's offline pushes, in the same write)
 // before anyone hears of it, and then tells the participants' live
 // sessions through the Notifier, which the gateway implements. It knows no
