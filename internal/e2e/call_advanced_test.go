@@ -182,3 +182,39 @@ func TestCallAdvanced(t *testing.T) {
 		}
 	}
 }
+
+// TestCallAdvancedOfflineEnds: in an advanced call bob accepted, the
+// caller logging out becomes offline and the call goes on; when bob, the
+// last one in it, logs out too, the call ends: carol, still ringing, stops
+// (cancelled, then ended), and everyone's final state is stored.
+func TestCallAdvancedOfflineEnds(t *testing.T) {
+	srv := startServer(t, nil)
+	url := srv.URL()
+	ctx := callCtx(t)
+	alice, _ := callClient(t, url, "alice-phone", "alice")
+	bob, bobLog := callClient(t, url, "bob-phone", "bob")
+	_, carolLog := callClient(t, url, "carol-phone", "carol")
+	c, err := alice.CallInvite(ctx, []string{"bob", "carol"}, client.CallInviteConfig{Mode: herald.CallAdvanced, Timeout: 60 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobLog.wait(t, "received", c.ID, nil)
+	if _, err := bob.CallAccept(ctx, c.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ev := bobLog.wait(t, "state", c.ID, changedTo("alice", herald.CallOffline))
+	if ev.call.Ended() {
+		t.Fatalf("the call ended when the caller went offline with bob in it: %s", callStates(ev.call))
+	}
+	if err := bob.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	carolLog.wait(t, "cancelled", c.ID, nil)
+	ev = carolLog.wait(t, "ended", c.ID, nil)
+	if got, want := callStates(ev.call), "alice=offline bob=offline carol=be_cancelled (ended)"; got != want {
+		t.Errorf("carol's call_invitation_ended shows %s, want %s", got, want)
+	}
+}

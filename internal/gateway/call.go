@@ -107,13 +107,13 @@ func (s *session) callOp(ctx context.Context, f proto.Frame) {
 			c, err = cs.Cancel(ctx, user, origin, req.CallID, req.Extended, req.Push)
 		case proto.OpCallAccept:
 			if req.Push != nil {
-				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite and call_cancel only")
+				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite, call_calling_invite, call_cancel, call_quit and call_end only")
 				break
 			}
 			c, err = cs.Accept(ctx, user, origin, req.CallID, req.Extended)
 		default:
 			if req.Push != nil {
-				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite and call_cancel only")
+				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite, call_calling_invite, call_cancel, call_quit and call_end only")
 				break
 			}
 			c, err = cs.Reject(ctx, user, origin, req.CallID, req.Extended)
