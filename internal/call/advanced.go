@@ -80,7 +80,8 @@ func endedErr(id string) *herald.Error {
 // participant EventStateChanged. Errors: CodeNotFound (no such call of
 // user's), CodeForbidden (a general-mode call, or user is not in the
 // call), CodeConflict (it ended, or an invitee is in it or rings already),
-// CodeInvalidArgument (invitees; more than MaxParticipants in the call).
+// CodeInvalidArgument (invitees, the caller among them; more than
+// MaxParticipants in the call).
 // It blocks on the store write.
 func (s *Service) CallingInvite(ctx context.Context, user string, origin SessionID, id string, invitees []string, push *herald.PushConfig) (*herald.Call, error) {
 	if err := s.checkInvitees(user, invitees); err != nil {
@@ -116,6 +117,8 @@ func (s *Service) CallingInvite(ctx context.Context, user string, origin Session
 			}
 			np := herald.CallParticipant{User: u, State: st, UpdatedAt: now, Deadline: now.Add(c.Timeout)}
 			switch p := next.Participant(u); {
+			case u == c.Caller():
+				return nil, nil, s.refuse(herald.Errorf(herald.CodeInvalidArgument, "invitees: %q placed call %q: they join it again with call_join, not by invitation", u, id))
 			case p == nil:
 				next.Participants = append(next.Participants, np)
 				added++

@@ -236,6 +236,7 @@ func TestAdvancedRefusals(t *testing.T) {
 		{"calling_invite of nobody", errOf(e.svc.CallingInvite(ctx, "alice", alicePhone, adv.ID, nil, nil)), herald.CodeInvalidArgument},
 		{"calling_invite of too many", errOf(e.svc.CallingInvite(ctx, "alice", alicePhone, adv.ID, []string{"u1", "u2", "u3", "u4"}, nil)), herald.CodeInvalidArgument},
 		{"calling_invite past the participant cap", errOf(e.svc.CallingInvite(ctx, "alice", alicePhone, adv.ID, []string{"u1", "u2", "u3"}, nil)), herald.CodeInvalidArgument},
+		{"calling_invite of the caller", errOf(e.svc.CallingInvite(ctx, "alice", alicePhone, adv.ID, []string{"alice"}, nil)), herald.CodeInvalidArgument},
 		{"join a call one is not invited to", errOf(e.svc.Join(ctx, "dave", davePhone, adv.ID, "")), herald.CodeNotFound},
 		{"join a call one is in", errOf(e.svc.Join(ctx, "alice", alicePhone, adv.ID, "")), herald.CodeConflict},
 		{"quit a call one is not in (ringing)", errOf(e.svc.Quit(ctx, "bob", bobPhone, adv.ID, "", nil)), herald.CodeNotFound},

@@ -138,9 +138,10 @@ type Config struct {
 	// state (each hears of every change). Zero means
 	// herald.DefaultMaxCallParticipants (50).
 	MaxParticipants int
-	// MaxOpenCalls bounds the calls one user may have ringing at once as
-	// the caller: each holds a timer and rings up to MaxInvitees users,
-	// so a client must not place them at its full send rate. Zero means 10.
+	// MaxOpenCalls bounds the calls one user may have open at once as
+	// the caller (ringing; an advanced-mode call until it ends): each
+	// holds a timer and rings up to MaxInvitees users, so a client must
+	// not place them at its full send rate. Zero means 10.
 	MaxOpenCalls int
 	// StoreTimeout bounds each store write the service makes on its own
 	// (a timeout, a login's ringing, a caller gone offline), and each
