@@ -147,6 +147,7 @@ func (s *Service) CallingInvite(ctx context.Context, user string, origin Session
 		return nil, err
 	}
 	s.armNextLocked(e, next, 0)
+	s.stats.callingInvited.Add(1)
 	s.emit(herald.EventCallInvited, next, user, "", invitees)
 	s.log.Debug("call calling-invite", "call_id", id, "user_id", user, "invitees", len(invitees))
 	if n != nil {
@@ -229,7 +230,7 @@ func (s *Service) Join(ctx context.Context, user string, origin SessionID, id, e
 		return nil, err
 	}
 	s.armNextLocked(e, next, 0) // a ringing invitee who joined no longer needs its deadline
-	s.stats.accepted.Add(1)
+	s.stats.joined.Add(1)
 	s.emit(herald.EventCallJoined, next, user, "", nil)
 	if n := s.notifier(); n != nil {
 		n.NotifyCall(users(next), EventStateChanged, next, []herald.CallParticipant{changed}, 0)
@@ -305,8 +306,10 @@ func (s *Service) leaveLocked(ctx context.Context, e *entry, c *herald.Call, use
 	if to == herald.CallOffline {
 		reason = herald.CallQuitOffline
 	}
+	s.stats.quit.Add(1)
 	s.emit(herald.EventCallQuit, next, user, reason, nil)
 	if next.Ended() {
+		s.stats.ended.Add(1)
 		s.emit(herald.EventCallEnded, next, "", "", nil)
 	}
 	s.tellEnd(next, changed, stopped)
@@ -451,6 +454,7 @@ func (s *Service) endLocked(ctx context.Context, e *entry, c *herald.Call, user,
 	if err != nil {
 		return nil, err
 	}
+	s.stats.ended.Add(1)
 	s.emit(herald.EventCallEnded, next, user, "", nil)
 	s.log.Debug("call ended", "call_id", next.ID, "user_id", user)
 	s.tellEnd(next, changed, stopped)

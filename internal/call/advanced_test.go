@@ -120,8 +120,8 @@ func TestAdvancedCall(t *testing.T) {
 		"bob/10:state_changed[alice=ended carol=ended]", "bob/11:state_changed[alice=ended carol=ended]",
 		"carol/20:state_changed[alice=ended carol=ended]",
 		"alice/1:ended", "alice/2:ended", "bob/10:ended", "bob/11:ended", "carol/20:ended")
-	if e.svc.Stats().Open != 0 {
-		t.Errorf("open calls after the end: %d, want 0", e.svc.Stats().Open)
+	if st := e.svc.Stats(); st.Open != 0 || st.CallingInvited != 1 || st.Joined != 1 || st.Quit != 1 || st.Ended != 1 {
+		t.Errorf("stats after the end: %+v, want 0 open, 1 calling_invite, 1 join, 1 quit, 1 end", st)
 	}
 	list, _, err := e.svc.Calls(ctx, "carol", time.Time{}, 0)
 	if err != nil || len(list) != 1 || states(list[0]) != "alice=ended bob=quit carol=ended" {

@@ -240,7 +240,12 @@ type Stats struct {
 	Lost        int64 // state changes the store refused because another node changed the call first
 	Retried     int64 // of those, writes attempted again after the request, checked again against the stored call, still applied
 	Adopted     int64 // open calls placed through another node taken on from the store or the bus
-	Open        int64 // calls ringing now
+	// Advanced mode.
+	CallingInvited int64 // calling_invite requests stored (each invites 1 or more users)
+	Joined         int64 // users who joined a call (an invitee answering by joining too)
+	Quit           int64 // participants who left a call: quit, or went offline in it
+	Ended          int64 // advanced calls ended: by a participant, the server API, or the last one leaving
+	Open           int64 // calls ringing now
 }
 
 // Service runs call invitations. Its methods are safe for concurrent use.
@@ -262,6 +267,7 @@ type Service struct {
 
 	stats struct {
 		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost, retried, adopted atomic.Int64
+		callingInvited, joined, quit, ended                                                            atomic.Int64
 	}
 }
 
@@ -446,6 +452,7 @@ func (s *Service) Stats() Stats {
 		Cancelled: s.stats.cancelled.Load(), TimedOut: s.stats.timedOut.Load(), Refused: s.stats.refused.Load(),
 		StoreFailed: s.stats.storeFailed.Load(), Lost: s.stats.lost.Load(), Retried: s.stats.retried.Load(),
 		Adopted: s.stats.adopted.Load(), Open: int64(open),
+		CallingInvited: s.stats.callingInvited.Load(), Joined: s.stats.joined.Load(), Quit: s.stats.quit.Load(), Ended: s.stats.ended.Load(),
 	}
 }
 
