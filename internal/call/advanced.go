@@ -512,3 +512,55 @@ func (s *Service) offlineLocked(e *entry, c *herald.Call, user string, at time.T
 		s.log.Debug("call participant offline", "call_id", c.ID, "user_id", user)
 	}
 }
+
+// anyAdvancedLocked reports whether an open advanced-mode call is held;
+// s.mu must be held.
+func (s *Service) anyAdvancedLocked() bool {
+	for _, e := range s.open {
+		if c := e.cur.Load(); c != nil && c.Advanced() {
+			return true
+		}
+	}
+	return false
+}
+
+// absentAfterStart runs OfflineRecheck after Start (past the heartbeat
+// timeout, and past the presence TTL of the other nodes' sessions): a
+// participant in an open advanced-mode call loaded by Start who has no
+// live session by then (the connection dropped before the restart, or the
+// client never came back) is offline in it, as the gateway's grace timer,
+// which the restart forgot, would have made them; a call left with nobody
+// in it ends.
+func (s *Service) absentAfterStart() {
+	if !s.begin() {
+		return
+	}
+	defer s.wg.Done()
+	n := s.notifier()
+	if n == nil {
+		return
+	}
+	s.mu.Lock()
+	es := make([]*entry, 0, len(s.open))
+	for _, e := range s.open {
+		es = append(es, e)
+	}
+	s.mu.Unlock()
+	at := s.now()
+	for _, e := range es {
+		c := e.cur.Load()
+		if c == nil || !c.Advanced() {
+			continue
+		}
+		for _, p := range c.Participants {
+			if !p.State.InCall() || n.LiveSessions(p.User) > 0 {
+				continue
+			}
+			e.mu.Lock()
+			if c := e.cur.Load(); !e.done && c != nil && !c.Ended() {
+				s.offlineLocked(e, c, p.User, at)
+			}
+			e.mu.Unlock()
+		}
+	}
+}

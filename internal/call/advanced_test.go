@@ -159,6 +159,8 @@ func TestAdvancedOwnDeadlines(t *testing.T) {
 	if got.Ended() {
 		t.Errorf("the call ended when its invitations timed out; the caller is still in it")
 	}
+	e.clock.Advance(11 * time.Second) // the restart's absence check (alice is live: nothing changes)
+	wantStates(t, "after the absence check", e.st.stored(t, c.ID), "alice=accepted bob=timeout carol=timeout")
 	if e.clock.armed() != 0 {
 		t.Errorf("%d timers armed with nothing ringing, want 0", e.clock.armed())
 	}
@@ -284,5 +286,29 @@ func TestAdvancedCallerOfflineBeforeAnswer(t *testing.T) {
 	wantStates(t, "caller offline", got, "alice=cancelled bob=be_cancelled")
 	if !got.Ended() {
 		t.Errorf("the call is still open")
+	}
+}
+
+// TestAdvancedAbsentAfterRestart: after a restart, a participant in an
+// advanced call who has no live session once OfflineRecheck has passed
+// becomes offline (the gateway's grace timer died with the old process);
+// one who came back stays in the call.
+func TestAdvancedAbsentAfterRestart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.inviteAdvanced(InviteOptions{}, "bob", "carol")
+	if _, err := e.svc.Accept(ctx, "bob", bobPhone, c.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.Close()
+	e.n.offline("bob") // his connection dropped with the old server and he never came back
+	e.start()
+	e.clock.Advance(30 * time.Second)
+	wantStates(t, "before the recheck", e.st.stored(t, c.ID), "alice=accepted bob=accepted carol=timeout")
+	e.clock.Advance(time.Second)
+	got := e.st.stored(t, c.ID)
+	wantStates(t, "after the recheck", got, "alice=accepted bob=offline carol=timeout")
+	if got.Ended() {
+		t.Errorf("the call ended with alice, live, in it")
 	}
 }

@@ -405,6 +405,14 @@ func (s *Service) Start(ctx context.Context) error {
 		s.expire(e)
 	}
 	s.log.Info("calls started", "open", len(loaded)-late, "timed_out_while_down", late)
+	s.mu.Lock()
+	if !s.closed && s.anyAdvancedLocked() {
+		// The grace timers of users whose sessions dropped before the
+		// restart died with the old process: those still absent then
+		// are offline in their advanced calls (absentAfterStart).
+		s.cfg.AfterFunc(s.cfg.OfflineRecheck, s.absentAfterStart)
+	}
+	s.mu.Unlock()
 	if s.cfg.Cluster {
 		s.mu.Lock()
 		if !s.closed {
