@@ -174,8 +174,11 @@ type Config struct {
 	// OfflineRecheck (Cluster) is how long after a caller's offline was
 	// set aside, because the notifier counted a session of theirs on
 	// another node, it is checked once more: that node may be dead, its
-	// sessions counted until the presence TTL (30 s) passes. Zero means
-	// 31s.
+	// sessions counted until the presence TTL (30 s) passes. It is also,
+	// on one node as on several, how long after Start the participants
+	// in open advanced-mode calls with no live session are made offline
+	// (past the heartbeat timeout the gateway's grace timers, which a
+	// restart forgets, would have waited). Zero means 31s.
 	OfflineRecheck time.Duration
 	// AdoptGrace delays the timeout of an adopted call past its
 	// deadline, so the node that placed it, which arms the deadline
