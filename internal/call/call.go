@@ -243,12 +243,12 @@ type Stats struct {
 	Lost        int64 // state changes the store refused because another node changed the call first
 	Retried     int64 // of those, writes attempted again after the request, checked again against the stored call, still applied
 	Adopted     int64 // open calls placed through another node taken on from the store or the bus
+	Open        int64 // calls open now: ringing, or (advanced mode) not ended
 	// Advanced mode.
 	CallingInvited int64 // calling_invite requests stored (each invites 1 or more users)
 	Joined         int64 // users who joined a call (an invitee answering by joining too)
 	Quit           int64 // participants who left a call: quit, or went offline in it
 	Ended          int64 // advanced calls ended: by a participant, the server API, or the last one leaving
-	Open           int64 // calls ringing now
 }
 
 // Service runs call invitations. Its methods are safe for concurrent use.
@@ -828,8 +828,9 @@ func (s *Service) scanOpen(ctx context.Context) error {
 // offline caller's cancel reaches, calls placed through another node; the
 // ended ones end the copy held here, if any (its end event was lost), so a
 // login does not ring a call that ended elsewhere. It reads
-// one page (MaxListLimit calls) and stops at the first call created more
-// than herald.MaxCallTimeout ago (none before it can still ring).
+// one page (MaxListLimit calls) and skips those created more than
+// herald.MaxCallTimeout ago (none can still ring) but for open
+// advanced-mode calls, which last until they end.
 func (s *Service) adoptUserCalls(user string) {
 	if !s.cfg.Cluster {
 		return
