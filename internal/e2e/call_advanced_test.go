@@ -8,6 +8,8 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/proto"
 )
 
 // changedTo matches a state change that moved user to state.
@@ -216,5 +218,32 @@ func TestCallAdvancedOfflineEnds(t *testing.T) {
 	ev = carolLog.wait(t, "ended", c.ID, nil)
 	if got, want := callStates(ev.call), "alice=offline bob=offline carol=be_cancelled (ended)"; got != want {
 		t.Errorf("carol's call_invitation_ended shows %s, want %s", got, want)
+	}
+}
+
+// TestCallAdvancedHeartbeatTimeoutOffline: a participant in an advanced
+// call whose heartbeat times out becomes offline; the call goes on with
+// the caller in it.
+func TestCallAdvancedHeartbeatTimeoutOffline(t *testing.T) {
+	srv := startServer(t, func(c *config.Config) {
+		c.HeartbeatInterval, c.HeartbeatTimeout = 200*time.Millisecond, 600*time.Millisecond
+	})
+	alice, aliceLog := callClient(t, srv.URL(), "alice-phone", "alice")
+	bob := dialRaw(t, srv.URL())
+	bob.login("bob", "bob-phone")
+	c, err := alice.CallInvite(callCtx(t), []string{"bob"}, client.CallInviteConfig{Mode: herald.CallAdvanced, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep proto.CallReply
+	bob.call(proto.OpCallAccept, proto.CallActionRequest{CallID: c.ID}, &rep)
+	aliceLog.wait(t, "state", c.ID, changedTo("bob", herald.CallAccepted))
+	// bob sends nothing more: his heartbeat times out.
+	ev := aliceLog.wait(t, "state", c.ID, changedTo("bob", herald.CallOffline))
+	if got := callStates(ev.call); got != "alice=accepted bob=offline" {
+		t.Errorf("after bob's heartbeat timeout alice sees %s, want bob offline and the call open", got)
+	}
+	if code := bob.expectClose(); code != proto.CloseHeartbeatTimeout {
+		t.Errorf("bob's connection closed with %d, want %d", code, proto.CloseHeartbeatTimeout)
 	}
 }
