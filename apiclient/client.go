@@ -1,8 +1,8 @@
 // Package apiclient calls Herald's server API from an app's backend: it
 // signs each request with the server secret and calls the endpoints
-// (peer, group and broadcast messages, call invitations, registering and
-// unregistering users, kicking a user's sessions, a user's push devices,
-// the delivery log, test pushes).
+// (peer, group and broadcast messages, call invitations: placing, reading
+// and ending calls, registering and unregistering users, kicking a user's
+// sessions, a user's push devices, the delivery log, test pushes).
 //
 // A request is signed with four headers (docs/api.md):
 //
