@@ -388,6 +388,8 @@ func (s *Service) End(ctx context.Context, user string, origin SessionID, id, ex
 		case c.Caller() == user:
 		case c.EndBy != herald.CallEndByParticipant:
 			return s.refuse(herald.Errorf(herald.CodeForbidden, "only the caller can end call %q", id))
+		case p == nil:
+			return s.refuse(herald.Errorf(herald.CodeNotFound, "call %q not found", id))
 		case !p.State.InCall():
 			return s.refuse(herald.Errorf(herald.CodeForbidden, "only a participant in call %q can end it; your state is %s", id, p.State))
 		}
