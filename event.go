@@ -18,6 +18,11 @@ const (
 	EventCallAccepted  EventType = "call_accepted"
 	EventCallRejected  EventType = "call_rejected"
 	EventCallTimeout   EventType = "call_timeout" // invitees did not answer by the deadline
+	// Advanced mode.
+	EventCallInvited EventType = "call_invited" // a participant invited more users (Users)
+	EventCallJoined  EventType = "call_joined"
+	EventCallQuit    EventType = "call_quit"  // a participant left, or went offline (Reason CallQuitOffline)
+	EventCallEnded   EventType = "call_ended" // User ended it, or (User empty) its last participant in the call left
 
 	EventGroupChanged EventType = "group_changed"
 )
@@ -38,6 +43,10 @@ const (
 // CallCancelledCallerOffline is Event.Reason of an EventCallCancelled the
 // server made because the caller went offline (empty: the caller cancelled).
 const CallCancelledCallerOffline = "caller_offline"
+
+// CallQuitOffline is Event.Reason of an EventCallQuit for a participant
+// who went offline (state offline), not one who quit.
+const CallQuitOffline = "offline"
 
 // Event is something that happened, reported to the app's backend. The
 // producers (gateway, chat, call) fill Type, Time and the fields of their

@@ -1,8 +1,8 @@
 // Package apiclient calls Herald's server API from an app's backend: it
 // signs each request with the server secret and calls the endpoints
-// (peer, group and broadcast messages, call invitations, registering and
-// unregistering users, kicking a user's sessions, a user's push devices,
-// the delivery log, test pushes).
+// (peer, group and broadcast messages, call invitations: placing, reading
+// and ending calls, registering and unregistering users, kicking a user's
+// sessions, a user's push devices, the delivery log, test pushes).
 //
 // A request is signed with four headers (docs/api.md):
 //
@@ -187,6 +187,18 @@ func (c *Client) SendGroupMessage(ctx context.Context, req GroupMessageRequest) 
 func (c *Client) Broadcast(ctx context.Context, req BroadcastRequest) (*BroadcastReply, error) {
 	var rep BroadcastReply
 	return &rep, c.Do(ctx, http.MethodPost, PathBroadcast, req, &rep)
+}
+
+// GetCall reads a call with each participant's state.
+func (c *Client) GetCall(ctx context.Context, callID string) (*CallReply, error) {
+	var rep CallReply
+	return &rep, c.Do(ctx, http.MethodGet, strings.Replace(PathCall, "{call_id}", url.PathEscape(callID), 1), nil, &rep)
+}
+
+// EndCall ends an advanced-mode call for everyone.
+func (c *Client) EndCall(ctx context.Context, callID string, req CallEndRequest) (*CallReply, error) {
+	var rep CallReply
+	return &rep, c.Do(ctx, http.MethodPost, strings.Replace(PathCallEnd, "{call_id}", url.PathEscape(callID), 1), req, &rep)
 }
 
 // InviteCall places a call invitation.

@@ -16,6 +16,8 @@ const (
 	PathGroupMessage = "/api/v1/messages/group"
 	PathBroadcast    = "/api/v1/messages/broadcast"
 	PathCalls        = "/api/v1/calls"
+	PathCall         = "/api/v1/calls/{call_id}"
+	PathCallEnd      = "/api/v1/calls/{call_id}/end"
 	PathUsers        = "/api/v1/users"
 	PathUser         = "/api/v1/users/{user}"
 	PathUserKick     = "/api/v1/users/{user}/kick"
@@ -166,9 +168,24 @@ type CallInviteRequest struct {
 	Extended    string             `json:"extended_data,omitempty"`
 	PushEnabled bool               `json:"push_enabled,omitempty"`
 	Push        *herald.PushConfig `json:"push,omitempty"`
+	// Mode is "general" (the default) or "advanced"; Joinable and EndBy
+	// ("caller", the default, or "participant") are advanced mode's.
+	Mode     string `json:"mode,omitempty"`
+	Joinable bool   `json:"joinable,omitempty"`
+	EndBy    string `json:"end_by,omitempty"`
 }
 
-// CallReply is the call placed.
+// CallEndRequest is the (optional) body of POST
+// /api/v1/calls/{call_id}/end: Extended goes to the participants; Push
+// (only when PushEnabled) is an alert to the invitees still ringing with
+// no live session (e.g. "missed call").
+type CallEndRequest struct {
+	Extended    string             `json:"extended_data,omitempty"`
+	PushEnabled bool               `json:"push_enabled,omitempty"`
+	Push        *herald.PushConfig `json:"push,omitempty"`
+}
+
+// CallReply is the call placed, read or ended.
 type CallReply struct {
 	Call proto.CallInfo `json:"call"`
 }

@@ -42,11 +42,25 @@ type CallHandlers struct {
 	// change too). An invitee's other devices stop ringing when it shows
 	// the user accepted or rejected. The call has ended when call.Ended().
 	UserStateChanged func(call *herald.Call, changed []herald.CallParticipant)
+
+	// InvitationEnded (advanced mode): the call ended for everyone, ended
+	// by a participant (CallEnd) or because its last participant in the
+	// call left. It follows the UserStateChanged that shows the end.
+	InvitationEnded func(call *herald.Call)
 }
 
-// CallInviteConfig configures a call invitation (ZIMCallInviteConfig,
-// general mode).
+// CallInviteConfig configures a call invitation (ZIMCallInviteConfig).
 type CallInviteConfig struct {
+	// Mode is herald.CallGeneral (the default: the call ends when every
+	// invitee answered or timed out) or herald.CallAdvanced (the call
+	// lasts until CallEnd, or until its last participant in it leaves;
+	// see CallingInvite, CallJoin, CallQuit).
+	Mode herald.CallMode
+	// Joinable (advanced mode) lets users not invited CallJoin the call.
+	Joinable bool
+	// EndBy (advanced mode) is who may CallEnd the call: the caller (the
+	// default) or any participant in it (herald.CallEndByParticipant).
+	EndBy herald.CallEndBy
 	// Timeout is how long invitees have to answer, in whole seconds, 1 s
 	// to 10 min; zero means 90 s.
 	Timeout time.Duration
@@ -103,9 +117,110 @@ func (c *Client) CallInvite(ctx context.Context, invitees []string, cfg CallInvi
 	if err := checkCallExtras(cfg.ExtendedData, cfg.Push); err != nil {
 		return nil, opError(op, err)
 	}
+	if !herald.ValidCallMode(cfg.Mode) {
+		return nil, opError(op, herald.Errorf(herald.CodeInvalidArgument, "mode %q is not general or advanced", cfg.Mode))
+	}
 	return c.callRequest(ctx, op, proto.CallInviteRequest{
 		Invitees: invitees, Timeout: int(cfg.Timeout / time.Second), Extended: cfg.ExtendedData, Push: cfg.Push,
+		Mode: string(cfg.Mode), Joinable: cfg.Joinable, EndBy: string(cfg.EndBy),
 	})
+}
+
+// CallingInviteConfig configures a CallingInvite.
+type CallingInviteConfig struct {
+	// Push is pushed to the invitees' devices with no live session, as
+	// CallInvite's, expiring at their own deadline. Nil: the call's push
+	// configuration, if it had one.
+	Push *herald.PushConfig
+}
+
+// CallingInvite invites more users (1 to the server's limit, by default
+// 9) to an advanced-mode call the user is in (ZIM's callingInvite): each
+// rings (InvitationReceived) until its own deadline, the call's timeout
+// from now; users who rejected, timed out, quit or went offline are
+// invited again. Every participant gets UserStateChanged. The request is
+// made once, as CallInvite's. Errors: ErrNotFound (no such call of the
+// user's), ErrForbidden (a general-mode call, or the user is not in the
+// call), ErrConflict (the call ended, or an invitee is in it or rings
+// already), ErrInvalidArgument (invitees, or more participants than the
+// server's limit, by default 50).
+func (c *Client) CallingInvite(ctx context.Context, callID string, invitees []string, cfg CallingInviteConfig) (*herald.Call, error) {
+	const op = proto.OpCallCallingInvite
+	if err := checkCallID(callID); err != nil {
+		return nil, opError(op, err)
+	}
+	if len(invitees) == 0 {
+		return nil, opError(op, herald.Errorf(herald.CodeInvalidArgument, "invitees is empty: invite at least one user"))
+	}
+	for _, u := range invitees {
+		if err := herald.ValidateUserID(u); err != nil {
+			return nil, opError(op, herald.Errorf(herald.CodeInvalidArgument, "invitees: %s", herald.ErrorMessage(err)))
+		}
+	}
+	if err := checkCallExtras("", cfg.Push); err != nil {
+		return nil, opError(op, err)
+	}
+	return c.callRequest(ctx, op, proto.CallingInviteRequest{CallID: callID, Invitees: invitees, Push: cfg.Push})
+}
+
+// CallJoin puts the user in an advanced-mode call (ZIM's callJoin): one
+// that rings for them (this answers it), one they left (rejected, timed
+// out, quit, went offline), or a joinable call they are not part of. Their
+// state becomes herald.CallAccepted; every participant gets
+// UserStateChanged. The request is made once, as CallInvite's. Errors:
+// ErrNotFound (no such call, or not the user's and not joinable),
+// ErrForbidden (a general-mode call, or the call has ended), ErrConflict
+// (the user is in the call already).
+func (c *Client) CallJoin(ctx context.Context, callID, extendedData string) (*herald.Call, error) {
+	const op = proto.OpCallJoin
+	if err := checkCallID(callID); err != nil {
+		return nil, opError(op, err)
+	}
+	if err := checkCallExtras(extendedData, nil); err != nil {
+		return nil, opError(op, err)
+	}
+	return c.callRequest(ctx, op, proto.CallActionRequest{CallID: callID, Extended: extendedData})
+}
+
+// CallQuitConfig configures a CallQuit or a CallEnd.
+type CallQuitConfig struct {
+	ExtendedData string // passed to the participants (at most 1 KiB)
+	// Push, when set, is an alert to the devices with no live session of
+	// the invitees still ringing when the call ends (e.g. "missed call").
+	Push *herald.PushConfig
+}
+
+// CallQuit takes the user out of an advanced-mode call they are in (ZIM's
+// callQuit): their state becomes herald.CallQuit and every participant
+// gets UserStateChanged. The call goes on, unless nobody is left in it:
+// then it ends (InvitationEnded), and invitees still ringing stop
+// (InvitationCancelled). Errors: ErrNotFound (no such call of the user's,
+// or the user is not in it), ErrForbidden (a general-mode call),
+// ErrConflict (it ended).
+func (c *Client) CallQuit(ctx context.Context, callID string, cfg CallQuitConfig) (*herald.Call, error) {
+	return c.leaveCall(ctx, proto.OpCallQuit, callID, cfg)
+}
+
+// CallEnd ends an advanced-mode call for everyone (ZIM's callEnd): those
+// in it become herald.CallEnded, invitees still ringing stop
+// (InvitationCancelled, state herald.CallBeCancelled), and every
+// participant gets UserStateChanged then InvitationEnded. The caller may
+// end it, or any participant in it when the call's EndBy is
+// herald.CallEndByParticipant. Errors: ErrNotFound (no such call of the
+// user's), ErrForbidden (a general-mode call: CallCancel it; or the user
+// may not end it), ErrConflict (it ended).
+func (c *Client) CallEnd(ctx context.Context, callID string, cfg CallQuitConfig) (*herald.Call, error) {
+	return c.leaveCall(ctx, proto.OpCallEnd, callID, cfg)
+}
+
+func (c *Client) leaveCall(ctx context.Context, op, callID string, cfg CallQuitConfig) (*herald.Call, error) {
+	if err := checkCallID(callID); err != nil {
+		return nil, opError(op, err)
+	}
+	if err := checkCallExtras(cfg.ExtendedData, cfg.Push); err != nil {
+		return nil, opError(op, err)
+	}
+	return c.callRequest(ctx, op, proto.CallActionRequest{CallID: callID, Extended: cfg.ExtendedData, Push: cfg.Push})
 }
 
 // CallCancel cancels a call the user placed: invitees still ringing stop
@@ -257,6 +372,10 @@ func (c *Client) callEvent(s *session, f proto.Frame) {
 	case proto.EvCallInvitationTimeout:
 		if h.InvitationTimeout != nil {
 			fn = func() { h.InvitationTimeout(call) }
+		}
+	case proto.EvCallInvitationEnded:
+		if h.InvitationEnded != nil {
+			fn = func() { h.InvitationEnded(call) }
 		}
 	case proto.EvCallUserStateChanged:
 		if h.UserStateChanged != nil {

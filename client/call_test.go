@@ -30,6 +30,7 @@ func (r *callRecorder) handlers() CallHandlers {
 		InvitationReceived:  rec("received"),
 		InvitationCancelled: rec("cancelled"),
 		InvitationTimeout:   rec("timeout"),
+		InvitationEnded:     rec("ended"),
 		UserStateChanged: func(c *herald.Call, ch []herald.CallParticipant) {
 			r.evs <- callRecord{kind: "state", call: c, changed: ch}
 		},
@@ -200,3 +201,99 @@ func TestQueryCalls(t *testing.T) {
 		t.Errorf("QueryCalls = %d calls, more %v, %v", len(got.calls), got.more, got.err)
 	}
 }
+
+// TestAdvancedCallRequests: the advanced-mode methods send their requests
+// with every field, read the call back with each participant's deadline,
+// refuse bad input before sending, and InvitationEnded gets the ended
+// event.
+func TestAdvancedCallRequests(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	c, cr := newCallTestClient(t, srv, r)
+	fc := loggedIn(t, c, srv, r)
+	ctx := context.Background()
+	adv := wireCall
+	adv.Mode, adv.Joinable, adv.EndBy = "advanced", true, "participant"
+	adv.Participants = []proto.CallParticipant{
+		{User: "me", State: "accepted", UpdatedAt: 1700000000000},
+		{User: "bob", State: "received", UpdatedAt: 1700000000000, Deadline: 1700000030000},
+	}
+	res := make(chan error, 1)
+	run := func(f func() (*herald.Call, error)) {
+		go func() {
+			call, err := f()
+			if err == nil && (call.Mode != herald.CallAdvanced || !call.Joinable || call.EndBy != herald.CallEndByParticipant ||
+				!call.Participant("bob").Deadline.Equal(time.UnixMilli(1700000030000))) {
+				err = errors.New("the call read back lost its advanced fields")
+			}
+			res <- err
+		}()
+	}
+	push := &herald.PushConfig{Title: "missed"}
+
+	run(func() (*herald.Call, error) {
+		return c.CallInvite(ctx, []string{"bob"}, CallInviteConfig{Mode: herald.CallAdvanced, Joinable: true, EndBy: herald.CallEndByParticipant})
+	})
+	f := fc.expect(t, proto.OpCallInvite)
+	if req := decode[proto.CallInviteRequest](t, f); req.Mode != "advanced" || !req.Joinable || req.EndBy != "participant" {
+		t.Errorf("call_invite request = %+v", req)
+	}
+	fc.reply(f.ID, proto.CallReply{Call: adv})
+	if err := wait(t, res); err != nil {
+		t.Fatal(err)
+	}
+
+	run(func() (*herald.Call, error) {
+		return c.CallingInvite(ctx, "c1", []string{"carol"}, CallingInviteConfig{Push: push})
+	})
+	f = fc.expect(t, proto.OpCallCallingInvite)
+	if req := decode[proto.CallingInviteRequest](t, f); req.CallID != "c1" || len(req.Invitees) != 1 || req.Invitees[0] != "carol" || req.Push == nil {
+		t.Errorf("call_calling_invite request = %+v", req)
+	}
+	fc.reply(f.ID, proto.CallReply{Call: adv})
+	if err := wait(t, res); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		op   string
+		call func() (*herald.Call, error)
+		want proto.CallActionRequest
+	}{
+		{proto.OpCallJoin, func() (*herald.Call, error) { return c.CallJoin(ctx, "c1", "hi") }, proto.CallActionRequest{CallID: "c1", Extended: "hi"}},
+		{proto.OpCallQuit, func() (*herald.Call, error) { return c.CallQuit(ctx, "c1", CallQuitConfig{ExtendedData: "bye"}) }, proto.CallActionRequest{CallID: "c1", Extended: "bye"}},
+		{proto.OpCallEnd, func() (*herald.Call, error) { return c.CallEnd(ctx, "c1", CallQuitConfig{Push: push}) }, proto.CallActionRequest{CallID: "c1", Push: push}},
+	} {
+		run(tc.call)
+		f := fc.expect(t, tc.op)
+		if req := decode[proto.CallActionRequest](t, f); req.CallID != tc.want.CallID || req.Extended != tc.want.Extended || (req.Push == nil) != (tc.want.Push == nil) {
+			t.Errorf("%s request = %+v, want %+v", tc.op, req, tc.want)
+		}
+		fc.reply(f.ID, proto.CallReply{Call: adv})
+		if err := wait(t, res); err != nil {
+			t.Fatalf("%s: %v", tc.op, err)
+		}
+	}
+
+	// Bad input is refused before anything is sent.
+	for name, err := range map[string]error{
+		"calling_invite of nobody":  callErr(c.CallingInvite(ctx, "c1", nil, CallingInviteConfig{})),
+		"calling_invite without ID": callErr(c.CallingInvite(ctx, "", []string{"bob"}, CallingInviteConfig{})),
+		"join without ID":           callErr(c.CallJoin(ctx, "", "")),
+		"quit with huge extended":   callErr(c.CallQuit(ctx, "c1", CallQuitConfig{ExtendedData: string(make([]byte, 2000))})),
+		"invite in an unknown mode": callErr(c.CallInvite(ctx, []string{"bob"}, CallInviteConfig{Mode: "party"})),
+	} {
+		if !errors.Is(err, ErrInvalidArgument) && !errors.Is(err, ErrTooLarge) {
+			t.Errorf("%s: %v, want an invalid-argument or too-large error", name, err)
+		}
+	}
+
+	ended := adv
+	ended.EndedAt = 1700000005000
+	fc.event(proto.EvCallInvitationEnded, proto.CallEvent{Call: ended})
+	if got := wait(t, cr.evs); got.kind != "ended" || !got.call.Ended() {
+		t.Errorf("call_invitation_ended reached handler %s (ended %v), want ended", got.kind, got.call.Ended())
+	}
+}
+
+func callErr(_ *herald.Call, err error) error { return err }

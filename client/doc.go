@@ -119,8 +119,16 @@
 // invitees with no live session are pushed (a VoIP push where they
 // registered a PushKit token), and the push expires with the call. A
 // caller who logs out before anyone accepted cancels their calls.
-// QueryCalls lists the user's calls with each participant's outcome. Call
-// operations are sent once, never resent after a reconnect: a lost
+// QueryCalls lists the user's calls with each participant's outcome.
+//
+// With CallInviteConfig.Mode herald.CallAdvanced (ZIM's advanced mode) the
+// call stays open after the answers: a participant in it invites more
+// users with CallingInvite (each invitation with its own deadline and
+// push), users CallJoin it and CallQuit it, and CallEnd ends it for
+// everyone (InvitationEnded); it also ends when its last participant in
+// it leaves or goes offline.
+//
+// Call operations are sent once, never resent after a reconnect: a lost
 // connection fails them with ErrUnavailable.
 //
 // # Threading

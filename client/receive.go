@@ -84,7 +84,7 @@ func (c *Client) handleEvent(s *session, cn *conn, f proto.Frame, synced *bool) 
 	case proto.EvGroupChanged:
 		c.groupChanged(s, f.Data)
 	case proto.EvCallInvitationCreated, proto.EvCallInvitationReceived, proto.EvCallInvitationCancelled,
-		proto.EvCallInvitationTimeout, proto.EvCallUserStateChanged:
+		proto.EvCallInvitationTimeout, proto.EvCallUserStateChanged, proto.EvCallInvitationEnded:
 		c.callEvent(s, f)
 	case proto.EvError:
 		var e proto.Error

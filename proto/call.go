@@ -6,8 +6,7 @@ import (
 	"github.com/herald-im/herald"
 )
 
-// CallInviteRequest invites users to a call (ZIM's callInvite, general
-// mode).
+// CallInviteRequest invites users to a call (ZIM's callInvite).
 type CallInviteRequest struct {
 	Invitees []string `json:"invitees"`          // 1 to the server's limit (default 9), not the caller
 	Timeout  int      `json:"timeout,omitempty"` // seconds, 1-600; 0 means 90
@@ -15,14 +14,33 @@ type CallInviteRequest struct {
 	// Push is pushed to invitees with no live session: a VoIP push to a
 	// device with a VoIP token, else an alert. It expires with the call.
 	Push *herald.PushConfig `json:"push,omitempty"`
+	// Mode is "general" (the default) or "advanced".
+	Mode string `json:"mode,omitempty"`
+	// Joinable (advanced mode) lets users not invited join the call.
+	Joinable bool `json:"joinable,omitempty"`
+	// EndBy (advanced mode) is who may end the call: "caller" (the
+	// default) or "participant" (the caller or anyone in the call).
+	EndBy string `json:"end_by,omitempty"`
 }
 
-// CallActionRequest answers (accept, reject) or cancels a call.
+// CallingInviteRequest invites more users to an advanced-mode call the
+// user is in (ZIM's callingInvite).
+type CallingInviteRequest struct {
+	CallID   string   `json:"call_id"`
+	Invitees []string `json:"invitees"` // 1 to the server's limit (default 9)
+	// Push is pushed to the invitees with no live session, expiring at
+	// their own deadline (the call's timeout from now); absent: the
+	// call's push configuration, if it had one.
+	Push *herald.PushConfig `json:"push,omitempty"`
+}
+
+// CallActionRequest answers (accept, reject), cancels, or in advanced
+// mode joins, quits or ends a call.
 type CallActionRequest struct {
 	CallID   string `json:"call_id"`
 	Extended string `json:"extended_data,omitempty"`
-	// Push, on cancel only: an alert to the invitees with no live session
-	// (e.g. "missed call").
+	// Push, on cancel, quit and end only: an alert to the invitees still
+	// ringing with no live session whom it stops (e.g. "missed call").
 	Push *herald.PushConfig `json:"push,omitempty"`
 }
 
@@ -63,16 +81,20 @@ type CallInfo struct {
 	Deadline     int64             `json:"deadline"`     // ms: unanswered invitees time out then
 	EndedAt      int64             `json:"ended_at,omitempty"`
 	Extended     string            `json:"extended_data,omitempty"`
+	Joinable     bool              `json:"joinable,omitempty"` // advanced mode
+	EndBy        string            `json:"end_by,omitempty"`   // advanced mode: caller or participant
 }
 
 // CallParticipant is one user's state (ZIM's ZIMCallUserState names, in
 // snake case: inviting, received, not_yet_received, accepted, rejected,
-// cancelled, be_cancelled, timeout, ended).
+// cancelled, be_cancelled, timeout, ended, and in advanced mode quit and
+// offline).
 type CallParticipant struct {
 	User      string `json:"user"`
 	State     string `json:"state"`
 	UpdatedAt int64  `json:"updated_at"`
 	Extended  string `json:"extended_data,omitempty"`
+	Deadline  int64  `json:"deadline,omitempty"` // ms, advanced mode: when this user's invitation times out
 }
 
 // CallEvent is the body of every call event. Changed lists, for
@@ -88,6 +110,7 @@ func CallInfoFrom(c *herald.Call) CallInfo {
 	out := CallInfo{
 		CallID: c.ID, Mode: string(c.Mode), Caller: c.Caller(), Timeout: int(c.Timeout.Seconds()),
 		CreatedAt: Millis(c.CreatedAt), Deadline: Millis(c.Deadline), Extended: c.Extended,
+		Joinable: c.Joinable, EndBy: string(c.EndBy),
 		Participants: make([]CallParticipant, len(c.Participants)),
 	}
 	if c.Ended() {
@@ -101,7 +124,11 @@ func CallInfoFrom(c *herald.Call) CallInfo {
 
 // CallParticipantFrom renders one participant.
 func CallParticipantFrom(p herald.CallParticipant) CallParticipant {
-	return CallParticipant{User: p.User, State: string(p.State), UpdatedAt: Millis(p.UpdatedAt), Extended: p.Extended}
+	out := CallParticipant{User: p.User, State: string(p.State), UpdatedAt: Millis(p.UpdatedAt), Extended: p.Extended}
+	if !p.Deadline.IsZero() {
+		out.Deadline = Millis(p.Deadline)
+	}
+	return out
 }
 
 // ToCall reads a call as the SDK hands it to the app. A call with fewer
@@ -111,6 +138,7 @@ func (ci *CallInfo) ToCall() *herald.Call {
 	c := &herald.Call{
 		ID: ci.CallID, Mode: herald.CallMode(ci.Mode), Timeout: time.Duration(ci.Timeout) * time.Second,
 		CreatedAt: time.UnixMilli(ci.CreatedAt), Deadline: time.UnixMilli(ci.Deadline), Extended: ci.Extended,
+		Joinable: ci.Joinable, EndBy: herald.CallEndBy(ci.EndBy),
 		Participants: make([]herald.CallParticipant, 0, max(len(ci.Participants), 1)),
 	}
 	if ci.EndedAt != 0 {
@@ -127,5 +155,9 @@ func (ci *CallInfo) ToCall() *herald.Call {
 
 // ToParticipant reads one participant.
 func (p *CallParticipant) ToParticipant() herald.CallParticipant {
-	return herald.CallParticipant{User: p.User, State: herald.CallUserState(p.State), UpdatedAt: time.UnixMilli(p.UpdatedAt), Extended: p.Extended}
+	out := herald.CallParticipant{User: p.User, State: herald.CallUserState(p.State), UpdatedAt: time.UnixMilli(p.UpdatedAt), Extended: p.Extended}
+	if p.Deadline != 0 {
+		out.Deadline = time.UnixMilli(p.Deadline)
+	}
+	return out
 }

@@ -64,6 +64,11 @@ const (
 	OpCallAccept = "call_accept" // CallActionRequest -> CallReply
 	OpCallReject = "call_reject" // CallActionRequest -> CallReply
 	OpCalls      = "calls"       // CallsRequest -> CallsReply: the user's call list
+	// Advanced mode.
+	OpCallCallingInvite = "call_calling_invite" // CallingInviteRequest -> CallReply
+	OpCallJoin          = "call_join"           // CallActionRequest -> CallReply
+	OpCallQuit          = "call_quit"           // CallActionRequest -> CallReply
+	OpCallEnd           = "call_end"            // CallActionRequest -> CallReply
 )
 
 // Events: frames the server sends on its own.
@@ -81,6 +86,7 @@ const (
 	EvCallInvitationCancelled = "call_invitation_cancelled" // CallEvent to an invitee: stop ringing, the caller cancelled
 	EvCallInvitationTimeout   = "call_invitation_timeout"   // CallEvent to an invitee: stop ringing, not answered in time
 	EvCallUserStateChanged    = "call_user_state_changed"   // CallEvent to every participant's sessions
+	EvCallInvitationEnded     = "call_invitation_ended"     // CallEvent to every participant: an advanced-mode call ended
 )
 
 // Frame is the envelope of every message in either direction.

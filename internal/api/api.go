@@ -97,6 +97,12 @@ type Users interface {
 // Calls is what the API needs of the call service.
 type Calls interface {
 	Invite(ctx context.Context, caller string, origin call.SessionID, invitees []string, timeout time.Duration, extended string, push *herald.PushConfig) (*herald.Call, error)
+	InviteWith(ctx context.Context, caller string, origin call.SessionID, invitees []string, timeout time.Duration, extended string, push *herald.PushConfig, o call.InviteOptions) (*herald.Call, error)
+	// Call reads a call (CodeNotFound when there is none).
+	Call(ctx context.Context, id string) (*herald.Call, error)
+	// EndByServer ends an open advanced-mode call (CodeNotFound,
+	// CodeForbidden for a general-mode call, CodeConflict when ended).
+	EndByServer(ctx context.Context, id, extended string, push *herald.PushConfig) (*herald.Call, error)
 }
 
 // Paths served (apiclient has them all).
@@ -200,6 +206,8 @@ func (h *Handler) routes() []route {
 		{http.MethodPost, apiclient.PathGroupMessage, h.groupMessage},
 		{http.MethodPost, apiclient.PathBroadcast, h.broadcast},
 		{http.MethodPost, apiclient.PathCalls, h.inviteCall},
+		{http.MethodGet, apiclient.PathCall, h.getCall},
+		{http.MethodPost, apiclient.PathCallEnd, h.endCall},
 		{http.MethodPost, apiclient.PathUsers, h.registerUsers},
 		{http.MethodGet, apiclient.PathUser, h.getUser},
 		{http.MethodDelete, apiclient.PathUser, h.unregisterUser},

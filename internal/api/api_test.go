@@ -522,6 +522,30 @@ func TestBroadcastKickDevicesCall(t *testing.T) {
 	if call.Call.CallID != "call-1" || call.Call.Caller != "alice" || call.Call.Timeout != 30 || f.calls.last.Push != nil {
 		t.Errorf("call %+v push %+v, want alice's call without push (push_enabled false)", call.Call, f.calls.last.Push)
 	}
+
+	// A general call is read back, and cannot be ended.
+	got, err := f.client.GetCall(ctx, "call-1")
+	if err != nil || got.Call.CallID != "call-1" || len(got.Call.Participants) != 2 || got.Call.Participants[1].User != "bob" {
+		t.Errorf("GetCall: %+v, %v; want call-1 with alice and bob", got, err)
+	}
+	if _, err := f.client.EndCall(ctx, "call-1", apiclient.CallEndRequest{}); apiCode(err) != herald.CodeForbidden {
+		t.Errorf("ending a general call: %v, want forbidden", err)
+	}
+	if _, err := f.client.GetCall(ctx, "nope"); apiCode(err) != herald.CodeNotFound {
+		t.Errorf("GetCall(unknown): %v, want not_found", err)
+	}
+	// An advanced call is placed with its settings and ended.
+	adv, err := f.client.InviteCall(ctx, apiclient.CallInviteRequest{Caller: "alice", Invitees: []string{"bob"}, Mode: "advanced", Joinable: true, EndBy: "participant"})
+	if err != nil || adv.Call.Mode != "advanced" || !adv.Call.Joinable || adv.Call.EndBy != "participant" {
+		t.Fatalf("advanced invite: %+v, %v", adv, err)
+	}
+	if _, err := f.client.EndCall(ctx, "call-1", apiclient.CallEndRequest{PushEnabled: true}); apiCode(err) != herald.CodeInvalidArgument {
+		t.Errorf("end with push_enabled and no push: %v, want invalid_argument", err)
+	}
+	ended, err := f.client.EndCall(ctx, "call-1", apiclient.CallEndRequest{Extended: "bye", PushEnabled: true, Push: &herald.PushConfig{Title: "missed"}})
+	if err != nil || ended.Call.EndedAt == 0 || f.calls.last.Push == nil || f.calls.last.Push.Title != "missed" {
+		t.Errorf("EndCall: %+v, %v; want the call ended with the missed-call push", ended, err)
+	}
 }
 
 func TestMaskToken(t *testing.T) {
@@ -568,4 +592,13 @@ func TestUnavailableWithoutServices(t *testing.T) {
 			t.Errorf("%s without its service: %d, want 503", path, rec.Code)
 		}
 	}
+}
+
+// apiCode is the error code of a failed API call.
+func apiCode(err error) herald.Code {
+	var ae *apiclient.Error
+	if errors.As(err, &ae) {
+		return herald.Code(ae.Code)
+	}
+	return ""
 }

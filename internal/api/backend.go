@@ -14,6 +14,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/apiclient"
+	"github.com/herald-im/herald/internal/call"
 	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/proto"
 )
@@ -280,7 +281,75 @@ func (h *Handler) inviteCall(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	c, err := h.cfg.Calls.Invite(ctx, req.Caller, 0, req.Invitees, timeout, req.Extended, pc)
+	var c *herald.Call
+	if req.Mode == "" && !req.Joinable && req.EndBy == "" {
+		c, err = h.cfg.Calls.Invite(ctx, req.Caller, 0, req.Invitees, timeout, req.Extended, pc)
+	} else {
+		c, err = h.cfg.Calls.InviteWith(ctx, req.Caller, 0, req.Invitees, timeout, req.Extended, pc,
+			call.InviteOptions{Mode: herald.CallMode(req.Mode), Joinable: req.Joinable, EndBy: herald.CallEndBy(req.EndBy)})
+	}
+	if err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiclient.CallReply{Call: proto.CallInfoFrom(c)})
+}
+
+// maxCallIDLen bounds a call ID in a path (the server's are 32 hex
+// digits).
+const maxCallIDLen = 64
+
+func callIDOf(r *http.Request) (string, error) {
+	id := r.PathValue("call_id")
+	if id == "" || len(id) > maxCallIDLen {
+		return "", herald.Errorf(herald.CodeInvalidArgument, "call_id must be 1-%d characters", maxCallIDLen)
+	}
+	return id, nil
+}
+
+func (h *Handler) getCall(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Calls == nil {
+		writeErr(w, h.log, unavailable("calling"))
+		return
+	}
+	id, err := callIDOf(r)
+	if err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	c, err := h.cfg.Calls.Call(ctx, id)
+	if err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, apiclient.CallReply{Call: proto.CallInfoFrom(c)})
+}
+
+func (h *Handler) endCall(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Calls == nil {
+		writeErr(w, h.log, unavailable("calling"))
+		return
+	}
+	id, err := callIDOf(r)
+	if err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	var req apiclient.CallEndRequest
+	if err := decode(r, &req, true); err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	pc, err := pushOf(req.PushEnabled, req.Push)
+	if err != nil {
+		writeErr(w, h.log, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	c, err := h.cfg.Calls.EndByServer(ctx, id, req.Extended, pc)
 	if err != nil {
 		writeErr(w, h.log, err)
 		return

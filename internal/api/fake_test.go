@@ -120,6 +120,40 @@ func (f *fakeCalls) Invite(ctx context.Context, caller string, origin call.Sessi
 	return c, nil
 }
 
+func (f *fakeCalls) InviteWith(ctx context.Context, caller string, origin call.SessionID, invitees []string, timeout time.Duration, extended string, p *herald.PushConfig, o call.InviteOptions) (*herald.Call, error) {
+	c, err := f.Invite(ctx, caller, origin, invitees, timeout, extended, p)
+	if err != nil {
+		return nil, err
+	}
+	c.Mode, c.Joinable, c.EndBy = o.Mode, o.Joinable, o.EndBy
+	return c, nil
+}
+
+func (f *fakeCalls) Call(ctx context.Context, id string) (*herald.Call, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.last == nil || f.last.ID != id {
+		return nil, herald.Errorf(herald.CodeNotFound, "call %q not found", id)
+	}
+	return f.last, nil
+}
+
+func (f *fakeCalls) EndByServer(ctx context.Context, id, extended string, p *herald.PushConfig) (*herald.Call, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.last == nil || f.last.ID != id:
+		return nil, herald.Errorf(herald.CodeNotFound, "call %q not found", id)
+	case f.last.Mode != herald.CallAdvanced:
+		return nil, herald.Errorf(herald.CodeForbidden, "general mode")
+	}
+	c := *f.last
+	c.EndedAt, c.Extended = c.CreatedAt.Add(time.Minute), extended
+	c.Push = p
+	f.last = &c
+	return &c, nil
+}
+
 type fakePush struct {
 	devices map[string][]herald.PushDevice
 	rules   map[string]herald.PushRule

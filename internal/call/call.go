@@ -1,6 +1,7 @@
-// Package call owns call invitations (ZIM's call invitation, general mode):
-// a persisted state machine per call, with a server-side timer for its
-// deadline. It decides who may invite, accept, reject and cancel, stores
+// Package call owns call invitations (ZIM's call invitation, general and
+// advanced modes): a persisted state machine per call, with a server-side
+// timer for its next deadline. It decides who may invite, accept, reject,
+// cancel, and in advanced mode invite more, join, quit and end, stores
 // every state change (with the call's offline pushes, in the same write)
 // before anyone hears of it, and then tells the participants' live
 // sessions through the Notifier, which the gateway implements. It knows no
@@ -49,6 +50,10 @@ const (
 	// EventStateChanged goes to every participant's sessions with the
 	// participants whose state just changed.
 	EventStateChanged
+	// EventEnded goes to every participant's sessions when an
+	// advanced-mode call ends (ZIM's callInvitationEnded): ended by a
+	// participant, or its last participant in the call left.
+	EventEnded
 )
 
 func (e Event) String() string {
@@ -63,6 +68,8 @@ func (e Event) String() string {
 		return "timeout"
 	case EventStateChanged:
 		return "state_changed"
+	case EventEnded:
+		return "ended"
 	}
 	return "unknown"
 }
@@ -122,12 +129,19 @@ type Timer interface {
 
 // Config tunes the service. Zero values take the defaults on each field.
 type Config struct {
-	// MaxInvitees bounds the users one call invites; zero means
+	// MaxInvitees bounds the users one call invites, and one
+	// calling_invite of an advanced-mode call; zero means
 	// herald.DefaultMaxCallInvitees (9, ZIM's).
 	MaxInvitees int
-	// MaxOpenCalls bounds the calls one user may have ringing at once as
-	// the caller: each holds a timer and rings up to MaxInvitees users,
-	// so a client must not place them at its full send rate. Zero means 10.
+	// MaxParticipants bounds the users one advanced-mode call holds: the
+	// caller and every user ever invited to it or joined, whatever their
+	// state (each hears of every change). Zero means
+	// herald.DefaultMaxCallParticipants (50).
+	MaxParticipants int
+	// MaxOpenCalls bounds the calls one user may have open at once as
+	// the caller (ringing; an advanced-mode call until it ends): each
+	// holds a timer and rings up to MaxInvitees users, so a client must
+	// not place them at its full send rate. Zero means 10.
 	MaxOpenCalls int
 	// StoreTimeout bounds each store write the service makes on its own
 	// (a timeout, a login's ringing, a caller gone offline), and each
@@ -160,8 +174,11 @@ type Config struct {
 	// OfflineRecheck (Cluster) is how long after a caller's offline was
 	// set aside, because the notifier counted a session of theirs on
 	// another node, it is checked once more: that node may be dead, its
-	// sessions counted until the presence TTL (30 s) passes. Zero means
-	// 31s.
+	// sessions counted until the presence TTL (30 s) passes. It is also,
+	// on one node as on several, how long after Start the participants
+	// in open advanced-mode calls with no live session are made offline
+	// (past the heartbeat timeout the gateway's grace timers, which a
+	// restart forgets, would have waited). Zero means 31s.
 	OfflineRecheck time.Duration
 	// AdoptGrace delays the timeout of an adopted call past its
 	// deadline, so the node that placed it, which arms the deadline
@@ -178,6 +195,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxOpenCalls <= 0 {
 		c.MaxOpenCalls = 10
+	}
+	if c.MaxParticipants <= 0 {
+		c.MaxParticipants = herald.DefaultMaxCallParticipants
 	}
 	if c.StoreTimeout <= 0 {
 		c.StoreTimeout = 5 * time.Second
@@ -223,7 +243,12 @@ type Stats struct {
 	Lost        int64 // state changes the store refused because another node changed the call first
 	Retried     int64 // of those, writes attempted again after the request, checked again against the stored call, still applied
 	Adopted     int64 // open calls placed through another node taken on from the store or the bus
-	Open        int64 // calls ringing now
+	Open        int64 // calls open now: ringing, or (advanced mode) not ended
+	// Advanced mode.
+	CallingInvited int64 // calling_invite requests stored (each invites 1 or more users)
+	Joined         int64 // users who joined a call (an invitee answering by joining too)
+	Quit           int64 // participants who left a call: quit, or went offline in it
+	Ended          int64 // advanced calls ended: by a participant, the server API, or the last one leaving
 }
 
 // Service runs call invitations. Its methods are safe for concurrent use.
@@ -245,6 +270,7 @@ type Service struct {
 
 	stats struct {
 		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost, retried, adopted atomic.Int64
+		callingInvited, joined, quit, ended                                                            atomic.Int64
 	}
 }
 
@@ -366,9 +392,13 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	for _, e := range loaded {
 		c := e.cur.Load()
-		if now.Before(c.Deadline.Add(grace)) {
+		next := c.NextDeadline()
+		if next.IsZero() {
+			continue // an advanced-mode call in which nobody rings: no timer
+		}
+		if now.Before(next.Add(grace)) {
 			e.mu.Lock()
-			s.armLocked(e, c.Deadline.Sub(now)+grace)
+			s.armLocked(e, next.Sub(now)+grace)
 			e.mu.Unlock()
 			continue
 		}
@@ -378,6 +408,14 @@ func (s *Service) Start(ctx context.Context) error {
 		s.expire(e)
 	}
 	s.log.Info("calls started", "open", len(loaded)-late, "timed_out_while_down", late)
+	s.mu.Lock()
+	if !s.closed && s.anyAdvancedLocked() {
+		// The grace timers of users whose sessions dropped before the
+		// restart died with the old process: those still absent then
+		// are offline in their advanced calls (absentAfterStart).
+		s.cfg.AfterFunc(s.cfg.OfflineRecheck, s.absentAfterStart)
+	}
+	s.mu.Unlock()
 	if s.cfg.Cluster {
 		s.mu.Lock()
 		if !s.closed {
@@ -425,6 +463,7 @@ func (s *Service) Stats() Stats {
 		Cancelled: s.stats.cancelled.Load(), TimedOut: s.stats.timedOut.Load(), Refused: s.stats.refused.Load(),
 		StoreFailed: s.stats.storeFailed.Load(), Lost: s.stats.lost.Load(), Retried: s.stats.retried.Load(),
 		Adopted: s.stats.adopted.Load(), Open: int64(open),
+		CallingInvited: s.stats.callingInvited.Load(), Joined: s.stats.joined.Load(), Quit: s.stats.quit.Load(), Ended: s.stats.ended.Load(),
 	}
 }
 
@@ -478,6 +517,42 @@ func (s *Service) armLocked(e *entry, d time.Duration) {
 	e.timer = s.cfg.AfterFunc(max(d, 0), func() { s.expire(e) })
 }
 
+// armNextLocked (re)starts e's timer at c's next deadline plus grace
+// (herald.Call.NextDeadline), or stops it when nothing in c rings (an
+// advanced-mode call between invitations); e.mu must be held.
+func (s *Service) armNextLocked(e *entry, c *herald.Call, grace time.Duration) {
+	next := c.NextDeadline()
+	if next.IsZero() {
+		if e.timer != nil {
+			e.timer.Stop()
+			e.timer = nil
+		}
+		return
+	}
+	s.armLocked(e, next.Sub(s.now())+grace)
+}
+
+// indexNewLocked indexes the participants of next, e's call, that prev
+// did not have (an advanced-mode call grows); e.mu must be held.
+func (s *Service) indexNewLocked(e *entry, prev, next *herald.Call) {
+	if prev == nil || len(next.Participants) <= len(prev.Participants) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open[next.ID] != e {
+		return
+	}
+	for _, p := range next.Participants {
+		m := s.byUser[p.User]
+		if m == nil {
+			m = make(map[*entry]bool)
+			s.byUser[p.User] = m
+		}
+		m[e] = true
+	}
+}
+
 // commit stores next (with jobs) as e's call: the only way a call
 // changes. e.mu must be held. An ended call leaves the maps.
 //
@@ -519,6 +594,8 @@ func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs 
 	e.cur.Store(next)
 	if next.Ended() {
 		s.removeLocked(next, e)
+	} else {
+		s.indexNewLocked(e, prev, next)
 	}
 	if stored != nil {
 		stored(jobs)
@@ -536,9 +613,12 @@ func (s *Service) refresh(ctx context.Context, e *entry) bool {
 		s.log.Error("call: reading a call changed by another node failed", "call_id", id, "err", err)
 		return false
 	}
+	prev := e.cur.Load()
 	e.cur.Store(c)
 	if c.Ended() {
 		s.removeLocked(c, e)
+	} else {
+		s.indexNewLocked(e, prev, c)
 	}
 	return true
 }
@@ -576,6 +656,13 @@ func (s *Service) applyLocked(e *entry, c *herald.Call) bool {
 	e.cur.Store(c)
 	if c.Ended() {
 		s.removeLocked(c, e)
+		return true
+	}
+	s.indexNewLocked(e, cur, c)
+	if c.Advanced() {
+		// Its invitations change with the calls: another node
+		// invited more users (it arms their deadline itself).
+		s.armNextLocked(e, c, s.cfg.AdoptGrace)
 	}
 	return true
 }
@@ -606,7 +693,7 @@ func (s *Service) adopt(c *herald.Call) *entry {
 	s.addLocked(c, e)
 	s.mu.Unlock()
 	s.stats.adopted.Add(1)
-	s.armLocked(e, c.Deadline.Sub(s.now())+s.cfg.AdoptGrace)
+	s.armNextLocked(e, c, s.cfg.AdoptGrace)
 	s.log.Debug("call adopted", "call_id", c.ID, "version", c.Version)
 	return e
 }
@@ -741,8 +828,9 @@ func (s *Service) scanOpen(ctx context.Context) error {
 // offline caller's cancel reaches, calls placed through another node; the
 // ended ones end the copy held here, if any (its end event was lost), so a
 // login does not ring a call that ended elsewhere. It reads
-// one page (MaxListLimit calls) and stops at the first call created more
-// than herald.MaxCallTimeout ago (none before it can still ring).
+// one page (MaxListLimit calls) and skips those created more than
+// herald.MaxCallTimeout ago (none can still ring) but for open
+// advanced-mode calls, which last until they end.
 func (s *Service) adoptUserCalls(user string) {
 	if !s.cfg.Cluster {
 		return
@@ -756,8 +844,10 @@ func (s *Service) adoptUserCalls(user string) {
 	}
 	since := s.now().Add(-herald.MaxCallTimeout)
 	for _, c := range cs {
-		if c.CreatedAt.Before(since) {
-			break
+		if c.CreatedAt.Before(since) && (c.Ended() || !c.Advanced()) {
+			// A general-mode call this old no longer rings; an
+			// advanced-mode one lasts until it ends.
+			continue
 		}
 		s.observe(c, nil)
 	}
@@ -842,8 +932,50 @@ func finishIfAnswered(next *herald.Call, now time.Time) bool {
 // MaxOpenCalls calls ringing; CodeUnavailable when closing; store
 // failures. It blocks on the store write.
 func (s *Service) Invite(ctx context.Context, caller string, origin SessionID, invitees []string, timeout time.Duration, extended string, push *herald.PushConfig) (*herald.Call, error) {
+	return s.InviteWith(ctx, caller, origin, invitees, timeout, extended, push, InviteOptions{})
+}
+
+// InviteOptions are an invitation's mode and, in advanced mode, its
+// settings. The zero value is a general-mode call.
+type InviteOptions struct {
+	Mode herald.CallMode // empty: general
+	// Joinable (advanced mode) lets users not invited join the call.
+	Joinable bool
+	// EndBy (advanced mode) says who may end the call; empty: the caller.
+	EndBy herald.CallEndBy
+}
+
+func (s *Service) checkOptions(o InviteOptions, invitees int) error {
+	switch {
+	case !herald.ValidCallMode(o.Mode):
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "mode %q is not general or advanced", o.Mode))
+	case o.Mode != herald.CallAdvanced && (o.Joinable || o.EndBy != ""):
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "joinable and end_by are for advanced-mode calls only"))
+	case o.EndBy != "" && o.EndBy != herald.CallEndByCaller && o.EndBy != herald.CallEndByParticipant:
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "end_by %q is not caller or participant", o.EndBy))
+	case o.Mode == herald.CallAdvanced && 1+invitees > s.cfg.MaxParticipants:
+		return s.refuse(herald.Errorf(herald.CodeInvalidArgument, "a call holds at most %d participants, the caller included", s.cfg.MaxParticipants))
+	}
+	return nil
+}
+
+// InviteWith places a call as Invite does, in the mode o names. In
+// advanced mode the caller is in the call (accepted) from the start, each
+// invitee has its own deadline (the call's, for these first ones), and
+// the call does not end when every invitee answered: see CallingInvite,
+// Join, Quit and End.
+func (s *Service) InviteWith(ctx context.Context, caller string, origin SessionID, invitees []string, timeout time.Duration, extended string, push *herald.PushConfig, o InviteOptions) (*herald.Call, error) {
 	if err := s.checkInvite(caller, invitees, timeout, extended, push); err != nil {
 		return nil, err
+	}
+	if err := s.checkOptions(o, len(invitees)); err != nil {
+		return nil, err
+	}
+	if o.Mode == "" {
+		o.Mode = herald.CallGeneral
+	}
+	if o.Mode == herald.CallAdvanced && o.EndBy == "" {
+		o.EndBy = herald.CallEndByCaller
 	}
 	if timeout == 0 {
 		timeout = herald.DefaultCallTimeout
@@ -858,17 +990,26 @@ func (s *Service) Invite(ctx context.Context, caller string, origin SessionID, i
 	n := s.notifier()
 	now := s.now()
 	c := &herald.Call{
-		ID: newCallID(), Mode: herald.CallGeneral, Timeout: timeout,
+		ID: newCallID(), Mode: o.Mode, Timeout: timeout,
 		CreatedAt: now, Deadline: now.Add(timeout), Extended: extended, Push: push,
+		Joinable: o.Joinable, EndBy: o.EndBy,
 		Participants: make([]herald.CallParticipant, 0, 1+len(invitees)),
 	}
-	c.Participants = append(c.Participants, herald.CallParticipant{User: caller, State: herald.CallInviting, UpdatedAt: now})
+	callerState := herald.CallInviting
+	if c.Advanced() {
+		callerState = herald.CallAccepted
+	}
+	c.Participants = append(c.Participants, herald.CallParticipant{User: caller, State: callerState, UpdatedAt: now})
 	for _, u := range invitees {
 		st := herald.CallNotYet
 		if n != nil && n.LiveSessions(u) > 0 {
 			st = herald.CallReceived
 		}
-		c.Participants = append(c.Participants, herald.CallParticipant{User: u, State: st, UpdatedAt: now})
+		p := herald.CallParticipant{User: u, State: st, UpdatedAt: now}
+		if c.Advanced() {
+			p.Deadline = c.Deadline
+		}
+		c.Participants = append(c.Participants, p)
 	}
 	var jobs []store.PushJob
 	if push != nil {
@@ -893,7 +1034,7 @@ func (s *Service) Invite(ctx context.Context, caller string, origin SessionID, i
 	}
 	s.stats.invited.Add(1)
 	s.emit(herald.EventCallCreated, c, caller, "", nil)
-	s.armLocked(e, c.Deadline.Sub(s.now()))
+	s.armNextLocked(e, c, 0)
 	s.log.Debug("call invited", "call_id", c.ID, "user_id", caller, "invitees", len(invitees), "pushes", len(jobs))
 	if n != nil {
 		n.NotifyCall([]string{caller}, EventCreated, c, nil, origin)
@@ -957,6 +1098,15 @@ func (s *Service) refuseErr(err error) error {
 // it has ended. Its store read is bounded by StoreTimeout; the wait for
 // the call's lock is not (each holder's work is).
 func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Call, error) {
+	return s.lookup(ctx, user, id, false)
+}
+
+// lookup is find; with outsider set, a user not part of an open
+// advanced-mode call that is Joinable finds it too (Join).
+func (s *Service) lookup(ctx context.Context, user, id string, outsider bool) (*entry, *herald.Call, error) {
+	may := func(c *herald.Call) bool {
+		return c.Participant(user) != nil || outsider && c.Advanced() && c.Joinable
+	}
 	if id == "" {
 		return nil, nil, s.refuse(herald.Errorf(herald.CodeInvalidArgument, "call_id is empty"))
 	}
@@ -977,7 +1127,7 @@ func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Ca
 		if err != nil {
 			return nil, nil, storeErr("read call", err)
 		}
-		if c.Participant(user) == nil {
+		if !may(c) {
 			return nil, nil, s.refuse(notFound)
 		}
 		if c.Ended() {
@@ -995,7 +1145,7 @@ func (s *Service) find(ctx context.Context, user, id string) (*entry, *herald.Ca
 	}
 	c := e.cur.Load()
 	switch {
-	case c == nil || c.Participant(user) == nil:
+	case c == nil || !may(c):
 		// c is nil only when the invitation's write failed.
 		e.mu.Unlock()
 		return nil, nil, s.refuse(notFound)
@@ -1058,7 +1208,7 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 			return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: your state is already %s", verb, id, p.State))
 		}
 		now := s.now()
-		if !now.Before(c.Deadline) {
+		if !now.Before(c.RingsUntil(c.Participant(user))) {
 			// The timer is about to fire: the deadline decides, not the race.
 			return nil, s.refuse(herald.Errorf(herald.CodeConflict, "cannot %s call %q: it timed out", verb, id))
 		}
@@ -1067,7 +1217,7 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 		p := next.Participant(user)
 		p.State, p.UpdatedAt, p.Extended = to, now, extended
 		changed = []herald.CallParticipant{*p}
-		if finishIfAnswered(next, now) {
+		if !next.Advanced() && finishIfAnswered(next, now) {
 			changed = append(changed, next.Participants[0])
 		}
 		err := s.commit(ctx, e, next, nil)
@@ -1126,6 +1276,9 @@ func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, i
 	return s.cancelLocked(ctx, e, c, extended, push, "", func(c *herald.Call) error {
 		if c.Ended() {
 			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
+		}
+		if c.Advanced() && anyAccepted(c) {
+			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has been accepted: end it (call_end) instead of cancelling", id))
 		}
 		return nil
 	})
@@ -1198,8 +1351,12 @@ func (s *Service) expire(e *entry) {
 		return
 	}
 	now := s.now()
-	if now.Before(c.Deadline) {
-		s.armLocked(e, c.Deadline.Sub(now))
+	due := c.NextDeadline()
+	if due.IsZero() {
+		return // an advanced-mode call in which nobody rings any more
+	}
+	if now.Before(due) {
+		s.armLocked(e, due.Sub(now))
 		return
 	}
 	next := clone(c)
@@ -1207,13 +1364,13 @@ func (s *Service) expire(e *entry) {
 	var late []string
 	for i := 1; i < len(next.Participants); i++ {
 		p := &next.Participants[i]
-		if p.State.Ringing() {
+		if p.State.Ringing() && !now.Before(next.RingsUntil(p)) {
 			p.State, p.UpdatedAt = herald.CallTimeout, now
 			changed = append(changed, *p)
 			late = append(late, p.User)
 		}
 	}
-	if finishIfAnswered(next, now) {
+	if !next.Advanced() && finishIfAnswered(next, now) {
 		changed = append(changed, next.Participants[0])
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
@@ -1233,6 +1390,9 @@ func (s *Service) expire(e *entry) {
 			s.armLocked(e, s.cfg.RetryDelay)
 		}
 		return
+	}
+	if !next.Ended() {
+		s.armNextLocked(e, next, 0) // advanced mode: the invitations still ringing
 	}
 	if len(late) > 0 {
 		s.stats.timedOut.Add(1)
@@ -1292,7 +1452,7 @@ func (s *Service) ring(e *entry, user string, session SessionID, n Notifier) {
 	}
 	p := c.Participant(user)
 	now := s.now()
-	if p == nil || !p.State.Ringing() || !now.Before(c.Deadline) {
+	if p == nil || !p.State.Ringing() || !now.Before(c.RingsUntil(p)) {
 		return
 	}
 	var changed []herald.CallParticipant
@@ -1367,7 +1527,12 @@ func (s *Service) userOffline(user string, at time.Time, recheck bool) {
 	for _, e := range s.entriesOf(user) {
 		e.mu.Lock()
 		c := e.cur.Load()
-		if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) && !c.CreatedAt.After(at) {
+		if !e.done && c != nil && !c.Ended() && c.Advanced() && (c.Caller() != user || anyAccepted(c)) {
+			// In an advanced-mode call someone accepted (or placed
+			// by another): user is offline in it, and it ends if
+			// nobody is left.
+			s.offlineLocked(e, c, user, at)
+		} else if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) && !c.CreatedAt.After(at) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 			_, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline, func(c *herald.Call) error {
 				if c.Ended() || anyAccepted(c) {
@@ -1413,11 +1578,11 @@ func (s *Service) Ringing(callID, user string) bool {
 		return false
 	}
 	c := e.cur.Load()
-	if c == nil || c.Ended() || !s.cfg.Now().Before(c.Deadline) || c.Caller() == user {
+	if c == nil || c.Ended() || c.Caller() == user {
 		return false
 	}
 	p := c.Participant(user)
-	return p != nil && p.State.Ringing()
+	return p != nil && p.State.Ringing() && s.cfg.Now().Before(c.RingsUntil(p))
 }
 
 // Calls returns a page of user's calls, newest first, created before

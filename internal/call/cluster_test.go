@@ -702,3 +702,50 @@ func TestQueuedRequestGetsItsStoreTimeout(t *testing.T) {
 		t.Errorf("stored %s, want %s", states(st.stored(t, c.ID)), want)
 	}
 }
+
+// TestAdvancedOnTwoNodes: an advanced call placed on node A is answered
+// and grown on node B (adopted on demand); B, which stored the
+// calling_invite, times the new invitee out at their own deadline while A
+// is gone; A's stale copy of the call still ends it (the store refuses
+// A's first write, A takes the stored call and retries), and B's scan
+// forgets the ended call.
+func TestAdvancedOnTwoNodes(t *testing.T) {
+	st := newMemStore()
+	ca, cb := newFakeClock(), newFakeClock()
+	a := startClusterNode(t, st, ca, "alice")
+	b := startClusterNode(t, st, cb, "bob")
+	ctx := context.Background()
+	c, err := a.svc.InviteWith(ctx, "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil, InviteOptions{Mode: herald.CallAdvanced})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.svc.Accept(ctx, "bob", bobPhone, c.ID, ""); err != nil {
+		t.Fatalf("Accept on node B: %v", err)
+	}
+	cb.Advance(20 * time.Second)
+	if _, err := b.svc.CallingInvite(ctx, "bob", bobPhone, c.ID, []string{"carol"}, nil); err != nil {
+		t.Fatalf("CallingInvite on node B: %v", err)
+	}
+	cb.Advance(29 * time.Second)
+	if want := "alice=accepted bob=accepted carol=not_yet_received"; states(st.stored(t, c.ID)) != want {
+		t.Fatalf("before carol's deadline: %s, want %s", states(st.stored(t, c.ID)), want)
+	}
+	cb.Advance(time.Second) // carol's deadline, on B's timer: A's clock never moves
+	if want := "alice=accepted bob=accepted carol=timeout"; states(st.stored(t, c.ID)) != want {
+		t.Fatalf("at carol's deadline: %s, want %s", states(st.stored(t, c.ID)), want)
+	}
+	got, err := a.svc.End(ctx, "alice", alicePhone, c.ID, "", nil)
+	if err != nil {
+		t.Fatalf("End on node A, whose copy is stale: %v", err)
+	}
+	if want := "alice=ended bob=ended carol=timeout"; states(got) != want || !got.Ended() {
+		t.Errorf("End returned %s, want %s, ended", states(got), want)
+	}
+	if s := a.svc.Stats(); s.Lost != 1 || s.Retried != 1 {
+		t.Errorf("node A: lost %d, retried %d; want its stale write refused once and retried", s.Lost, s.Retried)
+	}
+	cb.Advance(10 * time.Second) // B's scan
+	if s := b.svc.Stats(); s.Open != 0 {
+		t.Errorf("node B holds %d open calls after the end, want 0", s.Open)
+	}
+}

@@ -2,6 +2,8 @@ package call
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -103,5 +105,59 @@ func TestEventsAfterEachStoredChange(t *testing.T) {
 	}
 	if got := log.take(); len(got) != 0 {
 		t.Errorf("refused accept emitted %+v", got)
+	}
+}
+
+// TestAdvancedEvents: the advanced-mode changes' events, each after its
+// stored change: call_invited (with the users), call_joined, call_quit
+// (offline with its reason), and call_ended, by whoever ended it or, when
+// the last one in the call left, after that one's call_quit with no user.
+func TestAdvancedEvents(t *testing.T) {
+	st, clock, n := newMemStore(), newFakeClock(), newFakeNotifier()
+	n.online("alice", alicePhone)
+	n.online("bob", bobPhone)
+	log := &eventLog{}
+	svc := New(st, &fakePusher{n: n}, Config{Now: clock.Now, AfterFunc: clock.AfterFunc, MaxInvitees: 3, Events: log})
+	svc.SetNotifier(n)
+	if err := svc.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	ctx := context.Background()
+	kinds := func() string {
+		var out []string
+		for _, e := range log.take() {
+			s := string(e.Type) + ":" + e.User
+			if e.Reason != "" {
+				s += "(" + e.Reason + ")"
+			}
+			if len(e.Users) > 0 {
+				s += fmt.Sprint(e.Users)
+			}
+			out = append(out, s)
+		}
+		return strings.Join(out, " ")
+	}
+	adv := InviteOptions{Mode: herald.CallAdvanced}
+	c, err := svc.InviteWith(ctx, "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil, adv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Accept(ctx, "bob", bobPhone, c.ID, "")
+	svc.CallingInvite(ctx, "bob", bobPhone, c.ID, []string{"carol"}, nil)
+	svc.Join(ctx, "carol", carolPhone, c.ID, "")
+	svc.Quit(ctx, "carol", carolPhone, c.ID, "", nil)
+	svc.End(ctx, "alice", alicePhone, c.ID, "", nil)
+	if got, want := kinds(), "call_created:alice call_accepted:bob call_invited:bob[carol] call_joined:carol call_quit:carol call_ended:alice"; got != want {
+		t.Errorf("events:\n got %s\nwant %s", got, want)
+	}
+
+	c, _ = svc.InviteWith(ctx, "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil, adv)
+	svc.Accept(ctx, "bob", bobPhone, c.ID, "")
+	svc.Quit(ctx, "alice", alicePhone, c.ID, "", nil)
+	n.offline("bob")
+	svc.UserOffline("bob")
+	if got, want := kinds(), "call_created:alice call_accepted:bob call_quit:alice call_quit:bob(offline) call_ended:"; got != want {
+		t.Errorf("events when the last one goes offline:\n got %s\nwant %s", got, want)
 	}
 }

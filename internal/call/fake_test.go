@@ -327,6 +327,10 @@ func (p *fakePusher) PlanCall(c *herald.Call, users []string, cancel bool, cfg *
 		if p.n.LiveSessions(u) > 0 {
 			continue
 		}
+		expires := expires
+		if pt := c.Participant(u); !cancel && pt != nil && c.Advanced() {
+			expires = pt.Deadline // each invitation's own, as the push service does
+		}
 		jobs = append(jobs, store.PushJob{PushID: "dev-" + u, MsgID: msgID, User: u, Conv: herald.CallConversationKey(c.ID),
 			Due: c.CreatedAt, Expires: expires, Data: []byte(cfg.Title)})
 	}

@@ -88,7 +88,7 @@ type callWire struct {
 	Changed []string        `json:"changed,omitempty"` // participants whose state changed (state_changed)
 }
 
-var callEvents = []call.Event{call.EventCreated, call.EventReceived, call.EventCancelled, call.EventTimeout, call.EventStateChanged}
+var callEvents = []call.Event{call.EventCreated, call.EventReceived, call.EventCancelled, call.EventTimeout, call.EventStateChanged, call.EventEnded}
 
 // NewCalls returns the call notifier of a node; Start subscribes.
 func NewCalls(cfg CallsConfig) *Calls {

@@ -540,3 +540,33 @@ func TestCallEventOnlyToParticipants(t *testing.T) {
 		t.Error("a user not in the call was told of it")
 	}
 }
+
+// TestAdvancedCallEndedOnOtherNode: an advanced call placed on node A,
+// joined by carol and ended on node B: the sessions on A hear carol join
+// and the end (call_invitation_ended goes over the bus like the other
+// events), and node A forgets the ended call.
+func TestAdvancedCallEndedOnOtherNode(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a := startCallNode(t, "a", ba, st, "alice")
+	b := startCallNode(t, "b", bb, st, "bob", "carol")
+	ctx := context.Background()
+	c, err := a.svc.InviteWith(ctx, "alice", 1, []string{"bob"}, 30*time.Second, "", nil,
+		call.InviteOptions{Mode: herald.CallAdvanced, Joinable: true, EndBy: herald.CallEndByParticipant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's session on node B rings", func() bool { return b.sess.has("bob:received[]") })
+	if _, err := b.svc.Accept(ctx, "bob", 2, c.ID, ""); err != nil {
+		t.Fatalf("Accept on node B: %v", err)
+	}
+	if _, err := b.svc.Join(ctx, "carol", 3, c.ID, ""); err != nil {
+		t.Fatalf("Join on node B: %v", err)
+	}
+	waitFor(t, "alice's session on node A hears carol join", func() bool { return a.sess.has("alice:state_changed[carol=accepted]") })
+	if _, err := b.svc.End(ctx, "bob", 2, c.ID, "", nil); err != nil {
+		t.Fatalf("End on node B: %v", err)
+	}
+	waitFor(t, "alice's session on node A hears the end", func() bool { return a.sess.has("alice:ended[]") })
+	waitFor(t, "node A forgets the ended call", func() bool { return a.svc.Stats().Open == 0 })
+}

@@ -82,6 +82,9 @@ type Config struct {
 	PushEmulatorSandboxAddr string
 
 	CallMaxInvitees int // HERALD_CALL_MAX_INVITEES: users one call invitation may invite
+	// HERALD_CALL_MAX_PARTICIPANTS: users one advanced-mode call may hold,
+	// everyone ever invited or joined included.
+	CallMaxParticipants int
 
 	// Server API for app backends (docs/api.md).
 	AppID         string        // HERALD_APP_ID: the app ID backends sign API requests as (X-Herald-App)
@@ -202,6 +205,9 @@ func Default() Config {
 		PebbleMinFreeBytes: 1 << 30,
 		PostgresMaxConns:   16,
 		BusPrefix:          "herald",
+
+		// Advanced-mode calls.
+		CallMaxParticipants: 50,
 	}
 }
 
@@ -264,6 +270,7 @@ func (c *Config) keys() []key {
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
 		{"push-lease", "with HERALD_BUS and a PostgreSQL store: how long a node holds a push job past its due time (or its claim) before another node may take it; at least 1s, and a warning below 20s", &c.PushLease},
 		{"call-max-invitees", "users one call invitation may invite (ZIM: 9)", &c.CallMaxInvitees},
+		{"call-max-participants", "users one advanced-mode call may hold, everyone ever invited or joined included", &c.CallMaxParticipants},
 		{"app-id", "app ID that backends sign server API requests as (X-Herald-App; docs/api.md)", &c.AppID},
 		{"api-rate", "signed server API requests per second and app; more are answered 429", &c.APIRate},
 		{"api-burst", "signed server API requests allowed in a burst", &c.APIBurst},
@@ -542,6 +549,7 @@ func (c *Config) Validate() error {
 		{"HERALD_GROUP_CACHE_MEMBERS", c.GroupCacheMembers},
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
 		{"HERALD_PUSH_MAX_DEVICES", c.PushMaxDevices}, {"HERALD_CALL_MAX_INVITEES", c.CallMaxInvitees},
+		{"HERALD_CALL_MAX_PARTICIPANTS", c.CallMaxParticipants},
 		{"HERALD_MAX_UNAUTHENTICATED_CONNS", c.MaxUnauthenticatedConns}, {"HERALD_API_PENDING_BODY_BYTES", c.APIPendingBodyBytes},
 		{"HERALD_PEBBLE_MIN_FREE_BYTES", c.PebbleMinFreeBytes}, {"HERALD_POSTGRES_MAX_CONNS", c.PostgresMaxConns},
 	} {
@@ -572,6 +580,12 @@ func (c *Config) Validate() error {
 	}
 	if c.FetchTokenTTL > 7*24*time.Hour {
 		return fmt.Errorf("HERALD_FETCH_TOKEN_TTL must be at most 168h (a fetch token is meant to be short-lived), got %s", c.FetchTokenTTL)
+	}
+	if c.CallMaxParticipants > 500 {
+		return fmt.Errorf("HERALD_CALL_MAX_PARTICIPANTS must be at most 500 (every participant hears of every change), got %d", c.CallMaxParticipants)
+	}
+	if c.CallMaxParticipants <= c.CallMaxInvitees {
+		return fmt.Errorf("HERALD_CALL_MAX_PARTICIPANTS (%d) must be more than HERALD_CALL_MAX_INVITEES (%d): the caller counts too", c.CallMaxParticipants, c.CallMaxInvitees)
 	}
 	if c.PushTTL > 30*24*time.Hour {
 		return fmt.Errorf("HERALD_PUSH_TTL must be at most 720h (APNs keeps a notification at most 30 days), got %s", c.PushTTL)

@@ -17,7 +17,7 @@ import (
 
 // callEv is one call event an app got.
 type callEv struct {
-	kind    string // created, received, cancelled, timeout, state
+	kind    string // created, received, cancelled, timeout, state, ended
 	call    *herald.Call
 	changed []herald.CallParticipant
 }
@@ -48,6 +48,7 @@ func (l *callLog) handlers() client.CallHandlers {
 		InvitationCancelled: func(c *herald.Call) { l.add("cancelled", c, nil) },
 		InvitationTimeout:   func(c *herald.Call) { l.add("timeout", c, nil) },
 		UserStateChanged:    func(c *herald.Call, ch []herald.CallParticipant) { l.add("state", c, ch) },
+		InvitationEnded:     func(c *herald.Call) { l.add("ended", c, nil) },
 	}
 }
 

@@ -21,6 +21,12 @@ type Calls interface {
 	Reject(ctx context.Context, user string, origin call.SessionID, id, extended string) (*herald.Call, error)
 	Cancel(ctx context.Context, caller string, origin call.SessionID, id, extended string, push *herald.PushConfig) (*herald.Call, error)
 	Calls(ctx context.Context, user string, before time.Time, limit int) ([]*herald.Call, bool, error)
+	// Advanced mode.
+	InviteWith(ctx context.Context, caller string, origin call.SessionID, invitees []string, timeout time.Duration, extended string, push *herald.PushConfig, o call.InviteOptions) (*herald.Call, error)
+	CallingInvite(ctx context.Context, user string, origin call.SessionID, id string, invitees []string, push *herald.PushConfig) (*herald.Call, error)
+	Join(ctx context.Context, user string, origin call.SessionID, id, extended string) (*herald.Call, error)
+	Quit(ctx context.Context, user string, origin call.SessionID, id, extended string, push *herald.PushConfig) (*herald.Call, error)
+	End(ctx context.Context, user string, origin call.SessionID, id, extended string, push *herald.PushConfig) (*herald.Call, error)
 	// SessionStarted is called once a session's login offline sync is
 	// done: it rings the session for the calls still ringing for its user.
 	SessionStarted(user string, session call.SessionID)
@@ -62,7 +68,35 @@ func (s *session) callOp(ctx context.Context, f proto.Frame) {
 			s.fail(f.ID, f.Op, terr)
 			return
 		}
-		c, err = cs.Invite(ctx, user, origin, req.Invitees, timeout, req.Extended, req.Push)
+		if req.Mode == "" && !req.Joinable && req.EndBy == "" {
+			c, err = cs.Invite(ctx, user, origin, req.Invitees, timeout, req.Extended, req.Push)
+			break
+		}
+		c, err = cs.InviteWith(ctx, user, origin, req.Invitees, timeout, req.Extended, req.Push,
+			call.InviteOptions{Mode: herald.CallMode(req.Mode), Joinable: req.Joinable, EndBy: herald.CallEndBy(req.EndBy)})
+	case proto.OpCallCallingInvite:
+		var req proto.CallingInviteRequest
+		if !s.decode(f, &req) {
+			return
+		}
+		c, err = cs.CallingInvite(ctx, user, origin, req.CallID, req.Invitees, req.Push)
+	case proto.OpCallJoin, proto.OpCallQuit, proto.OpCallEnd:
+		var req proto.CallActionRequest
+		if !s.decode(f, &req) {
+			return
+		}
+		switch f.Op {
+		case proto.OpCallJoin:
+			if req.Push != nil {
+				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite, call_calling_invite, call_cancel, call_quit and call_end only")
+				break
+			}
+			c, err = cs.Join(ctx, user, origin, req.CallID, req.Extended)
+		case proto.OpCallQuit:
+			c, err = cs.Quit(ctx, user, origin, req.CallID, req.Extended, req.Push)
+		default:
+			c, err = cs.End(ctx, user, origin, req.CallID, req.Extended, req.Push)
+		}
 	case proto.OpCallCancel, proto.OpCallAccept, proto.OpCallReject:
 		var req proto.CallActionRequest
 		if !s.decode(f, &req) {
@@ -73,13 +107,13 @@ func (s *session) callOp(ctx context.Context, f proto.Frame) {
 			c, err = cs.Cancel(ctx, user, origin, req.CallID, req.Extended, req.Push)
 		case proto.OpCallAccept:
 			if req.Push != nil {
-				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite and call_cancel only")
+				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite, call_calling_invite, call_cancel, call_quit and call_end only")
 				break
 			}
 			c, err = cs.Accept(ctx, user, origin, req.CallID, req.Extended)
 		default:
 			if req.Push != nil {
-				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite and call_cancel only")
+				err = herald.Errorf(herald.CodeInvalidArgument, "push is for call_invite, call_calling_invite, call_cancel, call_quit and call_end only")
 				break
 			}
 			c, err = cs.Reject(ctx, user, origin, req.CallID, req.Extended)
@@ -101,6 +135,9 @@ func callWireSize(c *herald.Call) int {
 	n := 6*len(c.Extended) + 256
 	for _, p := range c.Participants {
 		n += 6*len(p.Extended) + len(p.User) + 96
+		if !p.Deadline.IsZero() {
+			n += 32 // advanced mode: ,"deadline":<ms>
+		}
 	}
 	return n
 }
@@ -296,6 +333,8 @@ func callEventName(ev call.Event) string {
 		return proto.EvCallInvitationTimeout
 	case call.EventStateChanged:
 		return proto.EvCallUserStateChanged
+	case call.EventEnded:
+		return proto.EvCallInvitationEnded
 	}
 	return ""
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -37,6 +38,7 @@ type fakeCalls struct {
 	invited chan []string
 	// onStarted, when set, runs in SessionStarted before it reports.
 	onStarted func(user string, s call.SessionID)
+	advanced  chan string
 }
 
 func newFakeCalls() *fakeCalls {
@@ -72,6 +74,30 @@ func (f *fakeCalls) SessionStarted(user string, s call.SessionID) {
 	f.started <- s
 }
 func (f *fakeCalls) UserOffline(user string) { f.offline <- user }
+
+// The advanced-mode operations report what they were asked on advanced,
+// when set.
+func (f *fakeCalls) record(format string, args ...any) (*herald.Call, error) {
+	if f.advanced != nil {
+		f.advanced <- fmt.Sprintf(format, args...)
+	}
+	return f.call, nil
+}
+func (f *fakeCalls) InviteWith(_ context.Context, caller string, _ call.SessionID, invitees []string, timeout time.Duration, _ string, _ *herald.PushConfig, o call.InviteOptions) (*herald.Call, error) {
+	return f.record("invite %s %v %v mode=%s joinable=%v end_by=%s", caller, invitees, timeout, o.Mode, o.Joinable, o.EndBy)
+}
+func (f *fakeCalls) CallingInvite(_ context.Context, user string, _ call.SessionID, id string, invitees []string, p *herald.PushConfig) (*herald.Call, error) {
+	return f.record("calling_invite %s %s %v push=%v", user, id, invitees, p != nil)
+}
+func (f *fakeCalls) Join(_ context.Context, user string, _ call.SessionID, id, extended string) (*herald.Call, error) {
+	return f.record("join %s %s %s", user, id, extended)
+}
+func (f *fakeCalls) Quit(_ context.Context, user string, _ call.SessionID, id, extended string, p *herald.PushConfig) (*herald.Call, error) {
+	return f.record("quit %s %s %s push=%v", user, id, extended, p != nil)
+}
+func (f *fakeCalls) End(_ context.Context, user string, _ call.SessionID, id, extended string, p *herald.PushConfig) (*herald.Call, error) {
+	return f.record("end %s %s %s push=%v", user, id, extended, p != nil)
+}
 
 func testCall() *herald.Call {
 	now := time.UnixMilli(1700000000000)
@@ -545,5 +571,63 @@ func TestCallsPageNotCutInsideMillisecond(t *testing.T) {
 		if strings.Join(got, " ") != tt.want || rep.HasMore != tt.has {
 			t.Errorf("case %d: page %v has_more %v, want [%s] %v", i, got, rep.HasMore, tt.want, tt.has)
 		}
+	}
+}
+
+// TestAdvancedCallOps: the advanced-mode operations reach the call
+// service as the session's user with their fields, and its ended event
+// goes out as call_invitation_ended.
+func TestAdvancedCallOps(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	release := make(chan struct{})
+	close(release)
+	fc := newFakeCalls()
+	fc.advanced = make(chan string, 8)
+	g := New(heldSync{noChat{t: t}, release}, Config{Secret: secret, BlockingReads: true, Calls: fc})
+	defer g.Shutdown(context.Background())
+	s, frames := callPipeSession(t, g)
+	tok, _ := token.Mint(secret, "bob", time.Now(), time.Hour)
+	go callRequest(t, s, 1, proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "bob", Token: tok, DeviceID: "d"})
+	if f := callNext(t, frames); f.ID != 1 || f.Err != nil {
+		t.Fatalf("login reply %+v", f)
+	}
+	if f := callNext(t, frames); f.Ev != proto.EvSyncDone {
+		t.Fatalf("after login: %+v, want sync_done", f)
+	}
+	<-fc.started
+	missed := &herald.PushConfig{Title: "missed"}
+	for i, tc := range []struct {
+		op   string
+		req  any
+		want string
+	}{
+		{proto.OpCallInvite, proto.CallInviteRequest{Invitees: []string{"alice"}, Timeout: 5, Mode: "advanced", Joinable: true, EndBy: "participant"},
+			"invite bob [alice] 5s mode=advanced joinable=true end_by=participant"},
+		{proto.OpCallCallingInvite, proto.CallingInviteRequest{CallID: "c1", Invitees: []string{"carol", "dave"}}, "calling_invite bob c1 [carol dave] push=false"},
+		{proto.OpCallJoin, proto.CallActionRequest{CallID: "c1", Extended: "x"}, "join bob c1 x"},
+		{proto.OpCallQuit, proto.CallActionRequest{CallID: "c1", Extended: "y", Push: missed}, "quit bob c1 y push=true"},
+		{proto.OpCallEnd, proto.CallActionRequest{CallID: "c1", Push: missed}, "end bob c1  push=true"},
+	} {
+		id := uint64(10 + i)
+		callRequest(t, s, id, tc.op, tc.req)
+		if f := callNext(t, frames); f.ID != id || f.Err != nil {
+			t.Errorf("%s reply %+v", tc.op, f)
+		}
+		select {
+		case got := <-fc.advanced:
+			if got != tc.want {
+				t.Errorf("%s reached the service as %q, want %q", tc.op, got, tc.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s did not reach the service", tc.op)
+		}
+	}
+	callRequest(t, s, 20, proto.OpCallJoin, proto.CallActionRequest{CallID: "c1", Push: missed})
+	if f := callNext(t, frames); f.ID != 20 || f.Err == nil || f.Err.Code != string(herald.CodeInvalidArgument) {
+		t.Errorf("call_join with a push: %+v, want invalid_argument", f)
+	}
+	g.NotifyCall([]string{"bob"}, call.EventEnded, testCall(), nil, 0)
+	if f := callNext(t, frames); f.Ev != proto.EvCallInvitationEnded {
+		t.Errorf("ended event as %+v, want call_invitation_ended", f)
 	}
 }

@@ -663,7 +663,8 @@ func (s *session) handle(payload []byte) {
 	case proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpPushDevices, proto.OpSetConversationNotification,
 		proto.OpSetPushRule, proto.OpPushRule, proto.OpSetBadge:
 		s.pushOp(ctx, f)
-	case proto.OpCallInvite, proto.OpCallCancel, proto.OpCallAccept, proto.OpCallReject, proto.OpCalls:
+	case proto.OpCallInvite, proto.OpCallCancel, proto.OpCallAccept, proto.OpCallReject, proto.OpCalls,
+		proto.OpCallCallingInvite, proto.OpCallJoin, proto.OpCallQuit, proto.OpCallEnd:
 		s.callOp(ctx, f)
 	case proto.OpCreateGroup, proto.OpJoinGroup, proto.OpLeaveGroup, proto.OpInviteGroupMembers,
 		proto.OpKickGroupMembers, proto.OpDismissGroup, proto.OpTransferGroupOwner, proto.OpSetGroupMemberRole,

@@ -366,7 +366,11 @@ var (
 	dCallsTimeout  = desc("herald_calls_timed_out_total", "Calls with at least one invitee who timed out.")
 	dCallsRefused  = desc("herald_calls_refused_total", "Call operations refused (not found, forbidden, conflict, invalid).")
 	dCallsStoreErr = desc("herald_calls_store_failures_total", "Call state changes whose store write failed.")
-	dCallsOpen     = desc("herald_calls_open", "Calls ringing now.")
+	dCallsOpen     = desc("herald_calls_open", "Calls open now (ringing; advanced calls until they end).")
+	dCallsCalling  = desc("herald_calls_calling_invited_total", "Advanced mode: calling_invite requests stored.")
+	dCallsJoined   = desc("herald_calls_joined_total", "Advanced mode: users who joined a call.")
+	dCallsQuit     = desc("herald_calls_quit_total", "Advanced mode: participants who left a call (quit, or went offline in it).")
+	dCallsEnded    = desc("herald_calls_ended_total", "Advanced mode: calls ended (by a participant, the server API, or the last one leaving).")
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -426,6 +430,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(dCallsRefused, cnt, s.Refused)
 		emit(dCallsStoreErr, cnt, s.StoreFailed)
 		emit(dCallsOpen, gauge, s.Open)
+		emit(dCallsCalling, cnt, s.CallingInvited)
+		emit(dCallsJoined, cnt, s.Joined)
+		emit(dCallsQuit, cnt, s.Quit)
+		emit(dCallsEnded, cnt, s.Ended)
 	}
 	m.mu.Lock()
 	stats := m.stats

@@ -3,6 +3,7 @@ package push
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store"
@@ -31,6 +32,23 @@ func CallMsgID(callID string, cancel bool) int64 {
 	} else {
 		h.Write([]byte{0})
 	}
+	var sum [32]byte
+	v := binary.BigEndian.Uint64(h.Sum(sum[:0]))
+	return int64(v&(1<<62-1) | 1<<62)
+}
+
+// CallRoundMsgID is the message ID of an advanced-mode call's
+// invitation pushes to the invitees whose invitation times out at
+// deadline: each calling_invite is a round of its own, so a user invited
+// again after a timeout is pushed again, and each device still gets each
+// round's push at most once. Bit 62 is set, as CallMsgID's.
+func CallRoundMsgID(callID string, deadline time.Time) int64 {
+	h := sha256.New()
+	h.Write([]byte(callID))
+	var b [9]byte
+	b[0] = 2
+	binary.BigEndian.PutUint64(b[1:], uint64(deadline.UnixMilli()))
+	h.Write(b[:])
 	var sum [32]byte
 	v := binary.BigEndian.Uint64(h.Sum(sum[:0]))
 	return int64(v&(1<<62-1) | 1<<62)
@@ -78,7 +96,8 @@ func callContent(cfg *herald.PushConfig, st Strategy, callID, caller string, can
 // false) a device with a VoIP token gets a VoIP push (PushKit rings it
 // through CallKit) and the user's other devices an alert with cfg, unless
 // the same device registered a VoIP token; every job expires at the
-// call's deadline, so a phone out of reach never rings after the call.
+// invitee's deadline (the call's; in advanced mode the invitee's own, with
+// CallRoundMsgID), so a phone out of reach never rings after it.
 // For a cancel, the user's non-VoIP devices get an alert with cfg (e.g.
 // "missed call"), expiring after the usual time to live. Jobs carry
 // CallMsgID. It must not block on I/O.
@@ -97,6 +116,10 @@ func (s *Service) PlanCall(c *herald.Call, users []string, cancel bool, cfg *her
 	data := (&jobData{Config: *cfg, From: c.Caller(), CallID: c.ID, CallCancel: cancel}).marshal()
 	conv := herald.CallConversationKey(c.ID)
 	for _, user := range users {
+		expires, msgID := expires, msgID
+		if p := c.Participant(user); !cancel && c.Advanced() && p != nil && !p.Deadline.IsZero() {
+			expires, msgID = p.Deadline, CallRoundMsgID(c.ID, p.Deadline)
+		}
 		devs := s.reg.ofUser(user)
 		voip := make(map[string]bool)
 		for _, d := range devs {

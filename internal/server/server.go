@@ -129,7 +129,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	hooks, events, beforeSend := webhookSetup(cfg, secret, log)
 	// Several nodes: calls placed through the others are read from the
 	// store on demand and by a scan (internal/cluster/README.md).
-	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, Cluster: cfg.Bus != "", Events: events, Logger: log})
+	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, MaxParticipants: cfg.CallMaxParticipants, Cluster: cfg.Bus != "", Events: events, Logger: log})
 	users := user.New(st, ps, user.Config{Logger: log})
 	var clusterEvents *presenceEvents // nil without a bus
 	gwEvents := gateway.Events(events)

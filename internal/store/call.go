@@ -22,6 +22,8 @@ type storedCall struct {
 	Extended     string              `json:"extended_data,omitempty"`
 	Push         *herald.PushConfig  `json:"push,omitempty"`
 	Version      int64               `json:"version,omitempty"`
+	Joinable     bool                `json:"joinable,omitempty"` // advanced mode
+	EndBy        string              `json:"end_by,omitempty"`   // advanced mode
 }
 
 type storedParticipant struct {
@@ -29,6 +31,7 @@ type storedParticipant struct {
 	State     string `json:"state"`
 	UpdatedAt int64  `json:"updated_at"`
 	Extended  string `json:"extended_data,omitempty"`
+	Deadline  int64  `json:"deadline,omitempty"` // advanced mode: this invitation's own
 }
 
 func millis(t time.Time) int64 {
@@ -50,11 +53,11 @@ func EncodeCall(c *herald.Call) ([]byte, error) {
 	sc := storedCall{
 		ID: c.ID, Mode: string(c.Mode), Timeout: c.Timeout.Milliseconds(),
 		CreatedAt: millis(c.CreatedAt), Deadline: millis(c.Deadline), EndedAt: millis(c.EndedAt),
-		Extended: c.Extended, Push: c.Push, Version: c.Version,
+		Extended: c.Extended, Push: c.Push, Version: c.Version, Joinable: c.Joinable, EndBy: string(c.EndBy),
 		Participants: make([]storedParticipant, len(c.Participants)),
 	}
 	for i, p := range c.Participants {
-		sc.Participants[i] = storedParticipant{User: p.User, State: string(p.State), UpdatedAt: millis(p.UpdatedAt), Extended: p.Extended}
+		sc.Participants[i] = storedParticipant{User: p.User, State: string(p.State), UpdatedAt: millis(p.UpdatedAt), Extended: p.Extended, Deadline: millis(p.Deadline)}
 	}
 	b, err := json.Marshal(&sc)
 	if err != nil {
@@ -72,11 +75,11 @@ func DecodeCall(b []byte) (*herald.Call, error) {
 	c := &herald.Call{
 		ID: sc.ID, Mode: herald.CallMode(sc.Mode), Timeout: time.Duration(sc.Timeout) * time.Millisecond,
 		CreatedAt: fromMillis(sc.CreatedAt), Deadline: fromMillis(sc.Deadline), EndedAt: fromMillis(sc.EndedAt),
-		Extended: sc.Extended, Push: sc.Push, Version: sc.Version,
+		Extended: sc.Extended, Push: sc.Push, Version: sc.Version, Joinable: sc.Joinable, EndBy: herald.CallEndBy(sc.EndBy),
 		Participants: make([]herald.CallParticipant, len(sc.Participants)),
 	}
 	for i, p := range sc.Participants {
-		c.Participants[i] = herald.CallParticipant{User: p.User, State: herald.CallUserState(p.State), UpdatedAt: fromMillis(p.UpdatedAt), Extended: p.Extended}
+		c.Participants[i] = herald.CallParticipant{User: p.User, State: herald.CallUserState(p.State), UpdatedAt: fromMillis(p.UpdatedAt), Extended: p.Extended, Deadline: fromMillis(p.Deadline)}
 	}
 	return c, nil
 }

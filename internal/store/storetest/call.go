@@ -507,3 +507,69 @@ func testEnqueuePush(t *testing.T, f *fixture) {
 	want = slices.DeleteFunc(want, func(j store.PushJob) bool { return j.PushID == expanded[0].PushID })
 	sameJobs(t, "outbox after FinishPush", f.pending(t), want)
 }
+
+// testCallAdvanced: an advanced-mode call keeps its mode, Joinable, EndBy
+// and each invitee's own deadline; a user added by a later write (a
+// calling_invite, a join) lists the call among their calls, and the call
+// stays open past its first deadline until it is written ended, with
+// every participant's final state.
+func testCallAdvanced(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	c := f.call("adv", 30*time.Second, "alice", "bob", "carol")
+	c.Mode, c.Joinable, c.EndBy = herald.CallAdvanced, true, herald.CallEndByParticipant
+	c.Participants[0].State = herald.CallAccepted
+	for i := 1; i < len(c.Participants); i++ {
+		c.Participants[i].Deadline = c.Deadline
+	}
+	c.Version = 1
+	f.saveCall(t, c, nil)
+	sameCall(t, f, c)
+
+	// bob accepts; alice invites dave, whose invitation has its own deadline.
+	next := *c
+	next.Participants = slices.Clone(c.Participants)
+	at := c.CreatedAt.Add(10 * time.Second)
+	next.Participants[1].State, next.Participants[1].UpdatedAt = herald.CallAccepted, at
+	next.Participants = append(next.Participants, herald.CallParticipant{User: "dave", State: herald.CallNotYet, UpdatedAt: at, Deadline: at.Add(c.Timeout)})
+	next.Version = 2
+	f.saveCall(t, &next, nil)
+	sameCall(t, f, &next)
+	got, err := f.s.Call(ctx, "adv")
+	if err != nil {
+		t.Fatalf("Call: %v", err)
+	}
+	if d := got.Participants[3].Deadline; !d.Equal(at.Add(c.Timeout)) {
+		t.Errorf("dave's deadline = %v, want %v", d, at.Add(c.Timeout))
+	}
+	if got.Mode != herald.CallAdvanced || !got.Joinable || got.EndBy != herald.CallEndByParticipant {
+		t.Errorf("read back mode %q joinable %v end_by %q, want advanced true participant", got.Mode, got.Joinable, got.EndBy)
+	}
+	daves, err := f.s.UserCalls(ctx, "dave", time.Time{}, 10)
+	if err != nil || !slices.Equal(callIDs(daves), []string{"adv"}) {
+		t.Errorf("UserCalls(dave) = %q, %v; want [adv]", callIDs(daves), err)
+	}
+	open, err := f.s.OpenCalls(ctx)
+	if err != nil || !slices.Contains(callIDs(open), "adv") {
+		t.Errorf("OpenCalls = %q, %v; want adv listed", callIDs(open), err)
+	}
+
+	// The caller ends it: everyone's final state is kept.
+	end := next
+	end.Participants = slices.Clone(next.Participants)
+	endAt := at.Add(time.Minute)
+	end.Participants[0].State = herald.CallEnded
+	end.Participants[1].State = herald.CallEnded
+	end.Participants[2].State = herald.CallTimeout
+	end.Participants[3].State = herald.CallQuit
+	end.EndedAt, end.Version = endAt, 3
+	f.saveCall(t, &end, nil)
+	sameCall(t, f, &end)
+	open, err = f.s.OpenCalls(ctx)
+	if err != nil || slices.Contains(callIDs(open), "adv") {
+		t.Errorf("OpenCalls after the end = %q, %v; want adv gone", callIDs(open), err)
+	}
+	daves, err = f.s.UserCalls(ctx, "dave", time.Time{}, 10)
+	if err != nil || len(daves) != 1 || daves[0].Participants[3].State != herald.CallQuit {
+		t.Errorf("UserCalls(dave) after the end = %v, %v; want adv with dave quit", daves, err)
+	}
+}

@@ -99,6 +99,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Call/Invalid", testCallInvalid},
 		{"Call/OpenCalls", testOpenCalls},
 		{"Call/UserCalls", testUserCalls},
+		{"Call/Advanced", testCallAdvanced},
 		{"User/RegisterAndGet", testUserRegister},
 		{"User/UpdateKeepsRegisteredAt", testUserUpdate},
 		{"User/RegisterInvalidStoresNothing", testUserRegisterInvalid},
