@@ -277,6 +277,11 @@ func (s *Store) Import(ctx context.Context, t store.Table, r *store.Rows) error 
 // FinishImport implements store.Importer: the writer forgets its cached
 // seqs and takes the next message ID after the imported ones.
 func (s *Store) FinishImport(ctx context.Context) error {
+	// The imported delivery log goes into its tables by user and push ID
+	// now, not with the next pushes' outcomes.
+	if err := s.tx(ctx, func(ctx context.Context) error { return s.w.indexLog(ctx, 1) }); err != nil {
+		return fmt.Errorf("sqlite: finish import: %w", err)
+	}
 	if err := s.acquire(ctx); err != nil {
 		return err
 	}

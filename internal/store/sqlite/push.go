@@ -46,7 +46,16 @@ func (w *writer) pushStatements() []statement {
 		{&w.jobDone, "DELETE FROM push_outbox WHERE msg_id = ? AND push_id = ?"},
 		{&w.jobRetry, "UPDATE push_outbox SET due = ?, attempt = ? WHERE msg_id = ? AND push_id = ?"},
 		{&w.logInsert, logInsertHead + logInsertRow},
-		{&w.logPrune, "DELETE FROM push_log WHERE id IN (SELECT id FROM push_log WHERE at < ?1 ORDER BY at LIMIT ?2)"},
+		{&w.logPrune, `DELETE FROM push_log WHERE id IN (SELECT id FROM push_log WHERE at < ?1 ORDER BY at LIMIT ?2)
+			RETURNING user_id, push_id, at, id`},
+		{&w.logUnindexUser, "DELETE FROM push_log_by_user WHERE user_id = ? AND at = ? AND id = ?"},
+		{&w.logUnindexPush, "DELETE FROM push_log_by_push WHERE push_id = ? AND at = ? AND id = ?"},
+		{&w.logTail, "SELECT (SELECT upto FROM push_log_indexed), coalesce((SELECT max(id) FROM push_log), 0)"},
+		{&w.logIndexUser, `INSERT INTO push_log_by_user (user_id, at, id)
+			SELECT user_id, at, id FROM push_log WHERE id > ?1 ORDER BY user_id, at, id`},
+		{&w.logIndexPush, `INSERT INTO push_log_by_push (push_id, at, id)
+			SELECT push_id, at, id FROM push_log WHERE id > ?1 ORDER BY push_id, at, id`},
+		{&w.logSetUpto, "UPDATE push_log_indexed SET upto = ?"},
 		{&w.setBadge, "UPDATE push_devices SET badge = ? WHERE push_id = ?"},
 		{&w.devByToken, "SELECT " + deviceCols + " FROM push_devices WHERE provider = ? AND app = ? AND token = ?"},
 		{&w.devByBinding, "SELECT " + deviceCols + ` FROM push_devices
@@ -86,24 +95,18 @@ const (
 )
 
 // pushLogQuery is the PushLog query for the set fields in mask, with
-// parameters ?1 user, ?2 push ID, ?3 msg ID, ?4 limit. It names its index:
-// the most selective set field's (a message has a few entries, a device
-// many, a user more), so the planner cannot pick one that sorts.
+// parameters ?1 user, ?2 push ID, ?3 msg ID, ?4 limit. A message's entries
+// are read along push_log_msg (a message has a few). Otherwise the most
+// selective set field's table (a device has fewer entries than a user)
+// gives the entries up to push_log_indexed.upto, newest first, and the
+// rows after upto, not yet in it (at most about Options.LogIndexEvery),
+// are scanned; the two are merged.
 func pushLogQuery(mask int) string {
 	if mask == 0 {
 		// The whole log's newest entries: push_log_at ends with the
 		// rowid too, so this reads it backwards without sorting.
 		return "SELECT " + logCols + " FROM push_log INDEXED BY push_log_at" +
 			" ORDER BY at DESC, id DESC LIMIT ?4"
-	}
-	var index string
-	switch {
-	case mask&logByMsg != 0:
-		index = "push_log_msg"
-	case mask&logByPush != 0:
-		index = "push_log_push"
-	default:
-		index = "push_log_user"
 	}
 	var conds []string
 	if mask&logByUser != 0 {
@@ -115,10 +118,25 @@ func pushLogQuery(mask int) string {
 	if mask&logByMsg != 0 {
 		conds = append(conds, "msg_id = ?3")
 	}
+	where := strings.Join(conds, " AND ")
 	// A parameter the query does not use is bound all the same: SQLite
 	// counts parameters up to the highest number, ?4.
-	return "SELECT " + logCols + " FROM push_log INDEXED BY " + index +
-		" WHERE " + strings.Join(conds, " AND ") + " ORDER BY at DESC, id DESC LIMIT ?4"
+	if mask&logByMsg != 0 {
+		return "SELECT " + logCols + " FROM push_log INDEXED BY push_log_msg WHERE " + where +
+			" ORDER BY at DESC, id DESC LIMIT ?4"
+	}
+	table, key := "push_log_by_user", "user_id = ?1"
+	if mask&logByPush != 0 {
+		table, key = "push_log_by_push", "push_id = ?2"
+	}
+	const upto = "(SELECT upto FROM push_log_indexed)"
+	return "SELECT " + logCols + " FROM (" +
+		"SELECT * FROM (SELECT l.*, x.id AS xid FROM " + table + " x JOIN push_log l ON l.id = x.id" +
+		" WHERE x." + key + " AND x.id <= " + upto + " AND l." + strings.Join(conds, " AND l.") +
+		" ORDER BY x.at DESC, x.id DESC LIMIT ?4)" +
+		" UNION ALL " +
+		"SELECT *, id AS xid FROM push_log WHERE id > " + upto + " AND " + where +
+		") ORDER BY at DESC, xid DESC LIMIT ?4"
 }
 
 // millis is t as stored: Unix milliseconds.
@@ -415,6 +433,9 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 				return fmt.Errorf("set badge: %w", err)
 			}
 		}
+		if len(log) > 0 {
+			return w.indexLog(ctx, s.opts.LogIndexEvery)
+		}
 		return nil
 	})
 	if err != nil {
@@ -467,6 +488,32 @@ func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.Pus
 	return log, nil
 }
 
+// indexLog enters the delivery-log rows after push_log_indexed.upto into
+// push_log_by_user and push_log_by_push once there are at least every of
+// them (1: always), in one sorted INSERT each: a page of those tables is
+// written once for all the batch's entries it takes, where an index
+// updated row by row wrote a page per push. w.sem must be held, inside a
+// transaction.
+func (w *writer) indexLog(ctx context.Context, every int) error {
+	var upto, last int64
+	if err := w.logTail.QueryRowContext(ctx).Scan(&upto, &last); err != nil {
+		return fmt.Errorf("read the log's index mark: %w", err)
+	}
+	if last-upto < int64(every) {
+		return nil
+	}
+	if _, err := w.logIndexUser.ExecContext(ctx, upto); err != nil {
+		return fmt.Errorf("index the log by user: %w", err)
+	}
+	if _, err := w.logIndexPush.ExecContext(ctx, upto); err != nil {
+		return fmt.Errorf("index the log by push ID: %w", err)
+	}
+	if _, err := w.logSetUpto.ExecContext(ctx, last); err != nil {
+		return fmt.Errorf("move the log's index mark: %w", err)
+	}
+	return nil
+}
+
 // pruneChunk is how many delivery-log rows one transaction of PrunePushLog
 // deletes: the writer is free for appends between two, however large the
 // backlog.
@@ -482,12 +529,38 @@ func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error)
 	for {
 		var n int64
 		err := s.tx(ctx, func(ctx context.Context) error {
-			r, err := s.w.logPrune.ExecContext(ctx, at, pruneChunk)
+			rows, err := s.w.logPrune.QueryContext(ctx, at, pruneChunk)
 			if err != nil {
 				return err
 			}
-			n, err = r.RowsAffected()
-			return err
+			type entry struct {
+				user, pushID string
+				at, id       int64
+			}
+			var gone []entry
+			for rows.Next() {
+				var e entry
+				if err := rows.Scan(&e.user, &e.pushID, &e.at, &e.id); err != nil {
+					rows.Close()
+					return err
+				}
+				gone = append(gone, e)
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			// Their entries in the tables by user and push ID (rows after
+			// the index mark have none: the DELETEs find nothing).
+			for _, e := range gone {
+				if _, err := s.w.logUnindexUser.ExecContext(ctx, e.user, e.at, e.id); err != nil {
+					return err
+				}
+				if _, err := s.w.logUnindexPush.ExecContext(ctx, e.pushID, e.at, e.id); err != nil {
+					return err
+				}
+			}
+			n = int64(len(gone))
+			return nil
 		})
 		if err != nil {
 			return total, fmt.Errorf("sqlite: prune push log: %w", err)

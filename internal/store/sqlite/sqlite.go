@@ -91,6 +91,13 @@ type Options struct {
 	// means 16384 (64 MiB).
 	WALPages int
 
+	// LogIndexEvery is how many delivery-log rows are appended before
+	// they are entered, in one sorted write, into the log's tables by user
+	// and by push ID (migrations/0009_push_log_index.sql); a query by user
+	// or push ID scans the rows not yet entered. Zero means 8192; 1 enters
+	// every batch at once.
+	LogIndexEvery int
+
 	// Now is the clock of push device registrations (RegisteredAt). Nil
 	// means time.Now.
 	Now func() time.Time
@@ -120,6 +127,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.WALPages <= 0 {
 		o.WALPages = 16384
+	}
+	if o.LogIndexEvery <= 0 {
+		o.LogIndexEvery = 8192
 	}
 	if o.Now == nil {
 		o.Now = time.Now

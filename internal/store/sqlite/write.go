@@ -58,6 +58,8 @@ type writer struct {
 	devByToken, devByBinding, devDelete, devMove             *sql.Stmt
 	devRetoken, devInsert, devUnregister, devUnbind, devDrop *sql.Stmt
 	devPrune                                                 *sql.Stmt
+	logUnindexUser, logUnindexPush, logTail                  *sql.Stmt
+	logIndexUser, logIndexPush, logSetUpto                   *sql.Stmt
 
 	// Group statements (group.go) and call statements (call.go).
 	grpLive, grpInsert, grpUpdate, grpDismiss, convEnsure *sql.Stmt
