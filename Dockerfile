@@ -3,10 +3,12 @@
 # non-root user, its data in the /data volume, healthy while /readyz
 # answers 200 (herald healthcheck: the image has no shell and no curl).
 #
-# From a checkout (BuildKit, the default builder since Docker 23):
+# From a checkout, with BuildKit (Docker's builder since 23.0; before it,
+# DOCKER_BUILDKIT=1):
 #   docker build -t herald --build-arg VERSION=$(git describe --tags --always) \
 #     --build-arg REVISION=$(git rev-parse HEAD) .
-#   docker run -d --name herald -p 7400:7400 -v herald-data:/data -e HERALD_SECRET=... herald
+#   docker run -d --name herald -p 127.0.0.1:7400:7400 -v herald-data:/data \
+#     --env-file /etc/herald/herald.env herald
 # docs/deploy.md has the rest (TLS, push credentials, systemd).
 #
 # BINARY picks where the binary comes from: "build" (the default) compiles
@@ -17,7 +19,7 @@
 ARG GO_VERSION=1.26
 ARG BINARY=build
 
-FROM golang:${GO_VERSION}-bookworm AS build
+FROM --platform=$BUILDPLATFORM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
