@@ -8,9 +8,10 @@
 //	herald emulator  run the push emulators alone (APNs, FCM, Huawei, Web Push) on one address
 //	herald bench     load scenarios: peer messages, idle connections, pushes, groups
 //	herald migrate   copy a stopped node's store into another (embedded to PostgreSQL)
+//	herald healthcheck  ask a running server's /readyz (the container image's HEALTHCHECK)
 //	herald version   the build's module version and VCS revision
 //
-// The commands that talk to a running server (gentoken, push) find it
+// The commands that talk to a running server (gentoken, push, healthcheck) find it
 // through its data folder (--data, HERALD_DATA): the server records its
 // addresses there (serverstate.go).
 package main
@@ -40,18 +41,22 @@ Usage:
   herald emulator [--addr HOST:PORT] [--sandbox-addr HOST:PORT] [--dir DIR] [--delay D]
   herald bench    peer|conn|push|group [flags]
   herald migrate  [--data DIR] [--store sqlite|pebble|URL] --to-store URL|sqlite|pebble [--to-data DIR] [...]
+  herald healthcheck [--addr HOST:PORT] [--data DIR] [--url URL] [--timeout 5s]
   herald version  (also --version)
   herald help
 
 Run "herald COMMAND --help" for a command's flags. Configuration keys are in
 docs/configuration.md; each also has a HERALD_* environment variable.
-gentoken and push find the server through its data folder (--data, or
+gentoken, push and healthcheck find the server through its data folder (--data, or
 HERALD_DATA; default herald-data), where herald serve records its address.
 `
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "herald:", err)
+		if errors.As(err, new(errUnhealthy)) {
+			os.Exit(1)
+		}
 		os.Exit(2)
 	}
 }
@@ -84,6 +89,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return pushCmd(args[1:], stdout, stderr)
 	case "migrate":
 		return migrateCmd(args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheckCmd(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		if len(args) > 1 {
 			switch args[1] {

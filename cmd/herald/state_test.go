@@ -20,6 +20,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/version"
 )
 
 // serveChild is `herald serve` in a child process (TestServeChild).
@@ -124,6 +125,9 @@ func TestCommandsFindTheServer(t *testing.T) {
 	srv := startServeChild(t, []string{"HERALD_SECRET=", "HERALD_PUSH_CONFG=push.json"},
 		"--addr", "127.0.0.1:0", "--data", data, "--push-emulator-addr", "127.0.0.1:0", "--push-emulator-sandbox-addr", sandbox)
 	srv.waitLine(regexp.MustCompile(`HERALD_PUSH_CONFG is not a Herald setting and is ignored \(did you mean HERALD_PUSH_CONFIG\?\)`))
+	// The start log names the build (`herald version`; a test binary has no VCS stamp).
+	v := version.Get()
+	srv.waitLine(regexp.MustCompile(`herald starting"? version=` + regexp.QuoteMeta(v.Version) + ` revision=` + regexp.QuoteMeta(v.Revision) + ` go_version=` + regexp.QuoteMeta(v.GoVersion) + `$`))
 	prod := srv.waitLine(regexp.MustCompile(`APNs emulator listening"? env=production url=(\S+)`))[1]
 	addr := srv.waitLine(regexp.MustCompile(`herald listening"? addr=(\S+)`))[1]
 	srv.waitLine(regexp.MustCompile(`^  herald gentoken --data ` + regexp.QuoteMeta(data) + ` --user alice$`))
@@ -184,6 +188,11 @@ func TestCommandsFindTheServer(t *testing.T) {
 	out.Reset()
 	if err := run([]string{"push", "log", "--user", "carol"}, &out, &errOut); err != nil || !strings.Contains(out.String(), pushID) {
 		t.Errorf("push log: %v, output:\n%s\nwant the test push", err, out.String())
+	}
+
+	out.Reset()
+	if err := run([]string{"healthcheck"}, &out, &errOut); err != nil || out.String() != "http://"+addr+"/readyz: ready\n" {
+		t.Errorf("healthcheck of the recorded address: %v, output %q, want ready", err, out.String())
 	}
 
 	srv.stop()

@@ -25,7 +25,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/herald-im/herald/internal/emulator"
@@ -327,7 +326,7 @@ func StartEmulatorProcess(ctx context.Context, exe, provider string, delay time.
 	}
 	cmd := exec.CommandContext(ctx, exe, args...)
 	cmd.Stderr = logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childProcAttr()
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -108,7 +108,7 @@ func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs 
 	)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childProcAttr()
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(data)
 		return nil, err

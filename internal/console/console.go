@@ -52,6 +52,7 @@ import (
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/version"
 	"github.com/herald-im/herald/token"
 )
 
@@ -196,6 +197,8 @@ type Handler struct {
 	runs     map[string]*pushRun // test pushes waiting for their stream, by ID
 
 	throttle *loginThrottle // wrong logins per client address (throttle.go)
+
+	build version.Info // shown in the footer to a logged-in operator (not to anyone who can reach the login page)
 }
 
 type session struct {
@@ -218,7 +221,7 @@ func New(cfg Config) *Handler {
 		cfg.MaxSessions = 1000
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: make(map[string]*session), runs: make(map[string]*pushRun),
-		throttle: newLoginThrottle()}
+		throttle: newLoginThrottle(), build: version.Get()}
 	h.tmpl = parseTemplates()
 	sub, _ := fs.Sub(staticFS, "static")
 	h.static = http.StripPrefix(Prefix+"static/", http.FileServerFS(sub))

@@ -67,6 +67,7 @@ func urlEscape(s string) string {
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, page string, data map[string]any) {
 	data["Page"] = page
 	data["Prefix"] = Prefix
+	data["Build"] = h.build
 	if s := sessionOf(r); s != nil {
 		data["CSRF"] = s.csrf
 		data["LoggedIn"] = true

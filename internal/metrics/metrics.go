@@ -115,8 +115,8 @@ func New() *Metrics {
 	build := version.Get()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "herald_build_info",
-		Help:        "Always 1; the labels are the running build's module version and VCS revision (herald version).",
-		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision},
+		Help:        "Always 1; the labels are the running build's module version, VCS revision and Go version (herald version).",
+		ConstLabels: prometheus.Labels{"version": build.Version, "revision": build.Revision, "goversion": build.GoVersion},
 	})
 	buildInfo.Set(1)
 	m.reg.MustRegister(buildInfo, m.storeLat, m.pushReqs, m.pushFail, m.pushLat, (*collector)(m),

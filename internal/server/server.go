@@ -32,6 +32,7 @@ import (
 	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/sqlite"
 	"github.com/herald-im/herald/internal/user"
+	"github.com/herald-im/herald/internal/version"
 	"github.com/herald-im/herald/internal/webhook"
 	"github.com/herald-im/herald/proto"
 )
@@ -87,6 +88,9 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	// Repeated warnings and errors are counted, not each written (repeats.go).
 	repeats := newRepeatHandler(log.Handler(), repeatWindow, time.Now)
 	log = slog.New(repeats)
+	// First, so a start that fails (a migration, a port) says which build failed.
+	build := version.Get()
+	log.Info("herald starting", "version", build.Version, "revision", build.Revision, "go_version", build.GoVersion)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
