@@ -102,13 +102,13 @@ type MediaFile struct {
 	ThumbW    int
 	ThumbH    int
 	CreatedAt time.Time
-	// Conv and Seq are the conversation and seq of the message that
-	// refers to the file (set when it is sent; empty Conv: none yet).
-	// Who may download the file follows from them: a peer
-	// conversation's two users, or a group's members who joined before
-	// Seq. An upload with no Conv past its grace period is deleted.
-	Conv string
-	Seq  int64
+	// Conv is the conversation of the message that refers to the file,
+	// and AttachedAt when it was sent (empty Conv: no message yet). Who
+	// may download the file follows from them: a peer conversation's two
+	// users, or a group's members who joined at or before AttachedAt. An
+	// upload with no Conv past its grace period is deleted.
+	Conv       string
+	AttachedAt time.Time
 }
 
 // MaxMediaNameBytes is the longest file name kept with an upload.

@@ -34,7 +34,7 @@ type mediaRecord struct {
 	ThumbH    int    `json:"thumb_h,omitempty"`
 	CreatedAt int64  `json:"created_at"` // ms
 	Conv      string `json:"conv,omitempty"`
-	Seq       int64  `json:"seq,omitempty"`
+	Attached  int64  `json:"attached_at,omitempty"` // ms
 }
 
 // EncodeMediaFile returns the record backends store for f.
@@ -43,7 +43,7 @@ func EncodeMediaFile(f *herald.MediaFile) []byte {
 		ID: f.ID, Owner: f.Owner, Kind: string(f.Kind), Name: f.Name, MIME: f.MIME, Size: f.Size,
 		Received: f.Received, HashState: f.HashState, Sniffed: f.Sniffed, SHA256: f.SHA256, Complete: f.Complete,
 		Width: f.Width, Height: f.Height, Thumb: f.Thumb, ThumbW: f.ThumbW, ThumbH: f.ThumbH,
-		CreatedAt: f.CreatedAt.UnixMilli(), Conv: f.Conv, Seq: f.Seq,
+		CreatedAt: f.CreatedAt.UnixMilli(), Conv: f.Conv, Attached: millisOrZero(f.AttachedAt),
 	})
 	if err != nil {
 		panic(err) // strings, numbers and bytes always encode
@@ -61,7 +61,7 @@ func DecodeMediaFile(b []byte) (herald.MediaFile, error) {
 		ID: r.ID, Owner: r.Owner, Kind: herald.MediaKind(r.Kind), Name: r.Name, MIME: r.MIME, Size: r.Size,
 		Received: r.Received, HashState: r.HashState, Sniffed: r.Sniffed, SHA256: r.SHA256, Complete: r.Complete,
 		Width: r.Width, Height: r.Height, Thumb: r.Thumb, ThumbW: r.ThumbW, ThumbH: r.ThumbH,
-		CreatedAt: time.UnixMilli(r.CreatedAt).UTC(), Conv: r.Conv, Seq: r.Seq,
+		CreatedAt: time.UnixMilli(r.CreatedAt).UTC(), Conv: r.Conv, AttachedAt: timeOrZero(r.Attached),
 	}, nil
 }
 
@@ -88,4 +88,18 @@ func MediaNotFound(id string) error {
 // MediaConflict is UpdateMedia's CodeConflict.
 func MediaConflict(id string, from int64) error {
 	return herald.Errorf(herald.CodeConflict, "upload %q is no longer at offset %d: ask for its offset and resume there", id, from)
+}
+
+func millisOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func timeOrZero(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
 }

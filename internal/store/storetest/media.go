@@ -90,7 +90,7 @@ func testMediaUpdate(t *testing.T, f *fixture) {
 	done := next
 	done.Received, done.Complete, done.SHA256 = 1000, true, "ab12"
 	done.Width, done.Height, done.Thumb, done.ThumbW, done.ThumbH = 4000, 3000, true, 320, 240
-	done.Conv, done.Seq = herald.PeerConversationKey("alice", "bob"), 7
+	done.Conv, done.AttachedAt = herald.PeerConversationKey("alice", "bob"), m.CreatedAt.Add(time.Minute)
 	if err := f.s.UpdateMedia(ctx, done, 400); err != nil {
 		t.Fatalf("UpdateMedia from 400: %v", err)
 	}
@@ -183,7 +183,7 @@ func testMediaUnreferenced(t *testing.T, f *fixture) {
 		f.createMedia(t, m)
 	}
 	ref := used
-	ref.Conv, ref.Seq = herald.PeerConversationKey("alice", "bob"), 1
+	ref.Conv, ref.AttachedAt = herald.PeerConversationKey("alice", "bob"), f.at
 	if err := f.s.UpdateMedia(ctx, ref, 0); err != nil {
 		t.Fatal(err)
 	}
