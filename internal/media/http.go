@@ -100,6 +100,7 @@ func (s *Service) user(r *http.Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	s.authenticated(r)
 	return claims.UserID, nil
 }
 
@@ -259,7 +260,9 @@ func (s *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 	var err error
 	if sig := q.Get("sig"); sig != "" {
 		user = q.Get("u")
-		err = s.VerifySigned(id, user, q.Get("exp"), sig, thumb)
+		if err = s.VerifySigned(id, user, q.Get("exp"), sig, thumb); err == nil {
+			s.authenticated(r)
+		}
 	} else {
 		user, err = s.user(r)
 	}
@@ -306,4 +309,10 @@ func extOf(name string) string {
 		return name[i:]
 	}
 	return ""
+}
+
+func (s *Service) authenticated(r *http.Request) {
+	if s.cfg.Authenticated != nil {
+		s.cfg.Authenticated(r)
+	}
 }

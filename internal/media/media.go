@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -56,8 +57,12 @@ type Config struct {
 	// Secret signs download URLs (a key derived from it: it is also the
 	// login token secret).
 	Secret []byte
-	Now    func() time.Time
-	Logger *slog.Logger
+	// Authenticated, when set, is told of each request whose token (or
+	// signed URL) checked out: the listener stops counting its connection
+	// among those not yet authenticated.
+	Authenticated func(*http.Request)
+	Now           func() time.Time
+	Logger        *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
