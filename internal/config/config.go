@@ -67,6 +67,7 @@ type Config struct {
 	MediaMaxVideoBytes int           // HERALD_MEDIA_MAX_VIDEO_BYTES: largest video upload
 	MediaDailyQuota    int           // HERALD_MEDIA_DAILY_QUOTA: bytes one user may upload per UTC day
 	MediaURLTTL        time.Duration // HERALD_MEDIA_URL_TTL: lifetime of a signed download URL
+	MediaGrace         time.Duration // HERALD_MEDIA_GRACE: an upload no message refers to is deleted this long after it was created
 	MediaMaxPixels     int           // HERALD_MEDIA_MAX_PIXELS: largest image (width x height) accepted; larger ones are refused, not decoded
 	MediaThumbWorkers  int           // HERALD_MEDIA_THUMB_WORKERS: images decoded for thumbnails at once
 	MediaPlaceholders  string        // HERALD_MEDIA_PLACEHOLDERS: push text of media messages without push content, "image=[Photo],file=[Document]"; unset types keep [Image] [File] [Audio] [Video]
@@ -181,6 +182,7 @@ func Default() Config {
 		MediaMaxVideoBytes: 100 << 20,
 		MediaDailyQuota:    1 << 30,
 		MediaURLTTL:        5 * time.Minute,
+		MediaGrace:         24 * time.Hour,
 		MediaMaxPixels:     50_000_000,
 		MediaThumbWorkers:  2,
 		GroupMaxMembers:    10_000,
@@ -275,6 +277,7 @@ func (c *Config) keys() []key {
 		{"media-max-video-bytes", "largest video upload", &c.MediaMaxVideoBytes},
 		{"media-daily-quota", "bytes one user may upload per UTC day (declared sizes)", &c.MediaDailyQuota},
 		{"media-url-ttl", "lifetime of a signed media download URL", &c.MediaURLTTL},
+		{"media-grace", "an upload no message refers to (unfinished or never sent) is deleted this long after it was created", &c.MediaGrace},
 		{"media-max-pixels", "largest image (width x height) accepted; a larger one is refused before it is decoded", &c.MediaMaxPixels},
 		{"media-thumb-workers", "images decoded for thumbnails at once", &c.MediaThumbWorkers},
 		{"media-placeholders", "push text of media messages sent without push content, e.g. image=[Photo],file=[Document] (a file's name follows its word)", &c.MediaPlaceholders},
@@ -546,7 +549,7 @@ func (c *Config) Validate() error {
 		{"HERALD_PUSH_ACK_WINDOW", c.PushAckWindow}, {"HERALD_PUSH_TTL", c.PushTTL},
 		{"HERALD_PUSH_RETRY_BASE", c.PushRetryBase}, {"HERALD_PUSH_RETRY_MAX", c.PushRetryMax},
 		{"HERALD_PUSH_LOG_RETENTION", c.PushLogRetention}, {"HERALD_PUSH_LEASE", c.PushLease},
-		{"HERALD_APNS_TIMEOUT", c.APNsTimeout}, {"HERALD_MEDIA_URL_TTL", c.MediaURLTTL},
+		{"HERALD_APNS_TIMEOUT", c.APNsTimeout}, {"HERALD_MEDIA_URL_TTL", c.MediaURLTTL}, {"HERALD_MEDIA_GRACE", c.MediaGrace},
 		{"HERALD_HTTP_READ_TIMEOUT", c.HTTPReadTimeout}, {"HERALD_HTTP_WRITE_TIMEOUT", c.HTTPWriteTimeout},
 		{"HERALD_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout},
 	} {

@@ -48,6 +48,11 @@ type Config struct {
 	// (declared sizes of the uploads created that day); zero means 1 GiB.
 	DailyQuota int64
 	URLTTL     time.Duration // lifetime of a signed download URL; zero means 5 minutes
+	// Grace is how long an upload no message refers to is kept (finished
+	// or not); then Sweep deletes it. Zero means 24 hours. An upload is
+	// not sent once within a minute of its end (Attach refuses it), so a
+	// send never races the deletion.
+	Grace time.Duration
 	// MaxPixels is the largest image (width x height) decoded for a
 	// thumbnail; a larger one is refused; zero means 50,000,000.
 	MaxPixels    int64
@@ -79,6 +84,9 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxPixels, 50_000_000)
 	if c.URLTTL == 0 {
 		c.URLTTL = 5 * time.Minute
+	}
+	if c.Grace == 0 {
+		c.Grace = 24 * time.Hour
 	}
 	if c.ThumbSize == 0 {
 		c.ThumbSize = 320
@@ -133,7 +141,7 @@ type Service struct {
 
 // Stats counts what the service did and refused.
 type Stats struct {
-	Created, Completed, Rejected, ThumbsMade, ThumbsSkipped, Downloads, Denied atomic.Int64
+	Created, Completed, Rejected, ThumbsMade, ThumbsSkipped, Downloads, Denied, Swept atomic.Int64
 }
 
 // New returns a service storing records in st and bytes in blobs.
@@ -156,7 +164,7 @@ func (s *Service) StatsSnapshot() map[string]int64 {
 	return map[string]int64{
 		"created": s.stats.Created.Load(), "completed": s.stats.Completed.Load(), "rejected": s.stats.Rejected.Load(),
 		"thumbs_made": s.stats.ThumbsMade.Load(), "thumbs_skipped": s.stats.ThumbsSkipped.Load(),
-		"downloads": s.stats.Downloads.Load(), "denied": s.stats.Denied.Load(),
+		"downloads": s.stats.Downloads.Load(), "denied": s.stats.Denied.Load(), "swept": s.stats.Swept.Load(),
 	}
 }
 
@@ -460,6 +468,8 @@ func (s *Service) Attach(ctx context.Context, m *herald.Message) error {
 		return herald.Errorf(herald.CodeInvalidArgument, "upload %q has %d of its %d bytes: finish it before sending", f.ID, f.Received, f.Size)
 	case f.Kind.MessageType() != m.Type:
 		return herald.Errorf(herald.CodeInvalidArgument, "upload %q is a %s; it cannot be sent as a %s message", f.ID, f.Kind, m.Type)
+	case f.Conv == "" && !s.cfg.Now().Before(f.CreatedAt.Add(s.cfg.Grace-attachMargin)):
+		return herald.Errorf(herald.CodeNotFound, "upload %q is older than %s and about to be deleted: upload the file again", f.ID, s.cfg.Grace)
 	case f.Conv != "" && f.Conv != m.Conv:
 		return herald.Errorf(herald.CodeConflict, "upload %q was sent in another conversation; upload the file again to send it here", f.ID)
 	}
@@ -589,4 +599,59 @@ func (s *Service) VerifySigned(id, user, exp, sig string, thumb bool) error {
 func errorIs(err error, c herald.Code) bool {
 	var he *herald.Error
 	return errors.As(err, &he) && he.Code == c
+}
+
+// attachMargin is how long before its deletion an unsent upload stops
+// being sendable.
+const attachMargin = time.Minute
+
+// Sweep deletes up to limit uploads that no message refers to and that
+// were created more than Grace ago (bytes, thumbnail, record), and returns
+// how many. Several nodes may sweep at once: deleting twice is harmless.
+func (s *Service) Sweep(ctx context.Context, limit int) (int, error) {
+	stale, err := s.st.UnreferencedMedia(ctx, s.cfg.Now().Add(-s.cfg.Grace), limit)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, f := range stale {
+		unlock := s.lock(f.ID)
+		cur, err := s.st.Media(ctx, f.ID)
+		if err == nil && cur.Conv == "" {
+			s.discard(ctx, cur)
+			n++
+		}
+		unlock()
+		if err != nil && herald.ErrorCode(err) != herald.CodeNotFound {
+			return n, err
+		}
+	}
+	s.stats.Swept.Add(int64(n))
+	return n, nil
+}
+
+// Run sweeps every interval until ctx ends: the lifecycle's loop, which
+// the server runs with a context its shutdown cancels.
+func (s *Service) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for {
+			n, err := s.Sweep(ctx, 100)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Error("media: sweeping unsent uploads", "err", err)
+				}
+				break
+			}
+			if n < 100 {
+				break
+			}
+		}
+	}
 }

@@ -356,6 +356,11 @@ func TestThumbnails(t *testing.T) {
 	var g bytes.Buffer
 	pal := image.NewPaletted(image.Rect(0, 0, 300, 30), []color.Color{color.White, color.Black})
 	gif.EncodeAll(&g, &gif.GIF{Image: []*image.Paletted{pal, pal}, Delay: []int{1, 1}})
+	// From golang.org/x/image's test data (BSD licence, as the module).
+	webp, err := os.ReadFile("testdata/blue-purple-pink.lossless.webp")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, mime   string
 		data         []byte
@@ -365,6 +370,7 @@ func TestThumbnails(t *testing.T) {
 		{"tall.png", "image/png", testPNG(t, 50, 200), 50, 200, 25, 100},
 		{"small.png", "image/png", testPNG(t, 40, 30), 40, 30, 40, 30},
 		{"anim.gif", "image/gif", g.Bytes(), 300, 30, 100, 10},
+		{"lossless.webp", "image/webp", webp, 150, 100, 100, 67},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -480,5 +486,39 @@ func TestDownloadAuthorization(t *testing.T) {
 				t.Errorf("HTML file served as %q, %q; want application/octet-stream as an attachment with nosniff", ct, cd)
 			}
 		}
+	}
+}
+
+// Uploads no message refers to, finished or not, are deleted after the
+// grace period; a sent one is kept; an upload about to be deleted can no
+// longer be sent.
+func TestSweepDeletesUnsentUploads(t *testing.T) {
+	e := newEnv(t, Config{Grace: time.Hour})
+	ctx := context.Background()
+	unsent := e.upload("alice", "file", "a.bin", "application/octet-stream", randomBytes(600))
+	sent := e.upload("alice", "file", "b.bin", "application/octet-stream", randomBytes(600))
+	late := e.upload("alice", "file", "c.bin", "application/octet-stream", randomBytes(600))
+	partial, _, _ := e.create("alice", "file", "d.bin", "application/octet-stream", 2000)
+	if resp, body := e.chunk("alice", partial.ID, 0, randomBytes(1000)); resp.StatusCode != 200 {
+		t.Fatalf("partial chunk: %d %s", resp.StatusCode, body)
+	}
+	e.attach(t, "alice", sent.ID, herald.PeerConversationKey("alice", "bob"), herald.MessageFile, e.clock.Now())
+	if n, err := e.svc.Sweep(ctx, 100); err != nil || n != 0 {
+		t.Fatalf("Sweep within the grace period: %d, %v; want nothing deleted", n, err)
+	}
+	e.clock.Add(time.Hour - 30*time.Second)
+	m := &herald.Message{From: "alice", Conv: herald.PeerConversationKey("alice", "bob"), Type: herald.MessageFile, Media: &herald.Media{FileID: late.ID}}
+	if err := e.svc.Attach(ctx, m); herald.ErrorCode(err) != herald.CodeNotFound {
+		t.Errorf("Attach 30s before the upload's deletion: %v, want not_found", err)
+	}
+	e.clock.Add(time.Minute)
+	if n, err := e.svc.Sweep(ctx, 100); err != nil || n != 3 {
+		t.Fatalf("Sweep after the grace period: %d, %v; want 3 deleted", n, err)
+	}
+	for _, id := range []string{unsent.ID, late.ID, partial.ID} {
+		e.wantGone(t, id)
+	}
+	if resp, body := e.do("bob", "GET", proto.MediaFilesPath+sent.ID, nil, nil); resp.StatusCode != 200 {
+		t.Errorf("the sent file after the sweep: %d %s, want it kept", resp.StatusCode, body)
 	}
 }

@@ -56,6 +56,10 @@ type Server struct {
 	push  *push.Service
 	calls *call.Service
 	media *media.Service
+	// mediaStop ends the media lifecycle's sweep (Shutdown); mediaDone is
+	// closed when it has.
+	mediaStop context.CancelFunc
+	mediaDone chan struct{}
 	hooks *webhook.Service // nil without callback URLs (webhook.go)
 	emus  *pushEmulators   // the built-in emulators when no push credentials are configured
 	provs map[herald.PushProvider]push.Provider
@@ -278,7 +282,7 @@ func mediaSetup(cfg config.Config, st store.Store, secret []byte, log *slog.Logg
 	md := media.New(st, blobs, media.Config{
 		MaxImageBytes: int64(cfg.MediaMaxImageBytes), MaxFileBytes: int64(cfg.MediaMaxFileBytes),
 		MaxAudioBytes: int64(cfg.MediaMaxAudioBytes), MaxVideoBytes: int64(cfg.MediaMaxVideoBytes),
-		DailyQuota: int64(cfg.MediaDailyQuota), URLTTL: cfg.MediaURLTTL, MaxPixels: int64(cfg.MediaMaxPixels),
+		DailyQuota: int64(cfg.MediaDailyQuota), URLTTL: cfg.MediaURLTTL, MaxPixels: int64(cfg.MediaMaxPixels), Grace: cfg.MediaGrace,
 		ThumbWorkers: cfg.MediaThumbWorkers, Secret: secret, Authenticated: markAuthenticated, Logger: log,
 	})
 	return md, placeholders, nil
@@ -389,6 +393,12 @@ func (s *Server) Start() error {
 		}
 	}
 	s.chat.Start()
+	mctx, mstop := context.WithCancel(context.Background())
+	s.mediaStop, s.mediaDone = mstop, make(chan struct{})
+	go func() {
+		defer close(s.mediaDone)
+		s.media.Run(mctx, min(s.cfg.MediaGrace/4, 10*time.Minute))
+	}()
 	s.ready.Store(true)
 	go func() {
 		err := s.http.Serve(s.capLn)
@@ -491,6 +501,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	s.calls.Close() // no session is left to change a call; timers stop, calls stay open for the next start
+	if s.mediaStop != nil {
+		s.mediaStop()
+		<-s.mediaDone // before the store closes under it
+	}
 	if err := s.chat.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
