@@ -60,14 +60,14 @@ type Server struct {
 	// closed when it has.
 	mediaStop context.CancelFunc
 	mediaDone chan struct{}
-	hooks *webhook.Service // nil without callback URLs (webhook.go)
-	emus  *pushEmulators   // the built-in emulators when no push credentials are configured
-	provs map[herald.PushProvider]push.Provider
-	http  *http.Server
-	ln    net.Listener
-	pprof *http.Server // nil unless HERALD_PPROF_ADDR is set
-	ready atomic.Bool
-	done  chan error
+	hooks     *webhook.Service // nil without callback URLs (webhook.go)
+	emus      *pushEmulators   // the built-in emulators when no push credentials are configured
+	provs     map[herald.PushProvider]push.Provider
+	http      *http.Server
+	ln        net.Listener
+	pprof     *http.Server // nil unless HERALD_PPROF_ADDR is set
+	ready     atomic.Bool
+	done      chan error
 
 	nonces  *api.NonceJournal // closed after the HTTP server
 	capLn   *capListener      // ln with the caps on connections before login (listener.go)
