@@ -10,6 +10,7 @@ import (
 	_ "image/png"
 	"io"
 
+	"golang.org/x/image/draw"
 	_ "golang.org/x/image/webp"
 
 	"github.com/herald-im/herald"
@@ -79,9 +80,10 @@ func (t *thumbnailer) make(ctx context.Context, r io.Reader) ([]byte, int, int, 
 	return buf.Bytes(), b.Dx(), b.Dy(), nil
 }
 
-// scale returns img shrunk (never enlarged) to fit max x max, each output
-// pixel the average of the source pixels it covers (a box filter), on
-// white where the source is transparent (JPEG has no alpha).
+// scale returns img shrunk (never enlarged) to fit max x max, with a
+// bilinear kernel stretched over the shrink (every source pixel counts,
+// so no aliasing), on white where the source is transparent (JPEG has no
+// alpha). x/image/draw has fast paths for the decoders' image types.
 func scale(img image.Image, max int) *image.RGBA {
 	sb := img.Bounds()
 	sw, sh := sb.Dx(), sb.Dy()
@@ -95,31 +97,8 @@ func scale(img image.Image, max int) *image.RGBA {
 	}
 	w, h = maxInt(w, 1), maxInt(h, 1)
 	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	for y := 0; y < h; y++ {
-		y0, y1 := sb.Min.Y+y*sh/h, sb.Min.Y+(y+1)*sh/h
-		if y1 == y0 {
-			y1 = y0 + 1
-		}
-		for x := 0; x < w; x++ {
-			x0, x1 := sb.Min.X+x*sw/w, sb.Min.X+(x+1)*sw/w
-			if x1 == x0 {
-				x1 = x0 + 1
-			}
-			var r, g, b, a, n uint64
-			for sy := y0; sy < y1; sy++ {
-				for sx := x0; sx < x1; sx++ {
-					cr, cg, cb, ca := img.At(sx, sy).RGBA()
-					r, g, b, a, n = r+uint64(cr), g+uint64(cg), b+uint64(cb), a+uint64(ca), n+1
-				}
-			}
-			// Premultiplied: composite over white.
-			white := (n*0xffff - a)
-			dst.SetRGBA(x, y, color.RGBA{
-				R: uint8(((r + white) / n) >> 8), G: uint8(((g + white) / n) >> 8),
-				B: uint8(((b + white) / n) >> 8), A: 0xff,
-			})
-		}
-	}
+	draw.Draw(dst, dst.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
+	draw.BiLinear.Scale(dst, dst.Bounds(), img, sb, draw.Over, nil)
 	return dst
 }
 
