@@ -22,9 +22,10 @@ import (
 // deadline, and a dropped connection costs at most one chunk's resend.
 const MaxChunkBytes = 16 << 20
 
-// chunkIdle is how long a chunk's body may stall before the request
-// fails: the read deadline moves on with every read, so a slow but
-// steady phone is not cut off by the server's HTTP read timeout.
+// chunkIdle is how long a chunk's body (or a download's answer) may
+// stall before the request fails: the connection's deadlines move on with
+// every read and write, so a slow but steady phone is not cut off by the
+// server's HTTP read and write timeouts, which bound a whole request.
 const chunkIdle = 30 * time.Second
 
 // Handler serves the media HTTP API (proto.MediaUploadsPath and the paths
@@ -204,15 +205,30 @@ func (s *Service) serveChunk(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.status(f))
 }
 
-// idleReader moves the connection's read deadline on before each read.
+// idleReader moves the connection's deadlines on before each read (the
+// write deadline too: the answer follows the whole body).
 type idleReader struct {
 	r  io.Reader
 	rc *http.ResponseController
 }
 
 func (i *idleReader) Read(p []byte) (int, error) {
-	_ = i.rc.SetReadDeadline(time.Now().Add(chunkIdle))
+	at := time.Now().Add(chunkIdle)
+	_ = i.rc.SetReadDeadline(at)
+	_ = i.rc.SetWriteDeadline(at.Add(chunkIdle))
 	return i.r.Read(p)
+}
+
+// idleWriter moves the connection's write deadline on before each write
+// of a download.
+type idleWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (i *idleWriter) Write(p []byte) (int, error) {
+	_ = i.rc.SetWriteDeadline(time.Now().Add(chunkIdle))
+	return i.ResponseWriter.Write(p)
 }
 
 func (s *Service) serveAbort(w http.ResponseWriter, r *http.Request) {
@@ -301,7 +317,7 @@ func (s *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 	if !thumb && f.SHA256 != "" {
 		h.Set("ETag", `"`+f.SHA256+`"`)
 	}
-	http.ServeContent(w, r, "", b.ModTime(), b)
+	http.ServeContent(&idleWriter{ResponseWriter: w, rc: http.NewResponseController(w)}, r, "", b.ModTime(), b)
 }
 
 func extOf(name string) string {

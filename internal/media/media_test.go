@@ -522,3 +522,49 @@ func TestSweepDeletesUnsentUploads(t *testing.T) {
 		t.Errorf("the sent file after the sweep: %d %s, want it kept", resp.StatusCode, body)
 	}
 }
+
+// slowReader gives its bytes a piece at a time, pausing between pieces:
+// a phone on a slow but steady network.
+type slowReader struct {
+	b     []byte
+	piece int
+	pause time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(s.pause) // the pace of the sender, not synchronisation
+	n := copy(p[:min(len(p), s.piece)], s.b)
+	s.b = s.b[n:]
+	return n, nil
+}
+
+// A chunk that takes longer than the server's whole-request timeouts, but
+// never stalls, is taken: the deadlines move on with the bytes.
+func TestSlowChunkOutlastsRequestTimeouts(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.srv.Close()
+	srv := httptest.NewUnstartedServer(e.svc.Handler())
+	srv.Config.ReadTimeout, srv.Config.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	e.srv = srv
+	data := randomBytes(24 << 10)
+	st, _, _ := e.create("alice", "file", "slow.bin", "application/octet-stream", len(data))
+	req, _ := http.NewRequest("PATCH", srv.URL+proto.MediaUploadPath+st.ID, &slowReader{b: data, piece: 1024, pause: 40 * time.Millisecond})
+	req.ContentLength = int64(len(data))
+	req.Header.Set("Authorization", "Bearer "+e.token("alice"))
+	req.Header.Set("Content-Type", proto.ContentTypeChunk)
+	req.Header.Set(proto.HeaderUploadOffset, "0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("a ~1s chunk under 300ms timeouts: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"complete":true`) {
+		t.Errorf("slow chunk: %d %s, want the upload complete", resp.StatusCode, body)
+	}
+}
