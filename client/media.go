@@ -180,6 +180,9 @@ func (c *Client) MediaURL(ctx context.Context, fileID string, thumbnail bool) (s
 	if err != nil {
 		return "", time.Time{}, opError("media_url", err)
 	}
+	if strings.HasPrefix(u.URL, "http://") || strings.HasPrefix(u.URL, "https://") {
+		return u.URL, time.UnixMilli(u.ExpiresAt), nil // the object store's own
+	}
 	base, err := c.httpBase()
 	if err != nil {
 		return "", time.Time{}, err

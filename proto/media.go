@@ -46,8 +46,9 @@ type UploadStatus struct {
 	ChunkBytes int64 `json:"chunk_bytes"`
 }
 
-// DownloadURL is a signed download URL (relative to the server's address)
-// and when it stops working (ms since the Unix epoch).
+// DownloadURL is a signed download URL and when it stops working (ms since
+// the Unix epoch): relative to the server's address, or, when the server
+// keeps files in an object store, an absolute presigned URL of the store.
 type DownloadURL struct {
 	URL       string `json:"url"`
 	ExpiresAt int64  `json:"expires_at"`

@@ -61,6 +61,7 @@ type Config struct {
 
 	// Media messages (docs/protocol.md, "Media").
 	MediaDir           string        // HERALD_MEDIA_DIR: folder of the uploaded files; empty: DataDir/media
+	MediaS3            string        // HERALD_MEDIA_S3: http(s)://KEY:SECRET@host:port/bucket[/prefix]: files in an S3-compatible store instead; holds a secret: never logged
 	MediaMaxImageBytes int           // HERALD_MEDIA_MAX_IMAGE_BYTES: largest image upload
 	MediaMaxFileBytes  int           // HERALD_MEDIA_MAX_FILE_BYTES: largest file upload
 	MediaMaxAudioBytes int           // HERALD_MEDIA_MAX_AUDIO_BYTES: largest audio upload
@@ -271,6 +272,7 @@ func (c *Config) keys() []key {
 		{"group-max-per-user", "groups one user can be in (created, joined or invited to)", &c.GroupMaxPerUser},
 		{"group-cache-members", "group members held in memory; groups beyond are read from the store again when used", &c.GroupCacheMembers},
 		{"media-dir", "folder of uploaded media files; empty: the data folder's media folder", &c.MediaDir},
+		{"media-s3", "S3-compatible store for media files instead of media-dir: http(s)://ACCESS_KEY:SECRET_KEY@host:port/bucket[/prefix][?region=R] (http: no TLS); the bucket must exist; never logged", &c.MediaS3},
 		{"media-max-image-bytes", "largest image upload", &c.MediaMaxImageBytes},
 		{"media-max-file-bytes", "largest file upload", &c.MediaMaxFileBytes},
 		{"media-max-audio-bytes", "largest audio upload", &c.MediaMaxAudioBytes},

@@ -260,6 +260,25 @@ func (s *Service) serveURL(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if p, ok := s.blobs.(Presigner); ok {
+		// Straight to the store: its URL, its expiry.
+		exp := s.cfg.Now().Add(s.cfg.URLTTL)
+		blob, ctype, disp := id, "", ""
+		if thumb {
+			blob, ctype, disp = thumbID(id), "image/jpeg", dispositionOf(thumbName(f.Name), true)
+		} else {
+			var inline bool
+			ctype, inline = servedType(f.MIME)
+			disp = dispositionOf(f.Name, inline)
+		}
+		u, err := p.Presign(r.Context(), blob, s.cfg.URLTTL, ctype, disp)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, proto.DownloadURL{URL: u, ExpiresAt: exp.UnixMilli()})
+		return
+	}
 	q, exp := s.Sign(id, user, thumb)
 	writeJSON(w, http.StatusOK, proto.DownloadURL{URL: proto.MediaFilesPath + url.PathEscape(id) + "?" + q, ExpiresAt: exp.UnixMilli()})
 }
@@ -301,16 +320,12 @@ func (s *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	name, ctype, inline := f.Name, f.MIME, false
 	if thumb {
-		name, ctype, inline = strings.TrimSuffix(name, extOf(name))+".thumb.jpg", "image/jpeg", true
+		name, ctype, inline = thumbName(name), "image/jpeg", true
 	} else {
 		ctype, inline = servedType(f.MIME)
 	}
-	disp := "attachment"
-	if inline {
-		disp = "inline"
-	}
 	h.Set("Content-Type", ctype)
-	h.Set("Content-Disposition", mime.FormatMediaType(disp, map[string]string{"filename": name}))
+	h.Set("Content-Disposition", dispositionOf(name, inline))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
 	h.Set("Cache-Control", "private, max-age=3600")
@@ -331,4 +346,15 @@ func (s *Service) authenticated(r *http.Request) {
 	if s.cfg.Authenticated != nil {
 		s.cfg.Authenticated(r)
 	}
+}
+
+func thumbName(name string) string { return strings.TrimSuffix(name, extOf(name)) + ".thumb.jpg" }
+
+// dispositionOf is the Content-Disposition of a download of name.
+func dispositionOf(name string, inline bool) string {
+	disp := "attachment"
+	if inline {
+		disp = "inline"
+	}
+	return mime.FormatMediaType(disp, map[string]string{"filename": name})
 }

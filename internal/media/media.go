@@ -548,6 +548,11 @@ func (s *Service) Readable(ctx context.Context, user, id string) (herald.MediaFi
 	return f, nil
 }
 
+// Presigner is Blobs that can hand out URLs straight to a blob (S3).
+type Presigner interface {
+	Presign(ctx context.Context, id string, ttl time.Duration, contentType, disposition string) (string, error)
+}
+
 // Open returns the bytes of f, or of its thumbnail.
 func (s *Service) Open(ctx context.Context, f herald.MediaFile, thumb bool) (Blob, error) {
 	if thumb {

@@ -271,13 +271,21 @@ func mediaSetup(cfg config.Config, st store.Store, secret []byte, log *slog.Logg
 	if err != nil {
 		return nil, nil, err
 	}
-	dir := cfg.MediaDir
-	if dir == "" {
-		dir = filepath.Join(cfg.DataDir, "media")
-	}
-	blobs, err := media.OpenDir(dir)
-	if err != nil {
-		return nil, nil, err
+	var blobs media.Blobs
+	if cfg.MediaS3 != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if blobs, err = media.OpenS3(ctx, cfg.MediaS3, filepath.Join(cfg.DataDir, "media-spool")); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		dir := cfg.MediaDir
+		if dir == "" {
+			dir = filepath.Join(cfg.DataDir, "media")
+		}
+		if blobs, err = media.OpenDir(dir); err != nil {
+			return nil, nil, err
+		}
 	}
 	md := media.New(st, blobs, media.Config{
 		MaxImageBytes: int64(cfg.MediaMaxImageBytes), MaxFileBytes: int64(cfg.MediaMaxFileBytes),
