@@ -29,9 +29,10 @@ type Blobs interface {
 	// first Append (offset 0).
 	Append(ctx context.Context, id string, offset int64, r io.Reader) (int64, error)
 
-	// Commit makes the unfinished upload id, whole, the blob id. A blob
-	// appears whole or not at all.
-	Commit(ctx context.Context, id string) error
+	// Commit makes the first size bytes of the unfinished upload id the
+	// blob id (bytes past size, from a chunk refused for its length, are
+	// left out). A blob appears whole or not at all.
+	Commit(ctx context.Context, id string, size int64) error
 
 	// Put stores r as blob id in one go (a thumbnail): whole or not at all.
 	Put(ctx context.Context, id string, r io.Reader) (int64, error)
@@ -145,9 +146,12 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 // Commit implements Blobs.
-func (d *Dir) Commit(ctx context.Context, id string) error {
+func (d *Dir) Commit(ctx context.Context, id string, size int64) error {
 	from, err := d.path("uploads", id)
 	if err != nil {
+		return err
+	}
+	if err := os.Truncate(from, size); err != nil {
 		return err
 	}
 	to, _ := d.path("blobs", id)

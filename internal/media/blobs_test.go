@@ -48,7 +48,11 @@ func testBlobs(t *testing.T, b Blobs) {
 	if _, err := b.Open(ctx, "u1"); herald.ErrorCode(err) != herald.CodeNotFound {
 		t.Errorf("Open before Commit: %v, want not_found", err)
 	}
-	if err := b.Commit(ctx, "u1"); err != nil {
+	// A chunk refused for going past the size leaves bytes past it.
+	if _, err := b.Append(ctx, "u1", 3000, bytes.NewReader([]byte("extra"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx, "u1", 3000); err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
 	blob, err := b.Open(ctx, "u1")
@@ -117,6 +121,31 @@ func TestBlobsS3(t *testing.T) {
 	testBlobs(t, s)
 	if _, err := OpenS3(context.Background(), "http://key:secret@"+host+"/missing", t.TempDir()); err == nil {
 		t.Error("OpenS3 of a missing bucket succeeded")
+	}
+	// Two nodes store a chunk at one offset (a retry beside the
+	// original), one 1000 bytes, one 600: the record follows the first,
+	// the next chunk starts at 1000, and the blob is the file.
+	ctx := context.Background()
+	data := randomBytes(2500)
+	for _, n := range []int{1000, 600} {
+		if _, err := s.Append(ctx, "twice", 0, bytes.NewReader(data[:n])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Append(ctx, "twice", 1000, bytes.NewReader(data[1000:])); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "twice", int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	blob, err := s.Open(ctx, "twice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(blob)
+	blob.Close()
+	if !bytes.Equal(got, data) {
+		t.Errorf("blob of overlapping chunks: %d bytes, equal %v", len(got), bytes.Equal(got, data))
 	}
 	u, err := s.Presign(context.Background(), "x1", 60e9, "image/jpeg", "inline")
 	if err != nil || !bytes.Contains([]byte(u), []byte("X-Amz-Signature")) {

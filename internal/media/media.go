@@ -369,7 +369,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // finish completes f, whose bytes are all appended: the blob is
 // committed, and an image measured and thumbnailed.
 func (s *Service) finish(ctx context.Context, f *herald.MediaFile) error {
-	if err := s.blobs.Commit(ctx, f.ID); err != nil {
+	if err := s.blobs.Commit(ctx, f.ID, f.Size); err != nil {
 		return fmt.Errorf("upload %s: commit: %w", f.ID, err)
 	}
 	if f.Kind != herald.KindImage {

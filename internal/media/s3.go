@@ -82,9 +82,16 @@ func OpenS3(ctx context.Context, rawURL, spool string) (*S3, error) {
 
 func (s *S3) blobKey(id string) string  { return s.prefix + "blobs/" + id }
 func (s *S3) partsKey(id string) string { return s.prefix + "uploads/" + id + "/" }
-func partName(offset int64) string      { return fmt.Sprintf("%020d", offset) }
-func partOffset(name string) (int64, error) {
-	return strconv.ParseInt(name[strings.LastIndexByte(name, '/')+1:], 10, 64)
+
+// partName names a chunk at offset: the offset, and a random suffix, so
+// two nodes storing a chunk at one offset (a client's retry running beside
+// the original) never overwrite each other's object.
+func partName(offset int64) string { return fmt.Sprintf("%020d-%s", offset, newID()[:12]) }
+
+func partOffset(key string) (int64, error) {
+	name := key[strings.LastIndexByte(key, '/')+1:]
+	name, _, _ = strings.Cut(name, "-")
+	return strconv.ParseInt(name, 10, 64)
 }
 
 type part struct {
@@ -92,7 +99,8 @@ type part struct {
 	offset, size int64
 }
 
-// parts lists the chunks of upload id in offset order.
+// parts lists the chunks of upload id by offset, the longest first at one
+// offset.
 func (s *S3) parts(ctx context.Context, id string) ([]part, error) {
 	var out []part
 	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: s.partsKey(id), Recursive: true}) {
@@ -105,32 +113,41 @@ func (s *S3) parts(ctx context.Context, id string) ([]part, error) {
 		}
 		out = append(out, part{key: o.Key, offset: off, size: o.Size})
 	}
-	slices.SortFunc(out, func(a, b part) int { return int(a.offset - b.offset) })
+	slices.SortFunc(out, func(a, b part) int {
+		if a.offset != b.offset {
+			return cmpInt(a.offset, b.offset)
+		}
+		return cmpInt(b.size, a.size)
+	})
 	return out, nil
 }
 
-// Append implements Blobs.
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Append implements Blobs. Chunks are never deleted here (another node
+// may be storing the chunk its record will name): overlapping or surplus
+// chunks are sorted out by Commit. Every chunk holds the file's bytes at
+// its offset, so any of them covering a position has the right bytes.
 func (s *S3) Append(ctx context.Context, id string, offset int64, r io.Reader) (int64, error) {
 	if !ValidID(id) {
 		return 0, herald.Errorf(herald.CodeInvalidArgument, "%q is not a media ID", id)
 	}
-	parts, err := s.parts(ctx, id)
-	if err != nil {
-		return 0, err
-	}
-	var have int64
-	for _, p := range parts {
-		if p.offset >= offset {
-			// Left by a chunk whose record was not written.
-			if err := s.c.RemoveObject(ctx, s.bucket, p.key, minio.RemoveObjectOptions{}); err != nil {
-				return 0, err
-			}
-			continue
+	if offset > 0 {
+		parts, err := s.parts(ctx, id)
+		if err != nil {
+			return 0, err
 		}
-		have = max(have, p.offset+p.size)
-	}
-	if have != offset {
-		return 0, herald.Errorf(herald.CodeNotFound, "upload %q holds %d bytes, not %d", id, have, offset)
+		if covered(parts, offset) < offset {
+			return 0, herald.Errorf(herald.CodeNotFound, "upload %q holds fewer than %d bytes", id, offset)
+		}
 	}
 	f, err := os.CreateTemp(s.spool, "chunk-*")
 	if err != nil {
@@ -145,30 +162,42 @@ func (s *S3) Append(ctx context.Context, id string, offset int64, r io.Reader) (
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
-	if _, err := s.c.PutObject(context.WithoutCancel(ctx), s.bucket, s.partsKey(id)+partName(offset), f, n,
-		minio.PutObjectOptions{ContentType: "application/octet-stream", DisableContentSha256: true}); err != nil {
+	if _, err := s.c.PutObject(context.WithoutCancel(ctx), s.bucket, s.partsKey(id)+partName(offset), f, n, s.putOptions()); err != nil {
 		return 0, err
 	}
 	return n, rerr
 }
 
-// Commit implements Blobs.
-func (s *S3) Commit(ctx context.Context, id string) error {
+// covered returns how far from 0 the parts cover without a gap.
+func covered(parts []part, limit int64) int64 {
+	var at int64
+	for _, p := range parts {
+		if p.offset > at || at >= limit {
+			break
+		}
+		at = max(at, p.offset+p.size)
+	}
+	return at
+}
+
+func (s *S3) putOptions() minio.PutObjectOptions {
+	return minio.PutObjectOptions{ContentType: "application/octet-stream", DisableContentSha256: true}
+}
+
+// Commit implements Blobs: bytes [0, size) are read from the chunks that
+// cover them (a range of the one reaching furthest), streamed into the
+// blob, and every chunk is deleted.
+func (s *S3) Commit(ctx context.Context, id string, size int64) error {
 	parts, err := s.parts(ctx, id)
 	if err != nil {
 		return err
 	}
-	var size, at int64
-	for _, p := range parts {
-		if p.offset != at {
-			return fmt.Errorf("upload %s: chunk at %d, expected %d", id, p.offset, at)
-		}
-		at += p.size
-		size += p.size
+	if got := covered(parts, size); got < size {
+		return fmt.Errorf("upload %s: chunks cover %d of its %d bytes", id, got, size)
 	}
-	r := &partsReader{ctx: ctx, s: s, parts: parts}
+	r := &partsReader{ctx: ctx, s: s, parts: parts, size: size}
 	defer r.Close()
-	if _, err := s.c.PutObject(ctx, s.bucket, s.blobKey(id), r, size, minio.PutObjectOptions{ContentType: "application/octet-stream", DisableContentSha256: true}); err != nil {
+	if _, err := s.c.PutObject(ctx, s.bucket, s.blobKey(id), r, size, s.putOptions()); err != nil {
 		return err
 	}
 	for _, p := range parts {
@@ -179,30 +208,55 @@ func (s *S3) Commit(ctx context.Context, id string) error {
 	return nil
 }
 
-// partsReader reads the chunks one after another, opening each in turn.
+// partsReader reads bytes [0, size) of an upload from its chunks: at each
+// position, a range of the chunk that starts at or before it and reaches
+// furthest past it.
 type partsReader struct {
 	ctx   context.Context
 	s     *S3
 	parts []part
+	size  int64
+	at    int64
 	cur   *minio.Object
+	left  int64 // bytes still to read from cur
 }
 
 func (p *partsReader) Read(b []byte) (int, error) {
 	for {
+		if p.at >= p.size {
+			return 0, io.EOF
+		}
 		if p.cur == nil {
-			if len(p.parts) == 0 {
-				return 0, io.EOF
+			best := -1
+			for i, c := range p.parts {
+				if c.offset <= p.at && c.offset+c.size > p.at && (best < 0 || c.offset+c.size > p.parts[best].offset+p.parts[best].size) {
+					best = i
+				}
 			}
-			o, err := p.s.c.GetObject(p.ctx, p.s.bucket, p.parts[0].key, minio.GetObjectOptions{})
+			if best < 0 {
+				return 0, fmt.Errorf("no chunk holds byte %d", p.at)
+			}
+			c := p.parts[best]
+			end := min(c.offset+c.size, p.size)
+			opts := minio.GetObjectOptions{}
+			if err := opts.SetRange(p.at-c.offset, end-c.offset-1); err != nil {
+				return 0, err
+			}
+			o, err := p.s.c.GetObject(p.ctx, p.s.bucket, c.key, opts)
 			if err != nil {
 				return 0, err
 			}
-			p.cur, p.parts = o, p.parts[1:]
+			p.cur, p.left = o, end-p.at
 		}
-		n, err := p.cur.Read(b)
-		if errors.Is(err, io.EOF) {
+		n, err := p.cur.Read(b[:min(int64(len(b)), p.left)])
+		p.at += int64(n)
+		p.left -= int64(n)
+		if p.left == 0 || errors.Is(err, io.EOF) {
 			p.cur.Close()
 			p.cur = nil
+			if p.left > 0 {
+				return n, fmt.Errorf("chunk ended %d bytes early", p.left)
+			}
 			if n > 0 {
 				return n, nil
 			}
@@ -236,7 +290,7 @@ func (s *S3) Put(ctx context.Context, id string, r io.Reader) (int64, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
-	if _, err := s.c.PutObject(ctx, s.bucket, s.blobKey(id), f, n, minio.PutObjectOptions{ContentType: "application/octet-stream", DisableContentSha256: true}); err != nil {
+	if _, err := s.c.PutObject(ctx, s.bucket, s.blobKey(id), f, n, s.putOptions()); err != nil {
 		return 0, err
 	}
 	return n, nil
