@@ -592,6 +592,9 @@ func (c *Config) Validate() error {
 	if _, err := c.ParseMediaPlaceholders(); err != nil {
 		return err
 	}
+	if c.MediaGrace < 2*time.Minute {
+		return fmt.Errorf("HERALD_MEDIA_GRACE (%s) must be at least 2m: an upload stops being sendable a minute before its grace period ends", c.MediaGrace)
+	}
 	if c.GroupCacheMembers < 2*c.GroupMaxMembers {
 		return fmt.Errorf("HERALD_GROUP_CACHE_MEMBERS (%d) must be at least twice HERALD_GROUP_MAX_MEMBERS (%d): a smaller cache would drop the groups in use to make room for each other", c.GroupCacheMembers, c.GroupMaxMembers)
 	}

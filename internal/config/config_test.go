@@ -51,6 +51,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"media placeholder without a word", map[string]string{"HERALD_MEDIA_PLACEHOLDERS": "file="}, nil, "HERALD_MEDIA_PLACEHOLDERS"},
 		{"media quota zero", map[string]string{"HERALD_MEDIA_DAILY_QUOTA": "0"}, nil, "HERALD_MEDIA_DAILY_QUOTA"},
 		{"media grace zero", map[string]string{"HERALD_MEDIA_GRACE": "0s"}, nil, "HERALD_MEDIA_GRACE"},
+		{"media grace under 2m", map[string]string{"HERALD_MEDIA_GRACE": "90s"}, nil, "HERALD_MEDIA_GRACE"},
 		{"short secret", map[string]string{"HERALD_SECRET": "short"}, nil, "HERALD_SECRET"},
 		{"negative", map[string]string{"HERALD_MAX_BATCH": "0"}, nil, "HERALD_MAX_BATCH"},
 		{"no free-space margin", map[string]string{"HERALD_STORE": "pebble", "HERALD_PEBBLE_MIN_FREE_BYTES": "0"}, nil, "HERALD_PEBBLE_MIN_FREE_BYTES"},
