@@ -115,6 +115,14 @@ func (t MessageType) String() string {
 		return "command"
 	case MessageCustom:
 		return "custom"
+	case MessageImage:
+		return "image"
+	case MessageFile:
+		return "file"
+	case MessageAudio:
+		return "audio"
+	case MessageVideo:
+		return "video"
 	}
 	return "unknown"
 }
@@ -128,6 +136,14 @@ func ParseMessageType(s string) (MessageType, bool) {
 		return MessageCommand, true
 	case "custom":
 		return MessageCustom, true
+	case "image":
+		return MessageImage, true
+	case "file":
+		return MessageFile, true
+	case "audio":
+		return MessageAudio, true
+	case "video":
+		return MessageVideo, true
 	}
 	return 0, false
 }
@@ -148,15 +164,18 @@ type Message struct {
 	// GroupConversationKey: "p:alice:bob", "g:team"), the same for both
 	// users of a peer conversation. An app rarely needs it: use ConvType
 	// and ConvID.
-	Conv     string
-	Seq      int64  // position in the conversation, 1-based; 0 for command messages
-	From     string // sender user ID
-	To       string // receiver user ID (peer) or group ID
-	LocalID  string // the sender's own ID for the message; retries with it are deduplicated
-	Type     MessageType
-	Text     string // MessageText
-	Data     []byte // MessageCustom and MessageCommand
-	SubType  int32  // MessageCustom: app-defined
+	Conv    string
+	Seq     int64  // position in the conversation, 1-based; 0 for command messages
+	From    string // sender user ID
+	To      string // receiver user ID (peer) or group ID
+	LocalID string // the sender's own ID for the message; retries with it are deduplicated
+	Type    MessageType
+	Text    string // MessageText
+	Data    []byte // MessageCustom and MessageCommand
+	SubType int32  // MessageCustom: app-defined
+	// Media is the file of a media message (MessageImage, MessageFile,
+	// MessageAudio, MessageVideo); nil for the other types.
+	Media    *Media
 	Extended string // extendedData: app metadata, not interpreted
 	// Mentions are the users a group message @-mentions (ZIM's
 	// mentionedUserIDs); stored with the message.
@@ -246,9 +265,25 @@ func (l Limits) Validate(m *Message) error {
 		if len(m.Data) > 0 || m.SubType != 0 {
 			return Errorf(CodeInvalidArgument, "text message must not carry data or sub_type")
 		}
+		if m.Media != nil {
+			return Errorf(CodeInvalidArgument, "text message must not carry media")
+		}
 	case MessageCustom, MessageCommand:
+		if m.Media != nil {
+			return Errorf(CodeInvalidArgument, "%s message must not carry media", m.Type)
+		}
 		if m.Text != "" {
 			return Errorf(CodeInvalidArgument, "%s message must not carry text; put its content in data", m.Type)
+		}
+	case MessageImage, MessageFile, MessageAudio, MessageVideo:
+		if m.Media == nil || m.Media.FileID == "" {
+			return Errorf(CodeInvalidArgument, "%s message needs media.file_id: upload the file first", m.Type)
+		}
+		if m.Text != "" || len(m.Data) > 0 || m.SubType != 0 {
+			return Errorf(CodeInvalidArgument, "%s message must not carry text, data or sub_type", m.Type)
+		}
+		if m.Media.DurationMS < 0 || m.Media.Width < 0 || m.Media.Height < 0 {
+			return Errorf(CodeInvalidArgument, "media duration_ms, width and height must not be negative")
 		}
 	default:
 		return Errorf(CodeInvalidArgument, "unknown message type %d", m.Type)

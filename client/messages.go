@@ -44,6 +44,9 @@ type OutgoingMessage struct {
 	// members even where they muted the group (a message without Push
 	// pushes nobody). Group messages only.
 	NotifyMentioned bool
+
+	// Media is a media message's uploaded file (set by SendMediaMessage).
+	Media *herald.Media
 }
 
 // TextMessage returns a text message.
@@ -106,7 +109,7 @@ func (c *Client) send(ctx context.Context, k convKey, msg OutgoingMessage) (*her
 	c.mu.Unlock()
 	check := herald.Message{
 		LocalID: msg.LocalID, Type: msg.Type, Text: msg.Text, Data: msg.Data,
-		SubType: msg.SubType, Extended: msg.Extended, Mentions: msg.Mentions,
+		SubType: msg.SubType, Extended: msg.Extended, Mentions: msg.Mentions, Media: msg.Media,
 	}
 	if err := limits.Validate(&check); err != nil {
 		return nil, opError(op, err)
@@ -128,6 +131,7 @@ func (c *Client) send(ctx context.Context, k convKey, msg OutgoingMessage) (*her
 		Push:            msg.Push,
 		Mentions:        msg.Mentions,
 		NotifyMentioned: msg.NotifyMentioned,
+		Media:           msg.Media,
 	}
 	// The hook runs on the reader goroutine before any later frame is read,
 	// so the message's seq is known to the tracker before an incoming message

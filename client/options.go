@@ -2,6 +2,7 @@ package client
 
 import (
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -68,6 +69,12 @@ type Options struct {
 	// over it. Logout and Close send the acks still owed at once. Zero
 	// means 50ms.
 	AckInterval time.Duration
+
+	// HTTPClient makes the media requests (uploads, downloads; media.go).
+	// Nil means a client of its own with no overall timeout: a large
+	// upload or download is bounded by its context, and each chunk by
+	// RequestTimeout when the context has no deadline.
+	HTTPClient *http.Client
 }
 
 func (o Options) withDefaults() Options {

@@ -67,6 +67,7 @@ func FromMessage(m *herald.Message, viewer string, offline bool) Message {
 		SubType:  m.SubType,
 		Extended: m.Extended,
 		Mentions: m.Mentions,
+		Media:    m.Media,
 		Time:     m.CreatedAt.UnixMilli(),
 		Offline:  offline,
 	}
@@ -82,7 +83,7 @@ func (w *Message) ToMessage() *herald.Message {
 	mt, _ := herald.ParseMessageType(w.Type)
 	m := &herald.Message{
 		ID: w.ID, ConvType: ct, ConvID: w.ConvID, Seq: w.Seq, From: w.From, To: w.To, LocalID: w.LocalID,
-		Type: mt, Text: w.Text, Data: w.Data, SubType: w.SubType, Extended: w.Extended, Mentions: w.Mentions,
+		Type: mt, Text: w.Text, Data: w.Data, SubType: w.SubType, Extended: w.Extended, Mentions: w.Mentions, Media: w.Media,
 		CreatedAt: time.UnixMilli(w.Time), FromDevice: w.FromDevice,
 	}
 	switch ct {

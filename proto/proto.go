@@ -229,11 +229,15 @@ type SendRequest struct {
 	ConvType string `json:"conv_type"` // "peer" or "group"
 	To       string `json:"to"`        // the receiving user, or the group ID
 	LocalID  string `json:"local_id"`  // required, unique per sender: a resend with the same ID returns the original
-	Type     string `json:"type"`      // "text", "custom" or "command"
+	Type     string `json:"type"`      // "text", "custom", "command", or a media type: "image", "file", "audio", "video"
 	Text     string `json:"text,omitempty"`
 	Data     []byte `json:"data,omitempty"` // base64 in JSON
 	SubType  int32  `json:"sub_type,omitempty"`
 	Extended string `json:"extended_data,omitempty"`
+	// Media names the uploaded file of a media message (file_id; and
+	// duration_ms for audio and video, width and height for video). The
+	// server fills the rest from the upload (MediaUploadsPath).
+	Media *herald.Media `json:"media,omitempty"`
 	// Push, when set, is pushed to the receiver's devices that do not get
 	// the message live (see docs/push.md). Not allowed on commands.
 	Push *herald.PushConfig `json:"push,omitempty"`
@@ -266,6 +270,9 @@ type Message struct {
 	SubType  int32    `json:"sub_type,omitempty"`
 	Extended string   `json:"extended_data,omitempty"`
 	Mentions []string `json:"mentions,omitempty"`
+	// Media is a media message's file: download it (and its thumbnail)
+	// through MediaFilesPath with its FileID.
+	Media *herald.Media `json:"media,omitempty"`
 	// FromDevice is the device_id that sent the message, on the sending
 	// user's own messages only (to anyone else it is absent), so a device
 	// can tell its own sends from those of the user's other devices.

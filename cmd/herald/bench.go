@@ -31,6 +31,7 @@ const benchUsage = `Usage:
   herald bench group [--provider apns|fcm|hms|webpush] [--members N] [--online 0.1]
                      [--devices 0.1] [--senders S] [--rate R] [--duration D]
                      [--store sqlite|pebble|URL] [--nodes N --bus URL] [--json]
+  herald bench media [--images N] [--concurrency C] [--large N] [--large-bytes B] [--json]
 
 With no --target, a server is started as a child process on a free loopback
 port with a temporary data folder, and its memory is read from /proc.
@@ -55,7 +56,7 @@ Progress goes to stderr; the report to stdout (JSON with --json).
 func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, benchUsage)
-		return errors.New("bench: name a scenario: peer, conn, push or group")
+		return errors.New("bench: name a scenario: peer, conn, push, group or media")
 	}
 	scenario := args[0]
 	switch scenario {
@@ -77,6 +78,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var duration time.Duration
 	var po bench.PushOptions
 	var gro bench.GroupOptions
+	var mo bench.MediaOptions
 	var pushEnv pushServerFlags
 	cluster := bench.ClusterOptions{Nodes: 1} // conn has no --nodes: one server
 	provider := "apns"
@@ -115,11 +117,16 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.Float64Var(&gro.Rate, "rate", 60, "group messages per second, all senders together")
 		fs.DurationVar(&gro.Duration, "duration", 10*time.Second, "how long to send")
 		fs.StringVar(&pushEnv.store, "store", cmp.Or(os.Getenv("HERALD_STORE"), "sqlite"), "the server's HERALD_STORE: sqlite, pebble or a postgres:// URL")
+	case "media":
+		fs.IntVar(&mo.Images, "images", 200, "small JPEG uploads (about 100 KB each, with thumbnails)")
+		fs.IntVar(&mo.Concurrency, "concurrency", 8, "image uploads in progress at once")
+		fs.IntVar(&mo.Large, "large", 1, "large file uploads, one after another")
+		fs.Int64Var(&mo.LargeBytes, "large-bytes", 1<<30, "size of each large file, streamed: the server's memory must stay flat")
 	default:
 		fmt.Fprint(stderr, benchUsage)
 		return fmt.Errorf("bench: unknown scenario %q", scenario)
 	}
-	if scenario != "conn" {
+	if scenario != "conn" && scenario != "media" {
 		fs.IntVar(&cluster.Nodes, "nodes", 1, "server nodes to start, sharing --store (postgres://...) and --bus")
 		fs.StringVar(&cluster.Bus, "bus", os.Getenv("HERALD_BUS"), "the nodes' HERALD_BUS (nats://host:4222); needed with --nodes above 1")
 	}
@@ -174,6 +181,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		if scenario == "group" {
 			env = append(env, "HERALD_GROUP_MAX_MEMBERS="+strconv.Itoa(max(gro.Members, 10000)))
 		}
+		if scenario == "media" {
+			env = append(env, bench.MediaServerEnv(mo)...)
+		}
 		if clustered {
 			t, err = bench.StartCluster(ctx, exe, cluster, env, stderr)
 		} else {
@@ -214,6 +224,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	case "group":
 		gro.Progress, gro.Users = stderr, *users
 		report, err = bench.Group(ctx, t, emu, gro)
+	case "media":
+		mo.Progress, mo.Users = stderr, *users
+		report, err = bench.Media(ctx, t, mo)
 	}
 	if err != nil {
 		return fmt.Errorf("bench %s: %w", scenario, err)
@@ -229,6 +242,12 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 
 func printReport(w io.Writer, report any) {
 	switch r := report.(type) {
+	case bench.MediaResult:
+		fmt.Fprintf(w, "media: %d images of %d bytes: %.1f uploads/s, %.1f MB/s, %d errors, server cpu %.1f s\n",
+			r.Images, r.ImageBytes, r.ImagesPerSec, r.ImageMBPerSec, r.ImageErrors, r.ImageCPUSec)
+		fmt.Fprintf(w, "  %d large files of %d bytes: %.1f MB/s, server cpu %.1f s\n", r.Large, r.LargeBytes, r.LargeMBPerSec, r.LargeCPUSec)
+		fmt.Fprintf(w, "  server rss %.1f MiB before, %.1f MiB at most during the large uploads (peak %.1f MiB)  generator cpu %.1f s\n",
+			float64(r.RSSBefore)/(1<<20), float64(r.RSSDuringLarge)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.GeneratorCPUSec)
 	case bench.PeerResult:
 		fmt.Fprintf(w, "peer: %d pairs, %.0f msgs/s offered for %.1fs\n", r.Pairs, r.Rate, r.DurationSec)
 		fmt.Fprintf(w, "  sent %d  acked %d  errors %d  delivered %d  lost %d  duplicated %d\n", r.Sent, r.Acked, r.Errors, r.Delivered, r.Lost, r.Duplicated)

@@ -113,8 +113,23 @@ type Config struct {
 	Push             Pusher        // nil: sends with a push configuration are refused
 	Events           Events        // nil: no events
 	BeforeSend       BeforeSend    // nil: no check; command messages are never checked
-	Now              func() time.Time
-	Logger           *slog.Logger
+	Media            Media         // nil: media messages are refused
+	// MediaPlaceholders replace the words of the push text a media
+	// message gets when its push configuration has no content
+	// (herald.MediaPlaceholder): "[Image]", "[File] name" ...
+	MediaPlaceholders map[herald.MessageType]string
+	Now               func() time.Time
+	Logger            *slog.Logger
+}
+
+// Media attaches uploaded files to the media messages that carry them
+// (internal/media.Service).
+type Media interface {
+	// Attach fills m.Media from the upload m.Media.FileID names, which
+	// must be m.From's, and records that a message of m.Conv refers to
+	// it. It blocks on the store; errors are *herald.Error for the
+	// sender's mistakes.
+	Attach(ctx context.Context, m *herald.Message) error
 }
 
 // Service is the chat component.
@@ -250,6 +265,20 @@ func (s *Service) Close(ctx context.Context) error {
 // session: it is not checked, since the backend sent it.
 func (s *Service) Send(from string, origin SessionID, m *herald.Message, done func(SendResult, error)) {
 	gs, err := s.prepare(from, m)
+	if err == nil && m.Type.IsMedia() {
+		// Before the app's check, which sees the file as it will be sent.
+		if s.cfg.Media == nil {
+			err = herald.Errorf(herald.CodeInvalidArgument, "media messages are not enabled on this server")
+		} else {
+			err = s.cfg.Media.Attach(s.ctx, m)
+		}
+		if err == nil && m.Push != nil && m.Push.Content == "" {
+			p := *m.Push
+			p.Content = herald.MediaPlaceholder(m, s.cfg.MediaPlaceholders)
+			m.Push = &p
+			err = s.cfg.Push.Check(m) // the file name counts in the payload
+		}
+	}
 	if err == nil && s.cfg.BeforeSend != nil && origin != 0 && m.Type != herald.MessageCommand {
 		err = s.beforeSend(m, gs)
 	}

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/bus"
 )
 
@@ -58,6 +59,20 @@ type Config struct {
 	GroupMaxMembers   int // HERALD_GROUP_MAX_MEMBERS: members per group
 	GroupMaxPerUser   int // HERALD_GROUP_MAX_PER_USER: groups one user can be in
 	GroupCacheMembers int // HERALD_GROUP_CACHE_MEMBERS: group members held in memory; groups beyond are read again when used
+
+	// Media messages (docs/protocol.md, "Media").
+	MediaDir           string        // HERALD_MEDIA_DIR: folder of the uploaded files; empty: DataDir/media
+	MediaS3            string        // HERALD_MEDIA_S3: http(s)://KEY:SECRET@host:port/bucket[/prefix]: files in an S3-compatible store instead; holds a secret: never logged
+	MediaMaxImageBytes int           // HERALD_MEDIA_MAX_IMAGE_BYTES: largest image upload
+	MediaMaxFileBytes  int           // HERALD_MEDIA_MAX_FILE_BYTES: largest file upload
+	MediaMaxAudioBytes int           // HERALD_MEDIA_MAX_AUDIO_BYTES: largest audio upload
+	MediaMaxVideoBytes int           // HERALD_MEDIA_MAX_VIDEO_BYTES: largest video upload
+	MediaDailyQuota    int           // HERALD_MEDIA_DAILY_QUOTA: bytes one user may upload per UTC day
+	MediaURLTTL        time.Duration // HERALD_MEDIA_URL_TTL: lifetime of a signed download URL
+	MediaGrace         time.Duration // HERALD_MEDIA_GRACE: an upload no message refers to is deleted this long after it was created
+	MediaMaxPixels     int           // HERALD_MEDIA_MAX_PIXELS: largest image (width x height) accepted; larger ones are refused, not decoded
+	MediaThumbWorkers  int           // HERALD_MEDIA_THUMB_WORKERS: images decoded for thumbnails at once
+	MediaPlaceholders  string        // HERALD_MEDIA_PLACEHOLDERS: push text of media messages without push content, "image=[Photo],file=[Document]"; unset types keep [Image] [File] [Audio] [Video]
 
 	ReadDriver string // HERALD_READ_DRIVER: "epoll" (Linux; no goroutine per idle session) or "goroutine"
 
@@ -166,28 +181,38 @@ func Default() Config {
 		MaxCommandBytes:   4 << 10,
 		MaxExtendedBytes:  1 << 10,
 		MaxBatch:          256,
-		GroupMaxMembers:   10_000,
-		GroupMaxPerUser:   500,
-		GroupCacheMembers: 2_000_000,
-		ReadDriver:        "epoll",
-		PushEmulatorAddr:  "127.0.0.1:7402",
-		PushAckWindow:     5 * time.Second,
-		PushTTL:           24 * time.Hour,
-		PushRetryBase:     time.Second,
-		PushRetryMax:      5 * time.Minute,
-		PushInFlight:      512,
-		PushConnections:   4,
-		APNsTimeout:       10 * time.Second,
-		PushMaxDevices:    20,
-		PushLogRetention:  7 * 24 * time.Hour,
-		PushLease:         40 * time.Second,
-		CallMaxInvitees:   9,
-		AppID:             "herald",
-		APIRate:           20,
-		APIBurst:          40,
-		APITimeWindow:     5 * time.Minute,
-		ShutdownTimeout:   10 * time.Second,
-		MetricsPublic:     "auto",
+
+		MediaMaxImageBytes: 20 << 20,
+		MediaMaxFileBytes:  100 << 20,
+		MediaMaxAudioBytes: 20 << 20,
+		MediaMaxVideoBytes: 100 << 20,
+		MediaDailyQuota:    1 << 30,
+		MediaURLTTL:        5 * time.Minute,
+		MediaGrace:         24 * time.Hour,
+		MediaMaxPixels:     50_000_000,
+		MediaThumbWorkers:  2,
+		GroupMaxMembers:    10_000,
+		GroupMaxPerUser:    500,
+		GroupCacheMembers:  2_000_000,
+		ReadDriver:         "epoll",
+		PushEmulatorAddr:   "127.0.0.1:7402",
+		PushAckWindow:      5 * time.Second,
+		PushTTL:            24 * time.Hour,
+		PushRetryBase:      time.Second,
+		PushRetryMax:       5 * time.Minute,
+		PushInFlight:       512,
+		PushConnections:    4,
+		APNsTimeout:        10 * time.Second,
+		PushMaxDevices:     20,
+		PushLogRetention:   7 * 24 * time.Hour,
+		PushLease:          40 * time.Second,
+		CallMaxInvitees:    9,
+		AppID:              "herald",
+		APIRate:            20,
+		APIBurst:           40,
+		APITimeWindow:      5 * time.Minute,
+		ShutdownTimeout:    10 * time.Second,
+		MetricsPublic:      "auto",
 
 		// Listener bounds.
 		HTTPReadTimeout:                30 * time.Second,
@@ -255,6 +280,18 @@ func (c *Config) keys() []key {
 		{"group-max-members", "members per group", &c.GroupMaxMembers},
 		{"group-max-per-user", "groups one user can be in (created, joined or invited to)", &c.GroupMaxPerUser},
 		{"group-cache-members", "group members held in memory; groups beyond are read from the store again when used", &c.GroupCacheMembers},
+		{"media-dir", "folder of uploaded media files; empty: the data folder's media folder", &c.MediaDir},
+		{"media-s3", "S3-compatible store for media files instead of media-dir: http(s)://ACCESS_KEY:SECRET_KEY@host:port/bucket[/prefix][?region=R] (http: no TLS); the bucket must exist; never logged", &c.MediaS3},
+		{"media-max-image-bytes", "largest image upload", &c.MediaMaxImageBytes},
+		{"media-max-file-bytes", "largest file upload", &c.MediaMaxFileBytes},
+		{"media-max-audio-bytes", "largest audio upload", &c.MediaMaxAudioBytes},
+		{"media-max-video-bytes", "largest video upload", &c.MediaMaxVideoBytes},
+		{"media-daily-quota", "bytes one user may upload per UTC day (declared sizes)", &c.MediaDailyQuota},
+		{"media-url-ttl", "lifetime of a signed media download URL", &c.MediaURLTTL},
+		{"media-grace", "an upload no message refers to (unfinished or never sent) is deleted this long after it was created", &c.MediaGrace},
+		{"media-max-pixels", "largest image (width x height) accepted; a larger one is refused before it is decoded", &c.MediaMaxPixels},
+		{"media-thumb-workers", "images decoded for thumbnails at once", &c.MediaThumbWorkers},
+		{"media-placeholders", "push text of media messages sent without push content, e.g. image=[Photo],file=[Document] (a file's name follows its word)", &c.MediaPlaceholders},
 		{"read-driver", "epoll (Linux; falls back to goroutine elsewhere) or goroutine", &c.ReadDriver},
 		{"push-config", "JSON file of push apps, credentials and strategies (docs/push.md); empty uses the built-in APNs emulator", &c.PushConfig},
 		{"push-emulator-addr", "listen address of the built-in push emulators, every vendor on one address (only without push-config; port 0 picks one)", &c.PushEmulatorAddr},
@@ -525,7 +562,7 @@ func (c *Config) Validate() error {
 		{"HERALD_PUSH_ACK_WINDOW", c.PushAckWindow}, {"HERALD_PUSH_TTL", c.PushTTL},
 		{"HERALD_PUSH_RETRY_BASE", c.PushRetryBase}, {"HERALD_PUSH_RETRY_MAX", c.PushRetryMax},
 		{"HERALD_PUSH_LOG_RETENTION", c.PushLogRetention}, {"HERALD_PUSH_LEASE", c.PushLease},
-		{"HERALD_APNS_TIMEOUT", c.APNsTimeout},
+		{"HERALD_APNS_TIMEOUT", c.APNsTimeout}, {"HERALD_MEDIA_URL_TTL", c.MediaURLTTL}, {"HERALD_MEDIA_GRACE", c.MediaGrace},
 		{"HERALD_HTTP_READ_TIMEOUT", c.HTTPReadTimeout}, {"HERALD_HTTP_WRITE_TIMEOUT", c.HTTPWriteTimeout},
 		{"HERALD_HTTP_IDLE_TIMEOUT", c.HTTPIdleTimeout},
 	} {
@@ -552,6 +589,10 @@ func (c *Config) Validate() error {
 		{"HERALD_CALL_MAX_PARTICIPANTS", c.CallMaxParticipants},
 		{"HERALD_MAX_UNAUTHENTICATED_CONNS", c.MaxUnauthenticatedConns}, {"HERALD_API_PENDING_BODY_BYTES", c.APIPendingBodyBytes},
 		{"HERALD_PEBBLE_MIN_FREE_BYTES", c.PebbleMinFreeBytes}, {"HERALD_POSTGRES_MAX_CONNS", c.PostgresMaxConns},
+		{"HERALD_MEDIA_MAX_IMAGE_BYTES", c.MediaMaxImageBytes}, {"HERALD_MEDIA_MAX_FILE_BYTES", c.MediaMaxFileBytes},
+		{"HERALD_MEDIA_MAX_AUDIO_BYTES", c.MediaMaxAudioBytes}, {"HERALD_MEDIA_MAX_VIDEO_BYTES", c.MediaMaxVideoBytes},
+		{"HERALD_MEDIA_DAILY_QUOTA", c.MediaDailyQuota}, {"HERALD_MEDIA_MAX_PIXELS", c.MediaMaxPixels},
+		{"HERALD_MEDIA_THUMB_WORKERS", c.MediaThumbWorkers},
 	} {
 		if err := pos(v.n, v.v); err != nil {
 			return err
@@ -559,6 +600,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateAPI(); err != nil {
 		return err
+	}
+	if _, err := c.ParseMediaPlaceholders(); err != nil {
+		return err
+	}
+	if c.MediaGrace < 2*time.Minute {
+		return fmt.Errorf("HERALD_MEDIA_GRACE (%s) must be at least 2m: an upload stops being sendable a minute before its grace period ends", c.MediaGrace)
 	}
 	if c.GroupCacheMembers < 2*c.GroupMaxMembers {
 		return fmt.Errorf("HERALD_GROUP_CACHE_MEMBERS (%d) must be at least twice HERALD_GROUP_MAX_MEMBERS (%d): a smaller cache would drop the groups in use to make room for each other", c.GroupCacheMembers, c.GroupMaxMembers)
@@ -1018,4 +1065,22 @@ func validateBusPrefix(p string) error {
 		}
 	}
 	return nil
+}
+
+// ParseMediaPlaceholders reads HERALD_MEDIA_PLACEHOLDERS: comma-separated
+// type=word pairs, type one of image, file, audio, video.
+func (c *Config) ParseMediaPlaceholders() (map[herald.MessageType]string, error) {
+	out := make(map[herald.MessageType]string)
+	if strings.TrimSpace(c.MediaPlaceholders) == "" {
+		return out, nil
+	}
+	for _, pair := range strings.Split(c.MediaPlaceholders, ",") {
+		k, v, ok := strings.Cut(pair, "=")
+		t, known := herald.ParseMessageType(strings.TrimSpace(k))
+		if !ok || !known || !t.IsMedia() || strings.TrimSpace(v) == "" {
+			return nil, fmt.Errorf("HERALD_MEDIA_PLACEHOLDERS: %q is not type=word with type image, file, audio or video", pair)
+		}
+		out[t] = strings.TrimSpace(v)
+	}
+	return out, nil
 }

@@ -1005,14 +1005,14 @@ func (s *session) send(f proto.Frame) {
 	}
 	mt, ok := herald.ParseMessageType(req.Type)
 	if !ok {
-		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "unknown message type %q; want text, custom or command", req.Type))
+		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "unknown message type %q; want text, custom, command, image, file, audio or video", req.Type))
 		return
 	}
 	m := &herald.Message{
 		FromDevice: s.device, // its sync leaves it out (chat.Sync)
 		ConvType:   ct, To: req.To, LocalID: req.LocalID, Type: mt,
 		Text: req.Text, Data: req.Data, SubType: req.SubType, Extended: req.Extended,
-		Mentions: req.Mentions, Push: req.Push, NotifyMentioned: req.NotifyMentioned,
+		Mentions: req.Mentions, Push: req.Push, NotifyMentioned: req.NotifyMentioned, Media: req.Media,
 	}
 	if !s.sendStarted() {
 		s.fail(f.ID, f.Op, herald.Errorf(herald.CodeUnavailable, "server is shutting down; send again after reconnecting"))

@@ -25,6 +25,7 @@ import (
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/gateway"
+	"github.com/herald-im/herald/internal/media"
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
@@ -55,14 +56,19 @@ type Server struct {
 	gw    *gateway.Gateway
 	push  *push.Service
 	calls *call.Service
-	hooks *webhook.Service // nil without callback URLs (webhook.go)
-	emus  *pushEmulators   // the built-in emulators when no push credentials are configured
-	provs map[herald.PushProvider]push.Provider
-	http  *http.Server
-	ln    net.Listener
-	pprof *http.Server // nil unless HERALD_PPROF_ADDR is set
-	ready atomic.Bool
-	done  chan error
+	media *media.Service
+	// mediaStop ends the media lifecycle's sweep (Shutdown); mediaDone is
+	// closed when it has.
+	mediaStop context.CancelFunc
+	mediaDone chan struct{}
+	hooks     *webhook.Service // nil without callback URLs (webhook.go)
+	emus      *pushEmulators   // the built-in emulators when no push credentials are configured
+	provs     map[herald.PushProvider]push.Provider
+	http      *http.Server
+	ln        net.Listener
+	pprof     *http.Server // nil unless HERALD_PPROF_ADDR is set
+	ready     atomic.Bool
+	done      chan error
 
 	nonces  *api.NonceJournal // closed after the HTTP server
 	capLn   *capListener      // ln with the caps on connections before login (listener.go)
@@ -188,21 +194,32 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		calls.SetNotifier(gw)
 	}
 	ps.SetCalls(calls) // an invitation's push is dropped once its invitee no longer rings
+	md, placeholders, err := mediaSetup(cfg, st, secret, log)
+	if err != nil {
+		gw.Shutdown(ctx)
+		if cl != nil {
+			cl.bus.Close()
+		}
+		st.Close()
+		return nil, err
+	}
 	ch := chat.New(mtr.Store(st), mtr.Deliverer(deliverer), chat.Config{
-		Limits:           limits,
-		MaxBatch:         cfg.MaxBatch,
-		OfflineRetention: cfg.OfflineRetention,
-		MaxGroupMembers:  cfg.GroupMaxMembers,
-		MaxGroupsPerUser: cfg.GroupMaxPerUser,
-		MaxCachedMembers: cfg.GroupCacheMembers,
-		Push:             ps,
-		Events:           events,
-		BeforeSend:       beforeSend,
-		Logger:           log,
+		Limits:            limits,
+		MaxBatch:          cfg.MaxBatch,
+		OfflineRetention:  cfg.OfflineRetention,
+		MaxGroupMembers:   cfg.GroupMaxMembers,
+		MaxGroupsPerUser:  cfg.GroupMaxPerUser,
+		MaxCachedMembers:  cfg.GroupCacheMembers,
+		Push:              ps,
+		Events:            events,
+		BeforeSend:        beforeSend,
+		Media:             md,
+		MediaPlaceholders: placeholders,
+		Logger:            log,
 	})
 	gw.SetChat(ch)
 	ps.SetGroups(ch)
-	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, emus: emus, provs: providers, done: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: log, store: st, chat: ch, gw: gw, push: ps, calls: calls, media: md, emus: emus, provs: providers, done: make(chan error, 1)}
 	s.repeats = repeats.st
 	s.users = users
 	s.hooks = hooks
@@ -214,6 +231,11 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	}
 	mux := http.NewServeMux()
 	mux.Handle(proto.Path, gw)
+	mediaHandler := md.Handler()
+	mux.Handle(proto.MediaUploadsPath, mediaHandler)
+	mux.Handle(proto.MediaUploadPath, mediaHandler)
+	mux.Handle(proto.MediaFilesPath, mediaHandler)
+	mtr.RegisterStats("media", func() any { return md.StatsSnapshot() })
 	nonces, err := api.OpenNonceJournal(filepath.Join(cfg.DataDir, APINoncesFile), cfg.APITimeWindow, time.Now(), log)
 	if err != nil {
 		gw.Shutdown(ctx)
@@ -253,6 +275,41 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	}
 	return s, nil
 }
+
+// mediaSetup builds the media service on the embedded blob store
+// (HERALD_MEDIA_DIR, or the data folder's media folder).
+func mediaSetup(cfg config.Config, st store.Store, secret []byte, log *slog.Logger) (*media.Service, map[herald.MessageType]string, error) {
+	placeholders, err := cfg.ParseMediaPlaceholders()
+	if err != nil {
+		return nil, nil, err
+	}
+	var blobs media.Blobs
+	if cfg.MediaS3 != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if blobs, err = media.OpenS3(ctx, cfg.MediaS3, filepath.Join(cfg.DataDir, "media-spool")); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		dir := cfg.MediaDir
+		if dir == "" {
+			dir = filepath.Join(cfg.DataDir, "media")
+		}
+		if blobs, err = media.OpenDir(dir); err != nil {
+			return nil, nil, err
+		}
+	}
+	md := media.New(st, blobs, media.Config{
+		MaxImageBytes: int64(cfg.MediaMaxImageBytes), MaxFileBytes: int64(cfg.MediaMaxFileBytes),
+		MaxAudioBytes: int64(cfg.MediaMaxAudioBytes), MaxVideoBytes: int64(cfg.MediaMaxVideoBytes),
+		DailyQuota: int64(cfg.MediaDailyQuota), URLTTL: cfg.MediaURLTTL, MaxPixels: int64(cfg.MediaMaxPixels), Grace: cfg.MediaGrace,
+		ThumbWorkers: cfg.MediaThumbWorkers, Secret: secret, Authenticated: markAuthenticated, Logger: log,
+	})
+	return md, placeholders, nil
+}
+
+// Media exposes the media service for tests and benches.
+func (s *Server) Media() *media.Service { return s.media }
 
 // testWrapStore, set only by this package's tests, wraps the opened store
 // (a fault-injecting store in place of the real one's disk).
@@ -357,6 +414,12 @@ func (s *Server) Start() error {
 	}
 	s.chat.Start()
 	s.startSeries() // ops.go
+	mctx, mstop := context.WithCancel(context.Background())
+	s.mediaStop, s.mediaDone = mstop, make(chan struct{})
+	go func() {
+		defer close(s.mediaDone)
+		s.media.Run(mctx, min(s.cfg.MediaGrace/4, 10*time.Minute))
+	}()
 	s.ready.Store(true)
 	go func() {
 		err := s.http.Serve(s.capLn)
@@ -460,6 +523,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	s.calls.Close() // no session is left to change a call; timers stop, calls stay open for the next start
+	if s.mediaStop != nil {
+		s.mediaStop()
+		<-s.mediaDone // before the store closes under it
+	}
 	if err := s.chat.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -6,6 +6,8 @@ package store
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -389,6 +391,36 @@ type Store interface {
 	// PruneShared deletes the entries expired at now and returns how many.
 	PruneShared(ctx context.Context, now time.Time) (int, error)
 
+	// CreateMedia stores the new upload f (media.go). CodeConflict when
+	// an upload with f.ID exists; CodeInvalidArgument as
+	// ValidateMediaFile. It blocks until the write is durable.
+	CreateMedia(ctx context.Context, f herald.MediaFile) error
+
+	// UpdateMedia replaces the stored upload f.ID with f, keeping its
+	// Owner and CreatedAt, if its Received is still from: a
+	// compare-and-swap on the offset, checked atomically against every
+	// other UpdateMedia of the upload (from this process or another
+	// node), so of two chunks written at one offset one is recorded.
+	// CodeNotFound when there is no such upload; CodeConflict when its
+	// Received is not from. It blocks until the write is durable.
+	UpdateMedia(ctx context.Context, f herald.MediaFile, from int64) error
+
+	// Media returns upload id. CodeNotFound when there is none.
+	Media(ctx context.Context, id string) (herald.MediaFile, error)
+
+	// MediaUsage returns the sum of the declared sizes of the uploads
+	// owner created at or after since that are still stored: the daily
+	// quota's measure.
+	MediaUsage(ctx context.Context, owner string, since time.Time) (int64, error)
+
+	// DeleteMedia removes upload id's record; none is no error.
+	DeleteMedia(ctx context.Context, id string) error
+
+	// UnreferencedMedia returns up to limit uploads no message refers to
+	// (Conv empty) created before before, oldest first: the lifecycle's
+	// candidates for deletion.
+	UnreferencedMedia(ctx context.Context, before time.Time, limit int) ([]herald.MediaFile, error)
+
 	// Ping checks that the store can serve requests: that it answers a
 	// read, and that it would take a write (a backend may make a small
 	// durable write to find out). It fails while the store refuses writes
@@ -490,8 +522,10 @@ func ValidateMessage(m *herald.Message) *herald.Error {
 		return herald.Errorf(herald.CodeInvalidArgument, "created_at is not set")
 	case m.Type == herald.MessageCommand:
 		return herald.Errorf(herald.CodeInvalidArgument, "command messages are never stored")
-	case m.Type != herald.MessageText && m.Type != herald.MessageCustom:
+	case m.Type != herald.MessageText && m.Type != herald.MessageCustom && !m.Type.IsMedia():
 		return herald.Errorf(herald.CodeInvalidArgument, "message type %d is not stored", m.Type)
+	case m.Type.IsMedia() && (m.Media == nil || m.Media.FileID == ""):
+		return herald.Errorf(herald.CodeInvalidArgument, "%s message has no media file", m.Type)
 	}
 	if m.ConvType == herald.ConversationGroup {
 		if m.Conv != herald.GroupConversationKey(m.To) {
@@ -597,4 +631,33 @@ func CursorOf(c herald.Conversation) ConversationCursor {
 // lastID (0: none) comes after c in the list order.
 func (c ConversationCursor) After(lastID int64, key string) bool {
 	return lastID < c.LastID || lastID == c.LastID && key > c.Key
+}
+
+// MessageBody returns what a backend stores in a message's data column:
+// its Data, or for a media message its Media encoded as JSON.
+func MessageBody(m *herald.Message) []byte {
+	if !m.Type.IsMedia() || m.Media == nil {
+		return m.Data
+	}
+	b, err := json.Marshal(m.Media)
+	if err != nil {
+		panic(err) // a struct of strings and numbers always encodes
+	}
+	return b
+}
+
+// SetMessageBody fills m's Data, or for a media message (m.Type set) its
+// Media, from a stored data column; it keeps no reference to data.
+func SetMessageBody(m *herald.Message, data []byte) error {
+	if !m.Type.IsMedia() {
+		m.Data = data
+		return nil
+	}
+	m.Data = nil
+	var md herald.Media
+	if err := json.Unmarshal(data, &md); err != nil {
+		return fmt.Errorf("message %d: media body: %w", m.ID, err)
+	}
+	m.Media = &md
+	return nil
 }

@@ -229,7 +229,7 @@ func encodeMessage(b []byte, m *herald.Message, h head) []byte {
 	b = binary.AppendVarint(b, int64(m.Type))
 	b = binary.AppendVarint(b, int64(m.SubType))
 	b = appendString(b, m.Text)
-	b = appendBytes(b, m.Data)
+	b = appendBytes(b, store.MessageBody(m))
 	b = appendString(b, m.Extended)
 	b = binary.AppendUvarint(b, uint64(len(m.Mentions)))
 	for _, u := range m.Mentions {
@@ -337,6 +337,11 @@ func decodeMessage(conv string, seq int64, b []byte) (*herald.Message, head, err
 	m.Type = herald.MessageType(typ)
 	m.SubType = int32(subType)
 	m.CreatedAt = time.UnixMilli(created).UTC()
+	if m.Type.IsMedia() {
+		if err := store.SetMessageBody(m, m.Data); err != nil {
+			return nil, head{}, fmt.Errorf("%w: %v", errCorrupt, err)
+		}
+	}
 	return m, h, nil
 }
 

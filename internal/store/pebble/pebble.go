@@ -179,6 +179,9 @@ type Store struct {
 	// usersMu serialises user writes (user.go), which read a record
 	// before writing it. Lock order: usersMu, then life.
 	usersMu sync.Mutex
+	// mediaMu serialises media writes (media.go), which read a record
+	// before writing it. Lock order: mediaMu, then life.
+	mediaMu sync.Mutex
 	// sharedMu serialises shared-table writes (shared.go), which read an
 	// entry before writing it. Lock order: sharedMu, then life.
 	sharedMu sync.Mutex

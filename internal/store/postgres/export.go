@@ -573,7 +573,7 @@ func importMessages(ctx context.Context, tx pgx.Tx, msgs []*herald.Message) erro
 			ment = s
 		}
 		return []any{m.ID, convs[m.Conv].id, m.Seq, m.From, m.To, m.LocalID, int16(m.Type), m.SubType,
-			nilIfEmpty([]byte(m.Text)), nilIfEmpty(m.Data), nilIfEmpty([]byte(m.Extended)), m.CreatedAt.UnixMilli(), ment, m.FromDevice}
+			nilIfEmpty([]byte(m.Text)), nilIfEmpty(store.MessageBody(m)), nilIfEmpty([]byte(m.Extended)), m.CreatedAt.UnixMilli(), ment, m.FromDevice}
 	})
 	if err != nil {
 		return err

@@ -219,7 +219,9 @@ func TestExportCoversSchema(t *testing.T) {
 		"call_users": storetest.Cols(R, "user_id", "created_at", "call_id"),
 		// API nonces, rate limits, console sessions, the APNs JWT: short
 		// lived; docs/operations.md says what to do instead.
-		"shared":            storetest.Cols(N, "ns", "name", "value", "expires", "version"),
+		"shared": storetest.Cols(N, "ns", "name", "value", "expires", "version"),
+		// Upload records are not moved yet (docs/operations.md).
+		"media":             storetest.Cols(N, "id", "owner", "created_at", "size", "received", "referenced", "body"),
 		"schema_migrations": storetest.Cols(N, "version", "name", "applied_at"),
 	}, exportQueries())
 }

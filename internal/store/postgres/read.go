@@ -42,6 +42,9 @@ func scanMessage(row pgx.Row) (*herald.Message, error) {
 	m.Type = herald.MessageType(typ)
 	m.SubType = subTyp
 	m.CreatedAt = fromMillis(createdAt)
+	if err := store.SetMessageBody(&m, m.Data); err != nil {
+		return nil, err
+	}
 	return &m, nil
 }
 
@@ -241,6 +244,9 @@ func (s *Store) ConversationsAfter(ctx context.Context, user string, after *stor
 				CreatedAt: fromMillis(*created), FromDevice: *dev,
 			}
 			if c.LastMessage.Mentions, err = decodeMentions(mentions); err != nil {
+				return nil, fmt.Errorf("postgres: conversations: %w", err)
+			}
+			if err := store.SetMessageBody(c.LastMessage, data); err != nil {
 				return nil, fmt.Errorf("postgres: conversations: %w", err)
 			}
 		}

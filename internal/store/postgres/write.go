@@ -447,7 +447,7 @@ func insertMessages(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs
 		sender[i], receiver[i], local[i] = m.From, m.To, m.LocalID
 		mentions[i], device[i] = encodeMentions(m.Mentions), m.FromDevice
 		typ[i], subTyp[i] = int16(m.Type), m.SubType
-		text[i], data[i], ext[i] = nilIfEmpty([]byte(m.Text)), nilIfEmpty(m.Data), nilIfEmpty([]byte(m.Extended))
+		text[i], data[i], ext[i] = nilIfEmpty([]byte(m.Text)), nilIfEmpty(store.MessageBody(m)), nilIfEmpty([]byte(m.Extended))
 	}
 	// COPY, no ON CONFLICT: a conflict is rare (a resend), speculative
 	// insertion would cost every row, and COPY costs the writer's backend

@@ -122,6 +122,9 @@ func scanMessage(sc scanner) (*herald.Message, error) {
 	m.Type = herald.MessageType(typ)
 	m.SubType = int32(subTyp)
 	m.CreatedAt = time.UnixMilli(createdAt).UTC()
+	if err := store.SetMessageBody(&m, m.Data); err != nil {
+		return nil, err
+	}
 	return &m, nil
 }
 
@@ -345,6 +348,9 @@ func (s *Store) ConversationsAfter(ctx context.Context, user string, after *stor
 				CreatedAt: time.UnixMilli(created.Int64).UTC(), FromDevice: device,
 			}
 			if c.LastMessage.Mentions, err = decodeMentions(mentions); err != nil {
+				return nil, fmt.Errorf("sqlite: conversations: %w", err)
+			}
+			if err := store.SetMessageBody(c.LastMessage, data); err != nil {
 				return nil, fmt.Errorf("sqlite: conversations: %w", err)
 			}
 		}

@@ -536,7 +536,7 @@ func (w *writer) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 
 func appendInsertArgs(args []any, m *herald.Message, convID, createdMax int64) []any {
 	return append(args, m.ID, convID, m.Seq, m.From, m.To, m.LocalID, int64(m.Type), int64(m.SubType),
-		nullString(m.Text), nullBytes(m.Data), nullString(m.Extended), m.CreatedAt.UnixMilli(), createdMax,
+		nullString(m.Text), nullBytes(store.MessageBody(m)), nullString(m.Extended), m.CreatedAt.UnixMilli(), createdMax,
 		encodeMentions(m.Mentions), nullString(m.FromDevice))
 }
 
