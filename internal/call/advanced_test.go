@@ -161,8 +161,8 @@ func TestAdvancedOwnDeadlines(t *testing.T) {
 	}
 	e.clock.Advance(11 * time.Second) // the restart's absence check (alice is live: nothing changes)
 	wantStates(t, "after the absence check", e.st.stored(t, c.ID), "alice=accepted bob=timeout carol=timeout")
-	if e.clock.armed() != 0 {
-		t.Errorf("%d timers armed with nothing ringing, want 0", e.clock.armed())
+	if e.svc.deadlineArmed(c.ID) {
+		t.Errorf("the call's deadline timer is armed with nothing ringing")
 	}
 
 	// bob, timed out, is invited again and rings again until a new deadline.
@@ -310,5 +310,66 @@ func TestAdvancedAbsentAfterRestart(t *testing.T) {
 	wantStates(t, "after the recheck", got, "alice=accepted bob=offline carol=timeout")
 	if got.Ended() {
 		t.Errorf("the call ended with alice, live, in it")
+	}
+}
+
+// deadlineArmed reports whether call id's deadline timer is armed.
+func (s *Service) deadlineArmed(id string) bool {
+	s.mu.Lock()
+	e := s.open[id]
+	s.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.timer == nil {
+		return false
+	}
+	ft, ok := e.timer.(*fakeTimer)
+	if !ok {
+		return true
+	}
+	ft.c.mu.Lock()
+	defer ft.c.mu.Unlock()
+	return !ft.stopped && !ft.fired
+}
+
+// TestAdvancedAbsentCallerFromAPI: the server API places an advanced call
+// for a caller who never connects (no session ends, so the gateway never
+// tells an offline): once the caller has had no live session for
+// OfflineRecheck, at the checks every ScanInterval, they are offline in
+// the call, which goes on with bob; a call of theirs nobody answered is
+// cancelled, as a caller's going offline cancels it.
+func TestAdvancedAbsentCallerFromAPI(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	adv := InviteOptions{Mode: herald.CallAdvanced}
+	answered, err := e.svc.InviteWith(ctx, "dave", 0, []string{"bob"}, 30*time.Second, "", nil, adv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Accept(ctx, "bob", bobPhone, answered.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	ringing, err := e.svc.InviteWith(ctx, "dave", 0, []string{"carol"}, 120*time.Second, "", nil, adv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(30 * time.Second)
+	wantStates(t, "before the absence check", e.st.stored(t, answered.ID), "dave=accepted bob=accepted")
+	e.clock.Advance(20 * time.Second)
+	got := e.st.stored(t, answered.ID)
+	wantStates(t, "the answered call, caller absent", got, "dave=offline bob=accepted")
+	if got.Ended() {
+		t.Errorf("the call ended with bob, live, in it")
+	}
+	got = e.st.stored(t, ringing.ID)
+	wantStates(t, "the call nobody answered, caller absent", got, "dave=cancelled carol=be_cancelled")
+	if !got.Ended() {
+		t.Errorf("the call nobody answered is still open")
+	}
+	if s := e.svc.Stats(); s.Open != 1 {
+		t.Errorf("%d calls open, want 1", s.Open)
 	}
 }
