@@ -621,7 +621,11 @@ func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs 
 
 // refresh makes e's call the stored one, after the store refused a
 // change because another node made one first; e.mu must be held. An ended
-// call leaves the maps. It reports whether the read succeeded.
+// call leaves the maps. An advanced-mode call whose next deadline moved
+// (another node invited more users, or they answered there) is armed at
+// the new one plus AdoptGrace, as applyLocked arms it: the bus events of
+// that change, older than or equal to the call held now, never will, and
+// the node that made it may die. It reports whether the read succeeded.
 func (s *Service) refresh(ctx context.Context, e *entry) bool {
 	id := e.cur.Load().ID
 	c, err := s.st.Call(ctx, id)
@@ -633,8 +637,11 @@ func (s *Service) refresh(ctx context.Context, e *entry) bool {
 	e.cur.Store(c)
 	if c.Ended() {
 		s.removeLocked(c, e)
-	} else {
-		s.indexNewLocked(e, prev, c)
+		return true
+	}
+	s.indexNewLocked(e, prev, c)
+	if c.Advanced() && !c.NextDeadline().Equal(prev.NextDeadline()) {
+		s.armNextLocked(e, c, s.cfg.AdoptGrace)
 	}
 	return true
 }
