@@ -224,6 +224,9 @@ func (s *Service) Join(ctx context.Context, user string, origin SessionID, id, e
 		default:
 			*p = np
 		}
+		if user != next.Caller() {
+			next.Answered = true
+		}
 		changed = np
 		return next, nil, nil
 	})

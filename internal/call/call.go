@@ -1241,6 +1241,9 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 		p := next.Participant(user)
 		p.State, p.UpdatedAt, p.Extended = to, now, extended
 		changed = []herald.CallParticipant{*p}
+		if next.Advanced() && to == herald.CallAccepted {
+			next.Answered = true
+		}
 		if !next.Advanced() && finishIfAnswered(next, now) {
 			changed = append(changed, next.Participants[0])
 		}
@@ -1301,8 +1304,8 @@ func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, i
 		if c.Ended() {
 			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
 		}
-		if c.Advanced() && anyAccepted(c) {
-			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has been accepted: end it (call_end) instead of cancelling", id))
+		if c.Advanced() && answered(c) {
+			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has been answered: end it (call_end) instead of cancelling", id))
 		}
 		return nil
 	})
@@ -1564,17 +1567,17 @@ func (s *Service) offlineInLocked(e *entry, c *herald.Call, user string, at time
 	if e.done || c == nil || c.Ended() {
 		return
 	}
-	if c.Advanced() && (c.Caller() != user || anyAccepted(c)) {
+	if c.Advanced() && (c.Caller() != user || answered(c)) {
 		s.offlineLocked(e, c, user, at)
 		return
 	}
-	if c.Caller() != user || anyAccepted(c) || c.CreatedAt.After(at) {
+	if c.Caller() != user || answered(c) || c.CreatedAt.After(at) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
 	defer cancel()
 	_, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline, func(c *herald.Call) error {
-		if c.Ended() || anyAccepted(c) {
+		if c.Ended() || answered(c) {
 			return errNoCancel
 		}
 		return nil
@@ -1596,9 +1599,17 @@ func (s *Service) offlineInLocked(e *entry, c *herald.Call, user string, at time
 // node ended it, or an invitee accepted there).
 var errNoCancel = errors.New("call: no cancel needed")
 
-func anyAccepted(c *herald.Call) bool {
+// answered reports whether an invitee of c has accepted: in advanced mode
+// at any time (Answered; or, in a call stored before that field, one is
+// in the call or left it since: quit, offline), even if nobody is in the
+// call now.
+func answered(c *herald.Call) bool {
+	if c.Answered {
+		return true
+	}
 	for _, p := range c.Participants[1:] {
-		if p.State == herald.CallAccepted {
+		switch p.State {
+		case herald.CallAccepted, herald.CallQuit, herald.CallOffline:
 			return true
 		}
 	}

@@ -826,7 +826,7 @@ func TestRefreshArmsOtherNodesInvitation(t *testing.T) {
 	if s := a.svc.Stats(); s.Lost != 1 || s.Retried != 1 {
 		t.Fatalf("node A: lost %d, retried %d; want its stale write refused once and retried", s.Lost, s.Retried)
 	}
-	b.svc.Close() // node B dies
+	b.svc.Close()                // node B dies
 	ca.Advance(34 * time.Second) // dave's deadline is 30 s after B invited him
 	wantStates(t, "before dave's deadline plus the grace", st.stored(t, c.ID), "alice=quit bob=accepted dave=not_yet_received")
 	ca.Advance(time.Second)
