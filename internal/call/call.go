@@ -135,8 +135,8 @@ type Config struct {
 	MaxInvitees int
 	// MaxParticipants bounds the users one advanced-mode call holds: the
 	// caller and every user ever invited to it or joined, whatever their
-	// state (each hears of every change). Zero means
-	// herald.DefaultMaxCallParticipants (50).
+	// state (each hears of every change). Zero means the larger of
+	// herald.DefaultMaxCallParticipants (50) and MaxInvitees+1.
 	MaxParticipants int
 	// MaxOpenCalls bounds the calls one user may have open at once as
 	// the caller (ringing; an advanced-mode call until it ends): each
@@ -204,7 +204,7 @@ func (c *Config) defaults() {
 		c.MaxOpenCalls = 10
 	}
 	if c.MaxParticipants <= 0 {
-		c.MaxParticipants = herald.DefaultMaxCallParticipants
+		c.MaxParticipants = max(herald.DefaultMaxCallParticipants, c.MaxInvitees+1)
 	}
 	if c.StoreTimeout <= 0 {
 		c.StoreTimeout = 5 * time.Second
