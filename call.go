@@ -88,6 +88,11 @@ type Call struct {
 	// may end it (empty: the caller).
 	Joinable bool
 	EndBy    CallEndBy
+	// Answered (advanced mode) is set by the change that first put an
+	// invitee in the call (accept or join), and never cleared: the call
+	// stays answered after they leave it (it can no longer be cancelled,
+	// only ended). Not on the wire.
+	Answered bool
 	// Version counts the call's stored changes: the store keeps a change
 	// only if it follows the version stored (store.Store.SaveCall), so of
 	// two nodes changing one call from the same state, one wins. Zero

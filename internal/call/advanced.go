@@ -2,6 +2,7 @@ package call
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -222,6 +223,9 @@ func (s *Service) Join(ctx context.Context, user string, origin SessionID, id, e
 			return nil, nil, s.refuse(herald.Errorf(herald.CodeConflict, "you are in call %q already", id))
 		default:
 			*p = np
+		}
+		if user != next.Caller() {
+			next.Answered = true
 		}
 		changed = np
 		return next, nil, nil
@@ -530,9 +534,9 @@ func (s *Service) anyAdvancedLocked() bool {
 // timeout, and past the presence TTL of the other nodes' sessions): a
 // participant in an open advanced-mode call loaded by Start who has no
 // live session by then (the connection dropped before the restart, or the
-// client never came back) is offline in it, as the gateway's grace timer,
-// which the restart forgot, would have made them; a call left with nobody
-// in it ends.
+// client never came back) goes offline in it (offlineInLocked), as the
+// gateway's grace timer, which the restart forgot, would have made them;
+// a call left with nobody in it ends.
 func (s *Service) absentAfterStart() {
 	if !s.begin() {
 		return
@@ -559,9 +563,88 @@ func (s *Service) absentAfterStart() {
 				continue
 			}
 			e.mu.Lock()
-			if c := e.cur.Load(); !e.done && c != nil && !c.Ended() {
-				s.offlineLocked(e, c, p.User, at)
+			s.offlineInLocked(e, e.cur.Load(), p.User, at)
+			e.mu.Unlock()
+		}
+	}
+}
+
+// sweepAbsent is checkAbsent's timer without Cluster (with it, each scan
+// runs checkAbsent): armed while an advanced-mode call is held.
+func (s *Service) sweepAbsent() {
+	if !s.begin() {
+		return
+	}
+	defer s.wg.Done()
+	s.checkAbsent()
+	s.mu.Lock()
+	s.sweep = nil
+	if !s.closed && s.anyAdvancedLocked() {
+		s.sweep = s.cfg.AfterFunc(s.cfg.ScanInterval, s.sweepAbsent)
+	}
+	s.mu.Unlock()
+}
+
+// checkAbsent runs every ScanInterval: a user in an open advanced-mode
+// call (accepted) who has been seen with no live session anywhere (the
+// notifier counts every node's) at each check for OfflineRecheck goes
+// offline in it (offlineInLocked: a caller nobody answered yet has the
+// call cancelled). The gateway tells a user's offline (UserOffline) only
+// when a session of theirs ends on a live node: this catches users whose
+// node died for good, and callers whose call the server API placed and
+// who never connected. A user seen live at a check starts over.
+func (s *Service) checkAbsent() {
+	n := s.notifier()
+	if n == nil {
+		return
+	}
+	s.mu.Lock()
+	es := make([]*entry, 0, len(s.open))
+	for _, e := range s.open {
+		es = append(es, e)
+	}
+	since := s.absent
+	s.mu.Unlock()
+	in := make(map[string][]*entry)
+	for _, e := range es {
+		c := e.cur.Load()
+		if c == nil || c.Ended() || !c.Advanced() {
+			continue
+		}
+		for _, p := range c.Participants {
+			if p.State.InCall() {
+				in[p.User] = append(in[p.User], e)
 			}
+		}
+	}
+	now := s.now()
+	absent := make(map[string]time.Time)
+	var due []string
+	for u := range in {
+		if n.LiveSessions(u) > 0 {
+			continue
+		}
+		t, ok := since[u]
+		if !ok {
+			t = now
+		}
+		absent[u] = t
+		if now.Sub(t) >= s.cfg.OfflineRecheck {
+			due = append(due, u)
+		}
+	}
+	s.mu.Lock()
+	s.absent = absent
+	s.mu.Unlock()
+	slices.Sort(due)
+	// Absent since at at the latest: a participant who came in after it
+	// (from a session since gone, or placed by the server API lately) is
+	// left for a later check.
+	at := now.Add(-s.cfg.OfflineRecheck)
+	for _, u := range due {
+		for _, e := range in[u] {
+			e.mu.Lock()
+			s.offlineInLocked(e, e.cur.Load(), u, at)
 			e.mu.Unlock()
 		}
 	}

@@ -2,6 +2,8 @@ package call
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,8 +163,8 @@ func TestAdvancedOwnDeadlines(t *testing.T) {
 	}
 	e.clock.Advance(11 * time.Second) // the restart's absence check (alice is live: nothing changes)
 	wantStates(t, "after the absence check", e.st.stored(t, c.ID), "alice=accepted bob=timeout carol=timeout")
-	if e.clock.armed() != 0 {
-		t.Errorf("%d timers armed with nothing ringing, want 0", e.clock.armed())
+	if e.svc.deadlineArmed(c.ID) {
+		t.Errorf("the call's deadline timer is armed with nothing ringing")
 	}
 
 	// bob, timed out, is invited again and rings again until a new deadline.
@@ -311,4 +313,131 @@ func TestAdvancedAbsentAfterRestart(t *testing.T) {
 	if got.Ended() {
 		t.Errorf("the call ended with alice, live, in it")
 	}
+}
+
+// deadlineArmed reports whether call id's deadline timer is armed.
+func (s *Service) deadlineArmed(id string) bool {
+	s.mu.Lock()
+	e := s.open[id]
+	s.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.timer == nil {
+		return false
+	}
+	ft, ok := e.timer.(*fakeTimer)
+	if !ok {
+		return true
+	}
+	ft.c.mu.Lock()
+	defer ft.c.mu.Unlock()
+	return !ft.stopped && !ft.fired
+}
+
+// TestAdvancedAbsentCallerFromAPI: the server API places an advanced call
+// for a caller who never connects (no session ends, so the gateway never
+// tells an offline): once the caller has had no live session for
+// OfflineRecheck, at the checks every ScanInterval, they are offline in
+// the call, which goes on with bob; a call of theirs nobody answered is
+// cancelled, as a caller's going offline cancels it.
+func TestAdvancedAbsentCallerFromAPI(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	adv := InviteOptions{Mode: herald.CallAdvanced}
+	answered, err := e.svc.InviteWith(ctx, "dave", 0, []string{"bob"}, 30*time.Second, "", nil, adv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Accept(ctx, "bob", bobPhone, answered.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	ringing, err := e.svc.InviteWith(ctx, "dave", 0, []string{"carol"}, 120*time.Second, "", nil, adv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(30 * time.Second)
+	wantStates(t, "before the absence check", e.st.stored(t, answered.ID), "dave=accepted bob=accepted")
+	e.clock.Advance(20 * time.Second)
+	got := e.st.stored(t, answered.ID)
+	wantStates(t, "the answered call, caller absent", got, "dave=offline bob=accepted")
+	if got.Ended() {
+		t.Errorf("the call ended with bob, live, in it")
+	}
+	got = e.st.stored(t, ringing.ID)
+	wantStates(t, "the call nobody answered, caller absent", got, "dave=cancelled carol=be_cancelled")
+	if !got.Ended() {
+		t.Errorf("the call nobody answered is still open")
+	}
+	if s := e.svc.Stats(); s.Open != 1 {
+		t.Errorf("%d calls open, want 1", s.Open)
+	}
+}
+
+// TestAdvancedAnsweredOnce: an advanced call someone has accepted stays
+// answered after they left it (quit, or invited again and ringing): the
+// caller cannot cancel it (conflict: end it), and the caller going
+// offline makes them offline in it, which ends it when nobody is left in
+// it, with call_invitation_ended, the call_ended event and the counter,
+// instead of cancelling it.
+func TestAdvancedAnsweredOnce(t *testing.T) {
+	ctx := context.Background()
+	setup := func(t *testing.T, reinvite bool) (*env, *eventLog, *herald.Call) {
+		e := newEnv(t)
+		log := &eventLog{}
+		e.svc.Close()
+		e.svc = New(e.st, e.p, Config{Now: e.clock.Now, AfterFunc: e.clock.AfterFunc, MaxInvitees: 3, Events: log})
+		e.svc.SetNotifier(e.n)
+		if err := e.svc.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.svc.Close)
+		c := e.inviteAdvanced(InviteOptions{}, "bob", "carol")
+		if _, err := e.svc.Accept(ctx, "bob", bobPhone, c.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Quit(ctx, "bob", bobPhone, c.ID, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		if reinvite {
+			if _, err := e.svc.CallingInvite(ctx, "alice", alicePhone, c.ID, []string{"bob"}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log.take()
+		e.n.take()
+		return e, log, c
+	}
+	for _, reinvite := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cancel, bob invited again %v", reinvite), func(t *testing.T) {
+			e, _, c := setup(t, reinvite)
+			_, err := e.svc.Cancel(ctx, "alice", alicePhone, c.ID, "", nil)
+			wantCode(t, err, herald.CodeConflict)
+		})
+	}
+	t.Run("caller offline", func(t *testing.T) {
+		e, log, c := setup(t, false)
+		e.n.offline("alice")
+		e.svc.UserOffline("alice")
+		got := e.st.stored(t, c.ID)
+		wantStates(t, "alice offline", got, "alice=offline bob=quit carol=be_cancelled")
+		if !got.Ended() {
+			t.Fatalf("the call is open with nobody in it")
+		}
+		var types []string
+		for _, ev := range log.take() {
+			types = append(types, string(ev.Type)+"/"+ev.Reason)
+		}
+		if got, want := strings.Join(types, " "), "call_quit/offline call_ended/"; got != want {
+			t.Errorf("events %q, want %q", got, want)
+		}
+		wantNotes(t, e.n.take(),
+			"bob/10:state_changed[alice=offline carol=be_cancelled]", "bob/11:state_changed[alice=offline carol=be_cancelled]",
+			"bob/10:ended", "bob/11:ended")
+		if s := e.svc.Stats(); s.Ended != 1 || s.Cancelled != 0 || s.Open != 0 {
+			t.Errorf("ended %d, cancelled %d, open %d; want 1, 0, 0", s.Ended, s.Cancelled, s.Open)
+		}
+	})
 }

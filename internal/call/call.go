@@ -135,8 +135,8 @@ type Config struct {
 	MaxInvitees int
 	// MaxParticipants bounds the users one advanced-mode call holds: the
 	// caller and every user ever invited to it or joined, whatever their
-	// state (each hears of every change). Zero means
-	// herald.DefaultMaxCallParticipants (50).
+	// state (each hears of every change). Zero means the larger of
+	// herald.DefaultMaxCallParticipants (50) and MaxInvitees+1.
 	MaxParticipants int
 	// MaxOpenCalls bounds the calls one user may have open at once as
 	// the caller (ringing; an advanced-mode call until it ends): each
@@ -169,7 +169,9 @@ type Config struct {
 	// ScanInterval is how often, with Cluster, the open calls in the
 	// store are read: those not held here are adopted (so their timeout
 	// survives the node that placed them), and those held here take the
-	// stored state. Zero means 10s.
+	// stored state. It is also, on one node as on several, how often the
+	// users in open advanced-mode calls are checked for a live session
+	// (checkAbsent). Zero means 10s.
 	ScanInterval time.Duration
 	// OfflineRecheck (Cluster) is how long after a caller's offline was
 	// set aside, because the notifier counted a session of theirs on
@@ -178,7 +180,12 @@ type Config struct {
 	// on one node as on several, how long after Start the participants
 	// in open advanced-mode calls with no live session are made offline
 	// (past the heartbeat timeout the gateway's grace timers, which a
-	// restart forgets, would have waited). Zero means 31s.
+	// restart forgets, would have waited), and how long a user in an open
+	// advanced-mode call may be seen with no live session anywhere, at
+	// every ScanInterval, before they are made offline in it
+	// (checkAbsent: their node died, or the server API placed the call
+	// for a caller who never connected). It must exceed the gateway's
+	// heartbeat timeout. Zero means 31s.
 	OfflineRecheck time.Duration
 	// AdoptGrace delays the timeout of an adopted call past its
 	// deadline, so the node that placed it, which arms the deadline
@@ -197,7 +204,7 @@ func (c *Config) defaults() {
 		c.MaxOpenCalls = 10
 	}
 	if c.MaxParticipants <= 0 {
-		c.MaxParticipants = herald.DefaultMaxCallParticipants
+		c.MaxParticipants = max(herald.DefaultMaxCallParticipants, c.MaxInvitees+1)
 	}
 	if c.StoreTimeout <= 0 {
 		c.StoreTimeout = 5 * time.Second
@@ -264,9 +271,11 @@ type Service struct {
 	byUser map[string]map[*entry]bool // open calls of each participant
 	placed map[string]int             // open calls of each caller
 	closed bool
-	scan   Timer          // mu: the next scan of the store's open calls (Cluster); nil without
-	gone   endedRing      // mu: calls ended here lately, never adopted again from an older read
-	wg     sync.WaitGroup // operations and timer callbacks in progress
+	scan   Timer                // mu: the next scan of the store's open calls (Cluster); nil without
+	sweep  Timer                // mu: the next checkAbsent without Cluster, armed while an advanced-mode call is held
+	absent map[string]time.Time // mu: users in open advanced-mode calls seen with no live session, since when (checkAbsent)
+	gone   endedRing            // mu: calls ended here lately, never adopted again from an older read
+	wg     sync.WaitGroup       // operations and timer callbacks in progress
 
 	stats struct {
 		invited, accepted, rejected, cancelled, timedOut, refused, storeFailed, lost, retried, adopted atomic.Int64
@@ -435,6 +444,10 @@ func (s *Service) Close() {
 		s.scan.Stop()
 		s.scan = nil
 	}
+	if s.sweep != nil {
+		s.sweep.Stop()
+		s.sweep = nil
+	}
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.mu.Lock()
@@ -470,6 +483,9 @@ func (s *Service) Stats() Stats {
 // addLocked indexes an open call; s.mu must be held.
 func (s *Service) addLocked(c *herald.Call, e *entry) {
 	s.open[c.ID] = e
+	if c.Advanced() && !s.cfg.Cluster && s.sweep == nil && !s.closed {
+		s.sweep = s.cfg.AfterFunc(s.cfg.ScanInterval, s.sweepAbsent)
+	}
 	s.placed[c.Caller()]++
 	for _, p := range c.Participants {
 		m := s.byUser[p.User]
@@ -605,7 +621,11 @@ func (s *Service) commit(ctx context.Context, e *entry, next *herald.Call, jobs 
 
 // refresh makes e's call the stored one, after the store refused a
 // change because another node made one first; e.mu must be held. An ended
-// call leaves the maps. It reports whether the read succeeded.
+// call leaves the maps. An advanced-mode call whose next deadline moved
+// (another node invited more users, or they answered there) is armed at
+// the new one plus AdoptGrace, as applyLocked arms it: the bus events of
+// that change, older than or equal to the call held now, never will, and
+// the node that made it may die. It reports whether the read succeeded.
 func (s *Service) refresh(ctx context.Context, e *entry) bool {
 	id := e.cur.Load().ID
 	c, err := s.st.Call(ctx, id)
@@ -617,8 +637,11 @@ func (s *Service) refresh(ctx context.Context, e *entry) bool {
 	e.cur.Store(c)
 	if c.Ended() {
 		s.removeLocked(c, e)
-	} else {
-		s.indexNewLocked(e, prev, c)
+		return true
+	}
+	s.indexNewLocked(e, prev, c)
+	if c.Advanced() && !c.NextDeadline().Equal(prev.NextDeadline()) {
+		s.armNextLocked(e, c, s.cfg.AdoptGrace)
 	}
 	return true
 }
@@ -780,6 +803,7 @@ func (s *Service) rescan() {
 	if err != nil {
 		s.log.Error("call: scanning the open calls failed", "retry_in", s.cfg.ScanInterval, "err", err)
 	}
+	s.checkAbsent()
 	s.mu.Lock()
 	if !s.closed {
 		s.scan = s.cfg.AfterFunc(s.cfg.ScanInterval, s.rescan)
@@ -1217,6 +1241,9 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 		p := next.Participant(user)
 		p.State, p.UpdatedAt, p.Extended = to, now, extended
 		changed = []herald.CallParticipant{*p}
+		if next.Advanced() && to == herald.CallAccepted {
+			next.Answered = true
+		}
 		if !next.Advanced() && finishIfAnswered(next, now) {
 			changed = append(changed, next.Participants[0])
 		}
@@ -1277,8 +1304,8 @@ func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, i
 		if c.Ended() {
 			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has ended", id))
 		}
-		if c.Advanced() && anyAccepted(c) {
-			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has been accepted: end it (call_end) instead of cancelling", id))
+		if c.Advanced() && answered(c) {
+			return s.refuse(herald.Errorf(herald.CodeConflict, "call %q has been answered: end it (call_end) instead of cancelling", id))
 		}
 		return nil
 	})
@@ -1526,30 +1553,45 @@ func (s *Service) userOffline(user string, at time.Time, recheck bool) {
 	s.adoptUserCalls(user)
 	for _, e := range s.entriesOf(user) {
 		e.mu.Lock()
-		c := e.cur.Load()
-		if !e.done && c != nil && !c.Ended() && c.Advanced() && (c.Caller() != user || anyAccepted(c)) {
-			// In an advanced-mode call someone accepted (or placed
-			// by another): user is offline in it, and it ends if
-			// nobody is left.
-			s.offlineLocked(e, c, user, at)
-		} else if !e.done && c != nil && !c.Ended() && c.Caller() == user && !anyAccepted(c) && !c.CreatedAt.After(at) {
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
-			_, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline, func(c *herald.Call) error {
-				if c.Ended() || anyAccepted(c) {
-					return errNoCancel
-				}
-				return nil
-			})
-			if errors.Is(err, errNoCancel) {
-				s.log.Debug("call: an offline caller's call was answered or ended on another node first", "call_id", c.ID, "user_id", user)
-			} else if err != nil {
-				s.log.Error("call: cancelling an offline caller's call failed", "call_id", c.ID, "user_id", user, "err", err)
-			} else {
-				s.log.Debug("call cancelled: the caller went offline", "call_id", c.ID, "user_id", user)
-			}
-			cancel()
-		}
+		s.offlineInLocked(e, e.cur.Load(), user, at)
 		e.mu.Unlock()
+	}
+}
+
+// offlineInLocked applies user's going offline at at to c, e's call; e.mu
+// must be held. In an advanced-mode call someone accepted (or placed by
+// another) user becomes offline, and the call ends if nobody is left in
+// it; a call user placed (before at) that nobody has accepted is
+// cancelled, as Cancel does, without a push.
+func (s *Service) offlineInLocked(e *entry, c *herald.Call, user string, at time.Time) {
+	if e.done || c == nil || c.Ended() {
+		return
+	}
+	if c.Advanced() && (c.Caller() != user || answered(c)) {
+		s.offlineLocked(e, c, user, at)
+		return
+	}
+	if c.Caller() != user || answered(c) || c.CreatedAt.After(at) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.StoreTimeout)
+	defer cancel()
+	_, err := s.cancelLocked(ctx, e, c, "", nil, herald.CallCancelledCallerOffline, func(c *herald.Call) error {
+		if c.Ended() || answered(c) {
+			return errNoCancel
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNoCancel):
+		s.log.Debug("call: an offline caller's call was answered or ended on another node first", "call_id", c.ID, "user_id", user)
+		if c := e.cur.Load(); !e.done && c.Advanced() && !c.Ended() {
+			s.offlineLocked(e, c, user, at) // answered: the caller is offline in it
+		}
+	case err != nil:
+		s.log.Error("call: cancelling an offline caller's call failed", "call_id", c.ID, "user_id", user, "err", err)
+	default:
+		s.log.Debug("call cancelled: the caller went offline", "call_id", c.ID, "user_id", user)
 	}
 }
 
@@ -1557,9 +1599,17 @@ func (s *Service) userOffline(user string, at time.Time, recheck bool) {
 // node ended it, or an invitee accepted there).
 var errNoCancel = errors.New("call: no cancel needed")
 
-func anyAccepted(c *herald.Call) bool {
+// answered reports whether an invitee of c has accepted: in advanced mode
+// at any time (Answered; or, in a call stored before that field, one is
+// in the call or left it since: quit, offline), even if nobody is in the
+// call now.
+func answered(c *herald.Call) bool {
+	if c.Answered {
+		return true
+	}
 	for _, p := range c.Participants[1:] {
-		if p.State == herald.CallAccepted {
+		switch p.State {
+		case herald.CallAccepted, herald.CallQuit, herald.CallOffline:
 			return true
 		}
 	}

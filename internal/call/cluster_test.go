@@ -712,8 +712,10 @@ func TestQueuedRequestGetsItsStoreTimeout(t *testing.T) {
 func TestAdvancedOnTwoNodes(t *testing.T) {
 	st := newMemStore()
 	ca, cb := newFakeClock(), newFakeClock()
-	a := startClusterNode(t, st, ca, "alice")
-	b := startClusterNode(t, st, cb, "bob")
+	// Both users count live on both nodes, as presence counts every
+	// node's sessions: neither is absent (checkAbsent).
+	a := startClusterNode(t, st, ca, "alice", "bob")
+	b := startClusterNode(t, st, cb, "bob", "alice")
 	ctx := context.Background()
 	c, err := a.svc.InviteWith(ctx, "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil, InviteOptions{Mode: herald.CallAdvanced})
 	if err != nil {
@@ -748,4 +750,85 @@ func TestAdvancedOnTwoNodes(t *testing.T) {
 	if s := b.svc.Stats(); s.Open != 0 {
 		t.Errorf("node B holds %d open calls after the end, want 0", s.Open)
 	}
+}
+
+// TestAdvancedNodeDiedForGood: alice and bob are in an advanced call
+// through node A, which dies and never comes back (no offline is ever
+// told). Node B adopts the call at its scan; once neither has had a live
+// session anywhere for OfflineRecheck, B makes them offline and the call
+// ends, freeing alice's open-call slot.
+func TestAdvancedNodeDiedForGood(t *testing.T) {
+	st := newMemStore()
+	ca, cb := newFakeClock(), newFakeClock()
+	a := startClusterNode(t, st, ca, "alice", "bob")
+	b := startClusterNode(t, st, cb)
+	ctx := context.Background()
+	c, err := a.svc.InviteWith(ctx, "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil, InviteOptions{Mode: herald.CallAdvanced})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.svc.Accept(ctx, "bob", bobPhone, c.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	a.svc.Close() // node A dies for good
+	cb.Advance(10 * time.Second)
+	if s := b.svc.Stats(); s.Adopted != 1 {
+		t.Fatalf("node B adopted %d calls at its scan, want 1", s.Adopted)
+	}
+	wantStates(t, "adopted", st.stored(t, c.ID), "alice=accepted bob=accepted")
+	cb.Advance(50 * time.Second)
+	got := st.stored(t, c.ID)
+	wantStates(t, "after the absence check", got, "alice=offline bob=offline")
+	if !got.Ended() {
+		t.Fatalf("the call is still open")
+	}
+	if s := b.svc.Stats(); s.Open != 0 || s.Ended != 1 || s.Quit != 2 {
+		t.Errorf("node B: open %d, ended %d, quit %d; want 0, 1, 2", s.Open, s.Ended, s.Quit)
+	}
+	var types []string
+	for _, ev := range b.events.take() {
+		types = append(types, string(ev.Type)+"/"+ev.Reason)
+	}
+	if got, want := strings.Join(types, " "), "call_quit/offline call_quit/offline call_ended/"; got != want {
+		t.Errorf("node B emitted %q, want %q", got, want)
+	}
+}
+
+// TestRefreshArmsOtherNodesInvitation: node B invites dave to a call node
+// A holds; A learns of it only when its own change (alice's quit) is
+// refused by the store and it takes the stored call (refresh). B then
+// dies: A must time dave out at his deadline (plus AdoptGrace), from the
+// stored call it took.
+func TestRefreshArmsOtherNodesInvitation(t *testing.T) {
+	st := newMemStore()
+	ca, cb := newFakeClock(), newFakeClock()
+	a := startClusterNode(t, st, ca, "alice", "bob")
+	b := startClusterNode(t, st, cb, "alice", "bob")
+	ctx := context.Background()
+	c, err := a.svc.InviteWith(ctx, "alice", alicePhone, []string{"bob"}, 30*time.Second, "", nil, InviteOptions{Mode: herald.CallAdvanced})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.svc.Accept(ctx, "bob", bobPhone, c.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	ca.Advance(40 * time.Second) // A's timer, at bob's deadline, finds nothing ringing: none armed
+	if a.svc.deadlineArmed(c.ID) {
+		t.Fatal("node A's deadline timer is armed with nothing ringing")
+	}
+	cb.Advance(40 * time.Second)
+	if _, err := b.svc.CallingInvite(ctx, "bob", bobPhone, c.ID, []string{"dave"}, nil); err != nil {
+		t.Fatalf("CallingInvite on node B: %v", err)
+	}
+	if _, err := a.svc.Quit(ctx, "alice", alicePhone, c.ID, "", nil); err != nil {
+		t.Fatalf("Quit on node A, whose copy is stale: %v", err)
+	}
+	if s := a.svc.Stats(); s.Lost != 1 || s.Retried != 1 {
+		t.Fatalf("node A: lost %d, retried %d; want its stale write refused once and retried", s.Lost, s.Retried)
+	}
+	b.svc.Close()                // node B dies
+	ca.Advance(34 * time.Second) // dave's deadline is 30 s after B invited him
+	wantStates(t, "before dave's deadline plus the grace", st.stored(t, c.ID), "alice=quit bob=accepted dave=not_yet_received")
+	ca.Advance(time.Second)
+	wantStates(t, "at dave's deadline plus the grace, on node A", st.stored(t, c.ID), "alice=quit bob=accepted dave=timeout")
 }

@@ -98,7 +98,8 @@ type Config struct {
 
 	CallMaxInvitees int // HERALD_CALL_MAX_INVITEES: users one call invitation may invite
 	// HERALD_CALL_MAX_PARTICIPANTS: users one advanced-mode call may hold,
-	// everyone ever invited or joined included.
+	// everyone ever invited or joined included. Not set, Load makes it
+	// max(50, CallMaxInvitees+1).
 	CallMaxParticipants int
 
 	// Server API for app backends (docs/api.md).
@@ -307,7 +308,7 @@ func (c *Config) keys() []key {
 		{"push-log-retention", "how long delivery-log entries are kept", &c.PushLogRetention},
 		{"push-lease", "with HERALD_BUS and a PostgreSQL store: how long a node holds a push job past its due time (or its claim) before another node may take it; at least 1s, and a warning below 20s", &c.PushLease},
 		{"call-max-invitees", "users one call invitation may invite (ZIM: 9)", &c.CallMaxInvitees},
-		{"call-max-participants", "users one advanced-mode call may hold, everyone ever invited or joined included", &c.CallMaxParticipants},
+		{"call-max-participants", "users one advanced-mode call may hold, everyone ever invited or joined included; not set: the larger of 50 and call-max-invitees+1", &c.CallMaxParticipants},
 		{"app-id", "app ID that backends sign server API requests as (X-Herald-App; docs/api.md)", &c.AppID},
 		{"api-rate", "signed server API requests per second and app; more are answered 429", &c.APIRate},
 		{"api-burst", "signed server API requests allowed in a burst", &c.APIBurst},
@@ -425,6 +426,11 @@ func Load(fs *flag.FlagSet, args []string, getenv func(string) string, flags ...
 			return c, fmt.Errorf("--%s: %w", fv.k.name, err)
 		}
 		c.set[fv.k.env()] = true
+	}
+	if !c.set["HERALD_CALL_MAX_PARTICIPANTS"] {
+		// Its default follows the invitees' limit (it must exceed it),
+		// so a configuration that raised only that one still starts.
+		c.CallMaxParticipants = max(c.CallMaxParticipants, c.CallMaxInvitees+1)
 	}
 	return c, c.Validate()
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -415,5 +416,41 @@ func TestNodeIDStable(t *testing.T) {
 	c.NodeID = "node-7"
 	if got, _ := c.ResolveNodeID(true); got != "node-7" {
 		t.Errorf("HERALD_NODE_ID set: got %q, want node-7", got)
+	}
+}
+
+// TestCallMaxParticipantsDefault: a configuration that raises only
+// HERALD_CALL_MAX_INVITEES (up to its 100) still starts: the participant
+// cap not set follows it (max(50, invitees+1)); one set explicitly is
+// checked against it.
+func TestCallMaxParticipantsDefault(t *testing.T) {
+	tests := []struct {
+		env     map[string]string
+		want    int
+		wantErr string
+	}{
+		{map[string]string{}, 50, ""},
+		{map[string]string{"HERALD_CALL_MAX_INVITEES": "20"}, 50, ""},
+		{map[string]string{"HERALD_CALL_MAX_INVITEES": "50"}, 51, ""},
+		{map[string]string{"HERALD_CALL_MAX_INVITEES": "100"}, 101, ""},
+		{map[string]string{"HERALD_CALL_MAX_INVITEES": "100", "HERALD_CALL_MAX_PARTICIPANTS": "200"}, 200, ""},
+		{map[string]string{"HERALD_CALL_MAX_INVITEES": "60", "HERALD_CALL_MAX_PARTICIPANTS": "50"}, 0, "HERALD_CALL_MAX_PARTICIPANTS"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.env), func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(new(strings.Builder))
+			c, err := Load(fs, nil, func(k string) string { return tt.env[k] })
+			switch {
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("Load error = %v, want one naming %s", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Errorf("Load: %v", err)
+			case c.CallMaxParticipants != tt.want:
+				t.Errorf("CallMaxParticipants = %d, want %d", c.CallMaxParticipants, tt.want)
+			}
+		})
 	}
 }

@@ -139,7 +139,11 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	hooks, events, beforeSend := webhookSetup(cfg, secret, log)
 	// Several nodes: calls placed through the others are read from the
 	// store on demand and by a scan (internal/cluster/README.md).
-	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, MaxParticipants: cfg.CallMaxParticipants, Cluster: cfg.Bus != "", Events: events, Logger: log})
+	// OfflineRecheck outlasts the gateway's grace timer (the heartbeat
+	// timeout) and the presence TTL (30 s): only then is a user with no
+	// live session offline in their advanced calls.
+	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, MaxParticipants: cfg.CallMaxParticipants, Cluster: cfg.Bus != "", Events: events, Logger: log,
+		OfflineRecheck: max(31*time.Second, cfg.HeartbeatTimeout+time.Second)})
 	users := user.New(st, ps, user.Config{Logger: log})
 	var clusterEvents *presenceEvents // nil without a bus
 	gwEvents := gateway.Events(events)

@@ -24,6 +24,7 @@ type storedCall struct {
 	Version      int64               `json:"version,omitempty"`
 	Joinable     bool                `json:"joinable,omitempty"` // advanced mode
 	EndBy        string              `json:"end_by,omitempty"`   // advanced mode
+	Answered     bool                `json:"answered,omitempty"` // advanced mode
 }
 
 type storedParticipant struct {
@@ -53,7 +54,7 @@ func EncodeCall(c *herald.Call) ([]byte, error) {
 	sc := storedCall{
 		ID: c.ID, Mode: string(c.Mode), Timeout: c.Timeout.Milliseconds(),
 		CreatedAt: millis(c.CreatedAt), Deadline: millis(c.Deadline), EndedAt: millis(c.EndedAt),
-		Extended: c.Extended, Push: c.Push, Version: c.Version, Joinable: c.Joinable, EndBy: string(c.EndBy),
+		Extended: c.Extended, Push: c.Push, Version: c.Version, Joinable: c.Joinable, EndBy: string(c.EndBy), Answered: c.Answered,
 		Participants: make([]storedParticipant, len(c.Participants)),
 	}
 	for i, p := range c.Participants {
@@ -75,7 +76,7 @@ func DecodeCall(b []byte) (*herald.Call, error) {
 	c := &herald.Call{
 		ID: sc.ID, Mode: herald.CallMode(sc.Mode), Timeout: time.Duration(sc.Timeout) * time.Millisecond,
 		CreatedAt: fromMillis(sc.CreatedAt), Deadline: fromMillis(sc.Deadline), EndedAt: fromMillis(sc.EndedAt),
-		Extended: sc.Extended, Push: sc.Push, Version: sc.Version, Joinable: sc.Joinable, EndBy: herald.CallEndBy(sc.EndBy),
+		Extended: sc.Extended, Push: sc.Push, Version: sc.Version, Joinable: sc.Joinable, EndBy: herald.CallEndBy(sc.EndBy), Answered: sc.Answered,
 		Participants: make([]herald.CallParticipant, len(sc.Participants)),
 	}
 	for i, p := range sc.Participants {

@@ -508,7 +508,8 @@ func testEnqueuePush(t *testing.T, f *fixture) {
 	sameJobs(t, "outbox after FinishPush", f.pending(t), want)
 }
 
-// testCallAdvanced: an advanced-mode call keeps its mode, Joinable, EndBy
+// testCallAdvanced: an advanced-mode call keeps its mode, Joinable, EndBy,
+// Answered
 // and each invitee's own deadline; a user added by a later write (a
 // calling_invite, a join) lists the call among their calls, and the call
 // stays open past its first deadline until it is written ended, with
@@ -531,6 +532,7 @@ func testCallAdvanced(t *testing.T, f *fixture) {
 	at := c.CreatedAt.Add(10 * time.Second)
 	next.Participants[1].State, next.Participants[1].UpdatedAt = herald.CallAccepted, at
 	next.Participants = append(next.Participants, herald.CallParticipant{User: "dave", State: herald.CallNotYet, UpdatedAt: at, Deadline: at.Add(c.Timeout)})
+	next.Answered = true
 	next.Version = 2
 	f.saveCall(t, &next, nil)
 	sameCall(t, f, &next)
@@ -541,8 +543,8 @@ func testCallAdvanced(t *testing.T, f *fixture) {
 	if d := got.Participants[3].Deadline; !d.Equal(at.Add(c.Timeout)) {
 		t.Errorf("dave's deadline = %v, want %v", d, at.Add(c.Timeout))
 	}
-	if got.Mode != herald.CallAdvanced || !got.Joinable || got.EndBy != herald.CallEndByParticipant {
-		t.Errorf("read back mode %q joinable %v end_by %q, want advanced true participant", got.Mode, got.Joinable, got.EndBy)
+	if got.Mode != herald.CallAdvanced || !got.Joinable || got.EndBy != herald.CallEndByParticipant || !got.Answered {
+		t.Errorf("read back mode %q joinable %v end_by %q answered %v, want advanced true participant true", got.Mode, got.Joinable, got.EndBy, got.Answered)
 	}
 	daves, err := f.s.UserCalls(ctx, "dave", time.Time{}, 10)
 	if err != nil || !slices.Equal(callIDs(daves), []string{"adv"}) {
