@@ -104,6 +104,9 @@ func (l consoleLive) UserSessions(user string) []console.LiveSession {
 	return out
 }
 
+// KickDevice closes device's sessions here and asks the other nodes to
+// close those they announced (each up to the login time its node announced,
+// its own clock); now is only the fallback for a node that announces none.
 func (l consoleLive) KickDevice(user, device, reason string) int {
 	now := time.Now()
 	n := l.gw.KickDevice(user, device, reason)
