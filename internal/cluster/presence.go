@@ -854,9 +854,10 @@ func (p *Presence) Peers() []Peer {
 
 // RemoteSession is a session another node announces.
 type RemoteSession struct {
-	Device string
-	Node   string
-	At     time.Time // its last login there (that node's clock); zero from a node that does not send it
+	Device   string
+	Node     string
+	At       time.Time // its last login there (that node's clock); zero from a node that does not send it
+	Platform string    // its login's platform (herald.Platforms); "" for none, or from a node that does not send it
 }
 
 // RemoteSessions returns user's sessions the other nodes announce, until
@@ -868,7 +869,7 @@ func (p *Presence) RemoteSessions(user string) []RemoteSession {
 	for device, nodes := range p.remote[user] {
 		for node, e := range nodes {
 			if now.Before(e.exp) {
-				out = append(out, RemoteSession{Device: device, Node: node, At: e.at})
+				out = append(out, RemoteSession{Device: device, Node: node, At: e.at, Platform: e.platform})
 			}
 		}
 	}

@@ -34,7 +34,7 @@ type Users interface {
 // LiveSession is a logged-in session, on this node or another.
 type LiveSession struct {
 	Device   string
-	Platform string    // as the client said at login; empty when it said none, or on another node
+	Platform string    // the login's, normalised (herald.NormalizePlatform): one of herald.Platforms, else empty; on another node as it announced
 	Node     string    // the node holding it
 	Since    time.Time // its login; zero when another node did not say
 	Remote   string    // the connection's address (a reverse proxy's, behind one); empty on another node

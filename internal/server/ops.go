@@ -98,7 +98,7 @@ func (l consoleLive) UserSessions(user string) []console.LiveSession {
 	}
 	if l.presence != nil {
 		for _, s := range l.presence.RemoteSessions(user) {
-			out = append(out, console.LiveSession{Device: s.Device, Node: s.Node, Since: s.At})
+			out = append(out, console.LiveSession{Device: s.Device, Platform: s.Platform, Node: s.Node, Since: s.At})
 		}
 	}
 	return out
