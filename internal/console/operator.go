@@ -127,7 +127,7 @@ type userView struct {
 	Registered    bool
 	Profile       herald.User
 	Sessions      []LiveSession
-	Devices       []deviceRow
+	Devices       []herald.PushDevice
 	Conversations []herald.Conversation
 	MoreConvs     bool
 	Groups        []herald.GroupMember
@@ -161,9 +161,7 @@ func (h *Handler) usersPage(w http.ResponseWriter, r *http.Request) {
 		v.Sessions = h.cfg.Live.UserSessions(id)
 	}
 	if h.cfg.Push != nil {
-		for _, d := range h.cfg.Push.Devices(id) {
-			v.Devices = append(v.Devices, deviceRow{d, d.User != ""})
-		}
+		v.Devices = h.cfg.Push.Devices(id) // bound to id: an unbound device belongs to no user
 	}
 	if h.cfg.Store != nil {
 		cs, err := h.cfg.Store.ConversationsAfter(r.Context(), id, nil, userConversations+1)

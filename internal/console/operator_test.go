@@ -147,6 +147,31 @@ func TestUsersPage(t *testing.T) {
 			t.Errorf("removing it again: %d, want 404 with the page's error", resp.StatusCode)
 		}
 	})
+	t.Run("logout unbinds", func(t *testing.T) {
+		carl := loginSDK(t, srv, "carl", "carl-phone", "ios")
+		carlPush, err := carl.RegisterPush(sdkCtx(t), client.PushRegistration{Provider: herald.ProviderAPNs, Token: apnsToken(9), App: testApp, Environment: herald.EnvProduction})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := body(t, get(t, c, base+"users?user_id=carl")); !strings.Contains(p, carlPush) {
+			t.Fatal("carl's page does not list his push device")
+		}
+		if err := carl.Logout(sdkCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		// The device now belongs to no user: the user's page says where
+		// to find it, and the Devices page, by push ID, shows it unbound.
+		p := body(t, get(t, c, base+"users?user_id=carl"))
+		if strings.Contains(p, carlPush) || !strings.Contains(p, `id="no-push-devices"`) {
+			t.Error("carl's page still lists the push device his logout unbound")
+		}
+		if !strings.Contains(p, "a logout unbinds the session's push devices") {
+			t.Error("carl's page does not say a logout unbinds devices, and where to find them")
+		}
+		if p := body(t, get(t, c, base+"devices?push_id="+url.QueryEscape(carlPush))); !strings.Contains(p, "unbound (logged out)") {
+			t.Error("the Devices page does not show carl's device unbound")
+		}
+	})
 	t.Run("unregister", func(t *testing.T) {
 		alicePush, err := alice.RegisterPush(sdkCtx(t), client.PushRegistration{Provider: herald.ProviderAPNs, Token: apnsToken(8), App: testApp, Environment: herald.EnvProduction})
 		if err != nil {
