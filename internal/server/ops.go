@@ -126,15 +126,13 @@ func (s *Server) startSeries() {
 	}()
 }
 
+// stopSeriesSampling stops the sampling and waits for it to end; safe to
+// call from concurrent Shutdowns (the channel is closed once).
 func (s *Server) stopSeriesSampling() {
 	if s.stopSeries == nil {
 		return // never started
 	}
-	select {
-	case <-s.stopSeries:
-	default:
-		close(s.stopSeries)
-	}
+	s.stopSeriesOnce.Do(func() { close(s.stopSeries) })
 	<-s.seriesEnded
 }
 
