@@ -28,6 +28,12 @@ func ValidateUserID(id string) error {
 	return nil
 }
 
+// OperatorConsole is the operator a group change made from the web console
+// names (group events, the group_changed webhook): the console acts with
+// the group owner's authority, but not as the owner. The ':' is outside the
+// user ID alphabet, so no user can be it.
+const OperatorConsole = "herald:console"
+
 // ValidateDeviceID checks a client-chosen device ID: 1-64 bytes, same
 // alphabet as user IDs.
 func ValidateDeviceID(id string) error {

@@ -70,7 +70,7 @@ type GroupMemberQuery struct {
 type GroupEvent struct {
 	GroupID  string
 	Action   herald.GroupAction // herald.GroupCreated, GroupJoined, GroupKicked, ...
-	Operator string             // who made the change
+	Operator string             // who made the change: a user ID, or herald.OperatorConsole (the server's web console)
 	// Users are the members concerned: those who joined, were invited,
 	// left or were kicked, the new owner (GroupOwnerTransferred), the
 	// member whose role changed (GroupRoleChanged). On GroupCreated, every

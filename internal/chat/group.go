@@ -974,6 +974,19 @@ func (s *Service) LeaveGroup(ctx context.Context, user string, origin SessionID,
 // but themselves, an admin only plain members. It returns the users
 // removed (those not members are left out).
 func (s *Service) KickGroupMembers(ctx context.Context, user string, origin SessionID, id string, users []string) ([]string, error) {
+	return s.kickGroupMembers(ctx, user, user, origin, id, users)
+}
+
+// OperatorKickGroupMembers removes users from a group with the authority of
+// owner, its owner, for operator (herald.OperatorConsole): the group event
+// and the group_changed webhook name operator, not the owner.
+func (s *Service) OperatorKickGroupMembers(ctx context.Context, owner, operator, id string, users []string) ([]string, error) {
+	return s.kickGroupMembers(ctx, owner, operator, 0, id, users)
+}
+
+// kickGroupMembers removes users with user's authority; the event names
+// operator.
+func (s *Service) kickGroupMembers(ctx context.Context, user, operator string, origin SessionID, id string, users []string) ([]string, error) {
 	users, err := checkUsers("users", users)
 	if err != nil {
 		return nil, err
@@ -1009,12 +1022,25 @@ func (s *Service) KickGroupMembers(ctx context.Context, user string, origin Sess
 		return nil, fmt.Errorf("kick group members: %w", err)
 	}
 	s.setMembers(gs, ms.with(nil, removed))
-	s.tell(GroupEvent{Group: id, Action: herald.GroupKicked, Operator: user, Users: removed}, ms.users, origin)
+	s.tell(GroupEvent{Group: id, Action: herald.GroupKicked, Operator: operator, Users: removed}, ms.users, origin)
 	return removed, nil
 }
 
 // DismissGroup ends a group (the owner only): every member leaves it.
 func (s *Service) DismissGroup(ctx context.Context, user string, origin SessionID, id string) error {
+	return s.dismissGroup(ctx, user, user, origin, id)
+}
+
+// OperatorDismissGroup ends a group with the authority of owner, its owner,
+// for operator (herald.OperatorConsole): the group event and the
+// group_changed webhook name operator, not the owner.
+func (s *Service) OperatorDismissGroup(ctx context.Context, owner, operator, id string) error {
+	return s.dismissGroup(ctx, owner, operator, 0, id)
+}
+
+// dismissGroup ends a group with user's authority; the event names
+// operator.
+func (s *Service) dismissGroup(ctx context.Context, user, operator string, origin SessionID, id string) error {
 	gs, ms, _, err := s.lockGroup(ctx, user, id, herald.RoleOwner, "dismiss it")
 	if err != nil {
 		return err
@@ -1028,7 +1054,7 @@ func (s *Service) DismissGroup(ctx context.Context, user string, origin SessionI
 	gs.dismissed.Store(true)
 	s.setMembers(gs, newMemberSet(nil))
 	s.forget(gs)
-	s.tell(GroupEvent{Group: id, Action: herald.GroupDismissed, Operator: user}, ms.users, origin)
+	s.tell(GroupEvent{Group: id, Action: herald.GroupDismissed, Operator: operator}, ms.users, origin)
 	return nil
 }
 

@@ -123,38 +123,58 @@ func TestPeers(t *testing.T) {
 
 // TestKickDeviceElsewhere: the console's kick of one device on node A
 // closes that device's sessions on node B, not the user's others, and
-// node A lists and counts what node B announced.
+// node A lists and counts what node B announced. Node B is asked to close
+// up to the login it announced (its clock), not up to node A's time: with
+// node A's clock behind node B's the session is still closed, and with it
+// ahead a later relogin on node B is spared. A device no node announces is
+// kicked with node A's time, on every node.
 func TestKickDeviceElsewhere(t *testing.T) {
-	ba, bb := buses(t)
-	st := openStore(t)
-	clk := &clock{now: time.Unix(1_000_000, 0)}
-	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
-	var ka, kb kicks
-	pa := startKickPresence(t, "a", a, clk, &ka, 0)
-	pb := startKickPresence(t, "b", b, clk, &kb, 0)
-	login := clk.Now().Add(-time.Minute)
-	b.gw.setLiveAt("gina", "phone", login)
-	b.gw.setLiveAt("gina", "tablet", login)
-	pb.Emit(herald.Event{Type: herald.EventLogin, Time: login, User: "gina", Device: "phone"})
-	pb.Emit(herald.Event{Type: herald.EventLogin, Time: login, User: "gina", Device: "tablet"})
-	waitFor(t, "node A sees gina's devices", func() bool { return len(pa.RemoteSessions("gina")) == 2 })
-	got := pa.RemoteSessions("gina")
-	want := []RemoteSession{{Device: "phone", Node: "b", At: login}, {Device: "tablet", Node: "b", At: login}}
-	for i := range want {
-		if got[i].Device != want[i].Device || got[i].Node != want[i].Node || !got[i].At.Equal(want[i].At) {
-			t.Errorf("RemoteSessions[%d] = %+v, want %+v", i, got[i], want[i])
-		}
-	}
-	at := time.Unix(3_000_000, 7)
-	if n := pa.KickDeviceElsewhere("gina", "tablet", "by the operator", at); n != 1 {
-		t.Errorf("KickDeviceElsewhere counted %d sessions on other nodes, want 1", n)
-	}
-	wantKick := fmt.Sprintf("gina/tablet all=false at=%d by the operator", at.UnixNano())
-	waitFor(t, "node B asked to close gina's tablet", func() bool { return slices.Contains(kb.list(), wantKick) })
-	if l := kb.list(); len(l) != 1 {
-		t.Errorf("node B was asked %q, want only the tablet's kick", l)
-	}
-	if len(pb.RemoteSessions("gina")) != 0 {
-		t.Error("node B lists its own sessions as remote")
+	login := time.Unix(2_000_000, 5) // node B's clock
+	for _, tc := range []struct {
+		name string
+		at   time.Time // the kick's time, node A's clock
+	}{
+		{"clocks agree", login.Add(time.Minute)},
+		{"node A behind", login.Add(-time.Minute)},
+		{"node A ahead", login.Add(time.Hour)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ba, bb := buses(t)
+			st := openStore(t)
+			clk := &clock{now: time.Unix(1_000_000, 0)}
+			a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+			var ka, kb kicks
+			pa := startKickPresence(t, "a", a, clk, &ka, 0)
+			pb := startKickPresence(t, "b", b, clk, &kb, 0)
+			b.gw.setLiveAt("gina", "phone", login)
+			b.gw.setLiveAt("gina", "tablet", login)
+			pb.Emit(herald.Event{Type: herald.EventLogin, Time: login, User: "gina", Device: "phone"})
+			pb.Emit(herald.Event{Type: herald.EventLogin, Time: login, User: "gina", Device: "tablet"})
+			waitFor(t, "node A sees gina's devices", func() bool { return len(pa.RemoteSessions("gina")) == 2 })
+			got := pa.RemoteSessions("gina")
+			want := []RemoteSession{{Device: "phone", Node: "b", At: login}, {Device: "tablet", Node: "b", At: login}}
+			for i := range want {
+				if got[i].Device != want[i].Device || got[i].Node != want[i].Node || !got[i].At.Equal(want[i].At) {
+					t.Errorf("RemoteSessions[%d] = %+v, want %+v", i, got[i], want[i])
+				}
+			}
+			if n := pa.KickDeviceElsewhere("gina", "tablet", "by the operator", tc.at); n != 1 {
+				t.Errorf("KickDeviceElsewhere counted %d sessions on other nodes, want 1", n)
+			}
+			wantKick := fmt.Sprintf("gina/tablet all=false at=%d by the operator", login.UnixNano()+1)
+			waitFor(t, "node B asked to close gina's tablet", func() bool { return slices.Contains(kb.list(), wantKick) })
+			if l := kb.list(); len(l) != 1 {
+				t.Errorf("node B was asked %q, want only the tablet's kick up to its login", l)
+			}
+			if len(pb.RemoteSessions("gina")) != 0 {
+				t.Error("node B lists its own sessions as remote")
+			}
+			// A device no node announces: node A's time, every node.
+			if n := pa.KickDeviceElsewhere("gina", "watch", "by the operator", tc.at); n != 0 {
+				t.Errorf("KickDeviceElsewhere of an unannounced device counted %d sessions, want 0", n)
+			}
+			wantKick = fmt.Sprintf("gina/watch all=false at=%d by the operator", tc.at.UnixNano())
+			waitFor(t, "node B asked to close gina's watch", func() bool { return slices.Contains(kb.list(), wantKick) })
+		})
 	}
 }

@@ -854,9 +854,10 @@ func (p *Presence) Peers() []Peer {
 
 // RemoteSession is a session another node announces.
 type RemoteSession struct {
-	Device string
-	Node   string
-	At     time.Time // its last login there (that node's clock); zero from a node that does not send it
+	Device   string
+	Node     string
+	At       time.Time // its last login there (that node's clock); zero from a node that does not send it
+	Platform string    // its login's platform (herald.Platforms); "" for none, or from a node that does not send it
 }
 
 // RemoteSessions returns user's sessions the other nodes announce, until
@@ -868,7 +869,7 @@ func (p *Presence) RemoteSessions(user string) []RemoteSession {
 	for device, nodes := range p.remote[user] {
 		for node, e := range nodes {
 			if now.Before(e.exp) {
-				out = append(out, RemoteSession{Device: device, Node: node, At: e.at})
+				out = append(out, RemoteSession{Device: device, Node: node, At: e.at, Platform: e.platform})
 			}
 		}
 	}
@@ -880,18 +881,32 @@ func (p *Presence) RemoteSessions(user string) []RemoteSession {
 }
 
 // KickDeviceElsewhere asks the other nodes to close user's sessions on
-// device that logged in before at, with reason (the console's kick of one
-// session), and returns how many of them the other nodes had announced.
-// It does not block on the network; without a bus the kick is lost.
+// device (the console's kick of one session), with reason, and returns how
+// many of them the other nodes had announced. Each announced session is
+// named with its node and the login time that node announced (its own
+// clock), as the device limit's kick does: the node closes that login and
+// any earlier, whatever the skew between its clock and this one, and
+// spares a later relogin. at (this node's clock) is only the fallback: for
+// a node that announces no login time, and, when no session of device is
+// announced at all, for every node. It does not block on the network;
+// without a bus the kick is lost.
 func (p *Presence) KickDeviceElsewhere(user, device, reason string, at time.Time) int {
 	p.stats.kicksAsked.Add(1)
-	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), Reason: reason,
-		Entries: []presenceEntry{{User: user, Device: device}}})
-	n := 0
+	var entries []presenceEntry
 	for _, s := range p.RemoteSessions(user) {
-		if s.Device == device {
-			n++
+		if s.Device != device {
+			continue
 		}
+		e := presenceEntry{User: user, Device: device, Node: s.Node}
+		if !s.At.IsZero() {
+			e.At = s.At.UnixNano() // kickAsked adds the 1ns: this login is closed
+		}
+		entries = append(entries, e)
 	}
+	n := len(entries)
+	if n == 0 {
+		entries = []presenceEntry{{User: user, Device: device}}
+	}
+	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), Reason: reason, Entries: entries})
 	return n
 }

@@ -392,6 +392,9 @@ func TestRemotePlatforms(t *testing.T) {
 	waitFor(t, "A sees bob's macos session", func() bool {
 		return slices.Equal(pa.LivePlatforms("bob"), []string{herald.PlatformMacOS})
 	})
+	if rs := pa.RemoteSessions("bob"); len(rs) != 1 || rs[0].Platform != herald.PlatformMacOS {
+		t.Errorf("bob's remote sessions on A = %+v, want the laptop with platform %q", rs, herald.PlatformMacOS)
+	}
 	if got := pa.LivePlatforms("alice"); len(got) != 0 {
 		t.Errorf("alice's platforms on A = %v, want none", got)
 	}

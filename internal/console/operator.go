@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
-	"github.com/herald-im/herald/internal/chat"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/user"
 )
@@ -35,7 +34,7 @@ type Users interface {
 // LiveSession is a logged-in session, on this node or another.
 type LiveSession struct {
 	Device   string
-	Platform string    // as the client said at login; empty when it said none, or on another node
+	Platform string    // the login's, normalised (herald.NormalizePlatform): one of herald.Platforms, else empty; on another node as it announced
 	Node     string    // the node holding it
 	Since    time.Time // its login; zero when another node did not say
 	Remote   string    // the connection's address (a reverse proxy's, behind one); empty on another node
@@ -62,11 +61,12 @@ type Reader interface {
 }
 
 // Groups is what the console changes of groups (internal/chat): the
-// console acts as the group's owner, who may dismiss it and remove any
-// other member.
+// console acts with the authority of the group's owner, who may dismiss it
+// and remove any other member, as operator herald.OperatorConsole, which
+// the group events and webhooks name (never the owner).
 type Groups interface {
-	KickGroupMembers(ctx context.Context, user string, origin chat.SessionID, id string, users []string) ([]string, error)
-	DismissGroup(ctx context.Context, user string, origin chat.SessionID, id string) error
+	OperatorKickGroupMembers(ctx context.Context, owner, operator, id string, users []string) ([]string, error)
+	OperatorDismissGroup(ctx context.Context, owner, operator, id string) error
 }
 
 // Page sizes of the operator's pages.
@@ -127,7 +127,7 @@ type userView struct {
 	Registered    bool
 	Profile       herald.User
 	Sessions      []LiveSession
-	Devices       []deviceRow
+	Devices       []herald.PushDevice
 	Conversations []herald.Conversation
 	MoreConvs     bool
 	Groups        []herald.GroupMember
@@ -161,9 +161,7 @@ func (h *Handler) usersPage(w http.ResponseWriter, r *http.Request) {
 		v.Sessions = h.cfg.Live.UserSessions(id)
 	}
 	if h.cfg.Push != nil {
-		for _, d := range h.cfg.Push.Devices(id) {
-			v.Devices = append(v.Devices, deviceRow{d, d.User != ""})
-		}
+		v.Devices = h.cfg.Push.Devices(id) // bound to id: an unbound device belongs to no user
 	}
 	if h.cfg.Store != nil {
 		cs, err := h.cfg.Store.ConversationsAfter(r.Context(), id, nil, userConversations+1)
@@ -370,7 +368,7 @@ func (h *Handler) dismissGroup(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := h.cfg.Groups.DismissGroup(r.Context(), owner, 0, id); err != nil {
+	if err := h.cfg.Groups.OperatorDismissGroup(r.Context(), owner, herald.OperatorConsole, id); err != nil {
 		h.actionError(w, r, "groups", map[string]any{"GroupID": id}, "dismiss "+id, err)
 		return
 	}
@@ -390,7 +388,7 @@ func (h *Handler) kickMember(w http.ResponseWriter, r *http.Request) {
 			"%s owns group %q: the owner is not removed; dismiss the group instead", member, id))
 		return
 	}
-	removed, err := h.cfg.Groups.KickGroupMembers(r.Context(), owner, 0, id, []string{member})
+	removed, err := h.cfg.Groups.OperatorKickGroupMembers(r.Context(), owner, herald.OperatorConsole, id, []string{member})
 	if err != nil {
 		h.actionError(w, r, "groups", data, "remove "+member, err)
 		return

@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/server"
+	"github.com/herald-im/herald/internal/webhook"
 	"github.com/herald-im/herald/token"
 )
 
@@ -21,12 +25,19 @@ import (
 type sdkUser struct {
 	*client.Client
 	events chan client.ConnectionEvent
+	groups chan client.GroupEvent
 }
 
 func loginSDK(t *testing.T, srv *server.Server, user, device, platform string) *sdkUser {
 	t.Helper()
-	u := &sdkUser{events: make(chan client.ConnectionEvent, 16)}
+	u := &sdkUser{events: make(chan client.ConnectionEvent, 16), groups: make(chan client.GroupEvent, 16)}
 	u.Client = client.New(srv.URL(), client.Options{DeviceID: device, Platform: platform, Handlers: client.Handlers{
+		GroupChanged: func(ev client.GroupEvent) {
+			select {
+			case u.groups <- ev:
+			default:
+			}
+		},
 		ConnectionStateChanged: func(st client.ConnectionState, ev client.ConnectionEvent, _ error) {
 			if st == client.StateDisconnected {
 				select {
@@ -136,6 +147,31 @@ func TestUsersPage(t *testing.T) {
 			t.Errorf("removing it again: %d, want 404 with the page's error", resp.StatusCode)
 		}
 	})
+	t.Run("logout unbinds", func(t *testing.T) {
+		carl := loginSDK(t, srv, "carl", "carl-phone", "ios")
+		carlPush, err := carl.RegisterPush(sdkCtx(t), client.PushRegistration{Provider: herald.ProviderAPNs, Token: apnsToken(9), App: testApp, Environment: herald.EnvProduction})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := body(t, get(t, c, base+"users?user_id=carl")); !strings.Contains(p, carlPush) {
+			t.Fatal("carl's page does not list his push device")
+		}
+		if err := carl.Logout(sdkCtx(t)); err != nil {
+			t.Fatal(err)
+		}
+		// The device now belongs to no user: the user's page says where
+		// to find it, and the Devices page, by push ID, shows it unbound.
+		p := body(t, get(t, c, base+"users?user_id=carl"))
+		if strings.Contains(p, carlPush) || !strings.Contains(p, `id="no-push-devices"`) {
+			t.Error("carl's page still lists the push device his logout unbound")
+		}
+		if !strings.Contains(p, "a logout unbinds the session's push devices") {
+			t.Error("carl's page does not say a logout unbinds devices, and where to find them")
+		}
+		if p := body(t, get(t, c, base+"devices?push_id="+url.QueryEscape(carlPush))); !strings.Contains(p, "unbound (logged out)") {
+			t.Error("the Devices page does not show carl's device unbound")
+		}
+	})
 	t.Run("unregister", func(t *testing.T) {
 		alicePush, err := alice.RegisterPush(sdkCtx(t), client.PushRegistration{Provider: herald.ProviderAPNs, Token: apnsToken(8), App: testApp, Environment: herald.EnvProduction})
 		if err != nil {
@@ -159,8 +195,54 @@ func TestUsersPage(t *testing.T) {
 	})
 }
 
+// groupEventOf waits for u's group event of action on group.
+func groupEventOf(t *testing.T, u *sdkUser, group string, action herald.GroupAction) client.GroupEvent {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-u.groups:
+			if ev.GroupID == group && ev.Action == action {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no %v event of group %s", action, group)
+		}
+	}
+}
+
+// hookOf waits for the group_changed webhook of action on group.
+func hookOf(t *testing.T, hooks <-chan webhook.Payload, group, action string) webhook.Payload {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case p := <-hooks:
+			if p.Group != nil && p.Group.GroupID == group && p.Group.Action == action {
+				return p
+			}
+		case <-deadline:
+			t.Fatalf("no group_changed webhook %s of group %s", action, group)
+		}
+	}
+}
+
+// TestGroupsPage: the console lists a group's members and removes one or
+// dismisses the group; the members and the webhook are told the operator
+// was the console (herald.OperatorConsole), not the group's owner.
 func TestGroupsPage(t *testing.T) {
-	srv := startServer(t, nil)
+	hooks := make(chan webhook.Payload, 64)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var p webhook.Payload
+		if err := json.NewDecoder(r.Body).Decode(&p); err == nil && p.Type == string(herald.EventGroupChanged) {
+			select {
+			case hooks <- p:
+			default:
+			}
+		}
+	}))
+	t.Cleanup(hook.Close)
+	srv := startServer(t, func(cfg *config.Config) { cfg.WebhookURL = hook.URL })
 	base := "http://" + srv.Addr() + "/console/"
 	c := browserless(t)
 	csrf := login(t, c, base)
@@ -190,6 +272,14 @@ func TestGroupsPage(t *testing.T) {
 		if p := body(t, get(t, c, base+"groups?group_id=team")); strings.Contains(p, "mia</a>") {
 			t.Error("mia is still listed")
 		}
+		for _, u := range []*sdkUser{owner, member} {
+			if ev := groupEventOf(t, u, "team", herald.GroupKicked); ev.Operator != herald.OperatorConsole || !slices.Equal(ev.Users, []string{"mia"}) {
+				t.Errorf("kicked event: operator %q, users %q; want %q, [mia]", ev.Operator, ev.Users, herald.OperatorConsole)
+			}
+		}
+		if p := hookOf(t, hooks, "team", "kicked"); p.User != herald.OperatorConsole || p.Group.Operator != herald.OperatorConsole {
+			t.Errorf("kicked webhook: user_id %q, operator %q; want %q", p.User, p.Group.Operator, herald.OperatorConsole)
+		}
 		resp = postForm(t, c, base+"groups/kick", url.Values{"csrf": {csrf}, "group_id": {"team"}, "user_id": {"olga"}})
 		if b := body(t, resp); resp.StatusCode != http.StatusBadRequest || !strings.Contains(b, "dismiss the group instead") {
 			t.Errorf("removing the owner: %d, want 400 saying to dismiss", resp.StatusCode)
@@ -199,6 +289,14 @@ func TestGroupsPage(t *testing.T) {
 		resp := postForm(t, c, base+"groups/dismiss", url.Values{"csrf": {csrf}, "group_id": {"team"}})
 		if resp.StatusCode != http.StatusSeeOther {
 			t.Fatalf("dismiss: %d, want 303", resp.StatusCode)
+		}
+		for _, u := range []*sdkUser{owner, member} {
+			if ev := groupEventOf(t, u, "team", herald.GroupDismissed); ev.Operator != herald.OperatorConsole {
+				t.Errorf("dismissed event: operator %q, want %q", ev.Operator, herald.OperatorConsole)
+			}
+		}
+		if p := hookOf(t, hooks, "team", "dismissed"); p.User != herald.OperatorConsole || p.Group.Operator != herald.OperatorConsole {
+			t.Errorf("dismissed webhook: user_id %q, operator %q; want %q", p.User, p.Group.Operator, herald.OperatorConsole)
 		}
 		if _, err := member.QueryGroupInfo(sdkCtx(t), "team"); herald.ErrorCode(err) != herald.CodeNotFound {
 			t.Errorf("a member's group_info after the dismissal: %v, want not_found", err)

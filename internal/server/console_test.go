@@ -50,8 +50,8 @@ func TestHome(t *testing.T) {
 }
 
 // TestTwoNodesConsoleSessions: the console on node A lists a session held
-// by node B, and its kick closes it there (the SDK client is told it was
-// kicked out).
+// by node B, with the platform node B normalised and announced, and its
+// kick closes it there (the SDK client is told it was kicked out).
 func TestTwoNodesConsoleSessions(t *testing.T) {
 	busURL := natsForTest(t)
 	shareOneStore(t)
@@ -63,11 +63,20 @@ func TestTwoNodesConsoleSessions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	stopped := make(chan client.ConnectionEvent, 4)
-	loginOn(ctx, t, b, secret, "bob", "bob-phone", client.Handlers{ConnectionStateChanged: func(st client.ConnectionState, ev client.ConnectionEvent, _ error) {
-		if st == client.StateDisconnected {
-			stopped <- ev
-		}
-	}})
+	bob := client.New(b.URL(), client.Options{DeviceID: "bob-phone", Platform: "iOS", Handlers: client.Handlers{
+		ConnectionStateChanged: func(st client.ConnectionState, ev client.ConnectionEvent, _ error) {
+			if st == client.StateDisconnected {
+				stopped <- ev
+			}
+		}}})
+	t.Cleanup(bob.Close)
+	bobToken, err := token.Mint(secret, "bob", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Login(ctx, "bob", bobToken); err != nil {
+		t.Fatal(err)
+	}
 
 	jar, _ := cookiejar.New(nil)
 	hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
@@ -92,6 +101,9 @@ func TestTwoNodesConsoleSessions(t *testing.T) {
 		page = string(b)
 		return strings.Contains(page, `data-device="bob-phone"`) && strings.Contains(page, "<code>node-b</code>")
 	})
+	if !strings.Contains(page, "<td><code>bob-phone</code></td><td>ios</td>") {
+		t.Error("node A's console lists bob's session on node B without its platform ios")
+	}
 	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
 	if m == nil {
 		t.Fatal("the users page has no CSRF field")

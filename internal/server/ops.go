@@ -98,12 +98,15 @@ func (l consoleLive) UserSessions(user string) []console.LiveSession {
 	}
 	if l.presence != nil {
 		for _, s := range l.presence.RemoteSessions(user) {
-			out = append(out, console.LiveSession{Device: s.Device, Node: s.Node, Since: s.At})
+			out = append(out, console.LiveSession{Device: s.Device, Platform: s.Platform, Node: s.Node, Since: s.At})
 		}
 	}
 	return out
 }
 
+// KickDevice closes device's sessions here and asks the other nodes to
+// close those they announced (each up to the login time its node announced,
+// its own clock); now is only the fallback for a node that announces none.
 func (l consoleLive) KickDevice(user, device, reason string) int {
 	now := time.Now()
 	n := l.gw.KickDevice(user, device, reason)
@@ -123,15 +126,13 @@ func (s *Server) startSeries() {
 	}()
 }
 
+// stopSeriesSampling stops the sampling and waits for it to end; safe to
+// call from concurrent Shutdowns (the channel is closed once).
 func (s *Server) stopSeriesSampling() {
 	if s.stopSeries == nil {
 		return // never started
 	}
-	select {
-	case <-s.stopSeries:
-	default:
-		close(s.stopSeries)
-	}
+	s.stopSeriesOnce.Do(func() { close(s.stopSeries) })
 	<-s.seriesEnded
 }
 

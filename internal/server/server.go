@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,9 +81,10 @@ type Server struct {
 	node    string        // this node's ID (HERALD_NODE_ID)
 	cluster *clusterParts // nil without HERALD_BUS (cluster.go)
 
-	users       *user.Service
-	stopSeries  chan struct{} // closed by Shutdown: the console's charts stop sampling (ops.go)
-	seriesEnded chan struct{}
+	users          *user.Service
+	stopSeries     chan struct{} // closed by Shutdown: the console's charts stop sampling (ops.go)
+	seriesEnded    chan struct{}
+	stopSeriesOnce sync.Once // closes stopSeries: Shutdown may be called concurrently
 }
 
 // New opens the store (applying migrations) and builds the components. The
