@@ -154,7 +154,10 @@ func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevic
 	if s.cfg.Node == "" && total == dev.Badge {
 		return skip(herald.PushSkipped, fmt.Sprintf("badge update: the device already shows %d", total))
 	}
-	c := Content{NotifID: o.log.NotifID, BadgeOnly: true, Badge: total, HasBadge: true, Strategy: Strategy{Type: TypeBackground}}
+	// An alert push at priority 5 with the badge alone, not a background
+	// push: APNs takes a background push only with content-available and
+	// nothing to show (a badge included), and the app has nothing to run.
+	c := Content{NotifID: o.log.NotifID, BadgeOnly: true, Badge: total, HasBadge: true, Strategy: Strategy{Type: TypeAlert, Priority: 5}}
 	payload, err := prov.Render(&c, dev)
 	if err != nil {
 		return skip(herald.PushFailed, herald.ErrorMessage(err))
@@ -162,7 +165,7 @@ func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevic
 	epoch, _ := s.reg.showBadge(dev.PushID, total)
 	o.badge = &badgeInc{pushID: dev.PushID, inc: total, epoch: epoch, abs: true}
 	n := Notification{
-		ID: o.log.NotifID, CollapseID: o.log.NotifID, Device: *dev, Type: TypeBackground,
+		ID: o.log.NotifID, CollapseID: o.log.NotifID, Device: *dev, Type: TypeAlert, Priority: 5,
 		Expiration: j.Expires, Payload: payload,
 	}
 	s.sendAndClassify(ctx, &o, j, dev, &n, now)

@@ -112,8 +112,8 @@ func TestReadSendsOneSilentBadgeUpdate(t *testing.T) {
 	if len(in) != 3 {
 		t.Fatalf("phone got %d pushes, want 3: two messages and one badge update", len(in))
 	}
-	if n := in[2]; n.PushType != "background" || n.Priority != 5 || badgeOnly(t, n.Payload) != 0 {
-		t.Errorf("update %s %d %s; want a background push, priority 5, badge 0 (the total when it was sent)", n.PushType, n.Priority, n.Payload)
+	if n := in[2]; n.PushType != "alert" || n.Priority != 5 || badgeOnly(t, n.Payload) != 0 {
+		t.Errorf("update %s %d %s; want an alert push, priority 5, badge 0 (the total when it was sent)", n.PushType, n.Priority, n.Payload)
 	}
 	if got := len(h.emu.Arrived(token(2))); got != 2 {
 		t.Errorf("laptop got %d pushes, want its 2 messages only: it is where bob read", got)
