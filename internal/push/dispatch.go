@@ -1041,10 +1041,16 @@ func (s *Service) process(j store.PushJob) outcome {
 	c.NotifID = o.log.NotifID
 	s.contentFree(&c, dev.App)
 	if silentWhy != "" {
-		st = Strategy{Type: TypeBackground, CollapseKey: st.CollapseKey}
+		// Silent: nothing shows, but the push lives as long as the
+		// strategy said and replaces what its collapse key names.
+		st = Strategy{Type: TypeBackground, CollapseKey: st.CollapseKey, TTLSeconds: st.TTLSeconds}
 		c.Strategy = st
 	}
-	if data.Config.EnableBadge && data.Config.BadgeIncrement == 0 && data.CallID == "" {
+	switch {
+	case silentWhy != "":
+		// A background push carries no badge: the device's count stays
+		// as it is (the push is not counted), and its badge kind too.
+	case data.Config.EnableBadge && data.Config.BadgeIncrement == 0 && data.CallID == "":
 		// The user's unread total, this message included (it is stored).
 		total, err := s.unreadTotal(ctx, j.User)
 		if err != nil {
@@ -1054,12 +1060,12 @@ func (s *Service) process(j store.PushJob) outcome {
 		epoch, _ := s.reg.showBadge(dev.PushID, total)
 		c.Badge, c.HasBadge = total, true
 		o.badge = &badgeInc{pushID: dev.PushID, inc: total, epoch: epoch, abs: true}
-	} else if data.Config.EnableBadge && j.Attempt == 0 {
+	case data.Config.EnableBadge && j.Attempt == 0:
 		var epoch uint64
 		c.Badge, epoch, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
 		c.HasBadge = true
 		o.badge = &badgeInc{pushID: dev.PushID, inc: data.Config.BadgeIncrement, epoch: epoch}
-	} else if data.Config.EnableBadge {
+	case data.Config.EnableBadge:
 		c.Badge, c.HasBadge = dev.Badge, true
 	}
 	payload, err := prov.Render(&c, &dev)

@@ -195,3 +195,34 @@ func TestRemoveUserClearsTheRule(t *testing.T) {
 		t.Errorf("stored rules after RemoveUser = %v, %v; want none", stored, err)
 	}
 }
+
+// TestDoNotDisturbSilentKeepsTTLAndCountsNoBadge: a push sent silent by
+// the window keeps its strategy's ttl_seconds, and its badge (never shown:
+// a background push carries none) is not counted: the next push after the
+// window shows the increment from where the device was.
+func TestDoNotDisturbSilentKeepsTTLAndCountsNoBadge(t *testing.T) {
+	h := newHarness(t, push.Config{TTL: 48 * time.Hour, Strategies: map[string]push.Strategy{"short": {TTLSeconds: 600}}}, nil)
+	h.device("bob", 1)
+	now := time.Now().UTC()
+	dnd := &herald.DoNotDisturb{Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Hour).Format("15:04"), Mode: herald.DNDSilent}
+	if _, err := h.svc.SetRule(context.Background(), "bob", herald.PushRule{DoNotDisturb: dnd}); err != nil {
+		t.Fatal(err)
+	}
+	m := h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", ResourcesID: "short", EnableBadge: true, BadgeIncrement: 1})
+	h.waitLog(m.ID, herald.PushSent)
+	in := h.emu.Arrived(token(1))
+	if len(in) != 1 || in[0].PushType != "background" {
+		t.Fatalf("phone got %+v; want one background push", in)
+	}
+	if got, want := in[0].Expiration, m.CreatedAt.Add(600*time.Second).Unix(); got != want {
+		t.Errorf("silent push expiration %d, want %d: the strategy's ttl_seconds", got, want)
+	}
+	if _, err := h.svc.SetRule(context.Background(), "bob", herald.PushRule{}); err != nil {
+		t.Fatal(err)
+	}
+	m = h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", EnableBadge: true, BadgeIncrement: 1})
+	h.waitLog(m.ID, herald.PushSent)
+	if got := h.lastBadge(token(1)); got != 1 {
+		t.Errorf("badge after the window %d, want 1: the silent push was never shown", got)
+	}
+}
