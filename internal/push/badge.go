@@ -126,6 +126,30 @@ func (s *Service) unreadTotal(ctx context.Context, user string) (int, error) {
 	return total, nil
 }
 
+// readSeq returns how far user has read conv (0 when it is not in the
+// user's list), from the conversation list as unreadTotal reads it.
+func (s *Service) readSeq(ctx context.Context, user, conv string) (int64, error) {
+	const page = 1000
+	var after *store.ConversationCursor
+	for range maxUnreadPages {
+		convs, err := s.st.ConversationsAfter(ctx, user, after, page)
+		if err != nil {
+			return 0, err
+		}
+		for i := range convs {
+			if convs[i].Key == conv {
+				return convs[i].ReadSeq, nil
+			}
+		}
+		if len(convs) < page {
+			break
+		}
+		cur := store.CursorOf(convs[len(convs)-1])
+		after = &cur
+	}
+	return 0, nil
+}
+
 // badgeUpdate sends the silent badge update j to dev: the user's unread
 // total as it is now, unless (one node) the device already shows it.
 func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevice, now time.Time) outcome {

@@ -998,6 +998,8 @@ func (s *Service) process(j store.PushJob) outcome {
 					return s.hold(o, end, dndReason(d))
 				}
 				silentWhy = dndReason(d) + ": sent silent (background push, no alert or sound)"
+			} else if d.Mode == herald.DNDHold && s.heldRead(s.dsp.abort, &j, d) {
+				return skip(herald.PushSkipped, dndReason(d)+": held, and read by the recipient before the window ended")
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
 )
 
 // Push rules (herald.PushRule, ZIM's ZIMUserOfflinePushRule): per user,
@@ -157,6 +158,25 @@ func dndReason(d *herald.DoNotDisturb) string {
 		tz = "UTC"
 	}
 	return fmt.Sprintf("push rule: do-not-disturb %s-%s %s", d.Start, d.End, tz)
+}
+
+// heldRead reports whether j, a message job outside the do-not-disturb
+// window d, was held by it (its message came in the window: the job was
+// planned then, j.Expires less the TTL) and the recipient has read the
+// message since. A hold may last hours, and a push for a message read
+// on another device meanwhile would only be noise. It costs a read of
+// the user's conversation list, so it is made for such jobs only; when
+// the read fails the push is sent.
+func (s *Service) heldRead(ctx context.Context, j *store.PushJob, d *herald.DoNotDisturb) bool {
+	if in, _ := d.Window(j.Expires.Add(-s.cfg.TTL)); !in {
+		return false
+	}
+	read, err := s.readSeq(ctx, j.User, j.Conv)
+	if err != nil {
+		s.log.Warn("push: reading the read seq of a held push failed; sending it", "user_id", j.User, "err", err)
+		return false
+	}
+	return read >= j.Seq
 }
 
 // hold makes o a job held by the do-not-disturb window until end: due

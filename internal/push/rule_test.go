@@ -226,3 +226,36 @@ func TestDoNotDisturbSilentKeepsTTLAndCountsNoBadge(t *testing.T) {
 		t.Errorf("badge after the window %d, want 1: the silent push was never shown", got)
 	}
 }
+
+// TestDoNotDisturbHeldThenRead: a push held by the window is not sent
+// when it ends if the recipient read the message meanwhile.
+func TestDoNotDisturbHeldThenRead(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	now := time.Now().In(berlin)
+	end := time.Date(now.Year(), now.Month(), now.Day(), 7, 0, 0, 0, berlin)
+	if !end.After(now) {
+		end = end.AddDate(0, 0, 1)
+	}
+	h := newHarness(t, push.Config{Now: offsetClock(end.Add(-3 * time.Second)), TTL: 48 * time.Hour}, nil)
+	h.device("bob", 1)
+	dnd := &herald.DoNotDisturb{Start: "22:00", End: "07:00", TimeZone: "Europe/Berlin", Mode: herald.DNDHold}
+	if _, err := h.svc.SetRule(context.Background(), "bob", herald.PushRule{DoNotDisturb: dnd}); err != nil {
+		t.Fatal(err)
+	}
+	m := h.send("bob")
+	h.waitLog(m.ID, herald.PushHeld)
+	if err := h.st.SetReadSeq(context.Background(), "bob", m.Conv, m.Seq); err != nil {
+		t.Fatal(err)
+	}
+	log := h.waitLog(m.ID, herald.PushSkipped)
+	if r := log[0].Reason; !strings.Contains(r, "read by the recipient") {
+		t.Errorf("log reason %q; want it to say the message was read", r)
+	}
+	h.waitSettled()
+	if got := len(h.emu.Arrived(token(1))); got != 0 {
+		t.Errorf("phone got %d pushes, want none: the message was read during the window", got)
+	}
+}
