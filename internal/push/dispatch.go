@@ -993,7 +993,7 @@ func (s *Service) process(j store.PushJob) outcome {
 			return skip(herald.PushSkipped, why)
 		}
 		if d := rule.DoNotDisturb; d != nil {
-			if in, end := d.Window(now); in {
+			if in, end := s.rules.window(d, now); in {
 				if d.Mode == herald.DNDHold {
 					return s.hold(o, end, dndReason(d))
 				}

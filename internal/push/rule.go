@@ -22,6 +22,30 @@ import (
 type rules struct {
 	mu sync.RWMutex
 	m  map[string]herald.PushRule
+	// zones caches the do-not-disturb time zones by name: loading one
+	// reads the time zone database, too slow for every push. It holds at
+	// most the database's few hundred names (rules are validated).
+	zones map[string]*time.Location
+}
+
+// window is d.Window(t), with d's time zone from the cache.
+func (r *rules) window(d *herald.DoNotDisturb, t time.Time) (bool, time.Time) {
+	r.mu.RLock()
+	loc, ok := r.zones[d.TimeZone]
+	r.mu.RUnlock()
+	if !ok {
+		var err error
+		if loc, err = time.LoadLocation(d.TimeZone); err != nil {
+			return false, time.Time{} // validated rules name known zones
+		}
+		r.mu.Lock()
+		if r.zones == nil {
+			r.zones = make(map[string]*time.Location)
+		}
+		r.zones[d.TimeZone] = loc
+		r.mu.Unlock()
+	}
+	return d.WindowIn(t, loc)
 }
 
 func (r *rules) load(m map[string]herald.PushRule) int {
@@ -168,7 +192,7 @@ func dndReason(d *herald.DoNotDisturb) string {
 // the user's conversation list, so it is made for such jobs only; when
 // the read fails the push is sent.
 func (s *Service) heldRead(ctx context.Context, j *store.PushJob, d *herald.DoNotDisturb) bool {
-	if in, _ := d.Window(j.Expires.Add(-s.cfg.TTL)); !in {
+	if in, _ := s.rules.window(d, j.Expires.Add(-s.cfg.TTL)); !in {
 		return false
 	}
 	read, err := s.readSeq(ctx, j.User, j.Conv)
