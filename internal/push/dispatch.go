@@ -39,7 +39,9 @@ import (
 // number shown rather than an addition (badgeInc.abs; badge.go).
 //
 // Memory is bounded by MaxPending plus the jobs in flight (a retry goes
-// back to the queue without a check): past it, jobs stay only in the store.
+// back to the queue without a check, except one held by a do-not-disturb
+// window, which waits in the store past MaxPending): past it, jobs stay
+// only in the store.
 // The queue in memory keeps the jobs due first: a job handed over or read
 // back to a full queue takes the place of the queue's latest job if it is
 // due before it (the latest then waits in the store), so a queue full of
@@ -833,9 +835,16 @@ func (d *dispatcher) store(batch []outcome) {
 	d.mu.Lock()
 	for i := range batch {
 		o := &batch[i]
-		if o.retry {
+		switch {
+		case o.retry && o.log.Outcome == herald.PushHeld && d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&o.job):
+			// Held by a do-not-disturb window, often for hours: past
+			// MaxPending it waits in the store, read back when due
+			// (a retry's backoff is short: it goes back in any case).
+			delete(d.known, jobID{o.job.PushID, o.job.MsgID})
+			d.leftToStore(o.job.Due)
+		case o.retry:
 			d.q.push(o.job)
-		} else {
+		default:
 			id := jobID{o.job.PushID, o.job.MsgID}
 			delete(d.known, id)
 			if d.finishedInRefill != nil {
