@@ -66,6 +66,9 @@ func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
 	}
 	window := now.UnixMilli()/w + 1
 	due := time.UnixMilli(window * w)
+	if s.storedIn(user, device, window) {
+		return nil // this window's updates are stored already: one write per window
+	}
 	var jobs []store.PushJob
 	var data []byte
 	s.reg.each(user, func(d *herald.PushDevice) {
@@ -97,7 +100,42 @@ func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
 		return fmt.Errorf("push: badge updates: %w", err)
 	}
 	stored(jobs)
+	s.storeRead(user, device, window)
 	return nil
+}
+
+type readKey struct{ user, device string }
+
+// maxReadWindows bounds readWindows: past it, the entries of past windows
+// are dropped (they are of no use once their window ended).
+const maxReadWindows = 10_000
+
+// storedIn reports whether this node stored the badge updates of window
+// for a read by user on device: a later read in it needs no write (the
+// store would leave the jobs alone, their keys being pending), so a
+// burst of mark_read costs one outbox write per window, not one per read.
+func (s *Service) storedIn(user, device string, window int64) bool {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	return s.readWindows[readKey{user, device}] == window
+}
+
+// storeRead records that the badge updates of window for a read by user
+// on device are stored.
+func (s *Service) storeRead(user, device string, window int64) {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	if s.readWindows == nil {
+		s.readWindows = make(map[readKey]int64)
+	}
+	if len(s.readWindows) >= maxReadWindows {
+		for k, w := range s.readWindows {
+			if w < window {
+				delete(s.readWindows, k)
+			}
+		}
+	}
+	s.readWindows[readKey{user, device}] = window
 }
 
 // unreadTotal returns user's unread total: unread messages of the

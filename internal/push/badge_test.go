@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,3 +157,42 @@ func TestSetBadgeGoesOnFromThere(t *testing.T) {
 }
 
 func storeQuery(user string) store.PushLogQuery { return store.PushLogQuery{User: user, Limit: 100} }
+
+// enqueueCounter counts the outbox writes of EnqueuePush.
+type enqueueCounter struct {
+	store.Store
+	n atomic.Int64
+}
+
+func (c *enqueueCounter) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	c.n.Add(1)
+	return c.Store.EnqueuePush(ctx, jobs, done)
+}
+
+// TestReadsInOneWindowWriteOnce: a burst of mark_read (not rate limited)
+// costs one outbox write per coalescing window, not one per read; a read
+// on another device in the window writes its own.
+func TestReadsInOneWindowWriteOnce(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	st := &enqueueCounter{Store: h.st}
+	svc := h.startOn(st, push.Config{BadgeCoalesce: time.Hour})
+	h.register(svc, "bob", 7)
+	if err := svc.SetBadge("bob", "phone", 3); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for range 5 {
+		if err := svc.MarkedRead(ctx, "bob", "laptop"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := st.n.Load(); got != 1 {
+		t.Errorf("%d outbox writes for 5 reads in one window, want 1", got)
+	}
+	if err := svc.MarkedRead(ctx, "bob", "tablet"); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.n.Load(); got != 2 {
+		t.Errorf("%d outbox writes after a read on another device, want 2", got)
+	}
+}
