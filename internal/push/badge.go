@@ -23,7 +23,9 @@ import (
 // coalescing window (BadgeCoalesce), keyed (push ID, -window), so the
 // reads of one window make one job (the store leaves a pending key
 // alone), due at the window's end and carrying the total as it is then.
-// Only providers that implement BadgeUpdater get them (APNs, FCM).
+// Only providers that implement BadgeUpdater get them (APNs, FCM), and
+// not a device whose last badge here counted a badge_increment (the app
+// counts itself: the total would overwrite its count).
 //
 // Several nodes: a node knows the badges it showed, not those another
 // node showed, so there a read sends the update to each of the user's
@@ -71,9 +73,9 @@ func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
 	}
 	var jobs []store.PushJob
 	var data []byte
-	s.reg.each(user, func(d *herald.PushDevice) {
-		if d.Device == device || d.Provider == herald.ProviderAPNsVoIP {
-			return
+	s.reg.eachBadge(user, func(d *herald.PushDevice, counted bool) {
+		if d.Device == device || d.Provider == herald.ProviderAPNsVoIP || counted {
+			return // counted: the app counts itself; the total would overwrite its count
 		}
 		if bu, ok := s.providers[d.Provider].(BadgeUpdater); !ok || !bu.BadgeUpdates() {
 			return
@@ -212,6 +214,9 @@ func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevic
 	if err != nil {
 		s.log.Warn("push: reading the unread total for a badge update failed; retrying", "user_id", j.User, "err", err)
 		return s.wait(o, s.cfg.Now().Add(s.backoff(j.Attempt, 0)), "badge update: reading the unread total failed")
+	}
+	if s.reg.counted(dev.PushID) {
+		return skip(herald.PushSkipped, "badge update: the device's badge counts badge_increment pushes (the app counts itself)")
 	}
 	if s.cfg.Node == "" && total == dev.Badge {
 		return skip(herald.PushSkipped, fmt.Sprintf("badge update: the device already shows %d", total))

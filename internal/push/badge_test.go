@@ -196,3 +196,37 @@ func TestReadsInOneWindowWriteOnce(t *testing.T) {
 		t.Errorf("%d outbox writes after a read on another device, want 2", got)
 	}
 }
+
+// TestReadLeavesCountedBadgesAlone: a device whose badge counts
+// badge_increment pushes (an app that counts itself) gets no silent
+// update with the unread total after a read: it would overwrite the
+// app's count. Once a push shows the total, reads update it again.
+func TestReadLeavesCountedBadgesAlone(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.device("bob", 1)
+	ctx := context.Background()
+	m := h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", EnableBadge: true, BadgeIncrement: 1})
+	h.waitLog(m.ID, herald.PushSent)
+	if err := h.st.SetReadSeq(ctx, "bob", m.Conv, m.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.MarkedRead(ctx, "bob", "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSettled()
+	if got := len(h.emu.Arrived(token(1))); got != 1 {
+		t.Errorf("phone got %d pushes, want the message only: its badge counts increments", got)
+	}
+	m = h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", EnableBadge: true})
+	h.waitLog(m.ID, herald.PushSent)
+	if err := h.st.SetReadSeq(ctx, "bob", m.Conv, m.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.MarkedRead(ctx, "bob", "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitAccepted(3)
+	if in := h.emu.Arrived(token(1)); len(in) != 3 || badgeOnly(t, in[2].Payload) != 0 {
+		t.Errorf("phone got %d pushes, want the two messages and a badge update to 0", len(in))
+	}
+}
