@@ -29,7 +29,8 @@ import (
 //
 // Several nodes: a node knows the badges it showed, not those another
 // node showed, so there a read sends the update to each of the user's
-// other devices of those providers, shown a badge or not, and the job
+// other devices of those providers, shown a badge or not (but for those
+// whose last badge on this node counted an increment), and the job
 // is sent even when the total equals the badge this node last showed.
 
 // MaxBadge bounds the badge a client sets (set_badge).
