@@ -177,11 +177,19 @@ func parseClock(field, s string) (int, error) {
 
 // Window reports whether t falls in d's window (d validated), and when the
 // window it falls in ends.
+//
+// It loads d's time zone (a read of the time zone database): a caller
+// that asks often keeps the location and calls WindowIn.
 func (d *DoNotDisturb) Window(t time.Time) (in bool, end time.Time) {
 	loc, err := time.LoadLocation(d.TimeZone)
 	if err != nil {
 		return false, time.Time{}
 	}
+	return d.WindowIn(t, loc)
+}
+
+// WindowIn is Window with d's time zone already loaded as loc.
+func (d *DoNotDisturb) WindowIn(t time.Time, loc *time.Location) (in bool, end time.Time) {
 	start, err1 := parseClock("", d.Start)
 	stop, err2 := parseClock("", d.End)
 	if err1 != nil || err2 != nil || start == stop {

@@ -74,8 +74,8 @@ func TestBadgeLoweredByReadOnLaptop(t *testing.T) {
 	got := waitInbox(t, emu, tok, 3)
 	u := got[2]
 	aps := apsOf(t, u)
-	if u.PushType != "background" || u.Priority != 5 || len(aps) != 1 || aps["badge"] != float64(0) {
-		t.Errorf("update: %s priority %d %s; want a background push, priority 5, {\"aps\":{\"badge\":0}}", u.PushType, u.Priority, u.Payload)
+	if u.PushType != "alert" || u.Priority != 5 || len(aps) != 1 || aps["badge"] != float64(0) {
+		t.Errorf("update: %s priority %d %s; want an alert push, priority 5, {\"aps\":{\"badge\":0}}", u.PushType, u.Priority, u.Payload)
 	}
 	waitPushSettled(t, srv)
 	if n := len(emu.Inbox(tok)); n != 3 {
@@ -283,8 +283,8 @@ func TestBadgeUpdateByVendor(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := waitInbox(t, devs[herald.ProviderAPNs].emu, devs[herald.ProviderAPNs].token, 2)[1]
-	if aps := apsOf(t, a); a.PushType != "background" || len(aps) != 1 || aps["badge"] != float64(0) {
-		t.Errorf("APNs update %s %s; want a background push with the badge 0 alone", a.PushType, a.Payload)
+	if aps := apsOf(t, a); a.PushType != "alert" || a.Priority != 5 || len(aps) != 1 || aps["badge"] != float64(0) {
+		t.Errorf("APNs update %s %d %s; want an alert push, priority 5, with the badge 0 alone", a.PushType, a.Priority, a.Payload)
 	}
 	f := waitInbox(t, devs[herald.ProviderFCM].emu, devs[herald.ProviderFCM].token, 2)[1]
 	var msg struct {

@@ -434,7 +434,31 @@ func checkPayload(p *push, body []byte, limit int) answer {
 	if !validPayload(body) {
 		return answer{http.StatusBadRequest, PayloadEmpty}
 	}
+	if p.pushType == "background" && !backgroundPayload(body) {
+		return answer{http.StatusBadRequest, BadBackgroundPush}
+	}
 	return answer{}
+}
+
+// backgroundPayload reports whether b, a valid payload, is one Apple
+// delivers as a background push: aps has "content-available": 1 and
+// nothing to show (no alert, badge or sound). Apple does not refuse the
+// others but treats them as misconfigured (it may drop or throttle them,
+// or show them as alerts); the emulator refuses them, to stand in
+// strictly.
+func backgroundPayload(b []byte) bool {
+	var v struct {
+		APS map[string]json.RawMessage `json:"aps"`
+	}
+	if json.Unmarshal(b, &v) != nil {
+		return false
+	}
+	for _, k := range [...]string{"alert", "badge", "sound"} {
+		if _, ok := v.APS[k]; ok {
+			return false
+		}
+	}
+	return string(v.APS["content-available"]) == "1"
 }
 
 // appendReasonJSON appends an error answer's body: {"reason": ...}, and

@@ -13,6 +13,7 @@ func TestAnswers(t *testing.T) {
 	bigVoIP := `{"aps":{"alert":"` + strings.Repeat("x", maxPayloadVoIP) + `"}}`
 	mid := `{"aps":{},"p":"` + strings.Repeat("x", maxPayload) + `"}` // > 4096, < 5120
 	voip := map[string]string{"apns-push-type": "voip", "apns-topic": testTopic + ".voip"}
+	bg := map[string]string{"apns-push-type": "background", "apns-priority": "5"}
 	tests := []struct {
 		name string
 		req  req
@@ -44,7 +45,14 @@ func TestAnswers(t *testing.T) {
 		{"priority 1", req{headers: map[string]string{"apns-priority": "1"}}, "200"},
 		{"priority 7", req{headers: map[string]string{"apns-priority": "7"}}, "400 BadPriority"},
 		{"priority word", req{headers: map[string]string{"apns-priority": "high"}}, "400 BadPriority"},
-		{"background priority 5", req{headers: map[string]string{"apns-push-type": "background", "apns-priority": "5"}}, "200"},
+		{"background priority 5", req{headers: bg, body: ptr(`{"aps":{"content-available":1},"p":"x"}`)}, "200"},
+		{"background without content-available", req{headers: bg, body: ptr(`{"aps":{}}`)}, "400 BadBackgroundPush"},
+		{"background content-available 0", req{headers: bg, body: ptr(`{"aps":{"content-available":0}}`)}, "400 BadBackgroundPush"},
+		{"background with badge only", req{headers: bg, body: ptr(`{"aps":{"badge":3}}`)}, "400 BadBackgroundPush"},
+		{"background with badge", req{headers: bg, body: ptr(`{"aps":{"content-available":1,"badge":3}}`)}, "400 BadBackgroundPush"},
+		{"background with alert", req{headers: bg, body: ptr(`{"aps":{"content-available":1,"alert":"hi"}}`)}, "400 BadBackgroundPush"},
+		{"background with sound", req{headers: bg, body: ptr(`{"aps":{"content-available":1,"sound":"default"}}`)}, "400 BadBackgroundPush"},
+		{"alert with badge only", req{headers: map[string]string{"apns-priority": "5"}, body: ptr(`{"aps":{"badge":3}}`)}, "200"},
 		{"background priority 10", req{headers: map[string]string{"apns-push-type": "background", "apns-priority": "10"}}, "400 BadPriority"},
 		{"background default priority", req{headers: map[string]string{"apns-push-type": "background"}}, "400 BadPriority"},
 		{"expiration", req{headers: map[string]string{"apns-expiration": "1893456000"}}, "200"},

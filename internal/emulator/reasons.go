@@ -39,6 +39,11 @@ const (
 	// HTTP2Required is the emulator's own answer (505) to a push sent over
 	// HTTP/1.1; Apple's service speaks only HTTP/2.
 	HTTP2Required = "HTTP2Required"
+	// BadBackgroundPush is the emulator's own answer (400) to a background
+	// push whose aps lacks "content-available": 1 or carries an alert, a
+	// badge or a sound: Apple takes such a push as misconfigured and may
+	// not deliver it; the emulator refuses it outright.
+	BadBackgroundPush = "BadBackgroundPush"
 )
 
 const (

@@ -23,11 +23,14 @@ import (
 // coalescing window (BadgeCoalesce), keyed (push ID, -window), so the
 // reads of one window make one job (the store leaves a pending key
 // alone), due at the window's end and carrying the total as it is then.
-// Only providers that implement BadgeUpdater get them (APNs, FCM).
+// Only providers that implement BadgeUpdater get them (APNs, FCM), and
+// not a device whose last badge here counted a badge_increment (the app
+// counts itself: the total would overwrite its count).
 //
 // Several nodes: a node knows the badges it showed, not those another
 // node showed, so there a read sends the update to each of the user's
-// other devices of those providers, shown a badge or not, and the job
+// other devices of those providers, shown a badge or not (but for those
+// whose last badge on this node counted an increment), and the job
 // is sent even when the total equals the badge this node last showed.
 
 // MaxBadge bounds the badge a client sets (set_badge).
@@ -66,11 +69,14 @@ func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
 	}
 	window := now.UnixMilli()/w + 1
 	due := time.UnixMilli(window * w)
+	if s.storedIn(user, device, window) {
+		return nil // this window's updates are stored already: one write per window
+	}
 	var jobs []store.PushJob
 	var data []byte
-	s.reg.each(user, func(d *herald.PushDevice) {
-		if d.Device == device || d.Provider == herald.ProviderAPNsVoIP {
-			return
+	s.reg.eachBadge(user, func(d *herald.PushDevice, counted bool) {
+		if d.Device == device || d.Provider == herald.ProviderAPNsVoIP || counted {
+			return // counted: the app counts itself; the total would overwrite its count
 		}
 		if bu, ok := s.providers[d.Provider].(BadgeUpdater); !ok || !bu.BadgeUpdates() {
 			return
@@ -97,7 +103,42 @@ func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
 		return fmt.Errorf("push: badge updates: %w", err)
 	}
 	stored(jobs)
+	s.storeRead(user, device, window)
 	return nil
+}
+
+type readKey struct{ user, device string }
+
+// maxReadWindows bounds readWindows: past it, the entries of past windows
+// are dropped (they are of no use once their window ended).
+const maxReadWindows = 10_000
+
+// storedIn reports whether this node stored the badge updates of window
+// for a read by user on device: a later read in it needs no write (the
+// store would leave the jobs alone, their keys being pending), so a
+// burst of mark_read costs one outbox write per window, not one per read.
+func (s *Service) storedIn(user, device string, window int64) bool {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	return s.readWindows[readKey{user, device}] == window
+}
+
+// storeRead records that the badge updates of window for a read by user
+// on device are stored.
+func (s *Service) storeRead(user, device string, window int64) {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	if s.readWindows == nil {
+		s.readWindows = make(map[readKey]int64)
+	}
+	if len(s.readWindows) >= maxReadWindows {
+		for k, w := range s.readWindows {
+			if w < window {
+				delete(s.readWindows, k)
+			}
+		}
+	}
+	s.readWindows[readKey{user, device}] = window
 }
 
 // unreadTotal returns user's unread total: unread messages of the
@@ -126,6 +167,30 @@ func (s *Service) unreadTotal(ctx context.Context, user string) (int, error) {
 	return total, nil
 }
 
+// readSeq returns how far user has read conv (0 when it is not in the
+// user's list), from the conversation list as unreadTotal reads it.
+func (s *Service) readSeq(ctx context.Context, user, conv string) (int64, error) {
+	const page = 1000
+	var after *store.ConversationCursor
+	for range maxUnreadPages {
+		convs, err := s.st.ConversationsAfter(ctx, user, after, page)
+		if err != nil {
+			return 0, err
+		}
+		for i := range convs {
+			if convs[i].Key == conv {
+				return convs[i].ReadSeq, nil
+			}
+		}
+		if len(convs) < page {
+			break
+		}
+		cur := store.CursorOf(convs[len(convs)-1])
+		after = &cur
+	}
+	return 0, nil
+}
+
 // badgeUpdate sends the silent badge update j to dev: the user's unread
 // total as it is now, unless (one node) the device already shows it.
 func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevice, now time.Time) outcome {
@@ -151,10 +216,16 @@ func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevic
 		s.log.Warn("push: reading the unread total for a badge update failed; retrying", "user_id", j.User, "err", err)
 		return s.wait(o, s.cfg.Now().Add(s.backoff(j.Attempt, 0)), "badge update: reading the unread total failed")
 	}
+	if s.reg.counted(dev.PushID) {
+		return skip(herald.PushSkipped, "badge update: the device's badge counts badge_increment pushes (the app counts itself)")
+	}
 	if s.cfg.Node == "" && total == dev.Badge {
 		return skip(herald.PushSkipped, fmt.Sprintf("badge update: the device already shows %d", total))
 	}
-	c := Content{NotifID: o.log.NotifID, BadgeOnly: true, Badge: total, HasBadge: true, Strategy: Strategy{Type: TypeBackground}}
+	// An alert push at priority 5 with the badge alone, not a background
+	// push: APNs takes a background push only with content-available and
+	// nothing to show (a badge included), and the app has nothing to run.
+	c := Content{NotifID: o.log.NotifID, BadgeOnly: true, Badge: total, HasBadge: true, Strategy: Strategy{Type: TypeAlert, Priority: 5}}
 	payload, err := prov.Render(&c, dev)
 	if err != nil {
 		return skip(herald.PushFailed, herald.ErrorMessage(err))
@@ -162,7 +233,7 @@ func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevic
 	epoch, _ := s.reg.showBadge(dev.PushID, total)
 	o.badge = &badgeInc{pushID: dev.PushID, inc: total, epoch: epoch, abs: true}
 	n := Notification{
-		ID: o.log.NotifID, CollapseID: o.log.NotifID, Device: *dev, Type: TypeBackground,
+		ID: o.log.NotifID, CollapseID: o.log.NotifID, Device: *dev, Type: TypeAlert, Priority: 5,
 		Expiration: j.Expires, Payload: payload,
 	}
 	s.sendAndClassify(ctx, &o, j, dev, &n, now)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,8 +113,8 @@ func TestReadSendsOneSilentBadgeUpdate(t *testing.T) {
 	if len(in) != 3 {
 		t.Fatalf("phone got %d pushes, want 3: two messages and one badge update", len(in))
 	}
-	if n := in[2]; n.PushType != "background" || n.Priority != 5 || badgeOnly(t, n.Payload) != 0 {
-		t.Errorf("update %s %d %s; want a background push, priority 5, badge 0 (the total when it was sent)", n.PushType, n.Priority, n.Payload)
+	if n := in[2]; n.PushType != "alert" || n.Priority != 5 || badgeOnly(t, n.Payload) != 0 {
+		t.Errorf("update %s %d %s; want an alert push, priority 5, badge 0 (the total when it was sent)", n.PushType, n.Priority, n.Payload)
 	}
 	if got := len(h.emu.Arrived(token(2))); got != 2 {
 		t.Errorf("laptop got %d pushes, want its 2 messages only: it is where bob read", got)
@@ -156,3 +157,76 @@ func TestSetBadgeGoesOnFromThere(t *testing.T) {
 }
 
 func storeQuery(user string) store.PushLogQuery { return store.PushLogQuery{User: user, Limit: 100} }
+
+// enqueueCounter counts the outbox writes of EnqueuePush.
+type enqueueCounter struct {
+	store.Store
+	n atomic.Int64
+}
+
+func (c *enqueueCounter) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	c.n.Add(1)
+	return c.Store.EnqueuePush(ctx, jobs, done)
+}
+
+// TestReadsInOneWindowWriteOnce: a burst of mark_read (not rate limited)
+// costs one outbox write per coalescing window, not one per read; a read
+// on another device in the window writes its own.
+func TestReadsInOneWindowWriteOnce(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	st := &enqueueCounter{Store: h.st}
+	svc := h.startOn(st, push.Config{BadgeCoalesce: time.Hour})
+	h.register(svc, "bob", 7)
+	if err := svc.SetBadge("bob", "phone", 3); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for range 5 {
+		if err := svc.MarkedRead(ctx, "bob", "laptop"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := st.n.Load(); got != 1 {
+		t.Errorf("%d outbox writes for 5 reads in one window, want 1", got)
+	}
+	if err := svc.MarkedRead(ctx, "bob", "tablet"); err != nil {
+		t.Fatal(err)
+	}
+	if got := st.n.Load(); got != 2 {
+		t.Errorf("%d outbox writes after a read on another device, want 2", got)
+	}
+}
+
+// TestReadLeavesCountedBadgesAlone: a device whose badge counts
+// badge_increment pushes (an app that counts itself) gets no silent
+// update with the unread total after a read: it would overwrite the
+// app's count. Once a push shows the total, reads update it again.
+func TestReadLeavesCountedBadgesAlone(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.device("bob", 1)
+	ctx := context.Background()
+	m := h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", EnableBadge: true, BadgeIncrement: 1})
+	h.waitLog(m.ID, herald.PushSent)
+	if err := h.st.SetReadSeq(ctx, "bob", m.Conv, m.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.MarkedRead(ctx, "bob", "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitSettled()
+	if got := len(h.emu.Arrived(token(1))); got != 1 {
+		t.Errorf("phone got %d pushes, want the message only: its badge counts increments", got)
+	}
+	m = h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", EnableBadge: true})
+	h.waitLog(m.ID, herald.PushSent)
+	if err := h.st.SetReadSeq(ctx, "bob", m.Conv, m.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.MarkedRead(ctx, "bob", "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitAccepted(3)
+	if in := h.emu.Arrived(token(1)); len(in) != 3 || badgeOnly(t, in[2].Payload) != 0 {
+		t.Errorf("phone got %d pushes, want the two messages and a badge update to 0", len(in))
+	}
+}

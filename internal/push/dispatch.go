@@ -39,7 +39,9 @@ import (
 // number shown rather than an addition (badgeInc.abs; badge.go).
 //
 // Memory is bounded by MaxPending plus the jobs in flight (a retry goes
-// back to the queue without a check): past it, jobs stay only in the store.
+// back to the queue without a check, except one held by a do-not-disturb
+// window, which waits in the store past MaxPending): past it, jobs stay
+// only in the store.
 // The queue in memory keeps the jobs due first: a job handed over or read
 // back to a full queue takes the place of the queue's latest job if it is
 // due before it (the latest then waits in the store), so a queue full of
@@ -833,9 +835,16 @@ func (d *dispatcher) store(batch []outcome) {
 	d.mu.Lock()
 	for i := range batch {
 		o := &batch[i]
-		if o.retry {
+		switch {
+		case o.retry && o.log.Outcome == herald.PushHeld && d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&o.job):
+			// Held by a do-not-disturb window, often for hours: past
+			// MaxPending it waits in the store, read back when due
+			// (a retry's backoff is short: it goes back in any case).
+			delete(d.known, jobID{o.job.PushID, o.job.MsgID})
+			d.leftToStore(o.job.Due)
+		case o.retry:
 			d.q.push(o.job)
-		} else {
+		default:
 			id := jobID{o.job.PushID, o.job.MsgID}
 			delete(d.known, id)
 			if d.finishedInRefill != nil {
@@ -993,11 +1002,13 @@ func (s *Service) process(j store.PushJob) outcome {
 			return skip(herald.PushSkipped, why)
 		}
 		if d := rule.DoNotDisturb; d != nil {
-			if in, end := d.Window(now); in {
+			if in, end := s.rules.window(d, now); in {
 				if d.Mode == herald.DNDHold {
 					return s.hold(o, end, dndReason(d))
 				}
 				silentWhy = dndReason(d) + ": sent silent (background push, no alert or sound)"
+			} else if d.Mode == herald.DNDHold && s.heldRead(s.dsp.abort, &j, d) {
+				return skip(herald.PushSkipped, dndReason(d)+": held, and read by the recipient before the window ended")
 			}
 		}
 	}
@@ -1041,10 +1052,16 @@ func (s *Service) process(j store.PushJob) outcome {
 	c.NotifID = o.log.NotifID
 	s.contentFree(&c, dev.App)
 	if silentWhy != "" {
-		st = Strategy{Type: TypeBackground, CollapseKey: st.CollapseKey}
+		// Silent: nothing shows, but the push lives as long as the
+		// strategy said and replaces what its collapse key names.
+		st = Strategy{Type: TypeBackground, CollapseKey: st.CollapseKey, TTLSeconds: st.TTLSeconds}
 		c.Strategy = st
 	}
-	if data.Config.EnableBadge && data.Config.BadgeIncrement == 0 && data.CallID == "" {
+	switch {
+	case silentWhy != "":
+		// A background push carries no badge: the device's count stays
+		// as it is (the push is not counted), and its badge kind too.
+	case data.Config.EnableBadge && data.Config.BadgeIncrement == 0 && data.CallID == "":
 		// The user's unread total, this message included (it is stored).
 		total, err := s.unreadTotal(ctx, j.User)
 		if err != nil {
@@ -1054,12 +1071,12 @@ func (s *Service) process(j store.PushJob) outcome {
 		epoch, _ := s.reg.showBadge(dev.PushID, total)
 		c.Badge, c.HasBadge = total, true
 		o.badge = &badgeInc{pushID: dev.PushID, inc: total, epoch: epoch, abs: true}
-	} else if data.Config.EnableBadge && j.Attempt == 0 {
+	case data.Config.EnableBadge && j.Attempt == 0:
 		var epoch uint64
 		c.Badge, epoch, _ = s.reg.addBadge(dev.PushID, data.Config.BadgeIncrement)
 		c.HasBadge = true
 		o.badge = &badgeInc{pushID: dev.PushID, inc: data.Config.BadgeIncrement, epoch: epoch}
-	} else if data.Config.EnableBadge {
+	case data.Config.EnableBadge:
 		c.Badge, c.HasBadge = dev.Badge, true
 	}
 	payload, err := prov.Render(&c, &dev)

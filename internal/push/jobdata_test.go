@@ -18,6 +18,8 @@ func TestJobDataRoundTrip(t *testing.T) {
 		{From: "g", Mentions: []string{"u1", "u2"}, Mentioned: true},
 		{From: "caller", CallID: "call-1", CallCancel: true, Config: herald.PushConfig{Title: "Missed call"}},
 		{From: "d", Config: herald.PushConfig{Title: "secret", ContentFree: true}},
+		{BadgeOnly: true},
+		{From: "e", BadgeOnly: true, Live: true, Config: herald.PushConfig{Title: "secret", ContentFree: true, EnableBadge: true}},
 	} {
 		var got jobData
 		if err := got.unmarshal(d.marshal()); err != nil {
@@ -34,6 +36,20 @@ func TestJobDataRoundTrip(t *testing.T) {
 func TestJobDataContentFreeIsV3(t *testing.T) {
 	if b := (&jobData{Config: herald.PushConfig{ContentFree: true}}).marshal(); b[0] != jobDataV3 {
 		t.Errorf("content-free job data version %d, want %d", b[0], jobDataV3)
+	}
+	if b := (&jobData{BadgeOnly: true}).marshal(); b[0] != jobDataV3 {
+		t.Errorf("badge-only job data version %d, want %d", b[0], jobDataV3)
+	}
+	if b := (&jobData{BadgeOnly: true, Config: herald.PushConfig{ContentFree: true}}).marshal(); b[0] != jobDataV3 || b[1]&(flagBadgeOnly|flagContentFree) != flagBadgeOnly|flagContentFree {
+		t.Errorf("badge-only content-free job data version %d flags %08b, want %d with both flags", b[0], b[1], jobDataV3)
+	}
+	// The flags mean nothing in an older layout: a v2 job with their bits
+	// set is a plain message job.
+	v2 := (&jobData{BadgeOnly: true, Config: herald.PushConfig{ContentFree: true}}).marshal()
+	v2[0] = jobDataV2
+	var old jobData
+	if err := old.unmarshal(v2); err != nil || old.BadgeOnly || old.Config.ContentFree {
+		t.Errorf("v2 with the v3 flags = %+v (%v), want neither flag", old, err)
 	}
 	if b := (&jobData{}).marshal(); b[0] != jobDataV2 {
 		t.Errorf("job data version %d, want %d", b[0], jobDataV2)

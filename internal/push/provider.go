@@ -111,7 +111,7 @@ type Content struct {
 	HasBadge bool // whether to carry Badge (Config.EnableBadge)
 	// BadgeOnly: a silent badge update, no message (after a read on
 	// another device lowered the user's unread total): APNs renders
-	// {"aps":{"badge":N}} alone as a background push, FCM a data message
+	// {"aps":{"badge":N}} alone as an alert push at priority 5, FCM a data message
 	// whose herald block is {"badge":N}. Only providers that implement
 	// BadgeUpdater get one.
 	BadgeOnly bool

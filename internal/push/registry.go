@@ -30,6 +30,11 @@ type registry struct {
 type badgeState struct {
 	stored int
 	resets uint64
+	// counted: the device's last badge on this node was its own count
+	// plus a badge_increment (an app that counts itself), not the user's
+	// unread total; a silent update with the total would overwrite the
+	// app's count, so it gets none.
+	counted bool
 }
 
 type tokenKey struct {
@@ -267,6 +272,17 @@ func (r *registry) each(user string, fn func(d *herald.PushDevice)) {
 	}
 }
 
+// eachBadge is each, with whether the device's last badge on this node
+// counted increments (badgeState.counted).
+func (r *registry) eachBadge(user string, fn func(d *herald.PushDevice, counted bool)) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, id := range r.byUser[user] {
+		b := r.badges[id]
+		fn(r.byID[id], b != nil && b.counted)
+	}
+}
+
 // addBadge raises device id's badge by inc and returns the new count and
 // the device's reset count, which commitBadges needs.
 func (r *registry) addBadge(id string, inc int) (int, uint64, bool) {
@@ -277,7 +293,9 @@ func (r *registry) addBadge(id string, inc int) (int, uint64, bool) {
 		return 0, 0, false
 	}
 	d.Badge += inc
-	return d.Badge, r.badges[id].resets, true
+	b := r.badges[id]
+	b.counted = true
+	return d.Badge, b.resets, true
 }
 
 // showBadge records that device id is being shown n, the user's unread
@@ -291,7 +309,18 @@ func (r *registry) showBadge(id string, n int) (uint64, bool) {
 		return 0, false
 	}
 	d.Badge = n
-	return r.badges[id].resets, true
+	b := r.badges[id]
+	b.counted = false
+	return b.resets, true
+}
+
+// counted reports whether device id's last badge on this node counted
+// increments (badgeState.counted).
+func (r *registry) counted(id string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	b := r.badges[id]
+	return b != nil && b.counted
 }
 
 // setBadges sets the badges of user's devices registered through device

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
 )
 
 // Push rules (herald.PushRule, ZIM's ZIMUserOfflinePushRule): per user,
@@ -21,6 +22,30 @@ import (
 type rules struct {
 	mu sync.RWMutex
 	m  map[string]herald.PushRule
+	// zones caches the do-not-disturb time zones by name: loading one
+	// reads the time zone database, too slow for every push. It holds at
+	// most the database's few hundred names (rules are validated).
+	zones map[string]*time.Location
+}
+
+// window is d.Window(t), with d's time zone from the cache.
+func (r *rules) window(d *herald.DoNotDisturb, t time.Time) (bool, time.Time) {
+	r.mu.RLock()
+	loc, ok := r.zones[d.TimeZone]
+	r.mu.RUnlock()
+	if !ok {
+		var err error
+		if loc, err = time.LoadLocation(d.TimeZone); err != nil {
+			return false, time.Time{} // validated rules name known zones
+		}
+		r.mu.Lock()
+		if r.zones == nil {
+			r.zones = make(map[string]*time.Location)
+		}
+		r.zones[d.TimeZone] = loc
+		r.mu.Unlock()
+	}
+	return d.WindowIn(t, loc)
 }
 
 func (r *rules) load(m map[string]herald.PushRule) int {
@@ -157,6 +182,25 @@ func dndReason(d *herald.DoNotDisturb) string {
 		tz = "UTC"
 	}
 	return fmt.Sprintf("push rule: do-not-disturb %s-%s %s", d.Start, d.End, tz)
+}
+
+// heldRead reports whether j, a message job outside the do-not-disturb
+// window d, was held by it (its message came in the window: the job was
+// planned then, j.Expires less the TTL) and the recipient has read the
+// message since. A hold may last hours, and a push for a message read
+// on another device meanwhile would only be noise. It costs a read of
+// the user's conversation list, so it is made for such jobs only; when
+// the read fails the push is sent.
+func (s *Service) heldRead(ctx context.Context, j *store.PushJob, d *herald.DoNotDisturb) bool {
+	if in, _ := s.rules.window(d, j.Expires.Add(-s.cfg.TTL)); !in {
+		return false
+	}
+	read, err := s.readSeq(ctx, j.User, j.Conv)
+	if err != nil {
+		s.log.Warn("push: reading the read seq of a held push failed; sending it", "user_id", j.User, "err", err)
+		return false
+	}
+	return read >= j.Seq
 }
 
 // hold makes o a job held by the do-not-disturb window until end: due

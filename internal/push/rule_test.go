@@ -10,6 +10,7 @@ import (
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store"
 )
 
 // platforms is the test presence with the platforms of live sessions
@@ -193,5 +194,137 @@ func TestRemoveUserClearsTheRule(t *testing.T) {
 	}
 	if stored, err := h.st.PushRules(ctx); err != nil || len(stored) != 0 {
 		t.Errorf("stored rules after RemoveUser = %v, %v; want none", stored, err)
+	}
+}
+
+// TestDoNotDisturbSilentKeepsTTLAndCountsNoBadge: a push sent silent by
+// the window keeps its strategy's ttl_seconds, and its badge (never shown:
+// a background push carries none) is not counted: the next push after the
+// window shows the increment from where the device was.
+func TestDoNotDisturbSilentKeepsTTLAndCountsNoBadge(t *testing.T) {
+	h := newHarness(t, push.Config{TTL: 48 * time.Hour, Strategies: map[string]push.Strategy{"short": {TTLSeconds: 600}}}, nil)
+	h.device("bob", 1)
+	now := time.Now().UTC()
+	dnd := &herald.DoNotDisturb{Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Hour).Format("15:04"), Mode: herald.DNDSilent}
+	if _, err := h.svc.SetRule(context.Background(), "bob", herald.PushRule{DoNotDisturb: dnd}); err != nil {
+		t.Fatal(err)
+	}
+	m := h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", ResourcesID: "short", EnableBadge: true, BadgeIncrement: 1})
+	h.waitLog(m.ID, herald.PushSent)
+	in := h.emu.Arrived(token(1))
+	if len(in) != 1 || in[0].PushType != "background" {
+		t.Fatalf("phone got %+v; want one background push", in)
+	}
+	if got, want := in[0].Expiration, m.CreatedAt.Add(600*time.Second).Unix(); got != want {
+		t.Errorf("silent push expiration %d, want %d: the strategy's ttl_seconds", got, want)
+	}
+	if _, err := h.svc.SetRule(context.Background(), "bob", herald.PushRule{}); err != nil {
+		t.Fatal(err)
+	}
+	m = h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", EnableBadge: true, BadgeIncrement: 1})
+	h.waitLog(m.ID, herald.PushSent)
+	if got := h.lastBadge(token(1)); got != 1 {
+		t.Errorf("badge after the window %d, want 1: the silent push was never shown", got)
+	}
+}
+
+// TestDoNotDisturbHeldThenRead: a push held by the window is not sent
+// when it ends if the recipient read the message meanwhile.
+func TestDoNotDisturbHeldThenRead(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	now := time.Now().In(berlin)
+	end := time.Date(now.Year(), now.Month(), now.Day(), 7, 0, 0, 0, berlin)
+	if !end.After(now) {
+		end = end.AddDate(0, 0, 1)
+	}
+	h := newHarness(t, push.Config{Now: offsetClock(end.Add(-3 * time.Second)), TTL: 48 * time.Hour}, nil)
+	h.device("bob", 1)
+	dnd := &herald.DoNotDisturb{Start: "22:00", End: "07:00", TimeZone: "Europe/Berlin", Mode: herald.DNDHold}
+	if _, err := h.svc.SetRule(context.Background(), "bob", herald.PushRule{DoNotDisturb: dnd}); err != nil {
+		t.Fatal(err)
+	}
+	m := h.send("bob")
+	h.waitLog(m.ID, herald.PushHeld)
+	if err := h.st.SetReadSeq(context.Background(), "bob", m.Conv, m.Seq); err != nil {
+		t.Fatal(err)
+	}
+	log := h.waitLog(m.ID, herald.PushSkipped)
+	if r := log[0].Reason; !strings.Contains(r, "read by the recipient") {
+		t.Errorf("log reason %q; want it to say the message was read", r)
+	}
+	h.waitSettled()
+	if got := len(h.emu.Arrived(token(1))); got != 0 {
+		t.Errorf("phone got %d pushes, want none: the message was read during the window", got)
+	}
+}
+
+// TestDoNotDisturbHeldStayInTheStore: pushes held by the window (for
+// hours) go back to the queue in memory only within MaxPending; the rest
+// wait in the store.
+func TestDoNotDisturbHeldStayInTheStore(t *testing.T) {
+	const maxPending = 2
+	h := newHarness(t, push.Config{MaxPending: maxPending, TTL: 48 * time.Hour}, nil)
+	h.device("bob", 1)
+	now := time.Now().UTC()
+	dnd := &herald.DoNotDisturb{Start: now.Add(-time.Hour).Format("15:04"), End: now.Add(time.Hour).Format("15:04"), Mode: herald.DNDHold}
+	if _, err := h.svc.SetRule(context.Background(), "bob", herald.PushRule{DoNotDisturb: dnd}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*herald.Message
+	for range 6 {
+		msgs = append(msgs, h.send("bob"))
+	}
+	for _, m := range msgs {
+		h.waitLog(m.ID, herald.PushHeld)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.svc.Stats().Unrecorded != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: outcomes not recorded", h.svc.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := h.svc.Stats(); st.Pending > maxPending {
+		t.Errorf("stats %+v: %d held jobs in memory, want at most MaxPending %d", st, st.Pending, maxPending)
+	}
+	pending, err := h.st.PendingPush(context.Background(), store.PushKey{}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != len(msgs) {
+		t.Errorf("outbox holds %d jobs, want the %d held", len(pending), len(msgs))
+	}
+}
+
+// TestDoNotDisturbHeldInTheStoreAreSent: held pushes left to the store
+// past MaxPending are read back and sent when the window ends.
+func TestDoNotDisturbHeldInTheStoreAreSent(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no time zone database:", err)
+	}
+	now := time.Now().In(berlin)
+	end := time.Date(now.Year(), now.Month(), now.Day(), 7, 0, 0, 0, berlin)
+	if !end.After(now) {
+		end = end.AddDate(0, 0, 1)
+	}
+	h := newHarness(t, push.Config{MaxPending: 1, Now: offsetClock(end.Add(-3 * time.Second)), TTL: 48 * time.Hour}, nil)
+	h.device("bob", 1)
+	dnd := &herald.DoNotDisturb{Start: "22:00", End: "07:00", TimeZone: "Europe/Berlin", Mode: herald.DNDHold}
+	if _, err := h.svc.SetRule(context.Background(), "bob", herald.PushRule{DoNotDisturb: dnd}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*herald.Message
+	for range 4 {
+		msgs = append(msgs, h.send("bob"))
+	}
+	for _, m := range msgs {
+		h.waitLog(m.ID, herald.PushSent)
+	}
+	if got := len(h.emu.Arrived(token(1))); got != len(msgs) {
+		t.Errorf("phone got %d pushes, want %d", got, len(msgs))
 	}
 }

@@ -231,6 +231,12 @@ type Service struct {
 	// update, so the registry applies them in the store's order.
 	devMu sync.Mutex
 
+	// readMu guards readWindows: per (user, device where they read), the
+	// coalescing window whose badge updates this node has stored
+	// (MarkedRead), so that further reads in it cost no write. A leaf lock.
+	readMu      sync.Mutex
+	readWindows map[readKey]int64
+
 	suspendMu  sync.Mutex
 	suspended  map[string]suspension // by appKey
 	nSuspended atomic.Int64          // len(suspended), read without the lock on every push

@@ -27,8 +27,9 @@ func (p *Provider) Render(c *push.Content, d *herald.PushDevice) ([]byte, error)
 func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	limit := MaxPayload
 	if c.BadgeOnly {
-		// A silent badge update: the badge alone, sent as a background
-		// push (no alert, no sound, nothing for the app to run).
+		// A silent badge update: the badge alone, sent as an alert push
+		// at priority 5 (no alert, no sound, nothing for the app to run;
+		// APNs refuses a background push that carries a badge).
 		b := strconv.AppendInt([]byte(`{"aps":{"badge":`), int64(c.Badge), 10)
 		return append(b, '}', '}'), nil
 	}
