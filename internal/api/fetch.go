@@ -21,8 +21,12 @@ import (
 // (token.MintFetch) as "Authorization: Bearer <fetch token>". The token
 // names the user and reads that user's messages, one a request, and
 // nothing else: no signature or admin token is taken here, and a fetch
-// token is refused everywhere else. Requests are limited per user
-// (FetchRate a second, FetchBurst at once).
+// token is refused everywhere else. A valid token still reads only if
+// FetchCheck allows it: its user is registered (under
+// require-registration, as at login) and it was issued after the user's
+// last unregistration. Requests are limited per user (FetchRate a second,
+// FetchBurst at once, for the whole cluster: each node takes its share,
+// as with the app limit).
 
 // PathPushMessage is the fetch endpoint.
 const PathPushMessage = apiclient.PathPushMessage
@@ -40,6 +44,15 @@ const (
 // of a conversation's history (membership and join seq checked).
 type Messages interface {
 	History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error)
+}
+
+// FetchCheck is the fetch's check of a valid token (user.Service).
+type FetchCheck interface {
+	// FetchAllowed returns nil when user's fetch token issued at issued
+	// may read; CodeForbidden when user is not registered (under
+	// require-registration), CodeTokenInvalid when the token was revoked.
+	// It blocks on the store.
+	FetchAllowed(ctx context.Context, user string, issued time.Time) error
 }
 
 // pushMessage serves PathPushMessage.
@@ -71,6 +84,15 @@ func (h *Handler) pushMessage(w http.ResponseWriter, r *http.Request) {
 	if t := now.UnixNano(); t-h.fetchPruned.Load() >= int64(time.Second) {
 		h.fetchPruned.Store(t) // at most one pass a second, however many users are active
 		h.fetch.prune(now, maxFetchBuckets)
+	}
+	if h.cfg.FetchCheck != nil {
+		if err := h.cfg.FetchCheck.FetchAllowed(r.Context(), claims.UserID, claims.IssuedAt); err != nil {
+			if herald.ErrorCode(err) == herald.CodeTokenInvalid {
+				err = &authError{reason: apiclient.ReasonFetchToken, err: err}
+			}
+			writeErr(w, h.log, err)
+			return
+		}
 	}
 	if h.cfg.Messages == nil {
 		writeErr(w, h.log, herald.Errorf(herald.CodeUnavailable, "messages cannot be fetched on this server"))

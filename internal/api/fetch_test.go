@@ -82,3 +82,51 @@ func TestFetchCredentials(t *testing.T) {
 		t.Errorf("carol after bob's burst: %d %+v; want her own answer (404)", st, e)
 	}
 }
+
+// refuseUser is a FetchCheck that refuses one user's tokens issued before
+// a time, as an unregistration does.
+type refuseUser struct {
+	user   string
+	before time.Time
+}
+
+func (f refuseUser) FetchAllowed(ctx context.Context, user string, issued time.Time) error {
+	if user == f.user && issued.Before(f.before) {
+		return herald.Errorf(herald.CodeTokenInvalid, "revoked")
+	}
+	return nil
+}
+
+// TestFetchCheckAndClusterLimit: a valid fetch token that FetchCheck
+// refuses reads nothing (401, reason fetch_token), a later one reads; and
+// the per-user limit is the cluster's, shared by the live nodes.
+func TestFetchCheckAndClusterLimit(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	h := New(Config{Secret: testSecret, Messages: oneMessage{}, Now: func() time.Time { return now },
+		FetchCheck: refuseUser{"bob", now}, Nodes: func() int { return 2 }})
+	get := func(tok string) (int, apiclient.ErrorBody) {
+		t.Helper()
+		r := httptest.NewRequest(http.MethodGet, PathPushMessage+"?conv=p:alice:bob&msg_id=7&seq=1", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		var e apiclient.ErrorBody
+		json.Unmarshal(w.Body.Bytes(), &e)
+		return w.Code, e
+	}
+	old, _ := token.MintFetch(testSecret, "bob", now.Add(-time.Minute), time.Hour)
+	fresh, _ := token.MintFetch(testSecret, "bob", now, time.Hour)
+	if st, e := get(old); st != http.StatusUnauthorized || e.Reason != apiclient.ReasonFetchToken {
+		t.Errorf("revoked token: %d %+v; want 401, reason %s", st, e, apiclient.ReasonFetchToken)
+	}
+	served := 0
+	for range FetchBurst {
+		if st, _ := get(fresh); st == http.StatusOK {
+			served++
+		}
+	}
+	// One of two nodes takes half the burst; the refused token took one.
+	if want := FetchBurst/2 - 1; served != want {
+		t.Errorf("%d fetches at one instant on one of 2 nodes: %d served; want %d (half the burst, less the refused one)", FetchBurst, served, want)
+	}
+}

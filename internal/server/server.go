@@ -130,7 +130,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	// Several nodes: calls placed through the others are read from the
 	// store on demand and by a scan (internal/cluster/README.md).
 	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, MaxParticipants: cfg.CallMaxParticipants, Cluster: cfg.Bus != "", Events: events, Logger: log})
-	users := user.New(st, ps, user.Config{Logger: log})
+	users := user.New(st, ps, user.Config{RequireRegistration: cfg.RequireRegistration, Logger: log})
 	var clusterEvents *presenceEvents // nil without a bus
 	gwEvents := gateway.Events(events)
 	var b bus.Bus
@@ -226,7 +226,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
 		Shared: sharedRecord(shared), Nodes: cl.nodeCount(),
-		Strategies: ps, Messages: ch,
+		Strategies: ps, Messages: ch, FetchCheck: users,
 	})
 	mux.Handle("/api/", apiHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
