@@ -24,10 +24,12 @@ import (
 // changed by compare-and-swap on its version, so two nodes changing
 // strategies at once both land. Each node mirrors it in memory: the send
 // path reads the mirror, never the store, except when a resources ID is
-// unknown (one store read, so a strategy put on another node is usable
-// here at once; the same unknown ID reads again only a second later). A node that changed it tells Changes; the others read it
-// again (RefreshStrategies), and the cluster's periodic reload heals a
-// lost notice.
+// unknown (a store read, so a strategy put on another node is usable
+// here before its notice arrives; such reads are one at a time and at
+// most one a second per node, whatever the IDs, and a failed one is
+// CodeUnavailable, never "unknown"). A node that changed it tells
+// Changes; the others read it again (RefreshStrategies), and the
+// cluster's periodic reload heals a lost notice.
 
 // Strategy limits.
 const (
@@ -138,30 +140,34 @@ type sharedStore interface {
 
 // strategySet holds the file's strategies and the mirror of the managed
 // ones. mu is a leaf lock; writeMu serialises this node's changes (store
-// write, then the mirror) and refreshes, and is taken before mu.
+// write, then the mirror) and is taken before mu. missMu is a leaf lock
+// of its own: the send path never waits on writeMu. The mirror's version
+// only grows (setManaged), so a read that finishes after a newer write or
+// refresh does not bring older strategies back, whoever holds writeMu.
 type strategySet struct {
 	file    map[string]Strategy // never changes after New
 	writeMu sync.Mutex
 	mu      sync.RWMutex
 	managed map[string]Strategy
 	version int64 // the record's version the mirror holds; 0: none stored
-	// missed is when each unknown ID last made a store read (under mu):
-	// the same ID reads the store again only missRecheck later, so a
-	// burst naming an unknown or deleted strategy (a group's jobs) costs
-	// one read, not one each.
-	missed map[string]time.Time
+
+	// The store reads of IDs not in memory (missed): at most one in
+	// flight, and one begun at most every missRecheck, whatever the IDs,
+	// so that sends naming random unknown IDs cost the store at most a
+	// read a second. Under missMu.
+	missMu   sync.Mutex
+	missAt   time.Time     // when the last miss read that did not fail began
+	missWait chan struct{} // closed when the read in flight ends; nil: none
+	missErr  error         // the last miss read's error
 }
 
-// missRecheck is how long an unknown resources ID is refused from memory
-// after a store read found nothing; maxMissed bounds the IDs remembered.
-const (
-	missRecheck = time.Second
-	maxMissed   = 1024
-)
+// missRecheck is how often at most an ID not in memory reads the store.
+const missRecheck = time.Second
 
 // strategy returns the strategy id names ("": the plain alert). An ID
-// not in memory is looked up in the store once (put on another node, its
-// notice not here yet); unknown after that is CodeInvalidArgument.
+// not in memory may read the store (put on another node, its notice not
+// here yet; missed): unknown after that is CodeInvalidArgument, and
+// CodeUnavailable when the read failed (the ID may well exist).
 func (s *Service) strategy(id string) (Strategy, error) {
 	if id == "" {
 		return Strategy{}, nil
@@ -169,42 +175,67 @@ func (s *Service) strategy(id string) (Strategy, error) {
 	if st, ok := s.strategies.file[id]; ok {
 		return st, nil
 	}
-	s.strategies.mu.RLock()
-	st, ok := s.strategies.managed[id]
-	s.strategies.mu.RUnlock()
-	if ok {
+	if st, ok := s.managedStrategy(id); ok {
 		return st, nil
 	}
-	if s.shared != nil && s.missRead(id) {
-		ctx, cancel := context.WithTimeout(s.dsp.abort, 5*time.Second)
-		_, err := s.RefreshStrategies(ctx)
-		cancel()
-		if err == nil {
-			s.strategies.mu.RLock()
-			st, ok = s.strategies.managed[id]
-			s.strategies.mu.RUnlock()
-			if ok {
-				return st, nil
-			}
+	if s.shared != nil {
+		if err := s.missed(); err != nil {
+			return Strategy{}, herald.Errorf(herald.CodeUnavailable, "push.resources_id %q: the push strategies could not be read: %s", id, herald.ErrorMessage(err))
+		}
+		if st, ok := s.managedStrategy(id); ok {
+			return st, nil
 		}
 	}
 	return Strategy{}, herald.Errorf(herald.CodeInvalidArgument, "push.resources_id %q names no push strategy configured on this server", id)
 }
 
-// missRead reports whether an ID not in memory should be looked up in
-// the store: not if the same ID was, less than missRecheck ago.
-func (s *Service) missRead(id string) bool {
+func (s *Service) managedStrategy(id string) (Strategy, bool) {
+	s.strategies.mu.RLock()
+	defer s.strategies.mu.RUnlock()
+	st, ok := s.strategies.managed[id]
+	return st, ok
+}
+
+// missed reads the managed strategies into memory for an ID not there,
+// unless a read began less than missRecheck ago; a caller that finds one
+// in flight waits for it instead. It returns the error of the read it
+// made or waited for (nil when it made none). It blocks on the store.
+func (s *Service) missed() error {
+	ss := &s.strategies
 	now := s.cfg.Now()
-	s.strategies.mu.Lock()
-	defer s.strategies.mu.Unlock()
-	if at, ok := s.strategies.missed[id]; ok && now.Sub(at) < missRecheck && !now.Before(at) {
-		return false
+	ss.missMu.Lock()
+	if ch := ss.missWait; ch != nil {
+		ss.missMu.Unlock()
+		select {
+		case <-ch:
+		case <-s.dsp.abort.Done():
+			return s.dsp.abort.Err()
+		}
+		ss.missMu.Lock()
+		defer ss.missMu.Unlock()
+		return ss.missErr
 	}
-	if s.strategies.missed == nil || len(s.strategies.missed) >= maxMissed {
-		s.strategies.missed = make(map[string]time.Time)
+	if !ss.missAt.IsZero() && !now.Before(ss.missAt) && now.Sub(ss.missAt) < missRecheck {
+		ss.missMu.Unlock()
+		return nil
 	}
-	s.strategies.missed[id] = now
-	return true
+	ch := make(chan struct{})
+	prev := ss.missAt
+	ss.missWait, ss.missAt = ch, now
+	ss.missMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(s.dsp.abort, 5*time.Second)
+	_, err := s.refreshMirror(ctx)
+	cancel()
+
+	ss.missMu.Lock()
+	ss.missWait, ss.missErr = nil, err
+	if err != nil {
+		ss.missAt = prev // a failed read does not count: the next miss reads again
+	}
+	ss.missMu.Unlock()
+	close(ch)
+	return err
 }
 
 // Strategies lists every strategy, by resources ID.
@@ -322,33 +353,36 @@ func (s *Service) readStrategies(ctx context.Context) (map[string]Strategy, int6
 	return m, e.Version, nil
 }
 
-func (s *Service) setManaged(m map[string]Strategy, version int64) {
+// setManaged puts m, the record at version, in the mirror unless the
+// mirror holds that version or a later one, and reports whether it did.
+func (s *Service) setManaged(m map[string]Strategy, version int64) bool {
 	s.strategies.mu.Lock()
+	defer s.strategies.mu.Unlock()
+	if version <= s.strategies.version && s.strategies.managed != nil {
+		return false
+	}
 	s.strategies.managed, s.strategies.version = m, version
-	s.strategies.missed = nil // a put on this node is usable at once
-	s.strategies.mu.Unlock()
+	return true
 }
 
 // RefreshStrategies reads the managed strategies from the store into
-// memory and reports whether they differed from what this node held
-// (1) or not (0). Strategy changes on this node wait for it.
+// memory and reports whether they were newer than what this node held
+// (1) or not (0). It does not wait for strategy changes on this node.
 func (s *Service) RefreshStrategies(ctx context.Context) (int, error) {
 	if s.shared == nil {
 		return 0, nil
 	}
-	s.strategies.writeMu.Lock()
-	defer s.strategies.writeMu.Unlock()
+	return s.refreshMirror(ctx)
+}
+
+func (s *Service) refreshMirror(ctx context.Context) (int, error) {
 	m, version, err := s.readStrategies(ctx)
 	if err != nil {
 		return 0, err
 	}
-	s.strategies.mu.RLock()
-	same := version == s.strategies.version
-	s.strategies.mu.RUnlock()
-	if same {
+	if !s.setManaged(m, version) {
 		return 0, nil
 	}
-	s.setManaged(m, version)
 	return 1, nil
 }
 
