@@ -238,7 +238,9 @@ func (s *Service) missed() error {
 	return err
 }
 
-// Strategies lists every strategy, by resources ID.
+// Strategies lists every strategy in force, by resources ID: a stored
+// strategy the file defines too is shadowed by the file's and listed once,
+// as the file's.
 func (s *Service) Strategies() []NamedStrategy {
 	out := make([]NamedStrategy, 0, len(s.strategies.file))
 	for id, st := range s.strategies.file {
@@ -246,6 +248,9 @@ func (s *Service) Strategies() []NamedStrategy {
 	}
 	s.strategies.mu.RLock()
 	for id, st := range s.strategies.managed {
+		if _, shadowed := s.strategies.file[id]; shadowed {
+			continue
+		}
 		out = append(out, NamedStrategy{ID: id, Source: SourceAPI, Strategy: st})
 	}
 	s.strategies.mu.RUnlock()
@@ -263,7 +268,10 @@ func (s *Service) PutStrategy(ctx context.Context, id string, st Strategy) (Name
 	if err := ValidateStrategy(id, &st); err != nil {
 		return NamedStrategy{}, err
 	}
-	err := s.changeStrategies(ctx, id, func(m map[string]Strategy) { m[id] = st })
+	if _, ok := s.strategies.file[id]; ok {
+		return NamedStrategy{}, herald.Errorf(herald.CodeConflict, "push strategy %q is defined in the push configuration file; change it there", id)
+	}
+	err := s.changeStrategies(ctx, func(m map[string]Strategy) bool { m[id] = st; return true })
 	if err != nil {
 		return NamedStrategy{}, err
 	}
@@ -273,19 +281,29 @@ func (s *Service) PutStrategy(ctx context.Context, id string, st Strategy) (Name
 
 // DeleteStrategy removes the managed strategy id. Messages already
 // accepted with it fail to push (their delivery log says why); new sends
-// naming it are refused. CodeNotFound when no managed strategy is id;
-// CodeConflict when the file defines it.
+// naming it are refused. A stored copy the file shadows (stored before
+// the file defined the ID) is deleted too, and the file's stays in force.
+// CodeNotFound when no managed strategy is id; CodeConflict when the file
+// defines id and no stored copy is left.
 func (s *Service) DeleteStrategy(ctx context.Context, id string) error {
 	found := false
-	err := s.changeStrategies(ctx, id, func(m map[string]Strategy) {
+	err := s.changeStrategies(ctx, func(m map[string]Strategy) bool {
 		_, found = m[id]
 		delete(m, id)
+		return found
 	})
 	if err != nil {
 		return err
 	}
-	if !found {
+	_, inFile := s.strategies.file[id]
+	switch {
+	case !found && inFile:
+		return herald.Errorf(herald.CodeConflict, "push strategy %q is defined in the push configuration file; change it there", id)
+	case !found:
 		return herald.Errorf(herald.CodeNotFound, "no push strategy %q is managed through the API", id)
+	case inFile:
+		s.log.Info("shadowed push strategy deleted from the store; the file's stays", "resources_id", id)
+		return nil
 	}
 	s.log.Info("push strategy deleted", "resources_id", id)
 	return nil
@@ -293,11 +311,9 @@ func (s *Service) DeleteStrategy(ctx context.Context, id string) error {
 
 // changeStrategies applies change to the stored record by compare-and-swap,
 // reading it again when another node changed it meanwhile, then to the
-// mirror, and tells the other nodes.
-func (s *Service) changeStrategies(ctx context.Context, id string, change func(map[string]Strategy)) error {
-	if _, ok := s.strategies.file[id]; ok {
-		return herald.Errorf(herald.CodeConflict, "push strategy %q is defined in the push configuration file; change it there", id)
-	}
+// mirror, and tells the other nodes. A change that reports false changed
+// nothing: nothing is written.
+func (s *Service) changeStrategies(ctx context.Context, change func(map[string]Strategy) bool) error {
 	if s.shared == nil {
 		return herald.Errorf(herald.CodeUnavailable, "this server's store keeps no managed push strategies")
 	}
@@ -308,7 +324,9 @@ func (s *Service) changeStrategies(ctx context.Context, id string, change func(m
 		if err != nil {
 			return err
 		}
-		change(m)
+		if !change(m) {
+			return nil
+		}
 		b, err := json.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("push: encoding strategies: %w", err)

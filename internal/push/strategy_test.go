@@ -338,3 +338,40 @@ func TestStrategyReadFailureIsUnavailable(t *testing.T) {
 		t.Errorf("inbox %+v; want one push with the strategy's sound", in)
 	}
 }
+
+// TestShadowedStrategy: a strategy stored through the API whose ID the
+// file later defines is listed once, as the file's, and its stored copy
+// can be deleted (the file's stays); then the ID is the file's alone.
+func TestShadowedStrategy(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	ctx := context.Background()
+	if _, err := h.svc.PutStrategy(ctx, "dup", push.Strategy{Sound: "api.caf"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := h.cfg
+	cfg.Strategies = map[string]push.Strategy{"dup": {Sound: "file.caf"}}
+	withFile := push.New(h.st, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, cfg)
+	if err := withFile.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { withFile.Close(ctx) })
+	if got := withFile.Strategies(); len(got) != 1 || got[0].Source != push.SourceFile || got[0].Strategy.Sound != "file.caf" {
+		t.Errorf("Strategies() = %+v; want dup once, the file's", got)
+	}
+	if _, err := withFile.PutStrategy(ctx, "dup", push.Strategy{}); herald.ErrorCode(err) != herald.CodeConflict {
+		t.Errorf("put over the file's: %v; want conflict", err)
+	}
+	if err := withFile.DeleteStrategy(ctx, "dup"); err != nil {
+		t.Errorf("delete the shadowed stored copy: %v; want it deleted", err)
+	}
+	if got := withFile.Strategies(); len(got) != 1 || got[0].Source != push.SourceFile {
+		t.Errorf("after the delete: %+v; want the file's dup", got)
+	}
+	if err := withFile.DeleteStrategy(ctx, "dup"); herald.ErrorCode(err) != herald.CodeConflict {
+		t.Errorf("delete the file's: %v; want conflict", err)
+	}
+	h.svc.RefreshStrategies(ctx)
+	if got := h.svc.Strategies(); len(got) != 0 {
+		t.Errorf("the node without the file after the delete: %+v; want none stored", got)
+	}
+}
