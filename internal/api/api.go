@@ -133,6 +133,9 @@ type Config struct {
 	Users      Users
 	Strategies Strategies // nil: the strategy endpoints answer unavailable
 	Messages   Messages   // nil: PathPushMessage answers unavailable (fetch.go)
+	// FetchOrigins are the web origins allowed to call PathPushMessage
+	// across origins (CORS: fetch.go); none: same-origin only.
+	FetchOrigins []string
 	// FetchCheck, when set, decides whether a valid fetch token's user may
 	// still read (registration, revocation: fetch.go). Nil: every valid
 	// fetch token reads.

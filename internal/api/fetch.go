@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,8 +56,41 @@ type FetchCheck interface {
 	FetchAllowed(ctx context.Context, user string, issued time.Time) error
 }
 
+// A service worker on another origin than the API (a web app at
+// app.example.com, the API at api.example.com) sends its fetch with an
+// Authorization header, so the browser asks first (a CORS preflight,
+// OPTIONS). For an origin in Config.FetchOrigins the preflight is
+// answered and every answer carries Access-Control-Allow-Origin; any
+// other origin gets no CORS header, and the browser keeps the answer
+// from the page. No cookie is read, so credentials are never allowed.
+const fetchCORSMaxAge = "600" // seconds a browser may keep a preflight's answer
+
+// fetchCORS sets the CORS headers for r's origin, when allowed, and
+// reports whether it was.
+func (h *Handler) fetchCORS(w http.ResponseWriter, r *http.Request) bool {
+	w.Header().Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	if origin == "" || !slices.Contains(h.cfg.FetchOrigins, origin) {
+		return false
+	}
+	w.Header().Set("Access-Control-Allow-Origin", origin)
+	return true
+}
+
 // pushMessage serves PathPushMessage.
 func (h *Handler) pushMessage(w http.ResponseWriter, r *http.Request) {
+	allowed := h.fetchCORS(w, r)
+	if r.Method == http.MethodOptions {
+		if !allowed {
+			writeErr(w, h.log, herald.Errorf(herald.CodeForbidden, "origin %q may not fetch pushed messages across origins (HERALD_FETCH_ORIGINS)", r.Header.Get("Origin")))
+			return
+		}
+		w.Header().Set("Access-Control-Allow-Methods", "GET")
+		w.Header().Set("Access-Control-Allow-Headers", "Authorization")
+		w.Header().Set("Access-Control-Max-Age", fetchCORSMaxAge)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "%s %s: a pushed message is read with GET", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
