@@ -133,6 +133,13 @@ type Config struct {
 	Users      Users
 	Strategies Strategies // nil: the strategy endpoints answer unavailable
 	Messages   Messages   // nil: PathPushMessage answers unavailable (fetch.go)
+	// FetchOrigins are the web origins allowed to call PathPushMessage
+	// across origins (CORS: fetch.go); none: same-origin only.
+	FetchOrigins []string
+	// FetchCheck, when set, decides whether a valid fetch token's user may
+	// still read (registration, revocation: fetch.go). Nil: every valid
+	// fetch token reads.
+	FetchCheck FetchCheck
 	Now        func() time.Time
 	Logger     *slog.Logger
 
@@ -255,7 +262,7 @@ func New(cfg Config) *Handler {
 	h := &Handler{bodies: newBodyBudget(int64(cfg.PendingBodyBytes)), cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), openapi: openAPIDoc,
 		limit: newLimiter(cfg.Rate, cfg.Burst, cfg.Nodes), nonces: newNonceCache(cfg.Rate, cfg.Burst, cfg.TimeWindow, cfg.Nonces, cfg.Shared)}
 	h.nonces.sharedSlack = cfg.BodyReadTimeout
-	h.fetch = newLimiter(FetchRate, FetchBurst, nil)
+	h.fetch = newLimiter(FetchRate, FetchBurst, cfg.Nodes)
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.method+" "+rt.path, rt.serve)
 	}

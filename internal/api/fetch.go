@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,8 +22,12 @@ import (
 // (token.MintFetch) as "Authorization: Bearer <fetch token>". The token
 // names the user and reads that user's messages, one a request, and
 // nothing else: no signature or admin token is taken here, and a fetch
-// token is refused everywhere else. Requests are limited per user
-// (FetchRate a second, FetchBurst at once).
+// token is refused everywhere else. A valid token still reads only if
+// FetchCheck allows it: its user is registered (under
+// require-registration, as at login) and it was issued after the user's
+// last unregistration. Requests are limited per user (FetchRate a second,
+// FetchBurst at once, for the whole cluster: each node takes its share,
+// as with the app limit).
 
 // PathPushMessage is the fetch endpoint.
 const PathPushMessage = apiclient.PathPushMessage
@@ -42,8 +47,50 @@ type Messages interface {
 	History(ctx context.Context, user string, t herald.ConversationType, id string, q store.HistoryQuery) ([]*herald.Message, bool, error)
 }
 
+// FetchCheck is the fetch's check of a valid token (user.Service).
+type FetchCheck interface {
+	// FetchAllowed returns nil when user's fetch token issued at issued
+	// may read; CodeForbidden when user is not registered (under
+	// require-registration), CodeTokenInvalid when the token was revoked.
+	// It blocks on the store.
+	FetchAllowed(ctx context.Context, user string, issued time.Time) error
+}
+
+// A service worker on another origin than the API (a web app at
+// app.example.com, the API at api.example.com) sends its fetch with an
+// Authorization header, so the browser asks first (a CORS preflight,
+// OPTIONS). For an origin in Config.FetchOrigins the preflight is
+// answered and every answer carries Access-Control-Allow-Origin; any
+// other origin gets no CORS header, and the browser keeps the answer
+// from the page. No cookie is read, so credentials are never allowed.
+const fetchCORSMaxAge = "600" // seconds a browser may keep a preflight's answer
+
+// fetchCORS sets the CORS headers for r's origin, when allowed, and
+// reports whether it was.
+func (h *Handler) fetchCORS(w http.ResponseWriter, r *http.Request) bool {
+	w.Header().Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	if origin == "" || !slices.Contains(h.cfg.FetchOrigins, origin) {
+		return false
+	}
+	w.Header().Set("Access-Control-Allow-Origin", origin)
+	return true
+}
+
 // pushMessage serves PathPushMessage.
 func (h *Handler) pushMessage(w http.ResponseWriter, r *http.Request) {
+	allowed := h.fetchCORS(w, r)
+	if r.Method == http.MethodOptions {
+		if !allowed {
+			writeErr(w, h.log, herald.Errorf(herald.CodeForbidden, "origin %q may not fetch pushed messages across origins (HERALD_FETCH_ORIGINS)", r.Header.Get("Origin")))
+			return
+		}
+		w.Header().Set("Access-Control-Allow-Methods", "GET")
+		w.Header().Set("Access-Control-Allow-Headers", "Authorization")
+		w.Header().Set("Access-Control-Max-Age", fetchCORSMaxAge)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "%s %s: a pushed message is read with GET", r.Method, r.URL.Path), http.StatusMethodNotAllowed)
@@ -71,6 +118,15 @@ func (h *Handler) pushMessage(w http.ResponseWriter, r *http.Request) {
 	if t := now.UnixNano(); t-h.fetchPruned.Load() >= int64(time.Second) {
 		h.fetchPruned.Store(t) // at most one pass a second, however many users are active
 		h.fetch.prune(now, maxFetchBuckets)
+	}
+	if h.cfg.FetchCheck != nil {
+		if err := h.cfg.FetchCheck.FetchAllowed(r.Context(), claims.UserID, claims.IssuedAt); err != nil {
+			if herald.ErrorCode(err) == herald.CodeTokenInvalid {
+				err = &authError{reason: apiclient.ReasonFetchToken, err: err}
+			}
+			writeErr(w, h.log, err)
+			return
+		}
 	}
 	if h.cfg.Messages == nil {
 		writeErr(w, h.log, herald.Errorf(herald.CodeUnavailable, "messages cannot be fetched on this server"))

@@ -41,6 +41,11 @@ type Config struct {
 	LoginTimeout      time.Duration // HERALD_LOGIN_TIMEOUT: time allowed from connect to successful login
 	TokenWarning      time.Duration // HERALD_TOKEN_WARNING: how long before expiry token_will_expire is sent
 	FetchTokenTTL     time.Duration // HERALD_FETCH_TOKEN_TTL: lifetime of a fetch token (fetch_token, content-free pushes); at most 168h
+	// FetchOrigins is HERALD_FETCH_ORIGINS: the web origins
+	// (https://app.example.com, comma-separated) whose pages and service
+	// workers may call GET /api/v1/push/message across origins (CORS);
+	// empty: same-origin only.
+	FetchOrigins string
 
 	MultiLogin string // HERALD_MULTI_LOGIN: "single" (a new login kicks the others) or "multi"
 	MaxDevices int    // HERALD_MAX_DEVICES: sessions per user with multi; the oldest is kicked beyond it
@@ -266,6 +271,7 @@ func (c *Config) keys() []key {
 		{"login-timeout", "time from connect to login", &c.LoginTimeout},
 		{"token-warning", "token_will_expire lead time", &c.TokenWarning},
 		{"fetch-token-ttl", "lifetime of the fetch tokens a session mints (fetch_token) for fetching content-free pushes' messages; at most 168h", &c.FetchTokenTTL},
+		{"fetch-origins", "comma-separated web origins (scheme://host[:port]) whose service workers may fetch content-free pushes' messages across origins (CORS on GET /api/v1/push/message); empty: same-origin only", &c.FetchOrigins},
 		{"multi-login", "single or multi", &c.MultiLogin},
 		{"max-devices", "sessions per user with multi-login", &c.MaxDevices},
 		{"offline-retention", "how far back the login sync reaches", &c.OfflineRetention},
@@ -630,6 +636,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CallMaxInvitees > 100 {
 		return fmt.Errorf("HERALD_CALL_MAX_INVITEES must be at most 100 (every participant hears of every change), got %d", c.CallMaxInvitees)
+	}
+	if _, err := ParseOrigins(c.FetchOrigins); err != nil {
+		return fmt.Errorf("HERALD_FETCH_ORIGINS: %w", err)
 	}
 	if c.FetchTokenTTL > 7*24*time.Hour {
 		return fmt.Errorf("HERALD_FETCH_TOKEN_TTL must be at most 168h (a fetch token is meant to be short-lived), got %s", c.FetchTokenTTL)
@@ -1087,6 +1096,27 @@ func (c *Config) ParseMediaPlaceholders() (map[herald.MessageType]string, error)
 			return nil, fmt.Errorf("HERALD_MEDIA_PLACEHOLDERS: %q is not type=word with type image, file, audio or video", pair)
 		}
 		out[t] = strings.TrimSpace(v)
+	}
+	return out, nil
+}
+
+// ParseOrigins parses a comma-separated list of web origins, each
+// scheme://host[:port] with scheme http or https and nothing after the
+// host (no path, query or trailing slash), as a browser sends them in
+// Origin. Empty is none.
+func ParseOrigins(list string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(list, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "/") || o != strings.ToLower(u.Scheme)+"://"+u.Host {
+			return nil, fmt.Errorf("%q is not a web origin: want scheme://host[:port] with scheme http or https and nothing after, like https://app.example.com", o)
+		}
+		out = append(out, o)
 	}
 	return out, nil
 }

@@ -454,3 +454,15 @@ func TestCallMaxParticipantsDefault(t *testing.T) {
 		})
 	}
 }
+
+func TestParseOrigins(t *testing.T) {
+	got, err := ParseOrigins(" https://app.example.com, http://localhost:8080 ,")
+	if err != nil || len(got) != 2 || got[0] != "https://app.example.com" || got[1] != "http://localhost:8080" {
+		t.Errorf("ParseOrigins = %q, %v; want the two origins", got, err)
+	}
+	for _, bad := range []string{"app.example.com", "https://app.example.com/", "https://app.example.com/sw.js", "ftp://x.example", "*", "https://user@x.example"} {
+		if _, err := ParseOrigins(bad); err == nil {
+			t.Errorf("ParseOrigins(%q) accepted; want an error", bad)
+		}
+	}
+}

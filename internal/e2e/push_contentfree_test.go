@@ -12,6 +12,7 @@ import (
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/apiclient"
 	"github.com/herald-im/herald/client"
+	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
 	"github.com/herald-im/herald/internal/push"
 )
@@ -376,5 +377,42 @@ func TestClusterStrategies(t *testing.T) {
 		return errors.Is(err, client.ErrInvalidArgument)
 	}) {
 		t.Fatal("node B still accepts the deleted strategy")
+	}
+}
+
+// TestFetchTokenRevoked: with require-registration, bob's extension reads
+// his message with his fetch token until he is unregistered; then the
+// token is refused, and stays refused once the ID "bob" is registered
+// again (for someone else).
+func TestFetchTokenRevoked(t *testing.T) {
+	srv := startPushServer(t, func(c *config.Config) { c.RequireRegistration = true })
+	ctx := apiCtx(t)
+	api := backend(srv)
+	if _, err := api.RegisterUsers(ctx, apiclient.RegisterUser{UserID: "alice"}, apiclient.RegisterUser{UserID: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	bobTok := fetchToken(t, srv, "bob")
+	alice := newClient(t, srv.URL(), "alice-phone", newInbox())
+	login(t, alice, "alice")
+	sent, err := alice.SendPeerMessage(ctx, "bob", client.TextMessage("for bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + srv.Addr()
+	k := client.PushKeys{Conv: sent.Conv, MsgID: sent.ID, Seq: sent.Seq}
+	if got, err := client.FetchPushedMessage(ctx, nil, base, bobTok, k); err != nil || got.Text != "for bob" {
+		t.Fatalf("registered bob's fetch: %+v, %v; want the message", got, err)
+	}
+	if _, err := api.UnregisterUser(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.FetchPushedMessage(ctx, nil, base, bobTok, k); !errors.Is(err, client.ErrForbidden) {
+		t.Errorf("fetch after bob was unregistered: %v; want ErrForbidden (not registered)", err)
+	}
+	if _, err := api.RegisterUsers(ctx, apiclient.RegisterUser{UserID: "bob", UserName: "another Bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.FetchPushedMessage(ctx, nil, base, bobTok, k); !errors.Is(err, client.ErrTokenInvalid) {
+		t.Errorf("the old token after the ID was registered again: %v; want ErrTokenInvalid", err)
 	}
 }

@@ -113,7 +113,19 @@ func (s *Service) PlanCall(c *herald.Call, users []string, cancel bool, cfg *her
 	if cancel {
 		expires = now.Add(s.cfg.TTL)
 	}
-	data := (&jobData{Config: *cfg, From: c.Caller(), CallID: c.ID, CallCancel: cancel}).marshal()
+	var data [2][]byte // by content-free (planContentFree)
+	dataFor := func(app string) []byte {
+		k, cf := 0, s.planContentFree(cfg, app)
+		if cf {
+			k = 1
+		}
+		if data[k] == nil {
+			jd := jobData{Config: *cfg, From: c.Caller(), CallID: c.ID, CallCancel: cancel}
+			jd.Config.ContentFree = cf
+			data[k] = jd.marshal()
+		}
+		return data[k]
+	}
 	conv := herald.CallConversationKey(c.ID)
 	for _, user := range users {
 		expires, msgID := expires, msgID
@@ -139,7 +151,7 @@ func (s *Service) PlanCall(c *herald.Call, users []string, cancel bool, cfg *her
 			}
 			jobs = append(jobs, store.PushJob{
 				PushID: d.PushID, MsgID: msgID, User: user, Conv: conv,
-				Due: now, Expires: expires, Data: data,
+				Due: now, Expires: expires, Data: dataFor(d.App),
 			})
 		}
 	}

@@ -87,7 +87,7 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) (out []st
 	// A recipient who muted the conversation still gets its jobs: the
 	// dispatcher skips them (process), so the delivery log says why each
 	// device was not pushed. One with no device gets a note that says so.
-	var data, liveData []byte
+	var variants [4][]byte // by live, content-free (planContentFree)
 	planned := len(jobs)
 	s.reg.each(m.To, func(d *herald.PushDevice) {
 		if d.Provider == herald.ProviderAPNsVoIP {
@@ -97,17 +97,23 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) (out []st
 			PushID: d.PushID, Msg: i, User: m.To, Conv: m.Conv,
 			Due: now, Expires: now.Add(s.cfg.TTL),
 		}
-		if s.pres != nil && s.pres.Live(m.To, d.Device) {
-			if liveData == nil {
-				liveData = (&jobData{Config: *m.Push, From: m.From, Live: true}).marshal()
-			}
-			j.Due, j.Data = now.Add(s.cfg.AckWindow), liveData
-		} else {
-			if data == nil {
-				data = (&jobData{Config: *m.Push, From: m.From}).marshal()
-			}
-			j.Data = data
+		live := s.pres != nil && s.pres.Live(m.To, d.Device)
+		if live {
+			j.Due = now.Add(s.cfg.AckWindow)
 		}
+		k, cf := 0, s.planContentFree(m.Push, d.App)
+		if live {
+			k |= 1
+		}
+		if cf {
+			k |= 2
+		}
+		if variants[k] == nil {
+			jd := jobData{Config: *m.Push, From: m.From, Live: live}
+			jd.Config.ContentFree = cf
+			variants[k] = jd.marshal()
+		}
+		j.Data = variants[k]
 		jobs = append(jobs, j)
 	})
 	if len(jobs) == planned {
@@ -117,6 +123,16 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) (out []st
 		})
 	}
 	return jobs
+}
+
+// planContentFree reports whether a job of cfg for a device of app is
+// content-free: when cfg asks, or the push configuration file makes app's
+// pushes content-free. Decided when the job is planned and kept in it
+// (job data v3), so that a server build that does not know content-free
+// mode refuses the job in a rolling upgrade instead of pushing the text;
+// the dispatcher applies the app's setting again at push time.
+func (s *Service) planContentFree(cfg *herald.PushConfig, app string) bool {
+	return cfg.ContentFree || s.cfg.ContentFree.appliesTo(app)
 }
 
 // noDevicePushID marks a note in the outbox: a peer message's recipient

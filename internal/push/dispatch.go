@@ -1042,6 +1042,12 @@ func (s *Service) process(j store.PushJob) outcome {
 		return skip(herald.PushFailed, fmt.Sprintf("provider %s is not configured", dev.Provider))
 	}
 	st, err := s.strategy(data.Config.ResourcesID)
+	if herald.ErrorCode(err) == herald.CodeUnavailable {
+		// The strategies could not be read: the ID may well exist, so the
+		// push waits and tries again rather than failing for good.
+		s.log.Warn("push: reading the push strategies failed; the push is retried", "push_id", j.PushID, "resources_id", data.Config.ResourcesID, "err", err)
+		return s.wait(o, now.Add(s.backoff(j.Attempt, 0)), herald.ErrorMessage(err))
+	}
 	if err != nil {
 		return skip(herald.PushFailed, herald.ErrorMessage(err))
 	}

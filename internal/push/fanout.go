@@ -76,8 +76,8 @@ func (s *Service) expand(j store.PushJob) outcome {
 	// checks the stored acks too, as a live device's does. On time, an
 	// offline device's job is sent without that read.
 	late := now.Sub(stored) > s.cfg.AckWindow/5
-	var variants [4][]byte // by live, mentioned
-	dataFor := func(live, ment bool) []byte {
+	var variants [8][]byte // by live, mentioned, content-free (planContentFree)
+	dataFor := func(live, ment, cf bool) []byte {
 		k := 0
 		if live {
 			k |= 1
@@ -85,8 +85,13 @@ func (s *Service) expand(j store.PushJob) outcome {
 		if ment {
 			k |= 2
 		}
+		if cf {
+			k |= 4
+		}
 		if variants[k] == nil {
-			variants[k] = (&jobData{Config: data.Config, From: data.From, Live: live, Mentioned: ment}).marshal()
+			jd := jobData{Config: data.Config, From: data.From, Live: live, Mentioned: ment}
+			jd.Config.ContentFree = cf
+			variants[k] = jd.marshal()
 		}
 		return variants[k]
 	}
@@ -114,7 +119,7 @@ func (s *Service) expand(j store.PushJob) outcome {
 			live := s.pres != nil && s.pres.Live(user, d.Device)
 			nj := store.PushJob{
 				PushID: d.PushID, MsgID: j.MsgID, User: user, Conv: j.Conv, Seq: j.Seq,
-				Due: now, Expires: j.Expires, Data: dataFor(live || late, ment),
+				Due: now, Expires: j.Expires, Data: dataFor(live || late, ment, s.planContentFree(&data.Config, d.App)),
 			}
 			if live && liveDue.After(now) {
 				nj.Due = liveDue

@@ -24,10 +24,12 @@ import (
 // changed by compare-and-swap on its version, so two nodes changing
 // strategies at once both land. Each node mirrors it in memory: the send
 // path reads the mirror, never the store, except when a resources ID is
-// unknown (one store read, so a strategy put on another node is usable
-// here at once; the same unknown ID reads again only a second later). A node that changed it tells Changes; the others read it
-// again (RefreshStrategies), and the cluster's periodic reload heals a
-// lost notice.
+// unknown (a store read, so a strategy put on another node is usable
+// here before its notice arrives; such reads are one at a time and at
+// most one a second per node, whatever the IDs, and a failed one is
+// CodeUnavailable, never "unknown"). A node that changed it tells
+// Changes; the others read it again (RefreshStrategies), and the
+// cluster's periodic reload heals a lost notice.
 
 // Strategy limits.
 const (
@@ -138,30 +140,34 @@ type sharedStore interface {
 
 // strategySet holds the file's strategies and the mirror of the managed
 // ones. mu is a leaf lock; writeMu serialises this node's changes (store
-// write, then the mirror) and refreshes, and is taken before mu.
+// write, then the mirror) and is taken before mu. missMu is a leaf lock
+// of its own: the send path never waits on writeMu. The mirror's version
+// only grows (setManaged), so a read that finishes after a newer write or
+// refresh does not bring older strategies back, whoever holds writeMu.
 type strategySet struct {
 	file    map[string]Strategy // never changes after New
 	writeMu sync.Mutex
 	mu      sync.RWMutex
 	managed map[string]Strategy
 	version int64 // the record's version the mirror holds; 0: none stored
-	// missed is when each unknown ID last made a store read (under mu):
-	// the same ID reads the store again only missRecheck later, so a
-	// burst naming an unknown or deleted strategy (a group's jobs) costs
-	// one read, not one each.
-	missed map[string]time.Time
+
+	// The store reads of IDs not in memory (missed): at most one in
+	// flight, and one begun at most every missRecheck, whatever the IDs,
+	// so that sends naming random unknown IDs cost the store at most a
+	// read a second. Under missMu.
+	missMu   sync.Mutex
+	missAt   time.Time     // when the last miss read that did not fail began
+	missWait chan struct{} // closed when the read in flight ends; nil: none
+	missErr  error         // the last miss read's error
 }
 
-// missRecheck is how long an unknown resources ID is refused from memory
-// after a store read found nothing; maxMissed bounds the IDs remembered.
-const (
-	missRecheck = time.Second
-	maxMissed   = 1024
-)
+// missRecheck is how often at most an ID not in memory reads the store.
+const missRecheck = time.Second
 
 // strategy returns the strategy id names ("": the plain alert). An ID
-// not in memory is looked up in the store once (put on another node, its
-// notice not here yet); unknown after that is CodeInvalidArgument.
+// not in memory may read the store (put on another node, its notice not
+// here yet; missed): unknown after that is CodeInvalidArgument, and
+// CodeUnavailable when the read failed (the ID may well exist).
 func (s *Service) strategy(id string) (Strategy, error) {
 	if id == "" {
 		return Strategy{}, nil
@@ -169,45 +175,72 @@ func (s *Service) strategy(id string) (Strategy, error) {
 	if st, ok := s.strategies.file[id]; ok {
 		return st, nil
 	}
-	s.strategies.mu.RLock()
-	st, ok := s.strategies.managed[id]
-	s.strategies.mu.RUnlock()
-	if ok {
+	if st, ok := s.managedStrategy(id); ok {
 		return st, nil
 	}
-	if s.shared != nil && s.missRead(id) {
-		ctx, cancel := context.WithTimeout(s.dsp.abort, 5*time.Second)
-		_, err := s.RefreshStrategies(ctx)
-		cancel()
-		if err == nil {
-			s.strategies.mu.RLock()
-			st, ok = s.strategies.managed[id]
-			s.strategies.mu.RUnlock()
-			if ok {
-				return st, nil
-			}
+	if s.shared != nil {
+		if err := s.missed(); err != nil {
+			return Strategy{}, herald.Errorf(herald.CodeUnavailable, "push.resources_id %q: the push strategies could not be read: %s", id, herald.ErrorMessage(err))
+		}
+		if st, ok := s.managedStrategy(id); ok {
+			return st, nil
 		}
 	}
 	return Strategy{}, herald.Errorf(herald.CodeInvalidArgument, "push.resources_id %q names no push strategy configured on this server", id)
 }
 
-// missRead reports whether an ID not in memory should be looked up in
-// the store: not if the same ID was, less than missRecheck ago.
-func (s *Service) missRead(id string) bool {
-	now := s.cfg.Now()
-	s.strategies.mu.Lock()
-	defer s.strategies.mu.Unlock()
-	if at, ok := s.strategies.missed[id]; ok && now.Sub(at) < missRecheck && !now.Before(at) {
-		return false
-	}
-	if s.strategies.missed == nil || len(s.strategies.missed) >= maxMissed {
-		s.strategies.missed = make(map[string]time.Time)
-	}
-	s.strategies.missed[id] = now
-	return true
+func (s *Service) managedStrategy(id string) (Strategy, bool) {
+	s.strategies.mu.RLock()
+	defer s.strategies.mu.RUnlock()
+	st, ok := s.strategies.managed[id]
+	return st, ok
 }
 
-// Strategies lists every strategy, by resources ID.
+// missed reads the managed strategies into memory for an ID not there,
+// unless a read began less than missRecheck ago; a caller that finds one
+// in flight waits for it instead. It returns the error of the read it
+// made or waited for (nil when it made none). It blocks on the store.
+func (s *Service) missed() error {
+	ss := &s.strategies
+	now := s.cfg.Now()
+	ss.missMu.Lock()
+	if ch := ss.missWait; ch != nil {
+		ss.missMu.Unlock()
+		select {
+		case <-ch:
+		case <-s.dsp.abort.Done():
+			return s.dsp.abort.Err()
+		}
+		ss.missMu.Lock()
+		defer ss.missMu.Unlock()
+		return ss.missErr
+	}
+	if !ss.missAt.IsZero() && !now.Before(ss.missAt) && now.Sub(ss.missAt) < missRecheck {
+		ss.missMu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	prev := ss.missAt
+	ss.missWait, ss.missAt = ch, now
+	ss.missMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(s.dsp.abort, 5*time.Second)
+	_, err := s.refreshMirror(ctx)
+	cancel()
+
+	ss.missMu.Lock()
+	ss.missWait, ss.missErr = nil, err
+	if err != nil {
+		ss.missAt = prev // a failed read does not count: the next miss reads again
+	}
+	ss.missMu.Unlock()
+	close(ch)
+	return err
+}
+
+// Strategies lists every strategy in force, by resources ID: a stored
+// strategy the file defines too is shadowed by the file's and listed once,
+// as the file's.
 func (s *Service) Strategies() []NamedStrategy {
 	out := make([]NamedStrategy, 0, len(s.strategies.file))
 	for id, st := range s.strategies.file {
@@ -215,6 +248,9 @@ func (s *Service) Strategies() []NamedStrategy {
 	}
 	s.strategies.mu.RLock()
 	for id, st := range s.strategies.managed {
+		if _, shadowed := s.strategies.file[id]; shadowed {
+			continue
+		}
 		out = append(out, NamedStrategy{ID: id, Source: SourceAPI, Strategy: st})
 	}
 	s.strategies.mu.RUnlock()
@@ -232,7 +268,10 @@ func (s *Service) PutStrategy(ctx context.Context, id string, st Strategy) (Name
 	if err := ValidateStrategy(id, &st); err != nil {
 		return NamedStrategy{}, err
 	}
-	err := s.changeStrategies(ctx, id, func(m map[string]Strategy) { m[id] = st })
+	if _, ok := s.strategies.file[id]; ok {
+		return NamedStrategy{}, herald.Errorf(herald.CodeConflict, "push strategy %q is defined in the push configuration file; change it there", id)
+	}
+	err := s.changeStrategies(ctx, func(m map[string]Strategy) bool { m[id] = st; return true })
 	if err != nil {
 		return NamedStrategy{}, err
 	}
@@ -242,19 +281,29 @@ func (s *Service) PutStrategy(ctx context.Context, id string, st Strategy) (Name
 
 // DeleteStrategy removes the managed strategy id. Messages already
 // accepted with it fail to push (their delivery log says why); new sends
-// naming it are refused. CodeNotFound when no managed strategy is id;
-// CodeConflict when the file defines it.
+// naming it are refused. A stored copy the file shadows (stored before
+// the file defined the ID) is deleted too, and the file's stays in force.
+// CodeNotFound when no managed strategy is id; CodeConflict when the file
+// defines id and no stored copy is left.
 func (s *Service) DeleteStrategy(ctx context.Context, id string) error {
 	found := false
-	err := s.changeStrategies(ctx, id, func(m map[string]Strategy) {
+	err := s.changeStrategies(ctx, func(m map[string]Strategy) bool {
 		_, found = m[id]
 		delete(m, id)
+		return found
 	})
 	if err != nil {
 		return err
 	}
-	if !found {
+	_, inFile := s.strategies.file[id]
+	switch {
+	case !found && inFile:
+		return herald.Errorf(herald.CodeConflict, "push strategy %q is defined in the push configuration file; change it there", id)
+	case !found:
 		return herald.Errorf(herald.CodeNotFound, "no push strategy %q is managed through the API", id)
+	case inFile:
+		s.log.Info("shadowed push strategy deleted from the store; the file's stays", "resources_id", id)
+		return nil
 	}
 	s.log.Info("push strategy deleted", "resources_id", id)
 	return nil
@@ -262,11 +311,9 @@ func (s *Service) DeleteStrategy(ctx context.Context, id string) error {
 
 // changeStrategies applies change to the stored record by compare-and-swap,
 // reading it again when another node changed it meanwhile, then to the
-// mirror, and tells the other nodes.
-func (s *Service) changeStrategies(ctx context.Context, id string, change func(map[string]Strategy)) error {
-	if _, ok := s.strategies.file[id]; ok {
-		return herald.Errorf(herald.CodeConflict, "push strategy %q is defined in the push configuration file; change it there", id)
-	}
+// mirror, and tells the other nodes. A change that reports false changed
+// nothing: nothing is written.
+func (s *Service) changeStrategies(ctx context.Context, change func(map[string]Strategy) bool) error {
 	if s.shared == nil {
 		return herald.Errorf(herald.CodeUnavailable, "this server's store keeps no managed push strategies")
 	}
@@ -277,7 +324,9 @@ func (s *Service) changeStrategies(ctx context.Context, id string, change func(m
 		if err != nil {
 			return err
 		}
-		change(m)
+		if !change(m) {
+			return nil
+		}
 		b, err := json.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("push: encoding strategies: %w", err)
@@ -322,33 +371,36 @@ func (s *Service) readStrategies(ctx context.Context) (map[string]Strategy, int6
 	return m, e.Version, nil
 }
 
-func (s *Service) setManaged(m map[string]Strategy, version int64) {
+// setManaged puts m, the record at version, in the mirror unless the
+// mirror holds that version or a later one, and reports whether it did.
+func (s *Service) setManaged(m map[string]Strategy, version int64) bool {
 	s.strategies.mu.Lock()
+	defer s.strategies.mu.Unlock()
+	if version <= s.strategies.version && s.strategies.managed != nil {
+		return false
+	}
 	s.strategies.managed, s.strategies.version = m, version
-	s.strategies.missed = nil // a put on this node is usable at once
-	s.strategies.mu.Unlock()
+	return true
 }
 
 // RefreshStrategies reads the managed strategies from the store into
-// memory and reports whether they differed from what this node held
-// (1) or not (0). Strategy changes on this node wait for it.
+// memory and reports whether they were newer than what this node held
+// (1) or not (0). It does not wait for strategy changes on this node.
 func (s *Service) RefreshStrategies(ctx context.Context) (int, error) {
 	if s.shared == nil {
 		return 0, nil
 	}
-	s.strategies.writeMu.Lock()
-	defer s.strategies.writeMu.Unlock()
+	return s.refreshMirror(ctx)
+}
+
+func (s *Service) refreshMirror(ctx context.Context) (int, error) {
 	m, version, err := s.readStrategies(ctx)
 	if err != nil {
 		return 0, err
 	}
-	s.strategies.mu.RLock()
-	same := version == s.strategies.version
-	s.strategies.mu.RUnlock()
-	if same {
+	if !s.setManaged(m, version) {
 		return 0, nil
 	}
-	s.setManaged(m, version)
 	return 1, nil
 }
 

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/config"
@@ -82,9 +84,13 @@ func LoadPushFile(path string) (*PushFile, error) {
 	if len(f.APNs) == 0 && len(f.FCM) == 0 && len(f.HMS) == 0 && f.WebPush == nil {
 		return nil, fmt.Errorf("push config %s: no provider: give at least one of \"apns\", \"fcm\", \"hms\" or \"webpush\"", path)
 	}
-	for id, st := range f.Strategies {
+	// In ID order, so that of several bad strategies the same one is
+	// named at every start. Builds before the checks of ValidateStrategy
+	// took such files: the error says what to change.
+	for _, id := range slices.Sorted(maps.Keys(f.Strategies)) {
+		st := f.Strategies[id]
 		if err := push.ValidateStrategy(id, &st); err != nil {
-			return nil, fmt.Errorf("push config %s: %s", path, herald.ErrorMessage(err))
+			return nil, fmt.Errorf("push config %s: \"strategies\": %s (the file's strategies are checked at start: docs/push.md, \"Strategies\")", path, herald.ErrorMessage(err))
 		}
 	}
 	if f.ContentFree != nil {

@@ -146,7 +146,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	// live session offline in their advanced calls.
 	calls := call.New(st, ps, call.Config{MaxInvitees: cfg.CallMaxInvitees, MaxParticipants: cfg.CallMaxParticipants, Cluster: cfg.Bus != "", Events: events, Logger: log,
 		OfflineRecheck: max(31*time.Second, cfg.HeartbeatTimeout+time.Second)})
-	users := user.New(st, ps, user.Config{Logger: log})
+	users := user.New(st, ps, user.Config{RequireRegistration: cfg.RequireRegistration, Logger: log})
 	var clusterEvents *presenceEvents // nil without a bus
 	gwEvents := gateway.Events(events)
 	var b bus.Bus
@@ -252,13 +252,14 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		return nil, err
 	}
 	s.nonces = nonces
+	fetchOrigins, _ := config.ParseOrigins(cfg.FetchOrigins) // checked by cfg.Validate
 	apiHandler := api.New(api.Config{
 		Nonces: nonces, PendingBodyBytes: cfg.APIPendingBodyBytes, Authenticated: markAuthenticated,
 		BodyReadTimeout: min(5*time.Second, cfg.HTTPReadTimeout), Secret: secret,
 		AppID: cfg.AppID, Rate: cfg.APIRate, Burst: cfg.APIBurst, TimeWindow: cfg.APITimeWindow,
 		Limits: limits, Push: ps, Chat: ch, Sessions: gw, Calls: calls, Users: users, Logger: log,
 		Shared: sharedRecord(shared), Nodes: cl.nodeCount(),
-		Strategies: ps, Messages: ch,
+		Strategies: ps, Messages: ch, FetchCheck: users, FetchOrigins: fetchOrigins,
 	})
 	mux.Handle("/api/", apiHandler)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {

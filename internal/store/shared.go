@@ -25,6 +25,7 @@ const (
 	SharedConsoleSession = "console-session" // internal/console: session ID hash -> CSRF token " " slot key; "slot/" admin token hash "/" i -> opened " " session key
 	SharedAPNsJWT        = "apns-jwt"        // internal/push/apns: team "/" key ID -> token
 	SharedPushStrategies = "push-strategies" // internal/push: "all" -> the strategies managed through the API, as JSON; never expires
+	SharedFetchRevoked   = "fetch-revoked"   // internal/user: user ID -> Unix seconds (decimal) up to which the user's fetch tokens are refused
 )
 
 // Limits of a shared entry.

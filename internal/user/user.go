@@ -14,17 +14,25 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/token"
 )
 
-// Store is what the service needs of the storage contract.
+// Store is what the service needs of the storage contract: the registry,
+// and the shared table, where an unregistration leaves the time up to
+// which the user's fetch tokens are refused (every node on the store
+// reads it).
 type Store interface {
 	RegisterUsers(ctx context.Context, users []herald.User) ([]herald.User, error)
 	User(ctx context.Context, id string) (herald.User, error)
 	UnregisterUser(ctx context.Context, id string) error
+	PutShared(ctx context.Context, e store.SharedEntry, now time.Time) (store.SharedEntry, error)
+	GetShared(ctx context.Context, namespace, key string, now time.Time) (store.SharedEntry, error)
 }
 
 // Sessions closes a user's live sessions; the gateway implements it.
@@ -52,8 +60,11 @@ type Config struct {
 	// MaxCached bounds the login answers (registered or not) held in
 	// memory; past it the cache starts again empty. Zero means 100,000.
 	MaxCached int
-	Now       func() time.Time
-	Logger    *slog.Logger
+	// RequireRegistration: FetchAllowed refuses users not registered, as
+	// the gateway's login check does (require-registration).
+	RequireRegistration bool
+	Now                 func() time.Time
+	Logger              *slog.Logger
 }
 
 // Service is the user registry.
@@ -135,9 +146,10 @@ type Unregistered struct {
 	Devices  []string // push devices removed
 }
 
-// Unregister deletes user id's record, then kicks their live sessions
-// (CloseKickedOut, KickReason), waits for them to end, and removes their
-// push devices, whether or not the server requires registration. Their
+// Unregister revokes user id's fetch tokens (RevokeFetchTokens), deletes
+// their record, then kicks their live sessions (CloseKickedOut,
+// KickReason), waits for them to end, and removes their push devices,
+// whether or not the server requires registration. Their
 // messages, conversations and group memberships stay. An unregister of a
 // user no longer registered still kicks and removes what is left (a
 // retry after a failed cleanup); it is CodeNotFound only when there was
@@ -146,6 +158,12 @@ type Unregistered struct {
 // check after the session joined the hub, so no session survives.
 func (s *Service) Unregister(ctx context.Context, id string) (Unregistered, error) {
 	if err := herald.ValidateUserID(id); err != nil {
+		return Unregistered{}, err
+	}
+	// Revoked first: a failure leaves the record, and the unregister is
+	// retried whole. Done after the record went, a failure would leave a
+	// person who registers the ID next reading with the old tokens.
+	if err := s.RevokeFetchTokens(ctx, id); err != nil {
 		return Unregistered{}, err
 	}
 	err := s.st.UnregisterUser(ctx, id)
@@ -212,6 +230,76 @@ func (s *Service) Registered(ctx context.Context, user string) (bool, error) {
 	}
 	s.mu.Unlock()
 	return ok, nil
+}
+
+// revokedTTL is how long a revocation is kept: past it, every token
+// issued before it has expired (a fetch token lives at most
+// token.MaxFetchTTL).
+const revokedTTL = token.MaxFetchTTL + token.MaxClockSkew + time.Minute
+
+// RevokeFetchTokens refuses, from now on and on every node on the store,
+// the fetch tokens of user issued up to now (token times are whole
+// seconds: a token issued in the same second as the revocation is refused
+// too). Logging out or kicking a user does not revoke them; unregistering
+// does. It blocks on the store.
+func (s *Service) RevokeFetchTokens(ctx context.Context, user string) error {
+	now := s.cfg.Now()
+	at := now.Unix()
+	for range 16 {
+		e := store.SharedEntry{Namespace: store.SharedFetchRevoked, Key: user, Expires: now.Add(revokedTTL)}
+		old, err := s.st.GetShared(ctx, store.SharedFetchRevoked, user, now)
+		switch herald.ErrorCode(err) {
+		case "":
+			e.Version = old.Version
+			if prev, _ := strconv.ParseInt(string(old.Value), 10, 64); prev > at {
+				return nil // a later revocation is in place
+			}
+		case herald.CodeNotFound:
+		default:
+			return storeErr("read fetch token revocation", err)
+		}
+		e.Value = strconv.AppendInt(nil, at, 10)
+		_, err = s.st.PutShared(ctx, e, now)
+		if herald.ErrorCode(err) == herald.CodeConflict {
+			continue // another node revoked meanwhile: read again
+		}
+		if err != nil {
+			return storeErr("revoke fetch tokens", err)
+		}
+		return nil
+	}
+	return herald.Errorf(herald.CodeUnavailable, "revoking user %q's fetch tokens conflicted too often; try again", user)
+}
+
+// FetchAllowed is the pushed-message fetch's check of a valid fetch
+// token of user issued at issued: CodeForbidden when the server requires
+// registration and user is not registered (as the login check answers);
+// CodeTokenInvalid when the token was issued up to a revocation (an
+// unregistration) of user; nil when it may read. It blocks on the store.
+func (s *Service) FetchAllowed(ctx context.Context, user string, issued time.Time) error {
+	if s.cfg.RequireRegistration {
+		ok, err := s.Registered(ctx, user)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return herald.Errorf(herald.CodeForbidden, "user %q is not registered", user)
+		}
+	}
+	e, err := s.st.GetShared(ctx, store.SharedFetchRevoked, user, s.cfg.Now())
+	switch herald.ErrorCode(err) {
+	case "":
+	case herald.CodeNotFound:
+		return nil
+	default:
+		return storeErr("read fetch token revocation", err)
+	}
+	at, perr := strconv.ParseInt(string(e.Value), 10, 64)
+	if perr != nil || issued.Unix() <= at {
+		return herald.Errorf(herald.CodeTokenInvalid, "user %s's fetch tokens issued up to %s were revoked (the user was unregistered); mint a new one",
+			user, time.Unix(at, 0).UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // invalidate forgets the cached answers for users.

@@ -8,13 +8,45 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/token"
 )
 
 // memStore is the registry part of the store in a map, counting reads.
 type memStore struct {
-	mu    sync.Mutex
-	users map[string]herald.User
-	reads int
+	mu     sync.Mutex
+	users  map[string]herald.User
+	reads  int
+	shared map[string]store.SharedEntry // by namespace "/" key
+}
+
+func (m *memStore) PutShared(ctx context.Context, e store.SharedEntry, now time.Time) (store.SharedEntry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := e.Namespace + "/" + e.Key
+	old, ok := m.shared[k]
+	if ok && !now.Before(old.Expires) {
+		ok = false
+	}
+	if ok && old.Version != e.Version || !ok && e.Version != 0 {
+		return store.SharedEntry{}, store.SharedConflict(&e)
+	}
+	e.Version++
+	if m.shared == nil {
+		m.shared = map[string]store.SharedEntry{}
+	}
+	m.shared[k] = e
+	return e, nil
+}
+
+func (m *memStore) GetShared(ctx context.Context, namespace, key string, now time.Time) (store.SharedEntry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.shared[namespace+"/"+key]
+	if !ok || !now.Before(e.Expires) {
+		return store.SharedEntry{}, store.SharedNotFound(namespace, key)
+	}
+	return e, nil
 }
 
 func (m *memStore) RegisterUsers(ctx context.Context, users []herald.User) ([]herald.User, error) {
@@ -144,5 +176,56 @@ func TestUnregisterKicksAndRemovesDevices(t *testing.T) {
 	r.devices["bob"] = []string{"pd_bob2"}
 	if res, err := s.Unregister(ctx, "bob"); err != nil || !slices.Equal(res.Devices, []string{"pd_bob2"}) {
 		t.Errorf("retried Unregister(bob) = %+v, %v; want the device left removed", res, err)
+	}
+}
+
+// TestFetchTokensRevoked: unregistering a user refuses the fetch tokens
+// issued up to then, also once the ID is registered again (by someone
+// else); tokens issued later read; under require-registration an
+// unregistered user's token is refused.
+func TestFetchTokensRevoked(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { return now }
+	for _, require := range []bool{false, true} {
+		st := &memStore{users: map[string]herald.User{}}
+		s := New(st, nil, Config{RequireRegistration: require, Now: clock})
+		if _, err := s.Register(ctx, []herald.User{{ID: "alice"}}); err != nil {
+			t.Fatal(err)
+		}
+		old := now.Add(-time.Hour)
+		if err := s.FetchAllowed(ctx, "alice", old); err != nil {
+			t.Fatalf("require %v: registered alice's token: %v; want allowed", require, err)
+		}
+		if _, err := s.Unregister(ctx, "alice"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FetchAllowed(ctx, "alice", old); herald.ErrorCode(err) == "" {
+			t.Errorf("require %v: token issued before the unregister: allowed; want refused", require)
+		}
+		now = now.Add(2 * time.Second)
+		fresh := now
+		err := s.FetchAllowed(ctx, "alice", fresh)
+		if require && herald.ErrorCode(err) != herald.CodeForbidden {
+			t.Errorf("require: unregistered alice's new token: %v; want forbidden", err)
+		}
+		if !require && err != nil {
+			t.Errorf("token issued after the unregister: %v; want allowed", err)
+		}
+		// The ID registered again: the old token stays refused, a new one reads.
+		if _, err := s.Register(ctx, []herald.User{{ID: "alice"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FetchAllowed(ctx, "alice", old); herald.ErrorCode(err) != herald.CodeTokenInvalid {
+			t.Errorf("require %v: old token after re-registration: %v; want token_invalid", require, err)
+		}
+		if err := s.FetchAllowed(ctx, "alice", fresh); err != nil {
+			t.Errorf("require %v: new token after re-registration: %v; want allowed", require, err)
+		}
+		// The revocation outlives every token it covers, then goes.
+		now = now.Add(token.MaxFetchTTL + token.MaxClockSkew + 2*time.Minute)
+		if _, err := st.GetShared(ctx, store.SharedFetchRevoked, "alice", now); herald.ErrorCode(err) != herald.CodeNotFound {
+			t.Errorf("revocation after the longest token life: %v; want expired", err)
+		}
 	}
 }
