@@ -8,8 +8,8 @@ import (
 	"math"
 	"net"
 	"os"
-	"syscall"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
