@@ -42,7 +42,24 @@ type PushDevice struct {
 	Device       string // the device ID of the session that registered it
 	RegisteredAt time.Time
 	Badge        int // the badge count last pushed to it (server-owned)
+	BadgeKind    BadgeKind
 }
+
+// BadgeKind says what a device's Badge counts, so that a read on another
+// device updates only the badges that show the user's unread total.
+type BadgeKind string
+
+const (
+	// BadgeNone: no badge shown by the server, or one it does not own: a
+	// count the app set (set_badge, a login's reset), or one stored
+	// before the kind was recorded.
+	BadgeNone BadgeKind = ""
+	// BadgeTotal: the user's unread total (enable_badge without
+	// badge_increment, or a silent badge update).
+	BadgeTotal BadgeKind = "total"
+	// BadgeCounted: the app's own count plus badge_increment pushes.
+	BadgeCounted BadgeKind = "counted"
+)
 
 // MaxPushTokenBytes bounds a push token of any provider.
 const MaxPushTokenBytes = 4096

@@ -53,7 +53,7 @@ func fillSmall(t *testing.T, s store.Store) {
 	if err := s.SetConversationMuted(ctx, "alice", msgs[0].Conv, true); err != nil {
 		t.Fatal(err)
 	}
-	err = s.FinishPush(ctx, nil, nil, []herald.PushAttempt{{At: migrateT0, User: "bob", PushID: d.PushID, MsgID: res[0].Message.ID, Outcome: herald.PushRetry}}, map[string]int{d.PushID: 1})
+	err = s.FinishPush(ctx, nil, nil, []herald.PushAttempt{{At: migrateT0, User: "bob", PushID: d.PushID, MsgID: res[0].Message.ID, Outcome: herald.PushRetry}}, map[string]store.Badge{d.PushID: {Count: 1, Kind: herald.BadgeCounted}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,22 +16,32 @@ import (
 // with a badge_increment keeps ZIM's meaning: the device's own count plus
 // the increment (dispatch.go has how those counts are stored).
 //
-// Each device's badge as last shown is held in the registry (and stored
-// with the push outcomes, as the increment counts are). When the user
-// reads on one device (MarkedRead), each of their other devices that was
-// shown a badge gets a silent badge update: one outbox job per device and
+// Each device's badge as last shown, with its kind (herald.BadgeKind: the
+// unread total, a count of increments, or none of the server's), is held
+// in the registry and stored on the device with the push outcomes, as the
+// increment counts are. When the user reads on one device (MarkedRead),
+// each of their other devices whose last badge was the unread total, and
+// not 0, gets a silent badge update: one outbox job per device and
 // coalescing window (BadgeCoalesce), keyed (push ID, -window), so the
 // reads of one window make one job (the store leaves a pending key
-// alone), due at the window's end and carrying the total as it is then.
-// Only providers that implement BadgeUpdater get them (APNs, FCM), and
-// not a device whose last badge here counted a badge_increment (the app
-// counts itself: the total would overwrite its count).
+// alone), due at the window's end and carrying the total as it is then,
+// and sent only if that total differs from the badge the device shows.
+// Only providers that implement BadgeUpdater get them (APNs, FCM); not a
+// device whose badge counts increments (the app counts itself: the total
+// would overwrite its count), nor one that shows none, or the app's own
+// number (set_badge, a login's reset).
 //
-// Several nodes: a node knows the badges it showed, not those another
-// node showed, so there a read sends the update to each of the user's
-// other devices of those providers, shown a badge or not (but for those
-// whose last badge on this node counted an increment), and the job
-// is sent even when the total equals the badge this node last showed.
+// Where the badge as shown is read (badgeDevices): on one node, in the
+// registry, which is the truth (the store's copy plus the outcomes not
+// written yet). On several nodes, in the store (UserPushDevices), once
+// when the read is handled and again when the update is sent: every node
+// writes the badges its pushes showed there, with their outcomes, and the
+// registry's copy is not fresh enough (a refresh keeps each node's own
+// counts). A badge this node showed and has not written yet is taken from
+// its registry instead. What no node sees: a push another node is sending
+// and has not written yet (its send plus FinishLinger), so a read in that
+// moment may leave that device's badge as the push showed it, until the
+// next push or read.
 
 // MaxBadge bounds the badge a client sets (set_badge).
 const MaxBadge = 99999
@@ -72,17 +82,20 @@ func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
 	if s.storedIn(user, device, window) {
 		return nil // this window's updates are stored already: one write per window
 	}
+	devs, err := s.badgeDevices(ctx, user)
+	if err != nil {
+		s.log.Warn("push: reading the badges shown for a read failed", "user_id", user, "err", err)
+		return fmt.Errorf("push: badge updates: %w", err)
+	}
 	var jobs []store.PushJob
 	var data []byte
-	s.reg.eachBadge(user, func(d *herald.PushDevice, counted bool) {
-		if d.Device == device || d.Provider == herald.ProviderAPNsVoIP || counted {
-			return // counted: the app counts itself; the total would overwrite its count
+	for i := range devs {
+		d := &devs[i]
+		if d.Device == device || d.Provider == herald.ProviderAPNsVoIP || d.BadgeKind != herald.BadgeTotal || d.Badge == 0 {
+			continue // not the unread total (the app counts itself, or set it), or no badge to lower
 		}
 		if bu, ok := s.providers[d.Provider].(BadgeUpdater); !ok || !bu.BadgeUpdates() {
-			return
-		}
-		if d.Badge == 0 && s.cfg.Node == "" {
-			return // shows no badge: nothing to lower
+			continue
 		}
 		if data == nil {
 			data = (&jobData{BadgeOnly: true}).marshal()
@@ -91,7 +104,7 @@ func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
 			PushID: d.PushID, MsgID: -window, User: user,
 			Due: due, Expires: due.Add(s.cfg.TTL), Data: data,
 		})
-	})
+	}
 	if len(jobs) == 0 {
 		return nil
 	}
@@ -105,6 +118,45 @@ func (s *Service) MarkedRead(ctx context.Context, user, device string) error {
 	stored(jobs)
 	s.storeRead(user, device, window)
 	return nil
+}
+
+// badgeDevices returns the devices bound to user with their badges as
+// last shown: on one node the registry's; on several the store's, but
+// for a badge this node showed and has not written yet (see the top of
+// this file).
+func (s *Service) badgeDevices(ctx context.Context, user string) ([]herald.PushDevice, error) {
+	if s.cfg.Node == "" {
+		return s.reg.ofUser(user), nil
+	}
+	devs, err := s.st.UserPushDevices(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	for i := range devs {
+		if n, kind, ok := s.reg.unwritten(devs[i].PushID); ok {
+			devs[i].Badge, devs[i].BadgeKind = n, kind
+		}
+	}
+	return devs, nil
+}
+
+// shownBadge returns device dev's badge as last shown, from where
+// badgeDevices reads it; found is false when the device is no longer
+// bound to user.
+func (s *Service) shownBadge(ctx context.Context, user string, dev *herald.PushDevice) (n int, kind herald.BadgeKind, found bool, err error) {
+	if s.cfg.Node == "" {
+		return dev.Badge, dev.BadgeKind, true, nil
+	}
+	devs, err := s.badgeDevices(ctx, user)
+	if err != nil {
+		return 0, herald.BadgeNone, false, err
+	}
+	for i := range devs {
+		if devs[i].PushID == dev.PushID {
+			return devs[i].Badge, devs[i].BadgeKind, true, nil
+		}
+	}
+	return 0, herald.BadgeNone, false, nil
 }
 
 type readKey struct{ user, device string }
@@ -192,7 +244,8 @@ func (s *Service) readSeq(ctx context.Context, user, conv string) (int64, error)
 }
 
 // badgeUpdate sends the silent badge update j to dev: the user's unread
-// total as it is now, unless (one node) the device already shows it.
+// total as it is now, if the device's badge as last shown is the unread
+// total and another number.
 func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevice, now time.Time) outcome {
 	ctx := s.dsp.abort
 	o.log.MsgID = 0
@@ -211,15 +264,25 @@ func (s *Service) badgeUpdate(o outcome, j *store.PushJob, dev *herald.PushDevic
 	if !ok {
 		return skip(herald.PushFailed, fmt.Sprintf("provider %s is not configured", dev.Provider))
 	}
+	shown, kind, found, err := s.shownBadge(ctx, j.User, dev)
+	if err != nil {
+		s.log.Warn("push: reading the badge shown for a badge update failed; retrying", "user_id", j.User, "err", err)
+		return s.wait(o, s.cfg.Now().Add(s.backoff(j.Attempt, 0)), "badge update: reading the badge shown failed")
+	}
+	switch {
+	case !found:
+		return skip(herald.PushSkipped, "badge update: device no longer bound to the recipient")
+	case kind == herald.BadgeCounted:
+		return skip(herald.PushSkipped, "badge update: the device's badge counts badge_increment pushes (the app counts itself)")
+	case kind != herald.BadgeTotal:
+		return skip(herald.PushSkipped, "badge update: the device shows no unread total (none, or the app's own number)")
+	}
 	total, err := s.unreadTotal(ctx, j.User)
 	if err != nil {
 		s.log.Warn("push: reading the unread total for a badge update failed; retrying", "user_id", j.User, "err", err)
 		return s.wait(o, s.cfg.Now().Add(s.backoff(j.Attempt, 0)), "badge update: reading the unread total failed")
 	}
-	if s.reg.counted(dev.PushID) {
-		return skip(herald.PushSkipped, "badge update: the device's badge counts badge_increment pushes (the app counts itself)")
-	}
-	if s.cfg.Node == "" && total == dev.Badge {
+	if total == shown {
 		return skip(herald.PushSkipped, fmt.Sprintf("badge update: the device already shows %d", total))
 	}
 	// An alert push at priority 5 with the badge alone, not a background

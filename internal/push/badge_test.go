@@ -174,12 +174,13 @@ func (c *enqueueCounter) EnqueuePush(ctx context.Context, jobs []store.PushJob, 
 // on another device in the window writes its own.
 func TestReadsInOneWindowWriteOnce(t *testing.T) {
 	h := newHarness(t, push.Config{}, nil)
+	h.stop()
 	st := &enqueueCounter{Store: h.st}
 	svc := h.startOn(st, push.Config{BadgeCoalesce: time.Hour})
 	h.register(svc, "bob", 7)
-	if err := svc.SetBadge("bob", "phone", 3); err != nil {
-		t.Fatal(err)
-	}
+	m, jobs, stored := sendVia(t, svc, st, "bob", 1, 0) // the phone shows the unread total, 1
+	stored(jobs)
+	h.waitLogOf(st, m.ID, herald.PushSent)
 	ctx := context.Background()
 	for range 5 {
 		if err := svc.MarkedRead(ctx, "bob", "laptop"); err != nil {
@@ -228,5 +229,53 @@ func TestReadLeavesCountedBadgesAlone(t *testing.T) {
 	h.waitAccepted(3)
 	if in := h.emu.Arrived(token(1)); len(in) != 3 || badgeOnly(t, in[2].Payload) != 0 {
 		t.Errorf("phone got %d pushes, want the two messages and a badge update to 0", len(in))
+	}
+}
+
+// TestBadgeKindSurvivesRestart: what a device's badge counts is stored
+// with it, not only held in memory: after a restart, a read still leaves
+// a counted badge alone and one the app set (set_badge), and still lowers
+// the unread total another device shows.
+func TestBadgeKindSurvivesRestart(t *testing.T) {
+	h := newHarness(t, push.Config{BadgeCoalesce: 50 * time.Millisecond}, nil)
+	ctx := context.Background()
+	reg := func(device string, n int) {
+		t.Helper()
+		if _, err := h.svc.Register(ctx, "bob", device, herald.ProviderAPNs, token(n), app, herald.EnvProduction); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg("tablet", 2)
+	m := h.sendWith("bob", &herald.PushConfig{Title: "Alice", Content: "hi", EnableBadge: true, BadgeIncrement: 5})
+	h.waitLog(m.ID, herald.PushSent)
+	if err := h.svc.Logout(ctx, "bob", "tablet"); err != nil {
+		t.Fatal(err)
+	}
+	h.device("bob", 1) // the phone
+	reg("watch", 3)
+	m = h.sendWith("bob", unreadBadge())
+	h.waitAccepted(3)
+	if err := h.svc.SetBadge("bob", "watch", 4); err != nil { // the app's own number
+		t.Fatal(err)
+	}
+	reg("tablet", 2)
+	h.stop() // outcomes and set_badge written
+	h.start()
+	if err := h.st.SetReadSeq(ctx, "bob", m.Conv, m.Seq); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.MarkedRead(ctx, "bob", "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitAccepted(4)
+	h.waitSettled()
+	if in := h.emu.Arrived(token(1)); len(in) != 2 || badgeOnly(t, in[1].Payload) != 0 {
+		t.Errorf("phone got %d pushes, want its message and a badge update to 0", len(in))
+	}
+	if got := len(h.emu.Arrived(token(2))); got != 1 {
+		t.Errorf("tablet got %d pushes, want its message only: its badge counts increments", got)
+	}
+	if got := len(h.emu.Arrived(token(3))); got != 1 {
+		t.Errorf("watch got %d pushes, want its message only: the app set its badge", got)
 	}
 }

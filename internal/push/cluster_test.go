@@ -545,3 +545,88 @@ func TestClusterReleaseDoesNotHoldCommits(t *testing.T) {
 		t.Errorf("a chat commit waited for %d of %d releases of claimed jobs", n, p.probes.Load())
 	}
 }
+
+// TestClusterReadUpdatesOnlyTotalBadges: bob's phone was shown his unread
+// total by node A, his tablet a count of badge_increment pushes, his watch
+// no badge. Node B, whose registry learnt of the devices but not of A's
+// badges, handles bob's read on his laptop: the phone's badge goes down to
+// the new total, and neither the tablet nor the watch gets anything.
+func TestClusterReadUpdatesOnlyTotalBadges(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.stop() // its service, on SQLite, takes no part
+	ctx := context.Background()
+	cfg := push.Config{Lease: 10 * time.Second, ClaimEvery: 20 * time.Millisecond, BadgeCoalesce: 50 * time.Millisecond}
+	cfgA, cfgB := cfg, cfg
+	cfgA.Node, cfgB.Node = "node-a", "node-b"
+	a := h.startOn(stA, cfgA)
+	b := h.startOn(stB, cfgB)
+	reg := func(device string, n int) {
+		t.Helper()
+		if _, err := a.Register(ctx, "bob", device, herald.ProviderAPNs, token(n), app, herald.EnvProduction); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.RefreshDevices(ctx); err != nil { // as the bus's change notice makes it
+			t.Fatal(err)
+		}
+	}
+	const phone, tablet, watch = 1, 2, 3
+
+	reg("tablet", tablet)
+	m, jobs, stored := sendVia(t, a, stA, "bob", 1, 5) // the tablet counts: 5
+	stored(jobs)
+	h.waitLogOf(stA, m.ID, herald.PushSent)
+	if err := a.Logout(ctx, "bob", "tablet"); err != nil {
+		t.Fatal(err)
+	}
+	reg("phone", phone)
+	m, jobs, stored = sendVia(t, a, stA, "bob", 2, 0) // the phone shows the total: 2
+	stored(jobs)
+	h.waitLogOf(stA, m.ID, herald.PushSent)
+	if got := h.lastBadge(token(phone)); got != 2 {
+		t.Fatalf("phone badge %d, want 2: bob's unread total", got)
+	}
+	reg("tablet", tablet) // back, with its count
+	reg("watch", watch)
+	if _, err := b.RefreshDevices(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := stB.SetReadSeq(ctx, "bob", m.Conv, m.Seq-1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.MarkedRead(ctx, "bob", "laptop"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(h.emu.Arrived(token(phone))) < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("node B sent the phone no badge update")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if in := h.emu.Arrived(token(phone)); badgeOnly(t, in[1].Payload) != 1 {
+		t.Errorf("phone update %s; want the badge alone, 1: bob's total after the read", in[1].Payload)
+	}
+	emptyOutbox(t, stB) // every job of the read is done: nothing more will come
+	for deadline := time.Now().Add(10 * time.Second); b.Stats().Unrecorded != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("node B not settled: %+v", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := len(h.emu.Arrived(token(tablet))); got != 1 {
+		t.Errorf("tablet got %d pushes, want its message only: its badge counts increments", got)
+	}
+	if got := len(h.emu.Arrived(token(watch))); got != 0 {
+		t.Errorf("watch got %d pushes, want none: it was shown no badge", got)
+	}
+	devs, err := stB.UserPushDevices(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		if d.Device == "phone" && (d.Badge != 1 || d.BadgeKind != herald.BadgeTotal) {
+			t.Errorf("phone stored with badge %d %q, want 1 %q: the update's outcome", d.Badge, d.BadgeKind, herald.BadgeTotal)
+		}
+	}
+}

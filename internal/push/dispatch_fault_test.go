@@ -144,7 +144,7 @@ func (f *failingStore) PendingPush(ctx context.Context, after store.PushKey, lim
 	return f.Store.PendingPush(ctx, after, limit)
 }
 
-func (f *failingStore) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error {
+func (f *failingStore) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]store.Badge) error {
 	f.finishCalls.Add(1)
 	if f.failFinish.Load() {
 		f.failedFinishCalls.Add(1)

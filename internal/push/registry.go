@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
 )
 
 // registry mirrors the store's push devices in memory, so the push decision
@@ -16,10 +17,10 @@ type registry struct {
 	byID    map[string]*herald.PushDevice
 	byToken map[tokenKey]string // (provider, app, token) -> push ID
 	byUser  map[string][]string // bound user -> push IDs
-	// badges holds, per device, the badge count as stored and the number
-	// of resets since start; the device's Badge is the count as shown,
-	// which runs ahead of the stored one by the pushes whose outcome is not
-	// written yet (see dispatch.go).
+	// badges holds, per device, the badge count and kind as stored and
+	// the number of resets since start; the device's Badge and BadgeKind
+	// are the badge as shown, which runs ahead of the stored one by the
+	// pushes whose outcome is not written yet (see dispatch.go).
 	badges map[string]*badgeState
 	// seen holds, per device, when it was last registered again unchanged
 	// without a write (unchanged): the vendor's "gone since" timestamp
@@ -28,13 +29,9 @@ type registry struct {
 }
 
 type badgeState struct {
-	stored int
-	resets uint64
-	// counted: the device's last badge on this node was its own count
-	// plus a badge_increment (an app that counts itself), not the user's
-	// unread total; a silent update with the total would overwrite the
-	// app's count, so it gets none.
-	counted bool
+	stored     int
+	storedKind herald.BadgeKind
+	resets     uint64
 }
 
 type tokenKey struct {
@@ -82,7 +79,7 @@ func (r *registry) put(d herald.PushDevice) {
 	}
 	b := r.badges[d.PushID] // a registration again keeps its counts
 	if old, ok := r.byID[d.PushID]; ok {
-		d.Badge = old.Badge
+		d.Badge, d.BadgeKind = old.Badge, old.BadgeKind
 	}
 	r.removeLocked(d.PushID)
 	if b != nil {
@@ -100,7 +97,7 @@ func (r *registry) putLocked(d herald.PushDevice) {
 	r.byID[d.PushID] = &dd
 	delete(r.seen, d.PushID) // its stored time is the latest again
 	if r.badges[d.PushID] == nil {
-		r.badges[d.PushID] = &badgeState{stored: d.Badge}
+		r.badges[d.PushID] = &badgeState{stored: d.Badge, storedKind: d.BadgeKind}
 	}
 	r.byToken[tokenKey{d.Provider, d.App, d.Token}] = d.PushID
 	if d.User != "" {
@@ -131,7 +128,7 @@ func (r *registry) reconcile(devs []herald.PushDevice) int {
 	r.init()
 	for _, d := range devs {
 		if o, ok := old[d.PushID]; ok {
-			d.Badge = o.Badge
+			d.Badge, d.BadgeKind = o.Badge, o.BadgeKind
 			r.badges[d.PushID] = oldBadges[d.PushID]
 		}
 		r.putLocked(d)
@@ -272,15 +269,17 @@ func (r *registry) each(user string, fn func(d *herald.PushDevice)) {
 	}
 }
 
-// eachBadge is each, with whether the device's last badge on this node
-// counted increments (badgeState.counted).
-func (r *registry) eachBadge(user string, fn func(d *herald.PushDevice, counted bool)) {
+// unwritten returns device id's badge as shown here, and whether it
+// differs from the one this node last stored: a push of this node showed
+// it and its outcome is not written yet.
+func (r *registry) unwritten(id string) (int, herald.BadgeKind, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	for _, id := range r.byUser[user] {
-		b := r.badges[id]
-		fn(r.byID[id], b != nil && b.counted)
+	d, b := r.byID[id], r.badges[id]
+	if d == nil || b == nil {
+		return 0, herald.BadgeNone, false
 	}
+	return d.Badge, d.BadgeKind, d.Badge != b.stored || d.BadgeKind != b.storedKind
 }
 
 // addBadge raises device id's badge by inc and returns the new count and
@@ -293,9 +292,8 @@ func (r *registry) addBadge(id string, inc int) (int, uint64, bool) {
 		return 0, 0, false
 	}
 	d.Badge += inc
-	b := r.badges[id]
-	b.counted = true
-	return d.Badge, b.resets, true
+	d.BadgeKind = herald.BadgeCounted
+	return d.Badge, r.badges[id].resets, true
 }
 
 // showBadge records that device id is being shown n, the user's unread
@@ -308,34 +306,25 @@ func (r *registry) showBadge(id string, n int) (uint64, bool) {
 	if !ok {
 		return 0, false
 	}
-	d.Badge = n
-	b := r.badges[id]
-	b.counted = false
-	return b.resets, true
-}
-
-// counted reports whether device id's last badge on this node counted
-// increments (badgeState.counted).
-func (r *registry) counted(id string) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	b := r.badges[id]
-	return b != nil && b.counted
+	d.Badge, d.BadgeKind = n, herald.BadgeTotal
+	return r.badges[id].resets, true
 }
 
 // setBadges sets the badges of user's devices registered through device
 // to n, shown and stored (a login: 0; the client's set_badge: its own
-// number), and returns the IDs that changed: their stored count is
-// written with the next batch. An increment of a push started before it
-// is not added to the stored count afterwards.
+// number), of kind BadgeNone (the app's number, not the server's total),
+// and returns the IDs that changed: their stored count is written with
+// the next batch. An increment of a push started before it is not added
+// to the stored count afterwards.
 func (r *registry) setBadges(user, device string, n int) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ids []string
 	for _, id := range r.byUser[user] {
 		d, b := r.byID[id], r.badges[id]
-		if d.Device == device && (d.Badge != n || b.stored != n) {
+		if d.Device == device && (d.Badge != n || b.stored != n || d.BadgeKind != herald.BadgeNone || b.storedKind != herald.BadgeNone) {
 			d.Badge, b.stored = n, n
+			d.BadgeKind, b.storedKind = herald.BadgeNone, herald.BadgeNone
 			b.resets++
 			ids = append(ids, id)
 		}
@@ -349,26 +338,26 @@ func (r *registry) setBadges(user, device string, n int) []string {
 // counts of those devices and of the devices in reset, for the same write.
 // Only the finisher calls it, so the counts are written in the order they
 // were taken.
-func (r *registry) commitBadges(incs []badgeInc, reset map[string]struct{}) map[string]int {
+func (r *registry) commitBadges(incs []badgeInc, reset map[string]struct{}) map[string]store.Badge {
 	if len(incs) == 0 && len(reset) == 0 {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string]int, len(incs)+len(reset))
+	out := make(map[string]store.Badge, len(incs)+len(reset))
 	for _, in := range incs {
 		if b := r.badges[in.pushID]; b != nil && b.resets == in.epoch {
 			if in.abs {
-				b.stored = in.inc
+				b.stored, b.storedKind = in.inc, herald.BadgeTotal
 			} else {
-				b.stored += in.inc
+				b.stored, b.storedKind = b.stored+in.inc, herald.BadgeCounted
 			}
-			out[in.pushID] = b.stored
+			out[in.pushID] = store.Badge{Count: b.stored, Kind: b.storedKind}
 		}
 	}
 	for id := range reset {
 		if b := r.badges[id]; b != nil {
-			out[id] = b.stored
+			out[id] = store.Badge{Count: b.stored, Kind: b.storedKind}
 		}
 	}
 	return out

@@ -21,7 +21,7 @@ type Store interface {
 	ClaimPush(ctx context.Context, owner string, held bool, after store.PushKey, now time.Time, lease time.Duration, limit int) ([]store.PushJob, error)
 	RenewPush(ctx context.Context, owner string, keys []store.PushKey, now time.Time, lease time.Duration) ([]store.PushKey, error)
 	ReleasePush(ctx context.Context, owner string, keys []store.PushKey) error
-	FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error
+	FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]store.Badge) error
 	PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.PushAttempt, error)
 	PrunePushLog(ctx context.Context, before time.Time) (int, error)
 	RegisterPushDevice(ctx context.Context, d herald.PushDevice) (herald.PushDevice, error)
@@ -29,6 +29,7 @@ type Store interface {
 	UnbindPushDevices(ctx context.Context, user, device string) ([]string, error)
 	DropPushDevice(ctx context.Context, pushID string, at time.Time) (bool, error)
 	PushDevices(ctx context.Context) ([]herald.PushDevice, error)
+	UserPushDevices(ctx context.Context, user string) ([]herald.PushDevice, error)
 	PruneUnboundPushDevices(ctx context.Context, before time.Time) (int, error)
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
 	SetConversationMuted(ctx context.Context, user, conv string, muted bool) error

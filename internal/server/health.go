@@ -110,7 +110,7 @@ func (h *writeHealth) SaveCursors(ctx context.Context, batch []store.DeviceCurso
 	return h.note(h.Store.SaveCursors(ctx, batch), false)
 }
 
-func (h *writeHealth) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error {
+func (h *writeHealth) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]store.Badge) error {
 	return h.note(h.Store.FinishPush(ctx, done, retry, log, badges), false)
 }
 

@@ -214,8 +214,8 @@ type Store interface {
 	// the jobs in done leave the outbox, the jobs in retry replace their
 	// pending versions (new Due, Attempt and LeaseUntil; one not pending
 	// any more is ignored), the attempts are appended to the delivery log,
-	// and the badges (push ID -> count) are stored on their devices (a
-	// device that is gone is ignored).
+	// and the badges (push ID -> count and kind) are stored on their
+	// devices (a device that is gone is ignored).
 	//
 	// A backend with leases deletes or reschedules a job whose key or job
 	// names an Owner only while that owner holds it: a node whose lease
@@ -223,7 +223,7 @@ type Store interface {
 	// node (its attempts and badges are still stored: the push was made).
 	// An empty Owner applies whoever holds the job; a backend without
 	// leases always does.
-	FinishPush(ctx context.Context, done []PushKey, retry []PushJob, log []herald.PushAttempt, badges map[string]int) error
+	FinishPush(ctx context.Context, done []PushKey, retry []PushJob, log []herald.PushAttempt, badges map[string]Badge) error
 
 	// PushLog returns up to limit delivery-log entries matching q, newest
 	// first. With none of q's User, PushID, MsgID set it returns the
@@ -262,6 +262,12 @@ type Store interface {
 	// PushDevices returns every registered device (bound or not), in PushID
 	// order: the push service loads them at start.
 	PushDevices(ctx context.Context) ([]herald.PushDevice, error)
+
+	// UserPushDevices returns the devices bound to user, in PushID order,
+	// as stored (their badges as last written by any node): a read's
+	// badge updates are decided from them. CodeInvalidArgument for an
+	// empty user.
+	UserPushDevices(ctx context.Context, user string) ([]herald.PushDevice, error)
 
 	// PruneUnboundPushDevices deletes the devices bound to no user that
 	// registered before before, and returns how many. An unbound device is
@@ -430,6 +436,12 @@ type Store interface {
 
 	// Close flushes and releases the store. Calls after Close fail.
 	Close() error
+}
+
+// Badge is a device's badge as last shown: the count and what it counts.
+type Badge struct {
+	Count int
+	Kind  herald.BadgeKind
 }
 
 // PushKey names a job of the outbox: one message to one device.

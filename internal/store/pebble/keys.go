@@ -48,8 +48,10 @@ var (
 // encoding 3 (the sender's device): a build that knows only 5 would fail
 // on every message written since. 7 added push rules (y keys): a build
 // that knows only 6 would not fail on them but ignore them, pushing the
-// phones a user's rule holds back, so it must refuse the directory.
-const formatVersion = 7
+// phones a user's rule holds back, so it must refuse the directory. 8
+// added push device encoding 2 (the badge's kind): a build that knows
+// only 7 would fail on every device whose badge was written since.
+const formatVersion = 8
 
 // errCorrupt marks stored bytes that do not decode.
 var errCorrupt = errors.New("pebble: corrupt record")
@@ -486,9 +488,12 @@ func msgLogPrefix(msgID int64) []byte {
 
 // Value encodings, each led by a version byte.
 const (
-	jobVersion     = 1
-	deviceVersion  = 1
-	attemptVersion = 1
+	jobVersion = 1
+	// deviceVersion 2 (format 8) appended the badge's kind; 1 has none
+	// (herald.BadgeNone).
+	deviceVersion   = 2
+	deviceVersionV1 = 1
+	attemptVersion  = 1
 )
 
 // encodeJob appends the part of j not in its queue key: user, conv, seq,
@@ -554,19 +559,21 @@ func encodeDevice(b []byte, d *herald.PushDevice) []byte {
 	b = appendString(b, d.User)
 	b = appendString(b, d.Device)
 	b = binary.AppendVarint(b, d.RegisteredAt.UnixMilli())
-	return binary.AppendVarint(b, int64(d.Badge))
+	b = binary.AppendVarint(b, int64(d.Badge))
+	return appendString(b, string(d.BadgeKind))
 }
 
 func decodeDevice(pushID string, b []byte) (herald.PushDevice, error) {
 	d := herald.PushDevice{PushID: pushID}
-	if len(b) == 0 || b[0] != deviceVersion {
+	if len(b) == 0 || (b[0] != deviceVersion && b[0] != deviceVersionV1) {
 		return d, fmt.Errorf("%w: unknown push device version", errCorrupt)
 	}
+	version := b[0]
 	b = b[1:]
 	var (
-		provider, env string
-		at, badge     int64
-		err           error
+		provider, env, kind string
+		at, badge           int64
+		err                 error
 	)
 	for _, dst := range []*string{&provider, &d.Token, &d.App, &env, &d.User, &d.Device} {
 		if *dst, b, err = readString(b); err != nil {
@@ -579,10 +586,15 @@ func decodeDevice(pushID string, b []byte) (herald.PushDevice, error) {
 	if badge, b, err = readVarint(b); err != nil {
 		return d, err
 	}
+	if version >= 2 {
+		if kind, b, err = readString(b); err != nil {
+			return d, err
+		}
+	}
 	if len(b) != 0 {
 		return d, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(b))
 	}
-	d.Provider, d.Env = herald.PushProvider(provider), herald.PushEnvironment(env)
+	d.Provider, d.Env, d.BadgeKind = herald.PushProvider(provider), herald.PushEnvironment(env), herald.BadgeKind(kind)
 	d.RegisteredAt, d.Badge = time.UnixMilli(at).UTC(), int(badge)
 	return d, nil
 }

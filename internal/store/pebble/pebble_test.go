@@ -523,3 +523,25 @@ func TestRetryOfALargeBatch(t *testing.T) {
 			got[0].Message.Seq, got[0].Duplicate, orig[6].Message.Seq)
 	}
 }
+
+// TestDeviceEncodingV1: a push device written before format 8 (encoding
+// 1, no badge kind) is still read, with none; encoding 2 keeps the kind.
+func TestDeviceEncodingV1(t *testing.T) {
+	d := herald.PushDevice{PushID: "pd_x", Provider: herald.ProviderAPNs, Token: "aa", App: "app", Env: herald.EnvProduction,
+		User: "bob", Device: "phone", RegisteredAt: time.UnixMilli(1000).UTC(), Badge: 3, BadgeKind: herald.BadgeCounted}
+	v2 := encodeDevice(nil, &d)
+	got, err := decodeDevice(d.PushID, v2)
+	if err != nil || got != d {
+		t.Errorf("encoding 2 read back as %+v, %v; want %+v", got, err, d)
+	}
+	v1 := append([]byte{deviceVersionV1}, v2[1:len(v2)-1-len(d.BadgeKind)]...)
+	want := d
+	want.BadgeKind = herald.BadgeNone
+	got, err = decodeDevice(d.PushID, v1)
+	if err != nil || got != want {
+		t.Errorf("encoding 1 read as %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := decodeDevice(d.PushID, append([]byte{deviceVersion + 1}, v2[1:]...)); err == nil {
+		t.Error("a device of an unknown encoding was read")
+	}
+}

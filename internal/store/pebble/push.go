@@ -282,7 +282,7 @@ func logIndexPrefixes(a *herald.PushAttempt) [][]byte {
 
 // FinishPush implements store.Store: one batch committed with Sync. done
 // is applied before retry, so a job in both leaves the outbox.
-func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error {
+func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]store.Badge) error {
 	if err := s.acquirePush(ctx); err != nil {
 		return fmt.Errorf("pebble: finish push: %w", err)
 	}
@@ -293,7 +293,7 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 	return nil
 }
 
-func (s *Store) finishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error {
+func (s *Store) finishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]store.Badge) error {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
 	for _, k := range done {
@@ -326,7 +326,7 @@ func (s *Store) finishPush(ctx context.Context, done []store.PushKey, retry []st
 		if !found {
 			continue // a device that is gone
 		}
-		d.Badge = badge
+		d.Badge, d.BadgeKind = badge.Count, badge.Kind
 		if err := b.Set(deviceKey(pushID), encodeDevice(nil, &d), nil); err != nil {
 			return err
 		}
@@ -528,7 +528,7 @@ func (s *Store) registerPushDevice(ctx context.Context, d herald.PushDevice) (he
 		stored.Token = d.Token
 	default:
 		stored = d
-		stored.PushID, stored.Badge = store.NewPushID(), 0
+		stored.PushID, stored.Badge, stored.BadgeKind = store.NewPushID(), 0, herald.BadgeNone
 	}
 	stored.Env, stored.RegisteredAt = d.Env, time.UnixMilli(s.push.now().UnixMilli()).UTC()
 	if err := b.Set(deviceKey(stored.PushID), encodeDevice(nil, &stored), nil); err != nil {

@@ -687,6 +687,42 @@ func pushLog(ctx context.Context, r reader, prefix []byte, q store.PushLogQuery)
 	return log, it.Error()
 }
 
+// UserPushDevices implements store.Store: one scan of the user's binding
+// keys, then a read of each device.
+func (s *Store) UserPushDevices(ctx context.Context, user string) ([]herald.PushDevice, error) {
+	if user == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var ids []string
+	prefix := appendString([]byte{tagPushBinding}, user)
+	err := scan(s.db, prefix, func(_, v []byte) (bool, error) {
+		ids = append(ids, string(v))
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pebble: push devices of user: %w", err)
+	}
+	slices.Sort(ids)
+	devices := make([]herald.PushDevice, 0, len(ids))
+	for _, id := range ids {
+		d, found, err := getDevice(s.db, id)
+		if err != nil {
+			return nil, fmt.Errorf("pebble: push devices of user: %w", err)
+		}
+		if found && d.User == user {
+			devices = append(devices, d)
+		}
+	}
+	return devices, nil
+}
+
 // PushDevices implements store.Store: one scan of the device keys, which
 // sort by push ID.
 func (s *Store) PushDevices(ctx context.Context) ([]herald.PushDevice, error) {

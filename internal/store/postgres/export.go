@@ -485,7 +485,7 @@ func importRows(ctx context.Context, tx pgx.Tx, t store.Table, r *store.Rows) er
 	case store.TablePushDevices:
 		return copyRows(ctx, tx, "push_devices", strings.Split(strings.ReplaceAll(deviceCols, " ", ""), ","), len(r.PushDevices), func(i int) []any {
 			d := &r.PushDevices[i]
-			return []any{d.PushID, string(d.Provider), d.Token, d.App, string(d.Env), d.User, d.Device, millis(d.RegisteredAt), int32(d.Badge)}
+			return []any{d.PushID, string(d.Provider), d.Token, d.App, string(d.Env), d.User, d.Device, millis(d.RegisteredAt), int32(d.Badge), string(d.BadgeKind)}
 		})
 	case store.TablePushOutbox:
 		// fresh: COPY, and a job already stored fails the page.

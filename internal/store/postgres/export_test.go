@@ -207,7 +207,7 @@ func TestExportCoversSchema(t *testing.T) {
 		"members":      {"user_id": E, "conv_id": R, "read_seq": E, "role": E, "join_seq": E, "joined_at": E},
 		"cursors":      storetest.Cols(E, "user_id", "device", "conv_key", "seq"),
 		"mutes":        storetest.Cols(E, "user_id", "conv_key"),
-		"push_devices": storetest.Cols(E, "push_id", "provider", "token", "app", "env", "user_id", "device", "registered_at", "badge"),
+		"push_devices": storetest.Cols(E, "push_id", "provider", "token", "app", "env", "user_id", "device", "registered_at", "badge", "badge_kind"),
 		// A lease names a node of the source's cluster: the copy's jobs
 		// are nobody's.
 		"push_outbox": {"msg_id": E, "push_id": E, "due": E, "user_id": E, "conv_key": E, "seq": E, "expires": E, "attempt": E, "data": E,

@@ -60,9 +60,9 @@ func TestTwoNodesFinishPushLockOrder(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for round := range 10 {
-				badges := make(map[string]int, len(ids))
+				badges := make(map[string]store.Badge, len(ids))
 				for i, id := range ids {
-					badges[id] = ni*1000 + round + i
+					badges[id] = store.Badge{Count: ni*1000 + round + i, Kind: herald.BadgeCounted}
 				}
 				if err := node.FinishPush(ctx, nil, nil, nil, badges); err != nil {
 					t.Errorf("node %d: FinishPush: %v", ni, err)

@@ -25,7 +25,7 @@ import (
 // one statement, one round trip, whatever the row count.
 
 const (
-	deviceCols = `push_id, provider, token, app, env, user_id, device, registered_at, badge`
+	deviceCols = `push_id, provider, token, app, env, user_id, device, registered_at, badge, badge_kind`
 	jobCols    = `push_id, msg_id, user_id, conv_key, seq, due, expires, attempt, data, lease_owner, lease_until`
 	logCols    = `at, push_id, user_id, msg_id, conv_key, provider, app, env, attempt, outcome, status, reason, body, notif_id, latency`
 )
@@ -392,7 +392,7 @@ func afterKey(k store.PushKey) (due int64, pushID string, msgID int64) {
 // FinishPush implements store.Store: one transaction, a statement per
 // kind of change. done is applied before retry, so a job in both leaves
 // the outbox.
-func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error {
+func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]store.Badge) error {
 	if s.closed.Load() {
 		return errClosed
 	}
@@ -446,16 +446,19 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 			var (
 				ids    []string
 				counts []int32
+				kinds  []string
 			)
 			for id := range badges {
 				ids = append(ids, id)
 			}
 			slices.Sort(ids) // one lock order for every writer
 			for _, id := range ids {
-				counts = append(counts, int32(badges[id]))
+				counts = append(counts, int32(badges[id].Count))
+				kinds = append(kinds, string(badges[id].Kind))
 			}
-			if _, err := tx.Exec(ctx, `UPDATE push_devices d SET badge = b.badge
-				FROM unnest($1::text[], $2::integer[]) AS b(push_id, badge) WHERE d.push_id = b.push_id`, ids, counts); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE push_devices d SET badge = b.badge, badge_kind = b.kind
+				FROM unnest($1::text[], $2::integer[], $3::text[]) AS b(push_id, badge, kind) WHERE d.push_id = b.push_id`,
+				ids, counts, kinds); err != nil {
 				return fmt.Errorf("set badges: %w", err)
 			}
 		}
@@ -589,9 +592,10 @@ func scanDevice(row pgx.Row) (herald.PushDevice, error) {
 		provider, env string
 		at            int64
 		badge         int32
+		kind          string
 	)
-	err := row.Scan(&d.PushID, &provider, &d.Token, &d.App, &env, &d.User, &d.Device, &at, &badge)
-	d.Provider, d.Env = herald.PushProvider(provider), herald.PushEnvironment(env)
+	err := row.Scan(&d.PushID, &provider, &d.Token, &d.App, &env, &d.User, &d.Device, &at, &badge, &kind)
+	d.Provider, d.Env, d.BadgeKind = herald.PushProvider(provider), herald.PushEnvironment(env), herald.BadgeKind(kind)
 	d.RegisteredAt, d.Badge = fromMillis(at), int(badge)
 	return d, err
 }
@@ -671,8 +675,8 @@ func (s *Store) RegisterPushDevice(ctx context.Context, d herald.PushDevice) (he
 			stored.Token = d.Token
 		default:
 			stored = d
-			stored.PushID, stored.Badge = store.NewPushID(), 0
-			if _, err := tx.Exec(ctx, "INSERT INTO push_devices ("+deviceCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+			stored.PushID, stored.Badge, stored.BadgeKind = store.NewPushID(), 0, herald.BadgeNone
+			if _, err := tx.Exec(ctx, "INSERT INTO push_devices ("+deviceCols+") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, '')",
 				stored.PushID, string(d.Provider), d.Token, d.App, string(d.Env), d.User, d.Device, now); err != nil {
 				return fmt.Errorf("insert device: %w", err)
 			}
@@ -761,6 +765,33 @@ func (s *Store) PruneUnboundPushDevices(ctx context.Context, before time.Time) (
 		return 0, fmt.Errorf("postgres: prune unbound push devices: %w", err)
 	}
 	return int(tag.RowsAffected()), nil
+}
+
+// UserPushDevices implements store.Store.
+func (s *Store) UserPushDevices(ctx context.Context, user string) ([]herald.PushDevice, error) {
+	if user == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.pool.Query(ctx, "SELECT "+deviceCols+" FROM push_devices WHERE user_id = $1 AND user_id <> '' ORDER BY push_id", user)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: push devices of user: %w", err)
+	}
+	defer rows.Close()
+	devices := []herald.PushDevice{}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: push devices of user: %w", err)
+		}
+		devices = append(devices, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: push devices of user: %w", err)
+	}
+	return devices, nil
 }
 
 // PushDevices implements store.Store.

@@ -405,8 +405,8 @@ func (im *importer) table(ctx context.Context, t store.Table, r *store.Rows) err
 		}
 	case store.TablePushDevices:
 		for _, d := range r.PushDevices {
-			if err := im.exec(ctx, "push device "+d.PushID, "INSERT INTO push_devices ("+deviceCols+") VALUES (?,?,?,?,?,?,?,?,?)",
-				d.PushID, string(d.Provider), d.Token, d.App, string(d.Env), d.User, d.Device, millis(d.RegisteredAt), int64(d.Badge)); err != nil {
+			if err := im.exec(ctx, "push device "+d.PushID, "INSERT INTO push_devices ("+deviceCols+") VALUES (?,?,?,?,?,?,?,?,?,?)",
+				d.PushID, string(d.Provider), d.Token, d.App, string(d.Env), d.User, d.Device, millis(d.RegisteredAt), int64(d.Badge), string(d.BadgeKind)); err != nil {
 				return err
 			}
 		}

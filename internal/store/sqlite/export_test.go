@@ -88,7 +88,7 @@ func TestExportCoversSchema(t *testing.T) {
 		"members":      {"user_id": E, "conv_id": R, "read_seq": E, "role": E, "join_seq": E, "joined_at": E},
 		"cursors":      storetest.Cols(E, "user_id", "device", "conv_key", "seq"),
 		"mutes":        storetest.Cols(E, "user_id", "conv_key"),
-		"push_devices": storetest.Cols(E, "push_id", "provider", "token", "app", "env", "user_id", "device", "registered_at", "badge"),
+		"push_devices": storetest.Cols(E, "push_id", "provider", "token", "app", "env", "user_id", "device", "registered_at", "badge", "badge_kind"),
 		"push_outbox":  storetest.Cols(E, "msg_id", "push_id", "due", "user_id", "conv_key", "seq", "expires", "attempt", "data"),
 		"push_log": {"id": R, "at": E, "push_id": E, "user_id": E, "msg_id": E, "conv_key": E, "provider": E, "app": E, "env": E,
 			"attempt": E, "outcome": E, "status": E, "reason": E, "body": E, "notif_id": E, "latency": E},

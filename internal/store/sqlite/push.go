@@ -35,7 +35,7 @@ const (
 	// deletes or inserts (a log row binds 15 parameters: 960).
 	finishRows = 64
 
-	deviceCols = `push_id, provider, token, app, env, user_id, device, registered_at, badge`
+	deviceCols = `push_id, provider, token, app, env, user_id, device, registered_at, badge, badge_kind`
 	jobCols    = `push_id, msg_id, user_id, conv_key, seq, due, expires, attempt, data`
 	logCols    = `at, push_id, user_id, msg_id, conv_key, provider, app, env, attempt, outcome, status, reason, body, notif_id, latency`
 )
@@ -56,14 +56,14 @@ func (w *writer) pushStatements() []statement {
 		{&w.logIndexPush, `INSERT INTO push_log_by_push (push_id, at, id)
 			SELECT push_id, at, id FROM push_log WHERE id > ?1 ORDER BY push_id, at, id`},
 		{&w.logSetUpto, "UPDATE push_log_indexed SET upto = ?"},
-		{&w.setBadge, "UPDATE push_devices SET badge = ? WHERE push_id = ?"},
+		{&w.setBadge, "UPDATE push_devices SET badge = ?, badge_kind = ? WHERE push_id = ?"},
 		{&w.devByToken, "SELECT " + deviceCols + " FROM push_devices WHERE provider = ? AND app = ? AND token = ?"},
 		{&w.devByBinding, "SELECT " + deviceCols + ` FROM push_devices
 			WHERE user_id = ?1 AND device = ?2 AND provider = ?3 AND app = ?4 AND user_id <> ''`},
 		{&w.devDelete, "DELETE FROM push_devices WHERE push_id = ?"},
 		{&w.devMove, "UPDATE push_devices SET user_id = ?, device = ?, env = ?, registered_at = ? WHERE push_id = ?"},
 		{&w.devRetoken, "UPDATE push_devices SET token = ?, env = ?, registered_at = ? WHERE push_id = ?"},
-		{&w.devInsert, "INSERT INTO push_devices (" + deviceCols + ") VALUES (?,?,?,?,?,?,?,?,?)"},
+		{&w.devInsert, "INSERT INTO push_devices (" + deviceCols + ") VALUES (?,?,?,?,?,?,?,?,?,'')"},
 		{&w.devUnregister, "DELETE FROM push_devices WHERE push_id = ? AND user_id = ? AND user_id <> ''"},
 		{&w.devUnbind, `UPDATE push_devices SET user_id = '' WHERE user_id = ?1 AND device = ?2 AND user_id <> ''
 			RETURNING push_id`},
@@ -80,6 +80,8 @@ func (s *Store) pushReadStatements() []statement {
 		{&s.stmtPending, "SELECT " + jobCols + ` FROM push_outbox
 			WHERE (due, push_id, msg_id) > (?1, ?2, ?3) ORDER BY due, push_id, msg_id LIMIT ?4`},
 		{&s.stmtDevices, "SELECT " + deviceCols + " FROM push_devices ORDER BY push_id"},
+		// Sorted by the caller: a user's few devices, not worth an index.
+		{&s.stmtUserDevices, "SELECT " + deviceCols + " FROM push_devices WHERE user_id = ?1 AND user_id <> ''"},
 	}
 	for mask := 0; mask < len(s.stmtPushLog); mask++ {
 		stmts = append(stmts, statement{&s.stmtPushLog[mask], pushLogQuery(mask)})
@@ -385,7 +387,7 @@ func afterKey(k store.PushKey) (due int64, pushID string, msgID int64) {
 
 // FinishPush implements store.Store: one transaction. done is applied
 // before retry, so a job in both leaves the outbox.
-func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) error {
+func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]store.Badge) error {
 	if len(done)+len(retry)+len(log)+len(badges) == 0 {
 		if s.closed.Load() {
 			return errClosed
@@ -429,7 +431,7 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 			}
 		}
 		for pushID, badge := range badges {
-			if _, err := w.setBadge.ExecContext(ctx, int64(badge), pushID); err != nil {
+			if _, err := w.setBadge.ExecContext(ctx, int64(badge.Count), string(badge.Kind), pushID); err != nil {
 				return fmt.Errorf("set badge: %w", err)
 			}
 		}
@@ -577,9 +579,10 @@ func scanDevice(sc scanner) (herald.PushDevice, error) {
 		d             herald.PushDevice
 		provider, env string
 		at, badge     int64
+		kind          string
 	)
-	err := sc.Scan(&d.PushID, &provider, &d.Token, &d.App, &env, &d.User, &d.Device, &at, &badge)
-	d.Provider, d.Env = herald.PushProvider(provider), herald.PushEnvironment(env)
+	err := sc.Scan(&d.PushID, &provider, &d.Token, &d.App, &env, &d.User, &d.Device, &at, &badge, &kind)
+	d.Provider, d.Env, d.BadgeKind = herald.PushProvider(provider), herald.PushEnvironment(env), herald.BadgeKind(kind)
 	d.RegisteredAt, d.Badge = fromMillis(at), int(badge)
 	return d, err
 }
@@ -636,7 +639,7 @@ func (s *Store) RegisterPushDevice(ctx context.Context, d herald.PushDevice) (he
 			stored.Token = d.Token
 		default:
 			stored = d
-			stored.PushID, stored.Badge = store.NewPushID(), 0
+			stored.PushID, stored.Badge, stored.BadgeKind = store.NewPushID(), 0, herald.BadgeNone
 			if _, err := w.devInsert.ExecContext(ctx, stored.PushID, string(d.Provider), d.Token, d.App,
 				string(d.Env), d.User, d.Device, now, 0); err != nil {
 				return fmt.Errorf("insert device: %w", err)
@@ -777,6 +780,34 @@ func (s *Store) PushDevices(ctx context.Context) ([]herald.PushDevice, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: push devices: %w", err)
 	}
+	return devices, nil
+}
+
+// UserPushDevices implements store.Store.
+func (s *Store) UserPushDevices(ctx context.Context, user string) ([]herald.PushDevice, error) {
+	if user == "" {
+		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
+	}
+	if s.closed.Load() {
+		return nil, errClosed
+	}
+	rows, err := s.stmtUserDevices.QueryContext(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: push devices of user: %w", err)
+	}
+	defer rows.Close()
+	devices := []herald.PushDevice{}
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: push devices of user: %w", err)
+		}
+		devices = append(devices, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: push devices of user: %w", err)
+	}
+	slices.SortFunc(devices, func(a, b herald.PushDevice) int { return strings.Compare(a.PushID, b.PushID) })
 	return devices, nil
 }
 

@@ -159,7 +159,7 @@ type Store struct {
 	stmtGroup, stmtGroupMembers, stmtUserGroups          *sql.Stmt
 	stmtCall, stmtOpenCalls, stmtUserCalls               *sql.Stmt
 	stmtUser                                             *sql.Stmt
-	stmtPending, stmtDevices                             *sql.Stmt
+	stmtPending, stmtDevices, stmtUserDevices            *sql.Stmt
 	stmtPushLog                                          [8]*sql.Stmt // by logBy* mask; 0: no filter
 }
 

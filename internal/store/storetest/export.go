@@ -198,7 +198,7 @@ func fillForExport(t *testing.T, f *fixture) *exportWorld {
 			Body: "busy \xff", NotifID: "n-1", Latency: 1234567},
 		{At: w.logAt, User: "bob", PushID: phone.PushID, MsgID: first[0].Message.ID, Outcome: herald.PushRetry, Reason: "before 2"},
 		{At: w.logAt.Add(-time.Hour), User: "alice", PushID: "pd_alice", Outcome: herald.PushSent, Reason: "older"},
-	}, map[string]int{phone.PushID: 3})
+	}, map[string]store.Badge{phone.PushID: {Count: 3, Kind: herald.BadgeTotal}})
 	if err := f.s.SetReadSeq(ctx, "alice", ab.Conv, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -268,8 +268,8 @@ func (w *exportWorld) goOn(t *testing.T, f *fixture) {
 	if got, want := reasons(f.pushLog(t, store.PushLogQuery{User: "bob", Limit: 10})), []string{"after", "before 2", "before 1"}; !slices.Equal(got, want) {
 		t.Errorf("log after the copy = %q, want %q", got, want)
 	}
-	if again := f.register(t, pushDevice("bob", "phone", "b0b0")); again.PushID != w.phone.PushID || again.Badge != 3 {
-		t.Errorf("registering a token again after the copy = %s, want %s with badge 3", deviceString(again), w.phone.PushID)
+	if again := f.register(t, pushDevice("bob", "phone", "b0b0")); again.PushID != w.phone.PushID || again.Badge != 3 || again.BadgeKind != herald.BadgeTotal {
+		t.Errorf("registering a token again after the copy = %s, want %s with badge 3 (total)", deviceString(again), w.phone.PushID)
 	}
 	if err := f.s.SetReadSeq(ctx, "bob", ab.Conv, 4); err != nil {
 		t.Errorf("SetReadSeq after the copy: %v", err)

@@ -216,7 +216,7 @@ func testLeaseFinishByFormerOwner(t *testing.T, f *fixture) {
 	retry := j1
 	retry.Due, retry.Attempt, retry.LeaseUntil = now.Add(time.Hour), 1, now.Add(time.Hour+time.Minute)
 	log := []herald.PushAttempt{{At: now, PushID: dev.PushID, User: "bob", MsgID: j0.MsgID, Conv: j0.Conv, Attempt: 1, Outcome: herald.PushSent, Reason: "by node-a"}}
-	f.finish(t, []store.PushKey{j0.Key()}, []store.PushJob{retry}, log, map[string]int{dev.PushID: 7})
+	f.finish(t, []store.PushKey{j0.Key()}, []store.PushJob{retry}, log, map[string]store.Badge{dev.PushID: {Count: 7, Kind: herald.BadgeCounted}})
 	sameLeases(t, "outbox after node-a's late FinishPush", f.pending(t), took)
 	if got := reasons(f.pushLog(t, store.PushLogQuery{PushID: dev.PushID, Limit: 10})); len(got) != 1 || got[0] != "by node-a" {
 		t.Errorf("delivery log after node-a's late FinishPush: %q, want its attempt", got)

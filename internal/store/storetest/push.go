@@ -71,7 +71,7 @@ func (f *fixture) pending(t *testing.T) []store.PushJob {
 	return f.pendingAfter(t, store.PushKey{}, 1<<20)
 }
 
-func (f *fixture) finish(t *testing.T, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]int) {
+func (f *fixture) finish(t *testing.T, done []store.PushKey, retry []store.PushJob, log []herald.PushAttempt, badges map[string]store.Badge) {
 	t.Helper()
 	if err := f.s.FinishPush(context.Background(), done, retry, log, badges); err != nil {
 		t.Fatalf("FinishPush: %v", err)
@@ -97,6 +97,15 @@ func (f *fixture) devices(t *testing.T) []herald.PushDevice {
 }
 
 // device returns the stored device pushID, or false.
+func (f *fixture) userDevices(t *testing.T, user string) []herald.PushDevice {
+	t.Helper()
+	ds, err := f.s.UserPushDevices(context.Background(), user)
+	if err != nil {
+		t.Fatalf("UserPushDevices(%q): %v", user, err)
+	}
+	return ds
+}
+
 func (f *fixture) device(t *testing.T, pushID string) (herald.PushDevice, bool) {
 	t.Helper()
 	for _, d := range f.devices(t) {
@@ -155,8 +164,8 @@ func compareKeys(a, b store.PushKey) int {
 }
 
 func deviceString(d herald.PushDevice) string {
-	return fmt.Sprintf("%s %s/%s/%s token=%s user=%q device=%q registered=%d badge=%d",
-		d.PushID, d.Provider, d.App, d.Env, d.Token, d.User, d.Device, d.RegisteredAt.UnixMilli(), d.Badge)
+	return fmt.Sprintf("%s %s/%s/%s token=%s user=%q device=%q registered=%d badge=%d kind=%q",
+		d.PushID, d.Provider, d.App, d.Env, d.Token, d.User, d.Device, d.RegisteredAt.UnixMilli(), d.Badge, d.BadgeKind)
 }
 
 func deviceStrings(ds []herald.PushDevice) string {
@@ -440,10 +449,11 @@ func testFinishPush(t *testing.T, f *fixture) {
 		done      []store.PushKey
 		retry     []store.PushJob
 		log       []herald.PushAttempt
-		badges    map[string]int
+		badges    map[string]store.Badge
 		gone      []string                 // model entries that leave
 		set       map[string]store.PushJob // model entries that change
 		wantBadge int
+		wantKind  herald.BadgeKind
 		wantLog   []string // reasons, newest first, of dev's log
 	}{
 		{name: "nothing"},
@@ -459,11 +469,14 @@ func testFinishPush(t *testing.T, f *fixture) {
 			gone: []string{name(dev.PushID, 2)}},
 		{name: "two retries of one job: the last wins", retry: []store.PushJob{moved(3, 20*time.Second, 1), moved(3, 30*time.Second, 2)},
 			set: map[string]store.PushJob{name(dev.PushID, 3): moved(3, 30*time.Second, 2)}},
-		{name: "badges", badges: map[string]int{dev.PushID: 7, "pd_gone": 3}, wantBadge: 7},
-		{name: "log", log: []herald.PushAttempt{attempt("first", 1), attempt("second", 2)}, wantBadge: 7,
+		{name: "badges", badges: map[string]store.Badge{dev.PushID: {Count: 7, Kind: herald.BadgeCounted}, "pd_gone": {Count: 3}},
+			wantBadge: 7, wantKind: herald.BadgeCounted},
+		{name: "log", log: []herald.PushAttempt{attempt("first", 1), attempt("second", 2)}, wantBadge: 7, wantKind: herald.BadgeCounted,
 			wantLog: []string{"second", "first"}},
+		{name: "a total replaces a count", badges: map[string]store.Badge{dev.PushID: {Count: 2, Kind: herald.BadgeTotal}},
+			wantBadge: 2, wantKind: herald.BadgeTotal, wantLog: []string{"second", "first"}},
 		{name: "everything at once", done: []store.PushKey{keyOf(stored(4))}, retry: []store.PushJob{moved(1, 40*time.Second, 2)},
-			log: []herald.PushAttempt{attempt("third", 4)}, badges: map[string]int{dev.PushID: 0},
+			log: []herald.PushAttempt{attempt("third", 4)}, badges: map[string]store.Badge{dev.PushID: {}},
 			gone: []string{name(dev.PushID, 4)}, set: map[string]store.PushJob{name(dev.PushID, 1): moved(1, 40*time.Second, 2)},
 			wantLog: []string{"third", "second", "first"}},
 	}
@@ -483,8 +496,11 @@ func testFinishPush(t *testing.T, f *fixture) {
 			sortJobs(want)
 			sameJobs(t, "outbox", f.pending(t), want)
 			d, ok := f.device(t, dev.PushID)
-			if !ok || d.Badge != tt.wantBadge {
-				t.Errorf("device badge = %d (found %v), want %d", d.Badge, ok, tt.wantBadge)
+			if !ok || d.Badge != tt.wantBadge || d.BadgeKind != tt.wantKind {
+				t.Errorf("device badge = %d %q (found %v), want %d %q", d.Badge, d.BadgeKind, ok, tt.wantBadge, tt.wantKind)
+			}
+			if ds := f.userDevices(t, "bob"); len(ds) != 1 || ds[0].Badge != tt.wantBadge || ds[0].BadgeKind != tt.wantKind {
+				t.Errorf("UserPushDevices(bob) = %s, want the device with badge %d %q", deviceStrings(ds), tt.wantBadge, tt.wantKind)
 			}
 			if _, ok := f.device(t, "pd_gone"); ok {
 				t.Errorf("a badge for a device that is gone created it")
@@ -698,6 +714,9 @@ func testRegister(t *testing.T, f *fixture) {
 			}
 			wantDev := st.in
 			wantDev.PushID, wantDev.Badge, wantDev.RegisteredAt = got.PushID, st.badge, got.RegisteredAt
+			if st.badge > 0 {
+				wantDev.BadgeKind = herald.BadgeTotal // kept with the count
+			}
 			if g, w := deviceString(got), deviceString(wantDev); g != w {
 				t.Errorf("RegisterPushDevice returned\n\t%s\nwant\n\t%s", g, w)
 			}
@@ -710,9 +729,9 @@ func testRegister(t *testing.T, f *fixture) {
 			}
 			want[got.PushID] = got
 			if i == 0 {
-				f.finish(t, nil, nil, nil, map[string]int{got.PushID: 4})
+				f.finish(t, nil, nil, nil, map[string]store.Badge{got.PushID: {Count: 4, Kind: herald.BadgeTotal}})
 				d := want[got.PushID]
-				d.Badge = 4
+				d.Badge, d.BadgeKind = 4, herald.BadgeTotal
 				want[got.PushID] = d
 			}
 			var wantAll []herald.PushDevice
@@ -990,6 +1009,38 @@ func testPushDevices(t *testing.T, f *fixture) {
 	}
 }
 
+// testUserPushDevices: the devices bound to one user, whatever other
+// users' IDs share a prefix with it, with their badges as last written.
+func testUserPushDevices(t *testing.T, f *fixture) {
+	if got := f.userDevices(t, "alice"); len(got) != 0 {
+		t.Fatalf("UserPushDevices of an empty store:%s", deviceStrings(got))
+	}
+	tablet := pushDevice("alice", "tablet", "aa02")
+	tablet.Provider = herald.ProviderFCM
+	var want []herald.PushDevice
+	for _, d := range []herald.PushDevice{pushDevice("alice", "phone", "aa01"), tablet} {
+		want = append(want, f.register(t, d))
+	}
+	for _, d := range []herald.PushDevice{pushDevice("al", "phone", "a101"), pushDevice("alicea", "phone", "a201"), pushDevice("alice", "old", "aa03")} {
+		f.register(t, d)
+	}
+	if _, err := f.s.UnbindPushDevices(context.Background(), "alice", "old"); err != nil {
+		t.Fatal(err)
+	}
+	f.finish(t, nil, nil, nil, map[string]store.Badge{want[0].PushID: {Count: 5, Kind: herald.BadgeTotal}, want[1].PushID: {Count: 2, Kind: herald.BadgeCounted}})
+	want[0].Badge, want[0].BadgeKind = 5, herald.BadgeTotal
+	want[1].Badge, want[1].BadgeKind = 2, herald.BadgeCounted
+	slices.SortFunc(want, func(a, b herald.PushDevice) int { return cmp.Compare(a.PushID, b.PushID) })
+	if g, w := deviceStrings(f.userDevices(t, "alice")), deviceStrings(want); g != w {
+		t.Errorf("UserPushDevices(alice):\ngot%s\nwant%s", g, w)
+	}
+	if got := f.userDevices(t, "nobody"); len(got) != 0 {
+		t.Errorf("UserPushDevices(nobody):%s", deviceStrings(got))
+	}
+	_, err := f.s.UserPushDevices(context.Background(), "")
+	wantCode(t, "UserPushDevices(\"\")", err, herald.CodeInvalidArgument)
+}
+
 // testPruneUnbound takes its cutoffs from the registration times the store
 // returned: the backends stamp RegisteredAt with their own clock.
 func testPruneUnbound(t *testing.T, f *fixture) {
@@ -1159,7 +1210,7 @@ func testPushConcurrent(t *testing.T, f *fixture) {
 				done = append(done, j.Key())
 				log = append(log, herald.PushAttempt{At: baseTime, PushID: j.PushID, User: j.User, MsgID: j.MsgID, Outcome: herald.PushSent})
 			}
-			if err := f.s.FinishPush(ctx, done, nil, log, map[string]int{jobs[0].PushID: len(jobs)}); err != nil {
+			if err := f.s.FinishPush(ctx, done, nil, log, map[string]store.Badge{jobs[0].PushID: {Count: len(jobs), Kind: herald.BadgeCounted}}); err != nil {
 				errs <- fmt.Errorf("FinishPush: %w", err)
 				return
 			}

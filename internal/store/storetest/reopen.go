@@ -40,7 +40,7 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	f.finish(t, nil, []store.PushJob{retried}, []herald.PushAttempt{
 		{At: logAt, User: "bob", PushID: tablet.PushID, MsgID: first[0].Message.ID, Outcome: herald.PushRetry, Reason: "before 1"},
 		{At: logAt, User: "bob", PushID: phone.PushID, MsgID: first[0].Message.ID, Outcome: herald.PushRetry, Reason: "before 2", Latency: 1234567},
-	}, map[string]int{phone.PushID: 3})
+	}, map[string]store.Badge{phone.PushID: {Count: 3, Kind: herald.BadgeTotal}})
 	pushBefore := takePushSnapshot(t, f, "bob")
 	if err := s.SetReadSeq(ctx, "alice", ab.Conv, 1); err != nil {
 		t.Fatal(err)
@@ -79,8 +79,8 @@ func RunReopen(t *testing.T, open func(t *testing.T, dir string) store.Store) {
 	if got, want := reasons(f.pushLog(t, store.PushLogQuery{User: "bob", Limit: 10})), []string{"after", "before 2", "before 1"}; !slices.Equal(got, want) {
 		t.Errorf("log after reopen = %q, want %q", got, want)
 	}
-	if again := f.register(t, pushDevice("bob", "phone", "b0b0")); again.PushID != phone.PushID || again.Badge != 3 {
-		t.Errorf("registering a token again after reopen = %s, want %s with badge 3", deviceString(again), phone.PushID)
+	if again := f.register(t, pushDevice("bob", "phone", "b0b0")); again.PushID != phone.PushID || again.Badge != 3 || again.BadgeKind != herald.BadgeTotal {
+		t.Errorf("registering a token again after reopen = %s, want %s with badge 3 (total)", deviceString(again), phone.PushID)
 	}
 	next, other := f.text("alice", "bob"), f.text("alice", "carol")
 	sameLocalOtherSender := f.text("bob", "alice")

@@ -71,6 +71,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Push/Unbind", testUnbind},
 		{"Push/Drop", testDrop},
 		{"Push/Devices", testPushDevices},
+		{"Push/UserDevices", testUserPushDevices},
 		{"Push/PruneUnbound", testPruneUnbound},
 		{"Push/ConcurrentAppendAndDispatch", testPushConcurrent},
 		{"Push/EnqueuePush", testEnqueuePush},
