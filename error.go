@@ -3,6 +3,7 @@ package herald
 import (
 	"errors"
 	"fmt"
+	"net/http"
 )
 
 // Code classifies an Error. Codes are part of the wire protocol: they travel
@@ -60,4 +61,29 @@ func ErrorMessage(err error) string {
 		return e.Message
 	}
 	return "internal error"
+}
+
+// HTTPStatus is the HTTP status an HTTP endpoint answers an error of code
+// c with (the server API, the media endpoints): one mapping for them all.
+// An unknown code, and CodeInternal, is 500.
+func (c Code) HTTPStatus() int {
+	switch c {
+	case CodeInvalidArgument:
+		return http.StatusBadRequest
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeUnauthorized, CodeTokenExpired, CodeTokenInvalid, CodeTokenMalformed:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
 }

@@ -107,3 +107,15 @@ func TestGroupAndMentionLimits(t *testing.T) {
 		t.Errorf("a group at the limits: %v, modes %q %q; want valid with the default modes", err, g.JoinMode, g.InviteMode)
 	}
 }
+
+func TestCodeHTTPStatus(t *testing.T) {
+	for code, want := range map[Code]int{
+		CodeInvalidArgument: 400, CodeTokenExpired: 401, CodeTokenInvalid: 401, CodeForbidden: 403,
+		CodeNotFound: 404, CodeConflict: 409, CodeTooLarge: 413, CodeRateLimited: 429,
+		CodeInternal: 500, CodeUnavailable: 503, Code("no_such_code"): 500,
+	} {
+		if got := code.HTTPStatus(); got != want {
+			t.Errorf("%s.HTTPStatus() = %d, want %d", code, got, want)
+		}
+	}
+}

@@ -364,29 +364,6 @@ func decode(r *http.Request, v any, emptyOK bool) error {
 // Error is the body of every failed request.
 type Error = apiclient.ErrorBody
 
-// status maps domain codes to HTTP statuses, once for the whole API.
-func status(code herald.Code) int {
-	switch code {
-	case herald.CodeInvalidArgument:
-		return http.StatusBadRequest
-	case herald.CodeNotFound:
-		return http.StatusNotFound
-	case herald.CodeConflict:
-		return http.StatusConflict
-	case herald.CodeUnauthorized, herald.CodeTokenExpired, herald.CodeTokenInvalid, herald.CodeTokenMalformed:
-		return http.StatusUnauthorized
-	case herald.CodeForbidden:
-		return http.StatusForbidden
-	case herald.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case herald.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case herald.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
 // errorBody renders err for a client: internal errors are logged here,
 // the edge, and reach the client without their details.
 func errorBody(log *slog.Logger, err error) Error {
@@ -405,7 +382,7 @@ func errorBody(log *slog.Logger, err error) Error {
 // writeErr answers err with the status its code maps to, or st when given.
 func writeErr(w http.ResponseWriter, log *slog.Logger, err error, st ...int) {
 	body := errorBody(log, err)
-	s := status(herald.Code(body.Code))
+	s := herald.Code(body.Code).HTTPStatus()
 	if len(st) > 0 {
 		s = st[0]
 	}

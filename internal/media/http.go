@@ -49,28 +49,6 @@ type errorBody struct {
 	Message string `json:"message"`
 }
 
-func httpStatus(code herald.Code) int {
-	switch code {
-	case herald.CodeInvalidArgument:
-		return http.StatusBadRequest
-	case herald.CodeNotFound:
-		return http.StatusNotFound
-	case herald.CodeConflict:
-		return http.StatusConflict
-	case herald.CodeUnauthorized, herald.CodeTokenExpired, herald.CodeTokenInvalid, herald.CodeTokenMalformed:
-		return http.StatusUnauthorized
-	case herald.CodeForbidden:
-		return http.StatusForbidden
-	case herald.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case herald.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case herald.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
 // fail answers err; an internal error is logged here, the edge, once.
 func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := herald.ErrorCode(err)
@@ -79,7 +57,7 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(httpStatus(code))
+	w.WriteHeader(code.HTTPStatus())
 	json.NewEncoder(w).Encode(errorBody{Code: string(code), Message: herald.ErrorMessage(err)})
 }
 
