@@ -250,10 +250,7 @@ func (s *Service) Join(ctx context.Context, user string, origin SessionID, id, e
 // (no such call of user's, or user is not in it), CodeForbidden (a
 // general-mode call), CodeConflict (it ended).
 func (s *Service) Quit(ctx context.Context, user string, origin SessionID, id, extended string, push *herald.PushConfig) (*herald.Call, error) {
-	if err := herald.ValidateCallExtended(extended); err != nil {
-		return nil, s.refuseErr(err)
-	}
-	if err := s.checkPush(push); err != nil {
+	if err := s.checkEnding(extended, push); err != nil {
 		return nil, err
 	}
 	e, c, ctx, done, err := s.advancedOp(ctx, user, id, false)
@@ -369,10 +366,7 @@ func (s *Service) tellEnd(next *herald.Call, changed []herald.CallParticipant, s
 // (a general-mode call: cancel it; or user may not end it), CodeConflict
 // (it ended).
 func (s *Service) End(ctx context.Context, user string, origin SessionID, id, extended string, push *herald.PushConfig) (*herald.Call, error) {
-	if err := herald.ValidateCallExtended(extended); err != nil {
-		return nil, s.refuseErr(err)
-	}
-	if err := s.checkPush(push); err != nil {
+	if err := s.checkEnding(extended, push); err != nil {
 		return nil, err
 	}
 	e, c, ctx, done, err := s.advancedOp(ctx, user, id, false)
@@ -406,10 +400,7 @@ func (s *Service) End(ctx context.Context, user string, origin SessionID, id, ex
 // CodeNotFound (no such call), CodeForbidden (a general-mode call),
 // CodeConflict (it ended).
 func (s *Service) EndByServer(ctx context.Context, id, extended string, push *herald.PushConfig) (*herald.Call, error) {
-	if err := herald.ValidateCallExtended(extended); err != nil {
-		return nil, s.refuseErr(err)
-	}
-	if err := s.checkPush(push); err != nil {
+	if err := s.checkEnding(extended, push); err != nil {
 		return nil, err
 	}
 	c, err := s.Call(ctx, id)

@@ -1269,6 +1269,15 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 	return next, nil
 }
 
+// checkEnding checks what a cancel, quit or end carries: its
+// extended data (a refusal, counted) and its push (the missed-call alert).
+func (s *Service) checkEnding(extended string, push *herald.PushConfig) error {
+	if err := herald.ValidateCallExtended(extended); err != nil {
+		return s.refuseErr(err)
+	}
+	return s.checkPush(push)
+}
+
 // Cancel ends call id, placed by caller, from session origin: its ringing
 // invitees become be_cancelled and get EventCancelled, the caller's state
 // becomes cancelled (with extended), and every participant gets
@@ -1278,10 +1287,7 @@ func (s *Service) answer(ctx context.Context, user, id, extended string, to hera
 // the call), CodeConflict (it ended), CodeInvalidArgument or CodeTooLarge
 // for extended or push. It blocks on the store write.
 func (s *Service) Cancel(ctx context.Context, caller string, origin SessionID, id, extended string, push *herald.PushConfig) (*herald.Call, error) {
-	if err := herald.ValidateCallExtended(extended); err != nil {
-		return nil, s.refuseErr(err)
-	}
-	if err := s.checkPush(push); err != nil {
+	if err := s.checkEnding(extended, push); err != nil {
 		return nil, err
 	}
 	if !s.begin() {
