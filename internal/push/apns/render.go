@@ -39,8 +39,8 @@ func render(c *push.Content, d *herald.PushDevice) ([]byte, error) {
 	}
 	// Appended by hand, in encoding/json's key order and string escaping
 	// (HTML left unescaped): no reflection, and no deep call stack for a
-	// push's short-lived goroutine to grow (which cost more than the
-	// encoding itself). TestRenderMatchesEncodingJSON holds it to
+	// push's goroutine to grow (which, a goroutine per push, cost more than
+	// the encoding itself). TestRenderMatchesEncodingJSON holds it to
 	// encoding/json's output of the same layout, HeraldKeys included.
 	b := make([]byte, 0, 160+len(c.Config.Title)+len(c.Config.Content)+len(c.Config.Payload))
 	b = append(b, `{"aps":{`...)
