@@ -5,8 +5,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -100,26 +106,64 @@ func TestBlobsDir(t *testing.T) {
 	testBlobs(t, d)
 }
 
-// TestBlobsS3 runs the Blobs promises against an in-process S3 fake; the
-// e2e suite runs against a real S3-compatible server when
-// HERALD_TEST_S3 names one.
+// TestBlobsS3 runs the Blobs promises against an in-process S3 fake, and
+// against the real S3-compatible server HERALD_TEST_S3 names
+// (http://KEY:SECRET@host:port/bucket; .ci/run starts one), under a
+// prefix of the run's own.
 func TestBlobsS3(t *testing.T) {
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(srv.Close)
-	host := srv.Listener.Addr().String()
-	c, err := minio.New(host, &minio.Options{Creds: credentials.NewStaticV4("key", "secret", "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.MakeBucket(context.Background(), "media", minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := OpenS3(context.Background(), "http://key:secret@"+host+"/media/herald", t.TempDir())
+	t.Run("fake", func(t *testing.T) {
+		srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+		t.Cleanup(srv.Close)
+		host := srv.Listener.Addr().String()
+		c, err := minio.New(host, &minio.Options{Creds: credentials.NewStaticV4("key", "secret", "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.MakeBucket(context.Background(), "media", minio.MakeBucketOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		testS3(t, "http://key:secret@"+host+"/media/herald", false)
+	})
+	t.Run("server", func(t *testing.T) {
+		raw := os.Getenv("HERALD_TEST_S3")
+		if raw == "" {
+			t.Skip("HERALD_TEST_S3 is not set: no S3-compatible server to run against")
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.User == nil {
+			t.Fatalf("HERALD_TEST_S3: want http://KEY:SECRET@host:port/bucket")
+		}
+		secret, _ := u.User.Password()
+		c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(u.User.Username(), secret, ""), Secure: u.Scheme == "https"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bucket, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
+		ctx := context.Background()
+		if ok, err := c.BucketExists(ctx, bucket); err != nil {
+			t.Fatalf("S3 server at %s: %v", u.Host, err)
+		} else if !ok {
+			if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		u.Path = "/" + bucket + "/blobs-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		testS3(t, u.String(), true)
+	})
+}
+
+// testS3 is what the S3 store promises beyond Blobs, at rawURL (a bucket
+// and a prefix). checksSignatures: the server refuses an altered
+// presigned URL (the fake checks no signature).
+func testS3(t *testing.T, rawURL string, checksSignatures bool) {
+	s, err := OpenS3(context.Background(), rawURL, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	testBlobs(t, s)
-	if _, err := OpenS3(context.Background(), "http://key:secret@"+host+"/missing", t.TempDir()); err == nil {
+	missing, _ := url.Parse(rawURL)
+	missing.Path = "/missing-bucket-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if _, err := OpenS3(context.Background(), missing.String(), t.TempDir()); err == nil {
 		t.Error("OpenS3 of a missing bucket succeeded")
 	}
 	// Two nodes store a chunk at one offset (a retry beside the
@@ -147,8 +191,33 @@ func TestBlobsS3(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Errorf("blob of overlapping chunks: %d bytes, equal %v", len(got), bytes.Equal(got, data))
 	}
-	u, err := s.Presign(context.Background(), "x1", 60e9, "image/jpeg", "inline")
-	if err != nil || !bytes.Contains([]byte(u), []byte("X-Amz-Signature")) {
-		t.Errorf("Presign: %q, %v", u, err)
+	// A presigned URL downloads the blob without credentials, with the
+	// type and disposition it names.
+	u, err := s.Presign(ctx, "twice", time.Minute, "image/jpeg", `attachment; filename="a.jpg"`)
+	if err != nil || !strings.Contains(u, "X-Amz-Signature") {
+		t.Fatalf("Presign: %q, %v", u, err)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, data) || resp.Header.Get("Content-Type") != "image/jpeg" ||
+		resp.Header.Get("Content-Disposition") != `attachment; filename="a.jpg"` {
+		t.Errorf("presigned GET: %d, %d bytes (equal %v), type %q, disposition %q", resp.StatusCode, len(got), bytes.Equal(got, data),
+			resp.Header.Get("Content-Type"), resp.Header.Get("Content-Disposition"))
+	}
+	if !checksSignatures {
+		return
+	}
+	// Altered, it is refused.
+	resp, err = http.Get(strings.Replace(u, "image%2Fjpeg", "text%2Fhtml", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("presigned URL with its type changed: %d, want 403", resp.StatusCode)
 	}
 }
