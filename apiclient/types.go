@@ -264,6 +264,10 @@ type Device struct {
 	DeviceID     string    `json:"device_id"` // the device of the session that registered it
 	RegisteredAt time.Time `json:"registered_at"`
 	Badge        int       `json:"badge"`
+	// BadgeKind: what Badge counts, "total" (the user's unread total,
+	// server-owned) or "counted" (the app's count plus badge_increment
+	// pushes); empty when the server shows no badge of its own.
+	BadgeKind string `json:"badge_kind,omitempty"`
 }
 
 // DevicesReply lists a user's push devices.

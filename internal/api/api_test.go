@@ -503,12 +503,14 @@ func TestBroadcastKickDevicesCall(t *testing.T) {
 	}
 
 	tok := strings.Repeat("ab", 28) + "0123cdef"
-	f.push.devices["bob"] = []herald.PushDevice{{PushID: "p1", Provider: herald.ProviderAPNs, Token: tok, App: "com.example", Env: herald.EnvDevelopment, User: "bob", Device: "phone"}}
+	f.push.devices["bob"] = []herald.PushDevice{{PushID: "p1", Provider: herald.ProviderAPNs, Token: tok, App: "com.example", Env: herald.EnvDevelopment, User: "bob", Device: "phone",
+		Badge: 4, BadgeKind: herald.BadgeTotal}}
 	devs, err := f.client.Devices(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(devs) != 1 || devs[0].Token != strings.Repeat("*", 56)+"0123cdef" || devs[0].UserID != "bob" || devs[0].DeviceID != "phone" {
+	if len(devs) != 1 || devs[0].Token != strings.Repeat("*", 56)+"0123cdef" || devs[0].UserID != "bob" || devs[0].DeviceID != "phone" ||
+		devs[0].Badge != 4 || devs[0].BadgeKind != "total" {
 		t.Fatalf("devices %+v, want bob's phone with its token masked but for 0123cdef", devs)
 	}
 	if devs, err := f.client.Devices(ctx, "carol"); err != nil || devs == nil || len(devs) != 0 {

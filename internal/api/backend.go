@@ -418,7 +418,7 @@ func (h *Handler) userDevices(w http.ResponseWriter, r *http.Request) {
 	out := apiclient.DevicesReply{UserID: user, Devices: make([]apiclient.Device, 0, len(devs))}
 	for _, d := range devs {
 		out.Devices = append(out.Devices, apiclient.Device{PushID: d.PushID, Provider: string(d.Provider), Token: MaskToken(d.Token),
-			App: d.App, Env: string(d.Env), UserID: d.User, DeviceID: d.Device, RegisteredAt: d.RegisteredAt, Badge: d.Badge})
+			App: d.App, Env: string(d.Env), UserID: d.User, DeviceID: d.Device, RegisteredAt: d.RegisteredAt, Badge: d.Badge, BadgeKind: string(d.BadgeKind)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

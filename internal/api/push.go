@@ -76,6 +76,7 @@ type Device struct {
 	DeviceID     string    `json:"device_id"`
 	RegisteredAt time.Time `json:"registered_at"`
 	Badge        int       `json:"badge"`
+	BadgeKind    string    `json:"badge_kind,omitempty"`
 }
 
 func (h *Handler) pushDevices(w http.ResponseWriter, r *http.Request) {
@@ -92,7 +93,7 @@ func (h *Handler) pushDevices(w http.ResponseWriter, r *http.Request) {
 	out := make([]Device, 0, len(devs))
 	for _, d := range devs {
 		out = append(out, Device{PushID: d.PushID, Provider: string(d.Provider), App: d.App, Env: string(d.Env),
-			User: d.User, DeviceID: d.Device, RegisteredAt: d.RegisteredAt, Badge: d.Badge})
+			User: d.User, DeviceID: d.Device, RegisteredAt: d.RegisteredAt, Badge: d.Badge, BadgeKind: string(d.BadgeKind)})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
 }
