@@ -456,7 +456,7 @@ func openMedia(ctx context.Context, m mediaSpec, spool, role string, n int64) (m
 // fails, naming it.
 func moveFiles(ctx context.Context, src store.Exporter, from, to media.Blobs, o migrateOptions, n int64, out io.Writer) error {
 	fmt.Fprintf(out, "\ncopying the files of %d uploads from %s into %s\n", n, o.fromMedia, o.toMedia)
-	var done, bytes int64
+	var done, copied int64
 	last := time.Now()
 	err := src.Export(ctx, store.TableMedia, o.page, func(r *store.Rows) error {
 		for _, f := range r.Media {
@@ -464,10 +464,10 @@ func moveFiles(ctx context.Context, src store.Exporter, from, to media.Blobs, o 
 			if err != nil {
 				return fmt.Errorf("upload %s of %s (%q): %w", f.ID, f.Owner, f.Name, err)
 			}
-			done, bytes = done+1, bytes+b
+			done, copied = done+1, copied+b
 			if now := time.Now(); done == n || now.Sub(last) >= time.Second {
 				last = now
-				fmt.Fprintf(out, "  %-14s %d/%d (%d bytes)\n", "files", done, n, bytes)
+				fmt.Fprintf(out, "  %-14s %d/%d (%d bytes)\n", "files", done, n, copied)
 			}
 		}
 		return nil
