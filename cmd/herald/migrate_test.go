@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/internal/store/sqlite"
+	"github.com/herald-im/herald/proto"
 )
 
 var migrateT0 = time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
@@ -137,9 +139,9 @@ func putDirFiles(t *testing.T, data string) {
 	putFiles(t, d)
 }
 
-// checkMovedFile checks, as a node on st and b would serve it, that bob
-// reads the moved photo and its thumbnail, carol neither, and that the
-// unfinished upload stayed behind.
+// checkMovedFile checks, as a node on st and b serves it, that bob
+// downloads the moved photo and its thumbnail (signed URLs of the media
+// HTTP API), carol neither, and that the unfinished upload stayed behind.
 func checkMovedFile(t *testing.T, st store.Store, b media.Blobs) {
 	t.Helper()
 	ctx := context.Background()
@@ -151,20 +153,30 @@ func checkMovedFile(t *testing.T, st store.Store, b media.Blobs) {
 	if f.Name != "beach.jpg" || f.Width != 800 || f.ThumbW != 320 || f.Conv != herald.PeerConversationKey("alice", "bob") || !f.AttachedAt.Equal(migrateT0) {
 		t.Errorf("the moved record: %+v, want every field of the source's", f)
 	}
-	for _, thumb := range []bool{false, true} {
-		blob, err := svc.Open(ctx, f, thumb)
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	get := func(user string, thumb bool) (int, []byte) {
+		t.Helper()
+		q, _ := svc.Sign(movedFileID, user, thumb)
+		res, err := http.Get(srv.URL + proto.MediaFilesPath + movedFileID + "?" + q)
 		if err != nil {
-			t.Fatalf("Open (thumbnail %v) after the move: %v", thumb, err)
+			t.Fatal(err)
 		}
-		got, err := io.ReadAll(blob)
-		blob.Close()
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.StatusCode, body
+	}
+	for _, thumb := range []bool{false, true} {
 		want := map[bool][]byte{false: movedFile, true: movedThumb}[thumb]
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("bytes of the moved file (thumbnail %v): %d bytes, %v; want the %d bytes uploaded", thumb, len(got), err, len(want))
+		if code, got := get("bob", thumb); code != http.StatusOK || !bytes.Equal(got, want) {
+			t.Errorf("bob's download of the moved file (thumbnail %v): %d, %d bytes; want 200 and the %d bytes uploaded", thumb, code, len(got), len(want))
 		}
 	}
-	if _, err := svc.Readable(ctx, "carol", movedFileID); herald.ErrorCode(err) != herald.CodeForbidden {
-		t.Errorf("Readable by carol after the move: %v, want forbidden", err)
+	if code, _ := get("carol", false); code != http.StatusForbidden {
+		t.Errorf("carol's download after the move: %d, want 403", code)
 	}
 	if _, err := st.Media(ctx, "halfway"); herald.ErrorCode(err) != herald.CodeNotFound {
 		t.Errorf("the unfinished upload after the move: %v, want it left behind (not_found)", err)
