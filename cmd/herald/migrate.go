@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/media"
 	"github.com/herald-im/herald/internal/server"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/pebble"
@@ -23,26 +25,35 @@ import (
 )
 
 const migrateUsage = `Usage:
-  herald migrate [--data DIR] [--store sqlite|pebble|URL] [--config FILE]
-                 --to-store URL|sqlite|pebble [--to-data DIR] [--skip-push-log] [--page N]
+  herald migrate [--data DIR] [--store sqlite|pebble|URL] [--media-dir DIR] [--media-s3 URL] [--config FILE]
+                 --to-store URL|sqlite|pebble [--to-data DIR] [--to-media DIR|URL] [--skip-push-log] [--page N]
 
 Copies a node's data from one store to another: messages with their IDs
 and seqs, conversation lists and read seqs, device cursors, mutes, push rules, push
 devices with their bindings and badges, the push outbox and delivery log,
-groups and members, calls, users. Not copied: the store's shared table
-(API nonces, console sessions, the APNs token) and the outbox's leases. The
-source is the node's store as
-herald serve finds it: --store and --data (HERALD_STORE, HERALD_DATA, or
-the --config file), an embedded engine in a data folder or a PostgreSQL
-URL. The target is --to-store: a PostgreSQL URL, or sqlite or pebble in
---to-data.
+groups and members, calls, users, finished uploads and their files. Not
+copied: the store's shared table (API nonces, console sessions, the APNs
+token), the outbox's leases and unfinished uploads. The source is the
+node's store as herald serve finds it: --store and --data (HERALD_STORE,
+HERALD_DATA, or the --config file), an embedded engine in a data folder
+or a PostgreSQL URL; its files likewise: --media-s3 or --media-dir
+(HERALD_MEDIA_S3, HERALD_MEDIA_DIR), else the data folder's media
+folder. The target is --to-store: a PostgreSQL URL, or sqlite or pebble
+in --to-data; its files go to --to-media: a folder, or an S3-compatible
+store's http(s)://KEY:SECRET@host:port/bucket[/prefix] URL. Without
+--to-media, files in S3 stay there, and files in a folder are copied to
+--to-data's media folder, or with a PostgreSQL target not copied (said
+so at the end).
 
 The server must be stopped: an embedded source's lock tells; on
 PostgreSQL (source or target) stop every node first. A PostgreSQL source is
-read from one snapshot. The target must be empty. After the copy, the row count of each table is compared (source
-against target) and any difference fails the command. The secret and the
-keys stay in the data folder, not the store: docs/operations.md, "Moving
-to PostgreSQL", says what to copy besides.
+read from one snapshot. The target must be empty. After the copy, the
+row count of each table is compared (source against target) and any
+difference fails the command. Each file is then streamed into the
+target's media store and checked against its record (size, SHA-256); the
+first that fails is named and fails the command. The secret and the keys
+stay in the data folder, not the store: docs/operations.md, "Moving to
+PostgreSQL", says what to copy besides.
 `
 
 // maxPage bounds --page: a page of messages (up to about 64 KiB each) is
@@ -55,6 +66,56 @@ type migrateOptions struct {
 	from, to    storeSpec
 	skipPushLog bool
 	page        int
+	// fromMedia is where the source node keeps its files; toMedia where
+	// the target's go, zero when they are not copied.
+	fromMedia, toMedia mediaSpec
+}
+
+// mediaSpec names where a node keeps its media files: a folder, or an
+// S3-compatible store.
+type mediaSpec struct {
+	dir string
+	s3  string // holds a secret: print String
+}
+
+// String names the place for the terminal, without the S3 URL's keys.
+func (m mediaSpec) String() string {
+	if m.s3 != "" {
+		return "S3 " + s3Place(m.s3)
+	}
+	return "folder " + m.dir
+}
+
+func (m mediaSpec) isZero() bool { return m == mediaSpec{} }
+
+// same reports whether m and o are one place: one folder, or one bucket
+// and prefix on one host.
+func (m mediaSpec) same(o mediaSpec) bool {
+	if m.s3 != "" || o.s3 != "" {
+		return m.s3 != "" && o.s3 != "" && s3Place(m.s3) == s3Place(o.s3)
+	}
+	return m.dir != "" && o.dir != "" && samePath(m.dir, o.dir)
+}
+
+// s3Place is an S3 URL's host, bucket and prefix: no keys.
+func s3Place(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Host + "/" + strings.Trim(u.Path, "/")
+}
+
+// parseMedia reads a media place: an http(s) URL names an S3-compatible
+// store, anything else without "://" a folder.
+func parseMedia(flagName, v string) (mediaSpec, error) {
+	switch {
+	case strings.HasPrefix(v, "http://"), strings.HasPrefix(v, "https://"):
+		return mediaSpec{s3: v}, nil
+	case strings.Contains(v, "://"):
+		return mediaSpec{}, fmt.Errorf("migrate: %s must be a folder or an http(s)://KEY:SECRET@host:port/bucket[/prefix] URL, got a URL of another scheme", flagName)
+	}
+	return mediaSpec{dir: v}, nil
 }
 
 // storeSpec names a store: an embedded engine in a data folder, or a
@@ -106,10 +167,12 @@ func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	toStore := fset.String("to-store", "", "the target, empty: a postgres:// URL, or sqlite or pebble (required)")
 	skipLog := fset.Bool("skip-push-log", false, "leave the delivery log behind (it is diagnostics only; the target's starts empty)")
 	page := fset.Int("page", 1000, fmt.Sprintf("rows per target transaction (1 to %d)", maxPage))
+	toMedia := fset.String("to-media", "", "where the target's media files go: a folder, or http(s)://KEY:SECRET@host:port/bucket[/prefix] (S3); "+
+		"empty: S3 files stay, folder files go to --to-data's media folder (not copied to a PostgreSQL target)")
 	// The source is the node's own configuration: --store and --data, or
 	// HERALD_STORE and HERALD_DATA, or the --config file, as herald serve
-	// reads them.
-	cfg, err := config.Load(fset, args, os.Getenv, "data", "store")
+	// reads them; so are its media files' place.
+	cfg, err := config.Load(fset, args, os.Getenv, "data", "store", "media-dir", "media-s3")
 	if err != nil {
 		return migrateOptions{}, err
 	}
@@ -132,6 +195,22 @@ func parseMigrate(args []string, stderr io.Writer) (migrateOptions, error) {
 	}
 	if o.from.engine == o.to.engine && (o.from.url != "" && o.from.url == o.to.url || o.from.data != "" && samePath(o.from.data, o.to.data)) {
 		return o, errors.New("migrate: the source and the target are the same store")
+	}
+	o.fromMedia = mediaSpec{s3: cfg.MediaS3, dir: cfg.MediaDir}
+	if cfg.MediaS3 != "" {
+		o.fromMedia.dir = ""
+	} else if cfg.MediaDir == "" {
+		o.fromMedia.dir = filepath.Join(cfg.DataDir, "media") // as herald serve
+	}
+	switch {
+	case *toMedia != "":
+		if o.toMedia, err = parseMedia("--to-media", *toMedia); err != nil {
+			return o, err
+		}
+	case o.fromMedia.s3 != "":
+		o.toMedia = o.fromMedia // files in S3 stay there
+	case o.to.engine != "postgres":
+		o.toMedia = mediaSpec{dir: filepath.Join(o.to.data, "media")}
 	}
 	return o, nil
 }
@@ -299,12 +378,108 @@ func migrate(ctx context.Context, o migrateOptions, out io.Writer) error {
 		return err
 	}
 	defer src.Close()
+	files, err := src.Count(ctx, store.TableMedia)
+	if err != nil {
+		return fmt.Errorf("migrate: count the source's uploads: %w", err)
+	}
+	// The media stores are opened before anything is written: a wrong
+	// URL, key or folder fails the run while the target is still empty.
+	var from, to media.Blobs
+	if files > 0 && !o.toMedia.isZero() && !o.toMedia.same(o.fromMedia) {
+		spool, err := os.MkdirTemp("", "herald-migrate-")
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		defer os.RemoveAll(spool)
+		if from, err = openMedia(ctx, o.fromMedia, spool, "source", files); err != nil {
+			return err
+		}
+		if to, err = openMedia(ctx, o.toMedia, spool, "target", 0); err != nil {
+			return err
+		}
+	}
 	dst, err := openTarget(ctx, o.to)
 	if err != nil {
 		return err
 	}
 	defer dst.Close()
-	return transfer(ctx, src, dst, o, tables, out)
+	start := time.Now()
+	if err := transfer(ctx, src, dst, o, tables, out); err != nil {
+		return err
+	}
+	switch {
+	case files == 0:
+	case to != nil:
+		if err := moveFiles(ctx, src, from, to, o, files, out); err != nil {
+			return err
+		}
+	case o.toMedia.isZero():
+		fmt.Fprintf(out, "\nThe files of %d finished uploads were NOT copied: they are in the source's %s. Start the new node "+
+			"with HERALD_MEDIA_DIR (or HERALD_MEDIA_S3) naming where they are, or copy them with --to-media (docs/operations.md).\n", files, o.fromMedia)
+	default:
+		fmt.Fprintf(out, "\nThe files of %d finished uploads stay in %s: start the new node with the same place "+
+			"(HERALD_MEDIA_DIR or HERALD_MEDIA_S3).\n", files, o.fromMedia)
+	}
+	fmt.Fprintf(out, "\ncopied in %s. Before starting Herald on %s, copy from the old data folder: the secret "+
+		"(HERALD_SECRET, or the file secret), vapid.pem, api-nonces, node-id and push.json if present (docs/operations.md).\n",
+		time.Since(start).Round(time.Millisecond), o.to)
+	return nil
+}
+
+// openMedia opens the media store m, as herald serve would, with spool
+// for an S3 store's transfers. A source folder must exist, since the
+// store has n uploads whose files are to be copied: none there means the
+// node kept them elsewhere.
+func openMedia(ctx context.Context, m mediaSpec, spool, role string, n int64) (media.Blobs, error) {
+	if m.s3 != "" {
+		b, err := media.OpenS3(ctx, m.s3, spool)
+		if err != nil {
+			return nil, fmt.Errorf("migrate: the %s's media store: %w", role, err)
+		}
+		return b, nil
+	}
+	if role == "source" {
+		if _, err := os.Stat(m.dir); err != nil {
+			return nil, fmt.Errorf("migrate: the source store has %d finished uploads, but its media folder %s cannot be read (%w): "+
+				"name where the node keeps its files with --media-dir or --media-s3 (HERALD_MEDIA_DIR, HERALD_MEDIA_S3)", n, m.dir, err)
+		}
+	}
+	b, err := media.OpenDir(m.dir)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: the %s's media folder: %w", role, err)
+	}
+	return b, nil
+}
+
+// moveFiles copies the files of src's n finished uploads from one media
+// store into another, one after the other, and stops at the first that
+// fails, naming it.
+func moveFiles(ctx context.Context, src store.Exporter, from, to media.Blobs, o migrateOptions, n int64, out io.Writer) error {
+	fmt.Fprintf(out, "\ncopying the files of %d uploads from %s into %s\n", n, o.fromMedia, o.toMedia)
+	var done, copied int64
+	last := time.Now()
+	err := src.Export(ctx, store.TableMedia, o.page, func(r *store.Rows) error {
+		for _, f := range r.Media {
+			b, err := media.CopyFile(ctx, from, to, f)
+			if err != nil {
+				return fmt.Errorf("upload %s of %s (%q): %w", f.ID, f.Owner, f.Name, err)
+			}
+			done, copied = done+1, copied+b
+			if now := time.Now(); done == n || now.Sub(last) >= time.Second {
+				last = now
+				fmt.Fprintf(out, "  %-14s %d/%d (%d bytes)\n", "files", done, n, copied)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migrate: %w; %d of %d files were copied before it, and the target store holds every record: "+
+			"fix the cause, empty the target (docs/operations.md) and run again", err, done, n)
+	}
+	if done != n {
+		return fmt.Errorf("migrate: %d uploads' files copied, but the source counted %d", done, n)
+	}
+	return nil
 }
 
 // transfer copies tables of src into dst, which must be empty, and
@@ -366,8 +541,6 @@ func transfer(ctx context.Context, src store.Exporter, dst store.Importer, o mig
 	if len(bad) > 0 {
 		return fmt.Errorf("migrate: the target's row counts differ from the source's in %s", strings.Join(bad, ", "))
 	}
-	fmt.Fprintf(out, "\ncopied in %s. Before starting Herald on %s, copy from the old data folder: the secret "+
-		"(HERALD_SECRET, or the file secret), vapid.pem, api-nonces, node-id and push.json if present (docs/operations.md).\n",
-		time.Since(start).Round(time.Millisecond), o.to)
+	fmt.Fprintf(out, "\nrows copied in %s\n", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -3,27 +3,51 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/media"
 	"github.com/herald-im/herald/internal/server"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/pebble"
 	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/internal/store/sqlite"
+	"github.com/herald-im/herald/proto"
 )
 
 var migrateT0 = time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
 
+// The finished upload fillSmall records: a photo alice sent bob, with a
+// thumbnail; putFiles stores its bytes.
+var (
+	movedFile  = bytes.Repeat([]byte("herald media bytes "), 5000)
+	movedThumb = []byte("a thumbnail")
+)
+
+const movedFileID = "0123456789abcdef0123456789abcdef"
+
 // fillSmall stores a little of everything in s: messages with a push job,
 // a read seq, a cursor, a mute, a device, a delivery-log entry, a group,
-// a call and a user.
+// a call, a user, and a finished upload sent to bob (movedFileID) beside
+// an unfinished one.
 func fillSmall(t *testing.T, s store.Store) {
 	t.Helper()
 	ctx := context.Background()
@@ -69,6 +93,94 @@ func fillSmall(t *testing.T, s store.Store) {
 	if _, err := s.RegisterUsers(ctx, []herald.User{{ID: "alice", Name: "Alice", RegisteredAt: migrateT0}}); err != nil {
 		t.Fatal(err)
 	}
+	sum := sha256.Sum256(movedFile)
+	photo := herald.MediaFile{ID: movedFileID, Owner: "alice", Kind: herald.KindImage, Name: "beach.jpg", MIME: "image/jpeg",
+		Size: int64(len(movedFile)), CreatedAt: migrateT0}
+	half := herald.MediaFile{ID: "halfway", Owner: "alice", Kind: herald.KindFile, Name: "big.zip", MIME: "application/zip",
+		Size: 1 << 20, CreatedAt: migrateT0}
+	for _, f := range []herald.MediaFile{photo, half} {
+		if err := s.CreateMedia(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	photo.Received, photo.Complete, photo.SHA256, photo.Sniffed = photo.Size, true, hex.EncodeToString(sum[:]), "image/jpeg"
+	photo.Width, photo.Height, photo.Thumb, photo.ThumbW, photo.ThumbH = 800, 600, true, 320, 240
+	photo.Conv, photo.AttachedAt = msgs[0].Conv, migrateT0
+	half.Received = 1000
+	for _, f := range []herald.MediaFile{photo, half} {
+		if err := s.UpdateMedia(ctx, f, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// putFiles stores the bytes of fillSmall's finished upload in b.
+func putFiles(t *testing.T, b media.Blobs) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := b.Append(ctx, movedFileID, 0, bytes.NewReader(movedFile)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(ctx, movedFileID, int64(len(movedFile))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, movedFileID+".thumb", bytes.NewReader(movedThumb)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// putDirFiles stores them in a data folder's media folder.
+func putDirFiles(t *testing.T, data string) {
+	t.Helper()
+	d, err := media.OpenDir(filepath.Join(data, "media"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	putFiles(t, d)
+}
+
+// checkMovedFile checks, as a node on st and b serves it, that bob
+// downloads the moved photo and its thumbnail (signed URLs of the media
+// HTTP API), carol neither, and that the unfinished upload stayed behind.
+func checkMovedFile(t *testing.T, st store.Store, b media.Blobs) {
+	t.Helper()
+	ctx := context.Background()
+	svc := media.New(st, b, media.Config{Secret: []byte("secret")})
+	f, err := svc.Readable(ctx, "bob", movedFileID)
+	if err != nil {
+		t.Fatalf("Readable by bob after the move: %v", err)
+	}
+	if f.Name != "beach.jpg" || f.Width != 800 || f.ThumbW != 320 || f.Conv != herald.PeerConversationKey("alice", "bob") || !f.AttachedAt.Equal(migrateT0) {
+		t.Errorf("the moved record: %+v, want every field of the source's", f)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	get := func(user string, thumb bool) (int, []byte) {
+		t.Helper()
+		q, _ := svc.Sign(movedFileID, user, thumb)
+		res, err := http.Get(srv.URL + proto.MediaFilesPath + movedFileID + "?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.StatusCode, body
+	}
+	for _, thumb := range []bool{false, true} {
+		want := map[bool][]byte{false: movedFile, true: movedThumb}[thumb]
+		if code, got := get("bob", thumb); code != http.StatusOK || !bytes.Equal(got, want) {
+			t.Errorf("bob's download of the moved file (thumbnail %v): %d, %d bytes; want 200 and the %d bytes uploaded", thumb, code, len(got), len(want))
+		}
+	}
+	if code, _ := get("carol", false); code != http.StatusForbidden {
+		t.Errorf("carol's download after the move: %d, want 403", code)
+	}
+	if _, err := st.Media(ctx, "halfway"); herald.ErrorCode(err) != herald.CodeNotFound {
+		t.Errorf("the unfinished upload after the move: %v, want it left behind (not_found)", err)
+	}
 }
 
 // newSQLiteData makes a data folder holding a small SQLite store.
@@ -83,6 +195,7 @@ func newSQLiteData(t *testing.T) string {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	putDirFiles(t, dir)
 	return dir
 }
 
@@ -130,6 +243,9 @@ func TestMigrateSQLiteToSQLite(t *testing.T) {
 			t.Errorf("%s: %d rows copied, want %d (and more than 0)", tb, got[tb], want[tb])
 		}
 	}
+	if !strings.Contains(out, "files          1/1") {
+		t.Errorf("output does not count the copied file:\n%s", out)
+	}
 }
 
 // The end-to-end move the command exists for: an embedded node's data
@@ -147,9 +263,14 @@ func TestMigratePebbleToPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
+	putDirFiles(t, from)
 	out, err := runMigrate("--data", from, "--store", "pebble", "--to-store", dsn)
 	if err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	// Nowhere to put the files was given: they stay, and it is said.
+	if want := "The files of 1 finished uploads were NOT copied: they are in the source's folder " + filepath.Join(from, "media"); !strings.Contains(out, want) {
+		t.Errorf("output does not say the files were left behind (%q):\n%s", want, out)
 	}
 	pg, err := postgres.Open(context.Background(), dsn, postgres.Options{})
 	if err != nil {
@@ -295,6 +416,155 @@ func TestMigrateSQLiteToPebble(t *testing.T) {
 	}
 }
 
+// Pebble to SQLite: the files follow into --to-data's media folder, where
+// a node on the target serves them.
+func TestMigratePebbleToSQLiteMovesFiles(t *testing.T) {
+	ctx := context.Background()
+	from, to := t.TempDir(), t.TempDir()
+	s, err := pebble.Open(ctx, filepath.Join(from, server.PebbleDir), pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillSmall(t, s)
+	s.Close()
+	putDirFiles(t, from)
+	if out, err := runMigrate("--data", from, "--store", "pebble", "--to-store", "sqlite", "--to-data", to); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(to, server.SQLiteFile), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d, err := media.OpenDir(filepath.Join(to, "media"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMovedFile(t, st, d)
+}
+
+// SQLite to PostgreSQL with the files from the data folder into an
+// S3-compatible store: HERALD_TEST_S3's server (CI sets it), else an
+// in-process fake.
+func TestMigrateSQLiteToPostgresFilesToS3(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Schema(t, pgtest.Database(t, "to test herald migrate into PostgreSQL"))
+	from := newSQLiteData(t)
+	target := testS3(t)
+	out, err := runMigrate("--data", from, "--to-store", dsn, "--to-media", target)
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if u, _ := url.Parse(target); strings.Contains(out, u.User.String()+"@") || !strings.Contains(out, "into S3 "+u.Host) {
+		t.Errorf("the output does not name the S3 store without its keys:\n%s", out)
+	}
+	pg, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	b, err := media.OpenS3(ctx, target, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMovedFile(t, pg, b)
+}
+
+// testS3 returns the URL of an empty place in an S3-compatible store: a
+// prefix of its own in HERALD_TEST_S3's bucket, or an in-process fake.
+func testS3(t *testing.T) string {
+	t.Helper()
+	if u := os.Getenv("HERALD_TEST_S3"); u != "" {
+		ensureBucket(t, u)
+		return fmt.Sprintf("%s/migrate-%d", strings.TrimSuffix(u, "/"), time.Now().UnixNano())
+	}
+	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(srv.Close)
+	u := "http://key:secret@" + srv.Listener.Addr().String() + "/media"
+	ensureBucket(t, u)
+	return u + "/moved"
+}
+
+// ensureBucket creates the bucket rawURL names when the server lacks it.
+func ensureBucket(t *testing.T, rawURL string) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		t.Fatalf("S3 URL %q: want http://KEY:SECRET@host:port/bucket", u.Redacted())
+	}
+	secret, _ := u.User.Password()
+	c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(u.User.Username(), secret, ""), Secure: u.Scheme == "https"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ok, err := c.BucketExists(ctx, bucket)
+	if err != nil {
+		t.Fatalf("S3 server at %s: %v", u.Host, err)
+	}
+	if !ok {
+		if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
+			t.Fatalf("create bucket %s at %s: %v", bucket, u.Host, err)
+		}
+	}
+}
+
+// Files in S3 stay there by default, and the output says so.
+func TestMigrateFilesInS3Stay(t *testing.T) {
+	from, to := newSQLiteData(t), t.TempDir()
+	place := testS3(t)
+	out, err := runMigrate("--data", from, "--media-s3", place, "--to-store", "sqlite", "--to-data", to)
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "The files of 1 finished uploads stay in S3 ") {
+		t.Errorf("output does not say the files stay in S3:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(to, "media")); err == nil {
+		t.Errorf("a media folder was made in the target folder, though the files stay in S3")
+	}
+}
+
+// A file the source lacks fails the run, naming it, after the rows; a
+// source media folder that is not there fails it before anything is written.
+func TestMigrateFileFailures(t *testing.T) {
+	from, to := newSQLiteData(t), t.TempDir()
+	if err := os.Remove(filepath.Join(from, "media", "blobs", movedFileID+".thumb")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to)
+	if err == nil || !strings.Contains(err.Error(), movedFileID+".thumb") || !strings.Contains(err.Error(), "empty the target") {
+		t.Fatalf("migrate with a thumbnail missing in the source: %v, want an error naming it and what to do\n%s", err, out)
+	}
+
+	from, to = newSQLiteData(t), t.TempDir()
+	if err := os.RemoveAll(filepath.Join(from, "media")); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to)
+	if err == nil || !strings.Contains(err.Error(), "media folder") || !strings.Contains(err.Error(), "--media-dir") {
+		t.Fatalf("migrate without the source's media folder: %v, want a refusal naming --media-dir\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(to, server.SQLiteFile)); err == nil {
+		t.Errorf("the refused run created the target store")
+	}
+	// Named, the folder elsewhere is read.
+	other := t.TempDir()
+	d, err := media.OpenDir(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putFiles(t, d)
+	if out, err := runMigrate("--data", from, "--media-dir", other, "--to-store", "sqlite", "--to-data", to); err != nil {
+		t.Fatalf("migrate with --media-dir: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(to, "media", "blobs", movedFileID)); err != nil {
+		t.Errorf("the file read from --media-dir is not in the target's media folder: %v", err)
+	}
+}
+
 // A target with data is refused before anything is written, and left as
 // it was: a second run into the same target is the usual mistake.
 func TestMigrateRefusesNonEmptyTarget(t *testing.T) {
@@ -381,6 +651,8 @@ func TestMigrateBadFlags(t *testing.T) {
 		{"bad page", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--page", "0"}, "--page"},
 		{"page too big", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--page", "10001"}, "between 1 and 10000"},
 		{"no source", []string{"--data", missing, "--to-store", "sqlite", "--to-data", t.TempDir()}, "no sqlite store in"},
+		{"bad target media", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--to-media", "ftp://x/y"}, "--to-media must be a folder or an http(s)://"},
+		{"target media bucket missing", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--to-media", "http://k:s@127.0.0.1:1/bucket"}, "the target's media store"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

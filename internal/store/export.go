@@ -36,6 +36,11 @@ const (
 	TablePushOutbox   Table = "push_outbox"
 	TablePushLog      Table = "push_log"
 	TableCalls        Table = "calls"
+	// TableMedia holds the finished uploads (Complete), referenced by a
+	// message or not; unfinished ones are left behind (the sweep deletes
+	// them, and their bytes are not in a Blobs' finished files). The
+	// files themselves are not rows: herald migrate copies them apart.
+	TableMedia Table = "media"
 )
 
 // Tables lists every table in the order an import must follow: groups
@@ -44,6 +49,7 @@ const (
 var Tables = []Table{
 	TableUsers, TableGroups, TableMessages, TableConvMembers, TableGroupMembers,
 	TableCursors, TableMutes, TablePushRules, TablePushDevices, TablePushOutbox, TablePushLog, TableCalls,
+	TableMedia,
 }
 
 // GroupRecord is a row of TableGroups.
@@ -98,12 +104,13 @@ type Rows struct {
 	PushOutbox   []PushJob
 	PushLog      []herald.PushAttempt
 	Calls        []*herald.Call
+	Media        []herald.MediaFile
 }
 
 // Len returns how many rows r holds, of every table.
 func (r *Rows) Len() int {
 	return len(r.Users) + len(r.Groups) + len(r.Messages) + len(r.ConvMembers) + len(r.GroupMembers) +
-		len(r.Cursors) + len(r.Mutes) + len(r.PushRules) + len(r.PushDevices) + len(r.PushOutbox) + len(r.PushLog) + len(r.Calls)
+		len(r.Cursors) + len(r.Mutes) + len(r.PushRules) + len(r.PushDevices) + len(r.PushOutbox) + len(r.PushLog) + len(r.Calls) + len(r.Media)
 }
 
 // Paged hands fn the rows scan reads, a page of page rows at a time and

@@ -15,7 +15,7 @@ import (
 
 // Export (store.Exporter): herald migrate moves a Pebble directory's data
 // to another backend. Each table is a scan of one key tag, read from one
-// snapshot; the index keys (t, b, o, w, h, x, s, d, j) are not exported:
+// snapshot; the index keys (t, b, o, w, h, x, s, d, j, f, v) are not exported:
 // the importer rebuilds its own (Import, below, rebuilds Pebble's).
 
 var _ store.Exporter = (*Store)(nil)
@@ -34,6 +34,7 @@ var exportTags = map[store.Table]byte{
 	store.TablePushOutbox:   tagPushQueue,
 	store.TablePushLog:      tagPushLog,
 	store.TableCalls:        tagCall,
+	store.TableMedia:        tagMedia,
 }
 
 func exportTag(t store.Table) (byte, error) {
@@ -44,7 +45,8 @@ func exportTag(t store.Table) (byte, error) {
 	return tag, nil
 }
 
-// Count implements store.Counter: a scan of the table's keys.
+// Count implements store.Counter: a scan of the table's keys (and for
+// media, of the records: only finished uploads are exported).
 func (s *Store) Count(ctx context.Context, t store.Table) (int64, error) {
 	tag, err := exportTag(t)
 	if err != nil {
@@ -63,6 +65,19 @@ func (s *Store) Count(ctx context.Context, t store.Table) (int64, error) {
 		if n%4096 == 0 {
 			if err := ctx.Err(); err != nil {
 				return 0, errors.Join(err, it.Close())
+			}
+		}
+		if t == store.TableMedia {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				return 0, errors.Join(fmt.Errorf("pebble: count %s: %w", t, err), it.Close())
+			}
+			f, err := store.DecodeMediaFile(v)
+			if err != nil {
+				return 0, errors.Join(fmt.Errorf("pebble: count %s: %w", t, err), it.Close())
+			}
+			if !f.Complete {
+				continue
 			}
 		}
 		n++
@@ -245,6 +260,14 @@ func exportRow(snap reader, t store.Table, rest, value []byte, r *store.Rows) er
 			return err
 		}
 		r.Calls = append(r.Calls, c)
+	case store.TableMedia:
+		f, err := store.DecodeMediaFile(value)
+		if err != nil {
+			return err
+		}
+		if f.Complete { // unfinished uploads stay behind (store.TableMedia)
+			r.Media = append(r.Media, f)
+		}
 	}
 	return nil
 }
@@ -266,10 +289,11 @@ func readSeqOf(r reader, user, conv string) (int64, error) {
 // page is one indexed batch committed with Sync, holding the rows' keys
 // and the index keys the write paths would have set (d, s and the message
 // heads for messages; t and b for devices; o and q for jobs; x for the
-// log; w and h for calls; e and j for memberships). Every primary key is
-// looked up first: one already stored fails the page. The message writer
-// is held for every table but the log, which takes the push writer (its
-// IDs); the two are never held together.
+// log; w and h for calls; e and j for memberships; f and v for uploads).
+// Every primary key is looked up first: one already stored fails the page.
+// The message writer is held for every table but the log, which takes the
+// push writer (its IDs), and the uploads, which take mediaMu as the media
+// writes do; none is held with another.
 
 var _ store.Importer = (*Store)(nil)
 
@@ -296,12 +320,18 @@ func (s *Store) Import(ctx context.Context, t store.Table, r *store.Rows) error 
 	if _, err := exportTag(t); err != nil {
 		return err
 	}
-	if t == store.TablePushLog {
+	switch t {
+	case store.TablePushLog:
 		if err := s.acquirePush(ctx); err != nil {
 			return err
 		}
 		defer s.releasePush()
-	} else {
+	case store.TableMedia:
+		if err := s.enterMedia(); err != nil {
+			return err
+		}
+		defer s.leaveMedia()
+	default:
 		if err := s.acquire(ctx); err != nil {
 			return err
 		}
@@ -463,6 +493,16 @@ func (s *Store) importRows(b *pebbledb.Batch, t store.Table, r *store.Rows, next
 				if err := b.Set(k, nil, nil); err != nil {
 					return err
 				}
+			}
+		}
+	case store.TableMedia:
+		for i := range r.Media {
+			f := &r.Media[i]
+			if _, found, err := getMedia(b, f.ID); err != nil || found {
+				return errors.Join(err, errStored("upload "+f.ID))
+			}
+			if err := putMedia(b, f); err != nil {
+				return err
 			}
 		}
 	}

@@ -19,7 +19,8 @@ import (
 // page in one transaction, with COPY for the rows (no ON CONFLICT: a row
 // that is already there fails the page and nothing of it stays), and
 // rebuilds what the store derives on the way: conversations rows and their
-// last_seq and last_id, call_users. FinishImport moves messages_id_seq past
+// last_seq and last_id, call_users, the media table's columns beside its
+// record. FinishImport moves messages_id_seq past
 // the imported IDs.
 
 var (
@@ -212,6 +213,24 @@ var exportTables = map[store.Table]exportTable{
 				return err
 			}
 			r.Calls = append(r.Calls, c)
+			return nil
+		},
+	},
+	// Finished uploads: the service marks an upload complete exactly
+	// when its last byte is received (sizes are at least 1).
+	store.TableMedia: {
+		query: "SELECT body FROM media WHERE received = size ORDER BY id",
+		count: "SELECT count(*) FROM media WHERE received = size",
+		scan: func(row pgx.Row, r *store.Rows) error {
+			var body []byte
+			if err := row.Scan(&body); err != nil {
+				return err
+			}
+			f, err := store.DecodeMediaFile(body)
+			if err != nil {
+				return err
+			}
+			r.Media = append(r.Media, f)
 			return nil
 		},
 	},
@@ -529,6 +548,11 @@ func importRows(ctx context.Context, tx pgx.Tx, t store.Table, r *store.Rows) er
 		}
 		return copyRows(ctx, tx, "call_users", []string{"user_id", "created_at", "call_id"}, len(users), func(i int) []any {
 			return []any{users[i].user, users[i].created, users[i].id}
+		})
+	case store.TableMedia:
+		return copyRows(ctx, tx, "media", []string{"id", "owner", "created_at", "size", "received", "referenced", "body"}, len(r.Media), func(i int) []any {
+			f := &r.Media[i]
+			return []any{f.ID, f.Owner, f.CreatedAt.UnixMilli(), f.Size, f.Received, f.Conv != "", store.EncodeMediaFile(f)}
 		})
 	}
 	return nil

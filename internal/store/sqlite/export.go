@@ -18,7 +18,8 @@ import (
 // Export reads the read pool, one query per table, streamed. Import writes
 // each page in one writer transaction with plain INSERTs (no ON CONFLICT:
 // a row that is already there fails the page), rebuilding what the writer
-// derives on the way: conversations rows, created_max, call_users.
+// derives on the way: conversations rows, created_max, call_users, the
+// media table's columns beside its record.
 
 var (
 	_ store.Exporter = (*Store)(nil)
@@ -208,6 +209,24 @@ var exportTables = map[store.Table]exportTable{
 				return err
 			}
 			r.Calls = append(r.Calls, c)
+			return nil
+		},
+	},
+	// Finished uploads: the service marks an upload complete exactly
+	// when its last byte is received (sizes are at least 1).
+	store.TableMedia: {
+		query: "SELECT body FROM media WHERE received = size ORDER BY id",
+		count: "SELECT count(*) FROM media WHERE received = size",
+		scan: func(sc scanner, r *store.Rows) error {
+			var body []byte
+			if err := sc.Scan(&body); err != nil {
+				return err
+			}
+			f, err := store.DecodeMediaFile(body)
+			if err != nil {
+				return err
+			}
+			r.Media = append(r.Media, f)
 			return nil
 		},
 	},
@@ -447,6 +466,14 @@ func (im *importer) table(ctx context.Context, t store.Table, r *store.Rows) err
 					p.User, created, c.ID); err != nil {
 					return err
 				}
+			}
+		}
+	case store.TableMedia:
+		for i := range r.Media {
+			f := &r.Media[i]
+			if err := im.exec(ctx, "upload "+f.ID, "INSERT INTO media (id, owner, created_at, size, received, referenced, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+				f.ID, f.Owner, f.CreatedAt.UnixMilli(), f.Size, f.Received, referenced(f), store.EncodeMediaFile(f)); err != nil {
+				return err
 			}
 		}
 	}

@@ -19,12 +19,13 @@ import (
 // every field, a resend, read seqs, cursors, mutes, bound and unbound push
 // devices with badges, the outbox with a retried job, the delivery log,
 // groups with join seqs, roles and a dismissed one, calls, users, an
-// unregistered one) is copied with store.Copy, in small pages, into an
+// unregistered one, finished uploads sent or not and an unfinished one) is copied with store.Copy, in small pages, into an
 // empty store; then every read of the contract must answer as on the
 // original, the counts of every table must match, and the copy must go on
 // from the original: seqs continue, IDs grow past the imported ones, a
 // resend of an imported message is its duplicate, a dismissed group's ID
-// is refused, the log's order continues, a token registered again keeps
+// is refused, the unfinished upload is left behind and the copied ones
+// keep every field, the log's order continues, a token registered again keeps
 // its push ID and badge. The same holds once the copy is closed and
 // opened again.
 //
@@ -80,6 +81,7 @@ func RunExport(t *testing.T, from func(t *testing.T) store.Store, to func(t *tes
 	if got := w.snapshot(t, dst); got != before {
 		t.Errorf("the copy reads differently from the original:\n%s", diffLines(got, before))
 	}
+	w.unfinishedLeft(t, src, dst)
 
 	pageAtomic(t, imp)
 
@@ -149,6 +151,8 @@ type exportWorld struct {
 	imported             []store.Appended // the first messages stored
 	phone                herald.PushDevice
 	resent               *herald.Message // stored before the copy
+	media                []string        // finished uploads
+	unfinished           herald.MediaFile
 }
 
 func fillForExport(t *testing.T, f *fixture) *exportWorld {
@@ -235,7 +239,52 @@ func fillForExport(t *testing.T, f *fixture) *exportWorld {
 	f.saveCall(t, open, []store.PushJob{callJob(phone.PushID, 1<<40, "bob", open)})
 	f.saveCall(t, ended, nil)
 	w.convs = []string{ab.Conv, ca.Conv, cd, "g:g1", "g:g2", "g:g3"}
+
+	// Uploads: a photo sent to bob (every field set), a file finished but
+	// not sent yet, and one half uploaded.
+	sent := f.upload("up-sent", "alice", 2000)
+	sent.Received, sent.HashState, sent.Sniffed, sent.SHA256, sent.Complete = 2000, []byte{9, 8, 7}, "image/jpeg", "ab12", true
+	sent.Width, sent.Height, sent.Thumb, sent.ThumbW, sent.ThumbH = 640, 480, true, 320, 240
+	sent.Conv, sent.AttachedAt = ab.Conv, baseTime.Add(time.Minute)
+	kept := f.upload("up-kept", "bob", 30)
+	kept.Kind, kept.Name, kept.MIME, kept.Received, kept.SHA256, kept.Complete = herald.KindFile, "notes.txt", "text/plain", 30, "cd34", true
+	half := f.upload("up-half", "alice", 5000)
+	for _, m := range []herald.MediaFile{sent, kept, half} {
+		up := m
+		up.Received, up.HashState, up.Sniffed, up.SHA256, up.Complete = 0, nil, "", "", false
+		up.Width, up.Height, up.Thumb, up.ThumbW, up.ThumbH, up.Conv, up.AttachedAt = 0, 0, false, 0, 0, "", time.Time{}
+		f.createMedia(t, up)
+	}
+	half.Received = 1000
+	for _, m := range []herald.MediaFile{sent, kept, half} {
+		if err := f.s.UpdateMedia(ctx, m, 0); err != nil {
+			t.Fatalf("UpdateMedia(%q): %v", m.ID, err)
+		}
+	}
+	w.media, w.unfinished = []string{"up-kept", "up-sent"}, half
 	return w
+}
+
+// unfinishedLeft checks that the unfinished upload stayed behind: gone
+// from the copy's records, its sweep and its quota sum, as the
+// documentation of store.TableMedia says.
+func (w *exportWorld) unfinishedLeft(t *testing.T, src, dst store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := dst.Media(ctx, w.unfinished.ID)
+	wantCode(t, "Media of the unfinished upload on the copy", err, herald.CodeNotFound)
+	day := w.unfinished.CreatedAt.Add(-time.Hour)
+	had, err := src.MediaUsage(ctx, w.unfinished.Owner, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	has, err := dst.MediaUsage(ctx, w.unfinished.Owner, day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if has != had-w.unfinished.Size {
+		t.Errorf("MediaUsage of %s on the copy = %d, want the original's %d less the unfinished %d", w.unfinished.Owner, has, had, w.unfinished.Size)
+	}
 }
 
 // goOn writes to the copy, checking it continues from the original.
@@ -337,6 +386,19 @@ func (w *exportWorld) snapshot(t *testing.T, s store.Store) string {
 	}
 	open, err := s.OpenCalls(ctx)
 	line("open calls %q %v", callIDs(open), err)
+	for _, id := range w.media {
+		m, err := s.Media(ctx, id)
+		line("upload %s: %+v %v", id, m, err)
+	}
+	unref, err := s.UnreferencedMedia(ctx, baseTime.Add(time.Hour), 100)
+	line("unreferenced uploads (%v):", err)
+	for _, m := range unref {
+		if m.ID != w.unfinished.ID {
+			line("\t%s", m.ID)
+		}
+	}
+	usage, err := s.MediaUsage(ctx, "bob", baseTime)
+	line("bob's upload bytes %d %v", usage, err)
 	return b.String()
 }
 
