@@ -116,6 +116,9 @@ type Config struct {
 	Live   Live
 	Store  Reader
 	Groups Groups
+	// Media reads media messages' files, for the message timeline (their
+	// thumbnails and who may read them); nil leaves them out.
+	Media Media
 	// Node is this node's ID, shown beside the sessions it holds.
 	Node string
 	// MaxSessions bounds the sessions held; a login past it ends the one
@@ -242,6 +245,7 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"api/push/events", h.auth(h.pushEvents))
 	h.mux.HandleFunc("GET "+Prefix+"static/", h.serveStatic)
 	h.operatorRoutes()
+	h.mediaRoutes()
 	// Any other path under the console: its own 404 page, after the login
 	// (an unknown path says nothing to who has no session).
 	h.mux.HandleFunc(Prefix, h.auth(h.notFound))
