@@ -5,7 +5,8 @@
 // history (operator.go), push debugging (a test push to a device, stage by
 // stage, with the vendor's raw answer and, for emulator devices, the
 // notification as the phone shows it), a user's devices and bindings, a
-// message's push timeline, the delivery log, live figures, and charts of
+// message's push timeline (with a media message's file, its thumbnail and
+// who may read it: media.go), the delivery log, live figures, and charts of
 // the last minutes drawn from the server's ring buffer (metrics.Series).
 //
 // Pages are rendered on the server with html/template from assets embedded

@@ -199,13 +199,13 @@ func (h *Handler) messageByID(ctx context.Context, conv string, id int64) (*hera
 	}
 	for lo <= hi {
 		mid := lo + (hi-lo)/2
-		// The first message at or after mid: seqs have no gaps, but a
-		// message past the retention may be gone.
+		// The first message at or after mid (seqs have no gaps; should
+		// one be missing, the search still holds).
 		ms, err := h.cfg.Store.History(ctx, key, store.HistoryQuery{FromSeq: mid - 1, Direction: store.Forward, Limit: 1})
 		if err != nil {
 			return nil, err
 		}
-		if len(ms) == 0 || ms[0].Seq > hi {
+		if len(ms) == 0 {
 			hi = mid - 1
 			continue
 		}
