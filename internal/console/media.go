@@ -222,15 +222,20 @@ func (h *Handler) messageByID(ctx context.Context, conv string, id int64) (*hera
 }
 
 // timelineMessage finds message id, whose timeline entries are given,
-// in the conversation the first of them to name one names. ok is false
-// when none does (a test push, an entry written before entries named
-// their conversation).
-func (h *Handler) timelineMessage(ctx context.Context, id int64, entries []herald.PushAttempt) (m *herald.Message, ok bool, err error) {
+// in the conversation the first of them to name one names. named is
+// false when none does (an entry written before entries named their
+// conversation); a call's push names its call (herald.CallConversationKey),
+// whose timeline has no message: m is nil then.
+func (h *Handler) timelineMessage(ctx context.Context, id int64, entries []herald.PushAttempt) (m *herald.Message, named bool, err error) {
 	for _, e := range entries {
-		if e.Conv != "" {
-			m, err := h.messageByID(ctx, e.Conv, id)
-			return m, true, err
+		if e.Conv == "" {
+			continue
 		}
+		if _, _, _, ok := herald.ParseConversationKey(e.Conv); !ok {
+			return nil, true, nil
+		}
+		m, err := h.messageByID(ctx, e.Conv, id)
+		return m, true, err
 	}
 	return nil, false, nil
 }

@@ -154,3 +154,16 @@ func TestMediaDisabled(t *testing.T) {
 		t.Errorf("thumbnail without media: %d, want 404", w.Code)
 	}
 }
+
+// TestTimelineMessageOfCall: a call's push names its call, not a
+// conversation: no message, and no error.
+func TestTimelineMessageOfCall(t *testing.T) {
+	h := New(Config{Store: &fakeReader{}})
+	m, named, err := h.timelineMessage(context.Background(), 5, []herald.PushAttempt{{MsgID: 5, Conv: herald.CallConversationKey("call1")}})
+	if m != nil || !named || err != nil {
+		t.Errorf("a call's entries: %v, %t, %v; want no message, named, no error", m, named, err)
+	}
+	if _, named, _ := h.timelineMessage(context.Background(), 5, []herald.PushAttempt{{MsgID: 5}}); named {
+		t.Error("entries naming no conversation: named")
+	}
+}

@@ -477,7 +477,7 @@ func (h *Handler) messagePage(w http.ResponseWriter, r *http.Request) {
 				data["Unresolved"] = true
 			case err != nil:
 				data["Error"] = h.failed("finding the message", err)
-			default:
+			case m != nil:
 				data["Message"], msg = m, m
 			}
 		}
