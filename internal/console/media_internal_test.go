@@ -143,10 +143,15 @@ func TestMediaDisabled(t *testing.T) {
 	if v := h.mediaOf(context.Background(), m); v == nil || !strings.Contains(v.Error, "not available") || v.Thumb != "" {
 		t.Errorf("mediaOf without media = %+v, want its fields and the error", v)
 	}
+	w := httptest.NewRecorder()
+	h.render(w, httptest.NewRequest(http.MethodGet, Prefix+"message", nil), http.StatusOK, "message", map[string]any{"Media": h.mediaOf(context.Background(), m)})
+	if b := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(b, "a.png") || !strings.Contains(b, "media files are not available to the console") || strings.Contains(b, "<img") {
+		t.Errorf("the timeline without media: %d, want its fields and the error, no thumbnail:\n%s", w.Code, b)
+	}
 	if v := h.mediaOf(context.Background(), &herald.Message{Type: herald.MessageText}); v != nil {
 		t.Errorf("mediaOf of a text message = %+v, want nil", v)
 	}
-	w := httptest.NewRecorder()
+	w = httptest.NewRecorder()
 	r := httptest.NewRequest(http.MethodGet, Prefix+"media/f1/thumbnail", nil)
 	r.SetPathValue("id", "f1")
 	h.serveMedia(true)(w, r)
