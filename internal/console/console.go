@@ -5,7 +5,8 @@
 // history (operator.go), push debugging (a test push to a device, stage by
 // stage, with the vendor's raw answer and, for emulator devices, the
 // notification as the phone shows it), a user's devices and bindings, a
-// message's push timeline, the delivery log, live figures, and charts of
+// message's push timeline (with a media message's file, its thumbnail and
+// who may read it: media.go), the delivery log, live figures, and charts of
 // the last minutes drawn from the server's ring buffer (metrics.Series).
 //
 // Pages are rendered on the server with html/template from assets embedded
@@ -116,6 +117,9 @@ type Config struct {
 	Live   Live
 	Store  Reader
 	Groups Groups
+	// Media reads media messages' files, for the message timeline (their
+	// thumbnails and who may read them); nil leaves them out.
+	Media Media
 	// Node is this node's ID, shown beside the sessions it holds.
 	Node string
 	// MaxSessions bounds the sessions held; a login past it ends the one
@@ -242,6 +246,7 @@ func New(cfg Config) *Handler {
 	h.mux.HandleFunc("GET "+Prefix+"api/push/events", h.auth(h.pushEvents))
 	h.mux.HandleFunc("GET "+Prefix+"static/", h.serveStatic)
 	h.operatorRoutes()
+	h.mediaRoutes()
 	// Any other path under the console: its own 404 page, after the login
 	// (an unknown path says nothing to who has no session).
 	h.mux.HandleFunc(Prefix, h.auth(h.notFound))

@@ -442,6 +442,7 @@ func (h *Handler) messagePage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	id, conv, seq := strings.TrimSpace(q.Get("msg_id")), strings.TrimSpace(q.Get("conv")), strings.TrimSpace(strings.TrimPrefix(q.Get("seq"), "#"))
 	data := map[string]any{"MsgID": id, "Conv": conv, "Seq": seq}
+	var msg *herald.Message
 	if id == "" && (conv != "" || seq != "") {
 		// The chat shows a message's seq in its conversation (#12); the
 		// delivery log names the server-wide message ID.
@@ -459,12 +460,26 @@ func (h *Handler) messagePage(w http.ResponseWriter, r *http.Request) {
 			}
 			id = strconv.FormatInt(m.ID, 10)
 			data["MsgID"], data["Message"] = id, m
+			msg = m
 		}
 	}
 	if id != "" {
 		entries, err := h.query(r, logFilter{MsgID: id, Limit: 1000})
 		if err != nil {
 			data["Error"] = herald.ErrorMessage(err)
+		}
+		if n, _ := strconv.ParseInt(id, 10, 64); msg == nil && err == nil {
+			// By ID alone: the message is in the conversation its log
+			// entries name.
+			m, ok, err := h.timelineMessage(r.Context(), n, entries)
+			switch {
+			case !ok:
+				data["Unresolved"] = true
+			case err != nil:
+				data["Error"] = h.failed("finding the message", err)
+			case m != nil:
+				data["Message"], msg = m, m
+			}
 		}
 		// Oldest first, grouped by device; a device's decision is its
 		// latest entry.
@@ -484,6 +499,11 @@ func (h *Handler) messagePage(w http.ResponseWriter, r *http.Request) {
 		data["Entries"] = entries
 		data["Devices"] = devs
 		data["Searched"] = true
+	}
+	if msg != nil {
+		if v := h.mediaOf(r.Context(), msg); v != nil {
+			data["Media"] = v
+		}
 	}
 	h.render(w, r, http.StatusOK, "message", data)
 }

@@ -521,10 +521,25 @@ func (s *Service) MayRead(ctx context.Context, user string, f herald.MediaFile) 
 	}
 	for _, g := range groups {
 		if g.Group == a {
-			return !g.JoinedAt.After(f.AttachedAt), nil
+			return MemberMayRead(f, g), nil
 		}
 	}
 	return false, nil
+}
+
+// MemberMayRead is MayRead's rule for a member m of the group file f was
+// sent to: m may read it when they joined at or before it was sent (a
+// later member does not get the message either). The console lists a
+// file's readers with it.
+func MemberMayRead(f herald.MediaFile, m herald.GroupMember) bool {
+	return !m.JoinedAt.After(f.AttachedAt)
+}
+
+// File returns the record of file id, whoever may read it: for the
+// operator's console, not for users (Readable). CodeNotFound when there
+// is none.
+func (s *Service) File(ctx context.Context, id string) (herald.MediaFile, error) {
+	return s.st.Media(ctx, id)
 }
 
 // Readable returns file id (complete) if user may read it: CodeNotFound

@@ -50,6 +50,9 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte) {
 	if s.emus.apns != nil {
 		cc.Emulator = s.emus
 	}
+	if s.media != nil {
+		cc.Media = s.media // media messages' files on the message timeline
+	}
 	if s.cluster != nil {
 		cc.Shared = s.store // sessions valid on every node (shared.go)
 	}

@@ -50,9 +50,10 @@ type HistoryQuery struct {
 type Store interface {
 	// AppendMessages stores msgs in one transaction, in order: all or none.
 	// For each message it assigns ID and the next Seq of its conversation
-	// (starting at 1, increasing by one, never reused, no gaps), unless a
-	// message with the same From and LocalID is already stored (earlier or
-	// earlier in msgs): then nothing is stored for it and the result is
+	// (starting at 1, increasing by one, never reused, no gaps; within a
+	// conversation a later seq has a higher ID), unless a message with the
+	// same From and LocalID is already stored (earlier or earlier in msgs):
+	// then nothing is stored for it and the result is
 	// the original with Duplicate set. Conv, ConvType, From, To, LocalID,
 	// Type and CreatedAt must be set. It also records the conversation in
 	// both participants' conversation lists; a group message

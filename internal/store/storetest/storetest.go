@@ -656,8 +656,14 @@ func testConcurrent(t *testing.T, f *fixture) {
 		if !slices.Equal(seqs, want) {
 			t.Errorf("%s: result seqs %v, want %v", conv, seqs, want)
 		}
-		if got := seqsOf(f.all(t, conv)); !slices.Equal(got, want) {
+		stored := f.all(t, conv)
+		if got := seqsOf(stored); !slices.Equal(got, want) {
 			t.Errorf("%s: stored seqs %v, want %v", conv, got, want)
+		}
+		for i := 1; i < len(stored); i++ {
+			if stored[i].ID <= stored[i-1].ID {
+				t.Errorf("%s: #%d has ID %d, not above #%d's %d", conv, stored[i].Seq, stored[i].ID, stored[i-1].Seq, stored[i-1].ID)
+			}
 		}
 	}
 }

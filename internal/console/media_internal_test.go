@@ -1,0 +1,174 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/store"
+)
+
+// fakeReader is a store with one group's members and one conversation's
+// messages (in seq order, with gaps where messages are gone).
+type fakeReader struct {
+	members []herald.GroupMember // by user ID
+	gone    bool                 // the group was dismissed
+	msgs    []*herald.Message
+	reads   int // History calls
+}
+
+func (f *fakeReader) Group(context.Context, string) (herald.Group, error) {
+	return herald.Group{}, nil
+}
+
+func (f *fakeReader) GroupMembers(_ context.Context, id, after string, limit int) ([]herald.GroupMember, error) {
+	if f.gone {
+		return nil, herald.Errorf(herald.CodeNotFound, "no group %q", id)
+	}
+	var out []herald.GroupMember
+	for _, m := range f.members {
+		if m.User > after && len(out) < limit {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeReader) UserGroups(context.Context, string) ([]herald.GroupMember, error) {
+	return nil, nil
+}
+
+func (f *fakeReader) ConversationsAfter(context.Context, string, *store.ConversationCursor, int) ([]herald.Conversation, error) {
+	return nil, nil
+}
+
+func (f *fakeReader) History(_ context.Context, _ string, q store.HistoryQuery) ([]*herald.Message, error) {
+	f.reads++
+	var out []*herald.Message
+	if q.Direction == store.Forward {
+		for _, m := range f.msgs {
+			if m.Seq > q.FromSeq && len(out) < q.Limit {
+				out = append(out, m)
+			}
+		}
+		return out, nil
+	}
+	for i := len(f.msgs) - 1; i >= 0; i-- {
+		if m := f.msgs[i]; (q.FromSeq == 0 || m.Seq < q.FromSeq) && len(out) < q.Limit {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// TestReadersOfGroupFile: the readers are counted over every page of
+// members and listed up to maxReaders, by the media rule; the sender is
+// named apart when no member; a dismissed group leaves only the sender.
+func TestReadersOfGroupFile(t *testing.T) {
+	sent := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	f := herald.MediaFile{ID: "f1", Owner: "u0001", Conv: herald.GroupConversationKey("big"), AttachedAt: sent, Complete: true}
+	st := &fakeReader{}
+	for i := range 1250 {
+		joined := sent
+		if i%5 == 0 {
+			joined = sent.Add(time.Millisecond) // after the file was sent
+		}
+		st.members = append(st.members, herald.GroupMember{Group: "big", User: fmt.Sprintf("u%04d", i), JoinedAt: joined})
+	}
+	h := New(Config{Store: st})
+
+	v, err := h.readers(context.Background(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Total != 1000 || v.Later != 250 || len(v.Users) != maxReaders || v.Users[0] != "u0001" || v.Users[1] != "u0002" || v.Sender != "" {
+		t.Errorf("readers = total %d, later %d, %d listed from %v, sender %q; want 1000, 250, %d from [u0001 u0002], none apart",
+			v.Total, v.Later, len(v.Users), v.Users[:2], v.Sender, maxReaders)
+	}
+
+	f.Owner = "zoe" // left the group since
+	if v, _ := h.readers(context.Background(), f); v.Sender != "zoe" {
+		t.Errorf("a sender who left: named apart as %q, want zoe", v.Sender)
+	}
+	st.gone = true
+	if v, _ := h.readers(context.Background(), f); !v.Gone || v.Sender != "zoe" || v.Total != 0 {
+		t.Errorf("dismissed group: %+v, want gone with only the sender", v)
+	}
+
+	peer := herald.MediaFile{ID: "f2", Owner: "bob", Conv: herald.PeerConversationKey("bob", "ann"), Complete: true}
+	if v, _ := h.readers(context.Background(), peer); v.Total != 2 || strings.Join(v.Users, " ") != "ann bob" {
+		t.Errorf("peer file readers = %v, want [ann bob]", v.Users)
+	}
+}
+
+// TestMessageByID: the binary search finds every message of the
+// conversation by ID, across a gap, in a logarithmic number of reads, and
+// says so for an ID that is not there.
+func TestMessageByID(t *testing.T) {
+	st := &fakeReader{}
+	for seq := int64(1); seq <= 1000; seq++ {
+		if seq >= 400 && seq < 450 {
+			continue // gone
+		}
+		st.msgs = append(st.msgs, &herald.Message{Seq: seq, ID: 7 * seq, Conv: "p:ann:bob"})
+	}
+	h := New(Config{Store: st})
+	for _, m := range st.msgs {
+		st.reads = 0
+		got, err := h.messageByID(context.Background(), "p:ann:bob", m.ID)
+		if err != nil || got.Seq != m.Seq {
+			t.Fatalf("message ID %d: %v, %v; want #%d", m.ID, got, err, m.Seq)
+		}
+		if st.reads > 12 {
+			t.Fatalf("message ID %d took %d reads, want at most 12", m.ID, st.reads)
+		}
+	}
+	for _, id := range []int64{1, 7*420 + 0, 7*500 + 3, 7 * 1001} {
+		if _, err := h.messageByID(context.Background(), "p:ann:bob", id); herald.ErrorCode(err) != herald.CodeNotFound {
+			t.Errorf("message ID %d: %v, want not_found", id, err)
+		}
+	}
+}
+
+// TestMediaDisabled: without the media service the timeline says its
+// files are not available, and the file routes answer 404.
+func TestMediaDisabled(t *testing.T) {
+	h := New(Config{})
+	m := &herald.Message{Type: herald.MessageImage, Media: &herald.Media{FileID: "f1", Name: "a.png"}}
+	if v := h.mediaOf(context.Background(), m); v == nil || !strings.Contains(v.Error, "not available") || v.Thumb != "" {
+		t.Errorf("mediaOf without media = %+v, want its fields and the error", v)
+	}
+	w := httptest.NewRecorder()
+	h.render(w, httptest.NewRequest(http.MethodGet, Prefix+"message", nil), http.StatusOK, "message", map[string]any{"Media": h.mediaOf(context.Background(), m)})
+	if b := w.Body.String(); w.Code != http.StatusOK || !strings.Contains(b, "a.png") || !strings.Contains(b, "media files are not available to the console") || strings.Contains(b, "<img") {
+		t.Errorf("the timeline without media: %d, want its fields and the error, no thumbnail:\n%s", w.Code, b)
+	}
+	if v := h.mediaOf(context.Background(), &herald.Message{Type: herald.MessageText}); v != nil {
+		t.Errorf("mediaOf of a text message = %+v, want nil", v)
+	}
+	w = httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, Prefix+"media/f1/thumbnail", nil)
+	r.SetPathValue("id", "f1")
+	h.serveMedia(true)(w, r)
+	if w.Code != http.StatusNotFound {
+		t.Errorf("thumbnail without media: %d, want 404", w.Code)
+	}
+}
+
+// TestTimelineMessageOfCall: a call's push names its call, not a
+// conversation: no message, and no error.
+func TestTimelineMessageOfCall(t *testing.T) {
+	h := New(Config{Store: &fakeReader{}})
+	m, named, err := h.timelineMessage(context.Background(), 5, []herald.PushAttempt{{MsgID: 5, Conv: herald.CallConversationKey("call1")}})
+	if m != nil || !named || err != nil {
+		t.Errorf("a call's entries: %v, %t, %v; want no message, named, no error", m, named, err)
+	}
+	if _, named, _ := h.timelineMessage(context.Background(), 5, []herald.PushAttempt{{MsgID: 5}}); named {
+		t.Error("entries naming no conversation: named")
+	}
+}
