@@ -79,7 +79,9 @@ func (ps *pollState) closeFD() {
 // bytes are read and handled. Registrations are one-shot and level
 // triggered: a session is re-armed after its bytes are consumed, so at most
 // one goroutine reads a session at a time and none is lost between the last
-// read and the re-arm. An idle connection costs no goroutine and no buffer.
+// read and the re-arm. An idle connection costs no goroutine and no buffer,
+// and once logged in no net.Conn either (pollState). A second epoll set,
+// with its own goroutine, wakes the writers waiting for a full socket.
 type poller struct {
 	epfd  int
 	wepfd int // the second set: descriptors a writer waits on (await)

@@ -124,7 +124,8 @@ const maxAckedConversations = 10000
 //
 // An idle session is this struct and its connection, nothing else: no
 // goroutine, no buffer, no timer (the sweeper checks its deadlines and
-// its token's expiry). Its fields are packed for that (bench conn): what
+// its token's expiry). On the epoll driver a logged-in session's
+// connection is a bare descriptor, its net.Conn closed (pollState). Its fields are packed for that (bench conn): what
 // only a busy or ending session needs is allocated when needed (the
 // frameReader's partial frame, the cond), times are Unix ns, and the
 // flags sit together.
