@@ -6,18 +6,72 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// pollState is a session's registration with the poller.
+// pollState is a session's registration with the poller. Until login the
+// descriptor is its net.Conn's, read through raw. Once logged in, the
+// session owns a duplicate of it and the net.Conn is closed (own): Go's
+// netFD, its addresses and its netpoller entry are ~900 bytes per idle
+// connection, more than the session itself. From then on reads and
+// writes are read(2) and write(2) on fd, each holding a reference (ref),
+// and a write that finds the socket's buffer full waits for EPOLLOUT in
+// the poller's second epoll set (await).
 type pollState struct {
-	raw   syscall.RawConn
-	fd    int32 // a descriptor is an int32 to the kernel: the session stays small
-	armed bool  // added to the epoll set; s.mu guards it
+	raw     syscall.RawConn // until own; nil after
+	fd      int32           // a descriptor is an int32 to the kernel: the session stays small
+	ref     atomic.Int32    // once own: operations on fd in progress, and fdClosing
+	armed   bool            // added to the epoll set; s.mu guards it
+	own     bool            // fd is the session's and conn is nil; s.mu guards it
+	handoff bool            // the reader left re-arming to the busy writer (handoffLocked); s.mu guards it
+}
+
+// fdClosing is set in pollState.ref when the owned descriptor is to be
+// closed: no new operation starts, and the last one out closes it, so its
+// number is never reused under an operation.
+const fdClosing = 1 << 30
+
+// acquire takes a reference on the owned descriptor; false once it is closing.
+func (ps *pollState) acquire() bool {
+	for {
+		v := ps.ref.Load()
+		if v&fdClosing != 0 {
+			return false
+		}
+		if ps.ref.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+// release drops a reference taken by acquire.
+func (ps *pollState) release() {
+	if ps.ref.Add(-1) == fdClosing {
+		unix.Close(int(ps.fd))
+	}
+}
+
+// closeFD closes the owned descriptor once no operation holds it.
+func (ps *pollState) closeFD() {
+	for {
+		v := ps.ref.Load()
+		if v&fdClosing != 0 {
+			return
+		}
+		if ps.ref.CompareAndSwap(v, v|fdClosing) {
+			if v == 0 {
+				unix.Close(int(ps.fd))
+			}
+			return
+		}
+	}
 }
 
 // poller owns reading for every session on Linux: one goroutine waits in
@@ -25,18 +79,23 @@ type pollState struct {
 // bytes are read and handled. Registrations are one-shot and level
 // triggered: a session is re-armed after its bytes are consumed, so at most
 // one goroutine reads a session at a time and none is lost between the last
-// read and the re-arm. An idle connection costs no goroutine and no buffer.
+// read and the re-arm. An idle connection costs no goroutine and no buffer,
+// and once logged in no net.Conn either (pollState). A second epoll set,
+// with its own goroutine, wakes the writers waiting for a full socket.
 type poller struct {
-	epfd int
-	wake int // eventfd that ends the loop
-	log  *slog.Logger
+	epfd  int
+	wepfd int // the second set: descriptors a writer waits on (await)
+	wake  int // eventfd that ends both loops
+	log   *slog.Logger
 
-	mu   sync.Mutex
-	byID map[uint64]*session
+	mu    sync.Mutex
+	byID  map[uint64]*session
+	waits map[uint64]chan struct{} // by session ID: the writer waiting in await
 
-	bufs   sync.Pool
-	done   chan struct{}
-	closed atomic.Bool // the epoll set is released: no more EpollCtl on its number
+	bufs     sync.Pool
+	done     chan struct{}
+	waitDone chan struct{}
+	closed   atomic.Bool // the epoll set is released: no more EpollCtl on its number
 }
 
 var errWouldBlock = errors.New("would block")
@@ -51,15 +110,26 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		unix.Close(epfd)
 		return nil, err
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN} // ID 0: never a session's
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+	wepfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
 		unix.Close(epfd)
 		unix.Close(wake)
 		return nil, err
 	}
-	p := &poller{epfd: epfd, wake: wake, log: log, byID: make(map[uint64]*session), done: make(chan struct{})}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN} // ID 0: never a session's
+	for _, set := range []int{epfd, wepfd} {
+		if err := unix.EpollCtl(set, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+			unix.Close(epfd)
+			unix.Close(wepfd)
+			unix.Close(wake)
+			return nil, err
+		}
+	}
+	p := &poller{epfd: epfd, wepfd: wepfd, wake: wake, log: log, byID: make(map[uint64]*session),
+		waits: make(map[uint64]chan struct{}), done: make(chan struct{}), waitDone: make(chan struct{})}
 	p.bufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	go p.loop()
+	go p.waitLoop()
 	return p, nil
 }
 
@@ -123,7 +193,8 @@ func (p *poller) armLocked(s *session) error {
 	return nil
 }
 
-// forget removes s before its connection is closed; s.mu must be held.
+// forget removes s before its connection is closed, and closes the
+// descriptor s owns (once no read or write holds it); s.mu must be held.
 func (p *poller) forget(s *session) {
 	if p == nil {
 		return
@@ -135,6 +206,65 @@ func (p *poller) forget(s *session) {
 		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(s.poll.fd), nil)
 	}
 	s.poll.armed = false
+	if s.poll.own {
+		s.poll.closeFD()
+	}
+}
+
+// rearmLocked re-arms s after its bytes are read, first taking its
+// descriptor out of its net.Conn once it is logged in (ownLocked). That
+// needs the writer idle too: when it is not, reading stays disarmed and
+// the writer does both at the top of its next round (handoffLocked).
+// s.mu must be held.
+func (p *poller) rearmLocked(s *session) error {
+	if !s.poll.own && s.loggedIn.Load() && !s.closed && s.closeCode == 0 && !p.closed.Load() {
+		if s.writing {
+			s.poll.handoff = true
+			return nil
+		}
+		p.ownLocked(s)
+	}
+	return p.armLocked(s)
+}
+
+// handoffLocked is the writer's part of rearmLocked, between two rounds;
+// s.mu must be held.
+func (p *poller) handoffLocked(s *session) {
+	if p == nil || !s.poll.handoff {
+		return
+	}
+	s.poll.handoff = false
+	if s.closed || s.closeCode != 0 {
+		return // closing: the writer reads the rest itself (awaitPeerClose)
+	}
+	p.ownLocked(s)
+	if err := p.armLocked(s); err != nil {
+		p.log.Error("epoll register failed", "conn_id", uint64(s.id), "err", err)
+		go s.teardown()
+	}
+}
+
+// ownLocked duplicates s's descriptor and closes its net.Conn; no reader
+// or writer may be using the connection. On failure (no descriptor left)
+// s keeps its net.Conn. s.mu must be held.
+func (p *poller) ownLocked(s *session) {
+	fd, derr := -1, error(nil)
+	if err := s.poll.raw.Control(func(f uintptr) {
+		fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil || derr != nil {
+		p.log.Warn("keeping the connection's descriptor in Go's net package", "conn_id", uint64(s.id), "err", errors.Join(err, derr))
+		return
+	}
+	// The set holds the old number: remove it before that number is
+	// closed, or the registration outlives it (the duplicate keeps the
+	// socket open) and fires for a number no longer s's.
+	if s.poll.armed {
+		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(s.poll.fd), nil)
+		s.poll.armed = false
+	}
+	s.conn.Close()
+	s.conn, s.poll.raw = nil, nil
+	s.poll.fd, s.poll.own = int32(fd), true
 }
 
 func (p *poller) loop() {
@@ -188,22 +318,34 @@ func (p *poller) process(s *session, first []byte) {
 		}
 	}
 	s.mu.Lock()
-	err := p.armLocked(s)
+	err := p.rearmLocked(s)
 	s.mu.Unlock()
 	if err != nil {
 		s.teardown()
 	}
 }
 
-// read reads without blocking. RawConn.Read holds the descriptor, so a
-// concurrent Close cannot hand its number to another connection meanwhile.
+// read reads without blocking. RawConn.Read, and a reference on an owned
+// descriptor, hold it, so a concurrent close cannot hand its number to
+// another connection meanwhile.
 func (p *poller) read(s *session, buf []byte) (int, error) {
+	s.mu.Lock()
+	own, raw := s.poll.own, s.poll.raw // changed only while no reader runs
+	s.mu.Unlock()
 	var n int
-	var rerr error
-	err := s.poll.raw.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), buf)
-		return true
-	})
+	var rerr, err error
+	switch {
+	case own && s.poll.acquire():
+		n, rerr = unix.Read(int(s.poll.fd), buf)
+		s.poll.release()
+	case own:
+		err = net.ErrClosed
+	default:
+		err = raw.Read(func(fd uintptr) bool {
+			n, rerr = unix.Read(int(fd), buf)
+			return true
+		})
+	}
 	switch {
 	case err != nil:
 		return 0, err
@@ -217,7 +359,135 @@ func (p *poller) read(s *session, buf []byte) (int, error) {
 	return n, nil
 }
 
-// close ends the loop and releases the epoll set.
+// write writes b to s's owned descriptor, waiting up to timeout in all
+// for the socket's buffer to take it.
+func (p *poller) write(s *session, b []byte, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for len(b) > 0 {
+		if !s.poll.acquire() {
+			return net.ErrClosed
+		}
+		n, err := unix.Write(int(s.poll.fd), b)
+		s.poll.release()
+		if n > 0 {
+			b = b[n:]
+		}
+		switch {
+		case err == unix.EAGAIN:
+			if err := p.await(s, unix.EPOLLOUT, deadline); err != nil {
+				return err
+			}
+		case err == unix.EINTR:
+		case err != nil:
+			return err
+		}
+	}
+	return nil
+}
+
+// linger is awaitPeerClose on an owned descriptor: half-close, then read
+// and drop what the client sends until it closes or timeout passes.
+func (p *poller) linger(s *session, timeout time.Duration) {
+	if !s.poll.acquire() {
+		return
+	}
+	err := unix.Shutdown(int(s.poll.fd), unix.SHUT_WR)
+	s.poll.release()
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	var buf [512]byte
+	for {
+		if !s.poll.acquire() {
+			return
+		}
+		n, err := unix.Read(int(s.poll.fd), buf[:])
+		s.poll.release()
+		switch {
+		case err == unix.EAGAIN:
+			if p.await(s, unix.EPOLLIN|unix.EPOLLRDHUP, deadline) != nil {
+				return
+			}
+		case err == unix.EINTR:
+		case err != nil || n == 0:
+			return
+		}
+	}
+}
+
+// await waits until s's owned descriptor has one of events, or deadline
+// passes (os.ErrDeadlineExceeded). Only s's writer waits, so a session
+// has one wait at most.
+func (p *poller) await(s *session, events uint32, deadline time.Time) error {
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return os.ErrDeadlineExceeded
+	}
+	id := uint64(s.id)
+	ready := make(chan struct{}, 1)
+	p.mu.Lock()
+	p.waits[id] = ready
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.waits, id)
+		p.mu.Unlock()
+	}()
+	if p.closed.Load() || !s.poll.acquire() {
+		return net.ErrClosed
+	}
+	ev := unix.EpollEvent{Events: events | unix.EPOLLONESHOT, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	err := unix.EpollCtl(p.wepfd, unix.EPOLL_CTL_ADD, int(s.poll.fd), &ev)
+	s.poll.release()
+	if err != nil {
+		return err
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ready:
+	case <-t.C:
+		err = os.ErrDeadlineExceeded
+	}
+	if !p.closed.Load() && s.poll.acquire() {
+		unix.EpollCtl(p.wepfd, unix.EPOLL_CTL_DEL, int(s.poll.fd), nil)
+		s.poll.release()
+	}
+	return err
+}
+
+// waitLoop wakes the writers whose descriptors are ready (await).
+func (p *poller) waitLoop() {
+	defer close(p.waitDone)
+	events := make([]unix.EpollEvent, 64)
+	for {
+		n, err := unix.EpollWait(p.wepfd, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			p.log.Error("epoll wait failed; writes to full sockets stall until their timeout", "err", err)
+			return
+		}
+		for i := 0; i < n; i++ {
+			id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
+			if id == 0 {
+				return // close
+			}
+			p.mu.Lock()
+			if ch := p.waits[id]; ch != nil {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+// close ends the loops and releases the epoll sets.
 func (p *poller) close() {
 	if p == nil {
 		return
@@ -225,7 +495,9 @@ func (p *poller) close() {
 	var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
 	unix.Write(p.wake, one)
 	<-p.done
+	<-p.waitDone
 	p.closed.Store(true)
 	unix.Close(p.epfd)
+	unix.Close(p.wepfd)
 	unix.Close(p.wake)
 }

@@ -124,14 +124,15 @@ const maxAckedConversations = 10000
 //
 // An idle session is this struct and its connection, nothing else: no
 // goroutine, no buffer, no timer (the sweeper checks its deadlines and
-// its token's expiry). Its fields are packed for that (bench conn): what
+// its token's expiry). On the epoll driver a logged-in session's
+// connection is a bare descriptor, its net.Conn closed (pollState). Its fields are packed for that (bench conn): what
 // only a busy or ending session needs is allocated when needed (the
 // frameReader's partial frame, the cond), times are Unix ns, and the
 // flags sit together.
 type session struct {
 	g    *Gateway
 	id   chat.SessionID
-	conn net.Conn
+	conn net.Conn    // nil once the poller owns the descriptor (poll_linux.go); s.mu guards the change
 	fr   frameReader // read side only (one reader at a time)
 
 	// Set by the reader at login, before the session is visible to other
@@ -368,7 +369,9 @@ func (s *session) closeConnLocked() {
 	}
 	s.closed = true
 	s.g.poller.forget(s)
-	s.conn.Close()
+	if s.conn != nil {
+		s.conn.Close()
+	}
 }
 
 // closeWith asks the writer to send a close frame with code after what is
@@ -450,6 +453,7 @@ func (s *session) writeLoop() {
 	defer bufPool.Put(bp)
 	for {
 		s.mu.Lock()
+		s.g.poller.handoffLocked(s) // no conn change from here until this writer ends
 		q := s.queue
 		s.queue = nil
 		code, reason := s.closeCode, s.closeReason
@@ -472,8 +476,7 @@ func (s *session) writeLoop() {
 		if last {
 			buf = appendFrame(buf, ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), reason))
 		}
-		s.conn.SetWriteDeadline(s.g.cfg.Now().Add(s.g.cfg.WriteTimeout))
-		_, err := s.conn.Write(buf)
+		err := s.write(buf)
 		if cap(buf) <= 1<<20 {
 			*bp = buf
 		}
@@ -508,6 +511,16 @@ func (s *session) writeLoop() {
 	}
 }
 
+// write writes b within the write timeout; the writer's only.
+func (s *session) write(b []byte) error {
+	if s.conn == nil {
+		return s.g.poller.write(s, b, s.g.cfg.WriteTimeout)
+	}
+	s.conn.SetWriteDeadline(s.g.cfg.Now().Add(s.g.cfg.WriteTimeout))
+	_, err := s.conn.Write(b)
+	return err
+}
+
 // closeLinger bounds the wait for the client's side of the closing handshake.
 const closeLinger = 2 * time.Second
 
@@ -516,6 +529,10 @@ const closeLinger = 2 * time.Second
 // passes). Closing at once with unread bytes would make the kernel send a
 // reset, and the client could lose our close frame and its code.
 func (s *session) awaitPeerClose() {
+	if s.conn == nil {
+		s.g.poller.linger(s, closeLinger)
+		return
+	}
 	cw, ok := s.conn.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
 		return
