@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,11 +43,17 @@ type ConnResult struct {
 	// registered already (as in a login storm after a restart);
 	// FirstLoginsPerSec of the first logins before them, each of which
 	// registers a new device (a write).
-	LoginsPerSec      float64        `json:"logins_per_s"`
-	LoginP50ms        float64        `json:"login_p50_ms"`
-	LoginP99ms        float64        `json:"login_p99_ms"`
-	FirstLoginsPerSec float64        `json:"first_logins_per_s"`
-	Restart           *RestartResult `json:"restart,omitempty"`
+	LoginsPerSec      float64 `json:"logins_per_s"`
+	LoginP50ms        float64 `json:"login_p50_ms"`
+	LoginP99ms        float64 `json:"login_p99_ms"`
+	FirstLoginsPerSec float64 `json:"first_logins_per_s"`
+	// ServerCPUPerLogin and GeneratorCPUPerLogin are the CPU time (user
+	// plus system) of the server's process and of this one over the
+	// timed round, per login, in microseconds: steadier than the rate on
+	// a shared machine.
+	ServerCPUPerLogin    float64        `json:"server_cpu_us_per_login"`
+	GeneratorCPUPerLogin float64        `json:"generator_cpu_us_per_login"`
+	Restart              *RestartResult `json:"restart,omitempty"`
 }
 
 // Conn opens Conns logged-in connections (each its own user), keeps them
@@ -102,12 +109,16 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		return res, err
 	}
 	res.FirstLoginsPerSec = first.rate
+	serverCPU, genCPU := t.CPU(), procCPU(os.Getpid())
 	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Push, o.Progress, "logins")
 	defer s.closeAll()
 	if err != nil {
 		return res, err
 	}
 	res.LoginsPerSec = s.rate
+	perLogin := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(o.Conns) }
+	res.ServerCPUPerLogin = perLogin(t.CPU() - serverCPU)
+	res.GeneratorCPUPerLogin = perLogin(procCPU(os.Getpid()) - genCPU)
 	res.LoginP50ms, res.LoginP99ms = s.stats.percentiles()
 	for i := range s.pushIDs {
 		if s.pushIDs[i] != first.pushIDs[i] {

@@ -129,6 +129,9 @@ type RestartResult struct {
 	Attempts   int64   `json:"attempts"`     // connection attempts, all sessions together
 	LoginP50ms float64 `json:"login_p50_ms"` // the attempt that succeeded: connect to synced
 	LoginP99ms float64 `json:"login_p99_ms"`
+	// ServerCPUSec is the new process's CPU time (user plus system) from
+	// its start to the end of the wait for the sessions.
+	ServerCPUSec float64 `json:"server_cpu_s"`
 }
 
 // reconnect backoff as the SDK's defaults (client.Options ReconnectMin and
@@ -215,6 +218,7 @@ func restartUnder(ctx context.Context, t *Target, clients []*client, closed []ch
 		return res, fmt.Errorf("restart: %w", err)
 	}
 	wg.Wait()
+	res.ServerCPUSec = t.CPU().Seconds()
 	res.StopMs = float64(stop) / float64(time.Millisecond)
 	res.ReadyMs = float64(ready.Sub(start)) / float64(time.Millisecond)
 	res.Back = int(back.Load())
