@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,6 +92,15 @@ func (jsonCodec) EncodeFrame(dst []byte, f *Frame) ([]byte, error) {
 var ErrEmptyFrame = errors.New("frame has no op, ev or id")
 
 func (jsonCodec) DecodeFrame(b []byte) (Frame, error) {
+	if f, ok := decodeFrameFast(b); ok {
+		return f, nil
+	}
+	return decodeFrameSlow(b)
+}
+
+// decodeFrameSlow decodes b with encoding/json and CheckKeys; it decides
+// every frame the fast path leaves to it.
+func decodeFrameSlow(b []byte) (Frame, error) {
 	var jf jsonFrame
 	if err := json.Unmarshal(b, &jf); err != nil {
 		return Frame{}, fmt.Errorf("frame is not a valid JSON object: %w", err)
@@ -106,6 +116,131 @@ func (jsonCodec) DecodeFrame(b []byte) (Frame, error) {
 		f.Data = []byte(jf.Data)
 	}
 	return f, nil
+}
+
+// decodeFrameFast decodes the frames clients send most, without
+// reflection: an object of the keys id (digits), op and ev (printable
+// ASCII strings without escapes) and d, each at most once. It walks the
+// frame once for validity and d once more for repeated keys (as CheckKeys
+// does), where encoding/json and CheckKeys walked it three times. On any
+// other input it returns false, and decodeFrameSlow decides: so what it
+// returns is what decodeFrameSlow returns (FuzzDecodeFrame checks).
+func decodeFrameFast(b []byte) (Frame, bool) {
+	// keyChecker assumes valid JSON (it may not end on other input).
+	if !json.Valid(b) {
+		return Frame{}, false
+	}
+	var f Frame
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return Frame{}, false
+	}
+	var seen [4]bool // id, op, ev, d
+	for {
+		i = skipSpace(b, i+1) // past '{' or ','
+		if i >= len(b) || b[i] != '"' {
+			return Frame{}, false
+		}
+		key, next, ok := plainString(b, i)
+		if !ok {
+			return Frame{}, false
+		}
+		k := -1
+		switch string(key) {
+		case "id":
+			k = 0
+		case "op":
+			k = 1
+		case "ev":
+			k = 2
+		case "d":
+			k = 3
+		}
+		if k < 0 || seen[k] {
+			return Frame{}, false
+		}
+		seen[k] = true
+		i = skipSpace(b, next)
+		if i >= len(b) || b[i] != ':' {
+			return Frame{}, false
+		}
+		i = skipSpace(b, i+1)
+		switch k {
+		case 0:
+			start := i
+			for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+				i++
+			}
+			if i == start || (b[start] == '0' && i-start > 1) {
+				return Frame{}, false
+			}
+			id, err := strconv.ParseUint(string(b[start:i]), 10, 64)
+			if err != nil {
+				return Frame{}, false
+			}
+			f.ID = id
+		case 1, 2:
+			if i >= len(b) || b[i] != '"' {
+				return Frame{}, false
+			}
+			s, next, ok := plainString(b, i)
+			if !ok {
+				return Frame{}, false
+			}
+			if k == 1 {
+				f.Op = string(s)
+			} else {
+				f.Ev = string(s)
+			}
+			i = next
+		case 3:
+			c := keyChecker{b: b, i: i}
+			if c.value(nil) != nil || c.i > len(b) {
+				return Frame{}, false
+			}
+			if d := b[i:c.i]; string(d) != "null" {
+				f.Data = bytes.Clone(d)
+			}
+			i = c.i
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return Frame{}, false
+		}
+		if b[i] == '}' {
+			break
+		}
+		if b[i] != ',' {
+			return Frame{}, false
+		}
+	}
+	if skipSpace(b, i+1) != len(b) || (f.ID == 0 && f.Op == "" && f.Ev == "") {
+		return Frame{}, false
+	}
+	return f, true
+}
+
+// skipSpace returns the index of the first byte at or after i in b that
+// is not JSON white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString reads the JSON string at b[i] (a '"') if it is printable
+// ASCII without escapes, and returns its bytes and the index after it.
+func plainString(b []byte, i int) ([]byte, int, bool) {
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1, true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
 }
 
 func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -49,11 +49,61 @@ func TestDecodeFrameRejects(t *testing.T) {
 	}
 }
 
+// fastFrameCases are frames near the edges of what decodeFrameFast
+// takes: each must decode as decodeFrameSlow decodes it.
+var fastFrameCases = []string{
+	`{"id":42,"op":"send","d":{"to":"bob","text":"hi"}}`,
+	` { "id" : 1 , "op" : "ping" } `,
+	`{"op":"x","d":null}`, `{"op":"x","d":"s"}`, `{"op":"x","d":[1,{"a":[]}]}`, `{"op":"x","d":-1.5e3}`,
+	`{"id":0,"op":"x"}`, `{"id":0}`, `{"id":01,"op":"x"}`, `{"id":1e3,"op":"x"}`, `{"id":-1}`,
+	`{"id":18446744073709551615,"op":"x"}`, `{"id":18446744073709551616,"op":"x"}`, `{"id":null,"op":"x"}`,
+	`{"op":"x","op":"y"}`, `{"op":"x","OP":"y"}`, `{"Op":"x"}`, `{"op":"a\"b"}`, `{"op":"\u0061"}`, `{"op":"é"}`,
+	`{"op":"x","d":{"a":1,"a":2}}`, `{"op":"x","d":{"a":{"b":1,"b":1}}}`, `{"op":"x","d":{"a":1 "b":2}}`,
+	`{"op":"x","d":{"a":1}`, `{"op":"x","d":"abc`, `{"op":"x","d":[1,2`, `{"op":"x","d":tru}`, `{"op":"x","d":}`,
+	`{"op":"x",}`, `{"op":"x"}}`, `{"op":"x"} x`, `{"op":"x","err":{"code":"c"}}`, `{"op":"x","extra":1}`,
+	`{}`, `{"op":5}`, `{"op":"x"`, `[{"op":"x"}]`, "{\"op\":\"x\"\t,\n\"id\":7\r}",
+}
+
+func TestDecodeFrameFastMatchesSlow(t *testing.T) {
+	taken := 0
+	for _, in := range fastFrameCases {
+		if checkFastFrame(t, []byte(in)) {
+			taken++
+		}
+	}
+	if taken < 5 {
+		t.Errorf("the fast path took %d of the cases, want the common frames", taken)
+	}
+}
+
+// checkFastFrame fails t unless decodeFrameFast, where it takes b,
+// decodes it as decodeFrameSlow does; it reports whether it took it.
+func checkFastFrame(t *testing.T, b []byte) bool {
+	t.Helper()
+	fast, ok := decodeFrameFast(b)
+	if !ok {
+		return false
+	}
+	slow, err := decodeFrameSlow(b)
+	if err != nil {
+		t.Fatalf("decodeFrameFast took %q, which decodeFrameSlow refuses: %v", b, err)
+	}
+	if fast.ID != slow.ID || fast.Op != slow.Op || fast.Ev != slow.Ev || fast.Err != nil ||
+		!bytes.Equal(fast.Data, slow.Data) || (fast.Data == nil) != (slow.Data == nil) {
+		t.Fatalf("decodeFrameFast(%q) = %+v, decodeFrameSlow = %+v", b, fast, slow)
+	}
+	return true
+}
+
 func FuzzDecodeFrame(f *testing.F) {
 	for _, s := range []string{`{"id":1,"op":"login","d":{"user_id":"a"}}`, `{"ev":"x"}`, `{"id":1,"d":null}`, `{}`, `{"id":18446744073709551615,"op":"send"}`} {
 		f.Add([]byte(s))
 	}
+	for _, s := range fastFrameCases {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		checkFastFrame(t, b)
 		fr, err := JSON.DecodeFrame(b)
 		if err != nil {
 			return
