@@ -109,6 +109,9 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		return res, err
 	}
 	res.FirstLoginsPerSec = first.rate
+	// The first round's sessions are torn down after their close: that
+	// work is not the next round's logins.
+	waitServerIdle(t, 10*time.Second)
 	serverCPU, genCPU := t.CPU(), procCPU(os.Getpid())
 	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Push, o.Progress, "logins")
 	defer s.closeAll()
@@ -238,4 +241,17 @@ func keepAlive(clients []*client) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-exited }
+}
+
+// waitServerIdle waits, at most max, until the target's processes use
+// less than a tenth of a core over a quarter of a second.
+func waitServerIdle(t *Target, max time.Duration) {
+	const window = 250 * time.Millisecond
+	for end := time.Now().Add(max); time.Now().Before(end); {
+		before := t.CPU()
+		time.Sleep(window)
+		if t.CPU()-before < window/10 {
+			return
+		}
+	}
 }

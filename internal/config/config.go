@@ -329,7 +329,7 @@ func (c *Config) keys() []key {
 		{"http-read-timeout", "time to read a whole HTTP request, body included (its headers: at most 10s of it)", &c.HTTPReadTimeout},
 		{"http-write-timeout", "time to write an HTTP response; WebSocket sessions have their own deadlines", &c.HTTPWriteTimeout},
 		{"http-idle-timeout", "an idle keep-alive HTTP connection is closed after this", &c.HTTPIdleTimeout},
-		{"max-unauthenticated-conns", "connections open before a login or a valid API credential, in all; more wait in the accept queue while logins make room, else are refused", &c.MaxUnauthenticatedConns},
+		{"max-unauthenticated-conns", "connections open before a login or a valid API credential, in all; more are refused", &c.MaxUnauthenticatedConns},
 		{"max-unauthenticated-conns-per-addr", "the same from one client address (an IPv6 client's /64 counts as one; behind a proxy: the proxy's); 0 is no per-address cap", &c.MaxUnauthenticatedConnsPerAddr},
 		{"api-pending-body-bytes", "bytes of signed API request bodies read before their signature is checked, all requests together (one client address: an eighth); more are answered 503", &c.APIPendingBodyBytes},
 		{"pprof-addr", "address for Go profiling endpoints (keep it on loopback); empty is off", &c.PprofAddr},

@@ -23,15 +23,6 @@ import (
 // idle connections cannot take every file descriptor: the sessions and
 // the other addresses keep working.
 //
-// At the total cap, while connections are leaving it (a login or a close
-// within the last queueWait), Accept waits for room instead: the next
-// connections wait in the kernel's accept queue, which costs the process
-// no descriptor, and are taken in turn as the logins ahead of them end.
-// When a node restarts under its clients they all reconnect at once; so
-// they come back at the rate logins are served, not refused into their
-// reconnect backoff. A flood of connections that never log in frees no
-// room: after queueWait the listener refuses again.
-//
 // Time bounds the rest: a connection that sends no request is closed by
 // the HTTP server's header timeout, an idle keep-alive one by its idle
 // timeout, and a WebSocket that does not log in by the login timeout.
@@ -43,14 +34,8 @@ type capListener struct {
 	mu     sync.Mutex
 	total  int
 	byAddr map[string]int
-	left   time.Time // the last time a connection left the count (at first: the listener's creation)
 
-	freed     chan struct{} // a connection left the count (capacity 1: a wake-up, not a count)
-	closed    chan struct{} // Close was called
-	closeOnce sync.Once
-	queueWait time.Duration
-
-	refusedAddr, refusedServer, waited atomic.Int64
+	refusedAddr, refusedServer atomic.Int64
 
 	logMu    sync.Mutex
 	lastLog  time.Time
@@ -62,52 +47,9 @@ type capListener struct {
 // refuseLogEvery spaces the "connection refused" lines under a flood.
 const refuseLogEvery = 10 * time.Second
 
-// queueWait is how long the listener waits for room at the total cap
-// after the last connection left it, before it refuses.
-const queueWait = time.Second
-
 func newCapListener(ln net.Listener, maxTotal, maxPerAddr int, log *slog.Logger) *capListener {
 	return &capListener{Listener: ln, maxTotal: maxTotal, maxPerAddr: maxPerAddr, log: log,
-		byAddr: make(map[string]int), left: time.Now(), freed: make(chan struct{}, 1), closed: make(chan struct{}),
-		queueWait: queueWait, logEvery: refuseLogEvery, now: time.Now}
-}
-
-// Close closes the listener and ends a wait for room in Accept.
-func (l *capListener) Close() error {
-	l.closeOnce.Do(func() { close(l.closed) })
-	return l.Listener.Close()
-}
-
-// waitForRoom returns once the total cap has room, or at once when no
-// connection has left it for queueWait (Accept then refuses what comes),
-// or with net.ErrClosed when the listener is closed.
-func (l *capListener) waitForRoom() error {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
-	for {
-		l.mu.Lock()
-		full, since := l.total >= l.maxTotal, time.Since(l.left)
-		l.mu.Unlock()
-		if !full || since >= l.queueWait {
-			return nil
-		}
-		if timer == nil {
-			l.waited.Add(1)
-			timer = time.NewTimer(l.queueWait - since)
-		} else {
-			timer.Reset(l.queueWait - since)
-		}
-		select {
-		case <-l.freed:
-		case <-timer.C:
-		case <-l.closed:
-			return net.ErrClosed
-		}
-	}
+		byAddr: make(map[string]int), logEvery: refuseLogEvery, now: time.Now}
 }
 
 // ListenerStats are the client listener's counters, exported as
@@ -116,24 +58,19 @@ type ListenerStats struct {
 	Unauthenticated  int64 // connections open that have not authenticated yet
 	RefusedAddrCap   int64 // connections refused: their address had max-unauthenticated-conns-per-addr open
 	RefusedServerCap int64 // connections refused: max-unauthenticated-conns were open
-	WaitedServerCap  int64 // times Accept waited for room at max-unauthenticated-conns (waitForRoom)
 }
 
 func (l *capListener) stats() ListenerStats {
 	l.mu.Lock()
 	open := int64(l.total)
 	l.mu.Unlock()
-	return ListenerStats{Unauthenticated: open, RefusedAddrCap: l.refusedAddr.Load(), RefusedServerCap: l.refusedServer.Load(), WaitedServerCap: l.waited.Load()}
+	return ListenerStats{Unauthenticated: open, RefusedAddrCap: l.refusedAddr.Load(), RefusedServerCap: l.refusedServer.Load()}
 }
 
 // Accept returns the next connection within the caps; those beyond are
-// closed here and never reach the HTTP server. At the total cap it may
-// first wait for room (waitForRoom).
+// closed here and never reach the HTTP server.
 func (l *capListener) Accept() (net.Conn, error) {
 	for {
-		if err := l.waitForRoom(); err != nil {
-			return nil, err
-		}
 		c, err := l.Listener.Accept()
 		if err != nil {
 			return nil, err
@@ -191,12 +128,7 @@ func (l *capListener) release(addr string) {
 	} else {
 		delete(l.byAddr, addr)
 	}
-	l.left = time.Now()
 	l.mu.Unlock()
-	select {
-	case l.freed <- struct{}{}:
-	default: // a wake-up is pending already
-	}
 }
 
 // capConn is an accepted connection; it leaves the caps once, when it

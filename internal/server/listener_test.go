@@ -38,7 +38,6 @@ func TestCapListenerLogsRefusals(t *testing.T) {
 	var logs lockedBuffer
 	l := newCapListener(inner, 1, 0, slog.New(slog.NewTextHandler(&logs, nil)))
 	defer l.Close()
-	l.queueWait = 0 // refuse at once, as when no connection has left for a while (TestCapListenerWaitsForRoom)
 	var mu sync.Mutex
 	now := time.Unix(1_900_000_000, 0)
 	l.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -100,99 +99,5 @@ func TestCapListenerLogsRefusals(t *testing.T) {
 	first.Close() // released once: closing after Authenticated does not count twice
 	if st := l.stats(); st.Unauthenticated != 0 {
 		t.Errorf("after closing both: %d unauthenticated, want 0", st.Unauthenticated)
-	}
-}
-
-// TestCapListenerWaitsForRoom: at the total cap, while connections leave
-// it, the next connection waits in the accept queue and is taken when one
-// logs in, instead of being refused (a login storm after a restart); when
-// none has left for queueWait, the next is refused (a flood).
-func TestCapListenerWaitsForRoom(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := newCapListener(inner, 1, 0, slog.New(slog.DiscardHandler))
-	l.queueWait = time.Minute
-	accepted := make(chan net.Conn, 4)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
-	dial := func() net.Conn {
-		t.Helper()
-		c, err := net.Dial("tcp", inner.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	waitFor := func(what string, ok func(ListenerStats) bool) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); !ok(l.stats()); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: stats %+v", what, l.stats())
-			}
-		}
-	}
-
-	dial()
-	first := <-accepted
-	second := dial()
-	if _, err := second.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor("the listener waits at the cap", func(s ListenerStats) bool { return s.WaitedServerCap == 1 })
-	first.(*capConn).Authenticated() // a login: room for one
-	var got net.Conn
-	select {
-	case got = <-accepted:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("the waiting connection was not accepted after a login made room: %+v", l.stats())
-	}
-	got.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b := make([]byte, 1)
-	if _, err := got.Read(b); err != nil || b[0] != 'x' {
-		t.Fatalf("accepted connection read %q, %v; want the waiting one's byte", b, err)
-	}
-	if st := l.stats(); st.RefusedServerCap != 0 || st.Unauthenticated != 1 {
-		t.Errorf("stats %+v: want none refused, one unauthenticated", st)
-	}
-
-	// Nothing has left for queueWait: a flood; the next is refused. (The
-	// wait in progress is woken as its timer would.)
-	waitFor("waiting for the next", func(s ListenerStats) bool { return s.WaitedServerCap == 2 })
-	l.mu.Lock()
-	l.left = time.Now().Add(-time.Minute)
-	l.mu.Unlock()
-	l.freed <- struct{}{}
-	third := dial()
-	third.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := third.Read(b); err == nil || strings.Contains(err.Error(), "timeout") {
-		t.Fatalf("connection past the cap with none leaving: read %v, want it closed", err)
-	}
-	waitFor("refused", func(s ListenerStats) bool { return s.RefusedServerCap == 1 })
-
-	// Close ends a wait. A connection leaves, another takes its room, and
-	// Accept waits again.
-	got.Close()
-	dial()
-	<-accepted
-	waitFor("waiting again", func(s ListenerStats) bool { return s.WaitedServerCap == 3 })
-	l.Close()
-	select {
-	case _, open := <-accepted:
-		if open {
-			t.Fatal("a connection was accepted after Close")
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Accept still waiting for room after Close")
 	}
 }
