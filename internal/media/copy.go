@@ -19,7 +19,7 @@ import (
 // deleted from to. It returns the bytes copied; an error names the file.
 // A blob to already holds is replaced, whole (Put).
 func CopyFile(ctx context.Context, from, to Blobs, f herald.MediaFile) (int64, error) {
-	if !f.Complete {
+	if !f.Complete || f.Received != f.Size {
 		return 0, fmt.Errorf("file %s: the upload is not finished", f.ID)
 	}
 	n, err := copyBlob(ctx, from, to, f.ID, f.Size, f.SHA256)
@@ -28,6 +28,40 @@ func CopyFile(ctx context.Context, from, to Blobs, f herald.MediaFile) (int64, e
 	}
 	tn, err := copyBlob(ctx, from, to, thumbID(f.ID), -1, "")
 	return n + tn, err
+}
+
+// CheckFile checks, without reading their bytes, that from holds the
+// file of finished upload f with the record's size, and its thumbnail
+// when the record has one: herald migrate's check before it writes
+// anything. It returns every problem found, each naming its file.
+func CheckFile(ctx context.Context, from Blobs, f herald.MediaFile) []error {
+	if !f.Complete || f.Received != f.Size {
+		return []error{fmt.Errorf("file %s: the upload is not finished", f.ID)}
+	}
+	var errs []error
+	if err := checkBlob(ctx, from, f.ID, f.Size); err != nil {
+		errs = append(errs, err)
+	}
+	if f.Thumb {
+		if err := checkBlob(ctx, from, thumbID(f.ID), -1); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// checkBlob opens blob id and compares its size with size (unless
+// negative); nothing is read.
+func checkBlob(ctx context.Context, from Blobs, id string, size int64) error {
+	b, err := from.Open(ctx, id)
+	if err != nil {
+		return fmt.Errorf("file %s: open in the source: %w", id, err)
+	}
+	defer b.Close()
+	if size >= 0 && b.Size() != size {
+		return fmt.Errorf("file %s: the source holds %d bytes, its record says %d", id, b.Size(), size)
+	}
+	return nil
 }
 
 // copyBlob copies blob id, checking its size (unless negative) and its
