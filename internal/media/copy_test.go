@@ -208,3 +208,31 @@ func TestOpenDirReadOnly(t *testing.T) {
 		t.Errorf("the file after the refused writes: %q, %v", got, err)
 	}
 }
+
+// lossyPut stores only half of what Put reads, yet reports it all, as a
+// store losing bytes would.
+type lossyPut struct{ Blobs }
+
+func (l lossyPut) Put(ctx context.Context, id string, r io.Reader) (int64, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := l.Blobs.Put(ctx, id, bytes.NewReader(b[:len(b)/2])); err != nil {
+		return 0, err
+	}
+	return int64(len(b)), nil
+}
+
+// The stored copy's size, as the target reports it, is checked too.
+func TestCopyFileChecksStoredSize(t *testing.T) {
+	ctx := context.Background()
+	from, to := tempDir(t), tempDir(t)
+	f := storedFile(t, from, "f1", randomBytes(10_000))
+	if _, err := CopyFile(ctx, from, lossyPut{to}, f); err == nil || !strings.Contains(err.Error(), "the target holds 5000 bytes of the copy, want 10000") {
+		t.Errorf("CopyFile into a store that kept half: %v, want the stored size named", err)
+	}
+	if _, err := readBlob(t, to, "f1"); herald.ErrorCode(err) != herald.CodeNotFound {
+		t.Errorf("after the refused copy, the target's f1: %v, want not_found", err)
+	}
+}
