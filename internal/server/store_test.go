@@ -89,3 +89,19 @@ func TestStartRefusesMigratedDataFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An S3 media store that cannot be opened fails the start naming the
+// setting (media.OpenS3's errors name none).
+func TestStartNamesMediaS3Setting(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	cfg.MediaS3 = "http://key:secret@127.0.0.1:1/bucket"
+	s, err := New(context.Background(), cfg, []byte("0123456789abcdef0123456789abcdef"), slog.New(slog.DiscardHandler))
+	if err == nil {
+		s.Shutdown(context.Background())
+		t.Fatal("New with an S3 store that is not there: no error")
+	}
+	if !strings.HasPrefix(err.Error(), "HERALD_MEDIA_S3: bucket") || strings.Contains(err.Error(), "secret") {
+		t.Errorf("New with an S3 store that is not there: %v, want the setting named, without its keys", err)
+	}
+}
