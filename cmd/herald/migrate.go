@@ -418,6 +418,9 @@ func migrate(ctx context.Context, o migrateOptions, out io.Writer) error {
 		if list, err = listFiles(ctx, src, o.page); err != nil {
 			return err
 		}
+		if int64(len(list)) != files {
+			return fmt.Errorf("migrate: the source lists %d finished uploads, but counted %d", len(list), files)
+		}
 		if err := checkFiles(ctx, from, list, o.fromMedia); err != nil {
 			return err
 		}
