@@ -527,16 +527,46 @@ func TestMigrateFilesInS3Stay(t *testing.T) {
 	}
 }
 
-// A file the source lacks fails the run, naming it, after the rows; a
-// source media folder that is not there fails it before anything is written.
+// Every file the source lacks or holds with another size is named before
+// anything is written; a source media folder that is not there fails the
+// run likewise.
 func TestMigrateFileFailures(t *testing.T) {
+	ctx := context.Background()
 	from, to := newSQLiteData(t), t.TempDir()
+	s, err := sqlite.Open(ctx, filepath.Join(from, server.SQLiteFile), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("other"))
+	other := herald.MediaFile{ID: "otherfile", Owner: "bob", Kind: herald.KindFile, Name: "notes.txt", MIME: "text/plain", Size: 5, CreatedAt: migrateT0}
+	if err := s.CreateMedia(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	other.Received, other.Complete, other.SHA256 = 5, true, hex.EncodeToString(sum[:])
+	if err := s.UpdateMedia(ctx, other, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	d, err := media.OpenDir(filepath.Join(from, "media"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Put(ctx, "otherfile", strings.NewReader("other, longer")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Remove(filepath.Join(from, "media", "blobs", movedFileID+".thumb")); err != nil {
 		t.Fatal(err)
 	}
 	out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to)
-	if err == nil || !strings.Contains(err.Error(), movedFileID+".thumb") || !strings.Contains(err.Error(), "empty the target") {
-		t.Fatalf("migrate with a thumbnail missing in the source: %v, want an error naming it and what to do\n%s", err, out)
+	if err == nil || !strings.Contains(err.Error(), movedFileID+".thumb") || !strings.Contains(err.Error(), "otherfile: the source holds 13 bytes, its record says 5") ||
+		!strings.Contains(err.Error(), "2 of 2 finished uploads") || !strings.Contains(err.Error(), "nothing was written") {
+		t.Fatalf("migrate with a thumbnail missing and a file of another size in the source: %v, want both named at once\n%s", err, out)
+	}
+	if entries, err := os.ReadDir(to); err != nil || len(entries) != 0 {
+		t.Errorf("the refused run wrote into the target folder: %v, %v", entries, err)
+	}
+	if _, err := os.Stat(filepath.Join(from, server.MigratedFile)); err == nil {
+		t.Errorf("the refused run marked the source as moved")
 	}
 
 	from, to = newSQLiteData(t), t.TempDir()
@@ -551,13 +581,13 @@ func TestMigrateFileFailures(t *testing.T) {
 		t.Errorf("the refused run created the target store")
 	}
 	// Named, the folder elsewhere is read.
-	other := t.TempDir()
-	d, err := media.OpenDir(other)
+	elsewhere := t.TempDir()
+	d, err = media.OpenDir(elsewhere)
 	if err != nil {
 		t.Fatal(err)
 	}
 	putFiles(t, d)
-	if out, err := runMigrate("--data", from, "--media-dir", other, "--to-store", "sqlite", "--to-data", to); err != nil {
+	if out, err := runMigrate("--data", from, "--media-dir", elsewhere, "--to-store", "sqlite", "--to-data", to); err != nil {
 		t.Fatalf("migrate with --media-dir: %v\n%s", err, out)
 	}
 	if _, err := os.Stat(filepath.Join(to, "media", "blobs", movedFileID)); err != nil {
@@ -652,7 +682,7 @@ func TestMigrateBadFlags(t *testing.T) {
 		{"page too big", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--page", "10001"}, "between 1 and 10000"},
 		{"no source", []string{"--data", missing, "--to-store", "sqlite", "--to-data", t.TempDir()}, "no sqlite store in"},
 		{"bad target media", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--to-media", "ftp://x/y"}, "--to-media must be a folder or an http(s)://"},
-		{"target media bucket missing", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--to-media", "http://k:s@127.0.0.1:1/bucket"}, "the target's media store"},
+		{"target media bucket missing", []string{"--data", src, "--to-store", "sqlite", "--to-data", t.TempDir(), "--to-media", "http://k:s@127.0.0.1:1/bucket"}, "the target's media store (--to-media)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -761,5 +791,157 @@ func TestMigrateFailedRunThenRerun(t *testing.T) {
 	}
 	if got, want := sqliteCounts(t, to), sqliteCounts(t, from); !equalCounts(got, want) {
 		t.Errorf("after the rerun: %v, want %v", got, want)
+	}
+}
+
+// The target's media place is opened only once the target store is
+// found empty, and the source's folder is only read: a refused run
+// makes no media folder, and a migration leaves the source's leftovers.
+func TestMigrateMediaOpenedAfterChecks(t *testing.T) {
+	from, to := newSQLiteData(t), t.TempDir()
+	left := filepath.Join(from, "media", "tmp", "put-left")
+	if err := os.WriteFile(left, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(from, "media", "uploads")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(left); err != nil {
+		t.Errorf("the source's media folder was cleaned: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(from, "media", "uploads")); err == nil {
+		t.Errorf("migrate made a folder in the source's media folder")
+	}
+	if err := os.RemoveAll(filepath.Join(to, "media")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runMigrate("--data", from, "--to-store", "sqlite", "--to-data", to)
+	if err == nil || !strings.Contains(err.Error(), "not empty") {
+		t.Fatalf("migrate into a target with data: %v, want a refusal\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(to, "media")); err == nil {
+		t.Errorf("the refused run made the target's media folder")
+	}
+}
+
+// After a move the source's data folder holds server.MigratedFile, naming
+// the target, and the output says the old node must not run again; with
+// files left in a shared place, it says why.
+func TestMigrateMarksSource(t *testing.T) {
+	from, to := newSQLiteData(t), t.TempDir()
+	place := testS3(t)
+	b, err := media.OpenS3(context.Background(), place, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	putFiles(t, b)
+	out, err := runMigrate("--data", from, "--media-s3", place, "--to-store", "sqlite", "--to-data", to)
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	marker := filepath.Join(from, server.MigratedFile)
+	note, err := os.ReadFile(marker)
+	if err != nil || !strings.Contains(string(note), "sqlite in "+to) {
+		t.Errorf("the source's %s: %q, %v; want it to name the target", server.MigratedFile, note, err)
+	}
+	if u, _ := url.Parse(place); strings.Contains(string(note), u.User.String()) {
+		t.Errorf("%s holds the S3 keys: %q", server.MigratedFile, note)
+	}
+	if !strings.Contains(out, "The old node must not run again") || !strings.Contains(out, "its sweep would delete files the new node serves") ||
+		!strings.Contains(out, marker) {
+		t.Errorf("the output does not say the old node must stay stopped, and why:\n%s", out)
+	}
+}
+
+// S3 as the source: the files are copied from the node's S3 store into a
+// folder, where a node on the target serves them.
+func TestMigrateFilesFromS3ToFolder(t *testing.T) {
+	ctx := context.Background()
+	from, to := newSQLiteData(t), t.TempDir()
+	place := testS3(t)
+	b, err := media.OpenS3(ctx, place, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	putFiles(t, b)
+	if err := os.RemoveAll(filepath.Join(from, "media")); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "files")
+	if out, err := runMigrate("--data", from, "--media-s3", place, "--to-store", "sqlite", "--to-data", to, "--to-media", dir); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(to, server.SQLiteFile), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d, err := media.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMovedFile(t, st, d)
+}
+
+// A PostgreSQL source's read is closed before the files are copied: no
+// session of migrate is left on it (its snapshot would be held for as
+// long as the files take).
+func TestMigratePostgresSourceClosedBeforeFiles(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Schema(t, pgtest.Database(t, "to test herald migrate from PostgreSQL"))
+	pg, err := postgres.Open(ctx, dsn, postgres.Options{ApplicationName: "writer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	fillSmall(t, pg)
+	data := t.TempDir()
+	putDirFiles(t, data)
+	called := false
+	testBeforeFiles = func() {
+		called = true
+		if n, err := pg.Sessions(ctx, migrateSessions); err != nil || n != 0 {
+			t.Errorf("sessions of migrate on the source when the files are copied: %d, %v; want none", n, err)
+		}
+	}
+	t.Cleanup(func() { testBeforeFiles = nil })
+	to := t.TempDir()
+	out, err := runMigrate("--store", dsn, "--data", data, "--to-store", "sqlite", "--to-data", to)
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if !called {
+		t.Fatal("no file was copied")
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(to, server.SQLiteFile), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	d, err := media.OpenDir(filepath.Join(to, "media"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMovedFile(t, st, d)
+}
+
+// Files not copied (a PostgreSQL target, no --to-media) from a media
+// folder that is not there: the output says so, not that they are in it.
+func TestMigrateNotCopiedSaysFolderMissing(t *testing.T) {
+	dsn := pgtest.Schema(t, pgtest.Database(t, "to test herald migrate into PostgreSQL"))
+	from := newSQLiteData(t)
+	if err := os.RemoveAll(filepath.Join(from, "media")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runMigrate("--data", from, "--to-store", dsn)
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if want := "were NOT copied: they are not in " + "folder " + filepath.Join(from, "media") + ", which cannot be read"; !strings.Contains(out, want) ||
+		!strings.Contains(out, "--media-dir or --media-s3") {
+		t.Errorf("output does not say the media folder is missing (%q):\n%s", want, out)
 	}
 }

@@ -784,6 +784,20 @@ func (c *Config) MetricsLocalOnly() bool {
 // carrying any of them came through one.
 var ProxyHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-IP", "X-Forwarded-Host"}
 
+// MediaPlace is where a node keeps its media files, as herald serve and
+// herald migrate find them: the S3 URL of HERALD_MEDIA_S3 when set (dir
+// empty), else the folder HERALD_MEDIA_DIR, else the data folder's media
+// folder.
+func (c *Config) MediaPlace() (s3, dir string) {
+	switch {
+	case c.MediaS3 != "":
+		return c.MediaS3, ""
+	case c.MediaDir != "":
+		return "", c.MediaDir
+	}
+	return "", filepath.Join(c.DataDir, "media")
+}
+
 // StoreIsPostgres reports whether HERALD_STORE is a PostgreSQL URL
 // (postgres:// or postgresql://) rather than an embedded engine.
 func (c *Config) StoreIsPostgres() bool {

@@ -466,3 +466,21 @@ func TestParseOrigins(t *testing.T) {
 		}
 	}
 }
+
+// MediaPlace: HERALD_MEDIA_S3 wins, else HERALD_MEDIA_DIR, else the data
+// folder's media folder (herald serve and herald migrate both use it).
+func TestMediaPlace(t *testing.T) {
+	c := Default()
+	c.DataDir = "/srv/herald"
+	if s3, dir := c.MediaPlace(); s3 != "" || dir != filepath.Join("/srv/herald", "media") {
+		t.Errorf("MediaPlace with neither set = %q, %q; want the data folder's media folder", s3, dir)
+	}
+	c.MediaDir = "/mnt/files"
+	if s3, dir := c.MediaPlace(); s3 != "" || dir != "/mnt/files" {
+		t.Errorf("MediaPlace with HERALD_MEDIA_DIR = %q, %q; want that folder", s3, dir)
+	}
+	c.MediaS3 = "https://k:s@s3.example/bucket"
+	if s3, dir := c.MediaPlace(); s3 != c.MediaS3 || dir != "" {
+		t.Errorf("MediaPlace with HERALD_MEDIA_S3 too = %q, %q; want the S3 URL and no folder", s3, dir)
+	}
+}

@@ -59,8 +59,12 @@ type Blob interface {
 // renames it, so a blob is never seen half written. A Dir serves one node:
 // several nodes need an object store.
 type Dir struct {
-	root string
+	root     string
+	readOnly bool
 }
+
+// errReadOnly is what a read-only Dir's writers return.
+var errReadOnly = errors.New("media folder opened read-only")
 
 // OpenDir creates (if needed) and returns the blob folder root.
 func OpenDir(root string) (*Dir, error) {
@@ -76,6 +80,20 @@ func OpenDir(root string) (*Dir, error) {
 		}
 	}
 	return &Dir{root: root}, nil
+}
+
+// OpenDirReadOnly returns the blob folder root for reading only (herald
+// migrate's source): it creates nothing, cleans nothing, and its Append,
+// Commit, Put and Delete fail. The folder must exist.
+func OpenDirReadOnly(root string) (*Dir, error) {
+	st, err := os.Stat(root)
+	if err != nil {
+		return nil, fmt.Errorf("media folder: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("media folder: %s is not a folder", root)
+	}
+	return &Dir{root: root, readOnly: true}, nil
 }
 
 // ValidID reports whether id can name a blob: 1-64 bytes of letters,
@@ -103,6 +121,9 @@ func (d *Dir) path(sub, id string) (string, error) {
 
 // Append implements Blobs.
 func (d *Dir) Append(ctx context.Context, id string, offset int64, r io.Reader) (int64, error) {
+	if d.readOnly {
+		return 0, errReadOnly
+	}
 	p, err := d.path("uploads", id)
 	if err != nil {
 		return 0, err
@@ -147,6 +168,9 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // Commit implements Blobs.
 func (d *Dir) Commit(ctx context.Context, id string, size int64) error {
+	if d.readOnly {
+		return errReadOnly
+	}
 	from, err := d.path("uploads", id)
 	if err != nil {
 		return err
@@ -163,6 +187,9 @@ func (d *Dir) Commit(ctx context.Context, id string, size int64) error {
 
 // Put implements Blobs.
 func (d *Dir) Put(ctx context.Context, id string, r io.Reader) (int64, error) {
+	if d.readOnly {
+		return 0, errReadOnly
+	}
 	to, err := d.path("blobs", id)
 	if err != nil {
 		return 0, err
@@ -223,6 +250,9 @@ func (b *fileBlob) ModTime() time.Time { return b.mod }
 
 // Delete implements Blobs.
 func (d *Dir) Delete(ctx context.Context, id string) error {
+	if d.readOnly {
+		return errReadOnly
+	}
 	var errs []error
 	for _, sub := range []string{"uploads", "blobs"} {
 		p, err := d.path(sub, id)

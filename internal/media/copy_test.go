@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -67,25 +69,25 @@ func readBlob(t *testing.T, b Blobs, id string) ([]byte, error) {
 	return io.ReadAll(blob)
 }
 
-func TestCopyFile(t *testing.T) {
-	targets := map[string]func(t *testing.T) Blobs{
-		"dir to dir": func(t *testing.T) Blobs {
-			d, err := OpenDir(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return d
-		},
-		"dir to s3": func(t *testing.T) Blobs { return fakeS3(t) },
+func tempDir(t *testing.T) Blobs {
+	t.Helper()
+	d, err := OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
-	for name, target := range targets {
+	return d
+}
+
+func TestCopyFile(t *testing.T) {
+	pairs := map[string][2]func(t *testing.T) Blobs{
+		"dir to dir": {tempDir, tempDir},
+		"dir to s3":  {tempDir, func(t *testing.T) Blobs { return fakeS3(t) }},
+		"s3 to dir":  {func(t *testing.T) Blobs { return fakeS3(t) }, tempDir},
+	}
+	for name, pair := range pairs {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			from, err := OpenDir(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			to := target(t)
+			from, to := pair[0](t), pair[1](t)
 			data := randomBytes(200_000)
 			f := storedFile(t, from, "f1", data)
 			n, err := CopyFile(ctx, from, to, f)
@@ -111,6 +113,7 @@ func TestCopyFile(t *testing.T) {
 			}
 			short := storedFile(t, from, "f3", data)
 			short.Size++
+			short.Received++
 			if _, err := CopyFile(ctx, from, to, short); err == nil || !strings.Contains(err.Error(), "f3") {
 				t.Errorf("CopyFile of a file shorter than its record: %v, want an error naming f3", err)
 			}
@@ -128,5 +131,108 @@ func TestCopyFile(t *testing.T) {
 				t.Error("CopyFile of an unfinished upload: no error")
 			}
 		})
+	}
+}
+
+// CheckFile names every file of a record the source lacks or holds with
+// another size, the thumbnail too, without reading the bytes.
+func TestCheckFile(t *testing.T) {
+	for name, source := range map[string]func(t *testing.T) Blobs{"dir": tempDir, "s3": func(t *testing.T) Blobs { return fakeS3(t) }} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			from := source(t)
+			f := storedFile(t, from, "f1", randomBytes(5000))
+			if errs := CheckFile(ctx, from, f); len(errs) != 0 {
+				t.Fatalf("CheckFile of a stored file: %v", errs)
+			}
+			g := storedFile(t, from, "g1", randomBytes(100))
+			if err := from.Delete(ctx, thumbID("g1")); err != nil {
+				t.Fatal(err)
+			}
+			g.Size, g.Received = 101, 101
+			errs := CheckFile(ctx, from, g)
+			if len(errs) != 2 || !strings.Contains(errs[0].Error(), "holds 100 bytes, its record says 101") || !strings.Contains(errs[1].Error(), "g1.thumb") {
+				t.Errorf("CheckFile of a file of another size without its thumbnail: %v, want both named", errs)
+			}
+			half := f
+			half.Received--
+			if errs := CheckFile(ctx, from, half); len(errs) != 1 || !strings.Contains(errs[0].Error(), "not finished") {
+				t.Errorf("CheckFile of a record whose received bytes fall short of its size: %v, want it refused as not finished", errs)
+			}
+		})
+	}
+}
+
+// A folder opened read-only is read, never written, and nothing is made.
+func TestOpenDirReadOnly(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	if _, err := OpenDirReadOnly(filepath.Join(root, "none")); err == nil {
+		t.Error("OpenDirReadOnly of a missing folder: no error")
+	}
+	if _, err := os.Stat(filepath.Join(root, "none")); err == nil {
+		t.Error("OpenDirReadOnly made the missing folder")
+	}
+	w, err := OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := storedFile(t, w, "f1", []byte("bytes"))
+	left := filepath.Join(root, "tmp", "put-left")
+	if err := os.WriteFile(left, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenDirReadOnly(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); err != nil {
+		t.Errorf("OpenDirReadOnly cleaned tmp/: %v", err)
+	}
+	if got, err := readBlob(t, r, f.ID); err != nil || string(got) != "bytes" {
+		t.Errorf("read through the read-only folder: %q, %v", got, err)
+	}
+	if _, err := r.Put(ctx, "f2", strings.NewReader("x")); err == nil {
+		t.Error("Put on a read-only folder: no error")
+	}
+	if _, err := r.Append(ctx, "f3", 0, strings.NewReader("x")); err == nil {
+		t.Error("Append on a read-only folder: no error")
+	}
+	if err := r.Commit(ctx, "f1", 1); err == nil {
+		t.Error("Commit on a read-only folder: no error")
+	}
+	if err := r.Delete(ctx, f.ID); err == nil {
+		t.Error("Delete on a read-only folder: no error")
+	}
+	if got, err := readBlob(t, w, f.ID); err != nil || string(got) != "bytes" {
+		t.Errorf("the file after the refused writes: %q, %v", got, err)
+	}
+}
+
+// lossyPut stores only half of what Put reads, yet reports it all, as a
+// store losing bytes would.
+type lossyPut struct{ Blobs }
+
+func (l lossyPut) Put(ctx context.Context, id string, r io.Reader) (int64, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := l.Blobs.Put(ctx, id, bytes.NewReader(b[:len(b)/2])); err != nil {
+		return 0, err
+	}
+	return int64(len(b)), nil
+}
+
+// The stored copy's size, as the target reports it, is checked too.
+func TestCopyFileChecksStoredSize(t *testing.T) {
+	ctx := context.Background()
+	from, to := tempDir(t), tempDir(t)
+	f := storedFile(t, from, "f1", randomBytes(10_000))
+	if _, err := CopyFile(ctx, from, lossyPut{to}, f); err == nil || !strings.Contains(err.Error(), "the target holds 5000 bytes of the copy, want 10000") {
+		t.Errorf("CopyFile into a store that kept half: %v, want the stored size named", err)
+	}
+	if _, err := readBlob(t, to, "f1"); herald.ErrorCode(err) != herald.CodeNotFound {
+		t.Errorf("after the refused copy, the target's f1: %v, want not_found", err)
 	}
 }

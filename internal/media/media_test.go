@@ -228,6 +228,13 @@ func TestUploadResumesAfterDroppedConnection(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("chunk at %d: %d %s", off, resp.StatusCode, body)
 		}
+		// One definition of finished: the stores export Complete records
+		// (Pebble) or those with received = size (SQLite, PostgreSQL).
+		f, err := e.st.Media(context.Background(), st.ID)
+		if err != nil || f.Complete != (f.Received == f.Size) || f.Complete != (end == len(data)) {
+			t.Fatalf("the record after the chunk ending at %d of %d: received %d of %d, complete %v (%v); want complete exactly when received = size = all",
+				end, len(data), f.Received, f.Size, f.Complete, err)
+		}
 	}
 	json.Unmarshal(body, &st)
 	sum := sha256.Sum256(data)

@@ -43,18 +43,19 @@ type S3 struct {
 // OpenS3 connects to the store a URL names:
 // http(s)://ACCESS_KEY:SECRET_KEY@host:port/bucket[/prefix][?region=R].
 // http means no TLS. The bucket must exist. spool is a local folder for
-// chunks in transit.
+// chunks in transit. Errors do not name the setting the URL came from:
+// the caller does.
 func OpenS3(ctx context.Context, rawURL, spool string) (*S3, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("HERALD_MEDIA_S3: not a URL")
+		return nil, errors.New("not a URL")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("HERALD_MEDIA_S3: scheme must be http or https")
+		return nil, errors.New("scheme must be http or https")
 	}
 	bucket, prefix, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
 	if bucket == "" || u.User == nil {
-		return nil, fmt.Errorf("HERALD_MEDIA_S3: want http(s)://ACCESS_KEY:SECRET_KEY@host:port/bucket[/prefix]")
+		return nil, errors.New("want http(s)://ACCESS_KEY:SECRET_KEY@host:port/bucket[/prefix]")
 	}
 	secret, _ := u.User.Password()
 	c, err := minio.New(u.Host, &minio.Options{
@@ -62,7 +63,7 @@ func OpenS3(ctx context.Context, rawURL, spool string) (*S3, error) {
 		Secure: u.Scheme == "https", Region: u.Query().Get("region"),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("HERALD_MEDIA_S3: %w", err)
+		return nil, err
 	}
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
@@ -72,10 +73,10 @@ func OpenS3(ctx context.Context, rawURL, spool string) (*S3, error) {
 	}
 	ok, err := c.BucketExists(ctx, bucket)
 	if err != nil {
-		return nil, fmt.Errorf("HERALD_MEDIA_S3: bucket %q at %s: %w", bucket, u.Host, err)
+		return nil, fmt.Errorf("bucket %q at %s: %w", bucket, u.Host, err)
 	}
 	if !ok {
-		return nil, fmt.Errorf("HERALD_MEDIA_S3: bucket %q does not exist at %s", bucket, u.Host)
+		return nil, fmt.Errorf("bucket %q does not exist at %s", bucket, u.Host)
 	}
 	return &S3{c: c, bucket: bucket, prefix: prefix, spool: spool}, nil
 }

@@ -7,12 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +48,11 @@ const (
 	// APINoncesFile keeps the server API's accepted nonces across restarts
 	// (api.NonceJournal).
 	APINoncesFile = "api-nonces"
+	// MigratedFile is written into a node's data folder by herald migrate
+	// once the node's data was moved: New refuses the folder while it is
+	// there, since the old node would share the media files with the new
+	// one and its sweep could delete files the new one serves.
+	MigratedFile = "MIGRATED"
 )
 
 // Server is one running Herald node.
@@ -101,6 +108,9 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	log.Info("herald starting", "version", build.Version, "revision", build.Revision, "go_version", build.GoVersion)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
+	}
+	if err := notMigrated(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	opened, err := openStore(ctx, cfg, log)
 	if err != nil {
@@ -283,28 +293,38 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	return s, nil
 }
 
-// mediaSetup builds the media service on the embedded blob store
-// (HERALD_MEDIA_DIR, or the data folder's media folder).
+// notMigrated refuses a data folder whose data herald migrate moved
+// elsewhere (MigratedFile), quoting what the file says.
+func notMigrated(dataDir string) error {
+	p := filepath.Join(dataDir, MigratedFile)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("data folder: %w", err)
+	}
+	return fmt.Errorf("data folder %s was moved by herald migrate (%s): a node started on it would share the media "+
+		"files with the new store and could delete files it serves; start the new node instead, or, to run this one "+
+		"again knowing that, delete %s", dataDir, strings.TrimSpace(string(b)), p)
+}
+
+// mediaSetup builds the media service on the node's blob store
+// (config.MediaPlace).
 func mediaSetup(cfg config.Config, st store.Store, secret []byte, log *slog.Logger) (*media.Service, map[herald.MessageType]string, error) {
 	placeholders, err := cfg.ParseMediaPlaceholders()
 	if err != nil {
 		return nil, nil, err
 	}
 	var blobs media.Blobs
-	if cfg.MediaS3 != "" {
+	if s3, dir := cfg.MediaPlace(); s3 != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if blobs, err = media.OpenS3(ctx, cfg.MediaS3, filepath.Join(cfg.DataDir, "media-spool")); err != nil {
-			return nil, nil, err
+		if blobs, err = media.OpenS3(ctx, s3, filepath.Join(cfg.DataDir, "media-spool")); err != nil {
+			return nil, nil, fmt.Errorf("HERALD_MEDIA_S3: %w", err)
 		}
-	} else {
-		dir := cfg.MediaDir
-		if dir == "" {
-			dir = filepath.Join(cfg.DataDir, "media")
-		}
-		if blobs, err = media.OpenDir(dir); err != nil {
-			return nil, nil, err
-		}
+	} else if blobs, err = media.OpenDir(dir); err != nil {
+		return nil, nil, err
 	}
 	md := media.New(st, blobs, media.Config{
 		MaxImageBytes: int64(cfg.MediaMaxImageBytes), MaxFileBytes: int64(cfg.MediaMaxFileBytes),

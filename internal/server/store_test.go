@@ -3,8 +3,11 @@ package server
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -47,5 +50,58 @@ func TestOpenStorePostgres(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "xxxxx@") {
 		t.Errorf("the log does not name the store (password redacted):\n%s", logs.String())
+	}
+}
+
+// A data folder herald migrate moved (MigratedFile) is refused, naming
+// the file to delete; without it the same folder starts.
+func TestStartRefusesMigratedDataFolder(t *testing.T) {
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	marker := filepath.Join(cfg.DataDir, MigratedFile)
+	if err := os.WriteFile(marker, []byte("moved to PostgreSQL x on 2026-12-07\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := New(ctx, cfg, []byte("0123456789abcdef0123456789abcdef"), log)
+	if err == nil {
+		s.Shutdown(ctx)
+		t.Fatal("New on a migrated data folder: no error")
+	}
+	if !strings.Contains(err.Error(), "delete "+marker) || !strings.Contains(err.Error(), "moved to PostgreSQL x") {
+		t.Errorf("New on a migrated data folder: %v, want the file to delete and what it says", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, SQLiteFile)); err == nil {
+		t.Error("the refused start opened the store")
+	}
+	if err := os.Remove(marker); err != nil {
+		t.Fatal(err)
+	}
+	s, err = New(ctx, cfg, []byte("0123456789abcdef0123456789abcdef"), log)
+	if err != nil {
+		t.Fatalf("New once the file is deleted: %v", err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An S3 media store that cannot be opened fails the start naming the
+// setting (media.OpenS3's errors name none).
+func TestStartNamesMediaS3Setting(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir = "127.0.0.1:0", t.TempDir()
+	cfg.MediaS3 = "http://key:secret@127.0.0.1:1/bucket"
+	s, err := New(context.Background(), cfg, []byte("0123456789abcdef0123456789abcdef"), slog.New(slog.DiscardHandler))
+	if err == nil {
+		s.Shutdown(context.Background())
+		t.Fatal("New with an S3 store that is not there: no error")
+	}
+	if !strings.HasPrefix(err.Error(), "HERALD_MEDIA_S3: bucket") || strings.Contains(err.Error(), "secret") {
+		t.Errorf("New with an S3 store that is not there: %v, want the setting named, without its keys", err)
 	}
 }

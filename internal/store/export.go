@@ -36,7 +36,9 @@ const (
 	TablePushOutbox   Table = "push_outbox"
 	TablePushLog      Table = "push_log"
 	TableCalls        Table = "calls"
-	// TableMedia holds the finished uploads (Complete), referenced by a
+	// TableMedia holds the finished uploads (Complete, which the media
+	// service sets in the same write that makes Received equal Size: the
+	// SQL backends select received = size, Pebble Complete), referenced by a
 	// message or not; unfinished ones are left behind (the sweep deletes
 	// them, and their bytes are not in a Blobs' finished files). The
 	// files themselves are not rows: herald migrate copies them apart.
