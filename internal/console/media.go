@@ -45,8 +45,8 @@ type readersView struct {
 	Group  string   // the group's ID; empty for a peer conversation
 	Users  []string // the readers, by user ID: the first maxReaders of a group's
 	Total  int      // how many readers in all
-	Later  int      // a group's members who joined after it was sent: not readers
-	Sender string   // the uploader, when not among Users (left the group): may read it still
+	Later  int      // a group's members who joined after it was sent, but its sender: not readers
+	Sender string   // the uploader, when no member (left the group): may read it still
 	Gone   bool     // the group was dismissed: only the sender may read it
 }
 
@@ -111,12 +111,12 @@ func (h *Handler) readers(ctx context.Context, f herald.MediaFile) (*readersView
 			return nil, err
 		}
 		for _, m := range ms {
-			if !media.MemberMayRead(f, m) {
+			switch {
+			case m.User == f.Owner:
+				v.Sender = "" // a reader whenever they joined
+			case !media.MemberMayRead(f, m):
 				v.Later++
 				continue
-			}
-			if m.User == f.Owner {
-				v.Sender = ""
 			}
 			v.Total++
 			if len(v.Users) < maxReaders {

@@ -73,7 +73,7 @@ func (f *fakeReader) History(_ context.Context, _ string, q store.HistoryQuery) 
 
 // TestReadersOfGroupFile: the readers are counted over every page of
 // members and listed up to maxReaders, by the media rule; the sender is
-// named apart when no member; a dismissed group leaves only the sender.
+// one whenever they joined, and named apart when no member; a dismissed group leaves only the sender.
 func TestReadersOfGroupFile(t *testing.T) {
 	sent := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
 	f := herald.MediaFile{ID: "f1", Owner: "u0001", Conv: herald.GroupConversationKey("big"), AttachedAt: sent, Complete: true}
@@ -94,6 +94,12 @@ func TestReadersOfGroupFile(t *testing.T) {
 	if v.Total != 1000 || v.Later != 250 || len(v.Users) != maxReaders || v.Users[0] != "u0001" || v.Users[1] != "u0002" || v.Sender != "" {
 		t.Errorf("readers = total %d, later %d, %d listed from %v, sender %q; want 1000, 250, %d from [u0001 u0002], none apart",
 			v.Total, v.Later, len(v.Users), v.Users[:2], v.Sender, maxReaders)
+	}
+
+	f.Owner = "u0000" // left and joined again since: a reader still, and not a later member
+	if v, _ := h.readers(context.Background(), f); v.Total != 1001 || v.Later != 249 || v.Users[0] != "u0000" || v.Sender != "" {
+		t.Errorf("a sender who joined again: total %d, later %d, first listed %q, apart %q; want 1001, 249, u0000, none apart",
+			v.Total, v.Later, v.Users[0], v.Sender)
 	}
 
 	f.Owner = "zoe" // left the group since
