@@ -103,9 +103,10 @@ type MediaFile struct {
 	ThumbH    int
 	CreatedAt time.Time
 	// Conv is the conversation of the message that refers to the file,
-	// and AttachedAt when it was sent (empty Conv: no message yet). Who
-	// may download the file follows from them: a peer conversation's two
-	// users, or a group's members who joined at or before AttachedAt. An
+	// and AttachedAt when it was last sent, the time of its stored
+	// message (empty Conv: no message yet). Who may download the file
+	// follows from them: a peer conversation's two users, or a group's
+	// members who joined at or before AttachedAt. An
 	// upload with no Conv past its grace period is deleted.
 	Conv       string
 	AttachedAt time.Time

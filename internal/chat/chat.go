@@ -126,9 +126,10 @@ type Config struct {
 // (internal/media.Service).
 type Media interface {
 	// Attach fills m.Media from the upload m.Media.FileID names, which
-	// must be m.From's, and records that a message of m.Conv refers to
-	// it. It blocks on the store; errors are *herald.Error for the
-	// sender's mistakes.
+	// must be m.From's, and records that a message of m.Conv sent at
+	// m.CreatedAt refers to it (a later time moves the file's on). It
+	// blocks on the store; errors are *herald.Error for the sender's
+	// mistakes.
 	Attach(ctx context.Context, m *herald.Message) error
 }
 
@@ -281,6 +282,11 @@ func (s *Service) Send(from string, origin SessionID, m *herald.Message, done fu
 	}
 	if err == nil && s.cfg.BeforeSend != nil && origin != 0 && m.Type != herald.MessageCommand {
 		err = s.beforeSend(m, gs)
+		if err == nil && m.Type.IsMedia() {
+			// The message took a new time after the check: the file's
+			// sent time, which a group's readers go by, follows it.
+			err = s.cfg.Media.Attach(s.ctx, m)
+		}
 	}
 	if err != nil {
 		done(SendResult{}, err)

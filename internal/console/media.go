@@ -2,7 +2,6 @@ package console
 
 import (
 	"context"
-	"mime"
 	"net/http"
 
 	"github.com/herald-im/herald"
@@ -46,8 +45,8 @@ type readersView struct {
 	Group  string   // the group's ID; empty for a peer conversation
 	Users  []string // the readers, by user ID: the first maxReaders of a group's
 	Total  int      // how many readers in all
-	Later  int      // a group's members who joined after it was sent: not readers
-	Sender string   // the uploader, when not among Users (left the group): may read it still
+	Later  int      // a group's members who joined after it was sent, but its sender: not readers
+	Sender string   // the uploader, when no member (left the group): may read it still
 	Gone   bool     // the group was dismissed: only the sender may read it
 }
 
@@ -112,12 +111,12 @@ func (h *Handler) readers(ctx context.Context, f herald.MediaFile) (*readersView
 			return nil, err
 		}
 		for _, m := range ms {
-			if !media.MemberMayRead(f, m) {
+			switch {
+			case m.User == f.Owner:
+				v.Sender = "" // a reader whenever they joined
+			case !media.MemberMayRead(f, m):
 				v.Later++
 				continue
-			}
-			if m.User == f.Owner {
-				v.Sender = ""
 			}
 			v.Total++
 			if len(v.Users) < maxReaders {
@@ -133,7 +132,8 @@ func (h *Handler) readers(ctx context.Context, f herald.MediaFile) (*readersView
 
 // serveMedia serves a file sent in a message, or its thumbnail, to the
 // console's session: never cached beyond it, never sniffed, sandboxed;
-// the file itself as a download.
+// the file itself as a download. A download is logged once, not at each
+// HEAD or Range request that resumes it (media.WholeDownload).
 func (h *Handler) serveMedia(thumb bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
@@ -159,21 +159,13 @@ func (h *Handler) serveMedia(thumb bool) http.HandlerFunc {
 			return
 		}
 		defer blob.Close()
-		hd := w.Header()
-		if thumb {
-			hd.Set("Content-Type", "image/jpeg")
-			hd.Set("Content-Disposition", "inline")
-		} else {
-			// The type the sender declared is not trusted with the
-			// console's origin: a download, as bytes.
-			hd.Set("Content-Type", "application/octet-stream")
-			hd.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": f.Name}))
+		if !thumb && media.WholeDownload(r) {
 			h.log.Info("console: media file downloaded", "media_id", f.ID, "conv", f.Conv)
 		}
-		hd.Set("X-Content-Type-Options", "nosniff")
-		hd.Set("Content-Security-Policy", "sandbox; default-src 'none'")
-		hd.Set("Cache-Control", "private, no-store")
-		http.ServeContent(w, r, "", blob.ModTime(), blob)
+		w.Header().Set("Cache-Control", "private, no-store")
+		// The file itself as bytes, whatever type the sender declared: it
+		// is not trusted with the console's origin.
+		media.ServeBlob(w, r, f, thumb, true, blob)
 	}
 }
 

@@ -1,15 +1,20 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/media"
 	"github.com/herald-im/herald/internal/store"
 )
 
@@ -68,7 +73,7 @@ func (f *fakeReader) History(_ context.Context, _ string, q store.HistoryQuery) 
 
 // TestReadersOfGroupFile: the readers are counted over every page of
 // members and listed up to maxReaders, by the media rule; the sender is
-// named apart when no member; a dismissed group leaves only the sender.
+// one whenever they joined, and named apart when no member; a dismissed group leaves only the sender.
 func TestReadersOfGroupFile(t *testing.T) {
 	sent := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
 	f := herald.MediaFile{ID: "f1", Owner: "u0001", Conv: herald.GroupConversationKey("big"), AttachedAt: sent, Complete: true}
@@ -89,6 +94,12 @@ func TestReadersOfGroupFile(t *testing.T) {
 	if v.Total != 1000 || v.Later != 250 || len(v.Users) != maxReaders || v.Users[0] != "u0001" || v.Users[1] != "u0002" || v.Sender != "" {
 		t.Errorf("readers = total %d, later %d, %d listed from %v, sender %q; want 1000, 250, %d from [u0001 u0002], none apart",
 			v.Total, v.Later, len(v.Users), v.Users[:2], v.Sender, maxReaders)
+	}
+
+	f.Owner = "u0000" // left and joined again since: a reader still, and not a later member
+	if v, _ := h.readers(context.Background(), f); v.Total != 1001 || v.Later != 249 || v.Users[0] != "u0000" || v.Sender != "" {
+		t.Errorf("a sender who joined again: total %d, later %d, first listed %q, apart %q; want 1001, 249, u0000, none apart",
+			v.Total, v.Later, v.Users[0], v.Sender)
 	}
 
 	f.Owner = "zoe" // left the group since
@@ -170,5 +181,135 @@ func TestTimelineMessageOfCall(t *testing.T) {
 	}
 	if _, named, _ := h.timelineMessage(context.Background(), 5, []herald.PushAttempt{{MsgID: 5}}); named {
 		t.Error("entries naming no conversation: named")
+	}
+}
+
+// slowBlob is a file whose reads each take a while: a slow media store,
+// or a slow phone at the other end.
+type slowBlob struct {
+	*bytes.Reader
+	pause time.Duration
+}
+
+func (b *slowBlob) Read(p []byte) (int, error) {
+	time.Sleep(b.pause) // the slowness under test, not a wait
+	return b.Reader.Read(p[:min(len(p), 4<<10)])
+}
+
+func (b *slowBlob) Close() error       { return nil }
+func (b *slowBlob) ModTime() time.Time { return time.Unix(1700000000, 0) }
+
+// fakeMedia is one file, sent in a group, and its thumbnail.
+type fakeMedia struct {
+	f            herald.MediaFile
+	data, thumbs []byte
+	pause        time.Duration
+}
+
+func (m *fakeMedia) File(_ context.Context, id string) (herald.MediaFile, error) {
+	if id != m.f.ID {
+		return herald.MediaFile{}, herald.Errorf(herald.CodeNotFound, "no file %q", id)
+	}
+	return m.f, nil
+}
+
+func (m *fakeMedia) Open(_ context.Context, f herald.MediaFile, thumb bool) (media.Blob, error) {
+	b := m.data
+	if thumb {
+		b = m.thumbs
+	}
+	return &slowBlob{Reader: bytes.NewReader(b), pause: m.pause}, nil
+}
+
+// countHandler counts the log records whose message is msg.
+type countHandler struct {
+	slog.Handler
+	msg string
+	n   *atomic.Int64
+}
+
+func (c countHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (c countHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == c.msg {
+		c.n.Add(1)
+	}
+	return nil
+}
+
+// TestServeMedia: the console's file routes answer with their headers; a
+// download slower than the server's write timeout is not cut (the write
+// deadline moves on with each write), and only a download from the start
+// is logged, not a HEAD or a Range request resuming it.
+func TestServeMedia(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 4<<10) // 64 KiB: 16 reads
+	fm := &fakeMedia{f: herald.MediaFile{ID: "0123456789abcdef0123456789abcdef", Owner: "ann", Name: "plan v2.pdf", MIME: "text/html",
+		Size: int64(len(data)), Complete: true, Conv: "g:team", Thumb: true}, data: data, thumbs: []byte("not really a jpeg")}
+	var logged atomic.Int64
+	h := New(Config{Media: fm, Logger: slog.New(countHandler{Handler: slog.DiscardHandler, msg: "console: media file downloaded", n: &logged})})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.SetPathValue("id", strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/thumbnail"))
+		h.serveMedia(strings.HasSuffix(r.URL.Path, "/thumbnail"))(w, r)
+	}))
+	srv.Config.WriteTimeout = 200 * time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	do := func(t *testing.T, method, path, rng string) (*http.Response, []byte, error) {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+"/"+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, b, err
+	}
+	for _, tc := range []struct{ path, ctype, disp string }{
+		{fm.f.ID + "/thumbnail", "image/jpeg", `inline; filename="plan v2.thumb.jpg"`},
+		{fm.f.ID, "application/octet-stream", `attachment; filename="plan v2.pdf"`},
+	} {
+		resp, _, err := do(t, http.MethodGet, tc.path, "")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		for k, want := range map[string]string{"Content-Type": tc.ctype, "Content-Disposition": tc.disp, "X-Content-Type-Options": "nosniff",
+			"Content-Security-Policy": "sandbox; default-src 'none'", "Cache-Control": "private, no-store"} {
+			if got := resp.Header.Get(k); got != want {
+				t.Errorf("%s: %s = %q, want %q", tc.path, k, got, want)
+			}
+		}
+	}
+	if n := logged.Load(); n != 1 {
+		t.Errorf("after a thumbnail and a download: %d downloads logged, want 1", n)
+	}
+
+	fm.pause = 25 * time.Millisecond // 16 reads: twice the write timeout
+	resp, b, err := do(t, http.MethodGet, fm.f.ID, "")
+	if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(b, data) {
+		t.Fatalf("a slow download: %v, %d of %d bytes; want all of them", err, len(b), len(data))
+	}
+	fm.pause = 0
+	for _, tc := range []struct {
+		method, rng string
+		logged      int64
+	}{
+		{http.MethodHead, "", 0},
+		{http.MethodGet, "bytes=100-", 0},
+		{http.MethodGet, "bytes=0-99", 1},
+	} {
+		before := logged.Load()
+		if _, _, err := do(t, tc.method, fm.f.ID, tc.rng); err != nil {
+			t.Fatal(err)
+		}
+		if got := logged.Load() - before; got != tc.logged {
+			t.Errorf("%s Range %q: %d downloads logged, want %d", tc.method, tc.rng, got, tc.logged)
+		}
 	}
 }

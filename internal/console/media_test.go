@@ -113,7 +113,8 @@ func TestMessageTimelineMedia(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("thumbnail: %d %s", resp.StatusCode, b)
 		}
-		for k, want := range map[string]string{"Content-Type": "image/jpeg", "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"} {
+		for k, want := range map[string]string{"Content-Type": "image/jpeg", "Content-Disposition": `inline; filename=cat.thumb.jpg`, "X-Content-Type-Options": "nosniff",
+			"Content-Security-Policy": "sandbox; default-src 'none'", "Cache-Control": "private, no-store"} {
 			if got := resp.Header.Get(k); got != want {
 				t.Errorf("thumbnail %s = %q, want %q", k, got, want)
 			}
@@ -134,6 +135,9 @@ func TestMessageTimelineMedia(t *testing.T) {
 		}
 		if got := resp.Header.Get("Content-Type"); got != "application/octet-stream" {
 			t.Errorf("file Content-Type = %q, want application/octet-stream", got)
+		}
+		if got, want := resp.Header.Get("Content-Security-Policy"), "sandbox; default-src 'none'"; got != want {
+			t.Errorf("file Content-Security-Policy = %q, want %q", got, want)
 		}
 	})
 	t.Run("without a session", func(t *testing.T) {

@@ -295,22 +295,47 @@ func (s *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	defer b.Close()
 	s.stats.Downloads.Add(1)
-	h := w.Header()
-	name, ctype, inline := f.Name, f.MIME, false
-	if thumb {
+	w.Header().Set("Cache-Control", "private, max-age=3600")
+	if !thumb && f.SHA256 != "" {
+		w.Header().Set("ETag", `"`+f.SHA256+`"`)
+	}
+	ServeBlob(w, r, f, thumb, false, b)
+}
+
+// ServeBlob answers a download of file f, or of its thumbnail, from b
+// (which it does not close): its Content-Type and Content-Disposition,
+// nosniff and a sandboxing Content-Security-Policy (a user's file never
+// runs as a page of the server's origin), then the bytes, with ranges and
+// conditional requests. Each write moves the connection's write deadline
+// on, so the server's HTTP write timeout, which bounds a whole request,
+// does not cut a slow but steady download. attachment serves the file as
+// a download of bytes (application/octet-stream), whatever type its
+// sender declared. Caching headers are the caller's.
+func ServeBlob(w http.ResponseWriter, r *http.Request, f herald.MediaFile, thumb, attachment bool, b Blob) {
+	name, ctype, inline := f.Name, "application/octet-stream", false
+	switch {
+	case thumb:
 		name, ctype, inline = thumbName(name), "image/jpeg", true
-	} else {
+	case !attachment:
 		ctype, inline = servedType(f.MIME)
 	}
+	h := w.Header()
 	h.Set("Content-Type", ctype)
 	h.Set("Content-Disposition", dispositionOf(name, inline))
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "sandbox; default-src 'none'")
-	h.Set("Cache-Control", "private, max-age=3600")
-	if !thumb && f.SHA256 != "" {
-		h.Set("ETag", `"`+f.SHA256+`"`)
-	}
 	http.ServeContent(&idleWriter{ResponseWriter: w, rc: http.NewResponseController(w)}, r, "", b.ModTime(), b)
+}
+
+// WholeDownload reports whether r asks for a file from its start: a GET
+// without a Range, or with one from byte 0. A download resumed or read in
+// parts (each Range request) and a HEAD are not counted again.
+func WholeDownload(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	rg := r.Header.Get("Range")
+	return rg == "" || strings.HasPrefix(rg, "bytes=0-")
 }
 
 func extOf(name string) string {

@@ -447,6 +447,12 @@ func (s *Service) Abort(ctx context.Context, owner, id string) error {
 // sent to another conversation (CodeConflict: upload it again). The
 // sender's DurationMS (and a video's Width and Height) are kept.
 //
+// The file's sent time (AttachedAt, which MemberMayRead goes by) is
+// m.CreatedAt, or the later time of a message sending it again: the
+// caller attaches again when the message takes a new time before it is
+// stored (chat's before_send check), so the file's time is the stored
+// message's. A resend of a stored message moves it on too.
+//
 // Attach is called before the message is stored: a message whose store
 // fails leaves its file referenced (kept, harmlessly), never a stored
 // message whose file the lifecycle deletes.
@@ -485,12 +491,13 @@ func (s *Service) Attach(ctx context.Context, m *herald.Message) error {
 		md.DurationMS = 0
 	}
 	m.Media = md
-	if f.Conv == "" {
+	at := m.CreatedAt
+	if at.IsZero() {
+		at = s.cfg.Now().UTC().Truncate(time.Millisecond)
+	}
+	if f.Conv == "" || at.After(f.AttachedAt) {
 		next := f
-		next.Conv, next.AttachedAt = m.Conv, m.CreatedAt
-		if next.AttachedAt.IsZero() {
-			next.AttachedAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
-		}
+		next.Conv, next.AttachedAt = m.Conv, at
 		if err := s.st.UpdateMedia(ctx, next, f.Received); err != nil {
 			return err
 		}
@@ -528,9 +535,11 @@ func (s *Service) MayRead(ctx context.Context, user string, f herald.MediaFile) 
 }
 
 // MemberMayRead is MayRead's rule for a member m of the group file f was
-// sent to: m may read it when they joined at or before it was sent (a
-// later member does not get the message either). The console lists a
-// file's readers with it.
+// sent to: m may read it when they joined at or before the message was
+// sent (its CreatedAt: Attach). A later member does not get the message
+// either, but for one joining in the moment between the message's time
+// and its store (it waits in the chat's write queue), who gets it and may
+// not read the file. The console lists a file's readers with it.
 func MemberMayRead(f herald.MediaFile, m herald.GroupMember) bool {
 	return !m.JoinedAt.After(f.AttachedAt)
 }

@@ -575,3 +575,30 @@ func TestSlowChunkOutlastsRequestTimeouts(t *testing.T) {
 		t.Errorf("slow chunk: %d %s, want the upload complete", resp.StatusCode, body)
 	}
 }
+
+// TestAttachTime: a file's sent time is its message's, moved on by a
+// later message sending it again (or the same one, given a new time
+// before it is stored), never back.
+func TestAttachTime(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	st := e.upload("alice", "file", "plan.txt", "text/plain", []byte("hello"))
+	conv := herald.GroupConversationKey("team")
+	t0 := e.clock.Now().UTC().Truncate(time.Millisecond)
+	for _, c := range []struct {
+		at, want time.Time
+	}{
+		{t0, t0},
+		{t0.Add(-time.Second), t0},
+		{t0.Add(time.Second), t0.Add(time.Second)},
+	} {
+		e.attach(t, "alice", st.ID, conv, herald.MessageFile, c.at)
+		f, err := e.svc.File(ctx, st.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Conv != conv || !f.AttachedAt.Equal(c.want) {
+			t.Errorf("attached at %v: the file's %s at %v, want %s at %v", c.at, f.Conv, f.AttachedAt, conv, c.want)
+		}
+	}
+}

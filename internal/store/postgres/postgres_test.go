@@ -153,9 +153,15 @@ func TestTwoNodesSeqsGapFree(t *testing.T) {
 			}
 		}
 		stored, _ := nodes[1].MessagesAfter(context.Background(), conv, 0, time.Time{}, 100000)
-		for _, m := range stored {
+		for i, m := range stored {
 			if r := byKey[conv+"/"+fmt.Sprint(m.Seq)]; r == nil || r.ID != m.ID || r.LocalID != m.LocalID {
 				t.Errorf("%s seq %d: stored %s (ID %d), the caller was told %v", conv, m.Seq, m.LocalID, m.ID, r)
+			}
+			// Within a conversation a later seq has a higher ID
+			// (store.Store.AppendMessages), across nodes too: the
+			// single-Store conformance suite cannot see two nodes race.
+			if i > 0 && m.ID <= stored[i-1].ID {
+				t.Errorf("%s: seq %d has ID %d, not above seq %d's %d", conv, m.Seq, m.ID, stored[i-1].Seq, stored[i-1].ID)
 			}
 		}
 		total += len(seqs)
