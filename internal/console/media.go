@@ -91,7 +91,7 @@ func (h *Handler) mediaOf(ctx context.Context, m *herald.Message) *mediaView {
 func (h *Handler) readers(ctx context.Context, f herald.MediaFile) (*readersView, error) {
 	t, a, b, ok := herald.ParseConversationKey(f.Conv)
 	if !ok {
-		return nil, herald.Errorf(herald.CodeNotFound, "file %q was not sent in a message", f.ID)
+		return nil, herald.Errorf(herald.CodeNotFound, "file %q is not attached to a message", f.ID)
 	}
 	if t == herald.ConversationPeer {
 		return &readersView{Users: []string{a, b}, Total: 2}, nil
@@ -148,7 +148,7 @@ func (h *Handler) serveMedia(thumb bool) http.HandlerFunc {
 		f, err := h.cfg.Media.File(r.Context(), id)
 		if err == nil && (!f.Complete || f.Conv == "") {
 			// An upload not sent yet is its uploader's own.
-			err = herald.Errorf(herald.CodeNotFound, "file %q was not sent in a message", id)
+			err = herald.Errorf(herald.CodeNotFound, "file %q is not attached to a message", id)
 		}
 		var blob media.Blob
 		if err == nil {
