@@ -145,6 +145,10 @@ type Stats struct {
 	Kicked       int64 // sessions closed by the multi-login policy or the server API (Kick)
 	FramesBad    int64 // frames that could not be decoded
 	SendsLimited int64 // sends refused by the rate limit
+	// DescriptorsKept: logged-in sessions on the epoll driver that kept
+	// their net.Conn because their descriptor could not be duplicated
+	// (out of descriptors); they work, at an idle connection's old cost.
+	DescriptorsKept int64
 }
 
 // Gateway accepts and runs client sessions. It implements chat.Deliverer.
@@ -194,7 +198,7 @@ type Gateway struct {
 	cancelWrite context.CancelFunc
 
 	stats struct {
-		connections, sessions, slowClosed, kicked, framesBad, sendsLimited atomic.Int64
+		connections, sessions, slowClosed, kicked, framesBad, sendsLimited, descriptorsKept atomic.Int64
 	}
 
 	grace graceTimers // callers gone without a logout, by user (call.go)
@@ -388,6 +392,7 @@ func (g *Gateway) Stats() Stats {
 		Connections: g.stats.connections.Load(), Sessions: g.stats.sessions.Load(),
 		SlowClosed: g.stats.slowClosed.Load(), Kicked: g.stats.kicked.Load(),
 		FramesBad: g.stats.framesBad.Load(), SendsLimited: g.stats.sendsLimited.Load(),
+		DescriptorsKept: g.stats.descriptorsKept.Load(),
 	}
 }
 

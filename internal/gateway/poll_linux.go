@@ -31,6 +31,7 @@ type pollState struct {
 	armed   bool            // added to the epoll set; s.mu guards it
 	own     bool            // fd is the session's and conn is nil; s.mu guards it
 	handoff bool            // the reader left re-arming to the busy writer (handoffLocked); s.mu guards it
+	keep    bool            // duplicating fd failed: the session keeps its net.Conn for good; s.mu guards it
 }
 
 // fdClosing is set in pollState.ref when the owned descriptor is to be
@@ -92,13 +93,28 @@ type poller struct {
 	byID  map[uint64]*session
 	waits map[uint64]chan struct{} // by session ID: the writer waiting in await
 
+	// ctlMu orders EpollCtl (read-locked, in ctl) against close, which
+	// releases the sets write-locked: a set's number is never used after
+	// it is closed, when it may be another descriptor's.
+	ctlMu  sync.RWMutex
+	closed atomic.Bool // the epoll sets are released; set under ctlMu
+
+	// dup duplicates a descriptor (F_DUPFD_CLOEXEC); a test may replace it.
+	dup      func(fd uintptr) (int, error)
+	dupWarn  atomic.Int64 // Unix ns of the last failed-dup warning: one a minute at most
 	bufs     sync.Pool
 	done     chan struct{}
 	waitDone chan struct{}
-	closed   atomic.Bool // the epoll set is released: no more EpollCtl on its number
 }
 
-var errWouldBlock = errors.New("would block")
+var (
+	errWouldBlock   = errors.New("would block")
+	errPollerClosed = errors.New("poller closed")
+)
+
+// dupWarnEvery spaces the warnings of failed duplications (ownLocked):
+// when descriptors run out, every login fails the same way.
+const dupWarnEvery = time.Minute
 
 // readBufBytes is the size of the buffers sessions read into. A buffer is
 // held while its bytes are handled (a login's sync included), so in a login
@@ -133,7 +149,8 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		}
 	}
 	p := &poller{epfd: epfd, wepfd: wepfd, wake: wake, log: log, byID: make(map[uint64]*session),
-		waits: make(map[uint64]chan struct{}), done: make(chan struct{}), waitDone: make(chan struct{})}
+		waits: make(map[uint64]chan struct{}), done: make(chan struct{}), waitDone: make(chan struct{}),
+		dup: func(fd uintptr) (int, error) { return unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }}
 	p.bufs.New = func() any { b := make([]byte, readBufBytes); return &b }
 	go p.loop()
 	go p.waitLoop()
@@ -182,9 +199,20 @@ func (p *poller) attach(s *session, buffered []byte) bool {
 	return true
 }
 
+// ctl is EpollCtl on one of the poller's sets, or errPollerClosed once
+// close has released them.
+func (p *poller) ctl(set, op int, fd int32, ev *unix.EpollEvent) error {
+	p.ctlMu.RLock()
+	defer p.ctlMu.RUnlock()
+	if p.closed.Load() {
+		return errPollerClosed
+	}
+	return unix.EpollCtl(set, op, int(fd), ev)
+}
+
 // armLocked (re-)enables one readiness event for s; s.mu must be held.
 func (p *poller) armLocked(s *session) error {
-	if s.closed || p.closed.Load() {
+	if s.closed {
 		return nil
 	}
 	id := uint64(s.id)
@@ -193,11 +221,27 @@ func (p *poller) armLocked(s *session) error {
 	if !s.poll.armed {
 		op = unix.EPOLL_CTL_ADD
 	}
-	if err := unix.EpollCtl(p.epfd, op, int(s.poll.fd), &ev); err != nil {
+	switch err := p.ctl(p.epfd, op, s.poll.fd, &ev); err {
+	case nil:
+		s.poll.armed = true
+	case errPollerClosed:
+		// Shut down: nothing more is read.
+	default:
 		return err
 	}
-	s.poll.armed = true
 	return nil
+}
+
+// wakeWriterLocked wakes s's writer if it waits in await, so that it finds its
+// descriptor closing (or the poller closed) at once; p.mu must be held.
+// The kernel drops a closed descriptor's registration without an event.
+func (p *poller) wakeWriterLocked(id uint64) {
+	if ch := p.waits[id]; ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // forget removes s before its connection is closed, and closes the
@@ -206,16 +250,19 @@ func (p *poller) forget(s *session) {
 	if p == nil {
 		return
 	}
-	p.mu.Lock()
-	delete(p.byID, uint64(s.id))
-	p.mu.Unlock()
-	if s.poll.armed && !p.closed.Load() {
-		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(s.poll.fd), nil)
+	if s.poll.armed {
+		p.ctl(p.epfd, unix.EPOLL_CTL_DEL, s.poll.fd, nil)
 	}
 	s.poll.armed = false
 	if s.poll.own {
 		s.poll.closeFD()
 	}
+	// After fdClosing: a writer whose await registered before it is woken
+	// here, and one that registers after finds the descriptor closing.
+	p.mu.Lock()
+	delete(p.byID, uint64(s.id))
+	p.wakeWriterLocked(uint64(s.id))
+	p.mu.Unlock()
 }
 
 // rearmLocked re-arms s after its bytes are read, first taking its
@@ -224,7 +271,7 @@ func (p *poller) forget(s *session) {
 // the writer does both at the top of its next round (handoffLocked).
 // s.mu must be held.
 func (p *poller) rearmLocked(s *session) error {
-	if !s.poll.own && s.loggedIn.Load() && !s.closed && s.closeCode == 0 && !p.closed.Load() {
+	if !s.poll.own && !s.poll.keep && s.loggedIn.Load() && !s.closed && s.closeCode == 0 && !p.closed.Load() {
 		if s.writing {
 			s.poll.handoff = true
 			return nil
@@ -253,20 +300,27 @@ func (p *poller) handoffLocked(s *session) {
 
 // ownLocked duplicates s's descriptor and closes its net.Conn; no reader
 // or writer may be using the connection. On failure (no descriptor left)
-// s keeps its net.Conn. s.mu must be held.
+// s keeps its net.Conn for good: it is counted (Stats.DescriptorsKept),
+// and not tried again. s.mu must be held.
 func (p *poller) ownLocked(s *session) {
 	fd, derr := -1, error(nil)
 	if err := s.poll.raw.Control(func(f uintptr) {
-		fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
+		fd, derr = p.dup(f)
 	}); err != nil || derr != nil {
-		p.log.Warn("keeping the connection's descriptor in Go's net package", "conn_id", uint64(s.id), "err", errors.Join(err, derr))
+		s.poll.keep = true
+		n := s.g.stats.descriptorsKept.Add(1)
+		now, last := time.Now().UnixNano(), p.dupWarn.Load()
+		if now-last >= int64(dupWarnEvery) && p.dupWarn.CompareAndSwap(last, now) {
+			p.log.Warn("keeping connections' descriptors in Go's net package", "conn_id", uint64(s.id),
+				"err", errors.Join(err, derr), "kept_total", n)
+		}
 		return
 	}
 	// The set holds the old number: remove it before that number is
 	// closed, or the registration outlives it (the duplicate keeps the
 	// socket open) and fires for a number no longer s's.
 	if s.poll.armed {
-		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(s.poll.fd), nil)
+		p.ctl(p.epfd, unix.EPOLL_CTL_DEL, s.poll.fd, nil)
 		s.poll.armed = false
 	}
 	s.conn.Close()
@@ -366,10 +420,9 @@ func (p *poller) read(s *session, buf []byte) (int, error) {
 	return n, nil
 }
 
-// write writes b to s's owned descriptor, waiting up to timeout in all
-// for the socket's buffer to take it.
-func (p *poller) write(s *session, b []byte, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+// write writes b to s's owned descriptor, waiting until deadline (wall
+// clock, as session.write) for the socket's buffer to take it.
+func (p *poller) write(s *session, b []byte, deadline time.Time) error {
 	for len(b) > 0 {
 		if !s.poll.acquire() {
 			return net.ErrClosed
@@ -393,8 +446,9 @@ func (p *poller) write(s *session, b []byte, timeout time.Duration) error {
 }
 
 // linger is awaitPeerClose on an owned descriptor: half-close, then read
-// and drop what the client sends until it closes or timeout passes.
-func (p *poller) linger(s *session, timeout time.Duration) {
+// and drop what the client sends until it closes or deadline (wall clock)
+// passes.
+func (p *poller) linger(s *session, deadline time.Time) {
 	if !s.poll.acquire() {
 		return
 	}
@@ -403,7 +457,6 @@ func (p *poller) linger(s *session, timeout time.Duration) {
 	if err != nil {
 		return
 	}
-	deadline := time.Now().Add(timeout)
 	var buf [512]byte
 	for {
 		if !s.poll.acquire() {
@@ -441,12 +494,15 @@ func (p *poller) await(s *session, events uint32, deadline time.Time) error {
 		delete(p.waits, id)
 		p.mu.Unlock()
 	}()
-	if p.closed.Load() || !s.poll.acquire() {
+	if !s.poll.acquire() {
 		return net.ErrClosed
 	}
 	ev := unix.EpollEvent{Events: events | unix.EPOLLONESHOT, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
-	err := unix.EpollCtl(p.wepfd, unix.EPOLL_CTL_ADD, int(s.poll.fd), &ev)
+	err := p.ctl(p.wepfd, unix.EPOLL_CTL_ADD, s.poll.fd, &ev)
 	s.poll.release()
+	if err == errPollerClosed {
+		return net.ErrClosed
+	}
 	if err != nil {
 		return err
 	}
@@ -457,8 +513,8 @@ func (p *poller) await(s *session, events uint32, deadline time.Time) error {
 	case <-t.C:
 		err = os.ErrDeadlineExceeded
 	}
-	if !p.closed.Load() && s.poll.acquire() {
-		unix.EpollCtl(p.wepfd, unix.EPOLL_CTL_DEL, int(s.poll.fd), nil)
+	if s.poll.acquire() {
+		p.ctl(p.wepfd, unix.EPOLL_CTL_DEL, s.poll.fd, nil)
 		s.poll.release()
 	}
 	return err
@@ -483,18 +539,14 @@ func (p *poller) waitLoop() {
 				return // close
 			}
 			p.mu.Lock()
-			if ch := p.waits[id]; ch != nil {
-				select {
-				case ch <- struct{}{}:
-				default:
-				}
-			}
+			p.wakeWriterLocked(id)
 			p.mu.Unlock()
 		}
 	}
 }
 
-// close ends the loops and releases the epoll sets.
+// close ends the loops, releases the epoll sets, and wakes the writers
+// waiting in await: their descriptors are watched no more.
 func (p *poller) close() {
 	if p == nil {
 		return
@@ -503,8 +555,15 @@ func (p *poller) close() {
 	unix.Write(p.wake, one)
 	<-p.done
 	<-p.waitDone
+	p.ctlMu.Lock()
 	p.closed.Store(true)
 	unix.Close(p.epfd)
 	unix.Close(p.wepfd)
+	p.ctlMu.Unlock()
 	unix.Close(p.wake)
+	p.mu.Lock()
+	for id := range p.waits {
+		p.wakeWriterLocked(id)
+	}
+	p.mu.Unlock()
 }

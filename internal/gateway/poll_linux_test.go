@@ -7,8 +7,11 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,6 +183,240 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("no %s within 10s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// startEpoll starts a gateway on the epoll driver behind a test server;
+// before runs first, before any connection. The caller shuts it down.
+func startEpoll(t *testing.T, writeTimeout time.Duration, before func(*Gateway)) (*Gateway, string) {
+	t.Helper()
+	st := &ackStore{cursors: map[string]map[string]int64{}, synced: map[string]map[string]int64{}}
+	g := New(st, Config{Secret: []byte("0123456789abcdef"), WriteTimeout: writeTimeout, HeartbeatTimeout: time.Hour})
+	if g.ReadDriver() != "epoll" {
+		g.Shutdown(context.Background())
+		t.Skip("epoll unavailable")
+	}
+	if before != nil {
+		before(g)
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	return g, "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// stalledWriter fills s's queue far beyond what a client that reads
+// nothing takes, and waits until the writer waits for the full socket.
+func stalledWriter(t *testing.T, g *Gateway, s *session) {
+	t.Helper()
+	fillQueue(s, 64, 8<<10)
+	waitFor(t, "the writer waiting for the full socket", func() bool {
+		g.poller.mu.Lock()
+		defer g.poller.mu.Unlock()
+		return g.poller.waits[uint64(s.id)] != nil
+	})
+}
+
+// writerEnds fails the test unless s's writer ends within d.
+func writerEnds(t *testing.T, s *session, d time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { s.waitWriter(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("the writer still runs %v after its descriptor was closed", d)
+	}
+}
+
+// fdOpen reports whether fd is still the file st describes.
+func fdOpen(fd int, st unix.Stat_t) bool {
+	var now unix.Stat_t
+	return unix.Fstat(fd, &now) == nil && now.Ino == st.Ino && now.Dev == st.Dev
+}
+
+// TestOwnedDescriptorClose (review M1, L4): closing an owned descriptor
+// wakes a writer waiting for EPOLLOUT at once (the kernel drops the
+// registration without an event), whether the session closes it or the
+// poller shuts down; a read holding a reference defers the close to its
+// release.
+func TestOwnedDescriptorClose(t *testing.T) {
+	t.Run("session close", func(t *testing.T) {
+		g, url := startEpoll(t, time.Minute, nil)
+		defer func() { // bounded: a writer left stalled would hold Shutdown for the write timeout
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			g.Shutdown(ctx)
+		}()
+		c, s := ownedSession(t, g, url, "alice")
+		defer c.conn.Close()
+		stalledWriter(t, g, s)
+		s.mu.Lock()
+		s.closeConnLocked()
+		s.mu.Unlock()
+		writerEnds(t, s, 5*time.Second) // the write timeout is a minute
+	})
+
+	t.Run("shutdown", func(t *testing.T) {
+		g, url := startEpoll(t, time.Minute, nil)
+		c, s := ownedSession(t, g, url, "bob")
+		defer c.conn.Close()
+		stalledWriter(t, g, s)
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		g.Shutdown(ctx) // the stalled session outlives ctx; the poller closes
+		writerEnds(t, s, 5*time.Second)
+	})
+
+	t.Run("read in progress", func(t *testing.T) {
+		g, url := startEpoll(t, time.Minute, nil)
+		defer g.Shutdown(context.Background())
+		c, s := ownedSession(t, g, url, "carol")
+		defer c.conn.Close()
+		s.mu.Lock()
+		fd := int(s.poll.fd)
+		s.mu.Unlock()
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatalf("fstat of the owned descriptor: %v", err)
+		}
+		if !s.poll.acquire() { // as read does around read(2)
+			t.Fatal("no reference on a live session's descriptor")
+		}
+		s.mu.Lock()
+		s.closeConnLocked()
+		s.mu.Unlock()
+		if !fdOpen(fd, st) {
+			t.Fatal("the descriptor was closed under a read holding it")
+		}
+		if s.poll.acquire() {
+			t.Error("a new operation started on a closing descriptor")
+		}
+		s.poll.release()
+		if fdOpen(fd, st) {
+			t.Error("the descriptor is still open after the last reference went")
+		}
+		s.teardown() // as the reader would on the closed descriptor
+	})
+}
+
+// TestOwnAtRearm (review L4): with the writer idle, the reader's re-arm
+// takes the descriptor over itself (rearmLocked, not the writer's
+// handoff), and the session goes on over it.
+func TestOwnAtRearm(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	g, url := startEpoll(t, time.Minute, func(g *Gateway) {
+		dup := g.poller.dup
+		g.poller.dup = func(fd uintptr) (int, error) {
+			if fail.Load() {
+				return -1, unix.EMFILE
+			}
+			return dup(fd)
+		}
+	})
+	defer g.Shutdown(context.Background())
+	c, s := keptSession(t, g, url, "alice")
+	defer c.conn.Close()
+	s.waitWriter() // idle
+	fail.Store(false)
+	s.mu.Lock()
+	s.poll.keep = false // as if the first try had not failed
+	if s.writing {
+		s.mu.Unlock()
+		t.Fatal("the writer runs")
+	}
+	err := g.poller.rearmLocked(s)
+	own, conn, handoff := s.poll.own, s.conn, s.poll.handoff
+	s.mu.Unlock()
+	if err != nil || !own || conn != nil || handoff {
+		t.Fatalf("rearm with an idle writer: err %v, own %v, net.Conn %v, handoff %v; want the descriptor taken over", err, own, conn, handoff)
+	}
+	for i := range 3 {
+		if f := c.call(uint64(10+i), proto.OpPing, struct{}{}); f.Err != nil {
+			t.Fatalf("ping %d over the owned descriptor: %v", i, f.Err)
+		}
+	}
+}
+
+// keptSession logs user in and waits until its failed takeover is
+// counted: the session keeps its net.Conn.
+func keptSession(t *testing.T, g *Gateway, url, user string) (*wsClient, *session) {
+	t.Helper()
+	c := dialWS(t, url)
+	tok, _ := token.Mint([]byte("0123456789abcdef"), user, time.Now(), time.Hour)
+	c.call(1, proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: user, Token: tok, DeviceID: "d"})
+	c.waitEvent(proto.EvSyncDone)
+	waitFor(t, "the failed takeover counted", func() bool { return g.Stats().DescriptorsKept == 1 })
+	var found *session
+	g.connsMu.Lock()
+	for s := range g.conns {
+		if s.user == user {
+			found = s
+		}
+	}
+	g.connsMu.Unlock()
+	return c, found
+}
+
+// TestDescriptorKept (review M2): when the descriptor cannot be
+// duplicated (EMFILE), the session keeps its net.Conn, is counted once,
+// and later reads do not try again.
+func TestDescriptorKept(t *testing.T) {
+	var calls atomic.Int32
+	g, url := startEpoll(t, time.Minute, func(g *Gateway) {
+		g.poller.dup = func(uintptr) (int, error) { calls.Add(1); return -1, unix.EMFILE }
+	})
+	defer g.Shutdown(context.Background())
+	c, s := keptSession(t, g, url, "alice")
+	defer c.conn.Close()
+	for i := range 5 {
+		if f := c.call(uint64(10+i), proto.OpPing, struct{}{}); f.Err != nil {
+			t.Fatalf("ping %d over the kept net.Conn: %v", i, f.Err)
+		}
+	}
+	s.mu.Lock()
+	own, conn := s.poll.own, s.conn
+	s.mu.Unlock()
+	if own || conn == nil {
+		t.Errorf("own %v, net.Conn %v: want the net.Conn kept", own, conn)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d duplications tried over 6 read rounds, want 1", n)
+	}
+	if n := g.Stats().DescriptorsKept; n != 1 {
+		t.Errorf("DescriptorsKept = %d, want 1", n)
+	}
+}
+
+// TestShutdownEndsPollerGoroutines (review L4): after Shutdown, with
+// sessions that owned their descriptors, no goroutine of the gateway is
+// left (the read loop, waitLoop, writers).
+func TestShutdownEndsPollerGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	st := &ackStore{cursors: map[string]map[string]int64{}, synced: map[string]map[string]int64{}}
+	g := New(st, Config{Secret: []byte("0123456789abcdef"), HeartbeatTimeout: time.Hour})
+	if g.ReadDriver() != "epoll" {
+		g.Shutdown(context.Background())
+		t.Skip("epoll unavailable")
+	}
+	srv := httptest.NewServer(g)
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	for _, u := range []string{"alice", "bob", "carol"} {
+		c, _ := ownedSession(t, g, url, u)
+		defer c.conn.Close()
+	}
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	srv.Close()
+	http.DefaultClient.CloseIdleConnections()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Shutdown, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

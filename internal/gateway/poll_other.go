@@ -20,8 +20,8 @@ func (p *poller) forget(s *session)                       {}
 func (p *poller) handoffLocked(s *session)                {}
 func (p *poller) close()                                  {}
 
-func (p *poller) write(s *session, b []byte, timeout time.Duration) error {
+func (p *poller) write(s *session, b []byte, deadline time.Time) error {
 	return errors.New("gateway: no owned descriptor without epoll")
 }
 
-func (p *poller) linger(s *session, timeout time.Duration) {}
+func (p *poller) linger(s *session, deadline time.Time) {}

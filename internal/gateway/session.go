@@ -511,12 +511,16 @@ func (s *session) writeLoop() {
 	}
 }
 
-// write writes b within the write timeout; the writer's only.
+// write writes b within the write timeout; the writer's only. Socket
+// deadlines are on the wall clock (time.Now), on both paths: the runtime
+// and the poller time them in real time, while cfg.Now is the protocol's
+// clock (tokens, heartbeats, rate limits), which a test may set.
 func (s *session) write(b []byte) error {
+	deadline := time.Now().Add(s.g.cfg.WriteTimeout)
 	if s.conn == nil {
-		return s.g.poller.write(s, b, s.g.cfg.WriteTimeout)
+		return s.g.poller.write(s, b, deadline)
 	}
-	s.conn.SetWriteDeadline(s.g.cfg.Now().Add(s.g.cfg.WriteTimeout))
+	s.conn.SetWriteDeadline(deadline)
 	_, err := s.conn.Write(b)
 	return err
 }
@@ -529,15 +533,16 @@ const closeLinger = 2 * time.Second
 // passes). Closing at once with unread bytes would make the kernel send a
 // reset, and the client could lose our close frame and its code.
 func (s *session) awaitPeerClose() {
+	deadline := time.Now().Add(closeLinger) // wall clock, as in write
 	if s.conn == nil {
-		s.g.poller.linger(s, closeLinger)
+		s.g.poller.linger(s, deadline)
 		return
 	}
 	cw, ok := s.conn.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
-	s.conn.SetReadDeadline(s.g.cfg.Now().Add(closeLinger))
+	s.conn.SetReadDeadline(deadline)
 	buf := make([]byte, 512)
 	for {
 		if _, err := s.conn.Read(buf); err != nil {

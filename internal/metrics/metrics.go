@@ -347,6 +347,7 @@ var (
 	dKicked        = desc("herald_sessions_kicked_total", "Sessions closed by the multi-login policy.")
 	dFramesBad     = desc("herald_frames_bad_total", "Client frames that could not be decoded.")
 	dSendsLimited  = desc("herald_sends_rate_limited_total", "Sends refused by the per-session rate limit.")
+	dDescKept      = desc("herald_sessions_descriptor_kept_total", "Logged-in sessions that kept Go's net.Conn because their descriptor could not be duplicated (epoll driver, out of descriptors).")
 	dStored        = desc("herald_messages_stored_total", "Messages stored (duplicates of a local ID not counted).")
 	dDuplicates    = desc("herald_messages_duplicate_total", "Sends recognised as a resend of a stored message (same local ID).")
 	dStoreFailed   = desc("herald_messages_store_failures_total", "Messages whose store write failed (the sender is told to retry).")
@@ -396,6 +397,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(dKicked, cnt, g.Kicked)
 		emit(dFramesBad, cnt, g.FramesBad)
 		emit(dSendsLimited, cnt, g.SendsLimited)
+		emit(dDescKept, cnt, g.DescriptorsKept)
 	}
 	if m.src.Push != nil {
 		p := m.src.Push()
