@@ -183,6 +183,9 @@ type flaky struct {
 	watchers   []func(bus.State)
 	holding    bool
 	held       [][2]string // subject, data: publishes held back until release
+	// published, when set, is called after each publish, before Publish
+	// returns: a publisher slow to go on.
+	published func(data []byte)
 }
 
 // hold keeps the publishes from now on until release, as a slow link
@@ -223,7 +226,14 @@ func (f *flaky) Publish(subject string, data []byte) error {
 	if drop {
 		return nil // lost on the way, as NATS may: the publisher does not know
 	}
-	return f.Bus.Publish(subject, data)
+	err := f.Bus.Publish(subject, data)
+	f.mu.Lock()
+	published := f.published
+	f.mu.Unlock()
+	if published != nil {
+		published(data)
+	}
+	return err
 }
 
 func (f *flaky) MaxPayload() int {

@@ -74,7 +74,9 @@ func TestDeviceLimitAcrossNodes(t *testing.T) {
 
 // TestKickElsewhere: a kick asked on node A (the server API's) closes the
 // user's sessions on node B that logged in before it, every device, and
-// node A counts the sessions node B had announced.
+// node A counts the sessions node B had announced, even when node B has
+// closed them and announced their end before node A goes on from
+// publishing the kick.
 func TestKickElsewhere(t *testing.T) {
 	ba, bb := buses(t)
 	st := openStore(t)
@@ -88,6 +90,21 @@ func TestKickElsewhere(t *testing.T) {
 	pb.Emit(herald.Event{Type: herald.EventLogin, Time: clk.Now(), User: "frank", Device: "phone"})
 	pb.Emit(herald.Event{Type: herald.EventLogin, Time: clk.Now(), User: "frank", Device: "tablet"})
 	waitFor(t, "node A sees frank's devices", func() bool { return pa.Live("frank", "phone") && pa.Live("frank", "tablet") })
+	kb.mu.Lock()
+	kb.closed = func(user, _ string, _ bool) {
+		for _, dev := range []string{"phone", "tablet"} {
+			b.gw.setLive(user, dev, false)
+			pb.Emit(herald.Event{Type: herald.EventLogout, Time: clk.Now(), User: user, Device: dev})
+		}
+	}
+	kb.mu.Unlock()
+	a.bus.mu.Lock()
+	a.bus.published = func(data []byte) {
+		if strings.Contains(string(data), `"kind":"kick"`) {
+			waitFor(t, "node A hears the end of frank's sessions", func() bool { return pa.SessionsElsewhere("frank") == 0 })
+		}
+	}
+	a.bus.mu.Unlock()
 	at := time.Unix(3_000_000, 7)
 	if n := pa.KickElsewhere("frank", "maintenance", at); n != 2 {
 		t.Errorf("KickElsewhere counted %d sessions on other nodes, want 2", n)

@@ -776,9 +776,12 @@ func (p *Presence) limitDevices(user, device string, at time.Time) {
 // network; without a bus the kick is lost (nothing is retried).
 func (p *Presence) KickElsewhere(user, reason string, at time.Time) int {
 	p.stats.kicksAsked.Add(1)
+	// Counted before the kick leaves: the other nodes may close the
+	// sessions and announce their end before a count made after it.
+	n := p.SessionsElsewhere(user)
 	p.publish(presenceMsg{Node: p.cfg.Node, Kind: "kick", At: at.UnixNano(), All: true, Reason: reason,
 		Entries: []presenceEntry{{User: user}}})
-	return p.SessionsElsewhere(user)
+	return n
 }
 
 // SessionsElsewhere returns how many (device, node) sessions of user the

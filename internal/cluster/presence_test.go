@@ -125,14 +125,19 @@ func TestByeForgets(t *testing.T) {
 
 // kicks records the cross-node kicks asked of a node.
 type kicks struct {
-	mu  sync.Mutex
-	got []string
+	mu     sync.Mutex
+	got    []string
+	closed func(user, device string, all bool) // when set, called after each kick: the sessions' end
 }
 
 func (k *kicks) KickLoggedInBefore(user, device string, all bool, at time.Time, reason string) int {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	k.got = append(k.got, fmt.Sprintf("%s/%s all=%v at=%d %s", user, device, all, at.UnixNano(), reason))
+	closed := k.closed
+	k.mu.Unlock()
+	if closed != nil {
+		closed(user, device, all)
+	}
 	return 1
 }
 

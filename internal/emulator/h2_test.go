@@ -83,8 +83,10 @@ func TestH2BodyAcrossDataFrames(t *testing.T) {
 	}
 }
 
-// A stream the client resets while its answer is held back is dropped,
-// counted unanswered, and frees its slot; the connection goes on.
+// A stream the client resets while its answer is held back (or before its
+// body ended) is dropped, counted unanswered, and frees its slot; the
+// connection goes on. x/net counts a reset stream against the 1000
+// streams until the PING sent with the reset is answered: one connection.
 func TestH2ClientReset(t *testing.T) {
 	f := start(t, Config{})
 	f.a.Script(testToken, Step{Delay: time.Hour})
@@ -97,6 +99,9 @@ func TestH2ClientReset(t *testing.T) {
 		t.Fatalf("cancelled push: %s, want context.Canceled", got)
 	}
 	waitFor(t, "the reset to be seen", func() bool { s := f.a.Stats(); return s.InFlight == 0 && s.Unanswered == 1 })
+	// In flight counts from the headers, the step is taken at the end of
+	// the body: a reset in between leaves the step for the next push.
+	f.a.Script(testToken)
 	if got := f.do(t, req{}); got.status != 200 {
 		t.Fatalf("next push: %s, want 200", got)
 	}
