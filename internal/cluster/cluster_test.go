@@ -505,6 +505,71 @@ func TestFirstSightFilled(t *testing.T) {
 	}
 }
 
+// TestFirstSightBehindBus: a node's first sight of a conversation is its
+// own message, stored after more than a page of another node's that are
+// still on the bus: it delivers every one of them first, then drops their
+// late copies (the interleaving TestTwoWritersOneConversation meets under
+// load).
+func TestFirstSightBehindBus(t *testing.T) {
+	ba, bb := buses(t)
+	st := openStore(t)
+	a, b := startNode(t, "a", ba, st), startNode(t, "b", bb, st)
+	b.bus.hold()
+	for range 5 { // seqs 1-5, more than a page (3)
+		send(t, st, b)
+	}
+	send(t, st, a) // seq 6
+	waitFor(t, "node A delivered seq 6", func() bool {
+		s := a.gw.seqs("bob")
+		return len(s) > 0 && s[len(s)-1] == 6
+	})
+	b.bus.release()
+	waitFor(t, "node A dropped node B's late copies", func() bool { return a.d.Stats().Duplicates >= 5 })
+	if got, want := fmt.Sprint(a.gw.seqs("bob")), seqsUpTo(6); got != want {
+		t.Errorf("node A delivered %s, want %s", got, want)
+	}
+}
+
+// TestForgottenNotReplayed: a conversation forgotten (MaxConvs) and seen
+// again is filled from the last message it had delivered (less Skew), not
+// from the subscription's start.
+func TestForgottenNotReplayed(t *testing.T) {
+	b, _ := buses(t)
+	st := openStore(t)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	gw := newFakeGateway()
+	d := NewDeliverer(DelivererConfig{Node: "a", Bus: b, Local: gw, Store: st, Page: 3, MaxConvs: 1,
+		Skew: time.Second, Now: func() time.Time { return t0 }, Prefix: prefix(t)})
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	deliver := func(to string, minute int) {
+		m := &herald.Message{ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", to),
+			From: "alice", To: to, LocalID: "l" + strconv.FormatInt(localIDs.Add(1), 10),
+			Type: herald.MessageText, Text: "hi", CreatedAt: t0.Add(time.Duration(minute) * time.Minute)}
+		res, err := st.AppendMessages(context.Background(), []*herald.Message{m}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.DeliverMessage(res[0].Message, []string{to}, 0)
+	}
+	for i := range 5 {
+		deliver("bob", 1+i) // seqs 1-5, the last created at t0+5m
+	}
+	deliver("carol", 6) // bob's conversation is forgotten
+	deliver("bob", 7)   // seq 6: a first sight again
+	waitFor(t, "seq 6 delivered", func() bool {
+		s := gw.seqs("bob")
+		return len(s) > 0 && s[len(s)-1] == 6
+	})
+	// Seq 5, created within Skew of the last delivered, comes again (the
+	// client drops it); seqs 1-4 do not.
+	if got, want := fmt.Sprint(gw.seqs("bob")), "[1 2 3 4 5 5 6]"; got != want {
+		t.Errorf("bob got %s, want %s", got, want)
+	}
+}
+
 // TestTwoWritersOneConversation: both nodes store messages of one
 // conversation at once (seqs interleave between them, and each node's
 // own arrive before the other's); each node still delivers every seq

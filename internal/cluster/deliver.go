@@ -83,7 +83,8 @@ type DelivererConfig struct {
 	// Skew is how far nodes' clocks (which stamp CreatedAt) may differ,
 	// plus the longest commit-to-publish delay: a conversation seen for
 	// the first time is filled from messages created since the bus
-	// subscription (or the disconnection) minus Skew. Zero means 10s
+	// subscription (or the disconnection; or, when conversations were
+	// forgotten, the latest message delivered in one) minus Skew. Zero means 10s
 	// (nodes keep time with NTP). A larger Skew re-delivers more
 	// messages sessions synced already (clients drop them by seq).
 	Skew time.Duration
@@ -125,9 +126,10 @@ type Deliverer struct {
 	q   chan item
 
 	// Touched by run only.
-	convs map[string]*list.Element // of *convState
-	lru   *list.List               // front: most recently delivered
-	since time.Time                // when the subscription started (first sights are filled from it)
+	convs  map[string]*list.Element // of *convState
+	lru    *list.List               // front: most recently delivered
+	since  time.Time                // when the subscription started (first sights are filled from it)
+	forgot time.Time                // the latest CreatedAt delivered in a conversation forgotten (MaxConvs)
 
 	sub      bus.Subscription
 	stop     chan struct{}
@@ -149,6 +151,7 @@ type convState struct {
 	conv string
 	last int64
 	to   []string
+	at   time.Time // CreatedAt of the latest message delivered (zero: none, or only remembered)
 }
 
 type itemKind int
@@ -689,17 +692,21 @@ func (d *Deliverer) deliver(m *herald.Message, to []string, origin chat.SessionI
 		d.cfg.Local.DeliverMessage(m, to, origin) // a command: live only, no seq
 		return
 	}
+	since := d.firstSince() // before state: a conversation it forgets is not this one
 	st := d.state(m.Conv)
 	switch {
 	case st.last == 0:
-		// First sight: what was lost before it was created after the
+		// First sight: what came before it, lost or still on the bus
+		// (another node's messages, committed before this one and
+		// published after it got here), was created after the
 		// subscription started (a session that logged in here synced
-		// what was committed before).
-		// At most one page back: a conversation forgotten (MaxConvs)
-		// and seen again must not replay what it had since the start.
+		// what was committed before), and after the conversations
+		// forgotten (MaxConvs) had their last delivered here (one seen
+		// again must not replay what it had since the start). Every such
+		// seq is read, however many: a seq left out would come later
+		// over the bus and be dropped as old, a gap nobody fills.
 		if m.Seq > 1 {
-			st.last = max(0, m.Seq-1-int64(d.cfg.Page))
-			d.fill(st, m.Seq, fillTo(st, to), d.since.Add(-d.cfg.Skew), false)
+			d.fill(st, m.Seq, fillTo(st, to), since, false)
 		}
 	case m.Seq <= st.last:
 		d.stats.duplicates.Add(1)
@@ -710,6 +717,21 @@ func (d *Deliverer) deliver(m *herald.Message, to []string, origin chat.SessionI
 	}
 	d.cfg.Local.DeliverMessage(m, to, origin)
 	st.last, st.to = m.Seq, to
+	st.at = later(st.at, m.CreatedAt)
+}
+
+// firstSince is what a first sight's fill reads from: messages created
+// since the subscription started and since the conversations forgotten
+// had their last delivered, less Skew.
+func (d *Deliverer) firstSince() time.Time {
+	return later(d.since, d.forgot).Add(-d.cfg.Skew)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // fill delivers the stored messages of st's conversation after st.last
@@ -742,6 +764,7 @@ read:
 			d.cfg.Local.DeliverMessage(fm, to, 0)
 			d.stats.filled.Add(1)
 			st.last, after = fm.Seq, fm.Seq
+			st.at = later(st.at, fm.CreatedAt)
 		}
 		if len(msgs) < d.cfg.Page {
 			break
@@ -797,6 +820,7 @@ func (d *Deliverer) state(conv string) *convState {
 	if d.lru.Len() > d.cfg.MaxConvs {
 		old := d.lru.Remove(d.lru.Back()).(*convState)
 		delete(d.convs, old.conv)
+		d.forgot = later(d.forgot, old.at)
 	}
 	return st
 }
