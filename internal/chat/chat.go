@@ -127,10 +127,13 @@ type Config struct {
 type Media interface {
 	// Attach fills m.Media from the upload m.Media.FileID names, which
 	// must be m.From's, and records that a message of m.Conv sent at
-	// m.CreatedAt refers to it (a later time moves the file's on). It
-	// blocks on the store; errors are *herald.Error for the sender's
+	// m.CreatedAt refers to it (the file's sent time, if it has none).
+	// It blocks on the store; errors are *herald.Error for the sender's
 	// mistakes.
 	Attach(ctx context.Context, m *herald.Message) error
+	// Sent records that m, attached before, is stored and not a
+	// duplicate: the file's sent time moves on to m.CreatedAt if later.
+	Sent(ctx context.Context, m *herald.Message) error
 }
 
 // Service is the chat component.
@@ -281,12 +284,9 @@ func (s *Service) Send(from string, origin SessionID, m *herald.Message, done fu
 		}
 	}
 	if err == nil && s.cfg.BeforeSend != nil && origin != 0 && m.Type != herald.MessageCommand {
+		// The message takes a new time after the check: the file's sent
+		// time follows it once the message is stored (writeLoop).
 		err = s.beforeSend(m, gs)
-		if err == nil && m.Type.IsMedia() {
-			// The message took a new time after the check: the file's
-			// sent time, which a group's readers go by, follows it.
-			err = s.cfg.Media.Attach(s.ctx, m)
-		}
 	}
 	if err != nil {
 		done(SendResult{}, err)
@@ -451,6 +451,9 @@ func (s *Service) writeLoop() {
 				}
 			}
 		}
+		if err == nil && s.cfg.Media != nil {
+			s.mediaSent(res)
+		}
 		// A failed write is logged by the edges, once per sender, with its
 		// cause: the error carries it (the client sees only the message).
 		var failed error
@@ -471,6 +474,21 @@ func (s *Service) writeLoop() {
 			out = append(out, p)
 		}
 		s.fanout <- out
+	}
+}
+
+// mediaSent moves the sent time of each file a new stored message
+// carries on to the message's, before the message is delivered: its
+// readers get it. A failure leaves the file's earlier time (members who
+// joined since may not read it) and is logged.
+func (s *Service) mediaSent(res []store.Appended) {
+	for _, r := range res {
+		if r.Duplicate || !r.Message.Type.IsMedia() {
+			continue
+		}
+		if err := s.cfg.Media.Sent(s.ctx, r.Message); err != nil {
+			s.log.Warn("media: the file's sent time did not move on to its message's", "file_id", r.Message.Media.FileID, "msg_id", r.Message.ID, "err", err)
+		}
 	}
 }
 

@@ -197,8 +197,9 @@ type Handler struct {
 	static http.Handler
 
 	mu       sync.Mutex
-	sessions map[string]*session // by ID
-	runs     map[string]*pushRun // test pushes waiting for their stream, by ID
+	sessions map[string]*session    // by ID
+	runs     map[string]*pushRun    // test pushes waiting for their stream, by ID
+	fetches  map[fetchKey]time.Time // the last logged fetch of a file by a session (media.go)
 
 	throttle *loginThrottle // wrong logins per client address (throttle.go)
 
@@ -225,6 +226,7 @@ func New(cfg Config) *Handler {
 		cfg.MaxSessions = 1000
 	}
 	h := &Handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: make(map[string]*session), runs: make(map[string]*pushRun),
+		fetches:  make(map[fetchKey]time.Time),
 		throttle: newLoginThrottle(), build: version.Get()}
 	h.tmpl = parseTemplates()
 	sub, _ := fs.Sub(staticFS, "static")

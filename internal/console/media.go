@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/media"
@@ -132,8 +133,9 @@ func (h *Handler) readers(ctx context.Context, f herald.MediaFile) (*readersView
 
 // serveMedia serves a file sent in a message, or its thumbnail, to the
 // console's session: never cached beyond it, never sniffed, sandboxed;
-// the file itself as a download. A download is logged once, not at each
-// HEAD or Range request that resumes it (media.WholeDownload).
+// the file itself as a download. Every GET of the file (a Range request
+// too, whatever its ranges) is logged, but once a minute per session and
+// file (loggedFetch); a HEAD is not.
 func (h *Handler) serveMedia(thumb bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
@@ -159,7 +161,7 @@ func (h *Handler) serveMedia(thumb bool) http.HandlerFunc {
 			return
 		}
 		defer blob.Close()
-		if !thumb && media.WholeDownload(r) {
+		if !thumb && r.Method == http.MethodGet && h.loggedFetch(sessionOf(r), f.ID) {
 			h.log.Info("console: media file downloaded", "media_id", f.ID, "conv", f.Conv)
 		}
 		w.Header().Set("Cache-Control", "private, no-store")
@@ -230,4 +232,39 @@ func (h *Handler) timelineMessage(ctx context.Context, id int64, entries []heral
 		return m, true, err
 	}
 	return nil, false, nil
+}
+
+// fetchLogWindow is how long after a logged fetch of a file the same
+// session's fetches of it are not logged again.
+const fetchLogWindow = time.Minute
+
+// fetchKey names a session's fetches of one file ("" for a request with
+// no session).
+type fetchKey struct{ session, file string }
+
+// loggedFetch reports whether a fetch of file by session is to be
+// logged: when the session's last logged fetch of it is a minute old or
+// more. Every fetch (any Range, which a Range parser of ours could read
+// otherwise than net/http does) is thus within a minute of a logged one,
+// while a player's or a resumed download's many Range requests log once.
+func (h *Handler) loggedFetch(s *session, file string) bool {
+	k := fetchKey{file: file}
+	if s != nil {
+		k.session = s.id
+	}
+	now := h.cfg.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if at, ok := h.fetches[k]; ok && now.Sub(at) < fetchLogWindow {
+		return false
+	}
+	if len(h.fetches) >= 256 {
+		for o, at := range h.fetches {
+			if now.Sub(at) >= fetchLogWindow {
+				delete(h.fetches, o)
+			}
+		}
+	}
+	h.fetches[k] = now
+	return true
 }

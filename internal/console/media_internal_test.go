@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -239,21 +240,28 @@ func (c countHandler) Handle(_ context.Context, r slog.Record) error {
 
 // TestServeMedia: the console's file routes answer with their headers; a
 // download slower than the server's write timeout is not cut (the write
-// deadline moves on with each write), and only a download from the start
-// is logged, not a HEAD or a Range request resuming it.
+// deadline moves on with each write), and every GET of the file, whatever
+// its Range, is logged, once a minute per session and file; a HEAD is not.
 func TestServeMedia(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), 4<<10) // 64 KiB: 16 reads
 	fm := &fakeMedia{f: herald.MediaFile{ID: "0123456789abcdef0123456789abcdef", Owner: "ann", Name: "plan v2.pdf", MIME: "text/html",
 		Size: int64(len(data)), Complete: true, Conv: "g:team", Thumb: true}, data: data, thumbs: []byte("not really a jpeg")}
 	var logged atomic.Int64
-	h := New(Config{Media: fm, Logger: slog.New(countHandler{Handler: slog.DiscardHandler, msg: "console: media file downloaded", n: &logged})})
+	var mu sync.Mutex
+	now := time.Date(2026, 12, 7, 4, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h := New(Config{Media: fm, Now: clock, Logger: slog.New(countHandler{Handler: slog.DiscardHandler, msg: "console: media file downloaded", n: &logged})})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.SetPathValue("id", strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/thumbnail"))
+		if id := r.Header.Get("X-Session"); id != "" { // h.auth's part
+			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, &session{id: id}))
+		}
 		h.serveMedia(strings.HasSuffix(r.URL.Path, "/thumbnail"))(w, r)
 	}))
 	srv.Config.WriteTimeout = 200 * time.Millisecond
 	srv.Start()
 	t.Cleanup(srv.Close)
+	sess := "s1"
 	do := func(t *testing.T, method, path, rng string) (*http.Response, []byte, error) {
 		t.Helper()
 		req, err := http.NewRequest(method, srv.URL+"/"+path, nil)
@@ -263,6 +271,7 @@ func TestServeMedia(t *testing.T) {
 		if rng != "" {
 			req.Header.Set("Range", rng)
 		}
+		req.Header.Set("X-Session", sess)
 		resp, err := srv.Client().Do(req)
 		if err != nil {
 			return nil, nil, err
@@ -296,20 +305,49 @@ func TestServeMedia(t *testing.T) {
 		t.Fatalf("a slow download: %v, %d of %d bytes; want all of them", err, len(b), len(data))
 	}
 	fm.pause = 0
+	if n := logged.Load(); n != 1 {
+		t.Errorf("a second download within the minute: %d downloads logged, want 1", n)
+	}
+	// Each case a minute after the last logged fetch: every GET is logged,
+	// whichever bytes its Range asks for (those below but the first fetch
+	// the whole file, or its first byte, however spelled).
 	for _, tc := range []struct {
 		method, rng string
 		logged      int64
 	}{
 		{http.MethodHead, "", 0},
-		{http.MethodGet, "bytes=100-", 0},
+		{http.MethodGet, "bytes=100-", 1},
 		{http.MethodGet, "bytes=0-99", 1},
+		{http.MethodGet, "bytes=-999999999", 1},
+		{http.MethodGet, "bytes= 0-", 1},
+		{http.MethodGet, "bytes=00-", 1},
+		{http.MethodGet, "bytes=1-,0-0", 1},
 	} {
+		mu.Lock()
+		now = now.Add(fetchLogWindow)
+		mu.Unlock()
 		before := logged.Load()
-		if _, _, err := do(t, tc.method, fm.f.ID, tc.rng); err != nil {
+		resp, _, err := do(t, tc.method, fm.f.ID, tc.rng)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if got := logged.Load() - before; got != tc.logged {
-			t.Errorf("%s Range %q: %d downloads logged, want %d", tc.method, tc.rng, got, tc.logged)
+			t.Errorf("%s Range %q (%d): %d downloads logged, want %d", tc.method, tc.rng, resp.StatusCode, got, tc.logged)
+		}
+	}
+	// Within the minute: the same session's fetch is not logged again,
+	// another session's is.
+	for _, tc := range []struct {
+		sess   string
+		logged int64
+	}{{"s1", 0}, {"s2", 1}, {"s2", 0}} {
+		sess = tc.sess
+		before := logged.Load()
+		if _, _, err := do(t, http.MethodGet, fm.f.ID, "bytes=0-"); err != nil {
+			t.Fatal(err)
+		}
+		if got := logged.Load() - before; got != tc.logged {
+			t.Errorf("session %s within the minute: %d downloads logged, want %d", tc.sess, got, tc.logged)
 		}
 	}
 }

@@ -327,17 +327,6 @@ func ServeBlob(w http.ResponseWriter, r *http.Request, f herald.MediaFile, thumb
 	http.ServeContent(&idleWriter{ResponseWriter: w, rc: http.NewResponseController(w)}, r, "", b.ModTime(), b)
 }
 
-// WholeDownload reports whether r asks for a file from its start: a GET
-// without a Range, or with one from byte 0. A download resumed or read in
-// parts (each Range request) and a HEAD are not counted again.
-func WholeDownload(r *http.Request) bool {
-	if r.Method != http.MethodGet {
-		return false
-	}
-	rg := r.Header.Get("Range")
-	return rg == "" || strings.HasPrefix(rg, "bytes=0-")
-}
-
 func extOf(name string) string {
 	if i := strings.LastIndexByte(name, '.'); i > 0 {
 		return name[i:]

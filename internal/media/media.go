@@ -447,11 +447,11 @@ func (s *Service) Abort(ctx context.Context, owner, id string) error {
 // sent to another conversation (CodeConflict: upload it again). The
 // sender's DurationMS (and a video's Width and Height) are kept.
 //
-// The file's sent time (AttachedAt, which MemberMayRead goes by) is
-// m.CreatedAt, or the later time of a message sending it again: the
-// caller attaches again when the message takes a new time before it is
-// stored (chat's before_send check), so the file's time is the stored
-// message's. A resend of a stored message moves it on too.
+// The file's sent time (AttachedAt, which MemberMayRead goes by) is set
+// here only for a file not yet sent: m.CreatedAt. A file sent before
+// keeps its time until a message sending it again is stored (Sent), so
+// a send answered as a duplicate, refused by the app's check or not
+// stored does not let later members read it.
 //
 // Attach is called before the message is stored: a message whose store
 // fails leaves its file referenced (kept, harmlessly), never a stored
@@ -495,14 +495,34 @@ func (s *Service) Attach(ctx context.Context, m *herald.Message) error {
 	if at.IsZero() {
 		at = s.cfg.Now().UTC().Truncate(time.Millisecond)
 	}
-	if f.Conv == "" || at.After(f.AttachedAt) {
-		next := f
-		next.Conv, next.AttachedAt = m.Conv, at
-		if err := s.st.UpdateMedia(ctx, next, f.Received); err != nil {
+	if f.Conv == "" {
+		f.Conv, f.AttachedAt = m.Conv, at
+		if err := s.st.UpdateMedia(ctx, f, f.Received); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// Sent records that m, a media message Attach filled, is stored (and is
+// not a duplicate) at m.CreatedAt: the file's sent time moves on to it
+// when it is later, so the members who get this message may read the
+// file. It never moves back.
+func (s *Service) Sent(ctx context.Context, m *herald.Message) error {
+	if m.Media == nil {
+		return nil
+	}
+	unlock := s.lock(m.Media.FileID)
+	defer unlock()
+	f, err := s.st.Media(ctx, m.Media.FileID)
+	if err != nil {
+		return err
+	}
+	if f.Conv != m.Conv || !m.CreatedAt.After(f.AttachedAt) {
+		return nil
+	}
+	f.AttachedAt = m.CreatedAt
+	return s.st.UpdateMedia(ctx, f, f.Received)
 }
 
 // MayRead reports whether user may download file f: its owner; for a

@@ -576,29 +576,38 @@ func TestSlowChunkOutlastsRequestTimeouts(t *testing.T) {
 	}
 }
 
-// TestAttachTime: a file's sent time is its message's, moved on by a
-// later message sending it again (or the same one, given a new time
-// before it is stored), never back.
+// TestAttachTime: a file's sent time is its first message's; sending it
+// again does not move it (Attach) until the message is stored (Sent),
+// which moves it on, never back, and only in the file's conversation.
 func TestAttachTime(t *testing.T) {
 	e := newEnv(t, Config{})
 	ctx := context.Background()
 	st := e.upload("alice", "file", "plan.txt", "text/plain", []byte("hello"))
 	conv := herald.GroupConversationKey("team")
 	t0 := e.clock.Now().UTC().Truncate(time.Millisecond)
+	sent := func(at time.Time, conv string) error {
+		return e.svc.Sent(ctx, &herald.Message{From: "alice", Conv: conv, Type: herald.MessageFile, CreatedAt: at, Media: &herald.Media{FileID: st.ID}})
+	}
 	for _, c := range []struct {
-		at, want time.Time
+		what string
+		do   func() error
+		want time.Time
 	}{
-		{t0, t0},
-		{t0.Add(-time.Second), t0},
-		{t0.Add(time.Second), t0.Add(time.Second)},
+		{"first attach", func() error { e.attach(t, "alice", st.ID, conv, herald.MessageFile, t0); return nil }, t0},
+		{"attach again, later", func() error { e.attach(t, "alice", st.ID, conv, herald.MessageFile, t0.Add(time.Second)); return nil }, t0},
+		{"stored earlier", func() error { return sent(t0.Add(-time.Second), conv) }, t0},
+		{"stored later", func() error { return sent(t0.Add(time.Second), conv) }, t0.Add(time.Second)},
+		{"stored later elsewhere", func() error { return sent(t0.Add(2*time.Second), herald.GroupConversationKey("other")) }, t0.Add(time.Second)},
 	} {
-		e.attach(t, "alice", st.ID, conv, herald.MessageFile, c.at)
+		if err := c.do(); err != nil {
+			t.Fatalf("%s: %v", c.what, err)
+		}
 		f, err := e.svc.File(ctx, st.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if f.Conv != conv || !f.AttachedAt.Equal(c.want) {
-			t.Errorf("attached at %v: the file's %s at %v, want %s at %v", c.at, f.Conv, f.AttachedAt, conv, c.want)
+			t.Errorf("%s: the file's %s at %v, want %s at %v", c.what, f.Conv, f.AttachedAt, conv, c.want)
 		}
 	}
 }
