@@ -57,8 +57,10 @@ differ are named and fail the command. Once the rows are copied and the
 source closed, each file is streamed into the target's media store and
 its bytes checked as read (size, SHA-256); the first that fails is named
 and fails the command. A finished run writes MIGRATED into the source's
-data folder: herald serve refuses to start on it, since the old node
-must not run again (its sweep could delete files the new node serves).
+data folder, naming the source store: herald serve refuses to open that
+store on the folder, since the old node must not run again (its sweep
+could delete files the new node serves); a node on another store (a
+PostgreSQL target keeping the folder, say) starts.
 The secret and the keys stay in the data folder, not the store:
 docs/operations.md, "Moving to PostgreSQL", says what to copy besides.
 `
@@ -152,6 +154,15 @@ func (s storeSpec) path() string {
 		return filepath.Join(s.data, server.PebbleDir)
 	}
 	return filepath.Join(s.data, server.SQLiteFile)
+}
+
+// migrated names the store as server.MigratedFile records it
+// (server.MigratedStore).
+func (s storeSpec) migrated() string {
+	if s.engine == "postgres" {
+		return server.MigratedStore(s.url)
+	}
+	return server.MigratedStore(s.engine)
 }
 
 // parseTarget reads --to-store and --to-data.
@@ -504,11 +515,14 @@ func retire(o migrateOptions, files int64, copied bool, out io.Writer) {
 	if o.toMedia.isZero() {
 		note = fmt.Sprintf("moved by herald migrate on %s to %s, files not copied (in %s)\n", time.Now().UTC().Format(time.RFC3339), o.to, o.fromMedia)
 	}
+	// What serve compares with its own store, and where the files were.
+	note += "store: " + o.from.migrated() + "\nmedia: " + o.fromMedia.String() + "\n"
 	if err := os.WriteFile(p, []byte(note), 0o600); err != nil {
 		fmt.Fprintf(out, " WARNING: %s could not be written (%v): keep the old node stopped yourself.\n", p, err)
 		return
 	}
-	fmt.Fprintf(out, " %s now makes herald serve refuse that folder (delete it to start the old node anyway).\n", p)
+	fmt.Fprintf(out, " %s now makes herald serve refuse %s on that folder (delete it to start the old node anyway); "+
+		"a node on another store starts there.\n", p, o.from)
 	if o.from.engine == "postgres" {
 		fmt.Fprintln(out, "Other nodes of the source cluster have data folders of their own: keep them stopped.")
 	}

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -23,6 +25,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/media"
 	"github.com/herald-im/herald/internal/server"
 	"github.com/herald-im/herald/internal/store"
@@ -943,5 +946,97 @@ func TestMigrateNotCopiedSaysFolderMissing(t *testing.T) {
 	if want := "were NOT copied: they are not in " + "folder " + filepath.Join(from, "media") + ", which cannot be read"; !strings.Contains(out, want) ||
 		!strings.Contains(out, "--media-dir or --media-s3") {
 		t.Errorf("output does not say the media folder is missing (%q):\n%s", want, out)
+	}
+}
+
+// startNode runs server.New on cfg's store in data and, when it starts,
+// stops it again: the error is New's.
+func startNode(t *testing.T, data, storeName string) error {
+	t.Helper()
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.Store = "127.0.0.1:0", data, storeName
+	s, err := server.New(ctx, cfg, []byte("0123456789abcdef0123456789abcdef"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return nil
+}
+
+// MIGRATED refuses the moved store only. SQLite moved to PostgreSQL,
+// keeping the data folder (its secret and keys): a node there on the
+// PostgreSQL URL starts, one on SQLite is refused, naming the file. A
+// Pebble node on that folder, once the SQLite files are gone, starts too
+// (Pebble beside SQLite data is refused by migrate and serve alike).
+func TestMigrateMarkerRefusesOnlyTheSource(t *testing.T) {
+	dsn := pgtest.Schema(t, pgtest.Database(t, "to test herald migrate into PostgreSQL"))
+	data := newSQLiteData(t)
+	if out, err := runMigrate("--data", data, "--store", "sqlite", "--to-store", dsn, "--to-media", filepath.Join(t.TempDir(), "media")); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if err := startNode(t, data, dsn); err != nil {
+		t.Errorf("a node on the target URL, in the source's folder: %v, want it to start", err)
+	}
+	marker := filepath.Join(data, server.MigratedFile)
+	if err := startNode(t, data, "sqlite"); err == nil || !strings.Contains(err.Error(), "delete "+marker) {
+		t.Errorf("a node on the moved SQLite store: %v, want a refusal naming %s", err, marker)
+	}
+	if out, err := runMigrate("--data", data, "--store", "sqlite", "--to-store", "pebble", "--to-data", data); err == nil || !strings.Contains(err.Error(), "holds sqlite data") {
+		t.Errorf("migrate from SQLite to Pebble in one folder: %v, want a refusal\n%s", err, out)
+	}
+	for _, f := range []string{"", "-wal", "-shm", ".lock"} {
+		if err := os.Remove(filepath.Join(data, server.SQLiteFile+f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	if err := startNode(t, data, "pebble"); err != nil {
+		t.Errorf("a node on Pebble in the folder of the moved SQLite store: %v, want it to start", err)
+	}
+	if err := startNode(t, data, "sqlite"); err == nil || !strings.Contains(err.Error(), "delete "+marker) {
+		t.Errorf("a node on SQLite in the folder of the moved SQLite store: %v, want a refusal naming %s", err, marker)
+	}
+}
+
+// From PostgreSQL to PostgreSQL: a node on the source's data folder with
+// the target's URL starts; with the source's (another password) it is
+// refused, and the file holds no password.
+func TestMigrateMarkerPostgresToPostgres(t *testing.T) {
+	ctx := context.Background()
+	db := pgtest.Database(t, "to test herald migrate between PostgreSQL stores")
+	from, to := pgtest.Schema(t, db), pgtest.Schema(t, db)
+	pg, err := postgres.Open(ctx, from, postgres.Options{ApplicationName: "writer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillSmall(t, pg)
+	pg.Close()
+	// Passwords the test server (trust authentication) does not check.
+	withPassword := func(dsn, pw string) string {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.UserPassword(u.User.Username(), pw)
+		return u.String()
+	}
+	data := t.TempDir()
+	putDirFiles(t, data)
+	if out, err := runMigrate("--data", data, "--store", withPassword(from, "PWSOURCE"), "--to-store", to, "--to-media", filepath.Join(t.TempDir(), "media")); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	if err := startNode(t, data, to); err != nil {
+		t.Errorf("a node on the target URL, in the source's folder: %v, want it to start", err)
+	}
+	if err := startNode(t, data, withPassword(from, "PWOTHER")); err == nil || !strings.Contains(err.Error(), server.MigratedFile) {
+		t.Errorf("a node on the moved PostgreSQL store: %v, want a refusal naming %s", err, server.MigratedFile)
+	}
+	if note, err := os.ReadFile(filepath.Join(data, server.MigratedFile)); err != nil || strings.Contains(string(note), "PWSOURCE") {
+		t.Errorf("%s: %q, %v; want it without the password", server.MigratedFile, note, err)
 	}
 }

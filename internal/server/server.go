@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,11 +52,39 @@ const (
 	// (api.NonceJournal).
 	APINoncesFile = "api-nonces"
 	// MigratedFile is written into a node's data folder by herald migrate
-	// once the node's data was moved: New refuses the folder while it is
+	// once the node's data was moved, naming the moved store
+	// (MigratedStore): New refuses to open that store while the file is
 	// there, since the old node would share the media files with the new
-	// one and its sweep could delete files the new one serves.
+	// one and its sweep could delete files the new one serves. A node on
+	// another store (a PostgreSQL target, keeping the folder) starts.
 	MigratedFile = "MIGRATED"
+	// migratedStoreKey starts MigratedFile's line naming the moved store.
+	migratedStoreKey = "store: "
 )
+
+// MigratedStore names the store HERALD_STORE value store opens, as
+// MigratedFile records it: an embedded engine with its path in the data
+// folder, or for PostgreSQL a SHA-256 of the URL without its password
+// (the same database under another spelling of the URL is not matched).
+func MigratedStore(store string) string {
+	switch store {
+	case "pebble":
+		return "pebble " + PebbleDir
+	case "sqlite", "":
+		return "sqlite " + SQLiteFile
+	}
+	if u, err := url.Parse(store); err == nil {
+		if u.User != nil {
+			u.User = url.User(u.User.Username())
+		}
+		q := u.Query()
+		q.Del("password")
+		u.RawQuery = q.Encode()
+		store = u.String()
+	}
+	sum := sha256.Sum256([]byte(store))
+	return "postgres sha256:" + hex.EncodeToString(sum[:])
+}
 
 // Server is one running Herald node.
 type Server struct {
@@ -109,7 +140,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
-	if err := notMigrated(cfg.DataDir); err != nil {
+	if err := notMigrated(cfg, log); err != nil {
 		return nil, err
 	}
 	opened, err := openStore(ctx, cfg, log)
@@ -293,10 +324,12 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	return s, nil
 }
 
-// notMigrated refuses a data folder whose data herald migrate moved
-// elsewhere (MigratedFile), quoting what the file says.
-func notMigrated(dataDir string) error {
-	p := filepath.Join(dataDir, MigratedFile)
+// notMigrated refuses to open a store herald migrate moved elsewhere:
+// the data folder's MigratedFile names it (MigratedStore), and its text
+// is quoted. A file naming no store (unreadable) refuses any. A node on
+// another store starts, saying the file is there.
+func notMigrated(cfg config.Config, log *slog.Logger) error {
+	p := filepath.Join(cfg.DataDir, MigratedFile)
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -304,9 +337,20 @@ func notMigrated(dataDir string) error {
 	if err != nil {
 		return fmt.Errorf("data folder: %w", err)
 	}
-	return fmt.Errorf("data folder %s was moved by herald migrate (%s): a node started on it would share the media "+
+	note, moved := strings.TrimSpace(string(b)), ""
+	for _, line := range strings.Split(note, "\n") {
+		if v, ok := strings.CutPrefix(line, migratedStoreKey); ok {
+			moved = strings.TrimSpace(v)
+		}
+	}
+	if own := MigratedStore(cfg.Store); moved != "" && moved != own {
+		log.Info("the data folder holds the marker of another store herald migrate moved: this node's store is not that one", "file", p, "moved", moved, "store", own)
+		return nil
+	}
+	first, _, _ := strings.Cut(note, "\n")
+	return fmt.Errorf("store %s of data folder %s was moved by herald migrate (%s): a node started on it would share the media "+
 		"files with the new store and could delete files it serves; start the new node instead, or, to run this one "+
-		"again knowing that, delete %s", dataDir, strings.TrimSpace(string(b)), p)
+		"again knowing that, delete %s", cfg.StoreRedacted(), cfg.DataDir, first, p)
 }
 
 // mediaSetup builds the media service on the node's blob store

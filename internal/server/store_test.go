@@ -90,6 +90,61 @@ func TestStartRefusesMigratedDataFolder(t *testing.T) {
 	}
 }
 
+// A MIGRATED naming a store refuses that store only: a node on another
+// engine in the folder starts, logging that the file is there.
+func TestStartMigratedNamesItsStore(t *testing.T) {
+	ctx := context.Background()
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.Store = "127.0.0.1:0", t.TempDir(), "pebble"
+	marker := filepath.Join(cfg.DataDir, MigratedFile)
+	note := "moved by herald migrate on 2026-12-07T00:00:00Z to pebble in /x\nstore: " + MigratedStore("sqlite") + "\nmedia: folder /x/media\n"
+	if err := os.WriteFile(marker, []byte(note), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	s, err := New(ctx, cfg, []byte("0123456789abcdef0123456789abcdef"), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("New on Pebble beside a MIGRATED naming SQLite: %v", err)
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), marker) {
+		t.Errorf("the start does not say the file is there:\n%s", logs.String())
+	}
+	if err := os.RemoveAll(filepath.Join(cfg.DataDir, PebbleDir)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Store = "sqlite"
+	s, err = New(ctx, cfg, []byte("0123456789abcdef0123456789abcdef"), slog.New(slog.DiscardHandler))
+	if err == nil {
+		s.Shutdown(ctx)
+		t.Fatal("New on the SQLite store MIGRATED names: no error")
+	}
+	if !strings.Contains(err.Error(), "delete "+marker) || !strings.Contains(err.Error(), "to pebble in /x") {
+		t.Errorf("New on the SQLite store MIGRATED names: %v, want the file to delete and what it says", err)
+	}
+}
+
+// MigratedStore tells the engines apart, and PostgreSQL URLs by all but
+// their password (in the user part or a parameter), which it never shows.
+func TestMigratedStore(t *testing.T) {
+	base := "postgres://herald@db:5432/herald?search_path=a"
+	for _, same := range []string{"postgres://herald:PW1@db:5432/herald?search_path=a", "postgres://herald@db:5432/herald?password=PW2&search_path=a"} {
+		if got, want := MigratedStore(same), MigratedStore(base); got != want || strings.Contains(got, "PW") {
+			t.Errorf("MigratedStore(%q) = %q, want %q", same, got, want)
+		}
+	}
+	seen := map[string]string{}
+	for _, v := range []string{"sqlite", "pebble", base, "postgres://herald@db:5432/herald?search_path=b", "postgres://herald@db2:5432/herald?search_path=a"} {
+		id := MigratedStore(v)
+		if other, ok := seen[id]; ok {
+			t.Errorf("MigratedStore(%q) = MigratedStore(%q) = %q", v, other, id)
+		}
+		seen[id] = v
+	}
+}
+
 // An S3 media store that cannot be opened fails the start naming the
 // setting (media.OpenS3's errors name none).
 func TestStartNamesMediaS3Setting(t *testing.T) {
