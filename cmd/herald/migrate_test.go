@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -21,12 +20,11 @@ import (
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/media"
+	"github.com/herald-im/herald/internal/media/s3test"
 	"github.com/herald-im/herald/internal/server"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/pebble"
@@ -477,41 +475,14 @@ func TestMigrateSQLiteToPostgresFilesToS3(t *testing.T) {
 // prefix of its own in HERALD_TEST_S3's bucket, or an in-process fake.
 func testS3(t *testing.T) string {
 	t.Helper()
-	if u := os.Getenv("HERALD_TEST_S3"); u != "" {
-		ensureBucket(t, u)
-		return fmt.Sprintf("%s/migrate-%d", strings.TrimSuffix(u, "/"), time.Now().UnixNano())
+	if os.Getenv("HERALD_TEST_S3") != "" {
+		return s3test.Place(t, "migrate")
 	}
 	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
 	t.Cleanup(srv.Close)
 	u := "http://key:secret@" + srv.Listener.Addr().String() + "/media"
-	ensureBucket(t, u)
+	s3test.EnsureBucket(t, u)
 	return u + "/moved"
-}
-
-// ensureBucket creates the bucket rawURL names when the server lacks it.
-func ensureBucket(t *testing.T, rawURL string) {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
-		t.Fatalf("S3 URL %q: want http://KEY:SECRET@host:port/bucket", u.Redacted())
-	}
-	secret, _ := u.User.Password()
-	c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(u.User.Username(), secret, ""), Secure: u.Scheme == "https"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bucket, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ok, err := c.BucketExists(ctx, bucket)
-	if err != nil {
-		t.Fatalf("S3 server at %s: %v", u.Host, err)
-	}
-	if !ok {
-		if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
-			t.Fatalf("create bucket %s at %s: %v", bucket, u.Host, err)
-		}
-	}
 }
 
 // Files in S3 stay there by default, and the output says so.

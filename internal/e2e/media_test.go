@@ -7,27 +7,21 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
-
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/media/s3test"
 )
 
 func testPhoto(t *testing.T) []byte {
@@ -59,13 +53,8 @@ func TestMediaPhotoToOfflinePeer(t *testing.T) {
 func forEachMediaStore(t *testing.T, test func(t *testing.T, mutate func(*config.Config))) {
 	t.Run("dir", func(t *testing.T) { test(t, func(*config.Config) {}) })
 	t.Run("s3", func(t *testing.T) {
-		u := os.Getenv("HERALD_TEST_S3")
-		if u == "" {
-			t.Skip("HERALD_TEST_S3 is not set: no S3-compatible server to run against")
-		}
-		ensureBucket(t, u)
-		prefix := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
-		test(t, func(c *config.Config) { c.MediaS3 = strings.TrimSuffix(u, "/") + "/" + prefix })
+		place := s3test.Place(t, "e2e")
+		test(t, func(c *config.Config) { c.MediaS3 = place })
 	})
 }
 
@@ -290,32 +279,5 @@ func testMediaResumableUpload(t *testing.T, mutate func(*config.Config)) {
 	var back bytes.Buffer
 	if _, err := alice.DownloadMedia(ctx, md.FileID, false, &back); err != nil || !bytes.Equal(back.Bytes(), data) {
 		t.Fatalf("download: %v, %d bytes", err, back.Len())
-	}
-}
-
-// ensureBucket creates the bucket rawURL names when the server lacks it
-// (a fresh SeaweedFS has none).
-func ensureBucket(t *testing.T, rawURL string) {
-	t.Helper()
-	u, err := url.Parse(rawURL)
-	if err != nil || u.User == nil {
-		t.Fatalf("HERALD_TEST_S3 %q: want http://KEY:SECRET@host:port/bucket", u.Redacted())
-	}
-	secret, _ := u.User.Password()
-	c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(u.User.Username(), secret, ""), Secure: u.Scheme == "https"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bucket, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ok, err := c.BucketExists(ctx, bucket)
-	if err != nil {
-		t.Fatalf("S3 server at %s: %v", u.Host, err)
-	}
-	if !ok {
-		if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
-			t.Fatalf("create bucket %s at %s: %v", bucket, u.Host, err)
-		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/media/s3test"
 )
 
 // errReader gives its bytes, then fails: a dropped connection.
@@ -125,30 +125,7 @@ func TestBlobsS3(t *testing.T) {
 		testS3(t, "http://key:secret@"+host+"/media/herald", false)
 	})
 	t.Run("server", func(t *testing.T) {
-		raw := os.Getenv("HERALD_TEST_S3")
-		if raw == "" {
-			t.Skip("HERALD_TEST_S3 is not set: no S3-compatible server to run against")
-		}
-		u, err := url.Parse(raw)
-		if err != nil || u.User == nil {
-			t.Fatalf("HERALD_TEST_S3: want http://KEY:SECRET@host:port/bucket")
-		}
-		secret, _ := u.User.Password()
-		c, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(u.User.Username(), secret, ""), Secure: u.Scheme == "https"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		bucket, _, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
-		ctx := context.Background()
-		if ok, err := c.BucketExists(ctx, bucket); err != nil {
-			t.Fatalf("S3 server at %s: %v", u.Host, err)
-		} else if !ok {
-			if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		u.Path = "/" + bucket + "/blobs-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-		testS3(t, u.String(), true)
+		testS3(t, s3test.Place(t, "blobs-test"), true)
 	})
 }
 
