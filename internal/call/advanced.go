@@ -41,9 +41,10 @@ func (s *Service) change(ctx context.Context, e *entry, c *herald.Call,
 }
 
 // advancedOp finds call id for user as find does (with outsider, as
-// Join may), locked, and bounds the rest of the request by StoreTimeout.
-// The caller calls done once finished.
-func (s *Service) advancedOp(ctx context.Context, user, id string, outsider bool) (e *entry, c *herald.Call, octx context.Context, done func(), err error) {
+// Join may), locked, refuses it unless it is an advanced-mode call (op
+// names the request in the error), and bounds the rest of the request by
+// StoreTimeout. The caller calls done once finished.
+func (s *Service) advancedOp(ctx context.Context, user, id, op string, outsider bool) (e *entry, c *herald.Call, octx context.Context, done func(), err error) {
 	if !s.begin() {
 		return nil, nil, nil, nil, errClosed
 	}
@@ -53,11 +54,16 @@ func (s *Service) advancedOp(ctx context.Context, user, id string, outsider bool
 		return nil, nil, nil, nil, err
 	}
 	octx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	return e, c, octx, func() {
+	done = func() {
 		cancel()
 		e.mu.Unlock()
 		s.wg.Done()
-	}, nil
+	}
+	if err := s.checkAdvanced(c, op); err != nil {
+		done()
+		return nil, nil, nil, nil, err
+	}
+	return e, c, octx, done, nil
 }
 
 func (s *Service) checkAdvanced(c *herald.Call, op string) error {
@@ -91,14 +97,11 @@ func (s *Service) CallingInvite(ctx context.Context, user string, origin Session
 	if err := s.checkPush(push); err != nil {
 		return nil, err
 	}
-	e, c, ctx, done, err := s.advancedOp(ctx, user, id, false)
+	e, c, ctx, done, err := s.advancedOp(ctx, user, id, "calling_invite", false)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := s.checkAdvanced(c, "calling_invite"); err != nil {
-		return nil, err
-	}
 	n := s.notifier()
 	var changed []herald.CallParticipant
 	next, err := s.change(ctx, e, c, func(c *herald.Call, now time.Time) (*herald.Call, []store.PushJob, error) {
@@ -195,7 +198,7 @@ func (s *Service) Join(ctx context.Context, user string, origin SessionID, id, e
 	if err := herald.ValidateCallExtended(extended); err != nil {
 		return nil, s.refuseErr(err)
 	}
-	e, c, ctx, done, err := s.advancedOp(ctx, user, id, true)
+	e, c, ctx, done, err := s.advancedOp(ctx, user, id, "call_join", true)
 	if herald.ErrorCode(err) == herald.CodeConflict {
 		return nil, herald.Errorf(herald.CodeForbidden, "call %q has ended: it cannot be joined", id)
 	}
@@ -203,9 +206,6 @@ func (s *Service) Join(ctx context.Context, user string, origin SessionID, id, e
 		return nil, err
 	}
 	defer done()
-	if err := s.checkAdvanced(c, "call_join"); err != nil {
-		return nil, err
-	}
 	var changed herald.CallParticipant
 	next, err := s.change(ctx, e, c, func(c *herald.Call, now time.Time) (*herald.Call, []store.PushJob, error) {
 		if c.Ended() {
@@ -253,14 +253,11 @@ func (s *Service) Quit(ctx context.Context, user string, origin SessionID, id, e
 	if err := s.checkEnding(extended, push); err != nil {
 		return nil, err
 	}
-	e, c, ctx, done, err := s.advancedOp(ctx, user, id, false)
+	e, c, ctx, done, err := s.advancedOp(ctx, user, id, "call_quit", false)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := s.checkAdvanced(c, "call_quit"); err != nil {
-		return nil, err
-	}
 	return s.leaveLocked(ctx, e, c, user, herald.CallQuit, extended, push, func(c *herald.Call) error {
 		if c.Ended() {
 			return s.refuse(endedErr(id))
@@ -369,14 +366,11 @@ func (s *Service) End(ctx context.Context, user string, origin SessionID, id, ex
 	if err := s.checkEnding(extended, push); err != nil {
 		return nil, err
 	}
-	e, c, ctx, done, err := s.advancedOp(ctx, user, id, false)
+	e, c, ctx, done, err := s.advancedOp(ctx, user, id, "call_end", false)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if err := s.checkAdvanced(c, "call_end"); err != nil {
-		return nil, err
-	}
 	return s.endLocked(ctx, e, c, user, extended, push, func(c *herald.Call) error {
 		if c.Ended() {
 			return s.refuse(endedErr(id))
@@ -407,14 +401,11 @@ func (s *Service) EndByServer(ctx context.Context, id, extended string, push *he
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkAdvanced(c, "ending a call"); err != nil {
-		return nil, err
-	}
 	if c.Ended() {
 		return nil, s.refuse(endedErr(id))
 	}
 	// As the caller: a participant of the call, always allowed.
-	e, c, ctx, done, err := s.advancedOp(ctx, c.Caller(), id, false)
+	e, c, ctx, done, err := s.advancedOp(ctx, c.Caller(), id, "ending a call", false)
 	if err != nil {
 		return nil, err
 	}
