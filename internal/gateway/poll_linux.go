@@ -330,14 +330,28 @@ func (p *poller) ownLocked(s *session) {
 
 func (p *poller) loop() {
 	defer close(p.done)
-	events := make([]unix.EpollEvent, 256)
+	p.events(p.epfd, 256, "reading stops", func(id uint64) {
+		p.mu.Lock()
+		s := p.byID[id]
+		p.mu.Unlock()
+		if s != nil {
+			go p.process(s, nil)
+		}
+	})
+}
+
+// events waits on the epoll set epfd, n events at a time, and hands each
+// ready session's ID to ready until the wake-up (ID 0) says the poller
+// closes. A failed wait is logged with what it stops and ends it.
+func (p *poller) events(epfd, n int, stops string, ready func(id uint64)) {
+	events := make([]unix.EpollEvent, n)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		n, err := unix.EpollWait(epfd, events, -1)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			p.log.Error("epoll wait failed; reading stops", "err", err)
+			p.log.Error("epoll wait failed; "+stops, "err", err)
 			return
 		}
 		for i := 0; i < n; i++ {
@@ -345,12 +359,7 @@ func (p *poller) loop() {
 			if id == 0 {
 				return // close
 			}
-			p.mu.Lock()
-			s := p.byID[id]
-			p.mu.Unlock()
-			if s != nil {
-				go p.process(s, nil)
-			}
+			ready(id)
 		}
 	}
 }
@@ -523,26 +532,11 @@ func (p *poller) await(s *session, events uint32, deadline time.Time) error {
 // waitLoop wakes the writers whose descriptors are ready (await).
 func (p *poller) waitLoop() {
 	defer close(p.waitDone)
-	events := make([]unix.EpollEvent, 64)
-	for {
-		n, err := unix.EpollWait(p.wepfd, events, -1)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			p.log.Error("epoll wait failed; writes to full sockets stall until their timeout", "err", err)
-			return
-		}
-		for i := 0; i < n; i++ {
-			id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
-			if id == 0 {
-				return // close
-			}
-			p.mu.Lock()
-			p.wakeWriterLocked(id)
-			p.mu.Unlock()
-		}
-	}
+	p.events(p.wepfd, 64, "writes to full sockets stall until their timeout", func(id uint64) {
+		p.mu.Lock()
+		p.wakeWriterLocked(id)
+		p.mu.Unlock()
+	})
 }
 
 // close ends the loops, releases the epoll sets, and wakes the writers
