@@ -18,9 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/media"
@@ -478,11 +475,7 @@ func testS3(t *testing.T) string {
 	if os.Getenv("HERALD_TEST_S3") != "" {
 		return s3test.Place(t, "migrate")
 	}
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(srv.Close)
-	u := "http://key:secret@" + srv.Listener.Addr().String() + "/media"
-	s3test.EnsureBucket(t, u)
-	return u + "/moved"
+	return s3test.Fake(t) + "/moved"
 }
 
 // Files in S3 stay there by default, and the output says so.

@@ -6,17 +6,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/media/s3test"
@@ -112,17 +106,7 @@ func TestBlobsDir(t *testing.T) {
 // prefix of the run's own.
 func TestBlobsS3(t *testing.T) {
 	t.Run("fake", func(t *testing.T) {
-		srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-		t.Cleanup(srv.Close)
-		host := srv.Listener.Addr().String()
-		c, err := minio.New(host, &minio.Options{Creds: credentials.NewStaticV4("key", "secret", "")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.MakeBucket(context.Background(), "media", minio.MakeBucketOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		testS3(t, "http://key:secret@"+host+"/media/herald", false)
+		testS3(t, s3test.Fake(t)+"/herald", false)
 	})
 	t.Run("server", func(t *testing.T) {
 		testS3(t, s3test.Place(t, "blobs-test"), true)

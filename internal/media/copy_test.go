@@ -6,34 +6,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
-
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/media/s3test"
 )
 
 // fakeS3 returns an S3 on an in-process fake, in a bucket of its own.
 func fakeS3(t *testing.T) *S3 {
 	t.Helper()
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(srv.Close)
-	host := srv.Listener.Addr().String()
-	c, err := minio.New(host, &minio.Options{Creds: credentials.NewStaticV4("key", "secret", "")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.MakeBucket(context.Background(), "media", minio.MakeBucketOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := OpenS3(context.Background(), "http://key:secret@"+host+"/media/moved", t.TempDir())
+	s, err := OpenS3(context.Background(), s3test.Fake(t)+"/moved", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,18 +1,22 @@
 // Package s3test gives tests a place of their own in an S3-compatible
 // store: the real server HERALD_TEST_S3 names
 // (http://KEY:SECRET@host:port/bucket; .ci/run starts one), under a prefix
-// of the test's own, its bucket created when the server lacks it.
+// of the test's own, its bucket created when the server lacks it; or, for
+// unit tests, a bucket in an in-process fake (which checks no signature).
 package s3test
 
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
@@ -27,6 +31,17 @@ func Place(t testing.TB, name string) string {
 	}
 	EnsureBucket(t, u)
 	return fmt.Sprintf("%s/%s-%d", strings.TrimSuffix(u, "/"), name, time.Now().UnixNano())
+}
+
+// Fake starts an in-process S3 fake for t and returns the URL of an empty
+// bucket in it (http://key:secret@host:port/media).
+func Fake(t testing.TB) string {
+	t.Helper()
+	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(srv.Close)
+	u := "http://key:secret@" + srv.Listener.Addr().String() + "/media"
+	EnsureBucket(t, u)
+	return u
 }
 
 // EnsureBucket creates the bucket rawURL names when the server lacks it.
