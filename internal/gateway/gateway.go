@@ -172,6 +172,9 @@ type Gateway struct {
 	sweepOnce sync.Once
 	stopSweep chan struct{}
 	swept     chan struct{}
+	// Shutdown may be called more than once (and at once): the loops are
+	// stopped and the poller's descriptors closed by the first call only.
+	stopOnce, pollerOnce sync.Once
 
 	// Acks are stored by one writer for all sessions (ackLoop), with group
 	// commit: one store write per CursorFlush, and one whenever sessions
@@ -525,9 +528,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	// A sweeper never started (no Chat was set) has nothing to stop.
 	g.sweepOnce.Do(func() { close(g.swept) })
-	close(g.stopSweep)
-	<-g.swept
-	close(g.stopAcks) // after the sessions: their acks are in the final flush
+	g.stopOnce.Do(func() {
+		close(g.stopSweep)
+		<-g.swept
+		close(g.stopAcks) // after the sessions: their acks are in the final flush
+	})
 	select {
 	case <-g.acksDone:
 	case <-ctx.Done():
@@ -535,7 +540,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			err = errors.Join(errors.New("gateway: acks still being stored at shutdown"), ctx.Err())
 		}
 	}
-	g.poller.close()
+	g.pollerOnce.Do(g.poller.close)
 	return err
 }
 

@@ -155,3 +155,24 @@ func TestShutdownDeadlineWithStalledAckWrites(t *testing.T) {
 		t.Errorf("Shutdown = %v, want the deadline", err)
 	}
 }
+
+// TestShutdownTwice: a second Shutdown, after the first or beside it,
+// returns like the first instead of closing the loops' channels and the
+// poller's descriptors again.
+func TestShutdownTwice(t *testing.T) {
+	for _, blocking := range []bool{false, true} {
+		g := New(noChat{t: t}, Config{Secret: callSecret, BlockingReads: blocking})
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() { errs <- g.Shutdown(context.Background()) }()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("Shutdown (blocking reads %v): %v", blocking, err)
+			}
+		}
+		if err := g.Shutdown(context.Background()); err != nil {
+			t.Fatalf("a third Shutdown: %v", err)
+		}
+	}
+}
