@@ -294,12 +294,26 @@ func (s *Service) serveDownload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer b.Close()
-	s.stats.Downloads.Add(1)
+	if startsFile(r) {
+		s.stats.Downloads.Add(1)
+	}
 	w.Header().Set("Cache-Control", "private, max-age=3600")
 	if !thumb && f.SHA256 != "" {
 		w.Header().Set("ETag", `"`+f.SHA256+`"`)
 	}
 	ServeBlob(w, r, f, thumb, false, b)
+}
+
+// startsFile reports whether r reads a file from its start: a GET with no
+// Range, or one whose first range begins at byte 0. A HEAD, and a resumed
+// or seeking read of a file (a player's ranges, a download continued after
+// a cut), are not a download of their own.
+func startsFile(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	rg := r.Header.Get("Range")
+	return rg == "" || strings.HasPrefix(strings.TrimSpace(strings.TrimPrefix(rg, "bytes=")), "0-")
 }
 
 // ServeBlob answers a download of file f, or of its thumbnail, from b

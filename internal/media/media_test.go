@@ -611,3 +611,40 @@ func TestAttachTime(t *testing.T) {
 		}
 	}
 }
+
+// The downloads counter counts reads of a file from its start: a HEAD, a
+// resumed range and a suffix range are not downloads of their own.
+func TestDownloadsCounted(t *testing.T) {
+	e := newEnv(t, Config{})
+	st := e.upload("alice", "file", "notes.bin", "application/octet-stream", randomBytes(4096))
+	e.attach(t, "alice", st.ID, herald.PeerConversationKey("alice", "bob"), herald.MessageFile, e.clock.Now())
+	path := proto.MediaFilesPath + st.ID
+	for _, c := range []struct {
+		method, rng string
+		status      int
+		counted     bool
+	}{
+		{"GET", "", http.StatusOK, true},
+		{"HEAD", "", http.StatusOK, false},
+		{"GET", "bytes=0-99", http.StatusPartialContent, true},
+		{"GET", "bytes=100-", http.StatusPartialContent, false},
+		{"GET", "bytes=-100", http.StatusPartialContent, false},
+	} {
+		before := e.svc.StatsSnapshot()["downloads"]
+		var hdr map[string]string
+		if c.rng != "" {
+			hdr = map[string]string{"Range": c.rng}
+		}
+		resp, _ := e.do("bob", c.method, path, nil, hdr)
+		if resp.StatusCode != c.status {
+			t.Fatalf("%s %q: status %d, want %d", c.method, c.rng, resp.StatusCode, c.status)
+		}
+		want := before
+		if c.counted {
+			want++
+		}
+		if got := e.svc.StatsSnapshot()["downloads"]; got != want {
+			t.Errorf("%s %q: downloads %d -> %d, want %d", c.method, c.rng, before, got, want)
+		}
+	}
+}
