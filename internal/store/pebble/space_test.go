@@ -103,9 +103,12 @@ func TestDiskFullRefusesWritesAndResumes(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "herald")
 	disk := &smallDisk{FS: vfs.Default, root: dir}
-	disk.capacity.Store(24 << 20)
+	// The margin follows MinFreeBytes' rule: every memtable flushed
+	// (MemTableSize x MemTables = 16 MiB) and room for the compactions
+	// after it. A 10 MiB margin let a flush under load meet the full disk.
+	disk.capacity.Store(48 << 20)
 	opts := testOptions
-	opts.FS, opts.MinFreeBytes = disk, 10<<20
+	opts.FS, opts.MinFreeBytes, opts.MemTables = disk, 32<<20, 4
 	s, err := Open(ctx, dir, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +129,7 @@ func TestDiskFullRefusesWritesAndResumes(t *testing.T) {
 	var refusal error
 	for refusal == nil {
 		if stored > 20_000 {
-			t.Fatalf("%d messages stored on a 24 MiB disk and no write refused", stored)
+			t.Fatalf("%d messages stored on a 48 MiB disk and no write refused", stored)
 		}
 		if _, refusal = s.AppendMessages(ctx, batch(stored), nil); refusal == nil {
 			stored += 32
@@ -157,7 +160,7 @@ func TestDiskFullRefusesWritesAndResumes(t *testing.T) {
 	}
 	checkStored(t, s, stored)
 
-	disk.capacity.Store(64 << 20) // space is freed
+	disk.capacity.Store(128 << 20) // space is freed
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping after space was freed: %v", err)
 	}
