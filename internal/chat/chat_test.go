@@ -196,6 +196,61 @@ func TestConcurrentSendsStayOrdered(t *testing.T) {
 	}
 }
 
+// batchStore records the size of every message write; the first waits
+// until release is closed.
+type batchStore struct {
+	Store
+	entered chan struct{} // closed when the first write starts
+	release chan struct{}
+	mu      sync.Mutex
+	sizes   []int
+}
+
+func (b *batchStore) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error) {
+	b.mu.Lock()
+	b.sizes = append(b.sizes, len(msgs))
+	first := len(b.sizes) == 1
+	b.mu.Unlock()
+	if first {
+		close(b.entered)
+		<-b.release
+	}
+	return b.Store.AppendMessages(ctx, msgs, jobs)
+}
+
+// TestBacklogIsStoredInOneTransaction: the sends that wait while a
+// transaction commits go into the next one together, up to MaxBatch (1,024
+// by default). A transaction's fixed cost is the index pages of every
+// conversation it touches, so with many busy conversations a writer held
+// to small batches falls behind for good.
+func TestBacklogIsStoredInOneTransaction(t *testing.T) {
+	bs := &batchStore{Store: openStore(t), entered: make(chan struct{}), release: make(chan struct{})}
+	s, _ := newService(t, bs, Config{})
+	const backlog = 1024
+	if cap(s.in) < backlog {
+		t.Fatalf("the queue holds %d sends, want room for a backlog of %d", cap(s.in), backlog)
+	}
+	answers := make(chan error, backlog+1)
+	answer := func(_ SendResult, err error) { answers <- err }
+	s.Send("alice", 1, text("bob", "first", "x"), answer)
+	<-bs.entered
+	for i := range backlog {
+		from := fmt.Sprintf("u%d", i%100) // 100 conversations, as in the peer benchmark
+		s.Send(from, SessionID(i+2), text("bob", fmt.Sprint(i), "x"), answer)
+	}
+	close(bs.release)
+	for range backlog + 1 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
+		}
+	}
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if want := []int{1, backlog}; !slices.Equal(bs.sizes, want) {
+		t.Errorf("transactions of %v messages, want %v: the backlog in one", bs.sizes, want)
+	}
+}
+
 // failingStore fails every append; reads go to the real store.
 type failingStore struct{ Store }
 

@@ -186,7 +186,7 @@ func Default() Config {
 		MaxCustomBytes:    32 << 10,
 		MaxCommandBytes:   4 << 10,
 		MaxExtendedBytes:  1 << 10,
-		MaxBatch:          256,
+		MaxBatch:          1024,
 
 		MediaMaxImageBytes: 20 << 20,
 		MediaMaxFileBytes:  100 << 20,
