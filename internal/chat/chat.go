@@ -205,7 +205,9 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 	return &Service{
 		st: st, deliv: d, cfg: cfg, log: cfg.Logger,
 		in:     make(chan *pending, 2*cfg.MaxBatch), // a batch and the next
-		fanout: make(chan []*pending, 64),
+		// Stored batches waiting for delivery: at most about 16,384 messages
+		// (64 batches of the former 256), whatever max-batch is.
+		fanout: make(chan []*pending, max(4, 16384/cfg.MaxBatch)),
 		groups: groups{m: make(map[string]*groupState)},
 		rel:    releases{wake: make(chan struct{}, 1)},
 		quit:   make(chan struct{}),
