@@ -216,7 +216,16 @@ type heldLive struct {
 	bytes int // of their frames
 }
 
+// bufPool holds the writers' buffers for writes larger than
+// smallWriteBytes. A smaller write (a pong, a login's reply, a live
+// message) is encoded into a buffer of its own size, left to the
+// collector: in a login storm, hundreds of writers at once each took a
+// 16 KiB buffer for a few hundred bytes, and the pool kept them all after
+// it, in the heap of a server whose sessions then idle.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// smallWriteBytes is the largest write that does not take a pooled buffer.
+const smallWriteBytes = 4 << 10
 
 func newSession(g *Gateway, conn net.Conn) *session {
 	s := &session{g: g, id: chat.SessionID(g.nextID.Add(1)), conn: conn}
@@ -449,8 +458,12 @@ func (s *session) waitWriter() {
 // and no buffer. After a close request it writes the close frame and closes
 // the connection.
 func (s *session) writeLoop() {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	var bp *[]byte // from bufPool, taken by the first write larger than smallWriteBytes
+	defer func() {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+	}()
 	for {
 		s.mu.Lock()
 		s.g.poller.handoffLocked(s) // no conn change from here until this writer ends
@@ -465,19 +478,36 @@ func (s *session) writeLoop() {
 		}
 		s.mu.Unlock()
 
-		buf := (*bp)[:0]
+		last := len(q) == 0 // only the close frame is left
+		var closing []byte
+		size := 0
+		if last {
+			closing = ws.NewCloseFrameBody(ws.StatusCode(code), reason)
+			size = frameSize(closing)
+		}
+		for _, f := range q {
+			size += frameSize(f.payload)
+		}
+		var buf []byte
+		if size <= smallWriteBytes {
+			buf = make([]byte, 0, size)
+		} else {
+			if bp == nil {
+				bp = bufPool.Get().(*[]byte)
+			}
+			buf = (*bp)[:0]
+		}
 		written, beat := 0, false
 		for _, f := range q {
 			buf = appendFrame(buf, f.op, f.payload)
 			written += frameCost(f.payload)
 			beat = beat || f.startsHeartbeat
 		}
-		last := len(q) == 0 // only the close frame is left
 		if last {
-			buf = appendFrame(buf, ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), reason))
+			buf = appendFrame(buf, ws.OpClose, closing)
 		}
 		err := s.write(buf)
-		if cap(buf) <= 1<<20 {
+		if bp != nil && size > smallWriteBytes && cap(buf) <= 1<<20 {
 			*bp = buf
 		}
 		if err == nil && beat {
