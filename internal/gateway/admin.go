@@ -140,7 +140,7 @@ func (g *Gateway) UserSessions(user string) []SessionInfo {
 	defer sh.mu.Unlock()
 	out := make([]SessionInfo, 0, len(sh.users[user]))
 	for _, s := range sh.users[user] {
-		out = append(out, SessionInfo{Device: s.device, Platform: s.platform, Remote: s.remote, LoginAt: s.loginTime()})
+		out = append(out, SessionInfo{Device: s.device, Platform: s.platformName(), Remote: s.remote, LoginAt: s.loginTime()})
 	}
 	return out
 }

@@ -165,6 +165,18 @@ func parseHeader(b []byte) (h ws.Header, n int, ok bool, err error) {
 	return h, n, true, nil
 }
 
+// frameSize is the length of the frame appendFrame makes of payload.
+func frameSize(payload []byte) int {
+	n := len(payload)
+	switch {
+	case n < 126:
+		return 2 + n
+	case n <= 0xFFFF:
+		return 4 + n
+	}
+	return 10 + n
+}
+
 // appendFrame appends an unmasked server frame holding payload.
 func appendFrame(b []byte, op ws.OpCode, payload []byte) []byte {
 	n := len(payload)

@@ -177,3 +177,15 @@ func TestFrameReaderHoldsNothingBetweenMessages(t *testing.T) {
 		t.Errorf("after a whole message the reader keeps %+v, want nothing", *r.part)
 	}
 }
+
+// TestFrameSize: frameSize is the length appendFrame gives each payload,
+// on both sides of each length encoding's bounds (the writer sizes its
+// buffer by it).
+func TestFrameSize(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 127, 0xFFFF, 0x10000, 0x10001} {
+		payload := make([]byte, n)
+		if got, want := frameSize(payload), len(appendFrame(nil, ws.OpText, payload)); got != want {
+			t.Errorf("frameSize of a %d-byte payload: got %d, want %d", n, got, want)
+		}
+	}
+}

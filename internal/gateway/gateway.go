@@ -679,8 +679,8 @@ func (g *Gateway) LivePlatforms(user string) []string {
 	defer sh.mu.Unlock()
 	var out []string
 	for _, s := range sh.users[user] {
-		if s.platform != "" && !slices.Contains(out, s.platform) {
-			out = append(out, s.platform)
+		if p := s.platformName(); p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -694,8 +694,8 @@ func (g *Gateway) DevicePlatform(user, device string) string {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	for _, s := range sh.users[user] {
-		if s.device == device && s.platform != "" {
-			return s.platform
+		if s.device == device && s.platform != 0 {
+			return s.platformName()
 		}
 	}
 	return ""

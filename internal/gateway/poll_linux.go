@@ -102,7 +102,8 @@ type poller struct {
 	// dup duplicates a descriptor (F_DUPFD_CLOEXEC); a test may replace it.
 	dup      func(fd uintptr) (int, error)
 	dupWarn  atomic.Int64 // Unix ns of the last failed-dup warning: one a minute at most
-	bufs     sync.Pool
+	bufs     sync.Pool    // of readBufBytes
+	small    sync.Pool    // of smallReadBytes
 	done     chan struct{}
 	waitDone chan struct{}
 }
@@ -122,6 +123,13 @@ const dupWarnEvery = time.Minute
 // object to the Go allocator, where 32 KiB was just past it and each one
 // took fresh pages and a clear (a tenth of the server's CPU per login).
 const readBufBytes = 16 << 10
+
+// smallReadBytes is the buffer an event is read into first; only a read
+// that fills it takes a readBufBytes one for the rest. A buffer is held
+// while its bytes are handled, so in a login storm hundreds of logins of
+// a few hundred bytes each held 16 KiB, and the pool kept them after it,
+// in the heap of a server whose sessions then idle.
+const smallReadBytes = 2 << 10
 
 func newPoller(log *slog.Logger) (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -152,6 +160,7 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		waits: make(map[uint64]chan struct{}), done: make(chan struct{}), waitDone: make(chan struct{}),
 		dup: func(fd uintptr) (int, error) { return unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }}
 	p.bufs.New = func() any { b := make([]byte, readBufBytes); return &b }
+	p.small.New = func() any { b := make([]byte, smallReadBytes); return &b }
 	go p.loop()
 	go p.waitLoop()
 	return p, nil
@@ -370,8 +379,14 @@ func (p *poller) process(s *session, first []byte) {
 		s.teardown()
 		return
 	}
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
+	bp := p.small.Get().(*[]byte)
+	defer func() {
+		if len(*bp) == readBufBytes {
+			p.bufs.Put(bp)
+		} else {
+			p.small.Put(bp)
+		}
+	}()
 	for {
 		n, err := p.read(s, *bp)
 		if n > 0 && !s.consume((*bp)[:n]) {
@@ -385,6 +400,11 @@ func (p *poller) process(s *session, first []byte) {
 			s.readFailed(err)
 			s.teardown()
 			return
+		}
+		if n == len(*bp) && n < readBufBytes {
+			// The socket may hold more: read the rest into a large buffer.
+			p.small.Put(bp)
+			bp = p.bufs.Get().(*[]byte)
 		}
 	}
 	s.mu.Lock()

@@ -421,3 +421,51 @@ func TestShutdownEndsPollerGoroutines(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestReadPastFirstBuffer: requests that arrive together, more bytes than
+// the first read's buffer (smallReadBytes), are all read and answered in
+// order: the rest is read into a large buffer, and the frame cut by the
+// end of the first read is completed from it.
+func TestReadPastFirstBuffer(t *testing.T) {
+	st := &ackStore{cursors: map[string]map[string]int64{}, synced: map[string]map[string]int64{}}
+	g := New(st, Config{Secret: []byte("0123456789abcdef"), HeartbeatTimeout: time.Hour})
+	t.Cleanup(func() { g.Shutdown(context.Background()) })
+	if g.ReadDriver() != "epoll" {
+		t.Skip("epoll unavailable")
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	c, _ := ownedSession(t, g, "ws"+strings.TrimPrefix(srv.URL, "http"), "carol")
+	defer c.conn.Close()
+
+	const first, n = 100, 150
+	var batch []byte
+	for id := uint64(first); id < first+n; id++ {
+		f, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: id, Op: proto.OpPing, Data: []byte("{}")})
+		batch = append(batch, clientFrame(ws.OpText, true, f)...)
+	}
+	if len(batch) <= 2*smallReadBytes {
+		t.Fatalf("the batch is %d bytes, want more than two first reads (%d)", len(batch), 2*smallReadBytes)
+	}
+	if _, err := c.conn.Write(batch); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for want := uint64(first); want < first+n; {
+		b, err := wsutil.ReadServerText(c.conn)
+		if err != nil {
+			t.Fatalf("waiting for the reply to %d: %v", want, err)
+		}
+		f, err := proto.JSON.DecodeFrame(b)
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if f.ID == 0 {
+			continue // an event
+		}
+		if f.ID != want || f.Err != nil {
+			t.Fatalf("got reply %d (error %v), want %d", f.ID, f.Err, want)
+		}
+		want++
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,8 +128,9 @@ const maxAckedConversations = 10000
 // its token's expiry). On the epoll driver a logged-in session's
 // connection is a bare descriptor, its net.Conn closed (pollState). Its fields are packed for that (bench conn): what
 // only a busy or ending session needs is allocated when needed (the
-// frameReader's partial frame, the cond), times are Unix ns, and the
-// flags sit together.
+// frameReader's partial frame, the cond), times are Unix ns, the flags
+// sit together and the platform is a byte: 320 bytes on 64-bit systems, a
+// size class of the allocator's (one more byte of fields takes 352).
 type session struct {
 	g    *Gateway
 	id   chat.SessionID
@@ -138,7 +140,6 @@ type session struct {
 	// Set by the reader at login, before the session is visible to other
 	// goroutines through the hub; read-only afterwards.
 	user, device string
-	platform     string // the login's platform, normalised (herald.NormalizePlatform); "" for any other
 	loginAt      int64  // Unix ns when it logged in (gateway clock): cross-node kicks spare later logins (loginTime)
 	remote       string // the connection's remote address (a reverse proxy's, behind one); set at newSession
 
@@ -153,6 +154,10 @@ type session struct {
 	beating  atomic.Bool
 	loggedIn atomic.Bool
 	torn     atomic.Bool // teardown has run end, or is running it
+	// platform is the login's platform (platformName): 1 + its index in
+	// herald.Platforms, 0 for any other. A byte here, in the padding
+	// after the flags above, where a string took 16 bytes of every session.
+	platform uint8
 
 	// Send rate limit: a token bucket used by the reader only.
 	tokens     float64
@@ -179,8 +184,8 @@ type session struct {
 	// a session only once they are (drainCode waits for that), so a
 	// message stored during shutdown has its reply written before the
 	// close frame.
-	sends       int
-	drainCode   int
+	sends       int32 // int32s: with platform, they keep the struct in the 320-byte size class
+	drainCode   int32
 	drainReason string
 
 	pending *heldLive // live messages held while syncing; made for the first
@@ -216,7 +221,16 @@ type heldLive struct {
 	bytes int // of their frames
 }
 
+// bufPool holds the writers' buffers for writes larger than
+// smallWriteBytes. A smaller write (a pong, a login's reply, a live
+// message) is encoded into a buffer of its own size, left to the
+// collector: in a login storm, hundreds of writers at once each took a
+// 16 KiB buffer for a few hundred bytes, and the pool kept them all after
+// it, in the heap of a server whose sessions then idle.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// smallWriteBytes is the largest write that does not take a pooled buffer.
+const smallWriteBytes = 4 << 10
 
 func newSession(g *Gateway, conn net.Conn) *session {
 	s := &session{g: g, id: chat.SessionID(g.nextID.Add(1)), conn: conn}
@@ -252,6 +266,20 @@ func (s *session) broadcastLocked() {
 	if s.cond != nil {
 		s.cond.Broadcast()
 	}
+}
+
+// platformCode is what session.platform keeps of a login's platform.
+func platformCode(p string) uint8 {
+	return uint8(slices.Index(herald.Platforms, herald.NormalizePlatform(p)) + 1)
+}
+
+// platformName is the platform s named at login, normalised
+// (herald.NormalizePlatform): "" for none of herald.Platforms.
+func (s *session) platformName() string {
+	if s.platform == 0 {
+		return ""
+	}
+	return herald.Platforms[s.platform-1]
 }
 
 // loginTime is when the session logged in (gateway clock).
@@ -449,8 +477,12 @@ func (s *session) waitWriter() {
 // and no buffer. After a close request it writes the close frame and closes
 // the connection.
 func (s *session) writeLoop() {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	var bp *[]byte // from bufPool, taken by the first write larger than smallWriteBytes
+	defer func() {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+	}()
 	for {
 		s.mu.Lock()
 		s.g.poller.handoffLocked(s) // no conn change from here until this writer ends
@@ -465,19 +497,36 @@ func (s *session) writeLoop() {
 		}
 		s.mu.Unlock()
 
-		buf := (*bp)[:0]
+		last := len(q) == 0 // only the close frame is left
+		var closing []byte
+		size := 0
+		if last {
+			closing = ws.NewCloseFrameBody(ws.StatusCode(code), reason)
+			size = frameSize(closing)
+		}
+		for _, f := range q {
+			size += frameSize(f.payload)
+		}
+		var buf []byte
+		if size <= smallWriteBytes {
+			buf = make([]byte, 0, size)
+		} else {
+			if bp == nil {
+				bp = bufPool.Get().(*[]byte)
+			}
+			buf = (*bp)[:0]
+		}
 		written, beat := 0, false
 		for _, f := range q {
 			buf = appendFrame(buf, f.op, f.payload)
 			written += frameCost(f.payload)
 			beat = beat || f.startsHeartbeat
 		}
-		last := len(q) == 0 // only the close frame is left
 		if last {
-			buf = appendFrame(buf, ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), reason))
+			buf = appendFrame(buf, ws.OpClose, closing)
 		}
 		err := s.write(buf)
-		if cap(buf) <= 1<<20 {
+		if bp != nil && size > smallWriteBytes && cap(buf) <= 1<<20 {
 			*bp = buf
 		}
 		if err == nil && beat {
@@ -783,7 +832,7 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		return // the session ended while this login was being checked
 	}
 	s.user, s.device = req.UserID, req.DeviceID
-	s.platform = herald.NormalizePlatform(req.Platform)
+	s.platform = platformCode(req.Platform)
 	s.loginAt = cfg.Now().UnixNano()
 	s.tokenExp = claims.ExpiresAt.UnixNano()
 	s.syncing = true
@@ -1070,7 +1119,7 @@ func (s *session) sendEnded() {
 	defer s.mu.Unlock()
 	s.sends--
 	if s.sends == 0 && s.drainCode != 0 {
-		s.closeLocked(s.drainCode, s.drainReason)
+		s.closeLocked(int(s.drainCode), s.drainReason)
 	}
 }
 
@@ -1085,7 +1134,7 @@ func (s *session) closeAfterSends(code int, reason string) bool {
 		return false
 	}
 	if s.drainCode == 0 {
-		s.drainCode, s.drainReason = code, reason
+		s.drainCode, s.drainReason = int32(code), reason
 	}
 	return true
 }

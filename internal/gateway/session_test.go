@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gobwas/ws/wsutil"
 
@@ -179,5 +180,17 @@ func TestTokenExpiryBySweeper(t *testing.T) {
 		if err != nil {
 			t.Fatalf("waiting for the close at expiry: %v", err)
 		}
+	}
+}
+
+// TestSessionSize: an idle session's struct stays in the allocator's
+// 320-byte size class on 64-bit systems (the next one is 352 bytes: 32
+// more for every connection, bench conn).
+func TestSessionSize(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("sizes are for 64-bit systems")
+	}
+	if got, want := unsafe.Sizeof(session{}), uintptr(320); got > want {
+		t.Errorf("session is %d bytes, want at most %d", got, want)
 	}
 }
