@@ -424,8 +424,8 @@ func TestShutdownEndsPollerGoroutines(t *testing.T) {
 
 // TestReadPastFirstBuffer: requests that arrive together, more bytes than
 // the first read's buffer (smallReadBytes), are all read and answered in
-// order: the rest is read into a large buffer, and the frame cut by the
-// end of the first read is completed from it.
+// order, the frame cut by the end of the first read completed from the
+// next. (Which buffer the rest is read into is not observed here.)
 func TestReadPastFirstBuffer(t *testing.T) {
 	st := &ackStore{cursors: map[string]map[string]int64{}, synced: map[string]map[string]int64{}}
 	g := New(st, Config{Secret: []byte("0123456789abcdef"), HeartbeatTimeout: time.Hour})

@@ -194,3 +194,20 @@ func TestSessionSize(t *testing.T) {
 		t.Errorf("session is %d bytes, want at most %d", got, want)
 	}
 }
+
+// TestPlatformCode: every platform survives its one-byte code, and the
+// list is short enough for the byte.
+func TestPlatformCode(t *testing.T) {
+	if len(herald.Platforms) >= 255 {
+		t.Fatalf("%d platforms do not fit the session's one-byte code", len(herald.Platforms))
+	}
+	for _, p := range herald.Platforms {
+		s := &session{platform: platformCode(p)}
+		if got := s.platformName(); got != p {
+			t.Errorf("platform %q comes back as %q", p, got)
+		}
+	}
+	if s := (&session{platform: platformCode("toaster")}); s.platformName() != "" {
+		t.Errorf("an unknown platform comes back as %q, want none", s.platformName())
+	}
+}
