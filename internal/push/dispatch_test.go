@@ -134,9 +134,15 @@ func (h *harness) send(user string) *herald.Message {
 func (h *harness) sendWith(user string, pc *herald.PushConfig) *herald.Message {
 	h.t.Helper()
 	h.n++
+	// The message is made at the service's clock, as the server's are:
+	// a push rule's window is judged at the time the push was planned.
+	now := time.Now
+	if h.cfg.Now != nil {
+		now = h.cfg.Now
+	}
 	m := &herald.Message{
 		ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("alice", user), From: "alice", To: user,
-		LocalID: fmt.Sprint("l", h.n), Type: herald.MessageText, Text: "hi", CreatedAt: time.Now().Truncate(time.Millisecond),
+		LocalID: fmt.Sprint("l", h.n), Type: herald.MessageText, Text: "hi", CreatedAt: now().Truncate(time.Millisecond),
 		Push: pc,
 	}
 	if err := h.svc.Check(m); err != nil {
