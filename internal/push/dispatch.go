@@ -131,6 +131,16 @@ type dispatcher struct {
 	// otherwise): the refill may have read them from the store just before
 	// their outcome was written, and must not take them again.
 	finishedInRefill map[jobID]struct{}
+	// expanding says a group message's fan-out job is being expanded (or
+	// is about to be): the loop starts one at a time. Each expansion
+	// stores thousands of jobs in one write, and writes queue for the
+	// store's one writer: several at once held every message commit and
+	// every outcome write behind them for seconds (herald bench group),
+	// and stalled the pushes whose slots wait for those outcomes.
+	expanding bool
+	// lastExpansion is the number of device jobs the last expansion made;
+	// only the running expansion reads or writes it.
+	lastExpansion int
 	// passOverflow and passMin are overflow and storeMin for the jobs left
 	// to the store since the running refill began.
 	passOverflow bool
@@ -503,7 +513,7 @@ func (d *dispatcher) loop() {
 	defer close(d.loopDone)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var due, short []store.PushJob
+	var due, short, held []store.PushJob
 	// Refills wait (in real time, as they cost store reads and hold back
 	// commits): after a failed one, until retryAt; an idle one, until
 	// idleAt. With several nodes, claims are also due at claimAt.
@@ -514,15 +524,28 @@ func (d *dispatcher) loop() {
 	for {
 		now := d.s.cfg.Now()
 		d.mu.Lock()
-		due = due[:0]
+		due, held = due[:0], held[:0]
 		for d.q.Len() > 0 && !d.q.peekFirst().Due.After(now) && len(due) < cap(d.sem) {
-			due = append(due, d.q.popFirst())
+			j := d.q.popFirst()
+			if j.PushID == fanoutPushID {
+				if d.expanding {
+					held = append(held, j) // back in the queue below
+					continue
+				}
+				d.expanding = true
+			}
+			due = append(due, j)
 		}
 		wait := time.Hour
 		var next time.Time
 		if d.q.Len() > 0 {
+			// The next job that may start: a fan-out job held back waits
+			// for the running expansion, which pokes the loop when done.
 			next = d.q.peekFirst().Due
 			wait = next.Sub(now)
+		}
+		for i := range held {
+			d.q.push(held[i])
 		}
 		refill := d.overflow && 2*d.q.Len() < d.s.cfg.MaxPending // drained below half (empty, when MaxPending is 1)
 		// Idle until the next due job while a job only in the store may
@@ -628,7 +651,7 @@ func (d *dispatcher) renew(jobs []store.PushJob) bool {
 		d.unslot(len(jobs))
 		d.mu.Lock()
 		for i := range jobs {
-			delete(d.known, jobID{jobs[i].PushID, jobs[i].MsgID})
+			d.forget(&jobs[i])
 			d.leftToStore(jobs[i].Due)
 		}
 		d.mu.Unlock()
@@ -644,7 +667,7 @@ func (d *dispatcher) renew(jobs []store.PushJob) bool {
 		if _, ok := held[id]; !ok {
 			<-d.sem
 			d.mu.Lock()
-			delete(d.known, id)
+			d.forget(&jobs[i])
 			d.mu.Unlock()
 			continue
 		}
@@ -652,6 +675,17 @@ func (d *dispatcher) renew(jobs []store.PushJob) bool {
 		d.runJob(jobs[i])
 	}
 	return true
+}
+
+// forget drops j, taken from the queue to start, which will not run here:
+// a fan-out job lets the next one start.
+//
+// mu must be held.
+func (d *dispatcher) forget(j *store.PushJob) {
+	delete(d.known, jobID{j.PushID, j.MsgID})
+	if j.PushID == fanoutPushID {
+		d.expanding = false
+	}
 }
 
 // unslot gives back n slots taken by jobs that will not run.
@@ -702,6 +736,10 @@ func (d *dispatcher) run(j store.PushJob) {
 	var o outcome
 	if j.PushID == fanoutPushID {
 		o = d.s.expand(j)
+		d.mu.Lock()
+		d.expanding = false
+		d.mu.Unlock()
+		d.poke()
 	} else {
 		o = d.s.process(j)
 	}

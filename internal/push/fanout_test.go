@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,5 +161,67 @@ func TestExpiredFanOutIsLogged(t *testing.T) {
 	}
 	if pending, err := h.st.PendingPush(context.Background(), store.PushKey{}, 10); err != nil || len(pending) != 0 {
 		t.Errorf("outbox: %+v, %v; want the fan-out job gone", pending, err)
+	}
+}
+
+// enqueueFailer fails every EnqueuePush after the first ok ones: a store
+// that breaks in the middle of a group message's expansion.
+type enqueueFailer struct {
+	store.Store
+	ok     atomic.Int64
+	failed atomic.Int64
+}
+
+func (f *enqueueFailer) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	if f.ok.Add(-1) < 0 {
+		f.failed.Add(1)
+		return fmt.Errorf("injected: disk full")
+	}
+	return f.Store.EnqueuePush(ctx, jobs, done)
+}
+
+// TestFanOutInSeveralWritesResumes: a group message's expansion stored in
+// several writes (ExpandBatch) that stops after the first, and a restart,
+// push each member's device once: the expansion goes on after the members
+// the first write stored, whose devices were pushed already.
+func TestFanOutInSeveralWritesResumes(t *testing.T) {
+	h := newHarness(t, push.Config{ExpandBatch: 2}, nil)
+	users := []string{"bob", "carol", "dave", "erin", "fred", "gina"}
+	g := members{"alice": 0}
+	for i, u := range users {
+		h.device(u, i+2)
+		g[u] = 0
+	}
+	h.stop()
+	h.groups = g
+	real := h.st
+	f := &enqueueFailer{Store: real}
+	f.ok.Store(1)
+	h.st = f
+	h.start()
+	h.sendGroup(time.Now())
+	h.waitAccepted(2) // bob's and carol's, stored by the first write
+	deadline := time.Now().Add(10 * time.Second)
+	for f.failed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the expansion's second write was never tried")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.stop() // records the outcomes of the pushes made
+	h.st = real
+	h.start()
+	h.waitAccepted(int64(len(users)))
+	h.waitSettled()
+	for i, u := range users {
+		if got := len(h.emu.Inbox(token(i + 2))); got != 1 {
+			t.Errorf("%s's device got %d pushes, want 1", u, got)
+		}
+	}
+	if st := h.emu.Stats(); st.Accepted != int64(len(users)) || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d pushes, %d of them again; want %d once each", st.Accepted, st.Duplicates, len(users))
+	}
+	if pending, err := real.PendingPush(context.Background(), store.PushKey{}, 10); err != nil || len(pending) != 0 {
+		t.Errorf("outbox after the pushes: %+v, %v; want empty", pending, err)
 	}
 }
