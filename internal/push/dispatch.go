@@ -132,11 +132,12 @@ type dispatcher struct {
 	// their outcome was written, and must not take them again.
 	finishedInRefill map[jobID]struct{}
 	// expanding says a group message's fan-out job is being expanded (or
-	// is about to be): the loop starts one at a time. Each expansion
-	// stores thousands of jobs in one write, and writes queue for the
-	// store's one writer: several at once held every message commit and
-	// every outcome write behind them for seconds (herald bench group),
-	// and stalled the pushes whose slots wait for those outcomes.
+	// is about to be): the loop starts one at a time. An expansion
+	// stores thousands of jobs (in writes of ExpandBatch), and writes
+	// queue for the store's one writer: several expansions at once, each
+	// in one write, held every message commit and every outcome write
+	// behind them for seconds (herald bench group), and stalled the
+	// pushes whose slots wait for those outcomes.
 	expanding bool
 	// lastExpansion is the number of device jobs the last expansion made;
 	// only the running expansion reads or writes it.
