@@ -139,6 +139,12 @@ type dispatcher struct {
 	// behind them for seconds (herald bench group), and stalled the
 	// pushes whose slots wait for those outcomes.
 	expanding bool
+	// parked holds the fan-out jobs that came due while another expansion
+	// ran, in due order: the loop starts the first when that one ends.
+	// They are known and count toward MaxPending (held), but not in q: the
+	// loop's passes do not take them again, and QueueAge does not count
+	// them as late.
+	parked jobQueue
 	// lastExpansion is the number of device jobs the last expansion made;
 	// only the running expansion reads or writes it.
 	lastExpansion int
@@ -259,6 +265,12 @@ func (d *dispatcher) pendingCount() int {
 	return len(d.known)
 }
 
+// held is the number of jobs waiting in memory, bounded by MaxPending:
+// those in the queue and the parked fan-out jobs.
+//
+// mu must be held.
+func (d *dispatcher) held() int { return d.q.Len() + d.parked.Len() }
+
 // QueueAge is how long the most overdue job waiting in memory has been
 // due: zero when none is late. A growing age means the dispatcher cannot
 // keep up (InFlight full, a slow vendor). Jobs in flight, and jobs left
@@ -283,7 +295,7 @@ func (d *dispatcher) add(jobs []store.PushJob) {
 		if _, ok := d.known[id]; ok {
 			continue
 		}
-		if d.q.Len() >= d.s.cfg.MaxPending {
+		if d.held() >= d.s.cfg.MaxPending {
 			if !d.overflow {
 				d.s.stats.overflows.Add(1)
 			}
@@ -412,7 +424,7 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time, runOut bool) (
 		limit := page
 		if node != "" {
 			d.mu.Lock()
-			limit = min(page, max(d.s.cfg.MaxPending-d.q.Len(), minClaim))
+			limit = min(page, max(d.s.cfg.MaxPending-d.held(), minClaim))
 			d.mu.Unlock()
 		}
 		jobs, err := d.outbox(ctx, !runOut, after, limit)
@@ -436,7 +448,7 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time, runOut bool) (
 			if _, ok := d.finishedInRefill[id]; ok {
 				continue
 			}
-			if d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
+			if d.held() >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
 				stop = i
 				break
 			}
@@ -514,7 +526,7 @@ func (d *dispatcher) loop() {
 	defer close(d.loopDone)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var due, short, held []store.PushJob
+	var due, short []store.PushJob
 	// Refills wait (in real time, as they cost store reads and hold back
 	// commits): after a failed one, until retryAt; an idle one, until
 	// idleAt. With several nodes, claims are also due at claimAt.
@@ -525,12 +537,17 @@ func (d *dispatcher) loop() {
 	for {
 		now := d.s.cfg.Now()
 		d.mu.Lock()
-		due, held = due[:0], held[:0]
+		due = due[:0]
+		if !d.expanding && d.parked.Len() > 0 {
+			// The last expansion ended (and poked the loop): the next.
+			d.expanding = true
+			due = append(due, d.parked.popFirst())
+		}
 		for d.q.Len() > 0 && !d.q.peekFirst().Due.After(now) && len(due) < cap(d.sem) {
 			j := d.q.popFirst()
 			if j.PushID == fanoutPushID {
 				if d.expanding {
-					held = append(held, j) // back in the queue below
+					d.parked.push(j)
 					continue
 				}
 				d.expanding = true
@@ -540,15 +557,10 @@ func (d *dispatcher) loop() {
 		wait := time.Hour
 		var next time.Time
 		if d.q.Len() > 0 {
-			// The next job that may start: a fan-out job held back waits
-			// for the running expansion, which pokes the loop when done.
 			next = d.q.peekFirst().Due
 			wait = next.Sub(now)
 		}
-		for i := range held {
-			d.q.push(held[i])
-		}
-		refill := d.overflow && 2*d.q.Len() < d.s.cfg.MaxPending // drained below half (empty, when MaxPending is 1)
+		refill := d.overflow && 2*d.held() < d.s.cfg.MaxPending // drained below half (empty, when MaxPending is 1)
 		// Idle until the next due job while a job only in the store may
 		// be due before it (a displaced retry the queue's next has moved
 		// past): read those.
@@ -875,7 +887,7 @@ func (d *dispatcher) store(batch []outcome) {
 	for i := range batch {
 		o := &batch[i]
 		switch {
-		case o.retry && o.log.Outcome == herald.PushHeld && d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&o.job):
+		case o.retry && o.log.Outcome == herald.PushHeld && d.held() >= d.s.cfg.MaxPending && !d.displaceLatest(&o.job):
 			// Held by a do-not-disturb window, often for hours: past
 			// MaxPending it waits in the store, read back when due
 			// (a retry's backoff is short: it goes back in any case).
