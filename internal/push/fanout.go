@@ -163,11 +163,13 @@ func (s *Service) expand(j store.PushJob) outcome {
 		var next store.PushJob
 		if after := cuts[c].last; after != "" {
 			// The fan-out job goes on after that member: EnqueuePush
-			// removes the stored one before it inserts this one.
+			// removes the stored one before it inserts this one. It is
+			// due, and leased (own), from this write, not from the
+			// expansion's start: a long expansion keeps its lease.
 			d := data
 			d.After = after
 			next = cur
-			next.Data, next.Due = d.marshal(), now
+			next.Data, next.Due = d.marshal(), s.cfg.Now()
 			batch = append(batch, next)
 		}
 		s.own(batch)
