@@ -105,8 +105,10 @@ func (s *Service) expand(j store.PushJob) outcome {
 	}
 	// Sized as the last expansion's (one runs at a time: dispatcher.
 	// expanding): growing a slice of thousands of jobs by doubling cost a
-	// tenth of the server's CPU under herald bench group.
-	jobs := make([]store.PushJob, 0, s.dsp.lastExpansion)
+	// tenth of the server's CPU under herald bench group. At most
+	// 8 x ExpandBatch (~1.5 MB at 1,024), so that one huge group does not
+	// size every later expansion's allocation.
+	jobs := make([]store.PushJob, 0, min(s.dsp.lastExpansion, 8*s.cfg.ExpandBatch))
 	// The writes: each ends with a member's last job, at or past
 	// ExpandBatch jobs, and stores with them the fan-out job's progress
 	// (the member it ends with), but the last, which removes it.
