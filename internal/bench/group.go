@@ -50,10 +50,11 @@ type GroupResult struct {
 	PushesQueued int64   `json:"pushes_queued"`     // device jobs the server planned for offline members (acked x offline devices when none is missed)
 	PushesSent   int64   `json:"pushes_sent"`       // of those, accepted by the emulator by the end
 	PushesDup    int64   `json:"pushes_duplicated"` // accepted by the emulator beyond the first of an apns-id
-	// PushesPerSec is PushesSent over the push window: from the first send
-	// to the last push the emulator accepted.
+	// PushesPerSec is the pushes sent, less duplicates, over the push
+	// window: from the first send to the last push the emulator accepted.
 	PushesPerSec float64 `json:"pushes_per_sec"`
-	// ServerCPUusPerPush is ServerCPUSec divided by PushesSent: the group
+	// ServerCPUusPerPush is ServerCPUSec divided by the pushes sent, less
+	// duplicates (a push sent twice is one push that cost two): the group
 	// message's own cost (one commit and the live deliveries) is shared by
 	// its pushes, so this is the push path's cost per push, as bench push's
 	// server_cpu_us_per_push is.
@@ -61,7 +62,7 @@ type GroupResult struct {
 	EmulatorCPUusPerPush float64 `json:"emulator_cpu_us_per_push"` // the same for the emulator's process
 	ServerRSS            int64   `json:"server_rss_bytes"`         // summed over the nodes
 	ServerPeakRSS        int64   `json:"server_peak_rss_bytes"`    // summed over the nodes
-	ServerCPUSec         float64 `json:"server_cpu_s"`             // user+system from the first send to the last push (or the end of the drain), summed over the nodes
+	ServerCPUSec         float64 `json:"server_cpu_s"`             // user+system from the first send to the end of the wait for the pushes (the poll loop's exit), summed over the nodes
 	// On several nodes (StartCluster): their IDs, and the latencies split
 	// by whether sender and receiver were on one node.
 	Nodes   []string     `json:"nodes,omitempty"`
@@ -156,7 +157,12 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		return res, err
 	}
 	emuBefore := emu.Stats()
-	pushedBefore := emuBefore.Accepted
+	// Pushes accepted once since: a duplicate does not stand for a
+	// missing one.
+	pushed := func() int64 {
+		st := emu.Stats()
+		return st.Accepted - st.Duplicates - (emuBefore.Accepted - emuBefore.Duplicates)
+	}
 	var lastPush atomic.Int64 // Unix ns of the last push the emulator accepted
 	emu.onReceipt(func(_ [16]byte, _ bool, at int64) {
 		for {
@@ -256,7 +262,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "[%5.1fs %s] sent %d  acked %d  deliveries %d  errors %d  pushes %d  server rss %.1f MiB\n",
 				time.Since(start).Seconds(), label, tl.sent.Load(), tl.acked.Load(), delivered.Load(), tl.errs.Load(),
-				emu.Stats().Accepted-pushedBefore, float64(rss)/(1<<20))
+				pushed(), float64(rss)/(1<<20))
 		}
 	}
 	waitSenders(sendersDone, progress)
@@ -271,7 +277,6 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	// expanded or pushed is not missed). Give up when neither has moved
 	// for the drain time.
 	want := queuedBefore + tl.acked.Load()*int64(nDevs)
-	pushed := func() int64 { return emu.Stats().Accepted - pushedBefore }
 	queued, sentN := queuedBefore, pushed()
 	shown, moved := time.Now(), time.Now()
 	for ctx.Err() == nil {
@@ -310,14 +315,15 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	res.P50ms, res.P99ms, res.P999ms = pct(0.50), pct(0.99), pct(0.999)
 	res.PushesQueued = queued - queuedBefore
 	after := emu.Stats()
-	res.PushesSent, res.PushesDup = after.Accepted-pushedBefore, after.Duplicates-emuBefore.Duplicates
+	res.PushesSent, res.PushesDup = after.Accepted-emuBefore.Accepted, after.Duplicates-emuBefore.Duplicates
+	once := res.PushesSent - res.PushesDup
 	if last := lastPush.Load(); last > start.UnixNano() {
-		res.PushesPerSec = float64(res.PushesSent) / time.Duration(last-start.UnixNano()).Seconds()
+		res.PushesPerSec = float64(once) / time.Duration(last-start.UnixNano()).Seconds()
 	}
-	if res.PushesSent > 0 {
-		res.ServerCPUusPerPush = res.ServerCPUSec * 1e6 / float64(res.PushesSent)
+	if once > 0 {
+		res.ServerCPUusPerPush = res.ServerCPUSec * 1e6 / float64(once)
 		if emu.PID != 0 {
-			res.EmulatorCPUusPerPush = float64(emuCPU.Microseconds()) / float64(res.PushesSent)
+			res.EmulatorCPUusPerPush = float64(emuCPU.Microseconds()) / float64(once)
 		}
 	}
 	res.ServerRSS = t.RSS()
