@@ -713,3 +713,98 @@ func TestClusterFanOutNotRenewedLetsTheNextRun(t *testing.T) {
 		})
 	}
 }
+
+// enqueueStall holds the second EnqueuePush (an expansion's second write)
+// until release is closed, after closing stalled.
+type enqueueStall struct {
+	store.Store
+	calls   atomic.Int64
+	stalled chan struct{}
+	release chan struct{}
+}
+
+func (e *enqueueStall) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	if e.calls.Add(1) == 2 {
+		close(e.stalled)
+		<-e.release
+	}
+	return e.Store.EnqueuePush(ctx, jobs, done)
+}
+
+// TestClusterExpansionResumedByAnotherNode: node A's expansion of a group
+// message stores its first write (ExpandBatch 2: bob's and carol's jobs,
+// and its progress), pushes those, and stalls past the fan-out job's
+// lease; node B claims the fan-out job and expands the rest. Each device is
+// pushed once, and A's late second write changes nothing.
+func TestClusterExpansionResumedByAnotherNode(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	const lease = time.Minute
+	var skip atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }
+	users := []string{"bob", "carol", "dave", "erin", "fred"}
+	g := members{"alice": 0}
+	for _, u := range users {
+		g[u] = 0
+	}
+	node := func(st push.Store, cfg push.Config) *push.Service {
+		svc := push.New(st, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, cfg)
+		svc.SetGroups(g)
+		if err := svc.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			svc.Close(ctx)
+		})
+		return svc
+	}
+	sa := &enqueueStall{Store: stA, stalled: make(chan struct{}), release: make(chan struct{})}
+	a := node(sa, push.Config{Node: "node-a", Lease: lease, ClaimEvery: time.Hour, ExpandBatch: 2, Now: now})
+	for i, u := range users {
+		h.register(a, u, i+2)
+	}
+	h.svc, h.st = a, sa
+	h.sendGroup(time.Now())
+	select {
+	case <-sa.stalled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("node A's expansion never reached its second write")
+	}
+	h.waitAccepted(2) // bob's and carol's, from the first write
+	// Their outcomes are stored: only the fan-out job is left.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		left, err := stA.PendingPush(context.Background(), store.PushKey{}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) == 1 && left[0].PushID == "*group" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox %+v; want the fan-out job alone", left)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	skip.Store(int64(2 * lease)) // A's lease on the fan-out job runs out
+	node(stB, push.Config{Node: "node-b", Lease: lease, ClaimEvery: 20 * time.Millisecond, ExpandBatch: 2, Now: now})
+	h.waitAccepted(int64(len(users)))
+	close(sa.release)
+	emptyOutbox(t, stA)
+	for deadline := time.Now().Add(10 * time.Second); a.Stats().Pending != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("node A: %+v; want its expansion ended", a.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i, u := range users {
+		if got := len(h.emu.Inbox(token(i + 2))); got != 1 {
+			t.Errorf("%s's device got %d pushes, want 1", u, got)
+		}
+	}
+	if st := h.emu.Stats(); st.Accepted != int64(len(users)) || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d pushes, %d of them again; want %d once each", st.Accepted, st.Duplicates, len(users))
+	}
+}
