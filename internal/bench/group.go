@@ -32,26 +32,37 @@ type GroupOptions struct {
 
 // GroupResult is the report; JSON names are a contract for tools.
 type GroupResult struct {
-	Members       int     `json:"members"`
-	Online        int     `json:"online"`          // receivers logged in
-	OfflineDevs   int     `json:"offline_devices"` // offline members with a push device
-	Rate          float64 `json:"rate"`
-	DurationSec   float64 `json:"duration_s"`
-	Sent          int64   `json:"sent"`
-	Acked         int64   `json:"acked"`
-	Errors        int64   `json:"errors"`
-	Deliveries    int64   `json:"deliveries"` // live deliveries to online receivers, first copies
-	DeliveriesPS  float64 `json:"deliveries_per_sec"`
-	Lost          int64   `json:"lost"` // acknowledged sends times online receivers, minus deliveries
-	Duplicated    int64   `json:"duplicated"`
-	P50ms         float64 `json:"p50_ms"`
-	P99ms         float64 `json:"p99_ms"`
-	P999ms        float64 `json:"p999_ms"`
-	PushesQueued  int64   `json:"pushes_queued"`         // device jobs the server planned for offline members (acked x offline devices when none is missed)
-	PushesSent    int64   `json:"pushes_sent"`           // of those, accepted by the emulator by the end
-	ServerRSS     int64   `json:"server_rss_bytes"`      // summed over the nodes
-	ServerPeakRSS int64   `json:"server_peak_rss_bytes"` // summed over the nodes
-	ServerCPUSec  float64 `json:"server_cpu_s"`          // user+system from the first send to the end of the drain, summed over the nodes
+	Members      int     `json:"members"`
+	Online       int     `json:"online"`          // receivers logged in
+	OfflineDevs  int     `json:"offline_devices"` // offline members with a push device
+	Rate         float64 `json:"rate"`
+	DurationSec  float64 `json:"duration_s"`
+	Sent         int64   `json:"sent"`
+	Acked        int64   `json:"acked"`
+	Errors       int64   `json:"errors"`
+	Deliveries   int64   `json:"deliveries"` // live deliveries to online receivers, first copies
+	DeliveriesPS float64 `json:"deliveries_per_sec"`
+	Lost         int64   `json:"lost"` // acknowledged sends times online receivers, minus deliveries
+	Duplicated   int64   `json:"duplicated"`
+	P50ms        float64 `json:"p50_ms"`
+	P99ms        float64 `json:"p99_ms"`
+	P999ms       float64 `json:"p999_ms"`
+	PushesQueued int64   `json:"pushes_queued"`     // device jobs the server planned for offline members (acked x offline devices when none is missed)
+	PushesSent   int64   `json:"pushes_sent"`       // of those, accepted by the emulator by the end
+	PushesDup    int64   `json:"pushes_duplicated"` // accepted by the emulator beyond the first of an apns-id
+	// PushesPerSec is the pushes sent, less duplicates, over the push
+	// window: from the first send to the last push the emulator accepted.
+	PushesPerSec float64 `json:"pushes_per_sec"`
+	// ServerCPUusPerPush is ServerCPUSec divided by the pushes sent, less
+	// duplicates (a push sent twice is one push that cost two): the group
+	// message's own cost (one commit and the live deliveries) is shared by
+	// its pushes, so this is the push path's cost per push, as bench push's
+	// server_cpu_us_per_push is.
+	ServerCPUusPerPush   float64 `json:"server_cpu_us_per_push"`
+	EmulatorCPUusPerPush float64 `json:"emulator_cpu_us_per_push"` // the same for the emulator's process
+	ServerRSS            int64   `json:"server_rss_bytes"`         // summed over the nodes
+	ServerPeakRSS        int64   `json:"server_peak_rss_bytes"`    // summed over the nodes
+	ServerCPUSec         float64 `json:"server_cpu_s"`             // user+system from the first send to the end of the wait for the pushes (the poll loop's exit), summed over the nodes
 	// On several nodes (StartCluster): their IDs, and the latencies split
 	// by whether sender and receiver were on one node.
 	Nodes   []string     `json:"nodes,omitempty"`
@@ -145,7 +156,23 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	if _, err := registerDevices(ctx, t, nOnline, emu, devNames, o.Progress); err != nil {
 		return res, err
 	}
-	pushedBefore := emu.Stats().Accepted
+	emuBefore := emu.Stats()
+	// Pushes accepted once since: a duplicate does not stand for a
+	// missing one.
+	pushed := func() int64 {
+		st := emu.Stats()
+		return st.Accepted - st.Duplicates - (emuBefore.Accepted - emuBefore.Duplicates)
+	}
+	var lastPush atomic.Int64 // Unix ns of the last push the emulator accepted
+	emu.onReceipt(func(_ [16]byte, _ bool, at int64) {
+		for {
+			old := lastPush.Load()
+			if at <= old || lastPush.CompareAndSwap(old, at) {
+				return
+			}
+		}
+	})
+	defer emu.onReceipt(nil)
 	queuedBefore, err := plannedPushes(ctx, t)
 	if err != nil {
 		return res, err
@@ -224,7 +251,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	}
 	defer keepAlive(clients)()
 
-	cpuBefore := t.CPU()
+	cpuBefore, emuCPUBefore := t.CPU(), emu.CPU()
 	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, k, ts int64) []byte {
 		return groupSendFrame(uint64(k+1), group, int64(i)<<40|k, ts) // text unique across senders
 	})
@@ -235,7 +262,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "[%5.1fs %s] sent %d  acked %d  deliveries %d  errors %d  pushes %d  server rss %.1f MiB\n",
 				time.Since(start).Seconds(), label, tl.sent.Load(), tl.acked.Load(), delivered.Load(), tl.errs.Load(),
-				emu.Stats().Accepted-pushedBefore, float64(rss)/(1<<20))
+				pushed(), float64(rss)/(1<<20))
 		}
 	}
 	waitSenders(sendersDone, progress)
@@ -245,20 +272,34 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		time.Sleep(20 * time.Millisecond)
 	}
 	// Every acknowledged message plans a push per offline device, once
-	// its fan-out job is expanded: wait for that too, within the drain.
+	// its fan-out job is expanded, and the emulator receives each: wait
+	// for both, for as long as either keeps moving (a backlog still being
+	// expanded or pushed is not missed). Give up when neither has moved
+	// for the drain time.
 	want := queuedBefore + tl.acked.Load()*int64(nDevs)
-	queued := queuedBefore
-	for {
-		if queued, err = plannedPushes(ctx, t); err != nil {
+	queued, sentN := queuedBefore, pushed()
+	shown, moved := time.Now(), time.Now()
+	for ctx.Err() == nil {
+		q, err := plannedPushes(ctx, t)
+		if err != nil {
 			return res, err
 		}
-		if queued >= want || !time.Now().Before(drainEnd) {
+		p := pushed()
+		if q != queued || p != sentN {
+			queued, sentN, moved = q, p, time.Now()
+		}
+		if queued >= want && sentN >= queued-queuedBefore || time.Since(moved) >= o.Drain {
 			break
+		}
+		if time.Since(shown) >= time.Second {
+			progress("pushing")
+			shown = time.Now()
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	progress("done")
 	res.ServerCPUSec = (t.CPU() - cpuBefore).Seconds()
+	emuCPU := emu.CPU() - emuCPUBefore
+	progress("done")
 
 	pct, dups := latencyOf(recvs)
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
@@ -273,7 +314,18 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	}
 	res.P50ms, res.P99ms, res.P999ms = pct(0.50), pct(0.99), pct(0.999)
 	res.PushesQueued = queued - queuedBefore
-	res.PushesSent = emu.Stats().Accepted - pushedBefore
+	after := emu.Stats()
+	res.PushesSent, res.PushesDup = after.Accepted-emuBefore.Accepted, after.Duplicates-emuBefore.Duplicates
+	once := res.PushesSent - res.PushesDup
+	if last := lastPush.Load(); last > start.UnixNano() {
+		res.PushesPerSec = float64(once) / time.Duration(last-start.UnixNano()).Seconds()
+	}
+	if once > 0 {
+		res.ServerCPUusPerPush = res.ServerCPUSec * 1e6 / float64(once)
+		if emu.PID != 0 {
+			res.EmulatorCPUusPerPush = float64(emuCPU.Microseconds()) / float64(once)
+		}
+	}
 	res.ServerRSS = t.RSS()
 	res.ServerPeakRSS = max(peak, t.PeakRSS())
 	if e, ok := tl.firstErr.Load().(string); ok && o.Progress != nil {

@@ -597,3 +597,34 @@ func TestGroupCacheMemberBound(t *testing.T) {
 		check("a send to " + id)
 	}
 }
+
+// TestEachMemberInUserOrder: the push service resumes a group message's
+// expansion after the last member it stored, so members come in
+// ascending order of user ID, whatever the order they joined in, both
+// when every member sees the message and when late joiners are left out.
+func TestEachMemberInUserOrder(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newService(t, openStore(t), Config{})
+	mustCreate(t, s, "owner", "g1", "zed", "ann", "mia")
+	if _, err := send(s, "owner", 0, groupMsg("g1", "first", "one")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.InviteGroupMembers(ctx, "owner", 0, "g1", []string{"bea"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		seq  int64
+		want []string
+	}{
+		{1, []string{"ann", "mia", "owner", "zed"}},        // bea joined after it
+		{2, []string{"ann", "bea", "mia", "owner", "zed"}}, // everyone
+	} {
+		var got []string
+		if err := s.EachMember(ctx, "g1", c.seq, func(u string) { got = append(got, u) }); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("members seeing seq %d = %v, want %v", c.seq, got, c.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package push_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -628,5 +629,182 @@ func TestClusterReadUpdatesOnlyTotalBadges(t *testing.T) {
 		if d.Device == "phone" && (d.Badge != 1 || d.BadgeKind != herald.BadgeTotal) {
 			t.Errorf("phone stored with badge %d %q, want 1 %q: the update's outcome", d.Badge, d.BadgeKind, herald.BadgeTotal)
 		}
+	}
+}
+
+// renewBreaker breaks the next renewal of a group message's fan-out job,
+// once: the write fails (lose unset), or answers that another node took
+// that job (lose set; the other jobs are renewed).
+type renewBreaker struct {
+	store.Store
+	armed atomic.Bool
+	lose  bool
+	hit   atomic.Int64
+}
+
+func (r *renewBreaker) RenewPush(ctx context.Context, owner string, keys []store.PushKey, now time.Time, lease time.Duration) ([]store.PushKey, error) {
+	i := slices.IndexFunc(keys, func(k store.PushKey) bool { return k.PushID == "*group" })
+	if i < 0 || !r.armed.CompareAndSwap(true, false) {
+		return r.Store.RenewPush(ctx, owner, keys, now, lease)
+	}
+	r.hit.Add(1)
+	if !r.lose {
+		return nil, fmt.Errorf("injected: connection reset")
+	}
+	return r.Store.RenewPush(ctx, owner, slices.Delete(slices.Clone(keys), i, i+1), now, lease)
+}
+
+// TestClusterFanOutNotRenewedLetsTheNextRun: a group message's fan-out job
+// whose lease must be renewed before it starts (it waited behind another
+// expansion), and whose renewal fails or finds it taken by another node,
+// does not run here; the node still expands the next group messages (the
+// one-at-a-time hold is let go): after a failed renewal the job itself,
+// claimed again; after a lost one, the message sent next.
+func TestClusterFanOutNotRenewedLetsTheNextRun(t *testing.T) {
+	for _, lose := range []bool{false, true} {
+		t.Run(fmt.Sprint("lost=", lose), func(t *testing.T) {
+			st, _ := twoNodeStores(t)
+			h := newHarness(t, push.Config{}, nil)
+			h.stop()
+			const lease = time.Minute
+			var skip atomic.Int64
+			now := func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }
+			rb := &renewBreaker{Store: st, lose: lose}
+			g := newGate(members{"alice": 0, "bob": 0}, 1)
+			h.st, h.groups = rb, g
+			h.cfg = push.Config{Node: "node-a", Lease: lease, ClaimEvery: time.Hour, Now: now}
+			h.start()
+			h.device("bob", 2)
+			h.sendGroup(time.Now())
+			if seq := g.waitEntered(t); seq != 1 {
+				t.Fatalf("expansion of seq %d began first, want 1", seq)
+			}
+			h.sendGroup(time.Now()) // waits for the first expansion
+			// The clock moves on past half the second job's lease: it is
+			// renewed before it starts.
+			skip.Store(int64(lease * 6 / 10))
+			rb.armed.Store(true)
+			close(g.release)
+			const want = 2 // pushes: the first message's and the next expanded
+			next := int64(2)
+			if lose {
+				// The second job is another node's now: this one sends
+				// the next message's.
+				for deadline := time.Now().Add(10 * time.Second); rb.hit.Load() == 0; {
+					if time.Now().After(deadline) {
+						t.Fatal("the second fan-out job's lease was never renewed")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				h.sendGroup(time.Now())
+				next = 3
+			}
+			if seq := g.waitEntered(t); seq != next {
+				t.Fatalf("expansion of seq %d began next, want %d", seq, next)
+			}
+			h.waitAccepted(want)
+			h.waitSettled()
+			if rb.hit.Load() != 1 {
+				t.Errorf("renewals broken %d, want 1", rb.hit.Load())
+			}
+			if got, st := len(h.emu.Inbox(token(2))), h.emu.Stats(); got != want || st.Duplicates != 0 {
+				t.Errorf("bob's device got %d pushes (%d duplicates), want %d once each", got, st.Duplicates, want)
+			}
+		})
+	}
+}
+
+// enqueueStall holds the second EnqueuePush (an expansion's second write)
+// until release is closed, after closing stalled.
+type enqueueStall struct {
+	store.Store
+	calls   atomic.Int64
+	stalled chan struct{}
+	release chan struct{}
+}
+
+func (e *enqueueStall) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	if e.calls.Add(1) == 2 {
+		close(e.stalled)
+		<-e.release
+	}
+	return e.Store.EnqueuePush(ctx, jobs, done)
+}
+
+// TestClusterExpansionResumedByAnotherNode: node A's expansion of a group
+// message stores its first write (ExpandBatch 2: bob's and carol's jobs,
+// and its progress), pushes those, and stalls past the fan-out job's
+// lease; node B claims the fan-out job and expands the rest. Each device is
+// pushed once, and A's late second write changes nothing.
+func TestClusterExpansionResumedByAnotherNode(t *testing.T) {
+	stA, stB := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	const lease = time.Minute
+	var skip atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }
+	users := []string{"bob", "carol", "dave", "erin", "fred"}
+	g := members{"alice": 0}
+	for _, u := range users {
+		g[u] = 0
+	}
+	node := func(st push.Store, cfg push.Config) *push.Service {
+		svc := push.New(st, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, cfg)
+		svc.SetGroups(g)
+		if err := svc.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			svc.Close(ctx)
+		})
+		return svc
+	}
+	sa := &enqueueStall{Store: stA, stalled: make(chan struct{}), release: make(chan struct{})}
+	a := node(sa, push.Config{Node: "node-a", Lease: lease, ClaimEvery: time.Hour, ExpandBatch: 2, Now: now})
+	for i, u := range users {
+		h.register(a, u, i+2)
+	}
+	h.svc, h.st = a, sa
+	h.sendGroup(time.Now())
+	select {
+	case <-sa.stalled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("node A's expansion never reached its second write")
+	}
+	h.waitAccepted(2) // bob's and carol's, from the first write
+	// Their outcomes are stored: only the fan-out job is left.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		left, err := stA.PendingPush(context.Background(), store.PushKey{}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) == 1 && left[0].PushID == "*group" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox %+v; want the fan-out job alone", left)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	skip.Store(int64(2 * lease)) // A's lease on the fan-out job runs out
+	node(stB, push.Config{Node: "node-b", Lease: lease, ClaimEvery: 20 * time.Millisecond, ExpandBatch: 2, Now: now})
+	h.waitAccepted(int64(len(users)))
+	close(sa.release)
+	emptyOutbox(t, stA)
+	for deadline := time.Now().Add(10 * time.Second); a.Stats().Pending != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("node A: %+v; want its expansion ended", a.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i, u := range users {
+		if got := len(h.emu.Inbox(token(i + 2))); got != 1 {
+			t.Errorf("%s's device got %d pushes, want 1", u, got)
+		}
+	}
+	if st := h.emu.Stats(); st.Accepted != int64(len(users)) || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d pushes, %d of them again; want %d once each", st.Accepted, st.Duplicates, len(users))
 	}
 }

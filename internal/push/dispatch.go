@@ -131,6 +131,23 @@ type dispatcher struct {
 	// otherwise): the refill may have read them from the store just before
 	// their outcome was written, and must not take them again.
 	finishedInRefill map[jobID]struct{}
+	// expanding says a group message's fan-out job is being expanded (or
+	// is about to be): the loop starts one at a time. An expansion
+	// stores thousands of jobs (in writes of ExpandBatch), and writes
+	// queue for the store's one writer: several expansions at once, each
+	// in one write, held every message commit and every outcome write
+	// behind them for seconds (herald bench group), and stalled the
+	// pushes whose slots wait for those outcomes.
+	expanding bool
+	// parked holds the fan-out jobs that came due while another expansion
+	// ran, in due order: the loop starts the first when that one ends.
+	// They are known and count toward MaxPending (held), but not in q: the
+	// loop's passes do not take them again, and QueueAge does not count
+	// them as late.
+	parked jobQueue
+	// lastExpansion is the number of device jobs the last expansion made;
+	// only the running expansion reads or writes it.
+	lastExpansion int
 	// passOverflow and passMin are overflow and storeMin for the jobs left
 	// to the store since the running refill began.
 	passOverflow bool
@@ -248,6 +265,12 @@ func (d *dispatcher) pendingCount() int {
 	return len(d.known)
 }
 
+// held is the number of jobs waiting in memory, bounded by MaxPending:
+// those in the queue and the parked fan-out jobs.
+//
+// mu must be held.
+func (d *dispatcher) held() int { return d.q.Len() + d.parked.Len() }
+
 // QueueAge is how long the most overdue job waiting in memory has been
 // due: zero when none is late. A growing age means the dispatcher cannot
 // keep up (InFlight full, a slow vendor). Jobs in flight, and jobs left
@@ -272,7 +295,7 @@ func (d *dispatcher) add(jobs []store.PushJob) {
 		if _, ok := d.known[id]; ok {
 			continue
 		}
-		if d.q.Len() >= d.s.cfg.MaxPending {
+		if d.held() >= d.s.cfg.MaxPending {
 			if !d.overflow {
 				d.s.stats.overflows.Add(1)
 			}
@@ -401,7 +424,7 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time, runOut bool) (
 		limit := page
 		if node != "" {
 			d.mu.Lock()
-			limit = min(page, max(d.s.cfg.MaxPending-d.q.Len(), minClaim))
+			limit = min(page, max(d.s.cfg.MaxPending-d.held(), minClaim))
 			d.mu.Unlock()
 		}
 		jobs, err := d.outbox(ctx, !runOut, after, limit)
@@ -425,7 +448,7 @@ func (d *dispatcher) refill(ctx context.Context, until time.Time, runOut bool) (
 			if _, ok := d.finishedInRefill[id]; ok {
 				continue
 			}
-			if d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
+			if d.held() >= d.s.cfg.MaxPending && !d.displaceLatest(&jobs[i]) {
 				stop = i
 				break
 			}
@@ -515,8 +538,21 @@ func (d *dispatcher) loop() {
 		now := d.s.cfg.Now()
 		d.mu.Lock()
 		due = due[:0]
+		if !d.expanding && d.parked.Len() > 0 {
+			// The last expansion ended (and poked the loop): the next.
+			d.expanding = true
+			due = append(due, d.parked.popFirst())
+		}
 		for d.q.Len() > 0 && !d.q.peekFirst().Due.After(now) && len(due) < cap(d.sem) {
-			due = append(due, d.q.popFirst())
+			j := d.q.popFirst()
+			if j.PushID == fanoutPushID {
+				if d.expanding {
+					d.parked.push(j)
+					continue
+				}
+				d.expanding = true
+			}
+			due = append(due, j)
 		}
 		wait := time.Hour
 		var next time.Time
@@ -524,7 +560,7 @@ func (d *dispatcher) loop() {
 			next = d.q.peekFirst().Due
 			wait = next.Sub(now)
 		}
-		refill := d.overflow && 2*d.q.Len() < d.s.cfg.MaxPending // drained below half (empty, when MaxPending is 1)
+		refill := d.overflow && 2*d.held() < d.s.cfg.MaxPending // drained below half (empty, when MaxPending is 1)
 		// Idle until the next due job while a job only in the store may
 		// be due before it (a displaced retry the queue's next has moved
 		// past): read those.
@@ -628,7 +664,7 @@ func (d *dispatcher) renew(jobs []store.PushJob) bool {
 		d.unslot(len(jobs))
 		d.mu.Lock()
 		for i := range jobs {
-			delete(d.known, jobID{jobs[i].PushID, jobs[i].MsgID})
+			d.forget(&jobs[i])
 			d.leftToStore(jobs[i].Due)
 		}
 		d.mu.Unlock()
@@ -644,7 +680,7 @@ func (d *dispatcher) renew(jobs []store.PushJob) bool {
 		if _, ok := held[id]; !ok {
 			<-d.sem
 			d.mu.Lock()
-			delete(d.known, id)
+			d.forget(&jobs[i])
 			d.mu.Unlock()
 			continue
 		}
@@ -652,6 +688,17 @@ func (d *dispatcher) renew(jobs []store.PushJob) bool {
 		d.runJob(jobs[i])
 	}
 	return true
+}
+
+// forget drops j, taken from the queue to start, which will not run here:
+// a fan-out job lets the next one start.
+//
+// mu must be held.
+func (d *dispatcher) forget(j *store.PushJob) {
+	delete(d.known, jobID{j.PushID, j.MsgID})
+	if j.PushID == fanoutPushID {
+		d.expanding = false
+	}
 }
 
 // unslot gives back n slots taken by jobs that will not run.
@@ -702,6 +749,10 @@ func (d *dispatcher) run(j store.PushJob) {
 	var o outcome
 	if j.PushID == fanoutPushID {
 		o = d.s.expand(j)
+		d.mu.Lock()
+		d.expanding = false
+		d.mu.Unlock()
+		d.poke()
 	} else {
 		o = d.s.process(j)
 	}
@@ -836,7 +887,7 @@ func (d *dispatcher) store(batch []outcome) {
 	for i := range batch {
 		o := &batch[i]
 		switch {
-		case o.retry && o.log.Outcome == herald.PushHeld && d.q.Len() >= d.s.cfg.MaxPending && !d.displaceLatest(&o.job):
+		case o.retry && o.log.Outcome == herald.PushHeld && d.held() >= d.s.cfg.MaxPending && !d.displaceLatest(&o.job):
 			// Held by a do-not-disturb window, often for hours: past
 			// MaxPending it waits in the store, read back when due
 			// (a retry's backoff is short: it goes back in any case).

@@ -19,8 +19,10 @@ const fanoutPushID = "*group"
 // it.
 type Groups interface {
 	// EachMember calls fn for each member of group who can see message
-	// seq (joined before it). It may read the store; an error means the
-	// members could not be read (the expansion is retried).
+	// seq (joined before it), in ascending order of user ID: an expansion
+	// stored in several writes goes on after the last member it stored.
+	// It may read the store; an error means the members could not be read
+	// (the expansion is retried).
 	EachMember(ctx context.Context, group string, seq int64, fn func(user string)) error
 }
 
@@ -33,9 +35,15 @@ func (s *Service) SetGroups(g Groups) { s.groups = g }
 // device as Plan does for a peer message (live devices wait out the ack
 // window, from the message's time; late expansions check stored acks). A
 // member who muted the group is left out, unless the message mentioned
-// them with NotifyMentioned. The new jobs are stored, and the fan-out job removed, in one write: a crash
-// leaves either the fan-out job, expanded again after the restart, or
-// every device job, so each device is pushed once.
+// them with NotifyMentioned.
+//
+// The device jobs are stored in writes of about ExpandBatch each (whole
+// members), so that a message commit or an outcome write waiting for the
+// store's writer never waits for thousands of rows. Each write also
+// replaces the fan-out job: with its progress (jobData.After, the last
+// member stored), or, in the last, by nothing. A crash leaves the fan-out
+// job as the last write left it, and the expansion goes on after the
+// members already stored, so each device is pushed once.
 func (s *Service) expand(j store.PushJob) outcome {
 	o := outcome{job: j}
 	now := s.cfg.Now()
@@ -95,9 +103,31 @@ func (s *Service) expand(j store.PushJob) outcome {
 		}
 		return variants[k]
 	}
-	var jobs []store.PushJob
+	// Sized as the last expansion's (one runs at a time: dispatcher.
+	// expanding): growing a slice of thousands of jobs by doubling cost a
+	// tenth of the server's CPU under herald bench group. At most
+	// 8 x ExpandBatch (~1.5 MB at 1,024), so that one huge group does not
+	// size every later expansion's allocation.
+	jobs := make([]store.PushJob, 0, min(s.dsp.lastExpansion, 8*s.cfg.ExpandBatch))
+	// The writes: each ends with a member's last job, at or past
+	// ExpandBatch jobs, and stores with them the fan-out job's progress
+	// (the member it ends with), but the last, which removes it.
+	type cut struct {
+		end  int
+		last string
+	}
+	var cuts []cut
+	from, prev := 0, data.After
 	ctx := s.dsp.abort
 	err := s.groups.EachMember(ctx, group, j.Seq, func(user string) {
+		if user <= data.After {
+			return // stored by an earlier run
+		}
+		if len(jobs)-from >= s.cfg.ExpandBatch {
+			cuts = append(cuts, cut{len(jobs), prev})
+			from = len(jobs)
+		}
+		prev = user
 		if user == data.From {
 			return
 		}
@@ -127,14 +157,31 @@ func (s *Service) expand(j store.PushJob) outcome {
 			jobs = append(jobs, nj)
 		})
 	})
-	if err == nil {
-		s.own(jobs)
-		stored := s.Committing()
-		if err = s.st.EnqueuePush(ctx, jobs, []store.PushKey{j.Key()}); err != nil {
-			stored(nil)
-		} else {
-			stored(jobs)
+	s.dsp.lastExpansion = len(jobs)
+	cuts = append(cuts, cut{len(jobs), ""})
+	cur := j // the fan-out job as stored
+	for start, c := 0, 0; err == nil && c < len(cuts); c++ {
+		batch := jobs[start:cuts[c].end:cuts[c].end]
+		var next store.PushJob
+		if after := cuts[c].last; after != "" {
+			// The fan-out job goes on after that member: EnqueuePush
+			// removes the stored one before it inserts this one. It is
+			// due, and leased (own), from this write, not from the
+			// expansion's start: a long expansion keeps its lease.
+			d := data
+			d.After = after
+			next = cur
+			next.Data, next.Due = d.marshal(), s.cfg.Now()
+			batch = append(batch, next)
 		}
+		s.own(batch)
+		stored := s.Committing()
+		if err = s.st.EnqueuePush(ctx, batch, []store.PushKey{cur.Key()}); err != nil {
+			stored(nil)
+			break
+		}
+		stored(batch[:cuts[c].end-start])
+		cur, start = next, cuts[c].end
 	}
 	if herald.ErrorCode(err) == herald.CodeConflict && j.Owner != "" {
 		// Another node took the fan-out job (this one's lease ran out):
@@ -145,6 +192,7 @@ func (s *Service) expand(j store.PushJob) outcome {
 	}
 	if err != nil {
 		s.log.Error("push: expanding a group message failed; retrying", "conv", j.Conv, "msg_id", j.MsgID, "err", err)
+		o.job = cur // with the progress stored
 		o.retry = true
 		o.job.Attempt++
 		o.job.Due = now.Add(min(s.cfg.RetryBase<<min(j.Attempt, 10), s.cfg.RetryMax, time.Minute))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,5 +161,139 @@ func TestExpiredFanOutIsLogged(t *testing.T) {
 	}
 	if pending, err := h.st.PendingPush(context.Background(), store.PushKey{}, 10); err != nil || len(pending) != 0 {
 		t.Errorf("outbox: %+v, %v; want the fan-out job gone", pending, err)
+	}
+}
+
+// enqueueFailer fails every EnqueuePush after the first ok ones: a store
+// that breaks in the middle of a group message's expansion.
+type enqueueFailer struct {
+	store.Store
+	ok     atomic.Int64
+	failed atomic.Int64
+}
+
+func (f *enqueueFailer) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
+	if f.ok.Add(-1) < 0 {
+		f.failed.Add(1)
+		return fmt.Errorf("injected: disk full")
+	}
+	return f.Store.EnqueuePush(ctx, jobs, done)
+}
+
+// TestFanOutInSeveralWritesResumes: a group message's expansion stored in
+// several writes (ExpandBatch) that stops after the first, and a restart,
+// push each member's device once: the expansion goes on after the members
+// the first write stored, whose devices were pushed already.
+func TestFanOutInSeveralWritesResumes(t *testing.T) {
+	h := newHarness(t, push.Config{ExpandBatch: 2}, nil)
+	users := []string{"bob", "carol", "dave", "erin", "fred", "gina"}
+	g := members{"alice": 0}
+	for i, u := range users {
+		h.device(u, i+2)
+		g[u] = 0
+	}
+	h.stop()
+	h.groups = g
+	real := h.st
+	f := &enqueueFailer{Store: real}
+	f.ok.Store(1)
+	h.st = f
+	h.start()
+	h.sendGroup(time.Now())
+	h.waitAccepted(2) // bob's and carol's, stored by the first write
+	deadline := time.Now().Add(10 * time.Second)
+	for f.failed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the expansion's second write was never tried")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.stop() // records the outcomes of the pushes made
+	h.st = real
+	h.start()
+	h.waitAccepted(int64(len(users)))
+	h.waitSettled()
+	for i, u := range users {
+		if got := len(h.emu.Inbox(token(i + 2))); got != 1 {
+			t.Errorf("%s's device got %d pushes, want 1", u, got)
+		}
+	}
+	if st := h.emu.Stats(); st.Accepted != int64(len(users)) || st.Duplicates != 0 {
+		t.Errorf("emulator accepted %d pushes, %d of them again; want %d once each", st.Accepted, st.Duplicates, len(users))
+	}
+	if pending, err := real.PendingPush(context.Background(), store.PushKey{}, 10); err != nil || len(pending) != 0 {
+		t.Errorf("outbox after the pushes: %+v, %v; want empty", pending, err)
+	}
+}
+
+// gatedMembers is members whose listing for message seq blocks until
+// release is closed; each listing first sends its seq on entered.
+type gatedMembers struct {
+	members
+	seq     int64
+	entered chan int64
+	release chan struct{}
+}
+
+func (g *gatedMembers) EachMember(ctx context.Context, group string, seq int64, fn func(string)) error {
+	g.entered <- seq
+	if seq == g.seq {
+		<-g.release
+	}
+	return g.members.EachMember(ctx, group, seq, fn)
+}
+
+func newGate(m members, seq int64) *gatedMembers {
+	return &gatedMembers{members: m, seq: seq, entered: make(chan int64, 8), release: make(chan struct{})}
+}
+
+// waitEntered waits for the next listing to begin and returns its seq.
+func (g *gatedMembers) waitEntered(t *testing.T) int64 {
+	t.Helper()
+	select {
+	case seq := <-g.entered:
+		return seq
+	case <-time.After(10 * time.Second):
+		t.Fatal("no group expansion began")
+		return 0
+	}
+}
+
+// TestSecondFanOutWaitsForTheFirst: one expansion runs at a time on a
+// node. A group message's fan-out job due while another expands waits,
+// parked (not late in the queue: QueueAge stays zero, and other pushes go
+// on), and runs when that one ends.
+func TestSecondFanOutWaitsForTheFirst(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	h.device("bob", 2)
+	h.stop()
+	g := newGate(members{"alice": 0, "bob": 0}, 1)
+	h.groups = g
+	h.start()
+	h.sendGroup(time.Now())
+	if seq := g.waitEntered(t); seq != 1 {
+		t.Fatalf("expansion of seq %d began first, want 1", seq)
+	}
+	h.sendGroup(time.Now())
+	// A peer message's push, due after the second fan-out job: once it
+	// is sent, the loop has taken that job too.
+	h.send("bob")
+	h.waitAccepted(1)
+	select {
+	case seq := <-g.entered:
+		t.Fatalf("expansion of seq %d began while the first ran", seq)
+	default:
+	}
+	if age := h.svc.QueueAge(); age != 0 {
+		t.Errorf("queue age %v while the second fan-out job waits for the first; want 0 (it is parked, not late)", age)
+	}
+	close(g.release)
+	if seq := g.waitEntered(t); seq != 2 {
+		t.Fatalf("expansion of seq %d began second, want 2", seq)
+	}
+	h.waitAccepted(3)
+	h.waitSettled()
+	if got, st := len(h.emu.Inbox(token(2))), h.emu.Stats(); got != 3 || st.Duplicates != 0 {
+		t.Errorf("bob's device got %d pushes (%d duplicates), want 3 once each: 2 group messages and 1 peer", got, st.Duplicates)
 	}
 }

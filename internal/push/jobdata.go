@@ -30,6 +30,10 @@ type jobData struct {
 	// BadgeOnly: a silent badge update to one device after a read (no
 	// message): it carries the user's unread total as it is when sent.
 	BadgeOnly bool
+	// After: a group message's fan-out job only, the last member (in
+	// ascending user ID order) whose device jobs are stored: the
+	// expansion goes on after it (Service.expand).
+	After string
 }
 
 // The encoding is binary, not JSON: every push decodes its job, and JSON
@@ -41,11 +45,15 @@ type jobData struct {
 // with flagContentFree or flagBadgeOnly set, written only for such jobs, so
 // that a build that knows neither refuses the job (fails it, logged)
 // instead of pushing the message's text, or a badge update as an empty
-// message.
+// message. v4 is v3 with the After string at the end, written only for a
+// partly expanded fan-out job, so that a build that does not know it
+// refuses the job instead of expanding it again from its first member
+// (whose devices were pushed already).
 const (
 	jobDataV1 = 1
 	jobDataV2 = 2
 	jobDataV3 = 3
+	jobDataV4 = 4
 )
 
 const (
@@ -62,7 +70,7 @@ const (
 func (d *jobData) marshal() []byte {
 	c := &d.Config
 	strs := [...]string{d.From, c.Title, c.Content, c.Payload, c.ResourcesID, c.ThreadID, "", "",
-		strings.Join(d.Mentions, ","), d.CallID} // user IDs have no ','
+		strings.Join(d.Mentions, ","), d.CallID, d.After} // user IDs have no ','
 	var flags byte
 	if d.Live {
 		flags |= flagLive
@@ -86,6 +94,10 @@ func (d *jobData) marshal() []byte {
 	if flags&(flagContentFree|flagBadgeOnly) != 0 {
 		version = jobDataV3
 	}
+	nstr := len(strs) - 1 // After, in v4 only
+	if d.After != "" {
+		version, nstr = jobDataV4, len(strs)
+	}
 	if v := c.VoIP; v != nil {
 		flags |= flagVoIP
 		if v.HasVideo {
@@ -94,12 +106,12 @@ func (d *jobData) marshal() []byte {
 		strs[6], strs[7] = v.HandleType, v.Handle
 	}
 	n := 3
-	for _, s := range strs {
+	for _, s := range strs[:nstr] {
 		n += binary.MaxVarintLen32 + len(s)
 	}
 	b := make([]byte, 0, n)
 	b = append(b, version, flags, byte(c.BadgeIncrement))
-	for _, s := range strs {
+	for _, s := range strs[:nstr] {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
@@ -109,20 +121,23 @@ func (d *jobData) marshal() []byte {
 var errJobData = errors.New("job data is truncated or of an unknown version")
 
 func (d *jobData) unmarshal(b []byte) error {
-	if len(b) < 3 || b[0] != jobDataV1 && b[0] != jobDataV2 && b[0] != jobDataV3 {
+	if len(b) < 3 || b[0] < jobDataV1 || b[0] > jobDataV4 {
 		return errJobData
 	}
-	flags := b[1]
+	flags, v3 := b[1], b[0] >= jobDataV3
 	*d = jobData{Live: flags&flagLive != 0, Mentioned: flags&flagMentioned != 0, CallCancel: flags&flagCallCancel != 0,
-		BadgeOnly: b[0] == jobDataV3 && flags&flagBadgeOnly != 0}
+		BadgeOnly: v3 && flags&flagBadgeOnly != 0}
 	c := &d.Config
 	c.EnableBadge, c.BadgeIncrement = flags&flagBadge != 0, int(b[2])
-	c.ContentFree = b[0] == jobDataV3 && flags&flagContentFree != 0
+	c.ContentFree = v3 && flags&flagContentFree != 0
 	var voip herald.VoIPConfig
 	var mentions string
-	fields := []*string{&d.From, &c.Title, &c.Content, &c.Payload, &c.ResourcesID, &c.ThreadID, &voip.HandleType, &voip.Handle, &mentions, &d.CallID}
-	if b[0] == jobDataV1 {
+	fields := []*string{&d.From, &c.Title, &c.Content, &c.Payload, &c.ResourcesID, &c.ThreadID, &voip.HandleType, &voip.Handle, &mentions, &d.CallID, &d.After}
+	switch b[0] {
+	case jobDataV1:
 		fields = fields[:8]
+	case jobDataV2, jobDataV3:
+		fields = fields[:10]
 	}
 	b = b[3:]
 	for _, dst := range fields {

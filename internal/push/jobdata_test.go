@@ -20,6 +20,7 @@ func TestJobDataRoundTrip(t *testing.T) {
 		{From: "d", Config: herald.PushConfig{Title: "secret", ContentFree: true}},
 		{BadgeOnly: true},
 		{From: "e", BadgeOnly: true, Live: true, Config: herald.PushConfig{Title: "secret", ContentFree: true, EnableBadge: true}},
+		{From: "g", Mentions: []string{"u1"}, After: "u0042", Config: herald.PushConfig{Title: "Group", ContentFree: true}},
 	} {
 		var got jobData
 		if err := got.unmarshal(d.marshal()); err != nil {
@@ -100,4 +101,15 @@ func FuzzJobData(f *testing.F) {
 			t.Fatalf("decoded %+v does not survive a round trip: %v", d, err)
 		}
 	})
+}
+
+// Only a partly expanded fan-out job is written as v4: a build that does
+// not know it refuses the job rather than expanding it from the start.
+func TestJobDataAfterIsV4(t *testing.T) {
+	if b := (&jobData{From: "g", After: "bob"}).marshal(); b[0] != jobDataV4 {
+		t.Errorf("fan-out progress written as version %d, want %d", b[0], jobDataV4)
+	}
+	if b := (&jobData{From: "g"}).marshal(); b[0] != jobDataV2 {
+		t.Errorf("a job without progress written as version %d, want %d", b[0], jobDataV2)
+	}
 }

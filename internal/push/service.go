@@ -73,6 +73,12 @@ type Config struct {
 	// ~10 ms): 512 makes ~8.5k pushes/s at a 50 ms round trip. Zero means
 	// 512.
 	InFlight int
+	// ExpandBatch is about how many device jobs one write of a group
+	// message's expansion stores (whole members: a member's devices go
+	// together); a large group's takes several writes, so that message
+	// commits and outcome writes never wait for one of thousands of rows.
+	// Zero means 1024.
+	ExpandBatch int
 	// MaxPending bounds the jobs held in memory; the rest wait in the
 	// store's outbox and are read back as these drain. Zero means 100,000.
 	MaxPending int
@@ -157,6 +163,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxPending <= 0 {
 		c.MaxPending = 100_000
+	}
+	if c.ExpandBatch <= 0 {
+		c.ExpandBatch = 1024
 	}
 	if c.FinishBatch <= 0 {
 		c.FinishBatch = 1024
