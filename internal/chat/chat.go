@@ -204,7 +204,7 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
 		st: st, deliv: d, cfg: cfg, log: cfg.Logger,
-		in:     make(chan *pending, 2*cfg.MaxBatch), // a batch and the next
+		in: make(chan *pending, 2*cfg.MaxBatch), // a batch and the next
 		// Stored batches waiting for delivery: at most about 16,384 messages
 		// (64 batches of the former 256), whatever max-batch is.
 		fanout: make(chan []*pending, max(4, 16384/cfg.MaxBatch)),
