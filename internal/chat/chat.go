@@ -22,10 +22,9 @@ type Store interface {
 	AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error)
 	MessagesAfter(ctx context.Context, conv string, after int64, since time.Time, limit int) ([]*herald.Message, error)
 	History(ctx context.Context, conv string, q store.HistoryQuery) ([]*herald.Message, error)
-	LastSeqs(ctx context.Context, user string) (map[string]int64, error)
 	ConversationsAfter(ctx context.Context, user string, after *store.ConversationCursor, limit int) ([]herald.Conversation, error)
 	SetReadSeq(ctx context.Context, user, conv string, seq int64) error
-	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
+	SyncState(ctx context.Context, user, device string) (store.SyncState, error)
 	SaveCursors(ctx context.Context, batch []store.DeviceCursors) error
 
 	CreateGroup(ctx context.Context, g herald.Group, members []herald.GroupMember) error
@@ -587,33 +586,17 @@ func withoutPush(m *herald.Message) *herald.Message {
 // writes, every login re-read the whole retention window). A message
 // handed to the device is never passed this way: only its ack does.
 func (s *Service) Sync(ctx context.Context, user, device string, given map[string]int64, page func([]*herald.Message) error) (covered map[string]int64, count int, err error) {
-	stored, err := s.st.Cursors(ctx, user, device)
+	state, err := s.st.SyncState(ctx, user, device)
 	if err != nil {
-		return nil, 0, fmt.Errorf("sync: cursors: %w", err)
+		return nil, 0, fmt.Errorf("sync: %w", err)
 	}
-	covered = stored
+	covered, last := state.Cursors, state.LastSeqs
 	for k, v := range given {
 		covered[k] = v
 	}
-	last, err := s.st.LastSeqs(ctx, user)
-	if err != nil {
-		return nil, 0, fmt.Errorf("sync: last seqs: %w", err)
-	}
 	// A group member gets the messages after they joined, not before.
-	mine, err := s.st.UserGroups(ctx, user)
-	if err != nil {
-		return nil, 0, fmt.Errorf("sync: groups: %w", err)
-	}
-	member := make(map[string]bool, len(mine))
-	for _, m := range mine {
-		key := herald.GroupConversationKey(m.Group)
-		covered[key] = max(covered[key], m.JoinSeq)
-		member[key] = true
-	}
-	for key := range last {
-		if t, _, _, _ := herald.ParseConversationKey(key); t == herald.ConversationGroup && !member[key] {
-			delete(last, key) // left or kicked between the two reads: nothing more of it
-		}
+	for key, join := range state.JoinSeqs {
+		covered[key] = max(covered[key], join)
 	}
 	convs := make([]string, 0, len(last))
 	for k, seq := range last {

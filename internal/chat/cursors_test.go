@@ -7,24 +7,26 @@ import (
 	"testing"
 
 	"github.com/herald-im/herald/internal/store"
+	"github.com/herald-im/herald/internal/store/sqlite"
 )
 
-// lastSeqsCounter counts the store's LastSeqs reads.
-type lastSeqsCounter struct {
-	Store
+// listReadCounter counts the store's reads of a user's conversation list
+// that chat makes (SyncState's; ConversationsAfter's are pages, not this).
+type listReadCounter struct {
+	*sqlite.Store
 	n atomic.Int64
 }
 
-func (c *lastSeqsCounter) LastSeqs(ctx context.Context, user string) (map[string]int64, error) {
+func (c *listReadCounter) SyncState(ctx context.Context, user, device string) (store.SyncState, error) {
 	c.n.Add(1)
-	return c.Store.LastSeqs(ctx, user)
+	return c.Store.SyncState(ctx, user, device)
 }
 
 // TestSaveCursorsReadsNoListPerUser: the periodic flush of many users'
 // acks is one store write, with no read of each user's conversation list
 // (the store clamps each cursor itself).
 func TestSaveCursorsReadsNoListPerUser(t *testing.T) {
-	st := &lastSeqsCounter{Store: openStore(t)}
+	st := &listReadCounter{Store: openStore(t)}
 	s, _ := newService(t, st, Config{})
 	const users = 50
 	batch := make([]store.DeviceCursors, users)
@@ -38,7 +40,7 @@ func TestSaveCursorsReadsNoListPerUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := st.n.Load(); n != 0 {
-		t.Errorf("saving %d users' acks read LastSeqs %d times, want 0", users, n)
+		t.Errorf("saving %d users' acks read the user's list %d times, want 0", users, n)
 	}
 	for _, d := range batch {
 		got, err := st.Cursors(context.Background(), d.User, "phone")

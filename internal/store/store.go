@@ -28,6 +28,20 @@ type DeviceCursors struct {
 	Cursors      map[string]int64
 }
 
+// SyncState is what a device's offline sync starts from, read at one
+// point in time (Store.SyncState).
+type SyncState struct {
+	// Cursors is Cursors(user, device): how far the device acknowledged.
+	Cursors map[string]int64
+	// LastSeqs is LastSeqs(user): the newest seq of each conversation in
+	// the user's list that has a message.
+	LastSeqs map[string]int64
+	// JoinSeqs has an entry for every group the user is a member of (as
+	// UserGroups lists them): its conversation key
+	// (herald.GroupConversationKey) -> the member's JoinSeq.
+	JoinSeqs map[string]int64
+}
+
 // Direction orders a history query.
 type Direction int
 
@@ -154,6 +168,14 @@ type Store interface {
 	// Cursors returns how far device of user has acknowledged each
 	// conversation (empty for a device never seen).
 	Cursors(ctx context.Context, user, device string) (map[string]int64, error)
+
+	// SyncState returns device's Cursors, user's LastSeqs and user's
+	// group memberships (UserGroups) from one read: one snapshot, so a
+	// group is in LastSeqs only if it is in JoinSeqs, whatever changes
+	// meanwhile. It is the login's offline sync's one read of the store.
+	// Every map is non-nil (empty for a user or device never seen).
+	// CodeInvalidArgument for an empty user or device.
+	SyncState(ctx context.Context, user, device string) (SyncState, error)
 
 	// SaveCursors raises each device's cursors to the given seqs, all in
 	// one durable write (callers batch many devices into one call); a

@@ -334,27 +334,33 @@ func (s *Store) LastSeqs(ctx context.Context, user string) (map[string]int64, er
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "user is empty")
 	}
 	return view(ctx, s, "last seqs", func(r reader) (map[string]int64, error) {
-		convs, err := listed(r, user)
-		if err != nil {
-			return nil, err
-		}
-		groups, err := userGroups(r, user)
-		if err != nil {
-			return nil, err
-		}
-		for _, g := range groups {
-			convs = append(convs, herald.GroupConversationKey(g.Group))
-		}
-		last, err := lastMessages(r, convs)
-		if err != nil {
-			return nil, err
-		}
-		seqs := make(map[string]int64, len(last))
-		for _, l := range last {
-			seqs[l.conv] = l.seq
-		}
-		return seqs, nil
+		seqs, _, err := lastSeqs(r, user)
+		return seqs, err
 	})
+}
+
+// lastSeqs reads LastSeqs of user, and user's group memberships on the way.
+func lastSeqs(r reader, user string) (map[string]int64, []herald.GroupMember, error) {
+	convs, err := listed(r, user)
+	if err != nil {
+		return nil, nil, err
+	}
+	groups, err := userGroups(r, user)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, g := range groups {
+		convs = append(convs, herald.GroupConversationKey(g.Group))
+	}
+	last, err := lastMessages(r, convs)
+	if err != nil {
+		return nil, nil, err
+	}
+	seqs := make(map[string]int64, len(last))
+	for _, l := range last {
+		seqs[l.conv] = l.seq
+	}
+	return seqs, groups, nil
 }
 
 // Conversations implements store.Store: the first page of
@@ -527,8 +533,17 @@ func (s *Store) Cursors(ctx context.Context, user, device string) (map[string]in
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	cursors, err := deviceCursors(s.db, user, device)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: cursors: %w", err)
+	}
+	return cursors, nil
+}
+
+// deviceCursors reads Cursors of device of user: one scan.
+func deviceCursors(r reader, user, device string) (map[string]int64, error) {
 	cursors := map[string]int64{}
-	err := scan(s.db, cursorPrefix(user, device), func(rest, v []byte) (bool, error) {
+	err := scan(r, cursorPrefix(user, device), func(rest, v []byte) (bool, error) {
 		conv, _, err := readString(rest)
 		if err != nil {
 			return false, err
@@ -540,10 +555,30 @@ func (s *Store) Cursors(ctx context.Context, user, device string) (map[string]in
 		cursors[conv] = seq
 		return true, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("pebble: cursors: %w", err)
+	return cursors, err
+}
+
+// SyncState implements store.Store: Cursors and LastSeqs read from one
+// snapshot, LastSeqs's scan of user's groups giving the memberships.
+func (s *Store) SyncState(ctx context.Context, user, device string) (store.SyncState, error) {
+	if user == "" || device == "" {
+		return store.SyncState{}, herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
 	}
-	return cursors, nil
+	return view(ctx, s, "sync state", func(r reader) (store.SyncState, error) {
+		cursors, err := deviceCursors(r, user, device)
+		if err != nil {
+			return store.SyncState{}, err
+		}
+		seqs, groups, err := lastSeqs(r, user)
+		if err != nil {
+			return store.SyncState{}, err
+		}
+		joins := make(map[string]int64, len(groups))
+		for _, g := range groups {
+			joins[herald.GroupConversationKey(g.Group)] = g.JoinSeq
+		}
+		return store.SyncState{Cursors: cursors, LastSeqs: seqs, JoinSeqs: joins}, nil
+	})
 }
 
 // PendingPush implements store.Store: one scan of the queue keys, which

@@ -287,3 +287,50 @@ func (s *Store) Cursors(ctx context.Context, user, device string) (map[string]in
 	}
 	return cursors, nil
 }
+
+// SyncState implements store.Store: one statement, so one snapshot: the
+// device's cursors (kind 0), then the user's list as LastSeqs reads it,
+// peers kind 1, groups (role <> 0) kind 2, with the member's join_seq. seq
+// is the cursor, or the conversation's last (0: no message).
+func (s *Store) SyncState(ctx context.Context, user, device string) (store.SyncState, error) {
+	if user == "" || device == "" {
+		return store.SyncState{}, herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
+	}
+	if s.closed.Load() {
+		return store.SyncState{}, errClosed
+	}
+	rows, err := s.pool.Query(ctx, `SELECT 0, conv_key, seq, 0::bigint FROM cursors WHERE user_id = $1 AND device = $2
+		UNION ALL
+		SELECT CASE WHEN mb.role <> 0 THEN 2 ELSE 1 END, c.conv_key, c.last_seq, mb.join_seq
+		FROM members mb JOIN conversations c ON c.id = mb.conv_id
+		WHERE mb.user_id = $1`, user, device)
+	if err != nil {
+		return store.SyncState{}, fmt.Errorf("postgres: sync state: %w", err)
+	}
+	defer rows.Close()
+	st := store.SyncState{Cursors: map[string]int64{}, LastSeqs: map[string]int64{}, JoinSeqs: map[string]int64{}}
+	for rows.Next() {
+		var (
+			kind         int32
+			conv         string
+			seq, joinSeq int64
+		)
+		if err := rows.Scan(&kind, &conv, &seq, &joinSeq); err != nil {
+			return store.SyncState{}, fmt.Errorf("postgres: sync state: %w", err)
+		}
+		switch {
+		case kind == 0:
+			st.Cursors[conv] = seq
+			continue
+		case seq > 0:
+			st.LastSeqs[conv] = seq
+		}
+		if kind == 2 {
+			st.JoinSeqs[conv] = joinSeq
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return store.SyncState{}, fmt.Errorf("postgres: sync state: %w", err)
+	}
+	return st, nil
+}

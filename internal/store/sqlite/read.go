@@ -83,6 +83,16 @@ func (s *Store) messageReadStatements() []statement {
 			LEFT JOIN messages m ON m.id = p.last_id
 			ORDER BY coalesce(p.last_id, 0) DESC, p.conv_key`},
 		{&s.stmtCursors, "SELECT conv_key, seq FROM cursors WHERE user_id = ? AND device = ?"},
+		// One statement, so one snapshot: the device's cursors (kind 0),
+		// then the user's list (stmtLastSeqs's rows with the member's
+		// join_seq), peers kind 1, groups (role <> 0) kind 2. seq is the
+		// cursor, or the conversation's last (NULL: no message).
+		{&s.stmtSyncState, `SELECT 0, conv_key, seq, 0 FROM cursors WHERE user_id = ?1 AND device = ?2
+			UNION ALL
+			SELECT CASE WHEN mb.role <> 0 THEN 2 ELSE 1 END, c.conv_key,
+				(SELECT max(seq) FROM messages WHERE conv_id = mb.conv_id), mb.join_seq
+			FROM members mb JOIN conversations c ON c.id = mb.conv_id
+			WHERE mb.user_id = ?1`},
 		{&s.stmtMuted, "SELECT user_id, conv_key FROM mutes ORDER BY user_id, conv_key"},
 		{&s.stmtPushRules, "SELECT user_id, rule FROM push_rules"},
 	}
@@ -390,4 +400,44 @@ func (s *Store) Cursors(ctx context.Context, user, device string) (map[string]in
 		return nil, fmt.Errorf("sqlite: cursors: %w", err)
 	}
 	return cursors, nil
+}
+
+// SyncState implements store.Store: one statement (stmtSyncState).
+func (s *Store) SyncState(ctx context.Context, user, device string) (store.SyncState, error) {
+	if user == "" || device == "" {
+		return store.SyncState{}, herald.Errorf(herald.CodeInvalidArgument, "user or device is empty")
+	}
+	if s.closed.Load() {
+		return store.SyncState{}, errClosed
+	}
+	rows, err := s.stmtSyncState.QueryContext(ctx, user, device)
+	if err != nil {
+		return store.SyncState{}, fmt.Errorf("sqlite: sync state: %w", err)
+	}
+	defer rows.Close()
+	st := store.SyncState{Cursors: map[string]int64{}, LastSeqs: map[string]int64{}, JoinSeqs: map[string]int64{}}
+	for rows.Next() {
+		var (
+			kind, joinSeq int64
+			conv          string
+			seq           sql.NullInt64
+		)
+		if err := rows.Scan(&kind, &conv, &seq, &joinSeq); err != nil {
+			return store.SyncState{}, fmt.Errorf("sqlite: sync state: %w", err)
+		}
+		if kind == 0 {
+			st.Cursors[conv] = seq.Int64
+			continue
+		}
+		if seq.Valid {
+			st.LastSeqs[conv] = seq.Int64
+		}
+		if kind == 2 {
+			st.JoinSeqs[conv] = joinSeq
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return store.SyncState{}, fmt.Errorf("sqlite: sync state: %w", err)
+	}
+	return st, nil
 }

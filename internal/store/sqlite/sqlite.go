@@ -154,6 +154,7 @@ type Store struct {
 	stmtAfter, stmtAfterSince, stmtBackward, stmtForward *sql.Stmt
 	stmtConvLast, stmtCreatedMax                         *sql.Stmt
 	stmtLastSeqs, stmtConversations, stmtCursors         *sql.Stmt
+	stmtSyncState                                        *sql.Stmt
 	stmtMuted                                            *sql.Stmt
 	stmtPushRules                                        *sql.Stmt
 	stmtGroup, stmtGroupMembers, stmtUserGroups          *sql.Stmt

@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SetReadSeq/NotInList", testReadSeqNotFound},
 		{"Cursors", testCursors},
 		{"Cursors/Clamped", testCursorsClamped},
+		{"SyncState", testSyncState},
 		{"Mute/SetAndList", testMuteSetAndList},
 		{"Mute/Conversations", testMuteConversations},
 		{"Mute/Invalid", testMuteInvalid},
@@ -1043,6 +1044,65 @@ func testCursors(t *testing.T, f *fixture) {
 	}
 }
 
+// testSyncState: a device's cursors, its user's last seqs and group
+// memberships in one read, each as the method of its own reads it.
+func testSyncState(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	f.append(t, f.texts(3, "alice", "bob")...)
+	f.append(t, f.texts(2, "carol", "alice")...)
+	f.createGroup(t, "g1", "alice", "bob")
+	f.append(t, f.gtexts(2, "bob", "g1")...)
+	f.addMembers(t, "g1", f.newMembers(herald.RoleMember, "carol")) // joins at 2
+	f.createGroup(t, "g2", "alice")                                 // no message: no last seq
+	f.createGroup(t, "g3", "alice", "bob")
+	f.append(t, f.gtext("bob", "g3"))
+	f.removeMembers(t, "g3", "bob") // left: neither a last seq nor a membership
+	batch := []store.DeviceCursors{
+		{User: "alice", Device: "phone", Cursors: map[string]int64{"p:alice:bob": 2, "g:g1": 1}},
+		{User: "bob", Device: "phone", Cursors: map[string]int64{"p:alice:bob": 3}},
+	}
+	if err := f.s.SaveCursors(ctx, batch); err != nil {
+		t.Fatalf("SaveCursors: %v", err)
+	}
+	tests := []struct {
+		user, device            string
+		cursors, last, joinSeqs string
+	}{
+		{"alice", "phone", "map[g:g1:1 p:alice:bob:2]", "map[g:g1:2 g:g3:1 p:alice:bob:3 p:alice:carol:2]", "map[g:g1:0 g:g2:0 g:g3:0]"},
+		{"alice", "laptop", "map[]", "map[g:g1:2 g:g3:1 p:alice:bob:3 p:alice:carol:2]", "map[g:g1:0 g:g2:0 g:g3:0]"},
+		{"bob", "phone", "map[p:alice:bob:3]", "map[g:g1:2 p:alice:bob:3]", "map[g:g1:0]"},
+		{"carol", "phone", "map[]", "map[g:g1:2 p:alice:carol:2]", "map[g:g1:2]"},
+		{"dave", "phone", "map[]", "map[]", "map[]"},
+	}
+	for _, tt := range tests {
+		got, err := f.s.SyncState(ctx, tt.user, tt.device)
+		if err != nil {
+			t.Fatalf("SyncState(%q, %q): %v", tt.user, tt.device, err)
+		}
+		if got.Cursors == nil || got.LastSeqs == nil || got.JoinSeqs == nil {
+			t.Errorf("SyncState(%q, %q) = %#v, want non-nil maps", tt.user, tt.device, got)
+		}
+		if c, l, j := fmt.Sprint(got.Cursors), fmt.Sprint(got.LastSeqs), fmt.Sprint(got.JoinSeqs); c != tt.cursors || l != tt.last || j != tt.joinSeqs {
+			t.Errorf("SyncState(%q, %q) = cursors %s, last seqs %s, join seqs %s; want %s, %s, %s",
+				tt.user, tt.device, c, l, j, tt.cursors, tt.last, tt.joinSeqs)
+		}
+		// The same as the reads it replaces.
+		cursors, _ := f.s.Cursors(ctx, tt.user, tt.device)
+		joins := map[string]int64{}
+		for _, m := range f.userGroups(t, tt.user) {
+			joins[herald.GroupConversationKey(m.Group)] = m.JoinSeq
+		}
+		if fmt.Sprint(cursors) != fmt.Sprint(got.Cursors) || fmt.Sprint(f.lastSeqs(t, tt.user)) != fmt.Sprint(got.LastSeqs) ||
+			fmt.Sprint(joins) != fmt.Sprint(got.JoinSeqs) {
+			t.Errorf("SyncState(%q, %q) differs from Cursors, LastSeqs and UserGroups", tt.user, tt.device)
+		}
+	}
+	for _, bad := range [][2]string{{"", "phone"}, {"alice", ""}} {
+		_, err := f.s.SyncState(ctx, bad[0], bad[1])
+		wantCode(t, fmt.Sprintf("SyncState(%q, %q)", bad[0], bad[1]), err, herald.CodeInvalidArgument)
+	}
+}
+
 // testCursorsClamped: a cursor past its conversation's last seq is
 // clamped to it, and one of a conversation not in the user's list is not
 // stored, with the rest of its batch.
@@ -1180,6 +1240,7 @@ func testClose(t *testing.T, f *fixture) {
 		{"Conversations", func() error { _, err := f.s.Conversations(ctx, "alice", 10); return err }},
 		{"SetReadSeq", func() error { return f.s.SetReadSeq(ctx, "alice", m.Conv, 1) }},
 		{"Cursors", func() error { _, err := f.s.Cursors(ctx, "alice", "phone"); return err }},
+		{"SyncState", func() error { _, err := f.s.SyncState(ctx, "alice", "phone"); return err }},
 		{"SaveCursors", func() error {
 			return f.s.SaveCursors(ctx, []store.DeviceCursors{{User: "alice", Device: "phone", Cursors: map[string]int64{m.Conv: 1}}})
 		}},
