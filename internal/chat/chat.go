@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -600,6 +601,11 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 	}
 	convs := make([]string, 0, len(last))
 	for k, seq := range last {
+		if _, member := state.JoinSeqs[k]; !member && strings.HasPrefix(k, herald.GroupConversationKey("")) {
+			// A group listed without a membership (imported data the
+			// server would not write): its history is its members' only.
+			continue
+		}
 		if seq > covered[k] {
 			convs = append(convs, k)
 		}

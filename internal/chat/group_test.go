@@ -630,3 +630,39 @@ func TestEachMemberInUserOrder(t *testing.T) {
 		}
 	}
 }
+
+// strayGroupStore lists group g1 among eve's conversations without a
+// membership: a row the server never writes, but imported data could hold.
+type strayGroupStore struct{ *sqlite.Store }
+
+func (p strayGroupStore) SyncState(ctx context.Context, user, device string) (store.SyncState, error) {
+	st, err := p.Store.SyncState(ctx, user, device)
+	if err == nil && user == "eve" {
+		st.LastSeqs[herald.GroupConversationKey("g1")] = 2
+	}
+	return st, err
+}
+
+// A group listed for a user who is not its member is not synced to them.
+func TestSyncSkipsAGroupWithoutMembership(t *testing.T) {
+	st := strayGroupStore{openStore(t)}
+	s, _ := newService(t, st, Config{})
+	mustCreate(t, s, "owner", "g1", "ann")
+	for _, l := range []string{"secret1", "secret2"} {
+		if _, err := send(s, "ann", 0, groupMsg("g1", l, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	if _, _, err := s.Sync(context.Background(), "eve", "phone", nil, func(ms []*herald.Message) error {
+		for _, m := range ms {
+			got = append(got, m.Text)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) > 0 {
+		t.Errorf("eve, no member of g1, was synced %v", got)
+	}
+}
