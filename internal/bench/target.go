@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +44,8 @@ type Target struct {
 	nodes  []*Target // StartCluster: every node; nil for one server
 	drop   func()    // StartCluster: drops the run's PostgreSQL schema
 	schema string    // and its name
+
+	nextSource atomic.Uint32 // dial: the source address of the next connection
 }
 
 // Nodes returns the target's nodes: the ones StartCluster started, or the
