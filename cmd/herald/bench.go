@@ -198,6 +198,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		defer t.Stop()
 	}
+	for _, n := range t.Nodes() {
+		n.Progress = stderr
+	}
 	var report any
 	var err error
 	switch scenario {

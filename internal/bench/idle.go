@@ -85,9 +85,11 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		o.RestartDeadline = 60 * time.Second
 	}
 	// Warm the server's paths once, then read the baseline.
-	if c, _, err := loginDevice(ctx, t, "bench-warmup", ""); err == nil {
-		c.close()
+	c, _, err := loginDevice(ctx, t, "bench-warmup", "")
+	if err != nil {
+		return ConnResult{}, fmt.Errorf("warm-up: %w", err)
 	}
+	c.close()
 	time.Sleep(o.Settle)
 	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS(), BaselineAnon: t.sum("RssAnon:")}
 

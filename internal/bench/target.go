@@ -38,6 +38,10 @@ type Target struct {
 	PID    int    // server process, for memory readings; 0 when unknown
 	Node   string // HERALD_NODE_ID of a node StartCluster started; empty otherwise
 
+	// Progress is where the target's dialling says, once, that it cannot
+	// spread its connections over source addresses; nil for nowhere.
+	Progress io.Writer
+
 	cmd    *exec.Cmd
 	addr   string // host:port the server listens on
 	data   string
