@@ -22,7 +22,7 @@ import (
 const benchUsage = `Usage:
   herald bench peer [--pairs N] [--rate R] [--duration D] [--json] [--target URL --secret S [--users PREFIX]]
                     [--store sqlite|pebble|URL] [--nodes N --store postgres://... --bus nats://...]
-  herald bench conn [--conns N] [--concurrency C] [--restart [--restart-deadline D]] [--json]
+  herald bench conn [--conns N] [--concurrency C] [--restart [--restart-deadline D]] [--cpuprofile FILE] [--json]
                     [--target URL --secret S]
   herald bench push [--provider apns|fcm|hms|webpush] [--recipients N] [--messages M]
                     [--senders S] [--rate R] [--rtt D] [--window W] [--drain D]
@@ -96,6 +96,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&co.Concurrency, "concurrency", 256, "logins in progress at once while the connections are opened")
 		fs.BoolVar(&co.Restart, "restart", false, "then restart the server under the sessions (SIGTERM, start again) and time their return")
 		fs.DurationVar(&co.RestartDeadline, "restart-deadline", time.Minute, "how long to wait for every session to come back after --restart")
+		fs.StringVar(&pushEnv.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the load generator) over the timed round of logins to this file")
 	case "push":
 		fs.IntVar(&po.Recipients, "recipients", 1000, "offline users, one device each")
 		fs.IntVar(&po.Messages, "messages", 50000, "messages with a push configuration, all senders together")
@@ -197,6 +198,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		}
 		defer t.Stop()
 	}
+	for _, n := range t.Nodes() {
+		n.Progress = stderr
+	}
 	var report any
 	var err error
 	switch scenario {
@@ -206,6 +210,14 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		// A bench server's built-in emulators accept the bench's app; a
 		// --target may not be configured for it.
 		co.Conns, co.Progress, co.Push = conns, stderr, *target == ""
+		if pushEnv.cpuProfile != "" {
+			f, ferr := os.Create(pushEnv.cpuProfile)
+			if ferr != nil {
+				return ferr
+			}
+			defer f.Close()
+			co.CPUProfile = f
+		}
 		report, err = bench.Conn(ctx, t, co)
 	case "push":
 		po.Progress, po.Users = stderr, *users

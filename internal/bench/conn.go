@@ -25,7 +25,8 @@ type client struct {
 	conn    net.Conn
 	br      *bufio.Reader
 	wmu     sync.Mutex
-	wbuf    []byte
+	wbuf    []byte // a request's WebSocket frame, as written
+	pbuf    []byte // a request's payload (request)
 	nextID  uint64
 	onFrame func(payload []byte) // a text message as received; valid during the call
 }
@@ -120,9 +121,14 @@ func (c *client) request(op string, v any, withID bool) (uint64, error) {
 		c.nextID++
 		id = c.nextID
 	}
-	c.wbuf, _ = proto.JSON.EncodeFrame(c.wbuf[:0], &proto.Frame{ID: id, Op: op, Data: data})
+	c.pbuf, _ = proto.JSON.EncodeFrame(c.pbuf[:0], &proto.Frame{ID: id, Op: op, Data: data})
+	// One write for the header and the payload, as the SDK's buffered
+	// writer does: written apart, they went out as two segments, and
+	// the server often woke up for each.
+	c.wbuf = appendClientFrame(c.wbuf[:0], c.pbuf)
 	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	return id, wsutil.WriteClientText(c.conn, c.wbuf)
+	_, err = c.conn.Write(c.wbuf)
+	return id, err
 }
 
 func (c *client) close() { c.conn.Close() }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,8 +26,11 @@ type ConnOptions struct {
 	// Push registers a push device at each timed login (an APNs token of
 	// app com.herald.bench.conn, which a bench server's built-in emulators
 	// accept); without it the logins register nothing.
-	Push     bool
-	Progress io.Writer
+	Push bool
+	// CPUProfile, when set, receives a CPU profile of this process (the
+	// load generator) over the timed round of logins.
+	CPUProfile io.Writer
+	Progress   io.Writer
 }
 
 // ConnResult is the report; JSON names are a contract for tools.
@@ -81,9 +85,11 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		o.RestartDeadline = 60 * time.Second
 	}
 	// Warm the server's paths once, then read the baseline.
-	if c, _, err := loginDevice(ctx, t, "bench-warmup", ""); err == nil {
-		c.close()
+	c, _, err := loginDevice(ctx, t, "bench-warmup", "")
+	if err != nil {
+		return ConnResult{}, fmt.Errorf("warm-up: %w", err)
 	}
+	c.close()
 	time.Sleep(o.Settle)
 	res := ConnResult{Conns: o.Conns, BaselineRSS: t.RSS(), BaselineAnon: t.sum("RssAnon:")}
 
@@ -112,8 +118,16 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 	// The first round's sessions are torn down after their close: that
 	// work is not the next round's logins.
 	waitServerIdle(t, 10*time.Second)
+	if o.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
+			return res, err
+		}
+	}
 	serverCPU, genCPU := t.CPU(), procCPU(os.Getpid())
 	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Push, o.Progress, "logins")
+	if o.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	defer s.closeAll()
 	if err != nil {
 		return res, err

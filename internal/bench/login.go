@@ -26,7 +26,7 @@ const loginApp = "com.herald.bench.conn"
 // pushToken is empty) and wait for the end of the offline sync. It returns
 // the logged-in client and the push ID the server gave the token.
 func loginDevice(ctx context.Context, t *Target, user, pushToken string) (*client, string, error) {
-	d := ws.Dialer{Protocols: []string{proto.Subprotocol}, Timeout: 10 * time.Second}
+	d := ws.Dialer{Protocols: []string{proto.Subprotocol}, Timeout: 10 * time.Second, NetDial: t.dial}
 	conn, br, _, err := d.Dial(ctx, t.URL)
 	if err != nil {
 		return nil, "", err

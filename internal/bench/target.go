@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,12 +38,18 @@ type Target struct {
 	PID    int    // server process, for memory readings; 0 when unknown
 	Node   string // HERALD_NODE_ID of a node StartCluster started; empty otherwise
 
+	// Progress is where the target's dialling says, once, that it cannot
+	// spread its connections over source addresses; nil for nowhere.
+	Progress io.Writer
+
 	cmd    *exec.Cmd
 	addr   string // host:port the server listens on
 	data   string
 	nodes  []*Target // StartCluster: every node; nil for one server
 	drop   func()    // StartCluster: drops the run's PostgreSQL schema
 	schema string    // and its name
+
+	nextSource atomic.Uint32 // dial: the source address of the next connection
 }
 
 // Nodes returns the target's nodes: the ones StartCluster started, or the
