@@ -104,7 +104,7 @@ type SendResult struct {
 // Config tunes the service. Zero values take the defaults on each field.
 type Config struct {
 	Limits           herald.Limits // defaults as herald.Limits.WithDefaults
-	MaxBatch         int           // messages per store transaction; zero means 1,024
+	MaxBatch         int           // messages per store transaction; zero means 256
 	OfflineRetention time.Duration // how far back the login sync reaches; zero means 7 days
 	SyncPage         int           // messages per store read during sync; zero means 200
 	MaxGroupMembers  int           // members per group; zero means 10,000
@@ -176,7 +176,7 @@ type pending struct {
 func New(st Store, d Deliverer, cfg Config) *Service {
 	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 1024
+		cfg.MaxBatch = 256
 	}
 	if cfg.OfflineRetention <= 0 {
 		cfg.OfflineRetention = 7 * 24 * time.Hour
@@ -204,9 +204,9 @@ func New(st Store, d Deliverer, cfg Config) *Service {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{
 		st: st, deliv: d, cfg: cfg, log: cfg.Logger,
-		in: make(chan *pending, 2*cfg.MaxBatch), // a batch and the next
+		in: make(chan *pending, 8*cfg.MaxBatch),
 		// Stored batches waiting for delivery: at most about 16,384 messages
-		// (64 batches of the former 256), whatever max-batch is.
+		// (64 batches at the default 256), whatever max-batch is.
 		fanout: make(chan []*pending, max(4, 16384/cfg.MaxBatch)),
 		groups: groups{m: make(map[string]*groupState)},
 		rel:    releases{wake: make(chan struct{}, 1)},

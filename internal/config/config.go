@@ -186,7 +186,7 @@ func Default() Config {
 		MaxCustomBytes:    32 << 10,
 		MaxCommandBytes:   4 << 10,
 		MaxExtendedBytes:  1 << 10,
-		MaxBatch:          1024,
+		MaxBatch:          256,
 
 		MediaMaxImageBytes: 20 << 20,
 		MediaMaxFileBytes:  100 << 20,
