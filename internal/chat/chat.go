@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -601,10 +600,12 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 	}
 	convs := make([]string, 0, len(last))
 	for k, seq := range last {
-		if _, member := state.JoinSeqs[k]; !member && strings.HasPrefix(k, herald.GroupConversationKey("")) {
-			// A group listed without a membership (imported data the
-			// server would not write): its history is its members' only.
-			continue
+		if t, _, _, _ := herald.ParseConversationKey(k); t == herald.ConversationGroup {
+			if _, member := state.JoinSeqs[k]; !member {
+				// A group listed without a membership (imported data the
+				// server would not write): its history is its members' only.
+				continue
+			}
 		}
 		if seq > covered[k] {
 			convs = append(convs, k)

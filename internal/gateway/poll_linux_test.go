@@ -23,14 +23,22 @@ import (
 	"github.com/herald-im/herald/token"
 )
 
-// ownedSession logs user in over a real socket on the epoll driver and
-// waits until the session owns its descriptor (its net.Conn closed).
-func ownedSession(t *testing.T, g *Gateway, url, user string) (*wsClient, *session) {
+// loginOver logs user in (device "d") over a real socket and waits for
+// the end of its sync.
+func loginOver(t *testing.T, url, user string) *wsClient {
 	t.Helper()
 	c := dialWS(t, url)
 	tok, _ := token.Mint([]byte("0123456789abcdef"), user, time.Now(), time.Hour)
 	c.call(1, proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: user, Token: tok, DeviceID: "d"})
 	c.waitEvent(proto.EvSyncDone)
+	return c
+}
+
+// ownedSession logs user in over a real socket on the epoll driver and
+// waits until the session owns its descriptor (its net.Conn closed).
+func ownedSession(t *testing.T, g *Gateway, url, user string) (*wsClient, *session) {
+	t.Helper()
+	c := loginOver(t, url, user)
 	var found *session
 	waitFor(t, user+"'s session owning its descriptor", func() bool {
 		g.connsMu.Lock()
@@ -348,10 +356,7 @@ func TestOwnAtRearm(t *testing.T) {
 // counted: the session keeps its net.Conn.
 func keptSession(t *testing.T, g *Gateway, url, user string) (*wsClient, *session) {
 	t.Helper()
-	c := dialWS(t, url)
-	tok, _ := token.Mint([]byte("0123456789abcdef"), user, time.Now(), time.Hour)
-	c.call(1, proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: user, Token: tok, DeviceID: "d"})
-	c.waitEvent(proto.EvSyncDone)
+	c := loginOver(t, url, user)
 	waitFor(t, "the failed takeover counted", func() bool { return g.Stats().DescriptorsKept == 1 })
 	var found *session
 	g.connsMu.Lock()
