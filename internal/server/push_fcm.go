@@ -1,9 +1,12 @@
 package server
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/emulator"
@@ -67,7 +70,7 @@ func devFCM(emu *emulator.APNs, emus *pushEmulators, cfg config.Config, log *slo
 	e := emulator.NewFCM(emulator.FCMConfig{Logger: log})
 	e.Mount(emu)
 	emus.fcm = e
-	sa, err := e.ServiceAccount(devFCMProject)
+	sa, err := devFCMAccount(e, cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("fcm emulator: %w", err)
 	}
@@ -78,4 +81,45 @@ func devFCM(emu *emulator.APNs, emus *pushEmulators, cfg config.Config, log *slo
 		return nil, fmt.Errorf("fcm emulator: %w", err)
 	}
 	return p, nil
+}
+
+// DevFCMAccountFile is the built-in FCM emulator's service account, kept in
+// the data folder: making one takes an RSA key, 50-200 ms of CPU on a small
+// machine at every start, and more under load, before the server listens.
+// It is the emulator's own (nothing outside the server is bound to it): an
+// unreadable file is replaced.
+const DevFCMAccountFile = "fcm-emulator.json"
+
+// devFCMAccount makes e accept the data folder's saved service account and
+// returns it with e's URLs, or makes one and saves it (no data folder: this
+// run only).
+func devFCMAccount(e *emulator.FCM, cfg config.Config, log *slog.Logger) ([]byte, error) {
+	if cfg.DataDir == "" {
+		return e.ServiceAccount(devFCMProject)
+	}
+	path := filepath.Join(cfg.DataDir, DevFCMAccountFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if b, err = e.AddServiceAccount(b); err == nil {
+			return b, nil
+		}
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		log.Warn("the FCM emulator's saved service account is unusable: making a new one", "path", path, "err", err)
+	}
+	if b, err = e.ServiceAccount(devFCMProject); err != nil {
+		return nil, err
+	}
+	// Written under a temporary name and renamed: a crash leaves the old
+	// file or the new one, never a part.
+	tmp := path + ".tmp"
+	err = os.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		log.Warn("could not keep the FCM emulator's service account: the next start makes a new one", "path", path, "err", err)
+	}
+	return b, nil
 }

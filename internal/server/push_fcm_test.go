@@ -149,6 +149,53 @@ func TestDevFCM(t *testing.T) {
 	}
 }
 
+// TestDevFCMAccountKept: the built-in FCM emulator's service account is
+// made once per data folder and reused by the next start (no new RSA key);
+// pushes go through with it (the token URL is this start's emulator's); a
+// file that does not parse is replaced by a new account.
+func TestDevFCMAccountKept(t *testing.T) {
+	cfg := config.Default()
+	cfg.PushEmulatorAddr = "127.0.0.1:0"
+	cfg.DataDir = t.TempDir()
+	path := filepath.Join(cfg.DataDir, DevFCMAccountFile)
+	start := func() (keyID string) {
+		t.Helper()
+		provs, _, emus, err := pushSetup(cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer emus.close()
+		defer closeProviders(provs)
+		if res := fcmSend(t, provs[herald.ProviderFCM], "org.example.any", "dev-tok"); res.Verdict != push.Delivered {
+			t.Fatalf("Send = %+v", res)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(path); err != nil {
+			t.Fatal(err)
+		} else if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", path, fi.Mode().Perm())
+		}
+		var sa struct {
+			KeyID string `json:"private_key_id"`
+		}
+		if err := json.Unmarshal(b, &sa); err != nil || sa.KeyID == "" {
+			t.Fatalf("%s = %s (%v)", path, b, err)
+		}
+		return sa.KeyID
+	}
+	first := start()
+	if second := start(); second != first {
+		t.Errorf("second start made a new account (key %s, first %s)", second, first)
+	}
+	fcmWriteFile(t, path, "{not json")
+	if third := start(); third == first || third == "" {
+		t.Errorf("a corrupt saved account was kept (key %q)", third)
+	}
+}
+
 // TestFCMOfflinePushEndToEnd drives the server through the SDK in dev
 // mode: bob's Android phone (an fcm registration) is offline; alice's
 // message reaches it once through the built-in FCM emulator with what she
