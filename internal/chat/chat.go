@@ -615,11 +615,20 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 	since := s.cfg.Now().Add(-s.cfg.OfflineRetention)
 	var ownRun map[string]int64 // the end of each conversation's leading run of own sends
 	for _, conv := range convs {
-		after, leading := covered[conv], true
-		for {
+		// The sync reads up to the conversation's newest seq in the state
+		// read above, not further: what is stored later reaches this
+		// session live (held until sync_done), and only if the user is
+		// then still a member, so a member removed during the sync is not
+		// sent what was stored after the removal.
+		after, end, leading := covered[conv], last[conv], true
+		for after < end {
 			msgs, err := s.st.MessagesAfter(ctx, conv, after, since, s.cfg.SyncPage)
 			if err != nil {
 				return nil, count, fmt.Errorf("sync: %s: %w", conv, err)
+			}
+			full := len(msgs) == s.cfg.SyncPage
+			if i := sort.Search(len(msgs), func(i int) bool { return msgs[i].Seq > end }); i < len(msgs) {
+				msgs, full = msgs[:i], false
 			}
 			if len(msgs) == 0 {
 				break
@@ -646,7 +655,7 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 				}
 				count += len(rest)
 			}
-			if len(msgs) < s.cfg.SyncPage {
+			if !full {
 				break
 			}
 		}

@@ -356,6 +356,30 @@ func TestSyncKickedDuringTheSyncGetsNothingFromBeforeJoining(t *testing.T) {
 	}
 }
 
+// A member kicked between the sync's read of the store's state and its
+// message reads is not synced what was stored after the kick; what was
+// stored before it (while a member) is.
+func TestSyncKickedDuringTheSyncGetsNothingStoredAfterTheKick(t *testing.T) {
+	ctx := context.Background()
+	ps := &pausingStore{Store: openStore(t)}
+	s, _ := newService(t, ps, Config{})
+	mustCreate(t, s, "owner", "g1", "ann", "eve")
+	if _, err := send(s, "ann", 0, groupMsg("g1", "before", "before the kick")); err != nil {
+		t.Fatal(err)
+	}
+	ps.afterSyncState = func() {
+		if _, err := s.KickGroupMembers(ctx, "owner", 0, "g1", []string{"eve"}); err != nil {
+			t.Error(err)
+		}
+		if _, err := send(s, "ann", 0, groupMsg("g1", "after", "after the kick")); err != nil {
+			t.Error(err)
+		}
+	}
+	if got := syncedTexts(t, s, "eve"); !slices.Equal(got, []string{"before the kick"}) {
+		t.Errorf("eve (kicked during the sync) was synced %q, want only the message from before the kick", got)
+	}
+}
+
 // memberPause stops the first member read after it is armed: a group's
 // load that has read the store and not yet cached what it read.
 type memberPause struct {
