@@ -147,7 +147,8 @@ type Stats struct {
 	SendsLimited int64 // sends refused by the rate limit
 	// DescriptorsKept: logged-in sessions on the epoll driver that kept
 	// their net.Conn because their descriptor could not be duplicated
-	// (out of descriptors); they work, at an idle connection's old cost.
+	// when they connected (out of descriptors); they work, at an idle
+	// connection's old cost.
 	DescriptorsKept int64
 }
 
