@@ -147,8 +147,7 @@ type Stats struct {
 	SendsLimited int64 // sends refused by the rate limit
 	// DescriptorsKept: logged-in sessions on the epoll driver that kept
 	// their net.Conn because their descriptor could not be duplicated
-	// when they connected (out of descriptors); they work, at an idle
-	// connection's old cost.
+	// (out of descriptors); they work, at an idle connection's old cost.
 	DescriptorsKept int64
 }
 

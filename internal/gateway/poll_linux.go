@@ -16,28 +16,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pollState is a session's registration with the poller. From the
-// handshake on, the session owns a duplicate of its net.Conn's descriptor
-// (own): that duplicate is what the epoll set holds, added once, and what
-// the session reads with read(2), each read holding a reference (ref).
-// Until login the net.Conn stays open beside it (the server's listener
-// counts the connection until it authenticates, and writes go through it);
-// once logged in the net.Conn is closed (takeover): Go's netFD, its
-// addresses and its netpoller entry are ~900 bytes per idle connection,
-// more than the session itself. From then on writes are write(2) on fd
-// too, and a write that finds the socket's buffer full waits for EPOLLOUT
-// in the poller's second epoll set (await). Taking the duplicate at login
-// instead cost two more epoll_ctl per login: the net.Conn's descriptor
-// removed from the set, the duplicate added.
+// pollState is a session's registration with the poller. Until login the
+// descriptor is its net.Conn's, read through raw. Once logged in, the
+// session owns a duplicate of it and the net.Conn is closed (own): Go's
+// netFD, its addresses and its netpoller entry are ~900 bytes per idle
+// connection, more than the session itself. From then on reads and
+// writes are read(2) and write(2) on fd, each holding a reference (ref),
+// and a write that finds the socket's buffer full waits for EPOLLOUT in
+// the poller's second epoll set (await).
 type pollState struct {
-	raw     syscall.RawConn // the net.Conn's until takeover; nil after
+	raw     syscall.RawConn // until own; nil after
 	fd      int32           // a descriptor is an int32 to the kernel: the session stays small
 	ref     atomic.Int32    // once own: operations on fd in progress, and fdClosing
 	armed   bool            // added to the epoll set; s.mu guards it
-	own     bool            // fd is the session's duplicate (closed by closeFD); s.mu guards it
-	handoff bool            // the reader left the takeover and re-arming to the busy writer (handoffLocked); s.mu guards it
-	keep    bool            // duplicating fd failed: fd is the net.Conn's, read through raw, and the session keeps its net.Conn for good; s.mu guards it
-	counted bool            // keep was counted at login (Stats.DescriptorsKept); s.mu guards it
+	own     bool            // fd is the session's and conn is nil; s.mu guards it
+	handoff bool            // the reader left re-arming to the busy writer (handoffLocked); s.mu guards it
+	keep    bool            // duplicating fd failed: the session keeps its net.Conn for good; s.mu guards it
 }
 
 // fdClosing is set in pollState.ref when the owned descriptor is to be
@@ -197,7 +191,6 @@ func (p *poller) attach(s *session, buffered []byte) bool {
 		return true // closed already (shutdown raced the handshake): nothing to read
 	}
 	s.poll = pollState{raw: raw, fd: int32(fd)}
-	p.dupLocked(s)
 	p.mu.Lock()
 	p.byID[uint64(s.id)] = s
 	p.mu.Unlock()
@@ -281,17 +274,18 @@ func (p *poller) forget(s *session) {
 	p.mu.Unlock()
 }
 
-// rearmLocked re-arms s after its bytes are read, first closing its
-// net.Conn once it is logged in (takeoverLocked). That needs the writer
-// idle too: when it is not, reading stays disarmed and the writer does
-// both at the top of its next round (handoffLocked). s.mu must be held.
+// rearmLocked re-arms s after its bytes are read, first taking its
+// descriptor out of its net.Conn once it is logged in (ownLocked). That
+// needs the writer idle too: when it is not, reading stays disarmed and
+// the writer does both at the top of its next round (handoffLocked).
+// s.mu must be held.
 func (p *poller) rearmLocked(s *session) error {
-	if s.poll.raw != nil && !s.poll.counted && s.loggedIn.Load() && !s.closed && s.closeCode == 0 && !p.closed.Load() {
+	if !s.poll.own && !s.poll.keep && s.loggedIn.Load() && !s.closed && s.closeCode == 0 && !p.closed.Load() {
 		if s.writing {
 			s.poll.handoff = true
 			return nil
 		}
-		p.takeoverLocked(s)
+		p.ownLocked(s)
 	}
 	return p.armLocked(s)
 }
@@ -306,50 +300,41 @@ func (p *poller) handoffLocked(s *session) {
 	if s.closed || s.closeCode != 0 {
 		return // closing: the writer reads the rest itself (awaitPeerClose)
 	}
-	p.takeoverLocked(s)
+	p.ownLocked(s)
 	if err := p.armLocked(s); err != nil {
 		p.log.Error("epoll register failed", "conn_id", uint64(s.id), "err", err)
 		go s.teardown()
 	}
 }
 
-// dupLocked makes s own a duplicate of its net.Conn's descriptor (at the
-// handshake, before s is in the epoll set). On failure (no descriptor
-// left) s keeps reading its net.Conn's descriptor through raw, and keeps
-// its net.Conn for good (takeoverLocked); it is not tried again. s.mu must
-// be held.
-func (p *poller) dupLocked(s *session) {
+// ownLocked duplicates s's descriptor and closes its net.Conn; no reader
+// or writer may be using the connection. On failure (no descriptor left)
+// s keeps its net.Conn for good: it is counted (Stats.DescriptorsKept),
+// and not tried again. s.mu must be held.
+func (p *poller) ownLocked(s *session) {
 	fd, derr := -1, error(nil)
 	if err := s.poll.raw.Control(func(f uintptr) {
 		fd, derr = p.dup(f)
 	}); err != nil || derr != nil {
 		s.poll.keep = true
+		n := s.g.stats.descriptorsKept.Add(1)
 		now, last := time.Now().UnixNano(), p.dupWarn.Load()
 		if now-last >= int64(dupWarnEvery) && p.dupWarn.CompareAndSwap(last, now) {
 			p.log.Warn("keeping connections' descriptors in Go's net package", "conn_id", uint64(s.id),
-				"err", errors.Join(err, derr))
+				"err", errors.Join(err, derr), "kept_total", n)
 		}
 		return
 	}
-	s.poll.fd, s.poll.own = int32(fd), true
-}
-
-// takeoverLocked closes the net.Conn of logged-in s, which reads and
-// writes its own descriptor from then on; the epoll set holds that one
-// already, so it is not touched. No reader or writer may be using the
-// net.Conn. A session that could not duplicate its descriptor (keep)
-// keeps its net.Conn and is counted (Stats.DescriptorsKept), once. s.mu
-// must be held.
-func (p *poller) takeoverLocked(s *session) {
-	if s.poll.keep {
-		if !s.poll.counted {
-			s.poll.counted = true
-			s.g.stats.descriptorsKept.Add(1)
-		}
-		return
+	// The set holds the old number: remove it before that number is
+	// closed, or the registration outlives it (the duplicate keeps the
+	// socket open) and fires for a number no longer s's.
+	if s.poll.armed {
+		p.ctl(p.epfd, unix.EPOLL_CTL_DEL, s.poll.fd, nil)
+		s.poll.armed = false
 	}
 	s.conn.Close()
 	s.conn, s.poll.raw = nil, nil
+	s.poll.fd, s.poll.own = int32(fd), true
 }
 
 func (p *poller) loop() {

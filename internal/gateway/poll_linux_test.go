@@ -5,14 +5,11 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -316,136 +313,42 @@ func TestOwnedDescriptorClose(t *testing.T) {
 	})
 }
 
-// preLoginSession dials url without logging in and returns the session
-// once the poller has armed it.
-func preLoginSession(t *testing.T, g *Gateway, url string) (*wsClient, *session) {
-	t.Helper()
-	c := dialWS(t, url)
-	var found *session
-	waitFor(t, "the new session armed", func() bool {
-		g.connsMu.Lock()
-		for s := range g.conns {
-			found = s
-		}
-		g.connsMu.Unlock()
-		if found == nil {
-			return false
-		}
-		found.mu.Lock()
-		defer found.mu.Unlock()
-		return found.poll.armed
-	})
-	return c, found
-}
-
-// epollTargets lists the sessions' descriptors epoll set epfd of p holds
-// (its wake-up's left out), from /proc/self/fdinfo.
-func epollTargets(t *testing.T, p *poller, epfd int) []int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", epfd))
-	if err != nil {
-		t.Fatalf("fdinfo of the epoll set: %v", err)
-	}
-	var fds []int
-	for _, line := range strings.Split(string(b), "\n") {
-		var fd int
-		if _, err := fmt.Sscanf(line, "tfd: %d", &fd); err == nil && fd != p.wake {
-			fds = append(fds, fd)
-		}
-	}
-	return fds
-}
-
-// pingPong sends a WebSocket ping and waits for its pong (answered before
-// login too).
-func pingPong(t *testing.T, c *wsClient) {
-	t.Helper()
-	if err := wsutil.WriteClientMessage(c.conn, ws.OpPing, []byte("p")); err != nil {
-		t.Fatalf("ping: %v", err)
-	}
-	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	defer c.conn.SetReadDeadline(time.Time{})
-	for {
-		f, err := ws.ReadFrame(c.conn)
-		if err != nil {
-			t.Fatalf("waiting for the pong: %v", err)
-		}
-		if f.Header.OpCode == ws.OpPong {
-			return
-		}
-	}
-}
-
-// TestOneRegistration: a session's epoll registration is its own
-// duplicate descriptor from the handshake on, added once: login closes
-// the net.Conn and leaves the set as it was (no removal and re-adding of
-// another number).
-func TestOneRegistration(t *testing.T) {
-	g, url := startEpoll(t, time.Minute, nil)
-	defer g.Shutdown(context.Background())
-	c, s := preLoginSession(t, g, url)
-	defer c.conn.Close()
-	s.mu.Lock()
-	own, conn, fd := s.poll.own, s.conn, int(s.poll.fd)
-	netFD := -1
-	if s.poll.raw != nil {
-		s.poll.raw.Control(func(f uintptr) { netFD = int(f) })
-	}
-	s.mu.Unlock()
-	if !own || conn == nil || fd == netFD {
-		t.Fatalf("before login: own %v, net.Conn %v, descriptor %d (the net.Conn's %d); want a duplicate of its own beside the open net.Conn", own, conn, fd, netFD)
-	}
-	if got := epollTargets(t, g.poller, g.poller.epfd); !slices.Equal(got, []int{fd}) {
-		t.Fatalf("before login the epoll set holds %v, want the duplicate %d", got, fd)
-	}
-	tok, _ := token.Mint([]byte("0123456789abcdef"), "alice", time.Now(), time.Hour)
-	c.call(1, proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "alice", Token: tok, DeviceID: "d"})
-	c.waitEvent(proto.EvSyncDone)
-	waitFor(t, "the net.Conn closed after login", func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.conn == nil
-	})
-	s.mu.Lock()
-	after := int(s.poll.fd)
-	s.mu.Unlock()
-	if after != fd {
-		t.Errorf("after login the session reads descriptor %d, want %d, the one registered at the handshake", after, fd)
-	}
-	if got := epollTargets(t, g.poller, g.poller.epfd); !slices.Equal(got, []int{fd}) {
-		t.Errorf("after login the epoll set holds %v, want %d", got, fd)
-	}
-	if f := c.call(2, proto.OpPing, struct{}{}); f.Err != nil {
-		t.Errorf("ping after the takeover: %v", f.Err)
-	}
-}
-
 // TestOwnAtRearm (review L4): with the writer idle, the reader's re-arm
-// after login closes the net.Conn itself (rearmLocked, not the writer's
-// handoff), and the session goes on over its own descriptor.
+// takes the descriptor over itself (rearmLocked, not the writer's
+// handoff), and the session goes on over it.
 func TestOwnAtRearm(t *testing.T) {
-	g, url := startEpoll(t, time.Minute, nil)
+	var fail atomic.Bool
+	fail.Store(true)
+	g, url := startEpoll(t, time.Minute, func(g *Gateway) {
+		dup := g.poller.dup
+		g.poller.dup = func(fd uintptr) (int, error) {
+			if fail.Load() {
+				return -1, unix.EMFILE
+			}
+			return dup(fd)
+		}
+	})
 	defer g.Shutdown(context.Background())
-	c, s := preLoginSession(t, g, url)
+	c, s := keptSession(t, g, url, "alice")
 	defer c.conn.Close()
 	s.waitWriter() // idle
+	fail.Store(false)
 	s.mu.Lock()
+	s.poll.keep = false // as if the first try had not failed
 	if s.writing {
 		s.mu.Unlock()
 		t.Fatal("the writer runs")
 	}
-	fd := s.poll.fd
-	s.loggedIn.Store(true) // as the login does before its re-arm
 	err := g.poller.rearmLocked(s)
-	s.loggedIn.Store(false) // it never logged in: it ends as a connection before login
-	own, conn, raw, handoff := s.poll.own, s.conn, s.poll.raw, s.poll.handoff
+	own, conn, handoff := s.poll.own, s.conn, s.poll.handoff
 	s.mu.Unlock()
-	if err != nil || !own || conn != nil || raw != nil || handoff || s.poll.fd != fd {
-		t.Fatalf("rearm with an idle writer: err %v, own %v, net.Conn %v, raw %v, handoff %v, descriptor %d (was %d); want the net.Conn closed and the same descriptor",
-			err, own, conn, raw, handoff, s.poll.fd, fd)
+	if err != nil || !own || conn != nil || handoff {
+		t.Fatalf("rearm with an idle writer: err %v, own %v, net.Conn %v, handoff %v; want the descriptor taken over", err, own, conn, handoff)
 	}
-	for range 3 {
-		pingPong(t, c) // read and answered over the owned descriptor
+	for i := range 3 {
+		if f := c.call(uint64(10+i), proto.OpPing, struct{}{}); f.Err != nil {
+			t.Fatalf("ping %d over the owned descriptor: %v", i, f.Err)
+		}
 	}
 }
 
