@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -615,12 +616,17 @@ func (s *Service) Sync(ctx context.Context, user, device string, given map[strin
 	since := s.cfg.Now().Add(-s.cfg.OfflineRetention)
 	var ownRun map[string]int64 // the end of each conversation's leading run of own sends
 	for _, conv := range convs {
-		// The sync reads up to the conversation's newest seq in the state
-		// read above, not further: what is stored later reaches this
-		// session live (held until sync_done), and only if the user is
-		// then still a member, so a member removed during the sync is not
-		// sent what was stored after the removal.
-		after, end, leading := covered[conv], last[conv], true
+		// A group is read up to its newest seq in the state read above, not
+		// further: what is stored later reaches this session live (held
+		// until sync_done), and only if the user is then still a member, so
+		// a member removed during the sync is not sent what was stored
+		// after the removal. A peer conversation, whose participants never
+		// change, is read to its end: the read also makes up for a live
+		// message this node missed (pending drops what it repeats).
+		after, end, leading := covered[conv], int64(math.MaxInt64), true
+		if t, _, _, _ := herald.ParseConversationKey(conv); t == herald.ConversationGroup {
+			end = last[conv]
+		}
 		for after < end {
 			msgs, err := s.st.MessagesAfter(ctx, conv, after, since, s.cfg.SyncPage)
 			if err != nil {

@@ -110,9 +110,11 @@ func devFCMAccount(e *emulator.FCM, cfg config.Config, log *slog.Logger) ([]byte
 	if b, err = e.ServiceAccount(devFCMProject); err != nil {
 		return nil, err
 	}
-	// Written under a temporary name and renamed: a crash leaves the old
-	// file or the new one, never a part.
+	// Written under a temporary name (made anew: WriteFile keeps the mode
+	// of a file left behind) and renamed. Not synced: a crash may leave
+	// an empty file, which the next start replaces.
 	tmp := path + ".tmp"
+	os.Remove(tmp)
 	err = os.WriteFile(tmp, b, 0o600)
 	if err == nil {
 		err = os.Rename(tmp, path)
