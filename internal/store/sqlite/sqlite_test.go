@@ -152,6 +152,17 @@ func TestFailedTransactionKeepsSeqsGapFree(t *testing.T) {
 			if got, want := []int64{res[0].Message.Seq, res[1].Message.Seq}, []int64{1, 4}; !slices.Equal(got, want) {
 				t.Errorf("seqs after the failure = %v, want %v", got, want)
 			}
+			// The writer reads the next ID again after a failure: the
+			// batch's rows take SQLite's next rowids, which its IDs must be.
+			if got, want := []int64{res[0].Message.ID, res[1].Message.ID}, []int64{1001, 1002}; !slices.Equal(got, want) {
+				t.Errorf("IDs after the failure = %v, want %v", got, want)
+			}
+			for _, r := range res {
+				stored, err := s.MessagesAfter(ctx, r.Message.Conv, r.Message.Seq-1, time.Time{}, 1)
+				if err != nil || len(stored) != 1 || stored[0].ID != r.Message.ID || stored[0].LocalID != r.Message.LocalID {
+					t.Errorf("message %q (ID %d) reads back as %v (%v)", r.Message.LocalID, r.Message.ID, stored, err)
+				}
+			}
 			if convs, _ := s.Conversations(ctx, "erin", 10); len(convs) != 1 {
 				t.Errorf("erin has %d conversations, want 1", len(convs))
 			}
@@ -163,7 +174,9 @@ func TestFailedTransactionKeepsSeqsGapFree(t *testing.T) {
 }
 
 // TestDuplicateAfterSeveralChunks puts a resend at the end of a batch that
-// spans several multi-row INSERTs, so the fallback undoes more than one.
+// spans several multi-row INSERTs, so the fallback undoes more than one,
+// and starts a conversation (carol's) that the rolled-back attempt had
+// created.
 func TestDuplicateAfterSeveralChunks(t *testing.T) {
 	s, _ := openTemp(t, Options{InsertRows: 16})
 	defer s.Close()
@@ -185,6 +198,18 @@ func TestDuplicateAfterSeveralChunks(t *testing.T) {
 	}
 	if got, want := storedSeqs(t, s, "p:bob:carol"), seqs(1, 40); !slices.Equal(got, want) {
 		t.Errorf("stored seqs = %v, want %v", got, want)
+	}
+	if convs, err := s.Conversations(context.Background(), "carol", 10); err != nil || len(convs) != 1 {
+		t.Errorf("carol has %d conversations (%v), want 1", len(convs), err)
+	}
+	for i, r := range res {
+		if want := orig.ID + 1 + int64(i); i != 80 && r.Message.ID != want-int64(i/81) {
+			t.Errorf("message %d: ID %d, want %d", i, r.Message.ID, want-int64(i/81))
+		}
+	}
+	next := mustAppend(t, s, msg("alice", "bob", "after"), msg("carol", "bob", "after"))
+	if got, want := next[1].Message.ID, orig.ID+83; got != want {
+		t.Errorf("next batch's last ID = %d, want %d", got, want)
 	}
 }
 
