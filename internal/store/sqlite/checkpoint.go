@@ -59,6 +59,13 @@ func (c *checkpointer) run() {
 		st := time.Now()
 		busy, logFrames, done, err := c.checkpoint("PASSIVE")
 		if err == nil && logFrames >= c.restartAt {
+			// A second PASSIVE first: it copies what the writer appended
+			// during the first (a long one copies thousands of frames), so
+			// that the RESTART, which holds every message commit, copies
+			// and syncs only the frames of the last few commits.
+			busy, logFrames, done, err = c.checkpoint("PASSIVE")
+		}
+		if err == nil && logFrames >= c.restartAt {
 			select {
 			case c.writer <- struct{}{}:
 			case <-c.stop:
