@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -17,9 +19,12 @@ import (
 // conversation, whatever its size. ns/msg is wall-clock time per message
 // (the commit's fsync included); cpu-ns/msg is the process's CPU time per
 // message (the checkpointer's included), the figure to compare on a shared
-// machine.
+// machine. held-p50-ms and held-max-ms are how long the checkpointer's WAL
+// RESTARTs held the writer (the checkpoint log's held), over the restarts
+// of the timed part (restarts).
 func BenchmarkAppendBusyConvs(b *testing.B) {
-	s, _ := openTemp(b, Options{})
+	logs := newLogRecorder()
+	s, _ := openTemp(b, Options{Logger: slog.New(logs)})
 	defer s.Close()
 	const convs, batch = 100, 150
 	var n [convs]int64
@@ -48,6 +53,7 @@ func BenchmarkAppendBusyConvs(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	_, rounds0 := logs.restarts()
 	cpu0 := cpuTime()
 	b.ResetTimer()
 	for b.Loop() {
@@ -60,4 +66,17 @@ func BenchmarkAppendBusyConvs(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/msg")
 	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N*batch), "cpu-ns/msg")
+	var held []time.Duration
+	for _, r := range logs.find("sqlite: checkpoint")[rounds0:] {
+		if d := r["held"].Duration(); d > 0 {
+			held = append(held, d)
+		}
+	}
+	b.ReportMetric(float64(len(held)), "restarts")
+	if len(held) > 0 {
+		slices.Sort(held)
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		b.ReportMetric(ms(held[len(held)/2]), "held-p50-ms")
+		b.ReportMetric(ms(held[len(held)-1]), "held-max-ms")
+	}
 }

@@ -245,6 +245,7 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 	}()
 	res = make([]store.Appended, len(msgs))
 	batch := w.insertRows > 1 && len(msgs) > 1 && !repeatsKey(msgs)
+	redone := false
 	var convs []*convState
 	for {
 		if _, err := w.begin.ExecContext(ectx); err != nil {
@@ -258,23 +259,37 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 			break
 		}
 		done, err := w.insertBatch(ectx, msgs, convs, res)
-		if err != nil {
+		var moved *movedIDsError
+		if err != nil && (redone || !errors.As(err, &moved)) {
 			return nil, err
 		}
 		if done {
 			break
 		}
-		// A message of the batch is stored already (a retry): start over
-		// and go row by row. The whole transaction is rolled back, not a
-		// savepoint: a savepoint open during the batch would copy every
-		// page it changes into the statement journal, in every batch.
-		// insertBatch restored the cached seqs; the conversations read or
-		// created in this transaction are read again.
+		// A message of the batch is stored already (a retry), or its rows
+		// did not get the predicted IDs: start over. The whole transaction
+		// is rolled back, not a savepoint: a savepoint open during the
+		// batch would copy every page it changes into the statement
+		// journal, in every batch. insertBatch restored the cached seqs;
+		// the conversations read or created in this transaction are read
+		// again.
 		if _, err := w.rollback.ExecContext(ectx); err != nil {
 			return nil, fmt.Errorf("rollback: %w", err)
 		}
 		for _, k := range fresh {
 			delete(w.convs, k)
+		}
+		if moved != nil {
+			// Messages were stored past nextID behind the writer's back
+			// (another connection to the file): read it again and redo
+			// the batch, once. (A seq such a message took from the writer
+			// fails the write in insertEach, as ever.)
+			w.log.Warn("sqlite: message IDs moved, batch redone", "err", moved)
+			if err := w.readNextID(ectx); err != nil {
+				return nil, err
+			}
+			redone = true
+			continue
 		}
 		batch = false
 	}
@@ -464,7 +479,8 @@ func (w *writer) stamp(dst *herald.Message, m *herald.Message, cs *convState) (c
 // stored already), it undoes its changes to the writer's state, clears res
 // and returns false: the caller rolls the transaction back and goes row by
 // row (insertEach), where a row that conflicts other than as a retry fails
-// the write.
+// the write. If SQLite gave the rows other IDs than the writer predicted,
+// it undoes its changes alike and returns a *movedIDsError.
 //
 // A multi-row statement that may abort halfway copies every page it
 // changes into a statement journal first, to undo its own rows; one that
@@ -489,6 +505,7 @@ func (w *writer) insertBatch(ctx context.Context, msgs []*herald.Message, convs 
 	}
 	args := make([]any, 0, batchArgs*min(len(msgs), w.insertRows))
 	all := true
+	var moved *movedIDsError
 	for off := 0; off < len(msgs) && all; off += w.insertRows {
 		end := min(off+w.insertRows, len(msgs))
 		st, err := w.insertStmt(ctx, end-off)
@@ -510,11 +527,16 @@ func (w *writer) insertBatch(ctx context.Context, msgs []*herald.Message, convs 
 		if all = n == int64(end-off); !all {
 			break
 		}
-		if last, err := r.LastInsertId(); err != nil || last != stored[end-1].ID {
-			return false, fmt.Errorf("insert messages: last message stored with ID %d, not %d (%v)", last, stored[end-1].ID, err)
+		last, err := r.LastInsertId()
+		if err != nil {
+			return false, fmt.Errorf("insert messages: %w", err)
+		}
+		if last != stored[end-1].ID {
+			moved = &movedIDsError{want: stored[end-1].ID, got: last}
+			break
 		}
 	}
-	if all {
+	if all && moved == nil {
 		return true, nil
 	}
 	for i := len(msgs) - 1; i >= 0; i-- { // backwards: the oldest state wins
@@ -522,7 +544,19 @@ func (w *writer) insertBatch(ctx context.Context, msgs []*herald.Message, convs 
 	}
 	w.nextID = firstID
 	clear(res)
+	if moved != nil {
+		return false, moved
+	}
 	return false, nil
+}
+
+// movedIDsError is insertBatch's answer when SQLite gave its rows other IDs
+// than the writer predicted: a message was stored past nextID behind the
+// writer's back.
+type movedIDsError struct{ want, got int64 }
+
+func (e *movedIDsError) Error() string {
+	return fmt.Sprintf("insert messages: last message stored with ID %d, not %d", e.got, e.want)
 }
 
 // insertEach inserts msgs one by one, resolving duplicates of stored
