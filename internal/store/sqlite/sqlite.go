@@ -15,9 +15,10 @@
 //     assigns seqs and message IDs itself, and forgets the cache whenever
 //     a transaction fails, so seqs stay gap-free.
 //   - A batch costs one transaction, one fsync (synchronous=FULL) and one
-//     multi-row INSERT per Options.InsertRows messages. Retries are caught
-//     by a UNIQUE (sender, local_id) index with ON CONFLICT DO NOTHING; only
-//     a batch that hits one falls back to inserting row by row.
+//     multi-row INSERT OR IGNORE per Options.InsertRows messages, which no
+//     statement journal backs. Retries are caught by a UNIQUE (sender,
+//     local_id) index; only a batch that hits one is rolled back and
+//     stored row by row (ON CONFLICT DO NOTHING).
 //   - A background connection checkpoints the WAL every
 //     Options.CheckpointInterval, so commits do not wait for the copy into
 //     the database file, and a page changed by many commits is copied once.

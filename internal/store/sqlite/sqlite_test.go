@@ -152,6 +152,17 @@ func TestFailedTransactionKeepsSeqsGapFree(t *testing.T) {
 			if got, want := []int64{res[0].Message.Seq, res[1].Message.Seq}, []int64{1, 4}; !slices.Equal(got, want) {
 				t.Errorf("seqs after the failure = %v, want %v", got, want)
 			}
+			// The writer reads the next ID again after a failure: the
+			// batch's rows take SQLite's next rowids, which its IDs must be.
+			if got, want := []int64{res[0].Message.ID, res[1].Message.ID}, []int64{1001, 1002}; !slices.Equal(got, want) {
+				t.Errorf("IDs after the failure = %v, want %v", got, want)
+			}
+			for _, r := range res {
+				stored, err := s.MessagesAfter(ctx, r.Message.Conv, r.Message.Seq-1, time.Time{}, 1)
+				if err != nil || len(stored) != 1 || stored[0].ID != r.Message.ID || stored[0].LocalID != r.Message.LocalID {
+					t.Errorf("message %q (ID %d) reads back as %v (%v)", r.Message.LocalID, r.Message.ID, stored, err)
+				}
+			}
 			if convs, _ := s.Conversations(ctx, "erin", 10); len(convs) != 1 {
 				t.Errorf("erin has %d conversations, want 1", len(convs))
 			}
@@ -163,7 +174,9 @@ func TestFailedTransactionKeepsSeqsGapFree(t *testing.T) {
 }
 
 // TestDuplicateAfterSeveralChunks puts a resend at the end of a batch that
-// spans several multi-row INSERTs, so the fallback undoes more than one.
+// spans several multi-row INSERTs, so the fallback undoes more than one,
+// and starts a conversation (carol's) that the rolled-back attempt had
+// created.
 func TestDuplicateAfterSeveralChunks(t *testing.T) {
 	s, _ := openTemp(t, Options{InsertRows: 16})
 	defer s.Close()
@@ -185,6 +198,115 @@ func TestDuplicateAfterSeveralChunks(t *testing.T) {
 	}
 	if got, want := storedSeqs(t, s, "p:bob:carol"), seqs(1, 40); !slices.Equal(got, want) {
 		t.Errorf("stored seqs = %v, want %v", got, want)
+	}
+	if convs, err := s.Conversations(context.Background(), "carol", 10); err != nil || len(convs) != 1 {
+		t.Errorf("carol has %d conversations (%v), want 1", len(convs), err)
+	}
+	// orig is 1; the batch's messages take 2-81 and the one after the
+	// resend 82, which the rolled-back attempt had given the resend.
+	if orig.ID != 1 {
+		t.Fatalf("first message's ID = %d, want 1", orig.ID)
+	}
+	var ids []int64
+	for _, r := range res {
+		ids = append(ids, r.Message.ID)
+	}
+	if want := append(seqs(2, 81), 1, 82); !slices.Equal(ids, want) {
+		t.Errorf("IDs = %v, want %v", ids, want)
+	}
+	next := mustAppend(t, s, msg("alice", "bob", "after"), msg("carol", "bob", "after"))
+	if got, want := next[1].Message.ID, orig.ID+83; got != want {
+		t.Errorf("next batch's last ID = %d, want %d", got, want)
+	}
+}
+
+// sneakHighID stores a message with ID id behind the store's back, in a
+// conversation of its own (no seq the writer would give), so that SQLite's
+// next rowid is past the writer's next ID.
+func sneakHighID(t *testing.T, path string, id int64) {
+	t.Helper()
+	raw, err := sql.Open("sqlite", dsn(path, "busy_timeout(5000)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(`INSERT INTO conversations (conv_key, type) VALUES ('p:xavier:yann', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = raw.Exec(`INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id, type, sub_type, created_at, created_max)
+		SELECT ?, id, 1, 'xavier', 'yann', 'sneaked', 1, 0, 0, 0 FROM conversations WHERE conv_key = 'p:xavier:yann'`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sneakBatch is the batch the two tests below append after sneakHighID:
+// two conversations, so several multi-row INSERTs with InsertRows 2.
+func sneakBatch() []*herald.Message {
+	return []*herald.Message{msg("alice", "bob", "2"), msg("dave", "erin", "3"), msg("alice", "bob", "4")}
+}
+
+// TestBatchLastIDCheck: the rows of a batch take SQLite's next rowids, past
+// the writer's next ID when a message was stored behind its back. The
+// check of each INSERT's last rowid sees it, and no caller is given IDs
+// other than its messages are stored with.
+func TestBatchLastIDCheck(t *testing.T) {
+	for _, rows := range []int{2, 0} {
+		t.Run(fmt.Sprintf("InsertRows=%d", rows), func(t *testing.T) {
+			ctx := context.Background()
+			logs := newLogRecorder()
+			s, path := openTemp(t, Options{InsertRows: rows, Logger: slog.New(logs)})
+			defer s.Close()
+			mustAppend(t, s, msg("alice", "bob", "1"))
+			sneakHighID(t, path, 5000)
+
+			res, err := s.AppendMessages(ctx, sneakBatch(), nil)
+			if n := len(logs.find("sqlite: message IDs moved, batch redone")); n != 1 {
+				t.Errorf("the last-ID check fired %d times, want 1", n)
+			}
+			if err != nil {
+				t.Logf("AppendMessages: %v", err)
+			}
+			for _, r := range res {
+				stored, err := s.MessagesAfter(ctx, r.Message.Conv, r.Message.Seq-1, time.Time{}, 1)
+				if err != nil || len(stored) != 1 || stored[0].ID != r.Message.ID || stored[0].LocalID != r.Message.LocalID {
+					t.Errorf("message %q given ID %d reads back as %v (%v)", r.Message.LocalID, r.Message.ID, stored, err)
+				}
+			}
+		})
+	}
+}
+
+// TestBatchRedoneAfterMovedIDs: when the last-ID check fires, the writer
+// reads its next ID again and redoes the batch: the caller sees success,
+// with the IDs SQLite gave.
+func TestBatchRedoneAfterMovedIDs(t *testing.T) {
+	for _, rows := range []int{2, 0} {
+		t.Run(fmt.Sprintf("InsertRows=%d", rows), func(t *testing.T) {
+			s, path := openTemp(t, Options{InsertRows: rows})
+			defer s.Close()
+			mustAppend(t, s, msg("alice", "bob", "1"))
+			sneakHighID(t, path, 5000)
+
+			res := mustAppend(t, s, sneakBatch()...)
+			var ids, seqs []int64
+			for _, r := range res {
+				ids, seqs = append(ids, r.Message.ID), append(seqs, r.Message.Seq)
+			}
+			if want := []int64{5001, 5002, 5003}; !slices.Equal(ids, want) {
+				t.Errorf("IDs = %v, want %v", ids, want)
+			}
+			if want := []int64{2, 1, 3}; !slices.Equal(seqs, want) {
+				t.Errorf("seqs = %v, want %v", seqs, want)
+			}
+			if got, want := storedSeqs(t, s, "p:alice:bob"), []int64{1, 2, 3}; !slices.Equal(got, want) {
+				t.Errorf("stored seqs = %v, want %v", got, want)
+			}
+			next := mustAppend(t, s, msg("alice", "bob", "5"), msg("dave", "erin", "6"))
+			if got, want := []int64{next[0].Message.ID, next[1].Message.ID}, []int64{5004, 5005}; !slices.Equal(got, want) {
+				t.Errorf("next batch's IDs = %v, want %v", got, want)
+			}
+		})
 	}
 }
 

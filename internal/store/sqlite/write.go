@@ -41,12 +41,13 @@ type writer struct {
 	// committed is raised after every commit, for the checkpointer; it is
 	// atomic and needs no sem.
 	committed atomic.Bool
-	// nextID is the next message ID. It only grows: a failed transaction
-	// wastes IDs, never reuses them.
+	// nextID is the next message ID: the largest stored plus one, the ID
+	// SQLite gives a row inserted without one (insertBatch). abort reads it
+	// again after a rollback. (Messages are never deleted, so an ID is
+	// never given twice.)
 	nextID int64
 
 	begin, commit, rollback                   *sql.Stmt
-	savepoint, releaseSavepoint, rollbackTo   *sql.Stmt
 	convByKey, lastOfConv, insertConv         *sql.Stmt
 	insertMembers, original, setRead, upsertC *sql.Stmt
 	insertOne, muteSet, muteClear, probe      *sql.Stmt
@@ -88,6 +89,13 @@ const (
 	insertRow  = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
 	insertTail = ` ON CONFLICT (sender, local_id) DO NOTHING`
 	insertArgs = 15
+
+	// The multi-row form (insertBatch) names no id: SQLite gives each row
+	// the table's largest rowid plus one, which is the writer's nextID.
+	batchHead = `INSERT OR IGNORE INTO messages (conv_id, seq, sender, receiver, local_id, type, sub_type,
+		text, data, extended, created_at, created_max, mentions, sender_device) VALUES `
+	batchRow  = `(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	batchArgs = insertArgs - 1
 )
 
 // statements are the writer's statements, but for the multi-row INSERTs.
@@ -96,9 +104,6 @@ func (w *writer) statements() []statement {
 		{&w.begin, "BEGIN IMMEDIATE"},
 		{&w.commit, "COMMIT"},
 		{&w.rollback, "ROLLBACK"},
-		{&w.savepoint, "SAVEPOINT batch"},
-		{&w.releaseSavepoint, "RELEASE batch"},
-		{&w.rollbackTo, "ROLLBACK TO batch"},
 		{&w.convByKey, "SELECT id FROM conversations WHERE conv_key = ?"},
 		{&w.lastOfConv, "SELECT seq, created_max FROM messages WHERE conv_id = ? ORDER BY seq DESC LIMIT 1"},
 		{&w.insertConv, "INSERT INTO conversations (conv_key, type) VALUES (?, ?)"},
@@ -148,12 +153,7 @@ func (w *writer) prepare(ctx context.Context) error {
 	w.insertMany = make(map[int]*sql.Stmt)
 	w.multiRow = make(map[multiRowKey]*sql.Stmt)
 	w.convs = make(map[string]*convState)
-	var last int64
-	if err := w.conn.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM messages").Scan(&last); err != nil {
-		return fmt.Errorf("read last message ID: %w", err)
-	}
-	w.nextID = last + 1
-	return nil
+	return w.readNextID(ctx)
 }
 
 // close closes the statements and the connection; w.sem must be held.
@@ -233,29 +233,67 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 		return nil, err
 	}
 	ectx := context.WithoutCancel(ctx)
-	if _, err := w.begin.ExecContext(ectx); err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+	if w.nextID <= 0 { // abort could not read it
+		if err := w.readNextID(ectx); err != nil {
+			return nil, err
+		}
 	}
 	defer func() {
 		if err != nil {
 			w.abort(ectx)
 		}
 	}()
-
-	convs := make([]*convState, len(msgs))
-	for i, m := range msgs {
-		if convs[i], err = w.conv(ectx, m); err != nil {
-			return nil, err
-		}
-	}
 	res = make([]store.Appended, len(msgs))
-	done := false
-	if w.insertRows > 1 && len(msgs) > 1 && !repeatsKey(msgs) {
-		if done, err = w.insertBatch(ectx, msgs, convs, res); err != nil {
+	batch := w.insertRows > 1 && len(msgs) > 1 && !repeatsKey(msgs)
+	redone := false
+	var convs []*convState
+	for {
+		if _, err := w.begin.ExecContext(ectx); err != nil {
+			return nil, fmt.Errorf("begin: %w", err)
+		}
+		var fresh []string
+		if convs, fresh, err = w.convsOf(ectx, msgs); err != nil {
 			return nil, err
 		}
+		if !batch {
+			break
+		}
+		done, err := w.insertBatch(ectx, msgs, convs, res)
+		var moved *movedIDsError
+		if err != nil && (redone || !errors.As(err, &moved)) {
+			return nil, err
+		}
+		if done {
+			break
+		}
+		// A message of the batch is stored already (a retry), or its rows
+		// did not get the predicted IDs: start over. The whole transaction
+		// is rolled back, not a savepoint: a savepoint open during the
+		// batch would copy every page it changes into the statement
+		// journal, in every batch. insertBatch restored the cached seqs;
+		// the conversations read or created in this transaction are read
+		// again.
+		if _, err := w.rollback.ExecContext(ectx); err != nil {
+			return nil, fmt.Errorf("rollback: %w", err)
+		}
+		for _, k := range fresh {
+			delete(w.convs, k)
+		}
+		if moved != nil {
+			// Messages were stored past nextID behind the writer's back
+			// (another connection to the file): read it again and redo
+			// the batch, once. (A seq such a message took from the writer
+			// fails the write in insertEach, as ever.)
+			w.log.Warn("sqlite: message IDs moved, batch redone", "err", moved)
+			if err := w.readNextID(ectx); err != nil {
+				return nil, err
+			}
+			redone = true
+			continue
+		}
+		batch = false
 	}
-	if !done {
+	if !batch {
 		if err := w.insertEach(ectx, msgs, convs, res); err != nil {
 			return nil, err
 		}
@@ -279,6 +317,23 @@ func (w *writer) append(ctx context.Context, msgs []*herald.Message, jobs []stor
 	}
 	w.trimCache()
 	return res, nil
+}
+
+// convsOf returns the writer's state for each message's conversation, and
+// the keys of the conversations it was not holding before (read or created
+// in the current transaction).
+func (w *writer) convsOf(ctx context.Context, msgs []*herald.Message) (convs []*convState, fresh []string, err error) {
+	convs = make([]*convState, len(msgs))
+	for i, m := range msgs {
+		if convs[i] = w.convs[m.Conv]; convs[i] != nil {
+			continue
+		}
+		fresh = append(fresh, m.Conv)
+		if convs[i], err = w.conv(ctx, m); err != nil {
+			return nil, nil, err
+		}
+	}
+	return convs, fresh, nil
 }
 
 // dropUnmade deletes the list entries this transaction wrote for a
@@ -305,12 +360,27 @@ func (w *writer) dropUnmade(ctx context.Context, msgs []*herald.Message, convs [
 }
 
 // abort rolls the transaction back and forgets every cached seq, which may
-// now be ahead of the database.
+// now be ahead of the database, and reads the next message ID again.
 func (w *writer) abort(ctx context.Context) {
 	clear(w.convs)
 	if _, err := w.rollback.ExecContext(ctx); err != nil && !strings.Contains(err.Error(), "no transaction is active") {
 		w.log.Error("sqlite: rollback failed", "err", err)
 	}
+	if err := w.readNextID(ctx); err != nil {
+		// append reads it again before its next transaction.
+		w.log.Error("sqlite: read next message ID", "err", err)
+		w.nextID = 0
+	}
+}
+
+// readNextID sets nextID from the stored messages.
+func (w *writer) readNextID(ctx context.Context) error {
+	var last int64
+	if err := w.conn.QueryRowContext(ctx, "SELECT coalesce(max(id), 0) FROM messages").Scan(&last); err != nil {
+		return fmt.Errorf("read last message ID: %w", err)
+	}
+	w.nextID = last + 1
+	return nil
 }
 
 // trimCache drops arbitrary conversations once the cache is over its size.
@@ -405,12 +475,20 @@ func (w *writer) stamp(dst *herald.Message, m *herald.Message, cs *convState) (c
 }
 
 // insertBatch inserts msgs, whose (From, LocalID) keys are distinct, with
-// multi-row INSERTs. If one of them turns out to be stored already, it
-// undoes its work and returns false: insertEach then goes row by row.
+// multi-row INSERT OR IGNOREs. If a row is not inserted (one of msgs is
+// stored already), it undoes its changes to the writer's state, clears res
+// and returns false: the caller rolls the transaction back and goes row by
+// row (insertEach), where a row that conflicts other than as a retry fails
+// the write. If SQLite gave the rows other IDs than the writer predicted,
+// it undoes its changes alike and returns a *movedIDsError.
+//
+// A multi-row statement that may abort halfway copies every page it
+// changes into a statement journal first, to undo its own rows; one that
+// cannot does not. Hence OR IGNORE rather than ON CONFLICT (sender,
+// local_id) DO NOTHING (any other constraint would abort), and no id
+// (SQLite checks an id it is given with an instruction that may abort): the
+// rows get the IDs the writer predicted, which the last row's confirms.
 func (w *writer) insertBatch(ctx context.Context, msgs []*herald.Message, convs []*convState, res []store.Appended) (bool, error) {
-	if _, err := w.savepoint.ExecContext(ctx); err != nil {
-		return false, fmt.Errorf("savepoint: %w", err)
-	}
 	firstID := w.nextID
 	type undo struct{ seq, maxAt int64 }
 	undos := make([]undo, len(msgs))
@@ -425,8 +503,9 @@ func (w *writer) insertBatch(ctx context.Context, msgs []*herald.Message, convs 
 		cs.maxAt = maxAts[i]
 		res[i] = store.Appended{Message: &stored[i]}
 	}
-	args := make([]any, 0, insertArgs*min(len(msgs), w.insertRows))
+	args := make([]any, 0, batchArgs*min(len(msgs), w.insertRows))
 	all := true
+	var moved *movedIDsError
 	for off := 0; off < len(msgs) && all; off += w.insertRows {
 		end := min(off+w.insertRows, len(msgs))
 		st, err := w.insertStmt(ctx, end-off)
@@ -435,7 +514,7 @@ func (w *writer) insertBatch(ctx context.Context, msgs []*herald.Message, convs 
 		}
 		args = args[:0]
 		for i := off; i < end; i++ {
-			args = appendInsertArgs(args, &stored[i], convs[i].id, maxAts[i])
+			args = appendRowArgs(args, &stored[i], convs[i].id, maxAts[i])
 		}
 		r, err := st.ExecContext(ctx, args...)
 		if err != nil {
@@ -445,26 +524,39 @@ func (w *writer) insertBatch(ctx context.Context, msgs []*herald.Message, convs 
 		if err != nil {
 			return false, fmt.Errorf("insert messages: %w", err)
 		}
-		all = n == int64(end-off)
-	}
-	if all {
-		if _, err := w.releaseSavepoint.ExecContext(ctx); err != nil {
-			return false, fmt.Errorf("release savepoint: %w", err)
+		if all = n == int64(end-off); !all {
+			break
 		}
+		last, err := r.LastInsertId()
+		if err != nil {
+			return false, fmt.Errorf("insert messages: %w", err)
+		}
+		if last != stored[end-1].ID {
+			moved = &movedIDsError{want: stored[end-1].ID, got: last}
+			break
+		}
+	}
+	if all && moved == nil {
 		return true, nil
-	}
-	if _, err := w.rollbackTo.ExecContext(ctx); err != nil {
-		return false, fmt.Errorf("roll back to savepoint: %w", err)
-	}
-	if _, err := w.releaseSavepoint.ExecContext(ctx); err != nil {
-		return false, fmt.Errorf("release savepoint: %w", err)
 	}
 	for i := len(msgs) - 1; i >= 0; i-- { // backwards: the oldest state wins
 		convs[i].seq, convs[i].maxAt = undos[i].seq, undos[i].maxAt
 	}
 	w.nextID = firstID
 	clear(res)
+	if moved != nil {
+		return false, moved
+	}
 	return false, nil
+}
+
+// movedIDsError is insertBatch's answer when SQLite gave its rows other IDs
+// than the writer predicted: a message was stored past nextID behind the
+// writer's back.
+type movedIDsError struct{ want, got int64 }
+
+func (e *movedIDsError) Error() string {
+	return fmt.Sprintf("insert messages: last message stored with ID %d, not %d", e.got, e.want)
 }
 
 // insertEach inserts msgs one by one, resolving duplicates of stored
@@ -512,20 +604,19 @@ func (w *writer) insertEach(ctx context.Context, msgs []*herald.Message, convs [
 	return nil
 }
 
-// insertStmt returns the prepared INSERT of n rows.
+// insertStmt returns the prepared INSERT OR IGNORE of n rows (insertBatch).
 func (w *writer) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 	if st := w.insertMany[n]; st != nil {
 		return st, nil
 	}
 	var b strings.Builder
-	b.WriteString(insertHead)
+	b.WriteString(batchHead)
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(insertRow)
+		b.WriteString(batchRow)
 	}
-	b.WriteString(insertTail)
 	st, err := w.conn.PrepareContext(ctx, b.String())
 	if err != nil {
 		return nil, fmt.Errorf("prepare insert of %d rows: %w", n, err)
@@ -534,8 +625,14 @@ func (w *writer) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// appendInsertArgs appends the arguments of insertRow.
 func appendInsertArgs(args []any, m *herald.Message, convID, createdMax int64) []any {
-	return append(args, m.ID, convID, m.Seq, m.From, m.To, m.LocalID, int64(m.Type), int64(m.SubType),
+	return appendRowArgs(append(args, m.ID), m, convID, createdMax)
+}
+
+// appendRowArgs appends the arguments of batchRow: insertRow's but the ID.
+func appendRowArgs(args []any, m *herald.Message, convID, createdMax int64) []any {
+	return append(args, convID, m.Seq, m.From, m.To, m.LocalID, int64(m.Type), int64(m.SubType),
 		nullString(m.Text), nullBytes(store.MessageBody(m)), nullString(m.Extended), m.CreatedAt.UnixMilli(), createdMax,
 		encodeMentions(m.Mentions), nullString(m.FromDevice))
 }
