@@ -205,12 +205,34 @@ type Gateway struct {
 	}
 
 	grace graceTimers // callers gone without a logout, by user (call.go)
+
+	// endedSince (Unix ns): every session end since then is in the shards'
+	// ended; it moves on as the sweeper forgets older ends.
+	endedSince atomic.Int64
 }
 
 type shard struct {
 	mu    sync.Mutex
 	users map[string][]*session // logged-in sessions, oldest first
+	// ended: when the last session of a device that has none here now
+	// ended, for the ends since Gateway.endedSince (ConnectedSince).
+	ended map[deviceKey]endMark
 }
+
+type deviceKey struct{ user, device string }
+
+// endMark is a device's last session end; closing counts its sessions
+// displaced by a login (out of users) that have not ended yet: they may
+// still acknowledge what they received.
+type endMark struct {
+	at      time.Time
+	closing int
+}
+
+// endedRetain is how long a device's session end is remembered for
+// ConnectedSince: a question about an earlier time is answered "maybe"
+// (the push reads the stored acks, as without the record).
+const endedRetain = 10 * time.Minute
 
 // New returns a gateway that hands messages to c. Set it as c's Deliverer.
 func New(c Chat, cfg Config) *Gateway {
@@ -221,7 +243,9 @@ func New(c Chat, cfg Config) *Gateway {
 	g.writes, g.cancelWrite = context.WithCancel(context.Background())
 	for i := range g.shards {
 		g.shards[i].users = make(map[string][]*session)
+		g.shards[i].ended = make(map[deviceKey]endMark)
 	}
+	g.endedSince.Store(cfg.Now().UnixNano())
 	if !cfg.BlockingReads {
 		p, err := newPoller(cfg.Logger)
 		if err != nil {
@@ -351,11 +375,16 @@ func (g *Gateway) sweepLoop() {
 	tk := time.NewTicker(every)
 	defer tk.Stop()
 	var expired, tokens []*session
+	var forgot time.Time
 	for {
 		select {
 		case <-g.stopSweep:
 			return
 		case <-tk.C:
+		}
+		if t := g.cfg.Now(); t.Sub(forgot) >= endedRetain/10 {
+			g.forgetEnded(t)
+			forgot = t
 		}
 		now := g.cfg.Now().UnixNano()
 		expired, tokens = expired[:0], tokens[:0]
@@ -575,6 +604,15 @@ func (g *Gateway) register(s *session) (kick []*session, reason string, ok bool)
 		keep = keep[n:]
 	}
 	sh.users[s.user] = append(keep, s)
+	for _, o := range kick {
+		// Out of users, but o reads until it ends (end): its device
+		// counts as connected meanwhile (ConnectedSince).
+		o.displaced = true
+		k := deviceKey{o.user, o.device}
+		e := sh.ended[k]
+		e.closing++
+		sh.ended[k] = e
+	}
 	g.stats.sessions.Add(int64(1 - len(kick)))
 	return kick, reason, true
 }
@@ -588,6 +626,16 @@ func (g *Gateway) unregister(s *session) (left int, removed bool) {
 	sh := g.shardOf(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if s.displaced {
+		// Displaced by a login (register): its end is now.
+		k := deviceKey{s.user, s.device}
+		e := sh.ended[k]
+		e.closing--
+		e.at = g.cfg.Now()
+		sh.ended[k] = e
+		s.displaced = false
+		return len(sh.users[s.user]), false
+	}
 	list := sh.users[s.user]
 	for i, o := range list {
 		if o == s {
@@ -599,6 +647,10 @@ func (g *Gateway) unregister(s *session) (left int, removed bool) {
 			} else {
 				sh.users[s.user] = rest
 			}
+			k := deviceKey{s.user, s.device}
+			e := sh.ended[k]
+			e.at = g.cfg.Now()
+			sh.ended[k] = e
 			return len(rest), true
 		}
 	}
@@ -652,6 +704,48 @@ func (g *Gateway) Live(user, device string) bool {
 		}
 	}
 	return false
+}
+
+// ConnectedSince reports whether user may have had a logged-in session on
+// device here at t or since (push.SessionHistory): false only when it had
+// none, so that device cannot have acknowledged a message stored at t.
+// Session ends are remembered for endedRetain (and from the gateway's
+// start): about an earlier t it answers true.
+func (g *Gateway) ConnectedSince(user, device string, t time.Time) bool {
+	if t.UnixNano() < g.endedSince.Load() {
+		return true
+	}
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for _, s := range sh.users[user] {
+		if s.device == device {
+			return true
+		}
+	}
+	e, ok := sh.ended[deviceKey{user, device}]
+	return ok && (e.closing > 0 || !e.at.Before(t))
+}
+
+// forgetEnded forgets the session ends before now less endedRetain.
+// endedSince moves first: a ConnectedSince about a time before it answers
+// true without looking for the ends being forgotten.
+func (g *Gateway) forgetEnded(now time.Time) {
+	cut := now.Add(-endedRetain)
+	if cut.UnixNano() <= g.endedSince.Load() {
+		return
+	}
+	g.endedSince.Store(cut.UnixNano())
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.ended {
+			if e.closing == 0 && e.at.Before(cut) {
+				delete(sh.ended, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // Acked returns how far user's live session on device has acknowledged

@@ -89,3 +89,72 @@ func TestWaitGoneWaitsForOtherNodes(t *testing.T) {
 		t.Error("WaitGone timed out after the other node's session ended")
 	}
 }
+
+// TestConnectedSince: a device is connected since t while it has a
+// session, and when its last session ended at t or later, a session
+// displaced by a login counting until it ends; a device with no session
+// since the gateway started, or since an end it remembers, is not; about
+// a time before what it remembers (its start, ends forgotten after
+// endedRetain) the answer is "maybe".
+func TestConnectedSince(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	g := newCallGateway(t, newFakeCalls(), Config{Now: clock, SingleLogin: true})
+	check := func(user, device string, since time.Time, want bool) {
+		t.Helper()
+		if got := g.ConnectedSince(user, device, since); got != want {
+			t.Errorf("ConnectedSince(%s, %s, t0%+v) = %v, want %v", user, device, since.Sub(t0), got, want)
+		}
+	}
+	login := func(user, device string) (*session, []*session) {
+		t.Helper()
+		s := &session{g: g, user: user, device: device}
+		kick, _, ok := g.register(s)
+		if !ok {
+			t.Fatalf("%s/%s not registered", user, device)
+		}
+		return s, kick
+	}
+	a, _ := login("alice", "phone")
+	check("alice", "phone", at(time.Hour), true)
+	check("bob", "phone", at(0), false)
+	check("bob", "phone", at(-time.Second), true)
+
+	now.Store(at(10 * time.Second).UnixNano())
+	g.unregister(a)
+	check("alice", "phone", at(9*time.Second), true)
+	check("alice", "phone", at(11*time.Second), false)
+
+	c1, _ := login("carol", "phone")
+	now.Store(at(20 * time.Second).UnixNano())
+	if _, kick := login("carol", "tablet"); len(kick) != 1 || kick[0] != c1 {
+		t.Fatalf("the tablet's single login displaced %v, want the phone's session", kick)
+	}
+	check("carol", "phone", at(time.Hour), true) // displaced, not ended: it may still acknowledge
+	now.Store(at(30 * time.Second).UnixNano())
+	if _, removed := g.unregister(c1); removed {
+		t.Error("the displaced session was still registered")
+	}
+	check("carol", "phone", at(29*time.Second), true)
+	check("carol", "phone", at(31*time.Second), false)
+
+	d, _ := login("dave", "phone")
+	now.Store(at(40 * time.Second).UnixNano())
+	g.unregister(d)
+	now.Store(at(30*time.Second + endedRetain + time.Second).UnixNano())
+	g.forgetEnded(clock())
+	check("alice", "phone", at(11*time.Second), true) // before what it remembers
+	check("dave", "phone", at(35*time.Second), true)  // ended since what it remembers
+	check("dave", "phone", at(41*time.Second), false)
+	check("carol", "phone", clock(), false)
+	sh := g.shardOf("alice")
+	sh.mu.Lock()
+	_, kept := sh.ended[deviceKey{"alice", "phone"}]
+	sh.mu.Unlock()
+	if kept {
+		t.Error("alice's phone's end is still remembered past endedRetain")
+	}
+}

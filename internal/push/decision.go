@@ -169,8 +169,9 @@ func (s *Service) Committing() (stored func(jobs []store.PushJob)) {
 // was stored may have acknowledged it in a session that has ended since
 // (its acks are stored then), even if it is live again in a new session
 // that starts with no acks of its own: for those jobs the store is read
-// too. A device that was offline at planning time is not read back: its
-// job was due at once.
+// too, unless the presence tells that the device had no session at all
+// from the message's time on (SessionHistory). A device that was offline
+// at planning time is not read back: its job was due at once.
 func (s *Service) acked(ctx context.Context, d *herald.PushDevice, j *store.PushJob, wasLive bool) bool {
 	if s.pres != nil {
 		if seq, _ := s.pres.Acked(d.User, d.Device, j.Conv); seq >= j.Seq {
@@ -178,6 +179,12 @@ func (s *Service) acked(ctx context.Context, d *herald.PushDevice, j *store.Push
 		}
 	}
 	if !wasLive {
+		return false
+	}
+	if h, ok := s.pres.(SessionHistory); ok && !h.ConnectedSince(d.User, d.Device, j.Expires.Add(-s.cfg.TTL)) {
+		// No session since the message was stored (the job's expiry less
+		// the TTL, as expand counts it): nothing can have acknowledged it.
+		// This is most jobs of a late group expansion.
 		return false
 	}
 	cur, err := s.st.Cursors(ctx, d.User, d.Device)

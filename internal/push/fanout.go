@@ -81,8 +81,10 @@ func (s *Service) expand(j store.PushJob) outcome {
 	// Expanded late (behind a backlog, after a failed try, or again after
 	// a restart), a device offline now may have been live when the
 	// message was stored, and acknowledged it before it went: its job
-	// checks the stored acks too, as a live device's does. On time, an
-	// offline device's job is sent without that read.
+	// checks the stored acks too, as a live device's does, unless the
+	// presence tells it had no session since the message (acked,
+	// SessionHistory). On time, an offline device's job is sent without
+	// that read.
 	late := now.Sub(stored) > s.cfg.AckWindow/5
 	var variants [8][]byte // by live, mentioned, content-free (planContentFree)
 	dataFor := func(live, ment, cf bool) []byte {

@@ -50,6 +50,19 @@ type Presence interface {
 	Acked(user, device, conv string) (seq int64, live bool)
 }
 
+// SessionHistory is implemented by a Presence that remembers when its
+// sessions ended (the gateway, on a single node). The cluster's presence
+// does not implement it: a session on another node that acknowledged a
+// message and ended may not be announced here yet, so with several nodes
+// the push reads the stored acks, as without it.
+type SessionHistory interface {
+	// ConnectedSince reports whether user may have had a live session on
+	// device at t or since: false only when it certainly had none, so the
+	// device cannot have acknowledged a message stored at t. It never
+	// blocks on I/O.
+	ConnectedSince(user, device string, t time.Time) bool
+}
+
 // Config tunes the service. Zero values take the defaults on each field.
 type Config struct {
 	// AckWindow is how long a live session has to acknowledge a message
