@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"runtime"
 	"sort"
 	"sync/atomic"
 	"testing"
@@ -156,5 +157,107 @@ func TestConnectedSince(t *testing.T) {
 	sh.mu.Unlock()
 	if kept {
 		t.Error("alice's phone's end is still remembered past endedRetain")
+	}
+}
+
+// TestConnectedSinceForgetBetween: the sweeper forgetting ends between
+// ConnectedSince's first look at endedSince and its shard's lock does not
+// turn a device that had a session after t into "no session": the answer
+// is "maybe" (the check is made again under the lock).
+func TestConnectedSinceForgetBetween(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	g := newCallGateway(t, newFakeCalls(), Config{Now: clock})
+	s := &session{g: g, user: "alice", device: "phone"}
+	if _, _, ok := g.register(s); !ok {
+		t.Fatal("not registered")
+	}
+	now.Store(t0.Add(10 * time.Second).UnixNano())
+	g.unregister(s) // ended at t0+10s: connected since t0+5s
+	now.Store(t0.Add(20*time.Second + endedRetain).UnixNano())
+	g.sinceChecked = func() { g.forgetEnded(clock()) } // forgets ends before t0+20s
+	if !g.ConnectedSince("alice", "phone", t0.Add(5*time.Second)) {
+		t.Error("ConnectedSince = false for a device whose session ended after t, its end forgotten meanwhile; want true (maybe)")
+	}
+}
+
+// TestSessionEndsCapped: past endedCap remembered ends, the oldest are
+// forgotten (counted in Stats) and questions about their time answer
+// "maybe", while the newest ends still answer "no session since".
+func TestSessionEndsCapped(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	g := newCallGateway(t, newFakeCalls(), Config{Now: clock})
+	g.endedCap = 80
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
+	const n = 200
+	for i := range n {
+		s := &session{g: g, user: "mallory", device: fmt.Sprintf("d%d", i)}
+		if _, _, ok := g.register(s); !ok {
+			t.Fatal("not registered")
+		}
+		now.Store(at(i + 1).UnixNano())
+		g.unregister(s) // d<i> ended at t0+(i+1)s
+		if c := g.endedCount.Load(); c > g.endedCap {
+			t.Fatalf("after %d ends %d are remembered, over the cap of %d", i+1, c, g.endedCap)
+		}
+	}
+	var kept int
+	for i := range g.shards {
+		kept += len(g.shards[i].ended)
+	}
+	if int64(kept) != g.endedCount.Load() {
+		t.Errorf("endedCount = %d, %d in the shards", g.endedCount.Load(), kept)
+	}
+	if got, want := g.Stats().SessionEndsForgotten, int64(n-kept); got != want {
+		t.Errorf("SessionEndsForgotten = %d, want %d", got, want)
+	}
+	// The first device's end is forgotten: "maybe" about a time before it.
+	if !g.ConnectedSince("mallory", "d0", at(0)) {
+		t.Error("ConnectedSince about a forgotten end's time = false, want true (maybe)")
+	}
+	// The last device's end is kept: no session after it.
+	if g.ConnectedSince("mallory", fmt.Sprintf("d%d", n-2), at(n).Add(time.Second)) {
+		t.Error("ConnectedSince after the newest ends = true, want false")
+	}
+	if !g.ConnectedSince("mallory", fmt.Sprintf("d%d", n-1), at(n-1)) {
+		t.Error("ConnectedSince about a time before a kept end = false, want true")
+	}
+}
+
+// BenchmarkSessionEndsMemory reports the heap one remembered session end
+// takes (bytes/end; docs/push.md), with user and device IDs of 12 and of
+// 64 bytes (the longest device ID), over 200,000 ends.
+func BenchmarkSessionEndsMemory(b *testing.B) {
+	for _, idLen := range []int{12, 64} {
+		b.Run(fmt.Sprintf("ids=%d", idLen), func(b *testing.B) {
+			const n = 200_000
+			for range b.N {
+				g := New(nil, Config{BlockingReads: true})
+				keys := make([]deviceKey, n)
+				for i := range keys {
+					keys[i] = deviceKey{fmt.Sprintf("%0*d", idLen, i), fmt.Sprintf("%0*d", idLen, n+i)}
+				}
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				now := time.Now()
+				for _, k := range keys {
+					sh := g.shardOf(k.user)
+					sh.mu.Lock()
+					g.markEnd(sh, k, func(e *endMark) { e.at = now })
+					sh.mu.Unlock()
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				// The keys' strings were allocated before: add them.
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n+float64(2*idLen), "bytes/end")
+				runtime.KeepAlive(keys)
+			}
+		})
 	}
 }
