@@ -74,9 +74,13 @@ func (s *Service) expand(j store.PushJob) outcome {
 	for _, u := range data.Mentions {
 		mentioned[u] = true
 	}
-	// The message's time: Plan set the job's expiry from it (a retried
-	// expansion has moved Due on since).
+	// The message's time: in the job data (At), or, in a job written by an
+	// older build, from the expiry Plan set from it, less today's TTL (a
+	// retried expansion has moved Due on since).
 	stored := j.Expires.Add(-s.cfg.TTL)
+	if !data.At.IsZero() {
+		stored = data.At
+	}
 	liveDue := stored.Add(s.cfg.AckWindow)
 	// Expanded late (behind a backlog, after a failed try, or again after
 	// a restart), a device offline now may have been live when the
@@ -99,7 +103,7 @@ func (s *Service) expand(j store.PushJob) outcome {
 			k |= 4
 		}
 		if variants[k] == nil {
-			jd := jobData{Config: data.Config, From: data.From, Live: live, Mentioned: ment}
+			jd := jobData{Config: data.Config, From: data.From, Live: live, Mentioned: ment, At: data.At}
 			jd.Config.ContentFree = cf
 			variants[k] = jd.marshal()
 		}

@@ -292,6 +292,13 @@ func New(st Store, pres Presence, providers map[herald.PushProvider]Provider, cf
 // service).
 func (s *Service) SetPresence(p Presence) { s.pres = p }
 
+// History returns the session history the push decision asks (acked): the
+// presence's, when it is a SessionHistory, else nil.
+func (s *Service) History() SessionHistory {
+	h, _ := s.pres.(SessionHistory)
+	return h
+}
+
 // Start loads the devices, the muted conversations and the pending outbox,
 // and starts dispatching.
 func (s *Service) Start(ctx context.Context) error {

@@ -577,8 +577,9 @@ func scrape(t *testing.T, url string) string {
 // another node that acknowledged the message and ended may not be
 // announced here yet, so with several nodes the stored acks are read.
 func TestPushSessionHistoryOnOneNodeOnly(t *testing.T) {
-	if _, ok := any((*gateway.Gateway)(nil)).(push.SessionHistory); !ok {
-		t.Error("the gateway does not implement push.SessionHistory")
+	srv, _ := startDevServer(t)
+	if h, ok := srv.push.History().(*gateway.Gateway); !ok || h != srv.gw {
+		t.Errorf("a single node's push decision asks %T %p for session history, want its gateway %p", srv.push.History(), srv.push.History(), srv.gw)
 	}
 	if _, ok := any((*cluster.Presence)(nil)).(push.SessionHistory); ok {
 		t.Error("the cluster's presence implements push.SessionHistory")
