@@ -149,6 +149,10 @@ type Stats struct {
 	// their net.Conn because their descriptor could not be duplicated
 	// (out of descriptors); they work, at an idle connection's old cost.
 	DescriptorsKept int64
+	// SessionEndsForgotten: session ends forgotten before endedRetain
+	// because more than maxEnded were remembered (ConnectedSince answers
+	// "maybe" about their time: the push reads the stored acks).
+	SessionEndsForgotten int64
 }
 
 // Gateway accepts and runs client sessions. It implements chat.Deliverer.
@@ -205,12 +209,50 @@ type Gateway struct {
 	}
 
 	grace graceTimers // callers gone without a logout, by user (call.go)
+
+	// endedSince (Unix ns): every session end since then is in the shards'
+	// ended; it moves on as the sweeper forgets older ends, and as
+	// trimEnded forgets the oldest past maxEnded. endedCount: the shards'
+	// ended entries. forgetMu serializes the forgetting (forgetBefore).
+	// forgotEarly counts the ends forgotten for the cap (Stats).
+	endedSince  atomic.Int64
+	endedCount  atomic.Int64
+	forgotEarly atomic.Int64
+	forgetMu    sync.Mutex
+	endedCap    int64 // maxEnded; tests lower it
+	// sinceChecked, set by tests only, runs in ConnectedSince between its
+	// check of endedSince and its shard's lock.
+	sinceChecked func()
 }
 
 type shard struct {
 	mu    sync.Mutex
 	users map[string][]*session // logged-in sessions, oldest first
+	// ended: when the last session of a device that has none here now
+	// ended, for the ends since Gateway.endedSince (ConnectedSince).
+	ended map[deviceKey]endMark
 }
+
+type deviceKey struct{ user, device string }
+
+// endMark is a device's last session end; closing counts its sessions
+// displaced by a login (out of users) that have not ended yet: they may
+// still acknowledge what they received.
+type endMark struct {
+	at      time.Time
+	closing int
+}
+
+// endedRetain is how long a device's session end is remembered for
+// ConnectedSince: a question about an earlier time is answered "maybe"
+// (the push reads the stored acks, as without the record).
+const endedRetain = 10 * time.Minute
+
+// maxEnded caps the session ends remembered (docs/push.md): device IDs are
+// the client's (1-64 bytes), so one user logging in again and again with
+// new ones would grow them at its login rate. Past it the oldest eighth
+// is forgotten (trimEnded): answers about their time become "maybe".
+const maxEnded = 1_000_000
 
 // New returns a gateway that hands messages to c. Set it as c's Deliverer.
 func New(c Chat, cfg Config) *Gateway {
@@ -221,7 +263,10 @@ func New(c Chat, cfg Config) *Gateway {
 	g.writes, g.cancelWrite = context.WithCancel(context.Background())
 	for i := range g.shards {
 		g.shards[i].users = make(map[string][]*session)
+		g.shards[i].ended = make(map[deviceKey]endMark)
 	}
+	g.endedSince.Store(cfg.Now().UnixNano())
+	g.endedCap = maxEnded
 	if !cfg.BlockingReads {
 		p, err := newPoller(cfg.Logger)
 		if err != nil {
@@ -351,11 +396,16 @@ func (g *Gateway) sweepLoop() {
 	tk := time.NewTicker(every)
 	defer tk.Stop()
 	var expired, tokens []*session
+	var forgot time.Time
 	for {
 		select {
 		case <-g.stopSweep:
 			return
 		case <-tk.C:
+		}
+		if t := g.cfg.Now(); t.Sub(forgot) >= endedRetain/10 {
+			g.forgetEnded(t)
+			forgot = t
 		}
 		now := g.cfg.Now().UnixNano()
 		expired, tokens = expired[:0], tokens[:0]
@@ -395,7 +445,7 @@ func (g *Gateway) Stats() Stats {
 		Connections: g.stats.connections.Load(), Sessions: g.stats.sessions.Load(),
 		SlowClosed: g.stats.slowClosed.Load(), Kicked: g.stats.kicked.Load(),
 		FramesBad: g.stats.framesBad.Load(), SendsLimited: g.stats.sendsLimited.Load(),
-		DescriptorsKept: g.stats.descriptorsKept.Load(),
+		DescriptorsKept: g.stats.descriptorsKept.Load(), SessionEndsForgotten: g.forgotEarly.Load(),
 	}
 }
 
@@ -575,6 +625,12 @@ func (g *Gateway) register(s *session) (kick []*session, reason string, ok bool)
 		keep = keep[n:]
 	}
 	sh.users[s.user] = append(keep, s)
+	for _, o := range kick {
+		// Out of users, but o reads until it ends (end): its device
+		// counts as connected meanwhile (ConnectedSince).
+		o.displaced = true
+		g.markEnd(sh, deviceKey{o.user, o.device}, func(e *endMark) { e.closing++ })
+	}
 	g.stats.sessions.Add(int64(1 - len(kick)))
 	return kick, reason, true
 }
@@ -585,9 +641,25 @@ func (g *Gateway) register(s *session) (kick []*session, reason string, ok bool)
 // decided under the shard's lock: of two sessions of a user ending at
 // once, exactly one is told it was the last.
 func (g *Gateway) unregister(s *session) (left int, removed bool) {
+	left, removed = g.unregisterShard(s)
+	if g.endedCount.Load() > g.endedCap {
+		g.trimEnded()
+	}
+	return left, removed
+}
+
+// unregisterShard is unregister under the shard's lock.
+func (g *Gateway) unregisterShard(s *session) (left int, removed bool) {
 	sh := g.shardOf(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	now := g.cfg.Now()
+	if s.displaced {
+		// Displaced by a login (register): its end is now.
+		g.markEnd(sh, deviceKey{s.user, s.device}, func(e *endMark) { e.closing--; e.at = now })
+		s.displaced = false
+		return len(sh.users[s.user]), false
+	}
 	list := sh.users[s.user]
 	for i, o := range list {
 		if o == s {
@@ -599,6 +671,7 @@ func (g *Gateway) unregister(s *session) (left int, removed bool) {
 			} else {
 				sh.users[s.user] = rest
 			}
+			g.markEnd(sh, deviceKey{s.user, s.device}, func(e *endMark) { e.at = now })
 			return len(rest), true
 		}
 	}
@@ -652,6 +725,110 @@ func (g *Gateway) Live(user, device string) bool {
 		}
 	}
 	return false
+}
+
+// ConnectedSince reports whether user may have had a logged-in session on
+// device here at t or since (push.SessionHistory): false only when it had
+// none, so that device cannot have acknowledged a message stored at t.
+// Session ends are remembered for endedRetain (and from the gateway's
+// start): about an earlier t it answers true.
+func (g *Gateway) ConnectedSince(user, device string, t time.Time) bool {
+	if t.UnixNano() < g.endedSince.Load() {
+		return true
+	}
+	if g.sinceChecked != nil {
+		g.sinceChecked()
+	}
+	sh := g.shardOf(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	// Again under the lock: forgetBefore may have moved endedSince past t
+	// since, and deleted this shard's ends before it (it moves endedSince
+	// first, then deletes shard by shard under each lock).
+	if t.UnixNano() < g.endedSince.Load() {
+		return true
+	}
+	for _, s := range sh.users[user] {
+		if s.device == device {
+			return true
+		}
+	}
+	e, ok := sh.ended[deviceKey{user, device}]
+	return ok && (e.closing > 0 || !e.at.Before(t))
+}
+
+// forgetEnded forgets the session ends before now less endedRetain.
+// endedSince moves first: a ConnectedSince about a time before it answers
+// true without looking for the ends being forgotten.
+func (g *Gateway) forgetEnded(now time.Time) {
+	g.forgetMu.Lock()
+	defer g.forgetMu.Unlock()
+	if cut := now.Add(-endedRetain).UnixNano(); cut > g.endedSince.Load() {
+		g.forgetBefore(cut)
+	}
+}
+
+// forgetBefore forgets the ends before cut (Unix ns), moving endedSince
+// up to it first, and returns how many; forgetMu must be held.
+func (g *Gateway) forgetBefore(cut int64) (n int64) {
+	if cut > g.endedSince.Load() {
+		g.endedSince.Store(cut)
+	}
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.ended {
+			if e.closing == 0 && e.at.UnixNano() < cut {
+				delete(sh.ended, k)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	g.endedCount.Add(-n)
+	return n
+}
+
+// markEnd applies f to k's end mark in sh, counting a new one (endedCount);
+// sh.mu must be held.
+func (g *Gateway) markEnd(sh *shard, k deviceKey, f func(*endMark)) {
+	e, ok := sh.ended[k]
+	if !ok {
+		g.endedCount.Add(1)
+	}
+	f(&e)
+	sh.ended[k] = e
+}
+
+// trimEnded forgets the oldest eighth of the remembered ends when there
+// are more than maxEnded (endedSince moves to the first end kept), and
+// counts them (Stats.SessionEndsForgotten). One sort of their times per
+// maxEnded/8 new ends. Devices whose displaced sessions have not ended
+// yet are kept: there are no more of them than sessions.
+func (g *Gateway) trimEnded() {
+	g.forgetMu.Lock()
+	defer g.forgetMu.Unlock()
+	if g.endedCount.Load() <= g.endedCap {
+		return // trimmed by another caller meanwhile
+	}
+	ats := make([]int64, 0, g.endedCount.Load())
+	for i := range g.shards {
+		sh := &g.shards[i]
+		sh.mu.Lock()
+		for _, e := range sh.ended {
+			if e.closing == 0 {
+				ats = append(ats, e.at.UnixNano())
+			}
+		}
+		sh.mu.Unlock()
+	}
+	if len(ats) == 0 {
+		return
+	}
+	slices.Sort(ats)
+	// Forget those up to the i-th oldest, and any that ended at its time.
+	i := min(len(ats), max(int(g.endedCount.Load()-g.endedCap*7/8), 1)) - 1
+	g.forgotEarly.Add(g.forgetBefore(ats[i] + 1))
 }
 
 // Acked returns how far user's live session on device has acknowledged

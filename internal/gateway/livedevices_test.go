@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"runtime"
 	"sort"
 	"sync/atomic"
 	"testing"
@@ -87,5 +88,176 @@ func TestWaitGoneWaitsForOtherNodes(t *testing.T) {
 	peers.n.Store(0) // the other node announced the session's end
 	if !<-done {
 		t.Error("WaitGone timed out after the other node's session ended")
+	}
+}
+
+// TestConnectedSince: a device is connected since t while it has a
+// session, and when its last session ended at t or later, a session
+// displaced by a login counting until it ends; a device with no session
+// since the gateway started, or since an end it remembers, is not; about
+// a time before what it remembers (its start, ends forgotten after
+// endedRetain) the answer is "maybe".
+func TestConnectedSince(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	g := newCallGateway(t, newFakeCalls(), Config{Now: clock, SingleLogin: true})
+	check := func(user, device string, since time.Time, want bool) {
+		t.Helper()
+		if got := g.ConnectedSince(user, device, since); got != want {
+			t.Errorf("ConnectedSince(%s, %s, t0%+v) = %v, want %v", user, device, since.Sub(t0), got, want)
+		}
+	}
+	login := func(user, device string) (*session, []*session) {
+		t.Helper()
+		s := &session{g: g, user: user, device: device}
+		kick, _, ok := g.register(s)
+		if !ok {
+			t.Fatalf("%s/%s not registered", user, device)
+		}
+		return s, kick
+	}
+	a, _ := login("alice", "phone")
+	check("alice", "phone", at(time.Hour), true)
+	check("bob", "phone", at(0), false)
+	check("bob", "phone", at(-time.Second), true)
+
+	now.Store(at(10 * time.Second).UnixNano())
+	g.unregister(a)
+	check("alice", "phone", at(9*time.Second), true)
+	check("alice", "phone", at(11*time.Second), false)
+
+	c1, _ := login("carol", "phone")
+	now.Store(at(20 * time.Second).UnixNano())
+	if _, kick := login("carol", "tablet"); len(kick) != 1 || kick[0] != c1 {
+		t.Fatalf("the tablet's single login displaced %v, want the phone's session", kick)
+	}
+	check("carol", "phone", at(time.Hour), true) // displaced, not ended: it may still acknowledge
+	now.Store(at(30 * time.Second).UnixNano())
+	if _, removed := g.unregister(c1); removed {
+		t.Error("the displaced session was still registered")
+	}
+	check("carol", "phone", at(29*time.Second), true)
+	check("carol", "phone", at(31*time.Second), false)
+
+	d, _ := login("dave", "phone")
+	now.Store(at(40 * time.Second).UnixNano())
+	g.unregister(d)
+	now.Store(at(30*time.Second + endedRetain + time.Second).UnixNano())
+	g.forgetEnded(clock())
+	check("alice", "phone", at(11*time.Second), true) // before what it remembers
+	check("dave", "phone", at(35*time.Second), true)  // ended since what it remembers
+	check("dave", "phone", at(41*time.Second), false)
+	check("carol", "phone", clock(), false)
+	sh := g.shardOf("alice")
+	sh.mu.Lock()
+	_, kept := sh.ended[deviceKey{"alice", "phone"}]
+	sh.mu.Unlock()
+	if kept {
+		t.Error("alice's phone's end is still remembered past endedRetain")
+	}
+}
+
+// TestConnectedSinceForgetBetween: the sweeper forgetting ends between
+// ConnectedSince's first look at endedSince and its shard's lock does not
+// turn a device that had a session after t into "no session": the answer
+// is "maybe" (the check is made again under the lock).
+func TestConnectedSinceForgetBetween(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	g := newCallGateway(t, newFakeCalls(), Config{Now: clock})
+	s := &session{g: g, user: "alice", device: "phone"}
+	if _, _, ok := g.register(s); !ok {
+		t.Fatal("not registered")
+	}
+	now.Store(t0.Add(10 * time.Second).UnixNano())
+	g.unregister(s) // ended at t0+10s: connected since t0+5s
+	now.Store(t0.Add(20*time.Second + endedRetain).UnixNano())
+	g.sinceChecked = func() { g.forgetEnded(clock()) } // forgets ends before t0+20s
+	if !g.ConnectedSince("alice", "phone", t0.Add(5*time.Second)) {
+		t.Error("ConnectedSince = false for a device whose session ended after t, its end forgotten meanwhile; want true (maybe)")
+	}
+}
+
+// TestSessionEndsCapped: past endedCap remembered ends, the oldest are
+// forgotten (counted in Stats) and questions about their time answer
+// "maybe", while the newest ends still answer "no session since".
+func TestSessionEndsCapped(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	g := newCallGateway(t, newFakeCalls(), Config{Now: clock})
+	g.endedCap = 80
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
+	const n = 200
+	for i := range n {
+		s := &session{g: g, user: "mallory", device: fmt.Sprintf("d%d", i)}
+		if _, _, ok := g.register(s); !ok {
+			t.Fatal("not registered")
+		}
+		now.Store(at(i + 1).UnixNano())
+		g.unregister(s) // d<i> ended at t0+(i+1)s
+		if c := g.endedCount.Load(); c > g.endedCap {
+			t.Fatalf("after %d ends %d are remembered, over the cap of %d", i+1, c, g.endedCap)
+		}
+	}
+	var kept int
+	for i := range g.shards {
+		kept += len(g.shards[i].ended)
+	}
+	if int64(kept) != g.endedCount.Load() {
+		t.Errorf("endedCount = %d, %d in the shards", g.endedCount.Load(), kept)
+	}
+	if got, want := g.Stats().SessionEndsForgotten, int64(n-kept); got != want {
+		t.Errorf("SessionEndsForgotten = %d, want %d", got, want)
+	}
+	// The first device's end is forgotten: "maybe" about a time before it.
+	if !g.ConnectedSince("mallory", "d0", at(0)) {
+		t.Error("ConnectedSince about a forgotten end's time = false, want true (maybe)")
+	}
+	// The last device's end is kept: no session after it.
+	if g.ConnectedSince("mallory", fmt.Sprintf("d%d", n-2), at(n).Add(time.Second)) {
+		t.Error("ConnectedSince after the newest ends = true, want false")
+	}
+	if !g.ConnectedSince("mallory", fmt.Sprintf("d%d", n-1), at(n-1)) {
+		t.Error("ConnectedSince about a time before a kept end = false, want true")
+	}
+}
+
+// BenchmarkSessionEndsMemory reports the heap one remembered session end
+// takes (bytes/end; docs/push.md), with user and device IDs of 12 and of
+// 64 bytes (the longest device ID), over 200,000 ends.
+func BenchmarkSessionEndsMemory(b *testing.B) {
+	for _, idLen := range []int{12, 64} {
+		b.Run(fmt.Sprintf("ids=%d", idLen), func(b *testing.B) {
+			const n = 200_000
+			for range b.N {
+				g := New(nil, Config{BlockingReads: true})
+				keys := make([]deviceKey, n)
+				for i := range keys {
+					keys[i] = deviceKey{fmt.Sprintf("%0*d", idLen, i), fmt.Sprintf("%0*d", idLen, n+i)}
+				}
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				now := time.Now()
+				for _, k := range keys {
+					sh := g.shardOf(k.user)
+					sh.mu.Lock()
+					g.markEnd(sh, k, func(e *endMark) { e.at = now })
+					sh.mu.Unlock()
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				// The keys' strings were allocated before: add them.
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n+float64(2*idLen), "bytes/end")
+				runtime.KeepAlive(keys)
+			}
+		})
 	}
 }

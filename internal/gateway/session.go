@@ -158,6 +158,10 @@ type session struct {
 	// herald.Platforms, 0 for any other. A byte here, in the padding
 	// after the flags above, where a string took 16 bytes of every session.
 	platform uint8
+	// displaced: a login took s out of its shard's users (register) and s
+	// has not ended yet; guarded by the shard's mu (ConnectedSince). In
+	// the same padding.
+	displaced bool
 
 	// Send rate limit: a token bucket used by the reader only.
 	tokens     float64

@@ -348,6 +348,7 @@ var (
 	dFramesBad     = desc("herald_frames_bad_total", "Client frames that could not be decoded.")
 	dSendsLimited  = desc("herald_sends_rate_limited_total", "Sends refused by the per-session rate limit.")
 	dDescKept      = desc("herald_sessions_descriptor_kept_total", "Logged-in sessions that kept Go's net.Conn because their descriptor could not be duplicated (epoll driver, out of descriptors).")
+	dEndsForgotten = desc("herald_session_ends_forgotten_total", "Session ends forgotten early because more than 1,000,000 were remembered (late group pushes read the stored acks for them).")
 	dStored        = desc("herald_messages_stored_total", "Messages stored (duplicates of a local ID not counted).")
 	dDuplicates    = desc("herald_messages_duplicate_total", "Sends recognised as a resend of a stored message (same local ID).")
 	dStoreFailed   = desc("herald_messages_store_failures_total", "Messages whose store write failed (the sender is told to retry).")
@@ -398,6 +399,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		emit(dFramesBad, cnt, g.FramesBad)
 		emit(dSendsLimited, cnt, g.SendsLimited)
 		emit(dDescKept, cnt, g.DescriptorsKept)
+		emit(dEndsForgotten, cnt, g.SessionEndsForgotten)
 	}
 	if m.src.Push != nil {
 		p := m.src.Push()

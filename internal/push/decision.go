@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store"
@@ -75,7 +76,7 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) (out []st
 	defer func() { s.own(out[first:]) }()
 	now := m.CreatedAt
 	if m.ConvType == herald.ConversationGroup {
-		d := jobData{Config: *m.Push, From: m.From}
+		d := jobData{Config: *m.Push, From: m.From, At: now}
 		if m.NotifyMentioned {
 			d.Mentions = m.Mentions
 		}
@@ -109,7 +110,7 @@ func (s *Service) Plan(m *herald.Message, i int, jobs []store.PushJob) (out []st
 			k |= 2
 		}
 		if variants[k] == nil {
-			jd := jobData{Config: *m.Push, From: m.From, Live: live}
+			jd := jobData{Config: *m.Push, From: m.From, Live: live, At: now}
 			jd.Config.ContentFree = cf
 			variants[k] = jd.marshal()
 		}
@@ -164,20 +165,35 @@ func (s *Service) Committing() (stored func(jobs []store.PushJob)) {
 	}
 }
 
+// historySlack is taken off the message's time before asking the session
+// history: the message's time is the chat's clock, a session's end the
+// gateway's; a step of the wall clock between them (NTP) must not make a
+// session that ended just after the message look as if it ended before.
+const historySlack = 5 * time.Second
+
 // acked reports whether the device acknowledged the job's message, from
 // its live session if it has one. A device that was live when the message
 // was stored may have acknowledged it in a session that has ended since
 // (its acks are stored then), even if it is live again in a new session
 // that starts with no acks of its own: for those jobs the store is read
-// too. A device that was offline at planning time is not read back: its
-// job was due at once.
-func (s *Service) acked(ctx context.Context, d *herald.PushDevice, j *store.PushJob, wasLive bool) bool {
+// too, unless the presence tells that the device had no session at all
+// from the message's time on (SessionHistory; at, the job data's). A device that was offline
+// at planning time is not read back: its job was due at once.
+func (s *Service) acked(ctx context.Context, d *herald.PushDevice, j *store.PushJob, wasLive bool, at time.Time) bool {
 	if s.pres != nil {
 		if seq, _ := s.pres.Acked(d.User, d.Device, j.Conv); seq >= j.Seq {
 			return true
 		}
 	}
 	if !wasLive {
+		return false
+	}
+	if h := s.History(); h != nil && !at.IsZero() && !h.ConnectedSince(d.User, d.Device, at.Add(-historySlack)) {
+		// No session since the message was stored (at, less
+		// historySlack): nothing can have acknowledged it. This is most
+		// jobs of a late group expansion. A job with no message time
+		// (written by an older build) reads the acks: its expiry less
+		// today's TTL is not its time if the TTL was changed since.
 		return false
 	}
 	cur, err := s.st.Cursors(ctx, d.User, d.Device)

@@ -1085,7 +1085,7 @@ func (s *Service) process(j store.PushJob) outcome {
 		if !data.CallCancel && s.calls != nil && !s.calls.Ringing(data.CallID, j.User) {
 			return skip(herald.PushSkipped, "the call no longer rings for the invitee")
 		}
-	} else if s.acked(ctx, &dev, &j, data.Live) {
+	} else if s.acked(ctx, &dev, &j, data.Live, data.At) {
 		return skip(herald.PushSkipped, "acknowledged by a live session")
 	}
 	prov, ok := s.providers[dev.Provider]

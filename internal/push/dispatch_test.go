@@ -56,8 +56,12 @@ type harness struct {
 	cfg  push.Config
 	// groups, when set, is the membership the service is started with.
 	groups push.Groups
-	key    *ecdsa.PrivateKey
-	n      int
+	// svcPres and svcStore, when set, are what the service is started
+	// with instead of pres and st (which the test keeps using).
+	svcPres  push.Presence
+	svcStore push.Store
+	key      *ecdsa.PrivateKey
+	n        int
 }
 
 func newHarness(t *testing.T, cfg push.Config, emuKey *ecdsa.PublicKey) *harness {
@@ -91,7 +95,15 @@ func newHarness(t *testing.T, cfg push.Config, emuKey *ecdsa.PublicKey) *harness
 
 func (h *harness) start() {
 	h.t.Helper()
-	h.svc = push.New(h.st, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, h.cfg)
+	var st push.Store = h.st
+	if h.svcStore != nil {
+		st = h.svcStore
+	}
+	var pres push.Presence = h.pres
+	if h.svcPres != nil {
+		pres = h.svcPres
+	}
+	h.svc = push.New(st, pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, h.cfg)
 	if h.groups != nil {
 		h.svc.SetGroups(h.groups)
 	}

@@ -74,15 +74,21 @@ func (s *Service) expand(j store.PushJob) outcome {
 	for _, u := range data.Mentions {
 		mentioned[u] = true
 	}
-	// The message's time: Plan set the job's expiry from it (a retried
-	// expansion has moved Due on since).
+	// The message's time: in the job data (At), or, in a job written by an
+	// older build, from the expiry Plan set from it, less today's TTL (a
+	// retried expansion has moved Due on since).
 	stored := j.Expires.Add(-s.cfg.TTL)
+	if !data.At.IsZero() {
+		stored = data.At
+	}
 	liveDue := stored.Add(s.cfg.AckWindow)
 	// Expanded late (behind a backlog, after a failed try, or again after
 	// a restart), a device offline now may have been live when the
 	// message was stored, and acknowledged it before it went: its job
-	// checks the stored acks too, as a live device's does. On time, an
-	// offline device's job is sent without that read.
+	// checks the stored acks too, as a live device's does, unless the
+	// presence tells it had no session since the message (acked,
+	// SessionHistory). On time, an offline device's job is sent without
+	// that read.
 	late := now.Sub(stored) > s.cfg.AckWindow/5
 	var variants [8][]byte // by live, mentioned, content-free (planContentFree)
 	dataFor := func(live, ment, cf bool) []byte {
@@ -97,7 +103,7 @@ func (s *Service) expand(j store.PushJob) outcome {
 			k |= 4
 		}
 		if variants[k] == nil {
-			jd := jobData{Config: data.Config, From: data.From, Live: live, Mentioned: ment}
+			jd := jobData{Config: data.Config, From: data.From, Live: live, Mentioned: ment, At: data.At}
 			jd.Config.ContentFree = cf
 			variants[k] = jd.marshal()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -139,6 +140,107 @@ func TestLateFanOutChecksStoredAcks(t *testing.T) {
 	}
 	if n := len(h.emu.Inbox(token(2))); n != 0 {
 		t.Errorf("bob's device got %d pushes", n)
+	}
+}
+
+// history is a presence that remembers session ends (push.SessionHistory),
+// as the gateway does: since maps user/device to the last time it had a
+// session; a device not in it had none since the gateway started.
+type history struct {
+	*presence
+	since map[string]time.Time
+}
+
+func (p history) ConnectedSince(user, device string, t time.Time) bool {
+	at, ok := p.since[user+"/"+device]
+	return ok && !at.Before(t)
+}
+
+// cursorReads counts the stored acks read, by user.
+type cursorReads struct {
+	store.Store
+	mu    sync.Mutex
+	users map[string]int
+}
+
+func (c *cursorReads) Cursors(ctx context.Context, user, device string) (map[string]int64, error) {
+	c.mu.Lock()
+	c.users[user]++
+	c.mu.Unlock()
+	return c.Store.Cursors(ctx, user, device)
+}
+
+func (c *cursorReads) reads(user string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.users[user]
+}
+
+// TestLateFanOutAsksSessionHistory: a late expansion's job reads the
+// stored acks only for a device that may have had a session since the
+// message was stored (SessionHistory): one that had none cannot have
+// acknowledged it and is pushed without the read, and one that had is
+// still not pushed if it acknowledged the message. The message's time is
+// the job data's, whatever the TTL after a restart.
+func TestLateFanOutAsksSessionHistory(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ttl  time.Duration // after the restart; 0: the default, as before
+	}{
+		{"same TTL", 0},
+		// The message's time is the job data's, not its expiry less
+		// today's TTL (23 hours after the message here).
+		{"TTL lowered across a restart", time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, push.Config{}, nil)
+			ctx := context.Background()
+			h.device("bob", 2)
+			h.device("carol", 3)
+			h.device("dave", 4)
+			h.groups = members{"alice": 0, "bob": 0, "carol": 0, "dave": 0}
+			h.stop()
+			at := time.Now().Add(-time.Minute)
+			m := h.sendGroup(at) // stored a minute ago, never expanded
+			if err := h.st.CreateGroup(ctx, herald.Group{ID: "g1", JoinMode: herald.GroupJoinAny, InviteMode: herald.GroupInviteAny, CreatedAt: time.Now()},
+				[]herald.GroupMember{{Group: "g1", User: "alice", Role: herald.RoleOwner}, {Group: "g1", User: "bob", Role: herald.RoleMember}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.st.SaveCursors(ctx, []store.DeviceCursors{{User: "bob", Device: "phone", Cursors: map[string]int64{m.Conv: m.Seq}}}); err != nil {
+				t.Fatal(err)
+			}
+			// bob's session ended after the message (having acknowledged it);
+			// carol's ended ten seconds before it was stored; dave's two seconds
+			// before, by the gateway's clock: within the slack for a step of the
+			// wall clock between the chat's and the gateway's readings.
+			h.svcPres = history{h.pres, map[string]time.Time{"bob/phone": at.Add(time.Second), "carol/phone": at.Add(-10 * time.Second), "dave/phone": at.Add(-2 * time.Second)}}
+			reads := &cursorReads{Store: h.st, users: map[string]int{}}
+			h.svcStore = reads
+			h.cfg.TTL = tc.ttl
+			h.start()
+			h.waitAccepted(1)
+			h.waitSettled()
+			for _, e := range h.waitLog(m.ID, herald.PushSkipped) {
+				switch {
+				case e.User == "bob" && e.Outcome != herald.PushSkipped:
+					t.Errorf("bob, who acknowledged the message, got %s", e.Outcome)
+				case e.User == "carol" && e.Outcome != herald.PushSent:
+					t.Errorf("carol got %s, want sent", e.Outcome)
+				}
+			}
+			if n := len(h.emu.Inbox(token(2))); n != 0 {
+				t.Errorf("bob's device got %d pushes", n)
+			}
+			if n := reads.reads("bob"); n != 1 {
+				t.Errorf("bob's stored acks read %d times, want 1 (a session since the message)", n)
+			}
+			if n := reads.reads("dave"); n != 1 {
+				t.Errorf("dave's stored acks read %d times, want 1 (a session that ended within the clock slack)", n)
+			}
+			if n := reads.reads("carol"); n != 0 {
+				t.Errorf("carol's stored acks read %d times, want 0 (no session since the message)", n)
+			}
+		})
 	}
 }
 

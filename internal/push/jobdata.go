@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/herald-im/herald"
 )
@@ -34,6 +35,11 @@ type jobData struct {
 	// ascending user ID order) whose device jobs are stored: the
 	// expansion goes on after it (Service.expand).
 	After string
+	// At: the message's time (Plan's, to the millisecond), for the
+	// session history's question (Service.acked). Zero in jobs written by
+	// builds that did not record it: their message's time is then not
+	// known (the expiry less today's TTL is not it if the TTL changed).
+	At time.Time
 }
 
 // The encoding is binary, not JSON: every push decodes its job, and JSON
@@ -48,7 +54,10 @@ type jobData struct {
 // message. v4 is v3 with the After string at the end, written only for a
 // partly expanded fan-out job, so that a build that does not know it
 // refuses the job instead of expanding it again from its first member
-// (whose devices were pushed already).
+// (whose devices were pushed already). At, when set, follows the
+// version's strings in any version, as a varint of Unix milliseconds:
+// older builds read the strings and ignore it, and a job written without
+// it decodes with a zero At.
 const (
 	jobDataV1 = 1
 	jobDataV2 = 2
@@ -115,6 +124,9 @@ func (d *jobData) marshal() []byte {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
+	if !d.At.IsZero() {
+		b = binary.AppendVarint(b, d.At.UnixMilli())
+	}
 	return b
 }
 
@@ -147,6 +159,13 @@ func (d *jobData) unmarshal(b []byte) error {
 		}
 		*dst = string(b[k : k+int(n)])
 		b = b[k+int(n):]
+	}
+	if len(b) > 0 {
+		ms, k := binary.Varint(b)
+		if k <= 0 {
+			return fmt.Errorf("%w: message time", errJobData)
+		}
+		d.At = time.UnixMilli(ms)
 	}
 	if mentions != "" {
 		d.Mentions = strings.Split(mentions, ",")

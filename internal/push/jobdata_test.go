@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-im/herald"
 )
@@ -21,6 +22,8 @@ func TestJobDataRoundTrip(t *testing.T) {
 		{BadgeOnly: true},
 		{From: "e", BadgeOnly: true, Live: true, Config: herald.PushConfig{Title: "secret", ContentFree: true, EnableBadge: true}},
 		{From: "g", Mentions: []string{"u1"}, After: "u0042", Config: herald.PushConfig{Title: "Group", ContentFree: true}},
+		{From: "h", Live: true, At: time.UnixMilli(1_767_261_601_123)},
+		{From: "g", After: "u7", At: time.UnixMilli(1_767_261_601_000), Config: herald.PushConfig{ContentFree: true}},
 	} {
 		var got jobData
 		if err := got.unmarshal(d.marshal()); err != nil {
@@ -101,6 +104,28 @@ func FuzzJobData(f *testing.F) {
 			t.Fatalf("decoded %+v does not survive a round trip: %v", d, err)
 		}
 	})
+}
+
+// The message's time follows the strings, in the same version: a build
+// that does not know it reads the job as without it, and a job written
+// without it decodes with a zero time (its message's time unknown).
+func TestJobDataAtKeepsTheLayout(t *testing.T) {
+	for _, d := range []jobData{
+		{From: "alice", Live: true, Config: herald.PushConfig{Title: "Hi"}},
+		{From: "g", After: "bob"},
+		{From: "d", Config: herald.PushConfig{ContentFree: true}},
+	} {
+		without := d.marshal()
+		d.At = time.UnixMilli(1_767_261_601_123)
+		with := d.marshal()
+		if len(with) <= len(without) || string(with[:len(without)]) != string(without) {
+			t.Errorf("%+v: with the time % x, without % x: want the same bytes and the time after them", d, with, without)
+		}
+		var got jobData
+		if err := got.unmarshal(without); err != nil || !got.At.IsZero() {
+			t.Errorf("%+v written without a time decodes with At %v (%v), want zero", d, got.At, err)
+		}
+	}
 }
 
 // Only a partly expanded fan-out job is written as v4: a build that does

@@ -50,6 +50,19 @@ type Presence interface {
 	Acked(user, device, conv string) (seq int64, live bool)
 }
 
+// SessionHistory is implemented by a Presence that remembers when its
+// sessions ended (the gateway, on a single node). The cluster's presence
+// does not implement it: a session on another node that acknowledged a
+// message and ended may not be announced here yet, so with several nodes
+// the push reads the stored acks, as without it.
+type SessionHistory interface {
+	// ConnectedSince reports whether user may have had a live session on
+	// device at t or since: false only when it certainly had none, so the
+	// device cannot have acknowledged a message stored at t. It never
+	// blocks on I/O.
+	ConnectedSince(user, device string, t time.Time) bool
+}
+
 // Config tunes the service. Zero values take the defaults on each field.
 type Config struct {
 	// AckWindow is how long a live session has to acknowledge a message
@@ -278,6 +291,13 @@ func New(st Store, pres Presence, providers map[herald.PushProvider]Provider, cf
 // SetPresence sets the presence source (the gateway, built after the
 // service).
 func (s *Service) SetPresence(p Presence) { s.pres = p }
+
+// History returns the session history the push decision asks (acked): the
+// presence's, when it is a SessionHistory, else nil.
+func (s *Service) History() SessionHistory {
+	h, _ := s.pres.(SessionHistory)
+	return h
+}
 
 // Start loads the devices, the muted conversations and the pending outbox,
 // and starts dispatching.

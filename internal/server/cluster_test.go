@@ -17,7 +17,10 @@ import (
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/bus"
+	"github.com/herald-im/herald/internal/cluster"
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/gateway"
+	"github.com/herald-im/herald/internal/push"
 	"github.com/herald-im/herald/internal/store"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 	"github.com/herald-im/herald/token"
@@ -565,4 +568,20 @@ func scrape(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestPushSessionHistoryOnOneNodeOnly: the push decision learns that a
+// device had no session since a message (push.SessionHistory, which spares
+// a late job its read of the stored acks) from the gateway of a single
+// node only. The cluster's presence must not answer it: a session on
+// another node that acknowledged the message and ended may not be
+// announced here yet, so with several nodes the stored acks are read.
+func TestPushSessionHistoryOnOneNodeOnly(t *testing.T) {
+	srv, _ := startDevServer(t)
+	if h, ok := srv.push.History().(*gateway.Gateway); !ok || h != srv.gw {
+		t.Errorf("a single node's push decision asks %T %p for session history, want its gateway %p", srv.push.History(), srv.push.History(), srv.gw)
+	}
+	if _, ok := any((*cluster.Presence)(nil)).(push.SessionHistory); ok {
+		t.Error("the cluster's presence implements push.SessionHistory")
+	}
 }

@@ -329,6 +329,13 @@ func TestFCMRefusedKeySuspendsTheProject(t *testing.T) {
 // that logs a user in on a device through the SDK.
 func startDevServer(t *testing.T) (*Server, func(user, device string) *client.Client) {
 	t.Helper()
+	return startDevServerWith(t, nil)
+}
+
+// startDevServerWith is startDevServer, calling before (when not nil) on
+// the server made, before it starts.
+func startDevServerWith(t *testing.T, before func(*Server)) (*Server, func(user, device string) *client.Client) {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
 	cfg.PushAckWindow, cfg.PushRetryBase, cfg.PushRetryMax = 300*time.Millisecond, 20*time.Millisecond, 100*time.Millisecond
@@ -336,6 +343,9 @@ func startDevServer(t *testing.T) (*Server, func(user, device string) *client.Cl
 	srv, err := New(context.Background(), cfg, secret, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(srv)
 	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

@@ -231,9 +231,9 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 		cl = newCluster(cfg, b, node, secret, gw, st, ps, calls, log)
 		clusterEvents.p = cl.presence
 		deliverer = cl.deliver
-		ps.SetPresence(cl.presence) // live on any node
+		ps.SetPresence(cl.presence) // live on any node; no session history: late jobs read the stored acks
 	} else {
-		ps.SetPresence(gw)
+		ps.SetPresence(gw) // with its session history (push.SessionHistory)
 	}
 	if cl != nil {
 		calls.SetNotifier(cl.calls) // events reach every node's sessions
