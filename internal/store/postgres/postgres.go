@@ -19,8 +19,8 @@
 //   - The rows of a group (messages, outbox jobs) go in with COPY.
 //     Retries are caught by a unique index on (sender, local_id), on every
 //     node: a batch that holds one, or a duplicate another node stores
-//     concurrently, makes the writer roll back to a savepoint, read the
-//     stored originals and answer with them.
+//     concurrently, makes the writer roll the transaction back and run it
+//     again, reading the stored originals to answer with them.
 //   - Outbox jobs carry a lease (owner node, end time), written with the
 //     job: ClaimPush takes due jobs whose lease ran out with FOR UPDATE
 //     SKIP LOCKED, and FinishPush changes a job only for its owner, so
@@ -122,6 +122,11 @@ type Store struct {
 	reqs     chan *appendReq
 	writerWG sync.WaitGroup
 	closed   atomic.Bool
+
+	// known holds the keys of conversations rows the writer has seen
+	// committed, so it does not insert them again (write.go); only the
+	// writer goroutine uses it.
+	known map[string]struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -169,7 +174,7 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(dsn), err)
 	}
-	s := &Store{opts: opts, log: opts.Logger, pool: pool, reqs: make(chan *appendReq, 256)}
+	s := &Store{opts: opts, log: opts.Logger, pool: pool, reqs: make(chan *appendReq, 256), known: map[string]struct{}{}}
 	defer func() {
 		if err != nil {
 			pool.Close()

@@ -75,3 +75,57 @@ func TestAppendFailureRollsBack(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendKnownConversations: the writer inserts a conversations row
+// only for keys it has not seen committed (an INSERT ... ON CONFLICT that
+// inserts nothing still costs the backend per row), and a known row that
+// is gone (a database edited by hand) is inserted again rather than
+// failing the append.
+func TestAppendKnownConversations(t *testing.T) {
+	testDatabase(t)
+	ctx := context.Background()
+	s := openURL(t, newSchema(t), Options{})
+	defer s.Close()
+	if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "a-1")}, nil); err != nil {
+		t.Fatalf("first append: %v", err)
+	}
+	for _, q := range []string{
+		`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'conversation inserted'; END $$`,
+		`CREATE TRIGGER refuse BEFORE INSERT ON conversations FOR EACH ROW EXECUTE FUNCTION refuse()`,
+	} {
+		if _, err := s.pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	res, err := s.AppendMessages(ctx, []*herald.Message{msg("bob", "alice", "b-1")}, nil)
+	if err != nil {
+		t.Fatalf("append to a known conversation tried to insert it: %v", err)
+	}
+	if got := res[0].Message.Seq; got != 2 {
+		t.Errorf("seq %d, want 2", got)
+	}
+	if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "carol", "a-2")}, nil); err == nil ||
+		!strings.Contains(err.Error(), "conversation inserted") {
+		t.Fatalf("append to a new conversation: err %v, want the trigger's (the row must be inserted)", err)
+	}
+	if _, err := s.pool.Exec(ctx, "DROP FUNCTION refuse() CASCADE"); err != nil {
+		t.Fatal(err)
+	}
+	conv := herald.PeerConversationKey("alice", "bob")
+	for _, q := range []string{
+		`DELETE FROM messages WHERE conv_id = (SELECT id FROM conversations WHERE conv_key = $1)`,
+		`DELETE FROM members WHERE conv_id = (SELECT id FROM conversations WHERE conv_key = $1)`,
+		`DELETE FROM conversations WHERE conv_key = $1`,
+	} {
+		if _, err := s.pool.Exec(ctx, q, conv); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	res, err = s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "a-3")}, nil)
+	if err != nil {
+		t.Fatalf("append once the known row is gone: %v", err)
+	}
+	if got := res[0].Message.Seq; got != 1 {
+		t.Errorf("seq in the conversation inserted again %d, want 1", got)
+	}
+}
