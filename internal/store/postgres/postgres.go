@@ -125,8 +125,28 @@ type Store struct {
 
 	// known holds the keys of conversations rows the writer has seen
 	// committed, so it does not insert them again (write.go); only the
-	// writer goroutine uses it.
+	// writer goroutine uses it. A cache: losing a key costs an INSERT.
 	known map[string]struct{}
+
+	// The write path's retries (Stats).
+	dupReruns, convGoneRetries, conflictRetries atomic.Int64
+}
+
+// Stats are counters of the store's write path since Open: transactions
+// of the writer run again, each a round trip or more and a rollback.
+type Stats struct {
+	DuplicateReruns int64 // append transactions rolled back and run again because a message in them was stored already (a resend)
+	ConvGoneRetries int64 // append transactions run again because a conversations row the writer knew was missing (its key forgotten and the row inserted again)
+	ConflictRetries int64 // append transactions PostgreSQL aborted for a deadlock or serialization failure, run again
+}
+
+// Stats returns the counters; it works after Close too.
+func (s *Store) Stats() Stats {
+	return Stats{
+		DuplicateReruns: s.dupReruns.Load(),
+		ConvGoneRetries: s.convGoneRetries.Load(),
+		ConflictRetries: s.conflictRetries.Load(),
+	}
 }
 
 var _ store.Store = (*Store)(nil)

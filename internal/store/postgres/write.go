@@ -198,20 +198,32 @@ func (s *Store) commitGroup(group []*appendReq) {
 	}
 }
 
-// appendTx stores the batches of group in one transaction, retried when
-// PostgreSQL aborts it for a deadlock or serialization failure.
-func (s *Store) appendTx(group []*appendReq) (res [][]store.Appended, err error) {
-	for range 3 {
-		res, err = s.appendOnce(group)
-		if !retryable(err) && !errors.Is(err, errConvGone) {
-			break
+// appendTx stores the batches of group in one transaction, tried three
+// times at most: run again when PostgreSQL aborts it for a deadlock or
+// serialization failure, or when conversations rows the writer knew are
+// missing (convGoneError: their keys are forgotten, so the next run
+// inserts them). A duplicate's rerun is appendIn's, inside one try. Each
+// retry is counted (Stats).
+func (s *Store) appendTx(group []*appendReq) ([][]store.Appended, error) {
+	for try := 1; ; try++ {
+		res, err := s.appendOnce(group)
+		if err == nil {
+			return res, nil
 		}
+		var gone *convGoneError
+		isGone := errors.As(err, &gone)
+		if try == 3 || !isGone && !retryable(err) {
+			return nil, err
+		}
+		if isGone {
+			s.convGoneRetries.Add(1)
+			s.log.Warn("postgres: conversations the writer knew are missing from the database; forgot them, inserting them again",
+				"conv_keys", gone.keys)
+			continue
+		}
+		s.conflictRetries.Add(1)
 		s.log.Warn("postgres: append transaction retried", "err", err)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
 }
 
 // appendOnce runs one transaction of appendIn on a connection of the pool.
@@ -226,7 +238,7 @@ func (s *Store) appendOnce(group []*appendReq) ([][]store.Appended, error) {
 		return nil, fmt.Errorf("acquire a connection: %w", err)
 	}
 	defer c.Release()
-	res, err := appendIn(s.ctx, c.Conn(), group, s.known)
+	res, err := s.appendIn(s.ctx, c.Conn(), group)
 	if err != nil && c.Conn().PgConn().TxStatus() != 'I' && !c.Conn().IsClosed() {
 		if _, rerr := c.Exec(s.ctx, "ROLLBACK"); rerr != nil {
 			s.log.Warn("postgres: rolling back a failed append transaction", "err", rerr)
@@ -251,11 +263,15 @@ type msgKey struct{ from, localID string }
 // the insert again.
 const knownMax = 1 << 16
 
-// errConvGone is a conversations row the writer knew that its lock did
+// convGoneError is conversations rows the writer knew that its lock did
 // not find (nothing deletes them, but a database restored or edited by
-// hand may lack it): the keys are forgotten and the transaction run again,
-// which inserts them.
-var errConvGone = errors.New("a known conversation is missing")
+// hand may lack them): their keys are forgotten and appendTx runs the
+// transaction again, which inserts them.
+type convGoneError struct{ keys []string }
+
+func (e *convGoneError) Error() string {
+	return fmt.Sprintf("%d known conversations are missing: %s", len(e.keys), strings.Join(e.keys, ", "))
+}
 
 // remember adds key to known, the conversations committed to the database.
 func remember(known map[string]struct{}, key string) {
@@ -271,15 +287,16 @@ func remember(known map[string]struct{}, key string) {
 	known[strings.Clone(key)] = struct{}{} // not a slice of a request's buffer
 }
 
-// appendIn stores group in one transaction on conn, which it begins and,
+// appendIn stores group in one transaction on tx, which it begins and,
 // when it returns no error, has committed: see the invariants at the top
 // of the file. On an error the transaction may be left open or aborted:
 // the caller rolls it back. Round trips: the first pipeline (BEGIN ...
 // IDs), the messages' COPY, the jobs' COPY when there are jobs, and the
-// last pipeline (... COMMIT). known holds the conversations already in
+// last pipeline (... COMMIT). s.known holds the conversations already in
 // the database: only the others are inserted (an INSERT ... ON CONFLICT
 // that inserts nothing costs the backend an index probe and a speculative
-// check per row); once committed, this group's are added to it.
+// check per row); once committed, this group's are added to it. Only the
+// writer goroutine calls it.
 //
 // A duplicate the unique index finds aborts the transaction: it is rolled
 // back and run again, looking the keys up once the conversations are
@@ -287,7 +304,7 @@ func remember(known map[string]struct{}, key string) {
 // conversations row the transaction locked and then updated carry a
 // MultiXact (the lock by the transaction, the update by its
 // subtransaction), which each later reader of the row had to resolve.
-func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq, known map[string]struct{}) ([][]store.Appended, error) {
+func (s *Store) appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq) ([][]store.Appended, error) {
 	var all []*herald.Message
 	for _, r := range group {
 		all = append(all, r.msgs...)
@@ -307,7 +324,7 @@ func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq, known map[s
 		freshTypes []int16
 	)
 	for _, k := range keys {
-		if _, ok := known[k]; !ok {
+		if _, ok := s.known[k]; !ok {
 			fresh, freshTypes = append(fresh, k), append(freshTypes, int16(keySet[k]))
 		}
 	}
@@ -315,7 +332,7 @@ func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq, known map[s
 	// them, and a batch holds one rarely (a client's resend). Only when it
 	// does is the transaction run again with the lookup.
 	for attempt := 0; ; attempt++ {
-		res, ok, err := appendAttempt(ctx, tx, group, all, keys, fresh, freshTypes, known, attempt > 0)
+		res, ok, err := s.appendAttempt(ctx, tx, group, all, keys, fresh, freshTypes, attempt > 0)
 		if err != nil || ok {
 			return res, err
 		}
@@ -327,6 +344,7 @@ func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq, known map[s
 		if attempt == 5 {
 			return nil, fmt.Errorf("insert messages: duplicates kept appearing under concurrent writers")
 		}
+		s.dupReruns.Add(1)
 	}
 }
 
@@ -334,8 +352,8 @@ func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq, known map[s
 // messages' insert met a stored (sender, local_id), which aborted it. With
 // lookup, the stored messages with the keys of all are looked up (once
 // the conversations are locked) and answered as duplicates.
-func appendAttempt(ctx context.Context, tx *pgx.Conn, group []*appendReq, all []*herald.Message, keys, fresh []string,
-	freshTypes []int16, known map[string]struct{}, lookup bool) (_ [][]store.Appended, ok bool, _ error) {
+func (s *Store) appendAttempt(ctx context.Context, tx *pgx.Conn, group []*appendReq, all []*herald.Message, keys, fresh []string,
+	freshTypes []int16, lookup bool) (_ [][]store.Appended, ok bool, _ error) {
 	// BEGIN, the conversations' insert, their lock and the IDs go in one
 	// round trip (a pipeline: PostgreSQL runs them in order, and skips the
 	// rest of the batch after a failure, which aborts the transaction; the
@@ -382,12 +400,14 @@ func appendAttempt(ctx context.Context, tx *pgx.Conn, group []*appendReq, all []
 		return nil, false, fmt.Errorf("lock conversations: %w", err)
 	}
 	if len(convs) != len(keys) {
+		gone := &convGoneError{}
 		for _, k := range keys {
 			if convs[k] == nil {
-				delete(known, k)
+				delete(s.known, k)
+				gone.keys = append(gone.keys, k)
 			}
 		}
-		return nil, false, fmt.Errorf("lock conversations: %d of %d found: %w", len(convs), len(keys), errConvGone)
+		return nil, false, fmt.Errorf("lock conversations: %w", gone)
 	}
 	idRows, err := br.Query()
 	if err != nil {
@@ -413,8 +433,8 @@ func appendAttempt(ctx context.Context, tx *pgx.Conn, group []*appendReq, all []
 	if err := finishAppend(ctx, tx, group, convs, res, inserted); err != nil {
 		return nil, false, err
 	}
-	for _, k := range keys {
-		remember(known, k)
+	for _, k := range keys { // committed: see finishAppend
+		remember(s.known, k)
 	}
 	return res, true, nil
 }
