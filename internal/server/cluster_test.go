@@ -246,6 +246,10 @@ func testTwoNodes(t *testing.T, busURL, storeURL string) {
 				t.Errorf("%s's /metrics lacks %q", node, want)
 			}
 		}
+		// The PostgreSQL writer's retries, on that store only.
+		if got, want := strings.Contains(body, "\nherald_postgres_conv_gone_retries 0\n"), storeURL != ""; got != want {
+			t.Errorf("%s's /metrics has herald_postgres_conv_gone_retries 0: %v, want %v (store %q)", node, got, want, storeURL)
+		}
 	}
 
 	// A push decided on node B for bob's phone, live on node A: it waits

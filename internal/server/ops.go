@@ -13,6 +13,7 @@ import (
 	"github.com/herald-im/herald/internal/gateway"
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store/postgres"
 )
 
 // instrument wraps each push provider so its vendor requests are counted
@@ -37,6 +38,9 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte) {
 		m.RegisterStats("webhook", func() any { return s.hooks.Stats() })
 	}
 	m.RegisterStats("store", func() any { return s.store.Stats() }) // health.go
+	if pg, ok := s.store.Store.(*postgres.Store); ok {
+		m.RegisterStats("postgres", func() any { return pg.Stats() }) // the writer's retries
+	}
 	cc := console.Config{
 		Secret: secret, Push: s.push, Strategies: s.push, Logger: s.log,
 		Figures: func() any { return m.Figures() },

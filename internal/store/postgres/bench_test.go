@@ -24,20 +24,24 @@ import (
 // change much, unlike the times), and how often per call they waited
 // (backend-waits/op: voluntary context switches, one per round trip the
 // backend waits for, plus its WAL flush; the same whatever the load).
+//
+// Each message of a call goes to another of 1,000 conversations; the
+// convs=20 case spreads its calls over 20, as `herald bench peer --pairs
+// 20` does (many messages per conversation in a transaction).
 func BenchmarkAppendSerial(b *testing.B) {
 	for _, batch := range []int{1, 100, 400} {
 		for _, jobs := range []bool{false, true} {
-			b.Run(fmt.Sprintf("batch=%d/jobs=%v", batch, jobs), func(b *testing.B) { benchmarkAppendSerial(b, batch, jobs) })
+			b.Run(fmt.Sprintf("batch=%d/jobs=%v", batch, jobs), func(b *testing.B) { benchmarkAppendSerial(b, batch, 1000, jobs) })
 		}
 	}
+	b.Run("batch=200/convs=20/jobs=false", func(b *testing.B) { benchmarkAppendSerial(b, 200, 20, false) })
 }
 
-func benchmarkAppendSerial(b *testing.B, batch int, withJobs bool) {
+func benchmarkAppendSerial(b *testing.B, batch, convs int, withJobs bool) {
 	dsn := newSchema(b)
 	s := openURL(b, dsn, Options{})
 	b.Cleanup(func() { _ = s.Close() })
 	ctx := context.Background()
-	const convs = 1000
 	localID := 0
 	next := func(conv int) *herald.Message {
 		from, to := fmt.Sprintf("user%04d", 2*conv), fmt.Sprintf("user%04d", 2*conv+1)
@@ -48,7 +52,7 @@ func benchmarkAppendSerial(b *testing.B, batch int, withJobs bool) {
 	}
 	for start := 0; start < convs; start += 100 {
 		var msgs []*herald.Message
-		for c := start; c < start+100; c++ {
+		for c := start; c < min(start+100, convs); c++ {
 			msgs = append(msgs, next(c))
 		}
 		if _, err := s.AppendMessages(ctx, msgs, nil); err != nil {

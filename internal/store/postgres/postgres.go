@@ -19,8 +19,8 @@
 //   - The rows of a group (messages, outbox jobs) go in with COPY.
 //     Retries are caught by a unique index on (sender, local_id), on every
 //     node: a batch that holds one, or a duplicate another node stores
-//     concurrently, makes the writer roll back to a savepoint, read the
-//     stored originals and answer with them.
+//     concurrently, makes the writer roll the transaction back and run it
+//     again, reading the stored originals to answer with them.
 //   - Outbox jobs carry a lease (owner node, end time), written with the
 //     job: ClaimPush takes due jobs whose lease ran out with FOR UPDATE
 //     SKIP LOCKED, and FinishPush changes a job only for its owner, so
@@ -122,6 +122,31 @@ type Store struct {
 	reqs     chan *appendReq
 	writerWG sync.WaitGroup
 	closed   atomic.Bool
+
+	// known holds the keys of conversations rows the writer has seen
+	// committed, so it does not insert them again (write.go); only the
+	// writer goroutine uses it. A cache: losing a key costs an INSERT.
+	known map[string]struct{}
+
+	// The write path's retries (Stats).
+	dupReruns, convGoneRetries, conflictRetries atomic.Int64
+}
+
+// Stats are counters of the store's write path since Open: transactions
+// of the writer run again, each a round trip or more and a rollback.
+type Stats struct {
+	DuplicateReruns int64 // append transactions rolled back and run again because a message in them was stored already (a resend)
+	ConvGoneRetries int64 // append transactions run again because a conversations row the writer knew was missing (its key forgotten and the row inserted again)
+	ConflictRetries int64 // append transactions PostgreSQL aborted for a deadlock or serialization failure, run again
+}
+
+// Stats returns the counters; it works after Close too.
+func (s *Store) Stats() Stats {
+	return Stats{
+		DuplicateReruns: s.dupReruns.Load(),
+		ConvGoneRetries: s.convGoneRetries.Load(),
+		ConflictRetries: s.conflictRetries.Load(),
+	}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -169,7 +194,7 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(dsn), err)
 	}
-	s := &Store{opts: opts, log: opts.Logger, pool: pool, reqs: make(chan *appendReq, 256)}
+	s := &Store{opts: opts, log: opts.Logger, pool: pool, reqs: make(chan *appendReq, 256), known: map[string]struct{}{}}
 	defer func() {
 		if err != nil {
 			pool.Close()

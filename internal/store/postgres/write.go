@@ -23,8 +23,9 @@ package postgres
 //     means one of the keys is stored, committed before (a retry in the
 //     same conversation always is: the lock made the writer wait for the
 //     first one's commit) or by a writer in another conversation that the
-//     insert waited for. The writer rolls back to its savepoint, where no
-//     seq was used, looks the keys up, and inserts the others.
+//     insert waited for. The writer rolls the transaction back (no seq
+//     was used), runs it again looking the keys up once it holds its
+//     locks, and inserts the others.
 //
 // Crash windows: none of the writer's own. A transaction commits whole or
 // not at all; a caller whose connection or node dies before the answer
@@ -197,20 +198,32 @@ func (s *Store) commitGroup(group []*appendReq) {
 	}
 }
 
-// appendTx stores the batches of group in one transaction, retried when
-// PostgreSQL aborts it for a deadlock or serialization failure.
-func (s *Store) appendTx(group []*appendReq) (res [][]store.Appended, err error) {
-	for range 3 {
-		res, err = s.appendOnce(group)
-		if !retryable(err) {
-			break
+// appendTx stores the batches of group in one transaction, tried three
+// times at most: run again when PostgreSQL aborts it for a deadlock or
+// serialization failure, or when conversations rows the writer knew are
+// missing (convGoneError: their keys are forgotten, so the next run
+// inserts them). A duplicate's rerun is appendIn's, inside one try. Each
+// retry is counted (Stats).
+func (s *Store) appendTx(group []*appendReq) ([][]store.Appended, error) {
+	for try := 1; ; try++ {
+		res, err := s.appendOnce(group)
+		if err == nil {
+			return res, nil
 		}
+		var gone *convGoneError
+		isGone := errors.As(err, &gone)
+		if try == 3 || !isGone && !retryable(err) {
+			return nil, err
+		}
+		if isGone {
+			s.convGoneRetries.Add(1)
+			s.log.Warn("postgres: conversations the writer knew are missing from the database; forgot them, inserting them again",
+				"conv_keys", gone.keys)
+			continue
+		}
+		s.conflictRetries.Add(1)
 		s.log.Warn("postgres: append transaction retried", "err", err)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return res, nil
 }
 
 // appendOnce runs one transaction of appendIn on a connection of the pool.
@@ -225,7 +238,7 @@ func (s *Store) appendOnce(group []*appendReq) ([][]store.Appended, error) {
 		return nil, fmt.Errorf("acquire a connection: %w", err)
 	}
 	defer c.Release()
-	res, err := appendIn(s.ctx, c.Conn(), group)
+	res, err := s.appendIn(s.ctx, c.Conn(), group)
 	if err != nil && c.Conn().PgConn().TxStatus() != 'I' && !c.Conn().IsClosed() {
 		if _, rerr := c.Exec(s.ctx, "ROLLBACK"); rerr != nil {
 			s.log.Warn("postgres: rolling back a failed append transaction", "err", rerr)
@@ -245,14 +258,53 @@ type conv struct {
 
 type msgKey struct{ from, localID string }
 
-// appendIn stores group in one transaction on conn, which it begins and,
+// knownMax bounds Store.known: about 100 bytes a key, so a few MB. Past
+// it a key learnt replaces one picked at random, whose next message pays
+// the insert again.
+const knownMax = 1 << 16
+
+// convGoneError is conversations rows the writer knew that its lock did
+// not find (nothing deletes them, but a database restored or edited by
+// hand may lack them): their keys are forgotten and appendTx runs the
+// transaction again, which inserts them.
+type convGoneError struct{ keys []string }
+
+func (e *convGoneError) Error() string {
+	return fmt.Sprintf("%d known conversations are missing: %s", len(e.keys), strings.Join(e.keys, ", "))
+}
+
+// remember adds key to known, the conversations committed to the database.
+func remember(known map[string]struct{}, key string) {
+	if _, ok := known[key]; ok {
+		return
+	}
+	if len(known) >= knownMax {
+		for k := range known { // map order: a key at random
+			delete(known, k)
+			break
+		}
+	}
+	known[strings.Clone(key)] = struct{}{} // not a slice of a request's buffer
+}
+
+// appendIn stores group in one transaction on tx, which it begins and,
 // when it returns no error, has committed: see the invariants at the top
 // of the file. On an error the transaction may be left open or aborted:
 // the caller rolls it back. Round trips: the first pipeline (BEGIN ...
-// SAVEPOINT), the messages' COPY, the jobs' COPY when there are jobs, and
-// the last pipeline (... COMMIT); a group with a duplicate pays a lookup
-// and the COPY again.
-func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq) ([][]store.Appended, error) {
+// IDs), the messages' COPY, the jobs' COPY when there are jobs, and the
+// last pipeline (... COMMIT). s.known holds the conversations already in
+// the database: only the others are inserted (an INSERT ... ON CONFLICT
+// that inserts nothing costs the backend an index probe and a speculative
+// check per row); once committed, this group's are added to it. Only the
+// writer goroutine calls it.
+//
+// A duplicate the unique index finds aborts the transaction: it is rolled
+// back and run again, looking the keys up once the conversations are
+// locked. No savepoint: messages inserted in a subtransaction made every
+// conversations row the transaction locked and then updated carry a
+// MultiXact (the lock by the transaction, the update by its
+// subtransaction), which each later reader of the row had to resolve.
+func (s *Store) appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq) ([][]store.Appended, error) {
 	var all []*herald.Message
 	for _, r := range group {
 		all = append(all, r.msgs...)
@@ -267,35 +319,68 @@ func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq) ([][]store.
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	types := make([]int16, len(keys))
-	for i, k := range keys {
-		types[i] = int16(keySet[k])
+	var (
+		fresh      []string // keys not known to be in the database
+		freshTypes []int16
+	)
+	for _, k := range keys {
+		if _, ok := s.known[k]; !ok {
+			fresh, freshTypes = append(fresh, k), append(freshTypes, int16(keySet[k]))
+		}
 	}
-	// BEGIN, the conversations' insert, their lock, the IDs and the
-	// savepoint go in one round trip (a pipeline: PostgreSQL runs them in
-	// order, and skips the rest of the batch after a failure, which
-	// aborts the transaction; the explicit BEGIN keeps the transaction
-	// open past the pipeline's end).
+	// The first attempt looks up no duplicates: the unique index finds
+	// them, and a batch holds one rarely (a client's resend). Only when it
+	// does is the transaction run again with the lookup.
+	for attempt := 0; ; attempt++ {
+		res, ok, err := s.appendAttempt(ctx, tx, group, all, keys, fresh, freshTypes, attempt > 0)
+		if err != nil || ok {
+			return res, err
+		}
+		// One of these keys is stored (by an earlier transaction, or by
+		// another writer since we looked).
+		if _, err := tx.Exec(ctx, "ROLLBACK"); err != nil {
+			return nil, fmt.Errorf("roll back after a duplicate: %w", err)
+		}
+		if attempt == 5 {
+			return nil, fmt.Errorf("insert messages: duplicates kept appearing under concurrent writers")
+		}
+		s.dupReruns.Add(1)
+	}
+}
+
+// appendAttempt is one transaction of appendIn: ok is false when the
+// messages' insert met a stored (sender, local_id), which aborted it. With
+// lookup, the stored messages with the keys of all are looked up (once
+// the conversations are locked) and answered as duplicates.
+func (s *Store) appendAttempt(ctx context.Context, tx *pgx.Conn, group []*appendReq, all []*herald.Message, keys, fresh []string,
+	freshTypes []int16, lookup bool) (_ [][]store.Appended, ok bool, _ error) {
+	// BEGIN, the conversations' insert, their lock and the IDs go in one
+	// round trip (a pipeline: PostgreSQL runs them in order, and skips the
+	// rest of the batch after a failure, which aborts the transaction; the
+	// explicit BEGIN keeps the transaction open past the pipeline's end).
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN")
-	batch.Queue(`INSERT INTO conversations (conv_key, type)
-		SELECT k, t FROM unnest($1::text[], $2::smallint[]) AS u(k, t) ORDER BY k COLLATE "C"
-		ON CONFLICT (conv_key) DO NOTHING`, keys, types)
+	if len(fresh) > 0 {
+		batch.Queue(`INSERT INTO conversations (conv_key, type)
+			SELECT k, t FROM unnest($1::text[], $2::smallint[]) AS u(k, t) ORDER BY k COLLATE "C"
+			ON CONFLICT (conv_key) DO NOTHING`, fresh, freshTypes)
+	}
 	batch.Queue(`SELECT id, conv_key, type, last_seq, last_id FROM conversations
 		WHERE conv_key = ANY($1) ORDER BY conv_key FOR UPDATE`, keys)
 	batch.Queue("SELECT nextval('messages_id_seq') FROM generate_series(1, $1) ORDER BY 1", len(all))
-	batch.Queue("SAVEPOINT msgs")
 	br := tx.SendBatch(ctx, batch)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
+		return nil, false, fmt.Errorf("begin: %w", err)
 	}
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("create conversations: %w", err)
+	if len(fresh) > 0 {
+		if _, err := br.Exec(); err != nil {
+			return nil, false, fmt.Errorf("create conversations: %w", err)
+		}
 	}
 	rows, err := br.Query()
 	if err != nil {
-		return nil, fmt.Errorf("lock conversations: %w", err)
+		return nil, false, fmt.Errorf("lock conversations: %w", err)
 	}
 	convs := make(map[string]*conv, len(keys))
 	for rows.Next() {
@@ -306,65 +391,52 @@ func appendIn(ctx context.Context, tx *pgx.Conn, group []*appendReq) ([][]store.
 		)
 		if err := rows.Scan(&c.id, &key, &typ, &c.seq, &c.lastID); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("lock conversations: %w", err)
+			return nil, false, fmt.Errorf("lock conversations: %w", err)
 		}
 		c.typ, c.firstSeq, c.firstID = herald.ConversationType(typ), c.seq, c.lastID
 		convs[key] = &c
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("lock conversations: %w", err)
+		return nil, false, fmt.Errorf("lock conversations: %w", err)
 	}
 	if len(convs) != len(keys) {
-		return nil, fmt.Errorf("lock conversations: %d of %d found", len(convs), len(keys))
+		gone := &convGoneError{}
+		for _, k := range keys {
+			if convs[k] == nil {
+				delete(s.known, k)
+				gone.keys = append(gone.keys, k)
+			}
+		}
+		return nil, false, fmt.Errorf("lock conversations: %w", gone)
 	}
 	idRows, err := br.Query()
 	if err != nil {
-		return nil, fmt.Errorf("take message IDs: %w", err)
+		return nil, false, fmt.Errorf("take message IDs: %w", err)
 	}
 	ids, err := pgx.CollectRows(idRows, pgx.RowTo[int64])
 	if err != nil {
-		return nil, fmt.Errorf("take message IDs: %w", err)
-	}
-	if _, err := br.Exec(); err != nil {
-		return nil, fmt.Errorf("savepoint: %w", err)
+		return nil, false, fmt.Errorf("take message IDs: %w", err)
 	}
 	if err := br.Close(); err != nil {
-		return nil, fmt.Errorf("lock conversations: %w", err)
+		return nil, false, fmt.Errorf("lock conversations: %w", err)
 	}
-	// The first attempt looks up no duplicates: the unique index finds
-	// them, and a batch holds one rarely (a client's resend). Only when it
-	// does is the insert undone and the lookup made.
 	stored := map[msgKey]*herald.Message{}
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			var err error
-			if stored, err = originals(ctx, tx, all); err != nil {
-				return nil, err
-			}
-		}
-		res, rows, ok, err := insertMessages(ctx, tx, group, convs, ids, stored)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			if err := finishAppend(ctx, tx, group, convs, res, rows); err != nil {
-				return nil, err
-			}
-			return res, nil
-		}
-		// One of these keys is stored (by an earlier transaction, or by
-		// another writer since we looked): look them up, from where no
-		// seq was taken.
-		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT msgs"); err != nil {
-			return nil, fmt.Errorf("roll back to savepoint: %w", err)
-		}
-		for _, c := range convs {
-			c.seq, c.lastID = c.firstSeq, c.firstID
-		}
-		if attempt == 5 {
-			return nil, fmt.Errorf("insert messages: duplicates kept appearing under concurrent writers")
+	if lookup {
+		if stored, err = originals(ctx, tx, all); err != nil {
+			return nil, false, err
 		}
 	}
+	res, inserted, ok, err := insertMessages(ctx, tx, group, convs, ids, stored)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	if err := finishAppend(ctx, tx, group, convs, res, inserted); err != nil {
+		return nil, false, err
+	}
+	for _, k := range keys { // committed: see finishAppend
+		remember(s.known, k)
+	}
+	return res, true, nil
 }
 
 // originals returns the stored messages with the (From, LocalID) of any of
@@ -396,8 +468,9 @@ func originals(ctx context.Context, tx *pgx.Conn, msgs []*herald.Message) (map[m
 
 // insertMessages assigns seqs and IDs to the messages of group that are
 // not duplicates (of stored ones or of earlier ones in the group) and
-// inserts them. ok is false when one of them was stored by another writer
-// since originals looked: the transaction must go back to its savepoint.
+// inserts them. ok is false when one of them is already stored (the first
+// attempt looks nothing up; a later one may meet a key another writer
+// stored since its lookup): the failed insert aborted the transaction.
 func insertMessages(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs map[string]*conv,
 	ids []int64, stored map[msgKey]*herald.Message) (res [][]store.Appended, inserted []*herald.Message, ok bool, err error) {
 	res = make([][]store.Appended, len(group))
@@ -465,7 +538,7 @@ func insertMessages(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs
 		}))
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "messages_sender_local_id" {
-		return nil, nil, false, nil // the savepoint undoes the failed statement
+		return nil, nil, false, nil // the transaction is aborted: appendIn runs it again
 	}
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("insert messages: %w", err)

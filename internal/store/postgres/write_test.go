@@ -2,7 +2,11 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,8 +18,11 @@ import (
 // (BEGIN in its first pipeline, COMMIT in its last), so a failure at each
 // step after BEGIN must come back as an error, store nothing (the
 // message's seq is not used, its local ID is free), and leave the
-// connection usable: rolled back, not destroyed by the pool. Each step is
-// made to fail by a trigger of the test schema.
+// connection usable: rolled back, not destroyed by the pool; nor may the
+// writer count the conversation as committed (the known set is filled
+// only after COMMIT: a key cached before would skip the row's insert
+// later, which only the retry of a missing conversation would repair).
+// Each step is made to fail by a trigger of the test schema.
 func TestAppendFailureRollsBack(t *testing.T) {
 	testDatabase(t)
 	failing := herald.PeerConversationKey("alice", "carol")
@@ -52,6 +59,9 @@ func TestAppendFailureRollsBack(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "refused by the test") {
 				t.Fatalf("append refused at %s: err %v, want the trigger's", tc.name, err)
 			}
+			if _, ok := s.known[failing]; ok { // the writer is idle: it answered
+				t.Errorf("conversation %s is in the known set after its transaction failed at %s", failing, tc.name)
+			}
 			res, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "ok-2")}, nil)
 			if err != nil {
 				t.Fatalf("append after the failure: %v", err)
@@ -72,6 +82,163 @@ func TestAppendFailureRollsBack(t *testing.T) {
 			if r := res[0]; r.Duplicate || r.Message.Seq != 1 {
 				t.Errorf("the refused message again: duplicate %v, seq %d; want new, seq 1 (nothing of the failure stored)", r.Duplicate, r.Message.Seq)
 			}
+			if got := s.Stats(); got != (Stats{}) {
+				t.Errorf("Stats %+v, want no retries", got)
+			}
 		})
+	}
+}
+
+// logRecorder keeps the store's log records' messages and attributes.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []string
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		line += fmt.Sprintf(" %s=%v", a.Key, a.Value)
+		return true
+	})
+	l.mu.Lock()
+	l.records = append(l.records, line)
+	l.mu.Unlock()
+	return nil
+}
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+// with returns the records whose text holds every one of parts.
+func (l *logRecorder) with(parts ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range l.records {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(r, p) }) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestAppendKnownConversations: the writer inserts a conversations row
+// only for keys it has not seen committed (an INSERT ... ON CONFLICT that
+// inserts nothing still costs the backend per row), and a known row that
+// is gone (a database edited by hand) is inserted again rather than
+// failing the append: one retry, counted, and logged naming the key.
+func TestAppendKnownConversations(t *testing.T) {
+	testDatabase(t)
+	ctx := context.Background()
+	var logs logRecorder
+	s := openURL(t, newSchema(t), Options{Logger: slog.New(&logs)})
+	defer s.Close()
+	if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "a-1")}, nil); err != nil {
+		t.Fatalf("first append: %v", err)
+	}
+	for _, q := range []string{
+		`CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'conversation inserted'; END $$`,
+		`CREATE TRIGGER refuse BEFORE INSERT ON conversations FOR EACH ROW EXECUTE FUNCTION refuse()`,
+	} {
+		if _, err := s.pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	res, err := s.AppendMessages(ctx, []*herald.Message{msg("bob", "alice", "b-1")}, nil)
+	if err != nil {
+		t.Fatalf("append to a known conversation tried to insert it: %v", err)
+	}
+	if got := res[0].Message.Seq; got != 2 {
+		t.Errorf("seq %d, want 2", got)
+	}
+	if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "carol", "a-2")}, nil); err == nil ||
+		!strings.Contains(err.Error(), "conversation inserted") {
+		t.Fatalf("append to a new conversation: err %v, want the trigger's (the row must be inserted)", err)
+	}
+	if _, err := s.pool.Exec(ctx, "DROP FUNCTION refuse() CASCADE"); err != nil {
+		t.Fatal(err)
+	}
+	conv := herald.PeerConversationKey("alice", "bob")
+	for _, q := range []string{
+		`DELETE FROM messages WHERE conv_id = (SELECT id FROM conversations WHERE conv_key = $1)`,
+		`DELETE FROM members WHERE conv_id = (SELECT id FROM conversations WHERE conv_key = $1)`,
+		`DELETE FROM conversations WHERE conv_key = $1`,
+	} {
+		if _, err := s.pool.Exec(ctx, q, conv); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	res, err = s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "a-3")}, nil)
+	if err != nil {
+		t.Fatalf("append once the known row is gone: %v", err)
+	}
+	if got := res[0].Message.Seq; got != 1 {
+		t.Errorf("seq in the conversation inserted again %d, want 1", got)
+	}
+	if got, want := s.Stats(), (Stats{ConvGoneRetries: 1}); got != want {
+		t.Errorf("Stats %+v, want %+v", got, want)
+	}
+	if got := logs.with("conversations the writer knew are missing", "conv_keys=["+conv+"]"); len(got) != 1 {
+		t.Errorf("log records of the missing conversation naming %s: %q, want one (all: %q)", conv, got, logs.with())
+	}
+}
+
+// TestAppendDuplicateRerun: a batch holding a resend is rolled back and
+// run again with the stored messages looked up (no savepoint): the resend
+// is answered with the original, the others stored, and the rerun counted.
+func TestAppendDuplicateRerun(t *testing.T) {
+	testDatabase(t)
+	ctx := context.Background()
+	s := openURL(t, newSchema(t), Options{})
+	defer s.Close()
+	first, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "d-1")}, nil)
+	if err != nil {
+		t.Fatalf("first append: %v", err)
+	}
+	if got := s.Stats(); got != (Stats{}) {
+		t.Errorf("Stats after a new message %+v, want none", got)
+	}
+	res, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "d-1"), msg("alice", "bob", "d-2")}, nil)
+	if err != nil {
+		t.Fatalf("append with a resend: %v", err)
+	}
+	if r := res[0]; !r.Duplicate || r.Message.ID != first[0].Message.ID {
+		t.Errorf("the resend: duplicate %v, ID %d; want the original's %d", r.Duplicate, r.Message.ID, first[0].Message.ID)
+	}
+	if r := res[1]; r.Duplicate || r.Message.Seq != 2 {
+		t.Errorf("the new message beside it: duplicate %v, seq %d; want new, seq 2", r.Duplicate, r.Message.Seq)
+	}
+	if got, want := s.Stats(), (Stats{DuplicateReruns: 1}); got != want {
+		t.Errorf("Stats %+v, want %+v", got, want)
+	}
+}
+
+// TestRememberBound: the known set holds knownMax keys at most; past that
+// a key learnt replaces another, and a key already held changes nothing.
+func TestRememberBound(t *testing.T) {
+	known := map[string]struct{}{}
+	for i := range knownMax {
+		remember(known, fmt.Sprint("c", i))
+	}
+	if len(known) != knownMax {
+		t.Fatalf("%d keys after %d distinct ones, want %d", len(known), knownMax, knownMax)
+	}
+	remember(known, "c0") // held: nothing evicted, even when full
+	for i := range knownMax {
+		if _, ok := known[fmt.Sprint("c", i)]; !ok {
+			t.Fatalf("key c%d evicted by remembering a key already held", i)
+		}
+	}
+	const more = 1000
+	for i := range more {
+		key := fmt.Sprint("n", i)
+		remember(known, key)
+		if _, ok := known[key]; !ok {
+			t.Fatalf("key %s not held right after it was learnt", key)
+		}
+		if len(known) != knownMax {
+			t.Fatalf("%d keys after %d more, want the bound %d", len(known), i+1, knownMax)
+		}
 	}
 }
