@@ -91,6 +91,13 @@ func TestWaitGoneWaitsForOtherNodes(t *testing.T) {
 	}
 }
 
+// steppedClock is a clock at t0 that the test moves with now.Store.
+func steppedClock(t0 time.Time) (now *atomic.Int64, clock func() time.Time) {
+	now = new(atomic.Int64)
+	now.Store(t0.UnixNano())
+	return now, func() time.Time { return time.Unix(0, now.Load()) }
+}
+
 // TestConnectedSince: a device is connected since t while it has a
 // session, and when its last session ended at t or later, a session
 // displaced by a login counting until it ends; a device with no session
@@ -99,9 +106,7 @@ func TestWaitGoneWaitsForOtherNodes(t *testing.T) {
 // endedRetain) the answer is "maybe".
 func TestConnectedSince(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	var now atomic.Int64
-	now.Store(t0.UnixNano())
-	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	now, clock := steppedClock(t0)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	g := newCallGateway(t, newFakeCalls(), Config{Now: clock, SingleLogin: true})
 	check := func(user, device string, since time.Time, want bool) {
@@ -166,9 +171,7 @@ func TestConnectedSince(t *testing.T) {
 // is "maybe" (the check is made again under the lock).
 func TestConnectedSinceForgetBetween(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	var now atomic.Int64
-	now.Store(t0.UnixNano())
-	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	now, clock := steppedClock(t0)
 	g := newCallGateway(t, newFakeCalls(), Config{Now: clock})
 	s := &session{g: g, user: "alice", device: "phone"}
 	if _, _, ok := g.register(s); !ok {
@@ -188,9 +191,7 @@ func TestConnectedSinceForgetBetween(t *testing.T) {
 // "maybe", while the newest ends still answer "no session since".
 func TestSessionEndsCapped(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	var now atomic.Int64
-	now.Store(t0.UnixNano())
-	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	now, clock := steppedClock(t0)
 	g := newCallGateway(t, newFakeCalls(), Config{Now: clock})
 	g.endedCap = 80
 	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Second) }
