@@ -246,6 +246,15 @@ func plainString(b []byte, i int) ([]byte, int, bool) {
 func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func (jsonCodec) Unmarshal(data []byte, v any) error {
+	if decodePayloadFast(data, v) {
+		return nil
+	}
+	return unmarshalSlow(data, v)
+}
+
+// unmarshalSlow decodes data with encoding/json and CheckKeys; it decides
+// every payload decodePayloadFast leaves to it.
+func unmarshalSlow(data []byte, v any) error {
 	if len(data) == 0 {
 		data = []byte("{}")
 	}
