@@ -121,15 +121,12 @@ func decodeFrameSlow(b []byte) (Frame, error) {
 // decodeFrameFast decodes the frames clients send most, without
 // reflection: an object of the keys id (digits), op and ev (printable
 // ASCII strings without escapes) and d, each at most once. It walks the
-// frame once for validity and d once more for repeated keys (as CheckKeys
-// does), where encoding/json and CheckKeys walked it three times. On any
-// other input it returns false, and decodeFrameSlow decides: so what it
-// returns is what decodeFrameSlow returns (FuzzDecodeFrame checks).
+// frame once, checking its grammar itself and d's with plainValue (which
+// refuses repeated keys, as CheckKeys does), where encoding/json and
+// CheckKeys walked it three times. On any other input it returns false,
+// and decodeFrameSlow decides: so what it returns is what decodeFrameSlow
+// returns (FuzzDecodeFrame checks).
 func decodeFrameFast(b []byte) (Frame, bool) {
-	// keyChecker assumes valid JSON (it may not end on other input).
-	if !json.Valid(b) {
-		return Frame{}, false
-	}
 	var f Frame
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
@@ -194,14 +191,14 @@ func decodeFrameFast(b []byte) (Frame, bool) {
 			}
 			i = next
 		case 3:
-			c := keyChecker{b: b, i: i}
-			if c.value(nil) != nil || c.i > len(b) {
+			end, ok := plainValue(b, i, 0)
+			if !ok {
 				return Frame{}, false
 			}
-			if d := b[i:c.i]; string(d) != "null" {
+			if d := b[i:end]; string(d) != "null" {
 				f.Data = bytes.Clone(d)
 			}
-			i = c.i
+			i = end
 		}
 		i = skipSpace(b, i)
 		if i >= len(b) {
@@ -218,6 +215,151 @@ func decodeFrameFast(b []byte) (Frame, bool) {
 		return Frame{}, false
 	}
 	return f, true
+}
+
+// plainValue reads the JSON value at b[i] and returns the index after it.
+// It returns false on anything but valid JSON whose object keys are plain
+// (printable ASCII without escapes, at most 16 to an object), none twice
+// in one object, nested at most 64 deep: what it takes, json.Valid and
+// CheckKeys take too, and the rest is left to them.
+func plainValue(b []byte, i, depth int) (int, bool) {
+	if i >= len(b) || depth > 64 {
+		return 0, false
+	}
+	switch b[i] {
+	case '{':
+		var keys [16][]byte
+		n := 0
+		i = skipSpace(b, i+1)
+		if i < len(b) && b[i] == '}' {
+			return i + 1, true
+		}
+		for {
+			if i >= len(b) || b[i] != '"' || n == len(keys) {
+				return 0, false
+			}
+			key, next, ok := plainString(b, i)
+			if !ok {
+				return 0, false
+			}
+			for _, k := range keys[:n] {
+				if string(k) == string(key) {
+					return 0, false
+				}
+			}
+			keys[n] = key
+			n++
+			i = skipSpace(b, next)
+			if i >= len(b) || b[i] != ':' {
+				return 0, false
+			}
+			if i, ok = plainValue(b, skipSpace(b, i+1), depth+1); !ok {
+				return 0, false
+			}
+			i = skipSpace(b, i)
+			if i < len(b) && b[i] == '}' {
+				return i + 1, true
+			}
+			if i >= len(b) || b[i] != ',' {
+				return 0, false
+			}
+			i = skipSpace(b, i+1)
+		}
+	case '[':
+		i = skipSpace(b, i+1)
+		if i < len(b) && b[i] == ']' {
+			return i + 1, true
+		}
+		for {
+			var ok bool
+			if i, ok = plainValue(b, i, depth+1); !ok {
+				return 0, false
+			}
+			i = skipSpace(b, i)
+			if i < len(b) && b[i] == ']' {
+				return i + 1, true
+			}
+			if i >= len(b) || b[i] != ',' {
+				return 0, false
+			}
+			i = skipSpace(b, i+1)
+		}
+	case '"':
+		for i++; i < len(b); i++ {
+			switch c := b[i]; {
+			case c == '"':
+				return i + 1, true
+			case c < 0x20:
+				return 0, false
+			case c == '\\':
+				i++
+				if i >= len(b) {
+					return 0, false
+				}
+				switch b[i] {
+				case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				case 'u':
+					if i+4 >= len(b) {
+						return 0, false
+					}
+					for _, h := range b[i+1 : i+5] {
+						if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+							return 0, false
+						}
+					}
+					i += 4
+				default:
+					return 0, false
+				}
+			}
+		}
+		return 0, false
+	case 't':
+		return literal(b, i, "true")
+	case 'f':
+		return literal(b, i, "false")
+	case 'n':
+		return literal(b, i, "null")
+	}
+	// A number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+	if b[i] == '-' {
+		i++
+	}
+	digits := func() bool {
+		start := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		return i > start
+	}
+	start := i
+	if !digits() || (b[start] == '0' && i-start > 1) {
+		return 0, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if !digits() {
+			return 0, false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return 0, false
+		}
+	}
+	return i, true
+}
+
+// literal reads the literal lit at b[i].
+func literal(b []byte, i int, lit string) (int, bool) {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return 0, false
+	}
+	return i + len(lit), true
 }
 
 // skipSpace returns the index of the first byte at or after i in b that
@@ -246,6 +388,15 @@ func plainString(b []byte, i int) ([]byte, int, bool) {
 func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func (jsonCodec) Unmarshal(data []byte, v any) error {
+	if decodePayloadFast(data, v) {
+		return nil
+	}
+	return unmarshalSlow(data, v)
+}
+
+// unmarshalSlow decodes data with encoding/json and CheckKeys; it decides
+// every payload decodePayloadFast leaves to it.
+func unmarshalSlow(data []byte, v any) error {
 	if len(data) == 0 {
 		data = []byte("{}")
 	}

@@ -62,6 +62,18 @@ var fastFrameCases = []string{
 	`{"op":"x","d":{"a":1}`, `{"op":"x","d":"abc`, `{"op":"x","d":[1,2`, `{"op":"x","d":tru}`, `{"op":"x","d":}`,
 	`{"op":"x",}`, `{"op":"x"}}`, `{"op":"x"} x`, `{"op":"x","err":{"code":"c"}}`, `{"op":"x","extra":1}`,
 	`{}`, `{"op":5}`, `{"op":"x"`, `[{"op":"x"}]`, "{\"op\":\"x\"\t,\n\"id\":7\r}",
+	// d's grammar, which decodeFrameFast checks itself.
+	`{"op":"x","d":{"t":"a\"b\\c\/\b\f\n\r\t\u00e9\ud83d"}}`, `{"op":"x","d":"\u12"}`, `{"op":"x","d":"\u12g4"}`,
+	`{"op":"x","d":"a\qb"}`, `{"op":"x","d":"a\'b"}`, `{"op":"x","d":"a\`, "{\"op\":\"x\",\"d\":\"\xff\"}",
+	"{\"op\":\"x\",\"d\":\"a\nb\"}", `{"op":"x","d":1.}`, `{"op":"x","d":.5}`, `{"op":"x","d":1e}`, `{"op":"x","d":1e+}`,
+	`{"op":"x","d":1E-7}`, `{"op":"x","d":0.25}`, `{"op":"x","d":01}`, `{"op":"x","d":-}`, `{"op":"x","d":-0}`, `{"op":"x","d":+1}`,
+	`{"op":"x","d":nul}`, `{"op":"x","d":nullx}`, `{"op":"x","d":[true,false,null]}`, `{"op":"x","d":[1,]}`, `{"op":"x","d":[,1]}`,
+	`{"op":"x","d":{"a":1,}}`, `{"op":"x","d":{,}}`, `{"op":"x","d":{"a"}}`, `{"op":"x","d":{"a":}}`, `{"op":"x","d":{1:2}}`,
+	`{"op":"x","d":{"é":1}}`, `{"op":"x","d":{"a\u0062":1,"ab":2}}`, `{"op":"x","d":{"a":[{"b":1},{"b":1}]}}`,
+	`{"op":"x","d":{"a":{"b":1},"b":{"a":1}}}`, `{"op":"x","d":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17}}`,
+	`{"op":"x","d":` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `}`,
+	`{"op":"x","d":` + strings.Repeat("[", 10) + strings.Repeat("]", 10) + `}`,
+	`{"op":"x","d":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`,
 }
 
 func TestDecodeFrameFastMatchesSlow(t *testing.T) {

@@ -18,8 +18,9 @@ import (
 // reads from a request is what the server acts on. Keys that name no field
 // are left alone (unknown fields are ignored), but they too must not
 // repeat. data must be JSON that json.Unmarshal accepted; only its first
-// value is read. The JSON codec checks every frame and payload it
-// decodes with it, and the server API its request bodies.
+// value is read. The JSON codec holds every frame and payload it decodes
+// to it (its fast paths decline whatever it would refuse), and the server
+// API its request bodies.
 func CheckKeys(data []byte, v any) error {
 	c := keyChecker{b: data}
 	return c.value(shapeOf(reflect.TypeOf(v)))

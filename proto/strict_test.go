@@ -96,7 +96,7 @@ func topKeys(b []byte) []string {
 }
 
 // BenchmarkDecodeSend is the decoding a send costs the gateway: the frame,
-// then its payload, each checked by CheckKeys.
+// then its payload.
 func BenchmarkDecodeSend(b *testing.B) {
 	frame := []byte(`{"id":42,"op":"send","d":{"conv_type":"peer","to":"bob","local_id":"6f1c2a","type":"text","text":"Hello Bob, dinner at 8?","extended_data":"{\"k\":1}","push":{"title":"Alice","content":"dinner at 8?"}}}`)
 	b.ReportAllocs()
