@@ -97,20 +97,29 @@ func (s *fastScan) object(field func(key []byte) (int, bool)) bool {
 			return false
 		}
 		seen |= 1 << k
-		s.space()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case '}':
-			s.i++
-			return true
-		case ',':
-			s.i++
-		default:
-			return false
+		if end, ok := s.next('}'); !ok || end {
+			return ok
 		}
 	}
+}
+
+// next reads what follows a member of an object or an element of an
+// array: close, the end (end is true), or a comma (end is false); ok is
+// false for anything else.
+func (s *fastScan) next(close byte) (end, ok bool) {
+	s.space()
+	if s.i >= len(s.b) {
+		return false, false
+	}
+	switch s.b[s.i] {
+	case close:
+		s.i++
+		return true, true
+	case ',':
+		s.i++
+		return false, true
+	}
+	return false, false
 }
 
 // str reads a string as encoding/json decodes it: valid UTF-8, and of
@@ -310,18 +319,8 @@ func (s *fastScan) array(elem func() bool) bool {
 		if !elem() {
 			return false
 		}
-		s.space()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ']':
-			s.i++
-			return true
-		case ',':
-			s.i++
-		default:
-			return false
+		if end, ok := s.next(']'); !ok || end {
+			return ok
 		}
 	}
 }
