@@ -256,14 +256,11 @@ func plainValue(b []byte, i, depth int) (int, bool) {
 			if i, ok = plainValue(b, skipSpace(b, i+1), depth+1); !ok {
 				return 0, false
 			}
+			var end bool
+			if i, end, ok = afterValue(b, i, '}'); !ok || end {
+				return i, ok
+			}
 			i = skipSpace(b, i)
-			if i < len(b) && b[i] == '}' {
-				return i + 1, true
-			}
-			if i >= len(b) || b[i] != ',' {
-				return 0, false
-			}
-			i = skipSpace(b, i+1)
 		}
 	case '[':
 		i = skipSpace(b, i+1)
@@ -275,14 +272,11 @@ func plainValue(b []byte, i, depth int) (int, bool) {
 			if i, ok = plainValue(b, i, depth+1); !ok {
 				return 0, false
 			}
+			var end bool
+			if i, end, ok = afterValue(b, i, ']'); !ok || end {
+				return i, ok
+			}
 			i = skipSpace(b, i)
-			if i < len(b) && b[i] == ']' {
-				return i + 1, true
-			}
-			if i >= len(b) || b[i] != ',' {
-				return 0, false
-			}
-			i = skipSpace(b, i+1)
 		}
 	case '"':
 		for i++; i < len(b); i++ {
@@ -369,6 +363,24 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// afterValue reads what follows a member of an object or an element of
+// an array at b[i:], after white space: close, the end (end is true), or a
+// comma (end is false); it returns the index after it, and ok false for
+// anything else.
+func afterValue(b []byte, i int, close byte) (j int, end, ok bool) {
+	i = skipSpace(b, i)
+	if i >= len(b) {
+		return 0, false, false
+	}
+	switch b[i] {
+	case close:
+		return i + 1, true, true
+	case ',':
+		return i + 1, false, true
+	}
+	return 0, false, false
 }
 
 // plainString reads the JSON string at b[i] (a '"') if it is printable

@@ -107,19 +107,8 @@ func (s *fastScan) object(field func(key []byte) (int, bool)) bool {
 // array: close, the end (end is true), or a comma (end is false); ok is
 // false for anything else.
 func (s *fastScan) next(close byte) (end, ok bool) {
-	s.space()
-	if s.i >= len(s.b) {
-		return false, false
-	}
-	switch s.b[s.i] {
-	case close:
-		s.i++
-		return true, true
-	case ',':
-		s.i++
-		return false, true
-	}
-	return false, false
+	s.i, end, ok = afterValue(s.b, s.i, close)
+	return end, ok
 }
 
 // str reads a string as encoding/json decodes it: valid UTF-8, and of
