@@ -53,8 +53,16 @@ func serve(args []string, stderr io.Writer) error {
 	created := errors.Is(statErr, fs.ErrNotExist)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// Listening first: clients that come back while the store opens wait
+	// in the kernel's queue (served once the server starts) instead of
+	// being refused and backing off further.
+	ln, err := server.Listen(cfg)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(ctx, cfg, secret, log)
 	if err != nil {
+		ln.Close()
 		if created {
 			os.RemoveAll(cfg.DataDir)
 		}
@@ -72,7 +80,7 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		return err
 	}
-	if err := srv.Start(); err != nil {
+	if err := srv.StartOn(ln); err != nil {
 		return abort(err)
 	}
 	if generated {

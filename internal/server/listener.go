@@ -182,3 +182,46 @@ func markAuthenticated(r *http.Request) {
 		c.Authenticated()
 	}
 }
+
+// drainListener is the client listener under the caps. Its Close, called
+// by the HTTP server's Shutdown, stops accepting but leaves the socket
+// open until release, at the end of Server.Shutdown. A client that
+// reconnects while the server drains waits in the kernel's accept queue
+// and is reset when the process ends, instead of being refused at once:
+// one failed attempt for the whole drain, where a refusal at every step
+// of its backoff (0.5, 1, 2, 4 s ...) would leave it waiting seconds
+// after the next process listens. A listener that is not TCP is closed
+// at once, as before.
+type drainListener struct {
+	*net.TCPListener
+	stopped atomic.Bool
+}
+
+func newDrainListener(ln net.Listener) net.Listener {
+	if tl, ok := ln.(*net.TCPListener); ok {
+		return &drainListener{TCPListener: tl}
+	}
+	return ln
+}
+
+// Accept returns net.ErrClosed once Close was called; a connection
+// accepted as it was called is closed.
+func (l *drainListener) Accept() (net.Conn, error) {
+	c, err := l.TCPListener.Accept()
+	if l.stopped.Load() {
+		if c != nil {
+			c.Close()
+		}
+		return nil, net.ErrClosed
+	}
+	return c, err
+}
+
+// Close stops accepting: a past deadline wakes the Accept in progress.
+func (l *drainListener) Close() error {
+	l.stopped.Store(true)
+	return l.TCPListener.SetDeadline(time.Unix(1, 0))
+}
+
+// release closes the socket.
+func (l *drainListener) release() error { return l.TCPListener.Close() }

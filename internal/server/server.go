@@ -452,14 +452,32 @@ func (s *Server) ListenerStats() ListenerStats {
 	return s.capLn.stats()
 }
 
+// Listen opens cfg's client address (HERALD_ADDR) for StartOn. herald
+// serve listens before New opens the store: clients that reconnect while
+// the process starts wait in the kernel's accept queue instead of being
+// refused, and a busy port fails the start before anything is opened.
+func Listen(cfg config.Config) (net.Listener, error) {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (HERALD_ADDR): %w", cfg.Addr, err)
+	}
+	return ln, nil
+}
+
 // Start listens on the configured address and serves in the background.
 func (s *Server) Start() error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	ln, err := Listen(s.cfg)
 	if err != nil {
-		return fmt.Errorf("listen on %s (HERALD_ADDR): %w", s.cfg.Addr, err)
+		return err
 	}
-	s.ln = ln
-	s.capLn = newCapListener(ln, s.cfg.MaxUnauthenticatedConns, s.cfg.MaxUnauthenticatedConnsPerAddr, s.log)
+	return s.StartOn(ln)
+}
+
+// StartOn serves on ln (from Listen) in the background; the server owns ln
+// from here, and closes it when Start fails or at the end of Shutdown.
+func (s *Server) StartOn(ln net.Listener) error {
+	s.ln = newDrainListener(ln)
+	s.capLn = newCapListener(s.ln, s.cfg.MaxUnauthenticatedConns, s.cfg.MaxUnauthenticatedConnsPerAddr, s.log)
 	if s.hooks != nil {
 		s.hooks.Start() // first: calls that timed out while the server was down are reported at Start
 	}
@@ -571,8 +589,9 @@ func (s *Server) Gateway() *gateway.Gateway { return s.gw }
 // Done reports the HTTP server's end.
 func (s *Server) Done() <-chan error { return s.done }
 
-// Shutdown drains: readiness goes false, new connections are refused,
-// sessions are closed with "reconnect", every accepted message is stored and
+// Shutdown drains: readiness goes false, new connections are no longer
+// accepted (they wait in the listening socket's queue, which is closed
+// last: drainListener), sessions are closed with "reconnect", every accepted message is stored and
 // delivered, acks are flushed, and the store is closed cleanly.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
@@ -632,6 +651,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("store: not closed by the shutdown deadline (a write is stuck): %w", ctx.Err()))
 	}
 	s.emus.close()
+	if d, ok := s.ln.(*drainListener); ok {
+		d.release() // the clients waiting in its queue are reset now, when the next process may listen
+	}
 	s.repeats.flushAll() // the counts of what was left out
 	return errors.Join(errs...)
 }

@@ -1,8 +1,13 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"log/slog"
+	"net"
+	"net/http"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -98,5 +103,110 @@ func TestShutdownMeetsItsDeadlineWithAStalledStore(t *testing.T) {
 	}
 	if err == nil {
 		t.Error("Shutdown returned nil with a write still stuck in the store; want an error that says so")
+	}
+}
+
+// TestShutdownKeepsConnectionsQueuedUntilItEnds: while Shutdown drains (a
+// store write holds it here), a new connection is not refused: it waits in
+// the listening socket's queue, unanswered, and is reset when Shutdown
+// ends; then the port is free (a dial is refused), for the next process.
+func TestShutdownKeepsConnectionsQueuedUntilItEnds(t *testing.T) {
+	st := &stalledStore{stall: make(chan struct{}), release: make(chan struct{}), stalled: make(chan struct{})}
+	testWrapStore = func(s store.Store) store.Store { st.Store = s; return st }
+	t.Cleanup(func() { testWrapStore = nil })
+	released := false
+	defer func() {
+		if !released {
+			close(st.release)
+		}
+	}()
+	srv, login := startDevServer(t)
+	alice := login("alice", "phone")
+	defer alice.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	close(st.stall)
+	go alice.SendPeerMessage(ctx, "bob", client.TextMessage("held in the store"))
+	select {
+	case <-st.stalled:
+	case <-ctx.Done():
+		t.Fatal("the send never reached the store")
+	}
+	addr := srv.Addr()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	dl := srv.ln.(*drainListener)
+	for !dl.stopped.Load() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("Shutdown never stopped accepting")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("a connection during the drain was refused (%v); want it queued", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	var buf [256]byte
+	if n, err := c.Read(buf[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a connection during the drain read %q, %v; want no answer while draining", buf[:n], err)
+	}
+	close(st.release)
+	released = true
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("Shutdown did not end once the store write went on")
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf[:]); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the queued connection read %q, %v after Shutdown; want it reset or closed", buf[:n], err)
+	}
+	if c2, err := net.Dial("tcp", addr); err == nil {
+		c2.Close()
+		t.Fatal("the port still accepts connections after Shutdown; want it closed")
+	}
+}
+
+// TestServeOnAListenerOpenedBeforeNew: a connection made after Listen,
+// before the server (and its store) exists, waits and is served once the
+// server starts on that listener.
+func TestServeOnAListenerOpenedBeforeNew(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	ln, err := Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(context.Background(), cfg, []byte("0123456789abcdef0123456789abcdef"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	if err := srv.StartOn(ln); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the connection made before New got no answer: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/healthz answered %s", resp.Status)
 	}
 }
