@@ -13,6 +13,7 @@ import (
 	"github.com/herald-im/herald/internal/gateway"
 	"github.com/herald-im/herald/internal/metrics"
 	"github.com/herald-im/herald/internal/push"
+	"github.com/herald-im/herald/internal/store/pebble"
 	"github.com/herald-im/herald/internal/store/postgres"
 )
 
@@ -40,6 +41,9 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte) {
 	m.RegisterStats("store", func() any { return s.store.Stats() }) // health.go
 	if pg, ok := s.store.Store.(*postgres.Store); ok {
 		m.RegisterStats("postgres", func() any { return pg.Stats() }) // the writer's retries
+	}
+	if pb, ok := s.store.Store.(*pebble.Store); ok {
+		m.RegisterStats("pebble", func() any { return pebbleMetrics(pb.Stats()) })
 	}
 	cc := console.Config{
 		Secret: secret, Push: s.push, Strategies: s.push, Logger: s.log,
@@ -162,3 +166,14 @@ func (s *Server) startMetrics() error {
 
 // Metrics exposes the server's metrics for tests.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// pebbleStats is pebble.Stats as /metrics shows it: the stall time in
+// seconds, as Prometheus names durations.
+type pebbleStats struct {
+	WriteStalls       int64   // herald_pebble_write_stalls
+	WriteStallSeconds float64 // herald_pebble_write_stall_seconds
+}
+
+func pebbleMetrics(st pebble.Stats) pebbleStats {
+	return pebbleStats{WriteStalls: st.WriteStalls, WriteStallSeconds: st.WriteStallTime.Seconds()}
+}

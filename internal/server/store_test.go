@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/herald-im/herald/internal/config"
+	"github.com/herald-im/herald/internal/store/pebble"
 	"github.com/herald-im/herald/internal/store/postgres"
 	"github.com/herald-im/herald/internal/store/postgres/pgtest"
 )
@@ -158,5 +160,30 @@ func TestStartNamesMediaS3Setting(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "HERALD_MEDIA_S3: bucket") || strings.Contains(err.Error(), "secret") {
 		t.Errorf("New with an S3 store that is not there: %v, want the setting named, without its keys", err)
+	}
+}
+
+// TestPebbleStatsInMetrics: on Pebble, /metrics carries the store's write
+// stalls (count, and their time in seconds), which Pebble's own logs
+// otherwise only report one by one.
+func TestPebbleStatsInMetrics(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr, cfg.Store = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0", "pebble"
+	srv, err := New(context.Background(), cfg, []byte("0123456789abcdef0123456789abcdef"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	body := scrape(t, "http://"+srv.Addr()+"/metrics")
+	for _, want := range []string{"\nherald_pebble_write_stalls 0\n", "\nherald_pebble_write_stall_seconds 0\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics on Pebble lacks %q", strings.TrimSpace(want))
+		}
+	}
+	if got := pebbleMetrics(pebble.Stats{WriteStalls: 3, WriteStallTime: 1500 * time.Millisecond}); got != (pebbleStats{WriteStalls: 3, WriteStallSeconds: 1.5}) {
+		t.Errorf("pebbleMetrics = %+v, want 3 stalls and 1.5 s", got)
 	}
 }
