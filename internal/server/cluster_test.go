@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -587,5 +588,25 @@ func TestPushSessionHistoryOnOneNodeOnly(t *testing.T) {
 	}
 	if _, ok := any((*cluster.Presence)(nil)).(push.SessionHistory); ok {
 		t.Error("the cluster's presence implements push.SessionHistory")
+	}
+}
+
+// TestClusterNodeClosesItsListenerAtOnce: a node of several does not keep
+// its listening socket through the drain as a single node does (clients
+// and load balancers must find the port closed and go to another node):
+// once Shutdown has begun, a dial is refused.
+func TestClusterNodeClosesItsListenerAtOnce(t *testing.T) {
+	busURL := natsForTest(t)
+	srv := startNode(t, nodeConfig(t, busURL, "drain", "node-a"), []byte("0123456789abcdef0123456789abcdef"), nil)
+	if _, held := srv.ln.(*drainListener); held {
+		t.Fatal("a cluster node's listener is held open through the drain")
+	}
+	addr := srv.Addr()
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatal("the node's port accepts connections after Shutdown")
 	}
 }

@@ -190,8 +190,9 @@ func markAuthenticated(r *http.Request) {
 // and is reset when the process ends, instead of being refused at once:
 // one failed attempt for the whole drain, where a refusal at every step
 // of its backoff (0.5, 1, 2, 4 s ...) would leave it waiting seconds
-// after the next process listens. A listener that is not TCP is closed
-// at once, as before.
+// after the next process listens. Only a single node's listener drains
+// so (several nodes close theirs at once: a client, or a load balancer
+// that finds the port closed, goes to another node), and only a TCP one.
 type drainListener struct {
 	*net.TCPListener
 	stopped atomic.Bool

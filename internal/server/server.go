@@ -476,7 +476,13 @@ func (s *Server) Start() error {
 // StartOn serves on ln (from Listen) in the background; the server owns ln
 // from here, and closes it when Start fails or at the end of Shutdown.
 func (s *Server) StartOn(ln net.Listener) error {
-	s.ln = newDrainListener(ln)
+	s.ln = ln
+	if s.cluster == nil {
+		// One node: nowhere else to go, so a client waits through the
+		// drain. Several: refused at once, it (or the load balancer) goes
+		// to another node.
+		s.ln = newDrainListener(ln)
+	}
 	s.capLn = newCapListener(s.ln, s.cfg.MaxUnauthenticatedConns, s.cfg.MaxUnauthenticatedConnsPerAddr, s.log)
 	if s.hooks != nil {
 		s.hooks.Start() // first: calls that timed out while the server was down are reported at Start
