@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -53,16 +54,22 @@ func serve(args []string, stderr io.Writer) error {
 	created := errors.Is(statErr, fs.ErrNotExist)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	// Listening first: clients that come back while the store opens wait
-	// in the kernel's queue (served once the server starts) instead of
-	// being refused and backing off further.
-	ln, err := server.Listen(cfg)
-	if err != nil {
-		return err
+	// A single node listens first: clients that come back while the store
+	// opens wait in the kernel's queue (served once the server starts)
+	// instead of being refused and backing off further. A node of several
+	// listens once it can serve: until then a refused client, or its load
+	// balancer, goes to another node.
+	var ln net.Listener
+	if cfg.Bus == "" {
+		if ln, err = server.Listen(cfg); err != nil {
+			return err
+		}
 	}
 	srv, err := server.New(ctx, cfg, secret, log)
 	if err != nil {
-		ln.Close()
+		if ln != nil {
+			ln.Close()
+		}
 		if created {
 			os.RemoveAll(cfg.DataDir)
 		}
@@ -80,7 +87,11 @@ func serve(args []string, stderr io.Writer) error {
 		}
 		return err
 	}
-	if err := srv.StartOn(ln); err != nil {
+	start := srv.Start
+	if ln != nil {
+		start = func() error { return srv.StartOn(ln) }
+	}
+	if err := start(); err != nil {
 		return abort(err)
 	}
 	if generated {

@@ -594,19 +594,48 @@ func TestPushSessionHistoryOnOneNodeOnly(t *testing.T) {
 // TestClusterNodeClosesItsListenerAtOnce: a node of several does not keep
 // its listening socket through the drain as a single node does (clients
 // and load balancers must find the port closed and go to another node):
-// once Shutdown has begun, a dial is refused.
+// while Shutdown is held by a store write, a dial is refused.
 func TestClusterNodeClosesItsListenerAtOnce(t *testing.T) {
 	busURL := natsForTest(t)
-	srv := startNode(t, nodeConfig(t, busURL, "drain", "node-a"), []byte("0123456789abcdef0123456789abcdef"), nil)
-	if _, held := srv.ln.(*drainListener); held {
-		t.Fatal("a cluster node's listener is held open through the drain")
+	st := &stalledStore{stall: make(chan struct{}), release: make(chan struct{}), stalled: make(chan struct{})}
+	testWrapStore = func(s store.Store) store.Store { st.Store = s; return st }
+	t.Cleanup(func() { testWrapStore = nil })
+	released := false
+	defer func() {
+		if !released {
+			close(st.release)
+		}
+	}()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	srv := startNode(t, nodeConfig(t, busURL, "drain", "node-a"), secret, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	alice := loginOn(ctx, t, srv, secret, "alice", "phone", client.Handlers{})
+	close(st.stall)
+	go alice.SendPeerMessage(ctx, "bob", client.TextMessage("held in the store"))
+	select {
+	case <-st.stalled:
+	case <-ctx.Done():
+		t.Fatal("the send never reached the store")
 	}
 	addr := srv.Addr()
-	if err := srv.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	select {
+	case <-srv.Done():
+	case <-ctx.Done():
+		t.Fatal("Shutdown never stopped accepting")
 	}
 	if c, err := net.Dial("tcp", addr); err == nil {
 		c.Close()
-		t.Fatal("the node's port accepts connections after Shutdown")
+		t.Fatal("a draining cluster node's port accepts connections; want them refused")
 	}
+	select {
+	case <-done:
+		t.Fatal("Shutdown ended before the store write was let go: the dial above was not during the drain")
+	default:
+	}
+	close(st.release)
+	released = true
+	<-done
 }

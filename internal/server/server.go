@@ -453,9 +453,10 @@ func (s *Server) ListenerStats() ListenerStats {
 }
 
 // Listen opens cfg's client address (HERALD_ADDR) for StartOn. herald
-// serve listens before New opens the store: clients that reconnect while
-// the process starts wait in the kernel's accept queue instead of being
-// refused, and a busy port fails the start before anything is opened.
+// serve on a single node listens before New opens the store: clients that
+// reconnect while the process starts wait in the kernel's accept queue
+// instead of being refused, and a busy port fails the start before
+// anything is opened.
 func Listen(cfg config.Config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -474,7 +475,8 @@ func (s *Server) Start() error {
 }
 
 // StartOn serves on ln (from Listen) in the background; the server owns ln
-// from here, and closes it when Start fails or at the end of Shutdown.
+// from here: it is closed when StartOn fails before serving, else by
+// Shutdown (at its end on a single node: drainListener).
 func (s *Server) StartOn(ln net.Listener) error {
 	s.ln = ln
 	if s.cluster == nil {
