@@ -598,9 +598,10 @@ func (s *Server) Gateway() *gateway.Gateway { return s.gw }
 func (s *Server) Done() <-chan error { return s.done }
 
 // Shutdown drains: readiness goes false, new connections are no longer
-// accepted (they wait in the listening socket's queue, which is closed
-// last: drainListener), sessions are closed with "reconnect", every accepted message is stored and
-// delivered, acks are flushed, and the store is closed cleanly.
+// accepted (on a single node they wait in the listening socket's queue,
+// which is closed last: drainListener; a node of several refuses them),
+// sessions are closed with "reconnect", every accepted message is stored
+// and delivered, acks are flushed, and the store is closed cleanly.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.ready.Store(false)
 	s.stopSeriesSampling()
