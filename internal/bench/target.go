@@ -105,9 +105,12 @@ func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs 
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, exe, "serve", "--addr", addr, "--data", data)
-	cmd.Env = append(os.Environ(),
+	// Warnings only, unless the bench's own environment asks for a level
+	// (HERALD_LOG_LEVEL=debug shows, e.g., the SQLite checkpoints): of two
+	// values of one variable the child gets the last.
+	cmd.Env = append([]string{"HERALD_LOG_LEVEL=warn"}, os.Environ()...)
+	cmd.Env = append(cmd.Env,
 		"HERALD_SECRET="+secret,
-		"HERALD_LOG_LEVEL=warn",
 		"HERALD_PUSH_EMULATOR_ADDR=127.0.0.1:0",
 		"HERALD_SENDS_PER_SECOND=1000000",
 		"HERALD_SEND_BURST=1000000",

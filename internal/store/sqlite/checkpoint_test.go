@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -123,5 +124,51 @@ func TestCheckpointRestartsWAL(t *testing.T) {
 		if !logs.await("sqlite: checkpoint", len(all), deadline) {
 			t.Fatal("the WAL was not reused after the RESTART")
 		}
+	}
+}
+
+// TestWALFileKeepsItsLength: the commit after a WAL restart writes the file
+// again from its start and leaves its length alone, as long as the WAL
+// stayed within twice WALPages frames. Cut back to WALPages pages, which is
+// shorter than WALPages frames, the file was cut at every restart, and its
+// end allocated again in the commits after it.
+func TestWALFileKeepsItsLength(t *testing.T) {
+	const walPages, frame = 256, 4096 + 24
+	logs := newLogRecorder()
+	s, path := openTemp(t, Options{WALPages: walPages, CheckpointInterval: 5 * time.Millisecond, Logger: slog.New(logs)})
+	defer s.Close()
+	n := 0
+	appendSome := func() { // 10 conversations: a few dozen frames
+		msgs := make([]*herald.Message, 10)
+		for i := range msgs {
+			n++
+			msgs[i] = msg(fmt.Sprintf("u%03d", n%10), "bob", fmt.Sprint(n))
+		}
+		mustAppend(t, s, msgs...)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for seen := 0; ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no RESTART of a WAL within %d frames after %d messages", 2*walPages, n)
+		}
+		appendSome()
+		restarts, _ := logs.restarts()
+		if len(restarts) == seen {
+			continue
+		}
+		seen = len(restarts)
+		frames := restarts[seen-1]["log_frames"].Int64()
+		if frames > 2*walPages {
+			continue // the writer checkpointed by itself: the file may be cut
+		}
+		appendSome() // the first commit after the restart
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := 32 + frames*frame; fi.Size() < want {
+			t.Fatalf("WAL file %d bytes after a restart at %d frames; want at least %d", fi.Size(), frames, want)
+		}
+		return
 	}
 }

@@ -86,10 +86,11 @@ type Options struct {
 
 	// WALPages is the WAL length, in 4 KiB pages, past which the
 	// background checkpoint restarts the WAL from the beginning (the
-	// writer pauses between two transactions for it), and the size the
-	// WAL file is cut back to. Should background checkpoints fall behind,
-	// the writer checkpoints in its own commits past twice this. Zero
-	// means 16384 (64 MiB).
+	// writer pauses between two transactions for it). Should background
+	// checkpoints fall behind, the writer checkpoints in its own commits
+	// past twice this. The WAL file keeps the length it reached up to
+	// twice this (walFileLimit), so that writing it again from the start
+	// allocates nothing. Zero means 16384 (64 MiB; the file up to ~129 MiB).
 	WALPages int
 
 	// LogIndexEvery is how many delivery-log rows are appended before
@@ -200,7 +201,7 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		"synchronous(FULL)",
 		fmt.Sprintf("cache_size(%d)", -opts.CacheKiB),
 		fmt.Sprintf("wal_autocheckpoint(%d)", 2*opts.WALPages),
-		fmt.Sprintf("journal_size_limit(%d)", opts.WALPages*4096),
+		fmt.Sprintf("journal_size_limit(%d)", walFileLimit(opts.WALPages)),
 	)...))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -249,6 +250,20 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	s.cdb.SetMaxIdleConns(1)
 	s.ckpt = startCheckpointer(s.cdb, s.w, opts.CheckpointInterval, opts.WALPages, s.log)
 	return s, nil
+}
+
+// walFileLimit is the length, in bytes, that the first commit after a WAL
+// restart cuts the WAL file back to (journal_size_limit): 2*walPages frames
+// of a 4 KiB page (each with its 24-byte header) and the file's header.
+// The checkpointer restarts the WAL once it passes walPages frames, some
+// commits past that mark, and the writer checkpoints by itself past twice
+// it, so in normal running the file is never cut. Cut back to walPages
+// pages, it was cut at every restart (16,384 frames are longer than 16,384
+// pages), and the commits after it paid for the cut and for allocating the
+// file's end again (docs/benchmarks.md, "The writer that stayed behind at
+// 100 pairs").
+func walFileLimit(walPages int) int64 {
+	return 32 + 2*int64(walPages)*(4096+24)
 }
 
 // dsn builds a modernc.org/sqlite data source name: a URI file name with
