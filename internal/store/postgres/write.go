@@ -380,6 +380,13 @@ func (s *Store) appendAttempt(ctx context.Context, tx *pgx.Conn, group []*append
 	// explicit BEGIN keeps the transaction open past the pipeline's end).
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN")
+	// Generic plans for this transaction's statements: they are the same
+	// few statements each time, on arrays whose values do not change the
+	// best plan, and a custom plan (PostgreSQL's choice for them) is
+	// planned again at every execution, which cost the backend about as
+	// much as the rows (README.md). Only for the writer's transaction:
+	// other statements keep PostgreSQL's choice.
+	batch.Queue("SET LOCAL plan_cache_mode = force_generic_plan")
 	if len(fresh) > 0 {
 		batch.Queue(`INSERT INTO conversations (conv_key, type)
 			SELECT k, t FROM unnest($1::text[], $2::smallint[]) AS u(k, t) ORDER BY k COLLATE "C"
@@ -392,6 +399,9 @@ func (s *Store) appendAttempt(ctx context.Context, tx *pgx.Conn, group []*append
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
 		return nil, false, fmt.Errorf("begin: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, false, fmt.Errorf("begin: generic plans: %w", err)
 	}
 	if len(fresh) > 0 {
 		if _, err := br.Exec(); err != nil {

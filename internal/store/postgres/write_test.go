@@ -327,3 +327,40 @@ func TestRememberBound(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendGenericPlans: the writer's transaction runs with generic
+// plans (a custom plan, PostgreSQL's choice for its statements on
+// arrays, was planned again at every execution: about half the backend's
+// CPU a message with a conversation per message), and only it: the
+// setting is local to the transaction, so the pool's other statements
+// keep PostgreSQL's choice. A trigger on the messages' insert refuses the
+// row unless the setting is in effect there.
+func TestAppendGenericPlans(t *testing.T) {
+	testDatabase(t)
+	ctx := context.Background()
+	s := openURL(t, newSchema(t), Options{MaxConns: 2})
+	defer s.Close()
+	for _, q := range []string{
+		`CREATE FUNCTION generic_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+			IF current_setting('plan_cache_mode') <> 'force_generic_plan' THEN
+				RAISE EXCEPTION 'plan_cache_mode is %', current_setting('plan_cache_mode');
+			END IF;
+			RETURN NEW; END $$`,
+		`CREATE TRIGGER generic_only BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION generic_only()`,
+	} {
+		if _, err := s.pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for i := range 3 {
+		if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", fmt.Sprint("g-", i))}, nil); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		for range 2 { // both connections of the pool, the writer's included
+			var mode string
+			if err := s.pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "auto" {
+				t.Fatalf("after append %d, the pool's plan_cache_mode %q (%v), want auto: the writer's setting leaked", i, mode, err)
+			}
+		}
+	}
+}
