@@ -49,7 +49,8 @@ apart from the load generator's) and times each push's arrival; the
 server gets HERALD_PUSH_CONFIG pointing at it with that vendor's
 credentials.
 Other HERALD_* variables in the environment (HERALD_PPROF_ADDR ...) reach
-the child too.
+the child too; with --nodes N, node i (from 0) gets HERALD_PPROF_ADDR's
+port plus i (port 0: each node picks one).
 Progress goes to stderr; the report to stdout (JSON with --json).
 `
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -178,5 +179,47 @@ func TestStartClusterRefuses(t *testing.T) {
 				t.Errorf("error %v shows the store's password", err)
 			}
 		})
+	}
+}
+
+// TestPprofAddrs checks that several nodes get one HERALD_PPROF_ADDR each
+// (they cannot share a port: all but the first would fail to start), and
+// that a bad address is refused before anything starts.
+func TestPprofAddrs(t *testing.T) {
+	t.Setenv("HERALD_PPROF_ADDR", "")
+	for _, tc := range []struct {
+		name  string
+		nodes int
+		env   []string
+		want  []string
+		err   string
+	}{
+		{"unset", 3, nil, nil, ""},
+		{"one node keeps it", 1, []string{"HERALD_PPROF_ADDR=127.0.0.1:6060"}, nil, ""},
+		{"three nodes", 3, []string{"HERALD_PPROF_ADDR=127.0.0.1:6060"}, []string{"127.0.0.1:6060", "127.0.0.1:6061", "127.0.0.1:6062"}, ""},
+		{"port 0", 2, []string{"HERALD_PPROF_ADDR=localhost:0"}, []string{"localhost:0", "localhost:0"}, ""},
+		{"no port", 2, []string{"HERALD_PPROF_ADDR=127.0.0.1"}, nil, "HERALD_PPROF_ADDR"},
+		{"past the last port", 3, []string{"HERALD_PPROF_ADDR=127.0.0.1:65534"}, nil, "port must be a number from 0 to 65533"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := pprofAddrs(tc.nodes, tc.env)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("pprofAddrs = %v, %v; want an error containing %q", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Fatalf("pprofAddrs = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+	t.Setenv("HERALD_PPROF_ADDR", "127.0.0.1:7000")
+	if got, err := pprofAddrs(2, nil); err != nil || !slices.Equal(got, []string{"127.0.0.1:7000", "127.0.0.1:7001"}) {
+		t.Fatalf("from the environment: pprofAddrs = %v, %v", got, err)
+	}
+	if _, err := StartCluster(context.Background(), "/nonexistent", ClusterOptions{Nodes: 2, Store: "postgres://u@db/x", Bus: "nats://127.0.0.1:4222"},
+		[]string{"HERALD_PPROF_ADDR=nonsense"}, nil); err == nil || !strings.Contains(err.Error(), "HERALD_PPROF_ADDR") {
+		t.Fatalf("StartCluster with a bad HERALD_PPROF_ADDR = %v, want its error", err)
 	}
 }

@@ -198,6 +198,10 @@ func StartCluster(ctx context.Context, exe string, o ClusterOptions, extraEnv []
 	if o.Nodes > 1 && o.Bus == "" {
 		return nil, fmt.Errorf("%d nodes need a bus: --bus nats://host:4222", o.Nodes)
 	}
+	pprof, err := pprofAddrs(o.Nodes, extraEnv)
+	if err != nil {
+		return nil, err
+	}
 	var raw [6]byte
 	rand.Read(raw[:])
 	run := hex.EncodeToString(raw[:])
@@ -206,7 +210,6 @@ func StartCluster(ctx context.Context, exe string, o ClusterOptions, extraEnv []
 	if o.Store != "" {
 		store := o.Store
 		if pg {
-			var err error
 			c.schema = "herald_bench_" + run
 			if store, c.drop, err = createSchema(ctx, o.Store, c.schema); err != nil {
 				return nil, err
@@ -220,7 +223,14 @@ func StartCluster(ctx context.Context, exe string, o ClusterOptions, extraEnv []
 	secret := newSecret()
 	for i := range o.Nodes {
 		id := "bench-node-" + strconv.Itoa(i+1)
-		n, err := startNode(ctx, exe, secret, append(env[:len(env):len(env)], "HERALD_NODE_ID="+id), logs)
+		nodeEnv := append(env[:len(env):len(env)], "HERALD_NODE_ID="+id)
+		if pprof != nil {
+			nodeEnv = append(nodeEnv, "HERALD_PPROF_ADDR="+pprof[i])
+			if logs != nil {
+				fmt.Fprintf(logs, "bench: %s serves pprof on %s\n", id, pprof[i])
+			}
+		}
+		n, err := startNode(ctx, exe, secret, nodeEnv, logs)
 		if err != nil {
 			c.Stop()
 			return nil, fmt.Errorf("node %s: %w", id, err)
@@ -230,6 +240,40 @@ func StartCluster(ctx context.Context, exe string, o ClusterOptions, extraEnv []
 	}
 	c.URL, c.Secret, c.PID = c.nodes[0].URL, c.nodes[0].Secret, c.nodes[0].PID
 	return c, nil
+}
+
+// pprofAddrs returns each node's HERALD_PPROF_ADDR when the environment
+// (or extraEnv, which wins) sets one and more than one node is started:
+// the nodes cannot share a port, so node i (from 0) gets the port plus i
+// (port 0 stays 0: each node picks a free one). nil when it is unset or
+// for one node (which takes it as it is).
+func pprofAddrs(nodes int, extraEnv []string) ([]string, error) {
+	addr := os.Getenv("HERALD_PPROF_ADDR")
+	for _, kv := range extraEnv {
+		if v, ok := strings.CutPrefix(kv, "HERALD_PPROF_ADDR="); ok {
+			addr = v
+		}
+	}
+	if addr == "" || nodes < 2 {
+		return nil, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("HERALD_PPROF_ADDR %q: %w", addr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p+nodes-1 > 65535 {
+		return nil, fmt.Errorf("HERALD_PPROF_ADDR %q: with %d nodes the port must be a number from 0 to %d (node i listens on port+i)", addr, nodes, 65535-nodes+1)
+	}
+	out := make([]string, nodes)
+	for i := range out {
+		q := p + i
+		if p == 0 {
+			q = 0
+		}
+		out[i] = net.JoinHostPort(host, strconv.Itoa(q))
+	}
+	return out, nil
 }
 
 // createSchema creates schema in the PostgreSQL database at dsn and returns

@@ -60,7 +60,7 @@ type Config struct {
 	MaxCustomBytes    int // HERALD_MAX_CUSTOM_BYTES
 	MaxCommandBytes   int // HERALD_MAX_COMMAND_BYTES
 	MaxExtendedBytes  int // HERALD_MAX_EXTENDED_BYTES
-	MaxBatch          int // HERALD_MAX_BATCH: messages per store transaction (group commit)
+	MaxBatch          int // HERALD_MAX_BATCH: messages per store transaction (group commit); 0: the store's default (StoreMaxBatch)
 	GroupMaxMembers   int // HERALD_GROUP_MAX_MEMBERS: members per group
 	GroupMaxPerUser   int // HERALD_GROUP_MAX_PER_USER: groups one user can be in
 	GroupCacheMembers int // HERALD_GROUP_CACHE_MEMBERS: group members held in memory; groups beyond are read again when used
@@ -186,7 +186,7 @@ func Default() Config {
 		MaxCustomBytes:    32 << 10,
 		MaxCommandBytes:   4 << 10,
 		MaxExtendedBytes:  1 << 10,
-		MaxBatch:          256,
+		MaxBatch:          0, // StoreMaxBatch: 256, or 1024 on PostgreSQL
 
 		MediaMaxImageBytes: 20 << 20,
 		MediaMaxFileBytes:  100 << 20,
@@ -283,7 +283,7 @@ func (c *Config) keys() []key {
 		{"max-custom-bytes", "largest custom message data", &c.MaxCustomBytes},
 		{"max-command-bytes", "largest command message data", &c.MaxCommandBytes},
 		{"max-extended-bytes", "largest extended_data", &c.MaxExtendedBytes},
-		{"max-batch", "messages per store transaction", &c.MaxBatch},
+		{"max-batch", "messages per store transaction; 0: 256, or 1024 on PostgreSQL", &c.MaxBatch},
 		{"group-max-members", "members per group", &c.GroupMaxMembers},
 		{"group-max-per-user", "groups one user can be in (created, joined or invited to)", &c.GroupMaxPerUser},
 		{"group-cache-members", "group members held in memory; groups beyond are read from the store again when used", &c.GroupCacheMembers},
@@ -593,7 +593,7 @@ func (c *Config) Validate() error {
 		{"HERALD_SEND_QUEUE_BYTES", c.SendQueueBytes}, {"HERALD_SENDS_PER_SECOND", c.SendsPerSecond},
 		{"HERALD_SEND_BURST", c.SendBurst}, {"HERALD_MAX_TEXT_BYTES", c.MaxTextBytes},
 		{"HERALD_MAX_CUSTOM_BYTES", c.MaxCustomBytes}, {"HERALD_MAX_COMMAND_BYTES", c.MaxCommandBytes},
-		{"HERALD_MAX_EXTENDED_BYTES", c.MaxExtendedBytes}, {"HERALD_MAX_BATCH", c.MaxBatch},
+		{"HERALD_MAX_EXTENDED_BYTES", c.MaxExtendedBytes},
 		{"HERALD_GROUP_MAX_MEMBERS", c.GroupMaxMembers}, {"HERALD_GROUP_MAX_PER_USER", c.GroupMaxPerUser},
 		{"HERALD_GROUP_CACHE_MEMBERS", c.GroupCacheMembers},
 		{"HERALD_PUSH_IN_FLIGHT", c.PushInFlight}, {"HERALD_PUSH_CONNECTIONS", c.PushConnections},
@@ -621,6 +621,9 @@ func (c *Config) Validate() error {
 	}
 	if c.GroupCacheMembers < 2*c.GroupMaxMembers {
 		return fmt.Errorf("HERALD_GROUP_CACHE_MEMBERS (%d) must be at least twice HERALD_GROUP_MAX_MEMBERS (%d): a smaller cache would drop the groups in use to make room for each other", c.GroupCacheMembers, c.GroupMaxMembers)
+	}
+	if c.MaxBatch < 0 {
+		return fmt.Errorf("HERALD_MAX_BATCH must be 0 (256, or 1024 on PostgreSQL) or positive, got %d", c.MaxBatch)
 	}
 	if c.MaxUnauthenticatedConnsPerAddr < 0 {
 		return fmt.Errorf("HERALD_MAX_UNAUTHENTICATED_CONNS_PER_ADDR must be 0 (no per-address cap) or positive, got %d", c.MaxUnauthenticatedConnsPerAddr)
@@ -796,6 +799,23 @@ func (c *Config) MediaPlace() (s3, dir string) {
 		return "", c.MediaDir
 	}
 	return "", filepath.Join(c.DataDir, "media")
+}
+
+// StoreMaxBatch is the most messages the chat writer stores in one
+// transaction: HERALD_MAX_BATCH, or when it is 0, 256 on the embedded
+// stores and 1024 on PostgreSQL. PostgreSQL's transaction costs round
+// trips whatever its size, and the writer commits one at a time: with
+// 256, a transaction slower than 256 messages' worth of the send rate
+// (12.8 ms at 20,000 msgs/s) left the writer behind for good, where a
+// larger one catches up (docs/benchmarks.md, "PostgreSQL store").
+func (c *Config) StoreMaxBatch() int {
+	switch {
+	case c.MaxBatch > 0:
+		return c.MaxBatch
+	case c.StoreIsPostgres():
+		return 1024
+	}
+	return 256
 }
 
 // StoreIsPostgres reports whether HERALD_STORE is a PostgreSQL URL

@@ -54,7 +54,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"media grace zero", map[string]string{"HERALD_MEDIA_GRACE": "0s"}, nil, "HERALD_MEDIA_GRACE"},
 		{"media grace under 2m", map[string]string{"HERALD_MEDIA_GRACE": "90s"}, nil, "HERALD_MEDIA_GRACE"},
 		{"short secret", map[string]string{"HERALD_SECRET": "short"}, nil, "HERALD_SECRET"},
-		{"negative", map[string]string{"HERALD_MAX_BATCH": "0"}, nil, "HERALD_MAX_BATCH"},
+		{"negative", map[string]string{"HERALD_MAX_BATCH": "-1"}, nil, "HERALD_MAX_BATCH"},
 		{"no free-space margin", map[string]string{"HERALD_STORE": "pebble", "HERALD_PEBBLE_MIN_FREE_BYTES": "0"}, nil, "HERALD_PEBBLE_MIN_FREE_BYTES"},
 		{"store url without database", map[string]string{"HERALD_STORE": "postgres://herald@db:5432"}, nil, "HERALD_STORE"},
 		{"store unknown", map[string]string{"HERALD_STORE": "mysql://herald@db/herald"}, nil, "HERALD_STORE"},
@@ -173,6 +173,34 @@ func TestStorePostgresURL(t *testing.T) {
 		}
 		if got, want := c.StoreIsPostgres(), strings.HasPrefix(tt.store, "postgres") && !strings.Contains(tt.store, "%zz"); got != want {
 			t.Errorf("StoreIsPostgres(%s) = %v, want %v", tt.store, got, want)
+		}
+	}
+}
+
+// TestStoreMaxBatch: HERALD_MAX_BATCH when set; else 256 on the embedded
+// stores and 1024 on PostgreSQL, whose writer must be able to catch up
+// with transactions of more than 256 when a round trip is slow.
+func TestStoreMaxBatch(t *testing.T) {
+	for _, tt := range []struct {
+		store, batch string
+		want         int
+	}{
+		{"sqlite", "", 256},
+		{"pebble", "", 256},
+		{"postgres://herald@db/herald", "", 1024},
+		{"postgresql://herald@db/herald", "0", 1024},
+		{"postgres://herald@db/herald", "256", 256},
+		{"sqlite", "2000", 2000},
+	} {
+		env := map[string]string{"HERALD_STORE": tt.store, "HERALD_MAX_BATCH": tt.batch}
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(new(strings.Builder))
+		c, err := Load(fs, nil, func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatalf("HERALD_STORE=%s HERALD_MAX_BATCH=%q: %v", tt.store, tt.batch, err)
+		}
+		if got := c.StoreMaxBatch(); got != tt.want {
+			t.Errorf("HERALD_STORE=%s HERALD_MAX_BATCH=%q: StoreMaxBatch %d, want %d", tt.store, tt.batch, got, tt.want)
 		}
 	}
 }

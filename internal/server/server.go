@@ -252,7 +252,7 @@ func New(ctx context.Context, cfg config.Config, secret []byte, log *slog.Logger
 	}
 	ch := chat.New(mtr.Store(st), mtr.Deliverer(deliverer), chat.Config{
 		Limits:            limits,
-		MaxBatch:          cfg.MaxBatch,
+		MaxBatch:          cfg.StoreMaxBatch(),
 		OfflineRetention:  cfg.OfflineRetention,
 		MaxGroupMembers:   cfg.GroupMaxMembers,
 		MaxGroupsPerUser:  cfg.GroupMaxPerUser,

@@ -16,8 +16,9 @@
 //     transaction that inserts the messages. A failed transaction leaves
 //     no trace, and a writer on another node waits for the lock and then
 //     continues from the committed seq: no gap, no seq used twice.
-//   - The rows of a group (messages, outbox jobs) go in with COPY.
-//     Retries are caught by a unique index on (sender, local_id), on every
+//   - A group without outbox jobs is two round trips: BEGIN, the locks
+//     and the IDs in one pipeline; the messages' INSERT, the counters and
+//     COMMIT in the other (outbox jobs: a COPY between them). Retries are caught by a unique index on (sender, local_id), on every
 //     node: a batch that holds one, or a duplicate another node stores
 //     concurrently, makes the writer roll the transaction back and run it
 //     again, reading the stored originals to answer with them.
@@ -78,6 +79,8 @@ type Options struct {
 	// PostgreSQL's limit): Sessions counts them. It replaces a URL's
 	// application_name. Empty means ApplicationName.
 	ApplicationName string
+
+	tracer pgx.QueryTracer // the connections' tracer: tests count round trips with it
 }
 
 // ApplicationName is what a node's sessions are named in pg_stat_activity
@@ -128,16 +131,24 @@ type Store struct {
 	// writer goroutine uses it. A cache: losing a key costs an INSERT.
 	known map[string]struct{}
 
-	// The write path's retries (Stats).
-	dupReruns, convGoneRetries, conflictRetries atomic.Int64
+	// The write path's retries and work (Stats).
+	dupReruns, convGoneRetries, conflictRetries    atomic.Int64
+	commits, committedMsgs, queuedMicros, txMicros atomic.Int64
 }
 
 // Stats are counters of the store's write path since Open: transactions
-// of the writer run again, each a round trip or more and a rollback.
+// of the writer run again, each a round trip or more and a rollback; and
+// what its group commits did and how long they took (per transaction:
+// TxMicros / Commits; a batch's wait for its transaction: QueuedMicros /
+// the batches, which are AppendMessages calls).
 type Stats struct {
 	DuplicateReruns int64 // append transactions rolled back and run again because a message in them was stored already (a resend)
 	ConvGoneRetries int64 // append transactions run again because a conversations row the writer knew was missing (its key forgotten and the row inserted again)
 	ConflictRetries int64 // append transactions PostgreSQL aborted for a deadlock or serialization failure, run again
+	Commits         int64 // append transactions committed (group commits), each holding one or more AppendMessages calls
+	Messages        int64 // messages those transactions held
+	QueuedMicros    int64 // summed over the AppendMessages calls committed: µs from the call to the start of its transaction (the writer busy with the previous one, the group's linger)
+	TxMicros        int64 // summed over the committed transactions: µs from taking a connection to COMMIT's answer, reruns included
 }
 
 // Stats returns the counters; it works after Close too.
@@ -146,6 +157,10 @@ func (s *Store) Stats() Stats {
 		DuplicateReruns: s.dupReruns.Load(),
 		ConvGoneRetries: s.convGoneRetries.Load(),
 		ConflictRetries: s.conflictRetries.Load(),
+		Commits:         s.commits.Load(),
+		Messages:        s.committedMsgs.Load(),
+		QueuedMicros:    s.queuedMicros.Load(),
+		TxMicros:        s.txMicros.Load(),
 	}
 }
 
@@ -184,6 +199,9 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 		return nil, fmt.Errorf("postgres: %s is not a valid database URL", Redact(dsn))
 	}
 	cfg.MaxConns = int32(max(opts.MaxConns, 2)) // the writer and at least one other
+	if opts.tracer != nil {
+		cfg.ConnConfig.Tracer = opts.tracer
+	}
 	// The schema is known once search_path is set: one more round trip
 	// per new connection of the pool.
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {

@@ -68,6 +68,7 @@ type appendReq struct {
 	ctx  context.Context
 	msgs []*herald.Message
 	jobs []store.PushJob
+	at   time.Time         // when it was queued (Stats.QueuedMicros)
 	done chan appendResult // buffered: the writer never blocks on it
 }
 
@@ -98,7 +99,7 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs
 	if len(msgs) == 0 {
 		return []store.Appended{}, nil
 	}
-	r := &appendReq{ctx: ctx, msgs: msgs, jobs: jobs, done: make(chan appendResult, 1)}
+	r := &appendReq{ctx: ctx, msgs: msgs, jobs: jobs, at: time.Now(), done: make(chan appendResult, 1)}
 	s.mu.RLock()
 	if s.closed.Load() {
 		s.mu.RUnlock()
@@ -176,8 +177,10 @@ func (s *Store) commitGroup(group []*appendReq) {
 	if len(live) == 0 {
 		return
 	}
+	start := time.Now()
 	res, err := s.appendTx(live)
 	if err == nil {
+		s.committed(live, start)
 		for i, r := range live {
 			r.done <- appendResult{res: res[i]}
 		}
@@ -189,13 +192,30 @@ func (s *Store) commitGroup(group []*appendReq) {
 	}
 	s.log.Warn("postgres: group commit failed; storing its batches one by one", "batches", len(live), "err", err)
 	for _, r := range live {
+		start := time.Now()
 		res, err := s.appendTx([]*appendReq{r})
 		if err != nil {
 			r.done <- appendResult{err: err}
 			continue
 		}
+		s.committed([]*appendReq{r}, start)
 		r.done <- appendResult{res: res[0]}
 	}
+}
+
+// committed counts a transaction that stored group, started at start
+// (Stats).
+func (s *Store) committed(group []*appendReq, start time.Time) {
+	now := time.Now()
+	var n, queued int64
+	for _, r := range group {
+		n += int64(len(r.msgs))
+		queued += start.Sub(r.at).Microseconds()
+	}
+	s.commits.Add(1)
+	s.committedMsgs.Add(n)
+	s.queuedMicros.Add(queued)
+	s.txMicros.Add(now.Sub(start).Microseconds())
 }
 
 // appendTx stores the batches of group in one transaction, tried three
@@ -291,8 +311,8 @@ func remember(known map[string]struct{}, key string) {
 // when it returns no error, has committed: see the invariants at the top
 // of the file. On an error the transaction may be left open or aborted:
 // the caller rolls it back. Round trips: the first pipeline (BEGIN ...
-// IDs), the messages' COPY, the jobs' COPY when there are jobs, and the
-// last pipeline (... COMMIT). s.known holds the conversations already in
+// IDs), the jobs' COPY when there are jobs, and the last pipeline (the
+// messages' INSERT ... COMMIT). s.known holds the conversations already in
 // the database: only the others are inserted (an INSERT ... ON CONFLICT
 // that inserts nothing costs the backend an index probe and a speculative
 // check per row); once committed, this group's are added to it. Only the
@@ -360,6 +380,13 @@ func (s *Store) appendAttempt(ctx context.Context, tx *pgx.Conn, group []*append
 	// explicit BEGIN keeps the transaction open past the pipeline's end).
 	batch := &pgx.Batch{}
 	batch.Queue("BEGIN")
+	// Generic plans for this transaction's statements: they are the same
+	// few statements each time, on arrays whose values do not change the
+	// best plan, and a custom plan (PostgreSQL's choice for them) is
+	// planned again at every execution, which cost the backend about as
+	// much as the rows (README.md). Only for the writer's transaction:
+	// other statements keep PostgreSQL's choice.
+	batch.Queue("SET LOCAL plan_cache_mode = force_generic_plan")
 	if len(fresh) > 0 {
 		batch.Queue(`INSERT INTO conversations (conv_key, type)
 			SELECT k, t FROM unnest($1::text[], $2::smallint[]) AS u(k, t) ORDER BY k COLLATE "C"
@@ -372,6 +399,9 @@ func (s *Store) appendAttempt(ctx context.Context, tx *pgx.Conn, group []*append
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
 		return nil, false, fmt.Errorf("begin: %w", err)
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, false, fmt.Errorf("begin: generic plans: %w", err)
 	}
 	if len(fresh) > 0 {
 		if _, err := br.Exec(); err != nil {
@@ -426,11 +456,8 @@ func (s *Store) appendAttempt(ctx context.Context, tx *pgx.Conn, group []*append
 			return nil, false, err
 		}
 	}
-	res, inserted, ok, err := insertMessages(ctx, tx, group, convs, ids, stored)
-	if err != nil || !ok {
-		return nil, false, err
-	}
-	if err := finishAppend(ctx, tx, group, convs, res, inserted); err != nil {
+	res, inserted, cols := insertMessages(group, convs, ids, stored)
+	if ok, err := finishAppend(ctx, tx, group, convs, res, inserted, cols); err != nil || !ok {
 		return nil, false, err
 	}
 	for _, k := range keys { // committed: see finishAppend
@@ -468,11 +495,10 @@ func originals(ctx context.Context, tx *pgx.Conn, msgs []*herald.Message) (map[m
 
 // insertMessages assigns seqs and IDs to the messages of group that are
 // not duplicates (of stored ones or of earlier ones in the group) and
-// inserts them. ok is false when one of them is already stored (the first
-// attempt looks nothing up; a later one may meet a key another writer
-// stored since its lookup): the failed insert aborted the transaction.
-func insertMessages(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs map[string]*conv,
-	ids []int64, stored map[msgKey]*herald.Message) (res [][]store.Appended, inserted []*herald.Message, ok bool, err error) {
+// returns their rows (nil when there are none), inserted by finishAppend
+// in the transaction's last round trip.
+func insertMessages(group []*appendReq, convs map[string]*conv, ids []int64,
+	stored map[msgKey]*herald.Message) (res [][]store.Appended, inserted []*herald.Message, rows []any) {
 	res = make([][]store.Appended, len(group))
 	next := 0
 	for gi, r := range group {
@@ -496,7 +522,7 @@ func insertMessages(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs
 		}
 	}
 	if len(inserted) == 0 {
-		return res, nil, true, nil
+		return res, nil, nil
 	}
 	// Rows go in (sender, local_id) order: see the invariants.
 	sorted := slices.Clone(inserted)
@@ -510,7 +536,8 @@ func insertMessages(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs
 	var (
 		id, convID, seq, created = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		sender, receiver, local  = make([]string, n), make([]string, n), make([]string, n)
-		mentions, device         = make([]string, n), make([]string, n)
+		mentions                 = make([]*string, n)
+		device                   = make([]string, n)
 		typ                      = make([]int16, n)
 		subTyp                   = make([]int32, n)
 		text, data, ext          = make([][]byte, n), make([][]byte, n), make([][]byte, n)
@@ -518,39 +545,37 @@ func insertMessages(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs
 	for i, m := range sorted {
 		id[i], convID[i], seq[i], created[i] = m.ID, convs[m.Conv].id, m.Seq, m.CreatedAt.UnixMilli()
 		sender[i], receiver[i], local[i] = m.From, m.To, m.LocalID
-		mentions[i], device[i] = encodeMentions(m.Mentions), m.FromDevice
+		if ment := encodeMentions(m.Mentions); ment != "" {
+			mentions[i] = &ment
+		}
+		device[i] = m.FromDevice
 		typ[i], subTyp[i] = int16(m.Type), m.SubType
 		text[i], data[i], ext[i] = nilIfEmpty([]byte(m.Text)), nilIfEmpty(store.MessageBody(m)), nilIfEmpty([]byte(m.Extended))
 	}
-	// COPY, no ON CONFLICT: a conflict is rare (a resend), speculative
-	// insertion would cost every row, and COPY costs the writer's backend
-	// less per row than INSERT ... SELECT FROM unnest (README.md). The rows
-	// are in (sender, local_id) order.
-	_, err = tx.CopyFrom(ctx, pgx.Identifier{"messages"}, []string{"id", "conv_id", "seq", "sender", "receiver", "local_id",
-		"type", "sub_type", "text", "data", "extended", "created_at", "mentions", "sender_device"},
-		pgx.CopyFromSlice(n, func(i int) ([]any, error) {
-			var ment any
-			if mentions[i] != "" {
-				ment = mentions[i]
-			}
-			return []any{id[i], convID[i], seq[i], sender[i], receiver[i], local[i], typ[i], subTyp[i],
-				text[i], data[i], ext[i], created[i], ment, device[i]}, nil
-		}))
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "messages_sender_local_id" {
-		return nil, nil, false, nil // the transaction is aborted: appendIn runs it again
-	}
-	if err != nil {
-		return nil, nil, false, fmt.Errorf("insert messages: %w", err)
-	}
-	return res, inserted, true, nil
+	return res, inserted, []any{id, convID, seq, sender, receiver, local, typ, subTyp, text, data, ext, created, mentions, device}
 }
 
-// finishAppend writes the push jobs of the stored messages, then raises
-// the conversations' counters, writes the list entries of peer
-// conversations that got their first message, and commits: these three
-// in one round trip.
-func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs map[string]*conv, res [][]store.Appended, inserted []*herald.Message) error {
+// insertMessagesSQL inserts the rows insertMessages returns, in their
+// order ((sender, local_id): see the invariants). No ON CONFLICT: a
+// conflict is rare (a resend), and speculative insertion would cost every
+// row. An INSERT rather than COPY: COPY cannot join a pipeline, and a
+// round trip of its own cost the transaction more time than the INSERT
+// costs the backend (README.md).
+const insertMessagesSQL = `INSERT INTO messages (id, conv_id, seq, sender, receiver, local_id,
+		type, sub_type, text, data, extended, created_at, mentions, sender_device)
+	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+		$7::smallint[], $8::integer[], $9::bytea[], $10::bytea[], $11::bytea[], $12::bigint[], $13::text[], $14::text[])`
+
+// finishAppend writes the push jobs of the stored messages (COPY, first:
+// it cannot join a pipeline), then inserts the messages (rows, from
+// insertMessages), raises the conversations' counters, writes the list
+// entries of peer conversations that got their first message, and
+// commits: these four in one round trip. ok is false when one of the
+// messages is already stored (the first attempt looks nothing up; a later
+// one may meet a key another writer stored since its lookup): the failed
+// insert aborted the transaction.
+func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs map[string]*conv, res [][]store.Appended,
+	inserted []*herald.Message, rows []any) (ok bool, _ error) {
 	batch := &pgx.Batch{}
 	if len(inserted) > 0 {
 		var jobs []store.PushJob
@@ -564,9 +589,8 @@ func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs m
 				jobs = append(jobs, j)
 			}
 		}
-		// The jobs' COPY cannot join the pipeline below; it goes first.
 		if err := insertJobs(ctx, tx, jobs, true); err != nil {
-			return err
+			return false, err
 		}
 		var (
 			ids, seqs, lasts []int64
@@ -584,6 +608,7 @@ func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs m
 				}
 			}
 		}
+		batch.Queue(insertMessagesSQL, rows...)
 		batch.Queue(`UPDATE conversations c SET last_seq = u.seq, last_id = u.last_id
 			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, seq, last_id) WHERE c.id = u.id`,
 			ids, seqs, lasts)
@@ -595,26 +620,31 @@ func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs m
 	batch.Queue("COMMIT")
 	br := tx.SendBatch(ctx, batch)
 	defer br.Close()
+	steps := []string{"raise last seqs", "add conversation to lists"}
+	if len(inserted) > 0 {
+		steps = append([]string{"insert messages"}, steps...)
+	}
 	for i := range batch.Len() - 1 {
 		if _, err := br.Exec(); err != nil {
-			if i == 0 {
-				return fmt.Errorf("raise last seqs: %w", err)
+			var pe *pgconn.PgError
+			if i == 0 && len(inserted) > 0 && errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "messages_sender_local_id" {
+				return false, nil // the transaction is aborted: appendIn runs it again
 			}
-			return fmt.Errorf("add conversation to lists: %w", err)
+			return false, fmt.Errorf("%s: %w", steps[i], err)
 		}
 	}
 	tag, err := br.Exec()
 	if err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return false, fmt.Errorf("commit: %w", err)
 	}
 	if tag.String() == "ROLLBACK" { // COMMIT of a transaction that had failed
-		return fmt.Errorf("commit: %w", pgx.ErrTxCommitRollback)
+		return false, fmt.Errorf("commit: %w", pgx.ErrTxCommitRollback)
 	}
 	// COMMIT's tag came back: the transaction is committed, whatever
 	// reading the rest of the reply (its Sync) does; a broken connection
 	// is the pool's to find, not a failure of these messages.
 	br.Close()
-	return nil
+	return true, nil
 }
 
 // encodeMentions is the stored form of a message's mentions: a JSON array

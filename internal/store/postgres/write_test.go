@@ -7,8 +7,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/store"
@@ -82,7 +85,7 @@ func TestAppendFailureRollsBack(t *testing.T) {
 			if r := res[0]; r.Duplicate || r.Message.Seq != 1 {
 				t.Errorf("the refused message again: duplicate %v, seq %d; want new, seq 1 (nothing of the failure stored)", r.Duplicate, r.Message.Seq)
 			}
-			if got := s.Stats(); got != (Stats{}) {
+			if got := retries(s.Stats()); got != (Stats{}) {
 				t.Errorf("Stats %+v, want no retries", got)
 			}
 		})
@@ -176,7 +179,7 @@ func TestAppendKnownConversations(t *testing.T) {
 	if got := res[0].Message.Seq; got != 1 {
 		t.Errorf("seq in the conversation inserted again %d, want 1", got)
 	}
-	if got, want := s.Stats(), (Stats{ConvGoneRetries: 1}); got != want {
+	if got, want := retries(s.Stats()), (Stats{ConvGoneRetries: 1}); got != want {
 		t.Errorf("Stats %+v, want %+v", got, want)
 	}
 	if got := logs.with("conversations the writer knew are missing", "conv_keys=["+conv+"]"); len(got) != 1 {
@@ -196,7 +199,7 @@ func TestAppendDuplicateRerun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first append: %v", err)
 	}
-	if got := s.Stats(); got != (Stats{}) {
+	if got := retries(s.Stats()); got != (Stats{}) {
 		t.Errorf("Stats after a new message %+v, want none", got)
 	}
 	res, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "d-1"), msg("alice", "bob", "d-2")}, nil)
@@ -209,8 +212,90 @@ func TestAppendDuplicateRerun(t *testing.T) {
 	if r := res[1]; r.Duplicate || r.Message.Seq != 2 {
 		t.Errorf("the new message beside it: duplicate %v, seq %d; want new, seq 2", r.Duplicate, r.Message.Seq)
 	}
-	if got, want := s.Stats(), (Stats{DuplicateReruns: 1}); got != want {
+	if got, want := retries(s.Stats()), (Stats{DuplicateReruns: 1}); got != want {
 		t.Errorf("Stats %+v, want %+v", got, want)
+	}
+	if st := s.Stats(); st.Commits != 2 || st.Messages != 3 || st.TxMicros <= 0 {
+		t.Errorf("Stats %+v, want 2 commits of 3 messages and their time", st)
+	}
+}
+
+// retries is st's retry counters only.
+func retries(st Stats) Stats {
+	return Stats{DuplicateReruns: st.DuplicateReruns, ConvGoneRetries: st.ConvGoneRetries, ConflictRetries: st.ConflictRetries}
+}
+
+// roundTrips counts what the store's connections send: pipelines
+// (batches), COPYs and single statements.
+type roundTrips struct{ batches, copies, queries atomic.Int64 }
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.queries.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.batches.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+func (r *roundTrips) TraceCopyFromStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceCopyFromStartData) context.Context {
+	r.copies.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceCopyFromEnd(context.Context, *pgx.Conn, pgx.TraceCopyFromEndData) {}
+
+// TestAppendTwoRoundTrips: a group of messages without push jobs is two
+// pipelines (BEGIN, the locks and the IDs; the messages' insert, the
+// counters and COMMIT) and nothing else: each round trip is a wait on a
+// busy machine, and the writer commits one group at a time (a COPY of the
+// messages between the two pipelines made the transaction take about
+// twice as long: docs/benchmarks.md). With push jobs, their COPY is one
+// round trip more. Results and the stored rows are checked too, the
+// insert now binding arrays of every column (NULL data and extended).
+func TestAppendTwoRoundTrips(t *testing.T) {
+	testDatabase(t)
+	ctx := context.Background()
+	var rt roundTrips
+	s := openURL(t, newSchema(t), Options{tracer: &rt})
+	defer s.Close()
+	if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "w-1")}, nil); err != nil {
+		t.Fatalf("first append: %v", err)
+	}
+	for _, tc := range []struct {
+		name    string
+		jobs    bool
+		batches int64
+		copies  int64
+	}{{"no jobs", false, 2, 0}, {"jobs", true, 2, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := []*herald.Message{msg("alice", "bob", tc.name+"-1"), msg("bob", "alice", tc.name+"-2"), msg("carol", "bob", tc.name+"-3")}
+			ms[1].Extended = `{"k":1}`
+			var jobs []store.PushJob
+			if tc.jobs {
+				jobs = []store.PushJob{{PushID: "pd_bob", Msg: 0, User: "bob", Conv: ms[0].Conv, Due: t0, Expires: t0.Add(time.Hour)}}
+			}
+			b0, c0, q0 := rt.batches.Load(), rt.copies.Load(), rt.queries.Load()
+			res, err := s.AppendMessages(ctx, ms, jobs)
+			if err != nil {
+				t.Fatalf("append: %v", err)
+			}
+			if b, c, q := rt.batches.Load()-b0, rt.copies.Load()-c0, rt.queries.Load()-q0; b != tc.batches || c != tc.copies || q != 0 {
+				t.Errorf("the append sent %d pipelines, %d COPYs and %d statements; want %d, %d and 0", b, c, q, tc.batches, tc.copies)
+			}
+			for i, r := range res {
+				got, err := s.MessagesAfter(ctx, r.Message.Conv, r.Message.Seq-1, time.Time{}, 1)
+				if err != nil || len(got) != 1 {
+					t.Fatalf("read message %d back: %v, %d messages", i, err, len(got))
+				}
+				g, w := got[0], r.Message
+				if g.ID != w.ID || g.From != w.From || g.LocalID != w.LocalID || g.Text != w.Text || g.Extended != w.Extended ||
+					!slices.Equal(g.Mentions, w.Mentions) || !g.CreatedAt.Equal(w.CreatedAt) {
+					t.Errorf("message %d read back %+v, want %+v", i, g, w)
+				}
+			}
+		})
 	}
 }
 
@@ -239,6 +324,43 @@ func TestRememberBound(t *testing.T) {
 		}
 		if len(known) != knownMax {
 			t.Fatalf("%d keys after %d more, want the bound %d", len(known), i+1, knownMax)
+		}
+	}
+}
+
+// TestAppendGenericPlans: the writer's transaction runs with generic
+// plans (a custom plan, PostgreSQL's choice for its statements on
+// arrays, was planned again at every execution: about half the backend's
+// CPU a message with a conversation per message), and only it: the
+// setting is local to the transaction, so the pool's other statements
+// keep PostgreSQL's choice. A trigger on the messages' insert refuses the
+// row unless the setting is in effect there.
+func TestAppendGenericPlans(t *testing.T) {
+	testDatabase(t)
+	ctx := context.Background()
+	s := openURL(t, newSchema(t), Options{MaxConns: 2})
+	defer s.Close()
+	for _, q := range []string{
+		`CREATE FUNCTION generic_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+			IF current_setting('plan_cache_mode') <> 'force_generic_plan' THEN
+				RAISE EXCEPTION 'plan_cache_mode is %', current_setting('plan_cache_mode');
+			END IF;
+			RETURN NEW; END $$`,
+		`CREATE TRIGGER generic_only BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION generic_only()`,
+	} {
+		if _, err := s.pool.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for i := range 3 {
+		if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", fmt.Sprint("g-", i))}, nil); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		for range 2 { // both connections of the pool, the writer's included
+			var mode string
+			if err := s.pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "auto" {
+				t.Fatalf("after append %d, the pool's plan_cache_mode %q (%v), want auto: the writer's setting leaked", i, mode, err)
+			}
 		}
 	}
 }
