@@ -251,6 +251,10 @@ func testTwoNodes(t *testing.T, busURL, storeURL string) {
 		if got, want := strings.Contains(body, "\nherald_postgres_conv_gone_retries 0\n"), storeURL != ""; got != want {
 			t.Errorf("%s's /metrics has herald_postgres_conv_gone_retries 0: %v, want %v (store %q)", node, got, want, storeURL)
 		}
+		// And its transactions, their time in seconds.
+		if got, want := strings.Contains(body, "\nherald_postgres_tx_seconds "), storeURL != ""; got != want {
+			t.Errorf("%s's /metrics has herald_postgres_tx_seconds: %v, want %v (store %q)", node, got, want, storeURL)
+		}
 	}
 
 	// A push decided on node B for bob's phone, live on node A: it waits

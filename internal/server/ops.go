@@ -40,7 +40,7 @@ func (s *Server) mountOps(mux *http.ServeMux, secret []byte) {
 	}
 	m.RegisterStats("store", func() any { return s.store.Stats() }) // health.go
 	if pg, ok := s.store.Store.(*postgres.Store); ok {
-		m.RegisterStats("postgres", func() any { return pg.Stats() }) // the writer's retries
+		m.RegisterStats("postgres", func() any { return postgresMetrics(pg.Stats()) }) // the writer's retries and transactions
 	}
 	if pb, ok := s.store.Store.(*pebble.Store); ok {
 		m.RegisterStats("pebble", func() any { return pebbleMetrics(pb.Stats()) })
@@ -176,4 +176,20 @@ type pebbleStats struct {
 
 func pebbleMetrics(st pebble.Stats) pebbleStats {
 	return pebbleStats{WriteStalls: st.WriteStalls, WriteStallSeconds: st.WriteStallTime.Seconds()}
+}
+
+// postgresStats is postgres.Stats as /metrics shows it: times in seconds,
+// as Prometheus names durations.
+type postgresStats struct {
+	DuplicateReruns, ConvGoneRetries, ConflictRetries int64
+	Commits, Messages                                 int64
+	QueuedSeconds, TxSeconds                          float64 // herald_postgres_queued_seconds, _tx_seconds
+}
+
+func postgresMetrics(st postgres.Stats) postgresStats {
+	return postgresStats{
+		DuplicateReruns: st.DuplicateReruns, ConvGoneRetries: st.ConvGoneRetries, ConflictRetries: st.ConflictRetries,
+		Commits: st.Commits, Messages: st.Messages,
+		QueuedSeconds: float64(st.QueuedMicros) / 1e6, TxSeconds: float64(st.TxMicros) / 1e6,
+	}
 }
