@@ -129,11 +129,13 @@ func TestScenariosOnThreeNodes(t *testing.T) {
 		}
 	})
 	t.Run("push", func(t *testing.T) {
-		res, err := Push(ctx, target, apns, PushOptions{Recipients: 12, Messages: 120, Senders: 3, Drain: 10 * time.Second, Users: "cpu"})
+		// 1,200 pushes: the CPU is read from /proc in ticks of 10 ms, and
+		// 120 (~10 ms of CPU over three processes) could read as none.
+		res, err := Push(ctx, target, apns, PushOptions{Recipients: 12, Messages: 1200, Senders: 3, Drain: 10 * time.Second, Users: "cpu"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Pushes != 120 || res.Delivered != res.Pushes || res.Missed != 0 || res.Unexpected != 0 {
+		if res.Pushes != 1200 || res.Delivered != res.Pushes || res.Missed != 0 || res.Unexpected != 0 {
 			t.Errorf("result %+v: want every acknowledged send pushed", res)
 		}
 		if len(res.Nodes) != 3 || res.ServerCPUusPerPush <= 0 {
