@@ -3,7 +3,6 @@ package herald
 import (
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // GroupConversationKey is the storage key of group id's conversation. Group
@@ -85,11 +84,11 @@ func (g *Group) Validate() error {
 	if err := ValidateGroupID(g.ID); err != nil {
 		return err
 	}
-	if len(g.Name) > MaxGroupNameBytes || !utf8.ValidString(g.Name) {
-		return Errorf(CodeInvalidArgument, "group name must be valid UTF-8 of at most %d bytes", MaxGroupNameBytes)
+	if len(g.Name) > MaxGroupNameBytes || !storableText(g.Name) {
+		return Errorf(CodeInvalidArgument, "group name must be valid UTF-8 without NUL characters, of at most %d bytes", MaxGroupNameBytes)
 	}
-	if len(g.Extended) > MaxGroupExtendedBytes || !utf8.ValidString(g.Extended) {
-		return Errorf(CodeInvalidArgument, "group extended_data must be valid UTF-8 of at most %d bytes", MaxGroupExtendedBytes)
+	if len(g.Extended) > MaxGroupExtendedBytes || !storableText(g.Extended) {
+		return Errorf(CodeInvalidArgument, "group extended_data must be valid UTF-8 without NUL characters, of at most %d bytes", MaxGroupExtendedBytes)
 	}
 	switch g.JoinMode {
 	case "":

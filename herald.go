@@ -243,6 +243,9 @@ func (l Limits) Validate(m *Message) error {
 	if len(m.LocalID) > l.MaxLocalIDBytes {
 		return Errorf(CodeTooLarge, "local_id is %d bytes; the limit is %d", len(m.LocalID), l.MaxLocalIDBytes)
 	}
+	if !storableText(m.LocalID) {
+		return Errorf(CodeInvalidArgument, "local_id must be valid UTF-8 without NUL characters")
+	}
 	if len(m.Extended) > l.MaxExtendedBytes {
 		return Errorf(CodeTooLarge, "extended_data is %d bytes; the limit is %d", len(m.Extended), l.MaxExtendedBytes)
 	}
@@ -320,4 +323,12 @@ type Conversation struct {
 	// pushes only: the messages are stored, delivered live and counted in
 	// Unread as usual.
 	Muted bool
+}
+
+// storableText reports whether s can be kept as text by every store: valid
+// UTF-8 without NUL (U+0000), which PostgreSQL's text type refuses. Fields
+// kept as bytes (a message's text, data and extended data) need only be
+// valid UTF-8.
+func storableText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }

@@ -19,6 +19,11 @@ func TestLimitsValidate(t *testing.T) {
 		{"command", ok(Message{Type: MessageCommand, Data: []byte("x")}), ""},
 		{"no local id", Message{Type: MessageText, Text: "hi"}, CodeInvalidArgument},
 		{"long local id", Message{Type: MessageText, Text: "hi", LocalID: strings.Repeat("x", 65)}, CodeTooLarge},
+		// PostgreSQL keeps local_id as text, which refuses NUL: stored in a
+		// batch, one such message failed every other sender's in it.
+		{"local id with NUL", Message{Type: MessageText, Text: "hi", LocalID: "l\x00"}, CodeInvalidArgument},
+		{"local id not UTF-8", Message{Type: MessageText, Text: "hi", LocalID: "l\xff"}, CodeInvalidArgument},
+		{"text with NUL", ok(Message{Type: MessageText, Text: "a\x00b"}), ""}, // kept as bytes
 		{"empty text", ok(Message{Type: MessageText}), CodeInvalidArgument},
 		{"text too large", ok(Message{Type: MessageText, Text: strings.Repeat("x", 8<<10+1)}), CodeTooLarge},
 		{"text at the limit", ok(Message{Type: MessageText, Text: strings.Repeat("x", 8<<10)}), ""},
@@ -92,11 +97,13 @@ func TestGroupAndMentionLimits(t *testing.T) {
 		t.Errorf("a bad mentioned user ID: %v, want invalid_argument", err)
 	}
 	for name, g := range map[string]Group{
-		"name":        {ID: "g", Name: strings.Repeat("n", MaxGroupNameBytes+1)},
-		"extended":    {ID: "g", Extended: strings.Repeat("x", MaxGroupExtendedBytes+1)},
-		"join mode":   {ID: "g", JoinMode: "sometimes"},
-		"invite mode": {ID: "g", InviteMode: "owner"},
-		"id":          {ID: "g:1"},
+		"name":         {ID: "g", Name: strings.Repeat("n", MaxGroupNameBytes+1)},
+		"extended":     {ID: "g", Extended: strings.Repeat("x", MaxGroupExtendedBytes+1)},
+		"join mode":    {ID: "g", JoinMode: "sometimes"},
+		"invite mode":  {ID: "g", InviteMode: "owner"},
+		"id":           {ID: "g:1"},
+		"name NUL":     {ID: "g", Name: "a\x00"},
+		"extended NUL": {ID: "g", Extended: "\x00"},
 	} {
 		if err := g.Validate(); ErrorCode(err) != CodeInvalidArgument {
 			t.Errorf("group %s out of range: %v, want invalid_argument", name, err)

@@ -2,7 +2,6 @@ package herald
 
 import (
 	"time"
-	"unicode/utf8"
 )
 
 // User is a registered user: ZIM's ZIMUserInfo (userID, userName,
@@ -31,14 +30,14 @@ func (u *User) Validate() error {
 	if err := ValidateUserID(u.ID); err != nil {
 		return err
 	}
-	if len(u.Name) > MaxUserNameBytes || !utf8.ValidString(u.Name) {
-		return Errorf(CodeInvalidArgument, "user %q: user_name must be valid UTF-8 of at most %d bytes", u.ID, MaxUserNameBytes)
+	if len(u.Name) > MaxUserNameBytes || !storableText(u.Name) {
+		return Errorf(CodeInvalidArgument, "user %q: user_name must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserNameBytes)
 	}
-	if len(u.Avatar) > MaxUserAvatarBytes || !utf8.ValidString(u.Avatar) {
-		return Errorf(CodeInvalidArgument, "user %q: avatar_url must be valid UTF-8 of at most %d bytes", u.ID, MaxUserAvatarBytes)
+	if len(u.Avatar) > MaxUserAvatarBytes || !storableText(u.Avatar) {
+		return Errorf(CodeInvalidArgument, "user %q: avatar_url must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserAvatarBytes)
 	}
-	if len(u.Extended) > MaxUserExtendedBytes || !utf8.ValidString(u.Extended) {
-		return Errorf(CodeInvalidArgument, "user %q: extended_data must be valid UTF-8 of at most %d bytes", u.ID, MaxUserExtendedBytes)
+	if len(u.Extended) > MaxUserExtendedBytes || !storableText(u.Extended) {
+		return Errorf(CodeInvalidArgument, "user %q: extended_data must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserExtendedBytes)
 	}
 	return nil
 }
