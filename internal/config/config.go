@@ -625,6 +625,15 @@ func (c *Config) Validate() error {
 	if c.MaxBatch < 0 {
 		return fmt.Errorf("HERALD_MAX_BATCH must be 0 (256, or 1024 on PostgreSQL) or positive, got %d", c.MaxBatch)
 	}
+	if c.StoreIsPostgres() {
+		// The PostgreSQL writer inserts a transaction's messages with one
+		// statement, whose parameters PostgreSQL takes up to 1 GB.
+		per := int64(max(c.MaxTextBytes, c.MaxCustomBytes)) + int64(c.MaxExtendedBytes) + 1024
+		if n := int64(c.StoreMaxBatch()); n*per > postgresBatchBytes {
+			return fmt.Errorf("HERALD_MAX_BATCH (%d) messages of up to %d bytes each (HERALD_MAX_TEXT_BYTES or HERALD_MAX_CUSTOM_BYTES, with HERALD_MAX_EXTENDED_BYTES) exceed the %d MiB one PostgreSQL transaction's insert may carry: lower HERALD_MAX_BATCH to at most %d",
+				n, per, postgresBatchBytes>>20, postgresBatchBytes/per)
+		}
+	}
 	if c.MaxUnauthenticatedConnsPerAddr < 0 {
 		return fmt.Errorf("HERALD_MAX_UNAUTHENTICATED_CONNS_PER_ADDR must be 0 (no per-address cap) or positive, got %d", c.MaxUnauthenticatedConnsPerAddr)
 	}
@@ -800,6 +809,11 @@ func (c *Config) MediaPlace() (s3, dir string) {
 	}
 	return "", filepath.Join(c.DataDir, "media")
 }
+
+// postgresBatchBytes bounds a PostgreSQL transaction's messages (the
+// largest each may be, times StoreMaxBatch): half of the 1 GB PostgreSQL
+// takes as one statement's parameters, for the arrays' own encoding.
+const postgresBatchBytes = 512 << 20
 
 // StoreMaxBatch is the most messages the chat writer stores in one
 // transaction: HERALD_MAX_BATCH, or when it is 0, 256 on the embedded

@@ -205,6 +205,34 @@ func TestStoreMaxBatch(t *testing.T) {
 	}
 }
 
+// TestPostgresBatchFitsOneStatement: on PostgreSQL a transaction's
+// messages go in with one statement, whose parameters PostgreSQL caps at
+// 1 GB: a max-batch of messages at the largest custom size that would not
+// fit is refused at start, naming the batch that would.
+func TestPostgresBatchFitsOneStatement(t *testing.T) {
+	load := func(env map[string]string) error {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(new(strings.Builder))
+		_, err := Load(fs, nil, func(k string) string { return env[k] })
+		return err
+	}
+	big := map[string]string{"HERALD_STORE": "postgres://herald@db/herald", "HERALD_MAX_CUSTOM_BYTES": "4194304", "HERALD_MAX_FRAME_BYTES": "8388608", "HERALD_SEND_QUEUE_BYTES": "16777216"}
+	if err := load(big); err == nil || !strings.Contains(err.Error(), "HERALD_MAX_BATCH (1024)") || !strings.Contains(err.Error(), "at most 127") {
+		t.Errorf("1,024 messages of 4 MiB on PostgreSQL: %v, want refused naming the batch and the largest that fits", err)
+	}
+	big["HERALD_MAX_BATCH"] = "127"
+	if err := load(big); err != nil {
+		t.Errorf("127 messages of 4 MiB on PostgreSQL: %v", err)
+	}
+	big["HERALD_STORE"], big["HERALD_MAX_BATCH"] = "sqlite", ""
+	if err := load(big); err != nil {
+		t.Errorf("4 MiB messages on SQLite: %v (the bound is PostgreSQL's)", err)
+	}
+	if err := load(map[string]string{"HERALD_STORE": "postgres://herald@db/herald"}); err != nil {
+		t.Errorf("the defaults on PostgreSQL: %v", err)
+	}
+}
+
 func TestDocsListEveryKey(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
