@@ -136,6 +136,10 @@ type Store struct {
 	commits, committedMsgs, queuedMicros, txMicros atomic.Int64
 }
 
+// MinServerVersion is the oldest PostgreSQL Open accepts, as
+// server_version_num: 12, the first with plan_cache_mode.
+const MinServerVersion = 120000
+
 // Stats are counters of the store's write path since Open: transactions
 // of the writer run again, each a round trip or more and a rollback; and
 // what its group commits did and how long they took (per transaction:
@@ -218,6 +222,15 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 			pool.Close()
 		}
 	}()
+	var version int
+	var named string
+	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_version')").Scan(&version, &named); err != nil {
+		return nil, fmt.Errorf("postgres: %s: reading the server's version: %w", Redact(dsn), err)
+	}
+	if version < MinServerVersion {
+		return nil, fmt.Errorf("postgres: %s is PostgreSQL %s; Herald needs %d or later (the message writer sets plan_cache_mode)",
+			Redact(dsn), named, MinServerVersion/10000)
+	}
 	ms, err := loadMigrations(migrationFS)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
