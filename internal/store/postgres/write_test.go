@@ -34,7 +34,7 @@ func TestAppendFailureRollsBack(t *testing.T) {
 		name, trigger string
 		withJob       bool
 	}{
-		{"messages copy", `CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW WHEN (NEW.local_id = 'fail') EXECUTE FUNCTION refuse()`, false},
+		{"messages insert", `CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW WHEN (NEW.local_id = 'fail') EXECUTE FUNCTION refuse()`, false},
 		{"jobs copy", `CREATE TRIGGER refuse BEFORE INSERT ON push_outbox FOR EACH ROW EXECUTE FUNCTION refuse()`, true},
 		{"last seqs", `CREATE TRIGGER refuse BEFORE UPDATE ON conversations FOR EACH ROW
 			WHEN (NEW.conv_key = '` + failing + `' AND NEW.last_seq > 0) EXECUTE FUNCTION refuse()`, false},
@@ -356,7 +356,7 @@ func TestAppendGenericPlans(t *testing.T) {
 		if _, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", fmt.Sprint("g-", i))}, nil); err != nil {
 			t.Fatalf("append %d: %v", i, err)
 		}
-		for range 2 { // both connections of the pool, the writer's included
+		for range 2 { // pooled connections, the writer's among them (the pool may hand out the same one twice)
 			var mode string
 			if err := s.pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "auto" {
 				t.Fatalf("after append %d, the pool's plan_cache_mode %q (%v), want auto: the writer's setting leaked", i, mode, err)
