@@ -170,6 +170,7 @@ type pending struct {
 	origin SessionID
 	done   func(SendResult, error)
 	res    store.Appended
+	err    error // its write's failure (writeLoop)
 }
 
 // New returns a service; Start runs its write path.
@@ -425,58 +426,90 @@ func (s *Service) writeLoop() {
 				break fill
 			}
 		}
-		msgs, jobs = msgs[:0], jobs[:0]
-		for _, p := range batch {
-			if p.msg.Type != herald.MessageCommand {
-				if s.cfg.Push != nil {
-					jobs = s.cfg.Push.Plan(p.msg, len(msgs), jobs)
-				}
-				msgs = append(msgs, p.msg)
-			}
-		}
-		var res []store.Appended
 		var err error
-		if len(msgs) > 0 {
-			var stored func([]store.PushJob)
-			if len(jobs) > 0 {
-				stored = s.cfg.Push.Committing()
-			}
-			res, err = s.st.AppendMessages(s.ctx, msgs, jobs)
-			if err == nil && len(res) != len(msgs) {
-				err = fmt.Errorf("store returned %d results for %d messages", len(res), len(msgs))
-			}
-			if stored != nil {
-				if err != nil {
-					stored(nil)
-				} else {
-					stored(storedJobs(jobs, res))
+		msgs, jobs, err = s.store(batch, msgs[:0], jobs[:0])
+		if err != nil && len(msgs) > 1 && herald.ErrorCode(err) == herald.CodeInvalidArgument {
+			// The store refused a message as data (a value its engine
+			// cannot keep): one message must not fail the others in its
+			// batch, so each is stored alone and only the refused fail.
+			s.log.Warn("chat: the store refused a batch's data; storing its messages one by one", "messages", len(msgs), "err", err)
+			err = nil
+			for _, p := range batch {
+				if p.msg.Type == herald.MessageCommand {
+					continue
 				}
+				msgs, jobs, p.err = s.store([]*pending{p}, msgs[:0], jobs[:0])
 			}
-		}
-		if err == nil && s.cfg.Media != nil {
-			s.mediaSent(res)
-		}
-		// A failed write is logged by the edges, once per sender, with its
-		// cause: the error carries it (the client sees only the message).
-		var failed error
-		if err != nil {
-			failed = fmt.Errorf("%w: %w", herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"), err)
+		} else if err != nil {
+			for _, p := range batch {
+				p.err = err
+			}
 		}
 		out := make([]*pending, 0, len(batch))
 		for _, p := range batch {
 			switch {
 			case p.msg.Type == herald.MessageCommand:
 				p.res = store.Appended{Message: p.msg}
-			case err != nil:
-				p.done(SendResult{}, failed)
+			case p.err != nil:
+				// A failed write is logged by the edges, once per sender,
+				// with its cause: the error carries it (the client sees
+				// only the message). A refused message is the client's to
+				// change; anything else it retries as it was.
+				if herald.ErrorCode(p.err) == herald.CodeInvalidArgument {
+					p.done(SendResult{}, p.err)
+				} else {
+					p.done(SendResult{}, fmt.Errorf("%w: %w", herald.Errorf(herald.CodeInternal, "message not stored; retry with the same local_id"), p.err))
+				}
 				continue
-			default:
-				p.res, res = res[0], res[1:]
 			}
 			out = append(out, p)
 		}
 		s.fanout <- out
 	}
+}
+
+// store stores the messages of batch (commands are not stored) in one
+// transaction with their push jobs, and sets each stored pending's res;
+// msgs and jobs are the buffers it reuses, returned for the next call.
+func (s *Service) store(batch []*pending, msgs []*herald.Message, jobs []store.PushJob) ([]*herald.Message, []store.PushJob, error) {
+	for _, p := range batch {
+		if p.msg.Type != herald.MessageCommand {
+			if s.cfg.Push != nil {
+				jobs = s.cfg.Push.Plan(p.msg, len(msgs), jobs)
+			}
+			msgs = append(msgs, p.msg)
+		}
+	}
+	if len(msgs) == 0 {
+		return msgs, jobs, nil
+	}
+	var stored func([]store.PushJob)
+	if len(jobs) > 0 {
+		stored = s.cfg.Push.Committing()
+	}
+	res, err := s.st.AppendMessages(s.ctx, msgs, jobs)
+	if err == nil && len(res) != len(msgs) {
+		err = fmt.Errorf("store returned %d results for %d messages", len(res), len(msgs))
+	}
+	if stored != nil {
+		if err != nil {
+			stored(nil)
+		} else {
+			stored(storedJobs(jobs, res))
+		}
+	}
+	if err != nil {
+		return msgs, jobs, err
+	}
+	if s.cfg.Media != nil {
+		s.mediaSent(res)
+	}
+	for _, p := range batch {
+		if p.msg.Type != herald.MessageCommand {
+			p.res, res = res[0], res[1:]
+		}
+	}
+	return msgs, jobs, nil
 }
 
 // mediaSent moves the sent time of each file a new stored message

@@ -267,6 +267,67 @@ func TestStoreFailureReachesSenderAndDeliversNothing(t *testing.T) {
 	}
 }
 
+// refusingStore refuses, as data (invalid_argument), any write holding a
+// message whose text is "refused", as PostgreSQL refuses a value its types
+// cannot keep; the first write waits for release, so that a backlog builds.
+type refusingStore struct {
+	batchStore
+}
+
+func (r *refusingStore) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error) {
+	for _, m := range msgs {
+		if m.Text == "refused" {
+			r.mu.Lock()
+			r.sizes = append(r.sizes, len(msgs))
+			r.mu.Unlock()
+			return nil, fmt.Errorf("engine: %w", herald.Errorf(herald.CodeInvalidArgument, "a value the store cannot keep"))
+		}
+	}
+	return r.batchStore.AppendMessages(ctx, msgs, jobs)
+}
+
+// TestRefusedMessageFailsAlone: a message the store refuses as data fails
+// with invalid_argument (not "retry"), and the other messages of its batch
+// are stored and delivered: each is tried alone after the batch failed.
+func TestRefusedMessageFailsAlone(t *testing.T) {
+	rs := &refusingStore{batchStore{Store: openStore(t), entered: make(chan struct{}), release: make(chan struct{})}}
+	s, rec := newService(t, rs, Config{})
+	answers := make(chan error, 10)
+	s.Send("alice", 1, text("bob", "first", "x"), func(_ SendResult, err error) { answers <- err })
+	<-rs.entered
+	results := make(map[string]chan error)
+	for i, lid := range []string{"a", "bad", "b", "c"} {
+		body := "fine"
+		if lid == "bad" {
+			body = "refused"
+		}
+		ch := make(chan error, 1)
+		results[lid] = ch
+		s.Send(fmt.Sprintf("u%d", i), SessionID(i+2), text("bob", lid, body), func(_ SendResult, err error) { ch <- err })
+	}
+	close(rs.release)
+	if err := <-answers; err != nil {
+		t.Fatal(err)
+	}
+	for lid, ch := range results {
+		err := <-ch
+		switch {
+		case lid == "bad" && herald.ErrorCode(err) != herald.CodeInvalidArgument:
+			t.Errorf("the refused message: %v, want invalid_argument", err)
+		case lid != "bad" && err != nil:
+			t.Errorf("message %s, in the refused one's batch: %v, want stored", lid, err)
+		}
+	}
+	if got := len(rec.all()); got != 4 {
+		t.Errorf("%d deliveries, want 4 (the first and the three stored with the refused one)", got)
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if want := []int{1, 4, 1, 1, 1, 1}; !slices.Equal(rs.sizes, want) {
+		t.Errorf("writes of %v messages, want %v: the batch, then each alone", rs.sizes, want)
+	}
+}
+
 func TestSendValidation(t *testing.T) {
 	s, _ := newService(t, openStore(t), Config{})
 	tests := []struct {

@@ -114,6 +114,14 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs
 	}
 	out := <-r.done
 	if out.err != nil {
+		var pe *pgconn.PgError
+		if errors.As(out.err, &pe) && strings.HasPrefix(pe.Code, "22") {
+			// A data exception: a value of the messages PostgreSQL's types
+			// cannot keep. The caller's to change, not to retry as it was
+			// (the chat writer then stores each message of its batch alone).
+			return nil, fmt.Errorf("postgres: append messages: %w: %w",
+				herald.Errorf(herald.CodeInvalidArgument, "the message holds a value the database refuses: %s", pe.Message), out.err)
+		}
 		return nil, fmt.Errorf("postgres: append messages: %w", out.err)
 	}
 	return out.res, nil

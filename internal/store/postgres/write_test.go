@@ -364,3 +364,22 @@ func TestAppendGenericPlans(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendRefusedValueIsInvalidArgument: a value PostgreSQL's types
+// cannot keep (a NUL in a text column, which the edges refuse before it
+// gets here) fails the append as invalid_argument, the caller's to change,
+// not as an internal error to retry; the store is unharmed.
+func TestAppendRefusedValueIsInvalidArgument(t *testing.T) {
+	testDatabase(t)
+	ctx := context.Background()
+	s := openURL(t, newSchema(t), Options{})
+	defer s.Close()
+	_, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "nul\x00"), msg("alice", "bob", "fine")}, nil)
+	if herald.ErrorCode(err) != herald.CodeInvalidArgument {
+		t.Fatalf("append with a NUL in local_id: %v, want invalid_argument", err)
+	}
+	res, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "fine")}, nil)
+	if err != nil || res[0].Message.Seq != 1 {
+		t.Fatalf("the other message alone: %+v, %v; want stored at seq 1", res, err)
+	}
+}
