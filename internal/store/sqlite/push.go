@@ -259,7 +259,7 @@ func (s *Store) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []st
 		}
 		return ctx.Err()
 	}
-	err := s.tx(ctx, func(ctx context.Context) error {
+	err := s.pushTx(ctx, func(ctx context.Context) error {
 		if err := s.w.deleteJobs(ctx, done); err != nil {
 			return err
 		}
@@ -313,7 +313,19 @@ func (w *writer) multiRowStmt(ctx context.Context, shape, n int, head, row, tail
 // ctx ends first. It leaves the seq cache alone: push statements do not
 // touch messages.
 func (s *Store) tx(ctx context.Context, fn func(ctx context.Context) error) (err error) {
-	if err := s.acquire(ctx); err != nil {
+	return s.txWith(ctx, s.acquire, fn)
+}
+
+// pushTx is tx for the push path's background writes: it takes the writer
+// with acquireYielding, so that a message commit waiting meanwhile goes
+// first.
+func (s *Store) pushTx(ctx context.Context, fn func(ctx context.Context) error) error {
+	return s.txWith(ctx, s.acquireYielding, fn)
+}
+
+// txWith runs fn in a write transaction on the writer acquire takes.
+func (s *Store) txWith(ctx context.Context, acquire func(context.Context) error, fn func(ctx context.Context) error) (err error) {
+	if err := acquire(ctx); err != nil {
 		return err
 	}
 	defer s.releaseWriter()
@@ -394,7 +406,7 @@ func (s *Store) FinishPush(ctx context.Context, done []store.PushKey, retry []st
 		}
 		return nil
 	}
-	err := s.tx(ctx, func(ctx context.Context) error {
+	err := s.pushTx(ctx, func(ctx context.Context) error {
 		w := s.w
 		// Many rows a statement: a batch of outcomes costs a few
 		// statements instead of two per push.
@@ -530,7 +542,7 @@ func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error)
 	total := 0
 	for {
 		var n int64
-		err := s.tx(ctx, func(ctx context.Context) error {
+		err := s.pushTx(ctx, func(ctx context.Context) error {
 			rows, err := s.w.logPrune.QueryContext(ctx, at, pruneChunk)
 			if err != nil {
 				return err
