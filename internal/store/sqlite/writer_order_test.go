@@ -33,6 +33,11 @@ func waitQueued(t *testing.T, fn string) {
 	}
 }
 
+// acquireThird takes the writer plainly; named so that waitQueued finds
+// the goroutine that calls it (the stacks of the others name the test
+// that created them).
+func acquireThird(ctx context.Context, s *Store) error { return s.acquire(ctx) }
+
 // TestMessageCommitGoesBeforeQueuedPushWrites: a push write (here an
 // expansion's EnqueuePush) queued for the writer before a message append
 // lets the append go first, once, and is stored right after it; a write
@@ -67,8 +72,8 @@ func TestMessageCommitGoesBeforeQueuedPushWrites(t *testing.T) {
 	}()
 	waitQueued(t, "(*Store).AppendMessages")
 	third := make(chan error, 1)
-	go func() { third <- s.acquire(ctx) }()
-	waitQueued(t, "TestMessageCommitGoesBeforeQueuedPushWrites")
+	go func() { third <- acquireThird(ctx, s) }()
+	waitQueued(t, "sqlite.acquireThird(")
 
 	held = false
 	s.releaseWriter()
