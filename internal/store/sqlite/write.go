@@ -45,6 +45,10 @@ type writer struct {
 	// a push write that gets the writer while one waits gives it up once and
 	// queues again behind it (acquireYielding). Atomic, needs no sem.
 	appending atomic.Int32
+	// logIndexTo is the end of the delivery-log rows whose entries in
+	// push_log_by_user are committed and those in push_log_by_push are
+	// not yet (indexLog); 0 when none.
+	logIndexTo int64
 	// nextID is the next message ID: the largest stored plus one, the ID
 	// SQLite gives a row inserted without one (insertBatch). abort reads it
 	// again after a rollback. (Messages are never deleted, so an ID is
