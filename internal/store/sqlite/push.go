@@ -590,7 +590,8 @@ func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error)
 				return err
 			}
 			// Their entries in the tables by user and push ID (rows after
-			// the index mark have none: the DELETEs find nothing).
+			// the index mark have none, or only the one by user between
+			// indexLog's two writes: the DELETEs find what there is).
 			for _, e := range gone {
 				if _, err := s.w.logUnindexUser.ExecContext(ctx, e.user, e.at, e.id); err != nil {
 					return err
