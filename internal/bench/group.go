@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,7 +43,13 @@ type GroupResult struct {
 	Errors       int64   `json:"errors"`
 	Deliveries   int64   `json:"deliveries"` // live deliveries to online receivers, first copies
 	DeliveriesPS float64 `json:"deliveries_per_sec"`
-	Lost         int64   `json:"lost"` // acknowledged sends times online receivers, minus deliveries
+	// Lost is, over the messages known to be stored (acknowledged to
+	// their sender, or delivered live to at least one receiver: a sender's
+	// connection may break after its message was stored but before the
+	// acknowledgement came), the online receivers that did not get each.
+	// Never negative; a send neither acknowledged nor delivered to anyone
+	// is not counted (sent - acked - errors shows it).
+	Lost         int64   `json:"lost"`
 	Duplicated   int64   `json:"duplicated"`
 	P50ms        float64 `json:"p50_ms"`
 	P99ms        float64 `json:"p99_ms"`
@@ -245,8 +252,12 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		clients = append(clients, c)
 		senders[i] = c
 	}
-	for _, sc := range senders {
-		sc.onFrame = tl.onReply
+	var acks groupAcks
+	for i, sc := range senders {
+		sc.onFrame = func(p []byte) {
+			tl.onReply(p)
+			acks.onReply(i, p)
+		}
 		go sc.readLoop()
 	}
 	defer keepAlive(clients)()
@@ -305,7 +316,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
 	res.DurationSec = sendTime.Seconds()
 	res.Sent, res.Acked, res.Errors, res.Deliveries = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()
-	res.Lost = res.Acked*int64(nOnline) - res.Deliveries
+	res.Lost = acks.lost(recvs)
 	res.Duplicated = dups
 	// Deliveries per second from the first send to the last delivery:
 	// deliveries that trail the senders while a backlog drains lower it.
@@ -332,6 +343,64 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		fmt.Fprintf(o.Progress, "first error: %s\n", e)
 	}
 	return res, nil
+}
+
+// groupAcks records the group messages their senders had acknowledged:
+// the reply to sender i's request k+1 acknowledges text i<<40|k
+// (groupSendFrame's ID and text).
+type groupAcks struct {
+	mu    sync.Mutex
+	acked map[int64]struct{}
+}
+
+// onReply notes the message a reply of sender i acknowledges, if it does
+// (a reply with an ID and no error, as tally.onReply counts it).
+func (a *groupAcks) onReply(sender int, p []byte) {
+	if !bytes.HasPrefix(p, []byte(`{"id":`)) || bytes.HasPrefix(p[bytes.IndexByte(p, ',')+1:], []byte(`"err":`)) {
+		return
+	}
+	id := scanInt(p, `{"id":`)
+	if id <= 0 {
+		return
+	}
+	a.mu.Lock()
+	if a.acked == nil {
+		a.acked = make(map[int64]struct{})
+	}
+	a.acked[int64(sender)<<40|(id-1)] = struct{}{}
+	a.mu.Unlock()
+}
+
+// lost counts, for every message acknowledged or received by any of
+// recvs, the receivers that did not receive it (first copies: a receiver
+// counts a message once). A message stored whose acknowledgement was
+// lost with its sender's connection counts by what was delivered, so the
+// sum is never negative, and a message acknowledged but delivered to
+// nobody counts every receiver.
+func (a *groupAcks) lost(recvs []*receiver) int64 {
+	got := make(map[int64]int64) // message -> receivers that got it
+	a.mu.Lock()
+	for n := range a.acked {
+		got[n] = 0
+	}
+	a.mu.Unlock()
+	online := int64(0)
+	for _, r := range recvs {
+		if r == nil {
+			continue
+		}
+		online++
+		r.mu.Lock()
+		for n := range r.seen {
+			got[n]++
+		}
+		r.mu.Unlock()
+	}
+	var lost int64
+	for _, c := range got {
+		lost += online - c
+	}
+	return lost
 }
 
 // plannedPushes reads the server's count of device push jobs planned, from

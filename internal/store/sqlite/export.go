@@ -298,7 +298,7 @@ func (s *Store) Import(ctx context.Context, t store.Table, r *store.Rows) error 
 func (s *Store) FinishImport(ctx context.Context) error {
 	// The imported delivery log goes into its tables by user and push ID
 	// now, not with the next pushes' outcomes.
-	if err := s.tx(ctx, func(ctx context.Context) error { return s.w.indexLog(ctx, 1) }); err != nil {
+	if err := s.tx(ctx, func(ctx context.Context) error { return s.w.indexLog(ctx, 1, false) }); err != nil {
 		return fmt.Errorf("sqlite: finish import: %w", err)
 	}
 	if err := s.acquire(ctx); err != nil {

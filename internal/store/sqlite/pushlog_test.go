@@ -75,14 +75,21 @@ func TestPushLogIndexMark(t *testing.T) {
 		t.Fatalf("3 rows after the mark: mark moved to %d, want 0 (every 5)", got)
 	}
 	check("all after the mark")
-	add(4) // 7 after the mark: entered
+	add(4) // 7 after the mark: entered into the table by user
+	if got := count("SELECT upto FROM push_log_indexed"); got != 0 {
+		t.Fatalf("mark %d after 7 rows, want 0 until the table by push ID has them too", got)
+	}
+	if u, p := count("SELECT count(*) FROM push_log_by_user"), count("SELECT count(*) FROM push_log_by_push"); u != 7 || p != 0 {
+		t.Fatalf("%d entries by user and %d by push ID after the first write, want 7 and 0", u, p)
+	}
+	check("in the table by user, past the mark")
+	add(2) // the next write: the table by push ID, and the mark
 	if got := count("SELECT upto FROM push_log_indexed"); got != 7 {
-		t.Fatalf("mark %d after 7 rows, want 7", got)
+		t.Fatalf("mark %d after the second write, want 7", got)
 	}
 	if got := count("SELECT count(*) FROM push_log_by_user") + count("SELECT count(*) FROM push_log_by_push"); got != 14 {
 		t.Fatalf("%d entries in the tables, want 14", got)
 	}
-	add(2)
 	check("in the tables and after the mark")
 	// Prune the oldest 4 (at < base+5s): their entries go too.
 	if got, err := s.PrunePushLog(ctx, base.Add(5*time.Second)); err != nil || got != 4 {
@@ -95,4 +102,77 @@ func TestPushLogIndexMark(t *testing.T) {
 		t.Fatalf("%d entries in the tables after pruning, want 6 (rows 5-7, twice)", got)
 	}
 	check("after pruning")
+}
+
+// TestPushLogIndexResumesAfterRestart: a restart between the two writes of
+// the log's entry (the table by user written, the table by push ID and the
+// mark not) enters the rows again from the first table, keeping the
+// entries already there, and every query answers as before.
+func TestPushLogIndexResumesAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	opts := Options{LogIndexEvery: 4}
+	s, path := openTemp(t, opts)
+	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	n := 0
+	add := func(rows int) {
+		t.Helper()
+		var log []herald.PushAttempt
+		for range rows {
+			n++
+			log = append(log, herald.PushAttempt{At: base.Add(time.Duration(n) * time.Second), PushID: fmt.Sprintf("pd_%d", n%2),
+				User: fmt.Sprintf("u%d", n%2), MsgID: int64(n), Provider: herald.ProviderAPNs, Env: herald.EnvProduction, Attempt: 1, Outcome: "sent"})
+		}
+		if err := s.FinishPush(ctx, nil, nil, log, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(q string) int {
+		t.Helper()
+		var c int
+		if err := s.read.QueryRowContext(ctx, q).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	check := func(what string) {
+		t.Helper()
+		for _, q := range []store.PushLogQuery{{User: "u0"}, {User: "u1"}, {PushID: "pd_0"}, {PushID: "pd_1"}} {
+			q.Limit = 100
+			got, err := s.PushLog(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids, want []int64
+			for _, a := range got {
+				ids = append(ids, a.MsgID)
+			}
+			for id := n; id >= 1; id-- {
+				if q.User == fmt.Sprint("u", id%2) || q.PushID == fmt.Sprint("pd_", id%2) {
+					want = append(want, int64(id))
+				}
+			}
+			if fmt.Sprint(ids) != fmt.Sprint(want) {
+				t.Fatalf("%s: PushLog(%+v) = %v, want %v", what, q, ids, want)
+			}
+		}
+	}
+	add(5) // the table by user takes rows 1-5
+	if u, p, m := count("SELECT count(*) FROM push_log_by_user"), count("SELECT count(*) FROM push_log_by_push"), count("SELECT upto FROM push_log_indexed"); u != 5 || p != 0 || m != 0 {
+		t.Fatalf("after the first write: %d by user, %d by push ID, mark %d; want 5, 0, 0", u, p, m)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if s, err = Open(ctx, path, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check("reopened")
+	add(1) // rows 1-6 into the table by user again: 1-5 are kept, 6 added
+	add(1) // rows 1-6 into the table by push ID, the mark to 6
+	if u, p, m := count("SELECT count(*) FROM push_log_by_user"), count("SELECT count(*) FROM push_log_by_push"), count("SELECT upto FROM push_log_indexed"); u != 6 || p != 6 || m != 6 {
+		t.Fatalf("after two writes since the restart: %d by user, %d by push ID, mark %d; want 6, 6, 6", u, p, m)
+	}
+	check("entered after the restart")
 }

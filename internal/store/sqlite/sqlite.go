@@ -94,10 +94,11 @@ type Options struct {
 	WALPages int
 
 	// LogIndexEvery is how many delivery-log rows are appended before
-	// they are entered, in one sorted write, into the log's tables by user
-	// and by push ID (migrations/0009_push_log_index.sql); a query by user
-	// or push ID scans the rows not yet entered. Zero means 8192; 1 enters
-	// every batch at once.
+	// they are entered, in one sorted write per table (the table by user in
+	// one outcome write, the table by push ID in the next), into the log's
+	// tables by user and by push ID (migrations/0009_push_log_index.sql); a
+	// query by user or push ID scans the rows not yet entered. Zero means
+	// 8192; 1 enters every batch (over two writes).
 	LogIndexEvery int
 
 	// Now is the clock of push device registrations (RegisteredAt). Nil

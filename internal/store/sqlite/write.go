@@ -41,6 +41,14 @@ type writer struct {
 	// committed is raised after every commit, for the checkpointer; it is
 	// atomic and needs no sem.
 	committed atomic.Bool
+	// appending counts the message appends waiting for sem (AppendMessages):
+	// a push write that gets the writer while one waits gives it up once and
+	// queues again behind it (acquireYielding). Atomic, needs no sem.
+	appending atomic.Int32
+	// logIndexTo is the end of the delivery-log rows whose entries in
+	// push_log_by_user are committed and those in push_log_by_push are
+	// not yet (indexLog); 0 when none.
+	logIndexTo int64
 	// nextID is the next message ID: the largest stored plus one, the ID
 	// SQLite gives a row inserted without one (insertBatch). abort reads it
 	// again after a rollback. (Messages are never deleted, so an ID is
@@ -199,6 +207,25 @@ func (s *Store) acquire(ctx context.Context) error {
 
 func (s *Store) releaseWriter() { <-s.w.sem }
 
+// acquireYielding takes the writer for the push path's writes (outcomes,
+// fan-out expansions, log pruning), which queue behind one another under
+// load: if a message append (AppendMessages) is waiting when it gets the
+// writer, it hands the writer on and queues again, once, behind it. The
+// semaphore serves its waiters in order, so a message commit waits for
+// the write in progress only, not for the push writes queued before it,
+// and a push write waits for at most the appends queued when it got its
+// turn: neither side can starve the other.
+func (s *Store) acquireYielding(ctx context.Context) error {
+	if err := s.acquire(ctx); err != nil {
+		return err
+	}
+	if s.w.appending.Load() == 0 {
+		return nil
+	}
+	s.releaseWriter()
+	return s.acquire(ctx)
+}
+
 // AppendMessages implements store.Store. Inputs are not modified: each
 // result is a copy with ID and Seq set and CreatedAt cut to the
 // millisecond, as it will read back. The jobs go into the outbox in the
@@ -212,7 +239,10 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs
 	if err := store.ValidatePushJobs(jobs, len(msgs)); err != nil {
 		return nil, err
 	}
-	if err := s.acquire(ctx); err != nil {
+	s.w.appending.Add(1)
+	err := s.acquire(ctx)
+	s.w.appending.Add(-1)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: append messages: %w", err)
 	}
 	defer s.releaseWriter()
