@@ -84,10 +84,10 @@ func (g *Group) Validate() error {
 	if err := ValidateGroupID(g.ID); err != nil {
 		return err
 	}
-	if len(g.Name) > MaxGroupNameBytes || !storableText(g.Name) {
+	if len(g.Name) > MaxGroupNameBytes || !StorableText(g.Name) {
 		return Errorf(CodeInvalidArgument, "group name must be valid UTF-8 without NUL characters, of at most %d bytes", MaxGroupNameBytes)
 	}
-	if len(g.Extended) > MaxGroupExtendedBytes || !storableText(g.Extended) {
+	if len(g.Extended) > MaxGroupExtendedBytes || !StorableText(g.Extended) {
 		return Errorf(CodeInvalidArgument, "group extended_data must be valid UTF-8 without NUL characters, of at most %d bytes", MaxGroupExtendedBytes)
 	}
 	switch g.JoinMode {

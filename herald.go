@@ -243,7 +243,7 @@ func (l Limits) Validate(m *Message) error {
 	if len(m.LocalID) > l.MaxLocalIDBytes {
 		return Errorf(CodeTooLarge, "local_id is %d bytes; the limit is %d", len(m.LocalID), l.MaxLocalIDBytes)
 	}
-	if !storableText(m.LocalID) {
+	if !StorableText(m.LocalID) {
 		return Errorf(CodeInvalidArgument, "local_id must be valid UTF-8 without NUL characters")
 	}
 	if len(m.Extended) > l.MaxExtendedBytes {
@@ -325,10 +325,12 @@ type Conversation struct {
 	Muted bool
 }
 
-// storableText reports whether s can be kept as text by every store: valid
+// StorableText reports whether s can be kept as text by every store: valid
 // UTF-8 without NUL (U+0000), which PostgreSQL's text type refuses. Fields
 // kept as bytes (a message's text, data and extended data) need only be
-// valid UTF-8.
-func storableText(s string) bool {
+// valid UTF-8. An ID that is not storable text names nothing stored: a
+// lookup of one is not found without asking the store (whose engine may
+// refuse the value as an error).
+func StorableText(s string) bool {
 	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }

@@ -30,13 +30,13 @@ func (u *User) Validate() error {
 	if err := ValidateUserID(u.ID); err != nil {
 		return err
 	}
-	if len(u.Name) > MaxUserNameBytes || !storableText(u.Name) {
+	if len(u.Name) > MaxUserNameBytes || !StorableText(u.Name) {
 		return Errorf(CodeInvalidArgument, "user %q: user_name must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserNameBytes)
 	}
-	if len(u.Avatar) > MaxUserAvatarBytes || !storableText(u.Avatar) {
+	if len(u.Avatar) > MaxUserAvatarBytes || !StorableText(u.Avatar) {
 		return Errorf(CodeInvalidArgument, "user %q: avatar_url must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserAvatarBytes)
 	}
-	if len(u.Extended) > MaxUserExtendedBytes || !storableText(u.Extended) {
+	if len(u.Extended) > MaxUserExtendedBytes || !StorableText(u.Extended) {
 		return Errorf(CodeInvalidArgument, "user %q: extended_data must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserExtendedBytes)
 	}
 	return nil

@@ -456,6 +456,9 @@ func (s *Service) Call(ctx context.Context, id string) (*herald.Call, error) {
 	if id == "" {
 		return nil, s.refuse(herald.Errorf(herald.CodeInvalidArgument, "call_id is empty"))
 	}
+	if !herald.StorableText(id) {
+		return nil, s.refuse(herald.Errorf(herald.CodeNotFound, "call %q not found", id))
+	}
 	s.mu.Lock()
 	e := s.open[id]
 	s.mu.Unlock()

@@ -1135,6 +1135,9 @@ func (s *Service) lookup(ctx context.Context, user, id string, outsider bool) (*
 		return nil, nil, s.refuse(herald.Errorf(herald.CodeInvalidArgument, "call_id is empty"))
 	}
 	notFound := herald.Errorf(herald.CodeNotFound, "call %q not found", id)
+	if !herald.StorableText(id) {
+		return nil, nil, s.refuse(notFound) // no call has such an ID (PostgreSQL would refuse it as an error)
+	}
 	s.mu.Lock()
 	e := s.open[id]
 	s.mu.Unlock()

@@ -426,25 +426,7 @@ func (s *Service) writeLoop() {
 				break fill
 			}
 		}
-		var err error
-		msgs, jobs, err = s.store(batch, msgs[:0], jobs[:0])
-		if err != nil && len(msgs) > 1 && herald.ErrorCode(err) == herald.CodeInvalidArgument {
-			// The store refused a message as data (a value its engine
-			// cannot keep): one message must not fail the others in its
-			// batch, so each is stored alone and only the refused fail.
-			s.log.Warn("chat: the store refused a batch's data; storing its messages one by one", "messages", len(msgs), "err", err)
-			err = nil
-			for _, p := range batch {
-				if p.msg.Type == herald.MessageCommand {
-					continue
-				}
-				msgs, jobs, p.err = s.store([]*pending{p}, msgs[:0], jobs[:0])
-			}
-		} else if err != nil {
-			for _, p := range batch {
-				p.err = err
-			}
-		}
+		msgs, jobs, _ = s.storeSplit(batch, msgs[:0], jobs[:0], nil)
 		out := make([]*pending, 0, len(batch))
 		for _, p := range batch {
 			switch {
@@ -466,6 +448,38 @@ func (s *Service) writeLoop() {
 		}
 		s.fanout <- out
 	}
+}
+
+// storeSplit stores batch (store) and sets each pending's err when that
+// fails. When the store refuses the batch as data (invalid_argument: a
+// value its engine cannot keep) and it holds several messages, its halves
+// are stored apart, in order, and so on down: one refused message must
+// not fail the others, and it costs about two writes per halving rather
+// than one per message. Any other failure (a full disk, a lost database)
+// fails the rest of the batch at once, with no further write: stop
+// carries it from one half to the next.
+func (s *Service) storeSplit(batch []*pending, msgs []*herald.Message, jobs []store.PushJob, stop error) ([]*herald.Message, []store.PushJob, error) {
+	var err error
+	if stop == nil {
+		msgs, jobs, err = s.store(batch, msgs[:0], jobs[:0])
+		if err != nil && len(msgs) > 1 && herald.ErrorCode(err) == herald.CodeInvalidArgument {
+			s.log.Warn("chat: the store refused a batch's data; storing its halves apart", "messages", len(msgs), "err", err)
+			half := len(batch) / 2
+			msgs, jobs, stop = s.storeSplit(batch[:half], msgs, jobs, nil)
+			return s.storeSplit(batch[half:], msgs, jobs, stop)
+		}
+	} else {
+		err = stop
+	}
+	if err != nil {
+		for _, p := range batch {
+			p.err = err
+		}
+		if herald.ErrorCode(err) != herald.CodeInvalidArgument {
+			stop = err
+		}
+	}
+	return msgs, jobs, stop
 }
 
 // store stores the messages of batch (commands are not stored) in one

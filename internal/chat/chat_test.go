@@ -272,13 +272,25 @@ func TestStoreFailureReachesSenderAndDeliversNothing(t *testing.T) {
 // cannot keep; the first write waits for release, so that a backlog builds.
 type refusingStore struct {
 	batchStore
+	diskFull bool // every write after the first refusal fails as a full disk would
+	refused  bool
 }
 
 func (r *refusingStore) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error) {
+	r.mu.Lock()
+	full := r.diskFull && r.refused
+	if full {
+		r.sizes = append(r.sizes, len(msgs))
+	}
+	r.mu.Unlock()
+	if full {
+		return nil, errors.New("disk full")
+	}
 	for _, m := range msgs {
 		if m.Text == "refused" {
 			r.mu.Lock()
 			r.sizes = append(r.sizes, len(msgs))
+			r.refused = true
 			r.mu.Unlock()
 			return nil, fmt.Errorf("engine: %w", herald.Errorf(herald.CodeInvalidArgument, "a value the store cannot keep"))
 		}
@@ -288,9 +300,10 @@ func (r *refusingStore) AppendMessages(ctx context.Context, msgs []*herald.Messa
 
 // TestRefusedMessageFailsAlone: a message the store refuses as data fails
 // with invalid_argument (not "retry"), and the other messages of its batch
-// are stored and delivered: each is tried alone after the batch failed.
+// are stored and delivered: the batch's halves are stored apart, down to
+// the refused message.
 func TestRefusedMessageFailsAlone(t *testing.T) {
-	rs := &refusingStore{batchStore{Store: openStore(t), entered: make(chan struct{}), release: make(chan struct{})}}
+	rs := &refusingStore{batchStore: batchStore{Store: openStore(t), entered: make(chan struct{}), release: make(chan struct{})}}
 	s, rec := newService(t, rs, Config{})
 	answers := make(chan error, 10)
 	s.Send("alice", 1, text("bob", "first", "x"), func(_ SendResult, err error) { answers <- err })
@@ -323,8 +336,44 @@ func TestRefusedMessageFailsAlone(t *testing.T) {
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	if want := []int{1, 4, 1, 1, 1, 1}; !slices.Equal(rs.sizes, want) {
-		t.Errorf("writes of %v messages, want %v: the batch, then each alone", rs.sizes, want)
+	if want := []int{1, 4, 2, 1, 1, 2}; !slices.Equal(rs.sizes, want) {
+		t.Errorf("writes of %v messages, want %v: the batch, then its halves, the refused one's down to one", rs.sizes, want)
+	}
+}
+
+// TestRefusedBatchStopsAtAnotherFailure: when, while a refused batch is
+// stored in halves, the store fails otherwise (a full disk), the rest of
+// the batch fails with it at once, as an internal error to retry, with no
+// write per remaining message.
+func TestRefusedBatchStopsAtAnotherFailure(t *testing.T) {
+	rs := &refusingStore{batchStore: batchStore{Store: openStore(t), entered: make(chan struct{}), release: make(chan struct{})}, diskFull: true}
+	s, _ := newService(t, rs, Config{})
+	first := make(chan error, 1)
+	s.Send("alice", 1, text("bob", "first", "x"), func(_ SendResult, err error) { first <- err })
+	<-rs.entered
+	var answers []chan error
+	for i := range 8 {
+		body := "fine"
+		if i == 0 {
+			body = "refused"
+		}
+		ch := make(chan error, 1)
+		answers = append(answers, ch)
+		s.Send(fmt.Sprintf("u%d", i), SessionID(i+2), text("bob", fmt.Sprint(i), body), func(_ SendResult, err error) { ch <- err })
+	}
+	close(rs.release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range answers {
+		if err := <-ch; herald.ErrorCode(err) != herald.CodeInternal {
+			t.Errorf("message %d: %v, want internal (the disk failed before it was stored)", i, err)
+		}
+	}
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if want := []int{1, 8, 4}; !slices.Equal(rs.sizes, want) {
+		t.Errorf("writes of %v messages, want %v: the batch, its first half, then none", rs.sizes, want)
 	}
 }
 

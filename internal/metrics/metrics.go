@@ -160,7 +160,12 @@ type chatStore struct {
 func (s *chatStore) AppendMessages(ctx context.Context, msgs []*herald.Message, jobs []store.PushJob) ([]store.Appended, error) {
 	res, err := s.Store.AppendMessages(ctx, msgs, jobs)
 	if err != nil {
-		s.m.storeFailed.Add(int64(len(msgs)))
+		// A batch refused as data is stored again in parts (chat's
+		// storeSplit): only the parts that fail otherwise count, as
+		// messages their senders retry.
+		if herald.ErrorCode(err) != herald.CodeInvalidArgument {
+			s.m.storeFailed.Add(int64(len(msgs)))
+		}
 		return res, err
 	}
 	now := time.Now()

@@ -437,6 +437,9 @@ func (s *Service) Unregister(ctx context.Context, user, pushID string) error {
 	if pushID == "" {
 		return herald.Errorf(herald.CodeInvalidArgument, "push_id is empty")
 	}
+	if !herald.StorableText(pushID) {
+		return herald.Errorf(herald.CodeNotFound, "user %q has no push device %q", user, pushID)
+	}
 	s.devMu.Lock()
 	defer s.devMu.Unlock()
 	if err := s.st.UnregisterPushDevice(ctx, user, pushID); err != nil {

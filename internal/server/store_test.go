@@ -3,8 +3,10 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/herald-im/herald/client"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/store/pebble"
 	"github.com/herald-im/herald/internal/store/postgres"
@@ -185,5 +188,36 @@ func TestPebbleStatsInMetrics(t *testing.T) {
 	}
 	if got := pebbleMetrics(pebble.Stats{WriteStalls: 3, WriteStallTime: 1500 * time.Millisecond}); got != (pebbleStats{WriteStalls: 3, WriteStallSeconds: 1.5}) {
 		t.Errorf("pebbleMetrics = %+v, want 3 stalls and 1.5 s", got)
+	}
+}
+
+// TestPostgresRefusesNoNULLookups: on PostgreSQL, whose text type refuses
+// NUL, a client's unregister_push or call operation naming an ID with a
+// NUL is answered not found, as on the embedded stores, and does not
+// reach the store as an error: the node stays ready (a failing store
+// write would turn /readyz to 503 for every client).
+func TestPostgresRefusesNoNULLookups(t *testing.T) {
+	cfg := config.Default()
+	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
+	cfg.Store = pgtest.Schema(t, pgtest.Database(t, "to run this test"))
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	srv := startNode(t, cfg, secret, nil)
+	defer srv.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	alice := loginOn(ctx, t, srv, secret, "alice", "phone", client.Handlers{})
+	if err := alice.UnregisterPush(ctx, "pd_\x00"); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("unregister_push of an ID with NUL: %v, want not found", err)
+	}
+	if _, err := alice.CallAccept(ctx, "c\x00", ""); !errors.Is(err, client.ErrNotFound) {
+		t.Errorf("call_accept of an ID with NUL: %v, want not found", err)
+	}
+	resp, err := http.Get("http://" + srv.Addr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz after the lookups: %s, want 200", resp.Status)
 	}
 }

@@ -223,13 +223,20 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 		}
 	}()
 	var version int
-	var named string
-	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_version')").Scan(&version, &named); err != nil {
+	var named, encoding string
+	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version_num')::int, current_setting('server_version'), current_setting('server_encoding')").
+		Scan(&version, &named, &encoding); err != nil {
 		return nil, fmt.Errorf("postgres: %s: reading the server's version: %w", Redact(dsn), err)
 	}
 	if version < MinServerVersion {
 		return nil, fmt.Errorf("postgres: %s is PostgreSQL %s; Herald needs %d or later (the message writer sets plan_cache_mode)",
 			Redact(dsn), named, MinServerVersion/10000)
+	}
+	if encoding != "UTF8" {
+		// Every text a client sends is UTF-8 (checked at the edges); a
+		// database in another encoding refuses some of it, as errors.
+		return nil, fmt.Errorf("postgres: %s's database is encoded %s; Herald needs a UTF8 database (CREATE DATABASE ... ENCODING 'UTF8')",
+			Redact(dsn), encoding)
 	}
 	ms, err := loadMigrations(migrationFS)
 	if err != nil {
