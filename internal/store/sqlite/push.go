@@ -56,6 +56,7 @@ func (w *writer) pushStatements() []statement {
 		{&w.logIndexPush, `INSERT OR IGNORE INTO push_log_by_push (push_id, at, id)
 			SELECT push_id, at, id FROM push_log WHERE id > ?1 AND id <= ?2 ORDER BY push_id, at, id`},
 		{&w.logSetUpto, "UPDATE push_log_indexed SET upto = ?"},
+		{&w.logClampUpto, "UPDATE push_log_indexed SET upto = min(upto, (SELECT coalesce(max(id), 0) FROM push_log))"},
 		{&w.setBadge, "UPDATE push_devices SET badge = ?, badge_kind = ? WHERE push_id = ?"},
 		{&w.devByToken, "SELECT " + deviceCols + " FROM push_devices WHERE provider = ? AND app = ? AND token = ?"},
 		{&w.devByBinding, "SELECT " + deviceCols + ` FROM push_devices
@@ -600,6 +601,15 @@ func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error)
 					return err
 				}
 			}
+			// A log pruned empty gives its next row ID 1 again (a rowid
+			// is the largest plus one): the mark comes back with the
+			// largest ID left, so those rows are entered in the tables by
+			// user and push ID as any new row, and an entry pending in
+			// between (logIndexTo) is dropped, to be made again.
+			if _, err := s.w.logClampUpto.ExecContext(ctx); err != nil {
+				return err
+			}
+			s.w.logIndexTo = 0
 			n = int64(len(gone))
 			return nil
 		})

@@ -68,7 +68,7 @@ type writer struct {
 	devRetoken, devInsert, devUnregister, devUnbind, devDrop *sql.Stmt
 	devPrune                                                 *sql.Stmt
 	logUnindexUser, logUnindexPush, logTail                  *sql.Stmt
-	logIndexUser, logIndexPush, logSetUpto                   *sql.Stmt
+	logIndexUser, logIndexPush, logSetUpto, logClampUpto     *sql.Stmt
 
 	// Group statements (group.go) and call statements (call.go).
 	grpLive, grpInsert, grpUpdate, grpDismiss, convEnsure *sql.Stmt
@@ -212,9 +212,10 @@ func (s *Store) releaseWriter() { <-s.w.sem }
 // load: if a message append (AppendMessages) is waiting when it gets the
 // writer, it hands the writer on and queues again, once, behind it. The
 // semaphore serves its waiters in order, so a message commit waits for
-// the write in progress only, not for the push writes queued before it,
-// and a push write waits for at most the appends queued when it got its
-// turn: neither side can starve the other.
+// the write in progress and for the push writes queued before it that
+// have already handed the writer on once (under a steady flow of messages
+// that can be several), and a push write waits for at most the appends
+// queued when it got its turn: neither side can starve the other.
 func (s *Store) acquireYielding(ctx context.Context) error {
 	if err := s.acquire(ctx); err != nil {
 		return err

@@ -646,6 +646,24 @@ func testPruneLog(t *testing.T, f *fixture) {
 			}
 		})
 	}
+	// A log pruned empty may start its IDs again: what comes after is
+	// found like any entry, by user and by push ID.
+	t.Run("entries after the log was pruned empty", func(t *testing.T) {
+		var after []herald.PushAttempt
+		for i := range 3 {
+			after = append(after, herald.PushAttempt{At: at.Add(2*time.Hour + time.Duration(i)*time.Second), User: "alice", PushID: "pd_1",
+				MsgID: int64(200 + i), Reason: fmt.Sprint("n", i)})
+		}
+		f.finish(t, nil, nil, after, nil)
+		for _, q := range []store.PushLogQuery{{User: "alice", Limit: 10}, {PushID: "pd_1", Limit: 10}} {
+			if got := reasons(f.pushLog(t, q)); !slices.Equal(got, []string{"n2", "n1", "n0"}) {
+				t.Errorf("PushLog(%+v) = %q, want [n2 n1 n0]", q, got)
+			}
+		}
+		if _, err := f.s.PrunePushLog(context.Background(), at.Add(3*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	})
 	// Backends may prune in several transactions: more entries than one
 	// takes must all go.
 	t.Run("a large backlog", func(t *testing.T) {
