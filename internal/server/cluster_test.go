@@ -601,35 +601,15 @@ func TestPushSessionHistoryOnOneNodeOnly(t *testing.T) {
 // while Shutdown is held by a store write, a dial is refused.
 func TestClusterNodeClosesItsListenerAtOnce(t *testing.T) {
 	busURL := natsForTest(t)
-	st := &stalledStore{stall: make(chan struct{}), release: make(chan struct{}), stalled: make(chan struct{})}
-	testWrapStore = func(s store.Store) store.Store { st.Store = s; return st }
-	t.Cleanup(func() { testWrapStore = nil })
-	released := false
-	defer func() {
-		if !released {
-			close(st.release)
-		}
-	}()
+	st, release := useStalledStore(t)
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	srv := startNode(t, nodeConfig(t, busURL, "drain", "node-a"), secret, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	alice := loginOn(ctx, t, srv, secret, "alice", "phone", client.Handlers{})
-	close(st.stall)
-	go alice.SendPeerMessage(ctx, "bob", client.TextMessage("held in the store"))
-	select {
-	case <-st.stalled:
-	case <-ctx.Done():
-		t.Fatal("the send never reached the store")
-	}
+	holdInStore(ctx, t, st, alice)
 	addr := srv.Addr()
-	done := make(chan error, 1)
-	go func() { done <- srv.Shutdown(ctx) }()
-	select {
-	case <-srv.Done():
-	case <-ctx.Done():
-		t.Fatal("Shutdown never stopped accepting")
-	}
+	done := startDrain(ctx, t, srv)
 	if c, err := net.Dial("tcp", addr); err == nil {
 		c.Close()
 		t.Fatal("a draining cluster node's port accepts connections; want them refused")
@@ -639,7 +619,6 @@ func TestClusterNodeClosesItsListenerAtOnce(t *testing.T) {
 		t.Fatal("Shutdown ended before the store write was let go: the dial above was not during the drain")
 	default:
 	}
-	close(st.release)
-	released = true
+	release()
 	<-done
 }

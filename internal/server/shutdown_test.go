@@ -48,15 +48,51 @@ func (s *stalledStore) Close() error {
 	return s.Store.Close()
 }
 
+// useStalledStore wraps the store of the servers the test makes next in
+// a stalledStore; release lets its writes go on (once; at the latest when
+// the test ends).
+func useStalledStore(t *testing.T) (st *stalledStore, release func()) {
+	st = &stalledStore{stall: make(chan struct{}), release: make(chan struct{}), stalled: make(chan struct{})}
+	testWrapStore = func(s store.Store) store.Store { st.Store = s; return st }
+	var once sync.Once
+	release = func() { once.Do(func() { close(st.release) }) }
+	t.Cleanup(func() { testWrapStore = nil; release() })
+	return st, release
+}
+
+// holdInStore makes c send a message whose write blocks in st (a hung
+// disk) and waits until it does.
+func holdInStore(ctx context.Context, t *testing.T, st *stalledStore, c *client.Client) {
+	t.Helper()
+	close(st.stall)
+	go c.SendPeerMessage(ctx, "bob", client.TextMessage("held in the store"))
+	select {
+	case <-st.stalled:
+	case <-ctx.Done():
+		t.Fatal("the send never reached the store")
+	}
+}
+
+// startDrain starts srv's Shutdown and waits until it has stopped serving
+// (Serve returned: nothing accepts from here); done gets Shutdown's result.
+func startDrain(ctx context.Context, t *testing.T, srv *Server) (done chan error) {
+	t.Helper()
+	done = make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	select {
+	case <-srv.Done():
+	case <-ctx.Done():
+		t.Fatal("Shutdown never stopped accepting")
+	}
+	return done
+}
+
 // TestShutdownMeetsItsDeadlineWithAStalledStore: a send is stuck in a
 // store write that never returns (a hung disk); Shutdown still returns by
 // its context's deadline, with an error saying what it gave up on, instead
 // of waiting for the store for ever.
 func TestShutdownMeetsItsDeadlineWithAStalledStore(t *testing.T) {
-	st := &stalledStore{stall: make(chan struct{}), release: make(chan struct{}), stalled: make(chan struct{})}
-	testWrapStore = func(s store.Store) store.Store { st.Store = s; return st }
-	t.Cleanup(func() { testWrapStore = nil })
-	defer close(st.release) // the store's goroutines end with the test
+	st, _ := useStalledStore(t) // the store's goroutines end with the test
 
 	cfg := config.Default()
 	cfg.Addr, cfg.DataDir, cfg.PushEmulatorAddr = "127.0.0.1:0", t.TempDir(), "127.0.0.1:0"
@@ -79,13 +115,7 @@ func TestShutdownMeetsItsDeadlineWithAStalledStore(t *testing.T) {
 	if err := alice.Login(ctx, "alice", tok); err != nil {
 		t.Fatal(err)
 	}
-	close(st.stall)
-	go alice.SendPeerMessage(ctx, "bob", client.TextMessage("into the void"))
-	select {
-	case <-st.stalled:
-	case <-ctx.Done():
-		t.Fatal("the send never reached the store")
-	}
+	holdInStore(ctx, t, st, alice)
 
 	const deadline = time.Second
 	sctx, scancel := context.WithTimeout(context.Background(), deadline)
@@ -111,35 +141,16 @@ func TestShutdownMeetsItsDeadlineWithAStalledStore(t *testing.T) {
 // the listening socket's queue, unanswered, and is reset when Shutdown
 // ends; then the port is free (a dial is refused), for the next process.
 func TestShutdownKeepsConnectionsQueuedUntilItEnds(t *testing.T) {
-	st := &stalledStore{stall: make(chan struct{}), release: make(chan struct{}), stalled: make(chan struct{})}
-	testWrapStore = func(s store.Store) store.Store { st.Store = s; return st }
-	t.Cleanup(func() { testWrapStore = nil })
-	released := false
-	defer func() {
-		if !released {
-			close(st.release)
-		}
-	}()
+	st, release := useStalledStore(t)
+	defer release() // before the server's cleanup shuts it down, should the test fail first
 	srv, login := startDevServer(t)
 	alice := login("alice", "phone")
 	defer alice.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	close(st.stall)
-	go alice.SendPeerMessage(ctx, "bob", client.TextMessage("held in the store"))
-	select {
-	case <-st.stalled:
-	case <-ctx.Done():
-		t.Fatal("the send never reached the store")
-	}
+	holdInStore(ctx, t, st, alice)
 	addr := srv.Addr()
-	done := make(chan error, 1)
-	go func() { done <- srv.Shutdown(ctx) }()
-	select {
-	case <-srv.Done(): // Serve has returned: nothing accepts from here
-	case <-ctx.Done():
-		t.Fatal("Shutdown never stopped accepting")
-	}
+	done := startDrain(ctx, t, srv)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatalf("a connection during the drain was refused (%v); want it queued", err)
@@ -153,8 +164,7 @@ func TestShutdownKeepsConnectionsQueuedUntilItEnds(t *testing.T) {
 	if n, err := c.Read(buf[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("a connection during the drain read %q, %v; want no answer while draining", buf[:n], err)
 	}
-	close(st.release)
-	released = true
+	release()
 	select {
 	case <-done:
 	case <-ctx.Done():

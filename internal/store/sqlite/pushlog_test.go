@@ -27,21 +27,8 @@ func TestPushLogIndexMark(t *testing.T) {
 		}
 		return n
 	}
-	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	n := 0
-	add := func(rows int) {
-		t.Helper()
-		var log []herald.PushAttempt
-		for range rows {
-			n++
-			u := n % 2 // two users, two devices
-			log = append(log, herald.PushAttempt{At: base.Add(time.Duration(n) * time.Second), PushID: fmt.Sprintf("pd_%d", u),
-				User: fmt.Sprintf("u%d", u), MsgID: int64(n), Provider: herald.ProviderAPNs, Env: herald.EnvProduction, Attempt: 1, Outcome: "sent"})
-		}
-		if err := s.FinishPush(ctx, nil, nil, log, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	add := func(rows int) { t.Helper(); addLogRows(t, s, &n, rows) }
 	pruned := map[int64]bool{}
 	check := func(what string) {
 		t.Helper()
@@ -92,7 +79,7 @@ func TestPushLogIndexMark(t *testing.T) {
 	}
 	check("in the tables and after the mark")
 	// Prune the oldest 4 (at < base+5s): their entries go too.
-	if got, err := s.PrunePushLog(ctx, base.Add(5*time.Second)); err != nil || got != 4 {
+	if got, err := s.PrunePushLog(ctx, logRowsBase.Add(5*time.Second)); err != nil || got != 4 {
 		t.Fatalf("PrunePushLog = %d, %v; want 4", got, err)
 	}
 	for id := int64(1); id <= 4; id++ {
@@ -112,20 +99,8 @@ func TestPushLogIndexResumesAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	opts := Options{LogIndexEvery: 4}
 	s, path := openTemp(t, opts)
-	base := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	n := 0
-	add := func(rows int) {
-		t.Helper()
-		var log []herald.PushAttempt
-		for range rows {
-			n++
-			log = append(log, herald.PushAttempt{At: base.Add(time.Duration(n) * time.Second), PushID: fmt.Sprintf("pd_%d", n%2),
-				User: fmt.Sprintf("u%d", n%2), MsgID: int64(n), Provider: herald.ProviderAPNs, Env: herald.EnvProduction, Attempt: 1, Outcome: "sent"})
-		}
-		if err := s.FinishPush(ctx, nil, nil, log, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	add := func(rows int) { t.Helper(); addLogRows(t, s, &n, rows) }
 	count := func(q string) int {
 		t.Helper()
 		var c int
@@ -175,4 +150,25 @@ func TestPushLogIndexResumesAfterRestart(t *testing.T) {
 		t.Fatalf("after two writes since the restart: %d by user, %d by push ID, mark %d; want 6, 6, 6", u, p, m)
 	}
 	check("entered after the restart")
+}
+
+// logRowsBase is the time addLogRows counts from.
+var logRowsBase = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+
+// addLogRows stores rows more delivery-log rows through s, numbered on
+// from *n: row n is user u(n%2)'s, on device pd_(n%2), for message n, n
+// seconds after logRowsBase (two users, two devices).
+func addLogRows(t *testing.T, s *Store, n *int, rows int) {
+	t.Helper()
+	base := logRowsBase
+	var log []herald.PushAttempt
+	for range rows {
+		*n++
+		u := *n % 2
+		log = append(log, herald.PushAttempt{At: base.Add(time.Duration(*n) * time.Second), PushID: fmt.Sprintf("pd_%d", u),
+			User: fmt.Sprintf("u%d", u), MsgID: int64(*n), Provider: herald.ProviderAPNs, Env: herald.EnvProduction, Attempt: 1, Outcome: "sent"})
+	}
+	if err := s.FinishPush(context.Background(), nil, nil, log, nil); err != nil {
+		t.Fatal(err)
+	}
 }
