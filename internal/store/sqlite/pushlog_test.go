@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -170,5 +171,43 @@ func addLogRows(t *testing.T, s *Store, n *int, rows int) {
 	}
 	if err := s.FinishPush(context.Background(), nil, nil, log, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPushLogIndexFailedFirstFill: the write that enters new log rows in
+// the table by user (the first of the two fills) fails and is rolled
+// back: the next writes fill that table again before the one by push ID
+// and the mark, so the rows are still found by user.
+func TestPushLogIndexFailedFirstFill(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t, Options{LogIndexEvery: 1000}) // FinishPush leaves the rows to the test
+	defer s.Close()
+	n := 0
+	addLogRows(t, s, &n, 3)
+	fill := func(fail error) error {
+		return s.pushTx(ctx, func(ctx context.Context) error {
+			if err := s.w.indexLog(ctx, 1, true); err != nil {
+				return err
+			}
+			return fail
+		})
+	}
+	failed := errors.New("the disk failed")
+	if err := fill(failed); !errors.Is(err, failed) {
+		t.Fatalf("the failing fill: %v", err)
+	}
+	for range 2 { // the table by user, then the one by push ID and the mark
+		if err := fill(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, q := range []store.PushLogQuery{{User: "u1", Limit: 10}, {PushID: "pd_1", Limit: 10}} {
+		got, err := s.PushLog(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 { // rows 1 and 3
+			t.Errorf("PushLog(%+v) found %d rows, want 2", q, len(got))
+		}
 	}
 }
