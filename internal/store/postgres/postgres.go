@@ -18,8 +18,9 @@
 //     continues from the committed seq: no gap, no seq used twice.
 //   - A group without outbox jobs is two round trips: BEGIN, the locks
 //     and the IDs in one pipeline; the messages' INSERT, the counters and
-//     COMMIT in the other (outbox jobs: a COPY between them). Retries are caught by a unique index on (sender, local_id), on every
-//     node: a batch that holds one, or a duplicate another node stores
+//     COMMIT in the other (outbox jobs: a COPY between them). Retries are
+//     caught by a unique index on (sender, local_id), on every node: a
+//     batch that holds one, or a duplicate another node stores
 //     concurrently, makes the writer roll the transaction back and run it
 //     again, reading the stored originals to answer with them.
 //   - Outbox jobs carry a lease (owner node, end time), written with the
