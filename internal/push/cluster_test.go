@@ -808,3 +808,24 @@ func TestClusterExpansionResumedByAnotherNode(t *testing.T) {
 		t.Errorf("emulator accepted %d pushes, %d of them again; want %d once each", st.Accepted, st.Duplicates, len(users))
 	}
 }
+
+// A delivery-log query naming a user or push ID no store can hold (a NUL,
+// invalid UTF-8) finds nothing, as on the embedded stores, instead of
+// failing as an internal error where PostgreSQL refuses the value.
+func TestLogWithUnstorableIDs(t *testing.T) {
+	st, _ := twoNodeStores(t)
+	h := newHarness(t, push.Config{}, nil)
+	h.stop()
+	svc := push.New(st, h.pres, map[herald.PushProvider]push.Provider{herald.ProviderAPNs: h.prov}, push.Config{})
+	for _, q := range []store.PushLogQuery{
+		{PushID: "p\x00"}, {User: "bob\x00"}, {PushID: "\xff"}, {User: "bob", PushID: "p\x00x"},
+	} {
+		got, err := svc.Log(context.Background(), q)
+		if err != nil || len(got) != 0 {
+			t.Errorf("Log(user %q, push ID %q): %v, %v; want no entries and no error", q.User, q.PushID, got, err)
+		}
+	}
+	if _, err := svc.Log(context.Background(), store.PushLogQuery{PushID: "p1"}); err != nil {
+		t.Errorf("Log of a storable push ID: %v", err)
+	}
+}

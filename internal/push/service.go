@@ -537,6 +537,11 @@ func (s *Service) Log(ctx context.Context, q store.PushLogQuery) ([]herald.PushA
 	if q.Limit < 0 || q.Limit > 1000 {
 		return nil, herald.Errorf(herald.CodeInvalidArgument, "limit %d is out of range 1-1000", q.Limit)
 	}
+	if !herald.StorableText(q.User) || !herald.StorableText(q.PushID) {
+		// No user or device has such an ID: nothing stored matches
+		// (PostgreSQL would refuse the query as an error).
+		return []herald.PushAttempt{}, nil
+	}
 	out, err := s.st.PushLog(ctx, q)
 	if err != nil {
 		return nil, storeErr("push log", err)
