@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,10 @@ type PeerOptions struct {
 	Drain    time.Duration // how long to wait afterwards for deliveries; zero means 10s
 	Progress io.Writer     // a line per second while running; nil for none
 	Users    string        // user ID prefix, so several generators can load one server; empty means "bench"
+	// CPUProfile, when not nil, receives a CPU profile of this process
+	// (the load generator) over the sends and the drain: the window of
+	// generator_cpu_s.
+	CPUProfile io.Writer
 }
 
 // PeerResult is the report; JSON names are a contract for tools.
@@ -153,6 +158,11 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	// Receivers may be silent for longer than the heartbeat timeout.
 	defer keepAlive(clients)()
 
+	if o.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
+			return res, err
+		}
+	}
 	cpuBefore, genBefore := t.CPU(), procCPU(os.Getpid())
 	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, n, ts int64) []byte {
 		// Each frame is built by hand (the fields are digits and IDs:
@@ -177,6 +187,9 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	progress("done")
 	res.ServerCPUSec = (t.CPU() - cpuBefore).Seconds()
 	res.GeneratorCPUSec = (procCPU(os.Getpid()) - genBefore).Seconds()
+	if o.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 
 	pct, dups := latencyOf(recvs)
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
