@@ -19,7 +19,7 @@ import (
 )
 
 func TestSendFrameIsTheProtocol(t *testing.T) {
-	b := sendFrame(7, "bench-r1", 42, 1700000000123456789)
+	b := sendFrame(nil, 7, "bench-r1", 42, 1700000000123456789)
 	f, err := proto.JSON.DecodeFrame(b)
 	if err != nil {
 		t.Fatalf("DecodeFrame(%s): %v", b, err)
@@ -132,13 +132,13 @@ func TestPaceSpreadsSenders(t *testing.T) {
 	var mu sync.Mutex
 	first := make([]int64, senders) // the first stamp of each sender
 	var tl tally
-	start, done := pace(context.Background(), clients, senders*float64(time.Second/tick), 3*tick, &tl, func(i int, k, ts int64) []byte {
+	start, done := pace(context.Background(), clients, senders*float64(time.Second/tick), 3*tick, &tl, func(b []byte, i int, k, ts int64) []byte {
 		mu.Lock()
 		if first[i] == 0 {
 			first[i] = ts
 		}
 		mu.Unlock()
-		return []byte("x")
+		return append(b, 'x')
 	})
 	<-done
 	// Each sender's phase within the tick, from the scenario's start.

@@ -57,8 +57,7 @@ type PeerResult struct {
 }
 
 // sendFrame builds the send request for message n of a sender.
-func sendFrame(id uint64, to string, n, ts int64) []byte {
-	b := make([]byte, 0, 160)
+func sendFrame(b []byte, id uint64, to string, n, ts int64) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendUint(b, id, 10)
 	b = append(b, `,"op":"send","d":{"conv_type":"peer","to":"`...)
@@ -109,12 +108,20 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	var delivered atomic.Int64
 	recvs := make([]*receiver, o.Pairs)
 	senders := make([]*client, o.Pairs)
+	peers := make([]string, o.Pairs) // sender i's receiver
 	var clients []*client
 	defer func() {
 		for _, c := range clients {
 			c.close()
 		}
 	}()
+	// One goroutine reads every connection (poller): a goroutine per
+	// connection cost the generator a wake-up and an empty read per burst.
+	pl, err := newPoller()
+	if err != nil {
+		return res, err
+	}
+	defer pl.close()
 	nodes := len(t.Nodes())
 	sendNode := func(i int) int { return i % nodes }
 	recvNode := func(i int) int { return (i + i/nodes) % nodes }
@@ -124,7 +131,8 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 			r.crossNode = func(int64) bool { return cross }
 		}
 		recvs[i] = r
-		rc, err := dialLogin(ctx, t.node(recvNode(i)), fmt.Sprintf("%s-r%d", o.Users, i))
+		peers[i] = fmt.Sprintf("%s-r%d", o.Users, i)
+		rc, err := dialLogin(ctx, t.node(recvNode(i)), peers[i])
 		if err != nil {
 			return res, err
 		}
@@ -142,7 +150,9 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 				}
 			}
 		}
-		go rc.readLoop()
+		if err := pl.add(rc); err != nil {
+			return res, err
+		}
 	}
 	for i := 0; i < o.Pairs; i++ {
 		sc, err := dialLogin(ctx, t.node(sendNode(i)), fmt.Sprintf("%s-s%d", o.Users, i))
@@ -152,7 +162,9 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		clients = append(clients, sc)
 		senders[i] = sc
 		sc.onFrame = tl.onReply
-		go sc.readLoop()
+		if err := pl.add(sc); err != nil {
+			return res, err
+		}
 	}
 
 	// Receivers may be silent for longer than the heartbeat timeout.
@@ -164,10 +176,10 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		}
 	}
 	cpuBefore, genBefore := t.CPU(), procCPU(os.Getpid())
-	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, n, ts int64) []byte {
+	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(b []byte, i int, n, ts int64) []byte {
 		// Each frame is built by hand (the fields are digits and IDs:
 		// nothing to escape).
-		return sendFrame(uint64(n+1), fmt.Sprintf("%s-r%d", o.Users, i), n, ts)
+		return sendFrame(b, uint64(n+1), peers[i], n, ts)
 	})
 	var peak int64
 	progress := func(label string) {
