@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -44,9 +45,13 @@ func TestScenariosAgainstAServer(t *testing.T) {
 	}
 	target := startTarget(t, nil)
 
-	res, err := Peer(context.Background(), target, PeerOptions{Pairs: 4, Rate: 400, Duration: time.Second})
+	var profile bytes.Buffer
+	res, err := Peer(context.Background(), target, PeerOptions{Pairs: 4, Rate: 400, Duration: time.Second, CPUProfile: &profile})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if profile.Len() == 0 {
+		t.Error("CPUProfile: nothing written, want the generator's CPU profile")
 	}
 	if res.Sent < 300 || res.Acked != res.Sent || res.Delivered != res.Sent || res.Lost != 0 || res.Duplicated != 0 || res.Errors != 0 {
 		t.Errorf("peer result %+v: want ~400 sent, all acked and delivered once", res)
