@@ -22,6 +22,7 @@ import (
 const benchUsage = `Usage:
   herald bench peer [--pairs N] [--rate R] [--duration D] [--json] [--target URL --secret S [--users PREFIX]]
                     [--store sqlite|pebble|URL] [--nodes N --store postgres://... --bus nats://...]
+                    [--cpuprofile FILE]
   herald bench conn [--conns N] [--concurrency C] [--restart [--restart-deadline D]] [--cpuprofile FILE] [--json]
                     [--target URL --secret S]
   herald bench push [--provider apns|fcm|hms|webpush] [--recipients N] [--messages M]
@@ -92,6 +93,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		fs.Float64Var(&rate, "rate", 20000, "messages per second, all senders together")
 		fs.DurationVar(&duration, "duration", 10*time.Second, "how long to send")
 		fs.StringVar(&pushEnv.store, "store", os.Getenv("HERALD_STORE"), "the server's HERALD_STORE: sqlite, pebble or a postgres:// URL (empty: the server's default)")
+		fs.StringVar(&pushEnv.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the load generator) over the sends and the drain to this file")
 	case "conn":
 		fs.IntVar(&conns, "conns", 5000, "idle logged-in connections (keep under the open-file limit)")
 		fs.IntVar(&co.Concurrency, "concurrency", 256, "logins in progress at once while the connections are opened")
@@ -206,7 +208,16 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var err error
 	switch scenario {
 	case "peer":
-		report, err = bench.Peer(ctx, t, bench.PeerOptions{Pairs: pairs, Rate: rate, Duration: duration, Progress: stderr, Users: *users})
+		peer := bench.PeerOptions{Pairs: pairs, Rate: rate, Duration: duration, Progress: stderr, Users: *users}
+		if pushEnv.cpuProfile != "" {
+			f, ferr := os.Create(pushEnv.cpuProfile)
+			if ferr != nil {
+				return ferr
+			}
+			defer f.Close()
+			peer.CPUProfile = f
+		}
+		report, err = bench.Peer(ctx, t, peer)
 	case "conn":
 		// A bench server's built-in emulators accept the bench's app; a
 		// --target may not be configured for it.

@@ -50,7 +50,7 @@ func TestHelpListsOnlyTheCommandsFlags(t *testing.T) {
 		{[]string{"push", "log", "--help"}, []string{"-user", "-limit", "-addr"}, []string{"-store", "-title"}},
 		{[]string{"push", "-h"}, []string{"herald push test", "herald push log", "herald push status"}, nil},
 		{[]string{"bench", "-h"}, []string{"herald bench peer", "herald bench group"}, nil},
-		{[]string{"bench", "peer", "-h"}, []string{"-nodes", "-bus", "-store"}, nil},
+		{[]string{"bench", "peer", "-h"}, []string{"-nodes", "-bus", "-store", "-cpuprofile"}, nil},
 		{[]string{"bench", "conn", "-h"}, []string{"-conns"}, []string{"-nodes", "-bus"}},
 		{[]string{"emulator", "-h"}, []string{"-sandbox-addr", "-dir"}, []string{"-store"}},
 	}

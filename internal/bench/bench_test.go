@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -19,7 +20,7 @@ import (
 )
 
 func TestSendFrameIsTheProtocol(t *testing.T) {
-	b := sendFrame(7, "bench-r1", 42, 1700000000123456789)
+	b := sendFrame(nil, 7, "bench-r1", 42, 1700000000123456789)
 	f, err := proto.JSON.DecodeFrame(b)
 	if err != nil {
 		t.Fatalf("DecodeFrame(%s): %v", b, err)
@@ -44,9 +45,13 @@ func TestScenariosAgainstAServer(t *testing.T) {
 	}
 	target := startTarget(t, nil)
 
-	res, err := Peer(context.Background(), target, PeerOptions{Pairs: 4, Rate: 400, Duration: time.Second})
+	var profile bytes.Buffer
+	res, err := Peer(context.Background(), target, PeerOptions{Pairs: 4, Rate: 400, Duration: time.Second, CPUProfile: &profile})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if profile.Len() == 0 {
+		t.Error("CPUProfile: nothing written, want the generator's CPU profile")
 	}
 	if res.Sent < 300 || res.Acked != res.Sent || res.Delivered != res.Sent || res.Lost != 0 || res.Duplicated != 0 || res.Errors != 0 {
 		t.Errorf("peer result %+v: want ~400 sent, all acked and delivered once", res)
@@ -132,13 +137,13 @@ func TestPaceSpreadsSenders(t *testing.T) {
 	var mu sync.Mutex
 	first := make([]int64, senders) // the first stamp of each sender
 	var tl tally
-	start, done := pace(context.Background(), clients, senders*float64(time.Second/tick), 3*tick, &tl, func(i int, k, ts int64) []byte {
+	start, done := pace(context.Background(), clients, senders*float64(time.Second/tick), 3*tick, &tl, func(b []byte, i int, k, ts int64) []byte {
 		mu.Lock()
 		if first[i] == 0 {
 			first[i] = ts
 		}
 		mu.Unlock()
-		return []byte("x")
+		return append(b, 'x')
 	})
 	<-done
 	// Each sender's phase within the tick, from the scenario's start.

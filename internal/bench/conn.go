@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,13 +21,16 @@ import (
 // rather than the SDK so the load generator spends little of the CPU it
 // shares with the server.
 type client struct {
-	conn    net.Conn
-	br      *bufio.Reader
-	wmu     sync.Mutex
-	wbuf    []byte // a request's WebSocket frame, as written
-	pbuf    []byte // a request's payload (request)
-	nextID  uint64
-	onFrame func(payload []byte) // a text message as received; valid during the call
+	conn   net.Conn
+	br     *bufio.Reader
+	wmu    sync.Mutex
+	wbuf   []byte // a request's WebSocket frame, as written
+	pbuf   []byte // a request's payload (request)
+	nextID uint64
+	// wdeadline is the connection's write deadline, as last set.
+	// Guarded by wmu.
+	wdeadline time.Time
+	onFrame   func(payload []byte) // a text message as received; valid during the call
 }
 
 // dialLogin connects, logs in as user and waits for the end of the sync.
@@ -85,21 +87,40 @@ func (c *client) writeFrames(payloads [][]byte) error {
 		buf = appendClientFrame(buf, p)
 	}
 	c.wbuf = buf
-	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	c.wdeadline = time.Now().Add(writeTimeout)
+	c.conn.SetWriteDeadline(c.wdeadline)
 	_, err := c.conn.Write(buf)
 	return err
 }
 
-// appendClientFrame appends a masked text frame holding p.
-func appendClientFrame(b, p []byte) []byte {
-	h := ws.Header{Fin: true, OpCode: ws.OpText, Masked: true, Mask: ws.NewMask(), Length: int64(len(p))}
-	var hb bytes.Buffer
-	ws.WriteHeader(&hb, h)
-	b = append(b, hb.Bytes()...)
-	start := len(b)
-	b = append(b, p...)
-	ws.Cipher(b[start:], h.Mask, 0)
-	return b
+// writeTimeout bounds a write the server does not take.
+const writeTimeout = 10 * time.Second
+
+// writeWire writes frames already framed (appendClientFrame) in one system
+// call, at now. A paced sender writes every few milliseconds: its write
+// deadline is moved only when less than half of writeTimeout is left, so
+// a write that blocks fails after 5 to 10 s, and most writes do not reset
+// the connection's deadline timer.
+func (c *client) writeWire(wire []byte, now time.Time) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wdeadline.Sub(now) < writeTimeout/2 {
+		c.wdeadline = now.Add(writeTimeout)
+		c.conn.SetWriteDeadline(c.wdeadline)
+	}
+	_, err := c.conn.Write(wire)
+	return err
+}
+
+// writeControl writes a control frame (a pong) holding p.
+func (c *client) writeControl(op ws.OpCode, p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf = appendClientFrameOp(c.wbuf[:0], op, p)
+	c.wdeadline = time.Now().Add(writeTimeout)
+	c.conn.SetWriteDeadline(c.wdeadline)
+	_, err := c.conn.Write(c.wbuf)
+	return err
 }
 
 // send writes a request with a fresh ID and returns it.
@@ -126,7 +147,8 @@ func (c *client) request(op string, v any, withID bool) (uint64, error) {
 	// writer does: written apart, they went out as two segments, and
 	// the server often woke up for each.
 	c.wbuf = appendClientFrame(c.wbuf[:0], c.pbuf)
-	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	c.wdeadline = time.Now().Add(writeTimeout)
+	c.conn.SetWriteDeadline(c.wdeadline)
 	_, err = c.conn.Write(c.wbuf)
 	return id, err
 }

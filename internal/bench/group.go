@@ -78,8 +78,7 @@ type GroupResult struct {
 
 // groupSendFrame builds a group send: text "<n>:<send time>", with a push
 // configuration for the offline members.
-func groupSendFrame(id uint64, group string, n, ts int64) []byte {
-	b := make([]byte, 0, 200)
+func groupSendFrame(b []byte, id uint64, group string, n, ts int64) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendUint(b, id, 10)
 	b = append(b, `,"op":"send","d":{"conv_type":"group","to":"`...)
@@ -263,8 +262,8 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	defer keepAlive(clients)()
 
 	cpuBefore, emuCPUBefore := t.CPU(), emu.CPU()
-	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, k, ts int64) []byte {
-		return groupSendFrame(uint64(k+1), group, int64(i)<<40|k, ts) // text unique across senders
+	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(b []byte, i int, k, ts int64) []byte {
+		return groupSendFrame(b, uint64(k+1), group, int64(i)<<40|k, ts) // text unique across senders
 	})
 	var peak int64
 	progress := func(label string) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,15 +39,16 @@ func (t *tally) onReply(p []byte) {
 }
 
 // pace starts a goroutine per sender that writes, every tick, the frames
-// due by then at rate/len(senders) per second, for d; frame builds sender
-// i's k-th request stamped ts (Unix ns). done is closed when all have
+// due by then at rate/len(senders) per second, for d; frame appends sender
+// i's k-th request stamped ts (Unix ns) to b. done is closed when all have
 // stopped. Everything due goes out in one write, as a client with a
 // backlog would send it. Messages carry the tick's scheduled time, not the
 // time they were written: a late tick (the ticker keeps the oldest one) or
 // a blocked write counts in their latency instead of being left out, while
-// the tick's own granularity does not.
+// the tick's own granularity does not. Each sender builds its frames in
+// buffers it keeps: nothing is allocated per message.
 func pace(ctx context.Context, senders []*client, rate float64, d time.Duration, t *tally,
-	frame func(i int, k, ts int64) []byte) (start time.Time, done <-chan struct{}) {
+	frame func(b []byte, i int, k, ts int64) []byte) (start time.Time, done <-chan struct{}) {
 	each := rate / float64(len(senders))
 	tick := max(time.Duration(float64(time.Second)/each), 5*time.Millisecond)
 	start = time.Now()
@@ -68,23 +68,25 @@ func pace(ctx context.Context, senders []*client, rate float64, d time.Duration,
 			tk := time.NewTicker(tick)
 			defer tk.Stop()
 			var k int64
-			var frames [][]byte
+			var payload, wire []byte
 			for now := range tk.C {
 				if now.After(stop) || ctx.Err() != nil {
 					return
 				}
-				frames = frames[:0]
+				wire = wire[:0]
+				k0 := k
 				for due := int64(now.Sub(start).Seconds() * each); k < due; k++ {
-					frames = append(frames, frame(i, k, now.UnixNano()))
+					payload = frame(payload[:0], i, k, now.UnixNano())
+					wire = appendClientFrame(wire, payload)
 				}
-				if len(frames) == 0 {
+				if k == k0 {
 					continue
 				}
-				if err := sc.writeFrames(frames); err != nil {
+				if err := sc.writeWire(wire, now); err != nil {
 					t.firstErr.CompareAndSwap(nil, err.Error())
 					return
 				}
-				t.sent.Add(int64(len(frames)))
+				t.sent.Add(k - k0)
 			}
 		}()
 	}
@@ -129,8 +131,7 @@ func newReceiver() *receiver { return &receiver{seen: make(map[int64]struct{})} 
 // beats decoding.
 func (r *receiver) record(p []byte, now int64) (first bool, count int, lastSeq int64) {
 	seq := scanInt(p, `"seq":`)
-	n := scanInt(p, `"text":"`)
-	ts := scanInt(p, `"text":"`+strconv.FormatInt(n, 10)+`:`)
+	n, ts := scanText(p)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, dup := r.seen[n]; dup {
@@ -147,6 +148,31 @@ func (r *receiver) record(p []byte, now int64) (first bool, count int, lastSeq i
 	}
 	r.lastSeq = max(r.lastSeq, seq)
 	return first, len(r.seen), r.lastSeq
+}
+
+// scanText parses the text "<n>:<send time>" of a message event (zeros
+// for what is missing).
+func scanText(p []byte) (n, ts int64) {
+	const key = `"text":"`
+	i := bytes.Index(p, []byte(key))
+	if i < 0 {
+		return 0, 0
+	}
+	p = p[i+len(key):]
+	i = 0
+	for ; i < len(p) && p[i] >= '0' && p[i] <= '9'; i++ {
+		n = n*10 + int64(p[i]-'0')
+	}
+	if i == len(p) || p[i] != ':' {
+		return n, 0
+	}
+	for _, c := range p[i+1:] {
+		if c < '0' || c > '9' {
+			break
+		}
+		ts = ts*10 + int64(c-'0')
+	}
+	return n, ts
 }
 
 // isMessage reports whether p is a live message event.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,10 @@ type PeerOptions struct {
 	Drain    time.Duration // how long to wait afterwards for deliveries; zero means 10s
 	Progress io.Writer     // a line per second while running; nil for none
 	Users    string        // user ID prefix, so several generators can load one server; empty means "bench"
+	// CPUProfile, when not nil, receives a CPU profile of this process
+	// (the load generator) over the sends and the drain: the window of
+	// generator_cpu_s.
+	CPUProfile io.Writer
 }
 
 // PeerResult is the report; JSON names are a contract for tools.
@@ -52,8 +57,7 @@ type PeerResult struct {
 }
 
 // sendFrame builds the send request for message n of a sender.
-func sendFrame(id uint64, to string, n, ts int64) []byte {
-	b := make([]byte, 0, 160)
+func sendFrame(b []byte, id uint64, to string, n, ts int64) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendUint(b, id, 10)
 	b = append(b, `,"op":"send","d":{"conv_type":"peer","to":"`...)
@@ -104,12 +108,20 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	var delivered atomic.Int64
 	recvs := make([]*receiver, o.Pairs)
 	senders := make([]*client, o.Pairs)
+	peers := make([]string, o.Pairs) // sender i's receiver
 	var clients []*client
 	defer func() {
 		for _, c := range clients {
 			c.close()
 		}
 	}()
+	// One goroutine reads every connection (poller): a goroutine per
+	// connection cost the generator a wake-up and an empty read per burst.
+	pl, err := newPoller()
+	if err != nil {
+		return res, err
+	}
+	defer pl.close()
 	nodes := len(t.Nodes())
 	sendNode := func(i int) int { return i % nodes }
 	recvNode := func(i int) int { return (i + i/nodes) % nodes }
@@ -119,7 +131,8 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 			r.crossNode = func(int64) bool { return cross }
 		}
 		recvs[i] = r
-		rc, err := dialLogin(ctx, t.node(recvNode(i)), fmt.Sprintf("%s-r%d", o.Users, i))
+		peers[i] = fmt.Sprintf("%s-r%d", o.Users, i)
+		rc, err := dialLogin(ctx, t.node(recvNode(i)), peers[i])
 		if err != nil {
 			return res, err
 		}
@@ -137,7 +150,9 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 				}
 			}
 		}
-		go rc.readLoop()
+		if err := pl.add(rc); err != nil {
+			return res, err
+		}
 	}
 	for i := 0; i < o.Pairs; i++ {
 		sc, err := dialLogin(ctx, t.node(sendNode(i)), fmt.Sprintf("%s-s%d", o.Users, i))
@@ -147,17 +162,24 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		clients = append(clients, sc)
 		senders[i] = sc
 		sc.onFrame = tl.onReply
-		go sc.readLoop()
+		if err := pl.add(sc); err != nil {
+			return res, err
+		}
 	}
 
 	// Receivers may be silent for longer than the heartbeat timeout.
 	defer keepAlive(clients)()
 
+	if o.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
+			return res, err
+		}
+	}
 	cpuBefore, genBefore := t.CPU(), procCPU(os.Getpid())
-	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(i int, n, ts int64) []byte {
+	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(b []byte, i int, n, ts int64) []byte {
 		// Each frame is built by hand (the fields are digits and IDs:
 		// nothing to escape).
-		return sendFrame(uint64(n+1), fmt.Sprintf("%s-r%d", o.Users, i), n, ts)
+		return sendFrame(b, uint64(n+1), peers[i], n, ts)
 	})
 	var peak int64
 	progress := func(label string) {
@@ -177,6 +199,9 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	progress("done")
 	res.ServerCPUSec = (t.CPU() - cpuBefore).Seconds()
 	res.GeneratorCPUSec = (procCPU(os.Getpid()) - genBefore).Seconds()
+	if o.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 
 	pct, dups := latencyOf(recvs)
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
