@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 )
 
@@ -15,6 +16,9 @@ type Codec interface {
 	Binary() bool
 	// EncodeFrame appends the encoding of f to dst.
 	EncodeFrame(dst []byte, f *Frame) ([]byte, error)
+	// AppendFrame appends the encoding of f with the encoding of v as its
+	// payload (f.Data is not used): the payload is encoded in place.
+	AppendFrame(dst []byte, f Frame, v any) ([]byte, error)
 	// DecodeFrame parses one frame. Data aliases no memory of b.
 	DecodeFrame(b []byte) (Frame, error)
 	// Marshal and Unmarshal encode payloads (Frame.Data).
@@ -43,8 +47,53 @@ func (jsonCodec) Binary() bool { return false }
 // EncodeFrame writes the envelope by hand: it is on every delivery's path and
 // the payload is already encoded.
 func (jsonCodec) EncodeFrame(dst []byte, f *Frame) ([]byte, error) {
+	dst, sep := appendEnvelope(dst, f)
+	if len(f.Data) > 0 {
+		if sep {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"d":`...)
+		dst = append(dst, f.Data...)
+		sep = true
+	}
+	return appendFrameErr(dst, f, sep)
+}
+
+// AppendFrame is EncodeFrame with v encoded as the payload, in place:
+// a message and a send's reply by hand (append.go), into dst grown once
+// to a size that fits most; anything else through encoding/json.
+func (jsonCodec) AppendFrame(dst []byte, f Frame, v any) ([]byte, error) {
+	var data []byte
+	hint := payloadHint(v)
+	if hint == 0 {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			return dst, err
+		}
+		hint = len(data)
+	}
+	dst = slices.Grow(dst, hint+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
+	dst, sep := appendEnvelope(dst, &f)
+	if sep {
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"d":`...)
+	if data != nil {
+		dst = append(dst, data...)
+	} else {
+		dst, _ = appendKnown(dst, v)
+	}
+	return appendFrameErr(dst, &f, true)
+}
+
+// frameEnvelopeBytes is what a frame's envelope takes without its op and
+// ev names and its err: {"id":18446744073709551615,"op":"","ev":"","d":} is 45.
+const frameEnvelopeBytes = 48
+
+// appendEnvelope appends a frame's opening and its id, op and ev; sep
+// tells whether a field was written.
+func appendEnvelope(dst []byte, f *Frame) (_ []byte, sep bool) {
 	dst = append(dst, '{')
-	sep := false
 	if f.ID != 0 {
 		dst = append(dst, `"id":`...)
 		dst = strconv.AppendUint(dst, f.ID, 10)
@@ -66,14 +115,11 @@ func (jsonCodec) EncodeFrame(dst []byte, f *Frame) ([]byte, error) {
 		dst = appendJSONString(dst, f.Ev)
 		sep = true
 	}
-	if len(f.Data) > 0 {
-		if sep {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, `"d":`...)
-		dst = append(dst, f.Data...)
-		sep = true
-	}
+	return dst, sep
+}
+
+// appendFrameErr appends a frame's err and its closing.
+func appendFrameErr(dst []byte, f *Frame, sep bool) ([]byte, error) {
 	if f.Err != nil {
 		b, err := json.Marshal(f.Err)
 		if err != nil {
@@ -397,7 +443,12 @@ func plainString(b []byte, i int) ([]byte, int, bool) {
 	return nil, 0, false
 }
 
-func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+func (jsonCodec) Marshal(v any) ([]byte, error) {
+	if b, ok := appendKnown(nil, v); ok {
+		return b, nil
+	}
+	return json.Marshal(v)
+}
 
 func (jsonCodec) Unmarshal(data []byte, v any) error {
 	if decodePayloadFast(data, v) {
@@ -422,14 +473,13 @@ func unmarshalSlow(data []byte, v any) error {
 }
 
 // appendJSONString appends s as a JSON string. Operation and event names
-// are plain ASCII and are copied as they are; anything else goes through
-// encoding/json (strconv.AppendQuote writes Go escapes, such as \x7f,
-// that JSON does not have).
+// are plain ASCII and are copied as they are; anything else is escaped as
+// encoding/json escapes it (strconv.AppendQuote writes Go escapes, such as
+// \x7f, that JSON does not have).
 func appendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			b, _ := json.Marshal(s) // a string always marshals
-			return append(dst, b...)
+			return appendString(dst, s)
 		}
 	}
 	dst = append(dst, '"')
