@@ -236,6 +236,13 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 // smallWriteBytes is the largest write that does not take a pooled buffer.
 const smallWriteBytes = 4 << 10
 
+// maxVecFrames is the most queued frames a writer on an owned descriptor
+// writes with one writev from where they are (poller.writeFrames); a
+// longer queue (a sync streaming, a burst to a slow reader) is copied
+// into one buffer. Its headers and vectors are on the writer's stack, a
+// short-lived goroutine's, which 8 keep well within its first stack.
+const maxVecFrames = 8
+
 func newSession(g *Gateway, conn net.Conn) *session {
 	s := &session{g: g, id: chat.SessionID(g.nextID.Add(1)), conn: conn}
 	if a := conn.RemoteAddr(); a != nil {
@@ -502,36 +509,45 @@ func (s *session) writeLoop() {
 		s.mu.Unlock()
 
 		last := len(q) == 0 // only the close frame is left
-		var closing []byte
-		size := 0
-		if last {
-			closing = ws.NewCloseFrameBody(ws.StatusCode(code), reason)
-			size = frameSize(closing)
-		}
-		for _, f := range q {
-			size += frameSize(f.payload)
-		}
-		var buf []byte
-		if size <= smallWriteBytes {
-			buf = make([]byte, 0, size)
-		} else {
-			if bp == nil {
-				bp = bufPool.Get().(*[]byte)
-			}
-			buf = (*bp)[:0]
-		}
 		written, beat := 0, false
 		for _, f := range q {
-			buf = appendFrame(buf, f.op, f.payload)
 			written += frameCost(f.payload)
 			beat = beat || f.startsHeartbeat
 		}
-		if last {
-			buf = appendFrame(buf, ws.OpClose, closing)
-		}
-		err := s.write(buf)
-		if bp != nil && size > smallWriteBytes && cap(buf) <= 1<<20 {
-			*bp = buf
+		var err error
+		if !last && s.conn == nil && len(q) <= maxVecFrames {
+			// On an owned descriptor the frames go out from where they
+			// are, their headers beside them, in one writev: no buffer.
+			err = s.g.poller.writeFrames(s, q, time.Now().Add(s.g.cfg.WriteTimeout))
+		} else {
+			var closing []byte
+			size := 0
+			if last {
+				closing = ws.NewCloseFrameBody(ws.StatusCode(code), reason)
+				size = frameSize(closing)
+			}
+			for _, f := range q {
+				size += frameSize(f.payload)
+			}
+			var buf []byte
+			if size <= smallWriteBytes {
+				buf = make([]byte, 0, size)
+			} else {
+				if bp == nil {
+					bp = bufPool.Get().(*[]byte)
+				}
+				buf = (*bp)[:0]
+			}
+			for _, f := range q {
+				buf = appendFrame(buf, f.op, f.payload)
+			}
+			if last {
+				buf = appendFrame(buf, ws.OpClose, closing)
+			}
+			err = s.write(buf)
+			if bp != nil && size > smallWriteBytes && cap(buf) <= 1<<20 {
+				*bp = buf
+			}
 		}
 		if err == nil && beat {
 			// sync_done is out: the heartbeat clock starts now, not when
@@ -646,12 +662,11 @@ func (s *session) reply(id uint64, v any) {
 	if id == 0 {
 		return
 	}
-	data, err := s.g.codec.Marshal(v)
+	frame, err := s.g.codec.AppendFrame(nil, proto.Frame{ID: id}, v)
 	if err != nil {
 		s.fail(id, "", err)
 		return
 	}
-	frame, _ := s.g.codec.EncodeFrame(nil, &proto.Frame{ID: id, Data: data})
 	s.mu.Lock()
 	s.enqueueLocked(ws.OpText, frame)
 	s.mu.Unlock()
@@ -1100,7 +1115,7 @@ func (s *session) send(f proto.Frame) {
 			s.fail(id, op, err)
 			return
 		}
-		s.reply(id, proto.SendReply{Message: proto.FromMessage(res.Message, user, false), Duplicate: res.Duplicate})
+		s.reply(id, &proto.SendReply{Message: proto.FromMessage(res.Message, user, false), Duplicate: res.Duplicate})
 	})
 }
 
