@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/herald-im/herald"
 )
@@ -166,5 +167,38 @@ func TestAppendFrameAllocatesOnce(t *testing.T) {
 		if allocs != 1 {
 			t.Errorf("%T: %v allocations, want 1", v, allocs)
 		}
+	}
+}
+
+// TestAppendMessageFrame checks the frames of a live message and a send's
+// reply against AppendFrame with the payload FromMessage makes, for the
+// sender and the receiver of a peer message, and that each takes one
+// allocation.
+func TestAppendMessageFrame(t *testing.T) {
+	m := &herald.Message{ID: 42, Conv: "p:alice:bob", ConvType: herald.ConversationPeer, Seq: 7, From: "alice", To: "bob",
+		FromDevice: "alice-phone", LocalID: "0123456789abcdef", Type: herald.MessageText, Text: "hello <you>",
+		Mentions: []string{"bob"}, CreatedAt: time.UnixMilli(1700000000123)}
+	for _, viewer := range []string{"alice", "bob"} {
+		for _, f := range []Frame{{Ev: EvMessage}, {ID: 3}} {
+			want, _ := JSON.AppendFrame([]byte("x"), f, FromMessage(m, viewer, false))
+			if got := JSON.AppendMessageFrame([]byte("x"), f, m, viewer); !bytes.Equal(got, want) {
+				t.Errorf("message frame for %s:\n got %s\nwant %s", viewer, got, want)
+			}
+			for _, dup := range []bool{false, true} {
+				want, _ := JSON.AppendFrame(nil, f, SendReply{Message: FromMessage(m, viewer, false), Duplicate: dup})
+				if got := JSON.AppendSendReplyFrame(nil, f, m, viewer, dup); !bytes.Equal(got, want) {
+					t.Errorf("reply frame for %s:\n got %s\nwant %s", viewer, got, want)
+				}
+			}
+		}
+	}
+	if raceBuild {
+		return
+	}
+	if n := testing.AllocsPerRun(100, func() { JSON.AppendMessageFrame(nil, Frame{Ev: EvMessage}, m, "bob") }); n != 1 {
+		t.Errorf("AppendMessageFrame: %v allocations, want 1", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { JSON.AppendSendReplyFrame(nil, Frame{ID: 1}, m, "alice", true) }); n != 1 {
+		t.Errorf("AppendSendReplyFrame: %v allocations, want 1", n)
 	}
 }

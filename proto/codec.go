@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+
+	"github.com/herald-im/herald"
 )
 
 // Codec encodes frames and payloads. JSON is the only codec today; a binary
@@ -19,6 +21,13 @@ type Codec interface {
 	// AppendFrame appends the encoding of f with the encoding of v as its
 	// payload (f.Data is not used): the payload is encoded in place.
 	AppendFrame(dst []byte, f Frame, v any) ([]byte, error)
+	// AppendMessageFrame appends frame f with the payload m as viewer
+	// receives it live (FromMessage(m, viewer, false)), and
+	// AppendSendReplyFrame with a SendReply holding it: as AppendFrame
+	// would, without the payload's trip through an interface (an
+	// allocation per message).
+	AppendMessageFrame(dst []byte, f Frame, m *herald.Message, viewer string) []byte
+	AppendSendReplyFrame(dst []byte, f Frame, m *herald.Message, viewer string, duplicate bool) []byte
 	// DecodeFrame parses one frame. Data aliases no memory of b.
 	DecodeFrame(b []byte) (Frame, error)
 	// Marshal and Unmarshal encode payloads (Frame.Data).
@@ -73,17 +82,40 @@ func (jsonCodec) AppendFrame(dst []byte, f Frame, v any) ([]byte, error) {
 		hint = len(data)
 	}
 	dst = slices.Grow(dst, hint+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
-	dst, sep := appendEnvelope(dst, &f)
-	if sep {
-		dst = append(dst, ',')
-	}
-	dst = append(dst, `"d":`...)
+	dst = appendPayloadKey(dst, &f)
 	if data != nil {
 		dst = append(dst, data...)
 	} else {
 		dst, _ = appendKnown(dst, v)
 	}
 	return appendFrameErr(dst, &f, true)
+}
+
+func (jsonCodec) AppendMessageFrame(dst []byte, f Frame, m *herald.Message, viewer string) []byte {
+	w := FromMessage(m, viewer, false)
+	dst = slices.Grow(dst, messageHint(&w)+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
+	dst = appendPayloadKey(dst, &f)
+	dst = appendMessage(dst, &w)
+	dst, _ = appendFrameErr(dst, &f, true) // f.Err, if any, is a protocol error: it encodes
+	return dst
+}
+
+func (jsonCodec) AppendSendReplyFrame(dst []byte, f Frame, m *herald.Message, viewer string, duplicate bool) []byte {
+	r := SendReply{Message: FromMessage(m, viewer, false), Duplicate: duplicate}
+	dst = slices.Grow(dst, messageHint(&r.Message)+sendReplyBytes+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
+	dst = appendPayloadKey(dst, &f)
+	dst = appendSendReply(dst, &r)
+	dst, _ = appendFrameErr(dst, &f, true)
+	return dst
+}
+
+// appendPayloadKey appends a frame's envelope up to its payload.
+func appendPayloadKey(dst []byte, f *Frame) []byte {
+	dst, sep := appendEnvelope(dst, f)
+	if sep {
+		dst = append(dst, ',')
+	}
+	return append(dst, `"d":`...)
 }
 
 // frameEnvelopeBytes is what a frame's envelope takes without its op and

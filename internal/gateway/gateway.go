@@ -698,13 +698,7 @@ func (g *Gateway) DeliverMessage(m *herald.Message, to []string, origin chat.Ses
 				continue
 			}
 			if *frame == nil {
-				var err error
-				pm := proto.FromMessage(m, user, false)
-				*frame, err = g.encodeEvent(proto.EvMessage, &pm)
-				if err != nil {
-					g.log.Error("encode message", "err", err)
-					break
-				}
+				*frame = g.codec.AppendMessageFrame(nil, proto.Frame{Ev: proto.EvMessage}, m, user)
 			}
 			s.deliver(m.Conv, m.Seq, *frame)
 		}

@@ -667,6 +667,11 @@ func (s *session) reply(id uint64, v any) {
 		s.fail(id, "", err)
 		return
 	}
+	s.queueReply(frame)
+}
+
+// queueReply queues an encoded reply.
+func (s *session) queueReply(frame []byte) {
 	s.mu.Lock()
 	s.enqueueLocked(ws.OpText, frame)
 	s.mu.Unlock()
@@ -1115,7 +1120,9 @@ func (s *session) send(f proto.Frame) {
 			s.fail(id, op, err)
 			return
 		}
-		s.reply(id, &proto.SendReply{Message: proto.FromMessage(res.Message, user, false), Duplicate: res.Duplicate})
+		if id != 0 {
+			s.queueReply(s.g.codec.AppendSendReplyFrame(nil, proto.Frame{ID: id}, res.Message, user, res.Duplicate))
+		}
 	})
 }
 
