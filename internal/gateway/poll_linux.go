@@ -22,9 +22,9 @@ import (
 // session owns a duplicate of it and the net.Conn is closed (own): Go's
 // netFD, its addresses and its netpoller entry are ~900 bytes per idle
 // connection, more than the session itself. From then on reads and
-// writes are read(2) and write(2) on fd, each holding a reference (ref),
-// and a write that finds the socket's buffer full waits for EPOLLOUT in
-// the poller's second epoll set (await).
+// writes are read(2) and write(2) or writev(2) on fd, each holding a
+// reference (ref), and a write that finds the socket's buffer full waits
+// for EPOLLOUT in the poller's second epoll set (await).
 type pollState struct {
 	raw     syscall.RawConn // until own; nil after
 	fd      int32           // a descriptor is an int32 to the kernel: the session stays small

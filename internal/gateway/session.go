@@ -227,7 +227,8 @@ type heldLive struct {
 
 // bufPool holds the writers' buffers for writes larger than
 // smallWriteBytes. A smaller write (a pong, a login's reply, a live
-// message) is encoded into a buffer of its own size, left to the
+// message) needs none on an owned descriptor (writev, maxVecFrames) and
+// is otherwise copied into a buffer of its own size, left to the
 // collector: in a login storm, hundreds of writers at once each took a
 // 16 KiB buffer for a few hundred bytes, and the pool kept them all after
 // it, in the heap of a server whose sessions then idle.
