@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+
+	"github.com/herald-im/herald"
 )
 
 // Codec encodes frames and payloads. JSON is the only codec today; a binary
@@ -15,6 +18,16 @@ type Codec interface {
 	Binary() bool
 	// EncodeFrame appends the encoding of f to dst.
 	EncodeFrame(dst []byte, f *Frame) ([]byte, error)
+	// AppendFrame appends the encoding of f with the encoding of v as its
+	// payload (f.Data is not used): the payload is encoded in place.
+	AppendFrame(dst []byte, f Frame, v any) ([]byte, error)
+	// AppendMessageFrame appends frame f with the payload m as viewer
+	// receives it live (FromMessage(m, viewer, false)), and
+	// AppendSendReplyFrame with a SendReply holding it: as AppendFrame
+	// would, without the payload's trip through an interface (an
+	// allocation per message).
+	AppendMessageFrame(dst []byte, f Frame, m *herald.Message, viewer string) []byte
+	AppendSendReplyFrame(dst []byte, f Frame, m *herald.Message, viewer string, duplicate bool) []byte
 	// DecodeFrame parses one frame. Data aliases no memory of b.
 	DecodeFrame(b []byte) (Frame, error)
 	// Marshal and Unmarshal encode payloads (Frame.Data).
@@ -43,8 +56,76 @@ func (jsonCodec) Binary() bool { return false }
 // EncodeFrame writes the envelope by hand: it is on every delivery's path and
 // the payload is already encoded.
 func (jsonCodec) EncodeFrame(dst []byte, f *Frame) ([]byte, error) {
+	dst, sep := appendEnvelope(dst, f)
+	if len(f.Data) > 0 {
+		if sep {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, `"d":`...)
+		dst = append(dst, f.Data...)
+		sep = true
+	}
+	return appendFrameErr(dst, f, sep)
+}
+
+// AppendFrame is EncodeFrame with v encoded as the payload, in place:
+// a message and a send's reply by hand (append.go), into dst grown once
+// to a size that fits most; anything else through encoding/json.
+func (jsonCodec) AppendFrame(dst []byte, f Frame, v any) ([]byte, error) {
+	var data []byte
+	hint := payloadHint(v)
+	if hint == 0 {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			return dst, err
+		}
+		hint = len(data)
+	}
+	dst = slices.Grow(dst, hint+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
+	dst = appendPayloadKey(dst, &f)
+	if data != nil {
+		dst = append(dst, data...)
+	} else {
+		dst, _ = appendKnown(dst, v)
+	}
+	return appendFrameErr(dst, &f, true)
+}
+
+func (jsonCodec) AppendMessageFrame(dst []byte, f Frame, m *herald.Message, viewer string) []byte {
+	w := FromMessage(m, viewer, false)
+	dst = slices.Grow(dst, messageHint(&w)+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
+	dst = appendPayloadKey(dst, &f)
+	dst = appendMessage(dst, &w)
+	dst, _ = appendFrameErr(dst, &f, true) // f.Err, if any, is a protocol error: it encodes
+	return dst
+}
+
+func (jsonCodec) AppendSendReplyFrame(dst []byte, f Frame, m *herald.Message, viewer string, duplicate bool) []byte {
+	r := SendReply{Message: FromMessage(m, viewer, false), Duplicate: duplicate}
+	dst = slices.Grow(dst, messageHint(&r.Message)+sendReplyBytes+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
+	dst = appendPayloadKey(dst, &f)
+	dst = appendSendReply(dst, &r)
+	dst, _ = appendFrameErr(dst, &f, true)
+	return dst
+}
+
+// appendPayloadKey appends a frame's envelope up to its payload.
+func appendPayloadKey(dst []byte, f *Frame) []byte {
+	dst, sep := appendEnvelope(dst, f)
+	if sep {
+		dst = append(dst, ',')
+	}
+	return append(dst, `"d":`...)
+}
+
+// frameEnvelopeBytes is what a frame's envelope takes without its op and
+// ev names and its err: {"id":18446744073709551615,"op":"","ev":"","d":} is 45.
+const frameEnvelopeBytes = 48
+
+// appendEnvelope appends a frame's opening and its id, op and ev; sep
+// tells whether a field was written.
+func appendEnvelope(dst []byte, f *Frame) (_ []byte, sep bool) {
 	dst = append(dst, '{')
-	sep := false
 	if f.ID != 0 {
 		dst = append(dst, `"id":`...)
 		dst = strconv.AppendUint(dst, f.ID, 10)
@@ -66,14 +147,11 @@ func (jsonCodec) EncodeFrame(dst []byte, f *Frame) ([]byte, error) {
 		dst = appendJSONString(dst, f.Ev)
 		sep = true
 	}
-	if len(f.Data) > 0 {
-		if sep {
-			dst = append(dst, ',')
-		}
-		dst = append(dst, `"d":`...)
-		dst = append(dst, f.Data...)
-		sep = true
-	}
+	return dst, sep
+}
+
+// appendFrameErr appends a frame's err and its closing.
+func appendFrameErr(dst []byte, f *Frame, sep bool) ([]byte, error) {
 	if f.Err != nil {
 		b, err := json.Marshal(f.Err)
 		if err != nil {
@@ -397,7 +475,12 @@ func plainString(b []byte, i int) ([]byte, int, bool) {
 	return nil, 0, false
 }
 
-func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+func (jsonCodec) Marshal(v any) ([]byte, error) {
+	if b, ok := appendKnown(nil, v); ok {
+		return b, nil
+	}
+	return json.Marshal(v)
+}
 
 func (jsonCodec) Unmarshal(data []byte, v any) error {
 	if decodePayloadFast(data, v) {
@@ -422,14 +505,13 @@ func unmarshalSlow(data []byte, v any) error {
 }
 
 // appendJSONString appends s as a JSON string. Operation and event names
-// are plain ASCII and are copied as they are; anything else goes through
-// encoding/json (strconv.AppendQuote writes Go escapes, such as \x7f,
-// that JSON does not have).
+// are plain ASCII and are copied as they are; anything else is escaped as
+// encoding/json escapes it (strconv.AppendQuote writes Go escapes, such as
+// \x7f, that JSON does not have).
 func appendJSONString(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			b, _ := json.Marshal(s) // a string always marshals
-			return append(dst, b...)
+			return appendString(dst, s)
 		}
 	}
 	dst = append(dst, '"')

@@ -28,12 +28,7 @@ func (g *Gateway) Broadcast(m *herald.Message) int {
 			c := *m
 			c.ConvType, c.To, c.Seq = herald.ConversationPeer, user, 0
 			c.Conv = herald.PeerConversationKey(m.From, user)
-			frame, err := g.encodeEvent(proto.EvMessage, proto.FromMessage(&c, user, false))
-			if err != nil {
-				g.log.Error("encode broadcast", "err", err)
-				sh.mu.Unlock()
-				return n
-			}
+			frame := g.codec.AppendMessageFrame(nil, proto.Frame{Ev: proto.EvMessage}, &c, user)
 			for _, s := range sessions {
 				s.deliver(c.Conv, 0, frame)
 				n++

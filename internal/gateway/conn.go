@@ -179,18 +179,30 @@ func frameSize(payload []byte) int {
 
 // appendFrame appends an unmasked server frame holding payload.
 func appendFrame(b []byte, op ws.OpCode, payload []byte) []byte {
-	n := len(payload)
-	b = append(b, 0x80|byte(op))
+	var h [maxHeaderBytes]byte
+	b = append(b, h[:putHeader(&h, op, len(payload))]...)
+	return append(b, payload...)
+}
+
+// maxHeaderBytes is the longest header of an unmasked frame.
+const maxHeaderBytes = 10
+
+// putHeader writes the header of an unmasked, final server frame with a
+// payload of n bytes into h and returns its length.
+func putHeader(h *[maxHeaderBytes]byte, op ws.OpCode, n int) int {
+	h[0] = 0x80 | byte(op)
 	switch {
 	case n < 126:
-		b = append(b, byte(n))
+		h[1] = byte(n)
+		return 2
 	case n <= 0xFFFF:
-		b = append(b, 126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
+		h[1] = 126
+		binary.BigEndian.PutUint16(h[2:], uint16(n))
+		return 4
 	}
-	return append(b, payload...)
+	h[1] = 127
+	binary.BigEndian.PutUint64(h[2:], uint64(n))
+	return 10
 }
 
 // closeFrame checks the body of the client's close frame (RFC 6455 5.5.1,

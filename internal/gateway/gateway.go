@@ -698,12 +698,7 @@ func (g *Gateway) DeliverMessage(m *herald.Message, to []string, origin chat.Ses
 				continue
 			}
 			if *frame == nil {
-				var err error
-				*frame, err = g.encodeEvent(proto.EvMessage, proto.FromMessage(m, user, false))
-				if err != nil {
-					g.log.Error("encode message", "err", err)
-					break
-				}
+				*frame = g.codec.AppendMessageFrame(nil, proto.Frame{Ev: proto.EvMessage}, m, user)
 			}
 			s.deliver(m.Conv, m.Seq, *frame)
 		}
@@ -888,11 +883,7 @@ func (g *Gateway) SessionsOf(user string) int {
 }
 
 func (g *Gateway) encodeEvent(ev string, v any) ([]byte, error) {
-	data, err := g.codec.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	return g.codec.EncodeFrame(nil, &proto.Frame{Ev: ev, Data: data})
+	return g.codec.AppendFrame(nil, proto.Frame{Ev: ev}, v)
 }
 
 // LiveDevices calls f for every user and device with a logged-in session

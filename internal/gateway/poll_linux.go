@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,9 +22,9 @@ import (
 // session owns a duplicate of it and the net.Conn is closed (own): Go's
 // netFD, its addresses and its netpoller entry are ~900 bytes per idle
 // connection, more than the session itself. From then on reads and
-// writes are read(2) and write(2) on fd, each holding a reference (ref),
-// and a write that finds the socket's buffer full waits for EPOLLOUT in
-// the poller's second epoll set (await).
+// writes are read(2) and write(2) or writev(2) on fd, each holding a
+// reference (ref), and a write that finds the socket's buffer full waits
+// for EPOLLOUT in the poller's second epoll set (await).
 type pollState struct {
 	raw     syscall.RawConn // until own; nil after
 	fd      int32           // a descriptor is an int32 to the kernel: the session stays small
@@ -469,6 +470,60 @@ func (p *poller) write(s *session, b []byte, deadline time.Time) error {
 		case err == unix.EINTR:
 		case err != nil:
 			return err
+		}
+	}
+	return nil
+}
+
+// writeFrames writes q's frames (at most maxVecFrames) to s's owned
+// descriptor within deadline (wall clock) with writev: each frame's
+// header from an array on this stack and its payload from where it is,
+// so no write buffer is made nor copied into.
+func (p *poller) writeFrames(s *session, q []outFrame, deadline time.Time) error {
+	var hdrs [maxVecFrames][maxHeaderBytes]byte
+	var bufs [2 * maxVecFrames][]byte
+	var iov [2 * maxVecFrames]unix.Iovec
+	n := 0
+	for i, f := range q {
+		bufs[n] = hdrs[i][:putHeader(&hdrs[i], f.op, len(f.payload))]
+		n++
+		if len(f.payload) > 0 {
+			bufs[n] = f.payload
+			n++
+		}
+	}
+	for i := range n {
+		iov[i].Base = &bufs[i][0]
+		iov[i].SetLen(len(bufs[i]))
+	}
+	for first := 0; first < n; {
+		if !s.poll.acquire() {
+			return net.ErrClosed
+		}
+		r, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(s.poll.fd), uintptr(unsafe.Pointer(&iov[first])), uintptr(n-first))
+		s.poll.release()
+		switch errno {
+		case 0:
+			// Drop what was written: whole vectors, then the start of
+			// the next one.
+			for w := int(r); w > 0; {
+				if l := len(bufs[first]); w >= l {
+					w -= l
+					first++
+					continue
+				}
+				bufs[first] = bufs[first][w:]
+				iov[first].Base = &bufs[first][0]
+				iov[first].SetLen(len(bufs[first]))
+				w = 0
+			}
+		case unix.EAGAIN:
+			if err := p.await(s, unix.EPOLLOUT, deadline); err != nil {
+				return err
+			}
+		case unix.EINTR:
+		default:
+			return errno
 		}
 	}
 	return nil

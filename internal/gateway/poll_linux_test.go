@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -92,32 +93,46 @@ func TestOwnedDescriptor(t *testing.T) {
 		return g, "ws" + strings.TrimPrefix(srv.URL, "http")
 	}
 
-	t.Run("full socket", func(t *testing.T) {
-		g, url := start(t, time.Minute)
-		c, s := ownedSession(t, g, url, "alice")
-		defer c.conn.Close()
-		// 192 KiB, far more than the socket buffers hold.
-		const n, size = 24, 8 << 10
-		fillQueue(s, n, size)
-		waitFor(t, "the writer waiting for the full socket", func() bool {
-			g.poller.mu.Lock()
-			defer g.poller.mu.Unlock()
-			return g.poller.waits[uint64(s.id)] != nil
+	// The sizes of the frames queued at once: 192 KiB, far more than the
+	// socket buffers hold, in more frames than one writev takes (copied
+	// into one buffer); and at most maxVecFrames, of each header length,
+	// written in place by one writev that the full socket cuts mid-frame.
+	for _, tc := range []struct {
+		name  string
+		sizes []int
+	}{
+		{"full socket", slices.Repeat([]int{8 << 10}, 24)},
+		{"full socket, frames written in place", []int{100, 8 << 10, 70000, 0, 30000, 125, 126, 65536}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, url := start(t, time.Minute)
+			c, s := ownedSession(t, g, url, "alice")
+			defer c.conn.Close()
+			s.mu.Lock()
+			for i, size := range tc.sizes {
+				s.enqueueLocked(ws.OpText, bytes.Repeat([]byte{byte('a' + i%26)}, size))
+			}
+			s.mu.Unlock()
+			waitFor(t, "the writer waiting for the full socket", func() bool {
+				g.poller.mu.Lock()
+				defer g.poller.mu.Unlock()
+				return g.poller.waits[uint64(s.id)] != nil
+			})
+			c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for i, size := range tc.sizes {
+				b, err := wsutil.ReadServerText(c.conn)
+				if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				if want := bytes.Repeat([]byte{byte('a' + i%26)}, size); !bytes.Equal(b, want) {
+					t.Fatalf("frame %d: got %d bytes starting %q, want %d of %q", i, len(b), b[:min(len(b), 8)], size, byte('a'+i%26))
+				}
+			}
+			if f := c.call(2, proto.OpPing, struct{}{}); f.Err != nil {
+				t.Errorf("ping after the stalled write: %v", f.Err)
+			}
 		})
-		c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		for i := 0; i < n; i++ {
-			b, err := wsutil.ReadServerText(c.conn)
-			if err != nil {
-				t.Fatalf("frame %d: %v", i, err)
-			}
-			if want := bytes.Repeat([]byte{byte('a' + i%26)}, size); !bytes.Equal(b, want) {
-				t.Fatalf("frame %d: got %d bytes starting %q, want %d of %q", i, len(b), b[:min(len(b), 8)], size, want[0])
-			}
-		}
-		if f := c.call(2, proto.OpPing, struct{}{}); f.Err != nil {
-			t.Errorf("ping after the stalled write: %v", f.Err)
-		}
-	})
+	}
 
 	t.Run("write timeout", func(t *testing.T) {
 		g, url := start(t, 300*time.Millisecond)

@@ -24,4 +24,8 @@ func (p *poller) write(s *session, b []byte, deadline time.Time) error {
 	return errors.New("gateway: no owned descriptor without epoll")
 }
 
+func (p *poller) writeFrames(s *session, q []outFrame, deadline time.Time) error {
+	return errors.New("gateway: no owned descriptor without epoll")
+}
+
 func (p *poller) linger(s *session, deadline time.Time) {}

@@ -227,7 +227,8 @@ type heldLive struct {
 
 // bufPool holds the writers' buffers for writes larger than
 // smallWriteBytes. A smaller write (a pong, a login's reply, a live
-// message) is encoded into a buffer of its own size, left to the
+// message) needs none on an owned descriptor (writev, maxVecFrames) and
+// is otherwise copied into a buffer of its own size, left to the
 // collector: in a login storm, hundreds of writers at once each took a
 // 16 KiB buffer for a few hundred bytes, and the pool kept them all after
 // it, in the heap of a server whose sessions then idle.
@@ -235,6 +236,13 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 
 // smallWriteBytes is the largest write that does not take a pooled buffer.
 const smallWriteBytes = 4 << 10
+
+// maxVecFrames is the most queued frames a writer on an owned descriptor
+// writes with one writev from where they are (poller.writeFrames); a
+// longer queue (a sync streaming, a burst to a slow reader) is copied
+// into one buffer. Its headers and vectors are on the writer's stack, a
+// short-lived goroutine's, which 8 keep well within its first stack.
+const maxVecFrames = 8
 
 func newSession(g *Gateway, conn net.Conn) *session {
 	s := &session{g: g, id: chat.SessionID(g.nextID.Add(1)), conn: conn}
@@ -502,36 +510,45 @@ func (s *session) writeLoop() {
 		s.mu.Unlock()
 
 		last := len(q) == 0 // only the close frame is left
-		var closing []byte
-		size := 0
-		if last {
-			closing = ws.NewCloseFrameBody(ws.StatusCode(code), reason)
-			size = frameSize(closing)
-		}
-		for _, f := range q {
-			size += frameSize(f.payload)
-		}
-		var buf []byte
-		if size <= smallWriteBytes {
-			buf = make([]byte, 0, size)
-		} else {
-			if bp == nil {
-				bp = bufPool.Get().(*[]byte)
-			}
-			buf = (*bp)[:0]
-		}
 		written, beat := 0, false
 		for _, f := range q {
-			buf = appendFrame(buf, f.op, f.payload)
 			written += frameCost(f.payload)
 			beat = beat || f.startsHeartbeat
 		}
-		if last {
-			buf = appendFrame(buf, ws.OpClose, closing)
-		}
-		err := s.write(buf)
-		if bp != nil && size > smallWriteBytes && cap(buf) <= 1<<20 {
-			*bp = buf
+		var err error
+		if !last && s.conn == nil && len(q) <= maxVecFrames {
+			// On an owned descriptor the frames go out from where they
+			// are, their headers beside them, in one writev: no buffer.
+			err = s.g.poller.writeFrames(s, q, time.Now().Add(s.g.cfg.WriteTimeout))
+		} else {
+			var closing []byte
+			size := 0
+			if last {
+				closing = ws.NewCloseFrameBody(ws.StatusCode(code), reason)
+				size = frameSize(closing)
+			}
+			for _, f := range q {
+				size += frameSize(f.payload)
+			}
+			var buf []byte
+			if size <= smallWriteBytes {
+				buf = make([]byte, 0, size)
+			} else {
+				if bp == nil {
+					bp = bufPool.Get().(*[]byte)
+				}
+				buf = (*bp)[:0]
+			}
+			for _, f := range q {
+				buf = appendFrame(buf, f.op, f.payload)
+			}
+			if last {
+				buf = appendFrame(buf, ws.OpClose, closing)
+			}
+			err = s.write(buf)
+			if bp != nil && size > smallWriteBytes && cap(buf) <= 1<<20 {
+				*bp = buf
+			}
 		}
 		if err == nil && beat {
 			// sync_done is out: the heartbeat clock starts now, not when
@@ -646,12 +663,16 @@ func (s *session) reply(id uint64, v any) {
 	if id == 0 {
 		return
 	}
-	data, err := s.g.codec.Marshal(v)
+	frame, err := s.g.codec.AppendFrame(nil, proto.Frame{ID: id}, v)
 	if err != nil {
 		s.fail(id, "", err)
 		return
 	}
-	frame, _ := s.g.codec.EncodeFrame(nil, &proto.Frame{ID: id, Data: data})
+	s.queueReply(frame)
+}
+
+// queueReply queues an encoded reply.
+func (s *session) queueReply(frame []byte) {
 	s.mu.Lock()
 	s.enqueueLocked(ws.OpText, frame)
 	s.mu.Unlock()
@@ -1100,7 +1121,9 @@ func (s *session) send(f proto.Frame) {
 			s.fail(id, op, err)
 			return
 		}
-		s.reply(id, proto.SendReply{Message: proto.FromMessage(res.Message, user, false), Duplicate: res.Duplicate})
+		if id != 0 {
+			s.queueReply(s.g.codec.AppendSendReplyFrame(nil, proto.Frame{ID: id}, res.Message, user, res.Duplicate))
+		}
 	})
 }
 

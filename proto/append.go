@@ -1,0 +1,257 @@
+package proto
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// The payloads on every message's path (the message event a receiver
+// gets, the reply to its send, the offline sync's pages) are encoded here by hand, straight into
+// the frame: encoding/json walks them by reflection into a buffer of its
+// own that EncodeFrame then copies. The bytes are the ones json.Marshal
+// writes, escapes included (TestAppendPayloadMatchesMarshal and
+// FuzzAppendString check), so a client cannot tell which encoder ran.
+
+// appendPayload appends the JSON encoding of v: by hand for the types
+// above, through encoding/json for the rest.
+func appendPayload(dst []byte, v any) ([]byte, error) {
+	if b, ok := appendKnown(dst, v); ok {
+		return b, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
+}
+
+// appendKnown appends v's encoding if it is of a type encoded by hand.
+func appendKnown(dst []byte, v any) ([]byte, bool) {
+	switch p := v.(type) {
+	case Message:
+		return appendMessage(dst, &p), true
+	case *Message:
+		if p != nil {
+			return appendMessage(dst, p), true
+		}
+	case SendReply:
+		return appendSendReply(dst, &p), true
+	case *SendReply:
+		if p != nil {
+			return appendSendReply(dst, p), true
+		}
+	case SyncEvent:
+		return appendSyncEvent(dst, &p), true
+	case *SyncEvent:
+		if p != nil {
+			return appendSyncEvent(dst, p), true
+		}
+	}
+	return dst, false
+}
+
+// payloadHint is about the size of v's encoding if appendKnown encodes
+// it, else 0: the lengths of its strings as they are (escaping may
+// exceed it), its data in base64, its keys and the longest numbers.
+func payloadHint(v any) int {
+	switch p := v.(type) {
+	case Message:
+		return messageHint(&p)
+	case *Message:
+		if p != nil {
+			return messageHint(p)
+		}
+	case SendReply:
+		return messageHint(&p.Message) + sendReplyBytes
+	case *SendReply:
+		if p != nil {
+			return messageHint(&p.Message) + sendReplyBytes
+		}
+	case SyncEvent:
+		return syncEventHint(&p)
+	case *SyncEvent:
+		if p != nil {
+			return syncEventHint(p)
+		}
+	}
+	return 0
+}
+
+// messageBytes is a message's keys, quotes and punctuation without media
+// (187) and its longest numbers (three of 20 digits, one of 11).
+const messageBytes = 258
+
+// sendReplyBytes is {"message":,"duplicate":true}.
+const sendReplyBytes = 29
+
+func messageHint(m *Message) int {
+	n := messageBytes + len(m.ConvType) + len(m.ConvID) + len(m.From) + len(m.To) + len(m.LocalID) + len(m.Type) +
+		len(m.Text) + (len(m.Data)+2)/3*4 + len(m.Extended) + len(m.FromDevice)
+	for _, u := range m.Mentions {
+		n += len(u) + 3
+	}
+	if m.Media != nil {
+		n += 256 + len(m.Media.FileID) + len(m.Media.Name) + len(m.Media.MIME) + len(m.Media.SHA256)
+	}
+	return n
+}
+
+func syncEventHint(e *SyncEvent) int {
+	n := len(`{"messages":[]}`)
+	for i := range e.Messages {
+		n += messageHint(&e.Messages[i]) + 1
+	}
+	return n
+}
+
+func appendSyncEvent(dst []byte, e *SyncEvent) []byte {
+	if e.Messages == nil {
+		return append(dst, `{"messages":null}`...)
+	}
+	dst = append(dst, `{"messages":[`...)
+	for i := range e.Messages {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendMessage(dst, &e.Messages[i])
+	}
+	return append(dst, ']', '}')
+}
+
+func appendSendReply(dst []byte, r *SendReply) []byte {
+	dst = append(dst, `{"message":`...)
+	dst = appendMessage(dst, &r.Message)
+	if r.Duplicate {
+		dst = append(dst, `,"duplicate":true`...)
+	}
+	return append(dst, '}')
+}
+
+// appendMessage appends m as json.Marshal encodes it: the fields in
+// their declared order, the omitempty ones left out when empty.
+func appendMessage(dst []byte, m *Message) []byte {
+	dst = append(dst, '{')
+	if m.ID != 0 {
+		dst = append(dst, `"id":`...)
+		dst = strconv.AppendInt(dst, m.ID, 10)
+		dst = append(dst, ',')
+	}
+	dst = append(dst, `"conv_type":`...)
+	dst = appendString(dst, m.ConvType)
+	dst = append(dst, `,"conv_id":`...)
+	dst = appendString(dst, m.ConvID)
+	if m.Seq != 0 {
+		dst = append(dst, `,"seq":`...)
+		dst = strconv.AppendInt(dst, m.Seq, 10)
+	}
+	dst = append(dst, `,"from":`...)
+	dst = appendString(dst, m.From)
+	dst = append(dst, `,"to":`...)
+	dst = appendString(dst, m.To)
+	dst = append(dst, `,"local_id":`...)
+	dst = appendString(dst, m.LocalID)
+	dst = append(dst, `,"type":`...)
+	dst = appendString(dst, m.Type)
+	if m.Text != "" {
+		dst = append(dst, `,"text":`...)
+		dst = appendString(dst, m.Text)
+	}
+	if len(m.Data) > 0 {
+		dst = append(dst, `,"data":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, m.Data)
+		dst = append(dst, '"')
+	}
+	if m.SubType != 0 {
+		dst = append(dst, `,"sub_type":`...)
+		dst = strconv.AppendInt(dst, int64(m.SubType), 10)
+	}
+	if m.Extended != "" {
+		dst = append(dst, `,"extended_data":`...)
+		dst = appendString(dst, m.Extended)
+	}
+	if len(m.Mentions) > 0 {
+		dst = append(dst, `,"mentions":[`...)
+		for i, u := range m.Mentions {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, u)
+		}
+		dst = append(dst, ']')
+	}
+	if m.Media != nil {
+		b, _ := json.Marshal(m.Media) // strings and numbers: it always encodes
+		dst = append(dst, `,"media":`...)
+		dst = append(dst, b...)
+	}
+	if m.FromDevice != "" {
+		dst = append(dst, `,"from_device":`...)
+		dst = appendString(dst, m.FromDevice)
+	}
+	dst = append(dst, `,"ts":`...)
+	dst = strconv.AppendInt(dst, m.Time, 10)
+	if m.Offline {
+		dst = append(dst, `,"offline":true`...)
+	}
+	return append(dst, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string the way json.Marshal does:
+// quote, backslash and control characters escaped (\b \f \n \r \t short,
+// the others \u00XX), and so are <, > and & (HTML-safe), U+2028 and U+2029;
+// invalid UTF-8 becomes U+FFFD.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
