@@ -268,6 +268,9 @@ type enqueueFailer struct {
 	store.Store
 	ok     atomic.Int64
 	failed atomic.Int64
+
+	mu      sync.Mutex
+	written []string // the device push IDs of expansions' writes, in order
 }
 
 func (f *enqueueFailer) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
@@ -275,7 +278,42 @@ func (f *enqueueFailer) EnqueuePush(ctx context.Context, jobs []store.PushJob, d
 		f.failed.Add(1)
 		return fmt.Errorf("injected: disk full")
 	}
-	return f.Store.EnqueuePush(ctx, jobs, done)
+	err := f.Store.EnqueuePush(ctx, jobs, done)
+	if err == nil && len(done) == 1 && done[0].PushID == "*group" {
+		f.mu.Lock()
+		for _, j := range jobs {
+			if j.PushID != "*group" {
+				f.written = append(f.written, j.PushID)
+			}
+		}
+		f.mu.Unlock()
+	}
+	return err
+}
+
+// TestFanOutWritesInPushIDOrder: an expansion in several writes stores the
+// device jobs in push ID order, the outbox's key order (fanout.go).
+func TestFanOutWritesInPushIDOrder(t *testing.T) {
+	h := newHarness(t, push.Config{ExpandBatch: 2}, nil)
+	users := []string{"bob", "carol", "dave", "erin", "fred", "gina", "hal"}
+	g := members{"alice": 0}
+	for i, u := range users {
+		h.device(u, i+2)
+		g[u] = 0
+	}
+	h.stop()
+	h.groups = g
+	f := &enqueueFailer{Store: h.st}
+	f.ok.Store(1 << 30)
+	h.st = f
+	h.start()
+	h.sendGroup(time.Now())
+	h.waitAccepted(int64(len(users)))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.written) != len(users) || !slices.IsSorted(f.written) {
+		t.Errorf("device jobs written in the order %v, want the %d push IDs in ascending order", f.written, len(users))
+	}
 }
 
 // TestFanOutInSeveralWritesResumes: a group message's expansion stored in
@@ -298,7 +336,7 @@ func TestFanOutInSeveralWritesResumes(t *testing.T) {
 	h.st = f
 	h.start()
 	h.sendGroup(time.Now())
-	h.waitAccepted(2) // bob's and carol's, stored by the first write
+	h.waitAccepted(2) // the two devices of the first write (lowest push IDs)
 	deadline := time.Now().Add(10 * time.Second)
 	for f.failed.Load() == 0 {
 		if time.Now().After(deadline) {
