@@ -3,6 +3,8 @@ package push
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/herald-im/herald"
@@ -37,13 +39,19 @@ func (s *Service) SetGroups(g Groups) { s.groups = g }
 // member who muted the group is left out, unless the message mentioned
 // them with NotifyMentioned.
 //
-// The device jobs are stored in writes of about ExpandBatch each (whole
-// members), so that a message commit or an outcome write waiting for the
-// store's writer never waits for thousands of rows. Each write also
-// replaces the fan-out job: with its progress (jobData.After, the last
-// member stored), or, in the last, by nothing. A crash leaves the fan-out
-// job as the last write left it, and the expansion goes on after the
-// members already stored, so each device is pushed once.
+// The device jobs are stored in push ID order, in writes of ExpandBatch
+// each, so that a message commit or an outcome write waiting for the
+// store's writer never waits for thousands of rows. Push ID order is the
+// order of the outbox's key (message, push ID): each write appends rows
+// after the last, a few pages, where the members' order (push IDs at
+// random) changed rows on every page of the message's jobs at each write
+// (BenchmarkGroupOutbox in internal/store/sqlite). Each write also
+// replaces the fan-out job: with its progress (jobData.AfterPush, the last
+// push ID stored), or, in the last, by nothing. A crash leaves the fan-out
+// job as the last write left it, and the expansion goes on with the
+// devices after that push ID, so each device is pushed once. (A job
+// written by an older build has its progress in members, jobData.After:
+// the members up to it are skipped as well.)
 func (s *Service) expand(j store.PushJob) outcome {
 	o := outcome{job: j}
 	now := s.cfg.Now()
@@ -115,25 +123,11 @@ func (s *Service) expand(j store.PushJob) outcome {
 	// 8 x ExpandBatch (~1.5 MB at 1,024), so that one huge group does not
 	// size every later expansion's allocation.
 	jobs := make([]store.PushJob, 0, min(s.dsp.lastExpansion, 8*s.cfg.ExpandBatch))
-	// The writes: each ends with a member's last job, at or past
-	// ExpandBatch jobs, and stores with them the fan-out job's progress
-	// (the member it ends with), but the last, which removes it.
-	type cut struct {
-		end  int
-		last string
-	}
-	var cuts []cut
-	from, prev := 0, data.After
 	ctx := s.dsp.abort
 	err := s.groups.EachMember(ctx, group, j.Seq, func(user string) {
 		if user <= data.After {
-			return // stored by an earlier run
+			return // stored by an earlier run of an older build
 		}
-		if len(jobs)-from >= s.cfg.ExpandBatch {
-			cuts = append(cuts, cut{len(jobs), prev})
-			from = len(jobs)
-		}
-		prev = user
 		if user == data.From {
 			return
 		}
@@ -149,8 +143,8 @@ func (s *Service) expand(j store.PushJob) outcome {
 			return
 		}
 		s.reg.each(user, func(d *herald.PushDevice) {
-			if d.Provider == herald.ProviderAPNsVoIP {
-				return
+			if d.Provider == herald.ProviderAPNsVoIP || d.PushID <= data.AfterPush {
+				return // not pushed for messages, or stored by an earlier run
 			}
 			live := s.pres != nil && s.pres.Live(user, d.Device)
 			nj := store.PushJob{
@@ -164,18 +158,22 @@ func (s *Service) expand(j store.PushJob) outcome {
 		})
 	})
 	s.dsp.lastExpansion = len(jobs)
-	cuts = append(cuts, cut{len(jobs), ""})
+	slices.SortFunc(jobs, func(a, b store.PushJob) int { return strings.Compare(a.PushID, b.PushID) })
+	// The writes: ExpandBatch jobs each, storing with them the fan-out
+	// job's progress (their last push ID), but the last, which removes it
+	// (and may store no job).
 	cur := j // the fan-out job as stored
-	for start, c := 0, 0; err == nil && c < len(cuts); c++ {
-		batch := jobs[start:cuts[c].end:cuts[c].end]
+	for start := 0; err == nil; {
+		end := min(start+s.cfg.ExpandBatch, len(jobs))
+		batch := jobs[start:end:end]
 		var next store.PushJob
-		if after := cuts[c].last; after != "" {
-			// The fan-out job goes on after that member: EnqueuePush
+		if end < len(jobs) {
+			// The fan-out job goes on after that push ID: EnqueuePush
 			// removes the stored one before it inserts this one. It is
 			// due, and leased (own), from this write, not from the
 			// expansion's start: a long expansion keeps its lease.
 			d := data
-			d.After = after
+			d.AfterPush = jobs[end-1].PushID
 			next = cur
 			next.Data, next.Due = d.marshal(), s.cfg.Now()
 			batch = append(batch, next)
@@ -186,8 +184,11 @@ func (s *Service) expand(j store.PushJob) outcome {
 			stored(nil)
 			break
 		}
-		stored(batch[:cuts[c].end-start])
-		cur, start = next, cuts[c].end
+		stored(batch[:end-start])
+		if end == len(jobs) {
+			break
+		}
+		cur, start = next, end
 	}
 	if herald.ErrorCode(err) == herald.CodeConflict && j.Owner != "" {
 		// Another node took the fan-out job (this one's lease ran out):

@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -268,6 +269,9 @@ type enqueueFailer struct {
 	store.Store
 	ok     atomic.Int64
 	failed atomic.Int64
+
+	mu      sync.Mutex
+	written []string // the device push IDs of expansions' writes, in order
 }
 
 func (f *enqueueFailer) EnqueuePush(ctx context.Context, jobs []store.PushJob, done []store.PushKey) error {
@@ -275,7 +279,109 @@ func (f *enqueueFailer) EnqueuePush(ctx context.Context, jobs []store.PushJob, d
 		f.failed.Add(1)
 		return fmt.Errorf("injected: disk full")
 	}
-	return f.Store.EnqueuePush(ctx, jobs, done)
+	err := f.Store.EnqueuePush(ctx, jobs, done)
+	if err == nil && len(done) == 1 && done[0].PushID == "*group" {
+		f.mu.Lock()
+		for _, j := range jobs {
+			if j.PushID != "*group" {
+				f.written = append(f.written, j.PushID)
+			}
+		}
+		f.mu.Unlock()
+	}
+	return err
+}
+
+// TestFanOutResumesOlderMemberProgress: a part expanded fan-out job written
+// by an older build carries its progress as the last member written (job
+// data version 4); it is expanded for the members after that one only.
+func TestFanOutResumesOlderMemberProgress(t *testing.T) {
+	h := newHarness(t, push.Config{}, nil)
+	users := []string{"bob", "carol", "dave", "erin", "fred", "gina"}
+	g := members{"alice": 0}
+	for i, u := range users {
+		h.device(u, i+2)
+		g[u] = 0
+	}
+	h.stop()
+	h.groups = g
+	h.start()
+	m := &herald.Message{
+		ConvType: herald.ConversationGroup, Conv: herald.GroupConversationKey("g1"), From: "alice", To: "g1",
+		LocalID: "g-old", Type: herald.MessageText, Text: "hi all", CreatedAt: time.Now().Truncate(time.Millisecond),
+		Push: &herald.PushConfig{Title: "Group", Content: "older build"},
+	}
+	jobs := h.svc.Plan(m, 0, nil)
+	if len(jobs) != 1 {
+		t.Fatalf("planned %d jobs for a group message, want its one fan-out job", len(jobs))
+	}
+	jobs[0].Data = withMemberProgress(t, jobs[0].Data, "dave")
+	stored := h.svc.Committing()
+	res, err := h.st.AppendMessages(context.Background(), []*herald.Message{m}, jobs)
+	if err != nil {
+		stored(nil)
+		t.Fatal(err)
+	}
+	jobs[0].MsgID, jobs[0].Seq = res[0].Message.ID, res[0].Message.Seq
+	stored(jobs)
+	h.waitAccepted(3)
+	h.waitSettled()
+	for i, u := range users {
+		want := 0
+		if u > "dave" {
+			want = 1
+		}
+		if got := len(h.emu.Inbox(token(i + 2))); got != want {
+			t.Errorf("%s's device got %d pushes, want %d", u, got, want)
+		}
+	}
+}
+
+// withMemberProgress is a fan-out job's data (version 2, as Plan writes it)
+// as an older build wrote it part expanded: version 4, with after, the last
+// member written, following the ten strings of version 2.
+func withMemberProgress(t *testing.T, data []byte, after string) []byte {
+	t.Helper()
+	if len(data) < 3 || data[0] != 2 {
+		t.Fatalf("fan-out job data % x: want version 2", data)
+	}
+	off := 3
+	for range 10 {
+		n, k := binary.Uvarint(data[off:])
+		if k <= 0 {
+			t.Fatalf("fan-out job data % x: truncated", data)
+		}
+		off += k + int(n)
+	}
+	out := append([]byte{4}, data[1:off]...)
+	out = binary.AppendUvarint(out, uint64(len(after)))
+	out = append(out, after...)
+	return append(out, data[off:]...)
+}
+
+// TestFanOutWritesInPushIDOrder: an expansion in several writes stores the
+// device jobs in push ID order, the outbox's key order (fanout.go).
+func TestFanOutWritesInPushIDOrder(t *testing.T) {
+	h := newHarness(t, push.Config{ExpandBatch: 2}, nil)
+	users := []string{"bob", "carol", "dave", "erin", "fred", "gina", "hal"}
+	g := members{"alice": 0}
+	for i, u := range users {
+		h.device(u, i+2)
+		g[u] = 0
+	}
+	h.stop()
+	h.groups = g
+	f := &enqueueFailer{Store: h.st}
+	f.ok.Store(1 << 30)
+	h.st = f
+	h.start()
+	h.sendGroup(time.Now())
+	h.waitAccepted(int64(len(users)))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.written) != len(users) || !slices.IsSorted(f.written) {
+		t.Errorf("device jobs written in the order %v, want the %d push IDs in ascending order", f.written, len(users))
+	}
 }
 
 // TestFanOutInSeveralWritesResumes: a group message's expansion stored in
@@ -298,7 +404,7 @@ func TestFanOutInSeveralWritesResumes(t *testing.T) {
 	h.st = f
 	h.start()
 	h.sendGroup(time.Now())
-	h.waitAccepted(2) // bob's and carol's, stored by the first write
+	h.waitAccepted(2) // the two devices of the first write (lowest push IDs)
 	deadline := time.Now().Add(10 * time.Second)
 	for f.failed.Load() == 0 {
 		if time.Now().After(deadline) {

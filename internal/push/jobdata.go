@@ -31,10 +31,16 @@ type jobData struct {
 	// BadgeOnly: a silent badge update to one device after a read (no
 	// message): it carries the user's unread total as it is when sent.
 	BadgeOnly bool
-	// After: a group message's fan-out job only, the last member (in
-	// ascending user ID order) whose device jobs are stored: the
-	// expansion goes on after it (Service.expand).
+	// After: a group message's fan-out job only, written by builds that
+	// stored an expansion in member order: the last member (in ascending
+	// user ID order) whose device jobs are stored. The expansion goes on
+	// after it (Service.expand).
 	After string
+	// AfterPush: a group message's fan-out job only, the last push ID (in
+	// ascending order) whose device job is stored, among the members after
+	// After: the expansion goes on with the devices after it
+	// (Service.expand).
+	AfterPush string
 	// At: the message's time (Plan's, to the millisecond), for the
 	// session history's question (Service.acked). Zero in jobs written by
 	// builds that did not record it: their message's time is then not
@@ -54,7 +60,8 @@ type jobData struct {
 // message. v4 is v3 with the After string at the end, written only for a
 // partly expanded fan-out job, so that a build that does not know it
 // refuses the job instead of expanding it again from its first member
-// (whose devices were pushed already). At, when set, follows the
+// (whose devices were pushed already). v5 is v4 with the AfterPush string
+// after After, for the same reason (After may then be empty). At, when set, follows the
 // version's strings in any version, as a varint of Unix milliseconds:
 // older builds read the strings and ignore it, and a job written without
 // it decodes with a zero At.
@@ -63,6 +70,7 @@ const (
 	jobDataV2 = 2
 	jobDataV3 = 3
 	jobDataV4 = 4
+	jobDataV5 = 5
 )
 
 const (
@@ -79,7 +87,7 @@ const (
 func (d *jobData) marshal() []byte {
 	c := &d.Config
 	strs := [...]string{d.From, c.Title, c.Content, c.Payload, c.ResourcesID, c.ThreadID, "", "",
-		strings.Join(d.Mentions, ","), d.CallID, d.After} // user IDs have no ','
+		strings.Join(d.Mentions, ","), d.CallID, d.After, d.AfterPush} // user IDs have no ','
 	var flags byte
 	if d.Live {
 		flags |= flagLive
@@ -103,9 +111,12 @@ func (d *jobData) marshal() []byte {
 	if flags&(flagContentFree|flagBadgeOnly) != 0 {
 		version = jobDataV3
 	}
-	nstr := len(strs) - 1 // After, in v4 only
-	if d.After != "" {
-		version, nstr = jobDataV4, len(strs)
+	nstr := len(strs) - 2 // After in v4 and v5, AfterPush in v5 only
+	switch {
+	case d.AfterPush != "":
+		version, nstr = jobDataV5, len(strs)
+	case d.After != "":
+		version, nstr = jobDataV4, len(strs)-1
 	}
 	if v := c.VoIP; v != nil {
 		flags |= flagVoIP
@@ -133,7 +144,7 @@ func (d *jobData) marshal() []byte {
 var errJobData = errors.New("job data is truncated or of an unknown version")
 
 func (d *jobData) unmarshal(b []byte) error {
-	if len(b) < 3 || b[0] < jobDataV1 || b[0] > jobDataV4 {
+	if len(b) < 3 || b[0] < jobDataV1 || b[0] > jobDataV5 {
 		return errJobData
 	}
 	flags, v3 := b[1], b[0] >= jobDataV3
@@ -144,12 +155,14 @@ func (d *jobData) unmarshal(b []byte) error {
 	c.ContentFree = v3 && flags&flagContentFree != 0
 	var voip herald.VoIPConfig
 	var mentions string
-	fields := []*string{&d.From, &c.Title, &c.Content, &c.Payload, &c.ResourcesID, &c.ThreadID, &voip.HandleType, &voip.Handle, &mentions, &d.CallID, &d.After}
+	fields := []*string{&d.From, &c.Title, &c.Content, &c.Payload, &c.ResourcesID, &c.ThreadID, &voip.HandleType, &voip.Handle, &mentions, &d.CallID, &d.After, &d.AfterPush}
 	switch b[0] {
 	case jobDataV1:
 		fields = fields[:8]
 	case jobDataV2, jobDataV3:
 		fields = fields[:10]
+	case jobDataV4:
+		fields = fields[:11]
 	}
 	b = b[3:]
 	for _, dst := range fields {

@@ -24,6 +24,8 @@ func TestJobDataRoundTrip(t *testing.T) {
 		{From: "g", Mentions: []string{"u1"}, After: "u0042", Config: herald.PushConfig{Title: "Group", ContentFree: true}},
 		{From: "h", Live: true, At: time.UnixMilli(1_767_261_601_123)},
 		{From: "g", After: "u7", At: time.UnixMilli(1_767_261_601_000), Config: herald.PushConfig{ContentFree: true}},
+		{From: "g", AfterPush: "pd_x", At: time.UnixMilli(1_767_261_601_000)},
+		{From: "g", Mentions: []string{"u1"}, After: "u7", AfterPush: "pd_y"},
 	} {
 		var got jobData
 		if err := got.unmarshal(d.marshal()); err != nil {
@@ -113,6 +115,7 @@ func TestJobDataAtKeepsTheLayout(t *testing.T) {
 	for _, d := range []jobData{
 		{From: "alice", Live: true, Config: herald.PushConfig{Title: "Hi"}},
 		{From: "g", After: "bob"},
+		{From: "g", AfterPush: "pd_x"},
 		{From: "d", Config: herald.PushConfig{ContentFree: true}},
 	} {
 		without := d.marshal()
@@ -136,5 +139,20 @@ func TestJobDataAfterIsV4(t *testing.T) {
 	}
 	if b := (&jobData{From: "g"}).marshal(); b[0] != jobDataV2 {
 		t.Errorf("a job without progress written as version %d, want %d", b[0], jobDataV2)
+	}
+}
+
+// Progress by push ID is written as v5, refused by builds that know only
+// v4 (which would expand the job again from its first member), and a v4
+// job still decodes, with no push ID progress.
+func TestJobDataAfterPushIsV5(t *testing.T) {
+	b := (&jobData{From: "g", AfterPush: "pd_x"}).marshal()
+	if b[0] != jobDataV5 {
+		t.Errorf("fan-out progress by push ID written as version %d, want %d", b[0], jobDataV5)
+	}
+	v4 := (&jobData{From: "g", After: "bob"}).marshal()
+	var got jobData
+	if err := got.unmarshal(v4); err != nil || got.After != "bob" || got.AfterPush != "" {
+		t.Errorf("v4 job = %+v (%v), want After bob and no AfterPush", got, err)
 	}
 }

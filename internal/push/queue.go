@@ -47,12 +47,22 @@ func (q *jobQueue) popLast() store.PushJob {
 	return e.job
 }
 
-// dueBefore orders jobs by due time, then message.
+// dueBefore orders jobs by due time, then message, then push ID: the
+// order of the outbox's key (message, push ID) for the jobs due at once.
+// A group message's thousands of device jobs are all due at the same
+// time; sent in push ID order, their outcomes come back in about that
+// order, so each FinishPush deletes neighbouring outbox rows (a few pages)
+// instead of rows spread over every page of the message's jobs
+// (BenchmarkGroupOutbox in internal/store/sqlite: 52-54 against 39-42 µs
+// of CPU per push).
 func dueBefore(a, b *store.PushJob) bool {
 	if !a.Due.Equal(b.Due) {
 		return a.Due.Before(b.Due)
 	}
-	return a.MsgID < b.MsgID
+	if a.MsgID != b.MsgID {
+		return a.MsgID < b.MsgID
+	}
+	return a.PushID < b.PushID
 }
 
 // firstHeap has the job due first on top.

@@ -125,8 +125,8 @@ func TestRefillDisplacesQuicklyFromAFullHeap(t *testing.T) {
 	}
 }
 
-// The queue gives its jobs back in due order from either end, whatever
-// the order of pushes and pops.
+// The queue gives its jobs back in due order (then message, then push ID)
+// from either end, whatever the order of pushes and pops.
 func TestJobQueueBothEnds(t *testing.T) {
 	var q jobQueue
 	var ref []store.PushJob // sorted
@@ -134,7 +134,7 @@ func TestJobQueueBothEnds(t *testing.T) {
 	for i := range 5000 {
 		switch op := rand.N(5); {
 		case op < 3 || len(ref) == 0:
-			j := store.PushJob{PushID: fmt.Sprint(i), MsgID: int64(rand.N(50)), Due: base.Add(time.Duration(rand.N(100)) * time.Second)}
+			j := store.PushJob{PushID: fmt.Sprintf("pd_%d", rand.N(1000)), MsgID: int64(rand.N(50)), Due: base.Add(time.Duration(rand.N(100)) * time.Second)}
 			q.push(j)
 			k, _ := slices.BinarySearchFunc(ref, j, func(a, b store.PushJob) int {
 				if dueBefore(&a, &b) {
@@ -145,14 +145,14 @@ func TestJobQueueBothEnds(t *testing.T) {
 			ref = slices.Insert(ref, k, j)
 		case op == 3:
 			got := q.popFirst()
-			if got.Due != ref[0].Due || got.MsgID != ref[0].MsgID {
-				t.Fatalf("op %d: popFirst %v/%d, want %v/%d", i, got.Due, got.MsgID, ref[0].Due, ref[0].MsgID)
+			if got.Due != ref[0].Due || got.MsgID != ref[0].MsgID || got.PushID != ref[0].PushID {
+				t.Fatalf("op %d: popFirst %v/%d/%s, want %v/%d/%s", i, got.Due, got.MsgID, got.PushID, ref[0].Due, ref[0].MsgID, ref[0].PushID)
 			}
 			ref = ref[1:]
 		default:
 			got, want := q.popLast(), ref[len(ref)-1]
-			if got.Due != want.Due || got.MsgID != want.MsgID {
-				t.Fatalf("op %d: popLast %v/%d, want %v/%d", i, got.Due, got.MsgID, want.Due, want.MsgID)
+			if got.Due != want.Due || got.MsgID != want.MsgID || got.PushID != want.PushID {
+				t.Fatalf("op %d: popLast %v/%d/%s, want %v/%d/%s", i, got.Due, got.MsgID, got.PushID, want.Due, want.MsgID, want.PushID)
 			}
 			ref = ref[:len(ref)-1]
 		}

@@ -86,10 +86,10 @@ type Config struct {
 	// ~10 ms): 512 makes ~8.5k pushes/s at a 50 ms round trip. Zero means
 	// 512.
 	InFlight int
-	// ExpandBatch is about how many device jobs one write of a group
-	// message's expansion stores (whole members: a member's devices go
-	// together); a large group's takes several writes, so that message
-	// commits and outcome writes never wait for one of thousands of rows.
+	// ExpandBatch is how many device jobs one write of a group message's
+	// expansion stores (in push ID order); a large group's takes several
+	// writes, so that message commits and outcome writes never wait for
+	// one of thousands of rows.
 	// Zero means 1024.
 	ExpandBatch int
 	// MaxPending bounds the jobs held in memory; the rest wait in the
