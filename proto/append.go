@@ -3,6 +3,7 @@ package proto
 import (
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -64,10 +65,10 @@ func payloadHint(v any) int {
 			return messageHint(p)
 		}
 	case SendReply:
-		return messageHint(&p.Message) + sendReplyBytes
+		return sendReplyHint(&p.Message, p.Duplicate)
 	case *SendReply:
 		if p != nil {
-			return messageHint(&p.Message) + sendReplyBytes
+			return sendReplyHint(&p.Message, p.Duplicate)
 		}
 	case SyncEvent:
 		return syncEventHint(&p)
@@ -79,21 +80,74 @@ func payloadHint(v any) int {
 	return 0
 }
 
-// messageBytes is a message's keys, quotes and punctuation without media
-// (187) and its longest numbers (three of 20 digits, one of 11).
-const messageBytes = 258
-
-// sendReplyBytes is {"message":,"duplicate":true}.
-const sendReplyBytes = 29
-
+// messageHint is the length of appendMessage's output when no string needs
+// escaping (escapes only make it longer: append grows the buffer then),
+// and no more: a frame's buffer is made this size, and a queued frame's
+// memory is what a session's send queue counts (cap, not len).
 func messageHint(m *Message) int {
-	n := messageBytes + len(m.ConvType) + len(m.ConvID) + len(m.From) + len(m.To) + len(m.LocalID) + len(m.Type) +
-		len(m.Text) + (len(m.Data)+2)/3*4 + len(m.Extended) + len(m.FromDevice)
-	for _, u := range m.Mentions {
-		n += len(u) + 3
+	n := len(`{"conv_type":,"conv_id":,"from":,"to":,"local_id":,"type":,"ts":}`) +
+		quoted(m.ConvType) + quoted(m.ConvID) + quoted(m.From) + quoted(m.To) + quoted(m.LocalID) + quoted(m.Type) +
+		digits(m.Time)
+	if m.ID != 0 {
+		n += len(`"id":,`) + digits(m.ID)
+	}
+	if m.Seq != 0 {
+		n += len(`,"seq":`) + digits(m.Seq)
+	}
+	if m.Text != "" {
+		n += len(`,"text":`) + quoted(m.Text)
+	}
+	if len(m.Data) > 0 {
+		n += len(`,"data":""`) + base64.StdEncoding.EncodedLen(len(m.Data))
+	}
+	if m.SubType != 0 {
+		n += len(`,"sub_type":`) + digits(int64(m.SubType))
+	}
+	if m.Extended != "" {
+		n += len(`,"extended_data":`) + quoted(m.Extended)
+	}
+	if len(m.Mentions) > 0 {
+		n += len(`,"mentions":[]`) + len(m.Mentions) - 1
+		for _, u := range m.Mentions {
+			n += quoted(u)
+		}
 	}
 	if m.Media != nil {
-		n += 256 + len(m.Media.FileID) + len(m.Media.Name) + len(m.Media.MIME) + len(m.Media.SHA256)
+		n += len(`,"media":`) + 256 + len(m.Media.FileID) + len(m.Media.Name) + len(m.Media.MIME) + len(m.Media.SHA256)
+	}
+	if m.FromDevice != "" {
+		n += len(`,"from_device":`) + quoted(m.FromDevice)
+	}
+	if m.Offline {
+		n += len(`,"offline":true`)
+	}
+	return n
+}
+
+// sendReplyHint is messageHint for a send's reply.
+func sendReplyHint(m *Message, duplicate bool) int {
+	n := len(`{"message":}`) + messageHint(m)
+	if duplicate {
+		n += len(`,"duplicate":true`)
+	}
+	return n
+}
+
+// quoted is s's length as a JSON string that needs no escape.
+func quoted(s string) int { return len(s) + 2 }
+
+// digits is the length of v in decimal, its sign included.
+func digits(v int64) int {
+	n := 1
+	if v < 0 {
+		n++
+		if v == math.MinInt64 {
+			return 20
+		}
+		v = -v
+	}
+	for ; v >= 10; v /= 10 {
+		n++
 	}
 	return n
 }

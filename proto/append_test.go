@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/herald-im/herald"
 )
@@ -200,5 +203,45 @@ func TestAppendMessageFrame(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { JSON.AppendSendReplyFrame(nil, Frame{ID: 1}, m, "alice", true) }); n != 1 {
 		t.Errorf("AppendSendReplyFrame: %v allocations, want 1", n)
+	}
+}
+
+// TestMessageHintExact checks that the size a message's frame is made
+// (messageHint) is its encoding's length when no string needs escaping:
+// a session's send queue counts the memory its frames hold (their
+// capacity), so a hint larger than the frame would hold memory the limit
+// does not see, and a smaller one would allocate twice.
+func TestMessageHintExact(t *testing.T) {
+	plain := func(s string) bool {
+		return utf8.ValidString(s) && !strings.ContainsAny(s, "\"\\<>&\u2028\u2029\x7f") &&
+			!strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 })
+	}
+	for _, m := range appendMessages() {
+		if m.Media != nil || !plain(m.ConvID) || !plain(m.Text) || !plain(m.Extended) || !plain(m.FromDevice) ||
+			len(m.Mentions) > 0 && !plain(m.Mentions[0]) {
+			continue // media's size is estimated; escapes only lengthen
+		}
+		for _, dup := range []bool{false, true} {
+			if got, want := messageHint(&m), len(appendMessage(nil, &m)); got != want {
+				t.Errorf("messageHint(%+v) = %d, encoding is %d bytes", m, got, want)
+			}
+			r := SendReply{Message: m, Duplicate: dup}
+			if got, want := sendReplyHint(&m, dup), len(appendSendReply(nil, &r)); got != want {
+				t.Errorf("sendReplyHint(%+v, %v) = %d, encoding is %d bytes", m, dup, got, want)
+			}
+		}
+	}
+	for _, v := range []int64{0, 1, 9, 10, -1, -10, 1 << 40, -1 << 62, 9223372036854775807, -9223372036854775808} {
+		if got, want := digits(v), len(strconv.FormatInt(v, 10)); got != want {
+			t.Errorf("digits(%d) = %d, want %d", v, got, want)
+		}
+	}
+	// A live message's frame holds little more than its bytes (the
+	// allocator's size classes, the envelope's estimate).
+	m := &herald.Message{ID: 42, Conv: "p:alice:bob", ConvType: herald.ConversationPeer, Seq: 7, From: "alice", To: "bob",
+		LocalID: "1", Type: herald.MessageText, Text: "hi", CreatedAt: time.UnixMilli(1700000000123)}
+	f := JSON.AppendMessageFrame(nil, Frame{Ev: EvMessage}, m, "bob")
+	if cap(f) > len(f)+len(f)/8+64 {
+		t.Errorf("a live message's frame is %d bytes in a buffer of %d", len(f), cap(f))
 	}
 }

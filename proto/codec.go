@@ -102,7 +102,7 @@ func (jsonCodec) AppendMessageFrame(dst []byte, f Frame, m *herald.Message, view
 
 func (jsonCodec) AppendSendReplyFrame(dst []byte, f Frame, m *herald.Message, viewer string, duplicate bool) []byte {
 	r := SendReply{Message: FromMessage(m, viewer, false), Duplicate: duplicate}
-	dst = slices.Grow(dst, messageHint(&r.Message)+sendReplyBytes+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
+	dst = slices.Grow(dst, sendReplyHint(&r.Message, duplicate)+frameEnvelopeBytes+len(f.Op)+len(f.Ev))
 	dst = appendPayloadKey(dst, &f)
 	dst = appendSendReply(dst, &r)
 	dst, _ = appendFrameErr(dst, &f, true)

@@ -500,6 +500,7 @@ func (p *poller) writeFrames(s *session, q []outFrame, deadline time.Time) error
 		if !s.poll.acquire() {
 			return net.ErrClosed
 		}
+		raceRead(bufs[first:n])
 		r, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(s.poll.fd), uintptr(unsafe.Pointer(&iov[first])), uintptr(n-first))
 		s.poll.release()
 		switch errno {

@@ -432,9 +432,11 @@ func (s *session) closeLocked(code int, reason string) {
 }
 
 // frameCost is what a queued frame counts against the send queue limit:
-// its payload plus the memory of its queue entry and header, so a flood of
-// empty frames (pongs for empty pings) is bounded too.
-func frameCost(payload []byte) int { return len(payload) + 64 }
+// the memory its payload holds (its capacity: a frame encoded in place is
+// made a little larger than it turns out) plus that of its queue entry and
+// header, so a flood of empty frames (pongs for empty pings) is bounded too.
+// A frame's payload is not resliced while it is queued or written.
+func frameCost(payload []byte) int { return cap(payload) + 64 }
 
 // enqueueLocked queues a frame for the writer; s.mu must be held. A queue
 // over its limit closes the session with CloseSlowConsumer: the client
