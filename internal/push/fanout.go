@@ -21,8 +21,9 @@ const fanoutPushID = "*group"
 // it.
 type Groups interface {
 	// EachMember calls fn for each member of group who can see message
-	// seq (joined before it), in ascending order of user ID: an expansion
-	// stored in several writes goes on after the last member it stored.
+	// seq (joined before it), in ascending order of user ID (a job part
+	// expanded by an older build, job data version 4, goes on after the
+	// last member it stored; version 5 records a push ID instead).
 	// It may read the store; an error means the members could not be read
 	// (the expansion is retried).
 	EachMember(ctx context.Context, group string, seq int64, fn func(user string)) error

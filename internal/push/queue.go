@@ -53,8 +53,8 @@ func (q *jobQueue) popLast() store.PushJob {
 // time; sent in push ID order, their outcomes come back in about that
 // order, so each FinishPush deletes neighbouring outbox rows (a few pages)
 // instead of rows spread over every page of the message's jobs
-// (BenchmarkGroupOutbox in internal/store/sqlite: 52-54 against 39-42 µs
-// of CPU per push).
+// (BenchmarkGroupOutbox in internal/store/sqlite: docs/benchmarks.md, "A
+// group message's jobs in push ID order").
 func dueBefore(a, b *store.PushJob) bool {
 	if !a.Due.Equal(b.Due) {
 		return a.Due.Before(b.Due)
