@@ -732,7 +732,7 @@ func (e *enqueueStall) EnqueuePush(ctx context.Context, jobs []store.PushJob, do
 }
 
 // TestClusterExpansionResumedByAnotherNode: node A's expansion of a group
-// message stores its first write (ExpandBatch 2: bob's and carol's jobs,
+// message stores its first write (ExpandBatch 2: the jobs of the two lowest push IDs,
 // and its progress), pushes those, and stalls past the fan-out job's
 // lease; node B claims the fan-out job and expands the rest. Each device is
 // pushed once, and A's late second write changes nothing.
@@ -773,7 +773,7 @@ func TestClusterExpansionResumedByAnotherNode(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("node A's expansion never reached its second write")
 	}
-	h.waitAccepted(2) // bob's and carol's, from the first write
+	h.waitAccepted(2) // the two lowest push IDs', from the first write
 	// Their outcomes are stored: only the fan-out job is left.
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		left, err := stA.PendingPush(context.Background(), store.PushKey{}, 10)
