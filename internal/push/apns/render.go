@@ -2,9 +2,9 @@ package apns
 
 import (
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/jsonenc"
 	"github.com/herald-im/herald/internal/push"
 )
 
@@ -150,60 +150,8 @@ func (f *fields) int(k string, v int64) {
 }
 
 // appendString appends s as a JSON string the way encoding/json writes it
-// with HTML escaping off: quote, backslash and control characters
-// escaped, invalid UTF-8 as U+FFFD, and U+2028 and U+2029 escaped (some
-// JavaScript parsers take them for line ends).
-func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
-}
+// with HTML escaping off.
+func appendString(b []byte, s string) []byte { return jsonenc.AppendString(b, s, false) }
 
 // BadgeUpdates implements push.BadgeUpdater: APNs takes a badge-only
 // background push.
