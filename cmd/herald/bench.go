@@ -206,40 +206,32 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	var report any
 	var err error
+	var profile *os.File // --cpuprofile's (peer, conn, push)
+	if pushEnv.cpuProfile != "" {
+		if profile, err = os.Create(pushEnv.cpuProfile); err != nil {
+			return err
+		}
+		defer profile.Close()
+	}
 	switch scenario {
 	case "peer":
 		peer := bench.PeerOptions{Pairs: pairs, Rate: rate, Duration: duration, Progress: stderr, Users: *users}
-		if pushEnv.cpuProfile != "" {
-			f, ferr := os.Create(pushEnv.cpuProfile)
-			if ferr != nil {
-				return ferr
-			}
-			defer f.Close()
-			peer.CPUProfile = f
+		if profile != nil {
+			peer.CPUProfile = profile
 		}
 		report, err = bench.Peer(ctx, t, peer)
 	case "conn":
 		// A bench server's built-in emulators accept the bench's app; a
 		// --target may not be configured for it.
 		co.Conns, co.Progress, co.Push = conns, stderr, *target == ""
-		if pushEnv.cpuProfile != "" {
-			f, ferr := os.Create(pushEnv.cpuProfile)
-			if ferr != nil {
-				return ferr
-			}
-			defer f.Close()
-			co.CPUProfile = f
+		if profile != nil {
+			co.CPUProfile = profile
 		}
 		report, err = bench.Conn(ctx, t, co)
 	case "push":
 		po.Progress, po.Users = stderr, *users
-		if pushEnv.cpuProfile != "" {
-			f, ferr := os.Create(pushEnv.cpuProfile)
-			if ferr != nil {
-				return ferr
-			}
-			defer f.Close()
-			if ferr := pprof.StartCPUProfile(f); ferr != nil {
+		if profile != nil {
+			if ferr := pprof.StartCPUProfile(profile); ferr != nil {
 				return ferr
 			}
 			defer pprof.StopCPUProfile()
