@@ -19,6 +19,18 @@ import (
 // can see the messages after its join seq.
 type members map[string]int64 // user -> join seq
 
+// groupWithDevices stops h's service and gives it a group of alice (the
+// sender) and users, each with one device; the caller starts it again.
+func (h *harness) groupWithDevices(users []string) {
+	g := members{"alice": 0}
+	for i, u := range users {
+		h.device(u, i+2)
+		g[u] = 0
+	}
+	h.stop()
+	h.groups = g
+}
+
 func (g members) EachMember(_ context.Context, group string, seq int64, fn func(string)) error {
 	users := make([]string, 0, len(g))
 	for u, join := range g {
@@ -298,13 +310,7 @@ func (f *enqueueFailer) EnqueuePush(ctx context.Context, jobs []store.PushJob, d
 func TestFanOutResumesOlderMemberProgress(t *testing.T) {
 	h := newHarness(t, push.Config{}, nil)
 	users := []string{"bob", "carol", "dave", "erin", "fred", "gina"}
-	g := members{"alice": 0}
-	for i, u := range users {
-		h.device(u, i+2)
-		g[u] = 0
-	}
-	h.stop()
-	h.groups = g
+	h.groupWithDevices(users)
 	h.start()
 	m := &herald.Message{
 		ConvType: herald.ConversationGroup, Conv: herald.GroupConversationKey("g1"), From: "alice", To: "g1",
@@ -364,13 +370,7 @@ func withMemberProgress(t *testing.T, data []byte, after string) []byte {
 func TestFanOutWritesInPushIDOrder(t *testing.T) {
 	h := newHarness(t, push.Config{ExpandBatch: 2}, nil)
 	users := []string{"bob", "carol", "dave", "erin", "fred", "gina", "hal"}
-	g := members{"alice": 0}
-	for i, u := range users {
-		h.device(u, i+2)
-		g[u] = 0
-	}
-	h.stop()
-	h.groups = g
+	h.groupWithDevices(users)
 	f := &enqueueFailer{Store: h.st}
 	f.ok.Store(1 << 30)
 	h.st = f
@@ -391,13 +391,7 @@ func TestFanOutWritesInPushIDOrder(t *testing.T) {
 func TestFanOutInSeveralWritesResumes(t *testing.T) {
 	h := newHarness(t, push.Config{ExpandBatch: 2}, nil)
 	users := []string{"bob", "carol", "dave", "erin", "fred", "gina"}
-	g := members{"alice": 0}
-	for i, u := range users {
-		h.device(u, i+2)
-		g[u] = 0
-	}
-	h.stop()
-	h.groups = g
+	h.groupWithDevices(users)
 	real := h.st
 	f := &enqueueFailer{Store: real}
 	f.ok.Store(1)

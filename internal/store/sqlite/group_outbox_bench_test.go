@@ -54,11 +54,11 @@ func BenchmarkGroupOutbox(b *testing.B) {
 						Conv: "g:bench", Seq: msg, Due: at, Expires: at.Add(time.Hour), Data: data}
 				}
 				if v.insert == "push-id" {
-					slices.SortFunc(jobs, func(a, b store.PushJob) int { return cmpString(a.PushID, b.PushID) })
+					slices.SortFunc(jobs, func(a, b store.PushJob) int { return strings.Compare(a.PushID, b.PushID) })
 				}
 				for off := 0; off < devices; off += expand {
 					if v.insert == "member-sorted" {
-						slices.SortFunc(jobs[off:off+expand], func(a, b store.PushJob) int { return cmpString(a.PushID, b.PushID) })
+						slices.SortFunc(jobs[off:off+expand], func(a, b store.PushJob) int { return strings.Compare(a.PushID, b.PushID) })
 					}
 					if err := s.EnqueuePush(ctx, jobs[off:off+expand], nil); err != nil {
 						b.Fatal(err)
@@ -71,7 +71,7 @@ func BenchmarkGroupOutbox(b *testing.B) {
 				if order == "random" {
 					rng.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
 				} else {
-					slices.SortFunc(keys, func(a, b store.PushKey) int { return cmpString(a.PushID, b.PushID) })
+					slices.SortFunc(keys, func(a, b store.PushKey) int { return strings.Compare(a.PushID, b.PushID) })
 				}
 				log := make([]herald.PushAttempt, finish)
 				for off := 0; off < devices; off += finish {
@@ -110,16 +110,6 @@ func writtenBytes() int64 {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			return n
 		}
-	}
-	return 0
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
 	}
 	return 0
 }
