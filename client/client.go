@@ -37,8 +37,13 @@ type Client struct {
 	ids      atomic.Uint64  // request IDs, unique across connections
 	wg       sync.WaitGroup // goroutines other than the handler goroutine
 	ackMu    sync.Mutex     // guards ackTimer, acksOff
-	ackTimer *time.Timer    // set while an ack flush is scheduled
-	acksOff  bool           // set by Close
+	// flushMu is held from taking the acks due to having written them
+	// (sendAcks), and by Logout until its request is answered: an ack
+	// taken by a timer's flush is never still unwritten when Logout sends
+	// its own and the logout after them.
+	flushMu  sync.Mutex
+	ackTimer *time.Timer // set while an ack flush is scheduled
+	acksOff  bool        // set by Close
 
 	reconnects atomic.Int64
 	resends    atomic.Int64
@@ -68,6 +73,10 @@ type session struct {
 	ready     chan struct{} // closed once the first offline sync was handed to the app
 	readyOnce sync.Once
 	done      chan struct{} // closed when the session ended
+	// sealed is set by Logout (tracker.seal, under its mu) once the
+	// handlers queued before it have run: batches queued after it are
+	// not handed to the app, and no more are accepted.
+	sealed atomic.Bool
 
 	// Guarded by Client.mu.
 	token    string
@@ -495,9 +504,17 @@ func (c *Client) endSession(s *session, ev ConnectionEvent, err error) {
 
 // Logout logs out, which also ends the device's binding to the user (no
 // more offline pushes for the user reach it), then the session ends with
-// StateDisconnected and EventLogout. Acknowledgements still owed are sent
-// first. The session ends even when the server cannot be reached; the error
-// then says so. Logout without a session does nothing.
+// StateDisconnected and EventLogout. It first waits for the
+// MessageReceived calls already queued (at most logoutDrainTimeout, and
+// ctx), hands the app no message after them, and sends the acks of every
+// message whose handler returned before the logout request, on the same
+// connection: the server stores them before it answers, so the device's
+// next login, by this Client or another, syncs none of them again. The
+// messages not handed over come in that sync. The session ends even when
+// the server cannot be reached; the error then says so. Logout without a
+// session does nothing. Called from a handler, it cannot wait for that
+// handler: the batch being handled is acknowledged at the next login of
+// this Client, or synced again by another.
 func (c *Client) Logout(ctx context.Context) error {
 	c.mu.Lock()
 	s := c.sess
@@ -507,13 +524,75 @@ func (c *Client) Logout(ctx context.Context) error {
 	}
 	s.stopping = true
 	c.mu.Unlock()
-	c.flushAcks()
-	_, err := request[struct{}](ctx, c, s, proto.OpLogout, struct{}{}, nil)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.RequestTimeout)
+		defer cancel()
+	}
+	c.sealForLogout(ctx, s)
+	err := c.logoutRequest(ctx, s)
 	c.endSession(s, EventLogout, nil)
 	if err != nil && !errors.Is(err, ErrNotLoggedIn) {
 		return err
 	}
 	return nil
+}
+
+// logoutDrainTimeout bounds how long Logout waits for the handler calls
+// queued before it (a handler calling Logout would wait for itself).
+const logoutDrainTimeout = time.Second
+
+// sealForLogout waits for the handler calls queued so far, then seals s:
+// what the app was handed is then exactly what the tracker holds as
+// delivered, and stays so.
+func (c *Client) sealForLogout(ctx context.Context, s *session) {
+	drained := make(chan struct{})
+	if c.disp.push(func() {
+		c.track.seal(s.gen, &s.sealed)
+		close(drained)
+	}) {
+		t := time.NewTimer(logoutDrainTimeout)
+		defer t.Stop()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+		case <-s.done: // Close, say, which drops what is queued
+		case <-t.C:
+			s.log.Warn("handlers still running at logout; their messages are acknowledged later", "timeout", logoutDrainTimeout)
+		}
+	}
+	c.track.seal(s.gen, &s.sealed) // when the wait was cut short
+}
+
+// logoutRequest sends the acks due, then the logout, on the same
+// connection: the server handles a connection's frames in order and stores
+// its acks before it answers the logout. A connection lost before the
+// answer is replaced and both go again.
+func (c *Client) logoutRequest(ctx context.Context, s *session) error {
+	for {
+		cn, err := c.waitConn(ctx, proto.OpLogout, s)
+		if err != nil {
+			return err
+		}
+		c.flushMu.Lock()
+		err = c.sendAcks(cn)
+		if err == nil {
+			err = cn.roundTrip(ctx, c.ids.Add(1), proto.OpLogout, struct{}{}, nil, nil)
+		}
+		c.flushMu.Unlock()
+		var lost *connLostError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &lost) || cn.isDone():
+			c.resends.Add(1)
+			s.log.Debug("logout interrupted; retrying on the next connection", "err", err)
+		case ctx.Err() != nil:
+			return fmt.Errorf("client: %s: %w", proto.OpLogout, err)
+		default:
+			return err
+		}
+	}
 }
 
 // RenewToken replaces the session's token with token, a fresher one for the
@@ -604,15 +683,11 @@ func (c *Client) flushAcksBeforeClose(cn *conn) {
 	go func() {
 		defer c.wg.Done()
 		defer close(done)
-		gen, acks := c.track.pendingAcks()
-		if len(acks) == 0 {
+		c.flushMu.Lock()
+		n, err := c.sendAcksCount(cn)
+		c.flushMu.Unlock()
+		if n == 0 || err != nil {
 			return
-		}
-		for _, a := range acks {
-			if cn.send(proto.OpAck, a) != nil {
-				return
-			}
-			c.track.acked(gen, a)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), closeAckTimeout)
 		defer cancel()

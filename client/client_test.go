@@ -844,3 +844,96 @@ func TestFragmentedFrameWithPing(t *testing.T) {
 	go func() { _, _ = c.SendPeerMessage(context.Background(), "bob", TextMessage("x")) }()
 	fc.expect(t, proto.OpSend)
 }
+
+// TestLogoutAcksWhatTheAppWasHanded: a message whose handler is still
+// running when Logout is called is acknowledged before the logout, and one
+// that arrives during the Logout is not handed to the app (the next sync
+// brings it). Logging in again on the same Client resumes at the last
+// message handed over, and accepts the one held back.
+func TestLogoutAcksWhatTheAppWasHanded(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	handed, release := make(chan int64, 8), make(chan struct{})
+	h := r.handlers()
+	rec := h.MessageReceived
+	h.MessageReceived = func(msgs []*herald.Message, info ReceiveInfo) {
+		handed <- msgs[0].Seq
+		if msgs[0].Seq == 2 {
+			<-release
+		}
+		rec(msgs, info)
+	}
+	c := New(srv.url, Options{DeviceID: "dev-1", Handlers: h, RequestTimeout: waitLimit,
+		ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond, AckInterval: time.Hour})
+	t.Cleanup(c.Close)
+	fc := loggedIn(t, c, srv, r, []proto.Message{wireMsg("bob", 1)})
+	if got := wait(t, handed); got != 1 {
+		t.Fatalf("handed seq %d, want 1", got)
+	}
+	r.wantBatch(t, "bob", true, 1)
+
+	fc.event(proto.EvMessage, wireMsg("bob", 2))
+	if got := wait(t, handed); got != 2 {
+		t.Fatalf("handed seq %d, want 2", got)
+	}
+	// The app has seq 2 (its handler is running) when Logout is called.
+	res := make(chan error, 1)
+	go func() { res <- c.Logout(context.Background()) }()
+	// Logout's barrier, queued behind the running handler, is the sign
+	// that it waits; a logout request before the handler returned means
+	// it would not.
+	queued := func() int {
+		c.disp.mu.Lock()
+		defer c.disp.mu.Unlock()
+		return len(c.disp.queue)
+	}
+	for deadline := time.Now().Add(waitLimit); queued() == 0; {
+		select {
+		case f := <-fc.reqs:
+			t.Fatalf("%s sent while the handler of seq 2 was running: its ack is lost", f.Op)
+		case <-time.After(time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Logout queued nothing behind the running handler")
+		}
+	}
+	// A message arriving now, behind the barrier, is not for the app.
+	fc.event(proto.EvMessage, wireMsg("bob", 3))
+	for deadline := time.Now().Add(waitLimit); queued() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("seq 3 was not queued behind Logout's barrier")
+		}
+	}
+	close(release)
+	r.wantBatch(t, "bob", false, 2)
+	var acks []proto.AckRequest
+	f := fc.expect(t, proto.OpLogout)
+	for len(fc.acks) > 0 {
+		acks = append(acks, <-fc.acks)
+	}
+	if len(acks) == 0 || acks[len(acks)-1].Seq != 2 {
+		t.Errorf("acks before the logout = %+v, want bob up to 2", acks)
+	}
+	fc.reply(f.ID, struct{}{})
+	fc.closeWith(proto.CloseNormal)
+	if err := wait(t, res); err != nil {
+		t.Fatalf("Logout: %v", err)
+	}
+	r.wantState(t, StateDisconnected, EventLogout)
+	// Every batch queued before now has run (or been dropped) once this has.
+	flushed := make(chan struct{})
+	c.disp.push(func() { close(flushed) })
+	wait(t, flushed)
+	r.noBatch(t)
+
+	done := goLogin(c, "me")
+	fc2 := srv.accept(t)
+	if req := fc2.login(t, loginReply("me")); len(req.Cursors) != 1 || req.Cursors[0].Seq != 2 {
+		t.Errorf("cursors = %+v, want bob at 2", req.Cursors)
+	}
+	fc2.sync([]proto.Message{wireMsg("bob", 3)})
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	r.wantBatch(t, "bob", true, 3)
+}

@@ -16,16 +16,17 @@ func newDispatcher() *dispatcher {
 	return &dispatcher{wake: make(chan struct{}, 1)}
 }
 
-// push queues f. After close it drops f.
-func (d *dispatcher) push(f func()) {
+// push queues f and reports whether it will run. After close it drops f.
+func (d *dispatcher) push(f func()) bool {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return
+		return false
 	}
 	d.queue = append(d.queue, f)
 	d.mu.Unlock()
 	d.signal()
+	return true
 }
 
 func (d *dispatcher) signal() {

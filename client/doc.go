@@ -47,7 +47,11 @@
 // offline sync starts after them, and offline push uses them to push a message
 // not acknowledged in time even though the socket looks alive, as for an app
 // frozen in the background. A slow handler thus delays acks, not the reading
-// of the connection. A conversation set to NotificationDoNotDisturb
+// of the connection. Logout first waits for the MessageReceived calls
+// already queued and acknowledges their messages before it logs out, so
+// the device's next login does not bring them again; messages arriving
+// during Logout are not handed over and come in that login's sync. A
+// conversation set to NotificationDoNotDisturb
 // (SetConversationNotificationStatus) is never pushed.
 //
 // The user's offline push rule (SetPushRule, QueryPushRule; ZIM's

@@ -99,6 +99,9 @@ func (c *Client) handleEvent(s *session, cn *conn, f proto.Frame, synced *bool) 
 // deliver queues msgs for the app, one batch per conversation, after
 // dropping duplicates and filling gaps.
 func (c *Client) deliver(s *session, cn *conn, msgs []proto.Message, offline bool) error {
+	if s.sealed.Load() {
+		return nil // logging out: the app gets no more (tracker.seal)
+	}
 	var order []convKey
 	groups := make(map[convKey][]proto.Message)
 	for _, m := range msgs {
@@ -147,6 +150,9 @@ func (c *Client) emit(s *session, k convKey, msgs []proto.Message, offline bool)
 	info := ReceiveInfo{ConvType: k.convType(), ConvID: k.id, Offline: offline}
 	h := c.opts.Handlers.MessageReceived
 	c.disp.push(func() {
+		if s.sealed.Load() {
+			return // queued after Logout's barrier: the next sync brings it again
+		}
 		if h != nil {
 			h(out, info)
 		}
@@ -223,18 +229,34 @@ func (c *Client) flushAcks() {
 	}
 	c.mu.Lock()
 	var cn *conn
-	if c.sess != nil {
+	if c.sess != nil && !c.sess.stopping {
 		cn = c.sess.conn
 	}
 	c.mu.Unlock()
 	if cn == nil {
 		return
 	}
+	c.flushMu.Lock()
+	defer c.flushMu.Unlock()
+	_ = c.sendAcks(cn)
+}
+
+// sendAcks writes the acks due on cn, in order, and records them as sent.
+// c.flushMu must be held.
+func (c *Client) sendAcks(cn *conn) error {
+	_, err := c.sendAcksCount(cn)
+	return err
+}
+
+// sendAcksCount is sendAcks, also returning how many acks were due.
+// c.flushMu must be held.
+func (c *Client) sendAcksCount(cn *conn) (int, error) {
 	gen, acks := c.track.pendingAcks()
 	for _, a := range acks {
 		if err := cn.send(proto.OpAck, a); err != nil {
-			return
+			return len(acks), err
 		}
 		c.track.acked(gen, a)
 	}
+	return len(acks), nil
 }

@@ -71,6 +71,9 @@ type tracker struct {
 	user  string
 	gen   uint64 // bumped when the user changes; stale callers are ignored
 	convs map[convKey]*convState
+	// sealed: the session is logging out; nothing more is accepted for
+	// the app until the next begin (seal).
+	sealed bool
 }
 
 func newTracker(log *slog.Logger) *tracker {
@@ -88,7 +91,30 @@ func (t *tracker) begin(user string) uint64 {
 		t.gen++
 		t.convs = make(map[convKey]*convState)
 	}
+	t.sealed = false
 	return t.gen
+}
+
+// seal ends what the session of gen hands to the app, for Logout: from now
+// on nothing is accepted, and what was accepted but not delivered (queued
+// for a handler that will not be called: the caller marks the session in
+// mark, under t.mu, and its queued batches check it) is forgotten, so that
+// the server's next sync brings it again and it is accepted then. Every
+// conversation is left with accepted == delivered: the acks then sent
+// cover all that the app was handed.
+func (t *tracker) seal(gen uint64, mark *atomic.Bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mark.Store(true)
+	if gen != t.gen || t.sealed {
+		return
+	}
+	t.sealed = true
+	for _, st := range t.convs {
+		if st.known {
+			st.accepted = st.delivered
+		}
+	}
 }
 
 // stateLocked returns k's state, creating it. t.mu must be held.
@@ -117,6 +143,9 @@ func (t *tracker) position(k convKey) (int64, bool) {
 func (t *tracker) accept(k convKey, seq int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.sealed {
+		return false
+	}
 	st := t.stateLocked(k)
 	if st.known && seq <= st.accepted {
 		return false
@@ -166,6 +195,10 @@ func (t *tracker) delivered(gen uint64, k convKey, seq int64) bool {
 		return false
 	}
 	st.delivered = seq
+	// A batch already running when the session was sealed (a handler
+	// that called Logout) may deliver past accepted: keep accepted >=
+	// delivered.
+	st.accepted = max(st.accepted, seq)
 	for s := range st.own {
 		if s <= seq {
 			delete(st.own, s)

@@ -408,16 +408,6 @@ func procStatus(pid int, field string) int64 {
 	return 0
 }
 
-// RaiseFileLimit lifts the soft open-file limit to the hard one; children
-// inherit it.
-func RaiseFileLimit() {
-	var r syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
-		r.Cur = r.Max
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
-	}
-}
-
 // terminate stops the server process: SIGTERM, then SIGKILL after 15 s.
 func (t *Target) terminate() {
 	t.cmd.Process.Signal(syscall.SIGTERM)

@@ -192,3 +192,58 @@ func TestMassDisconnectAcksGroupCommitted(t *testing.T) {
 		t.Errorf("u007's sync after relogin started from seq %d, want 8", got)
 	}
 }
+
+// logoutProbe is a push service of which a logout needs only DeviceActive
+// and Logout: Logout, called just before the logout's reply, runs at.
+type logoutProbe struct {
+	Push
+	at func()
+}
+
+func (p logoutProbe) DeviceActive(user, device string) {}
+
+func (p logoutProbe) Logout(context.Context, string, string) error {
+	p.at()
+	return nil
+}
+
+// TestLogoutStoresAcksSentBeforeIt: acks sent with ID 0 (no reply) right
+// before a logout are stored before the logout is answered
+// (docs/protocol.md §5.2), with no periodic flush to help: the push
+// service's logout hook, the last step before the reply, finds them stored.
+func TestLogoutStoresAcksSentBeforeIt(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	st := &ackStore{noChat: noChat{t: t}, cursors: make(map[string]map[string]int64), synced: make(map[string]map[string]int64)}
+	friends := []string{"alice", "carol"}
+	stored := make(map[string]int64)
+	probe := logoutProbe{at: func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		for _, f := range friends {
+			stored[f] = st.cursors["bob/phone"][herald.PeerConversationKey("bob", f)]
+		}
+	}}
+	g := New(st, Config{Secret: secret, BlockingReads: true, CursorFlush: time.Hour, Push: probe})
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	defer g.Shutdown(context.Background())
+	c := dialWS(t, "ws"+strings.TrimPrefix(srv.URL, "http")+proto.Path)
+	defer c.conn.Close()
+	tok, _ := token.Mint(secret, "bob", time.Now(), time.Hour)
+	c.call(1, proto.OpLogin, proto.LoginRequest{Version: proto.Version, UserID: "bob", Token: tok, DeviceID: "phone"})
+	for _, f := range friends {
+		data, _ := json.Marshal(proto.AckRequest{ConvType: "peer", ConvID: f, Seq: 7})
+		frame, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{Op: proto.OpAck, Data: data})
+		if err := wsutil.WriteClientText(c.conn, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.call(2, proto.OpLogout, struct{}{})
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, f := range friends {
+		if got := stored[f]; got != 7 {
+			t.Errorf("ack of %s stored before the logout's reply = %d, want 7", f, got)
+		}
+	}
+}
