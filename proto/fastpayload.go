@@ -11,8 +11,9 @@ import (
 	"github.com/herald-im/herald"
 )
 
-// decodePayloadFast decodes the payloads clients send most (SendRequest
-// and LoginRequest) without reflection, as decodeFrameFast does the
+// decodePayloadFast decodes the payloads clients send most (SendRequest,
+// LoginRequest, and RegisterPushRequest, which the SDK sends after every
+// login) without reflection, as decodeFrameFast does the
 // envelope: one pass over an object of the type's own keys, each exactly
 // as spelled and at most once, with values of the plain shapes (strings
 // whose escapes are simple, integers without fraction or exponent,
@@ -37,6 +38,12 @@ func decodePayloadFast(data []byte, v any) bool {
 	case *LoginRequest:
 		var r LoginRequest
 		if p == nil || !s.login(&r) || !s.end() || !reflect.ValueOf(p).Elem().IsZero() {
+			return false
+		}
+		*p = r
+	case *RegisterPushRequest:
+		var r RegisterPushRequest
+		if p == nil || !s.registerPush(&r) || !s.end() || *p != (RegisterPushRequest{}) {
 			return false
 		}
 		*p = r
@@ -436,6 +443,26 @@ func (s *fastScan) login(r *LoginRequest) bool {
 				r.Cursors = append(r.Cursors, c)
 				return ok
 			})
+		}
+		return -1, false
+	})
+}
+
+func (s *fastScan) registerPush(r *RegisterPushRequest) bool {
+	return s.object(func(key []byte) (k int, ok bool) {
+		switch string(key) {
+		case "provider":
+			r.Provider, ok = s.str()
+			return 0, ok
+		case "token":
+			r.Token, ok = s.str()
+			return 1, ok
+		case "app":
+			r.App, ok = s.str()
+			return 2, ok
+		case "environment":
+			r.Environment, ok = s.str()
+			return 3, ok
 		}
 		return -1, false
 	})

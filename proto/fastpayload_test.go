@@ -49,6 +49,9 @@ var fastPayloadCases = []string{
 	`{"\u0074o":"a"}`, `{"push":{"title":"a","title":"b"}}`, `{"push":{"Title":"a"}}`, `{"push":{"voip":{}}}`,
 	`{"push":{"voip":null}}`, `{"media":{"file_id":"f"}}`, `{"push":{}}`, `{"push":[]}`, `{"push":{"x":1}}`,
 	`{"user_id":"a","version":1,"user_id":"b"}`, `{"Version":1}`, `{"platform":"IOS"}`,
+	`{"provider":"apns","token":"ab01","app":"com.example","environment":"development"}`, `{"provider":"apns-voip","app":""}`,
+	`{"provider":"apns","provider":"fcm"}`, `{"Provider":"apns"}`, `{"app":null}`, `{"environment":1}`, `{"token":["a"]}`,
+	`{"provider":"hms","token":"t","app":"a","x":1}`,
 	// Structure.
 	`{"to":"a",}`, `{"to":"a" "text":"b"}`, `{"to" "a"}`, `{"to":}`, `{,}`, `{"to":"a"}}`, `{"to":"a"},`, `[{"to":"a"}]`,
 	`{"to":"a"`, `{"to"`, `{"to":"a",`, `{"to":"a"} {"to":"b"}`,
@@ -76,6 +79,8 @@ func TestDecodePayloadFastTakes(t *testing.T) {
 		{`{"conv_type":"peer","to":"bob","local_id":"2","type":"text","text":"Grüße, \"Bob\" \u00e9\n"}`, &SendRequest{}},
 		{`{"version":1,"user_id":"u1","token":"h1.abc","device_id":"bench"}`, &LoginRequest{}},
 		{`{"version":1,"user_id":"bob","token":"t","device_id":"d","platform":"ios","cursors":[{"conv_type":"peer","conv_id":"alice","seq":3}]}`, &LoginRequest{}},
+		{`{"provider":"apns","token":"b0000000000000000000000000000000000000000000000000000000000000007","app":"com.herald.bench.conn","environment":"production"}`, &RegisterPushRequest{}},
+		{`{"provider":"fcm","token":"dGVzdA:APA91b","app":"com.example"}`, &RegisterPushRequest{}},
 	} {
 		if !decodePayloadFast([]byte(tc.in), tc.v) {
 			t.Errorf("decodePayloadFast(%s) left it to encoding/json", tc.in)
@@ -96,12 +101,14 @@ func TestDecodePayloadFastTakes(t *testing.T) {
 }
 
 // checkFastPayload fails t unless decodePayloadFast, where it takes b as a
-// SendRequest or a LoginRequest, decodes it as unmarshalSlow does; it
-// reports how many of the two it took.
+// SendRequest, a LoginRequest or a RegisterPushRequest, decodes it as
+// unmarshalSlow does; it reports how many of the three it took.
 func checkFastPayload(t *testing.T, b []byte) int {
 	t.Helper()
 	taken := 0
-	for _, newV := range []func() any{func() any { return new(SendRequest) }, func() any { return new(LoginRequest) }} {
+	for _, newV := range []func() any{
+		func() any { return new(SendRequest) }, func() any { return new(LoginRequest) }, func() any { return new(RegisterPushRequest) },
+	} {
 		fast, slow := newV(), newV()
 		if !decodePayloadFast(b, fast) {
 			if !reflect.ValueOf(fast).Elem().IsZero() {
@@ -201,6 +208,23 @@ func BenchmarkDecodeLogin(b *testing.B) {
 			b.Fatal(err)
 		}
 		var req LoginRequest
+		if err := JSON.Unmarshal(f.Data, &req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecodeRegisterPush is the decoding of the push registration the
+// SDK sends after each login: the frame, then its payload.
+func BenchmarkDecodeRegisterPush(b *testing.B) {
+	frame := []byte(`{"id":2,"op":"register_push","d":{"provider":"apns","token":"b0000000000000000000000000000000000000000000000000000000000000007","app":"com.herald.bench.conn","environment":"production"}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := JSON.DecodeFrame(frame)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var req RegisterPushRequest
 		if err := JSON.Unmarshal(f.Data, &req); err != nil {
 			b.Fatal(err)
 		}

@@ -303,6 +303,10 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB), anonymous %.1f MiB (baseline %.1f MiB)\n",
 			float64(r.ServerRSS)/(1<<20), float64(r.BaselineRSS)/(1<<20), float64(r.ServerAnon)/(1<<20), float64(r.BaselineAnon)/(1<<20))
 		fmt.Fprintf(w, "  %.1f KiB per connection (anonymous memory)\n", float64(r.BytesPerConn)/1024)
+		if r.ServerLive != 0 {
+			fmt.Fprintf(w, "  live heap %.1f MiB (baseline %.1f MiB): %d bytes per connection\n",
+				float64(r.ServerLive)/(1<<20), float64(r.BaselineLive)/(1<<20), r.LiveBytesPerConn)
+		}
 		fmt.Fprintf(w, "  logins (connect, login, push registration unless --target, sync) %.0f/s  p50 %.1f ms  p99 %.1f ms; first logins (a new device each) %.0f/s\n",
 			r.LoginsPerSec, r.LoginP50ms, r.LoginP99ms, r.FirstLoginsPerSec)
 		if x := r.Restart; x != nil {

@@ -131,3 +131,53 @@ func TestPaceSpreadsSenders(t *testing.T) {
 		t.Errorf("senders' phases within %v of each other, want spread over the %v tick (at least %v apart)", hi-lo, tick, tick/4)
 	}
 }
+
+// TestConnSettlesOnTheServersCollections: with the server's /metrics, the
+// conn scenario reads its memory after two collections of the server's
+// own, and reports the live heap they marked.
+func TestConnSettlesOnTheServersCollections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a load scenario against a server: skipped under -short")
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := startTarget(t, func(c *config.Config) { c.MetricsAddr = addr })
+	target.metrics = "http://" + addr + "/metrics"
+	before, err := target.heap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := settle(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := target.heap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.GCs < before.GCs+settleGCs || live <= 0 {
+		t.Errorf("settle returned %d live bytes after collections %d -> %d, want > 0 after at least %d", live, before.GCs, after.GCs, settleGCs)
+	}
+	c, err := Conn(context.Background(), target, ConnOptions{Conns: 20, Settle: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BaselineLive <= 0 || c.ServerLive <= 0 || c.LiveBytesPerConn != (c.ServerLive-c.BaselineLive)/20 {
+		t.Errorf("conn result %+v: want both live heaps read, and their difference per connection", c)
+	}
+}
+
+func TestParseHeap(t *testing.T) {
+	page := []byte("# HELP go_gc_duration_seconds ...\ngo_gc_duration_seconds{quantile=\"0\"} 1.2e-05\n" +
+		"go_gc_duration_seconds_sum 0.0031\ngo_gc_duration_seconds_count 17\n" +
+		"# TYPE go_gc_heap_live_bytes gauge\ngo_gc_heap_live_bytes 6.847456e+06\ngo_goroutines 40\n")
+	got, err := parseHeap(page)
+	if want := (heap{GCs: 17, Live: 6847456}); err != nil || got != want {
+		t.Errorf("parseHeap = %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := parseHeap([]byte("go_gc_duration_seconds_count 17\n")); err == nil {
+		t.Error("parseHeap without the live heap: no error")
+	}
+}

@@ -42,12 +42,13 @@ type Target struct {
 	// spread its connections over source addresses; nil for nowhere.
 	Progress io.Writer
 
-	cmd    *exec.Cmd
-	addr   string // host:port the server listens on
-	data   string
-	nodes  []*Target // StartCluster: every node; nil for one server
-	drop   func()    // StartCluster: drops the run's PostgreSQL schema
-	schema string    // and its name
+	cmd     *exec.Cmd
+	addr    string // host:port the server listens on
+	metrics string // its /metrics URL (HERALD_METRICS_ADDR); empty when unknown
+	data    string
+	nodes   []*Target // StartCluster: every node; nil for one server
+	drop    func()    // StartCluster: drops the run's PostgreSQL schema
+	schema  string    // and its name
 
 	nextSource atomic.Uint32 // dial: the source address of the next connection
 }
@@ -94,12 +95,14 @@ func newSecret() string {
 }
 
 func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs io.Writer) (*Target, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	metricsAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
 	data, err := os.MkdirTemp("", "herald-bench-")
 	if err != nil {
 		return nil, err
@@ -115,6 +118,9 @@ func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs 
 		"HERALD_SENDS_PER_SECOND=1000000",
 		"HERALD_SEND_BURST=1000000",
 		"HERALD_MAX_UNAUTHENTICATED_CONNS_PER_ADDR=0", // every bench client dials from loopback
+		// The Go runtime's figures (go_gc_*): bench conn reads its memory
+		// after the server's own collections.
+		"HERALD_METRICS_ADDR="+metricsAddr,
 	)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -123,12 +129,23 @@ func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs 
 		os.RemoveAll(data)
 		return nil, err
 	}
-	t := &Target{URL: "ws://" + addr + proto.Path, Secret: []byte(secret), PID: cmd.Process.Pid, cmd: cmd, addr: addr, data: data}
+	t := &Target{URL: "ws://" + addr + proto.Path, Secret: []byte(secret), PID: cmd.Process.Pid, cmd: cmd, addr: addr, data: data,
+		metrics: "http://" + metricsAddr + "/metrics"}
 	if err := t.waitReady(); err != nil {
 		t.Stop()
 		return nil, err
 	}
 	return t, nil
+}
+
+// freeAddr returns a loopback address with a port free at the time.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // waitReady polls the server's /readyz until it answers 200, for at most
@@ -338,6 +355,58 @@ func (t *Target) Stop() {
 	}
 	t.terminate()
 	os.RemoveAll(t.data)
+}
+
+// heap is what a server's /metrics says of its Go heap.
+type heap struct {
+	GCs  int64 // collections so far (go_gc_duration_seconds_count)
+	Live int64 // bytes of the objects the last one marked live (go_gc_heap_live_bytes)
+}
+
+// heap reads the server's /metrics (one process: StartServer's).
+func (t *Target) heap() (heap, error) {
+	if t.metrics == "" {
+		return heap{}, errors.New("the server's /metrics is not known (--target)")
+	}
+	resp, err := http.Get(t.metrics)
+	if err != nil {
+		return heap{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return heap{}, err
+	}
+	return parseHeap(b)
+}
+
+// parseHeap takes the two figures of heap from a /metrics page.
+func parseHeap(page []byte) (heap, error) {
+	var h heap
+	var seen int
+	for _, line := range strings.Split(string(page), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		var dst *int64
+		switch name {
+		case "go_gc_duration_seconds_count":
+			dst = &h.GCs
+		case "go_gc_heap_live_bytes":
+			dst = &h.Live
+		}
+		if !ok || dst == nil {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return h, fmt.Errorf("/metrics: %q: %w", line, err)
+		}
+		*dst = int64(f)
+		seen++
+	}
+	if seen != 2 {
+		return h, errors.New("/metrics: no go_gc_duration_seconds_count or go_gc_heap_live_bytes")
+	}
+	return h, nil
 }
 
 // RSS returns the server's resident memory in bytes, summed over its nodes

@@ -14,6 +14,7 @@ import (
 	"context"
 	"net/http"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,9 +121,17 @@ func New() *Metrics {
 	})
 	buildInfo.Set(1)
 	m.reg.MustRegister(buildInfo, m.storeLat, m.pushReqs, m.pushFail, m.pushLat, (*collector)(m),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(liveHeap)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// liveHeap adds go_gc_heap_live_bytes to the Go collector's figures: the
+// bytes of the objects the last collection marked live. The memstats
+// figures (go_memstats_heap_alloc_bytes ...) count the garbage made since
+// that collection and the pages the runtime keeps, which move with when
+// they are read; this one moves only with what the server holds.
+var liveHeap = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)}
 
 // SetSources sets the components read at each scrape. Call it before
 // serving.

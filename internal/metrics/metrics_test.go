@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -110,5 +111,33 @@ func TestWebPushReasonsAreStatusClasses(t *testing.T) {
 	}
 	if n := len(f.Failures); n > 8 || f.Failures["webpush/other"] != 0 {
 		t.Errorf("%d reasons (%d as other) for 200 statuses: %v; want a few classes", n, f.Failures["webpush/other"], f.Failures)
+	}
+}
+
+// TestLiveHeap: /metrics carries the live heap as of the last collection,
+// which `herald bench conn` reads, and it grows with what is kept.
+func TestLiveHeap(t *testing.T) {
+	m := New()
+	live := func() float64 {
+		t.Helper()
+		runtime.GC()
+		for _, line := range strings.Split(scrape(t, m), "\n") {
+			if v, ok := strings.CutPrefix(line, "go_gc_heap_live_bytes "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%q: %v", line, err)
+				}
+				return f
+			}
+		}
+		t.Fatal("no go_gc_heap_live_bytes in /metrics")
+		return 0
+	}
+	before := live()
+	kept := make([]byte, 8<<20)
+	after := live()
+	runtime.KeepAlive(kept)
+	if after-before < 7<<20 {
+		t.Errorf("live heap %.0f -> %.0f bytes with 8 MiB more kept", before, after)
 	}
 }
