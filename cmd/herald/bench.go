@@ -51,7 +51,9 @@ server gets HERALD_PUSH_CONFIG pointing at it with that vendor's
 credentials.
 Other HERALD_* variables in the environment (HERALD_PPROF_ADDR ...) reach
 the child too; with --nodes N, node i (from 0) gets HERALD_PPROF_ADDR's
-port plus i (port 0: each node picks one).
+port plus i (port 0: each node picks one). HERALD_METRICS_ADDR is the
+bench's own: it gives each server child a free port of its own (bench conn
+reads the server's Go heap figures there).
 Progress goes to stderr; the report to stdout (JSON with --json).
 `
 

@@ -145,7 +145,7 @@ func TestConnSettlesOnTheServersCollections(t *testing.T) {
 	}
 	target := startTarget(t, func(c *config.Config) { c.MetricsAddr = addr })
 	target.metrics = "http://" + addr + "/metrics"
-	before, err := target.heap()
+	before, err := target.heap(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestConnSettlesOnTheServersCollections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, err := target.heap()
+	after, err := target.heap(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -200,7 +200,7 @@ func settle(ctx context.Context, t *Target) (live int64, err error) {
 	if t.metrics == "" {
 		return 0, nil
 	}
-	h0, err := t.heap()
+	h0, err := t.heap(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -210,7 +210,7 @@ func settle(ctx context.Context, t *Target) (live int64, err error) {
 			return 0, err
 		}
 		c.close()
-		h, err := t.heap()
+		h, err := t.heap(ctx)
 		if err != nil {
 			return 0, err
 		}

@@ -95,14 +95,11 @@ func newSecret() string {
 }
 
 func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs io.Writer) (*Target, error) {
-	addr, err := freeAddr()
+	addrs, err := freeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
-	metricsAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
+	addr, metricsAddr := addrs[0], addrs[1]
 	data, err := os.MkdirTemp("", "herald-bench-")
 	if err != nil {
 		return nil, err
@@ -138,14 +135,28 @@ func startNode(ctx context.Context, exe, secret string, extraEnv []string, logs 
 	return t, nil
 }
 
+// freeAddrs returns n distinct loopback addresses with ports free at the
+// time (all held open until all are chosen, so that they differ).
+func freeAddrs(n int) ([]string, error) {
+	addrs := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs, nil
+}
+
 // freeAddr returns a loopback address with a port free at the time.
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := freeAddrs(1)
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return addrs[0], nil
 }
 
 // waitReady polls the server's /readyz until it answers 200, for at most
@@ -363,16 +374,28 @@ type heap struct {
 	Live int64 // bytes of the objects the last one marked live (go_gc_heap_live_bytes)
 }
 
+// heapReadTimeout bounds one read of a server's /metrics.
+const heapReadTimeout = 10 * time.Second
+
 // heap reads the server's /metrics (one process: StartServer's).
-func (t *Target) heap() (heap, error) {
+func (t *Target) heap(ctx context.Context) (heap, error) {
 	if t.metrics == "" {
 		return heap{}, errors.New("the server's /metrics is not known (--target)")
 	}
-	resp, err := http.Get(t.metrics)
+	ctx, cancel := context.WithTimeout(ctx, heapReadTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.metrics, nil)
+	if err != nil {
+		return heap{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return heap{}, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return heap{}, fmt.Errorf("%s: %s", t.metrics, resp.Status)
+	}
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return heap{}, err
