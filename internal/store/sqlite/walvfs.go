@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"modernc.org/libc"
@@ -24,19 +25,35 @@ import (
 // database file. The shim passes every other call, and every call on
 // another file, straight to the default VFS.
 //
-// Durability is unchanged. With synchronous=FULL SQLite syncs the WAL
-// before it publishes a commit's frames in the WAL index (and so before
-// COMMIT returns, and before another connection can read them), and the
-// sync writes what was gathered first. Gathered bytes lost to a crash are
-// bytes of a commit that had not returned, as they would be in the page
-// cache of a kernel that lost power. The barrier SQLite calls between
-// writing the two copies of the WAL index header is a second guard, for a
-// connection with a lower synchronous setting: nothing published is ever
-// left in memory. A failed gathered write fails the call that made it
-// (the sync: the COMMIT fails and is rolled back, as with a failed write).
+// Durability is unchanged. With synchronous=FULL (the writer's setting)
+// SQLite syncs the WAL before it publishes a commit's frames in the WAL
+// index (and so before COMMIT returns, and before another connection can
+// read them), and the sync writes what was gathered first. Gathered bytes
+// lost to a crash are bytes of a commit that had not returned, as they
+// would be in the page cache of a kernel that lost power. The barrier
+// SQLite calls between writing the two copies of the WAL index header is a
+// second guard, for a connection with a lower synchronous setting: it
+// writes what its own database's WAL gathered (and no other's: two stores
+// in one process are two databases, each writer with its own buffer).
+//
+// Nothing gathered outlives the WAL write lock. When the connection
+// releases it (shimShmLock), what is still gathered is dropped: see
+// walBuf.endWrite for why those bytes can only be a transaction's that
+// did not commit, which stock SQLite would have written past the last
+// commit frame, where the next writer, of any connection, writes its own.
+// Written later, they would land over that writer's committed frames.
+//
+// A failed gathered write fails the call that made it, and the failure
+// stands until the write lock is released: every later write, sync,
+// read, truncation, size query and file control of the WAL fails with it,
+// so the transaction that lost frames cannot commit (a statement that
+// fails with SQLITE_FULL inside a statement journal leaves its transaction
+// open, and a later COMMIT would otherwise write the rest of its frames
+// and succeed). A read that fails in the rollback puts the pager in its
+// error state, which it leaves when the transaction has ended.
 //
 // Only the writer's connection uses walVFS: readers and the checkpointer
-// read frames below the last commit, which its sync wrote.
+// read frames up to the last commit, which its sync wrote.
 
 // walVFSName is the name walVFS is registered under, for the DSN's vfs
 // parameter.
@@ -51,41 +68,55 @@ const walBufMax = 1024 * (4096 + 24)
 // one would be cut short.
 const writeMax = 0x1f000 // 124 KiB
 
-// shimFile is the head of each file opened through walVFS; the default
-// VFS's own file structure follows it (at shimFile.real).
+// shimFile is the head of each file opened through walVFS; the base VFS's
+// own file structure follows it (at shimFile.real).
 type shimFile struct {
-	base sqlite3.Tsqlite3_file // pMethods: &shimIO
-	real uintptr               // the default VFS's file, right after this head
-	wal  uintptr               // walBufs key; 0 for a file other than a WAL
+	base sqlite3.Tsqlite3_file // pMethods: &shimIO[the real file's iVersion]
+	real uintptr               // the base VFS's file, right after this head
+	wal  uintptr               // walBufs key of this file, if it is a WAL; else 0
+	// walOf is, for a database file, the walBufs key of its WAL once that
+	// is open through walVFS (the barrier and the write lock's release,
+	// called on the database file, act on that buffer only); else 0.
+	walOf uintptr
 }
 
 const shimHead = unsafe.Sizeof(shimFile{})
 
-// walBuf is what a WAL file opened through walVFS has gathered. Its
-// connection writes to it; a barrier of any connection of walVFS may
-// flush it (shimShmBarrier), hence mu.
+// walBuf is what a WAL file opened through walVFS has gathered. Only its
+// connection touches it (through the WAL file, or the database file's
+// barrier and locks); tests read it too, hence mu.
 type walBuf struct {
-	mu     sync.Mutex
-	file   *shimFile
-	off    int64  // file offset of buf[0]
-	buf    []byte // the writes, in order and contiguous
-	closed bool
+	mu   sync.Mutex
+	file *shimFile
+	off  int64  // file offset of buf[0]
+	buf  []byte // the writes, in order and contiguous
+	// failed is the result code of a gathered write that failed, 0 if
+	// none. See fail.
 	failed int32
+	// stuck: the failure came from a barrier, which cannot report it,
+	// while frames were gathered; it stands until the file is closed.
+	stuck bool
 	// For tests (walBufOf): the file's name, the write calls made to it,
 	// and the syncs that found gathered bytes not yet written (none, but
 	// for a broken shimSync).
 	name                 string
-	writes, syncsPending int // a barrier's flush failed with this code: the next flush returns it
+	writes, syncsPending int
 }
+
+// walWriteFault, when set (by tests), is consulted before each write of
+// gathered bytes: a result other than SQLITE_OK fails the write with it.
+var walWriteFault atomic.Pointer[func(name string, off int64, n int) int32]
 
 var (
 	walVFSOnce sync.Once
 	walVFSErr  error
-	realVFS    uintptr // the default VFS
+	realVFS    uintptr // the default VFS, walVFS's base (its pAppData)
 	// walVFS and shimIO are Go memory SQLite keeps pointers to: package
 	// variables, so they live and stay put for the process's life.
+	// shimIO[v] offers the methods of io_methods version v (1-3) and no
+	// more: a file gets the version of the file it wraps.
 	walVFS sqlite3.Tsqlite3_vfs
-	shimIO sqlite3.Tsqlite3_io_methods
+	shimIO [4]sqlite3.Tsqlite3_io_methods
 
 	walBufsMu sync.Mutex
 	walBufs   = map[uintptr]*walBuf{}
@@ -102,36 +133,38 @@ func registerWALVFS() error {
 			walVFSErr = fmt.Errorf("register %s: no default VFS", walVFSName)
 			return
 		}
-		walVFS = *(*sqlite3.Tsqlite3_vfs)(ptr(realVFS))
-		walVFS.FszOsFile += int32(shimHead)
-		walVFS.FpNext = 0
+		walVFS = shimVFS(realVFS)
 		name, err := libc.CString(walVFSName)
 		if err != nil {
 			walVFSErr = fmt.Errorf("register %s: %w", walVFSName, err)
 			return
 		}
 		walVFS.FzName = name
-		*(*func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32)(unsafe.Pointer(&walVFS.FxOpen)) = shimOpen
 
-		shimIO.FiVersion = 3
-		*(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&shimIO.FxClose)) = shimClose
-		*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&shimIO.FxRead)) = shimRead
-		*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&shimIO.FxWrite)) = shimWrite
-		*(*func(*libc.TLS, uintptr, int64) int32)(unsafe.Pointer(&shimIO.FxTruncate)) = shimTruncate
-		*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&shimIO.FxSync)) = shimSync
-		*(*func(*libc.TLS, uintptr, uintptr) int32)(unsafe.Pointer(&shimIO.FxFileSize)) = shimFileSize
-		*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&shimIO.FxLock)) = shimLock
-		*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&shimIO.FxUnlock)) = shimUnlock
-		*(*func(*libc.TLS, uintptr, uintptr) int32)(unsafe.Pointer(&shimIO.FxCheckReservedLock)) = shimCheckReservedLock
-		*(*func(*libc.TLS, uintptr, int32, uintptr) int32)(unsafe.Pointer(&shimIO.FxFileControl)) = shimFileControl
-		*(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&shimIO.FxSectorSize)) = shimSectorSize
-		*(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&shimIO.FxDeviceCharacteristics)) = shimDeviceCharacteristics
-		*(*func(*libc.TLS, uintptr, int32, int32, int32, uintptr) int32)(unsafe.Pointer(&shimIO.FxShmMap)) = shimShmMap
-		*(*func(*libc.TLS, uintptr, int32, int32, int32) int32)(unsafe.Pointer(&shimIO.FxShmLock)) = shimShmLock
-		*(*func(*libc.TLS, uintptr))(unsafe.Pointer(&shimIO.FxShmBarrier)) = shimShmBarrier
-		*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&shimIO.FxShmUnmap)) = shimShmUnmap
-		*(*func(*libc.TLS, uintptr, int64, int32, uintptr) int32)(unsafe.Pointer(&shimIO.FxFetch)) = shimFetch
-		*(*func(*libc.TLS, uintptr, int64, uintptr) int32)(unsafe.Pointer(&shimIO.FxUnfetch)) = shimUnfetch
+		m := &shimIO[3]
+		*(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&m.FxClose)) = shimClose
+		*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&m.FxRead)) = shimRead
+		*(*func(*libc.TLS, uintptr, uintptr, int32, int64) int32)(unsafe.Pointer(&m.FxWrite)) = shimWrite
+		*(*func(*libc.TLS, uintptr, int64) int32)(unsafe.Pointer(&m.FxTruncate)) = shimTruncate
+		*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&m.FxSync)) = shimSync
+		*(*func(*libc.TLS, uintptr, uintptr) int32)(unsafe.Pointer(&m.FxFileSize)) = shimFileSize
+		*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&m.FxLock)) = shimLock
+		*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&m.FxUnlock)) = shimUnlock
+		*(*func(*libc.TLS, uintptr, uintptr) int32)(unsafe.Pointer(&m.FxCheckReservedLock)) = shimCheckReservedLock
+		*(*func(*libc.TLS, uintptr, int32, uintptr) int32)(unsafe.Pointer(&m.FxFileControl)) = shimFileControl
+		*(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&m.FxSectorSize)) = shimSectorSize
+		*(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&m.FxDeviceCharacteristics)) = shimDeviceCharacteristics
+		shimIO[1] = *m
+		*(*func(*libc.TLS, uintptr, int32, int32, int32, uintptr) int32)(unsafe.Pointer(&m.FxShmMap)) = shimShmMap
+		*(*func(*libc.TLS, uintptr, int32, int32, int32) int32)(unsafe.Pointer(&m.FxShmLock)) = shimShmLock
+		*(*func(*libc.TLS, uintptr))(unsafe.Pointer(&m.FxShmBarrier)) = shimShmBarrier
+		*(*func(*libc.TLS, uintptr, int32) int32)(unsafe.Pointer(&m.FxShmUnmap)) = shimShmUnmap
+		shimIO[2] = *m
+		*(*func(*libc.TLS, uintptr, int64, int32, uintptr) int32)(unsafe.Pointer(&m.FxFetch)) = shimFetch
+		*(*func(*libc.TLS, uintptr, int64, uintptr) int32)(unsafe.Pointer(&m.FxUnfetch)) = shimUnfetch
+		for v := 1; v <= 3; v++ {
+			shimIO[v].FiVersion = int32(v)
+		}
 
 		if rc := sqlite3.Xsqlite3_vfs_register(tls, uintptr(unsafe.Pointer(&walVFS)), 0); rc != sqlite3.SQLITE_OK {
 			walVFSErr = fmt.Errorf("register %s: SQLite error %d", walVFSName, rc)
@@ -140,51 +173,42 @@ func registerWALVFS() error {
 	return walVFSErr
 }
 
+// shimVFS is a copy of the VFS at base with shimOpen for its xOpen and
+// base as its pAppData (the base's own pAppData is read by its xOpen only,
+// which the shim calls with the base). Its zName is left to the caller.
+func shimVFS(base uintptr) sqlite3.Tsqlite3_vfs {
+	v := *(*sqlite3.Tsqlite3_vfs)(ptr(base))
+	v.FszOsFile += int32(shimHead)
+	v.FpNext = 0
+	v.FpAppData = base
+	*(*func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32)(unsafe.Pointer(&v.FxOpen)) = shimOpen
+	return v
+}
+
 // ptr turns an address SQLite handed over into a pointer (the form go vet
 // accepts for memory the Go garbage collector does not manage).
 func ptr(p uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&p)) }
 
 func shim(pFile uintptr) *shimFile { return (*shimFile)(ptr(pFile)) }
 
-// realIO is the default VFS's methods of the file f wraps.
+// realIO is the base VFS's methods of the file f wraps.
 func (f *shimFile) realIO() *sqlite3.Tsqlite3_io_methods {
 	return (*sqlite3.Tsqlite3_io_methods)(ptr((*sqlite3.Tsqlite3_file)(ptr(f.real)).FpMethods))
 }
 
-func (f *shimFile) buf() *walBuf {
-	if f.wal == 0 {
+func walBufByKey(key uintptr) *walBuf {
+	if key == 0 {
 		return nil
 	}
 	walBufsMu.Lock()
 	defer walBufsMu.Unlock()
-	return walBufs[f.wal]
+	return walBufs[key]
 }
 
-// flush writes what b has gathered; b.mu must be held. It returns
-// SQLITE_OK when there was nothing. What fails to be written is dropped:
-// the call that flushed fails, and SQLite gives up the transaction those
-// frames belonged to.
-func (b *walBuf) flush(tls *libc.TLS) int32 {
-	if rc := b.failed; rc != 0 {
-		b.failed = 0
-		b.buf = b.buf[:0]
-		return rc
-	}
-	if len(b.buf) == 0 {
-		return sqlite3.SQLITE_OK
-	}
-	rc := int32(sqlite3.SQLITE_OK)
-	for i := 0; i < len(b.buf) && rc == sqlite3.SQLITE_OK; i += writeMax {
-		n := min(len(b.buf)-i, writeMax)
-		rc = realWrite(tls, b.file, uintptr(unsafe.Pointer(&b.buf[i])), int32(n), b.off+int64(i))
-		b.writes++
-	}
-	runtime.KeepAlive(b)
-	b.buf = b.buf[:0]
-	return rc
-}
+func (f *shimFile) buf() *walBuf { return walBufByKey(f.wal) }
 
-// flush writes what f has gathered, if it is a WAL file.
+// flush writes what f has gathered, if it is a WAL file; it returns the
+// WAL's standing failure if there is one.
 func (f *shimFile) flush(tls *libc.TLS) int32 {
 	b := f.buf()
 	if b == nil {
@@ -195,22 +219,77 @@ func (f *shimFile) flush(tls *libc.TLS) int32 {
 	return b.flush(tls)
 }
 
-// flushAllWAL writes what every WAL file of walVFS has gathered.
-func flushAllWAL(tls *libc.TLS) {
-	walBufsMu.Lock()
-	bufs := make([]*walBuf, 0, len(walBufs))
-	for _, b := range walBufs {
-		bufs = append(bufs, b)
+// fail records that gathered bytes were not written (rc: why), and drops
+// what is gathered. The failure stands (every later call on the file that
+// would write or flush, a read included, returns rc) until endWrite.
+func (b *walBuf) fail(rc int32) {
+	if b.failed == 0 {
+		b.failed = rc
 	}
-	walBufsMu.Unlock()
-	for _, b := range bufs {
-		b.mu.Lock()
-		if !b.closed {
-			if rc := b.flush(tls); rc != sqlite3.SQLITE_OK {
-				b.failed = rc // for the owner's next sync, read or write
-			}
+	b.buf = b.buf[:0]
+}
+
+// flush writes what b has gathered; b.mu must be held. It returns
+// SQLITE_OK when there was nothing, and the standing failure if any.
+func (b *walBuf) flush(tls *libc.TLS) int32 {
+	if b.failed != 0 {
+		b.buf = b.buf[:0]
+		return b.failed
+	}
+	if len(b.buf) == 0 {
+		return sqlite3.SQLITE_OK
+	}
+	rc := int32(sqlite3.SQLITE_OK)
+	for i := 0; i < len(b.buf) && rc == sqlite3.SQLITE_OK; i += writeMax {
+		n := min(len(b.buf)-i, writeMax)
+		if fault := walWriteFault.Load(); fault != nil {
+			rc = (*fault)(b.name, b.off+int64(i), n)
 		}
-		b.mu.Unlock()
+		if rc == sqlite3.SQLITE_OK {
+			rc = realWrite(tls, b.file, uintptr(unsafe.Pointer(&b.buf[i])), int32(n), b.off+int64(i))
+		}
+		b.writes++
+	}
+	runtime.KeepAlive(b)
+	if rc != sqlite3.SQLITE_OK {
+		b.fail(rc)
+		return rc
+	}
+	b.buf = b.buf[:0]
+	return rc
+}
+
+// endWrite is called when the connection releases the WAL write lock,
+// before the release: b.mu must be held. It drops what is gathered and
+// ends a standing failure (unless stuck).
+//
+// Dropping is right because what is gathered then can only be frames of
+// a transaction that did not commit, past the committed end of the WAL
+// (the WAL index header's mxFrame). Every commit publishes its frames
+// with walIndexWriteHdr, which calls the barrier (shimShmBarrier), which
+// writes what this WAL gathered; with synchronous=FULL the commit's sync
+// has written it before. Between that barrier and the release SQLite
+// writes nothing more to the WAL (walFrames returns, the pager ends the
+// transaction). So the bytes gathered at the release were written after
+// the connection's last commit was published and belong to no commit: a
+// cache spill or a failed COMMIT, rolled back. Stock SQLite wrote them to
+// the file, past mxFrame, where they are never read: readers find frames
+// through the WAL index up to mxFrame, recovery stops at the last commit
+// frame, and the next writer overwrites them. Dropped, they leave the
+// file as the next writer expects it; written later, after another
+// connection committed frames at the same offsets, they would overwrite
+// those (the corruption the review reproduced).
+//
+// A failure ends here too: it was a transaction's that rolled back, or it
+// failed the COMMIT (its write or sync). A barrier's failure while frames
+// were gathered is the exception (stuck): a barrier cannot report a
+// failure, and with a synchronous setting lower than FULL those frames
+// may have been published, so every later call fails until the file is
+// closed rather than let the connection go on over a hole.
+func (b *walBuf) endWrite() {
+	b.buf = b.buf[:0]
+	if !b.stuck {
+		b.failed = 0
 	}
 }
 
@@ -220,10 +299,11 @@ func realWrite(tls *libc.TLS, f *shimFile, zBuf uintptr, n int32, off int64) int
 }
 
 func shimOpen(tls *libc.TLS, pVfs, zName, pFile uintptr, flags int32, pOutFlags uintptr) int32 {
+	base := (*sqlite3.Tsqlite3_vfs)(ptr(pVfs)).FpAppData
 	f := shim(pFile)
 	*f = shimFile{real: pFile + shimHead}
-	fn := (*sqlite3.Tsqlite3_vfs)(ptr(realVFS)).FxOpen
-	rc := (*(*func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32)(unsafe.Pointer(&fn)))(tls, realVFS, zName, f.real, flags, pOutFlags)
+	fn := (*sqlite3.Tsqlite3_vfs)(ptr(base)).FxOpen
+	rc := (*(*func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32)(unsafe.Pointer(&fn)))(tls, base, zName, f.real, flags, pOutFlags)
 	if rc != sqlite3.SQLITE_OK {
 		return rc // f.base.pMethods stays nil: SQLite does not close it
 	}
@@ -233,9 +313,27 @@ func shimOpen(tls *libc.TLS, pVfs, zName, pFile uintptr, flags int32, pOutFlags 
 		f.wal = walNext
 		walBufs[f.wal] = &walBuf{file: f, name: libc.GoString(zName)}
 		walBufsMu.Unlock()
+		// The database file this WAL belongs to (a WAL's name is the
+		// pager's, which leads back to it), if it too is a shim's.
+		if db := sqlite3.Xsqlite3_database_file_object(tls, zName); db != 0 && isShimIO((*sqlite3.Tsqlite3_file)(ptr(db)).FpMethods) {
+			shim(db).walOf = f.wal
+		}
 	}
-	f.base.FpMethods = uintptr(unsafe.Pointer(&shimIO))
+	f.base.FpMethods = uintptr(unsafe.Pointer(&shimIO[ioVersion(f.realIO().FiVersion)]))
 	return sqlite3.SQLITE_OK
+}
+
+// ioVersion is the version of the shim's methods for a file whose base
+// methods are of version v: the same, within what the shim has (1-3).
+func ioVersion(v int32) int32 { return min(max(v, 1), 3) }
+
+func isShimIO(m uintptr) bool {
+	for v := 1; v <= 3; v++ {
+		if m == uintptr(unsafe.Pointer(&shimIO[v])) {
+			return true
+		}
+	}
+	return false
 }
 
 func shimClose(tls *libc.TLS, pFile uintptr) int32 {
@@ -244,7 +342,6 @@ func shimClose(tls *libc.TLS, pFile uintptr) int32 {
 	if b := f.buf(); b != nil {
 		b.mu.Lock()
 		rc = b.flush(tls)
-		b.closed = true
 		b.mu.Unlock()
 		walBufsMu.Lock()
 		delete(walBufs, f.wal)
@@ -274,6 +371,9 @@ func shimWrite(tls *libc.TLS, pFile, zBuf uintptr, n int32, off int64) int32 {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.failed != 0 {
+		return b.failed
+	}
 	if len(b.buf) > 0 && (off != b.off+int64(len(b.buf)) || len(b.buf)+int(n) > walBufMax) {
 		if rc := b.flush(tls); rc != sqlite3.SQLITE_OK {
 			return rc
@@ -281,7 +381,11 @@ func shimWrite(tls *libc.TLS, pFile, zBuf uintptr, n int32, off int64) int32 {
 	}
 	if int(n) > walBufMax {
 		b.writes++
-		return realWrite(tls, f, zBuf, n, off)
+		if rc := realWrite(tls, f, zBuf, n, off); rc != sqlite3.SQLITE_OK {
+			b.fail(rc)
+			return rc
+		}
+		return sqlite3.SQLITE_OK
 	}
 	if len(b.buf) == 0 {
 		b.off = off
@@ -369,18 +473,43 @@ func shimShmMap(tls *libc.TLS, pFile uintptr, region, size, extend int32, pp uin
 	return (*(*func(*libc.TLS, uintptr, int32, int32, int32, uintptr) int32)(unsafe.Pointer(&fn)))(tls, f.real, region, size, extend, pp)
 }
 
+// walWriteLock is the WAL index's lock slot of the WAL write lock
+// (WAL_WRITE_LOCK in SQLite's wal.c).
+const walWriteLock = 0
+
+// shimShmLock is called on the database file. Before the connection
+// releases the WAL write lock, what its WAL gathered is dropped and a
+// failure ends (walBuf.endWrite): nothing gathered outlives the lock.
+// SQLite ignores the release's result, and nothing here can fail. (With
+// locking_mode=EXCLUSIVE SQLite takes no WAL locks; then no other
+// connection writes the WAL, and this connection's own writes at the
+// same offsets go through the buffer in order.)
 func shimShmLock(tls *libc.TLS, pFile uintptr, offset, n, flags int32) int32 {
 	f := shim(pFile)
+	if flags == sqlite3.SQLITE_SHM_UNLOCK|sqlite3.SQLITE_SHM_EXCLUSIVE && offset <= walWriteLock && walWriteLock < offset+n {
+		if b := walBufByKey(f.walOf); b != nil {
+			b.mu.Lock()
+			b.endWrite()
+			b.mu.Unlock()
+		}
+	}
 	fn := f.realIO().FxShmLock
 	return (*(*func(*libc.TLS, uintptr, int32, int32, int32) int32)(unsafe.Pointer(&fn)))(tls, f.real, offset, n, flags)
 }
 
 // shimShmBarrier is called on the database file, not the WAL: it writes
-// what every WAL file of walVFS has gathered (one, the writer's), so that
-// no WAL index header is published over frames still in memory.
+// what this database's WAL has gathered (through this connection), so that
+// no WAL index header is published over frames still in memory. It
+// cannot report a failure: the WAL's calls fail from then on (stuck).
 func shimShmBarrier(tls *libc.TLS, pFile uintptr) {
-	flushAllWAL(tls)
 	f := shim(pFile)
+	if b := walBufByKey(f.walOf); b != nil {
+		b.mu.Lock()
+		if len(b.buf) > 0 && b.flush(tls) != sqlite3.SQLITE_OK {
+			b.stuck = true
+		}
+		b.mu.Unlock()
+	}
 	fn := f.realIO().FxShmBarrier
 	(*(*func(*libc.TLS, uintptr))(unsafe.Pointer(&fn)))(tls, f.real)
 }

@@ -2,9 +2,15 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"testing"
+	"unsafe"
+
+	"modernc.org/libc"
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/herald-im/herald"
 )
@@ -82,6 +88,20 @@ func TestWALWritesGathered(t *testing.T) {
 	if pending != 0 {
 		t.Errorf("%d WAL syncs found gathered bytes not yet written, want 0", pending)
 	}
+	// What the shim's guarantees rest on (walvfs.go): the commit's sync
+	// writes what was gathered before the commit is published (FULL), and
+	// SQLite takes the WAL write lock, whose release drops what is left.
+	var syncMode int
+	var lockMode string
+	if err := s.w.conn.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&syncMode); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.w.conn.QueryRowContext(ctx, "PRAGMA locking_mode").Scan(&lockMode); err != nil {
+		t.Fatal(err)
+	}
+	if syncMode != 2 || lockMode != "normal" {
+		t.Errorf("the writer's synchronous = %d, locking_mode = %s; want 2 (FULL), normal", syncMode, lockMode)
+	}
 }
 
 func busyMsg(conv, n int) *herald.Message {
@@ -90,5 +110,287 @@ func busyMsg(conv, n int) *herald.Message {
 	return &herald.Message{
 		ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey(from, to),
 		From: from, To: to, LocalID: id, Type: herald.MessageText, Text: "message " + id, CreatedAt: t0,
+	}
+}
+
+// rawConn opens one connection to the database at path, through walVFS if
+// gather, with pragmas run on it.
+func rawConn(t *testing.T, path string, gather bool, pragmas ...string) *sql.Conn {
+	t.Helper()
+	if err := registerWALVFS(); err != nil {
+		t.Fatal(err)
+	}
+	name := dsn(path, append([]string{"busy_timeout(5000)"}, pragmas...)...)
+	if gather {
+		name += "&vfs=" + walVFSName
+	}
+	db, err := sql.Open("sqlite", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	c, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func mustExec(t *testing.T, c *sql.Conn, query string) {
+	t.Helper()
+	if _, err := c.ExecContext(context.Background(), query); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+}
+
+// gathered is how many bytes the WAL at path holds in memory.
+func gathered(t *testing.T, walPath string) int {
+	t.Helper()
+	b := walBufOf(walPath)
+	if b == nil {
+		t.Fatalf("%s is not open through %s", walPath, walVFSName)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.buf)
+}
+
+// rows inserts n rows of 3,000 bytes (one a page) numbered from the
+// table's next id, each x the id written out, so a page read wrong shows.
+func rows(n int) string {
+	return fmt.Sprintf(`WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < %d)
+		INSERT INTO t (x) SELECT printf('%%03000d', (SELECT coalesce(max(id), 0) FROM t) + i) FROM c`, n)
+}
+
+// checkRows checks the database at path with a connection of the
+// default VFS: integrity, and want rows in t, each x its id.
+func checkRows(t *testing.T, path string, want int) {
+	t.Helper()
+	c := rawConn(t, path, false)
+	var ok string
+	if err := c.QueryRowContext(context.Background(), "PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+		t.Errorf("integrity_check: %.200q, %v", ok, err)
+	}
+	var n, right int
+	if err := c.QueryRowContext(context.Background(),
+		"SELECT count(*), coalesce(sum(x = printf('%03000d', id)), 0) FROM t").Scan(&n, &right); err != nil {
+		t.Fatalf("reading t: %v", err)
+	}
+	if n != want || right != want {
+		t.Errorf("t holds %d rows, %d of them right; want %d", n, right, want)
+	}
+}
+
+// spillConn opens the database at path through walVFS with a cache of 20
+// pages (a transaction of more spills its pages to the WAL before COMMIT),
+// creates t, and empties the WAL, so that the next transaction writes its
+// frames from the WAL's start and reads committed pages from the database
+// file.
+func spillConn(t *testing.T, path string) *sql.Conn {
+	t.Helper()
+	a := rawConn(t, path, true, "journal_mode(WAL)", "synchronous(FULL)", "cache_size(20)", "wal_autocheckpoint(0)")
+	mustExec(t, a, "CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB NOT NULL)")
+	mustExec(t, a, "PRAGMA wal_checkpoint(TRUNCATE)")
+	return a
+}
+
+// TestWALRollbackAfterSpill: a transaction whose pages spilled to the WAL
+// (gathered, not written) rolls back, another connection commits frames
+// at the same offsets, then the first connection reads: the spilled bytes
+// must not land over the other's frames.
+func TestWALRollbackAfterSpill(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spill.db")
+	a := spillConn(t, path)
+	b := rawConn(t, path, false, "synchronous(FULL)", "wal_autocheckpoint(0)")
+
+	mustExec(t, a, "BEGIN")
+	mustExec(t, a, rows(200))
+	if gathered(t, path+"-wal") == 0 {
+		t.Fatal("the transaction spilled nothing that stayed gathered: the test proves nothing")
+	}
+	mustExec(t, a, "ROLLBACK")
+	if n := gathered(t, path+"-wal"); n != 0 {
+		t.Errorf("%d bytes still gathered after the write lock's release", n)
+	}
+	mustExec(t, b, rows(150)) // its frames start where the spill's did
+	var n int
+	if err := a.QueryRowContext(context.Background(), "SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Errorf("the spilling connection reads t: %v", err)
+	}
+	checkRows(t, path, 150)
+}
+
+// TestWALReadSpilled: within a transaction, pages spilled to the WAL and
+// still gathered read back as they were written.
+func TestWALReadSpilled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "read.db")
+	a := spillConn(t, path)
+	mustExec(t, a, "BEGIN")
+	mustExec(t, a, rows(200))
+	if gathered(t, path+"-wal") == 0 {
+		t.Fatal("the transaction spilled nothing that stayed gathered: the test proves nothing")
+	}
+	var n, right int
+	if err := a.QueryRowContext(context.Background(),
+		"SELECT count(*), sum(x = printf('%03000d', id)) FROM t").Scan(&n, &right); err != nil {
+		t.Fatal(err)
+	}
+	if n != 200 || right != 200 {
+		t.Errorf("read back %d rows, %d of them right; want 200", n, right)
+	}
+	mustExec(t, a, "COMMIT")
+	checkRows(t, path, 200)
+}
+
+// TestWALFailedFlushFailsCommit: a gathered write fails (a full disk:
+// SQLITE_FULL) inside a statement with a statement journal, which SQLite
+// undoes alone, leaving the transaction open; the frames lost belonged to
+// the transaction's earlier statement, so its COMMIT must fail. After the
+// rollback the connection writes again.
+func TestWALFailedFlushFailsCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fail.db")
+	a := spillConn(t, path)
+	mustExec(t, a, rows(10))
+
+	mustExec(t, a, "BEGIN")
+	mustExec(t, a, rows(200))
+	if gathered(t, path+"-wal") == 0 {
+		t.Fatal("the transaction spilled nothing that stayed gathered: the test proves nothing")
+	}
+	failed := 0
+	fault := func(name string, off int64, n int) int32 {
+		if name != path+"-wal" || failed > 0 {
+			return sqlite3.SQLITE_OK
+		}
+		failed++
+		return sqlite3.SQLITE_FULL
+	}
+	walWriteFault.Store(&fault)
+	// Multi-row, and NOT NULL may abort it: a statement journal. It reads
+	// the first rows' pages, spilled and evicted, so the WAL is flushed.
+	_, err := a.ExecContext(context.Background(), "UPDATE t SET x = x WHERE id <= 30")
+	walWriteFault.Store(nil)
+	if failed == 0 || err == nil {
+		t.Fatalf("the UPDATE: %d gathered writes failed, error %v; want one, and an error", failed, err)
+	}
+	if _, err := a.ExecContext(context.Background(), "COMMIT"); err == nil {
+		t.Error("COMMIT succeeded after frames of its transaction were lost")
+		checkRows(t, path, 210)
+		return
+	}
+	a.ExecContext(context.Background(), "ROLLBACK") // if COMMIT left it open
+	checkRows(t, path, 10)
+	mustExec(t, a, rows(5))
+	checkRows(t, path, 15)
+}
+
+// TestWALBarrierOwnDatabase: two databases in one process, each written
+// through walVFS; a commit on one (its barrier) leaves what the other has
+// gathered alone.
+func TestWALBarrierOwnDatabase(t *testing.T) {
+	dir := t.TempDir()
+	one, two := filepath.Join(dir, "one.db"), filepath.Join(dir, "two.db")
+	a := spillConn(t, one)
+	b := spillConn(t, two)
+	mustExec(t, b, "BEGIN")
+	mustExec(t, b, rows(200))
+	wb := walBufOf(two + "-wal")
+	wb.mu.Lock()
+	n, writes := len(wb.buf), wb.writes
+	wb.mu.Unlock()
+	if n == 0 {
+		t.Fatal("nothing gathered in two's WAL: the test proves nothing")
+	}
+	mustExec(t, a, rows(3)) // a commit on one: its barrier
+	wb.mu.Lock()
+	n2, writes2 := len(wb.buf), wb.writes
+	wb.mu.Unlock()
+	if n2 != n || writes2 != writes {
+		t.Errorf("a commit on one.db changed two.db's WAL buffer: %d bytes gathered, %d writes; was %d, %d", n2, writes2, n, writes)
+	}
+	mustExec(t, b, "COMMIT")
+	checkRows(t, one, 3)
+	checkRows(t, two, 200)
+}
+
+// testShimVFS is a shim over unix-dotfile, whose files have methods of
+// version 1 (no shared memory, no mmap).
+var testShimVFS sqlite3.Tsqlite3_vfs
+
+// TestWALShimVersion: a file opened through the shim offers the version
+// of io_methods its base file has, and no method past it.
+func TestWALShimVersion(t *testing.T) {
+	if err := registerWALVFS(); err != nil {
+		t.Fatal(err)
+	}
+	tls := libc.NewTLS()
+	defer tls.Close()
+	for _, tc := range []struct {
+		vfs  string
+		want int32
+	}{{"unix-dotfile", 1}, {"unix", 3}} {
+		name, err := libc.CString(tc.vfs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := sqlite3.Xsqlite3_vfs_find(tls, name)
+		libc.Xfree(tls, name)
+		if base == 0 {
+			t.Fatalf("no VFS %s", tc.vfs)
+		}
+		testShimVFS = shimVFS(base)
+		pFile := libc.Xcalloc(tls, 1, uint64(testShimVFS.FszOsFile))
+		path, err := libc.CString(filepath.Join(t.TempDir(), "v.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags := int32(sqlite3.SQLITE_OPEN_READWRITE | sqlite3.SQLITE_OPEN_CREATE | sqlite3.SQLITE_OPEN_MAIN_DB)
+		if rc := shimOpen(tls, uintptr(unsafe.Pointer(&testShimVFS)), path, pFile, flags, 0); rc != sqlite3.SQLITE_OK {
+			t.Fatalf("%s: open: SQLite error %d", tc.vfs, rc)
+		}
+		f := shim(pFile)
+		m := (*sqlite3.Tsqlite3_io_methods)(ptr(f.base.FpMethods))
+		if real := f.realIO().FiVersion; real != tc.want || m.FiVersion != real {
+			t.Errorf("%s: io_methods version %d over a file of version %d; want %d", tc.vfs, m.FiVersion, real, tc.want)
+		}
+		if (m.FiVersion < 2) != (m.FxShmMap == 0 && m.FxShmLock == 0 && m.FxShmBarrier == 0 && m.FxShmUnmap == 0) ||
+			(m.FiVersion < 3) != (m.FxFetch == 0 && m.FxUnfetch == 0) {
+			t.Errorf("%s: version %d offers methods past it, or lacks its own", tc.vfs, m.FiVersion)
+		}
+		if rc := shimClose(tls, pFile); rc != sqlite3.SQLITE_OK {
+			t.Errorf("%s: close: SQLite error %d", tc.vfs, rc)
+		}
+		libc.Xfree(tls, pFile)
+		libc.Xfree(tls, path)
+	}
+}
+
+// TestWALBarrierFailureStands: with synchronous=NORMAL a commit's frames
+// are still gathered when SQLite publishes them, and the barrier writes
+// them; a barrier cannot report a failure, so the WAL's calls fail from
+// then on, every later write included, until the connection closes.
+func TestWALBarrierFailureStands(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "barrier.db")
+	a := rawConn(t, path, true, "journal_mode(WAL)", "synchronous(NORMAL)", "wal_autocheckpoint(0)")
+	mustExec(t, a, "CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB NOT NULL)")
+	failed := 0
+	fault := func(name string, off int64, n int) int32 {
+		if name != path+"-wal" {
+			return sqlite3.SQLITE_OK
+		}
+		failed++
+		return sqlite3.SQLITE_IOERR_WRITE
+	}
+	walWriteFault.Store(&fault)
+	a.ExecContext(context.Background(), rows(3)) // SQLite cannot see the barrier's failure
+	walWriteFault.Store(nil)
+	if failed == 0 {
+		t.Fatal("no gathered write was made, so none failed: the test proves nothing")
+	}
+	for i := range 2 {
+		if _, err := a.ExecContext(context.Background(), rows(1)); err == nil {
+			t.Errorf("write %d after the barrier's failed write succeeded", i+1)
+		}
 	}
 }
