@@ -224,6 +224,9 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	if err := wconn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil || mode != "wal" {
 		return nil, fmt.Errorf("sqlite: %s: cannot switch to WAL mode (mode %q): %v", path, mode, err)
 	}
+	if err := checkGatherSettings(ctx, wconn); err != nil {
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
 
 	ms, err := loadMigrations(migrationFS)
 	if err != nil {

@@ -1,8 +1,11 @@
 package sqlite
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -25,16 +28,34 @@ import (
 // database file. The shim passes every other call, and every call on
 // another file, straight to the default VFS.
 //
-// Durability is unchanged. With synchronous=FULL (the writer's setting)
-// SQLite syncs the WAL before it publishes a commit's frames in the WAL
-// index (and so before COMMIT returns, and before another connection can
-// read them), and the sync writes what was gathered first. Gathered bytes
-// lost to a crash are bytes of a commit that had not returned, as they
-// would be in the page cache of a kernel that lost power. The barrier
-// SQLite calls between writing the two copies of the WAL index header is a
-// second guard, for a connection with a lower synchronous setting: it
-// writes what its own database's WAL gathered (and no other's: two stores
-// in one process are two databases, each writer with its own buffer).
+// When gathering is safe: when a sync of the WAL, which writes what was
+// gathered and returns that write's failure, comes after every write of
+// a commit's frames and before the commit is published in the WAL index
+// (and so before COMMIT returns, and before another connection can read
+// them). That holds on these conditions, each checked:
+//   - synchronous FULL or EXTRA (checkGatherSettings, on the writer's
+//     connection, in Open). With NORMAL no sync comes before the
+//     publication: the frames are written by whatever call flushes next,
+//     and the first commit after a WAL restart flushes them in the size
+//     query of its journal_size_limit cut, whose failure SQLite ignores,
+//     so the commit would return OK with its frames not written.
+//   - the database and WAL files are powersafe-overwrite
+//     (SQLITE_IOCAP_POWERSAFE_OVERWRITE, shimOpen; the unix VFS's default,
+//     off with psow=0). Without it SQLite pads the commit's last frame to
+//     a sector boundary and writes the padding after the sync.
+//   - the connection holds the WAL write lock, taken through xShmLock
+//     (shimWrite gathers only then): not so in locking_mode=EXCLUSIVE
+//     (checkGatherSettings refuses it too), where no release would end a
+//     failure or drop a rolled-back spill.
+// On them, gathered bytes lost to a crash are bytes of a commit that had
+// not returned, as they would be in the page cache of a kernel that lost
+// power. The barrier SQLite calls between writing the two copies of the
+// WAL index header writes what its own database's WAL gathered (and no
+// other's: two stores in one process are two databases, each writer with
+// its own buffer); on the conditions above it finds nothing to write. A
+// failure it finds, its own or a standing one, it cannot report: the
+// WAL's calls fail from then on (walBuf.stuck), so the connection goes no
+// further, but a commit it publishes is published.
 //
 // Nothing gathered outlives the WAL write lock. When the connection
 // releases it (shimShmLock), what is still gathered is dropped: see
@@ -55,6 +76,30 @@ import (
 // Only the writer's connection uses walVFS: readers and the checkpointer
 // read frames up to the last commit, which its sync wrote.
 
+// checkGatherSettings checks what the gathering's safety rests on, on the
+// writer's connection c (opened through walVFS): synchronous FULL or
+// EXTRA, so that the WAL is synced, and every gathered byte of a commit
+// written by that sync, with its failure reported, before the commit is
+// published; and locking_mode NORMAL, so that SQLite takes the WAL write
+// lock through xShmLock, whose release ends a failure and drops what is
+// left. Both are fixed in Open's code (no option or file changes them):
+// an error here is a change to that code, so it fails Open rather than
+// fall back to writing the WAL ungathered.
+func checkGatherSettings(ctx context.Context, c *sql.Conn) error {
+	var sync int
+	var lock string
+	if err := c.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&sync); err != nil {
+		return fmt.Errorf("%s: PRAGMA synchronous: %w", walVFSName, err)
+	}
+	if err := c.QueryRowContext(ctx, "PRAGMA locking_mode").Scan(&lock); err != nil {
+		return fmt.Errorf("%s: PRAGMA locking_mode: %w", walVFSName, err)
+	}
+	if sync < 2 || !strings.EqualFold(lock, "normal") { // 2: FULL, 3: EXTRA
+		return fmt.Errorf("%s: the writer's synchronous = %d, locking_mode = %s; gathering its WAL writes needs FULL or EXTRA (2 or 3), normal", walVFSName, sync, lock)
+	}
+	return nil
+}
+
 // walVFSName is the name walVFS is registered under, for the DSN's vfs
 // parameter.
 const walVFSName = "herald-wal-gather"
@@ -62,6 +107,12 @@ const walVFSName = "herald-wal-gather"
 // walBufMax is how many bytes of WAL writes are gathered before they are
 // written anyway: 1,024 frames of a 4 KiB page.
 const walBufMax = 1024 * (4096 + 24)
+
+// walBufKeep is the most buffer capacity a WAL keeps past the release of
+// the write lock (endWrite): a busy commit's (~200 frames, 800 KiB) is
+// kept, not grown again from nothing at every commit; a bigger
+// transaction's, up to walBufMax and its growth, is given back.
+const walBufKeep = 1 << 20
 
 // writeMax is the most one write of the default VFS takes: the unix VFS
 // keeps the low 17 bits of a write's length (seekAndWriteFd), so a longer
@@ -93,9 +144,12 @@ type walBuf struct {
 	// failed is the result code of a gathered write that failed, 0 if
 	// none. See fail.
 	failed int32
-	// stuck: the failure came from a barrier, which cannot report it,
-	// while frames were gathered; it stands until the file is closed.
+	// stuck: a barrier found a failure (its own write's or a standing
+	// one), which it cannot report; it stands until the file is closed.
 	stuck bool
+	// writeLock: the connection holds the WAL write lock, taken through
+	// shimShmLock. Writes are gathered only then (see shimWrite).
+	writeLock bool
 	// For tests (walBufOf): the file's name, the write calls made to it,
 	// and the syncs that found gathered bytes not yet written (none, but
 	// for a broken shimSync).
@@ -104,7 +158,8 @@ type walBuf struct {
 }
 
 // walWriteFault, when set (by tests), is consulted before each write of
-// gathered bytes: a result other than SQLITE_OK fails the write with it.
+// gathered bytes, and each write passed through outside the WAL write
+// lock: a result other than SQLITE_OK fails the write with it.
 var walWriteFault atomic.Pointer[func(name string, off int64, n int) int32]
 
 var (
@@ -267,8 +322,8 @@ func (b *walBuf) flush(tls *libc.TLS) int32 {
 // a transaction that did not commit, past the committed end of the WAL
 // (the WAL index header's mxFrame). Every commit publishes its frames
 // with walIndexWriteHdr, which calls the barrier (shimShmBarrier), which
-// writes what this WAL gathered; with synchronous=FULL the commit's sync
-// has written it before. Between that barrier and the release SQLite
+// writes what this WAL gathered; with synchronous FULL or EXTRA the
+// commit's sync has written it before. Between that barrier and the release SQLite
 // writes nothing more to the WAL (walFrames returns, the pager ends the
 // transaction). So the bytes gathered at the release were written after
 // the connection's last commit was published and belong to no commit: a
@@ -281,13 +336,16 @@ func (b *walBuf) flush(tls *libc.TLS) int32 {
 // those (the corruption the review reproduced).
 //
 // A failure ends here too: it was a transaction's that rolled back, or it
-// failed the COMMIT (its write or sync). A barrier's failure while frames
-// were gathered is the exception (stuck): a barrier cannot report a
-// failure, and with a synchronous setting lower than FULL those frames
-// may have been published, so every later call fails until the file is
-// closed rather than let the connection go on over a hole.
+// failed the COMMIT (its write or sync). A failure a barrier found is the
+// exception (stuck): a barrier cannot report it, and the commit it
+// publishes may lack the frames that failed (which the conditions at the
+// top of this file rule out), so every later call fails until the file
+// is closed rather than let the connection go on over a hole.
 func (b *walBuf) endWrite() {
 	b.buf = b.buf[:0]
+	if cap(b.buf) > walBufKeep {
+		b.buf = nil
+	}
 	if !b.stuck {
 		b.failed = 0
 	}
@@ -308,19 +366,34 @@ func shimOpen(tls *libc.TLS, pVfs, zName, pFile uintptr, flags int32, pOutFlags 
 		return rc // f.base.pMethods stays nil: SQLite does not close it
 	}
 	if flags&sqlite3.SQLITE_OPEN_WAL != 0 {
-		walBufsMu.Lock()
-		walNext++
-		f.wal = walNext
-		walBufs[f.wal] = &walBuf{file: f, name: libc.GoString(zName)}
-		walBufsMu.Unlock()
 		// The database file this WAL belongs to (a WAL's name is the
-		// pager's, which leads back to it), if it too is a shim's.
-		if db := sqlite3.Xsqlite3_database_file_object(tls, zName); db != 0 && isShimIO((*sqlite3.Tsqlite3_file)(ptr(db)).FpMethods) {
+		// pager's, which leads back to it). The WAL is gathered only if
+		// that too is a shim's (its barrier and lock release act on the
+		// buffer) and both files are powersafe-overwrite: without it
+		// (psow=0, or a device that lacks it) SQLite pads a commit's
+		// frames to a sector boundary and writes the padding after the
+		// sync, where nothing would report its write's failure.
+		db := sqlite3.Xsqlite3_database_file_object(tls, zName)
+		if db != 0 && isShimIO((*sqlite3.Tsqlite3_file)(ptr(db)).FpMethods) &&
+			powersafe(tls, f) && powersafe(tls, shim(db)) {
+			walBufsMu.Lock()
+			walNext++
+			f.wal = walNext
+			walBufs[f.wal] = &walBuf{file: f, name: libc.GoString(zName)}
+			walBufsMu.Unlock()
 			shim(db).walOf = f.wal
 		}
 	}
 	f.base.FpMethods = uintptr(unsafe.Pointer(&shimIO[ioVersion(f.realIO().FiVersion)]))
 	return sqlite3.SQLITE_OK
+}
+
+// powersafe reports whether f's base file has
+// SQLITE_IOCAP_POWERSAFE_OVERWRITE.
+func powersafe(tls *libc.TLS, f *shimFile) bool {
+	fn := f.realIO().FxDeviceCharacteristics
+	dc := (*(*func(*libc.TLS, uintptr) int32)(unsafe.Pointer(&fn)))(tls, f.real)
+	return dc&sqlite3.SQLITE_IOCAP_POWERSAFE_OVERWRITE != 0
 }
 
 // ioVersion is the version of the shim's methods for a file whose base
@@ -373,6 +446,20 @@ func shimWrite(tls *libc.TLS, pFile, zBuf uintptr, n int32, off int64) int32 {
 	defer b.mu.Unlock()
 	if b.failed != 0 {
 		return b.failed
+	}
+	if !b.writeLock {
+		// Not under the WAL write lock (locking_mode=EXCLUSIVE, where
+		// SQLite takes no shared-memory locks): no release would drop
+		// what is gathered or end a failure, so nothing is gathered
+		// (nothing is: the last release dropped it) and a failure is
+		// the caller's to see, as with the default VFS.
+		b.writes++
+		if fault := walWriteFault.Load(); fault != nil {
+			if rc := (*fault)(b.name, off, int(n)); rc != sqlite3.SQLITE_OK {
+				return rc
+			}
+		}
+		return realWrite(tls, f, zBuf, n, off)
 	}
 	if len(b.buf) > 0 && (off != b.off+int64(len(b.buf)) || len(b.buf)+int(n) > walBufMax) {
 		if rc := b.flush(tls); rc != sqlite3.SQLITE_OK {
@@ -480,32 +567,43 @@ const walWriteLock = 0
 // shimShmLock is called on the database file. Before the connection
 // releases the WAL write lock, what its WAL gathered is dropped and a
 // failure ends (walBuf.endWrite): nothing gathered outlives the lock.
-// SQLite ignores the release's result, and nothing here can fail. (With
-// locking_mode=EXCLUSIVE SQLite takes no WAL locks; then no other
-// connection writes the WAL, and this connection's own writes at the
-// same offsets go through the buffer in order.)
+// SQLite ignores the release's result, and nothing here can fail. Taking
+// the lock marks the buffer as gathering (walBuf.writeLock): with
+// locking_mode=EXCLUSIVE SQLite takes no WAL locks, so nothing is
+// gathered then.
 func shimShmLock(tls *libc.TLS, pFile uintptr, offset, n, flags int32) int32 {
 	f := shim(pFile)
-	if flags == sqlite3.SQLITE_SHM_UNLOCK|sqlite3.SQLITE_SHM_EXCLUSIVE && offset <= walWriteLock && walWriteLock < offset+n {
+	writeLock := offset <= walWriteLock && walWriteLock < offset+n
+	if flags == sqlite3.SQLITE_SHM_UNLOCK|sqlite3.SQLITE_SHM_EXCLUSIVE && writeLock {
 		if b := walBufByKey(f.walOf); b != nil {
 			b.mu.Lock()
 			b.endWrite()
+			b.writeLock = false
 			b.mu.Unlock()
 		}
 	}
 	fn := f.realIO().FxShmLock
-	return (*(*func(*libc.TLS, uintptr, int32, int32, int32) int32)(unsafe.Pointer(&fn)))(tls, f.real, offset, n, flags)
+	rc := (*(*func(*libc.TLS, uintptr, int32, int32, int32) int32)(unsafe.Pointer(&fn)))(tls, f.real, offset, n, flags)
+	if rc == sqlite3.SQLITE_OK && flags == sqlite3.SQLITE_SHM_LOCK|sqlite3.SQLITE_SHM_EXCLUSIVE && writeLock {
+		if b := walBufByKey(f.walOf); b != nil {
+			b.mu.Lock()
+			b.writeLock = true
+			b.mu.Unlock()
+		}
+	}
+	return rc
 }
 
 // shimShmBarrier is called on the database file, not the WAL: it writes
 // what this database's WAL has gathered (through this connection), so that
 // no WAL index header is published over frames still in memory. It
-// cannot report a failure: the WAL's calls fail from then on (stuck).
+// cannot report a failure, its write's or one that stands (a flush whose
+// failure SQLite ignored): the WAL's calls fail from then on (stuck).
 func shimShmBarrier(tls *libc.TLS, pFile uintptr) {
 	f := shim(pFile)
 	if b := walBufByKey(f.walOf); b != nil {
 		b.mu.Lock()
-		if len(b.buf) > 0 && b.flush(tls) != sqlite3.SQLITE_OK {
+		if b.flush(tls) != sqlite3.SQLITE_OK {
 			b.stuck = true
 		}
 		b.mu.Unlock()

@@ -394,3 +394,179 @@ func TestWALBarrierFailureStands(t *testing.T) {
 		}
 	}
 }
+
+// TestWALSwallowedFailureStands: with synchronous=NORMAL a commit's
+// frames are still gathered after its last write; the first commit after
+// a WAL restart cuts the file (journal_size_limit), whose size query
+// flushes them, and SQLite ignores that call's failure. The barrier that
+// publishes the commit finds nothing left to write but the standing
+// failure: it must make it stick, so that the connection goes on no
+// further. (The commit itself returns OK: that is why the writer needs
+// synchronous FULL, checkGatherSettings.)
+func TestWALSwallowedFailureStands(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "limit.db")
+	a := rawConn(t, path, true, "journal_mode(WAL)", "synchronous(NORMAL)", "wal_autocheckpoint(0)", "journal_size_limit(100000000)")
+	mustExec(t, a, "CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB NOT NULL)")
+	mustExec(t, a, rows(50))
+	mustExec(t, a, "PRAGMA wal_checkpoint(PASSIVE)") // all backfilled, the file kept: the next commit restarts the WAL
+	failed := 0
+	fault := func(name string, off int64, n int) int32 {
+		if name != path+"-wal" || off == 0 || failed > 0 {
+			return sqlite3.SQLITE_OK
+		}
+		failed++
+		return sqlite3.SQLITE_FULL
+	}
+	walWriteFault.Store(&fault)
+	a.ExecContext(context.Background(), "UPDATE t SET x = x || 'X' WHERE id <= 5")
+	walWriteFault.Store(nil)
+	if failed == 0 {
+		t.Fatal("no gathered write failed: the test proves nothing")
+	}
+	for i := range 2 {
+		if _, err := a.ExecContext(context.Background(), rows(1)); err == nil {
+			t.Errorf("write %d after a failed flush that SQLite ignored succeeded", i+1)
+		}
+	}
+}
+
+// TestWALCheckGatherSettings: the store's Open refuses a writer whose
+// settings the gathering is not safe under: synchronous below FULL (a
+// commit is published with frames still gathered, and a failure to write
+// them can go unreported) or locking_mode=EXCLUSIVE.
+func TestWALCheckGatherSettings(t *testing.T) {
+	for _, tc := range []struct {
+		pragmas []string
+		ok      bool
+	}{
+		{[]string{"synchronous(FULL)"}, true},
+		{[]string{"synchronous(EXTRA)"}, true},
+		{[]string{"synchronous(NORMAL)"}, false},
+		{[]string{"synchronous(OFF)"}, false},
+		{[]string{"synchronous(FULL)", "locking_mode(EXCLUSIVE)"}, false},
+	} {
+		c := rawConn(t, filepath.Join(t.TempDir(), "s.db"), true, append([]string{"journal_mode(WAL)"}, tc.pragmas...)...)
+		if err := checkGatherSettings(context.Background(), c); (err == nil) != tc.ok {
+			t.Errorf("%v: checkGatherSettings: %v; want ok %v", tc.pragmas, err, tc.ok)
+		}
+	}
+}
+
+// TestWALNoGatherWithoutPowersafeOverwrite: with psow=0 SQLite pads a
+// commit's last frame to a sector boundary and writes the padding after
+// the commit's sync, so a failure to write it would be reported by
+// nothing; the shim must not gather such a WAL.
+func TestWALNoGatherWithoutPowersafeOverwrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "psow.db")
+	if err := registerWALVFS(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", dsn(path, "journal_mode(WAL)", "synchronous(FULL)", "wal_autocheckpoint(0)",
+		"journal_size_limit(100000000)")+"&psow=0&vfs="+walVFSName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	a, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	mustExec(t, a, "CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB NOT NULL)")
+	mustExec(t, a, rows(50))
+	mustExec(t, a, "PRAGMA wal_checkpoint(PASSIVE)")
+	// The part of the last frame after the sync point is the second
+	// gathered write of the commit.
+	writes, failed := 0, 0
+	fault := func(name string, off int64, n int) int32 {
+		if name != path+"-wal" || off == 0 || failed > 0 {
+			return sqlite3.SQLITE_OK
+		}
+		if writes++; writes == 2 {
+			failed++
+			return sqlite3.SQLITE_FULL
+		}
+		return sqlite3.SQLITE_OK
+	}
+	walWriteFault.Store(&fault)
+	_, err = a.ExecContext(context.Background(), "UPDATE t SET x = x || 'X' WHERE id <= 5")
+	walWriteFault.Store(nil)
+	if b := walBufOf(path + "-wal"); b != nil {
+		t.Error("a WAL without powersafe overwrite is gathered")
+	}
+	if failed > 0 && err == nil {
+		t.Error("COMMIT returned OK after a gathered write of its frames failed")
+	}
+	c := rawConn(t, path, false)
+	var n int
+	if err := c.QueryRowContext(context.Background(), "SELECT count(*) FROM t WHERE x LIKE '%X'").Scan(&n); err != nil || n != 5 {
+		t.Errorf("rows changed by the commit: %d, %v; want 5", n, err)
+	}
+}
+
+// TestWALExclusiveNotGathered: with locking_mode=EXCLUSIVE SQLite takes
+// no WAL write lock, so no release would drop a rolled-back spill; the
+// shim gathers nothing then, and another connection's frames, written
+// once the first left exclusive mode, stay intact.
+func TestWALExclusiveNotGathered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "excl.db")
+	a := spillConn(t, path)
+	mustExec(t, a, "PRAGMA locking_mode=EXCLUSIVE")
+	mustExec(t, a, "BEGIN")
+	mustExec(t, a, rows(200))
+	if n := gathered(t, path+"-wal"); n != 0 {
+		t.Errorf("%d bytes gathered in exclusive locking mode", n)
+	}
+	mustExec(t, a, "ROLLBACK")
+	mustExec(t, a, "PRAGMA locking_mode=NORMAL")
+	mustExec(t, a, "SELECT count(*) FROM t") // leaves exclusive mode
+	b := rawConn(t, path, false, "synchronous(FULL)", "wal_autocheckpoint(0)")
+	mustExec(t, b, rows(150))
+	mustExec(t, a, rows(1))
+	checkRows(t, path, 151)
+}
+
+// TestWALBufferReleased: a transaction that gathered more than
+// walBufKeep leaves no more than that capacity behind once the write lock
+// is released.
+func TestWALBufferReleased(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keep.db")
+	a := spillConn(t, path)
+	mustExec(t, a, rows(600)) // ~2.4 MiB of frames, gathered up to the commit's sync
+	b := walBufOf(path + "-wal")
+	b.mu.Lock()
+	c := cap(b.buf)
+	b.mu.Unlock()
+	if c > walBufKeep {
+		t.Errorf("the WAL's buffer keeps %d bytes of capacity after the commit, want at most %d", c, walBufKeep)
+	}
+	checkRows(t, path, 600)
+}
+
+// TestWALExclusiveFailureEnds: in locking_mode=EXCLUSIVE (no WAL write
+// lock, so no release to end a failure) a failed WAL write fails its
+// statement only; the connection's next write succeeds.
+func TestWALExclusiveFailureEnds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "exclfail.db")
+	a := spillConn(t, path)
+	mustExec(t, a, "PRAGMA locking_mode=EXCLUSIVE")
+	mustExec(t, a, rows(2))
+	failed := 0
+	fault := func(name string, off int64, n int) int32 {
+		if name != path+"-wal" || failed > 0 {
+			return sqlite3.SQLITE_OK
+		}
+		failed++
+		return sqlite3.SQLITE_IOERR_WRITE
+	}
+	walWriteFault.Store(&fault)
+	_, err := a.ExecContext(context.Background(), rows(3))
+	walWriteFault.Store(nil)
+	if failed == 0 || err == nil {
+		t.Fatalf("%d WAL writes failed, the insert's error %v; want one, and an error", failed, err)
+	}
+	mustExec(t, a, rows(4))
+	mustExec(t, a, "PRAGMA locking_mode=NORMAL")
+	mustExec(t, a, "SELECT count(*) FROM t") // leaves exclusive mode
+	checkRows(t, path, 6)
+}
