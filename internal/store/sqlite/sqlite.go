@@ -19,6 +19,9 @@
 //     statement journal backs. Retries are caught by a UNIQUE (sender,
 //     local_id) index; only a batch that hits one is rolled back and
 //     stored row by row (ON CONFLICT DO NOTHING).
+//   - The writer's connection writes the WAL through a shim over the
+//     default VFS (walvfs.go) that gathers each commit's frame writes, two
+//     per page, into a few large ones, written before the commit's sync.
 //   - A background connection checkpoints the WAL every
 //     Options.CheckpointInterval, so commits do not wait for the copy into
 //     the database file, and a page changed by many commits is copied once.
@@ -198,12 +201,15 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 		"foreign_keys(1)",
 		"temp_store(MEMORY)",
 	}
+	if err := registerWALVFS(); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
 	s.wdb, err = sql.Open("sqlite", dsn(path, append(common,
 		"synchronous(FULL)",
 		fmt.Sprintf("cache_size(%d)", -opts.CacheKiB),
 		fmt.Sprintf("wal_autocheckpoint(%d)", 2*opts.WALPages),
 		fmt.Sprintf("journal_size_limit(%d)", walFileLimit(opts.WALPages)),
-	)...))
+	)...)+"&vfs="+walVFSName)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -217,6 +223,9 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	var mode string
 	if err := wconn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil || mode != "wal" {
 		return nil, fmt.Errorf("sqlite: %s: cannot switch to WAL mode (mode %q): %v", path, mode, err)
+	}
+	if err := checkGatherSettings(ctx, wconn); err != nil {
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
 
 	ms, err := loadMigrations(migrationFS)
