@@ -65,7 +65,8 @@ type Client struct {
 // Logout, Close, or a stop event.
 type session struct {
 	user   string
-	gen    uint64 // tracker generation
+	gen    uint64 // tracker generation (the user)
+	epoch  uint64 // tracker epoch (this session): for tracker.seal
 	log    *slog.Logger
 	ctx    context.Context // ends with the session
 	cancel context.CancelFunc
@@ -235,7 +236,7 @@ func (c *Client) Login(ctx context.Context, userID, token string) error {
 		cancel()
 		return ErrAlreadyLoggedIn
 	}
-	s.gen = c.track.begin(userID)
+	s.gen, s.epoch = c.track.begin(userID)
 	c.sess = s
 	c.setStateLocked(StateConnecting, EventActiveLogin, nil)
 	c.mu.Unlock()
@@ -420,6 +421,13 @@ func (c *Client) run(s *session, cn *conn) {
 	for {
 		synced, cause := c.serve(s, cn)
 		cn.close(ws.StatusNormalClosure)
+		// Acks written on cn that no reply confirmed may never have
+		// reached the server: due again on the next connection (attach
+		// schedules them; a Logout sends them before retrying). Under
+		// flushMu, so no ack written on cn is recorded after this.
+		c.flushMu.Lock()
+		c.track.unacked(s.gen, cn.unconfirmedAcks())
+		c.flushMu.Unlock()
 		stopping := c.detach(s, cn)
 		if s.ctx.Err() != nil {
 			return
@@ -505,16 +513,19 @@ func (c *Client) endSession(s *session, ev ConnectionEvent, err error) {
 // Logout logs out, which also ends the device's binding to the user (no
 // more offline pushes for the user reach it), then the session ends with
 // StateDisconnected and EventLogout. It first waits for the
-// MessageReceived calls already queued (at most logoutDrainTimeout, and
-// ctx), hands the app no message after them, and sends the acks of every
-// message whose handler returned before the logout request, on the same
-// connection: the server stores them before it answers, so the device's
-// next login, by this Client or another, syncs none of them again. The
-// messages not handed over come in that sync. The session ends even when
+// MessageReceived calls already queued (at most logoutDrainTimeout, one
+// second, and ctx), hands the app no message after them, and sends the acks
+// of every message whose handler returned before that wait ended, then the
+// logout, on one connection (both again on the next connection if it is
+// lost before the answer): the server stores them before it answers, so the
+// device's next login, by this Client or another, syncs none of them again.
+// The messages not handed over come in that sync. A handler still running
+// when the wait ends is not waited for: its messages are acknowledged at
+// this Client's next login, or synced again by another. Called from a
+// handler, Logout does not wait at all (it would wait for itself); the
+// handler calls queued behind it are not made. The session ends even when
 // the server cannot be reached; the error then says so. Logout without a
-// session does nothing. Called from a handler, it cannot wait for that
-// handler: the batch being handled is acknowledged at the next login of
-// this Client, or synced again by another.
+// session does nothing.
 func (c *Client) Logout(ctx context.Context) error {
 	c.mu.Lock()
 	s := c.sess
@@ -539,16 +550,22 @@ func (c *Client) Logout(ctx context.Context) error {
 }
 
 // logoutDrainTimeout bounds how long Logout waits for the handler calls
-// queued before it (a handler calling Logout would wait for itself).
+// queued before it.
 const logoutDrainTimeout = time.Second
 
 // sealForLogout waits for the handler calls queued so far, then seals s:
 // what the app was handed is then exactly what the tracker holds as
 // delivered, and stays so.
 func (c *Client) sealForLogout(ctx context.Context, s *session) {
+	if c.disp.running() {
+		// Called from a handler: the handler calls queued behind it cannot
+		// run before it returns, nor will they run for this session.
+		c.track.seal(s.epoch, &s.sealed)
+		return
+	}
 	drained := make(chan struct{})
 	if c.disp.push(func() {
-		c.track.seal(s.gen, &s.sealed)
+		c.track.seal(s.epoch, &s.sealed)
 		close(drained)
 	}) {
 		t := time.NewTimer(logoutDrainTimeout)
@@ -561,7 +578,7 @@ func (c *Client) sealForLogout(ctx context.Context, s *session) {
 			s.log.Warn("handlers still running at logout; their messages are acknowledged later", "timeout", logoutDrainTimeout)
 		}
 	}
-	c.track.seal(s.gen, &s.sealed) // when the wait was cut short
+	c.track.seal(s.epoch, &s.sealed) // when the wait was cut short
 }
 
 // logoutRequest sends the acks due, then the logout, on the same
@@ -646,13 +663,15 @@ func (c *Client) Close() {
 	c.closed = true
 	s := c.sess
 	var cn *conn
+	stopping := false
 	if s != nil {
 		cn = s.conn
+		stopping = s.stopping
 	}
 	c.mu.Unlock()
 	c.disp.close()
 	if cn != nil {
-		c.flushAcksBeforeClose(cn)
+		c.flushAcksBeforeClose(cn, stopping)
 	}
 	if s != nil {
 		c.endSession(s, EventLogout, ErrClosed)
@@ -676,14 +695,21 @@ const closeAckTimeout = time.Second
 // handles a connection's frames in order, so once it answers the ping it
 // holds the acks, and it stores them when the connection ends. The
 // connection is closed right after, which ends a write or wait still
-// blocked.
-func (c *Client) flushAcksBeforeClose(cn *conn) {
+// blocked. During a Logout (stopping) that holds flushMu, Logout has sent
+// the acks on cn already: nothing to do, and no waiting for its answer.
+func (c *Client) flushAcksBeforeClose(cn *conn, stopping bool) {
+	locked := stopping && c.flushMu.TryLock()
+	if stopping && !locked {
+		return
+	}
 	c.wg.Add(1)
 	done := make(chan struct{})
 	go func() {
 		defer c.wg.Done()
 		defer close(done)
-		c.flushMu.Lock()
+		if !locked {
+			c.flushMu.Lock()
+		}
 		n, err := c.sendAcksCount(cn)
 		c.flushMu.Unlock()
 		if n == 0 || err != nil {

@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"reflect"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -936,4 +938,203 @@ func TestLogoutAcksWhatTheAppWasHanded(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.wantBatch(t, "bob", true, 3)
+}
+
+// warnLog records the messages logged at Warn or above.
+type warnLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnLog) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, r.Message)
+	return nil
+}
+func (w *warnLog) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnLog) WithGroup(string) slog.Handler      { return w }
+
+func (w *warnLog) get() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.msgs)
+}
+
+// TestLogoutLeftoverBarrierKeepsNextLoginOpen: a Logout that stopped
+// waiting for a slow handler leaves its barrier queued behind it; when the
+// barrier runs after the same user logged in again, it must not seal the
+// new session (which would then hand the app nothing, sync or live).
+func TestLogoutLeftoverBarrierKeepsNextLoginOpen(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	handed, release := make(chan int64, 8), make(chan struct{})
+	h := r.handlers()
+	rec := h.MessageReceived
+	h.MessageReceived = func(msgs []*herald.Message, info ReceiveInfo) {
+		handed <- msgs[0].Seq
+		if msgs[0].Seq == 2 {
+			<-release
+		}
+		rec(msgs, info)
+	}
+	c := New(srv.url, Options{DeviceID: "dev-1", Handlers: h, RequestTimeout: waitLimit,
+		ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond, AckInterval: time.Hour})
+	t.Cleanup(c.Close)
+	fc := loggedIn(t, c, srv, r, []proto.Message{wireMsg("bob", 1)})
+	wait(t, handed)
+	r.wantBatch(t, "bob", true, 1)
+	fc.event(proto.EvMessage, wireMsg("bob", 2))
+	wait(t, handed) // seq 2's handler runs until release
+	res := make(chan error, 1)
+	go func() { res <- c.Logout(context.Background()) }()
+	f := fc.expect(t, proto.OpLogout) // after logoutDrainTimeout
+	fc.reply(f.ID, struct{}{})
+	fc.closeWith(proto.CloseNormal)
+	if err := wait(t, res); err != nil {
+		t.Fatal(err)
+	}
+
+	done := goLogin(c, "me")
+	fc2 := srv.accept(t)
+	fc2.login(t, loginReply("me"))
+	close(release) // the handler returns; the old barrier runs now
+	r.wantBatch(t, "bob", false, 2)
+	ran := make(chan struct{})
+	c.disp.push(func() { close(ran) })
+	wait(t, ran)
+	fc2.sync([]proto.Message{wireMsg("bob", 3)})
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	r.wantBatch(t, "bob", true, 3)
+	fc2.event(proto.EvMessage, wireMsg("bob", 4))
+	r.wantBatch(t, "bob", false, 4)
+}
+
+// TestLogoutRetryResendsAcks: Logout's acks went out on a connection lost
+// before the logout's answer, so the server may not have them; the logout
+// retried on the next connection sends them again before it.
+func TestLogoutRetryResendsAcks(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	c := New(srv.url, Options{DeviceID: "dev-1", Handlers: r.handlers(), RequestTimeout: waitLimit,
+		ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond, AckInterval: time.Hour})
+	t.Cleanup(c.Close)
+	fc := loggedIn(t, c, srv, r, []proto.Message{wireMsg("bob", 1)})
+	r.wantBatch(t, "bob", true, 1)
+	res := make(chan error, 1)
+	go func() { res <- c.Logout(context.Background()) }()
+	fc.expect(t, proto.OpLogout)
+	if a := <-fc.acks; a.Seq != 1 {
+		t.Fatalf("ack before the first logout = %+v, want bob 1", a)
+	}
+	fc.nc.Close() // lost before the answer
+	fc2 := srv.accept(t)
+	fc2.login(t, loginReply("me"))
+	fc2.sync()
+	f := fc2.expect(t, proto.OpLogout)
+	select {
+	case a := <-fc2.acks:
+		if a.ConvID != "bob" || a.Seq != 1 {
+			t.Errorf("ack before the retried logout = %+v, want bob 1", a)
+		}
+	default:
+		t.Error("logout retried on the next connection without the acks")
+	}
+	fc2.reply(f.ID, struct{}{})
+	fc2.closeWith(proto.CloseNormal)
+	if err := wait(t, res); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAckLostWithConnectionIsResent: an ack written on a connection that
+// ended before any reply showed the server read it is sent again on the
+// next connection, not only once a newer message arrives.
+func TestAckLostWithConnectionIsResent(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	c := New(srv.url, Options{DeviceID: "dev-1", Handlers: r.handlers(), RequestTimeout: waitLimit,
+		ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond, AckInterval: time.Millisecond})
+	t.Cleanup(c.Close)
+	fc := loggedIn(t, c, srv, r, []proto.Message{wireMsg("bob", 1)})
+	r.wantBatch(t, "bob", true, 1)
+	if a := wait(t, fc.acks); a.Seq != 1 {
+		t.Fatalf("ack = %+v, want bob 1", a)
+	}
+	fc.nc.Close()
+	fc2 := srv.accept(t)
+	fc2.login(t, loginReply("me"))
+	fc2.sync()
+	if a := wait(t, fc2.acks); a.ConvID != "bob" || a.Seq != 1 {
+		t.Errorf("ack on the next connection = %+v, want bob 1", a)
+	}
+}
+
+// TestLogoutFromHandlerDoesNotWaitForItself: Logout called from
+// MessageReceived queues no barrier behind the calling handler (it could
+// only time out), so it logs out at once, without the timeout's warning.
+func TestLogoutFromHandlerDoesNotWaitForItself(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	warns := new(warnLog)
+	var c *Client
+	res := make(chan error, 1)
+	h := r.handlers()
+	h.MessageReceived = func(msgs []*herald.Message, info ReceiveInfo) {
+		if msgs[0].Seq == 2 {
+			res <- c.Logout(context.Background())
+		}
+	}
+	c = New(srv.url, Options{DeviceID: "dev-1", Handlers: h, RequestTimeout: waitLimit,
+		AckInterval: time.Hour, Logger: slog.New(warns)})
+	t.Cleanup(c.Close)
+	done := goLogin(c, "me")
+	fc := srv.accept(t)
+	fc.login(t, loginReply("me"))
+	fc.sync([]proto.Message{wireMsg("bob", 1)})
+	if err := wait(t, done); err != nil {
+		t.Fatal(err)
+	}
+	fc.event(proto.EvMessage, wireMsg("bob", 2))
+	f := fc.expect(t, proto.OpLogout)
+	c.disp.mu.Lock()
+	queued := len(c.disp.queue)
+	c.disp.mu.Unlock()
+	if queued != 0 {
+		t.Errorf("%d functions queued behind the handler calling Logout, want none", queued)
+	}
+	fc.reply(f.ID, struct{}{})
+	fc.closeWith(proto.CloseNormal)
+	if err := wait(t, res); err != nil {
+		t.Fatalf("Logout: %v", err)
+	}
+	if w := warns.get(); len(w) != 0 {
+		t.Errorf("warnings: %q", w)
+	}
+}
+
+// TestCloseDuringLogoutDoesNotWaitForAcks: Close while a Logout waits for
+// its answer does not wait to flush acks (the Logout sent them already):
+// it returns without running into its ack deadline.
+func TestCloseDuringLogoutDoesNotWaitForAcks(t *testing.T) {
+	srv := newFakeServer(t)
+	r := newRecorder()
+	warns := new(warnLog)
+	c := New(srv.url, Options{DeviceID: "dev-1", Handlers: r.handlers(), RequestTimeout: waitLimit,
+		AckInterval: time.Hour, Logger: slog.New(warns)})
+	fc := loggedIn(t, c, srv, r, []proto.Message{wireMsg("bob", 1)})
+	r.wantBatch(t, "bob", true, 1)
+	res := make(chan error, 1)
+	go func() { res <- c.Logout(context.Background()) }()
+	fc.expect(t, proto.OpLogout) // never answered
+	c.Close()
+	if err := wait(t, res); !errors.Is(err, ErrClosed) {
+		t.Errorf("Logout = %v, want ErrClosed", err)
+	}
+	if w := warns.get(); len(w) != 0 {
+		t.Errorf("warnings: %q", w)
+	}
 }

@@ -49,6 +49,13 @@ type conn struct {
 	pending map[uint64]*call
 	events  []proto.Frame
 	err     error // why the connection ended; set once, with done closed
+	// unconfirmed are the acks written on the connection that the server
+	// may not have read: a reply to a request written after them shows it
+	// read them (it handles a connection's frames in order). ackBase counts
+	// those dropped from its front, so ackBase+len(unconfirmed) counts every
+	// ack written.
+	unconfirmed []proto.AckRequest
+	ackBase     uint64
 
 	queued chan struct{} // capacity 1: events were queued
 	done   chan struct{}
@@ -60,6 +67,10 @@ type call struct {
 	resp any    // decoded from the reply's data by the reader; nil to ignore it
 	hook func() // run by the reader after decoding, before later frames are read
 	ch   chan error
+	// acks counts the acks written on the connection before this request
+	// (conn.ackBase+len(conn.unconfirmed) when it was registered): its
+	// reply confirms them.
+	acks uint64
 }
 
 func dial(ctx context.Context, url string, timeout time.Duration) (net.Conn, io.Reader, error) {
@@ -184,6 +195,12 @@ func (cn *conn) route(f proto.Frame) {
 	cn.mu.Lock()
 	cl := cn.pending[f.ID]
 	delete(cn.pending, f.ID)
+	if cl != nil && cl.acks > cn.ackBase {
+		n := cl.acks - cn.ackBase
+		clear(cn.unconfirmed[:n])
+		cn.unconfirmed = cn.unconfirmed[n:]
+		cn.ackBase = cl.acks
+	}
 	cn.mu.Unlock()
 	if cl == nil {
 		cn.log.Debug("reply to no waiting request", "id", f.ID)
@@ -232,6 +249,7 @@ func (cn *conn) roundTripThen(ctx context.Context, id uint64, op string, req, re
 		cn.mu.Unlock()
 		return &connLostError{cause}
 	}
+	cl.acks = cn.ackBase + uint64(len(cn.unconfirmed))
 	cn.pending[id] = cl
 	cn.mu.Unlock()
 	if err := cn.write(&proto.Frame{ID: id, Op: op, Data: data}); err != nil {
@@ -274,10 +292,25 @@ func (cn *conn) ping(id uint64) error {
 		cn.mu.Unlock()
 		return cn.err
 	}
-	cn.pending[id] = &call{op: proto.OpPing, ch: make(chan error, 1)}
+	cn.pending[id] = &call{op: proto.OpPing, ch: make(chan error, 1), acks: cn.ackBase + uint64(len(cn.unconfirmed))}
 	cn.mu.Unlock()
 	data, _ := cn.codec.Marshal(struct{}{})
 	return cn.write(&proto.Frame{ID: id, Op: proto.OpPing, Data: data})
+}
+
+// wroteAck records that a was written on cn; it stays unconfirmed until
+// the reply to a request written after it.
+func (cn *conn) wroteAck(a proto.AckRequest) {
+	cn.mu.Lock()
+	cn.unconfirmed = append(cn.unconfirmed, a)
+	cn.mu.Unlock()
+}
+
+// unconfirmedAcks returns the acks written on cn that no reply confirmed.
+func (cn *conn) unconfirmedAcks() []proto.AckRequest {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return append([]proto.AckRequest(nil), cn.unconfirmed...)
 }
 
 func (cn *conn) forget(id uint64) {

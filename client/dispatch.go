@@ -1,6 +1,12 @@
 package client
 
-import "sync"
+import (
+	"bytes"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
 
 // dispatcher runs the app's handlers on one goroutine, in the order they were
 // queued. The queue is unbounded so that no goroutine of the SDK ever waits
@@ -10,6 +16,7 @@ type dispatcher struct {
 	queue  []func()
 	closed bool
 	wake   chan struct{} // capacity 1: something was queued, or closed
+	gid    atomic.Uint64 // ID of the goroutine running run
 }
 
 func newDispatcher() *dispatcher {
@@ -38,6 +45,7 @@ func (d *dispatcher) signal() {
 
 // run calls the queued functions until close.
 func (d *dispatcher) run() {
+	d.gid.Store(goroutineID())
 	for {
 		d.mu.Lock()
 		for len(d.queue) == 0 && !d.closed {
@@ -65,4 +73,24 @@ func (d *dispatcher) close() {
 	d.queue = nil
 	d.mu.Unlock()
 	d.signal()
+}
+
+// running reports whether the caller is the goroutine that runs the
+// handlers (a handler, or what it calls).
+func (d *dispatcher) running() bool {
+	return d.gid.Load() == goroutineID()
+}
+
+// goroutineID returns the ID of the calling goroutine, read from the first
+// line of its stack trace ("goroutine 18 [running]:"); 0 if unreadable.
+// Only for running, which Logout calls once.
+func goroutineID() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	if i := bytes.IndexByte(b, ' '); i > 0 {
+		b = b[:i]
+	}
+	id, _ := strconv.ParseUint(string(b), 10, 64)
+	return id
 }

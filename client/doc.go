@@ -47,11 +47,17 @@
 // offline sync starts after them, and offline push uses them to push a message
 // not acknowledged in time even though the socket looks alive, as for an app
 // frozen in the background. A slow handler thus delays acks, not the reading
-// of the connection. Logout first waits for the MessageReceived calls
-// already queued and acknowledges their messages before it logs out, so
-// the device's next login does not bring them again; messages arriving
-// during Logout are not handed over and come in that login's sync. A
-// conversation set to NotificationDoNotDisturb
+// of the connection. An ack written on a connection lost before the server
+// showed it had read it (by answering a later request) is sent again on the
+// next connection. Logout first waits for the MessageReceived calls already
+// queued, for at most one second (and its ctx; not at all when called from a
+// handler), then hands over nothing more and acknowledges every message
+// whose handler had returned before it logs out, so the device's next login
+// does not bring them again; messages received but not handed over come in
+// that login's sync. A handler still running when the wait ends (a slow one,
+// or the one calling Logout) is not waited for: its messages are
+// acknowledged at this Client's next login, or synced again by another
+// Client. A conversation set to NotificationDoNotDisturb
 // (SetConversationNotificationStatus) is never pushed.
 //
 // The user's offline push rule (SetPushRule, QueryPushRule; ZIM's

@@ -256,6 +256,7 @@ func (c *Client) sendAcksCount(cn *conn) (int, error) {
 		if err := cn.send(proto.OpAck, a); err != nil {
 			return len(acks), err
 		}
+		cn.wroteAck(a)
 		c.track.acked(gen, a)
 	}
 	return len(acks), nil

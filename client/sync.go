@@ -71,6 +71,9 @@ type tracker struct {
 	user  string
 	gen   uint64 // bumped when the user changes; stale callers are ignored
 	convs map[convKey]*convState
+	// epoch is bumped by every begin: it names the session, where gen
+	// names the user (a Logout and Login of the same user keep gen).
+	epoch uint64
 	// sealed: the session is logging out; nothing more is accepted for
 	// the app until the next begin (seal).
 	sealed bool
@@ -80,10 +83,10 @@ func newTracker(log *slog.Logger) *tracker {
 	return &tracker{log: log, convs: make(map[convKey]*convState)}
 }
 
-// begin starts a session of user and returns its generation. The state is
-// kept for the same user (a Logout and Login resume where they were) and
-// dropped for another.
-func (t *tracker) begin(user string) uint64 {
+// begin starts a session of user and returns its generation and its
+// epoch. The state is kept for the same user (a Logout and Login resume
+// where they were) and dropped for another.
+func (t *tracker) begin(user string) (gen, epoch uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if user != t.user {
@@ -91,22 +94,24 @@ func (t *tracker) begin(user string) uint64 {
 		t.gen++
 		t.convs = make(map[convKey]*convState)
 	}
+	t.epoch++
 	t.sealed = false
-	return t.gen
+	return t.gen, t.epoch
 }
 
-// seal ends what the session of gen hands to the app, for Logout: from now
+// seal ends what the session of epoch hands to the app, for Logout: from now
 // on nothing is accepted, and what was accepted but not delivered (queued
 // for a handler that will not be called: the caller marks the session in
 // mark, under t.mu, and its queued batches check it) is forgotten, so that
 // the server's next sync brings it again and it is accepted then. Every
 // conversation is left with accepted == delivered: the acks then sent
-// cover all that the app was handed.
-func (t *tracker) seal(gen uint64, mark *atomic.Bool) {
+// cover all that the app was handed. A seal for an earlier session (a
+// Logout's barrier run after the next Login) only marks that session.
+func (t *tracker) seal(epoch uint64, mark *atomic.Bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	mark.Store(true)
-	if gen != t.gen || t.sealed {
+	if epoch != t.epoch || t.sealed {
 		return
 	}
 	t.sealed = true
@@ -251,6 +256,23 @@ func (t *tracker) acked(gen uint64, a proto.AckRequest) {
 	}
 	if st := t.convs[convKey{a.ConvType, a.ConvID}]; st != nil && a.Seq > st.acked {
 		st.acked = a.Seq
+	}
+}
+
+// unacked records that acks were written on a connection lost before the
+// server showed it had read them: they are due again, for the next
+// connection (the server keeps the highest ack, so sending one twice is
+// harmless).
+func (t *tracker) unacked(gen uint64, acks []proto.AckRequest) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen != t.gen {
+		return
+	}
+	for _, a := range acks {
+		if st := t.convs[convKey{a.ConvType, a.ConvID}]; st != nil && st.acked >= a.Seq {
+			st.acked = a.Seq - 1
+		}
 	}
 }
 

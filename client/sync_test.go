@@ -111,7 +111,7 @@ func TestTrackerFilter(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := newTracker(slog.New(slog.DiscardHandler))
-			gen := tr.begin("me")
+			gen, _ := tr.begin("me")
 			for _, d := range tt.delivered {
 				tr.accept(peerBob, d)
 				tr.delivered(gen, peerBob, d)
@@ -136,7 +136,7 @@ func TestTrackerFilter(t *testing.T) {
 
 func TestTrackerFetchErrorStopsBeforeGap(t *testing.T) {
 	tr := newTracker(slog.New(slog.DiscardHandler))
-	tr.begin("me")
+	_, _ = tr.begin("me")
 	tr.accept(peerBob, 2)
 	lost := errors.New("connection lost")
 	h := &history{err: lost}
@@ -155,7 +155,7 @@ func TestTrackerFetchErrorStopsBeforeGap(t *testing.T) {
 
 func TestTrackerOwnMessages(t *testing.T) {
 	tr := newTracker(slog.New(slog.DiscardHandler))
-	gen := tr.begin("me")
+	gen, _ := tr.begin("me")
 	tr.accept(peerBob, 4)
 	if !tr.delivered(gen, peerBob, 4) {
 		t.Fatal("delivered(4) wants no ack")
@@ -202,7 +202,7 @@ func TestTrackerOwnMessages(t *testing.T) {
 
 func TestTrackerOwnInFlight(t *testing.T) {
 	tr := newTracker(slog.New(slog.DiscardHandler))
-	gen := tr.begin("me")
+	gen, _ := tr.begin("me")
 	tr.accept(peerBob, 3)
 	tr.delivered(gen, peerBob, 3)
 	// The sync after a reconnect brings 4, our send whose reply was lost,
@@ -239,7 +239,7 @@ func TestTrackerOwnInFlight(t *testing.T) {
 
 func TestTrackerOwnBeforeBaseline(t *testing.T) {
 	tr := newTracker(slog.New(slog.DiscardHandler))
-	gen := tr.begin("me")
+	gen, _ := tr.begin("me")
 	// A send in a conversation never seen: no baseline from it, so an
 	// incoming message with a lower seq still in flight is delivered.
 	if tr.markOwn(gen, peerBob, 10) {
@@ -256,7 +256,7 @@ func TestTrackerOwnBeforeBaseline(t *testing.T) {
 
 func TestTrackerCursorsAndAcks(t *testing.T) {
 	tr := newTracker(slog.New(slog.DiscardHandler))
-	gen := tr.begin("me")
+	gen, _ := tr.begin("me")
 	alice := convKey{proto.ConvPeer, "alice"}
 	tr.accept(peerBob, 3)
 	tr.accept(peerBob, 4)
@@ -282,10 +282,10 @@ func TestTrackerCursorsAndAcks(t *testing.T) {
 
 	// The same user keeps the state; another one starts afresh, and calls
 	// of the old generation are ignored.
-	if tr.begin("me") != gen || len(tr.cursors(gen)) != 2 {
+	if g, _ := tr.begin("me"); g != gen || len(tr.cursors(gen)) != 2 {
 		t.Error("begin with the same user dropped the state")
 	}
-	gen2 := tr.begin("other")
+	gen2, _ := tr.begin("other")
 	if gen2 == gen || len(tr.cursors(gen2)) != 0 {
 		t.Error("begin with another user kept the state")
 	}
