@@ -413,8 +413,12 @@ func shimClose(tls *libc.TLS, pFile uintptr) int32 {
 	f := shim(pFile)
 	rc := int32(sqlite3.SQLITE_OK)
 	if b := f.buf(); b != nil {
+		// Nothing gathered outlives the write lock (endWrite), and SQLite
+		// releases it before it closes the WAL: anything still here would
+		// be a rolled-back transaction's bytes, written over frames another
+		// connection may have committed since. Dropped, as at the release.
 		b.mu.Lock()
-		rc = b.flush(tls)
+		b.endWrite()
 		b.mu.Unlock()
 		walBufsMu.Lock()
 		delete(walBufs, f.wal)
