@@ -759,3 +759,62 @@ func TestCloseNeverStarted(t *testing.T) {
 		t.Errorf("send after Close: %v, want unavailable", got)
 	}
 }
+
+// batchRecorder is a BatchDeliverer: it records the deliveries and where
+// each batch began and ended.
+type batchRecorder struct {
+	recorder
+	bmu sync.Mutex
+	log []string
+}
+
+func (b *batchRecorder) BeginBatch() { b.note("begin") }
+func (b *batchRecorder) EndBatch()   { b.note("end") }
+
+func (b *batchRecorder) DeliverMessage(m *herald.Message, to []string, origin SessionID) {
+	b.recorder.DeliverMessage(m, to, origin)
+	b.note(m.LocalID)
+}
+
+func (b *batchRecorder) note(s string) {
+	b.bmu.Lock()
+	b.log = append(b.log, s)
+	b.bmu.Unlock()
+}
+
+// TestFanoutBatchesOneCommit: a Deliverer that takes batches is handed
+// each commit of several messages between BeginBatch and EndBatch, and a
+// commit of one message without them.
+func TestFanoutBatchesOneCommit(t *testing.T) {
+	bs := &batchStore{Store: openStore(t), entered: make(chan struct{}), release: make(chan struct{})}
+	rec := &batchRecorder{}
+	s := New(bs, rec, Config{})
+	s.Start()
+	t.Cleanup(func() { s.Close(context.Background()) })
+	answers := make(chan error, 4)
+	answer := func(_ SendResult, err error) { answers <- err }
+	s.Send("alice", 1, text("bob", "first", "x"), answer)
+	<-bs.entered
+	for i := range 3 {
+		s.Send(fmt.Sprintf("u%d", i), SessionID(i+2), text("bob", fmt.Sprint(i), "x"), answer)
+	}
+	close(bs.release)
+	for range 4 {
+		if err := <-answers; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec.wait(t, 4)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rec.bmu.Lock()
+		got := strings.Join(rec.log, " ")
+		rec.bmu.Unlock()
+		if want := "first begin 0 1 2 end"; got == want {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("fan-out calls %q, want %q", got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
