@@ -59,18 +59,6 @@ type Deliverer interface {
 	DeliverGroupEvent(e *GroupEvent, to []string, origin SessionID)
 }
 
-// BatchDeliverer is a Deliverer that takes the deliveries of one commit
-// together (internal/cluster's publishes them as one bus payload): the
-// fan-out calls BeginBatch before the DeliverMessage calls of a commit's
-// messages and EndBatch after them. Calls made between the two, from any
-// goroutine, are delivered in the order they were made; EndBatch hands
-// them on without waiting for more.
-type BatchDeliverer interface {
-	Deliverer
-	BeginBatch()
-	EndBatch()
-}
-
 // Pusher is the push decision, made while messages are stored so that the
 // pushes they need are stored with them (internal/push implements it).
 type Pusher interface {
@@ -574,7 +562,6 @@ func storedJobs(jobs []store.PushJob, res []store.Appended) []store.PushJob {
 func (s *Service) fanoutLoop() {
 	defer close(s.done)
 	var to [2]string
-	bd, _ := s.deliv.(BatchDeliverer)
 	for {
 		var batch []*pending
 		select {
@@ -587,9 +574,6 @@ func (s *Service) fanoutLoop() {
 				return
 			}
 			batch = b
-		}
-		if bd != nil && len(batch) > 1 {
-			bd.BeginBatch()
 		}
 		for _, p := range batch {
 			m := p.res.Message
@@ -612,9 +596,6 @@ func (s *Service) fanoutLoop() {
 				ev.Emit(herald.Event{Type: herald.EventMessageSent, Time: m.CreatedAt, User: m.From, Message: withoutPush(m)})
 			}
 			p.done(SendResult{Message: m, Duplicate: p.res.Duplicate}, nil)
-		}
-		if bd != nil && len(batch) > 1 {
-			bd.EndBatch()
 		}
 	}
 }

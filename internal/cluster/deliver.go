@@ -12,7 +12,6 @@ package cluster
 import (
 	"container/list"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"log/slog"
 	"math"
@@ -91,13 +90,8 @@ type DelivererConfig struct {
 	Skew time.Duration
 	// ReadTimeout bounds one gap fill's store reads; zero means 5s.
 	ReadTimeout time.Duration
-	// Batch reports whether every node of the cluster reads batch
-	// payloads (Nodes.ReadsBatches); while it does, the items the
-	// delivery loop finds queued together are published as one bus
-	// payload. Nil: one payload per item, as nodes before batches did.
-	Batch  func() bool
-	Now    func() time.Time
-	Logger *slog.Logger
+	Now         func() time.Time
+	Logger      *slog.Logger
 }
 
 // DelivererStats are the Deliverer's counters.
@@ -115,8 +109,6 @@ type DelivererStats struct {
 	Resolved      int64 // group messages from other nodes, published without recipients (too large for the bus with them), whose members were resolved here
 	ResolveFailed int64 // of those, resolutions that failed (the message is not delivered live here; clients fill the gap with history)
 	NotHeld       int64 // messages from other nodes none of whose recipients had a session here: their seq is remembered, the message is neither decoded nor delivered, and no gap before it is read
-	Batches       int64 // bus payloads published holding several of the Published items (a batch: wireBatch)
-	BatchesIn     int64 // batch payloads received from other nodes
 }
 
 // Deliverer implements chat.Deliverer for a node of a cluster: each
@@ -149,17 +141,9 @@ type Deliverer struct {
 	planning sync.WaitGroup // resync plans being read (planResync)
 	members  Members        // SetMembers; nil: recipients always travel
 
-	// The deliveries of one commit, gathered between BeginBatch and
-	// EndBatch; omu orders the calls of DeliverMessage, DeliverGroupEvent
-	// and EndBatch, which enqueue under it (in the order they are made).
-	omu     sync.Mutex
-	open    bool
-	pending []item
-
 	stats struct {
 		published, publishFailed, received, filled, gaps, gapsUnfilled,
-		duplicates, bad, queueFull, resyncs, resolved, resolveFailed, notHeld,
-		batches, batchesIn atomic.Int64
+		duplicates, bad, queueFull, resyncs, resolved, resolveFailed, notHeld atomic.Int64
 	}
 }
 
@@ -179,7 +163,6 @@ const (
 	itemRemoteGroup
 	itemResync  // the bus came back after a loss
 	itemNotHeld // from another node, for no session here: remember its seq
-	itemBatch   // the items of one batch payload from another node, or of one commit here (EndBatch), in order
 )
 
 type item struct {
@@ -191,7 +174,6 @@ type item struct {
 	plan   *resyncPlan // itemResync
 	conv   string      // itemNotHeld
 	seq    int64       // itemNotHeld
-	batch  []item      // itemBatch
 }
 
 // resyncPlan is what a resync reads forward: per conversation, the local
@@ -219,26 +201,6 @@ type wire struct {
 	Msg   *herald.Message  `json:"msg,omitempty"`
 	Group *chat.GroupEvent `json:"group,omitempty"`
 }
-
-// A batch payload (wire version 2) carries several single payloads (wire,
-// as encode writes them) in one bus message: the byte wireBatch, then for
-// each payload its length (unsigned varint) and its bytes, in the order
-// they were queued. Its first byte is not '{', so a single payload is
-// never taken for a batch nor a batch for one; a node that predates
-// batches counts it bad. So a node publishes batches only while every
-// node it hears announces that it reads them (Nodes.ReadsBatches, from
-// presenceMsg.Wire), and single payloads otherwise; every node reads both.
-const (
-	wireBatch = 0x02
-	// WireVersion is the highest version of the payloads on
-	// SubjectMessages this node reads: 2, single payloads and batches.
-	// Presence announces it; nodes that predate it announce none (1).
-	WireVersion = 2
-	// maxDrain bounds the items the delivery loop takes from its queue
-	// at once (and so a batch): the first waits for the others'
-	// encoding before its own delivery here.
-	maxDrain = 64
-)
 
 // wireHead is what a node reads of every payload first: a message whose
 // recipients have no session here goes no further (receive).
@@ -507,49 +469,13 @@ func (d *Deliverer) Stats() DelivererStats {
 		QueueFull: d.stats.queueFull.Load(), Resyncs: d.stats.resyncs.Load(),
 		Resolved: d.stats.resolved.Load(), ResolveFailed: d.stats.resolveFailed.Load(),
 		NotHeld: d.stats.notHeld.Load(),
-		Batches: d.stats.batches.Load(), BatchesIn: d.stats.batchesIn.Load(),
 	}
 }
 
 // DeliverMessage implements chat.Deliverer. It waits only when the queue
 // is full (counted).
 func (d *Deliverer) DeliverMessage(m *herald.Message, to []string, origin chat.SessionID) {
-	d.local(item{kind: itemLocal, m: m, to: append([]string(nil), to...), origin: origin})
-}
-
-// BeginBatch implements chat.BatchDeliverer: the deliveries until EndBatch
-// are queued together, for one bus payload.
-func (d *Deliverer) BeginBatch() {
-	d.omu.Lock()
-	d.open = true
-	d.omu.Unlock()
-}
-
-// EndBatch implements chat.BatchDeliverer: it queues the deliveries since
-// BeginBatch as one item (waiting only when the queue is full).
-func (d *Deliverer) EndBatch() {
-	d.omu.Lock()
-	defer d.omu.Unlock()
-	d.open = false
-	switch len(d.pending) {
-	case 0:
-	case 1:
-		d.enqueue(d.pending[0])
-	default:
-		d.enqueue(item{kind: itemBatch, batch: d.pending})
-	}
-	d.pending = nil
-}
-
-// local queues an item committed here, or keeps it for EndBatch.
-func (d *Deliverer) local(it item) {
-	d.omu.Lock()
-	defer d.omu.Unlock()
-	if d.open {
-		d.pending = append(d.pending, it)
-		return
-	}
-	d.enqueue(it)
+	d.enqueue(item{kind: itemLocal, m: m, to: append([]string(nil), to...), origin: origin})
 }
 
 // SetMembers makes the group messages whose recipients would take the
@@ -562,7 +488,7 @@ func (d *Deliverer) SetMembers(m Members) { d.members = m }
 // here and published for the other nodes, without seq tracking (they have
 // none; a lost one is seen in the group's state when next read).
 func (d *Deliverer) DeliverGroupEvent(e *chat.GroupEvent, to []string, origin chat.SessionID) {
-	d.local(item{kind: itemGroup, ev: e, to: append([]string(nil), to...), origin: origin})
+	d.enqueue(item{kind: itemGroup, ev: e, to: append([]string(nil), to...), origin: origin})
 }
 
 func (d *Deliverer) enqueue(it item) {
@@ -591,51 +517,14 @@ func (d *Deliverer) enqueue(it item) {
 // first sight reads nothing. Nothing is lost by it: a recipient who logs
 // in here after this check syncs from the store, which holds this
 // message and every seq before it (published after their commit).
-//
-// A batch payload (wireBatch) is read item by item, each as a single
-// payload, and its items are queued as one (itemBatch), in their order: one
-// wake-up of the delivery loop for the batch. A batch that ends short (a
-// length past its end) is counted bad; the items before it are queued.
 func (d *Deliverer) receive(_ string, data []byte) {
-	if len(data) == 0 || data[0] != wireBatch {
-		if it, ok := d.decode(data); ok {
-			d.enqueue(it)
-		}
-		return
-	}
-	d.stats.batchesIn.Add(1)
-	items := make([]item, 0, min(max(len(data)/256, 2), maxDrain)) // a peer message takes 300-500 bytes
-	for rest := data[1:]; len(rest) > 0; {
-		n, k := binary.Uvarint(rest)
-		if k <= 0 || n > uint64(len(rest)-k) {
-			d.stats.bad.Add(1)
-			break
-		}
-		if it, ok := d.decode(rest[k : k+int(n)]); ok {
-			items = append(items, it)
-		}
-		rest = rest[k+int(n):]
-	}
-	switch len(items) {
-	case 0:
-	case 1:
-		d.enqueue(items[0])
-	default:
-		d.enqueue(item{kind: itemBatch, batch: items})
-	}
-}
-
-// decode reads a single payload into the item to queue; false when there
-// is nothing to queue (a bad payload, counted; this node's own; a command
-// held by no session here; a group message whose members were not read).
-func (d *Deliverer) decode(data []byte) (item, bool) {
 	h, err := readHead(data)
 	if err != nil || (h.Msg == nil) == (h.Group == nil) {
 		d.stats.bad.Add(1)
-		return item{}, false
+		return
 	}
 	if h.Node == d.cfg.Node {
-		return item{}, false // delivered here already
+		return // delivered here already
 	}
 	d.stats.received.Add(1)
 	if h.Msg != nil && !h.Resolve && h.Conv != "" && !d.holdsAny(h.To) {
@@ -644,11 +533,13 @@ func (d *Deliverer) decode(data []byte) (item, bool) {
 		// conversation's remembered seq.
 		if !json.Valid(h.Msg) {
 			d.stats.bad.Add(1)
-			return item{}, false
+			return
 		}
 		d.stats.notHeld.Add(1)
-		// A command (seq 0) is live only: nothing to remember.
-		return item{kind: itemNotHeld, conv: h.Conv, seq: h.Seq, to: h.To}, h.Seq > 0
+		if h.Seq > 0 { // a command (seq 0) is live only: nothing to remember
+			d.enqueue(item{kind: itemNotHeld, conv: h.Conv, seq: h.Seq, to: h.To})
+		}
+		return
 	}
 	w := wire{Node: h.Node, To: h.To, Resolve: h.Resolve}
 	if h.Msg != nil {
@@ -658,18 +549,19 @@ func (d *Deliverer) decode(data []byte) (item, bool) {
 	}
 	if err != nil || (w.Msg == nil) == (w.Group == nil) {
 		d.stats.bad.Add(1)
-		return item{}, false
+		return
 	}
-	if w.Group != nil {
-		return item{kind: itemRemoteGroup, ev: w.Group, to: w.To}, true
-	}
-	if w.Resolve {
-		var ok bool
-		if w.To, ok = d.resolve(w.Msg); !ok {
-			return item{}, false
+	if w.Msg != nil {
+		if w.Resolve {
+			var ok bool
+			if w.To, ok = d.resolve(w.Msg); !ok {
+				return
+			}
 		}
+		d.enqueue(item{kind: itemRemote, m: w.Msg, to: w.To})
+	} else {
+		d.enqueue(item{kind: itemRemoteGroup, ev: w.Group, to: w.To})
 	}
-	return item{kind: itemRemote, m: w.Msg, to: w.To}, true
 }
 
 // holdsAny reports whether one of users has a session here.
@@ -682,56 +574,22 @@ func (d *Deliverer) holdsAny(users []string) bool {
 	return false
 }
 
-// run is the delivery loop. It takes what is queued (up to maxDrain
-// items, without waiting for more: a lone item goes at once), publishes
-// the items committed here (publishAll: one batch payload where the
-// cluster reads them), then handles every item in queue order.
 func (d *Deliverer) run() {
 	defer close(d.done)
-	var drained, flat []item
 	for {
 		select {
 		case <-d.stop:
 			return
 		case it := <-d.q:
-			drained = append(drained[:0], it)
-		more:
-			for len(drained) < maxDrain {
-				select {
-				case it := <-d.q:
-					drained = append(drained, it)
-				default:
-					break more
-				}
-			}
-			flat = flatten(flat[:0], drained)
-			d.publishAll(flat)
-			for i := range flat {
-				d.handle(flat[i])
-				flat[i] = item{} // not kept alive by the slice
-			}
-			clear(drained)
+			d.handle(it)
 		}
 	}
 }
 
-// flatten appends to dst the items of items, those of a batch in its place.
-func flatten(dst, items []item) []item {
-	for _, it := range items {
-		if it.kind == itemBatch {
-			dst = append(dst, it.batch...)
-		} else {
-			dst = append(dst, it)
-		}
-	}
-	return dst
-}
-
-// handle delivers an item here; one committed here was published by
-// publishAll before.
 func (d *Deliverer) handle(it item) {
 	switch it.kind {
 	case itemLocal, itemGroup:
+		d.publish(it)
 		if it.kind == itemGroup {
 			d.cfg.Local.DeliverGroupEvent(it.ev, it.to, it.origin)
 			return
@@ -761,85 +619,6 @@ func (d *Deliverer) remember(conv string, seq int64, to []string) {
 	st.last, st.to = seq, to
 }
 
-// publishAll publishes the items of items committed here, in their
-// order: each as its own payload, or, while every node reads batches
-// (cfg.Batch), as batch payloads of as many as fit the bus's MaxPayload
-// (a batch of one is sent as a single payload; one too large for a batch
-// with another goes alone, as publish sends it).
-func (d *Deliverer) publishAll(items []item) {
-	own := 0
-	for i := range items {
-		if items[i].kind == itemLocal || items[i].kind == itemGroup {
-			own++
-		}
-	}
-	if own == 0 {
-		return
-	}
-	if own == 1 || d.cfg.Batch == nil || !d.cfg.Batch() {
-		for i := range items {
-			if items[i].kind == itemLocal || items[i].kind == itemGroup {
-				d.publish(items[i])
-			}
-		}
-		return
-	}
-	limit := d.cfg.Bus.MaxPayload()
-	var (
-		batch []byte // wireBatch, then (length, payload) of each item in it
-		first []byte // the batch's only payload so far, as it is
-		in    []item // the batch's items
-	)
-	flush := func() {
-		switch len(in) {
-		case 0:
-		case 1:
-			d.publishData(in[0], first)
-		default:
-			d.stats.published.Add(int64(len(in)))
-			d.stats.batches.Add(1)
-			if err := d.cfg.Bus.Publish(d.cfg.Prefix+SubjectMessages, batch); err != nil {
-				d.stats.publishFailed.Add(int64(len(in)))
-				d.log.Warn("cluster: publishing a batch of deliveries for the other nodes failed", "items", len(in), "bytes", len(batch), "err", err)
-			}
-		}
-		batch, first, in = nil, nil, in[:0] // not reused: the bus may hold the bytes (in process it does)
-	}
-	for _, it := range items {
-		if it.kind != itemLocal && it.kind != itemGroup {
-			continue
-		}
-		own--
-		data, err := d.encode(it)
-		if err != nil {
-			d.stats.publishFailed.Add(1)
-			d.log.Error("cluster: encoding a delivery for the bus", "err", err)
-			continue
-		}
-		framed := binary.MaxVarintLen64 + len(data)
-		if len(in) > 0 && len(batch)+framed > limit {
-			flush()
-		}
-		if 1+framed > limit {
-			d.publishData(it, data) // alone, as today (too large for the bus, it fails and is logged)
-			continue
-		}
-		if len(batch) == 0 {
-			// Room for the items left if they are of this one's size:
-			// growing the batch item by item cost a third of publishAll.
-			batch = make([]byte, 0, min(limit, 1+(own+1)*framed))
-			batch = append(batch, wireBatch)
-		}
-		batch = binary.AppendUvarint(batch, uint64(len(data)))
-		batch = append(batch, data...)
-		if len(in) == 0 {
-			first = data
-		}
-		in = append(in, it)
-	}
-	flush()
-}
-
 func (d *Deliverer) publish(it item) {
 	data, err := d.encode(it)
 	if err != nil {
@@ -847,11 +626,6 @@ func (d *Deliverer) publish(it item) {
 		d.log.Error("cluster: encoding a delivery for the bus", "err", err)
 		return
 	}
-	d.publishData(it, data)
-}
-
-// publishData publishes it's single payload data.
-func (d *Deliverer) publishData(it item, data []byte) {
 	d.stats.published.Add(1)
 	if err := d.cfg.Bus.Publish(d.cfg.Prefix+SubjectMessages, data); err != nil {
 		// The other nodes fill it from the store at the conversation's

@@ -23,10 +23,6 @@ import (
 // Presence on reconnecting, keep them; a node that died meanwhile leaves
 // the count a TTL later). A node that starts with the bus down counts
 // itself alone until it connects.
-//
-// It also tells the Deliverer whether every live node reads batch
-// payloads (ReadsBatches): each presence message carries the highest
-// version of the delivery payloads its sender reads (presenceMsg.Wire).
 type Nodes struct {
 	node, prefix string
 	bus          bus.Bus
@@ -35,8 +31,6 @@ type Nodes struct {
 
 	mu     sync.Mutex
 	heard  map[string]time.Time // other node -> last message
-	wire   map[string]int       // other node -> the payload version its last message announced (0: a node that predates it)
-	start  time.Time            // when Start subscribed
 	sub    bus.Subscription
 	down   bool      // the bus is not connected: Count answers frozen
 	frozen int       // the count when the bus went down
@@ -55,7 +49,7 @@ func NewNodes(node string, b bus.Bus, prefix string, ttl time.Duration, now func
 	if now == nil {
 		now = time.Now
 	}
-	return &Nodes{node: node, prefix: prefix, bus: b, ttl: ttl, now: now, heard: make(map[string]time.Time), wire: make(map[string]int)}
+	return &Nodes{node: node, prefix: prefix, bus: b, ttl: ttl, now: now, heard: make(map[string]time.Time)}
 }
 
 // Start subscribes to the presence subject and follows the bus's state.
@@ -66,7 +60,6 @@ func (n *Nodes) Start() error {
 	}
 	n.mu.Lock()
 	n.sub = sub
-	n.start = n.now()
 	n.mu.Unlock()
 	n.bus.Watch(n.watch)
 	return nil
@@ -88,7 +81,6 @@ func (n *Nodes) watch(s bus.State) {
 				n.heard[node] = now // live when the bus went down
 			} else {
 				delete(n.heard, node)
-				delete(n.wire, node)
 			}
 		}
 	}
@@ -109,7 +101,6 @@ func (n *Nodes) receive(_ string, data []byte) {
 	var m struct {
 		Node string `json:"node"`
 		Kind string `json:"kind"`
-		Wire int    `json:"wire"`
 	}
 	if json.Unmarshal(data, &m) != nil || m.Node == "" || m.Node == n.node {
 		return // Presence counts bad payloads
@@ -119,15 +110,12 @@ func (n *Nodes) receive(_ string, data []byte) {
 	defer n.mu.Unlock()
 	if m.Kind == "bye" {
 		delete(n.heard, m.Node)
-		delete(n.wire, m.Node)
 		return
 	}
 	n.heard[m.Node] = now
-	n.wire[m.Node] = m.Wire
 	for node, at := range n.heard { // bounded by the cluster's nodes
 		if now.Sub(at) >= n.ttl {
 			delete(n.heard, node)
-			delete(n.wire, node)
 		}
 	}
 }
@@ -153,33 +141,4 @@ func (n *Nodes) countLocked(now time.Time) int {
 		}
 	}
 	return c
-}
-
-// batchSettle is how long a node listens before it publishes batches: the
-// live nodes answer its hello at once (Presence), each with a message that
-// says which payloads it reads.
-const batchSettle = time.Second
-
-// ReadsBatches reports whether every live node reads batch payloads
-// (WireVersion 2): true once this node has listened for batchSettle (the
-// others have answered its hello by then) and every node heard within
-// the TTL announced version 2 or more in its last message; false while
-// the bus is down. A node of an older version that starts is heard at its
-// hello, which it says before it has sessions (it subscribes, then
-// announces, then serves): until then batches are to it what a message
-// lost on the bus is, a gap filled from the store at the conversation's
-// next message. So is a node that did not answer within batchSettle.
-func (n *Nodes) ReadsBatches() bool {
-	now := n.now()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.down || n.start.IsZero() || now.Sub(n.start) < batchSettle {
-		return false
-	}
-	for node, at := range n.heard {
-		if now.Sub(at) < n.ttl && n.wire[node] < WireVersion {
-			return false
-		}
-	}
-	return true
 }

@@ -172,10 +172,6 @@ type presenceMsg struct {
 	// Inst is the sender process's instance ID (random, drawn at its
 	// start); absent from nodes that predate it (not compared).
 	Inst string `json:"inst,omitempty"`
-	// Wire is the highest version of the delivery payloads
-	// (SubjectMessages) the sender reads: WireVersion; absent from nodes
-	// that predate batches, which read single payloads only (Nodes).
-	Wire int `json:"wire,omitempty"`
 }
 
 type presenceEntry struct {
@@ -467,7 +463,7 @@ func (p *Presence) sweep() {
 }
 
 func (p *Presence) publish(m presenceMsg) {
-	m.Secret, m.Inst, m.Wire = p.cfg.SecretFingerprint, p.inst, WireVersion
+	m.Secret, m.Inst = p.cfg.SecretFingerprint, p.inst
 	data, err := json.Marshal(&m)
 	if err != nil {
 		return

@@ -76,18 +76,16 @@ func newCluster(cfg config.Config, b bus.Bus, node string, secret []byte, gw *ga
 	presence := cluster.NewPresence(cluster.PresenceConfig{Node: node, Bus: b, Local: gw, Prefix: cfg.BusPrefix, Logger: log,
 		Kicks: gw, SingleLogin: cfg.MultiLogin == "single", MaxDevices: cfg.MaxDevices, SecretFingerprint: fp})
 	gw.SetPeers(presence) // the server API's kick closes the user's sessions on every node
-	nodes := cluster.NewNodes(node, b, cfg.BusPrefix, 0, nil)
 	return &clusterParts{
 		newGroups: func(g cluster.GroupMirror) *cluster.GroupCache {
 			return cluster.NewGroupCache(cluster.GroupCacheConfig{Node: node, Bus: b, Groups: g, Prefix: cfg.BusPrefix, Logger: log})
 		},
-		nodes:     nodes,
+		nodes:     cluster.NewNodes(node, b, cfg.BusPrefix, 0, nil),
 		prune:     newSharedPruner(st, log),
 		pushCache: pc,
 		bus:       b,
-		deliver: cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log,
-			Batch: nodes.ReadsBatches}), // one payload per loop turn once every node reads them
-		presence: presence,
+		deliver:   cluster.NewDeliverer(cluster.DelivererConfig{Node: node, Bus: b, Local: gw, Store: st, Prefix: cfg.BusPrefix, Logger: log}),
+		presence:  presence,
 		calls: cluster.NewCalls(cluster.CallsConfig{Node: node, Bus: b, Local: gw, Service: calls, Presence: presence,
 			Prefix: cfg.BusPrefix, Logger: log}),
 	}
