@@ -242,10 +242,14 @@ func TestPresenceSecretMismatch(t *testing.T) {
 			node, peer string
 			logs       *syncBuffer
 		}{{"a", "b", &la}, {"b", "a", &lb}} {
-			logs := c.logs.String()
-			if !strings.Contains(logs, "peer_node="+c.peer) || !strings.Contains(logs, "give every node the same HERALD_SECRET") {
-				t.Errorf("node %s's log does not name peer %s and the fix:\n%s", c.node, c.peer, logs)
+			// The count is taken before the line is written (checkSecret
+			// logs after it lets go of its lock): wait for the line too.
+			named := func() bool {
+				logs := c.logs.String()
+				return strings.Contains(logs, "peer_node="+c.peer) && strings.Contains(logs, "give every node the same HERALD_SECRET")
 			}
+			waitFor(t, "node "+c.node+" logs peer "+c.peer+" and the fix", named)
+			logs := c.logs.String()
 			if strings.Contains(logs, "secret-a") || strings.Contains(logs, "secret-b") {
 				t.Errorf("node %s's log holds a secret:\n%s", c.node, logs)
 			}
@@ -328,11 +332,12 @@ func TestPresenceNodeIDConflict(t *testing.T) {
 			name, other string
 			logs        *syncBuffer
 		}{{"P1", p2.inst, &l1}, {"P2", p1.inst, &l2}} {
-			logs := c.logs.String()
-			if !strings.Contains(logs, "node=a") || !strings.Contains(logs, "other_instance="+c.other) ||
-				!strings.Contains(logs, "give each node its own HERALD_NODE_ID") {
-				t.Errorf("%s's log does not name the node ID, the other instance and the fix:\n%s", c.name, logs)
-			}
+			// Counted before logged (checkInstance logs after its lock).
+			waitFor(t, c.name+" logs the node ID, the other instance and the fix", func() bool {
+				logs := c.logs.String()
+				return strings.Contains(logs, "node=a") && strings.Contains(logs, "other_instance="+c.other) &&
+					strings.Contains(logs, "give each node its own HERALD_NODE_ID")
+			})
 		}
 		// Another message from P2, 20 s later: counted again (its expiry
 		// moves), not logged again.
