@@ -108,11 +108,14 @@ const walVFSName = "herald-wal-gather"
 // written anyway: 1,024 frames of a 4 KiB page.
 const walBufMax = 1024 * (4096 + 24)
 
-// walBufKeep is the most buffer capacity a WAL keeps past the release of
-// the write lock (endWrite): a busy commit's (~200 frames, 800 KiB) is
-// kept, not grown again from nothing at every commit; a bigger
-// transaction's, up to walBufMax and its growth, is given back.
-const walBufKeep = 1 << 20
+// walBufMin is the capacity a WAL's buffer starts with. It grows by
+// doubling up to walBufMax and keeps it for the connection's life (the
+// writer's one connection: at most walBufMax, ~4 MiB, per store). Given
+// back after each commit instead (a first version gave back what passed 1
+// MiB), a busy commit's ~800 KiB grew past it through append's steps and
+// was allocated again at every commit: `herald bench peer --pairs 100`
+// went from p50 18-31 ms to 89-250 ms with the garbage it made.
+const walBufMin = 64 << 10
 
 // writeMax is the most one write of the default VFS takes: the unix VFS
 // keeps the low 17 bits of a write's length (seekAndWriteFd), so a longer
@@ -343,9 +346,6 @@ func (b *walBuf) flush(tls *libc.TLS) int32 {
 // is closed rather than let the connection go on over a hole.
 func (b *walBuf) endWrite() {
 	b.buf = b.buf[:0]
-	if cap(b.buf) > walBufKeep {
-		b.buf = nil
-	}
 	if !b.stuck {
 		b.failed = 0
 	}
@@ -480,6 +480,12 @@ func shimWrite(tls *libc.TLS, pFile, zBuf uintptr, n int32, off int64) int32 {
 	}
 	if len(b.buf) == 0 {
 		b.off = off
+	}
+	if need := len(b.buf) + int(n); need > cap(b.buf) {
+		// need <= walBufMax (flushed above otherwise): so is the capacity.
+		grown := make([]byte, len(b.buf), min(max(2*cap(b.buf), need, walBufMin), walBufMax))
+		copy(grown, b.buf)
+		b.buf = grown
 	}
 	b.buf = append(b.buf, unsafe.Slice((*byte)(ptr(zBuf)), n)...)
 	return sqlite3.SQLITE_OK

@@ -526,21 +526,28 @@ func TestWALExclusiveNotGathered(t *testing.T) {
 	checkRows(t, path, 151)
 }
 
-// TestWALBufferReleased: a transaction that gathered more than
-// walBufKeep leaves no more than that capacity behind once the write lock
-// is released.
-func TestWALBufferReleased(t *testing.T) {
+// TestWALBufferKept: the WAL's buffer grows to at most walBufMax and is
+// kept from one transaction to the next, not allocated again for each
+// (which made a busy server's commits garbage: walBufMin).
+func TestWALBufferKept(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keep.db")
 	a := spillConn(t, path)
-	mustExec(t, a, rows(600)) // ~2.4 MiB of frames, gathered up to the commit's sync
-	b := walBufOf(path + "-wal")
-	b.mu.Lock()
-	c := cap(b.buf)
-	b.mu.Unlock()
-	if c > walBufKeep {
-		t.Errorf("the WAL's buffer keeps %d bytes of capacity after the commit, want at most %d", c, walBufKeep)
+	held := func() (int, *byte) {
+		b := walBufOf(path + "-wal")
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return cap(b.buf), unsafe.SliceData(b.buf)
 	}
-	checkRows(t, path, 600)
+	mustExec(t, a, rows(600)) // ~2.4 MiB of frames, gathered up to the commit's sync
+	c1, p1 := held()
+	if c1 == 0 || c1 > walBufMax {
+		t.Fatalf("the WAL's buffer holds %d bytes of capacity after a large commit, want 1 to %d", c1, walBufMax)
+	}
+	mustExec(t, a, rows(600))
+	if c2, p2 := held(); c2 != c1 || p2 != p1 {
+		t.Errorf("the next commit's buffer: capacity %d at %p, want the first one's (%d at %p)", c2, p2, c1, p1)
+	}
+	checkRows(t, path, 1200)
 }
 
 // TestWALExclusiveFailureEnds: in locking_mode=EXCLUSIVE (no WAL write
