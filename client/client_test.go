@@ -847,12 +847,12 @@ func TestFragmentedFrameWithPing(t *testing.T) {
 	fc.expect(t, proto.OpSend)
 }
 
-// TestLogoutAcksWhatTheAppWasHanded: a message whose handler is still
-// running when Logout is called is acknowledged before the logout, and one
-// that arrives during the Logout is not handed to the app (the next sync
-// brings it). Logging in again on the same Client resumes at the last
-// message handed over, and accepts the one held back.
-func TestLogoutAcksWhatTheAppWasHanded(t *testing.T) {
+// slowSeq2Client is a Client logged in to a fake server with bob's seq 1
+// in its first sync; its handler reports each batch's first seq on handed
+// and, for seq 2, runs until release is closed. Acks wait for Logout or
+// Close (AckInterval an hour).
+func slowSeq2Client(t *testing.T) (*fakeServer, *recorder, *Client, *fakeConn, chan int64, chan struct{}) {
+	t.Helper()
 	srv := newFakeServer(t)
 	r := newRecorder()
 	handed, release := make(chan int64, 8), make(chan struct{})
@@ -869,6 +869,16 @@ func TestLogoutAcksWhatTheAppWasHanded(t *testing.T) {
 		ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond, AckInterval: time.Hour})
 	t.Cleanup(c.Close)
 	fc := loggedIn(t, c, srv, r, []proto.Message{wireMsg("bob", 1)})
+	return srv, r, c, fc, handed, release
+}
+
+// TestLogoutAcksWhatTheAppWasHanded: a message whose handler is still
+// running when Logout is called is acknowledged before the logout, and one
+// that arrives during the Logout is not handed to the app (the next sync
+// brings it). Logging in again on the same Client resumes at the last
+// message handed over, and accepts the one held back.
+func TestLogoutAcksWhatTheAppWasHanded(t *testing.T) {
+	srv, r, c, fc, handed, release := slowSeq2Client(t)
 	if got := wait(t, handed); got != 1 {
 		t.Fatalf("handed seq %d, want 1", got)
 	}
@@ -967,22 +977,7 @@ func (w *warnLog) get() []string {
 // barrier runs after the same user logged in again, it must not seal the
 // new session (which would then hand the app nothing, sync or live).
 func TestLogoutLeftoverBarrierKeepsNextLoginOpen(t *testing.T) {
-	srv := newFakeServer(t)
-	r := newRecorder()
-	handed, release := make(chan int64, 8), make(chan struct{})
-	h := r.handlers()
-	rec := h.MessageReceived
-	h.MessageReceived = func(msgs []*herald.Message, info ReceiveInfo) {
-		handed <- msgs[0].Seq
-		if msgs[0].Seq == 2 {
-			<-release
-		}
-		rec(msgs, info)
-	}
-	c := New(srv.url, Options{DeviceID: "dev-1", Handlers: h, RequestTimeout: waitLimit,
-		ReconnectMin: time.Millisecond, ReconnectMax: 5 * time.Millisecond, AckInterval: time.Hour})
-	t.Cleanup(c.Close)
-	fc := loggedIn(t, c, srv, r, []proto.Message{wireMsg("bob", 1)})
+	srv, r, c, fc, handed, release := slowSeq2Client(t)
 	wait(t, handed)
 	r.wantBatch(t, "bob", true, 1)
 	fc.event(proto.EvMessage, wireMsg("bob", 2))
