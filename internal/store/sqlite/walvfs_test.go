@@ -388,9 +388,16 @@ func TestWALBarrierFailureStands(t *testing.T) {
 	if failed == 0 {
 		t.Fatal("no gathered write was made, so none failed: the test proves nothing")
 	}
+	wantWritesFail(t, a, "after the barrier's failed write")
+}
+
+// wantWritesFail checks that the connection's next two writes fail: a
+// failure SQLite could not see stands, and the connection goes no further.
+func wantWritesFail(t *testing.T, a *sql.Conn, after string) {
+	t.Helper()
 	for i := range 2 {
 		if _, err := a.ExecContext(context.Background(), rows(1)); err == nil {
-			t.Errorf("write %d after the barrier's failed write succeeded", i+1)
+			t.Errorf("write %d %s succeeded", i+1, after)
 		}
 	}
 }
@@ -423,11 +430,7 @@ func TestWALSwallowedFailureStands(t *testing.T) {
 	if failed == 0 {
 		t.Fatal("no gathered write failed: the test proves nothing")
 	}
-	for i := range 2 {
-		if _, err := a.ExecContext(context.Background(), rows(1)); err == nil {
-			t.Errorf("write %d after a failed flush that SQLite ignored succeeded", i+1)
-		}
-	}
+	wantWritesFail(t, a, "after a failed flush that SQLite ignored")
 }
 
 // TestWALCheckGatherSettings: the store's Open refuses a writer whose
