@@ -592,7 +592,7 @@ func (c *Client) logoutRequest(ctx context.Context, s *session) error {
 			return err
 		}
 		c.flushMu.Lock()
-		err = c.sendAcks(cn)
+		_, err = c.sendAcks(cn)
 		if err == nil {
 			err = cn.roundTrip(ctx, c.ids.Add(1), proto.OpLogout, struct{}{}, nil, nil)
 		}
@@ -710,7 +710,7 @@ func (c *Client) flushAcksBeforeClose(cn *conn, stopping bool) {
 		if !locked {
 			c.flushMu.Lock()
 		}
-		n, err := c.sendAcksCount(cn)
+		n, err := c.sendAcks(cn)
 		c.flushMu.Unlock()
 		if n == 0 || err != nil {
 			return

@@ -238,19 +238,12 @@ func (c *Client) flushAcks() {
 	}
 	c.flushMu.Lock()
 	defer c.flushMu.Unlock()
-	_ = c.sendAcks(cn)
+	_, _ = c.sendAcks(cn)
 }
 
-// sendAcks writes the acks due on cn, in order, and records them as sent.
-// c.flushMu must be held.
-func (c *Client) sendAcks(cn *conn) error {
-	_, err := c.sendAcksCount(cn)
-	return err
-}
-
-// sendAcksCount is sendAcks, also returning how many acks were due.
-// c.flushMu must be held.
-func (c *Client) sendAcksCount(cn *conn) (int, error) {
+// sendAcks writes the acks due on cn, in order, records them as sent, and
+// returns how many were due. c.flushMu must be held.
+func (c *Client) sendAcks(cn *conn) (int, error) {
 	gen, acks := c.track.pendingAcks()
 	for _, a := range acks {
 		if err := cn.send(proto.OpAck, a); err != nil {
