@@ -57,6 +57,8 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"custom message with text", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "9", Type: "custom", Text: "x"}, "invalid_argument"},
 		{"negative ack", proto.OpAck, proto.AckRequest{ConvID: "bob", Seq: -1}, "invalid_argument"},
 		{"send to no such group", proto.OpSend, proto.SendRequest{ConvType: "group", To: "g1", LocalID: "8", Type: "text", Text: "x"}, "not_found"},
+		// The group is looked up before the message's fields (protocol.md §5.5).
+		{"no local id to no such group", proto.OpSend, proto.SendRequest{ConvType: "group", To: "g1", Type: "text"}, "not_found"},
 		{"bad group ID", proto.OpSend, proto.SendRequest{ConvType: "group", To: "g:1", LocalID: "8", Type: "text", Text: "x"}, "invalid_argument"},
 		{"mentions in a peer message", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "8", Type: "text", Text: "x", Mentions: []string{"bob"}}, "invalid_argument"},
 		{"unknown conv type", proto.OpHistory, proto.HistoryRequest{ConvType: "room", ConvID: "bob"}, "invalid_argument"},
@@ -97,6 +99,12 @@ func TestLoginRefusals(t *testing.T) {
 		{"negative cursor", proto.LoginRequest{Version: 1, UserID: "alice", Token: mint(t, "alice", time.Hour), DeviceID: "d",
 			Cursors: []proto.Cursor{{ConvType: "peer", ConvID: "bob", Seq: -5}}}, "invalid_argument"},
 		{"bad device id", proto.LoginRequest{Version: 1, UserID: "alice", Token: mint(t, "alice", time.Hour), DeviceID: ""}, "invalid_argument"},
+		// The errors come in the order protocol.md §5.1 lists them: a bad
+		// cursor before the token's errors.
+		{"bad cursor and expired token", proto.LoginRequest{Version: 1, UserID: "alice", Token: expired, DeviceID: "d",
+			Cursors: []proto.Cursor{{ConvType: "room", ConvID: "bob"}}}, "invalid_argument"},
+		{"negative cursor and another user's token", proto.LoginRequest{Version: 1, UserID: "mallory", Token: mint(t, "alice", time.Hour), DeviceID: "d",
+			Cursors: []proto.Cursor{{ConvID: "bob", Seq: -1}}}, "invalid_argument"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
