@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/proto"
 	"github.com/herald-im/herald/token"
@@ -271,6 +273,64 @@ func TestSendRateLimit(t *testing.T) {
 	}
 	if codes[0] != "" || codes[1] != "" || codes[2] != "rate_limited" {
 		t.Errorf("codes = %q, want two successes then rate_limited", codes)
+	}
+}
+
+// TestSendBudgetOps pins protocol.md §11's list of the ops that take a
+// token of the send budget, and of those that do not: each op is sent
+// three times with an empty payload on a session whose budget holds two,
+// and the third is rate_limited exactly when the op is charged (an empty
+// payload decodes for every op; the charge comes before the fields are
+// checked). logout and login are left out: they end or need the session.
+func TestSendBudgetOps(t *testing.T) {
+	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond = 1; c.SendBurst = 2 })
+	charged := []string{
+		proto.OpSend, proto.OpHistory, proto.OpConversations, proto.OpFetchToken,
+		proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpSetConversationNotification, proto.OpSetPushRule, proto.OpSetBadge,
+		proto.OpCreateGroup, proto.OpJoinGroup, proto.OpLeaveGroup, proto.OpInviteGroupMembers, proto.OpKickGroupMembers,
+		proto.OpDismissGroup, proto.OpTransferGroupOwner, proto.OpSetGroupMemberRole, proto.OpUpdateGroup,
+		proto.OpGroupMembers, proto.OpGroups,
+		proto.OpCallInvite, proto.OpCallCancel, proto.OpCallAccept, proto.OpCallReject,
+		proto.OpCallCallingInvite, proto.OpCallJoin, proto.OpCallQuit, proto.OpCallEnd,
+	}
+	free := []string{
+		proto.OpPing, proto.OpAck, proto.OpMarkRead, proto.OpRenewToken,
+		proto.OpPushDevices, proto.OpPushRule, proto.OpGroupInfo, proto.OpCalls,
+	}
+	n := 0
+	probe := func(t *testing.T, op string) (third string, quick bool) {
+		n++
+		c := dialRaw(t, srv.URL())
+		c.login("budget"+strconv.Itoa(n), "phone")
+		start := time.Now()
+		for range 2 {
+			c.callErr(op, struct{}{})
+		}
+		third = c.callErr(op, struct{}{})
+		// The bucket refills one token a second: a probe that took that
+		// long proves nothing and is run again.
+		return third, time.Since(start) < 900*time.Millisecond
+	}
+	check := func(op string, want bool) {
+		t.Run(op, func(t *testing.T) {
+			for range 5 {
+				third, quick := probe(t, op)
+				if !quick {
+					continue
+				}
+				if got := third == string(herald.CodeRateLimited); got != want {
+					t.Errorf("third %s in a row with a budget of 2: code %q; charged = %v, want %v", op, third, got, want)
+				}
+				return
+			}
+			t.Fatalf("no probe of %s ran within a second", op)
+		})
+	}
+	for _, op := range charged {
+		check(op, true)
+	}
+	for _, op := range free {
+		check(op, false)
 	}
 }
 
