@@ -84,11 +84,19 @@ func (g *Group) Validate() error {
 	if err := ValidateGroupID(g.ID); err != nil {
 		return err
 	}
-	if len(g.Name) > MaxGroupNameBytes || !StorableText(g.Name) {
-		return Errorf(CodeInvalidArgument, "group name must be valid UTF-8 without NUL characters, of at most %d bytes", MaxGroupNameBytes)
+	// A field over its limit is too_large, as a message's are; a field
+	// that is not storable text is invalid_argument.
+	if len(g.Name) > MaxGroupNameBytes {
+		return Errorf(CodeTooLarge, "group name is %d bytes; the limit is %d", len(g.Name), MaxGroupNameBytes)
 	}
-	if len(g.Extended) > MaxGroupExtendedBytes || !StorableText(g.Extended) {
-		return Errorf(CodeInvalidArgument, "group extended_data must be valid UTF-8 without NUL characters, of at most %d bytes", MaxGroupExtendedBytes)
+	if !StorableText(g.Name) {
+		return Errorf(CodeInvalidArgument, "group name must be valid UTF-8 without NUL characters")
+	}
+	if len(g.Extended) > MaxGroupExtendedBytes {
+		return Errorf(CodeTooLarge, "group extended_data is %d bytes; the limit is %d", len(g.Extended), MaxGroupExtendedBytes)
+	}
+	if !StorableText(g.Extended) {
+		return Errorf(CodeInvalidArgument, "group extended_data must be valid UTF-8 without NUL characters")
 	}
 	switch g.JoinMode {
 	case "":

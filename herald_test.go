@@ -96,17 +96,22 @@ func TestGroupAndMentionLimits(t *testing.T) {
 	if err := l.Validate(m); ErrorCode(err) != CodeInvalidArgument {
 		t.Errorf("a bad mentioned user ID: %v, want invalid_argument", err)
 	}
-	for name, g := range map[string]Group{
-		"name":         {ID: "g", Name: strings.Repeat("n", MaxGroupNameBytes+1)},
-		"extended":     {ID: "g", Extended: strings.Repeat("x", MaxGroupExtendedBytes+1)},
-		"join mode":    {ID: "g", JoinMode: "sometimes"},
-		"invite mode":  {ID: "g", InviteMode: "owner"},
-		"id":           {ID: "g:1"},
-		"name NUL":     {ID: "g", Name: "a\x00"},
-		"extended NUL": {ID: "g", Extended: "\x00"},
+	for name, c := range map[string]struct {
+		g    Group
+		want Code
+	}{
+		// Over a documented limit is too_large, as for a message's fields
+		// (protocol.md §12).
+		"name":         {Group{ID: "g", Name: strings.Repeat("n", MaxGroupNameBytes+1)}, CodeTooLarge},
+		"extended":     {Group{ID: "g", Extended: strings.Repeat("x", MaxGroupExtendedBytes+1)}, CodeTooLarge},
+		"join mode":    {Group{ID: "g", JoinMode: "sometimes"}, CodeInvalidArgument},
+		"invite mode":  {Group{ID: "g", InviteMode: "owner"}, CodeInvalidArgument},
+		"id":           {Group{ID: "g:1"}, CodeInvalidArgument},
+		"name NUL":     {Group{ID: "g", Name: "a\x00"}, CodeInvalidArgument},
+		"extended NUL": {Group{ID: "g", Extended: "\x00"}, CodeInvalidArgument},
 	} {
-		if err := g.Validate(); ErrorCode(err) != CodeInvalidArgument {
-			t.Errorf("group %s out of range: %v, want invalid_argument", name, err)
+		if err := c.g.Validate(); ErrorCode(err) != c.want {
+			t.Errorf("group %s out of range: %v, want %s", name, err, c.want)
 		}
 	}
 	g := Group{ID: "g", Name: strings.Repeat("n", MaxGroupNameBytes)}

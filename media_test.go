@@ -1,6 +1,9 @@
 package herald
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestMediaPlaceholder(t *testing.T) {
 	file := &Message{Type: MessageFile, Media: &Media{Name: "report.pdf"}}
@@ -39,5 +42,12 @@ func TestValidateMediaName(t *testing.T) {
 		if err := ValidateMediaName(name); err == nil {
 			t.Errorf("ValidateMediaName(%q) = nil, want an error", name)
 		}
+	}
+	// Over the limit is too_large (protocol.md §17.1), at it valid.
+	if err := ValidateMediaName(strings.Repeat("n", MaxMediaNameBytes+1)); ErrorCode(err) != CodeTooLarge {
+		t.Errorf("a name of %d bytes: %v, want too_large", MaxMediaNameBytes+1, err)
+	}
+	if err := ValidateMediaName(strings.Repeat("n", MaxMediaNameBytes)); err != nil {
+		t.Errorf("a name of %d bytes: %v, want valid", MaxMediaNameBytes, err)
 	}
 }

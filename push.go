@@ -230,8 +230,11 @@ func (p *PushConfig) Validate() error {
 		default:
 			return Errorf(CodeInvalidArgument, "push.voip.handle_type %q is unknown (%s, %s or %s)", v.HandleType, HandleGeneric, HandlePhoneNumber, HandleEmail)
 		}
-		if len(v.Handle) > MaxPushHandleBytes || !utf8.ValidString(v.Handle) {
-			return Errorf(CodeInvalidArgument, "push.voip.handle must be valid UTF-8 of at most %d bytes", MaxPushHandleBytes)
+		if len(v.Handle) > MaxPushHandleBytes {
+			return Errorf(CodeTooLarge, "push.voip.handle is %d bytes; the limit is %d", len(v.Handle), MaxPushHandleBytes)
+		}
+		if !utf8.ValidString(v.Handle) {
+			return Errorf(CodeInvalidArgument, "push.voip.handle is not valid UTF-8")
 		}
 	}
 	if strings.TrimSpace(p.ResourcesID) != p.ResourcesID {

@@ -30,14 +30,22 @@ func (u *User) Validate() error {
 	if err := ValidateUserID(u.ID); err != nil {
 		return err
 	}
-	if len(u.Name) > MaxUserNameBytes || !StorableText(u.Name) {
-		return Errorf(CodeInvalidArgument, "user %q: user_name must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserNameBytes)
-	}
-	if len(u.Avatar) > MaxUserAvatarBytes || !StorableText(u.Avatar) {
-		return Errorf(CodeInvalidArgument, "user %q: avatar_url must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserAvatarBytes)
-	}
-	if len(u.Extended) > MaxUserExtendedBytes || !StorableText(u.Extended) {
-		return Errorf(CodeInvalidArgument, "user %q: extended_data must be valid UTF-8 without NUL characters, of at most %d bytes", u.ID, MaxUserExtendedBytes)
+	// A field over its limit is too_large, as a message's are; a field
+	// that is not storable text is invalid_argument.
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{
+		{"user_name", u.Name, MaxUserNameBytes},
+		{"avatar_url", u.Avatar, MaxUserAvatarBytes},
+		{"extended_data", u.Extended, MaxUserExtendedBytes},
+	} {
+		if len(f.v) > f.max {
+			return Errorf(CodeTooLarge, "user %q: %s is %d bytes; the limit is %d", u.ID, f.name, len(f.v), f.max)
+		}
+		if !StorableText(f.v) {
+			return Errorf(CodeInvalidArgument, "user %q: %s must be valid UTF-8 without NUL characters", u.ID, f.name)
+		}
 	}
 	return nil
 }

@@ -86,7 +86,8 @@ type GroupEvent struct {
 // the caller) as plain members, and returns it (ZIM's createGroup). The
 // members get a GroupEvent with herald.GroupCreated. Errors:
 // ErrInvalidArgument naming the field at fault, ErrConflict when the group
-// ID is taken, ErrTooLarge past the server's members per group.
+// ID is taken, ErrTooLarge past the server's members per group or for a
+// name or extended data over its limit.
 func (c *Client) CreateGroup(ctx context.Context, g NewGroup, members []string) (GroupInfo, error) {
 	const op = proto.OpCreateGroup
 	check := herald.Group{ID: g.GroupID, Name: g.Name, JoinMode: g.JoinMode, InviteMode: g.InviteMode, Extended: g.Extended}
@@ -250,7 +251,8 @@ func (c *Client) SetGroupMemberRole(ctx context.Context, groupID, user string, r
 
 // UpdateGroup changes a group's name, modes or extended data (the owner or
 // an admin; ErrForbidden otherwise) and returns the group. The members get
-// a GroupEvent with herald.GroupUpdated.
+// a GroupEvent with herald.GroupUpdated. A name or extended data over its
+// limit is ErrTooLarge.
 func (c *Client) UpdateGroup(ctx context.Context, groupID string, u GroupUpdate) (GroupInfo, error) {
 	const op = proto.OpUpdateGroup
 	if err := herald.ValidateGroupID(groupID); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,14 +222,14 @@ func TestGroupOps(t *testing.T) {
 	})
 
 	// Arguments the SDK refuses itself, sending nothing.
-	long := string(make([]byte, 300))
+	long := strings.Repeat("n", 300)
 	for _, tt := range []struct {
 		name string
 		call func() error
 	}{
 		{"create: bad member", func() error { _, err := c.CreateGroup(ctx, NewGroup{}, []string{"b:b"}); return err }},
 		{"create: bad group ID", func() error { _, err := c.CreateGroup(ctx, NewGroup{GroupID: "g 1"}, nil); return err }},
-		{"create: long name", func() error { _, err := c.CreateGroup(ctx, NewGroup{Name: long}, nil); return err }},
+		{"create: name with NUL", func() error { _, err := c.CreateGroup(ctx, NewGroup{Name: "a\x00"}, nil); return err }},
 		{"create: unknown join mode", func() error { _, err := c.CreateGroup(ctx, NewGroup{JoinMode: "open"}, nil); return err }},
 		{"join: empty group ID", func() error { _, err := c.JoinGroup(ctx, ""); return err }},
 		{"leave: bad group ID", func() error { return c.LeaveGroup(ctx, "a:b") }},
@@ -269,6 +270,10 @@ func TestGroupOps(t *testing.T) {
 				t.Errorf("= %v, want ErrInvalidArgument carrying a *herald.Error", err)
 			}
 		})
+	}
+	// A name over its limit is too large, as the server answers it.
+	if _, err := c.CreateGroup(ctx, NewGroup{Name: long}, nil); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("CreateGroup with a %d-byte name = %v, want ErrTooLarge", len(long), err)
 	}
 	fc.noRequest(t, 20*time.Millisecond)
 }

@@ -356,7 +356,7 @@ func TestValidation(t *testing.T) {
 		{"call: push enabled without push", "POST", "/api/v1/calls", `{"caller":"a","invitees":["b"],"push_enabled":true}`, 400, "invalid_argument", "push is missing"},
 		{"call: refused by the service", "POST", "/api/v1/calls", `{"caller":"a","invitees":[]}`, 400, "invalid_argument", "invitees"},
 		{"kick: bad user", "POST", "/api/v1/users/a%20b/kick", ``, 400, "invalid_argument", "user:"},
-		{"kick: long reason", "POST", "/api/v1/users/bob/kick", `{"reason":"` + strings.Repeat("x", 101) + `"}`, 400, "invalid_argument", "reason"},
+		{"kick: long reason", "POST", "/api/v1/users/bob/kick", `{"reason":"` + strings.Repeat("x", 101) + `"}`, 413, "too_large", "reason"},
 		{"devices: bad user", "GET", "/api/v1/users/a:b/devices", ``, 400, "invalid_argument", "user:"},
 		{"push test: unknown device", "POST", "/api/v1/push/test", `{"push_id":"nope"}`, 404, "not_found", "nope"},
 		{"push log: bad limit", "GET", "/api/v1/push/log?limit=x", ``, 400, "invalid_argument", "limit"},

@@ -372,8 +372,14 @@ func (h *Handler) kick(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, h.log, err)
 		return
 	}
-	if len(req.Reason) > apiclient.MaxKickReasonBytes || !utf8.ValidString(req.Reason) {
-		writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "reason must be valid UTF-8 of at most %d bytes (it travels in the close frame)", apiclient.MaxKickReasonBytes))
+	// Over its limit is too_large, as for every field; not UTF-8 is
+	// invalid_argument.
+	if len(req.Reason) > apiclient.MaxKickReasonBytes {
+		writeErr(w, h.log, herald.Errorf(herald.CodeTooLarge, "reason is %d bytes; the limit is %d (it travels in the close frame)", len(req.Reason), apiclient.MaxKickReasonBytes))
+		return
+	}
+	if !utf8.ValidString(req.Reason) {
+		writeErr(w, h.log, herald.Errorf(herald.CodeInvalidArgument, "reason must be valid UTF-8 (it travels in the close frame)"))
 		return
 	}
 	reason := strings.TrimSpace(req.Reason)

@@ -100,8 +100,8 @@ func TestRegisterUsers(t *testing.T) {
 		a.User.Extended != `{"vip":true}` || !a.User.RegisteredAt.Equal(fu.at) {
 		t.Errorf("alice's result = %+v (user %+v), want her as registered at %v", a, a.User, fu.at)
 	}
-	if b := rep.Results[1]; b.UserID != "bob" || b.User != nil || b.Error == nil || b.Error.Code != "invalid_argument" || !strings.Contains(b.Error.Message, "user_name") {
-		t.Errorf("bob's result = %+v (error %+v), want invalid_argument naming user_name", b, b.Error)
+	if b := rep.Results[1]; b.UserID != "bob" || b.User != nil || b.Error == nil || b.Error.Code != "too_large" || !strings.Contains(b.Error.Message, "user_name") {
+		t.Errorf("bob's result = %+v (error %+v), want too_large naming user_name", b, b.Error)
 	}
 	if c := rep.Results[2]; c.UserID != "carol" || c.User == nil || c.Error != nil {
 		t.Errorf("carol's result = %+v, want her registered", c)
@@ -112,7 +112,7 @@ func TestRegisterUsers(t *testing.T) {
 
 	// Every user failing alike is the request's error.
 	_, err = f.client.RegisterUsers(ctx, apiclient.RegisterUser{UserID: "dave", Extended: strings.Repeat("x", 1025)})
-	wantAPIError(t, "the only user invalid", err, 400, "invalid_argument")
+	wantAPIError(t, "the only user invalid", err, 413, "too_large")
 	fu.fail = errors.New("disk on fire")
 	_, err = f.client.RegisterUsers(ctx, apiclient.RegisterUser{UserID: "erin"}, apiclient.RegisterUser{UserID: "fay"})
 	wantAPIError(t, "the registry failing", err, 500, "internal")

@@ -680,9 +680,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("HERALD_METRICS_PUBLIC must be true, false or auto, got %q", c.MetricsPublic)
 	}
-	// A frame must hold the largest message: custom data grows by 4/3 in base64.
-	if need := c.MaxCustomBytes*4/3 + c.MaxExtendedBytes + 1024; c.MaxFrameBytes < need {
-		return fmt.Errorf("HERALD_MAX_FRAME_BYTES (%d) is too small for HERALD_MAX_CUSTOM_BYTES (%d) in base64; need at least %d", c.MaxFrameBytes, c.MaxCustomBytes, need)
+	// A frame must hold the largest message: custom and command data grow
+	// by 4/3 in base64.
+	key, data := "HERALD_MAX_CUSTOM_BYTES", c.MaxCustomBytes
+	if c.MaxCommandBytes > data {
+		key, data = "HERALD_MAX_COMMAND_BYTES", c.MaxCommandBytes
+	}
+	if need := data*4/3 + c.MaxExtendedBytes + 1024; c.MaxFrameBytes < need {
+		return fmt.Errorf("HERALD_MAX_FRAME_BYTES (%d) is too small for %s (%d) in base64; need at least %d", c.MaxFrameBytes, key, data, need)
 	}
 	if c.SendQueueBytes < 2*c.MaxFrameBytes {
 		return fmt.Errorf("HERALD_SEND_QUEUE_BYTES (%d) must be at least twice HERALD_MAX_FRAME_BYTES (%d)", c.SendQueueBytes, c.MaxFrameBytes)

@@ -61,6 +61,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"postgres pool too large", map[string]string{"HERALD_STORE": "postgres://db/herald", "HERALD_POSTGRES_MAX_CONNS": "5000"}, nil, "HERALD_POSTGRES_MAX_CONNS"},
 		{"postgres pool empty", map[string]string{"HERALD_POSTGRES_MAX_CONNS": "0"}, nil, "HERALD_POSTGRES_MAX_CONNS"},
 		{"frame too small", map[string]string{"HERALD_MAX_FRAME_BYTES": "1000"}, nil, "HERALD_MAX_FRAME_BYTES"},
+		// A command of max_command_bytes must fit in a frame too (protocol.md §14).
+		{"frame too small for commands", map[string]string{"HERALD_MAX_COMMAND_BYTES": "65536"}, nil, "HERALD_MAX_COMMAND_BYTES"},
 		{"text over 32 KiB", map[string]string{"HERALD_MAX_TEXT_BYTES": "40000"}, nil, "HERALD_MAX_TEXT_BYTES"},
 		{"apns timeout zero", map[string]string{"HERALD_APNS_TIMEOUT": "0s"}, nil, "HERALD_APNS_TIMEOUT"},
 		{"apns timeout over 5m", map[string]string{"HERALD_APNS_TIMEOUT": "6m"}, nil, "HERALD_APNS_TIMEOUT"},

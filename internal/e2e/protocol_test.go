@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/proto"
 	"github.com/herald-im/herald/token"
@@ -50,9 +52,15 @@ func TestBadInputGetsClearErrors(t *testing.T) {
 		{"text over limit", proto.OpSend, text("bob", "5", strings.Repeat("x", 8<<10+1)), "too_large"},
 		{"extended data over limit", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "6", Type: "text", Text: "x", Extended: strings.Repeat("e", 1025)}, "too_large"},
 		{"custom data over limit", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "7", Type: "custom", Data: bytes.Repeat([]byte{1}, 32<<10+1)}, "too_large"},
+		{"local id over limit", proto.OpSend, text("bob", strings.Repeat("l", 65), "hi"), "too_large"},
+		{"command data over limit", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "10", Type: "command", Data: bytes.Repeat([]byte{1}, 4<<10+1)}, "too_large"},
+		{"group name over limit", proto.OpCreateGroup, proto.CreateGroupRequest{GroupID: "g2", Name: strings.Repeat("n", 257)}, "too_large"},
+		{"group extended data over limit", proto.OpCreateGroup, proto.CreateGroupRequest{GroupID: "g2", Extended: strings.Repeat("e", 1025)}, "too_large"},
 		{"custom message with text", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "9", Type: "custom", Text: "x"}, "invalid_argument"},
 		{"negative ack", proto.OpAck, proto.AckRequest{ConvID: "bob", Seq: -1}, "invalid_argument"},
 		{"send to no such group", proto.OpSend, proto.SendRequest{ConvType: "group", To: "g1", LocalID: "8", Type: "text", Text: "x"}, "not_found"},
+		// The group is looked up before the message's fields (protocol.md §5.5).
+		{"no local id to no such group", proto.OpSend, proto.SendRequest{ConvType: "group", To: "g1", Type: "text"}, "not_found"},
 		{"bad group ID", proto.OpSend, proto.SendRequest{ConvType: "group", To: "g:1", LocalID: "8", Type: "text", Text: "x"}, "invalid_argument"},
 		{"mentions in a peer message", proto.OpSend, proto.SendRequest{To: "bob", LocalID: "8", Type: "text", Text: "x", Mentions: []string{"bob"}}, "invalid_argument"},
 		{"unknown conv type", proto.OpHistory, proto.HistoryRequest{ConvType: "room", ConvID: "bob"}, "invalid_argument"},
@@ -93,6 +101,12 @@ func TestLoginRefusals(t *testing.T) {
 		{"negative cursor", proto.LoginRequest{Version: 1, UserID: "alice", Token: mint(t, "alice", time.Hour), DeviceID: "d",
 			Cursors: []proto.Cursor{{ConvType: "peer", ConvID: "bob", Seq: -5}}}, "invalid_argument"},
 		{"bad device id", proto.LoginRequest{Version: 1, UserID: "alice", Token: mint(t, "alice", time.Hour), DeviceID: ""}, "invalid_argument"},
+		// The errors come in the order protocol.md §5.1 lists them: a bad
+		// cursor before the token's errors.
+		{"bad cursor and expired token", proto.LoginRequest{Version: 1, UserID: "alice", Token: expired, DeviceID: "d",
+			Cursors: []proto.Cursor{{ConvType: "room", ConvID: "bob"}}}, "invalid_argument"},
+		{"negative cursor and another user's token", proto.LoginRequest{Version: 1, UserID: "mallory", Token: mint(t, "alice", time.Hour), DeviceID: "d",
+			Cursors: []proto.Cursor{{ConvID: "bob", Seq: -1}}}, "invalid_argument"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -259,6 +273,64 @@ func TestSendRateLimit(t *testing.T) {
 	}
 	if codes[0] != "" || codes[1] != "" || codes[2] != "rate_limited" {
 		t.Errorf("codes = %q, want two successes then rate_limited", codes)
+	}
+}
+
+// TestSendBudgetOps pins protocol.md §11's list of the ops that take a
+// token of the send budget, and of those that do not: each op is sent
+// three times with an empty payload on a session whose budget holds two,
+// and the third is rate_limited exactly when the op is charged (an empty
+// payload decodes for every op; the charge comes before the fields are
+// checked). logout and login are left out: they end or need the session.
+func TestSendBudgetOps(t *testing.T) {
+	srv := startServer(t, func(c *config.Config) { c.SendsPerSecond = 1; c.SendBurst = 2 })
+	charged := []string{
+		proto.OpSend, proto.OpHistory, proto.OpConversations, proto.OpFetchToken,
+		proto.OpRegisterPush, proto.OpUnregisterPush, proto.OpSetConversationNotification, proto.OpSetPushRule, proto.OpSetBadge,
+		proto.OpCreateGroup, proto.OpJoinGroup, proto.OpLeaveGroup, proto.OpInviteGroupMembers, proto.OpKickGroupMembers,
+		proto.OpDismissGroup, proto.OpTransferGroupOwner, proto.OpSetGroupMemberRole, proto.OpUpdateGroup,
+		proto.OpGroupMembers, proto.OpGroups,
+		proto.OpCallInvite, proto.OpCallCancel, proto.OpCallAccept, proto.OpCallReject,
+		proto.OpCallCallingInvite, proto.OpCallJoin, proto.OpCallQuit, proto.OpCallEnd,
+	}
+	free := []string{
+		proto.OpPing, proto.OpAck, proto.OpMarkRead, proto.OpRenewToken,
+		proto.OpPushDevices, proto.OpPushRule, proto.OpGroupInfo, proto.OpCalls,
+	}
+	n := 0
+	probe := func(t *testing.T, op string) (third string, quick bool) {
+		n++
+		c := dialRaw(t, srv.URL())
+		c.login("budget"+strconv.Itoa(n), "phone")
+		start := time.Now()
+		for range 2 {
+			c.callErr(op, struct{}{})
+		}
+		third = c.callErr(op, struct{}{})
+		// The bucket refills one token a second: a probe that took that
+		// long proves nothing and is run again.
+		return third, time.Since(start) < 900*time.Millisecond
+	}
+	check := func(op string, want bool) {
+		t.Run(op, func(t *testing.T) {
+			for range 5 {
+				third, quick := probe(t, op)
+				if !quick {
+					continue
+				}
+				if got := third == string(herald.CodeRateLimited); got != want {
+					t.Errorf("third %s in a row with a budget of 2: code %q; charged = %v, want %v", op, third, got, want)
+				}
+				return
+			}
+			t.Fatalf("no probe of %s ran within a second", op)
+		})
+	}
+	for _, op := range charged {
+		check(op, true)
+	}
+	for _, op := range free {
+		check(op, false)
 	}
 }
 

@@ -823,6 +823,18 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 		s.fail(f.ID, f.Op, err)
 		return
 	}
+	// The request's own fields first, the token after (protocol.md §5.1
+	// lists the errors in this order): a client with a bad cursor learns
+	// of it whatever its token.
+	given := make(map[string]int64, len(req.Cursors))
+	for _, c := range req.Cursors {
+		key, err := cursorKey(req.UserID, c.ConvType, c.ConvID, c.Seq)
+		if err != nil {
+			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "cursors: %s", herald.ErrorMessage(err)))
+			return
+		}
+		given[key] = c.Seq
+	}
 	claims, err := token.Verify(cfg.Secret, req.Token, cfg.Now())
 	if err != nil {
 		s.fail(f.ID, f.Op, err)
@@ -842,15 +854,6 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeForbidden, "user %q is not registered", req.UserID))
 			return
 		}
-	}
-	given := make(map[string]int64, len(req.Cursors))
-	for _, c := range req.Cursors {
-		key, err := cursorKey(req.UserID, c.ConvType, c.ConvID, c.Seq)
-		if err != nil {
-			s.fail(f.ID, f.Op, herald.Errorf(herald.CodeInvalidArgument, "cursors: %s", herald.ErrorMessage(err)))
-			return
-		}
-		given[key] = c.Seq
 	}
 
 	s.mu.Lock()
