@@ -4,11 +4,10 @@ import (
 	"encoding/base64"
 	"math"
 	"reflect"
-	"strings"
-	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/herald-im/herald"
+	"github.com/herald-im/herald/internal/jsonenc"
 )
 
 // decodePayloadFast decodes the payloads clients send most (SendRequest,
@@ -125,7 +124,7 @@ func (s *fastScan) str() (string, bool) {
 	if !ok || !escaped {
 		return string(raw), ok
 	}
-	return unescape(raw)
+	return jsonenc.Unescape(raw)
 }
 
 // name is str for the fields whose values are few names (conversation
@@ -154,7 +153,7 @@ func (s *fastScan) bytes() ([]byte, bool) {
 	if !ok || !escaped {
 		return raw, ok
 	}
-	u, ok := unescape(raw)
+	u, ok := jsonenc.Unescape(raw)
 	return []byte(u), ok
 }
 
@@ -192,62 +191,6 @@ func (s *fastScan) rawString() (raw []byte, escaped, ok bool) {
 		return nil, false, false
 	}
 	return raw, escaped, true
-}
-
-// unescape decodes the escapes of raw, a string's bytes that rawString
-// read, as encoding/json does; it refuses \' (not JSON) and a surrogate.
-func unescape(raw []byte) (string, bool) {
-	var out strings.Builder
-	out.Grow(len(raw))
-	last := 0
-	for r := 0; r < len(raw); r++ {
-		if raw[r] != '\\' {
-			continue
-		}
-		out.Write(raw[last:r])
-		r++ // rawString ended no string on a backslash: raw[r] exists
-		switch raw[r] {
-		case '"', '\\', '/':
-			out.WriteByte(raw[r])
-		case 'b':
-			out.WriteByte('\b')
-		case 'f':
-			out.WriteByte('\f')
-		case 'n':
-			out.WriteByte('\n')
-		case 'r':
-			out.WriteByte('\r')
-		case 't':
-			out.WriteByte('\t')
-		case 'u':
-			if r+4 >= len(raw) {
-				return "", false
-			}
-			var x rune
-			for _, h := range raw[r+1 : r+5] {
-				switch {
-				case h >= '0' && h <= '9':
-					x = x<<4 | rune(h-'0')
-				case h >= 'a' && h <= 'f':
-					x = x<<4 | rune(h-'a'+10)
-				case h >= 'A' && h <= 'F':
-					x = x<<4 | rune(h-'A'+10)
-				default:
-					return "", false
-				}
-			}
-			if utf16.IsSurrogate(x) {
-				return "", false
-			}
-			out.WriteRune(x)
-			r += 4
-		default:
-			return "", false
-		}
-		last = r + 1
-	}
-	out.Write(raw[last:])
-	return out.String(), true
 }
 
 // int reads an integer in [lo, hi] written as JSON's plain integers

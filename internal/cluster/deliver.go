@@ -543,7 +543,10 @@ func (d *Deliverer) receive(_ string, data []byte) {
 	}
 	w := wire{Node: h.Node, To: h.To, Resolve: h.Resolve}
 	if h.Msg != nil {
-		err = json.Unmarshal(h.Msg, &w.Msg)
+		var ok bool
+		if w.Msg, ok = decodeMessage(h.Msg); !ok { // by hand, as encode writes it (wirejson.go)
+			err = json.Unmarshal(h.Msg, &w.Msg)
+		}
 	} else {
 		err = json.Unmarshal(h.Group, &w.Group)
 	}
@@ -638,7 +641,8 @@ func (d *Deliverer) publish(it item) {
 	}
 }
 
-// encode is the bus payload of a message or group event committed here.
+// encode is the bus payload of a message or group event committed here:
+// the bytes json.Marshal writes for wire, written by hand (appendWire).
 func (d *Deliverer) encode(it item) ([]byte, error) {
 	w := wire{Node: d.cfg.Node, To: it.to, Group: it.ev}
 	if it.m != nil {
@@ -647,13 +651,13 @@ func (d *Deliverer) encode(it item) ([]byte, error) {
 		w.Msg = &c
 		w.Conv, w.Seq = c.Conv, c.Seq
 	}
-	data, err := json.Marshal(&w)
+	data, err := appendWire(make([]byte, 0, wireHint(&w)), &w)
 	if err == nil && len(data) > d.cfg.Bus.MaxPayload() && d.members != nil && w.Msg != nil && w.Msg.ConvType == herald.ConversationGroup {
 		// Too large with its recipients (a group of more than about
 		// 14,000 members on NATS's default 1 MiB): each node resolves
 		// them from its own group cache.
 		w.To, w.Resolve = nil, true
-		data, err = json.Marshal(&w)
+		data, err = appendWire(data[:0], &w)
 	}
 	return data, err
 }

@@ -74,3 +74,22 @@ func BenchmarkReceive(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEncode is the storing node's cost of one message's bus payload
+// (encode): a peer message of 100-byte text, as BenchmarkReceive's.
+func BenchmarkEncode(b *testing.B) {
+	bb := bus.NewLocal(0)
+	defer bb.Close()
+	d := NewDeliverer(DelivererConfig{Node: "n1", Bus: bb, Local: benchLocal{}, Store: benchStore{}})
+	m := &herald.Message{ID: 1, ConvType: herald.ConversationPeer, Conv: herald.PeerConversationKey("user0001", "user0002"),
+		Seq: 1, From: "user0001", To: "user0002", LocalID: "l1", Type: herald.MessageText,
+		Text:      "Lorem ipsum dolor sit amet, consectetur adipiscing elit. Lorem ipsum dolor sit amet, consectetur adipi",
+		CreatedAt: time.Now().Truncate(time.Millisecond), FromDevice: "phone"}
+	it := item{kind: itemLocal, m: m, to: []string{"user0001", "user0002"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.encode(it); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

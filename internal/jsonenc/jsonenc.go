@@ -1,9 +1,16 @@
 // Package jsonenc appends JSON strings by hand, byte for byte as
 // encoding/json writes them, for the encoders that build their JSON
-// without reflection (the wire protocol's frames, the APNs payload).
+// without reflection (the wire protocol's frames, the APNs payload, the
+// cluster's bus payloads), and reads their escapes back as encoding/json
+// does, for the decoders that read JSON by hand (the protocol's
+// frequent payloads, the bus's messages).
 package jsonenc
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+)
 
 const hexDigits = "0123456789abcdef"
 
@@ -78,4 +85,66 @@ func AppendString(dst []byte, s string, html bool) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// Unescape decodes the escapes of raw, a JSON string's bytes between its
+// quotes (checked by the caller: no control character, valid UTF-8, no
+// unescaped quote), as encoding/json does;
+// it refuses \' (not JSON) and a surrogate (encoding/json pairs them or
+// writes U+FFFD: left to it).
+func Unescape(raw []byte) (string, bool) {
+	var out strings.Builder
+	out.Grow(len(raw))
+	last := 0
+	for r := 0; r < len(raw); r++ {
+		if raw[r] != '\\' {
+			continue
+		}
+		out.Write(raw[last:r])
+		r++
+		if r == len(raw) {
+			return "", false // a lone backslash at the end
+		}
+		switch raw[r] {
+		case '"', '\\', '/':
+			out.WriteByte(raw[r])
+		case 'b':
+			out.WriteByte('\b')
+		case 'f':
+			out.WriteByte('\f')
+		case 'n':
+			out.WriteByte('\n')
+		case 'r':
+			out.WriteByte('\r')
+		case 't':
+			out.WriteByte('\t')
+		case 'u':
+			if r+4 >= len(raw) {
+				return "", false
+			}
+			var x rune
+			for _, h := range raw[r+1 : r+5] {
+				switch {
+				case h >= '0' && h <= '9':
+					x = x<<4 | rune(h-'0')
+				case h >= 'a' && h <= 'f':
+					x = x<<4 | rune(h-'a'+10)
+				case h >= 'A' && h <= 'F':
+					x = x<<4 | rune(h-'A'+10)
+				default:
+					return "", false
+				}
+			}
+			if utf16.IsSurrogate(x) {
+				return "", false
+			}
+			out.WriteRune(x)
+			r += 4
+		default:
+			return "", false
+		}
+		last = r + 1
+	}
+	out.Write(raw[last:])
+	return out.String(), true
 }
