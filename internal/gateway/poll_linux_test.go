@@ -593,3 +593,53 @@ func TestArrivalAfterShortRead(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkPingPong is one request at a time on a logged-in session of
+// the epoll driver, over loopback: each request is a readiness event of
+// its own, so the system calls per op (perf stat -e 'syscalls:sys_enter_*'
+// on the test binary) are the reader's per event, plus the client's.
+func BenchmarkPingPong(b *testing.B) {
+	st := &ackStore{cursors: map[string]map[string]int64{}, synced: map[string]map[string]int64{}}
+	g := New(st, Config{Secret: []byte("0123456789abcdef"), HeartbeatTimeout: time.Hour})
+	defer g.Shutdown(context.Background())
+	if g.ReadDriver() != "epoll" {
+		b.Skip("epoll unavailable")
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	d := ws.Dialer{Protocols: []string{proto.Subprotocol}, Timeout: 5 * time.Second}
+	conn, _, _, err := d.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"))
+	if err != nil {
+		b.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	call := func(id uint64, op string, data []byte) {
+		f, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: id, Op: op, Data: data})
+		if _, err := conn.Write(clientFrame(ws.OpText, true, f)); err != nil { // one write a frame, as the SDK and bench peer send
+			b.Fatalf("write: %v", err)
+		}
+		for {
+			m, err := wsutil.ReadServerText(conn)
+			if err != nil {
+				b.Fatalf("read: %v", err)
+			}
+			if r, err := proto.JSON.DecodeFrame(m); err == nil && r.ID == id {
+				if r.Err != nil {
+					b.Fatalf("%s: %v", op, r.Err)
+				}
+				return
+			}
+		}
+	}
+	tok, _ := token.Mint([]byte("0123456789abcdef"), "alice", time.Now(), time.Hour)
+	login, _ := json.Marshal(proto.LoginRequest{Version: proto.Version, UserID: "alice", Token: tok, DeviceID: "d"})
+	call(1, proto.OpLogin, login)
+	id := uint64(2)
+	for ; id < 100; id++ { // past the takeover of the descriptor
+		call(id, proto.OpPing, []byte("{}"))
+	}
+	for b.Loop() {
+		call(id, proto.OpPing, []byte("{}"))
+		id++
+	}
+}
