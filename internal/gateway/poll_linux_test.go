@@ -5,6 +5,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -491,5 +492,154 @@ func TestReadPastFirstBuffer(t *testing.T) {
 			t.Fatalf("got reply %d (error %v), want %d", f.ID, f.Err, want)
 		}
 		want++
+	}
+}
+
+// TestArrivalAfterShortRead: a reader stops at a read that does not fill
+// its buffer, without reading again for EAGAIN; a request that reaches
+// the socket after that read and before the re-arm is still read and
+// answered (the re-arm, level triggered, reports it). Before login the
+// re-arm is also where the descriptor is taken over (ownLocked): the
+// duplicate's registration must report it too.
+func TestArrivalAfterShortRead(t *testing.T) {
+	ping := func(id uint64) []byte {
+		f, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: id, Op: proto.OpPing, Data: []byte("{}")})
+		return clientFrame(ws.OpText, true, f)
+	}
+	for _, tc := range []struct {
+		name  string
+		login bool // the short read is the login's, on the net.Conn's descriptor
+	}{
+		{"owned descriptor", false},
+		{"login on the net.Conn", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var client atomic.Pointer[net.Conn] // set: the next short read sends it ping 2
+			var hooked atomic.Int32
+			var hookErr atomic.Value
+			g, url := startEpoll(t, time.Minute, func(g *Gateway) {
+				g.poller.shortRead = func(s *session) {
+					cp := client.Swap(nil)
+					if cp == nil {
+						return
+					}
+					hooked.Add(1)
+					if _, err := (*cp).Write(ping(2)); err != nil {
+						hookErr.Store(err)
+						return
+					}
+					// Wait until the bytes are in the server's socket, so
+					// that they arrive before the re-arm.
+					s.mu.Lock()
+					own, fd, raw := s.poll.own, int(s.poll.fd), s.poll.raw
+					s.mu.Unlock()
+					queued := func() (n int) {
+						if own {
+							n, _ = unix.IoctlGetInt(fd, unix.SIOCINQ)
+							return n
+						}
+						raw.Control(func(f uintptr) { n, _ = unix.IoctlGetInt(int(f), unix.SIOCINQ) })
+						return n
+					}
+					for deadline := time.Now().Add(10 * time.Second); queued() == 0; time.Sleep(time.Millisecond) {
+						if time.Now().After(deadline) {
+							hookErr.Store(io.ErrNoProgress)
+							return
+						}
+					}
+				}
+			})
+			defer g.Shutdown(context.Background())
+
+			var c *wsClient
+			first := ping(1)
+			if tc.login {
+				c = dialWS(t, url)
+				tok, _ := token.Mint([]byte("0123456789abcdef"), "alice", time.Now(), time.Hour)
+				data, _ := json.Marshal(proto.LoginRequest{Version: proto.Version, UserID: "alice", Token: tok, DeviceID: "d"})
+				f, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: 1, Op: proto.OpLogin, Data: data})
+				first = clientFrame(ws.OpText, true, f)
+			} else {
+				c, _ = ownedSession(t, g, url, "alice")
+			}
+			defer c.conn.Close()
+			client.Store(&c.conn)
+			if _, err := c.conn.Write(first); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for got := map[uint64]bool{}; !got[1] || !got[2]; {
+				b, err := wsutil.ReadServerText(c.conn)
+				if err != nil {
+					t.Fatalf("replies so far %v, hook ran %d times (error %v): %v", got, hooked.Load(), hookErr.Load(), err)
+				}
+				f, err := proto.JSON.DecodeFrame(b)
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				if f.ID != 0 {
+					if f.Err != nil {
+						t.Fatalf("reply %d: %v", f.ID, f.Err)
+					}
+					got[f.ID] = true
+				}
+			}
+			if n := hooked.Load(); n != 1 {
+				t.Errorf("the short-read hook sent ping 2 %d times, want 1", n)
+			}
+			if err := hookErr.Load(); err != nil {
+				t.Errorf("hook: %v", err)
+			}
+		})
+	}
+}
+
+// BenchmarkPingPong is one request at a time on a logged-in session of
+// the epoll driver, over loopback: each request is a readiness event of
+// its own, so the system calls per op (perf stat -e 'syscalls:sys_enter_*'
+// on the test binary) are the reader's per event, plus the client's.
+func BenchmarkPingPong(b *testing.B) {
+	st := &ackStore{cursors: map[string]map[string]int64{}, synced: map[string]map[string]int64{}}
+	g := New(st, Config{Secret: []byte("0123456789abcdef"), HeartbeatTimeout: time.Hour})
+	defer g.Shutdown(context.Background())
+	if g.ReadDriver() != "epoll" {
+		b.Skip("epoll unavailable")
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	d := ws.Dialer{Protocols: []string{proto.Subprotocol}, Timeout: 5 * time.Second}
+	conn, _, _, err := d.Dial(context.Background(), "ws"+strings.TrimPrefix(srv.URL, "http"))
+	if err != nil {
+		b.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	call := func(id uint64, op string, data []byte) {
+		f, _ := proto.JSON.EncodeFrame(nil, &proto.Frame{ID: id, Op: op, Data: data})
+		if _, err := conn.Write(clientFrame(ws.OpText, true, f)); err != nil { // one write a frame, as the SDK and bench peer send
+			b.Fatalf("write: %v", err)
+		}
+		for {
+			m, err := wsutil.ReadServerText(conn)
+			if err != nil {
+				b.Fatalf("read: %v", err)
+			}
+			if r, err := proto.JSON.DecodeFrame(m); err == nil && r.ID == id {
+				if r.Err != nil {
+					b.Fatalf("%s: %v", op, r.Err)
+				}
+				return
+			}
+		}
+	}
+	tok, _ := token.Mint([]byte("0123456789abcdef"), "alice", time.Now(), time.Hour)
+	login, _ := json.Marshal(proto.LoginRequest{Version: proto.Version, UserID: "alice", Token: tok, DeviceID: "d"})
+	call(1, proto.OpLogin, login)
+	id := uint64(2)
+	for ; id < 100; id++ { // past the takeover of the descriptor
+		call(id, proto.OpPing, []byte("{}"))
+	}
+	for b.Loop() {
+		call(id, proto.OpPing, []byte("{}"))
+		id++
 	}
 }
