@@ -94,7 +94,8 @@
 // not muted. Group operations fail with ErrForbidden when the caller's role
 // or the group's modes do not allow them, ErrNotFound for a group that does
 // not exist or was dismissed, ErrConflict for a taken group ID, and
-// ErrTooLarge past the server's members per group.
+// ErrTooLarge past the server's members per group or for a name or
+// extended data over its limit.
 //
 // # Offline push
 //

@@ -105,7 +105,8 @@ func (s *Service) SetSessions(k Sessions) { s.sessions = k }
 // Register registers users, or updates the name, avatar and extended data
 // of those already registered (their RegisteredAt stays), in one durable
 // write: all or none. Each must pass herald.User.Validate
-// (CodeInvalidArgument naming the user and field otherwise); RegisteredAt
+// (CodeInvalidArgument or, for a field over its limit, CodeTooLarge,
+// naming the user and field otherwise); RegisteredAt
 // is set here. It returns the users as stored, in order.
 func (s *Service) Register(ctx context.Context, users []herald.User) ([]herald.User, error) {
 	now := s.cfg.Now().Truncate(time.Millisecond)
