@@ -159,7 +159,7 @@ func (s *fastScan) bytes() ([]byte, bool) {
 
 // rawString reads a string's bytes between its quotes, refusing control
 // characters and invalid UTF-8 (which encoding/json replaces), and tells
-// whether it has escapes (checked by unescape).
+// whether it has escapes (checked by jsonenc.Unescape).
 func (s *fastScan) rawString() (raw []byte, escaped, ok bool) {
 	if s.i >= len(s.b) || s.b[s.i] != '"' {
 		return nil, false, false
@@ -177,7 +177,7 @@ func (s *fastScan) rawString() (raw []byte, escaped, ok bool) {
 			return nil, false, false
 		case c == '\\':
 			escaped = true
-			j++ // the escaped byte, checked by unescape
+			j++ // the escaped byte, checked by jsonenc.Unescape
 		case c >= utf8.RuneSelf:
 			ascii = false
 		}

@@ -244,7 +244,10 @@ func decodeMessage(raw []byte) (*herald.Message, bool) {
 	default:
 		return nil, false
 	}
-	return m, r.i == len(raw)
+	if r.i != len(raw) {
+		return nil, false // trailing bytes: the caller decodes it anew
+	}
+	return m, true
 }
 
 // msgReader reads the values of a message as appendMessage writes them.

@@ -235,3 +235,13 @@ func TestDecodeMessageFast(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeMessageTrailing: a message with bytes after it is not taken,
+// and none of it is returned (receive decodes the whole anew).
+func TestDecodeMessageTrailing(t *testing.T) {
+	for _, tail := range []string{" ", "}", "x"} {
+		if m, ok := decodeMessage([]byte(decodeCases[0] + tail)); ok || m != nil {
+			t.Errorf("decodeMessage with %q after the message: %v, %v; want nil, false", tail, m, ok)
+		}
+	}
+}
