@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"math"
 	"reflect"
-	"unicode/utf8"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/jsonenc"
@@ -157,40 +156,11 @@ func (s *fastScan) bytes() ([]byte, bool) {
 	return []byte(u), ok
 }
 
-// rawString reads a string's bytes between its quotes, refusing control
-// characters and invalid UTF-8 (which encoding/json replaces), and tells
-// whether it has escapes (checked by jsonenc.Unescape).
+// rawString reads the string at the cursor (jsonenc.RawString) and moves
+// past it.
 func (s *fastScan) rawString() (raw []byte, escaped, ok bool) {
-	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return nil, false, false
-	}
-	start := s.i + 1
-	ascii := true
-	j := start
-	for ; j < len(s.b); j++ {
-		c := s.b[j]
-		if c == '"' {
-			break
-		}
-		switch {
-		case c < 0x20:
-			return nil, false, false
-		case c == '\\':
-			escaped = true
-			j++ // the escaped byte, checked by jsonenc.Unescape
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	if j >= len(s.b) {
-		return nil, false, false
-	}
-	raw = s.b[start:j]
-	s.i = j + 1
-	if !ascii && !utf8.Valid(raw) {
-		return nil, false, false
-	}
-	return raw, escaped, true
+	raw, s.i, escaped, ok = jsonenc.RawString(s.b, s.i)
+	return raw, escaped, ok
 }
 
 // int reads an integer in [lo, hi] written as JSON's plain integers

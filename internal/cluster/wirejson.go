@@ -6,7 +6,6 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/herald-im/herald"
 	"github.com/herald-im/herald/internal/jsonenc"
@@ -268,39 +267,11 @@ func (r *msgReader) text(v *string) bool {
 	return ok
 }
 
-// rawString reads a string's bytes between its quotes, refusing control
-// characters and invalid UTF-8 (which encoding/json replaces), and tells
-// whether it has escapes (checked by jsonenc.Unescape).
+// rawString reads the string at the cursor (jsonenc.RawString) and moves
+// past it.
 func (r *msgReader) rawString() (raw []byte, escaped, ok bool) {
-	if r.i >= len(r.b) || r.b[r.i] != '"' {
-		return nil, false, false
-	}
-	ascii := true
-	j := r.i + 1
-	for ; j < len(r.b); j++ {
-		c := r.b[j]
-		if c == '"' {
-			break
-		}
-		switch {
-		case c < 0x20:
-			return nil, false, false
-		case c == '\\':
-			escaped = true
-			j++ // the escaped byte, checked by Unescape
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	if j >= len(r.b) {
-		return nil, false, false
-	}
-	raw = r.b[r.i+1 : j]
-	if !ascii && !utf8.Valid(raw) {
-		return nil, false, false
-	}
-	r.i = j + 1
-	return raw, escaped, true
+	raw, r.i, escaped, ok = jsonenc.RawString(r.b, r.i)
+	return raw, escaped, ok
 }
 
 // texts reads null or an array of strings (empty: an empty slice, as

@@ -148,3 +148,39 @@ func Unescape(raw []byte) (string, bool) {
 	out.Write(raw[last:])
 	return out.String(), true
 }
+
+// RawString reads the JSON string that starts at b[i] (its opening quote):
+// raw is its bytes between the quotes, next the index after the closing
+// one. It refuses control characters and invalid UTF-8 (which
+// encoding/json replaces, so a hand decoder leaves such input to it), and
+// tells whether raw has escapes, for Unescape to check and resolve.
+func RawString(b []byte, i int) (raw []byte, next int, escaped, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, i, false, false
+	}
+	ascii := true
+	j := i + 1
+	for ; j < len(b); j++ {
+		c := b[j]
+		if c == '"' {
+			break
+		}
+		switch {
+		case c < 0x20:
+			return nil, i, false, false
+		case c == '\\':
+			escaped = true
+			j++ // the escaped byte, checked by Unescape
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	if j >= len(b) {
+		return nil, i, false, false
+	}
+	raw = b[i+1 : j]
+	if !ascii && !utf8.Valid(raw) {
+		return nil, i, false, false
+	}
+	return raw, j + 1, escaped, true
+}
