@@ -84,19 +84,11 @@ func (g *Group) Validate() error {
 	if err := ValidateGroupID(g.ID); err != nil {
 		return err
 	}
-	// A field over its limit is too_large, as a message's are; a field
-	// that is not storable text is invalid_argument.
-	if len(g.Name) > MaxGroupNameBytes {
-		return Errorf(CodeTooLarge, "group name is %d bytes; the limit is %d", len(g.Name), MaxGroupNameBytes)
+	if err := checkStorableField("group name", g.Name, MaxGroupNameBytes); err != nil {
+		return err
 	}
-	if !StorableText(g.Name) {
-		return Errorf(CodeInvalidArgument, "group name must be valid UTF-8 without NUL characters")
-	}
-	if len(g.Extended) > MaxGroupExtendedBytes {
-		return Errorf(CodeTooLarge, "group extended_data is %d bytes; the limit is %d", len(g.Extended), MaxGroupExtendedBytes)
-	}
-	if !StorableText(g.Extended) {
-		return Errorf(CodeInvalidArgument, "group extended_data must be valid UTF-8 without NUL characters")
+	if err := checkStorableField("group extended_data", g.Extended, MaxGroupExtendedBytes); err != nil {
+		return err
 	}
 	switch g.JoinMode {
 	case "":

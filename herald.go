@@ -334,3 +334,16 @@ type Conversation struct {
 func StorableText(s string) bool {
 	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
+
+// checkStorableField checks a stored text field of at most max bytes:
+// over its limit is too_large, as a message's fields are; not storable
+// text (StorableText) is invalid_argument. name is how the error names it.
+func checkStorableField(name, v string, max int) error {
+	if len(v) > max {
+		return Errorf(CodeTooLarge, "%s is %d bytes; the limit is %d", name, len(v), max)
+	}
+	if !StorableText(v) {
+		return Errorf(CodeInvalidArgument, "%s must be valid UTF-8 without NUL characters", name)
+	}
+	return nil
+}

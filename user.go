@@ -1,6 +1,7 @@
 package herald
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -30,8 +31,6 @@ func (u *User) Validate() error {
 	if err := ValidateUserID(u.ID); err != nil {
 		return err
 	}
-	// A field over its limit is too_large, as a message's are; a field
-	// that is not storable text is invalid_argument.
 	for _, f := range []struct {
 		name, v string
 		max     int
@@ -40,11 +39,8 @@ func (u *User) Validate() error {
 		{"avatar_url", u.Avatar, MaxUserAvatarBytes},
 		{"extended_data", u.Extended, MaxUserExtendedBytes},
 	} {
-		if len(f.v) > f.max {
-			return Errorf(CodeTooLarge, "user %q: %s is %d bytes; the limit is %d", u.ID, f.name, len(f.v), f.max)
-		}
-		if !StorableText(f.v) {
-			return Errorf(CodeInvalidArgument, "user %q: %s must be valid UTF-8 without NUL characters", u.ID, f.name)
+		if err := checkStorableField(fmt.Sprintf("user %q: %s", u.ID, f.name), f.v, f.max); err != nil {
+			return err
 		}
 	}
 	return nil
