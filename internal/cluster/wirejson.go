@@ -383,7 +383,6 @@ func (r *msgReader) media(v **herald.Media) bool {
 		return true
 	}
 	md := new(herald.Media)
-	var n int64
 	if !r.lit(`{"file_id":`) || !r.text(&md.FileID) || !r.lit(`,"name":`) || !r.text(&md.Name) ||
 		!r.lit(`,"size":`) || !r.intIn(&md.Size, math.MinInt64, math.MaxInt64) ||
 		!r.lit(`,"mime":`) || !r.text(&md.MIME) {
@@ -392,16 +391,8 @@ func (r *msgReader) media(v **herald.Media) bool {
 	if r.lit(`,"sha256":`) && !r.text(&md.SHA256) {
 		return false
 	}
-	for _, f := range []struct {
-		key string
-		v   *int
-	}{{`,"width":`, &md.Width}, {`,"height":`, &md.Height}} {
-		if r.lit(f.key) {
-			if !r.intIn(&n, math.MinInt, math.MaxInt) {
-				return false
-			}
-			*f.v = int(n)
-		}
+	if !r.optInt(`,"width":`, &md.Width) || !r.optInt(`,"height":`, &md.Height) {
+		return false
 	}
 	if r.lit(`,"duration_ms":`) && !r.intIn(&md.DurationMS, math.MinInt64, math.MaxInt64) {
 		return false
@@ -415,20 +406,26 @@ func (r *msgReader) media(v **herald.Media) bool {
 			return false
 		}
 	}
-	for _, f := range []struct {
-		key string
-		v   *int
-	}{{`,"thumb_width":`, &md.ThumbWidth}, {`,"thumb_height":`, &md.ThumbHeight}} {
-		if r.lit(f.key) {
-			if !r.intIn(&n, math.MinInt, math.MaxInt) {
-				return false
-			}
-			*f.v = int(n)
-		}
+	if !r.optInt(`,"thumb_width":`, &md.ThumbWidth) || !r.optInt(`,"thumb_height":`, &md.ThumbHeight) {
+		return false
 	}
 	if !r.lit("}") {
 		return false
 	}
 	*v = md
+	return true
+}
+
+// optInt reads key and an int into v if key is next; false only when key
+// is there and its value is not an int.
+func (r *msgReader) optInt(key string, v *int) bool {
+	if !r.lit(key) {
+		return true
+	}
+	var n int64
+	if !r.intIn(&n, math.MinInt, math.MaxInt) {
+		return false
+	}
+	*v = int(n)
 	return true
 }
