@@ -91,15 +91,17 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if refused == "" {
 			return &capConn{Conn: c, l: l, addr: addr}, nil
 		}
-		c.Close()
 		l.logRefusal(addr, refused)
 		// Counted after the log line is decided, so whoever sees the count
-		// also sees the line (the listener test relies on this order).
+		// also sees the line (the listener test relies on this order), and
+		// before the close, so a client that sees its connection closed
+		// also sees it counted.
 		if refused == "max-unauthenticated-conns" {
 			l.refusedServer.Add(1)
 		} else {
 			l.refusedAddr.Add(1)
 		}
+		c.Close()
 	}
 }
 
