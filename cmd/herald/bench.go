@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -273,6 +274,7 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  send->delivery p50 %.2f ms  p99 %.2f ms  p99.9 %.2f ms\n", r.P50ms, r.P99ms, r.P999ms)
 		printNodes(w, r.Nodes, r.ByNodes)
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s (generator %.1f s)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec, r.GeneratorCPUSec)
+		printRunShape(w, r.BySecond, r.Machine)
 	case bench.PushResult:
 		rate := "as fast as acknowledged"
 		if r.Rate > 0 {
@@ -300,6 +302,7 @@ func printReport(w io.Writer, report any) {
 		fmt.Fprintf(w, "  pushes queued %d  sent %d\n", r.PushesQueued, r.PushesSent)
 		printNodes(w, r.Nodes, r.ByNodes)
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)  cpu %.1f s\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20), r.ServerCPUSec)
+		printRunShape(w, r.BySecond, r.Machine)
 	case bench.ConnResult:
 		fmt.Fprintf(w, "conn: %d idle connections\n", r.Conns)
 		fmt.Fprintf(w, "  server rss %.1f MiB (baseline %.1f MiB), anonymous %.1f MiB (baseline %.1f MiB)\n",
@@ -321,6 +324,20 @@ func printReport(w io.Writer, report any) {
 }
 
 // printNodes prints a cluster run's nodes and its latencies by node.
+// printRunShape prints the run's worst second and the machine's CPU: a
+// p99 made by a few bad seconds, or by a host that took the CPU (steal),
+// shows there.
+func printRunShape(w io.Writer, by []bench.SecondLatency, m *bench.MachineCPU) {
+	if len(by) > 0 {
+		worst := slices.MaxFunc(by, func(a, b bench.SecondLatency) int { return cmp.Compare(a.P99ms, b.P99ms) })
+		best := slices.MinFunc(by, func(a, b bench.SecondLatency) int { return cmp.Compare(a.P99ms, b.P99ms) })
+		fmt.Fprintf(w, "  by second of sending: p99 %.2f ms at best (second %d), %.2f ms at worst (second %d)\n", best.P99ms, best.Second, worst.P99ms, worst.Second)
+	}
+	if m != nil {
+		fmt.Fprintf(w, "  machine cpu: user %.0f%%  system %.0f%%  iowait %.0f%%  idle %.0f%%  steal %.0f%%\n", m.UserPct, m.SystemPct, m.IOWaitPct, m.IdlePct, m.StealPct)
+	}
+}
+
 func printNodes(w io.Writer, nodes []string, by *bench.NodeLatency) {
 	if len(nodes) == 0 {
 		return

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -56,6 +57,23 @@ func TestScenariosAgainstAServer(t *testing.T) {
 	}
 	if res.P50ms <= 0 || res.P99ms < res.P50ms || res.P999ms < res.P99ms {
 		t.Errorf("latencies p50 %.2f p99 %.2f p999 %.2f: want 0 < p50 <= p99 <= p999", res.P50ms, res.P99ms, res.P999ms)
+	}
+	// A second of sending has its messages: the seconds add up to the run.
+	var bySecond int64
+	for i, s := range res.BySecond {
+		bySecond += s.Count
+		if s.Count <= 0 || s.P50ms <= 0 || s.P99ms < s.P50ms || (i > 0 && s.Second <= res.BySecond[i-1].Second) {
+			t.Errorf("by_second[%d] = %+v: want seconds in order, each with messages and 0 < p50 <= p99", i, s)
+		}
+	}
+	if bySecond != res.Delivered || len(res.BySecond) < 1 || len(res.BySecond) > 2 {
+		t.Errorf("by_second %+v: %d messages in %d seconds, want the %d delivered in the run's 1-2 seconds", res.BySecond, bySecond, len(res.BySecond), res.Delivered)
+	}
+	if _, err := os.Stat("/proc/stat"); err == nil {
+		m := res.Machine
+		if m == nil || m.UserPct+m.SystemPct <= 0 || math.Abs(m.UserPct+m.SystemPct+m.IOWaitPct+m.IdlePct+m.StealPct-100) > 1 {
+			t.Errorf("machine %+v: want the CPU split of a machine that ran the load, adding up to 100%%", m)
+		}
 	}
 	c, err := Conn(context.Background(), target, ConnOptions{Conns: 20, Settle: 10 * time.Millisecond})
 	if err != nil {

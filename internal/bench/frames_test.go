@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -235,5 +236,54 @@ func TestReceiveMessageTimesIt(t *testing.T) {
 	}
 	if len(r.latencies) != 1 || r.latencies[0] != 2000 || r.lastSeq != 5 {
 		t.Errorf("latencies %v µs, last seq %d; want [2000] and 5", r.latencies, r.lastSeq)
+	}
+}
+
+// TestMachineCPUSplit: /proc/stat's first line read field by field, and
+// the split of the ticks between two readings in percent, steal apart.
+func TestMachineCPUSplit(t *testing.T) {
+	before, ok := parseCPUTimes([]byte("cpu  100 10 50 800 20 5 5 10 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
+	if !ok || before != (cpuTimes{100, 10, 50, 800, 20, 5, 5, 10}) {
+		t.Fatalf("parseCPUTimes = %v, %v; want the eight fields of the cpu line", before, ok)
+	}
+	for _, bad := range []string{"", "cpu0 1 2 3 4 5 6 7 8\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 7 x\n"} {
+		if _, ok := parseCPUTimes([]byte(bad)); ok {
+			t.Errorf("parseCPUTimes(%q) ok, want refused", bad)
+		}
+	}
+	// Over the window: user 30+10, system 20+5+5, idle 100, iowait 10,
+	// steal 20: 200 ticks.
+	after := cpuTimes{130, 20, 70, 900, 30, 10, 10, 30}
+	want := MachineCPU{UserPct: 20, SystemPct: 15, IOWaitPct: 5, IdlePct: 50, StealPct: 10}
+	if got := machineCPUBetween(before, after); got == nil || *got != want {
+		t.Errorf("machineCPUBetween = %+v, want %+v", got, want)
+	}
+	if got := machineCPUBetween(before, before); got != nil {
+		t.Errorf("no ticks between the readings: %+v, want nil", got)
+	}
+}
+
+// TestLatencyBySecond: each latency goes to the second its message was
+// sent in, counted from the run's start; seconds come in order, the empty
+// ones left out.
+func TestLatencyBySecond(t *testing.T) {
+	start := time.Unix(1000, 0)
+	sec := func(s float64) int64 { return start.UnixNano() + int64(s*float64(time.Second)) }
+	a, b := newReceiver(), newReceiver()
+	for i, m := range []struct {
+		r       *receiver
+		sent    int64
+		latency time.Duration
+	}{
+		{a, sec(0.1), 2 * time.Millisecond}, {b, sec(0.9), 4 * time.Millisecond}, {a, sec(2.5), 30 * time.Millisecond},
+		{b, sec(-1.5), time.Millisecond}, // a send time before the start counts in the first second
+	} {
+		p := []byte(fmt.Sprintf(`{"ev":"message","d":{"seq":%d,"text":"%d:%d"}}`, i+1, i, m.sent))
+		m.r.record(p, m.sent+int64(m.latency))
+	}
+	got := latencyBySecond([]*receiver{a, nil, b}, start)
+	want := []SecondLatency{{Second: 0, Count: 3, P50ms: 2, P99ms: 4}, {Second: 2, Count: 1, P50ms: 30, P99ms: 30}}
+	if !slices.Equal(got, want) {
+		t.Errorf("latencyBySecond = %+v, want %+v", got, want)
 	}
 }

@@ -70,6 +70,10 @@ type GroupResult struct {
 	ServerRSS            int64   `json:"server_rss_bytes"`         // summed over the nodes
 	ServerPeakRSS        int64   `json:"server_peak_rss_bytes"`    // summed over the nodes
 	ServerCPUSec         float64 `json:"server_cpu_s"`             // user+system from the first send to the end of the wait for the pushes (the poll loop's exit), summed over the nodes
+	// BySecond and Machine: as bench peer's (PeerResult), the machine's
+	// CPU over the same window as ServerCPUSec.
+	BySecond []SecondLatency `json:"by_second"`
+	Machine  *MachineCPU     `json:"machine,omitempty"`
 	// On several nodes (StartCluster): their IDs, and the latencies split
 	// by whether sender and receiver were on one node.
 	Nodes   []string     `json:"nodes,omitempty"`
@@ -262,6 +266,7 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	defer keepAlive(clients)()
 
 	cpuBefore, emuCPUBefore := t.CPU(), emu.CPU()
+	machBefore, machOK := readCPUTimes()
 	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(b []byte, i int, k, ts int64) []byte {
 		return groupSendFrame(b, uint64(k+1), group, int64(i)<<40|k, ts) // text unique across senders
 	})
@@ -308,10 +313,12 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 		time.Sleep(50 * time.Millisecond)
 	}
 	res.ServerCPUSec = (t.CPU() - cpuBefore).Seconds()
+	res.Machine = machineCPUSince(machBefore, machOK)
 	emuCPU := emu.CPU() - emuCPUBefore
 	progress("done")
 
 	pct, dups := latencyOf(recvs)
+	res.BySecond = latencyBySecond(recvs, start)
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
 	res.DurationSec = sendTime.Seconds()
 	res.Sent, res.Acked, res.Errors, res.Deliveries = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()

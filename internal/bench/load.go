@@ -114,6 +114,7 @@ type receiver struct {
 	mu        sync.Mutex
 	seen      map[int64]struct{}
 	latencies []int64 // microseconds
+	sentAt    []int64 // each latency's message's send time (Unix ns)
 	same      []int64 // with crossNode: the latencies of messages from this node's senders
 	cross     []int64 // and from other nodes' senders
 	dups      int64
@@ -139,6 +140,7 @@ func (r *receiver) record(p []byte, now int64) (first bool, count int, lastSeq i
 	} else {
 		r.seen[n] = struct{}{}
 		r.latencies = append(r.latencies, (now-ts)/1000)
+		r.sentAt = append(r.sentAt, ts)
 		if r.crossNode != nil && r.crossNode(n) {
 			r.cross = append(r.cross, (now-ts)/1000)
 		} else if r.crossNode != nil {
@@ -199,6 +201,41 @@ func latencyOf(recvs []*receiver) (pct func(p float64) float64, dups int64) {
 		}
 		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000
 	}, dups
+}
+
+// SecondLatency is the latency of the messages sent in one second of a run.
+// A run's p99 is often a few bad seconds (the machine taken by something
+// else, a stall) rather than a steady tail: these tell which.
+type SecondLatency struct {
+	Second int     `json:"second"` // from the run's start: 0 is its first second
+	Count  int64   `json:"count"`  // messages sent in it and delivered (a first copy each)
+	P50ms  float64 `json:"p50_ms"`
+	P99ms  float64 `json:"p99_ms"`
+}
+
+// latencyBySecond groups the receivers' latencies by the second of the run
+// (from start) their messages were sent in; seconds with none are left out.
+func latencyBySecond(recvs []*receiver, start time.Time) []SecondLatency {
+	by := map[int][]int64{}
+	for _, r := range recvs {
+		if r == nil {
+			continue
+		}
+		r.mu.Lock()
+		for i, ts := range r.sentAt {
+			s := int(max(0, ts-start.UnixNano()) / int64(time.Second))
+			by[s] = append(by[s], r.latencies[i])
+		}
+		r.mu.Unlock()
+	}
+	out := make([]SecondLatency, 0, len(by))
+	for s, lat := range by {
+		slices.Sort(lat)
+		at := func(p float64) float64 { return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000 }
+		out = append(out, SecondLatency{Second: s, Count: int64(len(lat)), P50ms: at(0.50), P99ms: at(0.99)})
+	}
+	slices.SortFunc(out, func(a, b SecondLatency) int { return a.Second - b.Second })
+	return out
 }
 
 // Latency is the percentiles of a set of send-to-delivery latencies.

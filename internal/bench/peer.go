@@ -50,6 +50,11 @@ type PeerResult struct {
 	// the same time: on a machine they share, the two together bound the
 	// rate, and CPU per message is steadier than latency.
 	GeneratorCPUSec float64 `json:"generator_cpu_s"`
+	// BySecond is the latency of each second's sends, and Machine the
+	// machine's CPU over the run (nil without /proc/stat): a p99 that is
+	// a few bad seconds, or a run with steal, shows here.
+	BySecond []SecondLatency `json:"by_second"`
+	Machine  *MachineCPU     `json:"machine,omitempty"`
 	// On several nodes (StartCluster): their IDs, and the latencies split
 	// by whether sender and receiver were on one node.
 	Nodes   []string     `json:"nodes,omitempty"`
@@ -176,6 +181,7 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		}
 	}
 	cpuBefore, genBefore := t.CPU(), procCPU(os.Getpid())
+	machBefore, machOK := readCPUTimes()
 	start, sendersDone := pace(ctx, senders, o.Rate, o.Duration, &tl, func(b []byte, i int, n, ts int64) []byte {
 		// Each frame is built by hand (the fields are digits and IDs:
 		// nothing to escape).
@@ -199,11 +205,13 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 	progress("done")
 	res.ServerCPUSec = (t.CPU() - cpuBefore).Seconds()
 	res.GeneratorCPUSec = (procCPU(os.Getpid()) - genBefore).Seconds()
+	res.Machine = machineCPUSince(machBefore, machOK)
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
 
 	pct, dups := latencyOf(recvs)
+	res.BySecond = latencyBySecond(recvs, start)
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
 	res.DurationSec = sendTime.Seconds()
 	res.Sent, res.Acked, res.Errors, res.Delivered = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()

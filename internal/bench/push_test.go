@@ -200,6 +200,16 @@ func TestGroupAgainstAServer(t *testing.T) {
 	if res.P50ms <= 0 || res.P99ms < res.P50ms || res.DeliveriesPS <= 0 {
 		t.Errorf("p50 %.2f p99 %.2f deliveries/s %.0f", res.P50ms, res.P99ms, res.DeliveriesPS)
 	}
+	var bySecond int64
+	for _, s := range res.BySecond {
+		bySecond += s.Count
+	}
+	if bySecond != res.Deliveries {
+		t.Errorf("by_second %+v counts %d deliveries, want the %d of the run", res.BySecond, bySecond, res.Deliveries)
+	}
+	if _, err := os.Stat("/proc/stat"); err == nil && res.Machine == nil {
+		t.Error("machine: nil, want the machine's CPU over the run")
+	}
 	// Group waits for the pushes planned before it reports.
 	if res.PushesSent != res.PushesQueued || res.PushesDup != 0 {
 		t.Errorf("pushes sent %d (duplicates %d), want %d once each", res.PushesSent, res.PushesDup, res.PushesQueued)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -510,5 +511,74 @@ func (t *Target) terminate() {
 	case <-time.After(15 * time.Second):
 		t.cmd.Process.Kill()
 		<-done
+	}
+}
+
+// MachineCPU is how the machine's CPU time went over a run's load window
+// (/proc/stat, every CPU), in percent of it. On a virtual machine, steal
+// is time the hypervisor ran something else while this machine had work:
+// latencies of a run with steal say more of the host than of Herald.
+type MachineCPU struct {
+	UserPct   float64 `json:"user_pct"`   // user and nice
+	SystemPct float64 `json:"system_pct"` // system, irq and softirq
+	IOWaitPct float64 `json:"iowait_pct"`
+	IdlePct   float64 `json:"idle_pct"`
+	StealPct  float64 `json:"steal_pct"`
+}
+
+// cpuTimes is /proc/stat's first line: user, nice, system, idle, iowait,
+// irq, softirq and steal, in clock ticks since boot.
+type cpuTimes [8]int64
+
+// readCPUTimes reads the machine's CPU times (false where there is no
+// /proc/stat).
+func readCPUTimes() (cpuTimes, bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, false
+	}
+	return parseCPUTimes(b)
+}
+
+func parseCPUTimes(b []byte) (t cpuTimes, ok bool) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return t, false
+	}
+	for i := range t {
+		n, err := strconv.ParseInt(f[i+1], 10, 64)
+		if err != nil {
+			return t, false
+		}
+		t[i] = n
+	}
+	return t, true
+}
+
+// machineCPUSince is the machine's CPU split from before to now; nil
+// without /proc/stat.
+func machineCPUSince(before cpuTimes, ok bool) *MachineCPU {
+	after, ok2 := readCPUTimes()
+	if !ok || !ok2 {
+		return nil
+	}
+	return machineCPUBetween(before, after)
+}
+
+func machineCPUBetween(before, after cpuTimes) *MachineCPU {
+	var d cpuTimes
+	var total int64
+	for i := range d {
+		d[i] = after[i] - before[i]
+		total += d[i]
+	}
+	if total <= 0 {
+		return nil
+	}
+	pct := func(n int64) float64 { return math.Round(1000*float64(n)/float64(total)) / 10 }
+	return &MachineCPU{
+		UserPct: pct(d[0] + d[1]), SystemPct: pct(d[2] + d[5] + d[6]),
+		IOWaitPct: pct(d[4]), IdlePct: pct(d[3]), StealPct: pct(d[7]),
 	}
 }
