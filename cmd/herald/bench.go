@@ -323,21 +323,35 @@ func printReport(w io.Writer, report any) {
 	}
 }
 
-// printNodes prints a cluster run's nodes and its latencies by node.
-// printRunShape prints the run's worst second and the machine's CPU: a
-// p99 made by a few bad seconds, or by a host that took the CPU (steal),
-// shows there.
+// printRunShape prints the run's best and worst second and the machine's
+// CPU: a p99 made by a few bad seconds, or by a host that took the CPU
+// (steal), shows there. Seconds with under half the median second's
+// deliveries (a last, partial one) are not named: a p99 of a few
+// messages says little.
 func printRunShape(w io.Writer, by []bench.SecondLatency, m *bench.MachineCPU) {
-	if len(by) > 0 {
-		worst := slices.MaxFunc(by, func(a, b bench.SecondLatency) int { return cmp.Compare(a.P99ms, b.P99ms) })
-		best := slices.MinFunc(by, func(a, b bench.SecondLatency) int { return cmp.Compare(a.P99ms, b.P99ms) })
-		fmt.Fprintf(w, "  by second of sending: p99 %.2f ms at best (second %d), %.2f ms at worst (second %d)\n", best.P99ms, best.Second, worst.P99ms, worst.Second)
+	counts := make([]int64, len(by))
+	for i, s := range by {
+		counts[i] = s.Count
+	}
+	slices.Sort(counts)
+	var full []bench.SecondLatency
+	for _, s := range by {
+		if 2*s.Count >= counts[len(counts)/2] {
+			full = append(full, s)
+		}
+	}
+	if len(full) > 0 {
+		byP99 := func(a, b bench.SecondLatency) int { return cmp.Compare(a.P99ms, b.P99ms) }
+		best, worst := slices.MinFunc(full, byP99), slices.MaxFunc(full, byP99)
+		fmt.Fprintf(w, "  by second of sending: p99 %.2f ms at best (second %d, %d deliveries), %.2f ms at worst (second %d, %d)\n",
+			best.P99ms, best.Second, best.Count, worst.P99ms, worst.Second, worst.Count)
 	}
 	if m != nil {
 		fmt.Fprintf(w, "  machine cpu: user %.0f%%  system %.0f%%  iowait %.0f%%  idle %.0f%%  steal %.0f%%\n", m.UserPct, m.SystemPct, m.IOWaitPct, m.IdlePct, m.StealPct)
 	}
 }
 
+// printNodes prints a cluster run's nodes and its latencies by node.
 func printNodes(w io.Writer, nodes []string, by *bench.NodeLatency) {
 	if len(nodes) == 0 {
 		return

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/herald-im/herald/internal/bench"
 	"github.com/herald-im/herald/internal/config"
 	"github.com/herald-im/herald/internal/version"
 )
@@ -254,5 +255,28 @@ func TestBenchConnIsOneServer(t *testing.T) {
 	// ends the bench.
 	if err == nil || !strings.Contains(err.Error(), "warm-up: dial tcp") {
 		t.Fatalf("bench conn against a closed port: error %v, want the warm-up's dial (warm-up: dial tcp ...)", err)
+	}
+}
+
+// TestPrintRunShape: the text report names the best and worst full
+// second (a last second of a few messages is not named) and the
+// machine's split.
+func TestPrintRunShape(t *testing.T) {
+	var b strings.Builder
+	printRunShape(&b, []bench.SecondLatency{
+		{Second: 0, Count: 1000, P50ms: 3, P99ms: 12},
+		{Second: 1, Count: 1000, P50ms: 9, P99ms: 48},
+		{Second: 2, Count: 990, P50ms: 2, P99ms: 7},
+		{Second: 3, Count: 5, P50ms: 1, P99ms: 1}, // partial: not named
+	}, &bench.MachineCPU{UserPct: 40, SystemPct: 41, IOWaitPct: 3, IdlePct: 14, StealPct: 2})
+	want := "  by second of sending: p99 7.00 ms at best (second 2, 990 deliveries), 48.00 ms at worst (second 1, 1000)\n" +
+		"  machine cpu: user 40%  system 41%  iowait 3%  idle 14%  steal 2%\n"
+	if b.String() != want {
+		t.Errorf("printRunShape wrote\n%q\nwant\n%q", b.String(), want)
+	}
+	b.Reset()
+	printRunShape(&b, nil, nil)
+	if b.Len() != 0 {
+		t.Errorf("nothing to report: wrote %q", b.String())
 	}
 }

@@ -242,9 +242,9 @@ func TestReceiveMessageTimesIt(t *testing.T) {
 // TestMachineCPUSplit: /proc/stat's first line read field by field, and
 // the split of the ticks between two readings in percent, steal apart.
 func TestMachineCPUSplit(t *testing.T) {
-	before, ok := parseCPUTimes([]byte("cpu  100 10 50 800 20 5 5 10 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
+	before, ok := parseCPUTimes([]byte("cpu  100 10 50 800 20 5 5 10 40 3\ncpu0 1 2 3 4 5 6 7 8 0 0\n"))
 	if !ok || before != (cpuTimes{100, 10, 50, 800, 20, 5, 5, 10}) {
-		t.Fatalf("parseCPUTimes = %v, %v; want the eight fields of the cpu line", before, ok)
+		t.Fatalf("parseCPUTimes = %v, %v; want the cpu line's first eight fields (guest time is in user already)", before, ok)
 	}
 	for _, bad := range []string{"", "cpu0 1 2 3 4 5 6 7 8\n", "cpu 1 2 3\n", "cpu 1 2 3 4 5 6 7 x\n"} {
 		if _, ok := parseCPUTimes([]byte(bad)); ok {
@@ -263,7 +263,7 @@ func TestMachineCPUSplit(t *testing.T) {
 	}
 }
 
-// TestLatencyBySecond: each latency goes to the second its message was
+// TestLatencyBySecond: latencyOf puts each latency goes to the second its message was
 // sent in, counted from the run's start; seconds come in order, the empty
 // ones left out.
 func TestLatencyBySecond(t *testing.T) {
@@ -281,9 +281,9 @@ func TestLatencyBySecond(t *testing.T) {
 		p := []byte(fmt.Sprintf(`{"ev":"message","d":{"seq":%d,"text":"%d:%d"}}`, i+1, i, m.sent))
 		m.r.record(p, m.sent+int64(m.latency))
 	}
-	got := latencyBySecond([]*receiver{a, nil, b}, start)
+	_, _, got := latencyOf([]*receiver{a, nil, b}, start)
 	want := []SecondLatency{{Second: 0, Count: 3, P50ms: 2, P99ms: 4}, {Second: 2, Count: 1, P50ms: 30, P99ms: 30}}
 	if !slices.Equal(got, want) {
-		t.Errorf("latencyBySecond = %+v, want %+v", got, want)
+		t.Errorf("latencyOf by second = %+v, want %+v", got, want)
 	}
 }

@@ -317,8 +317,8 @@ func Group(ctx context.Context, t *Target, emu *Emulator, o GroupOptions) (Group
 	emuCPU := emu.CPU() - emuCPUBefore
 	progress("done")
 
-	pct, dups := latencyOf(recvs)
-	res.BySecond = latencyBySecond(recvs, start)
+	pct, dups, bySecond := latencyOf(recvs, start)
+	res.BySecond = bySecond
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
 	res.DurationSec = sendTime.Seconds()
 	res.Sent, res.Acked, res.Errors, res.Deliveries = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()

@@ -181,61 +181,56 @@ func scanText(p []byte) (n, ts int64) {
 func isMessage(p []byte) bool { return bytes.HasPrefix(p, []byte(`{"ev":"message"`)) }
 
 // latencyOf merges the receivers' latencies (nil receivers are skipped)
-// and returns the percentile function over them, in ms, and the
-// duplicates seen.
-func latencyOf(recvs []*receiver) (pct func(p float64) float64, dups int64) {
+// and returns the percentile function over them, in ms, the duplicates
+// seen, and the same latencies by the second of the run (from start) their
+// messages were sent in: all read in one pass, so that the seconds hold
+// the latencies the percentiles are of, whatever arrives meanwhile.
+func latencyOf(recvs []*receiver, start time.Time) (pct func(p float64) float64, dups int64, bySecond []SecondLatency) {
 	var lat []int64
-	for _, r := range recvs {
-		if r == nil {
-			continue
-		}
-		r.mu.Lock()
-		lat = append(lat, r.latencies...)
-		dups += r.dups
-		r.mu.Unlock()
-	}
-	slices.Sort(lat)
-	return func(p float64) float64 {
-		if len(lat) == 0 {
-			return 0
-		}
-		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000
-	}, dups
-}
-
-// SecondLatency is the latency of the messages sent in one second of a run.
-// A run's p99 is often a few bad seconds (the machine taken by something
-// else, a stall) rather than a steady tail: these tell which.
-type SecondLatency struct {
-	Second int     `json:"second"` // from the run's start: 0 is its first second
-	Count  int64   `json:"count"`  // messages sent in it and delivered (a first copy each)
-	P50ms  float64 `json:"p50_ms"`
-	P99ms  float64 `json:"p99_ms"`
-}
-
-// latencyBySecond groups the receivers' latencies by the second of the run
-// (from start) their messages were sent in; seconds with none are left out.
-func latencyBySecond(recvs []*receiver, start time.Time) []SecondLatency {
 	by := map[int][]int64{}
 	for _, r := range recvs {
 		if r == nil {
 			continue
 		}
 		r.mu.Lock()
+		lat = append(lat, r.latencies...)
 		for i, ts := range r.sentAt {
 			s := int(max(0, ts-start.UnixNano()) / int64(time.Second))
 			by[s] = append(by[s], r.latencies[i])
 		}
+		dups += r.dups
 		r.mu.Unlock()
 	}
-	out := make([]SecondLatency, 0, len(by))
-	for s, lat := range by {
-		slices.Sort(lat)
-		at := func(p float64) float64 { return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000 }
-		out = append(out, SecondLatency{Second: s, Count: int64(len(lat)), P50ms: at(0.50), P99ms: at(0.99)})
+	bySecond = make([]SecondLatency, 0, len(by))
+	for s, l := range by {
+		p := percentiles(l)
+		bySecond = append(bySecond, SecondLatency{Second: s, Count: int64(len(l)), P50ms: p(0.50), P99ms: p(0.99)})
 	}
-	slices.SortFunc(out, func(a, b SecondLatency) int { return a.Second - b.Second })
-	return out
+	slices.SortFunc(bySecond, func(a, b SecondLatency) int { return a.Second - b.Second })
+	return percentiles(lat), dups, bySecond
+}
+
+// percentiles sorts lat (µs) and returns its percentile function, in ms
+// (0 for none).
+func percentiles(lat []int64) func(p float64) float64 {
+	slices.Sort(lat)
+	return func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(float64(len(lat))*p))]) / 1000
+	}
+}
+
+// SecondLatency is the latency of what was sent in one second of a run
+// (seconds with nothing delivered are left out). A run's p99 is often a
+// few bad seconds (the machine taken by something else, a stall) rather
+// than a steady tail: these tell which.
+type SecondLatency struct {
+	Second int     `json:"second"` // from the run's start: 0 is its first second
+	Count  int64   `json:"count"`  // deliveries of what was sent in it (first copies; in a group, one per online receiver)
+	P50ms  float64 `json:"p50_ms"`
+	P99ms  float64 `json:"p99_ms"`
 }
 
 // Latency is the percentiles of a set of send-to-delivery latencies.

@@ -210,8 +210,8 @@ func Peer(ctx context.Context, t *Target, o PeerOptions) (PeerResult, error) {
 		pprof.StopCPUProfile()
 	}
 
-	pct, dups := latencyOf(recvs)
-	res.BySecond = latencyBySecond(recvs, start)
+	pct, dups, bySecond := latencyOf(recvs, start)
+	res.BySecond = bySecond
 	res.Nodes, res.ByNodes = t.NodeIDs(), nodeLatencyOf(t, recvs)
 	res.DurationSec = sendTime.Seconds()
 	res.Sent, res.Acked, res.Errors, res.Delivered = tl.sent.Load(), tl.acked.Load(), tl.errs.Load(), delivered.Load()

@@ -141,10 +141,12 @@ func TestReadSendsOneSilentBadgeUpdate(t *testing.T) {
 }
 
 // sleepToWindowStart sleeps until just after the wall clock enters the
-// next slot of w, where MarkedRead's coalescing windows start.
+// next slot of w, where MarkedRead's coalescing windows start (slots of
+// Unix milliseconds, as MarkedRead counts them).
 func sleepToWindowStart(w time.Duration) {
-	now := time.Now()
-	time.Sleep(now.Truncate(w).Add(w + 10*time.Millisecond).Sub(now))
+	now, ms := time.Now(), w.Milliseconds()
+	next := time.UnixMilli((now.UnixMilli()/ms + 1) * ms)
+	time.Sleep(next.Add(10 * time.Millisecond).Sub(now))
 }
 
 // TestSetBadgeGoesOnFromThere: the client's set_badge (ZPNs' setBadge)
