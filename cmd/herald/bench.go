@@ -294,6 +294,7 @@ func printReport(w io.Writer, report any) {
 			r.EmulatorAccepted, r.EmulatorRejected, r.EmulatorDuplicates, r.Connections, r.MaxStreams)
 		printNodes(w, r.Nodes, nil)
 		fmt.Fprintf(w, "  server rss %.1f MiB (peak %.1f MiB)\n", float64(r.ServerRSS)/(1<<20), float64(r.ServerPeakRSS)/(1<<20))
+		printRunShape(w, nil, r.Machine)
 	case bench.GroupResult:
 		fmt.Fprintf(w, "group: %d members, %d online, %d offline devices, %.0f msgs/s offered for %.1fs\n", r.Members, r.Online, r.OfflineDevs, r.Rate, r.DurationSec)
 		fmt.Fprintf(w, "  sent %d  acked %d  errors %d  deliveries %d  lost %d  duplicated %d\n", r.Sent, r.Acked, r.Errors, r.Deliveries, r.Lost, r.Duplicated)

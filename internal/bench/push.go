@@ -68,6 +68,10 @@ type PushResult struct {
 	// runs in one of its own (StartEmulatorProcess; 0 otherwise): what
 	// standing in for the vendor cost, apart from the load generator.
 	EmulatorCPUusPerPush float64 `json:"emulator_cpu_us_per_push"`
+	// Machine is the machine's CPU over the same window (nil without
+	// /proc/stat), as bench peer's: a rate measured while the host took
+	// the CPU (steal) says more of the host than of Herald.
+	Machine *MachineCPU `json:"machine,omitempty"`
 	// Nodes are the IDs of the nodes (StartCluster); CPU and memory are
 	// summed over them.
 	Nodes []string `json:"nodes,omitempty"`
@@ -302,6 +306,7 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 	defer keepAlive(clients)()
 
 	cpuBefore, emuCPUBefore := t.CPU(), emu.CPU()
+	machBefore, machOK := readCPUTimes()
 	start := time.Now()
 	var swg sync.WaitGroup
 	for _, s := range senders {
@@ -365,6 +370,7 @@ func Push(ctx context.Context, t *Target, emu *Emulator, o PushOptions) (PushRes
 	received := func() int64 { return rc.distinct.Load() + rc.malformed.Load() }
 	waitIdle(func() bool { return rc.distinct.Load() >= acked.Load() }, received, "drain")
 	cpu, emuCPU := t.CPU()-cpuBefore, emu.CPU()-emuCPUBefore
+	res.Machine = machineCPUSince(machBefore, machOK)
 	// A push sent twice tends to follow the first closely (a retry after a
 	// lost answer): give duplicates a moment to show.
 	waitFor(func() bool { return false }, "settle", time.After(min(500*time.Millisecond, o.Drain)))

@@ -78,6 +78,9 @@ func TestPushAgainstAServer(t *testing.T) {
 			if res.PushesPerS <= 0 || res.RTTms != rtt {
 				t.Errorf("pushes/s %.0f, rtt %.0f ms: want a rate and rtt %.0f", res.PushesPerS, res.RTTms, rtt)
 			}
+			if _, err := os.Stat("/proc/stat"); err == nil && res.Machine == nil {
+				t.Error("machine: nil, want the machine's CPU over the run")
+			}
 		})
 	}
 }
