@@ -594,10 +594,17 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// displaced is a session a login displaces, with the reason to tell it.
+type displaced struct {
+	s      *session
+	reason string
+}
+
 // register adds s to its user's sessions and returns those the multi-login
-// policy displaces, with the reason to tell them. ok is false when s has
-// already ended: it must not be registered then.
-func (g *Gateway) register(s *session) (kick []*session, reason string, ok bool) {
+// policy displaces, each with its own reason (one login can close a
+// session of its device and the oldest of another). ok is false when s
+// has already ended: it must not be registered then.
+func (g *Gateway) register(s *session) (kick []displaced, ok bool) {
 	sh := g.shardOf(s.user)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -605,34 +612,36 @@ func (g *Gateway) register(s *session) (kick []*session, reason string, ok bool)
 	ended := s.ended
 	s.mu.Unlock()
 	if ended {
-		return nil, "", false
+		return nil, false
 	}
 	old := sh.users[s.user]
 	keep := make([]*session, 0, len(old)+1)
 	for _, o := range old {
 		switch {
 		case g.cfg.SingleLogin:
-			kick, reason = append(kick, o), "logged in on another device"
+			kick = append(kick, displaced{o, "logged in on another device"})
 		case o.device == s.device:
-			kick, reason = append(kick, o), "logged in again on the same device"
+			kick = append(kick, displaced{o, "logged in again on the same device"})
 		default:
 			keep = append(keep, o)
 		}
 	}
 	if !g.cfg.SingleLogin && len(keep) >= g.cfg.MaxDevices {
 		n := len(keep) - g.cfg.MaxDevices + 1
-		kick, reason = append(kick, keep[:n]...), "too many devices logged in; the oldest session was closed"
+		for _, o := range keep[:n] {
+			kick = append(kick, displaced{o, "too many devices logged in; the oldest session was closed"})
+		}
 		keep = keep[n:]
 	}
 	sh.users[s.user] = append(keep, s)
-	for _, o := range kick {
-		// Out of users, but o reads until it ends (end): its device
+	for _, k := range kick {
+		// Out of users, but it reads until it ends (end): its device
 		// counts as connected meanwhile (ConnectedSince).
-		o.displaced = true
-		g.markEnd(sh, deviceKey{o.user, o.device}, func(e *endMark) { e.closing++ })
+		k.s.displaced = true
+		g.markEnd(sh, deviceKey{k.s.user, k.s.device}, func(e *endMark) { e.closing++ })
 	}
 	g.stats.sessions.Add(int64(1 - len(kick)))
-	return kick, reason, true
+	return kick, true
 }
 
 // unregister removes s from the hub if it is still there. It reports

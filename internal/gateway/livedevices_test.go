@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"maps"
 	"runtime"
 	"sort"
 	"sync/atomic"
@@ -118,11 +119,15 @@ func TestConnectedSince(t *testing.T) {
 	login := func(user, device string) (*session, []*session) {
 		t.Helper()
 		s := &session{g: g, user: user, device: device}
-		kick, _, ok := g.register(s)
+		kick, ok := g.register(s)
 		if !ok {
 			t.Fatalf("%s/%s not registered", user, device)
 		}
-		return s, kick
+		var out []*session
+		for _, k := range kick {
+			out = append(out, k.s)
+		}
+		return s, out
 	}
 	a, _ := login("alice", "phone")
 	check("alice", "phone", at(time.Hour), true)
@@ -174,7 +179,7 @@ func TestConnectedSinceForgetBetween(t *testing.T) {
 	now, clock := steppedClock(t0)
 	g := newCallGateway(t, newFakeCalls(), Config{Now: clock})
 	s := &session{g: g, user: "alice", device: "phone"}
-	if _, _, ok := g.register(s); !ok {
+	if _, ok := g.register(s); !ok {
 		t.Fatal("not registered")
 	}
 	now.Store(t0.Add(10 * time.Second).UnixNano())
@@ -198,7 +203,7 @@ func TestSessionEndsCapped(t *testing.T) {
 	const n = 200
 	for i := range n {
 		s := &session{g: g, user: "mallory", device: fmt.Sprintf("d%d", i)}
-		if _, _, ok := g.register(s); !ok {
+		if _, ok := g.register(s); !ok {
 			t.Fatal("not registered")
 		}
 		now.Store(at(i + 1).UnixNano())
@@ -260,5 +265,36 @@ func BenchmarkSessionEndsMemory(b *testing.B) {
 				runtime.KeepAlive(keys)
 			}
 		})
+	}
+}
+
+// TestRegisterGivesEachDisplacedItsReason: a login that displaces its own
+// device's session and, past the device limit, the oldest other one
+// tells each why it was closed, not both the last reason. (One node holds
+// at most MaxDevices sessions of a user, so the limit is lowered here to
+// reach the case.)
+func TestRegisterGivesEachDisplacedItsReason(t *testing.T) {
+	g := newCallGateway(t, newFakeCalls(), Config{MaxDevices: 3})
+	for _, device := range []string{"laptop", "phone", "tablet"} {
+		s := &session{g: g, user: "alice", device: device}
+		if kick, ok := g.register(s); !ok || len(kick) != 0 {
+			t.Fatalf("%s: registered %v, displaced %d; want registered, none displaced", device, ok, len(kick))
+		}
+	}
+	g.cfg.MaxDevices = 2
+	kick, ok := g.register(&session{g: g, user: "alice", device: "phone"})
+	if !ok {
+		t.Fatal("phone not registered")
+	}
+	got := map[string]string{}
+	for _, k := range kick {
+		got[k.s.device] = k.reason
+	}
+	want := map[string]string{
+		"phone":  "logged in again on the same device",
+		"laptop": "too many devices logged in; the oldest session was closed",
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("displaced %v, want %v (tablet stays)", got, want)
 	}
 }

@@ -879,15 +879,15 @@ func (s *session) login(ctx context.Context, f proto.Frame) {
 	// written (writeLoop). Until then a client that stops reading is cut
 	// off by the write timeout instead.
 	s.deadline.Store(math.MaxInt64)
-	kick, reason, ok := s.g.register(s)
+	kick, ok := s.g.register(s)
 	if !ok {
 		return // ended meanwhile: end has run or will find nothing to remove
 	}
 	for _, k := range kick {
 		s.g.stats.kicked.Add(1)
-		k.closeWith(proto.CloseKickedOut, reason)
-		if k.device == s.device {
-			k.flushCursors() // the sync below starts from what that session acknowledged
+		k.s.closeWith(proto.CloseKickedOut, k.reason)
+		if k.s.device == s.device {
+			k.s.flushCursors() // the sync below starts from what that session acknowledged
 		}
 	}
 	// Checked again now that the session is in the hub (and the sessions
