@@ -315,6 +315,7 @@ func printReport(w io.Writer, report any) {
 		}
 		fmt.Fprintf(w, "  logins (connect, login, push registration unless --target, sync) %.0f/s  p50 %.1f ms  p99 %.1f ms; first logins (a new device each) %.0f/s\n",
 			r.LoginsPerSec, r.LoginP50ms, r.LoginP99ms, r.FirstLoginsPerSec)
+		printRunShape(w, nil, r.Machine)
 		if x := r.Restart; x != nil {
 			fmt.Fprintf(w, "  restart: old process stopped in %.0f ms, new one ready in %.0f ms\n", x.StopMs, x.ReadyMs)
 			fmt.Fprintf(w, "  sessions back %d  not back %d  in %.1f s from the new process's start (%d attempts)\n",

@@ -82,6 +82,9 @@ func TestScenariosAgainstAServer(t *testing.T) {
 	if c.Conns != 20 {
 		t.Errorf("conn result %+v, want 20 connections", c)
 	}
+	if _, err := os.Stat("/proc/stat"); err == nil && c.Machine == nil {
+		t.Error("conn: machine nil, want the machine's CPU over the logins")
+	}
 }
 
 // startTarget runs a server in the test process with send limits lifted;

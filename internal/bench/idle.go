@@ -60,9 +60,13 @@ type ConnResult struct {
 	// plus system) of the server's process and of this one over the
 	// timed round, per login, in microseconds: steadier than the rate on
 	// a shared machine.
-	ServerCPUPerLogin    float64        `json:"server_cpu_us_per_login"`
-	GeneratorCPUPerLogin float64        `json:"generator_cpu_us_per_login"`
-	Restart              *RestartResult `json:"restart,omitempty"`
+	ServerCPUPerLogin    float64 `json:"server_cpu_us_per_login"`
+	GeneratorCPUPerLogin float64 `json:"generator_cpu_us_per_login"`
+	// Machine is the machine's CPU over the timed round of logins (nil
+	// without /proc/stat), as bench peer's: a login rate measured while
+	// the host took the CPU (steal) says more of the host than of Herald.
+	Machine *MachineCPU    `json:"machine,omitempty"`
+	Restart *RestartResult `json:"restart,omitempty"`
 }
 
 // Conn opens Conns logged-in connections (each its own user), keeps them
@@ -139,6 +143,7 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		}
 	}
 	serverCPU, genCPU := t.CPU(), procCPU(os.Getpid())
+	machBefore, machOK := readCPUTimes()
 	s, err := openSessions(ctx, t, o.Conns, o.Concurrency, o.Push, o.Progress, "logins")
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
@@ -148,6 +153,7 @@ func Conn(ctx context.Context, t *Target, o ConnOptions) (ConnResult, error) {
 		return res, err
 	}
 	res.LoginsPerSec = s.rate
+	res.Machine = machineCPUSince(machBefore, machOK)
 	perLogin := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(o.Conns) }
 	res.ServerCPUPerLogin = perLogin(t.CPU() - serverCPU)
 	res.GeneratorCPUPerLogin = perLogin(procCPU(os.Getpid()) - genCPU)
