@@ -1,7 +1,6 @@
 package herald
 
 import (
-	"fmt"
 	"time"
 )
 
@@ -39,8 +38,8 @@ func (u *User) Validate() error {
 		{"avatar_url", u.Avatar, MaxUserAvatarBytes},
 		{"extended_data", u.Extended, MaxUserExtendedBytes},
 	} {
-		if err := checkStorableField(fmt.Sprintf("user %q: %s", u.ID, f.name), f.v, f.max); err != nil {
-			return err
+		if err := checkStorableField(f.name, f.v, f.max); err != nil {
+			return Errorf(ErrorCode(err), "user %q: %s", u.ID, ErrorMessage(err)) // named only when it fails
 		}
 	}
 	return nil
