@@ -55,6 +55,15 @@ func (w *writer) pushStatements() []statement {
 			SELECT user_id, at, id FROM push_log WHERE id > ?1 AND id <= ?2 ORDER BY user_id, at, id`},
 		{&w.logIndexPush, `INSERT OR IGNORE INTO push_log_by_push (push_id, at, id)
 			SELECT push_id, at, id FROM push_log WHERE id > ?1 AND id <= ?2 ORDER BY push_id, at, id`},
+		{&w.logFillClear, "DELETE FROM temp.push_log_fill"},
+		{&w.logFillSortUser, `INSERT INTO temp.push_log_fill (key, at, id)
+			SELECT user_id, at, id FROM push_log WHERE id > ?1 AND id <= ?2 ORDER BY user_id, at, id`},
+		{&w.logFillSortPush, `INSERT INTO temp.push_log_fill (key, at, id)
+			SELECT push_id, at, id FROM push_log WHERE id > ?1 AND id <= ?2 ORDER BY push_id, at, id`},
+		{&w.logFillUser, `INSERT OR IGNORE INTO push_log_by_user (user_id, at, id)
+			SELECT key, at, id FROM temp.push_log_fill WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid`},
+		{&w.logFillPush, `INSERT OR IGNORE INTO push_log_by_push (push_id, at, id)
+			SELECT key, at, id FROM temp.push_log_fill WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid`},
 		{&w.logSetUpto, "UPDATE push_log_indexed SET upto = ?"},
 		{&w.logClampUpto, "UPDATE push_log_indexed SET upto = min(upto, (SELECT coalesce(max(id), 0) FROM push_log))"},
 		{&w.setBadge, "UPDATE push_devices SET badge = ?, badge_kind = ? WHERE push_id = ?"},
@@ -340,7 +349,7 @@ func (s *Store) txWith(ctx context.Context, acquire func(context.Context) error,
 			if _, rerr := w.rollback.ExecContext(ectx); rerr != nil && !strings.Contains(rerr.Error(), "no transaction is active") {
 				w.log.Error("sqlite: rollback failed", "err", rerr)
 			}
-			w.logIndexTo = 0 // the first table's entries may be rolled back (indexLog)
+			w.logFill = logFill{} // a step of the fill may be rolled back (indexLog)
 		}
 	}()
 	if err := fn(ectx); err != nil {
@@ -504,47 +513,59 @@ func (s *Store) PushLog(ctx context.Context, q store.PushLogQuery) ([]herald.Pus
 	return log, nil
 }
 
+// logFillSteps is how many writes of FinishPush enter a fill's rows into
+// each of the delivery log's tables by user and by push ID, after the one
+// that sorts them (indexLog).
+const logFillSteps = 8
+
+// logFill is the delivery-log index fill in progress (indexLog): the rows
+// (from, to], entered into the table by user (table 0), then the one by
+// push ID (1). n is how many of the rows' keys for that table are sorted
+// into temp.push_log_fill (its rowids 1 to n; 0: not yet), done how many
+// of those are entered. The zero value is no fill.
+type logFill struct {
+	from, to int64
+	table    int
+	n, done  int64
+}
+
 // indexLog enters the delivery-log rows after push_log_indexed.upto into
 // push_log_by_user and push_log_by_push once there are at least every of
-// them (1: always), in one sorted INSERT each: a page of those tables is
-// written once for all the batch's entries it takes, where an index
-// updated row by row wrote a page per push. w.sem must be held, inside a
-// transaction.
+// them (1: always), in key order: a page of those tables is written once
+// for all the entries it takes, where an index updated row by row wrote a
+// page per push. w.sem must be held, inside a transaction.
 //
-// With split (the outcome writes'), the two tables are entered in two
-// writes, each holding the writer about half as long as both (8,192 rows:
-// 40-120 ms under load, which message commits waited for): this one
-// enters push_log_by_user for the rows up to the log's end and remembers
-// that end in w.logIndexTo; the next enters push_log_by_push for the same
-// rows and moves the mark. Queries read the tables only up to the mark, so
-// entries past it are not seen. A write that fails clears logIndexTo
-// (txWith), as does a restart: the rows are entered again from the first
-// table, and INSERT OR IGNORE keeps the entries that were committed.
+// Without split, both tables take every row at once and the mark moves.
+// With split (the outcome writes'), a fill is spread over writes so that
+// none holds the writer long (8,192 rows entered at once took 40-120 ms
+// under load, which message commits, and the push slots waiting for their
+// outcomes' write, stood behind): for each table in turn, one write sorts
+// the rows' keys into the connection's temporary table, and each of the
+// next logFillSteps enters a slice of them; the last moves the mark (see
+// logFillStep). Slices of sorted keys are key ranges: each touches its own
+// part of the table's pages, so the slices together write what one fill
+// wrote. Queries read the tables only up to the mark and scan the rows
+// after it, so entries past it are not seen. A write that fails drops the
+// fill (txWith), as does a restart: the rows are sorted and entered again,
+// and INSERT OR IGNORE keeps the entries that were committed.
 func (w *writer) indexLog(ctx context.Context, every int, split bool) error {
+	if split && w.logFill.to != 0 {
+		return w.logFillStep(ctx)
+	}
+	w.logFill = logFill{}
 	var upto, last int64
 	if err := w.logTail.QueryRowContext(ctx).Scan(&upto, &last); err != nil {
 		return fmt.Errorf("read the log's index mark: %w", err)
 	}
-	if to := w.logIndexTo; split && to > upto {
-		if _, err := w.logIndexPush.ExecContext(ctx, upto, to); err != nil {
-			return fmt.Errorf("index the log by push ID: %w", err)
-		}
-		if _, err := w.logSetUpto.ExecContext(ctx, to); err != nil {
-			return fmt.Errorf("move the log's index mark: %w", err)
-		}
-		w.logIndexTo = 0
-		return nil
-	}
-	w.logIndexTo = 0
 	if last-upto < int64(every) {
 		return nil
 	}
+	if split {
+		w.logFill = logFill{from: upto, to: last}
+		return w.logFillStep(ctx)
+	}
 	if _, err := w.logIndexUser.ExecContext(ctx, upto, last); err != nil {
 		return fmt.Errorf("index the log by user: %w", err)
-	}
-	if split {
-		w.logIndexTo = last
-		return nil
 	}
 	if _, err := w.logIndexPush.ExecContext(ctx, upto, last); err != nil {
 		return fmt.Errorf("index the log by push ID: %w", err)
@@ -552,6 +573,50 @@ func (w *writer) indexLog(ctx context.Context, every int, split bool) error {
 	if _, err := w.logSetUpto.ExecContext(ctx, last); err != nil {
 		return fmt.Errorf("move the log's index mark: %w", err)
 	}
+	return nil
+}
+
+// logFillStep takes the fill in progress one write further: it sorts the
+// current table's keys, or enters the next slice of them, or, after the
+// last slice of the table by push ID, moves the mark. w.sem must be held,
+// inside a transaction.
+func (w *writer) logFillStep(ctx context.Context) error {
+	f := &w.logFill
+	sortKeys, enter, what := w.logFillSortUser, w.logFillUser, "user"
+	if f.table == 1 {
+		sortKeys, enter, what = w.logFillSortPush, w.logFillPush, "push ID"
+	}
+	if f.n == 0 {
+		if _, err := w.logFillClear.ExecContext(ctx); err != nil {
+			return fmt.Errorf("clear the log's fill: %w", err)
+		}
+		res, err := sortKeys.ExecContext(ctx, f.from, f.to)
+		if err == nil {
+			f.n, err = res.RowsAffected()
+		}
+		if err != nil {
+			return fmt.Errorf("sort the log's keys by %s: %w", what, err)
+		}
+		if f.n > 0 {
+			return nil
+		}
+	} else {
+		to := min(f.done+max(1, (f.n+logFillSteps-1)/logFillSteps), f.n)
+		if _, err := enter.ExecContext(ctx, f.done, to); err != nil {
+			return fmt.Errorf("index the log by %s: %w", what, err)
+		}
+		if f.done = to; f.done < f.n {
+			return nil
+		}
+	}
+	if f.table == 0 {
+		f.table, f.n, f.done = 1, 0, 0
+		return nil
+	}
+	if _, err := w.logSetUpto.ExecContext(ctx, f.to); err != nil {
+		return fmt.Errorf("move the log's index mark: %w", err)
+	}
+	w.logFill = logFill{}
 	return nil
 }
 
@@ -605,11 +670,11 @@ func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error)
 			// is the largest plus one): the mark comes back with the
 			// largest ID left, so those rows are entered in the tables by
 			// user and push ID as any new row, and an entry pending in
-			// between (logIndexTo) is dropped, to be made again.
+			// between (a fill in progress) is dropped, to be made again.
 			if _, err := s.w.logClampUpto.ExecContext(ctx); err != nil {
 				return err
 			}
-			s.w.logIndexTo = 0
+			s.w.logFill = logFill{}
 			n = int64(len(gone))
 			return nil
 		})

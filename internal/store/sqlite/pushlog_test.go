@@ -63,22 +63,30 @@ func TestPushLogIndexMark(t *testing.T) {
 		t.Fatalf("3 rows after the mark: mark moved to %d, want 0 (every 5)", got)
 	}
 	check("all after the mark")
-	add(4) // 7 after the mark: entered into the table by user
-	if got := count("SELECT upto FROM push_log_indexed"); got != 0 {
-		t.Fatalf("mark %d after 7 rows, want 0 until the table by push ID has them too", got)
+	// 7 rows after the mark: a fill starts. Its writes (one a FinishPush)
+	// sort the keys by user, enter them a slice a write (7 rows: one
+	// each), then the same by push ID; the last moves the mark. Queries
+	// answer the same at every step.
+	add(4)
+	want := []struct{ user, push, mark int }{{0, 0, 0}}
+	for i := 1; i <= 7; i++ {
+		want = append(want, struct{ user, push, mark int }{i, 0, 0})
 	}
-	if u, p := count("SELECT count(*) FROM push_log_by_user"), count("SELECT count(*) FROM push_log_by_push"); u != 7 || p != 0 {
-		t.Fatalf("%d entries by user and %d by push ID after the first write, want 7 and 0", u, p)
+	want = append(want, struct{ user, push, mark int }{7, 0, 0}) // sorted by push ID
+	for i := 1; i <= 7; i++ {
+		want = append(want, struct{ user, push, mark int }{7, i, 0})
 	}
-	check("in the table by user, past the mark")
-	add(2) // the next write: the table by push ID, and the mark
-	if got := count("SELECT upto FROM push_log_indexed"); got != 7 {
-		t.Fatalf("mark %d after the second write, want 7", got)
+	want[len(want)-1].mark = 7
+	for step, w := range want {
+		if step > 0 {
+			add(1)
+		}
+		u, p, m := count("SELECT count(*) FROM push_log_by_user"), count("SELECT count(*) FROM push_log_by_push"), count("SELECT upto FROM push_log_indexed")
+		if u != w.user || p != w.push || m != w.mark {
+			t.Fatalf("write %d of the fill: %d entries by user, %d by push ID, mark %d; want %d, %d, %d", step+1, u, p, m, w.user, w.push, w.mark)
+		}
+		check(fmt.Sprintf("write %d of the fill", step+1))
 	}
-	if got := count("SELECT count(*) FROM push_log_by_user") + count("SELECT count(*) FROM push_log_by_push"); got != 14 {
-		t.Fatalf("%d entries in the tables, want 14", got)
-	}
-	check("in the tables and after the mark")
 	// Prune the oldest 4 (at < base+5s): their entries go too.
 	if got, err := s.PrunePushLog(ctx, logRowsBase.Add(5*time.Second)); err != nil || got != 4 {
 		t.Fatalf("PrunePushLog = %d, %v; want 4", got, err)
@@ -92,24 +100,16 @@ func TestPushLogIndexMark(t *testing.T) {
 	check("after pruning")
 }
 
-// TestPushLogIndexResumesAfterRestart: a restart between the two writes of
-// the log's entry (the table by user written, the table by push ID and the
-// mark not) enters the rows again from the first table, keeping the
-// entries already there, and every query answers as before.
+// TestPushLogIndexResumesAfterRestart: a restart in the middle of a fill
+// (some entries by user committed, none by push ID, the mark not moved)
+// starts the fill again from the sort, keeping the entries already there,
+// and every query answers as before.
 func TestPushLogIndexResumesAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	opts := Options{LogIndexEvery: 4}
 	s, path := openTemp(t, opts)
 	n := 0
 	add := func(rows int) { t.Helper(); addLogRows(t, s, &n, rows) }
-	count := func(q string) int {
-		t.Helper()
-		var c int
-		if err := s.read.QueryRowContext(ctx, q).Scan(&c); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	check := func(what string) {
 		t.Helper()
 		for _, q := range []store.PushLogQuery{{User: "u0"}, {User: "u1"}, {PushID: "pd_0"}, {PushID: "pd_1"}} {
@@ -132,9 +132,11 @@ func TestPushLogIndexResumesAfterRestart(t *testing.T) {
 			}
 		}
 	}
-	add(5) // the table by user takes rows 1-5
-	if u, p, m := count("SELECT count(*) FROM push_log_by_user"), count("SELECT count(*) FROM push_log_by_push"), count("SELECT upto FROM push_log_indexed"); u != 5 || p != 0 || m != 0 {
-		t.Fatalf("after the first write: %d by user, %d by push ID, mark %d; want 5, 0, 0", u, p, m)
+	add(5) // a fill of rows 1-5 starts: their keys sorted by user
+	add(1) // row 1 entered by user
+	add(1) // row 2 (the slices are in key order: u0's row 2, then u1's 1, 3, 5)
+	if u, p, m := logIndexCounts(t, s); u != 2 || p != 0 || m != 0 {
+		t.Fatalf("in the fill: %d by user, %d by push ID, mark %d; want 2, 0, 0", u, p, m)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -145,12 +147,32 @@ func TestPushLogIndexResumesAfterRestart(t *testing.T) {
 	}
 	defer s.Close()
 	check("reopened")
-	add(1) // rows 1-6 into the table by user again: 1-5 are kept, 6 added
-	add(1) // rows 1-6 into the table by push ID, the mark to 6
-	if u, p, m := count("SELECT count(*) FROM push_log_by_user"), count("SELECT count(*) FROM push_log_by_push"), count("SELECT upto FROM push_log_indexed"); u != 6 || p != 6 || m != 6 {
-		t.Fatalf("after two writes since the restart: %d by user, %d by push ID, mark %d; want 6, 6, 6", u, p, m)
+	// A fill of rows 1-8 from its start: 1 + 8 slices by user, 1 + 8 by
+	// push ID, the two entries by user already there kept.
+	for w := 1; w <= 18; w++ {
+		add(1)
+		check(fmt.Sprintf("write %d after the restart", w))
+		if u, p, m := logIndexCounts(t, s); m != 0 && (w != 18 || u != 8 || p != 8 || m != 8) {
+			t.Fatalf("write %d after the restart: %d by user, %d by push ID, mark %d; want the mark at 8 with 8 and 8 at write 18", w, u, p, m)
+		}
 	}
-	check("entered after the restart")
+	if _, _, m := logIndexCounts(t, s); m != 8 {
+		t.Fatalf("mark %d after the fill, want 8", m)
+	}
+}
+
+// logIndexCounts reads the entries by user and by push ID and the mark.
+func logIndexCounts(t *testing.T, s *Store) (user, push, mark int) {
+	t.Helper()
+	for _, c := range []struct {
+		dst *int
+		q   string
+	}{{&user, "SELECT count(*) FROM push_log_by_user"}, {&push, "SELECT count(*) FROM push_log_by_push"}, {&mark, "SELECT upto FROM push_log_indexed"}} {
+		if err := s.read.QueryRowContext(context.Background(), c.q).Scan(c.dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return user, push, mark
 }
 
 // logRowsBase is the time addLogRows counts from.
@@ -174,40 +196,130 @@ func addLogRows(t *testing.T, s *Store, n *int, rows int) {
 	}
 }
 
-// TestPushLogIndexFailedFirstFill: the write that enters new log rows in
-// the table by user (the first of the two fills) fails and is rolled
-// back: the next writes fill that table again before the one by push ID
-// and the mark, so the rows are still found by user.
-func TestPushLogIndexFailedFirstFill(t *testing.T) {
+// TestPushLogIndexFailedStep: a write of a fill fails and is rolled back,
+// whichever step of the fill it is (the sort, a slice, the mark): the
+// fill starts over from the sort, and once done every row is found by
+// user and by push ID, each entered once.
+func TestPushLogIndexFailedStep(t *testing.T) {
 	ctx := context.Background()
-	s, _ := openTemp(t, Options{LogIndexEvery: 1000}) // FinishPush leaves the rows to the test
-	defer s.Close()
-	n := 0
-	addLogRows(t, s, &n, 3)
-	fill := func(fail error) error {
-		return s.pushTx(ctx, func(ctx context.Context) error {
-			if err := s.w.indexLog(ctx, 1, true); err != nil {
-				return err
+	// 3 rows: sort, 3 slices by user; sort, 3 slices by push ID (the last
+	// moves the mark).
+	const steps = 8
+	for failAt := 1; failAt <= steps; failAt++ {
+		t.Run(fmt.Sprint("write ", failAt), func(t *testing.T) {
+			s, _ := openTemp(t, Options{LogIndexEvery: 1000}) // FinishPush leaves the rows to the test
+			defer s.Close()
+			n := 0
+			addLogRows(t, s, &n, 3)
+			fill := func(fail error) error {
+				return s.pushTx(ctx, func(ctx context.Context) error {
+					if err := s.w.indexLog(ctx, 1, true); err != nil {
+						return err
+					}
+					return fail
+				})
 			}
-			return fail
+			for w := 1; w < failAt; w++ {
+				if err := fill(nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			failed := errors.New("the disk failed")
+			if err := fill(failed); !errors.Is(err, failed) {
+				t.Fatalf("the failing write: %v", err)
+			}
+			if _, _, m := logIndexCounts(t, s); m != 0 {
+				t.Fatalf("mark %d after the failed write, want 0", m)
+			}
+			for w := 1; w <= steps; w++ {
+				if err := fill(nil); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, m := logIndexCounts(t, s); (m == 3) != (w == steps) {
+					t.Fatalf("write %d of the fill started again: mark %d; want 3 only at write %d", w, m, steps)
+				}
+			}
+			if u, p, _ := logIndexCounts(t, s); u != 3 || p != 3 {
+				t.Fatalf("%d entries by user and %d by push ID, want 3 and 3", u, p)
+			}
+			for _, q := range []store.PushLogQuery{{User: "u1", Limit: 10}, {PushID: "pd_1", Limit: 10}} {
+				got, err := s.PushLog(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != 2 { // rows 1 and 3
+					t.Errorf("PushLog(%+v) found %d rows, want 2", q, len(got))
+				}
+			}
 		})
 	}
-	failed := errors.New("the disk failed")
-	if err := fill(failed); !errors.Is(err, failed) {
-		t.Fatalf("the failing fill: %v", err)
+}
+
+// TestPushLogIndexPruneDuringFill: a prune in the middle of a fill takes
+// the pruned rows' entries, those the fill entered included, and drops
+// the fill; the next starts from the mark, and no entry is left for a row
+// that is gone.
+func TestPushLogIndexPruneDuringFill(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t, Options{LogIndexEvery: 6})
+	defer s.Close()
+	n := 0
+	add := func(rows int) { t.Helper(); addLogRows(t, s, &n, rows) }
+	add(6) // a fill of rows 1-6: sorted by user
+	for range 8 {
+		add(1) // 6 slices by user, the sort by push ID, one slice by push ID
 	}
-	for range 2 { // the table by user, then the one by push ID and the mark
-		if err := fill(nil); err != nil {
+	if u, p, m := logIndexCounts(t, s); u != 6 || p != 1 || m != 0 {
+		t.Fatalf("in the fill: %d by user, %d by push ID, mark %d; want 6, 1, 0", u, p, m)
+	}
+	// Rows 1-3 go (at < base+4s).
+	if got, err := s.PrunePushLog(ctx, logRowsBase.Add(4*time.Second)); err != nil || got != 3 {
+		t.Fatalf("PrunePushLog = %d, %v; want 3", got, err)
+	}
+	dangling := func() int {
+		t.Helper()
+		var d int
+		q := `SELECT (SELECT count(*) FROM push_log_by_user x WHERE NOT EXISTS (SELECT 1 FROM push_log l WHERE l.id = x.id)) +
+			(SELECT count(*) FROM push_log_by_push x WHERE NOT EXISTS (SELECT 1 FROM push_log l WHERE l.id = x.id))`
+		if err := s.read.QueryRowContext(ctx, q).Scan(&d); err != nil {
 			t.Fatal(err)
 		}
+		return d
 	}
-	for _, q := range []store.PushLogQuery{{User: "u1", Limit: 10}, {PushID: "pd_1", Limit: 10}} {
+	if d := dangling(); d != 0 {
+		t.Fatalf("%d entries for pruned rows", d)
+	}
+	// The next fill, from the write that adds row 15: rows 4-15 (12, at
+	// least 6 after the mark, 0), 1 + 6 slices of 2 by user, 1 + 6 by push
+	// ID.
+	for w := 1; w <= 14; w++ {
+		add(1)
+		if _, _, m := logIndexCounts(t, s); (m != 0) != (w == 14) {
+			t.Fatalf("write %d of the next fill: mark %d", w, m)
+		}
+	}
+	if u, p, m := logIndexCounts(t, s); u != 12 || p != 12 || m != 15 {
+		t.Fatalf("after the next fill: %d by user, %d by push ID, mark %d; want 12, 12, 15", u, p, m)
+	}
+	if d := dangling(); d != 0 {
+		t.Fatalf("%d entries for pruned rows", d)
+	}
+	for _, q := range []store.PushLogQuery{{User: "u0", Limit: 100}, {PushID: "pd_1", Limit: 100}} {
 		got, err := s.PushLog(ctx, q)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) != 2 { // rows 1 and 3
-			t.Errorf("PushLog(%+v) found %d rows, want 2", q, len(got))
+		var ids, want []int64
+		for _, a := range got {
+			ids = append(ids, a.MsgID)
+		}
+		for id := n; id >= 4; id-- {
+			if q.User == fmt.Sprint("u", id%2) || q.PushID == fmt.Sprint("pd_", id%2) {
+				want = append(want, int64(id))
+			}
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Errorf("PushLog(%+v) = %v, want %v", q, ids, want)
 		}
 	}
 }

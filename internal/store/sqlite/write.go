@@ -45,10 +45,8 @@ type writer struct {
 	// a push write that gets the writer while one waits gives it up once and
 	// queues again behind it (acquireYielding). Atomic, needs no sem.
 	appending atomic.Int32
-	// logIndexTo is the end of the delivery-log rows whose entries in
-	// push_log_by_user are committed and those in push_log_by_push are
-	// not yet (indexLog); 0 when none.
-	logIndexTo int64
+	// logFill is the delivery-log index fill in progress (indexLog).
+	logFill logFill
 	// nextID is the next message ID: the largest stored plus one, the ID
 	// SQLite gives a row inserted without one (insertBatch). abort reads it
 	// again after a rollback. (Messages are never deleted, so an ID is
@@ -69,6 +67,8 @@ type writer struct {
 	devPrune                                                 *sql.Stmt
 	logUnindexUser, logUnindexPush, logTail                  *sql.Stmt
 	logIndexUser, logIndexPush, logSetUpto, logClampUpto     *sql.Stmt
+	logFillClear, logFillSortUser, logFillSortPush           *sql.Stmt
+	logFillUser, logFillPush                                 *sql.Stmt
 
 	// Group statements (group.go) and call statements (call.go).
 	grpLive, grpInsert, grpUpdate, grpDismiss, convEnsure *sql.Stmt
@@ -155,6 +155,13 @@ func (w *writer) allStatements() []statement {
 
 // prepare readies the writer once the schema is up to date.
 func (w *writer) prepare(ctx context.Context) error {
+	// The delivery log's index fill (indexLog) sorts its keys into this
+	// table of the connection's own, in memory (temp_store), gone when the
+	// connection closes.
+	if _, err := w.conn.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS push_log_fill
+		(key TEXT NOT NULL, at INTEGER NOT NULL, id INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create the log's fill table: %w", err)
+	}
 	if err := prepare(ctx, w.conn.PrepareContext, w.allStatements()); err != nil {
 		return err
 	}
