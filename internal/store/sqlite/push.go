@@ -111,8 +111,9 @@ const (
 // are read along push_log_msg (a message has a few). Otherwise the most
 // selective set field's table (a device has fewer entries than a user)
 // gives the entries up to push_log_indexed.upto, newest first, and the
-// rows after upto, not yet in it (at most about Options.LogIndexEvery),
-// are scanned; the two are merged.
+// rows after upto, not yet in it (about Options.LogIndexEvery, plus what
+// the writes of a fill in progress append), are scanned; the two are
+// merged.
 func pushLogQuery(mask int) string {
 	if mask == 0 {
 		// The whole log's newest entries: push_log_at ends with the
@@ -656,9 +657,11 @@ func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error)
 				return err
 			}
 			// Their entries in the tables by user and push ID (rows after
-			// the index mark have none, or only the one by user between
-			// indexLog's two writes: the DELETEs find what there is).
+			// the index mark have none, or those a fill in progress has
+			// entered so far: the DELETEs find what there is).
+			var newest int64
 			for _, e := range gone {
+				newest = max(newest, e.id)
 				if _, err := s.w.logUnindexUser.ExecContext(ctx, e.user, e.at, e.id); err != nil {
 					return err
 				}
@@ -669,12 +672,18 @@ func (s *Store) PrunePushLog(ctx context.Context, before time.Time) (int, error)
 			// A log pruned empty gives its next row ID 1 again (a rowid
 			// is the largest plus one): the mark comes back with the
 			// largest ID left, so those rows are entered in the tables by
-			// user and push ID as any new row, and an entry pending in
-			// between (a fill in progress) is dropped, to be made again.
+			// user and push ID as any new row.
 			if _, err := s.w.logClampUpto.ExecContext(ctx); err != nil {
 				return err
 			}
-			s.w.logFill = logFill{}
+			// A fill in progress that lost rows is dropped, to be made
+			// again from the mark (its sorted keys would enter them). One
+			// that lost none goes on: pruned rows are old, a fill's are
+			// the newest, and a fill dropped at each of a long prune's
+			// transactions would be sorted again, whole, after each.
+			if newest > s.w.logFill.from {
+				s.w.logFill = logFill{}
+			}
 			n = int64(len(gone))
 			return nil
 		})

@@ -133,8 +133,8 @@ func TestPushLogIndexResumesAfterRestart(t *testing.T) {
 		}
 	}
 	add(5) // a fill of rows 1-5 starts: their keys sorted by user
-	add(1) // row 1 entered by user
-	add(1) // row 2 (the slices are in key order: u0's row 2, then u1's 1, 3, 5)
+	add(1) // one slice by user: row 2 (in key order: u0's rows 2 and 4, then u1's 1, 3, 5)
+	add(1) // row 4
 	if u, p, m := logIndexCounts(t, s); u != 2 || p != 0 || m != 0 {
 		t.Fatalf("in the fill: %d by user, %d by push ID, mark %d; want 2, 0, 0", u, p, m)
 	}
@@ -321,5 +321,44 @@ func TestPushLogIndexPruneDuringFill(t *testing.T) {
 		if fmt.Sprint(ids) != fmt.Sprint(want) {
 			t.Errorf("PushLog(%+v) = %v, want %v", q, ids, want)
 		}
+	}
+}
+
+// TestPushLogIndexPruneKeepsFill: a prune that takes none of a fill's
+// rows (older ones, as pruning does) leaves the fill going: the mark moves
+// at the write it would have without the prune.
+func TestPushLogIndexPruneKeepsFill(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t, Options{LogIndexEvery: 4})
+	defer s.Close()
+	n := 0
+	add := func(rows int) { t.Helper(); addLogRows(t, s, &n, rows) }
+	add(4) // a fill of rows 1-4: 1 + 4 slices by user, 1 + 4 by push ID
+	for range 9 {
+		add(1)
+	}
+	if u, p, m := logIndexCounts(t, s); u != 4 || p != 4 || m != 4 {
+		t.Fatalf("after the first fill: %d by user, %d by push ID, mark %d; want 4, 4, 4", u, p, m)
+	}
+	add(1) // rows 5-14 (10) after the mark: a fill of them starts, sorted by user
+	add(1) // a slice of 2 by user
+	add(1) // another
+	if u, _, _ := logIndexCounts(t, s); u != 8 {
+		t.Fatalf("%d entries by user in the second fill, want 8", u)
+	}
+	// Rows 1-3 go (at < base+4s): none of the fill's.
+	if got, err := s.PrunePushLog(ctx, logRowsBase.Add(4*time.Second)); err != nil || got != 3 {
+		t.Fatalf("PrunePushLog = %d, %v; want 3", got, err)
+	}
+	// The fill goes on: 3 more slices by user, 1 + 5 by push ID; its last
+	// write moves the mark to 14.
+	for w := 1; w <= 9; w++ {
+		add(1)
+		if _, _, m := logIndexCounts(t, s); (m == 14) != (w == 9) {
+			t.Fatalf("write %d after the prune: mark %d; want 14 at write 9", w, m)
+		}
+	}
+	if u, p, _ := logIndexCounts(t, s); u != 11 || p != 11 {
+		t.Fatalf("%d entries by user and %d by push ID, want 11 and 11 (rows 4-14)", u, p)
 	}
 }

@@ -97,11 +97,12 @@ type Options struct {
 	WALPages int
 
 	// LogIndexEvery is how many delivery-log rows are appended before
-	// they are entered, in one sorted write per table (the table by user in
-	// one outcome write, the table by push ID in the next), into the log's
-	// tables by user and by push ID (migrations/0009_push_log_index.sql); a
-	// query by user or push ID scans the rows not yet entered. Zero means
-	// 8192; 1 enters every batch (over two writes).
+	// they are entered into the log's tables by user and by push ID
+	// (migrations/0009_push_log_index.sql), in key order, over the next
+	// outcome writes (indexLog: per table, one write sorts the keys and
+	// each of the next logFillSteps enters a slice); a query by user or
+	// push ID scans the rows not yet entered. Zero means 8192; 1 starts a
+	// fill at every batch whose last fill is done.
 	LogIndexEvery int
 
 	// Now is the clock of push device registrations (RegisteredAt). Nil
