@@ -182,6 +182,7 @@ func pebbleMetrics(st pebble.Stats) pebbleStats {
 // as Prometheus names durations.
 type postgresStats struct {
 	DuplicateReruns, ConvGoneRetries, ConflictRetries int64
+	CommitsUnknown                                    int64
 	Commits, Messages                                 int64
 	QueuedSeconds, TxSeconds                          float64 // herald_postgres_queued_seconds, _tx_seconds
 }
@@ -189,7 +190,8 @@ type postgresStats struct {
 func postgresMetrics(st postgres.Stats) postgresStats {
 	return postgresStats{
 		DuplicateReruns: st.DuplicateReruns, ConvGoneRetries: st.ConvGoneRetries, ConflictRetries: st.ConflictRetries,
-		Commits: st.Commits, Messages: st.Messages,
+		CommitsUnknown: st.CommitsUnknown,
+		Commits:        st.Commits, Messages: st.Messages,
 		QueuedSeconds: float64(st.QueuedMicros) / 1e6, TxSeconds: float64(st.TxMicros) / 1e6,
 	}
 }

@@ -76,7 +76,11 @@ type Store interface {
 	// the group's: AddGroupMembers). Whether the sender may send to the
 	// group is the caller's business. Mentions are stored with the
 	// message. The result has one entry per
-	// message, in order. On error nothing is stored and no seq is used.
+	// message, in order. On error nothing is stored and no seq is used,
+	// but for a store that cannot tell (PostgreSQL: a COMMIT whose answer
+	// was lost, every retry too): a message it may have stored so, no
+	// caller having been told, is answered as new, not Duplicate, when
+	// sent again (once, on that node), so that it is delivered.
 	//
 	// jobs are offline pushes to store in the same transaction (the
 	// outbox), so a crash between storing a message and pushing it loses

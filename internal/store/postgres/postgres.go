@@ -131,9 +131,13 @@ type Store struct {
 	// committed, so it does not insert them again (write.go); only the
 	// writer goroutine uses it. A cache: losing a key costs an INSERT.
 	known map[string]struct{}
+	// unsure holds the messages of transactions whose COMMIT got no
+	// answer (write.go); only the writer goroutine uses it.
+	unsure unsureSet
 
 	// The write path's retries and work (Stats).
 	dupReruns, convGoneRetries, conflictRetries    atomic.Int64
+	commitsUnknown                                 atomic.Int64
 	commits, committedMsgs, queuedMicros, txMicros atomic.Int64
 }
 
@@ -150,6 +154,7 @@ type Stats struct {
 	DuplicateReruns int64 // append transactions rolled back and run again because a message in them was stored already (a resend)
 	ConvGoneRetries int64 // append transactions run again because a conversations row the writer knew was missing (its key forgotten and the row inserted again)
 	ConflictRetries int64 // append transactions PostgreSQL aborted for a deadlock or serialization failure, run again
+	CommitsUnknown  int64 // append transactions whose COMMIT got no answer (the connection broke after it was sent), run again to learn whether they are stored
 	Commits         int64 // append transactions committed (group commits), each holding one or more AppendMessages calls
 	Messages        int64 // messages those transactions held
 	QueuedMicros    int64 // summed over the AppendMessages calls committed: µs from the call to the start of its transaction (the writer busy with the previous one, the group's linger)
@@ -162,6 +167,7 @@ func (s *Store) Stats() Stats {
 		DuplicateReruns: s.dupReruns.Load(),
 		ConvGoneRetries: s.convGoneRetries.Load(),
 		ConflictRetries: s.conflictRetries.Load(),
+		CommitsUnknown:  s.commitsUnknown.Load(),
 		Commits:         s.commits.Load(),
 		Messages:        s.committedMsgs.Load(),
 		QueuedMicros:    s.queuedMicros.Load(),
@@ -217,7 +223,7 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(dsn), err)
 	}
-	s := &Store{opts: opts, log: opts.Logger, pool: pool, reqs: make(chan *appendReq, 256), known: map[string]struct{}{}}
+	s := &Store{opts: opts, log: opts.Logger, pool: pool, reqs: make(chan *appendReq, 256), known: map[string]struct{}{}, unsure: unsureSet{}}
 	defer func() {
 		if err != nil {
 			pool.Close()

@@ -32,6 +32,16 @@ package postgres
 // resends with the same local IDs and gets the stored messages back as
 // duplicates.
 //
+// A COMMIT whose answer is lost (the connection broke after the last
+// round trip was sent) leaves the writer not knowing whether its messages
+// are stored. It runs the transaction again (appendTx); its messages come
+// back from that run as duplicates if the COMMIT went through, and are
+// answered as stored now, not as duplicates (unsure), since no caller was
+// told they were stored: otherwise chat would deliver none of them live
+// and emit no event, taking them for resends. If every run fails, the
+// caller gets the error and, on this node, its resend is answered the
+// same way.
+//
 // Group commit: callers queue their batch on s.reqs and wait for the
 // answer, whatever their context does once the batch is queued (a batch
 // being stored cannot be withdrawn, and answering "cancelled" for a batch
@@ -228,18 +238,30 @@ func (s *Store) committed(group []*appendReq, start time.Time) {
 
 // appendTx stores the batches of group in one transaction, tried three
 // times at most: run again when PostgreSQL aborts it for a deadlock or
-// serialization failure, or when conversations rows the writer knew are
+// serialization failure, when conversations rows the writer knew are
 // missing (convGoneError: their keys are forgotten, so the next run
-// inserts them). A duplicate's rerun is appendIn's, inside one try. Each
-// retry is counted (Stats).
+// inserts them), or when its COMMIT's answer was lost (commitUnknownError:
+// the next run finds its messages stored, or stores them). A duplicate's
+// rerun is appendIn's, inside one try. Each retry is counted (Stats).
+// What it returns is answered as stored now where the messages were
+// stored by a run whose answer was lost (unsure).
 func (s *Store) appendTx(group []*appendReq) ([][]store.Appended, error) {
 	for try := 1; ; try++ {
 		res, err := s.appendOnce(group)
 		if err == nil {
+			s.unsure.settle(res)
 			return res, nil
 		}
 		var gone *convGoneError
 		isGone := errors.As(err, &gone)
+		if errors.As(err, new(*commitUnknownError)) {
+			s.commitsUnknown.Add(1)
+			s.log.Warn("postgres: an append transaction's COMMIT got no answer; running it again to learn whether its messages are stored", "err", err)
+			if try == 3 {
+				return nil, err
+			}
+			continue
+		}
 		if try == 3 || !isGone && !retryable(err) {
 			return nil, err
 		}
@@ -285,6 +307,65 @@ type conv struct {
 }
 
 type msgKey struct{ from, localID string }
+
+// commitUnknownError is an append transaction's failure after its COMMIT
+// was sent: it may be committed (finishAppend).
+type commitUnknownError struct{ err error }
+
+func (e *commitUnknownError) Error() string {
+	return "the transaction's outcome is unknown (no answer to its COMMIT): " + e.err.Error()
+}
+
+func (e *commitUnknownError) Unwrap() error { return e.err }
+
+// unsureMax bounds Store.unsure; past it a key picked at random is
+// forgotten (its message, if committed, is answered as a duplicate).
+const unsureMax = 1 << 16
+
+// unsureSet holds, by key, the IDs given to messages in append
+// transactions whose COMMIT got no answer: stored or not, no caller was
+// told. A key may have several (runs of a transaction whose answers were
+// all lost; at most one of them is stored). Only the writer goroutine
+// uses it.
+type unsureSet map[msgKey][]int64
+
+func (u unsureSet) add(k msgKey, id int64) {
+	if ids, ok := u[k]; ok {
+		u[k] = append(ids, id)
+		return
+	}
+	if len(u) >= unsureMax {
+		for k := range u { // map order: a key at random
+			delete(u, k)
+			break
+		}
+	}
+	u[msgKey{strings.Clone(k.from), strings.Clone(k.localID)}] = []int64{id}
+}
+
+// settle answers as stored now the duplicates in res that an unanswered
+// COMMIT stored (the same key and one of its IDs), once each, and forgets
+// every key res answers: a message stored anew got another ID, so the old
+// ones would never match.
+func (u unsureSet) settle(res [][]store.Appended) {
+	if len(u) == 0 {
+		return
+	}
+	for _, batch := range res {
+		for i := range batch {
+			a := &batch[i]
+			k := msgKey{a.Message.From, a.Message.LocalID}
+			ids, ok := u[k]
+			if !ok {
+				continue
+			}
+			delete(u, k)
+			if a.Duplicate && slices.Contains(ids, a.Message.ID) {
+				a.Duplicate = false
+			}
+		}
+	}
+}
 
 // knownMax bounds Store.known: about 100 bytes a key, so a few MB. Past
 // it a key learnt replaces one picked at random, whose next message pays
@@ -466,6 +547,11 @@ func (s *Store) appendAttempt(ctx context.Context, tx *pgx.Conn, group []*append
 	}
 	res, inserted, cols := insertMessages(group, convs, ids, stored)
 	if ok, err := finishAppend(ctx, tx, group, convs, res, inserted, cols); err != nil || !ok {
+		if errors.As(err, new(*commitUnknownError)) {
+			for _, m := range inserted {
+				s.unsure.add(msgKey{m.From, m.LocalID}, m.ID)
+			}
+		}
 		return nil, false, err
 	}
 	for _, k := range keys { // committed: see finishAppend
@@ -582,6 +668,9 @@ const insertMessagesSQL = `INSERT INTO messages (id, conv_id, seq, sender, recei
 // messages is already stored (the first attempt looks nothing up; a later
 // one may meet a key another writer stored since its lookup): the failed
 // insert aborted the transaction.
+//
+// An error that is not PostgreSQL's (a broken connection) once that round
+// trip is sent is a commitUnknownError: the COMMIT may have run.
 func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs map[string]*conv, res [][]store.Appended,
 	inserted []*herald.Message, rows []any) (ok bool, _ error) {
 	batch := &pgx.Batch{}
@@ -635,15 +724,24 @@ func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs m
 	for i := range batch.Len() - 1 {
 		if _, err := br.Exec(); err != nil {
 			var pe *pgconn.PgError
-			if i == 0 && len(inserted) > 0 && errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "messages_sender_local_id" {
+			isPG := errors.As(err, &pe)
+			if i == 0 && len(inserted) > 0 && isPG && pe.Code == "23505" && pe.ConstraintName == "messages_sender_local_id" {
 				return false, nil // the transaction is aborted: appendIn runs it again
 			}
-			return false, fmt.Errorf("%s: %w", steps[i], err)
+			err = fmt.Errorf("%s: %w", steps[i], err)
+			if !isPG {
+				return false, &commitUnknownError{err}
+			}
+			return false, err
 		}
 	}
 	tag, err := br.Exec()
 	if err != nil {
-		return false, fmt.Errorf("commit: %w", err)
+		err = fmt.Errorf("commit: %w", err)
+		if !errors.As(err, new(*pgconn.PgError)) {
+			return false, &commitUnknownError{err}
+		}
+		return false, err
 	}
 	if tag.String() == "ROLLBACK" { // COMMIT of a transaction that had failed
 		return false, fmt.Errorf("commit: %w", pgx.ErrTxCommitRollback)

@@ -222,7 +222,8 @@ func TestAppendDuplicateRerun(t *testing.T) {
 
 // retries is st's retry counters only.
 func retries(st Stats) Stats {
-	return Stats{DuplicateReruns: st.DuplicateReruns, ConvGoneRetries: st.ConvGoneRetries, ConflictRetries: st.ConflictRetries}
+	return Stats{DuplicateReruns: st.DuplicateReruns, ConvGoneRetries: st.ConvGoneRetries, ConflictRetries: st.ConflictRetries,
+		CommitsUnknown: st.CommitsUnknown}
 }
 
 // roundTrips counts what the store's connections send: pipelines
