@@ -77,10 +77,11 @@ type Store interface {
 	// group is the caller's business. Mentions are stored with the
 	// message. The result has one entry per
 	// message, in order. On error nothing is stored and no seq is used,
-	// but for a store that cannot tell (PostgreSQL: a COMMIT whose answer
-	// was lost, every retry too): a message it may have stored so, no
-	// caller having been told, is answered as new, not Duplicate, when
-	// sent again (once, on that node), so that it is delivered.
+	// but for an error the store cannot tell the outcome of (PostgreSQL: a
+	// COMMIT whose answer was lost, in each of its runs), after which the
+	// messages may be stored: sent again, they are Duplicates. A store
+	// that retries such a COMMIT and finds the messages stored answers
+	// them as new, not Duplicate: no caller was told.
 	//
 	// jobs are offline pushes to store in the same transaction (the
 	// outbox), so a crash between storing a message and pushing it loses

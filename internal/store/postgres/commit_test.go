@@ -23,9 +23,8 @@ import (
 // Ways cutProxy breaks the connection of the writer's last round trip
 // (the pipeline that ends with COMMIT).
 const (
-	cutNone   = iota
-	cutAnswer // PostgreSQL gets the round trip and runs it; its answer is lost
-	cutSend   // the round trip never reaches PostgreSQL
+	cutAnswer = iota // PostgreSQL gets the round trip and runs it; its answer is lost
+	cutSend          // the round trip never reaches PostgreSQL
 )
 
 // cutProxy forwards the store's connections to PostgreSQL and, when armed
@@ -38,8 +37,8 @@ type cutProxy struct {
 	t      *testing.T
 	ln     net.Listener
 	target string
-	mode   atomic.Int32 // cutNone, cutAnswer, cutSend: what an armed round trip gets
-	once   atomic.Bool  // disarm after one cut
+	mode   atomic.Int32 // cutAnswer or cutSend: what an armed round trip gets
+	left   atomic.Int32 // how many more last round trips to cut
 	armed  atomic.Bool  // set by the tracer: the next Bind starts a last round trip
 	cuts   atomic.Int32
 	wg     sync.WaitGroup
@@ -69,7 +68,7 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 
 // TraceBatchStart arms the proxy at a pipeline ending with COMMIT.
 func (p *cutProxy) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
-	if qs := d.Batch.QueuedQueries; len(qs) > 0 && qs[len(qs)-1].SQL == "COMMIT" && p.mode.Load() != cutNone {
+	if qs := d.Batch.QueuedQueries; len(qs) > 0 && qs[len(qs)-1].SQL == "COMMIT" && p.left.Load() > 0 {
 		p.armed.Store(true)
 	}
 	return ctx
@@ -130,11 +129,8 @@ func (p *cutProxy) serve(client net.Conn) {
 		if h[0] == 'B' && p.armed.Load() {
 			p.armed.Store(false)
 			p.cuts.Add(1)
-			mode := p.mode.Load()
-			if p.once.Load() {
-				p.mode.Store(cutNone)
-			}
-			switch mode {
+			p.left.Add(-1)
+			switch p.mode.Load() {
 			case cutSend:
 				return // nothing of the round trip reaches PostgreSQL
 			default: // cutAnswer
@@ -154,8 +150,8 @@ func (p *cutProxy) serve(client net.Conn) {
 // PostgreSQL ran it (its answer lost) or never got it, the writer runs the
 // transaction again and answers the messages as stored now, not as
 // duplicates, with gap-free seqs, so that chat delivers them live. When
-// every run's answer is lost, the caller gets an error and its resend is
-// answered so, once; later resends are duplicates.
+// every run's answer is lost, the caller gets an error saying so, and its
+// resend is a duplicate (the store's contract: once no caller waits).
 func TestAppendCommitAnswerLost(t *testing.T) {
 	testDatabase(t)
 	ctx := context.Background()
@@ -166,6 +162,9 @@ func TestAppendCommitAnswerLost(t *testing.T) {
 		}
 		p := newCutProxy(t, u.Host)
 		u.Host = p.ln.Addr().String()
+		q := u.Query()
+		q.Set("sslmode", "disable") // the proxy reads PostgreSQL's messages in the clear
+		u.RawQuery = q.Encode()
 		return openURL(t, u.String(), Options{tracer: p}), p
 	}
 	answers := func(res []store.Appended) (out []string) {
@@ -189,8 +188,8 @@ func TestAppendCommitAnswerLost(t *testing.T) {
 			if _, err := s.AppendMessages(ctx, []*herald.Message{msg("carol", "dave", "warm")}, nil); err != nil {
 				t.Fatal(err) // the connection's statements prepared
 			}
-			p.once.Store(true)
 			p.mode.Store(tc.mode)
+			p.left.Store(1)
 			res, err := s.AppendMessages(ctx, []*herald.Message{msg("alice", "bob", "l-1"), msg("alice", "bob", "l-2"), msg("alice", "bob", "l-1")}, nil)
 			if err != nil {
 				t.Fatalf("append: %v", err)
@@ -222,13 +221,13 @@ func TestAppendCommitAnswerLost(t *testing.T) {
 		if _, err := s.AppendMessages(ctx, []*herald.Message{msg("carol", "dave", "warm")}, nil); err != nil {
 			t.Fatal(err)
 		}
-		p.mode.Store(cutAnswer) // every run: the first commits, the others hold duplicates only
+		p.mode.Store(cutAnswer)
+		p.left.Store(3) // the first run commits; the next two meet its messages, their answers lost too
 		batch := []*herald.Message{msg("alice", "bob", "e-1"), msg("alice", "bob", "e-2")}
 		_, err := s.AppendMessages(ctx, batch, nil)
 		if err == nil || !errors.As(err, new(*commitUnknownError)) {
 			t.Fatalf("append whose every COMMIT answer was lost: %v, want the unknown outcome", err)
 		}
-		p.mode.Store(cutNone)
 		if got := s.Stats().CommitsUnknown; got != 3 {
 			t.Errorf("CommitsUnknown %d, want 3", got)
 		}
@@ -236,15 +235,44 @@ func TestAppendCommitAnswerLost(t *testing.T) {
 		if err != nil {
 			t.Fatalf("resend: %v", err)
 		}
-		if got, want := answers(res), []string{"seq 1 dup false", "seq 2 dup false"}; !slices.Equal(got, want) {
+		if got, want := answers(res), []string{"seq 1 dup true", "seq 2 dup true"}; !slices.Equal(got, want) {
 			t.Errorf("the resend's answers %q, want %q", got, want)
 		}
-		res, err = s.AppendMessages(ctx, batch, nil)
-		if err != nil {
-			t.Fatalf("second resend: %v", err)
-		}
-		if got, want := answers(res), []string{"seq 1 dup true", "seq 2 dup true"}; !slices.Equal(got, want) {
-			t.Errorf("the second resend's answers %q, want %q", got, want)
-		}
 	})
+}
+
+// TestUnsureSettle: what an unanswered COMMIT stored is answered as stored
+// now only for the message sent with its key, in its conversation, with
+// an ID that run gave, and once: a copy later in the group, a message
+// another writer stored under the key (another ID), and a key reused in
+// another conversation stay duplicates.
+func TestUnsureSettle(t *testing.T) {
+	ab := herald.PeerConversationKey("alice", "bob")
+	stored := func(localID, conv string, id int64) store.Appended {
+		return store.Appended{Message: &herald.Message{From: "alice", LocalID: localID, Conv: conv, ID: id}, Duplicate: true}
+	}
+	group := []*appendReq{
+		{msgs: []*herald.Message{msg("alice", "bob", "k1"), msg("alice", "bob", "k2"), msg("alice", "bob", "k1")}},
+		{msgs: []*herald.Message{msg("alice", "bob", "k3"), msg("alice", "carol", "k4")}},
+	}
+	res := [][]store.Appended{
+		{stored("k1", ab, 10), stored("k2", ab, 99), stored("k1", ab, 10)},
+		{stored("k3", ab, 12), stored("k4", ab, 13)},
+	}
+	u := unsureSet{}
+	u.add(msgKey{"alice", "k1"}, 7)
+	u.add(msgKey{"alice", "k1"}, 10) // a second unanswered run gave another ID
+	u.add(msgKey{"alice", "k2"}, 11) // stored by another writer as 99
+	u.add(msgKey{"alice", "k3"}, 12)
+	u.add(msgKey{"alice", "k4"}, 13) // sent in alice-carol, stored in alice-bob
+	u.settle(group, res)
+	var got []bool
+	for _, b := range res {
+		for _, a := range b {
+			got = append(got, a.Duplicate)
+		}
+	}
+	if want := []bool{false, true, true, false, true}; !slices.Equal(got, want) {
+		t.Errorf("duplicates after settle %v, want %v", got, want)
+	}
 }

@@ -34,13 +34,16 @@ package postgres
 //
 // A COMMIT whose answer is lost (the connection broke after the last
 // round trip was sent) leaves the writer not knowing whether its messages
-// are stored. It runs the transaction again (appendTx); its messages come
-// back from that run as duplicates if the COMMIT went through, and are
-// answered as stored now, not as duplicates (unsure), since no caller was
-// told they were stored: otherwise chat would deliver none of them live
-// and emit no event, taking them for resends. If every run fails, the
-// caller gets the error and, on this node, its resend is answered the
-// same way.
+// are stored. It runs the transaction again (appendTx), and then each
+// batch alone (commitGroup); its messages come back from those runs as
+// duplicates if the COMMIT went through, and are answered as stored now,
+// not as duplicates (unsure), since no caller was told they were stored:
+// otherwise chat would deliver none of them live and emit no event,
+// taking them for resends. Only while the group's callers wait: if every
+// run fails, they get the error, and a resend is a duplicate (the
+// receivers get it at their next sync). Chat's push jobs of a message
+// answered as stored now are the ones the lost COMMIT stored: no caller
+// has handed them to the dispatcher yet.
 //
 // Group commit: callers queue their batch on s.reqs and wait for the
 // answer, whatever their context does once the batch is queued (a batch
@@ -184,6 +187,7 @@ func (s *Store) writer() {
 // commitGroup stores group in one transaction and answers each batch; if
 // that fails and there are several, each is tried again alone.
 func (s *Store) commitGroup(group []*appendReq) {
+	clear(s.unsure) // what an earlier group's lost COMMIT stored is a resend's duplicate now
 	live := group[:0]
 	for _, r := range group {
 		if err := r.ctx.Err(); err != nil {
@@ -249,14 +253,14 @@ func (s *Store) appendTx(group []*appendReq) ([][]store.Appended, error) {
 	for try := 1; ; try++ {
 		res, err := s.appendOnce(group)
 		if err == nil {
-			s.unsure.settle(res)
+			s.unsure.settle(group, res)
 			return res, nil
 		}
 		var gone *convGoneError
 		isGone := errors.As(err, &gone)
 		if errors.As(err, new(*commitUnknownError)) {
 			s.commitsUnknown.Add(1)
-			s.log.Warn("postgres: an append transaction's COMMIT got no answer; running it again to learn whether its messages are stored", "err", err)
+			s.log.Warn("postgres: an append transaction's COMMIT got no answer; its messages may be stored", "try", try, "err", err)
 			if try == 3 {
 				return nil, err
 			}
@@ -318,51 +322,32 @@ func (e *commitUnknownError) Error() string {
 
 func (e *commitUnknownError) Unwrap() error { return e.err }
 
-// unsureMax bounds Store.unsure; past it a key picked at random is
-// forgotten (its message, if committed, is answered as a duplicate).
-const unsureMax = 1 << 16
-
-// unsureSet holds, by key, the IDs given to messages in append
-// transactions whose COMMIT got no answer: stored or not, no caller was
-// told. A key may have several (runs of a transaction whose answers were
-// all lost; at most one of them is stored). Only the writer goroutine
-// uses it.
+// unsureSet holds, by key, the IDs given to messages in runs of the
+// current group's transaction whose COMMIT got no answer: stored or not,
+// no caller was told. A key may have several (at most one is stored).
+// Only the writer goroutine uses it, and commitGroup empties it.
 type unsureSet map[msgKey][]int64
 
-func (u unsureSet) add(k msgKey, id int64) {
-	if ids, ok := u[k]; ok {
-		u[k] = append(ids, id)
-		return
-	}
-	if len(u) >= unsureMax {
-		for k := range u { // map order: a key at random
-			delete(u, k)
-			break
-		}
-	}
-	u[msgKey{strings.Clone(k.from), strings.Clone(k.localID)}] = []int64{id}
-}
+func (u unsureSet) add(k msgKey, id int64) { u[k] = append(u[k], id) }
 
-// settle answers as stored now the duplicates in res that an unanswered
-// COMMIT stored (the same key and one of its IDs), once each, and forgets
-// every key res answers: a message stored anew got another ID, so the old
-// ones would never match.
-func (u unsureSet) settle(res [][]store.Appended) {
+// settle answers as stored now the duplicates in res, the answers to
+// group, that an unanswered COMMIT stored: the key, conversation and one
+// of the IDs of the message sent. Each once: the key is forgotten, so a
+// later copy in the group stays a duplicate of it.
+func (u unsureSet) settle(group []*appendReq, res [][]store.Appended) {
 	if len(u) == 0 {
 		return
 	}
-	for _, batch := range res {
-		for i := range batch {
-			a := &batch[i]
-			k := msgKey{a.Message.From, a.Message.LocalID}
+	for gi, r := range group {
+		for i, m := range r.msgs {
+			a := &res[gi][i]
+			k := msgKey{m.From, m.LocalID}
 			ids, ok := u[k]
-			if !ok {
+			if !ok || !a.Duplicate || a.Message.Conv != m.Conv || !slices.Contains(ids, a.Message.ID) {
 				continue
 			}
 			delete(u, k)
-			if a.Duplicate && slices.Contains(ids, a.Message.ID) {
-				a.Duplicate = false
-			}
+			a.Duplicate = false
 		}
 	}
 }
@@ -670,7 +655,7 @@ const insertMessagesSQL = `INSERT INTO messages (id, conv_id, seq, sender, recei
 // insert aborted the transaction.
 //
 // An error that is not PostgreSQL's (a broken connection) once that round
-// trip is sent is a commitUnknownError: the COMMIT may have run.
+// trip may have been sent is a commitUnknownError: the COMMIT may have run.
 func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs map[string]*conv, res [][]store.Appended,
 	inserted []*herald.Message, rows []any) (ok bool, _ error) {
 	batch := &pgx.Batch{}
@@ -729,7 +714,7 @@ func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs m
 				return false, nil // the transaction is aborted: appendIn runs it again
 			}
 			err = fmt.Errorf("%s: %w", steps[i], err)
-			if !isPG {
+			if !isPG && !pgconn.SafeToRetry(err) {
 				return false, &commitUnknownError{err}
 			}
 			return false, err
@@ -738,7 +723,7 @@ func finishAppend(ctx context.Context, tx *pgx.Conn, group []*appendReq, convs m
 	tag, err := br.Exec()
 	if err != nil {
 		err = fmt.Errorf("commit: %w", err)
-		if !errors.As(err, new(*pgconn.PgError)) {
+		if !errors.As(err, new(*pgconn.PgError)) && !pgconn.SafeToRetry(err) {
 			return false, &commitUnknownError{err}
 		}
 		return false, err
