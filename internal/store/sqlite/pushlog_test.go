@@ -113,22 +113,8 @@ func TestPushLogIndexResumesAfterRestart(t *testing.T) {
 	check := func(what string) {
 		t.Helper()
 		for _, q := range []store.PushLogQuery{{User: "u0"}, {User: "u1"}, {PushID: "pd_0"}, {PushID: "pd_1"}} {
-			q.Limit = 100
-			got, err := s.PushLog(ctx, q)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var ids, want []int64
-			for _, a := range got {
-				ids = append(ids, a.MsgID)
-			}
-			for id := n; id >= 1; id-- {
-				if q.User == fmt.Sprint("u", id%2) || q.PushID == fmt.Sprint("pd_", id%2) {
-					want = append(want, int64(id))
-				}
-			}
-			if fmt.Sprint(ids) != fmt.Sprint(want) {
-				t.Fatalf("%s: PushLog(%+v) = %v, want %v", what, q, ids, want)
+			if got, want := logRowsFound(t, s, q, n, 1); got != want {
+				t.Fatalf("%s: PushLog(%+v) = %v, want %v", what, q, got, want)
 			}
 		}
 	}
@@ -304,24 +290,33 @@ func TestPushLogIndexPruneDuringFill(t *testing.T) {
 	if d := dangling(); d != 0 {
 		t.Fatalf("%d entries for pruned rows", d)
 	}
-	for _, q := range []store.PushLogQuery{{User: "u0", Limit: 100}, {PushID: "pd_1", Limit: 100}} {
-		got, err := s.PushLog(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids, want []int64
-		for _, a := range got {
-			ids = append(ids, a.MsgID)
-		}
-		for id := n; id >= 4; id-- {
-			if q.User == fmt.Sprint("u", id%2) || q.PushID == fmt.Sprint("pd_", id%2) {
-				want = append(want, int64(id))
-			}
-		}
-		if fmt.Sprint(ids) != fmt.Sprint(want) {
-			t.Errorf("PushLog(%+v) = %v, want %v", q, ids, want)
+	for _, q := range []store.PushLogQuery{{User: "u0"}, {PushID: "pd_1"}} {
+		if got, want := logRowsFound(t, s, q, n, 4); got != want {
+			t.Errorf("PushLog(%+v) = %v, want %v", q, got, want)
 		}
 	}
+}
+
+// logRowsFound returns the message IDs PushLog finds for q (by one user or
+// one push ID, up to 100) and those it should: of the rows addLogRows
+// stored, from first to n, the ones of q's user or device, newest first.
+func logRowsFound(t *testing.T, s *Store, q store.PushLogQuery, n, first int) (got, want string) {
+	t.Helper()
+	q.Limit = 100
+	found, err := s.PushLog(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids, wantIDs []int64
+	for _, a := range found {
+		ids = append(ids, a.MsgID)
+	}
+	for id := n; id >= first; id-- {
+		if q.User == fmt.Sprint("u", id%2) || q.PushID == fmt.Sprint("pd_", id%2) {
+			wantIDs = append(wantIDs, int64(id))
+		}
+	}
+	return fmt.Sprint(ids), fmt.Sprint(wantIDs)
 }
 
 // TestPushLogIndexPruneKeepsFill: a prune that takes none of a fill's
