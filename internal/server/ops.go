@@ -190,8 +190,7 @@ type postgresStats struct {
 func postgresMetrics(st postgres.Stats) postgresStats {
 	return postgresStats{
 		DuplicateReruns: st.DuplicateReruns, ConvGoneRetries: st.ConvGoneRetries, ConflictRetries: st.ConflictRetries,
-		CommitsUnknown: st.CommitsUnknown,
-		Commits:        st.Commits, Messages: st.Messages,
+		CommitsUnknown: st.CommitsUnknown, Commits: st.Commits, Messages: st.Messages,
 		QueuedSeconds: float64(st.QueuedMicros) / 1e6, TxSeconds: float64(st.TxMicros) / 1e6,
 	}
 }

@@ -155,7 +155,7 @@ type Stats struct {
 	DuplicateReruns int64 // append transactions rolled back and run again because a message in them was stored already (a resend)
 	ConvGoneRetries int64 // append transactions run again because a conversations row the writer knew was missing (its key forgotten and the row inserted again)
 	ConflictRetries int64 // append transactions PostgreSQL aborted for a deadlock or serialization failure, run again
-	CommitsUnknown  int64 // append transactions whose COMMIT got no answer (the connection broke once it was sent): they may be stored; each but a third in a row is run again
+	CommitsUnknown  int64 // append transaction runs whose COMMIT got no answer (the connection broke once it may have been sent), so that they may be stored: run again, three runs, then each batch alone
 	Commits         int64 // append transactions committed (group commits), each holding one or more AppendMessages calls
 	Messages        int64 // messages those transactions held
 	QueuedMicros    int64 // summed over the AppendMessages calls committed: µs from the call to the start of its transaction (the writer busy with the previous one, the group's linger)
