@@ -34,7 +34,6 @@ const (
 // (its execution) and not at the Parse and Describe pgx sends first for a
 // statement the connection has not prepared.
 type cutProxy struct {
-	t      *testing.T
 	ln     net.Listener
 	target string
 	mode   atomic.Int32 // cutAnswer or cutSend: what an armed round trip gets
@@ -49,7 +48,7 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &cutProxy{t: t, ln: ln, target: target}
+	p := &cutProxy{ln: ln, target: target}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
